@@ -1,0 +1,35 @@
+# keel_cc_library(NAME name [HDRS ...] SRCS ... [DEPS ...] [PRIVATE_DEPS ...] [INTERFACE])
+# One target per src/ folder, aliased as keel::<name>. Headers are included as
+# "base/error.h" etc. relative to src/.
+function(keel_cc_library)
+  cmake_parse_arguments(K "INTERFACE" "NAME" "HDRS;SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
+  if(K_INTERFACE)
+    add_library(keel_${K_NAME} INTERFACE)
+    target_link_libraries(keel_${K_NAME} INTERFACE ${K_DEPS})
+    target_include_directories(keel_${K_NAME} INTERFACE ${PROJECT_SOURCE_DIR}/src)
+  else()
+    add_library(keel_${K_NAME} STATIC ${K_SRCS} ${K_HDRS})
+    target_link_libraries(keel_${K_NAME} PUBLIC ${K_DEPS} PRIVATE ${K_PRIVATE_DEPS})
+    target_include_directories(keel_${K_NAME} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+    target_compile_options(keel_${K_NAME} PRIVATE ${KEEL_WARNINGS})
+  endif()
+  add_library(keel::${K_NAME} ALIAS keel_${K_NAME})
+endfunction()
+
+# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow)
+function(keel_cc_test)
+  cmake_parse_arguments(K "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  if(NOT KEEL_BUILD_TESTS)
+    return()
+  endif()
+  add_executable(${K_NAME} ${K_SRCS})
+  target_link_libraries(${K_NAME} PRIVATE ${K_DEPS} GTest::gtest_main GTest::gmock)
+  target_compile_options(${K_NAME} PRIVATE ${KEEL_WARNINGS})
+  if(NOT K_LABELS)
+    set(K_LABELS unit)
+  endif()
+  gtest_discover_tests(${K_NAME}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    PROPERTIES LABELS "${K_LABELS}"
+    DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,65 @@
+// Typed entry points over the generated BARE codecs. Generated types provide
+// `Encode(Writer&, const T&)`, `Decode(Reader&, T&)` and `TypeName(const T*)` in their
+// own namespace; these templates find them by argument-dependent lookup.
+#pragma once
+
+#include <algorithm>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "protocol/bare/reader.h"
+#include "protocol/bare/writer.h"
+
+namespace keel::bare {
+
+template <typename T>
+void EncodeTo(const T& value, Bytes& out) {
+  Writer w(out);
+  Encode(w, value);
+}
+
+template <typename T>
+Bytes EncodeValue(const T& value) {
+  Bytes out;
+  EncodeTo(value, out);
+  return out;
+}
+
+// Decodes exactly one T from `in`: trailing bytes are an error.
+template <typename T>
+Result<T> DecodeValue(ByteView in, const Limits& limits = Limits()) {
+  Result<T> out{T{}};
+  Reader r(in, limits);
+  if (!Decode(r, *out) || !r.ExpectEnd()) {
+    return r.ToError(TypeName(static_cast<const T*>(nullptr)));
+  }
+  return out;
+}
+
+// Maps are decoded into insertion-ordered pair vectors; BARE forbids duplicate keys.
+template <typename K, typename V>
+bool HasDuplicateKeys(const std::vector<std::pair<K, V>>& map) {
+  const size_t n = map.size();
+  if (n < 2) return false;
+  if (n <= 16) {
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = i + 1; j < n; ++j) {
+        if (map[i].first == map[j].first) return true;
+      }
+    }
+    return false;
+  }
+  std::vector<const K*> keys;
+  keys.reserve(n);
+  for (const auto& entry : map) keys.push_back(&entry.first);
+  std::sort(keys.begin(), keys.end(), [](const K* a, const K* b) { return *a < *b; });
+  for (size_t i = 1; i < n; ++i) {
+    if (*keys[i - 1] == *keys[i]) return true;
+  }
+  return false;
+}
+
+}  // namespace keel::bare

@@ -1,0 +1,153 @@
+#include "protocol/bare/reader.h"
+
+#include <string>
+
+namespace keel::bare {
+
+std::string_view DecodeFailureKindName(DecodeFailure::Kind kind) {
+  switch (kind) {
+    case DecodeFailure::Kind::kTruncated: return "truncated";
+    case DecodeFailure::Kind::kNonCanonicalVarint: return "non_canonical_varint";
+    case DecodeFailure::Kind::kVarintOverflow: return "varint_overflow";
+    case DecodeFailure::Kind::kInvalidBool: return "invalid_bool";
+    case DecodeFailure::Kind::kInvalidUtf8: return "invalid_utf8";
+    case DecodeFailure::Kind::kUnknownTag: return "unknown_tag";
+    case DecodeFailure::Kind::kTooLong: return "too_long";
+    case DecodeFailure::Kind::kTooDeep: return "too_deep";
+    case DecodeFailure::Kind::kDuplicateMapKey: return "duplicate_map_key";
+    case DecodeFailure::Kind::kTrailingBytes: return "trailing_bytes";
+    case DecodeFailure::Kind::kInvalidValue: return "invalid_value";
+  }
+  return "unknown";
+}
+
+bool IsValidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  const uint8_t* end = p + s.size();
+  while (p < end) {
+    // ASCII fast path, 8 bytes at a time.
+    while (end - p >= 8) {
+      uint64_t chunk;
+      std::memcpy(&chunk, p, 8);
+      if (chunk & 0x8080808080808080ull) break;
+      p += 8;
+    }
+    if (p >= end) break;
+    uint8_t c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;  // continuation byte, overlong lead (c0/c1) or above f4
+    }
+    if (static_cast<size_t>(end - p) <= n) return false;
+    for (size_t i = 1; i <= n; ++i) {
+      if ((p[i] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000)) return false;  // overlong
+    if (cp >= 0xd800 && cp <= 0xdfff) return false;                         // surrogate
+    if (cp > 0x10ffff) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+bool Reader::UintSlow(uint64_t& v) {
+  size_t start = offset();
+  uint64_t out = 0;
+  for (int i = 0; i < 10; ++i) {
+    if (p_ >= end_) return Fail(DecodeFailure::Kind::kTruncated, offset(), "truncated varint");
+    uint8_t b = *p_++;
+    if (i == 9 && b > 1) {
+      return Fail(DecodeFailure::Kind::kVarintOverflow, start, "varint above 2^64-1");
+    }
+    out |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
+    if ((b & 0x80) == 0) {
+      // A final zero byte after at least one byte means a shorter encoding existed.
+      if (b == 0 && i > 0) {
+        return Fail(DecodeFailure::Kind::kNonCanonicalVarint, start, "non-canonical varint");
+      }
+      v = out;
+      return true;
+    }
+  }
+  return Fail(DecodeFailure::Kind::kVarintOverflow, start, "varint longer than 10 bytes");
+}
+
+bool Reader::Length(uint64_t& n, size_t min_element_size) {
+  size_t at = offset();
+  if (!Uint(n)) return false;
+  if (n > limits_.max_container_len) {
+    return Fail(DecodeFailure::Kind::kTooLong, at, "container length above limit");
+  }
+  // Each element needs at least min_element_size bytes, so a count the remaining
+  // input cannot hold is rejected before anything is allocated.
+  if (min_element_size > 0 && n > remaining() / min_element_size) {
+    return Fail(DecodeFailure::Kind::kTruncated, at, "container length exceeds input");
+  }
+  return true;
+}
+
+bool Reader::StrView(std::string_view& s) {
+  size_t at = offset();
+  uint64_t n;
+  if (!Uint(n)) return false;
+  if (n > limits_.max_bytes_len) return Fail(DecodeFailure::Kind::kTooLong, at, "str too long");
+  if (n > remaining()) return Fail(DecodeFailure::Kind::kTruncated, at, "str exceeds input");
+  std::string_view view(reinterpret_cast<const char*>(p_), static_cast<size_t>(n));
+  if (!IsValidUtf8(view)) return Fail(DecodeFailure::Kind::kInvalidUtf8, at, "invalid UTF-8");
+  p_ += n;
+  s = view;
+  return true;
+}
+
+bool Reader::DataView(ByteView& d) {
+  size_t at = offset();
+  uint64_t n;
+  if (!Uint(n)) return false;
+  if (n > limits_.max_bytes_len) return Fail(DecodeFailure::Kind::kTooLong, at, "data too long");
+  if (n > remaining()) return Fail(DecodeFailure::Kind::kTruncated, at, "data exceeds input");
+  d = ByteView(p_, static_cast<size_t>(n));
+  p_ += n;
+  return true;
+}
+
+bool Reader::FailUnknownTag(size_t at, uint32_t tag, std::string_view type_name) {
+  std::string detail = "unknown tag ";
+  detail += std::to_string(tag);
+  detail += " for ";
+  detail += type_name;
+  return Fail(DecodeFailure::Kind::kUnknownTag, at, detail);
+}
+
+bool Reader::FailDuplicateKey(size_t at) {
+  return Fail(DecodeFailure::Kind::kDuplicateMapKey, at, "duplicate map key");
+}
+
+Error Reader::ToError(std::string_view type_name) const {
+  std::string msg;
+  msg += type_name;
+  msg += ": ";
+  msg += failure_.detail;
+  msg += " (";
+  msg += DecodeFailureKindName(failure_.kind);
+  msg += " at byte ";
+  msg += std::to_string(failure_.offset);
+  msg += ")";
+  return Error("protocol", "decode_failed", std::move(msg));
+}
+
+}  // namespace keel::bare
