@@ -4,9 +4,9 @@ set(KEEL_GEN_DIR ${CMAKE_BINARY_DIR}/gen)
 set(KEEL_BARE_CODEGEN ${PROJECT_SOURCE_DIR}/tools/bare_codegen/bare_codegen.py)
 set(KEEL_BARE_CODEGEN_DEPS ${KEEL_BARE_CODEGEN} ${PROJECT_SOURCE_DIR}/tools/bare_codegen/bare_schema.py)
 
-# keel_bare_codec(FAMILY envoy VERSION 4 OUT_SRCS var OUT_JSON_SRCS var)
+# keel_bare_codec(FAMILY envoy VERSION 4 OUT_SRCS var OUT_JSON_SRCS var OUT_RANDOM_SRCS var)
 function(keel_bare_codec)
-  cmake_parse_arguments(K "" "FAMILY;VERSION;OUT_SRCS;OUT_JSON_SRCS" "" ${ARGN})
+  cmake_parse_arguments(K "" "FAMILY;VERSION;OUT_SRCS;OUT_JSON_SRCS;OUT_RANDOM_SRCS" "" ${ARGN})
   set(schema ${PROJECT_SOURCE_DIR}/schemas/${K_FAMILY}/v${K_VERSION}.bare)
   set(outdir ${KEEL_GEN_DIR}/protocol/${K_FAMILY})
   set(ns keel::protocol::${K_FAMILY}::v${K_VERSION})
@@ -27,6 +27,17 @@ function(keel_bare_codec)
       COMMENT "bare_codegen: ${K_FAMILY} v${K_VERSION} json" VERBATIM)
     set(${K_OUT_JSON_SRCS} ${${K_OUT_JSON_SRCS}} ${outdir}/v${K_VERSION}_json.h
         ${outdir}/v${K_VERSION}_json.cc PARENT_SCOPE)
+  endif()
+  if(K_OUT_RANDOM_SRCS)
+    add_custom_command(
+      OUTPUT ${outdir}/v${K_VERSION}_random.h ${outdir}/v${K_VERSION}_random.cc
+      COMMAND Python3::Interpreter ${KEEL_BARE_CODEGEN} random ${schema} --namespace ${ns}
+              --outdir ${outdir} --base v${K_VERSION}_random --include-prefix protocol/${K_FAMILY}/
+              --codec-header protocol/${K_FAMILY}/v${K_VERSION}.h
+      DEPENDS ${schema} ${KEEL_BARE_CODEGEN_DEPS}
+      COMMENT "bare_codegen: ${K_FAMILY} v${K_VERSION} random values" VERBATIM)
+    set(${K_OUT_RANDOM_SRCS} ${${K_OUT_RANDOM_SRCS}} ${outdir}/v${K_VERSION}_random.h
+        ${outdir}/v${K_VERSION}_random.cc PARENT_SCOPE)
   endif()
 endfunction()
 

@@ -7,6 +7,8 @@ never edited by hand. Three modes:
   codec    SCHEMA --namespace NS --out BASE --include-prefix P
            -> BASE.h / BASE.cc: one C++ type per schema type, Encode/Decode overloads,
               TypeName overloads.
+  random   SCHEMA --namespace NS --out BASE --codec-header H
+           -> BASE.h / BASE.cc: Randomize(rng, T&) per type (property tests, fuzz seeds).
   json     SCHEMA --namespace NS --out BASE --codec-header H
            -> BASE.h / BASE.cc: ToJson/FromJson per type in the conformance-vector JSON
               form, plus a by-name registry (DecodeToJson / EncodeFromJson).
@@ -170,6 +172,16 @@ class Emitter:
         return "\n".join(self.lines) + "\n"
 
 
+def bind_lvalue(e: "Emitter", out: str) -> str:
+    """Binds an lvalue expression with side effects (e.g. `x.emplace()`) to a reference so
+    that statements using it several times evaluate it once."""
+    if out.endswith(")"):
+        ref = e.fresh("ref")
+        e(f"auto& {ref} = {out};")
+        return ref
+    return out
+
+
 def emit_encode(m: Model, e: Emitter, expr: TypeExpr, val: str) -> None:
     expr = m.resolve(expr)
     if isinstance(expr, Prim):
@@ -207,6 +219,8 @@ def emit_encode(m: Model, e: Emitter, expr: TypeExpr, val: str) -> None:
 def emit_decode(m: Model, e: Emitter, expr: TypeExpr, out: str) -> None:
     """Emits statements that decode into lvalue `out`, returning false on failure."""
     expr = m.resolve(expr)
+    if not isinstance(expr, (Prim, Ref)):
+        out = bind_lvalue(e, out)
     if isinstance(expr, Prim):
         e(f"if (!r.{PRIM_RW[expr.name]}({out})) return false;")
     elif isinstance(expr, FixedData):
@@ -495,6 +509,8 @@ def emit_to_json(m: Model, e: Emitter, expr: TypeExpr, val: str) -> str:
 def emit_from_json(m: Model, e: Emitter, expr: TypeExpr, j: str, out: str, path: str) -> None:
     """Emits statements parsing json_t `j` into lvalue `out`; on failure sets *err, returns false."""
     expr = m.resolve(expr)
+    if not isinstance(expr, (Prim, Ref)):
+        out = bind_lvalue(e, out)
     if isinstance(expr, Prim):
         e(f"if (!ReadPrim({j}, {out}, \"{expr.name}\", {path}, err)) return false;")
     elif isinstance(expr, FixedData):
@@ -722,6 +738,8 @@ def emit_convert_expr(src: Model, dst: Model, e: Emitter, a: TypeExpr, b: TypeEx
                       out: str, fn: str) -> None:
     """Emits statements converting `val` (src type a) into lvalue `out` (dst type b)."""
     a = src.resolve(a)
+    if not isinstance(a, (Prim, Ref)):
+        out = bind_lvalue(e, out)
     b = dst.resolve(b)
     if isinstance(a, (Prim, FixedData)):
         e(f"{out} = {val};")
@@ -895,6 +913,120 @@ def gen_convert(old: Model, new: Model, ns: str, old_header: str, new_header: st
     return {f"{base}.h": h.text(), f"{base}.cc": c.text()}
 
 
+
+# ----------------------------------------------------------------------------- random
+
+
+def emit_random(m: Model, e: Emitter, expr: TypeExpr, out: str) -> None:
+    """Emits statements filling lvalue `out` with a random value (tests only)."""
+    expr = m.resolve(expr)
+    if not isinstance(expr, (Prim, Ref)):
+        out = bind_lvalue(e, out)
+    if isinstance(expr, Prim):
+        n = expr.name
+        if n == "bool":
+            e(f"{out} = (rng.NextU64() & 1) != 0;")
+        elif n == "str":
+            e(f"{out} = RandomString(rng);")
+        elif n == "data":
+            e(f"{out} = RandomBytes(rng);")
+        elif n in ("f32", "f64"):
+            e(f"{out} = static_cast<{PRIM_CPP[n]}>(rng.NextDouble());")
+        else:
+            e(f"{out} = static_cast<{PRIM_CPP[n]}>(RandomInt(rng));")
+    elif isinstance(expr, FixedData):
+        e(f"rng.Fill(std::span<uint8_t>({out}.data(), {out}.size()));")
+    elif isinstance(expr, Optional_):
+        e("if (rng.Uniform<int>(0, 2) != 0 && depth < kMaxDepth) {")
+        e.ind += 1
+        emit_random(m, e, expr.inner, f"{out}.emplace()")
+        e.ind -= 1
+        e("} else {")
+        e(f"  {out}.reset();")
+        e("}")
+    elif isinstance(expr, List_):
+        i = e.fresh("i")
+        e(f"{out}.clear();")
+        e(f"for (int {i} = 0, n = depth < kMaxDepth ? rng.Uniform<int>(0, 3) : 0; {i} < n; ++{i}) {{")
+        e.ind += 1
+        emit_random(m, e, expr.inner, f"{out}.emplace_back()")
+        e.ind -= 1
+        e("}")
+    elif isinstance(expr, Map_):
+        i = e.fresh("i")
+        ent = e.fresh("entry")
+        e(f"{out}.clear();")
+        e(f"for (int {i} = 0, n = depth < kMaxDepth ? rng.Uniform<int>(0, 3) : 0; {i} < n; ++{i}) {{")
+        e.ind += 1
+        e(f"auto& {ent} = {out}.emplace_back();")
+        emit_random(m, e, expr.key, f"{ent}.first")
+        emit_random(m, e, expr.value, f"{ent}.second")
+        e.ind -= 1
+        e("}")
+        e(f"DedupKeys({out});")
+    else:
+        e(f"Randomize(rng, {out}, depth + 1);")
+
+
+def gen_random(m: Model, src: str, codec_header: str, include_prefix: str, base: str) -> Dict[str, str]:
+    named = [d for d in m.order if m.is_named(d.name)]
+    h = Emitter()
+    h(HEADER_NOTE.format(src=src).rstrip())
+    h("// Random values of every type, for property tests, fuzz seeds and benchmarks.")
+    h("#pragma once")
+    h()
+    h('#include "base/random.h"')
+    h(f'#include "{codec_header}"')
+    h()
+    h(f"namespace {m.ns} {{")
+    h()
+    for d in named:
+        h(f"void Randomize(::keel::Random& rng, {d.name}& out, int depth = 0);")
+    h()
+    h(f"}}  // namespace {m.ns}")
+    c = Emitter()
+    c(HEADER_NOTE.format(src=src).rstrip())
+    c(f'#include "{include_prefix}{base}.h"')
+    c()
+    c('#include "protocol/bare/random_support.h"')
+    c()
+    c(f"namespace {m.ns} {{")
+    c()
+    c("using ::keel::bare::random_support::DedupKeys;")
+    c("using ::keel::bare::random_support::kMaxDepth;")
+    c("using ::keel::bare::random_support::RandomBytes;")
+    c("using ::keel::bare::random_support::RandomInt;")
+    c("using ::keel::bare::random_support::RandomString;")
+    c("#pragma GCC diagnostic ignored \"-Wunused-parameter\"")
+    c()
+    for d in named:
+        c(f"void Randomize(::keel::Random& rng, {d.name}& out, int depth) {{")
+        c.ind += 1
+        if d.kind == "alias":
+            emit_random(m, c, d.alias, "out.value")
+        elif d.kind == "struct":
+            for f in d.fields:
+                emit_random(m, c, f.type, f"out.{snake(f.name)}")
+        elif d.kind == "enum":
+            c(f"out = static_cast<{d.name}>(rng.Uniform<uint32_t>(0, {len(d.members) - 1}));")
+        elif d.kind == "union":
+            c(f"switch (rng.Uniform<int>(0, {len(d.members) - 1})) {{")
+            for i, mem in enumerate(d.members):
+                c(f"  case {i}:")
+                if m.decl(mem).kind == "void":
+                    c(f"    out.value.emplace<{i}>();")
+                else:
+                    c(f"    Randomize(rng, out.value.emplace<{i}>(), depth + 1);")
+                c("    break;")
+            c("  default:")
+            c("    break;")
+            c("}")
+        c.ind -= 1
+        c("}")
+        c()
+    c(f"}}  // namespace {m.ns}")
+    return {f"{base}.h": h.text(), f"{base}.cc": c.text()}
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -913,7 +1045,7 @@ def write_outputs(outdir: str, files: Dict[str, str]) -> None:
 
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["codec", "json", "convert"])
+    ap.add_argument("mode", choices=["codec", "json", "random", "convert"])
     ap.add_argument("schema", nargs="?")
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--outdir", required=True)
@@ -933,6 +1065,9 @@ def main(argv: List[str]) -> int:
         if a.mode == "codec":
             m = Model(parse_schema(a.schema), a.namespace)
             files = gen_codec(m, os.path.basename(a.schema), a.include_prefix, a.base)
+        elif a.mode == "random":
+            m = Model(parse_schema(a.schema), a.namespace)
+            files = gen_random(m, os.path.basename(a.schema), a.codec_header, a.include_prefix, a.base)
         elif a.mode == "json":
             m = Model(parse_schema(a.schema), a.namespace)
             files = gen_json(m, os.path.basename(a.schema), a.codec_header, a.include_prefix, a.base)

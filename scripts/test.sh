@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Keel's test command (the README's second command, and what CI runs):
+#   1. installs what the build needs (scripts/bootstrap.sh),
+#   2. builds the `dev` preset (Debug, ASan + UBSan) and runs every ctest suite,
+#   3. builds the `wasm` preset (the sans-I/O cores must keep compiling for wasm),
+#   4. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
+# Set KEEL_SKIP_WASM=1 or KEEL_SKIP_FUZZ=1 to skip a stage locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "bootstrap"
+bash scripts/bootstrap.sh
+
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/keel-ccache}"
+JOBS="${KEEL_JOBS:-$(nproc)}"
+
+step "build: dev preset (Debug, ASan + UBSan)"
+cmake --preset dev >/dev/null
+cmake --build --preset dev -j "$JOBS"
+
+step "tests: ctest (all labels)"
+ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
+UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
+  ctest --preset dev -j "$JOBS"
+
+if [ "${KEEL_SKIP_WASM:-0}" != "1" ]; then
+  step "build: wasm preset (sans-I/O cores under Emscripten)"
+  cmake --preset wasm >/dev/null
+  NODE_PATH=/usr/share/nodejs cmake --build --preset wasm -j "$JOBS"
+  step "wasm: protocol smoke test under Node"
+  # Emscripten 3.1.6's loader predates Node's global fetch; keep Node on the fs path.
+  node --no-experimental-fetch build/wasm/bin/protocol_smoke.js
+fi
+
+if [ "${KEEL_SKIP_FUZZ:-0}" != "1" ]; then
+  step "fuzz: libFuzzer targets, ${FUZZ_SECONDS:-30} s each"
+  bash scripts/fuzz.sh
+fi
+
+step "all green in $(( $(date +%s) - started )) s"
