@@ -38,7 +38,7 @@ step() {
 
 # The last libFuzzer status line ("#N  pulse|NEW|REDUCE|DONE  cov: ... exec/s: ...").
 status_line() { grep -aE '^#[0-9]+[[:space:]]' "$1" 2>/dev/null | tail -n 1 || true; }
-field() { sed -nE "s/.*[[:space:]]$1:?[[:space:]]+([0-9]+).*/\\1/p" <<<"$2"; }
+field() { sed -nE "s|.*[[:space:]]$1:?[[:space:]]+([0-9]+).*|\\1|p" <<<"$2"; }
 stat() { sed -nE "s/^stat::$1:[[:space:]]*([0-9]+).*/\\1/p" "$2" | tail -n 1; }
 
 mkdir -p "$logs" "$artifacts"
@@ -104,6 +104,7 @@ say "summary (FUZZ_SECONDS=$seconds):"
 for row in "${summary[@]}"; do say "  $row"; done
 if [[ ${#failed[@]} -gt 0 ]]; then
   say "crashes found in: ${failed[*]} (artifacts in $artifacts/)"
+  say "reproduce one with: $build_dir/fuzz/<target> $artifacts/<target>-crash-<sha1>"
   exit 1
 fi
 say "no crashes"

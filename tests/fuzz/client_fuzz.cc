@@ -29,8 +29,8 @@
 namespace {
 
 namespace client = keel::protocol::client;
-using keel::ByteView;
 using keel::Bytes;
+using keel::ByteView;
 using keel::Result;
 using keel::protocol::ConversionError;
 
@@ -39,7 +39,9 @@ using keel::protocol::ConversionError;
   __builtin_trap();
 }
 
-bool SameBytes(const Bytes& a, ByteView b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+bool SameBytes(const Bytes& a, ByteView b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
+}
 
 template <typename T>
 void CheckCanonical(ByteView in, const char* codec) {
@@ -71,7 +73,8 @@ void Check(ByteView framed, Result<T3> (*decode)(ByteView),
     }
     auto again = decode(*reencoded);
     if (!again.has_value()) {
-      Violation("decode of re-encoded payload", std::string(name) + ": " + again.error().ToString());
+      Violation("decode of re-encoded payload",
+                std::string(name) + ": " + again.error().ToString());
     }
     if (!(*again == *decoded)) Violation("round trip", std::string(name) + ": values differ");
     if (!(lossy_v1 && version == 1) && !SameBytes(*reencoded, framed)) {
@@ -102,8 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                       false);
       break;
     case 1:
-      Check<v1::ToClient, v2::ToClient, v3::ToClient>(framed, DecodeToClient, EncodeToClient,
-                                                      true);
+      Check<v1::ToClient, v2::ToClient, v3::ToClient>(framed, DecodeToClient, EncodeToClient, true);
       break;
     case 2:
       Check<v1::HttpActionRequest, v2::HttpActionRequest, v3::HttpActionRequest>(

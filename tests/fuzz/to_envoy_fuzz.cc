@@ -29,15 +29,17 @@
 namespace {
 
 namespace envoy = keel::protocol::envoy;
-using keel::ByteView;
 using keel::Bytes;
+using keel::ByteView;
 
 [[noreturn]] void Violation(const char* property, const std::string& detail) {
   std::fprintf(stderr, "to_envoy_fuzz: property violated: %s: %s\n", property, detail.c_str());
   __builtin_trap();
 }
 
-bool SameBytes(const Bytes& a, ByteView b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+bool SameBytes(const Bytes& a, ByteView b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
+}
 
 // Property 3 for one generated codec.
 template <typename T>
@@ -72,16 +74,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (!(*again == *decoded)) Violation("round trip", "decoded values differ");
     if (version != 2 && !SameBytes(reencoded, frame)) {
-      Violation("round trip bytes", keel::ToHex(frame) + " re-encodes to " + keel::ToHex(reencoded));
+      Violation("round trip bytes",
+                keel::ToHex(frame) + " re-encodes to " + keel::ToHex(reencoded));
     }
   }
 
   CheckCanonical<envoy::v4::ToEnvoy>(frame, "v4::ToEnvoy");
   switch (version) {
-    case 1: CheckCanonical<envoy::v1::ToEnvoy>(frame, "v1::ToEnvoy"); break;
-    case 2: CheckCanonical<envoy::v2::ToEnvoy>(frame, "v2::ToEnvoy"); break;
-    case 3: CheckCanonical<envoy::v3::ToEnvoy>(frame, "v3::ToEnvoy"); break;
-    default: break;
+    case 1:
+      CheckCanonical<envoy::v1::ToEnvoy>(frame, "v1::ToEnvoy");
+      break;
+    case 2:
+      CheckCanonical<envoy::v2::ToEnvoy>(frame, "v2::ToEnvoy");
+      break;
+    case 3:
+      CheckCanonical<envoy::v3::ToEnvoy>(frame, "v3::ToEnvoy");
+      break;
+    default:
+      break;
   }
   return 0;
 }

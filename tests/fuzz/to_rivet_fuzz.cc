@@ -27,15 +27,17 @@
 namespace {
 
 namespace envoy = keel::protocol::envoy;
-using keel::ByteView;
 using keel::Bytes;
+using keel::ByteView;
 
 [[noreturn]] void Violation(const char* property, const std::string& detail) {
   std::fprintf(stderr, "to_rivet_fuzz: property violated: %s: %s\n", property, detail.c_str());
   __builtin_trap();
 }
 
-bool SameBytes(const Bytes& a, ByteView b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+bool SameBytes(const Bytes& a, ByteView b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
+}
 
 // Property 3 for one generated codec.
 template <typename T>
@@ -70,7 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (!(*again == *decoded)) Violation("round trip", "decoded values differ");
     if (!SameBytes(reencoded, frame)) {
-      Violation("round trip bytes", keel::ToHex(frame) + " re-encodes to " + keel::ToHex(reencoded));
+      Violation("round trip bytes",
+                keel::ToHex(frame) + " re-encodes to " + keel::ToHex(reencoded));
     }
   }
 

@@ -658,6 +658,7 @@ def gen_json(m: Model, src: str, codec_header: str, include_prefix: str, base: s
             c(f"if (tag_it == j.end() || !tag_it->is_string()) return Fail(err, {path}, \"missing tag\");")
             c("const auto& tag = tag_it->get_ref<const std::string&>();")
             c("auto val_it = j.find(\"val\");")
+            c("(void)val_it;  // unused when every member is void")
             for i, mem in enumerate(d.members):
                 c(f"if (tag == \"{mem}\") {{")
                 if m.decl(mem).kind == "void":

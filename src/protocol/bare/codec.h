@@ -31,12 +31,14 @@ Bytes EncodeValue(const T& value) {
 // Decodes exactly one T from `in`: trailing bytes are an error.
 template <typename T>
 Result<T> DecodeValue(ByteView in, const Limits& limits = Limits()) {
-  Result<T> out{T{}};
   Reader r(in, limits);
-  if (!Decode(r, *out) || !r.ExpectEnd()) {
+  // Default- (not value-) initialised: every generated member has an initializer, and
+  // value-initialising a large variant would zero it first for nothing.
+  T out;
+  if (!Decode(r, out) || !r.ExpectEnd()) {
     return r.ToError(TypeName(static_cast<const T*>(nullptr)));
   }
-  return out;
+  return Result<T>(std::move(out));
 }
 
 // Maps are decoded into insertion-ordered pair vectors; BARE forbids duplicate keys.

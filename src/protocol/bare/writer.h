@@ -40,6 +40,10 @@ class Writer {
 
   // ULEB128, minimal length.
   void Uint(uint64_t v) {
+    if (v < 0x80) {  // fast path: every tag and enum value, most lengths
+      out_.push_back(static_cast<uint8_t>(v));
+      return;
+    }
     uint8_t buf[10];
     size_t n = 0;
     while (v >= 0x80) {
@@ -65,11 +69,11 @@ class Writer {
   // data[N]: exactly N bytes, no length.
   void FixedData(const uint8_t* p, size_t n) { Raw(p, n); }
 
+  // insert() copies straight into spare capacity; resize() + memcpy would first
+  // zero-fill the new bytes, a second pass over every payload.
   void Raw(const void* p, size_t n) {
-    if (n == 0) return;
-    size_t at = out_.size();
-    out_.resize(at + n);
-    std::memcpy(out_.data() + at, p, n);
+    const auto* bytes = static_cast<const uint8_t*>(p);
+    out_.insert(out_.end(), bytes, bytes + n);
   }
 
   Bytes& buffer() { return out_; }

@@ -18,7 +18,10 @@ Error UnsupportedVersion(uint16_t version) {
 
 // One top-level type across the four schema versions. Converters are found by overload
 // on the argument's (per-version) type.
-template <typename T1, typename T2, typename T3, typename T4>
+// kV1ReadsAsV2: v1 ToRivet is a strict prefix of v2, and Rivet's engine reads v1 frames
+// with the v2 schema so that a stray SQLite tag gets the "legacy sqlite" refusal rather
+// than an unknown-tag decode error (envoy-protocol.md §2.13).
+template <typename T1, typename T2, typename T3, typename T4, bool kV1ReadsAsV2 = false>
 struct Chain {
   static Result<T4> Decode(ByteView in, uint16_t version, const bare::Limits& limits) {
     if (version == 4) return bare::DecodeValue<T4>(in, limits);
@@ -39,6 +42,7 @@ struct Chain {
         return out;
       }
       case 1: {
+        if constexpr (kV1ReadsAsV2) return Decode(in, 2, limits);
         KEEL_ASSIGN_OR_RETURN(auto v1, bare::DecodeValue<T1>(in, limits));
         T2 v2{};
         T3 v3{};
@@ -95,7 +99,20 @@ struct Chain {
   }
 };
 
-#define KEEL_ENVOY_CHAIN(T) Chain<v1::T, v2::T, v3::T, v4::T>
+template <typename T>
+struct ChainOf;
+#define KEEL_ENVOY_CHAIN_OF(T, V1_AS_V2)                                  \
+  template <>                                                            \
+  struct ChainOf<v4::T> {                                                \
+    using type = Chain<v1::T, v2::T, v3::T, v4::T, V1_AS_V2>;            \
+  };
+KEEL_ENVOY_CHAIN_OF(ToRivet, true)
+KEEL_ENVOY_CHAIN_OF(ToEnvoy, false)
+KEEL_ENVOY_CHAIN_OF(ToEnvoyConn, false)
+KEEL_ENVOY_CHAIN_OF(ToGateway, false)
+KEEL_ENVOY_CHAIN_OF(ToOutbound, false)
+KEEL_ENVOY_CHAIN_OF(ActorCommandKeyData, false)
+#define KEEL_ENVOY_CHAIN(T) ChainOf<v4::T>::type
 
 }  // namespace
 

@@ -77,8 +77,12 @@ TEST(BareVarint, EncodesTheSpecExamplesByteForByte) {
 
 TEST(BareVarint, DecodesTheSpecExamplesAndConsumesExactlyTheirBytes) {
   const std::vector<std::pair<std::string, uint64_t>> cases = {
-      {"00", 0},          {"7f", 127},       {"80 01", 128},
-      {"ac 02", 300},     {"80 80 01", 16384}, {"ff ff ff ff ff ff ff ff ff 01", ~uint64_t{0}},
+      {"00", 0},
+      {"7f", 127},
+      {"80 01", 128},
+      {"ac 02", 300},
+      {"80 80 01", 16384},
+      {"ff ff ff ff ff ff ff ff ff 01", ~uint64_t{0}},
       {"80 80 80 80 80 80 80 80 80 01", uint64_t{1} << 63},
   };
   for (const auto& [hex, want] : cases) {
@@ -104,9 +108,9 @@ TEST(BareVarint, ZigZagEncodesTheSpecExamples) {
 }
 
 TEST(BareVarint, ZigZagRoundTripsTheExtremes) {
-  for (int64_t v : {int64_t{0}, int64_t{-1}, int64_t{1}, int64_t{-3}, int64_t{63}, int64_t{-64},
-                    int64_t{64}, std::numeric_limits<int64_t>::max(),
-                    std::numeric_limits<int64_t>::min()}) {
+  for (int64_t v :
+       {int64_t{0}, int64_t{-1}, int64_t{1}, int64_t{-3}, int64_t{63}, int64_t{-64}, int64_t{64},
+        std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()}) {
     SCOPED_TRACE(v);
     Bytes in = EncodeInt(v);
     Reader uut(in);
@@ -271,8 +275,8 @@ TEST(BareTruncation, AStrOrDataLongerThanTheInputIsTruncatedAtItsLengthPrefix) {
 // ---- Canonical varints and overflow --------------------------------------------------
 
 TEST(BareVarint, NonCanonicalEncodingsAreRejected) {
-  for (const char* hex : {"80 00", "ff 00", "80 80 00", "81 80 00",
-                          "80 80 80 80 80 80 80 80 80 00"}) {
+  for (const char* hex :
+       {"80 00", "ff 00", "80 80 00", "81 80 00", "80 80 80 80 80 80 80 80 80 00"}) {
     SCOPED_TRACE(hex);
     Bytes in = Hex(hex);
     Reader uut(in);
@@ -581,10 +585,10 @@ TEST(BareReader, ToErrorIsProtocolDecodeFailedNamingTypeKindAndOffset) {
 }
 
 TEST(BareReader, EveryFailureKindHasADistinctName) {
-  const Kind kinds[] = {Kind::kTruncated,     Kind::kNonCanonicalVarint, Kind::kVarintOverflow,
-                        Kind::kInvalidBool,   Kind::kInvalidUtf8,        Kind::kUnknownTag,
-                        Kind::kTooLong,       Kind::kTooDeep,            Kind::kDuplicateMapKey,
-                        Kind::kTrailingBytes, Kind::kInvalidValue};
+  const Kind kinds[] = {
+      Kind::kTruncated,       Kind::kNonCanonicalVarint, Kind::kVarintOverflow, Kind::kInvalidBool,
+      Kind::kInvalidUtf8,     Kind::kUnknownTag,         Kind::kTooLong,        Kind::kTooDeep,
+      Kind::kDuplicateMapKey, Kind::kTrailingBytes,      Kind::kInvalidValue};
   std::vector<std::string> names;
   for (Kind k : kinds) {
     std::string name = KindName(k);

@@ -150,6 +150,12 @@ TEST(EnvoyVersions, LegacyV2SqliteMessagesAreRefusedWhenDecoded) {
     EXPECT_EQ(r.error().Id(), "protocol.incompatible_message");
     EXPECT_EQ(r.error().message(), "legacy sqlite requests require envoy-protocol v2");
   }
+  // A v1 connection reads ToRivet with the v2 schema, so the refusal is the same.
+  Bytes frame = GoldenBytes(2, "ToRivet/ToRivetSqliteGetPagesRequest/v2-typical");
+  auto v1 = DecodeToRivet(frame, 1);
+  ASSERT_FALSE(v1.has_value());
+  EXPECT_EQ(v1.error().message(), "legacy sqlite requests require envoy-protocol v2");
+
   Bytes resp = GoldenBytes(2, "ToEnvoy/ToEnvoySqliteGetPagesResponse/v2-ok");
   auto r = DecodeToEnvoy(resp, 2);
   ASSERT_FALSE(r.has_value());
