@@ -427,7 +427,13 @@ def gen_codec(m: Model, src: str, include_prefix: str, base: str) -> Dict[str, s
                 if md.kind == "void":
                     c(f"    v.value.emplace<{i}>();")
                 else:
-                    c(f"    if (!Decode(r, v.value.emplace<{i}>())) return false;")
+                    # Reuse the alternative already held (and so its buffers) when a
+                    # caller decodes into the same value repeatedly (bare::DecodeInto).
+                    c(f"    if (auto* held = std::get_if<{i}>(&v.value)) {{")
+                    c(f"      if (!Decode(r, *held)) return false;")
+                    c("    } else {")
+                    c(f"      if (!Decode(r, v.value.emplace<{i}>())) return false;")
+                    c("    }")
                 c("    break;")
             c("  default:")
             c(f"    return r.FailUnknownTag(at, tag, \"{d.name}\");")

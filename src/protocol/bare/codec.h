@@ -41,6 +41,18 @@ Result<T> DecodeValue(ByteView in, const Limits& limits = Limits()) {
   return Result<T>(std::move(out));
 }
 
+// Decodes exactly one T from `in` into an existing value, reusing its storage (byte
+// buffers, the union alternative it already holds): the shape for a read loop that keeps
+// one message object per connection. On error `out` is valid but unspecified.
+template <typename T>
+Status DecodeInto(ByteView in, T& out, const Limits& limits = Limits()) {
+  Reader r(in, limits);
+  if (!Decode(r, out) || !r.ExpectEnd()) {
+    return r.ToError(TypeName(static_cast<const T*>(nullptr)));
+  }
+  return OkStatus();
+}
+
 // Maps are decoded into insertion-ordered pair vectors; BARE forbids duplicate keys.
 template <typename K, typename V>
 bool HasDuplicateKeys(const std::vector<std::pair<K, V>>& map) {
