@@ -1,0 +1,429 @@
+#include "storage/rocksdb_kv_store.h"
+
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <rocksdb/db.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/status.h>
+#include <rocksdb/utilities/optimistic_transaction_db.h>
+#include <rocksdb/utilities/transaction.h>
+
+namespace keel::storage {
+namespace {
+
+// An empty vector's data() may be null, which RocksDB's (assert-enabled) Slice::compare
+// rejects; point empty slices at a static empty string instead.
+rocksdb::Slice ToSlice(ByteView bytes) {
+  if (bytes.empty()) return rocksdb::Slice("", 0);
+  return rocksdb::Slice(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+ByteView ToView(const rocksdb::Slice& slice) {
+  return ByteView(reinterpret_cast<const uint8_t*>(slice.data()), slice.size());
+}
+Bytes ToBytes(const rocksdb::Slice& slice) {
+  ByteView view = ToView(slice);
+  return Bytes(view.begin(), view.end());
+}
+
+// Maps a non-OK RocksDB status onto the storage error codes (kv_store.h).
+Error FromRocks(const rocksdb::Status& status, std::string_view what) {
+  std::string_view code = kInternal;
+  if (status.IsBusy() || status.IsTryAgain()) {
+    // Busy: another txn wrote a tracked key after our snapshot. TryAgain: the memtable
+    // history no longer reaches back to our snapshot, so RocksDB cannot tell; a fresh
+    // txn (new snapshot) can. Both mean "retry the transaction".
+    code = kConflict;
+  } else if (status.IsIOError()) {
+    code = kIo;
+  } else if (status.IsCorruption()) {
+    code = kCorruption;
+  } else if (status.IsInvalidArgument()) {
+    code = kInvalidArgument;
+  } else if (status.IsShutdownInProgress()) {
+    code = kClosed;
+  }
+  return StorageError(code, std::string(what) + ": " + status.ToString());
+}
+
+Error ClosedError() { return StorageError(kClosed, "the store is closed"); }
+Error FinishedError() {
+  return StorageError(kFailedPrecondition, "the transaction already committed or rolled back");
+}
+
+// Reads `range` from `it` in the order and up to the limit of `options`. Checks the
+// range bounds itself: the iterate_*_bound read options are only an optimisation (a txn
+// iterator's write-batch side does not honour them).
+Result<std::vector<KeyValue>> CollectRange(rocksdb::Iterator* it, const KeyRange& range,
+                                           const ScanOptions& options, bool keys_only) {
+  std::vector<KeyValue> out;
+  auto add = [&] {
+    out.push_back({ToBytes(it->key()), keys_only ? Bytes() : ToBytes(it->value())});
+  };
+  if (!options.reverse) {
+    for (it->Seek(ToSlice(range.begin)); it->Valid() && out.size() < options.limit; it->Next()) {
+      if (range.end.has_value() && CompareKeys(ToView(it->key()), *range.end) >= 0) break;
+      add();
+    }
+  } else {
+    if (range.end.has_value()) {
+      it->SeekForPrev(ToSlice(*range.end));
+      if (it->Valid() && CompareKeys(ToView(it->key()), *range.end) >= 0) it->Prev();
+    } else {
+      it->SeekToLast();
+    }
+    for (; it->Valid() && out.size() < options.limit; it->Prev()) {
+      if (CompareKeys(ToView(it->key()), range.begin) < 0) break;
+      add();
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+// Read options bounded to `range`; the slices point into `range`, which must outlive them.
+struct BoundedRead {
+  BoundedRead(const KeyRange& range, const rocksdb::Snapshot* snapshot)
+      : lower(ToSlice(range.begin)) {
+    options.snapshot = snapshot;
+    options.iterate_lower_bound = &lower;
+    if (range.end.has_value()) {
+      upper = ToSlice(*range.end);
+      options.iterate_upper_bound = &upper;
+    }
+  }
+  BoundedRead(const BoundedRead&) = delete;
+  BoundedRead& operator=(const BoundedRead&) = delete;
+
+  rocksdb::Slice lower;
+  rocksdb::Slice upper;
+  rocksdb::ReadOptions options;
+};
+
+Result<std::vector<KeyValue>> ScanDb(rocksdb::DB* db, const rocksdb::Snapshot* snapshot,
+                                     const KeyRange& range, const ScanOptions& options) {
+  if (options.limit == 0 || range.empty()) return std::vector<KeyValue>();
+  BoundedRead read(range, snapshot);
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read.options));
+  return CollectRange(it.get(), range, options, /*keys_only=*/false);
+}
+
+Result<std::optional<Bytes>> GetDb(rocksdb::DB* db, const rocksdb::Snapshot* snapshot,
+                                   ByteView key) {
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot;
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s = db->Get(read, db->DefaultColumnFamily(), ToSlice(key), &value);
+  if (s.IsNotFound()) return std::optional<Bytes>();
+  if (!s.ok()) return FromRocks(s, "get");
+  return std::optional<Bytes>(ToBytes(value));
+}
+
+}  // namespace
+
+namespace internal {
+
+// A snapshot or txn holding RocksDB objects that must be released before the DB closes.
+class RocksDbHandle {
+ public:
+  virtual ~RocksDbHandle() = default;
+  // Called by Close with `mu` held exclusively while the DB is still open.
+  virtual void ReleaseForClose() = 0;
+};
+
+// Lifetime: calls on the DB hold `mu` shared; Close holds it exclusively, releases every
+// registered handle's RocksDB objects, then closes the DB. After that `closed` is true and
+// `db` is null, and every handle call returns storage.closed.
+struct RocksDbState {
+  std::shared_mutex mu;
+  bool closed = false;  // guarded by mu
+  std::unique_ptr<rocksdb::OptimisticTransactionDB> db;
+  std::mutex handles_mu;  // ordered after mu
+  std::set<RocksDbHandle*> handles;
+
+  ~RocksDbState() { (void)Close(); }
+
+  // REQUIRES: mu held (shared is enough) for both.
+  void Register(RocksDbHandle* handle) {
+    std::lock_guard lock(handles_mu);
+    handles.insert(handle);
+  }
+  void Unregister(RocksDbHandle* handle) {
+    std::lock_guard lock(handles_mu);
+    handles.erase(handle);
+  }
+
+  Status Close() {
+    std::unique_lock lock(mu);
+    if (closed) return OkStatus();
+    closed = true;
+    if (db == nullptr) return OkStatus();
+    {
+      std::lock_guard handles_lock(handles_mu);
+      for (RocksDbHandle* handle : handles) handle->ReleaseForClose();
+    }
+    rocksdb::Status flushed = db->FlushWAL(/*sync=*/true);
+    rocksdb::Status s = db->Close();
+    db.reset();
+    if (!flushed.ok()) return FromRocks(flushed, "close: sync WAL");
+    if (!s.ok()) return FromRocks(s, "close");
+    return OkStatus();
+  }
+};
+
+}  // namespace internal
+
+namespace {
+
+using internal::RocksDbState;
+
+class RocksDbSnapshot : public KvSnapshot, public internal::RocksDbHandle {
+ public:
+  // REQUIRES: state->mu held shared and the store open.
+  explicit RocksDbSnapshot(std::shared_ptr<RocksDbState> state)
+      : state_(std::move(state)), snapshot_(state_->db->GetSnapshot()) {
+    state_->Register(this);
+  }
+  ~RocksDbSnapshot() override {
+    // Unregister under `mu` so that Close never sees a handle being destroyed.
+    std::shared_lock lock(state_->mu);
+    if (!state_->closed) state_->db->ReleaseSnapshot(snapshot_);
+    state_->Unregister(this);
+  }
+
+  // KvSnapshot
+  using KvReader::Scan;
+  Result<std::optional<Bytes>> Get(ByteView key) override {
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    return GetDb(state_->db.get(), snapshot_, key);
+  }
+  Result<std::vector<KeyValue>> Scan(const KeyRange& range, const ScanOptions& options) override {
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    return ScanDb(state_->db.get(), snapshot_, range, options);
+  }
+
+  // RocksDbHandle
+  void ReleaseForClose() override {
+    state_->db->ReleaseSnapshot(snapshot_);
+    snapshot_ = nullptr;
+  }
+
+ private:
+  std::shared_ptr<RocksDbState> state_;
+  const rocksdb::Snapshot* snapshot_;
+};
+
+class RocksDbTxn : public KvTxn, public internal::RocksDbHandle {
+ public:
+  // REQUIRES: state->mu held shared and the store open.
+  explicit RocksDbTxn(std::shared_ptr<RocksDbState> state) : state_(std::move(state)) {
+    rocksdb::OptimisticTransactionOptions txn_options;
+    txn_options.set_snapshot = true;
+    txn_.reset(state_->db->BeginTransaction(rocksdb::WriteOptions(), txn_options));
+    state_->Register(this);
+  }
+  ~RocksDbTxn() override {
+    // Unregister under `mu` so that Close never sees a handle being destroyed. Destroying
+    // an uncommitted RocksDB transaction discards its batch.
+    std::shared_lock lock(state_->mu);
+    if (!state_->closed) txn_.reset();
+    state_->Unregister(this);
+  }
+
+  // KvTxn
+  using KvReader::Scan;
+  using KvTxn::Commit;
+
+  Result<std::optional<Bytes>> Get(ByteView key) override {
+    if (finished_) return FinishedError();
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    std::string value;
+    rocksdb::Status s = txn_->GetForUpdate(SnapshotRead(), ToSlice(key), &value);
+    if (s.IsNotFound()) return std::optional<Bytes>();
+    if (!s.ok()) return FromRocks(s, "get");
+    return std::optional<Bytes>(Bytes(value.begin(), value.end()));
+  }
+
+  Result<std::vector<KeyValue>> Scan(const KeyRange& range, const ScanOptions& options) override {
+    if (finished_) return FinishedError();
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> out, ScanLocked(range, options, false));
+    // Track the returned keys for conflict detection without reading them again.
+    for (const KeyValue& kv : out) {
+      rocksdb::Status s =
+          txn_->GetForUpdate(SnapshotRead(), ToSlice(kv.key), static_cast<std::string*>(nullptr));
+      if (!s.ok()) return FromRocks(s, "scan: track key");
+    }
+    return out;
+  }
+
+  Status Put(ByteView key, ByteView value) override {
+    if (finished_) return FinishedError();
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    rocksdb::Status s = txn_->Put(ToSlice(key), ToSlice(value));
+    if (!s.ok()) return FromRocks(s, "put");
+    has_writes_ = true;
+    return OkStatus();
+  }
+
+  Status Delete(ByteView key) override {
+    if (finished_) return FinishedError();
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    rocksdb::Status s = txn_->Delete(ToSlice(key));
+    if (!s.ok()) return FromRocks(s, "delete");
+    has_writes_ = true;
+    return OkStatus();
+  }
+
+  // OptimisticTransactionDB rejects range tombstones, so delete the keys one by one
+  // (collected first: writing to the batch would invalidate the iterator).
+  Status DeleteRange(const KeyRange& range) override {
+    if (finished_) return FinishedError();
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> keys, ScanLocked(range, {}, true));
+    for (const KeyValue& kv : keys) {
+      rocksdb::Status s = txn_->Delete(ToSlice(kv.key));
+      if (!s.ok()) return FromRocks(s, "delete range");
+      has_writes_ = true;
+    }
+    return OkStatus();
+  }
+
+  Status Commit(const CommitOptions& options) override {
+    if (finished_) return FinishedError();
+    finished_ = true;
+    std::shared_lock lock(state_->mu);
+    if (state_->closed) return ClosedError();
+    if (!has_writes_) {
+      // Read-only: its reads were one snapshot, so there is nothing to validate.
+      txn_.reset();
+      return OkStatus();
+    }
+    rocksdb::WriteOptions write;
+    write.sync = options.sync;
+    txn_->SetWriteOptions(write);
+    rocksdb::Status s = txn_->Commit();
+    txn_.reset();
+    if (!s.ok()) return FromRocks(s, "commit");
+    return OkStatus();
+  }
+
+  void Rollback() override {
+    if (finished_) return;
+    finished_ = true;
+    std::shared_lock lock(state_->mu);
+    // Destroying an uncommitted RocksDB transaction discards its batch.
+    if (!state_->closed) txn_.reset();
+  }
+
+  // RocksDbHandle
+  void ReleaseForClose() override { txn_.reset(); }
+
+ private:
+  rocksdb::ReadOptions SnapshotRead() const {
+    rocksdb::ReadOptions read;
+    read.snapshot = txn_->GetSnapshot();
+    return read;
+  }
+
+  // REQUIRES: state_->mu held and the store open.
+  Result<std::vector<KeyValue>> ScanLocked(const KeyRange& range, const ScanOptions& options,
+                                           bool keys_only) {
+    if (options.limit == 0 || range.empty()) return std::vector<KeyValue>();
+    BoundedRead read(range, txn_->GetSnapshot());
+    std::unique_ptr<rocksdb::Iterator> it(txn_->GetIterator(read.options));
+    return CollectRange(it.get(), range, options, keys_only);
+  }
+
+  std::shared_ptr<RocksDbState> state_;
+  std::unique_ptr<rocksdb::Transaction> txn_;
+  bool finished_ = false;
+  bool has_writes_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& path,
+                                                             const RocksDbKvStoreOptions& options) {
+  if (path.empty()) return StorageError(kInvalidArgument, "RocksDbKvStore: empty path");
+  if (options.create_if_missing) {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    if (ec) {
+      return StorageError(kIo, "RocksDbKvStore: create directory " + path + ": " + ec.message());
+    }
+  }
+  rocksdb::Options db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.error_if_exists = options.error_if_exists;
+  db_options.write_buffer_size = options.write_buffer_size;
+  db_options.max_write_buffer_size_to_maintain = options.conflict_history_bytes;
+  db_options.keep_log_file_num = 4;
+  rocksdb::OptimisticTransactionDBOptions occ_options;
+  occ_options.validate_policy = rocksdb::OccValidationPolicy::kValidateParallel;
+  // Stripes of the commit-validation locks. RocksDB's default (2^20) costs ~100 ms and
+  // tens of MiB per open; collisions only serialise validation, they never cause conflicts.
+  occ_options.occ_lock_buckets = options.commit_lock_stripes;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(db_options)}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::OptimisticTransactionDB* raw = nullptr;
+  rocksdb::Status s = rocksdb::OptimisticTransactionDB::Open(
+      rocksdb::DBOptions(db_options), occ_options, path, families, &handles, &raw);
+  if (!s.ok()) return FromRocks(s, "RocksDbKvStore: open " + path);
+  // The DB keeps its own default column family handle; release the returned one as the
+  // single-family DB::Open does.
+  for (rocksdb::ColumnFamilyHandle* handle : handles) raw->DestroyColumnFamilyHandle(handle);
+  auto state = std::make_shared<RocksDbState>();
+  state->db.reset(raw);
+  return std::unique_ptr<RocksDbKvStore>(new RocksDbKvStore(path, std::move(state)));
+}
+
+RocksDbKvStore::RocksDbKvStore(std::string path, std::shared_ptr<internal::RocksDbState> state)
+    : path_(std::move(path)), state_(std::move(state)) {}
+
+RocksDbKvStore::~RocksDbKvStore() { (void)Close(); }
+
+Result<std::optional<Bytes>> RocksDbKvStore::Get(ByteView key) {
+  std::shared_lock lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  return GetDb(state_->db.get(), nullptr, key);
+}
+
+Result<std::vector<KeyValue>> RocksDbKvStore::Scan(const KeyRange& range,
+                                                   const ScanOptions& options) {
+  std::shared_lock lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  return ScanDb(state_->db.get(), nullptr, range, options);
+}
+
+Result<std::unique_ptr<KvSnapshot>> RocksDbKvStore::NewSnapshot() {
+  std::shared_lock lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  return std::unique_ptr<KvSnapshot>(std::make_unique<RocksDbSnapshot>(state_));
+}
+
+Result<std::unique_ptr<KvTxn>> RocksDbKvStore::Begin() {
+  std::shared_lock lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  return std::unique_ptr<KvTxn>(std::make_unique<RocksDbTxn>(state_));
+}
+
+Status RocksDbKvStore::Close() { return state_->Close(); }
+
+}  // namespace keel::storage

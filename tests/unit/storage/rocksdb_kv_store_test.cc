@@ -1,0 +1,117 @@
+// RocksDbKvStore specifics: opening, persistence across close/reopen, Close semantics.
+#include "storage/rocksdb_kv_store.h"
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "storage_test_util.h"
+
+namespace keel::storage {
+namespace {
+
+using testing::B;
+using testing::IsOk;
+using testing::IsStorageError;
+using testing::Keys;
+using testing::TempDir;
+
+std::unique_ptr<RocksDbKvStore> OpenOrFail(const std::string& path,
+                                           const RocksDbKvStoreOptions& options = {}) {
+  auto store = RocksDbKvStore::Open(path, options);
+  EXPECT_TRUE(IsOk(store));
+  return store.has_value() ? std::move(store).value() : nullptr;
+}
+
+TEST(RocksDbKvStore, DataSurvivesCloseAndReopen) {
+  TempDir dir;
+  std::string path = dir.path() + "/db";
+  {
+    auto uut = OpenOrFail(path);
+    ASSERT_NE(uut, nullptr);
+    ASSERT_TRUE(IsOk(uut->Put(B("a"), B("1"))));
+    ASSERT_TRUE(IsOk(uut->Put(B("b"), B("2"), {.sync = false})));
+    auto txn = uut->Begin();
+    ASSERT_TRUE(IsOk(txn));
+    ASSERT_TRUE(IsOk((*txn)->Put(B("c"), B("3"))));
+    ASSERT_TRUE(IsOk((*txn)->Delete(B("a"))));
+    ASSERT_TRUE(IsOk((*txn)->Commit({.sync = false})));
+    ASSERT_TRUE(IsOk(uut->Close()));
+  }
+  auto uut = OpenOrFail(path);
+  ASSERT_NE(uut, nullptr);
+  auto all = uut->Scan(KeyRange::All(), {.reverse = true});
+  ASSERT_TRUE(IsOk(all));
+  EXPECT_EQ(Keys(*all), (std::vector<std::string>{"c", "b"}));
+  auto b = uut->Get(B("b"));
+  ASSERT_TRUE(IsOk(b));
+  EXPECT_EQ(*b, B("2"));
+}
+
+TEST(RocksDbKvStore, DestructorClosesSoThePathCanBeReopened) {
+  TempDir dir;
+  std::string path = dir.path() + "/db";
+  {
+    auto uut = OpenOrFail(path);
+    ASSERT_NE(uut, nullptr);
+    ASSERT_TRUE(IsOk(uut->Put(B("k"), B("v"))));
+  }
+  auto uut = OpenOrFail(path);
+  ASSERT_NE(uut, nullptr);
+  auto v = uut->Get(B("k"));
+  ASSERT_TRUE(IsOk(v));
+  EXPECT_EQ(*v, B("v"));
+}
+
+TEST(RocksDbKvStore, OpenCreatesParentDirectories) {
+  TempDir dir;
+  std::string path = dir.path() + "/a/b/c/db";
+  auto uut = OpenOrFail(path);
+  ASSERT_NE(uut, nullptr);
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+  EXPECT_EQ(uut->path(), path);
+}
+
+TEST(RocksDbKvStore, OpenReportsStructuredErrors) {
+  TempDir dir;
+  EXPECT_TRUE(IsStorageError(RocksDbKvStore::Open(""), kInvalidArgument));
+  EXPECT_TRUE(
+      IsStorageError(RocksDbKvStore::Open(dir.path() + "/missing", {.create_if_missing = false}),
+                     kInvalidArgument));
+  std::string path = dir.path() + "/db";
+  auto first = OpenOrFail(path);
+  ASSERT_NE(first, nullptr);
+  // The directory is locked by the open store.
+  EXPECT_TRUE(IsStorageError(RocksDbKvStore::Open(path), kIo));
+  ASSERT_TRUE(IsOk(first->Close()));
+  EXPECT_TRUE(
+      IsStorageError(RocksDbKvStore::Open(path, {.error_if_exists = true}), kInvalidArgument));
+}
+
+TEST(RocksDbKvStore, CloseReleasesOpenTxnsAndSnapshots) {
+  TempDir dir;
+  std::string path = dir.path() + "/db";
+  auto uut = OpenOrFail(path);
+  ASSERT_NE(uut, nullptr);
+  ASSERT_TRUE(IsOk(uut->Put(B("a"), B("1"))));
+  auto txn = uut->Begin();
+  ASSERT_TRUE(IsOk(txn));
+  ASSERT_TRUE(IsOk((*txn)->Put(B("b"), B("uncommitted"))));
+  auto snapshot = uut->NewSnapshot();
+  ASSERT_TRUE(IsOk(snapshot));
+  ASSERT_TRUE(IsOk(uut->Close()));
+  // The files are released although the handles are still alive.
+  auto reopened = OpenOrFail(path);
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_TRUE(IsStorageError((*txn)->Commit(), kClosed));
+  EXPECT_TRUE(IsStorageError((*snapshot)->Get(B("a")), kClosed));
+  auto b = reopened->Get(B("b"));
+  ASSERT_TRUE(IsOk(b));
+  EXPECT_EQ(*b, std::nullopt);
+}
+
+}  // namespace
+}  // namespace keel::storage
