@@ -24,6 +24,8 @@ function(keel_cc_test)
   endif()
   add_executable(${K_NAME} ${K_SRCS})
   target_link_libraries(${K_NAME} PRIVATE ${K_DEPS} GTest::gtest_main GTest::gmock)
+  # Shared test helpers are included as "support/x.h".
+  target_include_directories(${K_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_options(${K_NAME} PRIVATE ${KEEL_WARNINGS})
   if(NOT K_LABELS)
     set(K_LABELS unit)

@@ -25,6 +25,7 @@
 #include "protocol/client/v2.h"
 #include "protocol/client/v3.h"
 #include "protocol/client/versioned.h"
+#include "fuzz_support.h"
 
 namespace {
 
@@ -34,26 +35,9 @@ using keel::ByteView;
 using keel::Result;
 using keel::protocol::ConversionError;
 
-[[noreturn]] void Violation(const char* property, const std::string& detail) {
-  std::fprintf(stderr, "client_fuzz: property violated: %s: %s\n", property, detail.c_str());
-  __builtin_trap();
-}
-
-bool SameBytes(const Bytes& a, ByteView b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end());
-}
-
-template <typename T>
-void CheckCanonical(ByteView in, const char* codec) {
-  auto value = keel::bare::DecodeValue<T>(in);
-  if (!value.has_value()) return;
-  Bytes out;
-  keel::bare::EncodeTo(*value, out);
-  if (!SameBytes(out, in)) {
-    Violation("canonical encoding", std::string(codec) + " accepted " + keel::ToHex(in) +
-                                        " but re-encodes to " + keel::ToHex(out));
-  }
-}
+using keel::fuzz::CheckCanonical;
+using keel::fuzz::SameBytes;
+using keel::fuzz::Violation;
 
 // Marks a message that has no v1/v2 form.
 struct Absent {};

@@ -53,6 +53,29 @@ Status DecodeInto(ByteView in, T& out, const Limits& limits = Limits()) {
   return OkStatus();
 }
 
+// The 2-byte little-endian version prefix of versioned payloads (vbare's "embedded
+// version"): the serverless start body, engine-internal messages, client-protocol BARE
+// messages and every stored record.
+inline void AppendVersionPrefix(uint16_t version, Bytes& out) {
+  out.push_back(static_cast<uint8_t>(version & 0xff));
+  out.push_back(static_cast<uint8_t>(version >> 8));
+}
+
+// Splits `framed` into (version, body). Errors: `protocol.decode_failed` when shorter
+// than 2 bytes, `protocol.unsupported_version` ("invalid version: N") outside
+// [oldest, latest].
+Result<std::pair<uint16_t, ByteView>> SplitVersionPrefix(ByteView framed, uint16_t oldest,
+                                                         uint16_t latest);
+
+// A stored record: version prefix + value.
+template <typename T>
+Bytes EncodeVersioned(const T& value, uint16_t version) {
+  Bytes out;
+  AppendVersionPrefix(version, out);
+  EncodeTo(value, out);
+  return out;
+}
+
 // Maps are decoded into insertion-ordered pair vectors; BARE forbids duplicate keys.
 template <typename K, typename V>
 bool HasDuplicateKeys(const std::vector<std::pair<K, V>>& map) {

@@ -1,5 +1,7 @@
 #include "protocol/bare/reader.h"
 
+#include "protocol/bare/codec.h"
+
 #include <string>
 
 namespace keel::bare {
@@ -148,6 +150,18 @@ Error Reader::ToError(std::string_view type_name) const {
   msg += std::to_string(failure_.offset);
   msg += ")";
   return Error("protocol", "decode_failed", std::move(msg));
+}
+
+Result<std::pair<uint16_t, ByteView>> SplitVersionPrefix(ByteView framed, uint16_t oldest,
+                                                         uint16_t latest) {
+  if (framed.size() < 2) {
+    return Error("protocol", "decode_failed", "versioned payload shorter than 2 bytes");
+  }
+  uint16_t version = static_cast<uint16_t>(framed[0] | (framed[1] << 8));
+  if (version < oldest || version > latest) {
+    return Error("protocol", "unsupported_version", "invalid version: " + std::to_string(version));
+  }
+  return std::pair<uint16_t, ByteView>{version, framed.subspan(2)};
 }
 
 }  // namespace keel::bare

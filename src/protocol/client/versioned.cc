@@ -11,18 +11,13 @@ namespace keel::protocol::client {
 namespace {
 
 Result<std::pair<uint16_t, ByteView>> Split(ByteView framed) {
-  if (framed.size() < 2) {
-    return Error("protocol", "decode_failed", "versioned payload shorter than 2 bytes");
-  }
-  uint16_t version = static_cast<uint16_t>(framed[0] | (framed[1] << 8));
-  if (version < 1 || version > kLatestVersion) {
-    return Error("protocol", "unsupported_version", "invalid version: " + std::to_string(version));
-  }
-  return std::pair<uint16_t, ByteView>{version, framed.subspan(2)};
+  return bare::SplitVersionPrefix(framed, 1, kLatestVersion);
 }
 
 Bytes Prefix(uint16_t version) {
-  return Bytes{static_cast<uint8_t>(version & 0xff), static_cast<uint8_t>(version >> 8)};
+  Bytes out;
+  bare::AppendVersionPrefix(version, out);
+  return out;
 }
 
 ConversionError BadTarget(uint16_t version) {

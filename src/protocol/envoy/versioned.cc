@@ -120,18 +120,10 @@ bool IsSupportedVersion(uint16_t version) {
   return version >= kOldestVersion && version <= kLatestVersion;
 }
 
-void AppendVersionPrefix(uint16_t version, Bytes& out) {
-  out.push_back(static_cast<uint8_t>(version & 0xff));
-  out.push_back(static_cast<uint8_t>(version >> 8));
-}
+void AppendVersionPrefix(uint16_t version, Bytes& out) { bare::AppendVersionPrefix(version, out); }
 
 Result<std::pair<uint16_t, ByteView>> SplitVersionPrefix(ByteView framed) {
-  if (framed.size() < 2) {
-    return Error("protocol", "decode_failed", "versioned payload shorter than 2 bytes");
-  }
-  uint16_t version = static_cast<uint16_t>(framed[0] | (framed[1] << 8));
-  if (!IsSupportedVersion(version)) return UnsupportedVersion(version);
-  return std::pair<uint16_t, ByteView>{version, framed.subspan(2)};
+  return bare::SplitVersionPrefix(framed, kOldestVersion, kLatestVersion);
 }
 
 #define KEEL_ENVOY_TOP_LEVEL(T)                                                              \

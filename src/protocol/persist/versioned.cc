@@ -12,17 +12,12 @@
 namespace keel::protocol::persist {
 namespace {
 
+// The record's (version, body); errors name the record ("connection record: …").
 Result<std::pair<uint16_t, ByteView>> Split(ByteView record, uint16_t oldest,
                                             std::string_view what) {
-  if (record.size() < 2) {
-    return Error("protocol", "decode_failed", std::string(what) + " record shorter than 2 bytes");
-  }
-  uint16_t version = static_cast<uint16_t>(record[0] | (record[1] << 8));
-  if (version < oldest || version > kLatestVersion) {
-    return Error("protocol", "unsupported_version",
-                 std::string(what) + " record has invalid version: " + std::to_string(version));
-  }
-  return std::pair<uint16_t, ByteView>{version, record.subspan(2)};
+  auto split = bare::SplitVersionPrefix(record, oldest, kLatestVersion);
+  if (!split.has_value()) return split.error().WithContext(std::string(what) + " record");
+  return split;
 }
 
 // actor-persist v2 -> v3: the record was reshaped (renamed types, connections moved out).
@@ -41,9 +36,7 @@ v3::Actor UpgradeActorV2(const v2::PersistedActor& old) {
 
 template <typename T>
 Bytes Write(const T& value) {
-  Bytes out{static_cast<uint8_t>(kLatestVersion & 0xff), static_cast<uint8_t>(kLatestVersion >> 8)};
-  bare::EncodeTo(value, out);
-  return out;
+  return bare::EncodeVersioned(value, kLatestVersion);
 }
 
 }  // namespace

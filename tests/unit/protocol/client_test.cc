@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/hex.h"
 #include "base/bytes.h"
 #include "protocol/client/versioned.h"
 #include "protocol/conversion.h"
@@ -15,15 +16,7 @@
 namespace keel::protocol::client {
 namespace {
 
-Bytes Hex(std::string_view spaced) {
-  std::string compact;
-  for (char c : spaced) {
-    if (c != ' ') compact.push_back(c);
-  }
-  auto bytes = FromHex(compact);
-  if (!bytes) std::abort();  // a typo in the test itself
-  return *bytes;
-}
+using ::keel::testing::Hex;
 
 std::string Describe(const ConversionError& e) { return ToError(e).ToString(); }
 

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/hex.h"
 #include "base/bytes.h"
 #include "base/random.h"
 #include "protocol/bare/codec.h"
@@ -34,15 +35,7 @@ using bare::Limits;
 using Kind = DecodeFailure::Kind;
 namespace v4 = envoy::v4;
 
-Bytes Hex(std::string_view spaced) {
-  std::string compact;
-  for (char c : spaced) {
-    if (c != ' ') compact.push_back(c);
-  }
-  auto bytes = FromHex(compact);
-  if (!bytes) std::abort();  // a typo in the test itself
-  return *bytes;
-}
+using ::keel::testing::Hex;
 
 std::string KindName(Kind k) { return std::string(bare::DecodeFailureKindName(k)); }
 

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/hex.h"
 #include "base/bytes.h"
 #include "base/random.h"
 #include "protocol/bare/codec.h"
@@ -24,15 +25,7 @@ namespace {
 
 constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
 
-Bytes Hex(std::string_view spaced) {
-  std::string compact;
-  for (char c : spaced) {
-    if (c != ' ') compact.push_back(c);
-  }
-  auto bytes = FromHex(compact);
-  if (!bytes) std::abort();  // a typo in the test itself
-  return *bytes;
-}
+using ::keel::testing::Hex;
 
 // "ok" or the error's "group.code", so a wrong outcome fails the assertion instead of
 // aborting on a bad Result access.
@@ -304,7 +297,7 @@ TEST(PersistConn, AConnRecordWithAV1OrV2PrefixIsAnUnsupportedVersion) {
     ASSERT_FALSE(read.ok());
     EXPECT_TRUE(read.error().Is("protocol", "unsupported_version")) << read.error().ToString();
     EXPECT_EQ(read.error().message(),
-              "connection record has invalid version: " + std::to_string(version));
+              "connection record: invalid version: " + std::to_string(version));
   }
 }
 
