@@ -14,14 +14,6 @@
 
 namespace keel::storage {
 namespace internal {
-namespace {
-
-struct KeyLess {
-  using is_transparent = void;
-  bool operator()(ByteView a, ByteView b) const { return CompareKeys(a, b) < 0; }
-};
-
-}  // namespace
 
 // Shared by the store, its snapshots and txns (so none dangles).
 struct FaultState {
@@ -178,7 +170,7 @@ class FaultyTxn : public KvTxn {
       return fault->second;
     }
     bool has_writes = !written_.empty() || !deleted_ranges_.empty();
-    std::map<Bytes, std::optional<Bytes>, internal::KeyLess> before;
+    std::map<Bytes, std::optional<Bytes>, KeyLess> before;
     if (has_writes && !options.sync) {
       // Commits are serialised by commit_mu, so the latest state is the one this commit
       // is about to change.
@@ -213,8 +205,8 @@ class FaultyTxn : public KvTxn {
 
   // The current value (or absence) of every key this commit may change.
   // REQUIRES: state_->commit_mu held.
-  Result<std::map<Bytes, std::optional<Bytes>, internal::KeyLess>> BeforeImages() {
-    std::map<Bytes, std::optional<Bytes>, internal::KeyLess> out;
+  Result<std::map<Bytes, std::optional<Bytes>, KeyLess>> BeforeImages() {
+    std::map<Bytes, std::optional<Bytes>, KeyLess> out;
     KEEL_ASSIGN_OR_RETURN(std::unique_ptr<KvSnapshot> snapshot, state_->base->NewSnapshot());
     for (const Bytes& key : written_) {
       if (state_->undo.contains(key)) continue;
@@ -235,7 +227,7 @@ class FaultyTxn : public KvTxn {
   uint64_t epoch_;
   std::unique_ptr<KvTxn> base_;
   bool finished_ = false;
-  std::set<Bytes, internal::KeyLess> written_;
+  std::set<Bytes, KeyLess> written_;
   std::vector<KeyRange> deleted_ranges_;
 };
 

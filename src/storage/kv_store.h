@@ -87,6 +87,12 @@ inline bool IsConflict(const Error& error) { return error.Is(kErrorGroup, kConfl
 // -1, 0 or 1 as a orders before, equal to or after b (unsigned bytes, shorter first on tie).
 int CompareKeys(ByteView a, ByteView b);
 
+// Transparent ordering for ordered containers keyed by Bytes (lookups by ByteView).
+struct KeyLess {
+  using is_transparent = void;
+  bool operator()(ByteView a, ByteView b) const { return CompareKeys(a, b) < 0; }
+};
+
 // The smallest key greater than `key`: key + 0x00. Forward pagination resumes with
 // KeyRange::From(KeyAfter(last_key)).
 Bytes KeyAfter(ByteView key);

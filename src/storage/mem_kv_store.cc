@@ -13,11 +13,6 @@ namespace keel::storage {
 namespace internal {
 namespace {
 
-struct KeyLess {
-  using is_transparent = void;
-  bool operator()(ByteView a, ByteView b) const { return CompareKeys(a, b) < 0; }
-};
-
 // One committed state of a key; `deleted` marks a tombstone.
 struct Version {
   uint64_t version;
@@ -313,7 +308,7 @@ class MemTxn : public KvTxn {
   uint64_t version_;
   bool finished_ = false;
   internal::WriteMap writes_;
-  std::set<Bytes, internal::KeyLess> reads_;
+  std::set<Bytes, KeyLess> reads_;
 };
 
 }  // namespace

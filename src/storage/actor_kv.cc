@@ -1,0 +1,454 @@
+#include "storage/actor_kv.h"
+
+#include <exception>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "protocol/bare/reader.h"
+#include "protocol/bare/writer.h"
+#include "protocol/engine/records.h"
+
+namespace keel::storage {
+
+namespace {
+
+Error KvError(std::string_view code, std::string message) {
+  return Error("kv", std::string(code), std::move(message));
+}
+Error ActorError(std::string_view code, std::string message) {
+  return Error("actor", std::string(code), std::move(message));
+}
+
+// The protocol's size of a key (envoy-protocol.md §5.1).
+uint64_t KeySize(ByteView key) { return uint64_t{key.size()} + 2; }
+
+std::string KeyTooLong(std::string_view what, size_t max) {
+  std::string out(what);
+  out += " is too long (max ";
+  out += std::to_string(max);
+  out += " bytes)";
+  return out;
+}
+
+Bytes ActorKey(ByteView actor, uint8_t tag, size_t extra = 0) {
+  Bytes out;
+  out.reserve(2 + actor.size() + extra);
+  out.push_back(kActorSubspace);
+  out.insert(out.end(), actor.begin(), actor.end());
+  out.push_back(tag);
+  return out;
+}
+
+// --- Records (schemas/engine/v1.bare: KvEntry, KvUsage) -------------------------------
+
+using KvEntry = protocol::engine::latest::KvEntry;
+using KvUsage = protocol::engine::latest::KvUsage;
+
+Bytes EncodeEntry(ByteView value, ByteView version, int64_t update_ts) {
+  KvEntry entry;
+  entry.value.assign(value.begin(), value.end());
+  entry.metadata.version.assign(version.begin(), version.end());
+  entry.metadata.update_ts = update_ts;
+  return protocol::engine::WriteRecord(entry);
+}
+
+Result<KvEntry> DecodeEntry(ByteView stored) {
+  auto entry = protocol::engine::ReadRecord<KvEntry>(stored);
+  if (!entry.has_value()) {
+    return Unexpected{StorageError(kCorruption, "KvEntry: " + entry.error().message())};
+  }
+  return entry;
+}
+
+Result<uint64_t> DecodeUsage(const std::optional<Bytes>& stored) {
+  if (!stored.has_value()) return uint64_t{0};
+  auto usage = protocol::engine::ReadRecord<KvUsage>(*stored);
+  if (!usage.has_value()) {
+    return Unexpected{StorageError(kCorruption, "KvUsage: " + usage.error().message())};
+  }
+  return usage->stored_bytes;
+}
+
+Result<uint64_t> ReadUsage(KvReader& reader, ByteView actor) {
+  KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> stored, reader.Get(ActorKvUsageKey(actor)));
+  return DecodeUsage(stored);
+}
+
+// Writes the usage record, or removes it at 0 (absent = 0).
+Status WriteUsage(KvTxn& txn, ByteView actor, uint64_t stored_bytes) {
+  if (stored_bytes == 0) return txn.Delete(ActorKvUsageKey(actor));
+  return txn.Put(ActorKvUsageKey(actor), protocol::engine::WriteRecord(KvUsage{stored_bytes}));
+}
+
+uint64_t SaturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+
+// --- Validation (Rivet's order and texts) ---------------------------------------------
+
+Status ValidateKeys(const std::vector<latest::KvKey>& keys, const ActorKvLimits& limits) {
+  if (keys.size() > limits.max_keys) {
+    return Unexpected{KvError(
+        "too_many_keys", "a maximum of " + std::to_string(limits.max_keys) + " keys is allowed")};
+  }
+  for (const latest::KvKey& key : keys) {
+    if (KeySize(key) > limits.max_key_size) {
+      return Unexpected{KvError("key_too_large", KeyTooLong("key", limits.max_key_size))};
+    }
+  }
+  return OkStatus();
+}
+
+Status ValidateRangeKeys(ByteView start, ByteView end, const ActorKvLimits& limits) {
+  if (KeySize(start) > limits.max_key_size) {
+    return Unexpected{KvError("start_key_too_large", KeyTooLong("start key", limits.max_key_size))};
+  }
+  if (KeySize(end) > limits.max_key_size) {
+    return Unexpected{KvError("end_key_too_large", KeyTooLong("end key", limits.max_key_size))};
+  }
+  return OkStatus();
+}
+
+Status ValidateListQuery(const latest::KvListQuery& query, const ActorKvLimits& limits) {
+  if (const auto* range = query.get_if<latest::KvListRangeQuery>()) {
+    return ValidateRangeKeys(range->start, range->end, limits);
+  }
+  if (const auto* prefix = query.get_if<latest::KvListPrefixQuery>()) {
+    if (KeySize(prefix->key) > limits.max_key_size) {
+      return Unexpected{KvError("prefix_too_large", KeyTooLong("prefix key", limits.max_key_size))};
+    }
+  }
+  return OkStatus();
+}
+
+// Everything of a put that needs no storage: mismatch, count, payload. Returns the payload.
+Result<uint64_t> ValidatePutShape(const latest::KvPutRequest& req, const ActorKvLimits& limits) {
+  if (req.keys.size() != req.values.size()) {
+    return Unexpected{KvError("length_mismatch", "Keys list length != values list length")};
+  }
+  if (req.keys.size() > limits.max_keys) {
+    return Unexpected{KvError(
+        "too_many_entries",
+        "A maximum of " + std::to_string(limits.max_keys) + " key-value entries is allowed")};
+  }
+  uint64_t payload = 0;
+  for (const latest::KvKey& key : req.keys) payload += KeySize(key);
+  for (const latest::KvValue& value : req.values) payload += value.size();
+  if (payload > limits.max_put_payload) {
+    return Unexpected{
+        KvError("payload_too_large", "total payload is too large (max " +
+                                         std::to_string(limits.max_put_payload / 1024) + " KiB)")};
+  }
+  return payload;
+}
+
+Status ValidatePutQuotaAndSizes(const latest::KvPutRequest& req, uint64_t payload, uint64_t usage,
+                                const ActorKvLimits& limits) {
+  uint64_t remaining = SaturatingSub(limits.max_storage, usage);
+  if (payload > remaining) {
+    std::string message = "Not enough space left in storage (";
+    message += std::to_string(remaining);
+    message += " bytes remaining, current payload is ";
+    message += std::to_string(payload);
+    message += " bytes).";
+    return Unexpected{ActorError("kv_storage_quota_exceeded", std::move(message))};
+  }
+  for (const latest::KvKey& key : req.keys) {
+    if (KeySize(key) > limits.max_key_size) {
+      return Unexpected{KvError("key_too_large", KeyTooLong("key", limits.max_key_size))};
+    }
+  }
+  for (const latest::KvValue& value : req.values) {
+    if (value.size() > limits.max_value_size) {
+      return Unexpected{KvError(
+          "value_too_large",
+          "value is too large (max " + std::to_string(limits.max_value_size / 1024) + " KiB)")};
+    }
+  }
+  return OkStatus();
+}
+
+// Appends a scanned/read entry to a get or list response.
+template <typename Response>
+Status AppendEntry(Response& out, ByteView user_key, ByteView stored) {
+  KEEL_ASSIGN_OR_RETURN(KvEntry e, DecodeEntry(stored));
+  out.keys.emplace_back(user_key.begin(), user_key.end());
+  out.values.push_back(std::move(e.value));
+  out.metadata.push_back(latest::KvMetadata{std::move(e.metadata.version), e.metadata.update_ts});
+  return OkStatus();
+}
+
+// Stored bytes of one entry (quota accounting).
+Result<uint64_t> EntrySize(ByteView user_key, ByteView stored) {
+  KEEL_ASSIGN_OR_RETURN(KvEntry e, DecodeEntry(stored));
+  return KeySize(user_key) + e.value.size();
+}
+
+}  // namespace
+
+Bytes ActorRecordKey(ByteView actor) { return ActorKey(actor, kActorRecordTag); }
+Bytes ActorKvUsageKey(ByteView actor) { return ActorKey(actor, kActorKvUsageTag); }
+Bytes ActorKvPrefix(ByteView actor) { return ActorKey(actor, kActorKvEntryTag); }
+Bytes ActorKvEntryKey(ByteView actor, ByteView key) {
+  Bytes out = ActorKey(actor, kActorKvEntryTag, key.size());
+  out.insert(out.end(), key.begin(), key.end());
+  return out;
+}
+
+Status PutActorRecordForTest(KvStore& store, ByteView actor, ByteView record) {
+  return store.Put(ActorRecordKey(actor), record);
+}
+
+ActorKv::ActorKv(KvStore& store, ActorKvOptions options)
+    : store_(store), options_(std::move(options)) {}
+
+Status ActorKv::CheckActorId(ByteView actor) const {
+  if (actor.size() != options_.actor_id_size) {
+    return Unexpected{
+        ActorError("invalid_id", "actor id must be " + std::to_string(options_.actor_id_size) +
+                                     " bytes (binary form), got " + std::to_string(actor.size()))};
+  }
+  return OkStatus();
+}
+
+Status ActorKv::CheckGuard(KvReader& reader, ByteView actor) const {
+  KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> record, reader.Get(ActorRecordKey(actor)));
+  if (!record.has_value()) {
+    return Unexpected{ActorError("not_found", "actor does not exist")};
+  }
+  if (options_.check_actor_record) return options_.check_actor_record(*record);
+  return OkStatus();
+}
+
+Result<latest::KvGetResponse> ActorKv::Get(ByteView actor, const latest::KvGetRequest& request) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  KEEL_ASSIGN_OR_RETURN(std::unique_ptr<KvSnapshot> snap, store_.NewSnapshot());
+  KEEL_RETURN_IF_ERROR(CheckGuard(*snap, actor));
+  KEEL_RETURN_IF_ERROR(ValidateKeys(request.keys, options_.limits));
+  latest::KvGetResponse out;
+  for (const latest::KvKey& key : request.keys) {
+    KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> stored, snap->Get(ActorKvEntryKey(actor, key)));
+    if (!stored.has_value()) continue;
+    KEEL_RETURN_IF_ERROR(AppendEntry(out, key, *stored));
+  }
+  return out;
+}
+
+Result<latest::KvListResponse> ActorKv::List(ByteView actor, const latest::KvListRequest& request) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  KEEL_ASSIGN_OR_RETURN(std::unique_ptr<KvSnapshot> snap, store_.NewSnapshot());
+  KEEL_RETURN_IF_ERROR(CheckGuard(*snap, actor));
+  KEEL_RETURN_IF_ERROR(ValidateListQuery(request.query, options_.limits));
+
+  const Bytes prefix = ActorKvPrefix(actor);
+  KeyRange range;
+  if (const auto* r = request.query.get_if<latest::KvListRangeQuery>()) {
+    Bytes begin = ActorKvEntryKey(actor, r->start);
+    Bytes end = ActorKvEntryKey(actor, r->end);
+    // Inclusive end: the smallest key after it. Exclusive: the end itself.
+    range = KeyRange::Between(begin, r->exclusive ? end : KeyAfter(end));
+  } else if (const auto* p = request.query.get_if<latest::KvListPrefixQuery>()) {
+    range = KeyRange::Prefix(ActorKvEntryKey(actor, p->key));
+  } else {
+    range = KeyRange::Prefix(prefix);
+  }
+  ScanOptions scan;
+  scan.reverse = request.reverse.value_or(false);
+  uint64_t limit = request.limit.value_or(options_.limits.default_list_limit);
+  scan.limit = limit > kNoLimit ? kNoLimit : static_cast<size_t>(limit);
+
+  KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries, snap->Scan(range, scan));
+  latest::KvListResponse out;
+  out.keys.reserve(entries.size());
+  out.values.reserve(entries.size());
+  out.metadata.reserve(entries.size());
+  for (const KeyValue& kv : entries) {
+    // Every key of the range starts with `prefix` (it is inside Prefix(prefix)).
+    ByteView user_key = ByteView(kv.key).subspan(prefix.size());
+    KEEL_RETURN_IF_ERROR(AppendEntry(out, user_key, kv.value));
+  }
+  return out;
+}
+
+Status ActorKv::Put(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  const ByteView version = AsBytes(options_.engine_version);
+  return RunTransaction(
+      store_,
+      [&](KvTxn& txn) -> Status {
+        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
+        KEEL_ASSIGN_OR_RETURN(uint64_t payload, ValidatePutShape(request, options_.limits));
+        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+        KEEL_RETURN_IF_ERROR(ValidatePutQuotaAndSizes(request, payload, usage, options_.limits));
+        // Validation is complete: from here on every step writes.
+        for (size_t i = 0; i < request.keys.size(); ++i) {
+          const latest::KvKey& key = request.keys[i];
+          Bytes full = ActorKvEntryKey(actor, key);
+          // Read-your-writes: a key repeated in this request sees its earlier value.
+          KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, txn.Get(full));
+          if (old.has_value()) {
+            KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
+            usage = SaturatingSub(usage, old_size);
+          }
+          KEEL_RETURN_IF_ERROR(txn.Put(full, EncodeEntry(request.values[i], version, now_ms)));
+          usage += KeySize(key) + request.values[i].size();
+        }
+        return WriteUsage(txn, actor, usage);
+      },
+      options_.max_attempts);
+}
+
+Status ActorKv::Delete(ByteView actor, const latest::KvDeleteRequest& request) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  return RunTransaction(
+      store_,
+      [&](KvTxn& txn) -> Status {
+        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
+        KEEL_RETURN_IF_ERROR(ValidateKeys(request.keys, options_.limits));
+        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+        const uint64_t before = usage;
+        for (const latest::KvKey& key : request.keys) {
+          Bytes full = ActorKvEntryKey(actor, key);
+          KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, txn.Get(full));
+          if (!old.has_value()) continue;
+          KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
+          usage = SaturatingSub(usage, old_size);
+          KEEL_RETURN_IF_ERROR(txn.Delete(full));
+        }
+        if (usage == before) return OkStatus();
+        return WriteUsage(txn, actor, usage);
+      },
+      options_.max_attempts);
+}
+
+Status ActorKv::DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& request) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  return RunTransaction(
+      store_,
+      [&](KvTxn& txn) -> Status {
+        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
+        KEEL_RETURN_IF_ERROR(ValidateRangeKeys(request.start, request.end, options_.limits));
+        if (CompareKeys(request.start, request.end) >= 0) return OkStatus();
+        const Bytes prefix = ActorKvPrefix(actor);
+        KeyRange range = KeyRange::Between(ActorKvEntryKey(actor, request.start),
+                                           ActorKvEntryKey(actor, request.end));
+        // TODO(perf): one txn for the whole range; a huge range should be chunked.
+        KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries, txn.Scan(range));
+        if (entries.empty()) return OkStatus();
+        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+        for (const KeyValue& kv : entries) {
+          KEEL_ASSIGN_OR_RETURN(uint64_t size,
+                                EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value));
+          usage = SaturatingSub(usage, size);
+          KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
+        }
+        return WriteUsage(txn, actor, usage);
+      },
+      options_.max_attempts);
+}
+
+Status ActorKv::Drop(ByteView actor) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  return RunTransaction(
+      store_,
+      [&](KvTxn& txn) -> Status {
+        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
+        // Read the usage so a concurrent put (which writes it) conflicts with the drop.
+        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+        (void)usage;
+        // TODO(perf): one txn for up to the whole quota; DropAll chunks instead.
+        KEEL_RETURN_IF_ERROR(txn.DeleteRange(KeyRange::Prefix(ActorKvPrefix(actor))));
+        return txn.Delete(ActorKvUsageKey(actor));
+      },
+      options_.max_attempts);
+}
+
+Status ActorKv::DropAll(ByteView actor) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  const Bytes prefix = ActorKvPrefix(actor);
+  const size_t chunk = options_.drop_chunk_keys == 0 ? 1 : options_.drop_chunk_keys;
+  for (;;) {
+    bool done = false;
+    Status st = RunTransaction(
+        store_,
+        [&](KvTxn& txn) -> Status {
+          done = false;
+          // An undecodable usage record is replaced (it is being dropped anyway).
+          Result<uint64_t> read_usage = ReadUsage(txn, actor);
+          if (!read_usage.has_value() && !read_usage.error().Is(kErrorGroup, kCorruption)) {
+            return Unexpected{read_usage.error()};
+          }
+          uint64_t usage = read_usage.value_or(0);
+          ScanOptions scan;
+          scan.limit = chunk;
+          KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries,
+                                txn.Scan(KeyRange::Prefix(prefix), scan));
+          for (const KeyValue& kv : entries) {
+            // An undecodable entry is still deleted; its size just cannot be subtracted.
+            auto size = EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value);
+            if (size.has_value()) usage = SaturatingSub(usage, *size);
+            KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
+          }
+          if (entries.size() < chunk) {
+            done = true;
+            return txn.Delete(ActorKvUsageKey(actor));
+          }
+          return WriteUsage(txn, actor, usage);
+        },
+        options_.max_attempts);
+    KEEL_RETURN_IF_ERROR(st);
+    if (done) return OkStatus();
+  }
+}
+
+Result<uint64_t> ActorKv::Usage(ByteView actor) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  return ReadUsage(store_, actor);
+}
+
+latest::KvResponseData ActorKv::Handle(ByteView actor, const latest::KvRequestData& request,
+                                       int64_t now_ms) {
+  auto error = [](const Error& e) -> latest::KvResponseData {
+    return latest::KvErrorResponse{e.ToString()};
+  };
+  try {
+    return std::visit(
+        [&](const auto& req) -> latest::KvResponseData {
+          using T = std::decay_t<decltype(req)>;
+          if constexpr (std::is_same_v<T, latest::KvGetRequest>) {
+            auto r = Get(actor, req);
+            if (!r.has_value()) return error(r.error());
+            return std::move(r).value();
+          } else if constexpr (std::is_same_v<T, latest::KvListRequest>) {
+            auto r = List(actor, req);
+            if (!r.has_value()) return error(r.error());
+            return std::move(r).value();
+          } else if constexpr (std::is_same_v<T, latest::KvPutRequest>) {
+            Status s = Put(actor, req, now_ms);
+            if (!s.has_value()) return error(s.error());
+            return latest::KvPutResponse{};
+          } else if constexpr (std::is_same_v<T, latest::KvDeleteRequest>) {
+            Status s = Delete(actor, req);
+            if (!s.has_value()) return error(s.error());
+            return latest::KvDeleteResponse{};
+          } else if constexpr (std::is_same_v<T, latest::KvDeleteRangeRequest>) {
+            Status s = DeleteRange(actor, req);
+            if (!s.has_value()) return error(s.error());
+            return latest::KvDeleteResponse{};
+          } else {
+            static_assert(std::is_same_v<T, latest::KvDropRequest>);
+            Status s = Drop(actor);
+            if (!s.has_value()) return error(s.error());
+            return latest::KvDropResponse{};
+          }
+        },
+        request.value);
+  } catch (const std::exception& e) {
+    return error(StorageError(kInternal, std::string("unexpected exception: ") + e.what()));
+  } catch (...) {
+    return error(StorageError(kInternal, "unexpected exception"));
+  }
+}
+
+}  // namespace keel::storage

@@ -1,0 +1,157 @@
+// ActorKv: the engine side of the per-actor KV store (envoy-protocol.md §5) on top of a
+// KvStore, with the protocol's exact semantics, limits and error texts, in the keyspace of
+// docs/storage.md §3.5. Used by the engine's envoy connection (KvRequest → KvResponse) and
+// by actor destroy (DropAll). Thread-safety: stateless apart from the store reference and
+// the options; safe from many threads at once (each call runs its own transactions).
+//
+// Keys (docs/storage.md §2, §3.5; ‹a› = the actor id in its fixed-width binary form):
+//   05 ‹a› 01          actor record — the GUARD. Written by the engine (ActorRecord); ActorKv
+//                      only reads it: absent → `actor.not_found` (every operation, reads
+//                      too, checks it in its snapshot/txn), and every write reads it
+//                      in its txn so a KV write racing a destroy (which rewrites the record)
+//                      conflicts and is retried. Options::check_actor_record may inspect it
+//                      (e.g. reject a destroyed actor). PutActorRecordForTest writes one.
+//   05 ‹a› 03          KvUsage — versioned envelope: u16 LE schema version (1), then BARE
+//                      `struct { stored_bytes: u64 }`. Absent = 0.
+//   05 ‹a› 10 ‹key›    KvEntry — versioned envelope: u16 LE schema version (1), then BARE
+//                      `struct { value: data, metadata: struct { version: data, update_ts: i64 }
+//                      }`.
+// Stored bytes of an entry (what the quota counts): len(key) + 2 + len(value), the
+// protocol's own size accounting (§5.1); metadata is not counted. Every write adjusts the
+// usage record in the same transaction, so the usage is exact and concurrent KV writers of
+// one actor always conflict on it (it doubles as the phantom guard of delete-range/drop).
+//
+// Error codes (every one is answered as `KvErrorResponse{ "group.code: message" }`; the
+// message after the prefix is Rivet's text byte for byte where Rivet has one; the numbers
+// follow Limits, the texts below are for the defaults):
+//   actor.invalid_id        "actor id must be 19 bytes (binary form), got N" (Keel's own)
+//   actor.not_found         "actor does not exist" (guard record absent)
+//   kv.too_many_keys        "a maximum of 128 keys is allowed" (get, delete)
+//   kv.key_too_large        "key is too long (max 2048 bytes)" (get, put, delete; len+2 counted)
+//   kv.length_mismatch      "Keys list length != values list length" (put)
+//   kv.too_many_entries     "A maximum of 128 key-value entries is allowed" (put)
+//   kv.payload_too_large    "total payload is too large (max 976 KiB)" (put)
+//   kv.value_too_large      "value is too large (max 128 KiB)" (put)
+//   kv.start_key_too_large  "start key is too long (max 2048 bytes)" (list range, delete range)
+//   kv.end_key_too_large    "end key is too long (max 2048 bytes)" (list range, delete range)
+//   kv.prefix_too_large     "prefix key is too long (max 2048 bytes)" (list prefix)
+//   actor.kv_storage_quota_exceeded
+//                           "Not enough space left in storage (N bytes remaining, current
+//                           payload is M bytes)." (put: usage + payload > quota)
+//   storage.<code>          any KvStore failure (kv_store.h), incl. `storage.corruption` for
+//                           an undecodable KvEntry/KvUsage record and `storage.conflict`
+//                           after max_attempts.
+//   storage.internal        an unexpected C++ exception (Handle never throws).
+// Put validation order (Rivet's): guard, length mismatch, entry count, payload, quota, key
+// sizes, value sizes. Every rejected request writes nothing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "base/bytes.h"
+#include "base/error.h"
+#include "base/result.h"
+#include "protocol/envoy/versioned.h"
+#include "storage/kv_store.h"
+
+namespace keel::storage {
+
+namespace latest = ::keel::protocol::envoy::latest;
+
+// Keel v1 engine ids in binary form (docs/storage.md §2): [version][UUID][dc label].
+inline constexpr size_t kActorIdSize = 19;
+
+// Subspace and record tags of docs/storage.md §3.5.
+inline constexpr uint8_t kActorSubspace = 0x05;
+inline constexpr uint8_t kActorRecordTag = 0x01;
+inline constexpr uint8_t kActorKvUsageTag = 0x03;
+inline constexpr uint8_t kActorKvEntryTag = 0x10;
+
+// The protocol's limits (envoy-protocol.md §5.1). Configurable for tests only.
+struct ActorKvLimits {
+  // Max key size, counted as len(key) + 2.
+  size_t max_key_size = 2048;
+  size_t max_value_size = 131072;
+  // Max keys per get/put/delete request.
+  size_t max_keys = 128;
+  // Max Σ(len(key) + 2) + Σ len(value) of one put.
+  size_t max_put_payload = 999424;
+  // Max stored bytes per actor (see the file comment for what counts).
+  uint64_t max_storage = uint64_t{10} << 30;
+  // List limit when the request has none.
+  uint64_t default_list_limit = 16384;
+};
+
+struct ActorKvOptions {
+  // Written as KvMetadata.version (UTF-8 bytes) on every put.
+  std::string engine_version;
+  ActorKvLimits limits;
+  // Width of the binary actor id; ids of another size are rejected (actor.invalid_id).
+  size_t actor_id_size = kActorIdSize;
+  // Attempts of each transaction on storage.conflict (RunTransaction).
+  int max_attempts = kDefaultMaxAttempts;
+  // Keys deleted per transaction by DropAll (docs/storage.md §3.8: bounded chunks).
+  size_t drop_chunk_keys = 1024;
+  // Optional: called with the bytes of the (present) actor record; an error is answered
+  // as is (e.g. `actor.not_found` for a destroyed actor). Default: presence is enough.
+  std::function<Status(ByteView record)> check_actor_record;
+};
+
+// Key builders (docs/storage.md §3.5). `actor` is the binary id (not validated here).
+Bytes ActorRecordKey(ByteView actor);
+Bytes ActorKvUsageKey(ByteView actor);
+// `05 ‹a› 10` — every KV entry of the actor starts with it.
+Bytes ActorKvPrefix(ByteView actor);
+Bytes ActorKvEntryKey(ByteView actor, ByteView key);
+
+// Writes `record` at the guard key `05 ‹a› 01` (the engine writes its ActorRecord there;
+// tests and tools use any bytes). Errors: storage.*.
+Status PutActorRecordForTest(KvStore& store, ByteView actor, ByteView record = {});
+
+class ActorKv {
+ public:
+  // `store` must outlive this object.
+  ActorKv(KvStore& store, ActorKvOptions options);
+
+  // Answers one KV request of actor `actor` (binary id) with exactly one response: the
+  // operation's success variant or KvErrorResponse{"group.code: message"} (codes above).
+  // Never throws. `now_ms` becomes KvMetadata.update_ts of put entries. Completes
+  // synchronously.
+  latest::KvResponseData Handle(ByteView actor, const latest::KvRequestData& request,
+                                int64_t now_ms);
+
+  // The operations behind Handle, with structured errors (same codes).
+  Result<latest::KvGetResponse> Get(ByteView actor, const latest::KvGetRequest& request);
+  Result<latest::KvListResponse> List(ByteView actor, const latest::KvListRequest& request);
+  Status Put(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms);
+  Status Delete(ByteView actor, const latest::KvDeleteRequest& request);
+  // start >= end: success, nothing deleted.
+  Status DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& request);
+  // The protocol's KvDropRequest: one transaction, guard checked.
+  Status Drop(ByteView actor);
+
+  // Deletes every KV entry and the usage record of `actor` in chunks of drop_chunk_keys
+  // keys per transaction, WITHOUT checking the guard (for destroy, which has already
+  // marked the record). Not atomic as a whole; re-running it finishes an interrupted one.
+  // Errors: actor.invalid_id, storage.*.
+  Status DropAll(ByteView actor);
+
+  // The actor's stored bytes as tracked in `05 ‹a› 03` (0 when absent).
+  // Errors: actor.invalid_id, storage.* (corruption when undecodable).
+  Result<uint64_t> Usage(ByteView actor);
+
+  const ActorKvOptions& options() const { return options_; }
+
+ private:
+  Status CheckActorId(ByteView actor) const;
+  Status CheckGuard(KvReader& reader, ByteView actor) const;
+
+  KvStore& store_;
+  ActorKvOptions options_;
+};
+
+}  // namespace keel::storage

@@ -1,0 +1,831 @@
+// ActorKv (actor_kv.h): the protocol's KV operations, limits, error texts, quota
+// accounting and actor isolation, over MemKvStore (plus a RocksDB smoke test).
+#include "storage/actor_kv.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "storage/faulty_kv_store.h"
+#include "storage/mem_kv_store.h"
+#include "storage/rocksdb_kv_store.h"
+#include "storage_test_util.h"
+
+namespace keel::storage {
+namespace {
+
+using testing::B;
+using testing::IsOk;
+using testing::S;
+using testing::TempDir;
+
+constexpr int64_t kNow = 1'700'000'000'123;
+
+Bytes ActorId(uint8_t last, uint8_t fill = 0x01) {
+  Bytes id(kActorIdSize, fill);
+  id.back() = last;
+  return id;
+}
+
+Bytes Filled(size_t n, uint8_t byte = 'x') { return Bytes(n, byte); }
+
+std::vector<Bytes> BytesList(const std::vector<std::string>& strings) {
+  std::vector<Bytes> out;
+  for (const std::string& s : strings) out.push_back(B(s));
+  return out;
+}
+
+std::vector<std::string> Strings(const std::vector<Bytes>& list) {
+  std::vector<std::string> out;
+  for (const Bytes& b : list) out.push_back(S(b));
+  return out;
+}
+
+// The error text of a KvErrorResponse, or "<no error>".
+std::string ErrorText(const latest::KvResponseData& response) {
+  if (const auto* e = response.get_if<latest::KvErrorResponse>()) return e->message;
+  return "<no error>";
+}
+
+ActorKvOptions DefaultOptions() {
+  ActorKvOptions options;
+  options.engine_version = "keel-test-1.2.3";
+  return options;
+}
+
+class ActorKvTest : public ::testing::Test {
+ protected:
+  ActorKvTest() { Reset(DefaultOptions()); }
+
+  void Reset(ActorKvOptions options) {
+    uut = std::make_unique<ActorKv>(store, std::move(options));
+    EXPECT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  }
+
+  latest::KvResponseData Do(const latest::KvRequestData& request, int64_t now = kNow) {
+    return uut->Handle(actor, request, now);
+  }
+  latest::KvResponseData DoFor(const Bytes& id, const latest::KvRequestData& request) {
+    return uut->Handle(id, request, kNow);
+  }
+
+  latest::KvResponseData PutFor(const Bytes& id, const std::vector<std::string>& keys,
+                                const std::vector<std::string>& values, int64_t now = kNow) {
+    return uut->Handle(id, latest::KvPutRequest{BytesList(keys), BytesList(values)}, now);
+  }
+  latest::KvResponseData Put(const std::vector<std::string>& keys,
+                             const std::vector<std::string>& values, int64_t now = kNow) {
+    return PutFor(actor, keys, values, now);
+  }
+  void MustPut(const std::vector<std::string>& keys, const std::vector<std::string>& values) {
+    latest::KvResponseData r = Put(keys, values);
+    ASSERT_TRUE(r.is<latest::KvPutResponse>()) << ErrorText(r);
+  }
+
+  latest::KvListResponse ListQuery(const Bytes& id, latest::KvListQuery query,
+                                   std::optional<bool> reverse = std::nullopt,
+                                   std::optional<uint64_t> limit = std::nullopt) {
+    latest::KvResponseData r =
+        uut->Handle(id, latest::KvListRequest{std::move(query), reverse, limit}, kNow);
+    EXPECT_TRUE(r.is<latest::KvListResponse>()) << ErrorText(r);
+    if (!r.is<latest::KvListResponse>()) return {};
+    return *r.get_if<latest::KvListResponse>();
+  }
+  std::vector<std::string> ListKeys(latest::KvListQuery query,
+                                    std::optional<bool> reverse = std::nullopt,
+                                    std::optional<uint64_t> limit = std::nullopt) {
+    return Strings(ListQuery(actor, std::move(query), reverse, limit).keys);
+  }
+  std::vector<std::string> AllKeysOf(const Bytes& id) {
+    return Strings(ListQuery(id, latest::KvListAllQuery{}).keys);
+  }
+  std::vector<std::string> AllKeys() { return AllKeysOf(actor); }
+
+  std::vector<std::string> GetKeys(const std::vector<std::string>& keys) {
+    latest::KvResponseData r = Do(latest::KvGetRequest{BytesList(keys)});
+    EXPECT_TRUE(r.is<latest::KvGetResponse>()) << ErrorText(r);
+    if (!r.is<latest::KvGetResponse>()) return {};
+    return Strings(r.get_if<latest::KvGetResponse>()->keys);
+  }
+
+  uint64_t UsageOf(const Bytes& id) {
+    auto usage = uut->Usage(id);
+    EXPECT_TRUE(IsOk(usage));
+    return usage.value_or(0);
+  }
+  uint64_t Usage() { return UsageOf(actor); }
+
+  MemKvStore store;
+  Bytes actor = ActorId(0x42);
+  std::unique_ptr<ActorKv> uut;
+};
+
+// --- get / put / metadata ------------------------------------------------------------
+
+TEST_F(ActorKvTest, GetReturnsOnlyExistingKeysInRequestOrderWithMetadata) {
+  MustPut({"a", "b", "c"}, {"1", "2", "3"});
+  latest::KvResponseData r = Do(latest::KvGetRequest{BytesList({"c", "missing", "a"})});
+  ASSERT_TRUE(r.is<latest::KvGetResponse>()) << ErrorText(r);
+  const auto& got = *r.get_if<latest::KvGetResponse>();
+  EXPECT_EQ(Strings(got.keys), (std::vector<std::string>{"c", "a"}));
+  EXPECT_EQ(Strings(got.values), (std::vector<std::string>{"3", "1"}));
+  ASSERT_EQ(got.metadata.size(), 2u);
+  for (const latest::KvMetadata& m : got.metadata) {
+    EXPECT_EQ(S(m.version), "keel-test-1.2.3");
+    EXPECT_EQ(m.update_ts, kNow);
+  }
+}
+
+TEST_F(ActorKvTest, GetOfNothingAndOfOnlyMissingKeysIsEmpty) {
+  EXPECT_TRUE(GetKeys({}).empty());
+  EXPECT_TRUE(GetKeys({"nope", ""}).empty());
+}
+
+TEST_F(ActorKvTest, EmptyKeyAndEmptyValueAndBinaryBytesAreStored) {
+  latest::KvPutRequest put{{Bytes{}, Bytes{0x00, 0xff}}, {Bytes{}, Bytes{0xff, 0x00, 0x10}}};
+  ASSERT_TRUE(Do(put).is<latest::KvPutResponse>());
+  latest::KvResponseData r = Do(latest::KvGetRequest{{Bytes{0x00, 0xff}, Bytes{}}});
+  ASSERT_TRUE(r.is<latest::KvGetResponse>()) << ErrorText(r);
+  const auto& got = *r.get_if<latest::KvGetResponse>();
+  EXPECT_EQ(got.keys, (std::vector<Bytes>{Bytes{0x00, 0xff}, Bytes{}}));
+  EXPECT_EQ(got.values, (std::vector<Bytes>{Bytes{0xff, 0x00, 0x10}, Bytes{}}));
+}
+
+TEST_F(ActorKvTest, PutOverwritesValueAndMetadata) {
+  MustPut({"k"}, {"old"});
+  ASSERT_TRUE(Put({"k"}, {"new"}, kNow + 5).is<latest::KvPutResponse>());
+  latest::KvResponseData r = Do(latest::KvGetRequest{BytesList({"k"})});
+  const auto& got = *r.get_if<latest::KvGetResponse>();
+  EXPECT_EQ(Strings(got.values), (std::vector<std::string>{"new"}));
+  EXPECT_EQ(got.metadata[0].update_ts, kNow + 5);
+  EXPECT_EQ(S(got.metadata[0].version), "keel-test-1.2.3");
+}
+
+TEST_F(ActorKvTest, PutWithRepeatedKeyKeepsTheLastValueAndCountsItOnce) {
+  MustPut({"k", "k"}, {"first", "second!"});
+  EXPECT_EQ(GetKeys({"k"}), (std::vector<std::string>{"k"}));
+  EXPECT_EQ(Usage(), 3u + 7u);
+}
+
+// --- list ----------------------------------------------------------------------------
+
+class ActorKvListTest : public ActorKvTest {
+ protected:
+  ActorKvListTest() {
+    latest::KvPutRequest put;
+    for (const Bytes& k : keys) {
+      put.keys.push_back(k);
+      put.values.push_back(B("v:" + S(k)));
+    }
+    latest::KvResponseData r = Do(put);
+    EXPECT_TRUE(r.is<latest::KvPutResponse>()) << ErrorText(r);
+  }
+
+  // Unsigned byte order: "" < "a" < "a\0" < "ab" < "ab\0" < "ab\x7f" < "ab\xff" < ...
+  std::vector<Bytes> keys = {
+      B(""),
+      B("a"),
+      B(std::string("a\0", 2)),
+      B("ab"),
+      B(std::string("ab\0", 3)),
+      B("ab\x7f"),
+      B("ab\xff"),
+      B("ab\xff\xff"),
+      B("ac"),
+      B("b"),
+      B("\xff"),
+      B(std::string("\xff\x00x", 3)),
+      B("\xff\xff"),
+  };
+};
+
+std::vector<std::string> Sorted(std::vector<Bytes> list) {
+  std::sort(list.begin(), list.end());  // vector<uint8_t> compares as unsigned bytes
+  return Strings(list);
+}
+
+TEST_F(ActorKvListTest, ListAllIsInUnsignedByteOrderWithValuesAndMetadata) {
+  latest::KvListResponse got = ListQuery(actor, latest::KvListAllQuery{});
+  EXPECT_EQ(Strings(got.keys), Sorted(keys));
+  ASSERT_EQ(got.values.size(), keys.size());
+  for (size_t i = 0; i < got.keys.size(); ++i) {
+    EXPECT_EQ(S(got.values[i]), "v:" + S(got.keys[i]));
+    EXPECT_EQ(S(got.metadata[i].version), "keel-test-1.2.3");
+    EXPECT_EQ(got.metadata[i].update_ts, kNow);
+  }
+}
+
+TEST_F(ActorKvListTest, ReverseListsDescending) {
+  std::vector<std::string> expected = Sorted(keys);
+  std::reverse(expected.begin(), expected.end());
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, true), expected);
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, false), Sorted(keys));
+}
+
+TEST_F(ActorKvListTest, LimitCapsTheResultFromTheStartOfTheOrder) {
+  std::vector<std::string> all = Sorted(keys);
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, std::nullopt, 2),
+            (std::vector<std::string>{all[0], all[1]}));
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, true, 2),
+            (std::vector<std::string>{all[all.size() - 1], all[all.size() - 2]}));
+  EXPECT_TRUE(ListKeys(latest::KvListAllQuery{}, std::nullopt, 0).empty());
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, std::nullopt, UINT64_MAX), all);
+}
+
+TEST_F(ActorKvListTest, AbsentLimitUsesTheDefaultListLimit) {
+  EXPECT_EQ(ActorKvLimits{}.default_list_limit, 16384u);
+  ActorKvOptions options = DefaultOptions();
+  options.limits.default_list_limit = 3;
+  Reset(options);
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}).size(), 3u);
+  EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, std::nullopt, 5).size(), 5u);
+}
+
+TEST_F(ActorKvListTest, RangeIsInclusiveOrExclusiveOfTheEnd) {
+  latest::KvListRangeQuery inclusive{B("a"), B("ab"), false};
+  EXPECT_EQ(ListKeys(inclusive), (std::vector<std::string>{"a", std::string("a\0", 2), "ab"}));
+  latest::KvListRangeQuery exclusive{B("a"), B("ab"), true};
+  EXPECT_EQ(ListKeys(exclusive), (std::vector<std::string>{"a", std::string("a\0", 2)}));
+  // Start is always inclusive; bounds need not exist.
+  latest::KvListRangeQuery loose{B("aa"), B("ab\x80"), true};
+  EXPECT_EQ(ListKeys(loose), (std::vector<std::string>{"ab", std::string("ab\0", 3), "ab\x7f"}));
+  // Inclusive end does not take the end's extensions.
+  latest::KvListRangeQuery ext{B("ab"), B("ab"), false};
+  EXPECT_EQ(ListKeys(ext), (std::vector<std::string>{"ab"}));
+  // Reverse and limit apply to ranges.
+  EXPECT_EQ(ListKeys(inclusive, true, 2), (std::vector<std::string>{"ab", std::string("a\0", 2)}));
+}
+
+TEST_F(ActorKvListTest, EmptyOrInvertedRangeListsNothing) {
+  EXPECT_TRUE(ListKeys(latest::KvListRangeQuery{B("ab"), B("ab"), true}).empty());
+  EXPECT_TRUE(ListKeys(latest::KvListRangeQuery{B("b"), B("a"), false}).empty());
+  EXPECT_TRUE(ListKeys(latest::KvListRangeQuery{B("b"), B("a"), true}).empty());
+}
+
+TEST_F(ActorKvListTest, RangeReachesTheTopOfTheKeyspace) {
+  latest::KvListRangeQuery top{B("\xff"), B("\xff\xff"), false};
+  EXPECT_EQ(ListKeys(top),
+            (std::vector<std::string>{"\xff", std::string("\xff\x00x", 3), "\xff\xff"}));
+}
+
+TEST_F(ActorKvListTest, PrefixIsTrueBytePrefixIncludingNextByteFF) {
+  EXPECT_EQ(
+      ListKeys(latest::KvListPrefixQuery{B("ab")}),
+      (std::vector<std::string>{"ab", std::string("ab\0", 3), "ab\x7f", "ab\xff", "ab\xff\xff"}));
+  EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{B("ab\xff")}),
+            (std::vector<std::string>{"ab\xff", "ab\xff\xff"}));
+  EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{B("ab")}, true, 2),
+            (std::vector<std::string>{"ab\xff\xff", "ab\xff"}));
+}
+
+TEST_F(ActorKvListTest, PrefixOfOnlyFFBytes) {
+  EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{B("\xff")}),
+            (std::vector<std::string>{"\xff", std::string("\xff\x00x", 3), "\xff\xff"}));
+  EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{B("\xff\xff")}),
+            (std::vector<std::string>{"\xff\xff"}));
+  EXPECT_TRUE(ListKeys(latest::KvListPrefixQuery{B("\xff\xff\xff")}).empty());
+}
+
+TEST_F(ActorKvListTest, EmptyPrefixListsEverything) {
+  EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{Bytes{}}), Sorted(keys));
+}
+
+// --- delete / delete range / drop ------------------------------------------------------
+
+TEST_F(ActorKvTest, DeleteRemovesKeysAndIgnoresAbsentOnes) {
+  MustPut({"a", "b", "c"}, {"1", "2", "3"});
+  latest::KvResponseData r = Do(latest::KvDeleteRequest{BytesList({"a", "zzz", "c"})});
+  EXPECT_TRUE(r.is<latest::KvDeleteResponse>()) << ErrorText(r);
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(Do(latest::KvDeleteRequest{}).is<latest::KvDeleteResponse>());
+}
+
+TEST_F(ActorKvTest, DeleteRangeIsHalfOpen) {
+  MustPut({"a", "b", "b\x00", "c", "d"}, {"1", "2", "3", "4", "5"});
+  latest::KvResponseData r = Do(latest::KvDeleteRangeRequest{B("b"), B("d")});
+  EXPECT_TRUE(r.is<latest::KvDeleteResponse>()) << ErrorText(r);
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a", "d"}));
+}
+
+TEST_F(ActorKvTest, DeleteRangeWithStartNotBelowEndDeletesNothing) {
+  MustPut({"a", "b", "c"}, {"1", "2", "3"});
+  EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{B("b"), B("b")}).is<latest::KvDeleteResponse>());
+  EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{B("c"), B("a")}).is<latest::KvDeleteResponse>());
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(ActorKvTest, DeleteRangeCoversFFKeysUpToTheEnd) {
+  MustPut({"\xfe", "\xff", "\xff\xff"}, {"1", "2", "3"});
+  EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{B("\xff"), B("\xff\xff\xff")})
+                  .is<latest::KvDeleteResponse>());
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"\xfe"}));
+}
+
+TEST_F(ActorKvTest, DropRemovesEveryKeyAndAnswersDropResponse) {
+  MustPut({"a", "\xff", ""}, {"1", "2", "3"});
+  latest::KvResponseData r = Do(latest::KvDropRequest{});
+  EXPECT_TRUE(r.is<latest::KvDropResponse>()) << ErrorText(r);
+  EXPECT_TRUE(AllKeys().empty());
+  EXPECT_EQ(Usage(), 0u);
+  // The actor still exists (drop is KV only) and can write again.
+  MustPut({"again"}, {"x"});
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"again"}));
+}
+
+TEST_F(ActorKvTest, DropAllDeletesInChunksAndKeepsTheActorRecord) {
+  ActorKvOptions options = DefaultOptions();
+  options.drop_chunk_keys = 3;
+  Reset(options);
+  std::vector<std::string> keys, values;
+  for (int i = 0; i < 10; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    values.push_back("v");
+  }
+  MustPut(keys, values);
+  Bytes other = ActorId(0x43);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, other)));
+  ASSERT_TRUE(PutFor(other, {"k0"}, {"x"}).is<latest::KvPutResponse>());
+
+  ASSERT_TRUE(IsOk(uut->DropAll(actor)));
+  EXPECT_TRUE(AllKeys().empty());
+  EXPECT_EQ(Usage(), 0u);
+  auto usage_record = store.Get(ActorKvUsageKey(actor));
+  ASSERT_TRUE(IsOk(usage_record));
+  EXPECT_FALSE(usage_record->has_value());
+  auto record = store.Get(ActorRecordKey(actor));
+  ASSERT_TRUE(IsOk(record));
+  EXPECT_TRUE(record->has_value());
+  EXPECT_EQ(AllKeysOf(other), (std::vector<std::string>{"k0"}));
+  // Idempotent, and works without the guard record (destroy's path).
+  ASSERT_TRUE(IsOk(store.Delete(ActorRecordKey(actor))));
+  EXPECT_TRUE(IsOk(uut->DropAll(actor)));
+}
+
+// --- limits (exactly at the limit OK, one over rejected, nothing written) ----------------
+
+class ActorKvLimitTest : public ActorKvTest {
+ protected:
+  ActorKvLimitTest() { MustPut({"existing"}, {"value"}); }
+
+  // Nothing changed since the constructor.
+  void ExpectUnchanged() {
+    EXPECT_EQ(AllKeys(), (std::vector<std::string>{"existing"}));
+    EXPECT_EQ(Usage(), 10u + 5u);
+  }
+
+  static std::vector<Bytes> NKeys(size_t n) {
+    std::vector<Bytes> out;
+    for (size_t i = 0; i < n; ++i) out.push_back(B("n" + std::to_string(i)));
+    return out;
+  }
+};
+
+constexpr const char* kTooManyKeys = "kv.too_many_keys: a maximum of 128 keys is allowed";
+constexpr const char* kKeyTooLarge = "kv.key_too_large: key is too long (max 2048 bytes)";
+
+TEST_F(ActorKvLimitTest, GetAllowsAtMost128Keys) {
+  EXPECT_TRUE(Do(latest::KvGetRequest{NKeys(128)}).is<latest::KvGetResponse>());
+  EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{NKeys(129)})), kTooManyKeys);
+}
+
+TEST_F(ActorKvLimitTest, GetKeySizeCountsTwoExtraBytes) {
+  EXPECT_TRUE(Do(latest::KvGetRequest{{Filled(2046)}}).is<latest::KvGetResponse>());
+  EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{{Filled(2047)}})), kKeyTooLarge);
+}
+
+TEST_F(ActorKvLimitTest, DeleteAllowsAtMost128KeysOfAtMost2046Bytes) {
+  std::vector<Bytes> keys = NKeys(129);
+  keys[0] = B("existing");
+  EXPECT_EQ(ErrorText(Do(latest::KvDeleteRequest{keys})), kTooManyKeys);
+  EXPECT_EQ(ErrorText(Do(latest::KvDeleteRequest{{B("existing"), Filled(2047)}})), kKeyTooLarge);
+  ExpectUnchanged();
+  EXPECT_TRUE(Do(latest::KvDeleteRequest{{Filled(2046)}}).is<latest::KvDeleteResponse>());
+  keys.pop_back();
+  EXPECT_TRUE(Do(latest::KvDeleteRequest{keys}).is<latest::KvDeleteResponse>());
+  EXPECT_TRUE(AllKeys().empty());
+}
+
+TEST_F(ActorKvLimitTest, PutListsMustHaveEqualLength) {
+  latest::KvPutRequest put{{B("a"), B("b")}, {B("1")}};
+  EXPECT_EQ(ErrorText(Do(put)), "kv.length_mismatch: Keys list length != values list length");
+  put = latest::KvPutRequest{{B("a")}, {B("1"), B("2")}};
+  EXPECT_EQ(ErrorText(Do(put)), "kv.length_mismatch: Keys list length != values list length");
+  ExpectUnchanged();
+}
+
+TEST_F(ActorKvLimitTest, PutAllowsAtMost128Entries) {
+  latest::KvPutRequest put{NKeys(129), std::vector<Bytes>(129, B("v"))};
+  EXPECT_EQ(ErrorText(Do(put)),
+            "kv.too_many_entries: A maximum of 128 key-value entries is allowed");
+  ExpectUnchanged();
+  put.keys.pop_back();
+  put.values.pop_back();
+  EXPECT_TRUE(Do(put).is<latest::KvPutResponse>());
+  EXPECT_EQ(AllKeys().size(), 129u);
+}
+
+TEST_F(ActorKvLimitTest, PutKeySizeCountsTwoExtraBytes) {
+  latest::KvPutRequest put{{B("ok"), Filled(2047)}, {B("1"), B("2")}};
+  EXPECT_EQ(ErrorText(Do(put)), kKeyTooLarge);
+  ExpectUnchanged();
+  put.keys[1] = Filled(2046);
+  EXPECT_TRUE(Do(put).is<latest::KvPutResponse>());
+  EXPECT_EQ(GetKeys({std::string(2046, 'x')}).size(), 1u);
+}
+
+TEST_F(ActorKvLimitTest, PutValueAtMost128KiB) {
+  latest::KvPutRequest put{{B("ok"), B("big")}, {B("1"), Filled(131073)}};
+  EXPECT_EQ(ErrorText(Do(put)), "kv.value_too_large: value is too large (max 128 KiB)");
+  ExpectUnchanged();
+  put.values[1] = Filled(131072);
+  EXPECT_TRUE(Do(put).is<latest::KvPutResponse>());
+}
+
+TEST_F(ActorKvLimitTest, PutPayloadAtMost999424Bytes) {
+  // 8 one-byte keys (3 bytes each) + 7 full values + one that fills to exactly 999424.
+  latest::KvPutRequest put;
+  for (int i = 0; i < 8; ++i) {
+    put.keys.push_back(B(std::string(1, static_cast<char>('a' + i))));
+    put.values.push_back(Filled(131072));
+  }
+  put.values.back() = Filled(999424 - 24 - 7 * 131072 + 1);
+  EXPECT_EQ(ErrorText(Do(put)), "kv.payload_too_large: total payload is too large (max 976 KiB)");
+  ExpectUnchanged();
+  put.values.back().pop_back();
+  EXPECT_TRUE(Do(put).is<latest::KvPutResponse>()) << ErrorText(Do(put));
+  EXPECT_EQ(Usage(), 15u + 999424u);
+}
+
+TEST_F(ActorKvLimitTest, ListRangeAndPrefixKeysAtMost2046Bytes) {
+  using Q = latest::KvListRangeQuery;
+  auto list = [&](latest::KvListQuery q) {
+    return Do(latest::KvListRequest{std::move(q), {}, {}});
+  };
+  EXPECT_EQ(ErrorText(list(Q{Filled(2047), B("z"), false})),
+            "kv.start_key_too_large: start key is too long (max 2048 bytes)");
+  EXPECT_EQ(ErrorText(list(Q{B("a"), Filled(2047), false})),
+            "kv.end_key_too_large: end key is too long (max 2048 bytes)");
+  EXPECT_EQ(ErrorText(list(latest::KvListPrefixQuery{Filled(2047)})),
+            "kv.prefix_too_large: prefix key is too long (max 2048 bytes)");
+  EXPECT_TRUE(list(Q{Filled(2046), Filled(2046, 'z'), false}).is<latest::KvListResponse>());
+  EXPECT_TRUE(list(latest::KvListPrefixQuery{Filled(2046)}).is<latest::KvListResponse>());
+}
+
+TEST_F(ActorKvLimitTest, DeleteRangeKeysAtMost2046Bytes) {
+  EXPECT_EQ(ErrorText(Do(latest::KvDeleteRangeRequest{Filled(2047, 'a'), B("z")})),
+            "kv.start_key_too_large: start key is too long (max 2048 bytes)");
+  EXPECT_EQ(ErrorText(Do(latest::KvDeleteRangeRequest{B("a"), Filled(2047, 'z')})),
+            "kv.end_key_too_large: end key is too long (max 2048 bytes)");
+  ExpectUnchanged();
+  EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{Filled(2046, 'a'), Filled(2046, 'z')})
+                  .is<latest::KvDeleteResponse>());
+  EXPECT_TRUE(AllKeys().empty());
+}
+
+TEST_F(ActorKvLimitTest, ErrorsAreStructuredInTheTypedApi) {
+  Status s = uut->Put(actor, latest::KvPutRequest{{B("a")}, {}}, kNow);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_TRUE(s.error().Is("kv", "length_mismatch"));
+  auto g = uut->Get(actor, latest::KvGetRequest{NKeys(129)});
+  ASSERT_FALSE(g.has_value());
+  EXPECT_TRUE(g.error().Is("kv", "too_many_keys"));
+}
+
+// --- quota ------------------------------------------------------------------------------
+
+class ActorKvQuotaTest : public ActorKvTest {
+ protected:
+  ActorKvQuotaTest() {
+    ActorKvOptions options = DefaultOptions();
+    options.limits.max_storage = 100;
+    Reset(options);
+  }
+};
+
+TEST_F(ActorKvQuotaTest, PutUpToExactlyTheQuotaThenRejected) {
+  EXPECT_EQ(ErrorText(Put({"k"}, {std::string(98, 'v')})),
+            "actor.kv_storage_quota_exceeded: Not enough space left in storage (100 bytes "
+            "remaining, current payload is 101 bytes).");
+  MustPut({"k"}, {std::string(97, 'v')});  // exactly 100
+  EXPECT_EQ(Usage(), 100u);
+  EXPECT_EQ(ErrorText(Put({"x"}, {""})),
+            "actor.kv_storage_quota_exceeded: Not enough space left in storage (0 bytes "
+            "remaining, current payload is 3 bytes).");
+  // Rivet's rule: the whole payload must fit the remaining space, even for an overwrite.
+  EXPECT_EQ(ErrorText(Put({"k"}, {"small"})),
+            "actor.kv_storage_quota_exceeded: Not enough space left in storage (0 bytes "
+            "remaining, current payload is 8 bytes).");
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"k"}));
+  EXPECT_EQ(Usage(), 100u);
+}
+
+TEST_F(ActorKvQuotaTest, QuotaErrorComesBeforeKeyAndValueSizeErrors) {
+  ActorKvOptions options = DefaultOptions();
+  options.limits.max_storage = 10;
+  Reset(options);
+  latest::KvPutRequest put{{Filled(2047)}, {B("v")}};
+  EXPECT_EQ(ErrorText(Do(put)),
+            "actor.kv_storage_quota_exceeded: Not enough space left in storage (10 bytes "
+            "remaining, current payload is 2050 bytes).");
+}
+
+TEST_F(ActorKvQuotaTest, UsageTracksPutOverwriteDeleteRangeAndDrop) {
+  EXPECT_EQ(Usage(), 0u);
+  MustPut({"a", "bb"}, {"1234567890", "12345"});  // (1+2+10) + (2+2+5)
+  EXPECT_EQ(Usage(), 22u);
+  MustPut({"a"}, {"12"});  // 13 -> 5
+  EXPECT_EQ(Usage(), 14u);
+  MustPut({"c", "d", "e"}, {"x", "y", "z"});  // 3 × 4
+  EXPECT_EQ(Usage(), 26u);
+  ASSERT_TRUE(
+      Do(latest::KvDeleteRequest{BytesList({"bb", "missing"})}).is<latest::KvDeleteResponse>());
+  EXPECT_EQ(Usage(), 17u);
+  ASSERT_TRUE(Do(latest::KvDeleteRangeRequest{B("c"), B("e")}).is<latest::KvDeleteResponse>());
+  EXPECT_EQ(Usage(), 9u);
+  // Freed space is usable again.
+  MustPut({"f"}, {std::string(100 - 9 - 3, 'f')});
+  EXPECT_EQ(Usage(), 100u);
+  ASSERT_TRUE(Do(latest::KvDropRequest{}).is<latest::KvDropResponse>());
+  EXPECT_EQ(Usage(), 0u);
+  MustPut({"g"}, {std::string(97, 'g')});
+  EXPECT_EQ(Usage(), 100u);
+}
+
+TEST_F(ActorKvQuotaTest, QuotaIsPerActor) {
+  MustPut({"k"}, {std::string(97, 'v')});
+  Bytes other = ActorId(0x43);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, other)));
+  EXPECT_TRUE(PutFor(other, {"k"}, {std::string(97, 'v')}).is<latest::KvPutResponse>());
+  EXPECT_EQ(UsageOf(other), 100u);
+}
+
+// --- actors -----------------------------------------------------------------------------
+
+TEST_F(ActorKvTest, ActorsAreIsolated) {
+  // Ids equal but for the last byte, one ending in the KV tag byte itself.
+  Bytes b = ActorId(0x10);
+  Bytes c = ActorId(0x43);
+  for (const Bytes& id : {b, c}) ASSERT_TRUE(IsOk(PutActorRecordForTest(store, id)));
+  MustPut({"a", "shared"}, {"1", "A"});
+  ASSERT_TRUE(PutFor(b, {"b", "shared"}, {"2", "B"}).is<latest::KvPutResponse>());
+  ASSERT_TRUE(PutFor(c, {"\x10", "shared"}, {"3", "C"}).is<latest::KvPutResponse>());
+
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a", "shared"}));
+  EXPECT_EQ(AllKeysOf(b), (std::vector<std::string>{"b", "shared"}));
+  EXPECT_EQ(AllKeysOf(c), (std::vector<std::string>{"\x10", "shared"}));
+  latest::KvResponseData r = DoFor(b, latest::KvGetRequest{BytesList({"shared", "a"})});
+  EXPECT_EQ(Strings(r.get_if<latest::KvGetResponse>()->values), (std::vector<std::string>{"B"}));
+
+  ASSERT_TRUE(DoFor(b, latest::KvDropRequest{}).is<latest::KvDropResponse>());
+  ASSERT_TRUE(DoFor(c, latest::KvDeleteRangeRequest{Bytes{}, B("\xff\xff")})
+                  .is<latest::KvDeleteResponse>());
+  EXPECT_TRUE(AllKeysOf(b).empty());
+  EXPECT_TRUE(AllKeysOf(c).empty());
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a", "shared"}));
+  EXPECT_EQ(Usage(), 4u + 9u);
+}
+
+TEST_F(ActorKvTest, ActorIdsOfTheWrongWidthAreRejected) {
+  // An id that is a prefix of a valid one (and one that extends it) would share its keys.
+  Bytes shorter(actor.begin(), actor.end() - 1);
+  Bytes longer = actor;
+  longer.push_back(0x10);
+  MustPut({"a"}, {"1"});
+  for (const Bytes& id : {shorter, longer, Bytes{}}) {
+    std::string expected = "actor.invalid_id: actor id must be 19 bytes (binary form), got " +
+                           std::to_string(id.size());
+    EXPECT_EQ(ErrorText(DoFor(id, latest::KvListRequest{latest::KvListAllQuery{}, {}, {}})),
+              expected);
+    EXPECT_EQ(ErrorText(PutFor(id, {"x"}, {"y"})), expected);
+    EXPECT_EQ(ErrorText(DoFor(id, latest::KvDropRequest{})), expected);
+    EXPECT_FALSE(uut->DropAll(id).has_value());
+  }
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a"}));
+}
+
+TEST_F(ActorKvTest, MissingActorRecordIsNotFoundForEveryOperation) {
+  MustPut({"a"}, {"1"});
+  ASSERT_TRUE(IsOk(store.Delete(ActorRecordKey(actor))));
+  const std::string expected = "actor.not_found: actor does not exist";
+  std::vector<latest::KvRequestData> requests = {
+      latest::KvGetRequest{BytesList({"a"})},
+      latest::KvListRequest{latest::KvListAllQuery{}, {}, {}},
+      latest::KvPutRequest{BytesList({"b"}), BytesList({"2"})},
+      latest::KvDeleteRequest{BytesList({"a"})},
+      latest::KvDeleteRangeRequest{B("a"), B("z")},
+      latest::KvDropRequest{},
+  };
+  for (const latest::KvRequestData& request : requests) {
+    EXPECT_EQ(ErrorText(Do(request)), expected) << "tag " << request.tag();
+  }
+  // Nothing was written or removed.
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a"}));
+  EXPECT_EQ(Usage(), 4u);
+}
+
+TEST_F(ActorKvTest, ActorRecordCheckCanRejectAPresentRecord) {
+  ActorKvOptions options = DefaultOptions();
+  options.check_actor_record = [](ByteView record) -> Status {
+    if (S(record) == "destroyed")
+      return Unexpected{Error("actor", "not_found", "actor does not exist")};
+    return OkStatus();
+  };
+  Reset(options);
+  MustPut({"a"}, {"1"});
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor, B("destroyed"))));
+  EXPECT_EQ(ErrorText(Put({"b"}, {"2"})), "actor.not_found: actor does not exist");
+}
+
+TEST_F(ActorKvTest, PutRacingADestroyConflictsAndThenSeesTheActorGone) {
+  // The record check runs inside the put's txn; on its first call it simulates a destroy
+  // committing concurrently (rewriting the guard), so the put's commit must conflict.
+  ActorKvOptions options = DefaultOptions();
+  int calls = 0;
+  options.check_actor_record = [&](ByteView record) -> Status {
+    ++calls;
+    if (S(record) == "destroyed")
+      return Unexpected{Error("actor", "not_found", "actor does not exist")};
+    if (calls == 1) {
+      EXPECT_TRUE(IsOk(PutActorRecordForTest(store, actor, B("destroyed"))));
+    }
+    return OkStatus();
+  };
+  Reset(options);
+  EXPECT_EQ(ErrorText(Put({"b"}, {"2"})), "actor.not_found: actor does not exist");
+  EXPECT_EQ(calls, 2);
+  auto entry = store.Get(ActorKvEntryKey(actor, B("b")));
+  ASSERT_TRUE(IsOk(entry));
+  EXPECT_FALSE(entry->has_value());
+}
+
+TEST_F(ActorKvTest, EndlessConflictsGiveUpAfterMaxAttempts) {
+  ActorKvOptions options = DefaultOptions();
+  options.max_attempts = 3;
+  int calls = 0;
+  options.check_actor_record = [&](ByteView) -> Status {
+    ++calls;
+    EXPECT_TRUE(IsOk(PutActorRecordForTest(store, actor, B(std::to_string(calls)))));
+    return OkStatus();
+  };
+  Reset(options);
+  std::string error = ErrorText(Put({"b"}, {"2"}));
+  EXPECT_EQ(error.rfind("storage.conflict: gave up after 3 attempts", 0), 0u) << error;
+  EXPECT_EQ(calls, 3);
+  auto entry = store.Get(ActorKvEntryKey(actor, B("b")));
+  ASSERT_TRUE(IsOk(entry));
+  EXPECT_FALSE(entry->has_value());
+}
+
+// Random operations against a std::map model: contents, order and usage always agree.
+TEST_F(ActorKvTest, RandomOperationsMatchAModel) {
+  ActorKvOptions options = DefaultOptions();
+  options.limits.max_storage = 400;
+  options.limits.max_keys = 4;
+  Reset(options);
+  std::mt19937 rng(12345);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint32_t>(n)); };
+  const std::vector<std::string> alphabet = {
+      "", "a", std::string("a\0", 2), "ab", "b", "\xff", "\xff\xff", "c"};
+  auto key = [&] { return alphabet[static_cast<size_t>(pick(static_cast<int>(alphabet.size())))]; };
+  std::map<Bytes, Bytes> model;
+  auto model_usage = [&] {
+    uint64_t n = 0;
+    for (const auto& [k, v] : model) n += k.size() + 2 + v.size();
+    return n;
+  };
+  for (int step = 0; step < 400; ++step) {
+    int op = pick(5);
+    if (op <= 1) {
+      latest::KvPutRequest put;
+      int n = pick(6);
+      for (int i = 0; i < n; ++i) {
+        put.keys.push_back(B(key()));
+        put.values.push_back(Filled(static_cast<size_t>(pick(60))));
+      }
+      uint64_t payload = 0;
+      for (size_t i = 0; i < put.keys.size(); ++i)
+        payload += put.keys[i].size() + 2 + put.values[i].size();
+      bool fits = put.keys.size() <= 4 && model_usage() + payload <= 400;
+      latest::KvResponseData r = Do(put);
+      ASSERT_EQ(r.is<latest::KvPutResponse>(), fits) << step << ": " << ErrorText(r);
+      if (fits) {
+        for (size_t i = 0; i < put.keys.size(); ++i) model[put.keys[i]] = put.values[i];
+      }
+    } else if (op == 2) {
+      latest::KvDeleteRequest del{{B(key()), B(key())}};
+      ASSERT_TRUE(Do(del).is<latest::KvDeleteResponse>());
+      for (const Bytes& k : del.keys) model.erase(k);
+    } else if (op == 3) {
+      Bytes start = B(key()), end = B(key());
+      ASSERT_TRUE(Do(latest::KvDeleteRangeRequest{start, end}).is<latest::KvDeleteResponse>());
+      if (start < end) model.erase(model.lower_bound(start), model.lower_bound(end));
+    } else if (pick(10) == 0) {
+      ASSERT_TRUE(Do(latest::KvDropRequest{}).is<latest::KvDropResponse>());
+      model.clear();
+    }
+    latest::KvListResponse all = ListQuery(actor, latest::KvListAllQuery{});
+    std::vector<Bytes> keys, values;
+    for (const auto& [k, v] : model) {
+      keys.push_back(k);
+      values.push_back(v);
+    }
+    ASSERT_EQ(all.keys, keys) << step;
+    ASSERT_EQ(all.values, values) << step;
+    ASSERT_EQ(Usage(), model_usage()) << step;
+  }
+}
+
+// --- storage failures and records -------------------------------------------------------
+
+TEST(ActorKvStorage, StorageFailuresAreAnsweredAsStorageErrors) {
+  auto faulty = std::make_unique<FaultyKvStore>(std::make_unique<MemKvStore>());
+  FaultyKvStore& store = *faulty;
+  Bytes actor = ActorId(1);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  ActorKv uut(store, DefaultOptions());
+  store.FailNextCommits(1);
+  latest::KvResponseData r =
+      uut.Handle(actor, latest::KvPutRequest{BytesList({"a"}), BytesList({"1"})}, kNow);
+  EXPECT_EQ(ErrorText(r).rfind("storage.io: ", 0), 0u) << ErrorText(r);
+  ASSERT_TRUE(IsOk(store.Close()));
+  r = uut.Handle(actor, latest::KvGetRequest{BytesList({"a"})}, kNow);
+  EXPECT_EQ(ErrorText(r).rfind("storage.closed: ", 0), 0u) << ErrorText(r);
+}
+
+TEST_F(ActorKvTest, CorruptEntriesAreStorageCorruption) {
+  MustPut({"a"}, {"1"});
+  ASSERT_TRUE(IsOk(store.Put(ActorKvEntryKey(actor, B("a")), B("\x07"))));
+  EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{BytesList({"a"})})).rfind("storage.corruption: ", 0),
+            0u);
+  EXPECT_EQ(ErrorText(Do(latest::KvListRequest{latest::KvListAllQuery{}, {}, {}}))
+                .rfind("storage.corruption: ", 0),
+            0u);
+  ASSERT_TRUE(IsOk(store.Put(ActorKvUsageKey(actor), B("\x01\x00\x01"))));
+  EXPECT_EQ(ErrorText(Put({"b"}, {"2"})).rfind("storage.corruption: ", 0), 0u);
+  // DropAll still clears the actor.
+  EXPECT_TRUE(IsOk(uut->DropAll(actor)));
+  EXPECT_TRUE(AllKeys().empty());
+}
+
+TEST_F(ActorKvTest, StoredLayoutFollowsDocsStorageMd) {
+  EXPECT_EQ(ToHex(ActorKvEntryKey(actor, B("k"))), "05" + ToHex(actor) + "10" + "6b");
+  EXPECT_EQ(ToHex(ActorKvUsageKey(actor)), "05" + ToHex(actor) + "03");
+  EXPECT_EQ(ToHex(ActorRecordKey(actor)), "05" + ToHex(actor) + "01");
+  MustPut({"k"}, {"v"});
+  auto entry = store.Get(ActorKvEntryKey(actor, B("k")));
+  ASSERT_TRUE(IsOk(entry));
+  ASSERT_TRUE(entry->has_value());
+  // u16 LE version 1, data "v", data "keel-test-1.2.3", i64 LE update_ts.
+  Bytes expected = {0x01, 0x00, 0x01, 'v', 15};
+  for (char ch : std::string("keel-test-1.2.3")) expected.push_back(static_cast<uint8_t>(ch));
+  for (int i = 0; i < 8; ++i) {
+    expected.push_back(static_cast<uint8_t>(static_cast<uint64_t>(kNow) >> (8 * i)));
+  }
+  EXPECT_EQ(ToHex(**entry), ToHex(expected));
+  auto usage = store.Get(ActorKvUsageKey(actor));
+  ASSERT_TRUE(IsOk(usage));
+  EXPECT_EQ(ToHex(usage->value()),
+            "0100"
+            "0400000000000000");
+}
+
+TEST(ActorKvRocksDb, SmokeOverRocksDb) {
+  TempDir dir;
+  auto opened = RocksDbKvStore::Open(dir.path() + "/db");
+  ASSERT_TRUE(IsOk(opened));
+  KvStore& store = **opened;
+  Bytes actor = ActorId(7);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  ActorKv uut(store, DefaultOptions());
+  auto put = uut.Handle(
+      actor,
+      latest::KvPutRequest{BytesList({"a", "ab", "ab\xff", "b"}), BytesList({"1", "2", "3", "4"})},
+      kNow);
+  ASSERT_TRUE(put.is<latest::KvPutResponse>()) << ErrorText(put);
+  auto list =
+      uut.Handle(actor, latest::KvListRequest{latest::KvListPrefixQuery{B("ab")}, true, {}}, kNow);
+  ASSERT_TRUE(list.is<latest::KvListResponse>()) << ErrorText(list);
+  EXPECT_EQ(Strings(list.get_if<latest::KvListResponse>()->keys),
+            (std::vector<std::string>{"ab\xff", "ab"}));
+  auto get = uut.Handle(actor, latest::KvGetRequest{BytesList({"b", "zz"})}, kNow);
+  ASSERT_TRUE(get.is<latest::KvGetResponse>()) << ErrorText(get);
+  EXPECT_EQ(Strings(get.get_if<latest::KvGetResponse>()->values), (std::vector<std::string>{"4"}));
+  EXPECT_TRUE(uut.Handle(actor, latest::KvDeleteRangeRequest{B("a"), B("ab\xff")}, kNow)
+                  .is<latest::KvDeleteResponse>());
+  EXPECT_EQ(uut.Usage(actor).value_or(0), (5u + 1u) + (3u + 1u));
+  EXPECT_TRUE(uut.Handle(actor, latest::KvDropRequest{}, kNow).is<latest::KvDropResponse>());
+  auto after = uut.List(actor, latest::KvListRequest{latest::KvListAllQuery{}, {}, {}});
+  ASSERT_TRUE(IsOk(after));
+  EXPECT_TRUE(after->keys.empty());
+  EXPECT_EQ(uut.Usage(actor).value_or(99), 0u);
+}
+
+}  // namespace
+}  // namespace keel::storage
