@@ -35,3 +35,29 @@ function(keel_cc_test)
     PROPERTIES LABELS "${K_LABELS}"
     DISCOVERY_TIMEOUT 60)
 endfunction()
+
+# keel_system_library(OUT_VAR PKG pkg-config-name LIB library-name HEADER header)
+# Sets OUT_VAR to an imported target for a Debian-packaged C/C++ library: pkg-config
+# when available, else find_library/find_path. Link it PRIVATE so its headers stay out
+# of ours.
+function(keel_system_library out_var)
+  cmake_parse_arguments(K "" "PKG;LIB;HEADER" "" ${ARGN})
+  string(TOUPPER "KEEL_${K_PKG}" prefix)
+  find_package(PkgConfig QUIET)
+  if(PkgConfig_FOUND AND NOT TARGET PkgConfig::${prefix})
+    pkg_check_modules(${prefix} IMPORTED_TARGET GLOBAL ${K_PKG})
+  endif()
+  if(TARGET PkgConfig::${prefix})
+    set(${out_var} PkgConfig::${prefix} PARENT_SCOPE)
+    return()
+  endif()
+  if(NOT TARGET keel_${K_PKG}_imported)
+    find_library(${prefix}_LIBRARY NAMES ${K_LIB} REQUIRED)
+    find_path(${prefix}_INCLUDE_DIR ${K_HEADER} REQUIRED)
+    add_library(keel_${K_PKG}_imported UNKNOWN IMPORTED GLOBAL)
+    set_target_properties(keel_${K_PKG}_imported PROPERTIES
+      IMPORTED_LOCATION ${${prefix}_LIBRARY}
+      INTERFACE_INCLUDE_DIRECTORIES ${${prefix}_INCLUDE_DIR})
+  endif()
+  set(${out_var} keel_${K_PKG}_imported PARENT_SCOPE)
+endfunction()
