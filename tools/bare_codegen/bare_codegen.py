@@ -182,6 +182,28 @@ def bind_lvalue(e: "Emitter", out: str) -> str:
     return out
 
 
+def start_file(src: str, comments: List[str], groups: List[List[str]], header: bool,
+               own_header: Optional[str] = None) -> "Emitter":
+    """Opens a generated file: the do-not-edit note, then (headers) comments and
+    `#pragma once`, or (sources) the file's own header, then include groups separated by
+    blank lines. Each include is given with its delimiters: "<vector>" or '"base/x.h"'."""
+    e = Emitter()
+    e(HEADER_NOTE.format(src=src).rstrip())
+    for line in comments:
+        e(line)
+    if header:
+        e("#pragma once")
+        e()
+    if own_header is not None:
+        e(f'#include "{own_header}"')
+        e()
+    for group in groups:
+        for inc in group:
+            e(f"#include {inc}")
+        e()
+    return e
+
+
 def emit_encode(m: Model, e: Emitter, expr: TypeExpr, val: str) -> None:
     expr = m.resolve(expr)
     if isinstance(expr, Prim):
@@ -289,17 +311,10 @@ def emit_decode(m: Model, e: Emitter, expr: TypeExpr, out: str) -> None:
 
 
 def gen_codec(m: Model, src: str, include_prefix: str, base: str) -> Dict[str, str]:
-    h = Emitter()
-    h(HEADER_NOTE.format(src=src).rstrip())
-    h("#pragma once")
-    h()
-    for inc in ("array", "cstdint", "optional", "string", "string_view", "utility", "variant",
-                "vector"):
-        h(f"#include <{inc}>")
-    h()
-    h('#include "base/bytes.h"')
-    h('#include "protocol/bare/codec.h"')
-    h()
+    std_incs = ("array", "cstdint", "optional", "string", "string_view", "utility", "variant",
+                "vector")
+    h = start_file(src, [], [[f"<{i}>" for i in std_incs],
+                             ['"base/bytes.h"', '"protocol/bare/codec.h"']], header=True)
     h(f"namespace {m.ns} {{")
     h()
     for d in m.order:
@@ -362,10 +377,7 @@ def gen_codec(m: Model, src: str, include_prefix: str, base: str) -> Dict[str, s
     h()
     h(f"}}  // namespace {m.ns}")
 
-    c = Emitter()
-    c(HEADER_NOTE.format(src=src).rstrip())
-    c(f'#include "{include_prefix}{base}.h"')
-    c()
+    c = start_file(src, [], [], header=False, own_header=f"{include_prefix}{base}.h")
     c(f"namespace {m.ns} {{")
     c()
     c("// Arguments are unused by the encoders/decoders of empty types.")
@@ -558,20 +570,9 @@ def emit_from_json(m: Model, e: Emitter, expr: TypeExpr, j: str, out: str, path:
 
 def gen_json(m: Model, src: str, codec_header: str, include_prefix: str, base: str) -> Dict[str, str]:
     named = [d for d in m.order if m.is_named(d.name)]
-    h = Emitter()
-    h(HEADER_NOTE.format(src=src).rstrip())
-    h("// JSON form of every type, as used by the conformance vectors (tests/golden/envoy).")
-    h("#pragma once")
-    h()
-    h("#include <span>")
-    h("#include <string>")
-    h("#include <string_view>")
-    h()
-    h("#include <nlohmann/json_fwd.hpp>")
-    h()
-    h('#include "base/result.h"')
-    h(f'#include "{codec_header}"')
-    h()
+    h = start_file(src, ["// JSON form of every type, as used by the conformance vectors (tests/golden/envoy)."],
+                   [["<span>", "<string>", "<string_view>"], ["<nlohmann/json_fwd.hpp>"],
+                    ['"base/result.h"', f'"{codec_header}"']], header=True)
     h(f"namespace {m.ns} {{")
     h()
     for d in named:
@@ -588,14 +589,8 @@ def gen_json(m: Model, src: str, codec_header: str, include_prefix: str, base: s
     h()
     h(f"}}  // namespace {m.ns}")
 
-    c = Emitter()
-    c(HEADER_NOTE.format(src=src).rstrip())
-    c(f'#include "{include_prefix}{base}.h"')
-    c()
-    c("#include <nlohmann/json.hpp>")
-    c()
-    c('#include "protocol/bare/json_support.h"')
-    c()
+    c = start_file(src, [], [["<nlohmann/json.hpp>"], ['"protocol/bare/json_support.h"']],
+                   header=False, own_header=f"{include_prefix}{base}.h")
     c(f"namespace {m.ns} {{")
     c()
     c("using json_t = nlohmann::ordered_json;")
@@ -813,14 +808,8 @@ def gen_convert(old: Model, new: Model, ns: str, old_header: str, new_header: st
         raise SchemaError("cannot generate conversions:\n  " + "\n  ".join(errs))
 
     on, nn = old.ns, new.ns
-    h = Emitter()
-    h(HEADER_NOTE.format(src=src).rstrip())
-    h("#pragma once")
-    h()
-    h('#include "protocol/conversion.h"')
-    h(f'#include "{old_header}"')
-    h(f'#include "{new_header}"')
-    h()
+    h = start_file(src, [], [['"protocol/conversion.h"', f'"{old_header}"', f'"{new_header}"']],
+                   header=True)
     h(f"namespace {ns} {{")
     h()
     h("using ::keel::protocol::ConvertContext;")
@@ -849,10 +838,7 @@ def gen_convert(old: Model, new: Model, ns: str, old_header: str, new_header: st
     h()
     h(f"}}  // namespace {ns}")
 
-    c = Emitter()
-    c(HEADER_NOTE.format(src=src).rstrip())
-    c(f'#include "{include_prefix}{base}.h"')
-    c()
+    c = start_file(src, [], [], header=False, own_header=f"{include_prefix}{base}.h")
     c(f"namespace {ns} {{")
     c()
     c("using ::keel::protocol::ConvertDirection;")
@@ -977,26 +963,16 @@ def emit_random(m: Model, e: Emitter, expr: TypeExpr, out: str) -> None:
 
 def gen_random(m: Model, src: str, codec_header: str, include_prefix: str, base: str) -> Dict[str, str]:
     named = [d for d in m.order if m.is_named(d.name)]
-    h = Emitter()
-    h(HEADER_NOTE.format(src=src).rstrip())
-    h("// Random values of every type, for property tests, fuzz seeds and benchmarks.")
-    h("#pragma once")
-    h()
-    h('#include "base/random.h"')
-    h(f'#include "{codec_header}"')
-    h()
+    h = start_file(src, ["// Random values of every type, for property tests, fuzz seeds and benchmarks."],
+                   [['"base/random.h"', f'"{codec_header}"']], header=True)
     h(f"namespace {m.ns} {{")
     h()
     for d in named:
         h(f"void Randomize(::keel::Random& rng, {d.name}& out, int depth = 0);")
     h()
     h(f"}}  // namespace {m.ns}")
-    c = Emitter()
-    c(HEADER_NOTE.format(src=src).rstrip())
-    c(f'#include "{include_prefix}{base}.h"')
-    c()
-    c('#include "protocol/bare/random_support.h"')
-    c()
+    c = start_file(src, [], [['"protocol/bare/random_support.h"']], header=False,
+                   own_header=f"{include_prefix}{base}.h")
     c(f"namespace {m.ns} {{")
     c()
     c("using ::keel::bare::random_support::DedupKeys;")
