@@ -127,6 +127,17 @@ bool Reader::DataView(ByteView& d) {
   return true;
 }
 
+bool Reader::Fail(DecodeFailure::Kind kind, size_t at, std::string_view detail) {
+  if (!failed_) {
+    failed_ = true;
+    failure_.kind = kind;
+    failure_.offset = at;
+    failure_.detail.assign(detail.data(), detail.size());
+    p_ = end_;  // stop further reads
+  }
+  return false;
+}
+
 bool Reader::FailUnknownTag(size_t at, uint32_t tag, std::string_view type_name) {
   std::string detail = "unknown tag ";
   detail += std::to_string(tag);

@@ -178,16 +178,10 @@ class Reader {
     return true;
   }
 
-  bool Fail(DecodeFailure::Kind kind, size_t at, std::string_view detail) {
-    if (!failed_) {
-      failed_ = true;
-      failure_.kind = kind;
-      failure_.offset = at;
-      failure_.detail.assign(detail.data(), detail.size());
-      p_ = end_;  // stop further reads
-    }
-    return false;
-  }
+  // Records the first failure and stops further reads. Out of line and cold, so the
+  // small read functions above stay small enough to inline into the generated decoders.
+  [[gnu::cold, gnu::noinline]] bool Fail(DecodeFailure::Kind kind, size_t at,
+                                         std::string_view detail);
   bool FailUnknownTag(size_t at, uint32_t tag, std::string_view type_name);
   bool FailDuplicateKey(size_t at);
 
