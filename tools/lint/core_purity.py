@@ -10,7 +10,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CORE_DIRS = ["src/base", "src/protocol"]
+CORE_DIRS = ["src/base", "src/protocol", "src/engine/orchestrator", "src/engine/gateway"]
 EXEMPT_DIRS = ["src/base/native"]
 FORBIDDEN = [
     (re.compile(r"#\s*include\s*[<\"](boost/)?asio"), "Asio"),
