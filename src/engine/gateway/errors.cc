@@ -1,0 +1,183 @@
+#include "engine/gateway/errors.h"
+
+#include <array>
+#include <cstdint>
+
+namespace keel::engine::gateway {
+namespace {
+
+struct StatusEntry {
+  std::string_view group;
+  std::string_view code;
+  int status;
+};
+
+constexpr std::array<StatusEntry, 19> kStatusTable = {{
+    {"api", "not_found", 404},
+    {"api", "unauthorized", 401},
+    {"api", "forbidden", 403},
+    {"guard", "rate_limit", 429},
+    {"guard", "request_timeout", 504},
+    {"guard", "service_unavailable", 503},
+    {"guard", "actor_ready_timeout", 503},
+    {"guard", "no_route", 404},
+    {"guard", "invalid_request_body", 413},
+    {"actor", "not_found", 404},
+    {"guard", "upstream_error", 502},
+    {"guard", "routing_error", 502},
+    {"guard", "connection_error", 502},
+    {"guard", "retry_attempts_exceeded", 502},
+    {"guard", "invalid_response_body", 502},
+    {"guard", "no_route_targets", 502},
+    {"guard", "uri_parse_error", 502},
+    {"guard", "request_build_error", 502},
+    {"guard", "http_request_build_failed", 502},
+}};
+
+// Length of the UTF-8 sequence starting at s[i] when it is valid, else 0.
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  auto c = static_cast<uint8_t>(s[i]);
+  size_t len;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) {
+    len = 2;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    len = 3;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    len = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    auto b = static_cast<uint8_t>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+      (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
+    return 0;
+  }
+  return len;
+}
+
+}  // namespace
+
+bool IsInternalError(const Error& error) {
+  return error.group() == "unknown" || error.group() == "internal" ||
+         error.Is("core", "internal_error");
+}
+
+int HttpStatusFor(const Error& error) {
+  for (const StatusEntry& e : kStatusTable) {
+    if (error.Is(e.group, e.code)) return e.status;
+  }
+  if (IsInternalError(error)) return 500;
+  return 400;
+}
+
+std::string JsonQuote(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  for (size_t i = 0; i < text.size();) {
+    auto c = static_cast<uint8_t>(text[i]);
+    if (c >= 0x80) {
+      size_t len = Utf8SequenceLength(text, i);
+      if (len == 0) {
+        out += "\\ufffd";
+        ++i;
+      } else {
+        out.append(text.substr(i, len));
+        i += len;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 15];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+    ++i;
+  }
+  out += '"';
+  return out;
+}
+
+std::string ErrorJson(const Error& error, std::string_view metadata_json) {
+  std::string out = "{\"group\":";
+  out += JsonQuote(error.group());
+  out += ",\"code\":";
+  out += JsonQuote(error.code());
+  out += ",\"message\":";
+  out += JsonQuote(error.message());
+  out += ",\"metadata\":";
+  out += metadata_json;
+  out += '}';
+  return out;
+}
+
+std::string CloseReason(const Error& error, std::string_view ray_id) {
+  std::string reason = IsInternalError(error) ? "core.internal_error" : error.Id();
+  reason += '#';
+  reason += ray_id;
+  if (reason.size() <= kMaxCloseReasonBytes) return reason;
+  size_t cut = kMaxCloseReasonBytes;
+  // Never split a UTF-8 sequence: back off over continuation bytes to a lead byte.
+  while (cut > 0 && (static_cast<uint8_t>(reason[cut]) & 0xC0) == 0x80) --cut;
+  reason.resize(cut);
+  return reason;
+}
+
+uint16_t CloseCode(const Error& error) {
+  if (error.Is("ws", "eviction") || error.Is("ws", "connection_closed")) return kCloseNormal;
+  return kCloseInternalError;
+}
+
+std::optional<ParsedCloseReason> ParseCloseReason(std::string_view reason) {
+  ParsedCloseReason out;
+  std::string_view main = reason;
+  size_t hash = reason.find('#');
+  if (hash != std::string_view::npos) {
+    main = reason.substr(0, hash);
+    out.ray_id = std::string(reason.substr(hash + 1));
+  }
+  size_t dot = main.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == main.size()) return std::nullopt;
+  out.group = std::string(main.substr(0, dot));
+  out.code = std::string(main.substr(dot + 1));
+  return out;
+}
+
+}  // namespace keel::engine::gateway
