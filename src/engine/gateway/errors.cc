@@ -12,7 +12,7 @@ struct StatusEntry {
   int status;
 };
 
-constexpr std::array<StatusEntry, 19> kStatusTable = {{
+constexpr std::array<StatusEntry, 14> kStatusTable = {{
     {"api", "not_found", 404},
     {"api", "unauthorized", 401},
     {"api", "forbidden", 403},
@@ -25,13 +25,8 @@ constexpr std::array<StatusEntry, 19> kStatusTable = {{
     {"actor", "not_found", 404},
     {"guard", "upstream_error", 502},
     {"guard", "routing_error", 502},
-    {"guard", "connection_error", 502},
     {"guard", "retry_attempts_exceeded", 502},
     {"guard", "invalid_response_body", 502},
-    {"guard", "no_route_targets", 502},
-    {"guard", "uri_parse_error", 502},
-    {"guard", "request_build_error", 502},
-    {"guard", "http_request_build_failed", 502},
 }};
 
 // Length of the UTF-8 sequence starting at s[i] when it is valid, else 0.

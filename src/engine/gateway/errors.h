@@ -12,16 +12,15 @@
 
 namespace keel::engine::gateway {
 
-// The HTTP status for an error (actors.md §5.9):
+// The HTTP status for an error, exactly the gateway's table (actors.md §5.9):
 //   api.not_found 404, api.unauthorized 401, api.forbidden 403, guard.rate_limit 429,
-//   guard.request_timeout 504, guard.service_unavailable 503, guard.actor_ready_timeout
-//   503, guard.no_route 404, guard.invalid_request_body 413, actor.not_found 404;
-//   upstream/routing failures 502: guard.{upstream_error, routing_error, connection_error,
-//   retry_attempts_exceeded, invalid_response_body, no_route_targets, uri_parse_error,
-//   request_build_error, http_request_build_failed};
+//   guard.upstream_error 502, guard.routing_error 502, guard.retry_attempts_exceeded 502,
+//   guard.invalid_response_body 502, guard.request_timeout 504, actor.not_found 404,
+//   guard.service_unavailable 503, guard.actor_ready_timeout 503, guard.no_route 404,
+//   guard.invalid_request_body 413;
 //   unstructured/internal 500: group "unknown" (Error::FromString's fallback), group
 //   "internal", or core.internal_error;
-//   any other structured error 400.
+//   any other structured error 400 (incl. guard.actor_runner_failed and other guard.*).
 int HttpStatusFor(const Error& error);
 
 // True for the errors HttpStatusFor maps to 500.
