@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <exception>
@@ -51,8 +52,8 @@ Result<int64_t> ParseInteger(std::string_view text, int64_t min, int64_t max) {
     return InvalidValue("expected a decimal integer, got '" + std::string(text) + "'");
   }
   if (ec == std::errc::result_out_of_range || value < min || value > max) {
-    return InvalidValue("must be between " + std::to_string(min) + " and " +
-                        std::to_string(max) + ", got " + std::string(text));
+    return InvalidValue("must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                        ", got " + std::string(text));
   }
   return value;
 }
@@ -146,8 +147,8 @@ Field CountField(std::string_view key, Get get, int64_t min, int64_t max) {
 
 #define KEEL_DURATION(name) \
   DurationField(#name "_ms", [](EngineConfig& c) -> Ms& { return c.thresholds.name; })
-#define KEEL_COUNT(name, min, max)                                                    \
-  CountField(                                                                         \
+#define KEEL_COUNT(name, min, max) \
+  CountField(                      \
       #name, [](EngineConfig& c) -> int64_t& { return c.thresholds.name; }, min, max)
 
 const std::vector<Field>& Fields() {
@@ -379,10 +380,9 @@ Result<Flags> ParseFlags(int argc, char** argv) {
     options.push_back(app.add_option(kSpecs[i].flag, values[i], kSpecs[i].help));
   }
   std::vector<std::string> namespace_tokens;
-  CLI::Option* ns_option =
-      app.add_option("--namespace-token", namespace_tokens,
-                     "NAME=TOKEN: token for a namespace (repeatable)")
-          ->allow_extra_args(false);
+  CLI::Option* ns_option = app.add_option("--namespace-token", namespace_tokens,
+                                          "NAME=TOKEN: token for a namespace (repeatable)")
+                               ->allow_extra_args(false);
   std::string config_path;
   CLI::Option* config_option = app.add_option(
       "--config", config_path, "JSON config file (keys as KEEL_ENGINE_* variables, lowercase)");
@@ -504,15 +504,27 @@ Status ValidateEngineConfig(const EngineConfig& config) {
   }
   // Values set programmatically bypass the loaders' range checks.
   const EngineThresholds& t = config.thresholds;
-  for (Ms d : {t.actor_allocation_threshold, t.actor_start_threshold, t.actor_stop_threshold,
-               t.actor_retry_duration_threshold, t.base_retry_timeout, t.retry_reset_duration,
-               t.hibernating_request_eligible_threshold, t.envoy_eligible_threshold,
-               t.envoy_lost_threshold, t.envoy_ping_timeout, t.envoy_ping_interval,
-               t.serverless_drain_grace_period, t.serverless_base_retry_timeout,
-               t.serverless_retry_reset_duration, t.metadata_poll_interval,
-               t.min_metadata_poll_interval, t.gateway_actor_ready_timeout,
-               t.gateway_response_start_timeout, t.gateway_ws_open_timeout,
-               t.gateway_tunnel_ping_timeout, t.gateway_hws_ack_timeout}) {
+  for (Ms d : {t.actor_allocation_threshold,
+               t.actor_start_threshold,
+               t.actor_stop_threshold,
+               t.actor_retry_duration_threshold,
+               t.base_retry_timeout,
+               t.retry_reset_duration,
+               t.hibernating_request_eligible_threshold,
+               t.envoy_eligible_threshold,
+               t.envoy_lost_threshold,
+               t.envoy_ping_timeout,
+               t.envoy_ping_interval,
+               t.serverless_drain_grace_period,
+               t.serverless_base_retry_timeout,
+               t.serverless_retry_reset_duration,
+               t.metadata_poll_interval,
+               t.min_metadata_poll_interval,
+               t.gateway_actor_ready_timeout,
+               t.gateway_response_start_timeout,
+               t.gateway_ws_open_timeout,
+               t.gateway_tunnel_ping_timeout,
+               t.gateway_hws_ack_timeout}) {
     if (d.count() <= 0) return InvalidValue("every duration threshold must be positive");
   }
   if (t.envoy_ping_interval >= t.envoy_ping_timeout) {
@@ -531,10 +543,9 @@ Status ValidateEngineConfig(const EngineConfig& config) {
     return InvalidValue("preload_max_total_bytes must not be negative");
   }
   if (!config.admin_token && !IsLoopbackHost(config.host)) {
-    return ConfigError("insecure_bind",
-                       "refusing to listen on non-loopback host '" + config.host +
-                           "' without an admin token: set --admin-token (or "
-                           "KEEL_ENGINE_ADMIN_TOKEN), or bind 127.0.0.1");
+    return ConfigError("insecure_bind", "refusing to listen on non-loopback host '" + config.host +
+                                            "' without an admin token: set --admin-token (or "
+                                            "KEEL_ENGINE_ADMIN_TOKEN), or bind 127.0.0.1");
   }
   return OkStatus();
 }

@@ -46,10 +46,10 @@ struct EngineThresholds {
   Ms hibernating_request_eligible_threshold{90000};
 
   // Envoy connections (envoy-protocol.md §3.4, §3.5).
-  Ms envoy_eligible_threshold{10000};  // pinged within → can receive actors
-  Ms envoy_lost_threshold{15000};      // ProtocolMetadata.envoyLostThreshold
-  Ms envoy_ping_timeout{15000};        // no pong for this long → ws.timed_out
-  Ms envoy_ping_interval{3000};        // plus [0, 128) ms jitter
+  Ms envoy_eligible_threshold{10000};                     // pinged within → can receive actors
+  Ms envoy_lost_threshold{15000};                         // ProtocolMetadata.envoyLostThreshold
+  Ms envoy_ping_timeout{15000};                           // no pong for this long → ws.timed_out
+  Ms envoy_ping_interval{3000};                           // plus [0, 128) ms jitter
   int64_t max_response_payload_bytes = 20 * 1024 * 1024;  // ProtocolMetadata; 20 MiB
 
   // Serverless pools (actors.md §6.10, §6.11).

@@ -132,8 +132,8 @@ uint64_t Histogram::Count() const {
 }
 
 std::vector<double> StorageLatencyBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-          0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 struct MetricsRegistry::Family {
@@ -248,8 +248,8 @@ std::string MetricsRegistry::Render() const {
     out += "# TYPE " + family->name + " " + type + "\n";
     for (const auto& s : family->series) {
       if (s.counter) {
-        out += family->name + FormatLabels(s.labels) + " " + std::to_string(s.counter->Value()) +
-               "\n";
+        out +=
+            family->name + FormatLabels(s.labels) + " " + std::to_string(s.counter->Value()) + "\n";
       } else if (s.gauge) {
         out += family->name + FormatLabels(s.labels) + " " + FormatDouble(s.gauge->Value()) + "\n";
       } else {
@@ -257,14 +257,13 @@ std::string MetricsRegistry::Render() const {
         uint64_t cumulative = 0;
         for (size_t i = 0; i <= h.upper_bounds().size(); ++i) {
           cumulative += h.BucketCount(i);
-          std::string le =
-              i < h.upper_bounds().size() ? FormatDouble(h.upper_bounds()[i]) : "+Inf";
+          std::string le = i < h.upper_bounds().size() ? FormatDouble(h.upper_bounds()[i]) : "+Inf";
           out += family->name + "_bucket" + FormatLabels(s.labels, "le", le) + " " +
                  std::to_string(cumulative) + "\n";
         }
         out += family->name + "_sum" + FormatLabels(s.labels) + " " + FormatDouble(h.Sum()) + "\n";
-        out += family->name + "_count" + FormatLabels(s.labels) + " " +
-               std::to_string(cumulative) + "\n";
+        out += family->name + "_count" + FormatLabels(s.labels) + " " + std::to_string(cumulative) +
+               "\n";
       }
     }
   }

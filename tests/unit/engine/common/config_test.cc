@@ -113,10 +113,26 @@ TEST(EngineConfig, DefaultsMatchRivet) {
 }
 
 TEST(EngineConfig, EveryFlagIsApplied) {
-  auto uut = Load({"--host", "::1", "--port", "0", "--data-dir", "/var/keel", "--storage",
-                   "memory", "--admin-token", "adm", "--namespace-token", "default=t1",
-                   "--namespace-token", "other=t2", "--gateway-token", "gw", "--threads", "8",
-                   "--log-level", "debug"});
+  auto uut = Load({"--host",
+                   "::1",
+                   "--port",
+                   "0",
+                   "--data-dir",
+                   "/var/keel",
+                   "--storage",
+                   "memory",
+                   "--admin-token",
+                   "adm",
+                   "--namespace-token",
+                   "default=t1",
+                   "--namespace-token",
+                   "other=t2",
+                   "--gateway-token",
+                   "gw",
+                   "--threads",
+                   "8",
+                   "--log-level",
+                   "debug"});
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   EXPECT_EQ(uut->host, "::1");
   EXPECT_EQ(uut->port, 0);
@@ -135,11 +151,11 @@ TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   FakeEnv env({{"KEEL_ENGINE_PORT", "7001"}, {"KEEL_ENGINE_THREADS", "4"}});
   auto uut = Load({"--config", file.path(), "--port", "7002"}, env);
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
-  EXPECT_EQ(uut->port, 7002);                    // flag
-  EXPECT_EQ(uut->threads, 4);                    // env over file
-  EXPECT_EQ(uut->log_level, LogLevel::kWarn);    // file over default
-  EXPECT_EQ(uut->data_dir, "/f");                // file
-  EXPECT_EQ(uut->host, "127.0.0.1");             // default
+  EXPECT_EQ(uut->port, 7002);                  // flag
+  EXPECT_EQ(uut->threads, 4);                  // env over file
+  EXPECT_EQ(uut->log_level, LogLevel::kWarn);  // file over default
+  EXPECT_EQ(uut->data_dir, "/f");              // file
+  EXPECT_EQ(uut->host, "127.0.0.1");           // default
 }
 
 TEST(EngineConfig, ConfigFileCanComeFromTheEnvironment) {
@@ -190,8 +206,8 @@ TEST(EngineConfig, NamespaceTokensFromEachSource) {
 }
 
 TEST(EngineConfig, AHigherSourceReplacesTheWholeNamespaceTokenList) {
-  auto uut = Load({"--namespace-token", "c=t3"},
-                  FakeEnv({{"KEEL_ENGINE_NAMESPACE_TOKENS", "a=t1,b=t2"}}));
+  auto uut =
+      Load({"--namespace-token", "c=t3"}, FakeEnv({{"KEEL_ENGINE_NAMESPACE_TOKENS", "a=t1,b=t2"}}));
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   EXPECT_EQ(uut->namespace_tokens, (std::map<std::string, std::string>{{"c", "t3"}}));
 }
@@ -250,8 +266,8 @@ TEST(EngineConfig, RejectsUnknownStorageThreadsAndLogLevel) {
 TEST(EngineConfig, RejectsNonPositiveDurationsAndAPingIntervalNotBelowTheTimeout) {
   ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_ENVOY_LOST_THRESHOLD_MS", "0"}})), "invalid_value",
               "KEEL_ENGINE_ENVOY_LOST_THRESHOLD_MS");
-  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_ENVOY_PING_INTERVAL_MS", "15000"}})),
-              "invalid_value", "must be shorter than envoy_ping_timeout_ms");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_ENVOY_PING_INTERVAL_MS", "15000"}})), "invalid_value",
+              "must be shorter than envoy_ping_timeout_ms");
 }
 
 TEST(EngineConfig, UnknownConfigKeyIsAnErrorNamingTheKey) {
@@ -312,12 +328,11 @@ TEST(EngineConfig, NonLoopbackHostNeedsAnAdminToken) {
   ExpectError(Load({"--host", "10.1.2.3"}), "insecure_bind", "admin token");
   ExpectError(Load({"--host", "::"}), "insecure_bind", "admin token");
   ExpectError(Load({"--host", "example.com"}), "insecure_bind", "admin token");
-  ExpectError(Load({"--host", "0.0.0.0", "--gateway-token", "gw"}), "insecure_bind",
-              "admin token");
+  ExpectError(Load({"--host", "0.0.0.0", "--gateway-token", "gw"}), "insecure_bind", "admin token");
   EXPECT_TRUE(Load({"--host", "0.0.0.0", "--admin-token", "secret"}).ok());
-  EXPECT_TRUE(Load({}, FakeEnv({{"KEEL_ENGINE_HOST", "0.0.0.0"},
-                                {"KEEL_ENGINE_ADMIN_TOKEN", "secret"}}))
-                  .ok());
+  EXPECT_TRUE(
+      Load({}, FakeEnv({{"KEEL_ENGINE_HOST", "0.0.0.0"}, {"KEEL_ENGINE_ADMIN_TOKEN", "secret"}}))
+          .ok());
   for (const char* host : {"localhost", "127.0.0.1", "127.9.8.7", "::1", "[::1]"}) {
     EXPECT_TRUE(Load({"--host", host}).ok()) << host;
   }
@@ -361,9 +376,9 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
 }
 
 TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
-  auto uut = Load({"--admin-token", "s3cret", "--namespace-token", "default=nstok", "--port",
-                   "7000"},
-                  FakeEnv({{"KEEL_ENGINE_ENVOY_LOST_THRESHOLD_MS", "20000"}}));
+  auto uut =
+      Load({"--admin-token", "s3cret", "--namespace-token", "default=nstok", "--port", "7000"},
+           FakeEnv({{"KEEL_ENGINE_ENVOY_LOST_THRESHOLD_MS", "20000"}}));
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,

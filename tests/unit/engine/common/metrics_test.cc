@@ -61,8 +61,8 @@ TEST(Metrics, FamiliesRenderInRegistrationOrder) {
 
 TEST(Metrics, HistogramRendersCumulativeBucketsSumAndCount) {
   MetricsRegistry uut;
-  Histogram& h = uut.AddHistogram("keel_storage_commit_seconds", "Commit latency.",
-                                  {0.001, 0.01, 0.1});
+  Histogram& h =
+      uut.AddHistogram("keel_storage_commit_seconds", "Commit latency.", {0.001, 0.01, 0.1});
   h.Observe(0.0005);  // le 0.001
   h.Observe(0.001);   // bounds are inclusive: le 0.001
   h.Observe(0.05);    // le 0.1
@@ -112,8 +112,7 @@ TEST(Metrics, StorageLatencyBucketsAreIncreasingSeconds) {
 
 TEST(Metrics, HelpAndLabelValuesAreEscaped) {
   MetricsRegistry uut;
-  uut.AddGauge("g", "line one\nback\\slash \"quotes\" stay",
-               {{"ns", "a\"b\\c\nd"}, {"empty", ""}});
+  uut.AddGauge("g", "line one\nback\\slash \"quotes\" stay", {{"ns", "a\"b\\c\nd"}, {"empty", ""}});
   EXPECT_EQ(uut.Render(),
             "# HELP g line one\\nback\\\\slash \"quotes\" stay\n"
             "# TYPE g gauge\n"
