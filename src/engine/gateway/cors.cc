@@ -15,8 +15,7 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-std::optional<std::string_view> FindHeader(std::span<const Header> headers,
-                                           std::string_view name) {
+std::optional<std::string_view> FindHeader(std::span<const Header> headers, std::string_view name) {
   for (const Header& h : headers) {
     if (EqualsIgnoreCase(h.first, name)) return std::string_view(h.second);
   }
@@ -26,9 +25,9 @@ std::optional<std::string_view> FindHeader(std::span<const Header> headers,
 HeaderList CorsPreflightHeaders(std::span<const Header> request_headers) {
   HeaderList out = CorsResponseHeaders(request_headers);
   out.emplace_back("access-control-allow-methods", std::string(kCorsAllowMethods));
-  out.emplace_back("access-control-allow-headers",
-                   std::string(FindHeader(request_headers, "access-control-request-headers")
-                                   .value_or("*")));
+  out.emplace_back(
+      "access-control-allow-headers",
+      std::string(FindHeader(request_headers, "access-control-request-headers").value_or("*")));
   out.emplace_back("access-control-max-age", std::string(kCorsMaxAgeSeconds));
   return out;
 }

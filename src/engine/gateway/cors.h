@@ -20,8 +20,7 @@ inline constexpr std::string_view kCorsAllowMethods = "GET, POST, PUT, DELETE, O
 inline constexpr std::string_view kCorsMaxAgeSeconds = "86400";
 
 // Value of the first header named `name` (ASCII case-insensitive); nullopt when absent.
-std::optional<std::string_view> FindHeader(std::span<const Header> headers,
-                                           std::string_view name);
+std::optional<std::string_view> FindHeader(std::span<const Header> headers, std::string_view name);
 
 // Preflight response headers, lower-case names, in this order:
 //   access-control-allow-origin: the request's Origin, or "*" when absent

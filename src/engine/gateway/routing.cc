@@ -35,8 +35,7 @@ struct RequestSignals {
 RequestSignals ReadSignals(const GatewayRequest& request) {
   RequestSignals out;
   if (request.is_websocket) {
-    std::optional<std::string_view> header =
-        FindHeader(request.headers, kHeaderWebSocketProtocol);
+    std::optional<std::string_view> header = FindHeader(request.headers, kHeaderWebSocketProtocol);
     if (!header) return out;
     RivetSubprotocols protocols = ParseRivetSubprotocols(*header);
     out.target = std::move(protocols.target);
@@ -152,8 +151,8 @@ Result<ActorByQueryRoute> ParseQueryForm(std::string_view path,
                       "invalid percent-encoding for query gateway param 'name'");
   }
 
-  std::optional<std::string> namespace_name, method, key, runner, pool, input, region,
-      crash_policy, token;
+  std::optional<std::string> namespace_name, method, key, runner, pool, input, region, crash_policy,
+      token;
   auto slot = [&](std::string_view n) -> std::optional<std::string>* {
     if (n == "namespace") return &namespace_name;
     if (n == "method") return &method;
@@ -254,8 +253,7 @@ Result<ActorByQueryRoute> ParseQueryForm(std::string_view path,
 }
 
 bool MatchesRequestRule(std::string_view target) {
-  return target == "/request" || target.starts_with("/request/") ||
-         target.starts_with("/request?");
+  return target == "/request" || target.starts_with("/request/") || target.starts_with("/request?");
 }
 
 Result<Route> RouteHeaderActor(const GatewayRequest& request, RequestSignals signals) {
@@ -312,8 +310,7 @@ Result<Route> ClassifyRequest(const GatewayRequest& request, const RoutingOption
     std::vector<QueryParam> params = ParseQuery(parts.query.value_or(""));
     if (HasRvtParam(params)) {
       if (preflight) return Route(CorsPreflightRoute{CorsPreflightHeaders(request.headers)});
-      KEEL_ASSIGN_OR_RETURN(ActorByQueryRoute route,
-                            ParseQueryForm(parts.path, *segments, params));
+      KEEL_ASSIGN_OR_RETURN(ActorByQueryRoute route, ParseQueryForm(parts.path, *segments, params));
       if (!route.token) route.token = signals.token;
       route.bypass_connectable = signals.bypass_connectable;
       return Route(std::move(route));

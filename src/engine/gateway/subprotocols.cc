@@ -24,9 +24,8 @@ std::vector<std::string_view> SplitSubprotocols(std::string_view header) {
   size_t start = 0;
   while (true) {
     size_t comma = header.find(',', start);
-    std::string_view entry =
-        Trim(header.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                                  : comma - start));
+    std::string_view entry = Trim(header.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
     if (!entry.empty()) out.push_back(entry);
     if (comma == std::string_view::npos) break;
     start = comma + 1;

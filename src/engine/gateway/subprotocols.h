@@ -33,15 +33,15 @@ std::string JoinSubprotocols(std::span<const std::string> protocols);
 // percent-encoded on the wire and are decoded by whoever consumes them (PercentDecode), so
 // a bad escape only fails the consumer that cares.
 struct RivetSubprotocols {
-  bool rivet = false;                           // `rivet`
-  std::optional<std::string> target;            // `rivet_target.<t>`
-  std::optional<std::string> actor_id_raw;      // `rivet_actor.<url-encoded id>`
-  std::optional<std::string> token;             // `rivet_token.<token>`
-  bool bypass_connectable = false;              // `rivet_bypass_connectable`
-  std::optional<std::string> encoding;          // `rivet_encoding.<json|cbor|bare>`
-  std::optional<std::string> conn_params_raw;   // `rivet_conn_params.<url-encoded JSON>`
-  std::optional<std::string> inspector_token;   // `rivet_inspector_token.<t>`
-  std::optional<std::string> test_ack_hook;     // `rivet_test_ack_hook.<t>`
+  bool rivet = false;                          // `rivet`
+  std::optional<std::string> target;           // `rivet_target.<t>`
+  std::optional<std::string> actor_id_raw;     // `rivet_actor.<url-encoded id>`
+  std::optional<std::string> token;            // `rivet_token.<token>`
+  bool bypass_connectable = false;             // `rivet_bypass_connectable`
+  std::optional<std::string> encoding;         // `rivet_encoding.<json|cbor|bare>`
+  std::optional<std::string> conn_params_raw;  // `rivet_conn_params.<url-encoded JSON>`
+  std::optional<std::string> inspector_token;  // `rivet_inspector_token.<t>`
+  std::optional<std::string> test_ack_hook;    // `rivet_test_ack_hook.<t>`
 };
 
 // Never fails: unknown entries are ignored.

@@ -20,9 +20,7 @@ bool IsUnreserved(unsigned char c) {
          c == '_' || c == '.' || c == '~';
 }
 
-Error InvalidBase64(std::string_view why) {
-  return Error("base64", "invalid", std::string(why));
-}
+Error InvalidBase64(std::string_view why) { return Error("base64", "invalid", std::string(why)); }
 
 // Maps a character of the given alphabet to its 6-bit value, or -1.
 int Base64Value(char c, bool url_safe) {

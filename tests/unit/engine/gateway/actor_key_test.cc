@@ -60,8 +60,8 @@ TEST(ActorKey, EmptyStringIsEmptyKeyError) {
 }
 
 TEST(ActorKey, RejectsStringsTheSerializerNeverWrites) {
-  for (std::string_view in : {"a\\", "\\x", "a\\0", "\\0a", "\\0\\\\", "a//b", "a/", "/a", "//",
-                              "\\0/", "a/\\"}) {
+  for (std::string_view in :
+       {"a\\", "\\x", "a\\0", "\\0a", "\\0\\\\", "a//b", "a/", "/a", "//", "\\0/", "a/\\"}) {
     Result<ActorKey> r = ParseActorKey(in);
     ASSERT_FALSE(r.ok()) << in;
     EXPECT_TRUE(r.error().Is("actor", "invalid_key")) << in;
@@ -71,8 +71,8 @@ TEST(ActorKey, RejectsStringsTheSerializerNeverWrites) {
 TEST(ActorKey, ValidateEnforcesEmptyAndLengthLimit) {
   EXPECT_TRUE(ValidateSerializedActorKey("/").ok());
   EXPECT_TRUE(ValidateSerializedActorKey(std::string(1024, 'k')).ok());
-  EXPECT_TRUE(ValidateSerializedActorKey(std::string(1025, 'k')).error().Is("actor",
-                                                                             "key_too_large"));
+  EXPECT_TRUE(
+      ValidateSerializedActorKey(std::string(1025, 'k')).error().Is("actor", "key_too_large"));
   EXPECT_TRUE(ValidateSerializedActorKey("").error().Is("actor", "empty_key"));
 }
 

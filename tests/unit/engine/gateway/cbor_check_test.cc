@@ -27,7 +27,10 @@ TEST(CheckCborItem, AcceptsWellFormedItems) {
       {0x5f, 0x41, 0x01, 0x42, 2, 3, 0xff},  // (_ h'01', h'0203')
       {0x7f, 0x61, 'a', 0xff},               // (_ "a")
       {0xc1, 0x1a, 0, 0, 0, 1},              // 1(1)
-      {0xf4}, {0xf5}, {0xf6}, {0xf7},        // false true null undefined
+      {0xf4},
+      {0xf5},
+      {0xf6},
+      {0xf7},                                // false true null undefined
       {0xf8, 0x20},                          // simple(32)
       {0xf9, 0x3c, 0x00},                    // 1.0 half
       {0xfb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0},  // 1.0 double
@@ -40,23 +43,23 @@ TEST(CheckCborItem, AcceptsWellFormedItems) {
 
 TEST(CheckCborItem, RejectsMalformedItems) {
   std::vector<Bytes> bad = {
-      {},                           // empty
-      {0x18},                       // missing argument byte
-      {0x1c},                       // reserved additional information
-      {0x1f},                       // indefinite unsigned
-      {0x3f},                       // indefinite negative
-      {0xdf, 0x01},                 // indefinite tag
-      {0x43, 1, 2},                 // short byte string
-      {0x62, 0xC3},                 // short text
-      {0x62, 0xff, 0xfe},           // text not UTF-8
-      {0x82, 0x01},                 // array missing an item
-      {0xa1, 0x01},                 // map missing a value
-      {0x9f, 0x01},                 // indefinite array without break
-      {0xff},                       // lone break
-      {0x5f, 0x61, 'a', 0xff},      // text chunk in a byte string
-      {0x5f, 0x5f, 0xff, 0xff},     // nested indefinite chunk
-      {0xf8, 0x10},                 // two-byte simple value below 32
-      {0xc1},                       // tag without content
+      {},                                                      // empty
+      {0x18},                                                  // missing argument byte
+      {0x1c},                                                  // reserved additional information
+      {0x1f},                                                  // indefinite unsigned
+      {0x3f},                                                  // indefinite negative
+      {0xdf, 0x01},                                            // indefinite tag
+      {0x43, 1, 2},                                            // short byte string
+      {0x62, 0xC3},                                            // short text
+      {0x62, 0xff, 0xfe},                                      // text not UTF-8
+      {0x82, 0x01},                                            // array missing an item
+      {0xa1, 0x01},                                            // map missing a value
+      {0x9f, 0x01},                                            // indefinite array without break
+      {0xff},                                                  // lone break
+      {0x5f, 0x61, 'a', 0xff},                                 // text chunk in a byte string
+      {0x5f, 0x5f, 0xff, 0xff},                                // nested indefinite chunk
+      {0xf8, 0x10},                                            // two-byte simple value below 32
+      {0xc1},                                                  // tag without content
       {0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},  // huge count
       {0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},  // huge length
   };

@@ -40,9 +40,8 @@ struct BadCase {
 std::string With(std::string_view name, std::string_view value) {
   // kValid with `name`'s value replaced (or the param dropped when value is "<drop>").
   std::string out;
-  for (std::string_view part :
-       {"protocol_version=4", "namespace=default", "envoy_key=env-1_a", "version=7",
-        "pool_name=default"}) {
+  for (std::string_view part : {"protocol_version=4", "namespace=default", "envoy_key=env-1_a",
+                                "version=7", "pool_name=default"}) {
     std::string_view n = part.substr(0, part.find('='));
     std::string piece(part);
     if (n == name) {
@@ -100,10 +99,10 @@ TEST(EnvoyConnectQuery, EveryValidationRowIsWsInvalidRequestWithItsMessage) {
 TEST(EnvoyConnectQuery, AcceptsBoundaryValues) {
   for (const std::string& q :
        {With("protocol_version", "2"), With("protocol_version", "3"),
-        With("pool_name", std::string(128, 'p')), With("pool_name", ""),
-        With("envoy_key", "abc"), With("envoy_key", std::string(128, 'k')),
-        With("envoy_key", "a-b"), With("envoy_key", "_a_"), With("envoy_key", "A9z"),
-        With("version", "0"), With("namespace", "")}) {
+        With("pool_name", std::string(128, 'p')), With("pool_name", ""), With("envoy_key", "abc"),
+        With("envoy_key", std::string(128, 'k')), With("envoy_key", "a-b"),
+        With("envoy_key", "_a_"), With("envoy_key", "A9z"), With("version", "0"),
+        With("namespace", "")}) {
     EXPECT_TRUE(ParseEnvoyConnectQuery(q).ok()) << q;
   }
 }

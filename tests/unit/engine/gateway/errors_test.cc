@@ -68,7 +68,9 @@ TEST(JsonQuote, EscapesQuotesBackslashesAndControlCharacters) {
 }
 
 TEST(JsonQuote, ReplacesInvalidUtf8SoTheOutputStaysValid) {
-  EXPECT_EQ(JsonQuote("a\xff" "b"), "\"a\\ufffdb\"");
+  EXPECT_EQ(JsonQuote("a\xff"
+                      "b"),
+            "\"a\\ufffdb\"");
   EXPECT_EQ(JsonQuote("\xC3"), "\"\\ufffd\"");
   EXPECT_EQ(JsonQuote("\xED\xA0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
 }
@@ -103,8 +105,8 @@ TEST(CloseReason, NeverSplitsAUtf8Character) {
 TEST(CloseCode, NormalOnlyForEvictionAndConnectionClosed) {
   EXPECT_EQ(CloseCode(Error("ws", "eviction", "")), 1000);
   EXPECT_EQ(CloseCode(Error("ws", "connection_closed", "")), 1000);
-  for (std::string_view code : {"going_away", "timed_out", "invalid_request", "no_runner_config",
-                                "invalid_packet"}) {
+  for (std::string_view code :
+       {"going_away", "timed_out", "invalid_request", "no_runner_config", "invalid_packet"}) {
     EXPECT_EQ(CloseCode(Error("ws", std::string(code), "")), 1011) << code;
   }
   EXPECT_EQ(CloseCode(Error("namespace", "not_found", "")), 1011);

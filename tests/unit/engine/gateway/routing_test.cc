@@ -106,15 +106,15 @@ TEST(Routing, MalformedDirectFormFallsThrough) {
 }
 
 TEST(Routing, DirectFormTokenFallsBackToHeaderOrSubprotocol) {
-  EXPECT_EQ(Expect<ActorByIdRoute>(Classify(Http("/gateway/abc/x", {{"X-Rivet-Token", "h"}})))
-                .token,
-            "h");
-  EXPECT_EQ(Expect<ActorByIdRoute>(
-                Classify(Http("/gateway/abc@p/x", {{"x-rivet-token", "h"}}))).token,
-            "p");
-  EXPECT_EQ(Expect<ActorByIdRoute>(Classify(Ws("/gateway/abc/connect", "rivet, rivet_token.w")))
-                .token,
-            "w");
+  EXPECT_EQ(
+      Expect<ActorByIdRoute>(Classify(Http("/gateway/abc/x", {{"X-Rivet-Token", "h"}}))).token,
+      "h");
+  EXPECT_EQ(
+      Expect<ActorByIdRoute>(Classify(Http("/gateway/abc@p/x", {{"x-rivet-token", "h"}}))).token,
+      "p");
+  EXPECT_EQ(
+      Expect<ActorByIdRoute>(Classify(Ws("/gateway/abc/connect", "rivet, rivet_token.w"))).token,
+      "w");
   // A WebSocket's token comes from subprotocols only.
   Req ws = Ws("/gateway/abc/connect", "rivet");
   ws.headers.emplace_back("x-rivet-token", "h");
@@ -122,9 +122,9 @@ TEST(Routing, DirectFormTokenFallsBackToHeaderOrSubprotocol) {
 }
 
 TEST(Routing, DirectFormBypassFromHeaderOrSubprotocol) {
-  EXPECT_TRUE(Expect<ActorByIdRoute>(
-                  Classify(Http("/gateway/abc/x", {{"x-rivet-bypass-connectable", ""}})))
-                  .bypass_connectable);
+  EXPECT_TRUE(
+      Expect<ActorByIdRoute>(Classify(Http("/gateway/abc/x", {{"x-rivet-bypass-connectable", ""}})))
+          .bypass_connectable);
   EXPECT_TRUE(Expect<ActorByIdRoute>(
                   Classify(Ws("/gateway/abc/connect", "rivet, rivet_bypass_connectable")))
                   .bypass_connectable);
@@ -156,7 +156,8 @@ TEST(Routing, QueryFormGetOrCreateParsesEverything) {
   std::string input = Base64UrlEncode(Bytes{0xa1, 0x61, 0x61, 0x01});
   ActorByQueryRoute r = Expect<ActorByQueryRoute>(
       Classify(Http("/gateway/counter?rvt-namespace=ns&rvt-method=getOrCreate&rvt-runner=pool-a"
-                    "&rvt-input=" + input + "&rvt-region=us-east&rvt-crash-policy=destroy")));
+                    "&rvt-input=" +
+                    input + "&rvt-region=us-east&rvt-crash-policy=destroy")));
   EXPECT_EQ(r.method, QueryMethod::kGetOrCreate);
   EXPECT_EQ(r.name, "counter");
   EXPECT_EQ(r.key, ActorKey{});
@@ -171,12 +172,12 @@ TEST(Routing, QueryFormGetOrCreateParsesEverything) {
 TEST(Routing, QueryFormPoolWinsOverRunnerAndCrashPoliciesParse) {
   std::string base = "/gateway/c?rvt-namespace=ns&rvt-method=getOrCreate&rvt-pool=p";
   EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-runner=r"))).pool_name, "p");
-  EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-crash-policy=restart")))
-                .crash_policy,
-            CrashPolicy::kRestart);
-  EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-crash-policy=sleep")))
-                .crash_policy,
-            CrashPolicy::kSleep);
+  EXPECT_EQ(
+      Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-crash-policy=restart"))).crash_policy,
+      CrashPolicy::kRestart);
+  EXPECT_EQ(
+      Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-crash-policy=sleep"))).crash_policy,
+      CrashPolicy::kSleep);
   EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base))).crash_policy, std::nullopt);
 }
 
@@ -188,8 +189,7 @@ TEST(Routing, QueryFormKeyForms) {
             (ActorKey{"a", "", "b"}));
   EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-key=a+b%2Cc"))).key,
             (ActorKey{"a b", "c"}));
-  EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-key=a/b"))).key,
-            ActorKey{"a/b"});
+  EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(base + "&rvt-key=a/b"))).key, ActorKey{"a/b"});
 }
 
 TEST(Routing, QueryFormForwardsNonRvtParamsByteForByte) {
@@ -310,9 +310,9 @@ TEST(Routing, EnvoyConnectByPath) {
       Ws("/envoys/connect?protocol_version=4&namespace=default", "rivet, rivet_token.adm")));
   EXPECT_EQ(r.token, "adm");
   Expect<EnvoyConnectRoute>(Classify(Ws("/envoys/connect/", "rivet")));
-  EXPECT_EQ(Expect<EnvoyConnectRoute>(Classify(Http("/envoys/connect", {{"x-rivet-token", "t"}})))
-                .token,
-            "t");
+  EXPECT_EQ(
+      Expect<EnvoyConnectRoute>(Classify(Http("/envoys/connect", {{"x-rivet-token", "t"}}))).token,
+      "t");
   EXPECT_EQ(Expect<EnvoyConnectRoute>(Classify(Ws("/envoys/connect", ""))).token, std::nullopt);
   Expect<ApiRoute>(Classify(Http("/envoys/connect/x")));
   Expect<ApiRoute>(Classify(Http("/envoys")));
@@ -331,33 +331,36 @@ TEST(Routing, PathFormsComeBeforeHeaderTargets) {
 // §5.4 header routing and the /request rule
 
 TEST(Routing, RequestRuleRoutesOnlyRequestPathsOverHttp) {
-  for (std::string target : {"/request", "/request/x", "/request?a=1", "/request/", "/request/a/b?c"}) {
+  for (std::string target :
+       {"/request", "/request/x", "/request?a=1", "/request/", "/request/a/b?c"}) {
     ActorByHeaderRoute r = Expect<ActorByHeaderRoute>(
         Classify(Http(target, {{"x-rivet-target", "actor"}, {"x-rivet-actor", "id1"}}, "POST")));
     EXPECT_EQ(r.actor_id, "id1") << target;
     EXPECT_EQ(r.forwarded_path, target) << target;
   }
-  for (std::string target : {"/requests", "/api/hello", "/action/x", "/", "/queue/q",
-                             "/request#x", "/Request", "/x/request", "/requestx?a"}) {
-    ExpectError(Classify(Http(target, {{"x-rivet-target", "actor"}, {"x-rivet-actor", "id1"}},
-                              "POST")),
-                "guard", "no_route", target);
+  for (std::string target : {"/requests", "/api/hello", "/action/x", "/", "/queue/q", "/request#x",
+                             "/Request", "/x/request", "/requestx?a"}) {
+    ExpectError(
+        Classify(Http(target, {{"x-rivet-target", "actor"}, {"x-rivet-actor", "id1"}}, "POST")),
+        "guard", "no_route", target);
   }
 }
 
 TEST(Routing, RequestRuleDoesNotApplyToWebSockets) {
   for (std::string target : {"/connect", "/websocket/x", "/", "/api/hello?x=1"}) {
-    ActorByHeaderRoute r = Expect<ActorByHeaderRoute>(
-        Classify(Ws(target, "rivet, rivet_target.actor, rivet_actor.abc%2D1, rivet_encoding.cbor")));
+    ActorByHeaderRoute r = Expect<ActorByHeaderRoute>(Classify(
+        Ws(target, "rivet, rivet_target.actor, rivet_actor.abc%2D1, rivet_encoding.cbor")));
     EXPECT_EQ(r.actor_id, "abc-1") << target;
     EXPECT_EQ(r.forwarded_path, target) << target;
   }
 }
 
 TEST(Routing, HeaderFormReadsTokenAndBypass) {
-  ActorByHeaderRoute http = Expect<ActorByHeaderRoute>(Classify(Http(
-      "/request", {{"X-Rivet-Target", "actor"}, {"X-Rivet-Actor", "id"}, {"X-Rivet-Token", "t"},
-                   {"X-Rivet-Bypass-Connectable", "1"}})));
+  ActorByHeaderRoute http =
+      Expect<ActorByHeaderRoute>(Classify(Http("/request", {{"X-Rivet-Target", "actor"},
+                                                            {"X-Rivet-Actor", "id"},
+                                                            {"X-Rivet-Token", "t"},
+                                                            {"X-Rivet-Bypass-Connectable", "1"}})));
   EXPECT_EQ(http.token, "t");
   EXPECT_TRUE(http.bypass_connectable);
   ActorByHeaderRoute plain = Expect<ActorByHeaderRoute>(
@@ -371,8 +374,8 @@ TEST(Routing, HeaderFormReadsTokenAndBypass) {
 }
 
 TEST(Routing, HeaderFormMissingActorIsMissingHeader) {
-  ExpectError(Classify(Http("/request", {{"x-rivet-target", "actor"}})), "guard",
-              "missing_header", "http");
+  ExpectError(Classify(Http("/request", {{"x-rivet-target", "actor"}})), "guard", "missing_header",
+              "http");
   ExpectError(Classify(Ws("/connect", "rivet, rivet_target.actor")), "guard", "missing_header",
               "ws");
   ExpectError(Classify(Ws("/connect", "rivet_target.actor, rivet_actor.a%zz")), "guard",
@@ -397,21 +400,20 @@ TEST(Routing, HttpTargetHeaderIsIgnoredForWebSocketsAndViceVersa) {
 }
 
 TEST(Routing, OtherTargets) {
-  EXPECT_EQ(Expect<ApiRoute>(Classify(Http("/actors?namespace=x", {{"x-rivet-target",
-                                                                     "api-public"}})))
-                .target,
-            "/actors?namespace=x");
+  EXPECT_EQ(
+      Expect<ApiRoute>(Classify(Http("/actors?namespace=x", {{"x-rivet-target", "api-public"}})))
+          .target,
+      "/actors?namespace=x");
   Expect<ApiRoute>(Classify(Ws("/x", "rivet_target.api-public")));
-  ExpectError(Classify(Http("/x", {{"x-rivet-target", "runner"}})), "guard", "no_route",
-              "runner");
+  ExpectError(Classify(Http("/x", {{"x-rivet-target", "runner"}})), "guard", "no_route", "runner");
   ExpectError(Classify(Http("/x", {{"x-rivet-target", "bogus"}})), "guard", "no_route", "bogus");
   ExpectError(Classify(Http("/x", {{"x-rivet-target", ""}})), "guard", "no_route", "empty");
   ExpectError(Classify(Http("/x", {{"x-rivet-target", "Actor"}})), "guard", "no_route", "case");
 }
 
 TEST(Routing, NoTargetGoesToTheRestApi) {
-  for (std::string target : {"/", "/actors?namespace=default&name=x", "/metadata", "*",
-                             "/request"}) {
+  for (std::string target :
+       {"/", "/actors?namespace=default&name=x", "/metadata", "*", "/request"}) {
     EXPECT_EQ(Expect<ApiRoute>(Classify(Http(target))).target, target);
   }
   Expect<ApiRoute>(Classify(Http("/actors", {}, "OPTIONS")));
@@ -431,9 +433,9 @@ TEST(Routing, IsActorRouteCoversActorFormsAndPreflight) {
 TEST(Routing, NeverCrashesOnOddTargets) {
   for (const std::string& target : std::vector<std::string>{
            "", "?", "#", "/%", "/gateway/%", "/gateway/%/x?rvt-", "/gateway/x?rvt-input=%",
-        "/gateway/x?=&=&rvt-namespace", std::string("/gateway/\0/x", 12), "/\xff\xfe",
-        "/gateway/a?rvt-namespace=n&rvt-method=getOrCreate&rvt-pool=p&rvt-input=" +
-            std::string(4000, 'A')}) {
+           "/gateway/x?=&=&rvt-namespace", std::string("/gateway/\0/x", 12), "/\xff\xfe",
+           "/gateway/a?rvt-namespace=n&rvt-method=getOrCreate&rvt-pool=p&rvt-input=" +
+               std::string(4000, 'A')}) {
     Result<Route> r = Classify(Http(target));
     (void)r;
     Result<Route> w = Classify(Ws(target, ",,,rivet_actor.,rivet_target.actor"));
