@@ -358,6 +358,7 @@ class Machine {
   void EnterDestroying() {
     SetNotConnectable();
     wf_.transition = Transition::kDestroying;
+    wf_.sleeping = false;
     wf_.destroy_after_start = false;
     wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
