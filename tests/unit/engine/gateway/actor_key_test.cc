@@ -1,5 +1,6 @@
 #include "engine/gateway/actor_key.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,47 @@ TEST(GatewayKey, FormatsAndRefusesUnrepresentableKeys) {
   for (const ActorKey& key : {ActorKey{}, ActorKey{"x"}, ActorKey{"a", "", "b"}}) {
     EXPECT_EQ(ParseGatewayKey(*FormatGatewayKey(key)), key);
   }
+}
+
+}  // namespace
+}  // namespace keel::engine::gateway
+
+namespace keel::engine::gateway {
+namespace {
+
+// Seeded, so failures reproduce; the alphabet is weighted toward the escaping characters.
+std::string RandomString(std::mt19937& rng, size_t max_len) {
+  static constexpr char kAlphabet[] = {'a', 'b', '0', '/', '\\', ',', ' ', '\xC3', '\xA9'};
+  std::uniform_int_distribution<size_t> len(0, max_len);
+  std::uniform_int_distribution<size_t> pick(0, sizeof(kAlphabet) - 1);
+  std::string s;
+  for (size_t n = len(rng); n > 0; --n) s += kAlphabet[pick(rng)];
+  return s;
+}
+
+TEST(ActorKeyProperty, SerializeThenParseIsIdentity) {
+  std::mt19937 rng(4860);
+  std::uniform_int_distribution<size_t> parts(0, 4);
+  for (int i = 0; i < 5000; ++i) {
+    ActorKey key;
+    for (size_t n = parts(rng); n > 0; --n) key.push_back(RandomString(rng, 5));
+    Result<ActorKey> back = ParseActorKey(SerializeActorKey(key));
+    ASSERT_TRUE(back.ok()) << SerializeActorKey(key);
+    ASSERT_EQ(*back, key) << SerializeActorKey(key);
+  }
+}
+
+TEST(ActorKeyProperty, AcceptedStringsAreCanonical) {
+  std::mt19937 rng(4861);
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = RandomString(rng, 8);
+    Result<ActorKey> key = ParseActorKey(s);
+    if (!key.ok()) continue;
+    ++accepted;
+    ASSERT_EQ(SerializeActorKey(*key), s);
+  }
+  EXPECT_GT(accepted, 100);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "engine/gateway/routing.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -440,6 +441,52 @@ TEST(Routing, NeverCrashesOnOddTargets) {
     (void)r;
     Result<Route> w = Classify(Ws(target, ",,,rivet_actor.,rivet_target.actor"));
     (void)w;
+  }
+}
+
+// Random targets and subprotocol headers built from routing-relevant pieces: every call must
+// return (a route or a structured guard error), never crash (run under ASan/UBSan).
+TEST(RoutingProperty, RandomRequestsNeverCrashAndErrorsAreGuardErrors) {
+  static const std::vector<std::string> kPieces = {
+      "/",       "gateway",   "request", "@",   "?",           "&",    "=",
+      "rvt-",    "namespace", "method",  "get", "getOrCreate", "key",  "pool",
+      "input",   "%",         "%2",      "%41", "+",           "#",    "envoys",
+      "connect", "health",    "ws",      "a",   ",",           "\xff", "gA"};
+  static const std::vector<std::string> kProtocols = {"rivet",
+                                                      "rivet_target.actor",
+                                                      "rivet_target.envoy",
+                                                      "rivet_actor.a%2",
+                                                      "rivet_actor.x",
+                                                      "rivet_token.t",
+                                                      "rivet_bypass_connectable",
+                                                      ",",
+                                                      " "};
+  std::mt19937 rng(5101);
+  std::uniform_int_distribution<size_t> piece(0, kPieces.size() - 1);
+  std::uniform_int_distribution<size_t> proto(0, kProtocols.size() - 1);
+  std::uniform_int_distribution<int> count(0, 12);
+  for (int i = 0; i < 20000; ++i) {
+    Req r;
+    r.target = "/";
+    for (int n = count(rng); n > 0; --n) r.target += kPieces[piece(rng)];
+    r.is_websocket = (i % 2) == 0;
+    r.method = (i % 7) == 0 ? "OPTIONS" : "GET";
+    std::string protocols;
+    for (int n = count(rng) / 3; n > 0; --n) protocols += kProtocols[proto(rng)] + ",";
+    r.headers.emplace_back("sec-websocket-protocol", protocols);
+    if (i % 3 == 0) r.headers.emplace_back("x-rivet-target", "actor");
+    if (i % 5 == 0) r.headers.emplace_back("x-rivet-actor", "id");
+    Result<Route> route = Classify(r, RoutingOptions{.enable_websocket_health_route = i % 4 == 0});
+    if (!route.ok()) {
+      ASSERT_EQ(route.error().group(), "guard") << r.target;
+    } else if (const auto* q = std::get_if<ActorByQueryRoute>(&*route)) {
+      ASSERT_TRUE(q->forwarded_path.starts_with("/")) << r.target;
+      for (const QueryParam& p : ParseQuery(SplitTarget(q->forwarded_path).query.value_or(""))) {
+        ASSERT_FALSE(p.raw_name.starts_with("rvt-")) << r.target;
+      }
+    } else if (const auto* d = std::get_if<ActorByIdRoute>(&*route)) {
+      ASSERT_TRUE(d->forwarded_path.starts_with("/")) << r.target;
+    }
   }
 }
 
