@@ -293,6 +293,13 @@ bool IsActorRoute(const Route& route) {
          std::holds_alternative<CorsPreflightRoute>(route);
 }
 
+std::string_view RouteMetricLabel(const Route& route) {
+  if (std::holds_alternative<HealthRoute>(route)) return "ws_health";
+  if (std::holds_alternative<EnvoyConnectRoute>(route)) return "envoy";
+  if (std::holds_alternative<ApiRoute>(route)) return "api";
+  return "gateway";
+}
+
 Result<Route> ClassifyRequest(const GatewayRequest& request, const RoutingOptions& options) {
   TargetParts parts = SplitTarget(request.target);
   RequestSignals signals = ReadSignals(request);

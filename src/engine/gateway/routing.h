@@ -68,15 +68,17 @@ struct HealthRoute {
   friend bool operator==(const HealthRoute&, const HealthRoute&) = default;
 };
 
+// The envoy endpoint. The caller checks the token when auth is enabled (before upgrading),
+// answers a non-WebSocket request with 200 text/plain, and validates the query after the
+// upgrade with ParseEnvoyConnectQuery.
 struct EnvoyConnectRoute {
-  // `rivet_token.<t>` (first offered) for WebSockets, `x-rivet-token` otherwise. Checked
-  // against the admin token by the caller when auth is enabled.
+  // `rivet_token.<t>` (first offered) for WebSockets, `x-rivet-token` otherwise.
   std::optional<std::string> token;
   friend bool operator==(const EnvoyConnectRoute&, const EnvoyConnectRoute&) = default;
 };
 
 struct ActorByIdRoute {
-  // Percent-decoded; not validated as an actor id here.
+  // Percent-decoded; not validated as an actor id here (the caller parses it, id.invalid).
   std::string actor_id;
   std::optional<std::string> token;
   // Path plus query to hand to the actor, always starting with '/'.
@@ -135,6 +137,10 @@ using Route = std::variant<HealthRoute, EnvoyConnectRoute, ActorByIdRoute, Actor
 
 // True for routes that reach an actor (and so get CorsResponseHeaders on their responses).
 bool IsActorRoute(const Route& route);
+
+// The reference gateway's route metric label: "ws_health", "gateway" (actor routes and
+// preflights), "envoy" or "api". ("none" for guard.no_route is the caller's.)
+std::string_view RouteMetricLabel(const Route& route);
 
 // Classifies one request. Errors:
 //   guard.no_route — nothing matched (404), incl. the `/request` rule and unknown targets;

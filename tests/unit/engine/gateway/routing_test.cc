@@ -431,6 +431,16 @@ TEST(Routing, IsActorRouteCoversActorFormsAndPreflight) {
   EXPECT_FALSE(IsActorRoute(Route(HealthRoute{})));
 }
 
+TEST(Routing, MetricLabelsFollowTheReferenceGateway) {
+  EXPECT_EQ(RouteMetricLabel(Route(HealthRoute{})), "ws_health");
+  EXPECT_EQ(RouteMetricLabel(Route(ActorByIdRoute{})), "gateway");
+  EXPECT_EQ(RouteMetricLabel(Route(ActorByQueryRoute{})), "gateway");
+  EXPECT_EQ(RouteMetricLabel(Route(ActorByHeaderRoute{})), "gateway");
+  EXPECT_EQ(RouteMetricLabel(Route(CorsPreflightRoute{})), "gateway");
+  EXPECT_EQ(RouteMetricLabel(Route(EnvoyConnectRoute{})), "envoy");
+  EXPECT_EQ(RouteMetricLabel(Route(ApiRoute{})), "api");
+}
+
 TEST(Routing, NeverCrashesOnOddTargets) {
   for (const std::string& target : std::vector<std::string>{
            "", "?", "#", "/%", "/gateway/%", "/gateway/%/x?rvt-", "/gateway/x?rvt-input=%",
