@@ -1,0 +1,87 @@
+#include "net/http.h"
+
+#include <charconv>
+
+namespace keel::net {
+
+namespace {
+char Lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+}  // namespace
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (Lower(a[i]) != Lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::string_view FindHeader(const Headers& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (EqualsIgnoreCase(key, name)) return value;
+  }
+  return {};
+}
+
+bool HasHeader(const Headers& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (EqualsIgnoreCase(key, name)) return true;
+  }
+  return false;
+}
+
+Result<Url> ParseUrl(std::string_view url) {
+  auto bad = [&](std::string_view why) {
+    return Error("net", "invalid_argument", std::string(why) + ": " + std::string(url));
+  };
+  Url out;
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return bad("URL without scheme");
+  for (char c : url.substr(0, scheme_end)) out.scheme.push_back(Lower(c));
+  if (out.scheme != "http" && out.scheme != "ws") return bad("unsupported URL scheme");
+  std::string_view rest = url.substr(scheme_end + 3);
+  const size_t path_start = rest.find_first_of("/?#");
+  std::string_view authority = rest.substr(0, path_start);
+  std::string_view target =
+      path_start == std::string_view::npos ? std::string_view() : rest.substr(path_start);
+  if (const size_t hash = target.find('#'); hash != std::string_view::npos) {
+    target = target.substr(0, hash);
+  }
+  if (authority.find('@') != std::string_view::npos) return bad("user info in URL");
+  std::string_view host = authority;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) return bad("unterminated IPv6 literal");
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return bad("garbage after IPv6 literal");
+      port = after.substr(1);
+    }
+  } else if (const size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  if (host.empty()) return bad("URL without host");
+  out.host = std::string(host);
+  out.port = 80;
+  if (!port.empty()) {
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
+      return bad("bad port");
+    }
+    out.port = static_cast<uint16_t>(value);
+  }
+  if (target.empty()) {
+    out.target = "/";
+  } else if (target.front() == '?') {
+    out.target = "/" + std::string(target);
+  } else {
+    out.target = std::string(target);
+  }
+  return out;
+}
+
+}  // namespace keel::net

@@ -1,0 +1,658 @@
+// HttpServer implementation. One coroutine per connection on its own strand:
+//
+//   read request ──▶ handler(exchange) ──▶ wait for answer events ──▶ write ──▶ (keep-alive) ─┐
+//        ▲                                                                                     │
+//        └─────────────────────────────────────────────────────────────────────────────────────┘
+//
+// The exchange turns Respond/StartStream/WriteChunk/FinishStream/AcceptWebSocket into events
+// appended (on the connection strand) to Conn::events; `signal` is a timer used as a
+// strand-local condition variable that the coroutine waits on while no event is queued.
+// Answers made synchronously inside the handler are dispatched inline, so the common path
+// costs no extra hop.
+#include "net/http_server.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <limits>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+
+#include "base/log.h"
+#include "net/internal/runtime_access.h"
+#include "net/internal/ws_session.h"
+
+namespace keel::net {
+
+HttpExchange::~HttpExchange() = default;
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+namespace websocket = boost::beast::websocket;
+using asio::as_tuple;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+using internal::Strand;
+
+namespace {
+
+constexpr std::string_view kComponent = "net.http";
+// How long, and how much, we keep reading after refusing a request so the client sees our
+// answer instead of a connection reset.
+constexpr auto kDrainTimeout = std::chrono::seconds(2);
+constexpr size_t kDrainLimit = size_t{16} << 20;
+
+// --- answer events, produced by the exchange, consumed by the connection coroutine ---
+struct EvRespond {
+  HttpResponse response;
+};
+struct EvStreamHead {
+  int status;
+  Headers headers;
+};
+struct EvChunk {
+  std::string data;
+};
+struct EvStreamEnd {};
+struct EvAbort {};
+struct EvUpgrade {
+  std::string subprotocol;
+  Headers headers;
+  std::shared_ptr<WsHandler> handler;
+  std::shared_ptr<internal::WsSession> session;
+};
+using Event = std::variant<EvRespond, EvStreamHead, EvChunk, EvStreamEnd, EvAbort, EvUpgrade>;
+
+std::string EndpointText(const tcp::endpoint& ep) {
+  boost::system::error_code ec;
+  std::string text = ep.address().to_string(ec);
+  if (ep.address().is_v6()) text = "[" + text + "]";
+  return text + ":" + std::to_string(ep.port());
+}
+
+std::string ToString(beast::string_view sv) { return std::string(sv.data(), sv.size()); }
+std::string_view ToView(beast::string_view sv) { return std::string_view(sv.data(), sv.size()); }
+
+bool IsHttpParseError(const beast::error_code& ec) {
+  return ec.category() == beast::http::make_error_code(http::error::bad_method).category();
+}
+
+unsigned ValidStatus(int status) {
+  return status >= 100 && status <= 999 ? static_cast<unsigned>(status) : 500u;
+}
+
+bool SkippedResponseHeader(std::string_view name) {
+  return EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "transfer-encoding");
+}
+
+}  // namespace
+
+class ConnBase;
+
+struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
+  State(IoRuntime& rt, ServerOptions opts, Handler h)
+      : runtime(rt),
+        ioc(internal::IoContextOf(rt)),
+        options(std::move(opts)),
+        handler(std::move(h)),
+        acceptor_strand(asio::make_strand(ioc)),
+        acceptor(acceptor_strand) {}
+
+  // Registers a live coroutine; false once the server is stopping.
+  bool Enter(uint64_t* id, std::shared_ptr<ConnBase> conn);
+  void Leave(uint64_t id);
+
+  IoRuntime& runtime;
+  asio::io_context& ioc;
+  ServerOptions options;
+  Handler handler;
+  Strand acceptor_strand;
+  tcp::acceptor acceptor;
+  uint16_t port = 0;
+
+  mutable std::mutex mu;
+  std::condition_variable idle_cv;
+  bool stopping = false;
+  bool accept_running = false;
+  uint64_t next_id = 1;
+  std::unordered_map<uint64_t, std::weak_ptr<ConnBase>> conns;
+};
+
+// What the server needs from a connection to shut it down.
+class ConnBase {
+ public:
+  virtual ~ConnBase() = default;
+  virtual void Abort() = 0;
+};
+
+bool HttpServer::State::Enter(uint64_t* id, std::shared_ptr<ConnBase> conn) {
+  std::lock_guard lock(mu);
+  if (stopping) return false;
+  *id = next_id++;
+  conns.emplace(*id, std::move(conn));
+  return true;
+}
+
+void HttpServer::State::Leave(uint64_t id) {
+  std::lock_guard lock(mu);
+  conns.erase(id);
+  if (conns.empty() && !accept_running) idle_cv.notify_all();
+}
+
+namespace {
+
+class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
+ public:
+  Conn(std::shared_ptr<HttpServer::State> server, Strand strand, tcp::socket socket,
+       std::string remote)
+      : server_(std::move(server)),
+        strand_(std::move(strand)),
+        stream_(std::move(socket)),
+        signal_(strand_),
+        remote_(std::move(remote)) {}
+
+  // Strand-agnostic: queue an answer event.
+  void Push(Event ev) {
+    asio::dispatch(strand_, [self = shared_from_this(), ev = std::move(ev)]() mutable {
+      self->events_.push_back(std::move(ev));
+      self->signal_.cancel();
+    });
+  }
+
+  void SetPeerGone(std::function<void()> fn) {
+    asio::dispatch(strand_, [self = shared_from_this(), fn = std::move(fn)]() mutable {
+      if (self->finished_) return;  // the connection is over; the exchange completed
+      self->peer_gone_ = std::move(fn);
+      self->ArmPeerWatch();
+    });
+  }
+
+  // ConnBase
+  void Abort() override {
+    asio::dispatch(strand_, [self = shared_from_this()] {
+      self->closing_ = true;
+      if (self->ws_) {
+        self->ws_->Abort();
+      } else {
+        beast::error_code ignored;
+        self->stream_.socket().close(ignored);
+      }
+      self->signal_.cancel();
+    });
+  }
+
+  asio::awaitable<void> Run();
+
+  const Strand& strand() const { return strand_; }
+  size_t max_ws_message() const { return server_->options.max_ws_message; }
+  const std::string& remote() const { return remote_; }
+
+ private:
+  // Waits (on the strand) until an event is queued or the connection is closing.
+  asio::awaitable<bool> NextEvent(Event* out) {
+    while (events_.empty() && !closing_) {
+      signal_.expires_at(asio::steady_timer::time_point::max());
+      co_await signal_.async_wait(as_tuple(use_awaitable));
+    }
+    if (closing_) co_return false;
+    *out = std::move(events_.front());
+    events_.pop_front();
+    co_return true;
+  }
+
+  // Watches for the client going away while we wait for the answer (only when someone
+  // asked via OnPeerGone). Waiting for readability does not consume pipelined bytes.
+  void ArmPeerWatch() {
+    if (watching_ || !awaiting_answer_ || !peer_gone_) return;
+    watching_ = true;
+    stream_.socket().async_wait(
+        tcp::socket::wait_read,
+        asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec) {
+          self->watching_ = false;
+          if (!self->awaiting_answer_) return;
+          beast::error_code avail_ec;
+          const size_t avail = self->stream_.socket().available(avail_ec);
+          if (!ec && !avail_ec && avail > 0) return;  // pipelined request, peer still there
+          self->PeerGone();
+        }));
+  }
+
+  // The answer is complete: stop watching for the peer and forget the callback.
+  void AnswerDone() {
+    awaiting_answer_ = false;
+    peer_gone_ = nullptr;
+    if (watching_) {
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);  // only the readiness wait is pending here
+    }
+  }
+
+  void PeerGone() {
+    closing_ = true;
+    signal_.cancel();
+    FirePeerGone();
+  }
+
+  void FirePeerGone() {
+    if (!peer_gone_) return;
+    auto fn = std::move(peer_gone_);
+    peer_gone_ = nullptr;
+    try {
+      fn();
+    } catch (...) {
+      LogError(kComponent, "OnPeerGone callback threw");
+    }
+  }
+
+  asio::awaitable<void> WriteError(unsigned status, std::string_view body, bool drain);
+  asio::awaitable<bool> Serve(http::request<http::string_body> req, bool keep_alive);
+
+  std::shared_ptr<HttpServer::State> server_;
+  Strand strand_;
+  beast::tcp_stream stream_;
+  asio::steady_timer signal_;
+  const std::string remote_;
+  std::deque<Event> events_;
+  std::function<void()> peer_gone_;
+  std::shared_ptr<internal::WsSession> ws_;
+  bool closing_ = false;
+  bool awaiting_answer_ = false;
+  bool watching_ = false;
+  bool finished_ = false;
+};
+
+enum class ExState { kNew, kStreaming, kDone };
+
+class Exchange final : public HttpExchange {
+ public:
+  Exchange(std::shared_ptr<Conn> conn, HttpRequest request, bool upgrade)
+      : conn_(std::move(conn)), request_(std::move(request)), upgrade_(upgrade) {}
+
+  ~Exchange() override {
+    if (state_ == ExState::kNew) {
+      conn_->Push(EvRespond{HttpResponse{500, {}, "unanswered request"}});
+    } else if (state_ == ExState::kStreaming) {
+      conn_->Push(EvAbort{});
+    }
+  }
+
+  const HttpRequest& request() const override { return request_; }
+  bool IsWebSocketUpgrade() const override { return upgrade_; }
+
+  void Respond(HttpResponse response) override {
+    if (!Transition(ExState::kNew, ExState::kDone, "Respond")) return;
+    conn_->Push(EvRespond{std::move(response)});
+  }
+
+  void StartStream(int status, Headers headers) override {
+    if (!Transition(ExState::kNew, ExState::kStreaming, "StartStream")) return;
+    conn_->Push(EvStreamHead{status, std::move(headers)});
+  }
+
+  void WriteChunk(std::string data) override {
+    if (data.empty()) return;
+    std::lock_guard lock(mu_);
+    if (state_ != ExState::kStreaming) {
+      LogWarn(kComponent, "WriteChunk outside a stream ignored");
+      return;
+    }
+    conn_->Push(EvChunk{std::move(data)});  // under mu_: keeps chunk order across threads
+  }
+
+  void FinishStream() override {
+    if (!Transition(ExState::kStreaming, ExState::kDone, "FinishStream")) return;
+    conn_->Push(EvStreamEnd{});
+  }
+
+  void OnPeerGone(std::function<void()> fn) override { conn_->SetPeerGone(std::move(fn)); }
+
+  std::shared_ptr<WsConnection> AcceptWebSocket(std::string subprotocol,
+                                                std::shared_ptr<WsHandler> handler,
+                                                Headers headers) override {
+    if (!upgrade_) {
+      if (Transition(ExState::kNew, ExState::kDone, "AcceptWebSocket")) {
+        conn_->Push(EvRespond{HttpResponse{400, {}, "not a WebSocket upgrade request"}});
+      }
+      return nullptr;
+    }
+    if (!handler || !Transition(ExState::kNew, ExState::kDone, "AcceptWebSocket")) {
+      return nullptr;
+    }
+    auto session = std::make_shared<internal::WsSession>(conn_->strand(), conn_->remote(),
+                                                         conn_->max_ws_message());
+    conn_->Push(EvUpgrade{std::move(subprotocol), std::move(headers), std::move(handler),
+                          session});
+    return session;
+  }
+
+ private:
+  bool Transition(ExState from, ExState to, const char* what) {
+    std::lock_guard lock(mu_);
+    if (state_ != from) {
+      LogWarn(kComponent, "HttpExchange answer out of order ignored", {{"call", what}});
+      return false;
+    }
+    state_ = to;
+    return true;
+  }
+
+  std::shared_ptr<Conn> conn_;
+  HttpRequest request_;
+  const bool upgrade_;
+  std::mutex mu_;
+  ExState state_ = ExState::kNew;
+};
+
+asio::awaitable<void> Conn::WriteError(unsigned status, std::string_view body, bool drain) {
+  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+  res.set(http::field::content_type, "text/plain");
+  res.set(http::field::connection, "close");
+  res.body() = std::string(body);
+  res.prepare_payload();
+  res.keep_alive(false);
+  auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
+  if (ec) co_return;
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  if (!drain) co_return;
+  // Lingering close: read and discard what the client still sends, bounded in time and
+  // size, so it reads our answer rather than a reset.
+  stream_.expires_after(kDrainTimeout);
+  std::vector<char> sink(64 * 1024);
+  size_t drained = 0;
+  while (drained < kDrainLimit) {
+    auto [rec, got] = co_await stream_.async_read_some(asio::buffer(sink), as_tuple(use_awaitable));
+    if (rec) break;
+    drained += got;
+  }
+  stream_.expires_never();
+}
+
+// Writes the answer to `req`; returns whether the connection may serve another request.
+asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool keep_alive) {
+  Event ev;
+  awaiting_answer_ = true;
+  ArmPeerWatch();
+  bool got = co_await NextEvent(&ev);
+  if (!got) co_return false;
+
+  if (auto* r = std::get_if<EvRespond>(&ev)) {
+    AnswerDone();
+    http::response<http::string_body> res{static_cast<http::status>(ValidStatus(r->response.status)),
+                                          req.version()};
+    for (auto& [name, value] : r->response.headers) {
+      if (!SkippedResponseHeader(name)) res.insert(name, value);
+    }
+    res.body() = std::move(r->response.body);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
+    co_return !ec && keep_alive;
+  }
+
+  if (auto* head = std::get_if<EvStreamHead>(&ev)) {
+    http::response<http::empty_body> res{static_cast<http::status>(ValidStatus(head->status)),
+                                         req.version()};
+    for (auto& [name, value] : head->headers) {
+      if (!SkippedResponseHeader(name)) res.insert(name, value);
+    }
+    res.keep_alive(keep_alive);
+    res.chunked(true);
+    http::response_serializer<http::empty_body> sr{res};
+    auto [ec, n] = co_await http::async_write_header(stream_, sr, as_tuple(use_awaitable));
+    if (ec) {
+      FirePeerGone();
+      co_return false;
+    }
+    for (;;) {
+      if (!co_await NextEvent(&ev)) {
+        FirePeerGone();
+        co_return false;
+      }
+      if (auto* chunk = std::get_if<EvChunk>(&ev)) {
+        auto [wec, wn] = co_await asio::async_write(
+            stream_, http::make_chunk(asio::buffer(chunk->data)), as_tuple(use_awaitable));
+        if (wec) {
+          FirePeerGone();
+          co_return false;
+        }
+        continue;
+      }
+      if (std::holds_alternative<EvStreamEnd>(ev)) {
+        AnswerDone();
+        auto [wec, wn] =
+            co_await asio::async_write(stream_, http::make_chunk_last(), as_tuple(use_awaitable));
+        co_return !wec && keep_alive;
+      }
+      // EvAbort (exchange dropped mid-stream) or anything unexpected: cut the connection.
+      co_return false;
+    }
+  }
+
+  if (auto* up = std::get_if<EvUpgrade>(&ev)) {
+    AnswerDone();
+    ws_ = up->session;
+    co_await ws_->RunServer(std::move(stream_), std::move(req), std::move(up->subprotocol),
+                            std::move(up->headers), std::move(up->handler));
+    co_return false;
+  }
+  co_return false;  // EvAbort
+}
+
+asio::awaitable<void> Conn::Run() {
+  beast::flat_buffer buffer;
+  const ServerOptions& options = server_->options;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(options.max_request_body);
+    parser.header_limit(static_cast<std::uint32_t>(
+        std::min<size_t>(options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+    auto [ec, n] = co_await http::async_read_header(stream_, buffer, parser, as_tuple(use_awaitable));
+    if (!ec && !parser.is_done()) {
+      if (EqualsIgnoreCase(ToView(parser.get()[http::field::expect]), "100-continue")) {
+        http::response<http::empty_body> cont{http::status::continue_, 11};
+        auto [cec, cn] = co_await http::async_write(stream_, cont, as_tuple(use_awaitable));
+        if (cec) break;
+      }
+      std::tie(ec, n) = co_await http::async_read(stream_, buffer, parser, as_tuple(use_awaitable));
+    }
+    if (ec) {
+      if (closing_) break;
+      if (ec == http::error::body_limit) {
+        co_await WriteError(413, "request body too large", /*drain=*/true);
+      } else if (ec == http::error::header_limit) {
+        co_await WriteError(431, "request header too large", /*drain=*/false);
+      } else if (ec == http::error::end_of_stream || ec == http::error::partial_message) {
+        // The client closed the connection, possibly mid-request.
+      } else if (IsHttpParseError(ec)) {
+        co_await WriteError(400, "malformed request", /*drain=*/false);
+      } else {
+        KEEL_LOG(kDebug, kComponent, "read failed", {{"peer", remote_}, {"error", ec.message()}});
+      }
+      break;
+    }
+
+    http::request<http::string_body> req = parser.release();
+    const bool keep_alive = req.keep_alive();
+    const bool upgrade = websocket::is_upgrade(req);
+    HttpRequest request;
+    request.method = ToString(req.method_string());
+    request.target = ToString(req.target());
+    request.headers.reserve(8);
+    for (const auto& field : req) {
+      request.headers.emplace_back(ToString(field.name_string()), ToString(field.value()));
+    }
+    request.body = std::move(req.body());
+    request.remote_address = remote_;
+
+    {
+      auto exchange = std::make_shared<Exchange>(shared_from_this(), std::move(request), upgrade);
+      try {
+        server_->handler(std::move(exchange));
+      } catch (const std::exception& e) {
+        LogError(kComponent, "HTTP handler threw", {{"what", e.what()}});
+      } catch (...) {
+        LogError(kComponent, "HTTP handler threw");
+      }
+    }
+    if (!co_await Serve(std::move(req), keep_alive)) break;
+  }
+  finished_ = true;
+  awaiting_answer_ = false;
+  FirePeerGone();
+  events_.clear();
+  if (!ws_) {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+}
+
+// Unregisters the connection when its coroutine frame goes away, however that happens.
+class LiveGuard {
+ public:
+  LiveGuard(std::shared_ptr<HttpServer::State> server, uint64_t id)
+      : server_(std::move(server)), id_(id) {}
+  LiveGuard(LiveGuard&& other) noexcept : server_(std::move(other.server_)), id_(other.id_) {}
+  LiveGuard(const LiveGuard&) = delete;
+  LiveGuard& operator=(const LiveGuard&) = delete;
+  LiveGuard& operator=(LiveGuard&&) = delete;
+  ~LiveGuard() {
+    if (server_) server_->Leave(id_);
+  }
+
+ private:
+  std::shared_ptr<HttpServer::State> server_;
+  uint64_t id_;
+};
+
+asio::awaitable<void> RunConn(std::shared_ptr<Conn> conn, LiveGuard guard) {
+  (void)guard;
+  co_await conn->Run();
+}
+
+asio::awaitable<void> AcceptLoop(std::shared_ptr<HttpServer::State> state) {
+  for (;;) {
+    Strand strand = asio::make_strand(state->ioc);
+    tcp::socket socket(strand);
+    auto [ec] = co_await state->acceptor.async_accept(socket, as_tuple(use_awaitable));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !state->acceptor.is_open()) break;
+      // EMFILE and friends: log and keep accepting.
+      LogWarn(kComponent, "accept failed", {{"error", ec.message()}});
+      continue;
+    }
+    beast::error_code ep_ec;
+    tcp::endpoint ep = socket.remote_endpoint(ep_ec);
+    socket.set_option(tcp::no_delay(true), ep_ec);
+    auto conn = std::make_shared<Conn>(state, strand, std::move(socket),
+                                       ep_ec ? std::string("?") : EndpointText(ep));
+    uint64_t id = 0;
+    if (!state->Enter(&id, conn)) break;  // stopping: the socket closes with `conn`
+    asio::co_spawn(strand, RunConn(conn, LiveGuard{state, id}), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        LogError(kComponent, "connection failed", {{"what", ex.what()}});
+      } catch (...) {
+        LogError(kComponent, "connection failed");
+      }
+    });
+  }
+}
+
+}  // namespace
+
+HttpServer::HttpServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::Start(IoRuntime& runtime, ServerOptions options,
+                                                      Handler handler) {
+  if (!handler) return Error("net", "invalid_argument", "HttpServer needs a handler");
+  std::string host = options.host == "localhost" ? "127.0.0.1" : options.host;
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return Error("net", "invalid_argument", "not an IP address: " + options.host);
+  auto state = std::make_shared<State>(runtime, std::move(options), std::move(handler));
+  tcp::endpoint endpoint(address, state->options.port);
+  auto fail = [&](const char* step) {
+    return Error("net", "bind_failed",
+                 std::string(step) + " " + EndpointText(endpoint) + ": " + ec.message());
+  };
+  state->acceptor.open(endpoint.protocol(), ec);
+  if (ec) return fail("open");
+  state->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) return fail("reuse_address");
+  state->acceptor.bind(endpoint, ec);
+  if (ec) return fail("bind");
+  state->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("listen");
+  state->port = state->acceptor.local_endpoint(ec).port();
+  if (ec) return fail("local_endpoint");
+  state->accept_running = true;
+  asio::co_spawn(state->acceptor_strand, AcceptLoop(state), [state](std::exception_ptr) {
+    std::lock_guard lock(state->mu);
+    state->accept_running = false;
+    if (state->conns.empty()) state->idle_cv.notify_all();
+  });
+  KEEL_LOG(kInfo, kComponent, "listening", {{"address", EndpointText(endpoint)},
+                                           {"port", std::to_string(state->port)}});
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(state)));
+}
+
+uint16_t HttpServer::port() const { return state_->port; }
+const std::string& HttpServer::host() const { return state_->options.host; }
+
+void HttpServer::StopAccepting() {
+  asio::dispatch(state_->acceptor_strand, [state = state_] {
+    boost::system::error_code ignored;
+    state->acceptor.close(ignored);
+  });
+}
+
+size_t HttpServer::open_connections() const {
+  std::lock_guard lock(state_->mu);
+  return state_->conns.size();
+}
+
+HttpServer::~HttpServer() {
+  StopAccepting();
+  std::vector<std::shared_ptr<ConnBase>> live;
+  {
+    std::lock_guard lock(state_->mu);
+    state_->stopping = true;
+    for (auto& [id, weak] : state_->conns) {
+      if (auto conn = weak.lock()) live.push_back(std::move(conn));
+    }
+  }
+  for (auto& conn : live) conn->Abort();
+  live.clear();
+  if (state_->runtime.stopped() || state_->runtime.InRuntimeThread()) return;
+  // Bounded slices so a concurrent IoRuntime::Stop() cannot leave us waiting forever.
+  std::unique_lock lock(state_->mu);
+  while (!state_->conns.empty() || state_->accept_running) {
+    if (state_->runtime.stopped()) return;
+    state_->idle_cv.wait_for(lock, std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace keel::net

@@ -1,0 +1,109 @@
+// HttpServer: an HTTP/1.1 (keep-alive) + WebSocket server on an IoRuntime, for the
+// engine's REST API, gateway and envoy endpoint.
+//
+// Every request is delivered to one handler as a shared HttpExchange. The handler runs on
+// an I/O thread and must not block; it answers now or later, from any thread, through the
+// exchange. A connection handles one exchange at a time (the next request is read only
+// after the previous answer is written). WebSocket upgrades on any path reach the handler
+// too; it decides between Respond (refuse) and AcceptWebSocket.
+// Protocol errors never reach the handler: a body over max_request_body gets 413, a
+// malformed request 400, oversized headers 431, each followed by closing that connection.
+// Thread-safety: HttpServer and HttpExchange methods may be called from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "net/http.h"
+#include "net/io_runtime.h"
+
+namespace keel::net {
+
+// One request and its answer. Exactly one of Respond, StartStream (then WriteChunk...,
+// FinishStream) or AcceptWebSocket may be used; a second answer is logged and ignored.
+// If the last reference drops while unanswered the client gets 500; if it drops in the
+// middle of a stream the connection is aborted (the client sees a truncated body).
+// Answers sent after the client disconnected are dropped silently.
+class HttpExchange {
+ public:
+  virtual ~HttpExchange();
+
+  virtual const HttpRequest& request() const = 0;
+  // True for a valid WebSocket upgrade request (GET + Upgrade: websocket + key/version).
+  virtual bool IsWebSocketUpgrade() const = 0;
+
+  virtual void Respond(HttpResponse response) = 0;
+
+  // A chunked (Transfer-Encoding: chunked) response; also what text/event-stream uses.
+  // Chunks go out in call order; an empty chunk is skipped (it would end the body).
+  virtual void StartStream(int status, Headers headers) = 0;
+  virtual void WriteChunk(std::string data) = 0;
+  virtual void FinishStream() = 0;
+
+  // Registers `fn`, called at most once, on an I/O thread, if the client disconnects (or
+  // the server closes the connection) before the answer is complete. Meant for long
+  // streams. A later call replaces the earlier callback.
+  virtual void OnPeerGone(std::function<void()> fn) = 0;
+
+  // Completes the upgrade: the 101 response carries `Sec-WebSocket-Protocol: subprotocol`
+  // when it is non-empty, plus `headers`. Returns the connection at once (sends queue
+  // until the handshake is written); `handler` receives its events, and gets OnClose(1006)
+  // if the handshake fails. Returns nullptr (and answers 400) when the request is not an
+  // upgrade, nullptr without answering when the exchange was already answered.
+  virtual std::shared_ptr<WsConnection> AcceptWebSocket(std::string subprotocol,
+                                                        std::shared_ptr<WsHandler> handler,
+                                                        Headers headers = {}) = 0;
+};
+
+struct ServerOptions {
+  // Numeric IPv4/IPv6 address or "localhost". Default: loopback only.
+  std::string host = "127.0.0.1";
+  // 0 picks a free port (see HttpServer::port()).
+  uint16_t port = 0;
+  // Larger request bodies are answered 413 and the connection is closed.
+  size_t max_request_body = size_t{64} << 20;
+  // Larger incoming WebSocket messages close the connection with 1009. Set explicitly on
+  // every connection (Beast's own default is much lower).
+  size_t max_ws_message = size_t{64} << 20;
+  // Limit on the request line + header fields; larger gets 431.
+  size_t max_header_bytes = size_t{64} << 10;
+};
+
+class HttpServer {
+ public:
+  using Handler = std::function<void(std::shared_ptr<HttpExchange>)>;
+
+  // Binds and listens before returning (port 0 picks a free port), then accepts on
+  // `runtime`. `handler` is called on I/O threads, possibly concurrently for different
+  // connections. Errors: net.invalid_argument (host), net.bind_failed.
+  // REQUIRES: `runtime` outlives the server.
+  static Result<std::unique_ptr<HttpServer>> Start(IoRuntime& runtime, ServerOptions options,
+                                                   Handler handler);
+
+  // Closes the listener and every connection (WebSockets see OnClose(1006)), then waits
+  // until no connection code runs any more, so the handler is never called after it
+  // returns. REQUIRES: not called from a runtime thread of a running runtime (it would not
+  // wait then), e.g. not from inside the handler.
+  ~HttpServer();
+
+  uint16_t port() const;
+  const std::string& host() const;
+
+  // Stops accepting new connections; existing ones continue. Idempotent.
+  void StopAccepting();
+
+  // Connections currently open (HTTP and WebSocket).
+  size_t open_connections() const;
+
+  struct State;  // implementation detail
+
+ private:
+  explicit HttpServer(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace keel::net

@@ -1,0 +1,81 @@
+// keel::net internal: the WebSocket connection shared by the server (after an upgrade)
+// and the client (after a handshake). Pulls in Beast; included only by src/net/*.cc.
+//
+// All state below the public methods is touched on `strand_` only. Writes form a single
+// chain (queue + one writer), so there is never more than one async_write on the stream;
+// the close frame goes out after the queue drains.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/websocket/stream.hpp>
+
+#include "net/http.h"
+
+namespace keel::net::internal {
+
+using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
+using WsStream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
+
+class WsSession final : public WsConnection, public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(Strand strand, std::string remote_address, size_t max_message);
+  ~WsSession() override;
+
+  // WsConnection
+  void Send(std::string data, bool binary) override;
+  void Close(uint16_t code, std::string reason) override;
+  const std::string& remote_address() const override { return remote_address_; }
+
+  // --- strand only ---
+  // Server side: takes over the upgraded TCP stream, answers the handshake (adding the
+  // subprotocol and headers), then runs the session until closed. Calls handler->OnClose
+  // exactly once before finishing.
+  boost::asio::awaitable<void> RunServer(
+      boost::beast::tcp_stream stream,
+      boost::beast::http::request<boost::beast::http::string_body> request,
+      std::string subprotocol, Headers headers, std::shared_ptr<WsHandler> handler);
+  // Client side: `stream` has completed its handshake. Same contract as RunServer.
+  boost::asio::awaitable<void> RunClient(WsStream stream, std::shared_ptr<WsHandler> handler);
+  // Drops the socket at once (server shutdown); the running session reports 1006.
+  void Abort();
+
+  const Strand& strand() const { return strand_; }
+
+ private:
+  struct Outgoing {
+    std::string data;
+    bool binary;
+  };
+
+  boost::asio::awaitable<void> ReadLoop(std::shared_ptr<WsHandler> handler);
+  void StartWrite();
+  void StartClose();
+  void Finish(const std::shared_ptr<WsHandler>& handler, uint16_t code, std::string reason);
+
+  Strand strand_;
+  const std::string remote_address_;
+  const size_t max_message_;
+  std::optional<WsStream> ws_;
+  std::deque<Outgoing> queue_;
+  bool open_ = false;      // handshake done, stream usable
+  bool writing_ = false;   // a write or the close is in flight
+  bool close_requested_ = false;
+  bool close_sent_ = false;
+  bool finished_ = false;  // OnClose delivered
+  bool aborted_ = false;
+  uint16_t close_code_ = 1000;
+  std::string close_reason_;
+};
+
+}  // namespace keel::net::internal

@@ -1,0 +1,186 @@
+#include "net/io_runtime.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "base/log.h"
+#include "net/internal/runtime_access.h"
+
+namespace keel::net {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::string_view kComponent = "net";
+
+// Timers live in a map keyed by id, guarded by mu_. A timer's completion handler runs its
+// callback only if it still finds its id in the map, and Cancel erases the id under the
+// same mutex: so exactly one of {callback runs, Cancel returns true} happens.
+class AsioClock final : public Clock {
+ public:
+  explicit AsioClock(asio::io_context& ioc) : ioc_(ioc) {}
+  ~AsioClock() override {
+    std::lock_guard lock(mu_);
+    timers_.clear();
+  }
+
+  // Clock
+  MonoTime MonotonicNow() const override {
+    return MonoTime(std::chrono::duration_cast<Duration>(
+        std::chrono::steady_clock::now().time_since_epoch()));
+  }
+  int64_t SystemNowMs() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  TimerId Schedule(MonoTime deadline, std::function<void()> callback) override {
+    std::lock_guard lock(mu_);
+    const uint64_t id = next_id_++;
+    auto& entry = timers_[id];
+    entry.callback = std::move(callback);
+    entry.timer.emplace(ioc_, std::chrono::steady_clock::time_point(
+                                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                      deadline.time_since_epoch())));
+    entry.timer->async_wait([this, id](const boost::system::error_code&) { Fire(id); });
+    return TimerId{id};
+  }
+  bool Cancel(TimerId id) override {
+    std::lock_guard lock(mu_);
+    auto it = timers_.find(static_cast<uint64_t>(id));
+    if (it == timers_.end()) return false;
+    it->second.timer->cancel();
+    timers_.erase(it);
+    return true;
+  }
+
+ private:
+  struct Entry {
+    std::optional<asio::steady_timer> timer;
+    std::function<void()> callback;
+  };
+
+  void Fire(uint64_t id) {
+    std::function<void()> callback;
+    {
+      std::lock_guard lock(mu_);
+      auto it = timers_.find(id);
+      if (it == timers_.end()) return;  // cancelled
+      callback = std::move(it->second.callback);
+      timers_.erase(it);
+    }
+    callback();
+  }
+
+  asio::io_context& ioc_;
+  std::mutex mu_;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, Entry> timers_;
+};
+
+class StrandExecutor final : public Executor {
+ public:
+  explicit StrandExecutor(asio::io_context& ioc) : strand_(asio::make_strand(ioc)) {}
+  void Post(std::function<void()> fn) override { asio::post(strand_, std::move(fn)); }
+
+ private:
+  asio::strand<asio::io_context::executor_type> strand_;
+};
+
+}  // namespace
+
+// Declaration order matters: the clock's timers are destroyed before the io_context.
+struct IoRuntime::Impl {
+  explicit Impl(int n) : work(asio::make_work_guard(ioc)), clock(ioc) {
+    const int count = n < 1 ? 1 : n;
+    threads.reserve(count);
+    for (int i = 0; i < count; ++i) {
+      threads.emplace_back([this] { Run(); });
+    }
+  }
+
+  void Run() {
+    in_runtime_thread = this;
+    for (;;) {
+      try {
+        ioc.run();
+        break;
+      } catch (const std::exception& e) {
+        // Handlers are written not to throw; this is the last line of defence.
+        LogError(kComponent, "exception escaped an I/O handler", {{"what", e.what()}});
+      } catch (...) {
+        LogError(kComponent, "unknown exception escaped an I/O handler");
+      }
+    }
+    in_runtime_thread = nullptr;
+  }
+
+  void Stop() {
+    std::lock_guard lock(stop_mu);
+    stopped.store(true);
+    work.reset();
+    ioc.stop();
+    for (auto& t : threads) {
+      if (!t.joinable()) continue;
+      if (t.get_id() == std::this_thread::get_id()) continue;  // joined by the destructor
+      t.join();
+    }
+  }
+
+  static thread_local const Impl* in_runtime_thread;
+
+  asio::io_context ioc;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  AsioClock clock;
+  std::mutex stop_mu;
+  std::atomic<bool> stopped{false};
+  std::vector<std::thread> threads;
+};
+
+thread_local const IoRuntime::Impl* IoRuntime::Impl::in_runtime_thread = nullptr;
+
+IoRuntime::IoRuntime(int threads) : impl_(std::make_unique<Impl>(threads)) {}
+
+IoRuntime::~IoRuntime() {
+  impl_->Stop();
+  for (auto& t : impl_->threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void IoRuntime::Post(std::function<void()> fn) { asio::post(impl_->ioc, std::move(fn)); }
+
+std::unique_ptr<Executor> IoRuntime::MakeStrand() {
+  return std::make_unique<StrandExecutor>(impl_->ioc);
+}
+
+Clock& IoRuntime::clock() { return impl_->clock; }
+
+void IoRuntime::Stop() { impl_->Stop(); }
+
+bool IoRuntime::stopped() const { return impl_->stopped.load(); }
+
+bool IoRuntime::InRuntimeThread() const { return Impl::in_runtime_thread == impl_.get(); }
+
+int IoRuntime::threads() const { return static_cast<int>(impl_->threads.size()); }
+
+namespace internal {
+asio::io_context& RuntimeAccess::IoContext(IoRuntime& runtime) { return runtime.impl_->ioc; }
+}  // namespace internal
+
+}  // namespace keel::net

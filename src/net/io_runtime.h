@@ -1,0 +1,62 @@
+// IoRuntime: the I/O event loop of a native Keel process — one Asio io_context run by N
+// threads, plus a thread-safe Clock and serial Executors (strands) backed by it.
+//
+// Every keel::net server and client runs on an IoRuntime; the runtime must outlive all
+// of them (and every Executor from MakeStrand). Thread-safety: all methods may be called
+// from any thread, except the destructor (see below).
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "base/clock.h"
+#include "base/executor.h"
+
+namespace keel::net {
+
+namespace internal {
+struct RuntimeAccess;
+}  // namespace internal
+
+class IoRuntime {
+ public:
+  // Starts `threads` threads (at least 1) running the event loop until Stop().
+  explicit IoRuntime(int threads);
+  IoRuntime(const IoRuntime&) = delete;
+  IoRuntime& operator=(const IoRuntime&) = delete;
+  // Stop() and join. REQUIRES: not called from one of this runtime's threads; every
+  // server, client and strand created on it is already destroyed (or never used again).
+  ~IoRuntime();
+
+  // Runs `fn` later on some runtime thread (never synchronously). Dropped after Stop().
+  void Post(std::function<void()> fn);
+
+  // A serial executor (an Asio strand): tasks run one at a time, in posting order, on
+  // runtime threads, never synchronously inside Post. Must not outlive the runtime.
+  std::unique_ptr<Executor> MakeStrand();
+
+  // A thread-safe Clock: MonotonicNow is steady_clock, SystemNowMs the real wall clock.
+  // Timer callbacks run on runtime threads; different timers' callbacks may run
+  // concurrently when the runtime has several threads, so the deadline-order guarantee of
+  // Clock holds only with one thread. Cancel is race-free: it returns true exactly when
+  // the callback will not run. Pending callbacks are destroyed unrun at Stop().
+  Clock& clock();
+
+  // Stops the event loop: pending work is abandoned (its handlers are destroyed at
+  // destruction), threads are joined (except the calling thread when it is one of ours).
+  // Idempotent.
+  void Stop();
+  bool stopped() const;
+
+  // True when the calling thread is one of this runtime's threads.
+  bool InRuntimeThread() const;
+
+  int threads() const;
+
+ private:
+  friend struct internal::RuntimeAccess;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keel::net
