@@ -76,11 +76,11 @@ class Machine {
     }
   }
 
-  void On(const in::Reschedule&) { GoAway(); }
+  void On(const in::Reschedule&) { GoAway(/*starting_too=*/false); }
 
   void On(const in::EnvoyStopping& e) {
     if (!wf_.envoy_key.empty() && e.envoy_key == wf_.envoy_key) {
-      GoAway();
+      GoAway(/*starting_too=*/true);
     }
   }
 
@@ -123,11 +123,15 @@ class Machine {
         }
         return;
       case Transition::kRunning:
+        Publish(fx::Notice::kDestroyStarted);
+        EnterDestroying(/*send_stop=*/true);
+        return;
       case Transition::kSleepIntent:
       case Transition::kStopIntent:
       case Transition::kGoingAway:
+        // The instance already has a stop; the envoy ignores a second one (as Rivet).
         Publish(fx::Notice::kDestroyStarted);
-        EnterDestroying();
+        EnterDestroying(/*send_stop=*/false);
         return;
       case Transition::kDestroying:
       case Transition::kDestroyed:
@@ -259,16 +263,17 @@ class Machine {
     if (wf_.transition != Transition::kAllocating && wf_.transition != Transition::kStarting) {
       return;
     }
-    wf_.start_ts = now_;
     if (wf_.destroy_after_start) {
-      EnterDestroying();
+      EnterDestroying(/*send_stop=*/true);
       return;
+    }
+    if (wf_.start_ts == 0) {
+      wf_.start_ts = now_;  // first start only (Rivet's set_connectable)
     }
     wf_.transition = Transition::kRunning;
     wf_.connectable = true;
     wf_.connectable_ts = now_;
-    wf_.sleeping = false;
-    wf_.sleep_ts = 0;
+    wf_.error.reset();  // healthy again
     wf_.deadline_ts = now_ + th_.envoy_lost_ms;
     Publish(fx::Notice::kReady);
   }
@@ -349,34 +354,60 @@ class Machine {
   void EnterSleepIntent() {
     SetNotConnectable();
     wf_.transition = Transition::kSleepIntent;
-    wf_.sleeping = true;
+    MarkSleeping();
     wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
     SendStop(StopReason::kSleepIntent);
   }
 
-  void EnterDestroying() {
+  void MarkSleeping() {
+    wf_.sleeping = true;
+    wf_.sleep_ts = now_;
+  }
+
+  void EnterDestroying(bool send_stop) {
     SetNotConnectable();
     wf_.transition = Transition::kDestroying;
     wf_.sleeping = false;
+    wf_.sleep_ts = 0;
     wf_.destroy_after_start = false;
     wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
-    SendStop(StopReason::kDestroy);
+    if (send_stop) {
+      SendStop(StopReason::kDestroy);
+    }
   }
 
-  void GoAway() {
-    bool movable = wf_.transition == Transition::kRunning ||
-                   (wf_.transition == Transition::kStarting && !wf_.envoy_key.empty() &&
-                    !wf_.destroy_after_start);
-    if (!movable) {
-      return;
+  // Reschedule / ToRivetStopping (§6.5, §3.9). As Rivet: Running gets Stop{GOING_AWAY};
+  // the intent states already have a stop and only change their decision (-> reallocate).
+  // Keel: a serverful kStarting instance on a draining envoy is moved too (starting_too).
+  void GoAway(bool starting_too) {
+    bool send_stop = false;
+    switch (wf_.transition) {
+      case Transition::kRunning:
+        send_stop = true;
+        break;
+      case Transition::kSleepIntent:
+      case Transition::kStopIntent:
+        break;
+      case Transition::kStarting:
+        if (!starting_too || wf_.envoy_key.empty() || wf_.destroy_after_start) {
+          return;
+        }
+        send_stop = true;
+        break;
+      default:
+        return;
     }
     SetNotConnectable();
     wf_.transition = Transition::kGoingAway;
-    wf_.reschedule_ts = now_;
+    wf_.sleeping = false;
+    wf_.sleep_ts = 0;
+    wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
-    SendStop(StopReason::kGoingAway);
+    if (send_stop) {
+      SendStop(StopReason::kGoingAway);
+    }
   }
 
   // Resets everything that only lives while an instance exists (invariant 5).
@@ -432,7 +463,7 @@ class Machine {
       if (c.kind == StopCause::Kind::kLost) {
         SendStop(StopReason::kLost);  // best effort, "in case it did start"
         AddStaleHost(old_key, old_gen);
-        if (!destroying) {
+        if (!destroying && !old_key.empty()) {
           RecordError(ActorError{c.lost_kind, old_key});
         }
       } else {
@@ -468,10 +499,10 @@ class Machine {
   void EnterSleeping() {
     ClearInstance();
     wf_.transition = Transition::kSleeping;
-    wf_.sleeping = true;
-    wf_.sleep_ts = now_;
+    MarkSleeping();
     wf_.pending_allocation_ts = 0;
     wf_.realloc_since_ts = 0;
+    std::erase_if(wf_.stale_hosts, [&](const StaleHost& s) { return s.until_ts <= now_; });
   }
 
   void FinishDestroy() {
@@ -514,6 +545,7 @@ class Machine {
     ClearInstance();
     wf_.generation += 1;
     wf_.slot_held = true;
+    wf_.error.reset();  // Rivet clears the error when the actor is allocated
     wf_.last_command_index = 0;
     wf_.last_event_index = -1;
     wf_.last_acked_event_index = -1;
@@ -557,8 +589,7 @@ class Machine {
   void EnterBackoff() {
     ClearInstance();
     wf_.transition = Transition::kReallocating;
-    wf_.sleeping = false;
-    wf_.sleep_ts = 0;
+    MarkSleeping();  // as Rivet: not connectable, sleep_ts set while reallocating
     wf_.realloc_since_ts = now_;
     wf_.pending_allocation_ts = now_;
     ScheduleRetry();
@@ -567,6 +598,7 @@ class Machine {
   void ScheduleRetry() {
     int64_t delay = NextRetryDelay();
     wf_.deadline_ts = std::min(now_ + delay, wf_.realloc_since_ts + th_.retry_duration_ms);
+    wf_.reschedule_ts = wf_.deadline_ts;  // REST: the next reallocation attempt (as Rivet)
   }
 
   void RetryAllocation() {

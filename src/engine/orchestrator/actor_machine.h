@@ -42,7 +42,8 @@
 //   other state, Stopped{OK}                             Destroy
 //   other state, Stopped{ERROR, msg}                     Sleep, error crashed{msg}
 //   other state, lost                                    Sleep, error envoy_no_response /
-//                                                        envoy_connection_lost
+//                                                        envoy_connection_lost (when the
+//                                                        envoy is known)
 //   then: Sleep with the alarm due, or with a wake pending (fast recovery) -> Reallocate;
 //         Reallocate = [allocate], which on failure enters kReallocating.
 //   Stopped{ERROR, msg} records crashed{msg} whatever the decision (not when destroying).
@@ -65,19 +66,22 @@
 //                                                Stop{DESTROY}
 //   kAllocating/    Tick, deadline reached       lost(envoy_no_response) -> stop handling
 //    kStarting/intents/kDestroying
-//   kStarting       Reschedule / EnvoyStopping   kGoingAway + Stop{GOING_AWAY}
-//                   (serverful, matching key)
+//   kStarting       EnvoyStopping{its key}       (Keel) kGoingAway + Stop{GOING_AWAY}
+//                   (serverful)
 //   kRunning        Event IntentSleep, Sleep     kSleepIntent + Stop{SLEEP_INTENT}, sleeping
 //   kRunning        Event IntentStop             kStopIntent + Stop{STOP_INTENT}
 //   kRunning        Reschedule / EnvoyStopping   kGoingAway + Stop{GOING_AWAY}
+//   kSleepIntent/   Reschedule / EnvoyStopping   kGoingAway, no new command (the stop is
+//    kStopIntent                                 out; after it the actor is reallocated)
 //   kRunning        Tick, liveness check due     envoy pinged within envoy_lost_ms: next
 //                                                check; else lost(envoy_connection_lost)
 //   kRunning        EnvoyDisconnected{key}       liveness check moved to now+envoy_lost_ms
 //   instance state  Event Stopped{code, msg}     stop handling
 //   instance state  Event SetAlarm{ts}           alarm_ts = ts, AckEvents now
 //   kSleepIntent    Wake                         rewake_after_stop = true
-//   kRunning/       Destroy                      kDestroying + Stop{DESTROY}, DestroyStarted
-//    intents
+//   kRunning        Destroy                      kDestroying + Stop{DESTROY}, DestroyStarted
+//   intents,        Destroy                      kDestroying (stop already out),
+//    kGoingAway                                  DestroyStarted
 //   kAllocating/    Destroy                      destroy_after_start, DestroyStarted
 //    kStarting
 //   kSleeping/      Destroy                      DestroyStarted, [finish destroy]
@@ -108,7 +112,8 @@
 //  5. kRunning, the intent states and kDestroying have a non-empty envoy_key; so does
 //     kStarting after a serverful allocation. kSleeping, kReallocating, kDestroyed hold no
 //     envoy key, no deadline and no destroy/rewake flags (a sleeping actor is small).
-//  6. `connectable` is true exactly in kRunning.
+//  6. `connectable` is true exactly in kRunning; `sleeping` exactly in kSleepIntent,
+//     kSleeping and kReallocating; `destroyed` exactly in kDestroyed.
 //  7. Events are processed once: only for the current generation from the current envoy,
 //     with index > last_event_index; afterwards last_event_index - last_acked_event_index
 //     <= kAckBatch, and a SetAlarm leaves it at 0.
@@ -117,6 +122,8 @@
 //     Stopped, within stale_host_exclusion_ms) is excluded.
 //  9. An error reported by the envoy (crashed) is never overwritten by a generic one
 //     (no_envoys, concurrent_actor_limit_reached, envoy_no_response, envoy_connection_lost).
+//     As in Rivet, the error is cleared when a new generation is allocated and when the
+//     actor becomes connectable (it says why the actor is not healthy now).
 // 10. kDestroyed is terminal: every input is ignored and no deadline exists.
 // 11. Every state but kCreated, kDestroyed and kSleeping-without-alarm has a deadline.
 #pragma once
@@ -237,14 +244,14 @@ struct ActorWorkflow {
   std::optional<ActorError> error;
   std::vector<StaleHost> stale_hosts;
 
-  // REST Actor fields (actors.md §7).
-  int64_t start_ts = 0;               // last time an instance reported Running
+  // REST Actor fields (actors.md §7), set as Rivet's actor2 sets them.
+  int64_t start_ts = 0;               // first time an instance reported Running
   int64_t pending_allocation_ts = 0;  // set while allocation is pending (kReallocating)
   int64_t connectable_ts = 0;         // set while connectable
-  int64_t sleep_ts = 0;               // set while sleeping
-  int64_t reschedule_ts = 0;          // last GoingAway
+  int64_t sleep_ts = 0;               // set in kSleepIntent, kSleeping, kReallocating
+  int64_t reschedule_ts = 0;          // the next (or last) reallocation attempt
   int64_t destroy_ts = 0;
-  bool sleeping = false;              // kSleepIntent and kSleeping
+  bool sleeping = false;              // kSleepIntent, kSleeping, kReallocating
   bool connectable = false;           // kRunning
   bool destroyed = false;             // kDestroyed
 

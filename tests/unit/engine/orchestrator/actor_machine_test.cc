@@ -319,24 +319,46 @@ TEST_F(ActorMachineTest, RescheduleMovesARunningActorAway) {
   ToRunning();
   EXPECT_THAT(Do(in::Reschedule{}), ElementsAre("send e1 g1 #2 stop GOING_AWAY"));
   EXPECT_EQ(wf_.transition, Transition::kGoingAway);
-  EXPECT_EQ(wf_.reschedule_ts, ctx_.now);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 30000);
   EXPECT_FALSE(wf_.connectable);
 }
 
-TEST_F(ActorMachineTest, RescheduleMovesAStartingServerfulActorAway) {
-  ToStarting();
-  EXPECT_THAT(Do(in::Reschedule{}), ElementsAre("send e1 g1 #2 stop GOING_AWAY"));
+TEST_F(ActorMachineTest, RescheduleDuringAnIntentTurnsItIntoAMoveWithoutANewStop) {
+  ToStopIntent();
+  ctx_.now += 1000;
+  EXPECT_THAT(Do(in::Reschedule{}), IsEmpty());
   EXPECT_EQ(wf_.transition, Transition::kGoingAway);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 30000);
+  ctx_.ScriptServerful("e2");
+  Ev(in::Stopped{});  // reallocated, not destroyed
+  EXPECT_EQ(wf_.transition, Transition::kStarting);
+  wf_ = {};
+  ToSleepIntent();
+  EXPECT_THAT(Do(in::EnvoyStopping{"e1"}), IsEmpty());
+  EXPECT_EQ(wf_.transition, Transition::kGoingAway);
+  EXPECT_FALSE(wf_.sleeping);
 }
 
-TEST_F(ActorMachineTest, RescheduleIsIgnoredInIntentAndIdleStates) {
-  ToStopIntent();
+TEST_F(ActorMachineTest, RescheduleIsIgnoredWhileStartingOrIdle) {
+  ToStarting();
   EXPECT_THAT(Do(in::Reschedule{}), IsEmpty());
-  EXPECT_EQ(wf_.transition, Transition::kStopIntent);
+  EXPECT_FALSE(last_changed_);
   wf_ = {};
   ToSleeping();
   EXPECT_THAT(Do(in::Reschedule{}), IsEmpty());
   EXPECT_FALSE(last_changed_);
+  wf_ = {};
+  ToAllocating();
+  EXPECT_THAT(Do(in::Reschedule{}), IsEmpty());
+  EXPECT_FALSE(last_changed_);
+}
+
+TEST_F(ActorMachineTest, EnvoyStoppingMovesAStartingServerfulActor) {
+  ToStarting();
+  EXPECT_THAT(Do(in::EnvoyStopping{"e1"}), ElementsAre("send e1 g1 #2 stop GOING_AWAY"));
+  EXPECT_EQ(wf_.transition, Transition::kGoingAway);
+  EXPECT_THAT(Ev(in::Running{}), IsEmpty());  // too late: it is moving
+  EXPECT_EQ(wf_.transition, Transition::kGoingAway);
 }
 
 TEST_F(ActorMachineTest, EnvoyStoppingMovesOnlyActorsOfThatEnvoy) {
@@ -409,8 +431,9 @@ TEST_F(ActorMachineTest, SetAlarmIsStoredAndAcknowledgedAtOnce) {
 TEST_F(ActorMachineTest, ServerfulCommandIndicesStartAtOneAndResetPerAllocation) {
   ToRunning();
   EXPECT_THAT(Do(in::Reschedule{}), ElementsAre("send e1 g1 #2 stop GOING_AWAY"));
-  EXPECT_THAT(Do(in::Destroy{}),
-              ElementsAre("publish destroy_started", "send e1 g1 #3 stop DESTROY"));
+  ctx_.ScriptFailure();
+  EXPECT_THAT(TickAtDeadline(), ElementsAre("send e1 g1 #3 stop LOST", "publish stopped",
+                                            "publish failed no_envoys"));
   wf_ = {};
   ToSleepIntent();
   Do(in::Wake{});
@@ -426,8 +449,7 @@ TEST_F(ActorMachineTest, ServerlessCommandIndicesStartAtZero) {
   Do(in::Allocated{1});
   Ev(in::Running{}, "sl1");
   EXPECT_THAT(Do(in::Sleep{}), ElementsAre("send sl1 g1 #1 stop SLEEP_INTENT"));
-  EXPECT_THAT(Do(in::Destroy{}),
-              ElementsAre("publish destroy_started", "send sl1 g1 #2 stop DESTROY"));
+  EXPECT_THAT(TickAtDeadline(), ElementsAre("send sl1 g1 #2 stop LOST", "publish stopped"));
 }
 
 // ---- §4.8 event dedup and acks -----------------------------------------------------
@@ -522,10 +544,44 @@ TEST_F(ActorMachineTest, CrashIsNotOverwrittenByALaterGenericError) {
   ctx_.ScriptFailure();
   EXPECT_THAT(Do(in::Wake{}), ElementsAre("publish failed no_envoys"));
   EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kCrashed, "boom"}));
+  ctx_.ScriptFailure(Allocation::Failure::kConcurrentActorLimitReached);
+  TickAtDeadline();
+  EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kCrashed, "boom"}));
+  // A new generation starts clean (Rivet clears the error on allocation).
   ctx_.ScriptServerful("e1");
   Do(in::PoolCapacityAvailable{});
+  EXPECT_FALSE(wf_.error.has_value());
   TickAtDeadline();  // start threshold: lost
-  EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kCrashed, "boom"}));
+  EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kEnvoyNoResponse, "e1"}));
+}
+
+TEST_F(ActorMachineTest, ErrorIsClearedWhenTheActorBecomesConnectable) {
+  ToStarting();
+  wf_.error = ActorError{ActorError::Kind::kNoEnvoys, ""};
+  Ev(in::Running{});
+  EXPECT_FALSE(wf_.error.has_value());
+}
+
+TEST_F(ActorMachineTest, StartTsIsTheFirstStart) {
+  ToRunning();
+  int64_t first = wf_.start_ts;
+  Do(in::Sleep{});
+  Ev(in::Stopped{});
+  ctx_.now += 5000;
+  ctx_.ScriptServerful("e1");
+  Do(in::Wake{});
+  Ev(in::Running{});
+  EXPECT_EQ(wf_.start_ts, first);
+  EXPECT_EQ(wf_.connectable_ts, ctx_.now);
+}
+
+TEST_F(ActorMachineTest, ReallocatingIsMarkedSleepingWithTheNextAttempt) {
+  ToReallocating();
+  EXPECT_TRUE(wf_.sleeping);
+  EXPECT_EQ(wf_.sleep_ts, ctx_.now);
+  EXPECT_EQ(wf_.reschedule_ts, ctx_.now + 2000);
+  TickAtDeadline();
+  EXPECT_EQ(wf_.reschedule_ts, ctx_.now + 4000);
 }
 
 TEST_F(ActorMachineTest, ACrashReplacesAGenericError) {
@@ -560,9 +616,10 @@ TEST_F(ActorMachineTest, StartingWithoutResponseIsLostAfterStartThreshold) {
 TEST_F(ActorMachineTest, AllocatingWithoutAllocatedIsLostAfterAllocationThreshold) {
   ToAllocating();
   ctx_.now += 2000;
-  EXPECT_THAT(Tick(), ElementsAre("publish stopped"));  // no envoy known: no LOST stop
+  // No envoy known: no LOST stop and, as in Rivet, no envoy error.
+  EXPECT_THAT(Tick(), ElementsAre("publish stopped"));
   EXPECT_EQ(wf_.transition, Transition::kSleeping);
-  EXPECT_EQ(wf_.error->kind, ActorError::Kind::kEnvoyNoResponse);
+  EXPECT_FALSE(wf_.error.has_value());
 }
 
 TEST_F(ActorMachineTest, IntentStatesAreLostAfterStopThreshold) {
@@ -776,9 +833,10 @@ TEST_F(ActorMachineTest, DestroyingIgnoresAStopErrorForTheRecord) {
 
 TEST_F(ActorMachineTest, DestroyFromEachIntentState) {
   ToSleepIntent();
-  EXPECT_THAT(Do(in::Destroy{}),
-              ElementsAre("publish destroy_started", "send e1 g1 #3 stop DESTROY"));
+  EXPECT_THAT(Do(in::Destroy{}), ElementsAre("publish destroy_started"));  // stop is out
   EXPECT_EQ(wf_.transition, Transition::kDestroying);
+  EXPECT_FALSE(wf_.sleeping);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 30000);
   wf_ = {};
   ToStopIntent();
   Do(in::Destroy{});
@@ -877,7 +935,7 @@ TEST_F(ActorMachineTest, WakeWithDisconnectedEnvoyReallocatesAtOnce) {
   EXPECT_EQ(wf_.transition, Transition::kStarting);
   EXPECT_EQ(wf_.generation, 2u);
   EXPECT_THAT(ctx_.excludes.back(), ElementsAre("e1"));
-  EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kEnvoyConnectionLost, "e1"}));
+  EXPECT_FALSE(wf_.error.has_value());  // recorded, then cleared by the new allocation
   EXPECT_EQ(ctx_.slots_released, 1);
 }
 
