@@ -17,7 +17,8 @@
 //                           |                  Running   |          +->[allocate]| failed
 //                           v                            v          | give up (300 s)
 //                      (stop handling) <-- lost ---- kRunning       v
-//                                                  /   |   \     kSleeping --Wake/alarm-->[allocate]
+//                                                  /   |   \     kSleeping --Wake/alarm-->
+//                                                                             [allocate]
 //                                 IntentSleep/Sleep  IntentStop  Reschedule/EnvoyStopping
 //                                          v           v           v
 //                                    kSleepIntent  kStopIntent  kGoingAway
@@ -100,6 +101,24 @@
 // [finish destroy] = destroy_ts, destroyed, alarm cleared, DeleteActorData, ReleaseKey,
 // Publish DestroyComplete, kDestroyed.
 //
+// BACKOFF (actors.md §6.7): a failed allocation enters kReallocating{since = now}; each
+// retry waits base_retry_ms * 2^min(attempt, max_backoff_exponent) (2, 4, … 512 s), the
+// attempt counter restarting when the previous retry is older than retry_reset_ms. The
+// retry times are capped at since + retry_duration_ms; a failure at or after that gives up
+// to kSleeping (2, 6, 14, 30, 62, 126, 254, 300 s with the defaults). No jitter.
+//
+// KEEL ADDITIONS
+//  * Liveness: Context::EnvoyLastPingMs (not "connected"), so an envoy that reconnects
+//    within envoy_lost_ms keeps its actors, as in Rivet.
+//  * Fast recovery: an instance whose envoy is disconnected (Context::EnvoyConnected) and
+//    that is needed — a Wake, a due alarm (checked at the alarm time once
+//    EnvoyDisconnected was seen), a pending rewake, or a GoingAway move — is lost at once:
+//    Stop{LOST} to the old (key, g) (stored, replayed if the envoy reconnects), the key
+//    excluded, a new generation allocated in the same step.
+//  * EnvoyStopping also moves a serverful kStarting instance (Rivet ignores it there).
+//  * The Running event is accepted in kAllocating too (Rivet drops it), so a serverless
+//    start that raced its Allocated signal is not lost.
+//
 // INVARIANTS (checked by the property test)
 //  1. `generation` never decreases and grows by exactly one per successful allocation.
 //  2. At most one live generation: the instance states (kAllocating … kDestroying) always
@@ -117,9 +136,10 @@
 //  7. Events are processed once: only for the current generation from the current envoy,
 //     with index > last_event_index; afterwards last_event_index - last_acked_event_index
 //     <= kAckBatch, and a SetAlarm leaves it at 0.
-//  8. An allocation never receives an excluded envoy key in `exclude`: every envoy that
-//     may still host an older generation of this actor (an abandoned one not yet seen
-//     Stopped, within stale_host_exclusion_ms) is excluded.
+//  8. Every envoy that may still host an older generation of this actor (one abandoned as
+//     lost whose Stopped was not seen, for stale_host_exclusion_ms, the newest
+//     kMaxStaleHosts) is in `exclude` of every allocation, so a serverful allocator never
+//     places the new generation beside an old one.
 //  9. An error reported by the envoy (crashed) is never overwritten by a generic one
 //     (no_envoys, concurrent_actor_limit_reached, envoy_no_response, envoy_connection_lost).
 //     As in Rivet, the error is cleared when a new generation is allocated and when the

@@ -147,9 +147,8 @@ class Runner {
       case 11: {
         // An old generation reports its stop (replayed Stop{LOST}).
         if (!model_.maybe_hosting.empty() && Chance(0.7)) {
-          const StaleHost& s =
-              model_.maybe_hosting[static_cast<size_t>(Uniform(0, static_cast<int>(
-                                                                     model_.maybe_hosting.size()) - 1))];
+          int last = static_cast<int>(model_.maybe_hosting.size()) - 1;
+          const StaleHost& s = model_.maybe_hosting[static_cast<size_t>(Uniform(0, last))];
           return in::Event{s.envoy_key, s.generation, Uniform(0, 20),
                            in::Stopped{StopCode::kOk, std::nullopt}};
         }
