@@ -27,13 +27,15 @@ namespace keel::net {
 // FinishStream) or AcceptWebSocket may be used; a second answer is logged and ignored.
 // If the last reference drops while unanswered the client gets 500; if it drops in the
 // middle of a stream the connection is aborted (the client sees a truncated body).
-// Answers sent after the client disconnected are dropped silently.
+// Answers sent after the client disconnected are dropped silently. Exchanges and the
+// WsConnections they return may outlive the HttpServer but not the IoRuntime.
 class HttpExchange {
  public:
   virtual ~HttpExchange();
 
   virtual const HttpRequest& request() const = 0;
-  // True for a valid WebSocket upgrade request (GET + Upgrade: websocket + key/version).
+  // True for a WebSocket upgrade request (GET, Connection: upgrade, Upgrade: websocket).
+  // AcceptWebSocket validates the key and version and answers 400 itself when they are bad.
   virtual bool IsWebSocketUpgrade() const = 0;
 
   virtual void Respond(HttpResponse response) = 0;
