@@ -263,6 +263,12 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
     }
   }
 
+  // Bounds the next I/O operation (read of a request, write of an answer piece).
+  void ArmTimeout() {
+    const auto timeout = server_->options.io_timeout;
+    if (timeout.count() > 0) stream_.expires_after(timeout);
+  }
+
   asio::awaitable<void> WriteError(unsigned status, std::string_view body, bool drain);
   asio::awaitable<bool> Serve(http::request<http::string_body> req, bool keep_alive);
 
@@ -369,6 +375,7 @@ asio::awaitable<void> Conn::WriteError(unsigned status, std::string_view body, b
   res.body() = std::string(body);
   res.prepare_payload();
   res.keep_alive(false);
+  ArmTimeout();
   auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
   if (ec) co_return;
   beast::error_code ignored;
@@ -405,7 +412,8 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
     res.body() = std::move(r->response.body);
     res.keep_alive(keep_alive);
     res.prepare_payload();
-    auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
+    ArmTimeout();
+  auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
     co_return !ec && keep_alive;
   }
 
@@ -418,6 +426,7 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
     res.keep_alive(keep_alive);
     res.chunked(true);
     http::response_serializer<http::empty_body> sr{res};
+    ArmTimeout();
     auto [ec, n] = co_await http::async_write_header(stream_, sr, as_tuple(use_awaitable));
     if (ec) {
       FirePeerGone();
@@ -429,6 +438,7 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
         co_return false;
       }
       if (auto* chunk = std::get_if<EvChunk>(&ev)) {
+        ArmTimeout();
         auto [wec, wn] = co_await asio::async_write(
             stream_, http::make_chunk(asio::buffer(chunk->data)), as_tuple(use_awaitable));
         if (wec) {
@@ -439,6 +449,7 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
       }
       if (std::holds_alternative<EvStreamEnd>(ev)) {
         AnswerDone();
+        ArmTimeout();
         auto [wec, wn] =
             co_await asio::async_write(stream_, http::make_chunk_last(), as_tuple(use_awaitable));
         co_return !wec && keep_alive;
@@ -451,6 +462,7 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
   if (auto* up = std::get_if<EvUpgrade>(&ev)) {
     AnswerDone();
     ws_ = up->session;
+    stream_.expires_never();  // the WebSocket layer runs its own timeouts
     co_await ws_->RunServer(std::move(stream_), std::move(req), std::move(up->subprotocol),
                             std::move(up->headers), std::move(up->handler));
     co_return false;
@@ -466,6 +478,7 @@ asio::awaitable<void> Conn::Run() {
     parser.body_limit(options.max_request_body);
     parser.header_limit(static_cast<std::uint32_t>(
         std::min<size_t>(options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+    ArmTimeout();  // covers keep-alive idle time plus reading the whole request
     auto [ec, n] = co_await http::async_read_header(stream_, buffer, parser, as_tuple(use_awaitable));
     if (!ec && !parser.is_done()) {
       if (EqualsIgnoreCase(ToView(parser.get()[http::field::expect]), "100-continue")) {

@@ -11,6 +11,7 @@
 // Thread-safety: HttpServer and HttpExchange methods may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -73,6 +74,10 @@ struct ServerOptions {
   size_t max_ws_message = size_t{64} << 20;
   // Limit on the request line + header fields; larger gets 431.
   size_t max_header_bytes = size_t{64} << 10;
+  // Bounds each wait for a request (keep-alive idle time included, so idle connections
+  // close after it) and each write of an answer piece. Not applied while the handler is
+  // working on an answer, nor to WebSockets. Zero disables it.
+  std::chrono::milliseconds io_timeout{60000};
 };
 
 class HttpServer {

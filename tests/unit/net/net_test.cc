@@ -443,6 +443,46 @@ TEST(HttpServer, MalformedRequestGets400AndClose) {
   EXPECT_EQ(ok->status, 200);
 }
 
+TEST(HttpServer, OversizedHeadersGet431) {
+  IoRuntime rt(1);
+  ServerOptions options;
+  options.max_header_bytes = 1024;
+  auto server =
+      StartServer(rt, [](std::shared_ptr<HttpExchange> ex) { ex->Respond({}); }, options);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'h') +
+                          "\r\n\r\n"));
+  std::string res = client.ReadResponse();
+  EXPECT_EQ(res.rfind("HTTP/1.1 431", 0), 0u) << res;
+}
+
+TEST(HttpServer, ExpectContinueGets100BeforeTheBody) {
+  IoRuntime rt(1);
+  auto server = StartServer(
+      rt, [](std::shared_ptr<HttpExchange> ex) { ex->Respond(EchoResponse(ex->request())); });
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send(
+      "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"));
+  std::string interim = client.ReadResponse();
+  EXPECT_EQ(interim.rfind("HTTP/1.1 100", 0), 0u) << interim;
+  ASSERT_TRUE(client.Send("abcd"));
+  std::string res = client.ReadResponse();
+  EXPECT_EQ(res.rfind("HTTP/1.1 200", 0), 0u) << res;
+  EXPECT_EQ(res.substr(res.size() - 4), "abcd");
+}
+
+TEST(HttpServer, IdleKeepAliveConnectionIsClosedAfterTheIoTimeout) {
+  IoRuntime rt(1);
+  ServerOptions options;
+  options.io_timeout = milliseconds(100);
+  auto server =
+      StartServer(rt, [](std::shared_ptr<HttpExchange> ex) { ex->Respond({}); }, options);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_FALSE(client.ReadResponse().empty());
+  EXPECT_TRUE(client.WaitEof());  // bounded by the client's 10 s receive timeout
+}
+
 TEST(HttpServer, StopAcceptingRefusesNewConnectionsButKeepsOpenOnes) {
   IoRuntime rt(1);
   auto server = StartServer(rt, [](std::shared_ptr<HttpExchange> ex) { ex->Respond({}); });
