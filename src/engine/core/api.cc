@@ -1,0 +1,722 @@
+#include "engine/core/api.h"
+
+#include <algorithm>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "engine/core/catalog.h"
+#include "engine/core/engine.h"
+#include "engine/core/keys.h"
+#include "engine/core/orchestrator.h"
+#include "engine/gateway/actor_key.h"
+#include "engine/gateway/errors.h"
+#include "engine/gateway/url.h"
+
+namespace keel::engine {
+namespace {
+
+using json = nlohmann::json;
+constexpr std::string_view kLog = "api";
+constexpr size_t kMaxInputBytes = 4 << 20;
+constexpr size_t kDefaultListLimit = 100;
+
+// A parsed request: path segments and decoded query parameters (repeatable).
+struct ApiRequest {
+  std::string method;
+  std::vector<std::string> segments;
+  std::vector<std::pair<std::string, std::string>> query;
+  std::string body;
+
+  std::optional<std::string> Query(std::string_view name) const {
+    for (const auto& [k, v] : query) {
+      if (k == name) return v;
+    }
+    return std::nullopt;
+  }
+  std::vector<std::string> QueryAll(std::string_view name) const {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : query) {
+      if (k == name) out.push_back(v);
+    }
+    return out;
+  }
+};
+
+Error BadRequest(std::string message) {
+  return Error{"api", "bad_request", std::move(message)};
+}
+
+std::string CrashPolicyName(rec::CrashPolicy p) {
+  switch (p) {
+    case rec::CrashPolicy::kSleep:
+      return "sleep";
+    case rec::CrashPolicy::kDestroy:
+      return "destroy";
+    default:
+      return "restart";
+  }
+}
+
+Result<rec::CrashPolicy> ParseCrashPolicy(const std::string& s) {
+  if (s == "restart") return rec::CrashPolicy::kRestart;
+  if (s == "sleep") return rec::CrashPolicy::kSleep;
+  if (s == "destroy") return rec::CrashPolicy::kDestroy;
+  return Unexpected{BadRequest("crash_policy must be restart, sleep or destroy")};
+}
+
+json ErrorObject(const orch::ActorError& e) {
+  Error err = orch::ToError(e);
+  json detail = json::object();
+  switch (e.kind) {
+    case orch::ActorError::Kind::kEnvoyNoResponse:
+    case orch::ActorError::Kind::kEnvoyConnectionLost:
+      detail["envoy_key"] = e.detail;
+      break;
+    case orch::ActorError::Kind::kCrashed:
+      detail["message"] = e.detail;
+      break;
+    default:
+      break;
+  }
+  json out = json::object();
+  out[err.code()] = detail;
+  return out;
+}
+
+json ActorJson(const ActorInfo& a, const EngineOptions& options) {
+  const orch::ActorWorkflow& wf = a.workflow;
+  json j;
+  j["actor_id"] = a.id.ToString();
+  j["name"] = a.record.name;
+  j["key"] = a.record.key.has_value() ? json(*a.record.key) : json(nullptr);
+  auto ns = EngineId::FromBytes(a.record.namespace_id);
+  j["namespace_id"] = ns.has_value() ? ns->ToString() : "";
+  j["datacenter"] = options.datacenter_name;
+  j["runner_name_selector"] = a.record.pool_name;
+  j["crash_policy"] = CrashPolicyName(a.record.crash_policy);
+  j["create_ts"] = a.record.create_ts;
+  auto ts = [&](const char* name, int64_t v) {
+    if (v != 0) j[name] = v;
+  };
+  ts("start_ts", wf.start_ts);
+  ts("pending_allocation_ts", wf.pending_allocation_ts);
+  ts("connectable_ts", wf.connectable_ts);
+  ts("sleep_ts", wf.sleep_ts);
+  ts("reschedule_ts", wf.reschedule_ts);
+  ts("destroy_ts", a.record.destroy_ts.value_or(wf.destroy_ts));
+  if (wf.error.has_value()) j["error"] = ErrorObject(*wf.error);
+  return j;
+}
+
+json NamespaceJson(const Namespace& ns) {
+  return json{{"namespace_id", ns.id.ToString()},
+              {"name", ns.name},
+              {"display_name", ns.display_name},
+              {"create_ts", ns.create_ts}};
+}
+
+json PoolJson(const Pool& pool, const EngineOptions& options) {
+  json config;
+  if (pool.serverless()) {
+    const auto& s = *pool.config.serverless;
+    json headers = json::object();
+    for (const auto& [k, v] : s.headers) headers[k] = v;
+    config["serverless"] = json{{"url", s.url},
+                                {"headers", headers},
+                                {"request_lifespan", s.request_lifespan_s},
+                                {"max_concurrent_actors", s.max_concurrent_actors},
+                                {"drain_grace_period", s.drain_grace_period_s},
+                                {"slots_per_runner", s.slots_per_runner},
+                                {"min_runners", s.min_runners},
+                                {"max_runners", s.max_runners},
+                                {"runners_margin", s.runners_margin},
+                                {"metadata_poll_interval", s.metadata_poll_interval_ms}};
+  } else {
+    config["normal"] = json::object();
+  }
+  auto metadata = json::parse(pool.config.metadata, nullptr, false);
+  config["metadata"] = metadata.is_discarded() ? json::object() : metadata;
+  config["drain_on_version_upgrade"] = pool.config.drain_on_version_upgrade;
+  if (pool.config.protocol_version.has_value()) {
+    config["protocol_version"] = *pool.config.protocol_version;
+  } else {
+    config["protocol_version"] = nullptr;
+  }
+  config["runner_pool_error"] = nullptr;
+  return json{{"datacenters", json{{options.datacenter_name, config}}}};
+}
+
+// Reads a JSON object body; unknown fields are rejected (actors.md §7).
+Result<json> ParseBody(const std::string& body, std::initializer_list<std::string_view> allowed) {
+  json j = json::parse(body.empty() ? std::string("{}") : body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Unexpected{BadRequest("the request body must be a JSON object")};
+  }
+  for (const auto& [key, _] : j.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      return Unexpected{BadRequest("unknown field '" + key + "'")};
+    }
+  }
+  return j;
+}
+
+template <typename T>
+Result<T> Field(const json& j, const char* name) {
+  if (!j.contains(name) || j[name].is_null()) {
+    return Unexpected{BadRequest(std::string("missing field '") + name + "'")};
+  }
+  try {
+    return j[name].get<T>();
+  } catch (const std::exception&) {
+    return Unexpected{BadRequest(std::string("field '") + name + "' has the wrong type")};
+  }
+}
+
+template <typename T>
+Result<std::optional<T>> OptionalField(const json& j, const char* name) {
+  if (!j.contains(name) || j[name].is_null()) return std::optional<T>();
+  KEEL_ASSIGN_OR_RETURN(T v, Field<T>(j, name));
+  return std::optional<T>(std::move(v));
+}
+
+class Call {
+ public:
+  Call(Engine& engine, std::shared_ptr<net::HttpExchange> exchange)
+      : engine_(engine), exchange_(std::move(exchange)) {}
+
+  void Ok(const json& body, int status = 200) {
+    net::HttpResponse r;
+    r.status = status;
+    r.headers = Cors();
+    r.headers.emplace_back("content-type", "application/json");
+    r.body = body.dump();
+    exchange_->Respond(std::move(r));
+  }
+
+  void Fail(const Error& error) {
+    net::HttpResponse r;
+    r.status = gateway::HttpStatusFor(error);
+    r.headers = Cors();
+    r.headers.emplace_back("content-type", "application/json");
+    Error shown = error;
+    if (gateway::IsInternalError(error) || error.group() == "storage") {
+      KEEL_LOG(kError, kLog, "internal error", {{"error", error.ToString()}});
+      shown = Error{"core", "internal_error", "An internal error occurred."};
+      r.status = 500;
+    }
+    r.body = gateway::ErrorJson(shown);
+    exchange_->Respond(std::move(r));
+  }
+
+  net::Headers Cors() const {
+    const auto& h = exchange_->request().headers;
+    std::string origin(net::FindHeader(h, "origin"));
+    net::Headers out{{"access-control-allow-origin", origin.empty() ? "*" : origin},
+                     {"access-control-allow-credentials", "true"}};
+    return out;
+  }
+
+  Engine& engine() { return engine_; }
+
+ private:
+  Engine& engine_;
+  std::shared_ptr<net::HttpExchange> exchange_;
+};
+
+using CallPtr = std::shared_ptr<Call>;
+
+Result<Namespace> RequireNamespace(Engine& engine, const ApiRequest& req) {
+  std::optional<std::string> name = req.Query("namespace");
+  if (!name.has_value()) return Unexpected{BadRequest("the 'namespace' query parameter is required")};
+  std::optional<Namespace> ns = engine.catalog().FindNamespace(*name);
+  if (!ns.has_value()) {
+    return Unexpected{Error{"actor", "namespace_not_found", "The namespace does not exist."}};
+  }
+  return *ns;
+}
+
+void Respond(const CallPtr& call, const Result<json>& result) {
+  if (result.has_value()) {
+    call->Ok(*result);
+  } else {
+    call->Fail(result.error());
+  }
+}
+
+// ---- handlers ----------------------------------------------------------------------------
+
+Result<json> ListNamespaces(Engine& engine, const ApiRequest& req) {
+  json list = json::array();
+  std::vector<std::string> names = req.QueryAll("name");
+  std::vector<std::string> ids = req.QueryAll("namespace_id");
+  for (const auto& ns : engine.catalog().ListNamespaces()) {
+    if (!names.empty() && std::find(names.begin(), names.end(), ns.name) == names.end()) continue;
+    if (!ids.empty() && std::find(ids.begin(), ids.end(), ns.id.ToString()) == ids.end()) continue;
+    list.push_back(NamespaceJson(ns));
+  }
+  return json{{"namespaces", list}, {"pagination", json{{"cursor", nullptr}}}};
+}
+
+Result<json> CreateNamespace(Engine& engine, const ApiRequest& req) {
+  KEEL_ASSIGN_OR_RETURN(json body, ParseBody(req.body, {"name", "display_name"}));
+  KEEL_ASSIGN_OR_RETURN(std::string name, Field<std::string>(body, "name"));
+  KEEL_ASSIGN_OR_RETURN(auto display, OptionalField<std::string>(body, "display_name"));
+  KEEL_ASSIGN_OR_RETURN(Namespace ns,
+                        engine.catalog().CreateNamespace(name, display.value_or(name)));
+  return json{{"namespace", NamespaceJson(ns)}};
+}
+
+Result<json> ListRunnerConfigs(Engine& engine, const ApiRequest& req) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  std::vector<std::string> wanted = req.QueryAll("runner_name");
+  if (auto names = req.Query("runner_names")) {
+    size_t start = 0;
+    while (start <= names->size()) {
+      size_t comma = names->find(',', start);
+      if (comma == std::string::npos) comma = names->size();
+      if (comma > start) wanted.push_back(names->substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  json out = json::object();
+  for (const auto& pool : engine.catalog().ListPools(ns.id)) {
+    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), pool.name) == wanted.end()) {
+      continue;
+    }
+    out[pool.name] = PoolJson(pool, engine.options());
+  }
+  return json{{"runner_configs", out}, {"pagination", json{{"cursor", nullptr}}}};
+}
+
+Result<rec::RunnerConfigRecord> ParseRunnerConfig(const json& dc) {
+  if (!dc.is_object()) return Unexpected{BadRequest("a runner config must be an object")};
+  rec::RunnerConfigRecord config;
+  config.metadata = dc.contains("metadata") && !dc["metadata"].is_null() ? dc["metadata"].dump()
+                                                                          : "{}";
+  config.drain_on_version_upgrade =
+      dc.contains("drain_on_version_upgrade") ? dc["drain_on_version_upgrade"].get<bool>() : true;
+  if (dc.contains("serverless") && !dc["serverless"].is_null()) {
+    const json& s = dc["serverless"];
+    rec::ServerlessPool pool;
+    KEEL_ASSIGN_OR_RETURN(pool.url, Field<std::string>(s, "url"));
+    if (s.contains("headers") && s["headers"].is_object()) {
+      for (const auto& [k, v] : s["headers"].items()) {
+        if (!v.is_string()) return Unexpected{BadRequest("serverless headers must be strings")};
+        pool.headers.emplace_back(k, v.get<std::string>());
+      }
+    }
+    auto u32 = [&](const char* name, uint32_t fallback) -> uint32_t {
+      if (!s.contains(name) || !s[name].is_number_unsigned()) return fallback;
+      return s[name].get<uint32_t>();
+    };
+    pool.request_lifespan_s = u32("request_lifespan", 300);
+    pool.max_runners = u32("max_runners", 100);
+    pool.max_concurrent_actors = u32("max_concurrent_actors", pool.max_runners);
+    pool.drain_grace_period_s = u32("drain_grace_period", 10);
+    pool.slots_per_runner = u32("slots_per_runner", 1);
+    pool.min_runners = u32("min_runners", 0);
+    pool.runners_margin = u32("runners_margin", 0);
+    pool.metadata_poll_interval_ms = u32("metadata_poll_interval", 10000);
+    config.serverless = std::move(pool);
+  } else if (!dc.contains("normal")) {
+    return Unexpected{BadRequest("a runner config needs 'normal' or 'serverless'")};
+  }
+  return config;
+}
+
+Result<json> PutRunnerConfig(Engine& engine, const ApiRequest& req, const std::string& name) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  KEEL_ASSIGN_OR_RETURN(json body, ParseBody(req.body, {"datacenters"}));
+  if (!body.contains("datacenters") || !body["datacenters"].is_object()) {
+    return Unexpected{BadRequest("missing field 'datacenters'")};
+  }
+  const json& dcs = body["datacenters"];
+  const std::string& dc_name = engine.options().datacenter_name;
+  if (!dcs.contains(dc_name)) {
+    // Datacenters omitted are deleted (§7); this engine is one datacenter.
+    Status s = engine.catalog().DeletePool(ns.id, name);
+    if (!s.has_value() && s.error().code() != "not_found") return Unexpected{s.error()};
+    return json{{"endpoint_config_changed", true}};
+  }
+  for (const auto& [dc, _] : dcs.items()) {
+    if (dc != dc_name) {
+      return Unexpected{BadRequest("unknown datacenter '" + dc + "'")};
+    }
+  }
+  KEEL_ASSIGN_OR_RETURN(auto config, ParseRunnerConfig(dcs[dc_name]));
+  KEEL_ASSIGN_OR_RETURN(bool changed, engine.catalog().PutPool(ns.id, name, std::move(config)));
+  return json{{"endpoint_config_changed", changed}};
+}
+
+Result<json> DeleteRunnerConfig(Engine& engine, const ApiRequest& req, const std::string& name) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  KEEL_RETURN_IF_ERROR(engine.catalog().DeletePool(ns.id, name));
+  return json::object();
+}
+
+Result<ActorInfo> ReadActor(Engine& engine, const Namespace& ns, const std::string& id_text) {
+  auto id = EngineId::Parse(id_text);
+  if (!id.has_value()) {
+    return Unexpected{Error{"actor", "not_found", "The actor does not exist or was destroyed."}};
+  }
+  KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*id));
+  auto actor_ns = EngineId::FromBytes(info.record.namespace_id);
+  if (!actor_ns.has_value() || !(*actor_ns == ns.id)) {
+    return Unexpected{Error{"actor", "not_found", "The actor does not exist or was destroyed."}};
+  }
+  return info;
+}
+
+Result<json> ListActors(Engine& engine, const ApiRequest& req) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  const bool include_destroyed = req.Query("include_destroyed") == std::optional<std::string>("true");
+  size_t limit = kDefaultListLimit;
+  if (auto l = req.Query("limit")) {
+    try {
+      limit = std::clamp<size_t>(std::stoul(*l), 1, 1000);
+    } catch (const std::exception&) {
+      return Unexpected{BadRequest("limit must be a number")};
+    }
+  }
+  std::vector<std::string> ids = req.QueryAll("actor_id");
+  if (auto list = req.Query("actor_ids")) {
+    size_t start = 0;
+    while (start <= list->size()) {
+      size_t comma = list->find(',', start);
+      if (comma == std::string::npos) comma = list->size();
+      if (comma > start) ids.push_back(list->substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  json actors = json::array();
+  json cursor = nullptr;
+  if (!ids.empty()) {
+    if (ids.size() > 32) return Unexpected{BadRequest("at most 32 actor ids")};
+    for (const auto& id : ids) {
+      auto info = ReadActor(engine, ns, id);
+      if (!info.has_value()) continue;
+      if (info->record.destroyed && !include_destroyed) continue;
+      actors.push_back(ActorJson(*info, engine.options()));
+    }
+    return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
+  }
+  std::optional<std::string> name = req.Query("name");
+  if (!name.has_value()) {
+    return Unexpected{BadRequest("'name' is required unless actor ids are given")};
+  }
+  if (auto key = req.Query("key")) {
+    KEEL_ASSIGN_OR_RETURN(auto found, engine.orchestrator().FindByKey(ns.id, *name, *key));
+    if (found.has_value()) {
+      KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*found));
+      actors.push_back(ActorJson(info, engine.options()));
+    }
+    return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
+  }
+  Bytes prefix = keys::ActorsByNamePrefix(ns.id.bytes(), *name);
+  storage::KeyRange range = storage::KeyRange::Prefix(prefix);
+  if (auto c = req.Query("cursor")) {
+    auto raw = gateway::Base64UrlDecode(*c);
+    if (!raw.has_value()) return Unexpected{BadRequest("invalid cursor")};
+    Bytes after = prefix;
+    after.insert(after.end(), raw->begin(), raw->end());
+    range.begin = storage::KeyAfter(after);
+  }
+  // Newest last; scan ahead in pages until `limit` actors pass the filter.
+  while (actors.size() < limit) {
+    KEEL_ASSIGN_OR_RETURN(auto page, engine.store().Scan(range, storage::ScanOptions{.limit = 256}));
+    if (page.empty()) break;
+    for (const auto& kv : page) {
+      range.begin = storage::KeyAfter(kv.key);
+      ByteView rest = ByteView(kv.key).subspan(prefix.size());
+      if (rest.size() < 8 + EngineId::kByteSize) continue;
+      auto id = EngineId::FromBytes(rest.subspan(8));
+      if (!id.has_value()) continue;
+      auto info = engine.orchestrator().Read(*id);
+      if (!info.has_value()) continue;
+      if (info->record.destroyed && !include_destroyed) continue;
+      actors.push_back(ActorJson(*info, engine.options()));
+      if (actors.size() == limit) {
+        cursor = gateway::Base64UrlEncode(rest);
+        break;
+      }
+    }
+    if (page.size() < 256) break;
+  }
+  return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
+}
+
+Result<json> ListActorNames(Engine& engine, const ApiRequest& req) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  Bytes prefix = keys::ActorNamesPrefix(ns.id.bytes());
+  KEEL_ASSIGN_OR_RETURN(auto kvs, engine.store().ScanPrefix(prefix));
+  json names = json::object();
+  for (const auto& kv : kvs) {
+    ByteView rest = ByteView(kv.key).subspan(prefix.size());
+    std::string name;
+    if (!keys::ReadStr(rest, name)) continue;
+    auto record = protocol::engine::ReadRecord<rec::ActorNameRecord>(kv.value);
+    json metadata = record.has_value() ? json::parse(record->metadata, nullptr, false)
+                                       : json::object();
+    if (metadata.is_discarded()) metadata = json::object();
+    names[name] = json{{"metadata", metadata}};
+  }
+  return json{{"names", names}, {"pagination", json{{"cursor", nullptr}}}};
+}
+
+Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bool get_or_create) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  KEEL_ASSIGN_OR_RETURN(json body, ParseBody(req.body, {"datacenter", "name", "key", "input",
+                                                        "runner_name_selector", "crash_policy"}));
+  CreateActorRequest create;
+  create.namespace_id = ns.id;
+  create.get_or_create = get_or_create;
+  KEEL_ASSIGN_OR_RETURN(create.name, Field<std::string>(body, "name"));
+  if (create.name.empty()) return Unexpected{BadRequest("name must not be empty")};
+  KEEL_ASSIGN_OR_RETURN(auto key, OptionalField<std::string>(body, "key"));
+  if (get_or_create && !key.has_value()) {
+    return Unexpected{Error{"actor", "empty_key", "get-or-create needs a key"}};
+  }
+  if (key.has_value()) {
+    if (key->size() > gateway::kMaxSerializedActorKeyBytes) {
+      return Unexpected{Error{"actor", "key_too_large", "the key is longer than 1024 bytes"}};
+    }
+    create.key = std::move(key);
+  }
+  KEEL_ASSIGN_OR_RETURN(auto dc, OptionalField<std::string>(body, "datacenter"));
+  if (dc.has_value() && *dc != engine.options().datacenter_name) {
+    return Unexpected{BadRequest("unknown datacenter '" + *dc + "'")};
+  }
+  KEEL_ASSIGN_OR_RETURN(auto input, OptionalField<std::string>(body, "input"));
+  if (input.has_value()) {
+    auto bytes = gateway::Base64Decode(*input);
+    if (!bytes.has_value()) return Unexpected{BadRequest("input must be base64")};
+    if (bytes->size() > kMaxInputBytes) {
+      return Unexpected{Error{"actor", "input_too_large", "the input is larger than 4 MiB"}};
+    }
+    create.input = std::move(*bytes);
+  }
+  KEEL_ASSIGN_OR_RETURN(auto pool, OptionalField<std::string>(body, "runner_name_selector"));
+  create.pool_name = pool.value_or(std::string(kDefaultPool));
+  KEEL_ASSIGN_OR_RETURN(auto policy, OptionalField<std::string>(body, "crash_policy"));
+  if (policy.has_value()) {
+    KEEL_ASSIGN_OR_RETURN(create.crash_policy, ParseCrashPolicy(*policy));
+  }
+  return create;
+}
+
+Result<json> GetKvKey(Engine& engine, const ApiRequest& req, const std::string& actor,
+                      const std::string& key) {
+  KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  KEEL_ASSIGN_OR_RETURN(ActorInfo info, ReadActor(engine, ns, actor));
+  auto raw = gateway::Base64Decode(key);
+  Bytes key_bytes = raw.has_value() ? *raw : Bytes(key.begin(), key.end());
+  protocol::envoy::latest::KvGetRequest get;
+  get.keys.push_back(key_bytes);
+  KEEL_ASSIGN_OR_RETURN(auto got, engine.actor_kv().Get(info.id.bytes(), get));
+  if (got.keys.empty()) {
+    return Unexpected{Error{"actor", "kv_key_not_found", "The KV key does not exist."}};
+  }
+  return json{{"value", gateway::Base64Encode(got.values[0])},
+              {"update_ts", got.metadata[0].update_ts}};
+}
+
+}  // namespace
+
+RestApi::RestApi(Engine& engine) : engine_(engine) {}
+
+void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
+  auto call = std::make_shared<Call>(engine_, exchange);
+  const net::HttpRequest& http = exchange->request();
+  if (engine_.options().admin_token.has_value()) {
+    std::string_view auth = net::FindHeader(http.headers, "authorization");
+    const std::string expected = "Bearer " + *engine_.options().admin_token;
+    if (auth.empty()) {
+      call->Fail(Error{"api", "unauthorized", "an admin token is required (Authorization: Bearer)"});
+      return;
+    }
+    if (auth.size() != expected.size() ||
+        !std::equal(auth.begin(), auth.end(), expected.begin())) {
+      call->Fail(Error{"api", "forbidden", "the token is not valid"});
+      return;
+    }
+  }
+  ApiRequest req;
+  req.method = http.method;
+  req.body = http.body;
+  gateway::TargetParts parts = gateway::SplitTarget(http.target);
+  size_t start = 1;
+  std::string_view path = parts.path;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    if (slash > start) {
+      auto seg = gateway::PercentDecode(path.substr(start, slash - start));
+      if (!seg.has_value()) {
+        call->Fail(BadRequest("bad percent-encoding in the path"));
+        return;
+      }
+      req.segments.push_back(std::move(*seg));
+    }
+    start = slash + 1;
+  }
+  if (parts.query.has_value()) {
+    for (auto& p : gateway::ParseQuery(*parts.query)) {
+      if (!p.name.has_value() || !p.value.has_value()) {
+        call->Fail(BadRequest("bad percent-encoding in the query"));
+        return;
+      }
+      req.query.emplace_back(std::move(*p.name), std::move(*p.value));
+    }
+  }
+  // Everything below may read or write storage: run it on the worker pool.
+  engine_.PostWork([this, call, req = std::move(req)]() mutable {
+    Engine& engine = engine_;
+    const auto& s = req.segments;
+    const std::string& m = req.method;
+    auto is = [&](std::initializer_list<std::string_view> want) {
+      if (s.size() != want.size()) return false;
+      size_t i = 0;
+      for (auto w : want) {
+        if (w != "*" && s[i] != w) return false;
+        ++i;
+      }
+      return true;
+    };
+    if (m == "GET" && is({"metadata"})) {
+      call->Ok(json{{"runtime", "keel"},
+                    {"version", engine.options().engine_version},
+                    {"envoy_protocol_versions", json::array({2, 3, 4})}});
+    } else if (m == "GET" && is({"datacenters"})) {
+      call->Ok(json{{"datacenters", json::array({json{{"label", engine.options().datacenter_label},
+                                                      {"name", engine.options().datacenter_name},
+                                                      {"url", engine.options().public_url}}})},
+                    {"pagination", json{{"cursor", nullptr}}}});
+    } else if (m == "GET" && is({"namespaces"})) {
+      Respond(call, ListNamespaces(engine, req));
+    } else if (m == "POST" && is({"namespaces"})) {
+      Respond(call, CreateNamespace(engine, req));
+    } else if (m == "GET" && is({"runner-configs"})) {
+      Respond(call, ListRunnerConfigs(engine, req));
+    } else if (m == "PUT" && is({"runner-configs", "*"})) {
+      Respond(call, PutRunnerConfig(engine, req, s[1]));
+    } else if (m == "DELETE" && is({"runner-configs", "*"})) {
+      Respond(call, DeleteRunnerConfig(engine, req, s[1]));
+    } else if (m == "GET" && is({"actors"})) {
+      Respond(call, ListActors(engine, req));
+    } else if (m == "GET" && is({"actors", "names"})) {
+      Respond(call, ListActorNames(engine, req));
+    } else if ((m == "POST" || m == "PUT") && is({"actors"})) {
+      const bool get_or_create = m == "PUT";
+      auto create = ParseCreate(engine, req, get_or_create);
+      if (!create.has_value()) {
+        call->Fail(create.error());
+        return;
+      }
+      engine.orchestrator().Create(
+          std::move(*create),
+          [call, get_or_create, &engine](Result<std::pair<ActorInfo, bool>> created) {
+            if (!created.has_value()) {
+              call->Fail(created.error());
+              return;
+            }
+            json body{{"actor", ActorJson(created->first, engine.options())}};
+            if (get_or_create) body["created"] = created->second;
+            call->Ok(body);
+          });
+    } else if (m == "GET" && is({"actors", "*"})) {
+      auto ns = RequireNamespace(engine, req);
+      if (!ns.has_value()) {
+        call->Fail(ns.error());
+        return;
+      }
+      auto info = ReadActor(engine, *ns, s[1]);
+      if (!info.has_value()) {
+        call->Fail(info.error());
+        return;
+      }
+      call->Ok(json{{"actor", ActorJson(*info, engine.options())}});
+    } else if (m == "DELETE" && is({"actors", "*"})) {
+      auto ns = RequireNamespace(engine, req);
+      auto id = EngineId::Parse(s[1]);
+      if (!ns.has_value() || !id.has_value()) {
+        call->Fail(ns.has_value() ? Error{"actor", "not_found",
+                                          "The actor does not exist or was destroyed."}
+                                  : ns.error());
+        return;
+      }
+      engine.orchestrator().Destroy(ns->id, *id, [call](Status s) {
+        if (!s.has_value()) {
+          call->Fail(s.error());
+        } else {
+          call->Ok(json::object());
+        }
+      });
+    } else if (m == "POST" && (is({"actors", "*", "sleep"}) || is({"actors", "*", "reschedule"}))) {
+      auto ns = RequireNamespace(engine, req);
+      auto id = EngineId::Parse(s[1]);
+      if (!ns.has_value() || !id.has_value()) {
+        call->Fail(ns.has_value() ? Error{"actor", "not_found",
+                                          "The actor does not exist or was destroyed."}
+                                  : ns.error());
+        return;
+      }
+      auto done = [call](Status st) {
+        if (!st.has_value()) {
+          call->Fail(st.error());
+        } else {
+          call->Ok(json::object());
+        }
+      };
+      if (s[2] == "sleep") {
+        engine.orchestrator().Sleep(ns->id, *id, std::move(done));
+      } else {
+        engine.orchestrator().Reschedule(ns->id, *id, std::move(done));
+      }
+    } else if (m == "GET" && s.size() == 5 && s[0] == "actors" && s[2] == "kv" && s[3] == "keys") {
+      Respond(call, GetKvKey(engine, req, s[1], s[4]));
+    } else if (m == "GET" && is({"envoys"})) {
+      auto ns = RequireNamespace(engine, req);
+      if (!ns.has_value()) {
+        call->Fail(ns.error());
+        return;
+      }
+      std::optional<std::string> pool = req.Query("name");
+      std::vector<std::string> keys_wanted = req.QueryAll("envoy_key");
+      EngineId ns_id = ns->id;
+      engine.orchestrator().ListEnvoys([call, ns_id, pool, keys_wanted,
+                                        &engine](std::vector<Orchestrator::EnvoyView> views) {
+        json list = json::array();
+        for (const auto& v : views) {
+          if (!(v.namespace_id == ns_id)) continue;
+          if (pool.has_value() && v.pool_name != *pool) continue;
+          if (!keys_wanted.empty() &&
+              std::find(keys_wanted.begin(), keys_wanted.end(), v.envoy_key) == keys_wanted.end()) {
+            continue;
+          }
+          list.push_back(json{{"envoy_key", v.envoy_key},
+                              {"namespace_id", v.namespace_id.ToString()},
+                              {"datacenter", engine.options().datacenter_name},
+                              {"pool_name", v.pool_name},
+                              {"version", v.version},
+                              {"slots", v.actors},
+                              {"connected", v.connected},
+                              {"last_ping_ts", v.last_ping_ts},
+                              {"last_rtt", v.last_rtt_ms}});
+        }
+        call->Ok(json{{"envoys", list}, {"pagination", json{{"cursor", nullptr}}}});
+      });
+    } else {
+      call->Fail(Error{"api", "not_found", "no such API route: " + m + " /" +
+                                               [&] {
+                                                 std::string p;
+                                                 for (const auto& seg : s) p += seg + "/";
+                                                 if (!p.empty()) p.pop_back();
+                                                 return p;
+                                               }()});
+    }
+  });
+}
+
+}  // namespace keel::engine

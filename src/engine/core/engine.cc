@@ -1,0 +1,254 @@
+#include "engine/core/engine.h"
+
+#include <cstdio>
+#include <utility>
+
+#include "base/log.h"
+#include "engine/core/api.h"
+#include "engine/core/catalog.h"
+#include "engine/core/envoy_session.h"
+#include "engine/core/gateway.h"
+#include "engine/core/keys.h"
+#include "engine/core/orchestrator.h"
+#include "engine/gateway/envoy_connect.h"
+#include "engine/gateway/errors.h"
+#include "engine/gateway/routing.h"
+#include "engine/gateway/subprotocols.h"
+#include "engine/gateway/url.h"
+
+namespace keel::engine {
+namespace {
+
+constexpr std::string_view kLog = "engine";
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+// A WebSocket handler that only waits for the close it was told to send.
+class Closing final : public net::WsHandler {
+ public:
+  void OnMessage(std::string, bool) override {}
+  void OnClose(uint16_t, std::string) override {}
+};
+
+}  // namespace
+
+Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, net::IoRuntime& io,
+               net::IoRuntime& workers)
+    : options_(std::move(options)),
+      io_(io),
+      workers_(workers),
+      clock_(io.clock()),
+      store_(std::move(store)) {
+  if (options_.seed == 0) {
+    options_.seed = static_cast<uint64_t>(clock_.SystemNowMs()) * 0x9e3779b97f4a7c15ull ^
+                    static_cast<uint64_t>(clock_.MonotonicNow().time_since_epoch().count());
+  }
+  storage::ActorKvOptions kv_options;
+  kv_options.engine_version = options_.engine_version;
+  kv_options.check_actor_record = [](ByteView record) -> Status {
+    auto decoded = protocol::engine::ReadRecord<rec::ActorRecord>(record);
+    if (decoded.has_value() && decoded->destroyed) {
+      return Unexpected{Error{"actor", "not_found", "actor does not exist"}};
+    }
+    return {};
+  };
+  actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
+  page_store_ = std::make_unique<storage::PageStore>(*store_);
+  catalog_ = std::make_unique<Catalog>(*store_, clock_, options_.datacenter_label, options_.seed);
+  orchestrator_ = std::make_unique<Orchestrator>(*this);
+  gateway_ = std::make_unique<Gateway>(*this);
+  api_ = std::make_unique<RestApi>(*this);
+  envoys_gauge_ = &metrics_.AddGauge("keel_envoy_connections", "Open envoy connections.");
+  malformed_frames_ = &metrics_.AddCounter("keel_envoy_malformed_frames_total",
+                                           "Envoy frames that did not decode.");
+  requests_ = &metrics_.AddCounter("keel_http_requests_total", "HTTP requests received.");
+  metrics_.AddHistogram("keel_storage_commit_seconds", "Storage commit latency.",
+                        StorageLatencyBuckets());
+}
+
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
+                                             std::unique_ptr<storage::KvStore> store,
+                                             net::IoRuntime& io, net::IoRuntime& workers) {
+  std::unique_ptr<Engine> engine(new Engine(std::move(options), std::move(store), io, workers));
+  // The layout version guards against opening a data directory of another layout.
+  KEEL_ASSIGN_OR_RETURN(auto layout, engine->store().Get(keys::LayoutVersion()));
+  const Bytes kLayout{0, 0, 0, 1};
+  if (!layout.has_value()) {
+    KEEL_RETURN_IF_ERROR(engine->store().Put(keys::LayoutVersion(), kLayout));
+  } else if (*layout != kLayout) {
+    return Unexpected{Error{"storage", "failed_precondition",
+                            "the data directory uses another storage layout version"}};
+  }
+  KEEL_RETURN_IF_ERROR(engine->catalog().Load());
+  KEEL_RETURN_IF_ERROR(engine->orchestrator().Load());
+  return engine;
+}
+
+std::string Engine::NewRayId() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t v = next_ray_.fetch_add(1, std::memory_order_relaxed) * 0x9e3779b97f4a7c15ull ^
+               options_.seed;
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i) {
+    out[i] = kHex[v & 0xf];
+    v >>= 4;
+  }
+  return out;
+}
+
+void Engine::metrics_envoy_connected(int delta) { envoys_gauge_->Add(delta); }
+
+void Engine::metrics_malformed_frame() { malformed_frames_->Inc(); }
+
+void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
+  requests_->Inc();
+  const net::HttpRequest& req = exchange->request();
+  gateway::TargetParts parts = gateway::SplitTarget(req.target);
+  if (parts.path == "/health" && req.method == "GET") {
+    HandleHealth(*exchange);
+    return;
+  }
+  if (parts.path == "/metrics" && req.method == "GET") {
+    HandleMetrics(*exchange);
+    return;
+  }
+  gateway::GatewayRequest greq{req.method, req.target, req.headers,
+                               exchange->IsWebSocketUpgrade()};
+  auto route = gateway::ClassifyRequest(greq);
+  if (!route.has_value()) {
+    net::HttpResponse r;
+    r.status = gateway::HttpStatusFor(route.error());
+    r.headers = gateway::CorsResponseHeaders(req.headers);
+    r.headers.emplace_back("content-type", "application/json");
+    r.body = gateway::ErrorJson(route.error());
+    exchange->Respond(std::move(r));
+    return;
+  }
+  if (std::holds_alternative<gateway::EnvoyConnectRoute>(*route)) {
+    HandleEnvoyConnect(std::move(exchange));
+    return;
+  }
+  if (auto* preflight = std::get_if<gateway::CorsPreflightRoute>(&*route)) {
+    exchange->Respond(net::HttpResponse{gateway::kPreflightStatus, preflight->headers, ""});
+    return;
+  }
+  if (std::holds_alternative<gateway::ApiRoute>(*route)) {
+    api_->Handle(std::move(exchange));
+    return;
+  }
+  if (std::holds_alternative<gateway::HealthRoute>(*route)) {
+    HandleHealth(*exchange);
+    return;
+  }
+  gateway_->Serve(std::move(exchange), std::move(*route));
+}
+
+void Engine::HandleEnvoyConnect(std::shared_ptr<net::HttpExchange> exchange) {
+  const net::HttpRequest& req = exchange->request();
+  if (!exchange->IsWebSocketUpgrade()) {
+    exchange->Respond(net::HttpResponse{200, {{"content-type", "text/plain"}}, "keel envoy endpoint"});
+    return;
+  }
+  gateway::TargetParts parts = gateway::SplitTarget(req.target);
+  auto params = gateway::ParseEnvoyConnectQuery(parts.query.value_or(""));
+  // Token check before the upgrade (§3.1): the admin token, or the namespace's own token.
+  const bool auth = options_.admin_token.has_value() || !options_.namespace_tokens.empty();
+  if (auth) {
+    auto protocols = gateway::ParseRivetSubprotocols(
+        net::FindHeader(req.headers, "sec-websocket-protocol"));
+    std::optional<std::string> token = protocols.token;
+    if (!token.has_value()) {
+      exchange->Respond(net::HttpResponse{
+          401,
+          {{"content-type", "application/json"}},
+          gateway::ErrorJson(Error{"api", "unauthorized",
+                                   "missing header: a rivet_token.* protocol is required"})});
+      return;
+    }
+    bool ok = options_.admin_token.has_value() && ConstantTimeEquals(*token, *options_.admin_token);
+    if (!ok && params.has_value()) {
+      auto it = options_.namespace_tokens.find(params->namespace_name);
+      ok = it != options_.namespace_tokens.end() && ConstantTimeEquals(*token, it->second);
+    }
+    if (!ok) {
+      exchange->Respond(net::HttpResponse{
+          403,
+          {{"content-type", "application/json"}},
+          gateway::ErrorJson(Error{"api", "forbidden", "the token is not valid for this namespace"})});
+      return;
+    }
+  }
+  // Validation failures after the upgrade end the connection with a close frame (§3.2).
+  auto refuse = [&](const Error& error) {
+    auto conn = exchange->AcceptWebSocket("rivet", std::make_shared<Closing>());
+    if (conn != nullptr) conn->Close(gateway::CloseCode(error), gateway::CloseReason(error, NewRayId()));
+  };
+  if (shutting_down()) {
+    refuse(Error{"ws", "going_away", "The engine is shutting down."});
+    return;
+  }
+  if (!params.has_value()) {
+    refuse(params.error());
+    return;
+  }
+  std::optional<Namespace> ns = catalog_->FindNamespace(params->namespace_name);
+  if (!ns.has_value()) {
+    refuse(Error{"namespace", "not_found", "The namespace does not exist."});
+    return;
+  }
+  if (!catalog_->FindPool(ns->id, params->pool_name).has_value()) {
+    refuse(Error{"ws", "no_runner_config",
+                 "Must create a runner config before connecting an envoy with pool name " +
+                     params->pool_name});
+    return;
+  }
+  auto session = std::make_shared<EnvoySession>(
+      *this, std::move(*params), ns->id, next_session_id_.fetch_add(1, std::memory_order_relaxed));
+  auto conn = exchange->AcceptWebSocket("rivet", session);
+  if (conn == nullptr) return;
+  session->Start(std::move(conn));
+}
+
+void Engine::HandleHealth(net::HttpExchange& exchange) {
+  net::HttpResponse r;
+  r.headers = {{"content-type", "application/json"}};
+  r.body = shutting_down() ? R"({"status":"shutting_down"})" : R"({"status":"ok"})";
+  r.status = shutting_down() ? 503 : 200;
+  exchange.Respond(std::move(r));
+}
+
+void Engine::HandleMetrics(net::HttpExchange& exchange) {
+  for (const auto& [state, count] : orchestrator_->LoadedActorsByState()) {
+    metrics_.AddGauge("keel_actors", "Actors loaded in the orchestrator, by state.",
+                      {{"state", state}})
+        .Set(static_cast<double>(count));
+  }
+  metrics_.AddGauge("keel_gateway_in_flight", "Tunnelled requests in flight.")
+      .Set(static_cast<double>(gateway_->in_flight()));
+  exchange.Respond(net::HttpResponse{
+      200, {{"content-type", "text/plain; version=0.0.4"}}, metrics_.Render()});
+}
+
+void Engine::Shutdown(std::function<void()> done) {
+  if (shutting_down_.exchange(true)) return;
+  KEEL_LOG(kInfo, kLog, "shutting down: stopping actors with GOING_AWAY");
+  orchestrator_->DrainAll(options_.actor_stop_threshold_ms, [this, done = std::move(done)] {
+    // Close what is still connected; the runtimes reconnect (to the next engine).
+    orchestrator_->CloseAllEnvoys(Error{"ws", "going_away", "The Keel engine is shutting down."}, [this, done] {
+      Status flushed = store_->Close();
+      if (!flushed.has_value()) {
+        KEEL_LOG(kError, kLog, "storage close failed", {{"error", flushed.error().ToString()}});
+      }
+      done();
+    });
+  });
+}
+
+}  // namespace keel::engine

@@ -1,0 +1,134 @@
+// Engine: the composition root of keel-engine's core. It owns storage, the catalog, the
+// orchestrator, the gateway and the REST API, and routes every HTTP request the server
+// shell receives (actors.md §5.1): envoy endpoint, actor gateway routes, REST API,
+// /health and /metrics.
+//
+// Threads (DESIGN.md §2): the shell's I/O threads parse HTTP and WebSocket frames and run
+// the hot paths that need no storage (tunnel frames both ways, pongs). Everything that
+// touches storage runs on a separate worker pool: the orchestrator's serial loop, one
+// serial executor per envoy connection for its KV/page requests (in arrival order), and
+// REST handlers. No I/O thread ever waits for an fsync.
+// Thread-safety: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/clock.h"
+#include "base/executor.h"
+#include "base/result.h"
+#include "engine/common/metrics.h"
+#include "engine/orchestrator/actor_machine.h"
+#include "net/io_runtime.h"
+#include "net/http_server.h"
+#include "storage/actor_kv.h"
+#include "storage/kv_store.h"
+#include "storage/page_store.h"
+
+namespace keel::engine {
+
+class Catalog;
+class Orchestrator;
+class Gateway;
+class RestApi;
+
+// The text every v4 remote SQL request gets until remote SQL execution lands (issue 7).
+inline constexpr std::string_view kRemoteSqlUnavailable =
+    "sqlite.remote_unavailable: remote sqlite is unsupported by this engine";
+
+struct EngineOptions {
+  // ProtocolMetadata (envoy-protocol.md §3.4) and liveness (§3.5).
+  int64_t envoy_lost_threshold_ms = 15000;
+  int64_t actor_stop_threshold_ms = 30000;
+  uint64_t max_response_payload = 20 << 20;
+  int64_t ping_interval_ms = 3000;
+  int64_t ping_timeout_ms = 15000;
+  int64_t envoy_eligible_threshold_ms = 10000;
+  orch::Thresholds thresholds;
+  // Gateway (actors.md §5.6, §6.12).
+  int64_t actor_ready_timeout_ms = 10000;
+  int64_t response_start_timeout_ms = 300000;
+  int64_t ws_open_timeout_ms = 15000;
+  int max_rewakes = 8;
+  // Auth (issue 4): REST needs the admin token when set; envoys use their namespace's token
+  // or the admin token; the gateway is open unless a gateway token is set.
+  std::optional<std::string> admin_token;
+  std::map<std::string, std::string> namespace_tokens;
+  std::optional<std::string> gateway_token;
+  // Identity.
+  uint16_t datacenter_label = 1;
+  std::string datacenter_name = "default";
+  std::string public_url = "http://127.0.0.1:6420";
+  std::string engine_version = "keel-engine/0.1.0";
+  uint64_t seed = 0;  // ids and jitter; 0 = derive from the wall clock
+};
+
+class Engine {
+ public:
+  // Opens the core on `store` (taken over). `io` runs sockets; `workers` runs storage work;
+  // both outlive the engine. Loads the catalog (creating default/default on first start)
+  // and resumes every actor's state machine from storage.
+  static Result<std::unique_ptr<Engine>> Open(EngineOptions options,
+                                              std::unique_ptr<storage::KvStore> store,
+                                              net::IoRuntime& io, net::IoRuntime& workers);
+  ~Engine();
+
+  // Every HTTP request of the server shell.
+  void Handle(std::shared_ptr<net::HttpExchange> exchange);
+
+  // Graceful shutdown (issue 4): stop accepting envoys and gateway traffic, stop every
+  // running actor with GOING_AWAY, wait (bounded by actor_stop_threshold) for them, close
+  // envoy connections with ws.going_away and flush storage. `done` runs once, on a worker.
+  void Shutdown(std::function<void()> done);
+
+  // ---- for the core's parts ----
+  const EngineOptions& options() const { return options_; }
+  Clock& clock() { return clock_; }
+  storage::KvStore& store() { return *store_; }
+  storage::ActorKv& actor_kv() { return *actor_kv_; }
+  storage::PageStore& page_store() { return *page_store_; }
+  Catalog& catalog() { return *catalog_; }
+  Orchestrator& orchestrator() { return *orchestrator_; }
+  Gateway& gateway() { return *gateway_; }
+  MetricsRegistry& metrics() { return metrics_; }
+  net::IoRuntime& io() { return io_; }
+  std::unique_ptr<Executor> MakeWorkerStrand() { return workers_.MakeStrand(); }
+  void PostWork(std::function<void()> fn) { workers_.Post(std::move(fn)); }
+  std::string NewRayId();
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+
+  void metrics_envoy_connected(int delta);
+  void metrics_malformed_frame();
+
+ private:
+  Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, net::IoRuntime& io,
+         net::IoRuntime& workers);
+  void HandleEnvoyConnect(std::shared_ptr<net::HttpExchange> exchange);
+  void HandleHealth(net::HttpExchange& exchange);
+  void HandleMetrics(net::HttpExchange& exchange);
+
+  EngineOptions options_;
+  net::IoRuntime& io_;
+  net::IoRuntime& workers_;
+  Clock& clock_;
+  std::unique_ptr<storage::KvStore> store_;
+  std::unique_ptr<storage::ActorKv> actor_kv_;
+  std::unique_ptr<storage::PageStore> page_store_;
+  MetricsRegistry metrics_;
+  Gauge* envoys_gauge_ = nullptr;
+  Counter* malformed_frames_ = nullptr;
+  Counter* requests_ = nullptr;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<Orchestrator> orchestrator_;
+  std::unique_ptr<Gateway> gateway_;
+  std::unique_ptr<RestApi> api_;
+  std::atomic<uint64_t> next_session_id_{1};
+  std::atomic<uint64_t> next_ray_{1};
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace keel::engine

@@ -1,0 +1,307 @@
+#include "engine/core/envoy_session.h"
+
+#include <limits>
+#include <utility>
+
+#include "base/log.h"
+#include "engine/core/engine.h"
+#include "engine/core/gateway.h"
+#include "engine/core/orchestrator.h"
+#include "engine/gateway/errors.h"
+
+namespace keel::engine {
+namespace {
+
+constexpr std::string_view kLog = "envoy";
+
+int64_t MonoMs(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             clock.MonotonicNow().time_since_epoch())
+      .count();
+}
+
+// The inner payload size of a tunnel message, as §6.6 measures it.
+size_t TunnelPayloadSize(const latest::ToRivetTunnelMessage& msg) {
+  const auto& kind = msg.message_kind.value;
+  if (const auto* start = std::get_if<latest::ToRivetResponseStart>(&kind)) {
+    return start->body.has_value() ? start->body->size() : 0;
+  }
+  if (const auto* chunk = std::get_if<latest::ToRivetResponseChunk>(&kind)) {
+    return chunk->body.size();
+  }
+  if (const auto* ws = std::get_if<latest::ToRivetWebSocketMessage>(&kind)) {
+    return ws->data.size();
+  }
+  return 0;
+}
+
+}  // namespace
+
+EnvoySession::EnvoySession(Engine& engine, gateway::EnvoyConnectParams params,
+                           EngineId namespace_id, uint64_t session_id)
+    : engine_(engine),
+      params_(std::move(params)),
+      namespace_id_(namespace_id),
+      id_(session_id),
+      storage_executor_(engine.MakeWorkerStrand()) {}
+
+EnvoySession::~EnvoySession() = default;
+
+void EnvoySession::Start(std::shared_ptr<net::WsConnection> conn) {
+  {
+    std::lock_guard lock(mu_);
+    conn_ = std::move(conn);
+  }
+  last_pong_ms_.store(MonoMs(engine_.clock()), std::memory_order_relaxed);
+  const EngineOptions& o = engine_.options();
+  latest::ToEnvoyInit init;
+  init.metadata.envoy_lost_threshold = o.envoy_lost_threshold_ms;
+  init.metadata.actor_stop_threshold = o.actor_stop_threshold_ms;
+  init.metadata.max_response_payload_size = o.max_response_payload;
+  Send(latest::ToEnvoy{std::move(init)});
+  engine_.metrics_envoy_connected(+1);
+  KEEL_LOG(kInfo, kLog, "envoy connected",
+           {{"namespace", params_.namespace_name},
+            {"envoy_key", params_.envoy_key},
+            {"pool", params_.pool_name},
+            {"protocol_version", std::to_string(params_.protocol_version)},
+            {"session", std::to_string(id_)}});
+  engine_.orchestrator().OnEnvoyConnected(shared_from_this());
+  SchedulePing();
+}
+
+void EnvoySession::OnMessage(std::string data, bool binary) {
+  if (!binary || closed()) return;  // only binary frames carry protocol messages (§3.1)
+  ByteView bytes(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  auto msg = protocol::envoy::DecodeToRivet(bytes, params_.protocol_version);
+  if (!msg.has_value()) {
+    engine_.metrics_malformed_frame();
+    KEEL_LOG(kDebug, kLog, "ignoring a frame that does not decode",
+             {{"envoy_key", params_.envoy_key}, {"error", msg.error().ToString()}});
+    return;
+  }
+  Dispatch(std::move(*msg));
+}
+
+void EnvoySession::Dispatch(latest::ToRivet&& msg) {
+  auto self = shared_from_this();
+  std::visit(
+      [&](auto&& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, latest::ToRivetMetadata>) {
+          engine_.orchestrator().OnMetadata(self, std::move(m));
+        } else if constexpr (std::is_same_v<T, latest::ToRivetEvents>) {
+          engine_.orchestrator().OnEvents(self, std::move(m.value));
+        } else if constexpr (std::is_same_v<T, latest::ToRivetAckCommands>) {
+          engine_.orchestrator().OnAckCommands(self, std::move(m.last_command_checkpoints));
+        } else if constexpr (std::is_same_v<T, latest::ToRivetStopping>) {
+          engine_.orchestrator().OnEnvoyStopping(self);
+        } else if constexpr (std::is_same_v<T, latest::ToRivetPong>) {
+          const int64_t now = engine_.clock().SystemNowMs();
+          const int64_t rtt = now - m.ts;
+          last_rtt_ms_.store(rtt < 0 || rtt > std::numeric_limits<uint32_t>::max()
+                                 ? std::numeric_limits<uint32_t>::max()
+                                 : static_cast<uint32_t>(rtt),
+                             std::memory_order_relaxed);
+          last_pong_ms_.store(MonoMs(engine_.clock()), std::memory_order_relaxed);
+        } else if constexpr (std::is_same_v<T, latest::ToRivetKvRequest>) {
+          storage_executor_->Post(
+              [self, req = std::move(m)]() mutable { self->HandleKv(std::move(req)); });
+        } else if constexpr (std::is_same_v<T, latest::ToRivetTunnelMessage>) {
+          HandleTunnel(std::move(m));
+        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteGetPagesRequest>) {
+          storage_executor_->Post(
+              [self, req = std::move(m)]() mutable { self->HandleGetPages(std::move(req)); });
+        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
+          storage_executor_->Post(
+              [self, req = std::move(m)]() mutable { self->HandleCommit(std::move(req)); });
+        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest>) {
+          latest::ToEnvoySqliteExecResponse resp;
+          resp.request_id = m.request_id;
+          resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
+          Send(latest::ToEnvoy{std::move(resp)});
+        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecuteRequest>) {
+          latest::ToEnvoySqliteExecuteResponse resp;
+          resp.request_id = m.request_id;
+          resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
+          Send(latest::ToEnvoy{std::move(resp)});
+        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecuteWriteRequest>) {
+          latest::ToEnvoySqliteExecuteWriteResponse resp;
+          resp.request_id = m.request_id;
+          resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
+          Send(latest::ToEnvoy{std::move(resp)});
+        }
+      },
+      std::move(msg.value));
+}
+
+Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string& actor_id) const {
+  auto id = EngineId::Parse(actor_id);
+  if (!id.has_value()) {
+    return Unexpected{Error{"actor", "invalid_id", "invalid actor id: " + id.error().message()}};
+  }
+  std::optional<uint32_t> generation = engine_.orchestrator().HostedGeneration(*this, *id);
+  if (!generation.has_value()) {
+    return Unexpected{Error{"actor", "not_owned",
+                            "actor does not exist or is not hosted by this envoy connection"}};
+  }
+  return std::make_pair(*id, *generation);
+}
+
+void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
+  latest::ToEnvoyKvResponse resp;
+  resp.request_id = req.request_id;
+  auto owner = CheckOwner(req.actor_id);
+  if (!owner.has_value()) {
+    resp.data = latest::KvErrorResponse{owner.error().ToString()};
+  } else {
+    resp.data = engine_.actor_kv().Handle(owner->first.bytes(), req.data,
+                                          engine_.clock().SystemNowMs());
+  }
+  Send(latest::ToEnvoy{std::move(resp)});
+}
+
+namespace {
+
+// A stale generation: the fencing for page requests (§7.3 is stateless; Keel checks
+// expectedGeneration when the envoy sends it).
+std::optional<Error> FenceError(std::optional<uint64_t> expected, uint32_t current) {
+  if (!expected.has_value() || *expected == current) return std::nullopt;
+  return Error{"sqlite", "remote_fence_mismatch",
+               "generation " + std::to_string(*expected) + " is stale, the actor runs generation " +
+                   std::to_string(current)};
+}
+
+}  // namespace
+
+void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
+  latest::ToEnvoySqliteGetPagesResponse resp;
+  resp.request_id = req.request_id;
+  auto owner = CheckOwner(req.data.actor_id);
+  if (!owner.has_value()) {
+    resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
+  } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
+    resp.data = latest::SqliteErrorResponse{fence->ToString()};
+  } else {
+    auto pages = engine_.page_store().GetPages(owner->first.bytes(), req.data.pgnos);
+    if (!pages.has_value()) {
+      resp.data = latest::SqliteErrorResponse{pages.error().ToString()};
+    } else {
+      latest::SqliteGetPagesOk ok;
+      ok.pages.reserve(pages->size());
+      for (auto& page : *pages) {
+        ok.pages.push_back(latest::SqliteFetchedPage{page.pgno, std::move(page.bytes)});
+      }
+      resp.data = std::move(ok);
+    }
+  }
+  Send(latest::ToEnvoy{std::move(resp)});
+}
+
+void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req) {
+  latest::ToEnvoySqliteCommitResponse resp;
+  resp.request_id = req.request_id;
+  auto owner = CheckOwner(req.data.actor_id);
+  if (!owner.has_value()) {
+    resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
+  } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
+    resp.data = latest::SqliteErrorResponse{fence->ToString()};
+  } else {
+    storage::CommitRequest commit;
+    commit.dirty_pages.reserve(req.data.dirty_pages.size());
+    for (auto& page : req.data.dirty_pages) {
+      commit.dirty_pages.push_back(storage::DirtyPage{page.pgno, std::move(page.bytes)});
+    }
+    commit.db_size_pages = req.data.db_size_pages;
+    commit.now_ms = req.data.now_ms;
+    auto done = engine_.page_store().Commit(owner->first.bytes(), commit);
+    if (!done.has_value()) {
+      resp.data = latest::SqliteErrorResponse{done.error().ToString()};
+    } else {
+      resp.data = latest::SqliteCommitOk{};
+    }
+  }
+  Send(latest::ToEnvoy{std::move(resp)});
+}
+
+void EnvoySession::HandleTunnel(latest::ToRivetTunnelMessage&& msg) {
+  if (TunnelPayloadSize(msg) > engine_.options().max_response_payload) {
+    CloseWith(Error{"ws", "invalid_packet", "payload too large"});
+    return;
+  }
+  engine_.gateway().OnTunnelMessage(*this, std::move(msg));
+}
+
+void EnvoySession::Send(const latest::ToEnvoy& msg) {
+  Bytes out;
+  auto encoded = protocol::envoy::EncodeToEnvoy(msg, params_.protocol_version, out);
+  if (!encoded.has_value()) {
+    KEEL_LOG(kWarn, kLog, "dropping a message the connection's version cannot carry",
+             {{"envoy_key", params_.envoy_key}, {"error", protocol::ToString(encoded.error())}});
+    return;
+  }
+  std::shared_ptr<net::WsConnection> conn;
+  {
+    std::lock_guard lock(mu_);
+    conn = conn_;
+  }
+  if (conn == nullptr || closed()) return;
+  conn->Send(std::string(out.begin(), out.end()), /*binary=*/true);
+}
+
+void EnvoySession::CloseWith(const Error& error) {
+  std::shared_ptr<net::WsConnection> conn;
+  {
+    std::lock_guard lock(mu_);
+    conn = conn_;
+  }
+  KEEL_LOG(kInfo, kLog, "closing envoy connection",
+           {{"envoy_key", params_.envoy_key}, {"reason", error.ToString()}});
+  if (conn != nullptr) {
+    conn->Close(gateway::CloseCode(error), gateway::CloseReason(error, engine_.NewRayId()));
+  }
+}
+
+void EnvoySession::OnClose(uint16_t code, std::string reason) {
+  if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock(mu_);
+    if (ping_timer_ != TimerId{}) engine_.clock().Cancel(ping_timer_);
+    ping_timer_ = TimerId{};
+  }
+  engine_.metrics_envoy_connected(-1);
+  KEEL_LOG(kInfo, kLog, "envoy disconnected",
+           {{"envoy_key", params_.envoy_key},
+            {"code", std::to_string(code)},
+            {"reason", reason},
+            {"session", std::to_string(id_)}});
+  auto self = shared_from_this();
+  engine_.gateway().OnEnvoyClosed(*this);
+  engine_.orchestrator().OnEnvoyClosed(self);
+}
+
+void EnvoySession::SchedulePing() {
+  const EngineOptions& o = engine_.options();
+  const int64_t jitter = static_cast<int64_t>(id_ * 2654435761u % 128);  // spread, deterministic
+  std::weak_ptr<EnvoySession> weak = weak_from_this();
+  std::lock_guard lock(mu_);
+  if (closed()) return;
+  ping_timer_ = engine_.clock().ScheduleAfter(
+      std::chrono::milliseconds(o.ping_interval_ms + jitter), [weak] {
+        if (auto self = weak.lock()) self->PingTick();
+      });
+}
+
+void EnvoySession::PingTick() {
+  if (closed()) return;
+  const int64_t now = MonoMs(engine_.clock());
+  if (now - last_pong_ms() > engine_.options().ping_timeout_ms) {
+    CloseWith(Error{"ws", "timed_out", "Ping timed out."});
+    return;
+  }
+  engine_.orchestrator().OnEnvoyPing(shared_from_this());
+  Send(latest::ToEnvoy{latest::ToEnvoyPing{engine_.clock().SystemNowMs()}});
+  SchedulePing();
+}
+
+}  // namespace keel::engine

@@ -1,0 +1,518 @@
+#include "engine/core/gateway.h"
+
+#include <utility>
+
+#include "base/log.h"
+#include "engine/core/catalog.h"
+#include "engine/core/engine.h"
+#include "engine/core/envoy_session.h"
+#include "engine/core/orchestrator.h"
+#include "engine/gateway/errors.h"
+#include "engine/gateway/subprotocols.h"
+#include "net/client.h"
+
+namespace keel::engine {
+namespace {
+
+namespace latest = protocol::envoy::latest;
+constexpr std::string_view kLog = "gateway";
+
+std::array<uint8_t, 4> RequestIdBytes(uint32_t id) {
+  return {static_cast<uint8_t>(id >> 24), static_cast<uint8_t>(id >> 16),
+          static_cast<uint8_t>(id >> 8), static_cast<uint8_t>(id)};
+}
+
+uint32_t RequestIdValue(const std::array<uint8_t, 4>& b) {
+  return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
+}
+
+net::Headers WithCors(net::Headers headers, const net::Headers& cors) {
+  headers.insert(headers.end(), cors.begin(), cors.end());
+  return headers;
+}
+
+// The subprotocol echoed to a user WebSocket: browsers refuse a handshake that does not
+// echo one of theirs, so echo `rivet` when offered, else the first offered one.
+std::string EchoSubprotocol(std::string_view header) {
+  auto offered = gateway::SplitSubprotocols(header);
+  for (auto p : offered) {
+    if (p == "rivet") return "rivet";
+  }
+  return offered.empty() ? std::string() : std::string(offered.front());
+}
+
+}  // namespace
+
+struct Gateway::InFlight {
+  bool websocket = false;
+  std::shared_ptr<net::HttpExchange> exchange;  // HTTP
+  std::shared_ptr<net::WsConnection> user;      // WebSocket
+  std::weak_ptr<EnvoySession> session;
+  uint64_t session_id = 0;
+  EngineId actor;
+  uint16_t next_index = 0;  // gateway → envoy message index (§6.1)
+  bool streaming = false;
+  bool ws_open = false;
+  net::Headers cors;
+  TimerId timer{};
+};
+
+// The end user's side of a tunnelled WebSocket.
+class Gateway::UserSocket final : public net::WsHandler {
+ public:
+  UserSocket(Gateway& gateway, uint32_t request_id) : gateway_(gateway), id_(request_id) {}
+  void OnMessage(std::string data, bool binary) override {
+    latest::ToEnvoyWebSocketMessage m;
+    m.data = Bytes(data.begin(), data.end());
+    m.binary = binary;
+    gateway_.FromUser(id_, latest::ToEnvoyTunnelMessageKind{std::move(m)});
+  }
+  void OnClose(uint16_t code, std::string reason) override {
+    gateway_.UserClosed(id_, code, std::move(reason));
+  }
+
+ private:
+  Gateway& gateway_;
+  const uint32_t id_;
+};
+
+Gateway::Gateway(Engine& engine) : engine_(engine) {
+  Random random(engine.options().seed ^ 0x67617465ull);
+  random.Fill(gateway_id_);
+}
+
+Gateway::~Gateway() = default;
+
+size_t Gateway::in_flight() const {
+  std::lock_guard lock(mu_);
+  return in_flight_.size();
+}
+
+void Gateway::Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors) {
+  if (exchange.IsWebSocketUpgrade()) {
+    // Accept, then close with the reason: a refused upgrade carries no readable reason.
+    class Discard final : public net::WsHandler {
+     public:
+      void OnMessage(std::string, bool) override {}
+      void OnClose(uint16_t, std::string) override {}
+    };
+    auto conn = exchange.AcceptWebSocket(
+        EchoSubprotocol(net::FindHeader(exchange.request().headers, "sec-websocket-protocol")),
+        std::make_shared<Discard>());
+    if (conn != nullptr) {
+      conn->Close(gateway::CloseCode(error), gateway::CloseReason(error, engine_.NewRayId()));
+    }
+    return;
+  }
+  net::HttpResponse response;
+  response.status = gateway::HttpStatusFor(error);
+  response.headers = WithCors({{"content-type", "application/json"}}, cors);
+  Error shown = error;
+  if (gateway::IsInternalError(error)) {
+    KEEL_LOG(kError, kLog, "internal error", {{"error", error.ToString()}});
+    shown = Error{"core", "internal_error", "An internal error occurred."};
+  }
+  response.body = gateway::ErrorJson(shown);
+  exchange.Respond(std::move(response));
+}
+
+void Gateway::Serve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route route) {
+  const auto& headers = exchange->request().headers;
+  net::Headers cors = gateway::CorsResponseHeaders(headers);
+  if (engine_.options().gateway_token.has_value()) {
+    std::optional<std::string> token;
+    std::visit(
+        [&](const auto& r) {
+          if constexpr (requires { r.token; }) token = r.token;
+        },
+        route);
+    if (token != engine_.options().gateway_token) {
+      Fail(*exchange, Error{"api", "forbidden", "a valid gateway token is required"}, cors);
+      return;
+    }
+  }
+  if (engine_.shutting_down()) {
+    Fail(*exchange, Error{"guard", "service_unavailable", "the engine is shutting down"}, cors);
+    return;
+  }
+  Resolve(std::move(exchange), std::move(route), std::move(cors));
+}
+
+void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route route,
+                      net::Headers cors) {
+  if (auto* by_id = std::get_if<gateway::ActorByIdRoute>(&route)) {
+    auto id = EngineId::Parse(by_id->actor_id);
+    if (!id.has_value()) {
+      Fail(*exchange, Error{"actor", "not_found", "The actor does not exist or was destroyed."},
+           cors);
+      return;
+    }
+    Reach(std::move(exchange), std::nullopt, *id, std::move(by_id->forwarded_path),
+          by_id->bypass_connectable, std::move(cors));
+    return;
+  }
+  if (auto* by_header = std::get_if<gateway::ActorByHeaderRoute>(&route)) {
+    auto id = EngineId::Parse(by_header->actor_id);
+    if (!id.has_value()) {
+      Fail(*exchange, Error{"actor", "not_found", "The actor does not exist or was destroyed."},
+           cors);
+      return;
+    }
+    Reach(std::move(exchange), std::nullopt, *id, std::move(by_header->forwarded_path),
+          by_header->bypass_connectable, std::move(cors));
+    return;
+  }
+  auto& q = std::get<gateway::ActorByQueryRoute>(route);
+  std::optional<Namespace> ns = engine_.catalog().FindNamespace(q.namespace_name);
+  if (!ns.has_value()) {
+    Fail(*exchange, Error{"namespace", "not_found", "The namespace does not exist."}, cors);
+    return;
+  }
+  std::string key = gateway::SerializeActorKey(q.key);
+  if (q.method == gateway::QueryMethod::kGet) {
+    // Storage read: off the I/O thread.
+    engine_.PostWork([this, exchange = std::move(exchange), ns = ns->id, name = q.name,
+                      key = std::move(key), path = std::move(q.forwarded_path),
+                      bypass = q.bypass_connectable, cors = std::move(cors)]() mutable {
+      auto found = engine_.orchestrator().FindByKey(ns, name, key);
+      if (!found.has_value()) {
+        Fail(*exchange, found.error(), cors);
+        return;
+      }
+      if (!found->has_value()) {
+        Fail(*exchange, Error{"actor", "not_found", "The actor does not exist or was destroyed."},
+             cors);
+        return;
+      }
+      Reach(std::move(exchange), ns, **found, std::move(path), bypass, std::move(cors));
+    });
+    return;
+  }
+  CreateActorRequest create;
+  create.namespace_id = ns->id;
+  create.name = q.name;
+  create.key = std::move(key);
+  create.pool_name = q.pool_name.value_or(std::string(kDefaultPool));
+  if (q.crash_policy.has_value()) {
+    switch (*q.crash_policy) {
+      case gateway::CrashPolicy::kRestart:
+        create.crash_policy = rec::CrashPolicy::kRestart;
+        break;
+      case gateway::CrashPolicy::kSleep:
+        create.crash_policy = rec::CrashPolicy::kSleep;
+        break;
+      case gateway::CrashPolicy::kDestroy:
+        create.crash_policy = rec::CrashPolicy::kDestroy;
+        break;
+    }
+  }
+  create.input = std::move(q.input);
+  create.get_or_create = true;
+  engine_.orchestrator().Create(
+      std::move(create),
+      [this, exchange = std::move(exchange), ns = ns->id, path = std::move(q.forwarded_path),
+       bypass = q.bypass_connectable,
+       cors = std::move(cors)](Result<std::pair<ActorInfo, bool>> created) mutable {
+        if (!created.has_value()) {
+          Fail(*exchange, created.error(), cors);
+          return;
+        }
+        Reach(std::move(exchange), ns, created->first.id, std::move(path), bypass,
+              std::move(cors));
+      });
+}
+
+void Gateway::Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<EngineId> ns,
+                    EngineId actor, std::string path, bool bypass, net::Headers cors) {
+  if (auto target = engine_.orchestrator().FastTarget(actor)) {
+    if (!ns.has_value() || ns == target->session->namespace_id()) {
+      Open(std::move(exchange), actor, std::move(target->session), std::move(path),
+           std::move(cors));
+      return;
+    }
+  }
+  engine_.orchestrator().WhenReady(
+      ns, actor, bypass,
+      [this, exchange = std::move(exchange), actor, path = std::move(path),
+       cors = std::move(cors)](Result<ActorTarget> target) mutable {
+        if (!target.has_value()) {
+          Fail(*exchange, target.error(), cors);
+          return;
+        }
+        Open(std::move(exchange), actor, std::move(target->session), std::move(path),
+             std::move(cors));
+      });
+}
+
+void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
+                   std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors) {
+  const uint32_t request_id = next_request_.fetch_add(1, std::memory_order_relaxed);
+  const net::HttpRequest& req = exchange->request();
+  const bool websocket = exchange->IsWebSocketUpgrade();
+  InFlight entry;
+  entry.websocket = websocket;
+  entry.session = session;
+  entry.session_id = session->id();
+  entry.actor = actor;
+  entry.next_index = 1;  // the opening message below has index 0
+  entry.cors = cors;
+  latest::ToEnvoyTunnelMessageKind first;
+  if (websocket) {
+    latest::ToEnvoyWebSocketOpen open;
+    open.actor_id = actor.ToString();
+    open.path = std::move(path);
+    open.headers = req.headers;
+    first = std::move(open);
+    entry.user = exchange->AcceptWebSocket(
+        EchoSubprotocol(net::FindHeader(req.headers, "sec-websocket-protocol")),
+        std::make_shared<UserSocket>(*this, request_id));
+    if (entry.user == nullptr) return;
+  } else {
+    latest::ToEnvoyRequestStart start;
+    start.actor_id = actor.ToString();
+    start.method = req.method;
+    start.path = std::move(path);
+    start.headers = req.headers;
+    if (!req.body.empty()) start.body = Bytes(req.body.begin(), req.body.end());
+    start.stream = false;
+    first = std::move(start);
+    entry.exchange = exchange;
+  }
+  const int64_t timeout_ms = websocket ? engine_.options().ws_open_timeout_ms
+                                       : engine_.options().response_start_timeout_ms;
+  entry.timer = engine_.clock().ScheduleAfter(std::chrono::milliseconds(timeout_ms),
+                                              [this, request_id] { Expire(request_id); });
+  {
+    std::lock_guard lock(mu_);
+    in_flight_.emplace(request_id, std::move(entry));
+  }
+  SendToEnvoy(*session, request_id, 0, std::move(first));
+  if (session->closed()) OnEnvoyClosed(*session);  // closed while we registered
+}
+
+void Gateway::SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,
+                          latest::ToEnvoyTunnelMessageKind kind) {
+  latest::ToEnvoyTunnelMessage msg;
+  msg.message_id.gateway_id = gateway_id_;
+  msg.message_id.request_id = RequestIdBytes(request_id);
+  msg.message_id.message_index = index;
+  msg.message_kind = std::move(kind);
+  session.Send(latest::ToEnvoy{std::move(msg)});
+}
+
+std::optional<Gateway::InFlight> Gateway::Take(uint32_t request_id) {
+  std::lock_guard lock(mu_);
+  auto it = in_flight_.find(request_id);
+  if (it == in_flight_.end()) return std::nullopt;
+  InFlight entry = std::move(it->second);
+  in_flight_.erase(it);
+  return entry;
+}
+
+void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kind) {
+  std::shared_ptr<EnvoySession> session;
+  uint16_t index = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end()) return;
+    session = it->second.session.lock();
+    index = it->second.next_index++;
+  }
+  if (session != nullptr) SendToEnvoy(*session, request_id, index, std::move(kind));
+}
+
+void Gateway::UserClosed(uint32_t request_id, uint16_t code, std::string reason) {
+  std::optional<InFlight> entry = Take(request_id);
+  if (!entry.has_value()) return;
+  engine_.clock().Cancel(entry->timer);
+  if (auto session = entry->session.lock()) {
+    latest::ToEnvoyWebSocketClose close;
+    if (code != 1005 && code != 1006) close.code = code;
+    if (!reason.empty()) close.reason = std::move(reason);
+    SendToEnvoy(*session, request_id, entry->next_index, latest::ToEnvoyTunnelMessageKind{close});
+  }
+}
+
+void Gateway::Expire(uint32_t request_id) {
+  std::optional<InFlight> entry = Take(request_id);
+  if (!entry.has_value()) return;
+  if (entry->websocket) {
+    if (!entry->ws_open && entry->user != nullptr) {
+      Error e{"guard", "websocket_service_timeout", "the actor did not open the WebSocket in time"};
+      entry->user->Close(gateway::CloseCode(e), gateway::CloseReason(e, engine_.NewRayId()));
+    }
+    return;
+  }
+  if (entry->streaming) {
+    entry->exchange->FinishStream();
+    return;
+  }
+  Fail(*entry->exchange,
+       Error{"guard", "service_unavailable", "the actor did not start a response in time"},
+       entry->cors);
+}
+
+void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessage&& msg) {
+  if (msg.message_id.gateway_id != gateway_id_) return;  // not ours: dropped (§6.2)
+  const uint32_t request_id = RequestIdValue(msg.message_id.request_id);
+  std::unique_lock lock(mu_);
+  auto it = in_flight_.find(request_id);
+  if (it == in_flight_.end() || it->second.session_id != session.id()) return;
+  InFlight& entry = it->second;
+  auto& kind = msg.message_kind.value;
+
+  if (auto* start = std::get_if<latest::ToRivetResponseStart>(&kind)) {
+    if (entry.websocket || entry.streaming) return;
+    auto exchange = entry.exchange;
+    net::Headers headers = WithCors(std::move(start->headers), entry.cors);
+    std::string body;
+    if (start->body.has_value()) body.assign(start->body->begin(), start->body->end());
+    if (start->stream) {
+      entry.streaming = true;
+      engine_.clock().Cancel(entry.timer);
+      entry.timer = TimerId{};
+      lock.unlock();
+      exchange->StartStream(start->status, std::move(headers));
+      if (!body.empty()) exchange->WriteChunk(std::move(body));
+      return;
+    }
+    engine_.clock().Cancel(entry.timer);
+    in_flight_.erase(it);
+    lock.unlock();
+    exchange->Respond(net::HttpResponse{start->status, std::move(headers), std::move(body)});
+    return;
+  }
+  if (auto* chunk = std::get_if<latest::ToRivetResponseChunk>(&kind)) {
+    if (!entry.streaming) return;
+    auto exchange = entry.exchange;
+    if (chunk->finish) in_flight_.erase(it);
+    lock.unlock();
+    if (!chunk->body.empty()) exchange->WriteChunk(std::string(chunk->body.begin(), chunk->body.end()));
+    if (chunk->finish) exchange->FinishStream();
+    return;
+  }
+  if (std::holds_alternative<latest::ToRivetResponseAbort>(kind)) {
+    if (entry.websocket) return;
+    InFlight taken = std::move(entry);
+    in_flight_.erase(it);
+    lock.unlock();
+    engine_.clock().Cancel(taken.timer);
+    if (taken.streaming) {
+      taken.exchange->FinishStream();
+    } else {
+      Fail(*taken.exchange, Error{"guard", "service_unavailable", "the actor aborted the response"},
+           taken.cors);
+    }
+    return;
+  }
+  if (std::holds_alternative<latest::ToRivetWebSocketOpen>(kind)) {
+    if (!entry.websocket) return;
+    entry.ws_open = true;
+    engine_.clock().Cancel(entry.timer);
+    entry.timer = TimerId{};
+    return;
+  }
+  if (auto* m = std::get_if<latest::ToRivetWebSocketMessage>(&kind)) {
+    if (!entry.websocket) return;
+    auto user = entry.user;
+    lock.unlock();
+    user->Send(std::string(m->data.begin(), m->data.end()), m->binary);
+    return;
+  }
+  if (std::holds_alternative<latest::ToRivetWebSocketMessageAck>(kind)) return;
+  if (auto* close = std::get_if<latest::ToRivetWebSocketClose>(&kind)) {
+    if (!entry.websocket) return;
+    InFlight taken = std::move(entry);
+    in_flight_.erase(it);
+    lock.unlock();
+    engine_.clock().Cancel(taken.timer);
+    // Hibernation (hibernate = true) is not kept yet: the user socket closes like the
+    // actor stopping does for a non-hibernatable socket.
+    const uint16_t code = close->hibernate ? 1000 : close->code.value_or(1000);
+    std::string reason = close->hibernate ? "actor.stopped" : close->reason.value_or("");
+    taken.user->Close(code, std::move(reason));
+    return;
+  }
+}
+
+void Gateway::OnEnvoyClosed(EnvoySession& session) {
+  std::vector<InFlight> failed;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      if (it->second.session_id == session.id()) {
+        failed.push_back(std::move(it->second));
+        it = in_flight_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  const Error gone{"guard", "service_unavailable", "the actor's envoy disconnected"};
+  for (auto& entry : failed) {
+    engine_.clock().Cancel(entry.timer);
+    if (entry.websocket) {
+      entry.user->Close(gateway::CloseCode(gone), gateway::CloseReason(gone, engine_.NewRayId()));
+    } else if (entry.streaming) {
+      entry.exchange->FinishStream();
+    } else {
+      Fail(*entry.exchange, gone, entry.cors);
+    }
+  }
+}
+
+void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
+                                      const rec::ActorRecord& record, uint32_t generation,
+                                      int64_t index) {
+  std::optional<Pool> pool = engine_.catalog().FindPool(ns, record.pool_name);
+  std::optional<Namespace> namespace_record = engine_.catalog().FindNamespace(ns);
+  if (!pool.has_value() || !pool->serverless() || !namespace_record.has_value()) return;
+  const uint16_t version = pool->config.protocol_version.value_or(4);
+  latest::CommandWrapper w;
+  w.checkpoint = latest::ActorCheckpoint{actor.ToString(), generation, index};
+  latest::CommandStartActor start;
+  start.config.name = record.name;
+  start.config.key = record.key;
+  start.config.create_ts = record.create_ts;
+  start.config.input = record.input;
+  w.inner = std::move(start);
+  auto body = protocol::envoy::EncodeToEnvoyFramed(
+      latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(w)}}}, version);
+  if (!body.has_value()) {
+    KEEL_LOG(kError, kLog, "cannot encode a serverless start",
+             {{"actor", actor.ToString()}, {"error", protocol::ToString(body.error())}});
+    return;
+  }
+  net::HttpRequest request;
+  request.method = "POST";
+  request.headers = {{"x-rivet-endpoint", engine_.options().public_url},
+                     {"x-rivet-pool-name", record.pool_name},
+                     {"x-rivet-namespace-name", namespace_record->name},
+                     {"content-type", "application/octet-stream"}};
+  if (engine_.options().admin_token.has_value()) {
+    request.headers.emplace_back("x-rivet-token", *engine_.options().admin_token);
+  }
+  for (const auto& h : pool->config.serverless->headers) request.headers.push_back(h);
+  request.body.assign(body->begin(), body->end());
+  std::string url = pool->config.serverless->url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  url += "/start";
+  KEEL_LOG(kInfo, kLog, "serverless start",
+           {{"actor", actor.ToString()}, {"url", url}, {"generation", std::to_string(generation)}});
+  // The SSE stream is held open for the request's life and only logged; the actor's state
+  // machine learns about the instance from its envoy's events.
+  net::FetchStream(
+      engine_.io(), url, std::move(request),
+      [url](Result<net::HttpResponse> head) {
+        if (!head.has_value() || head->status != 200) {
+          KEEL_LOG(kWarn, kLog, "serverless start refused",
+                   {{"url", url},
+                    {"error", head.has_value() ? std::to_string(head->status)
+                                               : head.error().ToString()}});
+        }
+      },
+      [](std::string) {}, [](Status) {});
+}
+
+}  // namespace keel::engine

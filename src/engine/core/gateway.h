@@ -1,0 +1,86 @@
+// Gateway: carries end-user HTTP requests and WebSockets to actors as tunnel frames over
+// the hosting envoy's connection (actors.md §5, envoy-protocol.md §6).
+//
+// Per request: resolve the actor (id, or name + key with get / getOrCreate), take the fast
+// path when it is connectable on a live connection, else ask the orchestrator to wake it
+// and wait (bounded); then register an in-flight entry keyed by a 4-byte request id under
+// this gateway's random 4-byte gateway id and send RequestStart / WebSocketOpen. Replies
+// from the envoy (ResponseStart / chunks / abort, WebSocket open / message / close) find
+// their entry by request id; only the connection the request was sent to may answer it.
+// Every failure is a structured error: JSON with the §5.9 status for HTTP, a close frame
+// `group.code#ray` for WebSockets. CORS headers go on every actor-route response (§5.7).
+//
+// Also here: the serverless start path (envoy-protocol.md §4.9): POST <pool url>/start with
+// the version-prefixed ToEnvoyCommands body, holding the SSE response for the request's
+// life.
+// Thread-safety: every method may be called from any thread (one mutex for the in-flight
+// table; sends happen outside it).
+#pragma once
+
+#include <atomic>
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "base/clock.h"
+#include "engine/common/id.h"
+#include "engine/gateway/routing.h"
+#include "net/http_server.h"
+#include "protocol/engine/records.h"
+#include "protocol/envoy/versioned.h"
+
+namespace keel::engine {
+
+class Engine;
+class EnvoySession;
+
+class Gateway {
+ public:
+  explicit Gateway(Engine& engine);
+  ~Gateway();
+
+  // An actor route from gateway::ClassifyRequest (ById, ByQuery or ByHeader).
+  void Serve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route route);
+
+  // From envoy sessions (their socket threads).
+  void OnTunnelMessage(EnvoySession& session, protocol::envoy::latest::ToRivetTunnelMessage&& msg);
+  void OnEnvoyClosed(EnvoySession& session);
+
+  // From the orchestrator: start a serverless actor (§4.9).
+  void DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
+                               const protocol::engine::latest::ActorRecord& record,
+                               uint32_t generation, int64_t index);
+
+  size_t in_flight() const;
+
+ private:
+  struct InFlight;
+  class UserSocket;
+
+  void Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route route,
+               net::Headers cors);
+  void Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<EngineId> ns,
+             EngineId actor, std::string path, bool bypass, net::Headers cors);
+  void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
+            std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors);
+  void Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors);
+  // Removes and returns an entry.
+  std::optional<InFlight> Take(uint32_t request_id);
+  void SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,
+                   protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
+  void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
+  void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
+  void Expire(uint32_t request_id);
+
+  Engine& engine_;
+  std::array<uint8_t, 4> gateway_id_{};
+  std::atomic<uint32_t> next_request_{1};
+  mutable std::mutex mu_;
+  std::unordered_map<uint32_t, InFlight> in_flight_;  // guarded by mu_
+};
+
+}  // namespace keel::engine

@@ -1,0 +1,1220 @@
+#include "engine/core/orchestrator.h"
+
+#include <algorithm>
+#include <atomic>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "engine/core/catalog.h"
+#include "engine/core/engine.h"
+#include "engine/core/envoy_session.h"
+#include "engine/core/gateway.h"
+#include "engine/core/keys.h"
+
+namespace keel::engine {
+namespace {
+
+using protocol::engine::ReadRecord;
+using protocol::engine::WriteRecord;
+
+constexpr std::string_view kLog = "orchestrator";
+// Commands are stored in the envoy protocol's embedded-version envelope, latest version.
+constexpr uint16_t kCommandVersion = 4;
+constexpr size_t kAlarmScanBatch = 256;
+
+using EnvoyKey = std::pair<EngineId, std::string>;
+
+Error NotFound() {
+  return Error{"actor", "not_found", "The actor does not exist or was destroyed."};
+}
+
+bool AtRest(orch::Transition t) {
+  return t == orch::Transition::kSleeping || t == orch::Transition::kDestroyed;
+}
+
+Bytes ToBytes(ByteView v) { return Bytes(v.begin(), v.end()); }
+
+// A JSON text that parses as an object, else "{}" (envoy-protocol.md §3.3).
+std::string ObjectJsonOrEmpty(const std::string& text) {
+  auto parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded() || !parsed.is_object()) return "{}";
+  return text;
+}
+
+}  // namespace
+
+struct Orchestrator::Impl {
+  struct Waiter {
+    uint64_t id = 0;
+    std::function<void(Result<ActorTarget>)> done;
+    TimerId timer{};
+    int rewakes = 0;
+    bool bypass = false;
+  };
+
+  struct ActorEntry {
+    EngineId id;
+    rec::ActorRecord record;
+    EngineId ns;
+    orch::ActorWorkflow wf;
+    TimerId timer{};
+    int64_t timer_at = 0;
+    std::vector<Waiter> waiters;
+    std::vector<std::function<void(Status)>> destroy_waiters;
+  };
+
+  struct EnvoyEntry {
+    EngineId ns;
+    std::string key;
+    std::string pool;
+    uint32_t version = 0;
+    uint16_t protocol_version = 0;
+    std::shared_ptr<EnvoySession> session;  // null while disconnected
+    int64_t last_ping_ms = 0;
+    bool stopping = false;
+    std::set<EngineId> hosted;
+  };
+
+  struct Route {
+    EngineId ns;
+    std::string envoy_key;
+    uint32_t generation = 0;
+    bool connectable = false;
+  };
+
+  // The machine's view of the world for one step of one actor.
+  class StepContext final : public orch::Context {
+   public:
+    StepContext(Impl& impl, ActorEntry& entry) : impl_(impl), entry_(entry) {}
+    int64_t NowMs() const override { return impl_.engine.clock().SystemNowMs(); }
+    const orch::Thresholds& thresholds() const override {
+      return impl_.engine.options().thresholds;
+    }
+    orch::Allocation Allocate(std::span<const std::string> exclude) override {
+      orch::Allocation a = impl_.Allocate(entry_, exclude);
+      if (std::holds_alternative<orch::Allocation::Serverless>(a.value)) ++serverless_taken_;
+      return a;
+    }
+    void ReleaseSlot() override {
+      if (impl_.ReleaseServerlessSlot(entry_)) ++serverless_released_;
+    }
+    bool EnvoyConnected(std::string_view key) const override {
+      const EnvoyEntry* e = impl_.FindEnvoy(entry_.ns, key);
+      return e != nullptr && e->session != nullptr && !e->session->closed();
+    }
+    std::optional<int64_t> EnvoyLastPingMs(std::string_view key) const override {
+      const EnvoyEntry* e = impl_.FindEnvoy(entry_.ns, key);
+      if (e == nullptr || e->last_ping_ms == 0) return std::nullopt;
+      return e->last_ping_ms;
+    }
+    // Undoes the in-memory slot accounting of a step whose commit failed.
+    void Undo() {
+      uint32_t& slots = impl_.serverless_slots[{entry_.ns, entry_.record.pool_name}];
+      slots += serverless_released_;
+      slots -= std::min<uint32_t>(slots, static_cast<uint32_t>(serverless_taken_));
+    }
+
+   private:
+    Impl& impl_;
+    ActorEntry& entry_;
+    int serverless_taken_ = 0;
+    uint32_t serverless_released_ = 0;
+  };
+
+  explicit Impl(Engine& e)
+      : engine(e),
+        loop(e.MakeWorkerStrand()),
+        random(e.options().seed ^ 0x6f7263686573ull) {}
+
+  Engine& engine;
+  std::unique_ptr<Executor> loop;
+  Random random;  // loop only
+  std::unordered_map<EngineId, std::unique_ptr<ActorEntry>> actors;
+  std::map<EnvoyKey, EnvoyEntry, std::less<>> envoys;
+  std::map<std::pair<EngineId, std::string>, uint32_t> serverless_slots;
+  uint64_t next_waiter_id = 1;
+  TimerId alarm_timer{};
+  int64_t alarm_timer_at = 0;
+
+  mutable std::mutex routes_mu;
+  std::unordered_map<EngineId, Route> routes;                    // guarded by routes_mu
+  std::map<EnvoyKey, std::shared_ptr<EnvoySession>> live;         // guarded by routes_mu
+  std::map<std::string, int64_t> loaded_by_state;                 // guarded by routes_mu
+
+  // ---- helpers ---------------------------------------------------------------------
+
+  void Post(std::function<void()> fn) { loop->Post(std::move(fn)); }
+
+  int64_t Now() const { return engine.clock().SystemNowMs(); }
+
+  EnvoyEntry* FindEnvoy(const EngineId& ns, std::string_view key) {
+    auto it = envoys.find(EnvoyKey(ns, std::string(key)));
+    return it == envoys.end() ? nullptr : &it->second;
+  }
+  const EnvoyEntry* FindEnvoy(const EngineId& ns, std::string_view key) const {
+    auto it = envoys.find(EnvoyKey(ns, std::string(key)));
+    return it == envoys.end() ? nullptr : &it->second;
+  }
+
+  std::shared_ptr<EnvoySession> LiveSession(const EngineId& ns, const std::string& key) {
+    EnvoyEntry* e = FindEnvoy(ns, key);
+    if (e == nullptr || e->session == nullptr || e->session->closed()) return nullptr;
+    return e->session;
+  }
+
+  // actors.md §6.4: serverless takes a concurrency slot; serverful picks a random envoy
+  // among the (up to 100) highest-version envoys of the pool that pinged recently.
+  orch::Allocation Allocate(ActorEntry& entry, std::span<const std::string> exclude) {
+    std::optional<Pool> pool = engine.catalog().FindPool(entry.ns, entry.record.pool_name);
+    if (!pool.has_value()) return {orch::Allocation::Failure::kNoEnvoys};
+    if (pool->serverless()) {
+      uint32_t& used = serverless_slots[{entry.ns, entry.record.pool_name}];
+      const uint32_t max = pool->config.serverless->max_concurrent_actors;
+      if (max != 0 && used >= max) {
+        return {orch::Allocation::Failure::kConcurrentActorLimitReached};
+      }
+      ++used;
+      return {orch::Allocation::Serverless{}};
+    }
+    if (engine.shutting_down()) return {orch::Allocation::Failure::kNoEnvoys};
+    const int64_t now = Now();
+    std::vector<const EnvoyEntry*> candidates;
+    for (const auto& [key, env] : envoys) {
+      if (!(key.first == entry.ns) || env.pool != entry.record.pool_name) continue;
+      if (env.session == nullptr || env.session->closed() || env.stopping) continue;
+      if (now - env.last_ping_ms > engine.options().envoy_eligible_threshold_ms) continue;
+      if (std::find(exclude.begin(), exclude.end(), env.key) != exclude.end()) continue;
+      candidates.push_back(&env);
+    }
+    if (candidates.empty()) return {orch::Allocation::Failure::kNoEnvoys};
+    std::sort(candidates.begin(), candidates.end(),
+              [](const EnvoyEntry* a, const EnvoyEntry* b) { return a->version > b->version; });
+    const uint32_t top = candidates.front()->version;
+    size_t n = 0;
+    while (n < candidates.size() && n < 100 && candidates[n]->version == top) ++n;
+    const EnvoyEntry* chosen = candidates[random.Uniform<size_t>(0, n - 1)];
+    return {orch::Allocation::Serverful{chosen->key}};
+  }
+
+  bool ReleaseServerlessSlot(ActorEntry& entry) {
+    std::optional<Pool> pool = engine.catalog().FindPool(entry.ns, entry.record.pool_name);
+    if (!pool.has_value() || !pool->serverless()) return false;
+    uint32_t& used = serverless_slots[{entry.ns, entry.record.pool_name}];
+    if (used > 0) --used;
+    return true;
+  }
+
+  // ---- loading ---------------------------------------------------------------------
+
+  Result<std::unique_ptr<ActorEntry>> ReadEntry(const EngineId& id) {
+    KEEL_ASSIGN_OR_RETURN(auto snapshot, engine.store().NewSnapshot());
+    KEEL_ASSIGN_OR_RETURN(auto record_bytes, snapshot->Get(keys::ActorRecord(id.bytes())));
+    if (!record_bytes.has_value()) return Unexpected{NotFound()};
+    auto entry = std::make_unique<ActorEntry>();
+    entry->id = id;
+    KEEL_ASSIGN_OR_RETURN(entry->record, ReadRecord<rec::ActorRecord>(*record_bytes));
+    KEEL_ASSIGN_OR_RETURN(entry->ns, EngineId::FromBytes(entry->record.namespace_id));
+    KEEL_ASSIGN_OR_RETURN(auto wf_bytes, snapshot->Get(keys::ActorWorkflow(id.bytes())));
+    if (wf_bytes.has_value()) {
+      KEEL_ASSIGN_OR_RETURN(entry->wf, orch::DecodeWorkflow(*wf_bytes));
+    }
+    return entry;
+  }
+
+  // The loaded entry, reading it from storage when needed.
+  Result<ActorEntry*> Entry(const EngineId& id) {
+    auto it = actors.find(id);
+    if (it != actors.end()) return it->second.get();
+    KEEL_ASSIGN_OR_RETURN(auto entry, ReadEntry(id));
+    ActorEntry* raw = entry.get();
+    actors.emplace(id, std::move(entry));
+    CountState(raw->wf.transition, +1);
+    UpdateRoute(*raw);
+    return raw;
+  }
+
+  void CountState(orch::Transition t, int delta) {
+    std::lock_guard lock(routes_mu);
+    loaded_by_state[std::string(orch::TransitionName(t))] += delta;
+  }
+
+  // ---- one step --------------------------------------------------------------------
+
+  latest::CommandWrapper BuildCommand(const ActorEntry& e, const orch::fx::SendCommand& cmd) {
+    latest::CommandWrapper w;
+    w.checkpoint.actor_id = e.id.ToString();
+    w.checkpoint.generation = cmd.generation;
+    w.checkpoint.index = cmd.index;
+    if (std::holds_alternative<orch::fx::StartCommand>(cmd.command)) {
+      latest::CommandStartActor start;
+      start.config.name = e.record.name;
+      start.config.key = e.record.key;
+      start.config.create_ts = e.record.create_ts;
+      start.config.input = e.record.input;
+      w.inner = std::move(start);
+    } else {
+      latest::CommandStopActor stop;
+      stop.reason = std::get<orch::fx::StopCommand>(cmd.command).reason;
+      w.inner = stop;
+    }
+    return w;
+  }
+
+  static latest::ActorCommandKeyData ToKeyData(const latest::CommandWrapper& w) {
+    if (const auto* start = std::get_if<latest::CommandStartActor>(&w.inner.value)) {
+      return latest::ActorCommandKeyData{*start};
+    }
+    return latest::ActorCommandKeyData{std::get<latest::CommandStopActor>(w.inner.value)};
+  }
+
+  static std::optional<Bytes> AlarmKeyOf(const ActorEntry& e, const orch::ActorWorkflow& wf) {
+    if (wf.transition != orch::Transition::kSleeping || !wf.alarm_ts.has_value()) {
+      return std::nullopt;
+    }
+    return keys::Alarm(*wf.alarm_ts, e.id.bytes());
+  }
+
+  // Stores `next` and everything its effects imply in one transaction.
+  Status Persist(ActorEntry& e, const orch::ActorWorkflow& next,
+                 const std::vector<orch::Effect>& effects,
+                 const std::vector<std::pair<const orch::fx::SendCommand*,
+                                             latest::CommandWrapper>>& commands) {
+    const ByteView actor = e.id.bytes();
+    const ByteView ns = e.ns.bytes();
+    std::optional<Bytes> old_alarm = AlarmKeyOf(e, e.wf);
+    std::optional<Bytes> new_alarm = AlarmKeyOf(e, next);
+    Bytes wf_value = orch::EncodeWorkflow(next);
+    std::optional<Bytes> record_value;
+    bool release_key = false;
+    for (const auto& effect : effects) {
+      if (std::holds_alternative<orch::fx::DeleteActorData>(effect)) {
+        rec::ActorRecord destroyed = e.record;
+        destroyed.destroyed = true;
+        destroyed.destroy_ts = next.destroy_ts != 0 ? next.destroy_ts : Now();
+        record_value = WriteRecord(destroyed);
+      } else if (std::holds_alternative<orch::fx::ReleaseKey>(effect)) {
+        release_key = e.record.key.has_value();
+      }
+    }
+    std::vector<std::pair<Bytes, Bytes>> command_puts;
+    for (const auto& [cmd, wrapper] : commands) {
+      auto value = protocol::envoy::EncodeActorCommandKeyDataFramed(ToKeyData(wrapper),
+                                                                     kCommandVersion);
+      if (!value.has_value()) {
+        return Unexpected{Error{"engine", "internal", protocol::ToString(value.error())}};
+      }
+      command_puts.emplace_back(
+          keys::EnvoyCommand(ns, cmd->envoy_key, actor, cmd->generation,
+                             static_cast<uint64_t>(cmd->index)),
+          std::move(*value));
+    }
+    return storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
+      // The guard: a racing KV/page write of this actor conflicts with a destroy.
+      KEEL_RETURN_IF_ERROR(txn.Get(keys::ActorRecord(actor)));
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), wf_value));
+      if (record_value.has_value()) {
+        KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), *record_value));
+      }
+      if (AtRest(next.transition)) {
+        KEEL_RETURN_IF_ERROR(txn.Delete(keys::Live(actor)));
+      } else {
+        KEEL_RETURN_IF_ERROR(txn.Put(keys::Live(actor), Bytes{}));
+      }
+      if (old_alarm != new_alarm) {
+        if (old_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Delete(*old_alarm));
+        if (new_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Put(*new_alarm, Bytes{}));
+      }
+      if (release_key) {
+        KEEL_RETURN_IF_ERROR(
+            txn.Delete(keys::ActorByKey(ns, e.record.name, *e.record.key)));
+      }
+      for (const auto& effect : effects) {
+        if (const auto* drop = std::get_if<orch::fx::DropPendingCommands>(&effect)) {
+          KEEL_RETURN_IF_ERROR(txn.DeleteRange(storage::KeyRange::Prefix(
+              keys::EnvoyCommandsOf(ns, drop->envoy_key, actor, drop->generation))));
+        }
+      }
+      for (const auto& [key, value] : command_puts) {
+        KEEL_RETURN_IF_ERROR(txn.Put(key, value));
+      }
+      return {};
+    });
+  }
+
+  void StepActor(ActorEntry& e, const orch::Input& input) {
+    orch::ActorWorkflow next = e.wf;
+    StepContext ctx(*this, e);
+    orch::StepResult result = orch::Step(next, input, ctx);
+    if (!result.changed && result.effects.empty()) return;
+
+    std::vector<std::pair<const orch::fx::SendCommand*, latest::CommandWrapper>> commands;
+    for (const auto& effect : result.effects) {
+      if (const auto* cmd = std::get_if<orch::fx::SendCommand>(&effect)) {
+        commands.emplace_back(cmd, BuildCommand(e, *cmd));
+      }
+    }
+    Status stored = Persist(e, next, result.effects, commands);
+    if (!stored.has_value()) {
+      ctx.Undo();
+      KEEL_LOG(kError, kLog, "could not store an actor transition; the input is dropped",
+               {{"actor", e.id.ToString()}, {"error", stored.error().ToString()}});
+      return;
+    }
+    const orch::Transition before = e.wf.transition;
+    const std::string old_key = e.wf.envoy_key;
+    e.wf = std::move(next);
+    if (before != e.wf.transition) {
+      CountState(before, -1);
+      CountState(e.wf.transition, +1);
+    }
+    UpdateHosting(e, old_key);
+    UpdateRoute(e);
+    for (auto& [cmd, wrapper] : commands) {
+      auto session = LiveSession(e.ns, cmd->envoy_key);
+      if (session != nullptr) {
+        session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
+      }
+    }
+    for (const auto& effect : result.effects) Execute(e, effect);
+    Rearm(e);
+    MaybeEvict(e.id);
+  }
+
+  void UpdateHosting(ActorEntry& e, const std::string& old_key) {
+    const bool hosting = orch::HasInstance(e.wf.transition) && !e.wf.envoy_key.empty();
+    if (!old_key.empty() && (!hosting || old_key != e.wf.envoy_key)) {
+      if (EnvoyEntry* env = FindEnvoy(e.ns, old_key)) env->hosted.erase(e.id);
+    }
+    if (hosting) {
+      EnvoyEntry& env = envoys[EnvoyKey(e.ns, e.wf.envoy_key)];
+      if (env.key.empty()) {
+        env.ns = e.ns;
+        env.key = e.wf.envoy_key;
+      }
+      env.hosted.insert(e.id);
+    }
+  }
+
+  void UpdateRoute(const ActorEntry& e) {
+    std::lock_guard lock(routes_mu);
+    if (orch::HasInstance(e.wf.transition) && !e.wf.envoy_key.empty()) {
+      routes[e.id] = Route{e.ns, e.wf.envoy_key, e.wf.generation, e.wf.connectable};
+    } else {
+      routes.erase(e.id);
+    }
+  }
+
+  void Execute(ActorEntry& e, const orch::Effect& effect) {
+    std::visit(
+        [&](const auto& fx) {
+          using T = std::decay_t<decltype(fx)>;
+          if constexpr (std::is_same_v<T, orch::fx::Publish>) {
+            Publish(e, fx);
+          } else if constexpr (std::is_same_v<T, orch::fx::AckEvents>) {
+            if (auto session = LiveSession(e.ns, fx.envoy_key)) {
+              latest::ToEnvoyAckEvents ack;
+              ack.last_event_checkpoints.push_back(
+                  latest::ActorCheckpoint{e.id.ToString(), fx.generation, fx.index});
+              session->Send(latest::ToEnvoy{std::move(ack)});
+            }
+          } else if constexpr (std::is_same_v<T, orch::fx::DeleteActorData>) {
+            DeleteData(e);
+          } else if constexpr (std::is_same_v<T, orch::fx::DispatchServerlessStart>) {
+            engine.gateway().DispatchServerlessStart(e.ns, e.id, e.record, fx.generation,
+                                                     fx.index);
+          }
+          // SendCommand, DropPendingCommands and ReleaseKey were done with the commit.
+        },
+        effect);
+  }
+
+  // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed.
+  void DeleteData(ActorEntry& e) {
+    const ByteView actor = e.id.bytes();
+    Status kv = engine.actor_kv().DropAll(actor);
+    Status pages = engine.page_store().Delete(actor);
+    Status rest = storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
+      return txn.DeleteRange(storage::KeyRange::Prefix(keys::ActorHibernating(actor)));
+    });
+    for (const Status* s : {&kv, &pages, &rest}) {
+      if (!s->has_value()) {
+        KEEL_LOG(kError, kLog, "destroy could not delete all actor data",
+                 {{"actor", e.id.ToString()}, {"error", s->error().ToString()}});
+      }
+    }
+  }
+
+  void Publish(ActorEntry& e, const orch::fx::Publish& p) {
+    switch (p.notice) {
+      case orch::fx::Notice::kReady: {
+        auto session = LiveSession(e.ns, e.wf.envoy_key);
+        if (session == nullptr) break;
+        auto waiters = std::move(e.waiters);
+        e.waiters.clear();
+        for (auto& w : waiters) {
+          engine.clock().Cancel(w.timer);
+          w.done(ActorTarget{session, e.wf.generation});
+        }
+        break;
+      }
+      case orch::fx::Notice::kStopped: {
+        // Waiting requests re-wake the actor (actors.md §5.6), at most max_rewakes times.
+        std::vector<Waiter> keep;
+        for (auto& w : e.waiters) {
+          if (++w.rewakes > engine.options().max_rewakes) {
+            engine.clock().Cancel(w.timer);
+            w.done(Unexpected{Error{"guard", "service_unavailable",
+                                    "the actor kept stopping while the request waited"}});
+          } else {
+            keep.push_back(std::move(w));
+          }
+        }
+        e.waiters = std::move(keep);
+        if (!e.waiters.empty()) {
+          EngineId id = e.id;
+          Post([this, id] {
+            auto entry = Entry(id);
+            if (entry.has_value()) StepActor(**entry, orch::in::Wake{});
+          });
+        }
+        break;
+      }
+      case orch::fx::Notice::kFailed:
+        // Keel keeps waiting: an envoy may connect within the ready timeout (fast
+        // recovery); the timeout answer carries this error.
+        break;
+      case orch::fx::Notice::kDestroyStarted: {
+        auto waiters = std::move(e.waiters);
+        e.waiters.clear();
+        for (auto& w : waiters) {
+          engine.clock().Cancel(w.timer);
+          w.done(Unexpected{Error{"actor", "destroyed_while_waiting_for_ready",
+                                  "The actor was destroyed while waiting for it to be ready."}});
+        }
+        break;
+      }
+      case orch::fx::Notice::kDestroyComplete: {
+        auto waiters = std::move(e.destroy_waiters);
+        e.destroy_waiters.clear();
+        for (auto& done : waiters) done(Status{});
+        break;
+      }
+    }
+  }
+
+  // Per-actor timer for the machine's deadline; sleeping actors use the alarm index.
+  void Rearm(ActorEntry& e) {
+    std::optional<int64_t> deadline;
+    if (!AtRest(e.wf.transition)) deadline = orch::NextDeadline(e.wf);
+    if (e.wf.transition == orch::Transition::kSleeping && e.wf.alarm_ts.has_value()) {
+      ScheduleAlarmScan(*e.wf.alarm_ts);
+    }
+    if (deadline == std::optional<int64_t>(e.timer_at) && e.timer != TimerId{}) return;
+    if (e.timer != TimerId{}) engine.clock().Cancel(e.timer);
+    e.timer = TimerId{};
+    e.timer_at = 0;
+    if (!deadline.has_value()) return;
+    e.timer_at = *deadline;
+    const int64_t delay = std::max<int64_t>(0, *deadline - Now());
+    EngineId id = e.id;
+    e.timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this, id] {
+      Post([this, id] { OnActorTimer(id); });
+    });
+  }
+
+  void OnActorTimer(const EngineId& id) {
+    auto it = actors.find(id);
+    if (it == actors.end()) return;
+    ActorEntry& e = *it->second;
+    e.timer = TimerId{};
+    std::optional<int64_t> deadline = orch::NextDeadline(e.wf);
+    if (deadline.has_value() && *deadline > Now()) {
+      e.timer_at = 0;
+      Rearm(e);
+      return;
+    }
+    e.timer_at = 0;
+    StepActor(e, orch::in::Tick{});
+  }
+
+  void MaybeEvict(const EngineId& id) {
+    auto it = actors.find(id);
+    if (it == actors.end()) return;
+    ActorEntry& e = *it->second;
+    if (!AtRest(e.wf.transition) || !e.waiters.empty() || !e.destroy_waiters.empty()) return;
+    if (e.timer != TimerId{}) engine.clock().Cancel(e.timer);
+    CountState(e.wf.transition, -1);
+    actors.erase(it);
+  }
+
+  // ---- alarms of sleeping actors (one engine-wide timer over the 07 index) ---------------
+
+  void ScheduleAlarmScan(int64_t at) {
+    if (alarm_timer != TimerId{} && alarm_timer_at <= at) return;
+    if (alarm_timer != TimerId{}) engine.clock().Cancel(alarm_timer);
+    alarm_timer_at = at;
+    const int64_t delay = std::max<int64_t>(0, at - Now());
+    alarm_timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this] {
+      Post([this] { ScanAlarms(); });
+    });
+  }
+
+  void ScanAlarms() {
+    alarm_timer = TimerId{};
+    alarm_timer_at = 0;
+    const int64_t now = Now();
+    Bytes end = keys::AlarmPrefix();
+    keys::AppendTs(end, now + 1);
+    auto due = engine.store().Scan(storage::KeyRange{keys::AlarmPrefix(), end},
+                                   storage::ScanOptions{.limit = kAlarmScanBatch});
+    if (!due.has_value()) {
+      KEEL_LOG(kError, kLog, "alarm scan failed", {{"error", due.error().ToString()}});
+      ScheduleAlarmScan(now + 1000);
+      return;
+    }
+    for (const auto& kv : *due) {
+      ByteView rest = ByteView(kv.key).subspan(1);
+      int64_t ts = 0;
+      if (!keys::ReadTs(rest, ts)) continue;
+      auto id = EngineId::FromBytes(rest);
+      if (!id.has_value()) continue;
+      auto entry = Entry(*id);
+      if (!entry.has_value()) continue;
+      StepActor(**entry, orch::in::Tick{});
+    }
+    if (due->size() == kAlarmScanBatch) {
+      ScheduleAlarmScan(now);
+      return;
+    }
+    auto next = engine.store().ScanPrefix(keys::AlarmPrefix(), storage::ScanOptions{.limit = 1});
+    if (next.has_value() && !next->empty()) {
+      ByteView rest = ByteView(next->front().key).subspan(1);
+      int64_t ts = 0;
+      // An entry that stays due (its actor could not leave Sleeping) is retried in a second.
+      if (keys::ReadTs(rest, ts)) ScheduleAlarmScan(std::max(ts, now + 1000));
+    }
+  }
+
+  // ---- envoys ----------------------------------------------------------------------
+
+  void ReplayCommands(EnvoySession& session) {
+    const ByteView ns = session.namespace_id().bytes();
+    auto stored = engine.store().ScanPrefix(keys::EnvoyCommands(ns, session.envoy_key()));
+    if (!stored.has_value()) {
+      session.CloseWith(Error{"engine", "internal", stored.error().ToString()});
+      return;
+    }
+    const size_t prefix = keys::EnvoyCommands(ns, session.envoy_key()).size();
+    latest::ToEnvoyCommands batch;
+    for (const auto& kv : *stored) {
+      ByteView rest = ByteView(kv.key).subspan(prefix);
+      if (rest.size() != EngineId::kByteSize + 4 + 8) continue;
+      auto id = EngineId::FromBytes(rest.subspan(0, EngineId::kByteSize));
+      rest = rest.subspan(EngineId::kByteSize);
+      uint32_t generation = 0;
+      uint64_t index = 0;
+      if (!id.has_value() || !keys::ReadU32(rest, generation) || !keys::ReadU64(rest, index)) {
+        continue;
+      }
+      auto data = protocol::envoy::DecodeActorCommandKeyDataFramed(kv.value);
+      if (!data.has_value()) {
+        KEEL_LOG(kError, kLog, "skipping an unreadable stored command",
+                 {{"actor", id->ToString()}, {"error", data.error().ToString()}});
+        continue;
+      }
+      latest::CommandWrapper w;
+      w.checkpoint = latest::ActorCheckpoint{id->ToString(), generation,
+                                             static_cast<int64_t>(index)};
+      if (auto* start = std::get_if<latest::CommandStartActor>(&data->value.value)) {
+        w.inner = std::move(*start);
+      } else {
+        w.inner = std::get<latest::CommandStopActor>(data->value.value);
+      }
+      batch.value.push_back(std::move(w));
+    }
+    if (!batch.value.empty()) session.Send(latest::ToEnvoy{std::move(batch)});
+  }
+
+  Status StoreEnvoyRecord(EnvoySession& session) {
+    const auto& p = session.params();
+    return storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
+      Bytes key = keys::EnvoyRecord(session.namespace_id().bytes(), p.envoy_key);
+      KEEL_ASSIGN_OR_RETURN(auto existing, txn.Get(key));
+      rec::EnvoyRecord record;
+      if (existing.has_value()) {
+        KEEL_ASSIGN_OR_RETURN(record, ReadRecord<rec::EnvoyRecord>(*existing));
+      } else {
+        record.create_ts = Now();
+      }
+      record.pool_name = p.pool_name;
+      record.version = p.version;
+      record.protocol_version = p.protocol_version;
+      record.last_connected_ts = Now();
+      record.stop_ts.reset();
+      return txn.Put(key, WriteRecord(record));
+    });
+  }
+
+  void RetryPendingAllocations(const EngineId& ns, const std::string& pool) {
+    std::vector<EngineId> pending;
+    for (const auto& [id, e] : actors) {
+      if (e->ns == ns && e->record.pool_name == pool &&
+          e->wf.transition == orch::Transition::kReallocating) {
+        pending.push_back(id);
+      }
+    }
+    for (const auto& id : pending) {
+      auto it = actors.find(id);
+      if (it != actors.end()) StepActor(*it->second, orch::in::PoolCapacityAvailable{});
+    }
+  }
+
+  void StepHosted(const EngineId& ns, const std::string& key, const orch::Input& input) {
+    EnvoyEntry* env = FindEnvoy(ns, key);
+    if (env == nullptr) return;
+    std::vector<EngineId> hosted(env->hosted.begin(), env->hosted.end());
+    for (const auto& id : hosted) {
+      auto entry = Entry(id);
+      if (entry.has_value()) StepActor(**entry, input);
+    }
+  }
+};
+
+// ---- public surface ----------------------------------------------------------------------
+
+Orchestrator::Orchestrator(Engine& engine) : impl_(std::make_unique<Impl>(engine)) {}
+
+Orchestrator::~Orchestrator() = default;
+
+Status Orchestrator::Load() {
+  Impl& m = *impl_;
+  KEEL_ASSIGN_OR_RETURN(auto live, m.engine.store().ScanPrefix(keys::LivePrefix()));
+  for (const auto& kv : live) {
+    auto id = EngineId::FromBytes(ByteView(kv.key).subspan(1));
+    if (!id.has_value()) continue;
+    auto entry = m.Entry(*id);
+    if (!entry.has_value()) {
+      KEEL_LOG(kError, kLog, "could not resume an actor",
+               {{"actor", id->ToString()}, {"error", entry.error().ToString()}});
+      continue;
+    }
+    Impl::ActorEntry& e = **entry;
+    if (e.wf.slot_held) {
+      std::optional<Pool> pool = m.engine.catalog().FindPool(e.ns, e.record.pool_name);
+      if (pool.has_value() && pool->serverless()) ++m.serverless_slots[{e.ns, e.record.pool_name}];
+    }
+    m.UpdateHosting(e, "");
+    m.Rearm(e);
+  }
+  auto first_alarm =
+      m.engine.store().ScanPrefix(keys::AlarmPrefix(), storage::ScanOptions{.limit = 1});
+  KEEL_RETURN_IF_ERROR(first_alarm);
+  if (!first_alarm->empty()) {
+    ByteView rest = ByteView(first_alarm->front().key).subspan(1);
+    int64_t ts = 0;
+    if (keys::ReadTs(rest, ts)) m.ScheduleAlarmScan(ts);
+  }
+  KEEL_LOG(kInfo, kLog, "orchestrator resumed", {{"live_actors", std::to_string(live.size())}});
+  return {};
+}
+
+void Orchestrator::Create(CreateActorRequest request,
+                          std::function<void(Result<std::pair<ActorInfo, bool>>)> done) {
+  impl_->Post([this, request = std::move(request), done = std::move(done)]() mutable {
+    Impl& m = *impl_;
+    if (!m.engine.catalog().FindPool(request.namespace_id, request.pool_name).has_value()) {
+      done(Unexpected{Error{"actor", "no_runner_config_configured",
+                            "no runner config named '" + request.pool_name +
+                                "' in this namespace"}});
+      return;
+    }
+    const ByteView ns = request.namespace_id.bytes();
+    if (request.key.has_value()) {
+      auto existing = FindByKey(request.namespace_id, request.name, *request.key);
+      if (!existing.has_value()) {
+        done(Unexpected{existing.error()});
+        return;
+      }
+      if (existing->has_value()) {
+        if (!request.get_or_create) {
+          done(Unexpected{Error{"actor", "duplicate_key",
+                                "an actor with this name and key already exists: " +
+                                    (*existing)->ToString()}});
+          return;
+        }
+        auto info = Read(**existing);
+        if (!info.has_value()) {
+          done(Unexpected{info.error()});
+          return;
+        }
+        done(std::make_pair(std::move(*info), false));
+        return;
+      }
+    }
+    auto entry = std::make_unique<Impl::ActorEntry>();
+    entry->id = EngineId::Generate(m.random, m.engine.options().datacenter_label);
+    entry->ns = request.namespace_id;
+    entry->record.namespace_id = ToBytes(ns);
+    entry->record.name = request.name;
+    entry->record.key = request.key;
+    entry->record.pool_name = request.pool_name;
+    entry->record.crash_policy = request.crash_policy;
+    entry->record.input = std::move(request.input);
+    entry->record.create_ts = m.Now();
+    const ByteView actor = entry->id.bytes();
+    Bytes record = WriteRecord(entry->record);
+    Bytes wf = orch::EncodeWorkflow(entry->wf);
+    bool duplicate = false;
+    Status stored = storage::RunTransaction(m.engine.store(), [&](storage::KvTxn& txn) -> Status {
+      duplicate = false;
+      if (request.key.has_value()) {
+        Bytes index = keys::ActorByKey(ns, request.name, *request.key);
+        KEEL_ASSIGN_OR_RETURN(auto owner, txn.Get(index));
+        if (owner.has_value()) {
+          duplicate = true;
+          return {};
+        }
+        KEEL_RETURN_IF_ERROR(txn.Put(index, ToBytes(actor)));
+      }
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), record));
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), wf));
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::Live(actor), Bytes{}));
+      KEEL_RETURN_IF_ERROR(txn.Put(
+          keys::ActorByName(ns, request.name, entry->record.create_ts, actor), Bytes{}));
+      Bytes name_key = keys::ActorName(ns, request.name);
+      KEEL_ASSIGN_OR_RETURN(auto name, txn.Get(name_key));
+      if (!name.has_value()) {
+        KEEL_RETURN_IF_ERROR(txn.Put(name_key, WriteRecord(rec::ActorNameRecord{"{}"})));
+      }
+      return {};
+    });
+    if (!stored.has_value()) {
+      done(Unexpected{stored.error()});
+      return;
+    }
+    if (duplicate) {
+      // Another engine node won the key between our lookup and the transaction.
+      Create(std::move(request), std::move(done));
+      return;
+    }
+    Impl::ActorEntry* e = entry.get();
+    m.actors.emplace(e->id, std::move(entry));
+    m.CountState(e->wf.transition, +1);
+    KEEL_LOG(kInfo, kLog, "actor created",
+             {{"actor", e->id.ToString()}, {"name", e->record.name}});
+    m.StepActor(*e, orch::in::Create{});
+    ActorInfo info{e->id, e->record, e->wf};
+    const EngineId id = e->id;
+    m.MaybeEvict(id);
+    done(std::make_pair(std::move(info), true));
+  });
+}
+
+Result<std::optional<EngineId>> Orchestrator::FindByKey(const EngineId& ns, std::string_view name,
+                                                        std::string_view key) {
+  KEEL_ASSIGN_OR_RETURN(auto owner,
+                        impl_->engine.store().Get(keys::ActorByKey(ns.bytes(), name, key)));
+  if (!owner.has_value()) return std::optional<EngineId>();
+  KEEL_ASSIGN_OR_RETURN(EngineId id, EngineId::FromBytes(*owner));
+  return std::optional<EngineId>(id);
+}
+
+Result<ActorInfo> Orchestrator::Read(const EngineId& actor) {
+  KEEL_ASSIGN_OR_RETURN(auto entry, impl_->ReadEntry(actor));
+  return ActorInfo{entry->id, std::move(entry->record), std::move(entry->wf)};
+}
+
+namespace {
+
+// Runs `fn(entry)` on the loop for an existing, non-destroyed actor of namespace `ns`.
+template <typename Impl, typename Fn>
+void WithActor(Impl& m, const EngineId& ns, const EngineId& actor,
+               std::function<void(Status)> done, Fn fn) {
+  m.Post([&m, ns, actor, done = std::move(done), fn = std::move(fn)]() mutable {
+    auto entry = m.Entry(actor);
+    if (!entry.has_value()) {
+      done(Unexpected{entry.error()});
+      return;
+    }
+    if (!((*entry)->ns == ns) || (*entry)->wf.destroyed) {
+      m.MaybeEvict(actor);
+      done(Unexpected{NotFound()});
+      return;
+    }
+    fn(**entry, std::move(done));
+  });
+}
+
+}  // namespace
+
+void Orchestrator::Destroy(const EngineId& ns, const EngineId& actor,
+                           std::function<void(Status)> done) {
+  Impl& m = *impl_;
+  WithActor(m, ns, actor, std::move(done),
+            [&m](Impl::ActorEntry& e, std::function<void(Status)> done) {
+              e.destroy_waiters.push_back(std::move(done));
+              const EngineId id = e.id;
+              m.StepActor(e, orch::in::Destroy{});
+              m.MaybeEvict(id);
+            });
+}
+
+void Orchestrator::Sleep(const EngineId& ns, const EngineId& actor,
+                         std::function<void(Status)> done) {
+  Impl& m = *impl_;
+  WithActor(m, ns, actor, std::move(done),
+            [&m](Impl::ActorEntry& e, std::function<void(Status)> done) {
+              const EngineId id = e.id;
+              m.StepActor(e, orch::in::Sleep{});
+              m.MaybeEvict(id);
+              done(Status{});
+            });
+}
+
+void Orchestrator::Reschedule(const EngineId& ns, const EngineId& actor,
+                              std::function<void(Status)> done) {
+  Impl& m = *impl_;
+  WithActor(m, ns, actor, std::move(done),
+            [&m](Impl::ActorEntry& e, std::function<void(Status)> done) {
+              const EngineId id = e.id;
+              m.StepActor(e, orch::in::Reschedule{});
+              m.MaybeEvict(id);
+              done(Status{});
+            });
+}
+
+std::optional<ActorTarget> Orchestrator::FastTarget(const EngineId& actor) const {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.routes_mu);
+  auto it = m.routes.find(actor);
+  if (it == m.routes.end() || !it->second.connectable) return std::nullopt;
+  auto live = m.live.find(EnvoyKey(it->second.ns, it->second.envoy_key));
+  if (live == m.live.end() || live->second->closed()) return std::nullopt;
+  return ActorTarget{live->second, it->second.generation};
+}
+
+void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& actor,
+                             bool bypass_connectable,
+                             std::function<void(Result<ActorTarget>)> done) {
+  impl_->Post([this, ns, actor, bypass_connectable, done = std::move(done)]() mutable {
+    Impl& m = *impl_;
+    auto entry = m.Entry(actor);
+    if (!entry.has_value()) {
+      done(Unexpected{entry.error()});
+      return;
+    }
+    Impl::ActorEntry& e = **entry;
+    if ((ns.has_value() && !(e.ns == *ns)) || e.wf.destroyed) {
+      m.MaybeEvict(actor);
+      done(Unexpected{NotFound()});
+      return;
+    }
+    const bool placed = orch::HasInstance(e.wf.transition) && !e.wf.envoy_key.empty();
+    if (placed && (e.wf.connectable || bypass_connectable)) {
+      if (auto session = m.LiveSession(e.ns, e.wf.envoy_key)) {
+        done(ActorTarget{session, e.wf.generation});
+        return;
+      }
+    }
+    const uint64_t waiter_id = m.next_waiter_id++;
+    Impl::Waiter w;
+    w.id = waiter_id;
+    w.done = std::move(done);
+    w.bypass = bypass_connectable;
+    w.timer = m.engine.clock().ScheduleAfter(
+        std::chrono::milliseconds(m.engine.options().actor_ready_timeout_ms),
+        [this, actor, waiter_id] {
+          impl_->Post([this, actor, waiter_id] {
+            Impl& m = *impl_;
+            auto it = m.actors.find(actor);
+            if (it == m.actors.end()) return;
+            auto& waiters = it->second->waiters;
+            for (auto w = waiters.begin(); w != waiters.end(); ++w) {
+              if (w->id != waiter_id) continue;
+              auto done = std::move(w->done);
+              waiters.erase(w);
+              std::string message = "Timed out waiting for actor to become ready.";
+              if (it->second->wf.error.has_value()) {
+                message += " Last error: " + orch::ToError(*it->second->wf.error).ToString();
+              }
+              done(Unexpected{Error{"guard", "actor_ready_timeout", std::move(message)}});
+              m.MaybeEvict(actor);
+              return;
+            }
+          });
+        });
+    e.waiters.push_back(std::move(w));
+    m.StepActor(e, orch::in::Wake{});
+  });
+}
+
+void Orchestrator::OnEnvoyConnected(std::shared_ptr<EnvoySession> session) {
+  impl_->Post([this, session = std::move(session)] {
+    Impl& m = *impl_;
+    if (session->closed()) return;
+    const auto& p = session->params();
+    EnvoyKey key(session->namespace_id(), p.envoy_key);
+    Impl::EnvoyEntry& env = m.envoys[key];
+    if (env.session != nullptr && env.session != session) {
+      // §3.8: the newer connection evicts the older one; it must not reconnect.
+      env.session->CloseWith(Error{"ws", "eviction",
+                                   "The websocket has been evicted and should not attempt to "
+                                   "reconnect."});
+    }
+    env.ns = session->namespace_id();
+    env.key = p.envoy_key;
+    env.pool = p.pool_name;
+    env.version = p.version;
+    env.protocol_version = p.protocol_version;
+    env.session = session;
+    env.stopping = false;
+    env.last_ping_ms = m.Now();
+    {
+      std::lock_guard lock(m.routes_mu);
+      m.live[key] = session;
+    }
+    Status stored = m.StoreEnvoyRecord(*session);
+    if (!stored.has_value()) {
+      session->CloseWith(Error{"engine", "internal", stored.error().ToString()});
+      return;
+    }
+    m.engine.catalog().NotePoolProtocolVersion(env.ns, env.pool, env.protocol_version);
+    m.ReplayCommands(*session);
+    m.RetryPendingAllocations(env.ns, env.pool);
+  });
+}
+
+void Orchestrator::OnEnvoyClosed(std::shared_ptr<EnvoySession> session) {
+  impl_->Post([this, session = std::move(session)] {
+    Impl& m = *impl_;
+    EnvoyKey key(session->namespace_id(), session->envoy_key());
+    Impl::EnvoyEntry* env = m.FindEnvoy(key.first, key.second);
+    if (env == nullptr || env->session != session) return;  // evicted or replaced
+    env->session = nullptr;
+    {
+      std::lock_guard lock(m.routes_mu);
+      m.live.erase(key);
+    }
+    m.StepHosted(key.first, key.second, orch::in::EnvoyDisconnected{key.second});
+  });
+}
+
+void Orchestrator::OnEnvoyStopping(std::shared_ptr<EnvoySession> session) {
+  impl_->Post([this, session = std::move(session)] {
+    Impl& m = *impl_;
+    Impl::EnvoyEntry* env = m.FindEnvoy(session->namespace_id(), session->envoy_key());
+    if (env == nullptr || env->session != session) return;
+    env->stopping = true;
+    m.StepHosted(env->ns, env->key, orch::in::EnvoyStopping{env->key});
+  });
+}
+
+void Orchestrator::OnEnvoyPing(std::shared_ptr<EnvoySession> session) {
+  impl_->Post([this, session = std::move(session)] {
+    Impl& m = *impl_;
+    Impl::EnvoyEntry* env = m.FindEnvoy(session->namespace_id(), session->envoy_key());
+    if (env == nullptr || env->session != session) return;
+    env->last_ping_ms = m.Now();
+  });
+}
+
+void Orchestrator::OnEvents(std::shared_ptr<EnvoySession> session,
+                            std::vector<latest::EventWrapper> events) {
+  impl_->Post([this, session = std::move(session), events = std::move(events)]() mutable {
+    Impl& m = *impl_;
+    Impl::EnvoyEntry* env = m.FindEnvoy(session->namespace_id(), session->envoy_key());
+    if (env == nullptr || env->session != session) return;  // from an evicted connection
+    for (auto& event : events) {
+      auto id = EngineId::Parse(event.checkpoint.actor_id);
+      if (!id.has_value()) {
+        // §3.11: an unparsable actor id in an event ends the connection.
+        session->CloseWith(Error{"engine", "internal",
+                                 "invalid actor id in event: " + id.error().message()});
+        return;
+      }
+      auto entry = m.Entry(*id);
+      if (!entry.has_value()) continue;
+      Impl::ActorEntry& e = **entry;
+      if (!(e.ns == session->namespace_id())) {
+        m.MaybeEvict(*id);
+        continue;  // an envoy never touches another namespace's actors
+      }
+      orch::in::Event in;
+      in.envoy_key = session->envoy_key();
+      in.generation = event.checkpoint.generation;
+      in.index = event.checkpoint.index;
+      std::visit(
+          [&](auto& inner) {
+            using T = std::decay_t<decltype(inner)>;
+            if constexpr (std::is_same_v<T, latest::EventActorIntent>) {
+              if (inner.intent.template is<latest::ActorIntentSleep>()) {
+                in.kind = orch::in::IntentSleep{};
+              } else {
+                in.kind = orch::in::IntentStop{};
+              }
+            } else if constexpr (std::is_same_v<T, latest::EventActorStateUpdate>) {
+              if (const auto* stopped =
+                      std::get_if<latest::ActorStateStopped>(&inner.state.value)) {
+                in.kind = orch::in::Stopped{stopped->code, stopped->message};
+              } else {
+                in.kind = orch::in::Running{};
+              }
+            } else {
+              in.kind = orch::in::SetAlarm{inner.alarm_ts};
+            }
+          },
+          event.inner.value);
+      m.StepActor(e, in);
+    }
+  });
+}
+
+void Orchestrator::OnAckCommands(std::shared_ptr<EnvoySession> session,
+                                 std::vector<latest::ActorCheckpoint> checkpoints) {
+  impl_->Post([this, session = std::move(session), checkpoints = std::move(checkpoints)] {
+    Impl& m = *impl_;
+    const ByteView ns = session->namespace_id().bytes();
+    Status s = storage::RunTransaction(m.engine.store(), [&](storage::KvTxn& txn) -> Status {
+      for (const auto& cp : checkpoints) {
+        auto id = EngineId::Parse(cp.actor_id);
+        if (!id.has_value() || cp.index < 0) continue;
+        Bytes prefix = keys::EnvoyCommandsOf(ns, session->envoy_key(), id->bytes(),
+                                             cp.generation);
+        Bytes begin = prefix;
+        keys::AppendU64(begin, 0);
+        std::optional<Bytes> end;
+        if (static_cast<uint64_t>(cp.index) == std::numeric_limits<uint64_t>::max()) {
+          end = storage::PrefixEnd(prefix);
+        } else {
+          Bytes e = prefix;
+          keys::AppendU64(e, static_cast<uint64_t>(cp.index) + 1);
+          end = std::move(e);
+        }
+        KEEL_RETURN_IF_ERROR(txn.DeleteRange(storage::KeyRange{std::move(begin), end}));
+      }
+      return {};
+    });
+    if (!s.has_value()) {
+      KEEL_LOG(kError, kLog, "could not apply command acks", {{"error", s.error().ToString()}});
+    }
+  });
+}
+
+void Orchestrator::OnMetadata(std::shared_ptr<EnvoySession> session,
+                              latest::ToRivetMetadata metadata) {
+  impl_->Post([this, session = std::move(session), metadata = std::move(metadata)] {
+    Impl& m = *impl_;
+    const ByteView ns = session->namespace_id().bytes();
+    Status s = storage::RunTransaction(m.engine.store(), [&](storage::KvTxn& txn) -> Status {
+      if (metadata.prepopulate_actor_names.has_value()) {
+        for (const auto& [name, actor_name] : *metadata.prepopulate_actor_names) {
+          KEEL_RETURN_IF_ERROR(txn.Put(
+              keys::ActorName(ns, name),
+              WriteRecord(rec::ActorNameRecord{ObjectJsonOrEmpty(actor_name.metadata)})));
+        }
+      }
+      Bytes key = keys::EnvoyRecord(ns, session->envoy_key());
+      KEEL_ASSIGN_OR_RETURN(auto existing, txn.Get(key));
+      if (existing.has_value()) {
+        KEEL_ASSIGN_OR_RETURN(auto record, ReadRecord<rec::EnvoyRecord>(*existing));
+        record.metadata = metadata.metadata.has_value()
+                              ? std::optional<std::string>(ObjectJsonOrEmpty(*metadata.metadata))
+                              : std::nullopt;
+        KEEL_RETURN_IF_ERROR(txn.Put(key, WriteRecord(record)));
+      }
+      return {};
+    });
+    if (!s.has_value()) {
+      // §3.11: a database error in metadata handling ends the connection.
+      session->CloseWith(Error{"engine", "internal", s.error().ToString()});
+    }
+  });
+}
+
+std::optional<uint32_t> Orchestrator::HostedGeneration(const EnvoySession& session,
+                                                       const EngineId& actor) const {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.routes_mu);
+  auto it = m.routes.find(actor);
+  if (it == m.routes.end()) return std::nullopt;
+  const Impl::Route& r = it->second;
+  if (!(r.ns == session.namespace_id()) || r.envoy_key != session.envoy_key()) {
+    return std::nullopt;
+  }
+  auto live = m.live.find(EnvoyKey(r.ns, r.envoy_key));
+  if (live == m.live.end() || live->second.get() != &session) return std::nullopt;
+  return r.generation;
+}
+
+void Orchestrator::DrainAll(int64_t timeout_ms, std::function<void()> done) {
+  impl_->Post([this, timeout_ms, done = std::move(done)]() mutable {
+    Impl& m = *impl_;
+    std::vector<EnvoyKey> keys_with_session;
+    for (auto& [key, env] : m.envoys) {
+      env.stopping = true;
+      if (env.session != nullptr) keys_with_session.push_back(key);
+    }
+    for (const auto& key : keys_with_session) {
+      m.StepHosted(key.first, key.second, orch::in::EnvoyStopping{key.second});
+    }
+    const int64_t deadline = m.Now() + timeout_ms;
+    auto poll = std::make_shared<std::function<void()>>();
+    *poll = [this, deadline, done = std::move(done), poll]() mutable {
+      Impl& m = *impl_;
+      bool placed = false;
+      for (const auto& [_, env] : m.envoys) {
+        if (env.session != nullptr && !env.hosted.empty()) placed = true;
+      }
+      if (!placed || m.Now() >= deadline) {
+        auto finish = std::move(done);
+        *poll = nullptr;  // break the self-reference
+        finish();
+        return;
+      }
+      m.engine.clock().ScheduleAfter(std::chrono::milliseconds(50), [this, poll] {
+        impl_->Post([poll] {
+          if (*poll) (*poll)();
+        });
+      });
+    };
+    (*poll)();
+  });
+}
+
+void Orchestrator::CloseAllEnvoys(Error reason, std::function<void()> done) {
+  impl_->Post([this, reason = std::move(reason), done = std::move(done)] {
+    for (auto& [key, env] : impl_->envoys) {
+      if (env.session != nullptr) env.session->CloseWith(reason);
+    }
+    done();
+  });
+}
+
+void Orchestrator::ListEnvoys(std::function<void(std::vector<EnvoyView>)> done) {
+  impl_->Post([this, done = std::move(done)] {
+    std::vector<EnvoyView> out;
+    for (const auto& [key, env] : impl_->envoys) {
+      if (env.pool.empty()) continue;  // only known from hosting, never connected here
+      EnvoyView v;
+      v.namespace_id = env.ns;
+      v.envoy_key = env.key;
+      v.pool_name = env.pool;
+      v.version = env.version;
+      v.connected = env.session != nullptr && !env.session->closed();
+      v.last_ping_ts = env.last_ping_ms;
+      v.last_rtt_ms = env.session != nullptr ? env.session->last_rtt_ms() : 0;
+      v.actors = env.hosted.size();
+      out.push_back(std::move(v));
+    }
+    done(std::move(out));
+  });
+}
+
+std::map<std::string, int64_t> Orchestrator::LoadedActorsByState() const {
+  std::lock_guard lock(impl_->routes_mu);
+  return impl_->loaded_by_state;
+}
+
+}  // namespace keel::engine

@@ -1,0 +1,143 @@
+// Orchestrator: the driver of the per-actor state machines (engine/orchestrator/
+// actor_machine.h). It owns the in-memory side of orchestration — loaded actors, connected
+// envoys, the routing table the gateway reads — and runs on ONE serial executor (the
+// "loop", on the worker pool) so machine steps, allocation and command publication never
+// race. Storage is the truth: each step is one transaction that stores the new workflow
+// together with everything it implies (commands, alarm index, live set, key reservation,
+// destroyed flag), and the step's effects run only after that commit (docs/storage.md
+// §3.4–§3.8). A restart resumes from the live set (09) and the alarm index (07).
+//
+// Memory: an actor is loaded while it has an instance, a deadline other than an alarm,
+// or waiters; a sleeping actor is evicted (its alarm lives in the 07 index, served by one
+// engine-wide alarm timer), so idle actors cost no timers or buffers.
+//
+// Thread-safety: public methods may be called from any thread; they post to the loop.
+// FastTarget/HostedGeneration read the routing table under a mutex.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/executor.h"
+#include "base/random.h"
+#include "base/result.h"
+#include "engine/common/id.h"
+#include "engine/orchestrator/actor_machine.h"
+#include "protocol/engine/records.h"
+#include "protocol/envoy/versioned.h"
+
+namespace keel::engine {
+
+namespace rec = protocol::engine::latest;
+namespace latest = protocol::envoy::latest;
+
+class Engine;
+class EnvoySession;
+
+struct ActorInfo {
+  EngineId id;
+  rec::ActorRecord record;
+  orch::ActorWorkflow workflow;
+};
+
+struct CreateActorRequest {
+  EngineId namespace_id;
+  std::string name;
+  std::optional<std::string> key;  // serialised (actors.md §4.1)
+  std::string pool_name;
+  rec::CrashPolicy crash_policy = rec::CrashPolicy::kRestart;
+  std::optional<Bytes> input;
+  bool get_or_create = false;
+};
+
+// Where the gateway sends an actor's tunnel traffic.
+struct ActorTarget {
+  std::shared_ptr<EnvoySession> session;
+  uint32_t generation = 0;
+};
+
+class Orchestrator {
+ public:
+  explicit Orchestrator(Engine& engine);
+  ~Orchestrator();
+
+  // Startup: resumes live actors and the alarm timer. Blocking; before serving.
+  Status Load();
+
+  // ---- actors (REST, gateway) ----
+  // Creates (or, with get_or_create, finds) an actor and starts it. `done(info, created)`.
+  // Errors: actor.duplicate_key, actor.no_runner_config_configured, storage.*.
+  void Create(CreateActorRequest request,
+              std::function<void(Result<std::pair<ActorInfo, bool>>)> done);
+  // Looks up by (namespace, name, key). nullopt when no live actor owns the key.
+  Result<std::optional<EngineId>> FindByKey(const EngineId& ns, std::string_view name,
+                                            std::string_view key);
+  // Reads an actor (record + workflow) from storage. Errors: actor.not_found, storage.*.
+  Result<ActorInfo> Read(const EngineId& actor);
+  // Destroys; `done` runs once the data is gone (DestroyComplete). Errors: actor.not_found.
+  void Destroy(const EngineId& ns, const EngineId& actor, std::function<void(Status)> done);
+  // REST sleep / reschedule. Errors: actor.not_found.
+  void Sleep(const EngineId& ns, const EngineId& actor, std::function<void(Status)> done);
+  void Reschedule(const EngineId& ns, const EngineId& actor, std::function<void(Status)> done);
+
+  // Gateway: the target when the actor is connectable on a live connection (any thread).
+  std::optional<ActorTarget> FastTarget(const EngineId& actor) const;
+  // Gateway: wakes the actor if needed and calls `done` once it is connectable, or with
+  // actor.not_found, actor.destroyed_while_waiting_for_ready, guard.actor_ready_timeout,
+  // guard.service_unavailable (re-woken max_rewakes times), or the actor's failure.
+  // `ns`: the namespace the caller addressed (nullopt: any, the id alone identifies it).
+  void WhenReady(const std::optional<EngineId>& ns, const EngineId& actor,
+                 bool bypass_connectable,
+                 std::function<void(Result<ActorTarget>)> done);
+
+  // ---- envoy sessions ----
+  void OnEnvoyConnected(std::shared_ptr<EnvoySession> session);
+  void OnEnvoyClosed(std::shared_ptr<EnvoySession> session);
+  void OnEnvoyStopping(std::shared_ptr<EnvoySession> session);
+  void OnEnvoyPing(std::shared_ptr<EnvoySession> session);
+  void OnEvents(std::shared_ptr<EnvoySession> session, std::vector<latest::EventWrapper> events);
+  void OnAckCommands(std::shared_ptr<EnvoySession> session,
+                     std::vector<latest::ActorCheckpoint> checkpoints);
+  void OnMetadata(std::shared_ptr<EnvoySession> session, latest::ToRivetMetadata metadata);
+  // The generation `session` hosts of `actor`, when `session` is the live connection of the
+  // envoy the actor is placed on (any thread).
+  std::optional<uint32_t> HostedGeneration(const EnvoySession& session,
+                                           const EngineId& actor) const;
+
+  // ---- shutdown ----
+  // Sends GOING_AWAY to every envoy's actors and calls `done` when none has an instance
+  // any more or after `timeout_ms`.
+  void DrainAll(int64_t timeout_ms, std::function<void()> done);
+  // Closes every envoy connection with `reason` (ws.going_away on shutdown), then `done`.
+  void CloseAllEnvoys(Error reason, std::function<void()> done);
+
+  // ---- introspection (REST /envoys, /metrics) ----
+  struct EnvoyView {
+    EngineId namespace_id;
+    std::string envoy_key;
+    std::string pool_name;
+    uint32_t version = 0;
+    bool connected = false;
+    int64_t last_ping_ts = 0;
+    uint32_t last_rtt_ms = 0;
+    size_t actors = 0;
+  };
+  void ListEnvoys(std::function<void(std::vector<EnvoyView>)> done);
+  // Loaded actors by transition name (sleeping actors are not loaded; any thread).
+  std::map<std::string, int64_t> LoadedActorsByState() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keel::engine
