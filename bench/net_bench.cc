@@ -8,15 +8,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <benchmark/benchmark.h>
 
 #include "base/log.h"
 #include "net/blocking_ws_client.h"
+#include "net/client.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
 
@@ -143,6 +148,86 @@ void BM_WsEcho32(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_WsEcho32)->Threads(1)->Threads(4)->UseRealTime();
+
+// Ping-pong driven entirely from the client's I/O thread (no blocking hand-offs): what
+// the server side sustains for one connection.
+class PingPongHandler final : public WsHandler {
+ public:
+  void OnMessage(std::string data, bool binary) override {
+    if (--remaining_ <= 0) {
+      std::lock_guard lock(mu_);
+      done_ = true;
+      cv_.notify_all();
+      return;
+    }
+    if (auto conn = conn_.lock()) conn->Send(std::move(data), binary);
+  }
+  void OnClose(uint16_t, std::string) override {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void Start(std::shared_ptr<WsConnection> conn, int64_t count) {
+    {
+      std::lock_guard lock(mu_);
+      done_ = false;
+    }
+    remaining_ = count;
+    conn_ = conn;
+    conn->Send(std::string(32, 'p'), true);
+  }
+  bool Wait() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return done_; });
+  }
+
+ private:
+  std::weak_ptr<WsConnection> conn_;
+  std::atomic<int64_t> remaining_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+void BM_WsEcho32Async(benchmark::State& state) {
+  BenchServer& s = Server();
+  IoRuntime client_runtime(1);
+  auto handler = std::make_shared<PingPongHandler>();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<std::shared_ptr<WsConnection>>> result;
+  WsConnectOptions options;
+  options.url = "ws://127.0.0.1:" + std::to_string(s.server->port()) + "/ws";
+  ConnectWebSocket(client_runtime, options, handler,
+                   [&](Result<std::shared_ptr<WsConnection>> conn, HttpResponse) {
+                     std::lock_guard lock(mu);
+                     result.emplace(std::move(conn));
+                     cv.notify_all();
+                   });
+  {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(10), [&] { return result.has_value(); });
+  }
+  if (!result || !result->ok()) {
+    state.SkipWithError("connect failed");
+    return;
+  }
+  std::shared_ptr<WsConnection> conn = **result;
+  constexpr int64_t kBatch = 1000;
+  int64_t total = 0;
+  for (auto _ : state) {
+    handler->Start(conn, kBatch);
+    if (!handler->Wait()) {
+      state.SkipWithError("echo stalled");
+      break;
+    }
+    total += kBatch;
+  }
+  conn->Close(1000, "");
+  conn.reset();
+  state.SetItemsProcessed(total);
+}
+BENCHMARK(BM_WsEcho32Async)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace keel::net

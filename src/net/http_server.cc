@@ -302,6 +302,7 @@ class Exchange final : public HttpExchange {
   }
 
   const HttpRequest& request() const override { return request_; }
+  HttpRequest& mutable_request() override { return request_; }
   bool IsWebSocketUpgrade() const override { return upgrade_; }
 
   void Respond(HttpResponse response) override {

@@ -35,6 +35,9 @@ class HttpExchange {
   virtual ~HttpExchange();
 
   virtual const HttpRequest& request() const = 0;
+  // The same request, for moving fields out (e.g. the body) instead of copying them. Not
+  // synchronized: only the code currently handling the exchange may touch it.
+  virtual HttpRequest& mutable_request() = 0;
   // True for a WebSocket upgrade request (GET, Connection: upgrade, Upgrade: websocket).
   // AcceptWebSocket validates the key and version and answers 400 itself when they are bad.
   virtual bool IsWebSocketUpgrade() const = 0;

@@ -329,6 +329,37 @@ TEST(HttpServer, RespondsAsynchronouslyFromAnotherThread) {
   EXPECT_EQ(res->body, "later");
 }
 
+TEST(HttpServer, ManyConcurrentKeepAliveClientsAnsweredFromAStrand) {
+  IoRuntime rt(2);
+  auto actor = rt.MakeStrand();
+  auto server = StartServer(rt, [&](std::shared_ptr<HttpExchange> ex) {
+    std::string body = std::move(ex->mutable_request().body);
+    actor->Post([ex, body = std::move(body)]() mutable {
+      ex->Respond(HttpResponse{200, {}, std::move(body)});
+    });
+  });
+  constexpr int kClients = 8;
+  constexpr int kRequests = 100;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      RawClient client(server->port());
+      for (int i = 0; i < kRequests; ++i) {
+        std::string body = std::to_string(c) + "/" + std::to_string(i);
+        if (!client.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n" + body)) {
+          return;
+        }
+        std::string res = client.ReadResponse();
+        if (res.size() >= body.size() && res.substr(res.size() - body.size()) == body) ++ok;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), kClients * kRequests);
+}
+
 TEST(HttpServer, UnansweredExchangeGets500) {
   IoRuntime rt(1);
   auto server = StartServer(rt, [](std::shared_ptr<HttpExchange>) {});
