@@ -72,7 +72,8 @@ class WsConnection {
   virtual void Send(std::string data, bool binary) = 0;
   // Sends a close frame with `code`/`reason` after every queued message was written;
   // the handler's OnClose follows when the peer answers (or the socket dies). Idempotent:
-  // only the first call counts.
+  // only the first call counts. Codes a peer may not receive (below 1000, 1004-1006, 1015,
+  // 5000 and up) are sent as 1000; `reason` is cut to 123 bytes.
   virtual void Close(uint16_t code, std::string reason) = 0;
   // The peer as "ip:port".
   virtual const std::string& remote_address() const = 0;

@@ -172,6 +172,9 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
 
   // Strand-agnostic: queue an answer event.
   void Push(Event ev) {
+    // A stopped runtime runs nothing any more; this also keeps exchanges destroyed while
+    // the io_context tears down from posting into it.
+    if (server_->ioc.stopped()) return;
     asio::dispatch(strand_, [self = shared_from_this(), ev = std::move(ev)]() mutable {
       self->events_.push_back(std::move(ev));
       self->signal_.cancel();
@@ -226,7 +229,9 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
     watching_ = true;
     stream_.socket().async_wait(
         tcp::socket::wait_read,
-        asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec) {
+        asio::bind_executor(strand_, [self = shared_from_this(),
+                                      generation = watch_generation_](beast::error_code ec) {
+          if (generation != self->watch_generation_) return;  // a cancelled, stale watch
           self->watching_ = false;
           if (!self->awaiting_answer_) return;
           beast::error_code avail_ec;
@@ -241,6 +246,8 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
     awaiting_answer_ = false;
     peer_gone_ = nullptr;
     if (watching_) {
+      watching_ = false;
+      ++watch_generation_;
       beast::error_code ignored;
       stream_.socket().cancel(ignored);  // only the readiness wait is pending here
     }
@@ -283,6 +290,7 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
   bool closing_ = false;
   bool awaiting_answer_ = false;
   bool watching_ = false;
+  uint64_t watch_generation_ = 0;
   bool finished_ = false;
 };
 

@@ -73,7 +73,9 @@ struct ServerOptions {
   // Larger request bodies are answered 413 and the connection is closed.
   size_t max_request_body = size_t{64} << 20;
   // Larger incoming WebSocket messages close the connection with 1009. Set explicitly on
-  // every connection (Beast's own default is much lower).
+  // every connection (Beast's own default is much lower). Server-side WebSockets also get
+  // a 30 s handshake limit and are pinged when idle; a peer silent for 300 s is dropped
+  // (OnClose 1006).
   size_t max_ws_message = size_t{64} << 20;
   // Limit on the request line + header fields; larger gets 431.
   size_t max_header_bytes = size_t{64} << 10;

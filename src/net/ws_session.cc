@@ -32,6 +32,12 @@ namespace {
 constexpr std::string_view kComponent = "net.ws";
 // RFC 6455 §5.5: control frame payloads are at most 125 bytes, 2 of them the code.
 constexpr size_t kMaxCloseReason = 123;
+
+// RFC 6455 §7.4: 1005, 1006 and 1015 are never sent; below 1000 and 1004 are invalid.
+bool IsSendableCloseCode(uint16_t code) {
+  if (code < 1000 || code >= 5000) return false;
+  return code != 1004 && code != 1005 && code != 1006 && code != 1015;
+}
 }  // namespace
 
 WsSession::WsSession(Strand strand, std::string remote_address, size_t max_message)
@@ -41,7 +47,12 @@ WsSession::WsSession(Strand strand, std::string remote_address, size_t max_messa
 
 WsSession::~WsSession() = default;
 
+bool WsSession::RuntimeStopped() const {
+  return strand_.get_inner_executor().context().stopped();
+}
+
 void WsSession::Send(std::string data, bool binary) {
+  if (RuntimeStopped()) return;
   asio::dispatch(strand_, [self = shared_from_this(), data = std::move(data), binary]() mutable {
     if (self->close_requested_ || self->finished_ || self->aborted_) return;
     self->queue_.push_back(Outgoing{std::move(data), binary});
@@ -50,6 +61,8 @@ void WsSession::Send(std::string data, bool binary) {
 }
 
 void WsSession::Close(uint16_t code, std::string reason) {
+  if (RuntimeStopped()) return;
+  if (!IsSendableCloseCode(code)) code = 1000;
   if (reason.size() > kMaxCloseReason) reason.resize(kMaxCloseReason);
   asio::dispatch(strand_, [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
     if (self->close_requested_ || self->finished_) return;
@@ -61,6 +74,7 @@ void WsSession::Close(uint16_t code, std::string reason) {
 }
 
 void WsSession::Abort() {
+  if (RuntimeStopped()) return;
   asio::dispatch(strand_, [self = shared_from_this()] {
     self->aborted_ = true;
     if (self->ws_) {

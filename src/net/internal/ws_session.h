@@ -58,6 +58,7 @@ class WsSession final : public WsConnection, public std::enable_shared_from_this
     bool binary;
   };
 
+  bool RuntimeStopped() const;
   boost::asio::awaitable<void> ReadLoop(std::shared_ptr<WsHandler> handler);
   void StartWrite();
   void StartClose();
