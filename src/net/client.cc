@@ -146,6 +146,7 @@ asio::awaitable<Result<HttpResponse>> FetchInner(std::string url_text, HttpReque
   if (wec) co_return IoError(wec, "write request");
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
+  parser.skip(req.method() == http::verb::head);  // a HEAD answer has no body
   parser.body_limit(kMaxFetchBody);
   parser.header_limit(1u << 20);
   auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple(use_awaitable));
@@ -214,6 +215,7 @@ asio::awaitable<void> FetchStreamInner(std::shared_ptr<StreamControl> ctl, std::
   if (wec) co_return fail(IoError(wec, "write request"));
   beast::flat_buffer buffer;
   http::response_parser<http::buffer_body> parser;
+  parser.skip(req.method() == http::verb::head);
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   parser.header_limit(1u << 20);
   auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, as_tuple(use_awaitable));

@@ -360,6 +360,20 @@ TEST(HttpServer, ManyConcurrentKeepAliveClientsAnsweredFromAStrand) {
   EXPECT_EQ(ok.load(), kClients * kRequests);
 }
 
+TEST(HttpServer, HeadRequestGetsHeadersWithoutBody) {
+  IoRuntime rt(1);
+  auto server = StartServer(rt, [](std::shared_ptr<HttpExchange> ex) {
+    ex->Respond(HttpResponse{200, {{"X-Head", "1"}}, ex->request().method == "HEAD" ? "" : "x"});
+  });
+  HttpRequest req;
+  req.method = "HEAD";
+  auto res = FetchSync(Url(*server), req, kWait);
+  ASSERT_TRUE(res.ok()) << res.error().ToString();
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(FindHeader(res->headers, "x-head"), "1");
+  EXPECT_EQ(res->body, "");
+}
+
 TEST(HttpServer, UnansweredExchangeGets500) {
   IoRuntime rt(1);
   auto server = StartServer(rt, [](std::shared_ptr<HttpExchange>) {});
