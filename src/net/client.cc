@@ -171,7 +171,9 @@ asio::awaitable<void> FetchOuter(std::string url, HttpRequest request,
 // ---------------------------------------------------------------- FetchStream
 
 struct StreamControl {
-  explicit StreamControl(Strand s) : strand(std::move(s)) {}
+  StreamControl(std::shared_ptr<asio::io_context> c, Strand s)
+      : ioc(std::move(c)), strand(std::move(s)) {}
+  std::shared_ptr<asio::io_context> ioc;  // first: released last
   Strand strand;
   // Strand only.
   beast::tcp_stream* stream = nullptr;
@@ -316,7 +318,8 @@ asio::awaitable<Result<WsHandshake>> ConnectWsInner(const WsConnectOptions& opti
   co_return hs;
 }
 
-asio::awaitable<void> ConnectWsOuter(Strand strand, WsConnectOptions options,
+asio::awaitable<void> ConnectWsOuter(std::shared_ptr<asio::io_context> ioc, Strand strand,
+                                     WsConnectOptions options,
                                      std::shared_ptr<WsHandler> handler, WsDone done) {
   HttpResponse response;
   std::optional<Result<WsHandshake>> result;
@@ -331,7 +334,8 @@ asio::awaitable<void> ConnectWsOuter(Strand strand, WsConnectOptions options,
   }
   WsHandshake hs = std::move(*result).value();
   auto session =
-      std::make_shared<internal::WsSession>(strand, std::move(hs.remote), options.max_message);
+      std::make_shared<internal::WsSession>(std::move(ioc), strand, std::move(hs.remote),
+                                            options.max_message);
   done(std::shared_ptr<WsConnection>(session), std::move(response));
   try {
     co_await session->RunClient(std::move(*hs.stream), std::move(handler));
@@ -352,7 +356,8 @@ void ConnectWebSocket(
     std::function<void(Result<std::shared_ptr<WsConnection>> conn, HttpResponse handshake)> done) {
   Strand strand = asio::make_strand(internal::IoContextOf(runtime));
   asio::co_spawn(strand,
-                 ConnectWsOuter(strand, std::move(options), std::move(handler), std::move(done)),
+                 ConnectWsOuter(internal::SharedIoContextOf(runtime), strand, std::move(options),
+                                std::move(handler), std::move(done)),
                  LogEscaped);
 }
 
@@ -369,13 +374,14 @@ CancelFn FetchStream(IoRuntime& runtime, std::string url, HttpRequest request,
                      std::function<void(Status end)> on_end,
                      std::chrono::milliseconds connect_timeout) {
   Strand strand = asio::make_strand(internal::IoContextOf(runtime));
-  auto ctl = std::make_shared<StreamControl>(strand);
+  auto ctl = std::make_shared<StreamControl>(internal::SharedIoContextOf(runtime), strand);
   StreamCallbacks cb{std::move(on_head), std::move(on_data), std::move(on_end)};
   asio::co_spawn(strand,
                  FetchStreamOuter(ctl, std::move(url), std::move(request), std::move(cb),
                                   connect_timeout),
                  LogEscaped);
   return [ctl] {
+    if (ctl->ioc->stopped()) return;
     asio::dispatch(ctl->strand, [ctl] {
       if (ctl->cancelled) return;
       ctl->cancelled = true;

@@ -110,8 +110,9 @@ class ConnBase;
 
 struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   State(IoRuntime& rt, ServerOptions opts, Handler h)
-      : runtime(rt),
-        ioc(internal::IoContextOf(rt)),
+      : ioc_keepalive(internal::SharedIoContextOf(rt)),
+        runtime(rt),
+        ioc(*ioc_keepalive),
         options(std::move(opts)),
         handler(std::move(h)),
         acceptor_strand(asio::make_strand(ioc)),
@@ -121,7 +122,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   bool Enter(uint64_t* id, std::shared_ptr<ConnBase> conn);
   void Leave(uint64_t id);
 
-  IoRuntime& runtime;
+  std::shared_ptr<asio::io_context> ioc_keepalive;  // first: released last
+  IoRuntime& runtime;  // only dereferenced while the HttpServer (hence the runtime) lives
   asio::io_context& ioc;
   ServerOptions options;
   Handler handler;
@@ -160,7 +162,9 @@ void HttpServer::State::Leave(uint64_t id) {
 
 namespace {
 
-class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
+class Conn final : public ConnBase,
+                   public internal::ShutdownCloser,
+                   public std::enable_shared_from_this<Conn> {
  public:
   Conn(std::shared_ptr<HttpServer::State> server, Strand strand, tcp::socket socket,
        std::string remote)
@@ -168,7 +172,17 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
         strand_(std::move(strand)),
         stream_(std::move(socket)),
         signal_(strand_),
-        remote_(std::move(remote)) {}
+        remote_(std::move(remote)) {
+    internal::ShutdownRegistryOf(server_->ioc).Add(this);
+  }
+  ~Conn() { internal::ShutdownRegistryOf(server_->ioc).Remove(this); }
+
+  // ShutdownCloser. After an upgrade the WebSocket session closes its own socket.
+  void CloseOnShutdown() override {
+    if (ws_) return;
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
 
   // Strand-agnostic: queue an answer event.
   void Push(Event ev) {
@@ -206,6 +220,9 @@ class Conn final : public ConnBase, public std::enable_shared_from_this<Conn> {
   asio::awaitable<void> Run();
 
   const Strand& strand() const { return strand_; }
+  const std::shared_ptr<asio::io_context>& shared_io_context() const {
+    return server_->ioc_keepalive;
+  }
   size_t max_ws_message() const { return server_->options.max_ws_message; }
   const std::string& remote() const { return remote_; }
 
@@ -352,8 +369,8 @@ class Exchange final : public HttpExchange {
     if (!handler || !Transition(ExState::kNew, ExState::kDone, "AcceptWebSocket")) {
       return nullptr;
     }
-    auto session = std::make_shared<internal::WsSession>(conn_->strand(), conn_->remote(),
-                                                         conn_->max_ws_message());
+    auto session = std::make_shared<internal::WsSession>(
+        conn_->shared_io_context(), conn_->strand(), conn_->remote(), conn_->max_ws_message());
     conn_->Push(EvUpgrade{std::move(subprotocol), std::move(headers), std::move(handler),
                           session});
     return session;

@@ -29,7 +29,8 @@ namespace keel::net {
 // If the last reference drops while unanswered the client gets 500; if it drops in the
 // middle of a stream the connection is aborted (the client sees a truncated body).
 // Answers sent after the client disconnected are dropped silently. Exchanges and the
-// WsConnections they return may outlive the HttpServer but not the IoRuntime.
+// WsConnections they return may outlive the HttpServer and even the IoRuntime (answers
+// then do nothing).
 class HttpExchange {
  public:
   virtual ~HttpExchange();

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -95,18 +96,31 @@ class AsioClock final : public Clock {
 
 class StrandExecutor final : public Executor {
  public:
-  explicit StrandExecutor(asio::io_context& ioc) : strand_(asio::make_strand(ioc)) {}
+  explicit StrandExecutor(std::shared_ptr<asio::io_context> ioc)
+      : ioc_(std::move(ioc)), strand_(asio::make_strand(*ioc_)) {}
+  // After the runtime is gone the strand is shut down and drops (destroys) `fn`.
   void Post(std::function<void()> fn) override { asio::post(strand_, std::move(fn)); }
 
  private:
+  std::shared_ptr<asio::io_context> ioc_;  // first: released last
   asio::strand<asio::io_context::executor_type> strand_;
+};
+
+// Exposes the protected shutdown(): ~IoRuntime destroys pending handlers while objects
+// that outlive the runtime may still hold the context.
+class SharedIoContext : public asio::io_context {
+ public:
+  using asio::execution_context::shutdown;
 };
 
 }  // namespace
 
 // Declaration order matters: the clock's timers are destroyed before the io_context.
 struct IoRuntime::Impl {
-  explicit Impl(int n) : work(asio::make_work_guard(ioc)), clock(ioc) {
+  explicit Impl(int n)
+      : ioc(std::make_shared<SharedIoContext>()),
+        work(asio::make_work_guard(*ioc)),
+        clock(*ioc) {
     const int count = n < 1 ? 1 : n;
     threads.reserve(count);
     for (int i = 0; i < count; ++i) {
@@ -118,7 +132,7 @@ struct IoRuntime::Impl {
     in_runtime_thread = this;
     for (;;) {
       try {
-        ioc.run();
+        ioc->run();
         break;
       } catch (const std::exception& e) {
         // Handlers are written not to throw; this is the last line of defence.
@@ -134,7 +148,7 @@ struct IoRuntime::Impl {
     std::lock_guard lock(stop_mu);
     stopped.store(true);
     work.reset();
-    ioc.stop();
+    ioc->stop();
     for (auto& t : threads) {
       if (!t.joinable()) continue;
       if (t.get_id() == std::this_thread::get_id()) continue;  // joined by the destructor
@@ -144,7 +158,7 @@ struct IoRuntime::Impl {
 
   static thread_local const Impl* in_runtime_thread;
 
-  asio::io_context ioc;
+  std::shared_ptr<SharedIoContext> ioc;
   asio::executor_work_guard<asio::io_context::executor_type> work;
   AsioClock clock;
   std::mutex stop_mu;
@@ -161,9 +175,14 @@ IoRuntime::~IoRuntime() {
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
   }
+  // Closes the sockets of connections that outlive us, then destroys every pending handler
+  // now (coroutine frames, posted tasks), releasing the connections they own; see
+  // internal/runtime_access.h.
+  internal::ShutdownRegistryOf(*impl_->ioc).CloseAll();
+  impl_->ioc->shutdown();
 }
 
-void IoRuntime::Post(std::function<void()> fn) { asio::post(impl_->ioc, std::move(fn)); }
+void IoRuntime::Post(std::function<void()> fn) { asio::post(*impl_->ioc, std::move(fn)); }
 
 std::unique_ptr<Executor> IoRuntime::MakeStrand() {
   return std::make_unique<StrandExecutor>(impl_->ioc);
@@ -180,7 +199,10 @@ bool IoRuntime::InRuntimeThread() const { return Impl::in_runtime_thread == impl
 int IoRuntime::threads() const { return static_cast<int>(impl_->threads.size()); }
 
 namespace internal {
-asio::io_context& RuntimeAccess::IoContext(IoRuntime& runtime) { return runtime.impl_->ioc; }
+asio::io_context& RuntimeAccess::IoContext(IoRuntime& runtime) { return *runtime.impl_->ioc; }
+std::shared_ptr<asio::io_context> RuntimeAccess::SharedIoContext(IoRuntime& runtime) {
+  return runtime.impl_->ioc;
+}
 }  // namespace internal
 
 }  // namespace keel::net

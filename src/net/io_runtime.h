@@ -1,9 +1,10 @@
 // IoRuntime: the I/O event loop of a native Keel process — one Asio io_context run by N
 // threads, plus a thread-safe Clock and serial Executors (strands) backed by it.
 //
-// Every keel::net server and client runs on an IoRuntime; the runtime must outlive all
-// of them (and every Executor from MakeStrand). Thread-safety: all methods may be called
-// from any thread, except the destructor (see below).
+// Every keel::net server and client runs on an IoRuntime. Destroy HttpServers before their
+// runtime. Connections, exchanges and strands may outlive it: ~IoRuntime closes their
+// sockets (peers see the connection end) and from then on their calls do nothing.
+// Thread-safety: all methods may be called from any thread, except the destructor.
 #pragma once
 
 #include <functional>
@@ -24,15 +25,17 @@ class IoRuntime {
   explicit IoRuntime(int threads);
   IoRuntime(const IoRuntime&) = delete;
   IoRuntime& operator=(const IoRuntime&) = delete;
-  // Stop() and join. REQUIRES: not called from one of this runtime's threads; every
-  // server, client and strand created on it is already destroyed (or never used again).
+  // Stop(), join, close the sockets of surviving connections and destroy all pending work
+  // (unrun handlers, coroutine frames). REQUIRES: not called from one of this runtime's
+  // threads; every HttpServer on it is already destroyed.
   ~IoRuntime();
 
   // Runs `fn` later on some runtime thread (never synchronously). Dropped after Stop().
   void Post(std::function<void()> fn);
 
   // A serial executor (an Asio strand): tasks run one at a time, in posting order, on
-  // runtime threads, never synchronously inside Post. Must not outlive the runtime.
+  // runtime threads, never synchronously inside Post. After Stop, posted tasks are
+  // destroyed unrun.
   std::unique_ptr<Executor> MakeStrand();
 
   // A thread-safe Clock: MonotonicNow is steady_clock, SystemNowMs the real wall clock.

@@ -40,15 +40,25 @@ bool IsSendableCloseCode(uint16_t code) {
 }
 }  // namespace
 
-WsSession::WsSession(Strand strand, std::string remote_address, size_t max_message)
-    : strand_(std::move(strand)),
+WsSession::WsSession(std::shared_ptr<asio::io_context> ioc, Strand strand,
+                     std::string remote_address, size_t max_message)
+    : ioc_(std::move(ioc)),
+      strand_(std::move(strand)),
       remote_address_(std::move(remote_address)),
-      max_message_(max_message) {}
+      max_message_(max_message) {
+  ShutdownRegistryOf(*ioc_).Add(this);
+}
 
-WsSession::~WsSession() = default;
+WsSession::~WsSession() { ShutdownRegistryOf(*ioc_).Remove(this); }
+
+void WsSession::CloseOnShutdown() {
+  if (!ws_) return;
+  beast::error_code ignored;
+  beast::get_lowest_layer(*ws_).socket().close(ignored);
+}
 
 bool WsSession::RuntimeStopped() const {
-  return strand_.get_inner_executor().context().stopped();
+  return ioc_->stopped();
 }
 
 void WsSession::Send(std::string data, bool binary) {

@@ -21,15 +21,19 @@
 #include <boost/beast/websocket/stream.hpp>
 
 #include "net/http.h"
+#include "net/internal/runtime_access.h"
 
 namespace keel::net::internal {
 
 using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 using WsStream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
 
-class WsSession final : public WsConnection, public std::enable_shared_from_this<WsSession> {
+class WsSession final : public WsConnection,
+                        public ShutdownCloser,
+                        public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(Strand strand, std::string remote_address, size_t max_message);
+  WsSession(std::shared_ptr<boost::asio::io_context> ioc, Strand strand,
+            std::string remote_address, size_t max_message);
   ~WsSession() override;
 
   // WsConnection
@@ -52,6 +56,9 @@ class WsSession final : public WsConnection, public std::enable_shared_from_this
 
   const Strand& strand() const { return strand_; }
 
+  // ShutdownCloser
+  void CloseOnShutdown() override;
+
  private:
   struct Outgoing {
     std::string data;
@@ -64,6 +71,7 @@ class WsSession final : public WsConnection, public std::enable_shared_from_this
   void StartClose();
   void Finish(const std::shared_ptr<WsHandler>& handler, uint16_t code, std::string reason);
 
+  std::shared_ptr<boost::asio::io_context> ioc_;  // first: released last
   Strand strand_;
   const std::string remote_address_;
   const size_t max_message_;
