@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -115,17 +116,21 @@ int main(int argc, char** argv) {
       static_cast<size_t>(config->thresholds.max_response_payload_bytes) + (1 << 20);
 
   std::unique_ptr<keel::engine::Engine> engine;
+  // Requests that arrive while the engine is still opening get 503.
+  std::atomic<keel::engine::Engine*> serving{nullptr};
   auto server = keel::net::HttpServer::Start(
-      io, server_options, [&engine](std::shared_ptr<keel::net::HttpExchange> exchange) {
-        engine->Handle(std::move(exchange));
+      io, server_options, [&serving](std::shared_ptr<keel::net::HttpExchange> exchange) {
+        keel::engine::Engine* e = serving.load(std::memory_order_acquire);
+        if (e == nullptr) {
+          exchange->Respond(keel::net::HttpResponse{503, {}, "starting"});
+          return;
+        }
+        e->Handle(std::move(exchange));
       });
   if (!server.has_value()) {
     std::fprintf(stderr, "keel-engine: %s\n", server.error().ToString().c_str());
     return 1;
   }
-  // The engine must exist before the first request: the listener accepts, but requests
-  // are only read by I/O threads after this point because Handle is reached through
-  // `engine`, which we set before announcing the address.
   auto opened = keel::engine::Engine::Open(ToOptions(*config, (*server)->port()), std::move(store),
                                            io, workers);
   if (!opened.has_value()) {
@@ -133,6 +138,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   engine = std::move(*opened);
+  serving.store(engine.get(), std::memory_order_release);
   std::printf("listening on %s:%u\n", (*server)->host().c_str(),
               static_cast<unsigned>((*server)->port()));
   std::fflush(stdout);
@@ -153,6 +159,7 @@ int main(int argc, char** argv) {
   });
   second.detach();
   stopped.get_future().wait();
+  serving.store(nullptr, std::memory_order_release);
   io.Stop();
   workers.Stop();
   server->reset();

@@ -67,8 +67,9 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   malformed_frames_ = &metrics_.AddCounter("keel_envoy_malformed_frames_total",
                                            "Envoy frames that did not decode.");
   requests_ = &metrics_.AddCounter("keel_http_requests_total", "HTTP requests received.");
-  metrics_.AddHistogram("keel_storage_commit_seconds", "Storage commit latency.",
-                        StorageLatencyBuckets());
+  commit_seconds_ = &metrics_.AddHistogram(
+      "keel_storage_commit_seconds", "Latency of the orchestrator's storage commits.",
+      StorageLatencyBuckets());
 }
 
 Engine::~Engine() = default;
@@ -106,6 +107,10 @@ std::string Engine::NewRayId() {
 void Engine::metrics_envoy_connected(int delta) { envoys_gauge_->Add(delta); }
 
 void Engine::metrics_malformed_frame() { malformed_frames_->Inc(); }
+
+void Engine::ObserveCommit(Duration took) {
+  commit_seconds_->Observe(std::chrono::duration<double>(took).count());
+}
 
 void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
   requests_->Inc();

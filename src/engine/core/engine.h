@@ -103,6 +103,7 @@ class Engine {
 
   void metrics_envoy_connected(int delta);
   void metrics_malformed_frame();
+  void ObserveCommit(Duration took);
 
  private:
   Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, net::IoRuntime& io,
@@ -122,6 +123,7 @@ class Engine {
   Gauge* envoys_gauge_ = nullptr;
   Counter* malformed_frames_ = nullptr;
   Counter* requests_ = nullptr;
+  Histogram* commit_seconds_ = nullptr;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<Gateway> gateway_;

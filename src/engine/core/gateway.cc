@@ -504,13 +504,16 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
   // machine learns about the instance from its envoy's events.
   net::FetchStream(
       engine_.io(), url, std::move(request),
-      [url](Result<net::HttpResponse> head) {
+      [this, url, actor, generation](Result<net::HttpResponse> head) {
         if (!head.has_value() || head->status != 200) {
+          // The actor's allocation threshold runs out and it is treated as lost.
           KEEL_LOG(kWarn, kLog, "serverless start refused",
                    {{"url", url},
                     {"error", head.has_value() ? std::to_string(head->status)
                                                : head.error().ToString()}});
+          return;
         }
+        engine_.orchestrator().OnServerlessDispatched(actor, generation);
       },
       [](std::string) {}, [](Status) {});
 }

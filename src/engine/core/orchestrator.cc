@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -77,9 +78,13 @@ struct Orchestrator::Impl {
     std::set<EngineId> hosted;
   };
 
+  // Where an actor with an instance lives. A serverless instance learns its envoy key
+  // from its first event; until then any live connection of its namespace and pool may
+  // serve it (the envoy the serverless handler connected for this start).
   struct Route {
     EngineId ns;
     std::string envoy_key;
+    std::string pool;
     uint32_t generation = 0;
     bool connectable = false;
   };
@@ -355,7 +360,9 @@ struct Orchestrator::Impl {
         commands.emplace_back(cmd, BuildCommand(e, *cmd));
       }
     }
+    const MonoTime commit_start = engine.clock().MonotonicNow();
     Status stored = Persist(e, next, result.effects, commands);
+    engine.ObserveCommit(engine.clock().MonotonicNow() - commit_start);
     if (!stored.has_value()) {
       ctx.Undo();
       KEEL_LOG(kError, kLog, "could not store an actor transition; the input is dropped",
@@ -364,6 +371,16 @@ struct Orchestrator::Impl {
     }
     const orch::Transition before = e.wf.transition;
     const std::string old_key = e.wf.envoy_key;
+    if (LogEnabled(LogLevel::kDebug)) {
+      std::string fx;
+      for (const auto& effect : result.effects) fx += orch::EffectToString(effect) + "; ";
+      KEEL_LOG(kDebug, kLog, "step",
+               {{"actor", e.id.ToString()},
+                {"from", orch::TransitionName(before)},
+                {"to", orch::TransitionName(next.transition)},
+                {"generation", std::to_string(next.generation)},
+                {"effects", fx}});
+    }
     e.wf = std::move(next);
     if (before != e.wf.transition) {
       CountState(before, -1);
@@ -399,8 +416,10 @@ struct Orchestrator::Impl {
 
   void UpdateRoute(const ActorEntry& e) {
     std::lock_guard lock(routes_mu);
-    if (orch::HasInstance(e.wf.transition) && !e.wf.envoy_key.empty()) {
-      routes[e.id] = Route{e.ns, e.wf.envoy_key, e.wf.generation, e.wf.connectable};
+    if (orch::HasInstance(e.wf.transition) &&
+        (!e.wf.envoy_key.empty() || e.wf.pool_kind == orch::PoolKind::kServerless)) {
+      routes[e.id] = Route{e.ns, e.wf.envoy_key, e.record.pool_name, e.wf.generation,
+                           e.wf.connectable};
     } else {
       routes.erase(e.id);
     }
@@ -554,6 +573,7 @@ struct Orchestrator::Impl {
   void ScheduleAlarmScan(int64_t at) {
     if (alarm_timer != TimerId{} && alarm_timer_at <= at) return;
     if (alarm_timer != TimerId{}) engine.clock().Cancel(alarm_timer);
+    KEEL_LOG(kDebug, kLog, "alarm scan scheduled", {{"at", std::to_string(at)}});
     alarm_timer_at = at;
     const int64_t delay = std::max<int64_t>(0, at - Now());
     alarm_timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this] {
@@ -574,6 +594,7 @@ struct Orchestrator::Impl {
       ScheduleAlarmScan(now + 1000);
       return;
     }
+    KEEL_LOG(kDebug, kLog, "alarm scan", {{"due", std::to_string(due->size())}});
     for (const auto& kv : *due) {
       ByteView rest = ByteView(kv.key).subspan(1);
       int64_t ts = 0;
@@ -589,6 +610,8 @@ struct Orchestrator::Impl {
       return;
     }
     auto next = engine.store().ScanPrefix(keys::AlarmPrefix(), storage::ScanOptions{.limit = 1});
+    KEEL_LOG(kDebug, kLog, "next alarm",
+             {{"found", next.has_value() ? std::to_string(next->size()) : next.error().ToString()}});
     if (next.has_value() && !next->empty()) {
       ByteView rest = ByteView(next->front().key).subspan(1);
       int64_t ts = 0;
@@ -689,6 +712,14 @@ Orchestrator::Orchestrator(Engine& engine) : impl_(std::make_unique<Impl>(engine
 Orchestrator::~Orchestrator() = default;
 
 Status Orchestrator::Load() {
+  // Everything in Impl is confined to the loop, the resumption too: a timer armed here can
+  // fire at once, and its work must not race with the rest of the resumption.
+  std::promise<Status> done;
+  impl_->Post([this, &done] { done.set_value(LoadOnLoop()); });
+  return done.get_future().get();
+}
+
+Status Orchestrator::LoadOnLoop() {
   Impl& m = *impl_;
   KEEL_ASSIGN_OR_RETURN(auto live, m.engine.store().ScanPrefix(keys::LivePrefix()));
   for (const auto& kv : live) {
@@ -885,11 +916,21 @@ void Orchestrator::Reschedule(const EngineId& ns, const EngineId& actor,
             });
 }
 
+void Orchestrator::OnServerlessDispatched(const EngineId& actor, uint32_t generation) {
+  impl_->Post([this, actor, generation] {
+    auto it = impl_->actors.find(actor);
+    if (it == impl_->actors.end()) return;
+    impl_->StepActor(*it->second, orch::in::Allocated{generation});
+  });
+}
+
 std::optional<ActorTarget> Orchestrator::FastTarget(const EngineId& actor) const {
   Impl& m = *impl_;
   std::lock_guard lock(m.routes_mu);
   auto it = m.routes.find(actor);
-  if (it == m.routes.end() || !it->second.connectable) return std::nullopt;
+  if (it == m.routes.end() || !it->second.connectable || it->second.envoy_key.empty()) {
+    return std::nullopt;
+  }
   auto live = m.live.find(EnvoyKey(it->second.ns, it->second.envoy_key));
   if (live == m.live.end() || live->second->closed()) return std::nullopt;
   return ActorTarget{live->second, it->second.generation};
@@ -1140,9 +1181,13 @@ std::optional<uint32_t> Orchestrator::HostedGeneration(const EnvoySession& sessi
   auto it = m.routes.find(actor);
   if (it == m.routes.end()) return std::nullopt;
   const Impl::Route& r = it->second;
-  if (!(r.ns == session.namespace_id()) || r.envoy_key != session.envoy_key()) {
-    return std::nullopt;
+  if (!(r.ns == session.namespace_id())) return std::nullopt;
+  if (r.envoy_key.empty()) {
+    // A serverless instance not yet bound to an envoy: its pool's live connections.
+    if (session.params().pool_name != r.pool || session.closed()) return std::nullopt;
+    return r.generation;
   }
+  if (r.envoy_key != session.envoy_key()) return std::nullopt;
   auto live = m.live.find(EnvoyKey(r.ns, r.envoy_key));
   if (live == m.live.end() || live->second.get() != &session) return std::nullopt;
   return r.generation;

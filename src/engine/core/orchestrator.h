@@ -89,6 +89,9 @@ class Orchestrator {
   void Sleep(const EngineId& ns, const EngineId& actor, std::function<void(Status)> done);
   void Reschedule(const EngineId& ns, const EngineId& actor, std::function<void(Status)> done);
 
+  // The serverless start of `generation` was accepted by the pool (Allocated, §6.10).
+  void OnServerlessDispatched(const EngineId& actor, uint32_t generation);
+
   // Gateway: the target when the actor is connectable on a live connection (any thread).
   std::optional<ActorTarget> FastTarget(const EngineId& actor) const;
   // Gateway: wakes the actor if needed and calls `done` once it is connectable, or with
@@ -136,6 +139,8 @@ class Orchestrator {
   std::map<std::string, int64_t> LoadedActorsByState() const;
 
  private:
+  Status LoadOnLoop();
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
