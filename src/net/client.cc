@@ -119,7 +119,8 @@ http::request<http::string_body> BuildRequest(const Url& url, HttpRequest&& requ
   req.target(url.target);
   if (!HasHeader(request.headers, "host")) req.set(http::field::host, HostHeader(url));
   for (auto& [name, value] : request.headers) {
-    if (EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "transfer-encoding")) {
+    if (EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "transfer-encoding") ||
+        !IsValidHeaderField(name, value)) {
       continue;
     }
     req.insert(name, value);
@@ -303,7 +304,9 @@ asio::awaitable<Result<WsHandshake>> ConnectWsInner(const WsConnectOptions& opti
   ws.set_option(websocket::stream_base::decorator(
       [protocols, headers = options.headers](websocket::request_type& req) {
         if (!protocols.empty()) req.set(http::field::sec_websocket_protocol, protocols);
-        for (const auto& [name, value] : headers) req.insert(name, value);
+        for (const auto& [name, value] : headers) {
+          if (IsValidHeaderField(name, value)) req.insert(name, value);
+        }
       }));
   websocket::response_type res;
   auto [ec] = co_await ws.async_handshake(res, HostHeader(url), url.target, as_tuple(use_awaitable));

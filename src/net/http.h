@@ -35,6 +35,10 @@ std::string_view FindHeader(const Headers& headers, std::string_view name);
 bool HasHeader(const Headers& headers, std::string_view name);
 // ASCII case-insensitive equality (header names, tokens).
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+// True when `name` is a non-empty RFC 9110 token and `value` has no CR, LF or NUL. The
+// server and clients drop (and log) fields failing this instead of writing them, so
+// untrusted values cannot inject header lines.
+bool IsValidHeaderField(std::string_view name, std::string_view value);
 
 struct HttpRequest {
   std::string method;  // as sent, e.g. "GET"

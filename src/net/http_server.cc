@@ -100,7 +100,12 @@ unsigned ValidStatus(int status) {
   return status >= 100 && status <= 999 ? static_cast<unsigned>(status) : 500u;
 }
 
-bool SkippedResponseHeader(std::string_view name) {
+// Computed by the server, or unsafe to write.
+bool SkippedResponseHeader(std::string_view name, std::string_view value) {
+  if (!IsValidHeaderField(name, value)) {
+    LogWarn(kComponent, "invalid response header dropped", {{"name", name}});
+    return true;
+  }
   return EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "transfer-encoding");
 }
 
@@ -433,7 +438,7 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
     http::response<http::string_body> res{static_cast<http::status>(ValidStatus(r->response.status)),
                                           req.version()};
     for (auto& [name, value] : r->response.headers) {
-      if (!SkippedResponseHeader(name)) res.insert(name, value);
+      if (!SkippedResponseHeader(name, value)) res.insert(name, value);
     }
     res.body() = std::move(r->response.body);
     res.keep_alive(keep_alive);
@@ -447,7 +452,7 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
     http::response<http::empty_body> res{static_cast<http::status>(ValidStatus(head->status)),
                                          req.version()};
     for (auto& [name, value] : head->headers) {
-      if (!SkippedResponseHeader(name)) res.insert(name, value);
+      if (!SkippedResponseHeader(name, value)) res.insert(name, value);
     }
     res.keep_alive(keep_alive);
     res.chunked(true);

@@ -204,7 +204,9 @@ asio::awaitable<void> WsSession::RunServer(beast::tcp_stream stream,
       [subprotocol = std::move(subprotocol), headers = std::move(headers)](
           websocket::response_type& res) {
         if (!subprotocol.empty()) res.set(http::field::sec_websocket_protocol, subprotocol);
-        for (const auto& [name, value] : headers) res.insert(name, value);
+        for (const auto& [name, value] : headers) {
+          if (IsValidHeaderField(name, value)) res.insert(name, value);
+        }
       }));
   if (aborted_) {
     Finish(handler, 1006, "");

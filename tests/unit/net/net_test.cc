@@ -374,6 +374,26 @@ TEST(HttpServer, HeadRequestGetsHeadersWithoutBody) {
   EXPECT_EQ(res->body, "");
 }
 
+TEST(HttpServer, InvalidResponseHeadersAreDroppedNotInjected) {
+  IoRuntime rt(1);
+  auto server = StartServer(rt, [](std::shared_ptr<HttpExchange> ex) {
+    ex->Respond(HttpResponse{200,
+                             {{"X-Good", "fine"},
+                              {"X-Evil", "a\r\nSet-Cookie: stolen=1"},
+                              {"Bad Name", "x"}},
+                             "body"});
+  });
+  auto res = FetchSync(Url(*server), HttpRequest{}, kWait);
+  ASSERT_TRUE(res.ok()) << res.error().ToString();
+  EXPECT_EQ(FindHeader(res->headers, "x-good"), "fine");
+  EXPECT_FALSE(HasHeader(res->headers, "x-evil"));
+  EXPECT_FALSE(HasHeader(res->headers, "set-cookie"));
+  EXPECT_EQ(res->body, "body");
+  EXPECT_TRUE(IsValidHeaderField("Content-Type", "text/plain; charset=utf-8"));
+  EXPECT_FALSE(IsValidHeaderField("", "x"));
+  EXPECT_FALSE(IsValidHeaderField("X", std::string("a\0b", 3)));
+}
+
 TEST(HttpServer, UnansweredExchangeGets500) {
   IoRuntime rt(1);
   auto server = StartServer(rt, [](std::shared_ptr<HttpExchange>) {});
