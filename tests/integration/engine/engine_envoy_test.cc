@@ -1,0 +1,1500 @@
+// The engine's envoy endpoint end to end: a whole engine in-process (TestEngine, loopback
+// port 0) driven by scripted fake envoys over real WebSockets, plus the REST API and the
+// gateway where a scenario needs them (envoy-protocol.md §3–§7, actors.md §6).
+//
+// Waits are bounded and wait for something observable (a message, a close, a REST state);
+// nothing sleeps to synchronise. Thresholds are shortened through EngineOptions so the
+// lost-envoy and alarm cases finish within about a second each.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "base/random.h"
+#include "engine/common/id.h"
+#include "engine/core/engine.h"
+#include "engine/core/orchestrator.h"
+#include "engine/gateway/errors.h"
+#include "net/client.h"
+#include "net/http_server.h"
+#include "net/io_runtime.h"
+#include "protocol/envoy/versioned.h"
+#include "storage/actor_kv.h"
+#include "support/fake_envoy.h"
+#include "support/test_engine.h"
+
+namespace keel::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+namespace v = ::keel::protocol::envoy::latest;
+namespace pe = ::keel::protocol::envoy;
+namespace orch = ::keel::engine::orch;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// Short thresholds: pings every 100 ms, an envoy is lost after 500 ms without one.
+engine::EngineOptions FastOptions() {
+  engine::EngineOptions o;
+  o.ping_interval_ms = 100;
+  o.ping_timeout_ms = 1500;
+  o.envoy_lost_threshold_ms = 500;
+  o.actor_stop_threshold_ms = 2000;
+  o.envoy_eligible_threshold_ms = 2000;
+  o.thresholds.envoy_lost_ms = 500;
+  o.thresholds.stop_ms = 2000;
+  o.thresholds.start_ms = 3000;
+  o.thresholds.allocation_ms = 2000;
+  o.thresholds.stale_host_exclusion_ms = 3000;
+  o.actor_ready_timeout_ms = 5000;
+  o.seed = 42;
+  return o;
+}
+
+struct HttpResult {
+  int status = 0;
+  json body;
+  std::string raw;
+  net::Headers headers;
+};
+
+std::string Base64(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += kAlphabet[n & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t n = uint8_t(in[i]) << 16;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+class EngineEnvoyTest : public ::testing::Test {
+ protected:
+  void Start(engine::EngineOptions options = FastOptions(), std::string data_dir = "") {
+    options_ = options;
+    te_ = std::make_unique<TestEngine>(std::move(options), std::move(data_dir));
+  }
+
+  TestEngine& te() { return *te_; }
+
+  HttpResult Call(const std::string& method, const std::string& target,
+                  const std::string& body = "", net::Headers headers = {}) {
+    net::HttpRequest req;
+    req.method = method;
+    req.headers = std::move(headers);
+    if (options_.admin_token.has_value() && !net::HasHeader(req.headers, "authorization")) {
+      req.headers.emplace_back("authorization", "Bearer " + *options_.admin_token);
+    }
+    if (!body.empty()) req.headers.emplace_back("content-type", "application/json");
+    req.body = body;
+    auto r = net::FetchSync(te_->http_url() + target, std::move(req), 10s);
+    HttpResult out;
+    if (!r.has_value()) {
+      ADD_FAILURE() << method << " " << target << ": " << r.error().ToString();
+      return out;
+    }
+    out.status = r->status;
+    out.raw = r->body;
+    out.headers = r->headers;
+    out.body = json::parse(r->body, nullptr, false);
+    return out;
+  }
+
+  FakeEnvoyOptions Opts(std::string key, uint16_t version = 4, std::string ns = "default",
+                        std::string pool = "default") {
+    FakeEnvoyOptions o;
+    o.ws_url = te_->ws_url();
+    o.envoy_key = std::move(key);
+    o.protocol_version = version;
+    o.namespace_name = std::move(ns);
+    o.pool_name = std::move(pool);
+    return o;
+  }
+
+  // A connected envoy that has read its Init; nullptr (with a failure recorded) otherwise.
+  std::unique_ptr<FakeEnvoy> Envoy(std::string key, uint16_t version = 4,
+                                   std::string ns = "default", std::string pool = "default") {
+    auto fe = FakeEnvoy::ConnectAndInit(Opts(std::move(key), version, std::move(ns), std::move(pool)));
+    if (!fe.has_value()) {
+      ADD_FAILURE() << "envoy connect: " << fe.error().ToString();
+      return nullptr;
+    }
+    return std::move(*fe);
+  }
+
+  // POST /actors; returns the actor id ("" on failure).
+  std::string CreateActor(const std::string& name, const std::string& key,
+                          const std::string& ns = "default", const std::string& pool = "",
+                          const std::string& input = "") {
+    json body{{"name", name}, {"key", key}};
+    if (!pool.empty()) body["runner_name_selector"] = pool;
+    if (!input.empty()) body["input"] = Base64(input);
+    HttpResult r = Call("POST", "/actors?namespace=" + ns, body.dump());
+    if (r.status != 200 || !r.body.is_object() || !r.body.contains("actor")) {
+      ADD_FAILURE() << "create actor: " << r.status << " " << r.raw;
+      return "";
+    }
+    return r.body["actor"]["actor_id"].get<std::string>();
+  }
+
+  json GetActor(const std::string& id, const std::string& ns = "default") {
+    HttpResult r = Call("GET", "/actors/" + id + "?namespace=" + ns);
+    if (r.status != 200) return json();
+    return r.body["actor"];
+  }
+
+  // Polls GET /actors/{id} (every 5 ms) until `pred` holds; false after `timeout`.
+  bool WaitActor(const std::string& id, const std::function<bool(const json&)>& pred,
+                 std::chrono::milliseconds timeout = 3s, const std::string& ns = "default") {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    json last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      last = GetActor(id, ns);
+      if (last.is_object() && pred(last)) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    ADD_FAILURE() << "actor " << id << " never reached the state; last: " << last.dump();
+    return false;
+  }
+
+  // Polls GET /envoys until the envoy `key` shows `connected`.
+  bool WaitEnvoyConnected(const std::string& key, bool connected, std::chrono::milliseconds timeout = 3s,
+                          const std::string& ns = "default") {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      HttpResult r = Call("GET", "/envoys?namespace=" + ns + "&envoy_key=" + key);
+      if (r.status == 200) {
+        for (const auto& e : r.body["envoys"]) {
+          if (e["envoy_key"] == key && e["connected"].get<bool>() == connected) return true;
+        }
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    ADD_FAILURE() << "envoy " << key << " never became connected=" << connected;
+    return false;
+  }
+
+  orch::Transition Transition(const std::string& id) {
+    auto eid = engine::EngineId::Parse(id);
+    if (!eid.has_value()) return orch::Transition::kCreated;
+    auto info = te_->engine().orchestrator().Read(*eid);
+    if (!info.has_value()) return orch::Transition::kCreated;
+    return info->workflow.transition;
+  }
+
+  // Waits for the start of `id` on `fe`, checks it and reports Running.
+  uint32_t StartOn(FakeEnvoy& fe, const std::string& id) {
+    auto cmd = fe.WaitCommand(id, 5s);
+    if (!cmd.has_value()) {
+      ADD_FAILURE() << "no start for " << id << ": " << cmd.error().ToString();
+      return 0;
+    }
+    EXPECT_TRUE(cmd->inner.is<v::CommandStartActor>());
+    Status s = fe.SendRunning(id, cmd->checkpoint.generation);
+    EXPECT_TRUE(s.has_value());
+    return cmd->checkpoint.generation;
+  }
+
+  // A barrier through the orchestrator loop on `fe`'s connection: SetAlarm is acked at once
+  // (after every earlier event and command ack of this connection was applied).
+  void LoopBarrier(FakeEnvoy& fe, const std::string& id, uint32_t generation,
+                   std::optional<int64_t> alarm = std::nullopt) {
+    ASSERT_TRUE(fe.SendSetAlarm(id, generation, alarm).has_value());
+    const int64_t index = fe.NextEventIndex(id, generation) - 1;
+    auto ack = fe.WaitForFrame(
+        [&](const v::ToEnvoy& m) {
+          const auto* a = m.get_if<v::ToEnvoyAckEvents>();
+          if (a == nullptr) return false;
+          for (const auto& c : a->last_event_checkpoints) {
+            if (c.actor_id == id && c.generation == generation && c.index == index) return true;
+          }
+          return false;
+        },
+        5s);
+    ASSERT_TRUE(ack.has_value()) << ack.error().ToString();
+  }
+
+  void PutPool(const std::string& ns, const std::string& pool, const json& dc) {
+    HttpResult r = Call("PUT", "/runner-configs/" + pool + "?namespace=" + ns,
+                        json{{"datacenters", {{"default", dc}}}}.dump());
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+
+  void CreateNamespace(const std::string& name) {
+    HttpResult r = Call("POST", "/namespaces", json{{"name", name}}.dump());
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+
+  engine::EngineOptions options_;
+  std::unique_ptr<TestEngine> te_;
+};
+
+std::string CommandsText(const std::deque<FakeEnvoy::Frame>& frames) {
+  std::string out;
+  for (const auto& f : frames) out += Describe(f.msg) + "; ";
+  return out;
+}
+
+bool HasCommandFor(const std::deque<FakeEnvoy::Frame>& frames, const std::string& id,
+                   std::optional<uint32_t> generation = std::nullopt) {
+  for (const auto& f : frames) {
+    if (const auto* c = f.msg.get_if<v::ToEnvoyCommands>()) {
+      for (const auto& w : c->value) {
+        if (w.checkpoint.actor_id == id &&
+            (!generation.has_value() || w.checkpoint.generation == *generation)) {
+          return true;
+        }
+      }
+    }
+  }
+  return false;
+}
+
+// ---- 1. handshake -----------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, HandshakeSendsInitFirstWithProtocolMetadata) {
+  engine::EngineOptions o = FastOptions();
+  o.envoy_lost_threshold_ms = 777;
+  o.actor_stop_threshold_ms = 888;
+  o.max_response_payload = 123456;
+  Start(o);
+
+  auto fe = FakeEnvoy::Connect(Opts("handshake-envoy"));
+  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+  EXPECT_EQ((*fe)->handshake().status, 101);
+  EXPECT_EQ(net::FindHeader((*fe)->handshake().headers, "sec-websocket-protocol"), "rivet");
+
+  auto first = (*fe)->ReceiveFrame(5s);
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  const auto* init = first->msg.get_if<v::ToEnvoyInit>();
+  ASSERT_NE(init, nullptr) << "first message: " << Describe(first->msg);
+  EXPECT_EQ(init->metadata.envoy_lost_threshold, 777);
+  EXPECT_EQ(init->metadata.actor_stop_threshold, 888);
+  EXPECT_EQ(init->metadata.max_response_payload_size, 123456u);
+
+  // Pings follow, and the connection stays up while they are answered.
+  auto ping = (*fe)->WaitFor<v::ToEnvoyPing>(3s);
+  ASSERT_TRUE(ping.has_value()) << ping.error().ToString();
+  EXPECT_GT(ping->ts, 0);
+  ASSERT_TRUE((*fe)->Sync().has_value());
+
+  // A plain GET to the endpoint is answered 200 text/plain.
+  HttpResult plain = Call("GET", "/envoys/connect");
+  EXPECT_EQ(plain.status, 200);
+  EXPECT_TRUE(StartsWith(net::FindHeader(plain.headers, "content-type"), "text/plain"))
+      << net::FindHeader(plain.headers, "content-type");
+  EXPECT_FALSE(plain.raw.empty());
+}
+
+// ---- 2. validation ----------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, ValidationFailuresCloseWith1011AndGroupCodeRay) {
+  Start();
+  struct Case {
+    std::string query;
+    std::string reason_prefix;
+  };
+  const std::string tail = "&namespace=default&envoy_key=val-envoy&version=1&pool_name=default";
+  const std::vector<Case> cases = {
+      {"namespace=default&envoy_key=val-envoy&version=1&pool_name=default", "ws.invalid_request#"},
+      {"protocol_version=abc" + tail, "ws.invalid_request#"},
+      {"protocol_version=70000" + tail, "ws.invalid_request#"},
+      {"protocol_version=1" + tail, "ws.invalid_request#"},
+      {"protocol_version=5" + tail, "ws.invalid_request#"},
+      {"protocol_version=4&envoy_key=val-envoy&version=1&pool_name=default", "ws.invalid_request#"},
+      {"protocol_version=4&namespace=nope&envoy_key=val-envoy&version=1&pool_name=default",
+       "namespace.not_found#"},
+      {"protocol_version=4&namespace=default&envoy_key=ab&version=1&pool_name=default",
+       "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=-bad&version=1&pool_name=default",
+       "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=bad%20key&version=1&pool_name=default",
+       "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&version=1&pool_name=default", "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=val-envoy&pool_name=default",
+       "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=x&pool_name=default",
+       "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=1", "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=1&pool_name=nopool",
+       "ws.no_runner_config#"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.query);
+    FakeEnvoyOptions o = Opts("val-envoy");
+    o.raw_query = c.query;
+    auto fe = FakeEnvoy::Connect(o);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    auto closed = (*fe)->WaitClosed(5s);
+    ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+    EXPECT_EQ(closed->code, 1011);
+    EXPECT_TRUE(StartsWith(closed->reason, c.reason_prefix)) << closed->reason;
+    auto parsed = engine::gateway::ParseCloseReason(closed->reason);
+    ASSERT_TRUE(parsed.has_value()) << closed->reason;
+    ASSERT_TRUE(parsed->ray_id.has_value());
+    EXPECT_FALSE(parsed->ray_id->empty());
+    // Nothing (no Init) came before the close.
+    EXPECT_TRUE((*fe)->backlog().empty()) << CommandsText((*fe)->backlog());
+  }
+  // The engine still serves a valid envoy afterwards.
+  auto ok = Envoy("val-envoy");
+  ASSERT_NE(ok, nullptr);
+}
+
+// ---- 3. auth ----------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, AuthTokensAreCheckedBeforeTheUpgrade) {
+  engine::EngineOptions o = FastOptions();
+  o.admin_token = "admin-secret";
+  o.namespace_tokens = {{"default", "default-token"}};
+  Start(o);
+  CreateNamespace("b");
+  PutPool("b", "default", json{{"normal", json::object()}});
+
+  auto attempt = [&](std::optional<std::string> token, const std::string& ns,
+                     net::HttpResponse* failed) {
+    FakeEnvoyOptions fo = Opts("auth-envoy", 4, ns);
+    fo.token = std::move(token);
+    return FakeEnvoy::Connect(fo, failed);
+  };
+  {
+    net::HttpResponse failed;
+    auto fe = attempt(std::nullopt, "default", &failed);
+    ASSERT_FALSE(fe.has_value());
+    EXPECT_TRUE(fe.error().Is("net", "handshake_failed")) << fe.error().ToString();
+    EXPECT_EQ(failed.status, 401);
+  }
+  {
+    net::HttpResponse failed;
+    auto fe = attempt("wrong", "default", &failed);
+    ASSERT_FALSE(fe.has_value());
+    EXPECT_EQ(failed.status, 403);
+  }
+  {
+    auto fe = attempt("admin-secret", "default", nullptr);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    EXPECT_TRUE((*fe)->ExpectInit().has_value());
+  }
+  {
+    auto fe = attempt("admin-secret", "b", nullptr);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    EXPECT_TRUE((*fe)->ExpectInit().has_value());
+  }
+  {
+    auto fe = attempt("default-token", "default", nullptr);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    EXPECT_TRUE((*fe)->ExpectInit().has_value());
+  }
+  {
+    net::HttpResponse failed;
+    auto fe = attempt("default-token", "b", &failed);
+    ASSERT_FALSE(fe.has_value());
+    EXPECT_EQ(failed.status, 403);
+  }
+}
+
+// ---- 4. versions ------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, EachVersionSpeaksItsOwnEncoding) {
+  Start();
+  for (uint16_t version : {2, 3, 4}) {
+    SCOPED_TRACE("protocol_version " + std::to_string(version));
+    const std::string pool = "pool-v" + std::to_string(version);
+    PutPool("default", pool, json{{"normal", json::object()}});
+    auto fe = FakeEnvoy::Connect(Opts("ver-envoy-" + std::to_string(version), version, "default", pool));
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    auto init = (*fe)->ReceiveFrame(5s);
+    ASSERT_TRUE(init.has_value()) << init.error().ToString();
+    ASSERT_TRUE(init->msg.is<v::ToEnvoyInit>()) << Describe(init->msg);
+    ByteView init_raw(reinterpret_cast<const uint8_t*>(init->raw.data()), init->raw.size());
+    EXPECT_TRUE(pe::DecodeToEnvoy(init_raw, version).has_value());
+
+    const std::string id = CreateActor("ver", "k" + std::to_string(version), "default", pool, "in");
+    ASSERT_FALSE(id.empty());
+    auto frame = (*fe)->WaitForFrame([](const v::ToEnvoy& m) { return m.is<v::ToEnvoyCommands>(); }, 5s);
+    ASSERT_TRUE(frame.has_value()) << frame.error().ToString();
+    ByteView raw(reinterpret_cast<const uint8_t*>(frame->raw.data()), frame->raw.size());
+    auto at_version = pe::DecodeToEnvoy(raw, version);
+    ASSERT_TRUE(at_version.has_value()) << at_version.error().ToString();
+    const auto& cmds = at_version->get_if<v::ToEnvoyCommands>()->value;
+    ASSERT_EQ(cmds.size(), 1u);
+    EXPECT_EQ(cmds[0].checkpoint.actor_id, id);
+    // The bytes are this version's encoding: re-encoding the message at `version` gives
+    // them back; v2's CommandStartActor has an extra field, so its bytes differ from v4's.
+    Bytes again;
+    ASSERT_TRUE(pe::EncodeToEnvoy(*at_version, version, again).has_value());
+    EXPECT_EQ(std::string(again.begin(), again.end()), frame->raw);
+    Bytes v4;
+    ASSERT_TRUE(pe::EncodeToEnvoy(*at_version, 4, v4).has_value());
+    if (version == 2) {
+      EXPECT_NE(std::string(v4.begin(), v4.end()), frame->raw);
+      auto as_v4 = pe::DecodeToEnvoy(raw, 4);
+      EXPECT_TRUE(!as_v4.has_value() || !(*as_v4 == *at_version));
+    } else {
+      EXPECT_EQ(std::string(v4.begin(), v4.end()), frame->raw);
+    }
+
+    // KV works at every version for the actor this connection hosts.
+    ASSERT_TRUE((*fe)->SendRunning(id, cmds[0].checkpoint.generation).has_value());
+    auto put = (*fe)->Kv(id, KvPut({{"a", "1"}}));
+    ASSERT_TRUE(put.has_value()) << put.error().ToString();
+    EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+    auto get = (*fe)->Kv(id, KvGet({"a"}));
+    ASSERT_TRUE(get.has_value()) << get.error().ToString();
+    ASSERT_TRUE(get->is<v::KvGetResponse>()) << ErrorText(*get);
+    ASSERT_EQ(get->get_if<v::KvGetResponse>()->values.size(), 1u);
+    EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "1");
+
+    if (version == 4) {
+      // Remote SQL is answered, with sqlite.remote_unavailable, for each request kind.
+      v::ToRivetSqliteExecRequest exec;
+      exec.request_id = 7;
+      exec.data = v::SqliteExecRequest{"ns", id, 1, "select 1"};
+      ASSERT_TRUE((*fe)->Send(v::ToRivet{exec}).has_value());
+      auto exec_resp = (*fe)->WaitFor<v::ToEnvoySqliteExecResponse>(5s);
+      ASSERT_TRUE(exec_resp.has_value()) << exec_resp.error().ToString();
+      EXPECT_EQ(exec_resp->request_id, 7u);
+      ASSERT_TRUE(exec_resp->data.is<v::SqliteErrorResponse>());
+      EXPECT_TRUE(StartsWith(exec_resp->data.get_if<v::SqliteErrorResponse>()->message,
+                             "sqlite.remote_unavailable"));
+
+      v::ToRivetSqliteExecuteRequest execute;
+      execute.request_id = 8;
+      execute.data.actor_id = id;
+      execute.data.sql = "select 1";
+      ASSERT_TRUE((*fe)->Send(v::ToRivet{execute}).has_value());
+      auto execute_resp = (*fe)->WaitFor<v::ToEnvoySqliteExecuteResponse>(5s);
+      ASSERT_TRUE(execute_resp.has_value()) << execute_resp.error().ToString();
+      EXPECT_EQ(execute_resp->request_id, 8u);
+      ASSERT_TRUE(execute_resp->data.is<v::SqliteErrorResponse>());
+      EXPECT_TRUE(StartsWith(execute_resp->data.get_if<v::SqliteErrorResponse>()->message,
+                             "sqlite.remote_unavailable"));
+
+      v::ToRivetSqliteExecuteWriteRequest write;
+      write.request_id = 9;
+      write.data.actor_id = id;
+      write.data.sql = "insert into t values (1)";
+      ASSERT_TRUE((*fe)->Send(v::ToRivet{write}).has_value());
+      auto write_resp = (*fe)->WaitFor<v::ToEnvoySqliteExecuteWriteResponse>(5s);
+      ASSERT_TRUE(write_resp.has_value()) << write_resp.error().ToString();
+      EXPECT_EQ(write_resp->request_id, 9u);
+      ASSERT_TRUE(write_resp->data.is<v::SqliteErrorResponse>());
+      EXPECT_TRUE(StartsWith(write_resp->data.get_if<v::SqliteErrorResponse>()->message,
+                             "sqlite.remote_unavailable"));
+    } else {
+      // A v2/v3 connection cannot even carry remote SQL.
+      v::ToRivetSqliteExecRequest exec;
+      exec.data = v::SqliteExecRequest{"ns", id, 1, "select 1"};
+      Status sent = (*fe)->Send(v::ToRivet{exec});
+      EXPECT_FALSE(sent.has_value());
+    }
+    // Everything received on this connection decoded at its version (ReceiveFrame would
+    // have failed otherwise); a final round trip proves the connection is healthy.
+    ASSERT_TRUE((*fe)->Sync().has_value());
+  }
+}
+
+// ---- 5. commands ------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, CreateStartsOnEnvoyRunningIsConnectableSleepStops) {
+  Start();
+  auto fe = Envoy("cmd-envoy");
+  ASSERT_NE(fe, nullptr);
+  HttpResult created = Call("POST", "/actors?namespace=default",
+                            json{{"name", "counter"}, {"key", "k"}, {"input", Base64("hello")}}.dump());
+  ASSERT_EQ(created.status, 200) << created.raw;
+  const std::string id = created.body["actor"]["actor_id"];
+  const int64_t create_ts = created.body["actor"]["create_ts"];
+
+  auto cmd = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(cmd.has_value()) << cmd.error().ToString();
+  EXPECT_EQ(cmd->checkpoint.generation, 1u);
+  EXPECT_EQ(cmd->checkpoint.index, 1);
+  const auto* start = cmd->inner.get_if<v::CommandStartActor>();
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->config.name, "counter");
+  EXPECT_EQ(start->config.key, std::optional<std::string>("k"));
+  ASSERT_TRUE(start->config.input.has_value());
+  EXPECT_EQ(ToString(*start->config.input), "hello");
+  EXPECT_EQ(start->config.create_ts, create_ts);
+  EXPECT_FALSE(GetActor(id).contains("connectable_ts"));
+
+  ASSERT_TRUE(fe->SendRunning(id, 1).has_value());  // event index 0
+  EXPECT_TRUE(WaitActor(id, [](const json& a) { return a.contains("connectable_ts"); }));
+  HttpResult listed = Call("GET", "/actors?namespace=default&name=counter&key=k");
+  ASSERT_EQ(listed.status, 200);
+  ASSERT_EQ(listed.body["actors"].size(), 1u);
+  EXPECT_EQ(listed.body["actors"][0]["actor_id"], id);
+  EXPECT_TRUE(listed.body["actors"][0].contains("connectable_ts"));
+  EXPECT_TRUE(listed.body["actors"][0].contains("start_ts"));
+
+  HttpResult slept = Call("POST", "/actors/" + id + "/sleep?namespace=default", "{}");
+  ASSERT_EQ(slept.status, 200) << slept.raw;
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  EXPECT_EQ(stop->checkpoint.generation, 1u);
+  EXPECT_EQ(stop->checkpoint.index, 2);
+  const auto* stop_cmd = stop->inner.get_if<v::CommandStopActor>();
+  ASSERT_NE(stop_cmd, nullptr);
+  EXPECT_EQ(stop_cmd->reason, v::StopActorReason::kSleepIntent);
+  EXPECT_FALSE(GetActor(id).contains("connectable_ts"));
+
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  EXPECT_TRUE(WaitActor(id, [&](const json& a) {
+    return a.contains("sleep_ts") && !a.contains("connectable_ts") &&
+           Transition(id) == orch::Transition::kSleeping;
+  }));
+}
+
+// ---- 6. replay --------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, UnacknowledgedCommandsAreReplayedAfterInit) {
+  Start();
+  auto fe = Envoy("replay-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string a = CreateActor("replay", "a");
+  const std::string b = CreateActor("replay", "b");
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  ASSERT_TRUE(fe->WaitCommand(a, 5s).has_value());
+  ASSERT_TRUE(fe->WaitCommand(b, 5s).has_value());
+  fe->Close();
+  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+  fe.reset();
+
+  // Reconnect with the same key: Init, then one ToEnvoyCommands with both starts.
+  fe = Envoy("replay-envoy");
+  ASSERT_NE(fe, nullptr);
+  auto replay = fe->WaitFor<v::ToEnvoyCommands>(5s);
+  ASSERT_TRUE(replay.has_value()) << replay.error().ToString();
+  std::set<std::string> replayed;
+  for (const auto& c : replay->value) {
+    EXPECT_TRUE(c.inner.is<v::CommandStartActor>());
+    EXPECT_EQ(c.checkpoint.generation, 1u);
+    EXPECT_EQ(c.checkpoint.index, 1);
+    replayed.insert(c.checkpoint.actor_id);
+  }
+  EXPECT_EQ(replayed, (std::set<std::string>{a, b}));
+
+  // Acknowledge a's start only; b's stays unacknowledged.
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{a, 1, 1}}).has_value());
+  ASSERT_TRUE(fe->SendRunning(a, 1).has_value());
+  LoopBarrier(*fe, a, 1);  // the ack was applied before this event
+  fe->Close();
+  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+  fe.reset();
+
+  fe = Envoy("replay-envoy");
+  ASSERT_NE(fe, nullptr);
+  auto again = fe->WaitFor<v::ToEnvoyCommands>(5s);
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  std::set<std::string> replayed_again;
+  for (const auto& c : again->value) replayed_again.insert(c.checkpoint.actor_id);
+  EXPECT_EQ(replayed_again, (std::set<std::string>{b}));
+}
+
+// ---- 7. eviction ------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, SecondConnectionWithSameKeyEvictsTheFirst) {
+  Start();
+  auto first = Envoy("evict-envoy");
+  ASSERT_NE(first, nullptr);
+  auto second = Envoy("evict-envoy");
+  ASSERT_NE(second, nullptr);
+  auto closed = first->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_EQ(closed->code, 1000);
+  EXPECT_TRUE(StartsWith(closed->reason, "ws.eviction")) << closed->reason;
+  // The new connection is the envoy now: it gets actors and serves requests.
+  ASSERT_TRUE(second->Sync().has_value());
+  const std::string id = CreateActor("evict", "k");
+  auto cmd = second->WaitCommand(id, 5s);
+  ASSERT_TRUE(cmd.has_value()) << cmd.error().ToString();
+  ASSERT_TRUE(second->SendRunning(id, 1).has_value());
+  auto put = second->Kv(id, KvPut({{"x", "y"}}));
+  ASSERT_TRUE(put.has_value());
+  EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+}
+
+// ---- 8. events --------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, EventsAreDeduplicatedAndSetAlarmIsAckedAtOnce) {
+  Start();
+  auto fe = Envoy("events-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("events", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);  // Running, index 0
+  // Resending index 0 (and an event of another generation) changes nothing.
+  v::EventWrapper running;
+  running.checkpoint = v::ActorCheckpoint{id, 1, 0};
+  running.inner = v::EventActorStateUpdate{v::ActorStateRunning{}};
+  ASSERT_TRUE(fe->SendEvents({running, running}).has_value());
+  v::EventWrapper other_gen;
+  other_gen.checkpoint = v::ActorCheckpoint{id, 7, 5};
+  other_gen.inner = v::EventActorIntent{v::ActorIntentSleep{}};
+  ASSERT_TRUE(fe->SendEvents({other_gen}).has_value());
+
+  // SetAlarm (index 1) is acknowledged at once with its checkpoint.
+  const int64_t alarm = NowMs() + 3600 * 1000;
+  ASSERT_TRUE(fe->SendSetAlarm(id, 1, alarm).has_value());
+  auto ack = fe->WaitFor<v::ToEnvoyAckEvents>(5s);
+  ASSERT_TRUE(ack.has_value()) << ack.error().ToString();
+  ASSERT_EQ(ack->last_event_checkpoints.size(), 1u);
+  EXPECT_EQ(ack->last_event_checkpoints[0], (v::ActorCheckpoint{id, 1, 1}));
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), id)) << CommandsText(fe->backlog());
+  EXPECT_TRUE(GetActor(id).contains("connectable_ts"));
+  EXPECT_EQ(Transition(id), orch::Transition::kRunning);
+  auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->workflow.alarm_ts, std::optional<int64_t>(alarm));
+
+  // IntentSleep (index 2) stops the actor once; its resend is ignored.
+  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value());
+  EXPECT_EQ(stop->checkpoint.index, 2);
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  v::EventWrapper sleep_again;
+  sleep_again.checkpoint = v::ActorCheckpoint{id, 1, 2};
+  sleep_again.inner = v::EventActorIntent{v::ActorIntentSleep{}};
+  ASSERT_TRUE(fe->SendEvents({sleep_again}).has_value());
+  LoopBarrier(*fe, id, 1, alarm);  // index 3
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), id)) << CommandsText(fe->backlog());
+  EXPECT_EQ(Transition(id), orch::Transition::kSleepIntent);
+}
+
+// ---- 9. KV ------------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, KvThroughTheEnvoyOnlyForActorsItHosts) {
+  Start();
+  auto a = Envoy("kv-a");
+  ASSERT_NE(a, nullptr);
+  const std::string id = CreateActor("kv", "k");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+  auto b = Envoy("kv-b");  // connected after the allocation: hosts nothing
+  ASSERT_NE(b, nullptr);
+
+  auto put = a->Kv(id, KvPut({{"a", "1"}, {"b", "2"}, {"c", "3"}, {"p/x", "4"}}));
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  ASSERT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+
+  auto get = a->Kv(id, KvGet({"a", "missing", "c"}));
+  ASSERT_TRUE(get.has_value());
+  ASSERT_TRUE(get->is<v::KvGetResponse>()) << ErrorText(*get);
+  const auto& g = *get->get_if<v::KvGetResponse>();
+  ASSERT_EQ(g.keys.size(), 2u);
+  EXPECT_EQ(ToString(g.keys[0]), "a");
+  EXPECT_EQ(ToString(g.values[0]), "1");
+  EXPECT_EQ(ToString(g.keys[1]), "c");
+  EXPECT_EQ(ToString(g.values[1]), "3");
+  ASSERT_EQ(g.metadata.size(), 2u);
+  EXPECT_GT(g.metadata[0].update_ts, 0);
+
+  auto list = a->Kv(id, KvListAll());
+  ASSERT_TRUE(list.has_value());
+  ASSERT_TRUE(list->is<v::KvListResponse>()) << ErrorText(*list);
+  std::vector<std::string> keys;
+  for (const auto& k : list->get_if<v::KvListResponse>()->keys) keys.push_back(ToString(k));
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "b", "c", "p/x"}));
+
+  auto prefix = a->Kv(id, KvListPrefix("p/"));
+  ASSERT_TRUE(prefix.has_value());
+  ASSERT_TRUE(prefix->is<v::KvListResponse>());
+  ASSERT_EQ(prefix->get_if<v::KvListResponse>()->keys.size(), 1u);
+  EXPECT_EQ(ToString(prefix->get_if<v::KvListResponse>()->values[0]), "4");
+
+  auto del = a->Kv(id, KvDelete({"b", "p/x"}));
+  ASSERT_TRUE(del.has_value());
+  EXPECT_TRUE(del->is<v::KvDeleteResponse>()) << ErrorText(*del);
+  list = a->Kv(id, KvListAll());
+  ASSERT_TRUE(list.has_value() && list->is<v::KvListResponse>());
+  keys.clear();
+  for (const auto& k : list->get_if<v::KvListResponse>()->keys) keys.push_back(ToString(k));
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "c"}));
+
+  // Another envoy, an unknown id and a malformed id are refused.
+  auto foreign = b->Kv(id, KvGet({"a"}));
+  ASSERT_TRUE(foreign.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*foreign), "actor.not_owned")) << ErrorText(*foreign);
+  auto foreign_put = b->Kv(id, KvPut({{"a", "evil"}}));
+  ASSERT_TRUE(foreign_put.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*foreign_put), "actor.not_owned")) << ErrorText(*foreign_put);
+  Random random(7);
+  const std::string unknown = engine::EngineId::Generate(random, 1).ToString();
+  auto missing = a->Kv(unknown, KvGet({"a"}));
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*missing), "actor.not_owned")) << ErrorText(*missing);
+  auto malformed = a->Kv("not an id", KvGet({"a"}));
+  ASSERT_TRUE(malformed.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*malformed), "actor.invalid_id")) << ErrorText(*malformed);
+
+  // The value is untouched by the refused put.
+  get = a->Kv(id, KvGet({"a"}));
+  ASSERT_TRUE(get.has_value() && get->is<v::KvGetResponse>());
+  EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values.at(0)), "1");
+
+  // Namespaces are walls: namespace b's envoy and actor vs namespace default's.
+  CreateNamespace("b");
+  PutPool("b", "default", json{{"normal", json::object()}});
+  auto nb = Envoy("kv-nb", 4, "b");
+  ASSERT_NE(nb, nullptr);
+  const std::string b_actor = CreateActor("kv", "k", "b");
+  ASSERT_FALSE(b_actor.empty());
+  ASSERT_EQ(StartOn(*nb, b_actor), 1u);
+  auto own = nb->Kv(b_actor, KvPut({{"nb", "1"}}));
+  ASSERT_TRUE(own.has_value());
+  EXPECT_TRUE(own->is<v::KvPutResponse>()) << ErrorText(*own);
+  auto cross = a->Kv(b_actor, KvGet({"nb"}));
+  ASSERT_TRUE(cross.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*cross), "actor.not_owned")) << ErrorText(*cross);
+  auto cross_back = nb->Kv(id, KvGet({"a"}));
+  ASSERT_TRUE(cross_back.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*cross_back), "actor.not_owned")) << ErrorText(*cross_back);
+
+  // Nor can it stop the other namespace's actor with an event.
+  v::EventWrapper stop_b;
+  stop_b.checkpoint = v::ActorCheckpoint{b_actor, 1, 1};
+  stop_b.inner = v::EventActorStateUpdate{v::ActorStateStopped{v::StopCode::kOk, std::nullopt}};
+  ASSERT_TRUE(a->SendEvents({stop_b}).has_value());
+  LoopBarrier(*a, id, 1);  // a's events before this one were processed
+  EXPECT_EQ(Transition(b_actor), orch::Transition::kRunning);
+}
+
+// ---- 10. SQLite pages -------------------------------------------------------------------
+
+v::SqliteCommitRequest CommitOf(const std::string& id, uint32_t pgno, uint8_t fill,
+                                uint32_t db_size, std::optional<uint64_t> generation = std::nullopt) {
+  v::SqliteCommitRequest c;
+  c.actor_id = id;
+  c.dirty_pages.push_back(v::SqliteDirtyPage{pgno, Bytes(4096, fill)});
+  c.db_size_pages = db_size;
+  c.now_ms = NowMs();
+  c.expected_generation = generation;
+  return c;
+}
+
+v::SqliteGetPagesRequest PagesOf(const std::string& id, std::vector<uint32_t> pgnos,
+                                 std::optional<uint64_t> generation = std::nullopt) {
+  v::SqliteGetPagesRequest r;
+  r.actor_id = id;
+  r.pgnos = std::move(pgnos);
+  r.expected_generation = generation;
+  return r;
+}
+
+TEST_F(EngineEnvoyTest, SqlitePagesForTheOwningConnectionWithGenerationFence) {
+  Start();
+  auto a = Envoy("pages-a");
+  ASSERT_NE(a, nullptr);
+  const std::string id = CreateActor("pages", "k");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+  auto b = Envoy("pages-b");
+  ASSERT_NE(b, nullptr);
+
+  auto empty = a->GetPages(PagesOf(id, {1}));
+  ASSERT_TRUE(empty.has_value()) << empty.error().ToString();
+  EXPECT_NE(ErrorText(*empty).find("sqlite database was not found in this bucket branch"),
+            std::string::npos)
+      << ErrorText(*empty);
+
+  auto committed = a->Commit(CommitOf(id, 1, 0xab, 2));
+  ASSERT_TRUE(committed.has_value());
+  EXPECT_TRUE(committed->is<v::SqliteCommitOk>()) << ErrorText(*committed);
+
+  auto pages = a->GetPages(PagesOf(id, {1, 2, 3}));
+  ASSERT_TRUE(pages.has_value());
+  ASSERT_TRUE(pages->is<v::SqliteGetPagesOk>()) << ErrorText(*pages);
+  const auto& got = pages->get_if<v::SqliteGetPagesOk>()->pages;
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].pgno, 1u);
+  EXPECT_EQ(got[0].bytes, std::optional<Bytes>(Bytes(4096, 0xab)));
+  EXPECT_EQ(got[1].bytes, std::optional<Bytes>(Bytes(4096, 0)));  // within size, never written
+  EXPECT_FALSE(got[2].bytes.has_value());                         // beyond the size
+
+  // The current generation passes the fence; a stale one is refused and writes nothing.
+  auto fenced_ok = a->GetPages(PagesOf(id, {1}, 1));
+  ASSERT_TRUE(fenced_ok.has_value());
+  EXPECT_TRUE(fenced_ok->is<v::SqliteGetPagesOk>()) << ErrorText(*fenced_ok);
+  auto stale_read = a->GetPages(PagesOf(id, {1}, 0));
+  ASSERT_TRUE(stale_read.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*stale_read), "sqlite.remote_fence_mismatch"))
+      << ErrorText(*stale_read);
+  auto stale_write = a->Commit(CommitOf(id, 1, 0xcd, 2, 0));
+  ASSERT_TRUE(stale_write.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*stale_write), "sqlite.remote_fence_mismatch"))
+      << ErrorText(*stale_write);
+
+  // Another connection can neither read nor write the actor's pages.
+  auto foreign_read = b->GetPages(PagesOf(id, {1}));
+  ASSERT_TRUE(foreign_read.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*foreign_read), "actor.not_owned")) << ErrorText(*foreign_read);
+  auto foreign_write = b->Commit(CommitOf(id, 1, 0xee, 2));
+  ASSERT_TRUE(foreign_write.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*foreign_write), "actor.not_owned"))
+      << ErrorText(*foreign_write);
+
+  pages = a->GetPages(PagesOf(id, {1}));
+  ASSERT_TRUE(pages.has_value() && pages->is<v::SqliteGetPagesOk>());
+  EXPECT_EQ(pages->get_if<v::SqliteGetPagesOk>()->pages.at(0).bytes,
+            std::optional<Bytes>(Bytes(4096, 0xab)));
+}
+
+// ---- 11. lost envoy ---------------------------------------------------------------------
+
+// Answers one tunnelled HTTP request on `fe` with 200 `body`.
+void AnswerOneRequest(FakeEnvoy& fe, const std::string& expect_path, const std::string& body) {
+  auto req = fe.WaitFor<v::ToEnvoyTunnelMessage>(5s);
+  ASSERT_TRUE(req.has_value()) << req.error().ToString();
+  const auto* start = req->message_kind.get_if<v::ToEnvoyRequestStart>();
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->path, expect_path);
+  v::ToRivetTunnelMessage resp;
+  resp.message_id = req->message_id;
+  v::ToRivetResponseStart rs;
+  rs.status = 200;
+  rs.headers = {{"content-type", "text/plain"}};
+  rs.body = ToBytes(body);
+  resp.message_kind = rs;
+  ASSERT_TRUE(fe.Send(v::ToRivet{resp}).has_value());
+}
+
+TEST_F(EngineEnvoyTest, LostEnvoyActorIsRescheduledOnAnotherEnvoyByTheGateway) {
+  Start();
+  auto a = Envoy("lost-a");
+  ASSERT_NE(a, nullptr);
+  const std::string id = CreateActor("lost", "k");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+  ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+  auto b = Envoy("lost-b");
+  ASSERT_NE(b, nullptr);
+
+  a->Close();
+  ASSERT_TRUE(a->WaitClosed(5s).has_value());
+  a.reset();
+  ASSERT_TRUE(WaitEnvoyConnected("lost-a", false));
+
+  // A gateway request wakes the actor: it moves to b as generation 2.
+  auto response = std::async(std::launch::async, [&] {
+    net::HttpRequest req;
+    req.method = "GET";
+    return net::FetchSync(te().http_url() + "/gateway/" + id + "/health", std::move(req), 10s);
+  });
+  auto start = b->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  EXPECT_TRUE(start->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  EXPECT_EQ(start->checkpoint.index, 1);
+  ASSERT_TRUE(b->SendRunning(id, 2).has_value());
+  AnswerOneRequest(*b, "/health", "healthy");
+  auto got = response.get();
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->body, "healthy");
+
+  // a comes back: it is told to stop generation 1 (LOST) and may not touch the actor.
+  a = Envoy("lost-a");
+  ASSERT_NE(a, nullptr);
+  auto replay = a->WaitFor<v::ToEnvoyCommands>(5s);
+  ASSERT_TRUE(replay.has_value()) << replay.error().ToString();
+  bool lost_stop = false;
+  for (const auto& c : replay->value) {
+    EXPECT_EQ(c.checkpoint.generation, 1u);
+    if (const auto* stop = c.inner.get_if<v::CommandStopActor>()) {
+      EXPECT_EQ(stop->reason, v::StopActorReason::kLost);
+      lost_stop = true;
+    }
+  }
+  EXPECT_TRUE(lost_stop) << Describe(v::ToEnvoy{*replay});
+  auto kv = a->Kv(id, KvGet({"x"}));
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*kv), "actor.not_owned")) << ErrorText(*kv);
+  auto pages = a->GetPages(PagesOf(id, {1}));
+  ASSERT_TRUE(pages.has_value());
+  EXPECT_TRUE(StartsWith(ErrorText(*pages), "actor.not_owned")) << ErrorText(*pages);
+  auto kv_b = b->Kv(id, KvPut({{"x", "1"}}));
+  ASSERT_TRUE(kv_b.has_value());
+  EXPECT_TRUE(kv_b->is<v::KvPutResponse>()) << ErrorText(*kv_b);
+}
+
+TEST_F(EngineEnvoyTest, LostEnvoyAfterLivenessThresholdActorSleepsWithErrorThenWakesElsewhere) {
+  Start();
+  auto a = Envoy("live-a");
+  ASSERT_NE(a, nullptr);
+  const std::string id = CreateActor("live", "k");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+  ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+  auto b = Envoy("live-b");
+  ASSERT_NE(b, nullptr);
+  a->Close();
+  ASSERT_TRUE(a->WaitClosed(5s).has_value());
+  a.reset();
+
+  // After envoy_lost_threshold (500 ms) without a ping, the actor is lost (actors.md §6.6:
+  // lost → sleep with envoy_connection_lost).
+  ASSERT_TRUE(WaitActor(
+      id,
+      [](const json& j) {
+        return !j.contains("connectable_ts") && j.contains("error") &&
+               j["error"].contains("envoy_connection_lost");
+      },
+      3s));
+  // A wake places generation 2 on b.
+  auto response = std::async(std::launch::async, [&] {
+    net::HttpRequest req;
+    req.method = "GET";
+    return net::FetchSync(te().http_url() + "/gateway/" + id + "/ping", std::move(req), 10s);
+  });
+  auto start = b->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  ASSERT_TRUE(b->SendRunning(id, 2).has_value());
+  AnswerOneRequest(*b, "/ping", "pong");
+  auto got = response.get();
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(got->status, 200);
+  EXPECT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts") && !j.contains("error"); }));
+}
+
+TEST_F(EngineEnvoyTest, EnvoyReconnectingWithinTheLostThresholdKeepsItsActors) {
+  Start();
+  auto fe = Envoy("rejoin-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("rejoin", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{id, 1, 1}}).has_value());
+  LoopBarrier(*fe, id, 1);
+  fe->Close();
+  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+  fe.reset();
+  ASSERT_TRUE(WaitEnvoyConnected("rejoin-envoy", false));
+
+  fe = Envoy("rejoin-envoy");
+  ASSERT_NE(fe, nullptr);
+  // Past the threshold the actor is still running here: no stop, KV still served.
+  const auto deadline = std::chrono::steady_clock::now() + 800ms;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto kv = fe->Kv(id, KvPut({{"alive", "1"}}));
+    ASSERT_TRUE(kv.has_value()) << kv.error().ToString();
+    ASSERT_TRUE(kv->is<v::KvPutResponse>()) << ErrorText(*kv);
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), id)) << CommandsText(fe->backlog());
+  EXPECT_EQ(Transition(id), orch::Transition::kRunning);
+  EXPECT_TRUE(GetActor(id).contains("connectable_ts"));
+}
+
+TEST_F(EngineEnvoyTest, EnvoyThatStopsAnsweringPingsIsClosedWithTimedOut) {
+  engine::EngineOptions o = FastOptions();
+  o.ping_timeout_ms = 300;
+  Start(o);
+  auto alive = Envoy("pong-envoy");
+  ASSERT_NE(alive, nullptr);
+  FakeEnvoyOptions silent_opts = Opts("silent-envoy");
+  silent_opts.auto_pong = false;
+  auto silent = FakeEnvoy::ConnectAndInit(silent_opts);
+  ASSERT_TRUE(silent.has_value()) << silent.error().ToString();
+  auto closed = (*silent)->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_TRUE(StartsWith(closed->reason, "ws.timed_out#")) << closed->reason;
+  EXPECT_GE((*silent)->pings_seen(), 1);  // pinged, never answered
+  // The envoy that answers is still connected (it has been up at least as long).
+  ASSERT_TRUE(alive->Sync().has_value());
+  EXPECT_FALSE(alive->closed().has_value());
+}
+
+TEST_F(EngineEnvoyTest, StoppingEnvoyGetsGoingAwayAndItsActorMovesOn) {
+  Start();
+  auto a = Envoy("drain-a");
+  ASSERT_NE(a, nullptr);
+  const std::string id = CreateActor("drain", "k");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+  auto b = Envoy("drain-b");
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->Send(v::ToRivet{v::ToRivetStopping{}}).has_value());
+  auto stop = a->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kGoingAway);
+  EXPECT_EQ(stop->checkpoint.index, 2);
+  ASSERT_TRUE(a->SendStopped(id, 1).has_value());
+  // Reallocated at once, never onto the stopping envoy.
+  auto start = b->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  EXPECT_TRUE(start->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  // New actors avoid the stopping envoy too.
+  const std::string other = CreateActor("drain", "other");
+  auto other_start = b->WaitCommand(other, 5s);
+  ASSERT_TRUE(other_start.has_value()) << other_start.error().ToString();
+  ASSERT_TRUE(a->Sync().has_value());
+  EXPECT_FALSE(HasCommandFor(a->backlog(), other)) << CommandsText(a->backlog());
+}
+
+TEST_F(EngineEnvoyTest, CrashedActorSleepsWithTheEnvoysError) {
+  Start();
+  auto fe = Envoy("crash-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("crash", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(fe->SendStopped(id, 1, v::StopCode::kError, "boom").has_value());
+  EXPECT_TRUE(WaitActor(id, [&](const json& a) {
+    return !a.contains("connectable_ts") && a.contains("error") && a["error"].contains("crashed") &&
+           Transition(id) == orch::Transition::kSleeping;
+  }));
+  EXPECT_EQ(GetActor(id)["error"]["crashed"].value("message", ""), "boom") << GetActor(id).dump();
+}
+
+// ---- 12. alarm --------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, AlarmWakesASleepingActor) {
+  Start();
+  auto fe = Envoy("alarm-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("alarm", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  const int64_t alarm = NowMs() + 300;
+  LoopBarrier(*fe, id, 1, alarm);
+  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kSleepIntent);
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+
+  auto wake = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(wake.has_value()) << wake.error().ToString();
+  EXPECT_GE(NowMs(), alarm);
+  EXPECT_TRUE(wake->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(wake->checkpoint.generation, 2u);
+  EXPECT_EQ(wake->checkpoint.index, 1);
+}
+
+// ---- 13. concurrent get-or-create ---------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, ConcurrentGetOrCreateMakesExactlyOneActor) {
+  Start();
+  constexpr int kThreads = 50;
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::vector<HttpResult> results;
+  std::atomic<int> ready{0};
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      net::HttpRequest req;
+      req.method = "PUT";
+      req.headers = {{"content-type", "application/json"}};
+      req.body = json{{"name", "race"}, {"key", "same"}}.dump();
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      auto r = net::FetchSync(te().http_url() + "/actors?namespace=default", std::move(req), 20s);
+      HttpResult out;
+      if (r.has_value()) {
+        out.status = r->status;
+        out.raw = r->body;
+        out.body = json::parse(r->body, nullptr, false);
+      } else {
+        out.raw = r.error().ToString();
+      }
+      std::lock_guard lock(mu);
+      results.push_back(std::move(out));
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(results.size(), static_cast<size_t>(kThreads));
+  std::set<std::string> ids;
+  int created = 0;
+  for (const auto& r : results) {
+    ASSERT_EQ(r.status, 200) << r.raw;
+    ids.insert(r.body["actor"]["actor_id"].get<std::string>());
+    if (r.body["created"].get<bool>()) ++created;
+  }
+  EXPECT_EQ(ids.size(), 1u);
+  EXPECT_EQ(created, 1);
+  HttpResult listed = Call("GET", "/actors?namespace=default&name=race");
+  ASSERT_EQ(listed.status, 200);
+  EXPECT_EQ(listed.body["actors"].size(), 1u);
+}
+
+// ---- 14. destroy ------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, DestroyStopsTheActorAndDeletesItsData) {
+  Start();
+  auto fe = Envoy("destroy-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("doomed", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  auto put = fe->Kv(id, KvPut({{"secret", "1"}}));
+  ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>());
+  auto commit = fe->Commit(CommitOf(id, 1, 0x11, 1));
+  ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>());
+  EXPECT_EQ(Call("GET", "/actors/" + id + "/kv/keys/" + Base64("secret") + "?namespace=default").status,
+            200);
+
+  auto deleted = std::async(std::launch::async, [&] {
+    net::HttpRequest req;
+    req.method = "DELETE";
+    return net::FetchSync(te().http_url() + "/actors/" + id + "?namespace=default", std::move(req), 10s);
+  });
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kDestroy);
+  EXPECT_EQ(stop->checkpoint.index, 2);
+  // The DELETE waits for the actor to stop.
+  EXPECT_EQ(deleted.wait_for(50ms), std::future_status::timeout);
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->status, 200) << done->body;
+  EXPECT_EQ(json::parse(done->body, nullptr, false), json::object());
+
+  // (GET /actors/{id} of the destroyed actor: see DISABLED_DestroyedActorIsNotFoundById.)
+  HttpResult listed = Call("GET", "/actors?namespace=default&name=doomed");
+  ASSERT_EQ(listed.status, 200);
+  EXPECT_TRUE(listed.body["actors"].empty()) << listed.raw;
+  HttpResult kv_rest =
+      Call("GET", "/actors/" + id + "/kv/keys/" + Base64("secret") + "?namespace=default");
+  EXPECT_NE(kv_rest.status, 200) << kv_rest.raw;
+
+  // The data is gone from storage.
+  auto eid = engine::EngineId::Parse(id);
+  ASSERT_TRUE(eid.has_value());
+  auto kv = te().engine().store().ScanPrefix(storage::ActorKvPrefix(eid->bytes()));
+  ASSERT_TRUE(kv.has_value()) << kv.error().ToString();
+  EXPECT_TRUE(kv->empty()) << kv->size() << " KV entries left";
+  auto head = te().engine().page_store().ReadHead(eid->bytes());
+  ASSERT_TRUE(head.has_value()) << head.error().ToString();
+  EXPECT_FALSE(head->has_value());
+  // The owning envoy cannot reach it either.
+  auto after = fe->Kv(id, KvGet({"secret"}));
+  ASSERT_TRUE(after.has_value());
+  EXPECT_FALSE(after->is<v::KvGetResponse>());
+
+  // The key is free: a new actor of the same key is a fresh one.
+  const std::string fresh = CreateActor("doomed", "k");
+  ASSERT_FALSE(fresh.empty());
+  EXPECT_NE(fresh, id);
+  ASSERT_EQ(StartOn(*fe, fresh), 1u);
+  auto list = fe->Kv(fresh, KvListAll());
+  ASSERT_TRUE(list.has_value() && list->is<v::KvListResponse>()) << ErrorText(*list);
+  EXPECT_TRUE(list->get_if<v::KvListResponse>()->keys.empty());
+  auto pages = fe->GetPages(PagesOf(fresh, {1}));
+  ASSERT_TRUE(pages.has_value());
+  EXPECT_NE(ErrorText(*pages).find("sqlite database was not found in this bucket branch"),
+            std::string::npos);
+}
+
+// BUG: GET /actors/{id} of a destroyed actor answers 200 with the actor (destroy_ts set)
+// instead of 404 actor.not_found (actors.md §6.9: "Subsequent lookups by id return
+// actor/not_found"; only listings with include_destroyed=true still show the record).
+// api.cc ReadActor/Orchestrator::Read do not check record.destroyed.
+// Repro: create an actor, DELETE /actors/{id} (envoy reports Stopped), GET /actors/{id}
+// → expected 404 {"group":"actor","code":"not_found"}, actual 200 {"actor":{..."destroy_ts":…}}.
+TEST_F(EngineEnvoyTest, DISABLED_DestroyedActorIsNotFoundById) {
+  Start();
+  auto fe = Envoy("destroy-get-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("doomed", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  auto deleted = std::async(std::launch::async, [&] {
+    net::HttpRequest req;
+    req.method = "DELETE";
+    return net::FetchSync(te().http_url() + "/actors/" + id + "?namespace=default", std::move(req), 10s);
+  });
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value() && done->status == 200);
+
+  HttpResult gone = Call("GET", "/actors/" + id + "?namespace=default");
+  EXPECT_EQ(gone.status, 404) << gone.raw;
+  EXPECT_EQ(gone.body.value("group", ""), "actor");
+  EXPECT_EQ(gone.body.value("code", ""), "not_found");
+  // Still listed when destroyed actors are asked for.
+  HttpResult listed = Call("GET", "/actors?namespace=default&actor_ids=" + id + "&include_destroyed=true");
+  ASSERT_EQ(listed.status, 200);
+  EXPECT_EQ(listed.body["actors"].size(), 1u);
+}
+
+// ---- 15. serverless ---------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, ServerlessStartPostsTheFramedStartCommand) {
+  Start();
+  net::IoRuntime runtime(1);
+  std::mutex mu;
+  std::promise<net::HttpRequest> posted;
+  bool first = true;
+  std::vector<std::shared_ptr<net::HttpExchange>> streams;
+  auto server = net::HttpServer::Start(runtime, net::ServerOptions{},
+                                       [&](std::shared_ptr<net::HttpExchange> ex) {
+                                         std::lock_guard lock(mu);
+                                         if (first) {
+                                           first = false;
+                                           posted.set_value(ex->request());
+                                         }
+                                         ex->StartStream(200, {{"content-type", "text/event-stream"}});
+                                         ex->WriteChunk("event: ping\ndata:\n\n");
+                                         streams.push_back(ex);
+                                       });
+  ASSERT_TRUE(server.has_value()) << server.error().ToString();
+  const std::string url = "http://127.0.0.1:" + std::to_string((*server)->port());
+  PutPool("default", "sls", json{{"serverless", {{"url", url}, {"max_runners", 10}}}});
+
+  const std::string id = CreateActor("sls-actor", "k", "default", "sls", "payload");
+  ASSERT_FALSE(id.empty());
+  auto fut = posted.get_future();
+  ASSERT_EQ(fut.wait_for(5s), std::future_status::ready);
+  net::HttpRequest req = fut.get();
+  EXPECT_EQ(req.method, "POST");
+  EXPECT_EQ(req.target, "/start");
+  EXPECT_EQ(net::FindHeader(req.headers, "x-rivet-pool-name"), "sls");
+  EXPECT_EQ(net::FindHeader(req.headers, "x-rivet-namespace-name"), "default");
+  EXPECT_EQ(net::FindHeader(req.headers, "x-rivet-endpoint"), te().http_url());
+
+  ByteView body(reinterpret_cast<const uint8_t*>(req.body.data()), req.body.size());
+  ASSERT_GE(body.size(), 2u);
+  EXPECT_EQ(body[0] | (body[1] << 8), 4);  // u16 LE version
+  auto framed = pe::DecodeToEnvoyFramed(body);
+  ASSERT_TRUE(framed.has_value()) << framed.error().ToString();
+  EXPECT_EQ(framed->version, 4);
+  const auto* cmds = framed->value.get_if<v::ToEnvoyCommands>();
+  ASSERT_NE(cmds, nullptr) << Describe(framed->value);
+  ASSERT_EQ(cmds->value.size(), 1u);
+  EXPECT_EQ(cmds->value[0].checkpoint.actor_id, id);
+  EXPECT_EQ(cmds->value[0].checkpoint.generation, 1u);
+  EXPECT_EQ(cmds->value[0].checkpoint.index, 0);
+  const auto* start = cmds->value[0].inner.get_if<v::CommandStartActor>();
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->config.name, "sls-actor");
+  EXPECT_EQ(start->config.key, std::optional<std::string>("k"));
+  EXPECT_EQ(start->config.input, std::optional<Bytes>(ToBytes("payload")));
+
+  {
+    std::lock_guard lock(mu);
+    for (auto& s : streams) s->FinishStream();
+    streams.clear();
+  }
+  te_.reset();  // the engine's stream ends before the pool server goes
+  server->reset();
+}
+
+// ---- 16. robustness ---------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, MalformedFramesAreIgnoredOversizedTunnelPayloadCloses) {
+  engine::EngineOptions o = FastOptions();
+  o.max_response_payload = 1024;
+  Start(o);
+  auto bystander = Envoy("robust-bystander");
+  ASSERT_NE(bystander, nullptr);
+  auto fe = Envoy("robust-envoy");
+  ASSERT_NE(fe, nullptr);
+
+  ASSERT_TRUE(fe->SendRaw(std::string("\xff\xff\xff\xff garbage", 12)).has_value());
+  ASSERT_TRUE(fe->SendRaw(std::string()).has_value());
+  ASSERT_TRUE(fe->SendRaw(std::string("\x05\x00", 2)).has_value());  // KV request, truncated
+  ASSERT_TRUE(fe->SendRaw("not binary at all", /*binary=*/false).has_value());
+  ASSERT_TRUE(fe->Sync().has_value());  // still served
+
+  v::ToRivetTunnelMessage big;
+  v::ToRivetResponseStart rs;
+  rs.status = 200;
+  rs.body = Bytes(2048, 'x');
+  big.message_kind = rs;
+  ASSERT_TRUE(fe->Send(v::ToRivet{big}).has_value());
+  auto closed = fe->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_TRUE(StartsWith(closed->reason, "ws.invalid_packet")) << closed->reason;
+
+  // Other connections keep working, and new ones are accepted.
+  ASSERT_TRUE(bystander->Sync().has_value());
+  auto again = Envoy("robust-envoy");
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->Sync().has_value());
+}
+
+// ---- 17. restart ------------------------------------------------------------------------
+
+TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("keel-engine-envoy-test-" + std::to_string(NowMs()) + "-" +
+                    std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  engine::EngineOptions o = FastOptions();
+  // The running actor must not be declared lost while the engine is down and the envoy
+  // reconnects (liveness is in memory: see the report); alarms and replay are what count.
+  o.thresholds.envoy_lost_ms = 10000;
+  o.envoy_lost_threshold_ms = 10000;
+  Start(o, dir.string());
+
+  auto fe = Envoy("restart-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string kept = CreateActor("keeper", "k1");
+  ASSERT_EQ(StartOn(*fe, kept), 1u);  // start not acknowledged
+  auto put = fe->Kv(kept, KvPut({{"durable", "yes"}}));
+  ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
+  const int64_t far_alarm = NowMs() + 3600 * 1000;
+  LoopBarrier(*fe, kept, 1, far_alarm);
+
+  // A sleeping actor whose alarm is due after the restart.
+  const std::string sleeper = CreateActor("sleeper", "s1");
+  ASSERT_EQ(StartOn(*fe, sleeper), 1u);
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{sleeper, 1, 1}}).has_value());
+  const int64_t alarm = NowMs() + 900;
+  LoopBarrier(*fe, sleeper, 1, alarm);
+  ASSERT_TRUE(fe->SendIntentSleep(sleeper, 1).has_value());
+  auto stop = fe->WaitCommand(sleeper, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(sleeper, 1).has_value());
+  ASSERT_TRUE(WaitActor(sleeper, [&](const json&) {
+    return Transition(sleeper) == orch::Transition::kSleeping;
+  }));
+
+  te().Restart();
+  auto closed = fe->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), sleeper, 2))
+      << "the alarm fired before the restart; the test would prove nothing: "
+      << CommandsText(fe->backlog());
+  fe.reset();
+
+  // Actors and key reservations survived.
+  json k = GetActor(kept);
+  ASSERT_TRUE(k.is_object());
+  EXPECT_EQ(k["name"], "keeper");
+  HttpResult again = Call("PUT", "/actors?namespace=default", json{{"name", "keeper"}, {"key", "k1"}}.dump());
+  ASSERT_EQ(again.status, 200) << again.raw;
+  EXPECT_EQ(again.body["actor"]["actor_id"], kept);
+  EXPECT_FALSE(again.body["created"].get<bool>());
+  auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(kept));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->workflow.alarm_ts, std::optional<int64_t>(far_alarm));
+
+  // The envoy reconnects: the unacknowledged start is replayed right after Init.
+  fe = Envoy("restart-envoy");
+  ASSERT_NE(fe, nullptr);
+  auto replay = fe->WaitFor<v::ToEnvoyCommands>(5s);
+  ASSERT_TRUE(replay.has_value()) << replay.error().ToString();
+  bool kept_start = false;
+  for (const auto& c : replay->value) {
+    if (c.checkpoint.actor_id == kept && c.checkpoint.generation == 1 && c.checkpoint.index == 1 &&
+        c.inner.is<v::CommandStartActor>()) {
+      kept_start = true;
+    }
+  }
+  EXPECT_TRUE(kept_start) << Describe(v::ToEnvoy{*replay});
+
+  // KV written through the envoy survived and is served to the hosting connection.
+  auto get = fe->Kv(kept, KvGet({"durable"}));
+  ASSERT_TRUE(get.has_value());
+  ASSERT_TRUE(get->is<v::KvGetResponse>()) << ErrorText(*get);
+  ASSERT_EQ(get->get_if<v::KvGetResponse>()->values.size(), 1u);
+  EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "yes");
+
+  // The sleeper's alarm survived: it wakes as generation 2.
+  auto wake = fe->WaitCommand(sleeper, 5s);
+  ASSERT_TRUE(wake.has_value()) << wake.error().ToString();
+  EXPECT_TRUE(wake->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(wake->checkpoint.generation, 2u);
+  EXPECT_GE(NowMs(), alarm);
+
+  fe.reset();
+  te_.reset();
+  std::filesystem::remove_all(dir);
+}
+
+
+// BUG: envoy liveness is kept only in memory (Orchestrator EnvoyEntry::last_ping_ms), so
+// after an engine restart a running actor's first liveness check finds no heartbeat for
+// its envoy ("lost when absent") and declares it lost — even when the envoy pinged just
+// before the restart and reconnects well within envoy_lost_threshold. Rivet stores the
+// heartbeat in the database, and actor_machine.h promises "an envoy that reconnects
+// within envoy_lost_ms keeps its actors". With a 15 s threshold and the envoy's ≥1 s
+// reconnect backoff, every actor whose check falls in that gap is lost on each restart.
+// Repro (this test): envoy_lost 1000 ms; actor running; restart the engine just before
+// the actor's liveness deadline; reconnect the envoy ~250 ms after its last ping.
+// Expected: the actor stays running on the envoy (no Stop{LOST}, KV served).
+// Actual: the replay after Init carries Stop{LOST} for generation 1, the actor sleeps
+// with envoy_connection_lost, and KV is refused with actor.not_owned.
+// (Sleeps here model the real-time reconnect gap; they do not synchronise anything.)
+TEST_F(EngineEnvoyTest, DISABLED_RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTime) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("keel-engine-envoy-live-" + std::to_string(NowMs()) + "-" +
+                    std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  engine::EngineOptions o = FastOptions();
+  o.thresholds.envoy_lost_ms = 1000;
+  o.envoy_lost_threshold_ms = 1000;
+  Start(o, dir.string());
+  auto fe = Envoy("survive-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("survivor", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{id, 1, 1}}).has_value());
+  LoopBarrier(*fe, id, 1);
+  auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id));
+  ASSERT_TRUE(info.has_value());
+  const int64_t check_at = info->workflow.deadline_ts;  // the next liveness check
+  ASSERT_GT(check_at, NowMs());
+  // Keep answering pings until shortly before the check, then restart the engine.
+  while (NowMs() < check_at - 100) {
+    ASSERT_TRUE(fe->Sync().has_value());
+    std::this_thread::sleep_for(20ms);
+  }
+  te().Restart();
+  fe.reset();
+  while (NowMs() < check_at + 150) std::this_thread::sleep_for(10ms);
+
+  fe = Envoy("survive-envoy");
+  ASSERT_NE(fe, nullptr);
+  ASSERT_TRUE(WaitEnvoyConnected("survive-envoy", true));
+  auto kv = fe->Kv(id, KvPut({{"still", "here"}}));
+  ASSERT_TRUE(kv.has_value()) << kv.error().ToString();
+  EXPECT_TRUE(kv->is<v::KvPutResponse>()) << ErrorText(*kv);
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), id)) << CommandsText(fe->backlog());
+  EXPECT_EQ(Transition(id), orch::Transition::kRunning);
+  fe.reset();
+  te_.reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace keel::testing
