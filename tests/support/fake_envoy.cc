@@ -74,6 +74,7 @@ Result<std::unique_ptr<FakeEnvoy>> FakeEnvoy::Connect(FakeEnvoyOptions options,
                                                failed_handshake, &fe->handshake_);
   if (!client.has_value()) return Unexpected{client.error()};
   fe->client_ = std::move(*client);
+  fe->pump_ = std::thread([raw = fe.get()] { raw->Pump(); });
   return fe;
 }
 
@@ -86,7 +87,46 @@ Result<std::unique_ptr<FakeEnvoy>> FakeEnvoy::ConnectAndInit(FakeEnvoyOptions op
   return fe;
 }
 
-FakeEnvoy::~FakeEnvoy() = default;
+FakeEnvoy::~FakeEnvoy() {
+  stopping_.store(true);
+  if (client_ != nullptr) client_->Close();
+  if (pump_.joinable()) pump_.join();
+}
+
+void FakeEnvoy::Pump() {
+  auto push = [this](Inbound in) {
+    {
+      std::lock_guard lock(inbox_mu_);
+      inbox_.push_back(std::move(in));
+    }
+    inbox_cv_.notify_all();
+  };
+  for (;;) {
+    auto event = client_->Receive(Ms(50));
+    if (!event.has_value()) {
+      if (event.error().Is("net", "timeout") && !stopping_.load()) continue;
+      if (!event.error().Is("net", "timeout")) push(event.error());
+      return;
+    }
+    if (auto* c = std::get_if<net::BlockingWsClient::Closed>(&*event)) {
+      push(Closed{c->code, c->reason});
+      return;
+    }
+    auto& m = std::get<net::BlockingWsClient::Message>(*event);
+    if (!m.binary) continue;  // the engine never sends text; ignore like the real envoy
+    ByteView bytes(reinterpret_cast<const uint8_t*>(m.data.data()), m.data.size());
+    auto decoded = pe::DecodeToEnvoy(bytes, options_.protocol_version);
+    if (!decoded.has_value()) {
+      push(Error{"fake_envoy", "decode", decoded.error().ToString()});
+      continue;
+    }
+    if (const auto* ping = decoded->get_if<envoy_proto::ToEnvoyPing>()) {
+      pings_seen_.fetch_add(1);
+      if (auto_pong_.load()) (void)Send(envoy_proto::ToRivet{envoy_proto::ToRivetPong{ping->ts}});
+    }
+    push(Frame{std::move(m.data), std::move(*decoded)});
+  }
+}
 
 Status FakeEnvoy::Send(const envoy_proto::ToRivet& msg) {
   Bytes out;
@@ -102,32 +142,26 @@ Status FakeEnvoy::SendRaw(std::string bytes, bool binary) {
 }
 
 Result<FakeEnvoy::Frame> FakeEnvoy::ReadSocket(std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (closed_.has_value()) {
-      return Unexpected{Error{"net", "closed",
-                              "connection closed: " + std::to_string(closed_->code) + " " +
-                                  closed_->reason}};
-    }
-    auto event = client_->Receive(Left(deadline));
-    if (!event.has_value()) return Unexpected{event.error()};
-    if (auto* c = std::get_if<net::BlockingWsClient::Closed>(&*event)) {
-      closed_ = Closed{c->code, c->reason};
-      continue;
-    }
-    auto& m = std::get<net::BlockingWsClient::Message>(*event);
-    if (!m.binary) continue;  // the engine never sends text; ignore like the real envoy
-    ByteView bytes(reinterpret_cast<const uint8_t*>(m.data.data()), m.data.size());
-    auto decoded = pe::DecodeToEnvoy(bytes, options_.protocol_version);
-    if (!decoded.has_value()) {
-      return Unexpected{Error{"fake_envoy", "decode", decoded.error().ToString()}};
-    }
-    if (const auto* ping = decoded->get_if<envoy_proto::ToEnvoyPing>()) {
-      ++pings_seen_;
-      if (options_.auto_pong) (void)Send(envoy_proto::ToRivet{envoy_proto::ToRivetPong{ping->ts}});
-    }
-    return Frame{std::move(m.data), std::move(*decoded)};
+  if (closed_.has_value()) {
+    return Unexpected{Error{"net", "closed",
+                            "connection closed: " + std::to_string(closed_->code) + " " +
+                                closed_->reason}};
   }
+  std::unique_lock lock(inbox_mu_);
+  if (!inbox_cv_.wait_for(lock, timeout, [this] { return !inbox_.empty(); })) {
+    return Unexpected{Error{"net", "timeout", "no message from the engine within the wait"}};
+  }
+  Inbound in = std::move(inbox_.front());
+  inbox_.pop_front();
+  lock.unlock();
+  if (auto* c = std::get_if<Closed>(&in)) {
+    closed_ = std::move(*c);
+    return Unexpected{Error{"net", "closed",
+                            "connection closed: " + std::to_string(closed_->code) + " " +
+                                closed_->reason}};
+  }
+  if (auto* e = std::get_if<Error>(&in)) return Unexpected{std::move(*e)};
+  return std::move(std::get<Frame>(in));
 }
 
 Result<FakeEnvoy::Frame> FakeEnvoy::ReceiveFrame(std::chrono::milliseconds timeout) {

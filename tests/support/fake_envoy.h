@@ -5,10 +5,11 @@
 // version, wait for a message of one type while stashing the others, make KV and SQLite
 // page requests and wait for their answers, send raw (malformed) frames.
 //
-// Messages that a wait skips are not lost: they stay in a backlog that Receive/WaitFor
-// read first, in arrival order. ToEnvoyPing is answered with ToRivetPong (when auto_pong
-// is on) whenever the fake envoy reads one, and is never returned by WaitFor<T> unless T
-// is ToEnvoyPing.
+// A background thread reads the socket all the time, like a real envoy's connection task:
+// it answers every ToEnvoyPing at once with ToRivetPong (when auto_pong is on), so an idle
+// fake envoy is not timed out, and queues every frame for the test thread. Messages that a
+// wait skips are not lost: they stay in a backlog that Receive/WaitFor read first, in
+// arrival order. Pings are never returned by WaitFor<T> unless T is ToEnvoyPing.
 //
 // Errors (keel::Error):
 //   net.timeout          nothing (matching) arrived within the wait
@@ -18,17 +19,21 @@
 //   fake_envoy.unexpected a message other than the one the call requires (ExpectInit)
 //   anything ConnectWebSocket returns (net.handshake_failed carries the HTTP answer)
 //
-// Thread-safety: one test thread drives an instance; Send/SendRaw may also be called from
-// other threads.
+// Thread-safety: one test thread drives an instance; Send/SendRaw/set_auto_pong may also be
+// called from other threads.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -58,7 +63,7 @@ struct FakeEnvoyOptions {
   // When set, the query string used verbatim (without '?') instead of the one built from
   // the fields above — for validation tests with missing or bad parameters.
   std::optional<std::string> raw_query;
-  // Answer every ToEnvoyPing read with ToRivetPong{same ts}.
+  // Answer every ToEnvoyPing with ToRivetPong{same ts} as soon as it arrives.
   bool auto_pong = true;
   std::chrono::milliseconds connect_timeout{5000};
   // Largest incoming message the client accepts.
@@ -105,9 +110,9 @@ class FakeEnvoy {
   const std::optional<Closed>& closed() const { return closed_; }
   // The ProtocolMetadata of the Init read by ExpectInit.
   const std::optional<envoy_proto::ProtocolMetadata>& metadata() const { return metadata_; }
-  void set_auto_pong(bool on) { options_.auto_pong = on; }
-  // Pings read so far (answered or not).
-  int pings_seen() const { return pings_seen_; }
+  void set_auto_pong(bool on) { auto_pong_.store(on); }
+  // Pings received so far (answered or not).
+  int pings_seen() const { return pings_seen_.load(); }
 
   // ---- sending ----
   // Encodes at the connection's version and sends a binary frame.
@@ -182,12 +187,25 @@ class FakeEnvoy {
   void Close(uint16_t code = 1000, std::string reason = "envoy.shutdown");
 
  private:
-  explicit FakeEnvoy(FakeEnvoyOptions options) : options_(std::move(options)) {}
-  // Reads one frame from the socket (not the backlog); answers pings.
+  explicit FakeEnvoy(FakeEnvoyOptions options)
+      : options_(std::move(options)), auto_pong_(options_.auto_pong) {}
+  // The next frame the reader thread queued (not the backlog).
   Result<Frame> ReadSocket(std::chrono::milliseconds timeout);
+  // The reader thread: socket → pongs + inbox.
+  void Pump();
+
+  // What the reader thread hands over: a frame, the close, or a frame that did not decode.
+  using Inbound = std::variant<Frame, Closed, Error>;
 
   FakeEnvoyOptions options_;
   std::unique_ptr<net::BlockingWsClient> client_;
+  std::atomic<bool> auto_pong_;
+  std::atomic<int> pings_seen_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex inbox_mu_;
+  std::condition_variable inbox_cv_;
+  std::deque<Inbound> inbox_;  // guarded by inbox_mu_
+  std::thread pump_;
   net::HttpResponse handshake_;
   std::deque<Frame> backlog_;
   std::optional<Closed> closed_;
@@ -195,7 +213,6 @@ class FakeEnvoy {
   std::map<std::pair<std::string, uint32_t>, int64_t> next_event_index_;
   uint32_t next_kv_request_ = 0;
   uint32_t next_sqlite_request_ = 0;
-  int pings_seen_ = 0;
 };
 
 template <typename Pred>
