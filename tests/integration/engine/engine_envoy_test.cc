@@ -1081,6 +1081,116 @@ TEST_F(EngineEnvoyTest, CrashedActorSleepsWithTheEnvoysError) {
   EXPECT_EQ(GetActor(id)["error"]["crashed"].value("message", ""), "boom") << GetActor(id).dump();
 }
 
+TEST_F(EngineEnvoyTest, EventAcksAreBatchedEvery250Events) {
+  Start();
+  auto fe = Envoy("batch-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("batch", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);  // index 0
+  // Indices 1..249: no ack yet (last processed 249 is not > last acked -1 + 250).
+  std::vector<v::EventWrapper> events;
+  for (int64_t i = 1; i <= 249; ++i) {
+    v::EventWrapper w;
+    w.checkpoint = v::ActorCheckpoint{id, 1, i};
+    w.inner = v::EventActorStateUpdate{v::ActorStateRunning{}};
+    events.push_back(std::move(w));
+  }
+  ASSERT_TRUE(fe->SendEvents(events).has_value());
+  v::EventWrapper last;
+  last.checkpoint = v::ActorCheckpoint{id, 1, 250};
+  last.inner = v::EventActorStateUpdate{v::ActorStateRunning{}};
+  ASSERT_TRUE(fe->SendEvents({last}).has_value());
+  auto ack = fe->WaitFor<v::ToEnvoyAckEvents>(5s);
+  ASSERT_TRUE(ack.has_value()) << ack.error().ToString();
+  ASSERT_EQ(ack->last_event_checkpoints.size(), 1u);
+  EXPECT_EQ(ack->last_event_checkpoints[0], (v::ActorCheckpoint{id, 1, 250}));
+  EXPECT_EQ(Transition(id), orch::Transition::kRunning);
+}
+
+TEST_F(EngineEnvoyTest, EventsOfOneBatchApplyInOrder) {
+  Start();
+  auto fe = Envoy("order-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("order", "k");
+  auto cmd = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(cmd.has_value()) << cmd.error().ToString();
+  v::EventWrapper running;
+  running.checkpoint = v::ActorCheckpoint{id, 1, 0};
+  running.inner = v::EventActorStateUpdate{v::ActorStateRunning{}};
+  v::EventWrapper sleep;
+  sleep.checkpoint = v::ActorCheckpoint{id, 1, 1};
+  sleep.inner = v::EventActorIntent{v::ActorIntentSleep{}};
+  ASSERT_TRUE(fe->SendEvents({running, sleep}).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kSleepIntent);
+  EXPECT_EQ(stop->checkpoint.index, 2);
+}
+
+TEST_F(EngineEnvoyTest, CommandsOfAStoppedGenerationAreNotReplayed) {
+  Start();
+  auto fe = Envoy("done-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("done", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  ASSERT_TRUE(WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+  fe->Close();
+  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+  fe.reset();
+  ASSERT_TRUE(WaitEnvoyConnected("done-envoy", false));
+
+  fe = Envoy("done-envoy");
+  ASSERT_NE(fe, nullptr);
+  // Registered (so any replay is already queued), then a round trip on the socket.
+  ASSERT_TRUE(WaitEnvoyConnected("done-envoy", true));
+  ASSERT_TRUE(fe->Sync().has_value());
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), id)) << CommandsText(fe->backlog());
+}
+
+TEST_F(EngineEnvoyTest, MetadataPrepopulatesActorNames) {
+  Start();
+  auto fe = Envoy("meta-envoy");
+  ASSERT_NE(fe, nullptr);
+  v::ToRivetMetadata meta;
+  meta.prepopulate_actor_names = std::vector<std::pair<std::string, v::ActorName>>{
+      {"counter", v::ActorName{R"({"icon":"c"})"}}, {"broken", v::ActorName{"not json"}}};
+  meta.metadata = R"({"rivetkit":{"version":"1.0.0"}})";
+  ASSERT_TRUE(fe->Send(v::ToRivet{meta}).has_value());
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  json names;
+  while (std::chrono::steady_clock::now() < deadline) {
+    HttpResult r = Call("GET", "/actors/names?namespace=default");
+    ASSERT_EQ(r.status, 200) << r.raw;
+    names = r.body["names"];
+    if (names.contains("counter") && names.contains("broken")) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(names.contains("counter")) << names.dump();
+  EXPECT_EQ(names["counter"]["metadata"], json::parse(R"({"icon":"c"})"));
+  ASSERT_TRUE(names.contains("broken")) << names.dump();
+  EXPECT_EQ(names["broken"]["metadata"], json::object());
+}
+
+TEST_F(EngineEnvoyTest, EventWithUnparsableActorIdEndsTheConnection) {
+  Start();
+  auto fe = Envoy("badid-envoy");
+  ASSERT_NE(fe, nullptr);
+  v::EventWrapper w;
+  w.checkpoint = v::ActorCheckpoint{"definitely not an id", 1, 0};
+  w.inner = v::EventActorStateUpdate{v::ActorStateRunning{}};
+  ASSERT_TRUE(fe->SendEvents({w}).has_value());
+  auto closed = fe->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_EQ(closed->code, 1011);
+  auto parsed = engine::gateway::ParseCloseReason(closed->reason);
+  EXPECT_TRUE(parsed.has_value()) << closed->reason;
+}
+
 // ---- 12. alarm --------------------------------------------------------------------------
 
 TEST_F(EngineEnvoyTest, AlarmWakesASleepingActor) {
