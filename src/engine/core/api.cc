@@ -356,14 +356,17 @@ Result<json> DeleteRunnerConfig(Engine& engine, const ApiRequest& req, const std
   return json::object();
 }
 
-Result<ActorInfo> ReadActor(Engine& engine, const Namespace& ns, const std::string& id_text) {
+// A destroyed actor is not found by id (actors.md §6.9) unless `include_destroyed`.
+Result<ActorInfo> ReadActor(Engine& engine, const Namespace& ns, const std::string& id_text,
+                            bool include_destroyed = false) {
   auto id = EngineId::Parse(id_text);
   if (!id.has_value()) {
     return Unexpected{Error{"actor", "not_found", "The actor does not exist or was destroyed."}};
   }
   KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*id));
   auto actor_ns = EngineId::FromBytes(info.record.namespace_id);
-  if (!actor_ns.has_value() || !(*actor_ns == ns.id)) {
+  if (!actor_ns.has_value() || !(*actor_ns == ns.id) ||
+      (info.record.destroyed && !include_destroyed)) {
     return Unexpected{Error{"actor", "not_found", "The actor does not exist or was destroyed."}};
   }
   return info;
@@ -395,9 +398,8 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
   if (!ids.empty()) {
     if (ids.size() > 32) return Unexpected{BadRequest("at most 32 actor ids")};
     for (const auto& id : ids) {
-      auto info = ReadActor(engine, ns, id);
+      auto info = ReadActor(engine, ns, id, include_destroyed);
       if (!info.has_value()) continue;
-      if (info->record.destroyed && !include_destroyed) continue;
       actors.push_back(ActorJson(*info, engine.options()));
     }
     return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};

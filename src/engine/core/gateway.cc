@@ -1,11 +1,13 @@
 #include "engine/core/gateway.h"
 
+#include <deque>
 #include <utility>
 
 #include "base/log.h"
 #include "engine/core/catalog.h"
 #include "engine/core/engine.h"
 #include "engine/core/envoy_session.h"
+#include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
 #include "engine/gateway/errors.h"
 #include "engine/gateway/subprotocols.h"
@@ -16,6 +18,15 @@ namespace {
 
 namespace latest = protocol::envoy::latest;
 constexpr std::string_view kLog = "gateway";
+constexpr size_t kMaxPendingMessages = 65535;
+constexpr size_t kMaxPendingBytes = size_t{128} << 20;
+constexpr int64_t kAckTimeoutMs = 30000;
+constexpr int64_t kKeepaliveMs = 45000;
+
+// Wrapping u16 order of message indices (§6.1): a <= b.
+bool IndexAtMost(uint16_t a, uint16_t b) {
+  return a == b || static_cast<uint16_t>(b - a) < 32767;
+}
 
 std::array<uint8_t, 4> RequestIdBytes(uint32_t id) {
   return {static_cast<uint8_t>(id >> 24), static_cast<uint8_t>(id >> 16),
@@ -55,6 +66,18 @@ struct Gateway::InFlight {
   bool ws_open = false;
   net::Headers cors;
   TimerId timer{};
+  // Hibernation (§6.5).
+  bool can_hibernate = false;
+  bool hibernating = false;  // no instance: the socket waits for a wake
+  bool waking = false;       // a wake is in flight
+  struct Pending {
+    uint16_t index;
+    latest::ToEnvoyWebSocketMessage message;
+    int64_t sent_ms;
+  };
+  std::deque<Pending> unacked;
+  size_t unacked_bytes = 0;
+  TimerId keepalive{};
 };
 
 // The end user's side of a tunnelled WebSocket.
@@ -312,20 +335,165 @@ std::optional<Gateway::InFlight> Gateway::Take(uint32_t request_id) {
 void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kind) {
   std::shared_ptr<EnvoySession> session;
   uint16_t index = 0;
+  bool wake = false;
+  std::optional<Error> overflow;
   {
     std::lock_guard lock(mu_);
     auto it = in_flight_.find(request_id);
     if (it == in_flight_.end()) return;
-    session = it->second.session.lock();
-    index = it->second.next_index++;
+    InFlight& entry = it->second;
+    index = entry.next_index++;
+    if (entry.can_hibernate) {
+      if (const auto* m = std::get_if<latest::ToEnvoyWebSocketMessage>(&kind.value)) {
+        const int64_t now = engine_.clock().SystemNowMs();
+        if (entry.unacked.size() >= kMaxPendingMessages ||
+            entry.unacked_bytes + m->data.size() > kMaxPendingBytes) {
+          overflow = Error{"guard", "websocket_pending_limit_reached",
+                           "Reached limit on pending websocket messages, aborting connection."};
+        } else if (!entry.unacked.empty() &&
+                   now - entry.unacked.front().sent_ms > kAckTimeoutMs) {
+          overflow = Error{"guard", "websocket_ack_timeout",
+                           "the actor did not acknowledge websocket messages in time"};
+        } else {
+          entry.unacked.push_back(InFlight::Pending{index, *m, now});
+          entry.unacked_bytes += m->data.size();
+        }
+      }
+      if (entry.hibernating) {
+        // Buffered; the message goes out with the others once the actor is back.
+        if (!entry.waking && !overflow.has_value()) {
+          entry.waking = true;
+          wake = true;
+        }
+      } else {
+        session = entry.session.lock();
+      }
+    } else {
+      session = entry.session.lock();
+    }
   }
+  if (overflow.has_value()) {
+    FailSocket(request_id, *overflow);
+    return;
+  }
+  if (wake) Rewake(request_id);
   if (session != nullptr) SendToEnvoy(*session, request_id, index, std::move(kind));
+}
+
+void Gateway::FailSocket(uint32_t request_id, const Error& error) {
+  std::optional<InFlight> entry = Take(request_id);
+  if (!entry.has_value()) return;
+  engine_.clock().Cancel(entry->timer);
+  engine_.clock().Cancel(entry->keepalive);
+  if (entry->hibernating) WriteKeepaliveFor(*entry, request_id, false);
+  if (auto session = entry->session.lock(); session != nullptr && !entry->hibernating) {
+    latest::ToEnvoyWebSocketClose close;
+    close.code = 1011;
+    close.reason = error.ToString().substr(0, 123);
+    SendToEnvoy(*session, request_id, entry->next_index, latest::ToEnvoyTunnelMessageKind{close});
+  }
+  if (entry->user != nullptr) {
+    entry->user->Close(gateway::CloseCode(error), gateway::CloseReason(error, engine_.NewRayId()));
+  }
+}
+
+void Gateway::Hibernate(uint32_t request_id) {
+  // Called with the entry already marked hibernating (under mu_ by the caller's update).
+  WriteKeepalive(request_id, true);
+  TimerId timer = engine_.clock().ScheduleAfter(std::chrono::milliseconds(kKeepaliveMs),
+                                                [this, request_id] { Hibernate(request_id); });
+  std::lock_guard lock(mu_);
+  auto it = in_flight_.find(request_id);
+  if (it == in_flight_.end() || !it->second.hibernating) {
+    engine_.clock().Cancel(timer);
+    return;
+  }
+  it->second.keepalive = timer;
+}
+
+void Gateway::WriteKeepalive(uint32_t request_id, bool alive) {
+  std::lock_guard lock(mu_);
+  auto it = in_flight_.find(request_id);
+  if (it == in_flight_.end()) return;
+  WriteKeepaliveFor(it->second, request_id, alive);
+}
+
+void Gateway::WriteKeepaliveFor(const InFlight& entry, uint32_t request_id, bool alive) {
+  // 05 ‹actor› 30 ‹gateway id› ‹request id› → the keepalive time (u64 BE ms); read by the
+  // orchestrator into CommandStartActor.hibernatingRequests. Written off the I/O thread.
+  Bytes key = keys::ActorHibernating(entry.actor.bytes());
+  key.insert(key.end(), gateway_id_.begin(), gateway_id_.end());
+  auto rid = RequestIdBytes(request_id);
+  key.insert(key.end(), rid.begin(), rid.end());
+  const int64_t now = engine_.clock().SystemNowMs();
+  engine_.PostWork([this, key = std::move(key), alive, now] {
+    Status s;
+    if (alive) {
+      Bytes value;
+      keys::AppendU64(value, static_cast<uint64_t>(now));
+      s = engine_.store().Put(key, value);
+    } else {
+      s = engine_.store().Delete(key);
+    }
+    if (!s.has_value()) {
+      KEEL_LOG(kWarn, kLog, "could not write a hibernation keepalive",
+               {{"error", s.error().ToString()}});
+    }
+  });
+}
+
+void Gateway::Rewake(uint32_t request_id) {
+  EngineId actor;
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end()) return;
+    actor = it->second.actor;
+  }
+  engine_.orchestrator().WhenReady(
+      std::nullopt, actor, false, [this, request_id](Result<ActorTarget> target) {
+        if (!target.has_value()) {
+          FailSocket(request_id, target.error());
+          return;
+        }
+        Reattach(request_id, std::move(target->session));
+      });
+}
+
+void Gateway::Reattach(uint32_t request_id, std::shared_ptr<EnvoySession> session) {
+  std::vector<InFlight::Pending> resend;
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end()) return;
+    InFlight& entry = it->second;
+    if (!entry.hibernating && !entry.waking) return;  // already attached
+    entry.session = session;
+    entry.session_id = session->id();
+    entry.hibernating = false;
+    entry.waking = false;
+    engine_.clock().Cancel(entry.keepalive);
+    entry.keepalive = TimerId{};
+    resend.assign(entry.unacked.begin(), entry.unacked.end());
+  }
+  // No new WebSocketOpen: the actor restored the socket from hibernatingRequests.
+  for (auto& p : resend) {
+    SendToEnvoy(*session, request_id, p.index,
+                latest::ToEnvoyTunnelMessageKind{std::move(p.message)});
+  }
+  WriteKeepalive(request_id, false);
 }
 
 void Gateway::UserClosed(uint32_t request_id, uint16_t code, std::string reason) {
   std::optional<InFlight> entry = Take(request_id);
   if (!entry.has_value()) return;
   engine_.clock().Cancel(entry->timer);
+  engine_.clock().Cancel(entry->keepalive);
+  if (entry->hibernating || entry->waking) {
+    // The actor learns at its next start: the request is no longer in hibernatingRequests.
+    WriteKeepaliveFor(*entry, request_id, false);
+    return;
+  }
   if (auto session = entry->session.lock()) {
     latest::ToEnvoyWebSocketClose close;
     if (code != 1005 && code != 1006) close.code = code;
@@ -358,7 +526,21 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
   const uint32_t request_id = RequestIdValue(msg.message_id.request_id);
   std::unique_lock lock(mu_);
   auto it = in_flight_.find(request_id);
-  if (it == in_flight_.end() || it->second.session_id != session.id()) return;
+  if (it == in_flight_.end()) return;
+  if (it->second.session_id != session.id()) {
+    // Only the connection the request went to may answer — or, for a hibernated socket,
+    // the connection now hosting its actor (the restored socket talks first).
+    InFlight& e = it->second;
+    if (!e.websocket || !e.can_hibernate || !(e.hibernating || e.waking) ||
+        !engine_.orchestrator().HostedGeneration(session, e.actor).has_value()) {
+      return;
+    }
+    lock.unlock();
+    Reattach(request_id, session.shared_from_this());
+    lock.lock();
+    it = in_flight_.find(request_id);
+    if (it == in_flight_.end() || it->second.session_id != session.id()) return;
+  }
   InFlight& entry = it->second;
   auto& kind = msg.message_kind.value;
 
@@ -406,9 +588,10 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     }
     return;
   }
-  if (std::holds_alternative<latest::ToRivetWebSocketOpen>(kind)) {
+  if (auto* open = std::get_if<latest::ToRivetWebSocketOpen>(&kind)) {
     if (!entry.websocket) return;
     entry.ws_open = true;
+    entry.can_hibernate = entry.can_hibernate || open->can_hibernate;
     engine_.clock().Cancel(entry.timer);
     entry.timer = TimerId{};
     return;
@@ -420,15 +603,30 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     user->Send(std::string(m->data.begin(), m->data.end()), m->binary);
     return;
   }
-  if (std::holds_alternative<latest::ToRivetWebSocketMessageAck>(kind)) return;
+  if (auto* ack = std::get_if<latest::ToRivetWebSocketMessageAck>(&kind)) {
+    while (!entry.unacked.empty() && IndexAtMost(entry.unacked.front().index, ack->index)) {
+      entry.unacked_bytes -= entry.unacked.front().message.data.size();
+      entry.unacked.pop_front();
+    }
+    return;
+  }
   if (auto* close = std::get_if<latest::ToRivetWebSocketClose>(&kind)) {
     if (!entry.websocket) return;
+    if (close->hibernate && entry.can_hibernate) {
+      entry.hibernating = true;
+      entry.session.reset();
+      entry.session_id = 0;
+      engine_.clock().Cancel(entry.timer);
+      entry.timer = TimerId{};
+      lock.unlock();
+      Hibernate(request_id);
+      return;
+    }
     InFlight taken = std::move(entry);
     in_flight_.erase(it);
     lock.unlock();
     engine_.clock().Cancel(taken.timer);
-    // Hibernation (hibernate = true) is not kept yet: the user socket closes like the
-    // actor stopping does for a non-hibernatable socket.
+    // hibernate = true on a socket that cannot hibernate: closed like an actor stop.
     const uint16_t code = close->hibernate ? 1000 : close->code.value_or(1000);
     std::string reason = close->hibernate ? "actor.stopped" : close->reason.value_or("");
     taken.user->Close(code, std::move(reason));
@@ -438,10 +636,19 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
 
 void Gateway::OnEnvoyClosed(EnvoySession& session) {
   std::vector<InFlight> failed;
+  std::vector<uint32_t> hibernate;
   {
     std::lock_guard lock(mu_);
     for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-      if (it->second.session_id == session.id()) {
+      if (it->second.session_id == session.id() && it->second.websocket &&
+          it->second.can_hibernate) {
+        // The actor's host is gone; the user socket waits for the actor's next instance.
+        it->second.hibernating = true;
+        it->second.session.reset();
+        it->second.session_id = 0;
+        hibernate.push_back(it->first);
+        ++it;
+      } else if (it->second.session_id == session.id()) {
         failed.push_back(std::move(it->second));
         it = in_flight_.erase(it);
       } else {
@@ -449,6 +656,7 @@ void Gateway::OnEnvoyClosed(EnvoySession& session) {
       }
     }
   }
+  for (uint32_t id : hibernate) Hibernate(id);
   const Error gone{"guard", "service_unavailable", "the actor's envoy disconnected"};
   for (auto& entry : failed) {
     engine_.clock().Cancel(entry.timer);

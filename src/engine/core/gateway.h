@@ -10,6 +10,16 @@
 // Every failure is a structured error: JSON with the §5.9 status for HTTP, a close frame
 // `group.code#ray` for WebSockets. CORS headers go on every actor-route response (§5.7).
 //
+// Hibernation (§6.5): a WebSocket the actor opened with canHibernate keeps every user
+// message (with its index) until the actor acknowledges it. When the actor closes with
+// hibernate = true, or stops, or its envoy goes away, the user socket stays open; the
+// gateway records a keepalive for (actor, gateway id, request id) — the orchestrator lists
+// live ones in CommandStartActor.hibernatingRequests — and the next user message wakes the
+// actor. On wake (or when the restored actor talks first) the socket re-attaches to the
+// actor's envoy without a new open and every unacknowledged message is sent again with its
+// original index. Limits: 65535 messages / 128 MiB buffered, oldest unacknowledged at most
+// 30 s old (guard.websocket_pending_limit_reached / guard.websocket_ack_timeout).
+//
 // Also here: the serverless start path (envoy-protocol.md §4.9): POST <pool url>/start with
 // the version-prefixed ToEnvoyCommands body, holding the SSE response for the request's
 // life.
@@ -75,6 +85,13 @@ class Gateway {
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
   void Expire(uint32_t request_id);
+  // Hibernation (§6.5): keep the user socket while the actor sleeps; wake on a message.
+  void Hibernate(uint32_t request_id);
+  void Rewake(uint32_t request_id);
+  void Reattach(uint32_t request_id, std::shared_ptr<EnvoySession> session);
+  void WriteKeepalive(uint32_t request_id, bool alive);
+  void WriteKeepaliveFor(const InFlight& entry, uint32_t request_id, bool alive);
+  void FailSocket(uint32_t request_id, const Error& error);
 
   Engine& engine_;
   std::array<uint8_t, 4> gateway_id_{};

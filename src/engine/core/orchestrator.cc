@@ -24,6 +24,8 @@ constexpr std::string_view kLog = "orchestrator";
 // Commands are stored in the envoy protocol's embedded-version envelope, latest version.
 constexpr uint16_t kCommandVersion = 4;
 constexpr size_t kAlarmScanBatch = 256;
+// actors.md §6.12 hibernating_request_eligible_threshold.
+constexpr int64_t kHibernatingRequestEligibleMs = 90000;
 
 using EnvoyKey = std::pair<EngineId, std::string>;
 
@@ -258,6 +260,7 @@ struct Orchestrator::Impl {
       start.config.key = e.record.key;
       start.config.create_ts = e.record.create_ts;
       start.config.input = e.record.input;
+      start.hibernating_requests = HibernatingRequests(e.id);
       w.inner = std::move(start);
     } else {
       latest::CommandStopActor stop;
@@ -265,6 +268,28 @@ struct Orchestrator::Impl {
       w.inner = stop;
     }
     return w;
+  }
+
+  // The user WebSockets the gateway keeps open for this actor while it sleeps (keepalive
+  // records 05 a 30 gw req written within the eligible threshold; envoy-protocol §6.5).
+  std::vector<latest::HibernatingRequest> HibernatingRequests(const EngineId& id) {
+    std::vector<latest::HibernatingRequest> out;
+    Bytes prefix = keys::ActorHibernating(id.bytes());
+    auto records = engine.store().ScanPrefix(prefix);
+    if (!records.has_value()) return out;
+    const int64_t now = Now();
+    for (const auto& kv : *records) {
+      ByteView rest = ByteView(kv.key).subspan(prefix.size());
+      ByteView value(kv.value);
+      uint64_t ts = 0;
+      if (rest.size() != 8 || !keys::ReadU64(value, ts)) continue;
+      if (now - static_cast<int64_t>(ts) > kHibernatingRequestEligibleMs) continue;
+      latest::HibernatingRequest r;
+      std::copy(rest.begin(), rest.begin() + 4, r.gateway_id.begin());
+      std::copy(rest.begin() + 4, rest.end(), r.request_id.begin());
+      out.push_back(r);
+    }
+    return out;
   }
 
   static latest::ActorCommandKeyData ToKeyData(const latest::CommandWrapper& w) {
@@ -738,6 +763,11 @@ Status Orchestrator::LoadOnLoop() {
     }
     m.UpdateHosting(e, "");
     m.Rearm(e);
+  }
+  // The envoys hosting resumed actors get the lost threshold from now to reconnect, as if
+  // they had pinged at the restart: a restart is not the envoy's fault (§3.5).
+  for (auto& [key, env] : m.envoys) {
+    if (env.last_ping_ms == 0) env.last_ping_ms = m.Now();
   }
   auto first_alarm =
       m.engine.store().ScanPrefix(keys::AlarmPrefix(), storage::ScanOptions{.limit = 1});
