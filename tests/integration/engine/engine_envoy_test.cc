@@ -352,6 +352,12 @@ TEST_F(EngineEnvoyTest, ValidationFailuresCloseWith1011AndGroupCodeRay) {
       {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=x&pool_name=default",
        "ws.invalid_request#"},
       {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=1", "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=1&pool_name=" +
+           std::string(129, 'p'),
+       "ws.invalid_request#"},
+      {"protocol_version=4&namespace=default&envoy_key=" + std::string(129, 'k') +
+           "&version=1&pool_name=default",
+       "ws.invalid_request#"},
       {"protocol_version=4&namespace=default&envoy_key=val-envoy&version=1&pool_name=nopool",
        "ws.no_runner_config#"},
   };
@@ -1424,6 +1430,106 @@ TEST_F(EngineEnvoyTest, ServerlessStartPostsTheFramedStartCommand) {
   }
   te_.reset();  // the engine's stream ends before the pool server goes
   server->reset();
+}
+
+TEST_F(EngineEnvoyTest, ServerlessBodyUsesThePoolsLastEnvoyProtocolVersion) {
+  Start();
+  net::IoRuntime runtime(1);
+  std::mutex mu;
+  std::promise<net::HttpRequest> posted;
+  bool first = true;
+  std::vector<std::shared_ptr<net::HttpExchange>> streams;
+  auto server = net::HttpServer::Start(runtime, net::ServerOptions{},
+                                       [&](std::shared_ptr<net::HttpExchange> ex) {
+                                         std::lock_guard lock(mu);
+                                         if (first) {
+                                           first = false;
+                                           posted.set_value(ex->request());
+                                         }
+                                         ex->StartStream(200, {{"content-type", "text/event-stream"}});
+                                         streams.push_back(ex);
+                                       });
+  ASSERT_TRUE(server.has_value()) << server.error().ToString();
+  PutPool("default", "sls3",
+          json{{"serverless",
+                {{"url", "http://127.0.0.1:" + std::to_string((*server)->port())}, {"max_runners", 10}}}});
+  // An envoy of the pool connected at v3: the serverless body follows it.
+  auto fe = Envoy("sls3-envoy", 3, "default", "sls3");
+  ASSERT_NE(fe, nullptr);
+  ASSERT_TRUE(WaitEnvoyConnected("sls3-envoy", true));
+  const std::string id = CreateActor("sls-actor", "k3", "default", "sls3");
+  ASSERT_FALSE(id.empty());
+  auto fut = posted.get_future();
+  ASSERT_EQ(fut.wait_for(5s), std::future_status::ready);
+  net::HttpRequest req = fut.get();
+  ByteView body(reinterpret_cast<const uint8_t*>(req.body.data()), req.body.size());
+  auto framed = pe::DecodeToEnvoyFramed(body);
+  ASSERT_TRUE(framed.has_value()) << framed.error().ToString();
+  EXPECT_EQ(framed->version, 3);
+  const auto* cmds = framed->value.get_if<v::ToEnvoyCommands>();
+  ASSERT_NE(cmds, nullptr);
+  ASSERT_EQ(cmds->value.size(), 1u);
+  EXPECT_EQ(cmds->value[0].checkpoint.actor_id, id);
+  EXPECT_EQ(cmds->value[0].checkpoint.index, 0);
+  {
+    std::lock_guard lock(mu);
+    for (auto& st : streams) st->FinishStream();
+    streams.clear();
+  }
+  fe.reset();
+  te_.reset();
+  server->reset();
+}
+
+TEST_F(EngineEnvoyTest, DestroyWhileStartingStopsOnceRunning) {
+  Start();
+  auto fe = Envoy("early-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("early", "k");
+  auto start = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  auto deleted = std::async(std::launch::async, [&] {
+    net::HttpRequest req;
+    req.method = "DELETE";
+    return net::FetchSync(te().http_url() + "/actors/" + id + "?namespace=default", std::move(req), 10s);
+  });
+  // The destroy waits for the start; once Running is reported the destroy stop follows.
+  ASSERT_TRUE(WaitActor(id, [&](const json&) {
+    auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id));
+    return info.has_value() && info->workflow.destroy_after_start;
+  }));
+  ASSERT_TRUE(fe->SendRunning(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kDestroy);
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->status, 200) << done->body;
+}
+
+TEST_F(EngineEnvoyTest, RescheduleMovesTheActorToANewGeneration) {
+  Start();
+  auto fe = Envoy("move-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("move", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  HttpResult r = Call("POST", "/actors/" + id + "/reschedule?namespace=default", "{}");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kGoingAway);
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto start = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  EXPECT_TRUE(start->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  EXPECT_EQ(start->checkpoint.index, 1);
+  // Generation 1's late events no longer count; generation 2 becomes connectable.
+  ASSERT_TRUE(fe->SendRunning(id, 2).has_value());
+  EXPECT_TRUE(WaitActor(id, [](const json& a) { return a.contains("connectable_ts"); }));
 }
 
 // ---- 16. robustness ---------------------------------------------------------------------
