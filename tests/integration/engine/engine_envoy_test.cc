@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -947,6 +948,14 @@ TEST_F(EngineEnvoyTest, LostEnvoyActorIsRescheduledOnAnotherEnvoyByTheGateway) {
     }
   }
   EXPECT_TRUE(lost_stop) << Describe(v::ToEnvoy{*replay});
+  // One batch in key order: (actor, generation, index) ascending.
+  for (size_t i = 1; i < replay->value.size(); ++i) {
+    const auto& p = replay->value[i - 1].checkpoint;
+    const auto& c = replay->value[i].checkpoint;
+    EXPECT_TRUE(std::tie(p.generation, p.index) < std::tie(c.generation, c.index) ||
+                p.actor_id != c.actor_id)
+        << Describe(v::ToEnvoy{*replay});
+  }
   auto kv = a->Kv(id, KvGet({"x"}));
   ASSERT_TRUE(kv.has_value());
   EXPECT_TRUE(StartsWith(ErrorText(*kv), "actor.not_owned")) << ErrorText(*kv);
@@ -1195,6 +1204,49 @@ TEST_F(EngineEnvoyTest, EventWithUnparsableActorIdEndsTheConnection) {
   EXPECT_EQ(closed->code, 1011);
   auto parsed = engine::gateway::ParseCloseReason(closed->reason);
   EXPECT_TRUE(parsed.has_value()) << closed->reason;
+}
+
+TEST_F(EngineEnvoyTest, EventsFromAnEnvoyThatDoesNotHostTheActorAreIgnored) {
+  Start();
+  PutPool("default", "other", json{{"normal", json::object()}});
+  auto a = Envoy("host-a");
+  ASSERT_NE(a, nullptr);
+  auto b = Envoy("host-b", 4, "default", "other");
+  ASSERT_NE(b, nullptr);
+  const std::string id = CreateActor("hosted", "k");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+  const std::string own = CreateActor("hosted", "own", "default", "other");
+  ASSERT_EQ(StartOn(*b, own), 1u);
+  ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+  // b claims a's actor stopped and asks it to sleep: neither counts.
+  v::EventWrapper stopped;
+  stopped.checkpoint = v::ActorCheckpoint{id, 1, 1};
+  stopped.inner = v::EventActorStateUpdate{v::ActorStateStopped{v::StopCode::kOk, std::nullopt}};
+  v::EventWrapper sleep;
+  sleep.checkpoint = v::ActorCheckpoint{id, 1, 2};
+  sleep.inner = v::EventActorIntent{v::ActorIntentSleep{}};
+  ASSERT_TRUE(b->SendEvents({sleep, stopped}).has_value());
+  LoopBarrier(*b, own, 1);
+  EXPECT_EQ(Transition(id), orch::Transition::kRunning);
+  ASSERT_TRUE(a->Sync().has_value());
+  EXPECT_FALSE(HasCommandFor(a->backlog(), id)) << CommandsText(a->backlog());
+}
+
+TEST_F(EngineEnvoyTest, SleepWithAnAlarmAlreadyDueRestartsAtOnce) {
+  Start();
+  auto fe = Envoy("due-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("due", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  LoopBarrier(*fe, id, 1, NowMs() - 1000);  // an alarm in the past
+  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto start = fe->WaitCommand(id, 2s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  EXPECT_TRUE(start->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(start->checkpoint.generation, 2u);
 }
 
 // ---- 12. alarm --------------------------------------------------------------------------
