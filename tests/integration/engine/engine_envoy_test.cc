@@ -24,6 +24,7 @@
 #include "base/random.h"
 #include "engine/common/id.h"
 #include "engine/core/engine.h"
+#include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
 #include "engine/gateway/errors.h"
 #include "net/client.h"
@@ -1334,6 +1335,8 @@ TEST_F(EngineEnvoyTest, DestroyStopsTheActorAndDeletesItsData) {
   ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>());
   EXPECT_EQ(Call("GET", "/actors/" + id + "/kv/keys/" + Base64("secret") + "?namespace=default").status,
             200);
+  LoopBarrier(*fe, id, 1, NowMs() + 3600 * 1000);  // an alarm that destroy must clear
+  const std::string ns_text = GetActor(id)["namespace_id"];
 
   auto deleted = std::async(std::launch::async, [&] {
     net::HttpRequest req;
@@ -1370,6 +1373,25 @@ TEST_F(EngineEnvoyTest, DestroyStopsTheActorAndDeletesItsData) {
   auto head = te().engine().page_store().ReadHead(eid->bytes());
   ASSERT_TRUE(head.has_value()) << head.error().ToString();
   EXPECT_FALSE(head->has_value());
+  // No alarm, no live entry, no stored commands are left for it.
+  auto alarms = te().engine().store().ScanPrefix(engine::keys::AlarmPrefix());
+  ASSERT_TRUE(alarms.has_value());
+  for (const auto& kv_entry : *alarms) {
+    ByteView key(kv_entry.key);
+    EXPECT_FALSE(key.size() >= eid->bytes().size() &&
+                 std::equal(eid->bytes().begin(), eid->bytes().end(),
+                            key.end() - static_cast<std::ptrdiff_t>(eid->bytes().size())))
+        << "alarm index entry left for the destroyed actor";
+  }
+  auto live = te().engine().store().Get(engine::keys::Live(eid->bytes()));
+  ASSERT_TRUE(live.has_value());
+  EXPECT_FALSE(live->has_value());
+  auto ns_id = engine::EngineId::Parse(ns_text);
+  ASSERT_TRUE(ns_id.has_value());
+  auto stored = te().engine().store().ScanPrefix(
+      engine::keys::EnvoyCommandsOfActor(ns_id->bytes(), "destroy-envoy", eid->bytes()));
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_TRUE(stored->empty()) << stored->size() << " stored commands left";
   // The owning envoy cannot reach it either.
   auto after = fe->Kv(id, KvGet({"secret"}));
   ASSERT_TRUE(after.has_value());
