@@ -1641,6 +1641,33 @@ TEST_F(EngineEnvoyTest, MalformedFramesAreIgnoredOversizedTunnelPayloadCloses) {
   ASSERT_TRUE(again->Sync().has_value());
 }
 
+TEST_F(EngineEnvoyTest, ShutdownDrainsActorsAndClosesEnvoysWithGoingAway) {
+  Start();
+  auto fe = Envoy("shutdown-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("drained", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+  std::promise<void> done;
+  te().engine().Shutdown([&done] { done.set_value(); });
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kGoingAway);
+  // New envoys are refused while shutting down.
+  auto late = FakeEnvoy::Connect(Opts("late-envoy"));
+  ASSERT_TRUE(late.has_value()) << late.error().ToString();
+  auto late_closed = (*late)->WaitClosed(5s);
+  ASSERT_TRUE(late_closed.has_value()) << late_closed.error().ToString();
+  EXPECT_TRUE(StartsWith(late_closed->reason, "ws.going_away#")) << late_closed->reason;
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto closed = fe->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_TRUE(StartsWith(closed->reason, "ws.going_away#")) << closed->reason;
+  EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
+}
+
 // ---- 17. restart ------------------------------------------------------------------------
 
 TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
