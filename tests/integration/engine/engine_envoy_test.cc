@@ -1356,7 +1356,7 @@ TEST_F(EngineEnvoyTest, DestroyStopsTheActorAndDeletesItsData) {
   EXPECT_EQ(done->status, 200) << done->body;
   EXPECT_EQ(json::parse(done->body, nullptr, false), json::object());
 
-  // (GET /actors/{id} of the destroyed actor: see DISABLED_DestroyedActorIsNotFoundById.)
+  // (GET /actors/{id} of the destroyed actor: see DestroyedActorIsNotFoundById.)
   HttpResult listed = Call("GET", "/actors?namespace=default&name=doomed");
   ASSERT_EQ(listed.status, 200);
   EXPECT_TRUE(listed.body["actors"].empty()) << listed.raw;
@@ -1411,13 +1411,10 @@ TEST_F(EngineEnvoyTest, DestroyStopsTheActorAndDeletesItsData) {
             std::string::npos);
 }
 
-// BUG: GET /actors/{id} of a destroyed actor answers 200 with the actor (destroy_ts set)
-// instead of 404 actor.not_found (actors.md §6.9: "Subsequent lookups by id return
-// actor/not_found"; only listings with include_destroyed=true still show the record).
-// api.cc ReadActor/Orchestrator::Read do not check record.destroyed.
-// Repro: create an actor, DELETE /actors/{id} (envoy reports Stopped), GET /actors/{id}
-// → expected 404 {"group":"actor","code":"not_found"}, actual 200 {"actor":{..."destroy_ts":…}}.
-TEST_F(EngineEnvoyTest, DISABLED_DestroyedActorIsNotFoundById) {
+// Regression (found by this suite, fixed in d5ecd0e): GET /actors/{id} of a destroyed
+// actor answered 200 with the actor (destroy_ts set) instead of 404 actor.not_found
+// (actors.md §6.9); listings with include_destroyed=true still show the record.
+TEST_F(EngineEnvoyTest, DestroyedActorIsNotFoundById) {
   Start();
   auto fe = Envoy("destroy-get-envoy");
   ASSERT_NE(fe, nullptr);
@@ -1676,8 +1673,8 @@ TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
                     std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   engine::EngineOptions o = FastOptions();
-  // The running actor must not be declared lost while the engine is down and the envoy
-  // reconnects (liveness is in memory: see the report); alarms and replay are what count.
+  // A long threshold keeps this test about persistence (alarms, replay, KV); liveness
+  // across a restart is RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTime.
   o.thresholds.envoy_lost_ms = 10000;
   o.envoy_lost_threshold_ms = 10000;
   Start(o, dir.string());
@@ -1759,20 +1756,15 @@ TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
 }
 
 
-// BUG: envoy liveness is kept only in memory (Orchestrator EnvoyEntry::last_ping_ms), so
-// after an engine restart a running actor's first liveness check finds no heartbeat for
-// its envoy ("lost when absent") and declares it lost — even when the envoy pinged just
-// before the restart and reconnects well within envoy_lost_threshold. Rivet stores the
-// heartbeat in the database, and actor_machine.h promises "an envoy that reconnects
-// within envoy_lost_ms keeps its actors". With a 15 s threshold and the envoy's ≥1 s
-// reconnect backoff, every actor whose check falls in that gap is lost on each restart.
-// Repro (this test): envoy_lost 1000 ms; actor running; restart the engine just before
-// the actor's liveness deadline; reconnect the envoy ~250 ms after its last ping.
-// Expected: the actor stays running on the envoy (no Stop{LOST}, KV served).
-// Actual: the replay after Init carries Stop{LOST} for generation 1, the actor sleeps
-// with envoy_connection_lost, and KV is refused with actor.not_owned.
-// (Sleeps here model the real-time reconnect gap; they do not synchronise anything.)
-TEST_F(EngineEnvoyTest, DISABLED_RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTime) {
+// Regression (found by this suite, fixed in d5ecd0e): envoy liveness was kept only in
+// memory, so after an engine restart a running actor's first liveness check found no
+// heartbeat for its envoy and declared it lost (Stop{LOST}, envoy_connection_lost) even
+// though the envoy had pinged just before the restart and reconnected well within
+// envoy_lost_threshold ("an envoy that reconnects within envoy_lost_ms keeps its actors").
+// The engine is restarted just before the actor's liveness deadline and the envoy
+// reconnects ~250 ms after its last ping. (Sleeps model the real-time reconnect gap; they
+// do not synchronise anything.)
+TEST_F(EngineEnvoyTest, RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTime) {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("keel-engine-envoy-live-" + std::to_string(NowMs()) + "-" +
                     std::to_string(::getpid()));
