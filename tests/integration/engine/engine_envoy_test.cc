@@ -1665,6 +1665,41 @@ TEST_F(EngineEnvoyTest, ShutdownDrainsActorsAndClosesEnvoysWithGoingAway) {
   EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
 }
 
+TEST_F(EngineEnvoyTest, FramesTheConnectionsVersionCannotCarryAreIgnored) {
+  Start();
+  auto v2 = Envoy("legacy-v2", 2);
+  ASSERT_NE(v2, nullptr);
+  auto v3 = Envoy("legacy-v3", 3);
+  ASSERT_NE(v3, nullptr);
+  // v2 SqliteGetPagesRequest (tag 7): request id, {actorId, generation u64, pgnos}. The
+  // engine no longer serves v2 SQLite: no answer, the connection stays (§2.13).
+  std::string legacy;
+  legacy += '\x07';
+  legacy += std::string("\x01\x00\x00\x00", 4);  // request id 1
+  legacy += '\x03';
+  legacy += "abc";
+  legacy += std::string(8, '\0');          // generation
+  legacy += std::string("\x01\x01\x00\x00\x00", 5);  // pgnos [1]
+  ASSERT_TRUE(v2->SendRaw(legacy).has_value());
+  ASSERT_TRUE(v2->Sync().has_value());
+  for (const auto& f : v2->backlog()) {
+    EXPECT_FALSE(f.msg.is<v::ToEnvoySqliteGetPagesResponse>()) << Describe(f.msg);
+  }
+  // Tag 9 does not exist in v3 (remote SQL is v4): ignored as well.
+  Bytes exec;
+  v::ToRivetSqliteExecRequest req;
+  req.request_id = 3;
+  req.data = v::SqliteExecRequest{"ns", "actor", 1, "select 1"};
+  ASSERT_TRUE(pe::EncodeToRivet(v::ToRivet{req}, 4, exec).has_value());
+  ASSERT_TRUE(v3->SendRaw(std::string(exec.begin(), exec.end())).has_value());
+  ASSERT_TRUE(v3->Sync().has_value());
+  for (const auto& f : v3->backlog()) {
+    EXPECT_FALSE(f.msg.is<v::ToEnvoySqliteExecResponse>()) << Describe(f.msg);
+  }
+  EXPECT_FALSE(v2->closed().has_value());
+  EXPECT_FALSE(v3->closed().has_value());
+}
+
 // ---- 17. restart ------------------------------------------------------------------------
 
 TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
