@@ -1,0 +1,827 @@
+// The gateway end to end (actors.md §5, envoy-protocol.md §6): a whole engine in-process
+// (TestEngine, loopback port 0), an envoy speaking v4 over a real WebSocket (TunnelEnvoy),
+// and real HTTP / WebSocket clients. Every wait is bounded; nothing sleeps to synchronise.
+#include <chrono>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "base/random.h"
+#include "engine/common/id.h"
+#include "engine/core/orchestrator.h"
+#include "integration/gateway/tunnel_envoy.h"
+#include "net/blocking_ws_client.h"
+#include "net/client.h"
+#include "support/fake_envoy.h"
+#include "support/test_engine.h"
+
+namespace keel::testing {
+namespace {
+
+namespace latest = protocol::envoy::latest;
+using json = nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr milliseconds kWait{5000};
+
+std::string Text(const Bytes& b) { return std::string(b.begin(), b.end()); }
+
+std::string Header(const net::HttpResponse& r, std::string_view name) {
+  return std::string(net::FindHeader(r.headers, name));
+}
+
+// The {group, code} of a JSON error body, "" when it is not one.
+std::string ErrorId(const net::HttpResponse& r) {
+  auto j = json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("group") || !j.contains("code")) return "";
+  return j["group"].get<std::string>() + "." + j["code"].get<std::string>();
+}
+
+net::HttpResponse Call(const std::string& base, const std::string& method, const std::string& path,
+                       net::Headers headers = {}, std::string body = "") {
+  net::HttpRequest req;
+  req.method = method;
+  req.headers = std::move(headers);
+  req.body = std::move(body);
+  auto res = net::FetchSync(base + path, std::move(req), milliseconds(10000));
+  if (!res.has_value()) {
+    ADD_FAILURE() << method << " " << path << ": " << res.error().ToString();
+    return net::HttpResponse{0, {}, ""};
+  }
+  return std::move(*res);
+}
+
+std::future<net::HttpResponse> CallAsync(const std::string& base, std::string method,
+                                         std::string path, net::Headers headers = {}) {
+  return std::async(std::launch::async, [=] {
+    net::HttpRequest req;
+    req.method = method;
+    req.headers = headers;
+    auto res = net::FetchSync(base + path, std::move(req), milliseconds(10000));
+    return res.has_value() ? std::move(*res) : net::HttpResponse{0, {}, res.error().ToString()};
+  });
+}
+
+// Creates an actor through the REST API; returns its id ("" on failure).
+std::string CreateActor(const std::string& base, const std::string& name, const std::string& key) {
+  json body{{"name", name}, {"key", key}, {"runner_name_selector", "default"}};
+  auto r = Call(base, "POST", "/actors?namespace=default",
+                {{"content-type", "application/json"}}, body.dump());
+  EXPECT_EQ(r.status, 200) << r.body;
+  auto j = json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("actor")) return "";
+  return j["actor"]["actor_id"].get<std::string>();
+}
+
+// Polls the REST API (bounded) until the actor's JSON satisfies `pred`.
+template <typename Pred>
+bool WaitActor(const std::string& base, const std::string& id, Pred pred,
+               milliseconds timeout = kWait) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = Call(base, "GET", "/actors/" + id + "?namespace=default");
+    auto j = json::parse(r.body, nullptr, false);
+    if (!j.is_discarded() && j.contains("actor") && pred(j["actor"])) return true;
+    std::this_thread::sleep_for(milliseconds(2));  // poll interval, bounded by the deadline
+  }
+  return false;
+}
+
+// Polls storage (bounded) until the actor's workflow is at rest in kSleeping.
+bool WaitSleeping(TestEngine& engine, const std::string& id, milliseconds timeout = kWait) {
+  auto parsed = engine::EngineId::Parse(id);
+  if (!parsed.has_value()) return false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto info = engine.engine().orchestrator().Read(*parsed);
+    if (info.has_value() && info->workflow.transition == engine::orch::Transition::kSleeping) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(2));  // poll interval, bounded by the deadline
+  }
+  return false;
+}
+
+std::string NonexistentActorId() {
+  Random random(12345);
+  return engine::EngineId::Generate(random, 1).ToString();
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  static engine::EngineOptions Options() {
+    engine::EngineOptions o;
+    o.seed = 7;
+    return o;
+  }
+
+  void SetUp() override {
+    SetLogLevel(LogLevel::kWarn);
+    engine_ = std::make_unique<TestEngine>(Options());
+    envoy_ = TunnelEnvoy::Connect(engine_->ws_url(), "gw-envoy");
+    ASSERT_TRUE(envoy_.ok()) << envoy_.error();
+    actor_ = CreateActor(base(), "echo", "k1");
+    ASSERT_FALSE(actor_.empty());
+    auto start = envoy_->WaitCommand<latest::CommandStartActor>(kWait, actor_);
+    ASSERT_TRUE(start.has_value()) << "the envoy never got CommandStartActor";
+    EXPECT_EQ(start->checkpoint.index, 1);
+    generation_ = start->checkpoint.generation;
+  }
+
+  void TearDown() override {
+    envoy_ = TunnelEnvoy();
+    engine_.reset();
+  }
+
+  std::string base() const { return engine_->http_url(); }
+
+  // A plain request that must reach the actor and come back echoed.
+  void ExpectServes(const std::string& marker) {
+    auto r = Call(base(), "GET", "/gateway/" + actor_ + "/" + marker);
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Header(r, "x-echo-path"), "/" + marker);
+    auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+    ASSERT_TRUE(seen.has_value());
+    EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/" + marker);
+  }
+
+  std::unique_ptr<TestEngine> engine_;
+  TunnelEnvoy envoy_;
+  std::string actor_;
+  uint32_t generation_ = 0;
+};
+
+// ---- HTTP, path form -----------------------------------------------------------------
+
+TEST_F(GatewayTest, PathFormForwardsMethodPathHeadersAndBody) {
+  auto r = Call(base(), "POST", "/gateway/" + actor_ + "/echo/it?q=1&r=%20",
+                {{"X-Custom", "v1"}, {"content-type", "text/plain"}}, "hello body");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "hello body");
+  EXPECT_EQ(Header(r, "x-echo-method"), "POST");
+  EXPECT_EQ(Header(r, "x-echo-path"), "/echo/it?q=1&r=%20");
+  EXPECT_EQ(Header(r, "x-echo-h-x-custom"), "v1");
+
+  auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_id.message_index, 0);
+  const auto& start = *seen->message_kind.get_if<latest::ToEnvoyRequestStart>();
+  EXPECT_EQ(start.actor_id, actor_);
+  EXPECT_EQ(start.method, "POST");
+  EXPECT_EQ(start.path, "/echo/it?q=1&r=%20");
+  ASSERT_TRUE(start.body.has_value());
+  EXPECT_EQ(Text(*start.body), "hello body");
+  EXPECT_FALSE(start.stream);
+  bool has_custom = false;
+  for (const auto& [k, v] : start.headers) {
+    if (net::EqualsIgnoreCase(k, "x-custom") && v == "v1") has_custom = true;
+  }
+  EXPECT_TRUE(has_custom);
+}
+
+TEST_F(GatewayTest, PathFormEmptyRestForwardsSlash) {
+  auto r = Call(base(), "GET", "/gateway/" + actor_);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Header(r, "x-echo-path"), "/");
+  auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  const auto& start = *seen->message_kind.get_if<latest::ToEnvoyRequestStart>();
+  EXPECT_EQ(start.path, "/");
+  EXPECT_FALSE(start.body.has_value()) << "an empty body is absent (§6.3)";
+}
+
+// ---- HTTP, query form ------------------------------------------------------------------
+
+TEST_F(GatewayTest, QueryFormGetOrCreateCreatesForwardsAndReuses) {
+  const std::string q =
+      "/gateway/counter/action?rvt-namespace=default&rvt-method=getOrCreate&rvt-pool=default"
+      "&rvt-key=a&x=1";
+  auto first = CallAsync(base(), "GET", q);
+  auto start = envoy_->WaitCommand<latest::CommandStartActor>(kWait);
+  ASSERT_TRUE(start.has_value()) << "getOrCreate did not start a new actor";
+  const std::string created = start->checkpoint.actor_id;
+  EXPECT_NE(created, actor_);
+  const auto& config = start->inner.get_if<latest::CommandStartActor>()->config;
+  EXPECT_EQ(config.name, "counter");
+  ASSERT_TRUE(config.key.has_value());
+  EXPECT_EQ(*config.key, "a");
+
+  auto r = first.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Header(r, "x-echo-path"), "/action?x=1");
+  auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->actor_id, created);
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/action?x=1");
+
+  // Second call: the same actor, no new start.
+  auto again = Call(base(), "GET", q);
+  EXPECT_EQ(again.status, 200) << again.body;
+  seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->actor_id, created);
+  EXPECT_FALSE(envoy_->WaitCommand<latest::CommandStartActor>(milliseconds(0)).has_value());
+
+  // get finds it too.
+  auto got = Call(base(), "GET", "/gateway/counter/action?rvt-namespace=default&rvt-method=get&rvt-key=a");
+  EXPECT_EQ(got.status, 200) << got.body;
+  seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->actor_id, created);
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/action");
+}
+
+TEST_F(GatewayTest, QueryFormForwardsRemainingQueryByteForByte) {
+  auto r = Call(base(), "GET",
+                "/gateway/counter/a%2Fb/c?z=%7e&rvt-namespace=default&rvt-method=getOrCreate"
+                "&rvt-pool=default&rvt-key=b&y=a+b&x&w=%2F");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Header(r, "x-echo-path"), "/a%2Fb/c?z=%7e&y=a+b&x&w=%2F");
+}
+
+TEST_F(GatewayTest, QueryFormGetMissingKeyIsActorNotFound) {
+  auto r = Call(base(), "GET",
+                "/gateway/counter/action?rvt-namespace=default&rvt-method=get&rvt-key=missing");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(ErrorId(r), "actor.not_found") << r.body;
+  EXPECT_THAT(Header(r, "content-type"), ::testing::HasSubstr("application/json"));
+  ExpectServes("after-not-found");
+}
+
+TEST_F(GatewayTest, QueryFormMalformedQueriesAreRejected) {
+  struct Case {
+    std::string path;
+    int status;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {"/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-key=a&rvt-key=b", 400,
+       "guard.query_duplicate_param"},
+      {"/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-bogus=1", 400,
+       "guard.query_invalid_params"},
+      {"/gateway/counter/x?rvt-namespace=default&rvt-method=fetch", 400,
+       "guard.query_invalid_params"},
+      {"/gateway/counter/x?rvt-namespace=default&rvt-method=getOrCreate&rvt-key=a", 400,
+       "guard.query_missing_pool"},
+      {"/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-runner=default", 400,
+       "guard.query_get_disallowed_params"},
+      {"/gateway/co%zzunter/x?rvt-namespace=default&rvt-method=get", 400,
+       "guard.query_invalid_percent_encoding"},
+  };
+  for (const auto& c : cases) {
+    auto r = Call(base(), "GET", c.path);
+    EXPECT_EQ(r.status, c.status) << c.path << " -> " << r.body;
+    EXPECT_EQ(ErrorId(r), c.error) << c.path << " -> " << r.body;
+  }
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u);
+  ExpectServes("after-malformed");
+}
+
+// ---- header routing and the /request rule (§5.4) ------------------------------------------
+
+TEST_F(GatewayTest, HeaderRoutingForwardsOnlyRequestPathsWithTheFullPath) {
+  const net::Headers h = {{"x-rivet-target", "actor"}, {"x-rivet-actor", actor_}};
+  for (std::string path : {"/request", "/request/x", "/request?a=1", "/request/x/y?b=2"}) {
+    auto r = Call(base(), "GET", path, h);
+    EXPECT_EQ(r.status, 200) << path << " -> " << r.body;
+    EXPECT_EQ(Header(r, "x-echo-path"), path);
+    auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+    ASSERT_TRUE(seen.has_value()) << path;
+    EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, path);
+    EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->actor_id, actor_);
+  }
+  for (std::string path : {"/requests", "/api/hello", "/action/x", "/"}) {
+    auto r = Call(base(), "GET", path, h);
+    EXPECT_EQ(r.status, 404) << path << " -> " << r.body;
+    EXPECT_EQ(ErrorId(r), "guard.no_route") << path << " -> " << r.body;
+  }
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u)
+      << "a path outside the /request rule reached the actor";
+}
+
+TEST_F(GatewayTest, HeaderRoutingWithoutActorHeaderIsMissingHeader) {
+  auto r = Call(base(), "GET", "/request", {{"x-rivet-target", "actor"}});
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(ErrorId(r), "guard.missing_header") << r.body;
+  ExpectServes("after-missing-header");
+}
+
+// ---- CORS (§5.7) -------------------------------------------------------------------------
+
+void ExpectPreflight(const net::HttpResponse& r, const std::string& origin,
+                     const std::string& allow_headers) {
+  EXPECT_EQ(r.status, 204) << r.body;
+  EXPECT_EQ(Header(r, "access-control-allow-origin"), origin);
+  EXPECT_EQ(Header(r, "access-control-allow-credentials"), "true");
+  EXPECT_EQ(Header(r, "access-control-expose-headers"), "*");
+  EXPECT_EQ(Header(r, "access-control-allow-methods"), "GET, POST, PUT, DELETE, OPTIONS, PATCH");
+  EXPECT_EQ(Header(r, "access-control-allow-headers"), allow_headers);
+  EXPECT_EQ(Header(r, "access-control-max-age"), "86400");
+  EXPECT_TRUE(r.body.empty());
+}
+
+TEST_F(GatewayTest, PreflightIsAnsweredByTheGatewayAndNeverReachesTheEnvoy) {
+  ExpectPreflight(Call(base(), "OPTIONS", "/gateway/" + actor_ + "/x",
+                       {{"Origin", "https://app.example"},
+                        {"Access-Control-Request-Method", "POST"},
+                        {"Access-Control-Request-Headers", "x-foo, content-type"}}),
+                  "https://app.example", "x-foo, content-type");
+  ExpectPreflight(Call(base(), "OPTIONS", "/gateway/" + actor_ + "/x"), "*", "*");
+  // Query form: the query is not even validated for a preflight.
+  ExpectPreflight(Call(base(), "OPTIONS", "/gateway/counter/x?rvt-method=bogus&rvt-key=a&rvt-key=b",
+                       {{"Origin", "https://q.example"}}),
+                  "https://q.example", "*");
+  // Header form.
+  ExpectPreflight(Call(base(), "OPTIONS", "/anything",
+                       {{"x-rivet-target", "actor"}, {"Origin", "https://h.example"}}),
+                  "https://h.example", "*");
+  // Even for an actor that does not exist.
+  ExpectPreflight(Call(base(), "OPTIONS", "/gateway/" + NonexistentActorId() + "/x"), "*", "*");
+
+  // The first request the envoy sees is the marker: no preflight got through.
+  ExpectServes("marker-after-preflight");
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u);
+}
+
+void ExpectCors(const net::HttpResponse& r, const std::string& origin) {
+  EXPECT_EQ(Header(r, "access-control-allow-origin"), origin) << r.status << " " << r.body;
+  EXPECT_EQ(Header(r, "access-control-allow-credentials"), "true") << r.status;
+  EXPECT_EQ(Header(r, "access-control-expose-headers"), "*") << r.status;
+}
+
+TEST_F(GatewayTest, ActorResponsesAndGatewayErrorsCarryCorsHeaders) {
+  const net::Headers origin = {{"Origin", "https://app.example"}};
+  auto ok = Call(base(), "GET", "/gateway/" + actor_ + "/cors", origin);
+  EXPECT_EQ(ok.status, 200);
+  ExpectCors(ok, "https://app.example");
+  ExpectCors(Call(base(), "GET", "/gateway/" + actor_ + "/cors"), "*");
+
+  auto missing = Call(base(), "GET", "/gateway/" + NonexistentActorId() + "/x", origin);
+  EXPECT_EQ(missing.status, 404);
+  ExpectCors(missing, "https://app.example");
+
+  auto dup = Call(base(), "GET",
+                  "/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-key=a&rvt-key=b",
+                  origin);
+  EXPECT_EQ(dup.status, 400);
+  ExpectCors(dup, "https://app.example");
+
+  auto not_found = Call(base(), "GET",
+                        "/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-key=zz",
+                        origin);
+  EXPECT_EQ(not_found.status, 404);
+  ExpectCors(not_found, "https://app.example");
+
+  net::Headers header_form = {{"x-rivet-target", "actor"}, {"Origin", "https://app.example"}};
+  auto no_actor_header = Call(base(), "GET", "/request", header_form);
+  EXPECT_EQ(no_actor_header.status, 400);
+  ExpectCors(no_actor_header, "https://app.example");
+}
+
+// ---- streaming responses -------------------------------------------------------------------
+
+TEST_F(GatewayTest, StreamingResponseIsDeliveredChunkByChunk) {
+  TunnelEnvoyPolicy policy;
+  policy.echo_http = false;
+  envoy_->SetPolicy(policy);
+
+  net::IoRuntime client_io(1);
+  struct Got {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<net::HttpResponse> head;
+    std::string body;
+    std::optional<Status> end;
+  };
+  auto got = std::make_shared<Got>();
+  net::HttpRequest req;
+  req.method = "GET";
+  auto cancel = net::FetchStream(
+      client_io, base() + "/gateway/" + actor_ + "/stream", std::move(req),
+      [got](Result<net::HttpResponse> head) {
+        std::lock_guard lock(got->mu);
+        if (head.has_value()) {
+          got->head = std::move(*head);
+        } else {
+          got->head = net::HttpResponse{0, {}, ""};
+          got->end = Status{Unexpected{head.error()}};
+        }
+        got->cv.notify_all();
+      },
+      [got](std::string chunk) {
+        std::lock_guard lock(got->mu);
+        got->body += chunk;
+        got->cv.notify_all();
+      },
+      [got](Status end) {
+        std::lock_guard lock(got->mu);
+        got->end = std::move(end);
+        got->cv.notify_all();
+      });
+  auto wait = [&](auto pred) {
+    std::unique_lock lock(got->mu);
+    return got->cv.wait_for(lock, kWait, pred);
+  };
+
+  auto start = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(start.has_value());
+  latest::ToRivetResponseStart head;
+  head.status = 201;
+  head.headers = {{"content-type", "text/plain"}, {"x-stream", "yes"}};
+  head.body = ToBytes("first;");
+  head.stream = true;
+  envoy_->SendTunnel(start->message_id, 0, head);
+
+  ASSERT_TRUE(wait([&] { return got->head.has_value() && got->body == "first;"; }))
+      << "the head and the first piece must arrive before the envoy sends more";
+  EXPECT_EQ(got->head->status, 201);
+  EXPECT_EQ(Header(*got->head, "x-stream"), "yes");
+  EXPECT_FALSE(got->end.has_value());
+
+  envoy_->SendTunnel(start->message_id, 1, latest::ToRivetResponseChunk{ToBytes("second;"), false});
+  ASSERT_TRUE(wait([&] { return got->body == "first;second;"; }));
+  EXPECT_FALSE(got->end.has_value());
+  envoy_->SendTunnel(start->message_id, 2, latest::ToRivetResponseChunk{ToBytes("third"), true});
+  ASSERT_TRUE(wait([&] { return got->end.has_value(); }));
+  EXPECT_TRUE(got->end->has_value()) << got->end->error().ToString();
+  EXPECT_EQ(got->body, "first;second;third");
+
+  // A whole-body client reads the same chunked body.
+  auto whole = CallAsync(base(), "GET", "/gateway/" + actor_ + "/stream2");
+  start = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(start.has_value());
+  head.body.reset();
+  head.status = 200;
+  envoy_->SendTunnel(start->message_id, 0, head);
+  envoy_->SendTunnel(start->message_id, 1, latest::ToRivetResponseChunk{ToBytes("a"), false});
+  envoy_->SendTunnel(start->message_id, 2, latest::ToRivetResponseChunk{ToBytes("b"), false});
+  envoy_->SendTunnel(start->message_id, 3, latest::ToRivetResponseChunk{ToBytes("c"), true});
+  auto r = whole.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "abc");
+  ExpectCors(r, "*");
+  (void)cancel;
+}
+
+// ---- WebSockets through the gateway ---------------------------------------------------------
+
+std::unique_ptr<net::BlockingWsClient> ConnectUser(const std::string& url,
+                                                   std::vector<std::string> protocols = {"rivet"}) {
+  net::WsConnectOptions options;
+  options.url = url;
+  options.subprotocols = std::move(protocols);
+  auto c = net::BlockingWsClient::Connect(options, kWait);
+  if (!c.has_value()) {
+    ADD_FAILURE() << "user WebSocket: " << c.error().ToString();
+    return nullptr;
+  }
+  return std::move(*c);
+}
+
+TEST_F(GatewayTest, WebSocketMessagesFlowBothWaysAndEnvoyCloseReachesTheUser) {
+  TunnelEnvoyPolicy policy;
+  policy.accept_ws = false;
+  envoy_->SetPolicy(policy);
+  auto user = ConnectUser(engine_->ws_url() + "/gateway/" + actor_ + "/ws?room=1");
+  ASSERT_NE(user, nullptr);
+
+  auto open = envoy_->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait);
+  ASSERT_TRUE(open.has_value());
+  EXPECT_EQ(open->message_id.message_index, 0);
+  const auto& o = *open->message_kind.get_if<latest::ToEnvoyWebSocketOpen>();
+  EXPECT_EQ(o.actor_id, actor_);
+  EXPECT_EQ(o.path, "/ws?room=1");
+  envoy_->SendTunnel(open->message_id, 0, latest::ToRivetWebSocketOpen{false});
+
+  ASSERT_TRUE(user->Send("hello", /*binary=*/false).has_value());
+  ASSERT_TRUE(user->Send(std::string("\x00\x01\xff", 3), /*binary=*/true).has_value());
+  ASSERT_TRUE(user->Send("third", /*binary=*/false).has_value());
+  struct Want {
+    std::string data;
+    bool binary;
+  };
+  const std::vector<Want> want = {{"hello", false}, {std::string("\x00\x01\xff", 3), true},
+                                  {"third", false}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    auto m = envoy_->WaitTunnel<latest::ToEnvoyWebSocketMessage>(kWait);
+    ASSERT_TRUE(m.has_value()) << "message " << i;
+    EXPECT_EQ(m->message_id.message_index, i + 1);
+    EXPECT_EQ(m->message_id.request_id, open->message_id.request_id);
+    const auto& wm = *m->message_kind.get_if<latest::ToEnvoyWebSocketMessage>();
+    EXPECT_EQ(Text(wm.data), want[i].data);
+    EXPECT_EQ(wm.binary, want[i].binary);
+  }
+
+  envoy_->SendTunnel(open->message_id, 1, latest::ToRivetWebSocketMessage{ToBytes("from actor"), false});
+  envoy_->SendTunnel(open->message_id, 2, latest::ToRivetWebSocketMessage{ToBytes("\x02\x03"), true});
+  auto ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value());
+  auto* msg = std::get_if<net::BlockingWsClient::Message>(&*ev);
+  ASSERT_NE(msg, nullptr);
+  EXPECT_EQ(msg->data, "from actor");
+  EXPECT_FALSE(msg->binary);
+  ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value());
+  msg = std::get_if<net::BlockingWsClient::Message>(&*ev);
+  ASSERT_NE(msg, nullptr);
+  EXPECT_EQ(msg->data, "\x02\x03");
+  EXPECT_TRUE(msg->binary);
+
+  latest::ToRivetWebSocketClose close;
+  close.code = 4001;
+  close.reason = "bye now";
+  envoy_->SendTunnel(open->message_id, 0, close);
+  ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value());
+  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->code, 4001);
+  EXPECT_EQ(closed->reason, "bye now");
+  ExpectServes("after-ws");
+}
+
+TEST_F(GatewayTest, WebSocketUserCloseReachesTheEnvoy) {
+  auto user = ConnectUser(engine_->ws_url() + "/gateway/" + actor_ + "/chat");
+  ASSERT_NE(user, nullptr);
+  auto open = envoy_->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait);
+  ASSERT_TRUE(open.has_value());
+  EXPECT_EQ(open->message_kind.get_if<latest::ToEnvoyWebSocketOpen>()->path, "/chat");
+  ASSERT_TRUE(user->Send("one", false).has_value());
+  auto m = envoy_->WaitTunnel<latest::ToEnvoyWebSocketMessage>(kWait);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->message_id.message_index, 1);
+
+  user->Close(4002, "user done");
+  auto close = envoy_->WaitTunnel<latest::ToEnvoyWebSocketClose>(kWait);
+  ASSERT_TRUE(close.has_value());
+  EXPECT_EQ(close->message_id.request_id, open->message_id.request_id);
+  EXPECT_EQ(close->message_id.message_index, 2);
+  const auto& c = *close->message_kind.get_if<latest::ToEnvoyWebSocketClose>();
+  EXPECT_EQ(c.code, std::optional<uint16_t>(4002));
+  EXPECT_EQ(c.reason, std::optional<std::string>("user done"));
+  ExpectServes("after-ws-close");
+}
+
+TEST_F(GatewayTest, WebSocketHeaderRoutingIgnoresTheRequestRule) {
+  auto user = ConnectUser(engine_->ws_url() + "/some/socket",
+                          {"rivet", "rivet_target.actor", "rivet_actor." + actor_});
+  ASSERT_NE(user, nullptr);
+  auto open = envoy_->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait);
+  ASSERT_TRUE(open.has_value());
+  EXPECT_EQ(open->message_kind.get_if<latest::ToEnvoyWebSocketOpen>()->path, "/some/socket");
+  EXPECT_EQ(open->message_kind.get_if<latest::ToEnvoyWebSocketOpen>()->actor_id, actor_);
+}
+
+TEST_F(GatewayTest, WebSocketToUnknownActorClosesWithTheError) {
+  auto user = ConnectUser(engine_->ws_url() + "/gateway/" + NonexistentActorId() + "/ws");
+  ASSERT_NE(user, nullptr);
+  auto ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value());
+  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.not_found#"));
+}
+
+// ---- wake on request (§5.6) --------------------------------------------------------------
+
+TEST_F(GatewayTest, RequestWakesASleepingActor) {
+  auto slept = Call(base(), "POST", "/actors/" + actor_ + "/sleep?namespace=default");
+  ASSERT_EQ(slept.status, 200) << slept.body;
+  auto stop = envoy_->WaitCommand<latest::CommandStopActor>(kWait, actor_);
+  ASSERT_TRUE(stop.has_value());
+  EXPECT_EQ(stop->inner.get_if<latest::CommandStopActor>()->reason,
+            latest::StopActorReason::kSleepIntent);
+  EXPECT_EQ(stop->checkpoint.generation, generation_);
+  // The envoy answered Stopped (policy); wait until the engine has it asleep (no instance).
+  ASSERT_TRUE(WaitSleeping(*engine_, actor_)) << "the actor did not go to sleep";
+  ASSERT_TRUE(WaitActor(base(), actor_, [](const json& a) {
+    return a.contains("sleep_ts") && !a.contains("connectable_ts");
+  }));
+
+  TunnelEnvoyPolicy policy;
+  policy.answer_start = false;
+  envoy_->SetPolicy(policy);
+  auto pending = CallAsync(base(), "PUT", "/gateway/" + actor_ + "/wake?x=1");
+  auto start = envoy_->WaitCommand<latest::CommandStartActor>(kWait, actor_);
+  ASSERT_TRUE(start.has_value()) << "the request did not wake the actor";
+  EXPECT_GT(start->checkpoint.generation, generation_);
+  EXPECT_EQ(start->checkpoint.index, 1);
+  // Not forwarded before the actor runs.
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u);
+  EXPECT_EQ(pending.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+
+  envoy_->SendRunning(actor_, start->checkpoint.generation);
+  auto r = pending.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Header(r, "x-echo-method"), "PUT");
+  EXPECT_EQ(Header(r, "x-echo-path"), "/wake?x=1");
+  auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/wake?x=1");
+  ExpectServes("after-wake");
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, UnknownActorIsNotFound) {
+  auto r = Call(base(), "GET", "/gateway/" + NonexistentActorId() + "/x");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(ErrorId(r), "actor.not_found") << r.body;
+  auto j = json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_TRUE(j.contains("message"));
+  EXPECT_TRUE(j.contains("metadata"));
+
+  auto bad = Call(base(), "GET", "/gateway/not-an-actor-id/x");
+  EXPECT_EQ(bad.status, 404) << bad.body;
+  EXPECT_EQ(ErrorId(bad), "actor.not_found") << bad.body;
+
+  auto header = Call(base(), "GET", "/request",
+                     {{"x-rivet-target", "actor"}, {"x-rivet-actor", NonexistentActorId()}});
+  EXPECT_EQ(header.status, 404) << header.body;
+  EXPECT_EQ(ErrorId(header), "actor.not_found") << header.body;
+
+  // A destroyed actor is gone too.
+  auto destroyed = Call(base(), "DELETE", "/actors/" + actor_ + "?namespace=default");
+  EXPECT_EQ(destroyed.status, 200) << destroyed.body;
+  auto after = Call(base(), "GET", "/gateway/" + actor_ + "/x");
+  EXPECT_EQ(after.status, 404) << after.body;
+  EXPECT_EQ(ErrorId(after), "actor.not_found") << after.body;
+}
+
+// Scripted with the shared FakeEnvoy: it takes the start command and never answers Running.
+TEST(GatewayStandaloneTest, ActorNotReadyInTimeIsActorReadyTimeout) {
+  SetLogLevel(LogLevel::kWarn);
+  engine::EngineOptions options;
+  options.seed = 11;
+  options.actor_ready_timeout_ms = 300;
+  TestEngine engine(options);
+  FakeEnvoyOptions fo;
+  fo.ws_url = engine.ws_url();
+  fo.envoy_key = "slow-envoy";
+  auto envoy = FakeEnvoy::ConnectAndInit(fo);
+  ASSERT_TRUE(envoy.has_value()) << envoy.error().ToString();
+  FakeEnvoy& fake = **envoy;
+  const std::string actor = CreateActor(engine.http_url(), "slow", "s1");
+  ASSERT_FALSE(actor.empty());
+  auto start = fake.WaitCommand(actor, kWait);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_TRUE(start->inner.is<latest::CommandStartActor>());
+
+  const auto began = std::chrono::steady_clock::now();
+  auto r = Call(engine.http_url(), "GET", "/gateway/" + actor + "/x",
+                {{"Origin", "https://o.example"}});
+  const auto took = std::chrono::steady_clock::now() - began;
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(ErrorId(r), "guard.actor_ready_timeout") << r.body;
+  EXPECT_EQ(Header(r, "access-control-allow-origin"), "https://o.example");
+  EXPECT_GE(took, milliseconds(250));
+  EXPECT_LT(took, milliseconds(5000));
+
+  // Once it runs, the same route reaches it; the timed-out request never did.
+  ASSERT_TRUE(fake.SendRunning(actor, start->checkpoint.generation).has_value());
+  auto pending = CallAsync(engine.http_url(), "GET", "/gateway/" + actor + "/y");
+  auto frame = fake.WaitForFrame(
+      [](const latest::ToEnvoy& m) { return m.is<latest::ToEnvoyTunnelMessage>(); }, kWait);
+  ASSERT_TRUE(frame.has_value()) << frame.error().ToString();
+  const auto& tunnel = *frame->msg.get_if<latest::ToEnvoyTunnelMessage>();
+  const auto* req = tunnel.message_kind.get_if<latest::ToEnvoyRequestStart>();
+  ASSERT_NE(req, nullptr) << Describe(frame->msg);
+  EXPECT_EQ(req->path, "/y") << "the first request the envoy sees is the one after Running";
+  latest::ToRivetTunnelMessage answer;
+  answer.message_id = tunnel.message_id;
+  answer.message_kind = latest::ToRivetResponseStart{200, {{"x-ok", "1"}}, ToBytes("ready"), false};
+  ASSERT_TRUE(fake.Send(latest::ToRivet{std::move(answer)}).has_value());
+  auto ok = pending.get();
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.body, "ready");
+}
+
+TEST(GatewayStandaloneTest, GatewayTokenIsRequiredWhenConfigured) {
+  SetLogLevel(LogLevel::kWarn);
+  engine::EngineOptions options;
+  options.seed = 13;
+  options.gateway_token = "s3cret";
+  TestEngine engine(options);
+  auto envoy = TunnelEnvoy::Connect(engine.ws_url(), "tok-envoy");
+  ASSERT_TRUE(envoy.ok()) << envoy.error();
+  const std::string actor = CreateActor(engine.http_url(), "tok", "t1");
+  ASSERT_FALSE(actor.empty());
+  ASSERT_TRUE(envoy->WaitCommand<latest::CommandStartActor>(kWait, actor).has_value());
+  const std::string base = engine.http_url();
+
+  auto refused = [&](const net::HttpResponse& r, const std::string& what) {
+    EXPECT_TRUE(r.status == 401 || r.status == 403) << what << " -> " << r.status << " " << r.body;
+    EXPECT_TRUE(ErrorId(r) == "api.unauthorized" || ErrorId(r) == "api.forbidden")
+        << what << " -> " << r.body;
+  };
+  refused(Call(base, "GET", "/gateway/" + actor + "/x"), "no token");
+  refused(Call(base, "GET", "/gateway/" + actor + "@wrong/x"), "wrong path token");
+  refused(Call(base, "GET", "/gateway/" + actor + "/x", {{"x-rivet-token", "wrong"}}),
+          "wrong header token");
+  refused(Call(base, "GET", "/request", {{"x-rivet-target", "actor"}, {"x-rivet-actor", actor}}),
+          "header form without token");
+  refused(Call(base, "GET",
+               "/gateway/tok/x?rvt-namespace=default&rvt-method=get&rvt-key=t1"),
+          "query form without token");
+  EXPECT_EQ(envoy->CountTunnel<latest::ToEnvoyRequestStart>(), 0u);
+
+  auto path_token = Call(base, "GET", "/gateway/" + actor + "@s3cret/x");
+  EXPECT_EQ(path_token.status, 200) << path_token.body;
+  EXPECT_EQ(Header(path_token, "x-echo-path"), "/x");
+  auto header_token = Call(base, "GET", "/gateway/" + actor + "/y", {{"x-rivet-token", "s3cret"}});
+  EXPECT_EQ(header_token.status, 200) << header_token.body;
+  auto query_token = Call(base, "GET",
+                          "/gateway/tok/z?rvt-namespace=default&rvt-method=get&rvt-key=t1"
+                          "&rvt-token=s3cret");
+  EXPECT_EQ(query_token.status, 200) << query_token.body;
+  EXPECT_EQ(Header(query_token, "x-echo-path"), "/z");
+}
+
+// Scripted with the shared FakeEnvoy: it reads the RequestStart, then goes away.
+TEST(GatewayStandaloneTest, EnvoyDisconnectMidRequestIsServiceUnavailable) {
+  SetLogLevel(LogLevel::kWarn);
+  engine::EngineOptions options;
+  options.seed = 17;
+  TestEngine engine(options);
+  FakeEnvoyOptions fo;
+  fo.ws_url = engine.ws_url();
+  fo.envoy_key = "flaky-envoy";
+  auto envoy = FakeEnvoy::ConnectAndInit(fo);
+  ASSERT_TRUE(envoy.has_value()) << envoy.error().ToString();
+  FakeEnvoy& fake = **envoy;
+  const std::string actor = CreateActor(engine.http_url(), "flaky", "f1");
+  auto start = fake.WaitCommand(actor, kWait);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_TRUE(fake.SendRunning(actor, start->checkpoint.generation).has_value());
+
+  auto pending = CallAsync(engine.http_url(), "GET", "/gateway/" + actor + "/slow",
+                           {{"Origin", "https://o.example"}});
+  auto frame = fake.WaitForFrame(
+      [](const latest::ToEnvoy& m) {
+        const auto* t = m.get_if<latest::ToEnvoyTunnelMessage>();
+        return t != nullptr && t->message_kind.is<latest::ToEnvoyRequestStart>();
+      },
+      kWait);
+  ASSERT_TRUE(frame.has_value()) << frame.error().ToString();
+  fake.Close(1000, "envoy.shutdown");
+  ASSERT_EQ(pending.wait_for(kWait), std::future_status::ready);
+  auto r = pending.get();
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(ErrorId(r), "guard.service_unavailable") << r.body;
+  EXPECT_EQ(Header(r, "access-control-allow-origin"), "https://o.example");
+
+  // The engine still serves: a new envoy and actor work.
+  auto second = TunnelEnvoy::Connect(engine.ws_url(), "steady-envoy");
+  ASSERT_TRUE(second.ok()) << second.error();
+  const std::string other = CreateActor(engine.http_url(), "steady", "s1");
+  ASSERT_TRUE(second->WaitCommand<latest::CommandStartActor>(kWait, other).has_value());
+  auto ok = Call(engine.http_url(), "GET", "/gateway/" + other + "/fine");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(Header(ok, "x-echo-path"), "/fine");
+}
+
+TEST_F(GatewayTest, ServerStillServesAfterEveryKindOfError) {
+  const net::Headers header_form = {{"x-rivet-target", "actor"}, {"x-rivet-actor", actor_}};
+  EXPECT_EQ(Call(base(), "GET", "/gateway/" + NonexistentActorId() + "/x").status, 404);
+  EXPECT_EQ(Call(base(), "GET", "/gateway/counter/x?rvt-namespace=default&rvt-method=get&rvt-key=a&rvt-key=b").status, 400);
+  EXPECT_EQ(Call(base(), "GET", "/gateway/counter/x?rvt-namespace=nope&rvt-method=get&rvt-key=a").status / 100, 4);
+  EXPECT_EQ(Call(base(), "GET", "/requests", header_form).status, 404);
+  EXPECT_EQ(Call(base(), "GET", "/request", {{"x-rivet-target", "actor"}}).status, 400);
+  EXPECT_EQ(Call(base(), "GET", "/request", {{"x-rivet-target", "bogus"}}).status, 404);
+  EXPECT_EQ(Call(base(), "OPTIONS", "/gateway/" + actor_ + "/x").status, 204);
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u);
+  ExpectServes("still-serving");
+  auto r = Call(base(), "GET", "/request/again", header_form);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Call(base(), "GET", "/health").status, 200);
+}
+
+// Several clients at once through one envoy connection: every answer reaches its own client.
+TEST_F(GatewayTest, ConcurrentRequestsAreAnsweredToTheirOwnClients) {
+  TunnelEnvoyPolicy policy;
+  policy.record = false;
+  envoy_->SetPolicy(policy);
+  std::vector<std::future<net::HttpResponse>> calls;
+  for (int i = 0; i < 16; ++i) {
+    calls.push_back(CallAsync(base(), "GET", "/gateway/" + actor_ + "/c/" + std::to_string(i)));
+  }
+  for (int i = 0; i < 16; ++i) {
+    auto r = calls[i].get();
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Header(r, "x-echo-path"), "/c/" + std::to_string(i));
+  }
+}
+
+}  // namespace
+}  // namespace keel::testing
