@@ -531,6 +531,22 @@ RestApi::RestApi(Engine& engine) : engine_(engine) {}
 void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
   auto call = std::make_shared<Call>(engine_, exchange);
   const net::HttpRequest& http = exchange->request();
+  if (http.method == "OPTIONS") {
+    // CORS preflight: mirror the caller's origin, method and headers (actors.md §5.7).
+    net::HttpResponse r;
+    r.status = 204;
+    r.headers = call->Cors();
+    std::string_view method = net::FindHeader(http.headers, "access-control-request-method");
+    std::string_view headers = net::FindHeader(http.headers, "access-control-request-headers");
+    r.headers.emplace_back("access-control-allow-methods",
+                           method.empty() ? "GET, POST, PUT, DELETE, OPTIONS, PATCH"
+                                          : std::string(method));
+    r.headers.emplace_back("access-control-allow-headers",
+                           headers.empty() ? "*" : std::string(headers));
+    r.headers.emplace_back("access-control-max-age", "86400");
+    exchange->Respond(std::move(r));
+    return;
+  }
   if (engine_.options().admin_token.has_value()) {
     std::string_view auth = net::FindHeader(http.headers, "authorization");
     const std::string expected = "Bearer " + *engine_.options().admin_token;

@@ -53,6 +53,7 @@ void EnvoySession::Start(std::shared_ptr<net::WsConnection> conn) {
     conn_ = std::move(conn);
   }
   last_pong_ms_.store(MonoMs(engine_.clock()), std::memory_order_relaxed);
+  engine_.orchestrator().RegisterLive(shared_from_this());
   const EngineOptions& o = engine_.options();
   latest::ToEnvoyInit init;
   init.metadata.envoy_lost_threshold = o.envoy_lost_threshold_ms;

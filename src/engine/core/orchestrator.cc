@@ -719,6 +719,25 @@ struct Orchestrator::Impl {
     }
   }
 
+  // actors.md §6.11 drain_on_version_upgrade: a newer envoy version in the pool drains
+  // the older envoys — no new actors for them, and their actors move (GOING_AWAY).
+  void DrainOlderVersions(const EnvoyEntry& newer) {
+    std::optional<Pool> pool = engine.catalog().FindPool(newer.ns, newer.pool);
+    if (!pool.has_value() || !pool->config.drain_on_version_upgrade) return;
+    std::vector<std::string> older;
+    for (auto& [key, env] : envoys) {
+      if (!(env.ns == newer.ns) || env.pool != newer.pool || env.key == newer.key) continue;
+      if (env.session == nullptr || env.stopping || env.version >= newer.version) continue;
+      env.stopping = true;
+      older.push_back(env.key);
+    }
+    for (const auto& key : older) {
+      KEEL_LOG(kInfo, kLog, "draining an older envoy version",
+               {{"envoy_key", key}, {"newer", newer.key}});
+      StepHosted(newer.ns, key, orch::in::EnvoyStopping{key});
+    }
+  }
+
   void StepHosted(const EngineId& ns, const std::string& key, const orch::Input& input) {
     EnvoyEntry* env = FindEnvoy(ns, key);
     if (env == nullptr) return;
@@ -1021,6 +1040,12 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
   });
 }
 
+void Orchestrator::RegisterLive(const std::shared_ptr<EnvoySession>& session) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.routes_mu);
+  m.live[EnvoyKey(session->namespace_id(), session->envoy_key())] = session;
+}
+
 void Orchestrator::OnEnvoyConnected(std::shared_ptr<EnvoySession> session) {
   impl_->Post([this, session = std::move(session)] {
     Impl& m = *impl_;
@@ -1042,10 +1067,7 @@ void Orchestrator::OnEnvoyConnected(std::shared_ptr<EnvoySession> session) {
     env.session = session;
     env.stopping = false;
     env.last_ping_ms = m.Now();
-    {
-      std::lock_guard lock(m.routes_mu);
-      m.live[key] = session;
-    }
+    // `live` already names this session (RegisterLive), or a newer one of the same key.
     Status stored = m.StoreEnvoyRecord(*session);
     if (!stored.has_value()) {
       session->CloseWith(Error{"engine", "internal", stored.error().ToString()});
@@ -1053,6 +1075,7 @@ void Orchestrator::OnEnvoyConnected(std::shared_ptr<EnvoySession> session) {
     }
     m.engine.catalog().NotePoolProtocolVersion(env.ns, env.pool, env.protocol_version);
     m.ReplayCommands(*session);
+    m.DrainOlderVersions(env);
     m.RetryPendingAllocations(env.ns, env.pool);
   });
 }
@@ -1066,7 +1089,9 @@ void Orchestrator::OnEnvoyClosed(std::shared_ptr<EnvoySession> session) {
     env->session = nullptr;
     {
       std::lock_guard lock(m.routes_mu);
-      m.live.erase(key);
+      // A newer connection of the key may already be registered (RegisterLive).
+      auto it = m.live.find(key);
+      if (it != m.live.end() && it->second == session) m.live.erase(it);
     }
     m.StepHosted(key.first, key.second, orch::in::EnvoyDisconnected{key.second});
   });

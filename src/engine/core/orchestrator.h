@@ -103,6 +103,9 @@ class Orchestrator {
                  std::function<void(Result<ActorTarget>)> done);
 
   // ---- envoy sessions ----
+  // Makes `session` the live connection of its envoy key at once (any thread), before its
+  // Init is sent, so the requests it sends right after Init find their actors.
+  void RegisterLive(const std::shared_ptr<EnvoySession>& session);
   void OnEnvoyConnected(std::shared_ptr<EnvoySession> session);
   void OnEnvoyClosed(std::shared_ptr<EnvoySession> session);
   void OnEnvoyStopping(std::shared_ptr<EnvoySession> session);
