@@ -16,9 +16,10 @@ function(keel_cc_library)
   add_library(keel::${K_NAME} ALIAS keel_${K_NAME})
 endfunction()
 
-# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow)
+# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow [PREFIX p.])
+# PREFIX names the discovered cases `p.Suite.Case`, so `ctest -R p` selects one binary.
 function(keel_cc_test)
-  cmake_parse_arguments(K "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(K "" "NAME;PREFIX" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT KEEL_BUILD_TESTS)
     return()
   endif()
@@ -31,6 +32,7 @@ function(keel_cc_test)
     set(K_LABELS unit)
   endif()
   gtest_discover_tests(${K_NAME}
+    TEST_PREFIX "${K_PREFIX}"
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     PROPERTIES LABELS "${K_LABELS}"
     DISCOVERY_TIMEOUT 60)
