@@ -419,6 +419,13 @@ void BM_SleepingActorMemory(benchmark::State& state) {
     TestEngine engine(options);
     auto ns = engine.engine().catalog().FindNamespace("default");
     if (!ns.has_value()) Die("no default namespace");
+    engine::EngineId sample;  // the last actor created, checked to be asleep
+    auto expect_sleeping = [&] {
+      auto info = engine.engine().orchestrator().Read(sample);
+      if (!info.has_value() || info->workflow.transition != engine::orch::Transition::kSleeping) {
+        Die("the sample actor is not sleeping");
+      }
+    };
     // Warm-up actors so lazily-created structures exist before the baseline.
     auto create = [&](int from, int to) {
       std::mutex mu;
@@ -439,7 +446,11 @@ void BM_SleepingActorMemory(benchmark::State& state) {
         engine.engine().orchestrator().Create(
             std::move(req), [&](Result<std::pair<engine::ActorInfo, bool>> r) {
               std::lock_guard lock(mu);
-              if (!r.has_value()) ++failed;
+              if (!r.has_value()) {
+                ++failed;
+              } else {
+                sample = r->first.id;
+              }
               --in_flight;
               cv.notify_all();
             });
@@ -476,6 +487,7 @@ void BM_SleepingActorMemory(benchmark::State& state) {
     const size_t before = RssBytes();
     create(1000, 1000 + n);
     wait_evicted();
+    expect_sleeping();
     ::malloc_trim(0);
     const size_t after = RssBytes();
     const size_t stored_after = stored_bytes();
