@@ -128,12 +128,8 @@ void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
                                exchange->IsWebSocketUpgrade()};
   auto route = gateway::ClassifyRequest(greq);
   if (!route.has_value()) {
-    net::HttpResponse r;
-    r.status = gateway::HttpStatusFor(route.error());
-    r.headers = gateway::CorsResponseHeaders(req.headers);
-    r.headers.emplace_back("content-type", "application/json");
-    r.body = gateway::ErrorJson(route.error());
-    exchange->Respond(std::move(r));
+    // JSON for HTTP; for a WebSocket upgrade an accepted socket closed with the reason.
+    gateway_->Fail(*exchange, route.error(), gateway::CorsResponseHeaders(req.headers));
     return;
   }
   if (std::holds_alternative<gateway::EnvoyConnectRoute>(*route)) {

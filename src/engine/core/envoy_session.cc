@@ -136,10 +136,12 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
       std::move(msg.value));
 }
 
-Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string& actor_id) const {
+Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string& actor_id,
+                                                               std::string_view what) const {
   auto id = EngineId::Parse(actor_id);
   if (!id.has_value()) {
-    return Unexpected{Error{"actor", "invalid_id", "invalid actor id: " + id.error().message()}};
+    return Unexpected{Error{"actor", "invalid_id",
+                            "invalid " + std::string(what) + "actor id: " + id.error().message()}};
   }
   std::optional<uint32_t> generation = engine_.orchestrator().HostedGeneration(*this, *id);
   if (!generation.has_value()) {
@@ -152,7 +154,7 @@ Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string
 void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
   latest::ToEnvoyKvResponse resp;
   resp.request_id = req.request_id;
-  auto owner = CheckOwner(req.actor_id);
+  auto owner = CheckOwner(req.actor_id, "");
   if (!owner.has_value()) {
     resp.data = latest::KvErrorResponse{owner.error().ToString()};
   } else {
@@ -178,7 +180,7 @@ std::optional<Error> FenceError(std::optional<uint64_t> expected, uint32_t curre
 void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
   latest::ToEnvoySqliteGetPagesResponse resp;
   resp.request_id = req.request_id;
-  auto owner = CheckOwner(req.data.actor_id);
+  auto owner = CheckOwner(req.data.actor_id, "sqlite ");
   if (!owner.has_value()) {
     resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
   } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
@@ -202,7 +204,7 @@ void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
 void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req) {
   latest::ToEnvoySqliteCommitResponse resp;
   resp.request_id = req.request_id;
-  auto owner = CheckOwner(req.data.actor_id);
+  auto owner = CheckOwner(req.data.actor_id, "sqlite ");
   if (!owner.has_value()) {
     resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
   } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {

@@ -75,7 +75,9 @@ class EnvoySession final : public net::WsHandler,
   void HandleCommit(latest::ToRivetSqliteCommitRequest&& req);
   void HandleTunnel(latest::ToRivetTunnelMessage&& msg);
   // The actor's binary id and current generation when this connection hosts it.
-  Result<std::pair<EngineId, uint32_t>> CheckOwner(const std::string& actor_id) const;
+  // Errors: actor.invalid_id ("invalid [sqlite ]actor id: …", Rivet's texts), actor.not_owned.
+  Result<std::pair<EngineId, uint32_t>> CheckOwner(const std::string& actor_id,
+                                                   std::string_view what) const;
   void SchedulePing();
   void PingTick();
 

@@ -634,6 +634,42 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
   }
 }
 
+void Gateway::OnActorStopped(const EngineId& actor) {
+  std::vector<InFlight> failed;
+  std::vector<uint32_t> hibernate;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      InFlight& e = it->second;
+      if (!(e.actor == actor) || e.hibernating || e.waking) {
+        ++it;
+      } else if (e.websocket && e.can_hibernate) {
+        e.hibernating = true;
+        e.session.reset();
+        e.session_id = 0;
+        hibernate.push_back(it->first);
+        ++it;
+      } else {
+        failed.push_back(std::move(e));
+        it = in_flight_.erase(it);
+      }
+    }
+  }
+  for (uint32_t id : hibernate) Hibernate(id);
+  for (auto& entry : failed) {
+    engine_.clock().Cancel(entry.timer);
+    if (entry.websocket) {
+      entry.user->Close(1000, "actor.stopped");
+    } else if (entry.streaming) {
+      entry.exchange->FinishStream();
+    } else {
+      Fail(*entry.exchange,
+           Error{"guard", "service_unavailable", "the actor stopped before it answered"},
+           entry.cors);
+    }
+  }
+}
+
 void Gateway::OnEnvoyClosed(EnvoySession& session) {
   std::vector<InFlight> failed;
   std::vector<uint32_t> hibernate;

@@ -60,6 +60,15 @@ class Gateway {
   void OnTunnelMessage(EnvoySession& session, protocol::envoy::latest::ToRivetTunnelMessage&& msg);
   void OnEnvoyClosed(EnvoySession& session);
 
+  // From the orchestrator: the actor's instance stopped (§6.3, §6.4). Its HTTP requests in
+  // flight fail with guard.service_unavailable; its WebSockets hibernate when they can,
+  // else close with 1000 "actor.stopped".
+  void OnActorStopped(const EngineId& actor);
+
+  // Answers a request the gateway cannot serve: JSON with the §5.9 status and CORS
+  // headers, or for a WebSocket upgrade an accepted socket closed with `group.code#ray`.
+  void Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors);
+
   // From the orchestrator: start a serverless actor (§4.9).
   void DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
                                const protocol::engine::latest::ActorRecord& record,
@@ -77,7 +86,6 @@ class Gateway {
              EngineId actor, std::string path, bool bypass, net::Headers cors);
   void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
             std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors);
-  void Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors);
   // Removes and returns an entry.
   std::optional<InFlight> Take(uint32_t request_id);
   void SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,

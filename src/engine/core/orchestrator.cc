@@ -333,7 +333,7 @@ struct Orchestrator::Impl {
       auto value = protocol::envoy::EncodeActorCommandKeyDataFramed(ToKeyData(wrapper),
                                                                      kCommandVersion);
       if (!value.has_value()) {
-        return Unexpected{Error{"engine", "internal", protocol::ToString(value.error())}};
+        return Unexpected{Error{"core", "internal_error", protocol::ToString(value.error())}};
       }
       command_puts.emplace_back(
           keys::EnvoyCommand(ns, cmd->envoy_key, actor, cmd->generation,
@@ -504,6 +504,7 @@ struct Orchestrator::Impl {
         break;
       }
       case orch::fx::Notice::kStopped: {
+        engine.gateway().OnActorStopped(e.id);
         // Waiting requests re-wake the actor (actors.md §5.6), at most max_rewakes times.
         std::vector<Waiter> keep;
         for (auto& w : e.waiters) {
@@ -651,7 +652,7 @@ struct Orchestrator::Impl {
     const ByteView ns = session.namespace_id().bytes();
     auto stored = engine.store().ScanPrefix(keys::EnvoyCommands(ns, session.envoy_key()));
     if (!stored.has_value()) {
-      session.CloseWith(Error{"engine", "internal", stored.error().ToString()});
+      session.CloseWith(Error{"core", "internal_error", stored.error().ToString()});
       return;
     }
     const size_t prefix = keys::EnvoyCommands(ns, session.envoy_key()).size();
@@ -1070,7 +1071,7 @@ void Orchestrator::OnEnvoyConnected(std::shared_ptr<EnvoySession> session) {
     // `live` already names this session (RegisterLive), or a newer one of the same key.
     Status stored = m.StoreEnvoyRecord(*session);
     if (!stored.has_value()) {
-      session->CloseWith(Error{"engine", "internal", stored.error().ToString()});
+      session->CloseWith(Error{"core", "internal_error", stored.error().ToString()});
       return;
     }
     m.engine.catalog().NotePoolProtocolVersion(env.ns, env.pool, env.protocol_version);
@@ -1126,7 +1127,7 @@ void Orchestrator::OnEvents(std::shared_ptr<EnvoySession> session,
       auto id = EngineId::Parse(event.checkpoint.actor_id);
       if (!id.has_value()) {
         // §3.11: an unparsable actor id in an event ends the connection.
-        session->CloseWith(Error{"engine", "internal",
+        session->CloseWith(Error{"core", "internal_error",
                                  "invalid actor id in event: " + id.error().message()});
         return;
       }
@@ -1224,7 +1225,7 @@ void Orchestrator::OnMetadata(std::shared_ptr<EnvoySession> session,
     });
     if (!s.has_value()) {
       // §3.11: a database error in metadata handling ends the connection.
-      session->CloseWith(Error{"engine", "internal", s.error().ToString()});
+      session->CloseWith(Error{"core", "internal_error", s.error().ToString()});
     }
   });
 }

@@ -896,7 +896,7 @@ TEST_F(GatewayTest, WebSocketRefusedByTheEnvoyClosesTheUserSocket) {
 // upgrade is accepted and closed with 1011 "guard.missing_header#<ray>". Actual: Engine::Handle
 // answers ClassifyRequest's error with a plain HTTP 400 JSON response, so the upgrade is
 // refused (net.handshake_failed) and a browser client never sees the reason.
-TEST_F(GatewayTest, DISABLED_WebSocketHeaderRoutingWithoutActorIsMissingHeader) {
+TEST_F(GatewayTest, WebSocketHeaderRoutingWithoutActorIsMissingHeader) {
   auto user = ConnectUser(engine_->ws_url() + "/socket", {"rivet", "rivet_target.actor"});
   ASSERT_NE(user, nullptr);
   auto ev = user->Receive(kWait);
@@ -928,7 +928,7 @@ TEST_F(GatewayTest, EnvoyLossClosesAnOpenNonHibernatableWebSocket) {
 // Stopped, the engine records it asleep) the user socket is closed with 1000
 // "actor.stopped". Actual: nothing reaches the user (Receive times out); the socket is only
 // closed if the envoy itself sends ToRivetWebSocketClose or its connection drops.
-TEST_F(GatewayTest, DISABLED_ActorStopClosesAnOpenNonHibernatableWebSocket) {
+TEST_F(GatewayTest, ActorStopClosesAnOpenNonHibernatableWebSocket) {
   auto user = ConnectUser(engine_->ws_url() + "/gateway/" + actor_ + "/ws");
   ASSERT_NE(user, nullptr);
   ASSERT_TRUE(envoy_->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait).has_value());
@@ -950,7 +950,7 @@ TEST_F(GatewayTest, DISABLED_ActorStopClosesAnOpenNonHibernatableWebSocket) {
 // actor stopping turns the pending request into 503 guard.service_unavailable. Actual: the
 // request keeps waiting for ResponseStart until response_start_timeout_ms (5 minutes by
 // default); the client here gives up after 7 s.
-TEST_F(GatewayTest, DISABLED_ActorStopFailsAnInFlightHttpRequest) {
+TEST_F(GatewayTest, ActorStopFailsAnInFlightHttpRequest) {
   TunnelEnvoyPolicy policy;
   policy.echo_http = false;
   envoy_->SetPolicy(policy);
