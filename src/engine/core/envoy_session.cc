@@ -285,10 +285,13 @@ void EnvoySession::OnClose(uint16_t code, std::string reason) {
 
 void EnvoySession::SchedulePing() {
   const EngineOptions& o = engine_.options();
-  const int64_t jitter = static_cast<int64_t>(id_ * 2654435761u % 128);  // spread, deterministic
   std::weak_ptr<EnvoySession> weak = weak_from_this();
   std::lock_guard lock(mu_);
   if (closed()) return;
+  // Jitter in [0, 128) ms, different for every ping (§3.5), without a shared generator.
+  const uint64_t n = ++pings_scheduled_;
+  const int64_t jitter =
+      static_cast<int64_t>(((id_ * 0x9e3779b97f4a7c15ull) ^ (n * 0xbf58476d1ce4e5b9ull)) >> 57);
   ping_timer_ = engine_.clock().ScheduleAfter(
       std::chrono::milliseconds(o.ping_interval_ms + jitter), [weak] {
         if (auto self = weak.lock()) self->PingTick();

@@ -90,6 +90,7 @@ class EnvoySession final : public net::WsHandler,
   std::mutex mu_;
   std::shared_ptr<net::WsConnection> conn_;  // guarded by mu_
   TimerId ping_timer_{};                     // guarded by mu_
+  uint64_t pings_scheduled_ = 0;              // guarded by mu_
 
   std::atomic<bool> closed_{false};
   std::atomic<int64_t> last_pong_ms_{0};

@@ -1173,6 +1173,14 @@ void Orchestrator::OnAckCommands(std::shared_ptr<EnvoySession> session,
   impl_->Post([this, session = std::move(session), checkpoints = std::move(checkpoints)] {
     Impl& m = *impl_;
     const ByteView ns = session->namespace_id().bytes();
+    for (const auto& cp : checkpoints) {
+      if (!EngineId::Parse(cp.actor_id).has_value()) {
+        // §3.11: an unparsable actor id in an ack ends the connection.
+        session->CloseWith(Error{"core", "internal_error",
+                                 "invalid actor id in command ack: " + cp.actor_id});
+        return;
+      }
+    }
     Status s = storage::RunTransaction(m.engine.store(), [&](storage::KvTxn& txn) -> Status {
       for (const auto& cp : checkpoints) {
         auto id = EngineId::Parse(cp.actor_id);

@@ -1207,6 +1207,19 @@ TEST_F(EngineEnvoyTest, EventWithUnparsableActorIdEndsTheConnection) {
   EXPECT_TRUE(parsed.has_value()) << closed->reason;
 }
 
+TEST_F(EngineEnvoyTest, CommandAckWithUnparsableActorIdEndsTheConnection) {
+  Start();
+  auto fe = Envoy("badack-envoy");
+  ASSERT_NE(fe, nullptr);
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{"not an id either", 1, 1}}).has_value());
+  auto closed = fe->WaitClosed(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  EXPECT_EQ(closed->code, 1011);
+  auto parsed = engine::gateway::ParseCloseReason(closed->reason);
+  ASSERT_TRUE(parsed.has_value()) << closed->reason;
+  EXPECT_EQ(parsed->group + "." + parsed->code, "core.internal_error");
+}
+
 TEST_F(EngineEnvoyTest, EventsFromAnEnvoyThatDoesNotHostTheActorAreIgnored) {
   Start();
   PutPool("default", "other", json{{"normal", json::object()}});
