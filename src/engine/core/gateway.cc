@@ -1,5 +1,6 @@
 #include "engine/core/gateway.h"
 
+#include <algorithm>
 #include <deque>
 #include <utility>
 
@@ -65,7 +66,9 @@ struct Gateway::InFlight {
   bool streaming = false;
   bool ws_open = false;
   net::Headers cors;
-  TimerId timer{};
+  // Response start / WebSocket open deadline (epoch ms, 0 = none), checked by the sweep:
+  // one engine-wide timer instead of arming and cancelling one per request.
+  int64_t deadline_ms = 0;
   // Hibernation (§6.5).
   bool can_hibernate = false;
   bool hibernating = false;  // no instance: the socket waits for a wake
@@ -102,9 +105,37 @@ class Gateway::UserSocket final : public net::WsHandler {
 Gateway::Gateway(Engine& engine) : engine_(engine) {
   Random random(engine.options().seed ^ 0x67617465ull);
   random.Fill(gateway_id_);
+  const int64_t shortest = std::min(engine.options().response_start_timeout_ms,
+                                    engine.options().ws_open_timeout_ms);
+  sweep_interval_ms_ = std::clamp<int64_t>(shortest / 4, 10, 1000);
+  ScheduleSweep();
 }
 
-Gateway::~Gateway() = default;
+Gateway::~Gateway() {
+  std::lock_guard lock(mu_);
+  stopping_ = true;
+  engine_.clock().Cancel(sweep_timer_);
+}
+
+void Gateway::ScheduleSweep() {
+  std::lock_guard lock(mu_);
+  if (stopping_) return;
+  sweep_timer_ = engine_.clock().ScheduleAfter(std::chrono::milliseconds(sweep_interval_ms_),
+                                               [this] { Sweep(); });
+}
+
+void Gateway::Sweep() {
+  std::vector<uint32_t> expired;
+  {
+    std::lock_guard lock(mu_);
+    const int64_t now = engine_.clock().SystemNowMs();
+    for (const auto& [id, entry] : in_flight_) {
+      if (entry.deadline_ms != 0 && entry.deadline_ms <= now) expired.push_back(id);
+    }
+  }
+  for (uint32_t id : expired) Expire(id);
+  ScheduleSweep();
+}
 
 size_t Gateway::in_flight() const {
   std::lock_guard lock(mu_);
@@ -303,8 +334,7 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
   }
   const int64_t timeout_ms = websocket ? engine_.options().ws_open_timeout_ms
                                        : engine_.options().response_start_timeout_ms;
-  entry.timer = engine_.clock().ScheduleAfter(std::chrono::milliseconds(timeout_ms),
-                                              [this, request_id] { Expire(request_id); });
+  entry.deadline_ms = engine_.clock().SystemNowMs() + timeout_ms;
   {
     std::lock_guard lock(mu_);
     in_flight_.emplace(request_id, std::move(entry));
@@ -383,7 +413,6 @@ void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kin
 void Gateway::FailSocket(uint32_t request_id, const Error& error) {
   std::optional<InFlight> entry = Take(request_id);
   if (!entry.has_value()) return;
-  engine_.clock().Cancel(entry->timer);
   engine_.clock().Cancel(entry->keepalive);
   if (entry->hibernating) WriteKeepaliveFor(*entry, request_id, false);
   if (auto session = entry->session.lock(); session != nullptr && !entry->hibernating) {
@@ -487,7 +516,6 @@ void Gateway::Reattach(uint32_t request_id, std::shared_ptr<EnvoySession> sessio
 void Gateway::UserClosed(uint32_t request_id, uint16_t code, std::string reason) {
   std::optional<InFlight> entry = Take(request_id);
   if (!entry.has_value()) return;
-  engine_.clock().Cancel(entry->timer);
   engine_.clock().Cancel(entry->keepalive);
   if (entry->hibernating || entry->waking) {
     // The actor learns at its next start: the request is no longer in hibernatingRequests.
@@ -552,14 +580,12 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     if (start->body.has_value()) body.assign(start->body->begin(), start->body->end());
     if (start->stream) {
       entry.streaming = true;
-      engine_.clock().Cancel(entry.timer);
-      entry.timer = TimerId{};
+      entry.deadline_ms = 0;
       lock.unlock();
       exchange->StartStream(start->status, std::move(headers));
       if (!body.empty()) exchange->WriteChunk(std::move(body));
       return;
     }
-    engine_.clock().Cancel(entry.timer);
     in_flight_.erase(it);
     lock.unlock();
     exchange->Respond(net::HttpResponse{start->status, std::move(headers), std::move(body)});
@@ -579,7 +605,6 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     InFlight taken = std::move(entry);
     in_flight_.erase(it);
     lock.unlock();
-    engine_.clock().Cancel(taken.timer);
     if (taken.streaming) {
       taken.exchange->FinishStream();
     } else {
@@ -592,8 +617,7 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     if (!entry.websocket) return;
     entry.ws_open = true;
     entry.can_hibernate = entry.can_hibernate || open->can_hibernate;
-    engine_.clock().Cancel(entry.timer);
-    entry.timer = TimerId{};
+    entry.deadline_ms = 0;
     return;
   }
   if (auto* m = std::get_if<latest::ToRivetWebSocketMessage>(&kind)) {
@@ -616,8 +640,7 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
       entry.hibernating = true;
       entry.session.reset();
       entry.session_id = 0;
-      engine_.clock().Cancel(entry.timer);
-      entry.timer = TimerId{};
+      entry.deadline_ms = 0;
       lock.unlock();
       Hibernate(request_id);
       return;
@@ -625,7 +648,6 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     InFlight taken = std::move(entry);
     in_flight_.erase(it);
     lock.unlock();
-    engine_.clock().Cancel(taken.timer);
     // hibernate = true on a socket that cannot hibernate: closed like an actor stop.
     const uint16_t code = close->hibernate ? 1000 : close->code.value_or(1000);
     std::string reason = close->hibernate ? "actor.stopped" : close->reason.value_or("");
@@ -657,7 +679,6 @@ void Gateway::OnActorStopped(const EngineId& actor) {
   }
   for (uint32_t id : hibernate) Hibernate(id);
   for (auto& entry : failed) {
-    engine_.clock().Cancel(entry.timer);
     if (entry.websocket) {
       entry.user->Close(1000, "actor.stopped");
     } else if (entry.streaming) {
@@ -695,7 +716,6 @@ void Gateway::OnEnvoyClosed(EnvoySession& session) {
   for (uint32_t id : hibernate) Hibernate(id);
   const Error gone{"guard", "service_unavailable", "the actor's envoy disconnected"};
   for (auto& entry : failed) {
-    engine_.clock().Cancel(entry.timer);
     if (entry.websocket) {
       entry.user->Close(gateway::CloseCode(gone), gateway::CloseReason(gone, engine_.NewRayId()));
     } else if (entry.streaming) {

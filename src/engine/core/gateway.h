@@ -93,6 +93,8 @@ class Gateway {
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
   void Expire(uint32_t request_id);
+  void ScheduleSweep();
+  void Sweep();
   // Hibernation (§6.5): keep the user socket while the actor sleeps; wake on a message.
   void Hibernate(uint32_t request_id);
   void Rewake(uint32_t request_id);
@@ -106,6 +108,9 @@ class Gateway {
   std::atomic<uint32_t> next_request_{1};
   mutable std::mutex mu_;
   std::unordered_map<uint32_t, InFlight> in_flight_;  // guarded by mu_
+  int64_t sweep_interval_ms_ = 1000;
+  TimerId sweep_timer_{};  // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
 };
 
 }  // namespace keel::engine
