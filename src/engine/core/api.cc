@@ -524,6 +524,8 @@ Result<json> GetKvKey(Engine& engine, const ApiRequest& req, const std::string& 
               {"update_ts", got.metadata[0].update_ts}};
 }
 
+void Route(Engine& engine_, const CallPtr& call, ApiRequest& req);
+
 }  // namespace
 
 RestApi::RestApi(Engine& engine) : engine_(engine) {}
@@ -590,6 +592,20 @@ void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
   }
   // Everything below may read or write storage: run it on the worker pool.
   engine_.PostWork([this, call, req = std::move(req)]() mutable {
+    // A malformed body must never take the process down (a JSON value of an unexpected
+    // type throws from nlohmann's accessors): answer 400 and keep serving.
+    try {
+      Route(engine_, call, req);
+    } catch (const std::exception& e) {
+      call->Fail(BadRequest(std::string("malformed request: ") + e.what()));
+    }
+  });
+}
+
+namespace {
+
+// Dispatches one parsed API request (on a worker).
+void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
     Engine& engine = engine_;
     const auto& s = req.segments;
     const std::string& m = req.method;
@@ -734,7 +750,8 @@ void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
                                                  return p;
                                                }()});
     }
-  });
 }
+
+}  // namespace
 
 }  // namespace keel::engine
