@@ -105,8 +105,9 @@ int main(int argc, char** argv) {
   }
 
   // Workers run storage work (orchestrator loop, KV/page requests, REST); I/O threads never
-  // wait for an fsync. Destroyed after the I/O runtime (declaration order).
-  keel::net::IoRuntime workers(std::max(2, config->threads));
+  // wait for an fsync. They mostly block in synced commits, so there are more of them than
+  // cores: concurrent commits share WAL syncs. Destroyed after the I/O runtime.
+  keel::net::IoRuntime workers(std::max(4, 4 * config->threads));
   keel::net::IoRuntime io(config->threads);
   keel::net::ServerOptions server_options;
   server_options.host = config->host;

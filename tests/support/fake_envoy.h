@@ -145,9 +145,10 @@ class FakeEnvoy {
   const std::deque<Frame>& backlog() const { return backlog_; }
   // Drops the backlog.
   void ClearBacklog() { backlog_.clear(); }
-  // A round trip to the connection's request executor: sends a KV request for an actor id
-  // that cannot exist and waits for its (error) answer. Everything the engine queued on
-  // this connection before it handled the request has then been read (into the backlog).
+  // A round trip through the engine's request path: sends a KV request for an actor id that
+  // cannot exist and waits for its (error) answer. Everything the engine wrote to this
+  // connection before that answer has then been read (into the backlog). (KV requests of
+  // other actors run on other executors and are not ordered with it.)
   Status Sync(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
   // ---- events and commands ----

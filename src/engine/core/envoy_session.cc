@@ -42,8 +42,13 @@ EnvoySession::EnvoySession(Engine& engine, gateway::EnvoyConnectParams params,
     : engine_(engine),
       params_(std::move(params)),
       namespace_id_(namespace_id),
-      id_(session_id),
-      storage_executor_(engine.MakeWorkerStrand()) {}
+      id_(session_id) {
+  for (auto& executor : storage_executors_) executor = engine.MakeWorkerStrand();
+}
+
+Executor& EnvoySession::StorageExecutorFor(const std::string& actor_id) {
+  return *storage_executors_[std::hash<std::string>{}(actor_id) % storage_executors_.size()];
+}
 
 EnvoySession::~EnvoySession() = default;
 
@@ -106,15 +111,15 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
                              std::memory_order_relaxed);
           last_pong_ms_.store(MonoMs(engine_.clock()), std::memory_order_relaxed);
         } else if constexpr (std::is_same_v<T, latest::ToRivetKvRequest>) {
-          storage_executor_->Post(
+          StorageExecutorFor(m.actor_id).Post(
               [self, req = std::move(m)]() mutable { self->HandleKv(std::move(req)); });
         } else if constexpr (std::is_same_v<T, latest::ToRivetTunnelMessage>) {
           HandleTunnel(std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteGetPagesRequest>) {
-          storage_executor_->Post(
+          StorageExecutorFor(m.data.actor_id).Post(
               [self, req = std::move(m)]() mutable { self->HandleGetPages(std::move(req)); });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
-          storage_executor_->Post(
+          StorageExecutorFor(m.data.actor_id).Post(
               [self, req = std::move(m)]() mutable { self->HandleCommit(std::move(req)); });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest>) {
           latest::ToEnvoySqliteExecResponse resp;

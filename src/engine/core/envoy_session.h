@@ -7,8 +7,8 @@
 //     its unacknowledged commands (§3.3);
 //   * pings every ping_interval (+ jitter) and closes with ws.timed_out when no pong came
 //     for ping_timeout (§3.5);
-//   * answers KV and SQLite page requests from storage, in arrival order, on its own
-//     serial executor (never on the socket's thread, never on the orchestrator loop), and
+//   * answers KV and SQLite page requests from storage, in arrival order per actor, on its
+//     own serial executors (never on the socket's thread, never on the orchestrator loop), and
 //     only for actors this connection currently hosts (§5.1, §7; the ownership
 //     rule); v4 remote SQL gets `sqlite.remote_unavailable` until remote SQL lands;
 //   * forwards events, command acks, metadata and "stopping" to the orchestrator and
@@ -19,6 +19,7 @@
 // be called from any thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -85,7 +86,11 @@ class EnvoySession final : public net::WsHandler,
   const gateway::EnvoyConnectParams params_;
   const EngineId namespace_id_;
   const uint64_t id_;
-  std::unique_ptr<Executor> storage_executor_;  // KV/page requests, in order
+  // KV and page requests run here, in arrival order per actor (an actor always maps to the
+  // same executor), while different actors' synced commits overlap and share WAL syncs
+  // (group commit) instead of queueing behind one another.
+  Executor& StorageExecutorFor(const std::string& actor_id);
+  std::array<std::unique_ptr<Executor>, 8> storage_executors_;
 
   std::mutex mu_;
   std::shared_ptr<net::WsConnection> conn_;  // guarded by mu_
