@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -395,6 +396,62 @@ void BM_EnvoyKvGetFrames(benchmark::State& state) {
   state.counters["frame_bytes"] = static_cast<double>(get.size());
 }
 BENCHMARK(BM_EnvoyKvGetFrames)->Arg(1000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---- synced KV puts from many actors on one connection ---------------------------------
+
+// A fresh engine on RocksDB (synced commits) in a temporary directory, one raw envoy
+// hosting `actors` actors; each iteration sends `per_actor` one-key puts for every actor,
+// interleaved, in one write, and waits for every answer. Arg: storage executors per
+// connection (1 = every commit of the connection in series; 8 = the default, different
+// actors' commits overlap and share WAL syncs).
+void BM_SyncedKvPutsManyActors(benchmark::State& state) {
+  SetLogLevel(LogLevel::kError);
+  const int executors = static_cast<int>(state.range(0));
+  constexpr int kActors = 16;
+  constexpr int kPerActor = 8;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("keel-bench-kvputs-" + std::to_string(::getpid()) + "-" +
+                    std::to_string(executors));
+  std::filesystem::remove_all(dir);
+  {
+    engine::EngineOptions options;
+    options.seed = 7;
+    options.storage_executors_per_connection = executors;
+    TestEngine engine(options, dir.string(), 2, 8);
+    CreatePool(engine, "puts");
+    RawEnvoy envoy(engine.port(), "puts-envoy", "puts");
+    std::vector<std::string> actors;
+    for (int i = 0; i < kActors; ++i) {
+      std::string created = CreateActor(engine, "puts", "a" + std::to_string(i), "puts");
+      actors.push_back(envoy.AcceptStart());
+      if (actors.back() != created) Die("started another actor");
+    }
+    uint32_t request = 1;
+    int64_t puts = 0;
+    for (auto _ : state) {
+      std::string out;
+      for (int k = 0; k < kPerActor; ++k) {
+        for (const auto& actor : actors) {
+          latest::ToRivetKvRequest kv;
+          kv.actor_id = actor;
+          kv.request_id = request++;
+          latest::KvPutRequest put;
+          put.keys.push_back(Bytes{'c'});
+          put.values.push_back(Bytes(8, static_cast<uint8_t>(k)));
+          kv.data = put;
+          out += RawEnvoy::Frame(Encode(latest::ToRivet{std::move(kv)}));
+        }
+      }
+      envoy.SendAll(out);
+      envoy.WaitKv(kActors * kPerActor);
+      puts += kActors * kPerActor;
+    }
+    state.SetItemsProcessed(puts);
+    state.counters["actors"] = kActors;
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_SyncedKvPutsManyActors)->Arg(1)->Arg(8)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ---- memory per sleeping actor ----------------------------------------------------------
 

@@ -54,6 +54,10 @@ struct EngineOptions {
   int64_t response_start_timeout_ms = 300000;
   int64_t ws_open_timeout_ms = 15000;
   int max_rewakes = 8;
+  // Serial executors per envoy connection for its KV and page requests (an actor always
+  // uses the same one). 1 serialises every commit of the connection; more let different
+  // actors' synced commits overlap (group commit). 1..64.
+  int storage_executors_per_connection = 8;
   // Auth (issue 4): REST needs the admin token when set; envoys use their namespace's token
   // or the admin token; the gateway is open unless a gateway token is set.
   std::optional<std::string> admin_token;

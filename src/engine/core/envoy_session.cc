@@ -1,5 +1,6 @@
 #include "engine/core/envoy_session.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -43,7 +44,8 @@ EnvoySession::EnvoySession(Engine& engine, gateway::EnvoyConnectParams params,
       params_(std::move(params)),
       namespace_id_(namespace_id),
       id_(session_id) {
-  for (auto& executor : storage_executors_) executor = engine.MakeWorkerStrand();
+  const int n = std::clamp(engine.options().storage_executors_per_connection, 1, 64);
+  for (int i = 0; i < n; ++i) storage_executors_.push_back(engine.MakeWorkerStrand());
 }
 
 Executor& EnvoySession::StorageExecutorFor(const std::string& actor_id) {

@@ -19,12 +19,12 @@
 // be called from any thread.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/error.h"
@@ -90,7 +90,7 @@ class EnvoySession final : public net::WsHandler,
   // same executor), while different actors' synced commits overlap and share WAL syncs
   // (group commit) instead of queueing behind one another.
   Executor& StorageExecutorFor(const std::string& actor_id);
-  std::array<std::unique_ptr<Executor>, 8> storage_executors_;
+  std::vector<std::unique_ptr<Executor>> storage_executors_;
 
   std::mutex mu_;
   std::shared_ptr<net::WsConnection> conn_;  // guarded by mu_
