@@ -11,6 +11,7 @@
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
 #include "engine/gateway/actor_key.h"
+#include "engine/gateway/cors.h"
 #include "engine/gateway/errors.h"
 #include "engine/gateway/url.h"
 
@@ -210,13 +211,8 @@ class Call {
     exchange_->Respond(std::move(r));
   }
 
-  net::Headers Cors() const {
-    const auto& h = exchange_->request().headers;
-    std::string origin(net::FindHeader(h, "origin"));
-    net::Headers out{{"access-control-allow-origin", origin.empty() ? "*" : origin},
-                     {"access-control-allow-credentials", "true"}};
-    return out;
-  }
+  // The REST API mirrors the caller's origin and allows credentials (actors.md §7).
+  net::Headers Cors() const { return gateway::CorsResponseHeaders(exchange_->request().headers); }
 
   Engine& engine() { return engine_; }
 
@@ -556,8 +552,7 @@ void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
       call->Fail(Error{"api", "unauthorized", "an admin token is required (Authorization: Bearer)"});
       return;
     }
-    if (auth.size() != expected.size() ||
-        !std::equal(auth.begin(), auth.end(), expected.begin())) {
+    if (!ConstantTimeEquals(auth, expected)) {
       call->Fail(Error{"api", "forbidden", "the token is not valid"});
       return;
     }

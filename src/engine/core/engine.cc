@@ -21,20 +21,6 @@ namespace {
 
 constexpr std::string_view kLog = "engine";
 
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-// A WebSocket handler that only waits for the close it was told to send.
-class Closing final : public net::WsHandler {
- public:
-  void OnMessage(std::string, bool) override {}
-  void OnClose(uint16_t, std::string) override {}
-};
-
 }  // namespace
 
 Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, net::IoRuntime& io,
@@ -102,6 +88,13 @@ std::string Engine::NewRayId() {
     v >>= 4;
   }
   return out;
+}
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
 }
 
 void Engine::metrics_envoy_connected(int delta) { envoys_gauge_->Add(delta); }
@@ -186,11 +179,9 @@ void Engine::HandleEnvoyConnect(std::shared_ptr<net::HttpExchange> exchange) {
       return;
     }
   }
-  // Validation failures after the upgrade end the connection with a close frame (§3.2).
-  auto refuse = [&](const Error& error) {
-    auto conn = exchange->AcceptWebSocket("rivet", std::make_shared<Closing>());
-    if (conn != nullptr) conn->Close(gateway::CloseCode(error), gateway::CloseReason(error, NewRayId()));
-  };
+  // Validation failures after the upgrade end the connection with a close frame (§3.2);
+  // the gateway's refusal accepts (echoing `rivet`) and closes with `group.code#ray`.
+  auto refuse = [&](const Error& error) { gateway_->Fail(*exchange, error, {}); };
   if (shutting_down()) {
     refuse(Error{"ws", "going_away", "The engine is shutting down."});
     return;

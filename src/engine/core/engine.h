@@ -40,6 +40,10 @@ class RestApi;
 inline constexpr std::string_view kRemoteSqlUnavailable =
     "sqlite.remote_unavailable: remote sqlite is unsupported by this engine";
 
+// Token comparison whose time does not depend on where the inputs differ (only on their
+// lengths), for every token the engine checks.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
 struct EngineOptions {
   // ProtocolMetadata (envoy-protocol.md §3.4) and liveness (§3.5).
   int64_t envoy_lost_threshold_ms = 15000;

@@ -180,7 +180,7 @@ void Gateway::Serve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route 
           if constexpr (requires { r.token; }) token = r.token;
         },
         route);
-    if (token != engine_.options().gateway_token) {
+    if (!token.has_value() || !ConstantTimeEquals(*token, *engine_.options().gateway_token)) {
       Fail(*exchange, Error{"api", "forbidden", "a valid gateway token is required"}, cors);
       return;
     }
