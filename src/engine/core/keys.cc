@@ -1,5 +1,7 @@
 #include "engine/core/keys.h"
 
+#include "storage/actor_kv.h"
+
 namespace keel::engine::keys {
 namespace {
 
@@ -158,11 +160,8 @@ Bytes ActorPrefix(ByteView actor) {
   return k;
 }
 
-Bytes ActorRecord(ByteView actor) {
-  Bytes k = ActorPrefix(actor);
-  k.push_back(0x01);
-  return k;
-}
+// The guard record's key is the storage layer's (ActorKv and PageStore read it).
+Bytes ActorRecord(ByteView actor) { return storage::ActorRecordKey(actor); }
 
 Bytes ActorWorkflow(ByteView actor) {
   Bytes k = ActorPrefix(actor);

@@ -27,6 +27,7 @@
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
 #include "engine/gateway/errors.h"
+#include "engine/gateway/url.h"
 #include "net/client.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
@@ -80,30 +81,8 @@ struct HttpResult {
 };
 
 std::string Base64(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += kAlphabet[n & 63];
-  }
-  if (i + 1 == in.size()) {
-    uint32_t n = uint8_t(in[i]) << 16;
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += '=';
-  }
-  return out;
+  return engine::gateway::Base64Encode(
+      ByteView(reinterpret_cast<const uint8_t*>(in.data()), in.size()));
 }
 
 class EngineEnvoyTest : public ::testing::Test {
