@@ -36,6 +36,21 @@ struct ApiRequest {
     }
     return std::nullopt;
   }
+  // The values of a repeatable parameter plus the comma-separated ones of its list form
+  // (e.g. `actor_id=a&actor_id=b` and `actor_ids=a,b`).
+  std::vector<std::string> QueryList(std::string_view repeated, std::string_view listed) const {
+    std::vector<std::string> out = QueryAll(repeated);
+    if (auto list = Query(listed)) {
+      size_t start = 0;
+      while (start <= list->size()) {
+        size_t comma = list->find(',', start);
+        if (comma == std::string::npos) comma = list->size();
+        if (comma > start) out.push_back(list->substr(start, comma - start));
+        start = comma + 1;
+      }
+    }
+    return out;
+  }
   std::vector<std::string> QueryAll(std::string_view name) const {
     std::vector<std::string> out;
     for (const auto& [k, v] : query) {
@@ -266,16 +281,7 @@ Result<json> CreateNamespace(Engine& engine, const ApiRequest& req) {
 
 Result<json> ListRunnerConfigs(Engine& engine, const ApiRequest& req) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
-  std::vector<std::string> wanted = req.QueryAll("runner_name");
-  if (auto names = req.Query("runner_names")) {
-    size_t start = 0;
-    while (start <= names->size()) {
-      size_t comma = names->find(',', start);
-      if (comma == std::string::npos) comma = names->size();
-      if (comma > start) wanted.push_back(names->substr(start, comma - start));
-      start = comma + 1;
-    }
-  }
+  std::vector<std::string> wanted = req.QueryList("runner_name", "runner_names");
   json out = json::object();
   for (const auto& pool : engine.catalog().ListPools(ns.id)) {
     if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), pool.name) == wanted.end()) {
@@ -379,16 +385,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
       return Unexpected{BadRequest("limit must be a number")};
     }
   }
-  std::vector<std::string> ids = req.QueryAll("actor_id");
-  if (auto list = req.Query("actor_ids")) {
-    size_t start = 0;
-    while (start <= list->size()) {
-      size_t comma = list->find(',', start);
-      if (comma == std::string::npos) comma = list->size();
-      if (comma > start) ids.push_back(list->substr(start, comma - start));
-      start = comma + 1;
-    }
-  }
+  std::vector<std::string> ids = req.QueryList("actor_id", "actor_ids");
   json actors = json::array();
   json cursor = nullptr;
   if (!ids.empty()) {

@@ -124,23 +124,22 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
           StorageExecutorFor(m.data.actor_id).Post(
               [self, req = std::move(m)]() mutable { self->HandleCommit(std::move(req)); });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest>) {
-          latest::ToEnvoySqliteExecResponse resp;
-          resp.request_id = m.request_id;
-          resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
-          Send(latest::ToEnvoy{std::move(resp)});
+          RefuseRemoteSql<latest::ToEnvoySqliteExecResponse>(m.request_id);
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecuteRequest>) {
-          latest::ToEnvoySqliteExecuteResponse resp;
-          resp.request_id = m.request_id;
-          resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
-          Send(latest::ToEnvoy{std::move(resp)});
+          RefuseRemoteSql<latest::ToEnvoySqliteExecuteResponse>(m.request_id);
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecuteWriteRequest>) {
-          latest::ToEnvoySqliteExecuteWriteResponse resp;
-          resp.request_id = m.request_id;
-          resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
-          Send(latest::ToEnvoy{std::move(resp)});
+          RefuseRemoteSql<latest::ToEnvoySqliteExecuteWriteResponse>(m.request_id);
         }
       },
       std::move(msg.value));
+}
+
+template <typename Response>
+void EnvoySession::RefuseRemoteSql(uint32_t request_id) {
+  Response resp;
+  resp.request_id = request_id;
+  resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
+  Send(latest::ToEnvoy{std::move(resp)});
 }
 
 Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string& actor_id,

@@ -75,6 +75,9 @@ class EnvoySession final : public net::WsHandler,
   void HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
   void HandleCommit(latest::ToRivetSqliteCommitRequest&& req);
   void HandleTunnel(latest::ToRivetTunnelMessage&& msg);
+  // Remote SQL (v4) is answered `sqlite.remote_unavailable` until it lands (issue 7).
+  template <typename Response>
+  void RefuseRemoteSql(uint32_t request_id);
   // The actor's binary id and current generation when this connection hosts it.
   // Errors: actor.invalid_id ("invalid [sqlite ]actor id: …", Rivet's texts), actor.not_owned.
   Result<std::pair<EngineId, uint32_t>> CheckOwner(const std::string& actor_id,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <utility>
 
 #include "base/log.h"
@@ -657,15 +658,30 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
 }
 
 void Gateway::OnActorStopped(const EngineId& actor) {
+  Detach([&](const InFlight& e) { return e.actor == actor; },
+         Error{"guard", "service_unavailable", "the actor stopped before it answered"}, 1000,
+         "actor.stopped");
+}
+
+void Gateway::OnEnvoyClosed(EnvoySession& session) {
+  const Error gone{"guard", "service_unavailable", "the actor's envoy disconnected"};
+  Detach([&](const InFlight& e) { return e.session_id == session.id(); }, gone,
+         gateway::CloseCode(gone), gateway::CloseReason(gone, engine_.NewRayId()));
+}
+
+void Gateway::Detach(const std::function<bool(const InFlight&)>& match, const Error& http_error,
+                     uint16_t ws_code, const std::string& ws_reason) {
   std::vector<InFlight> failed;
   std::vector<uint32_t> hibernate;
   {
     std::lock_guard lock(mu_);
     for (auto it = in_flight_.begin(); it != in_flight_.end();) {
       InFlight& e = it->second;
-      if (!(e.actor == actor) || e.hibernating || e.waking) {
+      // Only attached requests: hibernating or waking ones have no instance to lose.
+      if (e.session_id == 0 || !match(e)) {
         ++it;
       } else if (e.websocket && e.can_hibernate) {
+        // The user socket waits for the actor's next instance (§6.5).
         e.hibernating = true;
         e.session.reset();
         e.session_id = 0;
@@ -680,48 +696,11 @@ void Gateway::OnActorStopped(const EngineId& actor) {
   for (uint32_t id : hibernate) Hibernate(id);
   for (auto& entry : failed) {
     if (entry.websocket) {
-      entry.user->Close(1000, "actor.stopped");
+      entry.user->Close(ws_code, ws_reason);
     } else if (entry.streaming) {
       entry.exchange->FinishStream();
     } else {
-      Fail(*entry.exchange,
-           Error{"guard", "service_unavailable", "the actor stopped before it answered"},
-           entry.cors);
-    }
-  }
-}
-
-void Gateway::OnEnvoyClosed(EnvoySession& session) {
-  std::vector<InFlight> failed;
-  std::vector<uint32_t> hibernate;
-  {
-    std::lock_guard lock(mu_);
-    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-      if (it->second.session_id == session.id() && it->second.websocket &&
-          it->second.can_hibernate) {
-        // The actor's host is gone; the user socket waits for the actor's next instance.
-        it->second.hibernating = true;
-        it->second.session.reset();
-        it->second.session_id = 0;
-        hibernate.push_back(it->first);
-        ++it;
-      } else if (it->second.session_id == session.id()) {
-        failed.push_back(std::move(it->second));
-        it = in_flight_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (uint32_t id : hibernate) Hibernate(id);
-  const Error gone{"guard", "service_unavailable", "the actor's envoy disconnected"};
-  for (auto& entry : failed) {
-    if (entry.websocket) {
-      entry.user->Close(gateway::CloseCode(gone), gateway::CloseReason(gone, engine_.NewRayId()));
-    } else if (entry.streaming) {
-      entry.exchange->FinishStream();
-    } else {
-      Fail(*entry.exchange, gone, entry.cors);
+      Fail(*entry.exchange, http_error, entry.cors);
     }
   }
 }

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -93,6 +94,11 @@ class Gateway {
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
   void Expire(uint32_t request_id);
+  // Takes the attached requests `match` selects off their instance: hibernatable
+  // WebSockets hibernate, other WebSockets close with (ws_code, ws_reason), HTTP requests
+  // fail with `http_error` (a started stream is just ended).
+  void Detach(const std::function<bool(const InFlight&)>& match, const Error& http_error,
+              uint16_t ws_code, const std::string& ws_reason);
   void ScheduleSweep();
   void Sweep();
   // Hibernation (§6.5): keep the user socket while the actor sleeps; wake on a message.

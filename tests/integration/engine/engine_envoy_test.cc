@@ -73,6 +73,18 @@ engine::EngineOptions FastOptions() {
   return o;
 }
 
+// Sends one remote SQL request and expects its answer to be sqlite.remote_unavailable.
+template <typename Response>
+void ExpectRemoteUnavailable(FakeEnvoy& fe, const v::ToRivet& request, uint32_t request_id) {
+  ASSERT_TRUE(fe.Send(request).has_value());
+  auto resp = fe.WaitFor<Response>(5s);
+  ASSERT_TRUE(resp.has_value()) << resp.error().ToString();
+  EXPECT_EQ(resp->request_id, request_id);
+  ASSERT_TRUE(resp->data.template is<v::SqliteErrorResponse>());
+  EXPECT_TRUE(StartsWith(resp->data.template get_if<v::SqliteErrorResponse>()->message,
+                         "sqlite.remote_unavailable"));
+}
+
 struct HttpResult {
   int status = 0;
   json body;
@@ -473,37 +485,17 @@ TEST_F(EngineEnvoyTest, EachVersionSpeaksItsOwnEncoding) {
       v::ToRivetSqliteExecRequest exec;
       exec.request_id = 7;
       exec.data = v::SqliteExecRequest{"ns", id, 1, "select 1"};
-      ASSERT_TRUE((*fe)->Send(v::ToRivet{exec}).has_value());
-      auto exec_resp = (*fe)->WaitFor<v::ToEnvoySqliteExecResponse>(5s);
-      ASSERT_TRUE(exec_resp.has_value()) << exec_resp.error().ToString();
-      EXPECT_EQ(exec_resp->request_id, 7u);
-      ASSERT_TRUE(exec_resp->data.is<v::SqliteErrorResponse>());
-      EXPECT_TRUE(StartsWith(exec_resp->data.get_if<v::SqliteErrorResponse>()->message,
-                             "sqlite.remote_unavailable"));
-
+      ExpectRemoteUnavailable<v::ToEnvoySqliteExecResponse>(**fe, v::ToRivet{exec}, 7);
       v::ToRivetSqliteExecuteRequest execute;
       execute.request_id = 8;
       execute.data.actor_id = id;
       execute.data.sql = "select 1";
-      ASSERT_TRUE((*fe)->Send(v::ToRivet{execute}).has_value());
-      auto execute_resp = (*fe)->WaitFor<v::ToEnvoySqliteExecuteResponse>(5s);
-      ASSERT_TRUE(execute_resp.has_value()) << execute_resp.error().ToString();
-      EXPECT_EQ(execute_resp->request_id, 8u);
-      ASSERT_TRUE(execute_resp->data.is<v::SqliteErrorResponse>());
-      EXPECT_TRUE(StartsWith(execute_resp->data.get_if<v::SqliteErrorResponse>()->message,
-                             "sqlite.remote_unavailable"));
-
+      ExpectRemoteUnavailable<v::ToEnvoySqliteExecuteResponse>(**fe, v::ToRivet{execute}, 8);
       v::ToRivetSqliteExecuteWriteRequest write;
       write.request_id = 9;
       write.data.actor_id = id;
       write.data.sql = "insert into t values (1)";
-      ASSERT_TRUE((*fe)->Send(v::ToRivet{write}).has_value());
-      auto write_resp = (*fe)->WaitFor<v::ToEnvoySqliteExecuteWriteResponse>(5s);
-      ASSERT_TRUE(write_resp.has_value()) << write_resp.error().ToString();
-      EXPECT_EQ(write_resp->request_id, 9u);
-      ASSERT_TRUE(write_resp->data.is<v::SqliteErrorResponse>());
-      EXPECT_TRUE(StartsWith(write_resp->data.get_if<v::SqliteErrorResponse>()->message,
-                             "sqlite.remote_unavailable"));
+      ExpectRemoteUnavailable<v::ToEnvoySqliteExecuteWriteResponse>(**fe, v::ToRivet{write}, 9);
     } else {
       // A v2/v3 connection cannot even carry remote SQL.
       v::ToRivetSqliteExecRequest exec;
