@@ -10,8 +10,9 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CORE_DIRS = ["src/base", "src/protocol", "src/engine/orchestrator", "src/engine/gateway"]
-EXEMPT_DIRS = ["src/base/native"]
+CORE_DIRS = ["src/base", "src/protocol", "src/engine/orchestrator", "src/engine/gateway",
+             "src/value", "src/wire", "src/envoy", "src/runtime"]
+EXEMPT_DIRS = ["src/base/native", "src/envoy/native", "src/runtime/native"]
 FORBIDDEN = [
     (re.compile(r"#\s*include\s*[<\"](boost/)?asio"), "Asio"),
     (re.compile(r"#\s*include\s*[<\"]boost/beast"), "Beast"),
