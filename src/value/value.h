@@ -101,6 +101,10 @@ class Value {
   std::variant<Undefined, Null, bool, int64_t, uint64_t, double, std::string, Bytes, Array, Map> v_;
 };
 
+// "undefined", "null", "bool", "integer" (kInt and kUint), "float", "text", "bytes",
+// "array", "map": the names error messages use.
+std::string_view KindName(Value::Kind kind);
+
 // ---- CBOR (RFC 8949) ----
 // Definite-length, shortest-form encoding (floats as 64-bit unless exactly representable
 // in fewer bits is NOT attempted: always float64 — deterministic and simple). Undefined is
