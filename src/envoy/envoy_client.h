@@ -74,8 +74,9 @@ struct EnvoyConfig {
   std::chrono::milliseconds default_lost_threshold{10000};
 };
 
-// The socket, as the client sees it. Natively a Beast WebSocket (envoy/native_transport.h);
-// in wasm the host's WebSocket; in tests a fake that records frames.
+// The socket, as the client sees it. Natively a keel::net WebSocket
+// (envoy/native/native_transport.h); in wasm the host's WebSocket; in tests a fake that
+// records frames.
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -118,6 +119,10 @@ class EnvoyHost {
                                const latest::ToEnvoyTunnelMessage& message) = 0;
   // The first ToEnvoyInit after start (the envoy is "started"), and every later one.
   virtual void OnConnected(const latest::ProtocolMetadata& /*metadata*/) {}
+  // A decoded ToEnvoy the client does not handle itself (the SQLite page and remote SQL
+  // responses): whoever sent the matching request through EnvoyClient::SendMessage
+  // matches it.
+  virtual void OnOtherMessage(const latest::ToEnvoy& /*message*/) {}
   // The socket went away (a reconnect is scheduled unless evicted or shutting down).
   virtual void OnDisconnected() {}
   // Shutdown finished (graceful or not) or the envoy was evicted: nothing more will be
@@ -188,7 +193,14 @@ class EnvoyClient {
   // then). The body is the version-prefixed ToEnvoy; errors (returned, nothing
   // injected): `serverless.invalid_payload` (version prefix not 4, undecodable at 4 and
   // at 3, not a ToEnvoyCommands with exactly one CommandStartActor).
+  // `envoy.shutdown` once the client has shut down.
   Status InjectServerlessStart(ByteView body);
+
+  // Sends a message the client has no dedicated path for (SQLite page requests, remote
+  // SQL) on the open socket, encoded at the negotiated version. Errors: the conversion
+  // error when that version cannot carry it (e.g. `protocol.incompatible_version` for
+  // remote SQL below v4), `envoy.not_connected` without an open socket, `envoy.shutdown`.
+  Status SendMessage(const latest::ToRivet& message);
 
   // ---- Introspection (tests, metrics) ----
   bool connected() const;          // socket open and Init received
@@ -198,6 +210,13 @@ class EnvoyClient {
   uint16_t protocol_version() const;
   const std::optional<latest::ProtocolMetadata>& protocol_metadata() const;
   size_t pending_kv_requests() const;
+  // Hosted (actor, generation) pairs.
+  size_t hosted_actors() const;
+  // Frames that failed to decode; tunnel messages dropped because no route matched;
+  // commands dropped as replays (§4.4).
+  uint64_t malformed_frames() const;
+  uint64_t unroutable_tunnel_messages() const;
+  uint64_t duplicate_commands() const;
   // The connect URL for this config (§3.1).
   std::string ConnectUrl() const;
   std::vector<std::string> Subprotocols() const;

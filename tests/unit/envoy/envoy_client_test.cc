@@ -1,0 +1,960 @@
+// EnvoyClient, the sans-I/O envoy core (envoy-protocol.md §3–§6), driven by hand: a fake
+// transport records what the client asks of the socket, a ManualClock stands for time and
+// a recording host for the actor runtime. Engine frames are encoded with the real codec at
+// the connection's version, and everything the client sends is decoded back, so these
+// tests see the wire as the engine would.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "base/manual_clock.h"
+#include "base/random.h"
+#include "envoy/envoy_client.h"
+#include "protocol/envoy/versioned.h"
+
+namespace keel::envoy {
+namespace {
+
+using namespace std::chrono_literals;
+namespace pe = ::keel::protocol::envoy;
+namespace v = ::keel::protocol::envoy::latest;
+
+class FakeTransport final : public Transport {
+ public:
+  struct ConnectCall {
+    std::string url;
+    std::vector<std::string> subprotocols;
+  };
+
+  void Connect(const std::string& url, const std::vector<std::string>& subprotocols) override {
+    connects.push_back({url, subprotocols});
+  }
+  void Send(Bytes frame) override { sent.push_back(std::move(frame)); }
+  void Close(uint16_t code, const std::string& reason) override {
+    closes.emplace_back(code, reason);
+  }
+
+  std::vector<ConnectCall> connects;
+  std::vector<Bytes> sent;
+  std::vector<std::pair<uint16_t, std::string>> closes;
+};
+
+class RecordingHost final : public EnvoyHost {
+ public:
+  void OnStartActor(StartActor start) override { starts.push_back(std::move(start)); }
+  void OnStopActor(const std::string& actor_id, uint32_t generation,
+                   v::StopActorReason reason) override {
+    stops.emplace_back(actor_id, generation, reason);
+    if (on_stop) on_stop(actor_id, generation);
+  }
+  void OnTunnelMessage(const std::string& actor_id, const v::ToEnvoyTunnelMessage& m) override {
+    tunnel.emplace_back(actor_id, m);
+  }
+  void OnConnected(const v::ProtocolMetadata&) override { ++connected; }
+  void OnDisconnected() override { ++disconnected; }
+  void OnShutdown() override { ++shutdowns; }
+  void OnOtherMessage(const v::ToEnvoy& m) override { other.push_back(m); }
+
+  std::vector<StartActor> starts;
+  std::vector<std::tuple<std::string, uint32_t, v::StopActorReason>> stops;
+  std::vector<std::pair<std::string, v::ToEnvoyTunnelMessage>> tunnel;
+  std::vector<v::ToEnvoy> other;
+  int connected = 0;
+  int disconnected = 0;
+  int shutdowns = 0;
+  // Runs inside OnStopActor (e.g. to stop synchronously).
+  std::function<void(const std::string&, uint32_t)> on_stop;
+};
+
+v::CommandWrapper StartCmd(const std::string& actor, uint32_t gen, int64_t index) {
+  v::CommandStartActor start;
+  start.config.name = "counter";
+  start.config.create_ts = 1234;
+  return v::CommandWrapper{v::ActorCheckpoint{actor, gen, index}, v::Command{std::move(start)}};
+}
+
+v::CommandWrapper StopCmd(const std::string& actor, uint32_t gen, int64_t index,
+                          v::StopActorReason reason = v::StopActorReason::kSleepIntent) {
+  return v::CommandWrapper{v::ActorCheckpoint{actor, gen, index},
+                           v::Command{v::CommandStopActor{reason}}};
+}
+
+v::KvRequestData KvGet(std::string key) {
+  v::KvGetRequest get;
+  get.keys.push_back(Bytes(key.begin(), key.end()));
+  return v::KvRequestData{std::move(get)};
+}
+
+class EnvoyClientTest : public ::testing::Test {
+ protected:
+  void Make(EnvoyConfig config = {}) {
+    if (config.envoy_key.empty() && !random_key_) config.envoy_key = "test-envoy";
+    version_ = config.protocol_version;
+    client_ = std::make_unique<EnvoyClient>(std::move(config), clock_, random_, transport_, host_);
+  }
+
+  // Start + open + Init; drops what was sent so far.
+  void Connect(int64_t lost_threshold_ms = 10000) {
+    if (client_ == nullptr) Make();
+    client_->Start();
+    client_->OnOpen();
+    Init(lost_threshold_ms);
+    transport_.sent.clear();
+  }
+
+  void Init(int64_t lost_threshold_ms = 10000) {
+    Deliver(v::ToEnvoyInit{v::ProtocolMetadata{lost_threshold_ms, 30000, 20 << 20}});
+  }
+
+  void Deliver(const v::ToEnvoy& msg) {
+    Bytes frame;
+    auto encoded = pe::EncodeToEnvoy(msg, version_, frame);
+    ASSERT_TRUE(encoded.has_value());
+    client_->OnFrame(frame);
+  }
+
+  void Commands(std::vector<v::CommandWrapper> commands) {
+    Deliver(v::ToEnvoyCommands{std::move(commands)});
+  }
+
+  // Every frame sent so far, decoded at the connection's version.
+  std::vector<v::ToRivet> Sent() {
+    std::vector<v::ToRivet> out;
+    for (const auto& frame : transport_.sent) {
+      auto msg = pe::DecodeToRivet(frame, version_);
+      EXPECT_TRUE(msg.has_value());
+      if (msg.has_value()) out.push_back(std::move(*msg));
+    }
+    return out;
+  }
+  std::vector<v::ToRivet> TakeSent() {
+    auto out = Sent();
+    transport_.sent.clear();
+    return out;
+  }
+  template <typename T>
+  std::vector<T> SentOf() {
+    std::vector<T> out;
+    for (auto& m : Sent()) {
+      if (auto* t = m.get_if<T>()) out.push_back(*t);
+    }
+    return out;
+  }
+  // All sent events, flattened.
+  std::vector<v::EventWrapper> SentEvents() {
+    std::vector<v::EventWrapper> out;
+    for (auto& e : SentOf<v::ToRivetEvents>()) {
+      for (auto& w : e.value) out.push_back(w);
+    }
+    return out;
+  }
+
+  // Closes the socket, then advances timer by timer (the lost timer and sweeps may come
+  // first) until the client connects again; returns how long that took.
+  Duration DropAndReconnect(const std::string& reason = "ws.closed") {
+    const size_t before = transport_.connects.size();
+    client_->OnClosed(1006, reason);
+    const MonoTime dropped = clock_.MonotonicNow();
+    while (transport_.connects.size() == before && clock_.NextDeadline().has_value()) {
+      clock_.AdvanceTo(*clock_.NextDeadline());
+    }
+    return clock_.MonotonicNow() - dropped;
+  }
+
+  ManualClock clock_;
+  Random random_{7};
+  FakeTransport transport_;
+  RecordingHost host_;
+  std::unique_ptr<EnvoyClient> client_;
+  uint16_t version_ = 4;
+  bool random_key_ = false;
+};
+
+// ---- connection ---------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, ConnectUrlAndSubprotocolsPerVersionAndToken) {
+  for (uint16_t version : {2, 3, 4}) {
+    EnvoyConfig c;
+    c.endpoint = "https://api.example.com/";
+    c.envoy_key = "key-1";
+    c.namespace_name = "my ns";
+    c.pool_name = "pool";
+    c.version = 7;
+    c.protocol_version = version;
+    Make(c);
+    EXPECT_EQ(client_->ConnectUrl(),
+              "wss://api.example.com/envoys/connect?protocol_version=" + std::to_string(version) +
+                  "&namespace=my%20ns&envoy_key=key-1&version=7&pool_name=pool");
+    EXPECT_EQ(client_->Subprotocols(), std::vector<std::string>{"rivet"});
+    EXPECT_EQ(client_->protocol_version(), version);
+  }
+  EnvoyConfig c;
+  c.token = "secret";
+  Make(c);
+  EXPECT_EQ(client_->Subprotocols(), (std::vector<std::string>{"rivet", "rivet_token.secret"}));
+  client_->Start();
+  ASSERT_EQ(transport_.connects.size(), 1u);
+  EXPECT_EQ(transport_.connects[0].url, client_->ConnectUrl());
+  EXPECT_EQ(transport_.connects[0].subprotocols, client_->Subprotocols());
+  EXPECT_EQ(transport_.connects[0].url,
+            "ws://127.0.0.1:6420/envoys/connect?protocol_version=4&namespace=default"
+            "&envoy_key=test-envoy&version=1&pool_name=default");
+}
+
+TEST_F(EnvoyClientTest, EmptyEnvoyKeyIsRandomAndValid) {
+  random_key_ = true;
+  Make();
+  const std::string key = client_->envoy_key();
+  EXPECT_EQ(key.size(), 24u);
+  for (char ch : key) EXPECT_TRUE((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z')) << key;
+  Random other(8);
+  EnvoyClient second(EnvoyConfig{}, clock_, other, transport_, host_);
+  EXPECT_NE(second.envoy_key(), key);
+}
+
+TEST_F(EnvoyClientTest, MetadataIsTheFirstFrame) {
+  EnvoyConfig c;
+  c.actor_names = {{"counter", R"({"a":1})"}};
+  c.metadata_json = R"({"rivetkit":{"version":"1"}})";
+  Make(c);
+  client_->Start();
+  EXPECT_TRUE(transport_.sent.empty());
+  client_->OnOpen();
+  auto sent = Sent();
+  ASSERT_EQ(sent.size(), 1u);
+  const auto* md = sent[0].get_if<v::ToRivetMetadata>();
+  ASSERT_NE(md, nullptr);
+  ASSERT_TRUE(md->prepopulate_actor_names.has_value());
+  ASSERT_EQ(md->prepopulate_actor_names->size(), 1u);
+  EXPECT_EQ((*md->prepopulate_actor_names)[0].first, "counter");
+  EXPECT_EQ((*md->prepopulate_actor_names)[0].second.metadata, R"({"a":1})");
+  EXPECT_EQ(md->metadata, c.metadata_json);
+  EXPECT_FALSE(client_->connected());
+  Init();
+  EXPECT_TRUE(client_->connected());
+  EXPECT_TRUE(client_->started());
+  EXPECT_EQ(host_.connected, 1);
+  ASSERT_TRUE(client_->protocol_metadata().has_value());
+  EXPECT_EQ(client_->protocol_metadata()->actor_stop_threshold, 30000);
+}
+
+TEST_F(EnvoyClientTest, MetadataActorNamesAlwaysPresentEvenWhenEmpty) {
+  Make();
+  client_->Start();
+  client_->OnOpen();
+  auto md = SentOf<v::ToRivetMetadata>();
+  ASSERT_EQ(md.size(), 1u);
+  ASSERT_TRUE(md[0].prepopulate_actor_names.has_value());
+  EXPECT_TRUE(md[0].prepopulate_actor_names->empty());
+  EXPECT_FALSE(md[0].metadata.has_value());
+}
+
+TEST_F(EnvoyClientTest, PingIsAnsweredWithTheSameTimestamp) {
+  Connect();
+  Deliver(v::ToEnvoyPing{123456789});
+  auto pongs = SentOf<v::ToRivetPong>();
+  ASSERT_EQ(pongs.size(), 1u);
+  EXPECT_EQ(pongs[0].ts, 123456789);
+}
+
+TEST_F(EnvoyClientTest, MalformedFrameIsIgnored) {
+  Connect();
+  const Bytes junk = {0xff, 0x01, 0x02};
+  client_->OnFrame(junk);
+  EXPECT_EQ(client_->malformed_frames(), 1u);
+  EXPECT_TRUE(transport_.sent.empty());
+  Deliver(v::ToEnvoyPing{5});  // still working
+  EXPECT_EQ(SentOf<v::ToRivetPong>().size(), 1u);
+}
+
+TEST_F(EnvoyClientTest, FramesBeforeOpenOrAfterCloseAreIgnored) {
+  Make();
+  client_->Start();
+  Deliver(v::ToEnvoyPing{1});
+  EXPECT_TRUE(transport_.sent.empty());
+  client_->OnOpen();
+  client_->OnClosed(1006, "");
+  transport_.sent.clear();
+  Deliver(v::ToEnvoyPing{2});
+  EXPECT_TRUE(transport_.sent.empty());
+}
+
+// ---- reconnect ----------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, ReconnectBackoffDoublesWithJitterAndCaps) {
+  EnvoyConfig c;
+  c.default_lost_threshold = std::chrono::hours(10);  // keep the lost timer out of the way
+  Make(c);
+  client_->Start();
+  const std::vector<std::pair<int64_t, int64_t>> expected = {
+      {1000, 1250},   {2000, 2500},   {4000, 5000},  {8000, 10000},
+      {16000, 20000}, {30000, 37500}, {30000, 37500}};
+  for (const auto& [lo, hi] : expected) {
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(DropAndReconnect());
+    EXPECT_GE(waited.count(), lo);
+    EXPECT_LE(waited.count(), hi);
+  }
+  EXPECT_EQ(transport_.connects.size(), expected.size() + 1);
+}
+
+TEST_F(EnvoyClientTest, BackoffResetsAfterAStableMinuteMeasuredFromBeforeConnect) {
+  EnvoyConfig c;
+  c.default_lost_threshold = std::chrono::hours(10);
+  Make(c);
+  client_->Start();
+  DropAndReconnect();  // 1 s
+  DropAndReconnect();  // 2 s
+  // This connection attempt started when the timer fired; 60 s later (handshake time
+  // included) it counts as stable.
+  client_->OnOpen();
+  clock_.Advance(60s);
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(DropAndReconnect());
+  EXPECT_GE(waited.count(), 1000);
+  EXPECT_LE(waited.count(), 1250);
+  // A short connection does not reset: the next delay doubles again.
+  client_->OnOpen();
+  clock_.Advance(59s);
+  waited = std::chrono::duration_cast<std::chrono::milliseconds>(DropAndReconnect());
+  EXPECT_GE(waited.count(), 2000);
+  EXPECT_LE(waited.count(), 2500);
+}
+
+TEST_F(EnvoyClientTest, EvictionStopsReconnectingAndEndsTheClient) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  std::optional<Result<v::KvResponseData>> kv;
+  client_->SendKv("a1", KvGet("k"), [&](Result<v::KvResponseData> r) { kv = std::move(r); });
+  client_->OnClosed(1000, "ws.eviction#ray123");
+  EXPECT_TRUE(client_->shut_down());
+  EXPECT_EQ(host_.shutdowns, 1);
+  EXPECT_EQ(host_.disconnected, 1);
+  ASSERT_TRUE(kv.has_value());
+  ASSERT_FALSE(kv->has_value());
+  EXPECT_TRUE(kv->error().Is("envoy", "shutdown"));
+  clock_.Advance(std::chrono::hours(1));
+  EXPECT_EQ(transport_.connects.size(), 1u);
+  EXPECT_TRUE(transport_.closes.empty());  // the socket is already gone
+}
+
+TEST_F(EnvoyClientTest, OtherCloseReasonsReconnect) {
+  Connect();
+  for (const std::string reason : {"ws.going_away#x", "garbage", "", "ws.timed_out"}) {
+    const size_t before = transport_.connects.size();
+    DropAndReconnect(reason);
+    EXPECT_EQ(transport_.connects.size(), before + 1) << reason;
+    client_->OnOpen();
+  }
+  EXPECT_FALSE(client_->shut_down());
+}
+
+// ---- lost timer ---------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, LostTimerStopsActorsAsLostAndFailsKv) {
+  Connect(/*lost_threshold_ms=*/5000);
+  Commands({StartCmd("a1", 1, 1), StartCmd("a2", 3, 1)});
+  ASSERT_EQ(host_.starts.size(), 2u);
+  client_->OnClosed(1006, "");
+  std::optional<Result<v::KvResponseData>> kv;
+  client_->SendKv("a1", KvGet("k"), [&](Result<v::KvResponseData> r) { kv = std::move(r); });
+  // Reconnect attempts keep failing; they do not restart the timer.
+  clock_.Advance(4000ms);
+  client_->OnClosed(1006, "connect failed");
+  EXPECT_TRUE(host_.stops.empty());
+  clock_.Advance(1000ms);
+  ASSERT_EQ(host_.stops.size(), 2u);
+  EXPECT_EQ(host_.stops[0], std::make_tuple(std::string("a1"), 1u, v::StopActorReason::kLost));
+  EXPECT_EQ(host_.stops[1], std::make_tuple(std::string("a2"), 3u, v::StopActorReason::kLost));
+  EXPECT_EQ(client_->hosted_actors(), 0u);
+  ASSERT_TRUE(kv.has_value());
+  ASSERT_FALSE(kv->has_value());
+  EXPECT_TRUE(kv->error().Is("envoy", "lost"));
+  EXPECT_FALSE(client_->shut_down());
+}
+
+TEST_F(EnvoyClientTest, NewInitCancelsTheLostTimer) {
+  Connect(5000);
+  Commands({StartCmd("a1", 1, 1)});
+  client_->OnClosed(1006, "");
+  clock_.Advance(1500ms);  // reconnect fired
+  ASSERT_EQ(transport_.connects.size(), 2u);
+  client_->OnOpen();
+  Init(5000);
+  clock_.Advance(60s);
+  EXPECT_TRUE(host_.stops.empty());
+  EXPECT_EQ(client_->hosted_actors(), 1u);
+}
+
+TEST_F(EnvoyClientTest, LostTimerUsesTheDefaultBeforeTheFirstInit) {
+  Make();
+  client_->Start();
+  client_->OnClosed(1006, "refused");
+  // No actors, but the timer still runs; nothing to observe except that it does not crash
+  // and pending KV fails at 10 s.
+  std::optional<Result<v::KvResponseData>> kv;
+  client_->SendKv("a1", KvGet("k"), [&](Result<v::KvResponseData> r) { kv = std::move(r); });
+  clock_.Advance(9999ms);
+  EXPECT_FALSE(kv.has_value());
+  clock_.Advance(1ms);
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_TRUE(kv->error().Is("envoy", "lost"));
+}
+
+// ---- commands -----------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, StartCommandReachesTheHost) {
+  Connect();
+  v::CommandStartActor start;
+  start.config.name = "counter";
+  start.config.key = "k";
+  start.hibernating_requests.push_back(v::HibernatingRequest{{1, 2, 3, 4}, {5, 6, 7, 8}});
+  start.preloaded_kv = v::PreloadedKv{};
+  Commands({v::CommandWrapper{v::ActorCheckpoint{"a1", 2, 1}, v::Command{start}}});
+  ASSERT_EQ(host_.starts.size(), 1u);
+  const StartActor& s = host_.starts[0];
+  EXPECT_EQ(s.actor_id, "a1");
+  EXPECT_EQ(s.generation, 2u);
+  EXPECT_EQ(s.command_index, 1);
+  EXPECT_EQ(s.config, start.config);
+  EXPECT_EQ(s.hibernating_requests, start.hibernating_requests);
+  EXPECT_TRUE(s.preloaded_kv.has_value());
+  EXPECT_EQ(client_->hosted_actors(), 1u);
+}
+
+TEST_F(EnvoyClientTest, ReplayedCommandsAreDroppedPerActorGeneration) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  Commands({StopCmd("a1", 1, 5)});
+  ASSERT_EQ(host_.stops.size(), 1u);
+  // CD-1: the same index and a lower one are replays.
+  Commands({StartCmd("a1", 1, 1), StopCmd("a1", 1, 5), StopCmd("a1", 1, 3)});
+  EXPECT_EQ(host_.starts.size(), 1u);
+  EXPECT_EQ(host_.stops.size(), 1u);
+  EXPECT_EQ(client_->duplicate_commands(), 3u);
+  // CD-2: another generation and another actor are not deduplicated.
+  Commands({StartCmd("a1", 2, 1), StartCmd("a2", 1, 1)});
+  EXPECT_EQ(host_.starts.size(), 3u);
+  // The stopped generation is removed but its dedup entry survives: a replayed start
+  // does not resurrect it.
+  client_->ActorStopped("a1", 1);
+  Commands({StartCmd("a1", 1, 1)});
+  EXPECT_EQ(host_.starts.size(), 3u);
+}
+
+TEST_F(EnvoyClientTest, StopForUnknownActorIsIgnored) {
+  Connect();
+  Commands({StopCmd("ghost", 1, 2)});
+  EXPECT_TRUE(host_.stops.empty());
+  EXPECT_TRUE(transport_.sent.empty());
+}
+
+TEST_F(EnvoyClientTest, AckCommandsTimerListsHostedActorsAndClearsDedupOnSend) {
+  EnvoyConfig c;
+  c.ack_commands_interval = 1000ms;
+  Make(c);
+  Connect();
+  clock_.Advance(1000ms);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());  // nothing hosted: nothing sent
+  Commands({StartCmd("a1", 1, 1), StartCmd("b1", 4, 7)});
+  Commands({StopCmd("b1", 4, 9)});
+  clock_.Advance(1000ms);
+  auto acks = SentOf<v::ToRivetAckCommands>();
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].last_command_checkpoints,
+            (std::vector<v::ActorCheckpoint>{{"a1", 1, 1}, {"b1", 4, 9}}));
+  transport_.sent.clear();
+  // Dedup entries went with the ack: the engine no longer replays those commands.
+  Commands({StopCmd("a1", 1, 1)});
+  EXPECT_EQ(host_.stops.size(), 2u);
+
+  // Without a socket the ack is skipped and the dedup state kept.
+  Commands({StartCmd("c1", 1, 1)});
+  client_->OnClosed(1006, "");
+  clock_.Advance(1000ms);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());
+  client_->OnOpen();
+  Init();
+  Commands({StartCmd("c1", 1, 1)});
+  EXPECT_EQ(host_.starts.size(), 3u);  // a1, b1, c1 once
+}
+
+// ---- events -------------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, EventIndicesStartAtZeroPerInstanceAndAckPrunesHistory) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1), StartCmd("a1", 2, 1)});
+  client_->ActorRunning("a1", 1);
+  client_->RequestSleep("a1", 1);
+  client_->ActorRunning("a1", 2);
+  client_->RequestStop("a1", 1);
+  auto events = SentEvents();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0].checkpoint, (v::ActorCheckpoint{"a1", 1, 0}));
+  EXPECT_TRUE(events[0].inner.is<v::EventActorStateUpdate>());
+  EXPECT_EQ(events[1].checkpoint, (v::ActorCheckpoint{"a1", 1, 1}));
+  EXPECT_TRUE(events[1].inner.is<v::EventActorIntent>());
+  EXPECT_EQ(events[2].checkpoint, (v::ActorCheckpoint{"a1", 2, 0}));
+  EXPECT_EQ(events[3].checkpoint, (v::ActorCheckpoint{"a1", 1, 2}));
+  transport_.sent.clear();
+
+  // Ack through index 1 of gen 1: a reconnect resends only the rest, in one message.
+  Deliver(v::ToEnvoyAckEvents{{v::ActorCheckpoint{"a1", 1, 1}}});
+  client_->OnClosed(1006, "");
+  client_->ActorRunning("ghost", 1);  // unknown: dropped
+  client_->RequestSleep("a1", 2);     // no socket: kept in history only
+  EXPECT_TRUE(transport_.sent.empty());
+  clock_.Advance(1500ms);
+  client_->OnOpen();
+  Init();
+  auto batches = SentOf<v::ToRivetEvents>();
+  ASSERT_EQ(batches.size(), 1u);
+  std::vector<v::ActorCheckpoint> resent;
+  for (const auto& w : batches[0].value) resent.push_back(w.checkpoint);
+  EXPECT_EQ(resent, (std::vector<v::ActorCheckpoint>{{"a1", 1, 2}, {"a1", 2, 0}, {"a1", 2, 1}}));
+}
+
+TEST_F(EnvoyClientTest, StoppedWithErrorCarriesTheMessage) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  client_->ActorStopped("a1", 1, Error("actor", "crashed", "boom"));
+  auto events = SentEvents();
+  ASSERT_EQ(events.size(), 1u);
+  const auto* update = events[0].inner.get_if<v::EventActorStateUpdate>();
+  ASSERT_NE(update, nullptr);
+  const auto* stopped = update->state.get_if<v::ActorStateStopped>();
+  ASSERT_NE(stopped, nullptr);
+  EXPECT_EQ(stopped->code, v::StopCode::kError);
+  EXPECT_EQ(stopped->message, std::optional<std::string>("actor.crashed: boom"));
+  // Stopped on its own (no stop command): still registered until the engine's stop.
+  EXPECT_EQ(client_->hosted_actors(), 1u);
+  Commands({StopCmd("a1", 1, 2)});
+  client_->ActorStopped("a1", 1);
+  EXPECT_EQ(client_->hosted_actors(), 0u);
+}
+
+TEST_F(EnvoyClientTest, SetAlarmAckFiresOnlyWhenAnAckCoversIt) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  client_->ActorRunning("a1", 1);  // index 0
+  std::optional<Status> first, second;
+  client_->SetAlarm("a1", 1, 5000, [&](Status s) { first = s; });           // index 1
+  client_->SetAlarm("a1", 1, std::nullopt, [&](Status s) { second = s; });  // index 2
+  auto events = SentEvents();
+  ASSERT_EQ(events.size(), 3u);
+  const auto* alarm = events[1].inner.get_if<v::EventActorSetAlarm>();
+  ASSERT_NE(alarm, nullptr);
+  EXPECT_EQ(alarm->alarm_ts, std::optional<int64_t>(5000));
+  Deliver(v::ToEnvoyAckEvents{{v::ActorCheckpoint{"a1", 1, 0}}});
+  EXPECT_FALSE(first.has_value());
+  Deliver(v::ToEnvoyAckEvents{{v::ActorCheckpoint{"a1", 1, 1}}});
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->has_value());
+  EXPECT_FALSE(second.has_value());
+  // The instance ends before the second one was acknowledged: it fails.
+  Commands({StopCmd("a1", 1, 2)});
+  client_->ActorStopped("a1", 1);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_FALSE(second->has_value());
+  // Unknown actors fail at once.
+  std::optional<Status> ghost;
+  client_->SetAlarm("ghost", 1, 1, [&](Status s) { ghost = s; });
+  ASSERT_TRUE(ghost.has_value());
+  EXPECT_FALSE(ghost->has_value());
+}
+
+TEST_F(EnvoyClientTest, SetAlarmAckFailsOnShutdown) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  std::optional<Status> acked;
+  client_->SetAlarm("a1", 1, 5000, [&](Status s) { acked = s; });
+  client_->Shutdown(/*immediate=*/true);
+  ASSERT_TRUE(acked.has_value());
+  ASSERT_FALSE(acked->has_value());
+  EXPECT_TRUE(acked->error().Is("envoy", "shutdown"));
+}
+
+// ---- KV -----------------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, KvResponsesMatchByRequestIdWithTwoInFlight) {
+  Connect();
+  std::vector<std::pair<int, Result<v::KvResponseData>>> done;
+  client_->SendKv("a1", KvGet("x"), [&](Result<v::KvResponseData> r) { done.emplace_back(0, r); });
+  client_->SendKv("a2", KvGet("y"), [&](Result<v::KvResponseData> r) { done.emplace_back(1, r); });
+  auto requests = SentOf<v::ToRivetKvRequest>();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].actor_id, "a1");
+  EXPECT_EQ(requests[1].actor_id, "a2");
+  EXPECT_NE(requests[0].request_id, requests[1].request_id);
+  EXPECT_EQ(client_->pending_kv_requests(), 2u);
+
+  // Answered out of order; an unknown id is ignored.
+  Deliver(v::ToEnvoyKvResponse{12345, v::KvResponseData{v::KvPutResponse{}}});
+  Deliver(v::ToEnvoyKvResponse{requests[1].request_id,
+                               v::KvResponseData{v::KvErrorResponse{"too big"}}});
+  Deliver(v::ToEnvoyKvResponse{requests[0].request_id, v::KvResponseData{v::KvGetResponse{}}});
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].first, 1);
+  ASSERT_TRUE(done[0].second.has_value());
+  EXPECT_TRUE(done[0].second->is<v::KvErrorResponse>());  // returned as a value
+  EXPECT_EQ(done[1].first, 0);
+  ASSERT_TRUE(done[1].second.has_value());
+  EXPECT_TRUE(done[1].second->is<v::KvGetResponse>());
+  EXPECT_EQ(client_->pending_kv_requests(), 0u);
+  // A late duplicate answer is ignored.
+  Deliver(v::ToEnvoyKvResponse{requests[0].request_id, v::KvResponseData{v::KvGetResponse{}}});
+  EXPECT_EQ(done.size(), 2u);
+}
+
+TEST_F(EnvoyClientTest, KvTimesOutThroughTheSweep) {
+  Connect();
+  std::optional<Result<v::KvResponseData>> r;
+  client_->SendKv("a1", KvGet("x"), [&](Result<v::KvResponseData> x) { r = std::move(x); });
+  clock_.Advance(29s);
+  EXPECT_FALSE(r.has_value());
+  clock_.Advance(16s);  // the sweep after the 30 s deadline
+  ASSERT_TRUE(r.has_value());
+  ASSERT_FALSE(r->has_value());
+  EXPECT_TRUE(r->error().Is("envoy", "kv_timeout"));
+  EXPECT_EQ(client_->pending_kv_requests(), 0u);
+}
+
+TEST_F(EnvoyClientTest, KvWithoutSocketIsSentOnInitAndSentOnesAreNotResent) {
+  EnvoyConfig c;
+  c.default_lost_threshold = std::chrono::hours(1);
+  Make(c);
+  Connect(3600 * 1000);
+  client_->SendKv("a1", KvGet("sent"), [](Result<v::KvResponseData>) {});
+  ASSERT_EQ(SentOf<v::ToRivetKvRequest>().size(), 1u);
+  client_->OnClosed(1006, "");
+  transport_.sent.clear();
+  client_->SendKv("a1", KvGet("first"), [](Result<v::KvResponseData>) {});
+  client_->SendKv("a1", KvGet("second"), [](Result<v::KvResponseData>) {});
+  EXPECT_TRUE(transport_.sent.empty());
+  clock_.Advance(1500ms);
+  client_->OnOpen();
+  transport_.sent.clear();  // metadata
+  Init();
+  auto requests = SentOf<v::ToRivetKvRequest>();
+  ASSERT_EQ(requests.size(), 2u);
+  const auto key = [](const v::ToRivetKvRequest& r) {
+    const auto& k = r.data.get_if<v::KvGetRequest>()->keys[0];
+    return std::string(k.begin(), k.end());
+  };
+  EXPECT_EQ(key(requests[0]), "first");
+  EXPECT_EQ(key(requests[1]), "second");
+  EXPECT_EQ(client_->pending_kv_requests(), 3u);
+}
+
+TEST_F(EnvoyClientTest, KvFailsOnShutdown) {
+  Connect();
+  std::optional<Result<v::KvResponseData>> r;
+  client_->SendKv("a1", KvGet("x"), [&](Result<v::KvResponseData> x) { r = std::move(x); });
+  client_->Shutdown(/*immediate=*/true);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->error().Is("envoy", "shutdown"));
+  std::optional<Result<v::KvResponseData>> late;
+  client_->SendKv("a1", KvGet("x"), [&](Result<v::KvResponseData> x) { late = std::move(x); });
+  ASSERT_TRUE(late.has_value());
+  EXPECT_TRUE(late->error().Is("envoy", "shutdown"));
+}
+
+TEST_F(EnvoyClientTest, ProtocolV2CarriesKvButRefusesV4OnlyMessagesCleanly) {
+  EnvoyConfig c;
+  c.protocol_version = 2;
+  Make(c);
+  Connect();
+  std::optional<Result<v::KvResponseData>> r;
+  client_->SendKv("a1", KvGet("x"), [&](Result<v::KvResponseData> x) { r = std::move(x); });
+  auto requests = SentOf<v::ToRivetKvRequest>();
+  ASSERT_EQ(requests.size(), 1u);
+  Deliver(v::ToEnvoyKvResponse{requests[0].request_id, v::KvResponseData{v::KvPutResponse{}}});
+  ASSERT_TRUE(r.has_value() && r->has_value());
+
+  transport_.sent.clear();
+  v::ToRivetSqliteExecRequest exec;
+  exec.data.actor_id = "a1";
+  exec.data.sql = "SELECT 1";
+  Status s = client_->SendMessage(v::ToRivet{exec});
+  ASSERT_FALSE(s.has_value());
+  EXPECT_TRUE(s.error().Is("protocol", "incompatible_version")) << s.error().ToString();
+  EXPECT_TRUE(transport_.sent.empty());
+  // The connection is unaffected.
+  Deliver(v::ToEnvoyPing{9});
+  EXPECT_EQ(SentOf<v::ToRivetPong>().size(), 1u);
+}
+
+TEST_F(EnvoyClientTest, KvRequestIdsWrapAndSkipPendingOnes) {
+  Connect();
+  // Exhausting 2^32 ids is not practical; check the start of the sequence and that
+  // answered ids are not reused while others are pending.
+  std::vector<uint32_t> ids;
+  for (int i = 0; i < 3; ++i) client_->SendKv("a", KvGet("k"), [](Result<v::KvResponseData>) {});
+  for (const auto& r : SentOf<v::ToRivetKvRequest>()) ids.push_back(r.request_id);
+  EXPECT_EQ(ids, (std::vector<uint32_t>{0, 1, 2}));
+}
+
+// ---- tunnel -------------------------------------------------------------------------------
+
+v::ToEnvoyTunnelMessage TunnelIn(uint8_t req, v::ToEnvoyTunnelMessageKind kind,
+                                 uint16_t index = 0) {
+  v::ToEnvoyTunnelMessage m;
+  m.message_id = v::MessageId{{9, 9, 9, 9}, {req, 0, 0, 0}, index};
+  m.message_kind = std::move(kind);
+  return m;
+}
+
+v::ToRivetTunnelMessage TunnelOut(uint8_t req, v::ToRivetTunnelMessageKind kind) {
+  v::ToRivetTunnelMessage m;
+  m.message_id = v::MessageId{{9, 9, 9, 9}, {req, 0, 0, 0}, 0};
+  m.message_kind = std::move(kind);
+  return m;
+}
+
+TEST_F(EnvoyClientTest, TunnelRoutesByRequestIdAndForgetsOnEnd) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1), StartCmd("a2", 1, 1)});
+  v::ToEnvoyRequestStart start;
+  start.actor_id = "a1";
+  start.method = "POST";
+  start.path = "/x";
+  start.stream = true;
+  Deliver(TunnelIn(1, start));
+  v::ToEnvoyWebSocketOpen open;
+  open.actor_id = "a2";
+  open.path = "/ws";
+  Deliver(TunnelIn(2, open));
+  Deliver(TunnelIn(1, v::ToEnvoyRequestChunk{Bytes{1}, true}, 1));
+  Deliver(TunnelIn(2, v::ToEnvoyWebSocketMessage{Bytes{7}, true}, 1));
+  ASSERT_EQ(host_.tunnel.size(), 4u);
+  EXPECT_EQ(host_.tunnel[0].first, "a1");
+  EXPECT_EQ(host_.tunnel[1].first, "a2");
+  EXPECT_EQ(host_.tunnel[2].first, "a1");
+  EXPECT_TRUE(host_.tunnel[2].second.message_kind.is<v::ToEnvoyRequestChunk>());
+  EXPECT_EQ(host_.tunnel[3].first, "a2");
+
+  // The final response forgets request 1; the gateway's close forgets request 2.
+  client_->SendTunnel(TunnelOut(1, v::ToRivetResponseStart{200, {}, std::nullopt, false}), false);
+  EXPECT_EQ(SentOf<v::ToRivetTunnelMessage>().size(), 1u);
+  Deliver(TunnelIn(1, v::ToEnvoyRequestAbort{}, 2));
+  Deliver(TunnelIn(2, v::ToEnvoyWebSocketClose{1000, std::nullopt}, 2));
+  Deliver(TunnelIn(2, v::ToEnvoyWebSocketMessage{Bytes{8}, true}, 3));
+  EXPECT_EQ(host_.tunnel.size(), 5u);  // only the close got through
+  EXPECT_TRUE(host_.tunnel[4].second.message_kind.is<v::ToEnvoyWebSocketClose>());
+  EXPECT_EQ(client_->unroutable_tunnel_messages(), 2u);
+}
+
+TEST_F(EnvoyClientTest, TunnelRegisterRequestRoutesRestoredSockets) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  client_->RegisterRequest("a1", {9, 9, 9, 9}, {5, 0, 0, 0});
+  Deliver(TunnelIn(5, v::ToEnvoyWebSocketMessage{Bytes{1}, true}, 4));
+  ASSERT_EQ(host_.tunnel.size(), 1u);
+  EXPECT_EQ(host_.tunnel[0].first, "a1");
+  EXPECT_EQ(client_->unroutable_tunnel_messages(), 0u);
+}
+
+TEST_F(EnvoyClientTest, TunnelOpenForUnknownActorIsRefusedByTheClient) {
+  Connect();
+  v::ToEnvoyRequestStart start;
+  start.actor_id = "ghost";
+  Deliver(TunnelIn(1, start));
+  v::ToEnvoyWebSocketOpen open;
+  open.actor_id = "ghost";
+  Deliver(TunnelIn(2, open, 0));
+  EXPECT_TRUE(host_.tunnel.empty());
+  auto out = SentOf<v::ToRivetTunnelMessage>();
+  ASSERT_EQ(out.size(), 2u);
+  const auto* resp = out[0].message_kind.get_if<v::ToRivetResponseStart>();
+  ASSERT_NE(resp, nullptr);
+  EXPECT_EQ(resp->status, 503);
+  const auto* close = out[1].message_kind.get_if<v::ToRivetWebSocketClose>();
+  ASSERT_NE(close, nullptr);
+  EXPECT_EQ(close->code, std::optional<uint16_t>(1011));
+  EXPECT_EQ(close->reason, std::optional<std::string>("Actor not found"));
+}
+
+TEST_F(EnvoyClientTest, BufferedTunnelMessagesSurviveADisconnectOthersAreDropped) {
+  Connect();
+  client_->OnClosed(1006, "");
+  client_->SendTunnel(TunnelOut(1, v::ToRivetWebSocketMessageAck{3}), /*buffered=*/true);
+  client_->SendTunnel(TunnelOut(1, v::ToRivetWebSocketMessage{Bytes{1}, true}), false);
+  client_->SendTunnel(TunnelOut(2, v::ToRivetWebSocketOpen{true}), /*buffered=*/true);
+  clock_.Advance(1500ms);
+  client_->OnOpen();
+  transport_.sent.clear();
+  Init();
+  auto out = SentOf<v::ToRivetTunnelMessage>();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].message_kind.is<v::ToRivetWebSocketMessageAck>());
+  EXPECT_TRUE(out[1].message_kind.is<v::ToRivetWebSocketOpen>());
+  // Sent once only.
+  transport_.sent.clear();
+  client_->OnClosed(1006, "");
+  clock_.Advance(5s);
+  client_->OnOpen();
+  Init();
+  EXPECT_TRUE(SentOf<v::ToRivetTunnelMessage>().empty());
+}
+
+// ---- serverless ---------------------------------------------------------------------------
+
+Bytes ServerlessBody(const v::ToEnvoy& msg, uint16_t prefix, uint16_t encode_version = 4) {
+  Bytes out;
+  pe::AppendVersionPrefix(prefix, out);
+  auto ok = pe::EncodeToEnvoy(msg, encode_version, out);
+  EXPECT_TRUE(ok.has_value());
+  return out;
+}
+
+TEST_F(EnvoyClientTest, ServerlessStartIsQueuedUntilInitAndDeduplicated) {
+  Make();
+  client_->Start();
+  const Bytes body = ServerlessBody(v::ToEnvoyCommands{{StartCmd("s1", 1, 0)}}, 4);
+  ASSERT_TRUE(client_->InjectServerlessStart(body).has_value());
+  EXPECT_TRUE(host_.starts.empty());
+  client_->OnOpen();
+  Init();
+  ASSERT_EQ(host_.starts.size(), 1u);
+  EXPECT_EQ(host_.starts[0].actor_id, "s1");
+  EXPECT_EQ(host_.starts[0].command_index, 0);
+  // The same start injected again (or replayed) is a duplicate; the first stop (index 1)
+  // goes through.
+  ASSERT_TRUE(client_->InjectServerlessStart(body).has_value());
+  EXPECT_EQ(host_.starts.size(), 1u);
+  Commands({StopCmd("s1", 1, 1)});
+  EXPECT_EQ(host_.stops.size(), 1u);
+  // Events get indices from 0 as usual.
+  transport_.sent.clear();
+  client_->ActorRunning("s1", 1);
+  ASSERT_EQ(SentEvents().size(), 1u);
+  EXPECT_EQ(SentEvents()[0].checkpoint.index, 0);
+}
+
+TEST_F(EnvoyClientTest, ServerlessStartRejectsBadBodies) {
+  Connect();
+  const auto invalid = [&](const Bytes& body) {
+    Status s = client_->InjectServerlessStart(body);
+    return !s.has_value() && s.error().Is("serverless", "invalid_payload");
+  };
+  EXPECT_TRUE(invalid(ServerlessBody(v::ToEnvoyCommands{{StartCmd("s1", 1, 0)}}, 3)));
+  EXPECT_TRUE(invalid(Bytes{4}));
+  EXPECT_TRUE(invalid(Bytes{4, 0, 0xff, 0xff}));
+  EXPECT_TRUE(
+      invalid(ServerlessBody(v::ToEnvoyCommands{{StartCmd("s1", 1, 0), StartCmd("s2", 1, 0)}}, 4)));
+  EXPECT_TRUE(invalid(ServerlessBody(v::ToEnvoyCommands{{StopCmd("s1", 1, 0)}}, 4)));
+  EXPECT_TRUE(invalid(ServerlessBody(v::ToEnvoyCommands{}, 4)));
+  EXPECT_TRUE(invalid(ServerlessBody(v::ToEnvoyPing{1}, 4)));
+  EXPECT_TRUE(host_.starts.empty());
+  // A body encoded at v3 under a v4 prefix decodes (identical here) and is accepted.
+  EXPECT_TRUE(
+      client_
+          ->InjectServerlessStart(ServerlessBody(v::ToEnvoyCommands{{StartCmd("s3", 1, 0)}}, 4, 3))
+          .has_value());
+  EXPECT_EQ(host_.starts.size(), 1u);
+}
+
+// ---- shutdown -----------------------------------------------------------------------------
+
+TEST_F(EnvoyClientTest, GracefulShutdownWaitsForActorsThenCloses) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  client_->Shutdown(/*immediate=*/false);
+  EXPECT_EQ(SentOf<v::ToRivetStopping>().size(), 1u);
+  EXPECT_FALSE(client_->shut_down());
+  EXPECT_TRUE(transport_.closes.empty());
+  Commands({StopCmd("a1", 1, 2, v::StopActorReason::kGoingAway)});
+  ASSERT_EQ(host_.stops.size(), 1u);
+  client_->ActorStopped("a1", 1);
+  EXPECT_TRUE(client_->shut_down());
+  ASSERT_EQ(transport_.closes.size(), 1u);
+  EXPECT_EQ(transport_.closes[0], std::make_pair(uint16_t{1000}, std::string("envoy.shutdown")));
+  EXPECT_EQ(host_.shutdowns, 1);
+  // The Stopped event went out before the close.
+  auto sent = Sent();
+  ASSERT_FALSE(sent.empty());
+  EXPECT_TRUE(sent.back().is<v::ToRivetEvents>());
+  // The transport's close report afterwards changes nothing; no reconnect.
+  client_->OnClosed(1000, "envoy.shutdown");
+  clock_.Advance(std::chrono::hours(1));
+  EXPECT_EQ(transport_.connects.size(), 1u);
+  EXPECT_EQ(host_.shutdowns, 1);
+}
+
+TEST_F(EnvoyClientTest, GracefulShutdownWithoutActorsEndsAtOnceAndStopsReconnecting) {
+  Connect();
+  client_->OnClosed(1006, "");
+  client_->Shutdown(false);
+  EXPECT_TRUE(client_->shut_down());
+  clock_.Advance(std::chrono::hours(1));
+  EXPECT_EQ(transport_.connects.size(), 1u);
+  EXPECT_TRUE(transport_.closes.empty());
+}
+
+TEST_F(EnvoyClientTest, GracefulShutdownWithoutSocketEndsWhenTheLostTimerStopsActors) {
+  Connect(/*lost_threshold_ms=*/3000);
+  Commands({StartCmd("a1", 1, 1)});
+  client_->OnClosed(1006, "");
+  client_->Shutdown(false);
+  EXPECT_FALSE(client_->shut_down());
+  clock_.Advance(std::chrono::hours(1));
+  // No reconnect happened; the lost timer stopped the actor, which ended the shutdown.
+  EXPECT_EQ(transport_.connects.size(), 1u);
+  ASSERT_EQ(host_.stops.size(), 1u);
+  EXPECT_EQ(std::get<2>(host_.stops[0]), v::StopActorReason::kLost);
+  EXPECT_TRUE(client_->shut_down());
+  EXPECT_EQ(host_.shutdowns, 1);
+}
+
+TEST_F(EnvoyClientTest, ShutdownWhileConnectingSendsStoppingOnOpen) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  client_->OnClosed(1006, "");
+  clock_.Advance(1500ms);  // reconnecting
+  ASSERT_EQ(transport_.connects.size(), 2u);
+  client_->Shutdown(false);
+  transport_.sent.clear();
+  client_->OnOpen();
+  auto sent = Sent();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_TRUE(sent[0].is<v::ToRivetMetadata>());
+  EXPECT_TRUE(sent[1].is<v::ToRivetStopping>());
+}
+
+TEST_F(EnvoyClientTest, ImmediateShutdownWhileConnectingClosesTheTransport) {
+  Make();
+  client_->Start();
+  client_->Shutdown(true);
+  EXPECT_TRUE(client_->shut_down());
+  ASSERT_EQ(transport_.closes.size(), 1u);
+  EXPECT_EQ(host_.shutdowns, 1);
+  client_->OnOpen();  // a late open of the abandoned connection changes nothing
+  EXPECT_TRUE(transport_.sent.empty());
+  client_->OnClosed(1006, "");
+  EXPECT_EQ(host_.disconnected, 0);
+}
+
+TEST_F(EnvoyClientTest, HostMayStopSynchronouslyInsideOnStopActor) {
+  Connect(1000);
+  host_.on_stop = [&](const std::string& id, uint32_t gen) { client_->ActorStopped(id, gen); };
+  Commands({StartCmd("a1", 1, 1), StartCmd("a2", 1, 1)});
+  Commands({StopCmd("a1", 1, 2)});
+  EXPECT_EQ(client_->hosted_actors(), 1u);
+  client_->OnClosed(1006, "");
+  clock_.Advance(1000ms);  // lost: a2 stops synchronously too
+  EXPECT_EQ(client_->hosted_actors(), 0u);
+  EXPECT_EQ(host_.stops.size(), 2u);
+}
+
+TEST_F(EnvoyClientTest, UnhandledResponsesGoToTheHost) {
+  Connect();
+  Deliver(v::ToEnvoySqliteCommitResponse{3, v::SqliteCommitResponse{v::SqliteCommitOk{}}});
+  ASSERT_EQ(host_.other.size(), 1u);
+  EXPECT_TRUE(host_.other[0].is<v::ToEnvoySqliteCommitResponse>());
+}
+
+}  // namespace
+}  // namespace keel::envoy
