@@ -10,7 +10,8 @@
 // accepted); std::string; keel::Bytes (a byte string; an array of 0..255 is accepted
 // too); std::optional (null/undefined <-> nullopt); std::vector, std::array (exact
 // length); std::map / std::unordered_map with std::string keys (maps); std::pair and
-// std::tuple (arrays of exact length); enums (their underlying integer); and structs:
+// std::tuple (arrays of exact length); enums (their underlying integer); string_view,
+// const char* and string literals (encode only); and structs:
 //
 //  * Aggregates (plain structs with public members, no base classes, no C arrays or
 //    bit-fields, up to 24 fields) map to maps keyed by their member names, found by
@@ -406,6 +407,22 @@ struct ValueCodec<std::string> {
     return v.as_text();
   }
 };
+
+// Non-owning strings encode (so ToValue("literal") works) but cannot be decoded into.
+template <>
+struct ValueCodec<std::string_view> {
+  static Value Encode(std::string_view s) { return Value(s); }
+  template <class U = void>
+  static Result<std::string_view> Decode(const Value&) {
+    static_assert(typed_internal::kDependentFalse<U>,
+                  "cannot decode into a non-owning string: use std::string");
+    return Error();
+  }
+};
+template <>
+struct ValueCodec<const char*> : ValueCodec<std::string_view> {};
+template <size_t N>
+struct ValueCodec<char[N]> : ValueCodec<std::string_view> {};
 
 template <>
 struct ValueCodec<Bytes> {

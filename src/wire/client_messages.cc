@@ -41,7 +41,9 @@ void AppendJsonObject(const OutFields& fields, std::string& out) {
   out += '{';
   bool first = true;
   for (const OutField& f : fields) {
-    if (!f.value.has_value()) continue;
+    // Like JSON.stringify, drop undefined properties; readers take a missing value field
+    // as undefined.
+    if (!f.value.has_value() || f.value->is_undefined()) continue;
     if (!first) out += ',';
     first = false;
     AppendJson(Value(f.key), out);

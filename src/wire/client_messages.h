@@ -14,7 +14,9 @@
 // naming the problem (malformed JSON/CBOR/BARE, wrong envelope, missing or mistyped
 // field, args that are not an array). Unknown fields are ignored. Values nest at most
 // limits.max_depth deep and hold at most limits.max_items entries. In json/cbor an
-// optional field that is absent, null or undefined decodes as absent.
+// optional field that is absent, null or undefined decodes as absent, and a missing value
+// field (output, body) as undefined; json omits undefined value fields as JSON.stringify
+// does.
 // Thread-safety: stateless functions.
 #pragma once
 

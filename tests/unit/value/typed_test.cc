@@ -227,6 +227,11 @@ TEST(TypedTest, ContainersAndOptionals) {
   EXPECT_EQ(FromValue<decltype(um)>(ToValue(um)).value(), um);
   EXPECT_FALSE((FromValue<std::array<int, 3>>(Value::ArrayOf({1, 2})).has_value()));
   EXPECT_EQ(ToValue(Value("v")), Value("v"));
+  EXPECT_EQ(ToValue("lit"), Value("lit"));
+  EXPECT_EQ(ToValue(std::string_view("sv")), Value("sv"));
+  const char* p = "ptr";
+  EXPECT_EQ(ToValue(p), Value("ptr"));
+  EXPECT_EQ(ToValue('a'), Value(97));
 }
 
 TEST(TypedTest, DeclaredFields) {

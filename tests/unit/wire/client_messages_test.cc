@@ -201,7 +201,10 @@ TEST(WireTest, HttpBodiesAsPlainObjects) {
             R"({"status":"completed"})");
   EXPECT_EQ(Encode(HttpActionRequest{Value::ArrayOf({1})}, Encoding::kCbor),
             FromHex("a1646172677381" "01").value());
-  // An action that returned undefined: JSON.stringify drops the property.
+  // An action that returned undefined: JSON.stringify drops the property, so do we.
+  EXPECT_EQ(Text(Encode(HttpActionResponse{Value::MakeUndefined()}, Encoding::kJson)), "{}");
+  EXPECT_EQ(Text(Encode(ToClient(ActionResponse{1, Value::MakeUndefined()}), Encoding::kJson)),
+            R"({"body":{"tag":"ActionResponse","val":{"id":["$BigInt","1"]}}})");
   EXPECT_EQ(DecodeHttpActionResponse(AsBytes("{}"), Encoding::kJson).value().output,
             Value::MakeUndefined());
   EXPECT_EQ(DecodeHttpQueueSendRequest(AsBytes(R"({"body":null,"name":null,"timeout":null})"),
