@@ -75,9 +75,9 @@ class Decoder {
   }
 
   Error MakeError() const {
-    return Error("value", "invalid_cbor",
-                 std::string(what_ ? what_ : "malformed") + " at offset " +
-                     std::to_string(error_pos_));
+    return Error(
+        "value", "invalid_cbor",
+        std::string(what_ ? what_ : "malformed") + " at offset " + std::to_string(error_pos_));
   }
 
   size_t Remaining() const { return in_.size() - pos_; }
@@ -148,7 +148,7 @@ class Decoder {
       const size_t start = out.size();
       if (!Chunk(len, out)) return false;
       if (major == 3 && !internal::ValidUtf8(reinterpret_cast<const uint8_t*>(out.data()) + start,
-                                   out.size() - start)) {
+                                             out.size() - start)) {
         return Fail("invalid UTF-8 in text");
       }
     }
@@ -187,7 +187,8 @@ class Decoder {
       case 3: {
         std::string s;
         if (!String(3, arg, indefinite, s)) return false;
-        if (!indefinite && !internal::ValidUtf8(reinterpret_cast<const uint8_t*>(s.data()), s.size())) {
+        if (!indefinite &&
+            !internal::ValidUtf8(reinterpret_cast<const uint8_t*>(s.data()), s.size())) {
           pos_ = head_pos;
           return Fail("invalid UTF-8 in text");
         }

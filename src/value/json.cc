@@ -114,9 +114,9 @@ class Parser {
   }
 
   Error MakeError() const {
-    return Error("value", "invalid_json",
-                 std::string(what_ ? what_ : "malformed") + " at offset " +
-                     std::to_string(error_pos_));
+    return Error(
+        "value", "invalid_json",
+        std::string(what_ ? what_ : "malformed") + " at offset " + std::to_string(error_pos_));
   }
 
   void SkipWs() {
@@ -328,8 +328,7 @@ class Parser {
              static_cast<unsigned char>(s_[pos_]) >= 0x20) {
         ++pos_;
       }
-      if (!internal::ValidUtf8(reinterpret_cast<const uint8_t*>(s_.data()) + start,
-                               pos_ - start)) {
+      if (!internal::ValidUtf8(reinterpret_cast<const uint8_t*>(s_.data()) + start, pos_ - start)) {
         pos_ = start;
         return Fail("invalid UTF-8 in string");
       }

@@ -14,9 +14,7 @@ namespace v3 = ::keel::protocol::client::v3;
 // The envelope around a value: {"body": {"tag", "val"}} adds up to three levels.
 constexpr size_t kEnvelopeDepth = 3;
 
-Error Invalid(std::string message) {
-  return Error("wire", "invalid_message", std::move(message));
-}
+Error Invalid(std::string message) { return Error("wire", "invalid_message", std::move(message)); }
 
 // ---- writing json/cbor ----
 
@@ -242,19 +240,17 @@ Result<Value> FromCbor(const Bytes& bytes, std::string_view where, const CborLim
   return v;
 }
 
-Result<std::optional<Value>> FromOptCbor(const std::optional<Bytes>& bytes,
-                                         std::string_view where, const CborLimits& limits) {
+Result<std::optional<Value>> FromOptCbor(const std::optional<Bytes>& bytes, std::string_view where,
+                                         const CborLimits& limits) {
   if (!bytes.has_value()) return std::optional<Value>();
   KEEL_ASSIGN_OR_RETURN(Value v, FromCbor(*bytes, where, limits));
   return std::optional<Value>(std::move(v));
 }
 
-Result<Value> ArrayFromCbor(const Bytes& bytes, std::string_view where,
-                            const CborLimits& limits) {
+Result<Value> ArrayFromCbor(const Bytes& bytes, std::string_view where, const CborLimits& limits) {
   KEEL_ASSIGN_OR_RETURN(Value v, FromCbor(bytes, where, limits));
   if (!v.is_array()) {
-    return Invalid(std::string(where) + ": expected array, got " +
-                   std::string(KindName(v.kind())));
+    return Invalid(std::string(where) + ": expected array, got " + std::string(KindName(v.kind())));
   }
   return v;
 }
@@ -452,16 +448,14 @@ Result<ToServer> DecodeToServer(ByteView in, Encoding encoding, const CborLimits
 
 Bytes Encode(const HttpActionRequest& msg, Encoding encoding) {
   if (encoding == Encoding::kBare) {
-    return Framed(
-        pc::EncodeHttpActionRequest(v3::HttpActionRequest{Cbor(msg.args)}));
+    return Framed(pc::EncodeHttpActionRequest(v3::HttpActionRequest{Cbor(msg.args)}));
   }
   return EncodeObject({Val("args", msg.args)}, encoding);
 }
 
 Bytes Encode(const HttpActionResponse& msg, Encoding encoding) {
   if (encoding == Encoding::kBare) {
-    return Framed(
-        pc::EncodeHttpActionResponse(v3::HttpActionResponse{Cbor(msg.output)}));
+    return Framed(pc::EncodeHttpActionResponse(v3::HttpActionResponse{Cbor(msg.output)}));
   }
   return EncodeObject({Val("output", msg.output)}, encoding);
 }
@@ -516,8 +510,7 @@ Result<HttpActionResponse> DecodeHttpActionResponse(ByteView in, Encoding encodi
                                                     const CborLimits& limits) {
   if (encoding == Encoding::kBare) {
     KEEL_ASSIGN_OR_RETURN(auto msg, Unframed(pc::DecodeHttpActionResponse(in)));
-    KEEL_ASSIGN_OR_RETURN(Value output,
-                          FromCbor(msg.output, "HttpActionResponse.output", limits));
+    KEEL_ASSIGN_OR_RETURN(Value output, FromCbor(msg.output, "HttpActionResponse.output", limits));
     return HttpActionResponse{std::move(output)};
   }
   KEEL_ASSIGN_OR_RETURN(Value doc, ParseDocument(in, encoding, limits));

@@ -17,9 +17,9 @@
 #include <string>
 
 #include "base/bytes.h"
+#include "fuzz_support.h"
 #include "value/value.h"
 #include "wire/client_messages.h"
-#include "fuzz_support.h"
 
 namespace {
 
@@ -41,8 +41,8 @@ void CheckCborValue(const Value& v, const char* where) {
   const std::string json = keel::ToJson(v);
   auto parsed = keel::ParseJson(json, 1024);
   if (!parsed) {
-    Violation("JSON rendering parses", std::string(where) + ": " + json + ": " +
-                                           parsed.error().ToString());
+    Violation("JSON rendering parses",
+              std::string(where) + ": " + json + ": " + parsed.error().ToString());
   }
   if (keel::ToJson(*parsed) != json) Violation("JSON idempotent", json);
 }
@@ -51,7 +51,8 @@ template <typename Msg, typename Decode>
 void CheckWire(ByteView in, wire::Encoding e, Decode decode) {
   auto m = decode(in, e, keel::CborLimits{});
   if (!m) {
-    if (!m.error().Is("wire", "invalid_message")) Violation("wire error code", m.error().ToString());
+    if (!m.error().Is("wire", "invalid_message"))
+      Violation("wire error code", m.error().ToString());
     return;
   }
   const Bytes once = wire::Encode(*m, e);

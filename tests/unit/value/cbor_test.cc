@@ -105,8 +105,7 @@ TEST(CborTest, AppendixADecodeOnly) {
   EXPECT_EQ(Decoded("c34100"), Value(-1));
   EXPECT_EQ(Decoded("c3487fffffffffffffff"), Value(INT64_MIN));
   // Other tags are dropped.
-  EXPECT_EQ(Decoded("c074323031332d30332d32315432303a30343a30305a"),
-            Value("2013-03-21T20:04:00Z"));
+  EXPECT_EQ(Decoded("c074323031332d30332d32315432303a30343a30305a"), Value("2013-03-21T20:04:00Z"));
   EXPECT_EQ(Decoded("c11a514b67b0"), Value(1363896240));
   EXPECT_EQ(Decoded("d74401020304"), Value(Bytes{1, 2, 3, 4}));
   // Indefinite lengths.
@@ -168,11 +167,11 @@ TEST(CborTest, RejectsMalformedInput) {
   ExpectInvalid("f0", "unsupported simple value");
   ExpectInvalid("f820", "unsupported simple value");
   ExpectInvalid("3b8000000000000000", "negative integer below INT64_MIN");
-  ExpectInvalid("62c328", "invalid UTF-8");   // bad continuation
-  ExpectInvalid("62c0af", "invalid UTF-8");   // overlong
-  ExpectInvalid("63eda080", "invalid UTF-8"); // surrogate
+  ExpectInvalid("62c328", "invalid UTF-8");    // bad continuation
+  ExpectInvalid("62c0af", "invalid UTF-8");    // overlong
+  ExpectInvalid("63eda080", "invalid UTF-8");  // surrogate
   ExpectInvalid("7f6161", "truncated");
-  ExpectInvalid("5f6161ff", "bad chunk");     // text chunk in a byte string
+  ExpectInvalid("5f6161ff", "bad chunk");  // text chunk in a byte string
   ExpectInvalid("5f5f4101ffff", "nested indefinite");
   ExpectInvalid("9f01", "truncated");
   ExpectInvalid("bf0102", "truncated");

@@ -62,8 +62,8 @@ struct Renamed {
 };
 
 struct Wide {
-  int f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14, f15, f16, f17, f18, f19,
-      f20, f21, f22, f23;
+  int f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14, f15, f16, f17, f18, f19, f20,
+      f21, f22, f23;
 };
 
 struct Empty {};
@@ -177,8 +177,7 @@ TEST(TypedTest, ErrorsNameThePath) {
   using IntBool = std::tuple<int, bool>;
   EXPECT_EQ(FromValue<IntBool>(Value::ArrayOf({1})).error().message(),
             "expected array of 2, got array");
-  EXPECT_EQ(FromValue<std::string>(Value(Bytes{})).error().message(),
-            "expected text, got bytes");
+  EXPECT_EQ(FromValue<std::string>(Value(Bytes{})).error().message(), "expected text, got bytes");
   EXPECT_EQ(FromValue<Point>(Value(1)).error().message(), "expected text \"x,y\", got integer");
   using IntMap = std::map<std::string, int>;
   EXPECT_EQ(FromValue<IntMap>(Value(Value::Map{{Value(1), Value(1)}})).error().message(),

@@ -52,21 +52,24 @@ TEST(WireTest, JsonToClientShapes) {
 }
 
 TEST(WireTest, JsonToServerAcceptsPlainAndBigIntIds) {
-  for (const char* text :
-       {R"({"body":{"tag":"ActionRequest","val":{"id":5,"name":"inc","args":[1]}}})",
-        R"({"body":{"tag":"ActionRequest","val":{"id":["$BigInt","5"],"name":"inc","args":[1],"x":0}}})",
-        R"( { "body" : { "val" : { "args" : [ 1 ] , "name" : "inc" , "id" : 5 } , "tag" : "ActionRequest" } } )"}) {
+  for (
+      const char* text :
+      {R"({"body":{"tag":"ActionRequest","val":{"id":5,"name":"inc","args":[1]}}})",
+       R"({"body":{"tag":"ActionRequest","val":{"id":["$BigInt","5"],"name":"inc","args":[1],"x":0}}})",
+       R"( { "body" : { "val" : { "args" : [ 1 ] , "name" : "inc" , "id" : 5 } , "tag" : "ActionRequest" } } )"}) {
     auto m = DecodeToServer(AsBytes(text), Encoding::kJson);
     ASSERT_TRUE(m.has_value()) << text << ": " << m.error().ToString();
     EXPECT_EQ(*m, ToServer(ActionRequest{5, "inc", Value::ArrayOf({1})}));
   }
   auto big = DecodeToServer(
-      AsBytes(R"({"body":{"tag":"ActionRequest","val":{"id":["$BigInt","18446744073709551615"],"name":"a","args":[]}}})"),
+      AsBytes(
+          R"({"body":{"tag":"ActionRequest","val":{"id":["$BigInt","18446744073709551615"],"name":"a","args":[]}}})"),
       Encoding::kJson);
   ASSERT_TRUE(big.has_value());
   EXPECT_EQ(std::get<ActionRequest>(*big).id, UINT64_MAX);
   auto sub = DecodeToServer(
-      AsBytes(R"({"body":{"tag":"SubscriptionRequest","val":{"eventName":"tick","subscribe":true}}})"),
+      AsBytes(
+          R"({"body":{"tag":"SubscriptionRequest","val":{"eventName":"tick","subscribe":true}}})"),
       Encoding::kJson);
   ASSERT_TRUE(sub.has_value());
   EXPECT_EQ(*sub, ToServer(SubscriptionRequest{"tick", true}));
@@ -79,18 +82,17 @@ TEST(WireTest, CborShapes) {
                                {"val", Value::Object({{"id", 7}, {"output", nullptr}})}})}});
   EXPECT_EQ(Encode(ToClient(ActionResponse{7, Value()}), Encoding::kCbor), EncodeCbor(expected));
   // An absent actionId is an explicit null; absent metadata is omitted.
-  const Value error = Value::Object(
-      {{"body",
-        Value::Object({{"tag", "Error"},
-                       {"val", Value::Object({{"group", "g"},
-                                              {"code", "c"},
-                                              {"message", "m"},
-                                              {"actionId", nullptr}})}})}});
+  const Value error =
+      Value::Object({{"body", Value::Object({{"tag", "Error"},
+                                             {"val", Value::Object({{"group", "g"},
+                                                                    {"code", "c"},
+                                                                    {"message", "m"},
+                                                                    {"actionId", nullptr}})}})}});
   EXPECT_EQ(Encode(ToClient(ErrorMsg{"g", "c", "m", std::nullopt, std::nullopt}), Encoding::kCbor),
             EncodeCbor(error));
   // Ids are unsigned integers: 2^64-1 is 1b ffffffffffffffff.
-  const Bytes big = Encode(ToServer(ActionRequest{UINT64_MAX, "a", Value::ArrayOf({})}),
-                           Encoding::kCbor);
+  const Bytes big =
+      Encode(ToServer(ActionRequest{UINT64_MAX, "a", Value::ArrayOf({})}), Encoding::kCbor);
   EXPECT_NE(ToHex(big).find("6269641bffffffffffffffff"), std::string::npos) << ToHex(big);
 }
 
@@ -101,11 +103,25 @@ TEST(WireTest, BareMatchesGeneratedCodec) {
   expected.body = v3::ActionRequest{9, "go", EncodeCbor(args)};
   EXPECT_EQ(ours, bare::EncodeVersioned(expected, 3));
   // Version 3, little-endian; union tag 0; id 9 as a varint; "go"; then the CBOR bytes.
-  EXPECT_EQ(ToHex(ours).substr(0, 16), "0300" "00" "09" "02676f" "0a");
+  EXPECT_EQ(ToHex(ours).substr(0, 16),
+            "0300"
+            "00"
+            "09"
+            "02676f"
+            "0a");
 
   const Bytes err =
       Encode(ToClient(ErrorMsg{"g", "c", "m", Value(1), uint64_t{300}}), Encoding::kBare);
-  EXPECT_EQ(ToHex(err), "0300" "01" "0167" "0163" "016d" "01" "0101" "01" "ac02");
+  EXPECT_EQ(ToHex(err),
+            "0300"
+            "01"
+            "0167"
+            "0163"
+            "016d"
+            "01"
+            "0101"
+            "01"
+            "ac02");
   auto decoded = protocol::client::DecodeToClient(err);
   ASSERT_TRUE(decoded.has_value());
   const auto* e = decoded->body.get_if<v3::Error>();
@@ -116,7 +132,12 @@ TEST(WireTest, BareMatchesGeneratedCodec) {
   // Queue send: body CBOR, optional name/wait, timeout as a fixed u64.
   const Bytes q =
       Encode(HttpQueueSendRequest{Value("hi"), "jobs", true, uint64_t{1000}}, Encoding::kBare);
-  EXPECT_EQ(ToHex(q), "0300" "03626869" "01046a6f6273" "0101" "01e803000000000000");
+  EXPECT_EQ(ToHex(q),
+            "0300"
+            "03626869"
+            "01046a6f6273"
+            "0101"
+            "01e803000000000000");
 }
 
 TEST(WireTest, BareReadsOlderVersions) {
@@ -200,7 +221,9 @@ TEST(WireTest, HttpBodiesAsPlainObjects) {
   EXPECT_EQ(Text(Encode(HttpQueueSendResponse{"completed", std::nullopt}, Encoding::kJson)),
             R"({"status":"completed"})");
   EXPECT_EQ(Encode(HttpActionRequest{Value::ArrayOf({1})}, Encoding::kCbor),
-            FromHex("a1646172677381" "01").value());
+            FromHex("a1646172677381"
+                    "01")
+                .value());
   // An action that returned undefined: JSON.stringify drops the property, so do we.
   EXPECT_EQ(Text(Encode(HttpActionResponse{Value::MakeUndefined()}, Encoding::kJson)), "{}");
   EXPECT_EQ(Text(Encode(ToClient(ActionResponse{1, Value::MakeUndefined()}), Encoding::kJson)),
@@ -244,8 +267,9 @@ TEST(WireTest, RejectsMalformedMessages) {
                     "expected non-negative integer, got text");
   ExpectInvalidJson(R"({"body":{"tag":"ActionRequest","val":{"id":1,"name":2,"args":[]}}})",
                     "ActionRequest.name: expected text, got integer");
-  ExpectInvalidJson(R"({"body":{"tag":"SubscriptionRequest","val":{"eventName":"e","subscribe":1}}})",
-                    "SubscriptionRequest.subscribe: expected bool, got integer");
+  ExpectInvalidJson(
+      R"({"body":{"tag":"SubscriptionRequest","val":{"eventName":"e","subscribe":1}}})",
+      "SubscriptionRequest.subscribe: expected bool, got integer");
   ExpectInvalidJson("{\"body\":\"\xff\"}", "invalid UTF-8");
   // Depth beyond the limits.
   std::string deep = R"({"body":{"tag":"ActionRequest","val":{"id":1,"name":"a","args":)";
@@ -256,8 +280,8 @@ TEST(WireTest, RejectsMalformedMessages) {
   ASSERT_FALSE(http.has_value());
   EXPECT_EQ(http.error().ToString(),
             "wire.invalid_message: HttpActionRequest.args: expected array, got integer");
-  EXPECT_FALSE(DecodeHttpResponseError(AsBytes(R"({"group":"g","code":"c"})"), Encoding::kJson)
-                   .has_value());
+  EXPECT_FALSE(
+      DecodeHttpResponseError(AsBytes(R"({"group":"g","code":"c"})"), Encoding::kJson).has_value());
   EXPECT_FALSE(DecodeHttpQueueSendRequest(AsBytes(R"({"body":1,"wait":"yes"})"), Encoding::kJson)
                    .has_value());
 
