@@ -460,9 +460,12 @@ class Parser {
   size_t error_pos_ = 0;
 };
 
-}  // namespace
-
-void AppendJson(const Value& value, std::string& out) {
+// `in_key`: rendering a non-text map key. A key's JSON text is escaped once more as a
+// string, so keys nested in keys would double the escaping at every level: a few hundred
+// bytes of CBOR could then render to gigabytes. Container keys inside a key therefore
+// render as a placeholder (JSON has no form for them anyway), which bounds the output to
+// a small multiple of the value's size.
+void AppendJsonImpl(const Value& value, bool in_key, std::string& out) {
   switch (value.kind()) {
     case Value::Kind::kUndefined:
       out += "[\"$Undefined\"]";
@@ -505,7 +508,7 @@ void AppendJson(const Value& value, std::string& out) {
         if (i == 0 && NeedsDollarEscape(a)) {
           AppendString("$" + a[0].as_text(), out);
         } else {
-          AppendJson(a[i], out);
+          AppendJsonImpl(a[i], in_key, out);
         }
       }
       out += ']';
@@ -520,16 +523,26 @@ void AppendJson(const Value& value, std::string& out) {
         if (k.is_text()) {
           AppendString(k.as_text(), out);
         } else {
-          AppendString(ToJson(k), out);
+          std::string key;
+          if (in_key && (k.is_array() || k.is_map())) {
+            key = "[object]";
+          } else {
+            AppendJsonImpl(k, true, key);
+          }
+          AppendString(key, out);
         }
         out += ':';
-        AppendJson(v, out);
+        AppendJsonImpl(v, in_key, out);
       }
       out += '}';
       return;
     }
   }
 }
+
+}  // namespace
+
+void AppendJson(const Value& value, std::string& out) { AppendJsonImpl(value, false, out); }
 
 std::string ToJson(const Value& value) {
   std::string out;

@@ -124,7 +124,8 @@ Result<Value> DecodeCbor(ByteView bytes, const CborLimits& limits = {});
 // Integers with |v| <= 2^53 are JSON numbers; larger ones ["$BigInt","<decimal>"]; bytes
 // ["$Uint8Array","<base64>"]; undefined ["$Undefined"]; a two-element array whose first
 // element is a text starting with '$' gets one more '$'. Non-finite floats become null.
-// Maps with non-text keys render keys as their JSON text.
+// Maps with non-text keys render keys as their JSON text (arrays and maps nested inside
+// such a key as "[object]", which keeps the output linear in the value's size).
 std::string ToJson(const Value& value);
 void AppendJson(const Value& value, std::string& out);
 // Parses strict JSON (RFC 8259) and undoes the escapes ($BigInt, $ArrayBuffer,
