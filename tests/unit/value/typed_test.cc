@@ -68,6 +68,17 @@ struct Wide {
 
 struct Empty {};
 
+// Direct aggregate members, a single-member struct around a std::array, a Value first.
+struct Shape {
+  keel::Value tag;
+  Entry main;
+  std::array<uint8_t, 2> pair{};
+  std::vector<std::optional<Entry>> more;
+};
+struct Single {
+  std::array<int, 2> a{};
+};
+
 // A custom codec: a point as "x,y".
 struct Point {
   int x = 0, y = 0;
@@ -103,6 +114,17 @@ TEST(TypedTest, ReflectsFieldNames) {
   static_assert(typed_internal::kFieldNames<Inventory>[11] == "extra");
   static_assert(typed_internal::kFieldNames<Wide>[23] == "f23");
   EXPECT_EQ(ToValue(Wide{}).as_map().size(), 24u);
+  EXPECT_EQ(typed_internal::kFieldCount<Shape>, 4u);
+  EXPECT_EQ(typed_internal::kFieldCount<Single>, 1u);
+  const Shape shape{Value("t"), {"m", 2}, {3, 4}, {std::nullopt, Entry{"n", 5}}};
+  EXPECT_EQ(ToJson(ToValue(shape)),
+            R"({"tag":"t","main":{"name":"m","count":2},"pair":[3,4],)"
+            R"("more":[null,{"name":"n","count":5}]})");
+  auto back = FromValue<Shape>(ToValue(shape));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->main.name, "m");
+  EXPECT_EQ(back->more[1]->count, 5);
+  EXPECT_EQ(ToJson(ToValue(Single{{1, 2}})), R"({"a":[1,2]})");
   EXPECT_EQ(ToValue(Empty{}), Value(Value::Map{}));
   EXPECT_TRUE(FromValue<Empty>(Value(Value::Map{})).has_value());
 }
