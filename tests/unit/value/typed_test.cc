@@ -117,9 +117,8 @@ TEST(TypedTest, ReflectsFieldNames) {
   EXPECT_EQ(typed_internal::kFieldCount<Shape>, 4u);
   EXPECT_EQ(typed_internal::kFieldCount<Single>, 1u);
   const Shape shape{Value("t"), {"m", 2}, {3, 4}, {std::nullopt, Entry{"n", 5}}};
-  EXPECT_EQ(ToJson(ToValue(shape)),
-            R"({"tag":"t","main":{"name":"m","count":2},"pair":[3,4],)"
-            R"("more":[null,{"name":"n","count":5}]})");
+  EXPECT_EQ(ToJson(ToValue(shape)), R"({"tag":"t","main":{"name":"m","count":2},"pair":[3,4],)"
+                                    R"("more":[null,{"name":"n","count":5}]})");
   auto back = FromValue<Shape>(ToValue(shape));
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->main.name, "m");
