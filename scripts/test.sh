@@ -30,9 +30,10 @@ if [ "${KEEL_SKIP_WASM:-0}" != "1" ]; then
   step "build: wasm preset (sans-I/O cores under Emscripten)"
   cmake --preset wasm >/dev/null
   NODE_PATH=/usr/share/nodejs cmake --build --preset wasm -j "$JOBS"
-  step "wasm: protocol smoke test under Node"
+  step "wasm: protocol and runtime smoke tests under Node"
   # Emscripten 3.1.6's loader predates Node's global fetch; keep Node on the fs path.
   node --no-experimental-fetch build/wasm/bin/protocol_smoke.js
+  node --no-experimental-fetch build/wasm/bin/runtime_smoke.js
 fi
 
 if [ "${KEEL_SKIP_FUZZ:-0}" != "1" ]; then

@@ -1,0 +1,510 @@
+// The C++ actor API (actors.md §1–§2): typed state, actions as plain functions or
+// coroutines, hooks, events, KV, schedule — mapped to json/cbor/bare by keel::ToValue /
+// keel::FromValue (value/typed.h), with no macros.
+//
+//   struct Counter { int64_t count = 0; };
+//   keel::ActorDef<Counter> counter("counter");
+//   counter.action("increment", [](keel::Ctx<Counter>& c, int64_t n) {
+//     c.state().count += n;
+//     c.broadcast("newCount", c.state().count);
+//     return c.state().count;   // durable before this reaches the client
+//   });
+//
+// A callable's first parameter is the context (`Ctx<State, Vars>&`); the remaining
+// parameters are the action's arguments, decoded from the client's argument array (a
+// missing trailing argument decodes from `undefined`, so std::optional parameters may be
+// omitted). It returns a value, nothing, or a `keel::Task<T>` (then it may `co_await`).
+// Throw keel::UserError(...) for a structured error the client sees as it is; any other
+// exception reaches clients as `rivetkit.internal_error`.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "runtime/core.h"
+#include "runtime/task.h"
+#include "value/typed.h"
+#include "value/value.h"
+
+namespace keel {
+
+using runtime::ActorError;
+using runtime::ActorOptions;
+using runtime::Conn;
+using runtime::Request;
+using runtime::Response;
+using runtime::UserError;
+
+// State type of an actor without state (`c.state()` then throws actor.state_not_enabled).
+struct NoState {};
+// Vars type of an actor without vars.
+struct NoVars {};
+
+// The actor's KV (actors.md §2.4). Writes are buffered and committed before the next
+// response leaves the actor; reads see them at once.
+class Kv {
+ public:
+  explicit Kv(runtime::Instance& inst) : inst_(inst) {}
+  Task<std::optional<std::string>> get(std::string_view key) {
+    auto v = co_await inst_.KvGet(Bytes(key.begin(), key.end()));
+    if (!v) co_return std::nullopt;
+    co_return std::string(v->begin(), v->end());
+  }
+  Task<std::optional<Bytes>> get_bytes(Bytes key) { return inst_.KvGet(std::move(key)); }
+  void put(std::string_view key, std::string_view value) {
+    inst_.KvPut(Bytes(key.begin(), key.end()), Bytes(value.begin(), value.end()));
+  }
+  void put_bytes(Bytes key, Bytes value) { inst_.KvPut(std::move(key), std::move(value)); }
+  void del(std::string_view key) { inst_.KvDelete(Bytes(key.begin(), key.end())); }
+  // Entries whose key starts with `prefix`, ascending (descending with `reverse`).
+  Task<std::vector<std::pair<std::string, std::string>>> list(std::string_view prefix,
+                                                              bool reverse = false,
+                                                              std::optional<uint64_t> limit = {}) {
+    auto rows = co_await inst_.KvListPrefix(Bytes(prefix.begin(), prefix.end()), reverse, limit);
+    co_return AsText(std::move(rows));
+  }
+  // Entries in [start, end).
+  Task<std::vector<std::pair<std::string, std::string>>> list_range(std::string_view start,
+                                                                    std::string_view end,
+                                                                    bool reverse = false,
+                                                                    std::optional<uint64_t> limit = {}) {
+    auto rows = co_await inst_.KvListRange(Bytes(start.begin(), start.end()),
+                                          Bytes(end.begin(), end.end()), reverse, limit);
+    co_return AsText(std::move(rows));
+  }
+  Task<void> delete_range(std::string_view start, std::string_view end) {
+    return inst_.KvDeleteRange(Bytes(start.begin(), start.end()), Bytes(end.begin(), end.end()));
+  }
+
+ private:
+  static std::vector<std::pair<std::string, std::string>> AsText(
+      std::vector<std::pair<Bytes, Bytes>> rows) {
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(rows.size());
+    for (auto& [k, v] : rows) out.emplace_back(std::string(k.begin(), k.end()), std::string(v.begin(), v.end()));
+    return out;
+  }
+  runtime::Instance& inst_;
+};
+
+// Durable alarms (actors.md §2.6): the target is an action of this actor.
+class Schedule {
+ public:
+  explicit Schedule(runtime::Instance& inst) : inst_(inst) {}
+  template <typename... A>
+  std::string after(std::chrono::milliseconds delay, std::string action, const A&... args) {
+    return inst_.ScheduleAt(inst_.NowMs() + delay.count(), std::move(action),
+                            Value(Value::Array{ToValue(args)...}));
+  }
+  template <typename... A>
+  std::string at(int64_t epoch_ms, std::string action, const A&... args) {
+    return inst_.ScheduleAt(epoch_ms, std::move(action), Value(Value::Array{ToValue(args)...}));
+  }
+
+ private:
+  runtime::Instance& inst_;
+};
+
+template <typename S = NoState, typename V = NoVars>
+class Ctx {
+ public:
+  explicit Ctx(runtime::Invocation& inv) : inv_(inv) {}
+
+  // The actor's state. Throws actor.state_not_enabled for stateless actors and
+  // actor.state_mutation_reentrant inside onStateChange.
+  S& state() {
+    if (inv_.instance->in_state_change()) {
+      throw ActorError("actor", "state_mutation_reentrant",
+                       "State mutations are not allowed inside onStateChange.");
+    }
+    return *static_cast<S*>(inv_.instance->state_ptr());
+  }
+  V& vars() { return *static_cast<V*>(inv_.instance->vars_ptr()); }
+
+  const std::string& actor_id() const { return inv_.instance->actor_id(); }
+  const std::string& name() const { return inv_.instance->name(); }
+  const std::vector<std::string>& key() const { return inv_.instance->key(); }
+  int64_t now_ms() const { return inv_.instance->NowMs(); }
+
+  // The calling connection (actions over a connection or HTTP), else nullptr.
+  Conn* conn() const { return inv_.conn; }
+  // The HTTP request behind the current connection hook or raw request, else nullptr.
+  const Request* request() const { return inv_.request; }
+
+  template <typename... A>
+  void broadcast(std::string_view event, const A&... args) {
+    inv_.instance->Broadcast(event, Value(Value::Array{ToValue(args)...}));
+  }
+  template <typename... A>
+  void send(Conn& conn, std::string_view event, const A&... args) {
+    conn.Send(event, Value(Value::Array{ToValue(args)...}));
+  }
+
+  Kv kv() { return Kv(*inv_.instance); }
+  Schedule schedule() { return Schedule(*inv_.instance); }
+
+  void sleep() { inv_.instance->RequestSleep(); }
+  void destroy() { inv_.instance->RequestDestroy(); }
+  bool aborted() const { return inv_.instance->aborted(); }
+  void keep_awake(Task<void> task) { inv_.instance->KeepAwake(std::move(task)); }
+  void wait_until(Task<void> task) { inv_.instance->WaitUntil(std::move(task)); }
+  // Persists now and resumes once the engine committed (state is saved before every
+  // response anyway; this is for long actions that want a checkpoint midway).
+  Task<void> save_state() { return inv_.instance->SaveState(); }
+
+  runtime::Instance& instance() { return *inv_.instance; }
+
+ private:
+  runtime::Invocation& inv_;
+};
+
+namespace internal {
+
+template <typename T>
+struct IsTask : std::false_type {};
+template <typename T>
+struct IsTask<Task<T>> : std::true_type {
+  using Inner = T;
+};
+
+template <typename F>
+struct FnTraits : FnTraits<decltype(&std::decay_t<F>::operator())> {};
+template <typename C, typename R, typename... A>
+struct FnTraits<R (C::*)(A...) const> {
+  using Ret = R;
+  using Args = std::tuple<A...>;
+};
+template <typename C, typename R, typename... A>
+struct FnTraits<R (C::*)(A...)> {
+  using Ret = R;
+  using Args = std::tuple<A...>;
+};
+template <typename R, typename... A>
+struct FnTraits<R (*)(A...)> {
+  using Ret = R;
+  using Args = std::tuple<A...>;
+};
+template <typename R, typename... A>
+struct FnTraits<R(A...)> {
+  using Ret = R;
+  using Args = std::tuple<A...>;
+};
+
+template <typename Tuple>
+struct DropFirst;
+template <typename First, typename... Rest>
+struct DropFirst<std::tuple<First, Rest...>> {
+  using type = std::tuple<std::decay_t<Rest>...>;
+};
+
+// Decodes the argument array into the tuple of parameter types.
+template <typename Tuple, size_t... I>
+Tuple DecodeArgs(const std::string& action, const Value& args, std::index_sequence<I...>) {
+  static const Value kUndefined = Value::MakeUndefined();
+  const Value::Array* arr = args.is_array() ? &args.as_array() : nullptr;
+  auto at = [&](size_t i) -> const Value& {
+    return arr != nullptr && i < arr->size() ? (*arr)[i] : kUndefined;
+  };
+  auto one = [&](auto tag, size_t i) {
+    using T = typename decltype(tag)::type;
+    Result<T> r = FromValue<T>(at(i));
+    if (!r.ok()) {
+      throw ActorError("actor", "invalid_request",
+                       "argument " + std::to_string(i + 1) + " of `" + action + "`: " +
+                           r.error().message());
+    }
+    return std::move(*r);
+  };
+  (void)one;  // unused for actions without arguments
+  return Tuple{one(std::type_identity<std::tuple_element_t<I, Tuple>>{}, I)...};
+}
+
+// Awaits the callable's result, whatever its shape, and maps it to a Value.
+template <typename R>
+struct ResultMapper {
+  template <typename Call>
+  static Task<Value> Run(Call call) {
+    if constexpr (IsTask<R>::value) {
+      using Inner = typename IsTask<R>::Inner;
+      if constexpr (std::is_void_v<Inner>) {
+        co_await call();
+        co_return Value(Value::Null{});
+      } else {
+        Inner v = co_await call();
+        co_return ToValue(v);
+      }
+    } else if constexpr (std::is_void_v<R>) {
+      call();
+      co_return Value(Value::Null{});
+    } else {
+      R v = call();
+      co_return ToValue(v);
+    }
+  }
+};
+
+// Runs a hook-like callable (`R f(Ctx&, extra...)`, R void or Task<void>).
+template <typename R>
+Task<void> RunVoid(std::function<R()> call) {
+  if constexpr (IsTask<R>::value) {
+    co_await call();
+  } else {
+    call();
+  }
+}
+
+}  // namespace internal
+
+template <typename S = NoState, typename V = NoVars>
+class ActorDef {
+ public:
+  using Context = Ctx<S, V>;
+
+  explicit ActorDef(std::string name, ActorOptions options = {})
+      : type_(std::make_shared<runtime::ActorType>()) {
+    type_->name = std::move(name);
+    type_->options = options;
+    if constexpr (!std::is_same_v<S, NoState>) {
+      type_->has_state = true;
+      type_->make_state = [] { return std::make_unique<TypedSlot<S>>(); };
+    }
+    type_->make_vars = [] { return std::make_unique<TypedSlot<V>>(); };
+  }
+
+  ActorOptions& options() { return type_->options; }
+
+  // An action: `R fn(Ctx&, Args...)`.
+  template <typename F>
+  ActorDef& action(std::string name, F fn) {
+    using Traits = internal::FnTraits<F>;
+    using Args = typename internal::DropFirst<typename Traits::Args>::type;
+    using R = typename Traits::Ret;
+    std::string action_name = name;
+    type_->actions[std::move(name)] = [fn = std::move(fn), action_name](
+                                          runtime::Invocation& inv, const Value& args) -> Task<Value> {
+      return Invoke<R, Args>(fn, inv, action_name, args);
+    };
+    return *this;
+  }
+
+  // Declares an event; `can_subscribe(Ctx&) -> bool` may veto a subscription.
+  ActorDef& event(std::string name) {
+    type_->events[std::move(name)] = nullptr;
+    return *this;
+  }
+  template <typename F>
+  ActorDef& event(std::string name, F can_subscribe) {
+    type_->events[std::move(name)] = [fn = std::move(can_subscribe)](runtime::Invocation& inv) -> Task<bool> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_return co_await fn(ctx);
+      } else {
+        co_return fn(ctx);
+      }
+    };
+    return *this;
+  }
+
+  // createState: `S fn(Ctx&)` or `S fn(Ctx&, Input)` (or Task<S>), first start only.
+  template <typename F>
+  ActorDef& create_state(F fn) {
+    type_->create_state = [fn = std::move(fn)](runtime::Invocation& inv, const Value& input) -> Task<void> {
+      Context ctx(inv);
+      S s = co_await CallWithInput<S>(fn, ctx, input);
+      *static_cast<S*>(inv.instance->state_ptr()) = std::move(s);
+    };
+    return *this;
+  }
+  // onCreate: `fn(Ctx&)` or `fn(Ctx&, Input)`, first start only.
+  template <typename F>
+  ActorDef& on_create(F fn) {
+    type_->on_create = [fn = std::move(fn)](runtime::Invocation& inv, const Value& input) -> Task<void> {
+      Context ctx(inv);
+      co_await CallWithInput<void>(fn, ctx, input);
+    };
+    return *this;
+  }
+  // onMigrate: `fn(Ctx&, bool is_new)`, every start, before state is created or restored.
+  template <typename F>
+  ActorDef& on_migrate(F fn) {
+    type_->on_migrate = [fn = std::move(fn)](runtime::Invocation& inv, bool is_new) -> Task<void> {
+      Context ctx(inv);
+      co_await internal::RunVoid<std::invoke_result_t<F&, Context&, bool>>([&] { return fn(ctx, is_new); });
+    };
+    return *this;
+  }
+  // createVars: `V fn(Ctx&)` (or Task<V>), every start.
+  template <typename F>
+  ActorDef& create_vars(F fn) {
+    type_->create_vars = [fn = std::move(fn)](runtime::Invocation& inv) -> Task<void> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&>;
+      if constexpr (internal::IsTask<R>::value) {
+        ctx.vars() = co_await fn(ctx);
+      } else {
+        ctx.vars() = fn(ctx);
+      }
+    };
+    return *this;
+  }
+  template <typename F>
+  ActorDef& on_wake(F fn) { type_->on_wake = Hook(std::move(fn)); return *this; }
+  template <typename F>
+  ActorDef& on_before_actor_start(F fn) { type_->on_before_actor_start = Hook(std::move(fn)); return *this; }
+  // run: a background task started after startup; returning does not stop the actor.
+  template <typename F>
+  ActorDef& run(F fn) { type_->run = Hook(std::move(fn)); return *this; }
+  template <typename F>
+  ActorDef& on_sleep(F fn) { type_->on_sleep = Hook(std::move(fn)); return *this; }
+  template <typename F>
+  ActorDef& on_destroy(F fn) { type_->on_destroy = Hook(std::move(fn)); return *this; }
+
+  // onBeforeConnect: `fn(Ctx&, const Value& params)`; throwing rejects the connection.
+  template <typename F>
+  ActorDef& on_before_connect(F fn) {
+    type_->on_before_connect = [fn = std::move(fn)](runtime::Invocation& inv, const Value& params) -> Task<void> {
+      Context ctx(inv);
+      co_await internal::RunVoid<std::invoke_result_t<F&, Context&, const Value&>>(
+          [&] { return fn(ctx, params); });
+    };
+    return *this;
+  }
+  // createConnState: `T fn(Ctx&, const Value& params)`; T is stored as the conn's state.
+  template <typename F>
+  ActorDef& create_conn_state(F fn) {
+    type_->create_conn_state = [fn = std::move(fn)](runtime::Invocation& inv, const Value& params) -> Task<Value> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&, const Value&>;
+      co_return co_await internal::ResultMapper<R>::Run([&fn, &ctx, &params] { return fn(ctx, params); });
+    };
+    return *this;
+  }
+  template <typename F>
+  ActorDef& on_connect(F fn) { type_->on_connect = ConnHook(std::move(fn)); return *this; }
+  template <typename F>
+  ActorDef& on_disconnect(F fn) { type_->on_disconnect = ConnHook(std::move(fn)); return *this; }
+
+  // onStateChange: synchronous `void fn(Ctx&, const S& state)` after each change an
+  // action, hook or timer made (changes are detected when the actor's output is gated).
+  template <typename F>
+  ActorDef& on_state_change(F fn) {
+    type_->on_state_change = [fn = std::move(fn)](runtime::Invocation& inv) {
+      Context ctx(inv);
+      fn(ctx, *static_cast<const S*>(inv.instance->state_ptr()));
+    };
+    return *this;
+  }
+
+  // onRequest: `Response fn(Ctx&, const Request&)` (or Task<Response>) for /request/….
+  template <typename F>
+  ActorDef& on_request(F fn) {
+    type_->on_request = [fn = std::move(fn)](runtime::Invocation& inv, const Request& req) -> Task<Response> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&, const Request&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_return co_await fn(ctx, req);
+      } else {
+        co_return fn(ctx, req);
+      }
+    };
+    return *this;
+  }
+
+  std::shared_ptr<const runtime::ActorType> type() const { return type_; }
+  const std::string& name() const { return type_->name; }
+
+ private:
+  template <typename T>
+  class TypedSlot final : public runtime::Slot {
+   public:
+    void* get() override { return &value_; }
+    Value Save() const override {
+      if constexpr (std::is_same_v<T, NoState> || std::is_same_v<T, NoVars>) {
+        return Value(Value::Null{});
+      } else {
+        return ToValue(value_);
+      }
+    }
+    void Load(const Value& v) override {
+      if constexpr (!std::is_same_v<T, NoState> && !std::is_same_v<T, NoVars>) {
+        Result<T> r = FromValue<T>(v);
+        if (!r.ok()) throw ActorError("actor", "invalid_state", r.error().message(), {}, false);
+        value_ = std::move(*r);
+      }
+    }
+
+   private:
+    T value_{};
+  };
+
+  template <typename R, typename Args, typename F>
+  static Task<Value> Invoke(const F& fn, runtime::Invocation& inv, std::string action, Value args) {
+    Context ctx(inv);
+    Args decoded = internal::DecodeArgs<Args>(action, args,
+                                              std::make_index_sequence<std::tuple_size_v<Args>>{});
+    co_return co_await internal::ResultMapper<R>::Run([&fn, &ctx, &decoded] {
+      return std::apply([&](auto&... a) { return fn(ctx, std::move(a)...); }, decoded);
+    });
+  }
+
+  template <typename Out, typename F>
+  static Task<Out> CallWithInput(const F& fn, Context& ctx, const Value& input) {
+    using Traits = internal::FnTraits<F>;
+    constexpr size_t arity = std::tuple_size_v<typename Traits::Args>;
+    using R = typename Traits::Ret;
+    auto call = [&]() -> R {
+      if constexpr (arity == 1) {
+        return fn(ctx);
+      } else {
+        using In = std::decay_t<std::tuple_element_t<1, typename Traits::Args>>;
+        Result<In> in = FromValue<In>(input);
+        if (!in.ok()) throw ActorError("actor", "invalid_request", "input: " + in.error().message());
+        return fn(ctx, std::move(*in));
+      }
+    };
+    if constexpr (internal::IsTask<R>::value) {
+      co_return co_await call();
+    } else if constexpr (std::is_void_v<R>) {
+      call();
+      co_return;
+    } else {
+      co_return call();
+    }
+  }
+
+  template <typename F>
+  static runtime::HookFn Hook(F fn) {
+    return [fn = std::move(fn)](runtime::Invocation& inv) -> Task<void> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_await fn(ctx);
+      } else {
+        fn(ctx);
+      }
+    };
+  }
+  template <typename F>
+  static runtime::ConnHookFn ConnHook(F fn) {
+    return [fn = std::move(fn)](runtime::Invocation& inv, Conn& conn) -> Task<void> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&, Conn&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_await fn(ctx, conn);
+      } else {
+        fn(ctx, conn);
+      }
+    };
+  }
+
+  std::shared_ptr<runtime::ActorType> type_;
+};
+
+}  // namespace keel

@@ -1,0 +1,1448 @@
+#include "runtime/core.h"
+
+#include <algorithm>
+#include <deque>
+#include <utility>
+
+#include "base/log.h"
+#include "engine/gateway/actor_key.h"
+#include "engine/gateway/subprotocols.h"
+#include "engine/gateway/url.h"
+#include "protocol/bare/reader.h"
+#include "protocol/bare/writer.h"
+#include "protocol/persist/versioned.h"
+
+namespace keel::runtime {
+
+namespace latest = envoy::latest;
+namespace gw = engine::gateway;
+
+namespace {
+
+constexpr std::string_view kLog = "runtime";
+// Engine KV limits (actors.md §2.4): keys per request and payload per put request.
+constexpr size_t kMaxKeysPerRequest = 128;
+constexpr size_t kMaxPutPayload = 976 * 1024;
+
+Bytes Key1(uint8_t prefix) { return Bytes{prefix}; }
+
+Bytes Prefixed(uint8_t prefix, const Bytes& key) {
+  Bytes out;
+  out.reserve(key.size() + 1);
+  out.push_back(prefix);
+  out.insert(out.end(), key.begin(), key.end());
+  return out;
+}
+
+Bytes Unprefixed(const Bytes& key) {
+  return key.empty() ? Bytes{} : Bytes(key.begin() + 1, key.end());
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// KV [6]: version-1 envelope around optional<i64> (actors.md §3.5).
+Bytes EncodeAlarmRecord(std::optional<int64_t> ts) {
+  Bytes out{1, 0};
+  if (ts) {
+    out.push_back(1);
+    const uint64_t v = static_cast<uint64_t>(*ts);
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  } else {
+    out.push_back(0);
+  }
+  return out;
+}
+
+std::optional<int64_t> DecodeAlarmRecord(const Bytes& b) {
+  if (b.size() == 11 && b[0] == 1 && b[1] == 0 && b[2] == 1) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= uint64_t{b[3 + i]} << (8 * i);
+    return static_cast<int64_t>(v);
+  }
+  return std::nullopt;
+}
+
+std::string ErrorText(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const ActorError& a) {
+    return a.group() + "." + a.code() + ": " + a.message();
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+ActorError Timeout(const char* callback, milliseconds ms) {
+  return ActorError("actor", "callback_timed_out",
+                    std::string("callback `") + callback + "` timed out after " +
+                        std::to_string(ms.count()) + " ms",
+                    Value::Object({{"callback_name", callback}, {"duration_ms", ms.count()}}));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Errors and HTTP helpers
+
+ClientError ToClientError(std::exception_ptr error, std::string_view actor_id) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const ActorError& a) {
+    if (a.is_public()) return {a.group(), a.code(), a.message(), a.metadata()};
+    LogWarn(kLog, "internal error", {{"actor", std::string(actor_id)}, {"error", a.message()}});
+  } catch (const std::exception& x) {
+    LogWarn(kLog, "action threw", {{"actor", std::string(actor_id)}, {"error", x.what()}});
+  } catch (...) {
+    LogWarn(kLog, "action threw a non-exception", {{"actor", std::string(actor_id)}});
+  }
+  return {"rivetkit", "internal_error", "An internal error occurred", std::nullopt};
+}
+
+uint16_t HttpStatusFor(const ClientError& e) {
+  if (e.group == "auth" && e.code == "forbidden") return 403;
+  if (e.group == "actor") {
+    if (e.code == "action_not_found" || e.code == "not_found") return 404;
+    if (e.code == "action_timed_out") return 408;
+    if (e.code == "invalid_request") return 400;
+    if (e.code == "method_not_allowed") return 405;
+  }
+  if (e.group == "message") return 400;
+  if (e.group == "queue") return 400;
+  if (e.group == "inspector" && e.code == "unauthorized") return 401;
+  if (e.group == "request" && e.code == "invalid") return 400;
+  return 500;
+}
+
+const std::string* Request::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (EqualsIgnoreCase(k, name)) return &v;
+  }
+  return nullptr;
+}
+
+Response Response::Text(uint16_t status, std::string_view text) {
+  return Response{status, {{"content-type", "text/plain; charset=utf-8"}}, Bytes(text.begin(), text.end())};
+}
+Response Response::Json(uint16_t status, std::string_view json) {
+  return Response{status, {{"content-type", "application/json"}}, Bytes(json.begin(), json.end())};
+}
+
+// ---------------------------------------------------------------------------------------
+// Conn
+
+void Conn::Send(std::string_view event, Value args) {
+  if (owner_ == nullptr || closed_) return;
+  if (transient_) {
+    LogDebug(kLog, "event to a transient connection dropped", {{"event", std::string(event)}});
+    return;
+  }
+  Instance* inst = owner_;
+  std::string id = id_;
+  wire::ToClient msg = wire::Event{std::string(event), std::move(args)};
+  inst->Gate([inst, id, msg = std::move(msg)] {
+    auto it = inst->conns_.find(id);
+    if (it != inst->conns_.end()) inst->SendToConn(*it->second, msg);
+  });
+}
+
+void Conn::Disconnect(std::string_view reason) {
+  if (owner_ == nullptr || closed_) return;
+  Instance* inst = owner_;
+  if (!transient_) inst->CloseConnSocket(*this, 1000, std::string(reason));
+  Spawn(inst->DisconnectConn(id_));
+}
+
+// ---------------------------------------------------------------------------------------
+// Instance: construction and identity
+
+Instance::Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envoy::StartActor start)
+    : runtime_(runtime),
+      type_(std::move(type)),
+      actor_id_(start.actor_id),
+      generation_(start.generation),
+      start_(std::move(start)) {
+  if (start_.config.key) {
+    if (auto k = gw::ParseActorKey(*start_.config.key); k.ok()) key_ = std::move(*k);
+  }
+  if (start_.config.input) {
+    if (auto v = DecodeCbor(*start_.config.input); v.ok()) input_ = std::move(*v);
+  }
+  vars_ = type_->make_vars();
+}
+
+Instance::~Instance() {
+  if (sleep_timer_ != TimerId{}) runtime_.clock().Cancel(sleep_timer_);
+  if (schedule_timer_ != TimerId{}) runtime_.clock().Cancel(schedule_timer_);
+}
+
+void* Instance::state_ptr() {
+  if (!state_) {
+    throw ActorError("actor", "state_not_enabled",
+                     "State not enabled. Give the actor a state type or createState.");
+  }
+  return state_->get();
+}
+
+int64_t Instance::NowMs() const { return runtime_.clock().SystemNowMs(); }
+
+// ---------------------------------------------------------------------------------------
+// Owned tasks, hooks with timeouts
+
+void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown) {
+  ++owned_tasks_;
+  if (keeps_awake) BeginActivity();
+  if (blocks_shutdown) ++shutdown_blockers_;
+  Spawn(std::move(task), [this, keeps_awake, blocks_shutdown](std::exception_ptr e) {
+    if (e) LogWarn(kLog, "background task failed", {{"actor", actor_id_}, {"error", ErrorText(e)}});
+    --owned_tasks_;
+    if (blocks_shutdown) --shutdown_blockers_;
+    if (keeps_awake) EndActivity();
+    for (auto& w : std::exchange(idle_waiters_, {})) w();
+    if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
+  });
+}
+
+namespace {
+// Awaits `task` for at most `timeout`; on expiry throws `make_error()` while the task keeps
+// running detached (its owner instance stays alive until it ends).
+template <typename T, typename MakeError>
+Task<T> WithTimeout(Instance& inst, Clock& clock, Task<T> task, milliseconds timeout,
+                    MakeError make_error, int& owned) {
+  using Outcome = std::pair<std::optional<T>, std::exception_ptr>;
+  Completion<Outcome> done;
+  ++owned;
+  Spawn(std::move(task), [done, &owned, &inst](std::optional<T> v, std::exception_ptr e) {
+    --owned;
+    done.Resolve(Outcome{std::move(v), e});
+    (void)inst;
+  });
+  TimerId timer{};
+  if (!done.ready()) {
+    timer = clock.ScheduleAfter(timeout, [done, make_error] {
+      done.Resolve(Outcome{std::nullopt, std::make_exception_ptr(make_error())});
+    });
+  }
+  Outcome out = co_await done;
+  if (timer != TimerId{}) clock.Cancel(timer);
+  if (out.second) std::rethrow_exception(out.second);
+  co_return std::move(*out.first);
+}
+
+Task<int> AsIntTask(Task<void> t) {
+  co_await std::move(t);
+  co_return 0;
+}
+}  // namespace
+
+Task<void> Instance::RunHook(const char* name, milliseconds timeout, Task<void> hook) {
+  co_await WithTimeout<int>(*this, runtime_.clock(), AsIntTask(std::move(hook)), timeout,
+                            [name, timeout] { return Timeout(name, timeout); }, owned_tasks_);
+}
+
+// ---------------------------------------------------------------------------------------
+// KV
+
+Task<latest::KvResponseData> Instance::Kv(latest::KvRequestData request) {
+  Completion<Result<latest::KvResponseData>> done;
+  runtime_.client().SendKv(actor_id_, std::move(request), done.Resolver());
+  Result<latest::KvResponseData> r = co_await done;
+  if (!r.ok()) {
+    throw ActorError("actor", "kv_failed", r.error().ToString(), std::nullopt, false);
+  }
+  if (auto* err = r->get_if<latest::KvErrorResponse>()) {
+    Error parsed = Error::FromString(err->message);
+    throw ActorError(parsed.group(), parsed.code(), parsed.message());
+  }
+  co_return std::move(*r);
+}
+
+Task<std::optional<Bytes>> Instance::KvGet(Bytes key) {
+  Bytes full = Prefixed(keys::kUserPrefix, key);
+  if (auto it = overlay_.find(full); it != overlay_.end()) co_return it->second;
+  if (auto it = inflight_.find(full); it != inflight_.end()) co_return it->second;
+  latest::KvGetRequest get;
+  get.keys.push_back(full);
+  latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(get)});
+  // A write staged while the read was in flight wins.
+  if (auto it = overlay_.find(full); it != overlay_.end()) co_return it->second;
+  if (auto it = inflight_.find(full); it != inflight_.end()) co_return it->second;
+  const auto* resp = r.get_if<latest::KvGetResponse>();
+  if (resp == nullptr) throw ActorError("actor", "kv_failed", "unexpected KV response", {}, false);
+  for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+    if (resp->keys[i] == full) co_return resp->values[i];
+  }
+  co_return std::nullopt;
+}
+
+void Instance::KvPut(Bytes key, Bytes value) {
+  StageWrite(Prefixed(keys::kUserPrefix, key), std::move(value));
+}
+
+void Instance::KvDelete(Bytes key) { StageWrite(Prefixed(keys::kUserPrefix, key), std::nullopt); }
+
+namespace {
+// Applies staged writes over a listed range, so reads see their own writes.
+std::vector<std::pair<Bytes, Bytes>> MergeOverlay(
+    std::vector<std::pair<Bytes, Bytes>> listed,
+    const std::map<Bytes, std::optional<Bytes>>& inflight,
+    const std::map<Bytes, std::optional<Bytes>>& overlay,
+    const std::function<bool(const Bytes&)>& in_range, bool reverse,
+    std::optional<uint64_t> limit) {
+  std::map<Bytes, Bytes> merged(std::make_move_iterator(listed.begin()),
+                                std::make_move_iterator(listed.end()));
+  for (const auto* layer : {&inflight, &overlay}) {
+    for (const auto& [k, v] : *layer) {
+      if (!in_range(k)) continue;
+      if (v) {
+        merged[k] = *v;
+      } else {
+        merged.erase(k);
+      }
+    }
+  }
+  std::vector<std::pair<Bytes, Bytes>> out;
+  if (reverse) {
+    for (auto it = merged.rbegin(); it != merged.rend(); ++it) out.emplace_back(it->first, it->second);
+  } else {
+    for (auto& kv : merged) out.emplace_back(kv.first, kv.second);
+  }
+  if (limit && out.size() > *limit) out.resize(*limit);
+  for (auto& kv : out) kv.first = Unprefixed(kv.first);
+  return out;
+}
+}  // namespace
+
+Task<std::vector<std::pair<Bytes, Bytes>>> Instance::KvListPrefix(Bytes prefix, bool reverse,
+                                                                  std::optional<uint64_t> limit) {
+  Bytes full = Prefixed(keys::kUserPrefix, prefix);
+  latest::KvListRequest list;
+  list.query = latest::KvListQuery{latest::KvListPrefixQuery{full}};
+  list.reverse = reverse;
+  // Staged deletes may hide listed entries: ask for enough to still fill the limit.
+  if (limit) list.limit = *limit + overlay_.size() + inflight_.size();
+  latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(list)});
+  std::vector<std::pair<Bytes, Bytes>> listed;
+  if (const auto* resp = r.get_if<latest::KvListResponse>()) {
+    for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+      listed.emplace_back(resp->keys[i], resp->values[i]);
+    }
+  }
+  auto in_range = [&full](const Bytes& k) {
+    return k.size() >= full.size() && std::equal(full.begin(), full.end(), k.begin());
+  };
+  co_return MergeOverlay(std::move(listed), inflight_, overlay_, in_range, reverse, limit);
+}
+
+Task<std::vector<std::pair<Bytes, Bytes>>> Instance::KvListRange(Bytes start, Bytes end,
+                                                                 bool reverse,
+                                                                 std::optional<uint64_t> limit) {
+  Bytes s = Prefixed(keys::kUserPrefix, start);
+  Bytes e = Prefixed(keys::kUserPrefix, end);
+  latest::KvListRequest list;
+  list.query = latest::KvListQuery{latest::KvListRangeQuery{s, e, true}};
+  list.reverse = reverse;
+  if (limit) list.limit = *limit + overlay_.size() + inflight_.size();
+  latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(list)});
+  std::vector<std::pair<Bytes, Bytes>> listed;
+  if (const auto* resp = r.get_if<latest::KvListResponse>()) {
+    for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+      listed.emplace_back(resp->keys[i], resp->values[i]);
+    }
+  }
+  auto in_range = [&s, &e](const Bytes& k) { return k >= s && k < e; };
+  co_return MergeOverlay(std::move(listed), inflight_, overlay_, in_range, reverse, limit);
+}
+
+Task<void> Instance::KvDeleteRange(Bytes start, Bytes end) {
+  // Order against staged writes: commit them first, then delete the range.
+  co_await WaitDurable();
+  latest::KvDeleteRangeRequest del;
+  del.start = Prefixed(keys::kUserPrefix, start);
+  del.end = Prefixed(keys::kUserPrefix, end);
+  co_await Kv(latest::KvRequestData{std::move(del)});
+}
+
+// ---------------------------------------------------------------------------------------
+// Output gate
+
+void Instance::StageWrite(Bytes key, std::optional<Bytes> value) {
+  overlay_[std::move(key)] = std::move(value);
+  ++staged_seq_;
+}
+
+void Instance::Checkpoint() {
+  if (phase_ == Phase::kStopped || !record_initialized_) return;
+  protocol::persist::latest::Actor record;
+  if (start_.config.input) record.input = *start_.config.input;
+  record.has_initialized = true;
+  Bytes state_bytes = state_ ? EncodeCbor(state_->Save()) : EncodeCbor(Value(Value::Null{}));
+  const bool state_changed = state_bytes != persisted_state_;
+  record.state = state_bytes;
+  for (const auto& ev : schedule_) {
+    protocol::persist::latest::ScheduleEvent e;
+    e.event_id = ev.id;
+    e.timestamp = ev.ts;
+    e.action = ev.action;
+    e.args = EncodeCbor(ev.args);
+    record.scheduled_events.push_back(std::move(e));
+  }
+  Bytes bytes = protocol::persist::WriteActor(record);
+  if (bytes == persisted_record_) return;
+  persisted_record_ = bytes;
+  persisted_state_ = std::move(state_bytes);
+  StageWrite(Key1(keys::kActorRecord), std::move(bytes));
+  if (state_changed && type_->on_state_change && !in_state_change_ && phase_ == Phase::kStarted) {
+    in_state_change_ = true;
+    Invocation inv{this, nullptr, nullptr};
+    try {
+      type_->on_state_change(inv);
+    } catch (...) {
+      LogWarn(kLog, "onStateChange threw", {{"actor", actor_id_}, {"error", ErrorText(std::current_exception())}});
+    }
+    in_state_change_ = false;
+    // A state change made inside onStateChange is refused by the typed layer; vars may
+    // change freely. Re-serialise in case the hook touched nothing (cheap compare).
+  }
+  SyncAlarm();
+}
+
+bool Instance::AlarmSettled() const {
+  return !alarm_push_in_flight_ && DesiredAlarm() == pushed_alarm_;
+}
+
+std::optional<int64_t> Instance::DesiredAlarm() const {
+  if (destroy_alarm_cleared_) return std::nullopt;
+  std::optional<int64_t> earliest;
+  for (const auto& ev : schedule_) {
+    if (!earliest || ev.ts < *earliest) earliest = ev.ts;
+  }
+  return earliest;
+}
+
+void Instance::SyncAlarm() {
+  if (alarm_push_in_flight_ || phase_ == Phase::kStopped || !record_initialized_) return;
+  const std::optional<int64_t> want = DesiredAlarm();
+  if (want == pushed_alarm_) return;
+  alarm_push_in_flight_ = true;
+  runtime_.client().SetAlarm(actor_id_, generation_, want, [this, want](Status st) {
+    alarm_push_in_flight_ = false;
+    if (st.ok()) {
+      pushed_alarm_ = want;
+      StageWrite(Key1(keys::kAlarm), EncodeAlarmRecord(want));
+      MaybeFlush();
+      SyncAlarm();
+    } else {
+      LogWarn(kLog, "alarm not acknowledged", {{"actor", actor_id_}, {"error", st.error().ToString()}});
+      FailOutputs(ClientError{"actor", "alarm_failed", "the engine did not store the alarm", {}});
+    }
+    ReleaseOutputs();
+  });
+}
+
+void Instance::Gate(std::function<void()> send, std::function<void(const ClientError&)> fail) {
+  Checkpoint();
+  SyncAlarm();
+  MaybeFlush();
+  const uint64_t needs = staged_seq_;
+  if (outputs_.empty() && durable_seq_ >= needs && AlarmSettled()) {
+    send();
+    return;
+  }
+  outputs_.push_back(Output{needs, std::move(send), std::move(fail)});
+}
+
+void Instance::ReleaseOutputs() {
+  while (!outputs_.empty()) {
+    Output& front = outputs_.front();
+    if (front.needs_seq > durable_seq_ || !AlarmSettled()) return;
+    Output out = std::move(front);
+    outputs_.erase(outputs_.begin());
+    out.send();
+  }
+}
+
+void Instance::FailOutputs(const ClientError& error) {
+  std::vector<Output> failed;
+  while (!outputs_.empty() && (outputs_.front().needs_seq <= staged_seq_)) {
+    failed.push_back(std::move(outputs_.front()));
+    outputs_.erase(outputs_.begin());
+  }
+  for (auto& o : failed) {
+    if (o.fail) o.fail(error);
+  }
+}
+
+void Instance::MaybeFlush() {
+  if (flushing_ || overlay_.empty()) return;
+  flushing_ = true;
+  inflight_ = std::move(overlay_);
+  overlay_.clear();
+  const uint64_t seq = staged_seq_;
+
+  std::vector<latest::KvRequestData> requests;
+  latest::KvPutRequest put;
+  size_t put_bytes = 0;
+  latest::KvDeleteRequest del;
+  for (const auto& [k, v] : inflight_) {
+    if (v) {
+      if (!put.keys.empty() &&
+          (put.keys.size() >= kMaxKeysPerRequest || put_bytes + k.size() + v->size() > kMaxPutPayload)) {
+        requests.emplace_back(std::move(put));
+        put = {};
+        put_bytes = 0;
+      }
+      put_bytes += k.size() + v->size();
+      put.keys.push_back(k);
+      put.values.push_back(*v);
+    } else {
+      if (del.keys.size() >= kMaxKeysPerRequest) {
+        requests.emplace_back(std::move(del));
+        del = {};
+      }
+      del.keys.push_back(k);
+    }
+  }
+  if (!put.keys.empty()) requests.emplace_back(std::move(put));
+  if (!del.keys.empty()) requests.emplace_back(std::move(del));
+
+  auto remaining = std::make_shared<size_t>(requests.size());
+  auto failure = std::make_shared<std::optional<Error>>();
+  for (auto& req : requests) {
+    runtime_.client().SendKv(actor_id_, std::move(req),
+                             [this, seq, remaining, failure](Result<latest::KvResponseData> r) {
+                               if (!r.ok()) {
+                                 *failure = r.error();
+                               } else if (auto* err = r->get_if<latest::KvErrorResponse>()) {
+                                 *failure = Error::FromString(err->message);
+                               }
+                               if (--*remaining == 0) {
+                                 OnFlushDone(seq, *failure ? Status(**failure) : OkStatus());
+                               }
+                             });
+  }
+}
+
+void Instance::OnFlushDone(uint64_t seq, Status status) {
+  flushing_ = false;
+  if (status.ok()) {
+    durable_seq_ = seq;
+    inflight_.clear();
+  } else {
+    LogError(kLog, "writes failed", {{"actor", actor_id_}, {"error", status.error().ToString()}});
+    // The record must be written again by the next checkpoint.
+    if (inflight_.count(Key1(keys::kActorRecord))) {
+      persisted_record_.clear();
+      persisted_state_.clear();
+    }
+    inflight_.clear();
+    durable_seq_ = seq;
+    std::vector<Output> failed;
+    while (!outputs_.empty() && outputs_.front().needs_seq <= seq) {
+      failed.push_back(std::move(outputs_.front()));
+      outputs_.erase(outputs_.begin());
+    }
+    const ClientError err{"actor", "storage_failed",
+                          "the actor's writes could not be committed: " + status.error().ToString(),
+                          {}};
+    for (auto& o : failed) {
+      if (o.fail) o.fail(err);
+    }
+  }
+  ReleaseOutputs();
+  MaybeFlush();
+}
+
+Task<void> Instance::WaitDurable() {
+  Completion<std::optional<ClientError>> done;
+  Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); });
+  std::optional<ClientError> err = co_await done;
+  if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
+}
+
+Task<void> Instance::SaveState() { co_await WaitDurable(); }
+
+// ---------------------------------------------------------------------------------------
+// Schedule
+
+std::string Instance::ScheduleAt(int64_t epoch_ms, std::string action, Value args) {
+  ScheduledEvent ev{runtime_.random().Uuid4(), epoch_ms, std::move(action), std::move(args)};
+  std::string id = ev.id;
+  auto pos = std::upper_bound(schedule_.begin(), schedule_.end(), ev, [](const auto& a, const auto& b) {
+    return std::tie(a.ts, a.id) < std::tie(b.ts, b.id);
+  });
+  schedule_.insert(pos, std::move(ev));
+  if (phase_ == Phase::kStarted) ArmScheduleTimer();
+  return id;
+}
+
+void Instance::ArmScheduleTimer() {
+  if (schedule_timer_ != TimerId{}) {
+    runtime_.clock().Cancel(schedule_timer_);
+    schedule_timer_ = {};
+  }
+  if (schedule_.empty() || phase_ != Phase::kStarted) return;
+  const int64_t delay = std::max<int64_t>(0, schedule_.front().ts - NowMs());
+  schedule_timer_ = runtime_.clock().ScheduleAfter(milliseconds(delay), [this] {
+    schedule_timer_ = {};
+    FireDueEvents();
+  });
+}
+
+void Instance::FireDueEvents() {
+  if (phase_ != Phase::kStarted) return;
+  const int64_t now = NowMs();
+  while (!schedule_.empty() && schedule_.front().ts <= now) {
+    ScheduledEvent ev = std::move(schedule_.front());
+    schedule_.erase(schedule_.begin());
+    auto task = [](Instance* self, ScheduledEvent ev) -> Task<void> {
+      try {
+        co_await self->InvokeAction(ev.action, ev.args, nullptr);
+      } catch (...) {
+        LogWarn(kLog, "scheduled action failed",
+                {{"actor", self->actor_id_}, {"action", ev.action},
+                 {"error", ErrorText(std::current_exception())}});
+      }
+      co_await self->WaitDurable();
+    };
+    SpawnOwned(task(this, std::move(ev)), /*keeps_awake=*/true, /*blocks_shutdown=*/true);
+  }
+  Checkpoint();
+  MaybeFlush();
+  ArmScheduleTimer();
+}
+
+// ---------------------------------------------------------------------------------------
+// Sleep
+
+bool Instance::CanSleep() const {
+  return phase_ == Phase::kStarted && !type_->options.no_sleep && activity_ == 0 &&
+         !run_active_ && conns_.empty();
+}
+
+void Instance::ResetSleepTimer() {
+  if (sleep_timer_ != TimerId{}) {
+    runtime_.clock().Cancel(sleep_timer_);
+    sleep_timer_ = {};
+  }
+  if (!CanSleep() || sleep_requested_) return;
+  sleep_timer_ = runtime_.clock().ScheduleAfter(type_->options.sleep_timeout, [this] {
+    sleep_timer_ = {};
+    if (CanSleep() && !sleep_requested_) {
+      sleep_requested_ = true;
+      LogDebug(kLog, "idle: asking to sleep", {{"actor", actor_id_}});
+      runtime_.client().RequestSleep(actor_id_, generation_);
+    }
+  });
+}
+
+void Instance::RequestSleep() {
+  if (phase_ == Phase::kLoading) throw ActorError("actor", "starting", "Actor is starting.");
+  if (phase_ != Phase::kStarted || stop_received_) {
+    throw ActorError("actor", "stopping", "Actor is stopping.");
+  }
+  if (sleep_requested_ || destroy_requested_) return;
+  sleep_requested_ = true;
+  runtime_.client().RequestSleep(actor_id_, generation_);
+}
+
+void Instance::RequestDestroy() {
+  if (phase_ == Phase::kLoading) throw ActorError("actor", "starting", "Actor is starting.");
+  if (destroy_requested_) return;
+  destroy_requested_ = true;
+  runtime_.client().RequestStop(actor_id_, generation_);
+}
+
+void Instance::KeepAwake(Task<void> task) { SpawnOwned(std::move(task), true, true); }
+void Instance::WaitUntil(Task<void> task) { SpawnOwned(std::move(task), false, true); }
+
+// ---------------------------------------------------------------------------------------
+// Startup (actors.md §1.4, §3.2)
+
+Task<void> Instance::StartSequence() {
+  Invocation inv{this, nullptr, nullptr};
+  // Load [1] and [6]: from the preloaded KV when the engine sent it, else one KV get.
+  std::optional<Bytes> record_bytes;
+  std::optional<Bytes> alarm_bytes;
+  bool loaded = false;
+  if (start_.preloaded_kv) {
+    const auto& pre = *start_.preloaded_kv;
+    auto requested = [&pre](const Bytes& k) {
+      return std::find(pre.requested_get_keys.begin(), pre.requested_get_keys.end(), k) !=
+             pre.requested_get_keys.end();
+    };
+    if (requested(Key1(keys::kActorRecord)) && requested(Key1(keys::kAlarm))) {
+      loaded = true;
+      for (const auto& e : pre.entries) {
+        if (e.key == Key1(keys::kActorRecord)) record_bytes = e.value;
+        if (e.key == Key1(keys::kAlarm)) alarm_bytes = e.value;
+      }
+    }
+  }
+  if (!loaded) {
+    latest::KvGetRequest get;
+    get.keys = {Key1(keys::kActorRecord), Key1(keys::kAlarm)};
+    latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(get)});
+    if (const auto* resp = r.get_if<latest::KvGetResponse>()) {
+      for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+        if (resp->keys[i] == Key1(keys::kActorRecord)) record_bytes = resp->values[i];
+        if (resp->keys[i] == Key1(keys::kAlarm)) alarm_bytes = resp->values[i];
+      }
+    }
+  }
+  std::optional<protocol::persist::latest::Actor> record;
+  if (record_bytes) {
+    auto parsed = protocol::persist::ReadActor(*record_bytes);
+    if (!parsed.ok()) {
+      throw ActorError("actor", "invalid_state", "persisted actor record: " + parsed.error().ToString(),
+                       {}, false);
+    }
+    record = std::move(*parsed);
+  }
+  if (alarm_bytes) pushed_alarm_ = DecodeAlarmRecord(*alarm_bytes);
+  const bool is_new = !record || !record->has_initialized;
+
+  if (type_->on_migrate) {
+    co_await RunHook("onMigrate", type_->options.on_migrate_timeout, type_->on_migrate(inv, is_new));
+  }
+  if (type_->make_state) state_ = type_->make_state();
+  if (is_new) {
+    const Value input = input_.value_or(Value(Value::Undefined{}));
+    if (type_->create_state) {
+      co_await RunHook("createState", type_->options.create_state_timeout,
+                       type_->create_state(inv, input));
+    }
+    if (type_->on_create) {
+      co_await RunHook("onCreate", type_->options.on_create_timeout, type_->on_create(inv, input));
+    }
+    record_initialized_ = true;
+    co_await WaitDurable();  // hasInitialized is flushed right after onCreate
+  } else {
+    if (state_) {
+      auto v = DecodeCbor(record->state);
+      if (!v.ok()) {
+        throw ActorError("actor", "invalid_state", "persisted state: " + v.error().ToString(), {}, false);
+      }
+      state_->Load(*v);
+    }
+    for (const auto& e : record->scheduled_events) {
+      Value args = Value::Array{};
+      if (e.args) {
+        if (auto v = DecodeCbor(*e.args); v.ok()) args = std::move(*v);
+      }
+      schedule_.push_back(ScheduledEvent{e.event_id, e.timestamp, e.action, std::move(args)});
+    }
+    std::sort(schedule_.begin(), schedule_.end(),
+              [](const auto& a, const auto& b) { return std::tie(a.ts, a.id) < std::tie(b.ts, b.id); });
+    persisted_record_ = *record_bytes;
+    persisted_state_ = record->state;
+    record_initialized_ = true;
+  }
+  if (type_->create_vars) {
+    co_await RunHook("createVars", type_->options.create_vars_timeout, type_->create_vars(inv));
+  }
+  if (type_->on_wake) {
+    co_await RunHook("onWake", type_->options.on_wake_timeout, type_->on_wake(inv));
+  }
+  if (type_->on_before_actor_start) {
+    co_await RunHook("onBeforeActorStart", type_->options.on_before_actor_start_timeout,
+                     type_->on_before_actor_start(inv));
+  }
+  co_await WaitDurable();
+}
+
+// ---------------------------------------------------------------------------------------
+// Shutdown (actors.md §3.4)
+
+void Instance::OnStopCommand(latest::StopActorReason reason) {
+  if (stop_received_) return;
+  stop_received_ = true;
+  if (phase_ == Phase::kLoading) {
+    pending_stop_ = reason;  // handled when startup ends
+    return;
+  }
+  if (phase_ != Phase::kStarted) return;
+  SpawnOwned(StopSequence(reason), false, false);
+}
+
+Task<void> Instance::StopSequence(latest::StopActorReason reason) {
+  const bool destroy =
+      reason == latest::StopActorReason::kStopIntent || reason == latest::StopActorReason::kDestroy;
+  phase_ = Phase::kGrace;
+  if (sleep_timer_ != TimerId{}) runtime_.clock().Cancel(sleep_timer_), sleep_timer_ = {};
+  if (schedule_timer_ != TimerId{}) runtime_.clock().Cancel(schedule_timer_), schedule_timer_ = {};
+  aborted_ = true;
+  Invocation inv{this, nullptr, nullptr};
+
+  // Connections: close sockets, run onDisconnect.
+  std::vector<std::string> ids;
+  for (const auto& [id, c] : conns_) ids.push_back(id);
+  for (const auto& id : ids) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    if (!it->second->transient_) {
+      CloseConnSocket(*it->second, 1000, destroy ? "actor.destroyed" : "actor.stopped");
+      co_await DisconnectConn(id);
+    }
+  }
+  const auto grace_deadline = runtime_.clock().MonotonicNow() + type_->options.sleep_grace_period;
+  try {
+    const HookFn& hook = destroy ? type_->on_destroy : type_->on_sleep;
+    if (hook) {
+      co_await RunHook(destroy ? "onDestroy" : "onSleep", type_->options.sleep_grace_period, hook(inv));
+    }
+  } catch (...) {
+    LogWarn(kLog, destroy ? "onDestroy failed" : "onSleep failed",
+            {{"actor", actor_id_}, {"error", ErrorText(std::current_exception())}});
+  }
+  // Wait for keepAwake / waitUntil / in-flight work, bounded by the grace period.
+  while (shutdown_blockers_ > 0 && runtime_.clock().MonotonicNow() < grace_deadline) {
+    Completion<bool> woke;
+    idle_waiters_.push_back([woke] { woke.Resolve(true); });
+    TimerId t = runtime_.clock().Schedule(grace_deadline, [woke] { woke.Resolve(false); });
+    co_await woke;
+    runtime_.clock().Cancel(t);
+  }
+  phase_ = Phase::kFinalizing;
+  if (destroy) destroy_alarm_cleared_ = true;
+  std::optional<Error> failure;
+  try {
+    co_await WaitDurable();
+  } catch (const ActorError& e) {
+    failure = Error(e.group(), e.code(), e.message());
+  }
+  phase_ = Phase::kStopped;
+  runtime_.client().ActorStopped(actor_id_, generation_, failure);
+  runtime_.Retire(*this);
+}
+
+// ---------------------------------------------------------------------------------------
+// Actions
+
+Task<Value> Instance::InvokeAction(const std::string& name, const Value& args, Conn* conn) {
+  auto it = type_->actions.find(name);
+  if (it == type_->actions.end()) {
+    throw ActorError("actor", "action_not_found", "Action `" + name + "` was not found.");
+  }
+  const ActionFn& fn = it->second;
+  BeginActivity();
+  struct Guard {
+    Instance* self;
+    ~Guard() { self->EndActivity(); }
+  } guard{this};
+  const milliseconds timeout = type_->options.action_timeout;
+  auto invoke = [](const ActionFn& fn, Instance* self, Conn* conn, Value args) -> Task<Value> {
+    Invocation inv{self, conn, nullptr};
+    co_return co_await fn(inv, args);
+  };
+  co_return co_await WithTimeout<Value>(
+      *this, runtime_.clock(), invoke(fn, this, conn, args), timeout,
+      [] { return ActorError("actor", "action_timed_out", "Action timed out"); }, owned_tasks_);
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP surface (actors.md §4.3)
+
+void Instance::SendHttpResponse(const latest::MessageId& id, Response response) {
+  latest::ToRivetTunnelMessage msg;
+  msg.message_id = id;
+  msg.message_id.message_index = 0;
+  latest::ToRivetResponseStart start;
+  start.status = response.status;
+  start.headers = std::move(response.headers);
+  if (!response.body.empty()) start.body = std::move(response.body);
+  start.stream = false;
+  msg.message_kind = std::move(start);
+  runtime_.client().SendTunnel(std::move(msg), false);
+}
+
+Response Instance::ErrorResponse(const ClientError& e, wire::Encoding encoding) {
+  wire::HttpResponseError body{e.group, e.code, e.message, e.metadata};
+  Response r;
+  r.status = HttpStatusFor(e);
+  r.headers = {{"content-type", std::string(wire::ContentType(encoding))}};
+  r.body = wire::Encode(body, encoding);
+  return r;
+}
+
+namespace {
+std::optional<wire::Encoding> RequestEncoding(const Request& req) {
+  const std::string* h = req.Header("x-rivet-encoding");
+  if (h == nullptr || h->empty()) return wire::Encoding::kJson;
+  return wire::ParseEncoding(*h);
+}
+
+Value ParseParams(const std::string* text) {
+  if (text == nullptr || text->empty()) return Value(Value::Null{});
+  auto v = ParseJson(*text);
+  if (!v.ok()) throw ActorError("request", "invalid", "connection params are not valid JSON");
+  return std::move(*v);
+}
+}  // namespace
+
+void Instance::HandleHttp(const latest::MessageId& id, Request req) {
+  const std::string& path = req.path;
+  auto respond_error = [&](ClientError e) {
+    auto enc = RequestEncoding(req).value_or(wire::Encoding::kJson);
+    SendHttpResponse(id, ErrorResponse(e, enc));
+  };
+  if (path.rfind("/action/", 0) == 0) {
+    if (req.method != "POST") {
+      return respond_error({"actor", "method_not_allowed", "Method not allowed", {}});
+    }
+    auto name = gw::PercentDecode(std::string_view(path).substr(8));
+    if (!name.ok() || name->find('/') != std::string::npos) {
+      return respond_error({"actor", "action_not_found", "Action `" + path.substr(8) + "` was not found.", {}});
+    }
+    SpawnOwned(HttpAction(id, std::move(req), std::move(*name)), true, true);
+    return;
+  }
+  if (path == "/request" || path.rfind("/request/", 0) == 0) {
+    if (!type_->on_request) {
+      return respond_error({"actor", "not_found", "This actor has no onRequest handler", {}});
+    }
+    req.path = path.size() == 8 ? "/" : path.substr(8);
+    auto task = [](Instance* self, latest::MessageId id, Request req) -> Task<void> {
+      Invocation inv{self, nullptr, &req};
+      Response resp;
+      try {
+        resp = co_await WithTimeout<Response>(
+            *self, self->runtime_.clock(), self->type_->on_request(inv, req),
+            self->type_->options.action_timeout,
+            [] { return ActorError("actor", "action_timed_out", "Action timed out"); },
+            self->owned_tasks_);
+      } catch (...) {
+        ClientError e = ToClientError(std::current_exception(), self->actor_id_);
+        resp = self->ErrorResponse(e, wire::Encoding::kJson);
+      }
+      self->Gate([self, id, resp = std::move(resp)]() mutable { self->SendHttpResponse(id, std::move(resp)); },
+                 [self, id](const ClientError& e) {
+                   self->SendHttpResponse(id, self->ErrorResponse(e, wire::Encoding::kJson));
+                 });
+    };
+    SpawnOwned(task(this, id, std::move(req)), true, true);
+    return;
+  }
+  if (path == "/metadata" || path == "/health" || path == "/") {
+    if (req.method != "GET") return respond_error({"actor", "method_not_allowed", "Method not allowed", {}});
+    if (path == "/health") return SendHttpResponse(id, Response::Text(200, "ok"));
+    if (path == "/") return SendHttpResponse(id, Response::Text(200, "This is a Keel actor.\n"));
+    Value meta = Value::Object({{"runtime", "keel"},
+                                {"version", runtime_.options().version},
+                                {"type", runtime_.options().production ? "deployed" : "local"}});
+    return SendHttpResponse(id, Response::Json(200, ToJson(meta)));
+  }
+  if (path == "/inspector/state") {
+    const std::string* auth = req.Header("authorization");
+    const auto& token = runtime_.options().inspector_token;
+    if (!token || auth == nullptr || *auth != "Bearer " + *token) {
+      return respond_error({"inspector", "unauthorized", "Inspector token is missing or wrong", {}});
+    }
+    if (req.method != "GET") return respond_error({"actor", "method_not_allowed", "Method not allowed", {}});
+    Value body = Value::Object({{"state", state_ ? state_->Save() : Value(Value::Null{})},
+                                {"isStateEnabled", state_ != nullptr}});
+    return SendHttpResponse(id, Response::Json(200, ToJson(body)));
+  }
+  respond_error({"actor", "not_found", "Route not found: " + path, {}});
+}
+
+Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string action) {
+  const std::optional<wire::Encoding> enc_opt = RequestEncoding(req);
+  const wire::Encoding enc = enc_opt.value_or(wire::Encoding::kJson);
+  auto fail = [this, id, enc](const ClientError& e) { SendHttpResponse(id, ErrorResponse(e, enc)); };
+  if (!enc_opt) {
+    fail({"request", "invalid", "unsupported x-rivet-encoding", {}});
+    co_return;
+  }
+  if (req.body.size() > runtime_.options().max_incoming_message_size) {
+    fail({"message", "incoming_too_long", "Incoming message too long", {}});
+    co_return;
+  }
+  std::string conn_id;
+  try {
+    auto decoded = wire::DecodeHttpActionRequest(req.body, enc);
+    if (!decoded.ok()) {
+      throw ActorError("actor", "invalid_request", decoded.error().message());
+    }
+    Value args = std::move(decoded->args);
+    if (args.is_null() || args.is_undefined()) args = Value::Array{};
+    auto conn = std::make_unique<Conn>();
+    conn->owner_ = this;
+    conn->id_ = runtime_.random().Uuid4();
+    conn->transient_ = true;
+    conn->params_ = ParseParams(req.Header("x-rivet-conn-params"));
+    conn_id = conn->id_;
+    Conn& c = *conn;
+    conns_.emplace(conn_id, std::move(conn));
+    co_await ConnectSetup(c, req);
+    Value output = co_await InvokeAction(action, args, &c);
+    Bytes body = wire::Encode(wire::HttpActionResponse{std::move(output)}, enc);
+    if (body.size() > runtime_.options().max_outgoing_message_size) {
+      throw ActorError("message", "outgoing_too_long", "Outgoing message too long");
+    }
+    Response resp{200, {{"content-type", std::string(wire::ContentType(enc))}}, std::move(body)};
+    Gate([this, id, resp = std::move(resp)]() mutable { SendHttpResponse(id, std::move(resp)); }, fail);
+  } catch (...) {
+    ClientError e = ToClientError(std::current_exception(), actor_id_);
+    Gate([fail, e] { fail(e); }, fail);
+  }
+  if (!conn_id.empty()) co_await DisconnectConn(conn_id);
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections (actors.md §1.6, §4.6)
+
+Task<void> Instance::ConnectSetup(Conn& conn, const Request& request) {
+  Invocation inv{this, &conn, &request};
+  const ActorOptions& o = type_->options;
+  if (type_->on_before_connect) {
+    co_await RunHook("onBeforeConnect", o.on_before_connect_timeout,
+                     type_->on_before_connect(inv, conn.params_));
+  }
+  if (type_->create_conn_state) {
+    auto make = [](const ConnStateFn& fn, Invocation inv, Value params) -> Task<int> {
+      // The state lands through the Invocation's conn.
+      inv.conn->state_ = co_await fn(inv, params);
+      co_return 0;
+    };
+    co_await WithTimeout<int>(*this, runtime_.clock(), make(type_->create_conn_state, inv, conn.params_),
+                              o.create_conn_state_timeout,
+                              [t = o.create_conn_state_timeout] { return Timeout("createConnState", t); },
+                              owned_tasks_);
+  }
+  conn.connected_ = true;
+  if (type_->on_connect) {
+    co_await RunHook("onConnect", o.on_connect_timeout, type_->on_connect(inv, conn));
+  }
+}
+
+Task<void> Instance::DisconnectConn(std::string conn_id) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end() || it->second->closed_) co_return;
+  Conn& conn = *it->second;
+  conn.closed_ = true;
+  if (conn.connected_ && type_->on_disconnect) {
+    BeginActivity();
+    Invocation inv{this, &conn, nullptr};
+    try {
+      co_await type_->on_disconnect(inv, conn);
+    } catch (...) {
+      LogWarn(kLog, "onDisconnect failed", {{"actor", actor_id_}, {"error", ErrorText(std::current_exception())}});
+    }
+    EndActivity();
+  }
+  for (auto r = ws_conns_.begin(); r != ws_conns_.end();) {
+    r = r->second == conn_id ? ws_conns_.erase(r) : std::next(r);
+  }
+  conns_.erase(conn_id);
+  ResetSleepTimer();
+}
+
+void Instance::SendToConn(Conn& conn, const wire::ToClient& msg) {
+  if (conn.closed_ || conn.transient_) return;
+  latest::ToRivetTunnelMessage out;
+  out.message_id.gateway_id = conn.gateway_id_;
+  out.message_id.request_id = conn.request_id_;
+  out.message_id.message_index = conn.next_server_index_++;
+  latest::ToRivetWebSocketMessage m;
+  m.data = wire::Encode(msg, conn.encoding_);
+  m.binary = !wire::UsesTextFrames(conn.encoding_);
+  out.message_kind = std::move(m);
+  runtime_.client().SendTunnel(std::move(out), false);
+}
+
+void Instance::CloseConnSocket(Conn& conn, uint16_t code, std::string reason) {
+  if (conn.transient_) return;
+  latest::ToRivetTunnelMessage out;
+  out.message_id.gateway_id = conn.gateway_id_;
+  out.message_id.request_id = conn.request_id_;
+  latest::ToRivetWebSocketClose close;
+  close.code = code;
+  close.reason = std::move(reason);
+  close.hibernate = false;
+  out.message_kind = std::move(close);
+  runtime_.client().SendTunnel(std::move(out), true);
+  ws_conns_.erase({conn.gateway_id_, conn.request_id_});
+}
+
+void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
+  auto route = std::make_pair(id.gateway_id, id.request_id);
+  auto refuse = [this, &id](uint16_t code, std::string reason) {
+    latest::ToRivetTunnelMessage out;
+    out.message_id = id;
+    latest::ToRivetWebSocketClose close;
+    close.code = code;
+    close.reason = std::move(reason);
+    out.message_kind = std::move(close);
+    runtime_.client().SendTunnel(std::move(out), true);
+  };
+  if (req.path != "/connect") {
+    // Raw WebSockets (onWebSocket) are not supported yet.
+    return refuse(1011, "actor.not_found");
+  }
+  const std::string* proto = req.Header("sec-websocket-protocol");
+  gw::RivetSubprotocols sp = gw::ParseRivetSubprotocols(proto ? *proto : std::string_view{});
+  auto enc = wire::ParseEncoding(sp.encoding.value_or("json"));
+  if (!enc) return refuse(1003, "actor.unsupported_websocket_encoding");
+
+  auto conn = std::make_unique<Conn>();
+  conn->owner_ = this;
+  conn->id_ = runtime_.random().Uuid4();
+  conn->transient_ = false;
+  conn->encoding_ = *enc;
+  conn->gateway_id_ = id.gateway_id;
+  conn->request_id_ = id.request_id;
+  try {
+    if (sp.conn_params_raw) {
+      auto decoded = gw::PercentDecode(*sp.conn_params_raw);
+      if (!decoded.ok()) throw ActorError("request", "invalid", "connection params are not URL-encoded");
+      conn->params_ = ParseParams(&*decoded);
+    }
+  } catch (const ActorError& e) {
+    return refuse(1011, e.group() + "." + e.code());
+  }
+  const std::string conn_id = conn->id_;
+  Conn& c = *conn;
+  conns_.emplace(conn_id, std::move(conn));
+  ws_conns_[route] = conn_id;
+  ResetSleepTimer();
+
+  latest::ToRivetTunnelMessage open;
+  open.message_id = id;
+  open.message_kind = latest::ToRivetWebSocketOpen{false};
+  runtime_.client().SendTunnel(std::move(open), true);
+
+  auto setup = [](Instance* self, Conn* c, std::string conn_id, Request req) -> Task<void> {
+    std::optional<ClientError> failed;
+    try {
+      co_await self->ConnectSetup(*c, req);
+    } catch (...) {
+      failed = ToClientError(std::current_exception(), self->actor_id_);
+    }
+    auto it = self->conns_.find(conn_id);
+    if (it == self->conns_.end()) co_return;
+    if (!failed) {
+      wire::ToClient init = wire::Init{self->actor_id_, conn_id};
+      self->Gate([self, conn_id, init] {
+        auto it = self->conns_.find(conn_id);
+        if (it != self->conns_.end()) self->SendToConn(*it->second, init);
+      });
+      co_return;
+    }
+    const ClientError& e = *failed;
+    self->SendToConn(*it->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, std::nullopt});
+    self->CloseConnSocket(*it->second, 1011, e.group + "." + e.code);
+    co_await self->DisconnectConn(conn_id);
+  };
+  SpawnOwned(setup(this, &c, conn_id, std::move(req)), false, true);
+}
+
+void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, bool binary) {
+  auto it = ws_conns_.find({id.gateway_id, id.request_id});
+  if (it == ws_conns_.end()) return;
+  auto cit = conns_.find(it->second);
+  if (cit == conns_.end()) return;
+  Conn& conn = *cit->second;
+  if (data.size() > runtime_.options().max_incoming_message_size) {
+    CloseConnSocket(conn, 1011, "message.incoming_too_long");
+    Spawn(DisconnectConn(conn.id_));
+    return;
+  }
+  (void)binary;
+  auto msg = wire::DecodeToServer(data, conn.encoding_);
+  if (!msg.ok()) {
+    CloseConnSocket(conn, 1011, "actor.invalid_request");
+    Spawn(DisconnectConn(conn.id_));
+    return;
+  }
+  if (auto* action = std::get_if<wire::ActionRequest>(&*msg)) {
+    SpawnOwned(ConnAction(conn.id_, std::move(*action)), true, true);
+    return;
+  }
+  const auto& sub = std::get<wire::SubscriptionRequest>(*msg);
+  if (!sub.subscribe) {
+    conn.subscriptions_.erase(sub.event_name);
+    return;
+  }
+  auto ev = type_->events.find(sub.event_name);
+  if (ev == type_->events.end() || !ev->second) {
+    conn.subscriptions_.insert(sub.event_name);
+    return;
+  }
+  auto check = [](Instance* self, std::string conn_id, std::string name) -> Task<void> {
+    auto it = self->conns_.find(conn_id);
+    if (it == self->conns_.end()) co_return;
+    Invocation inv{self, it->second.get(), nullptr};
+    bool ok = false;
+    std::optional<ClientError> err;
+    try {
+      ok = co_await self->type_->events.find(name)->second(inv);
+    } catch (...) {
+      err = ToClientError(std::current_exception(), self->actor_id_);
+    }
+    it = self->conns_.find(conn_id);
+    if (it == self->conns_.end()) co_return;
+    if (ok && !err) {
+      it->second->subscriptions_.insert(name);
+      co_return;
+    }
+    ClientError e = err.value_or(ClientError{"auth", "forbidden", "Forbidden", {}});
+    self->SendToConn(*it->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, std::nullopt});
+    self->CloseConnSocket(*it->second, 1011, e.group + "." + e.code);
+    co_await self->DisconnectConn(conn_id);
+  };
+  SpawnOwned(check(this, conn.id_, sub.event_name), true, false);
+}
+
+Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end()) co_return;
+  wire::ToClient reply;
+  try {
+    Value output = co_await InvokeAction(req.name, req.args, it->second.get());
+    reply = wire::ActionResponse{req.id, std::move(output)};
+  } catch (...) {
+    ClientError e = ToClientError(std::current_exception(), actor_id_);
+    reply = wire::ErrorMsg{e.group, e.code, e.message, e.metadata, req.id};
+  }
+  auto send = [this, conn_id, reply]() {
+    auto c = conns_.find(conn_id);
+    if (c == conns_.end()) return;
+    if (std::holds_alternative<wire::ActionResponse>(reply)) {
+      Bytes encoded = wire::Encode(reply, c->second->encoding_);
+      if (encoded.size() > runtime_.options().max_outgoing_message_size) {
+        SendToConn(*c->second, wire::ErrorMsg{"message", "outgoing_too_long", "Outgoing message too long",
+                                              std::nullopt, std::get<wire::ActionResponse>(reply).id});
+        return;
+      }
+    }
+    SendToConn(*c->second, reply);
+  };
+  const uint64_t action_id = req.id;
+  Gate(send, [this, conn_id, action_id](const ClientError& e) {
+    auto c = conns_.find(conn_id);
+    if (c != conns_.end()) SendToConn(*c->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, action_id});
+  });
+}
+
+void Instance::HandleWsClose(const latest::MessageId& id) {
+  auto it = ws_conns_.find({id.gateway_id, id.request_id});
+  if (it == ws_conns_.end()) return;
+  std::string conn_id = it->second;
+  ws_conns_.erase(it);
+  SpawnOwned(DisconnectConn(conn_id), false, true);
+}
+
+void Instance::Broadcast(std::string_view event, Value args) {
+  std::vector<std::string> targets;
+  for (const auto& [id, c] : conns_) {
+    if (!c->transient_ && !c->closed_ && c->subscriptions_.count(event)) targets.push_back(id);
+  }
+  if (targets.empty()) return;
+  wire::ToClient msg = wire::Event{std::string(event), std::move(args)};
+  Gate([this, targets = std::move(targets), msg = std::move(msg)] {
+    for (const auto& id : targets) {
+      auto it = conns_.find(id);
+      if (it != conns_.end()) SendToConn(*it->second, msg);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtime
+
+Runtime::Runtime(RuntimeOptions options, Clock& clock, Random& random)
+    : options_(std::move(options)), clock_(clock), random_(random) {}
+
+Runtime::~Runtime() = default;
+
+void Runtime::Register(std::shared_ptr<const ActorType> type) {
+  std::string name = type->name;
+  types_[name] = std::move(type);
+}
+
+std::vector<std::pair<std::string, std::string>> Runtime::ActorNames() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, t] : types_) out.emplace_back(name, t->metadata_json);
+  return out;
+}
+
+Instance* Runtime::Find(std::string_view actor_id) {
+  auto it = instances_.find(actor_id);
+  return it == instances_.end() ? nullptr : it->second.get();
+}
+
+void Runtime::OnStartActor(envoy::StartActor start) {
+  auto type = types_.find(start.config.name);
+  if (type == types_.end()) {
+    LogWarn(kLog, "start for an unknown actor name",
+            {{"actor", start.actor_id}, {"name", start.config.name}});
+    client_->ActorStopped(start.actor_id, start.generation,
+                          Error("actor", "not_registered",
+                                "actor name `" + start.config.name + "` is not registered in this runtime"));
+    return;
+  }
+  if (Instance* old = Find(start.actor_id)) {
+    // A newer generation replaces a stale instance (the engine already moved on).
+    LogWarn(kLog, "start replaces a running instance", {{"actor", start.actor_id}});
+    old->phase_ = Phase::kStopped;
+    Retire(*old);
+  }
+  auto inst = std::make_unique<Instance>(*this, type->second, std::move(start));
+  Instance* self = inst.get();
+  instances_[self->actor_id_] = std::move(inst);
+  ++self->owned_tasks_;
+  Spawn(self->StartSequence(), [this, self](std::exception_ptr e) {
+    --self->owned_tasks_;
+    if (e) {
+      std::string text = ErrorText(e);
+      LogWarn(kLog, "actor failed to start", {{"actor", self->actor_id_}, {"error", text}});
+      self->phase_ = Phase::kStopped;
+      Error err = Error::FromString(text);
+      client_->ActorStopped(self->actor_id_, self->generation_, err);
+      Retire(*self);
+      return;
+    }
+    self->phase_ = Phase::kStarted;
+    client_->ActorRunning(self->actor_id_, self->generation_);
+    if (self->pending_stop_) {
+      auto reason = *self->pending_stop_;
+      self->stop_received_ = false;
+      self->OnStopCommand(reason);
+      return;
+    }
+    if (self->type_->run) {
+      self->run_active_ = true;
+      Invocation inv{self, nullptr, nullptr};
+      auto run = [](Instance* s, Invocation inv) -> Task<void> {
+        try {
+          co_await s->type_->run(inv);
+        } catch (...) {
+          LogWarn(kLog, "run handler failed", {{"actor", s->actor_id_}, {"error", ErrorText(std::current_exception())}});
+        }
+        s->run_active_ = false;
+        s->ResetSleepTimer();
+      };
+      self->SpawnOwned(run(self, inv), false, false);
+    }
+    self->ResetSleepTimer();
+    self->SyncAlarm();
+    self->FireDueEvents();
+  });
+}
+
+void Runtime::OnStopActor(const std::string& actor_id, uint32_t generation,
+                          latest::StopActorReason reason) {
+  Instance* inst = Find(actor_id);
+  if (inst == nullptr || inst->generation_ != generation) return;
+  inst->OnStopCommand(reason);
+}
+
+void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoyTunnelMessage& message) {
+  Instance* inst = Find(actor_id);
+  const auto& kind = message.message_kind.value;
+  if (inst == nullptr || inst->phase_ != Phase::kStarted) {
+    // Not running here (or stopping): refuse so the gateway can retry elsewhere.
+    if (std::holds_alternative<latest::ToEnvoyRequestStart>(kind)) {
+      latest::ToRivetTunnelMessage out;
+      out.message_id = message.message_id;
+      latest::ToRivetResponseStart start;
+      const bool stopping = inst != nullptr;
+      ClientError e{"actor", stopping ? "stopping" : "not_found",
+                    stopping ? "Actor is stopping." : "Actor is not running on this envoy.", {}};
+      Bytes body = wire::Encode(wire::HttpResponseError{e.group, e.code, e.message, {}}, wire::Encoding::kJson);
+      start.status = 503;
+      start.headers = {{"content-type", "application/json"}};
+      start.body = std::move(body);
+      out.message_kind = std::move(start);
+      client_->SendTunnel(std::move(out), false);
+    } else if (std::holds_alternative<latest::ToEnvoyWebSocketOpen>(kind)) {
+      latest::ToRivetTunnelMessage out;
+      out.message_id = message.message_id;
+      latest::ToRivetWebSocketClose close;
+      close.code = 1011;
+      close.reason = inst != nullptr ? "actor.stopping" : "actor.not_found";
+      out.message_kind = std::move(close);
+      client_->SendTunnel(std::move(out), true);
+    } else if (inst != nullptr) {
+      if (std::holds_alternative<latest::ToEnvoyWebSocketClose>(kind)) inst->HandleWsClose(message.message_id);
+    }
+    return;
+  }
+  const auto route = std::make_pair(message.message_id.gateway_id, message.message_id.request_id);
+  if (const auto* start = std::get_if<latest::ToEnvoyRequestStart>(&kind)) {
+    Request req;
+    req.method = start->method;
+    gw::TargetParts parts = gw::SplitTarget(start->path);
+    req.path = std::string(parts.path);
+    if (parts.query) req.query = std::string(*parts.query);
+    req.headers = start->headers;
+    if (start->body) req.body = *start->body;
+    if (start->stream) {
+      inst->streaming_[route] = std::move(req);
+      return;
+    }
+    inst->HandleHttp(message.message_id, std::move(req));
+  } else if (const auto* chunk = std::get_if<latest::ToEnvoyRequestChunk>(&kind)) {
+    auto it = inst->streaming_.find(route);
+    if (it == inst->streaming_.end()) return;
+    it->second.body.insert(it->second.body.end(), chunk->body.begin(), chunk->body.end());
+    if (chunk->finish) {
+      Request req = std::move(it->second);
+      inst->streaming_.erase(it);
+      inst->HandleHttp(message.message_id, std::move(req));
+    }
+  } else if (std::holds_alternative<latest::ToEnvoyRequestAbort>(kind)) {
+    inst->streaming_.erase(route);
+  } else if (const auto* open = std::get_if<latest::ToEnvoyWebSocketOpen>(&kind)) {
+    Request req;
+    req.method = "GET";
+    gw::TargetParts parts = gw::SplitTarget(open->path);
+    req.path = std::string(parts.path);
+    if (parts.query) req.query = std::string(*parts.query);
+    req.headers = open->headers;
+    inst->HandleWsOpen(message.message_id, std::move(req));
+  } else if (const auto* msg = std::get_if<latest::ToEnvoyWebSocketMessage>(&kind)) {
+    inst->HandleWsMessage(message.message_id, msg->data, msg->binary);
+  } else if (std::holds_alternative<latest::ToEnvoyWebSocketClose>(kind)) {
+    inst->HandleWsClose(message.message_id);
+  }
+}
+
+void Runtime::OnShutdown() {
+  LogInfo(kLog, "envoy shut down", {{"actors", std::to_string(instances_.size())}});
+  if (auto fn = std::exchange(on_shutdown_, nullptr)) fn();
+}
+
+void Runtime::Retire(Instance& instance) {
+  auto it = instances_.find(instance.actor_id_);
+  if (it == instances_.end() || it->second.get() != &instance) return;
+  retired_.push_back(std::move(it->second));
+  instances_.erase(it);
+  MaybeFree(instance);
+}
+
+void Runtime::MaybeFree(Instance& instance) {
+  if (instance.owned_tasks_ > 0) return;
+  // Defer: the caller may still be inside one of the instance's own frames.
+  auto it = std::find_if(retired_.begin(), retired_.end(),
+                         [&](const auto& p) { return p.get() == &instance; });
+  if (it == retired_.end()) return;
+  Instance* raw = it->get();
+  clock_.ScheduleAfter(milliseconds(0), [this, raw] {
+    auto it2 = std::find_if(retired_.begin(), retired_.end(), [&](const auto& p) { return p.get() == raw; });
+    if (it2 != retired_.end() && (*it2)->owned_tasks_ == 0) retired_.erase(it2);
+  });
+}
+
+}  // namespace keel::runtime

@@ -1,0 +1,461 @@
+// The actor runtime core (actors.md §1–§4): actor types, instances and their lifecycle,
+// the actor's HTTP surface and client connections, persistence through the envoy's KV,
+// schedule/alarms and the idle-sleep rules — sans-I/O.
+//
+// Runtime implements envoy::EnvoyHost: the envoy client hands it start/stop commands and
+// tunnel traffic; it answers through the client (events, KV, tunnel messages). Time is the
+// injected Clock. Everything runs on one logical executor (the native shell's strand or
+// the JS event loop), which is also each actor's executor: one actor's code never runs
+// concurrently with itself.
+//
+// Durable before the response (the output gate). Everything an action, hook or timer
+// writes — the actor record (state + schedule), user KV puts/deletes — goes into the
+// instance's write overlay; everything it sends out — action responses, events, HTTP
+// responses — goes through the instance's gate. The gate releases an output only after
+// every write made before it was committed by the engine (one KV put per flush, batching
+// all writes since the last one). Reads see the overlay. There is no throttled save: a
+// save is never later than the response it belongs to.
+//
+// User-facing API: runtime/actor.h (typed state, actions, hooks). This header is the
+// type-erased core the typed layer compiles down to.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/clock.h"
+#include "base/error.h"
+#include "base/random.h"
+#include "envoy/envoy_client.h"
+#include "runtime/task.h"
+#include "value/value.h"
+#include "wire/client_messages.h"
+
+namespace keel::runtime {
+
+using std::chrono::milliseconds;
+
+// ---- Errors ----
+
+// What actor code throws to fail an action or hook with a structured error. `is_public`
+// errors reach clients as they are; any other exception reaches them sanitised as
+// `rivetkit.internal_error` "An internal error occurred" (actors.md §3.7).
+class ActorError : public std::exception {
+ public:
+  ActorError(std::string group, std::string code, std::string message,
+             std::optional<Value> metadata = std::nullopt, bool is_public = true)
+      : group_(std::move(group)),
+        code_(std::move(code)),
+        message_(std::move(message)),
+        metadata_(std::move(metadata)),
+        public_(is_public) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+  const std::string& group() const { return group_; }
+  const std::string& code() const { return code_; }
+  const std::string& message() const { return message_; }
+  const std::optional<Value>& metadata() const { return metadata_; }
+  bool is_public() const { return public_; }
+
+ private:
+  std::string group_, code_, message_;
+  std::optional<Value> metadata_;
+  bool public_;
+};
+
+// An error the actor author raises on purpose: group `user`, passed to clients verbatim.
+inline ActorError UserError(std::string message, std::string code = "user_error",
+                            std::optional<Value> metadata = std::nullopt) {
+  return ActorError("user", std::move(code), std::move(message), std::move(metadata));
+}
+
+// A client-visible error: group/code/message/metadata, sanitised.
+struct ClientError {
+  std::string group, code, message;
+  std::optional<Value> metadata;
+};
+// Maps any exception to what a client may see; internal errors are logged here.
+ClientError ToClientError(std::exception_ptr error, std::string_view actor_id);
+uint16_t HttpStatusFor(const ClientError& error);
+
+// ---- Options (actors.md §1.2) ----
+
+struct ActorOptions {
+  milliseconds sleep_timeout{30000};
+  bool no_sleep = false;
+  milliseconds action_timeout{60000};
+  milliseconds sleep_grace_period{15000};
+  milliseconds create_state_timeout{5000};
+  milliseconds on_create_timeout{5000};
+  milliseconds on_migrate_timeout{30000};
+  milliseconds create_vars_timeout{5000};
+  milliseconds on_wake_timeout{30000};
+  milliseconds on_before_actor_start_timeout{5000};
+  milliseconds on_before_connect_timeout{5000};
+  milliseconds create_conn_state_timeout{5000};
+  milliseconds on_connect_timeout{5000};
+  size_t max_queue_size = 1000;
+  size_t max_queue_message_size = 65536;
+};
+
+struct RuntimeOptions {
+  size_t max_incoming_message_size = 65536;
+  size_t max_outgoing_message_size = 1048576;
+  // `/metadata` reports `deployed` when true, else `local`.
+  bool production = false;
+  std::string version = "0.1.0";
+  // Bearer token of the read-only inspector endpoints; unset → they answer 401.
+  std::optional<std::string> inspector_token;
+};
+
+// ---- HTTP as the actor sees it ----
+
+struct Request {
+  std::string method;
+  std::string path;   // path after routing, e.g. "/test/path" for /request/test/path
+  std::string query;  // without '?', may be empty
+  std::vector<std::pair<std::string, std::string>> headers;
+  Bytes body;
+  // Case-insensitive header lookup; nullptr when absent.
+  const std::string* Header(std::string_view name) const;
+};
+
+struct Response {
+  uint16_t status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  Bytes body;
+  static Response Text(uint16_t status, std::string_view text);
+  static Response Json(uint16_t status, std::string_view json);
+};
+
+class Instance;
+class Runtime;
+
+// ---- Connections (actors.md §2.9, §4.6) ----
+
+class Conn {
+ public:
+  const std::string& id() const { return id_; }
+  const Value& params() const { return params_; }
+  Value& state() { return state_; }
+  bool is_hibernatable() const { return false; }
+  // True for the per-request connections of HTTP actions, queue sends and raw requests.
+  bool transient() const { return transient_; }
+  // Sends an Event to this connection only (no subscription check). Dropped (logged)
+  // for transient connections.
+  void Send(std::string_view event, Value args);
+  // Closes the connection from the server side.
+  void Disconnect(std::string_view reason = "");
+
+ private:
+  friend class Instance;
+  friend class Runtime;
+  Instance* owner_ = nullptr;
+  std::string id_;
+  Value params_;
+  Value state_;
+  bool transient_ = true;
+  bool connected_ = false;  // onConnect ran (onDisconnect then runs at the end)
+  bool closed_ = false;
+  std::set<std::string, std::less<>> subscriptions_;
+  // WebSocket route for persistent connections.
+  wire::Encoding encoding_ = wire::Encoding::kJson;
+  envoy::latest::GatewayId gateway_id_{};
+  envoy::latest::RequestId request_id_{};
+  uint16_t next_server_index_ = 0;
+};
+
+// ---- Type-erased actor definition ----
+
+// Holds typed state or vars for one instance.
+class Slot {
+ public:
+  virtual ~Slot() = default;
+  virtual void* get() = 0;
+  virtual Value Save() const = 0;                 // state → Value
+  virtual void Load(const Value& value) = 0;      // throws ActorError on mismatch
+};
+
+// What every hook, action and handler receives from the core; the typed Ctx wraps it.
+struct Invocation {
+  Instance* instance = nullptr;
+  Conn* conn = nullptr;            // calling connection (actions over a connection)
+  const Request* request = nullptr;  // connection hooks / raw requests
+};
+
+using HookFn = std::function<Task<void>(Invocation&)>;
+using InputHookFn = std::function<Task<void>(Invocation&, const Value& input)>;
+using ActionFn = std::function<Task<Value>(Invocation&, const Value& args)>;
+using ConnHookFn = std::function<Task<void>(Invocation&, Conn&)>;
+using ParamsHookFn = std::function<Task<void>(Invocation&, const Value& params)>;
+using ConnStateFn = std::function<Task<Value>(Invocation&, const Value& params)>;
+using RequestFn = std::function<Task<Response>(Invocation&, const Request&)>;
+using MigrateFn = std::function<Task<void>(Invocation&, bool is_new)>;
+using StateChangeFn = std::function<void(Invocation&)>;
+using SubscribeCheckFn = std::function<Task<bool>(Invocation&)>;
+
+struct ActorType {
+  std::string name;
+  ActorOptions options;
+  bool has_state = false;
+  std::function<std::unique_ptr<Slot>()> make_state;  // default state
+  std::function<std::unique_ptr<Slot>()> make_vars;   // default vars (always set)
+  InputHookFn create_state;  // replaces the default state on first start
+  InputHookFn on_create;
+  MigrateFn on_migrate;
+  HookFn create_vars;
+  HookFn on_wake;
+  HookFn on_before_actor_start;
+  HookFn run;
+  HookFn on_sleep;
+  HookFn on_destroy;
+  ParamsHookFn on_before_connect;
+  ConnStateFn create_conn_state;
+  ConnHookFn on_connect;
+  ConnHookFn on_disconnect;
+  StateChangeFn on_state_change;
+  RequestFn on_request;
+  std::map<std::string, ActionFn, std::less<>> actions;
+  std::map<std::string, SubscribeCheckFn, std::less<>> events;  // declared; check may be empty
+  // JSON text published in ToRivetMetadata.prepopulateActorNames.
+  std::string metadata_json = "{}";
+};
+
+// ---- Instances ----
+
+enum class Phase { kLoading, kStarted, kGrace, kFinalizing, kStopped };
+
+class Instance {
+ public:
+  Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envoy::StartActor start);
+  ~Instance();
+  Instance(const Instance&) = delete;
+  Instance& operator=(const Instance&) = delete;
+
+  // Identity.
+  const std::string& actor_id() const { return actor_id_; }
+  uint32_t generation() const { return generation_; }
+  const std::string& name() const { return type_->name; }
+  const std::vector<std::string>& key() const { return key_; }
+  const ActorType& type() const { return *type_; }
+  Phase phase() const { return phase_; }
+  Runtime& runtime() { return runtime_; }
+
+  void* state_ptr();  // throws actor.state_not_enabled
+  void* vars_ptr() { return vars_->get(); }
+  bool in_state_change() const { return in_state_change_; }
+  // Marks that actor code may have changed state outside an action (the gate checks).
+  void TouchState() { state_touched_ = true; }
+
+  // ---- KV (user keys live under prefix 0x04; actors.md §2.4) ----
+  Task<std::optional<Bytes>> KvGet(Bytes key);
+  // Buffered in the write overlay; durable before the next output leaves.
+  void KvPut(Bytes key, Bytes value);
+  void KvDelete(Bytes key);
+  Task<std::vector<std::pair<Bytes, Bytes>>> KvListPrefix(Bytes prefix, bool reverse,
+                                                         std::optional<uint64_t> limit);
+  Task<std::vector<std::pair<Bytes, Bytes>>> KvListRange(Bytes start, Bytes end, bool reverse,
+                                                        std::optional<uint64_t> limit);
+  Task<void> KvDeleteRange(Bytes start, Bytes end);
+
+  // ---- Events, connections ----
+  void Broadcast(std::string_view event, Value args);
+  const std::map<std::string, std::unique_ptr<Conn>, std::less<>>& conns() const { return conns_; }
+
+  // ---- Schedule (actors.md §2.6) ----
+  // Returns the event id.
+  std::string ScheduleAt(int64_t epoch_ms, std::string action, Value args);
+
+  // ---- Lifecycle requests from actor code ----
+  void RequestSleep();    // throws actor.starting / actor.stopping
+  void RequestDestroy();
+  void KeepAwake(Task<void> task);  // blocks idle sleep and grace finalisation
+  void WaitUntil(Task<void> task);  // blocks grace finalisation only
+  bool aborted() const { return aborted_; }
+  // Persists now and waits for the engine's commit.
+  Task<void> SaveState();
+
+  int64_t NowMs() const;
+
+ private:
+  friend class Runtime;
+  friend class Conn;
+
+  // Startup / shutdown sequences.
+  Task<void> StartSequence();
+  Task<void> StopSequence(envoy::latest::StopActorReason reason);
+  void OnStopCommand(envoy::latest::StopActorReason reason);
+
+  // Hook runner with timeout: failure or timeout throws.
+  Task<void> RunHook(const char* name, milliseconds timeout, Task<void> hook);
+
+  // ---- Output gate ----
+  struct Output {
+    uint64_t needs_seq = 0;
+    std::function<void()> send;
+    std::function<void(const ClientError&)> fail;  // may be empty
+  };
+  // Captures any state/schedule change, then sends now or after the pending flush.
+  void Gate(std::function<void()> send, std::function<void(const ClientError&)> fail = {});
+  // Serialises the actor record; if it changed, stages it in the overlay.
+  void Checkpoint();
+  void StageWrite(Bytes key, std::optional<Bytes> value);
+  void MaybeFlush();
+  void OnFlushDone(uint64_t seq, Status status);
+  void ReleaseOutputs();
+  void FailOutputs(const ClientError& error);
+  bool AlarmSettled() const;
+  std::optional<int64_t> DesiredAlarm() const;
+  Task<void> WaitDurable();  // until everything staged so far is committed
+  Task<envoy::latest::KvResponseData> Kv(envoy::latest::KvRequestData request);
+  void SyncAlarm();
+
+  // ---- Activity / sleep ----
+  bool CanSleep() const;
+  void ResetSleepTimer();
+  void BeginActivity() { ++activity_; ResetSleepTimer(); }
+  void EndActivity() { --activity_; ResetSleepTimer(); }
+  void ArmScheduleTimer();
+  void FireDueEvents();
+
+  // Runs a detached task owned by this instance (counted for shutdown).
+  void SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown);
+
+  // ---- Requests and connections ----
+  void HandleHttp(const envoy::latest::MessageId& id, Request request);
+  Task<void> HttpAction(envoy::latest::MessageId id, Request request, std::string action);
+  Task<Value> InvokeAction(const std::string& name, const Value& args, Conn* conn);
+  Task<void> ConnectSetup(Conn& conn, const Request& request);
+  Task<void> DisconnectConn(std::string conn_id);
+  void HandleWsOpen(const envoy::latest::MessageId& id, Request request);
+  void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);
+  void HandleWsClose(const envoy::latest::MessageId& id);
+  Task<void> ConnAction(std::string conn_id, wire::ActionRequest req);
+  void SendToConn(Conn& conn, const wire::ToClient& msg);
+  void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);
+  void SendHttpResponse(const envoy::latest::MessageId& id, Response response);
+  Response ErrorResponse(const ClientError& error, wire::Encoding encoding);
+
+  Runtime& runtime_;
+  std::shared_ptr<const ActorType> type_;
+  std::string actor_id_;
+  uint32_t generation_;
+  std::vector<std::string> key_;
+  std::optional<Value> input_;
+  envoy::StartActor start_;
+  Phase phase_ = Phase::kLoading;
+
+  std::unique_ptr<Slot> state_;
+  std::unique_ptr<Slot> vars_;
+  bool state_touched_ = false;
+  bool in_state_change_ = false;
+  Bytes persisted_record_;  // the [1] bytes last staged
+  Bytes persisted_state_;   // the CBOR state inside it
+  bool record_initialized_ = false;  // hasInitialized: checkpoints may write [1]
+  bool destroy_alarm_cleared_ = false;
+
+  // Schedule.
+  struct ScheduledEvent {
+    std::string id;
+    int64_t ts;
+    std::string action;
+    Value args;
+  };
+  std::vector<ScheduledEvent> schedule_;
+  std::optional<int64_t> pushed_alarm_;   // value at KV [6]
+  bool alarm_push_in_flight_ = false;
+  TimerId schedule_timer_{};
+
+  // Write overlay + gate.
+  std::map<Bytes, std::optional<Bytes>> overlay_;      // staged, not yet sent
+  std::map<Bytes, std::optional<Bytes>> inflight_;     // sent, not yet committed
+  uint64_t staged_seq_ = 0;    // bumps on every staged write
+  uint64_t durable_seq_ = 0;   // every write up to here is committed
+  bool flushing_ = false;
+  std::vector<Output> outputs_;
+  std::vector<std::function<void()>> durable_waiters_;
+
+  // Activity.
+  int activity_ = 0;         // in-flight requests, keepAwake, internal keep-awake
+  int shutdown_blockers_ = 0;  // waitUntil + keepAwake + in-flight work
+  bool run_active_ = false;
+  TimerId sleep_timer_{};
+  bool sleep_requested_ = false;
+  bool destroy_requested_ = false;
+  bool aborted_ = false;
+  bool stop_received_ = false;
+  std::optional<envoy::latest::StopActorReason> pending_stop_;
+  int owned_tasks_ = 0;
+  std::vector<std::function<void()>> idle_waiters_;  // grace: woken when blockers drop
+
+  // Connections and requests.
+  std::map<std::string, std::unique_ptr<Conn>, std::less<>> conns_;
+  std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, std::string> ws_conns_;
+  std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, Request> streaming_;
+};
+
+// ---- The runtime ----
+
+class Runtime final : public envoy::EnvoyHost {
+ public:
+  Runtime(RuntimeOptions options, Clock& clock, Random& random);
+  ~Runtime() override;
+
+  void Register(std::shared_ptr<const ActorType> type);
+  // Actor names + metadata for EnvoyConfig::actor_names.
+  std::vector<std::pair<std::string, std::string>> ActorNames() const;
+  // Must be called once before the client starts.
+  void Attach(envoy::EnvoyClient& client) { client_ = &client; }
+  // Runs once when the envoy client shut down (graceful stop finished, or evicted).
+  void SetShutdownCallback(std::function<void()> fn) { on_shutdown_ = std::move(fn); }
+
+  // EnvoyHost
+  void OnStartActor(envoy::StartActor start) override;
+  void OnStopActor(const std::string& actor_id, uint32_t generation,
+                   envoy::latest::StopActorReason reason) override;
+  void OnTunnelMessage(const std::string& actor_id,
+                       const envoy::latest::ToEnvoyTunnelMessage& message) override;
+  void OnShutdown() override;
+
+  envoy::EnvoyClient& client() { return *client_; }
+  Clock& clock() { return clock_; }
+  Random& random() { return random_; }
+  const RuntimeOptions& options() const { return options_; }
+  size_t instance_count() const { return instances_.size(); }
+  Instance* Find(std::string_view actor_id);
+  // Called by an instance once it reported Stopped; frees it when no task holds it.
+  void Retire(Instance& instance);
+  void MaybeFree(Instance& instance);
+
+ private:
+  RuntimeOptions options_;
+  Clock& clock_;
+  Random& random_;
+  envoy::EnvoyClient* client_ = nullptr;
+  std::map<std::string, std::shared_ptr<const ActorType>, std::less<>> types_;
+  std::map<std::string, std::unique_ptr<Instance>, std::less<>> instances_;
+  std::vector<std::unique_ptr<Instance>> retired_;
+  std::function<void()> on_shutdown_;
+};
+
+// KV key layout (actors.md §3.5).
+namespace keys {
+inline constexpr uint8_t kActorRecord = 1;
+inline constexpr uint8_t kConnPrefix = 2;
+inline constexpr uint8_t kInspectorToken = 3;
+inline constexpr uint8_t kUserPrefix = 4;
+inline constexpr uint8_t kQueuePrefix = 5;
+inline constexpr uint8_t kAlarm = 6;
+}  // namespace keys
+
+}  // namespace keel::runtime

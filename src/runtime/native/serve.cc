@@ -1,0 +1,210 @@
+#include "runtime/native/serve.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <random>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "base/log.h"
+#include "base/native/spdlog_backend.h"
+#include "envoy/envoy_client.h"
+#include "envoy/native/native_transport.h"
+#include "net/io_runtime.h"
+
+namespace keel {
+
+namespace {
+
+std::string EnvOr(const char* name, std::string fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : std::move(fallback);
+}
+
+std::optional<LogLevel> ParseLevel(std::string_view s) {
+  for (LogLevel l : {LogLevel::kTrace, LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn,
+                     LogLevel::kError, LogLevel::kOff}) {
+    if (LogLevelName(l) == s) return l;
+  }
+  return std::nullopt;
+}
+
+uint64_t EntropySeed() {
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd();
+}
+
+}  // namespace
+
+std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit_code) {
+  ServeSettings s;
+  s.endpoint = EnvOr("KEEL_ENDPOINT", s.endpoint);
+  s.token = EnvOr("KEEL_TOKEN", "");
+  s.namespace_name = EnvOr("KEEL_NAMESPACE", s.namespace_name);
+  s.pool = EnvOr("KEEL_POOL", s.pool);
+  s.log_level = EnvOr("KEEL_LOG_LEVEL", s.log_level);
+  if (const char* v = std::getenv("KEEL_INSPECTOR_TOKEN"); v != nullptr && *v) s.inspector_token = v;
+  std::string version = EnvOr("KEEL_ENVOY_VERSION", "1");
+  try {
+    s.envoy_version = static_cast<uint32_t>(std::stoul(version));
+  } catch (...) {
+    std::fprintf(stderr, "KEEL_ENVOY_VERSION must be a number, got `%s`\n", version.c_str());
+    exit_code = 2;
+    return std::nullopt;
+  }
+  CLI::App app{"Keel runtime: hosts actors as an envoy of keel-engine"};
+  app.add_option("--endpoint", s.endpoint, "engine URL (env KEEL_ENDPOINT)");
+  app.add_option("--token", s.token, "engine token (env KEEL_TOKEN)");
+  app.add_option("--namespace", s.namespace_name, "namespace (env KEEL_NAMESPACE)");
+  app.add_option("--pool", s.pool, "pool / runner config name (env KEEL_POOL)");
+  app.add_option("--envoy-version", s.envoy_version, "deployment version (env KEEL_ENVOY_VERSION)");
+  app.add_option("--protocol-version", s.protocol_version, "envoy protocol version (2-4)")
+      ->check(CLI::Range(2, 4));
+  app.add_option("--log-level", s.log_level, "trace|debug|info|warn|error|off");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    exit_code = app.exit(e);
+    return std::nullopt;
+  }
+  if (!ParseLevel(s.log_level)) {
+    std::fprintf(stderr, "unknown --log-level `%s`\n", s.log_level.c_str());
+    exit_code = 2;
+    return std::nullopt;
+  }
+  if (s.endpoint.rfind("http://", 0) != 0 && s.endpoint.rfind("https://", 0) != 0) {
+    std::fprintf(stderr, "--endpoint must start with http:// or https://, got `%s`\n",
+                 s.endpoint.c_str());
+    exit_code = 2;
+    return std::nullopt;
+  }
+  return s;
+}
+
+struct RuntimeHost::Impl {
+  ServeSettings settings;
+  net::IoRuntime io{1};
+  std::unique_ptr<Executor> strand = io.MakeStrand();
+  envoy::StrandClock clock{io.clock(), *strand};
+  Random random{EntropySeed()};
+  std::unique_ptr<runtime::Runtime> core;
+  std::unique_ptr<envoy::NativeTransport> transport;
+  std::unique_ptr<envoy::EnvoyClient> client;
+  std::promise<void> stopped;
+  bool stopped_set = false;
+  std::string key;
+
+  class ShutdownHook;
+};
+
+RuntimeHost::RuntimeHost(ServeSettings settings,
+                         std::vector<std::shared_ptr<const runtime::ActorType>> types)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.settings = std::move(settings);
+  runtime::RuntimeOptions ro;
+  ro.inspector_token = m.settings.inspector_token;
+  m.core = std::make_unique<runtime::Runtime>(ro, m.clock, m.random);
+  for (auto& t : types) m.core->Register(std::move(t));
+  envoy::EnvoyConfig cfg;
+  cfg.endpoint = m.settings.endpoint;
+  cfg.token = m.settings.token;
+  cfg.namespace_name = m.settings.namespace_name;
+  cfg.pool_name = m.settings.pool;
+  cfg.version = m.settings.envoy_version;
+  cfg.protocol_version = m.settings.protocol_version;
+  cfg.actor_names = m.core->ActorNames();
+  cfg.metadata_json = R"({"keel":{"version":"0.1.0"}})";
+  m.transport = std::make_unique<envoy::NativeTransport>(m.io, *m.strand);
+  m.client = std::make_unique<envoy::EnvoyClient>(cfg, m.clock, m.random, *m.transport, *m.core);
+  m.transport->set_client(m.client.get());
+  m.core->Attach(*m.client);
+  m.core->SetShutdownCallback([&m] {
+    if (!m.stopped_set) {
+      m.stopped_set = true;
+      m.stopped.set_value();
+    }
+  });
+  m.key = m.client->envoy_key();
+}
+
+RuntimeHost::~RuntimeHost() {
+  Stop(std::chrono::milliseconds(5000));
+  impl_->io.Stop();
+}
+
+void RuntimeHost::Start() {
+  RunSync([this] { impl_->client->Start(); });
+}
+
+void RuntimeHost::RunSync(std::function<void()> fn) {
+  if (impl_->io.stopped()) return;
+  std::promise<void> done;
+  impl_->strand->Post([&] {
+    fn();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+void RuntimeHost::Stop(std::chrono::milliseconds timeout) {
+  if (impl_->io.stopped()) return;
+  auto fut = impl_->stopped.get_future().share();
+  RunSync([this] {
+    if (!impl_->client->shut_down()) impl_->client->Shutdown(false);
+  });
+  fut.wait_for(timeout);
+  impl_->io.Stop();
+}
+
+void RuntimeHost::Kill() {
+  // Like a crash: the event loop stops and the socket is dropped without a close frame
+  // or ToRivetStopping; nothing is flushed.
+  impl_->io.Stop();
+}
+
+bool RuntimeHost::connected() {
+  bool c = false;
+  RunSync([&] { c = impl_->client->connected(); });
+  return c;
+}
+
+const std::string& RuntimeHost::envoy_key() const { return impl_->key; }
+
+int ServeTypes(const ServeSettings& settings,
+               std::vector<std::shared_ptr<const runtime::ActorType>> types) {
+  InstallSpdlogSink();
+  SetLogLevel(*ParseLevel(settings.log_level));
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::string names;
+  for (const auto& t : types) names += (names.empty() ? "" : ",") + t->name;
+  RuntimeHost host(settings, std::move(types));
+  host.Start();
+  LogInfo("runtime", "serving",
+          {{"endpoint", settings.endpoint}, {"namespace", settings.namespace_name},
+           {"pool", settings.pool}, {"actors", names}, {"envoy_key", host.envoy_key()}});
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LogInfo("runtime", "signal received, stopping actors", {{"signal", std::to_string(sig)}});
+  std::thread second([&signals] {
+    int again = 0;
+    sigwait(&signals, &again);
+    std::_Exit(130);
+  });
+  second.detach();
+  host.Stop(std::chrono::milliseconds(30000));
+  LogInfo("runtime", "stopped");
+  return 0;
+}
+
+}  // namespace keel

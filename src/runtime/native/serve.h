@@ -1,0 +1,77 @@
+// keel::Serve — runs actor definitions as a native runtime process (an envoy of a pool):
+// reads its settings, connects to keel-engine and hosts actors until SIGINT/SIGTERM,
+// then stops gracefully (the engine moves the actors elsewhere).
+//
+//   int main(int argc, char** argv) { return keel::Serve(argc, argv, counter, chat); }
+//
+// Settings, flags over environment over defaults:
+//   --endpoint  KEEL_ENDPOINT   http://127.0.0.1:6420
+//   --token     KEEL_TOKEN      (none)
+//   --namespace KEEL_NAMESPACE  default
+//   --pool      KEEL_POOL       default
+//   --envoy-version KEEL_ENVOY_VERSION 1, --protocol-version (4), --log-level (info)
+// Thread-safety: call once, from main.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/core.h"
+
+namespace keel {
+
+struct ServeSettings {
+  std::string endpoint = "http://127.0.0.1:6420";
+  std::string token;
+  std::string namespace_name = "default";
+  std::string pool = "default";
+  uint32_t envoy_version = 1;
+  uint16_t protocol_version = 4;
+  std::string log_level = "info";
+  std::optional<std::string> inspector_token;
+};
+
+// Parses flags and the environment; on --help or a bad flag prints and returns the exit
+// code to use in `exit_code`.
+std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit_code);
+
+// Runs until a signal (or `stop` becomes ready, for tests). Returns the exit code.
+int ServeTypes(const ServeSettings& settings,
+               std::vector<std::shared_ptr<const runtime::ActorType>> types);
+
+template <typename... Defs>
+int Serve(int argc, char** argv, const Defs&... defs) {
+  int code = 0;
+  auto settings = ParseServeSettings(argc, argv, code);
+  if (!settings) return code;
+  return ServeTypes(*settings, {defs.type()...});
+}
+
+// A runtime hosted on a background thread (tests, embedding): Start connects, the
+// destructor shuts down gracefully (bounded) and joins.
+class RuntimeHost {
+ public:
+  RuntimeHost(ServeSettings settings, std::vector<std::shared_ptr<const runtime::ActorType>> types);
+  ~RuntimeHost();
+  RuntimeHost(const RuntimeHost&) = delete;
+  RuntimeHost& operator=(const RuntimeHost&) = delete;
+
+  void Start();
+  // Graceful shutdown; returns once the envoy stopped or `timeout` passed.
+  void Stop(std::chrono::milliseconds timeout = std::chrono::milliseconds(30000));
+  // Abrupt: drop the connection without telling the engine (simulates a crash).
+  void Kill();
+  // Runs `fn` on the runtime's thread and waits for it.
+  void RunSync(std::function<void()> fn);
+  bool connected();
+  const std::string& envoy_key() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace keel
