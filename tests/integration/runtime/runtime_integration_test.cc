@@ -1,0 +1,227 @@
+// The runtime under a real keel-engine (TestEngine on loopback port 0), hosted in-process
+// by RuntimeHost on its own thread, reached by real HTTP and WebSocket clients through the
+// gateway: actions, durability across sleep and runtime crashes, connections and events,
+// alarms that wake a sleeping actor. Every wait is bounded.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "chat/chat.h"
+#include "counter/counter.h"
+#include "engine/core/engine.h"
+#include "net/blocking_ws_client.h"
+#include "net/client.h"
+#include "runtime/actor.h"
+#include "runtime/native/serve.h"
+#include "scheduler/scheduler.h"
+#include "support/test_engine.h"
+#include "wire/client_messages.h"
+
+namespace keel::testing {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+net::HttpResponse Call(const std::string& base, const std::string& method, const std::string& path,
+                       std::string body = "", net::Headers headers = {}) {
+  net::HttpRequest req;
+  req.method = method;
+  req.headers = std::move(headers);
+  if (!body.empty() && req.headers.empty()) req.headers = {{"content-type", "application/json"}};
+  req.body = std::move(body);
+  auto res = net::FetchSync(base + path, std::move(req), 10s);
+  if (!res.has_value()) {
+    ADD_FAILURE() << method << " " << path << ": " << res.error().ToString();
+    return net::HttpResponse{0, {}, ""};
+  }
+  return std::move(*res);
+}
+
+std::string CreateActor(const std::string& base, const std::string& name, const std::string& key) {
+  json body{{"name", name}, {"key", key}, {"runner_name_selector", "default"}};
+  auto r = Call(base, "POST", "/actors?namespace=default", body.dump());
+  EXPECT_EQ(r.status, 200) << r.body;
+  auto j = json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("actor")) return "";
+  return j["actor"]["actor_id"].get<std::string>();
+}
+
+// POST /gateway/<id>/action/<name> with JSON args; returns the parsed body.
+json Action(const std::string& base, const std::string& id, const std::string& name, json args,
+            int* status = nullptr) {
+  auto r = Call(base, "POST", "/gateway/" + id + "/action/" + name, json{{"args", args}}.dump(),
+                {{"content-type", "application/json"}, {"x-rivet-encoding", "json"}});
+  if (status != nullptr) *status = r.status;
+  auto j = json::parse(r.body, nullptr, false);
+  return j.is_discarded() ? json(r.body) : j;
+}
+
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds timeout = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);  // poll interval, bounded by the deadline
+  }
+  return pred();
+}
+
+bool WaitSleeping(const std::string& base, const std::string& id) {
+  return WaitFor([&] {
+    auto r = Call(base, "GET", "/actors/" + id + "?namespace=default");
+    auto j = json::parse(r.body, nullptr, false);
+    return !j.is_discarded() && j.contains("actor") && !j["actor"]["sleep_ts"].is_null() &&
+           j["actor"]["connectable_ts"].is_null();
+  });
+}
+
+class RuntimeIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    host_ = MakeHost();
+    host_->Start();
+    ASSERT_TRUE(WaitFor([&] { return host_->connected(); })) << "runtime never connected";
+  }
+
+  std::unique_ptr<RuntimeHost> MakeHost() {
+    ServeSettings s;
+    s.endpoint = engine_.http_url();
+    s.inspector_token = "test-inspector";
+    auto counter = examples::MakeCounter();
+    counter.options().sleep_timeout = 500ms;
+    return std::make_unique<RuntimeHost>(
+        s, std::vector<std::shared_ptr<const runtime::ActorType>>{
+               counter.type(), examples::MakeChatRoom().type(), examples::MakeScheduler().type()});
+  }
+
+  std::string base() const { return engine_.http_url(); }
+
+  TestEngine engine_;
+  std::unique_ptr<RuntimeHost> host_;
+};
+
+TEST_F(RuntimeIntegrationTest, CounterActionsThroughTheGateway) {
+  const std::string id = CreateActor(base(), "counter", "room-1");
+  ASSERT_FALSE(id.empty());
+  int status = 0;
+  EXPECT_EQ(Action(base(), id, "increment", {5}, &status), (json{{"output", 5}}));
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(Action(base(), id, "increment", {2}), (json{{"output", 7}}));
+  EXPECT_EQ(Action(base(), id, "getCount", json::array()), (json{{"output", 7}}));
+  auto missing = Action(base(), id, "nope", json::array(), &status);
+  EXPECT_EQ(status, 404);
+  EXPECT_EQ(missing["code"], "action_not_found");
+  auto health = Call(base(), "GET", "/gateway/" + id + "/health");
+  EXPECT_EQ(health.body, "ok");
+  auto inspector = Call(base(), "GET", "/gateway/" + id + "/inspector/state", "",
+                        {{"authorization", "Bearer test-inspector"}});
+  EXPECT_EQ(json::parse(inspector.body, nullptr, false),
+            (json{{"state", {{"count", 7}}}, {"isStateEnabled", true}}));
+}
+
+TEST_F(RuntimeIntegrationTest, GetOrCreateByKeyInTheQueryForm) {
+  auto call = [&](int n) {
+    auto r = Call(base(), "POST",
+                  "/gateway/counter/action/increment?rvt-namespace=default&rvt-method=getOrCreate"
+                  "&rvt-key=tenant,room&rvt-runner=default",
+                  json{{"args", {n}}}.dump(), {{"content-type", "application/json"}});
+    return json::parse(r.body, nullptr, false);
+  };
+  EXPECT_EQ(call(1), (json{{"output", 1}}));
+  EXPECT_EQ(call(10), (json{{"output", 11}}));
+}
+
+TEST_F(RuntimeIntegrationTest, StateSurvivesSleepAndWake) {
+  const std::string id = CreateActor(base(), "counter", "sleepy");
+  EXPECT_EQ(Action(base(), id, "increment", {3}), (json{{"output", 3}}));
+  // Idle for sleep_timeout (500 ms): the actor asks to sleep and the engine stops it.
+  ASSERT_TRUE(WaitSleeping(base(), id));
+  // The next request wakes it (a new generation) with its state.
+  EXPECT_EQ(Action(base(), id, "increment", {4}), (json{{"output", 7}}));
+}
+
+TEST_F(RuntimeIntegrationTest, StateSurvivesARuntimeCrash) {
+  const std::string id = CreateActor(base(), "counter", "crashy");
+  for (int i = 1; i <= 20; ++i) ASSERT_EQ(Action(base(), id, "increment", {1}), (json{{"output", i}}));
+  host_->Kill();
+  host_ = MakeHost();
+  host_->Start();
+  ASSERT_TRUE(WaitFor([&] { return host_->connected(); }));
+  // Rescheduled to the new runtime with every acknowledged increment.
+  json out;
+  ASSERT_TRUE(WaitFor([&] {
+    out = Action(base(), id, "getCount", json::array());
+    return out.contains("output");
+  }, 10000ms)) << out.dump();
+  EXPECT_EQ(out["output"], 20);
+}
+
+TEST_F(RuntimeIntegrationTest, WebSocketConnectionWithEvents) {
+  const std::string id = CreateActor(base(), "chat", "lobby");
+  net::WsConnectOptions opts;
+  opts.url = engine_.ws_url() + "/gateway/" + id + "/connect";
+  opts.subprotocols = {"rivet", "rivet_encoding.json",
+                       "rivet_conn_params.%7B%22nickname%22%3A%22ada%22%7D"};
+  auto ws = net::BlockingWsClient::Connect(opts, 5s);
+  ASSERT_TRUE(ws.has_value()) << ws.error().ToString();
+  auto next = [&]() -> wire::ToClient {
+    auto m = (*ws)->Receive(5s);
+    auto* msg = m.ok() ? std::get_if<net::BlockingWsClient::Message>(&*m) : nullptr;
+    if (msg == nullptr) {
+      ADD_FAILURE() << "socket closed";
+      return wire::Init{};
+    }
+    auto decoded = wire::DecodeToClient(Bytes(msg->data.begin(), msg->data.end()), wire::Encoding::kJson);
+    EXPECT_TRUE(decoded.ok()) << msg->data;
+    return decoded.ok() ? *decoded : wire::ToClient{wire::Init{}};
+  };
+  auto init = next();
+  ASSERT_TRUE(std::holds_alternative<wire::Init>(init));
+  EXPECT_EQ(std::get<wire::Init>(init).actor_id, id);
+  auto send = [&](const wire::ToServer& m) {
+    Bytes b = wire::Encode(m, wire::Encoding::kJson);
+    ASSERT_TRUE((*ws)->Send(std::string(b.begin(), b.end()), false).ok());
+  };
+  send(wire::SubscriptionRequest{"message", true});
+  send(wire::ActionRequest{1, "send", Value::ArrayOf({"hello"})});
+  auto ev = next();
+  ASSERT_TRUE(std::holds_alternative<wire::Event>(ev));
+  EXPECT_EQ(std::get<wire::Event>(ev).name, "message");
+  const Value& m = std::get<wire::Event>(ev).args.as_array().at(0);
+  EXPECT_EQ(*m.Find("from"), Value("ada"));
+  EXPECT_EQ(*m.Find("text"), Value("hello"));
+  auto resp = next();
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(resp));
+  EXPECT_EQ(std::get<wire::ActionResponse>(resp).output, Value(1));
+  (*ws)->Close();
+}
+
+TEST_F(RuntimeIntegrationTest, AlarmWakesASleepingActor) {
+  const std::string id = CreateActor(base(), "scheduler", "r1");
+  auto out = Action(base(), id, "remind", {"tea", 1500});
+  ASSERT_TRUE(out.contains("output")) << out.dump();
+  // Put it to sleep before the alarm is due.
+  auto slept = Call(base(), "POST", "/actors/" + id + "/sleep?namespace=default");
+  ASSERT_EQ(slept.status, 200) << slept.body;
+  ASSERT_TRUE(WaitSleeping(base(), id));
+  // Nobody calls it: the engine wakes it at the alarm time (1.5 s after `remind`).
+  ASSERT_TRUE(WaitFor([&] {
+    auto r = Call(base(), "GET", "/actors/" + id + "?namespace=default");
+    auto j = json::parse(r.body, nullptr, false);
+    return !j.is_discarded() && j.contains("actor") && !j["actor"]["connectable_ts"].is_null();
+  }, 8000ms)) << "the alarm did not wake the actor";
+  auto fired = Action(base(), id, "fired", json::array());
+  EXPECT_EQ(fired["output"][0]["text"], "tea");
+  EXPECT_EQ(Action(base(), id, "pending", json::array()), (json{{"output", json::array()}}));
+}
+
+}  // namespace
+}  // namespace keel::testing
