@@ -4,7 +4,7 @@
 #
 #   FUZZ_SECONDS=30   time budget per target
 #   FUZZ_JOBS=2       build parallelism
-#   FUZZ_TARGETS=...  space-separated subset (default: all three)
+#   FUZZ_TARGETS=...  space-separated subset (default: all four)
 #
 # Corpora grow in build/fuzz/corpus/<target>/ across runs; crash artifacts go to
 # build/fuzz/artifacts/. Exits non-zero if a build step fails or any target finds a crash
@@ -16,7 +16,7 @@ cd "$root"
 
 seconds=${FUZZ_SECONDS:-30}
 jobs=${FUZZ_JOBS:-2}
-read -r -a targets <<<"${FUZZ_TARGETS:-to_rivet_fuzz to_envoy_fuzz client_fuzz}"
+read -r -a targets <<<"${FUZZ_TARGETS:-to_rivet_fuzz to_envoy_fuzz client_fuzz value_fuzz}"
 build_dir=build/fuzz
 corpus_root=$build_dir/corpus
 artifacts=$build_dir/artifacts
@@ -59,6 +59,7 @@ for target in "${targets[@]}"; do
   corpus=$corpus_root/$target
   log=$logs/$target.log
   [[ -x $binary ]] || { say "$target: missing $binary"; exit 1; }
+  mkdir -p "$corpus"  # targets without golden vectors start from an empty corpus
   say "$target: running ${seconds}s on $(find "$corpus" -type f | wc -l) corpus inputs (log: $log)"
   start=$SECONDS
   set +e
