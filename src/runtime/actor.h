@@ -133,7 +133,7 @@ class Ctx {
   int64_t now_ms() const { return inv_.instance->NowMs(); }
 
   // The calling connection (actions over a connection or HTTP), else nullptr.
-  Conn* conn() const { return inv_.conn; }
+  Conn* conn() const { return inv_.conn.get(); }
   // The HTTP request behind the current connection hook or raw request, else nullptr.
   const Request* request() const { return inv_.request; }
 
@@ -287,8 +287,8 @@ class ActorDef {
     using R = typename Traits::Ret;
     std::string action_name = name;
     type_->actions[std::move(name)] = [fn = std::move(fn), action_name](
-                                          runtime::Invocation& inv, const Value& args) -> Task<Value> {
-      return Invoke<R, Args>(fn, inv, action_name, args);
+                                          runtime::Invocation inv, Value args) -> Task<Value> {
+      return Invoke<R, Args>(fn, std::move(inv), action_name, std::move(args));
     };
     return *this;
   }
@@ -300,7 +300,7 @@ class ActorDef {
   }
   template <typename F>
   ActorDef& event(std::string name, F can_subscribe) {
-    type_->events[std::move(name)] = [fn = std::move(can_subscribe)](runtime::Invocation& inv) -> Task<bool> {
+    type_->events[std::move(name)] = [fn = std::move(can_subscribe)](runtime::Invocation inv) -> Task<bool> {
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&>;
       if constexpr (internal::IsTask<R>::value) {
@@ -315,7 +315,7 @@ class ActorDef {
   // createState: `S fn(Ctx&)` or `S fn(Ctx&, Input)` (or Task<S>), first start only.
   template <typename F>
   ActorDef& create_state(F fn) {
-    type_->create_state = [fn = std::move(fn)](runtime::Invocation& inv, const Value& input) -> Task<void> {
+    type_->create_state = [fn = std::move(fn)](runtime::Invocation inv, Value input) -> Task<void> {
       Context ctx(inv);
       S s = co_await CallWithInput<S>(fn, ctx, input);
       *static_cast<S*>(inv.instance->state_ptr()) = std::move(s);
@@ -325,7 +325,7 @@ class ActorDef {
   // onCreate: `fn(Ctx&)` or `fn(Ctx&, Input)`, first start only.
   template <typename F>
   ActorDef& on_create(F fn) {
-    type_->on_create = [fn = std::move(fn)](runtime::Invocation& inv, const Value& input) -> Task<void> {
+    type_->on_create = [fn = std::move(fn)](runtime::Invocation inv, Value input) -> Task<void> {
       Context ctx(inv);
       co_await CallWithInput<void>(fn, ctx, input);
     };
@@ -334,7 +334,7 @@ class ActorDef {
   // onMigrate: `fn(Ctx&, bool is_new)`, every start, before state is created or restored.
   template <typename F>
   ActorDef& on_migrate(F fn) {
-    type_->on_migrate = [fn = std::move(fn)](runtime::Invocation& inv, bool is_new) -> Task<void> {
+    type_->on_migrate = [fn = std::move(fn)](runtime::Invocation inv, bool is_new) -> Task<void> {
       Context ctx(inv);
       co_await internal::RunVoid<std::invoke_result_t<F&, Context&, bool>>([&] { return fn(ctx, is_new); });
     };
@@ -343,7 +343,7 @@ class ActorDef {
   // createVars: `V fn(Ctx&)` (or Task<V>), every start.
   template <typename F>
   ActorDef& create_vars(F fn) {
-    type_->create_vars = [fn = std::move(fn)](runtime::Invocation& inv) -> Task<void> {
+    type_->create_vars = [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&>;
       if constexpr (internal::IsTask<R>::value) {
@@ -369,7 +369,9 @@ class ActorDef {
   // onBeforeConnect: `fn(Ctx&, const Value& params)`; throwing rejects the connection.
   template <typename F>
   ActorDef& on_before_connect(F fn) {
-    type_->on_before_connect = [fn = std::move(fn)](runtime::Invocation& inv, const Value& params) -> Task<void> {
+    type_->on_before_connect = [fn = std::move(fn)](runtime::Invocation inv, Request req,
+                                                    Value params) -> Task<void> {
+      inv.request = &req;
       Context ctx(inv);
       co_await internal::RunVoid<std::invoke_result_t<F&, Context&, const Value&>>(
           [&] { return fn(ctx, params); });
@@ -379,7 +381,9 @@ class ActorDef {
   // createConnState: `T fn(Ctx&, const Value& params)`; T is stored as the conn's state.
   template <typename F>
   ActorDef& create_conn_state(F fn) {
-    type_->create_conn_state = [fn = std::move(fn)](runtime::Invocation& inv, const Value& params) -> Task<Value> {
+    type_->create_conn_state = [fn = std::move(fn)](runtime::Invocation inv, Request req,
+                                                    Value params) -> Task<Value> {
+      inv.request = &req;
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&, const Value&>;
       co_return co_await internal::ResultMapper<R>::Run([&fn, &ctx, &params] { return fn(ctx, params); });
@@ -405,7 +409,8 @@ class ActorDef {
   // onRequest: `Response fn(Ctx&, const Request&)` (or Task<Response>) for /request/….
   template <typename F>
   ActorDef& on_request(F fn) {
-    type_->on_request = [fn = std::move(fn)](runtime::Invocation& inv, const Request& req) -> Task<Response> {
+    type_->on_request = [fn = std::move(fn)](runtime::Invocation inv, Request req) -> Task<Response> {
+      inv.request = &req;
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&, const Request&>;
       if constexpr (internal::IsTask<R>::value) {
@@ -445,7 +450,7 @@ class ActorDef {
   };
 
   template <typename R, typename Args, typename F>
-  static Task<Value> Invoke(const F& fn, runtime::Invocation& inv, std::string action, Value args) {
+  static Task<Value> Invoke(const F& fn, runtime::Invocation inv, std::string action, Value args) {
     Context ctx(inv);
     Args decoded = internal::DecodeArgs<Args>(action, args,
                                               std::make_index_sequence<std::tuple_size_v<Args>>{});
@@ -481,7 +486,7 @@ class ActorDef {
 
   template <typename F>
   static runtime::HookFn Hook(F fn) {
-    return [fn = std::move(fn)](runtime::Invocation& inv) -> Task<void> {
+    return [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&>;
       if constexpr (internal::IsTask<R>::value) {
@@ -493,8 +498,9 @@ class ActorDef {
   }
   template <typename F>
   static runtime::ConnHookFn ConnHook(F fn) {
-    return [fn = std::move(fn)](runtime::Invocation& inv, Conn& conn) -> Task<void> {
+    return [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
+      Conn& conn = *inv.conn;
       using R = std::invoke_result_t<F&, Context&, Conn&>;
       if constexpr (internal::IsTask<R>::value) {
         co_await fn(ctx, conn);

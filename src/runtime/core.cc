@@ -829,24 +829,20 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
 // ---------------------------------------------------------------------------------------
 // Actions
 
-Task<Value> Instance::InvokeAction(const std::string& name, const Value& args, Conn* conn) {
+Task<Value> Instance::InvokeAction(std::string name, Value args, std::shared_ptr<Conn> conn) {
   auto it = type_->actions.find(name);
   if (it == type_->actions.end()) {
     throw ActorError("actor", "action_not_found", "Action `" + name + "` was not found.");
   }
-  const ActionFn& fn = it->second;
   BeginActivity();
   struct Guard {
     Instance* self;
     ~Guard() { self->EndActivity(); }
   } guard{this};
   const milliseconds timeout = type_->options.action_timeout;
-  auto invoke = [](const ActionFn& fn, Instance* self, Conn* conn, Value args) -> Task<Value> {
-    Invocation inv{self, conn, nullptr};
-    co_return co_await fn(inv, args);
-  };
   co_return co_await WithTimeout<Value>(
-      *this, runtime_.clock(), invoke(fn, this, conn, args), timeout,
+      *this, runtime_.clock(), it->second(Invocation{this, std::move(conn), nullptr}, std::move(args)),
+      timeout,
       [] { return ActorError("actor", "action_timed_out", "Action timed out"); }, owned_tasks_);
 }
 
@@ -912,12 +908,18 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
       return respond_error({"actor", "not_found", "This actor has no onRequest handler", {}});
     }
     req.path = path.size() == 8 ? "/" : path.substr(8);
+    // Every raw request is a transient connection: its hooks run first (actors.md §4.9).
     auto task = [](Instance* self, latest::MessageId id, Request req) -> Task<void> {
-      Invocation inv{self, nullptr, &req};
       Response resp;
+      std::string conn_id;
       try {
+        std::shared_ptr<Conn> conn = self->NewConn(/*transient=*/true);
+        conn->params_ = ParseParams(req.Header("x-rivet-conn-params"));
+        conn_id = conn->id_;
+        co_await self->ConnectSetup(conn, req);
         resp = co_await WithTimeout<Response>(
-            *self, self->runtime_.clock(), self->type_->on_request(inv, req),
+            *self, self->runtime_.clock(),
+            self->type_->on_request(Invocation{self, conn, nullptr}, std::move(req)),
             self->type_->options.action_timeout,
             [] { return ActorError("actor", "action_timed_out", "Action timed out"); },
             self->owned_tasks_);
@@ -929,6 +931,7 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
                  [self, id](const ClientError& e) {
                    self->SendHttpResponse(id, self->ErrorResponse(e, wire::Encoding::kJson));
                  });
+      if (!conn_id.empty()) co_await self->DisconnectConn(conn_id);
     };
     SpawnOwned(task(this, id, std::move(req)), true, true);
     return;
@@ -976,16 +979,11 @@ Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string a
     }
     Value args = std::move(decoded->args);
     if (args.is_null() || args.is_undefined()) args = Value::Array{};
-    auto conn = std::make_unique<Conn>();
-    conn->owner_ = this;
-    conn->id_ = runtime_.random().Uuid4();
-    conn->transient_ = true;
+    std::shared_ptr<Conn> conn = NewConn(/*transient=*/true);
     conn->params_ = ParseParams(req.Header("x-rivet-conn-params"));
     conn_id = conn->id_;
-    Conn& c = *conn;
-    conns_.emplace(conn_id, std::move(conn));
-    co_await ConnectSetup(c, req);
-    Value output = co_await InvokeAction(action, args, &c);
+    co_await ConnectSetup(conn, req);
+    Value output = co_await InvokeAction(action, std::move(args), conn);
     Bytes body = wire::Encode(wire::HttpActionResponse{std::move(output)}, enc);
     if (body.size() > runtime_.options().max_outgoing_message_size) {
       throw ActorError("message", "outgoing_too_long", "Outgoing message too long");
@@ -1002,40 +1000,50 @@ Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string a
 // ---------------------------------------------------------------------------------------
 // Connections (actors.md §1.6, §4.6)
 
-Task<void> Instance::ConnectSetup(Conn& conn, const Request& request) {
-  Invocation inv{this, &conn, &request};
+std::shared_ptr<Conn> Instance::NewConn(bool transient) {
+  auto conn = std::make_shared<Conn>();
+  conn->owner_ = this;
+  conn->id_ = runtime_.random().Uuid4();
+  conn->transient_ = transient;
+  conns_.emplace(conn->id_, conn);
+  return conn;
+}
+
+Task<void> Instance::ConnectSetup(std::shared_ptr<Conn> conn, Request request) {
   const ActorOptions& o = type_->options;
   if (type_->on_before_connect) {
     co_await RunHook("onBeforeConnect", o.on_before_connect_timeout,
-                     type_->on_before_connect(inv, conn.params_));
+                     type_->on_before_connect(Invocation{this, conn, nullptr}, request, conn->params_));
   }
   if (type_->create_conn_state) {
-    auto make = [](const ConnStateFn& fn, Invocation inv, Value params) -> Task<int> {
+    auto make = [](ConnStateFn fn, Invocation inv, Request req, Value params) -> Task<int> {
       // The state lands through the Invocation's conn.
-      inv.conn->state_ = co_await fn(inv, params);
+      auto conn = inv.conn;
+      conn->state_ = co_await fn(std::move(inv), std::move(req), std::move(params));
       co_return 0;
     };
-    co_await WithTimeout<int>(*this, runtime_.clock(), make(type_->create_conn_state, inv, conn.params_),
-                              o.create_conn_state_timeout,
-                              [t = o.create_conn_state_timeout] { return Timeout("createConnState", t); },
-                              owned_tasks_);
+    co_await WithTimeout<int>(
+        *this, runtime_.clock(),
+        make(type_->create_conn_state, Invocation{this, conn, nullptr}, request, conn->params_),
+        o.create_conn_state_timeout,
+        [t = o.create_conn_state_timeout] { return Timeout("createConnState", t); }, owned_tasks_);
   }
-  conn.connected_ = true;
+  conn->connected_ = true;
   if (type_->on_connect) {
-    co_await RunHook("onConnect", o.on_connect_timeout, type_->on_connect(inv, conn));
+    co_await RunHook("onConnect", o.on_connect_timeout, type_->on_connect(Invocation{this, conn, nullptr}));
   }
 }
 
 Task<void> Instance::DisconnectConn(std::string conn_id) {
   auto it = conns_.find(conn_id);
   if (it == conns_.end() || it->second->closed_) co_return;
-  Conn& conn = *it->second;
+  std::shared_ptr<Conn> shared = it->second;
+  Conn& conn = *shared;
   conn.closed_ = true;
   if (conn.connected_ && type_->on_disconnect) {
     BeginActivity();
-    Invocation inv{this, &conn, nullptr};
     try {
-      co_await type_->on_disconnect(inv, conn);
+      co_await type_->on_disconnect(Invocation{this, shared, nullptr});
     } catch (...) {
       LogWarn(kLog, "onDisconnect failed", {{"actor", actor_id_}, {"error", ErrorText(std::current_exception())}});
     }
@@ -1095,25 +1103,22 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
   auto enc = wire::ParseEncoding(sp.encoding.value_or("json"));
   if (!enc) return refuse(1003, "actor.unsupported_websocket_encoding");
 
-  auto conn = std::make_unique<Conn>();
-  conn->owner_ = this;
-  conn->id_ = runtime_.random().Uuid4();
-  conn->transient_ = false;
-  conn->encoding_ = *enc;
-  conn->gateway_id_ = id.gateway_id;
-  conn->request_id_ = id.request_id;
+  Value params;
   try {
     if (sp.conn_params_raw) {
       auto decoded = gw::PercentDecode(*sp.conn_params_raw);
       if (!decoded.ok()) throw ActorError("request", "invalid", "connection params are not URL-encoded");
-      conn->params_ = ParseParams(&*decoded);
+      params = ParseParams(&*decoded);
     }
   } catch (const ActorError& e) {
     return refuse(1011, e.group() + "." + e.code());
   }
+  std::shared_ptr<Conn> conn = NewConn(/*transient=*/false);
+  conn->encoding_ = *enc;
+  conn->gateway_id_ = id.gateway_id;
+  conn->request_id_ = id.request_id;
+  conn->params_ = std::move(params);
   const std::string conn_id = conn->id_;
-  Conn& c = *conn;
-  conns_.emplace(conn_id, std::move(conn));
   ws_conns_[route] = conn_id;
   ResetSleepTimer();
 
@@ -1122,10 +1127,10 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
   open.message_kind = latest::ToRivetWebSocketOpen{false};
   runtime_.client().SendTunnel(std::move(open), true);
 
-  auto setup = [](Instance* self, Conn* c, std::string conn_id, Request req) -> Task<void> {
+  auto setup = [](Instance* self, std::shared_ptr<Conn> c, std::string conn_id, Request req) -> Task<void> {
     std::optional<ClientError> failed;
     try {
-      co_await self->ConnectSetup(*c, req);
+      co_await self->ConnectSetup(c, std::move(req));
     } catch (...) {
       failed = ToClientError(std::current_exception(), self->actor_id_);
     }
@@ -1144,7 +1149,7 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
     self->CloseConnSocket(*it->second, 1011, e.group + "." + e.code);
     co_await self->DisconnectConn(conn_id);
   };
-  SpawnOwned(setup(this, &c, conn_id, std::move(req)), false, true);
+  SpawnOwned(setup(this, std::move(conn), conn_id, std::move(req)), false, true);
 }
 
 void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, bool binary) {
@@ -1182,11 +1187,10 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
   auto check = [](Instance* self, std::string conn_id, std::string name) -> Task<void> {
     auto it = self->conns_.find(conn_id);
     if (it == self->conns_.end()) co_return;
-    Invocation inv{self, it->second.get(), nullptr};
     bool ok = false;
     std::optional<ClientError> err;
     try {
-      ok = co_await self->type_->events.find(name)->second(inv);
+      ok = co_await self->type_->events.find(name)->second(Invocation{self, it->second, nullptr});
     } catch (...) {
       err = ToClientError(std::current_exception(), self->actor_id_);
     }
@@ -1209,7 +1213,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req) {
   if (it == conns_.end()) co_return;
   wire::ToClient reply;
   try {
-    Value output = co_await InvokeAction(req.name, req.args, it->second.get());
+    Value output = co_await InvokeAction(req.name, std::move(req.args), it->second);
     reply = wire::ActionResponse{req.id, std::move(output)};
   } catch (...) {
     ClientError e = ToClientError(std::current_exception(), actor_id_);
@@ -1323,17 +1327,16 @@ void Runtime::OnStartActor(envoy::StartActor start) {
     }
     if (self->type_->run) {
       self->run_active_ = true;
-      Invocation inv{self, nullptr, nullptr};
-      auto run = [](Instance* s, Invocation inv) -> Task<void> {
+      auto run = [](Instance* s) -> Task<void> {
         try {
-          co_await s->type_->run(inv);
+          co_await s->type_->run(Invocation{s, nullptr, nullptr});
         } catch (...) {
           LogWarn(kLog, "run handler failed", {{"actor", s->actor_id_}, {"error", ErrorText(std::current_exception())}});
         }
         s->run_active_ = false;
         s->ResetSleepTimer();
       };
-      self->SpawnOwned(run(self, inv), false, false);
+      self->SpawnOwned(run(self), false, false);
     }
     self->ResetSleepTimer();
     self->SyncAlarm();

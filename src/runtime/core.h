@@ -187,22 +187,32 @@ class Slot {
 };
 
 // What every hook, action and handler receives from the core; the typed Ctx wraps it.
+// Hooks take it (and their other arguments) by value: a hook abandoned at its timeout keeps
+// running, so it must own everything it refers to — the connection is shared, the request
+// lives in the hook's own frame, and the instance outlives its tasks.
+//
+// Not an aggregate on purpose: g++ 12 destroys a braced aggregate temporary passed by value
+// to a coroutine inside a co_await expression twice (`co_await f(Agg{...})`), which would
+// drop a connection reference; a constructor avoids that code path.
 struct Invocation {
+  Invocation() = default;
+  Invocation(Instance* i, std::shared_ptr<Conn> c, const Request* r)
+      : instance(i), conn(std::move(c)), request(r) {}
   Instance* instance = nullptr;
-  Conn* conn = nullptr;            // calling connection (actions over a connection)
+  std::shared_ptr<Conn> conn;        // calling connection (actions over a connection)
   const Request* request = nullptr;  // connection hooks / raw requests
 };
 
-using HookFn = std::function<Task<void>(Invocation&)>;
-using InputHookFn = std::function<Task<void>(Invocation&, const Value& input)>;
-using ActionFn = std::function<Task<Value>(Invocation&, const Value& args)>;
-using ConnHookFn = std::function<Task<void>(Invocation&, Conn&)>;
-using ParamsHookFn = std::function<Task<void>(Invocation&, const Value& params)>;
-using ConnStateFn = std::function<Task<Value>(Invocation&, const Value& params)>;
-using RequestFn = std::function<Task<Response>(Invocation&, const Request&)>;
-using MigrateFn = std::function<Task<void>(Invocation&, bool is_new)>;
+using HookFn = std::function<Task<void>(Invocation)>;
+using InputHookFn = std::function<Task<void>(Invocation, Value input)>;
+using ActionFn = std::function<Task<Value>(Invocation, Value args)>;
+using ConnHookFn = std::function<Task<void>(Invocation)>;  // the conn is inv.conn
+using ParamsHookFn = std::function<Task<void>(Invocation, Request, Value params)>;
+using ConnStateFn = std::function<Task<Value>(Invocation, Request, Value params)>;
+using RequestFn = std::function<Task<Response>(Invocation, Request)>;
+using MigrateFn = std::function<Task<void>(Invocation, bool is_new)>;
 using StateChangeFn = std::function<void(Invocation&)>;
-using SubscribeCheckFn = std::function<Task<bool>(Invocation&)>;
+using SubscribeCheckFn = std::function<Task<bool>(Invocation)>;
 
 struct ActorType {
   std::string name;
@@ -270,7 +280,7 @@ class Instance {
 
   // ---- Events, connections ----
   void Broadcast(std::string_view event, Value args);
-  const std::map<std::string, std::unique_ptr<Conn>, std::less<>>& conns() const { return conns_; }
+  const std::map<std::string, std::shared_ptr<Conn>, std::less<>>& conns() const { return conns_; }
 
   // ---- Schedule (actors.md §2.6) ----
   // Returns the event id.
@@ -334,8 +344,9 @@ class Instance {
   // ---- Requests and connections ----
   void HandleHttp(const envoy::latest::MessageId& id, Request request);
   Task<void> HttpAction(envoy::latest::MessageId id, Request request, std::string action);
-  Task<Value> InvokeAction(const std::string& name, const Value& args, Conn* conn);
-  Task<void> ConnectSetup(Conn& conn, const Request& request);
+  Task<Value> InvokeAction(std::string name, Value args, std::shared_ptr<Conn> conn);
+  std::shared_ptr<Conn> NewConn(bool transient);
+  Task<void> ConnectSetup(std::shared_ptr<Conn> conn, Request request);
   Task<void> DisconnectConn(std::string conn_id);
   void HandleWsOpen(const envoy::latest::MessageId& id, Request request);
   void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);
@@ -399,7 +410,7 @@ class Instance {
   std::vector<std::function<void()>> idle_waiters_;  // grace: woken when blockers drop
 
   // Connections and requests.
-  std::map<std::string, std::unique_ptr<Conn>, std::less<>> conns_;
+  std::map<std::string, std::shared_ptr<Conn>, std::less<>> conns_;
   std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, std::string> ws_conns_;
   std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, Request> streaming_;
 };

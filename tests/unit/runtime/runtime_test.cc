@@ -508,3 +508,331 @@ TEST(RuntimeCore, OnStateChangeSeesNewStateAndCannotMutate) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+// A hook that hangs until the test releases it (then its frame completes and is freed).
+struct Hang {
+  Completion<int> c;
+  Task<void> Wait() const { co_await c; }
+};
+
+struct HookCase {
+  const char* name;
+  std::chrono::milliseconds timeout;
+  std::function<void(ActorDef<Counter>&, const Hang&)> install;
+};
+
+class StartHookTimeout : public ::testing::TestWithParam<HookCase> {};
+
+TEST_P(StartHookTimeout, FailsTheStartAfterItsTimeout) {
+  const HookCase& hc = GetParam();
+  ActorDef<Counter> def("counter");
+  Hang hang;
+  hc.install(def, hang);
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Advance(hc.timeout - 1ms);
+  EXPECT_FALSE(h.Stopped("a1", 1).has_value());
+  h.Advance(1ms);
+  auto stopped = h.Stopped("a1", 1);
+  ASSERT_TRUE(stopped.has_value()) << hc.name;
+  EXPECT_EQ(stopped->code, latest::StopCode::kError);
+  EXPECT_THAT(stopped->message.value_or(""),
+              HasSubstr(std::string("callback `") + hc.name + "` timed out after " +
+                        std::to_string(hc.timeout.count()) + " ms"));
+  EXPECT_FALSE(h.Running("a1", 1));
+  hang.c.Resolve(0);
+  h.Pump();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hooks, StartHookTimeout,
+    ::testing::Values(
+        HookCase{"onMigrate", 30000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.on_migrate([h](Ctx<Counter>&, bool) { return h.Wait(); });
+                 }},
+        HookCase{"createState", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.create_state([h](Ctx<Counter>&) -> Task<Counter> {
+                     co_await h.Wait();
+                     co_return Counter{};
+                   });
+                 }},
+        HookCase{"onCreate", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.on_create([h](Ctx<Counter>&) { return h.Wait(); });
+                 }},
+        HookCase{"createVars", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.create_vars([h](Ctx<Counter>&) -> Task<NoVars> {
+                     co_await h.Wait();
+                     co_return NoVars{};
+                   });
+                 }},
+        HookCase{"onWake", 30000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.on_wake([h](Ctx<Counter>&) { return h.Wait(); });
+                 }},
+        HookCase{"onBeforeActorStart", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.on_before_actor_start([h](Ctx<Counter>&) { return h.Wait(); });
+                 }}),
+    [](const ::testing::TestParamInfo<HookCase>& info) { return std::string(info.param.name); });
+
+class ConnectHookTimeout : public ::testing::TestWithParam<HookCase> {};
+
+TEST_P(ConnectHookTimeout, RejectsTheConnection) {
+  const HookCase& hc = GetParam();
+  ActorDef<Counter> def = CounterDef();
+  Hang hang;
+  hc.install(def, hang);
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  h.Advance(hc.timeout - 1ms);
+  EXPECT_FALSE(h.Reply(ws).ws_close.has_value());
+  h.Advance(1ms);
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value()) << hc.name;
+  EXPECT_EQ(h.Reply(ws).ws_close->code, std::optional<uint16_t>(1011));
+  EXPECT_EQ(h.Reply(ws).ws_close->reason, std::optional<std::string>("actor.callback_timed_out"));
+  auto err = wire::DecodeToClient(h.Reply(ws).ws_messages.back().data, wire::Encoding::kJson);
+  ASSERT_TRUE(err.ok() && std::holds_alternative<wire::ErrorMsg>(*err));
+  EXPECT_THAT(std::get<wire::ErrorMsg>(*err).message, HasSubstr(hc.name));
+  hang.c.Resolve(0);
+  h.Pump();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hooks, ConnectHookTimeout,
+    ::testing::Values(
+        HookCase{"onBeforeConnect", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.on_before_connect([h](Ctx<Counter>&, const Value&) { return h.Wait(); });
+                 }},
+        HookCase{"createConnState", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.create_conn_state([h](Ctx<Counter>&, const Value&) -> Task<int> {
+                     co_await h.Wait();
+                     co_return 1;
+                   });
+                 }},
+        HookCase{"onConnect", 5000ms,
+                 [](ActorDef<Counter>& d, const Hang& h) {
+                   d.on_connect([h](Ctx<Counter>&, Conn&) { return h.Wait(); });
+                 }}),
+    [](const ::testing::TestParamInfo<HookCase>& info) { return std::string(info.param.name); });
+
+// Each idle rule of actors.md §3.3 that keeps an actor awake past its sleep timeout.
+TEST(RuntimeIdle, KeepAwakeTaskBlocksSleepUntilItEnds) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().sleep_timeout = 1000ms;
+  Hang hang;
+  def.action("busy", [hang](Ctx<Counter>& c) { c.keep_awake(hang.Wait()); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "busy", "[]");
+  h.Advance(10s);
+  EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
+  hang.c.Resolve(0);
+  h.Advance(1000ms);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u);
+}
+
+TEST(RuntimeIdle, InFlightActionBlocksSleep) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().sleep_timeout = 1000ms;
+  Hang hang;
+  def.action("slow", [hang](Ctx<Counter>&) -> Task<int> {
+    co_await hang.Wait();
+    co_return 1;
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto id = h.Action("a1", "slow", "[]");
+  h.Advance(30s);
+  EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
+  hang.c.Resolve(0);
+  h.Pump();
+  EXPECT_EQ(h.Body(id), R"({"output":1})");
+  h.Advance(1000ms);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u);
+}
+
+TEST(RuntimeIdle, ActiveRunHandlerBlocksSleepUntilItReturns) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().sleep_timeout = 1000ms;
+  Hang hang;
+  def.run([hang](Ctx<Counter>&) { return hang.Wait(); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Advance(10s);
+  EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
+  hang.c.Resolve(0);  // run returns: the actor stays alive, then idles to sleep
+  h.Advance(1000ms);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u);
+}
+
+TEST(RuntimeIdle, ScheduledActionRunningBlocksSleep) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().sleep_timeout = 1000ms;
+  Hang hang;
+  def.action("slow", [hang](Ctx<Counter>&) { return hang.Wait(); });
+  def.action("later", [](Ctx<Counter>& c) { c.schedule().after(500ms, "slow"); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "later", "[]");
+  h.Advance(20s);  // the alarm fired at 500 ms; its action is still running
+  EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
+  hang.c.Resolve(0);
+  h.Advance(1000ms);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u);
+}
+
+TEST(RuntimeLifecycle, WaitUntilDelaysStopWithinTheGracePeriod) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().sleep_grace_period = 2000ms;
+  Hang hang;
+  def.action("bg", [hang](Ctx<Counter>& c) { c.wait_until(hang.Wait()); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "bg", "[]");
+  h.StopActor("a1", 1);
+  EXPECT_FALSE(h.Stopped("a1", 1).has_value());
+  hang.c.Resolve(0);
+  h.Pump();
+  EXPECT_TRUE(h.Stopped("a1", 1).has_value());
+
+  // A task that never ends is abandoned at the grace deadline.
+  Hang forever;
+  ActorDef<Counter> def2 = CounterDef();
+  def2.options().sleep_grace_period = 2000ms;
+  def2.action("bg", [forever](Ctx<Counter>& c) { c.wait_until(forever.Wait()); });
+  RuntimeHarness h2;
+  h2.Boot({def2.type()});
+  h2.StartActor("a2", "counter");
+  h2.Action("a2", "bg", "[]");
+  h2.StopActor("a2", 1);
+  h2.Advance(1999ms);
+  EXPECT_FALSE(h2.Stopped("a2", 1).has_value());
+  h2.Advance(1ms);
+  EXPECT_TRUE(h2.Stopped("a2", 1).has_value());
+  forever.c.Resolve(0);
+  h2.Pump();
+}
+
+TEST(RuntimeLifecycle, AbortSignalFiresAtTheStartOfShutdown) {
+  ActorDef<Counter> def = CounterDef();
+  auto seen = std::make_shared<std::vector<bool>>();
+  def.on_wake([seen](Ctx<Counter>& c) { seen->push_back(c.aborted()); });
+  def.on_sleep([seen](Ctx<Counter>& c) { seen->push_back(c.aborted()); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.StopActor("a1", 1);
+  EXPECT_EQ(*seen, (std::vector<bool>{false, true}));
+}
+
+TEST(RuntimeLifecycle, VarsAreRebuiltOnEveryStartAndNeverPersisted) {
+  struct Vars {
+    int starts = 0;
+    std::string note;
+  };
+  auto created = std::make_shared<int>(0);
+  ActorDef<Counter, Vars> def("counter");
+  def.create_vars([created](Ctx<Counter, Vars>&) { return Vars{++*created, "fresh"}; });
+  def.action("touch", [](Ctx<Counter, Vars>& c) {
+    c.vars().note = "touched";
+    return c.vars().starts;
+  });
+  def.action("note", [](Ctx<Counter, Vars>& c) { return c.vars().note; });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  EXPECT_EQ(h.Body(h.Action("a1", "touch", "[]")), R"({"output":1})");
+  EXPECT_EQ(h.Body(h.Action("a1", "note", "[]")), R"({"output":"touched"})");
+  h.StopActor("a1", 1);
+  h.StartActor("a1", "counter", 2);
+  EXPECT_EQ(h.Body(h.Action("a1", "touch", "[]")), R"({"output":2})");
+  h.Action("a1", "note", "[]");
+  EXPECT_EQ(*created, 2);
+}
+
+TEST(RuntimeLifecycle, CreateStateAndOnCreateReceiveTheInput) {
+  struct Input {
+    int64_t start = 0;
+  };
+  ActorDef<Counter> def("counter");
+  auto got = std::make_shared<int64_t>(-1);
+  def.create_state([](Ctx<Counter>&, Input in) { return Counter{in.start}; });
+  def.on_create([got](Ctx<Counter>&, Input in) { *got = in.start; });
+  def.action("getCount", [](Ctx<Counter>& c) { return c.state().count; });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter", 1, Value::Object({{"start", 42}}));
+  EXPECT_EQ(*got, 42);
+  EXPECT_EQ(h.Body(h.Action("a1", "getCount", "[]")), R"({"output":42})");
+}
+
+TEST(RuntimeAlarms, UnchangedAlarmIsNotPushedAgainAfterWake) {
+  ActorDef<Counter> def = CounterDef();
+  def.action("later", [](Ctx<Counter>& c) { c.schedule().after(60s, "increment", 1); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "later", "[]");
+  ASSERT_EQ(h.EventsOf<latest::EventActorSetAlarm>("a1").size(), 1u);
+  h.StopActor("a1", 1);
+  h.StartActor("a1", "counter", 2);
+  h.Action("a1", "getCount", "[]");
+  // Same earliest timestamp as stored at KV [6]: no second SetAlarm (dedup).
+  EXPECT_EQ(h.EventsOf<latest::EventActorSetAlarm>("a1").size(), 1u);
+  // A new, earlier event changes the alarm.
+  h.Action("a1", "later", "[]");
+  EXPECT_EQ(h.EventsOf<latest::EventActorSetAlarm>("a1").size(), 1u) << "a later event leaves the earliest alone";
+}
+
+TEST(RuntimeHttp, OnRequestGetsThePathAfterRequest) {
+  ActorDef<Counter> def = CounterDef();
+  def.on_request([](Ctx<Counter>& c, const Request& req) {
+    c.state().count += 1;
+    return Response::Text(201, req.method + " " + req.path + " ?" + req.query + " " +
+                                   std::string(req.body.begin(), req.body.end()));
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto id = h.Http("a1", "PUT", "/request/test/path?foo=bar&foo=baz", "payload");
+  EXPECT_EQ(h.Status(id), 201);
+  EXPECT_EQ(h.Body(id), "PUT /test/path ?foo=bar&foo=baz payload");
+  EXPECT_EQ(h.Body(h.Http("a1", "GET", "/request")), "GET / ? ");
+  // The state change made by the handler is durable before its response.
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 2}}));
+
+  RuntimeHarness h2;
+  h2.Boot({CounterDef().type()});
+  h2.StartActor("a1", "counter");
+  EXPECT_EQ(h2.Status(h2.Http("a1", "GET", "/request/x")), 404);
+}
+
+TEST(RuntimeHttp, OversizedActionBodyIsRefused) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  std::string big(70000, ' ');
+  auto id = h.Http("a1", "POST", "/action/increment", "{\"args\":[1]}" + big, {{"x-rivet-encoding", "json"}});
+  EXPECT_EQ(h.Status(id), 400);
+  EXPECT_THAT(h.Body(id), HasSubstr("incoming_too_long"));
+}
+
+}  // namespace
+}  // namespace keel
