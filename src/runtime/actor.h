@@ -111,6 +111,60 @@ class Schedule {
   runtime::Instance& inst_;
 };
 
+// The actor's durable queue (actors.md §2.7).
+class Queue {
+ public:
+  using Message = runtime::Instance::QueueMessage;
+  using Receive = runtime::Instance::QueueReceive;
+
+  Queue(runtime::Instance& inst, runtime::Invocation& inv) : inst_(inst), inv_(inv) {}
+
+  // Stores a message; returns its id (ids start at 1). Errors: queue.full,
+  // queue.message_too_large.
+  template <typename T>
+  Task<uint64_t> send(std::string name, const T& body) {
+    return inst_.QueueSend(std::move(name), ToValue(body));
+  }
+  // The next matching message, waiting up to `options.timeout` (forever when unset);
+  // nullopt on timeout. Errors: actor.aborted when the actor starts shutting down.
+  Task<std::optional<Message>> next(Receive options = {}) {
+    options.count = 1;
+    auto got = co_await inst_.QueueReceiveMessages(inv_, std::move(options));
+    if (got.empty()) co_return std::nullopt;
+    co_return std::move(got.front());
+  }
+  // Up to `count` messages; empty on timeout.
+  Task<std::vector<Message>> next_batch(size_t count, Receive options = {}) {
+    options.count = count;
+    return inst_.QueueReceiveMessages(inv_, std::move(options));
+  }
+  // Without waiting.
+  Task<std::optional<Message>> try_next(Receive options = {}) {
+    options.timeout = std::chrono::milliseconds(0);
+    return next(std::move(options));
+  }
+  // Completes a message received with `completable`; `response` goes to a sender waiting
+  // on it. Errors: queue.already_completed.
+  template <typename T>
+  Task<void> complete(const Message& message, const T& response) {
+    return inst_.QueueComplete(inv_, message.id, ToValue(response));
+  }
+  Task<void> complete(const Message& message) { return inst_.QueueComplete(inv_, message.id, std::nullopt); }
+  size_t size() const { return inst_.queue_size(); }
+
+ private:
+  runtime::Instance& inst_;
+  runtime::Invocation& inv_;
+};
+
+// A queue message's body as T (actor.invalid_request when it does not fit).
+template <typename T>
+T BodyAs(const Queue::Message& m) {
+  Result<T> r = FromValue<T>(m.body);
+  if (!r.ok()) throw ActorError("actor", "invalid_request", "queue message body: " + r.error().message());
+  return std::move(*r);
+}
+
 template <typename S = NoState, typename V = NoVars>
 class Ctx {
  public:
@@ -147,6 +201,7 @@ class Ctx {
   }
 
   Kv kv() { return Kv(*inv_.instance); }
+  Queue queue() { return Queue(*inv_.instance, inv_); }
   Schedule schedule() { return Schedule(*inv_.instance); }
 
   void sleep() { inv_.instance->RequestSleep(); }
@@ -289,6 +344,25 @@ class ActorDef {
     type_->actions[std::move(name)] = [fn = std::move(fn), action_name](
                                           runtime::Invocation inv, Value args) -> Task<Value> {
       return Invoke<R, Args>(fn, std::move(inv), action_name, std::move(args));
+    };
+    return *this;
+  }
+
+  // Declares a queue clients may send to; `can_publish(Ctx&) -> bool` may veto a send.
+  ActorDef& queue(std::string name) {
+    type_->queues[std::move(name)] = nullptr;
+    return *this;
+  }
+  template <typename F>
+  ActorDef& queue(std::string name, F can_publish) {
+    type_->queues[std::move(name)] = [fn = std::move(can_publish)](runtime::Invocation inv) -> Task<bool> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_return co_await fn(ctx);
+      } else {
+        co_return fn(ctx);
+      }
     };
     return *this;
   }
@@ -454,6 +528,13 @@ class ActorDef {
     Context ctx(inv);
     Args decoded = internal::DecodeArgs<Args>(action, args,
                                               std::make_index_sequence<std::tuple_size_v<Args>>{});
+    // A completable queue message the action did not complete goes back to the queue.
+    struct Release {
+      runtime::Invocation& inv;
+      ~Release() {
+        if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
+      }
+    } release{inv};
     co_return co_await internal::ResultMapper<R>::Run([&fn, &ctx, &decoded] {
       return std::apply([&](auto&... a) { return fn(ctx, std::move(a)...); }, decoded);
     });
@@ -489,6 +570,12 @@ class ActorDef {
     return [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&>;
+      struct Release {
+        runtime::Invocation& inv;
+        ~Release() {
+          if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
+        }
+      } release{inv};
       if constexpr (internal::IsTask<R>::value) {
         co_await fn(ctx);
       } else {

@@ -626,8 +626,9 @@ void Instance::FireDueEvents() {
 // Sleep
 
 bool Instance::CanSleep() const {
+  // A run handler blocked in a queue receive counts as idle (actors.md §3.3 rule 6).
   return phase_ == Phase::kStarted && !type_->options.no_sleep && activity_ == 0 &&
-         !run_active_ && conns_.empty();
+         (!run_active_ || run_waiting_on_queue_ > 0) && conns_.empty();
 }
 
 void Instance::ResetSleepTimer() {
@@ -782,6 +783,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   if (sleep_timer_ != TimerId{}) runtime_.clock().Cancel(sleep_timer_), sleep_timer_ = {};
   if (schedule_timer_ != TimerId{}) runtime_.clock().Cancel(schedule_timer_), schedule_timer_ = {};
   aborted_ = true;
+  AbortQueueWaiters();
   Invocation inv{this, nullptr, nullptr};
 
   // Connections: close sockets, run onDisconnect.
@@ -901,6 +903,17 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
       return respond_error({"actor", "action_not_found", "Action `" + path.substr(8) + "` was not found.", {}});
     }
     SpawnOwned(HttpAction(id, std::move(req), std::move(*name)), true, true);
+    return;
+  }
+  if (path.rfind("/queue/", 0) == 0) {
+    if (req.method != "POST") {
+      return respond_error({"actor", "method_not_allowed", "Method not allowed", {}});
+    }
+    auto name = gw::PercentDecode(std::string_view(path).substr(7));
+    if (!name.ok() || name->empty() || name->find('/') != std::string::npos) {
+      return respond_error({"queue", "invalid_message_key", "Invalid queue name", {}});
+    }
+    SpawnOwned(HttpQueueSend(id, std::move(req), std::move(*name)), true, true);
     return;
   }
   if (path == "/request" || path.rfind("/request/", 0) == 0) {
@@ -1329,7 +1342,9 @@ void Runtime::OnStartActor(envoy::StartActor start) {
       self->run_active_ = true;
       auto run = [](Instance* s) -> Task<void> {
         try {
-          co_await s->type_->run(Invocation{s, nullptr, nullptr});
+          Invocation inv{s, nullptr, nullptr};
+          inv.is_run = true;
+          co_await s->type_->run(std::move(inv));
         } catch (...) {
           LogWarn(kLog, "run handler failed", {{"actor", s->actor_id_}, {"error", ErrorText(std::current_exception())}});
         }

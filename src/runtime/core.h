@@ -201,6 +201,9 @@ struct Invocation {
   Instance* instance = nullptr;
   std::shared_ptr<Conn> conn;        // calling connection (actions over a connection)
   const Request* request = nullptr;  // connection hooks / raw requests
+  bool is_run = false;               // the run handler (a queue wait there counts as idle)
+  // Completable queue messages this invocation received and has not completed yet.
+  std::vector<uint64_t> holding;
 };
 
 using HookFn = std::function<Task<void>(Invocation)>;
@@ -237,6 +240,8 @@ struct ActorType {
   RequestFn on_request;
   std::map<std::string, ActionFn, std::less<>> actions;
   std::map<std::string, SubscribeCheckFn, std::less<>> events;  // declared; check may be empty
+  // Declared queues; `canPublish` may be empty. Client sends to other names are dropped.
+  std::map<std::string, SubscribeCheckFn, std::less<>> queues;
   // JSON text published in ToRivetMetadata.prepopulateActorNames.
   std::string metadata_json = "{}";
 };
@@ -285,6 +290,36 @@ class Instance {
   // ---- Schedule (actors.md §2.6) ----
   // Returns the event id.
   std::string ScheduleAt(int64_t epoch_ms, std::string action, Value args);
+
+  // ---- Queue (actors.md §2.7): persisted under [5,1,1] (metadata) and [5,1,2]+id ----
+  struct QueueMessage {
+    uint64_t id = 0;
+    std::string name;
+    Value body;
+    int64_t created_at = 0;
+    bool in_flight = false;
+  };
+  struct QueueReceive {
+    std::vector<std::string> names;  // empty: any
+    std::optional<milliseconds> timeout;
+    bool completable = false;
+    size_t count = 1;
+  };
+  // Stores a message (durable before the next output). Errors: queue.full,
+  // queue.message_too_large.
+  Task<uint64_t> QueueSend(std::string name, Value body);
+  // The first matching messages in FIFO order, waiting up to `timeout` (forever when
+  // unset) for at least one; empty on timeout. A completable receive leaves the message
+  // stored (in flight) until QueueComplete; `inv` remembers it. Errors: actor.aborted when
+  // the actor starts shutting down, queue.previous_message_not_completed.
+  Task<std::vector<QueueMessage>> QueueReceiveMessages(Invocation& inv, QueueReceive options);
+  // Errors: queue.already_completed.
+  Task<void> QueueComplete(Invocation& inv, uint64_t id, std::optional<Value> response);
+  // An invocation ended holding an uncompleted message: it goes back to the queue.
+  void QueueRelease(Invocation& inv);
+  size_t queue_size() const { return queue_.size(); }
+  // Shutdown: waiting receives fail with actor.aborted, waiting HTTP sends time out.
+  void AbortQueueWaiters();
 
   // ---- Lifecycle requests from actor code ----
   void RequestSleep();    // throws actor.starting / actor.stopping
@@ -408,6 +443,26 @@ class Instance {
   std::optional<envoy::latest::StopActorReason> pending_stop_;
   int owned_tasks_ = 0;
   std::vector<std::function<void()>> idle_waiters_;  // grace: woken when blockers drop
+
+  // Queue.
+  Task<void> EnsureQueueLoaded();
+  void StageQueueMessage(const QueueMessage& m);
+  void StageQueueMeta();
+  void DispatchQueue();
+  Task<void> HttpQueueSend(envoy::latest::MessageId id, Request request, std::string name);
+  struct QueueWaiter {
+    QueueReceive options;
+    Completion<std::optional<std::vector<QueueMessage>>> done;  // nullopt: aborted
+    TimerId timer{};
+    bool from_run = false;
+  };
+  bool queue_loaded_ = false;
+  std::optional<Completion<bool>> queue_loading_;
+  std::map<uint64_t, QueueMessage> queue_;
+  uint64_t queue_next_id_ = 1;
+  std::vector<std::shared_ptr<QueueWaiter>> queue_waiters_;
+  std::map<uint64_t, std::vector<Completion<std::optional<Value>>>> queue_completions_;
+  int run_waiting_on_queue_ = 0;
 
   // Connections and requests.
   std::map<std::string, std::shared_ptr<Conn>, std::less<>> conns_;

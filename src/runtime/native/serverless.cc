@@ -1,9 +1,11 @@
 #include "runtime/native/serverless.h"
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
 #include <random>
+#include <thread>
 #include <tuple>
 
 #include "base/log.h"
@@ -30,11 +32,21 @@ std::string JsonString(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           static constexpr char kHex[] = "0123456789abcdef";
@@ -102,9 +114,9 @@ std::string ServerlessHealthJson(const std::string& version) {
   return R"({"status":"ok","runtime":"rivetkit","version":)" + JsonString(version) + "}";
 }
 
-std::string ServerlessMetadataJson(const std::vector<std::pair<std::string, std::string>>& actor_names,
-                                   const std::string& version, uint16_t protocol_version,
-                                   uint32_t envoy_version) {
+std::string ServerlessMetadataJson(
+    const std::vector<std::pair<std::string, std::string>>& actor_names, const std::string& version,
+    uint16_t protocol_version, uint32_t envoy_version) {
   std::string names;
   for (const auto& [name, metadata] : actor_names) {
     if (!names.empty()) names += ',';
@@ -194,13 +206,14 @@ void ServerlessHost::Impl::Handle(std::shared_ptr<net::HttpExchange> ex) {
   if (!rest.empty() && rest.front() != '/') return not_found();
   const bool get = req.method == "GET";
   if ((rest.empty() || rest == "/") && get) {
-    ex->Respond(TextResponse(200, "This is a RivetKit server.\n\nLearn more at https://rivetkit.org\n"));
+    ex->Respond(
+        TextResponse(200, "This is a RivetKit server.\n\nLearn more at https://rivetkit.org\n"));
   } else if (rest == "/health" && get) {
     ex->Respond(JsonResponse(200, ServerlessHealthJson(options.version)));
   } else if (rest == "/metadata" && get) {
-    ex->Respond(JsonResponse(200, ServerlessMetadataJson(actor_names, options.version,
-                                                         options.protocol_version,
-                                                         options.envoy_version)));
+    ex->Respond(
+        JsonResponse(200, ServerlessMetadataJson(actor_names, options.version,
+                                                 options.protocol_version, options.envoy_version)));
   } else if (rest == "/start" && (get || req.method == "POST")) {
     HandleStart(std::move(ex));
   } else {
@@ -216,8 +229,7 @@ void ServerlessHost::Impl::HandleStart(std::shared_ptr<net::HttpExchange> ex) {
     LogWarn(kLog, "start rejected", {{"code", group + "." + code}, {"message", message}});
     ex->Respond(JsonResponse(status, ServerlessErrorJson(group, code, message, metadata)));
   };
-  auto required = [&](std::string_view name, std::string_view legacy,
-                      std::string& out) -> bool {
+  auto required = [&](std::string_view name, std::string_view legacy, std::string& out) -> bool {
     if (net::HasHeader(req.headers, name)) {
       out = std::string(net::FindHeader(req.headers, name));
     } else if (!legacy.empty() && net::HasHeader(req.headers, legacy)) {
@@ -289,8 +301,8 @@ ServerlessHost::Impl::Envoy& ServerlessHost::Impl::EnsureEnvoy(const std::string
   cfg.version = options.envoy_version;
   cfg.protocol_version = options.protocol_version;
   cfg.actor_names = actor_names;
-  cfg.metadata_json = R"({"keel":{"version":)" + JsonString(options.version) +
-                      R"(,"serverless":true}})";
+  cfg.metadata_json =
+      R"({"keel":{"version":)" + JsonString(options.version) + R"(,"serverless":true}})";
   e->transport = std::make_unique<envoy::NativeTransport>(io, *strand);
   e->client = std::make_unique<envoy::EnvoyClient>(cfg, clock, random, *e->transport, *e->core);
   e->transport->set_client(e->client.get());
@@ -300,7 +312,9 @@ ServerlessHost::Impl::Envoy& ServerlessHost::Impl::EnsureEnvoy(const std::string
     CheckAllDown();
   });
   LogInfo(kLog, "envoy connection",
-          {{"endpoint", endpoint}, {"namespace", ns}, {"pool", pool},
+          {{"endpoint", endpoint},
+           {"namespace", ns},
+           {"pool", pool},
            {"envoy_key", e->client->envoy_key()}});
   e->client->Start();
   ++counters.envoys;
@@ -328,9 +342,9 @@ void ServerlessHost::Impl::StartOnStrand(std::shared_ptr<net::HttpExchange> ex,
     return error(400, Error("serverless", "invalid_payload", "no start command"));
   }
   ++counters.starts_accepted;
-  LogInfo(kLog, "start injected",
-          {{"actor", started->first}, {"generation", std::to_string(started->second)},
-           {"pool", pool}});
+  LogInfo(
+      kLog, "start injected",
+      {{"actor", started->first}, {"generation", std::to_string(started->second)}, {"pool", pool}});
   const uint64_t id = next_stream++;
   // Called on the I/O thread; the strand outlives every callback (the runtime stops
   // before the Impl is destroyed). Registered before the answer starts so a client gone
@@ -428,9 +442,10 @@ Result<uint16_t> ServerlessHost::Start() {
       m.io, so, [&m](std::shared_ptr<net::HttpExchange> ex) { m.Handle(std::move(ex)); });
   if (!server.has_value()) return server.error();
   m.server = std::move(*server);
-  LogInfo(kLog, "serving", {{"host", m.options.host},
-                            {"port", std::to_string(m.server->port())},
-                            {"base_path", m.base}});
+  LogInfo(kLog, "serving",
+          {{"host", m.options.host},
+           {"port", std::to_string(m.server->port())},
+           {"base_path", m.base}});
   return m.server->port();
 }
 
@@ -451,21 +466,35 @@ void ServerlessHost::RunSync(std::function<void()> fn) {
 void ServerlessHost::Stop(std::chrono::milliseconds timeout) {
   Impl& m = *impl_;
   if (m.stopped.exchange(true)) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   if (m.server != nullptr) m.server->StopAccepting();
+  // 1. Every envoy stops gracefully: the engine hears ToRivetStopping and the actors stop
+  //    (their streams end with `stopping` at the next tick).
   auto all_down = std::make_shared<std::promise<void>>();
   auto fut = all_down->get_future();
   RunSync([&m, all_down] {
     m.stopping = true;
-    std::vector<uint64_t> ids;
-    for (const auto& [id, s] : m.streams) ids.push_back(id);
-    for (uint64_t id : ids) m.EndStream(id, true);
     m.on_all_down = [all_down] { all_down->set_value(); };
     for (auto& [key, e] : m.envoys) {
       if (!e->client->shut_down()) e->client->Shutdown(false);
     }
     m.CheckAllDown();
   });
-  if (!m.io.stopped()) fut.wait_for(timeout);
+  if (!m.io.stopped()) fut.wait_until(deadline);
+  // 2. The streams still open end with `stopping`.
+  RunSync([&m] {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, s] : m.streams) ids.push_back(id);
+    for (uint64_t id : ids) m.EndStream(id, true);
+  });
+  // 3. Give those last writes a moment to leave (bounded): clients close their side once
+  //    the stream ended.
+  const auto flush_deadline =
+      std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(1000));
+  while (m.server != nullptr && !m.io.stopped() && m.server->open_connections() > 0 &&
+         std::chrono::steady_clock::now() < flush_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   // No handler runs after this; then the loop stops (pending timers are dropped).
   m.server.reset();
   m.io.Stop();

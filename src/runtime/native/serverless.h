@@ -63,9 +63,9 @@ struct ServerlessOptions {
 };
 
 struct ServerlessStats {
-  uint64_t starts_accepted = 0;  // /start bodies injected (stream opened)
-  uint64_t starts_rejected = 0;  // /start answered with an error
-  uint64_t streams_stopping = 0;  // streams ended by `event: stopping` (actor stopped)
+  uint64_t starts_accepted = 0;    // /start bodies injected (stream opened)
+  uint64_t starts_rejected = 0;    // /start answered with an error
+  uint64_t streams_stopping = 0;   // streams ended by `event: stopping` (actor stopped)
   uint64_t streams_cancelled = 0;  // streams ended because the client went away
   size_t open_streams = 0;
   size_t envoys = 0;            // envoy connections created (cached)
@@ -100,9 +100,9 @@ class ServerlessHost {
 
 // The JSON bodies of the routes above (exposed for tests and other shells).
 std::string ServerlessHealthJson(const std::string& version);
-std::string ServerlessMetadataJson(const std::vector<std::pair<std::string, std::string>>& actor_names,
-                                   const std::string& version, uint16_t protocol_version,
-                                   uint32_t envoy_version);
+std::string ServerlessMetadataJson(
+    const std::vector<std::pair<std::string, std::string>>& actor_names, const std::string& version,
+    uint16_t protocol_version, uint32_t envoy_version);
 std::string ServerlessErrorJson(const std::string& group, const std::string& code,
                                 const std::string& message, const std::string& metadata_json = "");
 

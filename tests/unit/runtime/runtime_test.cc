@@ -836,3 +836,174 @@ TEST(RuntimeHttp, OversizedActionBodyIsRefused) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+struct Job {
+  std::string task;
+  int64_t n = 0;
+};
+
+ActorDef<Counter> QueueDef() {
+  ActorDef<Counter> def = CounterDef();
+  def.queue("jobs");
+  def.queue("secret", [](Ctx<Counter>&) { return false; });
+  def.options().max_queue_size = 3;
+  def.options().max_queue_message_size = 200;
+  def.action("take", [](Ctx<Counter>& c) -> Task<std::optional<std::string>> {
+    auto m = co_await c.queue().try_next();
+    if (!m) co_return std::nullopt;
+    co_return m->name + ":" + BodyAs<Job>(*m).task;
+  });
+  def.action("send", [](Ctx<Counter>& c, std::string task) -> Task<uint64_t> {
+    // Named, not `send("jobs", Job{task, 1})` inside the co_await: g++ 12 destroys braced
+    // aggregate temporaries of a co_await expression twice (docs/runtime.md).
+    Job job{task, 1};
+    co_return co_await c.queue().send("jobs", job);
+  });
+  def.action("takeAndComplete", [](Ctx<Counter>& c, std::string answer) -> Task<std::string> {
+    Queue::Receive opts;
+    opts.completable = true;
+    opts.timeout = std::chrono::milliseconds(0);
+    auto m = co_await c.queue().next(opts);
+    if (!m) co_return "none";
+    co_await c.queue().complete(*m, answer);
+    co_return BodyAs<Job>(*m).task;
+  });
+  def.action("takeButForget", [](Ctx<Counter>& c) -> Task<std::string> {
+    Queue::Receive opts;
+    opts.completable = true;
+    opts.timeout = std::chrono::milliseconds(0);
+    auto m = co_await c.queue().next(opts);
+    co_return m ? BodyAs<Job>(*m).task : "none";
+  });
+  def.action("takeTwice", [](Ctx<Counter>& c) -> Task<std::string> {
+    Queue::Receive opts;
+    opts.completable = true;
+    opts.timeout = std::chrono::milliseconds(0);
+    auto m = co_await c.queue().next(opts);
+    if (!m) co_return "none";
+    co_await c.queue().next(opts);  // throws: the first is not completed
+    co_return "unreachable";
+  });
+  def.action("completeTwice", [](Ctx<Counter>& c) -> Task<std::string> {
+    Queue::Receive opts;
+    opts.completable = true;
+    opts.timeout = std::chrono::milliseconds(0);
+    auto m = co_await c.queue().next(opts);
+    if (!m) co_return "none";
+    co_await c.queue().complete(*m);
+    co_await c.queue().complete(*m);  // throws
+    co_return "unreachable";
+  });
+  return def;
+}
+
+std::string QueueBody(const std::string& task, bool wait = false, int timeout_ms = 0) {
+  std::string body = R"({"body":{"task":")" + task + R"(","n":1})";
+  if (wait) body += R"(,"wait":true,"timeout":)" + std::to_string(timeout_ms);
+  return body + "}";
+}
+
+TEST(RuntimeQueue, HttpSendStoresDurablyAndActionsReceive) {
+  RuntimeHarness h;
+  h.Boot({QueueDef().type()});
+  h.StartActor("a1", "counter");
+  auto id = h.Http("a1", "POST", "/queue/jobs", QueueBody("wash"), {{"x-rivet-encoding", "json"}});
+  EXPECT_EQ(h.Status(id), 200);
+  EXPECT_EQ(h.Body(id), R"({"status":"completed"})");
+  // Stored under [5,1,2] + u64 BE id 1 before the response.
+  EXPECT_EQ(h.kv("a1").count(Bytes{5, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1}), 1u);
+  EXPECT_EQ(h.kv("a1").count(Bytes{5, 1, 1}), 1u);
+  EXPECT_EQ(h.Body(h.Action("a1", "take", "[]")), R"({"output":"jobs:wash"})");
+  EXPECT_EQ(h.Body(h.Action("a1", "take", "[]")), R"({"output":null})");
+  EXPECT_EQ(h.kv("a1").count(Bytes{5, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1}), 0u) << "received messages are deleted";
+}
+
+TEST(RuntimeQueue, UndeclaredIsDroppedForbiddenIsRefusedLimitsApply) {
+  RuntimeHarness h;
+  h.Boot({QueueDef().type()});
+  h.StartActor("a1", "counter");
+  auto dropped = h.Http("a1", "POST", "/queue/unknown", QueueBody("x"));
+  EXPECT_EQ(h.Body(dropped), R"({"status":"completed"})");
+  EXPECT_EQ(h.Body(h.Action("a1", "take", "[]")), R"({"output":null})");
+  auto forbidden = h.Http("a1", "POST", "/queue/secret", QueueBody("x"));
+  EXPECT_EQ(h.Status(forbidden), 403);
+  EXPECT_THAT(h.Body(forbidden), HasSubstr("forbidden"));
+  auto big = h.Http("a1", "POST", "/queue/jobs", QueueBody(std::string(300, 'x')));
+  EXPECT_EQ(h.Status(big), 400);
+  EXPECT_THAT(h.Body(big), HasSubstr("message_too_large"));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(h.Status(h.Http("a1", "POST", "/queue/jobs", QueueBody("j"))), 200);
+  auto full = h.Http("a1", "POST", "/queue/jobs", QueueBody("j"));
+  EXPECT_EQ(h.Status(full), 400);
+  EXPECT_THAT(h.Body(full), HasSubstr("Queue is full. Limit is 3 messages."));
+}
+
+TEST(RuntimeQueue, WaitingSendGetsTheCompletionOrTimesOut) {
+  RuntimeHarness h;
+  h.Boot({QueueDef().type()});
+  h.StartActor("a1", "counter");
+  auto waiting = h.Http("a1", "POST", "/queue/jobs", QueueBody("paint", true, 5000));
+  EXPECT_EQ(h.Status(waiting), 0);
+  EXPECT_EQ(h.Body(h.Action("a1", "takeAndComplete", R"(["done!"])")), R"({"output":"paint"})");
+  EXPECT_EQ(h.Body(waiting), R"({"status":"completed","response":"done!"})");
+
+  auto timed = h.Http("a1", "POST", "/queue/jobs", QueueBody("never", true, 1000));
+  h.Advance(1000ms);
+  EXPECT_EQ(h.Body(timed), R"({"status":"timedOut"})");
+}
+
+TEST(RuntimeQueue, CompletableRules) {
+  RuntimeHarness h;
+  h.Boot({QueueDef().type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "send", R"(["a"])");
+  // Received but not completed: back in the queue when the action ends.
+  EXPECT_EQ(h.Body(h.Action("a1", "takeButForget", "[]")), R"({"output":"a"})");
+  EXPECT_EQ(h.Body(h.Action("a1", "takeButForget", "[]")), R"({"output":"a"})");
+  auto twice = h.Action("a1", "takeTwice", "[]");
+  EXPECT_THAT(h.Body(twice), HasSubstr("previous_message_not_completed"));
+  auto complete_twice = h.Action("a1", "completeTwice", "[]");
+  EXPECT_THAT(h.Body(complete_twice), HasSubstr("already_completed"));
+  EXPECT_EQ(h.Body(h.Action("a1", "take", "[]")), R"({"output":null})");
+}
+
+TEST(RuntimeQueue, MessagesSurviveSleep) {
+  RuntimeHarness h;
+  h.Boot({QueueDef().type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "send", R"(["kept"])");
+  h.StopActor("a1", 1);
+  h.StartActor("a1", "counter", 2);
+  EXPECT_EQ(h.Body(h.Action("a1", "take", "[]")), R"({"output":"jobs:kept"})");
+}
+
+TEST(RuntimeQueue, RunBlockedOnReceiveIsIdleAndShutdownAbortsIt) {
+  ActorDef<Counter> def = QueueDef();
+  def.options().sleep_timeout = 1000ms;
+  auto log = std::make_shared<std::vector<std::string>>();
+  def.run([log](Ctx<Counter>& c) -> Task<void> {
+    try {
+      for (;;) {
+        auto m = co_await c.queue().next();
+        if (m) log->push_back(BodyAs<Job>(*m).task);
+      }
+    } catch (const ActorError& e) {
+      log->push_back(e.group() + "." + e.code());
+    }
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Http("a1", "POST", "/queue/jobs", QueueBody("first"));
+  EXPECT_EQ(*log, (std::vector<std::string>{"first"}));
+  h.Advance(1000ms);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u) << "a run waiting on the queue is idle";
+  h.StopActor("a1", 1);
+  EXPECT_EQ(log->back(), "actor.aborted");
+  EXPECT_TRUE(h.Stopped("a1", 1).has_value());
+}
+
+}  // namespace
+}  // namespace keel

@@ -1,0 +1,326 @@
+// The actor's durable queue (actors.md §2.7): messages persisted under KV [5,1,2]+id with
+// the metadata at [5,1,1], loaded lazily on first use, handed to waiting receivers in FIFO
+// order; completable receives keep the message in flight until completed (or released
+// when the receiving invocation ends without completing it).
+#include <algorithm>
+
+#include "base/log.h"
+#include "protocol/persist/versioned.h"
+#include "runtime/core.h"
+
+namespace keel::runtime {
+
+namespace latest = envoy::latest;
+
+namespace {
+
+const Bytes kQueueMetaKey{keys::kQueuePrefix, 1, 1};
+const Bytes kQueueMessagePrefix{keys::kQueuePrefix, 1, 2};
+
+Bytes MessageKey(uint64_t id) {
+  Bytes key = kQueueMessagePrefix;
+  for (int i = 7; i >= 0; --i) key.push_back(static_cast<uint8_t>(id >> (8 * i)));
+  return key;
+}
+
+std::optional<uint64_t> MessageIdOf(const Bytes& key) {
+  if (key.size() != kQueueMessagePrefix.size() + 8 ||
+      !std::equal(kQueueMessagePrefix.begin(), kQueueMessagePrefix.end(), key.begin())) {
+    return std::nullopt;
+  }
+  uint64_t id = 0;
+  for (size_t i = kQueueMessagePrefix.size(); i < key.size(); ++i) id = (id << 8) | key[i];
+  return id;
+}
+
+bool Matches(const Instance::QueueMessage& m, const std::vector<std::string>& names) {
+  return !m.in_flight &&
+         (names.empty() || std::find(names.begin(), names.end(), m.name) != names.end());
+}
+
+protocol::persist::latest::QueueMessage ToRecord(const Instance::QueueMessage& m) {
+  protocol::persist::latest::QueueMessage r;
+  r.name = m.name;
+  r.body = EncodeCbor(m.body);
+  r.created_at = m.created_at;
+  if (m.in_flight) r.in_flight = true;
+  return r;
+}
+
+}  // namespace
+
+Task<void> Instance::EnsureQueueLoaded() {
+  if (queue_loaded_) co_return;
+  if (queue_loading_) {
+    Completion<bool> wait = *queue_loading_;
+    co_await wait;
+    co_return;
+  }
+  queue_loading_.emplace();
+  Completion<bool> loading = *queue_loading_;
+  latest::KvListRequest list;
+  list.query = latest::KvListQuery{latest::KvListPrefixQuery{Bytes{keys::kQueuePrefix, 1}}};
+  std::optional<ActorError> failure;
+  try {
+    latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(list)});
+    if (const auto* resp = r.get_if<latest::KvListResponse>()) {
+      for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+        const Bytes& key = resp->keys[i];
+        if (key == kQueueMetaKey) {
+          if (auto meta = protocol::persist::ReadQueueMetadata(resp->values[i]); meta.ok()) {
+            queue_next_id_ = std::max(queue_next_id_, meta->next_id);
+          }
+          continue;
+        }
+        auto id = MessageIdOf(key);
+        if (!id) continue;
+        auto rec = protocol::persist::ReadQueueMessage(resp->values[i]);
+        if (!rec.ok()) {
+          LogWarn("runtime", "unreadable queue message skipped",
+                  {{"actor", actor_id_}, {"id", std::to_string(*id)}});
+          continue;
+        }
+        Value body;
+        if (auto v = DecodeCbor(rec->body); v.ok()) body = std::move(*v);
+        // In flight when the previous instance ended: delivered again.
+        queue_[*id] = QueueMessage{*id, rec->name, std::move(body), rec->created_at, false};
+        queue_next_id_ = std::max(queue_next_id_, *id + 1);
+      }
+    }
+  } catch (const ActorError& e) {
+    failure = e;
+  }
+  if (!failure) queue_loaded_ = true;
+  queue_loading_.reset();
+  loading.Resolve(true);
+  if (failure) throw *failure;
+}
+
+void Instance::StageQueueMessage(const QueueMessage& m) {
+  StageWrite(MessageKey(m.id), protocol::persist::WriteQueueMessage(ToRecord(m)));
+}
+
+void Instance::StageQueueMeta() {
+  protocol::persist::latest::QueueMetadata meta;
+  meta.next_id = queue_next_id_;
+  meta.size = static_cast<uint32_t>(queue_.size());
+  StageWrite(kQueueMetaKey, protocol::persist::WriteQueueMetadata(meta));
+}
+
+Task<uint64_t> Instance::QueueSend(std::string name, Value body) {
+  co_await EnsureQueueLoaded();
+  const ActorOptions& o = type_->options;
+  if (queue_.size() >= o.max_queue_size) {
+    throw ActorError("queue", "full",
+                     "Queue is full. Limit is " + std::to_string(o.max_queue_size) + " messages.");
+  }
+  QueueMessage m{queue_next_id_, std::move(name), std::move(body), NowMs(), false};
+  const size_t size = protocol::persist::WriteQueueMessage(ToRecord(m)).size();
+  if (size > o.max_queue_message_size) {
+    throw ActorError("queue", "message_too_large",
+                     "Queue message too large (" + std::to_string(size) + " bytes). Limit is " +
+                         std::to_string(o.max_queue_message_size) + " bytes.");
+  }
+  ++queue_next_id_;
+  const uint64_t id = m.id;
+  StageQueueMessage(m);
+  queue_.emplace(id, std::move(m));
+  StageQueueMeta();
+  DispatchQueue();
+  co_return id;
+}
+
+namespace {
+// Takes up to `count` matching messages: removed (and deleted) unless completable, then
+// marked in flight.
+std::vector<Instance::QueueMessage> Take(std::map<uint64_t, Instance::QueueMessage>& queue,
+                                         const Instance::QueueReceive& o,
+                                         std::vector<uint64_t>& taken_ids) {
+  std::vector<Instance::QueueMessage> out;
+  for (auto& [id, m] : queue) {
+    if (out.size() >= std::max<size_t>(o.count, 1)) break;
+    if (!Matches(m, o.names)) continue;
+    out.push_back(m);
+    taken_ids.push_back(id);
+  }
+  return out;
+}
+}  // namespace
+
+void Instance::DispatchQueue() {
+  std::vector<std::pair<std::shared_ptr<QueueWaiter>, std::vector<QueueMessage>>> ready;
+  for (auto it = queue_waiters_.begin(); it != queue_waiters_.end();) {
+    std::vector<uint64_t> ids;
+    auto msgs = Take(queue_, (*it)->options, ids);
+    if (msgs.empty()) {
+      ++it;
+      continue;
+    }
+    for (uint64_t id : ids) {
+      if ((*it)->options.completable) {
+        queue_[id].in_flight = true;
+        StageQueueMessage(queue_[id]);
+      } else {
+        queue_.erase(id);
+        StageWrite(MessageKey(id), std::nullopt);
+      }
+    }
+    StageQueueMeta();
+    if ((*it)->timer != TimerId{}) runtime_.clock().Cancel((*it)->timer);
+    ready.emplace_back(*it, std::move(msgs));
+    it = queue_waiters_.erase(it);
+  }
+  for (auto& [w, msgs] : ready) w->done.Resolve(std::move(msgs));
+}
+
+Task<std::vector<Instance::QueueMessage>> Instance::QueueReceiveMessages(Invocation& inv,
+                                                                         QueueReceive options) {
+  if (!inv.holding.empty()) {
+    throw ActorError("queue", "previous_message_not_completed",
+                     "The previous queue message must be completed before receiving another.");
+  }
+  co_await EnsureQueueLoaded();
+  if (aborted_) throw ActorError("actor", "aborted", "Actor is shutting down.");
+  auto waiter = std::make_shared<QueueWaiter>();
+  waiter->options = std::move(options);
+  waiter->from_run = inv.is_run;
+  queue_waiters_.push_back(waiter);
+  DispatchQueue();
+  std::optional<std::vector<QueueMessage>> got;
+  if (waiter->done.ready()) {
+    got = co_await waiter->done;
+  } else if (waiter->options.timeout && waiter->options.timeout->count() <= 0) {
+    queue_waiters_.erase(std::find(queue_waiters_.begin(), queue_waiters_.end(), waiter));
+    got = std::vector<QueueMessage>{};
+  } else {
+    if (waiter->options.timeout) {
+      std::weak_ptr<QueueWaiter> weak = waiter;
+      waiter->timer = runtime_.clock().ScheduleAfter(*waiter->options.timeout, [this, weak] {
+        auto w = weak.lock();
+        if (!w) return;
+        auto it = std::find(queue_waiters_.begin(), queue_waiters_.end(), w);
+        if (it == queue_waiters_.end()) return;
+        queue_waiters_.erase(it);
+        w->done.Resolve(std::vector<QueueMessage>{});
+      });
+    }
+    // A run handler blocked in a receive counts as idle (actors.md §3.3).
+    if (waiter->from_run) {
+      ++run_waiting_on_queue_;
+      ResetSleepTimer();
+    }
+    got = co_await waiter->done;
+    if (waiter->from_run) {
+      --run_waiting_on_queue_;
+      ResetSleepTimer();
+    }
+  }
+  if (!got) throw ActorError("actor", "aborted", "Actor is shutting down.");
+  if (waiter->options.completable) {
+    for (const auto& m : *got) inv.holding.push_back(m.id);
+  }
+  co_return std::move(*got);
+}
+
+Task<void> Instance::QueueComplete(Invocation& inv, uint64_t id, std::optional<Value> response) {
+  co_await EnsureQueueLoaded();
+  auto it = queue_.find(id);
+  if (it == queue_.end() || !it->second.in_flight) {
+    throw ActorError("queue", "already_completed", "Queue message was already completed.");
+  }
+  queue_.erase(it);
+  StageWrite(MessageKey(id), std::nullopt);
+  StageQueueMeta();
+  inv.holding.erase(std::remove(inv.holding.begin(), inv.holding.end(), id), inv.holding.end());
+  if (auto w = queue_completions_.find(id); w != queue_completions_.end()) {
+    auto waiters = std::move(w->second);
+    queue_completions_.erase(w);
+    for (auto& c : waiters) c.Resolve(response.value_or(Value(Value::Undefined{})));
+  }
+}
+
+void Instance::QueueRelease(Invocation& inv) {
+  bool any = false;
+  for (uint64_t id : inv.holding) {
+    auto it = queue_.find(id);
+    if (it == queue_.end() || !it->second.in_flight) continue;
+    it->second.in_flight = false;
+    StageQueueMessage(it->second);
+    any = true;
+  }
+  inv.holding.clear();
+  if (any) DispatchQueue();
+}
+
+void Instance::AbortQueueWaiters() {
+  auto waiters = std::move(queue_waiters_);
+  queue_waiters_.clear();
+  for (auto& w : waiters) {
+    if (w->timer != TimerId{}) runtime_.clock().Cancel(w->timer);
+    w->done.Resolve(std::nullopt);
+  }
+  auto completions = std::move(queue_completions_);
+  queue_completions_.clear();
+  for (auto& [id, list] : completions) {
+    for (auto& c : list) c.Resolve(std::nullopt);
+  }
+}
+
+// POST /queue/{name} (actors.md §4.5).
+Task<void> Instance::HttpQueueSend(latest::MessageId id, Request req, std::string name) {
+  const auto enc_header = req.Header("x-rivet-encoding");
+  const std::optional<wire::Encoding> enc_opt =
+      enc_header == nullptr || enc_header->empty() ? std::optional(wire::Encoding::kJson)
+                                                   : wire::ParseEncoding(*enc_header);
+  const wire::Encoding enc = enc_opt.value_or(wire::Encoding::kJson);
+  auto fail = [this, id, enc](const ClientError& e) { SendHttpResponse(id, ErrorResponse(e, enc)); };
+  if (!enc_opt) {
+    fail({"request", "invalid", "unsupported x-rivet-encoding", {}});
+    co_return;
+  }
+  if (req.body.size() > runtime_.options().max_incoming_message_size) {
+    fail({"message", "incoming_too_long", "Incoming message too long", {}});
+    co_return;
+  }
+  std::string conn_id;
+  try {
+    auto decoded = wire::DecodeHttpQueueSendRequest(req.body, enc);
+    if (!decoded.ok()) throw ActorError("actor", "invalid_request", decoded.error().message());
+    std::shared_ptr<Conn> conn = NewConn(/*transient=*/true);
+    conn_id = conn->id();
+    co_await ConnectSetup(conn, req);
+    wire::HttpQueueSendResponse out{"completed", std::nullopt};
+    auto declared = type_->queues.find(name);
+    if (declared != type_->queues.end()) {
+      if (declared->second) {
+        bool allowed = co_await declared->second(Invocation{this, conn, nullptr});
+        if (!allowed) throw ActorError("auth", "forbidden", "Forbidden");
+      }
+      const uint64_t msg_id = co_await QueueSend(name, std::move(decoded->body));
+      if (decoded->wait.value_or(false)) {
+        Completion<std::optional<Value>> done;
+        queue_completions_[msg_id].push_back(done);
+        const milliseconds timeout(decoded->timeout.value_or(type_->options.action_timeout.count()));
+        TimerId timer = runtime_.clock().ScheduleAfter(timeout, [done] { done.Resolve(std::nullopt); });
+        // Durable before the wait: the message is stored before anyone may complete it.
+        co_await WaitDurable();
+        std::optional<Value> response = co_await done;
+        runtime_.clock().Cancel(timer);
+        if (response) {
+          out.response = response->is_undefined() ? std::nullopt : std::optional<Value>(*response);
+        } else {
+          out.status = "timedOut";
+        }
+      }
+    }
+    // Undeclared queues: accepted and dropped (actors.md §2.7).
+    Response resp{200, {{"content-type", std::string(wire::ContentType(enc))}}, wire::Encode(out, enc)};
+    Gate([this, id, resp = std::move(resp)]() mutable { SendHttpResponse(id, std::move(resp)); }, fail);
+  } catch (...) {
+    ClientError e = ToClientError(std::current_exception(), actor_id_);
+    Gate([fail, e] { fail(e); }, fail);
+  }
+  if (!conn_id.empty()) co_await DisconnectConn(conn_id);
+}
+
+}  // namespace keel::runtime
