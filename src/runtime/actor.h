@@ -220,6 +220,68 @@ class Ctx {
 };
 
 namespace internal {
+template <typename T>
+struct IsTask;
+}  // namespace internal
+
+// A raw WebSocket in onWebSocket (actors.md §4.9). Handlers get a fresh context per call, so
+// they may outlive the onWebSocket hook that installed them.
+template <typename Context>
+class WebSocket {
+ public:
+  WebSocket(runtime::Instance* inst, std::shared_ptr<Conn> conn, std::shared_ptr<runtime::RawSocket> raw)
+      : inst_(inst), conn_(std::move(conn)), raw_(std::move(raw)) {}
+
+  void send(std::string_view text) { raw_->Send(Bytes(text.begin(), text.end()), false); }
+  void send_binary(Bytes data) { raw_->Send(std::move(data), true); }
+  void close(uint16_t code = 1000, std::string reason = "") { raw_->Close(code, std::move(reason)); }
+  const Request& request() const { return raw_->request(); }
+  Conn& conn() { return *conn_; }
+
+  // `fn(Context&, std::string_view data, bool binary)`, returning nothing or Task<void>.
+  template <typename F>
+  void on_message(F fn) {
+    // Weak: the connection owns the socket, which owns this handler.
+    raw_->OnMessage([inst = inst_, weak = std::weak_ptr<Conn>(conn_), fn = std::move(fn)](
+                        Bytes data, bool binary) -> Task<void> {
+      std::shared_ptr<Conn> conn = weak.lock();
+      if (!conn) co_return;
+      runtime::Invocation inv(inst, std::move(conn), nullptr);
+      Context ctx(inv);
+      std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
+      using R = std::invoke_result_t<const F&, Context&, std::string_view, bool>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_await fn(ctx, text, binary);
+      } else {
+        fn(ctx, text, binary);
+      }
+    });
+  }
+  // `fn(Context&, uint16_t code, std::string_view reason)` when the client closes.
+  template <typename F>
+  void on_close(F fn) {
+    raw_->OnClose([inst = inst_, weak = std::weak_ptr<Conn>(conn_), fn = std::move(fn)](
+                      uint16_t code, std::string reason) -> Task<void> {
+      std::shared_ptr<Conn> conn = weak.lock();
+      if (!conn) co_return;
+      runtime::Invocation inv(inst, std::move(conn), nullptr);
+      Context ctx(inv);
+      using R = std::invoke_result_t<const F&, Context&, uint16_t, std::string_view>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_await fn(ctx, code, std::string_view(reason));
+      } else {
+        fn(ctx, code, std::string_view(reason));
+      }
+    });
+  }
+
+ private:
+  runtime::Instance* inst_;
+  std::shared_ptr<Conn> conn_;
+  std::shared_ptr<runtime::RawSocket> raw_;
+};
+
+namespace internal {
 
 template <typename T>
 struct IsTask : std::false_type {};
@@ -491,6 +553,24 @@ class ActorDef {
         co_return co_await fn(ctx, req);
       } else {
         co_return fn(ctx, req);
+      }
+    };
+    return *this;
+  }
+
+  // onWebSocket: `fn(Ctx&, WebSocket<Ctx>&)` for WebSocket paths other than /connect (the
+  // client uses /websocket/<path>); install handlers with ws.on_message / ws.on_close.
+  template <typename F>
+  ActorDef& on_websocket(F fn) {
+    type_->on_websocket = [fn = std::move(fn)](runtime::Invocation inv,
+                                               std::shared_ptr<runtime::RawSocket> raw) -> Task<void> {
+      Context ctx(inv);
+      WebSocket<Context> ws(inv.instance, inv.conn, std::move(raw));
+      using R = std::invoke_result_t<F&, Context&, WebSocket<Context>&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_await fn(ctx, ws);
+      } else {
+        fn(ctx, ws);
       }
     };
     return *this;

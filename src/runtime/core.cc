@@ -206,6 +206,13 @@ void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdow
   Spawn(std::move(task), [this, keeps_awake, blocks_shutdown](std::exception_ptr e) {
     if (e) LogWarn(kLog, "background task failed", {{"actor", actor_id_}, {"error", ErrorText(e)}});
     --owned_tasks_;
+    // Changes made by work that produced no output (a raw WebSocket handler, the run
+    // handler, a timer) are persisted now rather than with some later output.
+    if (phase_ == Phase::kStarted || phase_ == Phase::kGrace) {
+      Checkpoint();
+      SyncAlarm();
+      MaybeFlush();
+    }
     if (blocks_shutdown) --shutdown_blockers_;
     if (keeps_awake) EndActivity();
     for (auto& w : std::exchange(idle_waiters_, {})) w();
@@ -1107,14 +1114,12 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
     out.message_kind = std::move(close);
     runtime_.client().SendTunnel(std::move(out), true);
   };
-  if (req.path != "/connect") {
-    // Raw WebSockets (onWebSocket) are not supported yet.
-    return refuse(1011, "actor.not_found");
-  }
   const std::string* proto = req.Header("sec-websocket-protocol");
   gw::RivetSubprotocols sp = gw::ParseRivetSubprotocols(proto ? *proto : std::string_view{});
+  const bool raw = req.path != "/connect";
+  if (raw && !type_->on_websocket) return refuse(1011, "actor.not_found");
   auto enc = wire::ParseEncoding(sp.encoding.value_or("json"));
-  if (!enc) return refuse(1003, "actor.unsupported_websocket_encoding");
+  if (!raw && !enc) return refuse(1003, "actor.unsupported_websocket_encoding");
 
   Value params;
   try {
@@ -1126,6 +1131,7 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
   } catch (const ActorError& e) {
     return refuse(1011, e.group() + "." + e.code());
   }
+  if (raw) return OpenRawSocket(id, std::move(req), std::move(params));
   std::shared_ptr<Conn> conn = NewConn(/*transient=*/false);
   conn->encoding_ = *enc;
   conn->gateway_id_ = id.gateway_id;
@@ -1171,6 +1177,10 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
   auto cit = conns_.find(it->second);
   if (cit == conns_.end()) return;
   Conn& conn = *cit->second;
+  if (conn.raw_) {
+    DeliverRaw(conn.raw_, data, binary);
+    return;
+  }
   if (data.size() > runtime_.options().max_incoming_message_size) {
     CloseConnSocket(conn, 1011, "message.incoming_too_long");
     Spawn(DisconnectConn(conn.id_));
@@ -1257,7 +1267,121 @@ void Instance::HandleWsClose(const latest::MessageId& id) {
   if (it == ws_conns_.end()) return;
   std::string conn_id = it->second;
   ws_conns_.erase(it);
+  auto cit = conns_.find(conn_id);
+  if (cit != conns_.end() && cit->second->raw_) {
+    std::shared_ptr<RawSocket> raw = cit->second->raw_;
+    raw->closed_ = true;
+    if (raw->on_close_) {
+      auto closed = [](Instance* self, std::shared_ptr<RawSocket> raw, std::string conn_id) -> Task<void> {
+        try {
+          co_await raw->on_close_(1000, "");
+        } catch (...) {
+          LogWarn(kLog, "raw WebSocket close handler failed",
+                  {{"actor", self->actor_id_}, {"error", ErrorText(std::current_exception())}});
+        }
+        co_await self->DisconnectConn(conn_id);
+      };
+      SpawnOwned(closed(this, raw, conn_id), true, true);
+      return;
+    }
+  }
   SpawnOwned(DisconnectConn(conn_id), false, true);
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw WebSockets (actors.md §4.9)
+
+void RawSocket::Send(Bytes data, bool binary) {
+  if (owner_ == nullptr || closed_) return;
+  Instance* inst = owner_;
+  std::string id = conn_id_;
+  inst->Gate([inst, id, data = std::move(data), binary]() mutable {
+    auto it = inst->conns_.find(id);
+    if (it == inst->conns_.end() || it->second->closed_) return;
+    Conn& conn = *it->second;
+    latest::ToRivetTunnelMessage out;
+    out.message_id.gateway_id = conn.gateway_id_;
+    out.message_id.request_id = conn.request_id_;
+    out.message_id.message_index = conn.next_server_index_++;
+    out.message_kind = latest::ToRivetWebSocketMessage{std::move(data), binary};
+    inst->runtime_.client().SendTunnel(std::move(out), false);
+  });
+}
+
+void RawSocket::Close(uint16_t code, std::string reason) {
+  if (owner_ == nullptr || closed_) return;
+  closed_ = true;
+  Instance* inst = owner_;
+  std::string id = conn_id_;
+  // After every message sent before it.
+  inst->Gate([inst, id, code, reason] {
+    auto it = inst->conns_.find(id);
+    if (it == inst->conns_.end()) return;
+    inst->CloseConnSocket(*it->second, code, reason);
+    Spawn(inst->DisconnectConn(id));
+  });
+}
+
+void RawSocket::OnMessage(MessageFn fn) {
+  on_message_ = std::move(fn);
+  auto pending = std::move(pending_);
+  pending_.clear();
+  if (owner_ == nullptr) return;
+  auto it = owner_->conns_.find(conn_id_);
+  if (it == owner_->conns_.end()) return;
+  for (auto& [data, binary] : pending) owner_->DeliverRaw(it->second->raw_, std::move(data), binary);
+}
+
+void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary) {
+  if (!raw || raw->closed_) return;
+  if (!raw->on_message_) {
+    raw->pending_.emplace_back(std::move(data), binary);
+    return;
+  }
+  auto handle = [](Instance* self, std::shared_ptr<RawSocket> raw, Bytes data, bool binary) -> Task<void> {
+    try {
+      co_await raw->on_message_(std::move(data), binary);
+    } catch (...) {
+      ClientError e = ToClientError(std::current_exception(), self->actor_id_);
+      raw->Close(1011, e.group + "." + e.code);
+    }
+  };
+  // An async message handler counts as activity until it settles (actors.md §3.3 rule 9).
+  SpawnOwned(handle(this, std::move(raw), std::move(data), binary), true, true);
+}
+
+void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value params) {
+  std::shared_ptr<Conn> conn = NewConn(/*transient=*/false);
+  conn->gateway_id_ = id.gateway_id;
+  conn->request_id_ = id.request_id;
+  conn->params_ = std::move(params);
+  auto raw = std::make_shared<RawSocket>();
+  raw->owner_ = this;
+  raw->conn_id_ = conn->id_;
+  raw->request_ = req;
+  conn->raw_ = raw;
+  ws_conns_[{id.gateway_id, id.request_id}] = conn->id_;
+  ResetSleepTimer();
+
+  latest::ToRivetTunnelMessage open;
+  open.message_id = id;
+  open.message_kind = latest::ToRivetWebSocketOpen{false};
+  runtime_.client().SendTunnel(std::move(open), true);
+
+  auto setup = [](Instance* self, std::shared_ptr<Conn> conn, std::shared_ptr<RawSocket> raw,
+                  Request req) -> Task<void> {
+    std::optional<ClientError> failed;
+    try {
+      co_await self->ConnectSetup(conn, req);
+      Invocation inv(self, conn, nullptr);
+      co_await self->RunHook("onWebSocket", self->type_->options.action_timeout,
+                             self->type_->on_websocket(std::move(inv), raw));
+    } catch (...) {
+      failed = ToClientError(std::current_exception(), self->actor_id_);
+    }
+    if (failed) raw->Close(1011, failed->group + "." + failed->code);
+  };
+  SpawnOwned(setup(this, conn, std::move(raw), std::move(req)), false, true);
 }
 
 void Instance::Broadcast(std::string_view event, Value args) {

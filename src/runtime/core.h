@@ -141,6 +141,35 @@ struct Response {
 class Instance;
 class Runtime;
 
+// ---- Raw WebSockets (actors.md §4.9) ----
+
+// A raw WebSocket the actor accepted in onWebSocket. Outgoing messages pass the output
+// gate like every other output. Handlers run on the actor's executor; one returning a Task
+// counts as activity until it settles.
+class RawSocket {
+ public:
+  using MessageFn = std::function<Task<void>(Bytes data, bool binary)>;
+  using CloseFn = std::function<Task<void>(uint16_t code, std::string reason)>;
+
+  void Send(Bytes data, bool binary);
+  void Close(uint16_t code = 1000, std::string reason = "");
+  // Messages that arrived before a handler was set are delivered when it is set.
+  void OnMessage(MessageFn fn);
+  void OnClose(CloseFn fn) { on_close_ = std::move(fn); }
+  const Request& request() const { return request_; }
+  bool closed() const { return closed_; }
+
+ private:
+  friend class Instance;
+  Instance* owner_ = nullptr;
+  std::string conn_id_;
+  Request request_;
+  MessageFn on_message_;
+  CloseFn on_close_;
+  std::vector<std::pair<Bytes, bool>> pending_;
+  bool closed_ = false;
+};
+
 // ---- Connections (actors.md §2.9, §4.6) ----
 
 class Conn {
@@ -160,6 +189,7 @@ class Conn {
  private:
   friend class Instance;
   friend class Runtime;
+  friend class RawSocket;
   Instance* owner_ = nullptr;
   std::string id_;
   Value params_;
@@ -173,6 +203,7 @@ class Conn {
   envoy::latest::GatewayId gateway_id_{};
   envoy::latest::RequestId request_id_{};
   uint16_t next_server_index_ = 0;
+  std::shared_ptr<RawSocket> raw_;  // set for raw WebSockets
 };
 
 // ---- Type-erased actor definition ----
@@ -238,6 +269,7 @@ struct ActorType {
   ConnHookFn on_disconnect;
   StateChangeFn on_state_change;
   RequestFn on_request;
+  std::function<Task<void>(Invocation, std::shared_ptr<RawSocket>)> on_websocket;
   std::map<std::string, ActionFn, std::less<>> actions;
   std::map<std::string, SubscribeCheckFn, std::less<>> events;  // declared; check may be empty
   // Declared queues; `canPublish` may be empty. Client sends to other names are dropped.
@@ -335,6 +367,7 @@ class Instance {
  private:
   friend class Runtime;
   friend class Conn;
+  friend class RawSocket;
 
   // Startup / shutdown sequences.
   Task<void> StartSequence();
@@ -384,6 +417,8 @@ class Instance {
   Task<void> ConnectSetup(std::shared_ptr<Conn> conn, Request request);
   Task<void> DisconnectConn(std::string conn_id);
   void HandleWsOpen(const envoy::latest::MessageId& id, Request request);
+  void OpenRawSocket(const envoy::latest::MessageId& id, Request request, Value params);
+  void DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary);
   void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);
   void HandleWsClose(const envoy::latest::MessageId& id);
   Task<void> ConnAction(std::string conn_id, wire::ActionRequest req);

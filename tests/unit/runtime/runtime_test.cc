@@ -1007,3 +1007,79 @@ TEST(RuntimeQueue, RunBlockedOnReceiveIsIdleAndShutdownAbortsIt) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+ActorDef<Counter> EchoDef(std::shared_ptr<std::vector<std::string>> log) {
+  ActorDef<Counter> def = CounterDef();
+  def.on_websocket([log](Ctx<Counter>& c, WebSocket<Ctx<Counter>>& ws) {
+    log->push_back("open " + ws.request().path + "?" + ws.request().query);
+    ws.send("hello " + c.actor_id());
+    ws.on_message([log](Ctx<Counter>& c, std::string_view text, bool binary) {
+      if (text == "close") throw UserError("asked to fail", "bye");
+      c.state().count += 1;  // durable before the echo leaves
+      log->push_back(std::string(binary ? "bin " : "text ") + std::string(text));
+    });
+    ws.on_close([log](Ctx<Counter>&, uint16_t, std::string_view) { log->push_back("closed"); });
+  });
+  return def;
+}
+
+TEST(RuntimeRawWebSocket, EchoesPersistsAndCloses) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  ActorDef<Counter> def = EchoDef(log);
+  def.options().sleep_timeout = 1000ms;
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/chat?room=1", "rivet");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 1u);
+  EXPECT_EQ(std::string(h.Reply(ws).ws_messages[0].data.begin(), h.Reply(ws).ws_messages[0].data.end()),
+            "hello a1");
+  h.WsSend(ws, Bytes{'h', 'i'}, false);
+  h.WsSend(ws, Bytes{1, 2}, true);
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 2}}));
+  // An open raw socket keeps the actor awake.
+  h.Advance(5s);
+  EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
+  h.WsClose(ws);
+  EXPECT_THAT(*log, ElementsAre("open /websocket/chat?room=1", "text hi", std::string("bin \x01\x02"), "closed"));
+  h.Advance(1000ms);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u);
+}
+
+TEST(RuntimeRawWebSocket, HandlerFailureClosesWithTheErrorAndNoHandlerRefuses) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  RuntimeHarness h;
+  h.Boot({EchoDef(log).type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/x", "rivet");
+  h.WsSend(ws, Bytes{'c', 'l', 'o', 's', 'e'}, false);
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  EXPECT_EQ(h.Reply(ws).ws_close->code, std::optional<uint16_t>(1011));
+  EXPECT_EQ(h.Reply(ws).ws_close->reason, std::optional<std::string>("user.bye"));
+
+  RuntimeHarness h2;
+  h2.Boot({CounterDef().type()});
+  h2.StartActor("a1", "counter");
+  auto none = h2.OpenWs("a1", "/websocket/x", "rivet");
+  ASSERT_TRUE(h2.Reply(none).ws_close.has_value());
+  EXPECT_FALSE(h2.Reply(none).ws_open);
+}
+
+TEST(RuntimeRawWebSocket, SleepClosesItCleanly) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  RuntimeHarness h;
+  h.Boot({EchoDef(log).type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/x", "rivet");
+  h.StopActor("a1", 1);
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  EXPECT_EQ(h.Reply(ws).ws_close->code, std::optional<uint16_t>(1000));
+  EXPECT_TRUE(h.Stopped("a1", 1).has_value());
+}
+
+}  // namespace
+}  // namespace keel
