@@ -26,6 +26,13 @@ constexpr size_t kMaxPutPayload = 976 * 1024;
 
 Bytes Key1(uint8_t prefix) { return Bytes{prefix}; }
 
+// KV [2] + connection id: a hibernatable connection's record.
+Bytes ConnKey(const std::string& conn_id) {
+  Bytes key{keys::kConnPrefix};
+  key.insert(key.end(), conn_id.begin(), conn_id.end());
+  return key;
+}
+
 Bytes Prefixed(uint8_t prefix, const Bytes& key) {
   Bytes out;
   out.reserve(key.size() + 1);
@@ -756,12 +763,16 @@ Task<void> Instance::StartSequence() {
     persisted_state_ = record->state;
     record_initialized_ = true;
   }
+  std::vector<std::string> stale_conns;
+  if (!is_new) co_await RestoreHibernatedConns(stale_conns);
   if (type_->create_vars) {
     co_await RunHook("createVars", type_->options.create_vars_timeout, type_->create_vars(inv));
   }
   if (type_->on_wake) {
     co_await RunHook("onWake", type_->options.on_wake_timeout, type_->on_wake(inv));
   }
+  // Sockets that closed while the actor slept: their onDisconnect runs now, after onWake.
+  for (const auto& id : stale_conns) co_await DisconnectConn(id);
   if (type_->on_before_actor_start) {
     co_await RunHook("onBeforeActorStart", type_->options.on_before_actor_start_timeout,
                      type_->on_before_actor_start(inv));
@@ -793,16 +804,35 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   AbortQueueWaiters();
   Invocation inv{this, nullptr, nullptr};
 
-  // Connections: close sockets, run onDisconnect.
+  // Connections: hibernate or close them. Outputs already produced (responses, acks) go
+  // out first, so no processed message is replayed to the next instance.
+  try {
+    co_await WaitDurable();
+  } catch (const ActorError&) {
+  }
   std::vector<std::string> ids;
   for (const auto& [id, c] : conns_) ids.push_back(id);
   for (const auto& id : ids) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
-    if (!it->second->transient_) {
-      CloseConnSocket(*it->second, 1000, destroy ? "actor.destroyed" : "actor.stopped");
-      co_await DisconnectConn(id);
+    Conn& conn = *it->second;
+    if (conn.transient_) continue;
+    if (!destroy && conn.hibernatable_ && conn.connected_) {
+      // The socket stays open at the gateway; its record comes back at wake and no
+      // onDisconnect runs (actors.md §3.6).
+      StageWrite(ConnKey(id), ConnRecord(conn));
+      latest::ToRivetTunnelMessage out;
+      out.message_id.gateway_id = conn.gateway_id_;
+      out.message_id.request_id = conn.request_id_;
+      out.message_kind = latest::ToRivetWebSocketClose{std::nullopt, std::nullopt, true};
+      runtime_.client().SendTunnel(std::move(out), true);
+      ws_conns_.erase({conn.gateway_id_, conn.request_id_});
+      conn.closed_ = true;
+      conns_.erase(it);
+      continue;
     }
+    CloseConnSocket(conn, 1000, destroy ? "actor.destroyed" : "actor.stopped");
+    co_await DisconnectConn(id);
   }
   const auto grace_deadline = runtime_.clock().MonotonicNow() + type_->options.sleep_grace_period;
   try {
@@ -1072,6 +1102,7 @@ Task<void> Instance::DisconnectConn(std::string conn_id) {
   for (auto r = ws_conns_.begin(); r != ws_conns_.end();) {
     r = r->second == conn_id ? ws_conns_.erase(r) : std::next(r);
   }
+  if (conn.hibernatable_) StageWrite(ConnKey(conn_id), std::nullopt);
   conns_.erase(conn_id);
   ResetSleepTimer();
 }
@@ -1137,13 +1168,16 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
   conn->gateway_id_ = id.gateway_id;
   conn->request_id_ = id.request_id;
   conn->params_ = std::move(params);
+  conn->hibernatable_ = true;
+  conn->request_path_ = req.path + (req.query.empty() ? "" : "?" + req.query);
+  conn->request_headers_ = req.headers;
   const std::string conn_id = conn->id_;
   ws_conns_[route] = conn_id;
   ResetSleepTimer();
 
   latest::ToRivetTunnelMessage open;
   open.message_id = id;
-  open.message_kind = latest::ToRivetWebSocketOpen{false};
+  open.message_kind = latest::ToRivetWebSocketOpen{true};
   runtime_.client().SendTunnel(std::move(open), true);
 
   auto setup = [](Instance* self, std::shared_ptr<Conn> c, std::string conn_id, Request req) -> Task<void> {
@@ -1156,6 +1190,7 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
     auto it = self->conns_.find(conn_id);
     if (it == self->conns_.end()) co_return;
     if (!failed) {
+      if (it->second->hibernatable_) self->StageWrite(ConnKey(conn_id), self->ConnRecord(*it->second));
       wire::ToClient init = wire::Init{self->actor_id_, conn_id};
       self->Gate([self, conn_id, init] {
         auto it = self->conns_.find(conn_id);
@@ -1187,6 +1222,18 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     return;
   }
   (void)binary;
+  std::optional<uint16_t> index;
+  if (conn.hibernatable_) {
+    // A replay after wake carries indexes this connection already processed.
+    const uint16_t idx = id.message_index;
+    if (static_cast<int16_t>(idx - conn.last_client_index_) <= 0 && conn.last_client_index_ != 0) return;
+    conn.last_client_index_ = idx;
+    // During a sleep shutdown the message is neither answered nor acknowledged: the
+    // gateway replays it to the next instance (actors.md §3.4).
+    if (phase_ != Phase::kStarted) return;
+    conn.processing_.insert(idx);
+    index = idx;
+  }
   auto msg = wire::DecodeToServer(data, conn.encoding_);
   if (!msg.ok()) {
     CloseConnSocket(conn, 1011, "actor.invalid_request");
@@ -1194,9 +1241,10 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     return;
   }
   if (auto* action = std::get_if<wire::ActionRequest>(&*msg)) {
-    SpawnOwned(ConnAction(conn.id_, std::move(*action)), true, true);
+    SpawnOwned(ConnAction(conn.id_, std::move(*action), index), true, true);
     return;
   }
+  if (index) FinishClientMessage(conn.id_, *index);
   const auto& sub = std::get<wire::SubscriptionRequest>(*msg);
   if (!sub.subscribe) {
     conn.subscriptions_.erase(sub.event_name);
@@ -1231,7 +1279,8 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
   SpawnOwned(check(this, conn.id_, sub.event_name), true, false);
 }
 
-Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req) {
+Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
+                                std::optional<uint16_t> index) {
   auto it = conns_.find(conn_id);
   if (it == conns_.end()) co_return;
   wire::ToClient reply;
@@ -1242,7 +1291,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req) {
     ClientError e = ToClientError(std::current_exception(), actor_id_);
     reply = wire::ErrorMsg{e.group, e.code, e.message, e.metadata, req.id};
   }
-  auto send = [this, conn_id, reply]() {
+  auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
     if (std::holds_alternative<wire::ActionResponse>(reply)) {
@@ -1254,6 +1303,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req) {
       }
     }
     SendToConn(*c->second, reply);
+    if (index) FinishClientMessage(conn_id, *index);
   };
   const uint64_t action_id = req.id;
   Gate(send, [this, conn_id, action_id](const ClientError& e) {
@@ -1286,6 +1336,111 @@ void Instance::HandleWsClose(const latest::MessageId& id) {
     }
   }
   SpawnOwned(DisconnectConn(conn_id), false, true);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hibernatable connections (actors.md §3.6, envoy-protocol.md §6.5)
+
+Bytes Instance::ConnRecord(const Conn& conn) const {
+  protocol::persist::latest::Conn r;
+  r.id = conn.id_;
+  r.parameters = EncodeCbor(conn.params_);
+  r.state = EncodeCbor(conn.state_);
+  for (const auto& s : conn.subscriptions_) r.subscriptions.push_back({s});
+  r.gateway_id = conn.gateway_id_;
+  r.request_id = conn.request_id_;
+  r.server_message_index = conn.next_server_index_;
+  r.client_message_index = conn.last_client_index_;
+  r.request_path = conn.request_path_;
+  r.request_headers = conn.request_headers_;
+  return protocol::persist::WriteConn(r);
+}
+
+// A message is done: acknowledge everything up to the oldest one still being processed
+// (acks are cumulative), after the outputs it caused (the ack goes through the gate).
+void Instance::FinishClientMessage(const std::string& conn_id, uint16_t index) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end()) return;
+  Conn& conn = *it->second;
+  conn.processing_.erase(index);
+  const uint16_t upto = conn.processing_.empty() ? conn.last_client_index_
+                                                 : static_cast<uint16_t>(*conn.processing_.begin() - 1);
+  if (upto == conn.acked_index_) return;
+  conn.acked_index_ = upto;
+  latest::ToRivetTunnelMessage ack;
+  ack.message_id.gateway_id = conn.gateway_id_;
+  ack.message_id.request_id = conn.request_id_;
+  ack.message_kind = latest::ToRivetWebSocketMessageAck{upto};
+  Gate([this, ack = std::move(ack)]() mutable { runtime_.client().SendTunnel(std::move(ack), true); });
+}
+
+// At wake: sockets the gateway still holds (hibernatingRequests) come back as they were;
+// records of sockets that closed meanwhile are returned in `stale` (onDisconnect runs for
+// them after onWake).
+Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
+  latest::KvListRequest list;
+  list.query = latest::KvListQuery{latest::KvListPrefixQuery{Bytes{keys::kConnPrefix}}};
+  latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(list)});
+  const auto* resp = r.get_if<latest::KvListResponse>();
+  std::set<std::pair<latest::GatewayId, latest::RequestId>> alive;
+  for (const auto& h : start_.hibernating_requests) alive.insert({h.gateway_id, h.request_id});
+  std::set<std::pair<latest::GatewayId, latest::RequestId>> restored;
+  for (size_t i = 0; resp != nullptr && i < resp->keys.size() && i < resp->values.size(); ++i) {
+    auto rec = protocol::persist::ReadConn(resp->values[i]);
+    if (!rec.ok()) {
+      StageWrite(resp->keys[i], std::nullopt);
+      continue;
+    }
+    auto conn = std::make_shared<Conn>();
+    conn->owner_ = this;
+    conn->id_ = rec->id;
+    conn->transient_ = false;
+    conn->hibernatable_ = true;
+    conn->connected_ = true;
+    if (auto v = DecodeCbor(rec->parameters); v.ok()) conn->params_ = std::move(*v);
+    if (auto v = DecodeCbor(rec->state); v.ok()) conn->state_ = std::move(*v);
+    for (const auto& sub : rec->subscriptions) conn->subscriptions_.insert(sub.event_name);
+    conn->gateway_id_ = rec->gateway_id;
+    conn->request_id_ = rec->request_id;
+    conn->next_server_index_ = rec->server_message_index;
+    conn->last_client_index_ = rec->client_message_index;
+    conn->acked_index_ = rec->client_message_index;
+    conn->request_path_ = rec->request_path;
+    conn->request_headers_ = rec->request_headers;
+    const std::string* proto = nullptr;
+    for (const auto& [k, v] : conn->request_headers_) {
+      if (k == "sec-websocket-protocol" || k == "Sec-WebSocket-Protocol") proto = &v;
+    }
+    gw::RivetSubprotocols sp = gw::ParseRivetSubprotocols(proto ? *proto : std::string_view{});
+    conn->encoding_ = wire::ParseEncoding(sp.encoding.value_or("json")).value_or(wire::Encoding::kJson);
+    const auto route = std::make_pair(conn->gateway_id_, conn->request_id_);
+    conns_.emplace(conn->id_, conn);
+    if (!alive.count(route)) {
+      stale.push_back(conn->id_);
+      continue;
+    }
+    restored.insert(route);
+    ws_conns_[route] = conn->id_;
+    runtime_.client().RegisterRequest(actor_id_, conn->gateway_id_, conn->request_id_);
+    latest::ToRivetTunnelMessage open;
+    open.message_id.gateway_id = conn->gateway_id_;
+    open.message_id.request_id = conn->request_id_;
+    open.message_kind = latest::ToRivetWebSocketOpen{true};
+    runtime_.client().SendTunnel(std::move(open), true);
+  }
+  // Listed by the engine but unknown here: tell the gateway to close it.
+  for (const auto& h : start_.hibernating_requests) {
+    if (restored.count({h.gateway_id, h.request_id})) continue;
+    bool is_stale = false;
+    for (const auto& id : stale) is_stale = is_stale || (conns_[id]->gateway_id_ == h.gateway_id &&
+                                                       conns_[id]->request_id_ == h.request_id);
+    if (is_stale) continue;
+    latest::ToRivetTunnelMessage close;
+    close.message_id.gateway_id = h.gateway_id;
+    close.message_id.request_id = h.request_id;
+    close.message_kind = latest::ToRivetWebSocketClose{1000, std::string("ws.meta_not_found_during_restore"), false};
+    runtime_.client().SendTunnel(std::move(close), true);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

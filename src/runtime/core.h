@@ -177,7 +177,8 @@ class Conn {
   const std::string& id() const { return id_; }
   const Value& params() const { return params_; }
   Value& state() { return state_; }
-  bool is_hibernatable() const { return false; }
+  // /connect sockets: they survive the actor's sleep at the gateway (actors.md §3.6).
+  bool is_hibernatable() const { return hibernatable_; }
   // True for the per-request connections of HTTP actions, queue sends and raw requests.
   bool transient() const { return transient_; }
   // Sends an Event to this connection only (no subscription check). Dropped (logged)
@@ -204,6 +205,14 @@ class Conn {
   envoy::latest::RequestId request_id_{};
   uint16_t next_server_index_ = 0;
   std::shared_ptr<RawSocket> raw_;  // set for raw WebSockets
+  // Hibernation: the last gateway → actor message index received, the indexes still being
+  // processed (acks are cumulative, so only up to the oldest unfinished one), the last ack.
+  bool hibernatable_ = false;
+  uint16_t last_client_index_ = 0;
+  std::set<uint16_t> processing_;
+  uint16_t acked_index_ = 0;
+  std::string request_path_;
+  std::vector<std::pair<std::string, std::string>> request_headers_;
 };
 
 // ---- Type-erased actor definition ----
@@ -421,8 +430,12 @@ class Instance {
   void DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary);
   void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);
   void HandleWsClose(const envoy::latest::MessageId& id);
-  Task<void> ConnAction(std::string conn_id, wire::ActionRequest req);
+  Task<void> ConnAction(std::string conn_id, wire::ActionRequest req, std::optional<uint16_t> index);
   void SendToConn(Conn& conn, const wire::ToClient& msg);
+  // Hibernatable connections.
+  Bytes ConnRecord(const Conn& conn) const;
+  void FinishClientMessage(const std::string& conn_id, uint16_t index);
+  Task<void> RestoreHibernatedConns(std::vector<std::string>& stale);
   void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);
   void SendHttpResponse(const envoy::latest::MessageId& id, Response response);
   Response ErrorResponse(const ClientError& error, wire::Encoding encoding);

@@ -54,6 +54,7 @@ struct TunnelReply {
   bool ws_open = false;
   std::optional<latest::ToRivetWebSocketClose> ws_close;
   std::vector<latest::ToRivetWebSocketMessage> ws_messages;
+  std::optional<uint16_t> last_ack;  // ToRivetWebSocketMessageAck
 };
 
 class RuntimeHarness {
@@ -101,8 +102,10 @@ class RuntimeHarness {
 
   // Sends a start command; returns its command index.
   int64_t StartActor(const std::string& actor_id, const std::string& name, uint32_t generation = 1,
-                     std::optional<Value> input = std::nullopt, std::string key = "/") {
+                     std::optional<Value> input = std::nullopt, std::string key = "/",
+                     std::vector<latest::MessageId> hibernating = {}) {
     latest::CommandStartActor start;
+    for (const auto& h : hibernating) start.hibernating_requests.push_back({h.gateway_id, h.request_id});
     start.config.name = name;
     start.config.key = key;
     start.config.create_ts = clock_.SystemNowMs();
@@ -217,12 +220,16 @@ class RuntimeHarness {
   }
 
   void WsSend(latest::MessageId id, Bytes data, bool binary) {
+    WsSendAt(id, std::move(data), binary, ++ws_index_[id.request_id]);
+  }
+  // With an explicit gateway message index (a replay after wake reuses old indexes).
+  void WsSendAt(latest::MessageId id, Bytes data, bool binary, uint16_t index) {
     latest::ToEnvoyWebSocketMessage msg;
     msg.data = std::move(data);
     msg.binary = binary;
     latest::ToEnvoyTunnelMessage m;
     m.message_id = id;
-    m.message_id.message_index = ++ws_index_[id.request_id];
+    m.message_id.message_index = index;
     m.message_kind = std::move(msg);
     Deliver(latest::ToEnvoy{std::move(m)});
     Pump();
@@ -327,6 +334,7 @@ class RuntimeHarness {
       if (std::holds_alternative<latest::ToRivetWebSocketOpen>(k)) r.ws_open = true;
       if (const auto* c = std::get_if<latest::ToRivetWebSocketClose>(&k)) r.ws_close = *c;
       if (const auto* m = std::get_if<latest::ToRivetWebSocketMessage>(&k)) r.ws_messages.push_back(*m);
+      if (const auto* a = std::get_if<latest::ToRivetWebSocketMessageAck>(&k)) r.last_ack = a->index;
     }
   }
 

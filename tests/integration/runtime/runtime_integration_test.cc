@@ -204,6 +204,43 @@ TEST_F(RuntimeIntegrationTest, WebSocketConnectionWithEvents) {
   (*ws)->Close();
 }
 
+TEST_F(RuntimeIntegrationTest, ConnectionSurvivesTheActorSleeping) {
+  const std::string id = CreateActor(base(), "counter", "hibernate");
+  net::WsConnectOptions opts;
+  opts.url = engine_.ws_url() + "/gateway/" + id + "/connect";
+  opts.subprotocols = {"rivet", "rivet_encoding.json"};
+  auto ws = net::BlockingWsClient::Connect(opts, 5s);
+  ASSERT_TRUE(ws.has_value()) << ws.error().ToString();
+  auto next = [&]() -> std::optional<wire::ToClient> {
+    auto m = (*ws)->Receive(8s);
+    auto* msg = m.ok() ? std::get_if<net::BlockingWsClient::Message>(&*m) : nullptr;
+    if (msg == nullptr) return std::nullopt;
+    auto decoded = wire::DecodeToClient(Bytes(msg->data.begin(), msg->data.end()), wire::Encoding::kJson);
+    if (!decoded.ok()) return std::nullopt;
+    return *decoded;
+  };
+  auto call = [&](uint64_t action_id, int n) -> std::optional<Value> {
+    Bytes b = wire::Encode(wire::ToServer{wire::ActionRequest{action_id, "increment", Value::ArrayOf({n})}},
+                           wire::Encoding::kJson);
+    if (!(*ws)->Send(std::string(b.begin(), b.end()), false).ok()) return std::nullopt;
+    for (int i = 0; i < 4; ++i) {
+      auto m = next();
+      if (!m) return std::nullopt;
+      if (auto* r = std::get_if<wire::ActionResponse>(&*m); r != nullptr && r->id == action_id) return r->output;
+    }
+    return std::nullopt;
+  };
+  ASSERT_TRUE(next().has_value());  // Init
+  EXPECT_EQ(call(1, 2), std::optional<Value>(Value(2)));
+  // Sleep the actor: the socket stays open at the gateway (no close reaches the client).
+  auto slept = Call(base(), "POST", "/actors/" + id + "/sleep?namespace=default");
+  ASSERT_EQ(slept.status, 200) << slept.body;
+  ASSERT_TRUE(WaitSleeping(base(), id));
+  // The next message wakes it on the same socket, with state and connection intact.
+  EXPECT_EQ(call(2, 3), std::optional<Value>(Value(5)));
+  (*ws)->Close();
+}
+
 TEST_F(RuntimeIntegrationTest, AlarmWakesASleepingActor) {
   const std::string id = CreateActor(base(), "scheduler", "r1");
   auto out = Action(base(), id, "remind", {"tea", 1500});

@@ -1083,3 +1083,118 @@ TEST(RuntimeRawWebSocket, SleepClosesItCleanly) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+Bytes JsonFrame(const wire::ToServer& m) { return wire::Encode(m, wire::Encoding::kJson); }
+
+std::vector<wire::ToClient> Decoded(const testing::TunnelReply& r) {
+  std::vector<wire::ToClient> out;
+  for (const auto& m : r.ws_messages) {
+    auto d = wire::DecodeToClient(m.data, wire::Encoding::kJson);
+    if (d.ok()) out.push_back(*d);
+  }
+  return out;
+}
+
+TEST(RuntimeHibernation, ConnectionSurvivesSleepWithoutReconnectHooks) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  ActorDef<Counter> def = CounterDef();
+  def.create_conn_state([](Ctx<Counter>&, const Value&) { return std::string("fresh"); });
+  def.on_connect([log](Ctx<Counter>&, Conn&) { log->push_back("connect"); });
+  def.on_disconnect([log](Ctx<Counter>&, Conn&) { log->push_back("disconnect"); });
+  def.on_wake([log](Ctx<Counter>&) { log->push_back("wake"); });
+  def.action("whoami", [](Ctx<Counter>& c) { return c.conn() != nullptr ? c.conn()->state() : Value(); });
+  def.action("rename", [](Ctx<Counter>& c, std::string n) { c.conn()->state() = Value(n); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false);  // index 1
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "rename", Value::ArrayOf({"ada"})}), false);  // 2
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(2)) << "processed messages are acknowledged";
+
+  h.StopActor("a1", 1);  // sleep
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  EXPECT_TRUE(h.Reply(ws).ws_close->hibernate);
+  EXPECT_THAT(*log, ElementsAre("wake", "connect")) << "no onDisconnect on hibernation";
+
+  // The gateway kept the socket; the next generation restores it.
+  h.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  EXPECT_THAT(*log, ElementsAre("wake", "connect", "wake"));
+  // A replay of an already processed message is ignored; a new one is answered.
+  const size_t before = h.Reply(ws).ws_messages.size();
+  h.WsSendAt(ws, JsonFrame(wire::ActionRequest{1, "rename", Value::ArrayOf({"again"})}), false, 2);
+  EXPECT_EQ(h.Reply(ws).ws_messages.size(), before);
+  h.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "whoami", Value::Array{}}), false, 3);
+  auto msgs = Decoded(h.Reply(ws));
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value("ada")) << "conn state survived";
+  // The subscription survived too.
+  h.WsSendAt(ws, JsonFrame(wire::ActionRequest{3, "increment", Value::ArrayOf({1})}), false, 4);
+  msgs = Decoded(h.Reply(ws));
+  ASSERT_GE(msgs.size(), 2u);
+  EXPECT_TRUE(std::holds_alternative<wire::Event>(msgs[msgs.size() - 2]));
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(4));
+}
+
+TEST(RuntimeHibernation, SocketClosedWhileAsleepRunsOnDisconnectAfterWake) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  ActorDef<Counter> def = CounterDef();
+  def.on_disconnect([log](Ctx<Counter>&, Conn&) { log->push_back("disconnect"); });
+  def.on_wake([log](Ctx<Counter>&) { log->push_back("wake"); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  h.StopActor("a1", 1);
+  size_t records = 0;
+  for (const auto& [k, v] : h.kv("a1")) records += (!k.empty() && k[0] == 2);
+  EXPECT_EQ(records, 1u) << "the hibernated connection is persisted at [2]+id";
+  // Not listed in hibernatingRequests: the client left while the actor slept.
+  h.StartActor("a1", "counter", 2);
+  EXPECT_THAT(*log, ElementsAre("wake", "wake", "disconnect"));
+  records = 0;
+  for (const auto& [k, v] : h.kv("a1")) records += (!k.empty() && k[0] == 2);
+  EXPECT_EQ(records, 0u);
+  (void)ws;
+}
+
+TEST(RuntimeHibernation, MessageDuringSleepIsNeitherAnsweredNorAcknowledged) {
+  ActorDef<Counter> def = CounterDef();
+  Hang hang;
+  def.on_sleep([hang](Ctx<Counter>&) { return hang.Wait(); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({1})}), false);
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1));
+  h.StopActor("a1", 1);  // grace: onSleep hangs
+  const size_t before = h.Reply(ws).ws_messages.size();
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({1})}), false);
+  EXPECT_EQ(h.Reply(ws).ws_messages.size(), before);
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1)) << "left for the gateway to replay";
+  hang.c.Resolve(0);
+  h.Pump();
+  EXPECT_EQ(h.PersistedState("a1")->Find("count")->as_int(), 1);
+}
+
+TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  ActorDef<Counter> def = CounterDef();
+  def.on_disconnect([log](Ctx<Counter>&, Conn&) { log->push_back("disconnect"); });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  h.StopActor("a1", 1, latest::StopActorReason::kDestroy);
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  EXPECT_FALSE(h.Reply(ws).ws_close->hibernate);
+  EXPECT_THAT(*log, ElementsAre("disconnect"));
+}
+
+}  // namespace
+}  // namespace keel
