@@ -32,7 +32,9 @@ stop() {
 trap stop INT TERM EXIT
 
 echo "==> starting keel-engine"
-build/release/bin/keel-engine --data-dir "${KEEL_DATA_DIR:-.keel/data}" "$@" >"$engine_out" &
+# Each child in its own session: Ctrl-C reaches only this script, which stops the runtime
+# first (its actors stop and save) and then the engine — one signal each, in that order.
+setsid build/release/bin/keel-engine --data-dir "${KEEL_DATA_DIR:-.keel/data}" "$@" >"$engine_out" &
 engine_pid=$!
 address=""
 for _ in $(seq 1 300); do
@@ -51,7 +53,7 @@ for i in "${!args[@]}"; do
 done
 
 echo "==> starting the example runtime (counter, chat, scheduler)"
-KEEL_ENDPOINT="http://$address" KEEL_TOKEN="$token" build/release/bin/keel-examples &
+KEEL_ENDPOINT="http://$address" KEEL_TOKEN="$token" setsid build/release/bin/keel-examples &
 runtime_pid=$!
 
 base="http://$address"

@@ -26,19 +26,17 @@ constexpr size_t kMaxPutPayload = 976 * 1024;
 
 Bytes Key1(uint8_t prefix) { return Bytes{prefix}; }
 
-// KV [2] + connection id: a hibernatable connection's record.
-Bytes ConnKey(const std::string& conn_id) {
-  Bytes key{keys::kConnPrefix};
-  key.insert(key.end(), conn_id.begin(), conn_id.end());
-  return key;
-}
-
 Bytes Prefixed(uint8_t prefix, const Bytes& key) {
   Bytes out;
   out.reserve(key.size() + 1);
   out.push_back(prefix);
   out.insert(out.end(), key.begin(), key.end());
   return out;
+}
+
+// KV [2] + connection id: a hibernatable connection's record.
+Bytes ConnKey(const std::string& conn_id) {
+  return Prefixed(keys::kConnPrefix, Bytes(conn_id.begin(), conn_id.end()));
 }
 
 Bytes Unprefixed(const Bytes& key) {
@@ -1717,7 +1715,7 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
 }
 
 void Runtime::OnShutdown() {
-  LogInfo(kLog, "envoy shut down", {{"actors", std::to_string(instances_.size())}});
+  LogInfo(kLog, "envoy shut down");
   if (auto fn = std::exchange(on_shutdown_, nullptr)) fn();
 }
 

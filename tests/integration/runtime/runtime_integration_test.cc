@@ -164,6 +164,23 @@ TEST_F(RuntimeIntegrationTest, StateSurvivesARuntimeCrash) {
   EXPECT_EQ(out["output"], 20);
 }
 
+TEST_F(RuntimeIntegrationTest, GracefulStopHandsTheActorsBackToTheEngine) {
+  const std::string id = CreateActor(base(), "counter", "graceful");
+  EXPECT_EQ(Action(base(), id, "increment", {4}), (json{{"output", 4}}));
+  // Stopping tells the engine, which stops the actor (GOING_AWAY): it reports Stopped
+  // before the runtime goes, so the engine does not wait for a lost threshold.
+  host_->Stop(10s);
+  ASSERT_TRUE(WaitFor([&] {
+    auto r = Call(base(), "GET", "/actors/" + id + "?namespace=default");
+    auto j = json::parse(r.body, nullptr, false);
+    return !j.is_discarded() && j.contains("actor") && j["actor"]["connectable_ts"].is_null();
+  }));
+  host_ = MakeHost();
+  host_->Start();
+  ASSERT_TRUE(WaitFor([&] { return host_->connected(); }));
+  EXPECT_EQ(Action(base(), id, "getCount", json::array()), (json{{"output", 4}}));
+}
+
 TEST_F(RuntimeIntegrationTest, WebSocketConnectionWithEvents) {
   const std::string id = CreateActor(base(), "chat", "lobby");
   net::WsConnectOptions opts;

@@ -1198,3 +1198,25 @@ TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+TEST(RuntimeShutdown, GracefulShutdownWaitsForTheEngineToStopTheActors) {
+  std::vector<std::string> log;
+  RuntimeHarness h;
+  h.Boot({CounterDef(&log).type()});
+  bool shut = false;
+  h.runtime().SetShutdownCallback([&shut] { shut = true; });
+  h.StartActor("a1", "counter");
+  h.client().Shutdown(false);
+  h.Pump();
+  EXPECT_FALSE(shut) << "the envoy ended before its actor stopped";
+  h.StopActor("a1", 1, latest::StopActorReason::kGoingAway);
+  EXPECT_EQ(log.back(), "onSleep");
+  EXPECT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_TRUE(shut);
+}
+
+}  // namespace
+}  // namespace keel
