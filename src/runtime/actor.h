@@ -62,6 +62,26 @@ class Kv {
   }
   void put_bytes(Bytes key, Bytes value) { inst_.KvPut(std::move(key), std::move(value)); }
   void del(std::string_view key) { inst_.KvDelete(Bytes(key.begin(), key.end())); }
+  // Batch variants (one engine request for the reads; writes batch anyway). Unlike
+  // Rivet's, they use the same user-key prefix as the single-key calls.
+  Task<std::vector<std::optional<std::string>>> batch_get(std::vector<std::string> keys) {
+    std::vector<Bytes> raw;
+    raw.reserve(keys.size());
+    for (const auto& k : keys) raw.emplace_back(k.begin(), k.end());
+    auto values = co_await inst_.KvGetMany(std::move(raw));
+    std::vector<std::optional<std::string>> out;
+    out.reserve(values.size());
+    for (auto& v : values) {
+      out.push_back(v ? std::optional<std::string>(std::string(v->begin(), v->end())) : std::nullopt);
+    }
+    co_return out;
+  }
+  void batch_put(const std::vector<std::pair<std::string, std::string>>& entries) {
+    for (const auto& [k, v] : entries) put(k, v);
+  }
+  void batch_delete(const std::vector<std::string>& keys) {
+    for (const auto& k : keys) del(k);
+  }
   // Entries whose key starts with `prefix`, ascending (descending with `reverse`).
   Task<std::vector<std::pair<std::string, std::string>>> list(std::string_view prefix,
                                                               bool reverse = false,

@@ -297,6 +297,42 @@ Task<std::optional<Bytes>> Instance::KvGet(Bytes key) {
   co_return std::nullopt;
 }
 
+Task<std::vector<std::optional<Bytes>>> Instance::KvGetMany(std::vector<Bytes> keys) {
+  std::vector<std::optional<Bytes>> out(keys.size());
+  std::vector<bool> known(keys.size(), false);
+  auto from_overlay = [this, &keys, &out, &known] {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      Bytes full = Prefixed(keys::kUserPrefix, keys[i]);
+      if (auto it = overlay_.find(full); it != overlay_.end()) {
+        out[i] = it->second, known[i] = true;
+      } else if (auto it2 = inflight_.find(full); it2 != inflight_.end()) {
+        out[i] = it2->second, known[i] = true;
+      }
+    }
+  };
+  from_overlay();
+  latest::KvGetRequest get;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!known[i]) get.keys.push_back(Prefixed(keys::kUserPrefix, keys[i]));
+  }
+  if (get.keys.empty()) co_return out;
+  latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(get)});
+  std::map<Bytes, Bytes> found;
+  if (const auto* resp = r.get_if<latest::KvGetResponse>()) {
+    for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+      found[resp->keys[i]] = resp->values[i];
+    }
+  }
+  std::fill(known.begin(), known.end(), false);
+  from_overlay();  // writes staged while the read was in flight win
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (known[i]) continue;
+    auto it = found.find(Prefixed(keys::kUserPrefix, keys[i]));
+    out[i] = it == found.end() ? std::nullopt : std::optional<Bytes>(it->second);
+  }
+  co_return out;
+}
+
 void Instance::KvPut(Bytes key, Bytes value) {
   StageWrite(Prefixed(keys::kUserPrefix, key), std::move(value));
 }

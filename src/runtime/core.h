@@ -315,6 +315,8 @@ class Instance {
 
   // ---- KV (user keys live under prefix 0x04; actors.md §2.4) ----
   Task<std::optional<Bytes>> KvGet(Bytes key);
+  // One KV request for the keys not already staged; results in `keys` order.
+  Task<std::vector<std::optional<Bytes>>> KvGetMany(std::vector<Bytes> keys);
   // Buffered in the write overlay; durable before the next output leaves.
   void KvPut(Bytes key, Bytes value);
   void KvDelete(Bytes key);

@@ -1220,3 +1220,55 @@ TEST(RuntimeShutdown, GracefulShutdownWaitsForTheEngineToStopTheActors) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+TEST(RuntimeKv, BatchOperationsUseTheUserPrefixAndOneRead) {
+  ActorDef<NoState> def("kv");
+  def.action("fill", [](Ctx<NoState>& c) { c.kv().batch_put({{"a", "1"}, {"b", "2"}, {"c", "3"}}); });
+  def.action("read", [](Ctx<NoState>& c) -> Task<std::vector<std::optional<std::string>>> {
+    std::vector<std::string> keys{"a", "b", "zz"};
+    co_return co_await c.kv().batch_get(keys);
+  });
+  def.action("drop", [](Ctx<NoState>& c) {
+    std::vector<std::string> keys{"a", "c"};
+    c.kv().batch_delete(keys);
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("k1", "kv");
+  h.Action("k1", "fill", "[]");
+  EXPECT_EQ(h.kv("k1").count(Bytes{4, 'b'}), 1u);
+  EXPECT_EQ(h.Body(h.Action("k1", "read", "[]")), R"({"output":["1","2",null]})");
+  h.Action("k1", "drop", "[]");
+  EXPECT_EQ(h.Body(h.Action("k1", "read", "[]")), R"({"output":[null,"2",null]})");
+}
+
+TEST(RuntimeLifecycle, SleepAndDestroyRequestsFromActorCode) {
+  std::vector<std::string> log;
+  ActorDef<Counter> def = CounterDef(&log);
+  def.action("nap", [](Ctx<Counter>& c) { c.sleep(); return 1; });
+  def.action("die", [](Ctx<Counter>& c) { c.destroy(); return 2; });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  EXPECT_EQ(h.Body(h.Action("a1", "nap", "[]")), R"({"output":1})");
+  auto intents = h.EventsOf<latest::EventActorIntent>("a1");
+  ASSERT_EQ(intents.size(), 1u);
+  EXPECT_TRUE(intents[0].intent.is<latest::ActorIntentSleep>());
+  // A second request while the sleep is pending is refused once the stop arrived.
+  h.StopActor("a1", 1, latest::StopActorReason::kSleepIntent);
+  EXPECT_EQ(log.back(), "onSleep");
+
+  h.StartActor("a1", "counter", 2);
+  EXPECT_EQ(h.Body(h.Action("a1", "die", "[]")), R"({"output":2})") << "the calling action still replies";
+  intents = h.EventsOf<latest::EventActorIntent>("a1");
+  ASSERT_EQ(intents.size(), 2u);
+  EXPECT_TRUE(intents[1].intent.is<latest::ActorIntentStop>());
+  h.StopActor("a1", 2, latest::StopActorReason::kDestroy);
+  EXPECT_EQ(log.back(), "onDestroy");
+}
+
+}  // namespace
+}  // namespace keel
