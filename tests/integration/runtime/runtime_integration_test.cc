@@ -20,6 +20,7 @@
 #include "runtime/actor.h"
 #include "runtime/native/serve.h"
 #include "scheduler/scheduler.h"
+#include "support/gateway_http.h"
 #include "support/test_engine.h"
 #include "wire/client_messages.h"
 
@@ -29,59 +30,6 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
-
-net::HttpResponse Call(const std::string& base, const std::string& method, const std::string& path,
-                       std::string body = "", net::Headers headers = {}) {
-  net::HttpRequest req;
-  req.method = method;
-  req.headers = std::move(headers);
-  if (!body.empty() && req.headers.empty()) req.headers = {{"content-type", "application/json"}};
-  req.body = std::move(body);
-  auto res = net::FetchSync(base + path, std::move(req), 10s);
-  if (!res.has_value()) {
-    ADD_FAILURE() << method << " " << path << ": " << res.error().ToString();
-    return net::HttpResponse{0, {}, ""};
-  }
-  return std::move(*res);
-}
-
-std::string CreateActor(const std::string& base, const std::string& name, const std::string& key) {
-  json body{{"name", name}, {"key", key}, {"runner_name_selector", "default"}};
-  auto r = Call(base, "POST", "/actors?namespace=default", body.dump());
-  EXPECT_EQ(r.status, 200) << r.body;
-  auto j = json::parse(r.body, nullptr, false);
-  if (j.is_discarded() || !j.contains("actor")) return "";
-  return j["actor"]["actor_id"].get<std::string>();
-}
-
-// POST /gateway/<id>/action/<name> with JSON args; returns the parsed body.
-json Action(const std::string& base, const std::string& id, const std::string& name, json args,
-            int* status = nullptr) {
-  auto r = Call(base, "POST", "/gateway/" + id + "/action/" + name, json{{"args", args}}.dump(),
-                {{"content-type", "application/json"}, {"x-rivet-encoding", "json"}});
-  if (status != nullptr) *status = r.status;
-  auto j = json::parse(r.body, nullptr, false);
-  return j.is_discarded() ? json(r.body) : j;
-}
-
-template <typename Pred>
-bool WaitFor(Pred pred, std::chrono::milliseconds timeout = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);  // poll interval, bounded by the deadline
-  }
-  return pred();
-}
-
-bool WaitSleeping(const std::string& base, const std::string& id) {
-  return WaitFor([&] {
-    auto r = Call(base, "GET", "/actors/" + id + "?namespace=default");
-    auto j = json::parse(r.body, nullptr, false);
-    return !j.is_discarded() && j.contains("actor") && !j["actor"]["sleep_ts"].is_null() &&
-           j["actor"]["connectable_ts"].is_null();
-  });
-}
 
 class RuntimeIntegrationTest : public ::testing::Test {
  protected:

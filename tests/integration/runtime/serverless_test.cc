@@ -21,6 +21,7 @@
 #include "protocol/envoy/versioned.h"
 #include "runtime/actor.h"
 #include "runtime/native/serverless.h"
+#include "support/gateway_http.h"
 #include "support/test_engine.h"
 
 namespace keel::testing {
@@ -30,36 +31,6 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 namespace latest = protocol::envoy::latest;
-
-net::HttpResponse Call(const std::string& base, const std::string& method, const std::string& path,
-                       std::string body = "", net::Headers headers = {}) {
-  net::HttpRequest req;
-  req.method = method;
-  req.headers = std::move(headers);
-  if (!body.empty() && req.headers.empty()) req.headers = {{"content-type", "application/json"}};
-  req.body = std::move(body);
-  auto res = net::FetchSync(base + path, std::move(req), 10s);
-  if (!res.has_value()) {
-    ADD_FAILURE() << method << " " << path << ": " << res.error().ToString();
-    return net::HttpResponse{0, {}, ""};
-  }
-  return std::move(*res);
-}
-
-json Parse(const std::string& body) {
-  auto j = json::parse(body, nullptr, false);
-  return j.is_discarded() ? json(body) : j;
-}
-
-template <typename Pred>
-bool WaitFor(Pred pred, std::chrono::milliseconds timeout = 10000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);  // poll interval, bounded by the deadline
-  }
-  return pred();
-}
 
 // A version-prefixed ToEnvoyCommands[CommandStartActor] like the engine's.
 std::string StartBody(const std::string& actor_id, const std::string& name, uint16_t version = 4) {
@@ -105,7 +76,7 @@ class ServerlessTest : public ::testing::Test {
     json body{{"name", "counter"}, {"key", key}, {"runner_name_selector", pool}};
     auto r = Call(engine_.http_url(), "POST", "/actors?namespace=default", body.dump());
     EXPECT_EQ(r.status, 200) << r.body;
-    auto j = Parse(r.body);
+    auto j = ParseJson(r.body);
     if (!j.is_object() || !j.contains("actor")) return "";
     return j["actor"]["actor_id"].get<std::string>();
   }
@@ -115,7 +86,7 @@ class ServerlessTest : public ::testing::Test {
                   json{{"args", args}}.dump(),
                   {{"content-type", "application/json"}, {"x-rivet-encoding", "json"}});
     if (status != nullptr) *status = r.status;
-    return Parse(r.body);
+    return ParseJson(r.body);
   }
 
   net::Headers StartHeaders(const std::string& endpoint) {
@@ -184,12 +155,12 @@ TEST_F(ServerlessTest, HealthMetadataAndRouting) {
   StartHost();
   auto health = Call(host_url_, "GET", "/health");
   EXPECT_EQ(health.status, 200);
-  EXPECT_EQ(Parse(health.body)["status"], "ok");
-  EXPECT_EQ(Parse(health.body)["runtime"], "rivetkit");
+  EXPECT_EQ(ParseJson(health.body)["status"], "ok");
+  EXPECT_EQ(ParseJson(health.body)["runtime"], "rivetkit");
 
   auto meta = Call(host_url_, "GET", "/metadata");
   ASSERT_EQ(meta.status, 200);
-  json m = Parse(meta.body);
+  json m = ParseJson(meta.body);
   EXPECT_EQ(m["runtime"], "rivetkit");
   EXPECT_FALSE(m["version"].get<std::string>().empty());
   EXPECT_EQ(m["envoyProtocolVersion"], 4);
@@ -212,7 +183,7 @@ TEST_F(ServerlessTest, StartRejectsMissingHeadersBadBodiesAndOversizedPayloads) 
   // No headers at all.
   auto r = Call(host_url_, "POST", "/start", "x", {{"content-type", "application/octet-stream"}});
   EXPECT_EQ(r.status, 400);
-  json j = Parse(r.body);
+  json j = ParseJson(r.body);
   EXPECT_EQ(j["group"], "request");
   EXPECT_EQ(j["code"], "invalid");
   EXPECT_EQ(j["metadata"]["reason"], "x-rivet-endpoint header is required");
@@ -220,12 +191,12 @@ TEST_F(ServerlessTest, StartRejectsMissingHeadersBadBodiesAndOversizedPayloads) 
   r = Call(host_url_, "GET", "/start", "",
            {{"x-rivet-endpoint", endpoint}, {"x-rivet-runner-name", "sls"}});
   EXPECT_EQ(r.status, 400);
-  EXPECT_EQ(Parse(r.body)["metadata"]["reason"], "x-rivet-namespace-name header is required");
+  EXPECT_EQ(ParseJson(r.body)["metadata"]["reason"], "x-rivet-namespace-name header is required");
 
   // Wrong version prefix (a v3 envelope).
   r = Call(host_url_, "POST", "/start", StartBody("a-v3", "counter", 3), StartHeaders(endpoint));
   EXPECT_EQ(r.status, 400) << r.body;
-  j = Parse(r.body);
+  j = ParseJson(r.body);
   EXPECT_EQ(j["group"], "serverless");
   EXPECT_EQ(j["code"], "invalid_payload");
   EXPECT_THAT(j["message"].get<std::string>(), HasSubstr("version"));
@@ -233,14 +204,14 @@ TEST_F(ServerlessTest, StartRejectsMissingHeadersBadBodiesAndOversizedPayloads) 
   r = Call(host_url_, "POST", "/start", std::string("\x04\x00\xff\xff\xff", 5),
            StartHeaders(endpoint));
   EXPECT_EQ(r.status, 400) << r.body;
-  EXPECT_EQ(Parse(r.body)["code"], "invalid_payload");
+  EXPECT_EQ(ParseJson(r.body)["code"], "invalid_payload");
 
   // Over maxStartPayloadBytes (1 MiB): a structured 413.
   std::string big(size_t{1} << 20, 'x');
   big += "y";
   r = Call(host_url_, "POST", "/start", big, StartHeaders(endpoint));
   EXPECT_EQ(r.status, 413);
-  j = Parse(r.body);
+  j = ParseJson(r.body);
   EXPECT_EQ(j["group"], "message");
   EXPECT_EQ(j["code"], "incoming_too_long");
 
