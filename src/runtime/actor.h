@@ -258,22 +258,37 @@ class WebSocket {
   const Request& request() const { return raw_->request(); }
   Conn& conn() { return *conn_; }
 
-  // `fn(Context&, std::string_view data, bool binary)`, returning nothing or Task<void>.
+  // `fn(Context&, std::string_view data, bool binary)` or `fn(Context&, WebSocket&,
+  // std::string_view data, bool binary)` (to answer on this socket), returning nothing or
+  // Task<void>. The handler may outlive the hook that installed it; it must not capture
+  // this WebSocket (take the argument instead).
   template <typename F>
   void on_message(F fn) {
     // Weak: the connection owns the socket, which owns this handler.
-    raw_->OnMessage([inst = inst_, weak = std::weak_ptr<Conn>(conn_), fn = std::move(fn)](
-                        Bytes data, bool binary) -> Task<void> {
+    raw_->OnMessage([inst = inst_, weak = std::weak_ptr<Conn>(conn_),
+                     weak_raw = std::weak_ptr<runtime::RawSocket>(raw_),
+                     fn = std::move(fn)](Bytes data, bool binary) -> Task<void> {
       std::shared_ptr<Conn> conn = weak.lock();
-      if (!conn) co_return;
+      std::shared_ptr<runtime::RawSocket> raw = weak_raw.lock();
+      if (!conn || !raw) co_return;
+      WebSocket self(inst, conn, raw);
       runtime::Invocation inv(inst, std::move(conn), nullptr);
       Context ctx(inv);
       std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
-      using R = std::invoke_result_t<const F&, Context&, std::string_view, bool>;
-      if constexpr (internal::IsTask<R>::value) {
-        co_await fn(ctx, text, binary);
+      if constexpr (std::is_invocable_v<const F&, Context&, WebSocket&, std::string_view, bool>) {
+        using R = std::invoke_result_t<const F&, Context&, WebSocket&, std::string_view, bool>;
+        if constexpr (internal::IsTask<R>::value) {
+          co_await fn(ctx, self, text, binary);
+        } else {
+          fn(ctx, self, text, binary);
+        }
       } else {
-        fn(ctx, text, binary);
+        using R = std::invoke_result_t<const F&, Context&, std::string_view, bool>;
+        if constexpr (internal::IsTask<R>::value) {
+          co_await fn(ctx, text, binary);
+        } else {
+          fn(ctx, text, binary);
+        }
       }
     });
   }

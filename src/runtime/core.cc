@@ -1093,7 +1093,8 @@ std::shared_ptr<Conn> Instance::NewConn(bool transient) {
   return conn;
 }
 
-Task<void> Instance::ConnectSetup(std::shared_ptr<Conn> conn, Request request) {
+Task<void> Instance::ConnectSetup(std::shared_ptr<Conn> conn, Request request,
+                                  std::function<void()> before_on_connect) {
   const ActorOptions& o = type_->options;
   if (type_->on_before_connect) {
     co_await RunHook("onBeforeConnect", o.on_before_connect_timeout,
@@ -1113,6 +1114,7 @@ Task<void> Instance::ConnectSetup(std::shared_ptr<Conn> conn, Request request) {
         [t = o.create_conn_state_timeout] { return Timeout("createConnState", t); }, owned_tasks_);
   }
   conn->connected_ = true;
+  if (before_on_connect) before_on_connect();
   if (type_->on_connect) {
     co_await RunHook("onConnect", o.on_connect_timeout, type_->on_connect(Invocation{this, conn, nullptr}));
   }
@@ -1216,8 +1218,16 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
 
   auto setup = [](Instance* self, std::shared_ptr<Conn> c, std::string conn_id, Request req) -> Task<void> {
     std::optional<ClientError> failed;
+    // Init goes out before onConnect runs, so events sent from onConnect follow it.
+    auto send_init = [self, conn_id] {
+      wire::ToClient init = wire::Init{self->actor_id_, conn_id};
+      self->Gate([self, conn_id, init] {
+        auto it = self->conns_.find(conn_id);
+        if (it != self->conns_.end()) self->SendToConn(*it->second, init);
+      });
+    };
     try {
-      co_await self->ConnectSetup(c, std::move(req));
+      co_await self->ConnectSetup(c, std::move(req), send_init);
     } catch (...) {
       failed = ToClientError(std::current_exception(), self->actor_id_);
     }
@@ -1225,11 +1235,6 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
     if (it == self->conns_.end()) co_return;
     if (!failed) {
       if (it->second->hibernatable_) self->StageWrite(ConnKey(conn_id), self->ConnRecord(*it->second));
-      wire::ToClient init = wire::Init{self->actor_id_, conn_id};
-      self->Gate([self, conn_id, init] {
-        auto it = self->conns_.find(conn_id);
-        if (it != self->conns_.end()) self->SendToConn(*it->second, init);
-      });
       co_return;
     }
     const ClientError& e = *failed;

@@ -350,7 +350,10 @@ class Instance {
   };
   // Stores a message (durable before the next output). Errors: queue.full,
   // queue.message_too_large.
-  Task<uint64_t> QueueSend(std::string name, Value body);
+  // `completion`, when given, is resolved with the response when the message is completed
+  // (registered before any waiting receiver can take the message).
+  Task<uint64_t> QueueSend(std::string name, Value body,
+                           std::optional<Completion<std::optional<Value>>> completion = std::nullopt);
   // The first matching messages in FIFO order, waiting up to `timeout` (forever when
   // unset) for at least one; empty on timeout. A completable receive leaves the message
   // stored (in flight) until QueueComplete; `inv` remembers it. Errors: actor.aborted when
@@ -425,7 +428,10 @@ class Instance {
   Task<void> HttpAction(envoy::latest::MessageId id, Request request, std::string action);
   Task<Value> InvokeAction(std::string name, Value args, std::shared_ptr<Conn> conn);
   std::shared_ptr<Conn> NewConn(bool transient);
-  Task<void> ConnectSetup(std::shared_ptr<Conn> conn, Request request);
+  // onBeforeConnect → createConnState → (the connection is in conns) → `before_on_connect`
+  // → onConnect. Throws the hook's error.
+  Task<void> ConnectSetup(std::shared_ptr<Conn> conn, Request request,
+                          std::function<void()> before_on_connect = {});
   Task<void> DisconnectConn(std::string conn_id);
   void HandleWsOpen(const envoy::latest::MessageId& id, Request request);
   void OpenRawSocket(const envoy::latest::MessageId& id, Request request, Value params);

@@ -107,7 +107,8 @@ void Instance::StageQueueMeta() {
   StageWrite(kQueueMetaKey, protocol::persist::WriteQueueMetadata(meta));
 }
 
-Task<uint64_t> Instance::QueueSend(std::string name, Value body) {
+Task<uint64_t> Instance::QueueSend(std::string name, Value body,
+                                   std::optional<Completion<std::optional<Value>>> completion) {
   co_await EnsureQueueLoaded();
   const ActorOptions& o = type_->options;
   if (queue_.size() >= o.max_queue_size) {
@@ -126,6 +127,8 @@ Task<uint64_t> Instance::QueueSend(std::string name, Value body) {
   StageQueueMessage(m);
   queue_.emplace(id, std::move(m));
   StageQueueMeta();
+  // Before dispatching: a waiting receiver may take and complete the message right now.
+  if (completion) queue_completions_[id].push_back(*completion);
   DispatchQueue();
   co_return id;
 }
@@ -296,10 +299,13 @@ Task<void> Instance::HttpQueueSend(latest::MessageId id, Request req, std::strin
         bool allowed = co_await declared->second(Invocation{this, conn, nullptr});
         if (!allowed) throw ActorError("auth", "forbidden", "Forbidden");
       }
-      const uint64_t msg_id = co_await QueueSend(name, std::move(decoded->body));
-      if (decoded->wait.value_or(false)) {
-        Completion<std::optional<Value>> done;
-        queue_completions_[msg_id].push_back(done);
+      const bool wait = decoded->wait.value_or(false);
+      Completion<std::optional<Value>> done;
+      // Named (not a temporary inside the co_await expression; see docs/runtime.md).
+      std::optional<Completion<std::optional<Value>>> completion;
+      if (wait) completion = done;
+      co_await QueueSend(name, std::move(decoded->body), std::move(completion));
+      if (wait) {
         const milliseconds timeout(decoded->timeout.value_or(type_->options.action_timeout.count()));
         TimerId timer = runtime_.clock().ScheduleAfter(timeout, [done] { done.Resolve(std::nullopt); });
         // Durable before the wait: the message is stored before anyone may complete it.

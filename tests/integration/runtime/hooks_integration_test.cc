@@ -845,17 +845,9 @@ TEST_F(HooksIntegrationTest, QueueSendNextCompleteAndHttpSendAndWait) {
   EXPECT_THAT(log.dump(), HasSubstr(R"("run:w1","run:w2","run:w3")"));
 }
 
-// RUNTIME BUG (disabled until fixed): a waiting HTTP queue send never sees a completion
-// made synchronously by a receiver that was already waiting in next(). In
-// Instance::HttpQueueSend (src/runtime/queue.cc) `co_await QueueSend(...)` runs
-// DispatchQueue(), which resolves the waiting receiver inline; the run handler resumes,
-// calls complete() (QueueComplete finds no entry in queue_completions_ yet, so the response
-// is dropped and the message deleted), and only then does HttpQueueSend register its
-// completion in queue_completions_[msg_id] — which nobody resolves. The sender gets
-// {"status":"timedOut"} after its timeout instead of {"status":"completed","response":...}
-// (actors.md §2.7 enqueueAndWait, §4.5). Any suspension between next() and complete()
-// (the "work" queue above checkpoints first) hides it.
-TEST_F(HooksIntegrationTest, DISABLED_QueueSendAndWaitGetsAnImmediateCompletion) {
+// A waiting HTTP queue send sees a completion made at once by a receiver that was already
+// waiting in next(): the sender's completion is registered before the message is dispatched.
+TEST_F(HooksIntegrationTest, QueueSendAndWaitGetsAnImmediateCompletion) {
   const std::string id = CreateActor(base(), "fastqueue");
   EXPECT_EQ(Out(base(), id, "getN"), 0);
   ASSERT_TRUE(WaitJournal(id, "run"));

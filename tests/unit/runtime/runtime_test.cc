@@ -1016,10 +1016,11 @@ ActorDef<Counter> EchoDef(std::shared_ptr<std::vector<std::string>> log) {
   def.on_websocket([log](Ctx<Counter>& c, WebSocket<Ctx<Counter>>& ws) {
     log->push_back("open " + ws.request().path + "?" + ws.request().query);
     ws.send("hello " + c.actor_id());
-    ws.on_message([log](Ctx<Counter>& c, std::string_view text, bool binary) {
+    ws.on_message([log](Ctx<Counter>& c, WebSocket<Ctx<Counter>>& self, std::string_view text, bool binary) {
       if (text == "close") throw UserError("asked to fail", "bye");
       c.state().count += 1;  // durable before the echo leaves
       log->push_back(std::string(binary ? "bin " : "text ") + std::string(text));
+      self.send("echo " + std::string(text));
     });
     ws.on_close([log](Ctx<Counter>&, uint16_t, std::string_view) { log->push_back("closed"); });
   });
@@ -1041,6 +1042,9 @@ TEST(RuntimeRawWebSocket, EchoesPersistsAndCloses) {
   h.WsSend(ws, Bytes{'h', 'i'}, false);
   h.WsSend(ws, Bytes{1, 2}, true);
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 2}}));
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 3u);
+  EXPECT_EQ(std::string(h.Reply(ws).ws_messages[1].data.begin(), h.Reply(ws).ws_messages[1].data.end()),
+            "echo hi");
   // An open raw socket keeps the actor awake.
   h.Advance(5s);
   EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
