@@ -1276,3 +1276,51 @@ TEST(RuntimeLifecycle, SleepAndDestroyRequestsFromActorCode) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+class ConnectEncoding : public ::testing::TestWithParam<wire::Encoding> {};
+
+// The client protocol over /connect in each encoding (frames: json text, cbor/bare binary).
+TEST_P(ConnectEncoding, InitActionEventAndErrorFrames) {
+  const wire::Encoding enc = GetParam();
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding." + std::string(wire::EncodingName(enc)));
+  auto decode = [&](size_t i) {
+    const auto& m = h.Reply(ws).ws_messages.at(i);
+    EXPECT_EQ(m.binary, enc != wire::Encoding::kJson);
+    auto d = wire::DecodeToClient(m.data, enc);
+    EXPECT_TRUE(d.ok());
+    return d.ok() ? *d : wire::ToClient{wire::Init{}};
+  };
+  const bool binary = enc != wire::Encoding::kJson;
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<wire::Init>(decode(0)));
+  h.WsSend(ws, wire::Encode(wire::ToServer{wire::SubscriptionRequest{"newCount", true}}, enc), binary);
+  h.WsSend(ws, wire::Encode(wire::ToServer{wire::ActionRequest{7, "increment", Value::ArrayOf({3})}}, enc), binary);
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 3u);
+  auto ev = decode(1);
+  ASSERT_TRUE(std::holds_alternative<wire::Event>(ev));
+  EXPECT_EQ(std::get<wire::Event>(ev).args, Value::ArrayOf({3}));
+  auto resp = decode(2);
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(resp));
+  EXPECT_EQ(std::get<wire::ActionResponse>(resp).id, 7u);
+  EXPECT_EQ(std::get<wire::ActionResponse>(resp).output, Value(3));
+  h.WsSend(ws, wire::Encode(wire::ToServer{wire::ActionRequest{8, "fail", Value::Array{}}}, enc), binary);
+  auto err = decode(3);
+  ASSERT_TRUE(std::holds_alternative<wire::ErrorMsg>(err));
+  EXPECT_EQ(std::get<wire::ErrorMsg>(err).code, "custom_code");
+  EXPECT_EQ(std::get<wire::ErrorMsg>(err).action_id, std::optional<uint64_t>(8));
+}
+
+INSTANTIATE_TEST_SUITE_P(Encodings, ConnectEncoding,
+                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor, wire::Encoding::kBare),
+                         [](const ::testing::TestParamInfo<wire::Encoding>& info) {
+                           return std::string(wire::EncodingName(info.param));
+                         });
+
+}  // namespace
+}  // namespace keel
