@@ -229,15 +229,14 @@ namespace {
 // Awaits `task` for at most `timeout`; on expiry throws `make_error()` while the task keeps
 // running detached (its owner instance stays alive until it ends).
 template <typename T, typename MakeError>
-Task<T> WithTimeout(Instance& inst, Clock& clock, Task<T> task, milliseconds timeout,
-                    MakeError make_error, int& owned) {
+Task<T> WithTimeout(Clock& clock, Task<T> task, milliseconds timeout, MakeError make_error,
+                    int& owned) {
   using Outcome = std::pair<std::optional<T>, std::exception_ptr>;
   Completion<Outcome> done;
   ++owned;
-  Spawn(std::move(task), [done, &owned, &inst](std::optional<T> v, std::exception_ptr e) {
+  Spawn(std::move(task), [done, &owned](std::optional<T> v, std::exception_ptr e) {
     --owned;
     done.Resolve(Outcome{std::move(v), e});
-    (void)inst;
   });
   TimerId timer{};
   if (!done.ready()) {
@@ -258,7 +257,7 @@ Task<int> AsIntTask(Task<void> t) {
 }  // namespace
 
 Task<void> Instance::RunHook(const char* name, milliseconds timeout, Task<void> hook) {
-  co_await WithTimeout<int>(*this, runtime_.clock(), AsIntTask(std::move(hook)), timeout,
+  co_await WithTimeout<int>(runtime_.clock(), AsIntTask(std::move(hook)), timeout,
                             [name, timeout] { return Timeout(name, timeout); }, owned_tasks_);
 }
 
@@ -913,8 +912,7 @@ Task<Value> Instance::InvokeAction(std::string name, Value args, std::shared_ptr
     ~Guard() { self->EndActivity(); }
   } guard{this};
   const milliseconds timeout = type_->options.action_timeout;
-  co_return co_await WithTimeout<Value>(
-      *this, runtime_.clock(), it->second(Invocation{this, std::move(conn), nullptr}, std::move(args)),
+  co_return co_await WithTimeout<Value>(runtime_.clock(), it->second(Invocation{this, std::move(conn), nullptr}, std::move(args)),
       timeout,
       [] { return ActorError("actor", "action_timed_out", "Action timed out"); }, owned_tasks_);
 }
@@ -1001,8 +999,7 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
         conn->params_ = ParseParams(req.Header("x-rivet-conn-params"));
         conn_id = conn->id_;
         co_await self->ConnectSetup(conn, req);
-        resp = co_await WithTimeout<Response>(
-            *self, self->runtime_.clock(),
+        resp = co_await WithTimeout<Response>(self->runtime_.clock(),
             self->type_->on_request(Invocation{self, conn, nullptr}, std::move(req)),
             self->type_->options.action_timeout,
             [] { return ActorError("actor", "action_timed_out", "Action timed out"); },
@@ -1107,8 +1104,7 @@ Task<void> Instance::ConnectSetup(std::shared_ptr<Conn> conn, Request request,
       conn->state_ = co_await fn(std::move(inv), std::move(req), std::move(params));
       co_return 0;
     };
-    co_await WithTimeout<int>(
-        *this, runtime_.clock(),
+    co_await WithTimeout<int>(runtime_.clock(),
         make(type_->create_conn_state, Invocation{this, conn, nullptr}, request, conn->params_),
         o.create_conn_state_timeout,
         [t = o.create_conn_state_timeout] { return Timeout("createConnState", t); }, owned_tasks_);

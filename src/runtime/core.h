@@ -310,8 +310,6 @@ class Instance {
   void* state_ptr();  // throws actor.state_not_enabled
   void* vars_ptr() { return vars_->get(); }
   bool in_state_change() const { return in_state_change_; }
-  // Marks that actor code may have changed state outside an action (the gate checks).
-  void TouchState() { state_touched_ = true; }
 
   // ---- KV (user keys live under prefix 0x04; actors.md §2.4) ----
   Task<std::optional<Bytes>> KvGet(Bytes key);
@@ -459,7 +457,6 @@ class Instance {
 
   std::unique_ptr<Slot> state_;
   std::unique_ptr<Slot> vars_;
-  bool state_touched_ = false;
   bool in_state_change_ = false;
   Bytes persisted_record_;  // the [1] bytes last staged
   Bytes persisted_state_;   // the CBOR state inside it
@@ -485,7 +482,6 @@ class Instance {
   uint64_t durable_seq_ = 0;   // every write up to here is committed
   bool flushing_ = false;
   std::vector<Output> outputs_;
-  std::vector<std::function<void()>> durable_waiters_;
 
   // Activity.
   int activity_ = 0;         // in-flight requests, keepAwake, internal keep-awake

@@ -173,7 +173,6 @@ Task<void> LingerThenLog(runtime::Instance* inst, std::chrono::milliseconds dela
   runtime::Invocation inv(inst, nullptr, nullptr);
   PCtx c(inv);
   c.state().log.push_back("waitUntil done");
-  inst->TouchState();
   j->Note(c.actor_id(), "waitUntil done");
 }
 
