@@ -401,6 +401,15 @@ struct ResultMapper {
   }
 };
 
+// A completable queue message the invocation did not complete goes back to the queue
+// when the action or hook ends.
+struct ReleaseQueueHold {
+  runtime::Invocation& inv;
+  ~ReleaseQueueHold() {
+    if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
+  }
+};
+
 // Runs a hook-like callable (`R f(Ctx&, extra...)`, R void or Task<void>).
 template <typename R>
 Task<void> RunVoid(std::function<R()> call) {
@@ -452,15 +461,7 @@ class ActorDef {
   }
   template <typename F>
   ActorDef& queue(std::string name, F can_publish) {
-    type_->queues[std::move(name)] = [fn = std::move(can_publish)](runtime::Invocation inv) -> Task<bool> {
-      Context ctx(inv);
-      using R = std::invoke_result_t<F&, Context&>;
-      if constexpr (internal::IsTask<R>::value) {
-        co_return co_await fn(ctx);
-      } else {
-        co_return fn(ctx);
-      }
-    };
+    type_->queues[std::move(name)] = Check(std::move(can_publish));
     return *this;
   }
 
@@ -471,15 +472,7 @@ class ActorDef {
   }
   template <typename F>
   ActorDef& event(std::string name, F can_subscribe) {
-    type_->events[std::move(name)] = [fn = std::move(can_subscribe)](runtime::Invocation inv) -> Task<bool> {
-      Context ctx(inv);
-      using R = std::invoke_result_t<F&, Context&>;
-      if constexpr (internal::IsTask<R>::value) {
-        co_return co_await fn(ctx);
-      } else {
-        co_return fn(ctx);
-      }
-    };
+    type_->events[std::move(name)] = Check(std::move(can_subscribe));
     return *this;
   }
 
@@ -643,13 +636,7 @@ class ActorDef {
     Context ctx(inv);
     Args decoded = internal::DecodeArgs<Args>(action, args,
                                               std::make_index_sequence<std::tuple_size_v<Args>>{});
-    // A completable queue message the action did not complete goes back to the queue.
-    struct Release {
-      runtime::Invocation& inv;
-      ~Release() {
-        if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
-      }
-    } release{inv};
+    internal::ReleaseQueueHold release{inv};
     co_return co_await internal::ResultMapper<R>::Run([&fn, &ctx, &decoded] {
       return std::apply([&](auto&... a) { return fn(ctx, std::move(a)...); }, decoded);
     });
@@ -680,17 +667,26 @@ class ActorDef {
     }
   }
 
+  // A `bool fn(Ctx&)` (or Task<bool>) veto check: canSubscribe, canPublish.
+  template <typename F>
+  static runtime::SubscribeCheckFn Check(F fn) {
+    return [fn = std::move(fn)](runtime::Invocation inv) -> Task<bool> {
+      Context ctx(inv);
+      using R = std::invoke_result_t<F&, Context&>;
+      if constexpr (internal::IsTask<R>::value) {
+        co_return co_await fn(ctx);
+      } else {
+        co_return fn(ctx);
+      }
+    };
+  }
+
   template <typename F>
   static runtime::HookFn Hook(F fn) {
     return [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
       using R = std::invoke_result_t<F&, Context&>;
-      struct Release {
-        runtime::Invocation& inv;
-        ~Release() {
-          if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
-        }
-      } release{inv};
+      internal::ReleaseQueueHold release{inv};
       if constexpr (internal::IsTask<R>::value) {
         co_await fn(ctx);
       } else {

@@ -34,12 +34,13 @@ std::optional<LogLevel> ParseLevel(std::string_view s) {
   return std::nullopt;
 }
 
+
+}  // namespace
+
 uint64_t EntropySeed() {
   std::random_device rd;
   return (uint64_t{rd()} << 32) ^ rd();
 }
-
-}  // namespace
 
 std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit_code) {
   ServeSettings s;

@@ -34,6 +34,9 @@ struct ServeSettings {
   std::optional<std::string> inspector_token;
 };
 
+// A seed for keel::Random from the OS (native shells only; cores never read entropy).
+uint64_t EntropySeed();
+
 // Parses flags and the environment; on --help or a bad flag prints and returns the exit
 // code to use in `exit_code`.
 std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit_code);

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <future>
 #include <map>
-#include <random>
 #include <thread>
 #include <tuple>
 
@@ -14,6 +13,8 @@
 #include "net/http_server.h"
 #include "net/io_runtime.h"
 #include "protocol/envoy/versioned.h"
+#include "runtime/native/serve.h"
+#include "value/value.h"
 
 namespace keel {
 
@@ -23,44 +24,8 @@ constexpr const char* kLog = "serverless";
 constexpr const char* kPing = "event: ping\ndata:\n\n";
 constexpr const char* kStopping = "event: stopping\ndata:\n\n";
 
-uint64_t EntropySeed() {
-  std::random_device rd;
-  return (uint64_t{rd()} << 32) ^ rd();
-}
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          static constexpr char kHex[] = "0123456789abcdef";
-          out += "\\u00";
-          out += kHex[(c >> 4) & 0xf];
-          out += kHex[c & 0xf];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
+// A JSON string literal (value/value.h's printer: escapes, UTF-8 as is).
+std::string JsonString(std::string_view s) { return ToJson(Value(s)); }
 
 std::string NormalizeBase(std::string base) {
   if (base.empty() || base.front() != '/') base.insert(base.begin(), '/');
