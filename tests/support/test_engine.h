@@ -20,13 +20,13 @@ namespace keel::testing {
 
 class TestEngine {
  public:
-  // `data_dir` empty → in-memory storage.
+  // `data_dir` empty → in-memory storage. `port` 0 → a free port.
   explicit TestEngine(engine::EngineOptions options = {}, std::string data_dir = "",
-                      int io_threads = 2, int worker_threads = 2)
+                      int io_threads = 2, int worker_threads = 2, uint16_t port = 0)
       : options_(std::move(options)), data_dir_(std::move(data_dir)) {
     workers_ = std::make_unique<net::IoRuntime>(worker_threads);
     io_ = std::make_unique<net::IoRuntime>(io_threads);
-    Start();
+    Start(port);
   }
 
   ~TestEngine() { Stop(); }
@@ -36,7 +36,16 @@ class TestEngine {
     Stop();
     workers_ = std::make_unique<net::IoRuntime>(2);
     io_ = std::make_unique<net::IoRuntime>(2);
-    Start();
+    Start(0);
+  }
+  // Like Restart, listening on the same port again, so clients with a fixed endpoint can
+  // reconnect (in-memory storage starts empty).
+  void RestartOnSamePort() {
+    const uint16_t port = this->port();
+    Stop();
+    workers_ = std::make_unique<net::IoRuntime>(2);
+    io_ = std::make_unique<net::IoRuntime>(2);
+    Start(port);
   }
 
   engine::Engine& engine() { return *engine_; }
@@ -47,7 +56,7 @@ class TestEngine {
   const engine::EngineOptions& options() const { return options_; }
 
  private:
-  void Start() {
+  void Start(uint16_t port) {
     std::unique_ptr<storage::KvStore> store;
     if (data_dir_.empty()) {
       store = std::make_unique<storage::MemKvStore>();
@@ -57,6 +66,7 @@ class TestEngine {
       store = std::move(*opened);
     }
     net::ServerOptions server_options;
+    server_options.port = port;
     server_options.max_ws_message = options_.max_response_payload + (1 << 20);
     auto server = net::HttpServer::Start(
         *io_, server_options, [this](std::shared_ptr<net::HttpExchange> exchange) {

@@ -48,63 +48,6 @@ engine::EngineOptions FastOptions() {
   return o;
 }
 
-// Like TestEngine (in-memory storage) but Restart() listens on the same port again, so a
-// client with a fixed endpoint can reconnect.
-class PinnedEngine {
- public:
-  explicit PinnedEngine(engine::EngineOptions options, uint16_t port = 0)
-      : options_(std::move(options)) {
-    Start(port);
-  }
-  ~PinnedEngine() { Stop(); }
-
-  void Restart() {
-    const uint16_t port = port_;
-    Stop();
-    Start(port);
-  }
-  std::string http_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-
- private:
-  void Start(uint16_t port) {
-    workers_ = std::make_unique<net::IoRuntime>(2);
-    io_ = std::make_unique<net::IoRuntime>(2);
-    net::ServerOptions server_options;
-    server_options.port = port;
-    auto server = net::HttpServer::Start(*io_, server_options,
-                                         [this](std::shared_ptr<net::HttpExchange> exchange) {
-                                           engine_->Handle(std::move(exchange));
-                                         });
-    if (!server.has_value()) throw std::runtime_error(server.error().ToString());
-    server_ = std::move(*server);
-    port_ = server_->port();
-    engine::EngineOptions options = options_;
-    options.public_url = http_url();
-    auto engine =
-        engine::Engine::Open(options, std::make_unique<storage::MemKvStore>(), *io_, *workers_);
-    if (!engine.has_value()) throw std::runtime_error(engine.error().ToString());
-    engine_ = std::move(*engine);
-  }
-
-  void Stop() {
-    if (engine_ == nullptr) return;
-    server_->StopAccepting();
-    io_->Stop();
-    workers_->Stop();
-    server_.reset();
-    engine_.reset();
-    io_.reset();
-    workers_.reset();
-  }
-
-  engine::EngineOptions options_;
-  uint16_t port_ = 0;
-  std::unique_ptr<net::IoRuntime> workers_;
-  std::unique_ptr<net::IoRuntime> io_;
-  std::unique_ptr<net::HttpServer> server_;
-  std::unique_ptr<engine::Engine> engine_;
-};
-
 // A host that starts and stops actors at once. Runs on the client's strand only.
 class AutoHost final : public EnvoyHost {
  public:
@@ -304,10 +247,10 @@ TEST(NativeTransportTest, ReconnectsAfterTheEngineDropsTheConnection) {
 }
 
 TEST(NativeTransportTest, ReconnectsAfterAnEngineRestart) {
-  PinnedEngine pe(FastOptions());
-  Envoy envoy(ConfigFor(pe.http_url(), "restart-envoy"));
+  testing::TestEngine te(FastOptions());
+  Envoy envoy(ConfigFor(te.http_url(), "restart-envoy"));
   ASSERT_TRUE(envoy.WaitUntil([&] { return envoy.client().connected(); }));
-  pe.Restart();
+  te.RestartOnSamePort();
   ASSERT_TRUE(envoy.WaitUntil([&] { return envoy.host().disconnected >= 1; }));
   ASSERT_TRUE(envoy.WaitUntil([&] { return envoy.host().connected >= 2; }, 10s));
   EXPECT_TRUE(envoy.Run([&] { return envoy.client().connected(); }));
@@ -326,7 +269,7 @@ TEST(NativeTransportTest, FailedConnectsAreRetriedUntilTheEngineListens) {
   EXPECT_FALSE(envoy.Run([&] { return envoy.client().connected(); }));
   EXPECT_FALSE(envoy.Run([&] { return envoy.client().shut_down(); }));
   EXPECT_EQ(envoy.Run([&] { return envoy.host().disconnected; }), 0);  // never opened
-  PinnedEngine pe(FastOptions(), port);
+  testing::TestEngine listening(FastOptions(), "", 2, 2, port);
   ASSERT_TRUE(envoy.WaitUntil([&] { return envoy.client().connected(); }));
   EXPECT_EQ(envoy.Run([&] { return envoy.host().connected; }), 1);
 }
