@@ -16,10 +16,12 @@ function(keel_cc_library)
   add_library(keel::${K_NAME} ALIAS keel_${K_NAME})
 endfunction()
 
-# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow [PREFIX p.])
+# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow [PREFIX p.] [RUN_SERIAL])
 # PREFIX names the discovered cases `p.Suite.Case`, so `ctest -R p` selects one binary.
+# RUN_SERIAL keeps ctest -j from running anything beside these cases (load tests whose
+# processes and threads would starve timing-bounded neighbours on a 2-core machine).
 function(keel_cc_test)
-  cmake_parse_arguments(K "" "NAME;PREFIX" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(K "RUN_SERIAL" "NAME;PREFIX" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT KEEL_BUILD_TESTS)
     return()
   endif()
@@ -31,10 +33,14 @@ function(keel_cc_test)
   if(NOT K_LABELS)
     set(K_LABELS unit)
   endif()
+  set(serial FALSE)
+  if(K_RUN_SERIAL)
+    set(serial TRUE)
+  endif()
   gtest_discover_tests(${K_NAME}
     TEST_PREFIX "${K_PREFIX}"
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    PROPERTIES LABELS "${K_LABELS}"
+    PROPERTIES LABELS "${K_LABELS}" RUN_SERIAL ${serial}
     DISCOVERY_TIMEOUT 60)
 endfunction()
 
