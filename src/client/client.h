@@ -18,6 +18,7 @@
 // through the query form — up to 60 attempts for GetOrCreate handles and 24 for Get
 // handles — so a handle outlives its actor being destroyed and recreated. GetForId handles
 // never retry this way. Queue sends also retry `actor.overloaded` from the dispatch inbox.
+// When the attempts run out, the last scheduling error is returned.
 //
 // Errors are ClientError values: the actor's or the engine's `group.code` + message (+
 // metadata), or `client.*` for failures on this side (see ClientError).
@@ -60,8 +61,6 @@ using ActorKey = std::vector<std::string>;
 //   client.closed               the connection was disposed
 //   client.get_params_failed    the connection's params callback failed
 //   client.bad_response         the engine answered with something that is not the protocol
-//   client.retries_exhausted    scheduling errors outlasted the retry budget (message has
-//                               the last one)
 struct ClientError {
   std::string group, code, message;
   std::optional<Value> metadata;
@@ -228,7 +227,8 @@ class ActorConn : public std::enable_shared_from_this<ActorConn> {
   // Connection-level errors (setup failures, get_params failures, refused subscriptions).
   Unsubscribe OnError(std::function<void(const ClientError&)> listener);
   Unsubscribe OnOpen(std::function<void()> listener);
-  Unsubscribe OnClose(std::function<void()> listener);  // once, on Dispose
+  // When an open connection closes (Dispose, or a drop before reconnecting).
+  Unsubscribe OnClose(std::function<void()> listener);
   Unsubscribe OnStatusChange(std::function<void(ConnStatus)> listener);
 
   // Closes for good: pending actions fail with client.closed, OnClose listeners run once,

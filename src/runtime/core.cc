@@ -1230,7 +1230,7 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
     auto it = self->conns_.find(conn_id);
     if (it == self->conns_.end()) co_return;
     if (!failed) {
-      if (it->second->hibernatable_) self->StageWrite(ConnKey(conn_id), self->ConnRecord(*it->second));
+      if (it->second->hibernatable_) self->StageConnIfChanged(*it->second);
       co_return;
     }
     const ClientError& e = *failed;
@@ -1279,17 +1279,20 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     SpawnOwned(ConnAction(conn.id_, std::move(*action), index), true, true);
     return;
   }
-  if (index) FinishClientMessage(conn.id_, *index);
   const auto& sub = std::get<wire::SubscriptionRequest>(*msg);
-  if (!sub.subscribe) {
-    conn.subscriptions_.erase(sub.event_name);
-    return;
-  }
   auto ev = type_->events.find(sub.event_name);
-  if (ev == type_->events.end() || !ev->second) {
-    conn.subscriptions_.insert(sub.event_name);
+  if (!sub.subscribe || ev == type_->events.end() || !ev->second) {
+    if (sub.subscribe) {
+      conn.subscriptions_.insert(sub.event_name);
+    } else {
+      conn.subscriptions_.erase(sub.event_name);
+    }
+    // Written before the message is acknowledged (the ack passes the gate).
+    StageConnIfChanged(conn);
+    if (index) FinishClientMessage(conn.id_, *index);
     return;
   }
+  if (index) FinishClientMessage(conn.id_, *index);
   auto check = [](Instance* self, std::string conn_id, std::string name) -> Task<void> {
     auto it = self->conns_.find(conn_id);
     if (it == self->conns_.end()) co_return;
@@ -1304,6 +1307,8 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     if (it == self->conns_.end()) co_return;
     if (ok && !err) {
       it->second->subscriptions_.insert(name);
+      self->StageConnIfChanged(*it->second);
+      self->MaybeFlush();
       co_return;
     }
     ClientError e = err.value_or(ClientError{"auth", "forbidden", "Forbidden", {}});
@@ -1326,6 +1331,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     ClientError e = ToClientError(std::current_exception(), actor_id_);
     reply = wire::ErrorMsg{e.group, e.code, e.message, e.metadata, req.id};
   }
+  if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnIfChanged(*c->second);
   auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
@@ -1391,6 +1397,26 @@ Bytes Instance::ConnRecord(const Conn& conn) const {
   return protocol::persist::WriteConn(r);
 }
 
+namespace {
+// What a connection record says beyond routing: its state and subscriptions.
+Bytes ConnDigest(const Value& state, const std::set<std::string, std::less<>>& subscriptions) {
+  Bytes digest = EncodeCbor(state);
+  for (const auto& s : subscriptions) {
+    digest.push_back(0);
+    digest.insert(digest.end(), s.begin(), s.end());
+  }
+  return digest;
+}
+}  // namespace
+
+void Instance::StageConnIfChanged(Conn& conn) {
+  if (!conn.hibernatable_ || conn.closed_ || conn.transient_) return;
+  Bytes digest = ConnDigest(conn.state_, conn.subscriptions_);
+  if (digest == conn.persisted_digest_) return;
+  conn.persisted_digest_ = std::move(digest);
+  StageWrite(ConnKey(conn.id_), ConnRecord(conn));
+}
+
 // A message is done: acknowledge everything up to the oldest one still being processed
 // (acks are cumulative), after the outputs it caused (the ack goes through the gate).
 void Instance::FinishClientMessage(const std::string& conn_id, uint16_t index) {
@@ -1442,6 +1468,7 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     conn->acked_index_ = rec->client_message_index;
     conn->request_path_ = rec->request_path;
     conn->request_headers_ = rec->request_headers;
+    conn->persisted_digest_ = ConnDigest(conn->state_, conn->subscriptions_);
     const std::string* proto = nullptr;
     for (const auto& [k, v] : conn->request_headers_) {
       if (k == "sec-websocket-protocol" || k == "Sec-WebSocket-Protocol") proto = &v;

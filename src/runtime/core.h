@@ -213,6 +213,9 @@ class Conn {
   uint16_t acked_index_ = 0;
   std::string request_path_;
   std::vector<std::pair<std::string, std::string>> request_headers_;
+  // What the last written [2]+id record said about state and subscriptions (CBOR state +
+  // names), so a change is written when it happens and not only at sleep.
+  Bytes persisted_digest_;
 };
 
 // ---- Type-erased actor definition ----
@@ -440,6 +443,10 @@ class Instance {
   void SendToConn(Conn& conn, const wire::ToClient& msg);
   // Hibernatable connections.
   Bytes ConnRecord(const Conn& conn) const;
+  // Stages the connection's record when its state or subscriptions changed since the last
+  // one (hibernatable, connected connections only): a crash of the runtime then restores
+  // what the client was acknowledged, not the connect-time record.
+  void StageConnIfChanged(Conn& conn);
   void FinishClientMessage(const std::string& conn_id, uint16_t index);
   Task<void> RestoreHibernatedConns(std::vector<std::string>& stale);
   void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);

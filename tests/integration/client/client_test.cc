@@ -1,0 +1,385 @@
+// keel::client against a real engine (TestEngine on loopback port 0) and a real runtime
+// (RuntimeHost, in-process) hosting the counter example and a `probe` actor: resolution
+// and its retries, stateless actions and errors in every encoding, queue sends, raw HTTP
+// and WebSocket, persistent connections (events, status, setup errors, params callbacks,
+// reconnection after the runtime dies), and the failures of the client itself.
+#include "client/client.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "counter/counter.h"
+#include "runtime/actor.h"
+#include "runtime/native/serve.h"
+#include "support/gateway_http.h"
+#include "support/test_engine.h"
+
+namespace keel::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using client::ActorConn;
+using client::Client;
+using client::ClientOptions;
+using client::ConnStatus;
+
+struct Probe {
+  int64_t requests = 0;
+};
+using PCtx = Ctx<Probe>;
+
+ActorDef<Probe> MakeProbe() {
+  ActorDef<Probe> def("probe");
+  def.queue("jobs");
+  def.action("echo", [](PCtx&, Value v) { return v; });
+  def.action("fail", [](PCtx&) -> int64_t {
+    throw UserError("it failed on purpose", "detailed_error", Value::Object({{"reason", "test"}}));
+  });
+  def.action("takeJob", [](PCtx& c) -> Task<Value> {
+    auto m = co_await c.queue().try_next();
+    if (!m) co_return Value(nullptr);
+    co_return m->body;
+  });
+  def.on_before_connect([](PCtx&, const Value& params) {
+    const Value* reject = params.is_map() ? params.Find("reject") : nullptr;
+    if (reject != nullptr && reject->is_bool() && reject->as_bool()) {
+      throw ActorError("connection", "custom_error", "rejected by the probe");
+    }
+  });
+  def.on_request([](PCtx& c, const Request& req) {
+    c.state().requests += 1;
+    const std::string* params = req.Header("x-rivet-conn-params");
+    return Response::Text(200, req.method + " " + req.path + "?" + req.query +
+                                   " body=" + std::string(req.body.begin(), req.body.end()) +
+                                   " params=" + (params != nullptr ? *params : "-"));
+  });
+  def.on_websocket([](PCtx&, WebSocket<PCtx>& ws) {
+    ws.send("welcome " + ws.request().path);
+    ws.on_message([](PCtx&, WebSocket<PCtx>& self, std::string_view data, bool binary) {
+      if (binary) {
+        self.send_binary(Bytes(data.begin(), data.end()));
+      } else {
+        self.send("echo:" + std::string(data));
+      }
+    });
+  });
+  return def;
+}
+
+// Collects values pushed from connection callbacks (the client's I/O thread).
+template <typename T>
+class Inbox {
+ public:
+  void Push(T v) {
+    std::lock_guard<std::mutex> lock(mu_);
+    items_.push_back(std::move(v));
+    cv_.notify_all();
+  }
+  // Waits until at least `n` items arrived; returns a copy of all of them.
+  std::vector<T> WaitFor(size_t n, std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return items_.size() >= n; });
+    return items_;
+  }
+  std::vector<T> Snapshot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return items_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<T> items_;
+};
+
+class ClientTest : public ::testing::TestWithParam<wire::Encoding> {
+ protected:
+  void SetUp() override {
+    StartHost();
+    ClientOptions o;
+    o.endpoint = engine_.http_url();
+    o.encoding = GetParam();
+    o.retry_pause = 20ms;
+    client_ = std::make_unique<Client>(o);
+  }
+  void TearDown() override {
+    client_.reset();
+    host_.reset();
+  }
+  void StartHost() {
+    ServeSettings s;
+    s.endpoint = engine_.http_url();
+    host_ = std::make_unique<RuntimeHost>(
+        s, std::vector<std::shared_ptr<const runtime::ActorType>>{examples::MakeCounter().type(), MakeProbe().type()});
+    host_->Start();
+    ASSERT_TRUE(WaitFor([&] { return host_->connected(); })) << "runtime never connected";
+  }
+  std::string Key(std::string_view base) const {
+    return std::string(base) + "-" + std::string(wire::EncodingName(GetParam()));
+  }
+
+  TestEngine engine_;
+  std::unique_ptr<RuntimeHost> host_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_P(ClientTest, GetOrCreateCallsResolveAndAddressByIdOrKey) {
+  auto h = client_->GetOrCreate("counter", {Key("tenant"), "room/1"});
+  auto a = h.Call<int64_t>("increment", 5);
+  ASSERT_TRUE(a.has_value()) << a.error().ToString();
+  EXPECT_EQ(*a, 5);
+  EXPECT_EQ(h.Call<int64_t>("increment", 1).value(), 6);
+  auto id = h.Resolve();
+  ASSERT_TRUE(id.has_value()) << id.error().ToString();
+  EXPECT_FALSE(id->empty());
+  EXPECT_EQ(client_->GetForId("counter", *id).Call<int64_t>("getCount").value(), 6);
+  EXPECT_EQ(client_->Get("counter", {Key("tenant"), "room/1"}).Call<int64_t>("getCount").value(), 6);
+  // A different key is a different actor.
+  EXPECT_EQ(client_->GetOrCreate("counter", {Key("tenant")}).Call<int64_t>("getCount").value(), 0);
+  // The gateway URL of a dynamic handle is the query form; plain HTTP can use it.
+  const std::string url = h.GatewayUrl();
+  EXPECT_NE(url.find("rvt-method=getOrCreate"), std::string::npos) << url;
+  EXPECT_NE(url.find("rvt-crash-policy=sleep"), std::string::npos) << url;
+  const std::string base = engine_.http_url();
+  ASSERT_EQ(url.rfind(base, 0), 0u) << url;
+  const size_t q = url.find('?');
+  ASSERT_NE(q, std::string::npos);
+  const std::string target = url.substr(base.size(), q - base.size()) + "/action/getCount" + url.substr(q);
+  auto r = Call(base, "POST", target, R"({"args":[]})", {{"content-type", "application/json"}});
+  EXPECT_EQ(ParseJson(r.body), (nlohmann::json{{"output", 6}}));
+}
+
+TEST_P(ClientTest, CreateGetAndTheirErrors) {
+  auto created = client_->Create("counter", {Key("made")}, {.input = Value(7)});
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
+  EXPECT_EQ(created->Call<int64_t>("increment", 2).value(), 2);
+  auto dup = client_->Create("counter", {Key("made")});
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_TRUE(dup.error().Is("actor", "duplicate_key")) << dup.error().ToString();
+
+  auto missing = client_->Get("counter", {Key("never-made")});
+  auto id = missing.Resolve();
+  ASSERT_FALSE(id.has_value());
+  EXPECT_TRUE(id.error().Is("actor", "not_found")) << id.error().ToString();
+  // An action through a get handle retries (24 attempts) and then reports the cause.
+  auto call = missing.Call<int64_t>("getCount");
+  ASSERT_FALSE(call.has_value());
+  EXPECT_TRUE(call.error().Is("actor", "not_found")) << call.error().ToString();
+  // Nothing was created on the way.
+  auto listed = client_->ListActors("counter", client::ActorKey{Key("never-made")});
+  ASSERT_TRUE(listed.has_value()) << listed.error().ToString();
+  EXPECT_TRUE(listed->empty());
+}
+
+TEST_P(ClientTest, ActionErrorsKeepGroupCodeAndMetadata) {
+  auto h = client_->GetOrCreate("probe", {Key("errors")});
+  auto fail = h.Call<int64_t>("fail");
+  ASSERT_FALSE(fail.has_value());
+  EXPECT_TRUE(fail.error().Is("user", "detailed_error")) << fail.error().ToString();
+  EXPECT_EQ(fail.error().message, "it failed on purpose");
+  ASSERT_TRUE(fail.error().metadata.has_value());
+  EXPECT_EQ(*fail.error().metadata, Value::Object({{"reason", "test"}}));
+  auto unknown = h.Call("noSuchAction");
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().group, "actor");
+  EXPECT_EQ(unknown.error().http_status, 404);
+  // Values of every kind round-trip through the encoding.
+  Value v = Value::Object({{"n", int64_t{1} << 40},
+                           {"f", 2.5},
+                           {"s", "text"},
+                           {"b", Bytes{1, 2, 3}},
+                           {"a", Value::ArrayOf({true, nullptr})}});
+  auto echo = h.Call("echo", v);
+  ASSERT_TRUE(echo.has_value()) << echo.error().ToString();
+  EXPECT_EQ(*echo, v);
+  // The wrong result type is a client-side error, not a crash.
+  auto typed = h.Call<int64_t>("echo", "not a number");
+  ASSERT_FALSE(typed.has_value());
+  EXPECT_TRUE(typed.error().Is("client", "bad_response"));
+}
+
+TEST_P(ClientTest, QueueSendStoresTheMessage) {
+  auto h = client_->GetOrCreate("probe", {Key("queue")});
+  auto sent = h.Send("jobs", Value::Object({{"task", "build"}}));
+  ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
+  EXPECT_EQ(sent->status, "completed");
+  EXPECT_EQ(h.Call("takeJob").value(), Value::Object({{"task", "build"}}));
+  EXPECT_EQ(h.Call("takeJob").value(), Value(nullptr));
+  // Waiting with no consumer times out.
+  auto waited = h.Send("jobs", Value(1), {.wait = true, .timeout = 50ms});
+  ASSERT_TRUE(waited.has_value()) << waited.error().ToString();
+  EXPECT_EQ(waited->status, "timedOut");
+}
+
+TEST_P(ClientTest, RawHttpAndWebSocketReachTheActor) {
+  auto h = client_->GetOrCreate("probe", {Key("raw")}, {{.params = Value::Object({{"who", "me"}})}});
+  net::HttpRequest req;
+  req.method = "POST";
+  req.body = "payload";
+  auto r = h.Fetch("/test/path?foo=bar", req);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, R"(POST /test/path?foo=bar body=payload params={"who":"me"})");
+  auto root = h.Fetch("");
+  ASSERT_TRUE(root.has_value());
+  EXPECT_EQ(root->body.substr(0, 6), "GET /?");
+
+  auto ws = h.WebSocket("chat/room?x=1");
+  ASSERT_TRUE(ws.has_value()) << ws.error().ToString();
+  auto welcome = (*ws)->Receive(5s);
+  ASSERT_TRUE(welcome.has_value());
+  ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*welcome));
+  EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*welcome).data, "welcome /websocket/chat/room");
+  ASSERT_TRUE((*ws)->Send("hi", false).ok());
+  auto echo = (*ws)->Receive(5s);
+  ASSERT_TRUE(echo.has_value());
+  EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*echo).data, "echo:hi");
+}
+
+TEST_P(ClientTest, ConnectionCarriesActionsEventsAndStatus) {
+  auto h = client_->GetOrCreate("counter", {Key("conn")});
+  auto conn = h.Connect();
+  EXPECT_FALSE(conn->is_connected());  // never synchronously after Connect
+  Inbox<ConnStatus> statuses;
+  Inbox<int> opens, closes;
+  Inbox<int64_t> counts;
+  conn->OnStatusChange([&](ConnStatus s) { statuses.Push(s); });
+  conn->OnOpen([&] { opens.Push(1); });
+  conn->OnClose([&] { closes.Push(1); });
+  auto unsubscribe = conn->On("newCount", [&](const Value& args) {
+    counts.Push(args.is_array() && !args.as_array().empty() ? args.as_array()[0].as_int() : -1);
+  });
+  ASSERT_TRUE(conn->WaitReady(10s).ok());
+  EXPECT_TRUE(conn->is_connected());
+  EXPECT_FALSE(conn->connection_id().empty());
+  auto one = conn->Call<int64_t>("increment", 1);
+  ASSERT_TRUE(one.has_value()) << one.error().ToString();
+  EXPECT_EQ(*one, 1);
+  // An event caused by another client reaches the subscriber too, in order.
+  EXPECT_EQ(h.Call<int64_t>("increment", 1).value(), 2);
+  EXPECT_EQ(counts.WaitFor(2), (std::vector<int64_t>{1, 2}));
+  unsubscribe();
+  EXPECT_EQ(conn->Call<int64_t>("increment", 1).value(), 3);
+  EXPECT_EQ(conn->Call<int64_t>("getCount").value(), 3);  // after the answer to 3, no event
+  EXPECT_EQ(counts.Snapshot().size(), 2u);
+  // A connection learned the actor id for its handle.
+  EXPECT_EQ(conn->actor_id(), h.Resolve().value());
+  EXPECT_EQ(opens.Snapshot().size(), 1u);
+
+  conn->Dispose();
+  EXPECT_EQ(closes.WaitFor(1).size(), 1u);
+  EXPECT_EQ(conn->status(), ConnStatus::kDisconnected);
+  auto after = conn->Call("getCount");
+  ASSERT_FALSE(after.has_value());
+  EXPECT_TRUE(after.error().Is("client", "closed"));
+  auto seen = statuses.WaitFor(2);
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen.front(), ConnStatus::kConnected);
+  EXPECT_EQ(seen.back(), ConnStatus::kDisconnected);
+  EXPECT_EQ(closes.Snapshot().size(), 1u);
+}
+
+TEST_P(ClientTest, ConnectionSetupFailureReachesThePendingActionAndOnError) {
+  auto h = client_->GetOrCreate("probe", {Key("reject")}, {{.params = Value::Object({{"reject", true}})}});
+  auto conn = h.Connect();
+  Inbox<std::string> errors;
+  conn->OnError([&](const client::ClientError& e) { errors.Push(e.Id()); });
+  auto r = conn->Call("echo", 1);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("connection", "custom_error")) << r.error().ToString();
+  auto seen = errors.WaitFor(1);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), "connection.custom_error");
+  conn->Dispose();
+}
+
+TEST_P(ClientTest, ParamsCallbackIsAskedPerAttemptAndItsFailureIsReported) {
+  std::atomic<int> calls{0};
+  client::GetOrCreateOptions o;
+  o.get_params = [&]() -> Result<Value> {
+    if (calls.fetch_add(1) == 0) return Error("test", "not_yet", "first attempt fails");
+    return Value::Object({{"who", "later"}});
+  };
+  auto h = client_->GetOrCreate("probe", {Key("params")}, o);
+  auto conn = h.Connect();
+  Inbox<std::string> errors;
+  conn->OnError([&](const client::ClientError& e) { errors.Push(e.Id()); });
+  auto first = conn->Call("echo", 1);
+  ASSERT_FALSE(first.has_value());
+  EXPECT_TRUE(first.error().Is("client", "get_params_failed")) << first.error().ToString();
+  // The connection keeps trying; the next attempt's params work.
+  ASSERT_TRUE(conn->WaitReady(10s).ok());
+  EXPECT_EQ(conn->Call("echo", 2).value(), Value(2));
+  EXPECT_GE(calls.load(), 2);
+  EXPECT_EQ(errors.Snapshot(), (std::vector<std::string>{"client.get_params_failed"}));
+}
+
+TEST_P(ClientTest, ConnectionReconnectsWhenTheRuntimeDies) {
+  auto h = client_->GetOrCreate("counter", {Key("survivor")});
+  auto conn = h.Connect();
+  Inbox<int64_t> counts;
+  conn->On("newCount", [&](const Value& args) { counts.Push(args.as_array()[0].as_int()); });
+  ASSERT_TRUE(conn->WaitReady(10s).ok());
+  EXPECT_EQ(conn->Call<int64_t>("increment", 10).value(), 10);
+  host_->Kill();
+  StartHost();
+  // Actions queue while the connection is down and go out once it is back; the
+  // subscription is renewed, so events flow again.
+  auto again = conn->Action("increment", Value::ArrayOf({1}), 30s);
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(*again, Value(11));
+  EXPECT_EQ(counts.WaitFor(2), (std::vector<int64_t>{10, 11}));
+  conn->Dispose();
+}
+
+TEST_P(ClientTest, AHandleOutlivesItsActorBeingDestroyed) {
+  auto h = client_->GetOrCreate("counter", {Key("phoenix")});
+  EXPECT_EQ(h.Call<int64_t>("increment", 3).value(), 3);
+  auto old_id = h.Resolve().value();
+  ASSERT_TRUE(client_->DestroyActor(old_id).ok());
+  auto listed = client_->ListActors("counter", client::ActorKey{Key("phoenix")});
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_TRUE(listed->empty());
+  // The cached id is gone; the handle re-resolves through the query form.
+  EXPECT_EQ(h.Call<int64_t>("getCount").value(), 0);
+  auto new_id = h.Resolve();
+  ASSERT_TRUE(new_id.has_value());
+  EXPECT_NE(*new_id, old_id);
+  // An id handle does not retry.
+  auto stale = client_->GetForId("counter", old_id).Call("getCount");
+  ASSERT_FALSE(stale.has_value());
+  EXPECT_TRUE(stale.error().Is("actor", "not_found")) << stale.error().ToString();
+  auto destroy_again = client_->DestroyActor(old_id);
+  EXPECT_FALSE(destroy_again.ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Encodings, ClientTest,
+                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor, wire::Encoding::kBare),
+                         [](const auto& info) { return std::string(wire::EncodingName(info.param)); });
+
+TEST(ClientErrors, BadAndUnreachableEndpoints) {
+  Client bad({.endpoint = "https://example.invalid"});
+  auto r = bad.GetForId("counter", "x").Call("getCount");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("client", "invalid_argument")) << r.error().ToString();
+
+  // A port nothing listens on: take a free one from a server that is gone by now.
+  std::string url;
+  {
+    TestEngine engine;
+    url = engine.http_url();
+  }
+  Client unreachable({.endpoint = url, .request_timeout = 2000ms});
+  auto u = unreachable.ListActors("counter");
+  ASSERT_FALSE(u.has_value());
+  EXPECT_TRUE(u.error().Is("client", "connect_failed")) << u.error().ToString();
+}
+
+}  // namespace
+}  // namespace keel::testing
