@@ -1,0 +1,320 @@
+// The `keel` binary as a user runs it: `keel dev` as a child process (it starts the real
+// keel-engine and keel-examples next to it), then `keel call`, `keel actors`, `keel watch`
+// against it — outputs, --json documents, error lines and exit codes — and SIGTERM to
+// `keel dev` (runtime stopped first, then the engine; exit 0) with the counter surviving a
+// restart on the same data directory. Every wait is bounded.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/native/subprocess.h"
+#include "value/value.h"
+
+namespace keel {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+using ::testing::StartsWith;
+
+// A temporary directory removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "keel-cli-test.XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct KeelRun {
+  int exit_code = -1;
+  std::vector<std::string> out;  // stdout lines
+  std::string err;               // all of stderr
+  std::string stdout_text() const {
+    std::string s;
+    for (const auto& l : out) s += l + "\n";
+    return s;
+  }
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs `keel ARGS…` to completion (bounded), stdout and stderr apart.
+KeelRun Keel(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s) {
+  TempDir dir;
+  const std::string err_file = dir.path() + "/stderr";
+  Subprocess::Options o;
+  o.path = "/bin/sh";
+  o.args = {"-c", "f=$1; shift; exec \"$@\" 2>\"$f\"", "sh", err_file, KEEL_CLI_BIN};
+  o.args.insert(o.args.end(), args.begin(), args.end());
+  o.capture_stdout = true;
+  KeelRun run;
+  auto p = Subprocess::Start(o);
+  if (!p.has_value()) {
+    ADD_FAILURE() << p.error().ToString();
+    return run;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto line = (*p)->ReadLine(200ms);
+    if (line.has_value()) {
+      run.out.push_back(*line);
+    } else if (line.error().code() == "exited") {
+      break;
+    }
+  }
+  if (!(*p)->Wait(5s)) {
+    ADD_FAILURE() << "keel did not finish within the timeout";
+    (*p)->Kill();
+  }
+  run.exit_code = (*p)->exit_code().value_or(-1);
+  run.err = ReadFile(err_file);
+  return run;
+}
+
+std::string Describe(const KeelRun& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.stdout_text() + "stderr:\n" + r.err;
+}
+
+// `keel dev` running as a child of the test, with its endpoint.
+struct Dev {
+  std::unique_ptr<Subprocess> process;
+  std::string endpoint;
+  std::vector<std::string> lines;  // what it printed (stdout and stderr) up to the hints
+};
+
+std::string DevOutput(Subprocess& p) {
+  p.Drain();
+  std::string s;
+  for (const auto& l : p.lines_seen()) s += l + "\n";
+  return s;
+}
+
+// Starts `keel dev --port 0 --data-dir DIR` and waits for its call hints.
+Dev StartDev(const std::string& data_dir, std::vector<std::string> extra = {}) {
+  Subprocess::Options o;
+  o.path = KEEL_CLI_BIN;
+  o.args = {"dev", "--port", "0", "--data-dir", data_dir, "--quiet"};
+  o.args.insert(o.args.end(), extra.begin(), extra.end());
+  o.capture_stdout = o.capture_stderr = true;
+  Dev dev;
+  auto p = Subprocess::Start(o);
+  if (!p.has_value()) {
+    ADD_FAILURE() << p.error().ToString();
+    return dev;
+  }
+  dev.process = std::move(*p);
+  auto listening = dev.process->WaitForLine("listening on ", 30s);
+  if (!listening.has_value()) {
+    ADD_FAILURE() << "no listening line: " << listening.error().ToString() << "\n" << DevOutput(*dev.process);
+    return dev;
+  }
+  EXPECT_THAT(*listening, MatchesRegex("listening on 127\\.0\\.0\\.1:[0-9]+"));
+  dev.endpoint = "http://" + listening->substr(std::string("listening on ").size());
+  auto hint = dev.process->WaitForLine(" call counter/", 30s);
+  if (!hint.has_value()) {
+    ADD_FAILURE() << "no call hint: " << hint.error().ToString() << "\n" << DevOutput(*dev.process);
+    dev.endpoint.clear();
+    return dev;
+  }
+  EXPECT_THAT(DevOutput(*dev.process), HasSubstr("curl -s -XPOST '" + dev.endpoint + "/gateway/counter/action/increment?"));
+  EXPECT_THAT(*hint, HasSubstr("--endpoint " + dev.endpoint));
+  return dev;
+}
+
+// SIGTERM to `keel dev`; expects exit 0 with the runtime stopped before the engine.
+void StopDev(Dev& dev) {
+  ASSERT_TRUE(dev.process->Signal(SIGTERM));
+  ASSERT_TRUE(dev.process->Wait(45s)) << DevOutput(*dev.process);
+  EXPECT_EQ(dev.process->exit_code(), 0) << DevOutput(*dev.process);
+  const std::string out = DevOutput(*dev.process);
+  const auto runtime_at = out.find("stopping the runtime");
+  const auto engine_at = out.find("stopping keel-engine");
+  ASSERT_NE(runtime_at, std::string::npos) << out;
+  ASSERT_NE(engine_at, std::string::npos) << out;
+  EXPECT_LT(runtime_at, engine_at) << out;
+  EXPECT_THAT(out, HasSubstr("==> stopped")) << "a child had to be killed:\n" << out;
+}
+
+TEST(KeelCli, DevCallActorsWatchAndRestart) {
+  TempDir data;
+  ASSERT_FALSE(data.path().empty());
+  Dev dev = StartDev(data.path() + "/data");
+  ASSERT_FALSE(dev.endpoint.empty());
+  const std::vector<std::string> ep = {"--endpoint", dev.endpoint};
+  auto keel = [&](std::vector<std::string> args) {
+    args.insert(args.end(), ep.begin(), ep.end());
+    return Keel(args);
+  };
+
+  {
+    SCOPED_TRACE("call");
+    KeelRun r = keel({"call", "counter/k", "increment", "5"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "5\n");
+    r = keel({"call", "counter/k", "increment", "1"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "6\n");
+    r = keel({"call", "counter/k", "getCount", "--json", "--encoding", "json"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "{\"output\":6}\n");
+  }
+  std::string id;
+  {
+    SCOPED_TRACE("actors list");
+    KeelRun r = keel({"actors", "list", "counter", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    ASSERT_EQ(r.out.size(), 1u) << Describe(r);
+    auto doc = ParseJson(r.out[0]);
+    ASSERT_TRUE(doc.has_value()) << r.out[0];
+    const Value* actors = doc->Find("actors");
+    ASSERT_TRUE(actors != nullptr && actors->is_array()) << r.out[0];
+    for (const Value& a : actors->as_array()) {
+      const Value* key = a.Find("key");
+      if (key != nullptr && key->is_text() && key->as_text() == "k") id = a.Find("actor_id")->as_text();
+    }
+    ASSERT_FALSE(id.empty()) << r.out[0];
+    r = keel({"actors", "list", "counter"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_THAT(r.stdout_text(), HasSubstr("ACTOR ID"));
+    EXPECT_THAT(r.stdout_text(), HasSubstr(id));
+  }
+  {
+    SCOPED_TRACE("watch");
+    Subprocess::Options o;
+    o.path = KEEL_CLI_BIN;
+    o.args = {"watch", "counter/w", "newCount", "--count", "1", "--endpoint", dev.endpoint};
+    o.capture_stdout = o.capture_stderr = true;
+    auto watch = Subprocess::Start(o);
+    ASSERT_TRUE(watch.has_value());
+    auto ready = (*watch)->WaitForLine("watching newCount", 30s);
+    ASSERT_TRUE(ready.has_value()) << ready.error().ToString();
+    // The subscription travels right after the connection opened; call until the event
+    // arrives (bounded), the watcher then exits by itself.
+    bool ended = false;
+    for (int attempt = 0; attempt < 10 && !ended; ++attempt) {
+      KeelRun r = keel({"call", "counter/w", "increment", "2"});
+      ASSERT_EQ(r.exit_code, 0) << Describe(r);
+      ended = (*watch)->Wait(2s);
+    }
+    ASSERT_TRUE(ended) << "keel watch --count 1 did not exit";
+    EXPECT_EQ((*watch)->exit_code(), 0);
+    (*watch)->Drain();
+    std::vector<std::string> events;
+    for (const auto& l : (*watch)->lines_seen()) {
+      if (!l.empty() && l[0] == '[') events.push_back(l);
+    }
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_THAT(events[0], MatchesRegex("\\[[0-9]+\\]"));
+  }
+  {
+    SCOPED_TRACE("create and destroy");
+    KeelRun r = keel({"actors", "create", "counter", "--key", "d,2"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    ASSERT_EQ(r.out.size(), 1u);
+    const std::string created = r.out[0];
+    r = keel({"actors", "create", "counter", "--key", "d,2"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, StartsWith("keel: actor.duplicate_key: "));
+    r = keel({"actors", "destroy", created});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "destroyed " + created + "\n");
+    r = keel({"actors", "list", "counter", "--key", "d,2", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "{\"actors\":[]}\n");
+    r = keel({"actors", "destroy", created});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, StartsWith("keel: actor.not_found: "));
+  }
+  {
+    SCOPED_TRACE("errors");
+    KeelRun r = keel({"call", "counter/k", "noSuchAction"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, MatchesRegex("keel: (actor|user)\\.[a-z_]+: .*\n"));
+    EXPECT_TRUE(r.out.empty());
+    r = keel({"call", "counter/k", "increment", "not-a-number", "--json"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    ASSERT_EQ(r.out.size(), 1u) << Describe(r);
+    EXPECT_THAT(r.out[0], StartsWith("{\"error\":{\"group\":"));
+  }
+  StopDev(dev);
+
+  // The same data directory again: the counter kept its count.
+  Dev again = StartDev(data.path() + "/data");
+  ASSERT_FALSE(again.endpoint.empty());
+  KeelRun r = Keel({"call", "counter/k", "getCount", "--endpoint", again.endpoint});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.stdout_text(), "6\n");
+  StopDev(again);
+}
+
+TEST(KeelCli, UsageErrorsExitTwo) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"call"}, {"call", "counter/k"}, {"call", "/k", "increment"},
+        {"call", "counter/k", "increment", "--key", "a"}, {"actors"}, {"actors", "bogus"},
+        {"watch", "counter/k", "newCount", "--count", "0"}, {"dev", "--storage", "disk"},
+        {"--no-such-flag"}}) {
+    KeelRun r = Keel(args);
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    EXPECT_THAT(r.err, MatchesRegex("keel: cli\\.usage: [^\n]*\n")) << Describe(r);
+  }
+}
+
+TEST(KeelCli, UnreachableEngineExitsThree) {
+  // Port 1 on loopback: nothing listens there.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"call", "counter/k", "increment", "1"}, {"actors", "list", "counter"},
+        {"watch", "counter/k", "newCount"}}) {
+    auto with = args;
+    with.insert(with.end(), {"--endpoint", "http://127.0.0.1:1", "--timeout", "5"});
+    KeelRun r = Keel(with);
+    EXPECT_EQ(r.exit_code, 3) << Describe(r);
+    EXPECT_THAT(r.err, MatchesRegex("keel: client\\.[a-z_]+: [^\n]*\n")) << Describe(r);
+  }
+}
+
+TEST(KeelCli, DevReportsADyingRuntime) {
+  TempDir data;
+  Subprocess::Options o;
+  o.path = KEEL_CLI_BIN;
+  o.args = {"dev", "--port", "0", "--storage", "memory", "--quiet", "--runtime", "/bin/false"};
+  o.capture_stdout = o.capture_stderr = true;
+  auto p = Subprocess::Start(o);
+  ASSERT_TRUE(p.has_value());
+  ASSERT_TRUE((*p)->Wait(45s)) << DevOutput(**p);
+  EXPECT_EQ((*p)->exit_code(), 4);
+  const std::string out = DevOutput(**p);
+  EXPECT_THAT(out, HasSubstr("keel: dev.runtime_exited: the runtime exited with status 1 unexpectedly"));
+  EXPECT_THAT(out, HasSubstr("stopping keel-engine"));
+
+  KeelRun missing = Keel({"dev", "--engine", data.path() + "/no-such-engine"});
+  EXPECT_EQ(missing.exit_code, 2) << Describe(missing);
+  EXPECT_THAT(missing.err, StartsWith("keel: dev.engine_not_found: "));
+}
+
+}  // namespace
+}  // namespace keel
