@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/common.h"
@@ -22,6 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 using client::ActorKey;
 using client::ClientError;
+using client::ClientResult;
 
 // Flags every actor command takes.
 struct ClientFlags {
@@ -84,6 +86,38 @@ int Report(const ClientError& e, const ClientFlags& f) {
     std::cout << ToJson(Value::Object({{"error", err}})) << std::endl;
   }
   return Fail(ExitCodeFor(e), e.Id(), e.message);
+}
+
+// Prints `line` on stderr when the operation it guards takes longer than `after` (an
+// actor waiting for a runtime, an engine that does not answer); silent otherwise.
+class SlowNotice {
+ public:
+  SlowNotice(std::string line, std::chrono::milliseconds after = 2s)
+      : thread_([this, line = std::move(line), after] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (!cv_.wait_for(lock, after, [this] { return done_; })) Progress(line);
+        }) {}
+  ~SlowNotice() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  SlowNotice(const SlowNotice&) = delete;
+  SlowNotice& operator=(const SlowNotice&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts after the members it uses
+};
+
+std::string WaitingFor(const std::string& what, const ClientFlags& f) {
+  return "waiting for " + what + " (it starts once a runtime of pool `" + f.pool +
+         "` is connected; --timeout " + std::to_string(f.timeout_s) + " s per request)";
 }
 
 // A command-line value: JSON when it parses, else the text itself.
@@ -243,7 +277,12 @@ int RunCreate(ActorsOptions& o) {
   client::Client c(ToOptions(o.flags));
   client::CreateOptions create;
   if (o.input_option->count() > 0) create.input = ParseArgument(o.input);
-  auto handle = c.Create(target->name, target->key, std::move(create));
+  std::optional<ClientResult<client::ActorHandle>> handle_or;
+  {
+    SlowNotice notice(WaitingFor("the new actor", o.flags));
+    handle_or = c.Create(target->name, target->key, std::move(create));
+  }
+  auto& handle = *handle_or;
   if (!handle.has_value()) return Report(handle.error(), o.flags);
   auto id = handle->Resolve();
   if (!id.has_value()) return Report(id.error(), o.flags);
@@ -259,7 +298,12 @@ int RunCreate(ActorsOptions& o) {
 
 int RunDestroy(ActorsOptions& o) {
   client::Client c(ToOptions(o.flags));
-  auto done = c.DestroyActor(o.id);
+  std::optional<client::ClientStatus> done_or;
+  {
+    SlowNotice notice("waiting for the engine to stop and destroy " + o.id);
+    done_or = c.DestroyActor(o.id);
+  }
+  auto& done = *done_or;
   if (!done.has_value()) return Report(done.error(), o.flags);
   if (o.flags.json) {
     std::cout << ToJson(Value::Object({{"actor_id", o.id}, {"destroyed", true}})) << std::endl;
@@ -303,7 +347,12 @@ int RunCall(CallOptions& o) {
   for (const auto& a : o.args) args.push_back(ParseArgument(a));
   client::Client c(ToOptions(o.flags));
   auto handle = MakeHandle(c, o, *target);
-  auto out = handle->Action(o.action, Value(std::move(args)));
+  std::optional<ClientResult<Value>> out_or;
+  {
+    SlowNotice notice(WaitingFor(target->name + " " + KeyText(target->key), o.flags));
+    out_or = handle->Action(o.action, Value(std::move(args)));
+  }
+  auto& out = *out_or;
   if (!out.has_value()) return Report(out.error(), o.flags);
   if (o.flags.json) {
     std::cout << ToJson(Value::Object({{"output", *out}})) << std::endl;
@@ -354,7 +403,12 @@ int RunWatch(CallOptions& o) {
       Progress("connection lost, reconnecting");
     }
   });
-  auto ready = conn->WaitReady(std::chrono::seconds(o.flags.timeout_s));
+  std::optional<client::ClientStatus> ready_or;
+  {
+    SlowNotice notice(WaitingFor("the connection to " + target->name + " " + KeyText(target->key), o.flags));
+    ready_or = conn->WaitReady(std::chrono::seconds(o.flags.timeout_s));
+  }
+  auto& ready = *ready_or;
   if (!ready.has_value()) {
     conn->Dispose();
     return Report(ready.error(), o.flags);
@@ -438,7 +492,7 @@ void AddActorCommands(CLI::App& app) {
   call->add_option("TARGET", callo->target, "NAME/KEY (everything after the first / is one key component) or NAME")
       ->required();
   call->add_option("ACTION", callo->action, "Action name")->required();
-  call->add_option("ARGS", callo->args, "Arguments, each JSON (else taken as text); use -- before negative numbers");
+  call->add_option("ARGS", callo->args, "Arguments, each JSON (else taken as text); use -- before ones that look like flags");
   callo->key_option = call->add_option("--key", callo->key, "Key components, comma-separated (with a plain NAME)")
                           ->delimiter(',');
   callo->params_option = call->add_option("--params", callo->params, "Connection params (JSON)");

@@ -64,7 +64,9 @@ std::string ReadFile(const std::string& path) {
 }
 
 // Runs `keel ARGS…` to completion (bounded), stdout and stderr apart.
-KeelRun Keel(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s) {
+KeelRun Keel(const std::vector<std::string>& args,
+             std::vector<std::pair<std::string, std::string>> env = {},
+             std::chrono::milliseconds timeout = 30s) {
   TempDir dir;
   const std::string err_file = dir.path() + "/stderr";
   Subprocess::Options o;
@@ -72,6 +74,7 @@ KeelRun Keel(const std::vector<std::string>& args, std::chrono::milliseconds tim
   o.args = {"-c", "f=$1; shift; exec \"$@\" 2>\"$f\"", "sh", err_file, KEEL_CLI_BIN};
   o.args.insert(o.args.end(), args.begin(), args.end());
   o.capture_stdout = true;
+  o.env = std::move(env);
   KeelRun run;
   auto p = Subprocess::Start(o);
   if (!p.has_value()) {
@@ -146,9 +149,10 @@ Dev StartDev(const std::string& data_dir, std::vector<std::string> extra = {}) {
   return dev;
 }
 
-// SIGTERM to `keel dev`; expects exit 0 with the runtime stopped before the engine.
-void StopDev(Dev& dev) {
-  ASSERT_TRUE(dev.process->Signal(SIGTERM));
+// SIGTERM (or SIGINT, as a terminal's Ctrl-C) to `keel dev`; expects exit 0 with the
+// runtime stopped before the engine.
+void StopDev(Dev& dev, int signal = SIGTERM) {
+  ASSERT_TRUE(dev.process->Signal(signal));
   ASSERT_TRUE(dev.process->Wait(45s)) << DevOutput(*dev.process);
   EXPECT_EQ(dev.process->exit_code(), 0) << DevOutput(*dev.process);
   const std::string out = DevOutput(*dev.process);
@@ -270,6 +274,24 @@ TEST(KeelCli, DevCallActorsWatchAndRestart) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(r.stdout_text(), "6\n");
   StopDev(again);
+}
+
+TEST(KeelCli, DevWithAdminTokenAndEnvironment) {
+  TempDir data;
+  Dev dev = StartDev(data.path() + "/data", {"--storage", "memory", "--admin-token", "cli-test-token"});
+  ASSERT_FALSE(dev.endpoint.empty());
+  // The runtime got the token (it connected); the REST API wants it from clients too.
+  KeelRun r = Keel({"actors", "list", "counter"}, {{"KEEL_ENDPOINT", dev.endpoint}, {"KEEL_TOKEN", ""}});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_THAT(r.err, MatchesRegex("keel: [a-z_]+\\.unauthorized: [^\n]*\n")) << Describe(r);
+  r = Keel({"call", "counter/t", "increment", "-3"}, {{"KEEL_ENDPOINT", dev.endpoint}, {"KEEL_TOKEN", "cli-test-token"}});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.stdout_text(), "-3\n");
+  r = Keel({"actors", "list", "counter/t"}, {{"KEEL_ENDPOINT", dev.endpoint}, {"KEEL_TOKEN", "cli-test-token"}});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  ASSERT_EQ(r.out.size(), 2u) << Describe(r);
+  EXPECT_THAT(r.out[1], MatchesRegex("[0-9a-z]+ +t +running +[-0-9T:]+Z"));
+  StopDev(dev, SIGINT);
 }
 
 TEST(KeelCli, UsageErrorsExitTwo) {
