@@ -154,6 +154,8 @@ struct ClientShared {
   std::string ws_base;  // "ws://host:port"
   std::optional<ClientError> endpoint_error;
   std::unique_ptr<net::IoRuntime> io;
+  // Kept-alive connections to the engine (declared after `io`: destroyed before it).
+  std::unique_ptr<net::HttpClient> http;
 
   net::Headers BaseHeaders() const {
     net::Headers h = options.headers;
@@ -167,12 +169,12 @@ struct ClientShared {
       io->Post([done = std::move(done), e = *endpoint_error] { done(Unexpected(e)); });
       return;
     }
-    net::Fetch(*io, std::move(url), std::move(req),
-               [done = std::move(done)](Result<net::HttpResponse> res) {
-                 if (!res.has_value()) return done(Unexpected(FromNet(res.error())));
-                 done(std::move(*res));
-               },
-               options.request_timeout);
+    http->Fetch(std::move(url), std::move(req),
+                [done = std::move(done)](Result<net::HttpResponse> res) {
+                  if (!res.has_value()) return done(Unexpected(FromNet(res.error())));
+                  done(std::move(*res));
+                },
+                options.request_timeout);
   }
 
   ClientResult<net::HttpResponse> FetchBlocking(std::string url, net::HttpRequest req) {
@@ -585,6 +587,9 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
   Listeners<std::function<void(ConnStatus)>> on_status;
   std::chrono::milliseconds backoff{250};
   std::optional<TimerId> reconnect_timer;
+  // Why the last attempt failed, when no waiting action was told: the next action called
+  // before the connection opens fails with it (the TypeScript client's behaviour).
+  std::optional<ClientError> unreported;
 
   using Deferred = std::vector<std::function<void()>>;
   static void Run(Deferred& d) {
@@ -604,8 +609,10 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
     for (auto& [id, fn] : on_error.items) out.push_back([fn, e] { fn(e); });
   }
 
-  // Under mu: fails pending actions (only those already sent when `sent_only`).
-  void FailPending(const ClientError& e, bool sent_only, Deferred& out) {
+  // Under mu: fails pending actions (only those already sent when `sent_only`); when
+  // none was waiting and `remember`, the error is kept for the next action.
+  void FailPending(const ClientError& e, bool sent_only, Deferred& out, bool remember = false) {
+    bool told = false;
     for (auto it = pending.begin(); it != pending.end();) {
       if (sent_only && !it->second.sent) {
         ++it;
@@ -614,7 +621,9 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       auto done = std::move(it->second.done);
       out.push_back([done, e] { done(Unexpected(e)); });
       it = pending.erase(it);
+      told = true;
     }
+    if (!told && remember) unreported = e;
   }
 
   void SendLocked(const wire::ToServer& msg) {
@@ -711,7 +720,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       std::lock_guard<std::mutex> lock(mu);
       if (disposed || gen != socket_gen) return;
       QueueError(e, out);
-      if (fail_queued) FailPending(e, false, out);
+      if (fail_queued) FailPending(e, false, out, /*remember=*/true);
       SetStatus(ConnStatus::kDisconnected, out);
       ScheduleReconnectLocked();
     }
@@ -741,6 +750,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
         connection_id = init->connection_id;
         handle->SetId(actor_id);
         open = true;
+        unreported.reset();
         backoff = 250ms;
         for (const auto& [name, ls] : events) {
           if (!ls.empty()) SendLocked(wire::SubscriptionRequest{name, true});
@@ -772,7 +782,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           // A connection-level error (setup failed): the actions waiting on this
           // connection get it, and so do the error listeners.
           QueueError(e, out);
-          FailPending(e, false, out);
+          FailPending(e, false, out, /*remember=*/true);
         }
       } else if (auto* ev = std::get_if<wire::Event>(&*msg)) {
         auto it = events.find(ev->name);
@@ -815,7 +825,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
         QueueError(e, out);
         if (IsSchedulingError(e)) handle->ForgetId();
       }
-      FailPending(e, /*sent_only=*/true, out);
+      FailPending(e, /*sent_only=*/true, out, /*remember=*/structured.has_value());
       if (was_open) {
         for (auto& [id, fn] : on_close.items) out.push_back(fn);
       }
@@ -861,6 +871,13 @@ void ActorConn::ActionAsync(std::string action, Value args, ActionCallback done)
   if (m.disposed) {
     lock.unlock();
     m.client->io->Post([done = std::move(done)] { done(Unexpected(Err("closed", "the connection was disposed"))); });
+    return;
+  }
+  if (!m.open && m.unreported) {
+    ClientError e = std::move(*m.unreported);
+    m.unreported.reset();
+    lock.unlock();
+    m.client->io->Post([done = std::move(done), e = std::move(e)] { done(Unexpected(e)); });
     return;
   }
   const uint64_t id = m.next_action_id++;
@@ -984,17 +1001,19 @@ void ActorConn::Dispose() {
   }
 }
 
-std::shared_ptr<ActorConn> ActorHandle::Connect() {
+std::shared_ptr<ActorConn> ActorHandle::Connect(const std::function<void(ActorConn&)>& setup) {
   auto impl = std::make_shared<ActorConn::Impl>();
   impl->handle = state_;
   impl->client = state_->client;
   impl->encoding = state_->client->options.encoding;
   impl->status = ConnStatus::kConnecting;
   std::weak_ptr<ActorConn::Impl> weak = impl;
+  std::shared_ptr<ActorConn> conn(new ActorConn(std::move(impl)));
+  if (setup) setup(*conn);
   state_->client->io->Post([weak] {
     if (auto m = weak.lock()) m->Attempt();
   });
-  return std::shared_ptr<ActorConn>(new ActorConn(std::move(impl)));
+  return conn;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1011,6 +1030,7 @@ Client::Client(ClientOptions options) : shared_(std::make_shared<ClientShared>()
   shared_->base = endpoint;
   shared_->ws_base = "ws" + (endpoint.size() > 4 ? endpoint.substr(4) : std::string());
   shared_->io = std::make_unique<net::IoRuntime>(1);
+  shared_->http = std::make_unique<net::HttpClient>(*shared_->io);
 }
 
 Client::~Client() { shared_->io->Stop(); }

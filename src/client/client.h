@@ -23,6 +23,9 @@
 // Errors are ClientError values: the actor's or the engine's `group.code` + message (+
 // metadata), or `client.*` for failures on this side (see ClientError).
 //
+// HTTP requests reuse kept-alive connections to the engine (net::HttpClient); an action
+// POST is never sent twice by the transport.
+//
 // Threading: a Client owns one I/O thread. Blocking calls may be made from any thread
 // except that I/O thread (i.e. not from inside a connection callback: use the *Async
 // forms there). Handles are cheap copyable values sharing the client; a handle or
@@ -171,8 +174,10 @@ class ActorHandle {
       std::string_view path = "", std::vector<std::string> protocols = {},
       std::chrono::milliseconds timeout = std::chrono::seconds(15));
 
-  // A persistent connection; it starts connecting at once (status kConnecting).
-  std::shared_ptr<ActorConn> Connect();
+  // A persistent connection; it starts connecting at once (status kConnecting). `setup`,
+  // when given, runs first (on this thread) so listeners registered there see everything
+  // from the first attempt on.
+  std::shared_ptr<ActorConn> Connect(const std::function<void(ActorConn&)>& setup = nullptr);
 
  private:
   friend class Client;

@@ -3,8 +3,14 @@
 // an error so the completion callback runs exactly once.
 #include "net/client.h"
 
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <exception>
+#include <map>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -14,6 +20,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -163,6 +170,133 @@ asio::awaitable<void> FetchOuter(std::string url, HttpRequest request,
   std::optional<Result<HttpResponse>> result;
   try {
     result.emplace(co_await FetchInner(std::move(url), std::move(request), timeout));
+  } catch (...) {
+    result.emplace(NetError("io", "fetch failed: " + DescribeException(std::current_exception())));
+  }
+  done(std::move(*result));
+}
+
+// ---------------------------------------------------------------- HttpClient (pooled)
+
+bool IsIdempotent(http::verb method) {
+  switch (method) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::put:
+    case http::verb::delete_:
+    case http::verb::options:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// True when an idle connection still looks usable: the peer has not closed it and has not
+// sent anything unsolicited. A non-blocking peek on a socket no operation is using.
+bool IdleConnectionAlive(beast::tcp_stream& stream) {
+  if (!stream.socket().is_open()) return false;
+  char c;
+  const ssize_t n = ::recv(stream.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+}  // namespace
+
+struct HttpClient::Pool {
+  struct Idle {
+    std::unique_ptr<beast::tcp_stream> stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  HttpClient::Options options;
+  mutable std::mutex mu;
+  bool closed = false;
+  std::map<std::string, std::deque<Idle>> idle;  // by "host:port"
+  std::atomic<uint64_t> opened{0};
+
+  std::unique_ptr<beast::tcp_stream> Take(const std::string& key) {
+    std::lock_guard lock(mu);
+    auto it = idle.find(key);
+    if (it == idle.end()) return nullptr;
+    const auto now = std::chrono::steady_clock::now();
+    while (!it->second.empty()) {
+      Idle entry = std::move(it->second.back());  // the most recently used one
+      it->second.pop_back();
+      if (now - entry.since < options.idle_timeout && IdleConnectionAlive(*entry.stream)) {
+        return std::move(entry.stream);
+      }
+    }
+    return nullptr;
+  }
+
+  void Put(const std::string& key, std::unique_ptr<beast::tcp_stream> stream) {
+    std::lock_guard lock(mu);
+    if (closed) return;
+    stream->expires_never();
+    auto& list = idle[key];
+    const auto now = std::chrono::steady_clock::now();
+    while (!list.empty() && now - list.front().since >= options.idle_timeout) list.pop_front();
+    if (list.size() >= options.max_idle_per_host) list.pop_front();
+    list.push_back(Idle{std::move(stream), now});
+  }
+};
+
+namespace {
+
+asio::awaitable<Result<HttpResponse>> PooledFetchInner(std::shared_ptr<HttpClient::Pool> pool, Url url,
+                                                       std::string key, HttpRequest request,
+                                                       std::unique_ptr<beast::tcp_stream> stream,
+                                                       std::chrono::milliseconds timeout) {
+  auto req = BuildRequest(url, std::move(request));
+  req.keep_alive(true);
+  for (int attempt = 0;; ++attempt) {
+    const bool reused = stream != nullptr;
+    if (!reused) {
+      stream = std::make_unique<beast::tcp_stream>(co_await asio::this_coro::executor);
+      stream->expires_after(timeout);
+      Status connected = co_await ConnectTcp(*stream, url);
+      if (!connected.ok()) co_return std::move(connected).error();
+      pool->opened.fetch_add(1, std::memory_order_relaxed);
+    }
+    stream->expires_after(timeout);
+    const bool may_retry = reused && attempt == 0;
+    auto [wec, wn] = co_await http::async_write(*stream, req, as_tuple(use_awaitable));
+    if (wec) {
+      stream.reset();
+      if (may_retry && wec != beast::error::timeout) continue;  // nothing was processed
+      co_return IoError(wec, "write request");
+    }
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.skip(req.method() == http::verb::head);
+    parser.body_limit(kMaxFetchBody);
+    parser.header_limit(1u << 20);
+    auto [ec, n] = co_await http::async_read(*stream, buffer, parser, as_tuple(use_awaitable));
+    if (ec) {
+      const bool nothing_read = !parser.got_some() && buffer.size() == 0;
+      stream.reset();
+      if (may_retry && nothing_read && IsIdempotent(req.method()) && ec != beast::error::timeout) continue;
+      co_return IoError(ec, "read response");
+    }
+    const bool keep = parser.get().keep_alive() && !parser.need_eof();
+    HttpResponse out = ToHttpResponse(parser.release());
+    if (keep) {
+      pool->Put(key, std::move(stream));
+    } else {
+      beast::error_code ignored;
+      stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+    }
+    co_return out;
+  }
+}
+
+asio::awaitable<void> PooledFetchOuter(std::shared_ptr<HttpClient::Pool> pool, Url url, std::string key,
+                                       HttpRequest request, std::unique_ptr<beast::tcp_stream> stream,
+                                       std::function<void(Result<HttpResponse>)> done,
+                                       std::chrono::milliseconds timeout) {
+  std::optional<Result<HttpResponse>> result;
+  try {
+    result.emplace(co_await PooledFetchInner(std::move(pool), std::move(url), std::move(key), std::move(request),
+                                             std::move(stream), timeout));
   } catch (...) {
     result.emplace(NetError("io", "fetch failed: " + DescribeException(std::current_exception())));
   }
@@ -370,6 +504,51 @@ void Fetch(IoRuntime& runtime, std::string url, HttpRequest request,
   asio::co_spawn(strand, FetchOuter(std::move(url), std::move(request), std::move(done), timeout),
                  LogEscaped);
 }
+
+HttpClient::HttpClient(IoRuntime& runtime, Options options)
+    : runtime_(runtime), pool_(std::make_shared<Pool>()) {
+  pool_->options = options;
+}
+
+HttpClient::~HttpClient() {
+  std::lock_guard lock(pool_->mu);
+  pool_->closed = true;
+  pool_->idle.clear();
+}
+
+void HttpClient::Fetch(std::string url_text, HttpRequest request, std::function<void(Result<HttpResponse>)> done,
+                       std::chrono::milliseconds timeout) {
+  auto parsed = ParseUrl(url_text);
+  Error bad;
+  if (!parsed.ok()) {
+    bad = parsed.error();
+  } else if (parsed->scheme != "http") {
+    bad = NetError("invalid_argument", "not an http URL: " + url_text);
+  }
+  if (!bad.group().empty()) {
+    asio::post(internal::IoContextOf(runtime_), [done = std::move(done), bad] { done(bad); });
+    return;
+  }
+  Url url = std::move(parsed).value();
+  std::string key = url.host + ":" + std::to_string(url.port);
+  std::unique_ptr<beast::tcp_stream> stream = pool_->Take(key);
+  // A reused connection keeps running on its own strand (Beast streams are not
+  // thread-safe); a new one gets a new strand.
+  auto executor = stream ? stream->get_executor() : asio::make_strand(internal::IoContextOf(runtime_));
+  asio::co_spawn(executor,
+                 PooledFetchOuter(pool_, std::move(url), std::move(key), std::move(request), std::move(stream),
+                                  std::move(done), timeout),
+                 LogEscaped);
+}
+
+size_t HttpClient::idle_connections() const {
+  std::lock_guard lock(pool_->mu);
+  size_t n = 0;
+  for (const auto& [k, list] : pool_->idle) n += list.size();
+  return n;
+}
+
+uint64_t HttpClient::connections_opened() const { return pool_->opened.load(std::memory_order_relaxed); }
 
 CancelFn FetchStream(IoRuntime& runtime, std::string url, HttpRequest request,
                      std::function<void(Result<HttpResponse> head)> on_head,

@@ -68,6 +68,45 @@ CancelFn FetchStream(IoRuntime& runtime, std::string url, HttpRequest request,
                      std::function<void(Status end)> on_end,
                      std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(30000));
 
+// HttpClient: Fetch over kept-alive HTTP/1.1 connections. After a complete response that
+// allows keep-alive, the connection goes back to an idle pool (per host:port, at most
+// `max_idle_per_host`, each kept at most `idle_timeout` — below keel::net servers' 60 s
+// idle limit) and the next request to that host reuses it instead of connecting again.
+// Before reuse, a connection the server closed meanwhile is detected and dropped. When a
+// reused connection fails anyway, the request is sent again on a new connection only if it
+// cannot have been processed twice: the write failed, or the method is idempotent (GET,
+// HEAD, PUT, DELETE, OPTIONS) and no byte of a response arrived. A POST whose reused
+// connection broke after the request was written fails with net.io instead of risking a
+// second execution.
+// Errors and callbacks as Fetch. Thread-safety: all methods may be called from any thread.
+// REQUIRES: `runtime` outlives the HttpClient.
+class HttpClient {
+ public:
+  struct Options {
+    size_t max_idle_per_host = 32;
+    std::chrono::milliseconds idle_timeout{20000};
+  };
+  explicit HttpClient(IoRuntime& runtime, Options options);
+  explicit HttpClient(IoRuntime& runtime) : HttpClient(runtime, Options{}) {}
+  // Closes the idle connections; requests in flight finish normally.
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  void Fetch(std::string url, HttpRequest request, std::function<void(Result<HttpResponse>)> done,
+             std::chrono::milliseconds timeout = std::chrono::milliseconds(30000));
+
+  // Idle connections now pooled, and connections opened so far (for tests and metrics).
+  size_t idle_connections() const;
+  uint64_t connections_opened() const;
+
+  struct Pool;
+
+ private:
+  IoRuntime& runtime_;
+  std::shared_ptr<Pool> pool_;
+};
+
 // Blocking Fetch on a private one-thread runtime. Errors as Fetch; net.timeout after
 // `timeout`.
 Result<HttpResponse> FetchSync(std::string url, HttpRequest request,

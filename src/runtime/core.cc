@@ -1262,10 +1262,10 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     // A replay after wake carries indexes this connection already processed.
     const uint16_t idx = id.message_index;
     if (static_cast<int16_t>(idx - conn.last_client_index_) <= 0 && conn.last_client_index_ != 0) return;
-    conn.last_client_index_ = idx;
-    // During a sleep shutdown the message is neither answered nor acknowledged: the
-    // gateway replays it to the next instance (actors.md §3.4).
+    // During a sleep shutdown the message is neither answered nor acknowledged (nor
+    // counted as received): the gateway replays it to the next instance (actors.md §3.4).
     if (phase_ != Phase::kStarted) return;
+    conn.last_client_index_ = idx;
     conn.processing_.insert(idx);
     index = idx;
   }
@@ -1288,10 +1288,11 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
       conn.subscriptions_.erase(sub.event_name);
     }
     // Written before the message is acknowledged (the ack passes the gate).
-    StageConnIfChanged(conn);
+    StageConnProcessed(conn, index);
     if (index) FinishClientMessage(conn.id_, *index);
     return;
   }
+  StageConnProcessed(conn, index);
   if (index) FinishClientMessage(conn.id_, *index);
   auto check = [](Instance* self, std::string conn_id, std::string name) -> Task<void> {
     auto it = self->conns_.find(conn_id);
@@ -1331,7 +1332,9 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     ClientError e = ToClientError(std::current_exception(), actor_id_);
     reply = wire::ErrorMsg{e.group, e.code, e.message, e.metadata, req.id};
   }
-  if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnIfChanged(*c->second);
+  // The record says this message was processed, in the same commit as its effects, so a
+  // replay after a runtime crash does not apply it twice.
+  if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnProcessed(*c->second, index);
   auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
@@ -1391,16 +1394,19 @@ Bytes Instance::ConnRecord(const Conn& conn) const {
   r.gateway_id = conn.gateway_id_;
   r.request_id = conn.request_id_;
   r.server_message_index = conn.next_server_index_;
-  r.client_message_index = conn.last_client_index_;
+  r.client_message_index = conn.durable_index_;
   r.request_path = conn.request_path_;
   r.request_headers = conn.request_headers_;
   return protocol::persist::WriteConn(r);
 }
 
 namespace {
-// What a connection record says beyond routing: its state and subscriptions.
-Bytes ConnDigest(const Value& state, const std::set<std::string, std::less<>>& subscriptions) {
+// What a connection record says beyond routing: its state, subscriptions and processed
+// message index.
+Bytes ConnDigest(const Value& state, const std::set<std::string, std::less<>>& subscriptions, uint16_t index) {
   Bytes digest = EncodeCbor(state);
+  digest.push_back(static_cast<uint8_t>(index >> 8));
+  digest.push_back(static_cast<uint8_t>(index & 0xff));
   for (const auto& s : subscriptions) {
     digest.push_back(0);
     digest.insert(digest.end(), s.begin(), s.end());
@@ -1411,10 +1417,26 @@ Bytes ConnDigest(const Value& state, const std::set<std::string, std::less<>>& s
 
 void Instance::StageConnIfChanged(Conn& conn) {
   if (!conn.hibernatable_ || conn.closed_ || conn.transient_) return;
-  Bytes digest = ConnDigest(conn.state_, conn.subscriptions_);
+  Bytes digest = ConnDigest(conn.state_, conn.subscriptions_, conn.durable_index_);
   if (digest == conn.persisted_digest_) return;
   conn.persisted_digest_ = std::move(digest);
   StageWrite(ConnKey(conn.id_), ConnRecord(conn));
+}
+
+void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
+  if (index) {
+    // Everything up to the oldest other message still being processed is done once this
+    // one is.
+    uint16_t upto = conn.last_client_index_;
+    for (uint16_t p : conn.processing_) {
+      if (p != *index) {
+        upto = static_cast<uint16_t>(p - 1);
+        break;
+      }
+    }
+    if (static_cast<int16_t>(upto - conn.durable_index_) > 0) conn.durable_index_ = upto;
+  }
+  StageConnIfChanged(conn);
 }
 
 // A message is done: acknowledge everything up to the oldest one still being processed
@@ -1466,9 +1488,10 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     conn->next_server_index_ = rec->server_message_index;
     conn->last_client_index_ = rec->client_message_index;
     conn->acked_index_ = rec->client_message_index;
+    conn->durable_index_ = rec->client_message_index;
     conn->request_path_ = rec->request_path;
     conn->request_headers_ = rec->request_headers;
-    conn->persisted_digest_ = ConnDigest(conn->state_, conn->subscriptions_);
+    conn->persisted_digest_ = ConnDigest(conn->state_, conn->subscriptions_, conn->durable_index_);
     const std::string* proto = nullptr;
     for (const auto& [k, v] : conn->request_headers_) {
       if (k == "sec-websocket-protocol" || k == "Sec-WebSocket-Protocol") proto = &v;

@@ -211,6 +211,10 @@ class Conn {
   uint16_t last_client_index_ = 0;
   std::set<uint16_t> processing_;
   uint16_t acked_index_ = 0;
+  // The cumulative index written in the [2]+id record: every message up to it was
+  // processed and its effects are staged with (or before) that record, so a restored
+  // connection skips exactly those when the gateway replays.
+  uint16_t durable_index_ = 0;
   std::string request_path_;
   std::vector<std::pair<std::string, std::string>> request_headers_;
   // What the last written [2]+id record said about state and subscriptions (CBOR state +
@@ -447,6 +451,9 @@ class Instance {
   // one (hibernatable, connected connections only): a crash of the runtime then restores
   // what the client was acknowledged, not the connect-time record.
   void StageConnIfChanged(Conn& conn);
+  // Marks client message `index` as processed in the connection's record (see
+  // Conn::durable_index_) and stages the record when anything in it changed.
+  void StageConnProcessed(Conn& conn, std::optional<uint16_t> index);
   void FinishClientMessage(const std::string& conn_id, uint16_t index);
   Task<void> RestoreHibernatedConns(std::vector<std::string>& stale);
   void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);

@@ -287,9 +287,8 @@ TEST_P(ClientTest, ConnectionCarriesActionsEventsAndStatus) {
 
 TEST_P(ClientTest, ConnectionSetupFailureReachesThePendingActionAndOnError) {
   auto h = client_->GetOrCreate("probe", {Key("reject")}, {{.params = Value::Object({{"reject", true}})}});
-  auto conn = h.Connect();
   Inbox<std::string> errors;
-  conn->OnError([&](const client::ClientError& e) { errors.Push(e.Id()); });
+  auto conn = h.Connect([&](ActorConn& c) { c.OnError([&](const client::ClientError& e) { errors.Push(e.Id()); }); });
   auto r = conn->Call("echo", 1);
   ASSERT_FALSE(r.has_value());
   EXPECT_TRUE(r.error().Is("connection", "custom_error")) << r.error().ToString();
@@ -307,9 +306,8 @@ TEST_P(ClientTest, ParamsCallbackIsAskedPerAttemptAndItsFailureIsReported) {
     return Value::Object({{"who", "later"}});
   };
   auto h = client_->GetOrCreate("probe", {Key("params")}, o);
-  auto conn = h.Connect();
   Inbox<std::string> errors;
-  conn->OnError([&](const client::ClientError& e) { errors.Push(e.Id()); });
+  auto conn = h.Connect([&](ActorConn& c) { c.OnError([&](const client::ClientError& e) { errors.Push(e.Id()); }); });
   auto first = conn->Call("echo", 1);
   ASSERT_FALSE(first.has_value());
   EXPECT_TRUE(first.error().Is("client", "get_params_failed")) << first.error().ToString();

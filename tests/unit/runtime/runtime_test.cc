@@ -1186,6 +1186,41 @@ TEST(RuntimeHibernation, MessageDuringSleepIsNeitherAnsweredNorAcknowledged) {
   EXPECT_EQ(h.PersistedState("a1")->Find("count")->as_int(), 1);
 }
 
+// The runtime dies (no sleep, nothing written at shutdown) after answering an action; the
+// gateway still holds the socket and replays what the dead instance had not acknowledged.
+// The connection record written with the action's effects says it was processed, so the
+// next instance does not apply it twice; subscriptions made before the crash survive.
+TEST(RuntimeHibernation, ReplayAfterARuntimeCrashDoesNotApplyAnAnsweredActionTwice) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false);           // index 1
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({5})}), false);  // 2
+  auto msgs = Decoded(h.Reply(ws));
+  ASSERT_FALSE(msgs.empty());
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value(5));
+
+  // A new runtime process starts the actor from what the first one had committed.
+  RuntimeHarness h2;
+  h2.kv("a1") = h.kv("a1");
+  h2.Boot({CounterDef().type()});
+  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  // The gateway replays both messages (their acks may not have reached it).
+  h2.WsSendAt(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false, 1);
+  h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({5})}), false, 2);
+  EXPECT_TRUE(h2.Reply(ws).ws_messages.empty()) << "replayed messages are not processed again";
+  h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({1})}), false, 3);
+  msgs = Decoded(h2.Reply(ws));
+  ASSERT_EQ(msgs.size(), 2u);
+  ASSERT_TRUE(std::holds_alternative<wire::Event>(msgs[0])) << "the subscription survived the crash";
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs[1]));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs[1]).output, Value(6));
+  EXPECT_EQ(h2.Reply(ws).last_ack, std::optional<uint16_t>(3));
+}
+
 TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
   auto log = std::make_shared<std::vector<std::string>>();
   ActorDef<Counter> def = CounterDef();
