@@ -33,6 +33,7 @@ struct DevOptions {
   std::string engine;   // default: keel-engine next to this binary
   std::string runtime;  // default: keel-examples next to this binary
   std::string admin_token;
+  std::string log_level;  // for both children when set
   bool quiet = false;
   int startup_timeout_s = 60;
   int stop_timeout_s = 30;
@@ -96,7 +97,7 @@ std::string Tail(Subprocess& p, size_t n = 20) {
 int ChildDied(Subprocess& p, std::string_view what, std::string_view code) {
   const auto how = p.ExitDescription().value_or("ended");
   return Fail(kExitDevStack, code,
-              std::string(what) + " " + how + " unexpectedly; its last output:" + Tail(p));
+              std::string(what) + " ended unexpectedly (" + how + "); its last output:" + Tail(p));
 }
 
 // SIGTERM, then waits up to `grace` (draining its output); a stop signal meanwhile or the
@@ -219,6 +220,7 @@ int RunDev(const DevOptions& o) {
     eo.args.insert(eo.args.end(), {"--data-dir", o.data_dir});
   }
   if (!o.admin_token.empty()) eo.args.insert(eo.args.end(), {"--admin-token", o.admin_token});
+  if (!o.log_level.empty()) eo.args.insert(eo.args.end(), {"--log-level", o.log_level});
   eo.args.insert(eo.args.end(), o.engine_args.begin(), o.engine_args.end());
   eo.capture_stdout = eo.capture_stderr = true;
   eo.echo = !o.quiet;
@@ -278,6 +280,7 @@ int RunDev(const DevOptions& o) {
             {"KEEL_TOKEN", token},
             {"KEEL_NAMESPACE", "default"},
             {"KEEL_POOL", "default"}};
+  if (!o.log_level.empty()) ro.args = {"--log-level", o.log_level};
   ro.capture_stdout = ro.capture_stderr = true;
   ro.echo = !o.quiet;
   ro.echo_prefix = "[runtime] ";
@@ -374,6 +377,8 @@ void AddDevCommand(CLI::App& app) {
       ->capture_default_str();
   dev->add_option("--admin-token", o->admin_token,
                   "Admin token for keel-engine (also given to the runtime)");
+  dev->add_option("--log-level", o->log_level, "Log level of the engine and the runtime (default info)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   dev->add_option("--engine", o->engine, "keel-engine binary (default: next to keel)");
   dev->add_option("--runtime", o->runtime,
                   "Runtime binary hosting the actors (default: keel-examples next to keel)");
@@ -387,7 +392,7 @@ void AddDevCommand(CLI::App& app) {
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   dev->add_option("ENGINE_ARGS", o->engine_args,
-                  "More keel-engine flags, after `--` (e.g. -- --log-level warn)");
+                  "More keel-engine flags, after `--` (e.g. -- --threads 4)");
   dev->callback([o] {
     const int rc = RunDev(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

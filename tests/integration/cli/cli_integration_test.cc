@@ -330,12 +330,38 @@ TEST(KeelCli, DevReportsADyingRuntime) {
   ASSERT_TRUE((*p)->Wait(45s)) << DevOutput(**p);
   EXPECT_EQ((*p)->exit_code(), 4);
   const std::string out = DevOutput(**p);
-  EXPECT_THAT(out, HasSubstr("keel: dev.runtime_exited: the runtime exited with status 1 unexpectedly"));
+  EXPECT_THAT(out, HasSubstr("keel: dev.runtime_exited: the runtime ended unexpectedly (exited with status 1)"));
   EXPECT_THAT(out, HasSubstr("stopping keel-engine"));
 
   KeelRun missing = Keel({"dev", "--engine", data.path() + "/no-such-engine"});
   EXPECT_EQ(missing.exit_code, 2) << Describe(missing);
   EXPECT_THAT(missing.err, StartsWith("keel: dev.engine_not_found: "));
+}
+
+// The pids of `parent`'s children whose command line contains `needle`.
+std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& needle) {
+  std::vector<pid_t> out;
+  std::istringstream children(ReadFile("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children"));
+  pid_t pid = 0;
+  while (children >> pid) {
+    if (ReadFile("/proc/" + std::to_string(pid) + "/cmdline").find(needle) != std::string::npos) out.push_back(pid);
+  }
+  return out;
+}
+
+TEST(KeelCli, DevStopsTheRuntimeWhenTheEngineDies) {
+  TempDir data;
+  Dev dev = StartDev(data.path() + "/data", {"--storage", "memory"});
+  ASSERT_FALSE(dev.endpoint.empty());
+  auto engines = ChildrenNamed(dev.process->pid(), "keel-engine");
+  ASSERT_EQ(engines.size(), 1u);
+  ASSERT_EQ(::kill(engines[0], SIGKILL), 0);  // keel dev's own child, by its pid
+  ASSERT_TRUE(dev.process->Wait(45s)) << DevOutput(*dev.process);
+  EXPECT_EQ(dev.process->exit_code(), 4);
+  const std::string out = DevOutput(*dev.process);
+  EXPECT_THAT(out, HasSubstr("keel: dev.engine_exited: keel-engine ended unexpectedly (killed by signal 9)"));
+  EXPECT_THAT(out, HasSubstr("listening on "));  // its last output lines follow
+  EXPECT_THAT(out, HasSubstr("==> stopping the runtime"));
 }
 
 }  // namespace
