@@ -453,7 +453,7 @@ void AddActorCommands(CLI::App& app) {
   auto* list = actors->add_subcommand("list", "List the actors of a name (a table; --json for the records)");
   list->add_option("NAME", lo->target, "Actor name, or NAME/KEY for one key")->required();
   lo->key_option = list->add_option("--key", lo->key, "Only this key (components comma-separated)")
-                       ->delimiter(',');
+                       ->delimiter(',')->allow_extra_args(false);
   list->add_flag("--include-destroyed", lo->include_destroyed, "Also list destroyed actors");
   AddClientFlags(list, lo->flags);
   list->callback([lo] {
@@ -471,7 +471,7 @@ void AddActorCommands(CLI::App& app) {
   auto co = std::make_shared<ActorsOptions>();
   auto* create = actors->add_subcommand("create", "Create an actor (fails with actor.duplicate_key if the key is taken)");
   create->add_option("NAME", co->target, "Actor name, or NAME/KEY")->required();
-  co->key_option = create->add_option("--key", co->key, "Key components, comma-separated")->delimiter(',');
+  co->key_option = create->add_option("--key", co->key, "Key components, comma-separated")->delimiter(',')->allow_extra_args(false);
   co->input_option = create->add_option("--input", co->input, "Input for createState/onCreate (JSON; else text)");
   AddClientFlags(create, co->flags);
   create->callback([co] {
@@ -494,7 +494,7 @@ void AddActorCommands(CLI::App& app) {
   call->add_option("ACTION", callo->action, "Action name")->required();
   call->add_option("ARGS", callo->args, "Arguments, each JSON (else taken as text); use -- before ones that look like flags");
   callo->key_option = call->add_option("--key", callo->key, "Key components, comma-separated (with a plain NAME)")
-                          ->delimiter(',');
+                          ->delimiter(',')->allow_extra_args(false);
   callo->params_option = call->add_option("--params", callo->params, "Connection params (JSON)");
   call->add_flag("--no-create", callo->no_create, "Do not create the actor when it does not exist");
   AddClientFlags(call, callo->flags);
@@ -509,7 +509,7 @@ void AddActorCommands(CLI::App& app) {
   watch->add_option("EVENT", wo->action, "Event name")->required();
   watch->add_option("--count", wo->count, "Exit after this many events")->check(CLI::Range(1, 1 << 30));
   wo->key_option = watch->add_option("--key", wo->key, "Key components, comma-separated (with a plain NAME)")
-                       ->delimiter(',');
+                       ->delimiter(',')->allow_extra_args(false);
   wo->params_option = watch->add_option("--params", wo->params, "Connection params (JSON)");
   watch->add_flag("--no-create", wo->no_create, "Do not create the actor when it does not exist");
   AddClientFlags(watch, wo->flags);

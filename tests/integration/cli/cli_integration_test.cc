@@ -26,6 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // A temporary directory removed at the end of the test.
@@ -291,6 +292,16 @@ TEST(KeelCli, DevWithAdminTokenAndEnvironment) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   ASSERT_EQ(r.out.size(), 2u) << Describe(r);
   EXPECT_THAT(r.out[1], MatchesRegex("[0-9a-z]+ +t +running +[-0-9T:]+Z"));
+  // A two-component key with --key (the option takes one value; the rest are positionals).
+  r = Keel({"call", "counter", "--key", "p,q", "increment", "7"},
+           {{"KEEL_ENDPOINT", dev.endpoint}, {"KEEL_TOKEN", "cli-test-token"}});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.stdout_text(), "7\n");
+  r = Keel({"actors", "list", "counter", "--key", "p", "--key", "q", "--json"},
+           {{"KEEL_ENDPOINT", dev.endpoint}, {"KEEL_TOKEN", "cli-test-token"}});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.stdout_text(), HasSubstr("\"key\":\"p/q\""));
+  EXPECT_THAT(r.stdout_text(), Not(HasSubstr("\"key\":\"t\"")));
   StopDev(dev, SIGINT);
 }
 
