@@ -1,0 +1,73 @@
+// actors.md §8.14 actor-error-handling: user errors (message only, coded with metadata),
+// internal errors (hidden), action timeouts, and the actor serving after an error.
+#include <gmock/gmock.h>
+
+#include "support/acceptance.h"
+#include "support/expect.h"
+
+namespace keel::acceptance {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ActorErrorHandlingTest : public EncodingTest {};
+
+TEST_P(ActorErrorHandlingTest, MessageOnlyUserError) {
+  auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-simple")});
+  auto e = ErrorOf(h.Call("throwSimpleError"));
+  EXPECT_EQ(e.group, "user");
+  EXPECT_EQ(e.code, "user_error");
+  EXPECT_EQ(e.message, "Simple error message");
+  EXPECT_TRUE(!e.metadata.has_value() || e.metadata->is_null() || e.metadata->is_undefined())
+      << AsJson(*e.metadata);
+}
+
+TEST_P(ActorErrorHandlingTest, CodedUserErrorKeepsMetadata) {
+  auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-detailed")});
+  auto e = ErrorOf(h.Call("throwDetailedError"));
+  EXPECT_EQ(e.code, "detailed_error");
+  EXPECT_EQ(e.message, "Detailed error message");
+  ASSERT_TRUE(e.metadata.has_value());
+  json m = AsJson(*e.metadata);
+  EXPECT_EQ(m["reason"], "test");
+  EXPECT_TRUE(m["timestamp"].is_number()) << m;
+}
+
+TEST_P(ActorErrorHandlingTest, InternalErrorIsHidden) {
+  auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-internal")});
+  auto e = ErrorOf(h.Call("throwInternalError"));
+  EXPECT_EQ(e.code, "internal_error");
+  EXPECT_EQ(e.message, "An internal error occurred");
+  EXPECT_THAT(e.message, ::testing::Not(HasSubstr("This is an internal error")));
+}
+
+TEST_P(ActorErrorHandlingTest, LongActionTimesOut) {
+  auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-timeout")});
+  auto e = ErrorOf(h.Call("timeoutAction"));
+  EXPECT_THAT(e.message, HasSubstr("timed out")) << e.ToString();
+}
+
+TEST_P(ActorErrorHandlingTest, ShortDelayWithinTimeout) {
+  auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-delay")});
+  EXPECT_EQ(KEEL_OK(h.Call<std::string>("delayedAction", 200)), "Completed after 200ms");
+}
+
+TEST_P(ActorErrorHandlingTest, CustomTimeout) {
+  auto h = client().GetOrCreate("customTimeoutActor", {UniqueKey("err-custom")});
+  auto e = ErrorOf(h.Call("slowAction"));
+  EXPECT_THAT(e.message, HasSubstr("timed out")) << e.ToString();
+  EXPECT_EQ(KEEL_OK(h.Call<std::string>("quickAction")), "Quick action completed");
+}
+
+TEST_P(ActorErrorHandlingTest, ActorServesAfterAnError) {
+  auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-continue")});
+  EXPECT_FALSE(h.Call("throwSimpleError").has_value());
+  EXPECT_EQ(KEEL_OK(h.Call<std::string>("successfulAction")), "success");
+  EXPECT_FALSE(h.Call("throwInternalError").has_value());
+  EXPECT_EQ(KEEL_OK(h.Call<std::string>("successfulAction")), "success");
+}
+
+KEEL_ACCEPTANCE_ENCODINGS(ActorErrorHandling, ActorErrorHandlingTest);
+
+}  // namespace
+}  // namespace keel::acceptance

@@ -1,0 +1,187 @@
+// The acceptance harness: engine + fixture runtime processes and shared helpers.
+#include "support/acceptance.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "base/native/subprocess.h"
+#include "net/client.h"
+
+#ifndef KEEL_ACCEPTANCE_ENGINE_BIN
+#error "KEEL_ACCEPTANCE_ENGINE_BIN must be defined by CMake"
+#endif
+#ifndef KEEL_ACCEPTANCE_FIXTURES_BIN
+#error "KEEL_ACCEPTANCE_FIXTURES_BIN must be defined by CMake"
+#endif
+
+namespace keel::acceptance {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string g_endpoint;
+
+std::string LogLevel() {
+  const char* level = std::getenv("KEEL_ACCEPTANCE_LOG");
+  return level != nullptr && *level != '\0' ? level : "warn";
+}
+
+class StackEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    char tmpl[] = "/tmp/keel-acceptance-XXXXXX";
+    const char* dir = ::mkdtemp(tmpl);
+    ASSERT_NE(dir, nullptr) << "mkdtemp failed";
+    data_dir_ = dir;
+
+    auto engine = Subprocess::Start({.path = KEEL_ACCEPTANCE_ENGINE_BIN,
+                                     .args = {"--host", "127.0.0.1", "--port", "0", "--data-dir",
+                                              data_dir_ + "/data", "--log-level", LogLevel()},
+                                     .capture_stdout = true});
+    ASSERT_TRUE(engine.has_value()) << engine.error().ToString();
+    engine_ = std::move(*engine);
+    auto line = engine_->WaitForLine("listening on ", 60s);
+    ASSERT_TRUE(line.has_value()) << "keel-engine did not start: " << line.error().ToString();
+    const std::string address = line->substr(line->find("listening on ") + 13);
+    g_endpoint = "http://" + address;
+
+    auto runtime = Subprocess::Start({.path = KEEL_ACCEPTANCE_FIXTURES_BIN,
+                                      .env = {{"KEEL_ENDPOINT", g_endpoint},
+                                              {"KEEL_NAMESPACE", "default"},
+                                              {"KEEL_POOL", "default"},
+                                              {"KEEL_INSPECTOR_TOKEN", std::string(kInspectorToken)},
+                                              {"KEEL_LOG_LEVEL", LogLevel()}}});
+    ASSERT_TRUE(runtime.has_value()) << runtime.error().ToString();
+    runtime_ = std::move(*runtime);
+
+    // The runtime's envoy is listed once it connected (actors.md §8.0).
+    const bool listed = WaitFor(
+        [&] {
+          if (!runtime_->running()) return true;
+          auto r = net::FetchSync(g_endpoint + "/envoys?namespace=default&name=default",
+                                  net::HttpRequest{.method = "GET"}, 5s);
+          if (!r.has_value() || r->status != 200) return false;
+          json j = ParseBody(r->body);
+          return j.is_object() && j["envoys"].is_array() && !j["envoys"].empty();
+        },
+        60s);
+    ASSERT_TRUE(runtime_->running()) << "keel-acceptance-fixtures exited: "
+                                     << runtime_->ExitDescription().value_or("?");
+    ASSERT_TRUE(listed) << "the fixture runtime's envoy was not listed within 60 s";
+  }
+
+  void TearDown() override {
+    // Runtime first: its actors stop and save while the engine still runs.
+    if (runtime_) runtime_->Stop(10s);
+    if (engine_) engine_->Stop(10s);
+    runtime_.reset();
+    engine_.reset();
+    std::error_code ec;
+    if (!data_dir_.empty()) std::filesystem::remove_all(data_dir_, ec);
+  }
+
+ private:
+  std::string data_dir_;
+  std::unique_ptr<Subprocess> engine_;
+  std::unique_ptr<Subprocess> runtime_;
+};
+
+// Registered at static initialisation (this file is compiled into acceptance_test).
+[[maybe_unused]] ::testing::Environment* const g_environment =
+    ::testing::AddGlobalTestEnvironment(new StackEnvironment);
+
+std::mutex g_clients_mu;
+std::map<wire::Encoding, std::unique_ptr<client::Client>>& Clients() {
+  static std::map<wire::Encoding, std::unique_ptr<client::Client>> clients;
+  return clients;
+}
+
+}  // namespace
+
+const std::string& Endpoint() { return g_endpoint; }
+
+std::string UniqueKey(std::string_view prefix) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" +
+         std::to_string(salt % 1000000);
+}
+
+client::Client& ClientFor(wire::Encoding encoding) {
+  std::lock_guard<std::mutex> lock(g_clients_mu);
+  auto& slot = Clients()[encoding];
+  if (!slot) {
+    client::ClientOptions options;
+    options.endpoint = g_endpoint;
+    options.namespace_name = "default";
+    options.pool = "default";
+    options.encoding = encoding;
+    slot = std::make_unique<client::Client>(options);
+  }
+  return *slot;
+}
+
+net::HttpResponse HttpUrl(const std::string& method, const std::string& url, std::string body,
+                          net::Headers headers) {
+  net::HttpRequest req;
+  req.method = method;
+  req.headers = std::move(headers);
+  req.body = std::move(body);
+  auto res = net::FetchSync(url, std::move(req), 15s);
+  if (!res.has_value()) {
+    ADD_FAILURE() << method << " " << url << ": " << res.error().ToString();
+    return net::HttpResponse{0, {}, ""};
+  }
+  return std::move(*res);
+}
+
+net::HttpResponse Http(const std::string& method, const std::string& path, std::string body,
+                       net::Headers headers) {
+  return HttpUrl(method, g_endpoint + path, std::move(body), std::move(headers));
+}
+
+json ParseBody(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  return j.is_discarded() ? json(body) : j;
+}
+
+json AsJson(const Value& v) { return ParseBody(ToJson(v)); }
+
+Value FromJson(const json& j) {
+  auto v = ParseJson(j.dump());
+  return v.ok() ? std::move(*v) : Value(Value::Null{});
+}
+
+std::string HeaderOf(const net::Headers& headers, std::string_view name) {
+  for (const auto& [k, v] : headers) {
+    if (k.size() != name.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < k.size() && same; ++i) {
+      same = std::tolower(static_cast<unsigned char>(k[i])) == std::tolower(static_cast<unsigned char>(name[i]));
+    }
+    if (same) return v;
+  }
+  return "";
+}
+
+std::string QueryActionPath(std::string_view name, std::string_view action, std::string_view key) {
+  return "/gateway/" + std::string(name) + "/action/" + std::string(action) +
+         "?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=" + std::string(key);
+}
+
+void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& info) {
+  return std::string(wire::EncodingName(info.param));
+}
+
+}  // namespace keel::acceptance

@@ -1,0 +1,118 @@
+// The acceptance harness (actors.md §8.0): a gtest Environment that starts ONE real
+// keel-engine (port 0, RocksDB in a fresh temp dir) and ONE keel-acceptance-fixtures runtime
+// per test process, waits until the runtime's envoy is listed, and stops both at the end
+// (runtime first). Tests reach them through keel::client and plain HTTP helpers.
+//
+//   class ActorStateTest : public keel::acceptance::EncodingTest {};
+//   TEST_P(ActorStateTest, Persists) {
+//     auto h = client().GetOrCreate("counter", {UniqueKey("persist")});
+//     EXPECT_EQ(*h.Call<int64_t>("increment", 5), 5);
+//   }
+//   KEEL_ACCEPTANCE_ENCODINGS(ActorState, ActorStateTest);   // ActorState/ActorStateTest.Persists/bare
+//
+// Environment variables: KEEL_ACCEPTANCE_LOG (engine and runtime log level, default
+// "warn"). Binaries come from CMake (KEEL_ACCEPTANCE_ENGINE_BIN, ..._FIXTURES_BIN).
+// Thread-safety: the accessors may be called from any test thread once the Environment is
+// set up; clients are shared per encoding.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "client/client.h"
+#include "net/http.h"
+#include "value/value.h"
+#include "wire/client_messages.h"
+
+namespace keel::acceptance {
+
+using json = nlohmann::json;
+
+// "http://127.0.0.1:<port>" of the engine under test.
+const std::string& Endpoint();
+// The inspector token the fixture runtime was started with.
+inline constexpr std::string_view kInspectorToken = "token";
+
+// A key component no other test (in any process) uses: "<prefix>-<pid>-<n>-<random>".
+std::string UniqueKey(std::string_view prefix);
+
+// A client for `encoding`, shared by the tests of this process.
+client::Client& ClientFor(wire::Encoding encoding);
+
+// One HTTP request against the engine (`path` starts with '/'); failures to connect are
+// test failures with status 0.
+net::HttpResponse Http(const std::string& method, const std::string& path, std::string body = "",
+                       net::Headers headers = {});
+// One HTTP request against a full URL.
+net::HttpResponse HttpUrl(const std::string& method, const std::string& url, std::string body = "",
+                          net::Headers headers = {});
+// The body as JSON (a JSON string of the raw text when it is not JSON).
+json ParseBody(const std::string& body);
+// An application value as JSON (keel's JSON rendering with the §4.8 escapes).
+json AsJson(const Value& v);
+// A JSON document as an application value.
+Value FromJson(const json& j);
+// The header `name` (case-insensitive) or "".
+std::string HeaderOf(const net::Headers& headers, std::string_view name);
+// The query form of an action call through the gateway (raw HTTP, JSON encoding):
+// /gateway/<name>/action/<action>?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=<key>
+std::string QueryActionPath(std::string_view name, std::string_view action, std::string_view key);
+
+void SleepMs(int ms);
+
+// Waits for `pred` (polling every 10 ms) at most `timeout`; returns its last value.
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    SleepMs(10);
+  }
+  return pred();
+}
+
+// A test parameterised over the three encodings (json, cbor, bare).
+class EncodingTest : public ::testing::TestWithParam<wire::Encoding> {
+ protected:
+  wire::Encoding encoding() const { return GetParam(); }
+  client::Client& client() { return ClientFor(GetParam()); }
+};
+
+// A test run once (raw HTTP, gateway routing, REST); its client speaks bare.
+class PlainTest : public ::testing::Test {
+ protected:
+  client::Client& client() { return ClientFor(wire::Encoding::kBare); }
+};
+
+// "json" / "cbor" / "bare" for test names.
+std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& info);
+
+}  // namespace keel::acceptance
+
+// Instantiates `Suite` for json, cbor and bare as `Prefix/Suite.Case/<encoding>`.
+#define KEEL_ACCEPTANCE_ENCODINGS(Prefix, Suite)                                                   \
+  INSTANTIATE_TEST_SUITE_P(Prefix, Suite,                                                          \
+                           ::testing::Values(::keel::wire::Encoding::kJson, ::keel::wire::Encoding::kCbor, \
+                                             ::keel::wire::Encoding::kBare),                       \
+                           ::keel::acceptance::EncodingParamName)
+
+// Unwraps a ClientResult in a test: fails the test (with the error) when it is an error.
+#define KEEL_OK(expr)                                                                   \
+  ([&]() {                                                                              \
+    auto keel_ok_result = (expr);                                                       \
+    if (!keel_ok_result.has_value()) {                                                  \
+      ADD_FAILURE() << #expr << " failed: " << keel_ok_result.error().ToString();       \
+      throw ::keel::acceptance::TestAbort();                                            \
+    }                                                                                   \
+    return std::move(*keel_ok_result);                                                  \
+  }())
+
+namespace keel::acceptance {
+// Thrown by KEEL_OK to end a test after a recorded failure (gtest catches it).
+struct TestAbort {};
+}  // namespace keel::acceptance
