@@ -371,6 +371,7 @@ void AddDevCommand(CLI::App& app) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   dev->add_option("--data-dir", o->data_dir, "Directory of the engine's RocksDB data")
+      ->envname("KEEL_DATA_DIR")
       ->capture_default_str();
   dev->add_option("--storage", o->storage, "rocksdb (kept in --data-dir) or memory (nothing kept)")
       ->check(CLI::IsMember({"rocksdb", "memory"}))
