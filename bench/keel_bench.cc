@@ -29,8 +29,9 @@
 // CPU per call: utime+stime of the engine and runtime processes (/proc/<pid>/stat, 10 ms
 // ticks) over the measured loop divided by its calls. Every loop is bounded in count and
 // time; --quick shrinks the counts for a smoke run (well under a minute in release).
-// Exit status 0 when the run completed (even if a target is missed), 1 when it could not
-// (a process failed to start, a workload failed outright).
+// Exit status 0 when the run completed (even if a performance target is missed), 1 when it
+// could not (a process failed to start, a workload failed outright) or when W7 found an
+// acknowledged write lost.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1519,6 +1520,11 @@ int Main(int argc, char** argv) {
                           w["w7_durability"]["counters_unreadable"].get<int64_t>() == 0;
     }
     out["targets"] = t;
+  }
+  // A lost acknowledged write is a correctness failure, not a slow figure.
+  if (w.contains("w7_durability") && w["w7_durability"]["acknowledged_writes_lost"].get<int64_t>() > 0) {
+    std::fprintf(stderr, "keel_bench: FAILED: W7 lost acknowledged writes\n");
+    rc = 1;
   }
   out["machine"]["loadavg_end"] = LoadAvg();
   out["total_seconds"] = R2(MicrosSince(g_start) / 1e6);
