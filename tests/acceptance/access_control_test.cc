@@ -57,7 +57,8 @@ TEST_P(AccessControlTest, QueuePublishRules) {
   EXPECT_EQ(sent.status, "completed");
   auto blocked = h.Send("blockedQueue", Value::Object({{"value", "two"}}));
   ASSERT_FALSE(blocked.has_value());
-  EXPECT_EQ(blocked.error().code, "forbidden") << blocked.error().ToString();
+  EXPECT_EQ(blocked.error().Id(), "auth.forbidden") << blocked.error().ToString();
+  EXPECT_EQ(blocked.error().http_status, 403);
   // Undeclared queues: accepted and dropped, with and without waiting.
   EXPECT_EQ(KEEL_OK(h.Send("undeclaredQueue", Value::Object({{"value", "three"}}))).status, "completed");
   client::QueueSendOptions wait;

@@ -72,8 +72,9 @@ TEST_P(ActionFeaturesTest, PromiseActions) {
   EXPECT_THAT(KEEL_OK(h.Call<std::vector<std::string>>("getResults")), ::testing::Contains("delayed"));
 }
 
-// A 150 ms action and, 25 ms later, a 0 ms action on the same actor overlap: actions are
-// not serialised. Sent over one connection as two in-flight requests.
+// A slow action and, 25 ms later, a 0 ms action on the same actor overlap: actions are
+// not serialised. Sent over one connection as two in-flight requests. Rivet's slow action
+// takes 150 ms; 400 ms leaves room for an ASan build on a loaded 2-core CI machine.
 TEST_P(ActionFeaturesTest, ActionsRunConcurrently) {
   auto h = client().GetOrCreate("concurrentActionActor", {UniqueKey("af-concurrent")});
   auto conn = h.Connect();
@@ -88,7 +89,7 @@ TEST_P(ActionFeaturesTest, ActionsRunConcurrently) {
     ++done;
     cv.notify_all();
   };
-  conn->ActionAsync("runWithDelay", Value::ArrayOf({"slow", 150}), finish);
+  conn->ActionAsync("runWithDelay", Value::ArrayOf({"slow", 400}), finish);
   SleepMs(25);
   conn->ActionAsync("runWithDelay", Value::ArrayOf({"fast", 0}), finish);
   {
@@ -119,11 +120,13 @@ TEST_P(ActionFeaturesTest, PayloadLimits) {
   // ~90 KB request: over the 64 KiB incoming limit.
   auto too_big = ErrorOf(h.Call("processLargeRequest", Items(1500)));
   EXPECT_EQ(too_big.Id(), "message.incoming_too_long") << too_big.ToString();
+  EXPECT_EQ(too_big.http_status, 400);
   // 800-item response: fine; ~1.2 MB response: over the 1 MiB outgoing limit.
   json items = AsJson(KEEL_OK(h.Call("getLargeResponse", 800)));
   EXPECT_EQ(items["items"].size(), 800u);
   auto too_long = ErrorOf(h.Call("getLargeResponse", 20000));
   EXPECT_EQ(too_long.Id(), "message.outgoing_too_long") << too_long.ToString();
+  EXPECT_EQ(too_long.http_status, 400);
 }
 
 KEEL_ACCEPTANCE_ENCODINGS(ActionFeatures, ActionFeaturesTest);

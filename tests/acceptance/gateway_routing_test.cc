@@ -29,11 +29,14 @@ TEST_F(GatewayRoutingTest, HeaderRoutingOutsideRequestIsNotRouted) {
   const std::string id = ActorId(UniqueKey("gr-header-api"));
   auto r = Http("GET", "/api/hello", "", {{"x-rivet-target", "actor"}, {"x-rivet-actor", id}});
   EXPECT_FALSE(Ok(r.status)) << r.status << " " << r.body;
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(ParseBody(r.body)["code"], "no_route") << r.body;
 }
 
 TEST_F(GatewayRoutingTest, HeaderRoutingWithoutActorHeaderFails) {
   auto r = Http("GET", "/request/api/hello", "", {{"x-rivet-target", "actor"}});
   EXPECT_FALSE(Ok(r.status)) << r.status << " " << r.body;
+  EXPECT_EQ(ParseBody(r.body)["code"], "missing_header") << r.body;
 }
 
 TEST_F(GatewayRoutingTest, QueryRoutingGetOrCreate) {

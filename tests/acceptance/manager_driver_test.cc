@@ -93,6 +93,29 @@ TEST_P(ManagerDriverTest, SlashInKeyComponentIsPreserved) {
   EXPECT_EQ(KEEL_OK(h.Call<std::vector<std::string>>("getKey")), key);
 }
 
+// Beyond upstream (§4.1): components the gateway's comma-separated query form cannot carry
+// (a comma, an empty component) and the serialisation escapes ('\\', '/') still address
+// exactly one actor each, and c.key() reports them verbatim.
+TEST_P(ManagerDriverTest, KeyComponentsNeedingEscapes) {
+  const std::string u = UniqueKey("esc");
+  const std::vector<client::ActorKey> keys = {
+      {u, "with,comma"}, {u, ""}, {u, "back\\slash"}, {u, "\\0"}, {u, "ünïcødé ✓"}, {u}};
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto h = client().GetOrCreate("counter", keys[i]);
+    EXPECT_EQ(KEEL_OK(h.Call<std::vector<std::string>>("getKey")), keys[i]) << i;
+    EXPECT_EQ(KEEL_OK(h.Call<int64_t>("increment", static_cast<int64_t>(i + 1))), static_cast<int64_t>(i + 1)) << i;
+    ids.push_back(KEEL_OK(h.Resolve()));
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    for (size_t j = i + 1; j < ids.size(); ++j) EXPECT_NE(ids[i], ids[j]) << i << " vs " << j;
+  }
+  // A Get handle finds each one again.
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(KEEL_OK(client().Get("counter", keys[i]).Call<int64_t>("getCount")), static_cast<int64_t>(i + 1)) << i;
+  }
+}
+
 TEST_P(ManagerDriverTest, KeyMatchingIsExact) {
   const std::string a = UniqueKey("exact");
   auto abc = client().GetOrCreate("counter", {a, "b", "c"});
