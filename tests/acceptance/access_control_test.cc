@@ -152,12 +152,15 @@ TEST_P(AccessControlTest, RawWebSocketAllowedAndDenied) {
   ws->Close();
 
   auto denied = Actor(key, Value::Object({{"allowWebSocket", false}})).WebSocket();
-  if (denied.has_value()) {
+  if (!denied.has_value()) {
+    EXPECT_EQ(denied.error().code, "forbidden") << denied.error().ToString();
+  } else {
     auto ev = (*denied)->Receive(5s);
     ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
     auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
     ASSERT_NE(closed, nullptr) << "a denied socket gets no messages";
     EXPECT_EQ(closed->code, 1011) << closed->reason;
+    EXPECT_EQ(closed->reason.substr(0, closed->reason.find('#')), "auth.forbidden") << "§4.6: <group>.<code>[#rayId]";
   }
 }
 

@@ -18,6 +18,30 @@ TEST_P(ActorStatelessTest, PingAndEcho) {
   EXPECT_EQ(AsJson(KEEL_OK(h.Call("echo", payload))), AsJson(payload));
 }
 
+// Beyond upstream (§4.8): every kind of application value survives the round trip in each
+// encoding — bytes ($Uint8Array in JSON), integers past 2^53 ($BigInt), negative and float
+// numbers, unicode text, null, and a two-element array whose first element starts with '$'
+// (escaped with one more '$' in JSON and unescaped on the way back).
+TEST_P(ActorStatelessTest, EchoRoundTripsEveryValueKind) {
+  auto h = client().GetOrCreate("statelessActor", {UniqueKey("stateless-kinds")});
+  const std::vector<std::pair<std::string, Value>> cases = {
+      {"bytes", Value(Bytes{0, 1, 2, 250, 255})},
+      {"big", Value(int64_t{1} << 60)},
+      {"negative", Value(int64_t{-42})},
+      {"float", Value(3.25)},
+      {"unicode", Value("ünïcødé ✓")},
+      {"null", Value(nullptr)},
+      {"bool", Value(true)},
+      {"dollar", Value::ArrayOf({"$BigInt", "not really"})},
+      {"nested", Value::Object({{"list", Value::ArrayOf({1, "two", Value(Bytes{3})})}, {"empty", Value::Object({})}})},
+  };
+  for (const auto& [name, v] : cases) {
+    auto out = h.Call("echo", v);
+    ASSERT_TRUE(out.has_value()) << name << ": " << out.error().ToString();
+    EXPECT_EQ(*out, v) << name << ": got " << ToJson(*out) << ", sent " << ToJson(v);
+  }
+}
+
 TEST_P(ActorStatelessTest, ActorIdIsAString) {
   auto h = client().GetOrCreate("statelessActor", {UniqueKey("stateless-id")});
   const std::string id = KEEL_OK(h.Call<std::string>("getActorId"));
