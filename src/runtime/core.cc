@@ -117,7 +117,10 @@ ClientError ToClientError(std::exception_ptr error, std::string_view actor_id) {
 uint16_t HttpStatusFor(const ClientError& e) {
   if (e.group == "auth" && e.code == "forbidden") return 403;
   if (e.group == "actor") {
-    if (e.code == "action_not_found" || e.code == "not_found") return 404;
+    if (e.code == "action_not_found" || e.code == "not_found" || e.code == "route_not_found" ||
+        e.code == "request_handler_not_defined") {
+      return 404;
+    }
     if (e.code == "action_timed_out") return 408;
     if (e.code == "invalid_request") return 400;
     if (e.code == "method_not_allowed") return 405;
@@ -987,7 +990,7 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
   }
   if (path == "/request" || path.rfind("/request/", 0) == 0) {
     if (!type_->on_request) {
-      return respond_error({"actor", "not_found", "This actor has no onRequest handler", {}});
+      return respond_error({"actor", "request_handler_not_defined", "This actor has no onRequest handler", {}});
     }
     req.path = path.size() == 8 ? "/" : path.substr(8);
     // Every raw request is a transient connection: its hooks run first (actors.md §4.9).
@@ -1037,7 +1040,7 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
                                 {"isStateEnabled", state_ != nullptr}});
     return SendHttpResponse(id, Response::Json(200, ToJson(body)));
   }
-  respond_error({"actor", "not_found", "Route not found: " + path, {}});
+  respond_error({"actor", "route_not_found", "Route not found: " + path, {}});
 }
 
 Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string action) {
