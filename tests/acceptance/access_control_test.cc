@@ -70,6 +70,19 @@ TEST_P(AccessControlTest, QueuePublishRules) {
   EXPECT_TRUE(AsJson(KEEL_OK(h.Call("allowedReceiveAnyQueue"))).is_null()) << "undeclared sends were never stored";
 }
 
+// §4.5: a waiting send to a declared queue nobody consumes ends as timedOut.
+TEST_P(AccessControlTest, WaitingSendTimesOutWithoutConsumer) {
+  auto h = Actor(UniqueKey("ac-timeout"));
+  client::QueueSendOptions wait;
+  wait.wait = true;
+  wait.timeout = 100ms;
+  auto r = KEEL_OK(h.Send("allowedQueue", Value::Object({{"value", "late"}}), wait));
+  EXPECT_EQ(r.status, "timedOut");
+  EXPECT_FALSE(r.response.has_value());
+  // The message itself was stored.
+  EXPECT_EQ(AsJson(KEEL_OK(h.Call("allowedReceiveQueue"))), json({{"value", "late"}}));
+}
+
 TEST_P(AccessControlTest, ActorWithoutQueues) {
   auto h = client().GetOrCreate("accessControlNoQueuesActor", {UniqueKey("ac-noqueues")});
   EXPECT_EQ(KEEL_OK(h.Send("anyQueue", Value::Object({{"value", "x"}}))).status, "completed");

@@ -129,6 +129,25 @@ TEST_P(ActionFeaturesTest, PayloadLimits) {
   EXPECT_EQ(too_long.http_status, 400);
 }
 
+// The wire without the client (§4.4): JSON is the default encoding when x-rivet-encoding is
+// absent, outputs come as {"output": ...}, errors as {group, code, message} with a JSON
+// content type.
+class ActionFeaturesTest_Wire : public PlainTest {};
+
+TEST_F(ActionFeaturesTest_Wire, JsonIsTheDefaultEncoding) {
+  const std::string key = UniqueKey("af-wire");
+  auto ok = Http("POST", QueryActionPath("syncActionActor", "increment", key), R"({"args":[5]})");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ParseBody(ok.body), json({{"output", 5}}));
+  EXPECT_EQ(HeaderOf(ok.headers, "content-type").rfind("application/json", 0), 0u) << HeaderOf(ok.headers, "content-type");
+  auto err = Http("POST", QueryActionPath("asyncActionActor", "asyncWithError", key), R"({"args":[true]})");
+  EXPECT_EQ(HeaderOf(err.headers, "content-type").rfind("application/json", 0), 0u);
+  json body = ParseBody(err.body);
+  EXPECT_EQ(body["group"], "user") << err.body;
+  EXPECT_EQ(body["code"], "user_error") << err.body;
+  EXPECT_EQ(body["message"], "Intentional error") << err.body;
+}
+
 KEEL_ACCEPTANCE_ENCODINGS(ActionFeatures, ActionFeaturesTest);
 
 }  // namespace

@@ -78,6 +78,23 @@ TEST_P(ActorErrorHandlingTest, ActorServesAfterAnError) {
   EXPECT_EQ(KEEL_OK(h.Call<std::string>("successfulAction")), "success");
 }
 
+// Upstream checks these through stateless calls; the same errors over a connection (the
+// Error frame with an actionId, §4.6) keep their ids and the connection stays usable.
+TEST_P(ActorErrorHandlingTest, ErrorsOverAConnection) {
+  auto conn = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-conn")}).Connect();
+  auto simple = ErrorOf(conn->Call("throwSimpleError"));
+  EXPECT_EQ(simple.Id(), "user.user_error");
+  EXPECT_EQ(simple.message, "Simple error message");
+  auto internal = ErrorOf(conn->Call("throwInternalError"));
+  EXPECT_EQ(internal.code, "internal_error");
+  EXPECT_EQ(internal.message, "An internal error occurred");
+  auto timeout = ErrorOf(conn->Call("timeoutAction"));
+  EXPECT_EQ(timeout.Id(), "actor.action_timed_out") << timeout.ToString();
+  EXPECT_EQ(KEEL_OK(conn->Call<std::string>("successfulAction")), "success");
+  EXPECT_TRUE(conn->is_connected());
+  conn->Dispose();
+}
+
 KEEL_ACCEPTANCE_ENCODINGS(ActorErrorHandling, ActorErrorHandlingTest);
 
 }  // namespace
