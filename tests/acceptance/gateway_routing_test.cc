@@ -68,6 +68,39 @@ TEST_F(GatewayRoutingTest, DuplicateRvtParamRejected) {
   EXPECT_EQ(ParseBody(r.body)["code"], "query_duplicate_param") << r.body;
 }
 
+// Beyond upstream: the rest of the §5.3 validation table.
+TEST_F(GatewayRoutingTest, QueryFormValidation) {
+  const std::string base = "/gateway/rawHttpActor/request/api/hello?rvt-namespace=default&rvt-key=" + UniqueKey("gr-valid");
+  struct Case {
+    std::string query, code;
+  };
+  const std::vector<Case> cases = {
+      {"&rvt-method=get&rvt-runner=default", "query_get_disallowed_params"},
+      {"&rvt-method=get&rvt-crash-policy=sleep", "query_get_disallowed_params"},
+      {"&rvt-method=getOrCreate", "query_missing_pool"},
+      {"&rvt-method=destroy&rvt-runner=default", "query_invalid_params"},
+  };
+  for (const auto& c : cases) {
+    auto r = Http("GET", base + c.query);
+    EXPECT_FALSE(Ok(r.status)) << c.query << ": " << r.status << " " << r.body;
+    json body = ParseBody(r.body);
+    EXPECT_EQ(body["group"], "guard") << c.query << ": " << r.body;
+    EXPECT_EQ(body["code"], c.code) << c.query << ": " << r.body;
+  }
+}
+
+// §5.7: OPTIONS on a gateway actor route is the gateway's CORS preflight.
+TEST_F(GatewayRoutingTest, PreflightAnsweredByGateway) {
+  auto r = Http("OPTIONS", "/gateway/rawHttpActor/request/api/hello?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=" +
+                               UniqueKey("gr-cors"),
+                "", {{"origin", "https://app.example"}, {"access-control-request-headers", "x-custom"}});
+  EXPECT_EQ(r.status, 204) << r.body;
+  EXPECT_EQ(HeaderOf(r.headers, "access-control-allow-origin"), "https://app.example");
+  EXPECT_EQ(HeaderOf(r.headers, "access-control-allow-credentials"), "true");
+  EXPECT_EQ(HeaderOf(r.headers, "access-control-allow-headers"), "x-custom");
+  EXPECT_EQ(HeaderOf(r.headers, "access-control-max-age"), "86400");
+}
+
 TEST_F(GatewayRoutingTest, RvtParamsStrippedOthersForwarded) {
   auto r = Http("GET", "/gateway/rawHttpRequestPropertiesActor/request/echo?myParam=myValue&rvt-namespace=default&rvt-method=getOrCreate&rvt-key=" +
                            UniqueKey("gr-strip") + "&rvt-runner=default");
