@@ -30,10 +30,13 @@ TEST_F(RawHttpTest, GetJson) {
 TEST_F(RawHttpTest, PostEchoesJson) {
   auto h = client().GetOrCreate("rawHttpActor", {UniqueKey("rh-echo")});
   const json payload = {{"test", "data"}, {"number", 123}};
-  auto r = KEEL_OK(h.Fetch("api/echo", Req("POST", payload.dump(), {{"content-type", "application/json"}})));
+  auto r = KEEL_OK(h.Fetch("api/echo", Req("POST", payload.dump(),
+                                            {{"content-type", "application/json"}, {"x-echo-me", "back"}})));
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(ParseBody(r.body), payload);
+  // Response headers set by the handler reach the caller.
   EXPECT_EQ(HeaderOf(r.headers, "content-type"), "application/json");
+  EXPECT_EQ(HeaderOf(r.headers, "x-echo-me"), "back");
 }
 
 TEST_F(RawHttpTest, StatePersistsAcrossRequests) {
