@@ -148,6 +148,15 @@ TEST_F(ActionFeaturesTest_Wire, JsonIsTheDefaultEncoding) {
   EXPECT_EQ(body["message"], "Intentional error") << err.body;
 }
 
+// §4.3: /action/{name} only takes POST.
+TEST_F(ActionFeaturesTest_Wire, ActionRouteRejectsOtherMethods) {
+  auto r = Http("GET", QueryActionPath("syncActionActor", "increment", UniqueKey("af-get")));
+  EXPECT_EQ(r.status, 405) << r.body;
+  json body = ParseBody(r.body);
+  EXPECT_EQ(body["group"], "actor") << r.body;
+  EXPECT_EQ(body["code"], "method_not_allowed") << r.body;
+}
+
 KEEL_ACCEPTANCE_ENCODINGS(ActionFeatures, ActionFeaturesTest);
 
 }  // namespace
