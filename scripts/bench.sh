@@ -124,10 +124,10 @@ fi
 # ---------------------------------------------------------------- 4. combine
 log "combining into $OUT"
 python3 - "$RUN_DIR" "$OUT" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" "$KEEL_RC" "$DO_RC" "$RIVET_RC" \
-  "$(( $(date +%s) - T0 ))" <<'PY'
+  "$(( $(date +%s) - T0 ))" "$(anchors_dir)" <<'PY'
 import json, os, sys
 
-run_dir, out, load_start, load_end, keel_rc, do_rc, rivet_rc, total_s = sys.argv[1:]
+run_dir, out, load_start, load_end, keel_rc, do_rc, rivet_rc, total_s, anchors_dir = sys.argv[1:]
 
 
 def load(name):
@@ -153,95 +153,115 @@ def get(d, *path):
 keel = load("keel.json")
 do = load("do.json")
 rivet = load("rivet.json")
+
+
+def load_path(p):
+    try:
+        with open(p) as f:
+            return json.load(f)
+    except Exception:
+        return None
+
+
+# The anchors' own committed results (their final runs, on a quieter machine).
+stored_do = load_path(os.path.join(anchors_dir, "durable-objects", "results.json")) if anchors_dir else None
+stored_rivet = load_path(os.path.join(anchors_dir, "rivet", "results.json")) if anchors_dir else None
 kw = get(keel, "workloads") or {}
-do_s = get(do, "summary") or {}
-do_d = get(do_s, "durable_disk") or {}
-rv_s = get(rivet, "summary") or {}
+def build(do, rivet):
+    """Comparison rows of Keel against one pair of anchor results."""
+    do_s = get(do, "summary") or {}
+    do_d = get(do_s, "durable_disk") or {}
+    rv_s = get(rivet, "summary") or {}
 
 
-def rivet_best(key, field, lower_better):
-    """The better of Rivet's stock and nodelay columns (its REPORT.md: beat the better)."""
-    vals = [(v, col) for col in ("stock", "nodelay")
-            for v in [get(rv_s, col, key, field)] if isinstance(v, (int, float))]
-    if not vals:
-        return None, None
-    return (min if lower_better else max)(vals)
+    def rivet_best(key, field, lower_better):
+        """The better of Rivet's stock and nodelay columns (its REPORT.md: beat the better)."""
+        vals = [(v, col) for col in ("stock", "nodelay")
+                for v in [get(rv_s, col, key, field)] if isinstance(v, (int, float))]
+        if not vals:
+            return None, None
+        return (min if lower_better else max)(vals)
 
 
-def do_mem_1000():
-    for p in get(do_s, "d_memory", "points") or []:
-        if p.get("objects") == 1000:
-            return p.get("bytes_per_object")
-    return None
+    def do_mem_1000():
+        for p in get(do_s, "d_memory", "points") or []:
+            if p.get("objects") == 1000:
+                return p.get("bytes_per_object")
+        return None
 
 
-def rivet_mem():
-    st = get(rv_s, "stock", "d_memory", "steps", 0)
-    if not st:
-        return None, None
-    return (st.get("engine_bytes_per_actor", 0) + st.get("runner_bytes_per_actor", 0)), st.get("actors_alive")
+    def rivet_mem():
+        st = get(rv_s, "stock", "d_memory", "steps", 0)
+        if not st:
+            return None, None
+        return (st.get("engine_bytes_per_actor", 0) + st.get("runner_bytes_per_actor", 0)), st.get("actors_alive")
 
 
-rows = []
+    rows = []
 
 
-def row(wid, what, unit, keel_v, do_v, rivet_v, lower_better, rivet_col=None, note=None):
-    r = {"id": wid, "metric": what, "unit": unit, "keel": keel_v, "durable_objects": do_v, "rivet": rivet_v}
-    if rivet_col:
-        r["rivet_column"] = rivet_col
+    def row(wid, what, unit, keel_v, do_v, rivet_v, lower_better, rivet_col=None, note=None):
+        r = {"id": wid, "metric": what, "unit": unit, "keel": keel_v, "durable_objects": do_v, "rivet": rivet_v}
+        if rivet_col:
+            r["rivet_column"] = rivet_col
 
-    def better(peer):
-        if not isinstance(peer, (int, float)) or not isinstance(keel_v, (int, float)) or keel_v <= 0 or peer <= 0:
-            return None
-        return round(peer / keel_v if lower_better else keel_v / peer, 2)
+        def better(peer):
+            if not isinstance(peer, (int, float)) or not isinstance(keel_v, (int, float)) or keel_v <= 0 or peer <= 0:
+                return None
+            return round(peer / keel_v if lower_better else keel_v / peer, 2)
 
-    r["keel_vs_do_x_better"] = better(do_v)
-    r["keel_vs_rivet_x_better"] = better(rivet_v)
-    if note:
-        r["note"] = note
-    rows.append(r)
+        r["keel_vs_do_x_better"] = better(do_v)
+        r["keel_vs_rivet_x_better"] = better(rivet_v)
+        if note:
+            r["note"] = note
+        rows.append(r)
 
 
-rb, rc = rivet_best("a_seq_http_by_actor_id", "p50_us", True)
-row("W1 HTTP", "p50", "us", get(kw, "w1_http", "p50_us"),
-    get(do_d, "a_sequential_one_object", "http_increment", "p50_us"), rb, True, rc,
-    "Rivet: stateless action by actor id (as Keel's /gateway/<id>/action)")
-row("W1 HTTP", "calls/s", "1/s", get(kw, "w1_http", "ops_per_s"),
-    get(do_d, "a_sequential_one_object", "http_increment", "calls_per_s"),
-    rivet_best("a_seq_http_by_actor_id", "per_s", False)[0], False)
-rb, rc = rivet_best("a_seq_ws", "p50_us", True)
-row("W1 WS", "p50", "us", get(kw, "w1_ws", "p50_us"),
-    get(do_d, "a_sequential_one_object", "ws_increment", "p50_us"), rb, True, rc)
-row("W1 WS", "calls/s", "1/s", get(kw, "w1_ws", "ops_per_s"),
-    get(do_d, "a_sequential_one_object", "ws_increment", "calls_per_s"),
-    rivet_best("a_seq_ws", "per_s", False)[0], False)
-rb, rc = rivet_best("b_conc64_ws", "per_s", False)
-row("W2 WS", "calls/s", "1/s", get(kw, "w2_ws", "ops_per_s"),
-    get(do_d, "b_concurrent_64_objects", "ws", "ops_per_s"), rb, False, rc)
-rb, rc = rivet_best("b_conc64_ws", "p99_us", True)
-row("W2 WS", "p99", "us", get(kw, "w2_ws", "p99_us"),
-    get(do_d, "b_concurrent_64_objects", "ws", "p99_us"), rb, True, rc)
-rb, rc = rivet_best("b_conc64_http", "per_s", False)
-row("W2 HTTP", "calls/s", "1/s", get(kw, "w2_http", "ops_per_s"),
-    get(do_d, "b_concurrent_64_objects", "http", "ops_per_s"), rb, False, rc)
-rb, rc = rivet_best("c_cold_start", "p50_us", True)
-row("W3", "p50", "us", get(kw, "w3_cold_start", "p50_us"), get(do_d, "c_cold_start", "p50_us"), rb, True, rc)
-rm, rn = rivet_mem()
-row("W4", "bytes per awake idle actor (engine + runtime)", "B",
-    get(kw, "w4_memory", "bytes_per_awake_actor", "total"), do_mem_1000(), rm, True, "stock",
-    "DO: 1,000 resident objects; Rivet: %s actors reached (not 1,000)" % rn if rn else None)
-rb, rc = rivet_best("f_wake", "p50_us", True)
-row("W6", "p50", "us", get(kw, "w6_wake", "p50_us"),
-    get(do_d, "c_wake_after_eviction", "http_write", "p50_us"), rb, True, rc,
-    "DO: HTTP write after eviction; Rivet: first HTTP action after a 1 s idle sleep")
-g = get(rv_s, "stock", "g_durability") or []
-rivet_lost = g[0].get("lost_increments") if g else None
-do_ok = get(do_s, "f_durability_kill9", "all_ok")
-rows.append({"id": "W7", "metric": "acknowledged writes lost", "unit": "writes",
-             "keel": get(kw, "w7_durability", "acknowledged_writes_lost"),
-             "durable_objects": (0 if do_ok else "failed") if do_ok is not None else None,
-             "rivet": rivet_lost,
-             "note": "Rivet: kill -9 of the runner right after 100 acknowledged WS increments"})
+    rb, rc = rivet_best("a_seq_http_by_actor_id", "p50_us", True)
+    row("W1 HTTP", "p50", "us", get(kw, "w1_http", "p50_us"),
+        get(do_d, "a_sequential_one_object", "http_increment", "p50_us"), rb, True, rc,
+        "Rivet: stateless action by actor id (as Keel's /gateway/<id>/action)")
+    row("W1 HTTP", "calls/s", "1/s", get(kw, "w1_http", "ops_per_s"),
+        get(do_d, "a_sequential_one_object", "http_increment", "calls_per_s"),
+        rivet_best("a_seq_http_by_actor_id", "per_s", False)[0], False)
+    rb, rc = rivet_best("a_seq_ws", "p50_us", True)
+    row("W1 WS", "p50", "us", get(kw, "w1_ws", "p50_us"),
+        get(do_d, "a_sequential_one_object", "ws_increment", "p50_us"), rb, True, rc)
+    row("W1 WS", "calls/s", "1/s", get(kw, "w1_ws", "ops_per_s"),
+        get(do_d, "a_sequential_one_object", "ws_increment", "calls_per_s"),
+        rivet_best("a_seq_ws", "per_s", False)[0], False)
+    rb, rc = rivet_best("b_conc64_ws", "per_s", False)
+    row("W2 WS", "calls/s", "1/s", get(kw, "w2_ws", "ops_per_s"),
+        get(do_d, "b_concurrent_64_objects", "ws", "ops_per_s"), rb, False, rc)
+    rb, rc = rivet_best("b_conc64_ws", "p99_us", True)
+    row("W2 WS", "p99", "us", get(kw, "w2_ws", "p99_us"),
+        get(do_d, "b_concurrent_64_objects", "ws", "p99_us"), rb, True, rc)
+    rb, rc = rivet_best("b_conc64_http", "per_s", False)
+    row("W2 HTTP", "calls/s", "1/s", get(kw, "w2_http", "ops_per_s"),
+        get(do_d, "b_concurrent_64_objects", "http", "ops_per_s"), rb, False, rc)
+    rb, rc = rivet_best("c_cold_start", "p50_us", True)
+    row("W3", "p50", "us", get(kw, "w3_cold_start", "p50_us"), get(do_d, "c_cold_start", "p50_us"), rb, True, rc)
+    rm, rn = rivet_mem()
+    row("W4", "bytes per awake idle actor (engine + runtime)", "B",
+        get(kw, "w4_memory", "bytes_per_awake_actor", "total"), do_mem_1000(), rm, True, "stock",
+        "DO: 1,000 resident objects; Rivet: %s actors reached (not 1,000)" % rn if rn else None)
+    rb, rc = rivet_best("f_wake", "p50_us", True)
+    row("W6", "p50", "us", get(kw, "w6_wake", "p50_us"),
+        get(do_d, "c_wake_after_eviction", "http_write", "p50_us"), rb, True, rc,
+        "DO: HTTP write after eviction; Rivet: first HTTP action after a 1 s idle sleep")
+    g = get(rv_s, "stock", "g_durability") or []
+    rivet_lost = g[0].get("lost_increments") if g else None
+    do_ok = get(do_s, "f_durability_kill9", "all_ok")
+    rows.append({"id": "W7", "metric": "acknowledged writes lost", "unit": "writes",
+                 "keel": get(kw, "w7_durability", "acknowledged_writes_lost"),
+                 "durable_objects": (0 if do_ok else "failed") if do_ok is not None else None,
+                 "rivet": rivet_lost,
+                 "note": "Rivet: kill -9 of the runner right after 100 acknowledged WS increments"})
+    return rows, do_s, do_d, rv_s
+
+
+rows, do_s, do_d, rv_s = build(do, rivet)
+stored_rows = build(stored_do, stored_rivet)[0] if (stored_do or stored_rivet) else None
 
 floor = get(keel, "ratios", "floor_p50_us")
 targets = {}
@@ -295,6 +315,7 @@ combined = {
                        "rivet": "a=W1 b=W2 c=W3 d=W4 e=W5 f=W6 g=W7"},
     "ratio_meaning": "x_better = peer/keel for latencies and bytes, keel/peer for calls/s; > 1 means Keel is better",
     "comparison": rows,
+    "comparison_vs_stored_anchor_results": stored_rows,
     "targets": targets,
     "keel": keel,
     "durable_objects": {"meta": get(do, "meta"), "summary": do_s} if do else None,
@@ -307,6 +328,12 @@ for r in rows:
     sys.stderr.write("  %-8s %-44s keel=%-10s do=%-10s rivet=%-10s  vsDO=x%s vsRivet=x%s\n" % (
         r["id"], r["metric"], r["keel"], r["durable_objects"], r["rivet"],
         r.get("keel_vs_do_x_better"), r.get("keel_vs_rivet_x_better")))
+if stored_rows:
+    sys.stderr.write("  vs the anchors' stored results (their REPORT.md runs):\n")
+    for r in stored_rows:
+        sys.stderr.write("  %-8s %-44s keel=%-10s do=%-10s rivet=%-10s  vsDO=x%s vsRivet=x%s\n" % (
+            r["id"], r["metric"], r["keel"], r["durable_objects"], r["rivet"],
+            r.get("keel_vs_do_x_better"), r.get("keel_vs_rivet_x_better")))
 for k, v in targets.items():
     sys.stderr.write("  target %-36s %s  %s\n" % (k, "MET" if v["met"] else "MISSED", v["detail"]))
 PY
