@@ -465,6 +465,29 @@ struct EnvoyClient::State {
     }
   }
 
+  // Keel deviation from Rivet (envoy-protocol.md §3.10 keeps sent KV requests pending until
+  // the 30 s sweep, although their answer is lost with the socket): a KV request written to
+  // a connection that closed fails at once with envoy.kv_indeterminate — it may or may not
+  // have been applied — so the actor fails the outputs waiting on it and writes again now,
+  // instead of stalling for 30 s after an engine restart. Unsent requests stay queued.
+  void FailSentKv() {
+    std::vector<KvCallback> failed;
+    for (auto it = kv.begin(); it != kv.end();) {
+      if (it->second.sent) {
+        failed.push_back(std::move(it->second.done));
+        it = kv.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& done : failed) {
+      if (done) {
+        done(Error("envoy", "kv_indeterminate",
+                   "the connection closed after the KV request was sent; it may or may not have been applied"));
+      }
+    }
+  }
+
   void AckCommands() {
     latest::ToRivetAckCommands ack;
     for (const auto& [key, actor] : actors) {
@@ -641,6 +664,8 @@ void EnvoyClient::OnClosed(uint16_t code, const std::string& reason) {
     s.Finish();
     return;
   }
+  s.FailSentKv();
+  if (s.shut_down) return;
   s.StartLostTimer();
   if (s.shutting_down || !s.running) return;
   if (s.clock.MonotonicNow() - s.connect_started >= s.config.stable_after) s.attempt = 0;
