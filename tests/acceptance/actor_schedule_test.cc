@@ -1,0 +1,58 @@
+// actors.md §8.24 actor-schedule: schedule.at / schedule.after run the target action once,
+// a scheduled action can use storage, and several schedules fire in time order. Runs once
+// (bare client). Adapted: Rivet's `scheduledDb` writes SQLite from the scheduled action; the
+// C++ runtime has no database yet (issue 7), so `scheduledKv` writes a KV log entry.
+#include "support/acceptance.h"
+#include "support/expect.h"
+
+namespace keel::acceptance {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ActorScheduleTest : public PlainTest {};
+
+TEST_F(ActorScheduleTest, ScheduleAt) {
+  auto h = client().GetOrCreate("scheduled", {UniqueKey("sched-at")});
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  KEEL_OK(h.Call("scheduleTaskAt", now + 250));
+  SleepMs(500);
+  EXPECT_GT(KEEL_OK(h.Call<int64_t>("getLastRun")), 0);
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 1);
+}
+
+TEST_F(ActorScheduleTest, ScheduleAfter) {
+  auto h = client().GetOrCreate("scheduled", {UniqueKey("sched-after")});
+  KEEL_OK(h.Call("scheduleTaskAfter", 250));
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 0);
+  SleepMs(500);
+  EXPECT_GT(KEEL_OK(h.Call<int64_t>("getLastRun")), 0);
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 1);
+}
+
+TEST_F(ActorScheduleTest, ScheduledActionUsesStorage) {
+  auto h = client().GetOrCreate("scheduledKv", {UniqueKey("sched-kv")});
+  KEEL_OK(h.Call("scheduleKvWrite", 250));
+  SleepMs(500);
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getLogCount")), 1);
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 1);
+}
+
+TEST_F(ActorScheduleTest, SchedulesFireInTimeOrder) {
+  auto h = client().GetOrCreate("scheduled", {UniqueKey("sched-order")});
+  // Scheduled out of order; they fire by time.
+  KEEL_OK(h.Call("scheduleTaskAfterWithId", "third", 1250));
+  KEEL_OK(h.Call("scheduleTaskAfterWithId", "first", 250));
+  KEEL_OK(h.Call("scheduleTaskAfterWithId", "second", 750));
+  SleepMs(500);
+  EXPECT_EQ(AsJson(KEEL_OK(h.Call("getTaskHistory"))), json({"first"}));
+  SleepMs(500);
+  EXPECT_EQ(AsJson(KEEL_OK(h.Call("getTaskHistory"))), json({"first", "second"}));
+  SleepMs(500);
+  EXPECT_EQ(AsJson(KEEL_OK(h.Call("getTaskHistory"))), json({"first", "second", "third"}));
+}
+
+}  // namespace
+}  // namespace keel::acceptance
