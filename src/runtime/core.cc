@@ -848,6 +848,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   }
   std::vector<std::string> ids;
   for (const auto& [id, c] : conns_) ids.push_back(id);
+  std::vector<std::string> hibernating;
   for (const auto& id : ids) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
@@ -855,16 +856,11 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
     if (conn.transient_) continue;
     if (!destroy && conn.hibernatable_ && conn.connected_) {
       // The socket stays open at the gateway; its record comes back at wake and no
-      // onDisconnect runs (actors.md §3.6).
+      // onDisconnect runs (actors.md §3.6). It keeps receiving what onSleep and the
+      // shutdown's waitUntil work send (its client messages wait for the next instance)
+      // and is handed back to the gateway at the end of the shutdown.
       StageWrite(ConnKey(id), ConnRecord(conn));
-      latest::ToRivetTunnelMessage out;
-      out.message_id.gateway_id = conn.gateway_id_;
-      out.message_id.request_id = conn.request_id_;
-      out.message_kind = latest::ToRivetWebSocketClose{std::nullopt, std::nullopt, true};
-      runtime_.client().SendTunnel(std::move(out), true);
-      ws_conns_.erase({conn.gateway_id_, conn.request_id_});
-      conn.closed_ = true;
-      conns_.erase(it);
+      hibernating.push_back(id);
       continue;
     }
     CloseConnSocket(conn, 1000, destroy ? "actor.destroyed" : "actor.stopped");
@@ -890,11 +886,29 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   }
   phase_ = Phase::kFinalizing;
   if (destroy) destroy_alarm_cleared_ = true;
+  for (const auto& id : hibernating) {
+    auto it = conns_.find(id);
+    if (it != conns_.end() && !it->second->closed_) StageWrite(ConnKey(id), ConnRecord(*it->second));
+  }
   std::optional<Error> failure;
   try {
     co_await WaitDurable();
   } catch (const ActorError& e) {
     failure = Error(e.group(), e.code(), e.message());
+  }
+  // Hand the hibernating sockets back to the gateway once their records are durable.
+  for (const auto& id : hibernating) {
+    auto it = conns_.find(id);
+    if (it == conns_.end() || it->second->closed_) continue;
+    Conn& conn = *it->second;
+    latest::ToRivetTunnelMessage out;
+    out.message_id.gateway_id = conn.gateway_id_;
+    out.message_id.request_id = conn.request_id_;
+    out.message_kind = latest::ToRivetWebSocketClose{std::nullopt, std::nullopt, true};
+    runtime_.client().SendTunnel(std::move(out), true);
+    ws_conns_.erase({conn.gateway_id_, conn.request_id_});
+    conn.closed_ = true;
+    conns_.erase(it);
   }
   phase_ = Phase::kStopped;
   runtime_.client().ActorStopped(actor_id_, generation_, failure);
@@ -1264,7 +1278,16 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
   if (conn.hibernatable_) {
     // A replay after wake carries indexes this connection already processed.
     const uint16_t idx = id.message_index;
-    if (static_cast<int16_t>(idx - conn.last_client_index_) <= 0 && conn.last_client_index_ != 0) return;
+    if (static_cast<int16_t>(idx - conn.last_client_index_) <= 0 && conn.last_client_index_ != 0) {
+      LogDebug(kLog, "replayed client message ignored",
+               {{"actor", actor_id_}, {"index", std::to_string(idx)}, {"last", std::to_string(conn.last_client_index_)}});
+      return;
+    }
+    if (phase_ == Phase::kLoading) {
+      // A restored socket's replay can overtake the end of startup: keep it for then.
+      early_ws_.push_back(EarlyWsMessage{id, data, binary});
+      return;
+    }
     // During a sleep shutdown the message is neither answered nor acknowledged (nor
     // counted as received): the gateway replays it to the next instance (actors.md §3.4).
     if (phase_ != Phase::kStarted) return;
@@ -1442,6 +1465,12 @@ void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
   StageConnIfChanged(conn);
 }
 
+void Instance::DeliverEarlyMessages() {
+  std::vector<EarlyWsMessage> early = std::move(early_ws_);
+  early_ws_.clear();
+  for (const auto& m : early) HandleWsMessage(m.id, m.data, m.binary);
+}
+
 // A message is done: acknowledge everything up to the oldest one still being processed
 // (acks are cumulative), after the outputs it caused (the ack goes through the gate).
 void Instance::FinishClientMessage(const std::string& conn_id, uint16_t index) {
@@ -1508,6 +1537,8 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
       continue;
     }
     restored.insert(route);
+    LogDebug(kLog, "connection restored",
+             {{"actor", actor_id_}, {"conn", conn->id_}, {"index", std::to_string(conn->last_client_index_)}});
     ws_conns_[route] = conn->id_;
     runtime_.client().RegisterRequest(actor_id_, conn->gateway_id_, conn->request_id_);
     latest::ToRivetTunnelMessage open;
@@ -1699,6 +1730,7 @@ void Runtime::OnStartActor(envoy::StartActor start) {
     }
     self->phase_ = Phase::kStarted;
     client_->ActorRunning(self->actor_id_, self->generation_);
+    self->DeliverEarlyMessages();
     if (self->pending_stop_) {
       auto reason = *self->pending_stop_;
       self->stop_received_ = false;
@@ -1761,6 +1793,10 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
       client_->SendTunnel(std::move(out), true);
     } else if (inst != nullptr) {
       if (std::holds_alternative<latest::ToEnvoyWebSocketClose>(kind)) inst->HandleWsClose(message.message_id);
+      // A restored socket's replay can arrive while the instance still starts: it keeps
+      // the messages for the end of startup.
+      const auto* m = std::get_if<latest::ToEnvoyWebSocketMessage>(&kind);
+      if (m != nullptr && inst->phase_ == Phase::kLoading) inst->HandleWsMessage(message.message_id, m->data, m->binary);
     }
     return;
   }

@@ -442,6 +442,18 @@ class Instance {
   void OpenRawSocket(const envoy::latest::MessageId& id, Request request, Value params);
   void DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary);
   void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);
+  // Client messages on restored connections that arrive while the instance is still
+  // starting (the gateway replays as soon as the socket is re-opened): handled once it runs.
+  struct EarlyWsMessage {
+    envoy::latest::MessageId id;
+    Bytes data;
+    bool binary = false;
+  };
+  std::vector<EarlyWsMessage> early_ws_;
+ public:
+  // Called when startup finished (phase kStarted).
+  void DeliverEarlyMessages();
+ private:
   void HandleWsClose(const envoy::latest::MessageId& id);
   Task<void> ConnAction(std::string conn_id, wire::ActionRequest req, std::optional<uint16_t> index);
   void SendToConn(Conn& conn, const wire::ToClient& msg);

@@ -427,9 +427,13 @@ void Gateway::FailSocket(uint32_t request_id, const Error& error) {
   }
 }
 
-void Gateway::Hibernate(uint32_t request_id) {
+void Gateway::Hibernate(uint32_t request_id, bool write_now) {
   // Called with the entry already marked hibernating (under mu_ by the caller's update).
-  WriteKeepalive(request_id, true);
+  if (write_now) {
+    WriteKeepaliveNow(request_id);
+  } else {
+    WriteKeepalive(request_id, true);
+  }
   TimerId timer = engine_.clock().ScheduleAfter(std::chrono::milliseconds(kKeepaliveMs),
                                                 [this, request_id] { Hibernate(request_id); });
   std::lock_guard lock(mu_);
@@ -439,6 +443,24 @@ void Gateway::Hibernate(uint32_t request_id) {
     return;
   }
   it->second.keepalive = timer;
+}
+
+void Gateway::WriteKeepaliveNow(uint32_t request_id) {
+  Bytes key;
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end()) return;
+    key = keys::ActorHibernating(it->second.actor.bytes());
+  }
+  key.insert(key.end(), gateway_id_.begin(), gateway_id_.end());
+  auto rid = RequestIdBytes(request_id);
+  key.insert(key.end(), rid.begin(), rid.end());
+  Bytes value;
+  keys::AppendU64(value, static_cast<uint64_t>(engine_.clock().SystemNowMs()));
+  if (Status st = engine_.store().Put(key, value); !st.has_value()) {
+    KEEL_LOG(kWarn, kLog, "could not write a hibernation keepalive", {{"error", st.error().ToString()}});
+  }
 }
 
 void Gateway::WriteKeepalive(uint32_t request_id, bool alive) {
@@ -470,6 +492,21 @@ void Gateway::WriteKeepaliveFor(const InFlight& entry, uint32_t request_id, bool
                {{"error", s.error().ToString()}});
     }
   });
+}
+
+// A socket that starts hibernating with client messages the actor never acknowledged (sent
+// while it was going to sleep, or in flight when its runtime died) has a client waiting for
+// answers: wake the actor now instead of waiting for the client's next message.
+void Gateway::WakeIfMessagesWait(uint32_t request_id) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end() || !it->second.hibernating || it->second.waking || it->second.unacked.empty()) {
+      return;
+    }
+    it->second.waking = true;
+  }
+  Rewake(request_id);
 }
 
 void Gateway::Rewake(uint32_t request_id) {
@@ -643,7 +680,10 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
       entry.session_id = 0;
       entry.deadline_ms = 0;
       lock.unlock();
-      Hibernate(request_id);
+      // The keepalive key is written before a wake can list the actor's hibernating
+      // requests (WakeIfMessagesWait may start the next instance right away).
+      Hibernate(request_id, /*write_now=*/true);
+      WakeIfMessagesWait(request_id);
       return;
     }
     InFlight taken = std::move(entry);
@@ -693,7 +733,12 @@ void Gateway::Detach(const std::function<bool(const InFlight&)>& match, const Er
       }
     }
   }
-  for (uint32_t id : hibernate) Hibernate(id);
+  for (uint32_t id : hibernate) {
+    // Written before returning: the caller tells the orchestrator next, which restarts the
+    // lost actors and lists their hibernating requests from these keys.
+    Hibernate(id, /*write_now=*/true);
+    WakeIfMessagesWait(id);
+  }
   for (auto& entry : failed) {
     if (entry.websocket) {
       entry.user->Close(ws_code, ws_reason);

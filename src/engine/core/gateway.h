@@ -93,6 +93,7 @@ class Gateway {
                    protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
+  void WakeIfMessagesWait(uint32_t request_id);
   void Expire(uint32_t request_id);
   // Takes the attached requests `match` selects off their instance: hibernatable
   // WebSockets hibernate, other WebSockets close with (ws_code, ws_reason), HTTP requests
@@ -102,7 +103,9 @@ class Gateway {
   void ScheduleSweep();
   void Sweep();
   // Hibernation (§6.5): keep the user socket while the actor sleeps; wake on a message.
-  void Hibernate(uint32_t request_id);
+  // `write_now`: the keepalive key is written before returning (else on a worker).
+  void Hibernate(uint32_t request_id, bool write_now = false);
+  void WriteKeepaliveNow(uint32_t request_id);
   void Rewake(uint32_t request_id);
   void Reattach(uint32_t request_id, std::shared_ptr<EnvoySession> session);
   void WriteKeepalive(uint32_t request_id, bool alive);
