@@ -445,22 +445,39 @@ void Gateway::Hibernate(uint32_t request_id, bool write_now) {
   it->second.keepalive = timer;
 }
 
+// 05 ‹actor› 30 ‹gateway id› ‹request id› → the keepalive time (u64 BE ms); read by the
+// orchestrator into CommandStartActor.hibernatingRequests.
+Bytes Gateway::KeepaliveKey(const EngineId& actor, uint32_t request_id) const {
+  Bytes key = keys::ActorHibernating(actor.bytes());
+  key.insert(key.end(), gateway_id_.begin(), gateway_id_.end());
+  auto rid = RequestIdBytes(request_id);
+  key.insert(key.end(), rid.begin(), rid.end());
+  return key;
+}
+
+void Gateway::StoreKeepalive(const Bytes& key, bool alive, int64_t now_ms) {
+  Status s;
+  if (alive) {
+    Bytes value;
+    keys::AppendU64(value, static_cast<uint64_t>(now_ms));
+    s = engine_.store().Put(key, value);
+  } else {
+    s = engine_.store().Delete(key);
+  }
+  if (!s.has_value()) {
+    KEEL_LOG(kWarn, kLog, "could not write a hibernation keepalive", {{"error", s.error().ToString()}});
+  }
+}
+
 void Gateway::WriteKeepaliveNow(uint32_t request_id) {
   Bytes key;
   {
     std::lock_guard lock(mu_);
     auto it = in_flight_.find(request_id);
     if (it == in_flight_.end()) return;
-    key = keys::ActorHibernating(it->second.actor.bytes());
+    key = KeepaliveKey(it->second.actor, request_id);
   }
-  key.insert(key.end(), gateway_id_.begin(), gateway_id_.end());
-  auto rid = RequestIdBytes(request_id);
-  key.insert(key.end(), rid.begin(), rid.end());
-  Bytes value;
-  keys::AppendU64(value, static_cast<uint64_t>(engine_.clock().SystemNowMs()));
-  if (Status st = engine_.store().Put(key, value); !st.has_value()) {
-    KEEL_LOG(kWarn, kLog, "could not write a hibernation keepalive", {{"error", st.error().ToString()}});
-  }
+  StoreKeepalive(key, true, engine_.clock().SystemNowMs());
 }
 
 void Gateway::WriteKeepalive(uint32_t request_id, bool alive) {
@@ -471,26 +488,9 @@ void Gateway::WriteKeepalive(uint32_t request_id, bool alive) {
 }
 
 void Gateway::WriteKeepaliveFor(const InFlight& entry, uint32_t request_id, bool alive) {
-  // 05 ‹actor› 30 ‹gateway id› ‹request id› → the keepalive time (u64 BE ms); read by the
-  // orchestrator into CommandStartActor.hibernatingRequests. Written off the I/O thread.
-  Bytes key = keys::ActorHibernating(entry.actor.bytes());
-  key.insert(key.end(), gateway_id_.begin(), gateway_id_.end());
-  auto rid = RequestIdBytes(request_id);
-  key.insert(key.end(), rid.begin(), rid.end());
-  const int64_t now = engine_.clock().SystemNowMs();
-  engine_.PostWork([this, key = std::move(key), alive, now] {
-    Status s;
-    if (alive) {
-      Bytes value;
-      keys::AppendU64(value, static_cast<uint64_t>(now));
-      s = engine_.store().Put(key, value);
-    } else {
-      s = engine_.store().Delete(key);
-    }
-    if (!s.has_value()) {
-      KEEL_LOG(kWarn, kLog, "could not write a hibernation keepalive",
-               {{"error", s.error().ToString()}});
-    }
+  // Written off the I/O thread.
+  engine_.PostWork([this, key = KeepaliveKey(entry.actor, request_id), alive, now = engine_.clock().SystemNowMs()] {
+    StoreKeepalive(key, alive, now);
   });
 }
 

@@ -106,6 +106,8 @@ class Gateway {
   // `write_now`: the keepalive key is written before returning (else on a worker).
   void Hibernate(uint32_t request_id, bool write_now = false);
   void WriteKeepaliveNow(uint32_t request_id);
+  Bytes KeepaliveKey(const EngineId& actor, uint32_t request_id) const;
+  void StoreKeepalive(const Bytes& key, bool alive, int64_t now_ms);
   void Rewake(uint32_t request_id);
   void Reattach(uint32_t request_id, std::shared_ptr<EnvoySession> session);
   void WriteKeepalive(uint32_t request_id, bool alive);
