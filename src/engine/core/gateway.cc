@@ -497,13 +497,31 @@ void Gateway::WriteKeepaliveFor(const InFlight& entry, uint32_t request_id, bool
 // A socket that starts hibernating with client messages the actor never acknowledged (sent
 // while it was going to sleep, or in flight when its runtime died) has a client waiting for
 // answers: wake the actor now instead of waiting for the client's next message.
-void Gateway::WakeIfMessagesWait(uint32_t request_id) {
+void Gateway::WakeIfMessagesWait(uint32_t request_id, std::weak_ptr<EnvoySession> from, int attempt) {
+  EngineId actor;
   {
     std::lock_guard lock(mu_);
     auto it = in_flight_.find(request_id);
     if (it == in_flight_.end() || !it->second.hibernating || it->second.waking || it->second.unacked.empty()) {
       return;
     }
+    actor = it->second.actor;
+  }
+  // A sleeping actor's socket hibernates while the actor still shuts down on `from`: wake
+  // it once that instance is gone (checked every 20 ms, for at most 30 s; after that the
+  // client's next message wakes it).
+  if (auto session = from.lock();
+      session != nullptr && engine_.orchestrator().HostedGeneration(*session, actor).has_value()) {
+    if (attempt >= 1500) return;
+    engine_.clock().ScheduleAfter(std::chrono::milliseconds(20), [this, request_id, from, attempt] {
+      WakeIfMessagesWait(request_id, from, attempt + 1);
+    });
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end() || !it->second.hibernating || it->second.waking) return;
     it->second.waking = true;
   }
   Rewake(request_id);
@@ -683,7 +701,7 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
       // The keepalive key is written before a wake can list the actor's hibernating
       // requests (WakeIfMessagesWait may start the next instance right away).
       Hibernate(request_id, /*write_now=*/true);
-      WakeIfMessagesWait(request_id);
+      WakeIfMessagesWait(request_id, session.weak_from_this());
       return;
     }
     InFlight taken = std::move(entry);
@@ -737,7 +755,7 @@ void Gateway::Detach(const std::function<bool(const InFlight&)>& match, const Er
     // Written before returning: the caller tells the orchestrator next, which restarts the
     // lost actors and lists their hibernating requests from these keys.
     Hibernate(id, /*write_now=*/true);
-    WakeIfMessagesWait(id);
+    WakeIfMessagesWait(id, {});
   }
   for (auto& entry : failed) {
     if (entry.websocket) {

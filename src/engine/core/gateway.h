@@ -93,7 +93,9 @@ class Gateway {
                    protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
-  void WakeIfMessagesWait(uint32_t request_id);
+  // Wakes the actor of a hibernating socket that holds unacknowledged client messages, once
+  // the instance on `from` (the connection it is shutting down on, if any) is gone.
+  void WakeIfMessagesWait(uint32_t request_id, std::weak_ptr<EnvoySession> from, int attempt = 0);
   void Expire(uint32_t request_id);
   // Takes the attached requests `match` selects off their instance: hibernatable
   // WebSockets hibernate, other WebSockets close with (ws_code, ws_reason), HTTP requests
