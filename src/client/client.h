@@ -130,6 +130,21 @@ struct QueueSendResult {
 enum class ConnStatus { kIdle, kConnecting, kConnected, kDisconnected };
 std::string_view ConnStatusName(ConnStatus status);
 
+namespace internal {
+// An action's result as R (client.bad_response when the value does not map to R).
+template <typename R>
+ClientResult<R> Typed(ClientResult<Value> out) {
+  if (!out.has_value()) return Unexpected(std::move(out.error()));
+  if constexpr (std::is_same_v<R, Value>) {
+    return std::move(*out);
+  } else {
+    auto typed = FromValue<R>(*out);
+    if (!typed.has_value()) return Unexpected(ClientError::Make("client", "bad_response", typed.error().message()));
+    return std::move(*typed);
+  }
+}
+}  // namespace internal
+
 class ActorConn;
 struct ClientShared;
 struct HandleState;
@@ -149,17 +164,7 @@ class ActorHandle {
   ClientResult<Value> Action(std::string_view action, Value args);
   template <typename R = Value, typename... Args>
   ClientResult<R> Call(std::string_view action, Args&&... args) {
-    auto out = Action(action, Value(Value::Array{ToValue(std::forward<Args>(args))...}));
-    if (!out.has_value()) return Unexpected(std::move(out.error()));
-    if constexpr (std::is_same_v<R, Value>) {
-      return std::move(*out);
-    } else {
-      auto typed = FromValue<R>(*out);
-      if (!typed.has_value()) {
-        return Unexpected(ClientError::Make("client", "bad_response", typed.error().message()));
-      }
-      return std::move(*typed);
-    }
+    return internal::Typed<R>(Action(action, Value(Value::Array{ToValue(std::forward<Args>(args))...})));
   }
 
   // POST /queue/<name>.
@@ -212,17 +217,7 @@ class ActorConn : public std::enable_shared_from_this<ActorConn> {
                              std::chrono::milliseconds timeout = std::chrono::seconds(60));
   template <typename R = Value, typename... Args>
   ClientResult<R> Call(std::string_view action, Args&&... args) {
-    auto out = Action(action, Value(Value::Array{ToValue(std::forward<Args>(args))...}));
-    if (!out.has_value()) return Unexpected(std::move(out.error()));
-    if constexpr (std::is_same_v<R, Value>) {
-      return std::move(*out);
-    } else {
-      auto typed = FromValue<R>(*out);
-      if (!typed.has_value()) {
-        return Unexpected(ClientError::Make("client", "bad_response", typed.error().message()));
-      }
-      return std::move(*typed);
-    }
+    return internal::Typed<R>(Action(action, Value(Value::Array{ToValue(std::forward<Args>(args))...})));
   }
 
   // Event listeners get the event's argument array. The first listener of a name

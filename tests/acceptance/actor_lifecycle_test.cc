@@ -10,16 +10,6 @@
 #include "support/acceptance.h"
 #include "support/expect.h"
 
-// KEEL_OK for a ClientStatus (no value): fails and ends the test with the error.
-#define KEEL_STATUS_OK(expr)                                                          \
-  do {                                                                                \
-    auto keel_status = (expr);                                                        \
-    if (!keel_status.has_value()) {                                                   \
-      ADD_FAILURE() << #expr << " failed: " << keel_status.error().ToString();         \
-      throw ::keel::acceptance::TestAbort();                                          \
-    }                                                                                 \
-  } while (0)
-
 namespace keel::acceptance {
 namespace {
 

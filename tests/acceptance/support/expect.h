@@ -33,3 +33,13 @@ client::ClientError ErrorOf(const client::ClientResult<T>& r, std::string_view w
       EXPECT_EQ(keel_r.error().code, code_) << keel_r.error().ToString();                     \
     }                                                                                         \
   } while (0)
+
+// KEEL_OK for a ClientStatus (no value): fails and ends the test with the error.
+#define KEEL_STATUS_OK(expr)                                                  \
+  do {                                                                        \
+    auto keel_status = (expr);                                                \
+    if (!keel_status.has_value()) {                                           \
+      ADD_FAILURE() << #expr << " failed: " << keel_status.error().ToString(); \
+      throw ::keel::acceptance::TestAbort();                                  \
+    }                                                                         \
+  } while (0)
