@@ -1,0 +1,125 @@
+// keel::sql::Database — Keel's one SQL execution layer (envoy-protocol.md §8.1–§8.3),
+// used by the runtime's local-native backend and by the engine's remote SQL executor, so
+// the two cannot drift: same PRAGMAs, same statement classification, same routes, same
+// reader authorizer, same results.
+//
+// One Database per actor database. It opens the database file `file_name` through the
+// registered SQLite VFS `vfs_name` (the KeelVfs, whose PageSource is the engine's page
+// store or get_pages/commit over the envoy connection).
+//
+// Operations (§8.1):
+//   Exec(sql)                 one or more statements on the writer, no parameters; the
+//                             result is the columns and rows of the last statement that
+//                             produced any.
+//   Execute(sql, params)      exactly one statement, routed per §8.3: READ for a
+//                             reader-eligible statement with the read pool enabled and no
+//                             write mode, else WRITE (not read-only, or transaction
+//                             control / attach / detach / schema / temp / data writes) or
+//                             WRITE_FALLBACK (read-only but not eligible, no statement,
+//                             classification failed, or write mode).
+//   ExecuteWrite(sql, params) exactly one statement, always on the writer, route WRITE.
+//   Query / Run               Execute projected to rows / to changes.
+//   Close()                   waits for nothing (calls are synchronous); later calls fail
+//                             with sqlite.closed.
+//
+// Connections: Keel's VFS serves one open handle per database (its locking is a no-op),
+// so the manager keeps ONE physical SQLite connection and applies the §8.3 rules to it:
+// "reader" use installs the reader authorizer for the statement's prepare and requires
+// sqlite3_stmt_readonly; "write mode" is the connection being inside a transaction
+// (autocommit off), which is exactly Rivet's writer stickiness — a manual BEGIN … COMMIT
+// spread over several calls stays on the writer and its SELECTs report WRITE_FALLBACK.
+// Routes and results are identical to a pooled manager; concurrency between actors comes
+// from the callers (the engine's worker pool), not from readers of one database.
+//
+// Statement rules: SQL with a NUL byte → sqlite.invalid_sql ("… contains a NUL byte");
+// Execute/ExecuteWrite with anything but whitespace after the first statement (even a
+// comment) → sqlite.invalid_sql "sqlite execute only supports a single statement"; no
+// statement at all → success, empty result, route WRITE_FALLBACK (Execute). params[i]
+// binds parameter i+1; more params than placeholders → sqlite.invalid_bind_parameter;
+// fewer → the rest stay NULL. Text parameters bind with their full length (NUL survives).
+// A prepare failure → sqlite.prepare_failed ("failed to prepare …: <sqlite message>"); a
+// step failure → sqlite.execution_failed with SQLite's message; a statement running past
+// `statement_deadline` is interrupted → sqlite.statement_timeout.
+//
+// Columns: names as SQLite reports them ("" when none); cells by storage class; TEXT that
+// is not valid UTF-8 is returned with U+FFFD replacements.
+//
+// Thread-safety: every method may be called from any thread; calls on one Database are
+// serialised by an internal mutex (one connection).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/result.h"
+#include "sqlite/types.h"
+
+namespace keel::sql {
+
+struct DatabaseOptions {
+  // §8.3 read pool. Disabled → every Execute runs as a writer use (WRITE/WRITE_FALLBACK).
+  bool read_pool_enabled = true;
+  // Interrupt a statement (sqlite3_progress_handler) that runs longer than this; 0 = never.
+  std::chrono::milliseconds statement_deadline{25000};
+};
+
+class Database {
+ public:
+  // Opens `file_name` through VFS `vfs_name` and configures the connection (§7.5:
+  // page_size 4096, journal_mode DELETE, synchronous NORMAL, temp_store MEMORY,
+  // auto_vacuum NONE, locking_mode EXCLUSIVE). Errors: sqlite.open_failed.
+  static Result<std::unique_ptr<Database>> Open(const std::string& vfs_name,
+                                                const std::string& file_name,
+                                                DatabaseOptions options = {});
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  Result<QueryResult> Exec(std::string_view sql);
+  Result<ExecuteResult> Execute(std::string_view sql, const std::optional<Params>& params = {});
+  Result<ExecuteResult> ExecuteWrite(std::string_view sql,
+                                     const std::optional<Params>& params = {});
+  Result<QueryResult> Query(std::string_view sql, const std::optional<Params>& params = {});
+  Result<RunResult> Run(std::string_view sql, const std::optional<Params>& params = {});
+
+  // True while a manual transaction is open (the writer is "held", §8.3 stickiness).
+  bool InTransaction() const;
+  // Closes the connection (rolling back an open transaction). Idempotent.
+  void Close();
+  bool closed() const;
+
+  struct Impl;
+
+ private:
+  explicit Database(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Statement classification (§8.3), exposed for tests: prepares `sql` with a recording
+// authorizer on `db`'s connection without executing it.
+struct Classification {
+  bool has_statement = false;
+  bool readonly = false;
+  bool has_trailing_sql = false;
+  bool transaction_control = false;
+  bool attach = false;
+  bool detach = false;
+  bool pragma_usage = false;
+  bool function_calls = false;
+  bool schema_writes = false;
+  bool temp_writes = false;
+  bool write_operations = false;
+  bool requires_write_route() const {
+    return transaction_control || attach || detach || schema_writes || temp_writes ||
+           write_operations;
+  }
+  bool reader_eligible() const {
+    return has_statement && readonly && !has_trailing_sql && !requires_write_route();
+  }
+};
+Result<Classification> Classify(Database& db, std::string_view sql);
+
+}  // namespace keel::sql
