@@ -1,13 +1,13 @@
 #include "sqlite/wire.h"
 
-#include <bit>
 #include <cstring>
 
 namespace keel::sql {
 namespace {
 
 std::array<uint8_t, 8> FloatBits(double d) {
-  const uint64_t bits = std::bit_cast<uint64_t>(d);
+  uint64_t bits = 0;  // memcpy: Emscripten 3.1.6's libc++ has no std::bit_cast
+  std::memcpy(&bits, &d, sizeof bits);
   std::array<uint8_t, 8> out{};
   for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
   return out;
@@ -16,7 +16,9 @@ std::array<uint8_t, 8> FloatBits(double d) {
 double FloatFromBits(const std::array<uint8_t, 8>& in) {
   uint64_t bits = 0;
   for (int i = 0; i < 8; ++i) bits = (bits << 8) | in[i];
-  return std::bit_cast<double>(bits);
+  double d = 0;
+  std::memcpy(&d, &bits, sizeof d);
+  return d;
 }
 
 // Both wire unions have the same members in the same order (§2.5).
