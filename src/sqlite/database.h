@@ -28,8 +28,10 @@
 // sqlite3_stmt_readonly; "write mode" is the connection being inside a transaction
 // (autocommit off), which is exactly Rivet's writer stickiness — a manual BEGIN … COMMIT
 // spread over several calls stays on the writer and its SELECTs report WRITE_FALLBACK.
-// Routes and results are identical to a pooled manager; concurrency between actors comes
-// from the callers (the engine's worker pool), not from readers of one database.
+// Routes and results are those of a pooled manager (for `changes` see below, for the
+// few deliberate differences "Where one connection is not a pool"); concurrency between
+// actors comes from the callers (the engine's worker pool), not from readers of one
+// database.
 //
 // Statement rules: SQL with a NUL byte → sqlite.invalid_sql ("… contains a NUL byte");
 // Execute/ExecuteWrite with anything but whitespace after the first statement (even a
@@ -42,7 +44,28 @@
 // `statement_deadline` is interrupted → sqlite.statement_timeout.
 //
 // Columns: names as SQLite reports them ("" when none); cells by storage class; TEXT that
-// is not valid UTF-8 is returned with U+FFFD replacements.
+// is not valid UTF-8 is returned with U+FFFD replacements. SQLite stores a NaN parameter
+// as NULL; -0.0 survives as a REAL.
+//
+// changes / last_insert_row_id (§8.1): SQLite's counter as the serving connection of a
+// pooled manager would read it after the statement — READ reports changes 0 (a reader
+// never writes); a writer statement reports sqlite3_changes64 if an INSERT/UPDATE/DELETE
+// ran in the current writer lease, else 0 (with the read pool enabled a lease ends when a
+// writer use finishes in autocommit — Rivet opens a fresh writer per write outside a
+// transaction; with it disabled the lease never ends). So a SELECT on the writer right
+// after an INSERT in the same transaction reports that insert's count (§8.1 caveat), and a
+// CREATE TABLE after an earlier, committed INSERT reports 0. last_insert_row_id =
+// sqlite3_last_insert_rowid, present only when changes > 0; a statement with no SQL
+// reports changes 0 and no rowid.
+//
+// Where one connection is not a pool (deliberate, not emulated): connection state
+// outlives a writer lease — TEMP objects, settings PRAGMAs (foreign_keys, cache_size, …)
+// and the rowid returned by the SQL function last_insert_rowid(), which therefore reports
+// the last insert even on READ (Rivet's reader would say 0). Classification prepares on
+// this connection, so a settings PRAGMA that SQLite applies while preparing (e.g.
+// `PRAGMA foreign_keys = ON`, read-only per SQLite, hence routed READ and then refused by
+// the reader authorizer with "not authorized", as in Rivet) still changes the setting
+// here; use ExecuteWrite or Exec for settings.
 //
 // Thread-safety: every method may be called from any thread; calls on one Database are
 // serialised by an internal mutex (one connection).
@@ -59,6 +82,8 @@
 
 namespace keel::sql {
 
+struct Classification;
+
 struct DatabaseOptions {
   // §8.3 read pool. Disabled → every Execute runs as a writer use (WRITE/WRITE_FALLBACK).
   bool read_pool_enabled = true;
@@ -70,7 +95,8 @@ class Database {
  public:
   // Opens `file_name` through VFS `vfs_name` and configures the connection (§7.5:
   // page_size 4096, journal_mode DELETE, synchronous NORMAL, temp_store MEMORY,
-  // auto_vacuum NONE, locking_mode EXCLUSIVE). Errors: sqlite.open_failed.
+  // auto_vacuum NONE, locking_mode EXCLUSIVE); an empty `vfs_name` means SQLite's default
+  // VFS. The VFS must outlive the Database (or its Close). Errors: sqlite.open_failed.
   static Result<std::unique_ptr<Database>> Open(const std::string& vfs_name,
                                                 const std::string& file_name,
                                                 DatabaseOptions options = {});
@@ -94,12 +120,14 @@ class Database {
   struct Impl;
 
  private:
+  friend Result<Classification> Classify(Database& db, std::string_view sql);
   explicit Database(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
 // Statement classification (§8.3), exposed for tests: prepares `sql` with a recording
-// authorizer on `db`'s connection without executing it.
+// authorizer on `db`'s connection without executing it. A text with no statement is
+// read-only. Errors: sqlite.closed, sqlite.invalid_sql (NUL byte), sqlite.prepare_failed.
 struct Classification {
   bool has_statement = false;
   bool readonly = false;
