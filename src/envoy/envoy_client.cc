@@ -1,6 +1,7 @@
 #include "envoy/envoy_client.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <deque>
 #include <set>
@@ -22,6 +23,46 @@ using ActorKey = std::pair<std::string, uint32_t>;
 using RouteKey = std::pair<latest::GatewayId, latest::RequestId>;
 
 Error ShutdownError() { return Error("envoy", "shutdown", "envoy shutting down"); }
+
+// What a connection close does to a request that was already written to it (§3.10, §8.8).
+Error KvIndeterminate() {
+  return Error("envoy", "kv_indeterminate",
+               "the connection closed after the KV request was sent; it may or may not have "
+               "been applied");
+}
+Error CommitIndeterminate() {
+  return Error("sqlite", "indeterminate_commit",
+               "SQLite commit may have completed, but the envoy disconnected before its answer");
+}
+Error RemoteIndeterminate(std::string_view operation) {
+  return Error("sqlite", "remote_indeterminate_result",
+               "Remote SQLite " + std::string(operation) +
+                   " may have completed, but the envoy disconnected before returning a result.");
+}
+
+// What a request the connection's version cannot carry fails with: the conversion error
+// itself, or for remote SQL the structured "unavailable" error carrying its text (§2.13).
+Error AsIs(Error error) { return error; }
+Error RemoteUnavailable(Error error) {
+  return Error("sqlite", "remote_unavailable", "Remote SQLite is unavailable: " + error.message());
+}
+
+// Adapts a typed request callback to the pending tables' untyped one: hands it `data` of
+// the `Response` frame that answered. Within a table the id alone picks the request, so a
+// frame of another kind of the same table (an engine bug) fails the request.
+template <typename Response, typename Data>
+std::function<void(Result<latest::ToEnvoy>)> Unwrap(std::function<void(Result<Data>)> done) {
+  return [done = std::move(done)](Result<latest::ToEnvoy> result) {
+    if (!done) return;
+    if (!result.has_value()) return done(std::move(result).error());
+    auto* response = result->template get_if<Response>();
+    if (response == nullptr) {
+      return done(Error("envoy", "unexpected_response",
+                        "the engine answered the request with a response of another kind"));
+    }
+    done(std::move(response->data));
+  };
+}
 
 // A close reason "group.code#ray" (§3.6); nullopt when it does not parse.
 std::optional<std::pair<std::string, std::string>> ParseCloseReason(std::string_view reason) {
@@ -61,13 +102,39 @@ struct EnvoyClient::State {
     std::map<int64_t, AckCallback> alarm_acks;
   };
 
-  struct PendingKv {
-    uint64_t seq = 0;  // creation order: unsent requests go out in it
-    std::string actor_id;
-    latest::KvRequestData data;
-    KvCallback done;
-    bool sent = false;
-    MonoTime deadline;
+  // Completes a request: with the frame that answered it, or with why none will come.
+  using ResponseCallback = std::function<void(Result<latest::ToEnvoy>)>;
+
+  // An outstanding request in one of the three id spaces (§3.10).
+  struct PendingRequest {
+    uint64_t seq = 0;         // creation order across all tables: unsent ones go out in it
+    latest::ToRivet message;  // request id already filled in
+    bool sent = false;        // written to the current socket
+    MonoTime deadline;        // request_timeout after creation or the last send
+    // Set: a close after the send fails the request with this error (its answer died with
+    // the socket, and running it again might apply it twice). Unset: the request is an
+    // idempotent read and goes out again after the next Init.
+    std::optional<Error> fail_on_close;
+    ResponseCallback done;
+  };
+
+  // One request-id space (§3.10): its own u32 counter and its pending requests by id. A
+  // response is matched by id within the table its variant belongs to.
+  struct RequestTable {
+    RequestTable(Error timeout_error, Error (*unsendable_error)(Error))
+        : timeout(std::move(timeout_error)), unsendable(unsendable_error) {}
+    uint32_t next_id = 0;
+    std::map<uint32_t, PendingRequest> pending;
+    Error timeout;               // what the sweep fails an expired request with
+    Error (*unsendable)(Error);  // maps the error of a version that cannot carry a request
+  };
+
+  // A request taken out of its table, to be failed once the tables are consistent again
+  // (callbacks may call back into the client).
+  struct Failure {
+    uint64_t seq = 0;
+    ResponseCallback done;
+    Error error;
   };
 
   enum class Socket : uint8_t { kNone, kConnecting, kOpen };
@@ -105,9 +172,11 @@ struct EnvoyClient::State {
   // removal so that a replayed start cannot resurrect a stopped instance.
   std::map<ActorKey, int64_t> processed;
 
-  uint32_t next_kv_id = 0;
-  uint64_t next_kv_seq = 0;
-  std::map<uint32_t, PendingKv> kv;
+  RequestTable kv{Error("envoy", "kv_timeout", "KV request timed out"), &AsIs};
+  RequestTable pages{Error("envoy", "sqlite_timeout", "sqlite page request timed out"), &AsIs};
+  RequestTable remote{Error("envoy", "sqlite_timeout", "remote sqlite request timed out"),
+                      &RemoteUnavailable};
+  uint64_t next_request_seq = 0;
 
   std::map<RouteKey, std::string> routes;
   std::deque<latest::ToRivetTunnelMessage> buffered_tunnel;
@@ -118,6 +187,12 @@ struct EnvoyClient::State {
   uint64_t malformed_frames = 0;
   uint64_t unroutable_tunnel = 0;
   uint64_t duplicate_commands = 0;
+  uint64_t unmatched_responses = 0;
+
+  std::array<RequestTable*, 3> Tables() { return {&kv, &pages, &remote}; }
+
+  // Socket open and Init received: requests go out at once.
+  bool Connected() const { return socket == Socket::kOpen && init_on_socket; }
 
   // ---- Output ----
 
@@ -128,18 +203,14 @@ struct EnvoyClient::State {
     return out;
   }
 
-  // Encodes and writes `message` on the open socket. False (with the reason in `error` if
-  // given) when there is no socket or the negotiated version cannot carry the message.
-  bool Send(const latest::ToRivet& message, Error* error = nullptr) {
-    if (socket != Socket::kOpen) {
-      if (error != nullptr) *error = Error("envoy", "not_connected", "no open envoy socket");
-      return false;
-    }
+  // Encodes and writes `message` on the open socket. False when there is no socket or the
+  // negotiated version cannot carry the message.
+  bool Send(const latest::ToRivet& message) {
+    if (socket != Socket::kOpen) return false;
     auto bytes = Encode(message);
     if (!bytes.has_value()) {
       KEEL_LOG(kWarn, kLog, "dropping a message the connection's version cannot carry",
                {{"error", bytes.error().ToString()}});
-      if (error != nullptr) *error = bytes.error();
       return false;
     }
     transport.Send(std::move(*bytes));
@@ -210,7 +281,7 @@ struct EnvoyClient::State {
   void ScheduleSweep() {
     sweep_timer = clock.ScheduleAfter(config.request_sweep_interval, [this] {
       sweep_timer = TimerId{};
-      SweepKv();
+      SweepRequests();
       if (!shut_down) ScheduleSweep();
     });
   }
@@ -228,7 +299,7 @@ struct EnvoyClient::State {
   void OnLost() {
     KEEL_LOG(kWarn, kLog, "envoy lost: stopping every hosted actor",
              {{"envoy_key", envoy_key}, {"actors", std::to_string(actors.size())}});
-    FailAllKv(Error("envoy", "lost", "envoy connection lost"));
+    FailAllRequests(Error("envoy", "lost", "envoy connection lost"));
     std::vector<ActorKey> keys;
     for (const auto& [key, actor] : actors) keys.push_back(key);
     for (const auto& key : keys) {
@@ -237,14 +308,6 @@ struct EnvoyClient::State {
     }
     ClearActors(Error("envoy", "lost", "envoy connection lost"));
     MaybeFinishShutdown();
-  }
-
-  void FailAllKv(const Error& error) {
-    auto pending = std::move(kv);
-    kv.clear();
-    for (auto& [id, request] : pending) {
-      if (request.done) request.done(error);
-    }
   }
 
   void ClearActors(const Error& error) {
@@ -274,7 +337,7 @@ struct EnvoyClient::State {
     if (socket != Socket::kNone) transport.Close(1000, "envoy.shutdown");
     socket = Socket::kNone;
     init_on_socket = false;
-    FailAllKv(ShutdownError());
+    FailAllRequests(ShutdownError());
     ClearActors(ShutdownError());
     buffered_tunnel.clear();
     queued_starts.clear();
@@ -297,20 +360,25 @@ struct EnvoyClient::State {
     }
     if (!events.value.empty()) Send(latest::ToRivet{std::move(events)});
 
-    // Requests created without a socket, in creation order (§3.10).
-    std::vector<uint32_t> unsent;
-    for (const auto& [id, request] : kv) {
-      if (!request.sent) unsent.push_back(id);
+    // Requests created without a socket, and page reads whose socket closed, in creation
+    // order across the three tables (§3.10).
+    std::vector<std::tuple<uint64_t, RequestTable*, uint32_t>> unsent;
+    for (RequestTable* table : Tables()) {
+      for (const auto& [id, request] : table->pending) {
+        if (!request.sent) unsent.emplace_back(request.seq, table, id);
+      }
     }
-    std::sort(unsent.begin(), unsent.end(),
-              [this](uint32_t a, uint32_t b) { return kv.at(a).seq < kv.at(b).seq; });
-    for (uint32_t id : unsent) SendPendingKv(id);
+    std::sort(unsent.begin(), unsent.end());
+    std::vector<Failure> unsendable;
+    for (const auto& [seq, table, id] : unsent) SendPending(*table, id, unsendable);
 
     while (!buffered_tunnel.empty() && socket == Socket::kOpen) {
       latest::ToRivetTunnelMessage message = std::move(buffered_tunnel.front());
       buffered_tunnel.pop_front();
       Send(latest::ToRivet{std::move(message)});
     }
+    // After the flush, so that a callback's new requests cannot overtake older ones.
+    Fail(std::move(unsendable));
 
     host.OnConnected(*metadata);
 
@@ -377,12 +445,19 @@ struct EnvoyClient::State {
     }
   }
 
-  void HandleKvResponse(latest::ToEnvoyKvResponse& response) {
-    auto it = kv.find(response.request_id);
-    if (it == kv.end()) return;  // timed out already, or not ours
-    KvCallback done = std::move(it->second.done);
-    kv.erase(it);
-    if (done) done(std::move(response.data));
+  // A response to request `id` of `table`; `response` is the whole frame.
+  void HandleResponse(RequestTable& table, uint32_t id, latest::ToEnvoy&& response) {
+    auto it = table.pending.find(id);
+    if (it == table.pending.end()) {
+      // Timed out or failed at a close already, or never ours.
+      ++unmatched_responses;
+      KEEL_LOG(kDebug, kLog, "dropping a response without a pending request",
+               {{"request_id", std::to_string(id)}});
+      return;
+    }
+    ResponseCallback done = std::move(it->second.done);
+    table.pending.erase(it);
+    if (done) done(std::move(response));
   }
 
   void HandleTunnel(const latest::ToEnvoyTunnelMessage& message) {
@@ -449,43 +524,64 @@ struct EnvoyClient::State {
 
   // ---- Periodic work ----
 
-  void SweepKv() {
-    const MonoTime now = clock.MonotonicNow();
-    std::vector<KvCallback> expired;
-    for (auto it = kv.begin(); it != kv.end();) {
-      if (it->second.deadline <= now) {
-        expired.push_back(std::move(it->second.done));
-        it = kv.erase(it);
-      } else {
-        ++it;
+  // Removes every request for which `decide` returns an error, and returns them in
+  // creation order. `decide` may also update a request it keeps.
+  template <typename Decide>
+  std::vector<Failure> TakeFailed(Decide decide) {
+    std::vector<Failure> out;
+    for (RequestTable* table : Tables()) {
+      for (auto it = table->pending.begin(); it != table->pending.end();) {
+        if (std::optional<Error> error = decide(*table, it->second)) {
+          out.push_back(Failure{it->second.seq, std::move(it->second.done), std::move(*error)});
+          it = table->pending.erase(it);
+        } else {
+          ++it;
+        }
       }
     }
-    for (auto& done : expired) {
-      if (done) done(Error("envoy", "kv_timeout", "KV request timed out"));
+    std::sort(out.begin(), out.end(),
+              [](const Failure& a, const Failure& b) { return a.seq < b.seq; });
+    return out;
+  }
+
+  static void Fail(std::vector<Failure> failures) {
+    for (Failure& failure : failures) {
+      if (failure.done) failure.done(std::move(failure.error));
     }
   }
 
-  // Keel deviation from Rivet (envoy-protocol.md §3.10 keeps sent KV requests pending until
-  // the 30 s sweep, although their answer is lost with the socket): a KV request written to
-  // a connection that closed fails at once with envoy.kv_indeterminate — it may or may not
-  // have been applied — so the actor fails the outputs waiting on it and writes again now,
-  // instead of stalling for 30 s after an engine restart. Unsent requests stay queued.
-  void FailSentKv() {
-    std::vector<KvCallback> failed;
-    for (auto it = kv.begin(); it != kv.end();) {
-      if (it->second.sent) {
-        failed.push_back(std::move(it->second.done));
-        it = kv.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto& done : failed) {
-      if (done) {
-        done(Error("envoy", "kv_indeterminate",
-                   "the connection closed after the KV request was sent; it may or may not have been applied"));
-      }
-    }
+  void FailAllRequests(const Error& error) {
+    Fail(TakeFailed([&](RequestTable&, PendingRequest&) { return std::optional<Error>(error); }));
+  }
+
+  void SweepRequests() {
+    const MonoTime now = clock.MonotonicNow();
+    Fail(TakeFailed([&](RequestTable& table, PendingRequest& request) {
+      return request.deadline <= now ? std::optional<Error>(table.timeout) : std::nullopt;
+    }));
+  }
+
+  // The socket closed: the answers to what was written to it are lost (§3.10, §8.8).
+  //  * Remote SQL fails at once, indeterminate, and is never run again (Rivet does the same).
+  //  * A commit fails at once, indeterminate: the VFS treats the database as dead (§7.5)
+  //    instead of stalling until the 30 s sweep; resending could apply it on top of a state
+  //    it was not computed for.
+  //  * KV fails at once with envoy.kv_indeterminate — a Keel deviation from Rivet, which keeps
+  //    sent KV requests until the sweep — so an actor whose write was in flight recovers
+  //    right after the reconnect instead of ~30 s later.
+  //  * get_pages is kept and resent after the next Init (Keel; Rivet waits for the sweep). A
+  //    read changes nothing on the engine, so running it twice is harmless, and its answer
+  //    on the new connection is as good as the lost one: this envoy is the database's only
+  //    writer (§7.3), and a commit in flight at the close has just failed above, which
+  //    kills the VFS that asked.
+  // Unsent requests stay queued.
+  void HandleConnectionLost() {
+    Fail(TakeFailed([](RequestTable&, PendingRequest& request) -> std::optional<Error> {
+      if (!request.sent) return std::nullopt;
+      if (request.fail_on_close.has_value()) return request.fail_on_close;
+      request.sent = false;  // resent after the next Init
+      return std::nullopt;
+    }));
   }
 
   void AckCommands() {
@@ -506,31 +602,56 @@ struct EnvoyClient::State {
 
   // ---- Requests ----
 
-  uint32_t NextKvId() {
+  // Creates a request in `table` and sends it now when connected, else after the next Init.
+  // Completes synchronously, inside this call, when the client has shut down or the
+  // connection's version cannot carry the request.
+  template <typename Message>
+  void Submit(RequestTable& table, Message message, std::optional<Error> fail_on_close,
+              ResponseCallback done) {
+    if (shut_down) {
+      if (done) done(ShutdownError());
+      return;
+    }
+    const uint32_t id = NextId(table);
+    message.request_id = id;
+    PendingRequest request;
+    request.seq = next_request_seq++;
+    request.message = latest::ToRivet{std::move(message)};
+    request.deadline = clock.MonotonicNow() + config.request_timeout;
+    request.fail_on_close = std::move(fail_on_close);
+    request.done = std::move(done);
+    table.pending.emplace(id, std::move(request));
+    std::vector<Failure> unsendable;
+    SendPending(table, id, unsendable);
+    Fail(std::move(unsendable));
+  }
+
+  static uint32_t NextId(RequestTable& table) {
     // Wraps around and skips ids still pending (§3.10 RECOMMENDATION).
     while (true) {
-      const uint32_t id = next_kv_id++;
-      if (kv.count(id) == 0) return id;
+      const uint32_t id = table.next_id++;
+      if (table.pending.count(id) == 0) return id;
     }
   }
 
-  void SendPendingKv(uint32_t id) {
-    auto it = kv.find(id);
-    if (it == kv.end() || socket != Socket::kOpen) return;
-    latest::ToRivetKvRequest request;
-    request.actor_id = it->second.actor_id;
-    request.request_id = id;
-    request.data = it->second.data;
-    Error error;
-    if (!Send(latest::ToRivet{std::move(request)}, &error)) {
-      if (socket != Socket::kOpen) return;  // stays unsent
-      KvCallback done = std::move(it->second.done);
-      kv.erase(it);
-      if (done) done(std::move(error));
+  // Writes request `id` of `table` when connected. A request the connection's version
+  // cannot carry is removed and appended to `unsendable`.
+  void SendPending(RequestTable& table, uint32_t id, std::vector<Failure>& unsendable) {
+    auto it = table.pending.find(id);
+    if (it == table.pending.end() || !Connected()) return;
+    PendingRequest& request = it->second;
+    auto bytes = Encode(request.message);
+    if (!bytes.has_value()) {
+      unsendable.push_back(
+          Failure{request.seq, std::move(request.done), table.unsendable(bytes.error())});
+      table.pending.erase(it);
       return;
     }
-    it->second.sent = true;
-    it->second.deadline = clock.MonotonicNow() + config.request_timeout;
+    // Marked before the write: a transport that reports the close from inside Send finds it
+    // sent.
+    request.sent = true;
+    request.deadline = clock.MonotonicNow() + config.request_timeout;
+    transport.Send(std::move(*bytes));
   }
 
   // Appends an event to the actor's history and sends it when a socket exists (§4.7).
@@ -633,14 +754,22 @@ void EnvoyClient::OnFrame(ByteView frame) {
     s.HandleCommands(*commands);
   } else if (const auto* ack = message.get_if<latest::ToEnvoyAckEvents>()) {
     s.HandleAckEvents(*ack);
-  } else if (auto* kv = message.get_if<latest::ToEnvoyKvResponse>()) {
-    s.HandleKvResponse(*kv);
   } else if (const auto* tunnel = message.get_if<latest::ToEnvoyTunnelMessage>()) {
     s.HandleTunnel(*tunnel);
   } else if (const auto* ping = message.get_if<latest::ToEnvoyPing>()) {
     s.Send(latest::ToRivet{latest::ToRivetPong{ping->ts}});
-  } else {
-    s.host.OnOtherMessage(message);
+  } else if (const auto* kv = message.get_if<latest::ToEnvoyKvResponse>()) {
+    s.HandleResponse(s.kv, kv->request_id, std::move(message));
+  } else if (const auto* r = message.get_if<latest::ToEnvoySqliteGetPagesResponse>()) {
+    s.HandleResponse(s.pages, r->request_id, std::move(message));
+  } else if (const auto* r = message.get_if<latest::ToEnvoySqliteCommitResponse>()) {
+    s.HandleResponse(s.pages, r->request_id, std::move(message));
+  } else if (const auto* r = message.get_if<latest::ToEnvoySqliteExecResponse>()) {
+    s.HandleResponse(s.remote, r->request_id, std::move(message));
+  } else if (const auto* r = message.get_if<latest::ToEnvoySqliteExecuteResponse>()) {
+    s.HandleResponse(s.remote, r->request_id, std::move(message));
+  } else if (const auto* r = message.get_if<latest::ToEnvoySqliteExecuteWriteResponse>()) {
+    s.HandleResponse(s.remote, r->request_id, std::move(message));
   }
 }
 
@@ -658,14 +787,16 @@ void EnvoyClient::OnClosed(uint16_t code, const std::string& reason) {
   }
   if (was_open) s.host.OnDisconnected();
   if (s.shut_down) return;  // a host callback shut us down
+  // Whatever ended the socket (eviction included, as in Rivet), the answers to what was
+  // written on it are lost.
+  s.HandleConnectionLost();
+  if (s.shut_down) return;
   if (evicted) {
     // Another process owns the key now: never reconnect (§3.8).
     s.shutting_down = true;
     s.Finish();
     return;
   }
-  s.FailSentKv();
-  if (s.shut_down) return;
   s.StartLostTimer();
   if (s.shutting_down || !s.running) return;
   if (s.clock.MonotonicNow() - s.connect_started >= s.config.stable_after) s.attempt = 0;
@@ -722,20 +853,41 @@ void EnvoyClient::SetAlarm(const std::string& actor_id, uint32_t generation,
 
 void EnvoyClient::SendKv(const std::string& actor_id, latest::KvRequestData request,
                          KvCallback done) {
-  State& s = *s_;
-  if (s.shut_down) {
-    if (done) done(ShutdownError());
-    return;
-  }
-  const uint32_t id = s.NextKvId();
-  State::PendingKv pending;
-  pending.seq = s.next_kv_seq++;
-  pending.actor_id = actor_id;
-  pending.data = std::move(request);
-  pending.done = std::move(done);
-  pending.deadline = s.clock.MonotonicNow() + s.config.request_timeout;
-  s.kv.emplace(id, std::move(pending));
-  s.SendPendingKv(id);
+  latest::ToRivetKvRequest message;
+  message.actor_id = actor_id;
+  message.data = std::move(request);
+  s_->Submit(s_->kv, std::move(message), KvIndeterminate(),
+             Unwrap<latest::ToEnvoyKvResponse>(std::move(done)));
+}
+
+void EnvoyClient::SqliteGetPages(latest::SqliteGetPagesRequest request, GetPagesCallback done) {
+  s_->Submit(s_->pages, latest::ToRivetSqliteGetPagesRequest{0, std::move(request)},
+             /*fail_on_close=*/std::nullopt,
+             Unwrap<latest::ToEnvoySqliteGetPagesResponse>(std::move(done)));
+}
+
+void EnvoyClient::SqliteCommit(latest::SqliteCommitRequest request, CommitCallback done) {
+  s_->Submit(s_->pages, latest::ToRivetSqliteCommitRequest{0, std::move(request)},
+             CommitIndeterminate(), Unwrap<latest::ToEnvoySqliteCommitResponse>(std::move(done)));
+}
+
+void EnvoyClient::SqliteExec(latest::SqliteExecRequest request, ExecCallback done) {
+  s_->Submit(s_->remote, latest::ToRivetSqliteExecRequest{0, std::move(request)},
+             RemoteIndeterminate("exec"),
+             Unwrap<latest::ToEnvoySqliteExecResponse>(std::move(done)));
+}
+
+void EnvoyClient::SqliteExecute(latest::SqliteExecuteRequest request, ExecuteCallback done) {
+  s_->Submit(s_->remote, latest::ToRivetSqliteExecuteRequest{0, std::move(request)},
+             RemoteIndeterminate("execute"),
+             Unwrap<latest::ToEnvoySqliteExecuteResponse>(std::move(done)));
+}
+
+void EnvoyClient::SqliteExecuteWrite(latest::SqliteExecuteWriteRequest request,
+                                     ExecuteWriteCallback done) {
+  s_->Submit(s_->remote, latest::ToRivetSqliteExecuteWriteRequest{0, std::move(request)},
+             RemoteIndeterminate("execute_write"),
+             Unwrap<latest::ToEnvoySqliteExecuteWriteResponse>(std::move(done)));
 }
 
 void EnvoyClient::SendTunnel(latest::ToRivetTunnelMessage message, bool buffered) {
@@ -785,17 +937,7 @@ Status EnvoyClient::InjectServerlessStart(ByteView body) {
   return OkStatus();
 }
 
-Status EnvoyClient::SendMessage(const latest::ToRivet& message) {
-  State& s = *s_;
-  if (s.shut_down) return ShutdownError();
-  Error error;
-  if (!s.Send(message, &error)) return error;
-  return OkStatus();
-}
-
-bool EnvoyClient::connected() const {
-  return s_->socket == State::Socket::kOpen && s_->init_on_socket;
-}
+bool EnvoyClient::connected() const { return s_->Connected(); }
 bool EnvoyClient::started() const { return s_->started; }
 bool EnvoyClient::shut_down() const { return s_->shut_down; }
 const std::string& EnvoyClient::envoy_key() const { return s_->envoy_key; }
@@ -803,11 +945,15 @@ uint16_t EnvoyClient::protocol_version() const { return s_->config.protocol_vers
 const std::optional<latest::ProtocolMetadata>& EnvoyClient::protocol_metadata() const {
   return s_->metadata;
 }
-size_t EnvoyClient::pending_kv_requests() const { return s_->kv.size(); }
+size_t EnvoyClient::pending_kv_requests() const { return s_->kv.pending.size(); }
+size_t EnvoyClient::pending_sqlite_requests() const {
+  return s_->pages.pending.size() + s_->remote.pending.size();
+}
 size_t EnvoyClient::hosted_actors() const { return s_->actors.size(); }
 uint64_t EnvoyClient::malformed_frames() const { return s_->malformed_frames; }
 uint64_t EnvoyClient::unroutable_tunnel_messages() const { return s_->unroutable_tunnel; }
 uint64_t EnvoyClient::duplicate_commands() const { return s_->duplicate_commands; }
+uint64_t EnvoyClient::unmatched_responses() const { return s_->unmatched_responses; }
 std::string EnvoyClient::ConnectUrl() const { return s_->ConnectUrl(); }
 std::vector<std::string> EnvoyClient::Subprotocols() const { return s_->Subprotocols(); }
 

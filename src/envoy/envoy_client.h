@@ -4,15 +4,16 @@
 // It owns the protocol logic of one envoy — connect URL and subprotocol auth, the
 // negotiated protocol version, ToRivetMetadata, ping/pong, the reconnect loop with its
 // backoff, command dedup per (actor, generation), command acks, per-actor event history
-// resent after every Init, KV request matching by request id with timeouts, tunnel
-// routing by (gateway id, request id), graceful shutdown and the lost timer — and
-// nothing else. It never touches a socket, a thread or real time:
+// resent after every Init, the KV, SQLite page I/O and remote SQL requests (three request-id
+// spaces, each matched by id, with timeouts and per-kind disconnect rules), tunnel routing
+// by (gateway id, request id), graceful shutdown and the lost timer — and nothing else.
+// It never touches a socket, a thread or real time:
 //  * the socket is a Transport it asks to connect/send/close, and the transport reports
 //    back through OnOpen / OnFrame / OnClosed;
 //  * time is the injected Clock (a ManualClock in tests), whose timers drive pings-free
 //    liveness, backoff, request timeouts and the periodic command ack;
 //  * actors live in the EnvoyHost, which gets start/stop commands and tunnel traffic
-//    and answers through this object (events, KV, tunnel messages).
+//    and answers through this object (events, KV, SQLite, tunnel messages).
 //
 // Every method and every callback runs on one logical executor (the native shell's
 // strand, the JS event loop in wasm). Host callbacks are invoked synchronously from
@@ -64,8 +65,8 @@ struct EnvoyConfig {
   std::chrono::milliseconds backoff_max{30000};
   double backoff_jitter = 0.25;
   std::chrono::milliseconds stable_after{60000};
-  // Pending KV requests time out this long after creation or last send (§3.10); swept
-  // every `request_sweep_interval`.
+  // Pending KV, SQLite page and remote SQL requests time out this long after creation or
+  // last send (§3.10); swept every `request_sweep_interval`.
   std::chrono::milliseconds request_timeout{30000};
   std::chrono::milliseconds request_sweep_interval{15000};
   // Periodic ToRivetAckCommands (§4.3).
@@ -119,10 +120,6 @@ class EnvoyHost {
                                const latest::ToEnvoyTunnelMessage& message) = 0;
   // The first ToEnvoyInit after start (the envoy is "started"), and every later one.
   virtual void OnConnected(const latest::ProtocolMetadata& /*metadata*/) {}
-  // A decoded ToEnvoy the client does not handle itself (the SQLite page and remote SQL
-  // responses): whoever sent the matching request through EnvoyClient::SendMessage
-  // matches it.
-  virtual void OnOtherMessage(const latest::ToEnvoy& /*message*/) {}
   // The socket went away (a reconnect is scheduled unless evicted or shutting down).
   virtual void OnDisconnected() {}
   // Shutdown finished (graceful or not) or the envoy was evicted: nothing more will be
@@ -131,6 +128,11 @@ class EnvoyHost {
 };
 
 using KvCallback = std::function<void(Result<latest::KvResponseData>)>;
+using GetPagesCallback = std::function<void(Result<latest::SqliteGetPagesResponse>)>;
+using CommitCallback = std::function<void(Result<latest::SqliteCommitResponse>)>;
+using ExecCallback = std::function<void(Result<latest::SqliteExecResponse>)>;
+using ExecuteCallback = std::function<void(Result<latest::SqliteExecuteResponse>)>;
+using ExecuteWriteCallback = std::function<void(Result<latest::SqliteExecuteWriteResponse>)>;
 using AckCallback = std::function<void(Status)>;
 
 class EnvoyClient {
@@ -172,11 +174,47 @@ class EnvoyClient {
   void SetAlarm(const std::string& actor_id, uint32_t generation, std::optional<int64_t> alarm_ts,
                 AckCallback on_acked = {});
 
-  // A KV request for `actor_id`; `done` runs exactly once: with the engine's response
-  // (a KvErrorResponse is returned as a value — the caller maps it), or with an error:
-  // `envoy.kv_timeout` (request_timeout), `envoy.shutdown`, `envoy.lost`. Sent at once
-  // when connected, otherwise when the next Init arrives (§3.10).
+  // ---- Requests (§3.10) ----
+  // Three request-id spaces — KV, SQLite page I/O, remote SQL — each with its own u32
+  // counter and pending table; a response is matched by request id within the space its
+  // variant belongs to, and one whose id matches nothing is dropped (unmatched_responses).
+  // For every request `done` runs exactly once, on this executor:
+  //  * with the engine's response; an error response (KvErrorResponse,
+  //    SqliteErrorResponse) is a value — the caller maps its text;
+  //  * or with an error. Common to all kinds: `envoy.shutdown` (Shutdown or eviction — an
+  //    eviction is a close first, so the per-kind close rules below apply before it — or
+  //    called after either), `envoy.lost` (the lost timer), a timeout request_timeout after
+  //    creation or the last send (found by the sweep), `envoy.unexpected_response` (the
+  //    engine answered the id with another response kind of the same space).
+  // A request is written at once when connected() (socket open and Init received),
+  // otherwise queued and written after the next Init, in creation order across all three
+  // spaces. `done` may run synchronously inside the call: `envoy.shutdown`, and errors of a
+  // request the connection's protocol version cannot carry.
+
+  // KV for `actor_id`. Errors: as above, `envoy.kv_timeout`; `envoy.kv_indeterminate` when
+  // the socket closes after the request was written (it may or may not have been applied;
+  // never resent).
   void SendKv(const std::string& actor_id, latest::KvRequestData request, KvCallback done);
+
+  // SQLite page I/O (§7) for the runtime's local-native backend. Errors: as above,
+  // `envoy.sqlite_timeout` ("sqlite page request timed out"); at v2 the conversion error as
+  // is (`protocol.incompatible_message`). When the socket closes after the request was
+  // written: a get_pages is a read, so it stays pending and is written again after the next
+  // Init; a commit fails at once with `sqlite.indeterminate_commit` (it may have been
+  // applied; the VFS treats the database as dead).
+  void SqliteGetPages(latest::SqliteGetPagesRequest request, GetPagesCallback done);
+  void SqliteCommit(latest::SqliteCommitRequest request, CommitCallback done);
+
+  // Remote SQL (§8, v4 only). Errors: as above, `envoy.sqlite_timeout` ("remote sqlite
+  // request timed out"); `sqlite.remote_unavailable` (its message carries the conversion
+  // error's text) when the connection's version is below 4 — at the call when connected,
+  // else when the queued request is flushed after the next Init; and
+  // `sqlite.remote_indeterminate_result` ("Remote SQLite <exec|execute|execute_write> may
+  // have completed, ...") at once when the socket closes after the request was written.
+  // Never retried (§8.8).
+  void SqliteExec(latest::SqliteExecRequest request, ExecCallback done);
+  void SqliteExecute(latest::SqliteExecuteRequest request, ExecuteCallback done);
+  void SqliteExecuteWrite(latest::SqliteExecuteWriteRequest request, ExecuteWriteCallback done);
 
   // Tunnel traffic from an actor. `buffered` (open-acks, message acks, error closes of
   // an instance) survive a disconnect and are resent after the next Init; the rest are
@@ -196,12 +234,6 @@ class EnvoyClient {
   // `envoy.shutdown` once the client has shut down.
   Status InjectServerlessStart(ByteView body);
 
-  // Sends a message the client has no dedicated path for (SQLite page requests, remote
-  // SQL) on the open socket, encoded at the negotiated version. Errors: the conversion
-  // error when that version cannot carry it (e.g. `protocol.incompatible_version` for
-  // remote SQL below v4), `envoy.not_connected` without an open socket, `envoy.shutdown`.
-  Status SendMessage(const latest::ToRivet& message);
-
   // ---- Introspection (tests, metrics) ----
   bool connected() const;          // socket open and Init received
   bool started() const;            // at least one Init received
@@ -210,13 +242,16 @@ class EnvoyClient {
   uint16_t protocol_version() const;
   const std::optional<latest::ProtocolMetadata>& protocol_metadata() const;
   size_t pending_kv_requests() const;
+  size_t pending_sqlite_requests() const;  // page I/O + remote SQL, for tests/metrics
   // Hosted (actor, generation) pairs.
   size_t hosted_actors() const;
   // Frames that failed to decode; tunnel messages dropped because no route matched;
-  // commands dropped as replays (§4.4).
+  // commands dropped as replays (§4.4); KV/SQLite responses dropped because no pending
+  // request had their id (answered late, after a timeout or a close, or not ours).
   uint64_t malformed_frames() const;
   uint64_t unroutable_tunnel_messages() const;
   uint64_t duplicate_commands() const;
+  uint64_t unmatched_responses() const;
   // The connect URL for this config (§3.1).
   std::string ConnectUrl() const;
   std::vector<std::string> Subprotocols() const;

@@ -61,12 +61,10 @@ class RecordingHost final : public EnvoyHost {
   void OnConnected(const v::ProtocolMetadata&) override { ++connected; }
   void OnDisconnected() override { ++disconnected; }
   void OnShutdown() override { ++shutdowns; }
-  void OnOtherMessage(const v::ToEnvoy& m) override { other.push_back(m); }
 
   std::vector<StartActor> starts;
   std::vector<std::tuple<std::string, uint32_t, v::StopActorReason>> stops;
   std::vector<std::pair<std::string, v::ToEnvoyTunnelMessage>> tunnel;
-  std::vector<v::ToEnvoy> other;
   int connected = 0;
   int disconnected = 0;
   int shutdowns = 0;

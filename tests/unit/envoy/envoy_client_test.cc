@@ -1,5 +1,6 @@
 // EnvoyClient, the sans-I/O envoy core (envoy-protocol.md §3–§6), driven by hand through
-// the fixture in envoy_client_fixture.h (fake transport, recording host, ManualClock).
+// the fixture in envoy_client_fixture.h (fake transport, recording host, ManualClock). The
+// SQLite request paths are tested in envoy_sqlite_test.cc.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -174,9 +175,10 @@ TEST_F(EnvoyClientTest, EvictionStopsReconnectingAndEndsTheClient) {
   EXPECT_TRUE(client_->shut_down());
   EXPECT_EQ(host_.shutdowns, 1);
   EXPECT_EQ(host_.disconnected, 1);
+  // Written to the evicted socket: it may have been applied, as at any other close.
   ASSERT_TRUE(kv.has_value());
   ASSERT_FALSE(kv->has_value());
-  EXPECT_TRUE(kv->error().Is("envoy", "shutdown"));
+  EXPECT_TRUE(kv->error().Is("envoy", "kv_indeterminate")) << kv->error().ToString();
   clock_.Advance(std::chrono::hours(1));
   EXPECT_EQ(transport_.connects.size(), 1u);
   EXPECT_TRUE(transport_.closes.empty());  // the socket is already gone
@@ -522,13 +524,29 @@ TEST_F(EnvoyClientTest, ProtocolV2CarriesKvButRefusesV4OnlyMessagesCleanly) {
   ASSERT_TRUE(r.has_value() && r->has_value());
 
   transport_.sent.clear();
-  v::ToRivetSqliteExecRequest exec;
-  exec.data.actor_id = "a1";
-  exec.data.sql = "SELECT 1";
-  Status s = client_->SendMessage(v::ToRivet{exec});
-  ASSERT_FALSE(s.has_value());
-  EXPECT_TRUE(s.error().Is("protocol", "incompatible_version")) << s.error().ToString();
+  // Remote SQL needs v4: a structured "unavailable" carrying the conversion error's text.
+  v::SqliteExecRequest exec;
+  exec.actor_id = "a1";
+  exec.sql = "SELECT 1";
+  std::optional<Result<v::SqliteExecResponse>> e;
+  client_->SqliteExec(exec, [&](Result<v::SqliteExecResponse> x) { e = std::move(x); });
+  ASSERT_TRUE(e.has_value());
+  ASSERT_FALSE(e->has_value());
+  EXPECT_TRUE(e->error().Is("sqlite", "remote_unavailable")) << e->error().ToString();
+  EXPECT_NE(e->error().message().find(
+                "remote sqlite requests require envoy-protocol v4 but target version is v2"),
+            std::string::npos)
+      << e->error().ToString();
+  // Stateless page I/O needs v3: the conversion error as is.
+  std::optional<Result<v::SqliteGetPagesResponse>> p;
+  client_->SqliteGetPages(v::SqliteGetPagesRequest{"a1", {1}, std::nullopt, std::nullopt},
+                          [&](Result<v::SqliteGetPagesResponse> x) { p = std::move(x); });
+  ASSERT_TRUE(p.has_value());
+  ASSERT_FALSE(p->has_value());
+  EXPECT_EQ(p->error(), Error("protocol", "incompatible_message",
+                              "stateless sqlite requests require envoy-protocol v3"));
   EXPECT_TRUE(transport_.sent.empty());
+  EXPECT_EQ(client_->pending_sqlite_requests(), 0u);
   // The connection is unaffected.
   Deliver(v::ToEnvoyPing{9});
   EXPECT_EQ(SentOf<v::ToRivetPong>().size(), 1u);
@@ -794,13 +812,6 @@ TEST_F(EnvoyClientTest, HostMayStopSynchronouslyInsideOnStopActor) {
   clock_.Advance(1000ms);  // lost: a2 stops synchronously too
   EXPECT_EQ(client_->hosted_actors(), 0u);
   EXPECT_EQ(host_.stops.size(), 2u);
-}
-
-TEST_F(EnvoyClientTest, UnhandledResponsesGoToTheHost) {
-  Connect();
-  Deliver(v::ToEnvoySqliteCommitResponse{3, v::SqliteCommitResponse{v::SqliteCommitOk{}}});
-  ASSERT_EQ(host_.other.size(), 1u);
-  EXPECT_TRUE(host_.other[0].is<v::ToEnvoySqliteCommitResponse>());
 }
 
 }  // namespace
