@@ -56,6 +56,20 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   commit_seconds_ = &metrics_.AddHistogram(
       "keel_storage_commit_seconds", "Latency of the orchestrator's storage commits.",
       StorageLatencyBuckets());
+  remote_sql_metrics_.executors_created = &metrics_.AddCounter(
+      "keel_remote_sql_executors_created_total",
+      "Remote SQL executors opened (one per actor generation that ran SQL on a connection).");
+  remote_sql_metrics_.executors_active =
+      &metrics_.AddGauge("keel_remote_sql_executors_active", "Remote SQL executors open now.");
+  constexpr std::string_view kRequests = "keel_remote_sql_requests_total";
+  constexpr std::string_view kRequestsHelp = "Remote SQL requests by outcome.";
+  remote_sql_metrics_.ok = &metrics_.AddCounter(kRequests, kRequestsHelp, {{"outcome", "ok"}});
+  remote_sql_metrics_.failed =
+      &metrics_.AddCounter(kRequests, kRequestsHelp, {{"outcome", "error"}});
+  remote_sql_metrics_.rejected =
+      &metrics_.AddCounter(kRequests, kRequestsHelp, {{"outcome", "rejected"}});
+  remote_sql_metrics_.cancelled =
+      &metrics_.AddCounter(kRequests, kRequestsHelp, {{"outcome", "cancelled"}});
 }
 
 Engine::~Engine() = default;

@@ -5,9 +5,11 @@
 //
 // Threads (DESIGN.md §2): the shell's I/O threads parse HTTP and WebSocket frames and run
 // the hot paths that need no storage (tunnel frames both ways, pongs). Everything that
-// touches storage runs on a separate worker pool: the orchestrator's serial loop, one
-// serial executor per envoy connection for its KV/page requests (in arrival order), and
-// REST handlers. No I/O thread ever waits for an fsync.
+// touches storage runs on a separate worker pool: the orchestrator's serial loop, serial
+// executors per envoy connection for its KV/page requests (in arrival order per actor),
+// and REST handlers. No I/O thread ever waits for an fsync. Remote SQL (blocking SQLite
+// calls) runs on neither: each envoy connection has its own small, lazily started thread
+// pool for it (engine/core/remote_sql.h).
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
@@ -36,10 +38,6 @@ class Orchestrator;
 class Gateway;
 class RestApi;
 
-// The text every v4 remote SQL request gets until remote SQL execution lands (issue 7).
-inline constexpr std::string_view kRemoteSqlUnavailable =
-    "sqlite.remote_unavailable: remote sqlite is unsupported by this engine";
-
 // Token comparison whose time does not depend on where the inputs differ (only on their
 // lengths), for every token the engine checks.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
@@ -62,6 +60,12 @@ struct EngineOptions {
   // uses the same one). 1 serialises every commit of the connection; more let different
   // actors' synced commits overlap (group commit). 1..64.
   int storage_executors_per_connection = 8;
+  // Remote SQL (envoy-protocol.md §8.6): threads per envoy connection that run SQL, started
+  // only when statements are waiting (an idle connection has none). 1..1024.
+  int remote_sql_workers_per_connection = 32;
+  // A remote SQL statement running longer than this is interrupted (sqlite.statement_timeout);
+  // below the envoy's 30 s request timeout so the answer still reaches it. 0 = never.
+  int64_t remote_sql_statement_deadline_ms = 25000;
   // Auth (issue 4): REST needs the admin token when set; envoys use their namespace's token
   // or the admin token; the gateway is open unless a gateway token is set.
   std::optional<std::string> admin_token;
@@ -73,6 +77,19 @@ struct EngineOptions {
   std::string public_url = "http://127.0.0.1:6420";
   std::string engine_version = "keel-engine/0.1.0";
   uint64_t seed = 0;  // ids and jitter; 0 = derive from the wall clock
+};
+
+// The remote SQL series of /metrics (engine/core/remote_sql.h). Valid as long as the Engine.
+struct RemoteSqlMetrics {
+  Counter* executors_created = nullptr;  // keel_remote_sql_executors_created_total
+  Gauge* executors_active = nullptr;     // keel_remote_sql_executors_active
+  // keel_remote_sql_requests_total{outcome}: answered with a result / with the statement's
+  // SQL error / refused before execution (validation, limits, fence, stopping, response
+  // size) / dropped after acceptance (stop budget passed, connection closed).
+  Counter* ok = nullptr;
+  Counter* failed = nullptr;
+  Counter* rejected = nullptr;
+  Counter* cancelled = nullptr;
 };
 
 class Engine {
@@ -103,6 +120,7 @@ class Engine {
   Orchestrator& orchestrator() { return *orchestrator_; }
   Gateway& gateway() { return *gateway_; }
   MetricsRegistry& metrics() { return metrics_; }
+  const RemoteSqlMetrics& remote_sql_metrics() const { return remote_sql_metrics_; }
   net::IoRuntime& io() { return io_; }
   std::unique_ptr<Executor> MakeWorkerStrand() { return workers_.MakeStrand(); }
   void PostWork(std::function<void()> fn) { workers_.Post(std::move(fn)); }
@@ -132,6 +150,7 @@ class Engine {
   Counter* malformed_frames_ = nullptr;
   Counter* requests_ = nullptr;
   Histogram* commit_seconds_ = nullptr;
+  RemoteSqlMetrics remote_sql_metrics_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<Gateway> gateway_;

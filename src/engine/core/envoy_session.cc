@@ -43,7 +43,8 @@ EnvoySession::EnvoySession(Engine& engine, gateway::EnvoyConnectParams params,
     : engine_(engine),
       params_(std::move(params)),
       namespace_id_(namespace_id),
-      id_(session_id) {
+      id_(session_id),
+      remote_sql_(std::make_unique<RemoteSqlHost>(engine, *this)) {
   const int n = std::clamp(engine.options().storage_executors_per_connection, 1, 64);
   for (int i = 0; i < n; ++i) storage_executors_.push_back(engine.MakeWorkerStrand());
 }
@@ -99,7 +100,7 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
         if constexpr (std::is_same_v<T, latest::ToRivetMetadata>) {
           engine_.orchestrator().OnMetadata(self, std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetEvents>) {
-          engine_.orchestrator().OnEvents(self, std::move(m.value));
+          remote_sql_->OnEvents(self, std::move(m.value));
         } else if constexpr (std::is_same_v<T, latest::ToRivetAckCommands>) {
           engine_.orchestrator().OnAckCommands(self, std::move(m.last_command_checkpoints));
         } else if constexpr (std::is_same_v<T, latest::ToRivetStopping>) {
@@ -123,23 +124,13 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
           StorageExecutorFor(m.data.actor_id).Post(
               [self, req = std::move(m)]() mutable { self->HandleCommit(std::move(req)); });
-        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest>) {
-          RefuseRemoteSql<latest::ToEnvoySqliteExecResponse>(m.request_id);
-        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecuteRequest>) {
-          RefuseRemoteSql<latest::ToEnvoySqliteExecuteResponse>(m.request_id);
-        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecuteWriteRequest>) {
-          RefuseRemoteSql<latest::ToEnvoySqliteExecuteWriteResponse>(m.request_id);
+        } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest> ||
+                             std::is_same_v<T, latest::ToRivetSqliteExecuteRequest> ||
+                             std::is_same_v<T, latest::ToRivetSqliteExecuteWriteRequest>) {
+          remote_sql_->Submit(RemoteSqlRequest::From(std::move(m)));
         }
       },
       std::move(msg.value));
-}
-
-template <typename Response>
-void EnvoySession::RefuseRemoteSql(uint32_t request_id) {
-  Response resp;
-  resp.request_id = request_id;
-  resp.data = latest::SqliteErrorResponse{std::string(kRemoteSqlUnavailable)};
-  Send(latest::ToEnvoy{std::move(resp)});
 }
 
 Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string& actor_id,
@@ -155,6 +146,33 @@ Result<std::pair<EngineId, uint32_t>> EnvoySession::CheckOwner(const std::string
                             "actor does not exist or is not hosted by this envoy connection"}};
   }
   return std::make_pair(*id, *generation);
+}
+
+Status EnvoySession::RecordGeneration(const EngineId& actor, uint32_t generation) {
+  {
+    std::lock_guard lock(recorded_mu_);
+    auto it = recorded_.find(actor);
+    if (it != recorded_.end() && it->second == generation) return OkStatus();
+  }
+  KEEL_RETURN_IF_ERROR(engine_.page_store().SetGeneration(actor.bytes(), generation));
+  std::lock_guard lock(recorded_mu_);
+  uint32_t& recorded = recorded_[actor];
+  recorded = std::max(recorded, generation);
+  return OkStatus();
+}
+
+void EnvoySession::PruneRecordedGenerations() {
+  std::vector<std::pair<EngineId, uint32_t>> entries;
+  {
+    std::lock_guard lock(recorded_mu_);
+    entries.assign(recorded_.begin(), recorded_.end());
+  }
+  for (const auto& [actor, generation] : entries) {
+    if (engine_.orchestrator().HostedGeneration(*this, actor) == generation) continue;
+    std::lock_guard lock(recorded_mu_);
+    auto it = recorded_.find(actor);
+    if (it != recorded_.end() && it->second == generation) recorded_.erase(it);
+  }
 }
 
 void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
@@ -191,8 +209,11 @@ void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
     resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
   } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
     resp.data = latest::SqliteErrorResponse{fence->ToString()};
+  } else if (Status recorded = RecordGeneration(owner->first, owner->second);
+             !recorded.has_value()) {
+    resp.data = latest::SqliteErrorResponse{recorded.error().ToString()};
   } else {
-    auto pages = engine_.page_store().GetPages(owner->first.bytes(), req.data.pgnos);
+    auto pages = engine_.page_store().GetPages(owner->first.bytes(), req.data.pgnos, owner->second);
     if (!pages.has_value()) {
       resp.data = latest::SqliteErrorResponse{pages.error().ToString()};
     } else {
@@ -215,6 +236,9 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req) {
     resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
   } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
     resp.data = latest::SqliteErrorResponse{fence->ToString()};
+  } else if (Status recorded = RecordGeneration(owner->first, owner->second);
+             !recorded.has_value()) {
+    resp.data = latest::SqliteErrorResponse{recorded.error().ToString()};
   } else {
     storage::CommitRequest commit;
     commit.dirty_pages.reserve(req.data.dirty_pages.size());
@@ -223,6 +247,8 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req) {
     }
     commit.db_size_pages = req.data.db_size_pages;
     commit.now_ms = req.data.now_ms;
+    // The storage fence: a commit of this generation never lands after a newer one started.
+    commit.expected_generation = owner->second;
     auto done = engine_.page_store().Commit(owner->first.bytes(), commit);
     if (!done.has_value()) {
       resp.data = latest::SqliteErrorResponse{done.error().ToString()};
@@ -249,6 +275,10 @@ void EnvoySession::Send(const latest::ToEnvoy& msg) {
              {{"envoy_key", params_.envoy_key}, {"error", protocol::ToString(encoded.error())}});
     return;
   }
+  SendEncoded(std::move(out));
+}
+
+void EnvoySession::SendEncoded(Bytes out) {
   std::shared_ptr<net::WsConnection> conn;
   {
     std::lock_guard lock(mu_);
@@ -286,6 +316,8 @@ void EnvoySession::OnClose(uint16_t code, std::string reason) {
             {"session", std::to_string(id_)}});
   auto self = shared_from_this();
   engine_.gateway().OnEnvoyClosed(*this);
+  // Held events (stops waiting for SQL) reach the orchestrator before the close does.
+  remote_sql_->OnConnectionClosed(self);
   engine_.orchestrator().OnEnvoyClosed(self);
 }
 
@@ -312,6 +344,8 @@ void EnvoySession::PingTick() {
     return;
   }
   engine_.orchestrator().OnEnvoyPing(shared_from_this());
+  remote_sql_->Sweep();
+  PruneRecordedGenerations();
   Send(latest::ToEnvoy{latest::ToEnvoyPing{engine_.clock().SystemNowMs()}});
   SchedulePing();
 }

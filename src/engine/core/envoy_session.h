@@ -10,10 +10,18 @@
 //   * answers KV and SQLite page requests from storage, in arrival order per actor, on its
 //     own serial executors (never on the socket's thread, never on the orchestrator loop), and
 //     only for actors this connection currently hosts (§5.1, §7; the issue's ownership
-//     rule); v4 remote SQL gets `sqlite.remote_unavailable` until remote SQL lands;
-//   * forwards events, command acks, metadata and "stopping" to the orchestrator and
-//     tunnel messages to the gateway, closing the connection with ws.invalid_packet when
-//     a tunnel payload exceeds max_response_payload (§6.6);
+//     rule). Page requests are fenced by generation: the first one of an (actor,
+//     generation) here records the generation in the page store (generations only move
+//     forward), and every read and commit names it, so a stale generation's I/O fails with
+//     sqlite.remote_fence_mismatch once a newer one was recorded;
+//   * runs v4 remote SQL (exec / execute / execute_write) through its RemoteSqlHost
+//     (remote_sql.h): validated on the socket thread, executed on the connection's own SQL
+//     threads, one executor per actor generation;
+//   * forwards events (through the RemoteSqlHost, which holds a batch that stops an actor
+//     generation until that generation's SQL is done), command acks, metadata and
+//     "stopping" to the orchestrator and tunnel messages to the gateway, closing the
+//     connection with ws.invalid_packet when a tunnel payload exceeds max_response_payload
+//     (§6.6);
 //   * ignores frames that do not decode (§3.11) but counts them.
 // Thread-safety: OnMessage/OnClose come from the socket (serialized); Send/CloseWith may
 // be called from any thread.
@@ -24,12 +32,15 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/error.h"
 #include "base/executor.h"
 #include "engine/common/id.h"
+#include "engine/core/remote_sql.h"
 #include "engine/gateway/envoy_connect.h"
 #include "net/http_server.h"
 #include "protocol/envoy/versioned.h"
@@ -57,6 +68,8 @@ class EnvoySession final : public net::WsHandler,
   // Encodes `msg` at the connection's version and queues it. A message the version cannot
   // carry is logged and dropped (it was never meant for this peer).
   void Send(const latest::ToEnvoy& msg);
+  // Queues a frame already encoded at the connection's version.
+  void SendEncoded(Bytes frame);
   // Ends the connection with `error` as the close reason (§3.6). Idempotent.
   void CloseWith(const Error& error);
 
@@ -69,19 +82,26 @@ class EnvoySession final : public net::WsHandler,
   int64_t last_pong_ms() const { return last_pong_ms_.load(std::memory_order_relaxed); }
   uint32_t last_rtt_ms() const { return last_rtt_ms_.load(std::memory_order_relaxed); }
 
+  // The actor's binary id and current generation when this connection hosts it.
+  // Errors: actor.invalid_id ("invalid [sqlite ]actor id: …", Rivet's texts), actor.not_owned.
+  Result<std::pair<EngineId, uint32_t>> CheckOwner(const std::string& actor_id,
+                                                   std::string_view what) const;
+  // Records `generation` as the owner of the actor's page store (PageStore::SetGeneration)
+  // unless this connection already did. Blocking (a storage transaction): storage
+  // executors and SQL threads only. Errors: sqlite.remote_fence_mismatch when a newer
+  // generation is recorded, storage.*.
+  Status RecordGeneration(const EngineId& actor, uint32_t generation);
+
+  RemoteSqlHost& remote_sql() { return *remote_sql_; }
+
  private:
   void Dispatch(latest::ToRivet&& msg);
   void HandleKv(latest::ToRivetKvRequest&& req);
   void HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
   void HandleCommit(latest::ToRivetSqliteCommitRequest&& req);
   void HandleTunnel(latest::ToRivetTunnelMessage&& msg);
-  // Remote SQL (v4) is answered `sqlite.remote_unavailable` until it lands (issue 7).
-  template <typename Response>
-  void RefuseRemoteSql(uint32_t request_id);
-  // The actor's binary id and current generation when this connection hosts it.
-  // Errors: actor.invalid_id ("invalid [sqlite ]actor id: …", Rivet's texts), actor.not_owned.
-  Result<std::pair<EngineId, uint32_t>> CheckOwner(const std::string& actor_id,
-                                                   std::string_view what) const;
+  // Forgets recorded generations of actors this connection no longer hosts at them.
+  void PruneRecordedGenerations();
   void SchedulePing();
   void PingTick();
 
@@ -103,6 +123,13 @@ class EnvoySession final : public net::WsHandler,
   std::atomic<bool> closed_{false};
   std::atomic<int64_t> last_pong_ms_{0};
   std::atomic<uint32_t> last_rtt_ms_{0};
+
+  std::mutex recorded_mu_;
+  // actor → the generation this connection recorded in its page store (RecordGeneration).
+  std::unordered_map<EngineId, uint32_t> recorded_;  // guarded by recorded_mu_
+
+  // Last member: destroyed (its SQL threads joined) while everything it uses still lives.
+  std::unique_ptr<RemoteSqlHost> remote_sql_;
 };
 
 }  // namespace keel::engine

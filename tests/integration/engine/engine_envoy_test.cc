@@ -73,16 +73,16 @@ engine::EngineOptions FastOptions() {
   return o;
 }
 
-// Sends one remote SQL request and expects its answer to be sqlite.remote_unavailable.
-template <typename Response>
-void ExpectRemoteUnavailable(FakeEnvoy& fe, const v::ToRivet& request, uint32_t request_id) {
+// Sends one remote SQL request and expects an answer of type Response with the request's
+// id whose data is `Ok` (remote_sql_test.cc covers remote SQL itself).
+template <typename Response, typename Ok>
+void ExpectRemoteSqlOk(FakeEnvoy& fe, const v::ToRivet& request, uint32_t request_id) {
   ASSERT_TRUE(fe.Send(request).has_value());
   auto resp = fe.WaitFor<Response>(5s);
   ASSERT_TRUE(resp.has_value()) << resp.error().ToString();
   EXPECT_EQ(resp->request_id, request_id);
-  ASSERT_TRUE(resp->data.template is<v::SqliteErrorResponse>());
-  EXPECT_TRUE(StartsWith(resp->data.template get_if<v::SqliteErrorResponse>()->message,
-                         "sqlite.remote_unavailable"));
+  const auto* err = resp->data.template get_if<v::SqliteErrorResponse>();
+  EXPECT_TRUE(resp->data.template is<Ok>()) << (err != nullptr ? err->message : "");
 }
 
 struct HttpResult {
@@ -481,21 +481,28 @@ TEST_F(EngineEnvoyTest, EachVersionSpeaksItsOwnEncoding) {
     EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "1");
 
     if (version == 4) {
-      // Remote SQL is answered, with sqlite.remote_unavailable, for each request kind.
+      // Remote SQL is answered, with the matching response variant, for each request kind.
+      const uint32_t generation = cmds[0].checkpoint.generation;
       v::ToRivetSqliteExecRequest exec;
       exec.request_id = 7;
-      exec.data = v::SqliteExecRequest{"ns", id, 1, "select 1"};
-      ExpectRemoteUnavailable<v::ToEnvoySqliteExecResponse>(**fe, v::ToRivet{exec}, 7);
+      exec.data = v::SqliteExecRequest{"default", id, generation, "create table t(x)"};
+      ExpectRemoteSqlOk<v::ToEnvoySqliteExecResponse, v::SqliteExecOk>(**fe, v::ToRivet{exec}, 7);
       v::ToRivetSqliteExecuteRequest execute;
       execute.request_id = 8;
+      execute.data.namespace_id = "default";
       execute.data.actor_id = id;
+      execute.data.generation = generation;
       execute.data.sql = "select 1";
-      ExpectRemoteUnavailable<v::ToEnvoySqliteExecuteResponse>(**fe, v::ToRivet{execute}, 8);
+      ExpectRemoteSqlOk<v::ToEnvoySqliteExecuteResponse, v::SqliteExecuteOk>(
+          **fe, v::ToRivet{execute}, 8);
       v::ToRivetSqliteExecuteWriteRequest write;
       write.request_id = 9;
+      write.data.namespace_id = "default";
       write.data.actor_id = id;
+      write.data.generation = generation;
       write.data.sql = "insert into t values (1)";
-      ExpectRemoteUnavailable<v::ToEnvoySqliteExecuteWriteResponse>(**fe, v::ToRivet{write}, 9);
+      ExpectRemoteSqlOk<v::ToEnvoySqliteExecuteWriteResponse, v::SqliteExecuteWriteOk>(
+          **fe, v::ToRivet{write}, 9);
     } else {
       // A v2/v3 connection cannot even carry remote SQL.
       v::ToRivetSqliteExecRequest exec;
