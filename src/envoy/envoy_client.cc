@@ -941,6 +941,7 @@ bool EnvoyClient::connected() const { return s_->Connected(); }
 bool EnvoyClient::started() const { return s_->started; }
 bool EnvoyClient::shut_down() const { return s_->shut_down; }
 const std::string& EnvoyClient::envoy_key() const { return s_->envoy_key; }
+const EnvoyConfig& EnvoyClient::config() const { return s_->config; }
 uint16_t EnvoyClient::protocol_version() const { return s_->config.protocol_version; }
 const std::optional<latest::ProtocolMetadata>& EnvoyClient::protocol_metadata() const {
   return s_->metadata;

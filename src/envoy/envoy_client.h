@@ -239,6 +239,7 @@ class EnvoyClient {
   bool started() const;            // at least one Init received
   bool shut_down() const;
   const std::string& envoy_key() const;
+  const EnvoyConfig& config() const;
   uint16_t protocol_version() const;
   const std::optional<latest::ProtocolMetadata>& protocol_metadata() const;
   size_t pending_kv_requests() const;

@@ -185,6 +185,106 @@ T BodyAs(const Queue::Message& m) {
   return std::move(*r);
 }
 
+
+// The actor's SQLite database (actors.md §2.5), on the local-native or the remote backend
+// (runtime/sql.h). Every call throws ActorError: actor.database_not_configured when the
+// actor declared no database, sqlite.* otherwise.
+class Db {
+ public:
+  explicit Db(runtime::Instance& inst) : inst_(inst) {}
+
+  // Rows as objects (column name → value). Without arguments the text may hold several
+  // statements, run as one batch (e.g. "BEGIN; …; COMMIT;"), and the rows are those of
+  // the last statement that produced any; with arguments it is ONE statement whose `?`
+  // placeholders take them in order (null, bool, integers, floats, text, bytes).
+  template <typename... A>
+  Task<Value> execute(std::string sql, const A&... args) {
+    if constexpr (sizeof...(A) == 0) {
+      return ExecRows(inst_, std::move(sql));
+    } else {
+      return ExecuteRows(inst_, std::move(sql), Params(Value::Array{ToValue(args)...}));
+    }
+  }
+  // Named bindings: `:name` / `@name` / `$name` in the SQL, values from `named` (a map
+  // keyed by the names without the prefix).
+  Task<Value> execute_named(std::string sql, const Value& named) {
+    Result<sql::Params> params = runtime::BindNamed(sql, named);
+    if (!params.ok()) Throw(params.error());
+    return ExecuteRows(inst_, std::move(sql), std::move(*params));
+  }
+
+  // The lower-level interface (actors.md §2.5).
+  Task<sql::QueryResult> exec(std::string sql) { return inst_.Database().Exec(std::move(sql)); }
+  Task<sql::QueryResult> query(std::string sql, sql::Params params = {}) {
+    return QueryOf(inst_, std::move(sql), std::move(params));
+  }
+  Task<sql::RunResult> run(std::string sql, sql::Params params = {}) {
+    return RunOf(inst_, std::move(sql), std::move(params));
+  }
+  Task<sql::ExecuteResult> execute_raw(std::string sql,
+                                       std::optional<sql::Params> params = std::nullopt) {
+    return inst_.Database().Execute(std::move(sql), std::move(params));
+  }
+  Task<sql::ExecuteResult> execute_write(std::string sql,
+                                         std::optional<sql::Params> params = std::nullopt) {
+    return inst_.Database().ExecuteWrite(std::move(sql), std::move(params));
+  }
+  // Runs `fn()` (returning void or Task<void>) with every execute forced to the writer.
+  template <typename F>
+  Task<void> write_mode(F fn) {
+    return WriteMode(inst_, std::function<Task<void>()>(
+                                [fn = std::move(fn)]() mutable -> Task<void> {
+                                  if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
+                                    fn();
+                                    co_return;
+                                  } else {
+                                    co_await fn();
+                                  }
+                                }));
+  }
+  // "local" or "remote": the backend this actor's database uses.
+  std::string_view backend() {
+    return runtime::SqliteBackendName(inst_.Database().kind());
+  }
+
+ private:
+  [[noreturn]] static void Throw(const Error& e) {
+    throw ActorError(e.group(), e.code(), e.message());
+  }
+  static sql::Params Params(const Value::Array& args) {
+    Result<sql::Params> params = runtime::ToSqlParams(args);
+    if (!params.ok()) Throw(params.error());
+    return std::move(*params);
+  }
+  static Task<Value> ExecRows(runtime::Instance& inst, std::string sql) {
+    sql::QueryResult r = co_await inst.Database().Exec(std::move(sql));
+    co_return runtime::RowsToObjects(r.columns, r.rows);
+  }
+  static Task<Value> ExecuteRows(runtime::Instance& inst, std::string sql, sql::Params params) {
+    sql::ExecuteResult r = co_await inst.Database().Execute(std::move(sql), std::move(params));
+    co_return runtime::RowsToObjects(r.columns, r.rows);
+  }
+  static Task<sql::QueryResult> QueryOf(runtime::Instance& inst, std::string sql,
+                                        sql::Params params) {
+    sql::ExecuteResult r = co_await inst.Database().Execute(std::move(sql), std::move(params));
+    co_return sql::QueryResult{std::move(r.columns), std::move(r.rows)};
+  }
+  static Task<sql::RunResult> RunOf(runtime::Instance& inst, std::string sql, sql::Params params) {
+    sql::ExecuteResult r = co_await inst.Database().Execute(std::move(sql), std::move(params));
+    co_return sql::RunResult{r.changes, r.last_insert_row_id};
+  }
+  static Task<void> WriteMode(runtime::Instance& inst, std::function<Task<void>()> fn) {
+    runtime::SqlDatabase& db = inst.Database();
+    db.EnterWriteMode();
+    struct Leave {
+      runtime::SqlDatabase& db;
+      ~Leave() { db.LeaveWriteMode(); }
+    } leave{db};
+    co_await fn();
+  }
+  runtime::Instance& inst_;
+};
+
 template <typename S = NoState, typename V = NoVars>
 class Ctx {
  public:
@@ -223,6 +323,8 @@ class Ctx {
   Kv kv() { return Kv(*inv_.instance); }
   Queue queue() { return Queue(*inv_.instance, inv_); }
   Schedule schedule() { return Schedule(*inv_.instance); }
+  // The actor's database; throws actor.database_not_configured without ActorDef::database.
+  Db db() { return Db(*inv_.instance); }
 
   void sleep() { inv_.instance->RequestSleep(); }
   void destroy() { inv_.instance->RequestDestroy(); }
@@ -492,6 +594,24 @@ class ActorDef {
     type_->on_create = [fn = std::move(fn)](runtime::Invocation inv, Value input) -> Task<void> {
       Context ctx(inv);
       co_await CallWithInput<void>(fn, ctx, input);
+    };
+    return *this;
+  }
+  // Declares the actor's SQLite database (actors.md §2.5). `migrate(Db&)` (void or
+  // Task<void>), when given, runs at every start — create and wake — in write mode, before
+  // onMigrate and state creation/restore; it must be idempotent (guard on
+  // `PRAGMA user_version`, or use IF NOT EXISTS).
+  ActorDef& database() {
+    type_->has_database = true;
+    return *this;
+  }
+  template <typename F>
+  ActorDef& database(F migrate) {
+    type_->has_database = true;
+    type_->db_migrate = [migrate = std::move(migrate)](runtime::Invocation inv, bool) -> Task<void> {
+      Db db(*inv.instance);
+      std::function<std::invoke_result_t<F&, Db&>()> call = [&] { return migrate(db); };
+      co_await internal::RunVoid<std::invoke_result_t<F&, Db&>>(std::move(call));
     };
     return *this;
   }

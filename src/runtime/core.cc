@@ -205,6 +205,66 @@ void* Instance::state_ptr() {
 int64_t Instance::NowMs() const { return runtime_.clock().SystemNowMs(); }
 
 // ---------------------------------------------------------------------------------------
+// SQLite (actors.md §2.5, runtime/sql.h)
+
+std::optional<SqliteBackendKind> Instance::SelectedSqlBackend() const {
+  const RuntimeOptions& o = runtime_.options();
+  switch (o.sqlite_backend) {
+    case SqliteBackendChoice::kRemote:
+      return SqliteBackendKind::kRemote;
+    case SqliteBackendChoice::kLocal:
+      if (o.local_sqlite) return SqliteBackendKind::kLocal;
+      return std::nullopt;
+    case SqliteBackendChoice::kAuto:
+      return o.local_sqlite ? SqliteBackendKind::kLocal : SqliteBackendKind::kRemote;
+  }
+  return std::nullopt;
+}
+
+SqlDatabase& Instance::Database() {
+  if (!type_->has_database) {
+    throw ActorError("actor", "database_not_configured",
+                     "database is not configured for this actor");
+  }
+  if (db_closed_ || phase_ == Phase::kStopped) {
+    throw ActorError("sqlite", "closed",
+                     "Database is closed. Actor stopping: database accessed after actor stopped");
+  }
+  if (db_ == nullptr) {
+    std::optional<SqliteBackendKind> kind = SelectedSqlBackend();
+    if (!kind.has_value()) {
+      throw ActorError("sqlite", "unavailable",
+                       "SQLite is unavailable: this runtime has no local SQLite; use the remote "
+                       "backend (KEEL_SQLITE_BACKEND=remote)");
+    }
+    SqlBackendContext context;
+    context.actor_id = actor_id_;
+    context.generation = generation_;
+    context.namespace_name = runtime_.client().config().namespace_name;
+    context.client = &runtime_.client();
+    std::unique_ptr<SqlBackend> backend = *kind == SqliteBackendKind::kLocal
+                                              ? runtime_.options().local_sqlite(context)
+                                              : MakeRemoteSqlBackend(context);
+    if (backend == nullptr) {
+      throw ActorError("sqlite", "unavailable", "SQLite is unavailable: the backend failed to open");
+    }
+    db_ = std::make_unique<SqlDatabase>(std::move(backend));
+  }
+  return *db_;
+}
+
+Task<void> Instance::CloseDatabase() {
+  db_closed_ = true;
+  if (db_ == nullptr) co_return;
+  try {
+    co_await db_->Close();
+  } catch (...) {
+    LogWarn(kLog, "closing the database failed",
+            {{"actor", actor_id_}, {"error", ErrorText(std::current_exception())}});
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Owned tasks, hooks with timeouts
 
 void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown) {
@@ -763,6 +823,16 @@ Task<void> Instance::StartSequence() {
   if (alarm_bytes) pushed_alarm_ = DecodeAlarmRecord(*alarm_bytes);
   const bool is_new = !record || !record->has_initialized;
 
+  if (type_->db_migrate) {
+    // The provider's migration, in write mode (actors.md §2.5), before the user's onMigrate.
+    SqlDatabase& db = Database();
+    db.EnterWriteMode();
+    struct LeaveWriteMode {
+      SqlDatabase& db;
+      ~LeaveWriteMode() { db.LeaveWriteMode(); }
+    } leave{db};
+    co_await RunHook("db.onMigrate", type_->options.on_migrate_timeout, type_->db_migrate(inv, is_new));
+  }
   if (type_->on_migrate) {
     co_await RunHook("onMigrate", type_->options.on_migrate_timeout, type_->on_migrate(inv, is_new));
   }
@@ -910,6 +980,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
     conn.closed_ = true;
     conns_.erase(it);
   }
+  co_await CloseDatabase();
   phase_ = Phase::kStopped;
   runtime_.client().ActorStopped(actor_id_, generation_, failure);
   runtime_.Retire(*this);

@@ -38,6 +38,7 @@
 #include "base/error.h"
 #include "base/random.h"
 #include "envoy/envoy_client.h"
+#include "runtime/sql.h"
 #include "runtime/task.h"
 #include "value/value.h"
 #include "wire/client_messages.h"
@@ -116,6 +117,10 @@ struct RuntimeOptions {
   std::string version = "0.1.0";
   // Bearer token of the read-only inspector endpoints; unset → they answer 401.
   std::optional<std::string> inspector_token;
+  // Which SQLite backend actors with a database use (runtime/sql.h).
+  SqliteBackendChoice sqlite_backend = SqliteBackendChoice::kAuto;
+  // The local-native backend, supplied by shells built with SQLite (none in wasm).
+  LocalSqlFactory local_sqlite;
 };
 
 // ---- HTTP as the actor sees it ----
@@ -273,6 +278,10 @@ struct ActorType {
   InputHookFn create_state;  // replaces the default state on first start
   InputHookFn on_create;
   MigrateFn on_migrate;
+  // actors.md §2.5: the type declares a database; its provider's migration runs at every
+  // start, in write mode, before `on_migrate` (may be empty).
+  bool has_database = false;
+  MigrateFn db_migrate;
   HookFn create_vars;
   HookFn on_wake;
   HookFn on_before_actor_start;
@@ -383,6 +392,14 @@ class Instance {
 
   int64_t NowMs() const;
 
+  // ---- SQLite (actors.md §2.5) ----
+  // The instance's database, created at its first use (runtime/sql.h selection). Throws
+  // actor.database_not_configured when the type declares none, sqlite.unavailable when no
+  // backend can serve it, sqlite.closed once the instance has shut its database.
+  SqlDatabase& Database();
+  // Which backend Database() uses (or would use); nullopt when none can.
+  std::optional<SqliteBackendKind> SelectedSqlBackend() const;
+
  private:
   friend class Runtime;
   friend class Conn;
@@ -471,6 +488,11 @@ class Instance {
   void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);
   void SendHttpResponse(const envoy::latest::MessageId& id, Response response);
   Response ErrorResponse(const ClientError& error, wire::Encoding encoding);
+
+  // Closes the database (statements already issued finish first).
+  Task<void> CloseDatabase();
+  std::unique_ptr<SqlDatabase> db_;
+  bool db_closed_ = false;
 
   Runtime& runtime_;
   std::shared_ptr<const ActorType> type_;

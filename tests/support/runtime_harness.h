@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -69,6 +70,7 @@ class RuntimeHarness {
     for (auto& t : types) runtime_.Register(std::move(t));
     envoy::EnvoyConfig cfg;
     cfg.endpoint = "http://127.0.0.1:6420";
+    cfg.protocol_version = protocol_version;
     cfg.actor_names = runtime_.ActorNames();
     client_ = std::make_unique<envoy::EnvoyClient>(cfg, clock_, random_, transport_, runtime_);
     runtime_.Attach(*client_);
@@ -292,6 +294,13 @@ class RuntimeHarness {
 
   bool hold_kv = false;
   bool ack_alarms = true;
+  // The wire version Boot connects at.
+  uint16_t protocol_version = 4;
+  // SQLite page and remote SQL requests, in the order the runtime sent them; answered by
+  // `answer_sql` (when set and `hold_sql` is off) as they arrive.
+  std::vector<latest::ToRivet> sql_requests;
+  bool hold_sql = false;
+  std::function<std::optional<latest::ToEnvoy>(const latest::ToRivet&)> answer_sql;
   // Tunnel messages in the order the runtime sent them, with the KV put count at the time
   // (the output gate check: a response must come after the put carrying its writes).
   struct Sent {
@@ -335,6 +344,15 @@ class RuntimeHarness {
       if (const auto* c = std::get_if<latest::ToRivetWebSocketClose>(&k)) r.ws_close = *c;
       if (const auto* m = std::get_if<latest::ToRivetWebSocketMessage>(&k)) r.ws_messages.push_back(*m);
       if (const auto* a = std::get_if<latest::ToRivetWebSocketMessageAck>(&k)) r.last_ack = a->index;
+    } else if (std::holds_alternative<latest::ToRivetSqliteGetPagesRequest>(v) ||
+               std::holds_alternative<latest::ToRivetSqliteCommitRequest>(v) ||
+               std::holds_alternative<latest::ToRivetSqliteExecRequest>(v) ||
+               std::holds_alternative<latest::ToRivetSqliteExecuteRequest>(v) ||
+               std::holds_alternative<latest::ToRivetSqliteExecuteWriteRequest>(v)) {
+      sql_requests.push_back(msg);
+      if (!hold_sql && answer_sql) {
+        if (auto answer = answer_sql(msg)) Deliver(*answer);
+      }
     }
   }
 

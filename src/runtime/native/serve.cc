@@ -16,6 +16,7 @@
 #include "envoy/envoy_client.h"
 #include "envoy/native/native_transport.h"
 #include "net/io_runtime.h"
+#include "runtime/native/local_sql.h"
 
 namespace keel {
 
@@ -49,6 +50,7 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   s.namespace_name = EnvOr("KEEL_NAMESPACE", s.namespace_name);
   s.pool = EnvOr("KEEL_POOL", s.pool);
   s.log_level = EnvOr("KEEL_LOG_LEVEL", s.log_level);
+  s.sqlite_backend = EnvOr("KEEL_SQLITE_BACKEND", s.sqlite_backend);
   if (const char* v = std::getenv("KEEL_INSPECTOR_TOKEN"); v != nullptr && *v) s.inspector_token = v;
   std::string version = EnvOr("KEEL_ENVOY_VERSION", "1");
   try {
@@ -67,10 +69,17 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   app.add_option("--protocol-version", s.protocol_version, "envoy protocol version (2-4)")
       ->check(CLI::Range(2, 4));
   app.add_option("--log-level", s.log_level, "trace|debug|info|warn|error|off");
+  app.add_option("--sqlite-backend", s.sqlite_backend,
+                 "auto|local|remote: where actor databases run (env KEEL_SQLITE_BACKEND)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     exit_code = app.exit(e);
+    return std::nullopt;
+  }
+  if (auto b = runtime::ParseSqliteBackendChoice(s.sqlite_backend); !b.ok()) {
+    std::fprintf(stderr, "%s\n", b.error().message().c_str());
+    exit_code = 2;
     return std::nullopt;
   }
   if (!ParseLevel(s.log_level)) {
@@ -93,6 +102,8 @@ struct RuntimeHost::Impl {
   std::unique_ptr<Executor> strand = io.MakeStrand();
   envoy::StrandClock clock{io.clock(), *strand};
   Random random{EntropySeed()};
+  // Before `core`: the runtime's databases close before the SQL threads stop.
+  std::unique_ptr<LocalSqlHost> sql;
   std::unique_ptr<runtime::Runtime> core;
   std::unique_ptr<envoy::NativeTransport> transport;
   std::unique_ptr<envoy::EnvoyClient> client;
@@ -110,6 +121,10 @@ RuntimeHost::RuntimeHost(ServeSettings settings,
   m.settings = std::move(settings);
   runtime::RuntimeOptions ro;
   ro.inspector_token = m.settings.inspector_token;
+  ro.sqlite_backend =
+      runtime::ParseSqliteBackendChoice(m.settings.sqlite_backend).value_or(runtime::SqliteBackendChoice::kAuto);
+  m.sql = std::make_unique<LocalSqlHost>(*m.strand);
+  ro.local_sqlite = m.sql->Factory();
   m.core = std::make_unique<runtime::Runtime>(ro, m.clock, m.random);
   for (auto& t : types) m.core->Register(std::move(t));
   envoy::EnvoyConfig cfg;

@@ -10,6 +10,7 @@
 //   --namespace KEEL_NAMESPACE  default
 //   --pool      KEEL_POOL       default
 //   --envoy-version KEEL_ENVOY_VERSION 1, --protocol-version (4), --log-level (info)
+//   --sqlite-backend KEEL_SQLITE_BACKEND auto (local-native; remote: SQL runs in the engine)
 // Thread-safety: call once, from main.
 #pragma once
 
@@ -32,6 +33,8 @@ struct ServeSettings {
   uint16_t protocol_version = 4;
   std::string log_level = "info";
   std::optional<std::string> inspector_token;
+  // auto | local | remote (runtime/sql.h).
+  std::string sqlite_backend = "auto";
 };
 
 // A seed for keel::Random from the OS (native shells only; cores never read entropy).

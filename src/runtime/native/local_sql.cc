@@ -1,0 +1,358 @@
+#include "runtime/native/local_sql.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "base/log.h"
+#include "base/native/system_clock.h"
+#include "base/random.h"
+#include "envoy/envoy_client.h"
+#include "runtime/core.h"
+#include "sqlite/database.h"
+
+namespace keel {
+namespace {
+
+namespace latest = protocol::envoy::latest;
+
+constexpr std::string_view kLog = "sqlite";
+
+// One answer a SQL thread waits for.
+template <typename T>
+struct Waiter {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<T>> value;
+  void Set(Result<T> r) {
+    std::lock_guard lock(mu);
+    if (value.has_value()) return;
+    value.emplace(std::move(r));
+    cv.notify_all();
+  }
+};
+
+}  // namespace
+
+// One actor generation's database: its serial job queue and, on the SQL threads, its
+// connection.
+struct LocalDb {
+  std::string file_name;
+  std::shared_ptr<storage::PageSource> source;
+  // Guarded by Core::mu.
+  std::deque<std::function<void()>> jobs;
+  bool scheduled = false;
+  // SQL threads only (one job of this database runs at a time).
+  std::unique_ptr<sql::Database> database;
+  bool attached = false;
+  bool closed = false;
+};
+
+struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
+  Core(Executor& executor, LocalSqlOptions o)
+      : runtime_executor(executor),
+        options(o),
+        random(static_cast<uint64_t>(clock.SystemNowMs()) ^ reinterpret_cast<uintptr_t>(this)),
+        vfs("keel-local-" + std::to_string(reinterpret_cast<uintptr_t>(this)), clock, random,
+            storage::KeelVfsOptions{o.vfs_cache_pages == 0 ? 1 : o.vfs_cache_pages, 8}) {}
+
+  Executor& runtime_executor;
+  const LocalSqlOptions options;
+  SystemClock clock;
+  Random random;
+  storage::KeelVfs vfs;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<LocalDb>> ready;  // databases with jobs, round-robin
+  std::vector<std::thread> threads;
+  bool stopping = false;
+  // Page requests SQL threads wait for, failed by Shutdown.
+  std::map<uint64_t, std::function<void()>> aborts;
+  uint64_t next_call = 0;
+  bool aborted = false;
+  std::atomic<size_t> open{0};
+
+  void Post(const std::shared_ptr<LocalDb>& db, std::function<void()> job) {
+    std::lock_guard lock(mu);
+    db->jobs.push_back(std::move(job));
+    if (!db->scheduled) {
+      db->scheduled = true;
+      ready.push_back(db);
+      cv.notify_one();
+    }
+    if (threads.empty() && !stopping) {
+      const size_t n = options.threads == 0 ? 1 : options.threads;
+      for (size_t i = 0; i < n; ++i) threads.emplace_back([this] { Work(); });
+    }
+  }
+
+  void Work() {
+    std::unique_lock lock(mu);
+    for (;;) {
+      cv.wait(lock, [this] { return !ready.empty() || stopping; });
+      if (ready.empty()) return;  // stopping, and every queued job has run
+      std::shared_ptr<LocalDb> db = std::move(ready.front());
+      ready.pop_front();
+      std::function<void()> job = std::move(db->jobs.front());
+      db->jobs.pop_front();
+      lock.unlock();
+      job();
+      job = nullptr;
+      lock.lock();
+      if (db->jobs.empty()) {
+        db->scheduled = false;
+      } else {
+        ready.push_back(std::move(db));
+      }
+    }
+  }
+
+  // Sends one page request from a SQL thread through the runtime's executor and waits.
+  template <typename T>
+  Result<T> Call(std::function<void(std::function<void(Result<T>)>)> send) {
+    auto waiter = std::make_shared<Waiter<T>>();
+    uint64_t id = 0;
+    {
+      std::lock_guard lock(mu);
+      if (aborted) return Unexpected{Error{"sqlite", "closed", "Database is closed: the runtime is shutting down"}};
+      id = ++next_call;
+      aborts[id] = [waiter] {
+        waiter->Set(Unexpected{Error{"sqlite", "closed", "Database is closed: the runtime is shutting down"}});
+      };
+    }
+    runtime_executor.Post([waiter, send = std::move(send)] {
+      send([waiter](Result<T> r) { waiter->Set(std::move(r)); });
+    });
+    {
+      std::unique_lock lock(waiter->mu);
+      waiter->cv.wait_for(lock, options.page_request_timeout,
+                          [&] { return waiter->value.has_value(); });
+    }
+    {
+      std::lock_guard lock(mu);
+      aborts.erase(id);
+    }
+    std::lock_guard lock(waiter->mu);
+    if (!waiter->value.has_value()) {
+      return Unexpected{Error{"envoy", "sqlite_timeout", "sqlite page request timed out"}};
+    }
+    return std::move(*waiter->value);
+  }
+
+  void Shutdown() {
+    std::map<uint64_t, std::function<void()>> pending;
+    {
+      std::lock_guard lock(mu);
+      aborted = true;
+      pending.swap(aborts);
+    }
+    for (auto& [id, abort] : pending) abort();
+  }
+
+  void Stop() {
+    Shutdown();
+    std::vector<std::thread> joining;
+    {
+      std::lock_guard lock(mu);
+      stopping = true;
+      joining.swap(threads);
+    }
+    cv.notify_all();
+    for (auto& t : joining) t.join();
+  }
+
+  // SQL thread: opens the database on first use.
+  Status EnsureOpen(LocalDb& db) {
+    if (db.closed) return Unexpected{Error{"sqlite", "closed", "Database is closed."}};
+    if (db.database != nullptr) return {};
+    if (!db.attached) {
+      if (Status s = vfs.Attach(db.file_name, db.source); !s.ok()) return s;
+      db.attached = true;
+    }
+    auto opened = sql::Database::Open(vfs.name(), db.file_name);
+    if (!opened.ok()) return Unexpected{opened.error()};
+    db.database = std::move(*opened);
+    open.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+
+  // SQL thread: closes and forgets the file.
+  void CloseDb(LocalDb& db) {
+    if (db.database != nullptr) {
+      db.database->Close();
+      db.database.reset();
+      open.fetch_sub(1, std::memory_order_relaxed);
+    }
+    if (db.attached) {
+      if (Status s = vfs.Detach(db.file_name); !s.ok()) {
+        LogWarn(kLog, "detaching a database failed", {{"file", db.file_name}, {"error", s.error().ToString()}});
+      }
+      db.attached = false;
+    }
+    db.closed = true;
+  }
+};
+
+namespace {
+
+// get_pages / commit on the envoy connection, fenced by the generation.
+class EnvoyPageSource final : public storage::PageSource {
+ public:
+  EnvoyPageSource(std::shared_ptr<LocalSqlHost::Core> core, envoy::EnvoyClient* client,
+                  std::string actor_id, uint32_t generation)
+      : core_(std::move(core)), client_(client), actor_id_(std::move(actor_id)), generation_(generation) {}
+
+  Result<std::vector<storage::Page>> GetPages(const std::vector<uint32_t>& pgnos) override {
+    latest::SqliteGetPagesRequest req;
+    req.actor_id = actor_id_;
+    req.pgnos = pgnos;
+    req.expected_generation = generation_;
+    envoy::EnvoyClient* client = client_;
+    auto r = core_->Call<latest::SqliteGetPagesResponse>(
+        [client, req = std::move(req)](std::function<void(Result<latest::SqliteGetPagesResponse>)> done) mutable {
+          client->SqliteGetPages(std::move(req), std::move(done));
+        });
+    if (!r.ok()) return Unexpected{r.error()};
+    if (const auto* err = r->get_if<latest::SqliteErrorResponse>()) {
+      return Unexpected{Error::FromString(err->message)};
+    }
+    std::vector<storage::Page> pages;
+    auto& ok = *r->get_if<latest::SqliteGetPagesOk>();
+    pages.reserve(ok.pages.size());
+    for (auto& p : ok.pages) pages.push_back(storage::Page{p.pgno, std::move(p.bytes)});
+    return pages;
+  }
+
+  Status Commit(std::vector<storage::DirtyPage> dirty_pages, uint32_t db_size_pages,
+                int64_t now_ms) override {
+    latest::SqliteCommitRequest req;
+    req.actor_id = actor_id_;
+    req.dirty_pages.reserve(dirty_pages.size());
+    for (auto& p : dirty_pages) req.dirty_pages.push_back(latest::SqliteDirtyPage{p.pgno, std::move(p.bytes)});
+    req.db_size_pages = db_size_pages;
+    req.now_ms = now_ms;
+    req.expected_generation = generation_;
+    envoy::EnvoyClient* client = client_;
+    auto r = core_->Call<latest::SqliteCommitResponse>(
+        [client, req = std::move(req)](std::function<void(Result<latest::SqliteCommitResponse>)> done) mutable {
+          client->SqliteCommit(std::move(req), std::move(done));
+        });
+    if (!r.ok()) return Unexpected{r.error()};
+    if (const auto* err = r->get_if<latest::SqliteErrorResponse>()) {
+      return Unexpected{Error::FromString(err->message)};
+    }
+    return {};
+  }
+
+ private:
+  std::shared_ptr<LocalSqlHost::Core> core_;
+  envoy::EnvoyClient* client_;
+  std::string actor_id_;
+  uint32_t generation_;
+};
+
+[[noreturn]] void Throw(const Error& e) { throw runtime::ActorError(e.group(), e.code(), e.message()); }
+
+class LocalSqlBackend final : public runtime::SqlBackend {
+ public:
+  LocalSqlBackend(std::shared_ptr<LocalSqlHost::Core> core, const runtime::SqlBackendContext& c)
+      : core_(std::move(core)), db_(std::make_shared<LocalDb>()) {
+    db_->file_name = c.actor_id + "-g" + std::to_string(c.generation);
+    db_->source = std::make_shared<EnvoyPageSource>(core_, c.client, c.actor_id, c.generation);
+  }
+  ~LocalSqlBackend() override {
+    if (!closing_) core_->Post(db_, [core = core_.get(), db = db_] { core->CloseDb(*db); });
+  }
+
+  runtime::SqliteBackendKind kind() const override { return runtime::SqliteBackendKind::kLocal; }
+
+  Task<sql::QueryResult> Exec(std::string sql) override {
+    // g++ 12: a class temporary inside a co_await expression is destroyed twice; name it.
+    std::function<Result<sql::QueryResult>(sql::Database&)> job =
+        [sql = std::move(sql)](sql::Database& d) { return d.Exec(sql); };
+    Result<sql::QueryResult> r = co_await Run<sql::QueryResult>(std::move(job));
+    if (!r.ok()) Throw(r.error());
+    co_return std::move(*r);
+  }
+
+  Task<sql::ExecuteResult> Execute(std::string sql, std::optional<sql::Params> params,
+                                   bool write) override {
+    std::function<Result<sql::ExecuteResult>(sql::Database&)> job =
+        [sql = std::move(sql), params = std::move(params), write](sql::Database& d) {
+          return write ? d.ExecuteWrite(sql, params) : d.Execute(sql, params);
+        };
+    Result<sql::ExecuteResult> r = co_await Run<sql::ExecuteResult>(std::move(job));
+    if (!r.ok()) Throw(r.error());
+    co_return std::move(*r);
+  }
+
+  Task<void> Close() override {
+    if (closing_) co_return;
+    closing_ = true;
+    Completion<bool> done;
+    Executor* back = &core_->runtime_executor;
+    core_->Post(db_, [core = core_.get(), db = db_, done, back] {
+      core->CloseDb(*db);
+      back->Post([done] { done.Resolve(true); });
+    });
+    co_await done;
+  }
+
+ private:
+  template <typename T>
+  Task<Result<T>> Run(std::function<Result<T>(sql::Database&)> fn) {
+    Completion<Result<T>> done;
+    Executor* back = &core_->runtime_executor;
+    core_->Post(db_, [core = core_.get(), db = db_, fn = std::move(fn), done, back]() mutable {
+      Result<T> r = [&]() -> Result<T> {
+        if (Status s = core->EnsureOpen(*db); !s.ok()) return Unexpected{s.error()};
+        return fn(*db->database);
+      }();
+      back->Post([done, r = std::move(r)]() mutable { done.Resolve(std::move(r)); });
+    });
+    Result<T> r = co_await done;
+    co_return r;
+  }
+
+  std::shared_ptr<LocalSqlHost::Core> core_;
+  std::shared_ptr<LocalDb> db_;
+  bool closing_ = false;
+};
+
+}  // namespace
+
+LocalSqlHost::LocalSqlHost(Executor& runtime_executor, LocalSqlOptions options)
+    : core_(std::make_shared<Core>(runtime_executor, options)) {
+  if (Status s = core_->vfs.Register(); !s.ok()) {
+    LogWarn(kLog, "registering the Keel VFS failed", {{"error", s.error().ToString()}});
+  }
+}
+
+LocalSqlHost::~LocalSqlHost() {
+  core_->Stop();
+  // Every job ran (the workers drain the queues before exiting), so no database is open.
+  if (Status s = core_->vfs.Unregister(); !s.ok()) {
+    LogWarn(kLog, "unregistering the Keel VFS failed", {{"error", s.error().ToString()}});
+  }
+}
+
+runtime::LocalSqlFactory LocalSqlHost::Factory() {
+  std::shared_ptr<Core> core = core_;
+  return [core](const runtime::SqlBackendContext& c) -> std::unique_ptr<runtime::SqlBackend> {
+    return std::make_unique<LocalSqlBackend>(core, c);
+  };
+}
+
+void LocalSqlHost::Shutdown() { core_->Shutdown(); }
+
+size_t LocalSqlHost::open_databases() const { return core_->open.load(std::memory_order_relaxed); }
+
+}  // namespace keel

@@ -1,0 +1,65 @@
+// LocalSqlHost: the native runtime's local-native SQLite backend (issue 7, actors.md §2.5,
+// envoy-protocol.md §7.5). Each actor generation that uses its database gets a
+// keel::sql::Database — the same execution layer the engine's remote executor runs — over
+// one process-wide KeelVfs whose files are served by get_pages / commit requests on the
+// runtime's envoy connection, with the generation as the fence (expectedGeneration). The
+// database therefore lives in the engine's page store and survives the runtime.
+//
+// Threads: SQLite is blocking, the runtime core is not. Statements run on a small pool of
+// SQL threads (`threads`, default 2); one database's statements run one at a time in call
+// order (a serial queue per database, served round-robin, so a busy actor cannot starve
+// the others). A page request from a SQL thread is handed to the runtime's executor (where
+// the envoy client lives) and the SQL thread waits for its answer, bounded by
+// `page_request_timeout`. Results go back to the runtime's executor, where the awaiting
+// actor coroutine resumes.
+//
+// Failure: a commit whose outcome is unknown (connection lost after it was sent, timeout)
+// fails the statement; the VFS drops its cache and SQLite rolls the transaction back, so
+// the database is the state before or after that transaction and later statements see
+// which. Shutdown() fails every waiting page request with sqlite.closed so no SQL thread
+// waits on an executor that no longer runs.
+//
+// Lifetime: create before the Runtime whose RuntimeOptions::local_sqlite it feeds and
+// destroy after it (backends hold a reference). Thread-safety: Factory()'s backends are used
+// on the runtime executor; everything else is internal.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+#include "base/executor.h"
+#include "runtime/sql.h"
+#include "storage/vfs/keel_vfs.h"
+
+namespace keel {
+
+struct LocalSqlOptions {
+  size_t threads = 2;
+  std::chrono::milliseconds page_request_timeout{35000};
+  // Committed pages the VFS keeps per open database (SQLite's own page cache sits above).
+  size_t vfs_cache_pages = 256;
+};
+
+class LocalSqlHost {
+ public:
+  // `runtime_executor`: where the envoy client and the runtime core run.
+  LocalSqlHost(Executor& runtime_executor, LocalSqlOptions options = {});
+  ~LocalSqlHost();  // Shutdown(), then joins the SQL threads
+  LocalSqlHost(const LocalSqlHost&) = delete;
+  LocalSqlHost& operator=(const LocalSqlHost&) = delete;
+
+  // For RuntimeOptions::local_sqlite.
+  runtime::LocalSqlFactory Factory();
+  // Fails waiting page requests and every later one with sqlite.closed. Idempotent.
+  void Shutdown();
+  // Databases currently open (tests, metrics).
+  size_t open_databases() const;
+
+  struct Core;
+
+ private:
+  std::shared_ptr<Core> core_;
+};
+
+}  // namespace keel
