@@ -34,6 +34,8 @@ struct DevOptions {
   std::string runtime;  // default: keel-examples next to this binary
   std::string admin_token;
   std::string log_level;  // for both children when set
+  // auto | local | remote: where the example actors' databases run (docs/sqlite.md).
+  std::string sqlite_backend = "auto";
   bool quiet = false;
   int startup_timeout_s = 60;
   int stop_timeout_s = 30;
@@ -183,12 +185,14 @@ void PrintHints(const std::string& endpoint, const DevOptions& o) {
   } else {
     std::cout << " (data in " << o.data_dir << ")";
   }
-  std::cout << "\nwith the example actors counter, chat and scheduler. Try:\n"
+  std::cout << "\nwith the example actors counter, chat, scheduler and todos. Try:\n"
             << "  curl -s -XPOST '" << endpoint << "/gateway/counter/action/increment?" << q
             << "' -H 'content-type: application/json'" << auth << " -d '{\"args\":[5]}'\n"
             << "  " << keel << " call counter/room-1 increment 5" << flags << "\n"
             << "  " << keel << " watch counter/room-1 newCount" << flags << "\n"
             << "  " << keel << " actors list counter" << flags << "\n"
+            << "  " << keel << " call todos/home add 'buy milk'" << flags
+            << "   # SQLite, " << (o.sqlite_backend == "remote" ? "in the engine" : "local-native") << "\n"
             << "Ctrl-C stops the runtime (its actors stop and save), then the engine.\n"
             << std::endl;
 }
@@ -279,13 +283,14 @@ int RunDev(const DevOptions& o) {
   ro.env = {{"KEEL_ENDPOINT", endpoint},
             {"KEEL_TOKEN", token},
             {"KEEL_NAMESPACE", "default"},
-            {"KEEL_POOL", "default"}};
+            {"KEEL_POOL", "default"},
+            {"KEEL_SQLITE_BACKEND", o.sqlite_backend}};
   if (!o.log_level.empty()) ro.args = {"--log-level", o.log_level};
   ro.capture_stdout = ro.capture_stderr = true;
   ro.echo = !o.quiet;
   ro.echo_prefix = "[runtime] ";
   ro.new_session = true;
-  Progress("==> starting the example runtime (" + *runtime_path + ": counter, chat, scheduler)");
+  Progress("==> starting the example runtime (" + *runtime_path + ": counter, chat, scheduler, todos; SQLite " + o.sqlite_backend + ")");
   auto runtime_or = Subprocess::Start(std::move(ro));
   if (!runtime_or.has_value()) {
     StopChild(*engine, "keel-engine", std::chrono::seconds(o.stop_timeout_s));
@@ -380,6 +385,11 @@ void AddDevCommand(CLI::App& app) {
                   "Admin token for keel-engine (also given to the runtime)");
   dev->add_option("--log-level", o->log_level, "Log level of the engine and the runtime (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  dev->add_option("--sqlite-backend", o->sqlite_backend,
+                  "Where actor databases run: auto (local-native), local, or remote (in the engine)")
+      ->envname("KEEL_SQLITE_BACKEND")
+      ->check(CLI::IsMember({"auto", "local", "remote"}))
+      ->capture_default_str();
   dev->add_option("--engine", o->engine, "keel-engine binary (default: next to keel)");
   dev->add_option("--runtime", o->runtime,
                   "Runtime binary hosting the actors (default: keel-examples next to keel)");
