@@ -131,24 +131,7 @@ Error ClassifyRemoteSqlError(std::string_view text) {
 void SqlDatabase::CheckUsable(std::string_view sql,
                               const std::optional<sql::Params>& params) const {
   if (closed_) throw ActorError("sqlite", "closed", "Database is closed.");
-  if (sql.size() > sql::kMaxSqlBytes) {
-    throw ActorError("sqlite", "sql_too_large",
-                     "sql text had " + std::to_string(sql.size()) + " bytes, exceeding limit " +
-                         std::to_string(sql::kMaxSqlBytes));
-  }
-  if (params.has_value()) {
-    if (params->size() > sql::kMaxParams) {
-      throw ActorError("sqlite", "too_many_params",
-                       "sql had " + std::to_string(params->size()) +
-                           " bind params, exceeding limit " + std::to_string(sql::kMaxParams));
-    }
-    const size_t bytes = sql::BindBytes(*params);
-    if (bytes > sql::kMaxBindBytes) {
-      throw ActorError("sqlite", "bind_too_large",
-                       "bind params had " + std::to_string(bytes) + " bytes, exceeding limit " +
-                           std::to_string(sql::kMaxBindBytes));
-    }
-  }
+  if (std::optional<Error> e = sql::CheckLimits(sql, params)) Throw(*e);
 }
 
 Task<sql::QueryResult> SqlDatabase::Exec(std::string sql) {

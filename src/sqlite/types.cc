@@ -31,4 +31,28 @@ size_t BindBytes(const Params& params) {
   return total;
 }
 
+std::optional<Error> CheckParamCount(size_t count) {
+  if (count <= kMaxParams) return std::nullopt;
+  return Error{"sqlite", "too_many_params",
+               "sqlite request had " + std::to_string(count) + " bind params, exceeding limit " +
+                   std::to_string(kMaxParams)};
+}
+
+std::optional<Error> CheckLimits(std::string_view sql, const std::optional<Params>& params) {
+  if (sql.size() > kMaxSqlBytes) {
+    return Error{"sqlite", "sql_too_large",
+                 "sqlite sql had " + std::to_string(sql.size()) + " bytes, exceeding limit " +
+                     std::to_string(kMaxSqlBytes)};
+  }
+  if (!params.has_value()) return std::nullopt;
+  if (auto e = CheckParamCount(params->size())) return e;
+  const size_t bytes = BindBytes(*params);
+  if (bytes > kMaxBindBytes) {
+    return Error{"sqlite", "bind_too_large",
+                 "sqlite bind params had " + std::to_string(bytes) + " bytes, exceeding limit " +
+                     std::to_string(kMaxBindBytes)};
+  }
+  return std::nullopt;
+}
+
 }  // namespace keel::sql

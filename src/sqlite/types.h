@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/error.h"
 
 namespace keel::sql {
 
@@ -68,5 +69,12 @@ size_t BindBytes(const Params& params);
 inline constexpr size_t kMaxSqlBytes = size_t{1} << 20;        // SQL text
 inline constexpr size_t kMaxParams = 1024;                     // bind parameters
 inline constexpr size_t kMaxBindBytes = size_t{1} << 20;       // total bind bytes
+
+// The first limit `sql` / `params` exceed, as sqlite.sql_too_large, sqlite.too_many_params
+// or sqlite.bind_too_large; nullopt within limits. One check for the runtime front (both
+// backends) and the engine's remote executor, so a request is refused the same way anywhere.
+std::optional<Error> CheckLimits(std::string_view sql, const std::optional<Params>& params);
+// Only the parameter count (before converting a wire list).
+std::optional<Error> CheckParamCount(size_t count);
 
 }  // namespace keel::sql

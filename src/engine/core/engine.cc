@@ -10,6 +10,7 @@
 #include "engine/core/gateway.h"
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
+#include "engine/core/remote_sql.h"
 #include "engine/gateway/envoy_connect.h"
 #include "engine/gateway/errors.h"
 #include "engine/gateway/routing.h"
@@ -29,7 +30,8 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       io_(io),
       workers_(workers),
       clock_(io.clock()),
-      store_(std::move(store)) {
+      store_(std::move(store)),
+      sql_hosts_(std::make_shared<RemoteSqlRegistry>()) {
   if (options_.seed == 0) {
     options_.seed = static_cast<uint64_t>(clock_.SystemNowMs()) * 0x9e3779b97f4a7c15ull ^
                     static_cast<uint64_t>(clock_.MonotonicNow().time_since_epoch().count());
@@ -72,7 +74,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       &metrics_.AddCounter(kRequests, kRequestsHelp, {{"outcome", "cancelled"}});
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() { sql_hosts_->StopAll(); }
 
 Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
                                              std::unique_ptr<storage::KvStore> store,

@@ -37,6 +37,7 @@ class Catalog;
 class Orchestrator;
 class Gateway;
 class RestApi;
+class RemoteSqlRegistry;
 
 // Token comparison whose time does not depend on where the inputs differ (only on their
 // lengths), for every token the engine checks.
@@ -121,6 +122,9 @@ class Engine {
   Gateway& gateway() { return *gateway_; }
   MetricsRegistry& metrics() { return metrics_; }
   const RemoteSqlMetrics& remote_sql_metrics() const { return remote_sql_metrics_; }
+  // Remote SQL hosts of live sessions: the engine stops them (joining their SQL threads)
+  // before it goes away, since a session may outlive the engine.
+  const std::shared_ptr<RemoteSqlRegistry>& sql_hosts() const { return sql_hosts_; }
   net::IoRuntime& io() { return io_; }
   std::unique_ptr<Executor> MakeWorkerStrand() { return workers_.MakeStrand(); }
   void PostWork(std::function<void()> fn) { workers_.Post(std::move(fn)); }
@@ -151,6 +155,7 @@ class Engine {
   Counter* requests_ = nullptr;
   Histogram* commit_seconds_ = nullptr;
   RemoteSqlMetrics remote_sql_metrics_;
+  std::shared_ptr<RemoteSqlRegistry> sql_hosts_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<Gateway> gateway_;

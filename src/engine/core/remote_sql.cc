@@ -166,10 +166,39 @@ struct RemoteSqlHost::HeldBatch {
 
 // ---- host ----
 
+void RemoteSqlRegistry::Add(RemoteSqlHost* host) {
+  std::lock_guard lock(mu_);
+  hosts_.insert(host);
+}
+
+void RemoteSqlRegistry::Remove(RemoteSqlHost* host) {
+  std::lock_guard lock(mu_);
+  hosts_.erase(host);
+}
+
+void RemoteSqlRegistry::StopAll() {
+  // Holding the lock: a host being destroyed right now waits in Remove until it is stopped.
+  std::lock_guard lock(mu_);
+  for (RemoteSqlHost* host : hosts_) host->Stop();
+  hosts_.clear();
+}
+
 RemoteSqlHost::RemoteSqlHost(Engine& engine, EnvoySession& session)
-    : engine_(engine), session_(session) {}
+    : engine_(engine), session_(session), registry_(engine.sql_hosts()) {
+  registry_->Add(this);
+}
 
 RemoteSqlHost::~RemoteSqlHost() {
+  registry_->Remove(this);
+  Stop();  // a no-op when the engine's StopAll already stopped this host
+}
+
+void RemoteSqlHost::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_host_) return;
+    stopped_host_ = true;
+  }
   std::vector<Task> dropped;
   std::vector<std::thread> threads;
   {
@@ -237,24 +266,15 @@ void RemoteSqlHost::Submit(RemoteSqlRequest request) {
   // 5. Limits (4, stopping, needs the lock and is checked first below).
   std::optional<Error> too_large;
   std::optional<sql::Params> params;
-  if (request.sql.size() > sql::kMaxSqlBytes) {
-    too_large = Error{"sqlite", "sql_too_large",
-                      "remote sqlite sql had " + std::to_string(request.sql.size()) +
-                          " bytes, exceeding limit " + std::to_string(sql::kMaxSqlBytes)};
-  } else if (request.params.has_value() && request.params->size() > sql::kMaxParams) {
-    too_large = Error{"sqlite", "too_many_params",
-                      "remote sqlite request had " + std::to_string(request.params->size()) +
-                          " bind params, exceeding limit " + std::to_string(sql::kMaxParams)};
-  } else if (request.params.has_value()) {
-    params = sql::FromWireParams(request.params);
-    request.params.reset();
-    const size_t bytes = sql::BindBytes(*params);
-    if (bytes > sql::kMaxBindBytes) {
-      too_large = Error{"sqlite", "bind_too_large",
-                        "remote sqlite bind params had " + std::to_string(bytes) +
-                            " bytes, exceeding limit " + std::to_string(sql::kMaxBindBytes)};
+  if (request.params.has_value()) {
+    // The count first: a huge list is refused before it is converted.
+    too_large = sql::CheckParamCount(request.params->size());
+    if (!too_large) {
+      params = sql::FromWireParams(request.params);
+      request.params.reset();
     }
   }
+  if (!too_large) too_large = sql::CheckLimits(request.sql, params);
 
   std::optional<Error> refused;
   {

@@ -96,6 +96,7 @@ namespace latest = protocol::envoy::latest;
 
 class Engine;
 class EnvoySession;
+class RemoteSqlHost;
 
 enum class RemoteSqlKind { kExec, kExecute, kExecuteWrite };
 
@@ -114,6 +115,22 @@ struct RemoteSqlRequest {
   static RemoteSqlRequest From(latest::ToRivetSqliteExecuteWriteRequest&& m);
 };
 
+// The engine's live hosts, shared with them so that either may go first: a session (and its
+// host) can outlive the engine — its socket's handlers end after the engine is destroyed.
+// StopAll (engine destructor) stops every host so none touches the engine afterwards; a host
+// removes itself when destroyed. Thread-safe.
+class RemoteSqlRegistry {
+ public:
+  void Add(RemoteSqlHost* host);
+  // Waits while StopAll is stopping `host`.
+  void Remove(RemoteSqlHost* host);
+  void StopAll();
+
+ private:
+  std::mutex mu_;
+  std::set<RemoteSqlHost*> hosts_;  // guarded by mu_
+};
+
 class RemoteSqlHost {
  public:
   // `engine` and `session` must outlive this object (the session owns it).
@@ -121,6 +138,11 @@ class RemoteSqlHost {
   ~RemoteSqlHost();
   RemoteSqlHost(const RemoteSqlHost&) = delete;
   RemoteSqlHost& operator=(const RemoteSqlHost&) = delete;
+
+  // Drops queued statements, waits for running ones and closes every executor: nothing of
+  // this host touches the engine afterwards. Called by the destructor, and by the engine's
+  // destructor for sessions that outlive it (their sockets' handlers end later). Idempotent.
+  void Stop();
 
   // Validates and queues `request`, or answers it with the refusal (see the file comment).
   void Submit(RemoteSqlRequest request);
@@ -168,6 +190,7 @@ class RemoteSqlHost {
 
   Engine& engine_;
   EnvoySession& session_;
+  const std::shared_ptr<RemoteSqlRegistry> registry_;
 
   std::mutex mu_;
   std::condition_variable work_cv_;
@@ -179,7 +202,8 @@ class RemoteSqlHost {
   std::vector<std::thread> threads_;         // guarded by mu_
   size_t free_workers_ = 0;                  // guarded by mu_: threads not running a task
   bool closed_ = false;                      // guarded by mu_: the connection ended
-  bool exiting_ = false;                     // guarded by mu_: the destructor runs
+  bool exiting_ = false;                     // guarded by mu_: Stop runs
+  bool stopped_host_ = false;                // guarded by mu_: Stop ran (or runs)
 };
 
 }  // namespace keel::engine

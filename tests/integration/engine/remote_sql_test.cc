@@ -521,7 +521,7 @@ TEST_F(RemoteSqlTest, SizeLimitsAreRefusedBeforeAnythingRuns) {
   ASSERT_TRUE(fits.ok()) << fits.error;
   SqlAnswer too_long = Run(*fe, Kind::kExecute, id, gen, at_limit + "x");
   EXPECT_EQ(too_long.error,
-            "sqlite.sql_too_large: remote sqlite sql had 1048577 bytes, exceeding limit 1048576");
+            "sqlite.sql_too_large: sqlite sql had 1048577 bytes, exceeding limit 1048576");
   SqlAnswer exec_too_long = Run(*fe, Kind::kExec, id, gen, at_limit + "x");
   EXPECT_TRUE(StartsWith(exec_too_long.error, "sqlite.sql_too_large: ")) << exec_too_long.error;
 
@@ -529,14 +529,14 @@ TEST_F(RemoteSqlTest, SizeLimitsAreRefusedBeforeAnythingRuns) {
   sql::Params many(sql::kMaxParams + 1, Int(1));
   SqlAnswer too_many = Run(*fe, Kind::kWrite, id, gen, "INSERT INTO t VALUES (?)", many);
   EXPECT_EQ(too_many.error,
-            "sqlite.too_many_params: remote sqlite request had 1025 bind params, exceeding "
+            "sqlite.too_many_params: sqlite request had 1025 bind params, exceeding "
             "limit 1024");
 
   // Bind bytes: two blobs over 1 MiB together.
   sql::Params big{sql::Blob{Bytes(600 * 1024, 1)}, sql::Blob{Bytes(600 * 1024, 2)}};
   SqlAnswer too_big = Run(*fe, Kind::kExecute, id, gen, "INSERT INTO t VALUES (?), (?)", big);
   EXPECT_EQ(too_big.error,
-            "sqlite.bind_too_large: remote sqlite bind params had 1228800 bytes, exceeding "
+            "sqlite.bind_too_large: sqlite bind params had 1228800 bytes, exceeding "
             "limit 1048576");
 
   EXPECT_EQ(Count(*fe, id, gen), 1);  // only the statement that fit
