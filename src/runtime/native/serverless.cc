@@ -13,6 +13,7 @@
 #include "net/http_server.h"
 #include "net/io_runtime.h"
 #include "protocol/envoy/versioned.h"
+#include "runtime/native/local_sql.h"
 #include "runtime/native/serve.h"
 #include "value/value.h"
 
@@ -127,6 +128,8 @@ struct ServerlessHost::Impl {
   std::unique_ptr<Executor> strand = io.MakeStrand();
   envoy::StrandClock clock{io.clock(), *strand};
   Random random{EntropySeed()};
+  // Before the envoys: their actors' databases close before the SQL threads stop.
+  std::unique_ptr<LocalSqlHost> sql = std::make_unique<LocalSqlHost>(*strand);
   std::unique_ptr<net::HttpServer> server;
   std::atomic<bool> stopped{false};
 
@@ -256,6 +259,8 @@ ServerlessHost::Impl::Envoy& ServerlessHost::Impl::EnsureEnvoy(const std::string
   runtime::RuntimeOptions ro;
   ro.inspector_token = options.inspector_token;
   ro.version = options.version;
+  ro.sqlite_backend = options.sqlite_backend;
+  ro.local_sqlite = sql->Factory();
   e->core = std::make_unique<runtime::Runtime>(ro, clock, random);
   for (const auto& t : types) e->core->Register(t);
   envoy::EnvoyConfig cfg;

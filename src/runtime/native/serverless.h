@@ -60,6 +60,8 @@ struct ServerlessOptions {
   std::chrono::milliseconds stop_timeout{5000};
   std::optional<std::string> inspector_token;
   std::string version = "0.1.0";
+  // Where actor databases run (docs/sqlite.md): auto (local-native), local or remote.
+  runtime::SqliteBackendChoice sqlite_backend = runtime::SqliteBackendChoice::kAuto;
 };
 
 struct ServerlessStats {
