@@ -308,6 +308,7 @@ struct Database::Impl {
   bool deadline_armed = false;
   std::chrono::steady_clock::time_point deadline;
   bool deadline_hit = false;
+  bool abort_hit = false;
 
   bool writer_held = false;
   bool counter_set = false;
@@ -364,6 +365,10 @@ struct Database::Impl {
 
   static int Progress(void* self) {
     auto* impl = static_cast<Impl*>(self);
+    if (impl->options.abort != nullptr && impl->options.abort->load(std::memory_order_relaxed)) {
+      impl->abort_hit = true;
+      return 1;
+    }
     if (!impl->deadline_armed || std::chrono::steady_clock::now() < impl->deadline) return 0;
     impl->deadline_hit = true;
     return 1;  // SQLite interrupts the statement (SQLITE_INTERRUPT)
@@ -460,6 +465,7 @@ struct Database::Impl {
     for (int i = 0; i < count; ++i) out.columns.push_back(LossyUtf8(sqlite3_column_name(stmt, i)));
 
     deadline_hit = false;
+    abort_hit = false;
     deadline_armed = options.statement_deadline.count() > 0;
     if (deadline_armed) deadline = std::chrono::steady_clock::now() + options.statement_deadline;
     int rc;
@@ -470,6 +476,10 @@ struct Database::Impl {
     }
     deadline_armed = false;
     if (rc == SQLITE_DONE) return out;
+    if ((rc & 0xff) == SQLITE_INTERRUPT && abort_hit) {
+      return SqlError("closed", "sqlite " + std::string(op) +
+                                    " statement interrupted: the database is closing");
+    }
     if ((rc & 0xff) == SQLITE_INTERRUPT && deadline_hit) {
       return SqlError("statement_timeout", "sqlite " + std::string(op) +
                                                " statement ran longer than " +
@@ -664,7 +674,7 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& vfs_name,
     impl->db = nullptr;
     return fail("failed to install the authorizer on");
   }
-  if (options.statement_deadline.count() > 0) {
+  if (options.statement_deadline.count() > 0 || options.abort != nullptr) {
     sqlite3_progress_handler(db, kProgressInterval, &Impl::Progress, impl.get());
   }
   return std::unique_ptr<Database>(new Database(std::move(impl)));

@@ -71,6 +71,7 @@
 // serialised by an internal mutex (one connection).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -89,6 +90,11 @@ struct DatabaseOptions {
   bool read_pool_enabled = true;
   // Interrupt a statement (sqlite3_progress_handler) that runs longer than this; 0 = never.
   std::chrono::milliseconds statement_deadline{25000};
+  // The owner's stop switch: once it reads true, a running statement is interrupted and
+  // fails with sqlite.closed ("… interrupted: the database is closing"), so whoever waits
+  // for the statement (a host joining its SQL threads at shutdown) is not held up to the
+  // deadline. Must outlive the Database. nullptr: none.
+  const std::atomic<bool>* abort = nullptr;
 };
 
 class Database {

@@ -211,6 +211,9 @@ void RemoteSqlHost::Stop() {
     }
   }
   AnswerCancelled(dropped, /*send=*/false);
+  // Running statements end now (sqlite.closed) instead of at their deadline: the thread
+  // stopping this host (a socket thread, or the engine's destructor) waits for them.
+  aborting_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(mu_);
     threads.swap(threads_);
@@ -548,6 +551,7 @@ Result<std::unique_ptr<RemoteSqlHost::Executor>> RemoteSqlHost::OpenExecutor(con
   sql::DatabaseOptions options;
   options.statement_deadline = std::chrono::milliseconds(
       std::max<int64_t>(0, engine_.options().remote_sql_statement_deadline_ms));
+  options.abort = &aborting_;
   auto db = sql::Database::Open(ex->vfs->name(), ex->file, options);
   if (!db.has_value()) {
     (void)ex->vfs->Detach(ex->file);

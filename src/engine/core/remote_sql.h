@@ -68,10 +68,11 @@
 //
 // Thread-safety: Submit/OnEvents/OnConnectionClosed come from the socket thread, Sweep from
 // the ping timer, ReleaseHeld from timers and the engine's workers; all state is guarded by
-// one mutex. The destructor joins the SQL threads (waiting for running statements, each
-// bounded by the statement deadline).
+// one mutex. Stop (and the destructor) interrupts running statements and joins the SQL
+// threads.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -204,6 +205,7 @@ class RemoteSqlHost {
   bool closed_ = false;                      // guarded by mu_: the connection ended
   bool exiting_ = false;                     // guarded by mu_: Stop runs
   bool stopped_host_ = false;                // guarded by mu_: Stop ran (or runs)
+  std::atomic<bool> aborting_{false};        // Stop: running statements are interrupted
 };
 
 }  // namespace keel::engine

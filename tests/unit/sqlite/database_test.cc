@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <limits>
 #include <memory>
 #include <string>
@@ -752,6 +753,26 @@ TEST_F(SqlDatabaseTest, ChangesPersistOnTheWriterWhenThePoolIsDisabled) {
 
 constexpr std::string_view kEndless =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+// The owner's stop switch interrupts a running statement at once (no deadline here), so a
+// host joining its SQL threads at shutdown does not wait for it.
+TEST_F(SqlDatabaseTest, TheAbortSwitchInterruptsARunningStatement) {
+  std::atomic<bool> abort{false};
+  auto db = Open(DatabaseOptions{.statement_deadline = 0ms, .abort = &abort});
+  ASSERT_NE(db, nullptr);
+  EXPECT_EQ(Ok(db->Execute("SELECT 1")).rows, (std::vector<Row>{{I(1)}}));
+  std::promise<Result<ExecuteResult>> done;
+  std::thread runner([&] { done.set_value(db->Execute(kEndless)); });
+  auto fut = done.get_future();
+  // Still running while the switch is off.
+  EXPECT_EQ(fut.wait_for(50ms), std::future_status::timeout);
+  const auto start = std::chrono::steady_clock::now();
+  abort.store(true);
+  ASSERT_EQ(fut.wait_for(5s), std::future_status::ready);
+  runner.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_TRUE(IsSqlError(fut.get(), "closed", "interrupted"));
+}
 
 TEST_F(SqlDatabaseTest, StatementDeadlineInterruptsAndTheConnectionStaysUsable) {
   auto db = Open(DatabaseOptions{.statement_deadline = 30ms});
