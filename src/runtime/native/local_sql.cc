@@ -41,11 +41,18 @@ struct Waiter {
 
 }  // namespace
 
+// The first page I/O failure (get_pages / commit) of the job running on a database. Written
+// by its EnvoyPageSource, read by the job: both on the SQL thread running that job.
+struct PageFailure {
+  std::optional<Error> error;
+};
+
 // One actor generation's database: its serial job queue and, on the SQL threads, its
 // connection.
 struct LocalDb {
   std::string file_name;
   std::shared_ptr<storage::PageSource> source;
+  std::shared_ptr<PageFailure> page_failure = std::make_shared<PageFailure>();
   // Guarded by Core::mu.
   std::deque<std::function<void()>> jobs;
   bool scheduled = false;
@@ -74,24 +81,37 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
   std::deque<std::shared_ptr<LocalDb>> ready;  // databases with jobs, round-robin
   std::vector<std::thread> threads;
   bool stopping = false;
+  bool joined = false;  // Stop finished: Post runs jobs inline
   // Page requests SQL threads wait for, failed by Shutdown.
   std::map<uint64_t, std::function<void()>> aborts;
   uint64_t next_call = 0;
   bool aborted = false;
+  // Set by Shutdown: a running statement is interrupted (sqlite.closed) instead of holding
+  // the SQL thread — and the host's destructor joining it — up to the statement deadline.
+  std::atomic<bool> abort_statements{false};
   std::atomic<size_t> open{0};
 
+  // Queues `job` on `db`'s serial queue. Once the host has stopped (its SQL threads are
+  // joined) the job runs here, on the caller's thread: its page requests fail at once
+  // (Shutdown), and nothing is left queued that would keep the database open.
   void Post(const std::shared_ptr<LocalDb>& db, std::function<void()> job) {
-    std::lock_guard lock(mu);
-    db->jobs.push_back(std::move(job));
-    if (!db->scheduled) {
-      db->scheduled = true;
-      ready.push_back(db);
-      cv.notify_one();
+    {
+      std::lock_guard lock(mu);
+      if (!joined) {
+        db->jobs.push_back(std::move(job));
+        if (!db->scheduled) {
+          db->scheduled = true;
+          ready.push_back(db);
+          cv.notify_one();
+        }
+        if (threads.empty() && !stopping) {
+          const size_t n = options.threads == 0 ? 1 : options.threads;
+          for (size_t i = 0; i < n; ++i) threads.emplace_back([this] { Work(); });
+        }
+        return;
+      }
     }
-    if (threads.empty() && !stopping) {
-      const size_t n = options.threads == 0 ? 1 : options.threads;
-      for (size_t i = 0; i < n; ++i) threads.emplace_back([this] { Work(); });
-    }
+    job();
   }
 
   void Work() {
@@ -154,6 +174,7 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
       aborted = true;
       pending.swap(aborts);
     }
+    abort_statements.store(true, std::memory_order_relaxed);
     for (auto& [id, abort] : pending) abort();
   }
 
@@ -167,6 +188,21 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
     }
     cv.notify_all();
     for (auto& t : joining) t.join();
+    // Jobs queued after the last worker left (never, unless Post raced the join) run here.
+    std::deque<std::shared_ptr<LocalDb>> left;
+    {
+      std::lock_guard lock(mu);
+      joined = true;
+      left.swap(ready);
+    }
+    for (auto& db : left) {
+      while (!db->jobs.empty()) {
+        std::function<void()> job = std::move(db->jobs.front());
+        db->jobs.pop_front();
+        job();
+      }
+      db->scheduled = false;
+    }
   }
 
   // SQL thread: opens the database on first use.
@@ -177,15 +213,18 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
       if (Status s = vfs.Attach(db.file_name, db.source); !s.ok()) return s;
       db.attached = true;
     }
-    auto opened = sql::Database::Open(vfs.name(), db.file_name);
+    sql::DatabaseOptions database_options;
+    database_options.abort = &abort_statements;
+    auto opened = sql::Database::Open(vfs.name(), db.file_name, database_options);
     if (!opened.ok()) return Unexpected{opened.error()};
     db.database = std::move(*opened);
     open.fetch_add(1, std::memory_order_relaxed);
     return {};
   }
 
-  // SQL thread: closes and forgets the file.
-  void CloseDb(LocalDb& db) {
+  // SQL thread: closes the connection and forgets the file; the next EnsureOpen reopens it
+  // from the page store (after a page I/O failure: whatever the VFS held is suspect).
+  void ResetDb(LocalDb& db) {
     if (db.database != nullptr) {
       db.database->Close();
       db.database.reset();
@@ -197,6 +236,11 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
       }
       db.attached = false;
     }
+  }
+
+  // SQL thread: closes and forgets the file for good.
+  void CloseDb(LocalDb& db) {
+    ResetDb(db);
     db.closed = true;
   }
 };
@@ -207,8 +251,12 @@ namespace {
 class EnvoyPageSource final : public storage::PageSource {
  public:
   EnvoyPageSource(std::shared_ptr<LocalSqlHost::Core> core, envoy::EnvoyClient* client,
-                  std::string actor_id, uint32_t generation)
-      : core_(std::move(core)), client_(client), actor_id_(std::move(actor_id)), generation_(generation) {}
+                  std::string actor_id, uint32_t generation, std::shared_ptr<PageFailure> failure)
+      : core_(std::move(core)),
+        client_(client),
+        actor_id_(std::move(actor_id)),
+        generation_(generation),
+        failure_(std::move(failure)) {}
 
   Result<std::vector<storage::Page>> GetPages(const std::vector<uint32_t>& pgnos) override {
     latest::SqliteGetPagesRequest req;
@@ -220,9 +268,12 @@ class EnvoyPageSource final : public storage::PageSource {
         [client, req = std::move(req)](std::function<void(Result<latest::SqliteGetPagesResponse>)> done) mutable {
           client->SqliteGetPages(std::move(req), std::move(done));
         });
-    if (!r.ok()) return Unexpected{r.error()};
+    if (!r.ok()) return Failed(r.error());
     if (const auto* err = r->get_if<latest::SqliteErrorResponse>()) {
-      return Unexpected{Error::FromString(err->message)};
+      Error e = Error::FromString(err->message);
+      // A database never committed to: the VFS opens it empty; not a failure.
+      if (e.Is("sqlite", "not_found")) return Unexpected{std::move(e)};
+      return Failed(std::move(e));
     }
     std::vector<storage::Page> pages;
     auto& ok = *r->get_if<latest::SqliteGetPagesOk>();
@@ -245,18 +296,25 @@ class EnvoyPageSource final : public storage::PageSource {
         [client, req = std::move(req)](std::function<void(Result<latest::SqliteCommitResponse>)> done) mutable {
           client->SqliteCommit(std::move(req), std::move(done));
         });
-    if (!r.ok()) return Unexpected{r.error()};
+    if (!r.ok()) return Failed(r.error());
     if (const auto* err = r->get_if<latest::SqliteErrorResponse>()) {
-      return Unexpected{Error::FromString(err->message)};
+      return Failed(Error::FromString(err->message));
     }
     return {};
   }
 
  private:
+  // Remembers the job's first page I/O failure (the statement reports it) and returns it.
+  Unexpected<Error> Failed(Error e) {
+    if (!failure_->error.has_value()) failure_->error = e;
+    return Unexpected{std::move(e)};
+  }
+
   std::shared_ptr<LocalSqlHost::Core> core_;
   envoy::EnvoyClient* client_;
   std::string actor_id_;
   uint32_t generation_;
+  std::shared_ptr<PageFailure> failure_;
 };
 
 [[noreturn]] void Throw(const Error& e) { throw runtime::ActorError(e.group(), e.code(), e.message()); }
@@ -266,7 +324,8 @@ class LocalSqlBackend final : public runtime::SqlBackend {
   LocalSqlBackend(std::shared_ptr<LocalSqlHost::Core> core, const runtime::SqlBackendContext& c)
       : core_(std::move(core)), db_(std::make_shared<LocalDb>()) {
     db_->file_name = c.actor_id + "-g" + std::to_string(c.generation);
-    db_->source = std::make_shared<EnvoyPageSource>(core_, c.client, c.actor_id, c.generation);
+    db_->source = std::make_shared<EnvoyPageSource>(core_, c.client, c.actor_id, c.generation,
+                                                    db_->page_failure);
   }
   ~LocalSqlBackend() override {
     if (!closing_) core_->Post(db_, [core = core_.get(), db = db_] { core->CloseDb(*db); });
@@ -312,10 +371,23 @@ class LocalSqlBackend final : public runtime::SqlBackend {
     Completion<Result<T>> done;
     Executor* back = &core_->runtime_executor;
     core_->Post(db_, [core = core_.get(), db = db_, fn = std::move(fn), done, back]() mutable {
+      db->page_failure->error.reset();
       Result<T> r = [&]() -> Result<T> {
         if (Status s = core->EnsureOpen(*db); !s.ok()) return Unexpected{s.error()};
         return fn(*db->database);
       }();
+      if (std::optional<Error> page = std::exchange(db->page_failure->error, std::nullopt);
+          page.has_value() && !r.ok()) {
+        // SQLite only says "disk I/O error"; the page request's error says what happened
+        // (sqlite.indeterminate_commit, remote_fence_mismatch, envoy.sqlite_timeout,
+        // sqlite.closed, ...). The connection is reopened from the page store at the next
+        // call: after a failed commit SQLite rolled back (or the VFS handle is dead), and an
+        // open transaction is gone either way.
+        r = Unexpected{Error(page->group(), page->code(),
+                             page->message() + " (" + r.error().ToString() +
+                                 "; the database reopens at the next statement)")};
+        core->ResetDb(*db);
+      }
       back->Post([done, r = std::move(r)]() mutable { done.Resolve(std::move(r)); });
     });
     Result<T> r = co_await done;
@@ -338,7 +410,10 @@ LocalSqlHost::LocalSqlHost(Executor& runtime_executor, LocalSqlOptions options)
 
 LocalSqlHost::~LocalSqlHost() {
   core_->Stop();
-  // Every job ran (the workers drain the queues before exiting), so no database is open.
+  // Every queued job ran. A database is still open only when its backend outlives the host:
+  // it closes when that backend goes (on the caller's thread, Post), and the VFS is
+  // unregistered when the last backend releases the core (~KeelVfs).
+  if (core_->open.load(std::memory_order_relaxed) > 0) return;
   if (Status s = core_->vfs.Unregister(); !s.ok()) {
     LogWarn(kLog, "unregistering the Keel VFS failed", {{"error", s.error().ToString()}});
   }

@@ -13,15 +13,24 @@
 // `page_request_timeout`. Results go back to the runtime's executor, where the awaiting
 // actor coroutine resumes.
 //
-// Failure: a commit whose outcome is unknown (connection lost after it was sent, timeout)
-// fails the statement; the VFS drops its cache and SQLite rolls the transaction back, so
-// the database is the state before or after that transaction and later statements see
-// which. Shutdown() fails every waiting page request with sqlite.closed so no SQL thread
-// waits on an executor that no longer runs.
+// Failure: a commit whose outcome is unknown (connection lost after it was sent:
+// sqlite.indeterminate_commit, a timeout) fails the statement; the VFS drops its cache,
+// learns the committed size again and SQLite rolls the transaction back with one more
+// commit, so the database is the state before or after that transaction (before, once the
+// rollback commit lands) and never has it twice — the envoy never resends a commit. A
+// statement that failed because a page request failed reports that request's error
+// (sqlite.indeterminate_commit, sqlite.remote_fence_mismatch, envoy.sqlite_timeout,
+// sqlite.closed, ...; SQLite's own "disk I/O error" is in the message), and the connection
+// is reopened from the page store at the next statement (an open transaction is gone), so
+// a dead VFS handle never lingers. Shutdown() fails every waiting page request with
+// sqlite.closed so no SQL thread waits on an executor that no longer runs, and interrupts
+// running statements (sqlite.closed) so none holds a SQL thread up to its deadline.
 //
 // Lifetime: create before the Runtime whose RuntimeOptions::local_sqlite it feeds and
-// destroy after it (backends hold a reference). Thread-safety: Factory()'s backends are used
-// on the runtime executor; everything else is internal.
+// destroy after it. Backends keep the shared core alive: one destroyed after its host runs
+// its remaining calls on the caller's thread (page requests fail with sqlite.closed) and
+// closes its database there. Thread-safety: Factory()'s backends are used on the runtime
+// executor; everything else is internal.
 #pragma once
 
 #include <chrono>
@@ -51,7 +60,8 @@ class LocalSqlHost {
 
   // For RuntimeOptions::local_sqlite.
   runtime::LocalSqlFactory Factory();
-  // Fails waiting page requests and every later one with sqlite.closed. Idempotent.
+  // Fails waiting page requests and every later one with sqlite.closed, and interrupts
+  // running statements (sqlite.closed). Idempotent.
   void Shutdown();
   // Databases currently open (tests, metrics).
   size_t open_databases() const;
