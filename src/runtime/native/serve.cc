@@ -176,12 +176,16 @@ void RuntimeHost::Stop(std::chrono::milliseconds timeout) {
   });
   fut.wait_for(timeout);
   impl_->io.Stop();
+  // Nothing answers page requests any more: SQL threads still waiting fail now
+  // (sqlite.closed) instead of at the page request timeout.
+  impl_->sql->Shutdown();
 }
 
 void RuntimeHost::Kill() {
   // Like a crash: the event loop stops and the socket is dropped without a close frame
-  // or ToRivetStopping; nothing is flushed.
+  // or ToRivetStopping; nothing is flushed. SQL threads waiting for a page answer fail now.
   impl_->io.Stop();
+  impl_->sql->Shutdown();
 }
 
 bool RuntimeHost::connected() {
