@@ -197,37 +197,50 @@ class Db {
   // statements, run as one batch (e.g. "BEGIN; …; COMMIT;"), and the rows are those of
   // the last statement that produced any; with arguments it is ONE statement whose `?`
   // placeholders take them in order (null, bool, integers, floats, text, bytes).
+  //
+  // SQL is taken as std::string_view and copied before anything suspends, and every
+  // parameter list has an overload without it, so a call like
+  // `co_await c.db().query("SELECT …")` creates no class temporary inside the co_await
+  // expression (g++ 12 destroys those twice).
   template <typename... A>
-  Task<Value> execute(std::string sql, const A&... args) {
+  Task<Value> execute(std::string_view sql, const A&... args) {
     if constexpr (sizeof...(A) == 0) {
-      return ExecRows(inst_, std::move(sql));
+      return ExecRows(inst_, std::string(sql));
     } else {
-      return ExecuteRows(inst_, std::move(sql), Params(Value::Array{ToValue(args)...}));
+      return ExecuteRows(inst_, std::string(sql), Params(Value::Array{ToValue(args)...}));
     }
   }
   // Named bindings: `:name` / `@name` / `$name` in the SQL, values from `named` (a map
   // keyed by the names without the prefix).
-  Task<Value> execute_named(std::string sql, const Value& named) {
+  Task<Value> execute_named(std::string_view sql, const Value& named) {
     Result<sql::Params> params = runtime::BindNamed(sql, named);
     if (!params.ok()) Throw(params.error());
-    return ExecuteRows(inst_, std::move(sql), std::move(*params));
+    return ExecuteRows(inst_, std::string(sql), std::move(*params));
   }
 
   // The lower-level interface (actors.md §2.5).
-  Task<sql::QueryResult> exec(std::string sql) { return inst_.Database().Exec(std::move(sql)); }
-  Task<sql::QueryResult> query(std::string sql, sql::Params params = {}) {
-    return QueryOf(inst_, std::move(sql), std::move(params));
+  Task<sql::QueryResult> exec(std::string_view sql) {
+    return inst_.Database().Exec(std::string(sql));
   }
-  Task<sql::RunResult> run(std::string sql, sql::Params params = {}) {
-    return RunOf(inst_, std::move(sql), std::move(params));
+  Task<sql::QueryResult> query(std::string_view sql) { return query(sql, sql::Params{}); }
+  Task<sql::QueryResult> query(std::string_view sql, sql::Params params) {
+    return QueryOf(inst_, std::string(sql), std::move(params));
   }
-  Task<sql::ExecuteResult> execute_raw(std::string sql,
-                                       std::optional<sql::Params> params = std::nullopt) {
-    return inst_.Database().Execute(std::move(sql), std::move(params));
+  Task<sql::RunResult> run(std::string_view sql) { return run(sql, sql::Params{}); }
+  Task<sql::RunResult> run(std::string_view sql, sql::Params params) {
+    return RunOf(inst_, std::string(sql), std::move(params));
   }
-  Task<sql::ExecuteResult> execute_write(std::string sql,
-                                         std::optional<sql::Params> params = std::nullopt) {
-    return inst_.Database().ExecuteWrite(std::move(sql), std::move(params));
+  Task<sql::ExecuteResult> execute_raw(std::string_view sql) {
+    return inst_.Database().Execute(std::string(sql), std::nullopt);
+  }
+  Task<sql::ExecuteResult> execute_raw(std::string_view sql, sql::Params params) {
+    return inst_.Database().Execute(std::string(sql), std::move(params));
+  }
+  Task<sql::ExecuteResult> execute_write(std::string_view sql) {
+    return inst_.Database().ExecuteWrite(std::string(sql), std::nullopt);
+  }
+  Task<sql::ExecuteResult> execute_write(std::string_view sql, sql::Params params) {
+    return inst_.Database().ExecuteWrite(std::string(sql), std::move(params));
   }
   // Runs `fn()` (returning void or Task<void>) with every execute forced to the writer.
   template <typename F>
