@@ -1,9 +1,10 @@
 // keel_bench: Keel measured the way a user reaches it — the real `keel-engine` and
 // `keel-examples` binaries in separate processes, driven as a client over loopback through
-// the engine's gateway (BENCHMARKS.md W1–W4, W6, W7), next to the floors of this machine
-// measured in the same run. Prints ONE JSON object on stdout; progress goes to stderr.
+// the engine's gateway (BENCHMARKS.md W1–W7), next to the floors of this machine measured
+// in the same run. Prints ONE JSON object on stdout; progress goes to stderr.
 //
-//   keel_bench [--engine PATH] [--runtime PATH] [--quick] [--w4-large] [--only w1,w2,...]
+//   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--quick] [--w4-large]
+//              [--only w1,w2,...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
@@ -21,6 +22,12 @@
 //    action, one keep-alive request each, 200 times;
 //  * W4: RSS of engine and runtime before/after 1,000 (and with --w4-large 10,000) awake idle
 //    actors on a fresh stack, then after they were put to sleep over REST;
+//  * W5: SQLite via actions, once per backend (a fresh stack whose runtime is
+//    keel-bench-runtime with KEEL_SQLITE_BACKEND=local, then =remote), on the `sqlbench`
+//    actor (bench/actors/sqlbench.h): 2000 single-row insertOne over one /connect WebSocket
+//    and 2000 over keep-alive HTTP, one insertMany(10000) (one transaction, one statement per
+//    row), 2000 getById point selects over each transport; next to the same three operations
+//    on a plain SQLite file through keel::sql (the execution layer's PRAGMAs), in-process;
 //  * W6: 20 actors, each put to sleep over REST (polled until asleep), then the first action
 //    timed;
 //  * W7: on a fresh stack, callers keep incrementing 4 actors (2 HTTP, 2 WebSocket); kill -9
@@ -29,6 +36,8 @@
 // CPU per call: utime+stime of the engine and runtime processes (/proc/<pid>/stat, 10 ms
 // ticks) over the measured loop divided by its calls. Every loop is bounded in count and
 // time; --quick shrinks the counts for a smoke run (well under a minute in release).
+// Context switches per call: voluntary + involuntary, summed over the threads of each
+// process (/proc/<pid>/task/*/status). (W5's batch: CPU and switches per row.)
 // Exit status 0 when the run completed (even if a performance target is missed), 1 when it
 // could not (a process failed to start, a workload failed outright) or when W7 found an
 // acknowledged write lost.
@@ -70,6 +79,7 @@
 #include "net/client.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
+#include "sqlite/database.h"
 #include "storage/kv_store.h"
 #include "storage/rocksdb_kv_store.h"
 #include "value/value.h"
@@ -88,6 +98,7 @@ std::filesystem::path g_root;  // this run's temp dir (removed at exit)
 
 struct Config {
   std::string engine_bin, runtime_bin;
+  std::string sql_runtime_bin;  // W5: hosts `sqlbench` (keel-bench-runtime)
   bool quick = false;
   bool w4_large = false;
   bool keep = false;  // keep the temp dir (logs, data) for a look afterwards
@@ -98,6 +109,7 @@ struct Config {
   seconds w2_duration{10};
   int w3_calls = 200;
   int w4_small = 1000, w4_large_count = 10000;
+  int w5_inserts = 2000, w5_batch = 10000, w5_selects = 2000, w5_warmup = 20;
   int w6_actors = 20;
   int w7_acks_before_kill = 200, w7_acks_after = 50;
   milliseconds w7_call_timeout{5000};
@@ -166,6 +178,22 @@ int64_t ProcRss(pid_t pid) {
   return 0;
 }
 
+// Context switches (voluntary + involuntary) summed over the threads of `pid`; 0 when
+// unreadable. Threads that exited since are not counted.
+int64_t ProcCtxSwitches(pid_t pid) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream f(t.path() / "status");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stoll(line.substr(24));
+      if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) total += std::stoll(line.substr(27));
+    }
+  }
+  return total;
+}
+
 double SelfCpuUs() {
   rusage u{};
   ::getrusage(RUSAGE_SELF, &u);
@@ -198,10 +226,13 @@ struct Samples {
 struct CpuWindow {
   pid_t engine = 0, runtime = 0;
   double e0 = 0, r0 = 0, c0 = 0;
+  int64_t es0 = 0, rs0 = 0;
   Clock::time_point t0;
   void Begin(pid_t e, pid_t r) {
     engine = e;
     runtime = r;
+    es0 = e > 0 ? ProcCtxSwitches(e) : 0;
+    rs0 = r > 0 ? ProcCtxSwitches(r) : 0;
     e0 = ProcCpuUs(e);
     r0 = ProcCpuUs(r);
     c0 = SelfCpuUs();
@@ -216,6 +247,11 @@ struct CpuWindow {
     j["cpu_pct_of_one_core"] = {{"engine", R1(100 * e / wall)},
                                 {"runtime", R1(100 * r / wall)},
                                 {"client", R1(100 * c / wall)}};
+    if (engine > 0 && runtime > 0) {
+      j["ctx_switches_per_call"] = {
+          {"engine", R1(static_cast<double>(ProcCtxSwitches(engine) - es0) / n)},
+          {"runtime", R1(static_cast<double>(ProcCtxSwitches(runtime) - rs0) / n)}};
+    }
   }
 };
 
@@ -410,24 +446,29 @@ class WsActor {
     return Call("increment", Value::ArrayOf({n}), timeout);
   }
   int64_t Call(const std::string& name, Value args, milliseconds timeout) {
+    auto out = CallValue(name, std::move(args), timeout);
+    if (!out || !out->is_integer()) return -1;
+    return static_cast<int64_t>(out->as_uint());
+  }
+  // The action's output, or nullopt on any failure (then the connection is unusable).
+  std::optional<Value> CallValue(const std::string& name, Value args, milliseconds timeout) {
     const uint64_t want = ++action_id_;
     Bytes b = wire::Encode(wire::ToServer{wire::ActionRequest{want, name, std::move(args)}},
                            wire::Encoding::kBare);
-    if (!ws_->Send(std::string(b.begin(), b.end()), true).ok()) return -1;
+    if (!ws_->Send(std::string(b.begin(), b.end()), true).ok()) return std::nullopt;
     const auto deadline = Clock::now() + timeout;
     for (int i = 0; i < 1000; ++i) {  // events are skipped (none subscribed)
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return -1;
+      if (left.count() <= 0) return std::nullopt;
       auto m = Next(left);
-      if (!m) return -1;
-      if (const auto* r = std::get_if<wire::ActionResponse>(&*m)) {
+      if (!m) return std::nullopt;
+      if (auto* r = std::get_if<wire::ActionResponse>(&*m)) {
         if (r->id != want) continue;
-        if (!r->output.is_integer()) return -1;
-        return static_cast<int64_t>(r->output.as_uint());
+        return std::move(r->output);
       }
-      if (std::holds_alternative<wire::ErrorMsg>(*m)) return -1;
+      if (std::holds_alternative<wire::ErrorMsg>(*m)) return std::nullopt;
     }
-    return -1;
+    return std::nullopt;
   }
 
  private:
@@ -454,7 +495,11 @@ const std::string kIncrementBody = R"({"args":[1]})";
 // connected to it. Logs go to files in `dir`; their tails are printed on failure.
 class Stack {
  public:
-  explicit Stack(const std::string& tag) {
+  // `runtime_bin` (default: --runtime) with `runtime_env` added to its environment.
+  explicit Stack(const std::string& tag, std::string runtime_bin = "",
+                 std::vector<std::pair<std::string, std::string>> runtime_env = {})
+      : runtime_bin_(runtime_bin.empty() ? g_cfg.runtime_bin : std::move(runtime_bin)),
+        runtime_env_(std::move(runtime_env)) {
     dir_ = g_root / tag;
     std::filesystem::create_directories(dir_);
   }
@@ -502,12 +547,13 @@ class Stack {
     const auto log = (dir_ / "runtime.log").string();
     Subprocess::Options o;
     o.path = "/bin/sh";
-    o.args = {"-c", "exec \"$0\" \"$@\" >>\"$KEEL_BENCH_LOG\" 2>&1", g_cfg.runtime_bin};
+    o.args = {"-c", "exec \"$0\" \"$@\" >>\"$KEEL_BENCH_LOG\" 2>&1", runtime_bin_};
     o.env = {{"KEEL_BENCH_LOG", log},
              {"KEEL_ENDPOINT", base()},
              {"KEEL_NAMESPACE", "default"},
              {"KEEL_POOL", "default"},
              {"KEEL_LOG_LEVEL", "warn"}};
+    o.env.insert(o.env.end(), runtime_env_.begin(), runtime_env_.end());
     const auto t0 = Clock::now();
     auto p = Subprocess::Start(o);
     if (!p.has_value()) Fail("runtime spawn: " + p.error().ToString());
@@ -582,14 +628,17 @@ class Stack {
 
  private:
   std::filesystem::path dir_;
+  std::string runtime_bin_;
+  std::vector<std::pair<std::string, std::string>> runtime_env_;
   std::unique_ptr<Subprocess> engine_, runtime_;
   uint16_t port_ = 0;
   double engine_start_ms_ = 0, runtime_start_ms_ = 0;
 };
 
-// REST create of a counter with `key`; returns its id (Fail on error).
-std::string CreateActor(HttpConn& c, const std::string& key) {
-  json body{{"name", "counter"}, {"key", key}, {"runner_name_selector", "default"}};
+// REST create of a `name` actor (default: the counter) with `key`; returns its id (Fail on
+// error).
+std::string CreateActor(HttpConn& c, const std::string& key, const std::string& name = "counter") {
+  json body{{"name", name}, {"key", key}, {"runner_name_selector", "default"}};
   std::string out;
   int st = 0;
   for (int attempt = 0; attempt < 3 && st != 200; ++attempt) st = c.Post("/actors?namespace=default", body.dump(), &out);
@@ -1028,6 +1077,298 @@ json W6(Stack& st) {
   return j;
 }
 
+// ---- W5 ----------------------------------------------------------------------------------
+
+// `count` sequential calls, each timed. `call(i)`: 1 right answer, 0 wrong answer, -1 the
+// transport failed (the loop stops). Bounded by `cap`.
+template <typename F>
+json TimedCalls(const std::string& name, json params, int count, seconds cap, pid_t engine,
+                pid_t runtime, F call) {
+  Samples s;
+  int64_t errors = 0;
+  CpuWindow cpu;
+  cpu.Begin(engine, runtime);
+  const auto end = Clock::now() + cap;
+  for (int i = 0; i < count; ++i) {
+    if (Clock::now() > end) {
+      s.cut_short = true;
+      break;
+    }
+    const auto t0 = Clock::now();
+    const int r = call(i);
+    s.us.push_back(MicrosSince(t0));
+    if (r != 1) ++errors;
+    if (r < 0) break;
+  }
+  json j = Record("W5", name, std::move(params), s, errors, MicrosSince(cpu.t0));
+  cpu.End(j, s.us.size());
+  Report(name, j);
+  return j;
+}
+
+// POST /gateway/<id>/action/<action> {"args": args} (json); the output, or nullopt (the
+// status and body in `error`).
+std::optional<json> HttpAction(HttpConn& c, const std::string& id, const std::string& action,
+                               const json& args, std::string* error = nullptr) {
+  std::string out;
+  const json body{{"args", args}};
+  const int status = c.Post("/gateway/" + id + "/action/" + action, body.dump(), &out);
+  auto j = json::parse(out, nullptr, false);
+  if (status != 200 || j.is_discarded() || !j.is_object() || !j.contains("output")) {
+    if (error != nullptr) *error = std::to_string(status) + " " + out.substr(0, 300);
+    return std::nullopt;
+  }
+  return j["output"];
+}
+
+int64_t IntField(const Value& v, std::string_view key) {
+  const Value* f = v.is_map() ? v.Find(key) : nullptr;
+  return f != nullptr && f->is_integer() ? static_cast<int64_t>(f->as_uint()) : -1;
+}
+
+std::string RowName(const char* tag, int i) { return std::string(tag) + "-" + std::to_string(i); }
+
+// Rivet's point-select order: 1 + (i * 7919) % rows.
+int64_t SelectId(int i, int64_t rows) { return 1 + (static_cast<int64_t>(i) * 7919) % rows; }
+
+json BatchRecord(const std::string& name, int64_t want, int64_t inserted, double us,
+                 int64_t actor_us) {
+  json b;
+  b["workload"] = "W5";
+  b["name"] = name;
+  b["params"] = {{"rows", want},
+                 {"shape", "BEGIN; one INSERT statement per row; COMMIT (one transaction)"}};
+  b["rows"] = inserted;
+  b["errors"] = inserted == want ? 0 : 1;
+  b["us"] = R1(us);
+  b["rows_per_s"] = us > 0 ? R1(static_cast<double>(inserted) * 1e6 / us) : 0;
+  if (actor_us >= 0) {
+    b["actor_us"] = actor_us;
+    b["rows_per_s_inside_actor"] =
+        actor_us > 0 ? R1(static_cast<double>(inserted) * 1e6 / static_cast<double>(actor_us)) : 0;
+    b["statements"] = want + 2;
+    b["actor_us_per_statement"] = R2(static_cast<double>(actor_us) / static_cast<double>(want + 2));
+  }
+  return b;
+}
+
+// W5 on one backend: a fresh engine + keel-bench-runtime with KEEL_SQLITE_BACKEND=`backend`.
+json W5Backend(const std::string& backend) {
+  Progress("w5: " + backend + " backend");
+  std::vector<std::pair<std::string, std::string>> env = {{"KEEL_SQLITE_BACKEND", backend}};
+  Stack st("w5-" + backend, g_cfg.sql_runtime_bin, std::move(env));
+  st.Start();
+  const pid_t ep = st.engine_pid(), rp = st.runtime_pid();
+  HttpConn c(st.port());
+  const std::string id = CreateActor(c, "w5-" + backend, "sqlbench");
+  std::string err;
+  {
+    auto b = HttpAction(c, id, "backend", json::array(), &err);
+    if (!b || !b->is_string() || b->get<std::string>() != backend) {
+      Fail("w5: the sqlbench database is not on the " + backend + " backend: " + (b ? b->dump() : err) +
+           st.Tail("runtime.log"));
+    }
+  }
+  auto opened = WsActor::Open(st.port(), id);
+  if (!opened.has_value()) Fail("w5 connect: " + opened.error().ToString());
+  WsActor& ws = **opened;
+  const milliseconds call_timeout(15000);
+  int64_t rows = 0;  // rows in items = the largest id (ids are 1, 2, …: no deletes)
+
+  // An insertOne answer: 1 when it is the next id, 0 when not (then follow it), -1 none.
+  auto next_id = [&rows](int64_t got) {
+    if (got == rows + 1) {
+      ++rows;
+      return 1;
+    }
+    if (got > rows) rows = got;
+    return 0;
+  };
+  auto insert_ws = [&](const char* tag, int i) -> int {
+    Value args = Value::ArrayOf({Value(RowName(tag, i)), Value(int64_t{i})});
+    auto out = ws.CallValue("insertOne", std::move(args), call_timeout);
+    if (!out) return -1;
+    return next_id(out->is_integer() ? static_cast<int64_t>(out->as_uint()) : -1);
+  };
+  auto insert_http = [&](const char* tag, int i) -> int {
+    auto out = HttpAction(c, id, "insertOne", json::array({RowName(tag, i), i}), &err);
+    if (!out) return -1;
+    return next_id(out->is_number_integer() ? out->get<int64_t>() : -1);
+  };
+  auto select_ws = [&](int64_t want) -> int {
+    Value args = Value::ArrayOf({Value(want)});
+    auto out = ws.CallValue("getById", std::move(args), call_timeout);
+    if (!out) return -1;
+    return IntField(*out, "id") == want ? 1 : 0;
+  };
+  auto select_http = [&](int64_t want) -> int {
+    auto out = HttpAction(c, id, "getById", json::array({want}), &err);
+    if (!out) return -1;
+    return out->is_object() && out->value("id", int64_t{-1}) == want ? 1 : 0;
+  };
+
+  // Warm-up: the database opened, pages cached, both transports used.
+  for (int i = 0; i < g_cfg.w5_warmup; ++i) {
+    if (insert_ws("warm-ws", i) != 1 || insert_http("warm-http", i) != 1 || select_ws(1) != 1 ||
+        select_http(rows) != 1) {
+      Fail("w5 warm-up failed on the " + backend + " backend: " + err + st.Tail("runtime.log"));
+    }
+  }
+  json j;
+  j["backend"] = backend;
+  j["runtime_start_ms"] = R1(st.runtime_start_ms());
+  const seconds cap(60);
+  j["insert_one_ws"] = TimedCalls(
+      "w5_" + backend + "_insert_one_ws",
+      {{"calls", g_cfg.w5_inserts}, {"transport", "one WebSocket /gateway/<id>/connect, bare"},
+       {"action", "insertOne(name, qty) -> id"}},
+      g_cfg.w5_inserts, cap, ep, rp, [&](int i) { return insert_ws("row-ws", i); });
+  j["insert_one_http"] = TimedCalls(
+      "w5_" + backend + "_insert_one_http",
+      {{"calls", g_cfg.w5_inserts}, {"transport", "one keep-alive HTTP/1.1 connection, json"},
+       {"action", "insertOne(name, qty) -> id"}},
+      g_cfg.w5_inserts, cap, ep, rp, [&](int i) { return insert_http("row-http", i); });
+  {
+    CpuWindow cpu;
+    cpu.Begin(ep, rp);
+    Value args = Value::ArrayOf({Value(int64_t{g_cfg.w5_batch}), Value("bulk")});
+    const auto t0 = Clock::now();
+    auto out = ws.CallValue("insertMany", std::move(args), milliseconds(300000));
+    const double us = MicrosSince(t0);
+    const int64_t inserted = out ? IntField(*out, "inserted") : -1;
+    if (inserted > 0) rows += inserted;
+    json b = BatchRecord("w5_" + backend + "_insert_many", g_cfg.w5_batch, inserted, us,
+                         out ? IntField(*out, "actor_us") : -1);
+    b["params"]["transport"] = "one WebSocket /gateway/<id>/connect, bare";
+    cpu.End(b, static_cast<size_t>(std::max<int64_t>(1, inserted)));
+    b["cpu_per"] = "row";
+    Progress("w5_" + backend + "_insert_many: " + std::to_string(inserted) + " rows in " +
+             std::to_string(us / 1000) + " ms = " + std::to_string(b["rows_per_s"].get<double>()) + " rows/s");
+    j["insert_many"] = b;
+    if (!out) Fail("w5: insertMany failed on the " + backend + " backend" + st.Tail("runtime.log"));
+  }
+  const int64_t total = rows;
+  j["point_select_ws"] = TimedCalls(
+      "w5_" + backend + "_point_select_ws",
+      {{"calls", g_cfg.w5_selects}, {"transport", "one WebSocket /gateway/<id>/connect, bare"},
+       {"action", "getById(id) -> {id, name, qty}"}, {"ids", "1 + (i * 7919) % rows"}, {"rows", total}},
+      g_cfg.w5_selects, cap, ep, rp, [&](int i) { return select_ws(SelectId(i, total)); });
+  j["point_select_http"] = TimedCalls(
+      "w5_" + backend + "_point_select_http",
+      {{"calls", g_cfg.w5_selects}, {"transport", "one keep-alive HTTP/1.1 connection, json"},
+       {"action", "getById(id) -> {id, name, qty}"}, {"ids", "1 + (i * 7919) % rows"}, {"rows", total}},
+      g_cfg.w5_selects, cap, ep, rp, [&](int i) { return select_http(SelectId(i, total)); });
+  auto count = HttpAction(c, id, "count", json::array(), &err);
+  j["rows_after"] = rows;
+  j["count_ok"] = count && count->is_number_integer() && count->get<int64_t>() == rows;
+  int64_t errors = 0;
+  for (const char* k : {"insert_one_ws", "insert_one_http", "insert_many", "point_select_ws", "point_select_http"}) {
+    errors += j[k].value("errors", int64_t{0});
+  }
+  j["errors"] = errors;
+  if (!j["count_ok"].get<bool>()) Progress("w5: " + backend + ": count() disagrees: " + (count ? count->dump() : err));
+  st.Stop();
+  return j;
+}
+
+// The floor: the same three operations on a plain SQLite file through keel::sql (the
+// execution layer both backends run on), in this process, no actors. `wal_full`: WAL with
+// synchronous=FULL (docs/benchmarks.md's "plain SQLite with equal durability") instead of
+// the execution layer's own PRAGMAs (journal_mode DELETE, synchronous NORMAL, EXCLUSIVE
+// locking; in rollback-journal mode every commit still syncs the journal and the file).
+json FloorSqlite(bool wal_full) {
+  const std::string name = wal_full ? "sqlite_file_wal_full" : "sqlite_file";
+  Progress("floor: " + name);
+  const auto dir = g_root / ("floor_" + name);
+  std::filesystem::create_directories(dir);
+  json j;
+  {
+    auto opened = sql::Database::Open("", (dir / "floor.db").string());
+    if (!opened.ok()) Fail("floor sqlite open: " + opened.error().ToString());
+    sql::Database& db = **opened;
+    auto must = [](const Result<sql::QueryResult>& r, const std::string& what) {
+      if (!r.ok()) Fail("floor sqlite " + what + ": " + r.error().ToString());
+    };
+    if (wal_full) must(db.Exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"), "pragmas");
+    json pragmas;
+    for (const char* p : {"journal_mode", "synchronous", "locking_mode", "page_size"}) {
+      auto r = db.Exec(std::string("PRAGMA ") + p);
+      if (r.ok() && !r->rows.empty() && !r->rows[0].empty()) {
+        const auto& cell = r->rows[0][0];
+        if (const auto* t = std::get_if<std::string>(&cell)) pragmas[p] = *t;
+        if (const auto* n = std::get_if<int64_t>(&cell)) pragmas[p] = *n;
+      }
+    }
+    must(db.Exec("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL)"),
+         "create table");
+    int64_t rows = 0;
+    const std::string insert_sql = "INSERT INTO items (name, qty) VALUES (?, ?)";
+    const std::string select_sql = "SELECT id, name, qty FROM items WHERE id = ?";
+    auto insert = [&](const char* tag, int i) -> int {
+      sql::Params p{sql::Value(RowName(tag, i)), sql::Value(int64_t{i})};
+      auto r = db.Run(insert_sql, p);
+      if (!r.ok()) return -1;
+      if (r->last_insert_row_id.value_or(-1) != rows + 1) return 0;
+      ++rows;
+      return 1;
+    };
+    auto select = [&](int64_t want) -> int {
+      sql::Params p{sql::Value(want)};
+      auto r = db.Query(select_sql, p);
+      if (!r.ok()) return -1;
+      return !r->rows.empty() && std::get_if<int64_t>(&r->rows[0][0]) != nullptr &&
+                     std::get<int64_t>(r->rows[0][0]) == want
+                 ? 1
+                 : 0;
+    };
+    for (int i = 0; i < g_cfg.w5_warmup; ++i) {
+      if (insert("warm", i) != 1 || select(1) != 1) Fail("floor sqlite warm-up failed");
+    }
+    const json common = {{"file", "plain file in the run's temp dir, default VFS, via keel::sql::Database"},
+                         {"pragmas", pragmas}};
+    const seconds cap(60);
+    json params = common;
+    params["calls"] = g_cfg.w5_inserts;
+    j["insert_one"] = TimedCalls("floor_" + name + "_insert_one", params, g_cfg.w5_inserts, cap, 0, 0,
+                                 [&](int i) { return insert("row", i); });
+    {
+      const double c0 = SelfCpuUs();
+      const auto t0 = Clock::now();
+      int64_t inserted = 0;
+      bool ok = db.Exec("BEGIN").ok();
+      for (int i = 0; ok && i < g_cfg.w5_batch; ++i) {
+        ok = insert("bulk", i) == 1;
+        if (ok) ++inserted;
+      }
+      ok = ok && db.Exec("COMMIT").ok();
+      const double us = MicrosSince(t0);
+      json b = BatchRecord("floor_" + name + "_insert_many", g_cfg.w5_batch, ok ? inserted : -1, us, -1);
+      b["params"]["pragmas"] = pragmas;
+      b["cpu_us_per_row"] = R2((SelfCpuUs() - c0) / static_cast<double>(std::max<int64_t>(1, inserted)));
+      Progress("floor_" + name + "_insert_many: " + std::to_string(inserted) + " rows in " +
+               std::to_string(us / 1000) + " ms = " + std::to_string(b["rows_per_s"].get<double>()) + " rows/s");
+      j["insert_many"] = b;
+    }
+    const int64_t total = rows;
+    params = common;
+    params["calls"] = g_cfg.w5_selects;
+    params["ids"] = "1 + (i * 7919) % rows";
+    params["rows"] = total;
+    j["point_select"] = TimedCalls("floor_" + name + "_point_select", params, g_cfg.w5_selects, cap, 0, 0,
+                                   [&](int i) { return select(SelectId(i, total)); });
+    // In-process: the CPU is this process's (`client`), no engine or runtime.
+    for (const char* k : {"insert_one", "point_select"}) {
+      j[k]["cpu_us_per_call"] = {{"process", j[k]["cpu_us_per_call"]["client"]}};
+      j[k].erase("cpu_pct_of_one_core");
+    }
+    j["pragmas"] = pragmas;
+    db.Close();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return j;
+}
+
 // ---- W4 ----------------------------------------------------------------------------------
 
 json W4() {
@@ -1358,8 +1699,10 @@ std::string ExeDir() {
 
 int Usage() {
   std::fputs(
-      "usage: keel_bench [--engine PATH] [--runtime PATH] [--quick] [--w4-large] [--keep] [--only w1,w2,w3,w4,w6,w7]\n"
-      "Starts keel-engine and keel-examples, measures W1-W4, W6, W7 and the floors; one JSON on stdout.\n",
+      "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--quick] [--w4-large] [--keep]\n"
+      "                  [--only w1,w2,w3,w4,w5,w6,w7]\n"
+      "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the floors;\n"
+      "one JSON on stdout.\n",
       stderr);
   return 2;
 }
@@ -1368,6 +1711,7 @@ int Main(int argc, char** argv) {
   const std::string dir = ExeDir();
   g_cfg.engine_bin = dir + "/keel-engine";
   g_cfg.runtime_bin = dir + "/keel-examples";
+  g_cfg.sql_runtime_bin = dir + "/keel-bench-runtime";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -1378,6 +1722,8 @@ int Main(int argc, char** argv) {
       g_cfg.engine_bin = value();
     } else if (a == "--runtime") {
       g_cfg.runtime_bin = value();
+    } else if (a == "--sql-runtime") {
+      g_cfg.sql_runtime_bin = value();
     } else if (a == "--quick") {
       g_cfg.quick = true;
     } else if (a == "--keep") {
@@ -1400,6 +1746,10 @@ int Main(int argc, char** argv) {
     g_cfg.w3_calls = 30;
     g_cfg.w4_small = 100;
     g_cfg.w4_large_count = 500;
+    g_cfg.w5_inserts = 200;
+    g_cfg.w5_batch = 1000;
+    g_cfg.w5_selects = 200;
+    g_cfg.w5_warmup = 5;
     g_cfg.w6_actors = 5;
     g_cfg.w7_acks_before_kill = 20;
     g_cfg.w7_acks_after = 10;
@@ -1409,9 +1759,12 @@ int Main(int argc, char** argv) {
     g_cfg.floor_ws = 1000;
     g_cfg.floor_commit = 200;
   }
-  for (const auto* bin : {&g_cfg.engine_bin, &g_cfg.runtime_bin}) {
+  for (const auto* bin : {&g_cfg.engine_bin, &g_cfg.runtime_bin, &g_cfg.sql_runtime_bin}) {
+    if (bin == &g_cfg.sql_runtime_bin && !g_cfg.Runs("w5")) continue;
     if (::access(bin->c_str(), X_OK) != 0) {
-      std::fprintf(stderr, "keel_bench: not executable: %s (build keel-engine and keel-examples, or pass --engine/--runtime)\n",
+      std::fprintf(stderr,
+                   "keel_bench: not executable: %s (build keel-engine, keel-examples and keel-bench-runtime, or "
+                   "pass --engine/--runtime/--sql-runtime)\n",
                    bin->c_str());
       return 1;
     }
@@ -1437,7 +1790,7 @@ int Main(int argc, char** argv) {
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
                     {"loadavg_start", LoadAvg()},
                     {"temp_dir", g_root.string()}};
-  out["binaries"] = {{"engine", g_cfg.engine_bin}, {"runtime", g_cfg.runtime_bin}};
+  out["binaries"] = {{"engine", g_cfg.engine_bin}, {"runtime", g_cfg.runtime_bin}, {"sql_runtime", g_cfg.sql_runtime_bin}};
   out["unit"] = "us";
   int rc = 0;
   json w;
@@ -1474,6 +1827,24 @@ int Main(int argc, char** argv) {
       out["machine"]["runtime_rss_end_of_main_stack"] = ProcRss(st.runtime_pid());
       st.Stop();
     }
+    if (g_cfg.Runs("w5")) {
+      // The plain-file floor right before the stacks (the disk's sync latency drifts).
+      out["floors"]["sqlite_file"] = FloorSqlite(false);
+      out["floors"]["sqlite_file_wal_full"] = FloorSqlite(true);
+      json w5;
+      w5["workload"] = "W5";
+      w5["name"] = "w5_sqlite";
+      w5["params"] = {{"inserts", g_cfg.w5_inserts},
+                      {"batch_rows", g_cfg.w5_batch},
+                      {"selects", g_cfg.w5_selects},
+                      {"warmup_rounds", g_cfg.w5_warmup},
+                      {"actor", "sqlbench: items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)"},
+                      {"runtime", g_cfg.sql_runtime_bin},
+                      {"stacks", "a fresh engine + runtime per backend (KEEL_SQLITE_BACKEND)"}};
+      w["w5_sqlite"] = w5;
+      w["w5_sqlite"]["local"] = W5Backend("local");
+      w["w5_sqlite"]["remote"] = W5Backend("remote");
+    }
     if (g_cfg.Runs("w4")) w["w4_memory"] = W4();
     if (g_cfg.Runs("w7")) w["w7_durability"] = W7();
     // The disk's sync latency drifts on a shared machine: measured again at the end.
@@ -1505,6 +1876,31 @@ int Main(int argc, char** argv) {
           Ratio(w["w2_ws"]["ops_per_s"].get<double>(), 1e6 / commit);
     }
     if (w.contains("w3_cold_start")) r["w3_p50_over_floor"] = Ratio(P50(w["w3_cold_start"]), floor);
+    // W5 against plain SQLite on a file (in-process, no actors): `sqlite_file` has the
+    // execution layer's PRAGMAs, `sqlite_file_wal_full` is WAL + synchronous=FULL. Latency
+    // ratios are Keel/floor (> 1: Keel slower), the batch's is Keel rows/s / floor rows/s.
+    if (w.contains("w5_sqlite")) {
+      json w5r;
+      for (const char* fl : {"sqlite_file", "sqlite_file_wal_full"}) {
+        if (!out["floors"].contains(fl)) continue;
+        const json& f = out["floors"][fl];
+        for (const char* be : {"local", "remote"}) {
+          if (!w["w5_sqlite"].contains(be)) continue;
+          const json& b = w["w5_sqlite"][be];
+          json x;
+          for (const std::string t : {"ws", "http"}) {
+            for (const std::string op : {"insert_one", "point_select"}) {
+              x[op + "_" + t + "_p50_over_floor"] = Ratio(P50(b[op + "_" + t]), P50(f[op]));
+              x[op + "_" + t + "_p50_minus_floor_us"] = R1(P50(b[op + "_" + t]) - P50(f[op]));
+            }
+          }
+          x["insert_many_rows_per_s_over_floor"] =
+              Ratio(b["insert_many"].value("rows_per_s", 0.0), f["insert_many"].value("rows_per_s", 0.0));
+          w5r[std::string(be) + "_vs_" + fl] = x;
+        }
+      }
+      r["w5"] = w5r;
+    }
     if (w.contains("w6_wake")) r["w6_p50_over_floor"] = Ratio(P50(w["w6_wake"]), floor);
     out["ratios"] = r;
     // The absolute targets that need no peer (the peer ratios are bench.sh's).
@@ -1515,6 +1911,10 @@ int Main(int argc, char** argv) {
       t["w4_le_4KB_per_awake_actor"] = w["w4_memory"]["bytes_per_awake_actor"]["total"].get<double>() <= 4000;
     }
     if (w.contains("w6_wake")) t["w6_p50_le_2ms"] = P50(w["w6_wake"]) <= 2000;
+    if (w.contains("w5_sqlite") && w["w5_sqlite"].contains("remote")) {
+      t["w5_remote_insert_many_ge_20000_rows_per_s"] =
+          w["w5_sqlite"]["remote"]["insert_many"].value("rows_per_s", 0.0) >= 20000;
+    }
     if (w.contains("w7_durability")) {
       t["w7_zero_lost"] = w["w7_durability"]["acknowledged_writes_lost"].get<int64_t>() == 0 &&
                           w["w7_durability"]["counters_unreadable"].get<int64_t>() == 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Keel's process-level benchmark (docs/benchmarks.md):
-#   1. builds the `release` preset targets keel-engine, keel-examples and keel_bench,
-#   2. runs keel_bench (real engine + runtime processes, W1-W4, W6, W7 and the floors),
+#   1. builds the `release` preset targets keel-engine, keel-examples, keel-bench-runtime and
+#      keel_bench,
+#   2. runs keel_bench (real engine + runtime processes, W1-W7 and the floors),
 #   3. with --anchors, runs the Durable Objects (workerd) and Rivet anchors in the same run
 #      (BENCHMARKS.md: the figures that count are ratios measured in one run),
 #   4. writes one combined JSON with Keel vs DO and Keel vs Rivet ratios.
@@ -58,9 +59,9 @@ LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- 1. build
 if [ "$SKIP_BUILD" != "1" ]; then
-  log "build: release preset in $BUILD_DIR (keel-engine keel-examples keel_bench, -j$JOBS)"
+  log "build: release preset in $BUILD_DIR (keel-engine keel-examples keel-bench-runtime keel_bench, -j$JOBS)"
   cmake --preset release -B "$BUILD_DIR" >/dev/null
-  cmake --build "$BUILD_DIR" --target keel-engine keel-examples keel_bench -j "$JOBS" >&2
+  cmake --build "$BUILD_DIR" --target keel-engine keel-examples keel-bench-runtime keel_bench -j "$JOBS" >&2
 fi
 BIN="$BUILD_DIR/bin"
 [ -x "$BIN/keel_bench" ] || { log "no $BIN/keel_bench (build failed?)"; exit 1; }
@@ -71,7 +72,8 @@ KEEL_ARGS=()
 [ "$W4_LARGE" = "1" ] && KEEL_ARGS+=(--w4-large)
 log "keel_bench ${KEEL_ARGS[*]:-} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 KEEL_RC=0
-"$BIN/keel_bench" --engine "$BIN/keel-engine" --runtime "$BIN/keel-examples" ${KEEL_ARGS[@]+"${KEEL_ARGS[@]}"} \
+"$BIN/keel_bench" --engine "$BIN/keel-engine" --runtime "$BIN/keel-examples" --sql-runtime "$BIN/keel-bench-runtime" \
+  ${KEEL_ARGS[@]+"${KEEL_ARGS[@]}"} \
   >"$RUN_DIR/keel.json" || KEEL_RC=$?
 [ "$KEEL_RC" = "0" ] || log "keel_bench exited with $KEEL_RC (its JSON says what failed)"
 
@@ -176,8 +178,9 @@ def build(do, rivet):
 
     def rivet_best(key, field, lower_better):
         """The better of Rivet's stock and nodelay columns (its REPORT.md: beat the better)."""
+        path = (key,) + (tuple(field) if isinstance(field, (list, tuple)) else (field,))
         vals = [(v, col) for col in ("stock", "nodelay")
-                for v in [get(rv_s, col, key, field)] if isinstance(v, (int, float))]
+                for v in [get(rv_s, col, *path)] if isinstance(v, (int, float))]
         if not vals:
             return None, None
         return (min if lower_better else max)(vals)
@@ -249,6 +252,27 @@ def build(do, rivet):
     row("W6", "p50", "us", get(kw, "w6_wake", "p50_us"),
         get(do_d, "c_wake_after_eviction", "http_write", "p50_us"), rb, True, rc,
         "DO: HTTP write after eviction; Rivet: first HTTP action after a 1 s idle sleep")
+    # W5 = DO's and Rivet's workload e. DO measures it over HTTP (front Worker -> RPC),
+    # Rivet over one WebSocket connection: each peer is compared with Keel on its transport.
+    # DO has one SQLite (in the object); Rivet's local/remote match Keel's backends.
+    w5 = get(kw, "w5_sqlite") or {}
+    do_e = get(do_d, "e_sqlite") or {}
+    for be in ("local", "remote"):
+        kb = get(w5, be)
+        if not kb:
+            continue
+        rkey = "e_sqlite_" + be
+        for op, do_op, rv_op in (("insert_one", "insert_single", "insert_one"),
+                                 ("point_select", "point_select", "select_point")):
+            row("W5 " + be, op + " p50 (HTTP, as DO)", "us", get(kb, op + "_http", "p50_us"),
+                get(do_e, do_op, "p50_us"), None, True)
+            rb, rc = rivet_best(rkey, (rv_op, "p50_us"), True)
+            row("W5 " + be, op + " p50 (WS, as Rivet)", "us", get(kb, op + "_ws", "p50_us"),
+                None, rb, True, rc)
+        rb, rc = rivet_best(rkey, ("bulk_txn", "rows_per_s"), False)
+        row("W5 " + be, "insertMany(10000) rows/s", "1/s", get(kb, "insert_many", "rows_per_s"),
+            get(do_e, "insert_batch_10000", "rows_per_s"), rb, False, rc,
+            "one action, one transaction, one statement per row")
     g = get(rv_s, "stock", "g_durability") or []
     rivet_lost = g[0].get("lost_increments") if g else None
     do_ok = get(do_s, "f_durability_kill9", "all_ok")
@@ -299,6 +323,25 @@ if w6 is not None:
 w7 = get(kw, "w7_durability", "acknowledged_writes_lost")
 if w7 is not None:
     t("W7 0 lost", w7 == 0 and not get(kw, "w7_durability", "counters_unreadable"), "%d lost" % w7)
+# W5 (the issue's targets; DO's figures are its HTTP ones, so Keel's HTTP figures are used).
+do_e = get(do_d, "e_sqlite") or {}
+for be, frac in (("local", 0.5), ("remote", 1.0)):
+    kb = get(kw, "w5_sqlite", be)
+    if not kb:
+        continue
+    for op, do_op in (("insert_one", "insert_single"), ("point_select", "point_select")):
+        k = get(kb, op + "_http", "p50_us")
+        kws = get(kb, op + "_ws", "p50_us")
+        d = get(do_e, do_op, "p50_us")
+        if k is not None and d:
+            t("W5 %s %s p50 <= %sDO's" % (be, op, "1/2 of " if frac < 1 else ""), k <= frac * d,
+              "HTTP %.1f us (WS %s us) vs DO %.1f us: needs <= %.1f" % (k, kws, d, frac * d))
+    rps = get(kb, "insert_many", "rows_per_s")
+    d = get(do_e, "insert_batch_10000", "rows_per_s")
+    if be == "local" and rps is not None and d:
+        t("W5 local insertMany >= DO's rows/s", rps >= d, "%.0f vs %.0f rows/s (x%.2f)" % (rps, d, rps / d))
+    if be == "remote" and rps is not None:
+        t("W5 remote insertMany >= 20,000 rows/s", rps >= 20000, "%.0f rows/s" % rps)
 rv = [r["keel_vs_rivet_x_better"] for r in rows if r.get("keel_vs_rivet_x_better") is not None]
 if rv:
     t(">= 10x Rivet everywhere", min(rv) >= 10, "worst x%.2f (%s)" % (min(rv), ", ".join(
@@ -325,13 +368,13 @@ with open(out, "w") as f:
     json.dump(combined, f, indent=2)
 print(json.dumps(combined, indent=2))
 for r in rows:
-    sys.stderr.write("  %-8s %-44s keel=%-10s do=%-10s rivet=%-10s  vsDO=x%s vsRivet=x%s\n" % (
+    sys.stderr.write("  %-9s %-44s keel=%-10s do=%-10s rivet=%-10s  vsDO=x%s vsRivet=x%s\n" % (
         r["id"], r["metric"], r["keel"], r["durable_objects"], r["rivet"],
         r.get("keel_vs_do_x_better"), r.get("keel_vs_rivet_x_better")))
 if stored_rows:
     sys.stderr.write("  vs the anchors' stored results (their REPORT.md runs):\n")
     for r in stored_rows:
-        sys.stderr.write("  %-8s %-44s keel=%-10s do=%-10s rivet=%-10s  vsDO=x%s vsRivet=x%s\n" % (
+        sys.stderr.write("  %-9s %-44s keel=%-10s do=%-10s rivet=%-10s  vsDO=x%s vsRivet=x%s\n" % (
             r["id"], r["metric"], r["keel"], r["durable_objects"], r["rivet"],
             r.get("keel_vs_do_x_better"), r.get("keel_vs_rivet_x_better")))
 for k, v in targets.items():
