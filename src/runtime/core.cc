@@ -557,6 +557,7 @@ void Instance::SyncAlarm() {
       FailOutputs(ClientError{"actor", "alarm_failed", "the engine did not store the alarm", {}});
     }
     ReleaseOutputs();
+    if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
   });
 }
 
@@ -671,6 +672,7 @@ void Instance::OnFlushDone(uint64_t seq, Status status) {
   }
   ReleaseOutputs();
   MaybeFlush();
+  if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
 }
 
 Task<void> Instance::WaitDurable() {
@@ -963,6 +965,9 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   std::optional<Error> failure;
   try {
     co_await WaitDurable();
+    // An alarm acknowledged during that wait stages its [6] record after the gate opened:
+    // make it durable too, so nothing is in flight once the instance reports Stopped.
+    for (int i = 0; i < 4 && (flushing_ || !overlay_.empty()); ++i) co_await WaitDurable();
   } catch (const ActorError& e) {
     failure = Error(e.group(), e.code(), e.message());
   }
@@ -1925,15 +1930,17 @@ void Runtime::Retire(Instance& instance) {
 }
 
 void Runtime::MaybeFree(Instance& instance) {
-  if (instance.owned_tasks_ > 0) return;
+  // A KV flush or an alarm push in flight calls back into the instance; it frees it then.
+  auto busy = [](const Instance& i) { return i.owned_tasks_ > 0 || i.flushing_ || i.alarm_push_in_flight_; };
+  if (busy(instance)) return;
   // Defer: the caller may still be inside one of the instance's own frames.
   auto it = std::find_if(retired_.begin(), retired_.end(),
                          [&](const auto& p) { return p.get() == &instance; });
   if (it == retired_.end()) return;
   Instance* raw = it->get();
-  clock_.ScheduleAfter(milliseconds(0), [this, raw] {
+  clock_.ScheduleAfter(milliseconds(0), [this, raw, busy] {
     auto it2 = std::find_if(retired_.begin(), retired_.end(), [&](const auto& p) { return p.get() == raw; });
-    if (it2 != retired_.end() && (*it2)->owned_tasks_ == 0) retired_.erase(it2);
+    if (it2 != retired_.end() && !busy(**it2)) retired_.erase(it2);
   });
 }
 
