@@ -35,9 +35,20 @@ std::string LogLevel() {
   return level != nullptr && *level != '\0' ? level : "warn";
 }
 
+bool EnvoyListed(const std::string& pool) {
+  auto r = net::FetchSync(g_endpoint + "/envoys?namespace=default&name=" + pool,
+                          net::HttpRequest{.method = "GET"}, 5s);
+  if (!r.has_value() || r->status != 200) return false;
+  json j = ParseBody(r->body);
+  return j.is_object() && j["envoys"].is_array() && !j["envoys"].empty();
+}
+
 class StackEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
+    const std::string& cell = SqliteCell();
+    ASSERT_TRUE(cell == "local" || cell == "remote")
+        << "KEEL_ACCEPTANCE_SQLITE_BACKEND must be local or remote, got `" << cell << "`";
     char tmpl[] = "/tmp/keel-acceptance-XXXXXX";
     const char* dir = ::mkdtemp(tmpl);
     ASSERT_NE(dir, nullptr) << "mkdtemp failed";
@@ -59,21 +70,13 @@ class StackEnvironment : public ::testing::Environment {
                                               {"KEEL_NAMESPACE", "default"},
                                               {"KEEL_POOL", "default"},
                                               {"KEEL_INSPECTOR_TOKEN", std::string(kInspectorToken)},
+                                              {"KEEL_SQLITE_BACKEND", cell},
                                               {"KEEL_LOG_LEVEL", LogLevel()}}});
     ASSERT_TRUE(runtime.has_value()) << runtime.error().ToString();
     runtime_ = std::move(*runtime);
 
     // The runtime's envoy is listed once it connected (actors.md §8.0).
-    const bool listed = WaitFor(
-        [&] {
-          if (!runtime_->running()) return true;
-          auto r = net::FetchSync(g_endpoint + "/envoys?namespace=default&name=default",
-                                  net::HttpRequest{.method = "GET"}, 5s);
-          if (!r.has_value() || r->status != 200) return false;
-          json j = ParseBody(r->body);
-          return j.is_object() && j["envoys"].is_array() && !j["envoys"].empty();
-        },
-        60s);
+    const bool listed = WaitFor([&] { return !runtime_->running() || EnvoyListed("default"); }, 60s);
     ASSERT_TRUE(runtime_->running()) << "keel-acceptance-fixtures exited: "
                                      << runtime_->ExitDescription().value_or("?");
     ASSERT_TRUE(listed) << "the fixture runtime's envoy was not listed within 60 s";
@@ -182,6 +185,56 @@ void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)
 
 std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& info) {
   return std::string(wire::EncodingName(info.param));
+}
+
+const std::string& SqliteCell() {
+  static const std::string cell = [] {
+    const char* v = std::getenv("KEEL_ACCEPTANCE_SQLITE_BACKEND");
+    return std::string(v != nullptr && *v != '\0' ? v : "local");
+  }();
+  return cell;
+}
+
+std::string SqliteCellParamName(const ::testing::TestParamInfo<wire::Encoding>& info) {
+  return SqliteCell() + "_" + std::string(wire::EncodingName(info.param));
+}
+
+std::string CreatePrivatePool(std::string_view prefix) {
+  const std::string pool = std::string(prefix) + "-" + UniqueKey("pool");
+  json dcs = ParseBody(Http("GET", "/datacenters").body);
+  if (!dcs.is_object() || !dcs["datacenters"].is_array() || dcs["datacenters"].empty()) {
+    ADD_FAILURE() << "GET /datacenters: " << dcs.dump();
+    return "";
+  }
+  const std::string dc = dcs["datacenters"][0]["name"].get<std::string>();
+  auto put = Http("PUT", "/runner-configs/" + pool + "?namespace=default",
+                  json{{"datacenters", {{dc, {{"normal", json::object()}}}}}}.dump(),
+                  {{"content-type", "application/json"}});
+  if (put.status != 200) {
+    ADD_FAILURE() << "PUT /runner-configs/" << pool << ": " << put.status << " " << put.body;
+    return "";
+  }
+  return pool;
+}
+
+std::unique_ptr<Subprocess> StartPrivateRuntime(const std::string& pool, const std::string& sqlite_backend) {
+  auto r = Subprocess::Start({.path = KEEL_ACCEPTANCE_FIXTURES_BIN,
+                              .env = {{"KEEL_ENDPOINT", g_endpoint},
+                                      {"KEEL_NAMESPACE", "default"},
+                                      {"KEEL_POOL", pool},
+                                      {"KEEL_SQLITE_BACKEND", sqlite_backend},
+                                      {"KEEL_LOG_LEVEL", LogLevel()}}});
+  if (!r.has_value()) {
+    ADD_FAILURE() << "starting a private runtime: " << r.error().ToString();
+    return nullptr;
+  }
+  std::unique_ptr<Subprocess> runtime = std::move(*r);
+  if (!WaitFor([&] { return !runtime->running() || EnvoyListed(pool); }, 30s) || !runtime->running()) {
+    ADD_FAILURE() << "the private runtime for pool " << pool << " did not come up: "
+                  << runtime->ExitDescription().value_or("still running, envoy not listed");
+    return nullptr;
+  }
+  return runtime;
 }
 
 }  // namespace keel::acceptance

@@ -11,12 +11,16 @@
 //   KEEL_ACCEPTANCE_ENCODINGS(ActorState, ActorStateTest);   // ActorState/ActorStateTest.Persists/bare
 //
 // Environment variables: KEEL_ACCEPTANCE_LOG (engine and runtime log level, default
-// "warn"). Binaries come from CMake (KEEL_ACCEPTANCE_ENGINE_BIN, ..._FIXTURES_BIN).
+// "warn"); KEEL_ACCEPTANCE_SQLITE_BACKEND (local|remote, default local): the SQLite cell —
+// the runtime is started with KEEL_SQLITE_BACKEND=<it> (the ctest entries
+// acceptance.<sqlite category>.<backend> set it). Binaries come from CMake
+// (KEEL_ACCEPTANCE_ENGINE_BIN, ..._FIXTURES_BIN).
 // Thread-safety: the accessors may be called from any test thread once the Environment is
 // set up; clients are shared per encoding.
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +28,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "base/native/subprocess.h"
 #include "client/client.h"
 #include "net/http.h"
 #include "value/value.h"
@@ -92,7 +97,44 @@ class PlainTest : public ::testing::Test {
 // "json" / "cbor" / "bare" for test names.
 std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& info);
 
+// ---- SQLite matrix (actors.md §8.0: native/local and native/remote × 3 encodings) ----
+
+// This process's SQLite cell: "local" or "remote" (KEEL_ACCEPTANCE_SQLITE_BACKEND, default
+// "local"). The harness's runtime runs with KEEL_SQLITE_BACKEND set to it.
+const std::string& SqliteCell();
+// "<backend>_<encoding>" for test names: ActorDb/ActorDbTest.Crud/remote_cbor.
+std::string SqliteCellParamName(const ::testing::TestParamInfo<wire::Encoding>& info);
+
+// A test of a SQLite category, run in this process's cell for one encoding.
+class SqliteCellTest : public EncodingTest {
+ protected:
+  const std::string& backend() const { return SqliteCell(); }
+};
+
+// ---- Private runtimes (hard crash, backend switch) ----
+
+// Creates a `normal` runner config for a fresh pool name in this engine's datacenter and
+// returns the name (a test failure and "" when the engine refuses).
+std::string CreatePrivatePool(std::string_view prefix);
+// Starts another keel-acceptance-fixtures process serving `pool` with
+// KEEL_SQLITE_BACKEND=`sqlite_backend` and waits until its envoy is listed (at most 30 s);
+// nullptr (and a test failure) when it does not come up.
+std::unique_ptr<Subprocess> StartPrivateRuntime(const std::string& pool, const std::string& sqlite_backend);
+
 }  // namespace keel::acceptance
+
+// Instantiates a SqliteCellTest suite for json, cbor and bare as
+// `Prefix/Suite.Case/<backend>_<encoding>` (backend = this process's cell).
+#define KEEL_ACCEPTANCE_SQLITE_CELLS(Prefix, Suite)                                                \
+  INSTANTIATE_TEST_SUITE_P(Prefix, Suite,                                                          \
+                           ::testing::Values(::keel::wire::Encoding::kJson, ::keel::wire::Encoding::kCbor, \
+                                             ::keel::wire::Encoding::kBare),                       \
+                           ::keel::acceptance::SqliteCellParamName)
+// The same for checks that do not depend on the encoding (private runtimes): bare only,
+// `Prefix/Suite.Case/<backend>_bare`.
+#define KEEL_ACCEPTANCE_SQLITE_CELL_ONCE(Prefix, Suite)                                            \
+  INSTANTIATE_TEST_SUITE_P(Prefix, Suite, ::testing::Values(::keel::wire::Encoding::kBare),        \
+                           ::keel::acceptance::SqliteCellParamName)
 
 // Instantiates `Suite` for json, cbor and bare as `Prefix/Suite.Case/<encoding>`.
 #define KEEL_ACCEPTANCE_ENCODINGS(Prefix, Suite)                                                   \
