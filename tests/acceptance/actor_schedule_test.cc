@@ -1,7 +1,7 @@
 // actors.md §8.24 actor-schedule: schedule.at / schedule.after run the target action once,
-// a scheduled action can use storage, and several schedules fire in time order. Runs once
-// (bare client). Adapted: Rivet's `scheduledDb` writes SQLite from the scheduled action; the
-// C++ runtime has no database yet (issue 7), so `scheduledKv` writes a KV log entry.
+// a scheduled action can use storage (SQLite: `scheduledDb`; also the KV: `scheduledKv`),
+// and several schedules fire in time order. Runs once (bare client, the runtime's default
+// SQLite backend; actor_sleep_db runs scheduled database work in both cells).
 #include "support/acceptance.h"
 #include "support/expect.h"
 
@@ -29,6 +29,14 @@ TEST_F(ActorScheduleTest, ScheduleAfter) {
   EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 0);
   SleepMs(500);
   EXPECT_GT(KEEL_OK(h.Call<int64_t>("getLastRun")), 0);
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 1);
+}
+
+TEST_F(ActorScheduleTest, ScheduledActionWritesTheDatabase) {
+  auto h = client().GetOrCreate("scheduledDb", {UniqueKey("sched-db")});
+  KEEL_OK(h.Call("scheduleDbWrite", 250));
+  SleepMs(500);
+  EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getLogCount")), 1);
   EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getScheduledCount")), 1);
 }
 

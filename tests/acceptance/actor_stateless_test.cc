@@ -57,8 +57,13 @@ TEST_P(ActorStatelessTest, AccessingStateThrows) {
   EXPECT_THAT(r["error"].get<std::string>(), HasSubstr("state"));
 }
 
-// tryGetDb: the C++ runtime has no database API yet (issue 7), so there is nothing to
-// access; see README "not covered".
+TEST_P(ActorStatelessTest, AccessingDbThrows) {
+  auto h = client().GetOrCreate("statelessActor", {UniqueKey("stateless-db")});
+  json r = AsJson(KEEL_OK(h.Call("tryGetDb")));
+  EXPECT_EQ(r["success"], false) << r;
+  ASSERT_TRUE(r["error"].is_string()) << r;
+  EXPECT_THAT(r["error"].get<std::string>(), HasSubstr("database"));
+}
 
 TEST_P(ActorStatelessTest, DifferentKeysAreDifferentActors) {
   auto a = client().GetOrCreate("statelessActor", {UniqueKey("stateless-a")});
