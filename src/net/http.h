@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/ascii.h"
 #include "base/result.h"
 
 namespace keel::net {
@@ -33,8 +34,8 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 // when there is none (use HasHeader to tell an empty value from an absent one).
 std::string_view FindHeader(const Headers& headers, std::string_view name);
 bool HasHeader(const Headers& headers, std::string_view name);
-// ASCII case-insensitive equality (header names, tokens).
-bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality (header names, tokens): base/ascii.h.
+using ::keel::EqualsIgnoreCase;
 // True when `name` is a non-empty RFC 9110 token and `value` has no CR, LF or NUL. The
 // server and clients drop (and log) fields failing this instead of writing them, so
 // untrusted values cannot inject header lines.

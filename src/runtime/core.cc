@@ -4,6 +4,7 @@
 #include <deque>
 #include <utility>
 
+#include "base/ascii.h"
 #include "base/log.h"
 #include "engine/gateway/actor_key.h"
 #include "engine/gateway/subprotocols.h"
@@ -41,17 +42,6 @@ Bytes ConnKey(const std::string& conn_id) {
 
 Bytes Unprefixed(const Bytes& key) {
   return key.empty() ? Bytes{} : Bytes(key.begin() + 1, key.end());
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 // KV [6]: version-1 envelope around optional<i64> (actors.md §3.5).

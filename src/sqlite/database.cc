@@ -10,6 +10,8 @@
 #include <variant>
 #include <vector>
 
+#include "base/ascii.h"
+
 namespace keel::sql {
 namespace {
 
@@ -93,17 +95,6 @@ std::string LossyUtf8(const char* text, size_t size) {
 
 std::string LossyUtf8(const char* text) {
   return text == nullptr ? std::string() : LossyUtf8(text, std::strlen(text));
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 template <size_t N>
