@@ -1,0 +1,180 @@
+// The `c` every action and hook receives: a thin view over one actor instance in the C++
+// core (src/wasm/keel_wasm.cc), identified by a numeric handle. Once the instance has
+// stopped, its operations fail with `actor.stopped`.
+import { ActorError } from "./errors.js";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function unwrap(r) {
+  if (r !== null && typeof r === "object" && "__keelError" in r) throw r.__keelError;
+  return r;
+}
+const toBytes = (k) => (typeof k === "string" ? encoder.encode(k) : k);
+const fromBytes = (b, type) => (type === "binary" ? b : decoder.decode(b));
+
+function isNamedParams(v) {
+  return v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v) &&
+    !(v instanceof ArrayBuffer);
+}
+// execute(sql, ...args): one plain object → named parameters; otherwise positional.
+function params(args) {
+  if (args.length === 0) return undefined;
+  if (args.length === 1 && isNamedParams(args[0])) return args[0];
+  return args;
+}
+function rowsToObjects({ columns, rows }) {
+  return rows.map((row) => {
+    const o = {};
+    columns.forEach((c, i) => { o[c] = row[i]; });
+    return o;
+  });
+}
+
+export class Conn {
+  constructor(rt, handle, id) {
+    this._rt = rt;
+    this._h = handle;
+    this.id = id;
+  }
+  get params() { return unwrap(this._rt.connParams(this._h, this.id)); }
+  get state() { return unwrap(this._rt.connGetState(this._h, this.id)); }
+  set state(v) { unwrap(this._rt.connSetState(this._h, this.id, v)); }
+  send(event, ...args) { unwrap(this._rt.connSend(this._h, this.id, event, args)); }
+  disconnect(reason = "") { unwrap(this._rt.connDisconnect(this._h, this.id, reason)); }
+}
+
+class Kv {
+  constructor(rt, h) { this._rt = rt; this._h = h; }
+  // Values come back as strings, or as Uint8Array with {type: "binary"}; null when absent.
+  async get(key, { type = "text" } = {}) {
+    const v = await this._rt.kvGet(this._h, toBytes(key));
+    return v === null ? null : fromBytes(v, type);
+  }
+  put(key, value) { unwrap(this._rt.kvPut(this._h, toBytes(key), toBytes(value))); }
+  delete(key) { unwrap(this._rt.kvDelete(this._h, toBytes(key))); }
+  // [[key, value], …] of the keys starting with `prefix`, in key order.
+  async list(prefix = "", { reverse = false, limit, type = "text", keyType = "text" } = {}) {
+    const entries = await this._rt.kvList(this._h, toBytes(prefix), reverse, limit ?? -1);
+    return entries.map(([k, v]) => [fromBytes(k, keyType), fromBytes(v, type)]);
+  }
+  deleteRange(start, end) { return this._rt.kvDeleteRange(this._h, toBytes(start), toBytes(end)); }
+}
+
+class Schedule {
+  constructor(rt, h) { this._rt = rt; this._h = h; }
+  // Runs `action(...args)` after `ms` milliseconds (durable); returns the event id.
+  after(ms, action, ...args) {
+    return unwrap(this._rt.schedule(this._h, unwrap(this._rt.nowMs()) + ms, action, args));
+  }
+  // Runs `action(...args)` at `timestamp` (epoch ms, or a Date).
+  at(timestamp, action, ...args) {
+    return unwrap(this._rt.schedule(this._h, Number(timestamp), action, args));
+  }
+}
+
+class Queue {
+  constructor(rt, h, inv) { this._rt = rt; this._h = h; this._inv = inv; }
+  send(name, body) { return this._rt.queueSend(this._h, name, body); }
+  // The next message (waiting up to `timeout` ms, forever when unset), or undefined.
+  // `completable`: the message stays stored until `message.complete(response)`.
+  async next({ names, name, timeout, completable = false } = {}) {
+    const [m] = await this.nextBatch({ names, name, timeout, completable, count: 1 });
+    return m;
+  }
+  async nextBatch({ names, name, timeout, completable = false, count = 1 } = {}) {
+    const list = names ?? (name !== undefined ? [name] : undefined);
+    const msgs = await this._rt.queueReceive(this._h, this._inv, { names: list, timeout, completable, count });
+    return msgs.map((m) => {
+      if (completable) m.complete = (response) => this._rt.queueComplete(this._h, this._inv, m.id, response);
+      return m;
+    });
+  }
+}
+
+class Sql {
+  constructor(rt, h) { this._rt = rt; this._h = h; }
+  // Rows as objects. Without arguments `sql` may hold several statements; with them it is
+  // one statement (`?` positional, or one object for :name/@name/$name parameters).
+  async execute(sql, ...args) {
+    if (args.length === 0) return rowsToObjects(await this._rt.sqlExec(this._h, sql));
+    return rowsToObjects(await this._rt.sqlExecute(this._h, sql, params(args), false));
+  }
+  exec(sql) { return this._rt.sqlExec(this._h, sql); }
+  async query(sql, p) {
+    const r = await this._rt.sqlExecute(this._h, sql, p, false);
+    return { columns: r.columns, rows: r.rows };
+  }
+  async run(sql, p) {
+    const r = await this._rt.sqlExecute(this._h, sql, p, false);
+    return { changes: r.changes, lastInsertRowId: r.lastInsertRowId };
+  }
+  executeRaw(sql, p) { return this._rt.sqlExecute(this._h, sql, p, false); }
+  executeWrite(sql, p) { return this._rt.sqlExecute(this._h, sql, p, true); }
+  // Runs `fn` with every execute forced to the writer (migrations do this already).
+  async writeMode(fn) {
+    unwrap(this._rt.sqlWriteMode(this._h, true));
+    try {
+      return await fn();
+    } finally {
+      unwrap(this._rt.sqlWriteMode(this._h, false));
+    }
+  }
+  get backend() { return unwrap(this._rt.sqlBackend(this._h)); }
+}
+
+export class ActorContext {
+  constructor(rt, info, logger) {
+    this._rt = rt;
+    this._i = info;
+    this._h = info.handle;
+    this._logger = logger;
+  }
+  get actorId() { return this._i.actorId; }
+  get name() { return this._i.name; }
+  get key() { return this._i.key; }
+  get generation() { return this._i.generation; }
+
+  get state() { return unwrap(this._rt.getState(this._h)); }
+  set state(v) { unwrap(this._rt.setState(this._h, v)); }
+  get vars() { return unwrap(this._rt.getVars(this._h)); }
+  set vars(v) { unwrap(this._rt.setVars(this._h, v)); }
+
+  // The calling connection (actions over a WebSocket connection, connection hooks).
+  get conn() {
+    const id = this._i.conn ?? this._i.connId;
+    return id === undefined ? undefined : new Conn(this._rt, this._h, id);
+  }
+  // Connected clients (persistent connections), by id.
+  get conns() {
+    const ids = unwrap(this._rt.connIds(this._h));
+    return new Map(ids.map((id) => [id, new Conn(this._rt, this._h, id)]));
+  }
+  broadcast(event, ...args) { unwrap(this._rt.broadcast(this._h, event, args)); }
+
+  get kv() { return new Kv(this._rt, this._h); }
+  get schedule() { return new Schedule(this._rt, this._h); }
+  get queue() { return new Queue(this._rt, this._h, this._i.inv); }
+  get sql() { return new Sql(this._rt, this._h); }
+  get db() { return this.sql; }
+
+  sleep() { unwrap(this._rt.sleep(this._h)); }
+  destroy() { unwrap(this._rt.destroy(this._h)); }
+  keepAwake(promise) { unwrap(this._rt.keepAwake(this._h, promise)); return promise; }
+  waitUntil(promise) { unwrap(this._rt.waitUntil(this._h, promise)); }
+  saveState() { return this._rt.saveState(this._h); }
+  get aborted() { return unwrap(this._rt.aborted(this._h)); }
+
+  get log() {
+    const id = this._i.actorId;
+    const l = this._logger;
+    return {
+      debug: (...a) => l("debug", "actor", `${id}: ${a.join(" ")}`),
+      info: (...a) => l("info", "actor", `${id}: ${a.join(" ")}`),
+      warn: (...a) => l("warn", "actor", `${id}: ${a.join(" ")}`),
+      error: (...a) => l("error", "actor", `${id}: ${a.join(" ")}`),
+    };
+  }
+}
+
+export { unwrap, ActorError };

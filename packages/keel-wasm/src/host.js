@@ -1,0 +1,210 @@
+// The host side of the wasm runtime: loading keel.wasm in each JavaScript host, and the
+// small host object the C++ core calls for time, timers, the WebSocket, calls into actor
+// code and value/promise plumbing. No protocol logic lives here: the envoy protocol, the
+// client protocol, persistence and scheduling are all in the C++ core (src/wasm/).
+
+import { ActorError } from "./errors.js";
+
+let modulePromise = null;
+
+// Detects the host: "workerd" (Cloudflare Workers), "deno", "node" or "web".
+export function detectHost() {
+  if (typeof navigator !== "undefined" && navigator.userAgent === "Cloudflare-Workers") return "workerd";
+  if (typeof Deno !== "undefined") return "deno";
+  if (typeof process !== "undefined" && process.versions?.node) return "node";
+  return "web";
+}
+
+async function compileWasm(host) {
+  const url = new URL("../dist/keel.wasm", import.meta.url);
+  if (host === "deno") return new WebAssembly.Module(await Deno.readFile(url));
+  if (host === "node") {
+    const { readFile } = await import("node:fs/promises");
+    return new WebAssembly.Module(await readFile(url));
+  }
+  return WebAssembly.compileStreaming(fetch(url));
+}
+
+// Loads and instantiates the module once per JS realm. `wasmModule`: an already compiled
+// WebAssembly.Module (required in workerd, where code generation from bytes is disallowed:
+// `import wasmModule from "keel-wasm/dist/keel.wasm"`).
+export function loadKeel({ wasmModule } = {}) {
+  if (modulePromise) return modulePromise;
+  modulePromise = (async () => {
+    const module = wasmModule ?? (await compileWasm(detectHost()));
+    const { default: createKeel } = await import("../dist/keel.mjs");
+    return createKeel({
+      locateFile: (p) => p,
+      instantiateWasm(imports, receive) {
+        const instance = new WebAssembly.Instance(module, imports);
+        receive(instance, module);
+        return instance.exports;
+      },
+    });
+  })();
+  modulePromise.catch(() => {
+    modulePromise = null;
+  });
+  return modulePromise;
+}
+
+const LEVELS = ["trace", "debug", "info", "warn", "error"];
+
+// The object the C++ side keeps (src/wasm/keel_wasm.cc lists what it calls). `owner`
+// provides `rt` (the WasmRuntime), `makeContext(info)`, `WebSocket` and `logger`.
+export function makeHost(M, owner) {
+  const timers = new Map();
+  const sockets = new Map();
+  const perf = globalThis.performance;
+  const t0 = Date.now();
+  const host = {
+    now: () => (perf ? perf.now() : Date.now() - t0),
+    wallNow: () => Date.now(),
+    setTimer(id, ms) {
+      timers.set(id, setTimeout(() => {
+        timers.delete(id);
+        owner.rt.timerFired(id);
+      }, ms));
+    },
+    clearTimer(id) {
+      const t = timers.get(id);
+      if (t !== undefined) {
+        clearTimeout(t);
+        timers.delete(id);
+      }
+    },
+    clearAllTimers() {
+      for (const t of timers.values()) clearTimeout(t);
+      timers.clear();
+    },
+
+    wsOpen(sock, url, protocols) {
+      const WS = owner.WebSocket;
+      let ws;
+      let closed = false;
+      const closeOnce = (code, reason) => {
+        if (closed) return;
+        closed = true;
+        sockets.delete(sock);
+        owner.rt.wsClosed(sock, code, reason);
+      };
+      try {
+        ws = new WS(url, protocols);
+      } catch (e) {
+        queueMicrotask(() => closeOnce(1006, String(e?.message ?? e)));
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      sockets.set(sock, ws);
+      ws.onopen = () => owner.rt.wsOpened(sock);
+      ws.onmessage = (e) => {
+        if (typeof e.data === "string") return;  // the envoy protocol is binary only
+        owner.rt.wsMessage(sock, e.data);
+      };
+      ws.onerror = () => {};
+      ws.onclose = (e) => closeOnce(e.code || 1006, String(e.reason ?? ""));
+    },
+    wsSend(sock, bytes) {
+      const ws = sockets.get(sock);
+      if (ws && ws.readyState === 1) ws.send(bytes);
+    },
+    wsClose(sock, code, reason) {
+      const ws = sockets.get(sock);
+      if (!ws) return;
+      try {
+        ws.close(code, reason);
+      } catch {
+        ws.close();
+      }
+    },
+
+    invoke(fn, info, args) {
+      try {
+        return fn(owner.makeContext(info), ...args);
+      } catch (e) {
+        return { __keelThrown: e };
+      }
+    },
+    // onRequest: the handler gets a Fetch API Request and returns a Response (or a promise
+    // of one); the core gets {status, headers, body}.
+    invokeRequest(fn, info, [raw]) {
+      try {
+        const query = raw.query ? `?${raw.query}` : "";
+        const method = raw.method.toUpperCase();
+        const init = { method, headers: raw.headers };
+        if (method !== "GET" && method !== "HEAD" && raw.body.length > 0) init.body = raw.body;
+        const request = new Request(`http://actor${raw.path}${query}`, init);
+        return Promise.resolve(fn(owner.makeContext(info), request)).then(async (res) => {
+          if (!(res instanceof Response)) {
+            throw new ActorError("actor", "invalid_response", "onRequest must return a Response");
+          }
+          return {
+            status: res.status,
+            headers: [...res.headers],
+            body: new Uint8Array(await res.arrayBuffer()),
+          };
+        });
+      } catch (e) {
+        return { __keelThrown: e };
+      }
+    },
+
+    log(level, component, message) {
+      owner.logger(LEVELS[level] ?? "info", component, message);
+    },
+
+    // 0 undefined, 1 null, 2 bool, 3 integral number, 4 other number, 5 bigint, 6 string,
+    // 7 bytes, 8 array, 9 Map, 10 object, 11 unsupported (function, symbol).
+    kindOf(v) {
+      switch (typeof v) {
+        case "undefined": return 0;
+        case "boolean": return 2;
+        case "number": return Number.isInteger(v) && Math.abs(v) <= 2 ** 53 ? 3 : 4;
+        case "bigint": return 5;
+        case "string": return 6;
+        case "object":
+          if (v === null) return 1;
+          if (v instanceof Uint8Array || v instanceof ArrayBuffer || ArrayBuffer.isView(v)) return 7;
+          if (Array.isArray(v)) return 8;
+          if (v instanceof Map) return 9;
+          return 10;
+        default: return 11;
+      }
+    },
+    toU8(v) {
+      if (v instanceof Uint8Array) return v;
+      if (v instanceof ArrayBuffer) return new Uint8Array(v);
+      if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+      if (typeof v === "string") return new TextEncoder().encode(v);
+      throw new TypeError("expected bytes (Uint8Array, ArrayBuffer) or a string");
+    },
+    mapEntries: (m) => Array.from(m),
+    deferred() {
+      const d = {};
+      d.promise = new Promise((resolve, reject) => {
+        d.resolve = resolve;
+        d.reject = reject;
+      });
+      return d;
+    },
+    rejected: (e) => Promise.reject(e),
+    bridgeThen(p, id) {
+      Promise.resolve(p).then(
+        (v) => M.bridgeSettle(id, true, v),
+        (e) => M.bridgeSettle(id, false, e),
+      );
+    },
+    isThenable: (v) => v !== null && (typeof v === "object" || typeof v === "function") && typeof v.then === "function",
+    isThrown: (v) => v !== null && typeof v === "object" && "__keelThrown" in v,
+    makeError: (group, code, message, metadata, isPublic) =>
+      new ActorError(group, code, message, { metadata, public: isPublic }),
+    errorInfo(e) {
+      if (e !== null && typeof e === "object" && typeof e.group === "string" && typeof e.code === "string") {
+        return { group: e.group, code: e.code, message: String(e.message ?? ""), metadata: e.metadata,
+                 public: e.public !== false };
+      }
+      return { message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
+    },
+  };
+  return host;
+}

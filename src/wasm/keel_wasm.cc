@@ -1,0 +1,939 @@
+// keel_wasm: the Keel runtime core and envoy client core as a WebAssembly module for
+// JavaScript hosts (Node, Deno, workerd). Emscripten + embind; no threads, no ASYNCIFY.
+//
+// The JS package (packages/keel-wasm) creates one `WasmRuntime` per registry, passing a
+// host object that owns everything host-specific:
+//   now() / wallNow()               monotonic ms (performance.now) / Unix epoch ms
+//   setTimer(id, ms) / clearTimer(id)  → later rt.timerFired(id)
+//   wsOpen(sock, url, protocols) / wsSend(sock, u8) / wsClose(sock, code, reason)
+//                                   → rt.wsOpened(sock) / wsMessage(sock, u8) / wsClosed(sock, code, reason)
+//   invoke(fn, ctx, args)           calls fn(context, ...args); a synchronous throw comes
+//                                   back as {__keelThrown: e}
+//   log(level, component, message)
+// plus the value/promise helpers bridge.cc uses (kindOf, toU8, mapEntries, deferred,
+// bridgeThen → BridgeSettle, isThenable, isThrown, makeError, errorInfo).
+//
+// Actors are JS definitions compiled into a runtime::ActorType whose hooks and actions call
+// back into JS; all protocol logic (envoy protocol, client protocol, persistence, the output
+// gate, sleep, schedule, queue, remote SQL) stays in the C++ core. Context operations take
+// an instance handle (a number the JS context carries) and fail with actor.stopped once
+// that instance is gone.
+#include <emscripten/bind.h>
+#include <emscripten/val.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/random.h"
+#include "envoy/envoy_client.h"
+#include "runtime/core.h"
+#include "runtime/sql.h"
+#include "wasm/bridge.h"
+
+namespace keel::wasm {
+namespace {
+
+using runtime::ActorError;
+using runtime::Instance;
+using runtime::Invocation;
+
+// ---- Time: the host's clocks and setTimeout ----
+
+class JsClock final : public Clock {
+ public:
+  MonoTime MonotonicNow() const override {
+    const double ms = Host().call<double>("now");
+    return MonoTime(std::chrono::nanoseconds(static_cast<int64_t>(ms * 1e6)));
+  }
+  int64_t SystemNowMs() const override {
+    return static_cast<int64_t>(Host().call<double>("wallNow"));
+  }
+  TimerId Schedule(MonoTime deadline, std::function<void()> callback) override {
+    const uint64_t id = ++next_;
+    timers_.emplace(id, std::move(callback));
+    const auto delay = deadline - MonotonicNow();
+    double ms = std::ceil(std::chrono::duration<double, std::milli>(delay).count());
+    if (ms < 0) ms = 0;
+    Host().call<void>("setTimer", static_cast<double>(id), ms);
+    return TimerId{id};
+  }
+  bool Cancel(TimerId id) override {
+    auto it = timers_.find(static_cast<uint64_t>(id));
+    if (it == timers_.end()) return false;
+    timers_.erase(it);
+    Host().call<void>("clearTimer", static_cast<double>(static_cast<uint64_t>(id)));
+    return true;
+  }
+  void Fire(uint64_t id) {
+    auto it = timers_.find(id);
+    if (it == timers_.end()) return;
+    std::function<void()> fn = std::move(it->second);
+    timers_.erase(it);
+    fn();
+  }
+  void CancelAll() {
+    for (const auto& [id, fn] : timers_) Host().call<void>("clearTimer", static_cast<double>(id));
+    timers_.clear();
+  }
+
+ private:
+  uint64_t next_ = 0;
+  std::unordered_map<uint64_t, std::function<void()>> timers_;
+};
+
+// ---- The envoy socket: the host's WebSocket ----
+
+class JsTransport final : public envoy::Transport {
+ public:
+  void set_client(envoy::EnvoyClient* client) { client_ = client; }
+  void Connect(const std::string& url, const std::vector<std::string>& subprotocols) override {
+    sock_ = ++next_sock_;
+    val protocols = val::array();
+    for (const auto& p : subprotocols) protocols.call<void>("push", p);
+    Host().call<void>("wsOpen", sock_, url, protocols);
+  }
+  void Send(Bytes frame) override {
+    if (sock_ != 0) Host().call<void>("wsSend", sock_, BytesToJs(frame));
+  }
+  void Close(uint16_t code, const std::string& reason) override {
+    if (sock_ != 0) Host().call<void>("wsClose", sock_, code, reason);
+  }
+  // Events of sockets other than the current one are stale and ignored.
+  void Opened(int sock) {
+    if (sock == sock_ && client_ != nullptr) client_->OnOpen();
+  }
+  void Message(int sock, const val& data) {
+    if (sock != sock_ || client_ == nullptr) return;
+    Bytes frame = BytesFromJs(data);
+    client_->OnFrame(frame);
+  }
+  void Closed(int sock, int code, const std::string& reason) {
+    if (sock != sock_ || client_ == nullptr) return;
+    sock_ = 0;
+    client_->OnClosed(static_cast<uint16_t>(code), reason);
+  }
+
+ private:
+  envoy::EnvoyClient* client_ = nullptr;
+  int sock_ = 0;
+  int next_sock_ = 0;
+};
+
+// ---- Logs: the host's console ----
+
+class JsLogSink final : public LogSink {
+ public:
+  void Write(LogLevel level, std::string_view component, std::string_view message) override {
+    Host().call<void>("log", static_cast<int>(level), std::string(component), std::string(message));
+  }
+};
+
+// ---- State and vars: a JS value held for the instance ----
+
+class JsSlot final : public runtime::Slot {
+ public:
+  JsSlot(std::optional<Value> initial, bool persisted) : persisted_(persisted) {
+    if (initial) value_ = ToJs(*initial);
+  }
+  void* get() override { return &value_; }
+  Value Save() const override { return persisted_ ? FromJs(value_) : Value(nullptr); }
+  void Load(const Value& value) override { value_ = ToJs(value); }
+
+ private:
+  val value_ = val::undefined();
+  bool persisted_;
+};
+
+std::chrono::milliseconds Ms(const val& options, const char* name, std::chrono::milliseconds def) {
+  val v = options[name];
+  return v.isNumber() ? std::chrono::milliseconds(static_cast<int64_t>(v.as<double>())) : def;
+}
+
+Value Args(const val& array) {
+  Value v = FromJs(array);
+  if (!v.is_array()) return Value(Value::Array{});
+  return v;
+}
+
+val SqlValueToJs(const sql::Value& v) { return ToJs(runtime::FromSqlValue(v)); }
+
+val RowsToJs(const std::vector<sql::Row>& rows) {
+  val out = val::array();
+  for (const auto& row : rows) {
+    val r = val::array();
+    for (const auto& cell : row) r.call<void>("push", SqlValueToJs(cell));
+    out.call<void>("push", r);
+  }
+  return out;
+}
+
+val ColumnsToJs(const std::vector<std::string>& columns) {
+  val out = val::array();
+  for (const auto& c : columns) out.call<void>("push", c);
+  return out;
+}
+
+sql::Params ParamsFromJs(const val& params, const std::string& sql_text) {
+  if (params.isUndefined() || params.isNull()) return {};
+  Value v = FromJs(params);
+  Result<sql::Params> p = v.is_array() ? runtime::ToSqlParams(v.as_array())
+                                       : runtime::BindNamed(sql_text, v);
+  if (!p.ok()) throw ActorError(p.error().group(), p.error().code(), p.error().message());
+  return std::move(*p);
+}
+
+}  // namespace
+
+// One registry: the runtime core, its envoy client and the host adapters.
+class WasmRuntime {
+ public:
+  WasmRuntime(val host, val options) {
+    SetHost(host);
+    static JsLogSink sink;
+    SetLogSink(&sink);
+    if (options["logLevel"].isString()) {
+      std::string level = options["logLevel"].as<std::string>();
+      static const std::pair<const char*, LogLevel> kLevels[] = {
+          {"trace", LogLevel::kTrace}, {"debug", LogLevel::kDebug}, {"info", LogLevel::kInfo},
+          {"warn", LogLevel::kWarn},   {"error", LogLevel::kError}, {"off", LogLevel::kOff}};
+      for (const auto& [name, l] : kLevels) {
+        if (level == name) SetLogLevel(l);
+      }
+    }
+    const uint64_t seed = (static_cast<uint64_t>(options["seedHi"].as<double>()) << 32) |
+                          static_cast<uint64_t>(options["seedLo"].as<double>());
+    random_ = std::make_unique<Random>(seed);
+    runtime::RuntimeOptions ro;
+    if (options["sqliteBackend"].isString()) {
+      auto choice = runtime::ParseSqliteBackendChoice(options["sqliteBackend"].as<std::string>());
+      if (choice.ok()) ro.sqlite_backend = *choice;
+    }
+    if (options["inspectorToken"].isString()) ro.inspector_token = options["inspectorToken"].as<std::string>();
+    core_ = std::make_unique<runtime::Runtime>(ro, clock_, *random_);
+    auto str = [&](const char* name, std::string& out) {
+      if (options[name].isString()) out = options[name].as<std::string>();
+    };
+    str("endpoint", config_.endpoint);
+    str("token", config_.token);
+    str("namespace", config_.namespace_name);
+    str("pool", config_.pool_name);
+    str("envoyKey", config_.envoy_key);
+    if (options["version"].isNumber()) config_.version = options["version"].as<uint32_t>();
+    if (options["protocolVersion"].isNumber()) {
+      config_.protocol_version = options["protocolVersion"].as<uint16_t>();
+    }
+    config_.metadata_json = R"({"keel":{"version":"0.1.0","runtime":"wasm"}})";
+  }
+
+  ~WasmRuntime() {
+    client_.reset();
+    clock_.CancelAll();
+  }
+
+  // ---- Registry ----
+
+  void registerActor(std::string name, val def) {
+    auto type = std::make_shared<runtime::ActorType>();
+    type->name = name;
+    val o = def["options"];
+    if (!o.isUndefined() && !o.isNull()) {
+      auto& opt = type->options;
+      opt.sleep_timeout = Ms(o, "sleepTimeout", opt.sleep_timeout);
+      opt.no_sleep = o["noSleep"].isTrue();
+      opt.action_timeout = Ms(o, "actionTimeout", opt.action_timeout);
+      opt.sleep_grace_period = Ms(o, "sleepGracePeriod", opt.sleep_grace_period);
+      opt.create_state_timeout = Ms(o, "createStateTimeout", opt.create_state_timeout);
+      opt.on_create_timeout = Ms(o, "onCreateTimeout", opt.on_create_timeout);
+      opt.on_migrate_timeout = Ms(o, "onMigrateTimeout", opt.on_migrate_timeout);
+      opt.create_vars_timeout = Ms(o, "createVarsTimeout", opt.create_vars_timeout);
+      opt.on_wake_timeout = Ms(o, "onWakeTimeout", opt.on_wake_timeout);
+      opt.on_before_connect_timeout = Ms(o, "onBeforeConnectTimeout", opt.on_before_connect_timeout);
+      opt.create_conn_state_timeout = Ms(o, "createConnStateTimeout", opt.create_conn_state_timeout);
+      opt.on_connect_timeout = Ms(o, "onConnectTimeout", opt.on_connect_timeout);
+      if (o["maxQueueSize"].isNumber()) opt.max_queue_size = o["maxQueueSize"].as<size_t>();
+      if (o["maxQueueMessageSize"].isNumber()) {
+        opt.max_queue_message_size = o["maxQueueMessageSize"].as<size_t>();
+      }
+    }
+    // State: `state` (an initial value, copied per instance) or `createState(c, input)`.
+    const bool has_initial = !def["state"].isUndefined();
+    if (has_initial || IsFn(def, "createState")) {
+      type->has_state = true;
+      std::optional<Value> initial;
+      if (has_initial) initial = FromJs(def["state"]);
+      type->make_state = [initial] { return std::make_unique<JsSlot>(initial, true); };
+    }
+    std::optional<Value> vars;
+    if (!def["vars"].isUndefined()) vars = FromJs(def["vars"]);
+    type->make_vars = [vars] { return std::make_unique<JsSlot>(vars, false); };
+
+    if (IsFn(def, "createState")) {
+      type->create_state = [this, fn = def["createState"]](Invocation inv, Value input) -> Task<void> {
+        val args = val::array();
+        args.call<void>("push", ToJs(input));
+        val state = co_await Call(fn, inv, args);
+        *static_cast<val*>(inv.instance->state_ptr()) = std::move(state);
+      };
+    }
+    if (IsFn(def, "createVars")) {
+      type->create_vars = [this, fn = def["createVars"]](Invocation inv) -> Task<void> {
+        val vars = co_await Call(fn, inv, val::array());
+        *static_cast<val*>(inv.instance->vars_ptr()) = std::move(vars);
+      };
+    }
+    if (IsFn(def, "onCreate")) type->on_create = InputHook(def["onCreate"]);
+    if (IsFn(def, "onMigrate")) {
+      type->on_migrate = [this, fn = def["onMigrate"]](Invocation inv, bool is_new) -> Task<void> {
+        val args = val::array();
+        args.call<void>("push", is_new);
+        co_await Call(fn, inv, args);
+      };
+    }
+    val db = def["db"];
+    if (db.isTrue() || (!db.isUndefined() && !db.isNull() && !db.isFalse())) {
+      type->has_database = true;
+      if (IsFn(db, "onMigrate")) {
+        type->db_migrate = [this, fn = db["onMigrate"]](Invocation inv, bool) -> Task<void> {
+          co_await Call(fn, inv, val::array());
+        };
+      }
+    }
+    if (IsFn(def, "onWake")) type->on_wake = Hook(def["onWake"]);
+    if (IsFn(def, "onBeforeActorStart")) type->on_before_actor_start = Hook(def["onBeforeActorStart"]);
+    if (IsFn(def, "run")) type->run = Hook(def["run"]);
+    if (IsFn(def, "onSleep")) type->on_sleep = Hook(def["onSleep"]);
+    if (IsFn(def, "onDestroy")) type->on_destroy = Hook(def["onDestroy"]);
+    if (IsFn(def, "onBeforeConnect")) {
+      type->on_before_connect = [this, fn = def["onBeforeConnect"]](Invocation inv, runtime::Request req,
+                                                                    Value params) -> Task<void> {
+        inv.request = &req;
+        val args = val::array();
+        args.call<void>("push", ToJs(params));
+        co_await Call(fn, inv, args);
+      };
+    }
+    if (IsFn(def, "createConnState") || !def["connState"].isUndefined()) {
+      std::optional<Value> initial;
+      if (!def["connState"].isUndefined()) initial = FromJs(def["connState"]);
+      val fn = IsFn(def, "createConnState") ? def["createConnState"] : val::undefined();
+      type->create_conn_state = [this, fn, initial](Invocation inv, runtime::Request req,
+                                                    Value params) -> Task<Value> {
+        if (fn.isUndefined()) co_return *initial;
+        inv.request = &req;
+        val args = val::array();
+        args.call<void>("push", ToJs(params));
+        val state = co_await Call(fn, inv, args);
+        co_return FromJs(state);
+      };
+    }
+    if (IsFn(def, "onConnect")) type->on_connect = ConnHook(def["onConnect"]);
+    // Always set: the end of a connection drops its cached JS state.
+    type->on_disconnect = [this, fn = IsFn(def, "onDisconnect") ? def["onDisconnect"] : val::undefined()](
+                              Invocation inv) -> Task<void> {
+      if (!fn.isUndefined()) co_await Call(fn, inv, val::array());
+      conn_states_.erase(ConnKey(*inv.instance, inv.conn->id()));
+    };
+    if (IsFn(def, "onStateChange")) {
+      type->on_state_change = [this, fn = def["onStateChange"]](Invocation& inv) {
+        val args = val::array();
+        args.call<void>("push", *static_cast<val*>(inv.instance->state_ptr()));
+        val r = Host().call<val>("invoke", fn, CtxInfo(inv, 0), args);
+        if (Host().call<bool>("isThrown", r)) {
+          LogWarn("wasm", "onStateChange threw", {{"actor", inv.instance->actor_id()}});
+        }
+      };
+    }
+    if (IsFn(def, "onRequest")) {
+      type->on_request = [this, fn = def["onRequest"]](Invocation inv,
+                                                      runtime::Request req) -> Task<runtime::Response> {
+        inv.request = &req;
+        val request = val::object();
+        request.set("method", req.method);
+        request.set("path", req.path);
+        request.set("query", req.query);
+        val headers = val::array();
+        for (const auto& [k, v] : req.headers) {
+          val pair = val::array();
+          pair.call<void>("push", k);
+          pair.call<void>("push", v);
+          headers.call<void>("push", pair);
+        }
+        request.set("headers", headers);
+        request.set("body", BytesToJs(req.body));
+        val args = val::array();
+        args.call<void>("push", request);
+        // The host turns whatever the handler returned (a Response) into {status, headers, body}.
+        val raw = co_await Call(fn, inv, args, "invokeRequest");
+        runtime::Response resp;
+        resp.status = static_cast<uint16_t>(raw["status"].as<int>());
+        val hs = raw["headers"];
+        for (size_t i = 0, n = hs["length"].as<size_t>(); i < n; ++i) {
+          resp.headers.emplace_back(hs[i][0].as<std::string>(), hs[i][1].as<std::string>());
+        }
+        resp.body = BytesFromJs(raw["body"]);
+        co_return resp;
+      };
+    }
+    val actions = def["actions"];
+    if (!actions.isUndefined() && !actions.isNull()) {
+      val names = val::global("Object").call<val>("keys", actions);
+      for (size_t i = 0, n = names["length"].as<size_t>(); i < n; ++i) {
+        std::string action = names[i].as<std::string>();
+        type->actions[action] = [this, fn = actions[action]](Invocation inv, Value args) -> Task<Value> {
+          val js_args = ToJs(args.is_array() ? args : Value(Value::Array{}));
+          val result = co_await Call(fn, inv, js_args);
+          co_return FromJs(result);
+        };
+      }
+    }
+    // events / queues: arrays of names, or objects name → {canSubscribe|canPublish}.
+    auto declare = [&](const char* key, const char* check,
+                       std::map<std::string, runtime::SubscribeCheckFn, std::less<>>& out) {
+      val list = def[key];
+      if (list.isUndefined() || list.isNull()) return;
+      if (list.isArray()) {
+        for (size_t i = 0, n = list["length"].as<size_t>(); i < n; ++i) out[list[i].as<std::string>()] = nullptr;
+        return;
+      }
+      val names = val::global("Object").call<val>("keys", list);
+      for (size_t i = 0, n = names["length"].as<size_t>(); i < n; ++i) {
+        std::string name = names[i].as<std::string>();
+        val spec = list[name];
+        if (!spec.isUndefined() && !spec.isNull() && IsFn(spec, check)) {
+          out[name] = [this, fn = spec[check]](Invocation inv) -> Task<bool> {
+            val ok = co_await Call(fn, inv, val::array());
+            co_return ok.isTrue();
+          };
+        } else {
+          out[name] = nullptr;
+        }
+      }
+    };
+    declare("events", "canSubscribe", type->events);
+    declare("queues", "canPublish", type->queues);
+    core_->Register(std::move(type));
+  }
+
+  // Connects to the engine (after every actor is registered).
+  void start() {
+    if (client_) return;
+    config_.actor_names = core_->ActorNames();
+    client_ = std::make_unique<envoy::EnvoyClient>(config_, clock_, *random_, transport_, *core_);
+    transport_.set_client(client_.get());
+    core_->Attach(*client_);
+    core_->SetShutdownCallback([this] {
+      stopped_ = true;
+      for (auto& d : on_stopped_) d.call<void>("resolve", val::undefined());
+      on_stopped_.clear();
+    });
+    client_->Start();
+  }
+
+  // Graceful stop (every actor sleeps, then the socket closes); resolves when done.
+  val shutdown(bool immediate) {
+    val deferred = Host().call<val>("deferred");
+    if (!client_ || stopped_) {
+      deferred.call<void>("resolve", val::undefined());
+    } else {
+      on_stopped_.push_back(deferred);
+      if (!client_->shut_down()) client_->Shutdown(immediate);
+    }
+    return deferred["promise"];
+  }
+
+  std::string envoyKey() const { return client_ ? client_->envoy_key() : config_.envoy_key; }
+  bool connected() const { return client_ && client_->connected(); }
+  int instanceCount() const { return static_cast<int>(core_->instance_count()); }
+
+  // ---- Host input ----
+  void timerFired(double id) { clock_.Fire(static_cast<uint64_t>(id)); }
+  void wsOpened(int sock) { transport_.Opened(sock); }
+  void wsMessage(int sock, val data) { transport_.Message(sock, data); }
+  void wsClosed(int sock, int code, std::string reason) { transport_.Closed(sock, code, reason); }
+
+  // ---- Context operations (instance handle first) ----
+
+  val getState(int h) {
+    return Sync([&] { return *static_cast<val*>(Inst(h).state_ptr()); });
+  }
+  val setState(int h, val state) {
+    return Sync([&] {
+      *static_cast<val*>(Inst(h).state_ptr()) = std::move(state);
+      return val::undefined();
+    });
+  }
+  val getVars(int h) {
+    return Sync([&] { return *static_cast<val*>(Inst(h).vars_ptr()); });
+  }
+  val setVars(int h, val vars) {
+    return Sync([&] {
+      *static_cast<val*>(Inst(h).vars_ptr()) = std::move(vars);
+      return val::undefined();
+    });
+  }
+  val broadcast(int h, std::string event, val args) {
+    return Sync([&] {
+      Inst(h).Broadcast(event, Args(args));
+      return val::undefined();
+    });
+  }
+  val schedule(int h, double epoch_ms, std::string action, val args) {
+    return Sync([&] { return val(Inst(h).ScheduleAt(static_cast<int64_t>(epoch_ms), action, Args(args))); });
+  }
+  val sleep(int h) {
+    return Sync([&] {
+      Inst(h).RequestSleep();
+      return val::undefined();
+    });
+  }
+  val destroy(int h) {
+    return Sync([&] {
+      Inst(h).RequestDestroy();
+      return val::undefined();
+    });
+  }
+  val keepAwake(int h, val promise) {
+    return Sync([&] {
+      Inst(h).KeepAwake(AwaitVoid(std::move(promise)));
+      return val::undefined();
+    });
+  }
+  val waitUntil(int h, val promise) {
+    return Sync([&] {
+      Inst(h).WaitUntil(AwaitVoid(std::move(promise)));
+      return val::undefined();
+    });
+  }
+  val aborted(int h) {
+    return Sync([&] { return val(Inst(h).aborted()); });
+  }
+  val saveState(int h) { return Async(h, [](Instance& inst) -> Task<val> {
+      co_await inst.SaveState();
+      co_return val::undefined();
+    });
+  }
+  val nowMs() { return val(static_cast<double>(clock_.SystemNowMs())); }
+
+  // Connections: ids, params, state (cached as a JS value while JS may mutate it and
+  // written back to the core after every invocation), send, disconnect.
+  val connIds(int h) {
+    return Sync([&] {
+      val out = val::array();
+      for (const auto& [id, conn] : Inst(h).conns()) {
+        if (!conn->transient()) out.call<void>("push", id);
+      }
+      return out;
+    });
+  }
+  val connParams(int h, std::string conn_id) {
+    return Sync([&] { return ToJs(ConnOf(h, conn_id).params()); });
+  }
+  val connGetState(int h, std::string conn_id) {
+    return Sync([&] {
+      Instance& inst = Inst(h);
+      auto it = inst.conns().find(conn_id);
+      if (it == inst.conns().end()) throw ActorError("actor", "conn_not_found", "connection not found");
+      std::string key = ConnKey(inst, conn_id);
+      auto cached = conn_states_.find(key);
+      if (cached == conn_states_.end()) {
+        cached = conn_states_.emplace(key, CachedConnState{it->second, ToJs(it->second->state())}).first;
+      }
+      cached->second.touched = true;
+      return cached->second.value;
+    });
+  }
+  val connSetState(int h, std::string conn_id, val state) {
+    return Sync([&] {
+      Instance& inst = Inst(h);
+      auto it = inst.conns().find(conn_id);
+      if (it == inst.conns().end()) throw ActorError("actor", "conn_not_found", "connection not found");
+      conn_states_[ConnKey(inst, conn_id)] = CachedConnState{it->second, state, true};
+      return val::undefined();
+    });
+  }
+  val connSend(int h, std::string conn_id, std::string event, val args) {
+    return Sync([&] {
+      ConnOf(h, conn_id).Send(event, Args(args));
+      return val::undefined();
+    });
+  }
+  val connDisconnect(int h, std::string conn_id, std::string reason) {
+    return Sync([&] {
+      ConnOf(h, conn_id).Disconnect(reason);
+      return val::undefined();
+    });
+  }
+
+  // KV (user keys; bytes in, bytes out).
+  val kvGet(int h, val key) {
+    Bytes k = BytesFromJs(key);
+    return Async(h, [k = std::move(k)](Instance& inst) -> Task<val> {
+      std::optional<Bytes> v = co_await inst.KvGet(k);
+      co_return v ? BytesToJs(*v) : val::null();
+    });
+  }
+  val kvPut(int h, val key, val value) {
+    return Sync([&] {
+      Inst(h).KvPut(BytesFromJs(key), BytesFromJs(value));
+      return val::undefined();
+    });
+  }
+  val kvDelete(int h, val key) {
+    return Sync([&] {
+      Inst(h).KvDelete(BytesFromJs(key));
+      return val::undefined();
+    });
+  }
+  val kvList(int h, val prefix, bool reverse, double limit) {
+    Bytes p = BytesFromJs(prefix);
+    std::optional<uint64_t> lim;
+    if (limit >= 0) lim = static_cast<uint64_t>(limit);
+    return Async(h, [p = std::move(p), reverse, lim](Instance& inst) -> Task<val> {
+      auto entries = co_await inst.KvListPrefix(p, reverse, lim);
+      val out = val::array();
+      for (const auto& [k, v] : entries) {
+        val pair = val::array();
+        pair.call<void>("push", BytesToJs(k));
+        pair.call<void>("push", BytesToJs(v));
+        out.call<void>("push", pair);
+      }
+      co_return out;
+    });
+  }
+  val kvDeleteRange(int h, val start, val end) {
+    Bytes s = BytesFromJs(start), e = BytesFromJs(end);
+    return Async(h, [s = std::move(s), e = std::move(e)](Instance& inst) -> Task<val> {
+      co_await inst.KvDeleteRange(s, e);
+      co_return val::undefined();
+    });
+  }
+
+  // Queue. `inv` is the invocation handle of the calling action/hook (0: none), so a
+  // completable message is released if the invocation ends without completing it.
+  val queueSend(int h, std::string name, val body) {
+    Value b = FromJs(body);
+    return Async(h, [name = std::move(name), b = std::move(b)](Instance& inst) -> Task<val> {
+      uint64_t id = co_await inst.QueueSend(name, b);
+      co_return val(static_cast<double>(id));
+    });
+  }
+  val queueReceive(int h, int inv, val options) {
+    Instance::QueueReceive r;
+    val names = options["names"];
+    if (names.isArray()) {
+      for (size_t i = 0, n = names["length"].as<size_t>(); i < n; ++i) r.names.push_back(names[i].as<std::string>());
+    }
+    if (options["timeout"].isNumber()) r.timeout = std::chrono::milliseconds(static_cast<int64_t>(options["timeout"].as<double>()));
+    r.completable = options["completable"].isTrue();
+    if (options["count"].isNumber()) r.count = options["count"].as<size_t>();
+    return Async(h, [this, inv, r = std::move(r)](Instance& inst) -> Task<val> {
+      Invocation scratch(&inst, nullptr, nullptr);
+      Invocation* target = FindInv(inv);
+      if (target == nullptr || target->instance != &inst) target = &scratch;
+      auto msgs = co_await inst.QueueReceiveMessages(*target, r);
+      val out = val::array();
+      for (const auto& m : msgs) {
+        val msg = val::object();
+        msg.set("id", static_cast<double>(m.id));
+        msg.set("name", m.name);
+        msg.set("body", ToJs(m.body));
+        msg.set("createdAt", static_cast<double>(m.created_at));
+        out.call<void>("push", msg);
+      }
+      co_return out;
+    });
+  }
+  val queueComplete(int h, int inv, double id, val response) {
+    std::optional<Value> resp;
+    if (!response.isUndefined()) resp = FromJs(response);
+    return Async(h, [this, inv, id, resp = std::move(resp)](Instance& inst) -> Task<val> {
+      Invocation scratch(&inst, nullptr, nullptr);
+      Invocation* target = FindInv(inv);
+      if (target == nullptr || target->instance != &inst) target = &scratch;
+      co_await inst.QueueComplete(*target, static_cast<uint64_t>(id), resp);
+      co_return val::undefined();
+    });
+  }
+
+  // SQL (remote in wasm). `params`: an array (positional) or an object (named).
+  val sqlExec(int h, std::string sql_text) {
+    return Async(h, [sql_text = std::move(sql_text)](Instance& inst) -> Task<val> {
+      sql::QueryResult r = co_await inst.Database().Exec(sql_text);
+      val out = val::object();
+      out.set("columns", ColumnsToJs(r.columns));
+      out.set("rows", RowsToJs(r.rows));
+      co_return out;
+    });
+  }
+  val sqlExecute(int h, std::string sql_text, val params, bool write) {
+    std::optional<sql::Params> p;
+    try {
+      if (!params.isUndefined() && !params.isNull()) p = ParamsFromJs(params, sql_text);
+    } catch (...) {
+      return Host().call<val>("rejected", ErrorToJs(std::current_exception()));
+    }
+    return Async(h, [sql_text = std::move(sql_text), p = std::move(p), write](Instance& inst) -> Task<val> {
+      sql::ExecuteResult r;
+      if (write) {
+        r = co_await inst.Database().ExecuteWrite(sql_text, p);
+      } else {
+        r = co_await inst.Database().Execute(sql_text, p);
+      }
+      val out = val::object();
+      out.set("columns", ColumnsToJs(r.columns));
+      out.set("rows", RowsToJs(r.rows));
+      out.set("changes", static_cast<double>(r.changes));
+      out.set("lastInsertRowId", r.last_insert_row_id ? val(static_cast<double>(*r.last_insert_row_id)) : val::null());
+      out.set("route", std::string(sql::RouteName(r.route)));
+      co_return out;
+    });
+  }
+  val sqlWriteMode(int h, bool enter) {
+    return Sync([&] {
+      Instance& inst = Inst(h);
+      if (enter) {
+        inst.Database().EnterWriteMode();
+      } else {
+        inst.Database().LeaveWriteMode();
+      }
+      return val::undefined();
+    });
+  }
+  val sqlBackend(int h) {
+    return Sync([&] { return val(std::string(runtime::SqliteBackendName(Inst(h).Database().kind()))); });
+  }
+
+ private:
+  struct InstRef {
+    std::string actor_id;
+    uint32_t generation = 0;
+  };
+  struct CachedConnState {
+    std::weak_ptr<runtime::Conn> conn;
+    val value = val::undefined();
+    bool touched = false;
+  };
+
+  static bool IsFn(const val& obj, const char* name) {
+    return obj[name].typeOf().as<std::string>() == "function";
+  }
+  static std::string ConnKey(const Instance& inst, std::string_view conn_id) {
+    std::string key = inst.actor_id();
+    key += '\0';
+    key += std::to_string(inst.generation());
+    key += '\0';
+    key += conn_id;
+    return key;
+  }
+
+  // The handle JS contexts use for `inst` (stable for the instance's life).
+  int HandleOf(Instance& inst) {
+    auto key = std::make_pair(inst.actor_id(), inst.generation());
+    auto it = handle_of_.find(key);
+    if (it != handle_of_.end()) return it->second;
+    if (refs_.size() >= sweep_at_) Sweep();
+    const int h = ++next_handle_;
+    refs_.emplace(h, InstRef{inst.actor_id(), inst.generation()});
+    handle_of_.emplace(std::move(key), h);
+    return h;
+  }
+  void Sweep() {
+    for (auto it = refs_.begin(); it != refs_.end();) {
+      Instance* inst = core_->Find(it->second.actor_id);
+      if (inst == nullptr || inst->generation() != it->second.generation) {
+        handle_of_.erase(std::make_pair(it->second.actor_id, it->second.generation));
+        it = refs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = conn_states_.begin(); it != conn_states_.end();) {
+      it = it->second.conn.expired() ? conn_states_.erase(it) : std::next(it);
+    }
+    sweep_at_ = std::max<size_t>(64, refs_.size() * 2);
+  }
+  Instance& Inst(int h) {
+    auto it = refs_.find(h);
+    Instance* inst = it == refs_.end() ? nullptr : core_->Find(it->second.actor_id);
+    if (inst == nullptr || inst->generation() != it->second.generation ||
+        inst->phase() == runtime::Phase::kStopped) {
+      throw ActorError("actor", "stopped", "this actor instance has stopped", std::nullopt, true);
+    }
+    return *inst;
+  }
+  runtime::Conn& ConnOf(int h, const std::string& conn_id) {
+    Instance& inst = Inst(h);
+    auto it = inst.conns().find(conn_id);
+    if (it == inst.conns().end()) throw ActorError("actor", "conn_not_found", "connection not found");
+    return *it->second;
+  }
+  Invocation* FindInv(int inv) {
+    auto it = invocations_.find(inv);
+    return it == invocations_.end() ? nullptr : it->second;
+  }
+
+  template <typename F>
+  val Sync(F fn) {
+    try {
+      return fn();
+    } catch (...) {
+      return FailMarker(std::current_exception());
+    }
+  }
+  template <typename F>
+  val Async(int h, F fn) {
+    Instance* inst = nullptr;
+    try {
+      inst = &Inst(h);
+    } catch (...) {
+      return Host().call<val>("rejected", ErrorToJs(std::current_exception()));
+    }
+    return ToPromise(RunAsync(*inst, std::move(fn)));
+  }
+  template <typename F>
+  static Task<val> RunAsync(Instance& inst, F fn) {
+    co_return co_await fn(inst);
+  }
+  static Task<void> AwaitVoid(val promise) { co_await AwaitJs(std::move(promise)); }
+
+  // {handle, inv, actorId, name, key, generation, conn} for the JS context.
+  val CtxInfo(Invocation& inv, int inv_handle) {
+    Instance& inst = *inv.instance;
+    val info = val::object();
+    info.set("handle", HandleOf(inst));
+    info.set("inv", inv_handle);
+    info.set("actorId", inst.actor_id());
+    info.set("name", inst.name());
+    info.set("generation", static_cast<double>(inst.generation()));
+    val key = val::array();
+    for (const auto& k : inst.key()) key.call<void>("push", k);
+    info.set("key", key);
+    if (inv.conn && !inv.conn->transient()) info.set("conn", inv.conn->id());
+    if (inv.conn) info.set("connId", inv.conn->id());
+    return info;
+  }
+
+  // Calls a JS hook/action with a context for `inv`; registers the invocation for the
+  // call's duration, writes back the connection states JS touched, and releases a queue
+  // message the call received without completing.
+  Task<val> Call(val fn, Invocation& inv, val args, const char* entry = "invoke") {
+    const int id = ++next_inv_;
+    invocations_.emplace(id, &inv);
+    struct Cleanup {
+      WasmRuntime* self;
+      Invocation& inv;
+      int id;
+      ~Cleanup() {
+        self->invocations_.erase(id);
+        self->WriteBackConnStates();
+        if (!inv.holding.empty() && inv.instance != nullptr) inv.instance->QueueRelease(inv);
+      }
+    } cleanup{this, inv, id};
+    val r = Host().call<val>(entry, fn, CtxInfo(inv, id), args);
+    co_return co_await AwaitJs(std::move(r));
+  }
+
+  void WriteBackConnStates() {
+    for (auto& [key, cached] : conn_states_) {
+      if (!cached.touched) continue;
+      cached.touched = false;
+      if (auto conn = cached.conn.lock()) {
+        try {
+          conn->state() = FromJs(cached.value);
+        } catch (const std::exception& e) {
+          LogWarn("wasm", "connection state is not serializable", {{"error", e.what()}});
+        }
+      }
+    }
+  }
+
+  runtime::HookFn Hook(val fn) {
+    return [this, fn](Invocation inv) -> Task<void> { co_await Call(fn, inv, val::array()); };
+  }
+  runtime::InputHookFn InputHook(val fn) {
+    return [this, fn](Invocation inv, Value input) -> Task<void> {
+      val args = val::array();
+      args.call<void>("push", ToJs(input));
+      co_await Call(fn, inv, args);
+    };
+  }
+  runtime::ConnHookFn ConnHook(val fn) {
+    return [this, fn](Invocation inv) -> Task<void> { co_await Call(fn, inv, val::array()); };
+  }
+
+  JsClock clock_;
+  std::unique_ptr<Random> random_;
+  JsTransport transport_;
+  envoy::EnvoyConfig config_;
+  std::unique_ptr<runtime::Runtime> core_;
+  std::unique_ptr<envoy::EnvoyClient> client_;
+  bool stopped_ = false;
+  std::vector<val> on_stopped_;
+
+  int next_handle_ = 0;
+  size_t sweep_at_ = 64;
+  std::map<int, InstRef> refs_;
+  std::map<std::pair<std::string, uint32_t>, int> handle_of_;
+  int next_inv_ = 0;
+  std::map<int, Invocation*> invocations_;
+  std::map<std::string, CachedConnState> conn_states_;
+};
+
+}  // namespace keel::wasm
+
+EMSCRIPTEN_BINDINGS(keel_wasm) {
+  using keel::wasm::WasmRuntime;
+  emscripten::function("bridgeSettle", &keel::wasm::BridgeSettle);
+  emscripten::class_<WasmRuntime>("WasmRuntime")
+      .constructor<emscripten::val, emscripten::val>()
+      .function("registerActor", &WasmRuntime::registerActor)
+      .function("start", &WasmRuntime::start)
+      .function("shutdown", &WasmRuntime::shutdown)
+      .function("envoyKey", &WasmRuntime::envoyKey)
+      .function("connected", &WasmRuntime::connected)
+      .function("instanceCount", &WasmRuntime::instanceCount)
+      .function("timerFired", &WasmRuntime::timerFired)
+      .function("wsOpened", &WasmRuntime::wsOpened)
+      .function("wsMessage", &WasmRuntime::wsMessage)
+      .function("wsClosed", &WasmRuntime::wsClosed)
+      .function("getState", &WasmRuntime::getState)
+      .function("setState", &WasmRuntime::setState)
+      .function("getVars", &WasmRuntime::getVars)
+      .function("setVars", &WasmRuntime::setVars)
+      .function("broadcast", &WasmRuntime::broadcast)
+      .function("schedule", &WasmRuntime::schedule)
+      .function("sleep", &WasmRuntime::sleep)
+      .function("destroy", &WasmRuntime::destroy)
+      .function("keepAwake", &WasmRuntime::keepAwake)
+      .function("waitUntil", &WasmRuntime::waitUntil)
+      .function("aborted", &WasmRuntime::aborted)
+      .function("saveState", &WasmRuntime::saveState)
+      .function("nowMs", &WasmRuntime::nowMs)
+      .function("connIds", &WasmRuntime::connIds)
+      .function("connParams", &WasmRuntime::connParams)
+      .function("connGetState", &WasmRuntime::connGetState)
+      .function("connSetState", &WasmRuntime::connSetState)
+      .function("connSend", &WasmRuntime::connSend)
+      .function("connDisconnect", &WasmRuntime::connDisconnect)
+      .function("kvGet", &WasmRuntime::kvGet)
+      .function("kvPut", &WasmRuntime::kvPut)
+      .function("kvDelete", &WasmRuntime::kvDelete)
+      .function("kvList", &WasmRuntime::kvList)
+      .function("kvDeleteRange", &WasmRuntime::kvDeleteRange)
+      .function("queueSend", &WasmRuntime::queueSend)
+      .function("queueReceive", &WasmRuntime::queueReceive)
+      .function("queueComplete", &WasmRuntime::queueComplete)
+      .function("sqlExec", &WasmRuntime::sqlExec)
+      .function("sqlExecute", &WasmRuntime::sqlExecute)
+      .function("sqlWriteMode", &WasmRuntime::sqlWriteMode)
+      .function("sqlBackend", &WasmRuntime::sqlBackend);
+}
