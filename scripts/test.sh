@@ -2,7 +2,8 @@
 # Keel's test command (the README's second command, and what CI runs):
 #   1. installs what the build needs (scripts/bootstrap.sh),
 #   2. builds the `dev` preset (Debug, ASan + UBSan) and runs every ctest suite,
-#   3. builds the `wasm` preset (the sans-I/O cores must keep compiling for wasm),
+#   3. builds the `wasm` preset (the sans-I/O cores and the JS runtime, keel.wasm) and runs
+#      the JS package's tests (JS actors and the JS client against the dev build's engine),
 #   4. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
 # Set KEEL_SKIP_WASM=1 or KEEL_SKIP_FUZZ=1 to skip a stage locally.
 set -euo pipefail
@@ -34,6 +35,8 @@ if [ "${KEEL_SKIP_WASM:-0}" != "1" ]; then
   # Emscripten 3.1.6's loader predates Node's global fetch; keep Node on the fs path.
   node --no-experimental-fetch build/wasm/bin/protocol_smoke.js
   node --no-experimental-fetch build/wasm/bin/runtime_smoke.js
+  step "wasm: JS actors and the JS client against keel-engine (packages/keel-wasm)"
+  KEEL_BIN_DIR="$PWD/build/dev/bin" node --experimental-websocket --test packages/keel-wasm/test/
 fi
 
 if [ "${KEEL_SKIP_FUZZ:-0}" != "1" ]; then

@@ -101,9 +101,7 @@ Value FromJsAt(const val& v, int depth) {
 
 }  // namespace
 
-void SetHost(val host) {
-  if (HostSlot().isUndefined()) HostSlot() = std::move(host);
-}
+void SetHost(val host) { HostSlot() = std::move(host); }
 val& Host() { return HostSlot(); }
 
 Task<val> AwaitJs(val value) {

@@ -29,8 +29,9 @@ namespace keel::wasm {
 
 using emscripten::val;
 
-// The host object every runtime was given (its callbacks: setTimer, wsOpen, invoke, …).
-// One per module instance: set by the first runtime.
+// A host object for the stateless value and promise helpers (kindOf, deferred, makeError,
+// …): the last runtime's (every host built by the package has the same ones). Timers, the
+// socket and calls into actor code go through each runtime's own host.
 void SetHost(val host);
 val& Host();
 

@@ -50,12 +50,13 @@ using runtime::Invocation;
 
 class JsClock final : public Clock {
  public:
+  explicit JsClock(val host) : host_(std::move(host)) {}
   MonoTime MonotonicNow() const override {
-    const double ms = Host().call<double>("now");
+    const double ms = host_.call<double>("now");
     return MonoTime(std::chrono::nanoseconds(static_cast<int64_t>(ms * 1e6)));
   }
   int64_t SystemNowMs() const override {
-    return static_cast<int64_t>(Host().call<double>("wallNow"));
+    return static_cast<int64_t>(host_.call<double>("wallNow"));
   }
   TimerId Schedule(MonoTime deadline, std::function<void()> callback) override {
     const uint64_t id = ++next_;
@@ -63,14 +64,14 @@ class JsClock final : public Clock {
     const auto delay = deadline - MonotonicNow();
     double ms = std::ceil(std::chrono::duration<double, std::milli>(delay).count());
     if (ms < 0) ms = 0;
-    Host().call<void>("setTimer", static_cast<double>(id), ms);
+    host_.call<void>("setTimer", static_cast<double>(id), ms);
     return TimerId{id};
   }
   bool Cancel(TimerId id) override {
     auto it = timers_.find(static_cast<uint64_t>(id));
     if (it == timers_.end()) return false;
     timers_.erase(it);
-    Host().call<void>("clearTimer", static_cast<double>(static_cast<uint64_t>(id)));
+    host_.call<void>("clearTimer", static_cast<double>(static_cast<uint64_t>(id)));
     return true;
   }
   void Fire(uint64_t id) {
@@ -81,11 +82,12 @@ class JsClock final : public Clock {
     fn();
   }
   void CancelAll() {
-    for (const auto& [id, fn] : timers_) Host().call<void>("clearTimer", static_cast<double>(id));
+    for (const auto& [id, fn] : timers_) host_.call<void>("clearTimer", static_cast<double>(id));
     timers_.clear();
   }
 
  private:
+  val host_;
   uint64_t next_ = 0;
   std::unordered_map<uint64_t, std::function<void()>> timers_;
 };
@@ -94,18 +96,19 @@ class JsClock final : public Clock {
 
 class JsTransport final : public envoy::Transport {
  public:
+  explicit JsTransport(val host) : host_(std::move(host)) {}
   void set_client(envoy::EnvoyClient* client) { client_ = client; }
   void Connect(const std::string& url, const std::vector<std::string>& subprotocols) override {
     sock_ = ++next_sock_;
     val protocols = val::array();
     for (const auto& p : subprotocols) protocols.call<void>("push", p);
-    Host().call<void>("wsOpen", sock_, url, protocols);
+    host_.call<void>("wsOpen", sock_, url, protocols);
   }
   void Send(Bytes frame) override {
-    if (sock_ != 0) Host().call<void>("wsSend", sock_, BytesToJs(frame));
+    if (sock_ != 0) host_.call<void>("wsSend", sock_, BytesToJs(frame));
   }
   void Close(uint16_t code, const std::string& reason) override {
-    if (sock_ != 0) Host().call<void>("wsClose", sock_, code, reason);
+    if (sock_ != 0) host_.call<void>("wsClose", sock_, code, reason);
   }
   // Events of sockets other than the current one are stale and ignored.
   void Opened(int sock) {
@@ -123,6 +126,7 @@ class JsTransport final : public envoy::Transport {
   }
 
  private:
+  val host_;
   envoy::EnvoyClient* client_ = nullptr;
   int sock_ = 0;
   int next_sock_ = 0;
@@ -196,7 +200,7 @@ sql::Params ParamsFromJs(const val& params, const std::string& sql_text) {
 // One registry: the runtime core, its envoy client and the host adapters.
 class WasmRuntime {
  public:
-  WasmRuntime(val host, val options) {
+  WasmRuntime(val host, val options) : host_(host), clock_(host), transport_(host) {
     SetHost(host);
     static JsLogSink sink;
     SetLogSink(&sink);
@@ -346,7 +350,7 @@ class WasmRuntime {
       type->on_state_change = [this, fn = def["onStateChange"]](Invocation& inv) {
         val args = val::array();
         args.call<void>("push", *static_cast<val*>(inv.instance->state_ptr()));
-        val r = Host().call<val>("invoke", fn, CtxInfo(inv, 0), args);
+        val r = host_.call<val>("invoke", fn, CtxInfo(inv, 0), args);
         if (Host().call<bool>("isThrown", r)) {
           LogWarn("wasm", "onStateChange threw", {{"actor", inv.instance->actor_id()}});
         }
@@ -838,7 +842,7 @@ class WasmRuntime {
         if (!inv.holding.empty() && inv.instance != nullptr) inv.instance->QueueRelease(inv);
       }
     } cleanup{this, inv, id};
-    val r = Host().call<val>(entry, fn, CtxInfo(inv, id), args);
+    val r = host_.call<val>(entry, fn, CtxInfo(inv, id), args);
     co_return co_await AwaitJs(std::move(r));
   }
 
@@ -870,6 +874,7 @@ class WasmRuntime {
     return [this, fn](Invocation inv) -> Task<void> { co_await Call(fn, inv, val::array()); };
   }
 
+  val host_;
   JsClock clock_;
   std::unique_ptr<Random> random_;
   JsTransport transport_;

@@ -63,7 +63,7 @@ export function makeHost(M, owner) {
     setTimer(id, ms) {
       timers.set(id, setTimeout(() => {
         timers.delete(id);
-        owner.rt.timerFired(id);
+        if (!owner.closed) owner.rt.timerFired(id);
       }, ms));
     },
     clearTimer(id) {
@@ -86,7 +86,7 @@ export function makeHost(M, owner) {
         if (closed) return;
         closed = true;
         sockets.delete(sock);
-        owner.rt.wsClosed(sock, code, reason);
+        if (!owner.closed) owner.rt.wsClosed(sock, code, reason);
       };
       try {
         ws = new WS(url, protocols);
@@ -96,9 +96,11 @@ export function makeHost(M, owner) {
       }
       ws.binaryType = "arraybuffer";
       sockets.set(sock, ws);
-      ws.onopen = () => owner.rt.wsOpened(sock);
+      ws.onopen = () => {
+        if (!owner.closed) owner.rt.wsOpened(sock);
+      };
       ws.onmessage = (e) => {
-        if (typeof e.data === "string") return;  // the envoy protocol is binary only
+        if (owner.closed || typeof e.data === "string") return;  // the envoy protocol is binary only
         owner.rt.wsMessage(sock, e.data);
       };
       ws.onerror = () => {};

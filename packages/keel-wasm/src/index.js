@@ -112,6 +112,7 @@ export class Registry {
       seedLo: seed[1],
     });
     this._stopped = null;
+    this.closed = false;
   }
 
   makeContext(info) {
@@ -154,9 +155,11 @@ export class Registry {
   // `immediate` skips waiting for the actors.
   shutdown({ immediate = false } = {}) {
     if (!this._stopped) {
+      // The C++ runtime object is kept (a few KB): an actor's JS promise may still settle
+      // after an immediate shutdown, and its coroutine must find the runtime alive.
       this._stopped = this.rt.shutdown(immediate).then(() => {
+        this.closed = true;
         this.host.clearAllTimers();
-        this.rt.delete();
       });
     }
     return this._stopped;

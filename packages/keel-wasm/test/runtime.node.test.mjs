@@ -1,0 +1,176 @@
+// The wasm runtime in Node 20, end to end: keel-engine (native, loopback, port 0) and a
+// registry of JS actors (test/fixtures/actors.mjs) in this process, reached through the
+// engine's gateway. Run: node --experimental-websocket --test packages/keel-wasm/test/
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { serve } from "../src/index.js";
+import * as actors from "./fixtures/actors.mjs";
+import { action, actorRecord, call, forceSleep, getOrCreate, waitFor } from "./gateway.mjs";
+import { startEngine } from "./harness.mjs";
+
+const quiet = { handleSignals: false, logLevel: "error" };
+
+describe("wasm runtime on Node", () => {
+  let engine;
+  let registry;
+  before(async () => {
+    engine = await startEngine();
+    registry = await serve(actors, { endpoint: engine.endpoint, ...quiet });
+  });
+  after(async () => {
+    await registry?.shutdown();
+    await engine?.stop();
+  });
+
+  test("an action answers and its state change is durable before the answer", async () => {
+    const id = await getOrCreate(engine, "counter", "durable");
+    assert.equal(await call(engine, id, "increment", 5), 5);
+    assert.equal(await call(engine, id, "increment", 2), 7);
+    assert.equal(await call(engine, id, "slowIncrement", 3), 10);
+    assert.deepEqual(await call(engine, id, "identity"), { id, name: "counter", key: ["durable"] });
+  });
+
+  test("state survives sleep; the sleeping actor is gone from the runtime; wake runs onWake", async () => {
+    const id = await getOrCreate(engine, "counter", "sleepy");
+    await call(engine, id, "increment", 4);
+    assert.equal(await call(engine, id, "wakes"), 1);
+    const before = registry.actorCount;
+    await forceSleep(engine, id);
+    await waitFor(() => registry.actorCount === before - 1, 5000, "the instance to be freed");
+    assert.equal(await call(engine, id, "getCount"), 4);
+    assert.equal(await call(engine, id, "wakes"), 1, "vars are per instance: a new instance counted one wake");
+    assert.equal((await actorRecord(engine, id)).sleep_ts, undefined);
+  });
+
+  test("the actor asks to sleep itself and wakes on the next request", async () => {
+    const id = await getOrCreate(engine, "counter", "self-sleep");
+    await call(engine, id, "increment", 9);
+    assert.equal(await call(engine, id, "goToSleep"), true);
+    await waitFor(async () => (await actorRecord(engine, id)).sleep_ts !== undefined, 10000, "sleep");
+    assert.equal(await call(engine, id, "getCount"), 9);
+  });
+
+  test("errors: a UserError reaches the client with code and metadata; others are sanitised", async () => {
+    const id = await getOrCreate(engine, "counter", "errors");
+    const user = await action(engine, id, "fail");
+    assert.equal(user.status, 500);
+    assert.deepEqual(user.body, { group: "user", code: "refused", message: "counter says no", metadata: { limit: 3 } });
+    const internal = await action(engine, id, "crash");
+    assert.equal(internal.body.group, "rivetkit");
+    assert.equal(internal.body.code, "internal_error");
+    assert.ok(!JSON.stringify(internal.body).includes("internal detail"));
+    const missing = await action(engine, id, "noSuchAction");
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body.code, "action_not_found");
+    // The actor keeps working after each failure.
+    assert.equal(await call(engine, id, "increment", 1), 1);
+  });
+
+  test("KV: put, get, list by prefix, delete, binary keys, durable across sleep", async () => {
+    const id = await getOrCreate(engine, "store", "kv");
+    await call(engine, id, "put", "user:1", "ada");
+    await call(engine, id, "put", "user:2", "grace");
+    await call(engine, id, "put", "other", "x");
+    assert.equal(await call(engine, id, "get", "user:1"), "ada");
+    assert.equal(await call(engine, id, "get", "missing"), null);
+    assert.deepEqual(await call(engine, id, "list", "user:"), [["user:1", "ada"], ["user:2", "grace"]]);
+    assert.deepEqual(await call(engine, id, "binary"), [250, 251]);
+    await forceSleep(engine, id);
+    assert.equal(await call(engine, id, "get", "user:2"), "grace");
+    assert.equal(await call(engine, id, "remove", "user:2"), null);
+    assert.deepEqual(await call(engine, id, "list", "user:"), [["user:1", "ada"]]);
+  });
+
+  test("remote SQL: migration, inserts, named parameters, errors, durable across sleep", async () => {
+    const id = await getOrCreate(engine, "todos", "sql");
+    assert.equal(await call(engine, id, "backend"), "remote");
+    assert.equal(await call(engine, id, "add", "milk"), 1);
+    assert.equal(await call(engine, id, "add", "eggs"), 2);
+    assert.deepEqual(await call(engine, id, "byText", "eggs"), [{ id: 2 }]);
+    assert.equal(await call(engine, id, "route"), "read");
+    const bad = await action(engine, id, "bad");
+    assert.equal(bad.body.group, "sqlite");
+    assert.match(bad.body.code, /prepare_failed|execution_failed|invalid_sql/);
+    await forceSleep(engine, id);
+    assert.equal(await call(engine, id, "count"), 2);
+    assert.deepEqual(await call(engine, id, "list"), [
+      { id: 1, text: "milk", done: 0 },
+      { id: 2, text: "eggs", done: 0 },
+    ]);
+    assert.equal(await call(engine, id, "clear"), 2);
+  });
+
+  test("schedule: a durable alarm runs its action", async () => {
+    const id = await getOrCreate(engine, "timers", "alarm");
+    const eventId = await call(engine, id, "scheduleTick", 50, "first");
+    assert.equal(typeof eventId, "string");
+    await waitFor(async () => (await call(engine, id, "ticks")).length === 1, 10000, "the tick");
+    assert.deepEqual(await call(engine, id, "ticks"), ["first"]);
+  });
+
+  test("schedule: an alarm wakes a sleeping actor", async () => {
+    const id = await getOrCreate(engine, "timers", "wake-alarm");
+    await call(engine, id, "scheduleTick", 400, "late");
+    await forceSleep(engine, id);
+    await waitFor(async () => (await actorRecord(engine, id)).sleep_ts === undefined, 10000, "the alarm to wake it");
+    await waitFor(async () => (await call(engine, id, "ticks")).length === 1, 10000, "the tick");
+  });
+
+  test("queue: a message sent by one action is received by another, in order", async () => {
+    const id = await getOrCreate(engine, "timers", "queue");
+    await call(engine, id, "enqueue", { job: 1 });
+    await call(engine, id, "enqueue", { job: 2 });
+    assert.deepEqual(await call(engine, id, "take"), { job: 1 });
+    assert.deepEqual(await call(engine, id, "take"), { job: 2 });
+    assert.equal(await call(engine, id, "take"), null);
+  });
+
+  test("createState receives the creation input", async () => {
+    const r = await fetch(`${engine.endpoint}/gateway/withInput/action/get?rvt-namespace=default&rvt-method=getOrCreate&rvt-pool=default&rvt-key=k1`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-rivet-encoding": "json" },
+      body: JSON.stringify({ args: [] }),
+    });
+    assert.equal(r.status, 200);
+    assert.deepEqual((await r.json()).output, { greeting: "hello nobody", key: ["k1"] });
+  });
+});
+
+describe("wasm runtime configuration", () => {
+  test("a local SQLite backend is unavailable in wasm: the first SQL call fails with sqlite.unavailable", async () => {
+    const engine = await startEngine();
+    const registry = await serve({ notes: actors.notes }, { endpoint: engine.endpoint, sqliteBackend: "local", ...quiet });
+    try {
+      const id = await getOrCreate(engine, "notes", "local");
+      for (const name of ["write", "backend"]) {
+        const r = await action(engine, id, name, ["x"]);
+        assert.equal(r.status, 500);
+        assert.equal(r.body.group, "sqlite");
+        assert.equal(r.body.code, "unavailable");
+        assert.match(r.body.message, /remote/);
+      }
+    } finally {
+      await registry.shutdown({ immediate: true });
+      await engine.stop();
+    }
+  });
+
+  test("the engine refuses an envoy with a wrong token and accepts the right one", async () => {
+    const engine = await startEngine({ token: "s3cret" });
+    try {
+      const { loadKeel, Registry } = await import("../src/index.js");
+      const M = await loadKeel();
+      const wrong = new Registry(M, { endpoint: engine.endpoint, token: "wrong", ...quiet });
+      wrong.register({ counter: actors.counter });
+      wrong.start();
+      await assert.rejects(wrong.ready(1500), (e) => e.code === "not_connected");
+      await wrong.shutdown({ immediate: true });
+      const right = await serve({ counter: actors.counter }, { endpoint: engine.endpoint, token: "s3cret", ...quiet });
+      assert.equal(right.connected, true);
+      await right.shutdown();
+    } finally {
+      await engine.stop();
+    }
+  });
+});
