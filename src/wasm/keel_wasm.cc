@@ -454,6 +454,20 @@ class WasmRuntime {
     return deferred["promise"];
   }
 
+  // Serverless (envoy-protocol.md §4.9): the version-prefixed start body a POST /start
+  // carried, injected as if it came on the socket (queued until the engine's Init).
+  val injectStart(val body) {
+    return Sync([&] {
+      if (!client_) throw ActorError("wasm", "invalid_state", "Invalid wasm state 'core registry': not started");
+      Bytes bytes = BytesFromJs(body);
+      Status s = client_->InjectServerlessStart(bytes);
+      if (!s.ok()) throw ActorError(s.error().group(), s.error().code(), s.error().message());
+      return val::undefined();
+    });
+  }
+  // (actor, generation) pairs the envoy hosts (a serverless stream ends when it drops to 0).
+  int hostedActors() const { return client_ ? static_cast<int>(client_->hosted_actors()) : 0; }
+
   std::string envoyKey() const { return client_ ? client_->envoy_key() : config_.envoy_key; }
   bool connected() const { return client_ && client_->connected(); }
   int instanceCount() const { return static_cast<int>(core_->instance_count()); }
@@ -903,6 +917,8 @@ EMSCRIPTEN_BINDINGS(keel_wasm) {
       .function("registerActor", &WasmRuntime::registerActor)
       .function("start", &WasmRuntime::start)
       .function("shutdown", &WasmRuntime::shutdown)
+      .function("injectStart", &WasmRuntime::injectStart)
+      .function("hostedActors", &WasmRuntime::hostedActors)
       .function("envoyKey", &WasmRuntime::envoyKey)
       .function("connected", &WasmRuntime::connected)
       .function("instanceCount", &WasmRuntime::instanceCount)
