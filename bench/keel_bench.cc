@@ -3,8 +3,8 @@
 // the engine's gateway (BENCHMARKS.md W1–W7), next to the floors of this machine measured
 // in the same run. Prints ONE JSON object on stdout; progress goes to stderr.
 //
-//   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--quick] [--w4-large]
-//              [--only w1,w2,...]
+//   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]
+//              [--quick] [--w4-large] [--only w1,w1js,w2,...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
@@ -16,6 +16,9 @@
 //  * W1: 2000 sequential increment(1) on one actor, (a) POST /gateway/<id>/action/increment
 //    over one keep-alive HTTP connection (json), (b) over one persistent
 //    /gateway/<id>/connect WebSocket (rivet_encoding.bare);
+//  * W1 (JS): with --js-runtime (examples/js/keel-js-examples: the JavaScript examples on the
+//    wasm runtime in Node), the same two W1 loops on a fresh stack whose runtime is that
+//    program, reported as w1_js_http / w1_js_ws with their ratio to the native runtime's;
 //  * W2: 64 callers in closed loops on 64 distinct actors for 10 s (WebSocket, then HTTP
 //    keep-alive), every answer checked against the caller's own count;
 //  * W3: get-or-create with a fresh key through the gateway's query form plus the first
@@ -99,6 +102,8 @@ std::filesystem::path g_root;  // this run's temp dir (removed at exit)
 struct Config {
   std::string engine_bin, runtime_bin;
   std::string sql_runtime_bin;  // W5: hosts `sqlbench` (keel-bench-runtime)
+  // W1 with JavaScript actors: the wasm runtime on Node (examples/js/keel-js-examples).
+  std::string js_runtime_bin;
   bool quick = false;
   bool w4_large = false;
   bool keep = false;  // keep the temp dir (logs, data) for a look afterwards
@@ -804,7 +809,7 @@ json FloorCommit(bool sync, int count, std::chrono::microseconds gap = std::chro
 
 // ---- W1 ----------------------------------------------------------------------------------
 
-json W1Http(Stack& st, const std::string& id, int64_t& count) {
+json W1Http(Stack& st, const std::string& id, int64_t& count, const std::string& name = "w1_http") {
   HttpConn c(st.port());
   for (int i = 0; i < g_cfg.w1_warmup; ++i) {
     if (HttpIncrement(c, id) != ++count) Fail("w1 http warm-up failed");
@@ -829,17 +834,17 @@ json W1Http(Stack& st, const std::string& id, int64_t& count) {
       ++count;
     }
   }
-  json j = Record("W1", "w1_http",
+  json j = Record("W1", name,
                   {{"calls", g_cfg.w1_calls},
                    {"warmup", g_cfg.w1_warmup},
                    {"transport", "one keep-alive HTTP/1.1 connection, POST /gateway/<id>/action/increment, json"}},
                   s, errors, MicrosSince(cpu.t0));
   cpu.End(j, s.us.size());
-  Report("w1_http", j);
+  Report(name, j);
   return j;
 }
 
-json W1Ws(Stack& st, const std::string& id, int64_t& count) {
+json W1Ws(Stack& st, const std::string& id, int64_t& count, const std::string& name = "w1_ws") {
   auto a = WsActor::Open(st.port(), id);
   if (!a.has_value()) Fail("w1 ws connect: " + a.error().ToString());
   for (int i = 0; i < g_cfg.w1_warmup; ++i) {
@@ -866,13 +871,13 @@ json W1Ws(Stack& st, const std::string& id, int64_t& count) {
       ++count;
     }
   }
-  json j = Record("W1", "w1_ws",
+  json j = Record("W1", name,
                   {{"calls", g_cfg.w1_calls},
                    {"warmup", g_cfg.w1_warmup},
                    {"transport", "one WebSocket /gateway/<id>/connect, rivet_encoding.bare"}},
                   s, errors, MicrosSince(cpu.t0));
   cpu.End(j, s.us.size());
-  Report("w1_ws", j);
+  Report(name, j);
   return j;
 }
 
@@ -1699,8 +1704,8 @@ std::string ExeDir() {
 
 int Usage() {
   std::fputs(
-      "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--quick] [--w4-large] [--keep]\n"
-      "                  [--only w1,w2,w3,w4,w5,w6,w7]\n"
+      "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]\n"
+      "                  [--quick] [--w4-large] [--keep] [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
       "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the floors;\n"
       "one JSON on stdout.\n",
       stderr);
@@ -1724,6 +1729,8 @@ int Main(int argc, char** argv) {
       g_cfg.runtime_bin = value();
     } else if (a == "--sql-runtime") {
       g_cfg.sql_runtime_bin = value();
+    } else if (a == "--js-runtime") {
+      g_cfg.js_runtime_bin = value();
     } else if (a == "--quick") {
       g_cfg.quick = true;
     } else if (a == "--keep") {
@@ -1827,6 +1834,19 @@ int Main(int argc, char** argv) {
       out["machine"]["runtime_rss_end_of_main_stack"] = ProcRss(st.runtime_pid());
       st.Stop();
     }
+    if (g_cfg.Runs("w1js") && !g_cfg.js_runtime_bin.empty()) {
+      // The same W1 against the JavaScript example actors on the wasm runtime in Node.
+      Stack st("w1js", g_cfg.js_runtime_bin);
+      st.Start();
+      out["machine"]["js_runtime_start_ms"] = R1(st.runtime_start_ms());
+      HttpConn c(st.port());
+      const std::string id = CreateStarted(c, "w1js");
+      int64_t count = 1;
+      w["w1_js_http"] = W1Http(st, id, count, "w1_js_http");
+      w["w1_js_ws"] = W1Ws(st, id, count, "w1_js_ws");
+      out["machine"]["js_runtime_rss"] = ProcRss(st.runtime_pid());
+      st.Stop();
+    }
     if (g_cfg.Runs("w5")) {
       // The plain-file floor right before the stacks (the disk's sync latency drifts).
       out["floors"]["sqlite_file"] = FloorSqlite(false);
@@ -1871,6 +1891,13 @@ int Main(int argc, char** argv) {
       r["w1_http_p50_over_floor"] = Ratio(P50(w["w1_http"]), floor);
       r["w1_http_p50_minus_floor_us"] = R1(P50(w["w1_http"]) - floor);
     }
+    // Issue 8: W1 with JS actors on Node over WebSocket ≤ 2× the native runtime's.
+    for (const char* t : {"ws", "http"}) {
+      const std::string js = std::string("w1_js_") + t, native = std::string("w1_") + t;
+      if (w.contains(js) && w.contains(native)) {
+        r[js + "_p50_over_native"] = Ratio(P50(w[js]), P50(w[native]));
+      }
+    }
     if (w.contains("w2_ws") && commit > 0) {
       r["w2_ws_ops_over_single_writer_commit_rate"] =
           Ratio(w["w2_ws"]["ops_per_s"].get<double>(), 1e6 / commit);
@@ -1906,6 +1933,9 @@ int Main(int argc, char** argv) {
     // The issue's absolute targets that need no peer (the peer ratios are bench.sh's).
     json t;
     if (w.contains("w1_ws")) t["w1_ws_p50_le_floor_plus_50us"] = P50(w["w1_ws"]) <= floor + 50;
+    if (w.contains("w1_js_ws") && w.contains("w1_ws")) {
+      t["w1_js_ws_p50_le_2x_native"] = P50(w["w1_js_ws"]) <= 2 * P50(w["w1_ws"]);
+    }
     if (w.contains("w3_cold_start")) t["w3_p50_le_2ms"] = P50(w["w3_cold_start"]) <= 2000;
     if (w.contains("w4_memory")) {
       t["w4_le_4KB_per_awake_actor"] = w["w4_memory"]["bytes_per_awake_actor"]["total"].get<double>() <= 4000;

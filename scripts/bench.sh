@@ -62,6 +62,9 @@ if [ "$SKIP_BUILD" != "1" ]; then
   log "build: release preset in $BUILD_DIR (keel-engine keel-examples keel-bench-runtime keel_bench, -j$JOBS)"
   cmake --preset release -B "$BUILD_DIR" >/dev/null
   cmake --build "$BUILD_DIR" --target keel-engine keel-examples keel-bench-runtime keel_bench -j "$JOBS" >&2
+  log "build: wasm preset (keel.wasm for the JavaScript examples' W1)"
+  cmake --preset wasm >/dev/null
+  NODE_PATH=/usr/share/nodejs cmake --build --preset wasm --target keel_wasm -j "$JOBS" >&2
 fi
 BIN="$BUILD_DIR/bin"
 [ -x "$BIN/keel_bench" ] || { log "no $BIN/keel_bench (build failed?)"; exit 1; }
@@ -70,6 +73,8 @@ BIN="$BUILD_DIR/bin"
 KEEL_ARGS=()
 [ "$QUICK" = "1" ] && KEEL_ARGS+=(--quick)
 [ "$W4_LARGE" = "1" ] && KEEL_ARGS+=(--w4-large)
+# W1 with JavaScript actors (the wasm runtime on Node) when keel.wasm is built.
+[ -f packages/keel-wasm/dist/keel.wasm ] && KEEL_ARGS+=(--js-runtime "$PWD/examples/js/keel-js-examples")
 log "keel_bench ${KEEL_ARGS[*]:-} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 KEEL_RC=0
 "$BIN/keel_bench" --engine "$BIN/keel-engine" --runtime "$BIN/keel-examples" --sql-runtime "$BIN/keel-bench-runtime" \
