@@ -360,18 +360,7 @@ class WasmRuntime {
       type->on_request = [this, fn = def["onRequest"]](Invocation inv,
                                                       runtime::Request req) -> Task<runtime::Response> {
         inv.request = &req;
-        val request = val::object();
-        request.set("method", req.method);
-        request.set("path", req.path);
-        request.set("query", req.query);
-        val headers = val::array();
-        for (const auto& [k, v] : req.headers) {
-          val pair = val::array();
-          pair.call<void>("push", k);
-          pair.call<void>("push", v);
-          headers.call<void>("push", pair);
-        }
-        request.set("headers", headers);
+        val request = RequestToJs(req);
         request.set("body", BytesToJs(req.body));
         val args = val::array();
         args.call<void>("push", request);
@@ -385,6 +374,34 @@ class WasmRuntime {
         }
         resp.body = BytesFromJs(raw["body"]);
         co_return resp;
+      };
+    }
+    if (IsFn(def, "onWebSocket")) {
+      type->on_websocket = [this, fn = def["onWebSocket"]](Invocation inv,
+                                                         std::shared_ptr<runtime::RawSocket> raw) -> Task<void> {
+        const int ws_id = ++next_ws_;
+        raw_sockets_[ws_id] = raw;
+        // Events reach the JS socket object the host keeps for `ws_id`; a handler's promise
+        // keeps the actor awake until it settles (the core counts it as activity).
+        raw->OnMessage([this, ws_id](Bytes data, bool binary) -> Task<void> {
+          val payload = binary ? BytesToJs(data) : val(std::string(data.begin(), data.end()));
+          val r = host_.call<val>("rawEvent", ws_id, std::string("message"), payload, binary);
+          co_await AwaitJs(std::move(r));
+        });
+        raw->OnClose([this, ws_id](uint16_t code, std::string reason) -> Task<void> {
+          raw_sockets_.erase(ws_id);
+          val event = val::object();
+          event.set("code", code);
+          event.set("reason", reason);
+          val r = host_.call<val>("rawEvent", ws_id, std::string("close"), event, false);
+          co_await AwaitJs(std::move(r));
+        });
+        val socket = val::object();
+        socket.set("id", ws_id);
+        socket.set("request", RequestToJs(raw->request()));
+        val args = val::array();
+        args.call<void>("push", socket);
+        co_await Call(fn, inv, args);
       };
     }
     val actions = def["actions"];
@@ -485,10 +502,35 @@ class WasmRuntime {
   }
   val setState(int h, val state) {
     return Sync([&] {
-      *static_cast<val*>(Inst(h).state_ptr()) = std::move(state);
+      Instance& inst = Inst(h);
+      if (inst.in_state_change()) {
+        throw ActorError("actor", "state_mutation_reentrant",
+                         "State mutations are not allowed inside onStateChange.");
+      }
+      *static_cast<val*>(inst.state_ptr()) = std::move(state);
       return val::undefined();
     });
   }
+  // Raw WebSockets accepted in onWebSocket.
+  val rawSend(int ws_id, val data, bool binary) {
+    return Sync([&] {
+      auto raw = RawOf(ws_id);
+      if (binary) {
+        raw->Send(BytesFromJs(data), true);
+      } else {
+        std::string text = data.as<std::string>();
+        raw->Send(Bytes(text.begin(), text.end()), false);
+      }
+      return val::undefined();
+    });
+  }
+  val rawClose(int ws_id, int code, std::string reason) {
+    return Sync([&] {
+      RawOf(ws_id)->Close(static_cast<uint16_t>(code), reason);
+      return val::undefined();
+    });
+  }
+
   val getVars(int h) {
     return Sync([&] { return *static_cast<val*>(Inst(h).vars_ptr()); });
   }
@@ -794,6 +836,27 @@ class WasmRuntime {
     if (it == inst.conns().end()) throw ActorError("actor", "conn_not_found", "connection not found");
     return *it->second;
   }
+  std::shared_ptr<runtime::RawSocket> RawOf(int ws_id) {
+    auto it = raw_sockets_.find(ws_id);
+    std::shared_ptr<runtime::RawSocket> raw = it == raw_sockets_.end() ? nullptr : it->second.lock();
+    if (!raw || raw->closed()) throw ActorError("actor", "websocket_closed", "this WebSocket is closed");
+    return raw;
+  }
+  static val RequestToJs(const runtime::Request& req) {
+    val request = val::object();
+    request.set("method", req.method);
+    request.set("path", req.path);
+    request.set("query", req.query);
+    val headers = val::array();
+    for (const auto& [k, v] : req.headers) {
+      val pair = val::array();
+      pair.call<void>("push", k);
+      pair.call<void>("push", v);
+      headers.call<void>("push", pair);
+    }
+    request.set("headers", headers);
+    return request;
+  }
   Invocation* FindInv(int inv) {
     auto it = invocations_.find(inv);
     return it == invocations_.end() ? nullptr : it->second;
@@ -837,6 +900,8 @@ class WasmRuntime {
     info.set("key", key);
     if (inv.conn && !inv.conn->transient()) info.set("conn", inv.conn->id());
     if (inv.conn) info.set("connId", inv.conn->id());
+    if (inv.request != nullptr) info.set("request", RequestToJs(*inv.request));
+    if (inv.instance->in_state_change()) info.set("inStateChange", true);
     return info;
   }
 
@@ -905,6 +970,8 @@ class WasmRuntime {
   int next_inv_ = 0;
   std::map<int, Invocation*> invocations_;
   std::map<std::string, CachedConnState> conn_states_;
+  int next_ws_ = 0;
+  std::map<int, std::weak_ptr<runtime::RawSocket>> raw_sockets_;
 };
 
 }  // namespace keel::wasm
@@ -928,6 +995,8 @@ EMSCRIPTEN_BINDINGS(keel_wasm) {
       .function("wsClosed", &WasmRuntime::wsClosed)
       .function("getState", &WasmRuntime::getState)
       .function("setState", &WasmRuntime::setState)
+      .function("rawSend", &WasmRuntime::rawSend)
+      .function("rawClose", &WasmRuntime::rawClose)
       .function("getVars", &WasmRuntime::getVars)
       .function("setVars", &WasmRuntime::setVars)
       .function("broadcast", &WasmRuntime::broadcast)

@@ -123,12 +123,64 @@ class Sql {
   get backend() { return unwrap(this._rt.sqlBackend(this._h)); }
 }
 
+// A Fetch API Request for the core's {method, path, query, headers}.
+export function toRequest(raw, body) {
+  const query = raw.query ? `?${raw.query}` : "";
+  const method = raw.method.toUpperCase();
+  const init = { method, headers: raw.headers };
+  if (body !== undefined && method !== "GET" && method !== "HEAD" && body.length > 0) init.body = body;
+  return new Request(`http://actor${raw.path}${query}`, init);
+}
+
+// A raw WebSocket accepted in onWebSocket(c, ws) (actors.md §4.9): send(string | bytes),
+// close(code, reason), and "message" ({data: string | Uint8Array, binary}) / "close"
+// ({code, reason}) events through addEventListener or onmessage/onclose. A listener's
+// promise keeps the actor awake until it settles.
+export class ActorWebSocket {
+  constructor(rt, id, request) {
+    this._rt = rt;
+    this.id = id;
+    this._raw = request;
+    this.readyState = 1;
+    this.onmessage = null;
+    this.onclose = null;
+    this._listeners = { message: new Set(), close: new Set() };
+  }
+  get request() {
+    return this._req ??= toRequest(this._raw);
+  }
+  send(data) {
+    const binary = typeof data !== "string";
+    unwrap(this._rt.rawSend(this.id, data, binary));
+  }
+  close(code = 1000, reason = "") {
+    if (this.readyState >= 2) return;
+    this.readyState = 2;
+    unwrap(this._rt.rawClose(this.id, code, reason));
+  }
+  addEventListener(type, fn) { this._listeners[type]?.add(fn); }
+  removeEventListener(type, fn) { this._listeners[type]?.delete(fn); }
+  _dispatch(type, event) {
+    if (type === "close") this.readyState = 3;
+    const results = [];
+    const prop = type === "message" ? this.onmessage : this.onclose;
+    if (typeof prop === "function") results.push(prop.call(this, event));
+    for (const fn of this._listeners[type] ?? []) results.push(fn.call(this, event));
+    return Promise.all(results);
+  }
+}
+
 export class ActorContext {
   constructor(rt, info, logger) {
     this._rt = rt;
     this._i = info;
     this._h = info.handle;
     this._logger = logger;
+  }
+  // The HTTP request behind a connection hook, onRequest or onWebSocket (Fetch Request).
+  get request() {
+    if (!this._i.request) return undefined;
+    return this._req ??= toRequest(this._i.request);
   }
   get actorId() { return this._i.actorId; }
   get name() { return this._i.name; }

@@ -3,6 +3,7 @@
 // code and value/promise plumbing. No protocol logic lives here: the envoy protocol, the
 // client protocol, persistence and scheduling are all in the C++ core (src/wasm/).
 
+import { ActorWebSocket, toRequest } from "./context.js";
 import { ActorError } from "./errors.js";
 
 let modulePromise = null;
@@ -131,11 +132,7 @@ export function makeHost(M, owner) {
     // of one); the core gets {status, headers, body}.
     invokeRequest(fn, info, [raw]) {
       try {
-        const query = raw.query ? `?${raw.query}` : "";
-        const method = raw.method.toUpperCase();
-        const init = { method, headers: raw.headers };
-        if (method !== "GET" && method !== "HEAD" && raw.body.length > 0) init.body = raw.body;
-        const request = new Request(`http://actor${raw.path}${query}`, init);
+        const request = toRequest(raw, raw.body);
         return Promise.resolve(fn(owner.makeContext(info), request)).then(async (res) => {
           if (!(res instanceof Response)) {
             throw new ActorError("actor", "invalid_response", "onRequest must return a Response");
@@ -146,6 +143,23 @@ export function makeHost(M, owner) {
             body: new Uint8Array(await res.arrayBuffer()),
           };
         });
+      } catch (e) {
+        return { __keelThrown: e };
+      }
+    },
+
+    // onWebSocket: the socket object actor code gets, and its events from the core.
+    makeSocket(info) {
+      const ws = new ActorWebSocket(owner.rt, info.id, info.request);
+      sockets.set(`raw:${info.id}`, ws);
+      return ws;
+    },
+    rawEvent(id, type, payload, binary) {
+      const ws = sockets.get(`raw:${id}`);
+      if (!ws) return undefined;
+      if (type === "close") sockets.delete(`raw:${id}`);
+      try {
+        return ws._dispatch(type, type === "message" ? { data: payload, binary } : payload);
       } catch (e) {
         return { __keelThrown: e };
       }

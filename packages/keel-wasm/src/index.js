@@ -19,14 +19,14 @@ export { ActorError, UserError, Conn, ActorContext, loadKeel, detectHost };
 const DEFINITION = Symbol.for("keel.actor");
 const HOOKS = ["createState", "createVars", "onCreate", "onMigrate", "onWake", "onBeforeActorStart",
   "run", "onSleep", "onDestroy", "onBeforeConnect", "createConnState", "onConnect", "onDisconnect",
-  "onStateChange", "onRequest"];
+  "onStateChange", "onRequest", "onWebSocket"];
 
 // Declares an actor type. Keys: state | createState(c, input), vars | createVars(c),
 // connState | createConnState(c, params), actions {name(c, ...args)}, events, queues,
 // db (true, or {onMigrate(db)}), options (sleepTimeout, noSleep, actionTimeout, … in ms)
 // and the hooks onCreate, onMigrate, onWake, onBeforeActorStart, run, onSleep, onDestroy,
 // onBeforeConnect(c, params), onConnect(c, conn), onDisconnect(c, conn),
-// onStateChange(c, state), onRequest(c, request) → Response.
+// onStateChange(c, state), onRequest(c, request) → Response, onWebSocket(c, ws).
 export function actor(definition) {
   if (definition === null || typeof definition !== "object") {
     throw new ActorError("config", "invalid_actor", "actor() takes a definition object");
@@ -70,6 +70,7 @@ function toCoreDefinition(def) {
   const out = { ...def };
   if (def.onConnect) out.onConnect = (c) => def.onConnect(c, c.conn);
   if (def.onDisconnect) out.onDisconnect = (c) => def.onDisconnect(c, c.conn);
+  if (def.onWebSocket) out.onWebSocket = (c, socket) => def.onWebSocket(c, c._registry.host.makeSocket(socket));
   if (def.db && typeof def.db === "object" && typeof def.db.onMigrate === "function") {
     const migrate = def.db.onMigrate;
     out.db = { onMigrate: (c) => migrate(c.sql, c) };
@@ -116,7 +117,9 @@ export class Registry {
   }
 
   makeContext(info) {
-    return new ActorContext(this.rt, info, this.logger);
+    const c = new ActorContext(this.rt, info, this.logger);
+    c._registry = this;
+    return c;
   }
 
   register(actors) {

@@ -174,3 +174,63 @@ describe("wasm runtime configuration", () => {
     }
   });
 });
+
+describe("wasm runtime: raw HTTP and raw WebSocket", () => {
+  let engine;
+  let registry;
+  before(async () => {
+    engine = await startEngine();
+    registry = await serve({ raw: actors.raw }, { endpoint: engine.endpoint, ...quiet });
+  });
+  after(async () => {
+    await registry?.shutdown();
+    await engine?.stop();
+  });
+
+  test("onRequest gets a Fetch Request and its Response reaches the client", async () => {
+    const id = await getOrCreate(engine, "raw", "http");
+    const r = await fetch(`${engine.endpoint}/gateway/${id}/request/some/path?q=1`, {
+      method: "POST",
+      headers: { "x-test": "yes" },
+      body: "payload",
+    });
+    assert.equal(r.status, 201);
+    assert.equal(r.headers.get("x-from"), "js");
+    const body = await r.json();
+    assert.equal(body.method, "POST");
+    assert.match(body.url, /\/some\/path\?q=1$/);
+    assert.equal(body.header, "yes");
+    assert.equal(body.body, "payload");
+    assert.equal(body.actor, "raw");
+  });
+
+  test("onWebSocket: greeting, text and binary echo, state changes, server close", async () => {
+    const id = await getOrCreate(engine, "raw", "ws");
+    const ws = new WebSocket(`${engine.endpoint.replace("http", "ws")}/gateway/${id}/websocket/chat?who=ada`);
+    ws.binaryType = "arraybuffer";
+    const inbox = [];
+    let waiter = null;
+    ws.onmessage = (e) => {
+      inbox.push(e.data);
+      waiter?.();
+    };
+    const closed = new Promise((resolve) => { ws.onclose = (e) => resolve({ code: e.code, reason: e.reason }); });
+    const next = async () => {
+      const deadline = Date.now() + 5000;
+      while (inbox.length === 0) {
+        if (Date.now() > deadline) throw new Error("no message within 5 s");
+        await new Promise((r) => { waiter = r; setTimeout(r, 100); });
+      }
+      return inbox.shift();
+    };
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    assert.equal(await next(), "hello ada");
+    ws.send("one");
+    assert.equal(await next(), "echo:one:1");
+    ws.send(new Uint8Array([1, 2, 3]));
+    assert.deepEqual([...new Uint8Array(await next())], [3, 2, 1]);
+    ws.send("bye");
+    assert.deepEqual(await closed, { code: 4000, reason: "asked to" });
+    assert.equal(await call(engine, id, "messages"), 3);
+  });
+});
