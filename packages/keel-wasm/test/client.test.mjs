@@ -257,6 +257,82 @@ test("reconnect after a network drop: new Init, re-subscribed, queued actions se
   }
 });
 
+test("the WebSocket option is used, with the protocol's subprotocols", T, async () => {
+  const seen = [];
+  class RecordingWebSocket extends globalThis.WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      seen.push({ url, protocols });
+    }
+  }
+  const c = makeClient({ endpoint: engine.endpoint, encoding: "bare", WebSocket: RecordingWebSocket });
+  const conn = c.getOrCreate("chat", unique("wsopt")).connect({ nickname: "zoë" });
+  try {
+    await conn.waitReady(5000);
+    assert.deepStrictEqual(await conn.history(), []);
+    assert.equal(seen.length, 1);
+    assert.match(seen[0].url, /^ws:\/\/127\.0\.0\.1:\d+\/gateway\/chat\/connect\?rvt-namespace=default&rvt-method=getOrCreate&rvt-key=wsopt-/);
+    assert.deepStrictEqual(seen[0].protocols, ["rivet", "rivet_encoding.bare", "rivet_conn_params.%7B%22nickname%22%3A%22zo%C3%AB%22%7D"]);
+  } finally {
+    await conn.dispose();
+  }
+});
+
+test("getParams runs before each request; its failure is client.get_params_failed", T, async () => {
+  const c = clientFor("json");
+  const key = unique("params");
+  let calls = 0;
+  const h = c.getOrCreate("chat", key, { getParams: async () => ({ nickname: `n${++calls}` }) });
+  assert.equal(await h.action("send", "a"), 1);
+  assert.equal(await h.action("send", "b"), 2);
+  assert.deepStrictEqual((await h.history()).map((m) => m.from), ["n1", "n2"]);
+  const failing = c.getOrCreate("chat", key, { getParams: () => { throw new Error("no session"); } });
+  await rejectsWith(failing.history(), { group: "client", code: "get_params_failed", message: "no session" });
+  const conn = failing.connect();
+  try {
+    const errors = [];
+    conn.onError((e) => errors.push(e.id));
+    await rejectsWith(conn.history(), { group: "client", code: "get_params_failed" });
+    assert.equal(errors[0], "client.get_params_failed");
+    assert.equal(conn.status, "disconnected");
+  } finally {
+    await conn.dispose();
+  }
+});
+
+test("an engine that never answers is client.timeout", T, async () => {
+  const held = new Set();
+  const silent = net.createServer((s) => {
+    held.add(s);
+    s.on("error", () => {});
+  });
+  await new Promise((r) => silent.listen(0, "127.0.0.1", r));
+  try {
+    const c = makeClient({ endpoint: `http://127.0.0.1:${silent.address().port}`, requestTimeoutMs: 200 });
+    await rejectsWith(c.getForId("counter", "x").getCount(), { group: "client", code: "timeout" });
+    const conn = c.getForId("counter", "x").connect();
+    const errors = [];
+    conn.onError((e) => errors.push(e.id));
+    await rejectsWith(conn.getCount(), { group: "client", code: "timeout" });
+    assert.equal(errors[0], "client.timeout");
+    await conn.dispose();
+  } finally {
+    for (const s of held) s.destroy();
+    await new Promise((r) => silent.close(r));
+  }
+});
+
+test("a connection action is bounded by its timeout", { ...T, skip: noFixtures }, async () => {
+  const c = makeClient({ endpoint: engine.endpoint, poolName: "fixtures", actionTimeoutMs: 150 });
+  const conn = c.getOrCreate("errorHandlingActor", unique("slow")).connect();
+  try {
+    await rejectsWith(conn.delayedAction(1000), { group: "client", code: "timeout" });
+    assert.equal(await conn.action({ name: "delayedAction", args: [10], timeoutMs: 5000 }), "Completed after 10ms");
+  } finally {
+    await conn.dispose();
+  }
+});
+
 // ---- per encoding ----
 
 for (const enc of ENCODINGS) {

@@ -1,3 +1,4 @@
+/* @ts-self-types="./index.d.ts" */
 // The JavaScript client of Keel actors (actors.md §4): resolve actors by name and key,
 // call actions over HTTP, send to queues, reach an actor's raw HTTP and WebSocket
 // handlers, and hold persistent connections that receive events and reconnect on their
