@@ -22,6 +22,12 @@
 #ifndef KEEL_ACCEPTANCE_FIXTURES_BIN
 #error "KEEL_ACCEPTANCE_FIXTURES_BIN must be defined by CMake"
 #endif
+#ifndef KEEL_ACCEPTANCE_JS_FIXTURES
+#error "KEEL_ACCEPTANCE_JS_FIXTURES must be defined by CMake"
+#endif
+#ifndef KEEL_ACCEPTANCE_WASM_MODULE
+#error "KEEL_ACCEPTANCE_WASM_MODULE must be defined by CMake"
+#endif
 
 namespace keel::acceptance {
 namespace {
@@ -33,6 +39,17 @@ std::string g_endpoint;
 std::string LogLevel() {
   const char* level = std::getenv("KEEL_ACCEPTANCE_LOG");
   return level != nullptr && *level != '\0' ? level : "warn";
+}
+
+// The fixture runtime for this process's runtime kind: keel-acceptance-fixtures (native),
+// or the JavaScript fixtures (tests/acceptance/js) on the wasm runtime in Node.
+Result<std::unique_ptr<Subprocess>> StartFixtureRuntime(std::vector<std::pair<std::string, std::string>> env) {
+  if (RuntimeKind() == "wasm") {
+    return Subprocess::Start({.path = "/usr/bin/env",
+                              .args = {"node", "--experimental-websocket", KEEL_ACCEPTANCE_JS_FIXTURES},
+                              .env = std::move(env)});
+  }
+  return Subprocess::Start({.path = KEEL_ACCEPTANCE_FIXTURES_BIN, .env = std::move(env)});
 }
 
 bool EnvoyListed(const std::string& pool) {
@@ -49,6 +66,16 @@ class StackEnvironment : public ::testing::Environment {
     const std::string& cell = SqliteCell();
     ASSERT_TRUE(cell == "local" || cell == "remote")
         << "KEEL_ACCEPTANCE_SQLITE_BACKEND must be local or remote, got `" << cell << "`";
+    ASSERT_TRUE(RuntimeKind() == "native" || RuntimeKind() == "wasm")
+        << "KEEL_ACCEPTANCE_RUNTIME must be native or wasm, got `" << RuntimeKind() << "`";
+    // wasm/local is not a cell: the wasm runtime has no SQLite of its own.
+    ASSERT_FALSE(RuntimeKind() == "wasm" && cell == "local")
+        << "the wasm runtime has only the remote SQLite backend (KEEL_ACCEPTANCE_SQLITE_BACKEND=remote)";
+    if (RuntimeKind() == "wasm") {
+      ASSERT_TRUE(std::filesystem::exists(KEEL_ACCEPTANCE_WASM_MODULE))
+          << KEEL_ACCEPTANCE_WASM_MODULE << " is missing: build the wasm preset first "
+          << "(cmake --preset wasm && cmake --build --preset wasm --target keel_wasm)";
+    }
     char tmpl[] = "/tmp/keel-acceptance-XXXXXX";
     const char* dir = ::mkdtemp(tmpl);
     ASSERT_NE(dir, nullptr) << "mkdtemp failed";
@@ -65,19 +92,18 @@ class StackEnvironment : public ::testing::Environment {
     const std::string address = line->substr(line->find("listening on ") + 13);
     g_endpoint = "http://" + address;
 
-    auto runtime = Subprocess::Start({.path = KEEL_ACCEPTANCE_FIXTURES_BIN,
-                                      .env = {{"KEEL_ENDPOINT", g_endpoint},
-                                              {"KEEL_NAMESPACE", "default"},
-                                              {"KEEL_POOL", "default"},
-                                              {"KEEL_INSPECTOR_TOKEN", std::string(kInspectorToken)},
-                                              {"KEEL_SQLITE_BACKEND", cell},
-                                              {"KEEL_LOG_LEVEL", LogLevel()}}});
+    auto runtime = StartFixtureRuntime({{"KEEL_ENDPOINT", g_endpoint},
+                                        {"KEEL_NAMESPACE", "default"},
+                                        {"KEEL_POOL", "default"},
+                                        {"KEEL_INSPECTOR_TOKEN", std::string(kInspectorToken)},
+                                        {"KEEL_SQLITE_BACKEND", cell},
+                                        {"KEEL_LOG_LEVEL", LogLevel()}});
     ASSERT_TRUE(runtime.has_value()) << runtime.error().ToString();
     runtime_ = std::move(*runtime);
 
     // The runtime's envoy is listed once it connected (actors.md §8.0).
     const bool listed = WaitFor([&] { return !runtime_->running() || EnvoyListed("default"); }, 60s);
-    ASSERT_TRUE(runtime_->running()) << "keel-acceptance-fixtures exited: "
+    ASSERT_TRUE(runtime_->running()) << "the fixture runtime (" << RuntimeKind() << ") exited: "
                                      << runtime_->ExitDescription().value_or("?");
     ASSERT_TRUE(listed) << "the fixture runtime's envoy was not listed within 60 s";
   }
@@ -190,13 +216,23 @@ std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& in
 const std::string& SqliteCell() {
   static const std::string cell = [] {
     const char* v = std::getenv("KEEL_ACCEPTANCE_SQLITE_BACKEND");
-    return std::string(v != nullptr && *v != '\0' ? v : "local");
+    if (v != nullptr && *v != '\0') return std::string(v);
+    return std::string(RuntimeKind() == "wasm" ? "remote" : "local");
   }();
   return cell;
 }
 
 std::string SqliteCellParamName(const ::testing::TestParamInfo<wire::Encoding>& info) {
-  return SqliteCell() + "_" + std::string(wire::EncodingName(info.param));
+  const std::string runtime = RuntimeKind() == "wasm" ? "wasm_" : "";
+  return runtime + SqliteCell() + "_" + std::string(wire::EncodingName(info.param));
+}
+
+const std::string& RuntimeKind() {
+  static const std::string kind = [] {
+    const char* v = std::getenv("KEEL_ACCEPTANCE_RUNTIME");
+    return std::string(v != nullptr && *v != '\0' ? v : "native");
+  }();
+  return kind;
 }
 
 std::string CreatePrivatePool(std::string_view prefix) {
@@ -218,12 +254,11 @@ std::string CreatePrivatePool(std::string_view prefix) {
 }
 
 std::unique_ptr<Subprocess> StartPrivateRuntime(const std::string& pool, const std::string& sqlite_backend) {
-  auto r = Subprocess::Start({.path = KEEL_ACCEPTANCE_FIXTURES_BIN,
-                              .env = {{"KEEL_ENDPOINT", g_endpoint},
-                                      {"KEEL_NAMESPACE", "default"},
-                                      {"KEEL_POOL", pool},
-                                      {"KEEL_SQLITE_BACKEND", sqlite_backend},
-                                      {"KEEL_LOG_LEVEL", LogLevel()}}});
+  auto r = StartFixtureRuntime({{"KEEL_ENDPOINT", g_endpoint},
+                                {"KEEL_NAMESPACE", "default"},
+                                {"KEEL_POOL", pool},
+                                {"KEEL_SQLITE_BACKEND", sqlite_backend},
+                                {"KEEL_LOG_LEVEL", LogLevel()}});
   if (!r.has_value()) {
     ADD_FAILURE() << "starting a private runtime: " << r.error().ToString();
     return nullptr;

@@ -13,7 +13,8 @@
 // Environment variables: KEEL_ACCEPTANCE_LOG (engine and runtime log level, default
 // "warn"); KEEL_ACCEPTANCE_SQLITE_BACKEND (local|remote, default local): the SQLite cell —
 // the runtime is started with KEEL_SQLITE_BACKEND=<it> (the ctest entries
-// acceptance.<sqlite category>.<backend> set it). Binaries come from CMake
+// acceptance.<sqlite category>.<backend> set it); KEEL_ACCEPTANCE_RUNTIME (native|wasm,
+// default native): which fixture runtime serves the actors (RuntimeKind()). Binaries come from CMake
 // (KEEL_ACCEPTANCE_ENGINE_BIN, ..._FIXTURES_BIN).
 // Thread-safety: the accessors may be called from any test thread once the Environment is
 // set up; clients are shared per encoding.
@@ -100,9 +101,15 @@ std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& in
 // ---- SQLite matrix (actors.md §8.0: native/local and native/remote × 3 encodings) ----
 
 // This process's SQLite cell: "local" or "remote" (KEEL_ACCEPTANCE_SQLITE_BACKEND, default
-// "local"). The harness's runtime runs with KEEL_SQLITE_BACKEND set to it.
+// "local" natively, "remote" in wasm). The harness's runtime runs with KEEL_SQLITE_BACKEND
+// set to it.
 const std::string& SqliteCell();
-// "<backend>_<encoding>" for test names: ActorDb/ActorDbTest.Crud/remote_cbor.
+// This process's runtime: "native" (keel-acceptance-fixtures, the default) or "wasm" (the
+// JavaScript fixtures of tests/acceptance/js on the wasm runtime in Node), from
+// KEEL_ACCEPTANCE_RUNTIME; the ctest entries acceptance.<category>.wasm set it.
+const std::string& RuntimeKind();
+// "[wasm_]<backend>_<encoding>" for test names: ActorDb/ActorDbTest.Crud/remote_cbor,
+// ActorDb/ActorDbTest.Crud/wasm_remote_cbor.
 std::string SqliteCellParamName(const ::testing::TestParamInfo<wire::Encoding>& info);
 
 // A test of a SQLite category, run in this process's cell for one encoding.
