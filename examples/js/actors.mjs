@@ -47,10 +47,11 @@ export const chat = actor({
 });
 
 // Durable reminders: remind(text, delayMs) schedules `fire`, which moves the reminder from
-// `pending` to `fired` and broadcasts `reminder`.
+// `pending` to `fired` and broadcasts `reminder`; requests queued in `inbox` wait for drain().
 export const scheduler = actor({
   state: { pending: [], fired: [] },
   events: ["reminder"],
+  queues: ["inbox"],
   actions: {
     remind(c, text, delayMs) {
       if (delayMs < 0) throw new UserError("delay must not be negative", { code: "invalid_delay" });
@@ -63,6 +64,19 @@ export const scheduler = actor({
       const i = c.state.pending.findIndex((r) => r.text === text && r.due === due);
       if (i >= 0) c.state.fired.push(...c.state.pending.splice(i, 1));
       c.broadcast("reminder", text);
+    },
+    // Queued requests ({text, delay_ms} in the `inbox` queue) become reminders.
+    async drain(c) {
+      const messages = await c.queue.nextBatch({ names: ["inbox"], count: 100, timeout: 0 });
+      let scheduled = 0;
+      for (const { body } of messages) {
+        if (typeof body?.text !== "string" || !Number.isInteger(body?.delay_ms) || body.delay_ms < 0) continue;
+        const r = { id: "", text: body.text, due: Date.now() + body.delay_ms };
+        r.id = c.schedule.after(body.delay_ms, "fire", r.text, r.due);
+        c.state.pending.push(r);
+        scheduled += 1;
+      }
+      return scheduled;
     },
     pending: (c) => c.state.pending,
     fired: (c) => c.state.fired,

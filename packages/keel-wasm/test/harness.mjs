@@ -89,7 +89,8 @@ export async function startNativeRuntime(engine, { binary = "keel-examples", tok
   return { process: child, stop: stopper(child) };
 }
 
-// Waits until the engine reports at least `count` connected envoys (GET /envoys).
+// Waits until the engine reports at least `count` connected envoys (GET /envoys; envoys
+// that left stay listed with connected: false).
 export async function waitForEnvoy(engine, { token, count = 1, ms = 20000 } = {}) {
   const deadline = Date.now() + ms;
   const headers = token ? { authorization: `Bearer ${token}` } : {};
@@ -98,7 +99,7 @@ export async function waitForEnvoy(engine, { token, count = 1, ms = 20000 } = {}
       const r = await fetch(`${engine.endpoint}/envoys?namespace=default`, { headers });
       if (r.ok) {
         const body = await r.json();
-        const list = body.envoys ?? body.runners ?? [];
+        const list = (body.envoys ?? body.runners ?? []).filter((e) => e.connected !== false);
         if (list.length >= count) return list;
       }
     } catch {}
