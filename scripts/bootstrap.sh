@@ -1,7 +1,26 @@
 #!/usr/bin/env bash
 # Installs everything Keel's build and tests need on Debian 12, from Debian's packages
-# only. Idempotent: when every package is present it changes nothing and says so.
+# only, plus the JS package's npm devDependencies (deno and workerd, the hosts its tests
+# run actors in) from packages/keel-wasm/package-lock.json. Idempotent: when every package
+# is present it changes nothing and says so.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# npm: `npm ci` when node_modules does not match the lockfile (a hash of package.json and
+# package-lock.json kept in node_modules/.keel-lock-hash after a successful install).
+KEEL_WASM=packages/keel-wasm
+if ! command -v npm >/dev/null; then
+  echo "bootstrap: npm is required (Node 20 with npm) for $KEEL_WASM's devDependencies" >&2
+  exit 1
+fi
+lock_hash=$(cat "$KEEL_WASM/package.json" "$KEEL_WASM/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$KEEL_WASM/node_modules/.keel-lock-hash" 2>/dev/null)" = "$lock_hash" ]; then
+  echo "bootstrap: $KEEL_WASM/node_modules up to date"
+else
+  echo "bootstrap: npm ci in $KEEL_WASM"
+  npm ci --prefix "$KEEL_WASM" --no-audit --no-fund
+  echo "$lock_hash" >"$KEEL_WASM/node_modules/.keel-lock-hash"
+fi
 
 PACKAGES=(
   # toolchain
