@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
+import { createClient } from "../src/client/index.js";
 import { call, forceSleep, getOrCreate, waitFor } from "./gateway.mjs";
 import { startEngine, waitForEnvoy } from "./harness.mjs";
 import { devBinary, packageDir, spawnProcess } from "./hosts/procs.mjs";
@@ -27,33 +28,6 @@ function startDenoHost(engine, denoDir, { token = TOKEN, env = {} } = {}) {
     env: { DENO_DIR: denoDir, NO_COLOR: "1", KEEL_ENDPOINT: engine.endpoint, KEEL_TOKEN: token,
            KEEL_LOG_LEVEL: "error", ...env },
   });
-}
-
-// A client connection over the gateway's WebSocket (actors.md §4.6, json encoding, text
-// frames): `next(pred, ms)` resolves with the first message (parsed) matching `pred`.
-async function openConnection(engine, actorId) {
-  const ws = new WebSocket(`ws://127.0.0.1:${engine.port}/gateway/${actorId}/connect`,
-                           ["rivet", "rivet_encoding.json"]);
-  const messages = [];
-  const waiters = new Set();
-  ws.onmessage = (e) => {
-    messages.push(JSON.parse(e.data).body);
-    for (const w of waiters) w();
-  };
-  const closed = new Promise((r) => { ws.onclose = (e) => { for (const w of waiters) w(); r(e); }; });
-  const next = (pred, ms) => new Promise((resolveMsg, reject) => {
-    const check = () => {
-      const i = messages.findIndex(pred);
-      if (i >= 0) { finish(); resolveMsg(messages.splice(i, 1)[0]); }
-      else if (ws.readyState === WebSocket.CLOSED) { finish(); reject(new Error("connection closed")); }
-    };
-    const timer = setTimeout(() => { finish(); reject(new Error(`no matching message in ${ms} ms: ${JSON.stringify(messages)}`)); }, ms);
-    function finish() { clearTimeout(timer); waiters.delete(check); }
-    waiters.add(check);
-    check();
-  });
-  const send = (tag, val) => ws.send(JSON.stringify({ body: { tag, val } }));
-  return { ws, next, send, close: async () => { ws.close(); await closed; } };
 }
 
 describe("wasm runtime on Deno", { skip: deno ? false : "deno not installed: run scripts/bootstrap.sh (npm ci in packages/keel-wasm)" }, () => {
@@ -122,23 +96,21 @@ describe("wasm runtime on Deno", { skip: deno ? false : "deno not installed: run
     ]);
   });
 
-  test("events: a subscribed WebSocket connection receives the broadcast", async () => {
-    const id = await getOrCreate(engine, "counter", "events");
-    const conn = await openConnection(engine, id);
+  test("events: a connection of the JS client receives the broadcasts", async () => {
+    const client = createClient({ endpoint: engine.endpoint, encoding: "json" });
+    const conn = client.getOrCreate("counter", "events").connect();
     try {
-      const init = await conn.next((m) => m.tag === "Init", 10000);
-      assert.equal(init.val.actorId, id);
-      conn.send("SubscriptionRequest", { eventName: "newCount", subscribe: true });
-      conn.send("ActionRequest", { id: 1, name: "increment", args: [3] });
-      const event = await conn.next((m) => m.tag === "Event", 10000);
-      assert.deepEqual(event.val, { name: "newCount", args: [3] });
-      const response = await conn.next((m) => m.tag === "ActionResponse", 10000);
-      assert.equal(response.val.output, 3);
+      const seen = [];
+      conn.on("newCount", (n) => seen.push(n));
+      await conn.waitReady(10000);
+      assert.equal(await conn.increment(3), 3);
+      await waitFor(() => seen.length === 1, 5000, "the first event");
       // A change made over HTTP reaches the connection too.
-      await call(engine, id, "increment", 2);
-      assert.deepEqual((await conn.next((m) => m.tag === "Event", 10000)).val, { name: "newCount", args: [5] });
+      await call(engine, conn.actorId, "increment", 2);
+      await waitFor(() => seen.length === 2, 5000, "the second event");
+      assert.deepEqual(seen, [3, 5]);
     } finally {
-      await conn.close();
+      await conn.dispose();
     }
   });
 
