@@ -453,6 +453,8 @@ class WasmRuntime {
     core_->Attach(*client_);
     core_->SetShutdownCallback([this] {
       stopped_ = true;
+      for (auto& d : on_connected_) d.call<void>("resolve", false);
+      on_connected_.clear();
       for (auto& d : on_stopped_) d.call<void>("resolve", val::undefined());
       on_stopped_.clear();
     });
@@ -492,7 +494,27 @@ class WasmRuntime {
   // ---- Host input ----
   void timerFired(double id) { clock_.Fire(static_cast<uint64_t>(id)); }
   void wsOpened(int sock) { transport_.Opened(sock); }
-  void wsMessage(int sock, val data) { transport_.Message(sock, data); }
+  void wsMessage(int sock, val data) {
+    transport_.Message(sock, data);
+    if (!on_connected_.empty() && client_ && client_->connected()) {
+      auto waiters = std::move(on_connected_);
+      on_connected_.clear();
+      for (auto& d : waiters) d.call<void>("resolve", true);
+    }
+  }
+  // Resolves (true) once the engine's Init arrived on the current connection — at once when
+  // it already has — or (false) when the runtime shuts down first.
+  val whenConnected() {
+    val deferred = Host().call<val>("deferred");
+    if (client_ && client_->connected()) {
+      deferred.call<void>("resolve", true);
+    } else if (stopped_) {
+      deferred.call<void>("resolve", false);
+    } else {
+      on_connected_.push_back(deferred);
+    }
+    return deferred["promise"];
+  }
   void wsClosed(int sock, int code, std::string reason) { transport_.Closed(sock, code, reason); }
 
   // ---- Context operations (instance handle first) ----
@@ -962,6 +984,7 @@ class WasmRuntime {
   std::unique_ptr<envoy::EnvoyClient> client_;
   bool stopped_ = false;
   std::vector<val> on_stopped_;
+  std::vector<val> on_connected_;
 
   int next_handle_ = 0;
   size_t sweep_at_ = 64;
@@ -988,6 +1011,7 @@ EMSCRIPTEN_BINDINGS(keel_wasm) {
       .function("hostedActors", &WasmRuntime::hostedActors)
       .function("envoyKey", &WasmRuntime::envoyKey)
       .function("connected", &WasmRuntime::connected)
+      .function("whenConnected", &WasmRuntime::whenConnected)
       .function("instanceCount", &WasmRuntime::instanceCount)
       .function("timerFired", &WasmRuntime::timerFired)
       .function("wsOpened", &WasmRuntime::wsOpened)

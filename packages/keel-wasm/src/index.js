@@ -15,6 +15,7 @@ import { ActorError, UserError } from "./errors.js";
 import { detectHost, loadKeel, makeHost } from "./host.js";
 
 export { ActorError, UserError, Conn, ActorContext, loadKeel, detectHost };
+export { serverless } from "./serverless.js";
 
 const DEFINITION = Symbol.for("keel.actor");
 const HOOKS = ["createState", "createVars", "onCreate", "onMigrate", "onWake", "onBeforeActorStart",
@@ -147,11 +148,11 @@ export class Registry {
 
   // Resolves once the engine has greeted this envoy (rejects after `timeoutMs`).
   async ready(timeoutMs = 30000) {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.rt.connected()) {
-      if (Date.now() > deadline) throw new ActorError("envoy", "not_connected", "the engine did not accept this envoy in time");
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    let timer;
+    const timeout = new Promise((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
+    const connected = await Promise.race([this.rt.whenConnected(), timeout]);
+    clearTimeout(timer);
+    if (!connected) throw new ActorError("envoy", "not_connected", "the engine did not accept this envoy in time");
   }
 
   // Graceful stop: every actor sleeps (state is saved), then the connection closes.
