@@ -1,3 +1,4 @@
+/* @ts-self-types="./index.d.ts" */
 // keel-wasm: write Keel actors in JavaScript. The actor runtime and the envoy protocol are
 // the C++ core compiled to WebAssembly (dist/keel.wasm); this module defines actors and
 // connects them to keel-engine over the host's WebSocket.
