@@ -4,7 +4,8 @@
 // registry lives for that request and connects its envoy with the x-rivet-token it got.
 // The worker is test/hosts/worker.mjs; its capnp config is generated in a temp dir and
 // embeds the package's files under their package-relative names (so the relative imports
-// resolve) and dist/keel.wasm as the wasm module test/hosts/keel.wasm. workerd comes from the
+// resolve), dist/keel.wasm as the wasm module test/hosts/keel.wasm, and an inline entry
+// module that imports it. workerd comes from the
 // package's devDependencies (scripts/bootstrap.sh runs npm ci); without it the suite is
 // skipped with a reason. Run: node --experimental-websocket --test packages/keel-wasm/test/
 import assert from "node:assert/strict";
@@ -22,7 +23,13 @@ const workerd = devBinary("workerd");
 const TOKEN = "workerd-s3cret";
 const POOL = "edge";
 
-// Module name → file (package-relative), every module test/hosts/worker.mjs imports.
+// The worker's entry module (inline in the config: see test/hosts/worker.mjs).
+const ENTRY = [
+  'import wasmModule from "./keel.wasm";',
+  'import { worker } from "./worker.mjs";',
+  "export default worker(wasmModule);",
+].join("\n");
+// Module name → file (package-relative), every module the entry imports.
 const ES_MODULES = [
   "test/hosts/worker.mjs",
   "test/fixtures/actors.mjs",
@@ -41,6 +48,7 @@ const WASM_MODULES = { "test/hosts/keel.wasm": "dist/keel.wasm" };
 function writeConfig(dir, port) {
   const embed = (file) => JSON.stringify(relative(dir, join(packageDir, file)));
   const modules = [
+    `    (name = "test/hosts/entry.mjs", esModule = ${JSON.stringify(ENTRY)}),`,
     ...ES_MODULES.map((m) => `    (name = ${JSON.stringify(m)}, esModule = embed ${embed(m)}),`),
     ...Object.entries(WASM_MODULES).map(([m, f]) => `    (name = ${JSON.stringify(m)}, wasm = embed ${embed(f)}),`),
   ];

@@ -1,26 +1,34 @@
 // The workerd worker of test/workerd.test.mjs: the fixtures' actors served serverlessly
-// (src/serverless.js). keel.wasm is a wasm module of the workerd config (workerd compiles no
-// wasm from bytes), named test/hosts/keel.wasm next to this module. One test-only route,
-// GET /__keel/instantiate, reports how long the first loadKeel() took in this isolate.
-import wasmModule from "./keel.wasm";
+// (src/serverless.js), plus one test-only route, GET /__keel/instantiate, reporting how long
+// the isolate's first loadKeel() took.
+//
+// workerd compiles no wasm from bytes, so the wasm comes in as a module import. That import
+// lives in the worker's entry module, which workerd.test.mjs writes into the generated
+// config (Node's test runner loads every .mjs under test/, and Node cannot import a .wasm):
+//
+//   import wasmModule from "./keel.wasm";          // dist/keel.wasm, a `wasm` module
+//   import { worker } from "./worker.mjs";
+//   export default worker(wasmModule);
+//
+// A worker of your own is the same without the test route:
+//   export default serverless(actors, { wasmModule });
 import { loadKeel, serverless } from "../../src/index.js";
 import * as actors from "../fixtures/actors.mjs";
 
-const app = serverless(actors, { wasmModule });
-
-let instantiateMs;
-async function instantiate() {
-  if (instantiateMs === undefined) {
-    const t0 = performance.now();
-    await loadKeel({ wasmModule });
-    instantiateMs = performance.now() - t0;
-  }
-  return Response.json({ instantiateMs });
+export function worker(wasmModule) {
+  const app = serverless(actors, { wasmModule });
+  let instantiateMs;
+  return {
+    async fetch(request, env, ctx) {
+      if (new URL(request.url).pathname === "/__keel/instantiate") {
+        if (instantiateMs === undefined) {
+          const t0 = performance.now();
+          await loadKeel({ wasmModule });
+          instantiateMs = performance.now() - t0;
+        }
+        return Response.json({ instantiateMs });
+      }
+      return app.fetch(request, env, ctx);
+    },
+  };
 }
-
-export default {
-  fetch(request, env, ctx) {
-    if (new URL(request.url).pathname === "/__keel/instantiate") return instantiate();
-    return app.fetch(request, env, ctx);
-  },
-};
