@@ -251,7 +251,7 @@ describe("wasm runtime in workerd (serverless)", { skip: workerd ? false : "work
     assert.equal(`${body.group}.${body.code}`, "message.incoming_too_long");
   });
 
-  test("the /start stream: pings each second, `stopping` when the actor sleeps; a wrong token is refused", async () => {
+  test("the /start stream: pings each second, `stopping` when the actor sleeps, a client gone stops the actor; a wrong token is refused", async () => {
     // A proxy between the engine and the worker records each /start stream; on the "bad/"
     // path it replaces the x-rivet-token the engine sent with a wrong one.
     const streams = [];
@@ -306,6 +306,20 @@ describe("wasm runtime in workerd (serverless)", { skip: workerd ? false : "work
       await forceSleep(engine, id, { token: TOKEN });
       await waitFor(() => good.ended, 5000, "the stream to end");
       assert.ok(good.data.endsWith("event: stopping\ndata:\n\n"), good.data);
+
+      // The client going away while the actor runs: the worker shuts that registry down
+      // gracefully, its envoy leaves, and the engine starts the actor again (a new /start)
+      // with its state intact.
+      const id2 = await getOrCreate(engine, "counter", "abandoned", { pool: "proxied", token: TOKEN });
+      assert.equal(await call(engine, id2, "increment", 6), 6);
+      const open = streams.filter((r) => r.path.startsWith("/good/") && !r.ended && !r.aborted);
+      assert.equal(open.length, 1);
+      const startsBefore = streams.length;
+      open[0].abort.abort();
+      await waitFor(async () => (await connectedEnvoys(engine, "proxied")) === 0, 10000,
+        "the abandoned registry's envoy to leave");
+      assert.equal(await call(engine, id2, "getCount"), 6);
+      assert.ok(streams.length > startsBefore, "the engine POSTed /start again");
 
       // A wrong token: the stream opens and pings, but the engine never lists the envoy.
       await getOrCreate(engine, "counter", "proxied-bad", { pool: "proxied-bad", token: TOKEN });
