@@ -259,7 +259,8 @@ export function serverless(actors, options = {}) {
           return await start(request, env, ctx);
         } catch (e) {
           if (e instanceof Response) return e;
-          throw e;
+          console.error(`keel serverless: /start failed: ${e?.stack ?? e}`);
+          return json(500, errorBody("rivetkit", "internal_error", "An internal error occurred"));
         }
       }
       return notFound();
