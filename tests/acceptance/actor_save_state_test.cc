@@ -1,6 +1,7 @@
 // actors.md §8.23 actor-save-state: state saved with saveState survives a hard crash of the
 // runtime. Rivet's native harness has no crash hook (its tests are no-ops there); here each
-// test starts its own keel-acceptance-fixtures process in a private pool, drives
+// test starts its own fixture runtime process (StartPrivateRuntime: keel-acceptance-fixtures,
+// or js/main.mjs in wasm) in a private pool, drives
 // `saveStateActor` in it, SIGKILLs that process while the action hangs after its save, starts
 // a fresh runtime in the same pool and reads the value from the next instance. The shared
 // runtime of the harness is not touched. Runs once (bare client).
@@ -13,7 +14,6 @@
 #include <future>
 
 #include "base/native/subprocess.h"
-#include "net/client.h"
 #include "support/acceptance.h"
 #include "support/expect.h"
 
@@ -47,26 +47,11 @@ class ActorSaveStateTest : public PlainTest {
     if (runtime_) runtime_->Stop(5s);
   }
 
-  // Starts a fixtures runtime serving pool_ and waits until its envoy is listed (or, after
-  // a crash, until `envoys` envoys are listed).
+  // Starts a fixture runtime of this process's kind (keel-acceptance-fixtures, or the
+  // JavaScript fixtures on the wasm runtime) serving pool_ and waits until its envoy is listed.
   void StartRuntime() {
-    auto r = Subprocess::Start({.path = KEEL_ACCEPTANCE_FIXTURES_BIN,
-                                .env = {{"KEEL_ENDPOINT", Endpoint()},
-                                        {"KEEL_NAMESPACE", "default"},
-                                        {"KEEL_POOL", pool_},
-                                        {"KEEL_LOG_LEVEL", "warn"}}});
-    ASSERT_TRUE(r.has_value()) << r.error().ToString();
-    runtime_ = std::move(*r);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          auto res = net::FetchSync(Endpoint() + "/envoys?namespace=default&name=" + pool_,
-                                    net::HttpRequest{.method = "GET"}, 5s);
-          if (!res.has_value() || res->status != 200) return false;
-          json j = ParseBody(res->body);
-          return j.is_object() && j["envoys"].is_array() && !j["envoys"].empty();
-        },
-        30s))
-        << "the crash-test runtime was not listed";
+    runtime_ = StartPrivateRuntime(pool_, SqliteCell());
+    ASSERT_NE(runtime_, nullptr) << "the crash-test runtime was not listed";
   }
 
   int64_t NoteCount(const std::string& actor_id, const std::string& entry) {
