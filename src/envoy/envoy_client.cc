@@ -95,6 +95,10 @@ struct EnvoyClient::State {
   struct Actor {
     int64_t last_command_index = 0;
     bool stop_received = false;
+    // The host reported Stopped without a stop command (its start failed, or it crashed):
+    // the entry stays for its event history and command dedup until the engine's stop, but
+    // the instance is gone — it neither counts as hosted nor holds up a graceful shutdown.
+    bool stopped_reported = false;
     int64_t next_event_index = 0;
     // Unacknowledged events by index, resent after every Init.
     std::map<int64_t, latest::EventWrapper> history;
@@ -322,7 +326,12 @@ struct EnvoyClient::State {
   }
 
   void MaybeFinishShutdown() {
-    if (shutting_down && !shut_down && actors.empty()) Finish();
+    if (shutting_down && !shut_down && HostedCount() == 0) Finish();
+  }
+  size_t HostedCount() const {
+    size_t n = 0;
+    for (const auto& [key, actor] : actors) n += actor.stopped_reported ? 0 : 1;
+    return n;
   }
 
   // The end of the client (§3.9 step 4): after shutdown or eviction.
@@ -423,6 +432,22 @@ struct EnvoyClient::State {
         }
         it->second.last_command_index = cp.index;
         if (it->second.stop_received) continue;  // a stop is already in progress
+        if (it->second.stopped_reported) {
+          // The instance already ended and said so: answer the stop as the host would, with
+          // Stopped, and forget it (§4.6 step 4) without asking the host again.
+          latest::ActorStateStopped stopped;
+          stopped.code = latest::StopCode::kOk;
+          EmitEvent(cp.actor_id, cp.generation,
+                    latest::EventActorStateUpdate{latest::ActorState{stopped}});
+          actors.erase(key);
+          if (!HostsActorId(cp.actor_id)) {
+            for (auto r = routes.begin(); r != routes.end();) {
+              r = r->second == cp.actor_id ? routes.erase(r) : std::next(r);
+            }
+          }
+          MaybeFinishShutdown();
+          continue;
+        }
         it->second.stop_received = true;
         host.OnStopActor(cp.actor_id, cp.generation, stop->reason);
       }
@@ -820,7 +845,12 @@ void EnvoyClient::ActorStopped(const std::string& actor_id, uint32_t generation,
   }
   s.EmitEvent(actor_id, generation, latest::EventActorStateUpdate{latest::ActorState{stopped}});
   auto it = s.actors.find({actor_id, generation});
-  if (it == s.actors.end() || !it->second.stop_received) return;
+  if (it == s.actors.end()) return;
+  if (!it->second.stop_received) {
+    it->second.stopped_reported = true;
+    s.MaybeFinishShutdown();
+    return;
+  }
   // An engine-initiated stop ends the instance (§4.6 step 4); its history goes with it.
   auto acks = std::move(it->second.alarm_acks);
   s.actors.erase(it);
@@ -950,7 +980,7 @@ size_t EnvoyClient::pending_kv_requests() const { return s_->kv.pending.size(); 
 size_t EnvoyClient::pending_sqlite_requests() const {
   return s_->pages.pending.size() + s_->remote.pending.size();
 }
-size_t EnvoyClient::hosted_actors() const { return s_->actors.size(); }
+size_t EnvoyClient::hosted_actors() const { return s_->HostedCount(); }
 uint64_t EnvoyClient::malformed_frames() const { return s_->malformed_frames; }
 uint64_t EnvoyClient::unroutable_tunnel_messages() const { return s_->unroutable_tunnel; }
 uint64_t EnvoyClient::duplicate_commands() const { return s_->duplicate_commands; }

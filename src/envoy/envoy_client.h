@@ -244,7 +244,7 @@ class EnvoyClient {
   const std::optional<latest::ProtocolMetadata>& protocol_metadata() const;
   size_t pending_kv_requests() const;
   size_t pending_sqlite_requests() const;  // page I/O + remote SQL, for tests/metrics
-  // Hosted (actor, generation) pairs.
+  // Hosted (actor, generation) pairs: started and not yet reported Stopped.
   size_t hosted_actors() const;
   // Frames that failed to decode; tunnel messages dropped because no route matched;
   // commands dropped as replays (§4.4); KV/SQLite responses dropped because no pending

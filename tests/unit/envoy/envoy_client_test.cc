@@ -372,11 +372,12 @@ TEST_F(EnvoyClientTest, StoppedWithErrorCarriesTheMessage) {
   ASSERT_NE(stopped, nullptr);
   EXPECT_EQ(stopped->code, v::StopCode::kError);
   EXPECT_EQ(stopped->message, std::optional<std::string>("actor.crashed: boom"));
-  // Stopped on its own (no stop command): still registered until the engine's stop.
-  EXPECT_EQ(client_->hosted_actors(), 1u);
-  Commands({StopCmd("a1", 1, 2)});
-  client_->ActorStopped("a1", 1);
+  // Stopped on its own (no stop command): no longer hosted, but remembered (command dedup,
+  // event history) until the engine's stop.
   EXPECT_EQ(client_->hosted_actors(), 0u);
+  Commands({StopCmd("a1", 1, 2)});
+  EXPECT_TRUE(host_.stops.empty());
+  EXPECT_EQ(SentEvents().size(), 2u) << "the stop is answered with Stopped";
 }
 
 TEST_F(EnvoyClientTest, SetAlarmAckFiresOnlyWhenAnAckCoversIt) {
@@ -747,6 +748,36 @@ TEST_F(EnvoyClientTest, GracefulShutdownWaitsForActorsThenCloses) {
   clock_.Advance(std::chrono::hours(1));
   EXPECT_EQ(transport_.connects.size(), 1u);
   EXPECT_EQ(host_.shutdowns, 1);
+}
+
+// An instance whose start failed reports Stopped on its own (no stop command): it is no
+// longer hosted, and a graceful shutdown does not wait for a stop the engine never sends.
+TEST_F(EnvoyClientTest, ActorThatStoppedOnItsOwnDoesNotHoldUpShutdown) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1), StartCmd("a2", 1, 1)});
+  client_->ActorStopped("a1", 1, Error("actor", "start_failed", "migration threw"));
+  EXPECT_EQ(client_->hosted_actors(), 1u);
+  client_->Shutdown(/*immediate=*/false);
+  EXPECT_FALSE(client_->shut_down()) << "a2 is still running";
+  Commands({StopCmd("a2", 1, 2, v::StopActorReason::kGoingAway)});
+  ASSERT_EQ(host_.stops.size(), 1u) << "only the running instance is asked to stop";
+  client_->ActorStopped("a2", 1);
+  EXPECT_TRUE(client_->shut_down());
+  EXPECT_EQ(host_.shutdowns, 1);
+  EXPECT_EQ(client_->hosted_actors(), 0u);
+}
+
+// A later stop command for such an instance completes it without asking the host again.
+TEST_F(EnvoyClientTest, StopCommandForAnActorThatAlreadyStoppedEndsIt) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  client_->ActorStopped("a1", 1, Error("actor", "start_failed", "migration threw"));
+  Commands({StopCmd("a1", 1, 2)});
+  EXPECT_TRUE(host_.stops.empty());
+  EXPECT_EQ(client_->hosted_actors(), 0u);
+  // A replay of the old start command starts nothing (command dedup, §4.4).
+  Commands({StartCmd("a1", 1, 1)});
+  EXPECT_EQ(host_.starts.size(), 1u);
 }
 
 TEST_F(EnvoyClientTest, GracefulShutdownWithoutActorsEndsAtOnceAndStopsReconnecting) {
