@@ -534,9 +534,12 @@ class WasmRuntime {
     });
   }
   // Raw WebSockets accepted in onWebSocket.
+  // Like the C++ WebSocket::send, sending on a closed socket does nothing.
   val rawSend(int ws_id, val data, bool binary) {
     return Sync([&] {
-      auto raw = RawOf(ws_id);
+      auto it = raw_sockets_.find(ws_id);
+      std::shared_ptr<runtime::RawSocket> raw = it == raw_sockets_.end() ? nullptr : it->second.lock();
+      if (!raw || raw->closed()) return val::undefined();
       if (binary) {
         raw->Send(BytesFromJs(data), true);
       } else {
@@ -616,6 +619,16 @@ class WasmRuntime {
       return out;
     });
   }
+  // {hibernatable, transient} of a connection.
+  val connFlags(int h, std::string conn_id) {
+    return Sync([&] {
+      runtime::Conn& conn = ConnOf(h, conn_id);
+      val out = val::object();
+      out.set("hibernatable", conn.is_hibernatable());
+      out.set("transient", conn.transient());
+      return out;
+    });
+  }
   val connParams(int h, std::string conn_id) {
     return Sync([&] { return ToJs(ConnOf(h, conn_id).params()); });
   }
@@ -681,14 +694,17 @@ class WasmRuntime {
     if (limit >= 0) lim = static_cast<uint64_t>(limit);
     return Async(h, [p = std::move(p), reverse, lim](Instance& inst) -> Task<val> {
       auto entries = co_await inst.KvListPrefix(p, reverse, lim);
-      val out = val::array();
-      for (const auto& [k, v] : entries) {
-        val pair = val::array();
-        pair.call<void>("push", BytesToJs(k));
-        pair.call<void>("push", BytesToJs(v));
-        out.call<void>("push", pair);
-      }
-      co_return out;
+      co_return EntriesToJs(entries);
+    });
+  }
+  // Keys in [start, end), in key order (reverse: from the end).
+  val kvListRange(int h, val start, val end, bool reverse, double limit) {
+    Bytes s = BytesFromJs(start), e = BytesFromJs(end);
+    std::optional<uint64_t> lim;
+    if (limit >= 0) lim = static_cast<uint64_t>(limit);
+    return Async(h, [s = std::move(s), e = std::move(e), reverse, lim](Instance& inst) -> Task<val> {
+      auto entries = co_await inst.KvListRange(s, e, reverse, lim);
+      co_return EntriesToJs(entries);
     });
   }
   val kvDeleteRange(int h, val start, val end) {
@@ -707,6 +723,9 @@ class WasmRuntime {
       uint64_t id = co_await inst.QueueSend(name, b);
       co_return val(static_cast<double>(id));
     });
+  }
+  val queueSize(int h) {
+    return Sync([&] { return val(static_cast<double>(Inst(h).queue_size())); });
   }
   val queueReceive(int h, int inv, val options) {
     Instance::QueueReceive r;
@@ -857,6 +876,16 @@ class WasmRuntime {
     auto it = inst.conns().find(conn_id);
     if (it == inst.conns().end()) throw ActorError("actor", "conn_not_found", "connection not found");
     return *it->second;
+  }
+  static val EntriesToJs(const std::vector<std::pair<Bytes, Bytes>>& entries) {
+    val out = val::array();
+    for (const auto& [k, v] : entries) {
+      val pair = val::array();
+      pair.call<void>("push", BytesToJs(k));
+      pair.call<void>("push", BytesToJs(v));
+      out.call<void>("push", pair);
+    }
+    return out;
   }
   std::shared_ptr<runtime::RawSocket> RawOf(int ws_id) {
     auto it = raw_sockets_.find(ws_id);
@@ -1043,6 +1072,9 @@ EMSCRIPTEN_BINDINGS(keel_wasm) {
       .function("kvDelete", &WasmRuntime::kvDelete)
       .function("kvList", &WasmRuntime::kvList)
       .function("kvDeleteRange", &WasmRuntime::kvDeleteRange)
+      .function("kvListRange", &WasmRuntime::kvListRange)
+      .function("queueSize", &WasmRuntime::queueSize)
+      .function("connFlags", &WasmRuntime::connFlags)
       .function("queueSend", &WasmRuntime::queueSend)
       .function("queueReceive", &WasmRuntime::queueReceive)
       .function("queueComplete", &WasmRuntime::queueComplete)

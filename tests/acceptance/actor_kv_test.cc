@@ -22,10 +22,6 @@ TEST_P(ActorKvTest, PutGetAndPrefixList) {
 }
 
 TEST_P(ActorKvTest, RangesAndDeleteRange) {
-  if (RuntimeKind() == "wasm") {
-    GTEST_SKIP() << "wasm: keel-wasm's c.kv has no listRange(start, end, {reverse, limit}) (the C++ "
-                    "kv().list_range / Instance::KvListRange); kvActor.listRangeText needs it";
-  }
   auto h = client().GetOrCreate("kvActor", {UniqueKey("kv-range")});
   for (const char* k : {"a", "b", "c", "d"}) KEEL_OK(h.Call("putText", k, std::string("v") + k));
   EXPECT_EQ(AsJson(KEEL_OK(h.Call("listRangeText", "b", "d"))),

@@ -38,6 +38,10 @@ export class Conn {
     this.id = id;
   }
   get params() { return unwrap(this._rt.connParams(this._h, this.id)); }
+  // A /connect WebSocket connection that survives the actor's sleep at the gateway.
+  get isHibernatable() { return unwrap(this._rt.connFlags(this._h, this.id)).hibernatable; }
+  // The per-request connection of an HTTP action, queue send or raw request.
+  get transient() { return unwrap(this._rt.connFlags(this._h, this.id)).transient; }
   get state() { return unwrap(this._rt.connGetState(this._h, this.id)); }
   set state(v) { unwrap(this._rt.connSetState(this._h, this.id, v)); }
   send(event, ...args) { unwrap(this._rt.connSend(this._h, this.id, event, args)); }
@@ -58,6 +62,11 @@ class Kv {
     const entries = await this._rt.kvList(this._h, toBytes(prefix), reverse, limit ?? -1);
     return entries.map(([k, v]) => [fromBytes(k, keyType), fromBytes(v, type)]);
   }
+  // [[key, value], …] of the keys in [start, end), in key order (or reversed).
+  async listRange(start, end, { reverse = false, limit, type = "text", keyType = "text" } = {}) {
+    const entries = await this._rt.kvListRange(this._h, toBytes(start), toBytes(end), reverse, limit ?? -1);
+    return entries.map(([k, v]) => [fromBytes(k, keyType), fromBytes(v, type)]);
+  }
   deleteRange(start, end) { return this._rt.kvDeleteRange(this._h, toBytes(start), toBytes(end)); }
 }
 
@@ -76,6 +85,8 @@ class Schedule {
 class Queue {
   constructor(rt, h, inv) { this._rt = rt; this._h = h; this._inv = inv; }
   send(name, body) { return this._rt.queueSend(this._h, name, body); }
+  // Messages stored (including received-but-uncompleted ones).
+  size() { return unwrap(this._rt.queueSize(this._h)); }
   // The next message (waiting up to `timeout` ms, forever when unset), or undefined.
   // `completable`: the message stays stored until `message.complete(response)`.
   async next({ names, name, timeout, completable = false } = {}) {
@@ -170,6 +181,24 @@ export class ActorWebSocket {
   }
 }
 
+const reentrant = () => {
+  throw new ActorError("actor", "state_mutation_reentrant", "State mutations are not allowed inside onStateChange.");
+};
+const readOnlyHandler = {
+  get(target, prop, receiver) {
+    const v = Reflect.get(target, prop, receiver);
+    return v !== null && typeof v === "object" && !ArrayBuffer.isView(v) ? readOnly(v) : v;
+  },
+  set: reentrant,
+  defineProperty: reentrant,
+  deleteProperty: reentrant,
+  setPrototypeOf: reentrant,
+};
+// A deep read-only view (plain objects and arrays; Maps and bytes are returned as they are).
+function readOnly(v) {
+  return v !== null && typeof v === "object" && !ArrayBuffer.isView(v) && !(v instanceof Map) ? new Proxy(v, readOnlyHandler) : v;
+}
+
 export class ActorContext {
   constructor(rt, info, logger) {
     this._rt = rt;
@@ -187,7 +216,11 @@ export class ActorContext {
   get key() { return this._i.key; }
   get generation() { return this._i.generation; }
 
-  get state() { return unwrap(this._rt.getState(this._h)); }
+  // Inside onStateChange the state is read-only (writes throw actor.state_mutation_reentrant).
+  get state() {
+    const state = unwrap(this._rt.getState(this._h));
+    return this._i.inStateChange ? readOnly(state) : state;
+  }
   set state(v) { unwrap(this._rt.setState(this._h, v)); }
   get vars() { return unwrap(this._rt.getVars(this._h)); }
   set vars(v) { unwrap(this._rt.setVars(this._h, v)); }

@@ -36,6 +36,10 @@ export class UserError extends ActorError {
 export class Conn<ConnState = Value> {
   readonly id: string;
   readonly params: Value;
+  /** A /connect WebSocket connection (survives the actor's sleep at the gateway). */
+  readonly isHibernatable: boolean;
+  /** The per-request connection of an HTTP action, queue send or raw request. */
+  readonly transient: boolean;
   state: ConnState;
   /** Sends an event to this connection only. */
   send(event: string, ...args: Value[]): void;
@@ -69,6 +73,9 @@ export interface Kv {
   delete(key: KvKey): void;
   list(prefix?: KvKey, options?: { reverse?: boolean; limit?: number; type?: "text" | "binary"; keyType?: "text" | "binary" }):
     Promise<Array<[string | Uint8Array, string | Uint8Array]>>;
+  /** Keys in [start, end), in key order (or reversed). */
+  listRange(start: KvKey, end: KvKey, options?: { reverse?: boolean; limit?: number; type?: "text" | "binary"; keyType?: "text" | "binary" }):
+    Promise<Array<[string | Uint8Array, string | Uint8Array]>>;
   deleteRange(start: KvKey, end: KvKey): Promise<void>;
 }
 
@@ -98,6 +105,8 @@ export interface QueueReceiveOptions {
 
 export interface Queue {
   send(name: string, body: Value): Promise<number>;
+  /** Messages stored, including received-but-uncompleted ones. */
+  size(): number;
   next(options?: QueueReceiveOptions): Promise<QueueMessage | undefined>;
   nextBatch(options?: QueueReceiveOptions & { count?: number }): Promise<QueueMessage[]>;
 }
@@ -261,3 +270,18 @@ export class Registry {
 export function serve(actors: Record<string, Actor>, options?: ServeOptions): Promise<Registry>;
 export function loadKeel(options?: { wasmModule?: WebAssembly.Module }): Promise<unknown>;
 export function detectHost(): "workerd" | "deno" | "node" | "web";
+
+/** A serverless host (workerd, or any fetch-handler host): the engine POSTs the start
+ *  command to `{basePath}/start` and the actor runs for that request's life. */
+export function serverless(actors: Record<string, Actor>, options?: ServeOptions & {
+  /** Default /api/rivet */
+  basePath?: string;
+  /** Default 1 MiB */
+  maxStartPayloadBytes?: number;
+  /** SSE ping period, default 1000 */
+  pingIntervalMs?: number;
+  /** Bound on the registry's shutdown after the stream ends, default 5000 */
+  stopTimeoutMs?: number;
+}): {
+  fetch(request: Request, env?: Record<string, unknown>, ctx?: { waitUntil(p: Promise<unknown>): void }): Promise<Response>;
+};

@@ -72,6 +72,8 @@ function toCoreDefinition(def) {
   const out = { ...def };
   if (def.onConnect) out.onConnect = (c) => def.onConnect(c, c.conn);
   if (def.onDisconnect) out.onDisconnect = (c) => def.onDisconnect(c, c.conn);
+  // The state passed is the context's (read-only there, like c.state).
+  if (def.onStateChange) out.onStateChange = (c) => def.onStateChange(c, c.state);
   if (def.onWebSocket) out.onWebSocket = (c, socket) => def.onWebSocket(c, c._registry.host.makeSocket(socket));
   if (def.db && typeof def.db === "object" && typeof def.db.onMigrate === "function") {
     const migrate = def.db.onMigrate;
