@@ -598,8 +598,12 @@ class WasmRuntime {
       return val::undefined();
     });
   }
+  // Stays true once the instance has stopped (like an abort signal), instead of failing.
   val aborted(int h) {
-    return Sync([&] { return val(Inst(h).aborted()); });
+    return Sync([&] {
+      Instance* inst = Live(h);
+      return val(inst == nullptr || inst->aborted());
+    });
   }
   val saveState(int h) { return Async(h, [](Instance& inst) -> Task<val> {
       co_await inst.SaveState();
@@ -767,7 +771,7 @@ class WasmRuntime {
 
   // SQL (remote in wasm). `params`: an array (positional) or an object (named).
   val sqlExec(int h, std::string sql_text) {
-    return Async(h, [sql_text = std::move(sql_text)](Instance& inst) -> Task<val> {
+    return AsyncSql(h, [sql_text = std::move(sql_text)](Instance& inst) -> Task<val> {
       sql::QueryResult r = co_await inst.Database().Exec(sql_text);
       val out = val::object();
       out.set("columns", ColumnsToJs(r.columns));
@@ -782,7 +786,7 @@ class WasmRuntime {
     } catch (...) {
       return Host().call<val>("rejected", ErrorToJs(std::current_exception()));
     }
-    return Async(h, [sql_text = std::move(sql_text), p = std::move(p), write](Instance& inst) -> Task<val> {
+    return AsyncSql(h, [sql_text = std::move(sql_text), p = std::move(p), write](Instance& inst) -> Task<val> {
       sql::ExecuteResult r;
       if (write) {
         r = co_await inst.Database().ExecuteWrite(sql_text, p);
@@ -862,13 +866,19 @@ class WasmRuntime {
     }
     sweep_at_ = std::max<size_t>(64, refs_.size() * 2);
   }
-  Instance& Inst(int h) {
+  // The instance behind handle `h`, or nullptr once it has stopped.
+  Instance* Live(int h) {
     auto it = refs_.find(h);
     Instance* inst = it == refs_.end() ? nullptr : core_->Find(it->second.actor_id);
     if (inst == nullptr || inst->generation() != it->second.generation ||
         inst->phase() == runtime::Phase::kStopped) {
-      throw ActorError("actor", "stopped", "this actor instance has stopped", std::nullopt, true);
+      return nullptr;
     }
+    return inst;
+  }
+  Instance& Inst(int h) {
+    Instance* inst = Live(h);
+    if (inst == nullptr) throw ActorError("actor", "stopped", "this actor instance has stopped", std::nullopt, true);
     return *inst;
   }
   runtime::Conn& ConnOf(int h, const std::string& conn_id) {
@@ -920,6 +930,17 @@ class WasmRuntime {
     } catch (...) {
       return FailMarker(std::current_exception());
     }
+  }
+  // SQL of an instance that has stopped fails as the core's closed database does
+  // (sqlite.closed), not with actor.stopped.
+  template <typename F>
+  val AsyncSql(int h, F fn) {
+    if (Live(h) == nullptr) {
+      return Host().call<val>("rejected",
+                              ErrorToJs(std::make_exception_ptr(ActorError(
+                                  "sqlite", "closed", "Database is closed. Actor stopping: database accessed after actor stopped"))));
+    }
+    return Async(h, std::move(fn));
   }
   template <typename F>
   val Async(int h, F fn) {

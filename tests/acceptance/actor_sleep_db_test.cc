@@ -226,12 +226,6 @@ TEST_P(ActorSleepDbTest, AlarmDueDuringShutdownFiresOnTheNextInstance) {
 }
 
 TEST_P(ActorSleepDbTest, WsHandlerExceedingGraceNeverFinishes) {
-  if (RuntimeKind() == "wasm") {
-    GTEST_SKIP() << "wasm: a database call made after the instance stopped (the handler outlived the 200 ms "
-                    "grace) fails with actor.stopped (\"this actor instance has stopped\", the wasm binding's "
-                    "instance check) instead of sqlite.closed (§8.12 / §3.4: \"Actor stopping: database "
-                    "accessed after actor stopped\"): the handler notes ws-finish-failed:actor.stopped";
-  }
   Actor a = Make("sleepWsMessageExceedsGrace", "sleepdb-ws-grace");
   auto ws = KEEL_OK(a.h.WebSocket());
   KEEL_STATUS_OK(ws->Send("go", false));
@@ -259,12 +253,6 @@ TEST_P(ActorSleepDbTest, WsHandlerExceedingGraceNeverFinishes) {
 }
 
 TEST_P(ActorSleepDbTest, ActiveWritesInterruptedBySleepKeepOnlyCommittedOnes) {
-  if (RuntimeKind() == "wasm") {
-    GTEST_SKIP() << "wasm: c.aborted throws actor.stopped once the instance has stopped (expected: it stays true), "
-                    "so the handler's wait loop ends with that error ~50 ms after the grace, before it notes "
-                    "interrupted:4; and its late database call would fail with actor.stopped instead of "
-                    "sqlite.closed";
-  }
   Actor a = Make("sleepWsActiveDbExceedsGrace", "sleepdb-ws-active");
   auto ws = KEEL_OK(a.h.WebSocket());
   KEEL_STATUS_OK(ws->Send("start", false));
