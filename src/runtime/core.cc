@@ -11,6 +11,7 @@
 #include "engine/gateway/url.h"
 #include "protocol/bare/reader.h"
 #include "protocol/bare/writer.h"
+#include "protocol/envoy/headers.h"
 #include "protocol/persist/versioned.h"
 
 namespace keel::runtime {
@@ -1009,7 +1010,7 @@ void Instance::SendHttpResponse(const latest::MessageId& id, Response response) 
   msg.message_id.message_index = 0;
   latest::ToRivetResponseStart start;
   start.status = response.status;
-  start.headers = std::move(response.headers);
+  start.headers = protocol::envoy::MergeRepeatedHeaders(std::move(response.headers));
   if (!response.body.empty()) start.body = std::move(response.body);
   start.stream = false;
   msg.message_kind = std::move(start);

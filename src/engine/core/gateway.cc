@@ -14,6 +14,7 @@
 #include "engine/gateway/errors.h"
 #include "engine/gateway/subprotocols.h"
 #include "net/client.h"
+#include "protocol/envoy/headers.h"
 
 namespace keel::engine {
 namespace {
@@ -316,7 +317,7 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
     latest::ToEnvoyWebSocketOpen open;
     open.actor_id = actor.ToString();
     open.path = std::move(path);
-    open.headers = req.headers;
+    open.headers = protocol::envoy::MergeRepeatedHeaders(req.headers);
     first = std::move(open);
     entry.user = exchange->AcceptWebSocket(
         EchoSubprotocol(net::FindHeader(req.headers, "sec-websocket-protocol")),
@@ -327,7 +328,7 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
     start.actor_id = actor.ToString();
     start.method = req.method;
     start.path = std::move(path);
-    start.headers = req.headers;
+    start.headers = protocol::envoy::MergeRepeatedHeaders(req.headers);
     if (!req.body.empty()) start.body = Bytes(req.body.begin(), req.body.end());
     start.stream = false;
     first = std::move(start);
