@@ -12,5 +12,6 @@ set(KEEL_ACCEPTANCE_SQLITE_CATEGORIES
   actor_db_pragma_migration:ActorDbPragmaMigration
   actor_sleep_db:ActorSleepDb
 )
-# wasm/remote is a cell of Rivet's matrix too; this suite drives the native runtime only.
+# The wasm/remote cell (JavaScript actors on the wasm runtime) is listed in
+# js/categories_sqlite.cmake: acceptance.<category>.wasm_remote.
 set(KEEL_ACCEPTANCE_SQLITE_BACKENDS local remote)
