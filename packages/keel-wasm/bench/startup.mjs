@@ -10,10 +10,11 @@
 // Needs a keel-engine: KEEL_ENDPOINT, or one is started from KEEL_BIN_DIR (default
 // build/dev/bin; a release build gives the engine's real speed).
 //   node --experimental-websocket packages/keel-wasm/bench/startup.mjs
+//   KEEL_ENDPOINT=… deno run --allow-read --allow-net=127.0.0.1 --allow-env packages/keel-wasm/bench/startup.mjs
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-import { actor, loadKeel, serve } from "../src/index.js";
+import { actor, detectHost, loadKeel, serve } from "../src/index.js";
 
 const t0 = performance.now();
 await loadKeel();
@@ -59,7 +60,7 @@ if (body.output !== 1) throw new Error(`unexpected answer ${JSON.stringify(body)
 const wasm = readFileSync(new URL("../dist/keel.wasm", import.meta.url));
 const round = (x) => Math.round(x * 10) / 10;
 console.log(JSON.stringify({
-  host: `node ${process.version}`,
+  host: typeof Deno !== "undefined" ? `deno ${Deno.version.deno}` : `${detectHost()} ${process.version}`,
   wasm_bytes: wasm.length,
   wasm_gzip_bytes: gzipSync(wasm).length,
   host_warmup_ms: round(hostWarmup),
