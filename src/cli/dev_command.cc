@@ -192,7 +192,10 @@ void PrintHints(const std::string& endpoint, const DevOptions& o) {
             << "  " << keel << " watch counter/room-1 newCount" << flags << "\n"
             << "  " << keel << " actors list counter" << flags << "\n"
             << "  " << keel << " call todos/home add 'buy milk'" << flags
-            << "   # SQLite, " << (o.sqlite_backend == "remote" ? "in the engine" : "local-native") << "\n"
+            << "   # SQLite, "
+            << (!o.runtime.empty() ? "where the runtime puts it (`call todos/home backend`)"
+                : o.sqlite_backend == "remote" ? "in the engine" : "local-native")
+            << "\n"
             << "Ctrl-C stops the runtime (its actors stop and save), then the engine.\n"
             << std::endl;
 }
