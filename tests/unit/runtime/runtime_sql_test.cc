@@ -1,6 +1,8 @@
 // The runtime's SQLite front and remote backend (runtime/sql.h), stepped deterministically:
 // the fake engine of RuntimeHarness answers remote SQL with the real execution layer
 // (keel::sql::Database over a KeelVfs over a PageStore), as keel-engine does.
+// The cases that need no SQL engine (pure functions, backend selection) are in
+// runtime_sql_values_test.cc, linked into the same binary, so the wasm build runs them too.
 #include "runtime/sql.h"
 
 #include <gmock/gmock.h>
@@ -27,76 +29,6 @@ namespace {
 using ::testing::HasSubstr;
 using testing::RuntimeHarness;
 namespace latest = protocol::envoy::latest;
-
-// ---- Pure functions ----
-
-TEST(RuntimeSqlValues, NamedBindingsFollowFirstAppearanceAndSkipLiteralsAndComments) {
-  Value named = Value::Object({{"b", 2}, {"a", "x"}, {"c", nullptr}});
-  auto params = runtime::BindNamed(
-      "SELECT ':nope', \"@nope\", [$nope] -- :nope\n /* @nope */ FROM t WHERE x = :b AND y = @a "
-      "AND z = :b AND w = $c",
-      named);
-  ASSERT_TRUE(params.ok()) << params.error().ToString();
-  ASSERT_EQ(params->size(), 3u);
-  EXPECT_EQ((*params)[0], sql::Value(int64_t{2}));
-  EXPECT_EQ((*params)[1], sql::Value(std::string("x")));
-  EXPECT_EQ((*params)[2], sql::Value(sql::Null{}));
-}
-
-TEST(RuntimeSqlValues, NamedBindingErrors) {
-  auto missing = runtime::BindNamed("SELECT :a, :b", Value::Object({{"a", 1}}));
-  ASSERT_FALSE(missing.ok());
-  EXPECT_TRUE(missing.error().Is("sqlite", "invalid_bind_parameter"));
-  EXPECT_THAT(missing.error().message(), HasSubstr("b"));
-  auto mixed = runtime::BindNamed("SELECT :a, ?", Value::Object({{"a", 1}}));
-  ASSERT_FALSE(mixed.ok());
-  EXPECT_TRUE(mixed.error().Is("sqlite", "invalid_bind_parameter"));
-  auto not_map = runtime::BindNamed("SELECT :a", Value(Value::Array{Value(1)}));
-  ASSERT_FALSE(not_map.ok());
-  // A quote inside a literal is escaped by doubling it.
-  auto escaped = runtime::BindNamed("SELECT 'it''s :not', :yes", Value::Object({{"yes", 1}}));
-  ASSERT_TRUE(escaped.ok());
-  EXPECT_EQ(escaped->size(), 1u);
-}
-
-TEST(RuntimeSqlValues, ValueConversions) {
-  EXPECT_EQ(*runtime::ToSqlValue(Value(true), "p"), sql::Value(int64_t{1}));
-  EXPECT_EQ(*runtime::ToSqlValue(Value(1.5), "p"), sql::Value(1.5));
-  EXPECT_EQ(*runtime::ToSqlValue(Value(Bytes{1, 0, 2}), "p"), sql::Value(sql::Blob{Bytes{1, 0, 2}}));
-  EXPECT_EQ(*runtime::ToSqlValue(Value::MakeUndefined(), "p"), sql::Value(sql::Null{}));
-  auto big = runtime::ToSqlValue(Value(uint64_t{1} << 63), "p");
-  ASSERT_FALSE(big.ok());
-  EXPECT_TRUE(big.error().Is("sqlite", "invalid_bind_parameter"));
-  auto array = runtime::ToSqlValue(Value(Value::Array{}), "p");
-  ASSERT_FALSE(array.ok());
-  EXPECT_THAT(array.error().message(), HasSubstr("array"));
-
-  Value rows = runtime::RowsToObjects({"id", "name"}, {{int64_t{1}, std::string("a")},
-                                                       {int64_t{2}, sql::Null{}}});
-  ASSERT_TRUE(rows.is_array());
-  ASSERT_EQ(rows.as_array().size(), 2u);
-  EXPECT_EQ(*rows.as_array()[0].Find("name"), Value("a"));
-  EXPECT_TRUE(rows.as_array()[1].Find("name")->is_null());
-}
-
-TEST(RuntimeSqlValues, RemoteErrorsAreClassifiedByTheirCodeOnly) {
-  EXPECT_TRUE(runtime::ClassifyRemoteSqlError("sqlite.remote_fence_mismatch: stale").Is(
-      "sqlite", "remote_fence_mismatch"));
-  EXPECT_TRUE(runtime::ClassifyRemoteSqlError("sqlite.remote_unavailable: no").Is(
-      "sqlite", "remote_unavailable"));
-  // The execution layer's own errors keep their code: same error as the local backend.
-  Error prepare = runtime::ClassifyRemoteSqlError("sqlite.prepare_failed: failed to prepare: x");
-  EXPECT_TRUE(prepare.Is("sqlite", "prepare_failed"));
-  EXPECT_EQ(prepare.message(), "failed to prepare: x");
-  // Words in the message never decide (Rivet matched "unavailable" / "unsupported").
-  Error other = runtime::ClassifyRemoteSqlError("actor.not_owned: the service is unavailable");
-  EXPECT_TRUE(other.Is("sqlite", "remote_execution_failed"));
-  EXPECT_THAT(other.message(), HasSubstr("actor.not_owned"));
-  EXPECT_TRUE(runtime::ClassifyRemoteSqlError("unsupported thing").Is("sqlite",
-                                                                      "remote_execution_failed"));
-  EXPECT_TRUE(runtime::ParseSqliteBackendChoice("REMOTE").ok());
-  EXPECT_FALSE(runtime::ParseSqliteBackendChoice("sideways").ok());
-}
 
 // ---- A fake engine that executes remote SQL with the real execution layer ----
 
@@ -332,36 +264,6 @@ TEST_F(RuntimeRemoteSql, ProtocolV3MakesRemoteSqlUnavailable) {
   auto r = h_->Action("a1", "count", "[]");
   EXPECT_THAT(h_->Body(r), HasSubstr(R"("code":"remote_unavailable")"));
   EXPECT_EQ(engine_.requests, 0);
-}
-
-TEST(RuntimeSqlSelection, LocalWithoutALocalBuildIsUnavailable) {
-  runtime::RuntimeOptions o;
-  o.sqlite_backend = runtime::SqliteBackendChoice::kLocal;  // no local_sqlite factory
-  RuntimeHarness h(o);
-  ActorDef<> def("plain");
-  def.database();
-  def.action("q", [](Ctx<>& c) -> Task<int64_t> {
-    co_await c.db().exec("SELECT 1");
-    co_return 1;
-  });
-  h.Boot({def.type()});
-  h.StartActor("a1", "plain");
-  auto r = h.Action("a1", "q", "[]");
-  EXPECT_THAT(h.Body(r), HasSubstr(R"("code":"unavailable")"));
-  EXPECT_TRUE(h.sql_requests.empty());
-}
-
-TEST(RuntimeSqlSelection, AnActorWithoutADatabaseIsNotConfigured) {
-  RuntimeHarness h;
-  ActorDef<> def("plain");
-  def.action("q", [](Ctx<>& c) -> Task<int64_t> {
-    co_await c.db().exec("SELECT 1");
-    co_return 1;
-  });
-  h.Boot({def.type()});
-  h.StartActor("a1", "plain");
-  auto r = h.Action("a1", "q", "[]");
-  EXPECT_THAT(h.Body(r), HasSubstr(R"("code":"database_not_configured")"));
 }
 
 TEST_F(RuntimeRemoteSql, OnSleepMayUseTheDatabaseAndItIsClosedAfterwards) {
