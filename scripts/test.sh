@@ -4,7 +4,8 @@
 #   2. builds the `dev` preset (Debug, ASan + UBSan) and the `wasm` preset (the sans-I/O
 #      cores and the JS runtime, keel.wasm), then runs every ctest suite (the acceptance
 #      suite's `wasm` entries run JavaScript actors on keel.wasm),
-#   3. runs the wasm smoke programs and the JS package's tests (JS actors in Node, Deno and
+#   3. runs the wasm smoke programs, the sans-I/O unit suites built for wasm
+#      (tests/wasm/run.sh) and the JS package's tests (JS actors in Node, Deno and
 #      workerd, and the JS client, against the dev build's engine),
 #   4. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
 # Set KEEL_SKIP_WASM=1 or KEEL_SKIP_FUZZ=1 to skip a stage locally.
@@ -44,6 +45,8 @@ if [ "${KEEL_SKIP_WASM:-0}" != "1" ]; then
   # Emscripten 3.1.6's loader predates Node's global fetch; keep Node on the fs path.
   node --no-experimental-fetch build/wasm/bin/protocol_smoke.js
   node --no-experimental-fetch build/wasm/bin/runtime_smoke.js
+  step "wasm: the sans-I/O unit suites (envoy, runtime, value, protocol) under Node"
+  bash tests/wasm/run.sh build/wasm
   step "wasm: JS actors and the JS client against keel-engine (packages/keel-wasm)"
   KEEL_BIN_DIR="$PWD/build/dev/bin" node --experimental-websocket --test packages/keel-wasm/test/
 fi
