@@ -70,6 +70,23 @@ struct TaskResult<void> {
   void SetException(std::exception_ptr e) { error = std::move(e); }
 };
 
+// The final suspend of every Task: resumes the awaiter when the task finished after it
+// suspended. One non-template type (it only needs the promise's handoff flag and
+// continuation) whose await_suspend returns bool: clang 14 turns a call of a
+// `void(coroutine_handle)` function right before a resume function returns into a required
+// tail call, and for Task<T> with T of internal linkage the optimiser rewrote a per-T
+// await_suspend into exactly that — which wasm without the tail-call feature cannot compile.
+struct FinalAwaiter {
+  bool* handoff;
+  coro::coroutine_handle<>* continuation;
+  bool await_ready() noexcept { return false; }
+  bool await_suspend(coro::coroutine_handle<>) noexcept {
+    if (std::exchange(*handoff, true) && *continuation) continuation->resume();
+    return true;
+  }
+  void await_resume() noexcept {}
+};
+
 template <typename T>
 struct TaskPromise : TaskResult<T> {
   coro::coroutine_handle<> continuation;
@@ -81,15 +98,7 @@ struct TaskPromise : TaskResult<T> {
   // the task's final suspend. No symmetric transfer: it needs wasm tail calls, which
   // Debian's Emscripten does not enable by default.
   bool handoff = false;
-  struct FinalAwaiter {
-    bool await_ready() noexcept { return false; }
-    void await_suspend(coro::coroutine_handle<TaskPromise> h) noexcept {
-      TaskPromise& p = h.promise();
-      if (std::exchange(p.handoff, true) && p.continuation) p.continuation.resume();
-    }
-    void await_resume() noexcept {}
-  };
-  FinalAwaiter final_suspend() noexcept { return {}; }
+  FinalAwaiter final_suspend() noexcept { return FinalAwaiter{&handoff, &continuation}; }
   void unhandled_exception() { this->SetException(std::current_exception()); }
 };
 
