@@ -1,19 +1,10 @@
 // TypeScript declarations of keel-wasm (hand-written: Emscripten 3.1.6 has no --emit-tsd).
 // The runtime API: define actors with actor(), host them with serve().
 
-/** A value actors keep in state, pass as arguments and results, and send in events:
- *  what CBOR can carry. Integers beyond 2^53 are BigInt; bytes are Uint8Array. */
-export type Value =
-  | undefined
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | Value[]
-  | Map<Value, Value>
-  | { [key: string]: Value };
+/** A value actors keep in state, pass as arguments and results, and send in events: what
+ *  CBOR can carry — the same values clients send and receive. */
+import type { Value } from "./client/index.js";
+export type { Value };
 
 /** A structured error: `group.code` + message (+ metadata). */
 export class ActorError extends Error {

@@ -19,6 +19,8 @@
 // Integers (ids, timeout) are numbers, or bigints above 2^53 - 1; `Cbor` fields and
 // optional ones are `undefined` when absent.
 
+import { ByteBuffer } from "./buffer.js";
+
 export const PROTOCOL_VERSION = 3;
 const OLDEST_VERSION = 1;
 
@@ -32,18 +34,9 @@ export class BareError extends Error {
   }
 }
 
-export class BareWriter {
+export class BareWriter extends ByteBuffer {
   constructor() {
-    this.buf = new Uint8Array(128);
-    this.len = 0;
-  }
-  ensure(n) {
-    if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.len));
-    this.buf = next;
+    super(128);
   }
   u8(v) {
     this.ensure(1);
@@ -82,9 +75,7 @@ export class BareWriter {
     this.u8(Number(n));
   }
   raw(bytes) {
-    this.ensure(bytes.length);
-    this.buf.set(bytes, this.len);
-    this.len += bytes.length;
+    this.append(bytes);
   }
   data(bytes) {
     this.uint(bytes.length);
@@ -98,9 +89,6 @@ export class BareWriter {
     if (v === undefined || v === null) return this.u8(0);
     this.u8(1);
     fn.call(this, v);
-  }
-  result() {
-    return this.buf.slice(0, this.len);
   }
 }
 

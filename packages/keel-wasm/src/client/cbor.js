@@ -19,6 +19,8 @@
 //   any keys; a decoded map whose keys are all text is a plain object, otherwise a Map.
 // Anything else (functions, symbols, class instances other than the above) is a TypeError.
 
+import { ByteBuffer } from "./buffer.js";
+
 const MAX_EXACT = 2 ** 53;
 const U64_MAX = (1n << 64n) - 1n;
 const textEncoder = new TextEncoder();
@@ -31,27 +33,16 @@ export class CborError extends Error {
   }
 }
 
-class Writer {
+class Writer extends ByteBuffer {
   constructor() {
-    this.buf = new Uint8Array(256);
-    this.len = 0;
-  }
-  ensure(n) {
-    if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.len));
-    this.buf = next;
+    super(256);
   }
   byte(b) {
     this.ensure(1);
     this.buf[this.len++] = b;
   }
   bytes(u8) {
-    this.ensure(u8.length);
-    this.buf.set(u8, this.len);
-    this.len += u8.length;
+    this.append(u8);
   }
   // A head: major type + argument (number below 2^53 or bigint up to 2^64-1).
   head(major, arg) {
@@ -90,9 +81,6 @@ class Writer {
     this.buf[this.len++] = 0xfb;
     new DataView(this.buf.buffer, this.buf.byteOffset + this.len, 8).setFloat64(0, d, false);
     this.len += 8;
-  }
-  result() {
-    return this.buf.slice(0, this.len);
   }
 }
 
