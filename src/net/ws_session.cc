@@ -3,6 +3,10 @@
 #include <exception>
 #include <utility>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
@@ -39,6 +43,18 @@ bool IsSendableCloseCode(uint16_t code) {
   return code != 1004 && code != 1005 && code != 1006 && code != 1015;
 }
 }  // namespace
+
+void AckPromptly(beast::tcp_stream& stream) {
+#ifdef TCP_QUICKACK
+  auto& socket = stream.socket();
+  if (!socket.is_open()) return;
+  const int on = 1;
+  // Best effort: a failure only means the ACK is delayed as before.
+  (void)::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
+#else
+  (void)stream;
+#endif
+}
 
 WsSession::WsSession(std::shared_ptr<asio::io_context> ioc, Strand strand,
                      std::string remote_address, size_t max_message)
@@ -179,6 +195,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
       }
       break;
     }
+    AckPromptly(ws_->next_layer());
     std::string message = beast::buffers_to_string(buffer.data());
     buffer.consume(buffer.size());
     const bool binary = ws_->got_binary();

@@ -28,6 +28,14 @@ namespace keel::net::internal {
 using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 using WsStream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
 
+// Acknowledges what the peer sent without waiting for data to piggyback on (Linux
+// TCP_QUICKACK; a no-op elsewhere). Called after every read: Linux otherwise falls back to
+// delayed ACKs (up to 40 ms) on an interactive connection, and a peer that leaves Nagle's
+// algorithm on (Deno's WebSocket and fetch set TCP_NODELAY=0) holds its next small frame until
+// that ACK arrives — a 40 ms stall whenever it sends two messages the engine does not answer.
+// The kernel clears the flag again on its own, hence once per read.
+void AckPromptly(boost::beast::tcp_stream& stream);
+
 class WsSession final : public WsConnection,
                         public ShutdownCloser,
                         public std::enable_shared_from_this<WsSession> {
