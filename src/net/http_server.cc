@@ -511,9 +511,10 @@ asio::awaitable<void> Conn::Run() {
         std::min<size_t>(options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
     ArmTimeout();  // covers keep-alive idle time plus reading the whole request
     auto [ec, n] = co_await http::async_read_header(stream_, buffer, parser, as_tuple(use_awaitable));
-    // A client with Nagle on (Deno's fetch) may send the body only once the header is ACKed.
-    if (!ec) internal::AckPromptly(stream_);
     if (!ec && !parser.is_done()) {
+      // A client with Nagle on (Deno's fetch) may send the body only once the header is
+      // ACKed, and no reply is coming to carry that ACK until the body is here.
+      internal::AckPromptly(stream_);
       if (EqualsIgnoreCase(ToView(parser.get()[http::field::expect]), "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, 11};
         auto [cec, cn] = co_await http::async_write(stream_, cont, as_tuple(use_awaitable));

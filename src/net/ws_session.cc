@@ -1,5 +1,6 @@
 #include "net/internal/ws_session.h"
 
+#include <chrono>
 #include <exception>
 #include <utility>
 
@@ -109,8 +110,25 @@ void WsSession::Abort() {
   });
 }
 
+// A reply within kAckCheck carries the ACK as usual; otherwise it is sent on its own then,
+// so a Nagle peer waits at most ~1 ms instead of the 40 ms delayed-ACK timer.
+constexpr auto kAckCheck = std::chrono::milliseconds(1);
+
+void WsSession::ArmAckCheck() {
+  if (ack_check_armed_ || !ws_) return;
+  if (!ack_timer_) ack_timer_.emplace(strand_);
+  ack_check_armed_ = true;
+  ack_timer_->expires_after(kAckCheck);
+  ack_timer_->async_wait(asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec) {
+    self->ack_check_armed_ = false;
+    if (ec || self->finished_ || self->aborted_ || !self->ws_) return;
+    if (!self->sent_since_read_) AckPromptly(self->ws_->next_layer());
+  }));
+}
+
 void WsSession::StartWrite() {
   writing_ = true;
+  sent_since_read_ = true;
   Outgoing& front = queue_.front();
   ws_->binary(front.binary);
   ws_->async_write(asio::buffer(front.data),
@@ -147,6 +165,7 @@ void WsSession::Finish(const std::shared_ptr<WsHandler>& handler, uint16_t code,
                        std::string reason) {
   open_ = false;
   queue_.clear();
+  if (ack_timer_) ack_timer_->cancel();
   if (finished_) return;
   finished_ = true;
   if (ws_) {
@@ -195,7 +214,8 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
       }
       break;
     }
-    AckPromptly(ws_->next_layer());
+    sent_since_read_ = false;
+    ArmAckCheck();
     std::string message = beast::buffers_to_string(buffer.data());
     buffer.consume(buffer.size());
     const bool binary = ws_->got_binary();
