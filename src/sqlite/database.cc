@@ -5,7 +5,9 @@
 #include <array>
 #include <climits>
 #include <cstring>
+#include <list>
 #include <mutex>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -250,6 +252,15 @@ struct Prepared {
   std::string_view tail;
 };
 
+// A statement to run and the text after it (a cached statement has none).
+struct StmtRef {
+  sqlite3_stmt* stmt = nullptr;
+  std::string_view tail;
+};
+
+// SQL texts longer than this are not cached (one bulk INSERT's text is not worth keeping).
+constexpr size_t kMaxCachedSqlBytes = 4096;
+
 // Columns and rows of one statement run to completion.
 struct StatementOutput {
   std::vector<std::string> columns;
@@ -306,6 +317,28 @@ struct Database::Impl {
   int64_t changes_before = 0;
   int64_t total_changes_before = 0;
 
+  // --- the prepared-statement cache (see the struct comment) ---
+
+  // A reset statement of one SQL text and what its classifying prepare recorded.
+  struct CachedStatement {
+    std::string sql;
+    StmtPtr stmt;
+    Classification classification;
+    bool reader_denied = false;
+  };
+  struct TextHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+  };
+  std::list<CachedStatement> cache_lru;  // most recently used first
+  std::unordered_map<std::string_view, std::list<CachedStatement>::iterator, TextHash,
+                     std::equal_to<>>
+      cache_index;  // keys view cache_lru's texts
+  // Set by Record when the classified statement is a ROLLBACK (of a transaction or to a
+  // savepoint): it may undo schema changes.
+  bool recorded_rollback = false;
+  StatementCacheStats cache_stats;
+
   static int Authorize(void* self, int code, const char* arg1, const char* arg2,
                        const char* database, const char* /*trigger_or_view*/) {
     auto* impl = static_cast<Impl*>(self);
@@ -325,8 +358,9 @@ struct Database::Impl {
     Classification& c = recorded;
     switch (code) {
       case SQLITE_TRANSACTION:
-      case SQLITE_SAVEPOINT:
+      case SQLITE_SAVEPOINT:  // arg1 = "BEGIN" | "COMMIT" | "RELEASE" | "ROLLBACK"
         c.transaction_control = true;
+        if (arg1 != nullptr && EqualsIgnoreCase(arg1, "ROLLBACK")) recorded_rollback = true;
         break;
       case SQLITE_ATTACH:
         c.attach = true;
@@ -417,6 +451,7 @@ struct Database::Impl {
   Result<Prepared> PrepareAndClassify(std::string_view sql, std::string_view op) {
     recorded = Classification{};
     reader_denied = false;
+    recorded_rollback = false;
     Result<Prepared> prepared = [&] {
       ModeScope mode(*this, AuthMode::kRecord);
       return Prepare(sql, op);
@@ -506,6 +541,66 @@ struct Database::Impl {
     if (options.read_pool_enabled && sqlite3_get_autocommit(db) != 0) writer_held = false;
   }
 
+  // --- the statement cache ---
+
+  // Statements worth keeping: one plain statement (DML or query) whose program cannot
+  // depend on, or change, connection state the cache would not see. Transaction control,
+  // PRAGMAs (some apply their setting while preparing), ATTACH/DETACH and schema or TEMP
+  // writes are prepared every time.
+  bool Cacheable(std::string_view sql, const Classification& c) const {
+    return options.statement_cache_size > 0 && sql.size() <= kMaxCachedSqlBytes &&
+           c.has_statement && !c.has_trailing_sql && !c.transaction_control && !c.attach &&
+           !c.detach && !c.pragma_usage && !c.schema_writes && !c.temp_writes;
+  }
+
+  // After a statement that may have changed the schema or the attached databases (or undone
+  // such a change: ROLLBACK) the cached classifications may be stale. SQLite re-prepares a
+  // cached statement whose schema changed by itself, but the route was chosen from the old
+  // classification and a re-prepare failing while stepping would be reported as
+  // execution_failed instead of prepare_failed: start over.
+  static bool Invalidates(const Classification& c, bool rollback) {
+    return c.schema_writes || c.temp_writes || c.attach || c.detach || c.pragma_usage ||
+           rollback;
+  }
+
+  CachedStatement* Lookup(std::string_view sql) {
+    auto it = cache_index.find(sql);
+    if (it == cache_index.end()) {
+      ++cache_stats.misses;
+      return nullptr;
+    }
+    ++cache_stats.hits;
+    cache_lru.splice(cache_lru.begin(), cache_lru, it->second);  // iterators stay valid
+    return &*it->second;
+  }
+
+  // Takes a statement that just ran (reset, bindings cleared) into the cache, evicting the
+  // least recently used entry when full.
+  void Insert(std::string_view sql, StmtPtr stmt, const Classification& c, bool denied) {
+    if (cache_lru.size() >= options.statement_cache_size) {
+      cache_index.erase(cache_lru.back().sql);
+      cache_lru.pop_back();
+      ++cache_stats.evictions;
+    }
+    cache_lru.push_front(CachedStatement{std::string(sql), std::move(stmt), c, denied});
+    cache_index.emplace(cache_lru.front().sql, cache_lru.begin());
+  }
+
+  void ClearCache() {
+    if (cache_lru.empty()) return;
+    cache_index.clear();
+    cache_lru.clear();  // finalizes
+    ++cache_stats.clears;
+  }
+
+  // A statement between two uses: back to its start, no bindings left (a later call with
+  // fewer parameters binds the rest NULL), whatever state the last use left it in — run to
+  // the end, stopped by an error or an interrupt, or never stepped.
+  static void Rewind(sqlite3_stmt* stmt) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+  }
+
   // --- operations ---
 
   Result<ExecuteResult> Execute(std::string_view sql, const std::optional<Params>& params,
@@ -514,32 +609,67 @@ struct Database::Impl {
     KEEL_RETURN_IF_ERROR(CheckOpen());
     KEEL_RETURN_IF_ERROR(CheckSql(sql));
     const std::string_view op = write_only ? "execute_write" : "execute";
-    if (write_only) return OnWriter(sql, nullptr, Route::kWrite, params, op);
 
-    Result<Prepared> classified = PrepareAndClassify(sql, op);
-    if (!classified.ok()) {
-      // Classification failed: the writer attempt re-prepares and reports SQLite's error.
-      return OnWriter(sql, nullptr, Route::kWriteFallback, params, op);
+    // The statement and its classification: cached, or prepared (and classified) now.
+    CachedStatement* cached = Lookup(sql);
+    Prepared fresh;
+    Classification c;
+    bool denied = false;
+    bool rollback = false;
+    if (cached != nullptr) {
+      c = cached->classification;
+      denied = cached->reader_denied;
+    } else {
+      Result<Prepared> classified = PrepareAndClassify(sql, op);
+      if (!classified.ok()) {
+        // Classification failed: the writer attempt re-prepares and reports SQLite's error.
+        Result<ExecuteResult> result = OnWriter(
+            sql, nullptr, write_only ? Route::kWrite : Route::kWriteFallback, params, op);
+        ClearCache();  // nothing is known about what ran
+        return result;
+      }
+      fresh = std::move(*classified);
+      c = recorded;
+      denied = reader_denied;
+      rollback = recorded_rollback;
     }
-    const Classification c = recorded;
-    if (options.read_pool_enabled && sqlite3_get_autocommit(db) != 0 && c.reader_eligible()) {
-      return OnReader(sql, std::move(*classified), params, op);
+    const StmtRef ref = cached != nullptr ? StmtRef{cached->stmt.get(), {}}
+                                          : StmtRef{fresh.stmt.get(), fresh.tail};
+
+    Result<ExecuteResult> result = [&] {
+      if (write_only) return OnWriter(sql, &ref, Route::kWrite, params, op);
+      if (options.read_pool_enabled && sqlite3_get_autocommit(db) != 0 && c.reader_eligible()) {
+        return OnReader(sql, ref.stmt, denied, params, op);
+      }
+      const Route route =
+          (!c.readonly || c.requires_write_route()) ? Route::kWrite : Route::kWriteFallback;
+      return OnWriter(sql, &ref, route, params, op);
+    }();
+
+    if (ref.stmt != nullptr) Rewind(ref.stmt);
+    if (!result.ok() || Invalidates(c, rollback)) {
+      // An error may have rolled a transaction back (SQLite does on I/O errors, SQLITE_FULL,
+      // interrupts), undoing schema changes; a statement that changes the schema makes the
+      // classifications stale.
+      ClearCache();
+    } else if (cached == nullptr && Cacheable(sql, c)) {
+      Insert(sql, std::move(fresh.stmt), c, denied);
     }
-    const Route route =
-        (!c.readonly || c.requires_write_route()) ? Route::kWrite : Route::kWriteFallback;
-    return OnWriter(sql, &*classified, route, params, op);
+    return result;
   }
 
   // A writer use. `prepared` is the classification's statement (prepared without effect
-  // on the program: kRecord allows everything) or null to prepare here.
-  Result<ExecuteResult> OnWriter(std::string_view sql, Prepared* prepared, Route route,
+  // on the program: kRecord allows everything) or a cached one, or null to prepare here.
+  Result<ExecuteResult> OnWriter(std::string_view sql, const StmtRef* prepared, Route route,
                                  const std::optional<Params>& params, std::string_view op) {
     BeginWriterUse();
     Result<ExecuteResult> result = [&]() -> Result<ExecuteResult> {
       Prepared local;
+      StmtRef ref;
       if (prepared == nullptr) {
         KEEL_ASSIGN_OR_RETURN(local, Prepare(sql, op));
-        prepared = &local;
+        ref = StmtRef{local.stmt.get(), local.tail};
+        prepared = &ref;
       }
       if (!IsBlank(prepared->tail)) {
         return SqlError("invalid_sql", "sqlite execute only supports a single statement");
@@ -547,8 +677,8 @@ struct Database::Impl {
       ExecuteResult out;
       out.route = route;
       if (prepared->stmt == nullptr) return out;  // no statement: empty, changes 0
-      KEEL_RETURN_IF_ERROR(Bind(prepared->stmt.get(), params));
-      KEEL_ASSIGN_OR_RETURN(StatementOutput rows, Run(prepared->stmt.get(), op));
+      KEEL_RETURN_IF_ERROR(Bind(prepared->stmt, params));
+      KEEL_ASSIGN_OR_RETURN(StatementOutput rows, Run(prepared->stmt, op));
       out.columns = std::move(rows.columns);
       out.rows = std::move(rows.rows);
       out.changes = WriterChanges();
@@ -560,28 +690,30 @@ struct Database::Impl {
   }
 
   // A reader use: route READ under the reader authorizer. REQUIRES: `classified` is a
-  // reader-eligible statement (so it exists, is read-only and has nothing after it).
-  Result<ExecuteResult> OnReader(std::string_view sql, Prepared classified,
+  // reader-eligible statement (so it exists, is read-only and has nothing after it);
+  // `denied`: its classifying prepare saw an action the reader authorizer denies.
+  Result<ExecuteResult> OnReader(std::string_view sql, sqlite3_stmt* classified, bool denied,
                                  const std::optional<Params>& params, std::string_view op) {
     ModeScope mode(*this, AuthMode::kReader);
-    Prepared prepared = std::move(classified);
-    if (reader_denied) {
-      prepared = Prepared{};
+    sqlite3_stmt* stmt = classified;
+    Prepared prepared;
+    if (denied) {
       KEEL_ASSIGN_OR_RETURN(prepared, Prepare(sql, op));
       if (prepared.stmt == nullptr || !IsBlank(prepared.tail)) {
         // Unreachable: the same text prepared to one statement a moment ago.
         return SqlError("prepare_failed",
                         "failed to prepare sqlite " + std::string(op) + " statement");
       }
+      stmt = prepared.stmt.get();
     }
-    if (sqlite3_stmt_readonly(prepared.stmt.get()) == 0) {
+    if (sqlite3_stmt_readonly(stmt) == 0) {
       // A reader connection runs with query_only = ON.
       return SqlError("execution_failed", "failed to step sqlite " + std::string(op) +
                                               " statement: attempt to write a readonly "
                                               "database");
     }
-    KEEL_RETURN_IF_ERROR(Bind(prepared.stmt.get(), params));
-    KEEL_ASSIGN_OR_RETURN(StatementOutput rows, Run(prepared.stmt.get(), op));
+    KEEL_RETURN_IF_ERROR(Bind(stmt, params));
+    KEEL_ASSIGN_OR_RETURN(StatementOutput rows, Run(stmt, op));
     ExecuteResult out;
     out.columns = std::move(rows.columns);
     out.rows = std::move(rows.rows);
@@ -614,6 +746,7 @@ struct Database::Impl {
       return last;
     }();
     EndWriterUse();
+    ClearCache();  // any statement may have run (schema changes, ROLLBACK, PRAGMAs)
     return result;
   }
 
@@ -628,9 +761,11 @@ struct Database::Impl {
   void Close() {
     std::lock_guard<std::mutex> lock(mu);
     if (db == nullptr) return;
+    ClearCache();
     if (sqlite3_get_autocommit(db) == 0) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    // Every statement is finalized when its call returns, so close cannot be busy;
-    // close_v2 would still release the handle if it were.
+    // Every statement is finalized (the cache just now, the others when their call
+    // returns), so close cannot be busy; close_v2 would still release the handle if it
+    // were.
     sqlite3_close_v2(db);
     db = nullptr;
     writer_held = false;
@@ -704,6 +839,13 @@ bool Database::InTransaction() const {
 }
 
 void Database::Close() { impl_->Close(); }
+
+StatementCacheStats Database::statement_cache_stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  StatementCacheStats stats = impl_->cache_stats;
+  stats.size = impl_->cache_lru.size();
+  return stats;
+}
 
 bool Database::closed() const {
   std::lock_guard<std::mutex> lock(impl_->mu);

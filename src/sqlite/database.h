@@ -67,12 +67,27 @@
 // the reader authorizer with "not authorized", as in Rivet) still changes the setting
 // here; use ExecuteWrite or Exec for settings.
 //
+// Statement cache: Execute/ExecuteWrite keep up to `statement_cache_size` prepared
+// statements, keyed by the exact SQL text (least recently used evicted), with what their
+// classifying prepare recorded, so a repeated statement skips parsing, planning and
+// classification; routes, results and errors are those of a fresh prepare. A statement is
+// reset and its bindings cleared after every use, whatever the use ended in. Cached: one
+// plain statement (no trailing SQL) of at most 4 KiB with no transaction control, PRAGMA,
+// ATTACH/DETACH, schema or TEMP write — those are prepared every time. The whole cache is
+// dropped after any statement that writes the schema (or TEMP), uses a PRAGMA, attaches or
+// detaches, or rolls back (which may undo a schema change); after any failed statement (an
+// error may have rolled the transaction back); after every Exec; and at Close. SQLite
+// itself re-prepares a cached statement whose schema changed (prepare_v2), under the
+// authorizer mode of that use.
+//
 // Thread-safety: every method may be called from any thread; calls on one Database are
 // serialised by an internal mutex (one connection).
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,6 +103,8 @@ struct Classification;
 struct DatabaseOptions {
   // §8.3 read pool. Disabled → every Execute runs as a writer use (WRITE/WRITE_FALLBACK).
   bool read_pool_enabled = true;
+  // Prepared statements kept per connection (see "Statement cache" above); 0 = none.
+  size_t statement_cache_size = 64;
   // Interrupt a statement (sqlite3_progress_handler) that runs longer than this; 0 = never.
   std::chrono::milliseconds statement_deadline{25000};
   // The owner's stop switch: once it reads true, a running statement is interrupted and
@@ -95,6 +112,14 @@ struct DatabaseOptions {
   // for the statement (a host joining its SQL threads at shutdown) is not held up to the
   // deadline. Must outlive the Database. nullptr: none.
   const std::atomic<bool>* abort = nullptr;
+};
+
+struct StatementCacheStats {
+  uint64_t hits = 0;       // Execute/ExecuteWrite calls served by a cached statement
+  uint64_t misses = 0;     // … that prepared their statement
+  uint64_t evictions = 0;  // entries dropped to make room
+  uint64_t clears = 0;     // times the whole cache was dropped (schema change, error, Exec)
+  size_t size = 0;         // entries now
 };
 
 class Database {
@@ -117,6 +142,7 @@ class Database {
   Result<QueryResult> Query(std::string_view sql, const std::optional<Params>& params = {});
   Result<RunResult> Run(std::string_view sql, const std::optional<Params>& params = {});
 
+  StatementCacheStats statement_cache_stats() const;
   // True while a manual transaction is open (the writer is "held", §8.3 stickiness).
   bool InTransaction() const;
   // Closes the connection (rolling back an open transaction). Idempotent.

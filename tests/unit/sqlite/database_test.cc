@@ -961,6 +961,193 @@ TEST_F(SqlDatabaseTest, FailedPageCommitSurfacesAndTheDatabaseStaysUsable) {
             (std::vector<Row>{{T("before")}, {T("after")}}));
 }
 
+// --- the statement cache ------------------------------------------------------------
+
+class SqlStatementCacheTest : public SqlRouteTest {
+ protected:
+  Params P(std::vector<Value> values) { return Params(std::move(values)); }
+  StatementCacheStats Stats() { return db_->statement_cache_stats(); }
+};
+
+TEST_F(SqlStatementCacheTest, ARepeatedStatementIsPreparedOnceAndReusedWithNewParams) {
+  constexpr std::string_view kInsert = "INSERT INTO items(id, label) VALUES (?, ?)";
+  const StatementCacheStats before = Stats();
+  for (int64_t i = 1; i <= 5; ++i) {
+    ExecuteResult r = Ok(db_->Execute(kInsert, P({I(i), T("row-" + std::to_string(i))})));
+    EXPECT_EQ(r.route, Route::kWrite);
+    EXPECT_EQ(r.changes, 1);
+    EXPECT_EQ(r.last_insert_row_id, i);
+  }
+  EXPECT_EQ(Stats().misses - before.misses, 1u);
+  EXPECT_EQ(Stats().hits - before.hits, 4u);
+  // Fewer params than placeholders: the rest is NULL, not the last use's binding.
+  Ok(db_->Execute(kInsert, P({I(6)})));
+  constexpr std::string_view kSelect = "SELECT label FROM items WHERE id = ?";
+  for (int64_t i = 1; i <= 6; ++i) {
+    ExecuteResult r = Ok(db_->Execute(kSelect, P({I(i)})));
+    EXPECT_EQ(r.route, Route::kRead);
+    EXPECT_EQ(r.rows, (std::vector<Row>{{i == 6 ? Value(Null{}) : T("row-" + std::to_string(i))}}));
+  }
+  // No params at all: every placeholder NULL again.
+  EXPECT_EQ(Ok(db_->Execute(kSelect)).rows, std::vector<Row>{});
+  // The same text inside a manual transaction is the same statement, routed on the writer.
+  Ok(db_->Execute("BEGIN"));
+  EXPECT_EQ(Ok(db_->Execute(kSelect, P({I(2)}))).route, Route::kWriteFallback);
+  EXPECT_EQ(Ok(db_->ExecuteWrite(kSelect, P({I(2)}))).rows, (std::vector<Row>{{T("row-2")}}));
+  Ok(db_->Execute("COMMIT"));
+  EXPECT_EQ(Ok(db_->Execute(kSelect, P({I(2)}))).route, Route::kRead);
+  EXPECT_EQ(Stats().size, 2u);
+}
+
+TEST_F(SqlStatementCacheTest, TheLeastRecentlyUsedStatementIsEvicted) {
+  DatabaseOptions options;
+  options.statement_cache_size = 2;
+  db_.reset();
+  db_ = Open(options);
+  ASSERT_NE(db_, nullptr);
+  for (int round = 0; round < 3; ++round) {
+    for (int64_t v : {1, 2, 3}) {
+      const std::string sql = "SELECT " + std::to_string(v) + " AS v";
+      EXPECT_EQ(Ok(db_->Execute(sql)).rows, (std::vector<Row>{{I(v)}}));
+    }
+  }
+  EXPECT_EQ(Stats().size, 2u);
+  EXPECT_EQ(Stats().hits, 0u);  // 1, 2, 3 in turn: each evicted before its next use
+  EXPECT_EQ(Stats().evictions, 7u);
+  Ok(db_->Execute("SELECT 3 AS v"));  // the most recent is still there
+  EXPECT_EQ(Stats().hits, 1u);
+
+  options.statement_cache_size = 0;  // no cache at all
+  db_.reset();
+  db_ = Open(options);
+  ASSERT_NE(db_, nullptr);
+  Ok(db_->Execute("SELECT 1"));
+  Ok(db_->Execute("SELECT 1"));
+  EXPECT_EQ(Stats().size, 0u);
+  EXPECT_EQ(Stats().hits, 0u);
+}
+
+TEST_F(SqlStatementCacheTest, SchemaChangesDropTheCache) {
+  EXPECT_EQ(Ok(db_->Execute("SELECT * FROM items")).columns,
+            (std::vector<std::string>{"id", "label"}));
+  EXPECT_EQ(Stats().size, 1u);
+  Ok(db_->Execute("ALTER TABLE items ADD COLUMN qty INTEGER"));
+  EXPECT_EQ(Stats().size, 0u);
+  EXPECT_EQ(Ok(db_->Execute("SELECT * FROM items")).columns,
+            (std::vector<std::string>{"id", "label", "qty"}));
+
+  // A cached statement whose table is gone fails as a fresh prepare would.
+  Ok(db_->Execute("CREATE TABLE other(x)"));
+  Ok(db_->Execute("INSERT INTO other VALUES (?)", P({I(1)})));
+  EXPECT_EQ(Stats().size, 1u);
+  Ok(db_->Execute("DROP TABLE other"));
+  EXPECT_TRUE(IsSqlError(db_->Execute("INSERT INTO other VALUES (?)", P({I(1)})),
+                         "prepare_failed", "no such table: other"));
+
+  // ROLLBACK undoes a schema change the cache has seen statements for.
+  Ok(db_->Execute("BEGIN"));
+  Ok(db_->Execute("CREATE TABLE scratch(x)"));
+  Ok(db_->Execute("INSERT INTO scratch VALUES (?)", P({I(1)})));
+  EXPECT_EQ(Stats().size, 1u);
+  Ok(db_->Execute("ROLLBACK"));
+  EXPECT_EQ(Stats().size, 0u);
+  EXPECT_TRUE(IsSqlError(db_->Execute("INSERT INTO scratch VALUES (?)", P({I(1)})),
+                         "prepare_failed", "no such table: scratch"));
+
+  // A schema change made by Exec (migrations) drops it too.
+  Ok(db_->Execute("SELECT * FROM items"));
+  Ok(db_->Exec("ALTER TABLE items ADD COLUMN note TEXT; SELECT 1"));
+  EXPECT_EQ(Stats().size, 0u);
+  EXPECT_EQ(Ok(db_->Execute("SELECT * FROM items")).columns,
+            (std::vector<std::string>{"id", "label", "qty", "note"}));
+}
+
+TEST_F(SqlStatementCacheTest, ASchemaChangeSqliteSeesByItselfIsHandledOnStep) {
+  // The cache is dropped on every schema write it sees; a cached statement must still be
+  // safe if SQLite recompiles it (prepare_v2 re-prepares on step).
+  Ok(db_->Execute("INSERT INTO items(label) VALUES (?)", P({T("a")})));
+  Ok(db_->Execute("CREATE INDEX items_label ON items(label)"));
+  Ok(db_->Execute("INSERT INTO items(label) VALUES (?)", P({T("b")})));
+  Ok(db_->Execute("INSERT INTO items(label) VALUES (?)", P({T("c")})));
+  EXPECT_EQ(Ok(db_->Execute("SELECT count(*) FROM items WHERE label >= ?", P({T("b")}))).rows,
+            (std::vector<Row>{{I(2)}}));
+}
+
+TEST_F(SqlStatementCacheTest, AStatementStoppedByAnErrorIsResetBeforeItsNextUse) {
+  // abs(INT64_MIN) overflows while stepping, after the first row.
+  Ok(db_->Exec("INSERT INTO items(id, label) VALUES (1, 'a'), (2, 'b'), (3, 'c')"));
+  constexpr std::string_view kSql =
+      "SELECT id, abs(CASE WHEN id = 2 THEN ? ELSE id END) FROM items ORDER BY id";
+  EXPECT_EQ(Ok(db_->Execute(kSql, P({I(5)}))).rows,
+            (std::vector<Row>{{I(1), I(1)}, {I(2), I(5)}, {I(3), I(3)}}));
+  EXPECT_EQ(Stats().size, 1u);
+  EXPECT_TRUE(IsSqlError(db_->Execute(kSql, P({I(std::numeric_limits<int64_t>::min())})),
+                         "execution_failed", "integer overflow"));
+  EXPECT_EQ(Ok(db_->Execute(kSql, P({I(7)}))).rows,
+            (std::vector<Row>{{I(1), I(1)}, {I(2), I(7)}, {I(3), I(3)}}));
+
+  // A failing cached INSERT inside a transaction: the transaction stays open and usable.
+  constexpr std::string_view kInsert = "INSERT INTO items(id, label) VALUES (?, ?)";
+  Ok(db_->Execute("BEGIN"));
+  Ok(db_->Execute(kInsert, P({I(10), T("x")})));
+  EXPECT_TRUE(IsSqlError(db_->Execute(kInsert, P({I(10), T("dup")})), "execution_failed",
+                         "UNIQUE constraint failed"));
+  EXPECT_TRUE(db_->InTransaction());
+  EXPECT_EQ(Ok(db_->Execute(kInsert, P({I(11), T("y")}))).changes, 1);
+  Ok(db_->Execute("COMMIT"));
+  EXPECT_EQ(Ok(db_->Query("SELECT count(*) FROM items")).rows, (std::vector<Row>{{I(5)}}));
+
+  // A bind failure leaves no stale binding behind.
+  EXPECT_TRUE(IsSqlError(db_->Execute(kInsert, P({I(12), T("z"), I(0)})), "invalid_bind_parameter"));
+  Ok(db_->Execute(kInsert, P({I(12)})));
+  EXPECT_EQ(Ok(db_->Query("SELECT label FROM items WHERE id = 12")).rows,
+            (std::vector<Row>{{Value(Null{})}}));
+}
+
+TEST_F(SqlStatementCacheTest, AnInterruptedCachedStatementRunsAgain) {
+  DatabaseOptions options;
+  options.statement_deadline = 50ms;
+  db_.reset();
+  db_ = Open(options);
+  ASSERT_NE(db_, nullptr);
+  constexpr std::string_view kSql =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) "
+      "SELECT count(*) FROM c";
+  EXPECT_EQ(Ok(db_->Execute(kSql, P({I(10)}))).rows, (std::vector<Row>{{I(10)}}));
+  EXPECT_TRUE(IsSqlError(db_->Execute(kSql, P({I(1'000'000'000'000)})), "statement_timeout"));
+  EXPECT_EQ(Ok(db_->Execute(kSql, P({I(20)}))).rows, (std::vector<Row>{{I(20)}}));
+}
+
+TEST_F(SqlStatementCacheTest, PragmasAndTransactionControlAreNotCached) {
+  Ok(db_->ExecuteWrite("PRAGMA foreign_keys = ON"));
+  Ok(db_->ExecuteWrite("PRAGMA foreign_keys = OFF"));
+  Ok(db_->ExecuteWrite("PRAGMA foreign_keys = ON"));
+  EXPECT_EQ(Ok(db_->ExecuteWrite("PRAGMA foreign_keys")).rows, (std::vector<Row>{{I(1)}}));
+  Ok(db_->ExecuteWrite("PRAGMA foreign_keys = OFF"));
+  EXPECT_EQ(Ok(db_->ExecuteWrite("PRAGMA foreign_keys")).rows, (std::vector<Row>{{I(0)}}));
+  Ok(db_->Execute("BEGIN"));
+  Ok(db_->Execute("COMMIT"));
+  Ok(db_->Execute("SAVEPOINT s"));
+  Ok(db_->Execute("RELEASE s"));
+  EXPECT_EQ(Stats().size, 0u);
+  EXPECT_EQ(Stats().hits, 0u);
+  // Two statements are refused whatever the cache holds.
+  Ok(db_->Execute("SELECT 1"));
+  EXPECT_TRUE(IsSqlError(db_->Execute("SELECT 1; SELECT 2"), "invalid_sql"));
+}
+
+TEST_F(SqlStatementCacheTest, CloseFinalizesTheCache) {
+  Ok(db_->Execute("INSERT INTO items(label) VALUES (?)", P({T("a")})));
+  Ok(db_->Execute("SELECT * FROM items"));
+  EXPECT_EQ(Stats().size, 2u);
+  db_->Close();
+  EXPECT_EQ(Stats().size, 0u);
+  EXPECT_TRUE(IsSqlError(db_->Execute("SELECT * FROM items"), "closed"));
+  db_ = Open();
+  ASSERT_NE(db_, nullptr);
+  EXPECT_EQ(Ok(db_->Execute("SELECT label FROM items")).rows, (std::vector<Row>{{T("a")}}));
+}
+
 // --- other VFS, threads ------------------------------------------------------------
 
 // A fresh directory under the system temp dir, removed on destruction.
