@@ -556,7 +556,18 @@ void Instance::Gate(std::function<void()> send, std::function<void(const ClientE
   Checkpoint();
   SyncAlarm();
   MaybeFlush();
-  const uint64_t needs = staged_seq_;
+  EnqueueOutput(staged_seq_, std::move(send), std::move(fail));
+}
+
+void Instance::GateAt(uint64_t needs, std::function<void()> send,
+                      std::function<void(const ClientError&)> fail) {
+  SyncAlarm();
+  MaybeFlush();
+  EnqueueOutput(needs, std::move(send), std::move(fail));
+}
+
+void Instance::EnqueueOutput(uint64_t needs, std::function<void()> send,
+                             std::function<void(const ClientError&)> fail) {
   if (outputs_.empty() && durable_seq_ >= needs && AlarmSettled()) {
     send();
     return;
@@ -1426,7 +1437,17 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     reply = wire::ErrorMsg{e.group, e.code, e.message, e.metadata, req.id};
   }
   // The record says this message was processed, in the same commit as its effects, so a
-  // replay after a runtime crash does not apply it twice.
+  // replay after a runtime crash does not apply it twice. The answer waits only for the
+  // effects (the actor record, KV writes, a changed connection state or subscription):
+  // when there are none — a read-only action, or one whose only effects are SQL, which
+  // commits on its own — the index alone is not worth a synced commit before answering.
+  // The gateway's ack still waits for it (FinishClientMessage gates it), so until it is
+  // durable a crash makes the gateway replay the message, and the next instance runs that
+  // effect-free action again (its answer may then arrive twice; clients drop an answer to
+  // a request they no longer wait for).
+  Checkpoint();
+  if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnIfChanged(*c->second);
+  const uint64_t effects = staged_seq_;
   if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnProcessed(*c->second, index);
   auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
@@ -1443,7 +1464,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     if (index) FinishClientMessage(conn_id, *index);
   };
   const uint64_t action_id = req.id;
-  Gate(send, [this, conn_id, action_id](const ClientError& e) {
+  GateAt(effects, send, [this, conn_id, action_id](const ClientError& e) {
     auto c = conns_.find(conn_id);
     if (c != conns_.end()) SendToConn(*c->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, action_id});
   });

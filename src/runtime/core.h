@@ -421,6 +421,10 @@ class Instance {
   };
   // Captures any state/schedule change, then sends now or after the pending flush.
   void Gate(std::function<void()> send, std::function<void(const ClientError&)> fail = {});
+  // The same for an output that needs only what was staged up to `needs` (<= staged_seq_)
+  // to be durable; it still leaves after every earlier output.
+  void GateAt(uint64_t needs, std::function<void()> send, std::function<void(const ClientError&)> fail);
+  void EnqueueOutput(uint64_t needs, std::function<void()> send, std::function<void(const ClientError&)> fail);
   // Serialises the actor record; if it changed, stages it in the overlay.
   void Checkpoint();
   void StageWrite(Bytes key, std::optional<Bytes> value);

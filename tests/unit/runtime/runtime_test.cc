@@ -1220,6 +1220,46 @@ TEST(RuntimeHibernation, ReplayAfterARuntimeCrashDoesNotApplyAnAnsweredActionTwi
   EXPECT_EQ(h2.Reply(ws).last_ack, std::optional<uint16_t>(3));
 }
 
+// Over a hibernatable connection, an action with no effects (getCount) is answered without
+// waiting for the synced commit of its processed-message index; the gateway's ack still
+// waits for that commit. An action that changes state is answered only once its effects
+// and its index are committed (together, in one write).
+TEST(RuntimeHibernation, AnEffectFreeActionIsAnsweredBeforeItsIndexIsDurableAndAckedAfter) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  const size_t before = Decoded(h.Reply(ws)).size();  // the connection's Init
+  h.hold_kv = true;
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "getCount", Value::ArrayOf({})}), false);  // 1
+  auto msgs = Decoded(h.Reply(ws));
+  ASSERT_EQ(msgs.size(), before + 1) << "the read-only action waited for the index write";
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value(0));
+  EXPECT_EQ(h.Reply(ws).last_ack, std::nullopt) << "acknowledged before the index was durable";
+  ASSERT_EQ(h.held_kv(), 1u) << "the index is being written";
+
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false);  // 2
+  EXPECT_EQ(Decoded(h.Reply(ws)).size(), before + 1) << "a state change answered before it was durable";
+  h.hold_kv = false;
+  h.ReleaseKv();
+  msgs = Decoded(h.Reply(ws));
+  ASSERT_EQ(msgs.size(), before + 2);
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value(5));
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(2));
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 5}}));
+
+  // A crash now: the next instance sees both messages as processed.
+  RuntimeHarness h2;
+  h2.kv("a1") = h.kv("a1");
+  h2.Boot({CounterDef().type()});
+  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false, 2);
+  EXPECT_TRUE(h2.Reply(ws).ws_messages.empty()) << "a replayed message was processed again";
+}
+
 TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
   auto log = std::make_shared<std::vector<std::string>>();
   ActorDef<Counter> def = CounterDef();
