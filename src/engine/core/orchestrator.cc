@@ -1163,7 +1163,18 @@ void Orchestrator::OnEvents(std::shared_ptr<EnvoySession> session,
             }
           },
           event.inner.value);
+      const size_t stale_before = e.wf.stale_hosts.size();
       m.StepActor(e, in);
+      // A Stopped for an abandoned generation lifts that envoy's exclusion: an actor
+      // waiting for capacity retries now rather than at its next backoff tick (2-8 s).
+      // After an engine restart the actors' own envoy reconnects and is the only one, and
+      // it answers the replayed Stop{LOST} right after it connected.
+      auto after = m.actors.find(*id);
+      if (after != m.actors.end() &&
+          after->second->wf.transition == orch::Transition::kReallocating &&
+          after->second->wf.stale_hosts.size() < stale_before) {
+        m.StepActor(*after->second, orch::in::PoolCapacityAvailable{});
+      }
     }
   });
 }

@@ -1831,5 +1831,65 @@ TEST_F(EngineEnvoyTest, RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTi
   std::filesystem::remove_all(dir);
 }
 
+// W7 (kill -9 of the engine): a request that arrives after the restart, before the
+// runtime's envoy reconnected, reschedules the actor at once (fast recovery: Stop{LOST}
+// for the old generation, whose envoy stays excluded until it confirms the stop). The
+// envoy then reconnects with the same key and answers the replayed Stop{LOST}; from then
+// on it may host the actor again, and the actor must start there right away, not at its
+// next backoff retry (2-8 s with the defaults; 60 s here, so a start that waits for it
+// fails the bounded wait below).
+TEST_F(EngineEnvoyTest, ActorLostAtEngineRestartStartsOnItsReconnectedEnvoyOnceTheOldGenerationStopped) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("keel-engine-envoy-rejoin-" + std::to_string(NowMs()) + "-" +
+                    std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  engine::EngineOptions o = FastOptions();
+  o.thresholds.base_retry_ms = 60000;
+  o.thresholds.envoy_lost_ms = 10000;
+  o.envoy_lost_threshold_ms = 10000;
+  o.actor_ready_timeout_ms = 10000;
+  Start(o, dir.string());
+  auto fe = Envoy("rejoin-after-restart");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("rejoiner", "k");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{id, 1, 1}}).has_value());
+  LoopBarrier(*fe, id, 1);
+
+  te().Restart();
+  fe.reset();
+  // A caller arrives before the envoy is back: the actor is lost at once and waits for
+  // capacity (its only envoy is excluded until it confirms that generation 1 stopped).
+  auto response = std::async(std::launch::async, [&] {
+    net::HttpRequest req;
+    req.method = "GET";
+    return net::FetchSync(te().http_url() + "/gateway/" + id + "/count", std::move(req), 15s);
+  });
+  ASSERT_TRUE(WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kReallocating; }, 5s));
+
+  fe = Envoy("rejoin-after-restart");
+  ASSERT_NE(fe, nullptr);
+  auto lost = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(lost.has_value()) << lost.error().ToString();
+  ASSERT_EQ(lost->checkpoint.generation, 1u);
+  ASSERT_TRUE(lost->inner.is<v::CommandStopActor>()) << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*lost}}});
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+
+  auto start = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << "no start after the old generation stopped: "
+                                 << start.error().ToString();
+  EXPECT_TRUE(start->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  ASSERT_TRUE(fe->SendRunning(id, 2).has_value());
+  AnswerOneRequest(*fe, "/count", "7");
+  auto got = response.get();
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->body, "7");
+  fe.reset();
+  te_.reset();
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace keel::testing
