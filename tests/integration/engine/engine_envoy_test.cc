@@ -1844,6 +1844,15 @@ TEST_F(EngineEnvoyTest, ActorLostAtEngineRestartStartsOnItsReconnectedEnvoyOnceT
                    ("keel-engine-envoy-rejoin-" + std::to_string(NowMs()) + "-" +
                     std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
+  // Also on a failed assertion: the engine first (it holds the store open), then its data.
+  struct Cleanup {
+    std::function<void()> fn;
+    ~Cleanup() { fn(); }
+  } cleanup{[&] {
+    te_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }};
   engine::EngineOptions o = FastOptions();
   o.thresholds.base_retry_ms = 60000;
   o.thresholds.envoy_lost_ms = 10000;
@@ -1887,9 +1896,6 @@ TEST_F(EngineEnvoyTest, ActorLostAtEngineRestartStartsOnItsReconnectedEnvoyOnceT
   ASSERT_TRUE(got.has_value()) << got.error().ToString();
   EXPECT_EQ(got->status, 200);
   EXPECT_EQ(got->body, "7");
-  fe.reset();
-  te_.reset();
-  std::filesystem::remove_all(dir);
 }
 
 // W7 (kill -9 of the runtime), the gateway's half: a hibernatable user WebSocket whose
