@@ -372,6 +372,14 @@ class WebSocket {
   void close(uint16_t code = 1000, std::string reason = "") { raw_->Close(code, std::move(reason)); }
   const Request& request() const { return raw_->request(); }
   Conn& conn() { return *conn_; }
+  // Inside a message handler: the gateway's index of the message being handled (from 1, +1
+  // per client message; Rivet's event.rivetMessageIndex). 0 elsewhere.
+  uint16_t message_index() const { return message_index_; }
+  // The socket survives the actor's sleep (ActorOptions::can_hibernate_websocket).
+  bool hibernatable() const { return raw_->hibernatable(); }
+  // onWebSocket is running again for a socket restored from hibernation (the new instance
+  // installs its handlers; the client saw no reconnect).
+  bool restored() const { return raw_->restored(); }
 
   // `fn(Context&, std::string_view data, bool binary)` or `fn(Context&, WebSocket&,
   // std::string_view data, bool binary)` (to answer on this socket), returning nothing or
@@ -382,11 +390,12 @@ class WebSocket {
     // Weak: the connection owns the socket, which owns this handler.
     raw_->OnMessage([inst = inst_, weak = std::weak_ptr<Conn>(conn_),
                      weak_raw = std::weak_ptr<runtime::RawSocket>(raw_),
-                     fn = std::move(fn)](Bytes data, bool binary) -> Task<void> {
+                     fn = std::move(fn)](Bytes data, bool binary, uint16_t index) -> Task<void> {
       std::shared_ptr<Conn> conn = weak.lock();
       std::shared_ptr<runtime::RawSocket> raw = weak_raw.lock();
       if (!conn || !raw) co_return;
       WebSocket self(inst, conn, raw);
+      self.message_index_ = index;
       runtime::Invocation inv(inst, std::move(conn), nullptr);
       Context ctx(inv);
       std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
@@ -429,6 +438,7 @@ class WebSocket {
   runtime::Instance* inst_;
   std::shared_ptr<Conn> conn_;
   std::shared_ptr<runtime::RawSocket> raw_;
+  uint16_t message_index_ = 0;
 };
 
 namespace internal {

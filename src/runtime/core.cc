@@ -875,6 +875,14 @@ Task<void> Instance::StartSequence() {
   }
   std::vector<std::string> stale_conns;
   if (!is_new) co_await RestoreHibernatedConns(stale_conns);
+  // Restored raw sockets: onWebSocket installs their handlers again, after onWake (below);
+  // their replayed messages wait in RawSocket::pending_ until it has.
+  std::vector<std::shared_ptr<Conn>> restored_raw;
+  for (const auto& [id, c] : conns_) {
+    if (c->raw_ && c->raw_->restored_ && std::find(stale_conns.begin(), stale_conns.end(), id) == stale_conns.end()) {
+      restored_raw.push_back(c);
+    }
+  }
   if (type_->create_vars) {
     co_await RunHook("createVars", type_->options.create_vars_timeout, type_->create_vars(inv));
   }
@@ -883,6 +891,7 @@ Task<void> Instance::StartSequence() {
   }
   // Sockets that closed while the actor slept: their onDisconnect runs now, after onWake.
   for (const auto& id : stale_conns) co_await DisconnectConn(id);
+  for (auto& c : restored_raw) RunRestoredRawSocket(std::move(c));
   if (type_->on_before_actor_start) {
     co_await RunHook("onBeforeActorStart", type_->options.on_before_actor_start_timeout,
                      type_->on_before_actor_start(inv));
@@ -923,6 +932,9 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   std::vector<std::string> ids;
   for (const auto& [id, c] : conns_) ids.push_back(id);
   std::vector<std::string> hibernating;
+  // Raw WebSockets that do not hibernate stay open through onSleep/onDestroy, so the hook
+  // can still send on them (actors.md §8.13), and close after it.
+  std::vector<std::string> close_after_hook;
   for (const auto& id : ids) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
@@ -937,6 +949,10 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
       hibernating.push_back(id);
       continue;
     }
+    if (conn.raw_) {
+      close_after_hook.push_back(id);
+      continue;
+    }
     CloseConnSocket(conn, 1000, destroy ? "actor.destroyed" : "actor.stopped");
     co_await DisconnectConn(id);
   }
@@ -949,6 +965,20 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   } catch (...) {
     LogWarn(kLog, destroy ? "onDestroy failed" : "onSleep failed",
             {{"actor", actor_id_}, {"error", ErrorText(std::current_exception())}});
+  }
+  if (!close_after_hook.empty()) {
+    // What the hook sent passes the gate before the close frames.
+    try {
+      co_await WaitDurable();
+    } catch (const ActorError&) {
+    }
+    for (const auto& id : close_after_hook) {
+      auto it = conns_.find(id);
+      if (it == conns_.end() || it->second->closed_) continue;
+      if (it->second->raw_) it->second->raw_->closed_ = true;
+      CloseConnSocket(*it->second, 1000, destroy ? "actor.destroyed" : "actor.stopped");
+      co_await DisconnectConn(id);
+    }
   }
   // Wait for keepAwake / waitUntil / in-flight work, bounded by the grace period.
   while (shutdown_blockers_ > 0 && runtime_.clock().MonotonicNow() < grace_deadline) {
@@ -1342,11 +1372,11 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
   auto cit = conns_.find(it->second);
   if (cit == conns_.end()) return;
   Conn& conn = *cit->second;
-  if (conn.raw_) {
-    DeliverRaw(conn.raw_, data, binary);
+  if (conn.raw_ && !conn.hibernatable_) {
+    DeliverRaw(conn.raw_, data, binary, id.message_index);
     return;
   }
-  if (data.size() > runtime_.options().max_incoming_message_size) {
+  if (!conn.raw_ && data.size() > runtime_.options().max_incoming_message_size) {
     CloseConnSocket(conn, 1011, "message.incoming_too_long");
     Spawn(DisconnectConn(conn.id_));
     return;
@@ -1372,6 +1402,15 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     conn.last_client_index_ = idx;
     conn.processing_.insert(idx);
     index = idx;
+  }
+  if (conn.raw_) {
+    if (AnswerAckProbe(conn, data)) {
+      StageConnProcessed(conn, index);
+      FinishClientMessage(conn.id_, *index);
+      return;
+    }
+    DeliverRaw(conn.raw_, data, binary, *index);
+    return;
   }
   auto msg = wire::DecodeToServer(data, conn.encoding_);
   if (!msg.ok()) {
@@ -1612,6 +1651,21 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     conn->request_path_ = rec->request_path;
     conn->request_headers_ = rec->request_headers;
     conn->persisted_digest_ = ConnDigest(conn->state_, conn->subscriptions_, conn->durable_index_);
+    // A record whose path is not /connect is a raw WebSocket (can_hibernate_websocket).
+    const std::string_view path = conn->request_path_;
+    const std::string_view bare_path = path.substr(0, path.find('?'));
+    if (bare_path != "/connect" && type_->on_websocket) {
+      auto raw = std::make_shared<RawSocket>();
+      raw->owner_ = this;
+      raw->conn_id_ = conn->id_;
+      raw->hibernatable_ = true;
+      raw->restored_ = true;
+      raw->request_.method = "GET";
+      raw->request_.path = std::string(bare_path);
+      if (bare_path.size() < path.size()) raw->request_.query = std::string(path.substr(bare_path.size() + 1));
+      raw->request_.headers = conn->request_headers_;
+      conn->raw_ = std::move(raw);
+    }
     const std::string* proto = nullptr;
     for (const auto& [k, v] : conn->request_headers_) {
       if (k == "sec-websocket-protocol" || k == "Sec-WebSocket-Protocol") proto = &v;
@@ -1691,25 +1745,58 @@ void RawSocket::OnMessage(MessageFn fn) {
   if (owner_ == nullptr) return;
   auto it = owner_->conns_.find(conn_id_);
   if (it == owner_->conns_.end()) return;
-  for (auto& [data, binary] : pending) owner_->DeliverRaw(it->second->raw_, std::move(data), binary);
+  for (auto& p : pending) owner_->DeliverRaw(it->second->raw_, std::move(p.data), p.binary, p.index);
 }
 
-void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary) {
+void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary, uint16_t index) {
   if (!raw || raw->closed_) return;
   if (!raw->on_message_) {
-    raw->pending_.emplace_back(std::move(data), binary);
+    raw->pending_.push_back(RawSocket::Pending{std::move(data), binary, index});
     return;
   }
-  auto handle = [](Instance* self, std::shared_ptr<RawSocket> raw, Bytes data, bool binary) -> Task<void> {
+  auto handle = [](Instance* self, std::shared_ptr<RawSocket> raw, Bytes data, bool binary,
+                   uint16_t index) -> Task<void> {
     try {
-      co_await raw->on_message_(std::move(data), binary);
+      co_await raw->on_message_(std::move(data), binary, index);
     } catch (...) {
       ClientError e = ToClientError(std::current_exception(), self->actor_id_);
       raw->Close(1011, e.group + "." + e.code);
     }
+    if (!raw->hibernatable_) co_return;
+    // Handled (or failed: a replay would fail again): recorded with the handler's effects,
+    // then acknowledged, as for /connect messages.
+    auto it = self->conns_.find(raw->conn_id_);
+    if (it == self->conns_.end()) co_return;
+    self->StageConnProcessed(*it->second, index);
+    self->FinishClientMessage(raw->conn_id_, index);
   };
   // An async message handler counts as activity until it settles (actors.md §3.3 rule 9).
-  SpawnOwned(handle(this, std::move(raw), std::move(data), binary), true, true);
+  SpawnOwned(handle(this, std::move(raw), std::move(data), binary, index), true, true);
+}
+
+bool Instance::AnswerAckProbe(Conn& conn, const Bytes& data) {
+  static constexpr std::string_view kProbe = "__rivetkitTestHibernatableAckStateV1";
+  if (!runtime_.options().test_hooks || data.size() > 128) return false;
+  std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
+  if (text.find(kProbe) == std::string_view::npos) return false;
+  auto parsed = ParseJson(text);
+  if (!parsed.ok()) return false;
+  const Value* flag = parsed->Find(kProbe);
+  if (flag == nullptr || !flag->is_bool() || !flag->as_bool()) return false;
+  // The runtime's bookkeeping before this probe is counted: the last index received, the
+  // last acknowledged, and those received but not yet acknowledged.
+  const uint16_t probe = conn.last_client_index_;
+  const uint16_t last = static_cast<uint16_t>(probe - 1);
+  Value::Array pending;
+  for (uint16_t i = static_cast<uint16_t>(conn.acked_index_ + 1); static_cast<int16_t>(last - i) >= 0; ++i) {
+    pending.push_back(Value(static_cast<int64_t>(i)));
+  }
+  Value answer = Value::Object({{"lastSentIndex", static_cast<int64_t>(last)},
+                                {"lastAckedIndex", static_cast<int64_t>(conn.acked_index_)},
+                                {"pendingIndexes", Value(std::move(pending))}});
+  const std::string json = ToJson(answer);
+  conn.raw_->Send(Bytes(json.begin(), json.end()), false);
+  return true;
 }
 
 void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value params) {
@@ -1721,13 +1808,18 @@ void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value par
   raw->owner_ = this;
   raw->conn_id_ = conn->id_;
   raw->request_ = req;
+  const auto& can_hibernate = type_->options.can_hibernate_websocket;
+  raw->hibernatable_ = can_hibernate && can_hibernate(req);
   conn->raw_ = raw;
+  conn->hibernatable_ = raw->hibernatable_;
+  conn->request_path_ = req.path + (req.query.empty() ? "" : "?" + req.query);
+  conn->request_headers_ = req.headers;
   ws_conns_[{id.gateway_id, id.request_id}] = conn->id_;
   ResetSleepTimer();
 
   latest::ToRivetTunnelMessage open;
   open.message_id = id;
-  open.message_kind = latest::ToRivetWebSocketOpen{false};
+  open.message_kind = latest::ToRivetWebSocketOpen{raw->hibernatable_};
   runtime_.client().SendTunnel(std::move(open), true);
 
   auto setup = [](Instance* self, std::shared_ptr<Conn> conn, std::shared_ptr<RawSocket> raw,
@@ -1741,9 +1833,28 @@ void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value par
     } catch (...) {
       failed = ToClientError(std::current_exception(), self->actor_id_);
     }
-    if (failed) raw->Close(1011, failed->group + "." + failed->code);
+    if (failed) {
+      raw->Close(1011, failed->group + "." + failed->code);
+    } else if (conn->hibernatable_) {
+      self->StageConnIfChanged(*conn);  // the record a runtime crash would restore
+    }
   };
   SpawnOwned(setup(this, conn, std::move(raw), std::move(req)), false, true);
+}
+
+void Instance::RunRestoredRawSocket(std::shared_ptr<Conn> conn) {
+  auto run = [](Instance* self, std::shared_ptr<Conn> conn) -> Task<void> {
+    std::shared_ptr<RawSocket> raw = conn->raw_;
+    try {
+      Invocation inv(self, conn, nullptr);
+      co_await self->RunHook("onWebSocket", self->type_->options.action_timeout,
+                             self->type_->on_websocket(std::move(inv), raw));
+    } catch (...) {
+      ClientError e = ToClientError(std::current_exception(), self->actor_id_);
+      raw->Close(1011, e.group + "." + e.code);
+    }
+  };
+  SpawnOwned(run(this, std::move(conn)), false, true);
 }
 
 void Instance::Broadcast(std::string_view event, Value args) {

@@ -91,6 +91,8 @@ uint16_t HttpStatusFor(const ClientError& error);
 
 // ---- Options (actors.md §1.2) ----
 
+struct Request;
+
 struct ActorOptions {
   milliseconds sleep_timeout{30000};
   bool no_sleep = false;
@@ -107,6 +109,10 @@ struct ActorOptions {
   milliseconds on_connect_timeout{5000};
   size_t max_queue_size = 1000;
   size_t max_queue_message_size = 65536;
+  // Raw WebSockets it returns true for survive the actor's sleep at the gateway like /connect
+  // sockets (actors.md §3.6, Rivet's canHibernateWebSocket); unset: none do. Called with the
+  // upgrade request before onBeforeConnect.
+  std::function<bool(const Request&)> can_hibernate_websocket;
 };
 
 struct RuntimeOptions {
@@ -115,6 +121,10 @@ struct RuntimeOptions {
   // `/metadata` reports `deployed` when true, else `local`.
   bool production = false;
   std::string version = "0.1.0";
+  // Test hooks (acceptance fixtures only): a raw text frame
+  // {"__rivetkitTestHibernatableAckStateV1":true} on a hibernatable raw WebSocket is answered
+  // by the runtime with its ack bookkeeping (actors.md §3.6) instead of reaching the actor.
+  bool test_hooks = false;
   // Bearer token of the read-only inspector endpoints; unset → they answer 401.
   std::optional<std::string> inspector_token;
   // Which SQLite backend actors with a database use (runtime/sql.h).
@@ -153,7 +163,9 @@ class Runtime;
 // counts as activity until it settles.
 class RawSocket {
  public:
-  using MessageFn = std::function<Task<void>(Bytes data, bool binary)>;
+  // `index`: the gateway's message index (from 1, +1 per client message; Rivet's
+  // event.rivetMessageIndex).
+  using MessageFn = std::function<Task<void>(Bytes data, bool binary, uint16_t index)>;
   using CloseFn = std::function<Task<void>(uint16_t code, std::string reason)>;
 
   void Send(Bytes data, bool binary);
@@ -163,16 +175,30 @@ class RawSocket {
   void OnClose(CloseFn fn) { on_close_ = std::move(fn); }
   const Request& request() const { return request_; }
   bool closed() const { return closed_; }
+  // A hibernatable socket (ActorOptions::can_hibernate_websocket): it survives the actor's
+  // sleep, and every message is acknowledged to the gateway once handled, so the gateway
+  // replays to the next instance exactly those it was not told were handled.
+  bool hibernatable() const { return hibernatable_; }
+  // True when this socket came back from hibernation: onWebSocket runs again on the new
+  // instance to install its handlers (onBeforeConnect/onConnect do not).
+  bool restored() const { return restored_; }
 
  private:
   friend class Instance;
+  struct Pending {
+    Bytes data;
+    bool binary = false;
+    uint16_t index = 0;
+  };
   Instance* owner_ = nullptr;
   std::string conn_id_;
   Request request_;
   MessageFn on_message_;
   CloseFn on_close_;
-  std::vector<std::pair<Bytes, bool>> pending_;
+  std::vector<Pending> pending_;
   bool closed_ = false;
+  bool hibernatable_ = false;
+  bool restored_ = false;
 };
 
 // ---- Connections (actors.md §2.9, §4.6) ----
@@ -182,7 +208,8 @@ class Conn {
   const std::string& id() const { return id_; }
   const Value& params() const { return params_; }
   Value& state() { return state_; }
-  // /connect sockets: they survive the actor's sleep at the gateway (actors.md §3.6).
+  // /connect sockets, and raw WebSockets the actor's can_hibernate_websocket accepted: they
+  // survive the actor's sleep at the gateway (actors.md §3.6).
   bool is_hibernatable() const { return hibernatable_; }
   // True for the per-request connections of HTTP actions, queue sends and raw requests.
   bool transient() const { return transient_; }
@@ -461,7 +488,13 @@ class Instance {
   Task<void> DisconnectConn(std::string conn_id);
   void HandleWsOpen(const envoy::latest::MessageId& id, Request request);
   void OpenRawSocket(const envoy::latest::MessageId& id, Request request, Value params);
-  void DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary);
+  // Runs the raw socket's message handler; for a hibernatable socket the message is then
+  // recorded as processed and acknowledged (`index` tracked in Conn::processing_).
+  void DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary, uint16_t index);
+  // onWebSocket for a raw socket restored from hibernation (after onWake).
+  void RunRestoredRawSocket(std::shared_ptr<Conn> conn);
+  // RuntimeOptions::test_hooks: answers the ack-state probe frame; true when `data` was one.
+  bool AnswerAckProbe(Conn& conn, const Bytes& data);
   void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);
   // Client messages on restored connections that arrive while the instance is still
   // starting (the gateway replays as soon as the socket is re-opened): handled once it runs.

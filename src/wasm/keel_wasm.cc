@@ -383,9 +383,9 @@ class WasmRuntime {
         raw_sockets_[ws_id] = raw;
         // Events reach the JS socket object the host keeps for `ws_id`; a handler's promise
         // keeps the actor awake until it settles (the core counts it as activity).
-        raw->OnMessage([this, ws_id](Bytes data, bool binary) -> Task<void> {
+        raw->OnMessage([this, ws_id](Bytes data, bool binary, uint16_t index) -> Task<void> {
           val payload = binary ? BytesToJs(data) : val(std::string(data.begin(), data.end()));
-          val r = host_.call<val>("rawEvent", ws_id, std::string("message"), payload, binary);
+          val r = host_.call<val>("rawEvent", ws_id, std::string("message"), payload, binary, index);
           co_await AwaitJs(std::move(r));
         });
         raw->OnClose([this, ws_id](uint16_t code, std::string reason) -> Task<void> {

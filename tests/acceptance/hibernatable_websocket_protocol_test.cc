@@ -1,11 +1,9 @@
 // actors.md §8.35 hibernatable-websocket-protocol. Runs once (bare client).
 //
-// The first two checks exercise hibernatable *raw* WebSockets (message indexes, acks,
-// replay of the unacknowledged frames after a wake). The C++ runtime closes raw sockets on
-// sleep and does not expose message indexes (docs/runtime.md "Not yet"), so they are
-// KNOWN GAP skips; the first still checks what does hold today (the socket closes cleanly
-// on sleep instead of hibernating). The stale-connection cleanup check uses hibernatable
-// /connect connections, which the C++ runtime supports.
+// The first two checks exercise hibernatable *raw* WebSockets (message indexes, the ack
+// probe, replay of the unacknowledged frames after a wake): native only, as in Rivet (the
+// wasm runtime has none). The stale-connection cleanup check uses hibernatable /connect
+// connections.
 #include <variant>
 
 #include "support/acceptance.h"
@@ -23,51 +21,56 @@ class HibernatableWebSocketProtocolTest : public PlainTest {
   }
 };
 
+const std::string kAckProbe = json{{"__rivetkitTestHibernatableAckStateV1", true}}.dump();
+
 TEST_F(HibernatableWebSocketProtocolTest, MessageIndexesAndAcks) {
+  if (RuntimeKind() == "wasm") {
+    GTEST_SKIP() << "not applicable: the wasm runtime has no hibernatable raw WebSockets (actors.md §3.6)";
+  }
   auto h = client().GetOrCreate("rawWebSocketActor", {UniqueKey("hws-index")});
   auto ws = KEEL_OK(h.WebSocket());
-  auto first = ws->Receive(5s);
-  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  EXPECT_EQ(NextWsJson(*ws)["type"], "welcome");
   ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 1}}.dump(), false).ok());
-  auto echo = ws->Receive(5s);
-  ASSERT_TRUE(echo.has_value()) << echo.error().ToString();
-  auto* m = std::get_if<net::BlockingWsClient::Message>(&*echo);
-  ASSERT_NE(m, nullptr);
-  json j = ParseBody(m->data);
-  if (!j["rivetMessageIndex"].is_number()) {
-    GTEST_SKIP() << "KNOWN GAP: raw WebSocket handlers get no rivetMessageIndex and the ack probe is not "
-                    "implemented; expected index 1 and ack state {lastSentIndex:1, lastAckedIndex:1, "
-                    "pendingIndexes:[]}";
-  }
-  EXPECT_EQ(j["rivetMessageIndex"], 1);
+  json echo = NextWsJson(*ws);
+  EXPECT_EQ(echo["payload"], 1);
+  EXPECT_EQ(echo["rivetMessageIndex"], 1);
+  // The probe (index 2) reports the runtime's bookkeeping before it: 1 received, 1 acked.
+  ASSERT_TRUE(ws->Send(kAckProbe, false).ok());
+  EXPECT_EQ(NextWsJson(*ws), json({{"lastSentIndex", 1}, {"lastAckedIndex", 1}, {"pendingIndexes", json::array()}}));
+  ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 2}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws)["rivetMessageIndex"], 3) << "the probe consumed index 2";
 }
 
 TEST_F(HibernatableWebSocketProtocolTest, BufferedMessagesReplayedAfterWake) {
-  // What holds today: scheduleSleep puts the actor to sleep and the raw socket is closed
-  // cleanly (not hibernated).
+  if (RuntimeKind() == "wasm") {
+    GTEST_SKIP() << "not applicable: the wasm runtime has no hibernatable raw WebSockets (actors.md §3.6)";
+  }
   auto h = client().GetOrCreate("rawWebSocketActor", {UniqueKey("hws-replay")});
   auto ws = KEEL_OK(h.WebSocket());
-  ASSERT_TRUE(ws->Receive(5s).has_value());
+  EXPECT_EQ(NextWsJson(*ws)["type"], "welcome");
+  const std::string id = KEEL_OK(h.Resolve());
+  ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 1}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws)["rivetMessageIndex"], 1);
+  // Index 2: the actor answers, then sleeps; the socket stays open at the gateway.
   ASSERT_TRUE(ws->Send(json{{"type", "scheduleSleep"}}.dump(), false).ok());
-  bool closed = false;
-  uint16_t code = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!closed && std::chrono::steady_clock::now() < deadline) {
-    auto ev = ws->Receive(1s);
-    if (!ev.has_value()) continue;
-    if (auto* c = std::get_if<net::BlockingWsClient::Closed>(&*ev)) {
-      closed = true;
-      code = c->code;
-    }
-  }
-  if (closed) {
-    EXPECT_NE(code, 1006);
-    GTEST_SKIP() << "KNOWN GAP: raw WebSockets do not hibernate (closed with " << code
-                 << " on sleep); expected the socket to stay open, the two indexedEcho messages sent while "
-                    "asleep to arrive after the wake with indexes 3 and 4, ack state 4/4/[], and the actor's "
-                    "indexed order [1, 3, 4]";
-  }
-  ADD_FAILURE() << "the raw socket neither hibernated with indexes nor closed on sleep";
+  EXPECT_EQ(NextWsJson(*ws)["type"], "sleepScheduled");
+  ASSERT_TRUE(WaitFor([&] { return NoteCount(id, "sleep") >= 1; }, 10s)) << "the actor did not sleep";
+  // Sent while it sleeps: they wake it and arrive exactly once, with their own indexes.
+  ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 3}}.dump(), false).ok());
+  ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 4}}.dump(), false).ok());
+  json a = NextWsJson(*ws);
+  json b = NextWsJson(*ws);
+  EXPECT_EQ(a["payload"], 3);
+  EXPECT_EQ(a["rivetMessageIndex"], 3);
+  EXPECT_EQ(b["payload"], 4);
+  EXPECT_EQ(b["rivetMessageIndex"], 4);
+  EXPECT_GE(NoteCount(id, "wake"), 2) << "the messages were handled by a new instance";
+  // The probe (index 5) reports everything before it acknowledged.
+  ASSERT_TRUE(ws->Send(kAckProbe, false).ok());
+  EXPECT_EQ(NextWsJson(*ws), json({{"lastSentIndex", 4}, {"lastAckedIndex", 4}, {"pendingIndexes", json::array()}}));
+  // Nothing acknowledged was replayed, and nothing was handled twice.
+  ASSERT_TRUE(ws->Send(json{{"type", "getIndexedMessageOrder"}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws)["order"], json({1, 3, 4}));
 }
 
 TEST_F(HibernatableWebSocketProtocolTest, StaleConnectionCleanedUpAtWake) {

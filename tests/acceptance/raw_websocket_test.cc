@@ -2,11 +2,8 @@
 // several sockets, binary payloads, custom paths and queries, close handling, async open,
 // c.conn in onWebSocket, a forced sleep closing a non-hibernatable socket cleanly.
 // Runs once (bare client): raw WebSocket frames do not depend on the client encoding.
-//
-// Known gaps (GTEST_SKIP "KNOWN GAP"): the C++ runtime does not expose the gateway's message
-// index to raw handlers (Rivet's `event.rivetMessageIndex`) and has no hibernatable raw
-// WebSockets (`canHibernateWebSocket`, docs/runtime.md "Not yet"), so the indexed-echo and
-// ack-state checks cannot run.
+// The ack-state checks need hibernatable raw WebSockets: native only (not in wasm, as in
+// Rivet).
 #include <variant>
 
 #include "support/acceptance.h"
@@ -32,10 +29,6 @@ std::optional<net::BlockingWsClient::Message> NextMessage(net::BlockingWsClient&
   return std::nullopt;
 }
 
-json NextJson(net::BlockingWsClient& ws, std::chrono::milliseconds timeout = 5s) {
-  auto m = NextMessage(ws, timeout);
-  return m ? ParseBody(m->data) : json();
-}
 
 // Waits for the Closed event; nullopt on timeout.
 std::optional<net::BlockingWsClient::Closed> WaitClosed(net::BlockingWsClient& ws, std::chrono::milliseconds timeout) {
@@ -64,7 +57,7 @@ class RawWebSocketTest : public PlainTest {
 TEST_F(RawWebSocketTest, WelcomeWithConnectionCount) {
   auto h = Actor(UniqueKey("rws-welcome"));
   auto ws = Open(h);
-  json w = NextJson(*ws);
+  json w = NextWsJson(*ws);
   EXPECT_EQ(w["type"], "welcome");
   EXPECT_EQ(w["connectionCount"], 1);
 }
@@ -72,18 +65,18 @@ TEST_F(RawWebSocketTest, WelcomeWithConnectionCount) {
 TEST_F(RawWebSocketTest, EchoesJsonMessages) {
   auto h = Actor(UniqueKey("rws-echo"));
   auto ws = Open(h);
-  NextJson(*ws);
+  NextWsJson(*ws);
   const json msg = {{"hello", "world"}, {"n", 42}};
   ASSERT_TRUE(ws->Send(msg.dump(), false).ok());
-  EXPECT_EQ(NextJson(*ws), msg);
+  EXPECT_EQ(NextWsJson(*ws), msg);
 }
 
 TEST_F(RawWebSocketTest, PingPong) {
   auto h = Actor(UniqueKey("rws-ping"));
   auto ws = Open(h);
-  NextJson(*ws);
+  NextWsJson(*ws);
   ASSERT_TRUE(ws->Send(json{{"type", "ping"}}.dump(), false).ok());
-  json pong = NextJson(*ws);
+  json pong = NextWsJson(*ws);
   EXPECT_EQ(pong["type"], "pong");
   EXPECT_TRUE(pong["timestamp"].is_number()) << pong.dump();
 }
@@ -92,16 +85,16 @@ TEST_F(RawWebSocketTest, TwoSocketsShareStats) {
   const std::string key = UniqueKey("rws-stats");
   auto h1 = client().GetOrCreate("rawWebSocketActor", {key});
   auto ws1 = Open(h1);
-  EXPECT_EQ(NextJson(*ws1)["connectionCount"], 1);
+  EXPECT_EQ(NextWsJson(*ws1)["connectionCount"], 1);
   auto h2 = client().Get("rawWebSocketActor", {key});
   auto ws2 = Open(h2);
-  EXPECT_EQ(NextJson(*ws2)["connectionCount"], 2);
+  EXPECT_EQ(NextWsJson(*ws2)["connectionCount"], 2);
   ASSERT_TRUE(ws1->Send(json{{"type", "noop"}}.dump(), false).ok());
-  NextJson(*ws1);
+  NextWsJson(*ws1);
   ASSERT_TRUE(ws2->Send(json{{"type", "noop"}}.dump(), false).ok());
-  NextJson(*ws2);
+  NextWsJson(*ws2);
   ASSERT_TRUE(ws1->Send(json{{"type", "getStats"}}.dump(), false).ok());
-  json stats = NextJson(*ws1);
+  json stats = NextWsJson(*ws1);
   EXPECT_EQ(stats["type"], "stats");
   EXPECT_EQ(stats["connectionCount"], 2);
   EXPECT_EQ(stats["messageCount"], 3);  // every inbound message, both sockets
@@ -129,18 +122,18 @@ TEST_F(RawWebSocketTest, BinaryPayloadsAreReversed) {
 TEST_F(RawWebSocketTest, CustomPathReachesOnWebSocket) {
   auto h = Actor(UniqueKey("rws-path"));
   auto ws = Open(h, "custom/path");
-  EXPECT_EQ(NextJson(*ws)["type"], "welcome");
+  EXPECT_EQ(NextWsJson(*ws)["type"], "welcome");
   ASSERT_TRUE(ws->Send(json{{"type", "getRequestInfo"}}.dump(), false).ok());
-  json info = NextJson(*ws);
+  json info = NextWsJson(*ws);
   EXPECT_NE(info["url"].get<std::string>().find("custom/path"), std::string::npos) << info.dump();
 }
 
 TEST_F(RawWebSocketTest, CloseDecrementsConnectionCount) {
   auto h = Actor(UniqueKey("rws-close"));
   auto ws1 = Open(h);
-  EXPECT_EQ(NextJson(*ws1)["connectionCount"], 1);
+  EXPECT_EQ(NextWsJson(*ws1)["connectionCount"], 1);
   auto ws2 = Open(h);
-  EXPECT_EQ(NextJson(*ws2)["connectionCount"], 2);
+  EXPECT_EQ(NextWsJson(*ws2)["connectionCount"], 2);
   ws1->Close();
   EXPECT_TRUE(WaitFor([&] { return AsJson(KEEL_OK(h.Call("getStats")))["connectionCount"] == 1; }, 5s));
   ws2->Close();
@@ -150,24 +143,25 @@ TEST_F(RawWebSocketTest, CloseDecrementsConnectionCount) {
 TEST_F(RawWebSocketTest, AsyncOpenHandler) {
   auto h = client().GetOrCreate("rawWebSocketAsyncOpenActor", {UniqueKey("rws-async-open")});
   auto ws = Open(h);
-  json m = NextJson(*ws);
+  json m = NextWsJson(*ws);
   EXPECT_EQ(m, json({{"type", "async-open"}, {"openCount", 1}}));
 }
 
 TEST_F(RawWebSocketTest, ConnContextInOnWebSocket) {
   auto h = client().GetOrCreate("rawWebSocketConnContextActor", {UniqueKey("rws-conn")});
   auto ws = Open(h);
-  json m = NextJson(*ws);
+  json m = NextWsJson(*ws);
   EXPECT_EQ(m["type"], "connContext");
   EXPECT_TRUE(m["hasConn"].get<bool>());
   EXPECT_TRUE(m["connId"].is_string() && !m["connId"].get<std::string>().empty()) << m.dump();
   EXPECT_TRUE(m["stateAssigned"].get<bool>());
 }
 
+// rawWebSocketAsyncOpenActor's sockets do not hibernate (rawWebSocketActor's do).
 TEST_F(RawWebSocketTest, ForcedSleepClosesCleanly) {
-  auto h = Actor(UniqueKey("rws-sleep"));
+  auto h = client().GetOrCreate("rawWebSocketAsyncOpenActor", {UniqueKey("rws-sleep")});
   auto ws = Open(h);
-  NextJson(*ws);
+  EXPECT_EQ(NextWsJson(*ws)["type"], "async-open");
   const std::string id = KEEL_OK(h.Resolve());
   KEEL_STATUS_OK(client().SleepActor(id));
   auto closed = WaitClosed(*ws, 10s);
@@ -179,9 +173,9 @@ TEST_F(RawWebSocketTest, ForcedSleepClosesCleanly) {
 TEST_F(RawWebSocketTest, QueryPreservedWithPath) {
   auto h = Actor(UniqueKey("rws-query"));
   auto ws = Open(h, "api/v1/stream?token=abc123&user=test");
-  NextJson(*ws);
+  NextWsJson(*ws);
   ASSERT_TRUE(ws->Send(json{{"type", "getRequestInfo"}}.dump(), false).ok());
-  json info = NextJson(*ws);
+  json info = NextWsJson(*ws);
   const std::string url = info["url"].get<std::string>();
   EXPECT_NE(url.find("api/v1/stream"), std::string::npos) << url;
   EXPECT_NE(url.find("token=abc123"), std::string::npos) << url;
@@ -191,9 +185,9 @@ TEST_F(RawWebSocketTest, QueryPreservedWithPath) {
 TEST_F(RawWebSocketTest, QueryOnly) {
   auto h = Actor(UniqueKey("rws-query-only"));
   auto ws = Open(h, "?token=secret&session=123");
-  EXPECT_EQ(NextJson(*ws)["type"], "welcome");
+  EXPECT_EQ(NextWsJson(*ws)["type"], "welcome");
   ASSERT_TRUE(ws->Send(json{{"type", "getRequestInfo"}}.dump(), false).ok());
-  json info = NextJson(*ws);
+  json info = NextWsJson(*ws);
   const std::string url = info["url"].get<std::string>();
   EXPECT_NE(url.find("token=secret"), std::string::npos) << url;
   EXPECT_NE(url.find("session=123"), std::string::npos) << url;
@@ -202,25 +196,45 @@ TEST_F(RawWebSocketTest, QueryOnly) {
 TEST_F(RawWebSocketTest, IndexedEchoStrictlyIncreasing) {
   auto h = Actor(UniqueKey("rws-indexed"));
   auto ws = Open(h);
-  NextJson(*ws);
-  ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 1}}.dump(), false).ok());
-  json echo = NextJson(*ws);
-  EXPECT_EQ(echo["payload"], 1);
-  if (!echo["rivetMessageIndex"].is_number()) {
-    GTEST_SKIP() << "KNOWN GAP: raw WebSocket message handlers do not receive the gateway's message index "
-                    "(Rivet event.rivetMessageIndex); expected strictly increasing indexes from 1";
+  NextWsJson(*ws);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", i}}.dump(), false).ok());
+    json echo = NextWsJson(*ws);
+    EXPECT_EQ(echo["payload"], i);
+    EXPECT_EQ(echo["rivetMessageIndex"], i) << "indexes start at 1 and grow by one per client message";
   }
 }
 
 TEST_F(RawWebSocketTest, AckStateAfterOneMessage) {
-  GTEST_SKIP() << "KNOWN GAP: hibernatable raw WebSockets (canHibernateWebSocket) and the test ack probe "
-                  "{\"__rivetkitTestHibernatableAckStateV1\":true} are not implemented; expected "
-                  "{lastSentIndex:1, lastAckedIndex:1, pendingIndexes:[]}";
+  if (RuntimeKind() == "wasm") {
+    GTEST_SKIP() << "not applicable: the wasm runtime has no hibernatable raw WebSockets (actors.md §3.6)";
+  }
+  auto h = Actor(UniqueKey("rws-ack"));
+  auto ws = Open(h);
+  NextWsJson(*ws);
+  ASSERT_TRUE(ws->Send(json{{"type", "indexedEcho"}, {"payload", 1}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws)["rivetMessageIndex"], 1);
+  ASSERT_TRUE(ws->Send(json{{"__rivetkitTestHibernatableAckStateV1", true}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws), json({{"lastSentIndex", 1}, {"lastAckedIndex", 1}, {"pendingIndexes", json::array()}}));
 }
 
+// Rivet batches acks (flushed at 500000 bytes of acked payload or after 5 s) and acks a
+// single message over that threshold promptly; Keel acks every message once handled, so a
+// 508000-byte message is acknowledged before the next message is read.
 TEST_F(RawWebSocketTest, LargeMessageAckedPromptly) {
-  GTEST_SKIP() << "KNOWN GAP: hibernatable raw WebSockets are not implemented; expected a 508000-byte message "
-                  "to be acked within 1 s (ack-buffer threshold 500000 bytes)";
+  if (RuntimeKind() == "wasm") {
+    GTEST_SKIP() << "not applicable: the wasm runtime has no hibernatable raw WebSockets (actors.md §3.6)";
+  }
+  auto h = Actor(UniqueKey("rws-large"));
+  auto ws = Open(h);
+  NextWsJson(*ws);
+  const std::string big(508000, 'x');
+  ASSERT_TRUE(ws->Send(big, false).ok());
+  auto echo = NextMessage(*ws);
+  ASSERT_TRUE(echo.has_value());
+  EXPECT_EQ(echo->data.size(), big.size());
+  ASSERT_TRUE(ws->Send(json{{"__rivetkitTestHibernatableAckStateV1", true}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws), json({{"lastSentIndex", 1}, {"lastAckedIndex", 1}, {"pendingIndexes", json::array()}}));
 }
 
 }  // namespace

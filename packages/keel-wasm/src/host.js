@@ -154,12 +154,12 @@ export function makeHost(M, owner) {
       sockets.set(`raw:${info.id}`, ws);
       return ws;
     },
-    rawEvent(id, type, payload, binary) {
+    rawEvent(id, type, payload, binary, index) {
       const ws = sockets.get(`raw:${id}`);
       if (!ws) return undefined;
       if (type === "close") sockets.delete(`raw:${id}`);
       try {
-        return ws._dispatch(type, type === "message" ? { data: payload, binary } : payload);
+        return ws._dispatch(type, type === "message" ? { data: payload, binary, rivetMessageIndex: index } : payload);
       } catch (e) {
         return { __keelThrown: e };
       }

@@ -37,6 +37,9 @@ export class Conn<ConnState = Value> {
   disconnect(reason?: string): void;
 }
 
+/** A message on a raw WebSocket; `rivetMessageIndex` is the gateway's index (from 1, +1 per client message). */
+export interface RawMessageEvent { data: string | Uint8Array; binary: boolean; rivetMessageIndex: number }
+
 /** A raw WebSocket accepted in onWebSocket. */
 export class ActorWebSocket {
   readonly id: number;
@@ -45,9 +48,9 @@ export class ActorWebSocket {
   readonly readyState: number;
   send(data: string | Uint8Array | ArrayBuffer | ArrayBufferView): void;
   close(code?: number, reason?: string): void;
-  onmessage: ((event: { data: string | Uint8Array; binary: boolean }) => unknown) | null;
+  onmessage: ((event: RawMessageEvent) => unknown) | null;
   onclose: ((event: { code: number; reason: string }) => unknown) | null;
-  addEventListener(type: "message", fn: (event: { data: string | Uint8Array; binary: boolean }) => unknown): void;
+  addEventListener(type: "message", fn: (event: RawMessageEvent) => unknown): void;
   addEventListener(type: "close", fn: (event: { code: number; reason: string }) => unknown): void;
   removeEventListener(type: "message" | "close", fn: (...args: any[]) => unknown): void;
 }

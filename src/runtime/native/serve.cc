@@ -121,6 +121,7 @@ RuntimeHost::RuntimeHost(ServeSettings settings,
   m.settings = std::move(settings);
   runtime::RuntimeOptions ro;
   ro.inspector_token = m.settings.inspector_token;
+  ro.test_hooks = m.settings.test_hooks;
   ro.sqlite_backend =
       runtime::ParseSqliteBackendChoice(m.settings.sqlite_backend).value_or(runtime::SqliteBackendChoice::kAuto);
   m.sql = std::make_unique<LocalSqlHost>(*m.strand);

@@ -35,6 +35,8 @@ struct ServeSettings {
   std::optional<std::string> inspector_token;
   // auto | local | remote (runtime/sql.h).
   std::string sqlite_backend = "auto";
+  // RuntimeOptions::test_hooks (acceptance fixtures; never in production).
+  bool test_hooks = false;
 };
 
 // A seed for keel::Random from the OS (native shells only; cores never read entropy).

@@ -209,6 +209,18 @@ std::string QueryActionPath(std::string_view name, std::string_view action, std:
 
 void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
+json NextWsJson(net::BlockingWsClient& ws, std::chrono::milliseconds timeout) {
+  auto ev = ws.Receive(timeout);
+  if (!ev.has_value()) {
+    ADD_FAILURE() << "no message: " << ev.error().ToString();
+    return nullptr;
+  }
+  if (auto* m = std::get_if<net::BlockingWsClient::Message>(&*ev)) return ParseBody(m->data);
+  const auto& closed = std::get<net::BlockingWsClient::Closed>(*ev);
+  ADD_FAILURE() << "closed (" << closed.code << " " << closed.reason << ") instead of a message";
+  return nullptr;
+}
+
 std::string EncodingParamName(const ::testing::TestParamInfo<wire::Encoding>& info) {
   return std::string(wire::EncodingName(info.param));
 }

@@ -71,6 +71,10 @@ std::string QueryActionPath(std::string_view name, std::string_view action, std:
 
 void SleepMs(int ms);
 
+// The next message on a raw WebSocket as JSON; a test failure and null when the socket
+// closes or nothing arrives within `timeout`.
+json NextWsJson(net::BlockingWsClient& ws, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
 // Waits for `pred` (polling every 10 ms) at most `timeout`; returns its last value.
 template <typename Pred>
 bool WaitFor(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
