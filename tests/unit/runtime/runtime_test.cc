@@ -1084,6 +1084,71 @@ TEST(RuntimeRawWebSocket, SleepClosesItCleanly) {
   EXPECT_TRUE(h.Stopped("a1", 1).has_value());
 }
 
+std::string Text(const latest::ToRivetWebSocketMessage& m) { return std::string(m.data.begin(), m.data.end()); }
+
+// What onSleep sends on a raw socket reaches the client: the socket closes after the hook.
+TEST(RuntimeRawWebSocket, OnSleepCanStillSendBeforeTheClose) {
+  RuntimeHarness h;
+  ActorDef<Counter> d2 = CounterDef();
+  auto saved = std::make_shared<std::function<void(std::string)>>();
+  d2.on_websocket([saved](Ctx<Counter>&, WebSocket<Ctx<Counter>>& ws) {
+    *saved = [raw = ws](std::string text) mutable { raw.send(text); };
+  });
+  d2.on_sleep([saved](Ctx<Counter>&) { (*saved)("sleeping"); });
+  h.Boot({d2.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/x", "rivet");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.StopActor("a1", 1);
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 1u) << "onSleep's message was lost";
+  EXPECT_EQ(Text(h.Reply(ws).ws_messages[0]), "sleeping");
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  EXPECT_EQ(h.Reply(ws).ws_close->code, std::optional<uint16_t>(1000));
+  EXPECT_FALSE(h.Reply(ws).ws_close->hibernate);
+}
+
+// can_hibernate_websocket: the socket survives the sleep, every handled message is
+// acknowledged, the next instance runs onWebSocket again (restored) and handles only what
+// was not acknowledged; the handler sees the gateway's indexes.
+TEST(RuntimeRawWebSocket, HibernatableSocketSurvivesSleepAndSkipsAcknowledgedReplays) {
+  auto log = std::make_shared<std::vector<std::string>>();
+  ActorDef<Counter> def = CounterDef();
+  def.options().can_hibernate_websocket = [](const runtime::Request& req) { return req.query == "keep=1"; };
+  def.on_websocket([log](Ctx<Counter>&, WebSocket<Ctx<Counter>>& ws) {
+    log->push_back(std::string(ws.restored() ? "restored " : "open ") + (ws.hibernatable() ? "h" : "-"));
+    ws.on_message([log](Ctx<Counter>& c, WebSocket<Ctx<Counter>>& self, std::string_view text, bool) {
+      c.state().count += 1;
+      log->push_back(std::string(text) + "@" + std::to_string(self.message_index()));
+      self.send(std::to_string(self.message_index()));
+    });
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto plain = h.OpenWs("a1", "/websocket/x", "rivet");
+  auto ws = h.OpenWs("a1", "/websocket/x?keep=1", "rivet");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, Bytes{'a'}, false);  // index 1
+  h.WsSend(ws, Bytes{'b'}, false);  // 2
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(2)) << "handled messages are acknowledged";
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 2u);
+  EXPECT_EQ(Text(h.Reply(ws).ws_messages[1]), "2");
+
+  h.StopActor("a1", 1);  // sleep
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  EXPECT_TRUE(h.Reply(ws).ws_close->hibernate) << "handed back to the gateway, not closed";
+  ASSERT_TRUE(h.Reply(plain).ws_close.has_value());
+  EXPECT_FALSE(h.Reply(plain).ws_close->hibernate) << "a socket the predicate refused closes";
+
+  h.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  h.WsSendAt(ws, Bytes{'b'}, false, 2);  // a replay of an acknowledged message
+  h.WsSendAt(ws, Bytes{'c'}, false, 3);
+  EXPECT_THAT(*log, ElementsAre("open -", "open h", "a@1", "b@2", "restored h", "c@3"));
+  EXPECT_EQ(Text(h.Reply(ws).ws_messages.back()), "3");
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(3));
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 3}}));
+}
+
 }  // namespace
 }  // namespace keel
 
