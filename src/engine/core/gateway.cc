@@ -375,7 +375,11 @@ void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kin
     if (it == in_flight_.end()) return;
     InFlight& entry = it->second;
     index = entry.next_index++;
-    if (entry.can_hibernate) {
+    // Kept until acknowledged when the socket can hibernate, and also before the actor's
+    // open says whether it can: a user may talk right after the upgrade, and a message
+    // sent then must be replayed too if the envoy goes away once the socket turned out to
+    // be hibernatable (the open drops the buffer when it is not).
+    if (entry.can_hibernate || !entry.ws_open) {
       if (const auto* m = std::get_if<latest::ToEnvoyWebSocketMessage>(&kind.value)) {
         const int64_t now = engine_.clock().SystemNowMs();
         if (entry.unacked.size() >= kMaxPendingMessages ||
@@ -391,14 +395,12 @@ void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kin
           entry.unacked_bytes += m->data.size();
         }
       }
-      if (entry.hibernating) {
-        // Buffered; the message goes out with the others once the actor is back.
-        if (!entry.waking && !overflow.has_value()) {
-          entry.waking = true;
-          wake = true;
-        }
-      } else {
-        session = entry.session.lock();
+    }
+    if (entry.hibernating) {
+      // Buffered; the message goes out with the others once the actor is back.
+      if (!entry.waking && !overflow.has_value()) {
+        entry.waking = true;
+        wake = true;
       }
     } else {
       session = entry.session.lock();
@@ -675,6 +677,10 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
     entry.ws_open = true;
     entry.can_hibernate = entry.can_hibernate || open->can_hibernate;
     entry.deadline_ms = 0;
+    if (!entry.can_hibernate) {
+      entry.unacked.clear();  // kept only in case the socket could hibernate (FromUser)
+      entry.unacked_bytes = 0;
+    }
     return;
   }
   if (auto* m = std::get_if<latest::ToRivetWebSocketMessage>(&kind)) {

@@ -1904,80 +1904,100 @@ TEST_F(EngineEnvoyTest, ActorLostAtEngineRestartStartsOnItsReconnectedEnvoyOnceT
 // message is delivered there again with its original index, so the new instance can answer
 // it. (Whether it does is the runtime's part: a message the dead instance had already
 // processed is deduplicated there.)
-TEST_F(EngineEnvoyTest, HibernatableSocketWhoseEnvoyDropsGetsItsUnacknowledgedMessageReplayedOnTheNextEnvoy) {
-  Start();
-  auto a = Envoy("replay-a");
-  ASSERT_NE(a, nullptr);
-  const std::string id = CreateActor("replayer", "k");
-  ASSERT_EQ(StartOn(*a, id), 1u);
-  ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
-  auto b = Envoy("replay-b");
-  ASSERT_NE(b, nullptr);
+class EnvoyDropReplayTest : public EngineEnvoyTest {
+ protected:
+  // `user_first`: the user's message reaches the gateway before the actor's open does.
+  void Run(bool user_first) {
+    Start();
+    auto a = Envoy("replay-a");
+    ASSERT_NE(a, nullptr);
+    const std::string id = CreateActor("replayer", "k");
+    ASSERT_EQ(StartOn(*a, id), 1u);
+    ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+    auto b = Envoy("replay-b");
+    ASSERT_NE(b, nullptr);
 
-  auto next_tunnel = [](FakeEnvoy& fe) -> Result<v::ToEnvoyTunnelMessage> {
-    auto frame = fe.WaitForFrame([](const v::ToEnvoy& m) { return m.is<v::ToEnvoyTunnelMessage>(); }, 5s);
-    if (!frame.has_value()) return Unexpected{frame.error()};
-    return std::get<v::ToEnvoyTunnelMessage>(std::move(frame->msg.value));
-  };
-  auto reply = [](FakeEnvoy& fe, v::MessageId mid, v::ToRivetTunnelMessageKind kind) {
-    v::ToRivetTunnelMessage msg;
-    msg.message_id = mid;
-    msg.message_kind = std::move(kind);
-    return fe.Send(v::ToRivet{std::move(msg)});
-  };
+    auto next_tunnel = [](FakeEnvoy& fe) -> Result<v::ToEnvoyTunnelMessage> {
+      auto frame = fe.WaitForFrame([](const v::ToEnvoy& m) { return m.is<v::ToEnvoyTunnelMessage>(); }, 5s);
+      if (!frame.has_value()) return Unexpected{frame.error()};
+      return std::get<v::ToEnvoyTunnelMessage>(std::move(frame->msg.value));
+    };
+    auto reply = [](FakeEnvoy& fe, v::MessageId mid, v::ToRivetTunnelMessageKind kind) {
+      v::ToRivetTunnelMessage msg;
+      msg.message_id = mid;
+      msg.message_kind = std::move(kind);
+      return fe.Send(v::ToRivet{std::move(msg)});
+    };
 
-  net::WsConnectOptions wo;
-  wo.url = te().ws_url() + "/gateway/" + id + "/websocket";
-  wo.subprotocols = {"rivet"};
-  auto user = net::BlockingWsClient::Connect(wo, 5s);
-  ASSERT_TRUE(user.has_value()) << user.error().ToString();
-  auto open = next_tunnel(*a);
-  ASSERT_TRUE(open.has_value()) << open.error().ToString();
-  ASSERT_TRUE(open->message_kind.is<v::ToEnvoyWebSocketOpen>());
-  const v::MessageId request = open->message_id;
-  ASSERT_TRUE(reply(*a, request, v::ToRivetWebSocketOpen{true}).has_value());
-  // As the runtime's Init: the user talks once the actor spoke, so the gateway has taken
-  // the open (and that the socket can hibernate) before the user's first message.
-  v::MessageId init = request;
-  init.message_index = 0;
-  ASSERT_TRUE(reply(*a, init, v::ToRivetWebSocketMessage{ToBytes("init"), false}).has_value());
-  auto greeted = (*user)->Receive(5s);
-  ASSERT_TRUE(greeted.has_value()) << greeted.error().ToString();
-  ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*greeted));
-  ASSERT_TRUE((*user)->Send("increment", false).has_value());
-  auto sent = next_tunnel(*a);
-  ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
-  ASSERT_TRUE(sent->message_kind.is<v::ToEnvoyWebSocketMessage>());
-  EXPECT_EQ(sent->message_id.message_index, 1);
+    net::WsConnectOptions wo;
+    wo.url = te().ws_url() + "/gateway/" + id + "/websocket";
+    wo.subprotocols = {"rivet"};
+    auto user = net::BlockingWsClient::Connect(wo, 5s);
+    ASSERT_TRUE(user.has_value()) << user.error().ToString();
+    auto open = next_tunnel(*a);
+    ASSERT_TRUE(open.has_value()) << open.error().ToString();
+    ASSERT_TRUE(open->message_kind.is<v::ToEnvoyWebSocketOpen>());
+    const v::MessageId request = open->message_id;
+    auto user_sends = [&]() -> Result<v::ToEnvoyTunnelMessage> {
+      if (Status sent = (*user)->Send("increment", false); !sent.has_value()) return Unexpected{sent.error()};
+      return next_tunnel(*a);  // the gateway forwarded it: it has seen the message
+    };
+    Result<v::ToEnvoyTunnelMessage> sent = Unexpected{Error{"test", "unset", ""}};
+    if (user_first) {
+      sent = user_sends();
+      ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
+    }
+    ASSERT_TRUE(reply(*a, request, v::ToRivetWebSocketOpen{true}).has_value());
+    // As the runtime's Init: once the user got it, the gateway has taken the open (and
+    // that the socket can hibernate).
+    v::MessageId init = request;
+    init.message_index = 0;
+    ASSERT_TRUE(reply(*a, init, v::ToRivetWebSocketMessage{ToBytes("init"), false}).has_value());
+    auto greeted = (*user)->Receive(5s);
+    ASSERT_TRUE(greeted.has_value()) << greeted.error().ToString();
+    ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*greeted));
+    if (!user_first) {
+      sent = user_sends();
+      ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
+    }
+    ASSERT_TRUE(sent->message_kind.is<v::ToEnvoyWebSocketMessage>());
+    EXPECT_EQ(sent->message_id.message_index, 1);
 
-  // The runtime dies with the message unanswered.
-  a->Close();
-  ASSERT_TRUE(a->WaitClosed(5s).has_value());
-  a.reset();
+    // The runtime dies with the message unanswered.
+    a->Close();
+    ASSERT_TRUE(a->WaitClosed(5s).has_value());
+    a.reset();
 
-  auto start = b->WaitCommand(id, 5s);
-  ASSERT_TRUE(start.has_value()) << start.error().ToString();
-  ASSERT_TRUE(start->inner.is<v::CommandStartActor>());
-  EXPECT_EQ(start->checkpoint.generation, 2u);
-  const auto& hibernating = std::get<v::CommandStartActor>(start->inner.value).hibernating_requests;
-  ASSERT_EQ(hibernating.size(), 1u);
-  EXPECT_EQ(hibernating[0].request_id, request.request_id);
-  ASSERT_TRUE(b->SendRunning(id, 2).has_value());
-  auto again = next_tunnel(*b);
-  ASSERT_TRUE(again.has_value()) << "the in-flight message was not replayed: " << again.error().ToString();
-  const auto* m = again->message_kind.get_if<v::ToEnvoyWebSocketMessage>();
-  ASSERT_NE(m, nullptr) << "a restored socket gets no new open";
-  EXPECT_EQ(again->message_id.message_index, 1);
-  EXPECT_EQ(std::string(m->data.begin(), m->data.end()), "increment");
+    auto start = b->WaitCommand(id, 5s);
+    ASSERT_TRUE(start.has_value()) << start.error().ToString();
+    ASSERT_TRUE(start->inner.is<v::CommandStartActor>());
+    EXPECT_EQ(start->checkpoint.generation, 2u);
+    const auto& hibernating = std::get<v::CommandStartActor>(start->inner.value).hibernating_requests;
+    ASSERT_EQ(hibernating.size(), 1u);
+    EXPECT_EQ(hibernating[0].request_id, request.request_id);
+    ASSERT_TRUE(b->SendRunning(id, 2).has_value());
+    auto again = next_tunnel(*b);
+    ASSERT_TRUE(again.has_value()) << "the in-flight message was not replayed: " << again.error().ToString();
+    const auto* m = again->message_kind.get_if<v::ToEnvoyWebSocketMessage>();
+    ASSERT_NE(m, nullptr) << "a restored socket gets no new open";
+    EXPECT_EQ(again->message_id.message_index, 1);
+    EXPECT_EQ(std::string(m->data.begin(), m->data.end()), "increment");
 
-  v::MessageId out = request;
-  out.message_index = 1;
-  ASSERT_TRUE(reply(*b, out, v::ToRivetWebSocketMessage{ToBytes("1"), false}).has_value());
-  auto answer = (*user)->Receive(5s);
-  ASSERT_TRUE(answer.has_value()) << answer.error().ToString();
-  ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*answer));
-  EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*answer).data, "1");
-}
+    v::MessageId out = request;
+    out.message_index = 1;
+    ASSERT_TRUE(reply(*b, out, v::ToRivetWebSocketMessage{ToBytes("1"), false}).has_value());
+    auto answer = (*user)->Receive(5s);
+    ASSERT_TRUE(answer.has_value()) << answer.error().ToString();
+    ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*answer));
+    EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*answer).data, "1");
+  }
+};
+
+TEST_F(EnvoyDropReplayTest, UnacknowledgedMessageIsReplayedOnTheNextEnvoy) { Run(false); }
+
+// A message the user sent before the actor's open reached the gateway: the gateway did
+// not know yet that the socket can hibernate, and must have kept it all the same.
+TEST_F(EnvoyDropReplayTest, MessageSentBeforeTheActorsOpenIsReplayedToo) { Run(true); }
 
 }  // namespace
 }  // namespace keel::testing
