@@ -25,6 +25,12 @@ namespace latest = protocol::envoy::latest;
 
 constexpr std::string_view kLog = "sqlite";
 
+// How long an idle SQL thread waits for the next job before it parks, yielding its core to
+// any other runnable thread meanwhile: above an actor's statement-to-statement gap (the
+// answer's trip back to the runtime's executor and the next statement's trip here), short
+// enough to cost little when no statement follows. One SQL thread waits so at a time.
+constexpr std::chrono::microseconds kSpin{50};
+
 // One answer a SQL thread waits for.
 template <typename T>
 struct Waiter {
@@ -79,6 +85,11 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
   mutable std::mutex mu;
   std::condition_variable cv;
   std::deque<std::shared_ptr<LocalDb>> ready;  // databases with jobs, round-robin
+  // ready.size(), readable without mu by a spinning SQL thread.
+  std::atomic<size_t> ready_count{0};
+  // SQL threads spinning for the next job (at most one); guarded by mu. Post skips the
+  // condition variable while one spins: it will see the job.
+  size_t spinners = 0;
   std::vector<std::thread> threads;
   bool stopping = false;
   bool joined = false;  // Stop finished: Post runs jobs inline
@@ -102,7 +113,8 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
         if (!db->scheduled) {
           db->scheduled = true;
           ready.push_back(db);
-          cv.notify_one();
+          ready_count.store(ready.size(), std::memory_order_release);
+          if (spinners == 0) cv.notify_one();
         }
         if (threads.empty() && !stopping) {
           const size_t n = options.threads == 0 ? 1 : options.threads;
@@ -117,10 +129,27 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
   void Work() {
     std::unique_lock lock(mu);
     for (;;) {
+      if (ready.empty() && !stopping && spinners == 0) {
+        // An actor's statements come one after another, each posted when the previous
+        // answer reached the runtime's executor (~10 µs later). Parking in between costs
+        // this thread two context switches per statement, so one SQL thread first waits for
+        // the next job a bounded time, yielding (see kSpin).
+        ++spinners;
+        lock.unlock();
+        const auto until = std::chrono::steady_clock::now() + kSpin;
+        while (ready_count.load(std::memory_order_acquire) == 0 &&
+               std::chrono::steady_clock::now() < until) {
+          std::this_thread::yield();  // not a pause loop: on 2 cores that starves the runtime
+        }
+        lock.lock();
+        --spinners;
+      }
       cv.wait(lock, [this] { return !ready.empty() || stopping; });
       if (ready.empty()) return;  // stopping, and every queued job has run
       std::shared_ptr<LocalDb> db = std::move(ready.front());
       ready.pop_front();
+      ready_count.store(ready.size(), std::memory_order_release);
+      if (!ready.empty()) cv.notify_one();  // Post did not wake anyone while this one spun
       std::function<void()> job = std::move(db->jobs.front());
       db->jobs.pop_front();
       lock.unlock();
@@ -131,6 +160,7 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
         db->scheduled = false;
       } else {
         ready.push_back(std::move(db));
+        ready_count.store(ready.size(), std::memory_order_release);
       }
     }
   }

@@ -8,10 +8,12 @@
 // Threads: SQLite is blocking, the runtime core is not. Statements run on a small pool of
 // SQL threads (`threads`, default 2); one database's statements run one at a time in call
 // order (a serial queue per database, served round-robin, so a busy actor cannot starve
-// the others). A page request from a SQL thread is handed to the runtime's executor (where
-// the envoy client lives) and the SQL thread waits for its answer, bounded by
-// `page_request_timeout`. Results go back to the runtime's executor, where the awaiting
-// actor coroutine resumes.
+// the others). A SQL thread that runs out of work first waits up to 50 µs for the next job,
+// yielding its core, before it parks (one thread at a time): an actor's statements arrive
+// one after another, and parking between them costs two thread switches per statement. A
+// page request from a SQL thread is handed to the runtime's executor (where the envoy
+// client lives) and the SQL thread waits for its answer, bounded by `page_request_timeout`.
+// Results go back to the runtime's executor, where the awaiting actor coroutine resumes.
 //
 // Failure: a commit whose outcome is unknown (connection lost after it was sent:
 // sqlite.indeterminate_commit, a timeout) fails the statement; the VFS drops its cache,

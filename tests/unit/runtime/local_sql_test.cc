@@ -556,5 +556,34 @@ TEST_F(LocalSql, ProtocolV3StillHasPageIo) {
   EXPECT_EQ(Call("a1", "list"), R"({"output":[{"id":1,"body":"v3"}]})");
 }
 
+// Several databases with work at once, posted while a SQL thread may be waiting for its
+// next job without parking (LocalSqlHost spins briefly and Post then skips the wake-up):
+// every statement still runs, in call order per database.
+TEST_F(LocalSql, StatementsOfSeveralActorsPostedTogetherAllRun) {
+  Boot();
+  const std::vector<std::string> actors = {"m1", "m2", "m3", "m4"};
+  for (const auto& a : actors) ASSERT_NO_FATAL_FAILURE(StartRunning(a, 1));
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::pair<std::string, decltype(h_->Action("", "", ""))>> calls;
+    for (int i = 0; i < 5; ++i) {
+      for (const auto& a : actors) {
+        calls.emplace_back(a, h_->Action(a, "add", "[\"" + a + "-" + std::to_string(i) + "\"]"));
+      }
+    }
+    ASSERT_TRUE(Drive([&] {
+      for (const auto& [a, id] : calls) {
+        if (h_->Status(id) == 0) return false;
+      }
+      return true;
+    }));
+    for (size_t k = 0; k < calls.size(); ++k) {
+      const int64_t expected = round * 5 + static_cast<int64_t>(k / actors.size()) + 1;
+      EXPECT_EQ(h_->Body(calls[k].second), "{\"output\":" + std::to_string(expected) + "}")
+          << calls[k].first << " call " << k;
+    }
+  }
+  EXPECT_EQ(Call("m3", "list").substr(0, 32), R"({"output":[{"id":1,"body":"m3-0")");
+}
+
 }  // namespace
 }  // namespace keel
