@@ -471,7 +471,12 @@ class WsActor {
         if (r->id != want) continue;
         return std::move(r->output);
       }
-      if (std::holds_alternative<wire::ErrorMsg>(*m)) return std::nullopt;
+      if (auto* e = std::get_if<wire::ErrorMsg>(&*m)) {
+        // An answer to an earlier call this caller gave up on (e.g. actor.action_result_lost
+        // after a runtime crash) is not this call's.
+        if (e->action_id && *e->action_id != want) continue;
+        return std::nullopt;
+      }
     }
     return std::nullopt;
   }

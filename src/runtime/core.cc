@@ -1389,6 +1389,7 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     if (static_cast<int16_t>(idx - conn.last_client_index_) <= 0 && conn.last_client_index_ != 0) {
       LogDebug(kLog, "replayed client message ignored",
                {{"actor", actor_id_}, {"index", std::to_string(idx)}, {"last", std::to_string(conn.last_client_index_)}});
+      AnswerReplayedAction(conn, data);
       return;
     }
     if (phase_ == Phase::kLoading) {
@@ -1772,6 +1773,29 @@ void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binar
   };
   // An async message handler counts as activity until it settles (actors.md §3.3 rule 9).
   SpawnOwned(handle(this, std::move(raw), std::move(data), binary, index), true, true);
+}
+
+// A replayed message the connection's record says was processed: the gateway was not told
+// (its ack died with the previous instance), so the answer may have died too. Running the
+// action again would apply its effects twice; instead its caller learns the result is lost
+// (a client that did get the answer drops this one: it no longer waits for that id). Not
+// a scheduling error: a client must not retry it blindly, the effects are durable.
+void Instance::AnswerReplayedAction(Conn& conn, const Bytes& data) {
+  if (conn.raw_) return;
+  auto msg = wire::DecodeToServer(data, conn.encoding_);
+  if (!msg.ok()) return;
+  const auto* action = std::get_if<wire::ActionRequest>(&*msg);
+  if (action == nullptr) return;
+  const std::string conn_id = conn.id_;
+  const uint64_t action_id = action->id;
+  Gate([this, conn_id, action_id] {
+    auto it = conns_.find(conn_id);
+    if (it == conns_.end()) return;
+    SendToConn(*it->second, wire::ErrorMsg{"actor", "action_result_lost",
+                                           "The action ran before the actor restarted and its effects are saved, "
+                                           "but its result was lost; do not retry it blindly.",
+                                           std::nullopt, action_id});
+  });
 }
 
 bool Instance::AnswerAckProbe(Conn& conn, const Bytes& data) {

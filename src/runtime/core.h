@@ -493,6 +493,8 @@ class Instance {
   void DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binary, uint16_t index);
   // onWebSocket for a raw socket restored from hibernation (after onWake).
   void RunRestoredRawSocket(std::shared_ptr<Conn> conn);
+  // An action replayed after it was processed gets actor.action_result_lost.
+  void AnswerReplayedAction(Conn& conn, const Bytes& data);
   // RuntimeOptions::test_hooks: answers the ack-state probe frame; true when `data` was one.
   bool AnswerAckProbe(Conn& conn, const Bytes& data);
   void HandleWsMessage(const envoy::latest::MessageId& id, const Bytes& data, bool binary);

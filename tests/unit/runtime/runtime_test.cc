@@ -1157,6 +1157,12 @@ namespace {
 
 Bytes JsonFrame(const wire::ToServer& m) { return wire::Encode(m, wire::Encoding::kJson); }
 
+// True when `m` is the answer to a replayed, already processed action `id`.
+bool IsResultLost(const wire::ToClient& m, uint64_t id) {
+  const auto* e = std::get_if<wire::ErrorMsg>(&m);
+  return e != nullptr && e->group == "actor" && e->code == "action_result_lost" && e->action_id == id;
+}
+
 std::vector<wire::ToClient> Decoded(const testing::TunnelReply& r) {
   std::vector<wire::ToClient> out;
   for (const auto& m : r.ws_messages) {
@@ -1192,10 +1198,12 @@ TEST(RuntimeHibernation, ConnectionSurvivesSleepWithoutReconnectHooks) {
   // The gateway kept the socket; the next generation restores it.
   h.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
   EXPECT_THAT(*log, ElementsAre("wake", "connect", "wake"));
-  // A replay of an already processed message is ignored; a new one is answered.
+  // A replay of an already processed action is not run again (its caller learns the result
+  // was lost); a new one is answered.
   const size_t before = h.Reply(ws).ws_messages.size();
   h.WsSendAt(ws, JsonFrame(wire::ActionRequest{1, "rename", Value::ArrayOf({"again"})}), false, 2);
-  EXPECT_EQ(h.Reply(ws).ws_messages.size(), before);
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), before + 1);
+  EXPECT_TRUE(IsResultLost(Decoded(h.Reply(ws)).back(), 1));
   h.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "whoami", Value::Array{}}), false, 3);
   auto msgs = Decoded(h.Reply(ws));
   ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
@@ -1275,13 +1283,17 @@ TEST(RuntimeHibernation, ReplayAfterARuntimeCrashDoesNotApplyAnAnsweredActionTwi
   // The gateway replays both messages (their acks may not have reached it).
   h2.WsSendAt(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false, 1);
   h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({5})}), false, 2);
-  EXPECT_TRUE(h2.Reply(ws).ws_messages.empty()) << "replayed messages are not processed again";
+  // Not processed again: the action is not re-run (its answer may have died with the first
+  // process, so its caller learns the result was lost); the subscription needs no answer.
+  msgs = Decoded(h2.Reply(ws));
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_TRUE(IsResultLost(msgs[0], 1));
   h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({1})}), false, 3);
   msgs = Decoded(h2.Reply(ws));
-  ASSERT_EQ(msgs.size(), 2u);
-  ASSERT_TRUE(std::holds_alternative<wire::Event>(msgs[0])) << "the subscription survived the crash";
-  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs[1]));
-  EXPECT_EQ(std::get<wire::ActionResponse>(msgs[1]).output, Value(6));
+  ASSERT_EQ(msgs.size(), 3u);
+  ASSERT_TRUE(std::holds_alternative<wire::Event>(msgs[1])) << "the subscription survived the crash";
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs[2]));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs[2]).output, Value(6)) << "applied once";
   EXPECT_EQ(h2.Reply(ws).last_ack, std::optional<uint16_t>(3));
 }
 
@@ -1322,7 +1334,10 @@ TEST(RuntimeHibernation, AnEffectFreeActionIsAnsweredBeforeItsIndexIsDurableAndA
   h2.Boot({CounterDef().type()});
   h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
   h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false, 2);
-  EXPECT_TRUE(h2.Reply(ws).ws_messages.empty()) << "a replayed message was processed again";
+  auto replayed = Decoded(h2.Reply(ws));
+  ASSERT_EQ(replayed.size(), 1u);
+  EXPECT_TRUE(IsResultLost(replayed[0], 2)) << "a replayed message was processed again";
+  EXPECT_EQ(*h2.PersistedState("a1"), Value::Object({{"count", 5}}));
 }
 
 TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
