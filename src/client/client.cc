@@ -298,8 +298,11 @@ struct HandleState {
   // The gateway URL of `rest` (a path starting with '/', or empty) plus the user's raw
   // query: direct by id when known, otherwise the query form. nullopt when the key cannot
   // be written in the query form (then the caller resolves over REST first).
-  std::optional<std::string> Url(const std::string& prefix, std::string_view rest, std::string_view user_query) {
-    std::string id = CachedId();
+  // By the cached actor id when there is one (and `by_id`), else by key (the gateway's query
+  // form, which resolves — and for getOrCreate creates — the actor itself).
+  std::optional<std::string> Url(const std::string& prefix, std::string_view rest, std::string_view user_query,
+                                 bool by_id = true) {
+    std::string id = by_id || kind == HandleKind::kId ? CachedId() : std::string();
     std::string url = prefix + "/gateway/";
     if (!id.empty()) {
       url += gw::PercentEncode(id);
@@ -520,7 +523,10 @@ ClientResult<std::unique_ptr<net::BlockingWsClient>> ActorHandle::WebSocket(std:
     if (attempt > 1) std::this_thread::sleep_for(c.options.retry_pause);  // retry pause (§4.2)
     auto params = state_->Params();
     if (!params.has_value()) return Unexpected(std::move(params.error()));
-    auto url = state_->Url(c.ws_base, "/websocket/" + p, q);
+    // A key handle opens raw sockets by key: the gateway accepts an upgrade before it routes,
+    // so a cached id whose actor was destroyed would yield a socket closed at once
+    // (actor.not_found) rather than a handshake error to re-resolve on (actors.md §8.13).
+    auto url = state_->Url(c.ws_base, "/websocket/" + p, q, /*by_id=*/false);
     if (!url) {
       auto id = Resolve();
       if (!id.has_value()) return Unexpected(std::move(id.error()));

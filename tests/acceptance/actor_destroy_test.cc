@@ -131,14 +131,7 @@ TEST_P(ActorDestroyTest, StaleHandleWebSocket) {
   auto ev = ws->Receive(5s);
   ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
   auto* m = std::get_if<net::BlockingWsClient::Message>(&*ev);
-  if (m == nullptr) {
-    auto& closed = std::get<net::BlockingWsClient::Closed>(*ev);
-    GTEST_SKIP() << "KNOWN GAP: webSocket() on a stale getOrCreate handle does not re-resolve: the gateway "
-                    "accepts the upgrade for the destroyed id and closes it ("
-                 << closed.code << " " << closed.reason
-                 << ") and the client returns that socket; expected a socket to the recreated actor whose "
-                    "welcome has value 0";
-  }
+  ASSERT_NE(m, nullptr) << "webSocket() on a stale getOrCreate handle got a socket to the destroyed actor";
   EXPECT_EQ(ParseBody(m->data), json({{"type", "welcome"}, {"key", key}, {"value", 0}}));
 }
 

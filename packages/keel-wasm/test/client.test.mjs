@@ -225,6 +225,20 @@ test("raw WebSocket reaches onWebSocket", { ...T, skip: noFixtures }, async () =
   ws.close();
 });
 
+test("a raw WebSocket from a getOrCreate handle whose actor was destroyed reaches the new actor", { ...T, skip: noFixtures }, async () => {
+  const c = makeClient({ endpoint: engine.endpoint, poolName: "fixtures" });
+  const h = c.getOrCreate("rawWebSocketActor", unique("rws-stale"));
+  const first = await h.resolve();
+  await c.destroyActor(first);
+  const ws = await within(10000, h.webSocket("", []), "raw websocket");
+  const messages = [];
+  ws.addEventListener("message", (ev) => messages.push(JSON.parse(ev.data)));
+  await waitFor(() => messages.length >= 1, 5000, "the welcome");
+  assert.equal(messages[0].type, "welcome", "a socket to the destroyed actor would close at once");
+  assert.equal(messages[0].connectionCount, 1);
+  ws.close();
+});
+
 test("reconnect after a network drop: new Init, re-subscribed, queued actions sent", T, async () => {
   const proxy = await startProxy(engine.port);
   const c = makeClient({ endpoint: proxy.endpoint, encoding: "cbor" });

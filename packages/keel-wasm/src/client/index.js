@@ -605,7 +605,10 @@ export class ActorHandle {
     const WS = c.WebSocket;
     const [p, q] = splitUserPath(path);
     const params = await s.paramsFor();
-    let url = s.url(c.wsBase, `/websocket/${p}`, q);
+    // A key handle opens raw sockets by key: the gateway accepts an upgrade before it routes,
+    // so a cached id whose actor was destroyed would give a socket closed at once
+    // (actor.not_found) instead of reaching the re-created actor (actors.md §8.13).
+    let url = s.url(c.wsBase, `/websocket/${p}`, q, s.kind === KIND_ID ? s.actorId : "");
     if (url === null) {
       await s.resolve();
       url = s.url(c.wsBase, `/websocket/${p}`, q);
