@@ -1655,7 +1655,13 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     // A record whose path is not /connect is a raw WebSocket (can_hibernate_websocket).
     const std::string_view path = conn->request_path_;
     const std::string_view bare_path = path.substr(0, path.find('?'));
-    if (bare_path != "/connect" && type_->on_websocket) {
+    if (bare_path != "/connect" && !type_->on_websocket) {
+      // A raw socket of a version of this actor that had onWebSocket: nothing can take it
+      // now; the gateway is told to close it below (listed but not restored).
+      StageWrite(resp->keys[i], std::nullopt);
+      continue;
+    }
+    if (bare_path != "/connect") {
       auto raw = std::make_shared<RawSocket>();
       raw->owner_ = this;
       raw->conn_id_ = conn->id_;

@@ -1149,6 +1149,31 @@ TEST(RuntimeRawWebSocket, HibernatableSocketSurvivesSleepAndSkipsAcknowledgedRep
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 3}}));
 }
 
+// A hibernated raw socket whose actor no longer has onWebSocket (a new version) cannot be
+// restored: its record is dropped and the gateway is told to close the socket.
+TEST(RuntimeRawWebSocket, HibernatedSocketWithoutAHandlerAtWakeIsClosed) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().can_hibernate_websocket = [](const runtime::Request&) { return true; };
+  def.on_websocket([](Ctx<Counter>&, WebSocket<Ctx<Counter>>&) {});
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/x", "rivet");
+  h.StopActor("a1", 1);
+  ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
+  ASSERT_TRUE(h.Reply(ws).ws_close->hibernate);
+
+  RuntimeHarness h2;
+  h2.kv("a1") = h.kv("a1");
+  h2.Boot({CounterDef().type()});
+  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  ASSERT_TRUE(h2.Running("a1", 2));
+  ASSERT_TRUE(h2.Reply(ws).ws_close.has_value());
+  EXPECT_FALSE(h2.Reply(ws).ws_close->hibernate);
+  EXPECT_FALSE(h2.Reply(ws).ws_open);
+  for (const auto& [k, v] : h2.kv("a1")) EXPECT_NE(k.empty() ? 0 : k[0], 2) << "the connection record was kept";
+}
+
 }  // namespace
 }  // namespace keel
 
