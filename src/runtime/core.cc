@@ -975,7 +975,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
     for (const auto& id : close_after_hook) {
       auto it = conns_.find(id);
       if (it == conns_.end() || it->second->closed_) continue;
-      if (it->second->raw_) it->second->raw_->closed_ = true;
+      it->second->raw_->closed_ = true;  // close_after_hook holds raw sockets only
       CloseConnSocket(*it->second, 1000, destroy ? "actor.destroyed" : "actor.stopped");
       co_await DisconnectConn(id);
     }
@@ -1292,7 +1292,6 @@ void Instance::CloseConnSocket(Conn& conn, uint16_t code, std::string reason) {
 }
 
 void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
-  auto route = std::make_pair(id.gateway_id, id.request_id);
   auto refuse = [this, &id](uint16_t code, std::string reason) {
     latest::ToRivetTunnelMessage out;
     out.message_id = id;
@@ -1320,22 +1319,9 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
     return refuse(1011, e.group() + "." + e.code());
   }
   if (raw) return OpenRawSocket(id, std::move(req), std::move(params));
-  std::shared_ptr<Conn> conn = NewConn(/*transient=*/false);
+  std::shared_ptr<Conn> conn = AcceptSocket(id, req, std::move(params), /*hibernatable=*/true);
   conn->encoding_ = *enc;
-  conn->gateway_id_ = id.gateway_id;
-  conn->request_id_ = id.request_id;
-  conn->params_ = std::move(params);
-  conn->hibernatable_ = true;
-  conn->request_path_ = req.path + (req.query.empty() ? "" : "?" + req.query);
-  conn->request_headers_ = req.headers;
   const std::string conn_id = conn->id_;
-  ws_conns_[route] = conn_id;
-  ResetSleepTimer();
-
-  latest::ToRivetTunnelMessage open;
-  open.message_id = id;
-  open.message_kind = latest::ToRivetWebSocketOpen{true};
-  runtime_.client().SendTunnel(std::move(open), true);
 
   auto setup = [](Instance* self, std::shared_ptr<Conn> c, std::string conn_id, Request req) -> Task<void> {
     std::optional<ClientError> failed;
@@ -1662,16 +1648,12 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
       continue;
     }
     if (bare_path != "/connect") {
-      auto raw = std::make_shared<RawSocket>();
-      raw->owner_ = this;
-      raw->conn_id_ = conn->id_;
-      raw->hibernatable_ = true;
-      raw->restored_ = true;
-      raw->request_.method = "GET";
-      raw->request_.path = std::string(bare_path);
-      if (bare_path.size() < path.size()) raw->request_.query = std::string(path.substr(bare_path.size() + 1));
-      raw->request_.headers = conn->request_headers_;
-      conn->raw_ = std::move(raw);
+      Request req;
+      req.method = "GET";
+      req.path = std::string(bare_path);
+      if (bare_path.size() < path.size()) req.query = std::string(path.substr(bare_path.size() + 1));
+      req.headers = conn->request_headers_;
+      AttachRawSocket(*conn, std::move(req), /*restored=*/true);
     }
     const std::string* proto = nullptr;
     for (const auto& [k, v] : conn->request_headers_) {
@@ -1829,19 +1811,13 @@ bool Instance::AnswerAckProbe(Conn& conn, const Bytes& data) {
   return true;
 }
 
-void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value params) {
+std::shared_ptr<Conn> Instance::AcceptSocket(const latest::MessageId& id, const Request& req, Value params,
+                                             bool hibernatable) {
   std::shared_ptr<Conn> conn = NewConn(/*transient=*/false);
   conn->gateway_id_ = id.gateway_id;
   conn->request_id_ = id.request_id;
   conn->params_ = std::move(params);
-  auto raw = std::make_shared<RawSocket>();
-  raw->owner_ = this;
-  raw->conn_id_ = conn->id_;
-  raw->request_ = req;
-  const auto& can_hibernate = type_->options.can_hibernate_websocket;
-  raw->hibernatable_ = can_hibernate && can_hibernate(req);
-  conn->raw_ = raw;
-  conn->hibernatable_ = raw->hibernatable_;
+  conn->hibernatable_ = hibernatable;
   conn->request_path_ = req.path + (req.query.empty() ? "" : "?" + req.query);
   conn->request_headers_ = req.headers;
   ws_conns_[{id.gateway_id, id.request_id}] = conn->id_;
@@ -1849,8 +1825,26 @@ void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value par
 
   latest::ToRivetTunnelMessage open;
   open.message_id = id;
-  open.message_kind = latest::ToRivetWebSocketOpen{raw->hibernatable_};
+  open.message_kind = latest::ToRivetWebSocketOpen{hibernatable};
   runtime_.client().SendTunnel(std::move(open), true);
+  return conn;
+}
+
+std::shared_ptr<RawSocket> Instance::AttachRawSocket(Conn& conn, Request req, bool restored) {
+  auto raw = std::make_shared<RawSocket>();
+  raw->owner_ = this;
+  raw->conn_id_ = conn.id_;
+  raw->request_ = std::move(req);
+  raw->hibernatable_ = conn.hibernatable_;
+  raw->restored_ = restored;
+  conn.raw_ = raw;
+  return raw;
+}
+
+void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value params) {
+  const auto& can_hibernate = type_->options.can_hibernate_websocket;
+  std::shared_ptr<Conn> conn = AcceptSocket(id, req, std::move(params), can_hibernate && can_hibernate(req));
+  std::shared_ptr<RawSocket> raw = AttachRawSocket(*conn, req, /*restored=*/false);
 
   auto setup = [](Instance* self, std::shared_ptr<Conn> conn, std::shared_ptr<RawSocket> raw,
                   Request req) -> Task<void> {

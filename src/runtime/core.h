@@ -487,6 +487,12 @@ class Instance {
                           std::function<void()> before_on_connect = {});
   Task<void> DisconnectConn(std::string conn_id);
   void HandleWsOpen(const envoy::latest::MessageId& id, Request request);
+  // A non-transient connection for an upgraded socket: routed, recorded with its request's
+  // path and headers, and the gateway told the socket is open (and whether it hibernates).
+  std::shared_ptr<Conn> AcceptSocket(const envoy::latest::MessageId& id, const Request& request, Value params,
+                                     bool hibernatable);
+  // Makes `conn` a raw WebSocket (hibernatable when the connection is).
+  std::shared_ptr<RawSocket> AttachRawSocket(Conn& conn, Request request, bool restored);
   void OpenRawSocket(const envoy::latest::MessageId& id, Request request, Value params);
   // Runs the raw socket's message handler; for a hibernatable socket the message is then
   // recorded as processed and acknowledged (`index` tracked in Conn::processing_).
