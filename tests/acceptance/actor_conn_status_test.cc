@@ -1,5 +1,6 @@
 // actors.md §8.6 actor-conn-status: connection status accessors and listeners (`counter`).
 #include <atomic>
+#include <memory>
 #include <mutex>
 
 #include "support/acceptance.h"
@@ -28,19 +29,25 @@ TEST_P(ActorConnStatusTest, ConnectedAfterFirstAction) {
 }
 
 TEST_P(ActorConnStatusTest, StatusChangeListenerSeesConnected) {
-  std::mutex mu;
-  std::vector<client::ConnStatus> seen;
-  auto conn = Connect(UniqueKey("status-listener"), [&](client::ActorConn& c) {
-    c.OnStatusChange([&](client::ConnStatus s) {
-      std::lock_guard<std::mutex> lock(mu);
-      seen.push_back(s);
+  // Shared with the listener: Dispose's kDisconnected reaches it on the I/O thread after
+  // this test returned (listeners run there), so it must not capture the test's stack.
+  struct Seen {
+    std::mutex mu;
+    std::vector<client::ConnStatus> statuses;
+  };
+  auto seen = std::make_shared<Seen>();
+  auto conn = Connect(UniqueKey("status-listener"), [seen](client::ActorConn& c) {
+    c.OnStatusChange([seen](client::ConnStatus s) {
+      std::lock_guard<std::mutex> lock(seen->mu);
+      seen->statuses.push_back(s);
     });
   });
   KEEL_OK(conn->Call<int64_t>("increment", 1));
   EXPECT_TRUE(WaitFor(
       [&] {
-        std::lock_guard<std::mutex> lock(mu);
-        return std::find(seen.begin(), seen.end(), client::ConnStatus::kConnected) != seen.end();
+        std::lock_guard<std::mutex> lock(seen->mu);
+        return std::find(seen->statuses.begin(), seen->statuses.end(), client::ConnStatus::kConnected) !=
+               seen->statuses.end();
       },
       5s));
   conn->Dispose();
