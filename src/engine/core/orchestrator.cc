@@ -249,7 +249,8 @@ struct Orchestrator::Impl {
 
   // ---- one step --------------------------------------------------------------------
 
-  latest::CommandWrapper BuildCommand(const ActorEntry& e, const orch::fx::SendCommand& cmd) {
+  latest::CommandWrapper BuildCommand(const ActorEntry& e, const orch::fx::SendCommand& cmd,
+                                      bool fresh) {
     latest::CommandWrapper w;
     w.checkpoint.actor_id = e.id.ToString();
     w.checkpoint.generation = cmd.generation;
@@ -260,7 +261,7 @@ struct Orchestrator::Impl {
       start.config.key = e.record.key;
       start.config.create_ts = e.record.create_ts;
       start.config.input = e.record.input;
-      start.hibernating_requests = HibernatingRequests(e.id);
+      if (!fresh) start.hibernating_requests = HibernatingRequests(e.id);
       w.inner = std::move(start);
     } else {
       latest::CommandStopActor stop;
@@ -306,87 +307,168 @@ struct Orchestrator::Impl {
     return keys::Alarm(*wf.alarm_ts, e.id.bytes());
   }
 
-  // Stores `next` and everything its effects imply in one transaction.
-  Status Persist(ActorEntry& e, const orch::ActorWorkflow& next,
-                 const std::vector<orch::Effect>& effects,
-                 const std::vector<std::pair<const orch::fx::SendCommand*,
-                                             latest::CommandWrapper>>& commands) {
-    const ByteView actor = e.id.bytes();
-    const ByteView ns = e.ns.bytes();
-    std::optional<Bytes> old_alarm = AlarmKeyOf(e, e.wf);
-    std::optional<Bytes> new_alarm = AlarmKeyOf(e, next);
-    Bytes wf_value = orch::EncodeWorkflow(next);
+  // One machine step between Step() and its commit: the new workflow, its effects, the
+  // commands it sends (built before the commit, stored with it) and the storage writes.
+  struct PreparedStep {
+    orch::ActorWorkflow next;
+    std::vector<orch::Effect> effects;
+    // (index into `effects`, the command as sent and stored)
+    std::vector<std::pair<size_t, latest::CommandWrapper>> commands;
+    // Storage writes (computed once, re-applied on a conflict retry).
+    Bytes wf_value;
+    std::optional<Bytes> old_alarm;
+    std::optional<Bytes> new_alarm;
     std::optional<Bytes> record_value;
     bool release_key = false;
-    for (const auto& effect : effects) {
-      if (std::holds_alternative<orch::fx::DeleteActorData>(effect)) {
+    std::vector<std::pair<Bytes, Bytes>> command_puts;
+    std::vector<Bytes> drop_prefixes;
+  };
+
+  // Runs Step on a copy of the workflow. nullopt: nothing changed and nothing to do.
+  // `fresh`: the actor is being created in this step (it has no hibernating requests).
+  // A command that cannot be encoded fails the step (`prepared` error).
+  std::optional<Result<PreparedStep>> PrepareStep(ActorEntry& e, const orch::Input& input,
+                                                  StepContext& ctx, bool fresh = false) {
+    PreparedStep p;
+    p.next = e.wf;
+    orch::StepResult result = orch::Step(p.next, input, ctx);
+    if (!result.changed && result.effects.empty()) return std::nullopt;
+    p.effects = std::move(result.effects);
+    const ByteView actor = e.id.bytes();
+    const ByteView ns = e.ns.bytes();
+    for (size_t i = 0; i < p.effects.size(); ++i) {
+      const orch::Effect& effect = p.effects[i];
+      if (const auto* cmd = std::get_if<orch::fx::SendCommand>(&effect)) {
+        latest::CommandWrapper wrapper = BuildCommand(e, *cmd, fresh);
+        auto value = protocol::envoy::EncodeActorCommandKeyDataFramed(ToKeyData(wrapper),
+                                                                       kCommandVersion);
+        if (!value.has_value()) {
+          return Result<PreparedStep>(Unexpected{
+              Error{"core", "internal_error", protocol::ToString(value.error())}});
+        }
+        p.command_puts.emplace_back(
+            keys::EnvoyCommand(ns, cmd->envoy_key, actor, cmd->generation,
+                               static_cast<uint64_t>(cmd->index)),
+            std::move(*value));
+        p.commands.emplace_back(i, std::move(wrapper));
+      } else if (std::holds_alternative<orch::fx::DeleteActorData>(effect)) {
         rec::ActorRecord destroyed = e.record;
         destroyed.destroyed = true;
-        destroyed.destroy_ts = next.destroy_ts != 0 ? next.destroy_ts : Now();
-        record_value = WriteRecord(destroyed);
+        destroyed.destroy_ts = p.next.destroy_ts != 0 ? p.next.destroy_ts : Now();
+        p.record_value = WriteRecord(destroyed);
       } else if (std::holds_alternative<orch::fx::ReleaseKey>(effect)) {
-        release_key = e.record.key.has_value();
+        p.release_key = e.record.key.has_value();
+      } else if (const auto* drop = std::get_if<orch::fx::DropPendingCommands>(&effect)) {
+        p.drop_prefixes.push_back(
+            keys::EnvoyCommandsOf(ns, drop->envoy_key, actor, drop->generation));
       }
     }
-    std::vector<std::pair<Bytes, Bytes>> command_puts;
-    for (const auto& [cmd, wrapper] : commands) {
-      auto value = protocol::envoy::EncodeActorCommandKeyDataFramed(ToKeyData(wrapper),
-                                                                     kCommandVersion);
-      if (!value.has_value()) {
-        return Unexpected{Error{"core", "internal_error", protocol::ToString(value.error())}};
-      }
-      command_puts.emplace_back(
-          keys::EnvoyCommand(ns, cmd->envoy_key, actor, cmd->generation,
-                             static_cast<uint64_t>(cmd->index)),
-          std::move(*value));
+    p.old_alarm = AlarmKeyOf(e, e.wf);
+    p.new_alarm = AlarmKeyOf(e, p.next);
+    p.wf_value = orch::EncodeWorkflow(p.next);
+    return Result<PreparedStep>(std::move(p));
+  }
+
+  // Adds the new workflow and everything its effects imply to `txn` (docs/storage.md
+  // §3.4–§3.8): the workflow, the live set, the alarm index, the destroyed record, the
+  // released key reservation, dropped and new commands.
+  Status WriteStep(storage::KvTxn& txn, const ActorEntry& e, const PreparedStep& p) {
+    const ByteView actor = e.id.bytes();
+    // The guard: a racing KV/page write of this actor conflicts with a destroy.
+    KEEL_RETURN_IF_ERROR(txn.Get(keys::ActorRecord(actor)));
+    KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), p.wf_value));
+    if (p.record_value.has_value()) {
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), *p.record_value));
     }
-    return storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
-      // The guard: a racing KV/page write of this actor conflicts with a destroy.
-      KEEL_RETURN_IF_ERROR(txn.Get(keys::ActorRecord(actor)));
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), wf_value));
-      if (record_value.has_value()) {
-        KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), *record_value));
-      }
-      if (AtRest(next.transition)) {
-        KEEL_RETURN_IF_ERROR(txn.Delete(keys::Live(actor)));
-      } else {
-        KEEL_RETURN_IF_ERROR(txn.Put(keys::Live(actor), Bytes{}));
-      }
-      if (old_alarm != new_alarm) {
-        if (old_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Delete(*old_alarm));
-        if (new_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Put(*new_alarm, Bytes{}));
-      }
-      if (release_key) {
-        KEEL_RETURN_IF_ERROR(
-            txn.Delete(keys::ActorByKey(ns, e.record.name, *e.record.key)));
-      }
-      for (const auto& effect : effects) {
-        if (const auto* drop = std::get_if<orch::fx::DropPendingCommands>(&effect)) {
-          KEEL_RETURN_IF_ERROR(txn.DeleteRange(storage::KeyRange::Prefix(
-              keys::EnvoyCommandsOf(ns, drop->envoy_key, actor, drop->generation))));
-        }
-      }
-      for (const auto& [key, value] : command_puts) {
-        KEEL_RETURN_IF_ERROR(txn.Put(key, value));
-      }
-      return {};
-    });
+    if (AtRest(p.next.transition)) {
+      KEEL_RETURN_IF_ERROR(txn.Delete(keys::Live(actor)));
+    } else {
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::Live(actor), Bytes{}));
+    }
+    if (p.old_alarm != p.new_alarm) {
+      if (p.old_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Delete(*p.old_alarm));
+      if (p.new_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Put(*p.new_alarm, Bytes{}));
+    }
+    if (p.release_key) {
+      KEEL_RETURN_IF_ERROR(
+          txn.Delete(keys::ActorByKey(e.ns.bytes(), e.record.name, *e.record.key)));
+    }
+    for (const auto& prefix : p.drop_prefixes) {
+      KEEL_RETURN_IF_ERROR(txn.DeleteRange(storage::KeyRange::Prefix(prefix)));
+    }
+    for (const auto& [key, value] : p.command_puts) {
+      KEEL_RETURN_IF_ERROR(txn.Put(key, value));
+    }
+    return {};
+  }
+
+  // The one step whose answer may precede its commit: Running makes the actor
+  // connectable, and the waiters get the instance at once, while the loop stores kRunning
+  // (docs/storage.md §3.5 "Running before its commit"). Nothing the waiters do depends on
+  // that commit: the instance (envoy, generation) was durably placed by the start step,
+  // KV/page/SQL ownership already holds in kStarting, and losing the commit (crash or
+  // store error) leaves the state of a Running event not yet received.
+  void AnswerReadyEarly(ActorEntry& e, const PreparedStep& p) {
+    if (e.waiters.empty() || p.next.transition != orch::Transition::kRunning) return;
+    bool ready = false;
+    for (const auto& effect : p.effects) {
+      const auto* pub = std::get_if<orch::fx::Publish>(&effect);
+      if (pub != nullptr && pub->notice == orch::fx::Notice::kReady) ready = true;
+    }
+    if (!ready) return;
+    AnswerWaiters(e, p);
+  }
+
+  // A step whose loss is harmless: the Running event made the instance connectable and the
+  // step does nothing else (no command, no event ack, no other notice). Losing its commit
+  // leaves the state of "Running not yet received" (above), so it is committed without
+  // waiting for the WAL sync: the next synced commit (the actor's first KV write, any
+  // later step) makes it durable, and an OS crash before that loses only it (docs/storage.md
+  // §3.5 "Running before its commit").
+  static bool LossIsHarmless(const ActorEntry& e, const PreparedStep& p) {
+    if (p.next.transition != orch::Transition::kRunning ||
+        (e.wf.transition != orch::Transition::kStarting &&
+         e.wf.transition != orch::Transition::kAllocating) ||
+        !p.command_puts.empty() || !p.drop_prefixes.empty() || p.record_value.has_value() ||
+        p.release_key || p.old_alarm != p.new_alarm) {
+      return false;
+    }
+    for (const auto& effect : p.effects) {
+      const auto* pub = std::get_if<orch::fx::Publish>(&effect);
+      if (pub == nullptr || pub->notice != orch::fx::Notice::kReady) return false;
+    }
+    return true;
+  }
+
+  void AnswerWaiters(ActorEntry& e, const PreparedStep& p) {
+    auto session = LiveSession(e.ns, p.next.envoy_key);
+    if (session == nullptr) return;
+    auto waiters = std::move(e.waiters);
+    e.waiters.clear();
+    for (auto& w : waiters) {
+      engine.clock().Cancel(w.timer);
+      w.done(ActorTarget{session, p.next.generation});
+    }
   }
 
   void StepActor(ActorEntry& e, const orch::Input& input) {
-    orch::ActorWorkflow next = e.wf;
     StepContext ctx(*this, e);
-    orch::StepResult result = orch::Step(next, input, ctx);
-    if (!result.changed && result.effects.empty()) return;
-
-    std::vector<std::pair<const orch::fx::SendCommand*, latest::CommandWrapper>> commands;
-    for (const auto& effect : result.effects) {
-      if (const auto* cmd = std::get_if<orch::fx::SendCommand>(&effect)) {
-        commands.emplace_back(cmd, BuildCommand(e, *cmd));
-      }
+    auto prepared = PrepareStep(e, input, ctx);
+    if (!prepared.has_value()) return;
+    if (!prepared->has_value()) {
+      ctx.Undo();
+      KEEL_LOG(kError, kLog, "could not prepare an actor transition; the input is dropped",
+               {{"actor", e.id.ToString()}, {"error", prepared->error().ToString()}});
+      return;
     }
+    PreparedStep& p = **prepared;
+    AnswerReadyEarly(e, p);
+    storage::CommitOptions options;
+    options.sync = !LossIsHarmless(e, p);
     const MonoTime commit_start = engine.clock().MonotonicNow();
-    Status stored = Persist(e, next, result.effects, commands);
+    Status stored = storage::RunTransaction(
+        engine.store(), [&](storage::KvTxn& txn) -> Status { return WriteStep(txn, e, p); },
+        storage::kDefaultMaxAttempts, options);
     engine.ObserveCommit(engine.clock().MonotonicNow() - commit_start);
     if (!stored.has_value()) {
       ctx.Undo();
@@ -394,32 +476,39 @@ struct Orchestrator::Impl {
                {{"actor", e.id.ToString()}, {"error", stored.error().ToString()}});
       return;
     }
+    ApplyStep(e, p);
+  }
+
+  // After the step's commit: the new workflow becomes the loop's, commands go out, effects
+  // run, the deadline is re-armed, an actor at rest is evicted.
+  void ApplyStep(ActorEntry& e, PreparedStep& p) {
     const orch::Transition before = e.wf.transition;
     const std::string old_key = e.wf.envoy_key;
     if (LogEnabled(LogLevel::kDebug)) {
       std::string fx;
-      for (const auto& effect : result.effects) fx += orch::EffectToString(effect) + "; ";
+      for (const auto& effect : p.effects) fx += orch::EffectToString(effect) + "; ";
       KEEL_LOG(kDebug, kLog, "step",
                {{"actor", e.id.ToString()},
                 {"from", orch::TransitionName(before)},
-                {"to", orch::TransitionName(next.transition)},
-                {"generation", std::to_string(next.generation)},
+                {"to", orch::TransitionName(p.next.transition)},
+                {"generation", std::to_string(p.next.generation)},
                 {"effects", fx}});
     }
-    e.wf = std::move(next);
+    e.wf = std::move(p.next);
     if (before != e.wf.transition) {
       CountState(before, -1);
       CountState(e.wf.transition, +1);
     }
     UpdateHosting(e, old_key);
     UpdateRoute(e);
-    for (auto& [cmd, wrapper] : commands) {
-      auto session = LiveSession(e.ns, cmd->envoy_key);
+    for (auto& [index, wrapper] : p.commands) {
+      const auto& cmd = std::get<orch::fx::SendCommand>(p.effects[index]);
+      auto session = LiveSession(e.ns, cmd.envoy_key);
       if (session != nullptr) {
         session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
       }
     }
-    for (const auto& effect : result.effects) Execute(e, effect);
+    for (const auto& effect : p.effects) Execute(e, effect);
     Rearm(e);
     MaybeEvict(e.id);
   }
@@ -767,6 +856,7 @@ Status Orchestrator::Load() {
 Status Orchestrator::LoadOnLoop() {
   Impl& m = *impl_;
   KEEL_ASSIGN_OR_RETURN(auto live, m.engine.store().ScanPrefix(keys::LivePrefix()));
+  std::vector<EngineId> created;
   for (const auto& kv : live) {
     auto id = EngineId::FromBytes(ByteView(kv.key).subspan(1));
     if (!id.has_value()) continue;
@@ -783,6 +873,14 @@ Status Orchestrator::LoadOnLoop() {
     }
     m.UpdateHosting(e, "");
     m.Rearm(e);
+    if (e.wf.transition == orch::Transition::kCreated) created.push_back(*id);
+  }
+  // An actor stored before its first allocation (only written by engines before the
+  // creation and the first allocation became one transaction) is allocated now; without
+  // envoys yet it waits for capacity (kReallocating) like any failed allocation.
+  for (const auto& id : created) {
+    auto it = m.actors.find(id);
+    if (it != m.actors.end()) m.StepActor(*it->second, orch::in::Create{});
   }
   // The envoys hosting resumed actors get the lost threshold from now to reconnect, as if
   // they had pinged at the restart: a restart is not the envoy's fault (§3.5).
@@ -846,7 +944,19 @@ void Orchestrator::Create(CreateActorRequest request,
     entry->record.create_ts = m.Now();
     const ByteView actor = entry->id.bytes();
     Bytes record = WriteRecord(entry->record);
-    Bytes wf = orch::EncodeWorkflow(entry->wf);
+    // The creation and the first allocation are one transaction (docs/storage.md §3.6
+    // "Create and first start"): the records, the key reservation and the workflow after
+    // Step(Create) — kStarting with its start command stored, or kReallocating — commit
+    // together, so the start command is sent after one synced commit instead of two, and
+    // no crash can leave a created actor that was never allocated.
+    Impl::StepContext ctx(m, *entry);
+    auto prepared = m.PrepareStep(*entry, orch::in::Create{}, ctx, /*fresh=*/true);
+    if (prepared.has_value() && !prepared->has_value()) {
+      ctx.Undo();
+      done(Unexpected{prepared->error()});
+      return;
+    }
+    Impl::PreparedStep* step = prepared.has_value() ? &**prepared : nullptr;
     bool duplicate = false;
     Status stored = storage::RunTransaction(m.engine.store(), [&](storage::KvTxn& txn) -> Status {
       duplicate = false;
@@ -860,8 +970,6 @@ void Orchestrator::Create(CreateActorRequest request,
         KEEL_RETURN_IF_ERROR(txn.Put(index, ToBytes(actor)));
       }
       KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), record));
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), wf));
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::Live(actor), Bytes{}));
       KEEL_RETURN_IF_ERROR(txn.Put(
           keys::ActorByName(ns, request.name, entry->record.create_ts, actor), Bytes{}));
       Bytes name_key = keys::ActorName(ns, request.name);
@@ -869,8 +977,12 @@ void Orchestrator::Create(CreateActorRequest request,
       if (!name.has_value()) {
         KEEL_RETURN_IF_ERROR(txn.Put(name_key, WriteRecord(rec::ActorNameRecord{"{}"})));
       }
-      return {};
+      if (step != nullptr) return m.WriteStep(txn, *entry, *step);
+      // Step(Create) always changes a kCreated workflow; kept for safety.
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), orch::EncodeWorkflow(entry->wf)));
+      return txn.Put(keys::Live(actor), Bytes{});
     });
+    if (!stored.has_value() || duplicate) ctx.Undo();
     if (!stored.has_value()) {
       done(Unexpected{stored.error()});
       return;
@@ -885,9 +997,17 @@ void Orchestrator::Create(CreateActorRequest request,
     m.CountState(e->wf.transition, +1);
     KEEL_LOG(kInfo, kLog, "actor created",
              {{"actor", e->id.ToString()}, {"name", e->record.name}});
-    m.StepActor(*e, orch::in::Create{});
-    ActorInfo info{e->id, e->record, e->wf};
     const EngineId id = e->id;
+    if (step != nullptr) m.ApplyStep(*e, *step);  // may evict the entry
+    auto it = m.actors.find(id);
+    auto info = it != m.actors.end()
+                    ? ActorInfo{id, it->second->record, it->second->wf}
+                    : ActorInfo{id, rec::ActorRecord{}, orch::ActorWorkflow{}};
+    if (it == m.actors.end()) {
+      // Evicted at once (at rest); read back what was stored.
+      auto read = Read(id);
+      if (read.has_value()) info = std::move(*read);
+    }
     m.MaybeEvict(id);
     done(std::make_pair(std::move(info), true));
   });
