@@ -68,6 +68,8 @@ class PageCache {
     return &it->second.first;
   }
   bool Contains(uint32_t pgno) const { return map_.count(pgno) != 0; }
+  size_t size() const { return map_.size(); }
+  size_t capacity() const { return capacity_; }
   const Bytes* Put(uint32_t pgno, Bytes bytes) {
     auto it = map_.find(pgno);
     if (it != map_.end()) {
@@ -111,12 +113,15 @@ class PageCache {
   std::unordered_map<uint32_t, std::pair<Bytes, std::list<uint32_t>::iterator>> map_;
 };
 
+class DbFile;
+
 }  // namespace
 
 struct KeelVfs::Impl {
   struct Entry {
     std::shared_ptr<PageSource> source;
     bool open = false;
+    DbFile* file = nullptr;  // the open handle (FullyCached, Prefetch)
   };
 
   Impl(std::string n, Clock& c, Random& r, KeelVfsOptions o)
@@ -180,6 +185,38 @@ class DbFile {
         cache_(vfs.options.cache_pages) {}
 
   const std::string& name() const { return name_; }
+
+  // True when no read of this handle can reach the PageSource: every committed page is in
+  // the cache (cache keys are always within 1..committed_, see GetPage and Flush), or
+  // dirty, or reads as zeros.
+  bool FullyCached() const { return !dead_ && cache_.size() >= committed_; }
+
+  // Loads every committed page not cached or dirty, `batch` pages per GetPages, when the
+  // whole database fits in the cache; false when it does not (nothing fetched).
+  Result<bool> Prefetch(size_t batch) {
+    if (dead_) return VfsError("prefetch: the handle is dead");
+    if (committed_ > cache_.capacity()) return false;
+    std::vector<uint32_t> missing;
+    for (uint32_t p = 1; p <= std::min(committed_, zero_above_); ++p) {
+      if (!cache_.Contains(p) && dirty_.count(p) == 0) missing.push_back(p);
+    }
+    for (size_t i = 0; i < missing.size(); i += batch) {
+      std::vector<uint32_t> pgnos(missing.begin() + static_cast<std::ptrdiff_t>(i),
+                                  missing.begin() + static_cast<std::ptrdiff_t>(
+                                                        std::min(missing.size(), i + batch)));
+      auto pages = source_->GetPages(pgnos);
+      if (!pages.has_value()) return Unexpected{std::move(pages).error()};
+      if (pages->size() != pgnos.size()) return VfsError("get_pages returned the wrong count");
+      for (size_t j = 0; j < pgnos.size(); ++j) {
+        Page& page = (*pages)[j];
+        if (page.pgno != pgnos[j]) return VfsError("get_pages returned the wrong pages");
+        Bytes bytes = page.bytes.has_value() ? std::move(*page.bytes) : ZeroPage();
+        if (bytes.size() != kPageSize) return VfsError("get_pages returned a short page");
+        cache_.Put(page.pgno, std::move(bytes));
+      }
+    }
+    return true;
+  }
 
   // Reads the committed size. Errors fail the open.
   Status Load() {
@@ -448,7 +485,10 @@ int FileClose(sqlite3_file* file) {
   std::lock_guard<std::mutex> lock(f->vfs->mu);
   if (f->db != nullptr) {
     auto it = f->vfs->dbs.find(f->db->name());
-    if (it != f->vfs->dbs.end()) it->second.open = false;
+    if (it != f->vfs->dbs.end()) {
+      it->second.open = false;
+      it->second.file = nullptr;
+    }
   }
   delete f->db;
   delete f->mem;
@@ -569,6 +609,11 @@ int OpenFile(sqlite3_vfs* vfs, const char* name, sqlite3_file* file, int flags, 
     if (!loaded) {
       unmark();
       return SQLITE_CANTOPEN;
+    }
+    {
+      std::lock_guard<std::mutex> lock(impl->mu);
+      auto it = impl->dbs.find(std::string_view(name));
+      if (it != impl->dbs.end()) it->second.file = db.get();
     }
     f->db = db.release();
   } else {
@@ -706,6 +751,26 @@ Status KeelVfs::Detach(std::string_view db_name) {
   if (it->second.open) return VfsError("detach: database is open: " + std::string(db_name));
   impl_->dbs.erase(it);
   return OkStatus();
+}
+
+bool KeelVfs::FullyCached(std::string_view db_name) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->dbs.find(db_name);
+  return it != impl_->dbs.end() && it->second.file != nullptr && it->second.file->FullyCached();
+}
+
+Result<bool> KeelVfs::Prefetch(std::string_view db_name, size_t batch_pages) {
+  DbFile* file = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->dbs.find(db_name);
+    if (it == impl_->dbs.end() || it->second.file == nullptr) {
+      return VfsError("prefetch: not open: " + std::string(db_name));
+    }
+    file = it->second.file;
+  }
+  // The handle's own thread (the caller) is the only one using it; it stays open meanwhile.
+  return file->Prefetch(std::max<size_t>(batch_pages, 1));
 }
 
 bool KeelVfs::IsOpen(std::string_view db_name) const {

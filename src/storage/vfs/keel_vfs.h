@@ -182,6 +182,19 @@ class KeelVfs {
   // True while a main-database handle for `db_name` is open.
   bool IsOpen(std::string_view db_name) const;
 
+  // True while `db_name` is open and no read through its handle can reach the PageSource:
+  // every committed page is cached (or dirty, or reads as zeros) and the handle is not dead.
+  // Then a statement that ends no write transaction (no xSync / SQLITE_FCNTL_SYNC) does no
+  // PageSource I/O at all: writes are buffered, journals live in memory. False for a
+  // database larger than KeelVfsOptions::cache_pages. REQUIRES: called by the thread using
+  // the connection, or while no statement of it runs.
+  bool FullyCached(std::string_view db_name) const;
+  // Loads every committed page of the open `db_name` that is neither cached nor dirty,
+  // `batch_pages` per GetPages, so that FullyCached holds; returns false (and fetches
+  // nothing) when the database has more pages than the cache holds. Errors: the GetPages
+  // error; sqlite.vfs when `db_name` is not open. REQUIRES: as FullyCached.
+  Result<bool> Prefetch(std::string_view db_name, size_t batch_pages = 64);
+
   struct Impl;
 
  private:

@@ -220,6 +220,75 @@ TEST_F(KeelVfsTest, CloseAndReopenKeepsData) {
   EXPECT_EQ(Head(1).db_size_pages, StoredPageCount(1));
 }
 
+// FullyCached says whether a read can reach the PageSource; Prefetch makes it true for a
+// database that fits the cache, and then reads, and writes inside a transaction, do no
+// source I/O at all (what the runtime's inline statements rely on).
+TEST_F(KeelVfsTest, FullyCachedAndPrefetch) {
+  auto source = AttachActor("db", 1);
+  EXPECT_FALSE(vfs_.FullyCached("db")) << "not open";
+  EXPECT_FALSE(vfs_.Prefetch("db").has_value()) << "not open";
+  {
+    Db db;
+    ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
+    EXPECT_TRUE(vfs_.FullyCached("db")) << "an empty database";
+    db.MustExec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    db.MustExec(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<40) "
+        "INSERT INTO t(v) SELECT randomblob(1000) FROM c");
+    EXPECT_TRUE(vfs_.FullyCached("db")) << "every committed page went through the cache";
+  }
+  Db db;
+  ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
+  EXPECT_FALSE(vfs_.FullyCached("db")) << "a reopened database: only page 1 is cached";
+  const uint32_t pages = Head(1).db_size_pages;
+  ASSERT_GT(pages, 8u);
+  ASSERT_LE(pages, 64u) << "fits the test's 64-page cache";
+  const int reads = source->get_pages;
+  auto loaded = vfs_.Prefetch("db", 4);
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_TRUE(*loaded);
+  EXPECT_EQ(source->get_pages, reads + static_cast<int>((pages - 1 + 3) / 4)) << "4 per request";
+  EXPECT_TRUE(vfs_.FullyCached("db"));
+  const int after_prefetch = source->get_pages;
+  EXPECT_EQ(db.Count(), 40);
+  db.MustExec("BEGIN");
+  db.MustExec("INSERT INTO t(v) SELECT v FROM t WHERE id < 5");
+  db.MustExec("UPDATE t SET v = zeroblob(10) WHERE id % 3 = 0");
+  EXPECT_TRUE(vfs_.FullyCached("db"));
+  EXPECT_EQ(source->get_pages, after_prefetch) << "no read reached the source";
+  const int commits = source->commits;
+  db.MustExec("COMMIT");
+  EXPECT_EQ(source->commits, commits + 1);
+  EXPECT_TRUE(vfs_.FullyCached("db"));
+  EXPECT_EQ(db.Count(), 44);
+  EXPECT_EQ(source->get_pages, after_prefetch);
+  // Nothing left to load: no request.
+  ASSERT_TRUE(vfs_.Prefetch("db").has_value());
+  EXPECT_EQ(source->get_pages, after_prefetch);
+}
+
+// A database larger than the cache is never FullyCached and Prefetch loads nothing.
+TEST_F(KeelVfsTest, PrefetchSkipsADatabaseLargerThanTheCache) {
+  auto source = AttachActor("db", 1);
+  {
+    Db db;
+    ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
+    db.MustExec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    db.MustExec(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<300) "
+        "INSERT INTO t(v) SELECT randomblob(1000) FROM c");
+    EXPECT_FALSE(vfs_.FullyCached("db"));
+  }
+  Db db;
+  ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
+  const int reads = source->get_pages;
+  auto loaded = vfs_.Prefetch("db");
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_FALSE(*loaded);
+  EXPECT_EQ(source->get_pages, reads);
+  EXPECT_FALSE(vfs_.FullyCached("db"));
+}
+
 TEST_F(KeelVfsTest, SecondHandleOnSameDatabaseIsRefused) {
   AttachActor("db", 1);
   Db a, b;
