@@ -311,6 +311,10 @@ struct Database::Impl {
   std::chrono::steady_clock::time_point deadline;
   bool deadline_hit = false;
   bool abort_hit = false;
+  // TryExecute's read budget (Admission::read_budget) for the statement running now.
+  bool budget_armed = false;
+  std::chrono::steady_clock::time_point budget_deadline;
+  bool budget_hit = false;
 
   bool writer_held = false;
   bool counter_set = false;
@@ -392,6 +396,10 @@ struct Database::Impl {
     auto* impl = static_cast<Impl*>(self);
     if (impl->options.abort != nullptr && impl->options.abort->load(std::memory_order_relaxed)) {
       impl->abort_hit = true;
+      return 1;
+    }
+    if (impl->budget_armed && std::chrono::steady_clock::now() >= impl->budget_deadline) {
+      impl->budget_hit = true;
       return 1;
     }
     if (!impl->deadline_armed || std::chrono::steady_clock::now() < impl->deadline) return 0;
@@ -492,6 +500,7 @@ struct Database::Impl {
 
     deadline_hit = false;
     abort_hit = false;
+    budget_hit = false;
     deadline_armed = options.statement_deadline.count() > 0;
     if (deadline_armed) deadline = std::chrono::steady_clock::now() + options.statement_deadline;
     int rc;
@@ -502,6 +511,10 @@ struct Database::Impl {
     }
     deadline_armed = false;
     if (rc == SQLITE_DONE) return out;
+    if ((rc & 0xff) == SQLITE_INTERRUPT && budget_hit) {
+      // TryExecute's read budget: the caller runs the statement again elsewhere.
+      return SqlError("interrupted", "sqlite " + std::string(op) + " statement gave up its budget");
+    }
     if ((rc & 0xff) == SQLITE_INTERRUPT && abort_hit) {
       return SqlError("closed", "sqlite " + std::string(op) +
                                     " statement interrupted: the database is closing");
@@ -605,6 +618,15 @@ struct Database::Impl {
 
   Result<ExecuteResult> Execute(std::string_view sql, const std::optional<Params>& params,
                                 bool write_only) {
+    std::optional<Result<ExecuteResult>> r = ExecuteIf(sql, params, write_only, nullptr);
+    return std::move(*r);  // without an admission every call runs
+  }
+
+  // Execute, asking `admit` (when given) after the prepare and classification and before
+  // anything runs; std::nullopt when the call did not run (see Database::TryExecute).
+  std::optional<Result<ExecuteResult>> ExecuteIf(std::string_view sql,
+                                                 const std::optional<Params>& params,
+                                                 bool write_only, const Admit* admit) {
     std::lock_guard<std::mutex> lock(mu);
     KEEL_RETURN_IF_ERROR(CheckOpen());
     KEEL_RETURN_IF_ERROR(CheckSql(sql));
@@ -622,6 +644,7 @@ struct Database::Impl {
     } else {
       Result<Prepared> classified = PrepareAndClassify(sql, op);
       if (!classified.ok()) {
+        if (admit != nullptr) return std::nullopt;  // the ordinary call reports it
         // Classification failed: the writer attempt re-prepares and reports SQLite's error.
         Result<ExecuteResult> result = OnWriter(
             sql, nullptr, write_only ? Route::kWrite : Route::kWriteFallback, params, op);
@@ -636,6 +659,24 @@ struct Database::Impl {
     const StmtRef ref = cached != nullptr ? StmtRef{cached->stmt.get(), {}}
                                           : StmtRef{fresh.stmt.get(), fresh.tail};
 
+    // The admission: nothing has run yet (a prepare has no effect on the database).
+    budget_armed = false;
+    if (admit != nullptr) {
+      const Admission a = (*admit)(c, sqlite3_get_autocommit(db) == 0);
+      if (!a.run) {
+        if (cached == nullptr && Cacheable(sql, c) && !Invalidates(c, rollback)) {
+          Insert(sql, std::move(fresh.stmt), c, denied);  // prepared for the ordinary call
+        }
+        return std::nullopt;
+      }
+      // Only a read-only statement may be given up halfway: SQLite rolls nothing back when
+      // it interrupts one (vdbeaux.c sqlite3VdbeHalt), so nothing has happened.
+      if (a.read_budget.count() > 0 && c.has_statement && c.readonly) {
+        budget_armed = true;
+        budget_deadline = std::chrono::steady_clock::now() + a.read_budget;
+      }
+    }
+
     Result<ExecuteResult> result = [&] {
       if (write_only) return OnWriter(sql, &ref, Route::kWrite, params, op);
       if (options.read_pool_enabled && sqlite3_get_autocommit(db) != 0 && c.reader_eligible()) {
@@ -647,6 +688,13 @@ struct Database::Impl {
     }();
 
     if (ref.stmt != nullptr) Rewind(ref.stmt);
+    const bool over_budget = budget_hit;
+    budget_armed = false;
+    budget_hit = false;
+    if (over_budget) {
+      if (cached == nullptr && Cacheable(sql, c)) Insert(sql, std::move(fresh.stmt), c, denied);
+      return std::nullopt;
+    }
     if (!result.ok() || Invalidates(c, rollback)) {
       // An error may have rolled a transaction back (SQLite does on I/O errors, SQLITE_FULL,
       // interrupts), undoing schema changes; a statement that changes the schema makes the
@@ -800,9 +848,8 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& vfs_name,
     impl->db = nullptr;
     return fail("failed to install the authorizer on");
   }
-  if (options.statement_deadline.count() > 0 || options.abort != nullptr) {
-    sqlite3_progress_handler(db, kProgressInterval, &Impl::Progress, impl.get());
-  }
+  // Always: TryExecute's read budget needs it too; one clock read per 1000 VM steps.
+  sqlite3_progress_handler(db, kProgressInterval, &Impl::Progress, impl.get());
   return std::unique_ptr<Database>(new Database(std::move(impl)));
 }
 
@@ -821,6 +868,12 @@ Result<ExecuteResult> Database::Execute(std::string_view sql, const std::optiona
 Result<ExecuteResult> Database::ExecuteWrite(std::string_view sql,
                                              const std::optional<Params>& params) {
   return impl_->Execute(sql, params, /*write_only=*/true);
+}
+
+std::optional<Result<ExecuteResult>> Database::TryExecute(std::string_view sql,
+                                                          const std::optional<Params>& params,
+                                                          bool write_only, const Admit& admit) {
+  return impl_->ExecuteIf(sql, params, write_only, &admit);
 }
 
 Result<QueryResult> Database::Query(std::string_view sql, const std::optional<Params>& params) {

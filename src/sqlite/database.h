@@ -88,6 +88,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -114,6 +115,17 @@ struct DatabaseOptions {
   const std::atomic<bool>* abort = nullptr;
 };
 
+// TryExecute's question to its caller, asked once the statement is prepared and classified
+// and before anything runs.
+struct Admission {
+  bool run = false;
+  // For a read-only statement: give up, having changed nothing, once it has run this long
+  // (0: no limit). Ignored for any other statement, which always runs to its end.
+  std::chrono::microseconds read_budget{0};
+};
+// (classification, the connection is inside a transaction) → whether the call runs here.
+using Admit = std::function<Admission(const Classification&, bool in_transaction)>;
+
 struct StatementCacheStats {
   uint64_t hits = 0;       // Execute/ExecuteWrite calls served by a cached statement
   uint64_t misses = 0;     // … that prepared their statement
@@ -139,6 +151,16 @@ class Database {
   Result<ExecuteResult> Execute(std::string_view sql, const std::optional<Params>& params = {});
   Result<ExecuteResult> ExecuteWrite(std::string_view sql,
                                      const std::optional<Params>& params = {});
+  // Execute (`write_only` false) or ExecuteWrite, but only if `admit` lets it run: returns
+  // std::nullopt — nothing ran, the database and the connection are as before — when
+  // `admit` declines, when the statement cannot be classified (the ordinary call reports
+  // why), or when a read-only statement ran past Admission::read_budget and was given up.
+  // Otherwise the result (or error) is exactly the ordinary call's. A caller uses it to
+  // decide where a statement runs from what it is (local_sql.cc: on the runtime's thread
+  // when it needs no page I/O).
+  std::optional<Result<ExecuteResult>> TryExecute(std::string_view sql,
+                                                  const std::optional<Params>& params,
+                                                  bool write_only, const Admit& admit);
   Result<QueryResult> Query(std::string_view sql, const std::optional<Params>& params = {});
   Result<RunResult> Run(std::string_view sql, const std::optional<Params>& params = {});
 

@@ -1209,3 +1209,116 @@ TEST(SqlDatabaseUnixVfs, CallsFromSeveralThreadsAreSerialised) {
 
 }  // namespace
 }  // namespace keel::sql
+
+// --- TryExecute (the runtime's inline statements) ---------------------------------
+
+namespace keel::sql {
+namespace {
+
+class SqlTryExecuteTest : public SqlRouteTest {
+ protected:
+  // Admits everything; records what it was asked.
+  Admit All(std::chrono::microseconds budget = {}) {
+    return [this, budget](const Classification& c, bool in_transaction) {
+      asked.push_back(c);
+      in_txn.push_back(in_transaction);
+      return Admission{true, budget};
+    };
+  }
+  Admit None() {
+    return [this](const Classification& c, bool in_transaction) {
+      asked.push_back(c);
+      in_txn.push_back(in_transaction);
+      return Admission{};
+    };
+  }
+  std::vector<Classification> asked;
+  std::vector<bool> in_txn;
+};
+
+TEST_F(SqlTryExecuteTest, AdmittedIsTheOrdinaryCall) {
+  auto r = db_->TryExecute("INSERT INTO items(label) VALUES (?)", Params{T("a")}, false, All());
+  ASSERT_TRUE(r.has_value());
+  ExecuteResult w = Ok(std::move(*r));
+  EXPECT_EQ(w.route, Route::kWrite);
+  EXPECT_EQ(w.changes, 1);
+  EXPECT_EQ(w.last_insert_row_id, std::optional<int64_t>(1));
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_TRUE(asked[0].write_operations);
+  EXPECT_FALSE(in_txn[0]);
+  auto s = db_->TryExecute("SELECT label FROM items", std::nullopt, false, All());
+  ASSERT_TRUE(s.has_value());
+  ExecuteResult q = Ok(std::move(*s));
+  EXPECT_EQ(q.route, Route::kRead);
+  EXPECT_EQ(q.rows, (std::vector<Row>{{T("a")}}));
+  auto t = db_->TryExecute("SELECT label FROM items", std::nullopt, true, All());
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(Ok(std::move(*t)).route, Route::kWrite) << "execute_write";
+}
+
+TEST_F(SqlTryExecuteTest, DeclinedRunsNothing) {
+  Ok(db_->Execute("BEGIN"));
+  EXPECT_FALSE(
+      db_->TryExecute("INSERT INTO items(label) VALUES ('x')", std::nullopt, false, None())
+          .has_value());
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_TRUE(in_txn[0]);
+  // The statement was kept prepared: the ordinary call that follows is a cache hit.
+  const uint64_t hits = db_->statement_cache_stats().hits;
+  ExecuteResult w = Ok(db_->Execute("INSERT INTO items(label) VALUES ('x')"));
+  EXPECT_EQ(w.changes, 1);
+  EXPECT_EQ(db_->statement_cache_stats().hits, hits + 1);
+  Ok(db_->Execute("COMMIT"));
+  EXPECT_EQ(Ok(db_->Query("SELECT count(*) FROM items")).rows, (std::vector<Row>{{I(1)}}));
+  // A statement that cannot be classified is not run either: the ordinary call reports it.
+  EXPECT_FALSE(db_->TryExecute("SELEKT 1", std::nullopt, false, All()).has_value());
+  EXPECT_TRUE(IsSqlError(db_->Execute("SELEKT 1"), "prepare_failed"));
+  // A closed database answers at once.
+  db_->Close();
+  auto closed = db_->TryExecute("SELECT 1", std::nullopt, false, All());
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_TRUE(IsSqlError(*closed, "closed"));
+}
+
+// An error inside a transaction is the ordinary call's error, and the transaction stays
+// open (SQLite undoes the failed statement only).
+TEST_F(SqlTryExecuteTest, ErrorInsideATransactionIsTheOrdinaryError) {
+  Ok(db_->Execute("BEGIN"));
+  auto a = db_->TryExecute("INSERT INTO items(id, label) VALUES (1, 'a')", std::nullopt, false,
+                           All());
+  ASSERT_TRUE(a.has_value() && a->ok());
+  auto dup = db_->TryExecute("INSERT INTO items(id, label) VALUES (1, 'b')", std::nullopt,
+                             false, All());
+  ASSERT_TRUE(dup.has_value());
+  EXPECT_TRUE(IsSqlError(*dup, "execution_failed", "UNIQUE constraint failed: items.id"));
+  EXPECT_TRUE(db_->InTransaction());
+  Ok(db_->Execute("COMMIT"));
+  EXPECT_EQ(Ok(db_->Query("SELECT id, label FROM items")).rows,
+            (std::vector<Row>{{I(1), T("a")}}));
+}
+
+// A read-only statement over its budget is given up: nothing happened, the transaction is
+// intact, and the ordinary call then gives the full answer.
+TEST_F(SqlTryExecuteTest, ReadOnlyStatementOverItsBudgetIsGivenUp) {
+  const std::string slow =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+      "SELECT count(*) FROM c";
+  EXPECT_FALSE(db_->TryExecute(slow, std::nullopt, false, All(1us)).has_value());
+  Ok(db_->Execute("BEGIN"));
+  Ok(db_->Execute("INSERT INTO items(label) VALUES ('kept')"));
+  EXPECT_FALSE(db_->TryExecute(slow, std::nullopt, false, All(1us)).has_value());
+  EXPECT_TRUE(db_->InTransaction()) << "an interrupted read-only statement rolls nothing back";
+  EXPECT_EQ(Ok(db_->Query(slow)).rows, (std::vector<Row>{{I(300000)}}));
+  // A write is never given up: the budget applies to read-only statements only.
+  auto w = db_->TryExecute(
+      "INSERT INTO items(label) SELECT 'n' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+      "SELECT x + 1 FROM c WHERE x < 20000) SELECT x FROM c)",
+      std::nullopt, false, All(1us));
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(Ok(std::move(*w)).changes, 20000);
+  Ok(db_->Execute("COMMIT"));
+  EXPECT_EQ(Ok(db_->Query("SELECT count(*) FROM items")).rows, (std::vector<Row>{{I(20001)}}));
+}
+
+}  // namespace
+}  // namespace keel::sql
