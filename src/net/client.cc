@@ -417,7 +417,7 @@ asio::awaitable<Result<WsHandshake>> ConnectWsInner(const WsConnectOptions& opti
   WsHandshake hs;
   hs.stream.emplace(co_await asio::this_coro::executor);
   internal::WsStream& ws = *hs.stream;
-  auto& tcp_layer = beast::get_lowest_layer(ws);
+  beast::tcp_stream& tcp_layer = ws.next_layer().tcp();
   tcp_layer.expires_after(options.handshake_timeout);
   Status connected = co_await ConnectTcp(tcp_layer, url);
   if (!connected.ok()) co_return std::move(connected).error();

@@ -1,21 +1,26 @@
 #include "net/internal/ws_session.h"
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <utility>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/detail/prng.hpp>
 
 #include "base/log.h"
 
@@ -45,6 +50,134 @@ bool IsSendableCloseCode(uint16_t code) {
 }
 }  // namespace
 
+// ---- the shared write side ----
+
+struct iovec SharedWriteStream::MakeIovec(asio::const_buffer b) {
+  struct iovec v;
+  v.iov_base = const_cast<void*>(b.data());
+  v.iov_len = b.size();
+  return v;
+}
+
+bool WriteState::Write(const struct iovec* parts, size_t n) {
+  std::lock_guard lock(mu);
+  return WriteLocked(parts, n);
+}
+
+bool WriteState::WriteLocked(const struct iovec* parts, size_t n) {
+  if (closed || draining || failed) return false;
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) total += parts[i].iov_len;
+  size_t sent = 0;
+  if (!flushing) {
+    // Nothing waits ahead of these bytes: straight to the kernel, without blocking.
+    struct msghdr msg {};
+    msg.msg_iov = const_cast<struct iovec*>(parts);
+    msg.msg_iovlen = n;
+    for (;;) {
+      const ssize_t r = ::sendmsg(stream.socket().native_handle(), &msg,
+                                  MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (r >= 0) {
+        sent = static_cast<size_t>(r);
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      // The connection is broken; the read side sees it too and reports the close.
+      failed = true;
+      return false;
+    }
+    if (sent == total) return true;
+  }
+  // The rest waits behind what is already pending, in order.
+  size_t skip = sent;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t len = parts[i].iov_len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    pending.append(static_cast<const char*>(parts[i].iov_base) + skip, len - skip);
+    skip = 0;
+  }
+  if (!flushing) StartFlushLocked();
+  return true;
+}
+
+void WriteState::StartFlushLocked() {
+  flushing = true;
+  asio::post(stream.get_executor(), [self = shared_from_this()] { self->Flush(); });
+}
+
+void WriteState::Flush() {
+  std::unique_lock lock(mu);
+  if (closed || failed || pending.empty()) {
+    pending.clear();
+    flushing = false;
+    FinishDrainLocked(lock);
+    return;
+  }
+  in_flight.swap(pending);
+  pending.clear();
+  // Only this flush touches in_flight, and only one flush runs at a time.
+  const asio::const_buffer buffer(in_flight.data(), in_flight.size());
+  lock.unlock();
+  asio::async_write(stream.socket(), buffer,
+                    [self = shared_from_this()](beast::error_code ec, size_t) {
+                      std::unique_lock lock(self->mu);
+                      self->in_flight.clear();
+                      if (ec) {
+                        self->failed = true;
+                        self->pending.clear();
+                      }
+                      if (!self->pending.empty() && !self->closed && !self->failed) {
+                        lock.unlock();
+                        self->Flush();
+                        return;
+                      }
+                      self->flushing = false;
+                      self->FinishDrainLocked(lock);
+                    });
+}
+
+void WriteState::FinishDrainLocked(std::unique_lock<std::mutex>& lock) {
+  if (!draining || flushing || !after_drain) return;
+  std::function<void()> then = std::move(after_drain);
+  after_drain = nullptr;
+  lock.unlock();
+  then();
+}
+
+void WriteState::Drain(std::function<void()> then) {
+  std::unique_lock lock(mu);
+  draining = true;
+  if (flushing) {
+    after_drain = std::move(then);  // Flush runs it when done
+    return;
+  }
+  lock.unlock();
+  then();
+}
+
+void WriteState::CloseSocket() {
+  std::lock_guard lock(mu);
+  closed = true;
+  pending.clear();
+  beast::error_code ignored;
+  stream.socket().close(ignored);
+}
+
+void beast_close_socket(SharedWriteStream& stream) { stream.state()->CloseSocket(); }
+
+void teardown(beast::role_type role, SharedWriteStream& stream, beast::error_code& ec) {
+  {
+    std::lock_guard lock(stream.state()->mu);
+    stream.state()->draining = true;
+  }
+  using beast::websocket::teardown;
+  teardown(role, stream.state()->stream, ec);
+}
+
 void AckPromptly(beast::tcp_stream& stream) {
 #ifdef TCP_QUICKACK
   auto& socket = stream.socket();
@@ -69,9 +202,21 @@ WsSession::WsSession(std::shared_ptr<asio::io_context> ioc, Strand strand,
 WsSession::~WsSession() { ShutdownRegistryOf(*ioc_).Remove(this); }
 
 void WsSession::CloseOnShutdown() {
-  if (!ws_) return;
-  beast::error_code ignored;
-  beast::get_lowest_layer(*ws_).socket().close(ignored);
+  std::shared_ptr<WriteState> out;
+  {
+    std::lock_guard lock(mu_);
+    out = out_;
+  }
+  if (out) {
+    out->CloseSocket();
+  } else if (ws_) {
+    beast_close_socket(ws_->next_layer());  // mid-handshake
+  }
+}
+
+bool WsSession::Aborted() {
+  std::lock_guard lock(mu_);
+  return aborted_;
 }
 
 bool WsSession::RuntimeStopped() const {
@@ -80,32 +225,91 @@ bool WsSession::RuntimeStopped() const {
 
 void WsSession::Send(std::string data, bool binary) {
   if (RuntimeStopped()) return;
-  asio::dispatch(strand_, [self = shared_from_this(), data = std::move(data), binary]() mutable {
-    if (self->close_requested_ || self->finished_ || self->aborted_) return;
-    self->queue_.push_back(Outgoing{std::move(data), binary});
-    if (self->open_ && !self->writing_) self->StartWrite();
-  });
+  std::lock_guard lock(mu_);
+  if (close_requested_ || finished_ || aborted_) return;
+  if (!open_) {
+    queue_.push_back(Outgoing{std::move(data), binary});  // written when the session opens
+    return;
+  }
+  WriteFrameLocked(data, binary);
+}
+
+void WsSession::WriteFrameLocked(std::string& data, bool binary) {
+  // RFC 6455 §5.2: FIN, opcode; the length in 7, 16 or 64 bits; the client's masking key.
+  unsigned char header[14];
+  size_t n = 0;
+  header[n++] = static_cast<unsigned char>(0x80 | (binary ? 0x2 : 0x1));
+  const uint64_t len = data.size();
+  const unsigned char mask_bit = client_ ? 0x80 : 0x00;
+  if (len < 126) {
+    header[n++] = static_cast<unsigned char>(mask_bit | len);
+  } else if (len <= 0xffff) {
+    header[n++] = static_cast<unsigned char>(mask_bit | 126);
+    header[n++] = static_cast<unsigned char>(len >> 8);
+    header[n++] = static_cast<unsigned char>(len);
+  } else {
+    header[n++] = static_cast<unsigned char>(mask_bit | 127);
+    for (int shift = 56; shift >= 0; shift -= 8) {
+      header[n++] = static_cast<unsigned char>(len >> shift);
+    }
+  }
+  if (client_) {
+    // §5.3: a fresh unpredictable key per frame (Beast's own generator); the payload is ours
+    // to mask in place.
+    uint32_t key = 0;
+    while (key == 0) key = websocket::detail::make_prng(true)();
+    unsigned char k[4];
+    std::memcpy(k, &key, 4);
+    std::memcpy(header + n, k, 4);
+    n += 4;
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(data[i] ^ k[i & 3]);
+  }
+  struct iovec parts[2];
+  parts[0].iov_base = header;
+  parts[0].iov_len = n;
+  parts[1].iov_base = data.data();
+  parts[1].iov_len = data.size();
+  std::lock_guard out_lock(out_->mu);
+  if (out_->close_sent) return;  // Beast answered or sent a close: no data after it
+  sent_since_read_.store(true, std::memory_order_relaxed);
+  (void)out_->WriteLocked(parts, data.empty() ? 1 : 2);
 }
 
 void WsSession::Close(uint16_t code, std::string reason) {
   if (RuntimeStopped()) return;
   if (!IsSendableCloseCode(code)) code = 1000;
   if (reason.size() > kMaxCloseReason) reason.resize(kMaxCloseReason);
-  asio::dispatch(strand_, [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
-    if (self->close_requested_ || self->finished_) return;
-    self->close_requested_ = true;
-    self->close_code_ = code;
-    self->close_reason_ = std::move(reason);
-    if (self->open_ && !self->writing_) self->StartClose();
+  {
+    std::lock_guard lock(mu_);
+    if (close_requested_ || finished_) return;
+    // From here no data frame is written; the close frame follows every one already written.
+    close_requested_ = true;
+    close_code_ = code;
+    close_reason_ = std::move(reason);
+  }
+  asio::dispatch(strand_, [self = shared_from_this()] {
+    bool start = false;
+    {
+      std::lock_guard lock(self->mu_);
+      start = self->open_ && !self->close_sent_ && !self->finished_;
+    }
+    if (start) self->StartClose();
   });
 }
 
 void WsSession::Abort() {
   if (RuntimeStopped()) return;
   asio::dispatch(strand_, [self = shared_from_this()] {
-    self->aborted_ = true;
-    if (self->ws_) {
-      beast::get_lowest_layer(*self->ws_).close();
+    std::shared_ptr<WriteState> out;
+    {
+      std::lock_guard lock(self->mu_);
+      self->aborted_ = true;
+      out = self->out_;
+    }
+    if (out) {
+      out->CloseSocket();
+    } else if (self->ws_) {
+      beast_close_socket(self->ws_->next_layer());
     }
   });
 }
@@ -122,55 +326,42 @@ void WsSession::ArmAckCheck() {
   ack_timer_->async_wait(asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec) {
     self->ack_check_armed_ = false;
     if (ec || self->finished_ || self->aborted_ || !self->ws_) return;
-    if (!self->sent_since_read_) AckPromptly(self->ws_->next_layer());
+    if (!self->sent_since_read_.load(std::memory_order_relaxed)) {
+      AckPromptly(self->ws_->next_layer().tcp());
+    }
   }));
 }
 
-void WsSession::StartWrite() {
-  writing_ = true;
-  sent_since_read_ = true;
-  Outgoing& front = queue_.front();
-  ws_->binary(front.binary);
-  ws_->async_write(asio::buffer(front.data),
-                   asio::bind_executor(strand_, [self = shared_from_this()](
-                                                    beast::error_code ec, size_t) {
-                     self->writing_ = false;
-                     if (ec) {
-                       // The read loop sees the failure too and reports the close.
-                       self->queue_.clear();
-                       return;
-                     }
-                     self->queue_.pop_front();
-                     if (!self->open_) return;
-                     if (!self->queue_.empty()) {
-                       self->StartWrite();
-                     } else if (self->close_requested_ && !self->close_sent_) {
-                       self->StartClose();
-                     }
-                   }));
-}
-
 void WsSession::StartClose() {
-  close_sent_ = true;
-  writing_ = true;
-  websocket::close_reason reason(static_cast<websocket::close_code>(close_code_),
-                                 beast::string_view(close_reason_));
+  uint16_t code;
+  std::string text;
+  {
+    std::lock_guard lock(mu_);
+    close_sent_ = true;
+    code = close_code_;
+    text = close_reason_;
+  }
+  websocket::close_reason reason(static_cast<websocket::close_code>(code), beast::string_view(text));
   ws_->async_close(reason, asio::bind_executor(strand_, [self = shared_from_this()](
-                                                            beast::error_code) {
-                     self->writing_ = false;
-                   }));
+                                                            beast::error_code) {}));
 }
 
 void WsSession::Finish(const std::shared_ptr<WsHandler>& handler, uint16_t code,
                        std::string reason) {
-  open_ = false;
-  queue_.clear();
+  std::shared_ptr<WriteState> out;
+  {
+    std::lock_guard lock(mu_);
+    open_ = false;
+    queue_.clear();
+    if (finished_) return;
+    finished_ = true;
+    out = out_;
+  }
   if (ack_timer_) ack_timer_->cancel();
-  if (finished_) return;
-  finished_ = true;
-  if (ws_) {
-    beast::error_code ignored;
-    beast::get_lowest_layer(*ws_).socket().close(ignored);
+  if (out) {
+    out->CloseSocket();
+  } else if (ws_) {
+    beast_close_socket(ws_->next_layer());
   }
   try {
     handler->OnClose(code, std::move(reason));
@@ -182,12 +373,23 @@ void WsSession::Finish(const std::shared_ptr<WsHandler>& handler, uint16_t code,
 }
 
 asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
-  open_ = true;
-  if (!queue_.empty()) {
-    StartWrite();
-  } else if (close_requested_) {
-    StartClose();
+  bool close_now = false;
+  {
+    std::lock_guard lock(mu_);
+    out_ = ws_->next_layer().state();
+    {
+      std::lock_guard out_lock(out_->mu);
+      out_->frames = true;  // the handshake is done: from here every write is one frame
+    }
+    open_ = !finished_ && !aborted_;
+    if (open_) {
+      // What was sent before the handshake finished goes first, in order.
+      for (auto& o : queue_) WriteFrameLocked(o.data, o.binary);
+    }
+    queue_.clear();
+    close_now = open_ && close_requested_ && !close_sent_;
   }
+  if (close_now) StartClose();
   beast::flat_buffer buffer;
   uint16_t code = 1006;
   std::string reason;
@@ -205,7 +407,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
       } else if (ec == websocket::error::message_too_big) {
         code = 1009;
         reason = "message too big";
-      } else if (close_sent_) {
+      } else if (std::lock_guard lock(mu_); close_sent_) {
         code = close_code_;
         reason = close_reason_;
       } else {
@@ -214,7 +416,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
       }
       break;
     }
-    sent_since_read_ = false;
+    sent_since_read_.store(false, std::memory_order_relaxed);
     ArmAckCheck();
     std::string message = beast::buffers_to_string(buffer.data());
     buffer.consume(buffer.size());
@@ -235,6 +437,7 @@ asio::awaitable<void> WsSession::RunServer(beast::tcp_stream stream,
                                            std::string subprotocol, Headers headers,
                                            std::shared_ptr<WsHandler> handler) {
   ws_.emplace(std::move(stream));
+  ws_->auto_fragment(false);  // Beast writes only control frames, each in one piece
   ws_->set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
   ws_->read_message_max(max_message_);
   ws_->set_option(websocket::stream_base::decorator(
@@ -245,7 +448,7 @@ asio::awaitable<void> WsSession::RunServer(beast::tcp_stream stream,
           if (IsValidHeaderField(name, value)) res.insert(name, value);
         }
       }));
-  if (aborted_) {
+  if (Aborted()) {
     Finish(handler, 1006, "");
     co_return;
   }
@@ -261,8 +464,12 @@ asio::awaitable<void> WsSession::RunServer(beast::tcp_stream stream,
 
 asio::awaitable<void> WsSession::RunClient(WsStream stream, std::shared_ptr<WsHandler> handler) {
   ws_.emplace(std::move(stream));
+  {
+    std::lock_guard lock(mu_);
+    client_ = true;
+  }
   ws_->read_message_max(max_message_);
-  if (aborted_) {
+  if (Aborted()) {
     Finish(handler, 1006, "");
     co_return;
   }

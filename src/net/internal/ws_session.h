@@ -1,16 +1,35 @@
 // keel::net internal: the WebSocket connection shared by the server (after an upgrade)
 // and the client (after a handshake). Pulls in Beast; included only by src/net/*.cc.
 //
-// All state below the public methods is touched on `strand_` only. Writes form a single
-// chain (queue + one writer), so there is never more than one async_write on the stream;
-// the close frame goes out after the queue drains.
+// Reads, the handshake, control frames (Beast's pongs, keep-alive pings, the close
+// handshake) and the close run on `strand_`, through Beast. Data frames do not: Send frames
+// the message itself and writes it to the socket from the calling thread (any thread), so a
+// worker that produced an answer puts it on the wire without waking the I/O thread. Both
+// paths end in SharedWriteStream, Beast's next layer, which appends every write — one whole
+// frame (or handshake message) at a time — to the connection's single byte stream under one
+// mutex: frames never interleave, and bytes go out in the order they were accepted.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include <sys/uio.h>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/buffers_range.hpp>
+#include <boost/beast/core/role.hpp>
+#include <boost/beast/websocket/teardown.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -27,7 +46,125 @@
 namespace keel::net::internal {
 
 using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
-using WsStream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
+
+// The write side of one TCP connection, shared by every thread that writes to it. All
+// writes are appended to one ordered byte stream under `mu`: sent at once (non-blocking
+// sendmsg in the writer's thread) when nothing is waiting, else queued in `pending` and
+// written by one flush at a time on the stream's executor (the connection's strand).
+// Everything that closes the socket goes through CloseSocket (under `mu`), so a writer never
+// uses a closed — possibly reused — descriptor.
+struct WriteState : std::enable_shared_from_this<WriteState> {
+  explicit WriteState(boost::beast::tcp_stream s) : stream(std::move(s)) {}
+
+  // Appends the bytes of `parts` (n of them) to the stream. False when nothing more may be
+  // written (closed, torn down, or a write failed): the bytes are dropped.
+  bool Write(const struct iovec* parts, size_t n);
+  bool WriteLocked(const struct iovec* parts, size_t n);
+  // Closes the socket now; later writes are dropped. Idempotent, any thread.
+  void CloseSocket();
+  // Later writes are dropped; `then` runs (on the strand) once the accepted bytes are
+  // written, or at once when none are waiting.
+  void Drain(std::function<void()> then);
+
+  boost::beast::tcp_stream stream;  // its socket: reads and Beast on the strand only
+  std::mutex mu;
+  // Guarded by mu:
+  std::string pending;     // accepted, waiting for the flush
+  std::string in_flight;   // being written by the flush (only the flush touches it)
+  bool flushing = false;   // a flush is posted or running
+  bool closed = false;     // the socket is closed (or about to be): no write touches it
+  bool draining = false;   // torn down: accept nothing more
+  bool failed = false;     // a write failed: the connection is broken
+  bool frames = false;     // past the handshake: every write is one whole frame
+  bool close_sent = false;  // a close frame went out: no data frame may follow
+  std::function<void()> after_drain;
+
+ private:
+  void StartFlushLocked();
+  void Flush();
+  void FinishDrainLocked(std::unique_lock<std::mutex>& lock);
+};
+
+// Beast's next layer for a WebSocket: reads go to the TCP stream; writes (the handshake,
+// control frames) go through the shared WriteState. A write completes at once (through the
+// handler's executor, never inline): its bytes are accepted in order, whether or not they
+// have reached the kernel yet. Deliberately has no next_layer(), so Beast's
+// get_lowest_layer() stops here and its socket closes and teardowns reach the overloads
+// below, which keep the state's `closed` flag in step.
+class SharedWriteStream {
+ public:
+  using executor_type = boost::beast::tcp_stream::executor_type;
+
+  explicit SharedWriteStream(boost::beast::tcp_stream stream)
+      : state_(std::make_shared<WriteState>(std::move(stream))) {}
+  template <typename Executor>
+  explicit SharedWriteStream(const Executor& ex)
+      : state_(std::make_shared<WriteState>(boost::beast::tcp_stream(ex))) {}
+
+  executor_type get_executor() { return state_->stream.get_executor(); }
+  // The TCP stream, for connecting and setting its timers before the WebSocket runs.
+  boost::beast::tcp_stream& tcp() { return state_->stream; }
+  const std::shared_ptr<WriteState>& state() const { return state_; }
+
+  template <typename MutableBuffers, typename Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return state_->stream.async_read_some(buffers, std::forward<Token>(token));
+  }
+
+  template <typename ConstBuffers, typename Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::beast::error_code, std::size_t)>(
+        [](auto handler, std::shared_ptr<WriteState> st, const ConstBuffers& bufs) {
+          std::vector<struct iovec> parts;
+          std::size_t total = 0;
+          for (boost::asio::const_buffer b : boost::beast::buffers_range_ref(bufs)) {
+            if (b.size() == 0) continue;
+            parts.push_back(MakeIovec(b));
+            total += b.size();
+          }
+          boost::beast::error_code ec;
+          {
+            std::lock_guard lock(st->mu);
+            // A close frame (FIN + opcode 8) ends the data frames.
+            if (st->frames && !parts.empty() &&
+                *static_cast<const unsigned char*>(parts.front().iov_base) == 0x88) {
+              st->close_sent = true;
+            }
+            if (!st->WriteLocked(parts.data(), parts.size())) {
+              ec = boost::asio::error::broken_pipe;
+              total = 0;
+            }
+          }
+          auto ex = st->stream.get_executor();
+          boost::asio::post(ex, boost::beast::bind_front_handler(std::move(handler), ec, total));
+        },
+        token, state_, buffers);
+  }
+
+ private:
+  static struct iovec MakeIovec(boost::asio::const_buffer b);
+
+  std::shared_ptr<WriteState> state_;
+};
+
+// Beast's customisation points for SharedWriteStream (found by argument-dependent lookup).
+void beast_close_socket(SharedWriteStream& stream);
+void teardown(boost::beast::role_type role, SharedWriteStream& stream,
+              boost::beast::error_code& ec);
+template <typename TeardownHandler>
+void async_teardown(boost::beast::role_type role, SharedWriteStream& stream,
+                    TeardownHandler&& handler) {
+  // The socket's write side shuts down only after every accepted byte is written.
+  auto h = std::make_shared<std::decay_t<TeardownHandler>>(
+      std::forward<TeardownHandler>(handler));
+  WriteState* st = stream.state().get();
+  stream.state()->Drain([st, role, h] {
+    using boost::beast::websocket::async_teardown;
+    async_teardown(role, st->stream, std::move(*h));
+  });
+}
+
+using WsStream = boost::beast::websocket::stream<SharedWriteStream>;
 
 // Sends the ACK for what the peer sent now if one is pending (Linux TCP_QUICKACK; a no-op
 // elsewhere). Linux delays ACKs (up to 40 ms) on an interactive connection, expecting data to
@@ -45,7 +182,7 @@ class WsSession final : public WsConnection,
             std::string remote_address, size_t max_message);
   ~WsSession() override;
 
-  // WsConnection
+  // WsConnection. Send writes from the calling thread (see the file comment).
   void Send(std::string data, bool binary) override;
   void Close(uint16_t code, std::string reason) override;
   const std::string& remote_address() const override { return remote_address_; }
@@ -75,8 +212,10 @@ class WsSession final : public WsConnection,
   };
 
   bool RuntimeStopped() const;
+  bool Aborted();
   boost::asio::awaitable<void> ReadLoop(std::shared_ptr<WsHandler> handler);
-  void StartWrite();
+  // Frames `data` and appends it to the byte stream. Requires mu_, open_.
+  void WriteFrameLocked(std::string& data, bool binary);
   void StartClose();
   void Finish(const std::shared_ptr<WsHandler>& handler, uint16_t code, std::string reason);
   void ArmAckCheck();
@@ -85,20 +224,24 @@ class WsSession final : public WsConnection,
   Strand strand_;
   const std::string remote_address_;
   const size_t max_message_;
-  std::optional<WsStream> ws_;
-  std::deque<Outgoing> queue_;
-  bool open_ = false;      // handshake done, stream usable
-  bool writing_ = false;   // a write or the close is in flight
+  bool client_ = false;      // client frames are masked (RFC 6455 §5.3)
+  std::optional<WsStream> ws_;  // set on the strand before open_; Beast calls on the strand
+  std::shared_ptr<WriteState> out_;  // ws_'s write side; set with open_
+  // The connection's mutex: guards the flags and queue below (mu_ before out_->mu).
+  std::mutex mu_;
+  std::deque<Outgoing> queue_;  // sent before the handshake finished
+  bool open_ = false;      // handshake done: Send writes frames
   bool close_requested_ = false;
   bool close_sent_ = false;
   bool finished_ = false;  // OnClose delivered
   bool aborted_ = false;
-  // The ACK check (AckPromptly) one kAckCheck after a read that nothing was sent after.
-  std::optional<boost::asio::steady_timer> ack_timer_;
-  bool ack_check_armed_ = false;
-  bool sent_since_read_ = false;
   uint16_t close_code_ = 1000;
   std::string close_reason_;
+  // The ACK check (AckPromptly) one kAckCheck after a read that nothing was sent after.
+  // Strand only, but sent_since_read_, which any sender sets.
+  std::optional<boost::asio::steady_timer> ack_timer_;
+  bool ack_check_armed_ = false;
+  std::atomic<bool> sent_since_read_{false};
 };
 
 }  // namespace keel::net::internal

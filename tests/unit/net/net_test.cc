@@ -6,7 +6,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -793,6 +795,210 @@ TEST(WebSocket, ConnectToAClosedPortFails) {
   auto client = ConnectTo("ws://127.0.0.1:" + std::to_string(port) + "/");
   ASSERT_FALSE(client.ok());
   EXPECT_TRUE(client.error().Is("net", "connect_failed")) << client.error().ToString();
+}
+
+// ------------------------------------------------------------------ Send from any thread
+// WsConnection::Send writes the frame from the calling thread (ws_session.h). These fail
+// when two writers' bytes can interleave on the socket (a frame cut by another) or a frame
+// overtakes one accepted before it.
+
+// A message naming its sender and sequence number, with a filler only it has.
+std::string Tagged(int sender, int seq, size_t size) {
+  std::string m = std::to_string(sender) + ":" + std::to_string(seq) + ":";
+  const char fill = static_cast<char>('a' + (sender * 7 + seq) % 26);
+  if (m.size() < size) m.append(size - m.size(), fill);
+  return m;
+}
+
+// Checks a Tagged message and returns its sender and sequence number.
+::testing::AssertionResult ParseTagged(const std::string& m, int& sender, int& seq) {
+  if (std::sscanf(m.c_str(), "%d:%d:", &sender, &seq) != 2) {
+    return ::testing::AssertionFailure() << "untagged message of " << m.size() << " bytes";
+  }
+  const size_t head = std::to_string(sender).size() + std::to_string(seq).size() + 2;
+  const char fill = static_cast<char>('a' + (sender * 7 + seq) % 26);
+  for (size_t i = head; i < m.size(); ++i) {
+    if (m[i] != fill) {
+      return ::testing::AssertionFailure()
+             << "message " << sender << ":" << seq << " corrupt at byte " << i;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Sizes covering the 7-, 16- and 64-bit length forms, and some large enough to fill the
+// socket buffer (the rest then waits in the connection's queue).
+size_t SizeFor(int sender, int seq) {
+  switch ((sender + seq) % 7) {
+    case 0: return 5;
+    case 1: return 125;
+    case 2: return 126;
+    case 3: return 65535;
+    case 4: return 65536 + 17;
+    case 5: return 300000;
+    default: return 1000;
+  }
+}
+
+// A server whose one WebSocket connection the test writes to.
+struct OneWsServer {
+  explicit OneWsServer(IoRuntime& rt) {
+    server = StartServer(rt, [this](std::shared_ptr<HttpExchange> ex) {
+      auto handler = std::make_shared<EchoWsHandler>();
+      auto c = ex->AcceptWebSocket("", handler);
+      handler->set_conn(c);
+      {
+        std::lock_guard lock(mu);
+        conn = c;
+        this->handler = handler;
+      }
+      accepted.Notify();
+    });
+  }
+  std::shared_ptr<WsConnection> connection() {
+    std::lock_guard lock(mu);
+    return conn;
+  }
+  std::mutex mu;
+  std::shared_ptr<WsConnection> conn;
+  std::shared_ptr<EchoWsHandler> handler;
+  Notification accepted;
+  std::unique_ptr<HttpServer> server;
+};
+
+// Receives `total` Tagged messages, checking each and each sender's order.
+void ExpectTaggedInOrder(BlockingWsClient& client, int senders, int total) {
+  std::vector<int> next(senders, 0);
+  for (int n = 0; n < total; ++n) {
+    auto ev = client.Receive(seconds(60));
+    ASSERT_TRUE(ev.ok()) << ev.error().ToString() << " after " << n << " messages";
+    auto* m = std::get_if<BlockingWsClient::Message>(&*ev);
+    ASSERT_NE(m, nullptr) << "closed after " << n << " messages";
+    int sender = -1;
+    int seq = -1;
+    ASSERT_TRUE(ParseTagged(m->data, sender, seq));
+    ASSERT_GE(sender, 0);
+    ASSERT_LT(sender, senders);
+    EXPECT_EQ(m->data.size(), Tagged(sender, seq, SizeFor(sender, seq)).size());
+    ASSERT_EQ(seq, next[sender]) << "sender " << sender << " out of order";
+    ++next[sender];
+  }
+}
+
+TEST(WebSocketSend, ServerSendsFromManyThreadsArriveWholeAndInOrder) {
+  IoRuntime rt(2);
+  OneWsServer one(rt);
+  auto client = ConnectTo(WsUrl(*one.server));
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  ASSERT_TRUE(one.accepted.WaitFor());
+  auto conn = one.connection();
+  constexpr int kSenders = 6;
+  constexpr int kEach = 120;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kSenders; ++t) {
+    threads.emplace_back([conn, t] {
+      for (int i = 0; i < kEach; ++i) conn->Send(Tagged(t, i, SizeFor(t, i)), i % 2 == 0);
+    });
+  }
+  // Read while they write: frames go straight to the socket and through the queue.
+  ExpectTaggedInOrder(**client, kSenders, kSenders * kEach);
+  for (auto& th : threads) th.join();
+  auto none = (*client)->Receive(milliseconds(20));
+  EXPECT_TRUE(none.error().Is("net", "timeout"));
+}
+
+TEST(WebSocketSend, SendsQueuedBehindAFullSocketKeepTheirOrder) {
+  IoRuntime rt(2);
+  OneWsServer one(rt);
+  auto client = ConnectTo(WsUrl(*one.server));
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  ASSERT_TRUE(one.accepted.WaitFor());
+  auto conn = one.connection();
+  // ~40 MB written before the client reads anything: far more than the socket buffers, so
+  // most of it waits in the connection's queue while later Sends arrive.
+  constexpr int kSenders = 4;
+  constexpr int kEach = 40;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kSenders; ++t) {
+    threads.emplace_back([conn, t] {
+      for (int i = 0; i < kEach; ++i) {
+        conn->Send(Tagged(t, i, i % 3 == 0 ? 250000 : SizeFor(t, i)), true);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::vector<int> next(kSenders, 0);
+  for (int n = 0; n < kSenders * kEach; ++n) {
+    auto ev = (*client)->Receive(seconds(60));
+    ASSERT_TRUE(ev.ok()) << ev.error().ToString();
+    auto* m = std::get_if<BlockingWsClient::Message>(&*ev);
+    ASSERT_NE(m, nullptr);
+    int sender = -1;
+    int seq = -1;
+    ASSERT_TRUE(ParseTagged(m->data, sender, seq));
+    ASSERT_EQ(seq, next.at(sender));
+    ++next[sender];
+  }
+}
+
+TEST(WebSocketSend, ClientSendsFromManyThreadsAreEchoedWholeAndInOrder) {
+  IoRuntime rt(2);
+  WsEchoServer echo(rt);
+  auto client = ConnectTo(WsUrl(*echo.server));
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  BlockingWsClient* c = client->get();
+  constexpr int kSenders = 5;
+  constexpr int kEach = 80;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kSenders; ++t) {
+    threads.emplace_back([c, t] {
+      // Masked client frames, written from this thread.
+      for (int i = 0; i < kEach; ++i) ASSERT_TRUE(c->Send(Tagged(t, i, SizeFor(t, i))).ok());
+    });
+  }
+  ExpectTaggedInOrder(*c, kSenders, kSenders * kEach);
+  for (auto& th : threads) th.join();
+}
+
+TEST(WebSocketSend, CloseWhileThreadsSendEndsAfterWholeFrames) {
+  IoRuntime rt(2);
+  OneWsServer one(rt);
+  auto client = ConnectTo(WsUrl(*one.server));
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  ASSERT_TRUE(one.accepted.WaitFor());
+  auto conn = one.connection();
+  constexpr int kSenders = 4;
+  std::atomic<int> sent{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kSenders; ++t) {
+    threads.emplace_back([conn, t, &sent] {
+      for (int i = 0; i < 200; ++i) {
+        conn->Send(Tagged(t, i, SizeFor(t, i)), true);
+        sent.fetch_add(1);
+      }
+    });
+  }
+  while (sent.load() < 50) std::this_thread::yield();
+  conn->Close(4003, "closing under load");
+  std::vector<int> next(kSenders, 0);
+  for (;;) {
+    auto ev = (*client)->Receive(seconds(60));
+    ASSERT_TRUE(ev.ok()) << ev.error().ToString();
+    if (auto* closed = std::get_if<BlockingWsClient::Closed>(&*ev)) {
+      EXPECT_EQ(closed->code, 4003);
+      EXPECT_EQ(closed->reason, "closing under load");
+      break;
+    }
+    auto& m = std::get<BlockingWsClient::Message>(*ev);
+    int sender = -1;
+    int seq = -1;
+    ASSERT_TRUE(ParseTagged(m.data, sender, seq));
+    ASSERT_EQ(seq, next.at(sender));
+    ++next[sender];
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(one.handler->closed_.WaitFor());
+  EXPECT_EQ(one.handler->code(), 4003);
 }
 
 // ------------------------------------------------------------------ IoRuntime
