@@ -15,6 +15,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -674,6 +675,53 @@ TEST_F(RemoteSqlTest, OneBusyActorDoesNotStarveAnotherOnTheSameConnection) {
   }
   // Round robin over actors: a's first, then b's, then the rest of a's in arrival order.
   EXPECT_EQ(order, (std::vector<uint32_t>{a_ids[0], b_id, a_ids[1], a_ids[2]}));
+}
+
+// A transaction sent statement after statement (each answered before the next is sent: the
+// SQL thread that answered lingers for the next one), then bursts of two actors sent without
+// waiting: every statement is answered, each actor's in arrival order, exactly once.
+TEST_F(RemoteSqlTest, StatementAfterStatementAndPipelinedBurstsAreAllAnsweredInOrder) {
+  Start();
+  auto fe = Envoy("pipe-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string a = CreateActor("pipe", "a");
+  const std::string b = CreateActor("pipe", "b");
+  const uint32_t ga = StartOn(*fe, a);
+  const uint32_t gb = StartOn(*fe, b);
+  ASSERT_TRUE(Run(*fe, Kind::kExec, a, ga, "CREATE TABLE t(i INTEGER PRIMARY KEY, v)").ok());
+  ASSERT_TRUE(Run(*fe, Kind::kExec, b, gb, "CREATE TABLE t(i INTEGER PRIMARY KEY, v)").ok());
+  ASSERT_TRUE(Run(*fe, Kind::kExec, a, ga, "BEGIN").ok());
+  for (int i = 0; i < 100; ++i) {
+    SqlAnswer r = Run(*fe, Kind::kWrite, a, ga, "INSERT INTO t(v) VALUES (?)",
+                      sql::Params{Int(i)});
+    ASSERT_TRUE(r.ok()) << r.error;
+    ASSERT_EQ(r.result.last_insert_row_id, std::optional<int64_t>(i + 1));
+  }
+  ASSERT_TRUE(Run(*fe, Kind::kExec, a, ga, "COMMIT").ok());
+
+  std::vector<uint32_t> sent_a;
+  std::vector<uint32_t> sent_b;
+  for (int i = 0; i < 200; ++i) {
+    sent_a.push_back(Send(*fe, Kind::kWrite, a, ga, "INSERT INTO t(v) VALUES (?)",
+                          sql::Params{Int(i)}));
+    sent_b.push_back(Send(*fe, Kind::kWrite, b, gb, "INSERT INTO t(v) VALUES (?)",
+                          sql::Params{Int(i)}));
+  }
+  const std::set<uint32_t> of_a(sent_a.begin(), sent_a.end());
+  std::vector<uint32_t> got_a;
+  std::vector<uint32_t> got_b;
+  while (got_a.size() + got_b.size() < sent_a.size() + sent_b.size()) {
+    auto frame =
+        fe->WaitForFrame([](const v::ToEnvoy& m) { return AsSqlAnswer(m).has_value(); }, 20s);
+    ASSERT_TRUE(frame.has_value()) << frame.error().ToString();
+    SqlAnswer answer = *AsSqlAnswer(frame->msg);
+    ASSERT_TRUE(answer.ok()) << answer.error;
+    (of_a.contains(answer.request_id) ? got_a : got_b).push_back(answer.request_id);
+  }
+  EXPECT_EQ(got_a, sent_a);
+  EXPECT_EQ(got_b, sent_b);
+  EXPECT_EQ(Count(*fe, a, ga), 300);
+  EXPECT_EQ(Count(*fe, b, gb), 200);
 }
 
 // ---- stop --------------------------------------------------------------------------------
