@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <limits>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -39,6 +40,9 @@ bool AtRest(orch::Transition t) {
 
 Bytes ToBytes(ByteView v) { return Bytes(v.begin(), v.end()); }
 
+// ActorEntry::timer_at when the actor has no deadline filed.
+constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::min();
+
 // A JSON text that parses as an object, else "{}" (envoy-protocol.md §3.3).
 std::string ObjectJsonOrEmpty(const std::string& text) {
   auto parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -62,8 +66,8 @@ struct Orchestrator::Impl {
     rec::ActorRecord record;
     EngineId ns;
     orch::ActorWorkflow wf;
-    TimerId timer{};
-    int64_t timer_at = 0;
+    // The deadline this actor is filed under in `deadlines` (kNoDeadline: none).
+    int64_t timer_at = kNoDeadline;
     std::vector<Waiter> waiters;
     std::vector<std::function<void(Status)>> destroy_waiters;
   };
@@ -144,6 +148,13 @@ struct Orchestrator::Impl {
   uint64_t next_waiter_id = 1;
   TimerId alarm_timer{};
   int64_t alarm_timer_at = 0;
+  // The machines' deadlines (lost timeouts, liveness checks, retries), served by one
+  // engine-wide timer for the earliest, so a loaded actor costs a set node rather than a
+  // clock timer of its own (docs/benchmarks.md W4).
+  std::set<std::pair<int64_t, EngineId>> deadlines;
+  TimerId deadline_timer{};
+  int64_t deadline_timer_at = 0;
+  uint64_t deadline_timer_seq = 0;
 
   mutable std::mutex routes_mu;
   std::unordered_map<EngineId, Route> routes;                    // guarded by routes_mu
@@ -426,11 +437,13 @@ struct Orchestrator::Impl {
   // later step) makes it durable, and an OS crash before that loses only it (docs/storage.md
   // §3.5 "Running before its commit").
   static bool LossIsHarmless(const ActorEntry& e, const PreparedStep& p) {
+    // Serverful only: there the envoy (and so the Stop{LOST} address) was stored with the
+    // start; a serverless instance learns its envoy from this very event.
     if (p.next.transition != orch::Transition::kRunning ||
-        (e.wf.transition != orch::Transition::kStarting &&
-         e.wf.transition != orch::Transition::kAllocating) ||
-        !p.command_puts.empty() || !p.drop_prefixes.empty() || p.record_value.has_value() ||
-        p.release_key || p.old_alarm != p.new_alarm) {
+        e.wf.transition != orch::Transition::kStarting || e.wf.envoy_key.empty() ||
+        p.next.envoy_key != e.wf.envoy_key || !p.command_puts.empty() ||
+        !p.drop_prefixes.empty() || p.record_value.has_value() || p.release_key ||
+        p.old_alarm != p.new_alarm) {
       return false;
     }
     for (const auto& effect : p.effects) {
@@ -638,38 +651,70 @@ struct Orchestrator::Impl {
     }
   }
 
-  // Per-actor timer for the machine's deadline; sleeping actors use the alarm index.
+  // Files the machine's deadline in `deadlines`; sleeping actors use the alarm index.
   void Rearm(ActorEntry& e) {
     std::optional<int64_t> deadline;
     if (!AtRest(e.wf.transition)) deadline = orch::NextDeadline(e.wf);
     if (e.wf.transition == orch::Transition::kSleeping && e.wf.alarm_ts.has_value()) {
       ScheduleAlarmScan(*e.wf.alarm_ts);
     }
-    if (deadline == std::optional<int64_t>(e.timer_at) && e.timer != TimerId{}) return;
-    if (e.timer != TimerId{}) engine.clock().Cancel(e.timer);
-    e.timer = TimerId{};
-    e.timer_at = 0;
+    const int64_t at = deadline.value_or(kNoDeadline);
+    if (at == e.timer_at) return;
+    Disarm(e);
     if (!deadline.has_value()) return;
-    e.timer_at = *deadline;
-    const int64_t delay = std::max<int64_t>(0, *deadline - Now());
-    EngineId id = e.id;
-    e.timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this, id] {
-      Post([this, id] { OnActorTimer(id); });
+    e.timer_at = at;
+    deadlines.emplace(at, e.id);
+    ScheduleDeadlineTimer();
+  }
+
+  void Disarm(ActorEntry& e) {
+    if (e.timer_at == kNoDeadline) return;
+    deadlines.erase(std::make_pair(e.timer_at, e.id));
+    e.timer_at = kNoDeadline;
+  }
+
+  // Keeps the engine-wide timer at (or before) the earliest filed deadline.
+  void ScheduleDeadlineTimer() {
+    if (deadlines.empty()) return;  // a pending timer then finds nothing due
+    const int64_t at = deadlines.begin()->first;
+    if (deadline_timer != TimerId{} && deadline_timer_at <= at) return;
+    if (deadline_timer != TimerId{}) engine.clock().Cancel(deadline_timer);
+    deadline_timer_at = at;
+    const uint64_t seq = ++deadline_timer_seq;
+    const int64_t delay = std::max<int64_t>(0, at - Now());
+    deadline_timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this, seq] {
+      Post([this, seq] { OnDeadlines(seq); });
     });
+  }
+
+  // Steps every actor whose deadline has come (Tick), then re-arms for the next one.
+  void OnDeadlines(uint64_t seq) {
+    if (seq == deadline_timer_seq) {
+      deadline_timer = TimerId{};
+      deadline_timer_at = 0;
+    }
+    const int64_t now = Now();
+    std::vector<EngineId> due;
+    while (!deadlines.empty() && deadlines.begin()->first <= now) {
+      const EngineId id = deadlines.begin()->second;
+      deadlines.erase(deadlines.begin());
+      auto it = actors.find(id);
+      if (it != actors.end()) it->second->timer_at = kNoDeadline;
+      due.push_back(id);
+    }
+    for (const auto& id : due) OnActorTimer(id);
+    ScheduleDeadlineTimer();
   }
 
   void OnActorTimer(const EngineId& id) {
     auto it = actors.find(id);
     if (it == actors.end()) return;
     ActorEntry& e = *it->second;
-    e.timer = TimerId{};
     std::optional<int64_t> deadline = orch::NextDeadline(e.wf);
     if (deadline.has_value() && *deadline > Now()) {
-      e.timer_at = 0;
       Rearm(e);
       return;
     }
-    e.timer_at = 0;
     StepActor(e, orch::in::Tick{});
   }
 
@@ -678,7 +723,7 @@ struct Orchestrator::Impl {
     if (it == actors.end()) return;
     ActorEntry& e = *it->second;
     if (!AtRest(e.wf.transition) || !e.waiters.empty() || !e.destroy_waiters.empty()) return;
-    if (e.timer != TimerId{}) engine.clock().Cancel(e.timer);
+    Disarm(e);
     CountState(e.wf.transition, -1);
     actors.erase(it);
   }

@@ -5,11 +5,15 @@
 // race. Storage is the truth: each step is one transaction that stores the new workflow
 // together with everything it implies (commands, alarm index, live set, key reservation,
 // destroyed flag), and the step's effects run only after that commit (docs/storage.md
-// §3.4–§3.8). A restart resumes from the live set (09) and the alarm index (07).
+// §3.4–§3.8) — except that the requests waiting for an actor get it when its Running
+// event is stepped, before that (unsynced) commit, and that an actor's creation and first
+// allocation are one transaction (docs/storage.md §3.5, §3.6). A restart resumes from the
+// live set (09) and the alarm index (07).
 //
 // Memory: an actor is loaded while it has an instance, a deadline other than an alarm,
 // or waiters; a sleeping actor is evicted (its alarm lives in the 07 index, served by one
-// engine-wide alarm timer), so idle actors cost no timers or buffers.
+// engine-wide alarm timer), so idle actors cost no timers or buffers. The deadlines of
+// loaded actors are one ordered set served by one engine-wide timer, not a timer each.
 //
 // Thread-safety: public methods may be called from any thread; they post to the loop.
 // FastTarget/HostedGeneration read the routing table under a mutex.
