@@ -88,22 +88,127 @@ bool EndsRequest(const latest::ToRivetTunnelMessage& message) {
   return kind.is<latest::ToRivetResponseAbort>() || kind.is<latest::ToRivetWebSocketClose>();
 }
 
+// The command dedup entries (§4.4) of actor generations this envoy does not host (stopped,
+// asleep, or only ever stopped): one flat open-addressing table, the actor id inline, so an
+// actor that went to sleep leaves no allocation of its own behind — only its slot in one
+// array. Ids too long to inline go to `long_`. Linear probing, backward-shift deletion.
+class DedupTable {
+ public:
+  std::optional<int64_t> Find(const std::string& id, uint32_t generation) const {
+    if (id.size() > kInline) {
+      auto it = long_.find({id, generation});
+      return it == long_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+    }
+    if (slots_.empty()) return std::nullopt;
+    for (size_t i = Home(id, generation);; i = (i + 1) & Mask()) {
+      const Slot& slot = slots_[i];
+      if (!slot.used) return std::nullopt;
+      if (Matches(slot, id, generation)) return slot.index;
+    }
+  }
+
+  void Set(const std::string& id, uint32_t generation, int64_t index) {
+    if (id.size() > kInline) {
+      long_[{id, generation}] = index;
+      return;
+    }
+    if ((used_ + 1) * 4 > slots_.size() * 3) Grow();
+    size_t i = Home(id, generation);
+    while (slots_[i].used && !Matches(slots_[i], id, generation)) i = (i + 1) & Mask();
+    Slot& slot = slots_[i];
+    if (!slot.used) {
+      slot.used = true;
+      slot.generation = generation;
+      slot.len = static_cast<uint8_t>(id.size());
+      std::copy(id.begin(), id.end(), slot.id);
+      ++used_;
+    }
+    slot.index = index;
+  }
+
+  void Erase(const std::string& id, uint32_t generation) {
+    if (id.size() > kInline) {
+      long_.erase({id, generation});
+      return;
+    }
+    if (slots_.empty()) return;
+    size_t i = Home(id, generation);
+    while (true) {
+      if (!slots_[i].used) return;
+      if (Matches(slots_[i], id, generation)) break;
+      i = (i + 1) & Mask();
+    }
+    // Backward shift: move later entries of the cluster that may live at `i` into it.
+    for (size_t j = (i + 1) & Mask(); slots_[j].used; j = (j + 1) & Mask()) {
+      const size_t home = Home(std::string_view(slots_[j].id, slots_[j].len), slots_[j].generation);
+      // `j` may move to `i` when its home is not cyclically within (i, j].
+      const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+      if (stays) continue;
+      slots_[i] = slots_[j];
+      i = j;
+    }
+    slots_[i].used = false;
+    --used_;
+  }
+
+  size_t size() const { return used_ + long_.size(); }
+
+ private:
+  static constexpr size_t kInline = 34;  // engine actor ids are 30 characters
+  struct Slot {
+    int64_t index = 0;
+    uint32_t generation = 0;
+    uint8_t len = 0;
+    bool used = false;
+    char id[kInline];
+  };
+
+  size_t Mask() const { return slots_.size() - 1; }
+  size_t Home(std::string_view id, uint32_t generation) const {
+    const size_t h = std::hash<std::string_view>{}(id) ^ (generation * 0x9E3779B97F4A7C15ULL);
+    return (h ^ (h >> 29)) & Mask();
+  }
+  static bool Matches(const Slot& slot, std::string_view id, uint32_t generation) {
+    return slot.generation == generation && std::string_view(slot.id, slot.len) == id;
+  }
+  void Grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(std::max<size_t>(16, old.size() * 2), Slot{});
+    used_ = 0;
+    for (const Slot& slot : old) {
+      if (slot.used) Set(std::string(slot.id, slot.len), slot.generation, slot.index);
+    }
+  }
+
+  std::vector<Slot> slots_;  // size 0 or a power of two
+  size_t used_ = 0;
+  std::map<ActorKey, int64_t> long_;
+};
+
 }  // namespace
 
 struct EnvoyClient::State {
   // One hosted actor instance (§4.4–§4.7).
   struct Actor {
     int64_t last_command_index = 0;
+    // Its command dedup entry (§4.4) while the envoy hosts it: processed[(actor, generation)]
+    // lives here, and moves to `processed` when the entry goes.
+    std::optional<int64_t> processed;
     bool stop_received = false;
     // The host reported Stopped without a stop command (its start failed, or it crashed):
     // the entry stays for its event history and command dedup until the engine's stop, but
     // the instance is gone — it neither counts as hosted nor holds up a graceful shutdown.
     bool stopped_reported = false;
     int64_t next_event_index = 0;
-    // Unacknowledged events by index, resent after every Init.
-    std::map<int64_t, latest::EventWrapper> history;
-    // SetAlarm acknowledgements waiting for ToEnvoyAckEvents, by event index.
-    std::map<int64_t, AckCallback> alarm_acks;
+    // Unacknowledged events in index order, resent after every Init. Without their
+    // checkpoint: the actor id is the entry's key.
+    struct PendingEvent {
+      int64_t index = 0;
+      latest::Event event;
+    };
+    std::vector<PendingEvent> history;
+    // SetAlarm acknowledgements waiting for ToEnvoyAckEvents, in event index order.
+    std::vector<std::pair<int64_t, AckCallback>> alarm_acks;
   };
 
   // Completes a request: with the frame that answered it, or with why none will come.
@@ -173,8 +278,21 @@ struct EnvoyClient::State {
 
   std::map<ActorKey, Actor> actors;
   // processed[(actor, generation)] = highest command index seen (§4.4); survives actor
-  // removal so that a replayed start cannot resurrect a stopped instance.
-  std::map<ActorKey, int64_t> processed;
+  // removal so that a replayed start cannot resurrect a stopped instance. The entries of
+  // hosted actors are in Actor::processed; this table holds the others.
+  DedupTable processed;
+
+  // Forgets a hosted actor; its dedup entry stays (§4.4).
+  std::map<ActorKey, Actor>::iterator EraseActor(std::map<ActorKey, Actor>::iterator it) {
+    if (it->second.processed) processed.Set(it->first.first, it->first.second, *it->second.processed);
+    return actors.erase(it);
+  }
+  // The dedup entry of (actor, generation), wherever it lives.
+  std::optional<int64_t> Processed(const ActorKey& key) const {
+    auto it = actors.find(key);
+    if (it != actors.end()) return it->second.processed;
+    return processed.Find(key.first, key.second);
+  }
 
   RequestTable kv{Error("envoy", "kv_timeout", "KV request timed out"), &AsIs};
   RequestTable pages{Error("envoy", "sqlite_timeout", "sqlite page request timed out"), &AsIs};
@@ -319,6 +437,9 @@ struct EnvoyClient::State {
     actors.clear();
     routes.clear();
     for (auto& [key, actor] : gone) {
+      if (actor.processed) processed.Set(key.first, key.second, *actor.processed);
+    }
+    for (auto& [key, actor] : gone) {
       for (auto& [index, done] : actor.alarm_acks) {
         if (done) done(error);
       }
@@ -365,7 +486,12 @@ struct EnvoyClient::State {
     // Every unacknowledged event of every hosted actor, in one ToRivetEvents (§4.7).
     latest::ToRivetEvents events;
     for (const auto& [key, actor] : actors) {
-      for (const auto& [index, event] : actor.history) events.value.push_back(event);
+      for (const auto& pending : actor.history) {
+        latest::EventWrapper wrapper;
+        wrapper.checkpoint = latest::ActorCheckpoint{key.first, key.second, pending.index};
+        wrapper.inner = pending.event;
+        events.value.push_back(std::move(wrapper));
+      }
     }
     if (!events.value.empty()) Send(latest::ToRivet{std::move(events)});
 
@@ -403,17 +529,24 @@ struct EnvoyClient::State {
       if (shut_down) return;
       const auto& cp = wrapper.checkpoint;
       ActorKey key{cp.actor_id, cp.generation};
-      auto seen = processed.find(key);
-      if (seen != processed.end() && cp.index <= seen->second) {
+      const std::optional<int64_t> seen = Processed(key);
+      if (seen.has_value() && cp.index <= *seen) {
         ++duplicate_commands;
         continue;  // a replay (§4.4)
       }
-      processed[key] = cp.index;
+      if (auto hosted = actors.find(key); hosted != actors.end()) {
+        hosted->second.processed = cp.index;
+      } else if (!wrapper.inner.is<latest::CommandStartActor>()) {
+        processed.Set(key.first, key.second, cp.index);
+      }
 
       if (const auto* start = wrapper.inner.get_if<latest::CommandStartActor>()) {
         auto [it, inserted] = actors.try_emplace(key);
         it->second.last_command_index = cp.index;
         if (!inserted) continue;  // the instance already runs; a second start means nothing
+        // The hosted actor's entry carries its dedup state from now on.
+        it->second.processed = cp.index;
+        processed.Erase(key.first, key.second);
         StartActor out;
         out.actor_id = cp.actor_id;
         out.generation = cp.generation;
@@ -439,7 +572,7 @@ struct EnvoyClient::State {
           stopped.code = latest::StopCode::kOk;
           EmitEvent(cp.actor_id, cp.generation,
                     latest::EventActorStateUpdate{latest::ActorState{stopped}});
-          actors.erase(key);
+          if (auto gone = actors.find(key); gone != actors.end()) EraseActor(gone);
           if (!HostsActorId(cp.actor_id)) {
             for (auto r = routes.begin(); r != routes.end();) {
               r = r->second == cp.actor_id ? routes.erase(r) : std::next(r);
@@ -460,10 +593,16 @@ struct EnvoyClient::State {
       auto it = actors.find({cp.actor_id, cp.generation});
       if (it == actors.end()) continue;
       Actor& actor = it->second;
-      actor.history.erase(actor.history.begin(), actor.history.upper_bound(cp.index));
-      auto end = actor.alarm_acks.upper_bound(cp.index);
+      auto acked_events = std::find_if(actor.history.begin(), actor.history.end(),
+                                       [&](const auto& e) { return e.index > cp.index; });
+      actor.history.erase(actor.history.begin(), acked_events);
+      // An idle actor keeps no buffers.
+      if (actor.history.empty()) actor.history.shrink_to_fit();
+      auto end = std::find_if(actor.alarm_acks.begin(), actor.alarm_acks.end(),
+                              [&](const auto& a) { return a.first > cp.index; });
       for (auto a = actor.alarm_acks.begin(); a != end; ++a) acked.push_back(std::move(a->second));
       actor.alarm_acks.erase(actor.alarm_acks.begin(), end);
+      if (actor.alarm_acks.empty()) actor.alarm_acks.shrink_to_fit();
     }
     for (auto& done : acked) {
       if (done) done(OkStatus());
@@ -622,7 +761,10 @@ struct EnvoyClient::State {
       listed.emplace_back(cp.actor_id, cp.generation);
     // Dedup state goes only when the ack reached a live socket (§4.3).
     if (!Send(latest::ToRivet{std::move(ack)})) return;
-    for (const auto& key : listed) processed.erase(key);
+    for (const auto& key : listed) {
+      if (auto it = actors.find(key); it != actors.end()) it->second.processed.reset();
+      processed.Erase(key.first, key.second);
+    }
   }
 
   // ---- Requests ----
@@ -700,8 +842,8 @@ struct EnvoyClient::State {
     latest::EventWrapper wrapper;
     wrapper.checkpoint = latest::ActorCheckpoint{actor_id, generation, index};
     wrapper.inner = std::move(event);
-    actor.history.emplace(index, wrapper);
-    if (on_acked) actor.alarm_acks.emplace(index, std::move(on_acked));
+    actor.history.push_back(Actor::PendingEvent{index, wrapper.inner});
+    if (on_acked) actor.alarm_acks.emplace_back(index, std::move(on_acked));
     if (socket == Socket::kOpen) {
       latest::ToRivetEvents events;
       events.value.push_back(std::move(wrapper));
@@ -853,7 +995,7 @@ void EnvoyClient::ActorStopped(const std::string& actor_id, uint32_t generation,
   }
   // An engine-initiated stop ends the instance (§4.6 step 4); its history goes with it.
   auto acks = std::move(it->second.alarm_acks);
-  s.actors.erase(it);
+  s.EraseActor(it);
   if (!s.HostsActorId(actor_id)) {
     for (auto r = s.routes.begin(); r != s.routes.end();) {
       r = r->second == actor_id ? s.routes.erase(r) : std::next(r);
@@ -981,6 +1123,9 @@ size_t EnvoyClient::pending_sqlite_requests() const {
   return s_->pages.pending.size() + s_->remote.pending.size();
 }
 size_t EnvoyClient::hosted_actors() const { return s_->HostedCount(); }
+size_t EnvoyClient::actor_entries() const { return s_->actors.size(); }
+size_t EnvoyClient::route_entries() const { return s_->routes.size(); }
+size_t EnvoyClient::dedup_entries() const { return s_->processed.size(); }
 uint64_t EnvoyClient::malformed_frames() const { return s_->malformed_frames; }
 uint64_t EnvoyClient::unroutable_tunnel_messages() const { return s_->unroutable_tunnel; }
 uint64_t EnvoyClient::duplicate_commands() const { return s_->duplicate_commands; }

@@ -246,6 +246,12 @@ class EnvoyClient {
   size_t pending_sqlite_requests() const;  // page I/O + remote SQL, for tests/metrics
   // Hosted (actor, generation) pairs: started and not yet reported Stopped.
   size_t hosted_actors() const;
+  // Per-actor bookkeeping (tests, metrics): actor entries (hosted, or reported Stopped and
+  // waiting for the engine's stop), tunnel routes, and the command dedup entries of actor
+  // generations no longer hosted — those stay by design (§4.4), in one flat table.
+  size_t actor_entries() const;
+  size_t route_entries() const;
+  size_t dedup_entries() const;
   // Frames that failed to decode; tunnel messages dropped because no route matched;
   // commands dropped as replays (§4.4); KV/SQLite responses dropped because no pending
   // request had their id (answered late, after a timeout or a close, or not ours).

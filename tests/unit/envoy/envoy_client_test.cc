@@ -288,6 +288,44 @@ TEST_F(EnvoyClientTest, ReplayedCommandsAreDroppedPerActorGeneration) {
   EXPECT_EQ(host_.starts.size(), 3u);
 }
 
+// The dedup entries of generations no longer hosted live in one flat table (no allocation
+// per slept actor, BENCHMARKS W4): many of them, some moving into hosted actors in any order,
+// long ids included, keep answering exactly.
+TEST_F(EnvoyClientTest, DedupEntriesOfUnhostedGenerationsStayExactAtScale) {
+  Connect();
+  const int n = 500;
+  auto id = [](int i) {
+    return i % 5 == 0 ? "an-actor-id-too-long-for-the-inline-key-" + std::to_string(i)
+                      : "act" + std::to_string(i * 7919) + "-0123456789abcdefghij";
+  };
+  // A stop for a generation that is not hosted records its index.
+  for (int i = 0; i < n; ++i) Commands({StopCmd(id(i), 1, 2)});
+  EXPECT_EQ(client_->dedup_entries(), size_t{n});
+  EXPECT_TRUE(host_.stops.empty());
+  // Every third generation starts after all (a higher index): its entry moves to the actor.
+  for (int i = 0; i < n; i += 3) Commands({StartCmd(id(i), 1, 3)});
+  const size_t started = host_.starts.size();
+  ASSERT_EQ(started, size_t{(n + 2) / 3});
+  EXPECT_EQ(client_->dedup_entries(), n - started);
+  EXPECT_EQ(client_->actor_entries(), started);
+  // Replays are dropped, wherever their entry lives.
+  uint64_t dup = client_->duplicate_commands();
+  for (int i = 0; i < n; ++i) Commands({StopCmd(id(i), 1, 2), StartCmd(id(i), 1, i % 3 == 0 ? 3 : 1)});
+  EXPECT_EQ(client_->duplicate_commands(), dup + 2 * n);
+  EXPECT_EQ(host_.starts.size(), started);
+  EXPECT_TRUE(host_.stops.empty());
+  // New indexes go through; stopped generations keep their entry (§4.4).
+  for (int i = 0; i < n; i += 3) Commands({StopCmd(id(i), 1, 4)});
+  ASSERT_EQ(host_.stops.size(), started);
+  for (int i = 0; i < n; i += 3) client_->ActorStopped(id(i), 1);
+  EXPECT_EQ(client_->actor_entries(), 0u);
+  EXPECT_EQ(client_->dedup_entries(), size_t{n});
+  dup = client_->duplicate_commands();
+  for (int i = 0; i < n; ++i) Commands({StartCmd(id(i), 1, 1)});
+  EXPECT_EQ(client_->duplicate_commands(), dup + n);
+  EXPECT_EQ(host_.starts.size(), started);
+}
+
 TEST_F(EnvoyClientTest, StopForUnknownActorIsIgnored) {
   Connect();
   Commands({StopCmd("ghost", 1, 2)});
