@@ -168,21 +168,20 @@ void Conn::Disconnect(std::string_view reason) {
 Instance::Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envoy::StartActor start)
     : runtime_(runtime),
       type_(std::move(type)),
-      actor_id_(start.actor_id),
+      actor_id_(std::move(start.actor_id)),
       generation_(start.generation),
-      start_(std::move(start)) {
-  if (start_.config.key) {
-    if (auto k = gw::ParseActorKey(*start_.config.key); k.ok()) key_ = std::move(*k);
+      start_(std::make_unique<envoy::StartActor>(std::move(start))) {
+  if (start_->config.key) {
+    if (auto k = gw::ParseActorKey(*start_->config.key); k.ok()) key_ = std::move(*k);
   }
-  if (start_.config.input) {
-    if (auto v = DecodeCbor(*start_.config.input); v.ok()) input_ = std::move(*v);
-  }
+  input_ = start_->config.input;
   vars_ = type_->make_vars();
 }
 
 Instance::~Instance() {
-  if (sleep_timer_ != TimerId{}) runtime_.clock().Cancel(sleep_timer_);
-  if (schedule_timer_ != TimerId{}) runtime_.clock().Cancel(schedule_timer_);
+  // Not through SetSleepDeadline: the runtime may be going away itself.
+  if (sleep_deadline_) runtime_.sleep_deadlines_.erase({*sleep_deadline_, this});
+  if (cold_ && cold_->schedule_timer != TimerId{}) runtime_.clock().Cancel(cold_->schedule_timer);
 }
 
 void* Instance::state_ptr() {
@@ -274,7 +273,9 @@ void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdow
     }
     if (blocks_shutdown) --shutdown_blockers_;
     if (keeps_awake) EndActivity();
-    for (auto& w : std::exchange(idle_waiters_, {})) w();
+    if (cold_) {
+      for (auto& w : std::exchange(cold_->idle_waiters, {})) w();
+    }
     if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
   });
 }
@@ -483,14 +484,15 @@ void Instance::StageWrite(Bytes key, std::optional<Bytes> value) {
 }
 
 void Instance::Checkpoint() {
+  static const std::vector<ScheduledEvent> kNoEvents;
   if (phase_ == Phase::kStopped || !record_initialized_) return;
   protocol::persist::latest::Actor record;
-  if (start_.config.input) record.input = *start_.config.input;
+  if (input_) record.input = *input_;
   record.has_initialized = true;
   Bytes state_bytes = state_ ? EncodeCbor(state_->Save()) : EncodeCbor(Value(Value::Null{}));
   const bool state_changed = state_bytes != persisted_state_;
   record.state = state_bytes;
-  for (const auto& ev : schedule_) {
+  for (const auto& ev : cold_ ? cold_->schedule : kNoEvents) {
     protocol::persist::latest::ScheduleEvent e;
     e.event_id = ev.id;
     e.timestamp = ev.ts;
@@ -525,7 +527,8 @@ bool Instance::AlarmSettled() const {
 std::optional<int64_t> Instance::DesiredAlarm() const {
   if (destroy_alarm_cleared_) return std::nullopt;
   std::optional<int64_t> earliest;
-  for (const auto& ev : schedule_) {
+  if (!cold_) return earliest;
+  for (const auto& ev : cold_->schedule) {
     if (!earliest || ev.ts < *earliest) earliest = ev.ts;
   }
   return earliest;
@@ -581,6 +584,8 @@ void Instance::ReleaseOutputs() {
     if (front.needs_seq > durable_seq_ || !AlarmSettled()) return;
     Output out = std::move(front);
     outputs_.erase(outputs_.begin());
+    // An idle instance keeps no output buffer.
+    if (outputs_.empty()) outputs_.shrink_to_fit();
     out.send();
   }
 }
@@ -692,23 +697,25 @@ Task<void> Instance::SaveState() { co_await WaitDurable(); }
 std::string Instance::ScheduleAt(int64_t epoch_ms, std::string action, Value args) {
   ScheduledEvent ev{runtime_.random().Uuid4(), epoch_ms, std::move(action), std::move(args)};
   std::string id = ev.id;
-  auto pos = std::upper_bound(schedule_.begin(), schedule_.end(), ev, [](const auto& a, const auto& b) {
+  std::vector<ScheduledEvent>& schedule = cold().schedule;
+  auto pos = std::upper_bound(schedule.begin(), schedule.end(), ev, [](const auto& a, const auto& b) {
     return std::tie(a.ts, a.id) < std::tie(b.ts, b.id);
   });
-  schedule_.insert(pos, std::move(ev));
+  schedule.insert(pos, std::move(ev));
   if (phase_ == Phase::kStarted) ArmScheduleTimer();
   return id;
 }
 
 void Instance::ArmScheduleTimer() {
-  if (schedule_timer_ != TimerId{}) {
-    runtime_.clock().Cancel(schedule_timer_);
-    schedule_timer_ = {};
+  if (!cold_) return;  // nothing scheduled
+  if (cold_->schedule_timer != TimerId{}) {
+    runtime_.clock().Cancel(cold_->schedule_timer);
+    cold_->schedule_timer = {};
   }
-  if (schedule_.empty() || phase_ != Phase::kStarted) return;
-  const int64_t delay = std::max<int64_t>(0, schedule_.front().ts - NowMs());
-  schedule_timer_ = runtime_.clock().ScheduleAfter(milliseconds(delay), [this] {
-    schedule_timer_ = {};
+  if (cold_->schedule.empty() || phase_ != Phase::kStarted) return;
+  const int64_t delay = std::max<int64_t>(0, cold_->schedule.front().ts - NowMs());
+  cold_->schedule_timer = runtime_.clock().ScheduleAfter(milliseconds(delay), [this] {
+    cold_->schedule_timer = {};
     FireDueEvents();
   });
 }
@@ -716,9 +723,9 @@ void Instance::ArmScheduleTimer() {
 void Instance::FireDueEvents() {
   if (phase_ != Phase::kStarted) return;
   const int64_t now = NowMs();
-  while (!schedule_.empty() && schedule_.front().ts <= now) {
-    ScheduledEvent ev = std::move(schedule_.front());
-    schedule_.erase(schedule_.begin());
+  while (cold_ && !cold_->schedule.empty() && cold_->schedule.front().ts <= now) {
+    ScheduledEvent ev = std::move(cold_->schedule.front());
+    cold_->schedule.erase(cold_->schedule.begin());
     auto task = [](Instance* self, ScheduledEvent ev) -> Task<void> {
       try {
         co_await self->InvokeAction(ev.action, ev.args, nullptr);
@@ -742,23 +749,23 @@ void Instance::FireDueEvents() {
 bool Instance::CanSleep() const {
   // A run handler blocked in a queue receive counts as idle (actors.md §3.3 rule 6).
   return phase_ == Phase::kStarted && !type_->options.no_sleep && activity_ == 0 &&
-         (!run_active_ || run_waiting_on_queue_ > 0) && conns_.empty();
+         (!run_active_ || (cold_ && cold_->run_waiting_on_queue > 0)) && conns_.empty();
 }
 
 void Instance::ResetSleepTimer() {
-  if (sleep_timer_ != TimerId{}) {
-    runtime_.clock().Cancel(sleep_timer_);
-    sleep_timer_ = {};
+  if (!CanSleep() || sleep_requested_) {
+    runtime_.SetSleepDeadline(*this, std::nullopt);
+    return;
   }
-  if (!CanSleep() || sleep_requested_) return;
-  sleep_timer_ = runtime_.clock().ScheduleAfter(type_->options.sleep_timeout, [this] {
-    sleep_timer_ = {};
-    if (CanSleep() && !sleep_requested_) {
-      sleep_requested_ = true;
-      LogDebug(kLog, "idle: asking to sleep", {{"actor", actor_id_}});
-      runtime_.client().RequestSleep(actor_id_, generation_);
-    }
-  });
+  runtime_.SetSleepDeadline(*this, runtime_.clock().MonotonicNow() + type_->options.sleep_timeout);
+}
+
+void Instance::OnSleepDeadline() {
+  if (CanSleep() && !sleep_requested_) {
+    sleep_requested_ = true;
+    LogDebug(kLog, "idle: asking to sleep", {{"actor", actor_id_}});
+    runtime_.client().RequestSleep(actor_id_, generation_);
+  }
 }
 
 void Instance::RequestSleep() {
@@ -790,8 +797,8 @@ Task<void> Instance::StartSequence() {
   std::optional<Bytes> record_bytes;
   std::optional<Bytes> alarm_bytes;
   bool loaded = false;
-  if (start_.preloaded_kv) {
-    const auto& pre = *start_.preloaded_kv;
+  if (start_->preloaded_kv) {
+    const auto& pre = *start_->preloaded_kv;
     auto requested = [&pre](const Bytes& k) {
       return std::find(pre.requested_get_keys.begin(), pre.requested_get_keys.end(), k) !=
              pre.requested_get_keys.end();
@@ -842,7 +849,10 @@ Task<void> Instance::StartSequence() {
   }
   if (type_->make_state) state_ = type_->make_state();
   if (is_new) {
-    const Value input = input_.value_or(Value(Value::Undefined{}));
+    Value input = Value::Undefined{};
+    if (input_) {
+      if (auto v = DecodeCbor(*input_); v.ok()) input = std::move(*v);
+    }
     if (type_->create_state) {
       co_await RunHook("createState", type_->options.create_state_timeout,
                        type_->create_state(inv, input));
@@ -865,9 +875,9 @@ Task<void> Instance::StartSequence() {
       if (e.args) {
         if (auto v = DecodeCbor(*e.args); v.ok()) args = std::move(*v);
       }
-      schedule_.push_back(ScheduledEvent{e.event_id, e.timestamp, e.action, std::move(args)});
+      cold().schedule.push_back(ScheduledEvent{e.event_id, e.timestamp, e.action, std::move(args)});
     }
-    std::sort(schedule_.begin(), schedule_.end(),
+    if (cold_) std::sort(cold_->schedule.begin(), cold_->schedule.end(),
               [](const auto& a, const auto& b) { return std::tie(a.ts, a.id) < std::tie(b.ts, b.id); });
     persisted_record_ = *record_bytes;
     persisted_state_ = record->state;
@@ -875,6 +885,8 @@ Task<void> Instance::StartSequence() {
   }
   std::vector<std::string> stale_conns;
   if (!is_new) co_await RestoreHibernatedConns(stale_conns);
+  // Everything the start command carried has been used (the input's CBOR stays in input_).
+  start_.reset();
   // Restored raw sockets: onWebSocket installs their handlers again, after onWake (below);
   // their replayed messages wait in RawSocket::pending_ until it has.
   std::vector<std::shared_ptr<Conn>> restored_raw;
@@ -917,8 +929,11 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   const bool destroy =
       reason == latest::StopActorReason::kStopIntent || reason == latest::StopActorReason::kDestroy;
   phase_ = Phase::kGrace;
-  if (sleep_timer_ != TimerId{}) runtime_.clock().Cancel(sleep_timer_), sleep_timer_ = {};
-  if (schedule_timer_ != TimerId{}) runtime_.clock().Cancel(schedule_timer_), schedule_timer_ = {};
+  runtime_.SetSleepDeadline(*this, std::nullopt);
+  if (cold_ && cold_->schedule_timer != TimerId{}) {
+    runtime_.clock().Cancel(cold_->schedule_timer);
+    cold_->schedule_timer = {};
+  }
   aborted_ = true;
   AbortQueueWaiters();
   Invocation inv{this, nullptr, nullptr};
@@ -983,7 +998,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   // Wait for keepAwake / waitUntil / in-flight work, bounded by the grace period.
   while (shutdown_blockers_ > 0 && runtime_.clock().MonotonicNow() < grace_deadline) {
     Completion<bool> woke;
-    idle_waiters_.push_back([woke] { woke.Resolve(true); });
+    cold().idle_waiters.push_back([woke] { woke.Resolve(true); });
     TimerId t = runtime_.clock().Schedule(grace_deadline, [woke] { woke.Resolve(false); });
     co_await woke;
     runtime_.clock().Cancel(t);
@@ -1013,7 +1028,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
     out.message_id.request_id = conn.request_id_;
     out.message_kind = latest::ToRivetWebSocketClose{std::nullopt, std::nullopt, true};
     runtime_.client().SendTunnel(std::move(out), true);
-    ws_conns_.erase({conn.gateway_id_, conn.request_id_});
+    if (cold_) cold_->ws_conns.erase({conn.gateway_id_, conn.request_id_});
     conn.closed_ = true;
     conns_.erase(it);
   }
@@ -1256,8 +1271,11 @@ Task<void> Instance::DisconnectConn(std::string conn_id) {
     }
     EndActivity();
   }
-  for (auto r = ws_conns_.begin(); r != ws_conns_.end();) {
-    r = r->second == conn_id ? ws_conns_.erase(r) : std::next(r);
+  if (cold_) {
+    auto& routes = cold_->ws_conns;
+    for (auto r = routes.begin(); r != routes.end();) {
+      r = r->second == conn_id ? routes.erase(r) : std::next(r);
+    }
   }
   if (conn.hibernatable_) StageWrite(ConnKey(conn_id), std::nullopt);
   conns_.erase(conn_id);
@@ -1288,7 +1306,7 @@ void Instance::CloseConnSocket(Conn& conn, uint16_t code, std::string reason) {
   close.hibernate = false;
   out.message_kind = std::move(close);
   runtime_.client().SendTunnel(std::move(out), true);
-  ws_conns_.erase({conn.gateway_id_, conn.request_id_});
+  if (cold_) cold_->ws_conns.erase({conn.gateway_id_, conn.request_id_});
 }
 
 void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
@@ -1353,8 +1371,9 @@ void Instance::HandleWsOpen(const latest::MessageId& id, Request req) {
 }
 
 void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, bool binary) {
-  auto it = ws_conns_.find({id.gateway_id, id.request_id});
-  if (it == ws_conns_.end()) return;
+  if (!cold_) return;
+  auto it = cold_->ws_conns.find({id.gateway_id, id.request_id});
+  if (it == cold_->ws_conns.end()) return;
   auto cit = conns_.find(it->second);
   if (cit == conns_.end()) return;
   Conn& conn = *cit->second;
@@ -1380,7 +1399,7 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     }
     if (phase_ == Phase::kLoading) {
       // A restored socket's replay can overtake the end of startup: keep it for then.
-      early_ws_.push_back(EarlyWsMessage{id, data, binary});
+      cold().early_ws.push_back(EarlyWsMessage{id, data, binary});
       return;
     }
     // During a sleep shutdown the message is neither answered nor acknowledged (nor
@@ -1497,10 +1516,11 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
 }
 
 void Instance::HandleWsClose(const latest::MessageId& id) {
-  auto it = ws_conns_.find({id.gateway_id, id.request_id});
-  if (it == ws_conns_.end()) return;
+  if (!cold_) return;
+  auto it = cold_->ws_conns.find({id.gateway_id, id.request_id});
+  if (it == cold_->ws_conns.end()) return;
   std::string conn_id = it->second;
-  ws_conns_.erase(it);
+  cold_->ws_conns.erase(it);
   auto cit = conns_.find(conn_id);
   if (cit != conns_.end() && cit->second->raw_) {
     std::shared_ptr<RawSocket> raw = cit->second->raw_;
@@ -1580,8 +1600,9 @@ void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
 }
 
 void Instance::DeliverEarlyMessages() {
-  std::vector<EarlyWsMessage> early = std::move(early_ws_);
-  early_ws_.clear();
+  if (!cold_) return;
+  std::vector<EarlyWsMessage> early = std::move(cold_->early_ws);
+  cold_->early_ws.clear();
   for (const auto& m : early) HandleWsMessage(m.id, m.data, m.binary);
 }
 
@@ -1612,7 +1633,7 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
   latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(list)});
   const auto* resp = r.get_if<latest::KvListResponse>();
   std::set<std::pair<latest::GatewayId, latest::RequestId>> alive;
-  for (const auto& h : start_.hibernating_requests) alive.insert({h.gateway_id, h.request_id});
+  for (const auto& h : start_->hibernating_requests) alive.insert({h.gateway_id, h.request_id});
   std::set<std::pair<latest::GatewayId, latest::RequestId>> restored;
   for (size_t i = 0; resp != nullptr && i < resp->keys.size() && i < resp->values.size(); ++i) {
     auto rec = protocol::persist::ReadConn(resp->values[i]);
@@ -1670,7 +1691,7 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     restored.insert(route);
     LogDebug(kLog, "connection restored",
              {{"actor", actor_id_}, {"conn", conn->id_}, {"index", std::to_string(conn->last_client_index_)}});
-    ws_conns_[route] = conn->id_;
+    cold().ws_conns[route] = conn->id_;
     runtime_.client().RegisterRequest(actor_id_, conn->gateway_id_, conn->request_id_);
     latest::ToRivetTunnelMessage open;
     open.message_id.gateway_id = conn->gateway_id_;
@@ -1679,7 +1700,7 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     runtime_.client().SendTunnel(std::move(open), true);
   }
   // Listed by the engine but unknown here: tell the gateway to close it.
-  for (const auto& h : start_.hibernating_requests) {
+  for (const auto& h : start_->hibernating_requests) {
     if (restored.count({h.gateway_id, h.request_id})) continue;
     bool is_stale = false;
     for (const auto& id : stale) is_stale = is_stale || (conns_[id]->gateway_id_ == h.gateway_id &&
@@ -1820,7 +1841,7 @@ std::shared_ptr<Conn> Instance::AcceptSocket(const latest::MessageId& id, const 
   conn->hibernatable_ = hibernatable;
   conn->request_path_ = req.path + (req.query.empty() ? "" : "?" + req.query);
   conn->request_headers_ = req.headers;
-  ws_conns_[{id.gateway_id, id.request_id}] = conn->id_;
+  cold().ws_conns[{id.gateway_id, id.request_id}] = conn->id_;
   ResetSleepTimer();
 
   latest::ToRivetTunnelMessage open;
@@ -1902,7 +1923,46 @@ void Instance::Broadcast(std::string_view event, Value args) {
 Runtime::Runtime(RuntimeOptions options, Clock& clock, Random& random)
     : options_(std::move(options)), clock_(clock), random_(random) {}
 
-Runtime::~Runtime() = default;
+Runtime::~Runtime() {
+  if (sleep_timer_ != TimerId{}) clock_.Cancel(sleep_timer_);
+}
+
+void Runtime::SetSleepDeadline(Instance& instance, std::optional<MonoTime> deadline) {
+  if (instance.sleep_deadline_ == deadline) return;
+  if (instance.sleep_deadline_) sleep_deadlines_.erase({*instance.sleep_deadline_, &instance});
+  instance.sleep_deadline_ = deadline;
+  if (deadline) sleep_deadlines_.insert({*deadline, &instance});
+  ArmSleepTimer();
+}
+
+void Runtime::ArmSleepTimer() {
+  if (sleep_deadlines_.empty()) {
+    if (sleep_timer_ != TimerId{}) clock_.Cancel(sleep_timer_);
+    sleep_timer_ = {};
+    return;
+  }
+  const MonoTime earliest = sleep_deadlines_.begin()->first;
+  // A timer due no later than the earliest deadline stays: when it fires early it re-arms.
+  if (sleep_timer_ != TimerId{} && sleep_timer_at_ <= earliest) return;
+  if (sleep_timer_ != TimerId{}) clock_.Cancel(sleep_timer_);
+  sleep_timer_at_ = earliest;
+  sleep_timer_ = clock_.Schedule(earliest, [this] {
+    sleep_timer_ = {};
+    OnSleepTimer();
+  });
+}
+
+void Runtime::OnSleepTimer() {
+  const MonoTime now = clock_.MonotonicNow();
+  // One at a time: an instance's request may change other deadlines.
+  while (!sleep_deadlines_.empty() && sleep_deadlines_.begin()->first <= now) {
+    Instance* instance = sleep_deadlines_.begin()->second;
+    sleep_deadlines_.erase(sleep_deadlines_.begin());
+    instance->sleep_deadline_.reset();
+    instance->OnSleepDeadline();
+  }
+  ArmSleepTimer();
+}
 
 void Runtime::Register(std::shared_ptr<const ActorType> type) {
   std::string name = type->name;
@@ -2033,21 +2093,22 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
     req.headers = start->headers;
     if (start->body) req.body = *start->body;
     if (start->stream) {
-      inst->streaming_[route] = std::move(req);
+      inst->cold().streaming[route] = std::move(req);
       return;
     }
     inst->HandleHttp(message.message_id, std::move(req));
   } else if (const auto* chunk = std::get_if<latest::ToEnvoyRequestChunk>(&kind)) {
-    auto it = inst->streaming_.find(route);
-    if (it == inst->streaming_.end()) return;
+    if (!inst->cold_) return;
+    auto it = inst->cold_->streaming.find(route);
+    if (it == inst->cold_->streaming.end()) return;
     it->second.body.insert(it->second.body.end(), chunk->body.begin(), chunk->body.end());
     if (chunk->finish) {
       Request req = std::move(it->second);
-      inst->streaming_.erase(it);
+      inst->cold_->streaming.erase(it);
       inst->HandleHttp(message.message_id, std::move(req));
     }
   } else if (std::holds_alternative<latest::ToEnvoyRequestAbort>(kind)) {
-    inst->streaming_.erase(route);
+    if (inst->cold_) inst->cold_->streaming.erase(route);
   } else if (const auto* open = std::get_if<latest::ToEnvoyWebSocketOpen>(&kind)) {
     Request req;
     req.method = "GET";
@@ -2087,7 +2148,10 @@ void Runtime::MaybeFree(Instance& instance) {
   Instance* raw = it->get();
   clock_.ScheduleAfter(milliseconds(0), [this, raw, busy] {
     auto it2 = std::find_if(retired_.begin(), retired_.end(), [&](const auto& p) { return p.get() == raw; });
-    if (it2 != retired_.end() && !busy(**it2)) retired_.erase(it2);
+    if (it2 != retired_.end() && !busy(**it2)) {
+      retired_.erase(it2);
+      ++freed_instances_;
+    }
   });
 }
 

@@ -50,14 +50,14 @@ protocol::persist::latest::QueueMessage ToRecord(const Instance::QueueMessage& m
 }  // namespace
 
 Task<void> Instance::EnsureQueueLoaded() {
-  if (queue_loaded_) co_return;
-  if (queue_loading_) {
-    Completion<bool> wait = *queue_loading_;
+  if (cold().queue_loaded) co_return;
+  if (cold().queue_loading) {
+    Completion<bool> wait = *cold().queue_loading;
     co_await wait;
     co_return;
   }
-  queue_loading_.emplace();
-  Completion<bool> loading = *queue_loading_;
+  cold().queue_loading.emplace();
+  Completion<bool> loading = *cold().queue_loading;
   latest::KvListRequest list;
   list.query = latest::KvListQuery{latest::KvListPrefixQuery{Bytes{keys::kQueuePrefix, 1}}};
   std::optional<ActorError> failure;
@@ -68,7 +68,7 @@ Task<void> Instance::EnsureQueueLoaded() {
         const Bytes& key = resp->keys[i];
         if (key == kQueueMetaKey) {
           if (auto meta = protocol::persist::ReadQueueMetadata(resp->values[i]); meta.ok()) {
-            queue_next_id_ = std::max(queue_next_id_, meta->next_id);
+            cold().queue_next_id = std::max(cold().queue_next_id, meta->next_id);
           }
           continue;
         }
@@ -83,15 +83,15 @@ Task<void> Instance::EnsureQueueLoaded() {
         Value body;
         if (auto v = DecodeCbor(rec->body); v.ok()) body = std::move(*v);
         // In flight when the previous instance ended: delivered again.
-        queue_[*id] = QueueMessage{*id, rec->name, std::move(body), rec->created_at, false};
-        queue_next_id_ = std::max(queue_next_id_, *id + 1);
+        cold().queue[*id] = QueueMessage{*id, rec->name, std::move(body), rec->created_at, false};
+        cold().queue_next_id = std::max(cold().queue_next_id, *id + 1);
       }
     }
   } catch (const ActorError& e) {
     failure = e;
   }
-  if (!failure) queue_loaded_ = true;
-  queue_loading_.reset();
+  if (!failure) cold().queue_loaded = true;
+  cold().queue_loading.reset();
   loading.Resolve(true);
   if (failure) throw *failure;
 }
@@ -102,8 +102,8 @@ void Instance::StageQueueMessage(const QueueMessage& m) {
 
 void Instance::StageQueueMeta() {
   protocol::persist::latest::QueueMetadata meta;
-  meta.next_id = queue_next_id_;
-  meta.size = static_cast<uint32_t>(queue_.size());
+  meta.next_id = cold().queue_next_id;
+  meta.size = static_cast<uint32_t>(cold().queue.size());
   StageWrite(kQueueMetaKey, protocol::persist::WriteQueueMetadata(meta));
 }
 
@@ -111,24 +111,24 @@ Task<uint64_t> Instance::QueueSend(std::string name, Value body,
                                    std::optional<Completion<std::optional<Value>>> completion) {
   co_await EnsureQueueLoaded();
   const ActorOptions& o = type_->options;
-  if (queue_.size() >= o.max_queue_size) {
+  if (cold().queue.size() >= o.max_queue_size) {
     throw ActorError("queue", "full",
                      "Queue is full. Limit is " + std::to_string(o.max_queue_size) + " messages.");
   }
-  QueueMessage m{queue_next_id_, std::move(name), std::move(body), NowMs(), false};
+  QueueMessage m{cold().queue_next_id, std::move(name), std::move(body), NowMs(), false};
   const size_t size = protocol::persist::WriteQueueMessage(ToRecord(m)).size();
   if (size > o.max_queue_message_size) {
     throw ActorError("queue", "message_too_large",
                      "Queue message too large (" + std::to_string(size) + " bytes). Limit is " +
                          std::to_string(o.max_queue_message_size) + " bytes.");
   }
-  ++queue_next_id_;
+  ++cold().queue_next_id;
   const uint64_t id = m.id;
   StageQueueMessage(m);
-  queue_.emplace(id, std::move(m));
+  cold().queue.emplace(id, std::move(m));
   StageQueueMeta();
   // Before dispatching: a waiting receiver may take and complete the message right now.
-  if (completion) queue_completions_[id].push_back(*completion);
+  if (completion) cold().queue_completions[id].push_back(*completion);
   DispatchQueue();
   co_return id;
 }
@@ -152,26 +152,26 @@ std::vector<Instance::QueueMessage> Take(std::map<uint64_t, Instance::QueueMessa
 
 void Instance::DispatchQueue() {
   std::vector<std::pair<std::shared_ptr<QueueWaiter>, std::vector<QueueMessage>>> ready;
-  for (auto it = queue_waiters_.begin(); it != queue_waiters_.end();) {
+  for (auto it = cold().queue_waiters.begin(); it != cold().queue_waiters.end();) {
     std::vector<uint64_t> ids;
-    auto msgs = Take(queue_, (*it)->options, ids);
+    auto msgs = Take(cold().queue, (*it)->options, ids);
     if (msgs.empty()) {
       ++it;
       continue;
     }
     for (uint64_t id : ids) {
       if ((*it)->options.completable) {
-        queue_[id].in_flight = true;
-        StageQueueMessage(queue_[id]);
+        cold().queue[id].in_flight = true;
+        StageQueueMessage(cold().queue[id]);
       } else {
-        queue_.erase(id);
+        cold().queue.erase(id);
         StageWrite(MessageKey(id), std::nullopt);
       }
     }
     StageQueueMeta();
     if ((*it)->timer != TimerId{}) runtime_.clock().Cancel((*it)->timer);
     ready.emplace_back(*it, std::move(msgs));
-    it = queue_waiters_.erase(it);
+    it = cold().queue_waiters.erase(it);
   }
   for (auto& [w, msgs] : ready) w->done.Resolve(std::move(msgs));
 }
@@ -187,13 +187,13 @@ Task<std::vector<Instance::QueueMessage>> Instance::QueueReceiveMessages(Invocat
   auto waiter = std::make_shared<QueueWaiter>();
   waiter->options = std::move(options);
   waiter->from_run = inv.is_run;
-  queue_waiters_.push_back(waiter);
+  cold().queue_waiters.push_back(waiter);
   DispatchQueue();
   std::optional<std::vector<QueueMessage>> got;
   if (waiter->done.ready()) {
     got = co_await waiter->done;
   } else if (waiter->options.timeout && waiter->options.timeout->count() <= 0) {
-    queue_waiters_.erase(std::find(queue_waiters_.begin(), queue_waiters_.end(), waiter));
+    cold().queue_waiters.erase(std::find(cold().queue_waiters.begin(), cold().queue_waiters.end(), waiter));
     got = std::vector<QueueMessage>{};
   } else {
     if (waiter->options.timeout) {
@@ -201,20 +201,20 @@ Task<std::vector<Instance::QueueMessage>> Instance::QueueReceiveMessages(Invocat
       waiter->timer = runtime_.clock().ScheduleAfter(*waiter->options.timeout, [this, weak] {
         auto w = weak.lock();
         if (!w) return;
-        auto it = std::find(queue_waiters_.begin(), queue_waiters_.end(), w);
-        if (it == queue_waiters_.end()) return;
-        queue_waiters_.erase(it);
+        auto it = std::find(cold().queue_waiters.begin(), cold().queue_waiters.end(), w);
+        if (it == cold().queue_waiters.end()) return;
+        cold().queue_waiters.erase(it);
         w->done.Resolve(std::vector<QueueMessage>{});
       });
     }
     // A run handler blocked in a receive counts as idle (actors.md §3.3).
     if (waiter->from_run) {
-      ++run_waiting_on_queue_;
+      ++cold().run_waiting_on_queue;
       ResetSleepTimer();
     }
     got = co_await waiter->done;
     if (waiter->from_run) {
-      --run_waiting_on_queue_;
+      --cold().run_waiting_on_queue;
       ResetSleepTimer();
     }
   }
@@ -227,17 +227,17 @@ Task<std::vector<Instance::QueueMessage>> Instance::QueueReceiveMessages(Invocat
 
 Task<void> Instance::QueueComplete(Invocation& inv, uint64_t id, std::optional<Value> response) {
   co_await EnsureQueueLoaded();
-  auto it = queue_.find(id);
-  if (it == queue_.end() || !it->second.in_flight) {
+  auto it = cold().queue.find(id);
+  if (it == cold().queue.end() || !it->second.in_flight) {
     throw ActorError("queue", "already_completed", "Queue message was already completed.");
   }
-  queue_.erase(it);
+  cold().queue.erase(it);
   StageWrite(MessageKey(id), std::nullopt);
   StageQueueMeta();
   inv.holding.erase(std::remove(inv.holding.begin(), inv.holding.end(), id), inv.holding.end());
-  if (auto w = queue_completions_.find(id); w != queue_completions_.end()) {
+  if (auto w = cold().queue_completions.find(id); w != cold().queue_completions.end()) {
     auto waiters = std::move(w->second);
-    queue_completions_.erase(w);
+    cold().queue_completions.erase(w);
     for (auto& c : waiters) c.Resolve(response.value_or(Value(Value::Undefined{})));
   }
 }
@@ -245,8 +245,8 @@ Task<void> Instance::QueueComplete(Invocation& inv, uint64_t id, std::optional<V
 void Instance::QueueRelease(Invocation& inv) {
   bool any = false;
   for (uint64_t id : inv.holding) {
-    auto it = queue_.find(id);
-    if (it == queue_.end() || !it->second.in_flight) continue;
+    auto it = cold().queue.find(id);
+    if (it == cold().queue.end() || !it->second.in_flight) continue;
     it->second.in_flight = false;
     StageQueueMessage(it->second);
     any = true;
@@ -256,14 +256,15 @@ void Instance::QueueRelease(Invocation& inv) {
 }
 
 void Instance::AbortQueueWaiters() {
-  auto waiters = std::move(queue_waiters_);
-  queue_waiters_.clear();
+  if (!cold_) return;  // no queue in use
+  auto waiters = std::move(cold().queue_waiters);
+  cold().queue_waiters.clear();
   for (auto& w : waiters) {
     if (w->timer != TimerId{}) runtime_.clock().Cancel(w->timer);
     w->done.Resolve(std::nullopt);
   }
-  auto completions = std::move(queue_completions_);
-  queue_completions_.clear();
+  auto completions = std::move(cold().queue_completions);
+  cold().queue_completions.clear();
   for (auto& [id, list] : completions) {
     for (auto& c : list) c.Resolve(std::nullopt);
   }

@@ -190,6 +190,72 @@ TEST(RuntimeCore, IdleActorAsksToSleepAndActivityResetsTheTimer) {
   EXPECT_TRUE(intents[0].intent.is<latest::ActorIntentSleep>());
 }
 
+// BENCHMARKS W4: an awake idle actor waits on the runtime's one shared sleep timer, and an
+// actor that went to sleep leaves nothing behind in the runtime or the envoy client but its
+// command dedup entry (envoy-protocol.md §4.4), which still drops a replayed start.
+TEST(RuntimeMemory, SleepingActorsLeaveNoPerActorEntries) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().sleep_timeout = 1000ms;
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  // Engine-style ids (inline in the dedup table) and ids too long to inline.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) {
+    ids.push_back(i % 4 == 3 ? "an-actor-id-longer-than-the-inline-dedup-key-" + std::to_string(i)
+                             : "actor" + std::to_string(1000000 + i) + "xxxxxxxxxxxxxxxxxx");
+  }
+  for (const auto& id : ids) {
+    h.StartActor(id, "counter");
+    ASSERT_TRUE(h.Running(id, 1)) << id;
+    auto r = h.Action(id, "increment", "[1]");
+    ASSERT_EQ(h.Status(r), 200);
+  }
+  EXPECT_EQ(h.runtime().instance_count(), ids.size());
+  EXPECT_EQ(h.runtime().sleep_deadline_count(), ids.size());
+  EXPECT_EQ(h.client().actor_entries(), ids.size());
+  EXPECT_EQ(h.client().route_entries(), 0u) << "finished requests keep no route";
+  EXPECT_EQ(h.client().dedup_entries(), 0u) << "a hosted actor's dedup entry lives in its entry";
+
+  // Every idle deadline passes on the one timer: each actor asks to sleep once.
+  h.Advance(1000ms);
+  for (const auto& id : ids) ASSERT_EQ(h.EventsOf<latest::EventActorIntent>(id).size(), 1u) << id;
+  EXPECT_EQ(h.runtime().sleep_deadline_count(), 0u);
+  for (const auto& id : ids) {
+    h.StopActor(id, 1, latest::StopActorReason::kSleepIntent);
+    ASSERT_TRUE(h.Stopped(id, 1).has_value()) << id;
+  }
+  h.Advance(Duration::zero());  // instances are freed on a zero-delay timer
+  EXPECT_EQ(h.runtime().instance_count(), 0u);
+  EXPECT_EQ(h.runtime().retired_count(), 0u);
+  EXPECT_EQ(h.runtime().freed_instances(), ids.size());
+  EXPECT_EQ(h.runtime().sleep_deadline_count(), 0u);
+  EXPECT_EQ(h.client().actor_entries(), 0u);
+  EXPECT_EQ(h.client().hosted_actors(), 0u);
+  EXPECT_EQ(h.client().route_entries(), 0u);
+  EXPECT_EQ(h.client().dedup_entries(), ids.size());
+
+  // A replayed start of a slept generation is still a replay: nothing starts.
+  const uint64_t duplicates = h.client().duplicate_commands();
+  for (const auto& id : ids) {
+    latest::CommandStartActor start;
+    start.config.name = "counter";
+    start.config.key = "/";
+    latest::CommandWrapper w;
+    w.checkpoint = latest::ActorCheckpoint{id, 1, 1};
+    w.inner = latest::Command{std::move(start)};
+    h.Deliver(latest::ToEnvoy{latest::ToEnvoyCommands{{w}}});
+  }
+  h.Pump();
+  EXPECT_EQ(h.client().duplicate_commands(), duplicates + ids.size());
+  EXPECT_EQ(h.runtime().instance_count(), 0u);
+
+  // The next generation starts and finds its state.
+  h.StartActor(ids[0], "counter", 2);
+  ASSERT_TRUE(h.Running(ids[0], 2));
+  EXPECT_EQ(h.Body(h.Action(ids[0], "getCount", "[]")), R"({"output":1})");
+  EXPECT_EQ(h.client().dedup_entries(), ids.size());
+}
+
 TEST(RuntimeCore, OpenConnectionsKeepTheActorAwake) {
   ActorDef<Counter> def = CounterDef();
   def.options().sleep_timeout = 1000ms;
