@@ -1,6 +1,7 @@
 #include "runtime/native/local_sql.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -31,6 +32,15 @@ constexpr std::string_view kLog = "sqlite";
 // enough to cost little when no statement follows. One SQL thread waits so at a time.
 constexpr std::chrono::microseconds kSpin{50};
 
+// A read-only statement run inline on the runtime's executor (see LocalSqlBackend::TryInline)
+// is given up after this long and run again on a SQL thread, so a heavy query does not hold
+// the executor (and with it every actor and the envoy connection).
+constexpr std::chrono::microseconds kInlineReadBudget{2000};
+// An inline statement that took longer than this (a write cannot be given up halfway) keeps
+// the database's writes off the executor for the next kInlinePause statements.
+constexpr std::chrono::microseconds kInlineSlow{2000};
+constexpr int kInlinePause = 256;
+
 // One answer a SQL thread waits for.
 template <typename T>
 struct Waiter {
@@ -51,6 +61,11 @@ struct Waiter {
 // by its EnvoyPageSource, read by the job: both on the SQL thread running that job.
 struct PageFailure {
   std::optional<Error> error;
+  // Set while a statement runs inline on the runtime's executor, which a page request
+  // would deadlock (it waits for that executor): the request fails at once instead
+  // (sqlite.would_block). Never expected: a statement only runs inline when the VFS holds
+  // every page it can read and it cannot end a write transaction.
+  bool forbid_io = false;
 };
 
 // One actor generation's database: its serial job queue and, on the SQL threads, its
@@ -66,6 +81,11 @@ struct LocalDb {
   std::unique_ptr<sql::Database> database;
   bool attached = false;
   bool closed = false;
+  // Set by a job: posted to the runtime's executor once the job is done and the database
+  // is no longer scheduled, so the next statement the answer leads to can run inline.
+  std::function<void()> then;
+  // Runtime executor only: statements left before writes may run inline again.
+  int inline_write_pause = 0;
 };
 
 struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
@@ -101,6 +121,10 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
   // the SQL thread — and the host's destructor joining it — up to the statement deadline.
   std::atomic<bool> abort_statements{false};
   std::atomic<size_t> open{0};
+  std::atomic<uint64_t> inline_statements{0};
+  std::atomic<uint64_t> thread_statements{0};
+  std::atomic<uint64_t> inline_given_up{0};
+  std::atomic<uint64_t> prefetches{0};
 
   // Queues `job` on `db`'s serial queue. Once the host has stopped (its SQL threads are
   // joined) the job runs here, on the caller's thread: its page requests fail at once
@@ -124,6 +148,7 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
       }
     }
     job();
+    if (db->then) runtime_executor.Post(std::exchange(db->then, nullptr));
   }
 
   void Work() {
@@ -155,6 +180,8 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
       lock.unlock();
       job();
       job = nullptr;
+      std::function<void()> then = std::move(db->then);
+      db->then = nullptr;
       lock.lock();
       if (db->jobs.empty()) {
         db->scheduled = false;
@@ -162,7 +189,32 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
         ready.push_back(std::move(db));
         ready_count.store(ready.size(), std::memory_order_release);
       }
+      if (then) {
+        lock.unlock();
+        runtime_executor.Post(std::move(then));
+        lock.lock();
+      }
     }
+  }
+
+  // Runtime executor: takes `db` for a statement run on the calling thread; false when a
+  // job of it is queued or running on a SQL thread (or the host has stopped).
+  bool Claim(LocalDb& db) {
+    std::lock_guard lock(mu);
+    if (db.scheduled || !db.jobs.empty() || joined || stopping || aborted) return false;
+    db.scheduled = true;
+    return true;
+  }
+  // Gives a claimed `db` back (to the SQL threads, should jobs have been queued meanwhile).
+  void Release(const std::shared_ptr<LocalDb>& db) {
+    std::lock_guard lock(mu);
+    if (db->jobs.empty() || joined) {
+      db->scheduled = false;
+      return;
+    }
+    ready.push_back(db);
+    ready_count.store(ready.size(), std::memory_order_release);
+    if (spinners == 0) cv.notify_one();
   }
 
   // Sends one page request from a SQL thread through the runtime's executor and waits.
@@ -230,6 +282,7 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
         std::function<void()> job = std::move(db->jobs.front());
         db->jobs.pop_front();
         job();
+        if (db->then) runtime_executor.Post(std::exchange(db->then, nullptr));
       }
       db->scheduled = false;
     }
@@ -289,6 +342,7 @@ class EnvoyPageSource final : public storage::PageSource {
         failure_(std::move(failure)) {}
 
   Result<std::vector<storage::Page>> GetPages(const std::vector<uint32_t>& pgnos) override {
+    if (failure_->forbid_io) return Failed(WouldBlock());
     latest::SqliteGetPagesRequest req;
     req.actor_id = actor_id_;
     req.pgnos = pgnos;
@@ -314,6 +368,7 @@ class EnvoyPageSource final : public storage::PageSource {
 
   Status Commit(std::vector<storage::DirtyPage> dirty_pages, uint32_t db_size_pages,
                 int64_t now_ms) override {
+    if (failure_->forbid_io) return Failed(WouldBlock());
     latest::SqliteCommitRequest req;
     req.actor_id = actor_id_;
     req.dirty_pages.reserve(dirty_pages.size());
@@ -334,6 +389,11 @@ class EnvoyPageSource final : public storage::PageSource {
   }
 
  private:
+  static Error WouldBlock() {
+    return Error{"sqlite", "would_block",
+                 "a page request was needed by a statement running on the runtime's thread"};
+  }
+
   // Remembers the job's first page I/O failure (the statement reports it) and returns it.
   Unexpected<Error> Failed(Error e) {
     if (!failure_->error.has_value()) failure_->error = e;
@@ -374,6 +434,10 @@ class LocalSqlBackend final : public runtime::SqlBackend {
 
   Task<sql::ExecuteResult> Execute(std::string sql, std::optional<sql::Params> params,
                                    bool write) override {
+    if (std::optional<Result<sql::ExecuteResult>> inline_result = TryInline(sql, params, write)) {
+      if (!inline_result->ok()) Throw(inline_result->error());
+      co_return std::move(**inline_result);
+    }
     std::function<Result<sql::ExecuteResult>(sql::Database&)> job =
         [sql = std::move(sql), params = std::move(params), write](sql::Database& d) {
           return write ? d.ExecuteWrite(sql, params) : d.Execute(sql, params);
@@ -387,25 +451,99 @@ class LocalSqlBackend final : public runtime::SqlBackend {
     if (closing_) co_return;
     closing_ = true;
     Completion<bool> done;
-    Executor* back = &core_->runtime_executor;
-    core_->Post(db_, [core = core_.get(), db = db_, done, back] {
+    core_->Post(db_, [core = core_.get(), db = db_, done] {
       core->CloseDb(*db);
-      back->Post([done] { done.Resolve(true); });
+      db->then = [done] { done.Resolve(true); };
     });
     co_await done;
   }
 
  private:
+  // Runs the statement here, on the runtime's executor, when that needs no page I/O and
+  // nothing of this database is queued: the database is open, the VFS holds every page it
+  // can read (KeelVfs::FullyCached), and the statement is one that cannot end a write
+  // transaction — a read-only statement, or a write inside an open transaction (never
+  // transaction control, PRAGMA, ATTACH/DETACH: those may commit or do anything). Writes
+  // then only reach the VFS's buffer and the in-memory journal; the commit happens later,
+  // at COMMIT, on a SQL thread. This spares the two thread hand-offs per statement (~4
+  // context switches) that dominate a batch of small statements. A read-only statement
+  // running past kInlineReadBudget is given up (SQLite undoes nothing for an interrupted
+  // read-only statement: nothing happened) and runs on a SQL thread. std::nullopt: run it
+  // there. Results, errors and routes are those of the SQL-thread path (the same
+  // keel::sql::Database call); SQLite is used by one thread at a time (Claim).
+  std::optional<Result<sql::ExecuteResult>> TryInline(const std::string& sql,
+                                                      const std::optional<sql::Params>& params,
+                                                      bool write) {
+    LocalDb& db = *db_;
+    if (!core_->options.inline_statements || !core_->Claim(db)) return std::nullopt;
+    std::optional<Result<sql::ExecuteResult>> r;
+    if (db.database != nullptr && !db.closed && core_->vfs.FullyCached(db.file_name)) {
+      const bool writes = db.inline_write_pause == 0;
+      if (db.inline_write_pause > 0) --db.inline_write_pause;
+      const sql::Admit admit = [writes](const sql::Classification& c, bool in_transaction) {
+        sql::Admission a;
+        if (c.transaction_control || c.attach || c.detach || c.pragma_usage ||
+            c.has_trailing_sql) {
+          return a;
+        }
+        if (c.readonly) {
+          a.run = true;
+          a.read_budget = kInlineReadBudget;
+        } else {
+          a.run = writes && in_transaction;
+        }
+        return a;
+      };
+      db.page_failure->error.reset();
+      db.page_failure->forbid_io = true;
+      const auto start = std::chrono::steady_clock::now();
+      bool admitted = false;
+      const sql::Admit counted = [&](const sql::Classification& c, bool in_transaction) {
+        sql::Admission a = admit(c, in_transaction);
+        admitted = a.run;
+        return a;
+      };
+      r = db.database->TryExecute(sql, params, write, counted);
+      if (r.has_value()) {
+        core_->inline_statements.fetch_add(1, std::memory_order_relaxed);
+      } else if (admitted) {
+        core_->inline_given_up.fetch_add(1, std::memory_order_relaxed);
+      }
+      const auto took = std::chrono::steady_clock::now() - start;
+      db.page_failure->forbid_io = false;
+      if (took > kInlineSlow) db.inline_write_pause = kInlinePause;
+      if (std::optional<Error> page = std::exchange(db.page_failure->error, std::nullopt)) {
+        // Not expected (see PageFailure::forbid_io). SQLite saw an I/O error and may have
+        // rolled back; report it as the SQL-thread path reports a page failure.
+        LogWarn(kLog, "a statement running inline needed page I/O",
+                {{"file", db.file_name}, {"error", page->ToString()}});
+        if (!r.has_value() || !r->ok()) {
+          // Also when the call was given up: a rerun elsewhere must not find a connection
+          // that lost its transaction to the I/O error.
+          const std::string what = r.has_value() ? r->error().ToString() : "not run";
+          r = Unexpected{Error(page->group(), page->code(),
+                               page->message() + " (" + what +
+                                   "; the database reopens at the next statement)")};
+          core_->ResetDb(db);
+        }
+      }
+    }
+    core_->Release(db_);
+    return r;
+  }
+
   template <typename T>
   Task<Result<T>> Run(std::function<Result<T>(sql::Database&)> fn) {
     Completion<Result<T>> done;
     Executor* back = &core_->runtime_executor;
     core_->Post(db_, [core = core_.get(), db = db_, fn = std::move(fn), done, back]() mutable {
       db->page_failure->error.reset();
+      core->thread_statements.fetch_add(1, std::memory_order_relaxed);
       Result<T> r = [&]() -> Result<T> {
         if (Status s = core->EnsureOpen(*db); !s.ok()) return Unexpected{s.error()};
         return fn(*db->database);
       }();
+      const bool failed = !r.ok();
       if (std::optional<Error> page = std::exchange(db->page_failure->error, std::nullopt);
           page.has_value() && !r.ok()) {
         // SQLite only says "disk I/O error"; the page request's error says what happened
@@ -418,7 +556,25 @@ class LocalSqlBackend final : public runtime::SqlBackend {
                                  "; the database reopens at the next statement)")};
         core->ResetDb(*db);
       }
-      back->Post([done, r = std::move(r)]() mutable { done.Resolve(std::move(r)); });
+      std::function<void()> answer = [done, r = std::move(r)]() mutable {
+        done.Resolve(std::move(r));
+      };
+      if (!failed && core->options.inline_statements && db->database != nullptr &&
+          !core->vfs.FullyCached(db->file_name)) {
+        // Load the rest of a database that fits the VFS cache, so that its later
+        // statements can run inline (TryInline). The answer goes out first; the database
+        // stays scheduled meanwhile, so the next statement queues behind the prefetch.
+        back->Post(std::move(answer));
+        auto loaded = core->vfs.Prefetch(db->file_name);
+        db->page_failure->error.reset();
+        if (loaded.ok() && *loaded) core->prefetches.fetch_add(1, std::memory_order_relaxed);
+        if (!loaded.ok()) {
+          LogWarn(kLog, "prefetching a database failed",
+                  {{"file", db->file_name}, {"error", loaded.error().ToString()}});
+        }
+        return;
+      }
+      db->then = std::move(answer);
     });
     Result<T> r = co_await done;
     co_return r;
@@ -431,8 +587,19 @@ class LocalSqlBackend final : public runtime::SqlBackend {
 
 }  // namespace
 
+namespace {
+
+LocalSqlOptions WithEnvironment(LocalSqlOptions options) {
+  if (const char* v = std::getenv("KEEL_SQLITE_INLINE"); v != nullptr && std::string_view(v) == "0") {
+    options.inline_statements = false;
+  }
+  return options;
+}
+
+}  // namespace
+
 LocalSqlHost::LocalSqlHost(Executor& runtime_executor, LocalSqlOptions options)
-    : core_(std::make_shared<Core>(runtime_executor, options)) {
+    : core_(std::make_shared<Core>(runtime_executor, WithEnvironment(options))) {
   if (Status s = core_->vfs.Register(); !s.ok()) {
     LogWarn(kLog, "registering the Keel VFS failed", {{"error", s.error().ToString()}});
   }
@@ -459,5 +626,14 @@ runtime::LocalSqlFactory LocalSqlHost::Factory() {
 void LocalSqlHost::Shutdown() { core_->Shutdown(); }
 
 size_t LocalSqlHost::open_databases() const { return core_->open.load(std::memory_order_relaxed); }
+
+LocalSqlStats LocalSqlHost::stats() const {
+  LocalSqlStats s;
+  s.inline_statements = core_->inline_statements.load(std::memory_order_relaxed);
+  s.thread_statements = core_->thread_statements.load(std::memory_order_relaxed);
+  s.inline_given_up = core_->inline_given_up.load(std::memory_order_relaxed);
+  s.prefetches = core_->prefetches.load(std::memory_order_relaxed);
+  return s;
+}
 
 }  // namespace keel

@@ -15,6 +15,19 @@
 // client lives) and the SQL thread waits for its answer, bounded by `page_request_timeout`.
 // Results go back to the runtime's executor, where the awaiting actor coroutine resumes.
 //
+// Inline statements: a statement that needs no page I/O runs right away on the runtime's
+// executor instead — when nothing of its database is queued, the VFS holds every page of
+// the database (KeelVfs::FullyCached; after the first statements on a SQL thread the rest
+// of a database that fits vfs_cache_pages is prefetched) and the statement cannot end a
+// write transaction: a read-only statement, or a write inside an open transaction (never
+// transaction control, PRAGMA, ATTACH/DETACH). Its writes only reach the VFS buffer and
+// the in-memory journal; the commit is made at COMMIT (or by an autocommit write), on a
+// SQL thread, and is durable before that statement answers, as before. A read-only
+// statement that runs past 2 ms is given up (nothing happened) and runs on a SQL thread; a
+// write inline cannot be given up, so one that took over 2 ms keeps that database's writes
+// off the executor for its next 256 statements. Same keel::sql::Database calls, so results,
+// errors and routes do not depend on where a statement ran.
+//
 // Failure: a commit whose outcome is unknown (connection lost after it was sent:
 // sqlite.indeterminate_commit, a timeout) fails the statement; the VFS drops its cache,
 // learns the committed size again and SQLite rolls the transaction back with one more
@@ -37,6 +50,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "base/executor.h"
@@ -50,6 +64,18 @@ struct LocalSqlOptions {
   std::chrono::milliseconds page_request_timeout{35000};
   // Committed pages the VFS keeps per open database (SQLite's own page cache sits above).
   size_t vfs_cache_pages = 256;
+  // Run a statement that needs no page I/O on the runtime's executor instead of a SQL
+  // thread (see "Inline statements" above). The environment variable
+  // KEEL_SQLITE_INLINE=0 turns it off (A/B measurements).
+  bool inline_statements = true;
+};
+
+// Where statements ran (tests, metrics).
+struct LocalSqlStats {
+  uint64_t inline_statements = 0;  // Execute calls run on the runtime's executor
+  uint64_t thread_statements = 0;  // Exec/Execute calls run on a SQL thread
+  uint64_t inline_given_up = 0;    // read-only statements given up inline (over budget)
+  uint64_t prefetches = 0;         // databases loaded whole into the VFS cache
 };
 
 class LocalSqlHost {
@@ -67,6 +93,7 @@ class LocalSqlHost {
   void Shutdown();
   // Databases currently open (tests, metrics).
   size_t open_databases() const;
+  LocalSqlStats stats() const;
 
   struct Core;
 

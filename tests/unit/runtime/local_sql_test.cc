@@ -227,6 +227,58 @@ ActorDef<> NotesDef() {
       throw;
     }
   });
+  // BEGIN, `n` inserts (each its own statement), COMMIT: the shape of W5's insertMany.
+  def.action("batch", [](Ctx<>& c, int64_t n) -> Task<int64_t> {
+    std::string begin = "BEGIN";
+    std::string insert = "INSERT INTO notes (body) VALUES (?)";
+    std::string commit = "COMMIT";
+    co_await c.db().run(begin);
+    int64_t last = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      sql::Params params{sql::Value("b" + std::to_string(i))};
+      sql::RunResult r = co_await c.db().run(insert, std::move(params));
+      last = r.last_insert_row_id.value_or(-1);
+    }
+    co_await c.db().run(commit);
+    co_return last;
+  });
+  // Inside one transaction: an insert, the same id again (a constraint error, caught), a
+  // select, COMMIT. Everything the actor saw goes to Seen().
+  def.action("dup", [](Ctx<>& c) -> Task<int64_t> {
+    std::string begin = "BEGIN";
+    std::string insert = "INSERT INTO notes (id, body) VALUES (100, 'first')";
+    std::string again = "INSERT INTO notes (id, body) VALUES (100, 'second')";
+    std::string select = "SELECT body FROM notes WHERE id = 100";
+    std::string commit = "COMMIT";
+    co_await c.db().run(begin);
+    sql::RunResult a = co_await c.db().run(insert);
+    Seen()[c.actor_id()].push_back("insert changes " + std::to_string(a.changes));
+    try {
+      co_await c.db().run(again);
+      Seen()[c.actor_id()].push_back("again ok");
+    } catch (const ActorError& e) {
+      Seen()[c.actor_id()].push_back("again " + CodeOf(e) + ": " + e.what());
+    }
+    sql::ExecuteResult r = co_await c.db().execute_raw(select);
+    Seen()[c.actor_id()].push_back("select rows " + std::to_string(r.rows.size()) + " route " +
+                                   std::to_string(static_cast<int>(r.route)));
+    co_await c.db().run(commit);
+    co_return a.last_insert_row_id.value_or(-1);
+  });
+  def.action("get", [](Ctx<>& c, int64_t id) -> Task<std::string> {
+    std::string select = "SELECT body FROM notes WHERE id = ?";
+    sql::Params params{sql::Value(id)};
+    sql::QueryResult r = co_await c.db().query(select, std::move(params));
+    co_return r.rows.empty() ? std::string("none") : std::get<std::string>(r.rows[0][0]);
+  });
+  // A read-only statement that runs far longer than the inline budget (2 ms).
+  def.action("slowCount", [](Ctx<>& c) -> Task<int64_t> {
+    std::string slow =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) "
+        "SELECT count(*) FROM c";
+    sql::QueryResult r = co_await c.db().query(slow);
+    co_return std::get<int64_t>(r.rows.at(0).at(0));
+  });
   def.action("integrity", [](Ctx<>& c) -> Task<std::string> {
     std::string check = "PRAGMA integrity_check";
     sql::QueryResult r = co_await c.db().exec(std::move(check));
@@ -257,7 +309,7 @@ class LocalSql : public ::testing::Test {
   void SetUp() override {
     Seen().clear();
     Migrations() = 0;
-    host_ = std::make_unique<LocalSqlHost>(exec_);
+    host_ = std::make_unique<LocalSqlHost>(exec_, host_options_);
   }
   void TearDown() override {
     h_.reset();
@@ -333,6 +385,7 @@ class LocalSql : public ::testing::Test {
   }
 
   QueueExecutor exec_;
+  LocalSqlOptions host_options_;
   PageEngine engine_;
   std::unique_ptr<LocalSqlHost> host_;
   std::unique_ptr<RuntimeHarness> h_;
@@ -584,6 +637,130 @@ TEST_F(LocalSql, StatementsOfSeveralActorsPostedTogetherAllRun) {
   }
   EXPECT_EQ(Call("m3", "list").substr(0, 32), R"({"output":[{"id":1,"body":"m3-0")");
 }
+
+}  // namespace
+}  // namespace keel
+
+// ---- Inline statements (LocalSqlBackend::TryInline) ----
+
+namespace keel {
+namespace {
+
+// The statements of a transaction whose database the VFS holds entirely run on the
+// runtime's executor; BEGIN and COMMIT (transaction control) and autocommit writes (they
+// commit) run on a SQL thread. Still one commit per transaction, durable before COMMIT
+// answers, and the data is in the page store for the next generation.
+TEST_F(LocalSql, StatementsInsideATransactionRunInline) {
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+  EXPECT_EQ(Call("a1", "add", R"(["one"])"), R"({"output":1})");
+  const LocalSqlStats before = host_->stats();
+  const int applied = engine_.applied;
+  const int get_pages = engine_.get_pages;
+  EXPECT_EQ(Call("a1", "batch", "[50]"), R"({"output":51})");
+  const LocalSqlStats after = host_->stats();
+  EXPECT_EQ(after.inline_statements - before.inline_statements, 50u);
+  EXPECT_EQ(after.thread_statements - before.thread_statements, 2u) << "BEGIN and COMMIT";
+  EXPECT_EQ(engine_.applied, applied + 1) << "one commit for the transaction";
+  EXPECT_EQ(engine_.get_pages, get_pages) << "no page read";
+  // An autocommit write commits: it runs on a SQL thread and is applied before it answers.
+  EXPECT_EQ(Call("a1", "add", R"(["two"])"), R"({"output":52})");
+  EXPECT_EQ(engine_.applied, applied + 2);
+  EXPECT_EQ(host_->stats().inline_statements, after.inline_statements);
+  // A point select reads only cached pages: inline.
+  EXPECT_EQ(Call("a1", "get", "[51]"), R"({"output":"b49"})");
+  EXPECT_EQ(host_->stats().inline_statements, after.inline_statements + 1);
+  ASSERT_NO_FATAL_FAILURE(StopActor("a1", 1));
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  EXPECT_EQ(Call("a1", "get", "[52]"), R"({"output":"two"})");
+  EXPECT_EQ(Call("a1", "get", "[26]"), R"({"output":"b24"})");
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
+}
+
+// A reopened database holds only what it read; after the first statement on a SQL thread
+// (here the migration) the rest of a database that fits the VFS cache is prefetched, and
+// then statements run inline without any page request.
+TEST_F(LocalSql, AReopenedDatabaseIsPrefetchedThenRunsInline) {
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+  EXPECT_EQ(Call("a1", "batch", "[300]"), R"({"output":300})");
+  ASSERT_NO_FATAL_FAILURE(StopActor("a1", 1));
+  const LocalSqlStats before = host_->stats();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  ASSERT_TRUE(Drive([&] { return host_->stats().prefetches > before.prefetches; }));
+  const int get_pages = engine_.get_pages;
+  const uint64_t inline_before = host_->stats().inline_statements;
+  EXPECT_EQ(Call("a1", "get", "[7]"), R"({"output":"b6"})");
+  EXPECT_EQ(Call("a1", "get", "[299]"), R"({"output":"b298"})");
+  EXPECT_EQ(host_->stats().inline_statements, inline_before + 2);
+  EXPECT_EQ(engine_.get_pages, get_pages);
+}
+
+// A database larger than the VFS cache: a statement may need a page that is not cached,
+// so nothing runs inline and every statement takes the SQL thread, with the same results.
+TEST_F(LocalSql, ADatabaseLargerThanTheCacheNeverRunsInline) {
+  host_options_.vfs_cache_pages = 4;
+  host_ = std::make_unique<LocalSqlHost>(exec_, host_options_);
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+  // (Its inserts run inline: before the transaction the database fit the cache, and inside
+  // it writes are only buffered.)
+  EXPECT_EQ(Call("a1", "batch", "[3000]"), R"({"output":3000})");
+  ASSERT_NO_FATAL_FAILURE(StopActor("a1", 1));
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  const uint64_t inline_before = host_->stats().inline_statements;
+  const int get_pages = engine_.get_pages;
+  EXPECT_EQ(Call("a1", "get", "[2999]"), R"({"output":"b2998"})");
+  EXPECT_EQ(Call("a1", "get", "[3]"), R"({"output":"b2"})");
+  EXPECT_GT(engine_.get_pages, get_pages) << "pages were read on the SQL thread";
+  EXPECT_EQ(Call("a1", "batch", "[5]"), R"({"output":3005})");
+  EXPECT_EQ(host_->stats().inline_statements, inline_before);
+  EXPECT_EQ(host_->stats().prefetches, 0u);
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
+}
+
+// A read-only statement over the inline budget is given up and runs on a SQL thread.
+TEST_F(LocalSql, ALongReadIsGivenUpInlineAndRunsOnASqlThread) {
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+  EXPECT_EQ(Call("a1", "add", R"(["x"])"), R"({"output":1})");
+  const LocalSqlStats before = host_->stats();
+  EXPECT_EQ(Call("a1", "slowCount"), R"({"output":400000})");
+  const LocalSqlStats after = host_->stats();
+  EXPECT_EQ(after.inline_given_up, before.inline_given_up + 1);
+  EXPECT_EQ(after.thread_statements, before.thread_statements + 1);
+  EXPECT_EQ(after.inline_statements, before.inline_statements);
+}
+
+// Inline or not, an actor sees the same results, errors and routes: an error inside a
+// transaction (a constraint failure) leaves the transaction open and COMMIT keeps the
+// rest.
+class LocalSqlInlineOrNot : public LocalSql, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LocalSqlInlineOrNot, AnErrorInsideATransactionIsTheSame) {
+  host_options_.inline_statements = GetParam();
+  host_ = std::make_unique<LocalSqlHost>(exec_, host_options_);
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+  EXPECT_EQ(Call("a1", "add", R"(["x"])"), R"({"output":1})");
+  const LocalSqlStats before = host_->stats();
+  Seen()["a1"].clear();
+  EXPECT_EQ(Call("a1", "dup"), R"({"output":100})");
+  ASSERT_EQ(Seen()["a1"].size(), 3u);
+  EXPECT_EQ(Seen()["a1"][0], "insert changes 1");
+  EXPECT_THAT(Seen()["a1"][1], HasSubstr("again sqlite.execution_failed: "));
+  EXPECT_THAT(Seen()["a1"][1], HasSubstr("UNIQUE constraint failed: notes.id"));
+  EXPECT_EQ(Seen()["a1"][2], "select rows 1 route " +
+                                 std::to_string(static_cast<int>(sql::Route::kWriteFallback)));
+  EXPECT_EQ(Call("a1", "get", "[100]"), R"({"output":"first"})");
+  const LocalSqlStats after = host_->stats();
+  EXPECT_EQ(after.inline_statements - before.inline_statements, GetParam() ? 4u : 0u)
+      << "insert, failed insert, select, get";
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
+}
+
+INSTANTIATE_TEST_SUITE_P(Inline, LocalSqlInlineOrNot, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Inline" : "SqlThread"; });
 
 }  // namespace
 }  // namespace keel
