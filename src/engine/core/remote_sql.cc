@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <variant>
 
 #include "base/log.h"
@@ -19,6 +20,13 @@ namespace keel::engine {
 namespace {
 
 constexpr std::string_view kLog = "remote_sql";
+
+// How long a SQL thread that found no work keeps looking (yielding its core) before it
+// sleeps on the condition variable; at most one thread of a connection does. An actor's
+// next statement (the next one of a transaction) arrives one runtime round trip after the
+// answer, which the worker now writes to the socket itself (~50 µs on loopback): a thread
+// still awake takes it without a futex wake-up and its context switches.
+constexpr std::chrono::microseconds kLinger{200};
 
 // Makes VFS names unique in the process, across sessions and engines.
 std::atomic<uint64_t> next_executor_seq{1};
@@ -316,10 +324,13 @@ void RemoteSqlHost::ScheduleLocked(const std::shared_ptr<Lane>& lane) {
   ready_.push_back(lane);
   const size_t max_threads =
       static_cast<size_t>(std::clamp(engine_.options().remote_sql_workers_per_connection, 1, 1024));
+  ready_size_.store(ready_.size(), std::memory_order_relaxed);
   if (ready_.size() > free_workers_ && threads_.size() < max_threads && !exiting_) {
     ++free_workers_;  // the new thread starts free
     threads_.emplace_back([this] { WorkerMain(); });
-  } else {
+  } else if (ready_.size() > lingering_) {
+    // A lingering thread takes the lane without a wake-up (it re-checks under mu_ before
+    // it sleeps, so the lane is never left waiting).
     work_cv_.notify_one();
   }
 }
@@ -500,10 +511,23 @@ void RemoteSqlHost::Sweep() {
 void RemoteSqlHost::WorkerMain() {
   std::unique_lock lock(mu_);
   for (;;) {
+    if (ready_.empty() && !exiting_ && lingering_ == 0) {
+      ++lingering_;
+      lock.unlock();
+      const auto until = std::chrono::steady_clock::now() + kLinger;
+      while (ready_size_.load(std::memory_order_relaxed) == 0 &&
+             !aborting_.load(std::memory_order_relaxed) &&
+             std::chrono::steady_clock::now() < until) {
+        std::this_thread::yield();
+      }
+      lock.lock();
+      --lingering_;
+    }
     work_cv_.wait(lock, [&] { return !ready_.empty() || exiting_; });
     if (ready_.empty()) return;  // exiting, nothing left to run
     std::shared_ptr<Lane> lane = std::move(ready_.front());
     ready_.pop_front();
+    ready_size_.store(ready_.size(), std::memory_order_relaxed);
     lane->ready = false;
     lane->running = true;
     --free_workers_;
@@ -527,7 +551,9 @@ void RemoteSqlHost::WorkerMain() {
       // Round robin: the lane goes behind every other lane with work.
       lane->ready = true;
       ready_.push_back(std::move(lane));
-      if (ready_.size() > 1) work_cv_.notify_one();
+      ready_size_.store(ready_.size(), std::memory_order_relaxed);
+      // This thread takes the front itself; another is needed only beyond that.
+      if (ready_.size() > 1 + lingering_) work_cv_.notify_one();
     }
   }
 }

@@ -202,6 +202,8 @@ class RemoteSqlHost {
   std::deque<HeldBatch> held_;               // guarded by mu_
   std::vector<std::thread> threads_;         // guarded by mu_
   size_t free_workers_ = 0;                  // guarded by mu_: threads not running a task
+  size_t lingering_ = 0;                     // guarded by mu_: free threads looking for work
+  std::atomic<size_t> ready_size_{0};        // ready_.size(), for lingering threads
   bool closed_ = false;                      // guarded by mu_: the connection ended
   bool exiting_ = false;                     // guarded by mu_: Stop runs
   bool stopped_host_ = false;                // guarded by mu_: Stop ran (or runs)
