@@ -203,6 +203,12 @@ Status PutActorRecordForTest(KvStore& store, ByteView actor, ByteView record) {
 ActorKv::ActorKv(KvStore& store, ActorKvOptions options)
     : store_(store), options_(std::move(options)) {}
 
+bool ActorKv::IsWrite(const latest::KvRequestData& request) {
+  return !request.is<latest::KvGetRequest>() && !request.is<latest::KvListRequest>();
+}
+
+CommitOptions ActorKv::WriteCommit() const { return CommitOptions{.sync = options_.sync_writes}; }
+
 Status ActorKv::CheckActorId(ByteView actor) const {
   if (actor.size() != options_.actor_id_size) {
     return Unexpected{
@@ -296,7 +302,7 @@ Status ActorKv::Put(ByteView actor, const latest::KvPutRequest& request, int64_t
         }
         return WriteUsage(txn, actor, usage);
       },
-      options_.max_attempts);
+      options_.max_attempts, WriteCommit());
 }
 
 Status ActorKv::Delete(ByteView actor, const latest::KvDeleteRequest& request) {
@@ -319,7 +325,7 @@ Status ActorKv::Delete(ByteView actor, const latest::KvDeleteRequest& request) {
         if (usage == before) return OkStatus();
         return WriteUsage(txn, actor, usage);
       },
-      options_.max_attempts);
+      options_.max_attempts, WriteCommit());
 }
 
 Status ActorKv::DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& request) {
@@ -345,7 +351,7 @@ Status ActorKv::DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& 
         }
         return WriteUsage(txn, actor, usage);
       },
-      options_.max_attempts);
+      options_.max_attempts, WriteCommit());
 }
 
 Status ActorKv::Drop(ByteView actor) {
@@ -361,7 +367,7 @@ Status ActorKv::Drop(ByteView actor) {
         KEEL_RETURN_IF_ERROR(txn.DeleteRange(KeyRange::Prefix(ActorKvPrefix(actor))));
         return txn.Delete(ActorKvUsageKey(actor));
       },
-      options_.max_attempts);
+      options_.max_attempts, WriteCommit());
 }
 
 Status ActorKv::DropAll(ByteView actor) {

@@ -96,6 +96,11 @@ struct ActorKvOptions {
   int max_attempts = kDefaultMaxAttempts;
   // Keys deleted per transaction by DropAll (docs/storage.md §3.8: bounded chunks).
   size_t drop_chunk_keys = 1024;
+  // Whether Put/Delete/DeleteRange/Drop commit with sync. false: the caller must make each
+  // write durable before acknowledging it (KvStore::SyncWrites, e.g. through GroupSync),
+  // and hold read answers that may show unsynced writes (GroupSync::AfterRead). DropAll
+  // (destroy) always syncs.
+  bool sync_writes = true;
   // Optional: called with the bytes of the (present) actor record; an error is answered
   // as is (e.g. `actor.not_found` for a destroyed actor). Default: presence is enough.
   std::function<Status(ByteView record)> check_actor_record;
@@ -123,6 +128,8 @@ class ActorKv {
   // synchronously.
   latest::KvResponseData Handle(ByteView actor, const latest::KvRequestData& request,
                                 int64_t now_ms);
+  // Put, delete, delete-range and drop (they commit); get and list only read.
+  static bool IsWrite(const latest::KvRequestData& request);
 
   // The operations behind Handle, with structured errors (same codes).
   Result<latest::KvGetResponse> Get(ByteView actor, const latest::KvGetRequest& request);
@@ -147,6 +154,7 @@ class ActorKv {
   const ActorKvOptions& options() const { return options_; }
 
  private:
+  CommitOptions WriteCommit() const;
   Status CheckActorId(ByteView actor) const;
   Status CheckGuard(KvReader& reader, ByteView actor) const;
 

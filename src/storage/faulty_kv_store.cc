@@ -27,6 +27,7 @@ struct FaultState {
   uint64_t operations = 0;
   uint64_t fail_at = 0;  // operation number that fails; 0: none armed
   uint64_t commit_failures_left = 0;
+  uint64_t sync_failures_left = 0;
   CommitFault commit_fault = CommitFault::kNotApplied;
   double commit_failure_probability = 0;
   Random rng;
@@ -38,6 +39,7 @@ struct FaultState {
   mutable std::mutex commit_mu;
   std::map<Bytes, std::optional<Bytes>, KeyLess> undo;
   size_t unsynced_commits = 0;
+  uint64_t syncs = 0;  // guarded by commit_mu
   // Bumped by SimulateCrash; handles from an older epoch are dead.
   std::atomic<uint64_t> epoch{0};
 
@@ -261,6 +263,31 @@ Result<std::unique_ptr<KvTxn>> FaultyKvStore::Begin() {
 
 Status FaultyKvStore::Close() { return state_->base->Close(); }
 
+Status FaultyKvStore::SyncWrites() {
+  if (std::optional<Error> e = state_->CountOperation("sync")) return Unexpected{std::move(*e)};
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->sync_failures_left > 0) {
+      --state_->sync_failures_left;
+      ++state_->injected;
+      return Unexpected{StorageError(kIo, "injected sync failure")};
+    }
+  }
+  // Commits hold commit_mu while they apply and record their undo entries, so every commit
+  // that has returned is in the undo log now, and none is half-recorded.
+  std::lock_guard lock(state_->commit_mu);
+  KEEL_RETURN_IF_ERROR(state_->base->SyncWrites());
+  state_->undo.clear();
+  state_->unsynced_commits = 0;
+  ++state_->syncs;
+  return OkStatus();
+}
+
+uint64_t FaultyKvStore::sync_count() const {
+  std::lock_guard lock(state_->commit_mu);
+  return state_->syncs;
+}
+
 void FaultyKvStore::FailNthOperation(uint64_t n) {
   std::lock_guard lock(state_->mu);
   state_->fail_at = n == 0 ? 0 : state_->operations + n;
@@ -272,6 +299,11 @@ void FaultyKvStore::FailNextCommits(uint64_t count, CommitFault fault) {
   state_->commit_fault = fault;
 }
 
+void FaultyKvStore::FailNextSyncs(uint64_t count) {
+  std::lock_guard lock(state_->mu);
+  state_->sync_failures_left = count;
+}
+
 void FaultyKvStore::SetCommitFailureProbability(double p) {
   std::lock_guard lock(state_->mu);
   state_->commit_failure_probability = std::clamp(p, 0.0, 1.0);
@@ -281,6 +313,7 @@ void FaultyKvStore::ClearFaults() {
   std::lock_guard lock(state_->mu);
   state_->fail_at = 0;
   state_->commit_failures_left = 0;
+  state_->sync_failures_left = 0;
   state_->commit_failure_probability = 0;
 }
 

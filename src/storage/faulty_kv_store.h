@@ -11,6 +11,9 @@
 //    (kAppliedButFailed: the "outcome unknown" case of the contract).
 //  * SetCommitFailureProbability(p): each commit fails (applying nothing) with
 //    probability p, drawn from a keel::Random seeded at construction, so a seed replays.
+//  * SyncWrites() counts as an operation ("sync"); FailNextSyncs(count) fails the next
+//    `count` of them. A failed sync reports `storage.io` and the unsynced commits stay
+//    unsynced (SimulateCrash still undoes them).
 //  * SimulateCrash(): an OS crash or power loss at this instant. Every commit made with
 //    sync = false since the last synced commit is undone, and nothing else: a synced
 //    commit makes everything before it durable, as a WAL fsync does. Losing all of them
@@ -56,10 +59,14 @@ class FaultyKvStore : public KvStore {
   Result<std::unique_ptr<KvSnapshot>> NewSnapshot() override;
   Result<std::unique_ptr<KvTxn>> Begin() override;
   Status Close() override;
+  // Marks every commit made so far synced (the crash model keeps them), after the base
+  // store's SyncWrites.
+  Status SyncWrites() override;
 
   // Arms a one-shot failure of the n-th counted operation from now; n = 0 disarms.
   void FailNthOperation(uint64_t n);
   void FailNextCommits(uint64_t count, CommitFault fault = CommitFault::kNotApplied);
+  void FailNextSyncs(uint64_t count);
   // REQUIRES: 0 <= p <= 1 (clamped otherwise).
   void SetCommitFailureProbability(double p);
   // Disarms every fault (does not undo anything).
@@ -72,6 +79,8 @@ class FaultyKvStore : public KvStore {
   // Counted operations so far (Get, Scan, Commit).
   uint64_t operation_count() const;
   uint64_t injected_failure_count() const;
+  // Successful SyncWrites calls so far.
+  uint64_t sync_count() const;
   // Commits with sync = false that SimulateCrash would undo now.
   size_t unsynced_commit_count() const;
 

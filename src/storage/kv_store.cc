@@ -43,6 +43,11 @@ Status KvStore::Put(ByteView key, ByteView value, const CommitOptions& options) 
       *this, [&](KvTxn& txn) { return txn.Put(key, value); }, kDefaultMaxAttempts, options);
 }
 
+Status KvStore::SyncWrites() {
+  return Unexpected{
+      StorageError(kFailedPrecondition, "this store cannot sync earlier commits afterwards")};
+}
+
 Status KvStore::Delete(ByteView key, const CommitOptions& options) {
   return RunTransaction(
       *this, [&](KvTxn& txn) { return txn.Delete(key); }, kDefaultMaxAttempts, options);

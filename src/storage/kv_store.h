@@ -199,6 +199,13 @@ class KvStore : public KvReader {
   // (open transactions are rolled back). The destructor closes too.
   virtual Status Close() = 0;
 
+  // Makes every commit that returned before this call durable, as if each had been made
+  // with sync = true (one WAL fsync covers all of them: the engine's group commit,
+  // storage/group_sync.h). Commits running concurrently are not blocked and may or may not
+  // be covered. Errors: io (whether the writes are durable is unknown), closed,
+  // failed_precondition (the backend cannot do it; the default).
+  virtual Status SyncWrites();
+
   // One-key write transactions, retried on conflict (RunTransaction).
   Status Put(ByteView key, ByteView value, const CommitOptions& options = {});
   Status Delete(ByteView key, const CommitOptions& options = {});

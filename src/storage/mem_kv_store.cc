@@ -345,6 +345,12 @@ Result<std::unique_ptr<KvTxn>> MemKvStore::Begin() {
   return std::unique_ptr<KvTxn>(std::make_unique<MemTxn>(state_, state_->committed));
 }
 
+Status MemKvStore::SyncWrites() {
+  std::lock_guard lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  return OkStatus();
+}
+
 Status MemKvStore::Close() {
   std::lock_guard lock(state_->mu);
   state_->closed = true;

@@ -31,6 +31,8 @@ class MemKvStore : public KvStore {
   Result<std::unique_ptr<KvSnapshot>> NewSnapshot() override;
   Result<std::unique_ptr<KvTxn>> Begin() override;
   Status Close() override;
+  // Nothing to make durable (the store keeps nothing past its lifetime). Errors: closed.
+  Status SyncWrites() override;
 
   // Stored versions of all keys, tombstones and history included (to test that history
   // is collected once no snapshot needs it).

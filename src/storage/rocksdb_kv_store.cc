@@ -424,6 +424,14 @@ Result<std::unique_ptr<KvTxn>> RocksDbKvStore::Begin() {
   return std::unique_ptr<KvTxn>(std::make_unique<RocksDbTxn>(state_));
 }
 
+Status RocksDbKvStore::SyncWrites() {
+  std::shared_lock lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  rocksdb::Status s = state_->db->SyncWAL();
+  if (!s.ok()) return FromRocks(s, "sync WAL");
+  return OkStatus();
+}
+
 Status RocksDbKvStore::Close() { return state_->Close(); }
 
 }  // namespace keel::storage

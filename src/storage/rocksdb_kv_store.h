@@ -65,6 +65,8 @@ class RocksDbKvStore : public KvStore {
   // Syncs the WAL, releases every open snapshot and txn (they then return
   // `storage.closed`) and closes the database files, so the path can be reopened.
   Status Close() override;
+  // One fsync of the WAL (DB::SyncWAL); concurrent commits go on meanwhile.
+  Status SyncWrites() override;
 
   const std::string& path() const { return path_; }
 

@@ -1,7 +1,9 @@
 // TestEngine: a whole keel-engine core in the test process — the Engine over a MemKvStore
 // (or a RocksDB directory), its HTTP/WebSocket server on 127.0.0.1 port 0, and the I/O and
 // worker runtimes — for integration tests and benchmarks. Restart() reopens the same
-// storage (RocksDB) to test recovery. Destruction stops everything it started.
+// storage (RocksDB) to test recovery. WithFaultyStore() puts a FaultyKvStore (over memory)
+// under the engine, to inject storage faults and simulate OS crashes. Destruction stops
+// everything it started.
 #pragma once
 
 #include <chrono>
@@ -13,6 +15,7 @@
 #include "engine/core/engine.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
+#include "storage/faulty_kv_store.h"
 #include "storage/mem_kv_store.h"
 #include "storage/rocksdb_kv_store.h"
 
@@ -30,6 +33,13 @@ class TestEngine {
   }
 
   ~TestEngine() { Stop(); }
+
+  // An engine over FaultyKvStore(MemKvStore): faulty_store() reaches it.
+  static std::unique_ptr<TestEngine> WithFaultyStore(engine::EngineOptions options = {}) {
+    return std::unique_ptr<TestEngine>(new TestEngine(FaultyTag{}, std::move(options)));
+  }
+  // Non-null only for WithFaultyStore. Valid while the engine runs (until Restart/Stop).
+  storage::FaultyKvStore* faulty_store() { return faulty_; }
 
   // A fresh engine on the same storage directory (RocksDB only), like a process restart.
   void Restart() {
@@ -56,9 +66,22 @@ class TestEngine {
   const engine::EngineOptions& options() const { return options_; }
 
  private:
+  struct FaultyTag {};
+  TestEngine(FaultyTag, engine::EngineOptions options)
+      : options_(std::move(options)), faulty_wanted_(true) {
+    workers_ = std::make_unique<net::IoRuntime>(2);
+    io_ = std::make_unique<net::IoRuntime>(2);
+    Start(0);
+  }
+
   void Start(uint16_t port) {
     std::unique_ptr<storage::KvStore> store;
-    if (data_dir_.empty()) {
+    if (faulty_wanted_) {
+      auto faulty = std::make_unique<storage::FaultyKvStore>(
+          std::make_unique<storage::MemKvStore>());
+      faulty_ = faulty.get();
+      store = std::move(faulty);
+    } else if (data_dir_.empty()) {
       store = std::make_unique<storage::MemKvStore>();
     } else {
       auto opened = storage::RocksDbKvStore::Open(data_dir_);
@@ -88,12 +111,15 @@ class TestEngine {
     workers_->Stop();
     server_.reset();
     engine_.reset();
+    faulty_ = nullptr;
     io_.reset();
     workers_.reset();
   }
 
   engine::EngineOptions options_;
   std::string data_dir_;
+  bool faulty_wanted_ = false;
+  storage::FaultyKvStore* faulty_ = nullptr;
   std::unique_ptr<net::IoRuntime> workers_;
   std::unique_ptr<net::IoRuntime> io_;
   std::unique_ptr<net::HttpServer> server_;

@@ -45,7 +45,12 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
     }
     return {};
   };
+  // KV writes commit unsynced; EnvoySession acknowledges them through kv_sync_.
+  kv_options.sync_writes = false;
   actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
+  kv_sync_ = std::make_unique<storage::GroupSync>(
+      *store_, [this](std::function<void()> task) { workers_.Post(std::move(task)); },
+      [this] { kv_syncs_->Inc(); });
   page_store_ = std::make_unique<storage::PageStore>(*store_);
   catalog_ = std::make_unique<Catalog>(*store_, clock_, options_.datacenter_label, options_.seed);
   orchestrator_ = std::make_unique<Orchestrator>(*this);
@@ -58,6 +63,12 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   commit_seconds_ = &metrics_.AddHistogram(
       "keel_storage_commit_seconds", "Latency of the orchestrator's storage commits.",
       StorageLatencyBuckets());
+  kv_syncs_ = &metrics_.AddCounter(
+      "keel_kv_syncs_total", "WAL syncs made by the group commit of actor KV writes.");
+  kv_writes_synced_ = &metrics_.AddCounter(
+      "keel_kv_writes_synced_total",
+      "Actor KV writes acknowledged after a group-commit sync (÷ keel_kv_syncs_total: writes "
+      "per fsync).");
   remote_sql_metrics_.executors_created = &metrics_.AddCounter(
       "keel_remote_sql_executors_created_total",
       "Remote SQL executors opened (one per actor generation that ran SQL on a connection).");
@@ -74,7 +85,11 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       &metrics_.AddCounter(kRequests, kRequestsHelp, {{"outcome", "cancelled"}});
 }
 
-Engine::~Engine() { sql_hosts_->StopAll(); }
+Engine::~Engine() {
+  // Before anything a sync's continuation may reach goes away.
+  kv_sync_->Stop();
+  sql_hosts_->StopAll();
+}
 
 Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
                                              std::unique_ptr<storage::KvStore> store,

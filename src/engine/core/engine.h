@@ -4,10 +4,12 @@
 // /health and /metrics.
 //
 // Threads (DESIGN.md §2): the shell's I/O threads parse HTTP and WebSocket frames and run
-// the hot paths that need no storage (tunnel frames both ways, pongs). Everything that
-// touches storage runs on a separate worker pool: the orchestrator's serial loop, serial
-// executors per envoy connection for its KV/page requests (in arrival order per actor),
-// and REST handlers. No I/O thread ever waits for an fsync. Remote SQL (blocking SQLite
+// the hot paths that need no fsync (tunnel frames both ways, pongs, and actor KV requests,
+// which commit unsynced and are answered after the group commit's covering WAL sync:
+// kv_sync()). Everything else that touches storage runs on a separate worker pool: the
+// orchestrator's serial loop, the group commit's syncs, serial executors per envoy
+// connection for its page requests (in arrival order per actor), and REST handlers. No I/O
+// thread ever waits for an fsync. Remote SQL (blocking SQLite
 // calls) runs on neither: each envoy connection has its own small, lazily started thread
 // pool for it (engine/core/remote_sql.h).
 // Thread-safety: every public method may be called from any thread.
@@ -28,6 +30,7 @@
 #include "net/io_runtime.h"
 #include "net/http_server.h"
 #include "storage/actor_kv.h"
+#include "storage/group_sync.h"
 #include "storage/kv_store.h"
 #include "storage/page_store.h"
 
@@ -57,9 +60,10 @@ struct EngineOptions {
   int64_t response_start_timeout_ms = 300000;
   int64_t ws_open_timeout_ms = 15000;
   int max_rewakes = 8;
-  // Serial executors per envoy connection for its KV and page requests (an actor always
-  // uses the same one). 1 serialises every commit of the connection; more let different
-  // actors' synced commits overlap (group commit). 1..64.
+  // Serial executors per envoy connection for its SQLite page requests (an actor always
+  // uses the same one). 1 serialises every page commit of the connection; more let
+  // different actors' synced commits overlap (group commit). 1..64. (KV requests run on the
+  // connection's read path and share GroupSync's WAL syncs instead.)
   int storage_executors_per_connection = 8;
   // Remote SQL (envoy-protocol.md §8.6): threads per envoy connection that run SQL, started
   // only when statements are waiting (an idle connection has none). 1..1024.
@@ -116,6 +120,10 @@ class Engine {
   Clock& clock() { return clock_; }
   storage::KvStore& store() { return *store_; }
   storage::ActorKv& actor_kv() { return *actor_kv_; }
+  // The group commit of actor KV writes: they commit unsynced and are acknowledged once a
+  // shared WAL sync covers them (envoy_session.cc).
+  storage::GroupSync& kv_sync() { return *kv_sync_; }
+  void metrics_kv_write_synced() { kv_writes_synced_->Inc(); }
   storage::PageStore& page_store() { return *page_store_; }
   Catalog& catalog() { return *catalog_; }
   Orchestrator& orchestrator() { return *orchestrator_; }
@@ -148,12 +156,15 @@ class Engine {
   Clock& clock_;
   std::unique_ptr<storage::KvStore> store_;
   std::unique_ptr<storage::ActorKv> actor_kv_;
+  std::unique_ptr<storage::GroupSync> kv_sync_;
   std::unique_ptr<storage::PageStore> page_store_;
   MetricsRegistry metrics_;
   Gauge* envoys_gauge_ = nullptr;
   Counter* malformed_frames_ = nullptr;
   Counter* requests_ = nullptr;
   Histogram* commit_seconds_ = nullptr;
+  Counter* kv_syncs_ = nullptr;
+  Counter* kv_writes_synced_ = nullptr;
   RemoteSqlMetrics remote_sql_metrics_;
   std::shared_ptr<RemoteSqlRegistry> sql_hosts_;
   std::unique_ptr<Catalog> catalog_;

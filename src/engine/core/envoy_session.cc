@@ -114,8 +114,7 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
                              std::memory_order_relaxed);
           last_pong_ms_.store(MonoMs(engine_.clock()), std::memory_order_relaxed);
         } else if constexpr (std::is_same_v<T, latest::ToRivetKvRequest>) {
-          StorageExecutorFor(m.actor_id).Post(
-              [self, req = std::move(m)]() mutable { self->HandleKv(std::move(req)); });
+          HandleKv(std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetTunnelMessage>) {
           HandleTunnel(std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteGetPagesRequest>) {
@@ -175,17 +174,39 @@ void EnvoySession::PruneRecordedGenerations() {
   }
 }
 
+// Runs on the connection's read path: the transaction commits without waiting for the disk
+// (a memtable insert and a buffered WAL append), so the I/O thread never blocks on an fsync
+// and the request costs no hand-off to a worker. The answer goes out once the write is
+// durable — kv_sync() makes one WAL sync cover every write committed meanwhile, from every
+// connection (group commit). A read's answer waits for the writes pending when it ran, so it
+// never shows data a crash could take back. Requests of one connection run in arrival order.
 void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
   latest::ToEnvoyKvResponse resp;
   resp.request_id = req.request_id;
   auto owner = CheckOwner(req.actor_id, "");
   if (!owner.has_value()) {
     resp.data = latest::KvErrorResponse{owner.error().ToString()};
-  } else {
-    resp.data = engine_.actor_kv().Handle(owner->first.bytes(), req.data,
-                                          engine_.clock().SystemNowMs());
+    Send(latest::ToEnvoy{std::move(resp)});
+    return;
   }
-  Send(latest::ToEnvoy{std::move(resp)});
+  resp.data = engine_.actor_kv().Handle(owner->first.bytes(), req.data,
+                                        engine_.clock().SystemNowMs());
+  const bool wrote = storage::ActorKv::IsWrite(req.data) &&
+                     !resp.data.is<latest::KvErrorResponse>();
+  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote](Status synced) mutable {
+    if (!synced.has_value()) {
+      // The write (or one the read may show) is not known to be durable.
+      resp.data = latest::KvErrorResponse{synced.error().ToString()};
+    } else if (wrote) {
+      self->engine_.metrics_kv_write_synced();
+    }
+    self->Send(latest::ToEnvoy{std::move(resp)});
+  };
+  if (wrote) {
+    engine_.kv_sync().AfterWrite(std::move(answer));
+  } else {
+    engine_.kv_sync().AfterRead(std::move(answer));
+  }
 }
 
 namespace {

@@ -109,9 +109,9 @@ class EnvoySession final : public net::WsHandler,
   const gateway::EnvoyConnectParams params_;
   const EngineId namespace_id_;
   const uint64_t id_;
-  // KV and page requests run here, in arrival order per actor (an actor always maps to the
-  // same executor), while different actors' synced commits overlap and share WAL syncs
-  // (group commit) instead of queueing behind one another.
+  // Page requests (get_pages/commit) run here, in arrival order per actor (an actor always
+  // maps to the same executor), while different actors' synced commits overlap and share WAL
+  // syncs instead of queueing behind one another. KV requests run inline (HandleKv).
   Executor& StorageExecutorFor(const std::string& actor_id);
   std::vector<std::unique_ptr<Executor>> storage_executors_;
 

@@ -104,6 +104,11 @@ class EngineEnvoyTest : public ::testing::Test {
     options_ = options;
     te_ = std::make_unique<TestEngine>(std::move(options), std::move(data_dir));
   }
+  // An engine over FaultyKvStore (memory): storage faults and simulated OS crashes.
+  void StartFaulty(engine::EngineOptions options = FastOptions()) {
+    options_ = options;
+    te_ = TestEngine::WithFaultyStore(std::move(options));
+  }
 
   TestEngine& te() { return *te_; }
 
@@ -781,6 +786,46 @@ TEST_F(EngineEnvoyTest, KvThroughTheEnvoyOnlyForActorsItHosts) {
   ASSERT_TRUE(a->SendEvents({stop_b}).has_value());
   LoopBarrier(*a, id, 1);  // a's events before this one were processed
   EXPECT_EQ(Transition(b_actor), orch::Transition::kRunning);
+}
+
+// KV writes commit unsynced and are answered only after a group sync covers them: an
+// acknowledged put survives an OS crash, a failed sync is answered as storage.io (never as
+// success), and the engine keeps serving. /metrics shows the syncs and the synced writes.
+TEST_F(EngineEnvoyTest, KvWritesAreAnsweredOnlyOnceDurable) {
+  StartFaulty();
+  storage::FaultyKvStore* store = te().faulty_store();
+  ASSERT_NE(store, nullptr);
+  auto a = Envoy("gc-a");
+  ASSERT_NE(a, nullptr);
+  const std::string id = CreateActor("kv", "gc");
+  ASSERT_EQ(StartOn(*a, id), 1u);
+
+  const uint64_t syncs_before = store->sync_count();
+  auto put = a->Kv(id, KvPut({{"x", "1"}}));
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  ASSERT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+  EXPECT_GT(store->sync_count(), syncs_before) << "acknowledged without a sync";
+  ASSERT_TRUE(store->SimulateCrash().has_value());
+  auto get = a->Kv(id, KvGet({"x"}));
+  ASSERT_TRUE(get.has_value() && get->is<v::KvGetResponse>()) << ErrorText(*get);
+  ASSERT_EQ(get->get_if<v::KvGetResponse>()->values.size(), 1u) << "an acknowledged put was lost";
+  EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "1");
+
+  // The sync after the next write fails: that write is not acknowledged as a success.
+  store->FailNextSyncs(1);
+  auto failed = a->Kv(id, KvPut({{"y", "2"}}));
+  ASSERT_TRUE(failed.has_value()) << failed.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*failed), "storage.io")) << ErrorText(*failed);
+  // And the engine keeps serving: the next write is durable again.
+  auto again = a->Kv(id, KvPut({{"z", "3"}}));
+  ASSERT_TRUE(again.has_value() && again->is<v::KvPutResponse>()) << ErrorText(*again);
+
+  net::HttpRequest req;
+  req.method = "GET";
+  auto text = net::FetchSync(te().http_url() + "/metrics", std::move(req), 10s);
+  ASSERT_TRUE(text.has_value());
+  EXPECT_NE(text->body.find("keel_kv_syncs_total"), std::string::npos);
+  EXPECT_NE(text->body.find("keel_kv_writes_synced_total 2"), std::string::npos) << text->body;
 }
 
 // ---- 10. SQLite pages -------------------------------------------------------------------
