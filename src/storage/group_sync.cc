@@ -14,6 +14,7 @@ struct GroupSync::State {
 
   mutable std::mutex mu;
   std::condition_variable idle;  // signalled when `running` becomes false
+  std::condition_variable wake;  // own-thread mode: signalled when `scheduled` becomes true
   // Continuations for the next sync: writes committed before it, and reads that came
   // after such writes (in arrival order). Non-empty only while `scheduled`.
   std::vector<Continuation> next;
@@ -24,6 +25,13 @@ struct GroupSync::State {
   bool stopped = false;
   uint64_t syncs = 0;
 };
+
+GroupSync::GroupSync(KvStore& store, std::function<void()> on_sync)
+    : state_(std::make_shared<State>()) {
+  state_->store = &store;
+  state_->on_sync = std::move(on_sync);
+  thread_ = std::thread([state = state_] { ThreadMain(state); });
+}
 
 GroupSync::GroupSync(KvStore& store, PostFn post, std::function<void()> on_sync)
     : state_(std::make_shared<State>()) {
@@ -41,7 +49,22 @@ void GroupSync::AfterWrite(Continuation k) {
   if (state_->scheduled) return;
   state_->scheduled = true;
   lock.unlock();
-  state_->post([state = state_] { RunSyncs(state); });
+  if (state_->post) {
+    state_->post([state = state_] { RunSyncs(state); });
+  } else {
+    state_->wake.notify_one();
+  }
+}
+
+void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
+  for (;;) {
+    {
+      std::unique_lock lock(state->mu);
+      state->wake.wait(lock, [&] { return state->stopped || state->scheduled; });
+      if (state->stopped) return;
+    }
+    RunSyncs(state);  // clears `scheduled` once nothing is waiting
+  }
 }
 
 void GroupSync::AfterRead(Continuation k) {
@@ -98,11 +121,15 @@ void GroupSync::Stop() {
   {
     std::unique_lock lock(state_->mu);
     state_->stopped = true;
+    state_->wake.notify_all();
     state_->idle.wait(lock, [&] { return !state_->running; });
     dropped.swap(state_->next);
     dropped_reads.swap(state_->after_running);
   }
   // Destroyed outside the lock: they may own connections whose teardown takes locks.
+  dropped.clear();
+  dropped_reads.clear();
+  if (thread_.joinable()) thread_.join();
 }
 
 uint64_t GroupSync::sync_count() const {

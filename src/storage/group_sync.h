@@ -11,8 +11,9 @@
 // read's answer until every write that was waiting when it arrived is durable (at once when
 // none is), so no answer shows data that a crash could take back.
 //
-// Syncs run on the threads of `post` (the engine's workers), one at a time. Continuations
-// run on those threads, or — AfterRead with nothing pending — on the caller's, before it
+// Syncs run one at a time on GroupSync's own thread (or, with the `post` constructor, on the
+// threads of `post`). A dedicated thread is cheaper than a pool: a write wakes exactly one
+// thread, which then sleeps only in the fsync. Continuations run on the syncing thread, or — AfterRead with nothing pending — on the caller's, before it
 // returns. Stop() (and the destructor) waits for a running sync to finish; continuations
 // still waiting then are destroyed without running (their connections are going away).
 // Thread-safety: every method may be called from any thread.
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <thread>
 
 #include "base/result.h"
 #include "storage/kv_store.h"
@@ -33,8 +35,10 @@ class GroupSync {
   using Continuation = std::function<void(Status status)>;
   using PostFn = std::function<void(std::function<void()>)>;
 
-  // `store` must outlive this object. `post` runs a task later on some thread. `on_sync`
+  // `store` must outlive this object. Syncs run on a thread this object starts. `on_sync`
   // (optional) runs after each SyncWrites, on the syncing thread (metrics).
+  explicit GroupSync(KvStore& store, std::function<void()> on_sync = nullptr);
+  // As above, but syncs run as tasks given to `post` (runs a task later on some thread).
   GroupSync(KvStore& store, PostFn post, std::function<void()> on_sync = nullptr);
   ~GroupSync();
   GroupSync(const GroupSync&) = delete;
@@ -45,7 +49,7 @@ class GroupSync {
   // For the answer of a read: `k` runs once the writes waiting now are durable.
   void AfterRead(Continuation k);
 
-  // See the file comment. Idempotent.
+  // See the file comment. Idempotent. REQUIRES: not called from a continuation.
   void Stop();
 
   // Completed SyncWrites calls (successful or not).
@@ -54,7 +58,9 @@ class GroupSync {
  private:
   struct State;
   static void RunSyncs(const std::shared_ptr<State>& state);
+  static void ThreadMain(const std::shared_ptr<State>& state);
   std::shared_ptr<State> state_;
+  std::thread thread_;  // joinable only without `post`
 };
 
 }  // namespace keel::storage

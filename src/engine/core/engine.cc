@@ -48,9 +48,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   // KV writes commit unsynced; EnvoySession acknowledges them through kv_sync_.
   kv_options.sync_writes = false;
   actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
-  kv_sync_ = std::make_unique<storage::GroupSync>(
-      *store_, [this](std::function<void()> task) { workers_.Post(std::move(task)); },
-      [this] { kv_syncs_->Inc(); });
+  kv_sync_ = std::make_unique<storage::GroupSync>(*store_, [this] { kv_syncs_->Inc(); });
   page_store_ = std::make_unique<storage::PageStore>(*store_);
   catalog_ = std::make_unique<Catalog>(*store_, clock_, options_.datacenter_label, options_.seed);
   orchestrator_ = std::make_unique<Orchestrator>(*this);

@@ -9,6 +9,10 @@
 
 #include <deque>
 #include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -201,6 +205,48 @@ TEST_F(GroupSyncTest, StopDropsWhatIsWaitingAndIgnoresLaterCalls) {
   EXPECT_EQ(ran, 0);
   EXPECT_TRUE(tasks_.empty());
   gs.reset();  // destructor after Stop: no hang
+}
+
+// The engine's mode: GroupSync runs its syncs on a thread of its own. Writes that arrive
+// while that thread is inside a sync share the next one, continuations run on that thread,
+// and Stop joins it. The store hook holds the first sync until the test lets it go.
+TEST(GroupSyncOwnThread, SyncsOnItsOwnThreadAndGroupsWritesThatArriveDuringASync) {
+  HookedStore store;
+  std::promise<void> in_sync;
+  std::promise<void> release;
+  store.during_sync = [&] {
+    in_sync.set_value();
+    release.get_future().wait();
+  };
+  auto gs = std::make_unique<GroupSync>(store);
+  std::mutex mu;
+  std::vector<std::pair<int, std::thread::id>> acks;  // (sync count seen, thread)
+  std::promise<void> all_acked;
+  auto ack = [&](Status s) {
+    ASSERT_TRUE(s.has_value());
+    std::lock_guard lock(mu);
+    acks.emplace_back(store.syncs, std::this_thread::get_id());
+    if (acks.size() == 3) all_acked.set_value();
+  };
+  gs->AfterWrite(ack);
+  ASSERT_EQ(in_sync.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  gs->AfterWrite(ack);  // both arrive while the first sync runs
+  gs->AfterWrite(ack);
+  release.set_value();
+  ASSERT_EQ(all_acked.get_future().wait_for(std::chrono::seconds(10)),
+            std::future_status::ready);
+  gs->Stop();  // joins the thread: store.syncs is stable from here
+  EXPECT_EQ(store.syncs, 2) << "the two later writes share one sync";
+  std::lock_guard lock(mu);
+  ASSERT_EQ(acks.size(), 3u);
+  EXPECT_EQ(acks[0].first, 1);
+  EXPECT_EQ(acks[1].first, 2);
+  EXPECT_EQ(acks[2].first, 2);
+  for (const auto& a : acks) EXPECT_NE(a.second, std::this_thread::get_id());
+  int dropped = 0;
+  gs->AfterWrite([&](Status) { ++dropped; });  // after Stop: ignored
+  gs.reset();
+  EXPECT_EQ(dropped, 0);
 }
 
 TEST(MemKvStoreSync, SyncWritesFailsOnceClosed) {
