@@ -52,6 +52,7 @@ EngineOptions ToOptions(const EngineConfig& c, uint16_t port) {
   o.actor_ready_timeout_ms = ms(t.gateway_actor_ready_timeout);
   o.response_start_timeout_ms = ms(t.gateway_response_start_timeout);
   o.ws_open_timeout_ms = ms(t.gateway_ws_open_timeout);
+  o.preload_max_total_bytes = t.preload_max_total_bytes;
   o.admin_token = c.admin_token;
   o.namespace_tokens = c.namespace_tokens;
   o.gateway_token = c.gateway_token;

@@ -277,6 +277,63 @@ Result<latest::KvListResponse> ActorKv::List(ByteView actor, const latest::KvLis
   return out;
 }
 
+Result<latest::PreloadedKv> ActorKv::Preload(ByteView actor, const PreloadPlan& plan,
+                                             uint64_t max_total_bytes) {
+  KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  KEEL_ASSIGN_OR_RETURN(std::unique_ptr<KvSnapshot> snap, store_.NewSnapshot());
+  KEEL_RETURN_IF_ERROR(CheckGuard(*snap, actor));
+  latest::PreloadedKv out;
+  uint64_t left = max_total_bytes;
+  auto add = [&out](ByteView user_key, KvEntry e) {
+    out.entries.push_back(latest::PreloadedKvEntry{
+        latest::KvKey(user_key.begin(), user_key.end()), std::move(e.value),
+        latest::KvMetadata{std::move(e.metadata.version), e.metadata.update_ts}});
+  };
+  for (const latest::KvKey& key : plan.keys) {
+    if (left == 0) break;
+    out.requested_get_keys.push_back(key);
+    KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> stored, snap->Get(ActorKvEntryKey(actor, key)));
+    if (!stored.has_value()) continue;
+    KEEL_ASSIGN_OR_RETURN(KvEntry e, DecodeEntry(*stored));
+    const uint64_t size = KeySize(key) + e.value.size();
+    if (size > left) continue;  // listed but absent: the actor fetches it (§5.4 edge)
+    left -= size;
+    add(key, std::move(e));
+  }
+  const size_t prefix_len = ActorKvPrefix(actor).size();
+  for (const PreloadPlan::Prefix& p : plan.prefixes) {
+    const uint64_t budget = std::min(p.max_bytes, left);
+    if (budget == 0) continue;
+    // One entry past the budget is enough to know the prefix does not fit.
+    ScanOptions scan;
+    scan.limit = static_cast<size_t>(std::min<uint64_t>(budget + 1, kNoLimit));
+    KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> rows,
+                          snap->Scan(KeyRange::Prefix(ActorKvEntryKey(actor, p.prefix)), scan));
+    const size_t before = out.entries.size();
+    uint64_t used = 0;
+    bool complete = true;
+    for (const KeyValue& kv : rows) {
+      ByteView user_key = ByteView(kv.key).subspan(prefix_len);
+      KEEL_ASSIGN_OR_RETURN(KvEntry e, DecodeEntry(kv.value));
+      const uint64_t size = KeySize(user_key) + e.value.size();
+      if (used + size > budget) {
+        complete = false;
+        break;
+      }
+      used += size;
+      add(user_key, std::move(e));
+    }
+    if (complete && rows.size() == scan.limit) complete = false;  // more rows than budget
+    if (!complete && !p.partial) {
+      out.entries.resize(before);  // all or nothing
+      continue;
+    }
+    left -= used;
+    out.requested_prefixes.push_back(p.prefix);
+  }
+  return out;
+}
+
 Status ActorKv::Put(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms) {
   KEEL_RETURN_IF_ERROR(CheckActorId(actor));
   const ByteView version = AsBytes(options_.engine_version);

@@ -117,6 +117,19 @@ Bytes ActorKvEntryKey(ByteView actor, ByteView key);
 // tests and tools use any bytes). Errors: storage.*.
 Status PutActorRecordForTest(KvStore& store, ByteView actor, ByteView record = {});
 
+// What an actor name asks the engine to preload into its start commands
+// (envoy-protocol.md §5.4): exact keys, then prefixes in priority order, each prefix with a
+// byte budget and whether a partial prefix is useful to the actor.
+struct PreloadPlan {
+  struct Prefix {
+    latest::KvKey prefix;
+    uint64_t max_bytes = 0;
+    bool partial = false;
+  };
+  std::vector<latest::KvKey> keys;
+  std::vector<Prefix> prefixes;
+};
+
 class ActorKv {
  public:
   // `store` must outlive this object.
@@ -138,6 +151,18 @@ class ActorKv {
   Status Delete(ByteView actor, const latest::KvDeleteRequest& request);
   // start >= end: success, nothing deleted.
   Status DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& request);
+  // The plan's entries from one snapshot, within `max_total_bytes` (an entry costs what the
+  // KV quota counts: its key plus 2, plus its value), by the rules of envoy-protocol.md §5.4: exact keys first — each
+  // looked-up key is listed in requested_get_keys (lookups stop once the budget is used
+  // up) and its entry is included only if it fits; then each prefix within
+  // min(its max_bytes, what is left): it is listed when all of it fits, or when only part
+  // fits and `partial` is set (the entries that fit are kept); otherwise its entries are
+  // dropped and it is not listed; a prefix with no budget left is skipped. The actor's
+  // runtime may trust a listed key's absence and a listed non-partial prefix's
+  // completeness. Errors: as Get.
+  Result<latest::PreloadedKv> Preload(ByteView actor, const PreloadPlan& plan,
+                                      uint64_t max_total_bytes);
+
   // The protocol's KvDropRequest: one transaction, guard checked.
   Status Drop(ByteView actor);
 

@@ -60,6 +60,9 @@ struct EngineOptions {
   int64_t response_start_timeout_ms = 300000;
   int64_t ws_open_timeout_ms = 15000;
   int max_rewakes = 8;
+  // Budget of the KV an actor's start command carries (envoy-protocol.md §5.4; the plan
+  // comes from the envoy's actor-name metadata, engine/core/preload.h). 0 disables.
+  int64_t preload_max_total_bytes = 1 << 20;
   // Serial executors per envoy connection for its SQLite page requests (an actor always
   // uses the same one). 1 serialises every page commit of the connection; more let
   // different actors' synced commits overlap (group commit). 1..64. (KV requests run on the

@@ -14,6 +14,7 @@
 #include "engine/core/envoy_session.h"
 #include "engine/core/gateway.h"
 #include "engine/core/keys.h"
+#include "engine/core/preload.h"
 
 namespace keel::engine {
 namespace {
@@ -145,6 +146,9 @@ struct Orchestrator::Impl {
   std::unordered_map<EngineId, std::unique_ptr<ActorEntry>> actors;
   std::map<EnvoyKey, EnvoyEntry, std::less<>> envoys;
   std::map<std::pair<EngineId, std::string>, uint32_t> serverless_slots;
+  // Preload plans by (namespace, actor name): read from the actor-name record on first use,
+  // forgotten when an envoy's metadata rewrites the record (nullopt: the name has none).
+  std::map<std::pair<EngineId, std::string>, std::optional<storage::PreloadPlan>> preload_plans;
   uint64_t next_waiter_id = 1;
   TimerId alarm_timer{};
   int64_t alarm_timer_at = 0;
@@ -517,13 +521,51 @@ struct Orchestrator::Impl {
     for (auto& [index, wrapper] : p.commands) {
       const auto& cmd = std::get<orch::fx::SendCommand>(p.effects[index]);
       auto session = LiveSession(e.ns, cmd.envoy_key);
-      if (session != nullptr) {
-        session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
+      if (session == nullptr) continue;
+      if (auto* start = std::get_if<latest::CommandStartActor>(&wrapper.inner.value)) {
+        AttachPreload(e, *start);
       }
+      session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
     }
     for (const auto& effect : p.effects) Execute(e, effect);
     Rearm(e);
     MaybeEvict(e.id);
+  }
+
+  // Adds the KV the actor name's preload plan asks for to a start command as it is first
+  // sent (the stored copy, replayed after a reconnect, carries none: by then the data may
+  // have moved on, and without preloaded KV the actor reads its KV itself). Consistent
+  // and durable: the actor has no running instance to write its KV, and this runs after
+  // the step's synced commit, which made every earlier write durable.
+  void AttachPreload(const ActorEntry& e, latest::CommandStartActor& start) {
+    const int64_t budget = engine.options().preload_max_total_bytes;
+    if (budget <= 0) return;
+    const storage::PreloadPlan* plan = PreloadPlanFor(e.ns, e.record.name);
+    if (plan == nullptr) return;
+    auto preloaded = engine.actor_kv().Preload(e.id.bytes(), *plan, static_cast<uint64_t>(budget));
+    if (!preloaded.has_value()) {
+      KEEL_LOG(kWarn, kLog, "could not preload the actor's KV; it will read it itself",
+               {{"actor", e.id.ToString()}, {"error", preloaded.error().ToString()}});
+      return;
+    }
+    start.preloaded_kv = std::move(*preloaded);
+  }
+
+  const storage::PreloadPlan* PreloadPlanFor(const EngineId& ns, const std::string& name) {
+    auto key = std::make_pair(ns, name);
+    auto it = preload_plans.find(key);
+    if (it == preload_plans.end()) {
+      std::optional<storage::PreloadPlan> plan;
+      auto stored = engine.store().Get(keys::ActorName(ns.bytes(), name));
+      if (stored.has_value() && stored->has_value()) {
+        auto record = ReadRecord<rec::ActorNameRecord>(**stored);
+        if (record.has_value()) plan = ParsePreloadPlan(record->metadata);
+      } else if (!stored.has_value()) {
+        return nullptr;  // a storage error: try again next time
+      }
+      it = preload_plans.emplace(std::move(key), std::move(plan)).first;
+    }
+    return it->second.has_value() ? &*it->second : nullptr;
   }
 
   void UpdateHosting(ActorEntry& e, const std::string& old_key) {
@@ -1407,6 +1449,11 @@ void Orchestrator::OnMetadata(std::shared_ptr<EnvoySession> session,
       }
       return {};
     });
+    if (metadata.prepopulate_actor_names.has_value()) {
+      for (const auto& [name, actor_name] : *metadata.prepopulate_actor_names) {
+        m.preload_plans.erase(std::make_pair(session->namespace_id(), name));
+      }
+    }
     if (!s.has_value()) {
       // §3.11: a database error in metadata handling ends the connection.
       session->CloseWith(Error{"core", "internal_error", s.error().ToString()});

@@ -1312,6 +1312,93 @@ TEST_F(EngineEnvoyTest, AlarmWakesASleepingActor) {
   EXPECT_EQ(wake->checkpoint.index, 1);
 }
 
+// ---- 12b. preloaded KV in start commands (envoy-protocol.md §5.4) -------------------------
+
+std::vector<std::string> PreloadedKeys(const v::PreloadedKv& p) {
+  std::vector<std::string> out;
+  for (const auto& e : p.entries) out.push_back(ToString(e.key));
+  return out;
+}
+
+std::vector<std::string> KeyStrings(const std::vector<v::KvKey>& keys) {
+  std::vector<std::string> out;
+  for (const auto& k : keys) out.push_back(ToString(k));
+  return out;
+}
+
+TEST_F(EngineEnvoyTest, StartCommandsCarryTheKvTheActorNamesPreloadPlanAsksFor) {
+  Start();
+  auto fe = Envoy("preload-envoy");
+  ASSERT_NE(fe, nullptr);
+  v::ToRivetMetadata meta;
+  meta.prepopulate_actor_names = std::vector<std::pair<std::string, v::ActorName>>{
+      {"pre", v::ActorName{R"({"preload":{"keys":[[1],[6]],)"
+                           R"("prefixes":[{"prefix":[2],"maxBytes":1000}]}})"}},
+      {"plain", v::ActorName{"{}"}}};
+  ASSERT_TRUE(fe->Send(v::ToRivet{meta}).has_value());
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  for (;;) {  // the metadata is applied on the orchestrator loop
+    HttpResult r = Call("GET", "/actors/names?namespace=default");
+    if (r.status == 200 && r.body["names"].contains("pre")) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "metadata never applied";
+    std::this_thread::sleep_for(5ms);
+  }
+  const std::string rec(1, '\x01'), alarm(1, '\x06'), conn = std::string(1, '\x02') + "a";
+
+  // A new actor: both keys were looked up (absent: nothing to read), the prefix is empty.
+  const std::string id = CreateActor("pre", "k");
+  auto start = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  const auto* cmd = start->inner.get_if<v::CommandStartActor>();
+  ASSERT_NE(cmd, nullptr);
+  ASSERT_TRUE(cmd->preloaded_kv.has_value());
+  EXPECT_TRUE(cmd->preloaded_kv->entries.empty());
+  EXPECT_EQ(KeyStrings(cmd->preloaded_kv->requested_get_keys), (std::vector<std::string>{rec, alarm}));
+  EXPECT_EQ(KeyStrings(cmd->preloaded_kv->requested_prefixes), (std::vector<std::string>{std::string(1, '\x02')}));
+  ASSERT_TRUE(fe->AckCommands({start->checkpoint}).has_value());
+  ASSERT_TRUE(fe->SendRunning(id, 1).has_value());
+
+  // It writes its record, a connection and something the plan does not name, then sleeps
+  // with an alarm already due: the wake's start command carries what it wrote.
+  auto put = fe->Kv(id, KvPut({{rec, "record"}, {conn, "connection"}, {"\x09", "other"}}));
+  ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
+  LoopBarrier(*fe, id, 1, NowMs());
+  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  auto wake = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(wake.has_value()) << wake.error().ToString();
+  ASSERT_EQ(wake->checkpoint.generation, 2u);
+  const auto* woke = wake->inner.get_if<v::CommandStartActor>();
+  ASSERT_NE(woke, nullptr);
+  ASSERT_TRUE(woke->preloaded_kv.has_value());
+  EXPECT_EQ(PreloadedKeys(*woke->preloaded_kv), (std::vector<std::string>{rec, conn}));
+  EXPECT_EQ(ToString(woke->preloaded_kv->entries[0].value), "record");
+  EXPECT_EQ(ToString(woke->preloaded_kv->entries[1].value), "connection");
+
+  // The stored copy, replayed to a reconnecting envoy, carries none: by then the actor may
+  // have written more, so it reads its KV itself.
+  fe->Close();
+  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+  fe.reset();
+  fe = Envoy("preload-envoy");
+  ASSERT_NE(fe, nullptr);
+  auto replay = fe->WaitFor<v::ToEnvoyCommands>(5s);
+  ASSERT_TRUE(replay.has_value()) << replay.error().ToString();
+  ASSERT_EQ(replay->value.size(), 1u);
+  const auto* replayed = replay->value[0].inner.get_if<v::CommandStartActor>();
+  ASSERT_NE(replayed, nullptr);
+  EXPECT_FALSE(replayed->preloaded_kv.has_value());
+
+  // A name without a plan gets no preloaded KV.
+  const std::string plain = CreateActor("plain", "k");
+  auto plain_start = fe->WaitCommand(plain, 5s);
+  ASSERT_TRUE(plain_start.has_value()) << plain_start.error().ToString();
+  ASSERT_TRUE(plain_start->inner.is<v::CommandStartActor>());
+  EXPECT_FALSE(plain_start->inner.get_if<v::CommandStartActor>()->preloaded_kv.has_value());
+}
+
 // ---- 13. concurrent get-or-create ---------------------------------------------------------
 
 TEST_F(EngineEnvoyTest, ConcurrentGetOrCreateMakesExactlyOneActor) {

@@ -684,6 +684,85 @@ TEST_F(ActorKvTest, EndlessConflictsGiveUpAfterMaxAttempts) {
 }
 
 // Random operations against a std::map model: contents, order and usage always agree.
+// ---- Preload (envoy-protocol.md §5.4) ------------------------------------------------
+
+std::vector<std::string> PreloadedKeys(const latest::PreloadedKv& p) {
+  std::vector<std::string> out;
+  for (const auto& e : p.entries) out.push_back(S(e.key));
+  return out;
+}
+
+TEST_F(ActorKvTest, PreloadReadsExactKeysThenPrefixesWithValuesAndMetadata) {
+  MustPut({"a", "c", "p/1", "p/2", "q/1"}, {"A", "C", "P1", "P2", "Q1"});
+  PreloadPlan plan;
+  plan.keys = BytesList({"a", "b", "c"});
+  plan.prefixes = {{B("p/"), 1000, false}, {B("z/"), 1000, false}};
+  auto pre = uut->Preload(actor, plan, 1 << 20);
+  ASSERT_TRUE(IsOk(pre));
+  EXPECT_EQ(PreloadedKeys(*pre), (std::vector<std::string>{"a", "c", "p/1", "p/2"}));
+  EXPECT_EQ(Strings(pre->requested_get_keys), (std::vector<std::string>{"a", "b", "c"}))
+      << "a key that was looked up is listed even when absent: the actor trusts its absence";
+  EXPECT_EQ(Strings(pre->requested_prefixes), (std::vector<std::string>{"p/", "z/"}))
+      << "an empty prefix that fits is listed (nothing there)";
+  EXPECT_EQ(S(pre->entries[0].value), "A");
+  EXPECT_EQ(pre->entries[0].metadata.update_ts, kNow);
+  EXPECT_EQ(S(pre->entries[0].metadata.version), "keel-test-1.2.3");
+}
+
+TEST_F(ActorKvTest, PreloadPrefixOverItsBudgetIsDroppedUnlessPartialIsAllowed) {
+  // Each entry costs key + 2 + value = 3 + 2 + 10 = 15 bytes.
+  MustPut({"p/1", "p/2", "p/3"}, {std::string(10, 'x'), std::string(10, 'y'), std::string(10, 'z')});
+  PreloadPlan whole;
+  whole.prefixes = {{B("p/"), 40, false}};
+  auto pre = uut->Preload(actor, whole, 1 << 20);
+  ASSERT_TRUE(IsOk(pre));
+  EXPECT_TRUE(pre->entries.empty()) << "all or nothing";
+  EXPECT_TRUE(pre->requested_prefixes.empty()) << "not listed: the actor lists it itself";
+
+  PreloadPlan partial;
+  partial.prefixes = {{B("p/"), 40, true}};
+  pre = uut->Preload(actor, partial, 1 << 20);
+  ASSERT_TRUE(IsOk(pre));
+  EXPECT_EQ(PreloadedKeys(*pre), (std::vector<std::string>{"p/1", "p/2"}));
+  EXPECT_EQ(Strings(pre->requested_prefixes), (std::vector<std::string>{"p/"}));
+
+  PreloadPlan exact_fit;
+  exact_fit.prefixes = {{B("p/"), 45, false}};
+  pre = uut->Preload(actor, exact_fit, 1 << 20);
+  ASSERT_TRUE(IsOk(pre));
+  EXPECT_EQ(PreloadedKeys(*pre).size(), 3u);
+  EXPECT_EQ(Strings(pre->requested_prefixes), (std::vector<std::string>{"p/"}));
+}
+
+TEST_F(ActorKvTest, PreloadGlobalBudgetCutsKeysAndSkipsPrefixes) {
+  MustPut({"a", "b", "p/1"}, {std::string(20, 'a'), std::string(20, 'b'), "P"});
+  PreloadPlan plan;
+  plan.keys = BytesList({"a", "b"});
+  plan.prefixes = {{B("p/"), 1000, false}};
+  // "a" costs 23: it fits in 30; "b" (23) does not: listed but absent; 7 bytes are left,
+  // and "p/1" (3 + 2 + 1 = 6) fits in them.
+  auto pre = uut->Preload(actor, plan, 30);
+  ASSERT_TRUE(IsOk(pre));
+  EXPECT_EQ(PreloadedKeys(*pre), (std::vector<std::string>{"a", "p/1"}));
+  EXPECT_EQ(Strings(pre->requested_get_keys), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(Strings(pre->requested_prefixes), (std::vector<std::string>{"p/"}));
+  // With the budget used up exactly, later keys are not even looked up and prefixes are
+  // skipped.
+  pre = uut->Preload(actor, plan, 23);
+  ASSERT_TRUE(IsOk(pre));
+  EXPECT_EQ(PreloadedKeys(*pre), (std::vector<std::string>{"a"}));
+  EXPECT_EQ(Strings(pre->requested_get_keys), (std::vector<std::string>{"a"}));
+  EXPECT_TRUE(pre->requested_prefixes.empty());
+}
+
+TEST_F(ActorKvTest, PreloadOfAnUnknownActorIsNotFound) {
+  PreloadPlan plan;
+  plan.keys = BytesList({"a"});
+  auto pre = uut->Preload(ActorId(9), plan, 1 << 20);
+  ASSERT_FALSE(pre.has_value());
+  EXPECT_EQ(pre.error().code(), "not_found");
+}
+
 TEST_F(ActorKvTest, RandomOperationsMatchAModel) {
   ActorKvOptions options = DefaultOptions();
   options.limits.max_storage = 400;
