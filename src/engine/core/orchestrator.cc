@@ -425,12 +425,7 @@ struct Orchestrator::Impl {
   // store error) leaves the state of a Running event not yet received.
   void AnswerReadyEarly(ActorEntry& e, const PreparedStep& p) {
     if (e.waiters.empty() || p.next.transition != orch::Transition::kRunning) return;
-    bool ready = false;
-    for (const auto& effect : p.effects) {
-      const auto* pub = std::get_if<orch::fx::Publish>(&effect);
-      if (pub != nullptr && pub->notice == orch::fx::Notice::kReady) ready = true;
-    }
-    if (!ready) return;
+    if (ReadyNotices(p) == 0) return;
     AnswerWaiters(e, p);
   }
 
@@ -450,11 +445,16 @@ struct Orchestrator::Impl {
         p.old_alarm != p.new_alarm) {
       return false;
     }
-    for (const auto& effect : p.effects) {
-      const auto* pub = std::get_if<orch::fx::Publish>(&effect);
-      if (pub == nullptr || pub->notice != orch::fx::Notice::kReady) return false;
-    }
-    return true;
+    return ReadyNotices(p) == p.effects.size();  // no effect but the ready notice
+  }
+
+  // How many of the step's effects publish kReady (the actor became connectable).
+  static size_t ReadyNotices(const PreparedStep& p) {
+    return static_cast<size_t>(
+        std::count_if(p.effects.begin(), p.effects.end(), [](const orch::Effect& effect) {
+          const auto* pub = std::get_if<orch::fx::Publish>(&effect);
+          return pub != nullptr && pub->notice == orch::fx::Notice::kReady;
+        }));
   }
 
   void AnswerWaiters(ActorEntry& e, const PreparedStep& p) {
