@@ -1628,17 +1628,43 @@ void Instance::FinishClientMessage(const std::string& conn_id, uint16_t index) {
 // records of sockets that closed meanwhile are returned in `stale` (onDisconnect runs for
 // them after onWake).
 Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
-  latest::KvListRequest list;
-  list.query = latest::KvListQuery{latest::KvListPrefixQuery{Bytes{keys::kConnPrefix}}};
-  latest::KvResponseData r = co_await Kv(latest::KvRequestData{std::move(list)});
-  const auto* resp = r.get_if<latest::KvListResponse>();
+  // The [2] records, in key order (as a KV list returns them): from the preloaded KV when
+  // the engine scanned [2] (our preload plan asks for it with partial=false, so a listed
+  // prefix carries every record under it), else one KV list.
+  const Bytes conn_prefix = Key1(keys::kConnPrefix);
+  std::vector<std::pair<const Bytes*, const Bytes*>> records;  // key, value
+  bool preloaded = false;
+  if (start_->preloaded_kv) {
+    const auto& pre = *start_->preloaded_kv;
+    const auto& listed = pre.requested_prefixes;
+    preloaded = std::find(listed.begin(), listed.end(), conn_prefix) != listed.end();
+    if (preloaded) {
+      for (const auto& e : pre.entries) {
+        if (!e.key.empty() && e.key[0] == keys::kConnPrefix) records.emplace_back(&e.key, &e.value);
+      }
+      auto by_key = [](const auto& a, const auto& b) { return *a.first < *b.first; };
+      std::sort(records.begin(), records.end(), by_key);
+    }
+  }
+  latest::KvResponseData r;
+  if (!preloaded) {
+    latest::KvListRequest list;
+    list.query = latest::KvListQuery{latest::KvListPrefixQuery{conn_prefix}};
+    latest::KvRequestData req{std::move(list)};
+    r = co_await Kv(std::move(req));
+    if (const auto* resp = r.get_if<latest::KvListResponse>()) {
+      for (size_t i = 0; i < resp->keys.size() && i < resp->values.size(); ++i) {
+        records.emplace_back(&resp->keys[i], &resp->values[i]);
+      }
+    }
+  }
   std::set<std::pair<latest::GatewayId, latest::RequestId>> alive;
   for (const auto& h : start_->hibernating_requests) alive.insert({h.gateway_id, h.request_id});
   std::set<std::pair<latest::GatewayId, latest::RequestId>> restored;
-  for (size_t i = 0; resp != nullptr && i < resp->keys.size() && i < resp->values.size(); ++i) {
-    auto rec = protocol::persist::ReadConn(resp->values[i]);
+  for (const auto& [key, value] : records) {
+    auto rec = protocol::persist::ReadConn(*value);
     if (!rec.ok()) {
-      StageWrite(resp->keys[i], std::nullopt);
+      StageWrite(*key, std::nullopt);
       continue;
     }
     auto conn = std::make_shared<Conn>();
@@ -1665,7 +1691,7 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     if (bare_path != "/connect" && !type_->on_websocket) {
       // A raw socket of a version of this actor that had onWebSocket: nothing can take it
       // now; the gateway is told to close it below (listed but not restored).
-      StageWrite(resp->keys[i], std::nullopt);
+      StageWrite(*key, std::nullopt);
       continue;
     }
     if (bare_path != "/connect") {
@@ -1969,9 +1995,38 @@ void Runtime::Register(std::shared_ptr<const ActorType> type) {
   types_[name] = std::move(type);
 }
 
+namespace {
+
+// The user's metadata object with the "preload" plan added: the keys and prefixes the
+// startup sequence reads, so the engine can put them in the start command. Spliced into
+// the user's text rather than re-rendered, so their fields stay byte for byte (a ToJson
+// round trip would turn large integers into $BigInt escapes). Not an object, or a
+// "preload" of the user's own: unchanged.
+std::string WithPreloadPlan(const std::string& metadata_json) {
+  auto parsed = ParseJson(metadata_json);
+  if (!parsed.ok() || !parsed->is_map() || parsed->Find("preload") != nullptr) return metadata_json;
+  const size_t close = metadata_json.find_last_not_of(" \t\r\n");
+  if (close == std::string::npos || metadata_json[close] != '}') return metadata_json;
+  auto key = [](uint8_t b) { return Value::ArrayOf({Value(unsigned{b})}); };
+  const Value plan = Value::Object({
+      {"keys", Value::ArrayOf({key(keys::kActorRecord), key(keys::kAlarm)})},
+      {"prefixes", Value::ArrayOf({Value::Object({{"prefix", key(keys::kConnPrefix)},
+                                                  {"maxBytes", Value(kPreloadMaxConnectionsBytes)},
+                                                  {"partial", false}})})},
+  });
+  std::string out = metadata_json.substr(0, close);
+  if (!parsed->as_map().empty()) out += ',';
+  out += "\"preload\":";
+  AppendJson(plan, out);
+  out.append(metadata_json, close, std::string::npos);
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> Runtime::ActorNames() const {
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [name, t] : types_) out.emplace_back(name, t->metadata_json);
+  for (const auto& [name, t] : types_) out.emplace_back(name, WithPreloadPlan(t->metadata_json));
   return out;
 }
 

@@ -646,7 +646,9 @@ class Runtime final : public envoy::EnvoyHost {
   ~Runtime() override;
 
   void Register(std::shared_ptr<const ActorType> type);
-  // Actor names + metadata for EnvoyConfig::actor_names.
+  // Actor names + metadata for EnvoyConfig::actor_names. Each type's metadata JSON object
+  // gets a "preload" member naming what StartSequence reads (keys [1] and [6], prefix [2];
+  // envoy-protocol.md §5.4), unless it already has one or is not a JSON object.
   std::vector<std::pair<std::string, std::string>> ActorNames() const;
   // Must be called once before the client starts.
   void Attach(envoy::EnvoyClient& client) { client_ = &client; }
@@ -710,5 +712,10 @@ inline constexpr uint8_t kUserPrefix = 4;
 inline constexpr uint8_t kQueuePrefix = 5;
 inline constexpr uint8_t kAlarm = 6;
 }  // namespace keys
+
+// Budget of the hibernated-connection records ([2]) the engine may preload into a start
+// command (actors.md §1.2 preloadMaxConnectionsBytes), advertised in the preload plan of
+// Runtime::ActorNames.
+inline constexpr uint32_t kPreloadMaxConnectionsBytes = 65536;
 
 }  // namespace keel::runtime

@@ -163,6 +163,7 @@ class RuntimeHarness {
     Pump();
   }
   size_t held_kv() const { return held_kv_.size(); }
+  const std::vector<latest::ToRivetKvRequest>& held_kv_requests() const { return held_kv_; }
   // Forgets held KV requests unanswered (their answers are lost with a socket).
   void DropHeldKv() { held_kv_.clear(); }
 

@@ -1569,3 +1569,175 @@ INSTANTIATE_TEST_SUITE_P(Encodings, ConnectEncoding,
 
 }  // namespace
 }  // namespace keel
+
+// Preloaded KV in the start command (envoy-protocol.md §5.4): the runtime advertises what
+// it reads at startup in its actor-name metadata, and a wake whose start command carries
+// it needs no KV read before it runs.
+namespace keel {
+namespace {
+
+std::shared_ptr<const runtime::ActorType> WithMetadata(std::string name, std::string json) {
+  auto t = std::make_shared<runtime::ActorType>(*CounterDef().type());
+  t->name = std::move(name);
+  t->metadata_json = std::move(json);
+  return t;
+}
+
+std::string MetadataOf(runtime::Runtime& rt, const std::string& name) {
+  for (const auto& [n, m] : rt.ActorNames()) {
+    if (n == name) return m;
+  }
+  ADD_FAILURE() << "no actor name " << name;
+  return "";
+}
+
+TEST(RuntimePreload, ActorNamesAdvertiseThePreloadPlan) {
+  RuntimeHarness h;
+  h.runtime().Register(CounterDef().type());
+  h.runtime().Register(WithMetadata("user", R"({"icon":"x","big":9007199254740993} )"));
+  h.runtime().Register(WithMetadata("own", R"({"preload":{"keys":[[9]]}})"));
+  h.runtime().Register(WithMetadata("odd", "[1,2]"));
+
+  const Value plan = Value::Object({
+      {"keys", Value::ArrayOf({Value::ArrayOf({1}), Value::ArrayOf({6})})},
+      {"prefixes", Value::ArrayOf({Value::Object({{"prefix", Value::ArrayOf({2})},
+                                                  {"maxBytes", 65536},
+                                                  {"partial", false}})})},
+  });
+  auto counter = ParseJson(MetadataOf(h.runtime(), "counter"));  // the default "{}"
+  ASSERT_TRUE(counter.ok());
+  EXPECT_EQ(*counter, Value::Object({{"preload", plan}}));
+
+  const std::string user_text = MetadataOf(h.runtime(), "user");
+  auto with_user = ParseJson(user_text);
+  ASSERT_TRUE(with_user.ok()) << user_text;
+  ASSERT_NE(with_user->Find("preload"), nullptr);
+  EXPECT_EQ(*with_user->Find("preload"), plan);
+  EXPECT_EQ(*with_user->Find("icon"), Value("x"));
+  EXPECT_THAT(user_text, HasSubstr(R"("big":9007199254740993)")) << "user fields kept as written";
+
+  EXPECT_EQ(MetadataOf(h.runtime(), "own"), R"({"preload":{"keys":[[9]]}})")
+      << "a user plan is kept";
+  EXPECT_EQ(MetadataOf(h.runtime(), "odd"), "[1,2]") << "not an object: unchanged";
+}
+
+ActorDef<Counter> ConnDef() {
+  ActorDef<Counter> def = CounterDef();
+  def.action("whoami", [](Ctx<Counter>& c) { return c.conn() != nullptr ? c.conn()->state() : Value(); });
+  def.action("rename", [](Ctx<Counter>& c, std::string n) { c.conn()->state() = Value(n); });
+  return def;
+}
+
+// Generation 1 counts to 5 and sleeps with one hibernated connection whose state is "ada".
+latest::MessageId SleepWithAConnection(RuntimeHarness& h) {
+  h.Boot({ConnDef().type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  EXPECT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "rename", Value::ArrayOf({"ada"})}), false);  // 1
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false);  // 2
+  h.StopActor("a1", 1);
+  EXPECT_TRUE(h.Reply(ws).ws_close.has_value() && h.Reply(ws).ws_close->hibernate);
+  size_t records = 0;
+  for (const auto& [k, v] : h.kv("a1")) records += (!k.empty() && k[0] == 2);
+  EXPECT_EQ(records, 1u);
+  return ws;
+}
+
+// What the engine would preload from the actor's KV for the runtime's plan: [1] and [6]
+// (listed even when absent) and, when `with_conns`, everything under [2]. Entries are
+// given out of key order on purpose.
+latest::PreloadedKv Preload(RuntimeHarness& h, bool with_conns) {
+  latest::PreloadedKv pre;
+  pre.requested_get_keys = {Bytes{1}, Bytes{6}};
+  if (with_conns) pre.requested_prefixes = {Bytes{2}};
+  for (const auto& [k, v] : h.kv("a1")) {
+    const bool exact = k == Bytes{1} || k == Bytes{6};
+    const bool conn = with_conns && !k.empty() && k[0] == 2;
+    if (exact || conn) pre.entries.insert(pre.entries.begin(), latest::PreloadedKvEntry{k, v, {}});
+  }
+  return pre;
+}
+
+void StartWith(RuntimeHarness& h, uint32_t generation, std::optional<latest::PreloadedKv> pre,
+               const latest::MessageId& ws) {
+  latest::CommandStartActor start;
+  start.config.name = "counter";
+  start.config.key = "/";
+  start.config.create_ts = h.clock().SystemNowMs();
+  start.hibernating_requests.push_back({ws.gateway_id, ws.request_id});
+  start.preloaded_kv = std::move(pre);
+  h.SendCommand("a1", generation, latest::Command{std::move(start)});
+}
+
+bool IsGetOrList(const latest::ToRivetKvRequest& r) {
+  return r.data.is<latest::KvGetRequest>() || r.data.is<latest::KvListRequest>();
+}
+
+// The wake restored the connection (its state and its processed index) and the state.
+void ExpectRestored(RuntimeHarness& h, const latest::MessageId& ws) {
+  h.WsSendAt(ws, JsonFrame(wire::ActionRequest{3, "whoami", Value::Array{}}), false, 3);
+  auto msgs = Decoded(h.Reply(ws));
+  ASSERT_FALSE(msgs.empty());
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value("ada"))
+      << "conn state restored";
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(3));
+  EXPECT_EQ(h.Body(h.Action("a1", "getCount", "[]")), R"({"output":5})") << "persisted state";
+}
+
+TEST(RuntimePreload, WakeWithPreloadedKvRunsWithoutReadingKv) {
+  RuntimeHarness h;
+  auto ws = SleepWithAConnection(h);
+  latest::PreloadedKv pre = Preload(h, /*with_conns=*/true);
+  ASSERT_EQ(pre.entries.size(), 2u) << "[1] and one [2] record; no alarm was ever set";
+
+  h.hold_kv = true;  // any KV request now stays unanswered
+  StartWith(h, 2, std::move(pre), ws);
+  ASSERT_TRUE(h.Running("a1", 2)) << "the start waited for a KV answer";
+  for (const auto& r : h.held_kv_requests()) EXPECT_FALSE(IsGetOrList(r));
+  h.hold_kv = false;
+  h.ReleaseKv();
+  ExpectRestored(h, ws);
+}
+
+TEST(RuntimePreload, WakeWithoutPreloadReadsKv) {
+  RuntimeHarness h;
+  auto ws = SleepWithAConnection(h);
+
+  h.hold_kv = true;
+  StartWith(h, 2, std::nullopt, ws);
+  EXPECT_FALSE(h.Running("a1", 2));
+  ASSERT_EQ(h.held_kv(), 1u);
+  EXPECT_TRUE(h.held_kv_requests()[0].data.is<latest::KvGetRequest>()) << "[1] and [6]";
+  h.ReleaseKv();
+  EXPECT_FALSE(h.Running("a1", 2));
+  ASSERT_EQ(h.held_kv(), 1u);
+  EXPECT_TRUE(h.held_kv_requests()[0].data.is<latest::KvListRequest>()) << "the [2] records";
+  h.hold_kv = false;
+  h.ReleaseKv();
+  ASSERT_TRUE(h.Running("a1", 2));
+  ExpectRestored(h, ws);
+}
+
+TEST(RuntimePreload, WakeWithoutThePreloadedConnPrefixListsIt) {
+  RuntimeHarness h;
+  auto ws = SleepWithAConnection(h);
+
+  h.hold_kv = true;
+  StartWith(h, 2, Preload(h, /*with_conns=*/false), ws);
+  EXPECT_FALSE(h.Running("a1", 2));
+  ASSERT_EQ(h.held_kv(), 1u) << "[1] and [6] came preloaded: no get";
+  const auto* list = h.held_kv_requests()[0].data.get_if<latest::KvListRequest>();
+  ASSERT_NE(list, nullptr);
+  const auto* prefix = list->query.get_if<latest::KvListPrefixQuery>();
+  ASSERT_NE(prefix, nullptr);
+  EXPECT_EQ(prefix->key, Bytes{2});
+  h.hold_kv = false;
+  h.ReleaseKv();
+  ASSERT_TRUE(h.Running("a1", 2));
+  ExpectRestored(h, ws);
+}
+
+}  // namespace
+}  // namespace keel
