@@ -777,7 +777,7 @@ void Gateway::Detach(const std::function<bool(const InFlight&)>& match, const Er
 
 void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
                                       const rec::ActorRecord& record, uint32_t generation,
-                                      int64_t index) {
+                                      int64_t index, std::optional<latest::PreloadedKv> preloaded) {
   std::optional<Pool> pool = engine_.catalog().FindPool(ns, record.pool_name);
   std::optional<Namespace> namespace_record = engine_.catalog().FindNamespace(ns);
   if (!pool.has_value() || !pool->serverless() || !namespace_record.has_value()) return;
@@ -789,6 +789,7 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
   start.config.key = record.key;
   start.config.create_ts = record.create_ts;
   start.config.input = record.input;
+  start.preloaded_kv = std::move(preloaded);
   w.inner = std::move(start);
   auto body = protocol::envoy::EncodeToEnvoyFramed(
       latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(w)}}}, version);

@@ -71,9 +71,11 @@ class Gateway {
   void Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors);
 
   // From the orchestrator: start a serverless actor (§4.9).
-  void DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
-                               const protocol::engine::latest::ActorRecord& record,
-                               uint32_t generation, int64_t index);
+  // `preloaded`: the KV the actor name's preload plan asks for (envoy-protocol §5.4).
+  void DispatchServerlessStart(
+      const EngineId& ns, const EngineId& actor, const protocol::engine::latest::ActorRecord& record,
+      uint32_t generation, int64_t index,
+      std::optional<protocol::envoy::latest::PreloadedKv> preloaded = std::nullopt);
 
   size_t in_flight() const;
 

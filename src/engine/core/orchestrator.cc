@@ -523,7 +523,7 @@ struct Orchestrator::Impl {
       auto session = LiveSession(e.ns, cmd.envoy_key);
       if (session == nullptr) continue;
       if (auto* start = std::get_if<latest::CommandStartActor>(&wrapper.inner.value)) {
-        AttachPreload(e, *start);
+        start->preloaded_kv = PreloadFor(e);
       }
       session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
     }
@@ -532,23 +532,23 @@ struct Orchestrator::Impl {
     MaybeEvict(e.id);
   }
 
-  // Adds the KV the actor name's preload plan asks for to a start command as it is first
-  // sent (the stored copy, replayed after a reconnect, carries none: by then the data may
-  // have moved on, and without preloaded KV the actor reads its KV itself). Consistent
-  // and durable: the actor has no running instance to write its KV, and this runs after
-  // the step's synced commit, which made every earlier write durable.
-  void AttachPreload(const ActorEntry& e, latest::CommandStartActor& start) {
+  // The KV the actor name's preload plan asks for, for a start command as it is first sent
+  // or POSTed to a serverless pool (the stored copy, replayed after a reconnect, carries
+  // none: by then the data may have moved on, and without preloaded KV the actor reads its
+  // KV itself). Consistent and durable: the actor has no running instance to write its KV,
+  // and this runs after the step's synced commit, which made every earlier write durable.
+  std::optional<latest::PreloadedKv> PreloadFor(const ActorEntry& e) {
     const int64_t budget = engine.options().preload_max_total_bytes;
-    if (budget <= 0) return;
+    if (budget <= 0) return std::nullopt;
     const storage::PreloadPlan* plan = PreloadPlanFor(e.ns, e.record.name);
-    if (plan == nullptr) return;
+    if (plan == nullptr) return std::nullopt;
     auto preloaded = engine.actor_kv().Preload(e.id.bytes(), *plan, static_cast<uint64_t>(budget));
     if (!preloaded.has_value()) {
       KEEL_LOG(kWarn, kLog, "could not preload the actor's KV; it will read it itself",
                {{"actor", e.id.ToString()}, {"error", preloaded.error().ToString()}});
-      return;
+      return std::nullopt;
     }
-    start.preloaded_kv = std::move(*preloaded);
+    return std::move(*preloaded);
   }
 
   const storage::PreloadPlan* PreloadPlanFor(const EngineId& ns, const std::string& name) {
@@ -611,7 +611,7 @@ struct Orchestrator::Impl {
             DeleteData(e);
           } else if constexpr (std::is_same_v<T, orch::fx::DispatchServerlessStart>) {
             engine.gateway().DispatchServerlessStart(e.ns, e.id, e.record, fx.generation,
-                                                     fx.index);
+                                                     fx.index, PreloadFor(e));
           }
           // SendCommand, DropPendingCommands and ReleaseKey were done with the commit.
         },

@@ -1588,6 +1588,22 @@ TEST_F(EngineEnvoyTest, ServerlessStartPostsTheFramedStartCommand) {
   ASSERT_TRUE(server.has_value()) << server.error().ToString();
   const std::string url = "http://127.0.0.1:" + std::to_string((*server)->port());
   PutPool("default", "sls", json{{"serverless", {{"url", url}, {"max_runners", 10}}}});
+  // The actor name's preload plan (normally from the serverless envoy's earlier metadata).
+  {
+    auto fe = Envoy("sls-meta");
+    ASSERT_NE(fe, nullptr);
+    v::ToRivetMetadata meta;
+    meta.prepopulate_actor_names = std::vector<std::pair<std::string, v::ActorName>>{
+        {"sls-actor", v::ActorName{R"({"preload":{"keys":[[1]]}})"}}};
+    ASSERT_TRUE(fe->Send(v::ToRivet{meta}).has_value());
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    for (;;) {
+      HttpResult r = Call("GET", "/actors/names?namespace=default");
+      if (r.status == 200 && r.body["names"].contains("sls-actor")) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "metadata never applied";
+      std::this_thread::sleep_for(5ms);
+    }
+  }
 
   const std::string id = CreateActor("sls-actor", "k", "default", "sls", "payload");
   ASSERT_FALSE(id.empty());
@@ -1617,6 +1633,10 @@ TEST_F(EngineEnvoyTest, ServerlessStartPostsTheFramedStartCommand) {
   EXPECT_EQ(start->config.name, "sls-actor");
   EXPECT_EQ(start->config.key, std::optional<std::string>("k"));
   EXPECT_EQ(start->config.input, std::optional<Bytes>(ToBytes("payload")));
+  ASSERT_TRUE(start->preloaded_kv.has_value()) << "the serverless start carries the preload";
+  EXPECT_EQ(KeyStrings(start->preloaded_kv->requested_get_keys),
+            (std::vector<std::string>{std::string(1, '\x01')}));
+  EXPECT_TRUE(start->preloaded_kv->entries.empty()) << "a new actor has nothing stored";
 
   {
     std::lock_guard lock(mu);
