@@ -304,9 +304,10 @@ Result<latest::PreloadedKv> ActorKv::Preload(ByteView actor, const PreloadPlan& 
   for (const PreloadPlan::Prefix& p : plan.prefixes) {
     const uint64_t budget = std::min(p.max_bytes, left);
     if (budget == 0) continue;
-    // One entry past the budget is enough to know the prefix does not fit.
+    // Every entry costs at least 2 bytes, so budget / 2 + 1 rows are enough to know that
+    // the prefix does not fit.
     ScanOptions scan;
-    scan.limit = static_cast<size_t>(std::min<uint64_t>(budget + 1, kNoLimit));
+    scan.limit = static_cast<size_t>(std::min<uint64_t>(budget / 2 + 1, kNoLimit));
     KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> rows,
                           snap->Scan(KeyRange::Prefix(ActorKvEntryKey(actor, p.prefix)), scan));
     const size_t before = out.entries.size();
@@ -323,7 +324,6 @@ Result<latest::PreloadedKv> ActorKv::Preload(ByteView actor, const PreloadPlan& 
       used += size;
       add(user_key, std::move(e));
     }
-    if (complete && rows.size() == scan.limit) complete = false;  // more rows than budget
     if (!complete && !p.partial) {
       out.entries.resize(before);  // all or nothing
       continue;

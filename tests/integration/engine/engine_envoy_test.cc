@@ -218,6 +218,43 @@ class EngineEnvoyTest : public ::testing::Test {
   }
 
   // Waits for the start of `id` on `fe`, checks it and reports Running.
+  // Closes `fe` and waits until it is closed, so its envoy key may connect again.
+  void CloseEnvoy(std::unique_ptr<FakeEnvoy>& fe) {
+    fe->Close();
+    ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+    fe.reset();
+  }
+
+  // Sends actor-name metadata on `fe` and waits until GET /actors/names lists every name
+  // (metadata is applied on the orchestrator loop); returns the listed names.
+  json SendActorNames(FakeEnvoy& fe, std::vector<std::pair<std::string, v::ActorName>> names,
+                      std::optional<std::string> metadata = std::nullopt) {
+    std::vector<std::string> wanted;
+    for (const auto& entry : names) wanted.push_back(entry.first);
+    v::ToRivetMetadata meta;
+    meta.prepopulate_actor_names = std::move(names);
+    meta.metadata = std::move(metadata);
+    if (!fe.Send(v::ToRivet{meta}).has_value()) {
+      ADD_FAILURE() << "could not send the metadata";
+      return json::object();
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    json listed = json::object();
+    for (;;) {
+      HttpResult r = Call("GET", "/actors/names?namespace=default");
+      if (r.status == 200) listed = r.body["names"];
+      if (std::all_of(wanted.begin(), wanted.end(),
+                      [&](const std::string& n) { return listed.contains(n); })) {
+        return listed;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "actor names never listed: " << listed.dump();
+        return listed;
+      }
+      std::this_thread::sleep_for(5ms);  // poll, bounded by the deadline
+    }
+  }
+
   uint32_t StartOn(FakeEnvoy& fe, const std::string& id) {
     auto cmd = fe.WaitCommand(id, 5s);
     if (!cmd.has_value()) {
@@ -586,9 +623,7 @@ TEST_F(EngineEnvoyTest, UnacknowledgedCommandsAreReplayedAfterInit) {
   ASSERT_FALSE(b.empty());
   ASSERT_TRUE(fe->WaitCommand(a, 5s).has_value());
   ASSERT_TRUE(fe->WaitCommand(b, 5s).has_value());
-  fe->Close();
-  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
-  fe.reset();
+  ASSERT_NO_FATAL_FAILURE(CloseEnvoy(fe));
 
   // Reconnect with the same key: Init, then one ToEnvoyCommands with both starts.
   fe = Envoy("replay-envoy");
@@ -608,9 +643,7 @@ TEST_F(EngineEnvoyTest, UnacknowledgedCommandsAreReplayedAfterInit) {
   ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{a, 1, 1}}).has_value());
   ASSERT_TRUE(fe->SendRunning(a, 1).has_value());
   LoopBarrier(*fe, a, 1);  // the ack was applied before this event
-  fe->Close();
-  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
-  fe.reset();
+  ASSERT_NO_FATAL_FAILURE(CloseEnvoy(fe));
 
   fe = Envoy("replay-envoy");
   ASSERT_NE(fe, nullptr);
@@ -1039,9 +1072,7 @@ TEST_F(EngineEnvoyTest, EnvoyReconnectingWithinTheLostThresholdKeepsItsActors) {
   ASSERT_EQ(StartOn(*fe, id), 1u);
   ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{id, 1, 1}}).has_value());
   LoopBarrier(*fe, id, 1);
-  fe->Close();
-  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
-  fe.reset();
+  ASSERT_NO_FATAL_FAILURE(CloseEnvoy(fe));
   ASSERT_TRUE(WaitEnvoyConnected("rejoin-envoy", false));
 
   fe = Envoy("rejoin-envoy");
@@ -1179,9 +1210,7 @@ TEST_F(EngineEnvoyTest, CommandsOfAStoppedGenerationAreNotReplayed) {
   ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
   ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
   ASSERT_TRUE(WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
-  fe->Close();
-  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
-  fe.reset();
+  ASSERT_NO_FATAL_FAILURE(CloseEnvoy(fe));
   ASSERT_TRUE(WaitEnvoyConnected("done-envoy", false));
 
   fe = Envoy("done-envoy");
@@ -1196,20 +1225,9 @@ TEST_F(EngineEnvoyTest, MetadataPrepopulatesActorNames) {
   Start();
   auto fe = Envoy("meta-envoy");
   ASSERT_NE(fe, nullptr);
-  v::ToRivetMetadata meta;
-  meta.prepopulate_actor_names = std::vector<std::pair<std::string, v::ActorName>>{
-      {"counter", v::ActorName{R"({"icon":"c"})"}}, {"broken", v::ActorName{"not json"}}};
-  meta.metadata = R"({"rivetkit":{"version":"1.0.0"}})";
-  ASSERT_TRUE(fe->Send(v::ToRivet{meta}).has_value());
-  const auto deadline = std::chrono::steady_clock::now() + 3s;
-  json names;
-  while (std::chrono::steady_clock::now() < deadline) {
-    HttpResult r = Call("GET", "/actors/names?namespace=default");
-    ASSERT_EQ(r.status, 200) << r.raw;
-    names = r.body["names"];
-    if (names.contains("counter") && names.contains("broken")) break;
-    std::this_thread::sleep_for(5ms);
-  }
+  json names = SendActorNames(
+      *fe, {{"counter", v::ActorName{R"({"icon":"c"})"}}, {"broken", v::ActorName{"not json"}}},
+      R"({"rivetkit":{"version":"1.0.0"}})");
   ASSERT_TRUE(names.contains("counter")) << names.dump();
   EXPECT_EQ(names["counter"]["metadata"], json::parse(R"({"icon":"c"})"));
   ASSERT_TRUE(names.contains("broken")) << names.dump();
@@ -1330,19 +1348,9 @@ TEST_F(EngineEnvoyTest, StartCommandsCarryTheKvTheActorNamesPreloadPlanAsksFor) 
   Start();
   auto fe = Envoy("preload-envoy");
   ASSERT_NE(fe, nullptr);
-  v::ToRivetMetadata meta;
-  meta.prepopulate_actor_names = std::vector<std::pair<std::string, v::ActorName>>{
-      {"pre", v::ActorName{R"({"preload":{"keys":[[1],[6]],)"
-                           R"("prefixes":[{"prefix":[2],"maxBytes":1000}]}})"}},
-      {"plain", v::ActorName{"{}"}}};
-  ASSERT_TRUE(fe->Send(v::ToRivet{meta}).has_value());
-  const auto deadline = std::chrono::steady_clock::now() + 3s;
-  for (;;) {  // the metadata is applied on the orchestrator loop
-    HttpResult r = Call("GET", "/actors/names?namespace=default");
-    if (r.status == 200 && r.body["names"].contains("pre")) break;
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "metadata never applied";
-    std::this_thread::sleep_for(5ms);
-  }
+  SendActorNames(*fe, {{"pre", v::ActorName{R"({"preload":{"keys":[[1],[6]],)"
+                                            R"("prefixes":[{"prefix":[2],"maxBytes":1000}]}})"}},
+                       {"plain", v::ActorName{"{}"}}});
   const std::string rec(1, '\x01'), alarm(1, '\x06'), conn = std::string(1, '\x02') + "a";
 
   // A new actor: both keys were looked up (absent: nothing to read), the prefix is empty.
@@ -1379,9 +1387,7 @@ TEST_F(EngineEnvoyTest, StartCommandsCarryTheKvTheActorNamesPreloadPlanAsksFor) 
 
   // The stored copy, replayed to a reconnecting envoy, carries none: by then the actor may
   // have written more, so it reads its KV itself.
-  fe->Close();
-  ASSERT_TRUE(fe->WaitClosed(5s).has_value());
-  fe.reset();
+  ASSERT_NO_FATAL_FAILURE(CloseEnvoy(fe));
   fe = Envoy("preload-envoy");
   ASSERT_NE(fe, nullptr);
   auto replay = fe->WaitFor<v::ToEnvoyCommands>(5s);
@@ -1592,17 +1598,7 @@ TEST_F(EngineEnvoyTest, ServerlessStartPostsTheFramedStartCommand) {
   {
     auto fe = Envoy("sls-meta");
     ASSERT_NE(fe, nullptr);
-    v::ToRivetMetadata meta;
-    meta.prepopulate_actor_names = std::vector<std::pair<std::string, v::ActorName>>{
-        {"sls-actor", v::ActorName{R"({"preload":{"keys":[[1]]}})"}}};
-    ASSERT_TRUE(fe->Send(v::ToRivet{meta}).has_value());
-    const auto deadline = std::chrono::steady_clock::now() + 3s;
-    for (;;) {
-      HttpResult r = Call("GET", "/actors/names?namespace=default");
-      if (r.status == 200 && r.body["names"].contains("sls-actor")) break;
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "metadata never applied";
-      std::this_thread::sleep_for(5ms);
-    }
+    SendActorNames(*fe, {{"sls-actor", v::ActorName{R"({"preload":{"keys":[[1]]}})"}}});
   }
 
   const std::string id = CreateActor("sls-actor", "k", "default", "sls", "payload");

@@ -867,7 +867,8 @@ struct OneWsServer {
 };
 
 // Receives `total` Tagged messages, checking each and each sender's order.
-void ExpectTaggedInOrder(BlockingWsClient& client, int senders, int total) {
+void ExpectTaggedInOrder(BlockingWsClient& client, int senders, int total,
+                         const std::function<size_t(int, int)>& size_for = SizeFor) {
   std::vector<int> next(senders, 0);
   for (int n = 0; n < total; ++n) {
     auto ev = client.Receive(seconds(60));
@@ -879,10 +880,24 @@ void ExpectTaggedInOrder(BlockingWsClient& client, int senders, int total) {
     ASSERT_TRUE(ParseTagged(m->data, sender, seq));
     ASSERT_GE(sender, 0);
     ASSERT_LT(sender, senders);
-    EXPECT_EQ(m->data.size(), Tagged(sender, seq, SizeFor(sender, seq)).size());
+    EXPECT_EQ(m->data.size(), Tagged(sender, seq, size_for(sender, seq)).size());
     ASSERT_EQ(seq, next[sender]) << "sender " << sender << " out of order";
     ++next[sender];
   }
+}
+
+// Starts `senders` threads; thread t sends Tagged(t, i, size_for(t, i)) for i in [0, each)
+// on `conn`, binary when binary(i). The caller joins them.
+std::vector<std::thread> SendTaggedFromThreads(WsConnection& conn, int senders, int each,
+                                               std::function<size_t(int, int)> size_for,
+                                               std::function<bool(int)> binary) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < senders; ++t) {
+    threads.emplace_back([&conn, t, each, size_for, binary] {
+      for (int i = 0; i < each; ++i) conn.Send(Tagged(t, i, size_for(t, i)), binary(i));
+    });
+  }
+  return threads;
 }
 
 TEST(WebSocketSend, ServerSendsFromManyThreadsArriveWholeAndInOrder) {
@@ -894,12 +909,8 @@ TEST(WebSocketSend, ServerSendsFromManyThreadsArriveWholeAndInOrder) {
   auto conn = one.connection();
   constexpr int kSenders = 6;
   constexpr int kEach = 120;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kSenders; ++t) {
-    threads.emplace_back([conn, t] {
-      for (int i = 0; i < kEach; ++i) conn->Send(Tagged(t, i, SizeFor(t, i)), i % 2 == 0);
-    });
-  }
+  std::vector<std::thread> threads =
+      SendTaggedFromThreads(*conn, kSenders, kEach, SizeFor, [](int i) { return i % 2 == 0; });
   // Read while they write: frames go straight to the socket and through the queue.
   ExpectTaggedInOrder(**client, kSenders, kSenders * kEach);
   for (auto& th : threads) th.join();
@@ -918,27 +929,11 @@ TEST(WebSocketSend, SendsQueuedBehindAFullSocketKeepTheirOrder) {
   // most of it waits in the connection's queue while later Sends arrive.
   constexpr int kSenders = 4;
   constexpr int kEach = 40;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kSenders; ++t) {
-    threads.emplace_back([conn, t] {
-      for (int i = 0; i < kEach; ++i) {
-        conn->Send(Tagged(t, i, i % 3 == 0 ? 250000 : SizeFor(t, i)), true);
-      }
-    });
-  }
+  auto size_for = [](int t, int i) { return i % 3 == 0 ? size_t{250000} : SizeFor(t, i); };
+  std::vector<std::thread> threads =
+      SendTaggedFromThreads(*conn, kSenders, kEach, size_for, [](int) { return true; });
   for (auto& th : threads) th.join();
-  std::vector<int> next(kSenders, 0);
-  for (int n = 0; n < kSenders * kEach; ++n) {
-    auto ev = (*client)->Receive(seconds(60));
-    ASSERT_TRUE(ev.ok()) << ev.error().ToString();
-    auto* m = std::get_if<BlockingWsClient::Message>(&*ev);
-    ASSERT_NE(m, nullptr);
-    int sender = -1;
-    int seq = -1;
-    ASSERT_TRUE(ParseTagged(m->data, sender, seq));
-    ASSERT_EQ(seq, next.at(sender));
-    ++next[sender];
-  }
+  ExpectTaggedInOrder(**client, kSenders, kSenders * kEach, size_for);
 }
 
 TEST(WebSocketSend, ClientSendsFromManyThreadsAreEchoedWholeAndInOrder) {

@@ -197,16 +197,21 @@ TEST_F(KeelVfsTest, CreateInsertSelect) {
   EXPECT_EQ(db.Query("SELECT typeof(random())"), "integer");
 }
 
+// Creates table t(id, v) with `rows` rows of 1000 random bytes.
+void CreateBlobTable(Db& db, int rows) {
+  db.MustExec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+  db.MustExec(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<" +
+      std::to_string(rows) + ") INSERT INTO t(v) SELECT randomblob(1000) FROM c");
+}
+
 TEST_F(KeelVfsTest, CloseAndReopenKeepsData) {
   auto source = AttachActor("db", 1);
   {
     Db db;
     ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
-    db.MustExec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
     // More pages than the 64-page VFS cache, so the reopen reads through GetPages.
-    db.MustExec(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<300) "
-        "INSERT INTO t(v) SELECT randomblob(1000) FROM c");
+    CreateBlobTable(db, 300);
     EXPECT_TRUE(vfs_.IsOpen("db"));
   }
   EXPECT_FALSE(vfs_.IsOpen("db"));
@@ -231,10 +236,7 @@ TEST_F(KeelVfsTest, FullyCachedAndPrefetch) {
     Db db;
     ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
     EXPECT_TRUE(vfs_.FullyCached("db")) << "an empty database";
-    db.MustExec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
-    db.MustExec(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<40) "
-        "INSERT INTO t(v) SELECT randomblob(1000) FROM c");
+    CreateBlobTable(db, 40);
     EXPECT_TRUE(vfs_.FullyCached("db")) << "every committed page went through the cache";
   }
   Db db;
@@ -273,10 +275,7 @@ TEST_F(KeelVfsTest, PrefetchSkipsADatabaseLargerThanTheCache) {
   {
     Db db;
     ASSERT_EQ(db.Open("db", vfs_.name()), SQLITE_OK);
-    db.MustExec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
-    db.MustExec(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<300) "
-        "INSERT INTO t(v) SELECT randomblob(1000) FROM c");
+    CreateBlobTable(db, 300);
     EXPECT_FALSE(vfs_.FullyCached("db"));
   }
   Db db;
