@@ -959,7 +959,9 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
       // The socket stays open at the gateway; its record comes back at wake and no
       // onDisconnect runs (actors.md §3.6). It keeps receiving what onSleep and the
       // shutdown's waitUntil work send (its client messages wait for the next instance)
-      // and is handed back to the gateway at the end of the shutdown.
+      // and is handed back to the gateway at the end of the shutdown. The record carries
+      // every message processed so far (effect-free ones did not write their index).
+      AdvanceDurableIndex(conn, std::nullopt);
       StageWrite(ConnKey(id), ConnRecord(conn));
       hibernating.push_back(id);
       continue;
@@ -1007,7 +1009,9 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   if (destroy) destroy_alarm_cleared_ = true;
   for (const auto& id : hibernating) {
     auto it = conns_.find(id);
-    if (it != conns_.end() && !it->second->closed_) StageWrite(ConnKey(id), ConnRecord(*it->second));
+    if (it == conns_.end() || it->second->closed_) continue;
+    AdvanceDurableIndex(*it->second, std::nullopt);
+    StageWrite(ConnKey(id), ConnRecord(*it->second));
   }
   std::optional<Error> failure;
   try {
@@ -1473,6 +1477,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
                                 std::optional<uint16_t> index) {
   auto it = conns_.find(conn_id);
   if (it == conns_.end()) co_return;
+  const uint64_t staged_before = staged_seq_;
   wire::ToClient reply;
   try {
     Value output = co_await InvokeAction(req.name, std::move(req.args), it->second);
@@ -1483,17 +1488,21 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
   }
   // The record says this message was processed, in the same commit as its effects, so a
   // replay after a runtime crash does not apply it twice. The answer waits only for the
-  // effects (the actor record, KV writes, a changed connection state or subscription):
-  // when there are none — a read-only action, or one whose only effects are SQL, which
-  // commits on its own — the index alone is not worth a synced commit before answering.
-  // The gateway's ack still waits for it (FinishClientMessage gates it), so until it is
-  // durable a crash makes the gateway replay the message, and the next instance runs that
-  // effect-free action again (its answer may then arrive twice; clients drop an answer to
-  // a request they no longer wait for).
+  // effects (the actor record, KV writes, a changed connection state or subscription).
+  // When nothing was staged while the action ran — a read-only action, or one whose only
+  // effects are SQL, which commits on its own — there is nothing a replay could apply
+  // twice from KV, so the index is not written at all (it rides along with the next record
+  // written, at the latest the one written when the actor sleeps): no synced commit per
+  // read, and the gateway's ack goes out right behind the answer. Until that ack arrives a
+  // crash makes the gateway replay the message and the next instance runs it again (its
+  // answer may then arrive twice; clients drop an answer to a request they no longer wait
+  // for). Anything staged meanwhile, by this action or one interleaved with it, makes the
+  // index part of the commit, as before.
   Checkpoint();
   if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnIfChanged(*c->second);
   const uint64_t effects = staged_seq_;
-  if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnProcessed(*c->second, index);
+  const bool effect_free = effects == staged_before;
+  if (auto c = conns_.find(conn_id); c != conns_.end() && !effect_free) StageConnProcessed(*c->second, index);
   auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
@@ -1583,19 +1592,22 @@ void Instance::StageConnIfChanged(Conn& conn) {
   StageWrite(ConnKey(conn.id_), ConnRecord(conn));
 }
 
-void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
-  if (index) {
-    // Everything up to the oldest other message still being processed is done once this
-    // one is.
-    uint16_t upto = conn.last_client_index_;
-    for (uint16_t p : conn.processing_) {
-      if (p != *index) {
-        upto = static_cast<uint16_t>(p - 1);
-        break;
-      }
-    }
-    if (static_cast<int16_t>(upto - conn.durable_index_) > 0) conn.durable_index_ = upto;
+// Everything up to the oldest message still being processed (other than `finishing`, which
+// is done once its caller says so) has been processed.
+uint16_t Instance::ProcessedUpto(const Conn& conn, std::optional<uint16_t> finishing) {
+  for (uint16_t p : conn.processing_) {
+    if (p != finishing) return static_cast<uint16_t>(p - 1);
   }
+  return conn.last_client_index_;
+}
+
+void Instance::AdvanceDurableIndex(Conn& conn, std::optional<uint16_t> finishing) {
+  const uint16_t upto = ProcessedUpto(conn, finishing);
+  if (static_cast<int16_t>(upto - conn.durable_index_) > 0) conn.durable_index_ = upto;
+}
+
+void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
+  if (index) AdvanceDurableIndex(conn, index);
   StageConnIfChanged(conn);
 }
 
@@ -1613,8 +1625,7 @@ void Instance::FinishClientMessage(const std::string& conn_id, uint16_t index) {
   if (it == conns_.end()) return;
   Conn& conn = *it->second;
   conn.processing_.erase(index);
-  const uint16_t upto = conn.processing_.empty() ? conn.last_client_index_
-                                                 : static_cast<uint16_t>(*conn.processing_.begin() - 1);
+  const uint16_t upto = ProcessedUpto(conn, std::nullopt);
   if (upto == conn.acked_index_) return;
   conn.acked_index_ = upto;
   latest::ToRivetTunnelMessage ack;
@@ -1792,6 +1803,7 @@ void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binar
   }
   auto handle = [](Instance* self, std::shared_ptr<RawSocket> raw, Bytes data, bool binary,
                    uint16_t index) -> Task<void> {
+    const uint64_t staged_before = self->staged_seq_;
     try {
       co_await raw->on_message_(std::move(data), binary, index);
     } catch (...) {
@@ -1800,10 +1812,13 @@ void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binar
     }
     if (!raw->hibernatable_) co_return;
     // Handled (or failed: a replay would fail again): recorded with the handler's effects,
-    // then acknowledged, as for /connect messages.
+    // then acknowledged, as for /connect messages — and, as there, a handler that staged
+    // nothing writes no index of its own (see ConnAction).
     auto it = self->conns_.find(raw->conn_id_);
     if (it == self->conns_.end()) co_return;
-    self->StageConnProcessed(*it->second, index);
+    self->Checkpoint();
+    self->StageConnIfChanged(*it->second);
+    if (self->staged_seq_ != staged_before) self->StageConnProcessed(*it->second, index);
     self->FinishClientMessage(raw->conn_id_, index);
   };
   // An async message handler counts as activity until it settles (actors.md §3.3 rule 9).

@@ -245,7 +245,9 @@ class Conn {
   uint16_t acked_index_ = 0;
   // The cumulative index written in the [2]+id record: every message up to it was
   // processed and its effects are staged with (or before) that record, so a restored
-  // connection skips exactly those when the gateway replays.
+  // connection skips those when the gateway replays. Messages that staged nothing do not
+  // advance it on their own (their index rides along with the next record written), so a
+  // replay may run such an effect-free message again — never one whose effects are in KV.
   uint16_t durable_index_ = 0;
   std::string request_path_;
   std::vector<std::pair<std::string, std::string>> request_headers_;
@@ -529,6 +531,9 @@ class Instance {
   // Marks client message `index` as processed in the connection's record (see
   // Conn::durable_index_) and stages the record when anything in it changed.
   void StageConnProcessed(Conn& conn, std::optional<uint16_t> index);
+  static uint16_t ProcessedUpto(const Conn& conn, std::optional<uint16_t> finishing);
+  // Raises Conn::durable_index_ to what has been processed (the caller stages the record).
+  static void AdvanceDurableIndex(Conn& conn, std::optional<uint16_t> finishing);
   void FinishClientMessage(const std::string& conn_id, uint16_t index);
   Task<void> RestoreHibernatedConns(std::vector<std::string>& stale);
   void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);

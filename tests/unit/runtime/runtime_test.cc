@@ -1215,6 +1215,37 @@ TEST(RuntimeRawWebSocket, HibernatableSocketSurvivesSleepAndSkipsAcknowledgedRep
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 3}}));
 }
 
+// A hibernatable raw socket's handler that changes nothing (an echo) writes no index and is
+// acknowledged at once; one that changes state is acknowledged only once that change and the
+// index are durable.
+TEST(RuntimeRawWebSocket, AnEffectFreeHibernatableMessageWritesNothing) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().can_hibernate_websocket = [](const runtime::Request&) { return true; };
+  def.on_websocket([](Ctx<Counter>&, WebSocket<Ctx<Counter>>& ws) {
+    ws.on_message([](Ctx<Counter>& c, WebSocket<Ctx<Counter>>& self, std::string_view text, bool) {
+      if (text == "inc") c.state().count += 1;
+      self.send(std::string(text));
+    });
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/x", "rivet");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.hold_kv = true;
+  h.WsSend(ws, Bytes{'e', 'c', 'h', 'o'}, false);  // index 1
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 1u);
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1)) << "the ack waited for nothing";
+  EXPECT_EQ(h.held_kv(), 0u) << "an echo wrote its index";
+  h.WsSend(ws, Bytes{'i', 'n', 'c'}, false);  // 2
+  EXPECT_EQ(h.held_kv(), 1u);
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1)) << "acknowledged before it was durable";
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(2));
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 1}}));
+}
+
 // A hibernated raw socket whose actor no longer has onWebSocket (a new version) cannot be
 // restored: its record is dropped and the gateway is told to close the socket.
 TEST(RuntimeRawWebSocket, HibernatedSocketWithoutAHandlerAtWakeIsClosed) {
@@ -1388,11 +1419,11 @@ TEST(RuntimeHibernation, ReplayAfterARuntimeCrashDoesNotApplyAnAnsweredActionTwi
   EXPECT_EQ(h2.Reply(ws).last_ack, std::optional<uint16_t>(3));
 }
 
-// Over a hibernatable connection, an action with no effects (getCount) is answered without
-// waiting for the synced commit of its processed-message index; the gateway's ack still
-// waits for that commit. An action that changes state is answered only once its effects
-// and its index are committed (together, in one write).
-TEST(RuntimeHibernation, AnEffectFreeActionIsAnsweredBeforeItsIndexIsDurableAndAckedAfter) {
+// Over a hibernatable connection, an action with no effects (getCount) writes nothing: it
+// is answered and acknowledged at once, with no synced commit of its processed-message
+// index. An action that changes state is answered and acknowledged only once its effects
+// and its index (covering the earlier read too) are committed, together, in one write.
+TEST(RuntimeHibernation, AnEffectFreeActionWritesNothingAndIsAckedAtOnce) {
   RuntimeHarness h;
   h.Boot({CounterDef().type()});
   h.StartActor("a1", "counter");
@@ -1402,14 +1433,16 @@ TEST(RuntimeHibernation, AnEffectFreeActionIsAnsweredBeforeItsIndexIsDurableAndA
   h.hold_kv = true;
   h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "getCount", Value::ArrayOf({})}), false);  // 1
   auto msgs = Decoded(h.Reply(ws));
-  ASSERT_EQ(msgs.size(), before + 1) << "the read-only action waited for the index write";
+  ASSERT_EQ(msgs.size(), before + 1) << "the read-only action waited for a write";
   ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
   EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value(0));
-  EXPECT_EQ(h.Reply(ws).last_ack, std::nullopt) << "acknowledged before the index was durable";
-  ASSERT_EQ(h.held_kv(), 1u) << "the index is being written";
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1)) << "the ack waited for nothing";
+  EXPECT_EQ(h.held_kv(), 0u) << "a read-only action wrote its index";
 
   h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false);  // 2
   EXPECT_EQ(Decoded(h.Reply(ws)).size(), before + 1) << "a state change answered before it was durable";
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1)) << "acknowledged before it was durable";
+  EXPECT_EQ(h.held_kv(), 1u) << "the state and the index are not one write";
   h.hold_kv = false;
   h.ReleaseKv();
   msgs = Decoded(h.Reply(ws));
@@ -1429,6 +1462,27 @@ TEST(RuntimeHibernation, AnEffectFreeActionIsAnsweredBeforeItsIndexIsDurableAndA
   ASSERT_EQ(replayed.size(), 1u);
   EXPECT_TRUE(IsResultLost(replayed[0], 2)) << "a replayed message was processed again";
   EXPECT_EQ(*h2.PersistedState("a1"), Value::Object({{"count", 5}}));
+}
+
+// Reads that wrote no index still count when the actor sleeps: the record written then says
+// they were processed, so a replay after the wake does not run them again.
+TEST(RuntimeHibernation, TheSleepRecordCoversReadsThatWroteNoIndex) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "getCount", Value::ArrayOf({})}), false);  // 1
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "getCount", Value::ArrayOf({})}), false);  // 2
+  const size_t answered = Decoded(h.Reply(ws)).size();
+  h.StopActor("a1", 1);
+  h.Pump();
+
+  h.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  h.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "getCount", Value::ArrayOf({})}), false, 2);
+  auto msgs = Decoded(h.Reply(ws));
+  ASSERT_EQ(msgs.size(), answered + 1);
+  EXPECT_TRUE(IsResultLost(msgs.back(), 2)) << "the sleep record did not cover the reads";
 }
 
 TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
