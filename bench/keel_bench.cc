@@ -888,11 +888,228 @@ json W1Ws(Stack& st, const std::string& id, int64_t& count, const std::string& n
 
 // ---- W2 ----------------------------------------------------------------------------------
 
+// W2's WebSocket callers, driven the way the anchors' Node clients drive theirs: one
+// event-loop thread owns every connection, and each connection runs a closed loop — its next
+// call goes out from the callback of the previous answer. (Blocking clients cost a caller
+// thread and an I/O thread per connection and two wake-ups per call, CPU the engine and the
+// runtime then lack on this two-core machine.)
+class W2WsCaller final : public net::WsHandler, public std::enable_shared_from_this<W2WsCaller> {
+ public:
+  struct Shared {
+    std::atomic<int> phase{0};  // 0 warm-up, 1 measure, 2 stop
+    std::atomic<int> warmed{0};
+    std::atomic<int> done{0};  // callers that stopped after the window (or broke)
+  };
+
+  W2WsCaller(Shared& shared, int64_t count) : shared_(shared), count_(count) {}
+
+  // On the loop thread: the warm-up calls, then the measured ones once Begin() runs.
+  void Start(std::shared_ptr<net::WsConnection> conn) {
+    conn_ = std::move(conn);
+    if (!got_init_) return;  // Init not here yet: OnMessage starts us
+    Call();
+  }
+  void Begin() {  // on the loop thread, after the warm-up
+    if (broken_) {
+      Finish();
+      return;
+    }
+    measuring_ = true;
+    Call();
+  }
+
+  void OnMessage(std::string data, bool) override {
+    auto decoded = wire::DecodeToClient(Bytes(data.begin(), data.end()), wire::Encoding::kBare);
+    if (!decoded.ok()) return Break();
+    if (std::holds_alternative<wire::Init>(*decoded)) {
+      got_init_ = true;
+      if (conn_) Call();
+      return;
+    }
+    int64_t v = -1;
+    if (auto* r = std::get_if<wire::ActionResponse>(&*decoded)) {
+      if (r->id != action_id_) return;  // an answer to a call given up on
+      if (r->output.is_integer()) v = static_cast<int64_t>(r->output.as_uint());
+    } else if (auto* e = std::get_if<wire::ErrorMsg>(&*decoded)) {
+      if (e->action_id && *e->action_id != action_id_) return;
+    } else {
+      return;  // events: none subscribed
+    }
+    const double us = MicrosSince(t0_);
+    if (!measuring_) {  // warm-up
+      if (v == count_ + 1) {
+        ++count_;
+      } else {
+        ++errors_;
+        if (v > 0) count_ = v;
+      }
+      if (v < 0) broken_ = true;
+      if (++warm_calls_ < 20 && !broken_) return Call();
+      return WarmDone();
+    }
+    if (shared_.phase.load(std::memory_order_acquire) != 1) {
+      if (v > 0) count_ = v;  // answered after the window closed: not counted
+      return Finish();
+    }
+    if (v == count_ + 1) {
+      ++count_;
+      samples_.us.push_back(us);
+    } else {
+      ++errors_;
+      if (v > 0) count_ = v;
+      if (v < 0) return Break();
+    }
+    Call();
+  }
+  void OnClose(uint16_t, std::string) override { Break(); }
+
+  // Read after Shared::done counted this caller.
+  const Samples& samples() const { return samples_; }
+  void Close() {  // on the loop thread: drops the connection ↔ handler cycle
+    if (conn_) conn_->Close(1000, "");
+    conn_.reset();
+  }
+  int64_t errors() const { return errors_; }
+  int64_t count() const { return count_; }
+
+ private:
+  void Call() {
+    Bytes b = wire::Encode(wire::ToServer{wire::ActionRequest{++action_id_, "increment", Value::ArrayOf({1})}},
+                           wire::Encoding::kBare);
+    t0_ = Clock::now();
+    conn_->Send(std::string(b.begin(), b.end()), true);
+  }
+  void Break() {
+    if (broken_) return;
+    broken_ = true;
+    ++errors_;
+    if (!measuring_) return WarmDone();
+    Finish();
+  }
+  void WarmDone() {
+    if (warm_done_) return;
+    warm_done_ = true;
+    shared_.warmed.fetch_add(1, std::memory_order_acq_rel);
+  }
+  void Finish() {
+    if (finished_) return;
+    finished_ = true;
+    shared_.done.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+  Shared& shared_;
+  std::shared_ptr<net::WsConnection> conn_;
+  int64_t count_;
+  uint64_t action_id_ = 0;
+  Clock::time_point t0_{};
+  Samples samples_;
+  int64_t errors_ = 0;
+  int warm_calls_ = 0;
+  bool got_init_ = false, measuring_ = false, broken_ = false, finished_ = false, warm_done_ = false;
+};
+
+
+// W2's record: the measured window, CPU per call of each process, and whether every
+// caller's last count is what its actor holds.
+json W2Finish(Stack& st, const std::vector<std::string>& ids, bool ws, const Samples& all, int64_t errs,
+              double wall, CpuWindow& cpu, const json& load_before, const std::vector<int64_t>& counts) {
+  const int n = static_cast<int>(ids.size());
+  const std::string name = ws ? "w2_ws" : "w2_http";
+  json j = Record("W2", name,
+                  {{"callers", n},
+                   {"actors", n},
+                   {"seconds", g_cfg.w2_duration.count()},
+                   {"warmup_rounds", 20},
+                   {"transport", ws ? "one WebSocket /connect per caller, bare; all on one event-loop thread"
+                                    : "one keep-alive HTTP connection per caller, json; a thread each"}},
+                  all, errs, wall);
+  cpu.End(j, all.us.size());
+  int mismatched = 0;
+  {
+    HttpConn c(st.port());
+    for (int i = 0; i < n; ++i) {
+      std::string out;
+      c.Post("/gateway/" + ids[static_cast<size_t>(i)] + "/action/getCount", R"({"args":[]})", &out);
+      if (OutputOf(out) != counts[static_cast<size_t>(i)]) ++mismatched;
+    }
+  }
+  j["counters_ok"] = mismatched == 0;
+  j["loadavg_before"] = load_before;
+  j["loadavg_after"] = LoadAvg();
+  Report(name, j);
+  return j;
+}
+
+json W2Ws(Stack& st, const std::vector<std::string>& ids, std::vector<int64_t> counts) {
+  const int n = static_cast<int>(ids.size());
+  net::IoRuntime loop(1);
+  W2WsCaller::Shared shared;
+  std::vector<std::shared_ptr<W2WsCaller>> callers;
+  std::atomic<int> connected{0};
+  std::mutex failure_mu;
+  std::optional<std::string> failure;
+  for (int i = 0; i < n; ++i) {
+    auto caller = std::make_shared<W2WsCaller>(shared, counts[static_cast<size_t>(i)]);
+    callers.push_back(caller);
+    net::WsConnectOptions opts;
+    opts.url = "ws://127.0.0.1:" + std::to_string(st.port()) + "/gateway/" + ids[static_cast<size_t>(i)] + "/connect";
+    opts.subprotocols = {"rivet", "rivet_encoding.bare"};
+    opts.handshake_timeout = seconds(15);
+    net::ConnectWebSocket(loop, std::move(opts), caller,
+                          [caller, &connected, &failure_mu, &failure](
+                              Result<std::shared_ptr<net::WsConnection>> c, net::HttpResponse) {
+                            if (c.has_value()) {
+                              caller->Start(std::move(*c));
+                            } else {
+                              std::lock_guard lock(failure_mu);
+                              failure = c.error().ToString();
+                            }
+                            connected.fetch_add(1, std::memory_order_acq_rel);
+                          });
+  }
+  const auto warm_deadline = Clock::now() + seconds(60);
+  while ((connected.load() < n || shared.warmed.load() < n) && Clock::now() < warm_deadline) {
+    {
+      std::lock_guard lock(failure_mu);
+      if (failure) Fail("w2_ws connect: " + *failure);
+    }
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  if (shared.warmed.load() < n) Fail("w2_ws: the warm-up did not finish within 60 s");
+  CpuWindow cpu;
+  cpu.Begin(st.engine_pid(), st.runtime_pid());
+  const json load_before = LoadAvg();
+  shared.phase = 1;
+  loop.Post([&callers] {
+    for (auto& c : callers) c->Begin();
+  });
+  std::this_thread::sleep_for(g_cfg.w2_duration);
+  shared.phase = 2;
+  const double wall = MicrosSince(cpu.t0);
+  // Each caller stops at its next answer (not counted).
+  const auto stop_deadline = Clock::now() + seconds(30);
+  while (shared.done.load() < n && Clock::now() < stop_deadline) std::this_thread::sleep_for(milliseconds(1));
+  if (shared.done.load() < n) Fail("w2_ws: callers still waiting for an answer 30 s after the window");
+  Samples all;
+  int64_t errs = 0;
+  for (int i = 0; i < n; ++i) {
+    all.Add(callers[static_cast<size_t>(i)]->samples());
+    errs += callers[static_cast<size_t>(i)]->errors();
+    counts[static_cast<size_t>(i)] = callers[static_cast<size_t>(i)]->count();
+  }
+  std::atomic<bool> closed{false};
+  loop.Post([&callers, &closed] {
+    for (auto& c : callers) c->Close();
+    closed = true;
+  });
+  while (!closed.load()) std::this_thread::sleep_for(milliseconds(1));
+  return W2Finish(st, ids, true, all, errs, wall, cpu, load_before, counts);
+}
+
 json W2(Stack& st, const std::vector<std::string>& ids, bool ws) {
   const int n = static_cast<int>(ids.size());
   const std::string name = ws ? "w2_ws" : "w2_http";
   Progress(name + ": " + std::to_string(n) + " callers, connecting");
-  std::vector<std::unique_ptr<WsActor>> wss(static_cast<size_t>(n));
   std::vector<std::unique_ptr<HttpConn>> https(static_cast<size_t>(n));
   std::vector<int64_t> counts(static_cast<size_t>(n), 0);
   // Current counts (W2 runs twice on the same actors).
@@ -906,15 +1123,8 @@ json W2(Stack& st, const std::vector<std::string>& ids, bool ws) {
       counts[static_cast<size_t>(i)] = OutputOf(out);
     }
   }
-  for (int i = 0; i < n; ++i) {
-    if (ws) {
-      auto a = WsActor::Open(st.port(), ids[static_cast<size_t>(i)]);
-      if (!a.has_value()) Fail(name + " connect: " + a.error().ToString());
-      wss[static_cast<size_t>(i)] = std::move(*a);
-    } else {
-      https[static_cast<size_t>(i)] = std::make_unique<HttpConn>(st.port());
-    }
-  }
+  if (ws) return W2Ws(st, ids, counts);
+  for (int i = 0; i < n; ++i) https[static_cast<size_t>(i)] = std::make_unique<HttpConn>(st.port());
   std::atomic<int> phase{0};  // 0 warm-up, 1 measure, 2 stop
   std::atomic<int> warmed{0};
   std::vector<Samples> samples(static_cast<size_t>(n));
@@ -923,9 +1133,7 @@ json W2(Stack& st, const std::vector<std::string>& ids, bool ws) {
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
       const auto u = static_cast<size_t>(i);
-      auto call = [&]() -> int64_t {
-        return ws ? wss[u]->Increment(1) : HttpIncrement(*https[u], ids[u]);
-      };
+      auto call = [&]() -> int64_t { return HttpIncrement(*https[u], ids[u]); };
       bool broken = false;
       for (int w = 0; w < 20 && !broken; ++w) {
         const int64_t v = call();
@@ -933,7 +1141,6 @@ json W2(Stack& st, const std::vector<std::string>& ids, bool ws) {
           ++counts[u];
         } else {
           ++errors[u];
-          if (v < 0 && ws) broken = true;
           if (v > 0) counts[u] = v;
         }
       }
@@ -952,7 +1159,6 @@ json W2(Stack& st, const std::vector<std::string>& ids, bool ws) {
           samples[u].us.push_back(us);
         } else {
           ++errors[u];
-          if (v < 0 && ws) broken = true;
           if (v > 0) counts[u] = v;
         }
       }
@@ -967,37 +1173,14 @@ json W2(Stack& st, const std::vector<std::string>& ids, bool ws) {
   std::this_thread::sleep_for(g_cfg.w2_duration);
   phase = 2;
   const double wall = MicrosSince(cpu.t0);
+  for (auto& t : threads) t.join();
   Samples all;
   int64_t errs = 0;
   for (int i = 0; i < n; ++i) {
     all.Add(samples[static_cast<size_t>(i)]);
     errs += errors[static_cast<size_t>(i)];
   }
-  json j = Record("W2", name,
-                  {{"callers", n},
-                   {"actors", n},
-                   {"seconds", g_cfg.w2_duration.count()},
-                   {"warmup_rounds", 20},
-                   {"transport", ws ? "one WebSocket /connect per caller, bare"
-                                    : "one keep-alive HTTP connection per caller, json"}},
-                  all, errs, wall);
-  cpu.End(j, all.us.size());
-  for (auto& t : threads) t.join();
-  // Every caller's last count is what its actor holds.
-  int mismatched = 0;
-  {
-    HttpConn c(st.port());
-    for (int i = 0; i < n; ++i) {
-      std::string out;
-      c.Post("/gateway/" + ids[static_cast<size_t>(i)] + "/action/getCount", R"({"args":[]})", &out);
-      if (OutputOf(out) != counts[static_cast<size_t>(i)]) ++mismatched;
-    }
-  }
-  j["counters_ok"] = mismatched == 0;
-  j["loadavg_before"] = load_before;
-  j["loadavg_after"] = LoadAvg();
-  Report(name, j);
-  return j;
+  return W2Finish(st, ids, false, all, errs, wall, cpu, load_before, counts);
 }
 
 // ---- W3 ----------------------------------------------------------------------------------
