@@ -286,6 +286,14 @@ class EngineEnvoyTest : public ::testing::Test {
     ASSERT_TRUE(ack.has_value()) << ack.error().ToString();
   }
 
+  // The actor asks to sleep: the engine's stop command arrives and the actor reports stopped.
+  void SleepGeneration(FakeEnvoy& fe, const std::string& id, uint32_t generation) {
+    ASSERT_TRUE(fe.SendIntentSleep(id, generation).has_value());
+    auto stop = fe.WaitCommand(id, 5s);
+    ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+    ASSERT_TRUE(fe.SendStopped(id, generation).has_value());
+  }
+
   void PutPool(const std::string& ns, const std::string& pool, const json& dc) {
     HttpResult r = Call("PUT", "/runner-configs/" + pool + "?namespace=" + ns,
                         json{{"datacenters", {{"default", dc}}}}.dump());
@@ -1205,10 +1213,7 @@ TEST_F(EngineEnvoyTest, CommandsOfAStoppedGenerationAreNotReplayed) {
   ASSERT_NE(fe, nullptr);
   const std::string id = CreateActor("done", "k");
   ASSERT_EQ(StartOn(*fe, id), 1u);
-  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
-  auto stop = fe->WaitCommand(id, 5s);
-  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
-  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  ASSERT_NO_FATAL_FAILURE(SleepGeneration(*fe, id, 1));
   ASSERT_TRUE(WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
   ASSERT_NO_FATAL_FAILURE(CloseEnvoy(fe));
   ASSERT_TRUE(WaitEnvoyConnected("done-envoy", false));
@@ -1295,10 +1300,7 @@ TEST_F(EngineEnvoyTest, SleepWithAnAlarmAlreadyDueRestartsAtOnce) {
   const std::string id = CreateActor("due", "k");
   ASSERT_EQ(StartOn(*fe, id), 1u);
   LoopBarrier(*fe, id, 1, NowMs() - 1000);  // an alarm in the past
-  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
-  auto stop = fe->WaitCommand(id, 5s);
-  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
-  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  ASSERT_NO_FATAL_FAILURE(SleepGeneration(*fe, id, 1));
   auto start = fe->WaitCommand(id, 2s);
   ASSERT_TRUE(start.has_value()) << start.error().ToString();
   EXPECT_TRUE(start->inner.is<v::CommandStartActor>());
@@ -1371,10 +1373,7 @@ TEST_F(EngineEnvoyTest, StartCommandsCarryTheKvTheActorNamesPreloadPlanAsksFor) 
   auto put = fe->Kv(id, KvPut({{rec, "record"}, {conn, "connection"}, {"\x09", "other"}}));
   ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
   LoopBarrier(*fe, id, 1, NowMs());
-  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
-  auto stop = fe->WaitCommand(id, 5s);
-  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
-  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  ASSERT_NO_FATAL_FAILURE(SleepGeneration(*fe, id, 1));
   auto wake = fe->WaitCommand(id, 5s);
   ASSERT_TRUE(wake.has_value()) << wake.error().ToString();
   ASSERT_EQ(wake->checkpoint.generation, 2u);

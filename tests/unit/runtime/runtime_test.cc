@@ -48,6 +48,13 @@ ActorDef<Counter> CounterDef(std::vector<std::string>* log = nullptr) {
   return def;
 }
 
+// Boots `type`, starts its actor a1 (name "counter") and opens a1's /connect socket (JSON).
+latest::MessageId StartAndConnect(RuntimeHarness& h, std::shared_ptr<const runtime::ActorType> type) {
+  h.Boot({std::move(type)});
+  h.StartActor("a1", "counter");
+  return h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+}
+
 TEST(RuntimeCore, ActionOverHttpPersistsBeforeTheResponse) {
   RuntimeHarness h;
   h.Boot({CounterDef().type()});
@@ -260,9 +267,7 @@ TEST(RuntimeCore, OpenConnectionsKeepTheActorAwake) {
   ActorDef<Counter> def = CounterDef();
   def.options().sleep_timeout = 1000ms;
   RuntimeHarness h;
-  h.Boot({def.type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, def.type());
   h.Advance(5000ms);
   EXPECT_TRUE(h.EventsOf<latest::EventActorIntent>("a1").empty());
   h.WsClose(ws);
@@ -283,9 +288,7 @@ TEST(RuntimeCore, NoSleepNeverSleeps) {
 
 TEST(RuntimeCore, WebSocketConnectionActionsAndEvents) {
   RuntimeHarness h;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, CounterDef().type());
   ASSERT_TRUE(h.Reply(ws).ws_open);
   ASSERT_EQ(h.Reply(ws).ws_messages.size(), 1u);
   auto init = wire::DecodeToClient(h.Reply(ws).ws_messages[0].data, wire::Encoding::kJson);
@@ -656,9 +659,7 @@ TEST_P(ConnectHookTimeout, RejectsTheConnection) {
   Hang hang;
   hc.install(def, hang);
   RuntimeHarness h;
-  h.Boot({def.type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, def.type());
   h.Advance(hc.timeout - 1ms);
   EXPECT_FALSE(h.Reply(ws).ws_close.has_value());
   h.Advance(1ms);
@@ -1304,9 +1305,7 @@ TEST(RuntimeHibernation, ConnectionSurvivesSleepWithoutReconnectHooks) {
   def.action("whoami", [](Ctx<Counter>& c) { return c.conn() != nullptr ? c.conn()->state() : Value(); });
   def.action("rename", [](Ctx<Counter>& c, std::string n) { c.conn()->state() = Value(n); });
   RuntimeHarness h;
-  h.Boot({def.type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, def.type());
   ASSERT_TRUE(h.Reply(ws).ws_open);
   h.WsSend(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false);  // index 1
   h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "rename", Value::ArrayOf({"ada"})}), false);  // 2
@@ -1344,9 +1343,7 @@ TEST(RuntimeHibernation, SocketClosedWhileAsleepRunsOnDisconnectAfterWake) {
   def.on_disconnect([log](Ctx<Counter>&, Conn&) { log->push_back("disconnect"); });
   def.on_wake([log](Ctx<Counter>&) { log->push_back("wake"); });
   RuntimeHarness h;
-  h.Boot({def.type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, def.type());
   h.StopActor("a1", 1);
   size_t records = 0;
   for (const auto& [k, v] : h.kv("a1")) records += (!k.empty() && k[0] == 2);
@@ -1365,9 +1362,7 @@ TEST(RuntimeHibernation, MessageDuringSleepIsNeitherAnsweredNorAcknowledged) {
   Hang hang;
   def.on_sleep([hang](Ctx<Counter>&) { return hang.Wait(); });
   RuntimeHarness h;
-  h.Boot({def.type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, def.type());
   h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({1})}), false);
   EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1));
   h.StopActor("a1", 1);  // grace: onSleep hangs
@@ -1386,9 +1381,7 @@ TEST(RuntimeHibernation, MessageDuringSleepIsNeitherAnsweredNorAcknowledged) {
 // next instance does not apply it twice; subscriptions made before the crash survive.
 TEST(RuntimeHibernation, ReplayAfterARuntimeCrashDoesNotApplyAnAnsweredActionTwice) {
   RuntimeHarness h;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, CounterDef().type());
   ASSERT_TRUE(h.Reply(ws).ws_open);
   h.WsSend(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false);           // index 1
   h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({5})}), false);  // 2
@@ -1425,9 +1418,7 @@ TEST(RuntimeHibernation, ReplayAfterARuntimeCrashDoesNotApplyAnAnsweredActionTwi
 // and its index (covering the earlier read too) are committed, together, in one write.
 TEST(RuntimeHibernation, AnEffectFreeActionWritesNothingAndIsAckedAtOnce) {
   RuntimeHarness h;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, CounterDef().type());
   ASSERT_TRUE(h.Reply(ws).ws_open);
   const size_t before = Decoded(h.Reply(ws)).size();  // the connection's Init
   h.hold_kv = true;
@@ -1468,9 +1459,7 @@ TEST(RuntimeHibernation, AnEffectFreeActionWritesNothingAndIsAckedAtOnce) {
 // they were processed, so a replay after the wake does not run them again.
 TEST(RuntimeHibernation, TheSleepRecordCoversReadsThatWroteNoIndex) {
   RuntimeHarness h;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, CounterDef().type());
   ASSERT_TRUE(h.Reply(ws).ws_open);
   h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "getCount", Value::ArrayOf({})}), false);  // 1
   h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "getCount", Value::ArrayOf({})}), false);  // 2
@@ -1490,9 +1479,7 @@ TEST(RuntimeHibernation, DestroyClosesInsteadOfHibernating) {
   ActorDef<Counter> def = CounterDef();
   def.on_disconnect([log](Ctx<Counter>&, Conn&) { log->push_back("disconnect"); });
   RuntimeHarness h;
-  h.Boot({def.type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, def.type());
   h.StopActor("a1", 1, latest::StopActorReason::kDestroy);
   ASSERT_TRUE(h.Reply(ws).ws_close.has_value());
   EXPECT_FALSE(h.Reply(ws).ws_close->hibernate);
@@ -1684,9 +1671,7 @@ ActorDef<Counter> ConnDef() {
 
 // Generation 1 counts to 5 and sleeps with one hibernated connection whose state is "ada".
 latest::MessageId SleepWithAConnection(RuntimeHarness& h) {
-  h.Boot({ConnDef().type()});
-  h.StartActor("a1", "counter");
-  auto ws = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  auto ws = StartAndConnect(h, ConnDef().type());
   EXPECT_TRUE(h.Reply(ws).ws_open);
   h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "rename", Value::ArrayOf({"ada"})}), false);  // 1
   h.WsSend(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false);  // 2
