@@ -1499,10 +1499,8 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
   // for). Anything staged meanwhile, by this action or one interleaved with it, makes the
   // index part of the commit, as before.
   Checkpoint();
-  if (auto c = conns_.find(conn_id); c != conns_.end()) StageConnIfChanged(*c->second);
-  const uint64_t effects = staged_seq_;
-  const bool effect_free = effects == staged_before;
-  if (auto c = conns_.find(conn_id); c != conns_.end() && !effect_free) StageConnProcessed(*c->second, index);
+  uint64_t effects = staged_seq_;
+  if (auto c = conns_.find(conn_id); c != conns_.end()) effects = StageMessageDone(*c->second, index, staged_before);
   auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
@@ -1609,6 +1607,13 @@ void Instance::AdvanceDurableIndex(Conn& conn, std::optional<uint16_t> finishing
 void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
   if (index) AdvanceDurableIndex(conn, index);
   StageConnIfChanged(conn);
+}
+
+uint64_t Instance::StageMessageDone(Conn& conn, std::optional<uint16_t> index, uint64_t staged_before) {
+  StageConnIfChanged(conn);
+  const uint64_t effects = staged_seq_;
+  if (effects != staged_before) StageConnProcessed(conn, index);
+  return effects;
 }
 
 void Instance::DeliverEarlyMessages() {
@@ -1817,8 +1822,7 @@ void Instance::DeliverRaw(std::shared_ptr<RawSocket> raw, Bytes data, bool binar
     auto it = self->conns_.find(raw->conn_id_);
     if (it == self->conns_.end()) co_return;
     self->Checkpoint();
-    self->StageConnIfChanged(*it->second);
-    if (self->staged_seq_ != staged_before) self->StageConnProcessed(*it->second, index);
+    self->StageMessageDone(*it->second, index, staged_before);
     self->FinishClientMessage(raw->conn_id_, index);
   };
   // An async message handler counts as activity until it settles (actors.md §3.3 rule 9).

@@ -531,6 +531,11 @@ class Instance {
   // Marks client message `index` as processed in the connection's record (see
   // Conn::durable_index_) and stages the record when anything in it changed.
   void StageConnProcessed(Conn& conn, std::optional<uint16_t> index);
+  // After a client message was handled (and Checkpoint ran): stages a changed connection
+  // record and — only when anything was staged since `staged_before`, by this message or
+  // work interleaved with it — the message's processed index with it (see ConnAction).
+  // Returns the staged seq the message's own effects need (the index not counted).
+  uint64_t StageMessageDone(Conn& conn, std::optional<uint16_t> index, uint64_t staged_before);
   static uint16_t ProcessedUpto(const Conn& conn, std::optional<uint16_t> finishing);
   // Raises Conn::durable_index_ to what has been processed (the caller stages the record).
   static void AdvanceDurableIndex(Conn& conn, std::optional<uint16_t> finishing);
