@@ -68,6 +68,7 @@ Result<std::unique_ptr<FakeEnvoy>> FakeEnvoy::Connect(FakeEnvoyOptions options,
   ws.subprotocols.push_back("rivet");
   if (fe->options_.token.has_value()) ws.subprotocols.push_back("rivet_token." + *fe->options_.token);
   for (const auto& p : fe->options_.extra_subprotocols) ws.subprotocols.push_back(p);
+  ws.headers = fe->options_.extra_headers;
   ws.max_message = fe->options_.max_message;
   ws.handshake_timeout = fe->options_.connect_timeout;
   auto client = net::BlockingWsClient::Connect(std::move(ws), fe->options_.connect_timeout,

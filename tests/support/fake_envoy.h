@@ -63,6 +63,8 @@ struct FakeEnvoyOptions {
   // When set, the query string used verbatim (without '?') instead of the one built from
   // the fields above — for validation tests with missing or bad parameters.
   std::optional<std::string> raw_query;
+  // Extra request headers on the upgrade (e.g. x-keel-hold-outputs: 1).
+  net::Headers extra_headers;
   // Answer every ToEnvoyPing with ToRivetPong{same ts} as soon as it arrives.
   bool auto_pong = true;
   std::chrono::milliseconds connect_timeout{5000};

@@ -67,6 +67,10 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       "keel_kv_writes_synced_total",
       "Actor KV writes acknowledged after a group-commit sync (÷ keel_kv_syncs_total: writes "
       "per fsync).");
+  held_output_write_failures_ = &metrics_.AddCounter(
+      "keel_held_output_write_failures_total",
+      "KV writes that failed on a connection with held outputs: each one's actor generation "
+      "has its answers withheld from clients from then on.");
   remote_sql_metrics_.executors_created = &metrics_.AddCounter(
       "keel_remote_sql_executors_created_total",
       "Remote SQL executors opened (one per actor generation that ran SQL on a connection).");
@@ -232,7 +236,13 @@ void Engine::HandleEnvoyConnect(std::shared_ptr<net::HttpExchange> exchange) {
   }
   auto session = std::make_shared<EnvoySession>(
       *this, std::move(*params), ns->id, next_session_id_.fetch_add(1, std::memory_order_relaxed));
-  auto conn = exchange->AcceptWebSocket("rivet", session);
+  net::Headers headers;
+  if (options_.hold_outputs &&
+      net::FindHeader(exchange->request().headers, EnvoySession::kHoldOutputsHeader) == "1") {
+    session->EnableHeldOutputs();
+    headers.emplace_back(std::string(EnvoySession::kHoldOutputsHeader), "1");
+  }
+  auto conn = exchange->AcceptWebSocket("rivet", session, std::move(headers));
   if (conn == nullptr) return;
   session->Start(std::move(conn));
 }

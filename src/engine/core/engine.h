@@ -68,6 +68,8 @@ struct EngineOptions {
   // different actors' synced commits overlap (group commit). 1..64. (KV requests run on the
   // connection's read path and share GroupSync's WAL syncs instead.)
   int storage_executors_per_connection = 8;
+  // Held outputs (engine/core/output_hold.h): confirmed to envoys that ask for them.
+  bool hold_outputs = true;
   // Remote SQL (envoy-protocol.md §8.6): threads per envoy connection that run SQL, started
   // only when statements are waiting (an idle connection has none). 1..1024.
   int remote_sql_workers_per_connection = 32;
@@ -127,6 +129,7 @@ class Engine {
   // shared WAL sync covers them (envoy_session.cc).
   storage::GroupSync& kv_sync() { return *kv_sync_; }
   void metrics_kv_write_synced() { kv_writes_synced_->Inc(); }
+  void metrics_held_output_write_failed() { held_output_write_failures_->Inc(); }
   storage::PageStore& page_store() { return *page_store_; }
   Catalog& catalog() { return *catalog_; }
   Orchestrator& orchestrator() { return *orchestrator_; }
@@ -168,6 +171,7 @@ class Engine {
   Histogram* commit_seconds_ = nullptr;
   Counter* kv_syncs_ = nullptr;
   Counter* kv_writes_synced_ = nullptr;
+  Counter* held_output_write_failures_ = nullptr;
   RemoteSqlMetrics remote_sql_metrics_;
   std::shared_ptr<RemoteSqlRegistry> sql_hosts_;
   std::unique_ptr<Catalog> catalog_;

@@ -55,6 +55,25 @@ Executor& EnvoySession::StorageExecutorFor(const std::string& actor_id) {
 
 EnvoySession::~EnvoySession() = default;
 
+void EnvoySession::EnableHeldOutputs() {
+  // `this` outlives the hold (a member); callers hold a reference to the session.
+  hold_ = std::make_unique<OutputHold>(
+      [this](latest::ToRivetTunnelMessage&& msg) {
+        engine_.gateway().OnTunnelMessage(*this, std::move(msg));
+      },
+      [this](const EngineId& actor, bool write_failed) {
+        if (write_failed) {
+          engine_.metrics_held_output_write_failed();
+          KEEL_LOG(kWarn, kLog, "an actor lost a write: its generation's answers are withheld",
+                   {{"actor", actor.ToString()}, {"envoy_key", params_.envoy_key}});
+        }
+        engine_.gateway().FailActorOn(
+            *this, actor,
+            Error{"actor", "storage_failed",
+                  "the actor's writes could not be made durable; its answer was withheld"});
+      });
+}
+
 void EnvoySession::Start(std::shared_ptr<net::WsConnection> conn) {
   {
     std::lock_guard lock(mu_);
@@ -189,17 +208,27 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
     Send(latest::ToEnvoy{std::move(resp)});
     return;
   }
+  const bool is_write = storage::ActorKv::IsWrite(req.data);
+  // Held outputs: the actor's later tunnel messages wait for this write (taken before the
+  // commit, so a message read after this request always finds it).
+  const std::optional<uint64_t> ticket =
+      hold_ != nullptr && is_write ? std::optional(hold_->BeginWrite(owner->first, owner->second))
+                                   : std::nullopt;
   resp.data = engine_.actor_kv().Handle(owner->first.bytes(), req.data,
                                         engine_.clock().SystemNowMs());
-  const bool wrote = storage::ActorKv::IsWrite(req.data) &&
-                     !resp.data.is<latest::KvErrorResponse>();
-  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote](Status synced) mutable {
+  const bool wrote = is_write && !resp.data.is<latest::KvErrorResponse>();
+  if (ticket.has_value() && !wrote) hold_->EndWrite(owner->first, *ticket, /*ok=*/false);
+  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote,
+                 actor = owner->first, ticket = wrote ? ticket : std::nullopt](Status synced) mutable {
     if (!synced.has_value()) {
       // The write (or one the read may show) is not known to be durable.
       resp.data = latest::KvErrorResponse{synced.error().ToString()};
     } else if (wrote) {
       self->engine_.metrics_kv_write_synced();
     }
+    // Held answers leave before the write's own answer: the runtime's reaction to it
+    // (a stop, say) can then never overtake them.
+    if (ticket.has_value()) self->hold_->EndWrite(actor, *ticket, synced.has_value());
     self->Send(latest::ToEnvoy{std::move(resp)});
   };
   if (wrote) {
@@ -285,6 +314,14 @@ void EnvoySession::HandleTunnel(latest::ToRivetTunnelMessage&& msg) {
     CloseWith(Error{"ws", "invalid_packet", "payload too large"});
     return;
   }
+  if (hold_ != nullptr && !hold_->Idle()) {
+    if (std::optional<EngineId> actor = engine_.gateway().ActorOf(msg.message_id)) {
+      hold_->OnMessage(*actor, std::move(msg), [this, &actor] {
+        return engine_.orchestrator().HostedGeneration(*this, *actor);
+      });
+      return;
+    }
+  }
   engine_.gateway().OnTunnelMessage(*this, std::move(msg));
 }
 
@@ -367,6 +404,11 @@ void EnvoySession::PingTick() {
   engine_.orchestrator().OnEnvoyPing(shared_from_this());
   remote_sql_->Sweep();
   PruneRecordedGenerations();
+  if (hold_ != nullptr) {
+    hold_->Prune([this](const EngineId& actor) {
+      return engine_.orchestrator().HostedGeneration(*this, actor);
+    });
+  }
   Send(latest::ToEnvoy{latest::ToEnvoyPing{engine_.clock().SystemNowMs()}});
   SchedulePing();
 }

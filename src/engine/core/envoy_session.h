@@ -22,6 +22,9 @@
 //     "stopping" to the orchestrator and tunnel messages to the gateway, closing the
 //     connection with ws.invalid_packet when a tunnel payload exceeds max_response_payload
 //     (§6.6);
+//   * with held outputs (negotiated at the upgrade, output_hold.h), keeps each actor's tunnel
+//     messages from the gateway until the KV writes the actor sent before them are durable,
+//     so the runtime need not wait for the write's answer before sending its own;
 //   * ignores frames that do not decode (§3.11) but counts them.
 // Thread-safety: OnMessage/OnClose come from the socket (serialized); Send/CloseWith may
 // be called from any thread.
@@ -40,6 +43,7 @@
 #include "base/error.h"
 #include "base/executor.h"
 #include "engine/common/id.h"
+#include "engine/core/output_hold.h"
 #include "engine/core/remote_sql.h"
 #include "engine/gateway/envoy_connect.h"
 #include "net/http_server.h"
@@ -57,6 +61,13 @@ class EnvoySession final : public net::WsHandler,
   EnvoySession(Engine& engine, gateway::EnvoyConnectParams params, EngineId namespace_id,
                uint64_t session_id);
   ~EnvoySession() override;
+
+  // Held outputs (output_hold.h): the envoy asked for them with the upgrade header
+  // kHoldOutputsHeader and the engine confirmed them on the 101. Call before Start.
+  static constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
+  void EnableHeldOutputs();
+  bool holds_outputs() const { return hold_ != nullptr; }
+  const OutputHold* output_hold() const { return hold_.get(); }
 
   // Starts the session on an accepted socket: Init, registration, pings.
   void Start(std::shared_ptr<net::WsConnection> conn);
@@ -127,6 +138,9 @@ class EnvoySession final : public net::WsHandler,
   std::mutex recorded_mu_;
   // actor → the generation this connection recorded in its page store (RecordGeneration).
   std::unordered_map<EngineId, uint32_t> recorded_;  // guarded by recorded_mu_
+
+  // Set before Start on connections with held outputs, then never changed.
+  std::unique_ptr<OutputHold> hold_;
 
   // Last member: destroyed (its SQL threads joined) while everything it uses still lives.
   std::unique_ptr<RemoteSqlHost> remote_sql_;

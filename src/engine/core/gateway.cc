@@ -734,8 +734,23 @@ void Gateway::OnEnvoyClosed(EnvoySession& session) {
          gateway::CloseCode(gone), gateway::CloseReason(gone, engine_.NewRayId()));
 }
 
+std::optional<EngineId> Gateway::ActorOf(const latest::MessageId& id) const {
+  if (id.gateway_id != gateway_id_) return std::nullopt;
+  std::lock_guard lock(mu_);
+  auto it = in_flight_.find(RequestIdValue(id.request_id));
+  if (it == in_flight_.end()) return std::nullopt;
+  return it->second.actor;
+}
+
+void Gateway::FailActorOn(EnvoySession& session, const EngineId& actor, const Error& error) {
+  Detach([&](const InFlight& e) { return e.actor == actor && e.session_id == session.id(); },
+         error, gateway::CloseCode(error), gateway::CloseReason(error, engine_.NewRayId()),
+         session.weak_from_this(), /*abort_streams=*/true);
+}
+
 void Gateway::Detach(const std::function<bool(const InFlight&)>& match, const Error& http_error,
-                     uint16_t ws_code, const std::string& ws_reason) {
+                     uint16_t ws_code, const std::string& ws_reason,
+                     std::weak_ptr<EnvoySession> from, bool abort_streams) {
   std::vector<InFlight> failed;
   std::vector<uint32_t> hibernate;
   {
@@ -762,13 +777,14 @@ void Gateway::Detach(const std::function<bool(const InFlight&)>& match, const Er
     // Written before returning: the caller tells the orchestrator next, which restarts the
     // lost actors and lists their hibernating requests from these keys.
     Hibernate(id, /*write_now=*/true);
-    WakeIfMessagesWait(id, {});
+    WakeIfMessagesWait(id, from);
   }
   for (auto& entry : failed) {
     if (entry.websocket) {
       entry.user->Close(ws_code, ws_reason);
     } else if (entry.streaming) {
-      entry.exchange->FinishStream();
+      // Dropping the last reference mid-stream aborts the connection (net/http_server.h).
+      if (!abort_streams) entry.exchange->FinishStream();
     } else {
       Fail(*entry.exchange, http_error, entry.cors);
     }

@@ -60,6 +60,14 @@ class Gateway {
   // From envoy sessions (their socket threads).
   void OnTunnelMessage(EnvoySession& session, protocol::envoy::latest::ToRivetTunnelMessage&& msg);
   void OnEnvoyClosed(EnvoySession& session);
+  // The actor a tunnel message answers (its in-flight entry's), if the request is known.
+  std::optional<EngineId> ActorOf(const protocol::envoy::latest::MessageId& id) const;
+  // The actor's generation on `session` lost a write its answers may depend on (held
+  // outputs, engine/core/output_hold.h): its HTTP requests there fail with `error`, its
+  // WebSockets close with it, and hibernatable ones hibernate — their unacknowledged
+  // messages go to the actor's next instance once this one is gone. A response stream that
+  // already started is broken off (the client sees a truncated body, not a clean end).
+  void FailActorOn(EnvoySession& session, const EngineId& actor, const Error& error);
 
   // From the orchestrator: the actor's instance stopped (§6.3, §6.4). Its HTTP requests in
   // flight fail with guard.service_unavailable; its WebSockets hibernate when they can,
@@ -102,8 +110,12 @@ class Gateway {
   // Takes the attached requests `match` selects off their instance: hibernatable
   // WebSockets hibernate, other WebSockets close with (ws_code, ws_reason), HTTP requests
   // fail with `http_error` (a started stream is just ended).
+  // `from`: the connection the instance still runs on, if it does (hibernated sockets with
+  // messages waiting wake the actor once it is gone from there). `abort_streams`: break off
+  // started response streams instead of ending them.
   void Detach(const std::function<bool(const InFlight&)>& match, const Error& http_error,
-              uint16_t ws_code, const std::string& ws_reason);
+              uint16_t ws_code, const std::string& ws_reason,
+              std::weak_ptr<EnvoySession> from = {}, bool abort_streams = false);
   void ScheduleSweep();
   void Sweep();
   // Hibernation (§6.5): keep the user socket while the actor sleeps; wake on a message.

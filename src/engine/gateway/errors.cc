@@ -12,7 +12,7 @@ struct StatusEntry {
   int status;
 };
 
-constexpr std::array<StatusEntry, 14> kStatusTable = {{
+constexpr std::array<StatusEntry, 15> kStatusTable = {{
     {"api", "not_found", 404},
     {"api", "unauthorized", 401},
     {"api", "forbidden", 403},
@@ -23,6 +23,7 @@ constexpr std::array<StatusEntry, 14> kStatusTable = {{
     {"guard", "no_route", 404},
     {"guard", "invalid_request_body", 413},
     {"actor", "not_found", 404},
+    {"actor", "storage_failed", 503},
     {"guard", "upstream_error", 502},
     {"guard", "routing_error", 502},
     {"guard", "retry_attempts_exceeded", 502},

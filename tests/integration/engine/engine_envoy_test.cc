@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -35,6 +36,7 @@
 #include "protocol/envoy/versioned.h"
 #include "storage/actor_kv.h"
 #include "support/fake_envoy.h"
+#include "support/gateway_http.h"
 #include "support/test_engine.h"
 
 namespace keel::testing {
@@ -2145,6 +2147,577 @@ TEST_F(EnvoyDropReplayTest, UnacknowledgedMessageIsReplayedOnTheNextEnvoy) { Run
 // A message the user sent before the actor's open reached the gateway: the gateway did
 // not know yet that the socket can hibernate, and must have kept it all the same.
 TEST_F(EnvoyDropReplayTest, MessageSentBeforeTheActorsOpenIsReplayedToo) { Run(true); }
+
+
+// ---- held outputs -----------------------------------------------------------------------
+//
+// An envoy that asks for held outputs at the upgrade (x-keel-hold-outputs: 1) may send an
+// actor's answer right after the KV writes it depends on, without waiting for their
+// answers: the engine keeps each actor's tunnel messages from the client until the writes
+// read before them are durable, and drops the answers of an actor generation that lost a
+// write (the client gets actor.storage_failed). engine/core/output_hold.h.
+
+constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
+
+// A KvStore over MemKvStore whose SyncWrites (the group commit's WAL sync, the only caller)
+// can be stopped at a gate, so a test decides when KV writes become durable.
+class GatedSyncStore final : public storage::KvStore {
+ public:
+  using KvReader::Scan;
+  Result<std::optional<Bytes>> Get(ByteView key) override { return base_.Get(key); }
+  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
+                                              const storage::ScanOptions& options) override {
+    return base_.Scan(range, options);
+  }
+  Result<std::unique_ptr<storage::KvSnapshot>> NewSnapshot() override {
+    return base_.NewSnapshot();
+  }
+  Result<std::unique_ptr<storage::KvTxn>> Begin() override { return base_.Begin(); }
+  Status Close() override {
+    OpenGate();
+    return base_.Close();
+  }
+  Status SyncWrites() override {
+    {
+      std::unique_lock lock(mu_);
+      ++blocked_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !closed_; });
+      --blocked_;
+    }
+    Status s = base_.SyncWrites();
+    std::lock_guard lock(mu_);
+    ++completed_;
+    cv_.notify_all();
+    return s;
+  }
+
+  // From now on every SyncWrites waits until OpenGate.
+  void CloseGate() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+  }
+  void OpenGate() {
+    {
+      std::lock_guard lock(mu_);
+      closed_ = false;
+    }
+    cv_.notify_all();
+  }
+  // Until a SyncWrites waits at the gate; false after `timeout`.
+  bool WaitSyncBlocked(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return blocked_ > 0; });
+  }
+  uint64_t completed_syncs() const {
+    std::lock_guard lock(mu_);
+    return completed_;
+  }
+
+ private:
+  storage::MemKvStore base_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool closed_ = false;    // guarded by mu_
+  int blocked_ = 0;        // guarded by mu_
+  uint64_t completed_ = 0; // guarded by mu_
+};
+
+// TestEngine's setup over a GatedSyncStore (TestEngine takes no store of the test's own).
+class GatedSyncEngine {
+ public:
+  explicit GatedSyncEngine(engine::EngineOptions options) {
+    workers_ = std::make_unique<net::IoRuntime>(2);
+    io_ = std::make_unique<net::IoRuntime>(2);
+    auto store = std::make_unique<GatedSyncStore>();
+    store_ = store.get();
+    net::ServerOptions server_options;
+    server_options.max_ws_message = options.max_response_payload + (1 << 20);
+    auto server = net::HttpServer::Start(
+        *io_, server_options,
+        [this](std::shared_ptr<net::HttpExchange> exchange) { engine_->Handle(std::move(exchange)); });
+    if (!server.has_value()) throw std::runtime_error(server.error().ToString());
+    server_ = std::move(*server);
+    options.public_url = http_url();
+    auto engine = engine::Engine::Open(options, std::move(store), *io_, *workers_);
+    if (!engine.has_value()) throw std::runtime_error(engine.error().ToString());
+    engine_ = std::move(*engine);
+  }
+  ~GatedSyncEngine() {
+    store_->OpenGate();  // the group commit's thread is joined with the engine
+    server_->StopAccepting();
+    io_->Stop();
+    workers_->Stop();
+    server_.reset();
+    engine_.reset();
+    io_.reset();
+    workers_.reset();
+  }
+
+  GatedSyncStore& store() { return *store_; }
+  std::string http_url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  std::string ws_url() const { return "ws://127.0.0.1:" + std::to_string(server_->port()); }
+
+ private:
+  GatedSyncStore* store_ = nullptr;  // owned by engine_
+  std::unique_ptr<net::IoRuntime> workers_;
+  std::unique_ptr<net::IoRuntime> io_;
+  std::unique_ptr<net::HttpServer> server_;
+  std::unique_ptr<engine::Engine> engine_;
+};
+
+using HttpFuture = std::future<Result<net::HttpResponse>>;
+
+// GET {http_url}/gateway/{id}{path}, answered on another thread.
+HttpFuture GatewayGet(const std::string& http_url, const std::string& id, const std::string& path) {
+  return std::async(std::launch::async, [url = http_url + "/gateway/" + id + path] {
+    net::HttpRequest req;
+    req.method = "GET";
+    return net::FetchSync(url, std::move(req), 10s);
+  });
+}
+
+// The gateway's answer, within 5 s (status 0 on a failure, which is recorded).
+net::HttpResponse Answer(HttpFuture& f) {
+  if (f.wait_for(5s) != std::future_status::ready) {
+    ADD_FAILURE() << "the HTTP client got no answer within 5 s";
+    return net::HttpResponse{0, {}, ""};
+  }
+  auto r = f.get();
+  if (!r.has_value()) {
+    ADD_FAILURE() << "HTTP client: " << r.error().ToString();
+    return net::HttpResponse{0, {}, ""};
+  }
+  return std::move(*r);
+}
+
+void ExpectStorageFailed(const net::HttpResponse& r, const std::string& what) {
+  EXPECT_EQ(r.status, 503) << what << ": " << r.body;
+  json body = json::parse(r.body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << what << ": " << r.body;
+  EXPECT_EQ(body.value("group", ""), "actor") << what << ": " << r.body;
+  EXPECT_EQ(body.value("code", ""), "storage_failed") << what << ": " << r.body;
+}
+
+// The next tunnel message on `fe`, which must start an HTTP request for `path`; its id.
+std::optional<v::MessageId> NextRequestStart(FakeEnvoy& fe, const std::string& path) {
+  auto msg = fe.WaitFor<v::ToEnvoyTunnelMessage>(5s);
+  if (!msg.has_value()) {
+    ADD_FAILURE() << "no request for " << path << ": " << msg.error().ToString();
+    return std::nullopt;
+  }
+  const auto* start = msg->message_kind.get_if<v::ToEnvoyRequestStart>();
+  if (start == nullptr || start->path != path) {
+    ADD_FAILURE() << "expected the request start of " << path << ", got "
+                  << Describe(v::ToEnvoy{*msg});
+    return std::nullopt;
+  }
+  return msg->message_id;
+}
+
+// The actor's whole answer (one ResponseStart, 200 text/plain).
+Status Respond(FakeEnvoy& fe, const v::MessageId& id, const std::string& body) {
+  v::ToRivetResponseStart rs;
+  rs.status = 200;
+  rs.headers = {{"content-type", "text/plain"}};
+  rs.body = ToBytes(body);
+  v::ToRivetTunnelMessage msg;
+  msg.message_id = id;
+  msg.message_kind = rs;
+  return fe.Send(v::ToRivet{std::move(msg)});
+}
+
+// Sends a KV request without waiting for its answer (as a runtime with held outputs does).
+Status SendKv(FakeEnvoy& fe, const std::string& actor_id, uint32_t request_id,
+              v::KvRequestData data) {
+  v::ToRivetKvRequest req;
+  req.actor_id = actor_id;
+  req.request_id = request_id;
+  req.data = std::move(data);
+  return fe.Send(v::ToRivet{std::move(req)});
+}
+
+Result<v::KvResponseData> KvAnswer(FakeEnvoy& fe, uint32_t request_id,
+                                   std::chrono::milliseconds timeout = 5s) {
+  auto frame = fe.WaitForFrame(
+      [request_id](const v::ToEnvoy& m) {
+        const auto* r = m.get_if<v::ToEnvoyKvResponse>();
+        return r != nullptr && r->request_id == request_id;
+      },
+      timeout);
+  if (!frame.has_value()) return Unexpected{frame.error()};
+  return std::move(frame->msg.get_if<v::ToEnvoyKvResponse>()->data);
+}
+
+// A put ActorKv rejects (kv.value_too_large): one byte over 128 KiB.
+v::KvRequestData OversizedPut() { return KvPut({{"big", std::string(131073, 'x')}}); }
+
+// The value of an unlabelled counter on /metrics; -1 when absent.
+double MetricValue(const std::string& http_url, const std::string& name) {
+  net::HttpRequest req;
+  req.method = "GET";
+  auto text = net::FetchSync(http_url + "/metrics", std::move(req), 10s);
+  if (!text.has_value()) {
+    ADD_FAILURE() << "/metrics: " << text.error().ToString();
+    return -1;
+  }
+  size_t pos = 0;
+  while (pos < text->body.size()) {
+    size_t end = text->body.find('\n', pos);
+    if (end == std::string::npos) end = text->body.size();
+    const std::string_view line(text->body.data() + pos, end - pos);
+    if (StartsWith(line, name + " ")) return std::stod(std::string(line.substr(name.size() + 1)));
+    pos = end + 1;
+  }
+  return -1;
+}
+
+const std::string kWriteFailures = "keel_held_output_write_failures_total";
+
+class HeldOutputsTest : public EngineEnvoyTest {
+ protected:
+  static FakeEnvoyOptions Held(FakeEnvoyOptions o) {
+    o.extra_headers.emplace_back(std::string(kHoldOutputsHeader), "1");
+    return o;
+  }
+
+  // Connects `o` asking for held outputs, reads the Init and checks the engine confirmed.
+  std::unique_ptr<FakeEnvoy> HeldEnvoy(FakeEnvoyOptions o) {
+    auto fe = FakeEnvoy::ConnectAndInit(Held(std::move(o)));
+    if (!fe.has_value()) {
+      ADD_FAILURE() << "envoy connect: " << fe.error().ToString();
+      return nullptr;
+    }
+    EXPECT_EQ(net::FindHeader((*fe)->handshake().headers, kHoldOutputsHeader), "1")
+        << "held outputs were not confirmed";
+    return std::move(*fe);
+  }
+
+  // Creates actor `key` and runs its generation 1 on `fe` until it is connectable.
+  std::string Host(FakeEnvoy& fe, const std::string& key) {
+    const std::string id = CreateActor("held", key);
+    if (id.empty()) return "";
+    EXPECT_EQ(StartOn(fe, id), 1u);
+    EXPECT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+    return id;
+  }
+
+  // A held connection: the runtime writes, then answers an in-flight request without
+  // waiting for the write's answer; the write is rejected. Returns the client's answer
+  // and checks the write's own answer.
+  net::HttpResponse RejectedWriteThenAnswer(FakeEnvoy& fe, const std::string& id,
+                                            const std::string& path, uint32_t kv_request_id) {
+    HttpFuture pending = GatewayGet(te().http_url(), id, path);
+    auto request = NextRequestStart(fe, path);
+    if (!request.has_value()) return net::HttpResponse{0, {}, ""};
+    EXPECT_TRUE(SendKv(fe, id, kv_request_id, OversizedPut()).has_value());
+    EXPECT_TRUE(Respond(fe, *request, "answer of " + path).has_value());
+    auto put = KvAnswer(fe, kv_request_id);
+    EXPECT_TRUE(put.has_value()) << put.error().ToString();
+    if (put.has_value()) {
+      EXPECT_TRUE(StartsWith(ErrorText(*put), "kv.value_too_large")) << ErrorText(*put);
+    }
+    return Answer(pending);
+  }
+
+  // The actor answers a request without writing anything; the client's answer.
+  net::HttpResponse PlainRequest(FakeEnvoy& fe, const std::string& id, const std::string& path) {
+    HttpFuture pending = GatewayGet(te().http_url(), id, path);
+    auto request = NextRequestStart(fe, path);
+    if (!request.has_value()) return net::HttpResponse{0, {}, ""};
+    EXPECT_TRUE(Respond(fe, *request, "answer of " + path).has_value());
+    return Answer(pending);
+  }
+
+  // Without held outputs (not asked, or asked but disabled): a rejected write changes
+  // nothing for the answers sent after it (the runtime waits for its writes itself).
+  void RunNotHeld(bool ask, bool enabled) {
+    engine::EngineOptions o = FastOptions();
+    o.hold_outputs = enabled;
+    Start(o);
+    FakeEnvoyOptions eo = Opts("unheld-envoy");
+    if (ask) eo = Held(std::move(eo));
+    auto fe = FakeEnvoy::ConnectAndInit(eo);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    EXPECT_FALSE(net::HasHeader((*fe)->handshake().headers, kHoldOutputsHeader));
+    const std::string id = Host(**fe, "unheld");
+    ASSERT_FALSE(id.empty());
+
+    net::HttpResponse first = RejectedWriteThenAnswer(**fe, id, "/first", 1000);
+    EXPECT_EQ(first.status, 200) << first.body;
+    EXPECT_EQ(first.body, "answer of /first");
+    net::HttpResponse second = PlainRequest(**fe, id, "/second");
+    EXPECT_EQ(second.status, 200) << second.body;
+    EXPECT_EQ(second.body, "answer of /second");
+    EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 0);
+  }
+};
+
+TEST_F(HeldOutputsTest, HeldOutputsAreConfirmedOnlyWhenAskedAndEnabled) {
+  Start();
+  {
+    auto asked = FakeEnvoy::Connect(Held(Opts("hold-asked")));
+    ASSERT_TRUE(asked.has_value()) << asked.error().ToString();
+    EXPECT_EQ((*asked)->handshake().status, 101);
+    EXPECT_EQ(net::FindHeader((*asked)->handshake().headers, "sec-websocket-protocol"), "rivet");
+    EXPECT_EQ(net::FindHeader((*asked)->handshake().headers, kHoldOutputsHeader), "1");
+    ASSERT_TRUE((*asked)->ExpectInit().has_value());
+  }
+  {
+    auto plain = FakeEnvoy::Connect(Opts("hold-plain"));
+    ASSERT_TRUE(plain.has_value()) << plain.error().ToString();
+    EXPECT_EQ((*plain)->handshake().status, 101);
+    EXPECT_FALSE(net::HasHeader((*plain)->handshake().headers, kHoldOutputsHeader));
+    ASSERT_TRUE((*plain)->ExpectInit().has_value());
+  }
+  te_.reset();
+
+  engine::EngineOptions off = FastOptions();
+  off.hold_outputs = false;
+  Start(off);
+  auto refused = FakeEnvoy::Connect(Held(Opts("hold-off")));
+  ASSERT_TRUE(refused.has_value()) << refused.error().ToString();
+  EXPECT_EQ((*refused)->handshake().status, 101);
+  EXPECT_FALSE(net::HasHeader((*refused)->handshake().headers, kHoldOutputsHeader));
+  ASSERT_TRUE((*refused)->ExpectInit().has_value());
+}
+
+// The answer sent right after a write reaches the client only once the group commit's sync
+// covering the write ran; another actor's answer on the same connection does not wait for
+// it. The write's own answer comes after the sync too.
+TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) {
+  GatedSyncEngine ge(FastOptions());
+  FakeEnvoyOptions o;
+  o.ws_url = ge.ws_url();
+  o.envoy_key = "gated-envoy";
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(o);
+  ASSERT_NE(fe, nullptr);
+  const std::string a = keel::testing::CreateActor(ge.http_url(), "held", "a");
+  const std::string b = keel::testing::CreateActor(ge.http_url(), "held", "b");
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  ASSERT_EQ(StartOn(*fe, a), 1u);
+  ASSERT_EQ(StartOn(*fe, b), 1u);
+
+  HttpFuture to_a = GatewayGet(ge.http_url(), a, "/held");
+  // On a failure, opens the gate before to_a's destructor waits for its answer.
+  struct OpenAtExit {
+    GatedSyncStore& store;
+    ~OpenAtExit() { store.OpenGate(); }
+  } open_at_exit{ge.store()};
+  auto request_a = NextRequestStart(*fe, "/held");
+  ASSERT_TRUE(request_a.has_value());
+
+  ge.store().CloseGate();
+  const uint64_t syncs_before = ge.store().completed_syncs();
+  ASSERT_TRUE(SendKv(*fe, a, 1000, KvPut({{"k", "v"}})).has_value());
+  ASSERT_TRUE(Respond(*fe, *request_a, "a-answer").has_value());
+  ASSERT_TRUE(ge.store().WaitSyncBlocked(5s)) << "the put's sync never started";
+  ASSERT_TRUE(fe->Sync().has_value());  // the engine has read the answer: it holds it now
+
+  // Actor b's answer is not held behind a's write.
+  HttpFuture to_b = GatewayGet(ge.http_url(), b, "/free");
+  auto request_b = NextRequestStart(*fe, "/free");
+  ASSERT_TRUE(request_b.has_value());
+  ASSERT_TRUE(Respond(*fe, *request_b, "b-answer").has_value());
+  net::HttpResponse got_b = Answer(to_b);
+  EXPECT_EQ(got_b.status, 200) << got_b.body;
+  EXPECT_EQ(got_b.body, "b-answer");
+
+  // a's answer and the put's answer wait for the sync (a bounded look for their absence).
+  EXPECT_EQ(to_a.wait_for(200ms), std::future_status::timeout)
+      << "the answer reached the client before its write was durable";
+  auto early = KvAnswer(*fe, 1000, 0ms);
+  EXPECT_FALSE(early.has_value()) << "the put was answered before its sync";
+  EXPECT_EQ(ge.store().completed_syncs(), syncs_before);
+
+  ge.store().OpenGate();
+  net::HttpResponse got_a = Answer(to_a);
+  EXPECT_GT(ge.store().completed_syncs(), syncs_before);
+  EXPECT_EQ(got_a.status, 200) << got_a.body;
+  EXPECT_EQ(got_a.body, "a-answer");
+  auto put = early.has_value() ? std::move(early) : KvAnswer(*fe, 1000);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+  auto get = fe->Kv(a, KvGet({"k"}));
+  ASSERT_TRUE(get.has_value() && get->is<v::KvGetResponse>()) << ErrorText(*get);
+  ASSERT_EQ(get->get_if<v::KvGetResponse>()->values.size(), 1u);
+  EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "v");
+
+  // Once idle again, answers pass at once.
+  HttpFuture again = GatewayGet(ge.http_url(), a, "/again");
+  auto request_again = NextRequestStart(*fe, "/again");
+  ASSERT_TRUE(request_again.has_value());
+  ASSERT_TRUE(Respond(*fe, *request_again, "a-again").has_value());
+  net::HttpResponse got_again = Answer(again);
+  EXPECT_EQ(got_again.status, 200);
+  EXPECT_EQ(got_again.body, "a-again");
+}
+
+// A write ActorKv rejects poisons the actor's generation on the connection: the answer
+// sent after it and every later answer of that generation are withheld, their clients get
+// actor.storage_failed (503); other actors on the connection answer normally.
+TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteFailsTheGenerationsAnswers) {
+  Start();
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("poison-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "poisoned");
+  const std::string b = Host(*fe, "bystander");
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 0);
+
+  net::HttpResponse first = RejectedWriteThenAnswer(*fe, a, "/first", 1000);
+  ExpectStorageFailed(first, "the answer after the rejected write");
+  const double after_first = MetricValue(te().http_url(), kWriteFailures);
+  EXPECT_EQ(after_first, 1) << "one failed write";
+
+  // A later request to the same generation: its answer is dropped as well (no new failure).
+  net::HttpResponse second = PlainRequest(*fe, a, "/second");
+  ExpectStorageFailed(second, "a later answer of the poisoned generation");
+  EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), after_first);
+
+  // The engine keeps serving: the other actor answers, the poisoned one can still read,
+  // and the rejected put wrote nothing.
+  net::HttpResponse other = PlainRequest(*fe, b, "/other");
+  EXPECT_EQ(other.status, 200) << other.body;
+  EXPECT_EQ(other.body, "answer of /other");
+  auto get = fe->Kv(a, KvGet({"big"}));
+  ASSERT_TRUE(get.has_value() && get->is<v::KvGetResponse>()) << ErrorText(*get);
+  EXPECT_TRUE(get->get_if<v::KvGetResponse>()->keys.empty());
+  auto put_b = fe->Kv(b, KvPut({{"ok", "1"}}));
+  ASSERT_TRUE(put_b.has_value() && put_b->is<v::KvPutResponse>()) << ErrorText(*put_b);
+}
+
+// A write ActorKv accepts but whose sync fails poisons the generation too (the answer was
+// held until the sync, then dropped); the actor's next generation starts clean.
+TEST_F(HeldOutputsTest, HeldOutputsFailedSyncFailsTheGenerationTheNextStartsClean) {
+  StartFaulty();
+  storage::FaultyKvStore* store = te().faulty_store();
+  ASSERT_NE(store, nullptr);
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("sync-fail-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "unsynced");
+  ASSERT_FALSE(a.empty());
+
+  HttpFuture first = GatewayGet(te().http_url(), a, "/first");
+  auto request = NextRequestStart(*fe, "/first");
+  ASSERT_TRUE(request.has_value());
+  store->FailNextSyncs(1);
+  ASSERT_TRUE(SendKv(*fe, a, 1000, KvPut({{"k", "lost"}})).has_value());
+  ASSERT_TRUE(Respond(*fe, *request, "depends on k").has_value());
+  auto put = KvAnswer(*fe, 1000);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*put), "storage.io")) << ErrorText(*put);
+  ExpectStorageFailed(Answer(first), "the answer after the unsynced write");
+  ExpectStorageFailed(PlainRequest(*fe, a, "/second"), "a later answer of the generation");
+  EXPECT_GE(MetricValue(te().http_url(), kWriteFailures), 1);
+
+  // The runtime ends the generation; a request wakes generation 2, which starts clean:
+  // its writes and answers pass.
+  SleepGeneration(*fe, a, 1);
+  ASSERT_TRUE(WaitActor(a, [](const json& j) {
+    return j.contains("sleep_ts") && !j["sleep_ts"].is_null() && !j.contains("connectable_ts");
+  }));
+  HttpFuture woken = GatewayGet(te().http_url(), a, "/woken");
+  ASSERT_EQ(StartOn(*fe, a), 2u);
+  auto request2 = NextRequestStart(*fe, "/woken");
+  ASSERT_TRUE(request2.has_value());
+  ASSERT_TRUE(SendKv(*fe, a, 1001, KvPut({{"k", "kept"}})).has_value());
+  ASSERT_TRUE(Respond(*fe, *request2, "generation 2").has_value());
+  auto put2 = KvAnswer(*fe, 1001);
+  ASSERT_TRUE(put2.has_value()) << put2.error().ToString();
+  EXPECT_TRUE(put2->is<v::KvPutResponse>()) << ErrorText(*put2);
+  net::HttpResponse got = Answer(woken);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "generation 2");
+}
+
+// A response stream that already started when the generation lost a write is broken off:
+// the client must not mistake the part it got for the whole body.
+TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteBreaksOffAStartedStream) {
+  Start();
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("poison-stream-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "streaming");
+  ASSERT_FALSE(a.empty());
+  HttpFuture pending = GatewayGet(te().http_url(), a, "/stream");
+  auto request = NextRequestStart(*fe, "/stream");
+  ASSERT_TRUE(request.has_value());
+  v::ToRivetResponseStart rs;
+  rs.status = 200;
+  rs.headers = {{"content-type", "text/plain"}};
+  rs.body = ToBytes("part1;");
+  rs.stream = true;
+  ASSERT_TRUE(fe->Send(v::ToRivet{v::ToRivetTunnelMessage{*request, rs}}).has_value());
+  ASSERT_TRUE(SendKv(*fe, a, 1000, OversizedPut()).has_value());
+  v::ToRivetResponseChunk last;
+  last.body = ToBytes("part2");
+  last.finish = true;
+  ASSERT_TRUE(fe->Send(v::ToRivet{v::ToRivetTunnelMessage{*request, last}}).has_value());
+  auto put = KvAnswer(*fe, 1000);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*put), "kv.value_too_large")) << ErrorText(*put);
+  ASSERT_EQ(pending.wait_for(5s), std::future_status::ready);
+  auto got = pending.get();
+  EXPECT_FALSE(got.has_value()) << "a clean end after a truncated body: " << got->body;
+}
+
+// A poisoned generation's non-hibernatable WebSockets close with actor.storage_failed.
+TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteClosesTheActorsWebSocket) {
+  Start();
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("poison-ws-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "ws");
+  ASSERT_FALSE(a.empty());
+
+  net::WsConnectOptions wo;
+  wo.url = te().ws_url() + "/gateway/" + a + "/websocket";
+  wo.subprotocols = {"rivet"};
+  auto user = net::BlockingWsClient::Connect(wo, 5s);
+  ASSERT_TRUE(user.has_value()) << user.error().ToString();
+  auto open = fe->WaitFor<v::ToEnvoyTunnelMessage>(5s);
+  ASSERT_TRUE(open.has_value()) << open.error().ToString();
+  ASSERT_TRUE(open->message_kind.is<v::ToEnvoyWebSocketOpen>()) << Describe(v::ToEnvoy{*open});
+  auto reply = [&](uint16_t index, v::ToRivetTunnelMessageKind kind) {
+    v::ToRivetTunnelMessage msg;
+    msg.message_id = open->message_id;
+    msg.message_id.message_index = index;
+    msg.message_kind = std::move(kind);
+    return fe->Send(v::ToRivet{std::move(msg)});
+  };
+  ASSERT_TRUE(reply(0, v::ToRivetWebSocketOpen{false}).has_value());
+  ASSERT_TRUE(reply(0, v::ToRivetWebSocketMessage{ToBytes("hello"), false}).has_value());
+  auto hello = (*user)->Receive(5s);
+  ASSERT_TRUE(hello.has_value()) << hello.error().ToString();
+  ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*hello));
+  EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*hello).data, "hello");
+
+  ASSERT_TRUE(SendKv(*fe, a, 1000, OversizedPut()).has_value());
+  ASSERT_TRUE(reply(1, v::ToRivetWebSocketMessage{ToBytes("after the write"), false}).has_value());
+  auto put = KvAnswer(*fe, 1000);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*put), "kv.value_too_large")) << ErrorText(*put);
+
+  auto closed = (*user)->Receive(5s);
+  ASSERT_TRUE(closed.has_value()) << closed.error().ToString();
+  const auto* c = std::get_if<net::BlockingWsClient::Closed>(&*closed);
+  ASSERT_NE(c, nullptr) << "the user got a message after the rejected write: "
+                        << std::get<net::BlockingWsClient::Message>(*closed).data;
+  EXPECT_EQ(c->code, 1011);
+  EXPECT_TRUE(StartsWith(c->reason, "actor.storage_failed#")) << c->reason;
+}
+
+// Without the header the rejected-write sequence is answered as before: the actor's own
+// answer reaches the client.
+TEST_F(HeldOutputsTest, HeldOutputsNotAskedRejectedWriteKeepsTheActorsAnswer) {
+  RunNotHeld(/*ask=*/false, /*enabled=*/true);
+}
+
+// Asked for but disabled in the engine: not confirmed, and nothing is held.
+TEST_F(HeldOutputsTest, HeldOutputsDisabledRejectedWriteKeepsTheActorsAnswer) {
+  RunNotHeld(/*ask=*/true, /*enabled=*/false);
+}
 
 }  // namespace
 }  // namespace keel::testing
