@@ -302,6 +302,9 @@ struct EnvoyClient::State {
 
   std::map<RouteKey, std::string> routes;
   std::deque<latest::ToRivetTunnelMessage> buffered_tunnel;
+  // The open socket's held-outputs confirmation, and how many sockets were opened.
+  bool holds_outputs = false;
+  uint64_t socket_epoch = 0;
 
   // Serverless starts waiting for the first Init (§4.9).
   std::vector<latest::ToEnvoyCommands> queued_starts;
@@ -888,10 +891,12 @@ void EnvoyClient::Shutdown(bool immediate) {
   s.MaybeFinishShutdown();
 }
 
-void EnvoyClient::OnOpen() {
+void EnvoyClient::OnOpen(bool engine_holds_outputs) {
   State& s = *s_;
   if (s.socket != State::Socket::kConnecting) return;  // stale or after shutdown
   s.socket = State::Socket::kOpen;
+  s.holds_outputs = engine_holds_outputs;
+  ++s.socket_epoch;
   // The first frame on every connection (§3.3).
   latest::ToRivetMetadata metadata;
   metadata.prepopulate_actor_names.emplace();
@@ -1110,6 +1115,8 @@ Status EnvoyClient::InjectServerlessStart(ByteView body) {
 }
 
 bool EnvoyClient::connected() const { return s_->Connected(); }
+bool EnvoyClient::engine_holds_outputs() const { return s_->Connected() && s_->holds_outputs; }
+uint64_t EnvoyClient::socket_epoch() const { return s_->socket_epoch; }
 bool EnvoyClient::started() const { return s_->started; }
 bool EnvoyClient::shut_down() const { return s_->shut_down; }
 const std::string& EnvoyClient::envoy_key() const { return s_->envoy_key; }

@@ -152,7 +152,10 @@ class EnvoyClient {
   void Shutdown(bool immediate);
 
   // ---- Transport input ----
-  void OnOpen();
+  // `engine_holds_outputs`: the engine confirmed held outputs at the upgrade (the native
+  // transport asks with the `x-keel-hold-outputs: 1` header; a host that cannot read
+  // upgrade headers never claims it). See engine_holds_outputs().
+  void OnOpen(bool engine_holds_outputs = false);
   void OnFrame(ByteView frame);
   // Any end of the socket, including a failed connect (1006).
   void OnClosed(uint16_t code, const std::string& reason);
@@ -236,6 +239,13 @@ class EnvoyClient {
 
   // ---- Introspection (tests, metrics) ----
   bool connected() const;          // socket open and Init received
+  // connected(), on a socket where the engine holds the actors' tunnel messages until the
+  // KV writes sent before them on the same socket are durable (engine/core/output_hold.h):
+  // an output may then be sent once its writes were written to this socket, without
+  // waiting for their answers. A write that then fails ends the actor generation.
+  bool engine_holds_outputs() const;
+  // Counts opened sockets: tells whether two sends went out on the same one.
+  uint64_t socket_epoch() const;
   bool started() const;            // at least one Init received
   bool shut_down() const;
   const std::string& envoy_key() const;

@@ -321,8 +321,20 @@ Task<void> Instance::RunHook(const char* name, milliseconds timeout, Task<void> 
 
 Task<latest::KvResponseData> Instance::Kv(latest::KvRequestData request) {
   Completion<Result<latest::KvResponseData>> done;
+  const bool held_write =
+      runtime_.client().engine_holds_outputs() &&
+      (request.is<latest::KvPutRequest>() || request.is<latest::KvDeleteRequest>() ||
+       request.is<latest::KvDeleteRangeRequest>());
   runtime_.client().SendKv(actor_id_, std::move(request), done.Resolver());
   Result<latest::KvResponseData> r = co_await done;
+  if (held_write && phase_ != Phase::kLoading) {
+    // The engine stops this generation's answers after any failed write (output_hold.h).
+    if (!r.ok()) {
+      EndGeneration(r.error());
+    } else if (auto* err = r->get_if<latest::KvErrorResponse>()) {
+      EndGeneration(Error::FromString(err->message));
+    }
+  }
   if (!r.ok()) {
     throw ActorError("actor", "kv_failed", r.error().ToString(), std::nullopt, false);
   }
@@ -387,11 +399,36 @@ Task<std::vector<std::optional<Bytes>>> Instance::KvGetMany(std::vector<Bytes> k
   co_return out;
 }
 
+namespace {
+// The engine's per-key limits (envoy-protocol.md §5: a key counts 2 bytes of framing), checked
+// when the write is staged so the caller gets the error — the engine would reject the whole
+// flush, failing every answer that waits for it (and, with held outputs, the generation).
+constexpr size_t kMaxKvKeySize = 2048;
+constexpr size_t kMaxKvValueSize = 131072;
+
+void CheckUserKey(const Bytes& stored_key) {
+  if (stored_key.size() + 2 > kMaxKvKeySize) {
+    throw ActorError("kv", "key_too_large",
+                     "key is too long (max " + std::to_string(kMaxKvKeySize) + " bytes)");
+  }
+}
+}  // namespace
+
 void Instance::KvPut(Bytes key, Bytes value) {
-  StageWrite(Prefixed(keys::kUserPrefix, key), std::move(value));
+  Bytes stored = Prefixed(keys::kUserPrefix, key);
+  CheckUserKey(stored);
+  if (value.size() > kMaxKvValueSize) {
+    throw ActorError("kv", "value_too_large",
+                     "value is too large (max " + std::to_string(kMaxKvValueSize / 1024) + " KiB)");
+  }
+  StageWrite(std::move(stored), std::move(value));
 }
 
-void Instance::KvDelete(Bytes key) { StageWrite(Prefixed(keys::kUserPrefix, key), std::nullopt); }
+void Instance::KvDelete(Bytes key) {
+  Bytes stored = Prefixed(keys::kUserPrefix, key);
+  CheckUserKey(stored);
+  StageWrite(std::move(stored), std::nullopt);
+}
 
 namespace {
 // Applies staged writes over a listed range, so reads see their own writes.
@@ -570,18 +607,32 @@ void Instance::GateAt(uint64_t needs, std::function<void()> send,
 }
 
 void Instance::EnqueueOutput(uint64_t needs, std::function<void()> send,
-                             std::function<void(const ClientError&)> fail) {
-  if (outputs_.empty() && durable_seq_ >= needs && AlarmSettled()) {
-    send();
+                             std::function<void(const ClientError&)> fail, bool wire) {
+  Output out{needs, std::move(send), std::move(fail), wire};
+  if (generation_ended_) {
+    if (out.fail) out.fail(ClientError{"actor", "storage_failed", "the actor is restarting after a failed write", {}});
     return;
   }
-  outputs_.push_back(Output{needs, std::move(send), std::move(fail)});
+  if (outputs_.empty() && Releasable(out)) {
+    out.send();
+    return;
+  }
+  outputs_.push_back(std::move(out));
+}
+
+bool Instance::Releasable(const Output& o) const {
+  if (!AlarmSettled()) return false;
+  if (o.needs_seq <= durable_seq_) return true;
+  // Held outputs: the engine keeps this output from the client until the writes sent before
+  // it on the same socket are durable.
+  return o.wire && o.needs_seq <= sent_seq_ && runtime_.client().engine_holds_outputs() &&
+         runtime_.client().socket_epoch() == sent_epoch_;
 }
 
 void Instance::ReleaseOutputs() {
   while (!outputs_.empty()) {
     Output& front = outputs_.front();
-    if (front.needs_seq > durable_seq_ || !AlarmSettled()) return;
+    if (!Releasable(front)) return;
     Output out = std::move(front);
     outputs_.erase(outputs_.begin());
     // An idle instance keeps no output buffer.
@@ -602,7 +653,7 @@ void Instance::FailOutputs(const ClientError& error) {
 }
 
 void Instance::MaybeFlush() {
-  if (flushing_ || overlay_.empty()) return;
+  if (flushing_ || overlay_.empty() || generation_ended_) return;
   flushing_ = true;
   inflight_ = std::move(overlay_);
   overlay_.clear();
@@ -634,26 +685,37 @@ void Instance::MaybeFlush() {
   if (!put.keys.empty()) requests.emplace_back(std::move(put));
   if (!del.keys.empty()) requests.emplace_back(std::move(del));
 
+  // Held outputs: the requests are written to the socket at once, and what waits for them
+  // may follow them right away (ReleaseOutputs below).
+  const bool held = runtime_.client().engine_holds_outputs();
+  if (held) {
+    sent_seq_ = seq;
+    sent_epoch_ = runtime_.client().socket_epoch();
+  }
   auto remaining = std::make_shared<size_t>(requests.size());
   auto failure = std::make_shared<std::optional<Error>>();
   for (auto& req : requests) {
     runtime_.client().SendKv(actor_id_, std::move(req),
-                             [this, seq, remaining, failure](Result<latest::KvResponseData> r) {
+                             [this, seq, held, remaining, failure](Result<latest::KvResponseData> r) {
                                if (!r.ok()) {
                                  *failure = r.error();
                                } else if (auto* err = r->get_if<latest::KvErrorResponse>()) {
                                  *failure = Error::FromString(err->message);
                                }
                                if (--*remaining == 0) {
-                                 OnFlushDone(seq, *failure ? Status(**failure) : OkStatus());
+                                 OnFlushDone(seq, *failure ? Status(**failure) : OkStatus(), held);
                                }
                              });
   }
+  if (held && flushing_) ReleaseOutputs();
 }
 
-void Instance::OnFlushDone(uint64_t seq, Status status) {
+void Instance::OnFlushDone(uint64_t seq, Status status, bool held) {
   flushing_ = false;
-  if (status.ok()) {
+  if (!status.ok() && held && phase_ != Phase::kLoading) {
+    // (A startup's writes gate no wire output: a failed one fails the start instead.)
+    EndGeneration(status.error());
+  } else if (status.ok()) {
     durable_seq_ = seq;
     inflight_.clear();
   } else {
@@ -682,9 +744,47 @@ void Instance::OnFlushDone(uint64_t seq, Status status) {
   if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
 }
 
+void Instance::EndGeneration(const Error& cause) {
+  if (generation_ended_) return;
+  generation_ended_ = true;
+  LogError(kLog, "a write failed after the answers depending on it were sent: ending this generation",
+           {{"actor", actor_id_}, {"generation", std::to_string(generation_)}, {"error", cause.ToString()}});
+  const Phase was = phase_;
+  phase_ = Phase::kStopped;
+  aborted_ = true;
+  runtime_.SetSleepDeadline(*this, std::nullopt);
+  if (cold_ && cold_->schedule_timer != TimerId{}) {
+    runtime_.clock().Cancel(cold_->schedule_timer);
+    cold_->schedule_timer = {};
+  }
+  AbortQueueWaiters();
+  // Nothing more is written: the next instance starts from what is durable.
+  overlay_.clear();
+  std::vector<Output> failed = std::move(outputs_);
+  outputs_.clear();
+  const ClientError err{"actor", "storage_failed",
+                        "the actor's writes could not be committed: " + cause.ToString(), {}};
+  for (auto& o : failed) {
+    if (o.fail) o.fail(err);
+  }
+  if (was != Phase::kStopped) {
+    runtime_.client().ActorStopped(
+        actor_id_, generation_,
+        Error("actor", "storage_failed",
+              "a write failed after its answers were sent; restarting from durable state: " +
+                  cause.ToString()));
+    runtime_.Retire(*this);
+  }
+}
+
 Task<void> Instance::WaitDurable() {
   Completion<std::optional<ClientError>> done;
-  Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); });
+  // Not a wire output: resolves only once everything staged so far is durable.
+  Checkpoint();
+  SyncAlarm();
+  MaybeFlush();
+  EnqueueOutput(staged_seq_, [done] { done.Resolve(std::nullopt); },
+                [done](const ClientError& e) { done.Resolve(e); }, /*wire=*/false);
   std::optional<ClientError> err = co_await done;
   if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
 }
@@ -1037,6 +1137,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
     conns_.erase(it);
   }
   co_await CloseDatabase();
+  if (generation_ended_) co_return;  // EndGeneration reported the stop
   phase_ = Phase::kStopped;
   runtime_.client().ActorStopped(actor_id_, generation_, failure);
   runtime_.Retire(*this);

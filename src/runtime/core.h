@@ -447,18 +447,30 @@ class Instance {
     uint64_t needs_seq = 0;
     std::function<void()> send;
     std::function<void(const ClientError&)> fail;  // may be empty
+    // Leaves on the envoy socket (the engine can hold it), as opposed to a local wake-up
+    // that must see its writes durable (WaitDurable).
+    bool wire = true;
   };
   // Captures any state/schedule change, then sends now or after the pending flush.
   void Gate(std::function<void()> send, std::function<void(const ClientError&)> fail = {});
   // The same for an output that needs only what was staged up to `needs` (<= staged_seq_)
   // to be durable; it still leaves after every earlier output.
   void GateAt(uint64_t needs, std::function<void()> send, std::function<void(const ClientError&)> fail);
-  void EnqueueOutput(uint64_t needs, std::function<void()> send, std::function<void(const ClientError&)> fail);
+  void EnqueueOutput(uint64_t needs, std::function<void()> send, std::function<void(const ClientError&)> fail,
+                     bool wire = true);
+  // Whether `o` may leave now: its writes are durable, or — when the engine holds outputs
+  // (EnvoyClient::engine_holds_outputs) — written to the socket it will leave on.
+  bool Releasable(const Output& o) const;
+  // A write that went out under held outputs failed: the engine withheld (and will keep
+  // withholding) this generation's answers, so the instance ends at once, writing nothing
+  // more, and reports itself stopped with `actor.storage_failed`; the engine restarts the
+  // actor from its durable state (docs/runtime.md, "Held outputs").
+  void EndGeneration(const Error& cause);
   // Serialises the actor record; if it changed, stages it in the overlay.
   void Checkpoint();
   void StageWrite(Bytes key, std::optional<Bytes> value);
   void MaybeFlush();
-  void OnFlushDone(uint64_t seq, Status status);
+  void OnFlushDone(uint64_t seq, Status status, bool held);
   void ReleaseOutputs();
   void FailOutputs(const ClientError& error);
   bool AlarmSettled() const;
@@ -585,6 +597,11 @@ class Instance {
   std::map<Bytes, std::optional<Bytes>> inflight_;     // sent, not yet committed
   uint64_t staged_seq_ = 0;    // bumps on every staged write
   uint64_t durable_seq_ = 0;   // every write up to here is committed
+  // Held outputs: every write up to sent_seq_ was written to the socket of sent_epoch_,
+  // where the engine holds what follows it until it is durable.
+  uint64_t sent_seq_ = 0;
+  uint64_t sent_epoch_ = 0;
+  bool generation_ended_ = false;  // EndGeneration ran
   bool flushing_ = false;
   std::vector<Output> outputs_;
 

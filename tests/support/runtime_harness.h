@@ -81,7 +81,7 @@ class RuntimeHarness {
   void Connect() {
     ASSERT_TRUE(transport_.pending_connect);
     transport_.pending_connect = false;
-    client_->OnOpen();
+    client_->OnOpen(engine_holds_outputs);
     latest::ProtocolMetadata meta;
     meta.envoy_lost_threshold = 15000;
     meta.actor_stop_threshold = 30000;
@@ -160,6 +160,19 @@ class RuntimeHarness {
     auto held = std::move(held_kv_);
     held_kv_.clear();
     for (auto& req : held) AnswerKv(req);
+    Pump();
+  }
+  // Answers every held KV request with KvErrorResponse{`error`} (a rejected or unsynced
+  // write, as the engine reports it) and pumps.
+  void FailHeldKv(const std::string& error) {
+    auto held = std::move(held_kv_);
+    held_kv_.clear();
+    for (auto& req : held) {
+      latest::ToEnvoyKvResponse resp;
+      resp.request_id = req.request_id;
+      resp.data = latest::KvResponseData{latest::KvErrorResponse{error}};
+      Deliver(latest::ToEnvoy{std::move(resp)});
+    }
     Pump();
   }
   size_t held_kv() const { return held_kv_.size(); }
@@ -292,6 +305,7 @@ class RuntimeHarness {
     return false;
   }
   size_t kv_puts() const { return kv_puts_; }
+  size_t kv_requests() const { return kv_requests_; }  // received, answered or held
 
   bool hold_kv = false;
   bool ack_alarms = true;
@@ -306,8 +320,11 @@ class RuntimeHarness {
   // (the output gate check: a response must come after the put carrying its writes).
   struct Sent {
     latest::ToRivetTunnelMessage message;
-    size_t kv_puts_before;
+    size_t kv_puts_before;      // KV writes answered before it
+    size_t kv_requests_before;  // KV requests received (answered or held) before it
   };
+  // Claimed at every Connect: the engine holds outputs (EnvoyClient::engine_holds_outputs).
+  bool engine_holds_outputs = false;
   std::vector<Sent> tunnel_log;
 
   ManualClock& clock() { return clock_; }
@@ -319,6 +336,7 @@ class RuntimeHarness {
   void Handle(const latest::ToRivet& msg) {
     const auto& v = msg.value;
     if (const auto* kv = std::get_if<latest::ToRivetKvRequest>(&v)) {
+      ++kv_requests_;
       if (hold_kv) {
         held_kv_.push_back(*kv);
       } else {
@@ -337,7 +355,7 @@ class RuntimeHarness {
         }
       }
     } else if (const auto* t = std::get_if<latest::ToRivetTunnelMessage>(&v)) {
-      tunnel_log.push_back(Sent{*t, kv_puts_});
+      tunnel_log.push_back(Sent{*t, kv_puts_, kv_requests_});
       auto& r = replies_[t->message_id.request_id];
       const auto& k = t->message_kind.value;
       if (const auto* s = std::get_if<latest::ToRivetResponseStart>(&k)) r.response = *s;
@@ -428,6 +446,7 @@ class RuntimeHarness {
   std::map<latest::RequestId, uint16_t> ws_index_;
   uint32_t next_request_ = 0;
   size_t kv_puts_ = 0;
+  size_t kv_requests_ = 0;
 };
 
 inline std::optional<Value> RuntimeHarness::PersistedState(const std::string& actor_id) {

@@ -41,6 +41,9 @@ struct NativeTransport::Shared {
 
 namespace {
 
+// Asked for and confirmed at the upgrade (engine: EnvoySession::kHoldOutputsHeader).
+constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
+
 class Handler final : public net::WsHandler {
  public:
   Handler(std::shared_ptr<NativeTransport::Shared> shared, uint64_t gen)
@@ -76,8 +79,11 @@ class Handler final : public net::WsHandler {
 }  // namespace
 
 NativeTransport::NativeTransport(net::IoRuntime& runtime, Executor& executor,
-                                 net::WsConnectOptions options)
-    : runtime_(runtime), options_(std::move(options)), shared_(std::make_shared<Shared>()) {
+                                 net::WsConnectOptions options, bool hold_outputs)
+    : runtime_(runtime),
+      options_(std::move(options)),
+      hold_outputs_(hold_outputs),
+      shared_(std::make_shared<Shared>()) {
   shared_->executor = &executor;
 }
 
@@ -112,6 +118,7 @@ void NativeTransport::Connect(const std::string& url,
   net::WsConnectOptions options = options_;
   options.url = url;
   options.subprotocols = subprotocols;
+  if (hold_outputs_) options.headers.emplace_back(std::string(kHoldOutputsHeader), "1");
   auto shared = shared_;
   net::ConnectWebSocket(
       runtime_, std::move(options), std::make_shared<Handler>(shared_, gen),
@@ -146,7 +153,10 @@ void NativeTransport::Connect(const std::string& url,
           (*conn)->Close(close->first, close->second);
           return;
         }
-        Shared::PostIfCurrent(shared, gen, [](Shared&, EnvoyClient& client) { client.OnOpen(); });
+        // Held outputs only when the engine confirmed them on this very handshake.
+        const bool held = net::FindHeader(handshake.headers, kHoldOutputsHeader) == "1";
+        Shared::PostIfCurrent(shared, gen,
+                              [held](Shared&, EnvoyClient& client) { client.OnOpen(held); });
       });
 }
 

@@ -37,8 +37,11 @@ namespace keel::envoy {
 class NativeTransport final : public Transport {
  public:
   // `options` supplies everything but the URL and subprotocols (extra headers, limits,
-  // handshake timeout). `runtime` and `executor` must outlive the transport.
-  NativeTransport(net::IoRuntime& runtime, Executor& executor, net::WsConnectOptions options = {});
+  // handshake timeout). `hold_outputs`: ask the engine to hold the actors' answers until
+  // their writes are durable (header `x-keel-hold-outputs: 1`); the client learns from
+  // OnOpen whether the engine confirmed. `runtime` and `executor` must outlive the transport.
+  NativeTransport(net::IoRuntime& runtime, Executor& executor, net::WsConnectOptions options = {},
+                  bool hold_outputs = true);
   ~NativeTransport() override;
   NativeTransport(const NativeTransport&) = delete;
   NativeTransport& operator=(const NativeTransport&) = delete;
@@ -56,6 +59,7 @@ class NativeTransport final : public Transport {
  private:
   net::IoRuntime& runtime_;
   net::WsConnectOptions options_;
+  const bool hold_outputs_;
   std::shared_ptr<Shared> shared_;
 };
 

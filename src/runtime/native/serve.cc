@@ -54,6 +54,7 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   s.pool = EnvOr("KEEL_POOL", s.pool);
   s.log_level = EnvOr("KEEL_LOG_LEVEL", s.log_level);
   s.sqlite_backend = EnvOr("KEEL_SQLITE_BACKEND", s.sqlite_backend);
+  s.hold_outputs = EnvOr("KEEL_HOLD_OUTPUTS", "1") != "0";
   if (const char* v = std::getenv("KEEL_INSPECTOR_TOKEN"); v != nullptr && *v) s.inspector_token = v;
   std::string version = EnvOr("KEEL_ENVOY_VERSION", "1");
   try {
@@ -74,12 +75,17 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   app.add_option("--log-level", s.log_level, "trace|debug|info|warn|error|off");
   app.add_option("--sqlite-backend", s.sqlite_backend,
                  "auto|local|remote: where actor databases run (env KEEL_SQLITE_BACKEND)");
+  bool no_hold = false;
+  app.add_flag("--no-hold-outputs", no_hold,
+               "wait for each write's acknowledgement before answering, instead of letting the "
+               "engine hold answers until their writes are durable (env KEEL_HOLD_OUTPUTS=0)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     exit_code = app.exit(e);
     return std::nullopt;
   }
+  if (no_hold) s.hold_outputs = false;
   if (auto b = runtime::ParseSqliteBackendChoice(s.sqlite_backend); !b.ok()) {
     std::fprintf(stderr, "%s\n", b.error().message().c_str());
     exit_code = 2;
@@ -151,7 +157,8 @@ RuntimeHost::RuntimeHost(ServeSettings settings,
   cfg.protocol_version = m.settings.protocol_version;
   cfg.actor_names = m.core->ActorNames();
   cfg.metadata_json = R"({"keel":{"version":"0.1.0"}})";
-  m.transport = std::make_unique<envoy::NativeTransport>(m.io, *m.strand);
+  m.transport = std::make_unique<envoy::NativeTransport>(m.io, *m.strand, net::WsConnectOptions{},
+                                                         m.settings.hold_outputs);
   m.client = std::make_unique<envoy::EnvoyClient>(cfg, m.clock, m.random, *m.transport, *m.core);
   m.transport->set_client(m.client.get());
   m.core->Attach(*m.client);

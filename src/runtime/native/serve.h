@@ -35,6 +35,9 @@ struct ServeSettings {
   std::optional<std::string> inspector_token;
   // auto | local | remote (runtime/sql.h).
   std::string sqlite_backend = "auto";
+  // Ask the engine to hold answers until their writes are durable (docs/runtime.md, "Held
+  // outputs"); off: every answer waits for its writes' acknowledgement here.
+  bool hold_outputs = true;
   // RuntimeOptions::test_hooks (acceptance fixtures; never in production).
   bool test_hooks = false;
 };

@@ -90,6 +90,128 @@ TEST(RuntimeCore, OutputGateHoldsTheResponseUntilTheEngineCommits) {
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 5}}));
 }
 
+// Held outputs (docs/runtime.md): on a socket where the engine confirmed them, an answer
+// leaves right after the writes it depends on, without waiting for their acknowledgement —
+// the engine keeps it from the client until they are durable.
+TEST(RuntimeHeldOutputs, TheAnswerFollowsItsWriteWithoutWaitingForTheAck) {
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  ASSERT_TRUE(h.client().engine_holds_outputs());
+  h.hold_kv = true;
+  const size_t before = h.tunnel_log.size();
+  const size_t requests = h.kv_requests();
+  auto id = h.Action("a1", "increment", "[2]");
+  ASSERT_EQ(h.held_kv(), 1u) << "the write is still unanswered";
+  EXPECT_EQ(h.Body(id), R"({"output":2})");
+  ASSERT_EQ(h.tunnel_log.size(), before + 1);
+  const auto& sent = h.tunnel_log.back();
+  EXPECT_TRUE(sent.message.message_kind.is<latest::ToRivetResponseStart>());
+  // The put carrying count=2 went out before the answer, on the same socket.
+  EXPECT_EQ(sent.kv_requests_before, requests + 1);
+  ASSERT_TRUE(h.held_kv_requests().front().data.is<latest::KvPutRequest>());
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 2}}));
+}
+
+TEST(RuntimeHeldOutputs, WithoutTheEnginesConfirmationTheAnswerWaitsForTheAck) {
+  RuntimeHarness h;  // engine_holds_outputs = false: the engine did not confirm
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  EXPECT_FALSE(h.client().engine_holds_outputs());
+  h.hold_kv = true;
+  auto id = h.Action("a1", "increment", "[2]");
+  EXPECT_EQ(h.Status(id), 0);
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_EQ(h.Body(id), R"({"output":2})");
+}
+
+TEST(RuntimeHeldOutputs, WaitingForDurabilityStillWaitsForTheAck) {
+  // The stop sequence waits for its writes to be durable before it reports Stopped: a local
+  // wait, not a wire output, so held outputs do not shorten it.
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  h.hold_kv = true;
+  h.Action("a1", "increment", "[3]");
+  h.StopActor("a1", 1, latest::StopActorReason::kSleepIntent);
+  EXPECT_FALSE(h.Stopped("a1", 1).has_value()) << "reported stopped before its write was durable";
+  h.hold_kv = false;
+  h.ReleaseKv();
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.Stopped("a1", 1)->code, latest::StopCode::kOk);
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 3}}));
+}
+
+TEST(RuntimeHeldOutputs, AFailedWriteEndsTheGenerationWithoutWritingMore) {
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "increment", "[1]");  // durable: count = 1
+  h.hold_kv = true;
+  auto id = h.Action("a1", "increment", "[5]");
+  EXPECT_EQ(h.Body(id), R"({"output":6})") << "sent; the engine holds it";
+  h.hold_kv = false;
+  const size_t puts = h.kv_puts();
+  h.FailHeldKv("storage.io: sync failed");
+  // The engine withheld the answer (and every later one of this generation): the instance
+  // ends now and reports it, so the actor restarts from durable state.
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.Stopped("a1", 1)->code, latest::StopCode::kError);
+  EXPECT_THAT(h.Stopped("a1", 1)->message.value_or(""), HasSubstr("actor.storage_failed"));
+  EXPECT_EQ(h.kv_puts(), puts) << "an ended generation writes nothing more";
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 1}}));
+  // The next generation starts from what is durable.
+  h.StartActor("a1", "counter", 2);
+  ASSERT_TRUE(h.Running("a1", 2));
+  EXPECT_EQ(h.Body(h.Action("a1", "getCount", "[]")), R"({"output":1})");
+}
+
+TEST(RuntimeHeldOutputs, ASocketLostWithAWriteInFlightEndsTheGeneration) {
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  h.hold_kv = true;
+  auto id = h.Action("a1", "increment", "[4]");
+  EXPECT_EQ(h.Body(id), R"({"output":4})");
+  // The write's fate is unknown (envoy.kv_indeterminate) and the held answer died with the
+  // socket: the generation ends, and says so on the next socket.
+  h.DropHeldKv();
+  h.Disconnect();
+  h.hold_kv = false;
+  h.Advance(std::chrono::seconds(2));
+  h.Connect();
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.Stopped("a1", 1)->code, latest::StopCode::kError);
+}
+
+TEST(RuntimeHeldOutputs, OversizedUserKvIsRefusedAtThePutNotAtTheFlush) {
+  // The engine would reject the whole flush (and, with held outputs, end the generation);
+  // the runtime checks the engine's per-key limits when the write is staged instead.
+  ActorDef<NoState> def("kv");
+  def.action("put", [](Ctx<NoState>& c, std::string k, int64_t size) {
+    c.kv().put(k, std::string(static_cast<size_t>(size), 'v'));
+  });
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({def.type()});
+  h.StartActor("k1", "kv");
+  auto big = h.Action("k1", "put", R"(["a", 131073])");
+  EXPECT_THAT(h.Body(big), HasSubstr("value_too_large"));
+  auto long_key = h.Action("k1", "put", "[\"" + std::string(2046, 'k') + "\", 1]");
+  EXPECT_THAT(h.Body(long_key), HasSubstr("key_too_large"));
+  auto ok = h.Action("k1", "put", R"(["a", 131072])");
+  EXPECT_EQ(h.Status(ok), 200) << h.Body(ok);
+  EXPECT_TRUE(h.Running("k1", 1)) << "a refused put does not end the generation";
+  EXPECT_EQ(h.kv("k1").count(Bytes{4, 'a'}), 1u);
+}
+
 TEST(RuntimeCore, ReadOnlyActionsDoNotWrite) {
   RuntimeHarness h;
   h.Boot({CounterDef().type()});
