@@ -592,11 +592,12 @@ void Instance::SyncAlarm() {
   });
 }
 
-void Instance::Gate(std::function<void()> send, std::function<void(const ClientError&)> fail) {
+void Instance::Gate(std::function<void()> send, std::function<void(const ClientError&)> fail,
+                    bool wire) {
   Checkpoint();
   SyncAlarm();
   MaybeFlush();
-  EnqueueOutput(staged_seq_, std::move(send), std::move(fail));
+  EnqueueOutput(staged_seq_, std::move(send), std::move(fail), wire);
 }
 
 void Instance::GateAt(uint64_t needs, std::function<void()> send,
@@ -780,11 +781,8 @@ void Instance::EndGeneration(const Error& cause) {
 Task<void> Instance::WaitDurable() {
   Completion<std::optional<ClientError>> done;
   // Not a wire output: resolves only once everything staged so far is durable.
-  Checkpoint();
-  SyncAlarm();
-  MaybeFlush();
-  EnqueueOutput(staged_seq_, [done] { done.Resolve(std::nullopt); },
-                [done](const ClientError& e) { done.Resolve(e); }, /*wire=*/false);
+  Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); },
+       /*wire=*/false);
   std::optional<ClientError> err = co_await done;
   if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
 }

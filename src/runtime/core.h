@@ -452,7 +452,10 @@ class Instance {
     bool wire = true;
   };
   // Captures any state/schedule change, then sends now or after the pending flush.
-  void Gate(std::function<void()> send, std::function<void(const ClientError&)> fail = {});
+  // `wire = false`: not sent on the socket (a local wake-up): waits for durability even
+  // when the engine holds outputs.
+  void Gate(std::function<void()> send, std::function<void(const ClientError&)> fail = {},
+            bool wire = true);
   // The same for an output that needs only what was staged up to `needs` (<= staged_seq_)
   // to be durable; it still leaves after every earlier output.
   void GateAt(uint64_t needs, std::function<void()> send, std::function<void(const ClientError&)> fail);
