@@ -132,6 +132,11 @@ void GroupSync::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+bool GroupSync::writes_waiting() const {
+  std::lock_guard lock(state_->mu);
+  return !state_->next.empty();
+}
+
 uint64_t GroupSync::sync_count() const {
   std::lock_guard lock(state_->mu);
   return state_->syncs;

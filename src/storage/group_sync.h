@@ -54,6 +54,10 @@ class GroupSync {
 
   // Completed SyncWrites calls (successful or not).
   uint64_t sync_count() const;
+  // True while writes wait for the next sync. A continuation with much to do can then hand
+  // its work to another thread instead of delaying that sync (continuations of one sync
+  // run one after another, before the next sync starts).
+  bool writes_waiting() const;
 
  private:
   struct State;

@@ -56,6 +56,7 @@ Executor& EnvoySession::StorageExecutorFor(const std::string& actor_id) {
 EnvoySession::~EnvoySession() = default;
 
 void EnvoySession::EnableHeldOutputs() {
+  release_executor_ = engine_.MakeWorkerStrand();
   // `this` outlives the hold (a member); callers hold a reference to the session.
   hold_ = std::make_unique<OutputHold>(
       [this](latest::ToRivetTunnelMessage&& msg) {
@@ -218,23 +219,63 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
                                         engine_.clock().SystemNowMs());
   const bool wrote = is_write && !resp.data.is<latest::KvErrorResponse>();
   if (ticket.has_value() && !wrote) hold_->EndWrite(owner->first, *ticket, /*ok=*/false);
-  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote,
-                 actor = owner->first, ticket = wrote ? ticket : std::nullopt](Status synced) mutable {
+  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote, actor = owner->first,
+                 ticket = wrote ? ticket : std::nullopt](Status synced) mutable {
     if (!synced.has_value()) {
       // The write (or one the read may show) is not known to be durable.
       resp.data = latest::KvErrorResponse{synced.error().ToString()};
     } else if (wrote) {
       self->engine_.metrics_kv_write_synced();
     }
-    // Held answers leave before the write's own answer: the runtime's reaction to it
-    // (a stop, say) can then never overtake them.
-    if (ticket.has_value()) self->hold_->EndWrite(actor, *ticket, synced.has_value());
-    self->Send(latest::ToEnvoy{std::move(resp)});
+    if (!ticket.has_value()) {
+      self->Send(latest::ToEnvoy{std::move(resp)});
+      return;
+    }
+    // Held answers leave before the write's own answer: the runtime's reaction to it (a
+    // stop, say) can then never overtake them. Forwarding them is gateway work: when other
+    // writes already wait for the next sync, it runs on the connection's release executor
+    // instead of delaying that sync (this runs on the syncing thread).
+    auto release = [self, resp = std::move(resp), actor, ticket = *ticket,
+                    ok = synced.has_value()]() mutable {
+      self->hold_->EndWrite(actor, ticket, ok);
+      self->Send(latest::ToEnvoy{std::move(resp)});
+    };
+    if (self->engine_.kv_sync().writes_waiting()) {
+      self->QueueRelease(std::move(release));
+    } else {
+      release();
+    }
   };
   if (wrote) {
     engine_.kv_sync().AfterWrite(std::move(answer));
   } else {
     engine_.kv_sync().AfterRead(std::move(answer));
+  }
+}
+
+void EnvoySession::QueueRelease(std::function<void()> release) {
+  {
+    std::lock_guard lock(release_mu_);
+    releases_.push_back(std::move(release));
+    if (release_posted_) return;
+    release_posted_ = true;
+  }
+  release_executor_->Post([self = shared_from_this()] { self->RunReleases(); });
+}
+
+void EnvoySession::RunReleases() {
+  std::vector<std::function<void()>> batch;
+  for (;;) {
+    {
+      std::lock_guard lock(release_mu_);
+      batch.swap(releases_);
+      if (batch.empty()) {
+        release_posted_ = false;
+        return;
+      }
+    }
+    for (auto& release : batch) release();
+    batch.clear();
   }
 }
 

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -141,6 +142,14 @@ class EnvoySession final : public net::WsHandler,
 
   // Set before Start on connections with held outputs, then never changed.
   std::unique_ptr<OutputHold> hold_;
+  // Held outputs: write completions whose forwarding would delay a waiting sync run here,
+  // a whole group per wake-up (QueueRelease).
+  void QueueRelease(std::function<void()> release);
+  void RunReleases();
+  std::unique_ptr<Executor> release_executor_;
+  std::mutex release_mu_;
+  std::vector<std::function<void()>> releases_;  // guarded by release_mu_
+  bool release_posted_ = false;                  // guarded by release_mu_
 
   // Last member: destroyed (its SQL threads joined) while everything it uses still lives.
   std::unique_ptr<RemoteSqlHost> remote_sql_;

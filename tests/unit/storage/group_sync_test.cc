@@ -110,6 +110,20 @@ TEST_F(GroupSyncTest, WritesArrivingDuringASyncWaitForTheNextOne) {
   EXPECT_EQ(gs.sync_count(), 2u);
 }
 
+TEST_F(GroupSyncTest, WritesWaitingTellsAContinuationThatTheNextSyncIsHeldUp) {
+  HookedStore store;
+  GroupSync gs(store, Post());
+  std::vector<bool> seen;
+  gs.AfterWrite([&](Status) { seen.push_back(gs.writes_waiting()); });
+  store.during_sync = [&] { gs.AfterWrite([&](Status) { seen.push_back(gs.writes_waiting()); }); };
+  EXPECT_TRUE(gs.writes_waiting()) << "the first write waits for its sync";
+  RunTasks();
+  // The first continuation ran while the second write waited for its sync; the second ran
+  // with nothing behind it.
+  EXPECT_EQ(seen, (std::vector<bool>{true, false}));
+  EXPECT_FALSE(gs.writes_waiting());
+}
+
 TEST_F(GroupSyncTest, AReadWithNoWritePendingIsAnsweredAtOnce) {
   HookedStore store;
   GroupSync gs(store, Post());
