@@ -282,16 +282,28 @@ Result<envoy_proto::CommandWrapper> FakeEnvoy::WaitCommand(const std::string& ac
 Result<envoy_proto::KvResponseData> FakeEnvoy::Kv(const std::string& actor_id,
                                                   envoy_proto::KvRequestData request,
                                                   std::chrono::milliseconds timeout) {
+  auto id = SendKv(actor_id, std::move(request));
+  if (!id.has_value()) return Unexpected{id.error()};
+  return KvAnswer(*id, timeout);
+}
+
+Result<uint32_t> FakeEnvoy::SendKv(const std::string& actor_id,
+                                   envoy_proto::KvRequestData request) {
   const uint32_t id = next_kv_request_++;
   envoy_proto::ToRivetKvRequest req;
   req.actor_id = actor_id;
   req.request_id = id;
   req.data = std::move(request);
   KEEL_RETURN_IF_ERROR(Send(envoy_proto::ToRivet{std::move(req)}));
+  return id;
+}
+
+Result<envoy_proto::KvResponseData> FakeEnvoy::KvAnswer(uint32_t request_id,
+                                                        std::chrono::milliseconds timeout) {
   auto frame = WaitForFrame(
-      [id](const envoy_proto::ToEnvoy& m) {
+      [request_id](const envoy_proto::ToEnvoy& m) {
         const auto* r = m.get_if<envoy_proto::ToEnvoyKvResponse>();
-        return r != nullptr && r->request_id == id;
+        return r != nullptr && r->request_id == request_id;
       },
       timeout);
   if (!frame.has_value()) return Unexpected{frame.error()};

@@ -179,6 +179,11 @@ class FakeEnvoy {
   Result<envoy_proto::KvResponseData> Kv(const std::string& actor_id,
                                          envoy_proto::KvRequestData request,
                                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Kv in two steps, for a runtime that does not wait for the answer (held outputs):
+  // sends the request and returns its id; KvAnswer waits for that id's answer.
+  Result<uint32_t> SendKv(const std::string& actor_id, envoy_proto::KvRequestData request);
+  Result<envoy_proto::KvResponseData> KvAnswer(uint32_t request_id,
+                                               std::chrono::milliseconds timeout = std::chrono::seconds(5));
   Result<envoy_proto::SqliteGetPagesResponse> GetPages(
       envoy_proto::SqliteGetPagesRequest request,
       std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -38,6 +38,12 @@ class TestEngine {
   static std::unique_ptr<TestEngine> WithFaultyStore(engine::EngineOptions options = {}) {
     return std::unique_ptr<TestEngine>(new TestEngine(FaultyTag{}, std::move(options)));
   }
+  // An engine over `store`, a test's own KvStore. Restart/RestartOnSamePort are not
+  // available (the store is handed to the engine once).
+  static std::unique_ptr<TestEngine> WithStore(engine::EngineOptions options,
+                                               std::unique_ptr<storage::KvStore> store) {
+    return std::unique_ptr<TestEngine>(new TestEngine(std::move(options), std::move(store)));
+  }
   // Non-null only for WithFaultyStore. Valid while the engine runs (until Restart/Stop).
   storage::FaultyKvStore* faulty_store() { return faulty_; }
 
@@ -74,9 +80,18 @@ class TestEngine {
     Start(0);
   }
 
+  TestEngine(engine::EngineOptions options, std::unique_ptr<storage::KvStore> store)
+      : options_(std::move(options)), given_store_(std::move(store)) {
+    workers_ = std::make_unique<net::IoRuntime>(2);
+    io_ = std::make_unique<net::IoRuntime>(2);
+    Start(0);
+  }
+
   void Start(uint16_t port) {
     std::unique_ptr<storage::KvStore> store;
-    if (faulty_wanted_) {
+    if (given_store_ != nullptr) {
+      store = std::move(given_store_);
+    } else if (faulty_wanted_) {
       auto faulty = std::make_unique<storage::FaultyKvStore>(
           std::make_unique<storage::MemKvStore>());
       faulty_ = faulty.get();
@@ -120,6 +135,7 @@ class TestEngine {
   std::string data_dir_;
   bool faulty_wanted_ = false;
   storage::FaultyKvStore* faulty_ = nullptr;
+  std::unique_ptr<storage::KvStore> given_store_;  // WithStore, until Start takes it
   std::unique_ptr<net::IoRuntime> workers_;
   std::unique_ptr<net::IoRuntime> io_;
   std::unique_ptr<net::HttpServer> server_;

@@ -2223,49 +2223,6 @@ class GatedSyncStore final : public storage::KvStore {
   uint64_t completed_ = 0; // guarded by mu_
 };
 
-// TestEngine's setup over a GatedSyncStore (TestEngine takes no store of the test's own).
-class GatedSyncEngine {
- public:
-  explicit GatedSyncEngine(engine::EngineOptions options) {
-    workers_ = std::make_unique<net::IoRuntime>(2);
-    io_ = std::make_unique<net::IoRuntime>(2);
-    auto store = std::make_unique<GatedSyncStore>();
-    store_ = store.get();
-    net::ServerOptions server_options;
-    server_options.max_ws_message = options.max_response_payload + (1 << 20);
-    auto server = net::HttpServer::Start(
-        *io_, server_options,
-        [this](std::shared_ptr<net::HttpExchange> exchange) { engine_->Handle(std::move(exchange)); });
-    if (!server.has_value()) throw std::runtime_error(server.error().ToString());
-    server_ = std::move(*server);
-    options.public_url = http_url();
-    auto engine = engine::Engine::Open(options, std::move(store), *io_, *workers_);
-    if (!engine.has_value()) throw std::runtime_error(engine.error().ToString());
-    engine_ = std::move(*engine);
-  }
-  ~GatedSyncEngine() {
-    store_->OpenGate();  // the group commit's thread is joined with the engine
-    server_->StopAccepting();
-    io_->Stop();
-    workers_->Stop();
-    server_.reset();
-    engine_.reset();
-    io_.reset();
-    workers_.reset();
-  }
-
-  GatedSyncStore& store() { return *store_; }
-  std::string http_url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
-  std::string ws_url() const { return "ws://127.0.0.1:" + std::to_string(server_->port()); }
-
- private:
-  GatedSyncStore* store_ = nullptr;  // owned by engine_
-  std::unique_ptr<net::IoRuntime> workers_;
-  std::unique_ptr<net::IoRuntime> io_;
-  std::unique_ptr<net::HttpServer> server_;
-  std::unique_ptr<engine::Engine> engine_;
-};
-
 using HttpFuture = std::future<Result<net::HttpResponse>>;
 
 // GET {http_url}/gateway/{id}{path}, answered on another thread.
@@ -2327,28 +2284,6 @@ Status Respond(FakeEnvoy& fe, const v::MessageId& id, const std::string& body) {
   return fe.Send(v::ToRivet{std::move(msg)});
 }
 
-// Sends a KV request without waiting for its answer (as a runtime with held outputs does).
-Status SendKv(FakeEnvoy& fe, const std::string& actor_id, uint32_t request_id,
-              v::KvRequestData data) {
-  v::ToRivetKvRequest req;
-  req.actor_id = actor_id;
-  req.request_id = request_id;
-  req.data = std::move(data);
-  return fe.Send(v::ToRivet{std::move(req)});
-}
-
-Result<v::KvResponseData> KvAnswer(FakeEnvoy& fe, uint32_t request_id,
-                                   std::chrono::milliseconds timeout = 5s) {
-  auto frame = fe.WaitForFrame(
-      [request_id](const v::ToEnvoy& m) {
-        const auto* r = m.get_if<v::ToEnvoyKvResponse>();
-        return r != nullptr && r->request_id == request_id;
-      },
-      timeout);
-  if (!frame.has_value()) return Unexpected{frame.error()};
-  return std::move(frame->msg.get_if<v::ToEnvoyKvResponse>()->data);
-}
-
 // A put ActorKv rejects (kv.value_too_large): one byte over 128 KiB.
 v::KvRequestData OversizedPut() { return KvPut({{"big", std::string(131073, 'x')}}); }
 
@@ -2406,13 +2341,14 @@ class HeldOutputsTest : public EngineEnvoyTest {
   // waiting for the write's answer; the write is rejected. Returns the client's answer
   // and checks the write's own answer.
   net::HttpResponse RejectedWriteThenAnswer(FakeEnvoy& fe, const std::string& id,
-                                            const std::string& path, uint32_t kv_request_id) {
+                                            const std::string& path) {
     HttpFuture pending = GatewayGet(te().http_url(), id, path);
     auto request = NextRequestStart(fe, path);
     if (!request.has_value()) return net::HttpResponse{0, {}, ""};
-    EXPECT_TRUE(SendKv(fe, id, kv_request_id, OversizedPut()).has_value());
+    auto kv_request = fe.SendKv(id, OversizedPut());
+    EXPECT_TRUE(kv_request.has_value());
     EXPECT_TRUE(Respond(fe, *request, "answer of " + path).has_value());
-    auto put = KvAnswer(fe, kv_request_id);
+    auto put = fe.KvAnswer(kv_request.value_or(0));
     EXPECT_TRUE(put.has_value()) << put.error().ToString();
     if (put.has_value()) {
       EXPECT_TRUE(StartsWith(ErrorText(*put), "kv.value_too_large")) << ErrorText(*put);
@@ -2443,7 +2379,7 @@ class HeldOutputsTest : public EngineEnvoyTest {
     const std::string id = Host(**fe, "unheld");
     ASSERT_FALSE(id.empty());
 
-    net::HttpResponse first = RejectedWriteThenAnswer(**fe, id, "/first", 1000);
+    net::HttpResponse first = RejectedWriteThenAnswer(**fe, id, "/first");
     EXPECT_EQ(first.status, 200) << first.body;
     EXPECT_EQ(first.body, "answer of /first");
     net::HttpResponse second = PlainRequest(**fe, id, "/second");
@@ -2486,37 +2422,41 @@ TEST_F(HeldOutputsTest, HeldOutputsAreConfirmedOnlyWhenAskedAndEnabled) {
 // covering the write ran; another actor's answer on the same connection does not wait for
 // it. The write's own answer comes after the sync too.
 TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) {
-  GatedSyncEngine ge(FastOptions());
+  auto gated = std::make_unique<GatedSyncStore>();
+  GatedSyncStore& store = *gated;
+  std::unique_ptr<TestEngine> ge = TestEngine::WithStore(FastOptions(), std::move(gated));
+  // The gate is opened before the engine goes (its group commit's thread is joined then).
+  struct OpenAtExit {
+    GatedSyncStore& store;
+    ~OpenAtExit() { store.OpenGate(); }
+  } open_before_engine_stops{store};
   FakeEnvoyOptions o;
-  o.ws_url = ge.ws_url();
+  o.ws_url = ge->ws_url();
   o.envoy_key = "gated-envoy";
   std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(o);
   ASSERT_NE(fe, nullptr);
-  const std::string a = keel::testing::CreateActor(ge.http_url(), "held", "a");
-  const std::string b = keel::testing::CreateActor(ge.http_url(), "held", "b");
+  const std::string a = keel::testing::CreateActor(ge->http_url(), "held", "a");
+  const std::string b = keel::testing::CreateActor(ge->http_url(), "held", "b");
   ASSERT_FALSE(a.empty());
   ASSERT_FALSE(b.empty());
   ASSERT_EQ(StartOn(*fe, a), 1u);
   ASSERT_EQ(StartOn(*fe, b), 1u);
 
-  HttpFuture to_a = GatewayGet(ge.http_url(), a, "/held");
-  // On a failure, opens the gate before to_a's destructor waits for its answer.
-  struct OpenAtExit {
-    GatedSyncStore& store;
-    ~OpenAtExit() { store.OpenGate(); }
-  } open_at_exit{ge.store()};
+  HttpFuture to_a = GatewayGet(ge->http_url(), a, "/held");
+  OpenAtExit open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
   auto request_a = NextRequestStart(*fe, "/held");
   ASSERT_TRUE(request_a.has_value());
 
-  ge.store().CloseGate();
-  const uint64_t syncs_before = ge.store().completed_syncs();
-  ASSERT_TRUE(SendKv(*fe, a, 1000, KvPut({{"k", "v"}})).has_value());
+  store.CloseGate();
+  const uint64_t syncs_before = store.completed_syncs();
+  auto put_id = fe->SendKv(a, KvPut({{"k", "v"}}));
+  ASSERT_TRUE(put_id.has_value());
   ASSERT_TRUE(Respond(*fe, *request_a, "a-answer").has_value());
-  ASSERT_TRUE(ge.store().WaitSyncBlocked(5s)) << "the put's sync never started";
+  ASSERT_TRUE(store.WaitSyncBlocked(5s)) << "the put's sync never started";
   ASSERT_TRUE(fe->Sync().has_value());  // the engine has read the answer: it holds it now
 
   // Actor b's answer is not held behind a's write.
-  HttpFuture to_b = GatewayGet(ge.http_url(), b, "/free");
+  HttpFuture to_b = GatewayGet(ge->http_url(), b, "/free");
   auto request_b = NextRequestStart(*fe, "/free");
   ASSERT_TRUE(request_b.has_value());
   ASSERT_TRUE(Respond(*fe, *request_b, "b-answer").has_value());
@@ -2527,16 +2467,16 @@ TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) 
   // a's answer and the put's answer wait for the sync (a bounded look for their absence).
   EXPECT_EQ(to_a.wait_for(200ms), std::future_status::timeout)
       << "the answer reached the client before its write was durable";
-  auto early = KvAnswer(*fe, 1000, 0ms);
+  auto early = fe->KvAnswer(*put_id, 0ms);
   EXPECT_FALSE(early.has_value()) << "the put was answered before its sync";
-  EXPECT_EQ(ge.store().completed_syncs(), syncs_before);
+  EXPECT_EQ(store.completed_syncs(), syncs_before);
 
-  ge.store().OpenGate();
+  store.OpenGate();
   net::HttpResponse got_a = Answer(to_a);
-  EXPECT_GT(ge.store().completed_syncs(), syncs_before);
+  EXPECT_GT(store.completed_syncs(), syncs_before);
   EXPECT_EQ(got_a.status, 200) << got_a.body;
   EXPECT_EQ(got_a.body, "a-answer");
-  auto put = early.has_value() ? std::move(early) : KvAnswer(*fe, 1000);
+  auto put = early.has_value() ? std::move(early) : fe->KvAnswer(*put_id);
   ASSERT_TRUE(put.has_value()) << put.error().ToString();
   EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
   auto get = fe->Kv(a, KvGet({"k"}));
@@ -2545,7 +2485,7 @@ TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) 
   EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "v");
 
   // Once idle again, answers pass at once.
-  HttpFuture again = GatewayGet(ge.http_url(), a, "/again");
+  HttpFuture again = GatewayGet(ge->http_url(), a, "/again");
   auto request_again = NextRequestStart(*fe, "/again");
   ASSERT_TRUE(request_again.has_value());
   ASSERT_TRUE(Respond(*fe, *request_again, "a-again").has_value());
@@ -2567,7 +2507,7 @@ TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteFailsTheGenerationsAnswers) {
   ASSERT_FALSE(b.empty());
   EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 0);
 
-  net::HttpResponse first = RejectedWriteThenAnswer(*fe, a, "/first", 1000);
+  net::HttpResponse first = RejectedWriteThenAnswer(*fe, a, "/first");
   ExpectStorageFailed(first, "the answer after the rejected write");
   const double after_first = MetricValue(te().http_url(), kWriteFailures);
   EXPECT_EQ(after_first, 1) << "one failed write";
@@ -2604,9 +2544,10 @@ TEST_F(HeldOutputsTest, HeldOutputsFailedSyncFailsTheGenerationTheNextStartsClea
   auto request = NextRequestStart(*fe, "/first");
   ASSERT_TRUE(request.has_value());
   store->FailNextSyncs(1);
-  ASSERT_TRUE(SendKv(*fe, a, 1000, KvPut({{"k", "lost"}})).has_value());
+  auto put_id = fe->SendKv(a, KvPut({{"k", "lost"}}));
+  ASSERT_TRUE(put_id.has_value());
   ASSERT_TRUE(Respond(*fe, *request, "depends on k").has_value());
-  auto put = KvAnswer(*fe, 1000);
+  auto put = fe->KvAnswer(*put_id);
   ASSERT_TRUE(put.has_value()) << put.error().ToString();
   EXPECT_TRUE(StartsWith(ErrorText(*put), "storage.io")) << ErrorText(*put);
   ExpectStorageFailed(Answer(first), "the answer after the unsynced write");
@@ -2623,9 +2564,10 @@ TEST_F(HeldOutputsTest, HeldOutputsFailedSyncFailsTheGenerationTheNextStartsClea
   ASSERT_EQ(StartOn(*fe, a), 2u);
   auto request2 = NextRequestStart(*fe, "/woken");
   ASSERT_TRUE(request2.has_value());
-  ASSERT_TRUE(SendKv(*fe, a, 1001, KvPut({{"k", "kept"}})).has_value());
+  auto put2_id = fe->SendKv(a, KvPut({{"k", "kept"}}));
+  ASSERT_TRUE(put2_id.has_value());
   ASSERT_TRUE(Respond(*fe, *request2, "generation 2").has_value());
-  auto put2 = KvAnswer(*fe, 1001);
+  auto put2 = fe->KvAnswer(*put2_id);
   ASSERT_TRUE(put2.has_value()) << put2.error().ToString();
   EXPECT_TRUE(put2->is<v::KvPutResponse>()) << ErrorText(*put2);
   net::HttpResponse got = Answer(woken);
@@ -2650,12 +2592,13 @@ TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteBreaksOffAStartedStream) {
   rs.body = ToBytes("part1;");
   rs.stream = true;
   ASSERT_TRUE(fe->Send(v::ToRivet{v::ToRivetTunnelMessage{*request, rs}}).has_value());
-  ASSERT_TRUE(SendKv(*fe, a, 1000, OversizedPut()).has_value());
+  auto put_id = fe->SendKv(a, OversizedPut());
+  ASSERT_TRUE(put_id.has_value());
   v::ToRivetResponseChunk last;
   last.body = ToBytes("part2");
   last.finish = true;
   ASSERT_TRUE(fe->Send(v::ToRivet{v::ToRivetTunnelMessage{*request, last}}).has_value());
-  auto put = KvAnswer(*fe, 1000);
+  auto put = fe->KvAnswer(*put_id);
   ASSERT_TRUE(put.has_value()) << put.error().ToString();
   EXPECT_TRUE(StartsWith(ErrorText(*put), "kv.value_too_large")) << ErrorText(*put);
   ASSERT_EQ(pending.wait_for(5s), std::future_status::ready);
@@ -2693,9 +2636,10 @@ TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteClosesTheActorsWebSocket) {
   ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*hello));
   EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*hello).data, "hello");
 
-  ASSERT_TRUE(SendKv(*fe, a, 1000, OversizedPut()).has_value());
+  auto put_id = fe->SendKv(a, OversizedPut());
+  ASSERT_TRUE(put_id.has_value());
   ASSERT_TRUE(reply(1, v::ToRivetWebSocketMessage{ToBytes("after the write"), false}).has_value());
-  auto put = KvAnswer(*fe, 1000);
+  auto put = fe->KvAnswer(*put_id);
   ASSERT_TRUE(put.has_value()) << put.error().ToString();
   EXPECT_TRUE(StartsWith(ErrorText(*put), "kv.value_too_large")) << ErrorText(*put);
 

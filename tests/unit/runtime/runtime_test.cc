@@ -90,14 +90,19 @@ TEST(RuntimeCore, OutputGateHoldsTheResponseUntilTheEngineCommits) {
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 5}}));
 }
 
+// Boots the counter on a socket whose engine confirmed held outputs, and starts a1.
+void BootHeld(RuntimeHarness& h) {
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+}
+
 // Held outputs (docs/runtime.md): on a socket where the engine confirmed them, an answer
 // leaves right after the writes it depends on, without waiting for their acknowledgement —
 // the engine keeps it from the client until they are durable.
 TEST(RuntimeHeldOutputs, TheAnswerFollowsItsWriteWithoutWaitingForTheAck) {
   RuntimeHarness h;
-  h.engine_holds_outputs = true;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
+  BootHeld(h);
   ASSERT_TRUE(h.client().engine_holds_outputs());
   h.hold_kv = true;
   const size_t before = h.tunnel_log.size();
@@ -133,9 +138,7 @@ TEST(RuntimeHeldOutputs, WaitingForDurabilityStillWaitsForTheAck) {
   // The stop sequence waits for its writes to be durable before it reports Stopped: a local
   // wait, not a wire output, so held outputs do not shorten it.
   RuntimeHarness h;
-  h.engine_holds_outputs = true;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
+  BootHeld(h);
   h.hold_kv = true;
   h.Action("a1", "increment", "[3]");
   h.StopActor("a1", 1, latest::StopActorReason::kSleepIntent);
@@ -149,9 +152,7 @@ TEST(RuntimeHeldOutputs, WaitingForDurabilityStillWaitsForTheAck) {
 
 TEST(RuntimeHeldOutputs, AFailedWriteEndsTheGenerationWithoutWritingMore) {
   RuntimeHarness h;
-  h.engine_holds_outputs = true;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
+  BootHeld(h);
   h.Action("a1", "increment", "[1]");  // durable: count = 1
   h.hold_kv = true;
   auto id = h.Action("a1", "increment", "[5]");
@@ -174,9 +175,7 @@ TEST(RuntimeHeldOutputs, AFailedWriteEndsTheGenerationWithoutWritingMore) {
 
 TEST(RuntimeHeldOutputs, ASocketLostWithAWriteInFlightEndsTheGeneration) {
   RuntimeHarness h;
-  h.engine_holds_outputs = true;
-  h.Boot({CounterDef().type()});
-  h.StartActor("a1", "counter");
+  BootHeld(h);
   h.hold_kv = true;
   auto id = h.Action("a1", "increment", "[4]");
   EXPECT_EQ(h.Body(id), R"({"output":4})");
