@@ -745,6 +745,16 @@ void Instance::OnFlushDone(uint64_t seq, Status status, bool held) {
   if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
 }
 
+void Instance::StopTimersAndWaiters() {
+  runtime_.SetSleepDeadline(*this, std::nullopt);
+  if (cold_ && cold_->schedule_timer != TimerId{}) {
+    runtime_.clock().Cancel(cold_->schedule_timer);
+    cold_->schedule_timer = {};
+  }
+  aborted_ = true;
+  AbortQueueWaiters();
+}
+
 void Instance::EndGeneration(const Error& cause) {
   if (generation_ended_) return;
   generation_ended_ = true;
@@ -752,13 +762,7 @@ void Instance::EndGeneration(const Error& cause) {
            {{"actor", actor_id_}, {"generation", std::to_string(generation_)}, {"error", cause.ToString()}});
   const Phase was = phase_;
   phase_ = Phase::kStopped;
-  aborted_ = true;
-  runtime_.SetSleepDeadline(*this, std::nullopt);
-  if (cold_ && cold_->schedule_timer != TimerId{}) {
-    runtime_.clock().Cancel(cold_->schedule_timer);
-    cold_->schedule_timer = {};
-  }
-  AbortQueueWaiters();
+  StopTimersAndWaiters();
   // Nothing more is written: the next instance starts from what is durable.
   overlay_.clear();
   std::vector<Output> failed = std::move(outputs_);
@@ -1027,13 +1031,7 @@ Task<void> Instance::StopSequence(latest::StopActorReason reason) {
   const bool destroy =
       reason == latest::StopActorReason::kStopIntent || reason == latest::StopActorReason::kDestroy;
   phase_ = Phase::kGrace;
-  runtime_.SetSleepDeadline(*this, std::nullopt);
-  if (cold_ && cold_->schedule_timer != TimerId{}) {
-    runtime_.clock().Cancel(cold_->schedule_timer);
-    cold_->schedule_timer = {};
-  }
-  aborted_ = true;
-  AbortQueueWaiters();
+  StopTimersAndWaiters();
   Invocation inv{this, nullptr, nullptr};
 
   // Connections: hibernate or close them. Outputs already produced (responses, acks) go

@@ -469,6 +469,8 @@ class Instance {
   // more, and reports itself stopped with `actor.storage_failed`; the engine restarts the
   // actor from its durable state (docs/runtime.md, "Held outputs").
   void EndGeneration(const Error& cause);
+  // The start of every stop: no sleep deadline, no schedule timer, queue waiters aborted.
+  void StopTimersAndWaiters();
   // Serialises the actor record; if it changed, stages it in the overlay.
   void Checkpoint();
   void StageWrite(Bytes key, std::optional<Bytes> value);
