@@ -179,6 +179,7 @@ Instance::Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envo
 }
 
 Instance::~Instance() {
+  if (held_commits_ != nullptr) held_commits_->SetListener(nullptr);
   // Not through SetSleepDeadline: the runtime may be going away itself.
   if (sleep_deadline_) runtime_.sleep_deadlines_.erase({*sleep_deadline_, this});
   if (cold_ && cold_->schedule_timer != TimerId{}) runtime_.clock().Cancel(cold_->schedule_timer);
@@ -232,6 +233,12 @@ SqlDatabase& Instance::Database() {
     context.generation = generation_;
     context.namespace_name = runtime_.client().config().namespace_name;
     context.client = &runtime_.client();
+    if (held_commits_ == nullptr) {
+      held_commits_ = std::make_shared<HeldCommits>();
+      held_commits_->set_allowed(phase_ != Phase::kLoading);
+      held_commits_->SetListener([this](const Status& outcome) { OnHeldCommitDone(outcome); });
+    }
+    context.held_commits = held_commits_;
     std::unique_ptr<SqlBackend> backend = *kind == SqliteBackendKind::kLocal
                                               ? runtime_.options().local_sqlite(context)
                                               : MakeRemoteSqlBackend(context);
@@ -241,6 +248,14 @@ SqlDatabase& Instance::Database() {
     db_ = std::make_unique<SqlDatabase>(std::move(backend));
   }
   return *db_;
+}
+
+void Instance::OnHeldCommitDone(const Status& outcome) {
+  // Like a failed held KV write: answers that depended on the commit may be with the
+  // engine, which now withholds this generation's answers for good.
+  if (!outcome.ok()) EndGeneration(outcome.error());
+  ReleaseOutputs();
+  if (phase_ == Phase::kStopped) runtime_.MaybeFree(*this);
 }
 
 Task<void> Instance::CloseDatabase() {
@@ -623,11 +638,20 @@ void Instance::EnqueueOutput(uint64_t needs, std::function<void()> send,
 
 bool Instance::Releasable(const Output& o) const {
   if (!AlarmSettled()) return false;
-  if (o.needs_seq <= durable_seq_) return true;
   // Held outputs: the engine keeps this output from the client until the writes sent before
   // it on the same socket are durable.
-  return o.wire && o.needs_seq <= sent_seq_ && runtime_.client().engine_holds_outputs() &&
-         runtime_.client().socket_epoch() == sent_epoch_;
+  const bool held = o.wire && runtime_.client().engine_holds_outputs();
+  const uint64_t epoch = runtime_.client().socket_epoch();
+  if (o.needs_seq > durable_seq_ && !(held && o.needs_seq <= sent_seq_ && epoch == sent_epoch_)) {
+    return false;
+  }
+  // Local-native commits sent without waiting (HeldCommits): the output may follow them
+  // only on the socket they went out on.
+  if (held_commits_ != nullptr && held_commits_->pending() > 0 &&
+      !(held && epoch == held_commits_->epoch())) {
+    return false;
+  }
+  return true;
 }
 
 void Instance::ReleaseOutputs() {
@@ -2183,6 +2207,7 @@ void Runtime::OnStartActor(envoy::StartActor start) {
       return;
     }
     self->phase_ = Phase::kStarted;
+    if (self->held_commits_ != nullptr) self->held_commits_->set_allowed(true);
     client_->ActorRunning(self->actor_id_, self->generation_);
     self->DeliverEarlyMessages();
     if (self->pending_stop_) {
@@ -2310,7 +2335,10 @@ void Runtime::Retire(Instance& instance) {
 
 void Runtime::MaybeFree(Instance& instance) {
   // A KV flush or an alarm push in flight calls back into the instance; it frees it then.
-  auto busy = [](const Instance& i) { return i.owned_tasks_ > 0 || i.flushing_ || i.alarm_push_in_flight_; };
+  auto busy = [](const Instance& i) {
+    return i.owned_tasks_ > 0 || i.flushing_ || i.alarm_push_in_flight_ ||
+           (i.held_commits_ != nullptr && i.held_commits_->pending() > 0);
+  };
   if (busy(instance)) return;
   // Defer: the caller may still be inside one of the instance's own frames.
   auto it = std::find_if(retired_.begin(), retired_.end(),

@@ -469,6 +469,8 @@ class Instance {
   // more, and reports itself stopped with `actor.storage_failed`; the engine restarts the
   // actor from its durable state (docs/runtime.md, "Held outputs").
   void EndGeneration(const Error& cause);
+  // A local-native commit sent without waiting was answered (HeldCommits::Done).
+  void OnHeldCommitDone(const Status& outcome);
   // The start of every stop: no sleep deadline, no schedule timer, queue waiters aborted.
   void StopTimersAndWaiters();
   // Serialises the actor record; if it changed, stages it in the overlay.
@@ -607,6 +609,8 @@ class Instance {
   uint64_t sent_seq_ = 0;
   uint64_t sent_epoch_ = 0;
   bool generation_ended_ = false;  // EndGeneration ran
+  // Local-native commits in flight without a wait (sql.h); created with the database.
+  std::shared_ptr<HeldCommits> held_commits_;
   bool flushing_ = false;
   std::vector<Output> outputs_;
 

@@ -67,11 +67,75 @@ class SqlBackend {
   virtual Task<void> Close() = 0;
 };
 
+// Held commits: local-native page commits sent without waiting for their answer. On a
+// connection where the engine holds outputs (EnvoyClient::engine_holds_outputs), the
+// local-native backend lets a statement finish as soon as its commit is written to the
+// socket; the engine keeps every later answer of the actor from clients until that commit
+// is durable, exactly as for the instance's KV writes (docs/runtime.md, "Held outputs").
+// This object is how the backend tells its instance what is in flight:
+//   * Sent(epoch) when a commit was written to the socket of `epoch` without waiting: the
+//     instance's outputs may then leave only on that socket (or once nothing is pending);
+//   * Done(status) with the commit's answer: a failure means outputs that depended on it
+//     may already be with the engine, which withholds them for good, so the instance ends
+//     its generation (Instance::EndGeneration) — the next one starts from durable state.
+// The backend's Close waits for every pending commit (WhenSettled): an instance reports
+// itself stopped only after its last commit is durable or known lost.
+// Thread-safety: the runtime's one executor.
+class HeldCommits {
+ public:
+  using Listener = std::function<void(const Status& outcome)>;
+
+  void Sent(uint64_t socket_epoch) {
+    ++pending_;
+    epoch_ = socket_epoch;
+  }
+  void Done(const Status& outcome) {
+    if (pending_ > 0) --pending_;
+    if (!outcome.ok() && !failure_.has_value()) failure_ = outcome.error();
+    if (listener_) listener_(outcome);
+    if (pending_ == 0) {
+      std::vector<std::function<void()>> waiters;
+      waiters.swap(settled_);
+      for (auto& w : waiters) w();
+    }
+  }
+  size_t pending() const { return pending_; }
+  // The socket the newest pending commit went out on.
+  uint64_t epoch() const { return epoch_; }
+  // The first commit that failed, if any.
+  const std::optional<Error>& failure() const { return failure_; }
+  // The instance's hook, called after each Done; cleared (nullptr) when it goes away.
+  void SetListener(Listener listener) { listener_ = std::move(listener); }
+  // Whether commits may be held now: not while the instance loads (a start's writes gate
+  // no output to a client; a failed one must fail the start, as a KV write's does).
+  bool allowed() const { return allowed_; }
+  void set_allowed(bool allowed) { allowed_ = allowed; }
+  // Runs `k` once nothing is pending (now, if nothing is).
+  void WhenSettled(std::function<void()> k) {
+    if (pending_ == 0) {
+      k();
+      return;
+    }
+    settled_.push_back(std::move(k));
+  }
+
+ private:
+  size_t pending_ = 0;
+  uint64_t epoch_ = 0;
+  bool allowed_ = false;
+  std::optional<Error> failure_;
+  Listener listener_;
+  std::vector<std::function<void()>> settled_;
+};
+
 struct SqlBackendContext {
   std::string actor_id;
   uint32_t generation = 0;
   std::string namespace_name;
   envoy::EnvoyClient* client = nullptr;
+  // The instance's held-commit tracker (local-native only uses it); never null from an
+  // Instance.
+  std::shared_ptr<HeldCommits> held_commits;
 };
 using LocalSqlFactory = std::function<std::unique_ptr<SqlBackend>(const SqlBackendContext&)>;
 

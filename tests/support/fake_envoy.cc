@@ -327,9 +327,20 @@ Result<envoy_proto::SqliteGetPagesResponse> FakeEnvoy::GetPages(
 
 Result<envoy_proto::SqliteCommitResponse> FakeEnvoy::Commit(
     envoy_proto::SqliteCommitRequest request, std::chrono::milliseconds timeout) {
+  auto id = SendCommit(std::move(request));
+  if (!id.has_value()) return Unexpected{id.error()};
+  return CommitAnswer(*id, timeout);
+}
+
+Result<uint32_t> FakeEnvoy::SendCommit(envoy_proto::SqliteCommitRequest request) {
   const uint32_t id = next_sqlite_request_++;
   KEEL_RETURN_IF_ERROR(Send(envoy_proto::ToRivet{
       envoy_proto::ToRivetSqliteCommitRequest{id, std::move(request)}}));
+  return id;
+}
+
+Result<envoy_proto::SqliteCommitResponse> FakeEnvoy::CommitAnswer(
+    uint32_t id, std::chrono::milliseconds timeout) {
   auto frame = WaitForFrame(
       [id](const envoy_proto::ToEnvoy& m) {
         const auto* r = m.get_if<envoy_proto::ToEnvoySqliteCommitResponse>();

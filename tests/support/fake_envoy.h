@@ -190,6 +190,11 @@ class FakeEnvoy {
   Result<envoy_proto::SqliteCommitResponse> Commit(
       envoy_proto::SqliteCommitRequest request,
       std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Commit in two steps (held commits): SendCommit returns the request id, CommitAnswer
+  // waits for that id's answer.
+  Result<uint32_t> SendCommit(envoy_proto::SqliteCommitRequest request);
+  Result<envoy_proto::SqliteCommitResponse> CommitAnswer(
+      uint32_t request_id, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
   // Starts the close handshake (the engine then sees the envoy go away).
   void Close(uint16_t code = 1000, std::string reason = "envoy.shutdown");

@@ -69,8 +69,8 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       "per fsync).");
   held_output_write_failures_ = &metrics_.AddCounter(
       "keel_held_output_write_failures_total",
-      "KV writes that failed on a connection with held outputs: each one's actor generation "
-      "has its answers withheld from clients from then on.");
+      "Writes (KV writes, SQLite page commits) that failed on a connection with held outputs: "
+      "each one's actor generation has its answers withheld from clients from then on.");
   remote_sql_metrics_.executors_created = &metrics_.AddCounter(
       "keel_remote_sql_executors_created_total",
       "Remote SQL executors opened (one per actor generation that ran SQL on a connection).");

@@ -141,8 +141,19 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
           StorageExecutorFor(m.data.actor_id).Post(
               [self, req = std::move(m)]() mutable { self->HandleGetPages(std::move(req)); });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
+          // Held outputs: the actor's tunnel messages read after this commit wait for it,
+          // as for a KV write (a runtime may send its answers without waiting for the
+          // commit's; runtime/sql.h, HeldCommits).
+          std::optional<std::pair<EngineId, uint64_t>> ticket;
+          if (hold_ != nullptr) {
+            if (auto owner = CheckOwner(m.data.actor_id, "sqlite "); owner.has_value()) {
+              ticket.emplace(owner->first, hold_->BeginWrite(owner->first, owner->second));
+            }
+          }
           StorageExecutorFor(m.data.actor_id).Post(
-              [self, req = std::move(m)]() mutable { self->HandleCommit(std::move(req)); });
+              [self, req = std::move(m), ticket]() mutable {
+                self->HandleCommit(std::move(req), ticket);
+              });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest> ||
                              std::is_same_v<T, latest::ToRivetSqliteExecuteRequest> ||
                              std::is_same_v<T, latest::ToRivetSqliteExecuteWriteRequest>) {
@@ -319,12 +330,22 @@ void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
   Send(latest::ToEnvoy{std::move(resp)});
 }
 
-void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req) {
+void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
+                                std::optional<std::pair<EngineId, uint64_t>> ticket) {
   latest::ToEnvoySqliteCommitResponse resp;
   resp.request_id = req.request_id;
   auto owner = CheckOwner(req.data.actor_id, "sqlite ");
   if (!owner.has_value()) {
     resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
+  } else if (ticket.has_value() && hold_->poisoned(owner->first)) {
+    // An earlier write of this generation failed after the runtime may have built on it:
+    // this commit may have been computed from a database state that was never stored, so
+    // applying it could leave the stored database inconsistent. The runtime ends the
+    // generation when it sees that first failure.
+    resp.data = latest::SqliteErrorResponse{
+        Error{"actor", "storage_failed",
+              "an earlier write of this actor generation failed; commit refused"}
+            .ToString()};
   } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
     resp.data = latest::SqliteErrorResponse{fence->ToString()};
   } else if (Status recorded = RecordGeneration(owner->first, owner->second);
@@ -346,6 +367,10 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req) {
     } else {
       resp.data = latest::SqliteCommitOk{};
     }
+  }
+  if (ticket.has_value()) {
+    // Held answers leave before the commit's own answer (as in HandleKv).
+    hold_->EndWrite(ticket->first, ticket->second, resp.data.is<latest::SqliteCommitOk>());
   }
   Send(latest::ToEnvoy{std::move(resp)});
 }

@@ -110,7 +110,9 @@ class EnvoySession final : public net::WsHandler,
   void Dispatch(latest::ToRivet&& msg);
   void HandleKv(latest::ToRivetKvRequest&& req);
   void HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
-  void HandleCommit(latest::ToRivetSqliteCommitRequest&& req);
+  // `ticket`: the commit's held-output ticket (BeginWrite at dispatch), with its actor.
+  void HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
+                    std::optional<std::pair<EngineId, uint64_t>> ticket);
   void HandleTunnel(latest::ToRivetTunnelMessage&& msg);
   // Forgets recorded generations of actors this connection no longer hosts at them.
   void PruneRecordedGenerations();

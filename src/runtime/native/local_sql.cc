@@ -66,6 +66,13 @@ struct PageFailure {
   // (sqlite.would_block). Never expected: a statement only runs inline when the VFS holds
   // every page it can read and it cannot end a write transaction.
   bool forbid_io = false;
+  // Set beside forbid_io when the engine holds outputs now: the inline statement's commit
+  // is written to the socket right there, without waiting for its answer (held commits).
+  bool inline_commit = false;
+  // A commit sent without waiting failed (written on the runtime's executor, read by
+  // whichever thread runs the next statement): the database's memory is ahead of what is
+  // stored, so every later page request fails and the instance ends its generation.
+  std::atomic<bool> held_failed{false};
 };
 
 // One actor generation's database: its serial job queue and, on the SQL threads, its
@@ -330,18 +337,80 @@ struct LocalSqlHost::Core : std::enable_shared_from_this<LocalSqlHost::Core> {
 
 namespace {
 
+// Whether a commit of this database may be sent without waiting for its answer now: the
+// instance allows it (it is not loading), no held commit of it failed, and the engine holds
+// outputs on the open connection. Runtime executor only.
+bool CanHoldCommit(envoy::EnvoyClient* client, const runtime::HeldCommits* held,
+                   const PageFailure& failure) {
+  return held != nullptr && held->allowed() && !held->failure().has_value() &&
+         !failure.held_failed.load(std::memory_order_acquire) && client->engine_holds_outputs();
+}
+
+// Runtime executor: writes a commit to the connection. When it may be held (CanHoldCommit),
+// `answer` runs at once with success and the engine's real answer goes to `held`; otherwise
+// `answer` gets the engine's answer.
+void SendCommit(envoy::EnvoyClient* client, const std::shared_ptr<runtime::HeldCommits>& held,
+                const std::shared_ptr<PageFailure>& failure, latest::SqliteCommitRequest req,
+                std::function<void(Result<latest::SqliteCommitResponse>)> answer) {
+  if (!CanHoldCommit(client, held.get(), *failure)) {
+    client->SqliteCommit(std::move(req), std::move(answer));
+    return;
+  }
+  // An answer given inside the call (the client shutting down, a request the connection
+  // cannot carry) never reached the engine: it goes to the statement as usual.
+  struct Sending {
+    bool now = true;
+    std::optional<Result<latest::SqliteCommitResponse>> answer;
+  };
+  auto sending = std::make_shared<Sending>();
+  client->SqliteCommit(std::move(req), [held, failure, sending](Result<latest::SqliteCommitResponse> r) {
+    if (sending->now) {
+      sending->answer.emplace(std::move(r));
+      return;
+    }
+    Status outcome = OkStatus();
+    if (!r.ok()) {
+      outcome = Unexpected{r.error()};
+    } else if (const auto* err = r->get_if<latest::SqliteErrorResponse>()) {
+      outcome = Unexpected{Error::FromString(err->message)};
+    }
+    if (!outcome.ok()) {
+      failure->held_failed.store(true, std::memory_order_release);
+      LogError(kLog, "a commit sent without waiting failed; the actor's generation ends",
+               {{"error", outcome.error().ToString()}});
+    }
+    held->Done(outcome);
+  });
+  sending->now = false;
+  if (sending->answer.has_value()) {
+    answer(std::move(*sending->answer));
+    return;
+  }
+  held->Sent(client->socket_epoch());
+  answer(latest::SqliteCommitResponse{latest::SqliteCommitOk{}});
+}
+
+Error HeldCommitFailed() {
+  return Error{"actor", "storage_failed",
+               "an earlier commit of this database failed after the answers depending on it "
+               "were sent; the actor restarts from its durable state"};
+}
+
 // get_pages / commit on the envoy connection, fenced by the generation.
 class EnvoyPageSource final : public storage::PageSource {
  public:
   EnvoyPageSource(std::shared_ptr<LocalSqlHost::Core> core, envoy::EnvoyClient* client,
-                  std::string actor_id, uint32_t generation, std::shared_ptr<PageFailure> failure)
+                  std::string actor_id, uint32_t generation, std::shared_ptr<PageFailure> failure,
+                  std::shared_ptr<runtime::HeldCommits> held)
       : core_(std::move(core)),
         client_(client),
         actor_id_(std::move(actor_id)),
         generation_(generation),
-        failure_(std::move(failure)) {}
+        failure_(std::move(failure)),
+        held_(std::move(held)) {}
 
   Result<std::vector<storage::Page>> GetPages(const std::vector<uint32_t>& pgnos) override {
+    if (failure_->held_failed.load(std::memory_order_acquire)) return Failed(HeldCommitFailed());
     if (failure_->forbid_io) return Failed(WouldBlock());
     latest::SqliteGetPagesRequest req;
     req.actor_id = actor_id_;
@@ -368,7 +437,12 @@ class EnvoyPageSource final : public storage::PageSource {
 
   Status Commit(std::vector<storage::DirtyPage> dirty_pages, uint32_t db_size_pages,
                 int64_t now_ms) override {
-    if (failure_->forbid_io) return Failed(WouldBlock());
+    if (failure_->held_failed.load(std::memory_order_acquire)) return Failed(HeldCommitFailed());
+    // Inline (on the runtime's executor): only a commit that needs no wait may be sent.
+    if (failure_->forbid_io &&
+        !(failure_->inline_commit && CanHoldCommit(client_, held_.get(), *failure_))) {
+      return Failed(WouldBlock());
+    }
     latest::SqliteCommitRequest req;
     req.actor_id = actor_id_;
     req.dirty_pages.reserve(dirty_pages.size());
@@ -377,10 +451,17 @@ class EnvoyPageSource final : public storage::PageSource {
     req.now_ms = now_ms;
     req.expected_generation = generation_;
     envoy::EnvoyClient* client = client_;
-    auto r = core_->Call<latest::SqliteCommitResponse>(
-        [client, req = std::move(req)](std::function<void(Result<latest::SqliteCommitResponse>)> done) mutable {
-          client->SqliteCommit(std::move(req), std::move(done));
-        });
+    Result<latest::SqliteCommitResponse> r = Unexpected{WouldBlock()};
+    if (failure_->forbid_io) {
+      SendCommit(client, held_, failure_, std::move(req),
+                 [&r](Result<latest::SqliteCommitResponse> answer) { r = std::move(answer); });
+    } else {
+      r = core_->Call<latest::SqliteCommitResponse>(
+          [client, held = held_, failure = failure_, req = std::move(req)](
+              std::function<void(Result<latest::SqliteCommitResponse>)> done) mutable {
+            SendCommit(client, held, failure, std::move(req), std::move(done));
+          });
+    }
     if (!r.ok()) return Failed(r.error());
     if (const auto* err = r->get_if<latest::SqliteErrorResponse>()) {
       return Failed(Error::FromString(err->message));
@@ -405,6 +486,7 @@ class EnvoyPageSource final : public storage::PageSource {
   std::string actor_id_;
   uint32_t generation_;
   std::shared_ptr<PageFailure> failure_;
+  std::shared_ptr<runtime::HeldCommits> held_;
 };
 
 [[noreturn]] void Throw(const Error& e) { throw runtime::ActorError(e.group(), e.code(), e.message()); }
@@ -412,10 +494,13 @@ class EnvoyPageSource final : public storage::PageSource {
 class LocalSqlBackend final : public runtime::SqlBackend {
  public:
   LocalSqlBackend(std::shared_ptr<LocalSqlHost::Core> core, const runtime::SqlBackendContext& c)
-      : core_(std::move(core)), db_(std::make_shared<LocalDb>()) {
+      : core_(std::move(core)),
+        db_(std::make_shared<LocalDb>()),
+        client_(c.client),
+        held_(c.held_commits) {
     db_->file_name = c.actor_id + "-g" + std::to_string(c.generation);
     db_->source = std::make_shared<EnvoyPageSource>(core_, c.client, c.actor_id, c.generation,
-                                                    db_->page_failure);
+                                                    db_->page_failure, held_);
   }
   ~LocalSqlBackend() override {
     if (!closing_) core_->Post(db_, [core = core_.get(), db = db_] { core->CloseDb(*db); });
@@ -456,6 +541,13 @@ class LocalSqlBackend final : public runtime::SqlBackend {
       db->then = [done] { done.Resolve(true); };
     });
     co_await done;
+    if (held_ != nullptr) {
+      // The instance reports itself stopped after this: its last commits must be durable
+      // (or known lost) first.
+      Completion<bool> settled;
+      held_->WhenSettled([settled] { settled.Resolve(true); });
+      co_await settled;
+    }
   }
 
  private:
@@ -480,22 +572,25 @@ class LocalSqlBackend final : public runtime::SqlBackend {
     if (db.database != nullptr && !db.closed && core_->vfs.FullyCached(db.file_name)) {
       const bool writes = db.inline_write_pause == 0;
       if (db.inline_write_pause > 0) --db.inline_write_pause;
-      const sql::Admit admit = [writes](const sql::Classification& c, bool in_transaction) {
+      // With held commits a statement that commits only writes the commit to the socket,
+      // so writes outside a transaction and transaction control may run here too.
+      const bool commits = CanHoldCommit(client_, held_.get(), *db.page_failure);
+      const sql::Admit admit = [writes, commits](const sql::Classification& c, bool in_transaction) {
         sql::Admission a;
-        if (c.transaction_control || c.attach || c.detach || c.pragma_usage ||
-            c.has_trailing_sql) {
-          return a;
-        }
-        if (c.readonly) {
+        if (c.attach || c.detach || c.pragma_usage || c.has_trailing_sql) return a;
+        if (c.transaction_control) {
+          a.run = writes && commits;
+        } else if (c.readonly) {
           a.run = true;
           a.read_budget = kInlineReadBudget;
         } else {
-          a.run = writes && in_transaction;
+          a.run = writes && (in_transaction || commits);
         }
         return a;
       };
       db.page_failure->error.reset();
       db.page_failure->forbid_io = true;
+      db.page_failure->inline_commit = commits;
       const auto start = std::chrono::steady_clock::now();
       bool admitted = false;
       const sql::Admit counted = [&](const sql::Classification& c, bool in_transaction) {
@@ -511,6 +606,7 @@ class LocalSqlBackend final : public runtime::SqlBackend {
       }
       const auto took = std::chrono::steady_clock::now() - start;
       db.page_failure->forbid_io = false;
+      db.page_failure->inline_commit = false;
       if (took > kInlineSlow) db.inline_write_pause = kInlinePause;
       if (std::optional<Error> page = std::exchange(db.page_failure->error, std::nullopt)) {
         // Not expected (see PageFailure::forbid_io). SQLite saw an I/O error and may have
@@ -582,6 +678,8 @@ class LocalSqlBackend final : public runtime::SqlBackend {
 
   std::shared_ptr<LocalSqlHost::Core> core_;
   std::shared_ptr<LocalDb> db_;
+  envoy::EnvoyClient* client_;
+  std::shared_ptr<runtime::HeldCommits> held_;
   bool closing_ = false;
 };
 

@@ -22,7 +22,13 @@
 // write transaction: a read-only statement, or a write inside an open transaction (never
 // transaction control, PRAGMA, ATTACH/DETACH). Its writes only reach the VFS buffer and
 // the in-memory journal; the commit is made at COMMIT (or by an autocommit write), on a
-// SQL thread, and is durable before that statement answers, as before. A read-only
+// SQL thread, and is durable before that statement answers, as before. With held commits
+// (the engine holds outputs and the instance allows it, runtime/sql.h HeldCommits) a commit
+// is only written to the socket, never waited for, so autocommit writes and transaction
+// control run inline too (still never PRAGMA, ATTACH/DETACH or trailing SQL); on a SQL
+// thread such a commit costs one hand-off to the executor instead of a round trip. A
+// held commit that fails marks the database failed: every later page request of it fails
+// (actor.storage_failed) and the instance ends its generation. A read-only
 // statement that runs past 2 ms is given up (nothing happened) and runs on a SQL thread; a
 // write inline cannot be given up, so one that took over 2 ms keeps that database's writes
 // off the executor for its next 256 statements. Same keel::sql::Database calls, so results,

@@ -2385,7 +2385,34 @@ class HeldOutputsTest : public EngineEnvoyTest {
     net::HttpResponse second = PlainRequest(**fe, id, "/second");
     EXPECT_EQ(second.status, 200) << second.body;
     EXPECT_EQ(second.body, "answer of /second");
+    // A rejected page commit does not hold back the answer sent after it either.
+    HttpFuture third = GatewayGet(te().http_url(), id, "/third");
+    auto request = NextRequestStart(**fe, "/third");
+    ASSERT_TRUE(request.has_value());
+    auto commit_id = (*fe)->SendCommit(CommitOf(id, 0, 0x22, 1, 1));
+    ASSERT_TRUE(commit_id.has_value());
+    ASSERT_TRUE(Respond(**fe, *request, "answer of /third").has_value());
+    auto commit = (*fe)->CommitAnswer(*commit_id);
+    ASSERT_TRUE(commit.has_value()) << commit.error().ToString();
+    EXPECT_TRUE(StartsWith(ErrorText(*commit), "sqlite.invalid_page")) << ErrorText(*commit);
+    net::HttpResponse got = Answer(third);
+    EXPECT_EQ(got.status, 200) << got.body;
+    EXPECT_EQ(got.body, "answer of /third");
     EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 0);
+  }
+
+  // The actor answers a request right after sending `commit` (held commits); the commit's
+  // answer and the client's.
+  std::pair<Result<v::SqliteCommitResponse>, net::HttpResponse> CommitThenAnswer(
+      FakeEnvoy& fe, const std::string& id, const std::string& path, v::SqliteCommitRequest commit) {
+    HttpFuture pending = GatewayGet(te().http_url(), id, path);
+    auto request = NextRequestStart(fe, path);
+    if (!request.has_value()) return {Unexpected{Error("test", "no_request", path)}, {0, {}, ""}};
+    auto commit_id = fe.SendCommit(std::move(commit));
+    EXPECT_TRUE(commit_id.has_value());
+    EXPECT_TRUE(Respond(fe, *request, "answer of " + path).has_value());
+    Result<v::SqliteCommitResponse> answer = fe.CommitAnswer(commit_id.value_or(0));
+    return {std::move(answer), Answer(pending)};
   }
 };
 
@@ -2573,6 +2600,43 @@ TEST_F(HeldOutputsTest, HeldOutputsFailedSyncFailsTheGenerationTheNextStartsClea
   net::HttpResponse got = Answer(woken);
   EXPECT_EQ(got.status, 200) << got.body;
   EXPECT_EQ(got.body, "generation 2");
+}
+
+// SQLite page commits are held writes too (runtime/sql.h, HeldCommits): an answer sent
+// after a commit leaves once the commit is durable; a commit the page store rejects poisons
+// the generation like a rejected KV write, and the generation's later commits are refused
+// (they may build on the rejected one), so the stored database stays the last good state.
+TEST_F(HeldOutputsTest, HeldOutputsPageCommitIsAHeldWriteARejectedOnePoisons) {
+  Start();
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("commit-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "pages");
+  ASSERT_FALSE(a.empty());
+
+  auto [first_commit, first] = CommitThenAnswer(*fe, a, "/first", CommitOf(a, 1, 0x11, 1, 1));
+  ASSERT_TRUE(first_commit.has_value()) << first_commit.error().ToString();
+  EXPECT_TRUE(first_commit->is<v::SqliteCommitOk>()) << ErrorText(*first_commit);
+  EXPECT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.body, "answer of /first");
+  EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 0);
+
+  // pgno 0: rejected by the page store; the answer that followed it is withheld.
+  auto [bad_commit, bad] = CommitThenAnswer(*fe, a, "/bad", CommitOf(a, 0, 0x22, 1, 1));
+  ASSERT_TRUE(bad_commit.has_value()) << bad_commit.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*bad_commit), "sqlite.invalid_page")) << ErrorText(*bad_commit);
+  ExpectStorageFailed(bad, "the answer after the rejected commit");
+  EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 1);
+
+  // A later commit of the same generation is refused; the store keeps the first commit.
+  auto later = fe->Commit(CommitOf(a, 1, 0x33, 1, 1));
+  ASSERT_TRUE(later.has_value()) << later.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*later), "actor.storage_failed")) << ErrorText(*later);
+  auto pages = fe->GetPages(PagesOf(a, {1}, 1));
+  ASSERT_TRUE(pages.has_value() && pages->is<v::SqliteGetPagesOk>()) << ErrorText(*pages);
+  const auto& got = pages->get_if<v::SqliteGetPagesOk>()->pages;
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].bytes.has_value());
+  EXPECT_EQ(*got[0].bytes, Bytes(4096, 0x11));
 }
 
 // A response stream that already started when the generation lost a write is broken off:

@@ -316,13 +316,15 @@ class LocalSql : public ::testing::Test {
     host_.reset();
   }
 
+  // `holds`: the engine confirms held outputs at every connect (held commits).
   void Boot(runtime::SqliteBackendChoice backend = runtime::SqliteBackendChoice::kLocal,
-            uint16_t version = 4) {
+            uint16_t version = 4, bool holds = false) {
     runtime::RuntimeOptions o;
     o.sqlite_backend = backend;
     o.local_sqlite = host_->Factory();
     h_ = std::make_unique<RuntimeHarness>(std::move(o));
     h_->protocol_version = version;
+    h_->engine_holds_outputs = holds;
     h_->answer_sql = [this](const latest::ToRivet& m) { return engine_.Answer(m); };
     h_->Boot({NotesDef().type(), PlainDef().type()});
   }
@@ -761,6 +763,201 @@ TEST_P(LocalSqlInlineOrNot, AnErrorInsideATransactionIsTheSame) {
 
 INSTANTIATE_TEST_SUITE_P(Inline, LocalSqlInlineOrNot, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Inline" : "SqlThread"; });
+
+}  // namespace
+}  // namespace keel
+
+// ---- Held commits (runtime/sql.h HeldCommits, docs/runtime.md "Held outputs") ----
+
+namespace keel {
+namespace {
+
+class LocalSqlHeld : public LocalSql {
+ protected:
+  void BootHeld() { Boot(runtime::SqliteBackendChoice::kLocal, 4, /*holds=*/true); }
+
+  // The reply of request `id` in the tunnel log: how many SQLite requests the runtime had
+  // sent before it (-1 when no reply was sent).
+  long SqlRequestsBeforeReply(const latest::MessageId& id) const {
+    for (const auto& sent : h_->tunnel_log) {
+      if (sent.message.message_id.request_id == id.request_id &&
+          std::holds_alternative<latest::ToRivetResponseStart>(sent.message.message_kind.value)) {
+        return static_cast<long>(sent.sql_requests_before);
+      }
+    }
+    return -1;
+  }
+
+  // Index of the newest commit request the runtime sent.
+  long LastCommitIndex() const {
+    for (size_t i = h_->sql_requests.size(); i-- > 0;) {
+      if (std::holds_alternative<latest::ToRivetSqliteCommitRequest>(h_->sql_requests[i].value)) {
+        return static_cast<long>(i);
+      }
+    }
+    return -1;
+  }
+
+  // Answers the held commits with `error` (the engine rejected them).
+  void RejectHeldCommits(const std::string& error) {
+    auto held = std::move(engine_.held);
+    engine_.held.clear();
+    engine_.hold_commits = false;
+    for (const auto& r : held) {
+      latest::ToEnvoySqliteCommitResponse resp;
+      resp.request_id = r.request_id;
+      resp.data = latest::SqliteErrorResponse{error};
+      h_->Deliver(latest::ToEnvoy{std::move(resp)});
+    }
+  }
+
+  // Starts "a1" generation 1 (a new database: the VFS holds all of it, every page written
+  // by the migration) and writes one row.
+  void StartWithOneRow() {
+    ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+    ASSERT_EQ(Call("a1", "add", R"(["one"])"), R"({"output":1})");
+  }
+};
+
+// With held outputs an autocommit insert runs inline, writes its commit to the socket and
+// answers at once, right behind the commit: the engine keeps the answer until the commit
+// is durable. The row is in the page store once the engine applies the commit.
+TEST_F(LocalSqlHeld, AnInsertAnswersRightBehindItsCommitWithoutWaitingForIt) {
+  BootHeld();
+  ASSERT_NO_FATAL_FAILURE(StartWithOneRow());
+  const LocalSqlStats before = host_->stats();
+  engine_.hold_commits = true;
+  auto id = h_->Action("a1", "add", R"(["two"])");
+  ASSERT_TRUE(Drive([&] { return h_->Status(id) != 0; }));
+  EXPECT_EQ(h_->Body(id), R"({"output":2})");
+  ASSERT_EQ(engine_.held.size(), 1u) << "answered while its commit was unanswered";
+  const long commit_at = LastCommitIndex();
+  ASSERT_GE(commit_at, 0);
+  EXPECT_GT(SqlRequestsBeforeReply(id), commit_at) << "the reply left after its commit";
+  const LocalSqlStats after = host_->stats();
+  EXPECT_EQ(after.inline_statements, before.inline_statements + 1);
+  EXPECT_EQ(after.thread_statements, before.thread_statements);
+
+  // A whole transaction inline too: BEGIN, inserts, COMMIT — one commit, held.
+  auto batch = h_->Action("a1", "batch", "[20]");
+  ASSERT_TRUE(Drive([&] { return h_->Status(batch) != 0; }));
+  EXPECT_EQ(h_->Body(batch), R"({"output":22})");
+  EXPECT_EQ(engine_.held.size(), 2u);
+  EXPECT_EQ(host_->stats().thread_statements, before.thread_statements);
+
+  ReleaseHeldCommits();
+  exec_.RunAll();
+  ASSERT_NO_FATAL_FAILURE(StopActor("a1", 1));
+  EXPECT_EQ(h_->Stopped("a1", 1)->code, latest::StopCode::kOk);
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  EXPECT_EQ(Call("a1", "get", "[2]"), R"({"output":"two"})");
+  EXPECT_EQ(Call("a1", "get", "[22]"), R"({"output":"b19"})");
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
+}
+
+// Without held outputs nothing changes: the insert waits for its commit's answer.
+TEST_F(LocalSqlHeld, WithoutHeldOutputsAnInsertWaitsForItsCommit) {
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartWithOneRow());
+  engine_.hold_commits = true;
+  auto id = h_->Action("a1", "add", R"(["two"])");
+  ASSERT_TRUE(Drive([&] { return engine_.held.size() == 1; }));
+  exec_.RunAll();
+  h_->Pump();
+  EXPECT_EQ(h_->Status(id), 0) << "answered before its commit";
+  ReleaseHeldCommits();
+  ASSERT_TRUE(Drive([&] { return h_->Status(id) != 0; }));
+  EXPECT_EQ(h_->Body(id), R"({"output":2})");
+}
+
+// A held commit the engine rejects ends the generation at once: the runtime reports it
+// stopped with actor.storage_failed (its answers may be with the engine, which withholds
+// them), no later statement of that database reaches the engine, and the next generation
+// reads the last state the store accepted.
+TEST_F(LocalSqlHeld, ARejectedHeldCommitEndsTheGeneration) {
+  BootHeld();
+  ASSERT_NO_FATAL_FAILURE(StartWithOneRow());
+  engine_.hold_commits = true;
+  auto id = h_->Action("a1", "add", R"(["lost"])");
+  ASSERT_TRUE(Drive([&] { return h_->Status(id) != 0; }));
+  ASSERT_EQ(engine_.held.size(), 1u);
+  const int commits = engine_.commits;
+  RejectHeldCommits("storage.io: the disk went away");
+  ASSERT_TRUE(Drive([&] { return h_->Stopped("a1", 1).has_value(); }));
+  const auto stopped = h_->Stopped("a1", 1);
+  EXPECT_EQ(stopped->code, latest::StopCode::kError);
+  EXPECT_THAT(stopped->message.value_or(""), HasSubstr("storage_failed"));
+  EXPECT_THAT(stopped->message.value_or(""), HasSubstr("storage.io"));
+  auto after = h_->Action("a1", "add", R"(["after"])");
+  ASSERT_TRUE(Drive([&] { return h_->Status(after) != 0; }));
+  EXPECT_NE(h_->Status(after), 200) << h_->Body(after);
+  EXPECT_EQ(engine_.commits, commits) << "nothing more was committed";
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  EXPECT_EQ(Call("a1", "list"), R"({"output":[{"id":1,"body":"one"}]})");
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
+}
+
+// The connection drops while a held commit is unanswered: its outcome is unknown, so the
+// generation ends; the next one reads either state, whole.
+class LocalSqlHeldLost : public LocalSqlHeld, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LocalSqlHeldLost, AHeldCommitLostWithTheConnectionEndsTheGeneration) {
+  const bool applied = GetParam();
+  BootHeld();
+  ASSERT_NO_FATAL_FAILURE(StartWithOneRow());
+  engine_.hold_commits = true;
+  auto id = h_->Action("a1", "add", R"(["maybe"])");
+  ASSERT_TRUE(Drive([&] { return h_->Status(id) != 0; }));
+  ASSERT_EQ(engine_.held.size(), 1u);
+  if (applied) engine_.Commit(engine_.held.front());
+  engine_.held.clear();
+  engine_.hold_commits = false;
+  Reconnect();
+  ASSERT_TRUE(Drive([&] { return h_->Stopped("a1", 1).has_value(); }));
+  EXPECT_EQ(h_->Stopped("a1", 1)->code, latest::StopCode::kError);
+  EXPECT_THAT(h_->Stopped("a1", 1)->message.value_or(""), HasSubstr("indeterminate_commit"));
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  EXPECT_EQ(Call("a1", "list"), applied ? R"({"output":[{"id":1,"body":"one"},{"id":2,"body":"maybe"}]})"
+                                        : R"({"output":[{"id":1,"body":"one"}]})");
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
+}
+
+INSTANTIATE_TEST_SUITE_P(AppliedOrNot, LocalSqlHeldLost, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Applied" : "NotApplied"; });
+
+// A stop waits for the held commits: the instance reports itself stopped only once its
+// last commit is answered (a new generation must never race it).
+TEST_F(LocalSqlHeld, AStopWaitsForTheHeldCommits) {
+  BootHeld();
+  ASSERT_NO_FATAL_FAILURE(StartWithOneRow());
+  engine_.hold_commits = true;
+  auto id = h_->Action("a1", "add", R"(["two"])");
+  ASSERT_TRUE(Drive([&] { return h_->Status(id) != 0; }));
+  h_->StopActor("a1", 1);
+  // (A bounded look for an absence: the stop runs on the SQL threads and this thread.)
+  EXPECT_FALSE(Drive([&] { return h_->Stopped("a1", 1).has_value(); }, 200ms))
+      << "stopped with a commit unanswered";
+  ReleaseHeldCommits();
+  ASSERT_TRUE(Drive([&] { return h_->Stopped("a1", 1).has_value(); }));
+  EXPECT_EQ(h_->Stopped("a1", 1)->code, latest::StopCode::kOk);
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 2));
+  EXPECT_EQ(Call("a1", "get", "[2]"), R"({"output":"two"})");
+}
+
+// A start's commits (the migration) are never held: the actor reports itself running only
+// once they are answered, and a failed one fails the start as before.
+TEST_F(LocalSqlHeld, AStartsCommitsAreNotHeld) {
+  BootHeld();
+  engine_.hold_commits = true;
+  h_->StartActor("a1", "notes", 1);
+  ASSERT_TRUE(Drive([&] { return engine_.held.size() == 1; }));
+  exec_.RunAll();
+  h_->Pump();
+  EXPECT_FALSE(h_->Running("a1", 1)) << "running before the migration's commit was answered";
+  ReleaseHeldCommits();
+  ASSERT_TRUE(Drive([&] { return h_->Running("a1", 1); }));
+  EXPECT_EQ(Call("a1", "starts"), R"({"output":1})");
+}
 
 }  // namespace
 }  // namespace keel
