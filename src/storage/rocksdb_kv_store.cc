@@ -1,5 +1,6 @@
 #include "storage/rocksdb_kv_store.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -10,6 +11,8 @@
 #include <vector>
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
@@ -33,6 +36,52 @@ Bytes ToBytes(const rocksdb::Slice& slice) {
   ByteView view = ToView(slice);
   return Bytes(view.begin(), view.end());
 }
+
+// A write-ahead log file: "<digits>.log" (RocksDB's WAL naming; the info log is "LOG").
+bool IsWalFile(std::string_view path) {
+  const size_t slash = path.find_last_of('/');
+  std::string_view name = slash == std::string_view::npos ? path : path.substr(slash + 1);
+  constexpr std::string_view kSuffix = ".log";
+  if (name.size() <= kSuffix.size() || name.substr(name.size() - kSuffix.size()) != kSuffix) {
+    return false;
+  }
+  name.remove_suffix(kSuffix.size());
+  return name.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// Opens write-ahead logs with fallocate_with_keep_size = false (RocksDbKvStoreOptions::
+// preallocate_wal_with_size); every other file as given.
+class WalPreallocatingFileSystem final : public rocksdb::FileSystemWrapper {
+ public:
+  explicit WalPreallocatingFileSystem(const std::shared_ptr<rocksdb::FileSystem>& base)
+      : FileSystemWrapper(base) {}
+  const char* Name() const override { return "KeelWalPreallocatingFileSystem"; }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    return target()->NewWritableFile(fname, ForFile(fname, options), result, dbg);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& fname,
+                                       const rocksdb::FileOptions& options,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                       rocksdb::IODebugContext* dbg) override {
+    return target()->ReopenWritableFile(fname, ForFile(fname, options), result, dbg);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& fname, const std::string& old_fname,
+                                      const rocksdb::FileOptions& options,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                      rocksdb::IODebugContext* dbg) override {
+    return target()->ReuseWritableFile(fname, old_fname, ForFile(fname, options), result, dbg);
+  }
+
+ private:
+  static rocksdb::FileOptions ForFile(const std::string& fname, const rocksdb::FileOptions& options) {
+    rocksdb::FileOptions out = options;
+    if (IsWalFile(fname)) out.fallocate_with_keep_size = false;
+    return out;
+  }
+};
 
 // Maps a non-OK RocksDB status onto the storage error codes (kv_store.h).
 Error FromRocks(const rocksdb::Status& status, std::string_view what) {
@@ -145,6 +194,8 @@ class RocksDbHandle {
 struct RocksDbState {
   std::shared_mutex mu;
   bool closed = false;  // guarded by mu
+  // The DB's Env when not the default one; outlives `db` (declared first).
+  std::unique_ptr<rocksdb::Env> env;
   std::unique_ptr<rocksdb::OptimisticTransactionDB> db;
   std::mutex handles_mu;  // ordered after mu
   std::set<RocksDbHandle*> handles;
@@ -374,6 +425,16 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   db_options.write_buffer_size = options.write_buffer_size;
   db_options.max_write_buffer_size_to_maintain = options.conflict_history_bytes;
   db_options.keep_log_file_num = 4;
+  std::unique_ptr<rocksdb::Env> env;
+  bool preallocate = options.preallocate_wal_with_size;
+  if (const char* v = std::getenv("KEEL_WAL_PREALLOCATE_SIZE"); v != nullptr && std::string_view(v) == "0") {
+    preallocate = false;
+  }
+  if (preallocate) {
+    env = rocksdb::NewCompositeEnv(
+        std::make_shared<WalPreallocatingFileSystem>(rocksdb::FileSystem::Default()));
+    db_options.env = env.get();
+  }
   rocksdb::OptimisticTransactionDBOptions occ_options;
   occ_options.validate_policy = rocksdb::OccValidationPolicy::kValidateParallel;
   // Stripes of the commit-validation locks. RocksDB's default (2^20) costs ~100 ms and
@@ -390,6 +451,7 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   // single-family DB::Open does.
   for (rocksdb::ColumnFamilyHandle* handle : handles) raw->DestroyColumnFamilyHandle(handle);
   auto state = std::make_shared<RocksDbState>();
+  state->env = std::move(env);
   state->db.reset(raw);
   return std::unique_ptr<RocksDbKvStore>(new RocksDbKvStore(path, std::move(state)));
 }

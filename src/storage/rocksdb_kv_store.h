@@ -42,6 +42,14 @@ struct RocksDbKvStoreOptions {
   // Lock stripes used while validating commits in parallel (more: less contention
   // between concurrent commits, more memory). Default: 65536.
   uint32_t commit_lock_stripes = 1 << 16;
+  // The write-ahead log's preallocated space counts in its file size (fallocate without
+  // FALLOC_FL_KEEP_SIZE), so an append inside it leaves the size alone and the fdatasync
+  // of a synced commit writes the data and flushes, without also writing the file's inode
+  // (about 40 % of a small sync on ext4 here). RocksDB reads the unwritten zero tail after
+  // a crash as the end of the log (kZeroType records) and trims it on a clean close.
+  // Disk use is unchanged: RocksDB preallocates the same blocks either way.
+  // Default: true; the environment variable KEEL_WAL_PREALLOCATE_SIZE=0 turns it off.
+  bool preallocate_wal_with_size = true;
 };
 
 class RocksDbKvStore : public KvStore {

@@ -1,6 +1,7 @@
 // RocksDbKvStore specifics: opening, persistence across close/reopen, Close semantics.
 #include "storage/rocksdb_kv_store.h"
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <memory>
@@ -51,6 +52,53 @@ TEST(RocksDbKvStore, DataSurvivesCloseAndReopen) {
   auto b = uut->Get(B("b"));
   ASSERT_TRUE(IsOk(b));
   EXPECT_EQ(*b, B("2"));
+}
+
+// The write-ahead log's preallocated space is part of its file size (so a synced commit's
+// fdatasync does not have to write the inode), and a store copied while open — the files
+// as a crash leaves them, the log ending in never-written zeros — opens with every synced
+// write and takes new ones. With the option off the log grows with what was written.
+TEST(RocksDbKvStore, WalSpaceIsPreallocatedInItsSizeAndItsZeroTailReadsAsTheEnd) {
+  for (const bool preallocate : {true, false}) {
+    SCOPED_TRACE(preallocate ? "preallocated size" : "growing size");
+    TempDir dir;
+    const std::string path = dir.path() + "/db";
+    const std::string crashed = dir.path() + "/crashed";
+    RocksDbKvStoreOptions options;
+    options.write_buffer_size = size_t{4} << 20;  // preallocation block: ~4.4 MiB
+    options.preallocate_wal_with_size = preallocate;
+    auto uut = OpenOrFail(path, options);
+    ASSERT_NE(uut, nullptr);
+    ASSERT_TRUE(IsOk(uut->Put(B("a"), B("1"))));
+    ASSERT_TRUE(IsOk(uut->Put(B("b"), B("2"))));
+    uintmax_t wal_size = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(path)) {
+      if (entry.path().extension() == ".log") wal_size = std::max(wal_size, entry.file_size());
+    }
+    if (preallocate) {
+      EXPECT_GE(wal_size, uintmax_t{1} << 20) << "the preallocated space is in the size";
+    } else {
+      EXPECT_GT(wal_size, 0u);
+      EXPECT_LT(wal_size, uintmax_t{64} << 10) << "only what was written";
+    }
+    std::filesystem::copy(path, crashed, std::filesystem::copy_options::recursive);
+    ASSERT_TRUE(IsOk(uut->Close()));
+
+    {
+      auto copy = OpenOrFail(crashed, options);
+      ASSERT_NE(copy, nullptr);
+      auto all = copy->Scan(KeyRange::All(), {});
+      ASSERT_TRUE(IsOk(all));
+      EXPECT_EQ(Keys(*all), (std::vector<std::string>{"a", "b"}));
+      ASSERT_TRUE(IsOk(copy->Put(B("c"), B("3"))));
+      ASSERT_TRUE(IsOk(copy->Close()));
+    }
+    auto again = OpenOrFail(crashed, options);
+    ASSERT_NE(again, nullptr);
+    auto all = again->Scan(KeyRange::All(), {});
+    ASSERT_TRUE(IsOk(all));
+    EXPECT_EQ(Keys(*all), (std::vector<std::string>{"a", "b", "c"}));
+  }
 }
 
 // SyncWrites (the group commit's one fsync) runs while other threads commit, and fails
