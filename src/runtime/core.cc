@@ -179,7 +179,7 @@ Instance::Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envo
 }
 
 Instance::~Instance() {
-  if (held_commits_ != nullptr) held_commits_->SetListener(nullptr);
+  if (HeldCommits* held = HeldSqlCommits()) held->SetListener(nullptr);
   // Not through SetSleepDeadline: the runtime may be going away itself.
   if (sleep_deadline_) runtime_.sleep_deadlines_.erase({*sleep_deadline_, this});
   if (cold_ && cold_->schedule_timer != TimerId{}) runtime_.clock().Cancel(cold_->schedule_timer);
@@ -233,19 +233,17 @@ SqlDatabase& Instance::Database() {
     context.generation = generation_;
     context.namespace_name = runtime_.client().config().namespace_name;
     context.client = &runtime_.client();
-    if (held_commits_ == nullptr) {
-      held_commits_ = std::make_shared<HeldCommits>();
-      held_commits_->set_allowed(phase_ != Phase::kLoading);
-      held_commits_->SetListener([this](const Status& outcome) { OnHeldCommitDone(outcome); });
-    }
-    context.held_commits = held_commits_;
+    auto held = std::make_shared<HeldCommits>();
+    held->set_allowed(phase_ != Phase::kLoading);
+    held->SetListener([this](const Status& outcome) { OnHeldCommitDone(outcome); });
+    context.held_commits = held;
     std::unique_ptr<SqlBackend> backend = *kind == SqliteBackendKind::kLocal
                                               ? runtime_.options().local_sqlite(context)
                                               : MakeRemoteSqlBackend(context);
     if (backend == nullptr) {
       throw ActorError("sqlite", "unavailable", "SQLite is unavailable: the backend failed to open");
     }
-    db_ = std::make_unique<SqlDatabase>(std::move(backend));
+    db_ = std::make_unique<SqlDatabase>(std::move(backend), std::move(held));
   }
   return *db_;
 }
@@ -647,8 +645,8 @@ bool Instance::Releasable(const Output& o) const {
   }
   // Local-native commits sent without waiting (HeldCommits): the output may follow them
   // only on the socket they went out on.
-  if (held_commits_ != nullptr && held_commits_->pending() > 0 &&
-      !(held && epoch == held_commits_->epoch())) {
+  const HeldCommits* commits = HeldSqlCommits();
+  if (commits != nullptr && commits->pending() > 0 && !(held && epoch == commits->epoch())) {
     return false;
   }
   return true;
@@ -2207,7 +2205,7 @@ void Runtime::OnStartActor(envoy::StartActor start) {
       return;
     }
     self->phase_ = Phase::kStarted;
-    if (self->held_commits_ != nullptr) self->held_commits_->set_allowed(true);
+    if (HeldCommits* held = self->HeldSqlCommits()) held->set_allowed(true);
     client_->ActorRunning(self->actor_id_, self->generation_);
     self->DeliverEarlyMessages();
     if (self->pending_stop_) {
@@ -2337,7 +2335,7 @@ void Runtime::MaybeFree(Instance& instance) {
   // A KV flush or an alarm push in flight calls back into the instance; it frees it then.
   auto busy = [](const Instance& i) {
     return i.owned_tasks_ > 0 || i.flushing_ || i.alarm_push_in_flight_ ||
-           (i.held_commits_ != nullptr && i.held_commits_->pending() > 0);
+           (i.HeldSqlCommits() != nullptr && i.HeldSqlCommits()->pending() > 0);
   };
   if (busy(instance)) return;
   // Defer: the caller may still be inside one of the instance's own frames.

@@ -471,6 +471,9 @@ class Instance {
   void EndGeneration(const Error& cause);
   // A local-native commit sent without waiting was answered (HeldCommits::Done).
   void OnHeldCommitDone(const Status& outcome);
+  // The database's commits in flight without a wait (sql.h), or null before the first SQL
+  // call: an actor that never uses SQL pays nothing for them.
+  HeldCommits* HeldSqlCommits() const { return db_ != nullptr ? db_->held_commits() : nullptr; }
   // The start of every stop: no sleep deadline, no schedule timer, queue waiters aborted.
   void StopTimersAndWaiters();
   // Serialises the actor record; if it changed, stages it in the overlay.
@@ -609,8 +612,7 @@ class Instance {
   uint64_t sent_seq_ = 0;
   uint64_t sent_epoch_ = 0;
   bool generation_ended_ = false;  // EndGeneration ran
-  // Local-native commits in flight without a wait (sql.h); created with the database.
-  std::shared_ptr<HeldCommits> held_commits_;
+
   bool flushing_ = false;
   std::vector<Output> outputs_;
 

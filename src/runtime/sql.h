@@ -147,8 +147,12 @@ Error ClassifyRemoteSqlError(std::string_view text);
 // The front every SQL call of an instance goes through: limits, closed state, write mode.
 class SqlDatabase {
  public:
-  explicit SqlDatabase(std::unique_ptr<SqlBackend> backend) : backend_(std::move(backend)) {}
+  explicit SqlDatabase(std::unique_ptr<SqlBackend> backend,
+                       std::shared_ptr<HeldCommits> held_commits = nullptr)
+      : backend_(std::move(backend)), held_commits_(std::move(held_commits)) {}
   SqliteBackendKind kind() const { return backend_->kind(); }
+  // The backend's held commits (the instance's gate reads them); null when none were given.
+  HeldCommits* held_commits() const { return held_commits_.get(); }
 
   Task<sql::QueryResult> Exec(std::string sql);
   // In write mode an Execute is an ExecuteWrite.
@@ -165,6 +169,7 @@ class SqlDatabase {
  private:
   void CheckUsable(std::string_view sql, const std::optional<sql::Params>& params) const;
   std::unique_ptr<SqlBackend> backend_;
+  std::shared_ptr<HeldCommits> held_commits_;
   bool closed_ = false;
   int write_mode_ = 0;
 };
