@@ -2334,8 +2334,9 @@ void Runtime::Retire(Instance& instance) {
 void Runtime::MaybeFree(Instance& instance) {
   // A KV flush or an alarm push in flight calls back into the instance; it frees it then.
   auto busy = [](const Instance& i) {
+    const HeldCommits* commits = i.HeldSqlCommits();
     return i.owned_tasks_ > 0 || i.flushing_ || i.alarm_push_in_flight_ ||
-           (i.HeldSqlCommits() != nullptr && i.HeldSqlCommits()->pending() > 0);
+           (commits != nullptr && commits->pending() > 0);
   };
   if (busy(instance)) return;
   // Defer: the caller may still be inside one of the instance's own frames.

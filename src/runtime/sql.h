@@ -91,7 +91,6 @@ class HeldCommits {
   }
   void Done(const Status& outcome) {
     if (pending_ > 0) --pending_;
-    if (!outcome.ok() && !failure_.has_value()) failure_ = outcome.error();
     if (listener_) listener_(outcome);
     if (pending_ == 0) {
       std::vector<std::function<void()>> waiters;
@@ -102,8 +101,6 @@ class HeldCommits {
   size_t pending() const { return pending_; }
   // The socket the newest pending commit went out on.
   uint64_t epoch() const { return epoch_; }
-  // The first commit that failed, if any.
-  const std::optional<Error>& failure() const { return failure_; }
   // The instance's hook, called after each Done; cleared (nullptr) when it goes away.
   void SetListener(Listener listener) { listener_ = std::move(listener); }
   // Whether commits may be held now: not while the instance loads (a start's writes gate
@@ -123,7 +120,6 @@ class HeldCommits {
   size_t pending_ = 0;
   uint64_t epoch_ = 0;
   bool allowed_ = false;
-  std::optional<Error> failure_;
   Listener listener_;
   std::vector<std::function<void()>> settled_;
 };

@@ -238,9 +238,9 @@ void Engine::HandleEnvoyConnect(std::shared_ptr<net::HttpExchange> exchange) {
       *this, std::move(*params), ns->id, next_session_id_.fetch_add(1, std::memory_order_relaxed));
   net::Headers headers;
   if (options_.hold_outputs &&
-      net::FindHeader(exchange->request().headers, EnvoySession::kHoldOutputsHeader) == "1") {
+      net::FindHeader(exchange->request().headers, protocol::envoy::kHoldOutputsHeader) == "1") {
     session->EnableHeldOutputs();
-    headers.emplace_back(std::string(EnvoySession::kHoldOutputsHeader), "1");
+    headers.emplace_back(std::string(protocol::envoy::kHoldOutputsHeader), "1");
   }
   auto conn = exchange->AcceptWebSocket("rivet", session, std::move(headers));
   if (conn == nullptr) return;

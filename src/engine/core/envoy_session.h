@@ -64,8 +64,8 @@ class EnvoySession final : public net::WsHandler,
   ~EnvoySession() override;
 
   // Held outputs (output_hold.h): the envoy asked for them with the upgrade header
-  // kHoldOutputsHeader and the engine confirmed them on the 101. Call before Start.
-  static constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
+  // protocol::envoy::kHoldOutputsHeader and the engine confirmed them on the 101. Call
+  // before Start.
   void EnableHeldOutputs();
   bool holds_outputs() const { return hold_ != nullptr; }
   const OutputHold* output_hold() const { return hold_.get(); }

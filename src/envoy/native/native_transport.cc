@@ -41,8 +41,7 @@ struct NativeTransport::Shared {
 
 namespace {
 
-// Asked for and confirmed at the upgrade (engine: EnvoySession::kHoldOutputsHeader).
-constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
+using protocol::envoy::kHoldOutputsHeader;
 
 class Handler final : public net::WsHandler {
  public:

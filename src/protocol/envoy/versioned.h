@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "base/bytes.h"
 #include "base/result.h"
@@ -28,6 +29,9 @@ inline constexpr uint16_t kLatestVersion = 4;
 inline constexpr uint16_t kOldestVersion = 1;
 // The engine accepts envoy connections at these versions (envoy-protocol.md §3.2).
 inline constexpr uint16_t kMinConnectVersion = 2;
+// Keel's held-outputs capability (docs/runtime.md "Held outputs"): a native runtime asks
+// with this upgrade header set to "1"; the engine confirms with the same header on its 101.
+inline constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
 
 bool IsSupportedVersion(uint16_t version);
 

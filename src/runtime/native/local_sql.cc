@@ -342,7 +342,7 @@ namespace {
 // outputs on the open connection. Runtime executor only.
 bool CanHoldCommit(envoy::EnvoyClient* client, const runtime::HeldCommits* held,
                    const PageFailure& failure) {
-  return held != nullptr && held->allowed() && !held->failure().has_value() &&
+  return held != nullptr && held->allowed() &&
          !failure.held_failed.load(std::memory_order_acquire) && client->engine_holds_outputs();
 }
 

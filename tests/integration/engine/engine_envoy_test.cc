@@ -2386,16 +2386,9 @@ class HeldOutputsTest : public EngineEnvoyTest {
     EXPECT_EQ(second.status, 200) << second.body;
     EXPECT_EQ(second.body, "answer of /second");
     // A rejected page commit does not hold back the answer sent after it either.
-    HttpFuture third = GatewayGet(te().http_url(), id, "/third");
-    auto request = NextRequestStart(**fe, "/third");
-    ASSERT_TRUE(request.has_value());
-    auto commit_id = (*fe)->SendCommit(CommitOf(id, 0, 0x22, 1, 1));
-    ASSERT_TRUE(commit_id.has_value());
-    ASSERT_TRUE(Respond(**fe, *request, "answer of /third").has_value());
-    auto commit = (*fe)->CommitAnswer(*commit_id);
+    auto [commit, got] = CommitThenAnswer(**fe, id, "/third", CommitOf(id, 0, 0x22, 1, 1));
     ASSERT_TRUE(commit.has_value()) << commit.error().ToString();
     EXPECT_TRUE(StartsWith(ErrorText(*commit), "sqlite.invalid_page")) << ErrorText(*commit);
-    net::HttpResponse got = Answer(third);
     EXPECT_EQ(got.status, 200) << got.body;
     EXPECT_EQ(got.body, "answer of /third");
     EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 0);
