@@ -676,7 +676,7 @@ void Instance::FailOutputs(const ClientError& error) {
 }
 
 void Instance::MaybeFlush() {
-  if (flushing_ || overlay_.empty() || generation_ended_) return;
+  if (flushing_ || in_turn_ || overlay_.empty() || generation_ended_) return;
   flushing_ = true;
   inflight_ = std::move(overlay_);
   overlay_.clear();
@@ -1605,21 +1605,21 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     ClientError e = ToClientError(std::current_exception(), actor_id_);
     reply = wire::ErrorMsg{e.group, e.code, e.message, e.metadata, req.id};
   }
-  // The record says this message was processed, in the same commit as its effects, so a
-  // replay after a runtime crash does not apply it twice. The answer waits only for the
-  // effects (the actor record, KV writes, a changed connection state or subscription).
-  // When nothing was staged while the action ran — a read-only action, or one whose only
-  // effects are SQL, which commits on its own — there is nothing a replay could apply
-  // twice from KV, so the index is not written at all (it rides along with the next record
-  // written, at the latest the one written when the actor sleeps): no synced commit per
-  // read, and the gateway's ack goes out right behind the answer. Until that ack arrives a
-  // crash makes the gateway replay the message and the next instance runs it again (its
-  // answer may then arrive twice; clients drop an answer to a request they no longer wait
-  // for). Anything staged meanwhile, by this action or one interleaved with it, makes the
-  // index part of the commit, as before.
+  // The record says this message was processed, in the same commit as its effects (the
+  // flush an in-action broadcast would start waits for the end of the turn, see
+  // Runtime::OnTunnelMessage), so a replay after a runtime crash does not apply it twice.
+  // The answer waits for both: its effects and the index. When nothing was staged while
+  // the action ran — a read-only action, or one whose only effects are SQL, which commits
+  // on its own — there is nothing a replay could apply twice from KV, so the index is not
+  // written at all (it rides along with the next record written, at the latest the one
+  // written when the actor sleeps): no synced commit per read, and the gateway's ack goes
+  // out right behind the answer. Until that ack arrives a crash makes the gateway replay
+  // the message and the next instance runs it again (its answer may then arrive twice;
+  // clients drop an answer to a request they no longer wait for). Anything staged
+  // meanwhile, by this action or one interleaved with it, makes the index part of the
+  // commit, as before.
   Checkpoint();
-  uint64_t effects = staged_seq_;
-  if (auto c = conns_.find(conn_id); c != conns_.end()) effects = StageMessageDone(*c->second, index, staged_before);
+  if (auto c = conns_.find(conn_id); c != conns_.end()) StageMessageDone(*c->second, index, staged_before);
   auto send = [this, conn_id, reply, index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
@@ -1635,7 +1635,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     if (index) FinishClientMessage(conn_id, *index);
   };
   const uint64_t action_id = req.id;
-  GateAt(effects, send, [this, conn_id, action_id](const ClientError& e) {
+  GateAt(staged_seq_, send, [this, conn_id, action_id](const ClientError& e) {
     auto c = conns_.find(conn_id);
     if (c != conns_.end()) SendToConn(*c->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, action_id});
   });
@@ -1728,11 +1728,9 @@ void Instance::StageConnProcessed(Conn& conn, std::optional<uint16_t> index) {
   StageConnIfChanged(conn);
 }
 
-uint64_t Instance::StageMessageDone(Conn& conn, std::optional<uint16_t> index, uint64_t staged_before) {
+void Instance::StageMessageDone(Conn& conn, std::optional<uint16_t> index, uint64_t staged_before) {
   StageConnIfChanged(conn);
-  const uint64_t effects = staged_seq_;
-  if (effects != staged_before) StageConnProcessed(conn, index);
-  return effects;
+  if (staged_seq_ != staged_before) StageConnProcessed(conn, index);
 }
 
 void Instance::DeliverEarlyMessages() {
@@ -2277,6 +2275,17 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
     }
     return;
   }
+  // One message is one turn of its instance: the flushes it starts wait for the end of
+  // its handling, then go out as one write (Instance::in_turn_).
+  inst->in_turn_ = true;
+  // (An instance that stopped meanwhile is still there: freeing waits for the clock.)
+  DispatchTunnel(*inst, message);
+  inst->in_turn_ = false;
+  inst->MaybeFlush();
+}
+
+void Runtime::DispatchTunnel(Instance& inst, const latest::ToEnvoyTunnelMessage& message) {
+  const auto& kind = message.message_kind.value;
   const auto route = std::make_pair(message.message_id.gateway_id, message.message_id.request_id);
   if (const auto* start = std::get_if<latest::ToEnvoyRequestStart>(&kind)) {
     Request req;
@@ -2287,22 +2296,22 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
     req.headers = start->headers;
     if (start->body) req.body = *start->body;
     if (start->stream) {
-      inst->cold().streaming[route] = std::move(req);
+      inst.cold().streaming[route] = std::move(req);
       return;
     }
-    inst->HandleHttp(message.message_id, std::move(req));
+    inst.HandleHttp(message.message_id, std::move(req));
   } else if (const auto* chunk = std::get_if<latest::ToEnvoyRequestChunk>(&kind)) {
-    if (!inst->cold_) return;
-    auto it = inst->cold_->streaming.find(route);
-    if (it == inst->cold_->streaming.end()) return;
+    if (!inst.cold_) return;
+    auto it = inst.cold_->streaming.find(route);
+    if (it == inst.cold_->streaming.end()) return;
     it->second.body.insert(it->second.body.end(), chunk->body.begin(), chunk->body.end());
     if (chunk->finish) {
       Request req = std::move(it->second);
-      inst->cold_->streaming.erase(it);
-      inst->HandleHttp(message.message_id, std::move(req));
+      inst.cold_->streaming.erase(it);
+      inst.HandleHttp(message.message_id, std::move(req));
     }
   } else if (std::holds_alternative<latest::ToEnvoyRequestAbort>(kind)) {
-    if (inst->cold_) inst->cold_->streaming.erase(route);
+    if (inst.cold_) inst.cold_->streaming.erase(route);
   } else if (const auto* open = std::get_if<latest::ToEnvoyWebSocketOpen>(&kind)) {
     Request req;
     req.method = "GET";
@@ -2310,11 +2319,11 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
     req.path = std::string(parts.path);
     if (parts.query) req.query = std::string(*parts.query);
     req.headers = open->headers;
-    inst->HandleWsOpen(message.message_id, std::move(req));
+    inst.HandleWsOpen(message.message_id, std::move(req));
   } else if (const auto* msg = std::get_if<latest::ToEnvoyWebSocketMessage>(&kind)) {
-    inst->HandleWsMessage(message.message_id, msg->data, msg->binary);
+    inst.HandleWsMessage(message.message_id, msg->data, msg->binary);
   } else if (std::holds_alternative<latest::ToEnvoyWebSocketClose>(kind)) {
-    inst->HandleWsClose(message.message_id);
+    inst.HandleWsClose(message.message_id);
   }
 }
 

@@ -556,8 +556,10 @@ class Instance {
   // After a client message was handled (and Checkpoint ran): stages a changed connection
   // record and — only when anything was staged since `staged_before`, by this message or
   // work interleaved with it — the message's processed index with it (see ConnAction).
-  // Returns the staged seq the message's own effects need (the index not counted).
-  uint64_t StageMessageDone(Conn& conn, std::optional<uint16_t> index, uint64_t staged_before);
+  // Its answer then waits for staged_seq_: the effects and, with them, the index (an answer
+  // that left before the index was durable would be applied again after a crash, when the
+  // gateway replays what was not acknowledged).
+  void StageMessageDone(Conn& conn, std::optional<uint16_t> index, uint64_t staged_before);
   static uint16_t ProcessedUpto(const Conn& conn, std::optional<uint16_t> finishing);
   // Raises Conn::durable_index_ to what has been processed (the caller stages the record).
   static void AdvanceDurableIndex(Conn& conn, std::optional<uint16_t> finishing);
@@ -614,6 +616,10 @@ class Instance {
   bool generation_ended_ = false;  // EndGeneration ran
 
   bool flushing_ = false;
+  // Handling one inbound tunnel message (Runtime::OnTunnelMessage): flushes wait for its
+  // end, so everything that message staged — an action's broadcast of its state, the
+  // state, the connection's processed index — goes out as one write (one synced commit).
+  bool in_turn_ = false;
   std::vector<Output> outputs_;
 
   // Activity.
@@ -707,6 +713,8 @@ class Runtime final : public envoy::EnvoyHost {
   const RuntimeOptions& options() const { return options_; }
   size_t instance_count() const { return instances_.size(); }
   Instance* Find(std::string_view actor_id);
+  // Hands a tunnel message to its started instance.
+  static void DispatchTunnel(Instance& inst, const envoy::latest::ToEnvoyTunnelMessage& message);
   // Called by an instance once it reported Stopped; frees it when no task holds it.
   void Retire(Instance& instance);
   void MaybeFree(Instance& instance);

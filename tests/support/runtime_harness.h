@@ -156,10 +156,13 @@ class RuntimeHarness {
   }
 
   // Answers held KV requests (in order) and pumps.
-  void ReleaseKv() {
-    auto held = std::move(held_kv_);
-    held_kv_.clear();
-    for (auto& req : held) AnswerKv(req);
+  void ReleaseKv() { ReleaseOldestKv(held_kv_.size()); }
+  // Answers the `n` oldest held KV requests (in order; the rest stay held) and pumps.
+  void ReleaseOldestKv(size_t n = 1) {
+    n = std::min(n, held_kv_.size());
+    std::vector<latest::ToRivetKvRequest> first(held_kv_.begin(), held_kv_.begin() + static_cast<ptrdiff_t>(n));
+    held_kv_.erase(held_kv_.begin(), held_kv_.begin() + static_cast<ptrdiff_t>(n));
+    for (auto& req : first) AnswerKv(req);
     Pump();
   }
   // Answers every held KV request with KvErrorResponse{`error`} (a rejected or unsynced

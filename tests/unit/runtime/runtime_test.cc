@@ -1416,6 +1416,23 @@ std::vector<wire::ToClient> Decoded(const testing::TunnelReply& r) {
   return out;
 }
 
+// The runtime of `h` dies: a new one starts a1 from what `h` committed, with the /connect
+// socket `ws` restored, and gets the gateway's replay of `increment(5)` (action `action_id`,
+// gateway index `index`). The record must say it was processed: its caller learns the
+// result is lost, and the count stays `count`.
+void ExpectReplayedIncrementIsLost(RuntimeHarness& h, const latest::MessageId& ws, uint64_t action_id,
+                                   uint16_t index, int64_t count) {
+  RuntimeHarness h2;
+  h2.kv("a1") = h.kv("a1");
+  h2.Boot({CounterDef().type()});
+  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{action_id, "increment", Value::ArrayOf({5})}), false, index);
+  auto replayed = Decoded(h2.Reply(ws));
+  ASSERT_EQ(replayed.size(), 1u);
+  EXPECT_TRUE(IsResultLost(replayed[0], action_id)) << "a processed message was applied again";
+  EXPECT_EQ(*h2.PersistedState("a1"), Value::Object({{"count", count}}));
+}
+
 TEST(RuntimeHibernation, ConnectionSurvivesSleepWithoutReconnectHooks) {
   auto log = std::make_shared<std::vector<std::string>>();
   ActorDef<Counter> def = CounterDef();
@@ -1565,16 +1582,56 @@ TEST(RuntimeHibernation, AnEffectFreeActionWritesNothingAndIsAckedAtOnce) {
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 5}}));
 
   // A crash now: the next instance sees both messages as processed.
-  RuntimeHarness h2;
-  h2.kv("a1") = h.kv("a1");
-  h2.Boot({CounterDef().type()});
-  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
-  h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{2, "increment", Value::ArrayOf({5})}), false, 2);
-  auto replayed = Decoded(h2.Reply(ws));
-  ASSERT_EQ(replayed.size(), 1u);
-  EXPECT_TRUE(IsResultLost(replayed[0], 2)) << "a replayed message was processed again";
-  EXPECT_EQ(*h2.PersistedState("a1"), Value::Object({{"count", 5}}));
+  ExpectReplayedIncrementIsLost(h, ws, 2, 2, 5);
 }
+
+// An action that broadcasts its new state (increment) to a subscriber starts a write
+// mid-action; its
+// processed index is staged only when it returns. The answer must still wait for the index:
+// a runtime crash at any moment after the client saw it leaves the next instance treating
+// the gateway's replay as processed, not applying it a second time. Checked with the
+// runtime waiting for its writes and with the engine holding outputs (where the answer
+// reaches the client once every write sent before it is durable). State, event and index
+// share one write.
+void CheckTheAnswerWaitsForItsProcessedIndex(bool engine_holds) {
+  RuntimeHarness h;
+  h.engine_holds_outputs = engine_holds;
+  auto ws = StartAndConnect(h, CounterDef().type());
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, JsonFrame(wire::SubscriptionRequest{"newCount", true}), false);  // 1
+  const size_t before = Decoded(h.Reply(ws)).size();
+  const size_t requests_before = h.kv_requests();
+  const size_t log_before = h.tunnel_log.size();
+  h.hold_kv = true;
+  h.WsSend(ws, JsonFrame(wire::ActionRequest{1, "increment", Value::ArrayOf({5})}), false);  // 2
+  if (engine_holds) {
+    // Durable when the engine releases the answer: the writes sent before it.
+    std::optional<size_t> sent_before;
+    for (size_t i = log_before; i < h.tunnel_log.size() && !sent_before; ++i) {
+      const auto* m = h.tunnel_log[i].message.message_kind.get_if<latest::ToRivetWebSocketMessage>();
+      if (m == nullptr) continue;
+      auto d = wire::DecodeToClient(m->data, wire::Encoding::kJson);
+      if (d.ok() && std::holds_alternative<wire::ActionResponse>(*d)) sent_before = h.tunnel_log[i].kv_requests_before;
+    }
+    ASSERT_TRUE(sent_before.has_value()) << "no answer sent";
+    h.ReleaseOldestKv(*sent_before - requests_before);
+  } else {
+    // Commit the runtime's writes one by one until the answer leaves.
+    while (Decoded(h.Reply(ws)).size() == before) {
+      ASSERT_GT(h.held_kv(), 0u) << "waiting for nothing";
+      h.ReleaseOldestKv();
+    }
+  }
+  auto msgs = Decoded(h.Reply(ws));
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value(5));
+  EXPECT_EQ(h.kv_requests() - requests_before, 1u) << "state and processed index written apart";
+
+  // The runtime dies here, with whatever is still held lost.
+  ExpectReplayedIncrementIsLost(h, ws, 1, 2, 5);
+}
+TEST(RuntimeHibernation, TheAnswerWaitsForItsProcessedIndex) { CheckTheAnswerWaitsForItsProcessedIndex(false); }
+TEST(RuntimeHibernation, TheHeldAnswerFollowsItsProcessedIndex) { CheckTheAnswerWaitsForItsProcessedIndex(true); }
 
 // Reads that wrote no index still count when the actor sleeps: the record written then says
 // they were processed, so a replay after the wake does not run them again.
