@@ -8,7 +8,9 @@
 // appended (on the connection strand) to Conn::events; `signal` is a timer used as a
 // strand-local condition variable that the coroutine waits on while no event is queued.
 // Answers made synchronously inside the handler are dispatched inline, so the common path
-// costs no extra hop.
+// costs no extra hop. A complete, small answer made on another thread while the coroutine
+// waits for it is written to the socket by that thread (Conn::TryRespondDirect): the client
+// gets it without waiting for the strand to wake; the coroutine learns of it afterwards.
 #include "net/http_server.h"
 
 #include <algorithm>
@@ -22,6 +24,10 @@
 #include <unordered_map>
 #include <utility>
 #include <variant>
+
+#include <sys/socket.h>
+
+#include <cerrno>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -74,13 +80,22 @@ struct EvChunk {
 };
 struct EvStreamEnd {};
 struct EvAbort {};
+// The answer was written to the socket directly (Conn::TryRespondDirect); `rest` is what
+// the socket did not take at once, for the coroutine to write.
+struct EvWritten {
+  std::string rest;
+  bool failed = false;  // the socket refused it: the connection is over
+};
 struct EvUpgrade {
   std::string subprotocol;
   Headers headers;
   std::shared_ptr<WsHandler> handler;
   std::shared_ptr<internal::WsSession> session;
 };
-using Event = std::variant<EvRespond, EvStreamHead, EvChunk, EvStreamEnd, EvAbort, EvUpgrade>;
+using Event = std::variant<EvRespond, EvStreamHead, EvChunk, EvStreamEnd, EvAbort, EvUpgrade, EvWritten>;
+
+// Answers up to this size may be written directly by the answering thread.
+constexpr size_t kDirectAnswerLimit = 64 * 1024;
 
 std::string EndpointText(const tcp::endpoint& ep) {
   boost::system::error_code ec;
@@ -107,6 +122,33 @@ bool SkippedResponseHeader(std::string_view name, std::string_view value) {
     return true;
   }
   return EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "transfer-encoding");
+}
+
+http::response<http::string_body> MakeResponse(HttpResponse&& response, unsigned version, bool keep_alive) {
+  http::response<http::string_body> res{static_cast<http::status>(ValidStatus(response.status)), version};
+  for (auto& [name, value] : response.headers) {
+    if (!SkippedResponseHeader(name, value)) res.insert(name, value);
+  }
+  res.body() = std::move(response.body);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  return res;
+}
+
+// The bytes of a complete response, as http::write would send them.
+std::string Serialized(http::response<http::string_body>& res) {
+  std::string out;
+  http::serializer<false, http::string_body> sr{res};
+  beast::error_code ec;
+  while (!ec && !sr.is_done()) {
+    sr.next(ec, [&](beast::error_code&, const auto& buffers) {
+      for (const auto b : beast::buffers_range_ref(buffers)) {
+        out.append(static_cast<const char*>(b.data()), b.size());
+      }
+      sr.consume(beast::buffer_bytes(buffers));
+    });
+  }
+  return out;
 }
 
 }  // namespace
@@ -142,6 +184,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   bool accept_running = false;
   uint64_t next_id = 1;
   std::unordered_map<uint64_t, std::weak_ptr<ConnBase>> conns;
+  std::atomic<uint64_t> direct_answers{0};
 };
 
 // What the server needs from a connection to shut it down.
@@ -185,6 +228,7 @@ class Conn final : public ConnBase,
   // ShutdownCloser. After an upgrade the WebSocket session closes its own socket.
   void CloseOnShutdown() override {
     if (ws_) return;
+    EndDirect();
     beast::error_code ignored;
     stream_.socket().close(ignored);
   }
@@ -215,6 +259,7 @@ class Conn final : public ConnBase,
       if (self->ws_) {
         self->ws_->Abort();
       } else {
+        self->EndDirect();
         beast::error_code ignored;
         self->stream_.socket().close(ignored);
       }
@@ -224,6 +269,11 @@ class Conn final : public ConnBase,
 
   asio::awaitable<void> Run();
 
+  // Any thread: writes `response` to the socket at once when the coroutine waits for the
+  // answer to its request and nothing else may write or close the socket meanwhile (the
+  // caller then must not queue it). False: queue it (Push) as usual.
+  bool TryRespondDirect(HttpResponse& response);
+
   const Strand& strand() const { return strand_; }
   const std::shared_ptr<asio::io_context>& shared_io_context() const {
     return server_->ioc_keepalive;
@@ -232,6 +282,31 @@ class Conn final : public ConnBase,
   const std::string& remote() const { return remote_; }
 
  private:
+  // Direct answers. `open` while Serve waits for the answer to a request of `version` (and
+  // no other writer or closer may touch the socket without taking direct_mu_ and clearing
+  // it first); `written` once a direct answer went out for that request.
+  struct Direct {
+    bool open = false;
+    bool written = false;
+    unsigned version = 11;
+    bool keep_alive = false;
+  };
+  void OpenDirect(unsigned version, bool keep_alive) {
+    std::lock_guard lock(direct_mu_);
+    direct_ = Direct{true, false, version, keep_alive};
+  }
+  // Returns whether a direct answer was written for the awaited request. Any direct write
+  // in progress has finished when it returns.
+  bool EndDirect() {
+    std::lock_guard lock(direct_mu_);
+    direct_.open = false;
+    return direct_.written;
+  }
+  bool DirectWritten() {
+    std::lock_guard lock(direct_mu_);
+    return direct_.written;
+  }
+
   // Waits (on the strand) until an event is queued or the connection is closing.
   asio::awaitable<bool> NextEvent(Event* out) {
     while (events_.empty() && !closing_) {
@@ -255,7 +330,7 @@ class Conn final : public ConnBase,
                                       generation = watch_generation_](beast::error_code ec) {
           if (generation != self->watch_generation_) return;  // a cancelled, stale watch
           self->watching_ = false;
-          if (!self->awaiting_answer_) return;
+          if (!self->awaiting_answer_ || self->DirectWritten()) return;
           beast::error_code avail_ec;
           const size_t avail = self->stream_.socket().available(avail_ec);
           if (!ec && !avail_ec && avail > 0) return;  // pipelined request, peer still there
@@ -314,7 +389,38 @@ class Conn final : public ConnBase,
   bool watching_ = false;
   uint64_t watch_generation_ = 0;
   bool finished_ = false;
+  std::mutex direct_mu_;
+  Direct direct_;
 };
+
+bool Conn::TryRespondDirect(HttpResponse& response) {
+  if (response.body.size() > kDirectAnswerLimit || server_->ioc.stopped()) return false;
+  std::unique_lock lock(direct_mu_);
+  if (!direct_.open || direct_.written) return false;
+  auto res = MakeResponse(std::move(response), direct_.version, direct_.keep_alive);
+  const std::string bytes = Serialized(res);
+  direct_.written = true;
+  // Open means the socket is open and idle (the coroutine waits in Serve; closing it first
+  // takes direct_mu_), so this thread may write on it without the strand.
+  const int fd = stream_.socket().native_handle();
+  size_t sent = 0;
+  bool failed = false;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      failed = !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+      break;
+    }
+  }
+  lock.unlock();
+  server_->direct_answers.fetch_add(1, std::memory_order_relaxed);
+  Push(EvWritten{failed ? std::string() : bytes.substr(sent), failed});
+  return true;
+}
 
 enum class ExState { kNew, kStreaming, kDone };
 
@@ -337,6 +443,7 @@ class Exchange final : public HttpExchange {
 
   void Respond(HttpResponse response) override {
     if (!Transition(ExState::kNew, ExState::kDone, "Respond")) return;
+    if (conn_->TryRespondDirect(response)) return;
     conn_->Push(EvRespond{std::move(response)});
   }
 
@@ -430,21 +537,32 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
   Event ev;
   awaiting_answer_ = true;
   ArmPeerWatch();
+  OpenDirect(req.version(), keep_alive);
   bool got = co_await NextEvent(&ev);
+  // From here the strand owns the socket again (a direct write in progress has finished).
+  if (EndDirect() && got && !std::holds_alternative<EvWritten>(ev)) {
+    // Only the exchange answers, once: nothing else may follow a direct answer.
+    LogError(kComponent, "event after a direct answer");
+    co_return false;
+  }
   if (!got) co_return false;
+
+  if (auto* w = std::get_if<EvWritten>(&ev)) {
+    AnswerDone();
+    if (w->failed) co_return false;
+    if (!w->rest.empty()) {
+      ArmTimeout();
+      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(w->rest), as_tuple(use_awaitable));
+      if (ec) co_return false;
+    }
+    co_return keep_alive;
+  }
 
   if (auto* r = std::get_if<EvRespond>(&ev)) {
     AnswerDone();
-    http::response<http::string_body> res{static_cast<http::status>(ValidStatus(r->response.status)),
-                                          req.version()};
-    for (auto& [name, value] : r->response.headers) {
-      if (!SkippedResponseHeader(name, value)) res.insert(name, value);
-    }
-    res.body() = std::move(r->response.body);
-    res.keep_alive(keep_alive);
-    res.prepare_payload();
+    auto res = MakeResponse(std::move(r->response), req.version(), keep_alive);
     ArmTimeout();
-  auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
+    auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
     co_return !ec && keep_alive;
   }
 
@@ -611,6 +729,10 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<HttpServer::State> state) {
     beast::error_code ep_ec;
     tcp::endpoint ep = socket.remote_endpoint(ep_ec);
     socket.set_option(tcp::no_delay(true), ep_ec);
+    if (state->options.socket_send_buffer > 0) {
+      beast::error_code buf_ec;  // best effort: the kernel's own sizing stays otherwise
+      socket.set_option(asio::socket_base::send_buffer_size(static_cast<int>(state->options.socket_send_buffer)), buf_ec);
+    }
     auto conn = std::make_shared<Conn>(state, strand, std::move(socket),
                                        ep_ec ? std::string("?") : EndpointText(ep));
     uint64_t id = 0;
@@ -679,6 +801,10 @@ void HttpServer::StopAccepting() {
 size_t HttpServer::open_connections() const {
   std::lock_guard lock(state_->mu);
   return state_->conns.size();
+}
+
+uint64_t HttpServer::direct_answers() const {
+  return state_->direct_answers.load(std::memory_order_relaxed);
 }
 
 HttpServer::~HttpServer() {

@@ -84,6 +84,9 @@ struct ServerOptions {
   // close after it) and each write of an answer piece. Not applied while the handler is
   // working on an answer, nor to WebSockets. Zero disables it.
   std::chrono::milliseconds io_timeout{60000};
+  // SO_SNDBUF of each accepted connection, when > 0 (the kernel then stops sizing it
+  // itself): bounds the kernel memory a slow reader can hold per connection.
+  size_t socket_send_buffer = 0;
 };
 
 class HttpServer {
@@ -111,6 +114,10 @@ class HttpServer {
 
   // Connections currently open (HTTP and WebSocket).
   size_t open_connections() const;
+
+  // Answers written to the socket by the thread that made them (HttpExchange::Respond off
+  // the connection's strand while the connection waited for it), not queued on the strand.
+  uint64_t direct_answers() const;
 
   struct State;  // implementation detail
 

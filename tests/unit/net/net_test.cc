@@ -57,10 +57,13 @@ class Notification {
 // Blocking POSIX client for byte-exact HTTP tests (keep-alive, malformed requests).
 class RawClient {
  public:
-  explicit RawClient(uint16_t port) {
+  // `receive_buffer` > 0 caps the socket's receive buffer (set before connecting, so the
+  // window the server sees stays small).
+  explicit RawClient(uint16_t port, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     timeval tv{10, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (receive_buffer > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
@@ -329,6 +332,188 @@ TEST(HttpServer, RespondsAsynchronouslyFromAnotherThread) {
   EXPECT_EQ(res->status, 201);
   EXPECT_EQ(FindHeader(res->headers, "X-From"), "thread");
   EXPECT_EQ(res->body, "later");
+}
+
+// Answers every exchange from a thread of its own once the handler returned, the way the
+// engine's gateway answers with what an actor sent.
+class ThreadResponder {
+ public:
+  explicit ThreadResponder(std::function<HttpResponse(const HttpRequest&)> answer)
+      : answer_(std::move(answer)), thread_([this] { Run(); }) {}
+  ~ThreadResponder() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Add(std::shared_ptr<HttpExchange> ex) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(ex));
+    cv_.notify_all();
+  }
+  HttpServer::Handler handler() {
+    return [this](std::shared_ptr<HttpExchange> ex) { Add(std::move(ex)); };
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      auto ex = std::move(queue_.front());
+      queue_.erase(queue_.begin());
+      lock.unlock();
+      ex->Respond(answer_(ex->request()));
+    }
+  }
+
+  std::function<HttpResponse(const HttpRequest&)> answer_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<HttpExchange>> queue_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// An answer made on another thread while the connection waits for it is written by that
+// thread (HttpServer::direct_answers); the bytes are those the connection's own path writes
+// (compared against an answer made inside the handler), and the connection goes on serving.
+TEST(HttpServer, AnswersFromAnotherThreadAreWrittenDirectlyWithTheSameBytes) {
+  IoRuntime rt(2);
+  const HttpResponse answer{201, {{"X-A", "1"}, {"Content-Type", "text/plain"}, {"Content-Length", "99"}}, "hello"};
+  ThreadResponder responder([&](const HttpRequest&) { return answer; });
+  auto server = StartServer(rt, [&](std::shared_ptr<HttpExchange> ex) {
+    if (ex->request().target == "/inline") {
+      ex->Respond(answer);
+    } else {
+      responder.Add(std::move(ex));
+    }
+  });
+  RawClient client(server->port());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("GET /inline HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string expected = client.ReadResponse();
+  ASSERT_NE(expected.find("hello"), std::string::npos);
+  EXPECT_NE(expected.find("Content-Length: 5"), std::string::npos) << expected;
+  constexpr int kRequests = 200;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(client.Send("GET /later HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_EQ(client.ReadResponse(), expected) << "request " << i;
+  }
+  // Most answers beat the connection's strand; some may race the handler's return and
+  // take the queued path, which must give the same bytes too.
+  EXPECT_GT(server->direct_answers(), 0u);
+}
+
+// Answers larger than what the socket takes at once (small buffers on both ends, requests
+// pipelined): a direct write leaves the rest to the connection, which writes it before
+// anything else — every answer arrives whole and in order.
+TEST(HttpServer, DirectAnswersLargerThanTheSocketTakesArriveWholeAndInOrder) {
+  IoRuntime rt(2);
+  ThreadResponder responder([](const HttpRequest& req) {
+    std::string body(60 * 1024, static_cast<char>('a' + std::stoi(req.target.substr(1)) % 26));
+    body += req.target;
+    return HttpResponse{200, {}, std::move(body)};
+  });
+  ServerOptions options;
+  options.socket_send_buffer = 4096;  // with the small receive buffer: ~40 KiB in flight
+  auto server = StartServer(rt, responder.handler(), options);
+  RawClient client(server->port(), 16 * 1024);
+  ASSERT_TRUE(client.connected());
+  constexpr int kRequests = 50;  // each answer alone is more than the socket takes at once
+  std::string requests;
+  for (int i = 0; i < kRequests; ++i) requests += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(client.Send(requests));
+  for (int i = 0; i < kRequests; ++i) {
+    const std::string res = client.ReadResponse();
+    const std::string tail = "/" + std::to_string(i);
+    ASSERT_GE(res.size(), 60 * 1024 + tail.size()) << "answer " << i << " cut short";
+    EXPECT_EQ(res.substr(res.size() - tail.size()), tail) << "answer " << i << " out of order";
+    EXPECT_EQ(res[res.size() - tail.size() - 1], static_cast<char>('a' + i % 26));
+  }
+}
+
+// A request that asks to close gets its answer, then the close, on the direct path too; an
+// answer too large for it goes through the connection.
+TEST(HttpServer, DirectAnswerHonoursConnectionCloseAndLargeAnswersStillArrive) {
+  IoRuntime rt(2);
+  ThreadResponder responder([](const HttpRequest& req) {
+    return HttpResponse{200, {}, std::string(req.target == "/big" ? (1 << 20) : 3, 'x')};
+  });
+  auto server = StartServer(rt, responder.handler());
+  {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.Send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_NE(client.ReadResponse().find(std::string(1 << 20, 'x')), std::string::npos);
+    ASSERT_TRUE(client.Send("GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    const std::string res = client.ReadResponse();
+    EXPECT_NE(res.find("\r\n\r\nxxx"), std::string::npos) << res;
+    EXPECT_TRUE(client.WaitEof()) << "the connection stayed open";
+  }
+}
+
+// The peer-gone callback is for clients that leave before their answer: one that reads a
+// directly written answer and closes is not reported; one that leaves first still is, and
+// the answer made after that goes nowhere without harm.
+TEST(HttpServer, PeerGoneIsNotReportedAfterADirectAnswer) {
+  IoRuntime rt(2);
+  std::atomic<int> gone{0};
+  Notification left;
+  std::mutex mu;
+  std::shared_ptr<HttpExchange> unanswered;
+  ThreadResponder responder([](const HttpRequest&) { return HttpResponse{200, {}, "ok"}; });
+  auto server = StartServer(rt, [&](std::shared_ptr<HttpExchange> ex) {
+    if (ex->request().target == "/leave") {
+      ex->OnPeerGone([&] { left.Notify(); });
+      std::lock_guard lock(mu);
+      unanswered = std::move(ex);
+      return;
+    }
+    ex->OnPeerGone([&] { ++gone; });
+    responder.Add(std::move(ex));
+  });
+  for (int i = 0; i < 50; ++i) {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_NE(client.ReadResponse().find("ok"), std::string::npos);
+  }
+  {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.Send("GET /leave HTTP/1.1\r\nHost: x\r\n\r\n"));
+  }
+  ASSERT_TRUE(left.WaitFor()) << "a client that left before its answer was not reported";
+  {
+    std::lock_guard lock(mu);
+    unanswered->Respond(HttpResponse{200, {}, "too late"});
+    unanswered.reset();
+  }
+  server.reset();  // every connection has ended: a report would have been made by now
+  EXPECT_EQ(gone.load(), 0);
+}
+
+// Clients that vanish right after sending while answers come from another thread: the
+// server stays up and serves the next client.
+TEST(HttpServer, ClientsVanishingWhileAnswersAreWrittenDirectly) {
+  IoRuntime rt(2);
+  ThreadResponder responder([](const HttpRequest&) { return HttpResponse{200, {}, "ok"}; });
+  auto server = StartServer(rt, responder.handler());
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) {
+        RawClient client(server->port());
+        client.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        if (i % 2 == 0) client.ReadResponse();
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_NE(client.ReadResponse().find("ok"), std::string::npos);
 }
 
 TEST(HttpServer, ManyConcurrentKeepAliveClientsAnsweredFromAStrand) {
