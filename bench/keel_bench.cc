@@ -714,7 +714,7 @@ class EchoHandler final : public net::WsHandler {
 
 json FloorWsRtt() {
   Progress("floor: loopback WebSocket echo");
-  net::IoRuntime runtime(2);
+  net::IoRuntime runtime(1);  // one event-loop thread, as keel-engine and the runtime
   auto server = net::HttpServer::Start(runtime, net::ServerOptions{},
                                        [](std::shared_ptr<net::HttpExchange> ex) {
                                          if (!ex->IsWebSocketUpgrade()) {

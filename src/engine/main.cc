@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
 
   // Workers run storage work (orchestrator loop, KV/page requests, REST); I/O threads never
   // wait for an fsync. They mostly block in synced commits, so there are more of them than
-  // cores: concurrent commits share WAL syncs. Destroyed after the I/O runtime.
+  // cores: concurrent commits share WAL syncs. Destroyed after the I/O runtime. (One I/O
+  // thread by default: see EngineConfig::threads.)
   keel::net::IoRuntime workers(std::max(4, 4 * config->threads));
   keel::net::IoRuntime io(config->threads);
   keel::net::ServerOptions server_options;

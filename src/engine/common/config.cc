@@ -371,7 +371,7 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--storage", "storage", "Storage backend: rocksdb or memory (default rocksdb)"},
       {"--admin-token", "admin_token", "Admin token; required to bind a non-loopback host"},
       {"--gateway-token", "gateway_token", "Token the gateway requires from clients"},
-      {"--threads", "threads", "Worker threads (default 2)"},
+      {"--threads", "threads", "I/O event-loop threads (default 1)"},
       {"--log-level", "log_level", "trace, debug, info, warn, error or off (default info)"},
   };
   std::vector<std::string> values(std::size(kSpecs));

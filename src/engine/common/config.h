@@ -87,8 +87,11 @@ struct EngineConfig {
   std::map<std::string, std::string> namespace_tokens;
   // Token the gateway requires from clients, if any.
   std::optional<std::string> gateway_token;
-  // Worker threads for I/O and actors; 1..256.
-  int threads = 2;
+  // Threads running the I/O event loop (workers: 4 × threads, at least 4); 1..256. One by
+  // default: a single loop thread handles a frame where it was read, while several share
+  // one event loop and hand most events to another thread (twice the context
+  // switches and 20–35 % more engine CPU per request, measured on 2 cores).
+  int threads = 1;
   LogLevel log_level = LogLevel::kInfo;
   EngineThresholds thresholds;
 

@@ -78,7 +78,7 @@ TEST(EngineConfig, DefaultsMatchRivet) {
   EXPECT_FALSE(uut->admin_token.has_value());
   EXPECT_FALSE(uut->gateway_token.has_value());
   EXPECT_TRUE(uut->namespace_tokens.empty());
-  EXPECT_EQ(uut->threads, 2);
+  EXPECT_EQ(uut->threads, 1);
   EXPECT_EQ(uut->log_level, LogLevel::kInfo);
   const EngineThresholds& t = uut->thresholds;
   EXPECT_EQ(t.actor_allocation_threshold, milliseconds(2000));
@@ -382,7 +382,7 @@ TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,
-            "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=2 "
+            "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=1 "
             "log_level=info admin_token=<redacted> gateway_token=<none> "
             "namespace_tokens=[default] envoy_lost_threshold_ms=20000");
   EXPECT_EQ(text.find("s3cret"), std::string::npos);
