@@ -36,9 +36,21 @@ else
 fi
 
 step "tests: ctest (all labels${CTEST_ARGS[*]:+, }${CTEST_ARGS[*]:-})"
+ctest_rc=0
 ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
 UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
-  ctest --preset dev -j "$JOBS" ${CTEST_ARGS[@]+"${CTEST_ARGS[@]}"}
+  ctest --preset dev -j "$JOBS" ${CTEST_ARGS[@]+"${CTEST_ARGS[@]}"} || ctest_rc=$?
+if [ "$ctest_rc" != 0 ]; then
+  # The failing assertions last, where a log viewer that keeps only the tail still shows
+  # them (a failed test's whole output can run to thousands of lines).
+  step "ctest failed (exit $ctest_rc); the failing assertions, from build/dev/Testing/Temporary/LastTest.log"
+  log=build/dev/Testing/Temporary/LastTest.log
+  if [ -f "$log" ]; then
+    grep -E -A8 ': Failure$|^\[  FAILED  \]|ERROR: AddressSanitizer|runtime error:' "$log" \
+      | cut -c1-300 | head -n 200 || true
+  fi
+  exit "$ctest_rc"
+fi
 
 if [ "${KEEL_SKIP_WASM:-0}" != "1" ]; then
   step "wasm: protocol and runtime smoke tests under Node"

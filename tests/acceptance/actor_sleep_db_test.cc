@@ -58,11 +58,30 @@ class ActorSleepDbTest : public SqliteCellTest {
   std::vector<std::string> Log(Actor& a) {
     return KEEL_OK(CallSettled<std::vector<std::string>>(a.h, "getLogEntries"));
   }
-  // triggerSleep, then waits for the onSleep note.
+  std::string NotesText(Actor& a) { return db::NotesText(Notes(client(), a.id)); }
+  // triggerSleep, then waits until the instance that took the call has run onSleep. Every
+  // fixture notes "wake" in onWake (before any action runs) and "sleep" in onSleep, so the
+  // actor is asleep once it has as many sleeps as wakes. Counting both keeps this exact
+  // when an idle sleep (sleepTimeout 1000) gets in first on a loaded machine.
   void SleepNow(Actor& a) {
-    const int64_t before = NoteCount(client(), a.id, "sleep");
     KEEL_OK(a.h.Call("triggerSleep"));
-    ASSERT_TRUE(WaitNotes(client(), a.id, "sleep", before + 1, 5s)) << "no onSleep after triggerSleep";
+    const bool slept = WaitFor(
+        [&] { return NoteCount(client(), a.id, "sleep") >= NoteCount(client(), a.id, "wake"); }, 5s);
+    ASSERT_TRUE(slept) << "no onSleep after triggerSleep; " << NotesText(a);
+  }
+  // Wakes the slept actor with getCounts and checks its counters against the hooks that
+  // ran: every start and every onSleep so far counted exactly once, so what onSleep (and
+  // the shutdown after it) changed was persisted and nothing ran twice. (2, 1) when only
+  // the test's own sleep happened.
+  json CountsAfterSleep(Actor& a) {
+    const int64_t sleeps = NoteCount(client(), a.id, "sleep");
+    json c = Counts(a);
+    const int64_t wakes = NoteCount(client(), a.id, "wake");
+    EXPECT_GE(sleeps, 1) << NotesText(a);
+    EXPECT_GE(wakes, 2) << NotesText(a);
+    EXPECT_EQ(c["startCount"], wakes) << c.dump() << "; " << NotesText(a);
+    EXPECT_EQ(c["sleepCount"], sleeps) << c.dump() << "; " << NotesText(a);
+    return c;
   }
   static void ExpectCounts(const json& c, int64_t start, int64_t sleep) {
     EXPECT_EQ(c["startCount"], start) << c.dump();
@@ -81,8 +100,7 @@ TEST_P(ActorSleepDbTest, OnSleepCanWriteToTheDatabase) {
   Actor a = Make("sleepWithDb", "sleepdb-onsleep");
   KEEL_OK(a.h.Call("insertLogEntry", "before-sleep"));
   SleepNow(a);
-  json c = Counts(a);
-  ExpectCounts(c, 2, 1);
+  json c = CountsAfterSleep(a);
   EXPECT_EQ(c["sleepDbWriteOk"], true) << c.dump();
   EXPECT_THAT(Log(a), ElementsAre("wake", "before-sleep", "sleep", "wake"));
 }
@@ -93,7 +111,7 @@ TEST_P(ActorSleepDbTest, DatabaseWorksAfterIdleSleepAndWake) {
   ASSERT_TRUE(WaitNotes(client(), a.id, "sleep", 1, 4s)) << "no idle sleep after sleepTimeout (1000 ms)";
   KEEL_OK(CallSettled(a.h, "insertLogEntry", "after-wake"));
   EXPECT_THAT(Log(a), ElementsAre("wake", "before", "sleep", "wake", "after-wake"));
-  ExpectCounts(Counts(a), 2, 1);
+  CountsAfterSleep(a);
 }
 
 TEST_P(ActorSleepDbTest, AlarmAfterIdleSleepWakesAndWrites) {
@@ -121,7 +139,7 @@ TEST_P(ActorSleepDbTest, SlowScheduledActionKeepsTheActorAwake) {
   ASSERT_GE(finish, 0);
   EXPECT_LT(IndexOf(log, "slow-start"), finish);
   EXPECT_LT(finish, sleep) << "the actor slept during its scheduled work";
-  ExpectCounts(Counts(a), 2, 1);
+  CountsAfterSleep(a);
 }
 
 TEST_P(ActorSleepDbTest, BroadcastFromOnSleepReachesTheClient) {
@@ -148,14 +166,14 @@ TEST_P(ActorSleepDbTest, BroadcastFromOnSleepReachesTheClient) {
   const auto log = Log(a);
   EXPECT_THAT(log, Contains("sleep-start"));
   EXPECT_THAT(log, Contains("sleep-end"));
-  ExpectCounts(Counts(a), 2, 1);
+  CountsAfterSleep(a);
 }
 
 TEST_P(ActorSleepDbTest, WaitUntilInOnSleepIsAwaited) {
   Actor a = Make("sleepWaitUntil", "sleepdb-waituntil");
   SleepNow(a);
   EXPECT_THAT(Log(a), Contains("waituntil-write"));
-  ExpectCounts(Counts(a), 2, 1);
+  CountsAfterSleep(a);
 }
 
 TEST_P(ActorSleepDbTest, NestedWaitUntilIsDrained) {
@@ -189,23 +207,22 @@ TEST_P(ActorSleepDbTest, ScheduleAfterInOnSleepFiresOnceAfterWake) {
 TEST_P(ActorSleepDbTest, OnSleepThrowingStillCompletesShutdown) {
   Actor a = Make("sleepOnSleepThrows", "sleepdb-throws");
   SleepNow(a);
-  ExpectCounts(Counts(a), 2, 1);
+  CountsAfterSleep(a);
   EXPECT_THAT(Log(a), Contains("sleep-before-throw"));
 }
 
 TEST_P(ActorSleepDbTest, RejectedWaitUntilDoesNotBlockShutdown) {
   Actor a = Make("sleepWaitUntilRejects", "sleepdb-rejects");
   SleepNow(a);
-  ExpectCounts(Counts(a), 2, 1);
+  CountsAfterSleep(a);
   EXPECT_THAT(Log(a), Contains("waituntil-after-reject"));
 }
 
 TEST_P(ActorSleepDbTest, StateMutatedInWaitUntilIsPersisted) {
   Actor a = Make("sleepWaitUntilState", "sleepdb-state");
   SleepNow(a);
-  json c = Counts(a);
+  json c = CountsAfterSleep(a);
   EXPECT_EQ(c["waitUntilValue"], 42) << c.dump();
-  ExpectCounts(c, 2, 1);
 }
 
 TEST_P(ActorSleepDbTest, AlarmDueDuringShutdownFiresOnTheNextInstance) {

@@ -15,6 +15,7 @@
 #include <variant>
 
 #include "support/acceptance.h"
+#include "support/db_cells.h"
 #include "support/expect.h"
 
 namespace keel::acceptance {
@@ -38,6 +39,17 @@ class ActorSleepTest : public PlainTest {
   }
   bool WaitSlept(const std::string& id, int64_t n, std::chrono::milliseconds timeout = 10s) {
     return WaitFor([&] { return NoteCount(id, "sleep") >= n; }, timeout);
+  }
+  // An async raw-WebSocket handler of 250 ms on an actor with sleepTimeout 100: the actor
+  // sleeps only after the handler noted `finished`. (Were the handler ignored, the sleep
+  // would come ~100 ms after it started, while it still runs.) Checked by the order of the
+  // notes rather than by probing at a set time, which a loaded machine can overrun.
+  void ExpectSleepAfter(const std::string& id, const std::string& finished) {
+    ASSERT_TRUE(WaitSlept(id, 1, 5s));
+    const auto notes = db::Notes(client(), id);
+    const int64_t done = db::IndexOf(notes, finished);
+    ASSERT_GE(done, 0) << "the handler never finished; " << db::NotesText(notes);
+    EXPECT_LT(done, db::IndexOf(notes, "sleep")) << "the actor slept while its handler ran; " << db::NotesText(notes);
   }
   json Counts(client::ActorHandle& h) { return AsJson(KEEL_OK(h.Call("getCounts"))); }
   static void ExpectCounts(const json& c, int64_t start, int64_t sleep) {
@@ -276,14 +288,10 @@ TEST_F(ActorSleepTest, AsyncRawWsMessageHandlerDelaysSleep) {
   ASSERT_TRUE(ev.has_value());
   ws->Close();
   ws.reset();
-  SleepMs(100 + 75);
-  EXPECT_EQ(NoteCount(id, "sleep"), 0) << "the message handler still runs";
+  ExpectSleepAfter(id, "message-finished");
   json c = Counts(h);
-  ExpectCounts(c, 1, 0);
-  EXPECT_EQ(c["messageStarted"], 1);
-  ASSERT_TRUE(WaitSlept(id, 1, 3s));
-  c = Counts(h);
   ExpectCounts(c, 2, 1);
+  EXPECT_EQ(c["messageStarted"], 1);
   EXPECT_EQ(c["messageFinished"], 1);
 }
 
@@ -295,14 +303,10 @@ TEST_F(ActorSleepTest, AsyncRawWsCloseHandlerDelaysSleep) {
   ASSERT_TRUE(ws->Receive(5s).has_value());
   ws->Close();
   ws.reset();
-  SleepMs(100 + 75);
-  EXPECT_EQ(NoteCount(id, "sleep"), 0) << "the close handler still runs";
+  ExpectSleepAfter(id, "close-finished");
   json c = Counts(h);
-  ExpectCounts(c, 1, 0);
-  EXPECT_EQ(c["closeStarted"], 1);
-  ASSERT_TRUE(WaitSlept(id, 1, 3s));
-  c = Counts(h);
   ExpectCounts(c, 2, 1);
+  EXPECT_EQ(c["closeStarted"], 1);
   EXPECT_EQ(c["closeFinished"], 1);
 }
 

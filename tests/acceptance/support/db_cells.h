@@ -29,6 +29,12 @@ inline bool WaitNotes(client::Client& c, const std::string& key, const std::stri
                       std::chrono::milliseconds timeout = 10s) {
   return WaitFor([&] { return NoteCount(c, key, entry) >= n; }, timeout);
 }
+// The notes as one line, for failure messages: "notes: [wake, sleep]".
+inline std::string NotesText(const std::vector<std::string>& notes) {
+  std::string out;
+  for (const auto& n : notes) out += (out.empty() ? "" : ", ") + n;
+  return "notes: [" + out + "]";
+}
 // Index of the first note `entry` at or after `from` in `notes`, or -1.
 inline int64_t IndexOf(const std::vector<std::string>& notes, const std::string& entry, size_t from = 0) {
   for (size_t i = from; i < notes.size(); ++i) {
