@@ -23,6 +23,7 @@
 #include <boost/beast/websocket/detail/prng.hpp>
 
 #include "base/log.h"
+#include "base/output_batch.h"
 
 namespace keel::net {
 
@@ -66,27 +67,18 @@ bool WriteState::Write(const struct iovec* parts, size_t n) {
 
 bool WriteState::WriteLocked(const struct iovec* parts, size_t n) {
   if (closed || draining || failed) return false;
+  if (!flushing && !corked && OutputBatch::Open()) {
+    corked = true;
+    OutputBatch::AtEnd([self = shared_from_this()] { self->Uncork(); });
+  }
   size_t total = 0;
   for (size_t i = 0; i < n; ++i) total += parts[i].iov_len;
   size_t sent = 0;
-  if (!flushing) {
+  if (!flushing && !corked) {
     // Nothing waits ahead of these bytes: straight to the kernel, without blocking.
-    struct msghdr msg {};
-    msg.msg_iov = const_cast<struct iovec*>(parts);
-    msg.msg_iovlen = n;
-    for (;;) {
-      const ssize_t r = ::sendmsg(stream.socket().native_handle(), &msg,
-                                  MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (r >= 0) {
-        sent = static_cast<size_t>(r);
-        break;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      // The connection is broken; the read side sees it too and reports the close.
-      failed = true;
-      return false;
-    }
+    const std::optional<size_t> r = SendNow(parts, n);
+    if (!r.has_value()) return false;
+    sent = *r;
     if (sent == total) return true;
   }
   // The rest waits behind what is already pending, in order.
@@ -100,8 +92,44 @@ bool WriteState::WriteLocked(const struct iovec* parts, size_t n) {
     pending.append(static_cast<const char*>(parts[i].iov_base) + skip, len - skip);
     skip = 0;
   }
-  if (!flushing) StartFlushLocked();
+  if (!flushing && !corked) StartFlushLocked();
   return true;
+}
+
+std::optional<size_t> WriteState::SendNow(const struct iovec* parts, size_t n) {
+  struct msghdr msg {};
+  msg.msg_iov = const_cast<struct iovec*>(parts);
+  msg.msg_iovlen = n;
+  for (;;) {
+    const ssize_t r = ::sendmsg(stream.socket().native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) return static_cast<size_t>(r);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return size_t{0};
+    // The connection is broken; the read side sees it too and reports the close.
+    failed = true;
+    return std::nullopt;
+  }
+}
+
+void WriteState::Uncork() {
+  std::lock_guard lock(mu);
+  if (!corked) return;  // a drain already handed the bytes to a flush
+  corked = false;
+  if (closed || failed) {
+    pending.clear();
+    return;
+  }
+  if (flushing || pending.empty()) return;
+  struct iovec part;
+  part.iov_base = pending.data();
+  part.iov_len = pending.size();
+  const std::optional<size_t> sent = SendNow(&part, 1);
+  if (!sent.has_value()) {
+    pending.clear();
+    return;
+  }
+  pending.erase(0, *sent);
+  if (!pending.empty()) StartFlushLocked();
 }
 
 void WriteState::StartFlushLocked() {
@@ -151,6 +179,11 @@ void WriteState::FinishDrainLocked(std::unique_lock<std::mutex>& lock) {
 void WriteState::Drain(std::function<void()> then) {
   std::unique_lock lock(mu);
   draining = true;
+  if (corked) {
+    // The teardown must not overtake what a batch holds: a flush writes it first.
+    corked = false;
+    if (!pending.empty() && !flushing && !closed && !failed) StartFlushLocked();
+  }
   if (flushing) {
     after_drain = std::move(then);  // Flush runs it when done
     return;

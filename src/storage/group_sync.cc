@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/output_batch.h"
+
 namespace keel::storage {
 
 struct GroupSync::State {
@@ -104,12 +106,20 @@ void GroupSync::RunSyncs(const std::shared_ptr<State>& state) {
       }
       state->running = true;
     }
-    for (Continuation& k : reads) k(status);
+    // The answers of one sync go out together: one write per connection (OutputBatch),
+    // not one per answer.
+    if (!reads.empty()) {
+      OutputBatch answers;
+      for (Continuation& k : reads) k(status);
+    }
     if (batch.empty()) continue;
     // Every write in `batch` had committed before its AfterWrite, so before this call.
     status = state->store->SyncWrites();
     if (state->on_sync) state->on_sync();
-    for (Continuation& k : batch) k(status);
+    {
+      OutputBatch answers;
+      for (Continuation& k : batch) k(status);
+    }
     std::lock_guard lock(state->mu);
     ++state->syncs;
   }

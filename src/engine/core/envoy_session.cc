@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/output_batch.h"
 #include "engine/core/engine.h"
 #include "engine/core/gateway.h"
 #include "engine/core/orchestrator.h"
@@ -285,7 +286,10 @@ void EnvoySession::RunReleases() {
         return;
       }
     }
-    for (auto& release : batch) release();
+    {
+      OutputBatch writes;  // the runtime's KV answers of the batch leave in one write
+      for (auto& release : batch) release();
+    }
     batch.clear();
   }
 }

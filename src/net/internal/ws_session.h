@@ -50,7 +50,10 @@ using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 // The write side of one TCP connection, shared by every thread that writes to it. All
 // writes are appended to one ordered byte stream under `mu`: sent at once (non-blocking
 // sendmsg in the writer's thread) when nothing is waiting, else queued in `pending` and
-// written by one flush at a time on the stream's executor (the connection's strand).
+// written by one flush at a time on the stream's executor (the connection's strand). A
+// write made while an OutputBatch is open on the writing thread corks the stream: it and
+// every later write (from any thread) wait in `pending` until that batch ends, which sends
+// them with one sendmsg (Uncork).
 // Everything that closes the socket goes through CloseSocket (under `mu`), so a writer never
 // uses a closed — possibly reused — descriptor.
 struct WriteState : std::enable_shared_from_this<WriteState> {
@@ -77,9 +80,15 @@ struct WriteState : std::enable_shared_from_this<WriteState> {
   bool failed = false;     // a write failed: the connection is broken
   bool frames = false;     // past the handshake: every write is one whole frame
   bool close_sent = false;  // a close frame went out: no data frame may follow
+  bool corked = false;      // an OutputBatch holds `pending` until it ends (Uncork)
   std::function<void()> after_drain;
 
  private:
+  // Sends what the cork held (the rest, if the socket does not take it all, by a flush).
+  void Uncork();
+  // Non-blocking sendmsg of `parts` from this thread. Returns the bytes the kernel took, or
+  // nullopt when the connection is broken (`failed` is then set).
+  std::optional<size_t> SendNow(const struct iovec* parts, size_t n);
   void StartFlushLocked();
   void Flush();
   void FinishDrainLocked(std::unique_lock<std::mutex>& lock);

@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
+#include "base/output_batch.h"
 #include "base/native/spdlog_backend.h"
 #include "envoy/envoy_client.h"
 #include "envoy/native/native_transport.h"
@@ -108,7 +109,9 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
 struct RuntimeHost::Impl {
   ServeSettings settings;
   net::IoRuntime io{1};
-  std::unique_ptr<Executor> strand = io.MakeStrand();
+  // Each task's writes to the engine leave in one piece: a KV write, the answer behind it
+  // and the client message's ack are one sendmsg and one wake-up of the engine.
+  std::unique_ptr<Executor> strand = std::make_unique<OutputBatchExecutor>(io.MakeStrand());
   envoy::StrandClock clock{io.clock(), *strand};
   Random random{EntropySeed()};
   // Before `core`: the runtime's databases close before the SQL threads stop.

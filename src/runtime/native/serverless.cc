@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "base/log.h"
+#include "base/output_batch.h"
 #include "envoy/envoy_client.h"
 #include "envoy/native/native_transport.h"
 #include "net/http_server.h"
@@ -125,7 +126,8 @@ struct ServerlessHost::Impl {
   std::vector<std::pair<std::string, std::string>> actor_names;
 
   net::IoRuntime io{1};
-  std::unique_ptr<Executor> strand = io.MakeStrand();
+  // Each task's writes to the engine leave in one piece (OutputBatch), as in serve.cc.
+  std::unique_ptr<Executor> strand = std::make_unique<OutputBatchExecutor>(io.MakeStrand());
   envoy::StrandClock clock{io.clock(), *strand};
   Random random{EntropySeed()};
   // Before the envoys: their actors' databases close before the SQL threads stop.

@@ -2,6 +2,7 @@
 // for events (never sleeps); everything is torn down by the end of each test.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/output_batch.h"
 #include "net/blocking_ws_client.h"
 #include "net/client.h"
 #include "net/http.h"
@@ -101,6 +103,23 @@ class RawClient {
       }
       if (!ReadMore()) return "";
     }
+  }
+
+  // Bytes received and not yet read (the kernel's receive queue and this client's buffer).
+  size_t Available() {
+    int queued = 0;
+    if (::ioctl(fd_, FIONREAD, &queued) != 0) queued = 0;
+    return buffer_.size() + static_cast<size_t>(queued);
+  }
+
+  // Reads exactly `n` bytes; "" on EOF/timeout before them.
+  std::string ReadExactly(size_t n) {
+    while (buffer_.size() < n) {
+      if (!ReadMore()) return "";
+    }
+    std::string out = buffer_.substr(0, n);
+    buffer_.erase(0, n);
+    return out;
   }
 
   // True when the server closed the connection (EOF) within the receive timeout.
@@ -1179,6 +1198,101 @@ TEST(WebSocketSend, CloseWhileThreadsSendEndsAfterWholeFrames) {
   for (auto& th : threads) th.join();
   ASSERT_TRUE(one.handler->closed_.WaitFor());
   EXPECT_EQ(one.handler->code(), 4003);
+}
+
+// ------------------------------------------------------------------ OutputBatch
+// Frames a thread sends while an OutputBatch is open on it wait for the batch's end, then
+// leave together, in order (base/output_batch.h). Checked with a raw socket: on loopback a
+// sent frame is in the receiver's queue when sendmsg returns, so an empty queue before the
+// end means the frames were held.
+
+// One server frame (unmasked, unfragmented): {opcode, payload}.
+std::pair<int, std::string> ReadServerFrame(RawClient& client) {
+  const std::string head = client.ReadExactly(2);
+  if (head.size() != 2) return {-1, ""};
+  const int opcode = static_cast<unsigned char>(head[0]) & 0x0f;
+  uint64_t len = static_cast<unsigned char>(head[1]) & 0x7f;
+  if (len >= 126) {
+    const std::string ext = client.ReadExactly(len == 126 ? 2 : 8);
+    len = 0;
+    for (char c : ext) len = (len << 8) | static_cast<unsigned char>(c);
+  }
+  return {opcode, client.ReadExactly(static_cast<size_t>(len))};
+}
+
+// A WebSocket opened by hand on `client`; returns once the session is open (an echo came
+// back), so later Sends are written by their caller, not queued for the open.
+void OpenRawWebSocket(RawClient& client) {
+  ASSERT_TRUE(client.Send(
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+  ASSERT_NE(client.ReadResponse().find(" 101 "), std::string::npos);
+  // A masked binary "hi" with the all-zero key (the payload stays as is).
+  ASSERT_TRUE(client.Send(std::string("\x82\x82\x00\x00\x00\x00hi", 8)));
+  auto echo = ReadServerFrame(client);
+  ASSERT_EQ(echo.second, "hi");
+}
+
+// A server's WebSocket connection with a raw socket at the client's end.
+struct RawWebSocket {
+  void Open() {
+    ASSERT_TRUE(client.connected());
+    OpenRawWebSocket(client);
+    ASSERT_TRUE(one.accepted.WaitFor());
+    conn = one.connection();
+  }
+  IoRuntime rt{2};
+  OneWsServer one{rt};
+  RawClient client{one.server->port()};
+  std::shared_ptr<WsConnection> conn;
+};
+
+TEST(WebSocketSend, FramesSentInAnOutputBatchLeaveTogetherWhenItEnds) {
+  RawWebSocket ws;
+  ASSERT_NO_FATAL_FAILURE(ws.Open());
+  RawClient& client = ws.client;
+  WsConnection* conn = ws.conn.get();
+  const std::string big(70000, 'b');  // more than one write may take: the rest is flushed
+  {
+    OutputBatch batch;
+    conn->Send("one", true);
+    conn->Send(big, true);
+    // Another thread's frame, sent while the batch holds the stream, waits behind them.
+    std::thread([&] { conn->Send("three", false); }).join();
+    EXPECT_EQ(client.Available(), 0u) << "a frame left before the batch ended";
+  }
+  auto f1 = ReadServerFrame(client);
+  EXPECT_EQ(f1, std::make_pair(2, std::string("one")));
+  auto f2 = ReadServerFrame(client);
+  EXPECT_EQ(f2.first, 2);
+  EXPECT_EQ(f2.second, big);
+  auto f3 = ReadServerFrame(client);
+  EXPECT_EQ(f3, std::make_pair(1, std::string("three")));
+  // Outside a batch frames are written by their caller again.
+  conn->Send("four", true);
+  EXPECT_EQ(ReadServerFrame(client), std::make_pair(2, std::string("four")));
+}
+
+// A close asked for inside a batch follows the frames the batch holds: none is lost or
+// overtaken by the close frame.
+TEST(WebSocketSend, ACloseInsideAnOutputBatchFollowsTheHeldFrames) {
+  RawWebSocket ws;
+  ASSERT_NO_FATAL_FAILURE(ws.Open());
+  RawClient& client = ws.client;
+  WsConnection* conn = ws.conn.get();
+  {
+    OutputBatch batch;
+    for (int i = 0; i < 5; ++i) conn->Send("m" + std::to_string(i), true);
+    conn->Close(4001, "done");
+  }
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(ReadServerFrame(client), std::make_pair(2, "m" + std::to_string(i)));
+  }
+  auto close = ReadServerFrame(client);
+  ASSERT_EQ(close.first, 8) << "no close frame after the held frames";
+  ASSERT_GE(close.second.size(), 2u);
+  EXPECT_EQ((static_cast<unsigned char>(close.second[0]) << 8) | static_cast<unsigned char>(close.second[1]), 4001);
+  EXPECT_EQ(close.second.substr(2), "done");
 }
 
 // ------------------------------------------------------------------ IoRuntime
