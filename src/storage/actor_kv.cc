@@ -1,6 +1,8 @@
 #include "storage/actor_kv.h"
 
+#include <algorithm>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -201,7 +203,72 @@ Status PutActorRecordForTest(KvStore& store, ByteView actor, ByteView record) {
 }
 
 ActorKv::ActorKv(KvStore& store, ActorKvOptions options)
-    : store_(store), options_(std::move(options)) {}
+    : store_(store), options_(std::move(options)) {
+  if (options_.sole_writer) stripes_ = std::make_unique<Stripe[]>(kStripes);
+}
+
+ActorKv::Stripe& ActorKv::StripeOf(ByteView actor) const {
+  const std::string_view id(reinterpret_cast<const char*>(actor.data()), actor.size());
+  return stripes_[std::hash<std::string_view>{}(id) % kStripes];
+}
+
+void ActorKv::Remember(Stripe& stripe, ByteView actor, uint64_t usage) const {
+  std::string id(reinterpret_cast<const char*>(actor.data()), actor.size());
+  auto it = stripe.usage.find(id);
+  if (it != stripe.usage.end()) {
+    it->second = usage;
+    return;
+  }
+  const size_t cap = std::max<size_t>(1, options_.max_remembered_actors / kStripes);
+  if (stripe.usage.size() >= cap) stripe.usage.erase(stripe.usage.begin());
+  stripe.usage.emplace(std::move(id), usage);
+}
+
+void ActorKv::Forget(ByteView actor) {
+  if (!stripes_) return;
+  Stripe& stripe = StripeOf(actor);
+  std::lock_guard lock(stripe.mu);
+  stripe.usage.erase(std::string(reinterpret_cast<const char*>(actor.data()), actor.size()));
+}
+
+size_t ActorKv::remembered_actors() const {
+  if (!stripes_) return 0;
+  size_t n = 0;
+  for (size_t i = 0; i < kStripes; ++i) {
+    std::lock_guard lock(stripes_[i].mu);
+    n += stripes_[i].usage.size();
+  }
+  return n;
+}
+
+Status ActorKv::WriteTransaction(
+    ByteView actor, const std::function<Status(KvTxn&, std::optional<uint64_t>&)>& fn) {
+  return WriteLocked(actor, [&](std::optional<uint64_t>& usage_after) -> Status {
+    return RunTransaction(
+        store_,
+        [&](KvTxn& txn) -> Status {
+          usage_after.reset();
+          KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
+          return fn(txn, usage_after);
+        },
+        options_.max_attempts, WriteCommit());
+  });
+}
+
+Status ActorKv::WriteLocked(ByteView actor,
+                            const std::function<Status(std::optional<uint64_t>&)>& write) {
+  std::optional<uint64_t> usage_after;
+  if (!stripes_) return write(usage_after);
+  Stripe& stripe = StripeOf(actor);
+  std::lock_guard lock(stripe.mu);
+  Status st = write(usage_after);
+  if (st.has_value() && usage_after.has_value()) {
+    Remember(stripe, actor, *usage_after);
+  } else {
+    stripe.usage.erase(std::string(reinterpret_cast<const char*>(actor.data()), actor.size()));
+  }
+  return st;
+}
 
 bool ActorKv::IsWrite(const latest::KvRequestData& request) {
   return !request.is<latest::KvGetRequest>() && !request.is<latest::KvListRequest>();
@@ -334,8 +401,75 @@ Result<latest::PreloadedKv> ActorKv::Preload(ByteView actor, const PreloadPlan& 
   return out;
 }
 
+// The sole writer's put (file comment): under the actor's lock, the remembered guard and
+// usage, a read of each old entry, one unchecked batch. Same validation order, errors and
+// stored bytes as the transaction below.
+Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& request,
+                                int64_t now_ms) {
+  Stripe& stripe = StripeOf(actor);
+  std::lock_guard lock(stripe.mu);
+  const std::string id(reinterpret_cast<const char*>(actor.data()), actor.size());
+  auto known = stripe.usage.find(id);
+  if (known == stripe.usage.end()) KEEL_RETURN_IF_ERROR(CheckGuard(store_, actor));
+  KEEL_ASSIGN_OR_RETURN(uint64_t payload, ValidatePutShape(request, options_.limits));
+  uint64_t usage = 0;
+  if (known != stripe.usage.end()) {
+    usage = known->second;
+  } else {
+    KEEL_ASSIGN_OR_RETURN(usage, ReadUsage(store_, actor));
+  }
+  KEEL_RETURN_IF_ERROR(ValidatePutQuotaAndSizes(request, payload, usage, options_.limits));
+  const size_t n = request.keys.size();
+  std::vector<Bytes> keys(n);
+  std::vector<Bytes> entries(n);
+  std::vector<KvWrite> writes;
+  writes.reserve(n + 1);
+  const ByteView version = AsBytes(options_.engine_version);
+  for (size_t i = 0; i < n; ++i) {
+    const latest::KvKey& key = request.keys[i];
+    keys[i] = ActorKvEntryKey(actor, key);
+    // A key repeated in this request replaces its earlier value of the request.
+    size_t earlier = i;
+    for (size_t j = i; j-- > 0;) {
+      if (request.keys[j] == key) {
+        earlier = j;
+        break;
+      }
+    }
+    if (earlier != i) {
+      usage = SaturatingSub(usage, KeySize(key) + request.values[earlier].size());
+    } else {
+      KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, store_.Get(keys[i]));
+      if (old.has_value()) {
+        KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
+        usage = SaturatingSub(usage, old_size);
+      }
+    }
+    entries[i] = EncodeEntry(request.values[i], version, now_ms);
+    writes.push_back(KvWrite{keys[i], ByteView(entries[i])});
+    usage += KeySize(key) + request.values[i].size();
+  }
+  const Bytes usage_key = ActorKvUsageKey(actor);
+  const Bytes usage_record = protocol::engine::WriteRecord(KvUsage{usage});
+  writes.push_back(usage == 0 ? KvWrite{usage_key, std::nullopt}
+                              : KvWrite{usage_key, ByteView(usage_record)});
+  Status written = store_.WriteUnchecked(writes, WriteCommit());
+  if (!written.has_value()) {
+    // The outcome may be unknown (storage.io): read everything again next time.
+    if (known != stripe.usage.end()) stripe.usage.erase(known);
+    return written;
+  }
+  if (known != stripe.usage.end()) {
+    known->second = usage;
+  } else {
+    Remember(stripe, actor, usage);
+  }
+  return OkStatus();
+}
+
 Status ActorKv::Put(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms) {
   KEEL_RETURN_IF_ERROR(CheckActorId(actor));
+  if (stripes_) return PutAsSoleWriter(actor, request, now_ms);
   const ByteView version = AsBytes(options_.engine_version);
   return RunTransaction(
       store_,
@@ -364,67 +498,60 @@ Status ActorKv::Put(ByteView actor, const latest::KvPutRequest& request, int64_t
 
 Status ActorKv::Delete(ByteView actor, const latest::KvDeleteRequest& request) {
   KEEL_RETURN_IF_ERROR(CheckActorId(actor));
-  return RunTransaction(
-      store_,
-      [&](KvTxn& txn) -> Status {
-        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
-        KEEL_RETURN_IF_ERROR(ValidateKeys(request.keys, options_.limits));
-        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
-        const uint64_t before = usage;
-        for (const latest::KvKey& key : request.keys) {
-          Bytes full = ActorKvEntryKey(actor, key);
-          KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, txn.Get(full));
-          if (!old.has_value()) continue;
-          KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
-          usage = SaturatingSub(usage, old_size);
-          KEEL_RETURN_IF_ERROR(txn.Delete(full));
-        }
-        if (usage == before) return OkStatus();
-        return WriteUsage(txn, actor, usage);
-      },
-      options_.max_attempts, WriteCommit());
+  return WriteTransaction(actor, [&](KvTxn& txn, std::optional<uint64_t>& usage_after) -> Status {
+    KEEL_RETURN_IF_ERROR(ValidateKeys(request.keys, options_.limits));
+    KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+    bool deleted = false;
+    for (const latest::KvKey& key : request.keys) {
+      Bytes full = ActorKvEntryKey(actor, key);
+      KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, txn.Get(full));
+      if (!old.has_value()) continue;
+      KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
+      usage = SaturatingSub(usage, old_size);
+      KEEL_RETURN_IF_ERROR(txn.Delete(full));
+      deleted = true;
+    }
+    usage_after = usage;
+    // Every change of the entries writes the usage: writers conflict on it.
+    if (!deleted) return OkStatus();
+    return WriteUsage(txn, actor, usage);
+  });
 }
 
 Status ActorKv::DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& request) {
   KEEL_RETURN_IF_ERROR(CheckActorId(actor));
-  return RunTransaction(
-      store_,
-      [&](KvTxn& txn) -> Status {
-        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
-        KEEL_RETURN_IF_ERROR(ValidateRangeKeys(request.start, request.end, options_.limits));
-        if (CompareKeys(request.start, request.end) >= 0) return OkStatus();
-        const Bytes prefix = ActorKvPrefix(actor);
-        KeyRange range = KeyRange::Between(ActorKvEntryKey(actor, request.start),
-                                           ActorKvEntryKey(actor, request.end));
-        // TODO(perf): one txn for the whole range; a huge range should be chunked.
-        KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries, txn.Scan(range));
-        if (entries.empty()) return OkStatus();
-        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
-        for (const KeyValue& kv : entries) {
-          KEEL_ASSIGN_OR_RETURN(uint64_t size,
-                                EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value));
-          usage = SaturatingSub(usage, size);
-          KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
-        }
-        return WriteUsage(txn, actor, usage);
-      },
-      options_.max_attempts, WriteCommit());
+  return WriteTransaction(actor, [&](KvTxn& txn, std::optional<uint64_t>& usage_after) -> Status {
+    KEEL_RETURN_IF_ERROR(ValidateRangeKeys(request.start, request.end, options_.limits));
+    if (CompareKeys(request.start, request.end) >= 0) return OkStatus();
+    const Bytes prefix = ActorKvPrefix(actor);
+    KeyRange range = KeyRange::Between(ActorKvEntryKey(actor, request.start),
+                                       ActorKvEntryKey(actor, request.end));
+    // TODO(perf): one txn for the whole range; a huge range should be chunked.
+    KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries, txn.Scan(range));
+    if (entries.empty()) return OkStatus();
+    KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+    for (const KeyValue& kv : entries) {
+      KEEL_ASSIGN_OR_RETURN(uint64_t size,
+                            EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value));
+      usage = SaturatingSub(usage, size);
+      KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
+    }
+    usage_after = usage;
+    return WriteUsage(txn, actor, usage);
+  });
 }
 
 Status ActorKv::Drop(ByteView actor) {
   KEEL_RETURN_IF_ERROR(CheckActorId(actor));
-  return RunTransaction(
-      store_,
-      [&](KvTxn& txn) -> Status {
-        KEEL_RETURN_IF_ERROR(CheckGuard(txn, actor));
-        // Read the usage so a concurrent put (which writes it) conflicts with the drop.
-        KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
-        (void)usage;
-        // TODO(perf): one txn for up to the whole quota; DropAll chunks instead.
-        KEEL_RETURN_IF_ERROR(txn.DeleteRange(KeyRange::Prefix(ActorKvPrefix(actor))));
-        return txn.Delete(ActorKvUsageKey(actor));
-      },
-      options_.max_attempts, WriteCommit());
+  return WriteTransaction(actor, [&](KvTxn& txn, std::optional<uint64_t>& usage_after) -> Status {
+    // Read the usage so a concurrent put (which writes it) conflicts with the drop.
+    KEEL_ASSIGN_OR_RETURN(uint64_t usage, ReadUsage(txn, actor));
+    (void)usage;
+    // TODO(perf): one txn for up to the whole quota; DropAll chunks instead.
+    KEEL_RETURN_IF_ERROR(txn.DeleteRange(KeyRange::Prefix(ActorKvPrefix(actor))));
+    usage_after = 0;
+    return txn.Delete(ActorKvUsageKey(actor));
+  });
 }
 
 Status ActorKv::DropAll(ByteView actor) {
@@ -433,33 +560,37 @@ Status ActorKv::DropAll(ByteView actor) {
   const size_t chunk = options_.drop_chunk_keys == 0 ? 1 : options_.drop_chunk_keys;
   for (;;) {
     bool done = false;
-    Status st = RunTransaction(
-        store_,
-        [&](KvTxn& txn) -> Status {
-          done = false;
-          // An undecodable usage record is replaced (it is being dropped anyway).
-          Result<uint64_t> read_usage = ReadUsage(txn, actor);
-          if (!read_usage.has_value() && !read_usage.error().Is(kErrorGroup, kCorruption)) {
-            return Unexpected{read_usage.error()};
-          }
-          uint64_t usage = read_usage.value_or(0);
-          ScanOptions scan;
-          scan.limit = chunk;
-          KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries,
-                                txn.Scan(KeyRange::Prefix(prefix), scan));
-          for (const KeyValue& kv : entries) {
-            // An undecodable entry is still deleted; its size just cannot be subtracted.
-            auto size = EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value);
-            if (size.has_value()) usage = SaturatingSub(usage, *size);
-            KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
-          }
-          if (entries.size() < chunk) {
-            done = true;
-            return txn.Delete(ActorKvUsageKey(actor));
-          }
-          return WriteUsage(txn, actor, usage);
-        },
-        options_.max_attempts);
+    // Under the actor's lock, and forgotten after each chunk (usage_after stays empty):
+    // the next write re-reads the guard, which the destroy has marked.
+    Status st = WriteLocked(actor, [&](std::optional<uint64_t>&) -> Status {
+      return RunTransaction(
+          store_,
+          [&](KvTxn& txn) -> Status {
+            done = false;
+            // An undecodable usage record is replaced (it is being dropped anyway).
+            Result<uint64_t> read_usage = ReadUsage(txn, actor);
+            if (!read_usage.has_value() && !read_usage.error().Is(kErrorGroup, kCorruption)) {
+              return Unexpected{read_usage.error()};
+            }
+            uint64_t usage = read_usage.value_or(0);
+            ScanOptions scan;
+            scan.limit = chunk;
+            KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries,
+                                  txn.Scan(KeyRange::Prefix(prefix), scan));
+            for (const KeyValue& kv : entries) {
+              // An undecodable entry is still deleted; its size just cannot be subtracted.
+              auto size = EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value);
+              if (size.has_value()) usage = SaturatingSub(usage, *size);
+              KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
+            }
+            if (entries.size() < chunk) {
+              done = true;
+              return txn.Delete(ActorKvUsageKey(actor));
+            }
+            return WriteUsage(txn, actor, usage);
+          },
+          options_.max_attempts);
+    });
     KEEL_RETURN_IF_ERROR(st);
     if (done) return OkStatus();
   }

@@ -9,7 +9,8 @@
 //                      only reads it: absent → `actor.not_found` (every operation, reads
 //                      too, checks it in its snapshot/txn), and every write reads it
 //                      in its txn so a KV write racing a destroy (which rewrites the record)
-//                      conflicts and is retried. Options::check_actor_record may inspect it
+//                      conflicts and is retried (the sole writer remembers it instead:
+//                      see below). Options::check_actor_record may inspect it
 //                      (e.g. reject a destroyed actor). PutActorRecordForTest writes one.
 //   05 ‹a› 03          KvUsage — versioned envelope: u16 LE schema version (1), then BARE
 //                      `struct { stored_bytes: u64 }`. Absent = 0.
@@ -20,6 +21,16 @@
 // protocol's own size accounting (§5.1); metadata is not counted. Every write adjusts the
 // usage record in the same transaction, so the usage is exact and concurrent KV writers of
 // one actor always conflict on it (it doubles as the phantom guard of delete-range/drop).
+//
+// Sole writer (ActorKvOptions::sole_writer, the engine's setting): when this object is the
+// only writer of the actors' KV keys, every write of one actor runs under that actor's
+// lock (a stripe of them), and a put needs no transaction: once the guard passed and the
+// usage was read, both are remembered per actor, so a put reads only the old entries (for
+// the quota) and commits the entries and the new usage as one unchecked batch
+// (KvStore::WriteUnchecked). Delete, delete-range and drop stay transactions (under the
+// same lock) and remember the usage they leave; a failed write forgets it. The guard is
+// re-read after Forget (DropAll calls it: destroy is the one change of the record that
+// check_actor_record rejects).
 //
 // Error codes (every one is answered as `KvErrorResponse{ "group.code: message" }`; the
 // message after the prefix is Rivet's text byte for byte where Rivet has one; the numbers
@@ -49,8 +60,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "base/bytes.h"
 #include "base/error.h"
@@ -103,7 +118,16 @@ struct ActorKvOptions {
   bool sync_writes = true;
   // Optional: called with the bytes of the (present) actor record; an error is answered
   // as is (e.g. `actor.not_found` for a destroyed actor). Default: presence is enough.
+  // With sole_writer a write consults it only while the actor is not remembered.
   std::function<Status(ByteView record)> check_actor_record;
+  // This ActorKv is the only writer of the actor KV keys (`05 ‹a› 03`, `05 ‹a› 10 …`) in
+  // its store: no other process, no other ActorKv, no direct store writes. Enables the
+  // sole-writer path of the file comment. A change of an actor record that
+  // check_actor_record (or absence) rejects must be followed by Forget or DropAll.
+  bool sole_writer = false;
+  // Sole writer: actors remembered at most (usage, a u64 each); beyond it, some are
+  // forgotten and re-read on their next write.
+  size_t max_remembered_actors = 1 << 16;
 };
 
 // Key builders (docs/storage.md §3.5). `actor` is the binary id (not validated here).
@@ -152,14 +176,13 @@ class ActorKv {
   // start >= end: success, nothing deleted.
   Status DeleteRange(ByteView actor, const latest::KvDeleteRangeRequest& request);
   // The plan's entries from one snapshot, within `max_total_bytes` (an entry costs what the
-  // KV quota counts: its key plus 2, plus its value), by the rules of envoy-protocol.md §5.4: exact keys first — each
-  // looked-up key is listed in requested_get_keys (lookups stop once the budget is used
-  // up) and its entry is included only if it fits; then each prefix within
-  // min(its max_bytes, what is left): it is listed when all of it fits, or when only part
-  // fits and `partial` is set (the entries that fit are kept); otherwise its entries are
-  // dropped and it is not listed; a prefix with no budget left is skipped. The actor's
-  // runtime may trust a listed key's absence and a listed non-partial prefix's
-  // completeness. Errors: as Get.
+  // KV quota counts: its key plus 2, plus its value), by the rules of envoy-protocol.md §5.4: exact
+  // keys first — each looked-up key is listed in requested_get_keys (lookups stop once the budget
+  // is used up) and its entry is included only if it fits; then each prefix within min(its
+  // max_bytes, what is left): it is listed when all of it fits, or when only part fits and
+  // `partial` is set (the entries that fit are kept); otherwise its entries are dropped and it is
+  // not listed; a prefix with no budget left is skipped. The actor's runtime may trust a listed
+  // key's absence and a listed non-partial prefix's completeness. Errors: as Get.
   Result<latest::PreloadedKv> Preload(ByteView actor, const PreloadPlan& plan,
                                       uint64_t max_total_bytes);
 
@@ -172,6 +195,12 @@ class ActorKv {
   // Errors: actor.invalid_id, storage.*.
   Status DropAll(ByteView actor);
 
+  // Sole writer: drops what is remembered of `actor`; its next write re-reads the guard
+  // and the usage. A no-op otherwise.
+  void Forget(ByteView actor);
+  // Sole writer: how many actors are remembered now (tests, metrics).
+  size_t remembered_actors() const;
+
   // The actor's stored bytes as tracked in `05 ‹a› 03` (0 when absent).
   // Errors: actor.invalid_id, storage.* (corruption when undecodable).
   Result<uint64_t> Usage(ByteView actor);
@@ -179,12 +208,33 @@ class ActorKv {
   const ActorKvOptions& options() const { return options_; }
 
  private:
+  // Sole writer: one lock per stripe of actors, held across each write of its actors, and
+  // the usage of the remembered ones (present = the guard passed, usage known).
+  struct Stripe {
+    std::mutex mu;
+    std::unordered_map<std::string, uint64_t> usage;
+  };
+  static constexpr size_t kStripes = 64;
+
   CommitOptions WriteCommit() const;
   Status CheckActorId(ByteView actor) const;
   Status CheckGuard(KvReader& reader, ByteView actor) const;
+  Stripe& StripeOf(ByteView actor) const;
+  // REQUIRES: stripe.mu held.
+  void Remember(Stripe& stripe, ByteView actor, uint64_t usage) const;
+  Status PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms);
+  // Runs `write` (a transaction that sets `usage_after` when it commits, or leaves it
+  // empty when the usage is unchanged or unknown) under the actor's lock when sole
+  // writer, keeping what is remembered in step.
+  Status WriteLocked(ByteView actor, const std::function<Status(std::optional<uint64_t>&)>& write);
+  // A write transaction of `actor` through WriteLocked: the guard is checked first, then
+  // `fn` runs (again on a conflict) and sets usage_after as above.
+  Status WriteTransaction(ByteView actor,
+                          const std::function<Status(KvTxn&, std::optional<uint64_t>&)>& fn);
 
   KvStore& store_;
   ActorKvOptions options_;
+  std::unique_ptr<Stripe[]> stripes_;  // sole writer only
 };
 
 }  // namespace keel::storage

@@ -43,6 +43,18 @@ Status KvStore::Put(ByteView key, ByteView value, const CommitOptions& options) 
       *this, [&](KvTxn& txn) { return txn.Put(key, value); }, kDefaultMaxAttempts, options);
 }
 
+Status KvStore::WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options) {
+  return RunTransaction(
+      *this,
+      [&](KvTxn& txn) -> Status {
+        for (const KvWrite& w : writes) {
+          KEEL_RETURN_IF_ERROR(w.value.has_value() ? txn.Put(w.key, *w.value) : txn.Delete(w.key));
+        }
+        return OkStatus();
+      },
+      kDefaultMaxAttempts, options);
+}
+
 Status KvStore::SyncWrites() {
   return Unexpected{
       StorageError(kFailedPrecondition, "this store cannot sync earlier commits afterwards")};

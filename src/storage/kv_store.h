@@ -59,6 +59,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -187,6 +188,12 @@ class KvTxn : public KvReader {
   virtual void Rollback() = 0;
 };
 
+// One write of KvStore::WriteUnchecked: a put of `value`, or a delete when it is nullopt.
+struct KvWrite {
+  ByteView key;
+  std::optional<ByteView> value;
+};
+
 class KvStore : public KvReader {
  public:
   // Errors: closed.
@@ -205,6 +212,16 @@ class KvStore : public KvReader {
   // be covered. Errors: io (whether the writes are durable is unknown), closed,
   // failed_precondition (the backend cannot do it; the default).
   virtual Status SyncWrites();
+
+  // Applies `writes` atomically, in order (a later write of a key wins), as one commit
+  // WITHOUT conflict detection for them: the caller guarantees that no transaction writes
+  // any of these keys concurrently (e.g. every writer of them holds one lock). A
+  // transaction that read or wrote one of them before this commit still conflicts, as
+  // with any commit. What it saves is the transaction: no snapshot, no tracked keys, no
+  // validation. Durability as Commit. Errors: as Commit (io: the outcome is unknown;
+  // closed). The default runs one transaction (RunTransaction); RocksDB writes the batch
+  // directly.
+  virtual Status WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options);
 
   // One-key write transactions, retried on conflict (RunTransaction).
   Status Put(ByteView key, ByteView value, const CommitOptions& options = {});

@@ -19,6 +19,7 @@
 #include <rocksdb/status.h>
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
+#include <rocksdb/write_batch.h>
 
 namespace keel::storage {
 namespace {
@@ -491,6 +492,26 @@ Status RocksDbKvStore::SyncWrites() {
   if (state_->closed) return ClosedError();
   rocksdb::Status s = state_->db->SyncWAL();
   if (!s.ok()) return FromRocks(s, "sync WAL");
+  return OkStatus();
+}
+
+Status RocksDbKvStore::WriteUnchecked(std::span<const KvWrite> writes,
+                                      const CommitOptions& options) {
+  rocksdb::WriteBatch batch;
+  for (const KvWrite& w : writes) {
+    rocksdb::Status s = w.value.has_value() ? batch.Put(ToSlice(w.key), ToSlice(*w.value))
+                                            : batch.Delete(ToSlice(w.key));
+    if (!s.ok()) return FromRocks(s, "write batch");
+  }
+  std::shared_lock lock(state_->mu);
+  if (state_->closed) return ClosedError();
+  rocksdb::WriteOptions write;
+  write.sync = options.sync;
+  // The base DB: OptimisticTransactionDB::Write would wrap the batch in a transaction and
+  // validate it. Commits still bump each key's sequence number, so transactions that read
+  // these keys meanwhile conflict as usual.
+  rocksdb::Status s = state_->db->GetBaseDB()->Write(write, &batch);
+  if (!s.ok()) return FromRocks(s, "write");
   return OkStatus();
 }
 

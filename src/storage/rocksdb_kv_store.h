@@ -75,6 +75,8 @@ class RocksDbKvStore : public KvStore {
   Status Close() override;
   // One fsync of the WAL (DB::SyncWAL); concurrent commits go on meanwhile.
   Status SyncWrites() override;
+  // One WriteBatch straight to the base DB: no OCC locks, tracking or validation.
+  Status WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options) override;
 
   const std::string& path() const { return path_; }
 

@@ -47,6 +47,11 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   };
   // KV writes commit unsynced; EnvoySession acknowledges them through kv_sync_.
   kv_options.sync_writes = false;
+  // The engine owns its store (RocksDB's LOCK file, or memory) and this is its one
+  // ActorKv: a put commits without a transaction (actor_kv.h, "Sole writer"). Destroy
+  // marks the record, then DropAll forgets the actor. (A store that several engines
+  // share must not set it.)
+  kv_options.sole_writer = true;
   actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
   kv_sync_ = std::make_unique<storage::GroupSync>(*store_, [this] { kv_syncs_->Inc(); });
   page_store_ = std::make_unique<storage::PageStore>(*store_);

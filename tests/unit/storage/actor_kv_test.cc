@@ -3,10 +3,12 @@
 #include "storage/actor_kv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -59,11 +61,16 @@ ActorKvOptions DefaultOptions() {
   return options;
 }
 
-class ActorKvTest : public ::testing::Test {
+// Every fixture test runs twice: with transactions (param false) and as the sole writer
+// (true), which must answer identically.
+class ActorKvTest : public ::testing::TestWithParam<bool> {
  protected:
   ActorKvTest() { Reset(DefaultOptions()); }
 
+  bool sole_writer() const { return GetParam(); }
+
   void Reset(ActorKvOptions options) {
+    options.sole_writer = sole_writer();
     uut = std::make_unique<ActorKv>(store, std::move(options));
     EXPECT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
   }
@@ -128,7 +135,7 @@ class ActorKvTest : public ::testing::Test {
 
 // --- get / put / metadata ------------------------------------------------------------
 
-TEST_F(ActorKvTest, GetReturnsOnlyExistingKeysInRequestOrderWithMetadata) {
+TEST_P(ActorKvTest, GetReturnsOnlyExistingKeysInRequestOrderWithMetadata) {
   MustPut({"a", "b", "c"}, {"1", "2", "3"});
   latest::KvResponseData r = Do(latest::KvGetRequest{BytesList({"c", "missing", "a"})});
   ASSERT_TRUE(r.is<latest::KvGetResponse>()) << ErrorText(r);
@@ -142,12 +149,12 @@ TEST_F(ActorKvTest, GetReturnsOnlyExistingKeysInRequestOrderWithMetadata) {
   }
 }
 
-TEST_F(ActorKvTest, GetOfNothingAndOfOnlyMissingKeysIsEmpty) {
+TEST_P(ActorKvTest, GetOfNothingAndOfOnlyMissingKeysIsEmpty) {
   EXPECT_TRUE(GetKeys({}).empty());
   EXPECT_TRUE(GetKeys({"nope", ""}).empty());
 }
 
-TEST_F(ActorKvTest, EmptyKeyAndEmptyValueAndBinaryBytesAreStored) {
+TEST_P(ActorKvTest, EmptyKeyAndEmptyValueAndBinaryBytesAreStored) {
   latest::KvPutRequest put{{Bytes{}, Bytes{0x00, 0xff}}, {Bytes{}, Bytes{0xff, 0x00, 0x10}}};
   ASSERT_TRUE(Do(put).is<latest::KvPutResponse>());
   latest::KvResponseData r = Do(latest::KvGetRequest{{Bytes{0x00, 0xff}, Bytes{}}});
@@ -157,7 +164,7 @@ TEST_F(ActorKvTest, EmptyKeyAndEmptyValueAndBinaryBytesAreStored) {
   EXPECT_EQ(got.values, (std::vector<Bytes>{Bytes{0xff, 0x00, 0x10}, Bytes{}}));
 }
 
-TEST_F(ActorKvTest, PutOverwritesValueAndMetadata) {
+TEST_P(ActorKvTest, PutOverwritesValueAndMetadata) {
   MustPut({"k"}, {"old"});
   ASSERT_TRUE(Put({"k"}, {"new"}, kNow + 5).is<latest::KvPutResponse>());
   latest::KvResponseData r = Do(latest::KvGetRequest{BytesList({"k"})});
@@ -167,7 +174,7 @@ TEST_F(ActorKvTest, PutOverwritesValueAndMetadata) {
   EXPECT_EQ(S(got.metadata[0].version), "keel-test-1.2.3");
 }
 
-TEST_F(ActorKvTest, PutWithRepeatedKeyKeepsTheLastValueAndCountsItOnce) {
+TEST_P(ActorKvTest, PutWithRepeatedKeyKeepsTheLastValueAndCountsItOnce) {
   MustPut({"k", "k"}, {"first", "second!"});
   EXPECT_EQ(GetKeys({"k"}), (std::vector<std::string>{"k"}));
   EXPECT_EQ(Usage(), 3u + 7u);
@@ -210,7 +217,7 @@ std::vector<std::string> Sorted(std::vector<Bytes> list) {
   return Strings(list);
 }
 
-TEST_F(ActorKvListTest, ListAllIsInUnsignedByteOrderWithValuesAndMetadata) {
+TEST_P(ActorKvListTest, ListAllIsInUnsignedByteOrderWithValuesAndMetadata) {
   latest::KvListResponse got = ListQuery(actor, latest::KvListAllQuery{});
   EXPECT_EQ(Strings(got.keys), Sorted(keys));
   ASSERT_EQ(got.values.size(), keys.size());
@@ -221,14 +228,14 @@ TEST_F(ActorKvListTest, ListAllIsInUnsignedByteOrderWithValuesAndMetadata) {
   }
 }
 
-TEST_F(ActorKvListTest, ReverseListsDescending) {
+TEST_P(ActorKvListTest, ReverseListsDescending) {
   std::vector<std::string> expected = Sorted(keys);
   std::reverse(expected.begin(), expected.end());
   EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, true), expected);
   EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, false), Sorted(keys));
 }
 
-TEST_F(ActorKvListTest, LimitCapsTheResultFromTheStartOfTheOrder) {
+TEST_P(ActorKvListTest, LimitCapsTheResultFromTheStartOfTheOrder) {
   std::vector<std::string> all = Sorted(keys);
   EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, std::nullopt, 2),
             (std::vector<std::string>{all[0], all[1]}));
@@ -238,7 +245,7 @@ TEST_F(ActorKvListTest, LimitCapsTheResultFromTheStartOfTheOrder) {
   EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, std::nullopt, UINT64_MAX), all);
 }
 
-TEST_F(ActorKvListTest, AbsentLimitUsesTheDefaultListLimit) {
+TEST_P(ActorKvListTest, AbsentLimitUsesTheDefaultListLimit) {
   EXPECT_EQ(ActorKvLimits{}.default_list_limit, 16384u);
   ActorKvOptions options = DefaultOptions();
   options.limits.default_list_limit = 3;
@@ -247,7 +254,7 @@ TEST_F(ActorKvListTest, AbsentLimitUsesTheDefaultListLimit) {
   EXPECT_EQ(ListKeys(latest::KvListAllQuery{}, std::nullopt, 5).size(), 5u);
 }
 
-TEST_F(ActorKvListTest, RangeIsInclusiveOrExclusiveOfTheEnd) {
+TEST_P(ActorKvListTest, RangeIsInclusiveOrExclusiveOfTheEnd) {
   latest::KvListRangeQuery inclusive{B("a"), B("ab"), false};
   EXPECT_EQ(ListKeys(inclusive), (std::vector<std::string>{"a", std::string("a\0", 2), "ab"}));
   latest::KvListRangeQuery exclusive{B("a"), B("ab"), true};
@@ -262,19 +269,19 @@ TEST_F(ActorKvListTest, RangeIsInclusiveOrExclusiveOfTheEnd) {
   EXPECT_EQ(ListKeys(inclusive, true, 2), (std::vector<std::string>{"ab", std::string("a\0", 2)}));
 }
 
-TEST_F(ActorKvListTest, EmptyOrInvertedRangeListsNothing) {
+TEST_P(ActorKvListTest, EmptyOrInvertedRangeListsNothing) {
   EXPECT_TRUE(ListKeys(latest::KvListRangeQuery{B("ab"), B("ab"), true}).empty());
   EXPECT_TRUE(ListKeys(latest::KvListRangeQuery{B("b"), B("a"), false}).empty());
   EXPECT_TRUE(ListKeys(latest::KvListRangeQuery{B("b"), B("a"), true}).empty());
 }
 
-TEST_F(ActorKvListTest, RangeReachesTheTopOfTheKeyspace) {
+TEST_P(ActorKvListTest, RangeReachesTheTopOfTheKeyspace) {
   latest::KvListRangeQuery top{B("\xff"), B("\xff\xff"), false};
   EXPECT_EQ(ListKeys(top),
             (std::vector<std::string>{"\xff", std::string("\xff\x00x", 3), "\xff\xff"}));
 }
 
-TEST_F(ActorKvListTest, PrefixIsTrueBytePrefixIncludingNextByteFF) {
+TEST_P(ActorKvListTest, PrefixIsTrueBytePrefixIncludingNextByteFF) {
   EXPECT_EQ(
       ListKeys(latest::KvListPrefixQuery{B("ab")}),
       (std::vector<std::string>{"ab", std::string("ab\0", 3), "ab\x7f", "ab\xff", "ab\xff\xff"}));
@@ -284,7 +291,7 @@ TEST_F(ActorKvListTest, PrefixIsTrueBytePrefixIncludingNextByteFF) {
             (std::vector<std::string>{"ab\xff\xff", "ab\xff"}));
 }
 
-TEST_F(ActorKvListTest, PrefixOfOnlyFFBytes) {
+TEST_P(ActorKvListTest, PrefixOfOnlyFFBytes) {
   EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{B("\xff")}),
             (std::vector<std::string>{"\xff", std::string("\xff\x00x", 3), "\xff\xff"}));
   EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{B("\xff\xff")}),
@@ -292,13 +299,13 @@ TEST_F(ActorKvListTest, PrefixOfOnlyFFBytes) {
   EXPECT_TRUE(ListKeys(latest::KvListPrefixQuery{B("\xff\xff\xff")}).empty());
 }
 
-TEST_F(ActorKvListTest, EmptyPrefixListsEverything) {
+TEST_P(ActorKvListTest, EmptyPrefixListsEverything) {
   EXPECT_EQ(ListKeys(latest::KvListPrefixQuery{Bytes{}}), Sorted(keys));
 }
 
 // --- delete / delete range / drop ------------------------------------------------------
 
-TEST_F(ActorKvTest, DeleteRemovesKeysAndIgnoresAbsentOnes) {
+TEST_P(ActorKvTest, DeleteRemovesKeysAndIgnoresAbsentOnes) {
   MustPut({"a", "b", "c"}, {"1", "2", "3"});
   latest::KvResponseData r = Do(latest::KvDeleteRequest{BytesList({"a", "zzz", "c"})});
   EXPECT_TRUE(r.is<latest::KvDeleteResponse>()) << ErrorText(r);
@@ -306,28 +313,28 @@ TEST_F(ActorKvTest, DeleteRemovesKeysAndIgnoresAbsentOnes) {
   EXPECT_TRUE(Do(latest::KvDeleteRequest{}).is<latest::KvDeleteResponse>());
 }
 
-TEST_F(ActorKvTest, DeleteRangeIsHalfOpen) {
+TEST_P(ActorKvTest, DeleteRangeIsHalfOpen) {
   MustPut({"a", "b", "b\x00", "c", "d"}, {"1", "2", "3", "4", "5"});
   latest::KvResponseData r = Do(latest::KvDeleteRangeRequest{B("b"), B("d")});
   EXPECT_TRUE(r.is<latest::KvDeleteResponse>()) << ErrorText(r);
   EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a", "d"}));
 }
 
-TEST_F(ActorKvTest, DeleteRangeWithStartNotBelowEndDeletesNothing) {
+TEST_P(ActorKvTest, DeleteRangeWithStartNotBelowEndDeletesNothing) {
   MustPut({"a", "b", "c"}, {"1", "2", "3"});
   EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{B("b"), B("b")}).is<latest::KvDeleteResponse>());
   EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{B("c"), B("a")}).is<latest::KvDeleteResponse>());
   EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a", "b", "c"}));
 }
 
-TEST_F(ActorKvTest, DeleteRangeCoversFFKeysUpToTheEnd) {
+TEST_P(ActorKvTest, DeleteRangeCoversFFKeysUpToTheEnd) {
   MustPut({"\xfe", "\xff", "\xff\xff"}, {"1", "2", "3"});
   EXPECT_TRUE(Do(latest::KvDeleteRangeRequest{B("\xff"), B("\xff\xff\xff")})
                   .is<latest::KvDeleteResponse>());
   EXPECT_EQ(AllKeys(), (std::vector<std::string>{"\xfe"}));
 }
 
-TEST_F(ActorKvTest, DropRemovesEveryKeyAndAnswersDropResponse) {
+TEST_P(ActorKvTest, DropRemovesEveryKeyAndAnswersDropResponse) {
   MustPut({"a", "\xff", ""}, {"1", "2", "3"});
   latest::KvResponseData r = Do(latest::KvDropRequest{});
   EXPECT_TRUE(r.is<latest::KvDropResponse>()) << ErrorText(r);
@@ -338,7 +345,7 @@ TEST_F(ActorKvTest, DropRemovesEveryKeyAndAnswersDropResponse) {
   EXPECT_EQ(AllKeys(), (std::vector<std::string>{"again"}));
 }
 
-TEST_F(ActorKvTest, DropAllDeletesInChunksAndKeepsTheActorRecord) {
+TEST_P(ActorKvTest, DropAllDeletesInChunksAndKeepsTheActorRecord) {
   ActorKvOptions options = DefaultOptions();
   options.drop_chunk_keys = 3;
   Reset(options);
@@ -389,17 +396,17 @@ class ActorKvLimitTest : public ActorKvTest {
 constexpr const char* kTooManyKeys = "kv.too_many_keys: a maximum of 128 keys is allowed";
 constexpr const char* kKeyTooLarge = "kv.key_too_large: key is too long (max 2048 bytes)";
 
-TEST_F(ActorKvLimitTest, GetAllowsAtMost128Keys) {
+TEST_P(ActorKvLimitTest, GetAllowsAtMost128Keys) {
   EXPECT_TRUE(Do(latest::KvGetRequest{NKeys(128)}).is<latest::KvGetResponse>());
   EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{NKeys(129)})), kTooManyKeys);
 }
 
-TEST_F(ActorKvLimitTest, GetKeySizeCountsTwoExtraBytes) {
+TEST_P(ActorKvLimitTest, GetKeySizeCountsTwoExtraBytes) {
   EXPECT_TRUE(Do(latest::KvGetRequest{{Filled(2046)}}).is<latest::KvGetResponse>());
   EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{{Filled(2047)}})), kKeyTooLarge);
 }
 
-TEST_F(ActorKvLimitTest, DeleteAllowsAtMost128KeysOfAtMost2046Bytes) {
+TEST_P(ActorKvLimitTest, DeleteAllowsAtMost128KeysOfAtMost2046Bytes) {
   std::vector<Bytes> keys = NKeys(129);
   keys[0] = B("existing");
   EXPECT_EQ(ErrorText(Do(latest::KvDeleteRequest{keys})), kTooManyKeys);
@@ -411,7 +418,7 @@ TEST_F(ActorKvLimitTest, DeleteAllowsAtMost128KeysOfAtMost2046Bytes) {
   EXPECT_TRUE(AllKeys().empty());
 }
 
-TEST_F(ActorKvLimitTest, PutListsMustHaveEqualLength) {
+TEST_P(ActorKvLimitTest, PutListsMustHaveEqualLength) {
   latest::KvPutRequest put{{B("a"), B("b")}, {B("1")}};
   EXPECT_EQ(ErrorText(Do(put)), "kv.length_mismatch: Keys list length != values list length");
   put = latest::KvPutRequest{{B("a")}, {B("1"), B("2")}};
@@ -419,7 +426,7 @@ TEST_F(ActorKvLimitTest, PutListsMustHaveEqualLength) {
   ExpectUnchanged();
 }
 
-TEST_F(ActorKvLimitTest, PutAllowsAtMost128Entries) {
+TEST_P(ActorKvLimitTest, PutAllowsAtMost128Entries) {
   latest::KvPutRequest put{NKeys(129), std::vector<Bytes>(129, B("v"))};
   EXPECT_EQ(ErrorText(Do(put)),
             "kv.too_many_entries: A maximum of 128 key-value entries is allowed");
@@ -430,7 +437,7 @@ TEST_F(ActorKvLimitTest, PutAllowsAtMost128Entries) {
   EXPECT_EQ(AllKeys().size(), 129u);
 }
 
-TEST_F(ActorKvLimitTest, PutKeySizeCountsTwoExtraBytes) {
+TEST_P(ActorKvLimitTest, PutKeySizeCountsTwoExtraBytes) {
   latest::KvPutRequest put{{B("ok"), Filled(2047)}, {B("1"), B("2")}};
   EXPECT_EQ(ErrorText(Do(put)), kKeyTooLarge);
   ExpectUnchanged();
@@ -439,7 +446,7 @@ TEST_F(ActorKvLimitTest, PutKeySizeCountsTwoExtraBytes) {
   EXPECT_EQ(GetKeys({std::string(2046, 'x')}).size(), 1u);
 }
 
-TEST_F(ActorKvLimitTest, PutValueAtMost128KiB) {
+TEST_P(ActorKvLimitTest, PutValueAtMost128KiB) {
   latest::KvPutRequest put{{B("ok"), B("big")}, {B("1"), Filled(131073)}};
   EXPECT_EQ(ErrorText(Do(put)), "kv.value_too_large: value is too large (max 128 KiB)");
   ExpectUnchanged();
@@ -447,7 +454,7 @@ TEST_F(ActorKvLimitTest, PutValueAtMost128KiB) {
   EXPECT_TRUE(Do(put).is<latest::KvPutResponse>());
 }
 
-TEST_F(ActorKvLimitTest, PutPayloadAtMost999424Bytes) {
+TEST_P(ActorKvLimitTest, PutPayloadAtMost999424Bytes) {
   // 8 one-byte keys (3 bytes each) + 7 full values + one that fills to exactly 999424.
   latest::KvPutRequest put;
   for (int i = 0; i < 8; ++i) {
@@ -462,7 +469,7 @@ TEST_F(ActorKvLimitTest, PutPayloadAtMost999424Bytes) {
   EXPECT_EQ(Usage(), 15u + 999424u);
 }
 
-TEST_F(ActorKvLimitTest, ListRangeAndPrefixKeysAtMost2046Bytes) {
+TEST_P(ActorKvLimitTest, ListRangeAndPrefixKeysAtMost2046Bytes) {
   using Q = latest::KvListRangeQuery;
   auto list = [&](latest::KvListQuery q) {
     return Do(latest::KvListRequest{std::move(q), {}, {}});
@@ -477,7 +484,7 @@ TEST_F(ActorKvLimitTest, ListRangeAndPrefixKeysAtMost2046Bytes) {
   EXPECT_TRUE(list(latest::KvListPrefixQuery{Filled(2046)}).is<latest::KvListResponse>());
 }
 
-TEST_F(ActorKvLimitTest, DeleteRangeKeysAtMost2046Bytes) {
+TEST_P(ActorKvLimitTest, DeleteRangeKeysAtMost2046Bytes) {
   EXPECT_EQ(ErrorText(Do(latest::KvDeleteRangeRequest{Filled(2047, 'a'), B("z")})),
             "kv.start_key_too_large: start key is too long (max 2048 bytes)");
   EXPECT_EQ(ErrorText(Do(latest::KvDeleteRangeRequest{B("a"), Filled(2047, 'z')})),
@@ -488,7 +495,7 @@ TEST_F(ActorKvLimitTest, DeleteRangeKeysAtMost2046Bytes) {
   EXPECT_TRUE(AllKeys().empty());
 }
 
-TEST_F(ActorKvLimitTest, ErrorsAreStructuredInTheTypedApi) {
+TEST_P(ActorKvLimitTest, ErrorsAreStructuredInTheTypedApi) {
   Status s = uut->Put(actor, latest::KvPutRequest{{B("a")}, {}}, kNow);
   ASSERT_FALSE(s.has_value());
   EXPECT_TRUE(s.error().Is("kv", "length_mismatch"));
@@ -508,7 +515,7 @@ class ActorKvQuotaTest : public ActorKvTest {
   }
 };
 
-TEST_F(ActorKvQuotaTest, PutUpToExactlyTheQuotaThenRejected) {
+TEST_P(ActorKvQuotaTest, PutUpToExactlyTheQuotaThenRejected) {
   EXPECT_EQ(ErrorText(Put({"k"}, {std::string(98, 'v')})),
             "actor.kv_storage_quota_exceeded: Not enough space left in storage (100 bytes "
             "remaining, current payload is 101 bytes).");
@@ -525,7 +532,7 @@ TEST_F(ActorKvQuotaTest, PutUpToExactlyTheQuotaThenRejected) {
   EXPECT_EQ(Usage(), 100u);
 }
 
-TEST_F(ActorKvQuotaTest, QuotaErrorComesBeforeKeyAndValueSizeErrors) {
+TEST_P(ActorKvQuotaTest, QuotaErrorComesBeforeKeyAndValueSizeErrors) {
   ActorKvOptions options = DefaultOptions();
   options.limits.max_storage = 10;
   Reset(options);
@@ -535,7 +542,7 @@ TEST_F(ActorKvQuotaTest, QuotaErrorComesBeforeKeyAndValueSizeErrors) {
             "remaining, current payload is 2050 bytes).");
 }
 
-TEST_F(ActorKvQuotaTest, UsageTracksPutOverwriteDeleteRangeAndDrop) {
+TEST_P(ActorKvQuotaTest, UsageTracksPutOverwriteDeleteRangeAndDrop) {
   EXPECT_EQ(Usage(), 0u);
   MustPut({"a", "bb"}, {"1234567890", "12345"});  // (1+2+10) + (2+2+5)
   EXPECT_EQ(Usage(), 22u);
@@ -557,7 +564,7 @@ TEST_F(ActorKvQuotaTest, UsageTracksPutOverwriteDeleteRangeAndDrop) {
   EXPECT_EQ(Usage(), 100u);
 }
 
-TEST_F(ActorKvQuotaTest, QuotaIsPerActor) {
+TEST_P(ActorKvQuotaTest, QuotaIsPerActor) {
   MustPut({"k"}, {std::string(97, 'v')});
   Bytes other = ActorId(0x43);
   ASSERT_TRUE(IsOk(PutActorRecordForTest(store, other)));
@@ -567,7 +574,7 @@ TEST_F(ActorKvQuotaTest, QuotaIsPerActor) {
 
 // --- actors -----------------------------------------------------------------------------
 
-TEST_F(ActorKvTest, ActorsAreIsolated) {
+TEST_P(ActorKvTest, ActorsAreIsolated) {
   // Ids equal but for the last byte, one ending in the KV tag byte itself.
   Bytes b = ActorId(0x10);
   Bytes c = ActorId(0x43);
@@ -591,7 +598,7 @@ TEST_F(ActorKvTest, ActorsAreIsolated) {
   EXPECT_EQ(Usage(), 4u + 9u);
 }
 
-TEST_F(ActorKvTest, ActorIdsOfTheWrongWidthAreRejected) {
+TEST_P(ActorKvTest, ActorIdsOfTheWrongWidthAreRejected) {
   // An id that is a prefix of a valid one (and one that extends it) would share its keys.
   Bytes shorter(actor.begin(), actor.end() - 1);
   Bytes longer = actor;
@@ -609,9 +616,10 @@ TEST_F(ActorKvTest, ActorIdsOfTheWrongWidthAreRejected) {
   EXPECT_EQ(AllKeys(), (std::vector<std::string>{"a"}));
 }
 
-TEST_F(ActorKvTest, MissingActorRecordIsNotFoundForEveryOperation) {
+TEST_P(ActorKvTest, MissingActorRecordIsNotFoundForEveryOperation) {
   MustPut({"a"}, {"1"});
   ASSERT_TRUE(IsOk(store.Delete(ActorRecordKey(actor))));
+  uut->Forget(actor);  // the sole writer's contract: a rejected record is followed by it
   const std::string expected = "actor.not_found: actor does not exist";
   std::vector<latest::KvRequestData> requests = {
       latest::KvGetRequest{BytesList({"a"})},
@@ -630,7 +638,7 @@ TEST_F(ActorKvTest, MissingActorRecordIsNotFoundForEveryOperation) {
   EXPECT_EQ(Usage(), 4u);
 }
 
-TEST_F(ActorKvTest, ActorRecordCheckCanRejectAPresentRecord) {
+TEST_P(ActorKvTest, ActorRecordCheckCanRejectAPresentRecord) {
   ActorKvOptions options = DefaultOptions();
   options.check_actor_record = [](ByteView record) -> Status {
     if (S(record) == "destroyed")
@@ -640,10 +648,18 @@ TEST_F(ActorKvTest, ActorRecordCheckCanRejectAPresentRecord) {
   Reset(options);
   MustPut({"a"}, {"1"});
   ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor, B("destroyed"))));
+  uut->Forget(actor);
   EXPECT_EQ(ErrorText(Put({"b"}, {"2"})), "actor.not_found: actor does not exist");
+  EXPECT_EQ(ErrorText(Do(latest::KvDeleteRequest{BytesList({"a"})})),
+            "actor.not_found: actor does not exist");
+  EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{BytesList({"a"})})),
+            "actor.not_found: actor does not exist");
 }
 
-TEST_F(ActorKvTest, PutRacingADestroyConflictsAndThenSeesTheActorGone) {
+// Transactions only: the sole writer's put has no conflicts.
+class ActorKvTxnTest : public ActorKvTest {};
+
+TEST_P(ActorKvTxnTest, PutRacingADestroyConflictsAndThenSeesTheActorGone) {
   // The record check runs inside the put's txn; on its first call it simulates a destroy
   // committing concurrently (rewriting the guard), so the put's commit must conflict.
   ActorKvOptions options = DefaultOptions();
@@ -665,7 +681,7 @@ TEST_F(ActorKvTest, PutRacingADestroyConflictsAndThenSeesTheActorGone) {
   EXPECT_FALSE(entry->has_value());
 }
 
-TEST_F(ActorKvTest, EndlessConflictsGiveUpAfterMaxAttempts) {
+TEST_P(ActorKvTxnTest, EndlessConflictsGiveUpAfterMaxAttempts) {
   ActorKvOptions options = DefaultOptions();
   options.max_attempts = 3;
   int calls = 0;
@@ -692,7 +708,7 @@ std::vector<std::string> PreloadedKeys(const latest::PreloadedKv& p) {
   return out;
 }
 
-TEST_F(ActorKvTest, PreloadReadsExactKeysThenPrefixesWithValuesAndMetadata) {
+TEST_P(ActorKvTest, PreloadReadsExactKeysThenPrefixesWithValuesAndMetadata) {
   MustPut({"a", "c", "p/1", "p/2", "q/1"}, {"A", "C", "P1", "P2", "Q1"});
   PreloadPlan plan;
   plan.keys = BytesList({"a", "b", "c"});
@@ -709,9 +725,10 @@ TEST_F(ActorKvTest, PreloadReadsExactKeysThenPrefixesWithValuesAndMetadata) {
   EXPECT_EQ(S(pre->entries[0].metadata.version), "keel-test-1.2.3");
 }
 
-TEST_F(ActorKvTest, PreloadPrefixOverItsBudgetIsDroppedUnlessPartialIsAllowed) {
+TEST_P(ActorKvTest, PreloadPrefixOverItsBudgetIsDroppedUnlessPartialIsAllowed) {
   // Each entry costs key + 2 + value = 3 + 2 + 10 = 15 bytes.
-  MustPut({"p/1", "p/2", "p/3"}, {std::string(10, 'x'), std::string(10, 'y'), std::string(10, 'z')});
+  MustPut({"p/1", "p/2", "p/3"},
+          {std::string(10, 'x'), std::string(10, 'y'), std::string(10, 'z')});
   PreloadPlan whole;
   whole.prefixes = {{B("p/"), 40, false}};
   auto pre = uut->Preload(actor, whole, 1 << 20);
@@ -734,7 +751,7 @@ TEST_F(ActorKvTest, PreloadPrefixOverItsBudgetIsDroppedUnlessPartialIsAllowed) {
   EXPECT_EQ(Strings(pre->requested_prefixes), (std::vector<std::string>{"p/"}));
 }
 
-TEST_F(ActorKvTest, PreloadGlobalBudgetCutsKeysAndSkipsPrefixes) {
+TEST_P(ActorKvTest, PreloadGlobalBudgetCutsKeysAndSkipsPrefixes) {
   MustPut({"a", "b", "p/1"}, {std::string(20, 'a'), std::string(20, 'b'), "P"});
   PreloadPlan plan;
   plan.keys = BytesList({"a", "b"});
@@ -755,7 +772,7 @@ TEST_F(ActorKvTest, PreloadGlobalBudgetCutsKeysAndSkipsPrefixes) {
   EXPECT_TRUE(pre->requested_prefixes.empty());
 }
 
-TEST_F(ActorKvTest, PreloadOfAnUnknownActorIsNotFound) {
+TEST_P(ActorKvTest, PreloadOfAnUnknownActorIsNotFound) {
   PreloadPlan plan;
   plan.keys = BytesList({"a"});
   auto pre = uut->Preload(ActorId(9), plan, 1 << 20);
@@ -763,7 +780,7 @@ TEST_F(ActorKvTest, PreloadOfAnUnknownActorIsNotFound) {
   EXPECT_EQ(pre.error().code(), "not_found");
 }
 
-TEST_F(ActorKvTest, RandomOperationsMatchAModel) {
+TEST_P(ActorKvTest, RandomOperationsMatchAModel) {
   ActorKvOptions options = DefaultOptions();
   options.limits.max_storage = 400;
   options.limits.max_keys = 4;
@@ -838,7 +855,7 @@ TEST(ActorKvStorage, StorageFailuresAreAnsweredAsStorageErrors) {
   EXPECT_EQ(ErrorText(r).rfind("storage.closed: ", 0), 0u) << ErrorText(r);
 }
 
-TEST_F(ActorKvTest, CorruptEntriesAreStorageCorruption) {
+TEST_P(ActorKvTest, CorruptEntriesAreStorageCorruption) {
   MustPut({"a"}, {"1"});
   ASSERT_TRUE(IsOk(store.Put(ActorKvEntryKey(actor, B("a")), B("\x07"))));
   EXPECT_EQ(ErrorText(Do(latest::KvGetRequest{BytesList({"a"})})).rfind("storage.corruption: ", 0),
@@ -847,13 +864,14 @@ TEST_F(ActorKvTest, CorruptEntriesAreStorageCorruption) {
                 .rfind("storage.corruption: ", 0),
             0u);
   ASSERT_TRUE(IsOk(store.Put(ActorKvUsageKey(actor), B("\x01\x00\x01"))));
+  uut->Forget(actor);  // written behind the sole writer's back
   EXPECT_EQ(ErrorText(Put({"b"}, {"2"})).rfind("storage.corruption: ", 0), 0u);
   // DropAll still clears the actor.
   EXPECT_TRUE(IsOk(uut->DropAll(actor)));
   EXPECT_TRUE(AllKeys().empty());
 }
 
-TEST_F(ActorKvTest, StoredLayoutFollowsDocsStorageMd) {
+TEST_P(ActorKvTest, StoredLayoutFollowsDocsStorageMd) {
   EXPECT_EQ(ToHex(ActorKvEntryKey(actor, B("k"))), "05" + ToHex(actor) + "10" + "6b");
   EXPECT_EQ(ToHex(ActorKvUsageKey(actor)), "05" + ToHex(actor) + "03");
   EXPECT_EQ(ToHex(ActorRecordKey(actor)), "05" + ToHex(actor) + "01");
@@ -875,11 +893,193 @@ TEST_F(ActorKvTest, StoredLayoutFollowsDocsStorageMd) {
             "0400000000000000");
 }
 
+// --- sole writer ------------------------------------------------------------------------
+
+std::unique_ptr<KvStore> OpenRocksDb(const TempDir& dir) {
+  auto opened = RocksDbKvStore::Open(dir.path() + "/db");
+  EXPECT_TRUE(IsOk(opened));
+  if (!opened.has_value()) return nullptr;
+  return std::move(opened).value();
+}
+
+ActorKvOptions SoleWriterOptions() {
+  ActorKvOptions options = DefaultOptions();
+  options.sole_writer = true;
+  return options;
+}
+
+TEST(ActorKvSoleWriter, ThePutReadsTheGuardAndUsageOnceUntilForgotten) {
+  MemKvStore store;
+  Bytes actor = ActorId(1);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  int checks = 0;
+  ActorKvOptions options = SoleWriterOptions();
+  options.check_actor_record = [&](ByteView) -> Status {
+    ++checks;
+    return OkStatus();
+  };
+  ActorKv uut(store, options);
+  auto put = [&](const std::string& key, const std::string& value) {
+    return ErrorText(
+        uut.Handle(actor, latest::KvPutRequest{BytesList({key}), BytesList({value})}, kNow));
+  };
+  EXPECT_EQ(uut.remembered_actors(), 0u);
+  EXPECT_EQ(put("a", "1"), "<no error>");
+  EXPECT_EQ(put("a", "22"), "<no error>");
+  EXPECT_EQ(put("b", "3"), "<no error>");
+  EXPECT_EQ(checks, 1) << "the guard is read by the first write only";
+  EXPECT_EQ(uut.remembered_actors(), 1u);
+  EXPECT_EQ(uut.Usage(actor).value_or(0), (1u + 2 + 2) + (1u + 2 + 1));
+  // Reads never consult what is remembered: they check the guard every time.
+  ASSERT_TRUE(
+      uut.Handle(actor, latest::KvGetRequest{BytesList({"a"})}, kNow).is<latest::KvGetResponse>());
+  EXPECT_EQ(checks, 2);
+  uut.Forget(actor);
+  EXPECT_EQ(uut.remembered_actors(), 0u);
+  EXPECT_EQ(put("c", ""), "<no error>");
+  EXPECT_EQ(checks, 3);
+  EXPECT_EQ(uut.Usage(actor).value_or(0), 9u + 3u);
+}
+
+TEST(ActorKvSoleWriter, DropAllForgetsTheActorSoTheDestroyedRecordRejectsLaterPuts) {
+  MemKvStore store;
+  Bytes actor = ActorId(2);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  ActorKvOptions options = SoleWriterOptions();
+  options.check_actor_record = [](ByteView record) -> Status {
+    if (S(record) == "destroyed")
+      return Unexpected{Error("actor", "not_found", "actor does not exist")};
+    return OkStatus();
+  };
+  ActorKv uut(store, options);
+  auto put = [&](const std::string& key) {
+    return ErrorText(
+        uut.Handle(actor, latest::KvPutRequest{BytesList({key}), BytesList({"v"})}, kNow));
+  };
+  EXPECT_EQ(put("a"), "<no error>");
+  // Destroy: the record is marked, then the data dropped. A put between the two is the
+  // race a transaction also allows (it commits before the drop, which removes it).
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor, B("destroyed"))));
+  EXPECT_EQ(put("b"), "<no error>");
+  ASSERT_TRUE(IsOk(uut.DropAll(actor)));
+  EXPECT_EQ(uut.remembered_actors(), 0u);
+  EXPECT_EQ(put("c"), "actor.not_found: actor does not exist");
+  auto left = store.Scan(KeyRange::Prefix(ActorKvPrefix(actor)));
+  ASSERT_TRUE(IsOk(left));
+  EXPECT_TRUE(left->empty());
+  auto usage = store.Get(ActorKvUsageKey(actor));
+  ASSERT_TRUE(IsOk(usage));
+  EXPECT_FALSE(usage->has_value());
+}
+
+// A failed write forgets the actor, so the next one starts from what storage holds, whether
+// the failed batch was applied or not.
+TEST(ActorKvSoleWriter, AFailedWriteIsReadBackFromStorageNextTime) {
+  for (CommitFault fault : {CommitFault::kNotApplied, CommitFault::kAppliedButFailed}) {
+    auto faulty = std::make_unique<FaultyKvStore>(std::make_unique<MemKvStore>());
+    FaultyKvStore& store = *faulty;
+    Bytes actor = ActorId(3);
+    ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+    ActorKv uut(store, SoleWriterOptions());
+    auto put = [&](const std::string& key, const std::string& value) {
+      return ErrorText(
+          uut.Handle(actor, latest::KvPutRequest{BytesList({key}), BytesList({value})}, kNow));
+    };
+    ASSERT_EQ(put("a", "1"), "<no error>");  // usage 4, remembered
+    store.FailNextCommits(1, fault);
+    const std::string failed = put("a", "12345");
+    EXPECT_EQ(failed.rfind("storage.io: ", 0), 0u) << failed;
+    EXPECT_EQ(uut.remembered_actors(), 0u);
+    ASSERT_EQ(put("b", "22"), "<no error>");
+    const uint64_t a_size = fault == CommitFault::kNotApplied ? 1 + 2 + 1 : 1 + 2 + 5;
+    EXPECT_EQ(uut.Usage(actor).value_or(0), a_size + (1 + 2 + 2)) << static_cast<int>(fault);
+    // Deletes and drops keep the remembered usage exact too.
+    ASSERT_TRUE(uut.Handle(actor, latest::KvDeleteRequest{BytesList({"a"})}, kNow)
+                    .is<latest::KvDeleteResponse>());
+    ASSERT_EQ(put("c", "333"), "<no error>");
+    EXPECT_EQ(uut.Usage(actor).value_or(0), 5u + 6u);
+    ASSERT_TRUE(uut.Handle(actor, latest::KvDropRequest{}, kNow).is<latest::KvDropResponse>());
+    ASSERT_EQ(put("d", ""), "<no error>");
+    EXPECT_EQ(uut.Usage(actor).value_or(0), 3u);
+  }
+}
+
+TEST(ActorKvSoleWriter, ForgetsSomeActorsBeyondItsLimitAndStaysExact) {
+  MemKvStore store;
+  ActorKvOptions options = SoleWriterOptions();
+  options.max_remembered_actors = 64;  // one per stripe
+  ActorKv uut(store, options);
+  std::vector<Bytes> actors;
+  for (int i = 0; i < 300; ++i) {
+    Bytes id = ActorId(static_cast<uint8_t>(i), static_cast<uint8_t>(1 + i / 256));
+    ASSERT_TRUE(IsOk(PutActorRecordForTest(store, id)));
+    actors.push_back(id);
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (const Bytes& id : actors) {
+      auto r = uut.Handle(
+          id, latest::KvPutRequest{BytesList({"k" + std::to_string(round)}), BytesList({"v"})},
+          kNow);
+      ASSERT_TRUE(r.is<latest::KvPutResponse>()) << ErrorText(r);
+    }
+  }
+  EXPECT_LE(uut.remembered_actors(), 64u);
+  for (const Bytes& id : actors) EXPECT_EQ(uut.Usage(id).value_or(0), 3u * (2 + 2 + 1));
+}
+
+TEST(ActorKvSoleWriter, ConcurrentWritersOfOneActorOverRocksDbKeepTheUsageExact) {
+  TempDir dir;
+  std::unique_ptr<KvStore> opened = OpenRocksDb(dir);
+  ASSERT_NE(opened, nullptr);
+  KvStore& store = *opened;
+  Bytes actor = ActorId(4);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  ActorKv uut(store, SoleWriterOptions());
+  constexpr int kThreads = 4;
+  constexpr int kPuts = 200;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPuts; ++i) {
+        // Each thread rewrites its own key with growing values and a shared one.
+        const std::string own = "t" + std::to_string(t);
+        latest::KvPutRequest put{BytesList({own, "shared"}),
+                                 BytesList({std::string(static_cast<size_t>(i % 17), 'x'),
+                                            std::string(static_cast<size_t>(t + 1), 's')})};
+        if (!uut.Handle(actor, put, kNow).is<latest::KvPutResponse>()) ++failures;
+        if (i % 50 == 49 && t == 0) {
+          if (!uut.Handle(actor, latest::KvDeleteRequest{BytesList({"t1"})}, kNow)
+                   .is<latest::KvDeleteResponse>()) {
+            ++failures;
+          }
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto all = store.Scan(KeyRange::Prefix(ActorKvPrefix(actor)));
+  ASSERT_TRUE(IsOk(all));
+  uint64_t expected = 0;
+  const size_t prefix = ActorKvPrefix(actor).size();
+  for (const KeyValue& kv : *all) {
+    auto got = uut.Handle(
+        actor, latest::KvGetRequest{{Bytes(kv.key.begin() + prefix, kv.key.end())}}, kNow);
+    ASSERT_TRUE(got.is<latest::KvGetResponse>());
+    expected += kv.key.size() - prefix + 2 + got.get_if<latest::KvGetResponse>()->values[0].size();
+  }
+  EXPECT_EQ(uut.Usage(actor).value_or(0), expected);
+  // A fresh ActorKv (a restarted engine) reads the same usage from storage.
+  ActorKv restarted(store, SoleWriterOptions());
+  EXPECT_EQ(restarted.Usage(actor).value_or(0), expected);
+}
+
 TEST(ActorKvRocksDb, SmokeOverRocksDb) {
   TempDir dir;
-  auto opened = RocksDbKvStore::Open(dir.path() + "/db");
-  ASSERT_TRUE(IsOk(opened));
-  KvStore& store = **opened;
+  std::unique_ptr<KvStore> opened = OpenRocksDb(dir);
+  ASSERT_NE(opened, nullptr);
+  KvStore& store = *opened;
   Bytes actor = ActorId(7);
   ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
   ActorKv uut(store, DefaultOptions());
@@ -905,6 +1105,15 @@ TEST(ActorKvRocksDb, SmokeOverRocksDb) {
   EXPECT_TRUE(after->keys.empty());
   EXPECT_EQ(uut.Usage(actor).value_or(99), 0u);
 }
+
+std::string WriterName(const ::testing::TestParamInfo<bool>& info) {
+  return info.param ? "SoleWriter" : "Txn";
+}
+INSTANTIATE_TEST_SUITE_P(Writers, ActorKvTest, ::testing::Bool(), WriterName);
+INSTANTIATE_TEST_SUITE_P(Writers, ActorKvListTest, ::testing::Bool(), WriterName);
+INSTANTIATE_TEST_SUITE_P(Writers, ActorKvLimitTest, ::testing::Bool(), WriterName);
+INSTANTIATE_TEST_SUITE_P(Writers, ActorKvQuotaTest, ::testing::Bool(), WriterName);
+INSTANTIATE_TEST_SUITE_P(Writers, ActorKvTxnTest, ::testing::Values(false), WriterName);
 
 }  // namespace
 }  // namespace keel::storage

@@ -574,6 +574,39 @@ TYPED_TEST(KvStoreTest, RunTransactionReturnsTheValueOrTheFirstOtherError) {
 
 // ---- Close
 
+// ---- unchecked batches
+
+TYPED_TEST(KvStoreTest, WriteUncheckedAppliesPutsAndDeletesInOrderAtOnce) {
+  this->Put("gone", "x");
+  this->Put("kept", "y");
+  auto snapshot = this->uut_->NewSnapshot();
+  ASSERT_TRUE(IsOk(snapshot));
+  const Bytes a = B("a"), gone = B("gone"), one = B("1"), two = B("2"), empty;
+  const Bytes empty_key;
+  const std::vector<KvWrite> writes = {
+      {a, ByteView(one)}, {gone, std::nullopt}, {a, ByteView(two)}, {empty_key, ByteView(empty)}};
+  ASSERT_TRUE(IsOk(this->uut_->WriteUnchecked(writes, {.sync = false})));
+  EXPECT_EQ(this->Get("a"), "2") << "the later write of a key wins";
+  EXPECT_EQ(this->Get("gone"), std::nullopt);
+  EXPECT_EQ(this->Get(""), "");
+  EXPECT_EQ(this->ScanKeys(KeyRange::All()), (std::vector<std::string>{"", "a", "kept"}));
+  // One commit: a snapshot from before sees none of it.
+  EXPECT_EQ(this->Get(**snapshot, "a"), std::nullopt);
+  EXPECT_EQ(this->Get(**snapshot, "gone"), "x");
+  ASSERT_TRUE(IsOk(this->uut_->WriteUnchecked({}, {})));
+}
+
+TYPED_TEST(KvStoreTest, TxnThatReadAKeyConflictsWithALaterUncheckedWriteOfIt) {
+  this->Put("usage", "1");
+  auto t1 = this->Begin();
+  EXPECT_EQ(this->Get(*t1, "usage"), "1");
+  ASSERT_TRUE(IsOk(t1->Put(B("usage"), B("2"))));
+  const Bytes key = B("usage"), value = B("5");
+  ASSERT_TRUE(IsOk(this->uut_->WriteUnchecked(std::vector<KvWrite>{{key, ByteView(value)}}, {})));
+  EXPECT_TRUE(IsStorageError(t1->Commit(), kConflict));
+  EXPECT_EQ(this->Get("usage"), "5");
+}
+
 TYPED_TEST(KvStoreTest, CloseFailsLaterCallsWithClosed) {
   this->Put("a", "1");
   auto txn = this->Begin();
@@ -590,6 +623,9 @@ TYPED_TEST(KvStoreTest, CloseFailsLaterCallsWithClosed) {
   EXPECT_TRUE(IsStorageError((*snapshot)->Get(B("a")), kClosed));
   EXPECT_TRUE(IsStorageError(txn->Get(B("a")), kClosed));
   EXPECT_TRUE(IsStorageError(txn->Commit(), kClosed));
+  const Bytes key = B("d");
+  EXPECT_TRUE(IsStorageError(
+      this->uut_->WriteUnchecked(std::vector<KvWrite>{{key, std::nullopt}}, {}), kClosed));
 }
 
 }  // namespace
