@@ -540,12 +540,18 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
   OpenDirect(req.version(), keep_alive);
   bool got = co_await NextEvent(&ev);
   // From here the strand owns the socket again (a direct write in progress has finished).
-  if (EndDirect() && got && !std::holds_alternative<EvWritten>(ev)) {
+  const bool direct = EndDirect();
+  if (direct && got && !std::holds_alternative<EvWritten>(ev)) {
     // Only the exchange answers, once: nothing else may follow a direct answer.
     LogError(kComponent, "event after a direct answer");
     co_return false;
   }
-  if (!got) co_return false;
+  if (!got) {
+    // Closing (e.g. the server stops) before the direct answer's event was taken: the
+    // answer went out, so the peer did not leave before it.
+    if (direct) AnswerDone();
+    co_return false;
+  }
 
   if (auto* w = std::get_if<EvWritten>(&ev)) {
     AnswerDone();
