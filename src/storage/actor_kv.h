@@ -1,8 +1,9 @@
 // ActorKv: the engine side of the per-actor KV store (envoy-protocol.md §5) on top of a
 // KvStore, with the protocol's exact semantics, limits and error texts, in the keyspace of
 // docs/storage.md §3.5. Used by the engine's envoy connection (KvRequest → KvResponse) and
-// by actor destroy (DropAll). Thread-safety: stateless apart from the store reference and
-// the options; safe from many threads at once (each call runs its own transactions).
+// by actor destroy (DropAll). Thread-safety: safe from many threads at once (each call
+// runs its own transaction or batch; the sole writer's per-actor state is under per-stripe
+// mutexes).
 //
 // Keys (docs/storage.md §2, §3.5; ‹a› = the actor id in its fixed-width binary form):
 //   05 ‹a› 01          actor record — the GUARD. Written by the engine (ActorRecord); ActorKv
