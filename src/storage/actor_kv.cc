@@ -208,27 +208,30 @@ ActorKv::ActorKv(KvStore& store, ActorKvOptions options)
 }
 
 ActorKv::Stripe& ActorKv::StripeOf(ByteView actor) const {
-  const std::string_view id(reinterpret_cast<const char*>(actor.data()), actor.size());
-  return stripes_[std::hash<std::string_view>{}(id) % kStripes];
+  return stripes_[IdHash{}(AsString(actor)) % kStripes];
 }
 
 void ActorKv::Remember(Stripe& stripe, ByteView actor, uint64_t usage) const {
-  std::string id(reinterpret_cast<const char*>(actor.data()), actor.size());
-  auto it = stripe.usage.find(id);
+  auto it = stripe.usage.find(AsString(actor));
   if (it != stripe.usage.end()) {
     it->second = usage;
     return;
   }
   const size_t cap = std::max<size_t>(1, options_.max_remembered_actors / kStripes);
   if (stripe.usage.size() >= cap) stripe.usage.erase(stripe.usage.begin());
-  stripe.usage.emplace(std::move(id), usage);
+  stripe.usage.emplace(std::string(AsString(actor)), usage);
+}
+
+void ActorKv::ForgetLocked(Stripe& stripe, ByteView actor) {
+  auto it = stripe.usage.find(AsString(actor));
+  if (it != stripe.usage.end()) stripe.usage.erase(it);
 }
 
 void ActorKv::Forget(ByteView actor) {
   if (!stripes_) return;
   Stripe& stripe = StripeOf(actor);
   std::lock_guard lock(stripe.mu);
-  stripe.usage.erase(std::string(reinterpret_cast<const char*>(actor.data()), actor.size()));
+  ForgetLocked(stripe, actor);
 }
 
 size_t ActorKv::remembered_actors() const {
@@ -265,7 +268,7 @@ Status ActorKv::WriteLocked(ByteView actor,
   if (st.has_value() && usage_after.has_value()) {
     Remember(stripe, actor, *usage_after);
   } else {
-    stripe.usage.erase(std::string(reinterpret_cast<const char*>(actor.data()), actor.size()));
+    ForgetLocked(stripe, actor);
   }
   return st;
 }
@@ -408,8 +411,7 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
                                 int64_t now_ms) {
   Stripe& stripe = StripeOf(actor);
   std::lock_guard lock(stripe.mu);
-  const std::string id(reinterpret_cast<const char*>(actor.data()), actor.size());
-  auto known = stripe.usage.find(id);
+  auto known = stripe.usage.find(AsString(actor));
   if (known == stripe.usage.end()) KEEL_RETURN_IF_ERROR(CheckGuard(store_, actor));
   KEEL_ASSIGN_OR_RETURN(uint64_t payload, ValidatePutShape(request, options_.limits));
   uint64_t usage = 0;

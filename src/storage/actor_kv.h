@@ -211,9 +211,13 @@ class ActorKv {
  private:
   // Sole writer: one lock per stripe of actors, held across each write of its actors, and
   // the usage of the remembered ones (present = the guard passed, usage known).
+  struct IdHash {  // lookups by the id's bytes, without a copy
+    using is_transparent = void;
+    size_t operator()(std::string_view id) const { return std::hash<std::string_view>{}(id); }
+  };
   struct Stripe {
     std::mutex mu;
-    std::unordered_map<std::string, uint64_t> usage;
+    std::unordered_map<std::string, uint64_t, IdHash, std::equal_to<>> usage;
   };
   static constexpr size_t kStripes = 64;
 
@@ -223,6 +227,8 @@ class ActorKv {
   Stripe& StripeOf(ByteView actor) const;
   // REQUIRES: stripe.mu held.
   void Remember(Stripe& stripe, ByteView actor, uint64_t usage) const;
+  // REQUIRES: stripe.mu held.
+  static void ForgetLocked(Stripe& stripe, ByteView actor);
   Status PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms);
   // Runs `write` (a transaction that sets `usage_after` when it commits, or leaves it
   // empty when the usage is unchanged or unknown) under the actor's lock when sole
