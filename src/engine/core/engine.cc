@@ -96,6 +96,19 @@ Engine::~Engine() {
   // Before anything a sync's continuation may reach goes away.
   kv_sync_->Stop();
   sql_hosts_->StopAll();
+  MarkClosed();
+}
+
+void Engine::MarkClosed() {
+  // An engine whose Open failed leaves the marker as it found or wrote it.
+  if (!opened_ || marked_closed_.exchange(true)) return;
+  Status removed = store_->Delete(keys::EngineOpen());
+  if (!removed.has_value()) {
+    KEEL_LOG(
+        kWarn, kLog,
+        "could not mark the store as cleanly closed; the next start skips a generation per actor",
+        {{"error", removed.error().ToString()}});
+  }
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
@@ -111,8 +124,30 @@ Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
     return Unexpected{Error{"storage", "failed_precondition",
                             "the data directory uses another storage layout version"}};
   }
+  // The open marker: still present now means the previous engine never closed the store.
+  KEEL_ASSIGN_OR_RETURN(auto open, engine->store().Get(keys::EngineOpen()));
+  engine->unclean_start_ = open.has_value();
+  if (engine->unclean_start_) {
+    KEEL_LOG(kWarn, kLog,
+             "the previous engine did not close the store cleanly; each actor's next start "
+             "skips one generation");
+  }
+  // This run's number and the open marker, in one synced commit.
+  KEEL_RETURN_IF_ERROR(storage::RunTransaction(engine->store(), [&](storage::KvTxn& txn) -> Status {
+    KEEL_ASSIGN_OR_RETURN(auto last, txn.Get(keys::EngineRun()));
+    uint64_t run = 0;
+    if (last.has_value() && last->size() == 8) {
+      for (uint8_t b : *last) run = run << 8 | b;
+    }
+    engine->run_ = run + 1;
+    Bytes value(8);
+    for (int i = 0; i < 8; ++i) value[i] = static_cast<uint8_t>(engine->run_ >> (56 - 8 * i));
+    KEEL_RETURN_IF_ERROR(txn.Put(keys::EngineRun(), value));
+    return txn.Put(keys::EngineOpen(), Bytes{});
+  }));
   KEEL_RETURN_IF_ERROR(engine->catalog().Load());
   KEEL_RETURN_IF_ERROR(engine->orchestrator().Load());
+  engine->opened_ = true;
   return engine;
 }
 
@@ -277,13 +312,15 @@ void Engine::Shutdown(std::function<void()> done) {
   KEEL_LOG(kInfo, kLog, "shutting down: stopping actors with GOING_AWAY");
   orchestrator_->DrainAll(options_.actor_stop_threshold_ms, [this, done = std::move(done)] {
     // Close what is still connected; the runtimes reconnect (to the next engine).
-    orchestrator_->CloseAllEnvoys(Error{"ws", "going_away", "The Keel engine is shutting down."}, [this, done] {
-      Status flushed = store_->Close();
-      if (!flushed.has_value()) {
-        KEEL_LOG(kError, kLog, "storage close failed", {{"error", flushed.error().ToString()}});
-      }
-      done();
-    });
+    orchestrator_->CloseAllEnvoys(
+        Error{"ws", "going_away", "The Keel engine is shutting down."}, [this, done] {
+          MarkClosed();
+          Status flushed = store_->Close();
+          if (!flushed.has_value()) {
+            KEEL_LOG(kError, kLog, "storage close failed", {{"error", flushed.error().ToString()}});
+          }
+          done();
+        });
   });
 }
 

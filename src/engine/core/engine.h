@@ -70,6 +70,10 @@ struct EngineOptions {
   int storage_executors_per_connection = 8;
   // Held outputs (engine/core/output_hold.h): confirmed to envoys that ask for them.
   bool hold_outputs = true;
+  // Early start (docs/engine.md "Early start"): on a connection with held outputs, a
+  // start command leaves while its commit is still being synced, and the new instance's
+  // answers wait for that sync like any held output.
+  bool early_start = true;
   // Remote SQL (envoy-protocol.md §8.6): threads per envoy connection that run SQL, started
   // only when statements are waiting (an idle connection has none). 1..1024.
   int remote_sql_workers_per_connection = 32;
@@ -144,6 +148,12 @@ class Engine {
   void PostWork(std::function<void()> fn) { workers_.Post(std::move(fn)); }
   std::string NewRayId();
   bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+  // The previous engine on this store ended without closing it (crash, kill, power loss):
+  // an early start it sent may not have become durable, so each actor's first allocation
+  // in this run skips one generation (docs/engine.md "Early start").
+  bool unclean_start() const { return unclean_start_; }
+  // This engine's run: a counter stored in the store (keys::EngineRun), bumped each open.
+  uint64_t run() const { return run_; }
 
   void metrics_envoy_connected(int delta);
   void metrics_malformed_frame();
@@ -181,6 +191,13 @@ class Engine {
   std::atomic<uint64_t> next_session_id_{1};
   std::atomic<uint64_t> next_ray_{1};
   std::atomic<bool> shutting_down_{false};
+  bool unclean_start_ = false;
+  uint64_t run_ = 0;
+  // Removes the open marker (keys::EngineOpen) with a synced commit, which also makes
+  // every earlier commit durable. Once; errors are logged.
+  void MarkClosed();
+  std::atomic<bool> marked_closed_{false};
+  bool opened_ = false;  // Open completed
 };
 
 }  // namespace keel::engine

@@ -265,6 +265,24 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
   }
 }
 
+void EnvoySession::HoldUntilDurable(const EngineId& actor, uint32_t generation,
+                                    std::function<void(const Status&)> synced) {
+  const uint64_t ticket = hold_->BeginWrite(actor, generation);
+  engine_.kv_sync().AfterWrite(
+      [self = shared_from_this(), actor, ticket, synced = std::move(synced)](Status status) {
+        // Releasing is gateway work: off the syncing thread when other writes wait (HandleKv).
+        auto release = [self, actor, ticket, ok = status.has_value()] {
+          self->hold_->EndWrite(actor, ticket, ok);
+        };
+        if (self->engine_.kv_sync().writes_waiting()) {
+          self->QueueRelease(std::move(release));
+        } else {
+          release();
+        }
+        if (synced) synced(status);
+      });
+}
+
 void EnvoySession::QueueRelease(std::function<void()> release) {
   {
     std::lock_guard lock(release_mu_);

@@ -69,6 +69,14 @@ class EnvoySession final : public net::WsHandler,
   void EnableHeldOutputs();
   bool holds_outputs() const { return hold_ != nullptr; }
   const OutputHold* output_hold() const { return hold_.get(); }
+  // Early start (docs/engine.md): the orchestrator has just committed, without a sync, the
+  // step that starts `generation` of `actor` here, and is about to send its start command.
+  // From now on the actor's tunnel messages are held until that commit is durable (one
+  // group-commit sync); if the sync fails the generation is poisoned (its answers are
+  // withheld, its requests fail with actor.storage_failed). `synced` runs after the sync
+  // with its status, on the syncing thread. REQUIRES: holds_outputs().
+  void HoldUntilDurable(const EngineId& actor, uint32_t generation,
+                        std::function<void(const Status&)> synced);
 
   // Starts the session on an accepted socket: Init, registration, pings.
   void Start(std::shared_ptr<net::WsConnection> conn);

@@ -79,6 +79,14 @@ bool ReadTs(ByteView& in, int64_t& out) {
 
 Bytes LayoutVersion() { return Bytes{kMeta, 0x01}; }
 
+Bytes EngineRun() {
+  Bytes k{kMeta, 0x03};
+  AppendStr(k, "run");
+  return k;
+}
+
+Bytes EngineOpen() { return Bytes{kMeta, 0x04}; }
+
 Bytes NamespaceRecord(ByteView ns) {
   Bytes k = Start(kNamespaces);
   k.push_back(0x01);

@@ -36,6 +36,10 @@ bool ReadTs(ByteView& in, int64_t& out);
 
 // 01 01: layout version.
 Bytes LayoutVersion();
+// 01 03 "run": the engine run counter (u64 BE), bumped each time an engine opens the store.
+Bytes EngineRun();
+// 01 04: present while an engine has the store open (docs/storage.md §3.1).
+Bytes EngineOpen();
 
 // Namespaces.
 Bytes NamespaceRecord(ByteView ns);

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <future>
 #include <limits>
+#include <unordered_set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -116,6 +117,8 @@ struct Orchestrator::Impl {
       const EnvoyEntry* e = impl_.FindEnvoy(entry_.ns, key);
       return e != nullptr && e->session != nullptr && !e->session->closed();
     }
+    uint64_t Run() const override { return impl_.engine.run(); }
+    bool UncleanStart() const override { return impl_.engine.unclean_start(); }
     std::optional<int64_t> EnvoyLastPingMs(std::string_view key) const override {
       const EnvoyEntry* e = impl_.FindEnvoy(entry_.ns, key);
       if (e == nullptr || e->last_ping_ms == 0) return std::nullopt;
@@ -144,6 +147,8 @@ struct Orchestrator::Impl {
   std::unique_ptr<Executor> loop;
   Random random;  // loop only
   std::unordered_map<EngineId, std::unique_ptr<ActorEntry>> actors;
+  // Actors whose early start's commit is not yet known durable (EarlyStartSession).
+  std::unordered_set<EngineId> starts_syncing;
   std::map<EnvoyKey, EnvoyEntry, std::less<>> envoys;
   std::map<std::pair<EngineId, std::string>, uint32_t> serverless_slots;
   // Preload plans by (namespace, actor name): read from the actor-name record on first use,
@@ -337,6 +342,7 @@ struct Orchestrator::Impl {
     bool release_key = false;
     std::vector<std::pair<Bytes, Bytes>> command_puts;
     std::vector<Bytes> drop_prefixes;
+    bool changed = false;  // the workflow differs: the step must be stored
   };
 
   // Runs Step on a copy of the workflow. nullopt: nothing changed and nothing to do.
@@ -349,6 +355,7 @@ struct Orchestrator::Impl {
     orch::StepResult result = orch::Step(p.next, input, ctx);
     if (!result.changed && result.effects.empty()) return std::nullopt;
     p.effects = std::move(result.effects);
+    p.changed = result.changed;
     const ByteView actor = e.id.bytes();
     const ByteView ns = e.ns.bytes();
     for (size_t i = 0; i < p.effects.size(); ++i) {
@@ -479,9 +486,16 @@ struct Orchestrator::Impl {
       return;
     }
     PreparedStep& p = **prepared;
+    if (!p.changed && std::all_of(p.effects.begin(), p.effects.end(), [](const orch::Effect& fx) {
+          return std::holds_alternative<orch::fx::StopStray>(fx);
+        })) {
+      ApplyStep(e, p);  // nothing to store: a stray instance is only told to stop
+      return;
+    }
     AnswerReadyEarly(e, p);
+    std::shared_ptr<EnvoySession> early = EarlyStartSession(e, p);
     storage::CommitOptions options;
-    options.sync = !LossIsHarmless(e, p);
+    options.sync = early == nullptr && !LossIsHarmless(e, p);
     const MonoTime commit_start = engine.clock().MonotonicNow();
     Status stored = storage::RunTransaction(
         engine.store(), [&](storage::KvTxn& txn) -> Status { return WriteStep(txn, e, p); },
@@ -493,7 +507,52 @@ struct Orchestrator::Impl {
                {{"actor", e.id.ToString()}, {"error", stored.error().ToString()}});
       return;
     }
+    if (early != nullptr) HoldUntilStartIsDurable(e, *early, p.next.generation);
     ApplyStep(e, p);
+  }
+
+  // Early start (docs/engine.md): the session to send this step's start command to before
+  // the step is durable, or null when the step must be synced first. Only a step whose one
+  // command starts an instance on a connection that holds outputs qualifies: that
+  // connection keeps the instance's answers until the sync (HoldUntilDurable), every write
+  // the instance makes is ordered after the step in the WAL, and nothing else in the step
+  // acts outside the engine. One such start per actor at a time, so at most one generation
+  // an OS crash could take back was ever sent (the generation skip after an unclean
+  // restart, Context::UncleanStart, relies on it).
+  std::shared_ptr<EnvoySession> EarlyStartSession(const ActorEntry& e, const PreparedStep& p) {
+    // After an unclean restart, the step that skips a generation (the actor's first
+    // allocation in this run) is synced before it is sent: the generation it skipped to
+    // must be stored, or a crash now could lose it too and the next run reuse it.
+    const bool skipped = engine.unclean_start() && e.wf.alloc_run != engine.run();
+    if (!engine.options().early_start || skipped || p.commands.size() != 1 ||
+        p.next.transition != orch::Transition::kStarting || !p.drop_prefixes.empty() ||
+        p.release_key || starts_syncing.contains(e.id)) {
+      return nullptr;
+    }
+    if (!std::holds_alternative<latest::CommandStartActor>(p.commands[0].second.inner.value)) {
+      return nullptr;
+    }
+    for (const orch::Effect& effect : p.effects) {
+      if (!std::holds_alternative<orch::fx::SendCommand>(effect) &&
+          !std::holds_alternative<orch::fx::Publish>(effect)) {
+        return nullptr;
+      }
+    }
+    auto session = LiveSession(e.ns, p.next.envoy_key);
+    if (session == nullptr || !session->holds_outputs()) return nullptr;
+    return session;
+  }
+
+  void HoldUntilStartIsDurable(const ActorEntry& e, EnvoySession& session, uint32_t generation) {
+    starts_syncing.insert(e.id);
+    session.HoldUntilDurable(e.id, generation, [this, id = e.id](const Status& synced) {
+      if (!synced.has_value()) {
+        KEEL_LOG(kError, kLog,
+                 "the WAL sync of an actor's start failed; its generation's answers are withheld",
+                 {{"actor", id.ToString()}, {"error", synced.error().ToString()}});
+      }
+      Post([this, id] { starts_syncing.erase(id); });
+    });
   }
 
   // After the step's commit: the new workflow becomes the loop's, commands go out, effects
@@ -535,8 +594,10 @@ struct Orchestrator::Impl {
   // The KV the actor name's preload plan asks for, for a start command as it is first sent
   // or POSTed to a serverless pool (the stored copy, replayed after a reconnect, carries
   // none: by then the data may have moved on, and without preloaded KV the actor reads its
-  // KV itself). Consistent and durable: the actor has no running instance to write its KV,
-  // and this runs after the step's synced commit, which made every earlier write durable.
+  // KV itself). Consistent: the actor has no running instance to write its KV. Durable, or
+  // as good as: this runs after the step's commit; when that commit was synced it made
+  // every earlier write durable, and after an early start the instance's answers wait for
+  // the sync that does so (HoldUntilDurable).
   std::optional<latest::PreloadedKv> PreloadFor(const ActorEntry& e) {
     const int64_t budget = engine.options().preload_max_total_bytes;
     if (budget <= 0) return std::nullopt;
@@ -607,6 +668,8 @@ struct Orchestrator::Impl {
                   latest::ActorCheckpoint{e.id.ToString(), fx.generation, fx.index});
               session->Send(latest::ToEnvoy{std::move(ack)});
             }
+          } else if constexpr (std::is_same_v<T, orch::fx::StopStray>) {
+            StopStray(e, fx);
           } else if constexpr (std::is_same_v<T, orch::fx::DeleteActorData>) {
             DeleteData(e);
           } else if constexpr (std::is_same_v<T, orch::fx::DispatchServerlessStart>) {
@@ -616,6 +679,19 @@ struct Orchestrator::Impl {
           // SendCommand, DropPendingCommands and ReleaseKey were done with the commit.
         },
         effect);
+  }
+
+  void StopStray(const ActorEntry& e, const orch::fx::StopStray& fx) {
+    auto session = LiveSession(e.ns, fx.envoy_key);
+    if (session == nullptr) return;
+    KEEL_LOG(kInfo, kLog, "stopping an instance the actor does not know",
+             {{"actor", e.id.ToString()},
+              {"generation", std::to_string(fx.generation)},
+              {"envoy_key", fx.envoy_key}});
+    orch::fx::SendCommand cmd{fx.envoy_key, fx.generation, orch::fx::kStrayStopIndex,
+                              orch::fx::StopCommand{orch::StopReason::kLost}};
+    latest::CommandWrapper wrapper = BuildCommand(e, cmd, /*fresh=*/false);
+    session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
   }
 
   // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed.
@@ -1022,6 +1098,7 @@ void Orchestrator::Create(CreateActorRequest request,
     auto entry = std::make_unique<Impl::ActorEntry>();
     entry->id = EngineId::Generate(m.random, m.engine.options().datacenter_label);
     entry->ns = request.namespace_id;
+    entry->wf.alloc_run = m.engine.run();  // no earlier run can have started it
     entry->record.namespace_id = ToBytes(ns);
     entry->record.name = request.name;
     entry->record.key = request.key;

@@ -195,16 +195,10 @@ class Machine {
   }
 
   void On(const in::Event& ev) {
-    if (!HasInstance(wf_.transition)) {
-      NoteStaleStopped(ev);
+    if (!HasInstance(wf_.transition) || ev.generation != wf_.generation ||
+        (!wf_.envoy_key.empty() && ev.envoy_key != wf_.envoy_key)) {
+      OnOtherInstance(ev);  // only the assigned envoy reports for this generation
       return;
-    }
-    if (ev.generation != wf_.generation) {
-      NoteStaleStopped(ev);
-      return;
-    }
-    if (!wf_.envoy_key.empty() && ev.envoy_key != wf_.envoy_key) {
-      return;  // only the assigned envoy reports for this generation
     }
     if (ev.index <= wf_.last_event_index) {
       return;  // resend
@@ -229,15 +223,19 @@ class Machine {
     }
   }
 
-  // An event of an older generation: only a Stopped matters, to clear a stale host.
-  void NoteStaleStopped(const in::Event& ev) {
+  // An event of an instance that is not the actor's current one. A Stopped may clear a
+  // stale host. Any other event from an instance the actor does not know at all — not the
+  // current one, not a stale host (which has its stored Stop{LOST}) — comes from a start an
+  // OS crash took back (docs/engine.md "Early start"), or is a late resend of an instance
+  // that already stopped: either way it is told to stop (a stopped one ignores that).
+  void OnOtherInstance(const in::Event& ev) {
+    auto it = std::find_if(wf_.stale_hosts.begin(), wf_.stale_hosts.end(), [&](const StaleHost& s) {
+      return s.envoy_key == ev.envoy_key && s.generation == ev.generation;
+    });
     if (!std::holds_alternative<in::Stopped>(ev.kind)) {
+      if (it == wf_.stale_hosts.end()) Emit(fx::StopStray{ev.envoy_key, ev.generation});
       return;
     }
-    auto it = std::find_if(wf_.stale_hosts.begin(), wf_.stale_hosts.end(),
-                           [&](const StaleHost& s) {
-                             return s.envoy_key == ev.envoy_key && s.generation == ev.generation;
-                           });
     if (it != wf_.stale_hosts.end()) {
       wf_.stale_hosts.erase(it);
       Emit(fx::DropPendingCommands{ev.envoy_key, ev.generation});
@@ -543,7 +541,10 @@ class Machine {
       return false;
     }
     ClearInstance();
-    wf_.generation += 1;
+    // After an unclean restart, skip the generation the previous run may have sent.
+    const bool skip = ctx_.UncleanStart() && wf_.alloc_run != ctx_.Run();
+    wf_.generation += skip ? 2 : 1;
+    wf_.alloc_run = ctx_.Run();
     wf_.slot_held = true;
     wf_.error.reset();  // Rivet clears the error when the actor is allocated
     wf_.last_command_index = 0;
@@ -737,6 +738,9 @@ std::string EffectToString(const Effect& e) {
     }
     std::string operator()(const fx::DropPendingCommands& d) const {
       return "drop_commands " + d.envoy_key + " g" + std::to_string(d.generation);
+    }
+    std::string operator()(const fx::StopStray& s) const {
+      return "stop_stray " + s.envoy_key + " g" + std::to_string(s.generation);
     }
     std::string operator()(const fx::DeleteActorData&) const { return "delete_data"; }
     std::string operator()(const fx::ReleaseKey&) const { return "release_key"; }

@@ -149,6 +149,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -271,9 +272,12 @@ struct ActorWorkflow {
   int64_t sleep_ts = 0;               // set in kSleepIntent, kSleeping, kReallocating
   int64_t reschedule_ts = 0;          // the next (or last) reallocation attempt
   int64_t destroy_ts = 0;
-  bool sleeping = false;              // kSleepIntent, kSleeping, kReallocating
-  bool connectable = false;           // kRunning
-  bool destroyed = false;             // kDestroyed
+  // The engine run (Context::Run) that made the last allocation: after an unclean
+  // restart, an actor not yet allocated in the current run skips a generation.
+  uint64_t alloc_run = 0;
+  bool sleeping = false;     // kSleepIntent, kSleeping, kReallocating
+  bool connectable = false;  // kRunning
+  bool destroyed = false;    // kDestroyed
 
   friend bool operator==(const ActorWorkflow&, const ActorWorkflow&) = default;
 };
@@ -369,6 +373,15 @@ struct DropPendingCommands {
   uint32_t generation = 0;
   friend bool operator==(const DropPendingCommands&, const DropPendingCommands&) = default;
 };
+// Stop{LOST} to an instance the actor does not know (an early start an OS crash took back,
+// docs/engine.md "Early start"): sent, never stored, at index kStrayStopIndex. Its next
+// event, if the stop is lost, asks again.
+struct StopStray {
+  std::string envoy_key;
+  uint32_t generation = 0;
+  friend bool operator==(const StopStray&, const StopStray&) = default;
+};
+inline constexpr int64_t kStrayStopIndex = std::numeric_limits<int32_t>::max();
 struct DeleteActorData {  // KV, SQLite, alarms, indexes (storage.md §3.8)
   friend bool operator==(const DeleteActorData&, const DeleteActorData&) = default;
 };
@@ -377,9 +390,9 @@ struct ReleaseKey {  // the (namespace, name, key) reservation
 };
 }  // namespace fx
 
-using Effect = std::variant<fx::SendCommand, fx::DispatchServerlessStart, fx::Publish,
-                            fx::AckEvents, fx::DropPendingCommands, fx::DeleteActorData,
-                            fx::ReleaseKey>;
+using Effect =
+    std::variant<fx::SendCommand, fx::DispatchServerlessStart, fx::Publish, fx::AckEvents,
+                 fx::DropPendingCommands, fx::StopStray, fx::DeleteActorData, fx::ReleaseKey>;
 // A short, stable text form ("send envoy-a g1 #1 start", "publish ready", …) for logs and
 // tests.
 std::string EffectToString(const Effect& e);
@@ -413,6 +426,12 @@ class Context {
   // lost when absent or older than envoy_lost_ms. A ping rather than "connected" so that a
   // reconnect within the threshold keeps the actor, as in Rivet.
   virtual std::optional<int64_t> EnvoyLastPingMs(std::string_view envoy_key) const = 0;
+  // The engine's run (a counter bumped each time an engine opens the store), and whether
+  // the previous run ended without closing it. After such an unclean end, an early start
+  // of that run may have been sent without being stored, so an actor's first allocation in
+  // this run skips a generation (docs/engine.md "Early start"). Defaults: run 0, clean.
+  virtual uint64_t Run() const { return 0; }
+  virtual bool UncleanStart() const { return false; }
 };
 
 struct StepResult {

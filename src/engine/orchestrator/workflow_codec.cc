@@ -7,6 +7,7 @@
 //     error:optional<{kind:uint detail:str}> stale_hosts:list<{envoy_key:str
 //     generation:uint until_ts:int}> start_ts:int pending_allocation_ts:int
 //     connectable_ts:int sleep_ts:int reschedule_ts:int destroy_ts:int
+// v2: v1, then alloc_run:uint (v1 records decode with alloc_run 0).
 // flags bits: 0 serverless, 1 destroy_after_start, 2 rewake_after_stop, 3 slot_held,
 //     4 envoy_disconnected, 5 sleeping, 6 connectable, 7 destroyed.
 #include <limits>
@@ -19,7 +20,8 @@
 namespace keel::engine::orch {
 
 namespace {
-constexpr uint16_t kWorkflowVersion = 1;
+constexpr uint16_t kWorkflowVersion = 2;
+constexpr uint16_t kOldestWorkflowVersion = 1;
 constexpr std::string_view kTypeName = "ActorWorkflow";
 }  // namespace
 
@@ -68,12 +70,13 @@ Bytes EncodeWorkflow(const ActorWorkflow& wf) {
   w.Int(wf.sleep_ts);
   w.Int(wf.reschedule_ts);
   w.Int(wf.destroy_ts);
+  w.Uint(wf.alloc_run);
   return out;
 }
 
 Result<ActorWorkflow> DecodeWorkflow(ByteView bytes) {
   KEEL_ASSIGN_OR_RETURN(auto split,
-                        bare::SplitVersionPrefix(bytes, kWorkflowVersion, kWorkflowVersion));
+                        bare::SplitVersionPrefix(bytes, kOldestWorkflowVersion, kWorkflowVersion));
   bare::Reader r(split.second);
   ActorWorkflow wf;
   auto invalid = [&](std::string_view what) -> Result<ActorWorkflow> {
@@ -139,6 +142,7 @@ Result<ActorWorkflow> DecodeWorkflow(ByteView bytes) {
   r.Int(wf.sleep_ts);
   r.Int(wf.reschedule_ts);
   r.Int(wf.destroy_ts);
+  if (split.first >= 2) r.Uint(wf.alloc_run);
   if (!r.ExpectEnd()) return r.ToError(kTypeName);
   return wf;
 }

@@ -695,7 +695,8 @@ TEST_F(EngineEnvoyTest, EventsAreDeduplicatedAndSetAlarmIsAckedAtOnce) {
   ASSERT_NE(fe, nullptr);
   const std::string id = CreateActor("events", "k");
   ASSERT_EQ(StartOn(*fe, id), 1u);  // Running, index 0
-  // Resending index 0 (and an event of another generation) changes nothing.
+  // Resending index 0 changes nothing; an event of another generation only gets that
+  // unknown instance a Stop{LOST} (docs/engine.md "Early start").
   v::EventWrapper running;
   running.checkpoint = v::ActorCheckpoint{id, 1, 0};
   running.inner = v::EventActorStateUpdate{v::ActorStateRunning{}};
@@ -704,6 +705,11 @@ TEST_F(EngineEnvoyTest, EventsAreDeduplicatedAndSetAlarmIsAckedAtOnce) {
   other_gen.checkpoint = v::ActorCheckpoint{id, 7, 5};
   other_gen.inner = v::EventActorIntent{v::ActorIntentSleep{}};
   ASSERT_TRUE(fe->SendEvents({other_gen}).has_value());
+  auto stray = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stray.has_value()) << stray.error().ToString();
+  EXPECT_TRUE(stray->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stray->checkpoint.generation, 7u);
+  EXPECT_EQ(stray->checkpoint.index, orch::fx::kStrayStopIndex);
 
   // SetAlarm (index 1) is acknowledged at once with its checkpoint.
   const int64_t alarm = NowMs() + 3600 * 1000;
@@ -2184,6 +2190,12 @@ class GatedSyncStore final : public storage::KvStore {
       cv_.notify_all();
       cv_.wait(lock, [&] { return !closed_; });
       --blocked_;
+      if (fail_next_) {
+        fail_next_ = false;
+        ++completed_;
+        cv_.notify_all();
+        return Unexpected{Error{"storage", "io", "injected sync failure"}};
+      }
     }
     Status s = base_.SyncWrites();
     std::lock_guard lock(mu_);
@@ -2192,6 +2204,11 @@ class GatedSyncStore final : public storage::KvStore {
     return s;
   }
 
+  // The next SyncWrites (once through the gate) fails with storage.io.
+  void FailNextSync() {
+    std::lock_guard lock(mu_);
+    fail_next_ = true;
+  }
   // From now on every SyncWrites waits until OpenGate.
   void CloseGate() {
     std::lock_guard lock(mu_);
@@ -2213,14 +2230,19 @@ class GatedSyncStore final : public storage::KvStore {
     std::lock_guard lock(mu_);
     return completed_;
   }
+  int blocked_syncs() const {
+    std::lock_guard lock(mu_);
+    return blocked_;
+  }
 
  private:
   storage::MemKvStore base_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool closed_ = false;    // guarded by mu_
-  int blocked_ = 0;        // guarded by mu_
-  uint64_t completed_ = 0; // guarded by mu_
+  bool closed_ = false;     // guarded by mu_
+  bool fail_next_ = false;  // guarded by mu_
+  int blocked_ = 0;         // guarded by mu_
+  uint64_t completed_ = 0;  // guarded by mu_
 };
 
 using HttpFuture = std::future<Result<net::HttpResponse>>;
@@ -2512,6 +2534,215 @@ TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) 
   net::HttpResponse got_again = Answer(again);
   EXPECT_EQ(got_again.status, 200);
   EXPECT_EQ(got_again.body, "a-again");
+}
+
+// ---- early start (docs/engine.md "Early start") ------------------------------------------
+
+// An engine over a GatedSyncStore with one held envoy hosting actor "held"/`key`, run as
+// generation 1 and put to sleep. The gate is opened before the engine goes.
+class EarlyStartTest : public HeldOutputsTest {
+ protected:
+  void SetUp() override {
+    auto gated = std::make_unique<GatedSyncStore>();
+    store_ = gated.get();
+    ge_ = TestEngine::WithStore(FastOptions(), std::move(gated));
+    FakeEnvoyOptions o;
+    o.ws_url = ge_->ws_url();
+    o.envoy_key = "early-envoy";
+    fe_ = HeldEnvoy(o);
+    ASSERT_NE(fe_, nullptr);
+    id_ = keel::testing::CreateActor(ge_->http_url(), "held", "early");
+    ASSERT_FALSE(id_.empty());
+    ASSERT_EQ(StartOn(*fe_, id_), 1u);
+    SleepGeneration(*fe_, id_, 1);
+    ASSERT_TRUE(WaitTransition(orch::Transition::kSleeping));
+  }
+  void TearDown() override {
+    if (store_ != nullptr) store_->OpenGate();
+    fe_.reset();
+    ge_.reset();
+  }
+
+  bool WaitTransition(orch::Transition want) {
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    auto id = engine::EngineId::Parse(id_);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto info = ge_->engine().orchestrator().Read(*id);
+      if (info.has_value() && info->workflow.transition == want) return true;
+      std::this_thread::sleep_for(5ms);  // poll, bounded by the deadline
+    }
+    ADD_FAILURE() << "the actor never reached " << orch::TransitionName(want);
+    return false;
+  }
+
+  GatedSyncStore* store_ = nullptr;
+  std::unique_ptr<TestEngine> ge_;
+  std::unique_ptr<FakeEnvoy> fe_;
+  std::string id_;
+};
+
+// A wake's start command goes out while the commit that stores it is still waiting for its
+// sync; the new instance runs and answers at once, and the engine keeps that answer from
+// the client until the start is durable.
+TEST_F(EarlyStartTest, WakeStartsBeforeItsCommitIsDurableAndTheAnswerWaitsForIt) {
+  store_->CloseGate();
+  const uint64_t syncs_before = store_->completed_syncs();
+  HttpFuture pending = GatewayGet(ge_->http_url(), id_, "/wake");
+  auto start = fe_->WaitCommand(id_, 5s);
+  ASSERT_TRUE(start.has_value()) << "no start while its sync waits: " << start.error().ToString();
+  ASSERT_TRUE(start->inner.is<v::CommandStartActor>())
+      << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*start}}});
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  ASSERT_TRUE(store_->WaitSyncBlocked(5s)) << "the start's sync never started";
+  EXPECT_EQ(store_->completed_syncs(), syncs_before);
+
+  ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
+  auto request = NextRequestStart(*fe_, "/wake");  // forwarded before the start is durable
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(Respond(*fe_, *request, "woken").has_value());
+  ASSERT_TRUE(fe_->Sync().has_value());  // the engine has read the answer: it holds it
+  EXPECT_EQ(pending.wait_for(200ms), std::future_status::timeout)
+      << "the answer reached the client before the start was durable";
+
+  store_->OpenGate();
+  net::HttpResponse got = Answer(pending);
+  EXPECT_GT(store_->completed_syncs(), syncs_before);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "woken");
+}
+
+// The start's sync fails: the generation it started may not be stored, so none of its
+// answers reach a client (503 actor.storage_failed) and the failure is counted.
+TEST_F(EarlyStartTest, FailedSyncOfTheStartWithholdsItsGenerationsAnswers) {
+  store_->FailNextSync();
+  HttpFuture pending = GatewayGet(ge_->http_url(), id_, "/wake");
+  auto start = fe_->WaitCommand(id_, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_EQ(start->checkpoint.generation, 2u);
+  ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
+  auto request = NextRequestStart(*fe_, "/wake");
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(Respond(*fe_, *request, "must not be seen").has_value());
+  ExpectStorageFailed(Answer(pending), "the answer of a start whose sync failed");
+  EXPECT_EQ(MetricValue(ge_->http_url(), kWriteFailures), 1);
+}
+
+// Without held outputs the start command leaves only after its synced commit (the
+// runtime's answers would not be held): with every group-commit sync stopped at the gate,
+// the wake completes and no sync of it is waiting there.
+TEST_F(EarlyStartTest, WithoutHeldOutputsTheWakeTakesTheSyncedPath) {
+  CloseEnvoy(fe_);
+  FakeEnvoyOptions o;
+  o.ws_url = ge_->ws_url();
+  o.envoy_key = "unheld-envoy";
+  auto plain = FakeEnvoy::ConnectAndInit(o);
+  ASSERT_TRUE(plain.has_value()) << plain.error().ToString();
+  store_->CloseGate();
+  const uint64_t syncs_before = store_->completed_syncs();
+  HttpFuture pending = GatewayGet(ge_->http_url(), id_, "/wake");
+  auto start = (*plain)->WaitCommand(id_, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_TRUE((*plain)->SendRunning(id_, start->checkpoint.generation).has_value());
+  auto request = NextRequestStart(**plain, "/wake");
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(Respond(**plain, *request, "plain").has_value());
+  net::HttpResponse got = Answer(pending);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "plain");
+  EXPECT_EQ(store_->completed_syncs(), syncs_before);
+  EXPECT_EQ(store_->blocked_syncs(), 0) << "the wake waited for a group-commit sync";
+}
+
+// An early start (docs/engine.md) may leave before its commit is durable, so after a run
+// that did not close the store (crash, kill, power loss) the engine cannot know which
+// generations it sent: each actor's first allocation then skips one. A clean restart does
+// not; an actor created after the unclean start begins at generation 1 as always.
+TEST_F(EngineEnvoyTest, UncleanRestartSkipsAGenerationACleanOneDoesNot) {
+  const auto dir =
+      std::filesystem::temp_directory_path() /
+      ("keel-engine-unclean-" + std::to_string(NowMs()) + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  struct Cleanup {
+    std::filesystem::path dir;
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup{dir};
+  Start(FastOptions(), dir.string());
+  auto fe = Envoy("gen-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("gen", "g1");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  SleepGeneration(*fe, id, 1);
+  ASSERT_TRUE(
+      WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+
+  // Wakes `id` through the gateway on a fresh connection of gen-envoy; the new generation.
+  auto wake = [&]() -> uint32_t {
+    fe = Envoy("gen-envoy");
+    if (fe == nullptr) return 0;
+    HttpFuture pending = GatewayGet(te().http_url(), id, "/wake");
+    const uint32_t gen = StartOn(*fe, id);
+    auto request = NextRequestStart(*fe, "/wake");
+    if (request.has_value()) {
+      EXPECT_TRUE(Respond(*fe, *request, "ok").has_value());
+    }
+    EXPECT_EQ(Answer(pending).status, 200);
+    SleepGeneration(*fe, id, gen);
+    EXPECT_TRUE(
+        WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+    return gen;
+  };
+
+  fe.reset();
+  te().Restart();  // the engine goes away cleanly: the store is marked closed
+  EXPECT_EQ(wake(), 2u);
+
+  // The next engine finds the store still marked open, as after a crash.
+  fe.reset();
+  te_.reset();
+  {
+    auto store = storage::RocksDbKvStore::Open(dir.string());
+    ASSERT_TRUE(store.has_value()) << store.error().ToString();
+    ASSERT_TRUE((*store)->Put(engine::keys::EngineOpen(), Bytes{}).has_value());
+  }
+  Start(FastOptions(), dir.string());
+  EXPECT_TRUE(te().engine().unclean_start());
+  EXPECT_EQ(wake(), 4u) << "generation 3 may have been sent by the crashed run";
+  EXPECT_EQ(wake(), 5u) << "only the first allocation of the run skips";
+  const std::string fresh = CreateActor("gen", "g2");
+  EXPECT_EQ(StartOn(*fe, fresh), 1u);
+  fe.reset();
+  te().Restart();
+  EXPECT_FALSE(te().engine().unclean_start());
+}
+
+// Events of an instance the actor does not know — here generation 2 of a sleeping actor,
+// as an OS crash that took back an early start leaves it — get a Stop{LOST} for that
+// instance; the actor's own state does not move.
+TEST_F(EngineEnvoyTest, AnInstanceTheActorDoesNotKnowIsToldToStop) {
+  Start();
+  auto fe = Envoy("stray-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("stray", "s1");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  SleepGeneration(*fe, id, 1);
+  ASSERT_TRUE(
+      WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+
+  ASSERT_TRUE(fe->SendRunning(id, 2).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  const auto* s = stop->inner.get_if<v::CommandStopActor>();
+  ASSERT_NE(s, nullptr) << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*stop}}});
+  EXPECT_EQ(s->reason, v::StopActorReason::kLost);
+  EXPECT_EQ(stop->checkpoint.generation, 2u);
+  EXPECT_EQ(stop->checkpoint.index, orch::fx::kStrayStopIndex);
+  EXPECT_EQ(Transition(id), orch::Transition::kSleeping);
+  json a = GetActor(id);
+  EXPECT_FALSE(a.contains("connectable_ts") && !a["connectable_ts"].is_null()) << a.dump();
+  // The stray's Stopped changes nothing either.
+  ASSERT_TRUE(fe->SendStopped(id, 2).has_value());
+  ASSERT_TRUE(fe->Sync().has_value());
+  EXPECT_EQ(Transition(id), orch::Transition::kSleeping);
 }
 
 // A write ActorKv rejects poisons the actor's generation on the connection: the answer

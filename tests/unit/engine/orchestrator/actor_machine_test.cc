@@ -454,11 +454,13 @@ TEST_F(ActorMachineTest, ServerlessCommandIndicesStartAtZero) {
 
 // ---- §4.8 event dedup and acks -----------------------------------------------------
 
-TEST_F(ActorMachineTest, EventsOfOtherGenerationsEnvoysOrOldIndicesAreIgnored) {
+TEST_F(ActorMachineTest, EventsOfOtherInstancesStopThemAndOldIndicesAreIgnored) {
   ToRunning();
-  EXPECT_THAT(EvAt(in::IntentSleep{}, 2, 5), IsEmpty());
-  EXPECT_THAT(EvAt(in::IntentSleep{}, 0, 5), IsEmpty());
-  EXPECT_THAT(EvAt(in::IntentSleep{}, 1, 5, "intruder"), IsEmpty());
+  // Instances the actor does not know are told to stop; the current one is untouched.
+  EXPECT_THAT(EvAt(in::IntentSleep{}, 2, 5), ElementsAre("stop_stray e1 g2"));
+  EXPECT_THAT(EvAt(in::IntentSleep{}, 0, 5), ElementsAre("stop_stray e1 g0"));
+  EXPECT_THAT(EvAt(in::IntentSleep{}, 1, 5, "intruder"), ElementsAre("stop_stray intruder g1"));
+  EXPECT_THAT(EvAt(in::Stopped{}, 2, 6), IsEmpty());      // an unknown instance that stopped
   EXPECT_THAT(EvAt(in::IntentSleep{}, 1, 0), IsEmpty());  // index 0 was Running
   EXPECT_FALSE(last_changed_);
   EXPECT_EQ(wf_.transition, Transition::kRunning);
@@ -1051,6 +1053,59 @@ TEST_F(ActorMachineTest, LostEnvoyIsExcludedUntilItsGenerationIsSeenStopped) {
   EXPECT_EQ(wf_.envoy_key, "e3");
 }
 
+// ---- early start (docs/engine.md): starts an OS crash took back -----------------------
+
+TEST_F(ActorMachineTest, InstanceOfAnUnstoredStartIsToldToStopAndTheActorStaysAsleep) {
+  ToSleeping();  // generation 1 stopped
+  // Generation 2 was started just before an OS crash that lost its step: its envoy
+  // reconnects and replays the instance's Running.
+  EXPECT_THAT(EvAt(in::Running{}, 2, 0), ElementsAre("stop_stray e1 g2"));
+  EXPECT_FALSE(last_changed_);
+  EXPECT_EQ(wf_.transition, Transition::kSleeping);
+  EXPECT_EQ(wf_.generation, 1u);
+}
+
+TEST_F(ActorMachineTest, StaleHostsGetNoStrayStopTheirStoredStopSuffices) {
+  ToRunning();
+  ctx_.connected.erase("e1");
+  ctx_.ScriptServerful("e2");
+  Do(in::Wake{});  // e1's generation 1 is lost: a stale host with a stored Stop{LOST}
+  ASSERT_EQ(wf_.stale_hosts.size(), 1u);
+  EXPECT_THAT(EvAt(in::IntentSleep{}, 1, 4, "e1"), IsEmpty());
+  EXPECT_THAT(EvAt(in::Stopped{}, 1, 5, "e1"), ElementsAre("drop_commands e1 g1"));
+  // Once it reported Stopped it is no longer a stale host: a late resend is a stray.
+  EXPECT_THAT(EvAt(in::IntentSleep{}, 1, 4, "e1"), ElementsAre("stop_stray e1 g1"));
+}
+
+TEST_F(ActorMachineTest, FirstAllocationOfARunAfterAnUncleanEndSkipsAGeneration) {
+  ToSleeping();  // generation 1, allocated in run 0
+  EXPECT_EQ(wf_.alloc_run, 0u);
+  ctx_.run = 1;
+  ctx_.unclean = true;  // run 0 did not close the store: it may have sent generation 2
+  ctx_.ScriptServerful("e1");
+  EXPECT_THAT(Do(in::Wake{}), ElementsAre("send e1 g3 #1 start"));
+  EXPECT_EQ(wf_.alloc_run, 1u);
+  // Events of the skipped generation are strays.
+  EXPECT_THAT(EvAt(in::Running{}, 2, 0), ElementsAre("stop_stray e1 g2"));
+  EXPECT_EQ(wf_.transition, Transition::kStarting);
+  // Later allocations of the same run do not skip.
+  Ev(in::Running{});
+  Ev(in::IntentSleep{});
+  Ev(in::Stopped{});
+  ASSERT_EQ(wf_.transition, Transition::kSleeping);
+  ctx_.ScriptServerful("e1");
+  EXPECT_THAT(Do(in::Wake{}), ElementsAre("send e1 g4 #1 start"));
+  // Nor does the first allocation of a run after a clean end.
+  Ev(in::Running{});
+  Ev(in::IntentSleep{});
+  Ev(in::Stopped{});
+  ctx_.run = 2;
+  ctx_.unclean = false;
+  ctx_.ScriptServerful("e1");
+  EXPECT_THAT(Do(in::Wake{}), ElementsAre("send e1 g5 #1 start"));
+  EXPECT_EQ(wf_.alloc_run, 2u);
+}
+
 TEST_F(ActorMachineTest, AllocatorAnsweringAnExcludedEnvoyIsNeverUsed) {
   ToRunning();
   ctx_.connected.erase("e1");
@@ -1094,12 +1149,36 @@ TEST_F(ActorMachineTest, WorkflowRoundTripsThroughItsPersistedForm) {
   wf_.error = ActorError{ActorError::Kind::kCrashed, "boom"};
   wf_.stale_hosts.push_back(StaleHost{"old", 0, 77});
   wf_.destroy_after_start = true;
+  wf_.alloc_run = 300;  // a multi-byte varint
   Bytes b = EncodeWorkflow(wf_);
   Result<ActorWorkflow> back = DecodeWorkflow(b);
   ASSERT_TRUE(back.ok()) << back.error().ToString();
   EXPECT_EQ(*back, wf_);
   ActorWorkflow fresh;
   EXPECT_EQ(*DecodeWorkflow(EncodeWorkflow(fresh)), fresh);
+}
+
+// Records written before alloc_run existed (version 1) still load, with alloc_run 0.
+TEST_F(ActorMachineTest, VersionOneWorkflowsDecodeWithoutAnAllocationRun) {
+  ToRunning();
+  wf_.alloc_run = 5;  // one varint byte at the end of the v2 form
+  Bytes v2 = EncodeWorkflow(wf_);
+  ASSERT_EQ(v2.back(), 5);
+  Bytes v1(v2.begin(), v2.end() - 1);
+  ASSERT_EQ(v1[0], 2);  // u16 LE version prefix
+  v1[0] = 1;
+  Result<ActorWorkflow> back = DecodeWorkflow(v1);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  ActorWorkflow want = wf_;
+  want.alloc_run = 0;
+  EXPECT_EQ(*back, want);
+  // A version-1 record with the v2 field is malformed; an unknown version is refused.
+  Bytes long_v1 = v2;
+  long_v1[0] = 1;
+  EXPECT_FALSE(DecodeWorkflow(long_v1).ok());
+  Bytes v3 = v2;
+  v3[0] = 3;
+  EXPECT_FALSE(DecodeWorkflow(v3).ok());
 }
 
 TEST_F(ActorMachineTest, CorruptPersistedFormIsAnError) {

@@ -23,6 +23,8 @@ class FakeContext : public Context {
   std::set<std::string, std::less<>> connected;
   std::map<std::string, int64_t, std::less<>> last_ping;
   std::vector<std::vector<std::string>> excludes;  // one entry per Allocate call
+  uint64_t run = 0;
+  bool unclean = false;  // the previous run did not close the store
   int slots_taken = 0;
   int slots_released = 0;
 
@@ -47,6 +49,8 @@ class FakeContext : public Context {
     return a;
   }
   void ReleaseSlot() override { ++slots_released; }
+  uint64_t Run() const override { return run; }
+  bool UncleanStart() const override { return unclean; }
   bool EnvoyConnected(std::string_view key) const override {
     return connected.find(key) != connected.end();
   }
