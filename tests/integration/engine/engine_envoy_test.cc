@@ -296,6 +296,19 @@ class EngineEnvoyTest : public ::testing::Test {
     ASSERT_TRUE(fe.SendStopped(id, generation).has_value());
   }
 
+  // Creates actor name/key, runs its generation 1 on `fe` and puts it to sleep; its id, or
+  // "" after a recorded failure.
+  std::string CreateAsleep(FakeEnvoy& fe, const std::string& name, const std::string& key) {
+    const std::string id = CreateActor(name, key);
+    if (id.empty() || StartOn(fe, id) != 1u) return "";
+    SleepGeneration(fe, id, 1);
+    if (::testing::Test::HasFatalFailure()) return "";
+    if (!WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; })) {
+      return "";
+    }
+    return id;
+  }
+
   void PutPool(const std::string& ns, const std::string& pool, const json& dc) {
     HttpResult r = Call("PUT", "/runner-configs/" + pool + "?namespace=" + ns,
                         json{{"datacenters", {{"default", dc}}}}.dump());
@@ -2669,11 +2682,8 @@ TEST_F(EngineEnvoyTest, UncleanRestartSkipsAGenerationACleanOneDoesNot) {
   Start(FastOptions(), dir.string());
   auto fe = Envoy("gen-envoy");
   ASSERT_NE(fe, nullptr);
-  const std::string id = CreateActor("gen", "g1");
-  ASSERT_EQ(StartOn(*fe, id), 1u);
-  SleepGeneration(*fe, id, 1);
-  ASSERT_TRUE(
-      WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+  const std::string id = CreateAsleep(*fe, "gen", "g1");
+  ASSERT_FALSE(id.empty());
 
   // Wakes `id` through the gateway on a fresh connection of gen-envoy; the new generation.
   auto wake = [&]() -> uint32_t {
@@ -2722,11 +2732,8 @@ TEST_F(EngineEnvoyTest, AnInstanceTheActorDoesNotKnowIsToldToStop) {
   Start();
   auto fe = Envoy("stray-envoy");
   ASSERT_NE(fe, nullptr);
-  const std::string id = CreateActor("stray", "s1");
-  ASSERT_EQ(StartOn(*fe, id), 1u);
-  SleepGeneration(*fe, id, 1);
-  ASSERT_TRUE(
-      WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+  const std::string id = CreateAsleep(*fe, "stray", "s1");
+  ASSERT_FALSE(id.empty());
 
   ASSERT_TRUE(fe->SendRunning(id, 2).has_value());
   auto stop = fe->WaitCommand(id, 5s);
