@@ -543,16 +543,23 @@ struct Orchestrator::Impl {
     return session;
   }
 
-  void HoldUntilStartIsDurable(const ActorEntry& e, EnvoySession& session, uint32_t generation) {
+  // `then` (optional) runs on the loop once the sync is over, with its status.
+  void HoldUntilStartIsDurable(const ActorEntry& e, EnvoySession& session, uint32_t generation,
+                               std::function<void(Status)> then = nullptr) {
     starts_syncing.insert(e.id);
-    session.HoldUntilDurable(e.id, generation, [this, id = e.id](const Status& synced) {
-      if (!synced.has_value()) {
-        KEEL_LOG(kError, kLog,
-                 "the WAL sync of an actor's start failed; its generation's answers are withheld",
-                 {{"actor", id.ToString()}, {"error", synced.error().ToString()}});
-      }
-      Post([this, id] { starts_syncing.erase(id); });
-    });
+    session.HoldUntilDurable(
+        e.id, generation, [this, id = e.id, then = std::move(then)](const Status& synced) mutable {
+          if (!synced.has_value()) {
+            KEEL_LOG(kError, kLog,
+                     "the WAL sync of an actor's start failed; its generation's answers are "
+                     "withheld",
+                     {{"actor", id.ToString()}, {"error", synced.error().ToString()}});
+          }
+          Post([this, id, then = std::move(then), synced]() mutable {
+            starts_syncing.erase(id);
+            if (then) then(synced);
+          });
+        });
   }
 
   // After the step's commit: the new workflow becomes the loop's, commands go out, effects
@@ -682,16 +689,24 @@ struct Orchestrator::Impl {
   }
 
   void StopStray(const ActorEntry& e, const orch::fx::StopStray& fx) {
-    auto session = LiveSession(e.ns, fx.envoy_key);
-    if (session == nullptr) return;
+    if (auto session = LiveSession(e.ns, fx.envoy_key)) {
+      SendStrayStop(*session, e.id.ToString(), fx.generation);
+    }
+  }
+
+  // Stop{LOST} for an instance no actor state knows (orch::fx::StopStray), not stored.
+  static void SendStrayStop(EnvoySession& session, const std::string& actor_id,
+                            uint32_t generation) {
     KEEL_LOG(kInfo, kLog, "stopping an instance the actor does not know",
-             {{"actor", e.id.ToString()},
-              {"generation", std::to_string(fx.generation)},
-              {"envoy_key", fx.envoy_key}});
-    orch::fx::SendCommand cmd{fx.envoy_key, fx.generation, orch::fx::kStrayStopIndex,
-                              orch::fx::StopCommand{orch::StopReason::kLost}};
-    latest::CommandWrapper wrapper = BuildCommand(e, cmd, /*fresh=*/false);
-    session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
+             {{"actor", actor_id},
+              {"generation", std::to_string(generation)},
+              {"envoy_key", session.envoy_key()}});
+    latest::CommandWrapper w;
+    w.checkpoint = latest::ActorCheckpoint{actor_id, generation, orch::fx::kStrayStopIndex};
+    latest::CommandStopActor stop;
+    stop.reason = latest::StopActorReason::kLost;
+    w.inner = stop;
+    session.Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(w)}}});
   }
 
   // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed.
@@ -1121,31 +1136,41 @@ void Orchestrator::Create(CreateActorRequest request,
       return;
     }
     Impl::PreparedStep* step = prepared.has_value() ? &**prepared : nullptr;
+    // Early start (docs/engine.md): the start leaves before the creation is durable; the
+    // creator's answer waits for the sync.
+    std::shared_ptr<EnvoySession> early =
+        step != nullptr ? m.EarlyStartSession(*entry, *step) : nullptr;
+    storage::CommitOptions options;
+    options.sync = early == nullptr;
     bool duplicate = false;
-    Status stored = storage::RunTransaction(m.engine.store(), [&](storage::KvTxn& txn) -> Status {
-      duplicate = false;
-      if (request.key.has_value()) {
-        Bytes index = keys::ActorByKey(ns, request.name, *request.key);
-        KEEL_ASSIGN_OR_RETURN(auto owner, txn.Get(index));
-        if (owner.has_value()) {
-          duplicate = true;
-          return {};
-        }
-        KEEL_RETURN_IF_ERROR(txn.Put(index, ToBytes(actor)));
-      }
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), record));
-      KEEL_RETURN_IF_ERROR(txn.Put(
-          keys::ActorByName(ns, request.name, entry->record.create_ts, actor), Bytes{}));
-      Bytes name_key = keys::ActorName(ns, request.name);
-      KEEL_ASSIGN_OR_RETURN(auto name, txn.Get(name_key));
-      if (!name.has_value()) {
-        KEEL_RETURN_IF_ERROR(txn.Put(name_key, WriteRecord(rec::ActorNameRecord{"{}"})));
-      }
-      if (step != nullptr) return m.WriteStep(txn, *entry, *step);
-      // Step(Create) always changes a kCreated workflow; kept for safety.
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), orch::EncodeWorkflow(entry->wf)));
-      return txn.Put(keys::Live(actor), Bytes{});
-    });
+    Status stored = storage::RunTransaction(
+        m.engine.store(),
+        [&](storage::KvTxn& txn) -> Status {
+          duplicate = false;
+          if (request.key.has_value()) {
+            Bytes index = keys::ActorByKey(ns, request.name, *request.key);
+            KEEL_ASSIGN_OR_RETURN(auto owner, txn.Get(index));
+            if (owner.has_value()) {
+              duplicate = true;
+              return {};
+            }
+            KEEL_RETURN_IF_ERROR(txn.Put(index, ToBytes(actor)));
+          }
+          KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), record));
+          KEEL_RETURN_IF_ERROR(txn.Put(
+              keys::ActorByName(ns, request.name, entry->record.create_ts, actor), Bytes{}));
+          Bytes name_key = keys::ActorName(ns, request.name);
+          KEEL_ASSIGN_OR_RETURN(auto name, txn.Get(name_key));
+          if (!name.has_value()) {
+            KEEL_RETURN_IF_ERROR(txn.Put(name_key, WriteRecord(rec::ActorNameRecord{"{}"})));
+          }
+          if (step != nullptr) return m.WriteStep(txn, *entry, *step);
+          // Step(Create) always changes a kCreated workflow; kept for safety.
+          KEEL_RETURN_IF_ERROR(
+              txn.Put(keys::ActorWorkflow(actor), orch::EncodeWorkflow(entry->wf)));
+          return txn.Put(keys::Live(actor), Bytes{});
+        },
+        storage::kDefaultMaxAttempts, options);
     if (!stored.has_value() || duplicate) ctx.Undo();
     if (!stored.has_value()) {
       done(Unexpected{stored.error()});
@@ -1162,6 +1187,19 @@ void Orchestrator::Create(CreateActorRequest request,
     KEEL_LOG(kInfo, kLog, "actor created",
              {{"actor", e->id.ToString()}, {"name", e->record.name}});
     const EngineId id = e->id;
+    // After an early start the creator hears back once the creation is durable (the sync
+    // runs while the runtime starts the instance); `info` is filled in below first.
+    auto answer = std::make_shared<std::optional<ActorInfo>>();
+    if (early != nullptr) {
+      m.HoldUntilStartIsDurable(*e, *early, step->next.generation,
+                                [answer, done = std::move(done)](Status synced) mutable {
+                                  if (!synced.has_value()) {
+                                    done(Unexpected{synced.error()});
+                                  } else {
+                                    done(std::make_pair(std::move(**answer), true));
+                                  }
+                                });
+    }
     if (step != nullptr) m.ApplyStep(*e, *step);  // may evict the entry
     auto it = m.actors.find(id);
     auto info = it != m.actors.end()
@@ -1173,7 +1211,11 @@ void Orchestrator::Create(CreateActorRequest request,
       if (read.has_value()) info = std::move(*read);
     }
     m.MaybeEvict(id);
-    done(std::make_pair(std::move(info), true));
+    if (early != nullptr) {
+      *answer = std::move(info);
+    } else {
+      done(std::make_pair(std::move(info), true));
+    }
   });
 }
 
@@ -1416,7 +1458,21 @@ void Orchestrator::OnEvents(std::shared_ptr<EnvoySession> session,
         return;
       }
       auto entry = m.Entry(*id);
-      if (!entry.has_value()) continue;
+      if (!entry.has_value()) {
+        // No such actor: an instance whose creation an OS crash took back after its early
+        // start (docs/engine.md), or one of an actor gone for good. Other errors: skip it.
+        const bool unknown =
+            entry.error().group() == "actor" && entry.error().code() == "not_found";
+        if (unknown && !std::holds_alternative<latest::EventActorStateUpdate>(event.inner.value)) {
+          Impl::SendStrayStop(*session, event.checkpoint.actor_id, event.checkpoint.generation);
+        } else if (unknown) {
+          const auto& update = std::get<latest::EventActorStateUpdate>(event.inner.value);
+          if (!std::holds_alternative<latest::ActorStateStopped>(update.state.value)) {
+            Impl::SendStrayStop(*session, event.checkpoint.actor_id, event.checkpoint.generation);
+          }
+        }
+        continue;
+      }
       Impl::ActorEntry& e = **entry;
       if (!(e.ns == session->namespace_id())) {
         m.MaybeEvict(*id);

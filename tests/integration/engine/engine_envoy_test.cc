@@ -2640,6 +2640,47 @@ TEST_F(EarlyStartTest, FailedSyncOfTheStartWithholdsItsGenerationsAnswers) {
   EXPECT_EQ(MetricValue(ge_->http_url(), kWriteFailures), 1);
 }
 
+// The creation step starts early too: the start command of a new actor leaves while the
+// commit that creates it waits for its sync, and the creator's REST answer waits for it.
+TEST_F(EarlyStartTest, CreationStartsBeforeItIsDurableAndItsAnswerWaitsForTheSync) {
+  store_->CloseGate();
+  const uint64_t syncs_before = store_->completed_syncs();
+  auto created = std::async(std::launch::async, [url = ge_->http_url()] {
+    return keel::testing::Call(url, "POST", "/actors?namespace=default",
+                               json{{"name", "held"}, {"key", "fresh"}}.dump());
+  });
+  auto commands = fe_->WaitFor<v::ToEnvoyCommands>(5s);
+  ASSERT_TRUE(commands.has_value()) << "no start while the creation's sync waits: "
+                                    << commands.error().ToString();
+  ASSERT_EQ(commands->value.size(), 1u);
+  ASSERT_TRUE(commands->value[0].inner.is<v::CommandStartActor>());
+  EXPECT_EQ(commands->value[0].checkpoint.generation, 1u);
+  ASSERT_TRUE(store_->WaitSyncBlocked(5s)) << "the creation's sync never started";
+  EXPECT_EQ(created.wait_for(200ms), std::future_status::timeout)
+      << "the creator heard back before the creation was durable";
+  EXPECT_EQ(store_->completed_syncs(), syncs_before);
+  store_->OpenGate();
+  ASSERT_EQ(created.wait_for(5s), std::future_status::ready);
+  auto answer = created.get();
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  json body = json::parse(answer.body, nullptr, false);
+  ASSERT_TRUE(body.is_object() && body.contains("actor")) << answer.body;
+  EXPECT_EQ(body["actor"]["actor_id"], commands->value[0].checkpoint.actor_id);
+}
+
+// The creation's sync fails: the creator gets an error (the API's 500 for storage
+// failures, core.internal_error), not an actor.
+TEST_F(EarlyStartTest, FailedSyncOfACreationAnswersTheCreatorWithAnError) {
+  store_->FailNextSync();
+  auto answer = keel::testing::Call(ge_->http_url(), "POST", "/actors?namespace=default",
+                                    json{{"name", "held"}, {"key", "doomed"}}.dump());
+  EXPECT_EQ(answer.status, 500) << answer.body;
+  json body = json::parse(answer.body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << answer.body;
+  EXPECT_EQ(body.value("code", ""), "internal_error") << answer.body;
+  EXPECT_FALSE(body.contains("actor")) << answer.body;
+}
+
 // Without held outputs the start command leaves only after its synced commit (the
 // runtime's answers would not be held): with every group-commit sync stopped at the gate,
 // the wake completes and no sync of it is waiting there.
@@ -2728,6 +2769,31 @@ TEST_F(EngineEnvoyTest, UncleanRestartSkipsAGenerationACleanOneDoesNot) {
 // Events of an instance the actor does not know — here generation 2 of a sleeping actor,
 // as an OS crash that took back an early start leaves it — get a Stop{LOST} for that
 // instance; the actor's own state does not move.
+// Events of an actor that does not exist (its creation taken back by an OS crash after an
+// early start) get a Stop{LOST} for that instance, except its Stopped.
+TEST_F(EngineEnvoyTest, EventsOfAnActorThatDoesNotExistGetAStop) {
+  Start();
+  auto fe = Envoy("ghost-envoy");
+  ASSERT_NE(fe, nullptr);
+  Random random(11);
+  const std::string ghost = engine::EngineId::Generate(random, 1).ToString();
+  ASSERT_TRUE(fe->SendRunning(ghost, 1).has_value());
+  auto stop = fe->WaitCommand(ghost, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  const auto* s = stop->inner.get_if<v::CommandStopActor>();
+  ASSERT_NE(s, nullptr) << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*stop}}});
+  EXPECT_EQ(s->reason, v::StopActorReason::kLost);
+  EXPECT_EQ(stop->checkpoint.generation, 1u);
+  EXPECT_EQ(stop->checkpoint.index, orch::fx::kStrayStopIndex);
+  ASSERT_TRUE(fe->SendStopped(ghost, 1).has_value());
+  // A barrier through the orchestrator loop: a second ghost's Running is answered only
+  // after the first ghost's Stopped was handled.
+  const std::string other = engine::EngineId::Generate(random, 1).ToString();
+  ASSERT_TRUE(fe->SendRunning(other, 1).has_value());
+  ASSERT_TRUE(fe->WaitCommand(other, 5s).has_value());
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), ghost)) << CommandsText(fe->backlog());
+}
+
 TEST_F(EngineEnvoyTest, AnInstanceTheActorDoesNotKnowIsToldToStop) {
   Start();
   auto fe = Envoy("stray-envoy");
