@@ -124,27 +124,28 @@ Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
     return Unexpected{Error{"storage", "failed_precondition",
                             "the data directory uses another storage layout version"}};
   }
-  // The open marker: still present now means the previous engine never closed the store.
-  KEEL_ASSIGN_OR_RETURN(auto open, engine->store().Get(keys::EngineOpen()));
-  engine->unclean_start_ = open.has_value();
+  // The open marker (still present: the previous engine never closed the store), then this
+  // run's number and the marker again, in one synced commit.
+  KEEL_RETURN_IF_ERROR(storage::RunTransaction(engine->store(), [&](storage::KvTxn& txn) -> Status {
+    KEEL_ASSIGN_OR_RETURN(auto open, txn.Get(keys::EngineOpen()));
+    engine->unclean_start_ = open.has_value();
+    KEEL_ASSIGN_OR_RETURN(auto last, txn.Get(keys::EngineRun()));
+    uint64_t run = 0;
+    if (last.has_value()) {
+      ByteView in(*last);
+      if (!keys::ReadU64(in, run)) run = 0;  // malformed: start over
+    }
+    engine->run_ = run + 1;
+    Bytes value;
+    keys::AppendU64(value, engine->run_);
+    KEEL_RETURN_IF_ERROR(txn.Put(keys::EngineRun(), value));
+    return txn.Put(keys::EngineOpen(), Bytes{});
+  }));
   if (engine->unclean_start_) {
     KEEL_LOG(kWarn, kLog,
              "the previous engine did not close the store cleanly; each actor's next start "
              "skips one generation");
   }
-  // This run's number and the open marker, in one synced commit.
-  KEEL_RETURN_IF_ERROR(storage::RunTransaction(engine->store(), [&](storage::KvTxn& txn) -> Status {
-    KEEL_ASSIGN_OR_RETURN(auto last, txn.Get(keys::EngineRun()));
-    uint64_t run = 0;
-    if (last.has_value() && last->size() == 8) {
-      for (uint8_t b : *last) run = run << 8 | b;
-    }
-    engine->run_ = run + 1;
-    Bytes value(8);
-    for (int i = 0; i < 8; ++i) value[i] = static_cast<uint8_t>(engine->run_ >> (56 - 8 * i));
-    KEEL_RETURN_IF_ERROR(txn.Put(keys::EngineRun(), value));
-    return txn.Put(keys::EngineOpen(), Bytes{});
-  }));
   KEEL_RETURN_IF_ERROR(engine->catalog().Load());
   KEEL_RETURN_IF_ERROR(engine->orchestrator().Load());
   engine->opened_ = true;

@@ -252,11 +252,7 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
       self->hold_->EndWrite(actor, ticket, ok);
       self->Send(latest::ToEnvoy{std::move(resp)});
     };
-    if (self->engine_.kv_sync().writes_waiting()) {
-      self->QueueRelease(std::move(release));
-    } else {
-      release();
-    }
+    self->ReleaseAfterSync(std::move(release));
   };
   if (wrote) {
     engine_.kv_sync().AfterWrite(std::move(answer));
@@ -270,17 +266,20 @@ void EnvoySession::HoldUntilDurable(const EngineId& actor, uint32_t generation,
   const uint64_t ticket = hold_->BeginWrite(actor, generation);
   engine_.kv_sync().AfterWrite(
       [self = shared_from_this(), actor, ticket, synced = std::move(synced)](Status status) {
-        // Releasing is gateway work: off the syncing thread when other writes wait (HandleKv).
         auto release = [self, actor, ticket, ok = status.has_value()] {
           self->hold_->EndWrite(actor, ticket, ok);
         };
-        if (self->engine_.kv_sync().writes_waiting()) {
-          self->QueueRelease(std::move(release));
-        } else {
-          release();
-        }
+        self->ReleaseAfterSync(std::move(release));
         if (synced) synced(status);
       });
+}
+
+void EnvoySession::ReleaseAfterSync(std::function<void()> release) {
+  if (engine_.kv_sync().writes_waiting()) {
+    QueueRelease(std::move(release));
+  } else {
+    release();
+  }
 }
 
 void EnvoySession::QueueRelease(std::function<void()> release) {

@@ -152,6 +152,9 @@ class EnvoySession final : public net::WsHandler,
 
   // Set before Start on connections with held outputs, then never changed.
   std::unique_ptr<OutputHold> hold_;
+  // On the syncing thread, after a group-commit sync: runs `release` now, or hands it to
+  // QueueRelease when other writes already wait for the next sync (so it does not delay it).
+  void ReleaseAfterSync(std::function<void()> release);
   // Held outputs: write completions whose forwarding would delay a waiting sync run here,
   // a whole group per wake-up (QueueRelease).
   void QueueRelease(std::function<void()> release);

@@ -1463,13 +1463,11 @@ void Orchestrator::OnEvents(std::shared_ptr<EnvoySession> session,
         // start (docs/engine.md), or one of an actor gone for good. Other errors: skip it.
         const bool unknown =
             entry.error().group() == "actor" && entry.error().code() == "not_found";
-        if (unknown && !std::holds_alternative<latest::EventActorStateUpdate>(event.inner.value)) {
+        const auto* update = std::get_if<latest::EventActorStateUpdate>(&event.inner.value);
+        const bool stopped = update != nullptr &&
+                             std::holds_alternative<latest::ActorStateStopped>(update->state.value);
+        if (unknown && !stopped) {
           Impl::SendStrayStop(*session, event.checkpoint.actor_id, event.checkpoint.generation);
-        } else if (unknown) {
-          const auto& update = std::get<latest::EventActorStateUpdate>(event.inner.value);
-          if (!std::holds_alternative<latest::ActorStateStopped>(update.state.value)) {
-            Impl::SendStrayStop(*session, event.checkpoint.actor_id, event.checkpoint.generation);
-          }
         }
         continue;
       }

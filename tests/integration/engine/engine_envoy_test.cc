@@ -296,6 +296,18 @@ class EngineEnvoyTest : public ::testing::Test {
     ASSERT_TRUE(fe.SendStopped(id, generation).has_value());
   }
 
+  // The next command for `id` on `fe` is the unstored Stop{LOST} of a stray instance of
+  // `generation` (orch::fx::StopStray).
+  void ExpectStrayStop(FakeEnvoy& fe, const std::string& id, uint32_t generation) {
+    auto stop = fe.WaitCommand(id, 5s);
+    ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+    const auto* s = stop->inner.get_if<v::CommandStopActor>();
+    ASSERT_NE(s, nullptr) << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*stop}}});
+    EXPECT_EQ(s->reason, v::StopActorReason::kLost);
+    EXPECT_EQ(stop->checkpoint.generation, generation);
+    EXPECT_EQ(stop->checkpoint.index, orch::fx::kStrayStopIndex);
+  }
+
   // Creates actor name/key, runs its generation 1 on `fe` and puts it to sleep; its id, or
   // "" after a recorded failure.
   std::string CreateAsleep(FakeEnvoy& fe, const std::string& name, const std::string& key) {
@@ -718,11 +730,7 @@ TEST_F(EngineEnvoyTest, EventsAreDeduplicatedAndSetAlarmIsAckedAtOnce) {
   other_gen.checkpoint = v::ActorCheckpoint{id, 7, 5};
   other_gen.inner = v::EventActorIntent{v::ActorIntentSleep{}};
   ASSERT_TRUE(fe->SendEvents({other_gen}).has_value());
-  auto stray = fe->WaitCommand(id, 5s);
-  ASSERT_TRUE(stray.has_value()) << stray.error().ToString();
-  EXPECT_TRUE(stray->inner.is<v::CommandStopActor>());
-  EXPECT_EQ(stray->checkpoint.generation, 7u);
-  EXPECT_EQ(stray->checkpoint.index, orch::fx::kStrayStopIndex);
+  ASSERT_NO_FATAL_FAILURE(ExpectStrayStop(*fe, id, 7));
 
   // SetAlarm (index 1) is acknowledged at once with its checkpoint.
   const int64_t alarm = NowMs() + 3600 * 1000;
@@ -2778,13 +2786,7 @@ TEST_F(EngineEnvoyTest, EventsOfAnActorThatDoesNotExistGetAStop) {
   Random random(11);
   const std::string ghost = engine::EngineId::Generate(random, 1).ToString();
   ASSERT_TRUE(fe->SendRunning(ghost, 1).has_value());
-  auto stop = fe->WaitCommand(ghost, 5s);
-  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
-  const auto* s = stop->inner.get_if<v::CommandStopActor>();
-  ASSERT_NE(s, nullptr) << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*stop}}});
-  EXPECT_EQ(s->reason, v::StopActorReason::kLost);
-  EXPECT_EQ(stop->checkpoint.generation, 1u);
-  EXPECT_EQ(stop->checkpoint.index, orch::fx::kStrayStopIndex);
+  ASSERT_NO_FATAL_FAILURE(ExpectStrayStop(*fe, ghost, 1));
   ASSERT_TRUE(fe->SendStopped(ghost, 1).has_value());
   // A barrier through the orchestrator loop: a second ghost's Running is answered only
   // after the first ghost's Stopped was handled.
@@ -2802,13 +2804,7 @@ TEST_F(EngineEnvoyTest, AnInstanceTheActorDoesNotKnowIsToldToStop) {
   ASSERT_FALSE(id.empty());
 
   ASSERT_TRUE(fe->SendRunning(id, 2).has_value());
-  auto stop = fe->WaitCommand(id, 5s);
-  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
-  const auto* s = stop->inner.get_if<v::CommandStopActor>();
-  ASSERT_NE(s, nullptr) << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*stop}}});
-  EXPECT_EQ(s->reason, v::StopActorReason::kLost);
-  EXPECT_EQ(stop->checkpoint.generation, 2u);
-  EXPECT_EQ(stop->checkpoint.index, orch::fx::kStrayStopIndex);
+  ASSERT_NO_FATAL_FAILURE(ExpectStrayStop(*fe, id, 2));
   EXPECT_EQ(Transition(id), orch::Transition::kSleeping);
   json a = GetActor(id);
   EXPECT_FALSE(a.contains("connectable_ts") && !a["connectable_ts"].is_null()) << a.dump();
