@@ -668,8 +668,10 @@ struct EnvoyClient::State {
       static constexpr std::string_view kBody = "Actor not found";
       latest::ToRivetResponseStart start;
       start.status = 503;
+      // Not handled: an engine that sent it early (x-keel-early-requests) may send it again.
       start.headers = {{"x-rivet-error", "envoy.actor_not_found"},
-                       {"content-length", std::to_string(kBody.size())}};
+                       {"content-length", std::to_string(kBody.size())},
+                       {std::string(protocol::envoy::kNotStartedHeader), "1"}};
       start.body = Bytes(kBody.begin(), kBody.end());
       start.stream = false;
       reply.message_id.message_index = 0;

@@ -12,6 +12,7 @@
 #include "protocol/bare/reader.h"
 #include "protocol/bare/writer.h"
 #include "protocol/envoy/headers.h"
+#include "protocol/envoy/versioned.h"
 #include "protocol/persist/versioned.h"
 
 namespace keel::runtime {
@@ -794,6 +795,7 @@ void Instance::EndGeneration(const Error& cause) {
   for (auto& o : failed) {
     if (o.fail) o.fail(err);
   }
+  if (was == Phase::kLoading) runtime_.SettleEarlyRequests(*this, false);
   if (was != Phase::kStopped) {
     runtime_.client().ActorStopped(
         actor_id_, generation_,
@@ -2185,6 +2187,7 @@ void Runtime::OnStartActor(envoy::StartActor start) {
     // A newer generation replaces a stale instance (the engine already moved on).
     LogWarn(kLog, "start replaces a running instance", {{"actor", start.actor_id}});
     old->phase_ = Phase::kStopped;
+    SettleEarlyRequests(*old, false);
     Retire(*old);
   }
   auto inst = std::make_unique<Instance>(*this, type->second, std::move(start));
@@ -2197,6 +2200,7 @@ void Runtime::OnStartActor(envoy::StartActor start) {
       std::string text = ErrorText(e);
       LogWarn(kLog, "actor failed to start", {{"actor", self->actor_id_}, {"error", text}});
       self->phase_ = Phase::kStopped;
+      SettleEarlyRequests(*self, false);  // their answers go out before the stop
       Error err = Error::FromString(text);
       client_->ActorStopped(self->actor_id_, self->generation_, err);
       Retire(*self);
@@ -2207,6 +2211,9 @@ void Runtime::OnStartActor(envoy::StartActor start) {
     client_->ActorRunning(self->actor_id_, self->generation_);
     self->DeliverEarlyMessages();
     if (self->pending_stop_) {
+      // A stop that came while it started ends it at once: the requests kept meanwhile
+      // were not handled, and the engine sends them to the next instance.
+      SettleEarlyRequests(*self, false);
       auto reason = *self->pending_stop_;
       self->stop_received_ = false;
       self->OnStopCommand(reason);
@@ -2230,6 +2237,8 @@ void Runtime::OnStartActor(envoy::StartActor start) {
     self->ResetSleepTimer();
     self->SyncAlarm();
     self->FireDueEvents();
+    // Last, as if they had arrived right after startup: the hooks and `run` come first.
+    SettleEarlyRequests(*self, true);
   });
 }
 
@@ -2240,24 +2249,61 @@ void Runtime::OnStopActor(const std::string& actor_id, uint32_t generation,
   inst->OnStopCommand(reason);
 }
 
+namespace {
+
+// Most HTTP requests one starting instance keeps (Cold::early_requests); beyond it they are
+// refused as not started, which the engine answers by sending them once the instance runs.
+constexpr size_t kMaxEarlyRequests = 256;
+
+// A 503 answer to an HTTP request no instance handled, with the error as JSON, marked as
+// such (kNotStartedHeader) so that an engine that sent it early may send it again.
+latest::ToRivetTunnelMessage RefusedRequest(const latest::MessageId& id, const ClientError& e) {
+  latest::ToRivetTunnelMessage out;
+  out.message_id = id;
+  latest::ToRivetResponseStart start;
+  start.status = 503;
+  start.headers = {{"content-type", "application/json"}};
+  start.headers.emplace_back(std::string(protocol::envoy::kNotStartedHeader), "1");
+  start.body =
+      wire::Encode(wire::HttpResponseError{e.group, e.code, e.message, {}}, wire::Encoding::kJson);
+  out.message_kind = std::move(start);
+  return out;
+}
+
+bool IsHttpRequestPart(const latest::ToEnvoyTunnelMessageKind& kind) {
+  return std::holds_alternative<latest::ToEnvoyRequestStart>(kind.value) ||
+         std::holds_alternative<latest::ToEnvoyRequestChunk>(kind.value) ||
+         std::holds_alternative<latest::ToEnvoyRequestAbort>(kind.value);
+}
+
+const ClientError kNotStarted{"actor",
+                              "not_started",
+                              "The actor stopped before it started; the request was not handled.",
+                              {}};
+
+}  // namespace
+
 void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoyTunnelMessage& message) {
   Instance* inst = Find(actor_id);
   const auto& kind = message.message_kind.value;
+  if (inst != nullptr && inst->phase_ == Phase::kLoading &&
+      IsHttpRequestPart(message.message_kind)) {
+    // Early requests: kept for the end of startup (SettleEarlyRequests).
+    auto& early = inst->cold().early_requests;
+    if (early.size() < kMaxEarlyRequests) {
+      early.push_back(message);
+    } else if (std::holds_alternative<latest::ToEnvoyRequestStart>(kind)) {
+      client_->SendTunnel(RefusedRequest(message.message_id, kNotStarted), false);
+    }
+    return;
+  }
   if (inst == nullptr || inst->phase_ != Phase::kStarted) {
     // Not running here (or stopping): refuse so the gateway can retry elsewhere.
     if (std::holds_alternative<latest::ToEnvoyRequestStart>(kind)) {
-      latest::ToRivetTunnelMessage out;
-      out.message_id = message.message_id;
-      latest::ToRivetResponseStart start;
       const bool stopping = inst != nullptr;
       ClientError e{"actor", stopping ? "stopping" : "not_found",
                     stopping ? "Actor is stopping." : "Actor is not running on this envoy.", {}};
-      Bytes body = wire::Encode(wire::HttpResponseError{e.group, e.code, e.message, {}}, wire::Encoding::kJson);
-      start.status = 503;
-      start.headers = {{"content-type", "application/json"}};
-      start.body = std::move(body);
-      out.message_kind = std::move(start);
-      client_->SendTunnel(std::move(out), false);
+      client_->SendTunnel(RefusedRequest(message.message_id, e), false);
     } else if (std::holds_alternative<latest::ToEnvoyWebSocketOpen>(kind)) {
       latest::ToRivetTunnelMessage out;
       out.message_id = message.message_id;
@@ -2282,6 +2328,25 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
   DispatchTunnel(*inst, message);
   inst->in_turn_ = false;
   inst->MaybeFlush();
+}
+
+void Runtime::SettleEarlyRequests(Instance& inst, bool started) {
+  if (!inst.cold_ || inst.cold_->early_requests.empty()) return;
+  std::vector<latest::ToEnvoyTunnelMessage> early = std::move(inst.cold_->early_requests);
+  inst.cold_->early_requests.clear();
+  for (const auto& message : early) {
+    if (!started) {
+      if (std::holds_alternative<latest::ToEnvoyRequestStart>(message.message_kind.value)) {
+        client_->SendTunnel(RefusedRequest(message.message_id, kNotStarted), false);
+      }
+      continue;
+    }
+    // Each is one turn of the instance, as when it arrives (OnTunnelMessage).
+    inst.in_turn_ = true;
+    DispatchTunnel(inst, message);
+    inst.in_turn_ = false;
+    inst.MaybeFlush();
+  }
 }
 
 void Runtime::DispatchTunnel(Instance& inst, const latest::ToEnvoyTunnelMessage& message) {

@@ -673,6 +673,10 @@ class Instance {
     // Streamed HTTP requests still receiving their body.
     std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, Request> streaming;
     std::vector<EarlyWsMessage> early_ws;
+    // HTTP requests (starts, chunks, aborts) that arrived while the instance was still
+    // starting (an engine with early requests sends them right behind the start command):
+    // handled in arrival order once it runs, refused as not started if it never does.
+    std::vector<envoy::latest::ToEnvoyTunnelMessage> early_requests;
     std::vector<std::function<void()>> idle_waiters;  // grace: woken when blockers drop
   };
   Cold& cold() {
@@ -715,6 +719,9 @@ class Runtime final : public envoy::EnvoyHost {
   Instance* Find(std::string_view actor_id);
   // Hands a tunnel message to its started instance.
   static void DispatchTunnel(Instance& inst, const envoy::latest::ToEnvoyTunnelMessage& message);
+  // The HTTP requests kept while `inst` started: handled now that it runs, or (`started`
+  // false: it never will) refused with 503 and the not-started header, unhandled.
+  void SettleEarlyRequests(Instance& inst, bool started);
   // Called by an instance once it reported Stopped; frees it when no task holds it.
   void Retire(Instance& instance);
   void MaybeFree(Instance& instance);

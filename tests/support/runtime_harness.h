@@ -326,6 +326,7 @@ class RuntimeHarness {
     size_t kv_puts_before;      // KV writes answered before it
     size_t kv_requests_before;  // KV requests received (answered or held) before it
     size_t sql_requests_before;  // SQLite requests received (answered or held) before it
+    size_t events_before = 0;    // events received before it
   };
   // Claimed at every Connect: the engine holds outputs (EnvoyClient::engine_holds_outputs).
   bool engine_holds_outputs = false;
@@ -359,7 +360,7 @@ class RuntimeHarness {
         }
       }
     } else if (const auto* t = std::get_if<latest::ToRivetTunnelMessage>(&v)) {
-      tunnel_log.push_back(Sent{*t, kv_puts_, kv_requests_, sql_requests.size()});
+      tunnel_log.push_back(Sent{*t, kv_puts_, kv_requests_, sql_requests.size(), events_.size()});
       auto& r = replies_[t->message_id.request_id];
       const auto& k = t->message_kind.value;
       if (const auto* s = std::get_if<latest::ToRivetResponseStart>(&k)) r.response = *s;

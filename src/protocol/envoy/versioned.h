@@ -32,6 +32,14 @@ inline constexpr uint16_t kMinConnectVersion = 2;
 // Keel's held-outputs capability (docs/runtime.md "Held outputs"): a native runtime asks
 // with this upgrade header set to "1"; the engine confirms with the same header on its 101.
 inline constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
+// Keel's early-requests capability (docs/engine.md "Early requests"): the envoy keeps an HTTP
+// request that arrives for an actor it is still starting until the start is over (and
+// refuses it with kNotStartedHeader when the start fails), so the engine may forward it
+// right behind the start command. Asked and confirmed like kHoldOutputsHeader.
+inline constexpr std::string_view kEarlyRequestsHeader = "x-keel-early-requests";
+// On a 503 answer to an HTTP request: the actor never started, the request was not handled
+// (the gateway may send it again, to the actor's next instance).
+inline constexpr std::string_view kNotStartedHeader = "x-keel-not-started";
 
 bool IsSupportedVersion(uint16_t version);
 

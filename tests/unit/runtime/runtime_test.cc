@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol/envoy/versioned.h"
 #include "runtime/actor.h"
 #include "support/runtime_harness.h"
 
@@ -584,6 +585,95 @@ TEST(RuntimeCore, StopDuringStartRunsAfterStartup) {
   EXPECT_TRUE(h.Running("a1", 1));
   ASSERT_TRUE(h.Stopped("a1", 1).has_value());
   EXPECT_EQ(log.back(), "onSleep");
+}
+
+// The value of header `name` in `headers` ("" when absent).
+std::string HeaderOf(const std::vector<std::pair<std::string, std::string>>& headers,
+                     std::string_view name) {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+// Boots the counter, starts a1 with its state read held (so it is still starting) and
+// sends it increment(5); the request's id.
+latest::MessageId StartHeldThenRequest(RuntimeHarness& h) {
+  h.Boot({CounterDef().type()});
+  h.hold_kv = true;
+  h.StartActor("a1", "counter");
+  return h.Action("a1", "increment", "[5]");
+}
+
+// Early requests (docs/engine.md): an engine may send an HTTP request right behind the
+// start command. The instance keeps it while it starts and handles it once it runs — after
+// its Running event — instead of refusing it.
+TEST(RuntimeEarlyRequests, ARequestThatArrivesWhileTheActorStartsIsHandledOnceItRuns) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  h.hold_kv = true;  // the start waits for its state read
+  h.StartActor("a1", "counter");
+  auto first = h.Action("a1", "increment", "[5]");
+  auto second = h.Action("a1", "increment", "[2]");
+  EXPECT_FALSE(h.Reply(first).response.has_value()) << "answered before the actor ran";
+  EXPECT_FALSE(h.Running("a1", 1));
+  h.hold_kv = false;
+  h.ReleaseKv();
+  ASSERT_TRUE(h.Running("a1", 1));
+  // Both were handled, in arrival order.
+  EXPECT_EQ(h.Status(first), 200);
+  EXPECT_EQ(h.Body(first), R"({"output":5})");
+  EXPECT_EQ(h.Body(second), R"({"output":7})");
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 7}}));
+}
+
+// The start fails: the requests kept meanwhile were not handled and are refused with the
+// not-started mark (the engine sends them to the next instance), before the Stopped event.
+TEST(RuntimeEarlyRequests, AStartThatFailsRefusesTheKeptRequestsAsNotStarted) {
+  RuntimeHarness h;
+  auto id = StartHeldThenRequest(h);
+  const size_t events_before = h.events().size();
+  h.hold_kv = false;
+  h.FailHeldKv("storage.io: the disk is gone");
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_FALSE(h.Running("a1", 1));
+  ASSERT_TRUE(h.Reply(id).response.has_value());
+  const auto& response = *h.Reply(id).response;
+  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(HeaderOf(response.headers, protocol::envoy::kNotStartedHeader), "1");
+  EXPECT_THAT(h.Body(id), HasSubstr("not_started"));
+  // The refusal went out before the Stopped event.
+  const auto& sent = h.tunnel_log.back();
+  EXPECT_TRUE(sent.message.message_kind.is<latest::ToRivetResponseStart>());
+  EXPECT_EQ(sent.events_before, events_before);
+}
+
+// A stop that came while the actor started ends it right after startup: the kept requests
+// are refused as not started, and none of them ran.
+TEST(RuntimeEarlyRequests, AStopDuringStartupRefusesTheKeptRequestsUnhandled) {
+  RuntimeHarness h;
+  auto id = StartHeldThenRequest(h);
+  h.StopActor("a1", 1);
+  h.hold_kv = false;
+  h.ReleaseKv();
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.Status(id), 503);
+  EXPECT_EQ(HeaderOf(h.Reply(id).response->headers, protocol::envoy::kNotStartedHeader), "1");
+  auto state = h.PersistedState("a1");
+  EXPECT_TRUE(!state.has_value() || *state == Value::Object({{"count", 0}}))
+      << "the refused request ran";
+}
+
+// A request for an actor this runtime does not run (refused by the envoy client itself, as
+// the Rust envoy does) carries the not-started mark too: it was not handled, so an engine
+// that sent it early may send it again.
+TEST(RuntimeEarlyRequests, ARequestForAnActorNotRunningHereIsMarkedNotStarted) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  auto id = h.Action("nobody", "increment", "[1]");
+  EXPECT_EQ(h.Status(id), 503);
+  EXPECT_EQ(HeaderOf(h.Reply(id).response->headers, protocol::envoy::kNotStartedHeader), "1");
+  EXPECT_EQ(h.Body(id), "Actor not found");
 }
 
 TEST(RuntimeCore, DuplicateStartReplayIsIgnored) {
