@@ -283,6 +283,11 @@ void Engine::HandleEnvoyConnect(std::shared_ptr<net::HttpExchange> exchange) {
     session->EnableHeldOutputs();
     headers.emplace_back(std::string(protocol::envoy::kHoldOutputsHeader), "1");
   }
+  if (options_.early_requests &&
+      net::FindHeader(exchange->request().headers, protocol::envoy::kEarlyRequestsHeader) == "1") {
+    session->EnableEarlyRequests();
+    headers.emplace_back(std::string(protocol::envoy::kEarlyRequestsHeader), "1");
+  }
   auto conn = exchange->AcceptWebSocket("rivet", session, std::move(headers));
   if (conn == nullptr) return;
   session->Start(std::move(conn));

@@ -74,6 +74,10 @@ struct EngineOptions {
   // start command leaves while its commit is still being synced, and the new instance's
   // answers wait for that sync like any held output.
   bool early_start = true;
+  // Early requests (docs/engine.md "Early requests"): on a connection whose envoy asked for
+  // them, an HTTP request waiting for an actor that is starting there is forwarded right
+  // behind the start command instead of after the instance's Running event.
+  bool early_requests = true;
   // Remote SQL (envoy-protocol.md §8.6): threads per envoy connection that run SQL, started
   // only when statements are waiting (an idle connection has none). 1..1024.
   int remote_sql_workers_per_connection = 32;

@@ -68,6 +68,10 @@ class EnvoySession final : public net::WsHandler,
   // before Start.
   void EnableHeldOutputs();
   bool holds_outputs() const { return hold_ != nullptr; }
+  // Early requests: the envoy asked for them with protocol::envoy::kEarlyRequestsHeader and
+  // the engine confirmed them. Call before Start.
+  void EnableEarlyRequests() { early_requests_ = true; }
+  bool early_requests() const { return early_requests_; }
   const OutputHold* output_hold() const { return hold_.get(); }
   // Early start (docs/engine.md): the orchestrator has just committed, without a sync, the
   // step that starts `generation` of `actor` here, and is about to send its start command.
@@ -152,6 +156,7 @@ class EnvoySession final : public net::WsHandler,
 
   // Set before Start on connections with held outputs, then never changed.
   std::unique_ptr<OutputHold> hold_;
+  bool early_requests_ = false;  // set before Start, read-only after
   // On the syncing thread, after a group-commit sync: runs `release` now, or hands it to
   // QueueRelease when other writes already wait for the next sync (so it does not delay it).
   void ReleaseAfterSync(std::function<void()> release);

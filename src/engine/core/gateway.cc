@@ -83,6 +83,10 @@ struct Gateway::InFlight {
   std::deque<Pending> unacked;
   size_t unacked_bytes = 0;
   TimerId keepalive{};
+  // Early requests (docs/engine.md): an HTTP request sent to an instance still starting,
+  // and what sending it again needs if that instance never starts.
+  uint32_t early_generation = 0;  // 0: sent to a running instance
+  std::optional<InFlightResend> resend;
 };
 
 // The end user's side of a tunnelled WebSocket.
@@ -279,29 +283,46 @@ void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Rout
 }
 
 void Gateway::Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<EngineId> ns,
-                    EngineId actor, std::string path, bool bypass, net::Headers cors) {
+                    EngineId actor, std::string path, bool bypass, net::Headers cors,
+                    bool allow_early) {
   if (auto target = engine_.orchestrator().FastTarget(actor)) {
     if (!ns.has_value() || ns == target->session->namespace_id()) {
-      Open(std::move(exchange), actor, std::move(target->session), std::move(path),
-           std::move(cors));
+      Open(std::move(exchange), actor, std::move(*target), std::move(path), std::move(cors));
       return;
     }
   }
+  // An HTTP request may ride right behind the start command of a waking actor (the
+  // envoy keeps it until the instance runs); a WebSocket waits for the instance to run.
+  const bool early_ok =
+      allow_early && engine_.options().early_requests && !exchange->IsWebSocketUpgrade();
   engine_.orchestrator().WhenReady(
       ns, actor, bypass,
-      [this, exchange = std::move(exchange), actor, path = std::move(path),
+      [this, exchange = std::move(exchange), ns, actor, bypass, path = std::move(path),
        cors = std::move(cors)](Result<ActorTarget> target) mutable {
         if (!target.has_value()) {
           Fail(*exchange, target.error(), cors);
           return;
         }
-        Open(std::move(exchange), actor, std::move(target->session), std::move(path),
-             std::move(cors));
-      });
+        std::optional<InFlightResend> resend;
+        if (target->early) resend = InFlightResend{ns, path, bypass};
+        Open(std::move(exchange), actor, std::move(*target), std::move(path), std::move(cors),
+             std::move(resend));
+      },
+      early_ok);
 }
 
-void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
-                   std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors) {
+void Gateway::SendAgain(InFlight entry) {
+  KEEL_LOG(
+      kDebug, kLog, "sending a request again: the instance it rode with never started",
+      {{"actor", entry.actor.ToString()}, {"generation", std::to_string(entry.early_generation)}});
+  InFlightResend r = std::move(*entry.resend);
+  Reach(std::move(entry.exchange), r.ns, entry.actor, std::move(r.path), r.bypass,
+        std::move(entry.cors), /*allow_early=*/false);
+}
+
+void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor, ActorTarget target,
+                   std::string path, net::Headers cors, std::optional<InFlightResend> resend) {
+  std::shared_ptr<EnvoySession> session = std::move(target.session);
   const uint32_t request_id = next_request_.fetch_add(1, std::memory_order_relaxed);
   const net::HttpRequest& req = exchange->request();
   const bool websocket = exchange->IsWebSocketUpgrade();
@@ -312,6 +333,10 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
   entry.actor = actor;
   entry.next_index = 1;  // the opening message below has index 0
   entry.cors = cors;
+  if (target.early && resend.has_value()) {
+    entry.early_generation = target.generation;
+    entry.resend = std::move(resend);
+  }
   latest::ToEnvoyTunnelMessageKind first;
   if (websocket) {
     latest::ToEnvoyWebSocketOpen open;
@@ -633,6 +658,20 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
 
   if (auto* start = std::get_if<latest::ToRivetResponseStart>(&kind)) {
     if (entry.websocket || entry.streaming) return;
+    if (entry.early_generation != 0 && start->status == 503 &&
+        net::FindHeader(start->headers, protocol::envoy::kNotStartedHeader) == "1") {
+      // The instance it rode with ended before it started: the request was not handled.
+      InFlight taken = std::move(entry);
+      in_flight_.erase(it);
+      lock.unlock();
+      SendAgain(std::move(taken));
+      return;
+    }
+    if (start->status == 503) {
+      // The envoy's mark for the gateway, not for the client.
+      std::erase_if(start->headers,
+                    [](const auto& h) { return h.first == protocol::envoy::kNotStartedHeader; });
+    }
     auto exchange = entry.exchange;
     net::Headers headers = WithCors(std::move(start->headers), entry.cors);
     std::string body;
@@ -722,7 +761,26 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
   }
 }
 
-void Gateway::OnActorStopped(const EngineId& actor) {
+void Gateway::OnActorStopped(const EngineId& actor, std::optional<uint32_t> never_ran) {
+  if (never_ran.has_value()) {
+    // Requests sent early to a generation that stopped before it ran were never handled
+    // (the envoy keeps them until the instance runs): they go to the next instance.
+    std::vector<InFlight> again;
+    {
+      std::lock_guard lock(mu_);
+      for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+        InFlight& e = it->second;
+        if (e.actor == actor && e.early_generation == *never_ran && e.resend.has_value() &&
+            !e.websocket && !e.streaming) {
+          again.push_back(std::move(e));
+          it = in_flight_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& entry : again) SendAgain(std::move(entry));
+  }
   Detach([&](const InFlight& e) { return e.actor == actor; },
          Error{"guard", "service_unavailable", "the actor stopped before it answered"}, 1000,
          "actor.stopped");

@@ -48,6 +48,7 @@ namespace keel::engine {
 
 class Engine;
 class EnvoySession;
+struct ActorTarget;
 
 class Gateway {
  public:
@@ -71,8 +72,10 @@ class Gateway {
 
   // From the orchestrator: the actor's instance stopped (§6.3, §6.4). Its HTTP requests in
   // flight fail with guard.service_unavailable; its WebSockets hibernate when they can,
-  // else close with 1000 "actor.stopped".
-  void OnActorStopped(const EngineId& actor);
+  // else close with 1000 "actor.stopped". `never_ran`: the stopped generation when it
+  // never ran (no Running event): HTTP requests sent early to it were not handled and go to
+  // the actor's next instance instead (docs/engine.md "Early requests").
+  void OnActorStopped(const EngineId& actor, std::optional<uint32_t> never_ran = std::nullopt);
 
   // Answers a request the gateway cannot serve: JSON with the §5.9 status and CORS
   // headers, or for a WebSocket upgrade an accepted socket closed with `group.code#ray`.
@@ -89,14 +92,27 @@ class Gateway {
 
  private:
   struct InFlight;
+  // What sending an early request again needs (docs/engine.md "Early requests").
+  struct InFlightResend {
+    std::optional<EngineId> ns;
+    std::string path;
+    bool bypass = false;
+  };
   class UserSocket;
 
   void Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route route,
                net::Headers cors);
+  // `allow_early`: the request may ride behind a start command (early requests); false
+  // when it is sent again because the instance it rode with never started.
   void Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<EngineId> ns,
-             EngineId actor, std::string path, bool bypass, net::Headers cors);
-  void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
-            std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors);
+             EngineId actor, std::string path, bool bypass, net::Headers cors,
+             bool allow_early = true);
+  // `resend`: set for a request sent early (ActorTarget::early), to send it again.
+  void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor, ActorTarget target,
+            std::string path, net::Headers cors,
+            std::optional<InFlightResend> resend = std::nullopt);
+  // Sends an early request whose instance never started to the actor's next one.
+  void SendAgain(InFlight entry);
   // Removes and returns an entry.
   std::optional<InFlight> Take(uint32_t request_id);
   void SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,

@@ -61,6 +61,7 @@ struct Orchestrator::Impl {
     TimerId timer{};
     int rewakes = 0;
     bool bypass = false;
+    bool early = false;  // may be sent to an instance still starting (WhenReady's early_ok)
   };
 
   struct ActorEntry {
@@ -72,6 +73,16 @@ struct Orchestrator::Impl {
     int64_t timer_at = kNoDeadline;
     std::vector<Waiter> waiters;
     std::vector<std::function<void(Status)>> destroy_waiters;
+    // Early requests: the generation whose start command this run sent to the session
+    // `early_session` (an id), which takes requests early; 0 = none.
+    uint32_t early_generation = 0;
+    uint64_t early_session = 0;
+    // The newest generation whose Running event reached the loop in this run: a request
+    // sent early to a generation that stops without one was never handled.
+    uint32_t ran_generation = 0;
+    // Set for the step of a Stopped event of a generation that never ran (no Running
+    // event before it): the envoy handled none of the requests sent to it early. 0: not.
+    uint32_t stopped_unstarted = 0;
   };
 
   struct EnvoyEntry {
@@ -464,6 +475,36 @@ struct Orchestrator::Impl {
         }));
   }
 
+  // Early requests (docs/engine.md): the session an HTTP request for `e` may go to now,
+  // although the instance is still starting — the one its start command went to in this
+  // run, when that connection takes requests early and is still live — or null.
+  std::shared_ptr<EnvoySession> EarlyTarget(const ActorEntry& e) {
+    if (e.wf.transition != orch::Transition::kStarting || e.early_generation == 0 ||
+        e.early_generation != e.wf.generation || e.wf.envoy_key.empty()) {
+      return nullptr;
+    }
+    auto session = LiveSession(e.ns, e.wf.envoy_key);
+    if (session == nullptr || session->id() != e.early_session || !session->early_requests()) {
+      return nullptr;
+    }
+    return session;
+  }
+
+  // Hands the waiters that take an early target (HTTP requests) the starting instance.
+  void AnswerEarlyWaiters(ActorEntry& e) {
+    if (e.waiters.empty()) return;
+    auto session = EarlyTarget(e);
+    if (session == nullptr) return;
+    std::vector<Waiter> keep;
+    std::vector<Waiter> answer;
+    for (auto& w : e.waiters) (w.early ? answer : keep).push_back(std::move(w));
+    e.waiters = std::move(keep);
+    for (auto& w : answer) {
+      engine.clock().Cancel(w.timer);
+      w.done(ActorTarget{session, e.wf.generation, /*early=*/true});
+    }
+  }
+
   void AnswerWaiters(ActorEntry& e, const PreparedStep& p) {
     auto session = LiveSession(e.ns, p.next.envoy_key);
     if (session == nullptr) return;
@@ -476,6 +517,18 @@ struct Orchestrator::Impl {
   }
 
   void StepActor(ActorEntry& e, const orch::Input& input) {
+    e.stopped_unstarted = 0;
+    if (const auto* event = std::get_if<orch::in::Event>(&input); event != nullptr) {
+      if (std::holds_alternative<orch::in::Running>(event->kind)) {
+        // Whatever the machine makes of it (a sleep may be under way): the instance ran.
+        e.ran_generation = std::max(e.ran_generation, event->generation);
+      } else if (std::holds_alternative<orch::in::Stopped>(event->kind) &&
+                 event->generation != e.ran_generation) {
+        // Only the envoy's own Stopped event says the instance never ran: after a loss (no
+        // event) it may have run and handled them, its Running event lost on the way.
+        e.stopped_unstarted = event->generation;
+      }
+    }
     StepContext ctx(*this, e);
     auto prepared = PrepareStep(e, input, ctx);
     if (!prepared.has_value()) return;
@@ -591,9 +644,17 @@ struct Orchestrator::Impl {
       if (auto* start = std::get_if<latest::CommandStartActor>(&wrapper.inner.value)) {
         start->preloaded_kv = PreloadFor(e);
       }
+      const bool start = std::holds_alternative<latest::CommandStartActor>(wrapper.inner.value);
       session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
+      if (start && session->early_requests() && e.wf.transition == orch::Transition::kStarting) {
+        e.early_generation = e.wf.generation;
+        e.early_session = session->id();
+      }
     }
     for (const auto& effect : p.effects) Execute(e, effect);
+    // After the effects: a step that ends one instance and starts the next publishes the
+    // stop first, and the gateway fails what was in flight to the old one only.
+    AnswerEarlyWaiters(e);
     Rearm(e);
     MaybeEvict(e.id);
   }
@@ -739,7 +800,10 @@ struct Orchestrator::Impl {
         break;
       }
       case orch::fx::Notice::kStopped: {
-        engine.gateway().OnActorStopped(e.id);
+        // A generation that stopped without a Running event never handled a request sent
+        // to it early: the gateway sends those again.
+        engine.gateway().OnActorStopped(
+            e.id, e.stopped_unstarted != 0 ? std::optional(e.stopped_unstarted) : std::nullopt);
         // Waiting requests re-wake the actor (actors.md §5.6), at most max_rewakes times.
         std::vector<Waiter> keep;
         for (auto& w : e.waiters) {
@@ -1313,9 +1377,9 @@ std::optional<ActorTarget> Orchestrator::FastTarget(const EngineId& actor) const
 }
 
 void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& actor,
-                             bool bypass_connectable,
-                             std::function<void(Result<ActorTarget>)> done) {
-  impl_->Post([this, ns, actor, bypass_connectable, done = std::move(done)]() mutable {
+                             bool bypass_connectable, std::function<void(Result<ActorTarget>)> done,
+                             bool early_ok) {
+  impl_->Post([this, ns, actor, bypass_connectable, early_ok, done = std::move(done)]() mutable {
     Impl& m = *impl_;
     auto entry = m.Entry(actor);
     if (!entry.has_value()) {
@@ -1335,11 +1399,18 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
         return;
       }
     }
+    if (early_ok) {
+      if (auto session = m.EarlyTarget(e)) {
+        done(ActorTarget{session, e.wf.generation, /*early=*/true});
+        return;
+      }
+    }
     const uint64_t waiter_id = m.next_waiter_id++;
     Impl::Waiter w;
     w.id = waiter_id;
     w.done = std::move(done);
     w.bypass = bypass_connectable;
+    w.early = early_ok;
     w.timer = m.engine.clock().ScheduleAfter(
         std::chrono::milliseconds(m.engine.options().actor_ready_timeout_ms),
         [this, actor, waiter_id] {

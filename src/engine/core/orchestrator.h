@@ -67,6 +67,9 @@ struct CreateActorRequest {
 struct ActorTarget {
   std::shared_ptr<EnvoySession> session;
   uint32_t generation = 0;
+  // The instance is still starting: its start command went to `session`, which takes
+  // requests early (EnvoySession::early_requests), and the request rides right behind it.
+  bool early = false;
 };
 
 class Orchestrator {
@@ -102,9 +105,11 @@ class Orchestrator {
   // actor.not_found, actor.destroyed_while_waiting_for_ready, guard.actor_ready_timeout,
   // guard.service_unavailable (re-woken max_rewakes times), or the actor's failure.
   // `ns`: the namespace the caller addressed (nullopt: any, the id alone identifies it).
-  void WhenReady(const std::optional<EngineId>& ns, const EngineId& actor,
-                 bool bypass_connectable,
-                 std::function<void(Result<ActorTarget>)> done);
+  // `early_ok`: the caller can send to an instance that is still starting (an HTTP request:
+  // docs/engine.md "Early requests"); `done` then runs as soon as the start command went
+  // to a connection that takes requests early, with ActorTarget::early set.
+  void WhenReady(const std::optional<EngineId>& ns, const EngineId& actor, bool bypass_connectable,
+                 std::function<void(Result<ActorTarget>)> done, bool early_ok = false);
 
   // ---- envoy sessions ----
   // Makes `session` the live connection of its envoy key at once (any thread), before its

@@ -15,11 +15,12 @@
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
-#include "base/output_batch.h"
 #include "base/native/spdlog_backend.h"
+#include "base/output_batch.h"
 #include "envoy/envoy_client.h"
 #include "envoy/native/native_transport.h"
 #include "net/io_runtime.h"
+#include "protocol/envoy/versioned.h"
 #include "runtime/native/local_sql.h"
 
 namespace keel {
@@ -56,6 +57,7 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   s.log_level = EnvOr("KEEL_LOG_LEVEL", s.log_level);
   s.sqlite_backend = EnvOr("KEEL_SQLITE_BACKEND", s.sqlite_backend);
   s.hold_outputs = EnvOr("KEEL_HOLD_OUTPUTS", "1") != "0";
+  s.early_requests = EnvOr("KEEL_EARLY_REQUESTS", "1") != "0";
   if (const char* v = std::getenv("KEEL_INSPECTOR_TOKEN"); v != nullptr && *v) s.inspector_token = v;
   std::string version = EnvOr("KEEL_ENVOY_VERSION", "1");
   try {
@@ -160,7 +162,13 @@ RuntimeHost::RuntimeHost(ServeSettings settings,
   cfg.protocol_version = m.settings.protocol_version;
   cfg.actor_names = m.core->ActorNames();
   cfg.metadata_json = R"({"keel":{"version":"0.1.0"}})";
-  m.transport = std::make_unique<envoy::NativeTransport>(m.io, *m.strand, net::WsConnectOptions{},
+  net::WsConnectOptions ws;
+  // The runtime core keeps HTTP requests that arrive while their actor starts
+  // (Runtime::SettleEarlyRequests), so the engine may send them behind the start command.
+  if (m.settings.early_requests) {
+    ws.headers.emplace_back(std::string(protocol::envoy::kEarlyRequestsHeader), "1");
+  }
+  m.transport = std::make_unique<envoy::NativeTransport>(m.io, *m.strand, std::move(ws),
                                                          m.settings.hold_outputs);
   m.client = std::make_unique<envoy::EnvoyClient>(cfg, m.clock, m.random, *m.transport, *m.core);
   m.transport->set_client(m.client.get());

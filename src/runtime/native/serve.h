@@ -38,6 +38,9 @@ struct ServeSettings {
   // Ask the engine to hold answers until their writes are durable (docs/runtime.md, "Held
   // outputs"); off: every answer waits for its writes' acknowledgement here.
   bool hold_outputs = true;
+  // Offer early requests (docs/engine.md "Early requests"): the engine may send an HTTP
+  // request right behind its actor's start command (env KEEL_EARLY_REQUESTS=0: off).
+  bool early_requests = true;
   // RuntimeOptions::test_hooks (acceptance fixtures; never in production).
   bool test_hooks = false;
 };

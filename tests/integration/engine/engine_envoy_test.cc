@@ -3020,5 +3020,219 @@ TEST_F(HeldOutputsTest, HeldOutputsDisabledRejectedWriteKeepsTheActorsAnswer) {
   RunNotHeld(/*ask=*/true, /*enabled=*/false);
 }
 
+// ---- Early requests (docs/engine.md "Early requests") ------------------------------------
+
+constexpr std::string_view kEarlyRequestsHeader = "x-keel-early-requests";
+constexpr std::string_view kNotStartedHeader = "x-keel-not-started";
+
+bool HasTunnelMessage(const std::deque<FakeEnvoy::Frame>& frames) {
+  return std::any_of(frames.begin(), frames.end(),
+                     [](const FakeEnvoy::Frame& f) { return f.msg.is<v::ToEnvoyTunnelMessage>(); });
+}
+
+// 503 with the not-started mark: what a runtime answers for a request it kept while the
+// instance started and never handled.
+Status RefuseNotStarted(FakeEnvoy& fe, const v::MessageId& id) {
+  v::ToRivetResponseStart rs;
+  rs.status = 503;
+  rs.headers = {{"content-type", "application/json"}, {std::string(kNotStartedHeader), "1"}};
+  rs.body = ToBytes(R"({"group":"actor","code":"not_started","message":"not started"})");
+  v::ToRivetTunnelMessage msg;
+  msg.message_id = id;
+  msg.message_kind = rs;
+  return fe.Send(v::ToRivet{std::move(msg)});
+}
+
+class EarlyRequestsTest : public EngineEnvoyTest {
+ protected:
+  // An engine, an envoy asking for early requests (confirmed) and a sleeping actor on it.
+  void SetUp() override {
+    Start();
+    FakeEnvoyOptions o = Opts("early-envoy");
+    o.extra_headers.emplace_back(std::string(kEarlyRequestsHeader), "1");
+    auto fe = FakeEnvoy::ConnectAndInit(o);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    fe_ = std::move(*fe);
+    ASSERT_EQ(net::FindHeader(fe_->handshake().headers, kEarlyRequestsHeader), "1")
+        << "early requests were not confirmed";
+    id_ = CreateAsleep(*fe_, "early", "a");
+    ASSERT_FALSE(id_.empty());
+  }
+
+  // The next command for the actor is the start of `generation`.
+  void ExpectStart(FakeEnvoy& fe, uint32_t generation) {
+    auto start = fe.WaitCommand(id_, 5s);
+    ASSERT_TRUE(start.has_value()) << start.error().ToString();
+    ASSERT_TRUE(start->inner.is<v::CommandStartActor>())
+        << Describe(v::ToEnvoy{v::ToEnvoyCommands{{*start}}});
+    ASSERT_EQ(start->checkpoint.generation, generation);
+  }
+
+  // A request wakes the actor: it rides behind the start of generation 2, which runs and
+  // answers it.
+  void WakeWithARequest() {
+    HttpFuture first = GatewayGet(te().http_url(), id_, "/first");
+    ExpectStart(*fe_, 2);
+    auto request = NextRequestStart(*fe_, "/first");
+    ASSERT_TRUE(request.has_value());
+    ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
+    ASSERT_TRUE(Respond(*fe_, *request, "ran").has_value());
+    ASSERT_EQ(Answer(first).body, "ran");
+  }
+
+  std::unique_ptr<FakeEnvoy> fe_;
+  std::string id_;
+};
+
+// The request that wakes the actor arrives right behind the start command, before the
+// instance reports Running; the envoy answers it once it runs.
+TEST_F(EarlyRequestsTest, TheWakingRequestRidesBehindTheStartCommand) {
+  HttpFuture pending = GatewayGet(te().http_url(), id_, "/early");
+  ExpectStart(*fe_, 2);
+  auto request = NextRequestStart(*fe_, "/early");  // no Running sent yet
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
+  ASSERT_TRUE(Respond(*fe_, *request, "early answer").has_value());
+  net::HttpResponse got = Answer(pending);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "early answer");
+}
+
+// An envoy that did not ask gets the request only once the instance runs.
+TEST_F(EarlyRequestsTest, WithoutTheCapabilityTheRequestWaitsForRunning) {
+  CloseEnvoy(fe_);
+  auto plain = FakeEnvoy::ConnectAndInit(Opts("plain-envoy"));
+  ASSERT_TRUE(plain.has_value()) << plain.error().ToString();
+  EXPECT_EQ(net::FindHeader((*plain)->handshake().headers, kEarlyRequestsHeader), "");
+  HttpFuture pending = GatewayGet(te().http_url(), id_, "/late");
+  auto start = (*plain)->WaitCommand(id_, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_TRUE((*plain)->Sync().has_value());  // anything sent behind the start is here now
+  EXPECT_FALSE(HasTunnelMessage((*plain)->backlog())) << "a request reached a starting instance";
+  ASSERT_TRUE((*plain)->SendRunning(id_, start->checkpoint.generation).has_value());
+  auto request = NextRequestStart(**plain, "/late");
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(Respond(**plain, *request, "late answer").has_value());
+  EXPECT_EQ(Answer(pending).body, "late answer");
+}
+
+// A WebSocket never rides early: its open waits for the instance to run.
+TEST_F(EarlyRequestsTest, AWebSocketWaitsForRunning) {
+  net::WsConnectOptions wo;
+  wo.url = te().ws_url() + "/gateway/" + id_ + "/websocket";
+  wo.subprotocols = {"rivet"};
+  auto user =
+      std::async(std::launch::async, [wo] { return net::BlockingWsClient::Connect(wo, 5s); });
+  ExpectStart(*fe_, 2);
+  ASSERT_TRUE(fe_->Sync().has_value());
+  EXPECT_FALSE(HasTunnelMessage(fe_->backlog())) << "a WebSocket open reached a starting instance";
+  ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
+  auto open = fe_->WaitFor<v::ToEnvoyTunnelMessage>(5s);
+  ASSERT_TRUE(open.has_value()) << open.error().ToString();
+  EXPECT_TRUE(open->message_kind.is<v::ToEnvoyWebSocketOpen>()) << Describe(v::ToEnvoy{*open});
+  v::ToRivetTunnelMessage accept;
+  accept.message_id = open->message_id;
+  accept.message_kind = v::ToRivetWebSocketOpen{false};
+  ASSERT_TRUE(fe_->Send(v::ToRivet{std::move(accept)}).has_value());
+  ASSERT_EQ(user.wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(user.get().has_value());
+}
+
+// The instance never started and said so (503 with the not-started mark) before stopping
+// with an error: the client does not see that 503 — the request goes to the next
+// instance, after that one runs, and its answer is the client's.
+TEST_F(EarlyRequestsTest, ANotStartedRefusalSendsTheRequestToTheNextInstance) {
+  HttpFuture pending = GatewayGet(te().http_url(), id_, "/retry");
+  ExpectStart(*fe_, 2);
+  auto first = NextRequestStart(*fe_, "/retry");
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(RefuseNotStarted(*fe_, *first).has_value());
+  ASSERT_TRUE(fe_->SendStopped(id_, 2, v::StopCode::kError, "onWake threw").has_value());
+  ExpectStart(*fe_, 3);
+  ASSERT_TRUE(fe_->Sync().has_value());
+  EXPECT_FALSE(HasTunnelMessage(fe_->backlog())) << "the request was sent early a second time";
+  ASSERT_TRUE(fe_->SendRunning(id_, 3).has_value());
+  auto second = NextRequestStart(*fe_, "/retry");
+  ASSERT_TRUE(second.has_value());
+  ASSERT_TRUE(Respond(*fe_, *second, "second instance").has_value());
+  net::HttpResponse got = Answer(pending);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "second instance");
+}
+
+// The instance stops without ever reporting Running and without answering: it handled
+// nothing, so the request goes to the next instance.
+TEST_F(EarlyRequestsTest, AStopWithoutRunningSendsTheEarlyRequestAgain) {
+  HttpFuture pending = GatewayGet(te().http_url(), id_, "/again");
+  ExpectStart(*fe_, 2);
+  ASSERT_TRUE(NextRequestStart(*fe_, "/again").has_value());
+  ASSERT_TRUE(fe_->SendStopped(id_, 2, v::StopCode::kError, "start failed").has_value());
+  ExpectStart(*fe_, 3);
+  ASSERT_TRUE(fe_->SendRunning(id_, 3).has_value());
+  auto second = NextRequestStart(*fe_, "/again");
+  ASSERT_TRUE(second.has_value());
+  ASSERT_TRUE(Respond(*fe_, *second, "next instance").has_value());
+  EXPECT_EQ(Answer(pending).body, "next instance");
+}
+
+// An instance that ran may have handled the request before it stopped: it is not sent
+// again (no double execution); the client gets the usual 503 of a request in flight to an
+// instance that stopped.
+TEST_F(EarlyRequestsTest, ARequestToAnInstanceThatRanIsNotSentAgain) {
+  HttpFuture pending = GatewayGet(te().http_url(), id_, "/once");
+  ExpectStart(*fe_, 2);
+  ASSERT_TRUE(NextRequestStart(*fe_, "/once").has_value());
+  ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
+  ASSERT_TRUE(fe_->SendStopped(id_, 2, v::StopCode::kError, "crashed mid-request").has_value());
+  net::HttpResponse got = Answer(pending);
+  EXPECT_EQ(got.status, 503) << got.body;
+  EXPECT_NE(got.body.find("service_unavailable"), std::string::npos) << got.body;
+  ASSERT_TRUE(fe_->Sync().has_value());
+  EXPECT_FALSE(HasTunnelMessage(fe_->backlog())) << "the request was sent a second time";
+}
+
+// A request sent to a running instance is never sent again, even if the envoy marks its
+// refusal as not started; the client gets the 503 without the envoy's mark.
+TEST_F(EarlyRequestsTest, ARefusalOfARequestToARunningInstanceReachesTheClientUnmarked) {
+  WakeWithARequest();
+  if (HasFatalFailure()) return;
+
+  HttpFuture second = GatewayGet(te().http_url(), id_, "/second");
+  auto refused = NextRequestStart(*fe_, "/second");
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_TRUE(RefuseNotStarted(*fe_, *refused).has_value());
+  net::HttpResponse got = Answer(second);
+  EXPECT_EQ(got.status, 503) << got.body;
+  EXPECT_EQ(net::FindHeader(got.headers, kNotStartedHeader), "");
+  ASSERT_TRUE(fe_->Sync().has_value());
+  EXPECT_FALSE(HasTunnelMessage(fe_->backlog())) << "the request was sent a second time";
+}
+
+// A request that arrives while the instance is going to sleep wakes the actor again once it
+// stopped: that one step ends the old instance and starts the next, and the request rides
+// behind the new start — it is not failed as in flight to the instance that stopped.
+TEST_F(EarlyRequestsTest, ARequestDuringASleepRidesWithTheRestartNotTheStop) {
+  WakeWithARequest();
+  if (HasFatalFailure()) return;
+
+  ASSERT_TRUE(fe_->SendIntentSleep(id_, 2).has_value());
+  auto stop = fe_->WaitCommand(id_, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  HttpFuture during = GatewayGet(te().http_url(), id_, "/during");
+  ASSERT_TRUE(WaitActor(id_, [&](const json&) {
+    auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id_));
+    return info.has_value() && info->workflow.rewake_after_stop;
+  })) << "the request never asked for a wake";
+  ASSERT_TRUE(fe_->SendStopped(id_, 2).has_value());
+  ExpectStart(*fe_, 3);
+  auto again = NextRequestStart(*fe_, "/during");  // before generation 3 runs
+  ASSERT_TRUE(again.has_value());
+  ASSERT_TRUE(fe_->SendRunning(id_, 3).has_value());
+  ASSERT_TRUE(Respond(*fe_, *again, "after the restart").has_value());
+  net::HttpResponse got = Answer(during);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "after the restart");
+}
+
 }  // namespace
 }  // namespace keel::testing
