@@ -2321,13 +2321,17 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
     }
     return;
   }
+  DispatchTurn(*inst, message);
+}
+
+void Runtime::DispatchTurn(Instance& inst, const latest::ToEnvoyTunnelMessage& message) {
   // One message is one turn of its instance: the flushes it starts wait for the end of
   // its handling, then go out as one write (Instance::in_turn_).
-  inst->in_turn_ = true;
+  inst.in_turn_ = true;
   // (An instance that stopped meanwhile is still there: freeing waits for the clock.)
-  DispatchTunnel(*inst, message);
-  inst->in_turn_ = false;
-  inst->MaybeFlush();
+  DispatchTunnel(inst, message);
+  inst.in_turn_ = false;
+  inst.MaybeFlush();
 }
 
 void Runtime::SettleEarlyRequests(Instance& inst, bool started) {
@@ -2341,11 +2345,7 @@ void Runtime::SettleEarlyRequests(Instance& inst, bool started) {
       }
       continue;
     }
-    // Each is one turn of the instance, as when it arrives (OnTunnelMessage).
-    inst.in_turn_ = true;
-    DispatchTunnel(inst, message);
-    inst.in_turn_ = false;
-    inst.MaybeFlush();
+    DispatchTurn(inst, message);  // as when it arrives (OnTunnelMessage)
   }
 }
 

@@ -719,6 +719,8 @@ class Runtime final : public envoy::EnvoyHost {
   Instance* Find(std::string_view actor_id);
   // Hands a tunnel message to its started instance.
   static void DispatchTunnel(Instance& inst, const envoy::latest::ToEnvoyTunnelMessage& message);
+  // DispatchTunnel as one turn of the instance: what it flushes goes out as one write.
+  static void DispatchTurn(Instance& inst, const envoy::latest::ToEnvoyTunnelMessage& message);
   // The HTTP requests kept while `inst` started: handled now that it runs, or (`started`
   // false: it never will) refused with 503 and the not-started header, unhandled.
   void SettleEarlyRequests(Instance& inst, bool started);

@@ -83,9 +83,7 @@ struct Gateway::InFlight {
   std::deque<Pending> unacked;
   size_t unacked_bytes = 0;
   TimerId keepalive{};
-  // Early requests (docs/engine.md): an HTTP request sent to an instance still starting,
-  // and what sending it again needs if that instance never starts.
-  uint32_t early_generation = 0;  // 0: sent to a running instance
+  // Set for an HTTP request sent to an instance still starting (early requests).
   std::optional<InFlightResend> resend;
 };
 
@@ -287,7 +285,8 @@ void Gateway::Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<E
                     bool allow_early) {
   if (auto target = engine_.orchestrator().FastTarget(actor)) {
     if (!ns.has_value() || ns == target->session->namespace_id()) {
-      Open(std::move(exchange), actor, std::move(*target), std::move(path), std::move(cors));
+      Open(std::move(exchange), actor, std::move(target->session), std::move(path),
+           std::move(cors));
       return;
     }
   }
@@ -304,25 +303,25 @@ void Gateway::Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<E
           return;
         }
         std::optional<InFlightResend> resend;
-        if (target->early) resend = InFlightResend{ns, path, bypass};
-        Open(std::move(exchange), actor, std::move(*target), std::move(path), std::move(cors),
-             std::move(resend));
+        if (target->early) resend = InFlightResend{target->generation, ns, path, bypass};
+        Open(std::move(exchange), actor, std::move(target->session), std::move(path),
+             std::move(cors), std::move(resend));
       },
       early_ok);
 }
 
 void Gateway::SendAgain(InFlight entry) {
-  KEEL_LOG(
-      kDebug, kLog, "sending a request again: the instance it rode with never started",
-      {{"actor", entry.actor.ToString()}, {"generation", std::to_string(entry.early_generation)}});
+  KEEL_LOG(kDebug, kLog, "sending a request again: the instance it rode with never started",
+           {{"actor", entry.actor.ToString()},
+            {"generation", std::to_string(entry.resend->generation)}});
   InFlightResend r = std::move(*entry.resend);
   Reach(std::move(entry.exchange), r.ns, entry.actor, std::move(r.path), r.bypass,
         std::move(entry.cors), /*allow_early=*/false);
 }
 
-void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor, ActorTarget target,
-                   std::string path, net::Headers cors, std::optional<InFlightResend> resend) {
-  std::shared_ptr<EnvoySession> session = std::move(target.session);
+void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
+                   std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors,
+                   std::optional<InFlightResend> resend) {
   const uint32_t request_id = next_request_.fetch_add(1, std::memory_order_relaxed);
   const net::HttpRequest& req = exchange->request();
   const bool websocket = exchange->IsWebSocketUpgrade();
@@ -333,10 +332,7 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor, 
   entry.actor = actor;
   entry.next_index = 1;  // the opening message below has index 0
   entry.cors = cors;
-  if (target.early && resend.has_value()) {
-    entry.early_generation = target.generation;
-    entry.resend = std::move(resend);
-  }
+  entry.resend = std::move(resend);
   latest::ToEnvoyTunnelMessageKind first;
   if (websocket) {
     latest::ToEnvoyWebSocketOpen open;
@@ -658,7 +654,7 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
 
   if (auto* start = std::get_if<latest::ToRivetResponseStart>(&kind)) {
     if (entry.websocket || entry.streaming) return;
-    if (entry.early_generation != 0 && start->status == 503 &&
+    if (entry.resend.has_value() && start->status == 503 &&
         net::FindHeader(start->headers, protocol::envoy::kNotStartedHeader) == "1") {
       // The instance it rode with ended before it started: the request was not handled.
       InFlight taken = std::move(entry);
@@ -770,8 +766,8 @@ void Gateway::OnActorStopped(const EngineId& actor, std::optional<uint32_t> neve
       std::lock_guard lock(mu_);
       for (auto it = in_flight_.begin(); it != in_flight_.end();) {
         InFlight& e = it->second;
-        if (e.actor == actor && e.early_generation == *never_ran && e.resend.has_value() &&
-            !e.websocket && !e.streaming) {
+        if (e.actor == actor && e.resend.has_value() && e.resend->generation == *never_ran &&
+            !e.streaming) {
           again.push_back(std::move(e));
           it = in_flight_.erase(it);
         } else {

@@ -48,7 +48,6 @@ namespace keel::engine {
 
 class Engine;
 class EnvoySession;
-struct ActorTarget;
 
 class Gateway {
  public:
@@ -92,8 +91,10 @@ class Gateway {
 
  private:
   struct InFlight;
-  // What sending an early request again needs (docs/engine.md "Early requests").
+  // An HTTP request sent early (docs/engine.md "Early requests"): the generation it rode
+  // with, and what sending it again needs if that one never runs.
   struct InFlightResend {
+    uint32_t generation = 0;
     std::optional<EngineId> ns;
     std::string path;
     bool bypass = false;
@@ -108,8 +109,8 @@ class Gateway {
              EngineId actor, std::string path, bool bypass, net::Headers cors,
              bool allow_early = true);
   // `resend`: set for a request sent early (ActorTarget::early), to send it again.
-  void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor, ActorTarget target,
-            std::string path, net::Headers cors,
+  void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
+            std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors,
             std::optional<InFlightResend> resend = std::nullopt);
   // Sends an early request whose instance never started to the actor's next one.
   void SendAgain(InFlight entry);

@@ -484,7 +484,8 @@ struct Orchestrator::Impl {
       return nullptr;
     }
     auto session = LiveSession(e.ns, e.wf.envoy_key);
-    if (session == nullptr || session->id() != e.early_session || !session->early_requests()) {
+    // (early_session took requests early when the start went out; that never changes.)
+    if (session == nullptr || session->id() != e.early_session) {
       return nullptr;
     }
     return session;
@@ -641,12 +642,11 @@ struct Orchestrator::Impl {
       const auto& cmd = std::get<orch::fx::SendCommand>(p.effects[index]);
       auto session = LiveSession(e.ns, cmd.envoy_key);
       if (session == nullptr) continue;
-      if (auto* start = std::get_if<latest::CommandStartActor>(&wrapper.inner.value)) {
-        start->preloaded_kv = PreloadFor(e);
-      }
-      const bool start = std::holds_alternative<latest::CommandStartActor>(wrapper.inner.value);
+      auto* start = std::get_if<latest::CommandStartActor>(&wrapper.inner.value);
+      if (start != nullptr) start->preloaded_kv = PreloadFor(e);
+      const bool started = start != nullptr;
       session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
-      if (start && session->early_requests() && e.wf.transition == orch::Transition::kStarting) {
+      if (started && session->early_requests() && e.wf.transition == orch::Transition::kStarting) {
         e.early_generation = e.wf.generation;
         e.early_session = session->id();
       }

@@ -3068,6 +3068,17 @@ class EarlyRequestsTest : public EngineEnvoyTest {
     ASSERT_EQ(start->checkpoint.generation, generation);
   }
 
+  // Generation `generation` reports Running and answers `request` with `body`; the client
+  // gets that answer.
+  void RunAndAnswer(uint32_t generation, const v::MessageId& request, HttpFuture& pending,
+                    const std::string& body) {
+    ASSERT_TRUE(fe_->SendRunning(id_, generation).has_value());
+    ASSERT_TRUE(Respond(*fe_, request, body).has_value());
+    net::HttpResponse got = Answer(pending);
+    EXPECT_EQ(got.status, 200) << got.body;
+    EXPECT_EQ(got.body, body);
+  }
+
   // A request wakes the actor: it rides behind the start of generation 2, which runs and
   // answers it.
   void WakeWithARequest() {
@@ -3091,11 +3102,7 @@ TEST_F(EarlyRequestsTest, TheWakingRequestRidesBehindTheStartCommand) {
   ExpectStart(*fe_, 2);
   auto request = NextRequestStart(*fe_, "/early");  // no Running sent yet
   ASSERT_TRUE(request.has_value());
-  ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
-  ASSERT_TRUE(Respond(*fe_, *request, "early answer").has_value());
-  net::HttpResponse got = Answer(pending);
-  EXPECT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, "early answer");
+  RunAndAnswer(2, *request, pending, "early answer");
 }
 
 // An envoy that did not ask gets the request only once the instance runs.
@@ -3227,11 +3234,7 @@ TEST_F(EarlyRequestsTest, ARequestDuringASleepRidesWithTheRestartNotTheStop) {
   ExpectStart(*fe_, 3);
   auto again = NextRequestStart(*fe_, "/during");  // before generation 3 runs
   ASSERT_TRUE(again.has_value());
-  ASSERT_TRUE(fe_->SendRunning(id_, 3).has_value());
-  ASSERT_TRUE(Respond(*fe_, *again, "after the restart").has_value());
-  net::HttpResponse got = Answer(during);
-  EXPECT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, "after the restart");
+  RunAndAnswer(3, *again, during, "after the restart");
 }
 
 }  // namespace
