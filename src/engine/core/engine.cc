@@ -76,6 +76,18 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       "keel_held_output_write_failures_total",
       "Writes (KV writes, SQLite page commits) that failed on a connection with held outputs: "
       "each one's actor generation has its answers withheld from clients from then on.");
+  early_requests_ = &metrics_.AddCounter(
+      "keel_gateway_early_requests_total",
+      "HTTP requests sent to an actor instance still starting (the envoy keeps them until it "
+      "runs).");
+  constexpr std::string_view kResent = "keel_gateway_requests_sent_again_total";
+  constexpr std::string_view kResentHelp =
+      "Early requests sent again to the actor's next instance because the one they rode with "
+      "never ran them, by why: the envoy refused them as not started, or the instance "
+      "stopped without running.";
+  resent_not_started_ = &metrics_.AddCounter(kResent, kResentHelp, {{"reason", "not_started"}});
+  resent_never_ran_ =
+      &metrics_.AddCounter(kResent, kResentHelp, {{"reason", "stopped_before_running"}});
   remote_sql_metrics_.executors_created = &metrics_.AddCounter(
       "keel_remote_sql_executors_created_total",
       "Remote SQL executors opened (one per actor generation that ran SQL on a connection).");

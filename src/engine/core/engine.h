@@ -138,6 +138,12 @@ class Engine {
   storage::GroupSync& kv_sync() { return *kv_sync_; }
   void metrics_kv_write_synced() { kv_writes_synced_->Inc(); }
   void metrics_held_output_write_failed() { held_output_write_failures_->Inc(); }
+  // Gateway: an HTTP request handed to an instance still starting (early requests), and
+  // one sent again because that instance never ran it.
+  void metrics_early_request() { early_requests_->Inc(); }
+  void metrics_request_sent_again(bool refused_not_started) {
+    (refused_not_started ? resent_not_started_ : resent_never_ran_)->Inc();
+  }
   storage::PageStore& page_store() { return *page_store_; }
   Catalog& catalog() { return *catalog_; }
   Orchestrator& orchestrator() { return *orchestrator_; }
@@ -186,6 +192,9 @@ class Engine {
   Counter* kv_syncs_ = nullptr;
   Counter* kv_writes_synced_ = nullptr;
   Counter* held_output_write_failures_ = nullptr;
+  Counter* early_requests_ = nullptr;
+  Counter* resent_not_started_ = nullptr;
+  Counter* resent_never_ran_ = nullptr;
   RemoteSqlMetrics remote_sql_metrics_;
   std::shared_ptr<RemoteSqlRegistry> sql_hosts_;
   std::unique_ptr<Catalog> catalog_;

@@ -303,17 +303,22 @@ void Gateway::Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<E
           return;
         }
         std::optional<InFlightResend> resend;
-        if (target->early) resend = InFlightResend{target->generation, ns, path, bypass};
+        if (target->early) {
+          resend = InFlightResend{target->generation, ns, path, bypass};
+          engine_.metrics_early_request();
+        }
         Open(std::move(exchange), actor, std::move(target->session), std::move(path),
              std::move(cors), std::move(resend));
       },
       early_ok);
 }
 
-void Gateway::SendAgain(InFlight entry) {
+void Gateway::SendAgain(InFlight entry, bool refused_not_started) {
   KEEL_LOG(kDebug, kLog, "sending a request again: the instance it rode with never started",
            {{"actor", entry.actor.ToString()},
-            {"generation", std::to_string(entry.resend->generation)}});
+            {"generation", std::to_string(entry.resend->generation)},
+            {"why", refused_not_started ? "refused as not started" : "stopped before running"}});
+  engine_.metrics_request_sent_again(refused_not_started);
   InFlightResend r = std::move(*entry.resend);
   Reach(std::move(entry.exchange), r.ns, entry.actor, std::move(r.path), r.bypass,
         std::move(entry.cors), /*allow_early=*/false);
@@ -660,7 +665,7 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
       InFlight taken = std::move(entry);
       in_flight_.erase(it);
       lock.unlock();
-      SendAgain(std::move(taken));
+      SendAgain(std::move(taken), /*refused_not_started=*/true);
       return;
     }
     if (start->status == 503) {
@@ -775,7 +780,7 @@ void Gateway::OnActorStopped(const EngineId& actor, std::optional<uint32_t> neve
         }
       }
     }
-    for (auto& entry : again) SendAgain(std::move(entry));
+    for (auto& entry : again) SendAgain(std::move(entry), /*refused_not_started=*/false);
   }
   Detach([&](const InFlight& e) { return e.actor == actor; },
          Error{"guard", "service_unavailable", "the actor stopped before it answered"}, 1000,

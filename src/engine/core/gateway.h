@@ -112,8 +112,9 @@ class Gateway {
   void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
             std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors,
             std::optional<InFlightResend> resend = std::nullopt);
-  // Sends an early request whose instance never started to the actor's next one.
-  void SendAgain(InFlight entry);
+  // Sends an early request whose instance never started to the actor's next one;
+  // `refused_not_started`: the envoy refused it (else the instance stopped before running).
+  void SendAgain(InFlight entry, bool refused_not_started);
   // Removes and returns an entry.
   std::optional<InFlight> Take(uint32_t request_id);
   void SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,

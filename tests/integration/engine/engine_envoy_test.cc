@@ -3091,18 +3091,33 @@ class EarlyRequestsTest : public EngineEnvoyTest {
     ASSERT_EQ(Answer(first).body, "ran");
   }
 
+  // The gateway's counters on /metrics: requests sent early, and sent again by reason.
+  struct Counts {
+    double early = 0, again_not_started = 0, again_never_ran = 0;
+  };
+  Counts Metrics() {
+    const std::string again = "keel_gateway_requests_sent_again_total{reason=\"";
+    return Counts{MetricValue(te().http_url(), "keel_gateway_early_requests_total"),
+                  MetricValue(te().http_url(), again + "not_started\"}"),
+                  MetricValue(te().http_url(), again + "stopped_before_running\"}")};
+  }
+
   std::unique_ptr<FakeEnvoy> fe_;
   std::string id_;
 };
 
 // The request that wakes the actor arrives right behind the start command, before the
-// instance reports Running; the envoy answers it once it runs.
+// instance reports Running; the envoy answers it once it runs. /metrics counts it.
 TEST_F(EarlyRequestsTest, TheWakingRequestRidesBehindTheStartCommand) {
   HttpFuture pending = GatewayGet(te().http_url(), id_, "/early");
   ExpectStart(*fe_, 2);
   auto request = NextRequestStart(*fe_, "/early");  // no Running sent yet
   ASSERT_TRUE(request.has_value());
   RunAndAnswer(2, *request, pending, "early answer");
+  const Counts c = Metrics();
+  EXPECT_EQ(c.early, 1);
+  EXPECT_EQ(c.again_not_started, 0);
+  EXPECT_EQ(c.again_never_ran, 0);
 }
 
 // An envoy that did not ask gets the request only once the instance runs.
@@ -3121,6 +3136,7 @@ TEST_F(EarlyRequestsTest, WithoutTheCapabilityTheRequestWaitsForRunning) {
   ASSERT_TRUE(request.has_value());
   ASSERT_TRUE(Respond(**plain, *request, "late answer").has_value());
   EXPECT_EQ(Answer(pending).body, "late answer");
+  EXPECT_EQ(Metrics().early, 0);
 }
 
 // A WebSocket never rides early: its open waits for the instance to run.
@@ -3165,6 +3181,10 @@ TEST_F(EarlyRequestsTest, ANotStartedRefusalSendsTheRequestToTheNextInstance) {
   net::HttpResponse got = Answer(pending);
   EXPECT_EQ(got.status, 200) << got.body;
   EXPECT_EQ(got.body, "second instance");
+  const Counts c = Metrics();
+  EXPECT_EQ(c.early, 1);  // the second time it waited for Running
+  EXPECT_EQ(c.again_not_started, 1);
+  EXPECT_EQ(c.again_never_ran, 0);
 }
 
 // The instance stops without ever reporting Running and without answering: it handled
@@ -3180,6 +3200,9 @@ TEST_F(EarlyRequestsTest, AStopWithoutRunningSendsTheEarlyRequestAgain) {
   ASSERT_TRUE(second.has_value());
   ASSERT_TRUE(Respond(*fe_, *second, "next instance").has_value());
   EXPECT_EQ(Answer(pending).body, "next instance");
+  const Counts c = Metrics();
+  EXPECT_EQ(c.again_not_started, 0);
+  EXPECT_EQ(c.again_never_ran, 1);
 }
 
 // An instance that ran may have handled the request before it stopped: it is not sent
@@ -3196,6 +3219,9 @@ TEST_F(EarlyRequestsTest, ARequestToAnInstanceThatRanIsNotSentAgain) {
   EXPECT_NE(got.body.find("service_unavailable"), std::string::npos) << got.body;
   ASSERT_TRUE(fe_->Sync().has_value());
   EXPECT_FALSE(HasTunnelMessage(fe_->backlog())) << "the request was sent a second time";
+  const Counts c = Metrics();
+  EXPECT_EQ(c.early, 1);
+  EXPECT_EQ(c.again_not_started + c.again_never_ran, 0);
 }
 
 // A request sent to a running instance is never sent again, even if the envoy marks its
