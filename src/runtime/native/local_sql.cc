@@ -33,12 +33,11 @@ constexpr std::string_view kLog = "sqlite";
 constexpr std::chrono::microseconds kSpin{50};
 
 // A read-only statement run inline on the runtime's executor (see LocalSqlBackend::TryInline)
-// is given up after this long and run again on a SQL thread, so a heavy query does not hold
-// the executor (and with it every actor and the envoy connection).
-constexpr std::chrono::microseconds kInlineReadBudget{2000};
-// An inline statement that took longer than this (a write cannot be given up halfway) keeps
-// the database's writes off the executor for the next kInlinePause statements.
-constexpr std::chrono::microseconds kInlineSlow{2000};
+// is given up after LocalSqlOptions::inline_read_budget and run again on a SQL thread, so a
+// heavy query does not hold the executor (and with it every actor and the envoy
+// connection). An inline statement that took longer than inline_slow_write (a write cannot
+// be given up halfway) keeps the database's writes off the executor for the next
+// kInlinePause statements.
 constexpr int kInlinePause = 256;
 
 // One answer a SQL thread waits for.
@@ -559,7 +558,7 @@ class LocalSqlBackend final : public runtime::SqlBackend {
   // then only reach the VFS's buffer and the in-memory journal; the commit happens later,
   // at COMMIT, on a SQL thread. This spares the two thread hand-offs per statement (~4
   // context switches) that dominate a batch of small statements. A read-only statement
-  // running past kInlineReadBudget is given up (SQLite undoes nothing for an interrupted
+  // running past the inline read budget is given up (SQLite undoes nothing for an interrupted
   // read-only statement: nothing happened) and runs on a SQL thread. std::nullopt: run it
   // there. Results, errors and routes are those of the SQL-thread path (the same
   // keel::sql::Database call); SQLite is used by one thread at a time (Claim).
@@ -575,14 +574,16 @@ class LocalSqlBackend final : public runtime::SqlBackend {
       // With held commits a statement that commits only writes the commit to the socket,
       // so writes outside a transaction and transaction control may run here too.
       const bool commits = CanHoldCommit(client_, held_.get(), *db.page_failure);
-      const sql::Admit admit = [writes, commits](const sql::Classification& c, bool in_transaction) {
+      const std::chrono::microseconds read_budget = core_->options.inline_read_budget;
+      const sql::Admit admit = [writes, commits, read_budget](const sql::Classification& c,
+                                                              bool in_transaction) {
         sql::Admission a;
         if (c.attach || c.detach || c.pragma_usage || c.has_trailing_sql) return a;
         if (c.transaction_control) {
           a.run = writes && commits;
         } else if (c.readonly) {
           a.run = true;
-          a.read_budget = kInlineReadBudget;
+          a.read_budget = read_budget;
         } else {
           a.run = writes && (in_transaction || commits);
         }
@@ -593,9 +594,11 @@ class LocalSqlBackend final : public runtime::SqlBackend {
       db.page_failure->inline_commit = commits;
       const auto start = std::chrono::steady_clock::now();
       bool admitted = false;
+      bool admitted_write = false;
       const sql::Admit counted = [&](const sql::Classification& c, bool in_transaction) {
         sql::Admission a = admit(c, in_transaction);
         admitted = a.run;
+        admitted_write = a.run && !c.readonly;
         return a;
       };
       r = db.database->TryExecute(sql, params, write, counted);
@@ -607,7 +610,11 @@ class LocalSqlBackend final : public runtime::SqlBackend {
       const auto took = std::chrono::steady_clock::now() - start;
       db.page_failure->forbid_io = false;
       db.page_failure->inline_commit = false;
-      if (took > kInlineSlow) db.inline_write_pause = kInlinePause;
+      // Only a write that ran here counts: a statement not admitted ran nothing, and a read
+      // over its budget was given up.
+      if (admitted_write && took > core_->options.inline_slow_write) {
+        db.inline_write_pause = kInlinePause;
+      }
       if (std::optional<Error> page = std::exchange(db.page_failure->error, std::nullopt)) {
         // Not expected (see PageFailure::forbid_io). SQLite saw an I/O error and may have
         // rolled back; report it as the SQL-thread path reports a page failure.

@@ -74,6 +74,12 @@ struct LocalSqlOptions {
   // thread (see "Inline statements" above). The environment variable
   // KEEL_SQLITE_INLINE=0 turns it off (A/B measurements).
   bool inline_statements = true;
+  // A read-only statement running inline is given up after this long (and runs on a SQL
+  // thread); an inline write that took longer keeps its database's writes off the executor
+  // for its next 256 statements. Wall-clock times: tests that count where statements ran
+  // raise them, so a preempted test machine does not change the route.
+  std::chrono::microseconds inline_read_budget{2000};
+  std::chrono::microseconds inline_slow_write{2000};
 };
 
 // Where statements ran (tests, metrics).

@@ -386,8 +386,17 @@ class LocalSql : public ::testing::Test {
     h_->Connect();
   }
 
+  // The tests count where statements ran: the wall-clock inline budgets are out of the way,
+  // so a preempted test machine cannot change a route (the budgets' own tests set them).
+  static LocalSqlOptions CountingOptions() {
+    LocalSqlOptions o;
+    o.inline_read_budget = std::chrono::seconds(30);
+    o.inline_slow_write = std::chrono::seconds(30);
+    return o;
+  }
+
   QueueExecutor exec_;
-  LocalSqlOptions host_options_;
+  LocalSqlOptions host_options_ = CountingOptions();
   PageEngine engine_;
   std::unique_ptr<LocalSqlHost> host_;
   std::unique_ptr<RuntimeHarness> h_;
@@ -723,6 +732,8 @@ TEST_F(LocalSql, ADatabaseLargerThanTheCacheNeverRunsInline) {
 
 // A read-only statement over the inline budget is given up and runs on a SQL thread.
 TEST_F(LocalSql, ALongReadIsGivenUpInlineAndRunsOnASqlThread) {
+  host_options_.inline_read_budget = std::chrono::microseconds(100);  // the count takes ms
+  host_ = std::make_unique<LocalSqlHost>(exec_, host_options_);
   Boot();
   ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
   EXPECT_EQ(Call("a1", "add", R"(["x"])"), R"({"output":1})");
@@ -732,6 +743,23 @@ TEST_F(LocalSql, ALongReadIsGivenUpInlineAndRunsOnASqlThread) {
   EXPECT_EQ(after.inline_given_up, before.inline_given_up + 1);
   EXPECT_EQ(after.thread_statements, before.thread_statements + 1);
   EXPECT_EQ(after.inline_statements, before.inline_statements);
+}
+
+// An inline write that took longer than inline_slow_write (here: any) keeps the database's
+// writes off the executor for its next statements; reads stay inline, the data is the same.
+TEST_F(LocalSql, ASlowInlineWriteKeepsTheNextWritesOnASqlThread) {
+  host_options_.inline_slow_write = std::chrono::microseconds(0);
+  host_ = std::make_unique<LocalSqlHost>(exec_, host_options_);
+  Boot();
+  ASSERT_NO_FATAL_FAILURE(StartRunning("a1", 1));
+  const LocalSqlStats before = host_->stats();
+  EXPECT_EQ(Call("a1", "batch", "[20]"), R"({"output":20})");
+  const LocalSqlStats after = host_->stats();
+  EXPECT_EQ(after.inline_statements - before.inline_statements, 1u) << "only the first insert";
+  EXPECT_EQ(after.thread_statements - before.thread_statements, 21u) << "BEGIN, 19 inserts, COMMIT";
+  EXPECT_EQ(Call("a1", "get", "[20]"), R"({"output":"b19"})");
+  EXPECT_EQ(host_->stats().inline_statements, after.inline_statements + 1) << "a read";
+  EXPECT_EQ(Call("a1", "integrity"), R"({"output":"ok"})");
 }
 
 // Inline or not, an actor sees the same results, errors and routes: an error inside a
