@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -88,14 +89,23 @@ int Report(const ClientError& e, const ClientFlags& f) {
   return Fail(ExitCodeFor(e), e.Id(), e.message);
 }
 
-// Prints `line` on stderr when the operation it guards takes longer than `after` (an
-// actor waiting for a runtime, an engine that does not answer); silent otherwise.
+// Prints a line on stderr when the operation it guards takes longer than `after` (an
+// actor waiting for a runtime, an engine that does not answer); silent otherwise. The line
+// is made only then (`line` may ask the engine what is going on) and printed unless the
+// operation finished meanwhile.
 class SlowNotice {
  public:
-  SlowNotice(std::string line, std::chrono::milliseconds after = 2s)
+  explicit SlowNotice(std::string line, std::chrono::milliseconds after = 2s)
+      : SlowNotice([line = std::move(line)] { return line; }, after) {}
+  explicit SlowNotice(std::function<std::string()> line, std::chrono::milliseconds after = 2s)
       : thread_([this, line = std::move(line), after] {
-          std::unique_lock<std::mutex> lock(mu_);
-          if (!cv_.wait_for(lock, after, [this] { return done_; })) Progress(line);
+          {
+            std::unique_lock<std::mutex> lock(mu_);
+            if (cv_.wait_for(lock, after, [this] { return done_; })) return;
+          }
+          std::string text = line();
+          std::lock_guard<std::mutex> lock(mu_);
+          if (!done_) Progress(text);
         }) {}
   ~SlowNotice() {
     {
@@ -339,6 +349,25 @@ std::optional<client::ActorHandle> MakeHandle(client::Client& c, const CallOptio
   return c.GetOrCreate(t.name, t.key, std::move(h));
 }
 
+// What a slow `keel call` is waiting for: the actor's start (no runtime took it yet) or the
+// action itself. Asks the engine with a client of its own (the call's is busy).
+std::string SlowCallLine(const ClientFlags& flags, const Target& t, const std::string& action) {
+  const std::string who = t.name + " " + KeyText(t.key);
+  client::ClientOptions options = ToOptions(flags);
+  options.request_timeout = 2s;
+  client::Client probe(options);
+  auto actors = probe.ListActors(t.name, t.key);
+  if (actors.has_value()) {
+    for (const auto& a : *actors) {
+      if (StateOf(a) == "running") {
+        return "still waiting for " + action + " on " + who + " (actor " + a.actor_id +
+               " is running; --timeout " + std::to_string(flags.timeout_s) + " s per request)";
+      }
+    }
+  }
+  return WaitingFor(who, flags);
+}
+
 int RunCall(CallOptions& o) {
   std::string error;
   auto target = ParseTarget(o.target, o.key, o.key_option->count() > 0, error);
@@ -349,7 +378,7 @@ int RunCall(CallOptions& o) {
   auto handle = MakeHandle(c, o, *target);
   std::optional<ClientResult<Value>> out_or;
   {
-    SlowNotice notice(WaitingFor(target->name + " " + KeyText(target->key), o.flags));
+    SlowNotice notice([&o, t = *target] { return SlowCallLine(o.flags, t, o.action); });
     out_or = handle->Action(o.action, Value(std::move(args)));
   }
   auto& out = *out_or;

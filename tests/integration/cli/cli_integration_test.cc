@@ -305,6 +305,31 @@ TEST(KeelCli, DevWithAdminTokenAndEnvironment) {
   StopDev(dev, SIGINT);
 }
 
+#ifdef KEEL_FIXTURES_BIN
+// A call still running after 2 s says what it waits for: here the action of an actor that
+// runs (the engine says so), not a runtime to start it.
+TEST(KeelCli, ASlowCallSaysTheActorIsRunning) {
+  TempDir data;
+  ASSERT_FALSE(data.path().empty());
+  Dev dev = StartDev(data.path() + "/data", {"--runtime", KEEL_FIXTURES_BIN});
+  ASSERT_FALSE(dev.endpoint.empty());
+  KeelRun r = Keel({"call", "concurrentActionActor/k", "runWithDelay", "\"late\"", "4500",
+                    "--endpoint", dev.endpoint});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.stdout_text(), "\"late\"\n");
+  EXPECT_THAT(r.err,
+              HasSubstr("still waiting for runWithDelay on concurrentActionActor k (actor "));
+  EXPECT_THAT(r.err, HasSubstr(" is running; --timeout 30 s per request)"));
+  EXPECT_THAT(r.err, Not(HasSubstr("it starts once a runtime")));
+  // A quick call says nothing.
+  r = Keel({"call", "concurrentActionActor/k", "runWithDelay", "\"quick\"", "0", "--endpoint",
+            dev.endpoint});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.err, "");
+  StopDev(dev, SIGINT);
+}
+#endif
+
 TEST(KeelCli, UsageErrorsExitTwo) {
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"call"}, {"call", "counter/k"}, {"call", "/k", "increment"},
