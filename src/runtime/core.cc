@@ -2251,7 +2251,7 @@ void Runtime::OnStopActor(const std::string& actor_id, uint32_t generation,
 
 namespace {
 
-// Most HTTP requests one starting instance keeps (Cold::early_requests); beyond it they are
+// Most HTTP requests one starting instance keeps (Instance::early_requests_); beyond it they are
 // refused as not started, which the engine answers by sending them once the instance runs.
 constexpr size_t kMaxEarlyRequests = 256;
 
@@ -2289,7 +2289,10 @@ void Runtime::OnTunnelMessage(const std::string& actor_id, const latest::ToEnvoy
   if (inst != nullptr && inst->phase_ == Phase::kLoading &&
       IsHttpRequestPart(message.message_kind)) {
     // Early requests: kept for the end of startup (SettleEarlyRequests).
-    auto& early = inst->cold().early_requests;
+    if (!inst->early_requests_) {
+      inst->early_requests_ = std::make_unique<std::vector<latest::ToEnvoyTunnelMessage>>();
+    }
+    auto& early = *inst->early_requests_;
     if (early.size() < kMaxEarlyRequests) {
       early.push_back(message);
     } else if (std::holds_alternative<latest::ToEnvoyRequestStart>(kind)) {
@@ -2335,10 +2338,10 @@ void Runtime::DispatchTurn(Instance& inst, const latest::ToEnvoyTunnelMessage& m
 }
 
 void Runtime::SettleEarlyRequests(Instance& inst, bool started) {
-  if (!inst.cold_ || inst.cold_->early_requests.empty()) return;
-  std::vector<latest::ToEnvoyTunnelMessage> early = std::move(inst.cold_->early_requests);
-  inst.cold_->early_requests.clear();
-  for (const auto& message : early) {
+  if (!inst.early_requests_) return;
+  const std::unique_ptr<std::vector<latest::ToEnvoyTunnelMessage>> early =
+      std::move(inst.early_requests_);
+  for (const auto& message : *early) {
     if (!started) {
       if (std::holds_alternative<latest::ToEnvoyRequestStart>(message.message_kind.value)) {
         client_->SendTunnel(RefusedRequest(message.message_id, kNotStarted), false);

@@ -407,6 +407,10 @@ class Instance {
   // An invocation ended holding an uncompleted message: it goes back to the queue.
   void QueueRelease(Invocation& inv);
   size_t queue_size() const { return cold_ ? cold_->queue.size() : 0; }
+  // What the instance keeps beyond its fixed members (tests; BENCHMARKS W4): the cold
+  // parts (allocated at first use, kept for life) and the requests kept while it starts.
+  bool has_cold_parts() const { return cold_ != nullptr; }
+  bool has_early_requests() const { return early_requests_ != nullptr; }
   // Shutdown: waiting receives fail with actor.aborted, waiting HTTP sends time out.
   void AbortQueueWaiters();
 
@@ -583,6 +587,12 @@ class Instance {
   // input); dropped once the instance runs. The input's CBOR alone stays: the actor record
   // carries it.
   std::unique_ptr<envoy::StartActor> start_;
+  // HTTP requests (starts, chunks, aborts) that arrived while the instance was still
+  // starting (an engine with early requests sends them right behind the start command):
+  // handled in arrival order once it runs, refused as not started if it never does.
+  // Allocated by the first one, freed when they are settled — not in Cold, which an
+  // instance keeps for life (W4 counts every byte an awake idle actor keeps).
+  std::unique_ptr<std::vector<envoy::latest::ToEnvoyTunnelMessage>> early_requests_;
   std::optional<Bytes> input_;
   Phase phase_ = Phase::kLoading;
 
@@ -673,10 +683,6 @@ class Instance {
     // Streamed HTTP requests still receiving their body.
     std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, Request> streaming;
     std::vector<EarlyWsMessage> early_ws;
-    // HTTP requests (starts, chunks, aborts) that arrived while the instance was still
-    // starting (an engine with early requests sends them right behind the start command):
-    // handled in arrival order once it runs, refused as not started if it never does.
-    std::vector<envoy::latest::ToEnvoyTunnelMessage> early_requests;
     std::vector<std::function<void()>> idle_waiters;  // grace: woken when blockers drop
   };
   Cold& cold() {
