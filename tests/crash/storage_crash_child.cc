@@ -12,7 +12,8 @@
 //         pages)), sometimes an UPDATE of an older seq's payloads, sometimes the DELETE of
 //         the oldest seq recorded in table `deleted` in the same transaction. After COMMIT
 //         returns SQLITE_OK it writes "S <n>\n" to stdout.
-// Each acknowledgement is a single write(2) to the pipe, so the parent never sees half a
+// Once the store is open and the schema exists it writes "R\n" (ready), before any
+// transaction. Each line is a single write(2) to the pipe, so the parent never sees half a
 // line for a finished commit. Any failure prints to stderr and exits with status 2.
 #include <sqlite3.h>
 #include <unistd.h>
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
        "CREATE TABLE IF NOT EXISTS t(seq INTEGER NOT NULL, idx INTEGER NOT NULL, "
        "cnt INTEGER NOT NULL, payload BLOB, PRIMARY KEY(seq, idx));"
        "CREATE TABLE IF NOT EXISTS deleted(seq INTEGER PRIMARY KEY);");
+  Ack('R', 0);
 
   for (;; ++seq) {
     if (random.Uniform(0, 1) == 0) {
