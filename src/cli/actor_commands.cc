@@ -125,9 +125,14 @@ class SlowNotice {
   std::thread thread_;  // last: starts after the members it uses
 };
 
-std::string WaitingFor(const std::string& what, const ClientFlags& f) {
-  return "waiting for " + what + " (it starts once a runtime of pool `" + f.pool +
+// `detail` (ending in "; ") says what the engine knows of an existing actor.
+std::string WaitingFor(const std::string& what, const std::string& pool, const ClientFlags& f,
+                       const std::string& detail = "") {
+  return "waiting for " + what + " (" + detail + "it starts once a runtime of pool `" + pool +
          "` is connected; --timeout " + std::to_string(f.timeout_s) + " s per request)";
+}
+std::string WaitingFor(const std::string& what, const ClientFlags& f) {
+  return WaitingFor(what, f.pool, f);
 }
 
 // A command-line value: JSON when it parses, else the text itself.
@@ -349,21 +354,27 @@ std::optional<client::ActorHandle> MakeHandle(client::Client& c, const CallOptio
   return c.GetOrCreate(t.name, t.key, std::move(h));
 }
 
-// What a slow `keel call` is waiting for: the actor's start (no runtime took it yet) or the
-// action itself. Asks the engine with a client of its own (the call's is busy).
-std::string SlowCallLine(const ClientFlags& flags, const Target& t, const std::string& action) {
+// What a slow request on an actor is waiting for: `running_what` itself when the actor
+// runs, else the actor's start, by a runtime of the actor's own pool (--pool only places new
+// actors). Asks the engine with a client of its own (the waiting one is busy).
+std::string SlowRequestLine(const ClientFlags& flags, const Target& t,
+                            const std::string& running_what) {
   const std::string who = t.name + " " + KeyText(t.key);
   client::ClientOptions options = ToOptions(flags);
   options.request_timeout = 2s;
   client::Client probe(options);
   auto actors = probe.ListActors(t.name, t.key);
-  if (actors.has_value()) {
-    for (const auto& a : *actors) {
-      if (StateOf(a) == "running") {
-        return "still waiting for " + action + " on " + who + " (actor " + a.actor_id +
-               " is running; --timeout " + std::to_string(flags.timeout_s) + " s per request)";
-      }
+  if (!actors.has_value()) return WaitingFor(who, flags);
+  for (const auto& a : *actors) {
+    const std::string state = StateOf(a);
+    if (state == "destroyed") continue;
+    if (state == "running") {
+      return "still waiting for " + running_what + " (actor " + a.actor_id +
+             " is running; --timeout " + std::to_string(flags.timeout_s) + " s per request)";
     }
+    std::string detail = "actor " + a.actor_id + " is " + state;
+    if (a.error) detail += ", last error " + *a.error;
+    return WaitingFor(who, a.pool, flags, detail + "; ");
   }
   return WaitingFor(who, flags);
 }
@@ -378,7 +389,9 @@ int RunCall(CallOptions& o) {
   auto handle = MakeHandle(c, o, *target);
   std::optional<ClientResult<Value>> out_or;
   {
-    SlowNotice notice([&o, t = *target] { return SlowCallLine(o.flags, t, o.action); });
+    SlowNotice notice([&o, t = *target] {
+      return SlowRequestLine(o.flags, t, o.action + " on " + t.name + " " + KeyText(t.key));
+    });
     out_or = handle->Action(o.action, Value(std::move(args)));
   }
   auto& out = *out_or;
@@ -434,7 +447,9 @@ int RunWatch(CallOptions& o) {
   });
   std::optional<client::ClientStatus> ready_or;
   {
-    SlowNotice notice(WaitingFor("the connection to " + target->name + " " + KeyText(target->key), o.flags));
+    SlowNotice notice([&o, t = *target] {
+      return SlowRequestLine(o.flags, t, "the connection to " + t.name + " " + KeyText(t.key));
+    });
     ready_or = conn->WaitReady(std::chrono::seconds(o.flags.timeout_s));
   }
   auto& ready = *ready_or;

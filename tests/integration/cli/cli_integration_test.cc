@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/native/subprocess.h"
+#include "support/gateway_http.h"
 #include "value/value.h"
 
 namespace keel {
@@ -329,6 +330,43 @@ TEST(KeelCli, ASlowCallSaysTheActorIsRunning) {
   StopDev(dev, SIGINT);
 }
 #endif
+
+// A call on an actor that waits to start names the actor's own pool, not the --pool flag
+// (which only places new actors): here pool `other` exists (a runner config) but no runtime
+// of it is connected, so each call times out after saying so.
+TEST(KeelCli, ASlowCallNamesThePoolTheActorWaitsFor) {
+  TempDir data;
+  ASSERT_FALSE(data.path().empty());
+  Dev dev = StartDev(data.path() + "/data");
+  ASSERT_FALSE(dev.endpoint.empty());
+  auto put = keel::testing::Call(dev.endpoint, "PUT", "/runner-configs/other?namespace=default",
+                                 R"({"datacenters":{"default":{"normal":{}}}})");
+  ASSERT_EQ(put.status, 200) << put.body;
+
+  KeelRun r = Keel({"call", "counter/away", "increment", "1", "--pool", "other", "--timeout", "5",
+                    "--endpoint", dev.endpoint});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("waiting for counter away (actor "));
+  EXPECT_THAT(r.err, HasSubstr("it starts once a runtime of pool `other` is connected; "
+                               "--timeout 5 s per request)"));
+  EXPECT_THAT(r.err, HasSubstr("keel: client.timeout: "));
+
+  // Without --pool (so `default`, whose runtime is connected) the actor still waits for one
+  // of pool `other`, and the line says so. (The line comes after 2 s; the 5 s timeout leaves
+  // its own query to the engine time on a loaded machine.)
+  r = Keel(
+      {"call", "counter/away", "increment", "1", "--timeout", "5", "--endpoint", dev.endpoint});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("it starts once a runtime of pool `other` is connected"));
+  EXPECT_THAT(r.err, Not(HasSubstr("pool `default`")));
+
+  // The same actor name in the connected pool answers at once and says nothing.
+  r = Keel({"call", "counter/here", "increment", "2", "--endpoint", dev.endpoint});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.stdout_text(), "2\n");
+  EXPECT_EQ(r.err, "");
+  StopDev(dev, SIGINT);
+}
 
 TEST(KeelCli, UsageErrorsExitTwo) {
   for (const std::vector<std::string>& args :
