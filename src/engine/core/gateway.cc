@@ -266,6 +266,9 @@ void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Rout
   }
   create.input = std::move(q.input);
   create.get_or_create = true;
+  // The client learns of a new actor only from its answer, which the connection holds
+  // until the creation is durable: the request may ride right behind the start.
+  create.answer_before_durable = true;
   engine_.orchestrator().Create(
       std::move(create),
       [this, exchange = std::move(exchange), ns = ns->id, path = std::move(q.forwarded_path),

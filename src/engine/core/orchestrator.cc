@@ -1252,17 +1252,22 @@ void Orchestrator::Create(CreateActorRequest request,
              {{"actor", e->id.ToString()}, {"name", e->record.name}});
     const EngineId id = e->id;
     // After an early start the creator hears back once the creation is durable (the sync
-    // runs while the runtime starts the instance); `info` is filled in below first.
+    // runs while the runtime starts the instance); `info` is filled in below first. A
+    // creator that reveals the actor only through its held answers hears back at once.
+    const bool wait_for_sync = early != nullptr && !request.answer_before_durable;
     auto answer = std::make_shared<std::optional<ActorInfo>>();
     if (early != nullptr) {
-      m.HoldUntilStartIsDurable(*e, *early, step->next.generation,
-                                [answer, done = std::move(done)](Status synced) mutable {
-                                  if (!synced.has_value()) {
-                                    done(Unexpected{synced.error()});
-                                  } else {
-                                    done(std::make_pair(std::move(**answer), true));
-                                  }
-                                });
+      std::function<void(Status)> then;
+      if (wait_for_sync) {
+        then = [answer, done = std::move(done)](Status synced) mutable {
+          if (!synced.has_value()) {
+            done(Unexpected{synced.error()});
+          } else {
+            done(std::make_pair(std::move(**answer), true));
+          }
+        };
+      }
+      m.HoldUntilStartIsDurable(*e, *early, step->next.generation, std::move(then));
     }
     if (step != nullptr) m.ApplyStep(*e, *step);  // may evict the entry
     auto it = m.actors.find(id);
@@ -1275,7 +1280,7 @@ void Orchestrator::Create(CreateActorRequest request,
       if (read.has_value()) info = std::move(*read);
     }
     m.MaybeEvict(id);
-    if (early != nullptr) {
+    if (wait_for_sync) {
       *answer = std::move(info);
     } else {
       done(std::make_pair(std::move(info), true));

@@ -61,6 +61,11 @@ struct CreateActorRequest {
   rec::CrashPolicy crash_policy = rec::CrashPolicy::kRestart;
   std::optional<Bytes> input;
   bool get_or_create = false;
+  // The caller tells no one of the new actor but through the actor's own answers: it may
+  // hear back as soon as an early start has sent the start command, before the creation
+  // is durable, since the connection holds the instance's answers until the sync (the
+  // gateway's get-or-create route, whose request then rides right behind the start).
+  bool answer_before_durable = false;
 };
 
 // Where the gateway sends an actor's tunnel traffic.

@@ -2559,6 +2559,9 @@ TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) 
 
 // ---- early start (docs/engine.md "Early start") ------------------------------------------
 
+// The envoy asks for requests sent behind a start command (docs/engine.md "Early requests").
+constexpr std::string_view kEarlyRequestsHeader = "x-keel-early-requests";
+
 // An engine over a GatedSyncStore with one held envoy hosting actor "held"/`key`, run as
 // generation 1 and put to sleep. The gate is opened before the engine goes.
 class EarlyStartTest : public HeldOutputsTest {
@@ -2594,6 +2597,49 @@ class EarlyStartTest : public HeldOutputsTest {
     }
     ADD_FAILURE() << "the actor never reached " << orch::TransitionName(want);
     return false;
+  }
+
+  // Replaces fe_ with an envoy that holds outputs and takes requests early.
+  std::unique_ptr<FakeEnvoy> EarlyRequestsEnvoy() {
+    CloseEnvoy(fe_);
+    FakeEnvoyOptions o;
+    o.ws_url = ge_->ws_url();
+    o.envoy_key = "early-requests-envoy";
+    o.extra_headers.emplace_back(std::string(kEarlyRequestsHeader), "1");
+    auto fe = HeldEnvoy(o);
+    if (fe != nullptr) {
+      EXPECT_EQ(net::FindHeader(fe->handshake().headers, kEarlyRequestsHeader), "1")
+          << "early requests were not confirmed";
+    }
+    return fe;
+  }
+
+  // A gateway request to `path` of actor "held"/`key`, created if it does not exist.
+  HttpFuture GetOrCreate(const std::string& key, const std::string& path) {
+    return std::async(std::launch::async, [url = ge_->http_url() + "/gateway/held" + path +
+                                                 "?rvt-namespace=default&rvt-method=getOrCreate"
+                                                 "&rvt-runner=default&rvt-key=" +
+                                                 key] {
+      net::HttpRequest req;
+      req.method = "GET";
+      return net::FetchSync(url, std::move(req), 10s);
+    });
+  }
+
+  // The start of a new actor's generation 1 on `fe`; its actor id ("" on failure).
+  std::string NewActorStart(FakeEnvoy& fe) {
+    auto commands = fe.WaitFor<v::ToEnvoyCommands>(5s);
+    if (!commands.has_value()) {
+      ADD_FAILURE() << "no start command: " << commands.error().ToString();
+      return "";
+    }
+    if (commands->value.size() != 1 || !commands->value[0].inner.is<v::CommandStartActor>() ||
+        commands->value[0].checkpoint.generation != 1) {
+      ADD_FAILURE() << "expected the start of generation 1, got "
+                    << Describe(v::ToEnvoy{*commands});
+      return "";
+    }
+    return commands->value[0].checkpoint.actor_id;
   }
 
   GatedSyncStore* store_ = nullptr;
@@ -2687,6 +2733,49 @@ TEST_F(EarlyStartTest, FailedSyncOfACreationAnswersTheCreatorWithAnError) {
   ASSERT_TRUE(body.is_object()) << answer.body;
   EXPECT_EQ(body.value("code", ""), "internal_error") << answer.body;
   EXPECT_FALSE(body.contains("actor")) << answer.body;
+}
+
+// The gateway's get-or-create that creates the actor does not wait for the creation's
+// sync either: its request rides right behind the start command (the client learns of the
+// actor only from that answer, which the connection holds until the creation is durable).
+TEST_F(EarlyStartTest, AGatewayGetOrCreateRidesBehindTheCreationsStartBeforeItIsDurable) {
+  std::unique_ptr<FakeEnvoy> fe = EarlyRequestsEnvoy();
+  ASSERT_NE(fe, nullptr);
+  store_->CloseGate();
+  const uint64_t syncs_before = store_->completed_syncs();
+  HttpFuture pending = GetOrCreate("fresh", "/created");
+  const std::string id = NewActorStart(*fe);
+  ASSERT_FALSE(id.empty());
+  auto request = NextRequestStart(*fe, "/created");  // before Running and before the sync
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(store_->WaitSyncBlocked(5s)) << "the creation's sync never started";
+  EXPECT_EQ(store_->completed_syncs(), syncs_before);
+  ASSERT_TRUE(fe->SendRunning(id, 1).has_value());
+  ASSERT_TRUE(Respond(*fe, *request, "created").has_value());
+  ASSERT_TRUE(fe->Sync().has_value());  // the engine has read the answer: it holds it
+  EXPECT_EQ(pending.wait_for(200ms), std::future_status::timeout)
+      << "the answer reached the client before the creation was durable";
+  store_->OpenGate();
+  net::HttpResponse got = Answer(pending);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "created");
+  EXPECT_GT(store_->completed_syncs(), syncs_before);
+}
+
+// That creation's sync fails: the actor may not be stored, so the client gets no answer of
+// it (503 actor.storage_failed), only the error.
+TEST_F(EarlyStartTest, AGatewayGetOrCreateWhoseCreationFailsToSyncGetsTheError) {
+  std::unique_ptr<FakeEnvoy> fe = EarlyRequestsEnvoy();
+  ASSERT_NE(fe, nullptr);
+  store_->FailNextSync();
+  HttpFuture pending = GetOrCreate("doomed", "/doomed");
+  const std::string id = NewActorStart(*fe);
+  ASSERT_FALSE(id.empty());
+  auto request = NextRequestStart(*fe, "/doomed");
+  ASSERT_TRUE(request.has_value());
+  ASSERT_TRUE(fe->SendRunning(id, 1).has_value());
+  ASSERT_TRUE(Respond(*fe, *request, "must not be seen").has_value());
+  ExpectStorageFailed(Answer(pending), "the answer of an actor whose creation failed to sync");
 }
 
 // Without held outputs the start command leaves only after its synced commit (the
@@ -3022,7 +3111,6 @@ TEST_F(HeldOutputsTest, HeldOutputsDisabledRejectedWriteKeepsTheActorsAnswer) {
 
 // ---- Early requests (docs/engine.md "Early requests") ------------------------------------
 
-constexpr std::string_view kEarlyRequestsHeader = "x-keel-early-requests";
 constexpr std::string_view kNotStartedHeader = "x-keel-not-started";
 
 bool HasTunnelMessage(const std::deque<FakeEnvoy::Frame>& frames) {
