@@ -676,10 +676,25 @@ void Instance::FailOutputs(const ClientError& error) {
   }
 }
 
+namespace {
+// Flushes one instance may have in flight on a socket whose engine holds outputs. The
+// engine commits an actor's writes in the order they arrive and answers them in that
+// order, so a write need not wait for the answer of the one before it: the answer that
+// depends on it follows it on the socket, and a failure of any ends the generation.
+constexpr uint8_t kMaxHeldFlushes = 8;
+}  // namespace
+
 void Instance::MaybeFlush() {
-  if (flushing_ || in_turn_ || overlay_.empty() || generation_ended_) return;
-  flushing_ = true;
-  inflight_ = std::move(overlay_);
+  if (in_turn_ || overlay_.empty() || generation_ended_) return;
+  // Held outputs: the requests are written to the socket at once, and what waits for them
+  // may follow them right away (ReleaseOutputs below).
+  const bool held = runtime_.client().engine_holds_outputs();
+  if (flushing_ > 0 &&
+      (!held || flushing_ >= kMaxHeldFlushes || sent_epoch_ != runtime_.client().socket_epoch())) {
+    return;
+  }
+  ++flushing_;
+  std::map<Bytes, std::optional<Bytes>> batch = std::move(overlay_);
   overlay_.clear();
   const uint64_t seq = staged_seq_;
 
@@ -687,7 +702,7 @@ void Instance::MaybeFlush() {
   latest::KvPutRequest put;
   size_t put_bytes = 0;
   latest::KvDeleteRequest del;
-  for (const auto& [k, v] : inflight_) {
+  for (const auto& [k, v] : batch) {
     if (v) {
       if (!put.keys.empty() &&
           (put.keys.size() >= kMaxKeysPerRequest || put_bytes + k.size() + v->size() > kMaxPutPayload)) {
@@ -708,10 +723,12 @@ void Instance::MaybeFlush() {
   }
   if (!put.keys.empty()) requests.emplace_back(std::move(put));
   if (!del.keys.empty()) requests.emplace_back(std::move(del));
+  if (inflight_.empty()) {
+    inflight_ = std::move(batch);
+  } else {
+    for (auto& [k, v] : batch) inflight_[k] = std::move(v);
+  }
 
-  // Held outputs: the requests are written to the socket at once, and what waits for them
-  // may follow them right away (ReleaseOutputs below).
-  const bool held = runtime_.client().engine_holds_outputs();
   if (held) {
     sent_seq_ = seq;
     sent_epoch_ = runtime_.client().socket_epoch();
@@ -735,15 +752,16 @@ void Instance::MaybeFlush() {
 }
 
 void Instance::OnFlushDone(uint64_t seq, Status status, bool held) {
-  flushing_ = false;
+  --flushing_;
   if (!status.ok() && held && phase_ != Phase::kLoading) {
-    // (A startup's writes gate no wire output: a failed one fails the start instead.)
+    // (A startup's failed write fails the start instead: its WaitWritten, or the flag below.)
     EndGeneration(status.error());
   } else if (status.ok()) {
-    durable_seq_ = seq;
-    inflight_.clear();
+    durable_seq_ = std::max(durable_seq_, seq);  // flushes are answered in order
+    if (flushing_ == 0) inflight_.clear();
   } else {
     LogError(kLog, "writes failed", {{"actor", actor_id_}, {"error", status.error().ToString()}});
+    if (held) startup_write_failed_ = true;  // still loading (above): the start fails
     // The record must be written again by the next checkpoint.
     if (inflight_.count(Key1(keys::kActorRecord))) {
       persisted_record_.clear();
@@ -811,6 +829,16 @@ Task<void> Instance::WaitDurable() {
   // Not a wire output: resolves only once everything staged so far is durable.
   Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); },
        /*wire=*/false);
+  std::optional<ClientError> err = co_await done;
+  if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
+}
+
+Task<void> Instance::WaitWritten() {
+  Completion<std::optional<ClientError>> done;
+  // A wire output that sends nothing: with held outputs it is released once the writes are
+  // on the socket, else once they are durable.
+  Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); },
+       /*wire=*/true);
   std::optional<ClientError> err = co_await done;
   if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
 }
@@ -987,7 +1015,7 @@ Task<void> Instance::StartSequence() {
       co_await RunHook("onCreate", type_->options.on_create_timeout, type_->on_create(inv, input));
     }
     record_initialized_ = true;
-    co_await WaitDurable();  // hasInitialized is flushed right after onCreate
+    co_await WaitWritten();  // hasInitialized is flushed right after onCreate
   } else {
     if (state_) {
       auto v = DecodeCbor(record->state);
@@ -1034,7 +1062,15 @@ Task<void> Instance::StartSequence() {
     co_await RunHook("onBeforeActorStart", type_->options.on_before_actor_start_timeout,
                      type_->on_before_actor_start(inv));
   }
-  co_await WaitDurable();
+  // With held outputs the startup's writes need only be on the socket before Running and
+  // every answer that follows: the engine keeps those answers until the writes are durable
+  // (a cold start no longer pays their sync before it handles its first request). A write
+  // that failed meanwhile fails the start; one that fails later ends the generation.
+  co_await WaitWritten();
+  if (startup_write_failed_) {
+    throw ActorError("actor", "storage_failed",
+                     "a write of the actor's startup could not be committed", std::nullopt, false);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -490,6 +490,10 @@ class Instance {
   bool AlarmSettled() const;
   std::optional<int64_t> DesiredAlarm() const;
   Task<void> WaitDurable();  // until everything staged so far is committed
+  // Until everything staged so far is committed or, on a socket whose engine holds outputs,
+  // written to it ahead of what the instance sends next (the engine holds that until the
+  // writes are durable).
+  Task<void> WaitWritten();
   Task<envoy::latest::KvResponseData> Kv(envoy::latest::KvRequestData request);
   void SyncAlarm();
 
@@ -616,7 +620,8 @@ class Instance {
 
   // Write overlay + gate.
   std::map<Bytes, std::optional<Bytes>> overlay_;      // staged, not yet sent
-  std::map<Bytes, std::optional<Bytes>> inflight_;     // sent, not yet committed
+  // Sent, not yet committed: every flush in flight, a later value over an earlier one.
+  std::map<Bytes, std::optional<Bytes>> inflight_;
   uint64_t staged_seq_ = 0;    // bumps on every staged write
   uint64_t durable_seq_ = 0;   // every write up to here is committed
   // Held outputs: every write up to sent_seq_ was written to the socket of sent_epoch_,
@@ -624,8 +629,12 @@ class Instance {
   uint64_t sent_seq_ = 0;
   uint64_t sent_epoch_ = 0;
   bool generation_ended_ = false;  // EndGeneration ran
+  // A write the startup did not wait for failed while the instance was still loading: the
+  // start fails when it ends (StartSequence).
+  bool startup_write_failed_ = false;
 
-  bool flushing_ = false;
+  // Flushes in flight: one at a time, or up to kMaxHeldFlushes with held outputs (MaybeFlush).
+  uint8_t flushing_ = 0;
   // Handling one inbound tunnel message (Runtime::OnTunnelMessage): flushes wait for its
   // end, so everything that message staged — an action's broadcast of its state, the
   // state, the connection's processed index — goes out as one write (one synced commit).

@@ -122,6 +122,27 @@ TEST(RuntimeHeldOutputs, TheAnswerFollowsItsWriteWithoutWaitingForTheAck) {
   EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 2}}));
 }
 
+// Writes do not wait for the answer of the one before them either: each action's put and
+// answer leave at once, up to 8 flushes in flight; the next waits for the oldest answer.
+TEST(RuntimeHeldOutputs, WritesInFlightDoNotHoldBackTheNextAction) {
+  RuntimeHarness h;
+  BootHeld(h);
+  h.hold_kv = true;
+  std::vector<latest::MessageId> ids;
+  for (int i = 1; i <= 9; ++i) ids.push_back(h.Action("a1", "increment", "[1]"));
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(h.Body(ids[static_cast<size_t>(i)]), "{\"output\":" + std::to_string(i + 1) + "}");
+  }
+  EXPECT_EQ(h.held_kv(), 8u);
+  EXPECT_EQ(h.Status(ids[8]), 0) << "a ninth flush went out with eight in flight";
+  h.ReleaseOldestKv(1);
+  EXPECT_EQ(h.Body(ids[8]), R"({"output":9})");
+  EXPECT_EQ(h.held_kv(), 8u);
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 9}}));
+}
+
 TEST(RuntimeHeldOutputs, WithoutTheEnginesConfirmationTheAnswerWaitsForTheAck) {
   RuntimeHarness h;  // engine_holds_outputs = false: the engine did not confirm
   h.Boot({CounterDef().type()});
@@ -189,6 +210,88 @@ TEST(RuntimeHeldOutputs, ASocketLostWithAWriteInFlightEndsTheGeneration) {
   h.Connect();
   ASSERT_TRUE(h.Stopped("a1", 1).has_value());
   EXPECT_EQ(h.Stopped("a1", 1)->code, latest::StopCode::kError);
+}
+
+// Starts a1 with every KV request held, answers the startup's read (the harness preloads
+// nothing) and leaves its first write held.
+void StartWithTheWriteHeld(RuntimeHarness& h) {
+  h.hold_kv = true;
+  h.StartActor("a1", "counter");
+  ASSERT_EQ(h.held_kv(), 1u);
+  ASSERT_TRUE(h.held_kv_requests().front().data.is<latest::KvGetRequest>());
+  h.ReleaseOldestKv(1);
+  ASSERT_EQ(h.held_kv(), 1u) << "the startup wrote nothing";
+  ASSERT_TRUE(h.held_kv_requests().front().data.is<latest::KvPutRequest>());
+}
+
+// A new actor's startup writes its record (hasInitialized) and, on a socket whose engine
+// holds outputs, reports Running and answers without waiting for that write's answer: the
+// engine keeps the answers until it is durable.
+TEST(RuntimeHeldOutputs, ANewActorRunsBeforeItsStartupWriteIsAnswered) {
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  ASSERT_NO_FATAL_FAILURE(StartWithTheWriteHeld(h));
+  ASSERT_TRUE(h.Running("a1", 1)) << "waited for the answer of the startup's write";
+  // The first action's write follows the startup's at once, and its answer follows both.
+  auto id = h.Action("a1", "increment", "[2]");
+  EXPECT_EQ(h.Body(id), R"({"output":2})") << "sent behind its write; the engine holds it";
+  EXPECT_EQ(h.held_kv(), 2u);
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_EQ(*h.PersistedState("a1"), Value::Object({{"count", 2}}));
+}
+
+TEST(RuntimeHeldOutputs, WithoutHeldOutputsTheStartWaitsForItsWrite) {
+  RuntimeHarness h;
+  h.Boot({CounterDef().type()});
+  ASSERT_NO_FATAL_FAILURE(StartWithTheWriteHeld(h));
+  EXPECT_FALSE(h.Running("a1", 1)) << "running before the startup's write was durable";
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_TRUE(h.Running("a1", 1));
+}
+
+// The startup's write fails after the instance reported Running (and answered):
+// the failure rule ends the generation, and the next one starts from what is durable.
+TEST(RuntimeHeldOutputs, AStartupWriteThatFailsAfterRunningEndsTheGeneration) {
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({CounterDef().type()});
+  ASSERT_NO_FATAL_FAILURE(StartWithTheWriteHeld(h));
+  ASSERT_TRUE(h.Running("a1", 1));
+  EXPECT_EQ(h.Body(h.Action("a1", "increment", "[2]")), R"({"output":2})")
+      << "sent; the engine holds it";
+  h.hold_kv = false;
+  h.FailHeldKv("storage.io: sync failed");
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.Stopped("a1", 1)->code, latest::StopCode::kError);
+  EXPECT_THAT(h.Stopped("a1", 1)->message.value_or(""), HasSubstr("actor.storage_failed"));
+  EXPECT_FALSE(h.PersistedState("a1").has_value()) << "nothing of generation 1 is durable";
+  h.StartActor("a1", "counter", 2);
+  ASSERT_TRUE(h.Running("a1", 2));
+  EXPECT_EQ(h.Body(h.Action("a1", "getCount", "[]")), R"({"output":0})");
+}
+
+// It fails while the startup still runs (a later hook waits): the start fails, and the
+// instance never reports Running.
+TEST(RuntimeHeldOutputs, AStartupWriteThatFailsWhileTheStartRunsFailsTheStart) {
+  ActorDef<Counter> def("counter");
+  Completion<int> wake;
+  def.on_wake([wake](Ctx<Counter>&) -> Task<void> { co_await wake; });
+  RuntimeHarness h;
+  h.engine_holds_outputs = true;
+  h.Boot({def.type()});
+  ASSERT_NO_FATAL_FAILURE(StartWithTheWriteHeld(h));  // the record, before onWake
+  h.hold_kv = false;
+  h.FailHeldKv("storage.io: sync failed");
+  EXPECT_FALSE(h.Stopped("a1", 1).has_value()) << "onWake still runs";
+  wake.Resolve(0);
+  h.Pump();
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.Stopped("a1", 1)->code, latest::StopCode::kError);
+  EXPECT_THAT(h.Stopped("a1", 1)->message.value_or(""), HasSubstr("storage_failed"));
+  EXPECT_FALSE(h.Running("a1", 1));
 }
 
 TEST(RuntimeHeldOutputs, OversizedUserKvIsRefusedAtThePutNotAtTheFlush) {
