@@ -2599,6 +2599,21 @@ class EarlyStartTest : public HeldOutputsTest {
     return false;
   }
 
+  // The running instance answers `request` with `body` while the start's sync waits at the
+  // gate: the engine holds the answer, and the client gets it once the gate opens.
+  void AnswerHeldUntilTheSync(FakeEnvoy& fe, const v::MessageId& request, HttpFuture& pending,
+                              const std::string& body, uint64_t syncs_before) {
+    ASSERT_TRUE(Respond(fe, request, body).has_value());
+    ASSERT_TRUE(fe.Sync().has_value());  // the engine has read the answer: it holds it
+    EXPECT_EQ(pending.wait_for(200ms), std::future_status::timeout)
+        << "the answer reached the client before the start was durable";
+    store_->OpenGate();
+    net::HttpResponse got = Answer(pending);
+    EXPECT_GT(store_->completed_syncs(), syncs_before);
+    EXPECT_EQ(got.status, 200) << got.body;
+    EXPECT_EQ(got.body, body);
+  }
+
   // Replaces fe_ with an envoy that holds outputs and takes requests early.
   std::unique_ptr<FakeEnvoy> EarlyRequestsEnvoy() {
     CloseEnvoy(fe_);
@@ -2666,16 +2681,7 @@ TEST_F(EarlyStartTest, WakeStartsBeforeItsCommitIsDurableAndTheAnswerWaitsForIt)
   ASSERT_TRUE(fe_->SendRunning(id_, 2).has_value());
   auto request = NextRequestStart(*fe_, "/wake");  // forwarded before the start is durable
   ASSERT_TRUE(request.has_value());
-  ASSERT_TRUE(Respond(*fe_, *request, "woken").has_value());
-  ASSERT_TRUE(fe_->Sync().has_value());  // the engine has read the answer: it holds it
-  EXPECT_EQ(pending.wait_for(200ms), std::future_status::timeout)
-      << "the answer reached the client before the start was durable";
-
-  store_->OpenGate();
-  net::HttpResponse got = Answer(pending);
-  EXPECT_GT(store_->completed_syncs(), syncs_before);
-  EXPECT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, "woken");
+  AnswerHeldUntilTheSync(*fe_, *request, pending, "woken", syncs_before);
 }
 
 // The start's sync fails: the generation it started may not be stored, so none of its
@@ -2751,15 +2757,7 @@ TEST_F(EarlyStartTest, AGatewayGetOrCreateRidesBehindTheCreationsStartBeforeItIs
   ASSERT_TRUE(store_->WaitSyncBlocked(5s)) << "the creation's sync never started";
   EXPECT_EQ(store_->completed_syncs(), syncs_before);
   ASSERT_TRUE(fe->SendRunning(id, 1).has_value());
-  ASSERT_TRUE(Respond(*fe, *request, "created").has_value());
-  ASSERT_TRUE(fe->Sync().has_value());  // the engine has read the answer: it holds it
-  EXPECT_EQ(pending.wait_for(200ms), std::future_status::timeout)
-      << "the answer reached the client before the creation was durable";
-  store_->OpenGate();
-  net::HttpResponse got = Answer(pending);
-  EXPECT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, "created");
-  EXPECT_GT(store_->completed_syncs(), syncs_before);
+  AnswerHeldUntilTheSync(*fe, *request, pending, "created", syncs_before);
 }
 
 // That creation's sync fails: the actor may not be stored, so the client gets no answer of
