@@ -354,11 +354,11 @@ std::optional<client::ActorHandle> MakeHandle(client::Client& c, const CallOptio
   return c.GetOrCreate(t.name, t.key, std::move(h));
 }
 
-// What a slow request on an actor is waiting for: `running_what` itself when the actor
-// runs, else the actor's start, by a runtime of the actor's own pool (--pool only places new
-// actors). Asks the engine with a client of its own (the waiting one is busy).
-std::string SlowRequestLine(const ClientFlags& flags, const Target& t,
-                            const std::string& running_what) {
+// What a slow request on an actor is waiting for: the request itself (`request` followed by
+// the actor's name and key) when the actor runs, else the actor's start, by a runtime of the
+// actor's own pool (--pool only places new actors). Asks the engine with a client of its
+// own (the waiting one is busy).
+std::string SlowRequestLine(const ClientFlags& flags, const Target& t, const std::string& request) {
   const std::string who = t.name + " " + KeyText(t.key);
   client::ClientOptions options = ToOptions(flags);
   options.request_timeout = 2s;
@@ -369,7 +369,7 @@ std::string SlowRequestLine(const ClientFlags& flags, const Target& t,
     const std::string state = StateOf(a);
     if (state == "destroyed") continue;
     if (state == "running") {
-      return "still waiting for " + running_what + " (actor " + a.actor_id +
+      return "still waiting for " + request + " " + who + " (actor " + a.actor_id +
              " is running; --timeout " + std::to_string(flags.timeout_s) + " s per request)";
     }
     std::string detail = "actor " + a.actor_id + " is " + state;
@@ -389,9 +389,7 @@ int RunCall(CallOptions& o) {
   auto handle = MakeHandle(c, o, *target);
   std::optional<ClientResult<Value>> out_or;
   {
-    SlowNotice notice([&o, t = *target] {
-      return SlowRequestLine(o.flags, t, o.action + " on " + t.name + " " + KeyText(t.key));
-    });
+    SlowNotice notice([&o, t = *target] { return SlowRequestLine(o.flags, t, o.action + " on"); });
     out_or = handle->Action(o.action, Value(std::move(args)));
   }
   auto& out = *out_or;
@@ -447,9 +445,8 @@ int RunWatch(CallOptions& o) {
   });
   std::optional<client::ClientStatus> ready_or;
   {
-    SlowNotice notice([&o, t = *target] {
-      return SlowRequestLine(o.flags, t, "the connection to " + t.name + " " + KeyText(t.key));
-    });
+    SlowNotice notice(
+        [&o, t = *target] { return SlowRequestLine(o.flags, t, "the connection to"); });
     ready_or = conn->WaitReady(std::chrono::seconds(o.flags.timeout_s));
   }
   auto& ready = *ready_or;

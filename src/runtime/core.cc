@@ -824,24 +824,20 @@ void Instance::EndGeneration(const Error& cause) {
   }
 }
 
-Task<void> Instance::WaitDurable() {
+// An output that sends nothing, behind everything staged so far: not a wire output, it is
+// released once those writes are durable; as a wire output, with held outputs, once they
+// are on the socket.
+Task<void> Instance::WaitBehindWrites(bool wire) {
   Completion<std::optional<ClientError>> done;
-  // Not a wire output: resolves only once everything staged so far is durable.
   Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); },
-       /*wire=*/false);
+       wire);
   std::optional<ClientError> err = co_await done;
   if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
 }
 
-Task<void> Instance::WaitWritten() {
-  Completion<std::optional<ClientError>> done;
-  // A wire output that sends nothing: with held outputs it is released once the writes are
-  // on the socket, else once they are durable.
-  Gate([done] { done.Resolve(std::nullopt); }, [done](const ClientError& e) { done.Resolve(e); },
-       /*wire=*/true);
-  std::optional<ClientError> err = co_await done;
-  if (err) throw ActorError(err->group, err->code, err->message, err->metadata);
-}
+Task<void> Instance::WaitDurable() { co_await WaitBehindWrites(/*wire=*/false); }
+
+Task<void> Instance::WaitWritten() { co_await WaitBehindWrites(/*wire=*/true); }
 
 Task<void> Instance::SaveState() { co_await WaitDurable(); }
 

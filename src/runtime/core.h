@@ -494,6 +494,7 @@ class Instance {
   // written to it ahead of what the instance sends next (the engine holds that until the
   // writes are durable).
   Task<void> WaitWritten();
+  Task<void> WaitBehindWrites(bool wire);  // the two above
   Task<envoy::latest::KvResponseData> Kv(envoy::latest::KvRequestData request);
   void SyncAlarm();
 
