@@ -114,6 +114,34 @@ class EngineEnvoyTest : public ::testing::Test {
 
   TestEngine& te() { return *te_; }
 
+  // A data directory an engine of this test restarts on. It goes when the test ends, also
+  // after a failed assertion: first the engine, which holds the store open (RocksDB deletes
+  // obsolete files from its own threads), then the directory.
+  class DataDir {
+   public:
+    DataDir(EngineEnvoyTest& test, std::string_view prefix)
+        : test_(test),
+          path_(std::filesystem::temp_directory_path() /
+                (std::string(prefix) + "-" + std::to_string(NowMs()) + "-" +
+                 std::to_string(::getpid()))) {
+      std::error_code ec;
+      std::filesystem::remove_all(path_, ec);
+    }
+    ~DataDir() {
+      test_.te_.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(path_, ec);
+    }
+    DataDir(const DataDir&) = delete;
+    DataDir& operator=(const DataDir&) = delete;
+
+    std::string string() const { return path_.string(); }
+
+   private:
+    EngineEnvoyTest& test_;
+    std::filesystem::path path_;
+  };
+
   HttpResult Call(const std::string& method, const std::string& target,
                   const std::string& body = "", net::Headers headers = {}) {
     net::HttpRequest req;
@@ -1871,10 +1899,7 @@ TEST_F(EngineEnvoyTest, FramesTheConnectionsVersionCannotCarryAreIgnored) {
 // ---- 17. restart ------------------------------------------------------------------------
 
 TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("keel-engine-envoy-test-" + std::to_string(NowMs()) + "-" +
-                    std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  const DataDir dir(*this, "keel-engine-envoy-test");
   engine::EngineOptions o = FastOptions();
   // A long threshold keeps this test about persistence (alarms, replay, KV); liveness
   // across a restart is RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTime.
@@ -1952,10 +1977,6 @@ TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
   EXPECT_TRUE(wake->inner.is<v::CommandStartActor>());
   EXPECT_EQ(wake->checkpoint.generation, 2u);
   EXPECT_GE(NowMs(), alarm);
-
-  fe.reset();
-  te_.reset();
-  std::filesystem::remove_all(dir);
 }
 
 
@@ -1968,10 +1989,7 @@ TEST_F(EngineEnvoyTest, StateSurvivesRestartAndUnackedCommandsReplay) {
 // reconnects ~250 ms after its last ping. (Sleeps model the real-time reconnect gap; they
 // do not synchronise anything.)
 TEST_F(EngineEnvoyTest, RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTime) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("keel-engine-envoy-live-" + std::to_string(NowMs()) + "-" +
-                    std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  const DataDir dir(*this, "keel-engine-envoy-live");
   engine::EngineOptions o = FastOptions();
   o.thresholds.envoy_lost_ms = 1000;
   o.envoy_lost_threshold_ms = 1000;
@@ -2003,9 +2021,6 @@ TEST_F(EngineEnvoyTest, RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTi
   EXPECT_TRUE(kv->is<v::KvPutResponse>()) << ErrorText(*kv);
   EXPECT_FALSE(HasCommandFor(fe->backlog(), id)) << CommandsText(fe->backlog());
   EXPECT_EQ(Transition(id), orch::Transition::kRunning);
-  fe.reset();
-  te_.reset();
-  std::filesystem::remove_all(dir);
 }
 
 // W7 (kill -9 of the engine): a request that arrives after the restart, before the
@@ -2016,19 +2031,7 @@ TEST_F(EngineEnvoyTest, RunningActorSurvivesEngineRestartWhenEnvoyReconnectsInTi
 // next backoff retry (2-8 s with the defaults; 60 s here, so a start that waits for it
 // fails the bounded wait below).
 TEST_F(EngineEnvoyTest, ActorLostAtEngineRestartStartsOnItsReconnectedEnvoyOnceTheOldGenerationStopped) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("keel-engine-envoy-rejoin-" + std::to_string(NowMs()) + "-" +
-                    std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  // Also on a failed assertion: the engine first (it holds the store open), then its data.
-  struct Cleanup {
-    std::function<void()> fn;
-    ~Cleanup() { fn(); }
-  } cleanup{[&] {
-    te_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }};
+  const DataDir dir(*this, "keel-engine-envoy-rejoin");
   engine::EngineOptions o = FastOptions();
   o.thresholds.base_retry_ms = 60000;
   o.thresholds.envoy_lost_ms = 10000;
@@ -2807,14 +2810,7 @@ TEST_F(EarlyStartTest, WithoutHeldOutputsTheWakeTakesTheSyncedPath) {
 // generations it sent: each actor's first allocation then skips one. A clean restart does
 // not; an actor created after the unclean start begins at generation 1 as always.
 TEST_F(EngineEnvoyTest, UncleanRestartSkipsAGenerationACleanOneDoesNot) {
-  const auto dir =
-      std::filesystem::temp_directory_path() /
-      ("keel-engine-unclean-" + std::to_string(NowMs()) + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  struct Cleanup {
-    std::filesystem::path dir;
-    ~Cleanup() { std::filesystem::remove_all(dir); }
-  } cleanup{dir};
+  const DataDir dir(*this, "keel-engine-unclean");
   Start(FastOptions(), dir.string());
   auto fe = Envoy("gen-envoy");
   ASSERT_NE(fe, nullptr);
