@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -109,8 +110,9 @@ int main(int argc, char** argv) {
   // wait for an fsync. They mostly block in synced commits, so there are more of them than
   // cores: concurrent commits share WAL syncs. Destroyed after the I/O runtime. (One I/O
   // thread by default: see EngineConfig::threads.)
+  // Only the I/O threads poll (--io-spin-us): a worker's wait is an fsync, not a wake-up.
   keel::net::IoRuntime workers(std::max(4, 4 * config->threads));
-  keel::net::IoRuntime io(config->threads);
+  keel::net::IoRuntime io(config->threads, std::chrono::microseconds(config->io_spin_us));
   keel::net::ServerOptions server_options;
   server_options.host = config->host;
   server_options.port = config->port;

@@ -117,10 +117,11 @@ class SharedIoContext : public asio::io_context {
 
 // Declaration order matters: the clock's timers are destroyed before the io_context.
 struct IoRuntime::Impl {
-  explicit Impl(int n)
+  Impl(int n, std::chrono::microseconds spin_for)
       : ioc(std::make_shared<SharedIoContext>()),
         work(asio::make_work_guard(*ioc)),
-        clock(*ioc) {
+        clock(*ioc),
+        spin(spin_for) {
     const int count = n < 1 ? 1 : n;
     threads.reserve(count);
     for (int i = 0; i < count; ++i) {
@@ -128,11 +129,48 @@ struct IoRuntime::Impl {
     }
   }
 
+  // Runs the event loop until Stop(). With `spin`, a thread that finds no ready event
+  // polls again (yielding its core in between) until `spin` has passed since its last
+  // handler, then blocks in the kernel for the next one. One thread polls at a time (the
+  // `spinner` token); the others block at once.
+  void Loop() {
+    using Steady = std::chrono::steady_clock;
+    if (spin.count() <= 0) {
+      ioc->run();
+      return;
+    }
+    // Returns the token also when a handler throws out of poll()/run_one().
+    struct Token {
+      std::atomic<bool>& spinner;
+      bool held = false;
+      bool Take() { return held || (held = !spinner.exchange(true)); }
+      void Release() {
+        if (held) spinner.store(false);
+        held = false;
+      }
+      ~Token() { Release(); }
+    } token{spinner};
+    Steady::time_point last_work = Steady::now();
+    while (!ioc->stopped()) {
+      if (ioc->poll() > 0) {
+        last_work = Steady::now();
+        continue;
+      }
+      if (Steady::now() - last_work < spin && token.Take()) {
+        std::this_thread::yield();
+        continue;
+      }
+      token.Release();
+      if (ioc->run_one() == 0) return;  // stopped
+      last_work = Steady::now();
+    }
+  }
+
   void Run() {
     in_runtime_thread = this;
     for (;;) {
       try {
-        ioc->run();
+        Loop();
         break;
       } catch (const std::exception& e) {
         // Handlers are written not to throw; this is the last line of defence.
@@ -163,12 +201,15 @@ struct IoRuntime::Impl {
   AsioClock clock;
   std::mutex stop_mu;
   std::atomic<bool> stopped{false};
+  std::chrono::microseconds spin{0};
+  std::atomic<bool> spinner{false};
   std::vector<std::thread> threads;
 };
 
 thread_local const IoRuntime::Impl* IoRuntime::Impl::in_runtime_thread = nullptr;
 
-IoRuntime::IoRuntime(int threads) : impl_(std::make_unique<Impl>(threads)) {}
+IoRuntime::IoRuntime(int threads, std::chrono::microseconds spin)
+    : impl_(std::make_unique<Impl>(threads, spin)) {}
 
 IoRuntime::~IoRuntime() {
   impl_->Stop();

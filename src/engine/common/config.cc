@@ -24,6 +24,7 @@ using Ms = std::chrono::milliseconds;
 
 constexpr std::string_view kEnvPrefix = "KEEL_ENGINE_";
 constexpr int kMaxThreads = 256;
+constexpr int kMaxIoSpinUs = 100000;
 constexpr size_t kMaxNamespaceNameSize = 128;
 
 Error ConfigError(std::string_view code, std::string message) {
@@ -204,6 +205,12 @@ const std::vector<Field>& Fields() {
          c.threads = static_cast<int>(threads);
          return OkStatus();
        }},
+      {"io_spin_us", JsonKind::kInteger,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         KEEL_ASSIGN_OR_RETURN(int64_t us, ParseInteger(v, 0, kMaxIoSpinUs));
+         c.io_spin_us = static_cast<int>(us);
+         return OkStatus();
+       }},
       {"log_level", JsonKind::kString,
        [](EngineConfig& c, std::string_view v) -> Status {
          KEEL_ASSIGN_OR_RETURN(c.log_level, ParseLogLevel(v));
@@ -372,6 +379,8 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--admin-token", "admin_token", "Admin token; required to bind a non-loopback host"},
       {"--gateway-token", "gateway_token", "Token the gateway requires from clients"},
       {"--threads", "threads", "I/O event-loop threads (default 1)"},
+      {"--io-spin-us", "io_spin_us",
+       "µs an I/O thread polls for the next event before it sleeps (default 100, 0 = never)"},
       {"--log-level", "log_level", "trace, debug, info, warn, error or off (default info)"},
   };
   std::vector<std::string> values(std::size(kSpecs));
@@ -494,6 +503,9 @@ Status ValidateEngineConfig(const EngineConfig& config) {
   if (config.threads < 1 || config.threads > kMaxThreads) {
     return InvalidValue("threads must be between 1 and " + std::to_string(kMaxThreads));
   }
+  if (config.io_spin_us < 0 || config.io_spin_us > kMaxIoSpinUs) {
+    return InvalidValue("io_spin_us must be between 0 and " + std::to_string(kMaxIoSpinUs));
+  }
   if (config.admin_token) KEEL_RETURN_IF_ERROR(CheckToken("admin token", *config.admin_token));
   if (config.gateway_token) {
     KEEL_RETURN_IF_ERROR(CheckToken("gateway token", *config.gateway_token));
@@ -575,6 +587,7 @@ std::string DescribeConfig(const EngineConfig& config) {
                     " storage=" + std::string(StorageKindName(config.storage));
   if (config.storage == StorageKind::kRocksDb) out += " data_dir=" + config.data_dir;
   out += " threads=" + std::to_string(config.threads) +
+         " io_spin_us=" + std::to_string(config.io_spin_us) +
          " log_level=" + std::string(LogLevelName(config.log_level));
   out += " admin_token=";
   out += config.admin_token ? "<redacted>" : "<none>";

@@ -92,6 +92,13 @@ struct EngineConfig {
   // one event loop and hand most events to another thread (twice the context
   // switches and 20–35 % more engine CPU per request, measured on 2 cores).
   int threads = 1;
+  // How long an I/O thread keeps polling for the next event after its last one before it
+  // sleeps in the kernel (net::IoRuntime), in µs; 0..100000, 0 = never poll. A request's
+  // hops (client → engine → runtime → engine) then land on a thread that is still awake
+  // instead of paying a wake-up each; on 2 virtual cores 100 µs cut W1 over HTTP from
+  // ~560 to ~290 µs at ~100 µs more engine CPU per call (docs/benchmarks.md, "I/O threads
+  // that poll"). An idle engine sleeps.
+  int io_spin_us = 100;
   LogLevel log_level = LogLevel::kInfo;
   EngineThresholds thresholds;
 

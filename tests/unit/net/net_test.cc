@@ -2,17 +2,20 @@
 // for events (never sleeps); everything is torn down by the end of each test.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -1371,6 +1374,78 @@ TEST(IoRuntime, StopAbandonsPendingTimersWithoutRunningThem) {
   EXPECT_TRUE(rt->stopped());
   rt.reset();
   EXPECT_FALSE(ran.load());
+}
+
+// ---- I/O threads that poll (IoRuntime's `spin`)
+
+// CPU time the calling thread's IoRuntime thread has used so far, read through the clock id
+// a task captured on that thread.
+int64_t ThreadCpuUs(clockid_t clock) {
+  timespec ts{};
+  ::clock_gettime(clock, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+clockid_t LoopThreadClock(IoRuntime& rt) {
+  std::promise<clockid_t> id;
+  rt.Post([&] {
+    clockid_t c{};
+    ::pthread_getcpuclockid(::pthread_self(), &c);
+    id.set_value(c);
+  });
+  return id.get_future().get();
+}
+
+// Everything a runtime does still happens when its threads poll: posted tasks, strands,
+// timers, sockets; and Stop() ends threads that are polling.
+TEST(IoRuntime, PollingThreadsRunTasksTimersAndSocketsAndStop) {
+  auto rt = std::make_unique<IoRuntime>(2, std::chrono::milliseconds(50));
+  auto strand = rt->MakeStrand();
+  std::atomic<int> ran{0};
+  Notification posted;
+  for (int i = 0; i < 1000; ++i) {
+    strand->Post([&, i] {
+      if (ran.fetch_add(1) + 1 == 1000 && i == 999) posted.Notify();
+    });
+  }
+  ASSERT_TRUE(posted.WaitFor());
+  Notification fired;
+  rt->clock().ScheduleAfter(milliseconds(5), [&] { fired.Notify(); });
+  ASSERT_TRUE(fired.WaitFor());
+
+  WsEchoServer echo(*rt);
+  auto client = ConnectTo(WsUrl(*echo.server));
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  for (int i = 0; i < 20; ++i) {
+    const std::string text = "ping " + std::to_string(i);
+    ASSERT_TRUE((*client)->Send(text, false).ok());
+    auto ev = (*client)->Receive(kWait);
+    ASSERT_TRUE(ev.ok());
+    auto* msg = std::get_if<BlockingWsClient::Message>(&*ev);
+    ASSERT_NE(msg, nullptr);
+    EXPECT_EQ(msg->data, text);
+  }
+  echo.server.reset();
+  rt->Stop();  // while a thread polls: returns, the threads are joined
+  EXPECT_TRUE(rt->stopped());
+  rt.reset();
+}
+
+// A polling thread keeps its core busy only for the window after its last event: an idle
+// runtime sleeps. (The waits below are the observed windows, not synchronisation.)
+TEST(IoRuntime, APollingThreadSleepsOnceItsWindowPassesWithoutAnEvent) {
+  IoRuntime rt(1, std::chrono::milliseconds(150));
+  const clockid_t loop = LoopThreadClock(rt);
+  const int64_t busy_from = ThreadCpuUs(loop);
+  std::this_thread::sleep_for(milliseconds(60));  // inside the window: the thread polls
+  const int64_t busy = ThreadCpuUs(loop) - busy_from;
+  EXPECT_GT(busy, 1000) << "the thread did not poll after its last event";
+
+  std::this_thread::sleep_for(milliseconds(200));  // the window has passed
+  const int64_t idle_from = ThreadCpuUs(loop);
+  std::this_thread::sleep_for(milliseconds(200));
+  const int64_t idle = ThreadCpuUs(loop) - idle_from;
+  EXPECT_LT(idle, 20'000) << "an idle runtime kept polling";
 }
 
 }  // namespace

@@ -79,6 +79,7 @@ TEST(EngineConfig, DefaultsMatchRivet) {
   EXPECT_FALSE(uut->gateway_token.has_value());
   EXPECT_TRUE(uut->namespace_tokens.empty());
   EXPECT_EQ(uut->threads, 1);
+  EXPECT_EQ(uut->io_spin_us, 100);
   EXPECT_EQ(uut->log_level, LogLevel::kInfo);
   const EngineThresholds& t = uut->thresholds;
   EXPECT_EQ(t.actor_allocation_threshold, milliseconds(2000));
@@ -131,6 +132,8 @@ TEST(EngineConfig, EveryFlagIsApplied) {
                    "gw",
                    "--threads",
                    "8",
+                   "--io-spin-us",
+                   "0",
                    "--log-level",
                    "debug"});
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
@@ -141,18 +144,23 @@ TEST(EngineConfig, EveryFlagIsApplied) {
   EXPECT_EQ(uut->admin_token, "adm");
   EXPECT_EQ(uut->gateway_token, "gw");
   EXPECT_EQ(uut->threads, 8);
+  EXPECT_EQ(uut->io_spin_us, 0);
   EXPECT_EQ(uut->log_level, LogLevel::kDebug);
   std::map<std::string, std::string> expected{{"default", "t1"}, {"other", "t2"}};
   EXPECT_EQ(uut->namespace_tokens, expected);
 }
 
 TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
-  TempFile file(R"({"port": 7000, "threads": 3, "log_level": "warn", "data_dir": "/f"})");
-  FakeEnv env({{"KEEL_ENGINE_PORT", "7001"}, {"KEEL_ENGINE_THREADS", "4"}});
+  TempFile file(R"({"port": 7000, "threads": 3, "log_level": "warn", "data_dir": "/f",
+                    "io_spin_us": 250})");
+  FakeEnv env({{"KEEL_ENGINE_PORT", "7001"},
+               {"KEEL_ENGINE_THREADS", "4"},
+               {"KEEL_ENGINE_IO_SPIN_US", "500"}});
   auto uut = Load({"--config", file.path(), "--port", "7002"}, env);
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   EXPECT_EQ(uut->port, 7002);                  // flag
   EXPECT_EQ(uut->threads, 4);                  // env over file
+  EXPECT_EQ(uut->io_spin_us, 500);             // env over file
   EXPECT_EQ(uut->log_level, LogLevel::kWarn);  // file over default
   EXPECT_EQ(uut->data_dir, "/f");              // file
   EXPECT_EQ(uut->host, "127.0.0.1");           // default
@@ -260,6 +268,10 @@ TEST(EngineConfig, RejectsUnknownStorageThreadsAndLogLevel) {
   ExpectError(Load({"--storage", "sqlite"}), "invalid_value", "rocksdb or memory");
   ExpectError(Load({"--threads", "0"}), "invalid_value", "--threads");
   ExpectError(Load({"--threads", "257"}), "invalid_value", "--threads");
+  ExpectError(Load({"--io-spin-us", "-1"}), "invalid_value", "--io-spin-us");
+  ExpectError(Load({"--io-spin-us", "100001"}), "invalid_value", "--io-spin-us");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_IO_SPIN_US", "fast"}})), "invalid_value",
+              "KEEL_ENGINE_IO_SPIN_US");
   ExpectError(Load({"--log-level", "verbose"}), "invalid_value", "log level");
 }
 
@@ -362,6 +374,9 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
   config.threads = 0;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
+  config.io_spin_us = -1;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config = EngineConfig();
   config.admin_token = "bad token";
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
@@ -383,7 +398,7 @@ TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,
             "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=1 "
-            "log_level=info admin_token=<redacted> gateway_token=<none> "
+            "io_spin_us=100 log_level=info admin_token=<redacted> gateway_token=<none> "
             "namespace_tokens=[default] envoy_lost_threshold_ms=20000");
   EXPECT_EQ(text.find("s3cret"), std::string::npos);
   EXPECT_EQ(text.find("nstok"), std::string::npos);
