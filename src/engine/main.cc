@@ -54,6 +54,7 @@ EngineOptions ToOptions(const EngineConfig& c, uint16_t port) {
   o.response_start_timeout_ms = ms(t.gateway_response_start_timeout);
   o.ws_open_timeout_ms = ms(t.gateway_ws_open_timeout);
   o.preload_max_total_bytes = t.preload_max_total_bytes;
+  o.inline_page_commit_bytes = static_cast<size_t>(c.inline_page_commit_bytes);
   o.admin_token = c.admin_token;
   o.namespace_tokens = c.namespace_tokens;
   o.gateway_token = c.gateway_token;

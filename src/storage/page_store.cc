@@ -277,7 +277,8 @@ Result<CommitOutcome> PageStore::Commit(ByteView actor, const CommitRequest& req
     KEEL_RETURN_IF_ERROR(txn.Put(HeadKey(actor), EncodeHead(next)));
     return CommitOutcome{next.head_txid};
   };
-  return RunTransaction(store_, body, options_.max_attempts, CommitOptions{options_.sync});
+  return RunTransaction(store_, body, options_.max_attempts,
+                        CommitOptions{request.sync.value_or(options_.sync)});
 }
 
 Status PageStore::SetGeneration(ByteView actor, uint64_t generation) {

@@ -35,6 +35,7 @@
 //    the head (size, now_ms, stored_bytes = exact count of stored pages × page_size).
 //    An empty dirty list is valid (it still bumps the txid and sets the size).
 //    storage.io from the KvStore commit means the outcome is unknown (kv_store.h).
+//    CommitRequest::sync, when set, replaces PageStoreOptions::sync for that commit.
 //  * Fencing: `expected_generation` present → must equal the recorded generation (none
 //    recorded counts as a mismatch) else sqlite.remote_fence_mismatch. Absent → no check:
 //    §7.3 says Rivet ignores the expected* fields and its VFS leaves them absent, so an
@@ -130,6 +131,9 @@ struct CommitRequest {
   int64_t now_ms = 0;
   std::optional<uint64_t> expected_generation;
   std::optional<uint64_t> expected_head_txid;
+  // Overrides PageStoreOptions::sync for this commit. false: the commit returns before it
+  // is durable, and the caller makes it so (storage/group_sync.h) before acknowledging it.
+  std::optional<bool> sync;
 };
 
 struct CommitOutcome {

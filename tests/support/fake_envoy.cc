@@ -312,9 +312,20 @@ Result<envoy_proto::KvResponseData> FakeEnvoy::KvAnswer(uint32_t request_id,
 
 Result<envoy_proto::SqliteGetPagesResponse> FakeEnvoy::GetPages(
     envoy_proto::SqliteGetPagesRequest request, std::chrono::milliseconds timeout) {
+  auto id = SendGetPages(std::move(request));
+  if (!id.has_value()) return Unexpected{id.error()};
+  return PagesAnswer(*id, timeout);
+}
+
+Result<uint32_t> FakeEnvoy::SendGetPages(envoy_proto::SqliteGetPagesRequest request) {
   const uint32_t id = next_sqlite_request_++;
   KEEL_RETURN_IF_ERROR(Send(envoy_proto::ToRivet{
       envoy_proto::ToRivetSqliteGetPagesRequest{id, std::move(request)}}));
+  return id;
+}
+
+Result<envoy_proto::SqliteGetPagesResponse> FakeEnvoy::PagesAnswer(
+    uint32_t id, std::chrono::milliseconds timeout) {
   auto frame = WaitForFrame(
       [id](const envoy_proto::ToEnvoy& m) {
         const auto* r = m.get_if<envoy_proto::ToEnvoySqliteGetPagesResponse>();

@@ -187,6 +187,10 @@ class FakeEnvoy {
   Result<envoy_proto::SqliteGetPagesResponse> GetPages(
       envoy_proto::SqliteGetPagesRequest request,
       std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // GetPages in two steps: SendGetPages returns the request id, PagesAnswer waits for it.
+  Result<uint32_t> SendGetPages(envoy_proto::SqliteGetPagesRequest request);
+  Result<envoy_proto::SqliteGetPagesResponse> PagesAnswer(
+      uint32_t request_id, std::chrono::milliseconds timeout = std::chrono::seconds(5));
   Result<envoy_proto::SqliteCommitResponse> Commit(
       envoy_proto::SqliteCommitRequest request,
       std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -25,6 +25,7 @@ using Ms = std::chrono::milliseconds;
 constexpr std::string_view kEnvPrefix = "KEEL_ENGINE_";
 constexpr int kMaxThreads = 256;
 constexpr int kMaxIoSpinUs = 100000;
+constexpr int64_t kMaxInlinePageCommitBytes = int64_t{16} << 20;  // a commit's own cap
 constexpr size_t kMaxNamespaceNameSize = 128;
 
 Error ConfigError(std::string_view code, std::string message) {
@@ -211,6 +212,12 @@ const std::vector<Field>& Fields() {
          c.io_spin_us = static_cast<int>(us);
          return OkStatus();
        }},
+      {"inline_page_commit_bytes", JsonKind::kInteger,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         KEEL_ASSIGN_OR_RETURN(c.inline_page_commit_bytes,
+                               ParseInteger(v, 0, kMaxInlinePageCommitBytes));
+         return OkStatus();
+       }},
       {"log_level", JsonKind::kString,
        [](EngineConfig& c, std::string_view v) -> Status {
          KEEL_ASSIGN_OR_RETURN(c.log_level, ParseLogLevel(v));
@@ -381,6 +388,8 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--threads", "threads", "I/O event-loop threads (default 1)"},
       {"--io-spin-us", "io_spin_us",
        "µs an I/O thread polls for the next event before it sleeps (default 100, 0 = never)"},
+      {"--inline-page-commit-bytes", "inline_page_commit_bytes",
+       "Page commits up to this size are synced by the group commit (default 65536, 0 = never)"},
       {"--log-level", "log_level", "trace, debug, info, warn, error or off (default info)"},
   };
   std::vector<std::string> values(std::size(kSpecs));
@@ -506,6 +515,11 @@ Status ValidateEngineConfig(const EngineConfig& config) {
   if (config.io_spin_us < 0 || config.io_spin_us > kMaxIoSpinUs) {
     return InvalidValue("io_spin_us must be between 0 and " + std::to_string(kMaxIoSpinUs));
   }
+  if (config.inline_page_commit_bytes < 0 ||
+      config.inline_page_commit_bytes > kMaxInlinePageCommitBytes) {
+    return InvalidValue("inline_page_commit_bytes must be between 0 and " +
+                        std::to_string(kMaxInlinePageCommitBytes));
+  }
   if (config.admin_token) KEEL_RETURN_IF_ERROR(CheckToken("admin token", *config.admin_token));
   if (config.gateway_token) {
     KEEL_RETURN_IF_ERROR(CheckToken("gateway token", *config.gateway_token));
@@ -588,6 +602,7 @@ std::string DescribeConfig(const EngineConfig& config) {
   if (config.storage == StorageKind::kRocksDb) out += " data_dir=" + config.data_dir;
   out += " threads=" + std::to_string(config.threads) +
          " io_spin_us=" + std::to_string(config.io_spin_us) +
+         " inline_page_commit_bytes=" + std::to_string(config.inline_page_commit_bytes) +
          " log_level=" + std::string(LogLevelName(config.log_level));
   out += " admin_token=";
   out += config.admin_token ? "<redacted>" : "<none>";

@@ -99,6 +99,10 @@ struct EngineConfig {
   // ~560 to ~290 µs at ~100 µs more engine CPU per call (docs/benchmarks.md, "I/O threads
   // that poll"). An idle engine sleeps.
   int io_spin_us = 100;
+  // Page commits up to this many page bytes are committed where the connection reads them
+  // and made durable by the group commit's shared WAL sync, instead of a synced commit on a
+  // storage worker (engine::EngineOptions::inline_page_commit_bytes); 0..16 MiB, 0 = never.
+  int64_t inline_page_commit_bytes = 64 << 10;
   LogLevel log_level = LogLevel::kInfo;
   EngineThresholds thresholds;
 

@@ -76,6 +76,13 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       "keel_held_output_write_failures_total",
       "Writes (KV writes, SQLite page commits) that failed on a connection with held outputs: "
       "each one's actor generation has its answers withheld from clients from then on.");
+  constexpr std::string_view kPageCommits = "keel_sqlite_page_commits_total";
+  constexpr std::string_view kPageCommitsHelp =
+      "SQLite page commits stored, by path: made where the connection read them and made "
+      "durable by the group commit's WAL sync (inline), or made with their own synced commit "
+      "on a storage executor (worker).";
+  page_commits_inline_ = &metrics_.AddCounter(kPageCommits, kPageCommitsHelp, {{"path", "inline"}});
+  page_commits_worker_ = &metrics_.AddCounter(kPageCommits, kPageCommitsHelp, {{"path", "worker"}});
   early_requests_ = &metrics_.AddCounter(
       "keel_gateway_early_requests_total",
       "HTTP requests sent to an actor instance still starting (the envoy keeps them until it "

@@ -68,6 +68,12 @@ struct EngineOptions {
   // different actors' synced commits overlap (group commit). 1..64. (KV requests run on the
   // connection's read path and share GroupSync's WAL syncs instead.)
   int storage_executors_per_connection = 8;
+  // Page commits of at most this many page bytes (a typical OLTP commit is 2–4 pages) are
+  // committed where they are read, without waiting for the disk, when the actor has no
+  // page request waiting on its storage executor; their answer (and held outputs) waits for
+  // the group commit's WAL sync, as a KV write's does (docs/engine.md "Page commits"). This
+  // saves the hand-off to a worker and gives the commit a shared sync. 0 turns it off.
+  size_t inline_page_commit_bytes = 64 << 10;
   // Held outputs (engine/core/output_hold.h): confirmed to envoys that ask for them.
   bool hold_outputs = true;
   // Early start (docs/engine.md "Early start"): on a connection with held outputs, a
@@ -138,6 +144,11 @@ class Engine {
   storage::GroupSync& kv_sync() { return *kv_sync_; }
   void metrics_kv_write_synced() { kv_writes_synced_->Inc(); }
   void metrics_held_output_write_failed() { held_output_write_failures_->Inc(); }
+  // keel_sqlite_page_commits_total{path}: committed on the read path and synced by the
+  // group commit (`inline`), or on a storage executor with a synced commit (`worker`).
+  void metrics_page_commit(bool inline_path) {
+    (inline_path ? page_commits_inline_ : page_commits_worker_)->Inc();
+  }
   // Gateway: an HTTP request handed to an instance still starting (early requests), and
   // one sent again because that instance never ran it.
   void metrics_early_request() { early_requests_->Inc(); }
@@ -192,6 +203,8 @@ class Engine {
   Counter* kv_syncs_ = nullptr;
   Counter* kv_writes_synced_ = nullptr;
   Counter* held_output_write_failures_ = nullptr;
+  Counter* page_commits_inline_ = nullptr;
+  Counter* page_commits_worker_ = nullptr;
   Counter* early_requests_ = nullptr;
   Counter* resent_not_started_ = nullptr;
   Counter* resent_never_ran_ = nullptr;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "base/log.h"
@@ -48,10 +49,20 @@ EnvoySession::EnvoySession(Engine& engine, gateway::EnvoyConnectParams params,
       remote_sql_(std::make_unique<RemoteSqlHost>(engine, *this)) {
   const int n = std::clamp(engine.options().storage_executors_per_connection, 1, 64);
   for (int i = 0; i < n; ++i) storage_executors_.push_back(engine.MakeWorkerStrand());
+  storage_pending_ = std::make_unique<std::atomic<uint32_t>[]>(static_cast<size_t>(n));
 }
 
-Executor& EnvoySession::StorageExecutorFor(const std::string& actor_id) {
-  return *storage_executors_[std::hash<std::string>{}(actor_id) % storage_executors_.size()];
+size_t EnvoySession::StorageSlotFor(const std::string& actor_id) const {
+  return std::hash<std::string>{}(actor_id) % storage_executors_.size();
+}
+
+void EnvoySession::PostStorage(size_t slot, std::function<void()> task) {
+  storage_pending_[slot].fetch_add(1, std::memory_order_relaxed);
+  storage_executors_[slot]->Post([self = shared_from_this(), slot, task = std::move(task)] {
+    task();
+    // Release: an inline commit that then sees 0 also sees everything the task stored.
+    self->storage_pending_[slot].fetch_sub(1, std::memory_order_release);
+  });
 }
 
 EnvoySession::~EnvoySession() = default;
@@ -139,22 +150,29 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
         } else if constexpr (std::is_same_v<T, latest::ToRivetTunnelMessage>) {
           HandleTunnel(std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteGetPagesRequest>) {
-          StorageExecutorFor(m.data.actor_id).Post(
-              [self, req = std::move(m)]() mutable { self->HandleGetPages(std::move(req)); });
+          PostStorage(StorageSlotFor(m.data.actor_id), [self, req = std::move(m)]() mutable {
+            self->HandleGetPages(std::move(req));
+          });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
-          // Held outputs: the actor's tunnel messages read after this commit wait for it,
-          // as for a KV write (a runtime may send its answers without waiting for the
-          // commit's; runtime/sql.h, HeldCommits).
-          std::optional<std::pair<EngineId, uint64_t>> ticket;
-          if (hold_ != nullptr) {
-            if (auto owner = CheckOwner(m.data.actor_id, "sqlite "); owner.has_value()) {
+          const size_t slot = StorageSlotFor(m.data.actor_id);
+          std::optional<WriteTicket> ticket;
+          bool inline_path = false;
+          if (auto owner = CheckOwner(m.data.actor_id, "sqlite "); owner.has_value()) {
+            // Held outputs: the actor's tunnel messages read after this commit wait for it,
+            // as for a KV write (a runtime may send its answers without waiting for the
+            // commit's; runtime/sql.h, HeldCommits).
+            if (hold_ != nullptr) {
               ticket.emplace(owner->first, hold_->BeginWrite(owner->first, owner->second));
             }
+            inline_path = InlineCommit(m, slot, *owner);
           }
-          StorageExecutorFor(m.data.actor_id).Post(
-              [self, req = std::move(m), ticket]() mutable {
-                self->HandleCommit(std::move(req), ticket);
-              });
+          if (inline_path) {
+            HandleCommit(std::move(m), ticket, /*inline_path=*/true);
+          } else {
+            PostStorage(slot, [self, req = std::move(m), ticket]() mutable {
+              self->HandleCommit(std::move(req), ticket, /*inline_path=*/false);
+            });
+          }
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest> ||
                              std::is_same_v<T, latest::ToRivetSqliteExecuteRequest> ||
                              std::is_same_v<T, latest::ToRivetSqliteExecuteWriteRequest>) {
@@ -231,12 +249,19 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
                                         engine_.clock().SystemNowMs());
   const bool wrote = is_write && !resp.data.is<latest::KvErrorResponse>();
   if (ticket.has_value() && !wrote) hold_->EndWrite(owner->first, *ticket, /*ok=*/false);
-  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote, actor = owner->first,
-                 ticket = wrote ? ticket : std::nullopt](Status synced) mutable {
+  std::optional<WriteTicket> held;
+  if (ticket.has_value() && wrote) held.emplace(owner->first, *ticket);
+  AnswerWhenDurable<latest::KvErrorResponse>(std::move(resp), wrote, std::move(held));
+}
+
+template <typename ErrorData, typename Response>
+void EnvoySession::AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket) {
+  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote,
+                 ticket = std::move(ticket)](Status synced) mutable {
     if (!synced.has_value()) {
       // The write (or one the read may show) is not known to be durable.
-      resp.data = latest::KvErrorResponse{synced.error().ToString()};
-    } else if (wrote) {
+      resp.data = ErrorData{synced.error().ToString()};
+    } else if (wrote && std::is_same_v<ErrorData, latest::KvErrorResponse>) {
       self->engine_.metrics_kv_write_synced();
     }
     if (!ticket.has_value()) {
@@ -247,9 +272,9 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
     // stop, say) can then never overtake them. Forwarding them is gateway work: when other
     // writes already wait for the next sync, it runs on the connection's release executor
     // instead of delaying that sync (this runs on the syncing thread).
-    auto release = [self, resp = std::move(resp), actor, ticket = *ticket,
+    auto release = [self, resp = std::move(resp), ticket = std::move(*ticket),
                     ok = synced.has_value()]() mutable {
-      self->hold_->EndWrite(actor, ticket, ok);
+      self->hold_->EndWrite(ticket.first, ticket.second, ok);
       self->Send(latest::ToEnvoy{std::move(resp)});
     };
     self->ReleaseAfterSync(std::move(release));
@@ -348,11 +373,26 @@ void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
       resp.data = std::move(ok);
     }
   }
-  Send(latest::ToEnvoy{std::move(resp)});
+  // The pages may include a commit made inline and not yet synced: they leave once it is
+  // durable (at once when no write waits).
+  AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/false, std::nullopt);
+}
+
+bool EnvoySession::InlineCommit(const latest::ToRivetSqliteCommitRequest& req, size_t slot,
+                                const std::pair<EngineId, uint32_t>& owner) {
+  const size_t limit = engine_.options().inline_page_commit_bytes;
+  if (limit == 0) return false;
+  size_t bytes = 0;
+  for (const auto& page : req.data.dirty_pages) bytes += page.bytes.size();
+  if (bytes > limit) return false;
+  if (storage_pending_[slot].load(std::memory_order_acquire) != 0) return false;
+  std::lock_guard lock(recorded_mu_);
+  auto it = recorded_.find(owner.first);
+  return it != recorded_.end() && it->second == owner.second;
 }
 
 void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
-                                std::optional<std::pair<EngineId, uint64_t>> ticket) {
+                                std::optional<WriteTicket> ticket, bool inline_path) {
   latest::ToEnvoySqliteCommitResponse resp;
   resp.request_id = req.request_id;
   auto owner = CheckOwner(req.data.actor_id, "sqlite ");
@@ -382,11 +422,20 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
     commit.now_ms = req.data.now_ms;
     // The storage fence: a commit of this generation never lands after a newer one started.
     commit.expected_generation = owner->second;
+    // Inline: a memtable insert and a buffered WAL append; AnswerWhenDurable below waits
+    // for the group commit's sync (the I/O thread never waits for the disk).
+    if (inline_path) commit.sync = false;
     auto done = engine_.page_store().Commit(owner->first.bytes(), commit);
     if (!done.has_value()) {
       resp.data = latest::SqliteErrorResponse{done.error().ToString()};
     } else {
       resp.data = latest::SqliteCommitOk{};
+      engine_.metrics_page_commit(inline_path);
+      if (inline_path) {
+        AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/true,
+                                                       std::move(ticket));
+        return;
+      }
     }
   }
   if (ticket.has_value()) {

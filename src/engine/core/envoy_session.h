@@ -7,11 +7,13 @@
 //     its unacknowledged commands (§3.3);
 //   * pings every ping_interval (+ jitter) and closes with ws.timed_out when no pong came
 //     for ping_timeout (§3.5);
-//   * answers KV and SQLite page requests from storage, in arrival order per actor, on its
-//     own serial executors (never on the socket's thread, never on the orchestrator loop), and
+//   * answers KV and SQLite page requests from storage, in arrival order per actor, and
 //     only for actors this connection currently hosts (§5.1, §7; the ownership
-//     rule). Page requests are fenced by generation: the first one of an (actor,
-//     generation) here records the generation in the page store (generations only move
+//     rule): KV requests and small page commits commit unsynced on the socket's thread and
+//     are answered after the group commit's WAL sync (never before they are durable);
+//     page reads and larger commits run on the connection's serial storage executors
+//     (never on the orchestrator loop). Page requests are fenced by generation: the first one of an
+//     (actor, generation) here records the generation in the page store (generations only move
 //     forward), and every read and commit names it, so a stale generation's I/O fails with
 //     sqlite.remote_fence_mismatch once a newer one was recorded;
 //   * runs v4 remote SQL (exec / execute / execute_write) through its RemoteSqlHost
@@ -122,9 +124,25 @@ class EnvoySession final : public net::WsHandler,
   void Dispatch(latest::ToRivet&& msg);
   void HandleKv(latest::ToRivetKvRequest&& req);
   void HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
-  // `ticket`: the commit's held-output ticket (BeginWrite at dispatch), with its actor.
-  void HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
-                    std::optional<std::pair<EngineId, uint64_t>> ticket);
+  // A held write's ticket (OutputHold::BeginWrite), with its actor.
+  using WriteTicket = std::pair<EngineId, uint64_t>;
+  // `ticket`: the commit's held-output ticket, taken at dispatch. `inline_path`: runs on the
+  // read path (InlineCommit), commits unsynced and answers after the group commit's sync;
+  // otherwise runs on the actor's storage executor with a synced commit.
+  void HandleCommit(latest::ToRivetSqliteCommitRequest&& req, std::optional<WriteTicket> ticket,
+                    bool inline_path);
+  // Whether a page commit read now may run on the read path (see
+  // EngineOptions::inline_page_commit_bytes): small enough, nothing of its storage slot
+  // waiting or running (so it cannot overtake an earlier page request of its actor), and
+  // the actor's generation already recorded (RecordGeneration would block on a sync).
+  bool InlineCommit(const latest::ToRivetSqliteCommitRequest& req, size_t slot,
+                    const std::pair<EngineId, uint32_t>& owner);
+  // Sends `resp` once nothing it answers for can be lost: for a write (`wrote`) after the
+  // group commit's WAL sync covering it, for a read after the syncs of the writes waiting
+  // now (at once when none). A failed sync replaces its data with ErrorData{error text}.
+  // `ticket` ends with the sync's outcome, just before the answer leaves.
+  template <typename ErrorData, typename Response>
+  void AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket);
   void HandleTunnel(latest::ToRivetTunnelMessage&& msg);
   // Forgets recorded generations of actors this connection no longer hosts at them.
   void PruneRecordedGenerations();
@@ -138,8 +156,13 @@ class EnvoySession final : public net::WsHandler,
   // Page requests (get_pages/commit) run here, in arrival order per actor (an actor always
   // maps to the same executor), while different actors' synced commits overlap and share WAL
   // syncs instead of queueing behind one another. KV requests run inline (HandleKv).
-  Executor& StorageExecutorFor(const std::string& actor_id);
+  size_t StorageSlotFor(const std::string& actor_id) const;
+  // Runs `task` on the slot's executor, counted in storage_pending_ until it has run.
+  void PostStorage(size_t slot, std::function<void()> task);
   std::vector<std::unique_ptr<Executor>> storage_executors_;
+  // Per slot: page requests posted to its executor and not yet finished. Incremented on the
+  // read path before posting, decremented by the executor once the request was handled.
+  std::unique_ptr<std::atomic<uint32_t>[]> storage_pending_;
 
   std::mutex mu_;
   std::shared_ptr<net::WsConnection> conn_;  // guarded by mu_

@@ -3015,6 +3015,149 @@ TEST_F(HeldOutputsTest, HeldOutputsPageCommitIsAHeldWriteARejectedOnePoisons) {
   EXPECT_EQ(*got[0].bytes, Bytes(4096, 0x11));
 }
 
+const std::string kInlineCommits = "keel_sqlite_page_commits_total{path=\"inline\"}";
+const std::string kWorkerCommits = "keel_sqlite_page_commits_total{path=\"worker\"}";
+
+// The bytes of `pgno` in a get_pages answer (empty when absent or not ok).
+Bytes PageBytes(const Result<v::SqliteGetPagesResponse>& answer, uint32_t pgno) {
+  if (!answer.has_value() || !answer->is<v::SqliteGetPagesOk>()) return {};
+  for (const auto& page : answer->get_if<v::SqliteGetPagesOk>()->pages) {
+    if (page.pgno == pgno && page.bytes.has_value()) return *page.bytes;
+  }
+  return {};
+}
+
+// A small page commit of an actor whose generation the connection already recorded commits
+// on the read path without waiting for the disk (EngineOptions::inline_page_commit_bytes):
+// its own answer, the actor's answer sent after it and a page read that could show it all
+// wait for the group commit's sync. The generation's first commit records the generation
+// and takes the worker path. /metrics counts both paths.
+TEST_F(HeldOutputsTest, InlinePageCommitAndReadsOfItWaitForTheGroupSync) {
+  auto gated = std::make_unique<GatedSyncStore>();
+  GatedSyncStore& store = *gated;
+  std::unique_ptr<TestEngine> ge = TestEngine::WithStore(FastOptions(), std::move(gated));
+  struct OpenAtExit {
+    GatedSyncStore& store;
+    ~OpenAtExit() { store.OpenGate(); }
+  } open_before_engine_stops{store};
+  FakeEnvoyOptions o;
+  o.ws_url = ge->ws_url();
+  o.envoy_key = "inline-envoy";
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(o);
+  ASSERT_NE(fe, nullptr);
+  const std::string a = keel::testing::CreateActor(ge->http_url(), "held", "inline");
+  ASSERT_FALSE(a.empty());
+  ASSERT_EQ(StartOn(*fe, a), 1u);
+
+  auto first = fe->Commit(CommitOf(a, 1, 0x11, 1, 1));
+  ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
+  EXPECT_EQ(MetricValue(ge->http_url(), kWorkerCommits), 1);
+  EXPECT_EQ(MetricValue(ge->http_url(), kInlineCommits), 0);
+
+  HttpFuture to_a = GatewayGet(ge->http_url(), a, "/after-commit");
+  OpenAtExit open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
+  auto request = NextRequestStart(*fe, "/after-commit");
+  ASSERT_TRUE(request.has_value());
+  store.CloseGate();
+  auto commit_id = fe->SendCommit(CommitOf(a, 1, 0x22, 1, 1));
+  ASSERT_TRUE(commit_id.has_value());
+  ASSERT_TRUE(Respond(*fe, *request, "a-answer").has_value());
+  ASSERT_TRUE(store.WaitSyncBlocked(5s)) << "the inline commit's sync never started";
+  auto pages_id = fe->SendGetPages(PagesOf(a, {1}, 1));
+  ASSERT_TRUE(pages_id.has_value());
+  ASSERT_TRUE(fe->Sync().has_value());  // the engine has read all of it
+  EXPECT_EQ(MetricValue(ge->http_url(), kInlineCommits), 1);
+
+  // A bounded look for their absence while the sync is held.
+  EXPECT_EQ(to_a.wait_for(200ms), std::future_status::timeout)
+      << "the answer reached the client before the commit was durable";
+  auto early_commit = fe->CommitAnswer(*commit_id, 0ms);
+  EXPECT_FALSE(early_commit.has_value()) << "the commit was answered before its sync";
+  auto early_pages = fe->PagesAnswer(*pages_id, 0ms);
+  EXPECT_FALSE(early_pages.has_value()) << "a read showed the commit before its sync";
+
+  store.OpenGate();
+  net::HttpResponse got = Answer(to_a);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "a-answer");
+  auto commit = early_commit.has_value() ? std::move(early_commit) : fe->CommitAnswer(*commit_id);
+  ASSERT_TRUE(commit.has_value()) << commit.error().ToString();
+  EXPECT_TRUE(commit->is<v::SqliteCommitOk>()) << ErrorText(*commit);
+  auto pages = early_pages.has_value() ? std::move(early_pages) : fe->PagesAnswer(*pages_id);
+  ASSERT_TRUE(pages.has_value()) << pages.error().ToString();
+  EXPECT_EQ(PageBytes(pages, 1), Bytes(4096, 0x22)) << ErrorText(*pages);
+  EXPECT_EQ(MetricValue(ge->http_url(), kWorkerCommits), 1);
+}
+
+// An inline commit that was answered survives an OS crash (it was synced before its
+// answer); one whose sync fails is answered storage.io, withholds the answer sent after
+// it and poisons the generation like any failed held write.
+TEST_F(HeldOutputsTest, InlinePageCommitAnsweredIsDurableAFailedSyncPoisons) {
+  StartFaulty();
+  storage::FaultyKvStore* store = te().faulty_store();
+  ASSERT_NE(store, nullptr);
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("inline-fault-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "inline-fault");
+  ASSERT_FALSE(a.empty());
+
+  auto first = fe->Commit(CommitOf(a, 1, 0x11, 1, 1));  // records the generation
+  ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
+  const uint64_t syncs_before = store->sync_count();
+  auto second = fe->Commit(CommitOf(a, 1, 0x22, 1, 1));
+  ASSERT_TRUE(second.has_value() && second->is<v::SqliteCommitOk>()) << ErrorText(*second);
+  EXPECT_EQ(MetricValue(te().http_url(), kInlineCommits), 1);
+  EXPECT_GT(store->sync_count(), syncs_before) << "acknowledged without a sync";
+  EXPECT_EQ(store->unsynced_commit_count(), 0u);
+  ASSERT_TRUE(store->SimulateCrash().has_value());
+  EXPECT_EQ(PageBytes(fe->GetPages(PagesOf(a, {1}, 1)), 1), Bytes(4096, 0x22))
+      << "an acknowledged commit was lost";
+
+  store->FailNextSyncs(1);
+  auto [lost, answer] = CommitThenAnswer(*fe, a, "/lost", CommitOf(a, 1, 0x33, 1, 1));
+  ASSERT_TRUE(lost.has_value()) << lost.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*lost), "storage.io")) << ErrorText(*lost);
+  ExpectStorageFailed(answer, "the answer after the commit whose sync failed");
+  EXPECT_EQ(MetricValue(te().http_url(), kWriteFailures), 1);
+  auto later = fe->Commit(CommitOf(a, 1, 0x44, 1, 1));
+  ASSERT_TRUE(later.has_value()) << later.error().ToString();
+  EXPECT_TRUE(StartsWith(ErrorText(*later), "actor.storage_failed")) << ErrorText(*later);
+}
+
+// Commits of one actor apply in the order they were sent, whichever path each takes: a
+// commit too large to go inline runs on the storage executor, and a small one read right
+// behind it waits there too instead of overtaking it on the read path.
+TEST_F(HeldOutputsTest, APageCommitNeverOvertakesAnEarlierOneOfItsActor) {
+  engine::EngineOptions options = FastOptions();
+  options.inline_page_commit_bytes = 4096;  // one page
+  Start(options);
+  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("order-envoy"));
+  ASSERT_NE(fe, nullptr);
+  const std::string a = Host(*fe, "order");
+  ASSERT_FALSE(a.empty());
+  auto first = fe->Commit(CommitOf(a, 1, 0x11, 3, 1));  // records the generation
+  ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
+
+  for (uint8_t round = 0; round < 20; ++round) {
+    const uint8_t big_fill = 0x40 + round;
+    const uint8_t small_fill = 0x80 + round;
+    v::SqliteCommitRequest big = CommitOf(a, 1, big_fill, 3, 1);
+    for (uint32_t pgno : {2u, 3u}) big.dirty_pages.push_back({pgno, Bytes(4096, big_fill)});
+    auto big_id = fe->SendCommit(std::move(big));
+    auto small_id = fe->SendCommit(CommitOf(a, 1, small_fill, 3, 1));
+    ASSERT_TRUE(big_id.has_value() && small_id.has_value());
+    auto big_done = fe->CommitAnswer(*big_id);
+    auto small_done = fe->CommitAnswer(*small_id);
+    ASSERT_TRUE(big_done.has_value() && big_done->is<v::SqliteCommitOk>()) << ErrorText(*big_done);
+    ASSERT_TRUE(small_done.has_value() && small_done->is<v::SqliteCommitOk>())
+        << ErrorText(*small_done);
+    auto pages = fe->GetPages(PagesOf(a, {1, 2, 3}, 1));
+    ASSERT_EQ(PageBytes(pages, 1), Bytes(4096, small_fill)) << "round " << int(round);
+    ASSERT_EQ(PageBytes(pages, 3), Bytes(4096, big_fill)) << "round " << int(round);
+  }
+  EXPECT_GE(MetricValue(te().http_url(), kWorkerCommits), 21);
+}
+
 // A response stream that already started when the generation lost a write is broken off:
 // the client must not mistake the part it got for the whole body.
 TEST_F(HeldOutputsTest, HeldOutputsRejectedWriteBreaksOffAStartedStream) {

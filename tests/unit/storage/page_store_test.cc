@@ -740,5 +740,26 @@ TEST_F(PageStoreFaultTest, CrashLosesWholeUnsyncedCommits) {
   EXPECT_EQ(DatabaseKeyCount(faulty_, b), 0u);
 }
 
+// CommitRequest::sync overrides the store's option for one commit, both ways.
+TEST_F(PageStoreFaultTest, ACommitsOwnSyncOverridesTheStoresOption) {
+  PageStore synced(faulty_);
+  PageStoreOptions options;
+  options.sync = false;
+  PageStore unsynced(faulty_, options);
+
+  CommitRequest kept = Req({{1, 1}}, 1);
+  kept.sync = true;
+  ASSERT_TRUE(IsOk(unsynced.Commit(a_, kept)));
+  EXPECT_EQ(faulty_.unsynced_commit_count(), 0u);
+  CommitRequest lost = Req({{1, 2}}, 1);
+  lost.sync = false;
+  ASSERT_TRUE(IsOk(synced.Commit(a_, lost)));
+  EXPECT_EQ(faulty_.unsynced_commit_count(), 1u);
+  ExpectState(synced, 2, {{1, PageOf(2)}});
+
+  ASSERT_TRUE(IsOk(faulty_.SimulateCrash()));
+  ExpectState(synced, 1, {{1, PageOf(1)}});
+}
+
 }  // namespace
 }  // namespace keel::storage

@@ -80,6 +80,7 @@ TEST(EngineConfig, DefaultsMatchRivet) {
   EXPECT_TRUE(uut->namespace_tokens.empty());
   EXPECT_EQ(uut->threads, 1);
   EXPECT_EQ(uut->io_spin_us, 100);
+  EXPECT_EQ(uut->inline_page_commit_bytes, 65536);
   EXPECT_EQ(uut->log_level, LogLevel::kInfo);
   const EngineThresholds& t = uut->thresholds;
   EXPECT_EQ(t.actor_allocation_threshold, milliseconds(2000));
@@ -134,6 +135,8 @@ TEST(EngineConfig, EveryFlagIsApplied) {
                    "8",
                    "--io-spin-us",
                    "0",
+                   "--inline-page-commit-bytes",
+                   "0",
                    "--log-level",
                    "debug"});
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
@@ -145,6 +148,7 @@ TEST(EngineConfig, EveryFlagIsApplied) {
   EXPECT_EQ(uut->gateway_token, "gw");
   EXPECT_EQ(uut->threads, 8);
   EXPECT_EQ(uut->io_spin_us, 0);
+  EXPECT_EQ(uut->inline_page_commit_bytes, 0);
   EXPECT_EQ(uut->log_level, LogLevel::kDebug);
   std::map<std::string, std::string> expected{{"default", "t1"}, {"other", "t2"}};
   EXPECT_EQ(uut->namespace_tokens, expected);
@@ -152,15 +156,17 @@ TEST(EngineConfig, EveryFlagIsApplied) {
 
 TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   TempFile file(R"({"port": 7000, "threads": 3, "log_level": "warn", "data_dir": "/f",
-                    "io_spin_us": 250})");
+                    "io_spin_us": 250, "inline_page_commit_bytes": 8192})");
   FakeEnv env({{"KEEL_ENGINE_PORT", "7001"},
                {"KEEL_ENGINE_THREADS", "4"},
-               {"KEEL_ENGINE_IO_SPIN_US", "500"}});
+               {"KEEL_ENGINE_IO_SPIN_US", "500"},
+               {"KEEL_ENGINE_INLINE_PAGE_COMMIT_BYTES", "16384"}});
   auto uut = Load({"--config", file.path(), "--port", "7002"}, env);
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   EXPECT_EQ(uut->port, 7002);                  // flag
   EXPECT_EQ(uut->threads, 4);                  // env over file
   EXPECT_EQ(uut->io_spin_us, 500);             // env over file
+  EXPECT_EQ(uut->inline_page_commit_bytes, 16384);  // env over file
   EXPECT_EQ(uut->log_level, LogLevel::kWarn);  // file over default
   EXPECT_EQ(uut->data_dir, "/f");              // file
   EXPECT_EQ(uut->host, "127.0.0.1");           // default
@@ -272,6 +278,10 @@ TEST(EngineConfig, RejectsUnknownStorageThreadsAndLogLevel) {
   ExpectError(Load({"--io-spin-us", "100001"}), "invalid_value", "--io-spin-us");
   ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_IO_SPIN_US", "fast"}})), "invalid_value",
               "KEEL_ENGINE_IO_SPIN_US");
+  ExpectError(Load({"--inline-page-commit-bytes", "-1"}), "invalid_value",
+              "--inline-page-commit-bytes");
+  ExpectError(Load({"--inline-page-commit-bytes", "16777217"}), "invalid_value",
+              "--inline-page-commit-bytes");
   ExpectError(Load({"--log-level", "verbose"}), "invalid_value", "log level");
 }
 
@@ -377,6 +387,9 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
   config.io_spin_us = -1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
+  config.inline_page_commit_bytes = (int64_t{16} << 20) + 1;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config = EngineConfig();
   config.admin_token = "bad token";
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
@@ -398,7 +411,8 @@ TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,
             "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=1 "
-            "io_spin_us=100 log_level=info admin_token=<redacted> gateway_token=<none> "
+            "io_spin_us=100 inline_page_commit_bytes=65536 log_level=info admin_token=<redacted> "
+            "gateway_token=<none> "
             "namespace_tokens=[default] envoy_lost_threshold_ms=20000");
   EXPECT_EQ(text.find("s3cret"), std::string::npos);
   EXPECT_EQ(text.find("nstok"), std::string::npos);
