@@ -2269,6 +2269,13 @@ class GatedSyncStore final : public storage::KvStore {
   uint64_t completed_ = 0;  // guarded by mu_
 };
 
+// Opens the gate when it goes out of scope: declared after an HttpFuture, it lets the
+// future's destructor (which waits for the request) finish after a failed assertion.
+struct GateOpener {
+  GatedSyncStore& store;
+  ~GateOpener() { store.OpenGate(); }
+};
+
 using HttpFuture = std::future<Result<net::HttpResponse>>;
 
 // GET {http_url}/gateway/{id}{path}, answered on another thread.
@@ -2357,6 +2364,28 @@ const std::string kWriteFailures = "keel_held_output_write_failures_total";
 
 class HeldOutputsTest : public EngineEnvoyTest {
  protected:
+  void TearDown() override {
+    if (store_ != nullptr) store_->OpenGate();  // before the engine joins its syncing thread
+    fe_.reset();
+    ge_.reset();
+  }
+
+  // An engine over a GatedSyncStore (store_, ge_) with a held envoy `envoy_key` (fe_)
+  // hosting actor "held"/`key` (id_) as generation 1. TearDown opens the gate first.
+  void StartGated(const std::string& envoy_key, const std::string& key) {
+    auto gated = std::make_unique<GatedSyncStore>();
+    store_ = gated.get();
+    ge_ = TestEngine::WithStore(FastOptions(), std::move(gated));
+    FakeEnvoyOptions o;
+    o.ws_url = ge_->ws_url();
+    o.envoy_key = envoy_key;
+    fe_ = HeldEnvoy(o);
+    ASSERT_NE(fe_, nullptr);
+    id_ = keel::testing::CreateActor(ge_->http_url(), "held", key);
+    ASSERT_FALSE(id_.empty());
+    ASSERT_EQ(StartOn(*fe_, id_), 1u);
+  }
+
   static FakeEnvoyOptions Held(FakeEnvoyOptions o) {
     o.extra_headers.emplace_back(std::string(kHoldOutputsHeader), "1");
     return o;
@@ -2453,6 +2482,12 @@ class HeldOutputsTest : public EngineEnvoyTest {
     Result<v::SqliteCommitResponse> answer = fe.CommitAnswer(commit_id.value_or(0));
     return {std::move(answer), Answer(pending)};
   }
+
+  // StartGated's engine, envoy and actor.
+  GatedSyncStore* store_ = nullptr;
+  std::unique_ptr<TestEngine> ge_;
+  std::unique_ptr<FakeEnvoy> fe_;
+  std::string id_;
 };
 
 TEST_F(HeldOutputsTest, HeldOutputsAreConfirmedOnlyWhenAskedAndEnabled) {
@@ -2488,28 +2523,17 @@ TEST_F(HeldOutputsTest, HeldOutputsAreConfirmedOnlyWhenAskedAndEnabled) {
 // covering the write ran; another actor's answer on the same connection does not wait for
 // it. The write's own answer comes after the sync too.
 TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) {
-  auto gated = std::make_unique<GatedSyncStore>();
-  GatedSyncStore& store = *gated;
-  std::unique_ptr<TestEngine> ge = TestEngine::WithStore(FastOptions(), std::move(gated));
-  // The gate is opened before the engine goes (its group commit's thread is joined then).
-  struct OpenAtExit {
-    GatedSyncStore& store;
-    ~OpenAtExit() { store.OpenGate(); }
-  } open_before_engine_stops{store};
-  FakeEnvoyOptions o;
-  o.ws_url = ge->ws_url();
-  o.envoy_key = "gated-envoy";
-  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(o);
-  ASSERT_NE(fe, nullptr);
-  const std::string a = keel::testing::CreateActor(ge->http_url(), "held", "a");
+  ASSERT_NO_FATAL_FAILURE(StartGated("gated-envoy", "a"));
+  GatedSyncStore& store = *store_;
+  TestEngine* ge = ge_.get();
+  FakeEnvoy* fe = fe_.get();
+  const std::string a = id_;
   const std::string b = keel::testing::CreateActor(ge->http_url(), "held", "b");
-  ASSERT_FALSE(a.empty());
   ASSERT_FALSE(b.empty());
-  ASSERT_EQ(StartOn(*fe, a), 1u);
   ASSERT_EQ(StartOn(*fe, b), 1u);
 
   HttpFuture to_a = GatewayGet(ge->http_url(), a, "/held");
-  OpenAtExit open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
+  GateOpener open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
   auto request_a = NextRequestStart(*fe, "/held");
   ASSERT_TRUE(request_a.has_value());
 
@@ -2570,24 +2594,9 @@ constexpr std::string_view kEarlyRequestsHeader = "x-keel-early-requests";
 class EarlyStartTest : public HeldOutputsTest {
  protected:
   void SetUp() override {
-    auto gated = std::make_unique<GatedSyncStore>();
-    store_ = gated.get();
-    ge_ = TestEngine::WithStore(FastOptions(), std::move(gated));
-    FakeEnvoyOptions o;
-    o.ws_url = ge_->ws_url();
-    o.envoy_key = "early-envoy";
-    fe_ = HeldEnvoy(o);
-    ASSERT_NE(fe_, nullptr);
-    id_ = keel::testing::CreateActor(ge_->http_url(), "held", "early");
-    ASSERT_FALSE(id_.empty());
-    ASSERT_EQ(StartOn(*fe_, id_), 1u);
+    ASSERT_NO_FATAL_FAILURE(StartGated("early-envoy", "early"));
     SleepGeneration(*fe_, id_, 1);
     ASSERT_TRUE(WaitTransition(orch::Transition::kSleeping));
-  }
-  void TearDown() override {
-    if (store_ != nullptr) store_->OpenGate();
-    fe_.reset();
-    ge_.reset();
   }
 
   bool WaitTransition(orch::Transition want) {
@@ -2659,11 +2668,6 @@ class EarlyStartTest : public HeldOutputsTest {
     }
     return commands->value[0].checkpoint.actor_id;
   }
-
-  GatedSyncStore* store_ = nullptr;
-  std::unique_ptr<TestEngine> ge_;
-  std::unique_ptr<FakeEnvoy> fe_;
-  std::string id_;
 };
 
 // A wake's start command goes out while the commit that stores it is still waiting for its
@@ -3033,21 +3037,11 @@ Bytes PageBytes(const Result<v::SqliteGetPagesResponse>& answer, uint32_t pgno) 
 // wait for the group commit's sync. The generation's first commit records the generation
 // and takes the worker path. /metrics counts both paths.
 TEST_F(HeldOutputsTest, InlinePageCommitAndReadsOfItWaitForTheGroupSync) {
-  auto gated = std::make_unique<GatedSyncStore>();
-  GatedSyncStore& store = *gated;
-  std::unique_ptr<TestEngine> ge = TestEngine::WithStore(FastOptions(), std::move(gated));
-  struct OpenAtExit {
-    GatedSyncStore& store;
-    ~OpenAtExit() { store.OpenGate(); }
-  } open_before_engine_stops{store};
-  FakeEnvoyOptions o;
-  o.ws_url = ge->ws_url();
-  o.envoy_key = "inline-envoy";
-  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(o);
-  ASSERT_NE(fe, nullptr);
-  const std::string a = keel::testing::CreateActor(ge->http_url(), "held", "inline");
-  ASSERT_FALSE(a.empty());
-  ASSERT_EQ(StartOn(*fe, a), 1u);
+  ASSERT_NO_FATAL_FAILURE(StartGated("inline-envoy", "inline"));
+  GatedSyncStore& store = *store_;
+  TestEngine* ge = ge_.get();
+  FakeEnvoy* fe = fe_.get();
+  const std::string a = id_;
 
   auto first = fe->Commit(CommitOf(a, 1, 0x11, 1, 1));
   ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
@@ -3055,7 +3049,7 @@ TEST_F(HeldOutputsTest, InlinePageCommitAndReadsOfItWaitForTheGroupSync) {
   EXPECT_EQ(MetricValue(ge->http_url(), kInlineCommits), 0);
 
   HttpFuture to_a = GatewayGet(ge->http_url(), a, "/after-commit");
-  OpenAtExit open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
+  GateOpener open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
   auto request = NextRequestStart(*fe, "/after-commit");
   ASSERT_TRUE(request.has_value());
   store.CloseGate();
