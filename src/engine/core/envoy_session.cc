@@ -373,9 +373,14 @@ void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
       resp.data = std::move(ok);
     }
   }
-  // The pages may include a commit made inline and not yet synced: they leave once it is
-  // durable (at once when no write waits).
-  AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/false, std::nullopt);
+  // The pages may include a commit made inline and not yet synced: they then leave once it
+  // is durable. (The count is read after the pages: an inline commit counts itself before
+  // it commits, so a read that saw its pages sees its count.)
+  if (unsynced_inline_commits_.load(std::memory_order_acquire) == 0) {
+    Send(latest::ToEnvoy{std::move(resp)});
+  } else {
+    AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/false, std::nullopt);
+  }
 }
 
 bool EnvoySession::InlineCommit(const latest::ToRivetSqliteCommitRequest& req, size_t slot,
@@ -424,9 +429,13 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
     commit.expected_generation = owner->second;
     // Inline: a memtable insert and a buffered WAL append; AnswerWhenDurable below waits
     // for the group commit's sync (the I/O thread never waits for the disk).
-    if (inline_path) commit.sync = false;
+    if (inline_path) {
+      commit.sync = false;
+      unsynced_inline_commits_.fetch_add(1, std::memory_order_acq_rel);
+    }
     auto done = engine_.page_store().Commit(owner->first.bytes(), commit);
     if (!done.has_value()) {
+      if (inline_path) unsynced_inline_commits_.fetch_sub(1, std::memory_order_acq_rel);
       resp.data = latest::SqliteErrorResponse{done.error().ToString()};
     } else {
       resp.data = latest::SqliteCommitOk{};
@@ -434,6 +443,10 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
       if (inline_path) {
         AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/true,
                                                        std::move(ticket));
+        // Continuations of one sync run in order: this one right after the answer's.
+        engine_.kv_sync().AfterWrite([self = shared_from_this()](const Status&) {
+          self->unsynced_inline_commits_.fetch_sub(1, std::memory_order_acq_rel);
+        });
         return;
       }
     }

@@ -163,6 +163,9 @@ class EnvoySession final : public net::WsHandler,
   // Per slot: page requests posted to its executor and not yet finished. Incremented on the
   // read path before posting, decremented by the executor once the request was handled.
   std::unique_ptr<std::atomic<uint32_t>[]> storage_pending_;
+  // Inline page commits counted from just before they commit until their group sync has
+  // run: while any is, page reads wait for the writes pending (HandleGetPages).
+  std::atomic<uint32_t> unsynced_inline_commits_{0};
 
   std::mutex mu_;
   std::shared_ptr<net::WsConnection> conn_;  // guarded by mu_

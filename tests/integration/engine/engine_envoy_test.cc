@@ -3034,7 +3034,8 @@ Bytes PageBytes(const Result<v::SqliteGetPagesResponse>& answer, uint32_t pgno) 
 // A small page commit of an actor whose generation the connection already recorded commits
 // on the read path without waiting for the disk (EngineOptions::inline_page_commit_bytes):
 // its own answer, the actor's answer sent after it and a page read that could show it all
-// wait for the group commit's sync. The generation's first commit records the generation
+// wait for the group commit's sync, while a page read with no inline commit waiting does
+// not wait for another write's sync. The generation's first commit records the generation
 // and takes the worker path. /metrics counts both paths.
 TEST_F(HeldOutputsTest, InlinePageCommitAndReadsOfItWaitForTheGroupSync) {
   ASSERT_NO_FATAL_FAILURE(StartGated("inline-envoy", "inline"));
@@ -3048,15 +3049,22 @@ TEST_F(HeldOutputsTest, InlinePageCommitAndReadsOfItWaitForTheGroupSync) {
   EXPECT_EQ(MetricValue(ge->http_url(), kWorkerCommits), 1);
   EXPECT_EQ(MetricValue(ge->http_url(), kInlineCommits), 0);
 
+  // With no inline commit waiting, a page read does not wait for other writes' sync.
+  store.CloseGate();
+  auto put_id = fe->SendKv(a, KvPut({{"k", "v"}}));
+  ASSERT_TRUE(put_id.has_value());
+  ASSERT_TRUE(store.WaitSyncBlocked(5s)) << "the put's sync never started";
+  auto unheld = fe->GetPages(PagesOf(a, {1}, 1), 2s);
+  ASSERT_TRUE(unheld.has_value()) << "a page read waited for an unrelated write's sync";
+  EXPECT_EQ(PageBytes(unheld, 1), Bytes(4096, 0x11)) << ErrorText(*unheld);
+
   HttpFuture to_a = GatewayGet(ge->http_url(), a, "/after-commit");
   GateOpener open_before_to_a_waits{store};  // on a failure, before to_a's destructor waits
   auto request = NextRequestStart(*fe, "/after-commit");
   ASSERT_TRUE(request.has_value());
-  store.CloseGate();
   auto commit_id = fe->SendCommit(CommitOf(a, 1, 0x22, 1, 1));
   ASSERT_TRUE(commit_id.has_value());
   ASSERT_TRUE(Respond(*fe, *request, "a-answer").has_value());
-  ASSERT_TRUE(store.WaitSyncBlocked(5s)) << "the inline commit's sync never started";
   auto pages_id = fe->SendGetPages(PagesOf(a, {1}, 1));
   ASSERT_TRUE(pages_id.has_value());
   ASSERT_TRUE(fe->Sync().has_value());  // the engine has read all of it
@@ -3081,6 +3089,9 @@ TEST_F(HeldOutputsTest, InlinePageCommitAndReadsOfItWaitForTheGroupSync) {
   ASSERT_TRUE(pages.has_value()) << pages.error().ToString();
   EXPECT_EQ(PageBytes(pages, 1), Bytes(4096, 0x22)) << ErrorText(*pages);
   EXPECT_EQ(MetricValue(ge->http_url(), kWorkerCommits), 1);
+  auto put = fe->KvAnswer(*put_id);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
 }
 
 // An inline commit that was answered survives an OS crash (it was synced before its
