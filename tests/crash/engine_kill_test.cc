@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "engine_process.h"
 #include "net/client.h"
 #include "support/fake_envoy.h"
 
@@ -32,51 +33,6 @@ namespace {
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 namespace proto = protocol::envoy::latest;
-
-// A keel-engine child process; its stdout's first line gives the port.
-class EngineProcess {
- public:
-  explicit EngineProcess(const std::string& data_dir) {
-    int out[2];
-    if (pipe(out) != 0) throw std::runtime_error("pipe");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      close(out[0]);
-      close(out[1]);
-      // KEEL_TEST_ENGINE_LOG=info shows the engine's log when debugging a failure.
-      const char* level = getenv("KEEL_TEST_ENGINE_LOG");
-      execl(KEEL_ENGINE_PATH, KEEL_ENGINE_PATH, "--port", "0", "--data-dir", data_dir.c_str(),
-            "--log-level", level != nullptr ? level : "warn", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(out[1]);
-    std::string line;
-    char c;
-    while (read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
-    close(out[0]);
-    auto colon = line.rfind(':');
-    if (line.rfind("listening on ", 0) != 0 || colon == std::string::npos) {
-      Kill();
-      throw std::runtime_error("keel-engine did not start: '" + line + "'");
-    }
-    port_ = std::stoi(line.substr(colon + 1));
-  }
-  ~EngineProcess() { Kill(); }
-
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  std::string http() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::string ws() const { return "ws://127.0.0.1:" + std::to_string(port_); }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
 
 Result<json> Call(const std::string& url, const std::string& method, const std::string& body = "") {
   net::HttpRequest req;
