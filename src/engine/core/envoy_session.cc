@@ -156,21 +156,18 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
           const size_t slot = StorageSlotFor(m.data.actor_id);
           std::optional<WriteTicket> ticket;
-          bool inline_path = false;
-          if (auto owner = CheckOwner(m.data.actor_id, "sqlite "); owner.has_value()) {
+          auto owner = CheckOwner(m.data.actor_id, "sqlite ");
+          if (owner.has_value() && hold_ != nullptr) {
             // Held outputs: the actor's tunnel messages read after this commit wait for it,
             // as for a KV write (a runtime may send its answers without waiting for the
             // commit's; runtime/sql.h, HeldCommits).
-            if (hold_ != nullptr) {
-              ticket.emplace(owner->first, hold_->BeginWrite(owner->first, owner->second));
-            }
-            inline_path = InlineCommit(m, slot, *owner);
+            ticket.emplace(owner->first, hold_->BeginWrite(owner->first, owner->second));
           }
-          if (inline_path) {
-            HandleCommit(std::move(m), ticket, /*inline_path=*/true);
+          if (owner.has_value() && InlineCommit(m, slot, *owner)) {
+            HandleCommit(std::move(m), ticket, std::move(*owner));
           } else {
             PostStorage(slot, [self, req = std::move(m), ticket]() mutable {
-              self->HandleCommit(std::move(req), ticket, /*inline_path=*/false);
+              self->HandleCommit(std::move(req), ticket, std::nullopt);
             });
           }
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest> ||
@@ -397,10 +394,14 @@ bool EnvoySession::InlineCommit(const latest::ToRivetSqliteCommitRequest& req, s
 }
 
 void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
-                                std::optional<WriteTicket> ticket, bool inline_path) {
+                                std::optional<WriteTicket> ticket,
+                                std::optional<std::pair<EngineId, uint32_t>> inline_owner) {
   latest::ToEnvoySqliteCommitResponse resp;
   resp.request_id = req.request_id;
-  auto owner = CheckOwner(req.data.actor_id, "sqlite ");
+  const bool inline_path = inline_owner.has_value();
+  Result<std::pair<EngineId, uint32_t>> owner =
+      inline_path ? Result<std::pair<EngineId, uint32_t>>(std::move(*inline_owner))
+                  : CheckOwner(req.data.actor_id, "sqlite ");
   if (!owner.has_value()) {
     resp.data = latest::SqliteErrorResponse{owner.error().ToString()};
   } else if (ticket.has_value() && hold_->poisoned(owner->first)) {
@@ -414,7 +415,8 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
             .ToString()};
   } else if (auto fence = FenceError(req.data.expected_generation, owner->second)) {
     resp.data = latest::SqliteErrorResponse{fence->ToString()};
-  } else if (Status recorded = RecordGeneration(owner->first, owner->second);
+  } else if (Status recorded =
+                 inline_path ? OkStatus() : RecordGeneration(owner->first, owner->second);
              !recorded.has_value()) {
     resp.data = latest::SqliteErrorResponse{recorded.error().ToString()};
   } else {

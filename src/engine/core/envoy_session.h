@@ -126,11 +126,13 @@ class EnvoySession final : public net::WsHandler,
   void HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
   // A held write's ticket (OutputHold::BeginWrite), with its actor.
   using WriteTicket = std::pair<EngineId, uint64_t>;
-  // `ticket`: the commit's held-output ticket, taken at dispatch. `inline_path`: runs on the
-  // read path (InlineCommit), commits unsynced and answers after the group commit's sync;
-  // otherwise runs on the actor's storage executor with a synced commit.
+  // `ticket`: the commit's held-output ticket, taken at dispatch. `inline_owner`: set when
+  // the commit runs on the read path (InlineCommit said so for this owner just now: owned,
+  // generation recorded), commits unsynced and answers after the group commit's sync;
+  // otherwise it runs on the actor's storage executor with a synced commit and checks the
+  // owner there.
   void HandleCommit(latest::ToRivetSqliteCommitRequest&& req, std::optional<WriteTicket> ticket,
-                    bool inline_path);
+                    std::optional<std::pair<EngineId, uint32_t>> inline_owner);
   // Whether a page commit read now may run on the read path (see
   // EngineOptions::inline_page_commit_bytes): small enough, nothing of its storage slot
   // waiting or running (so it cannot overtake an earlier page request of its actor), and
