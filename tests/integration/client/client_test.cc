@@ -115,8 +115,9 @@ class ClientTest : public ::testing::TestWithParam<wire::Encoding> {
   void StartHost() {
     ServeSettings s;
     s.endpoint = engine_.http_url();
-    host_ = std::make_unique<RuntimeHost>(
-        s, std::vector<std::shared_ptr<const runtime::ActorType>>{examples::MakeCounter().type(), MakeProbe().type()});
+    host_ =
+        std::make_unique<RuntimeHost>(s, std::vector<std::shared_ptr<const runtime::ActorType>>{
+                                             examples::MakeCounter().type(), MakeProbe().type()});
     host_->Start();
     ASSERT_TRUE(WaitFor([&] { return host_->connected(); })) << "runtime never connected";
   }
@@ -139,7 +140,8 @@ TEST_P(ClientTest, GetOrCreateCallsResolveAndAddressByIdOrKey) {
   ASSERT_TRUE(id.has_value()) << id.error().ToString();
   EXPECT_FALSE(id->empty());
   EXPECT_EQ(client_->GetForId("counter", *id).Call<int64_t>("getCount").value(), 6);
-  EXPECT_EQ(client_->Get("counter", {Key("tenant"), "room/1"}).Call<int64_t>("getCount").value(), 6);
+  EXPECT_EQ(client_->Get("counter", {Key("tenant"), "room/1"}).Call<int64_t>("getCount").value(),
+            6);
   // A different key is a different actor.
   EXPECT_EQ(client_->GetOrCreate("counter", {Key("tenant")}).Call<int64_t>("getCount").value(), 0);
   // The gateway URL of a dynamic handle is the query form; plain HTTP can use it.
@@ -150,7 +152,8 @@ TEST_P(ClientTest, GetOrCreateCallsResolveAndAddressByIdOrKey) {
   ASSERT_EQ(url.rfind(base, 0), 0u) << url;
   const size_t q = url.find('?');
   ASSERT_NE(q, std::string::npos);
-  const std::string target = url.substr(base.size(), q - base.size()) + "/action/getCount" + url.substr(q);
+  const std::string target =
+      url.substr(base.size(), q - base.size()) + "/action/getCount" + url.substr(q);
   auto r = Call(base, "POST", target, R"({"args":[]})", {{"content-type", "application/json"}});
   EXPECT_EQ(ParseJson(r.body), (nlohmann::json{{"output", 6}}));
 }
@@ -218,7 +221,8 @@ TEST_P(ClientTest, QueueSendStoresTheMessage) {
 }
 
 TEST_P(ClientTest, RawHttpAndWebSocketReachTheActor) {
-  auto h = client_->GetOrCreate("probe", {Key("raw")}, {{.params = Value::Object({{"who", "me"}})}});
+  auto h =
+      client_->GetOrCreate("probe", {Key("raw")}, {{.params = Value::Object({{"who", "me"}})}});
   net::HttpRequest req;
   req.method = "POST";
   req.body = "payload";
@@ -235,7 +239,8 @@ TEST_P(ClientTest, RawHttpAndWebSocketReachTheActor) {
   auto welcome = (*ws)->Receive(5s);
   ASSERT_TRUE(welcome.has_value());
   ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*welcome));
-  EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*welcome).data, "welcome /websocket/chat/room");
+  EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*welcome).data,
+            "welcome /websocket/chat/room");
   ASSERT_TRUE((*ws)->Send("hi", false).ok());
   auto echo = (*ws)->Receive(5s);
   ASSERT_TRUE(echo.has_value());
@@ -286,13 +291,18 @@ TEST_P(ClientTest, ConnectionCarriesActionsEventsAndStatus) {
 }
 
 TEST_P(ClientTest, ConnectionSetupFailureReachesThePendingActionAndOnError) {
-  auto h = client_->GetOrCreate("probe", {Key("reject")}, {{.params = Value::Object({{"reject", true}})}});
-  Inbox<std::string> errors;
-  auto conn = h.Connect([&](ActorConn& c) { c.OnError([&](const client::ClientError& e) { errors.Push(e.Id()); }); });
+  auto h = client_->GetOrCreate("probe", {Key("reject")},
+                                {{.params = Value::Object({{"reject", true}})}});
+  // Shared with the listener: the refused connection keeps retrying on the I/O thread, and
+  // an error listener collected before Dispose may still run after it (and after this body).
+  auto errors = std::make_shared<Inbox<std::string>>();
+  auto conn = h.Connect([errors](ActorConn& c) {
+    c.OnError([errors](const client::ClientError& e) { errors->Push(e.Id()); });
+  });
   auto r = conn->Call("echo", 1);
   ASSERT_FALSE(r.has_value());
   EXPECT_TRUE(r.error().Is("connection", "custom_error")) << r.error().ToString();
-  auto seen = errors.WaitFor(1);
+  auto seen = errors->WaitFor(1);
   ASSERT_FALSE(seen.empty());
   EXPECT_EQ(seen.front(), "connection.custom_error");
   conn->Dispose();
@@ -306,8 +316,10 @@ TEST_P(ClientTest, ParamsCallbackIsAskedPerAttemptAndItsFailureIsReported) {
     return Value::Object({{"who", "later"}});
   };
   auto h = client_->GetOrCreate("probe", {Key("params")}, o);
-  Inbox<std::string> errors;
-  auto conn = h.Connect([&](ActorConn& c) { c.OnError([&](const client::ClientError& e) { errors.Push(e.Id()); }); });
+  auto errors = std::make_shared<Inbox<std::string>>();  // outlives late listener calls
+  auto conn = h.Connect([errors](ActorConn& c) {
+    c.OnError([errors](const client::ClientError& e) { errors->Push(e.Id()); });
+  });
   auto first = conn->Call("echo", 1);
   ASSERT_FALSE(first.has_value());
   EXPECT_TRUE(first.error().Is("client", "get_params_failed")) << first.error().ToString();
@@ -315,7 +327,7 @@ TEST_P(ClientTest, ParamsCallbackIsAskedPerAttemptAndItsFailureIsReported) {
   ASSERT_TRUE(conn->WaitReady(10s).ok());
   EXPECT_EQ(conn->Call("echo", 2).value(), Value(2));
   EXPECT_GE(calls.load(), 2);
-  EXPECT_EQ(errors.Snapshot(), (std::vector<std::string>{"client.get_params_failed"}));
+  EXPECT_EQ(errors->Snapshot(), (std::vector<std::string>{"client.get_params_failed"}));
 }
 
 TEST_P(ClientTest, ConnectionReconnectsWhenTheRuntimeDies) {
@@ -358,8 +370,11 @@ TEST_P(ClientTest, AHandleOutlivesItsActorBeingDestroyed) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Encodings, ClientTest,
-                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor, wire::Encoding::kBare),
-                         [](const auto& info) { return std::string(wire::EncodingName(info.param)); });
+                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor,
+                                           wire::Encoding::kBare),
+                         [](const auto& info) {
+                           return std::string(wire::EncodingName(info.param));
+                         });
 
 TEST(ClientErrors, BadAndUnreachableEndpoints) {
   Client bad({.endpoint = "https://example.invalid"});
