@@ -56,12 +56,13 @@ size_t EnvoySession::StorageSlotFor(const std::string& actor_id) const {
   return std::hash<std::string>{}(actor_id) % storage_executors_.size();
 }
 
-void EnvoySession::PostStorage(size_t slot, std::function<void()> task) {
+void EnvoySession::PostStorage(size_t slot, std::function<std::optional<latest::ToEnvoy>()> task) {
   storage_pending_[slot].fetch_add(1, std::memory_order_relaxed);
   storage_executors_[slot]->Post([self = shared_from_this(), slot, task = std::move(task)] {
-    task();
+    std::optional<latest::ToEnvoy> answer = task();
     // Release: an inline commit that then sees 0 also sees everything the task stored.
     self->storage_pending_[slot].fetch_sub(1, std::memory_order_release);
+    if (answer.has_value()) self->Send(std::move(*answer));
   });
 }
 
@@ -151,7 +152,7 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
           HandleTunnel(std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteGetPagesRequest>) {
           PostStorage(StorageSlotFor(m.data.actor_id), [self, req = std::move(m)]() mutable {
-            self->HandleGetPages(std::move(req));
+            return self->HandleGetPages(std::move(req));
           });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
           const size_t slot = StorageSlotFor(m.data.actor_id);
@@ -164,10 +165,12 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
             ticket.emplace(owner->first, hold_->BeginWrite(owner->first, owner->second));
           }
           if (owner.has_value() && InlineCommit(m, slot, *owner)) {
-            HandleCommit(std::move(m), ticket, std::move(*owner));
+            if (auto answer = HandleCommit(std::move(m), ticket, std::move(*owner))) {
+              Send(std::move(*answer));
+            }
           } else {
             PostStorage(slot, [self, req = std::move(m), ticket]() mutable {
-              self->HandleCommit(std::move(req), ticket, std::nullopt);
+              return self->HandleCommit(std::move(req), ticket, std::nullopt);
             });
           }
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteExecRequest> ||
@@ -346,7 +349,8 @@ std::optional<Error> FenceError(std::optional<uint64_t> expected, uint32_t curre
 
 }  // namespace
 
-void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
+std::optional<latest::ToEnvoy> EnvoySession::HandleGetPages(
+    latest::ToRivetSqliteGetPagesRequest&& req) {
   latest::ToEnvoySqliteGetPagesResponse resp;
   resp.request_id = req.request_id;
   auto owner = CheckOwner(req.data.actor_id, "sqlite ");
@@ -374,10 +378,10 @@ void EnvoySession::HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req) {
   // is durable. (The count is read after the pages: an inline commit counts itself before
   // it commits, so a read that saw its pages sees its count.)
   if (unsynced_inline_commits_.load(std::memory_order_acquire) == 0) {
-    Send(latest::ToEnvoy{std::move(resp)});
-  } else {
-    AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/false, std::nullopt);
+    return latest::ToEnvoy{std::move(resp)};
   }
+  AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/false, std::nullopt);
+  return std::nullopt;
 }
 
 bool EnvoySession::InlineCommit(const latest::ToRivetSqliteCommitRequest& req, size_t slot,
@@ -393,9 +397,9 @@ bool EnvoySession::InlineCommit(const latest::ToRivetSqliteCommitRequest& req, s
   return it != recorded_.end() && it->second == owner.second;
 }
 
-void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
-                                std::optional<WriteTicket> ticket,
-                                std::optional<std::pair<EngineId, uint32_t>> inline_owner) {
+std::optional<latest::ToEnvoy> EnvoySession::HandleCommit(
+    latest::ToRivetSqliteCommitRequest&& req, std::optional<WriteTicket> ticket,
+    std::optional<std::pair<EngineId, uint32_t>> inline_owner) {
   latest::ToEnvoySqliteCommitResponse resp;
   resp.request_id = req.request_id;
   const bool inline_path = inline_owner.has_value();
@@ -449,7 +453,7 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
         engine_.kv_sync().AfterWrite([self = shared_from_this()](const Status&) {
           self->unsynced_inline_commits_.fetch_sub(1, std::memory_order_acq_rel);
         });
-        return;
+        return std::nullopt;
       }
     }
   }
@@ -457,7 +461,7 @@ void EnvoySession::HandleCommit(latest::ToRivetSqliteCommitRequest&& req,
     // Held answers leave before the commit's own answer (as in HandleKv).
     hold_->EndWrite(ticket->first, ticket->second, resp.data.is<latest::SqliteCommitOk>());
   }
-  Send(latest::ToEnvoy{std::move(resp)});
+  return latest::ToEnvoy{std::move(resp)};
 }
 
 void EnvoySession::HandleTunnel(latest::ToRivetTunnelMessage&& msg) {

@@ -123,7 +123,9 @@ class EnvoySession final : public net::WsHandler,
  private:
   void Dispatch(latest::ToRivet&& msg);
   void HandleKv(latest::ToRivetKvRequest&& req);
-  void HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
+  // The page handlers return their answer (nullopt: it leaves later, by AnswerWhenDurable);
+  // the caller sends it.
+  std::optional<latest::ToEnvoy> HandleGetPages(latest::ToRivetSqliteGetPagesRequest&& req);
   // A held write's ticket (OutputHold::BeginWrite), with its actor.
   using WriteTicket = std::pair<EngineId, uint64_t>;
   // `ticket`: the commit's held-output ticket, taken at dispatch. `inline_owner`: set when
@@ -131,8 +133,9 @@ class EnvoySession final : public net::WsHandler,
   // generation recorded), commits unsynced and answers after the group commit's sync;
   // otherwise it runs on the actor's storage executor with a synced commit and checks the
   // owner there.
-  void HandleCommit(latest::ToRivetSqliteCommitRequest&& req, std::optional<WriteTicket> ticket,
-                    std::optional<std::pair<EngineId, uint32_t>> inline_owner);
+  std::optional<latest::ToEnvoy> HandleCommit(
+      latest::ToRivetSqliteCommitRequest&& req, std::optional<WriteTicket> ticket,
+      std::optional<std::pair<EngineId, uint32_t>> inline_owner);
   // Whether a page commit read now may run on the read path (see
   // EngineOptions::inline_page_commit_bytes): small enough, nothing of its storage slot
   // waiting or running (so it cannot overtake an earlier page request of its actor), and
@@ -159,8 +162,10 @@ class EnvoySession final : public net::WsHandler,
   // maps to the same executor), while different actors' synced commits overlap and share WAL
   // syncs instead of queueing behind one another. KV requests run inline (HandleKv).
   size_t StorageSlotFor(const std::string& actor_id) const;
-  // Runs `task` on the slot's executor, counted in storage_pending_ until it has run.
-  void PostStorage(size_t slot, std::function<void()> task);
+  // Runs `task` on the slot's executor, counted in storage_pending_ until it has run, then
+  // sends the answer it returns. The slot is released before the answer leaves: a page
+  // commit the runtime sends on seeing that answer finds the slot idle and may go inline.
+  void PostStorage(size_t slot, std::function<std::optional<latest::ToEnvoy>()> task);
   std::vector<std::unique_ptr<Executor>> storage_executors_;
   // Per slot: page requests posted to its executor and not yet finished. Incremented on the
   // read path before posting, decremented by the executor once the request was handled.
