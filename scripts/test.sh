@@ -3,7 +3,8 @@
 #   1. installs what the build needs (scripts/bootstrap.sh),
 #   2. builds the `dev` preset (Debug, ASan + UBSan) and the `wasm` preset (the sans-I/O
 #      cores and the JS runtime, keel.wasm), then runs every ctest suite (the acceptance
-#      suite's `wasm` entries run JavaScript actors on keel.wasm),
+#      suite's `wasm` entries run JavaScript actors on keel.wasm); a test that hangs fails
+#      after 600 s (the ctest preset's timeout; the acceptance entries set 300 s),
 #   3. runs the wasm smoke programs, the sans-I/O unit suites built for wasm
 #      (tests/wasm/run.sh) and the JS package's tests (JS actors in Node, Deno and
 #      workerd, and the JS client, against the dev build's engine),
