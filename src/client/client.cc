@@ -596,11 +596,35 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
   // Why the last attempt failed, when no waiting action was told: the next action called
   // before the connection opens fails with it (the TypeScript client's behaviour).
   std::optional<ClientError> unreported;
+  // Listener calls running now (Run); Dispose waits for them to end.
+  int running_listeners = 0;
 
-  using Deferred = std::vector<std::function<void()>>;
-  static void Run(Deferred& d) {
-    for (auto& f : d) f();
+  // Calls collected under mu and made after it is released, on the I/O thread. A
+  // listener's call is dropped once the connection is disposed (Dispose's own notices are
+  // not listener calls); an action's completion always runs, exactly once.
+  struct Call {
+    std::function<void()> fn;
+    bool listener = true;
+  };
+  using Deferred = std::vector<Call>;
+  void Run(Deferred& d) {
+    for (auto& call : d) {
+      if (!call.listener) {
+        call.fn();
+        continue;
+      }
+      std::unique_lock<std::mutex> lock(mu);
+      if (disposed) continue;
+      ++running_listeners;
+      lock.unlock();
+      call.fn();
+      lock.lock();
+      if (--running_listeners == 0) cv.notify_all();
+    }
     d.clear();
+  }
+  static void Complete(Deferred& out, std::function<void()> fn) {
+    out.push_back(Call{std::move(fn), /*listener=*/false});
   }
 
   // Under mu: changes the status and queues the listeners' notifications.
@@ -608,11 +632,11 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
     if (status == s) return;
     status = s;
     cv.notify_all();
-    for (auto& [id, fn] : on_status.items) out.push_back([fn, s] { fn(s); });
+    for (auto& [id, fn] : on_status.items) out.push_back({[fn, s] { fn(s); }});
   }
 
   void QueueError(const ClientError& e, Deferred& out) {
-    for (auto& [id, fn] : on_error.items) out.push_back([fn, e] { fn(e); });
+    for (auto& [id, fn] : on_error.items) out.push_back({[fn, e] { fn(e); }});
   }
 
   // Under mu: fails pending actions (only those already sent when `sent_only`); when
@@ -625,7 +649,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
         continue;
       }
       auto done = std::move(it->second.done);
-      out.push_back([done, e] { done(Unexpected(e)); });
+      Complete(out, [done, e] { done(Unexpected(e)); });
       it = pending.erase(it);
       told = true;
     }
@@ -767,13 +791,13 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           SendLocked(wire::ActionRequest{id, p.name, p.args});
         }
         SetStatus(ConnStatus::kConnected, out);
-        for (auto& [id, fn] : on_open.items) out.push_back(fn);
+        for (auto& [id, fn] : on_open.items) out.push_back({fn});
       } else if (auto* resp = std::get_if<wire::ActionResponse>(&*msg)) {
         auto it = pending.find(resp->id);
         if (it != pending.end()) {
           auto done = std::move(it->second.done);
           pending.erase(it);
-          out.push_back([done, v = std::move(resp->output)]() mutable { done(std::move(v)); });
+          Complete(out, [done, v = std::move(resp->output)]() mutable { done(std::move(v)); });
         }
       } else if (auto* err = std::get_if<wire::ErrorMsg>(&*msg)) {
         ClientError e{err->group, err->code, err->message, err->metadata, 0};
@@ -782,7 +806,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           if (it != pending.end()) {
             auto done = std::move(it->second.done);
             pending.erase(it);
-            out.push_back([done, e] { done(Unexpected(e)); });
+            Complete(out, [done, e] { done(Unexpected(e)); });
           }
         } else {
           // A connection-level error (setup failed): the actions waiting on this
@@ -796,7 +820,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           auto args = std::make_shared<Value>(std::move(ev->args));
           bool removed_once = false;
           for (auto l = it->second.begin(); l != it->second.end();) {
-            out.push_back([fn = l->fn, args] { fn(*args); });
+            out.push_back({[fn = l->fn, args] { fn(*args); }});
             if (l->once) {
               l = it->second.erase(l);
               removed_once = true;
@@ -833,7 +857,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       }
       FailPending(e, /*sent_only=*/true, out, /*remember=*/structured.has_value());
       if (was_open) {
-        for (auto& [id, fn] : on_close.items) out.push_back(fn);
+        for (auto& [id, fn] : on_close.items) out.push_back({fn});
       }
       SetStatus(ConnStatus::kDisconnected, out);
       ScheduleReconnectLocked();
@@ -982,7 +1006,7 @@ void ActorConn::Dispose() {
   Impl& m = *impl_;
   Impl::Deferred out;
   {
-    std::lock_guard<std::mutex> lock(m.mu);
+    std::unique_lock<std::mutex> lock(m.mu);
     if (m.disposed) return;
     m.disposed = true;
     m.cv.notify_all();
@@ -996,14 +1020,22 @@ void ActorConn::Dispose() {
     }
     m.FailPending(Err("closed", "the connection was disposed"), false, out);
     if (m.open) {
-      for (auto& [id, fn] : m.on_close.items) out.push_back(fn);
+      for (auto& [id, fn] : m.on_close.items) out.push_back({fn});
     }
     m.open = false;
     m.SetStatus(ConnStatus::kDisconnected, out);
+    // Dispose's own notices run although the connection is now disposed.
+    for (Impl::Call& call : out) call.listener = false;
+    // A listener call running now ends before Dispose returns; later ones are dropped
+    // (Run). On the I/O thread, Dispose was called from a listener or a completion, so
+    // none other is running.
+    if (!m.client->io->InRuntimeThread()) {
+      m.cv.wait(lock, [&m] { return m.running_listeners == 0; });
+    }
   }
-  // Listeners run on the I/O thread, as everywhere else.
+  // Its notices run on the I/O thread, as everywhere else.
   if (!out.empty()) {
-    m.client->io->Post([out = std::move(out)]() mutable { Impl::Run(out); });
+    m.client->io->Post([impl = impl_, out = std::move(out)]() mutable { impl->Run(out); });
   }
 }
 

@@ -232,7 +232,11 @@ class ActorConn : public std::enable_shared_from_this<ActorConn> {
   Unsubscribe OnStatusChange(std::function<void(ConnStatus)> listener);
 
   // Closes for good: pending actions fail with client.closed, OnClose listeners run once,
-  // no reconnection. Idempotent.
+  // no reconnection. Idempotent. Once it returns, no listener runs except those notices
+  // (OnClose, OnStatusChange to kDisconnected): a listener call already running ends
+  // first, so Dispose must not be called while holding a lock such a listener takes.
+  // Called from a listener, it returns at once and the other calls of that batch are
+  // dropped.
   void Dispose();
 
   struct Impl;

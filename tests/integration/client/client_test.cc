@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -293,8 +294,8 @@ TEST_P(ClientTest, ConnectionCarriesActionsEventsAndStatus) {
 TEST_P(ClientTest, ConnectionSetupFailureReachesThePendingActionAndOnError) {
   auto h = client_->GetOrCreate("probe", {Key("reject")},
                                 {{.params = Value::Object({{"reject", true}})}});
-  // Shared with the listener: the refused connection keeps retrying on the I/O thread, and
-  // an error listener collected before Dispose may still run after it (and after this body).
+  // Shared with the listener, although Dispose (here or in conn's destructor) waits for a
+  // running listener call and drops later ones (DisposeWaitsForARunningListener... below).
   auto errors = std::make_shared<Inbox<std::string>>();
   auto conn = h.Connect([errors](ActorConn& c) {
     c.OnError([errors](const client::ClientError& e) { errors->Push(e.Id()); });
@@ -306,6 +307,65 @@ TEST_P(ClientTest, ConnectionSetupFailureReachesThePendingActionAndOnError) {
   ASSERT_FALSE(seen.empty());
   EXPECT_EQ(seen.front(), "connection.custom_error");
   conn->Dispose();
+}
+
+// Once Dispose returns, no listener runs but Dispose's own notices: a listener call that is
+// running when Dispose is called ends first, and the calls collected with it are dropped.
+TEST_P(ClientTest, DisposeWaitsForARunningListenerAndDropsTheCallsAfterIt) {
+  auto h = client_->GetOrCreate("probe", {Key("reject-dispose")},
+                                {{.params = Value::Object({{"reject", true}})}});
+  struct Shared {
+    std::atomic<bool> first{true};
+    std::promise<void> entered;
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<bool> dispose_returned{false};
+    std::atomic<int> calls_after_dispose{0};
+  };
+  auto st = std::make_shared<Shared>();
+  auto conn = h.Connect([st](ActorConn& c) {
+    c.OnError([st](const client::ClientError&) {  // blocks the I/O thread on its first call
+      if (st->first.exchange(false)) {
+        st->entered.set_value();
+        st->released.wait();
+      }
+      if (st->dispose_returned) st->calls_after_dispose++;
+    });
+    c.OnError([st](const client::ClientError&) {  // queued behind the first, same batch
+      if (st->dispose_returned) st->calls_after_dispose++;
+    });
+  });
+  // Releases the listener if an assertion below fails, so teardown cannot hang on it.
+  struct Releaser {
+    std::shared_ptr<Shared> st;
+    ~Releaser() {
+      try {
+        st->release.set_value();
+      } catch (const std::future_error&) {
+      }
+    }
+  } releaser{st};
+  ASSERT_EQ(st->entered.get_future().wait_for(10s), std::future_status::ready)
+      << "no connection error reached the listener";
+  auto disposing = std::async(std::launch::async, [&] {
+    conn->Dispose();
+    st->dispose_returned = true;
+  });
+  // A bounded look for the absence of Dispose's return while the listener runs.
+  EXPECT_EQ(disposing.wait_for(200ms), std::future_status::timeout)
+      << "Dispose returned while a listener was still running";
+  st->release.set_value();
+  ASSERT_EQ(disposing.wait_for(10s), std::future_status::ready) << "Dispose never returned";
+  // An action's completion still runs, on the I/O thread after the rest of the batch.
+  auto after = std::make_shared<std::promise<client::ClientResult<Value>>>();
+  conn->ActionAsync("echo", Value(1),
+                    [after](client::ClientResult<Value> r) { after->set_value(std::move(r)); });
+  auto closed = after->get_future();
+  ASSERT_EQ(closed.wait_for(10s), std::future_status::ready) << "the completion never ran";
+  auto r = closed.get();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("client", "closed")) << r.error().ToString();
+  EXPECT_EQ(st->calls_after_dispose.load(), 0) << "a listener ran after Dispose returned";
 }
 
 TEST_P(ClientTest, ParamsCallbackIsAskedPerAttemptAndItsFailureIsReported) {
