@@ -566,14 +566,20 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
     ActionCallback done;
     bool sent = false;
   };
-  struct EventListener {
+  // A registered listener. `alive` (guarded by mu) turns false when it is unsubscribed; its
+  // calls already collected check it as they start (Run).
+  template <typename F>
+  struct Listener {
     uint64_t id;
-    std::function<void(const Value&)> fn;
-    bool once;
+    F fn;
+    std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+  };
+  struct EventListener : Listener<std::function<void(const Value&)>> {
+    bool once = false;
   };
   template <typename F>
   struct Listeners {
-    std::vector<std::pair<uint64_t, F>> items;
+    std::vector<Listener<F>> items;
   };
 
   mutable std::mutex mu;
@@ -596,25 +602,27 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
   // Why the last attempt failed, when no waiting action was told: the next action called
   // before the connection opens fails with it (the TypeScript client's behaviour).
   std::optional<ClientError> unreported;
-  // Listener calls running now (Run); Dispose waits for them to end.
+  // Listener calls running now (Run); Dispose and unsubscribing wait for them to end.
   int running_listeners = 0;
 
   // Calls collected under mu and made after it is released, on the I/O thread. A
-  // listener's call is dropped once the connection is disposed (Dispose's own notices are
-  // not listener calls); an action's completion always runs, exactly once.
+  // listener's call is dropped when, as it would start, its listener was unsubscribed or
+  // the connection disposed (except Dispose's own notices); an action's completion (no
+  // `alive`) always runs, exactly once.
   struct Call {
     std::function<void()> fn;
-    bool listener = true;
+    std::shared_ptr<bool> alive;  // the listener's; null for a completion
+    bool dispose_notice = false;
   };
   using Deferred = std::vector<Call>;
   void Run(Deferred& d) {
     for (auto& call : d) {
-      if (!call.listener) {
+      if (!call.alive) {
         call.fn();
         continue;
       }
       std::unique_lock<std::mutex> lock(mu);
-      if (disposed) continue;
+      if (!*call.alive || (disposed && !call.dispose_notice)) continue;
       ++running_listeners;
       lock.unlock();
       call.fn();
@@ -624,7 +632,17 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
     d.clear();
   }
   static void Complete(Deferred& out, std::function<void()> fn) {
-    out.push_back(Call{std::move(fn), /*listener=*/false});
+    out.push_back(Call{std::move(fn), nullptr});
+  }
+  template <typename F, typename... Args>
+  static void Notify(Deferred& out, const Listener<F>& l, Args... args) {
+    out.push_back(Call{[fn = l.fn, args...] { fn(args...); }, l.alive});
+  }
+  // Under mu (held by `lock`): waits until no listener call runs, unless called on the I/O
+  // thread (from a listener or a completion: no other call runs then).
+  void WaitForListenersLocked(std::unique_lock<std::mutex>& lock) {
+    if (client->io->InRuntimeThread()) return;
+    cv.wait(lock, [this] { return running_listeners == 0; });
   }
 
   // Under mu: changes the status and queues the listeners' notifications.
@@ -632,11 +650,11 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
     if (status == s) return;
     status = s;
     cv.notify_all();
-    for (auto& [id, fn] : on_status.items) out.push_back({[fn, s] { fn(s); }});
+    for (const auto& l : on_status.items) Notify(out, l, s);
   }
 
   void QueueError(const ClientError& e, Deferred& out) {
-    for (auto& [id, fn] : on_error.items) out.push_back({[fn, e] { fn(e); }});
+    for (const auto& l : on_error.items) Notify(out, l, e);
   }
 
   // Under mu: fails pending actions (only those already sent when `sent_only`); when
@@ -791,7 +809,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           SendLocked(wire::ActionRequest{id, p.name, p.args});
         }
         SetStatus(ConnStatus::kConnected, out);
-        for (auto& [id, fn] : on_open.items) out.push_back({fn});
+        for (const auto& l : on_open.items) Notify(out, l);
       } else if (auto* resp = std::get_if<wire::ActionResponse>(&*msg)) {
         auto it = pending.find(resp->id);
         if (it != pending.end()) {
@@ -820,7 +838,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           auto args = std::make_shared<Value>(std::move(ev->args));
           bool removed_once = false;
           for (auto l = it->second.begin(); l != it->second.end();) {
-            out.push_back({[fn = l->fn, args] { fn(*args); }});
+            out.push_back(Call{[fn = l->fn, args] { fn(*args); }, l->alive});
             if (l->once) {
               l = it->second.erase(l);
               removed_once = true;
@@ -857,7 +875,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       }
       FailPending(e, /*sent_only=*/true, out, /*remember=*/structured.has_value());
       if (was_open) {
-        for (auto& [id, fn] : on_close.items) out.push_back({fn});
+        for (const auto& l : on_close.items) Notify(out, l);
       }
       SetStatus(ConnStatus::kDisconnected, out);
       ScheduleReconnectLocked();
@@ -944,13 +962,15 @@ template <typename L, typename F>
 ActorConn::Unsubscribe AddListener(const std::shared_ptr<ActorConn::Impl>& impl, L ActorConn::Impl::*list, F fn) {
   std::lock_guard<std::mutex> lock(impl->mu);
   const uint64_t id = impl->next_listener_id++;
-  (impl.get()->*list).items.emplace_back(id, std::move(fn));
+  auto& items = (impl.get()->*list).items;
+  items.push_back({id, std::move(fn)});
   std::weak_ptr<ActorConn::Impl> weak = impl;
-  return [weak, list, id] {
+  return [weak, list, id, alive = items.back().alive] {
     if (auto m = weak.lock()) {
-      std::lock_guard<std::mutex> lock(m->mu);
-      auto& items = (m.get()->*list).items;
-      std::erase_if(items, [id](const auto& e) { return e.first == id; });
+      std::unique_lock<std::mutex> lock(m->mu);
+      *alive = false;
+      std::erase_if((m.get()->*list).items, [id](const auto& e) { return e.id == id; });
+      m->WaitForListenersLocked(lock);
     }
   };
 }
@@ -976,21 +996,29 @@ ActorConn::Unsubscribe AddEventListener(const std::shared_ptr<ActorConn::Impl>& 
   const uint64_t id = impl->next_listener_id++;
   auto& ls = impl->events[event];
   const bool first = ls.empty();
-  ls.push_back({id, std::move(fn), once});
+  ActorConn::Impl::EventListener l;
+  l.id = id;
+  l.fn = std::move(fn);
+  l.once = once;
+  ls.push_back(std::move(l));
   if (first && impl->open) impl->SendLocked(wire::SubscriptionRequest{event, true});
   std::weak_ptr<ActorConn::Impl> weak = impl;
-  return [weak, event, id] {
+  return [weak, event, id, alive = ls.back().alive] {
     auto m = weak.lock();
     if (!m) return;
-    std::lock_guard<std::mutex> lock(m->mu);
+    std::unique_lock<std::mutex> lock(m->mu);
+    *alive = false;
     auto it = m->events.find(event);
-    if (it == m->events.end()) return;
-    const size_t before = it->second.size();
-    std::erase_if(it->second, [id](const ActorConn::Impl::EventListener& l) { return l.id == id; });
-    if (before != 0 && it->second.empty()) {
-      if (m->open) m->SendLocked(wire::SubscriptionRequest{event, false});
-      m->events.erase(it);
+    if (it != m->events.end()) {
+      const size_t before = it->second.size();
+      std::erase_if(it->second,
+                    [id](const ActorConn::Impl::EventListener& e) { return e.id == id; });
+      if (before != 0 && it->second.empty()) {
+        if (m->open) m->SendLocked(wire::SubscriptionRequest{event, false});
+        m->events.erase(it);
+      }
     }
+    m->WaitForListenersLocked(lock);
   };
 }
 }  // namespace
@@ -1020,18 +1048,14 @@ void ActorConn::Dispose() {
     }
     m.FailPending(Err("closed", "the connection was disposed"), false, out);
     if (m.open) {
-      for (auto& [id, fn] : m.on_close.items) out.push_back({fn});
+      for (const auto& l : m.on_close.items) Impl::Notify(out, l);
     }
     m.open = false;
     m.SetStatus(ConnStatus::kDisconnected, out);
     // Dispose's own notices run although the connection is now disposed.
-    for (Impl::Call& call : out) call.listener = false;
-    // A listener call running now ends before Dispose returns; later ones are dropped
-    // (Run). On the I/O thread, Dispose was called from a listener or a completion, so
-    // none other is running.
-    if (!m.client->io->InRuntimeThread()) {
-      m.cv.wait(lock, [&m] { return m.running_listeners == 0; });
-    }
+    for (Impl::Call& call : out) call.dispose_notice = true;
+    // A listener call running now ends before Dispose returns; later ones are dropped (Run).
+    m.WaitForListenersLocked(lock);
   }
   // Its notices run on the I/O thread, as everywhere else.
   if (!out.empty()) {

@@ -197,6 +197,9 @@ class ActorHandle {
 // sending what was queued. Actions called while not connected wait for the connection.
 class ActorConn : public std::enable_shared_from_this<ActorConn> {
  public:
+  // Removes the listener it was returned with; once it returns, that listener is not called
+  // again (a call running on the I/O thread ends first, so do not call it while holding a
+  // lock a listener takes; from a listener it returns at once). Idempotent.
   using Unsubscribe = std::function<void()>;
   using ActionCallback = std::function<void(ClientResult<Value>)>;
 
@@ -235,8 +238,8 @@ class ActorConn : public std::enable_shared_from_this<ActorConn> {
   // no reconnection. Idempotent. Once it returns, no listener runs except those notices
   // (OnClose, OnStatusChange to kDisconnected): a listener call already running ends
   // first, so Dispose must not be called while holding a lock such a listener takes.
-  // Called from a listener, it returns at once and the other calls of that batch are
-  // dropped.
+  // Called from a listener, it returns at once and the calls queued behind that one are
+  // dropped. Listeners run on the client's I/O thread, one at a time.
   void Dispose();
 
   struct Impl;

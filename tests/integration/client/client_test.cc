@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -97,6 +98,37 @@ class Inbox {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<T> items_;
+};
+
+// Holds the client's I/O thread inside a listener: the first BlockFirstCall() signals
+// WaitEntered and waits for Release(). Shared with the listeners; the test keeps the guard
+// from ReleaseOnExit() so that a failed assertion cannot leave the I/O thread blocked.
+class ListenerGate {
+ public:
+  void BlockFirstCall() {
+    if (first_.exchange(false)) {
+      entered_.set_value();
+      released_.wait();
+    }
+  }
+  bool WaitEntered(std::chrono::milliseconds timeout) {
+    return entered_future_.wait_for(timeout) == std::future_status::ready;
+  }
+  void Release() {
+    std::call_once(release_once_, [this] { release_.set_value(); });
+  }
+  auto ReleaseOnExit() {
+    auto release = [](ListenerGate* g) { g->Release(); };
+    return std::unique_ptr<ListenerGate, decltype(release)>(this, release);
+  }
+
+ private:
+  std::atomic<bool> first_{true};
+  std::promise<void> entered_;
+  std::future<void> entered_future_ = entered_.get_future();
+  std::promise<void> release_;
+  std::shared_future<void> released_ = release_.get_future().share();
+  std::once_flag release_once_;
 };
 
 class ClientTest : public ::testing::TestWithParam<wire::Encoding> {
@@ -315,46 +347,31 @@ TEST_P(ClientTest, DisposeWaitsForARunningListenerAndDropsTheCallsAfterIt) {
   auto h = client_->GetOrCreate("probe", {Key("reject-dispose")},
                                 {{.params = Value::Object({{"reject", true}})}});
   struct Shared {
-    std::atomic<bool> first{true};
-    std::promise<void> entered;
-    std::promise<void> release;
-    std::shared_future<void> released = release.get_future().share();
+    ListenerGate gate;
     std::atomic<bool> dispose_returned{false};
     std::atomic<int> calls_after_dispose{0};
   };
   auto st = std::make_shared<Shared>();
   auto conn = h.Connect([st](ActorConn& c) {
     c.OnError([st](const client::ClientError&) {  // blocks the I/O thread on its first call
-      if (st->first.exchange(false)) {
-        st->entered.set_value();
-        st->released.wait();
-      }
+      st->gate.BlockFirstCall();
       if (st->dispose_returned) st->calls_after_dispose++;
     });
     c.OnError([st](const client::ClientError&) {  // queued behind the first, same batch
       if (st->dispose_returned) st->calls_after_dispose++;
     });
   });
-  // Releases the listener if an assertion below fails, so teardown cannot hang on it.
-  struct Releaser {
-    std::shared_ptr<Shared> st;
-    ~Releaser() {
-      try {
-        st->release.set_value();
-      } catch (const std::future_error&) {
-      }
-    }
-  } releaser{st};
-  ASSERT_EQ(st->entered.get_future().wait_for(10s), std::future_status::ready)
-      << "no connection error reached the listener";
+  auto release_on_exit = st->gate.ReleaseOnExit();
+  ASSERT_TRUE(st->gate.WaitEntered(10s)) << "no connection error reached the listener";
   auto disposing = std::async(std::launch::async, [&] {
     conn->Dispose();
     st->dispose_returned = true;
   });
+  auto release_first = st->gate.ReleaseOnExit();  // destroyed before the future waits
   // A bounded look for the absence of Dispose's return while the listener runs.
   EXPECT_EQ(disposing.wait_for(200ms), std::future_status::timeout)
       << "Dispose returned while a listener was still running";
-  st->release.set_value();
+  st->gate.Release();
   ASSERT_EQ(disposing.wait_for(10s), std::future_status::ready) << "Dispose never returned";
   // An action's completion still runs, on the I/O thread after the rest of the batch.
   auto after = std::make_shared<std::promise<client::ClientResult<Value>>>();
@@ -366,6 +383,49 @@ TEST_P(ClientTest, DisposeWaitsForARunningListenerAndDropsTheCallsAfterIt) {
   ASSERT_FALSE(r.has_value());
   EXPECT_TRUE(r.error().Is("client", "closed")) << r.error().ToString();
   EXPECT_EQ(st->calls_after_dispose.load(), 0) << "a listener ran after Dispose returned";
+}
+
+// Once an Unsubscribe returns, its listener is not called again: a listener call running when
+// it is called ends first, and the listener's call queued behind it is dropped; the other
+// listeners go on.
+TEST_P(ClientTest, UnsubscribeWaitsForARunningListenerAndDropsItsQueuedCall) {
+  auto h = client_->GetOrCreate("counter", {Key("unsubscribe")});
+  struct Shared {
+    ListenerGate gate;
+    std::atomic<bool> unsubscribed{false};
+    std::atomic<int> calls_after_unsubscribe{0};
+    Inbox<int64_t> first_listener;
+  };
+  auto st = std::make_shared<Shared>();
+  auto conn = h.Connect();
+  conn->On("newCount", [st](const Value& args) {  // blocks the I/O thread on its first call
+    st->gate.BlockFirstCall();
+    st->first_listener.Push(args.as_array().at(0).as_int());
+  });
+  auto unsubscribe = conn->On("newCount", [st](const Value&) {  // same event, same batch
+    if (st->unsubscribed) st->calls_after_unsubscribe++;
+  });
+  auto release_on_exit = st->gate.ReleaseOnExit();
+  ASSERT_TRUE(conn->WaitReady(10s).ok());
+  // Not a blocking call: its answer comes behind the event the first listener holds up.
+  conn->ActionAsync("increment", Value(Value::Array{Value(1)}), [](client::ClientResult<Value>) {});
+  ASSERT_TRUE(st->gate.WaitEntered(10s)) << "the event never reached the listener";
+  auto unsubscribing = std::async(std::launch::async, [&] {
+    unsubscribe();
+    st->unsubscribed = true;
+  });
+  auto release_first = st->gate.ReleaseOnExit();  // destroyed before the future waits
+  // A bounded look for the absence of Unsubscribe's return while a listener runs.
+  EXPECT_EQ(unsubscribing.wait_for(200ms), std::future_status::timeout)
+      << "Unsubscribe returned while a listener was still running";
+  st->gate.Release();
+  ASSERT_EQ(unsubscribing.wait_for(10s), std::future_status::ready) << "Unsubscribe never returned";
+  // This answer is read after the event's batch has run.
+  EXPECT_EQ(conn->Call<int64_t>("increment", 1).value(), 2);
+  EXPECT_EQ(st->first_listener.WaitFor(2), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(st->calls_after_unsubscribe.load(), 0)
+      << "a listener ran after its Unsubscribe returned";
+  conn->Dispose();
 }
 
 TEST_P(ClientTest, ParamsCallbackIsAskedPerAttemptAndItsFailureIsReported) {
