@@ -240,6 +240,8 @@ void RuntimeHost::Kill() {
   impl_->sql->Shutdown();
 }
 
+LocalSqlStats RuntimeHost::sql_stats() const { return impl_->sql->stats(); }
+
 bool RuntimeHost::connected() {
   bool c = false;
   RunSync([&] { c = impl_->client->connected(); });
@@ -275,7 +277,12 @@ int ServeTypes(const ServeSettings& settings,
   });
   second.detach();
   host.Stop(std::chrono::milliseconds(30000));
-  LogInfo("runtime", "stopped");
+  const LocalSqlStats sql = host.sql_stats();
+  LogInfo("runtime", "stopped",
+          {{"sql_statements_inline", std::to_string(sql.inline_statements)},
+           {"sql_statements_on_threads", std::to_string(sql.thread_statements)},
+           {"sql_inline_given_up", std::to_string(sql.inline_given_up)},
+           {"sql_prefetches", std::to_string(sql.prefetches)}});
   return 0;
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runtime/core.h"
+#include "runtime/native/local_sql.h"
 
 namespace keel {
 
@@ -82,6 +83,8 @@ class RuntimeHost {
   void RunSync(std::function<void()> fn);
   bool connected();
   const std::string& envoy_key() const;
+  // Where the local-native backend's statements ran (logged when Serve stops).
+  LocalSqlStats sql_stats() const;
 
  private:
   struct Impl;
