@@ -996,11 +996,7 @@ ActorConn::Unsubscribe AddEventListener(const std::shared_ptr<ActorConn::Impl>& 
   const uint64_t id = impl->next_listener_id++;
   auto& ls = impl->events[event];
   const bool first = ls.empty();
-  ActorConn::Impl::EventListener l;
-  l.id = id;
-  l.fn = std::move(fn);
-  l.once = once;
-  ls.push_back(std::move(l));
+  ls.push_back({{id, std::move(fn)}, once});
   if (first && impl->open) impl->SendLocked(wire::SubscriptionRequest{event, true});
   std::weak_ptr<ActorConn::Impl> weak = impl;
   return [weak, event, id, alive = ls.back().alive] {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -130,6 +131,22 @@ class ListenerGate {
   std::shared_future<void> released_ = release_.get_future().share();
   std::once_flag release_once_;
 };
+
+// With a listener held in `gate`: runs `call` on another thread, looks (bounded) for the
+// absence of its return while the listener runs, then releases the listener and waits for
+// `call` to return; `returned` is set once it has.
+void ExpectCallWaitsForTheHeldListener(ListenerGate& gate, const std::function<void()>& call,
+                                       std::atomic<bool>& returned, const std::string& what) {
+  auto running = std::async(std::launch::async, [&] {
+    call();
+    returned = true;
+  });
+  auto release_first = gate.ReleaseOnExit();  // destroyed before the future waits
+  EXPECT_EQ(running.wait_for(200ms), std::future_status::timeout)
+      << what << " returned while a listener was still running";
+  gate.Release();
+  ASSERT_EQ(running.wait_for(10s), std::future_status::ready) << what << " never returned";
+}
 
 class ClientTest : public ::testing::TestWithParam<wire::Encoding> {
  protected:
@@ -363,16 +380,8 @@ TEST_P(ClientTest, DisposeWaitsForARunningListenerAndDropsTheCallsAfterIt) {
   });
   auto release_on_exit = st->gate.ReleaseOnExit();
   ASSERT_TRUE(st->gate.WaitEntered(10s)) << "no connection error reached the listener";
-  auto disposing = std::async(std::launch::async, [&] {
-    conn->Dispose();
-    st->dispose_returned = true;
-  });
-  auto release_first = st->gate.ReleaseOnExit();  // destroyed before the future waits
-  // A bounded look for the absence of Dispose's return while the listener runs.
-  EXPECT_EQ(disposing.wait_for(200ms), std::future_status::timeout)
-      << "Dispose returned while a listener was still running";
-  st->gate.Release();
-  ASSERT_EQ(disposing.wait_for(10s), std::future_status::ready) << "Dispose never returned";
+  ASSERT_NO_FATAL_FAILURE(ExpectCallWaitsForTheHeldListener(
+      st->gate, [&] { conn->Dispose(); }, st->dispose_returned, "Dispose"));
   // An action's completion still runs, on the I/O thread after the rest of the batch.
   auto after = std::make_shared<std::promise<client::ClientResult<Value>>>();
   conn->ActionAsync("echo", Value(1),
@@ -410,16 +419,8 @@ TEST_P(ClientTest, UnsubscribeWaitsForARunningListenerAndDropsItsQueuedCall) {
   // Not a blocking call: its answer comes behind the event the first listener holds up.
   conn->ActionAsync("increment", Value(Value::Array{Value(1)}), [](client::ClientResult<Value>) {});
   ASSERT_TRUE(st->gate.WaitEntered(10s)) << "the event never reached the listener";
-  auto unsubscribing = std::async(std::launch::async, [&] {
-    unsubscribe();
-    st->unsubscribed = true;
-  });
-  auto release_first = st->gate.ReleaseOnExit();  // destroyed before the future waits
-  // A bounded look for the absence of Unsubscribe's return while a listener runs.
-  EXPECT_EQ(unsubscribing.wait_for(200ms), std::future_status::timeout)
-      << "Unsubscribe returned while a listener was still running";
-  st->gate.Release();
-  ASSERT_EQ(unsubscribing.wait_for(10s), std::future_status::ready) << "Unsubscribe never returned";
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectCallWaitsForTheHeldListener(st->gate, unsubscribe, st->unsubscribed, "Unsubscribe"));
   // This answer is read after the event's batch has run.
   EXPECT_EQ(conn->Call<int64_t>("increment", 1).value(), 2);
   EXPECT_EQ(st->first_listener.WaitFor(2), (std::vector<int64_t>{1, 2}));
