@@ -115,6 +115,9 @@ struct Config {
   int w3_calls = 200;
   int w4_small = 1000, w4_large_count = 10000;
   int w5_inserts = 2000, w5_batch = 10000, w5_selects = 2000, w5_warmup = 20;
+  // The 10,000-row call is timed this many times and its median reported, as the anchors
+  // report the median of their reps: one call of ~0.5 s moves with the machine.
+  int w5_batch_calls = 3;
   int w6_actors = 20;
   int w7_acks_before_kill = 200, w7_acks_after = 50;
   milliseconds w7_call_timeout{5000};
@@ -1345,6 +1348,27 @@ json BatchRecord(const std::string& name, int64_t want, int64_t inserted, double
   return b;
 }
 
+// The median of several BatchRecords of the same call (by rows/s), with every call's figure
+// and the errors of all of them.
+json BatchMedian(std::vector<json> calls) {
+  if (calls.empty()) return json::object();
+  std::vector<double> rates;
+  int64_t errors = 0;
+  for (const json& b : calls) {
+    rates.push_back(b.value("rows_per_s", 0.0));
+    errors += b.value("errors", int64_t{0});
+  }
+  std::sort(calls.begin(), calls.end(), [](const json& a, const json& b) {
+    return a.value("rows_per_s", 0.0) < b.value("rows_per_s", 0.0);
+  });
+  json m = calls[(calls.size() - 1) / 2];
+  m["params"]["calls"] = calls.size();
+  m["params"]["reported"] = "the median call (by rows/s)";
+  m["calls_rows_per_s"] = rates;
+  m["errors"] = errors;
+  return m;
+}
+
 // W5 on one backend: a fresh engine + keel-bench-runtime with KEEL_SQLITE_BACKEND=`backend`.
 json W5Backend(const std::string& backend) {
   Progress("w5: " + backend + " backend");
@@ -1424,21 +1448,33 @@ json W5Backend(const std::string& backend) {
   {
     CpuWindow cpu;
     cpu.Begin(ep, rp);
-    Value args = Value::ArrayOf({Value(int64_t{g_cfg.w5_batch}), Value("bulk")});
-    const auto t0 = Clock::now();
-    auto out = ws.CallValue("insertMany", std::move(args), milliseconds(300000));
-    const double us = MicrosSince(t0);
-    const int64_t inserted = out ? IntField(*out, "inserted") : -1;
-    if (inserted > 0) rows += inserted;
-    json b = BatchRecord("w5_" + backend + "_insert_many", g_cfg.w5_batch, inserted, us,
-                         out ? IntField(*out, "actor_us") : -1);
+    std::vector<json> calls;
+    int64_t inserted_all = 0;
+    for (int call = 0; call < g_cfg.w5_batch_calls; ++call) {
+      Value args = Value::ArrayOf({Value(int64_t{g_cfg.w5_batch}), Value("bulk")});
+      const auto t0 = Clock::now();
+      auto out = ws.CallValue("insertMany", std::move(args), milliseconds(300000));
+      const double us = MicrosSince(t0);
+      if (!out)
+        Fail("w5: insertMany failed on the " + backend + " backend" + st.Tail("runtime.log"));
+      const int64_t inserted = IntField(*out, "inserted");
+      if (inserted > 0) {
+        rows += inserted;
+        inserted_all += inserted;
+      }
+      json b = BatchRecord("w5_" + backend + "_insert_many", g_cfg.w5_batch, inserted, us,
+                           IntField(*out, "actor_us"));
+      Progress("w5_" + backend + "_insert_many: " + std::to_string(inserted) + " rows in " +
+               std::to_string(us / 1000) +
+               " ms = " + std::to_string(b["rows_per_s"].get<double>()) + " rows/s");
+      calls.push_back(std::move(b));
+    }
+    json b = BatchMedian(std::move(calls));
     b["params"]["transport"] = "one WebSocket /gateway/<id>/connect, bare";
-    cpu.End(b, static_cast<size_t>(std::max<int64_t>(1, inserted)));
+    // CPU over all the calls, per row.
+    cpu.End(b, static_cast<size_t>(std::max<int64_t>(1, inserted_all)));
     b["cpu_per"] = "row";
-    Progress("w5_" + backend + "_insert_many: " + std::to_string(inserted) + " rows in " +
-             std::to_string(us / 1000) + " ms = " + std::to_string(b["rows_per_s"].get<double>()) + " rows/s");
     j["insert_many"] = b;
-    if (!out) Fail("w5: insertMany failed on the " + backend + " backend" + st.Tail("runtime.log"));
   }
   const int64_t total = rows;
   j["point_select_ws"] = TimedCalls(
@@ -1525,22 +1561,29 @@ json FloorSqlite(bool wal_full) {
     j["insert_one"] = TimedCalls("floor_" + name + "_insert_one", params, g_cfg.w5_inserts, cap, 0, 0,
                                  [&](int i) { return insert("row", i); });
     {
-      const double c0 = SelfCpuUs();
-      const auto t0 = Clock::now();
-      int64_t inserted = 0;
-      bool ok = db.Exec("BEGIN").ok();
-      for (int i = 0; ok && i < g_cfg.w5_batch; ++i) {
-        ok = insert("bulk", i) == 1;
-        if (ok) ++inserted;
+      std::vector<json> calls;
+      for (int call = 0; call < g_cfg.w5_batch_calls; ++call) {
+        const double c0 = SelfCpuUs();
+        const auto t0 = Clock::now();
+        int64_t inserted = 0;
+        bool ok = db.Exec("BEGIN").ok();
+        for (int i = 0; ok && i < g_cfg.w5_batch; ++i) {
+          ok = insert("bulk", i) == 1;
+          if (ok) ++inserted;
+        }
+        ok = ok && db.Exec("COMMIT").ok();
+        const double us = MicrosSince(t0);
+        json b = BatchRecord("floor_" + name + "_insert_many", g_cfg.w5_batch, ok ? inserted : -1,
+                             us, -1);
+        b["params"]["pragmas"] = pragmas;
+        b["cpu_us_per_row"] =
+            R2((SelfCpuUs() - c0) / static_cast<double>(std::max<int64_t>(1, inserted)));
+        Progress("floor_" + name + "_insert_many: " + std::to_string(inserted) + " rows in " +
+                 std::to_string(us / 1000) +
+                 " ms = " + std::to_string(b["rows_per_s"].get<double>()) + " rows/s");
+        calls.push_back(std::move(b));
       }
-      ok = ok && db.Exec("COMMIT").ok();
-      const double us = MicrosSince(t0);
-      json b = BatchRecord("floor_" + name + "_insert_many", g_cfg.w5_batch, ok ? inserted : -1, us, -1);
-      b["params"]["pragmas"] = pragmas;
-      b["cpu_us_per_row"] = R2((SelfCpuUs() - c0) / static_cast<double>(std::max<int64_t>(1, inserted)));
-      Progress("floor_" + name + "_insert_many: " + std::to_string(inserted) + " rows in " +
-               std::to_string(us / 1000) + " ms = " + std::to_string(b["rows_per_s"].get<double>()) + " rows/s");
-      j["insert_many"] = b;
+      j["insert_many"] = BatchMedian(std::move(calls));
     }
     const int64_t total = rows;
     params = common;
@@ -1943,6 +1986,7 @@ int Main(int argc, char** argv) {
     g_cfg.w4_large_count = 500;
     g_cfg.w5_inserts = 200;
     g_cfg.w5_batch = 1000;
+    g_cfg.w5_batch_calls = 1;
     g_cfg.w5_selects = 200;
     g_cfg.w5_warmup = 5;
     g_cfg.w6_actors = 5;
@@ -2044,6 +2088,7 @@ int Main(int argc, char** argv) {
       w5["name"] = "w5_sqlite";
       w5["params"] = {{"inserts", g_cfg.w5_inserts},
                       {"batch_rows", g_cfg.w5_batch},
+                      {"batch_calls", g_cfg.w5_batch_calls},
                       {"selects", g_cfg.w5_selects},
                       {"warmup_rounds", g_cfg.w5_warmup},
                       {"actor", "sqlbench: items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)"},
