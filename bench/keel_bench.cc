@@ -11,8 +11,11 @@
 // synced) plus one runtime process (KEEL_ENDPOINT, pool `default`), ready once
 // GET /envoys lists its envoy as connected. The workloads drive the `counter` example actor
 // (`increment(n)` returns the new count, durable before the answer):
-//  * floors: a 32-byte binary WebSocket echo round trip (keel::net server, BlockingWsClient)
-//    and one synced RocksDB commit (16-byte key, 64-byte value) in the same temp dir;
+//  * floors: a 32-byte binary WebSocket echo round trip (keel::net server on one thread) and
+//    one synced RocksDB commit (16-byte key, 64-byte value) in the same temp dir;
+//  * the sequential loops' clients are blocking sockets read and written on the calling
+//    thread (HttpConn, and WsConn in ws_conn.h, also for the floor's echo): no client I/O
+//    thread between the answer and the caller;
 //  * W1: 2000 sequential increment(1) on one actor, (a) POST /gateway/<id>/action/increment
 //    over one keep-alive HTTP connection (json), (b) over one persistent
 //    /gateway/<id>/connect WebSocket (rivet_encoding.bare);
@@ -78,7 +81,6 @@
 
 #include "base/log.h"
 #include "base/native/subprocess.h"
-#include "net/blocking_ws_client.h"
 #include "net/client.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
@@ -87,6 +89,7 @@
 #include "storage/rocksdb_kv_store.h"
 #include "value/value.h"
 #include "wire/client_messages.h"
+#include "ws_conn.h"
 
 namespace keel::bench {
 namespace {
@@ -431,17 +434,15 @@ class HttpConn {
 // A client-protocol connection to one actor: /gateway/<id>/connect, bare encoding.
 class WsActor {
  public:
-  // Errors: as BlockingWsClient::Connect, or bench.no_init.
+  // Errors: bench.ws_connect (the upgrade failed), bench.no_init.
   static Result<std::unique_ptr<WsActor>> Open(uint16_t port, const std::string& id,
                                                milliseconds timeout = milliseconds(15000)) {
-    net::WsConnectOptions opts;
-    opts.url = "ws://127.0.0.1:" + std::to_string(port) + "/gateway/" + id + "/connect";
-    opts.subprotocols = {"rivet", "rivet_encoding.bare"};
-    opts.handshake_timeout = timeout;
-    auto ws = net::BlockingWsClient::Connect(opts, timeout);
-    if (!ws.has_value()) return Unexpected{ws.error()};
+    std::string why;
+    auto ws = WsConn::Connect(port, "/gateway/" + id + "/connect", {"rivet", "rivet_encoding.bare"},
+                              timeout, &why);
+    if (ws == nullptr) return Unexpected{Error("bench", "ws_connect", why)};
     std::unique_ptr<WsActor> a(new WsActor);
-    a->ws_ = std::move(*ws);
+    a->ws_ = std::move(ws);
     auto init = a->Next(timeout);
     if (!init || !std::holds_alternative<wire::Init>(*init)) {
       return Unexpected{Error("bench", "no_init", "no Init on the gateway WebSocket")};
@@ -463,7 +464,9 @@ class WsActor {
     const uint64_t want = ++action_id_;
     Bytes b = wire::Encode(wire::ToServer{wire::ActionRequest{want, name, std::move(args)}},
                            wire::Encoding::kBare);
-    if (!ws_->Send(std::string(b.begin(), b.end()), true).ok()) return std::nullopt;
+    if (!ws_->Send(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), true)) {
+      return std::nullopt;
+    }
     const auto deadline = Clock::now() + timeout;
     for (int i = 0; i < 1000; ++i) {  // events are skipped (none subscribed)
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
@@ -487,16 +490,15 @@ class WsActor {
  private:
   WsActor() = default;
   std::optional<wire::ToClient> Next(milliseconds timeout) {
-    auto m = ws_->Receive(timeout);
-    auto* msg = m.ok() ? std::get_if<net::BlockingWsClient::Message>(&*m) : nullptr;
-    if (msg == nullptr) return std::nullopt;
+    auto msg = ws_->Receive(timeout);
+    if (!msg) return std::nullopt;
     auto decoded =
         wire::DecodeToClient(Bytes(msg->data.begin(), msg->data.end()), wire::Encoding::kBare);
     if (!decoded.ok()) return std::nullopt;
     return std::move(*decoded);
   }
 
-  std::unique_ptr<net::BlockingWsClient> ws_;
+  std::unique_ptr<WsConn> ws_;
   uint64_t action_id_ = 0;
 };
 
@@ -728,15 +730,14 @@ json FloorWsRtt() {
                                          h->conn_ = ex->AcceptWebSocket("", h);
                                        });
   if (!server.has_value()) Fail("echo server: " + server.error().ToString());
-  net::WsConnectOptions options;
-  options.url = "ws://127.0.0.1:" + std::to_string((*server)->port()) + "/echo";
-  auto client = net::BlockingWsClient::Connect(options, milliseconds(10000));
-  if (!client.has_value()) Fail("echo connect: " + client.error().ToString());
+  std::string why;
+  auto client = WsConn::Connect((*server)->port(), "/echo", {}, milliseconds(10000), &why);
+  if (client == nullptr) Fail("echo connect: " + why);
   const std::string payload(32, 'p');
   auto one = [&] {
-    if (!(*client)->Send(payload, true).ok()) return false;
-    auto ev = (*client)->Receive(milliseconds(5000));
-    return ev.ok() && std::holds_alternative<net::BlockingWsClient::Message>(*ev);
+    if (!client->Send(payload, true)) return false;
+    auto m = client->Receive(milliseconds(5000));
+    return m.has_value() && m->data.size() == payload.size();
   };
   for (int i = 0; i < 500; ++i) {
     if (!one()) Fail("echo warm-up failed");
@@ -754,7 +755,7 @@ json FloorWsRtt() {
     s.us.push_back(MicrosSince(c0));
   }
   json j = Record("floor", "floor_ws_rtt", {{"payload_bytes", payload.size()}}, s, errors, MicrosSince(t0));
-  client->reset();
+  client.reset();
   (*server)->StopAccepting();
   runtime.Stop();
   Report("floor_ws_rtt", j);
