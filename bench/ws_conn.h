@@ -58,10 +58,11 @@ class WsConn {
     wsd::make_sec_ws_key(key);
     std::string protocols;
     for (const auto& p : subprotocols) protocols += (protocols.empty() ? "" : ", ") + p;
-    std::string req = "GET " + path +
-                      " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
-                      std::string(key.data(), key.size()) + "\r\n";
+    std::string req =
+        "GET " + path +
+        " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+        std::string(key.data(), key.size()) + "\r\n";
     if (!protocols.empty()) req += "Sec-WebSocket-Protocol: " + protocols + "\r\n";
     req += "\r\n";
     if (!c->SendAll(req)) return Failed(error, "sending the upgrade request failed");
@@ -123,7 +124,8 @@ class WsConn {
         const size_t ext = len == 126 ? 2 : 8;
         if (!Need(header + ext, deadline)) return in_message ? Broken() : std::nullopt;
         len = 0;
-        for (size_t i = 0; i < ext; ++i) len = (len << 8) | static_cast<unsigned char>(in_[header + i]);
+        for (size_t i = 0; i < ext; ++i)
+          len = (len << 8) | static_cast<unsigned char>(in_[header + i]);
         header += ext;
       }
       if (len > kMaxMessage || message.data.size() + len > kMaxMessage) return Broken();
@@ -137,7 +139,8 @@ class WsConn {
       std::string payload = in_.substr(header, len);
       in_.erase(0, header + len);
       if (masked) {
-        for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ mask[i & 3]);
+        for (size_t i = 0; i < payload.size(); ++i)
+          payload[i] = static_cast<char>(payload[i] ^ mask[i & 3]);
       }
       switch (opcode) {
         case 0x1:
@@ -212,7 +215,8 @@ class WsConn {
       frame.push_back(static_cast<char>(len & 0xff));
     } else {
       frame.push_back(static_cast<char>(0x80 | 127));
-      for (int shift = 56; shift >= 0; shift -= 8) frame.push_back(static_cast<char>((len >> shift) & 0xff));
+      for (int shift = 56; shift >= 0; shift -= 8)
+        frame.push_back(static_cast<char>((len >> shift) & 0xff));
     }
     // RFC 6455 §5.3: a fresh key per frame.
     uint32_t key = 0;
@@ -222,7 +226,8 @@ class WsConn {
     frame.append(reinterpret_cast<const char*>(k), 4);
     const size_t at = frame.size();
     frame.append(data);
-    for (size_t i = 0; i < data.size(); ++i) frame[at + i] = static_cast<char>(frame[at + i] ^ k[i & 3]);
+    for (size_t i = 0; i < data.size(); ++i)
+      frame[at + i] = static_cast<char>(frame[at + i] ^ k[i & 3]);
     return SendAll(frame);
   }
 
