@@ -2,7 +2,8 @@
 // and read on the calling thread. The WebSocket counterpart of keel_bench's HttpConn: the
 // bench measures the server's round trip, so its clients put no thread between the socket
 // and the caller (a client with an I/O thread adds one hand-off and one thread wake-up to
-// every answer — the blocking keel::net::BlockingWsClient does, ~15 µs here).
+// every answer — keel::net::BlockingWsClient does: its echo round trip is ~35 µs here
+// against ~17 µs for this one).
 //
 // Frames: masked on the way out, one send() per frame; fragmented messages are joined,
 // pings answered, pongs skipped, a close frame ends the connection. Not for production use:
@@ -12,8 +13,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
