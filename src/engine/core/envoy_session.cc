@@ -255,9 +255,10 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
 }
 
 template <typename ErrorData, typename Response>
-void EnvoySession::AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket) {
-  auto answer = [self = shared_from_this(), resp = std::move(resp), wrote,
-                 ticket = std::move(ticket)](Status synced) mutable {
+void EnvoySession::AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket,
+                                     std::function<void()> then) {
+  auto send = [self = shared_from_this(), resp = std::move(resp), wrote,
+               ticket = std::move(ticket)](Status synced) mutable {
     if (!synced.has_value()) {
       // The write (or one the read may show) is not known to be durable.
       resp.data = ErrorData{synced.error().ToString()};
@@ -279,6 +280,15 @@ void EnvoySession::AnswerWhenDurable(Response resp, bool wrote, std::optional<Wr
     };
     self->ReleaseAfterSync(std::move(release));
   };
+  storage::GroupSync::Continuation answer;
+  if (then) {
+    answer = [send = std::move(send), then = std::move(then)](Status synced) mutable {
+      send(std::move(synced));
+      then();
+    };
+  } else {
+    answer = std::move(send);
+  }
   if (wrote) {
     engine_.kv_sync().AfterWrite(std::move(answer));
   } else {
@@ -447,12 +457,11 @@ std::optional<latest::ToEnvoy> EnvoySession::HandleCommit(
       resp.data = latest::SqliteCommitOk{};
       engine_.metrics_page_commit(inline_path);
       if (inline_path) {
-        AnswerWhenDurable<latest::SqliteErrorResponse>(std::move(resp), /*wrote=*/true,
-                                                       std::move(ticket));
-        // Continuations of one sync run in order: this one right after the answer's.
-        engine_.kv_sync().AfterWrite([self = shared_from_this()](const Status&) {
-          self->unsynced_inline_commits_.fetch_sub(1, std::memory_order_acq_rel);
-        });
+        // The commit counts as unsynced until its sync has run (then its answer leaves).
+        AnswerWhenDurable<latest::SqliteErrorResponse>(
+            std::move(resp), /*wrote=*/true, std::move(ticket), [self = shared_from_this()] {
+              self->unsynced_inline_commits_.fetch_sub(1, std::memory_order_acq_rel);
+            });
         return std::nullopt;
       }
     }
