@@ -2412,6 +2412,24 @@ class HeldOutputsTest : public EngineEnvoyTest {
     return id;
   }
 
+  // Connects a held envoy, hosts actor `key` on it and records the actor's generation in its
+  // page store with a first commit (page 1 filled 0x11, `db_size` pages), so the actor's
+  // next small commits may go inline. Returns the envoy and sets `id`; null after a failure.
+  std::unique_ptr<FakeEnvoy> HostWithRecordedGeneration(const std::string& key, std::string& id,
+                                                        uint32_t db_size = 1) {
+    std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts(key + "-envoy"));
+    if (fe == nullptr) return nullptr;
+    id = Host(*fe, key);
+    if (id.empty()) return nullptr;
+    auto first = fe->Commit(CommitOf(id, 1, 0x11, db_size, 1));
+    if (!first.has_value() || !first->is<v::SqliteCommitOk>()) {
+      ADD_FAILURE() << "the generation's first commit: "
+                    << (first.has_value() ? ErrorText(*first) : first.error().ToString());
+      return nullptr;
+    }
+    return fe;
+  }
+
   // A held connection: the runtime writes, then answers an in-flight request without
   // waiting for the write's answer; the write is rejected. Returns the client's answer
   // and checks the write's own answer.
@@ -3101,13 +3119,9 @@ TEST_F(HeldOutputsTest, InlinePageCommitAnsweredIsDurableAFailedSyncPoisons) {
   StartFaulty();
   storage::FaultyKvStore* store = te().faulty_store();
   ASSERT_NE(store, nullptr);
-  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("inline-fault-envoy"));
+  std::string a;
+  std::unique_ptr<FakeEnvoy> fe = HostWithRecordedGeneration("inline-fault", a);
   ASSERT_NE(fe, nullptr);
-  const std::string a = Host(*fe, "inline-fault");
-  ASSERT_FALSE(a.empty());
-
-  auto first = fe->Commit(CommitOf(a, 1, 0x11, 1, 1));  // records the generation
-  ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
   const uint64_t syncs_before = store->sync_count();
   auto second = fe->Commit(CommitOf(a, 1, 0x22, 1, 1));
   ASSERT_TRUE(second.has_value() && second->is<v::SqliteCommitOk>()) << ErrorText(*second);
@@ -3138,12 +3152,9 @@ TEST_F(HeldOutputsTest, InlinePageCommitTakesExactlyOneSync) {
   StartFaulty();
   storage::FaultyKvStore* store = te().faulty_store();
   ASSERT_NE(store, nullptr);
-  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("one-sync-envoy"));
+  std::string a;
+  std::unique_ptr<FakeEnvoy> fe = HostWithRecordedGeneration("one-sync", a);
   ASSERT_NE(fe, nullptr);
-  const std::string a = Host(*fe, "one-sync");
-  ASSERT_FALSE(a.empty());
-  auto first = fe->Commit(CommitOf(a, 1, 0x11, 1, 1));  // records the generation
-  ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
 
   constexpr int kCommits = 60;
   const double inline_before = MetricValue(te().http_url(), kInlineCommits);
@@ -3164,12 +3175,9 @@ TEST_F(HeldOutputsTest, APageCommitNeverOvertakesAnEarlierOneOfItsActor) {
   engine::EngineOptions options = FastOptions();
   options.inline_page_commit_bytes = 4096;  // one page
   Start(options);
-  std::unique_ptr<FakeEnvoy> fe = HeldEnvoy(Opts("order-envoy"));
+  std::string a;
+  std::unique_ptr<FakeEnvoy> fe = HostWithRecordedGeneration("order", a, /*db_size=*/3);
   ASSERT_NE(fe, nullptr);
-  const std::string a = Host(*fe, "order");
-  ASSERT_FALSE(a.empty());
-  auto first = fe->Commit(CommitOf(a, 1, 0x11, 3, 1));  // records the generation
-  ASSERT_TRUE(first.has_value() && first->is<v::SqliteCommitOk>()) << ErrorText(*first);
 
   for (uint8_t round = 0; round < 20; ++round) {
     const uint8_t big_fill = 0x40 + round;
