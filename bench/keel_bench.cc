@@ -18,7 +18,8 @@
 //    thread between the answer and the caller;
 //  * W1: 2000 sequential increment(1) on one actor, (a) POST /gateway/<id>/action/increment
 //    over one keep-alive HTTP connection (json), (b) over one persistent
-//    /gateway/<id>/connect WebSocket (rivet_encoding.bare);
+//    /gateway/<id>/connect WebSocket (rivet_encoding.bare); three reps of both, alternating,
+//    and the rep with the median p50 reported (every rep's p50 in `reps_p50_us`);
 //  * W1 (JS): with --js-runtime (examples/js/keel-js-examples: the JavaScript examples on the
 //    wasm runtime in Node), the same two W1 loops on a fresh stack whose runtime is that
 //    program, reported as w1_js_http / w1_js_ws with their ratio to the native runtime's;
@@ -113,6 +114,10 @@ struct Config {
   std::set<std::string> only;  // empty = all
   // Counts (full / quick).
   int w1_calls = 2000, w1_warmup = 200;
+  // W1's HTTP and WebSocket loops run this many times, alternating, and the rep with the
+  // median p50 is reported, as the anchors report the median of their three reps: one
+  // 2,000-call loop lasts about a second, and on a shared host a noisy second moves it 2-3x.
+  int w1_reps = 3;
   int w2_callers = 64;
   seconds w2_duration{10};
   int w3_calls = 200;
@@ -816,6 +821,28 @@ json FloorCommit(bool sync, int count, std::chrono::microseconds gap = std::chro
   return j;
 }
 
+// The median of several records of the same measurement, ranked by `key` (the middle one;
+// of an even count the lower middle), with every record's `key` under `all_key`, their
+// count under params[`count_key`], and the errors of all of them.
+json MedianRecord(std::vector<json> records, const std::string& key, const std::string& all_key,
+                  const std::string& count_key, const std::string& reported) {
+  if (records.empty()) return json::object();
+  std::vector<double> values;
+  int64_t errors = 0;
+  for (const json& r : records) {
+    values.push_back(r.value(key, 0.0));
+    errors += r.value("errors", int64_t{0});
+  }
+  std::sort(records.begin(), records.end(),
+            [&](const json& a, const json& b) { return a.value(key, 0.0) < b.value(key, 0.0); });
+  json m = records[(records.size() - 1) / 2];
+  m["params"][count_key] = records.size();
+  m["params"]["reported"] = reported;
+  m[all_key] = values;
+  m["errors"] = errors;
+  return m;
+}
+
 // ---- W1 ----------------------------------------------------------------------------------
 
 json W1Http(Stack& st, const std::string& id, int64_t& count, const std::string& name = "w1_http") {
@@ -888,6 +915,11 @@ json W1Ws(Stack& st, const std::string& id, int64_t& count, const std::string& n
   cpu.End(j, s.us.size());
   Report(name, j);
   return j;
+}
+
+// The median of W1 reps (by p50), with every rep's p50.
+json RepMedian(std::vector<json> reps) {
+  return MedianRecord(std::move(reps), "p50_us", "reps_p50_us", "reps", "the median rep (by p50)");
 }
 
 // ---- W2 ----------------------------------------------------------------------------------
@@ -1349,25 +1381,10 @@ json BatchRecord(const std::string& name, int64_t want, int64_t inserted, double
   return b;
 }
 
-// The median of several BatchRecords of the same call (by rows/s), with every call's figure
-// and the errors of all of them.
+// The median of several BatchRecords of the same call (by rows/s).
 json BatchMedian(std::vector<json> calls) {
-  if (calls.empty()) return json::object();
-  std::vector<double> rates;
-  int64_t errors = 0;
-  for (const json& b : calls) {
-    rates.push_back(b.value("rows_per_s", 0.0));
-    errors += b.value("errors", int64_t{0});
-  }
-  std::sort(calls.begin(), calls.end(), [](const json& a, const json& b) {
-    return a.value("rows_per_s", 0.0) < b.value("rows_per_s", 0.0);
-  });
-  json m = calls[(calls.size() - 1) / 2];
-  m["params"]["calls"] = calls.size();
-  m["params"]["reported"] = "the median call (by rows/s)";
-  m["calls_rows_per_s"] = rates;
-  m["errors"] = errors;
-  return m;
+  return MedianRecord(std::move(calls), "rows_per_s", "calls_rows_per_s", "calls",
+                      "the median call (by rows/s)");
 }
 
 // W5 on one backend: a fresh engine + keel-bench-runtime with KEEL_SQLITE_BACKEND=`backend`.
@@ -1980,6 +1997,7 @@ int Main(int argc, char** argv) {
   if (g_cfg.quick) {
     g_cfg.w1_calls = 300;
     g_cfg.w1_warmup = 30;
+    g_cfg.w1_reps = 1;
     g_cfg.w2_callers = 16;
     g_cfg.w2_duration = seconds(2);
     g_cfg.w3_calls = 30;
@@ -2051,8 +2069,13 @@ int Main(int argc, char** argv) {
         HttpConn c(st.port());
         const std::string id = CreateStarted(c, "w1");
         int64_t count = 1;
-        w["w1_http"] = W1Http(st, id, count);
-        w["w1_ws"] = W1Ws(st, id, count);
+        std::vector<json> http, ws;
+        for (int rep = 0; rep < g_cfg.w1_reps; ++rep) {
+          http.push_back(W1Http(st, id, count));
+          ws.push_back(W1Ws(st, id, count));
+        }
+        w["w1_http"] = RepMedian(std::move(http));
+        w["w1_ws"] = RepMedian(std::move(ws));
       }
       if (g_cfg.Runs("w2")) {
         std::vector<std::string> ids;
@@ -2075,8 +2098,13 @@ int Main(int argc, char** argv) {
       HttpConn c(st.port());
       const std::string id = CreateStarted(c, "w1js");
       int64_t count = 1;
-      w["w1_js_http"] = W1Http(st, id, count, "w1_js_http");
-      w["w1_js_ws"] = W1Ws(st, id, count, "w1_js_ws");
+      std::vector<json> http, ws;
+      for (int rep = 0; rep < g_cfg.w1_reps; ++rep) {
+        http.push_back(W1Http(st, id, count, "w1_js_http"));
+        ws.push_back(W1Ws(st, id, count, "w1_js_ws"));
+      }
+      w["w1_js_http"] = RepMedian(std::move(http));
+      w["w1_js_ws"] = RepMedian(std::move(ws));
       out["machine"]["js_runtime_rss"] = ProcRss(st.runtime_pid());
       st.Stop();
     }
