@@ -145,13 +145,13 @@ class EnvoySession final : public net::WsHandler,
   // Sends `resp` once nothing it answers for can be lost: for a write (`wrote`) after the
   // group commit's WAL sync covering it, for a read after the syncs of the writes waiting
   // now (at once when none). A failed sync replaces its data with ErrorData{error text}.
-  // `ticket` ends with the sync's outcome, just before the answer leaves. `synced`
+  // `ticket` ends with the sync's outcome, just before the answer leaves. `then`
   // (optional) runs after the answer, in the same continuation: a second continuation
   // could fall to the next sync (the sync thread may take its batch in between), costing
   // a sync of its own and sending this answer through the release executor.
   template <typename ErrorData, typename Response>
   void AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket,
-                         std::function<void()> synced = nullptr);
+                         std::function<void()> then = nullptr);
   void HandleTunnel(latest::ToRivetTunnelMessage&& msg);
   // Forgets recorded generations of actors this connection no longer hosts at them.
   void PruneRecordedGenerations();
