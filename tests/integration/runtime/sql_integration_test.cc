@@ -347,10 +347,19 @@ TEST_P(SqlBackends, ManualTransactionSpanningActionsStaysOnTheWriter) {
 
 // 8: an action keeps SQL in flight while the actor is told to sleep. The stop waits for it
 // (within the grace): the action's statements after onSleep still run, its reply arrives,
-// and after the wake every batch it was told succeeded is there, whole, once.
+// and after the wake every batch it was told succeeded is there, whole, once. The actor is
+// running (connectable) before the churn begins: this test is about a stop during SQL. (When
+// the churn was the request that woke the actor, the engine could still count the actor as
+// starting when the sleep came — its running event arrived only after the churn ended — and
+// a sleep while starting is not acted on; a known gap, docs/engine.md "Known gaps".)
 TEST_P(SqlBackends, StopWaitsForAnActionsInFlightSql) {
   const std::string id = CreateActor(base(), "notes", Key("churn"));
   ASSERT_FALSE(id.empty());
+  EXPECT_EQ(Out(id, "backend"), GetParam());
+  ASSERT_TRUE(WaitFor([&] {
+    json a = GetActor(base(), id);
+    return a.is_object() && !a["connectable_ts"].is_null();
+  })) << GetActor(base(), id).dump();
   auto reply = std::async(std::launch::async, [&] {
     int status = 0;
     json out = Action(base(), id, "churn", json::array(), &status);
