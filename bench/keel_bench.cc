@@ -917,9 +917,20 @@ json W1Ws(Stack& st, const std::string& id, int64_t& count, const std::string& n
   return j;
 }
 
-// The median of W1 reps (by p50), with every rep's p50.
-json RepMedian(std::vector<json> reps) {
-  return MedianRecord(std::move(reps), "p50_us", "reps_p50_us", "reps", "the median rep (by p50)");
+// W1's HTTP and WebSocket loops, g_cfg.w1_reps times alternating, into w[`prefix`_http] and
+// w[`prefix`_ws]: for each the median rep (by p50), with every rep's p50.
+void W1Reps(Stack& st, const std::string& id, int64_t& count, const std::string& prefix, json& w) {
+  std::vector<json> http, ws;
+  for (int rep = 0; rep < g_cfg.w1_reps; ++rep) {
+    http.push_back(W1Http(st, id, count, prefix + "_http"));
+    ws.push_back(W1Ws(st, id, count, prefix + "_ws"));
+  }
+  auto median = [](std::vector<json> reps) {
+    return MedianRecord(std::move(reps), "p50_us", "reps_p50_us", "reps",
+                        "the median rep (by p50)");
+  };
+  w[prefix + "_http"] = median(std::move(http));
+  w[prefix + "_ws"] = median(std::move(ws));
 }
 
 // ---- W2 ----------------------------------------------------------------------------------
@@ -2069,13 +2080,7 @@ int Main(int argc, char** argv) {
         HttpConn c(st.port());
         const std::string id = CreateStarted(c, "w1");
         int64_t count = 1;
-        std::vector<json> http, ws;
-        for (int rep = 0; rep < g_cfg.w1_reps; ++rep) {
-          http.push_back(W1Http(st, id, count));
-          ws.push_back(W1Ws(st, id, count));
-        }
-        w["w1_http"] = RepMedian(std::move(http));
-        w["w1_ws"] = RepMedian(std::move(ws));
+        W1Reps(st, id, count, "w1", w);
       }
       if (g_cfg.Runs("w2")) {
         std::vector<std::string> ids;
@@ -2098,13 +2103,7 @@ int Main(int argc, char** argv) {
       HttpConn c(st.port());
       const std::string id = CreateStarted(c, "w1js");
       int64_t count = 1;
-      std::vector<json> http, ws;
-      for (int rep = 0; rep < g_cfg.w1_reps; ++rep) {
-        http.push_back(W1Http(st, id, count, "w1_js_http"));
-        ws.push_back(W1Ws(st, id, count, "w1_js_ws"));
-      }
-      w["w1_js_http"] = RepMedian(std::move(http));
-      w["w1_js_ws"] = RepMedian(std::move(ws));
+      W1Reps(st, id, count, "w1_js", w);
       out["machine"]["js_runtime_rss"] = ProcRss(st.runtime_pid());
       st.Stop();
     }
