@@ -55,7 +55,15 @@ class Machine {
           FastRecover();
         }
         return;
+      case Transition::kAllocating:
       case Transition::kStarting:
+        // Keel: the actor is needed again, so a sleep asked for while it started is void
+        // (as a wake during a sleep intent reallocates after the stop).
+        wf_.sleep_after_start = false;
+        if (wf_.transition == Transition::kStarting && EnvoyGone()) {
+          FastRecover();
+        }
+        return;
       case Transition::kRunning:
       case Transition::kStopIntent:
       case Transition::kGoingAway:
@@ -69,10 +77,23 @@ class Machine {
   }
 
   void On(const in::Sleep&) {
-    if (wf_.transition == Transition::kRunning) {
-      EnterSleepIntent();
-    } else if (wf_.transition == Transition::kReallocating) {
-      EnterSleeping();
+    switch (wf_.transition) {
+      case Transition::kRunning:
+        EnterSleepIntent();
+        return;
+      case Transition::kReallocating:
+        EnterSleeping();
+        return;
+      case Transition::kAllocating:
+      case Transition::kStarting:
+        // Keel: remembered and applied when the instance reports Running (Rivet drops it,
+        // and the REST call would answer 200 for a sleep that never happens).
+        if (!wf_.destroy_after_start) {
+          wf_.sleep_after_start = true;
+        }
+        return;
+      default:
+        return;
     }
   }
 
@@ -119,6 +140,7 @@ class Machine {
       case Transition::kStarting:
         if (!wf_.destroy_after_start) {
           wf_.destroy_after_start = true;
+          wf_.sleep_after_start = false;  // the destroy supersedes it
           Publish(fx::Notice::kDestroyStarted);
         }
         return;
@@ -274,6 +296,9 @@ class Machine {
     wf_.error.reset();  // healthy again
     wf_.deadline_ts = now_ + th_.envoy_lost_ms;
     Publish(fx::Notice::kReady);
+    if (wf_.sleep_after_start) {
+      EnterSleepIntent();  // the sleep asked for while it started
+    }
   }
 
   void OnEvent(const in::Stopped& s) {
@@ -352,6 +377,7 @@ class Machine {
   void EnterSleepIntent() {
     SetNotConnectable();
     wf_.transition = Transition::kSleepIntent;
+    wf_.sleep_after_start = false;
     MarkSleeping();
     wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
@@ -369,6 +395,7 @@ class Machine {
     wf_.sleeping = false;
     wf_.sleep_ts = 0;
     wf_.destroy_after_start = false;
+    wf_.sleep_after_start = false;
     wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
     if (send_stop) {
@@ -402,6 +429,7 @@ class Machine {
     wf_.sleeping = false;
     wf_.sleep_ts = 0;
     wf_.rewake_after_stop = false;
+    wf_.sleep_after_start = false;  // a move overrides a sleep, as in kSleepIntent
     wf_.deadline_ts = now_ + th_.stop_ms;
     if (send_stop) {
       SendStop(StopReason::kGoingAway);
@@ -414,6 +442,7 @@ class Machine {
     wf_.envoy_key.shrink_to_fit();
     wf_.deadline_ts = 0;
     wf_.destroy_after_start = false;
+    wf_.sleep_after_start = false;
     wf_.rewake_after_stop = false;
     wf_.envoy_disconnected = false;
     SetNotConnectable();

@@ -28,6 +28,7 @@
 //   Destroy: Running/intents --> kDestroying --Stopped/lost--> [finish destroy] --> kDestroyed
 //            Sleeping/Reallocating/Created --> [finish destroy] --> kDestroyed
 //            Allocating/Starting --> destroy_after_start (Running => kDestroying)
+//   Sleep:   Allocating/Starting --> sleep_after_start (Running => kSleepIntent)
 //
 // STOP HANDLING (actors.md §6.6), applied when the current instance stops (Stopped event),
 // is lost (timer, liveness, fast recovery) — every path releases the slot and publishes
@@ -64,7 +65,8 @@
 //   kAllocating/    Event Running                kRunning, connectable, Publish Ready,
 //    kStarting                                   liveness deadline now+envoy_lost_ms;
 //                                                destroy_after_start: kDestroying +
-//                                                Stop{DESTROY}
+//                                                Stop{DESTROY}; else sleep_after_start:
+//                                                then kSleepIntent + Stop{SLEEP_INTENT}
 //   kAllocating/    Tick, deadline reached       lost(envoy_no_response) -> stop handling
 //    kStarting/intents/kDestroying
 //   kStarting       EnvoyStopping{its key}       (Keel) kGoingAway + Stop{GOING_AWAY}
@@ -91,6 +93,10 @@
 //   kReallocating   Tick at retry, PoolCapacity- [allocate]; failed and now >= since +
 //                   Available                    retry_duration_ms: kSleeping
 //   kReallocating   Sleep                        kSleeping
+//   kAllocating/    Sleep                        (Keel) sleep_after_start, unless
+//    kStarting                                   destroy_after_start
+//   kAllocating/    Wake                         (Keel) sleep_after_start cleared
+//    kStarting
 //   instance state  Wake, or alarm due, with a   FAST RECOVERY: Stop{LOST} to the old
 //    with envoy     disconnected envoy           (key, g), lost(envoy_connection_lost),
 //    (not kDestroy.)                             the old key excluded, Reallocate at once
@@ -116,6 +122,12 @@
 //    Stop{LOST} to the old (key, g) (stored, replayed if the envoy reconnects), the key
 //    excluded, a new generation allocated in the same step.
 //  * EnvoyStopping also moves a serverful kStarting instance (Rivet ignores it there).
+//  * A Sleep while kAllocating/kStarting is remembered (sleep_after_start) and applied when
+//    the instance reports Running: it becomes connectable (Ready is published, so waiters
+//    are handed the instance, which answers them in its grace) and enters kSleepIntent in
+//    the same step. Rivet ignores it, although REST answers 200. A later Wake voids it (the
+//    actor is needed again; in kSleepIntent a Wake reallocates after the stop), a Destroy
+//    supersedes it, a move (EnvoyStopping) drops it as it drops a sleep intent's decision.
 //  * The Running event is accepted in kAllocating too (Rivet drops it), so a serverless
 //    start that raced its Allocated signal is not lost.
 //
@@ -131,6 +143,8 @@
 //  5. kRunning, the intent states and kDestroying have a non-empty envoy_key; so does
 //     kStarting after a serverful allocation. kSleeping, kReallocating, kDestroyed hold no
 //     envoy key, no deadline and no destroy/rewake flags (a sleeping actor is small).
+//     sleep_after_start is only set in kAllocating/kStarting, never with
+//     destroy_after_start.
 //  6. `connectable` is true exactly in kRunning; `sleeping` exactly in kSleepIntent,
 //     kSleeping and kReallocating; `destroyed` exactly in kDestroyed.
 //  7. Events are processed once: only for the current generation from the current envoy,
@@ -247,6 +261,7 @@ struct ActorWorkflow {
   // check. kReallocating: next retry. Otherwise 0.
   int64_t deadline_ts = 0;
   bool destroy_after_start = false;  // kAllocating / kStarting
+  bool sleep_after_start = false;    // kAllocating / kStarting (Keel)
   bool rewake_after_stop = false;    // kSleepIntent
   bool slot_held = false;            // invariant 4
   bool envoy_disconnected = false;   // EnvoyDisconnected seen for envoy_key (alarm check)

@@ -9,7 +9,9 @@
 //     connectable_ts:int sleep_ts:int reschedule_ts:int destroy_ts:int
 // v2: v1, then alloc_run:uint (v1 records decode with alloc_run 0).
 // flags bits: 0 serverless, 1 destroy_after_start, 2 rewake_after_stop, 3 slot_held,
-//     4 envoy_disconnected, 5 sleeping, 6 connectable, 7 destroyed.
+//     4 envoy_disconnected, 5 sleeping, 6 connectable, 7 destroyed, 8 sleep_after_start.
+//     Bit 8 came later within v2: a record without it still decodes in older engines, one
+//     with it (an actor asked to sleep while starting) is refused there as invalid flags.
 #include <limits>
 
 #include "engine/orchestrator/actor_machine.h"
@@ -40,6 +42,7 @@ Bytes EncodeWorkflow(const ActorWorkflow& wf) {
   flags |= wf.sleeping ? 32u : 0u;
   flags |= wf.connectable ? 64u : 0u;
   flags |= wf.destroyed ? 128u : 0u;
+  flags |= wf.sleep_after_start ? 256u : 0u;
   w.Uint(flags);
   w.Str(wf.envoy_key);
   w.Int(wf.deadline_ts);
@@ -92,7 +95,7 @@ Result<ActorWorkflow> DecodeWorkflow(ByteView bytes) {
   wf.generation = static_cast<uint32_t>(u);
   uint64_t flags = 0;
   if (!r.Uint(flags)) return r.ToError(kTypeName);
-  if (flags > 255) return invalid("flags");
+  if (flags > 511) return invalid("flags");
   wf.pool_kind = (flags & 1u) ? PoolKind::kServerless : PoolKind::kServerful;
   wf.destroy_after_start = flags & 2u;
   wf.rewake_after_stop = flags & 4u;
@@ -101,6 +104,7 @@ Result<ActorWorkflow> DecodeWorkflow(ByteView bytes) {
   wf.sleeping = flags & 32u;
   wf.connectable = flags & 64u;
   wf.destroyed = flags & 128u;
+  wf.sleep_after_start = flags & 256u;
   r.Str(wf.envoy_key);
   r.Int(wf.deadline_ts);
   bool present = false;

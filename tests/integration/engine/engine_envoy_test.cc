@@ -1776,6 +1776,33 @@ TEST_F(EngineEnvoyTest, DestroyWhileStartingStopsOnceRunning) {
   EXPECT_EQ(done->status, 200) << done->body;
 }
 
+// A sleep asked for while the actor starts is applied once it reports Running (Rivet drops
+// it, though the REST call answers 200): the sleep stop follows Running, and the actor ends
+// asleep, not running.
+TEST_F(EngineEnvoyTest, SleepWhileStartingStopsOnceRunning) {
+  Start();
+  auto fe = Envoy("sleepy-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("sleepy", "k");
+  auto start = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  HttpResult r = Call("POST", "/actors/" + id + "/sleep?namespace=default", "{}");
+  ASSERT_EQ(r.status, 200) << r.raw;
+  auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_TRUE(info->workflow.sleep_after_start);
+  EXPECT_EQ(info->workflow.transition, engine::orch::Transition::kStarting);
+  ASSERT_TRUE(fe->SendRunning(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  EXPECT_EQ(stop->inner.get_if<v::CommandStopActor>()->reason, v::StopActorReason::kSleepIntent);
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  EXPECT_TRUE(WaitActor(id, [](const json& a) {
+    return a.contains("sleep_ts") && !a.contains("connectable_ts") && !a.contains("destroy_ts");
+  }));
+}
+
 TEST_F(EngineEnvoyTest, RescheduleMovesTheActorToANewGeneration) {
   Start();
   auto fe = Envoy("move-envoy");

@@ -215,6 +215,11 @@ class Runner {
       default:
         break;
     }
+    if (wf_.sleep_after_start) {
+      ASSERT_TRUE(wf_.transition == Transition::kAllocating ||
+                  wf_.transition == Transition::kStarting);
+      ASSERT_FALSE(wf_.destroy_after_start);
+    }
     ASSERT_EQ(wf_.connectable, wf_.transition == Transition::kRunning);
     ASSERT_EQ(wf_.sleeping, wf_.transition == Transition::kSleeping ||
                                 wf_.transition == Transition::kSleepIntent ||

@@ -309,10 +309,84 @@ TEST_F(ActorMachineTest, SleepSignalPutsAReallocatingActorToSleep) {
   EXPECT_EQ(NextDeadline(wf_), std::nullopt);
 }
 
-TEST_F(ActorMachineTest, SleepSignalIsIgnoredElsewhere) {
-  ToStarting();
+TEST_F(ActorMachineTest, SleepSignalIsIgnoredWhereThereIsNothingToStop) {
+  EXPECT_THAT(Do(in::Sleep{}), IsEmpty());  // kCreated
+  EXPECT_FALSE(last_changed_);
+  ToSleeping();
   EXPECT_THAT(Do(in::Sleep{}), IsEmpty());
   EXPECT_FALSE(last_changed_);
+  wf_ = {};
+  ToSleepIntent();
+  EXPECT_THAT(Do(in::Sleep{}), IsEmpty());
+  EXPECT_FALSE(last_changed_);
+}
+
+// Keel: a sleep asked for while the actor starts is applied once it runs, not dropped.
+TEST_F(ActorMachineTest, SleepWhileStartingSleepsOnceRunning) {
+  ToStarting();
+  EXPECT_THAT(Do(in::Sleep{}), IsEmpty());
+  EXPECT_TRUE(last_changed_);
+  EXPECT_TRUE(wf_.sleep_after_start);
+  EXPECT_EQ(wf_.transition, Transition::kStarting);
+  EXPECT_THAT(Ev(in::Running{}), ElementsAre("publish ready", "send e1 g1 #2 stop SLEEP_INTENT"));
+  EXPECT_EQ(wf_.transition, Transition::kSleepIntent);
+  EXPECT_FALSE(wf_.sleep_after_start);
+  EXPECT_FALSE(wf_.connectable);
+  EXPECT_NE(wf_.start_ts, 0);
+  Ev(in::Stopped{});
+  EXPECT_EQ(wf_.transition, Transition::kSleeping);  // asleep, not destroyed
+}
+
+TEST_F(ActorMachineTest, SleepWhileAllocatingSleepsOnceRunning) {
+  ToAllocating();
+  Do(in::Sleep{});
+  Do(in::Allocated{1});
+  EXPECT_TRUE(wf_.sleep_after_start);
+  EXPECT_THAT(Ev(in::Running{}, "sl1"),
+              ElementsAre("publish ready", "send sl1 g1 #1 stop SLEEP_INTENT"));
+  EXPECT_EQ(wf_.transition, Transition::kSleepIntent);
+}
+
+TEST_F(ActorMachineTest, WakeAfterASleepWhileStartingKeepsTheActorRunning) {
+  ToStarting();
+  Do(in::Sleep{});
+  EXPECT_THAT(Do(in::Wake{}), IsEmpty());
+  EXPECT_FALSE(wf_.sleep_after_start);
+  EXPECT_THAT(Ev(in::Running{}), ElementsAre("publish ready"));
+  EXPECT_EQ(wf_.transition, Transition::kRunning);
+}
+
+TEST_F(ActorMachineTest, DestroySupersedesASleepWhileStarting) {
+  ToStarting();
+  Do(in::Sleep{});
+  Do(in::Destroy{});
+  EXPECT_FALSE(wf_.sleep_after_start);
+  EXPECT_THAT(Do(in::Sleep{}), IsEmpty());
+  EXPECT_FALSE(last_changed_);  // a destroy is pending: the sleep is not remembered
+  EXPECT_THAT(Ev(in::Running{}), ElementsAre("send e1 g1 #2 stop DESTROY"));
+  EXPECT_EQ(wf_.transition, Transition::kDestroying);
+}
+
+TEST_F(ActorMachineTest, ASleepWhileStartingEndsWithTheInstance) {
+  // Lost at the start threshold: the actor sleeps anyway, and the next instance starts
+  // without the old request.
+  ToStarting();
+  Do(in::Sleep{});
+  TickAtDeadline();
+  EXPECT_EQ(wf_.transition, Transition::kSleeping);
+  EXPECT_FALSE(wf_.sleep_after_start);
+  ctx_.ScriptServerful("e2");  // e1 is excluded: it may still host the lost generation
+  ctx_.connected.insert("e2");
+  Do(in::Wake{});
+  ASSERT_EQ(wf_.transition, Transition::kStarting);
+  EXPECT_THAT(Ev(in::Running{}, "e2"), ElementsAre("publish ready"));
+  // Moved off a draining envoy while starting: the move wins, as over a sleep intent.
+  wf_ = {};
+  ToStarting();
+  Do(in::Sleep{});
+  Do(in::EnvoyStopping{"e1"});
+  EXPECT_EQ(wf_.transition, Transition::kGoingAway);
+  EXPECT_FALSE(wf_.sleep_after_start);
 }
 
 TEST_F(ActorMachineTest, RescheduleMovesARunningActorAway) {
@@ -1149,6 +1223,7 @@ TEST_F(ActorMachineTest, WorkflowRoundTripsThroughItsPersistedForm) {
   wf_.error = ActorError{ActorError::Kind::kCrashed, "boom"};
   wf_.stale_hosts.push_back(StaleHost{"old", 0, 77});
   wf_.destroy_after_start = true;
+  wf_.sleep_after_start = true;  // flag bit 8: the flags varint takes two bytes
   wf_.alloc_run = 300;  // a multi-byte varint
   Bytes b = EncodeWorkflow(wf_);
   Result<ActorWorkflow> back = DecodeWorkflow(b);
