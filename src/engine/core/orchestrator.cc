@@ -1405,6 +1405,11 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
       }
     }
     if (early_ok) {
+      // The request needs the actor: a sleep asked for while it starts is void, as when
+      // the request waits (the Wake below).
+      if (e.wf.sleep_after_start && m.EarlyTarget(e) != nullptr) {
+        m.StepActor(e, orch::in::Wake{});
+      }
       if (auto session = m.EarlyTarget(e)) {
         done(ActorTarget{session, e.wf.generation, /*early=*/true});
         return;

@@ -3413,6 +3413,39 @@ TEST_F(EarlyRequestsTest, TheWakingRequestRidesBehindTheStartCommand) {
   EXPECT_EQ(c.again_never_ran, 0);
 }
 
+// A sleep asked for while the actor starts, then a request sent early to the starting
+// instance: the request needs the actor, so the sleep is void — Running makes the actor
+// connectable and no stop follows.
+TEST_F(EarlyRequestsTest, ARequestAfterASleepWhileStartingKeepsTheActorRunning) {
+  HttpFuture first = GatewayGet(te().http_url(), id_, "/first");
+  ExpectStart(*fe_, 2);
+  auto first_request = NextRequestStart(*fe_, "/first");
+  ASSERT_TRUE(first_request.has_value());
+  HttpResult slept = Call("POST", "/actors/" + id_ + "/sleep?namespace=default", "{}");
+  ASSERT_EQ(slept.status, 200) << slept.raw;
+  auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id_));
+  ASSERT_TRUE(info.has_value());
+  ASSERT_TRUE(info->workflow.sleep_after_start);
+  HttpFuture second = GatewayGet(te().http_url(), id_, "/second");
+  auto second_request = NextRequestStart(*fe_, "/second");  // early: no Running yet
+  ASSERT_TRUE(second_request.has_value());
+  info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id_));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_FALSE(info->workflow.sleep_after_start);
+  RunAndAnswer(2, *first_request, first, "one");
+  ASSERT_TRUE(Respond(*fe_, *second_request, "two").has_value());
+  EXPECT_EQ(Answer(second).body, "two");
+  EXPECT_TRUE(WaitActor(id_, [](const json& a) { return a.contains("connectable_ts"); }));
+  ASSERT_TRUE(fe_->Sync().has_value());
+  for (const auto& m : fe_->backlog()) {
+    const auto* cmds = m.msg.get_if<v::ToEnvoyCommands>();
+    if (cmds == nullptr) continue;
+    for (const auto& c : cmds->value) {
+      EXPECT_FALSE(c.inner.is<v::CommandStopActor>()) << "a stop followed Running";
+    }
+  }
+}
+
 // An envoy that did not ask gets the request only once the instance runs.
 TEST_F(EarlyRequestsTest, WithoutTheCapabilityTheRequestWaitsForRunning) {
   CloseEnvoy(fe_);
