@@ -249,6 +249,39 @@ class SqlIntegration : public ::testing::Test {
     host_ = StartHost(backend, version);
   }
 
+  // The churn action on `id`, from another thread: {HTTP status, reply}. It issues batches
+  // until the instance's onSleep has run, then one more.
+  std::future<std::pair<int, json>> StartChurn(const std::string& id) {
+    return std::async(std::launch::async, [this, id] {
+      int status = 0;
+      json out = Action(base(), id, "churn", json::array(), &status);
+      return std::make_pair(status, out);
+    });
+  }
+
+  // Asks `id` to sleep while `churn` (StartChurn) runs. The action still completes, onSleep
+  // ran while it was issuing statements, and after the wake every batch it reported is
+  // there, whole, once.
+  void SleepDuringChurn(const std::string& id, std::future<std::pair<int, json>>& churn) {
+    auto slept = Call(base(), "POST", "/actors/" + id + "/sleep?namespace=default");
+    ASSERT_EQ(slept.status, 200) << slept.body;
+    ASSERT_EQ(churn.wait_for(20s), std::future_status::ready);
+    auto [status, out] = churn.get();
+    ASSERT_EQ(status, 200) << out.dump();
+    const int64_t batches = out["output"].get<int64_t>();
+    RecordProperty("batches", std::to_string(batches));
+    EXPECT_EQ(batches, J().Get(id));
+    auto log = J().Of(id);
+    auto on_sleep = std::find(log.begin(), log.end(), "onSleep");
+    auto done = std::find(log.begin(), log.end(), "churn done " + std::to_string(batches));
+    ASSERT_NE(on_sleep, log.end());
+    ASSERT_NE(done, log.end());
+    EXPECT_LT(on_sleep, done);
+    ASSERT_TRUE(WaitSleeping(base(), id));
+    EXPECT_EQ(Out(id, "count", {"bulk"}), batches * kBatchRows);
+    EXPECT_EQ(Out(id, "integrity"), "ok");
+  }
+
   void Sleep(const std::string& id) {
     auto slept = Call(base(), "POST", "/actors/" + id + "/sleep?namespace=default");
     ASSERT_EQ(slept.status, 200) << slept.body;
@@ -364,30 +397,9 @@ TEST_P(SqlBackends, StopWaitsForAnActionsInFlightSql) {
     json a = GetActor(base(), id);
     return a.is_object() && !a["connectable_ts"].is_null();
   })) << GetActor(base(), id).dump();
-  auto reply = std::async(std::launch::async, [&] {
-    int status = 0;
-    json out = Action(base(), id, "churn", json::array(), &status);
-    return std::make_pair(status, out);
-  });
+  auto churn = StartChurn(id);
   ASSERT_TRUE(WaitFor([&] { return J().Get(id) >= 1; })) << "never churned";
-  auto slept = Call(base(), "POST", "/actors/" + id + "/sleep?namespace=default");
-  ASSERT_EQ(slept.status, 200) << slept.body;
-  ASSERT_EQ(reply.wait_for(20s), std::future_status::ready);
-  auto [status, out] = reply.get();
-  ASSERT_EQ(status, 200) << out.dump();
-  const int64_t batches = out["output"].get<int64_t>();
-  RecordProperty("batches", std::to_string(batches));
-  EXPECT_EQ(batches, J().Get(id));
-  // onSleep ran while the action was still issuing statements.
-  auto log = J().Of(id);
-  auto on_sleep = std::find(log.begin(), log.end(), "onSleep");
-  auto done = std::find(log.begin(), log.end(), "churn done " + std::to_string(batches));
-  ASSERT_NE(on_sleep, log.end());
-  ASSERT_NE(done, log.end());
-  EXPECT_LT(on_sleep, done);
-  ASSERT_TRUE(WaitSleeping(base(), id));
-  EXPECT_EQ(Out(id, "count", {"bulk"}), batches * kBatchRows);
-  EXPECT_EQ(Out(id, "integrity"), "ok");
+  SleepDuringChurn(id, churn);
 }
 
 // The request that wakes an actor (sent early, behind the start command: docs/engine.md
@@ -401,11 +413,7 @@ TEST_P(SqlBackends, TheWakingRequestsSqlDoesNotHoldTheActorStarting) {
   EXPECT_EQ(Out(id, "backend"), GetParam());
   Sleep(id);
   J().Clear(id);  // the churn runs until this instance's onSleep
-  auto reply = std::async(std::launch::async, [&] {
-    int status = 0;
-    json out = Action(base(), id, "churn", json::array(), &status);
-    return std::make_pair(status, out);
-  });
+  auto churn = StartChurn(id);
   ASSERT_TRUE(WaitFor([&] { return J().Get(id) >= 1; })) << "never churned";
   json actor;
   ASSERT_TRUE(WaitFor([&] {
@@ -414,22 +422,7 @@ TEST_P(SqlBackends, TheWakingRequestsSqlDoesNotHoldTheActorStarting) {
            !J().Find(id, "churn done").empty();
   })) << actor.dump();
   EXPECT_EQ(J().Find(id, "churn done"), "") << "the actor was connectable only after the action";
-  auto slept = Call(base(), "POST", "/actors/" + id + "/sleep?namespace=default");
-  ASSERT_EQ(slept.status, 200) << slept.body;
-  ASSERT_EQ(reply.wait_for(20s), std::future_status::ready);
-  auto [status, out] = reply.get();
-  ASSERT_EQ(status, 200) << out.dump();
-  const int64_t batches = out["output"].get<int64_t>();
-  EXPECT_EQ(batches, J().Get(id));
-  auto log = J().Of(id);
-  auto on_sleep = std::find(log.begin(), log.end(), "onSleep");
-  auto done = std::find(log.begin(), log.end(), "churn done " + std::to_string(batches));
-  ASSERT_NE(on_sleep, log.end());
-  ASSERT_NE(done, log.end());
-  EXPECT_LT(on_sleep, done);
-  ASSERT_TRUE(WaitSleeping(base(), id));
-  EXPECT_EQ(Out(id, "count", {"bulk"}), batches * kBatchRows);
-  EXPECT_EQ(Out(id, "integrity"), "ok");
+  SleepDuringChurn(id, churn);
 }
 
 // 8: SQL still running when the grace period (300 ms) ends: the statement in flight is let
