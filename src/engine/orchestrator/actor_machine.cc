@@ -55,15 +55,14 @@ class Machine {
           FastRecover();
         }
         return;
+      // Keel: the actor is needed again, so a sleep asked for while it starts is void (as a
+      // wake during a sleep intent reallocates after the stop).
       case Transition::kAllocating:
-      case Transition::kStarting:
-        // Keel: the actor is needed again, so a sleep asked for while it started is void
-        // (as a wake during a sleep intent reallocates after the stop).
         wf_.sleep_after_start = false;
-        if (wf_.transition == Transition::kStarting && EnvoyGone()) {
-          FastRecover();
-        }
         return;
+      case Transition::kStarting:
+        wf_.sleep_after_start = false;
+        [[fallthrough]];
       case Transition::kRunning:
       case Transition::kStopIntent:
       case Transition::kGoingAway:
@@ -395,7 +394,6 @@ class Machine {
     wf_.sleeping = false;
     wf_.sleep_ts = 0;
     wf_.destroy_after_start = false;
-    wf_.sleep_after_start = false;
     wf_.rewake_after_stop = false;
     wf_.deadline_ts = now_ + th_.stop_ms;
     if (send_stop) {
