@@ -113,8 +113,11 @@ TEST_F(ActorSaveStateTest, DeferredSaveSurvivesHardCrash) {
   auto hang = hang_client_->GetForId("saveStateActor", id);
   auto pending = std::async(std::launch::async, [hang]() mutable { return hang.Call("setValueDeferred", 73, 100); });
   ASSERT_TRUE(WaitFor([&] { return NoteCount(id, "set") >= 1; }, 10s));
-  SleepMs(150);  // crash 150 ms later: after maxWait (100 ms)
-  EXPECT_EQ(NoteCount(id, "saved"), 1);
+  // Crash once the deferred save has completed. Waiting on the note, not on a fixed 150 ms:
+  // under a loaded (sanitised) CI host the commit after the 100 ms delay can take longer.
+  ASSERT_TRUE(WaitFor([&] { return NoteCount(id, "saved") >= 1; }, 10s))
+      << "the deferred save did not complete";
+  EXPECT_EQ(NoteCount(id, "saved"), 1) << "saved once";
   CrashAndRestart();
   EXPECT_EQ(ValueAfterRestart(id), 73);
   auto hung = pending.get();
