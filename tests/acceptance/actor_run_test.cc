@@ -20,10 +20,15 @@ class ActorRunTest : public PlainTest {
 TEST_F(ActorRunTest, RunStartsAfterStartup) {
   auto h = client().GetOrCreate("runWithTicks", {UniqueKey("run-start")});
   KEEL_OK(h.Resolve());
-  SleepMs(100);
-  json s = State(h);
+  json s;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        s = State(h);
+        return s["tickCount"].get<int64_t>() > 0;
+      },
+      5s))
+      << s.dump();
   EXPECT_EQ(s["runStarted"], true);
-  EXPECT_GT(s["tickCount"].get<int64_t>(), 0) << s.dump();
 }
 
 TEST_F(ActorRunTest, TicksKeepIncreasing) {

@@ -87,7 +87,9 @@ TEST_F(ActorSleepTest, IdleSleepAfterTimeout) {
   auto h = client().GetOrCreate("sleep", {UniqueKey("sleep-idle")});
   const std::string id = KEEL_OK(h.Resolve());
   ExpectCounts(Counts(h), 1, 0);
-  SleepMs(kSleepTimeoutMs + 250);
+  SleepMs(kSleepTimeoutMs - 250);
+  EXPECT_EQ(NoteCount(id, "sleep"), 0) << "slept before its timeout";
+  EXPECT_TRUE(WaitSlept(id, 1, 5s));
   EXPECT_EQ(NoteCount(id, "sleep"), 1);
   ExpectCounts(Counts(h), 2, 1);
 }
@@ -172,7 +174,7 @@ TEST_F(ActorSleepTest, ActionsResetTheIdleTimer) {
   SleepMs(750);
   ExpectCounts(Counts(h), 1, 0);
   EXPECT_EQ(NoteCount(id, "sleep"), 0);
-  SleepMs(1250);
+  EXPECT_TRUE(WaitSlept(id, 1, 5s));
   EXPECT_EQ(NoteCount(id, "sleep"), 1);
   ExpectCounts(Counts(h), 2, 1);
 }
