@@ -1091,7 +1091,11 @@ Client::Client(ClientOptions options) : shared_(std::make_shared<ClientShared>()
   shared_->http = std::make_unique<net::HttpClient>(*shared_->io);
 }
 
-Client::~Client() { shared_->io->Stop(); }
+// Handles and connections may still hold `shared_` (they must not be used any more): a
+// connection's pending read loop or a posted notice owns its state, which owns `shared_`,
+// which owns the runtime holding them. Shutdown destroys that pending work now, so all of
+// it is freed with the last handle.
+Client::~Client() { shared_->io->Shutdown(); }
 
 const ClientOptions& Client::options() const { return shared_->options; }
 

@@ -211,7 +211,9 @@ thread_local const IoRuntime::Impl* IoRuntime::Impl::in_runtime_thread = nullptr
 IoRuntime::IoRuntime(int threads, std::chrono::microseconds spin)
     : impl_(std::make_unique<Impl>(threads, spin)) {}
 
-IoRuntime::~IoRuntime() {
+IoRuntime::~IoRuntime() { Shutdown(); }
+
+void IoRuntime::Shutdown() {
   impl_->Stop();
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();

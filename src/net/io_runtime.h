@@ -33,10 +33,17 @@ class IoRuntime {
   explicit IoRuntime(int threads, std::chrono::microseconds spin = {});
   IoRuntime(const IoRuntime&) = delete;
   IoRuntime& operator=(const IoRuntime&) = delete;
-  // Stop(), join, close the sockets of surviving connections and destroy all pending work
-  // (unrun handlers, coroutine frames). REQUIRES: not called from one of this runtime's
-  // threads; every HttpServer on it is already destroyed.
+  // Shutdown(). REQUIRES: not called from one of this runtime's threads; every HttpServer
+  // on it is already destroyed.
   ~IoRuntime();
+
+  // Stop(), join, close the sockets of surviving connections and destroy all pending work
+  // now (unrun handlers, coroutine frames, posted tasks), while this object stays valid for
+  // the code those destructors run. For an owner whose own state is held by pending
+  // handlers (a connection's read loop owning a handler that owns the owner): without it
+  // neither would ever be freed. Work posted afterwards is destroyed unrun at destruction.
+  // Idempotent. REQUIRES: as for the destructor.
+  void Shutdown();
 
   // Runs `fn` later on some runtime thread (never synchronously). Dropped after Stop().
   void Post(std::function<void()> fn);
