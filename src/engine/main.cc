@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
   keel::net::ServerOptions server_options;
   server_options.host = config->host;
   server_options.port = config->port;
+  server_options.unix_path = config->unix_socket;
   // Above the 20 MiB maxResponsePayloadSize plus framing (Beast's default is far lower).
   server_options.max_ws_message =
       static_cast<size_t>(config->thresholds.max_response_payload_bytes) + (1 << 20);

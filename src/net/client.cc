@@ -10,11 +10,12 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
-#include <map>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -66,13 +67,6 @@ std::string HostHeader(const Url& url) {
   return host;
 }
 
-std::string EndpointText(const tcp::endpoint& ep) {
-  boost::system::error_code ec;
-  std::string text = ep.address().to_string(ec);
-  if (ep.address().is_v6()) text = "[" + text + "]";
-  return text + ":" + std::to_string(ep.port());
-}
-
 HttpResponse ToHttpResponse(http::response<http::string_body>&& res) {
   HttpResponse out;
   out.status = static_cast<int>(res.result_int());
@@ -103,13 +97,26 @@ std::string DescribeException(std::exception_ptr e) {
   }
 }
 
-// Resolves and connects `stream` (whose timer must already be armed by the caller).
-asio::awaitable<Status> ConnectTcp(beast::tcp_stream& stream, const Url& url) {
+// Resolves and connects `stream` (whose timer must already be armed by the caller): to the
+// URL's Unix socket, or over TCP.
+asio::awaitable<Status> Connect(internal::Stream& stream, const Url& url) {
+  if (!url.unix_path.empty()) {
+    const internal::StreamProtocol::endpoint ep{
+        asio::local::stream_protocol::endpoint(url.unix_path)};
+    auto [cec] = co_await stream.async_connect(ep, as_tuple(use_awaitable));
+    if (cec) {
+      if (cec == beast::error::timeout) co_return NetError("timeout", "connect timed out");
+      co_return NetError("connect_failed", "connect unix:" + url.unix_path + ": " + cec.message());
+    }
+    co_return OkStatus();
+  }
   tcp::resolver resolver(stream.get_executor());
   auto [rec, results] =
       co_await resolver.async_resolve(url.host, std::to_string(url.port), as_tuple(use_awaitable));
   if (rec) co_return NetError("connect_failed", "resolve " + url.host + ": " + rec.message());
-  auto [cec, ep] = co_await stream.async_connect(results, as_tuple(use_awaitable));
+  std::vector<internal::StreamProtocol::endpoint> endpoints;
+  for (const auto& entry : results) endpoints.emplace_back(entry.endpoint());
+  auto [cec, ep] = co_await stream.async_connect(endpoints, as_tuple(use_awaitable));
   if (cec) {
     if (cec == beast::error::timeout) co_return NetError("timeout", "connect timed out");
     co_return NetError("connect_failed", "connect " + HostHeader(url) + ": " + cec.message());
@@ -145,9 +152,9 @@ asio::awaitable<Result<HttpResponse>> FetchInner(std::string url_text, HttpReque
   if (!parsed.ok()) co_return std::move(parsed).error();
   Url url = std::move(parsed).value();
   if (url.scheme != "http") co_return NetError("invalid_argument", "not an http URL: " + url_text);
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  internal::Stream stream(co_await asio::this_coro::executor);
   stream.expires_after(timeout);
-  Status connected = co_await ConnectTcp(stream, url);
+  Status connected = co_await Connect(stream, url);
   if (!connected.ok()) co_return std::move(connected).error();
   auto req = BuildRequest(url, std::move(request));
   auto [wec, wn] = co_await http::async_write(stream, req, as_tuple(use_awaitable));
@@ -160,7 +167,7 @@ asio::awaitable<Result<HttpResponse>> FetchInner(std::string url_text, HttpReque
   auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple(use_awaitable));
   if (ec) co_return IoError(ec, "read response");
   beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().shutdown(asio::socket_base::shutdown_both, ignored);
   co_return ToHttpResponse(parser.release());
 }
 
@@ -193,7 +200,7 @@ bool IsIdempotent(http::verb method) {
 
 // True when an idle connection still looks usable: the peer has not closed it and has not
 // sent anything unsolicited. A non-blocking peek on a socket no operation is using.
-bool IdleConnectionAlive(beast::tcp_stream& stream) {
+bool IdleConnectionAlive(internal::Stream& stream) {
   if (!stream.socket().is_open()) return false;
   char c;
   const ssize_t n = ::recv(stream.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -204,7 +211,7 @@ bool IdleConnectionAlive(beast::tcp_stream& stream) {
 
 struct HttpClient::Pool {
   struct Idle {
-    std::unique_ptr<beast::tcp_stream> stream;
+    std::unique_ptr<internal::Stream> stream;
     std::chrono::steady_clock::time_point since;
   };
   HttpClient::Options options;
@@ -213,7 +220,7 @@ struct HttpClient::Pool {
   std::map<std::string, std::deque<Idle>> idle;  // by "host:port"
   std::atomic<uint64_t> opened{0};
 
-  std::unique_ptr<beast::tcp_stream> Take(const std::string& key) {
+  std::unique_ptr<internal::Stream> Take(const std::string& key) {
     std::lock_guard lock(mu);
     auto it = idle.find(key);
     if (it == idle.end()) return nullptr;
@@ -228,7 +235,7 @@ struct HttpClient::Pool {
     return nullptr;
   }
 
-  void Put(const std::string& key, std::unique_ptr<beast::tcp_stream> stream) {
+  void Put(const std::string& key, std::unique_ptr<internal::Stream> stream) {
     std::lock_guard lock(mu);
     if (closed) return;
     stream->expires_never();
@@ -242,18 +249,19 @@ struct HttpClient::Pool {
 
 namespace {
 
-asio::awaitable<Result<HttpResponse>> PooledFetchInner(std::shared_ptr<HttpClient::Pool> pool, Url url,
-                                                       std::string key, HttpRequest request,
-                                                       std::unique_ptr<beast::tcp_stream> stream,
+asio::awaitable<Result<HttpResponse>> PooledFetchInner(std::shared_ptr<HttpClient::Pool> pool,
+                                                       Url url, std::string key,
+                                                       HttpRequest request,
+                                                       std::unique_ptr<internal::Stream> stream,
                                                        std::chrono::milliseconds timeout) {
   auto req = BuildRequest(url, std::move(request));
   req.keep_alive(true);
   for (int attempt = 0;; ++attempt) {
     const bool reused = stream != nullptr;
     if (!reused) {
-      stream = std::make_unique<beast::tcp_stream>(co_await asio::this_coro::executor);
+      stream = std::make_unique<internal::Stream>(co_await asio::this_coro::executor);
       stream->expires_after(timeout);
-      Status connected = co_await ConnectTcp(*stream, url);
+      Status connected = co_await Connect(*stream, url);
       if (!connected.ok()) co_return std::move(connected).error();
       pool->opened.fetch_add(1, std::memory_order_relaxed);
     }
@@ -283,14 +291,15 @@ asio::awaitable<Result<HttpResponse>> PooledFetchInner(std::shared_ptr<HttpClien
       pool->Put(key, std::move(stream));
     } else {
       beast::error_code ignored;
-      stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+      stream->socket().shutdown(asio::socket_base::shutdown_both, ignored);
     }
     co_return out;
   }
 }
 
-asio::awaitable<void> PooledFetchOuter(std::shared_ptr<HttpClient::Pool> pool, Url url, std::string key,
-                                       HttpRequest request, std::unique_ptr<beast::tcp_stream> stream,
+asio::awaitable<void> PooledFetchOuter(std::shared_ptr<HttpClient::Pool> pool, Url url,
+                                       std::string key, HttpRequest request,
+                                       std::unique_ptr<internal::Stream> stream,
                                        std::function<void(Result<HttpResponse>)> done,
                                        std::chrono::milliseconds timeout) {
   std::optional<Result<HttpResponse>> result;
@@ -311,7 +320,7 @@ struct StreamControl {
   std::shared_ptr<asio::io_context> ioc;  // first: released last
   Strand strand;
   // Strand only.
-  beast::tcp_stream* stream = nullptr;
+  internal::Stream* stream = nullptr;
   bool cancelled = false;
 };
 
@@ -338,14 +347,14 @@ asio::awaitable<void> FetchStreamInner(std::shared_ptr<StreamControl> ctl, std::
   if (!url.ok()) co_return fail(url.error());
   if (url->scheme != "http") co_return fail(NetError("invalid_argument", "not an http URL"));
   if (ctl->cancelled) co_return fail(NetError("cancelled", "stream cancelled"));
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  internal::Stream stream(co_await asio::this_coro::executor);
   ctl->stream = &stream;
   struct Reset {
     StreamControl* c;
     ~Reset() { c->stream = nullptr; }
   } reset{ctl.get()};
   stream.expires_after(connect_timeout);
-  Status connected = co_await ConnectTcp(stream, *url);
+  Status connected = co_await Connect(stream, *url);
   if (!connected.ok()) co_return fail(connected.error());
   auto req = BuildRequest(*url, std::move(request));
   auto [wec, wn] = co_await http::async_write(stream, req, as_tuple(use_awaitable));
@@ -373,7 +382,7 @@ asio::awaitable<void> FetchStreamInner(std::shared_ptr<StreamControl> ctl, std::
     if (got > 0) cb.on_data(std::string(piece.get(), got));
   }
   beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().shutdown(asio::socket_base::shutdown_both, ignored);
   cb.on_end(OkStatus());
 }
 
@@ -417,12 +426,12 @@ asio::awaitable<Result<WsHandshake>> ConnectWsInner(const WsConnectOptions& opti
   WsHandshake hs;
   hs.stream.emplace(co_await asio::this_coro::executor);
   internal::WsStream& ws = *hs.stream;
-  beast::tcp_stream& tcp_layer = ws.next_layer().tcp();
+  internal::Stream& tcp_layer = ws.next_layer().tcp();
   tcp_layer.expires_after(options.handshake_timeout);
-  Status connected = co_await ConnectTcp(tcp_layer, url);
+  Status connected = co_await Connect(tcp_layer, url);
   if (!connected.ok()) co_return std::move(connected).error();
   beast::error_code ep_ec;
-  hs.remote = EndpointText(tcp_layer.socket().remote_endpoint(ep_ec));
+  hs.remote = internal::EndpointText(tcp_layer.socket().remote_endpoint(ep_ec));
   tcp_layer.expires_never();
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = options.handshake_timeout;
@@ -530,8 +539,9 @@ void HttpClient::Fetch(std::string url_text, HttpRequest request, std::function<
     return;
   }
   Url url = std::move(parsed).value();
-  std::string key = url.host + ":" + std::to_string(url.port);
-  std::unique_ptr<beast::tcp_stream> stream = pool_->Take(key);
+  std::string key =
+      url.unix_path.empty() ? url.host + ":" + std::to_string(url.port) : "unix:" + url.unix_path;
+  std::unique_ptr<internal::Stream> stream = pool_->Take(key);
   // A reused connection keeps running on its own strand (Beast streams are not
   // thread-safe); a new one gets a new strand.
   auto executor = stream ? stream->get_executor() : asio::make_strand(internal::IoContextOf(runtime_));

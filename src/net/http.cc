@@ -44,6 +44,11 @@ Result<Url> ParseUrl(std::string_view url) {
   const size_t scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) return bad("URL without scheme");
   for (char c : url.substr(0, scheme_end)) out.scheme.push_back(Lower(c));
+  bool unix_socket = false;
+  if (out.scheme == "http+unix" || out.scheme == "ws+unix") {
+    unix_socket = true;
+    out.scheme.resize(out.scheme.size() - 5);
+  }
   if (out.scheme != "http" && out.scheme != "ws") return bad("unsupported URL scheme");
   std::string_view rest = url.substr(scheme_end + 3);
   const size_t path_start = rest.find_first_of("/?#");
@@ -52,6 +57,37 @@ Result<Url> ParseUrl(std::string_view url) {
       path_start == std::string_view::npos ? std::string_view() : rest.substr(path_start);
   if (const size_t hash = target.find('#'); hash != std::string_view::npos) {
     target = target.substr(0, hash);
+  }
+  auto set_target = [&] {
+    if (target.empty()) {
+      out.target = "/";
+    } else if (target.front() == '?') {
+      out.target = "/" + std::string(target);
+    } else {
+      out.target = std::string(target);
+    }
+  };
+  if (unix_socket) {
+    // The authority is the socket's path, percent-encoded.
+    for (size_t i = 0; i < authority.size(); ++i) {
+      if (authority[i] != '%') {
+        out.unix_path.push_back(authority[i]);
+        continue;
+      }
+      unsigned value = 0;
+      if (i + 2 >= authority.size()) return bad("bad percent-escape");
+      auto [end, ec] =
+          std::from_chars(authority.data() + i + 1, authority.data() + i + 3, value, 16);
+      if (ec != std::errc() || end != authority.data() + i + 3) return bad("bad percent-escape");
+      out.unix_path.push_back(static_cast<char>(value));
+      i += 2;
+    }
+    if (out.unix_path.empty()) return bad("URL without socket path");
+    if (out.unix_path.find('\0') != std::string::npos) return bad("NUL in socket path");
+    out.host = "localhost";
+    out.port = 80;
+    set_target();
+    return out;
   }
   if (authority.find('@') != std::string_view::npos) return bad("user info in URL");
   std::string_view host = authority;
@@ -80,12 +116,24 @@ Result<Url> ParseUrl(std::string_view url) {
     }
     out.port = static_cast<uint16_t>(value);
   }
-  if (target.empty()) {
-    out.target = "/";
-  } else if (target.front() == '?') {
-    out.target = "/" + std::string(target);
-  } else {
-    out.target = std::string(target);
+  set_target();
+  return out;
+}
+
+std::string UnixUrlAuthority(std::string_view path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char c : path) {
+    const auto u = static_cast<unsigned char>(c);
+    const bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                       c == '.' || c == '_' || c == '~' || c == '-';
+    if (plain) {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 15]);
+    }
   }
   return out;
 }

@@ -59,13 +59,19 @@ struct HttpResponse {
 
 // A parsed "http://host[:port]/path?query" or "ws://..." URL.
 struct Url {
-  std::string scheme;  // lower case: "http" or "ws"
-  std::string host;    // without brackets for IPv6 literals
+  std::string scheme;  // lower case: "http" or "ws" (also for the +unix forms)
+  std::string host;    // without brackets for IPv6 literals; "localhost" for a Unix socket
   uint16_t port = 0;   // defaulted to 80 when absent
   std::string target;  // "/path?query", "/" when absent
+  // Set for http+unix:// and ws+unix://: the Unix domain socket to connect to, given
+  // percent-encoded as the authority (ws+unix://%2Frun%2Fkeel.sock/envoys/connect).
+  std::string unix_path;
 };
-// Accepts only the http and ws schemes (no TLS). Errors: net.invalid_argument.
+// Accepts the http and ws schemes and their +unix forms (no TLS). Errors:
+// net.invalid_argument.
 Result<Url> ParseUrl(std::string_view url);
+// The authority of a +unix URL for `path` (each byte outside [A-Za-z0-9._~-] as %XX).
+std::string UnixUrlAuthority(std::string_view path);
 
 // One WebSocket connection, server or client side. Thread-safe: every method may be
 // called from any thread; the work happens on the connection's own strand.

@@ -16,18 +16,24 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <limits>
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <variant>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -58,6 +64,8 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 using internal::Strand;
+using internal::StreamAcceptor;
+using internal::StreamProtocol;
 
 namespace {
 
@@ -96,13 +104,6 @@ using Event = std::variant<EvRespond, EvStreamHead, EvChunk, EvStreamEnd, EvAbor
 
 // Answers up to this size may be written directly by the answering thread.
 constexpr size_t kDirectAnswerLimit = 64 * 1024;
-
-std::string EndpointText(const tcp::endpoint& ep) {
-  boost::system::error_code ec;
-  std::string text = ep.address().to_string(ec);
-  if (ep.address().is_v6()) text = "[" + text + "]";
-  return text + ":" + std::to_string(ep.port());
-}
 
 std::string ToString(beast::string_view sv) { return std::string(sv.data(), sv.size()); }
 std::string_view ToView(beast::string_view sv) { return std::string_view(sv.data(), sv.size()); }
@@ -165,6 +166,10 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         acceptor_strand(asio::make_strand(ioc)),
         acceptor(acceptor_strand) {}
 
+  // Opens, binds and listens `acc` on `endpoint`.
+  boost::system::error_code Listen(StreamAcceptor& acc, const StreamProtocol::endpoint& endpoint,
+                                   const char** step);
+
   // Registers a live coroutine; false once the server is stopping.
   bool Enter(uint64_t* id, std::shared_ptr<ConnBase> conn);
   void Leave(uint64_t id);
@@ -175,13 +180,14 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   ServerOptions options;
   Handler handler;
   Strand acceptor_strand;
-  tcp::acceptor acceptor;
+  StreamAcceptor acceptor;                       // TCP
+  std::optional<StreamAcceptor> local_acceptor;  // options.unix_path
   uint16_t port = 0;
 
   mutable std::mutex mu;
   std::condition_variable idle_cv;
   bool stopping = false;
-  bool accept_running = false;
+  int accept_running = 0;  // accept loops not yet finished
   uint64_t next_id = 1;
   std::unordered_map<uint64_t, std::weak_ptr<ConnBase>> conns;
   std::atomic<uint64_t> direct_answers{0};
@@ -214,7 +220,7 @@ class Conn final : public ConnBase,
                    public internal::ShutdownCloser,
                    public std::enable_shared_from_this<Conn> {
  public:
-  Conn(std::shared_ptr<HttpServer::State> server, Strand strand, tcp::socket socket,
+  Conn(std::shared_ptr<HttpServer::State> server, Strand strand, StreamProtocol::socket socket,
        std::string remote)
       : server_(std::move(server)),
         strand_(std::move(strand)),
@@ -325,7 +331,7 @@ class Conn final : public ConnBase,
     if (watching_ || !awaiting_answer_ || !peer_gone_) return;
     watching_ = true;
     stream_.socket().async_wait(
-        tcp::socket::wait_read,
+        asio::socket_base::wait_read,
         asio::bind_executor(strand_, [self = shared_from_this(),
                                       generation = watch_generation_](beast::error_code ec) {
           if (generation != self->watch_generation_) return;  // a cancelled, stale watch
@@ -378,7 +384,7 @@ class Conn final : public ConnBase,
 
   std::shared_ptr<HttpServer::State> server_;
   Strand strand_;
-  beast::tcp_stream stream_;
+  internal::Stream stream_;
   asio::steady_timer signal_;
   const std::string remote_;
   std::deque<Event> events_;
@@ -517,7 +523,7 @@ asio::awaitable<void> Conn::WriteError(unsigned status, std::string_view body, b
   auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
   if (ec) co_return;
   beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
   if (!drain) co_return;
   // Lingering close: read and discard what the client still sends, bounded in time and
   // size, so it reads our answer rather than a reset.
@@ -693,7 +699,7 @@ asio::awaitable<void> Conn::Run() {
   events_.clear();
   if (!ws_) {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().shutdown(asio::socket_base::shutdown_both, ignored);
     stream_.socket().close(ignored);
   }
 }
@@ -721,26 +727,27 @@ asio::awaitable<void> RunConn(std::shared_ptr<Conn> conn, LiveGuard guard) {
   co_await conn->Run();
 }
 
-asio::awaitable<void> AcceptLoop(std::shared_ptr<HttpServer::State> state) {
+asio::awaitable<void> AcceptLoop(std::shared_ptr<HttpServer::State> state,
+                                 StreamAcceptor& acceptor) {
   for (;;) {
     Strand strand = asio::make_strand(state->ioc);
-    tcp::socket socket(strand);
-    auto [ec] = co_await state->acceptor.async_accept(socket, as_tuple(use_awaitable));
+    StreamProtocol::socket socket(strand);
+    auto [ec] = co_await acceptor.async_accept(socket, as_tuple(use_awaitable));
     if (ec) {
-      if (ec == asio::error::operation_aborted || !state->acceptor.is_open()) break;
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
       // EMFILE and friends: log and keep accepting.
       LogWarn(kComponent, "accept failed", {{"error", ec.message()}});
       continue;
     }
     beast::error_code ep_ec;
-    tcp::endpoint ep = socket.remote_endpoint(ep_ec);
-    socket.set_option(tcp::no_delay(true), ep_ec);
+    StreamProtocol::endpoint ep = socket.remote_endpoint(ep_ec);
+    if (!internal::IsLocal(ep)) socket.set_option(tcp::no_delay(true), ep_ec);
     if (state->options.socket_send_buffer > 0) {
       beast::error_code buf_ec;  // best effort: the kernel's own sizing stays otherwise
       socket.set_option(asio::socket_base::send_buffer_size(static_cast<int>(state->options.socket_send_buffer)), buf_ec);
     }
     auto conn = std::make_shared<Conn>(state, strand, std::move(socket),
-                                       ep_ec ? std::string("?") : EndpointText(ep));
+                                       ep_ec ? std::string("?") : internal::EndpointText(ep));
     uint64_t id = 0;
     if (!state->Enter(&id, conn)) break;  // stopping: the socket closes with `conn`
     asio::co_spawn(strand, RunConn(conn, LiveGuard{state, id}), [](std::exception_ptr e) {
@@ -760,6 +767,63 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<HttpServer::State> state) {
 
 HttpServer::HttpServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
 
+boost::system::error_code HttpServer::State::Listen(StreamAcceptor& acc,
+                                                    const StreamProtocol::endpoint& endpoint,
+                                                    const char** step) {
+  boost::system::error_code ec;
+  *step = "open";
+  acc.open(endpoint.protocol(), ec);
+  if (ec) return ec;
+  if (!internal::IsLocal(endpoint)) {
+    *step = "reuse_address";
+    acc.set_option(asio::socket_base::reuse_address(true), ec);
+    if (ec) return ec;
+  }
+  *step = "bind";
+  acc.bind(endpoint, ec);
+  if (ec) return ec;
+  *step = "listen";
+  acc.listen(asio::socket_base::max_listen_connections, ec);
+  return ec;
+}
+
+namespace {
+
+// Makes `path` free for a new Unix socket: a socket file nobody listens on any more (its
+// server died) is removed; a live one, or any other kind of file, is left and refused.
+Status FreeUnixPath(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return OkStatus();  // nothing there
+  if (!S_ISSOCK(st.st_mode)) {
+    return Error("net", "bind_failed", "unix:" + path + " exists and is not a socket");
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error("net", "bind_failed", "socket: " + std::string(std::strerror(errno)));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (live) return Error("net", "bind_failed", "unix:" + path + " is in use by a running server");
+  if (err != ECONNREFUSED && err != ENOENT) {
+    return Error("net", "bind_failed", "unix:" + path + ": " + std::string(std::strerror(err)));
+  }
+  ::unlink(path.c_str());
+  return OkStatus();
+}
+
+void StartAcceptLoop(const std::shared_ptr<HttpServer::State>& state, StreamAcceptor& acceptor) {
+  ++state->accept_running;
+  asio::co_spawn(state->acceptor_strand, AcceptLoop(state, acceptor), [state](std::exception_ptr) {
+    std::lock_guard lock(state->mu);
+    --state->accept_running;
+    if (state->accept_running == 0 && state->conns.empty()) state->idle_cv.notify_all();
+  });
+}
+
+}  // namespace
+
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(IoRuntime& runtime, ServerOptions options,
                                                       Handler handler) {
   if (!handler) return Error("net", "invalid_argument", "HttpServer needs a handler");
@@ -767,30 +831,47 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(IoRuntime& runtime, Server
   boost::system::error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec) return Error("net", "invalid_argument", "not an IP address: " + options.host);
+  if (options.unix_path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return Error("net", "invalid_argument", "unix socket path too long: " + options.unix_path);
+  }
   auto state = std::make_shared<State>(runtime, std::move(options), std::move(handler));
   tcp::endpoint endpoint(address, state->options.port);
-  auto fail = [&](const char* step) {
+  const char* step = "";
+  ec = state->Listen(state->acceptor, StreamProtocol::endpoint(endpoint), &step);
+  if (!ec) {
+    step = "local_endpoint";
+    state->port = internal::TcpEndpoint(state->acceptor.local_endpoint(ec)).port();
+  }
+  if (ec) {
     return Error("net", "bind_failed",
-                 std::string(step) + " " + EndpointText(endpoint) + ": " + ec.message());
-  };
-  state->acceptor.open(endpoint.protocol(), ec);
-  if (ec) return fail("open");
-  state->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (ec) return fail("reuse_address");
-  state->acceptor.bind(endpoint, ec);
-  if (ec) return fail("bind");
-  state->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return fail("listen");
-  state->port = state->acceptor.local_endpoint(ec).port();
-  if (ec) return fail("local_endpoint");
-  state->accept_running = true;
-  asio::co_spawn(state->acceptor_strand, AcceptLoop(state), [state](std::exception_ptr) {
+                 std::string(step) + " " + internal::EndpointText(endpoint) + ": " + ec.message());
+  }
+  const std::string& path = state->options.unix_path;
+  if (!path.empty()) {
+    Status freed = FreeUnixPath(path);
+    if (!freed.ok()) return std::move(freed).error();
+    state->local_acceptor.emplace(state->acceptor_strand);
+    ec = state->Listen(*state->local_acceptor,
+                       StreamProtocol::endpoint(asio::local::stream_protocol::endpoint(path)),
+                       &step);
+    if (!ec && ::chmod(path.c_str(), 0600) != 0) {
+      step = "chmod";
+      ec.assign(errno, boost::system::system_category());
+    }
+    if (ec) {
+      if (std::string_view(step) != "open" && std::string_view(step) != "bind")
+        ::unlink(path.c_str());
+      return Error("net", "bind_failed", std::string(step) + " unix:" + path + ": " + ec.message());
+    }
+  }
+  {
     std::lock_guard lock(state->mu);
-    state->accept_running = false;
-    if (state->conns.empty()) state->idle_cv.notify_all();
-  });
-  KEEL_LOG(kInfo, kComponent, "listening", {{"address", EndpointText(endpoint)},
-                                           {"port", std::to_string(state->port)}});
+    StartAcceptLoop(state, state->acceptor);
+    if (state->local_acceptor) StartAcceptLoop(state, *state->local_acceptor);
+  }
+  KEEL_LOG(kInfo, kComponent, "listening",
+           {{"address", internal::EndpointText(endpoint)}, {"port", std::to_string(state->port)}});
+  if (!path.empty()) KEEL_LOG(kInfo, kComponent, "listening", {{"address", "unix:" + path}});
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(state)));
 }
 
@@ -801,6 +882,7 @@ void HttpServer::StopAccepting() {
   asio::dispatch(state_->acceptor_strand, [state = state_] {
     boost::system::error_code ignored;
     state->acceptor.close(ignored);
+    if (state->local_acceptor) state->local_acceptor->close(ignored);
   });
 }
 
@@ -815,6 +897,8 @@ uint64_t HttpServer::direct_answers() const {
 
 HttpServer::~HttpServer() {
   StopAccepting();
+  // New clients now get ENOENT rather than a socket nobody accepts on.
+  if (state_->local_acceptor) ::unlink(state_->options.unix_path.c_str());
   std::vector<std::shared_ptr<ConnBase>> live;
   {
     std::lock_guard lock(state_->mu);

@@ -87,6 +87,11 @@ struct ServerOptions {
   // SO_SNDBUF of each accepted connection, when > 0 (the kernel then stops sizing it
   // itself): bounds the kernel memory a slow reader can hold per connection.
   size_t socket_send_buffer = 0;
+  // When set, the server also listens on a Unix domain socket at this path (the same
+  // handler serves both), for clients on this host: no TCP stack between them. The socket
+  // is made owner-only (0600); a stale socket file left by a dead process is replaced, a
+  // live one is an error. Removed when the server goes away.
+  std::string unix_path;
 };
 
 class HttpServer {
@@ -95,7 +100,7 @@ class HttpServer {
 
   // Binds and listens before returning (port 0 picks a free port), then accepts on
   // `runtime`. `handler` is called on I/O threads, possibly concurrently for different
-  // connections. Errors: net.invalid_argument (host), net.bind_failed.
+  // connections. Errors: net.invalid_argument (host, unix_path too long), net.bind_failed.
   // REQUIRES: `runtime` outlives the server.
   static Result<std::unique_ptr<HttpServer>> Start(IoRuntime& runtime, ServerOptions options,
                                                    Handler handler);

@@ -7,7 +7,7 @@ keel_cc_library(
   NAME net
   HDRS http.h io_runtime.h http_server.h client.h blocking_ws_client.h
   SRCS http.cc io_runtime.cc http_server.cc ws_session.cc client.cc blocking_ws_client.cc
-       internal/runtime_access.h internal/ws_session.h
+       internal/runtime_access.h internal/stream.h internal/ws_session.h
   DEPS keel::base Threads::Threads
   PRIVATE_DEPS Boost::headers
 )

@@ -51,6 +51,35 @@ bool IsSendableCloseCode(uint16_t code) {
 }
 }  // namespace
 
+// ---- endpoints (stream.h) ----
+
+bool IsLocal(const StreamProtocol::endpoint& ep) { return ep.protocol().family() == AF_UNIX; }
+
+asio::ip::tcp::endpoint TcpEndpoint(const StreamProtocol::endpoint& ep) {
+  asio::ip::tcp::endpoint out;
+  if (IsLocal(ep) || ep.size() > out.capacity()) return out;
+  std::memcpy(out.data(), ep.data(), ep.size());
+  out.resize(ep.size());
+  return out;
+}
+
+std::string EndpointText(const asio::ip::tcp::endpoint& ep) {
+  boost::system::error_code ec;
+  std::string text = ep.address().to_string(ec);
+  if (ep.address().is_v6()) text = "[" + text + "]";
+  return text + ":" + std::to_string(ep.port());
+}
+
+std::string EndpointText(const StreamProtocol::endpoint& ep) {
+  if (!IsLocal(ep)) return EndpointText(TcpEndpoint(ep));
+  asio::local::stream_protocol::endpoint local;
+  if (ep.size() <= local.capacity()) {
+    std::memcpy(local.data(), ep.data(), ep.size());
+    local.resize(ep.size());
+  }
+  return "unix:" + local.path();
+}
+
 // ---- the shared write side ----
 
 struct iovec SharedWriteStream::MakeIovec(asio::const_buffer b) {
@@ -211,7 +240,7 @@ void teardown(beast::role_type role, SharedWriteStream& stream, beast::error_cod
   teardown(role, stream.state()->stream, ec);
 }
 
-void AckPromptly(beast::tcp_stream& stream) {
+void AckPromptly(Stream& stream) {
 #ifdef TCP_QUICKACK
   auto& socket = stream.socket();
   if (!socket.is_open()) return;
@@ -465,8 +494,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
   Finish(handler, code, std::move(reason));
 }
 
-asio::awaitable<void> WsSession::RunServer(beast::tcp_stream stream,
-                                           http::request<http::string_body> request,
+asio::awaitable<void> WsSession::RunServer(Stream stream, http::request<http::string_body> request,
                                            std::string subprotocol, Headers headers,
                                            std::shared_ptr<WsHandler> handler) {
   ws_.emplace(std::move(stream));

@@ -166,6 +166,12 @@ const std::vector<Field>& Fields() {
          c.port = static_cast<uint16_t>(port);
          return OkStatus();
        }},
+      {"unix_socket", JsonKind::kString,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         if (v.size() >= 108) return InvalidValue("unix socket path must be under 108 bytes");
+         c.unix_socket = std::string(v);
+         return OkStatus();
+       }},
       {"data_dir", JsonKind::kString,
        [](EngineConfig& c, std::string_view v) -> Status {
          if (v.empty()) return InvalidValue("data dir must not be empty");
@@ -381,6 +387,8 @@ Result<Flags> ParseFlags(int argc, char** argv) {
   static constexpr FlagSpec kSpecs[] = {
       {"--host", "host", "Address to listen on (default 127.0.0.1)"},
       {"--port", "port", "TCP port, 0 picks a free one (default 6420)"},
+      {"--unix-socket", "unix_socket",
+       "Also listen on this Unix socket path, for runtimes on this host (default: none)"},
       {"--data-dir", "data_dir", "Directory of the rocksdb storage (default ./keel-data)"},
       {"--storage", "storage", "Storage backend: rocksdb or memory (default rocksdb)"},
       {"--admin-token", "admin_token", "Admin token; required to bind a non-loopback host"},
@@ -599,6 +607,7 @@ Result<EngineConfig> LoadEngineConfig(int argc, char** argv, const GetEnvFn& get
 std::string DescribeConfig(const EngineConfig& config) {
   std::string out = "host=" + config.host + " port=" + std::to_string(config.port) +
                     " storage=" + std::string(StorageKindName(config.storage));
+  if (!config.unix_socket.empty()) out += " unix_socket=" + config.unix_socket;
   if (config.storage == StorageKind::kRocksDb) out += " data_dir=" + config.data_dir;
   out += " threads=" + std::to_string(config.threads) +
          " io_spin_us=" + std::to_string(config.io_spin_us) +

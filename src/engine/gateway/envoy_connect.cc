@@ -112,6 +112,7 @@ Result<EnvoyConnectParams> ParseEnvoyConnectQuery(std::string_view raw_query,
 
 std::string BuildEnvoyConnectUrl(std::string_view endpoint, const EnvoyConnectParams& params) {
   std::string url = ReplaceAll(std::string(endpoint), "http://", "ws://");
+  url = ReplaceAll(std::move(url), "http+unix://", "ws+unix://");
   url = ReplaceAll(std::move(url), "https://", "wss://");
   while (!url.empty() && url.back() == '/') url.pop_back();
   url += kEnvoyConnectPath;

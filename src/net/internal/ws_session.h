@@ -35,29 +35,28 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
 #include "net/http.h"
 #include "net/internal/runtime_access.h"
+#include "net/internal/stream.h"
 
 namespace keel::net::internal {
 
 using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 
-// The write side of one TCP connection, shared by every thread that writes to it. All
-// writes are appended to one ordered byte stream under `mu`: sent at once (non-blocking
-// sendmsg in the writer's thread) when nothing is waiting, else queued in `pending` and
-// written by one flush at a time on the stream's executor (the connection's strand). A
-// write made while an OutputBatch is open on the writing thread corks the stream: it and
-// every later write (from any thread) wait in `pending` until that batch ends, which sends
-// them with one sendmsg (Uncork).
+// The write side of one connection (TCP or Unix socket), shared by every thread that writes to it.
+// All writes are appended to one ordered byte stream under `mu`: sent at once (non-blocking sendmsg
+// in the writer's thread) when nothing is waiting, else queued in `pending` and written by one
+// flush at a time on the stream's executor (the connection's strand). A write made while an
+// OutputBatch is open on the writing thread corks the stream: it and every later write (from any
+// thread) wait in `pending` until that batch ends, which sends them with one sendmsg (Uncork).
 // Everything that closes the socket goes through CloseSocket (under `mu`), so a writer never
 // uses a closed — possibly reused — descriptor.
 struct WriteState : std::enable_shared_from_this<WriteState> {
-  explicit WriteState(boost::beast::tcp_stream s) : stream(std::move(s)) {}
+  explicit WriteState(Stream s) : stream(std::move(s)) {}
 
   // Appends the bytes of `parts` (n of them) to the stream. False when nothing more may be
   // written (closed, torn down, or a write failed): the bytes are dropped.
@@ -69,7 +68,7 @@ struct WriteState : std::enable_shared_from_this<WriteState> {
   // written, or at once when none are waiting.
   void Drain(std::function<void()> then);
 
-  boost::beast::tcp_stream stream;  // its socket: reads and Beast on the strand only
+  Stream stream;  // its socket: reads and Beast on the strand only
   std::mutex mu;
   // Guarded by mu:
   std::string pending;     // accepted, waiting for the flush
@@ -102,17 +101,17 @@ struct WriteState : std::enable_shared_from_this<WriteState> {
 // below, which keep the state's `closed` flag in step.
 class SharedWriteStream {
  public:
-  using executor_type = boost::beast::tcp_stream::executor_type;
+  using executor_type = Stream::executor_type;
 
-  explicit SharedWriteStream(boost::beast::tcp_stream stream)
+  explicit SharedWriteStream(Stream stream)
       : state_(std::make_shared<WriteState>(std::move(stream))) {}
   template <typename Executor>
   explicit SharedWriteStream(const Executor& ex)
-      : state_(std::make_shared<WriteState>(boost::beast::tcp_stream(ex))) {}
+      : state_(std::make_shared<WriteState>(Stream(ex))) {}
 
   executor_type get_executor() { return state_->stream.get_executor(); }
-  // The TCP stream, for connecting and setting its timers before the WebSocket runs.
-  boost::beast::tcp_stream& tcp() { return state_->stream; }
+  // The socket stream, for connecting and setting its timers before the WebSocket runs.
+  Stream& tcp() { return state_->stream; }
   const std::shared_ptr<WriteState>& state() const { return state_; }
 
   template <typename MutableBuffers, typename Token>
@@ -181,7 +180,7 @@ using WsStream = boost::beast::websocket::stream<SharedWriteStream>;
 // TCP_NODELAY=0) holds its next small frame until that ACK arrives — a 40 ms stall whenever
 // it sends two messages we do not answer. Not called on every read: quick-ACK mode sends a
 // separate ACK packet ahead of each reply, which cost ~18 µs per loopback round trip.
-void AckPromptly(boost::beast::tcp_stream& stream);
+void AckPromptly(Stream& stream);
 
 class WsSession final : public WsConnection,
                         public ShutdownCloser,
@@ -201,8 +200,7 @@ class WsSession final : public WsConnection,
   // subprotocol and headers), then runs the session until closed. Calls handler->OnClose
   // exactly once before finishing.
   boost::asio::awaitable<void> RunServer(
-      boost::beast::tcp_stream stream,
-      boost::beast::http::request<boost::beast::http::string_body> request,
+      Stream stream, boost::beast::http::request<boost::beast::http::string_body> request,
       std::string subprotocol, Headers headers, std::shared_ptr<WsHandler> handler);
   // Client side: `stream` has completed its handshake. Same contract as RunServer.
   boost::asio::awaitable<void> RunClient(WsStream stream, std::shared_ptr<WsHandler> handler);

@@ -99,8 +99,11 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
     exit_code = 2;
     return std::nullopt;
   }
-  if (s.endpoint.rfind("http://", 0) != 0 && s.endpoint.rfind("https://", 0) != 0) {
-    std::fprintf(stderr, "--endpoint must start with http:// or https://, got `%s`\n",
+  if (s.endpoint.rfind("http://", 0) != 0 && s.endpoint.rfind("https://", 0) != 0 &&
+      s.endpoint.rfind("http+unix://", 0) != 0) {
+    std::fprintf(stderr,
+                 "--endpoint must start with http://, https:// or http+unix:// (the engine's "
+                 "--unix-socket, percent-encoded), got `%s`\n",
                  s.endpoint.c_str());
     exit_code = 2;
     return std::nullopt;

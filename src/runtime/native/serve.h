@@ -5,7 +5,8 @@
 //   int main(int argc, char** argv) { return keel::Serve(argc, argv, counter, chat); }
 //
 // Settings, flags over environment over defaults:
-//   --endpoint  KEEL_ENDPOINT   http://127.0.0.1:6420
+//   --endpoint  KEEL_ENDPOINT   http://127.0.0.1:6420 (or http+unix://%2Fpath%2Fto%2Fsock:
+//                               the engine's --unix-socket, for a runtime on its host)
 //   --token     KEEL_TOKEN      (none)
 //   --namespace KEEL_NAMESPACE  default
 //   --pool      KEEL_POOL       default

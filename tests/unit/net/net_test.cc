@@ -6,7 +6,9 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +17,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <memory>
@@ -282,6 +288,27 @@ TEST(NetUrl, ParsesHostPortAndTarget) {
   EXPECT_TRUE(ParseUrl("https://x/").error().Is("net", "invalid_argument"));
   EXPECT_TRUE(ParseUrl("http://x:99999/").error().Is("net", "invalid_argument"));
   EXPECT_TRUE(ParseUrl("nonsense").error().Is("net", "invalid_argument"));
+}
+
+TEST(NetUrl, UnixFormsCarryThePercentEncodedSocketPath) {
+  const std::string path = "/tmp/keel dir/engine.sock";
+  EXPECT_EQ(UnixUrlAuthority(path), "%2Ftmp%2Fkeel%20dir%2Fengine.sock");
+  auto url = ParseUrl("ws+unix://" + UnixUrlAuthority(path) + "/envoys/connect?a=b");
+  ASSERT_TRUE(url.ok()) << url.error().ToString();
+  EXPECT_EQ(url->scheme, "ws");
+  EXPECT_EQ(url->unix_path, path);
+  EXPECT_EQ(url->host, "localhost");
+  EXPECT_EQ(url->target, "/envoys/connect?a=b");
+  auto bare = ParseUrl("HTTP+UNIX://%2Fs");
+  ASSERT_TRUE(bare.ok());
+  EXPECT_EQ(bare->scheme, "http");
+  EXPECT_EQ(bare->unix_path, "/s");
+  EXPECT_EQ(bare->target, "/");
+  EXPECT_TRUE(ParseUrl("http://127.0.0.1/")->unix_path.empty());
+  EXPECT_TRUE(ParseUrl("http+unix:///x").error().Is("net", "invalid_argument"));  // no path
+  EXPECT_TRUE(ParseUrl("http+unix://%2").error().Is("net", "invalid_argument"));
+  EXPECT_TRUE(ParseUrl("http+unix://%zz/").error().Is("net", "invalid_argument"));
+  EXPECT_TRUE(ParseUrl("http+unix://a%00b/").error().Is("net", "invalid_argument"));
 }
 
 // ------------------------------------------------------------------ HTTP
@@ -783,6 +810,106 @@ TEST(HttpServer, StartFailsOnABadHostOrBusyPort) {
   // SO_REUSEADDR does not allow two listeners on one port.
   ASSERT_FALSE(busy.ok());
   EXPECT_TRUE(busy.error().Is("net", "bind_failed"));
+}
+
+// A fresh path for a Unix socket in this test's own temporary directory.
+class UnixSocketDir {
+ public:
+  UnixSocketDir() {
+    char tmpl[] = "/tmp/keel-net-test-XXXXXX";
+    const char* made = ::mkdtemp(tmpl);
+    EXPECT_NE(made, nullptr);
+    dir_ = made != nullptr ? made : "/tmp";
+  }
+  ~UnixSocketDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string Path(const std::string& name = "s.sock") const { return dir_ + "/" + name; }
+
+ private:
+  std::string dir_;
+};
+
+TEST(HttpServer, ServesHttpAndWebSocketsOnAUnixSocketBesideTcp) {
+  IoRuntime rt(2);
+  UnixSocketDir dir;
+  const std::string path = dir.Path();
+  WsEchoServer echo(rt, ServerOptions{.unix_path = path});
+  ASSERT_NE(echo.server, nullptr);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "the socket is owner-only";
+
+  const std::string base = "http+unix://" + UnixUrlAuthority(path);
+  HttpRequest req;
+  req.method = "POST";
+  req.body = "over a unix socket";
+  auto res = FetchSync(base + "/a?b=c", req, kWait);
+  ASSERT_TRUE(res.ok()) << res.error().ToString();
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(FindHeader(res->headers, "x-target"), "/a?b=c");
+  EXPECT_EQ(res->body, req.body);
+  // The TCP listener still serves.
+  auto tcp = FetchSync(Url(*echo.server, "/t"), HttpRequest{}, kWait);
+  ASSERT_TRUE(tcp.ok()) << tcp.error().ToString();
+  EXPECT_EQ(tcp->status, 200);
+
+  auto client = ConnectTo("ws+unix://" + UnixUrlAuthority(path) + "/ws");
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  ASSERT_TRUE((*client)->Send(std::string("\0\1bin", 5), true).ok());
+  auto got = (*client)->Receive(kWait);
+  ASSERT_TRUE(got.ok()) << got.error().ToString();
+  auto* m = std::get_if<BlockingWsClient::Message>(&*got);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->data, std::string("\0\1bin", 5));
+  (*client)->Close(1000, "");
+  client->reset();
+
+  echo.server.reset();
+  EXPECT_NE(::access(path.c_str(), F_OK), 0) << "the socket file is removed with the server";
+  auto gone = FetchSync(base + "/", HttpRequest{}, milliseconds(2000));
+  ASSERT_FALSE(gone.ok());
+  EXPECT_TRUE(gone.error().Is("net", "connect_failed")) << gone.error().ToString();
+}
+
+TEST(HttpServer, AUnixSocketPathIsTakenOverOnlyFromADeadServer) {
+  IoRuntime rt(1);
+  UnixSocketDir dir;
+  auto noop = [](std::shared_ptr<HttpExchange> ex) { ex->Respond(HttpResponse{204, {}, ""}); };
+  // A stale socket file (its server died without removing it) is replaced.
+  const std::string stale = dir.Path("stale.sock");
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, stale.c_str(), stale.size());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::close(fd);  // bound, never listened: connecting is refused, like a dead server's
+  }
+  auto replaced = HttpServer::Start(rt, ServerOptions{.unix_path = stale}, noop);
+  ASSERT_TRUE(replaced.ok()) << replaced.error().ToString();
+  auto answer = FetchSync("http+unix://" + UnixUrlAuthority(stale) + "/", HttpRequest{}, kWait);
+  ASSERT_TRUE(answer.ok()) << answer.error().ToString();
+  EXPECT_EQ(answer->status, 204);
+  // A live one is not.
+  auto busy = HttpServer::Start(rt, ServerOptions{.unix_path = stale}, noop);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_TRUE(busy.error().Is("net", "bind_failed")) << busy.error().ToString();
+  auto still = FetchSync("http+unix://" + UnixUrlAuthority(stale) + "/", HttpRequest{}, kWait);
+  ASSERT_TRUE(still.ok()) << "the live server keeps its socket: " << still.error().ToString();
+  // Nor is a file that is not a socket, nor a path too long for one.
+  const std::string plain = dir.Path("plain");
+  { std::ofstream(plain) << "data"; }
+  auto not_socket = HttpServer::Start(rt, ServerOptions{.unix_path = plain}, noop);
+  ASSERT_FALSE(not_socket.ok());
+  EXPECT_TRUE(not_socket.error().Is("net", "bind_failed"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(plain)) << "left alone";
+  auto too_long =
+      HttpServer::Start(rt, ServerOptions{.unix_path = "/tmp/" + std::string(200, 'x')}, noop);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_TRUE(too_long.error().Is("net", "invalid_argument"));
 }
 
 // ------------------------------------------------------------------ WebSocket

@@ -172,6 +172,27 @@ TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   EXPECT_EQ(uut->host, "127.0.0.1");           // default
 }
 
+TEST(EngineConfig, UnixSocketFromFlagEnvironmentOrFileAndBoundedInLength) {
+  auto none = Load({}, FakeEnv({}));
+  ASSERT_TRUE(none.ok()) << none.error().ToString();
+  EXPECT_EQ(none->unix_socket, "") << "off by default";
+  auto flag = Load({"--unix-socket", "/run/keel/engine.sock"}, FakeEnv({}));
+  ASSERT_TRUE(flag.ok()) << flag.error().ToString();
+  EXPECT_EQ(flag->unix_socket, "/run/keel/engine.sock");
+  EXPECT_NE(DescribeConfig(*flag).find("unix_socket=/run/keel/engine.sock"), std::string::npos);
+  auto env = Load({}, FakeEnv({{"KEEL_ENGINE_UNIX_SOCKET", "/tmp/e.sock"}}));
+  ASSERT_TRUE(env.ok()) << env.error().ToString();
+  EXPECT_EQ(env->unix_socket, "/tmp/e.sock");
+  TempFile file(R"({"unix_socket": "/tmp/f.sock"})");
+  auto from_file = Load({"--config", file.path()}, FakeEnv({}));
+  ASSERT_TRUE(from_file.ok()) << from_file.error().ToString();
+  EXPECT_EQ(from_file->unix_socket, "/tmp/f.sock");
+  // sockaddr_un holds 108 bytes with the terminating NUL.
+  auto too_long = Load({"--unix-socket", "/" + std::string(107, 'x')}, FakeEnv({}));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_TRUE(too_long.error().Is("config", "invalid_value")) << too_long.error().ToString();
+}
+
 TEST(EngineConfig, ConfigFileCanComeFromTheEnvironment) {
   TempFile file(R"({"port": 7100})");
   auto uut = Load({}, FakeEnv({{"KEEL_ENGINE_CONFIG", file.path()}}));

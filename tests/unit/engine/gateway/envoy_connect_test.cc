@@ -142,6 +142,10 @@ TEST(EnvoyConnectUrl, BuildsSchemePathAndOrderedEncodedParams) {
   EXPECT_EQ(BuildEnvoyConnectUrl("http://127.0.0.1:6420///", p),
             "ws://127.0.0.1:6420/envoys/connect?protocol_version=4&namespace=default&"
             "envoy_key=6f1c&version=1&pool_name=default");
+  // The engine's Unix socket (--unix-socket): the path stays the authority.
+  EXPECT_EQ(BuildEnvoyConnectUrl("http+unix://%2Ftmp%2Fe.sock", p),
+            "ws+unix://%2Ftmp%2Fe.sock/envoys/connect?protocol_version=4&namespace=default&"
+            "envoy_key=6f1c&version=1&pool_name=default");
   EnvoyConnectParams q{3, "my ns/1", "key_1", 4294967295u, "pool&x=é"};
   EXPECT_EQ(BuildEnvoyConnectUrl("https://h/base/", q),
             "wss://h/base/envoys/connect?protocol_version=3&namespace=my%20ns%2F1&"
