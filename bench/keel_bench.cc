@@ -4,12 +4,15 @@
 // in the same run. Prints ONE JSON object on stdout; progress goes to stderr.
 //
 //   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]
-//              [--quick] [--w4-large] [--only w1,w1js,w2,...]
+//              [--quick] [--w4-large] [--envoy-transport unix|tcp] [--only w1,w1js,w2,...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
 // synced) plus one runtime process (KEEL_ENDPOINT, pool `default`), ready once
-// GET /envoys lists its envoy as connected. The workloads drive the `counter` example actor
+// GET /envoys lists its envoy as connected. A native runtime reaches the engine over the
+// engine's Unix socket (--unix-socket), as a runtime on the engine's host does;
+// --envoy-transport tcp makes it use TCP loopback instead. Clients always use TCP. The workloads
+// drive the `counter` example actor
 // (`increment(n)` returns the new count, durable before the answer):
 //  * floors: a 32-byte binary WebSocket echo round trip (keel::net server on one thread) and
 //    one synced RocksDB commit (16-byte key, 64-byte value) in the same temp dir;
@@ -84,6 +87,7 @@
 #include "base/native/subprocess.h"
 #include "http_conn.h"
 #include "net/client.h"
+#include "net/http.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
 #include "sqlite/database.h"
@@ -112,6 +116,10 @@ struct Config {
   bool quick = false;
   bool w4_large = false;
   bool keep = false;  // keep the temp dir (logs, data) for a look afterwards
+  // How native runtimes reach the engine: a Unix socket beside the engine's TCP port (the
+  // engine's --unix-socket; what a runtime on the engine's host uses), or TCP loopback
+  // (--envoy-transport tcp). Clients always use TCP: the public path.
+  bool envoy_unix = true;
   std::set<std::string> only;  // empty = all
   // Counts (full / quick).
   int w1_calls = 2000, w1_warmup = 200;
@@ -395,10 +403,14 @@ const std::string kIncrementBody = R"({"args":[1]})";
 class Stack {
  public:
   // `runtime_bin` (default: --runtime) with `runtime_env` added to its environment.
+  // `unix_envoy`: the runtime connects over the engine's Unix socket (native runtimes;
+  // the JavaScript runtime's WebSocket speaks TCP only).
   explicit Stack(const std::string& tag, std::string runtime_bin = "",
-                 std::vector<std::pair<std::string, std::string>> runtime_env = {})
+                 std::vector<std::pair<std::string, std::string>> runtime_env = {},
+                 bool unix_envoy = g_cfg.envoy_unix)
       : runtime_bin_(runtime_bin.empty() ? g_cfg.runtime_bin : std::move(runtime_bin)),
-        runtime_env_(std::move(runtime_env)) {
+        runtime_env_(std::move(runtime_env)),
+        unix_envoy_(unix_envoy) {
     dir_ = g_root / tag;
     std::filesystem::create_directories(dir_);
   }
@@ -425,6 +437,7 @@ class Stack {
               "rocksdb",
               "--log-level",
               "warn"};
+    if (unix_envoy_) o.args.insert(o.args.end(), {"--unix-socket", socket_path()});
     o.env = {{"KEEL_BENCH_LOG", log}};
     o.capture_stdout = true;
     const auto t0 = Clock::now();
@@ -448,7 +461,7 @@ class Stack {
     o.path = "/bin/sh";
     o.args = {"-c", "exec \"$0\" \"$@\" >>\"$KEEL_BENCH_LOG\" 2>&1", runtime_bin_};
     o.env = {{"KEEL_BENCH_LOG", log},
-             {"KEEL_ENDPOINT", base()},
+             {"KEEL_ENDPOINT", envoy_endpoint()},
              {"KEEL_NAMESPACE", "default"},
              {"KEEL_POOL", "default"},
              {"KEEL_LOG_LEVEL", "warn"}};
@@ -516,6 +529,11 @@ class Stack {
   }
 
   std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string socket_path() const { return (dir_ / "engine.sock").string(); }
+  // What the runtime is given as KEEL_ENDPOINT.
+  std::string envoy_endpoint() const {
+    return unix_envoy_ ? "http+unix://" + net::UnixUrlAuthority(socket_path()) : base();
+  }
   uint16_t port() const { return port_; }
   pid_t engine_pid() const { return engine_ ? engine_->pid() : 0; }
   pid_t runtime_pid() const { return runtime_ ? runtime_->pid() : 0; }
@@ -529,6 +547,7 @@ class Stack {
   std::filesystem::path dir_;
   std::string runtime_bin_;
   std::vector<std::pair<std::string, std::string>> runtime_env_;
+  bool unix_envoy_;
   std::unique_ptr<Subprocess> engine_, runtime_;
   uint16_t port_ = 0;
   double engine_start_ms_ = 0, runtime_start_ms_ = 0;
@@ -1843,9 +1862,12 @@ std::string ExeDir() {
 
 int Usage() {
   std::fputs(
-      "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]\n"
-      "                  [--quick] [--w4-large] [--keep] [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
-      "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the floors;\n"
+      "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime "
+      "PATH]\n"
+      "                  [--quick] [--w4-large] [--keep] [--envoy-transport unix|tcp]\n"
+      "                  [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
+      "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the "
+      "floors;\n"
       "one JSON on stdout.\n",
       stderr);
   return 2;
@@ -1870,6 +1892,10 @@ int Main(int argc, char** argv) {
       g_cfg.sql_runtime_bin = value();
     } else if (a == "--js-runtime") {
       g_cfg.js_runtime_bin = value();
+    } else if (a == "--envoy-transport") {
+      const std::string t = value();
+      if (t != "unix" && t != "tcp") return Usage();
+      g_cfg.envoy_unix = t == "unix";
     } else if (a == "--quick") {
       g_cfg.quick = true;
     } else if (a == "--keep") {
@@ -1935,6 +1961,7 @@ int Main(int argc, char** argv) {
     out["date"] = buf;
   }
   out["quick"] = g_cfg.quick;
+  out["envoy_transport"] = g_cfg.envoy_unix ? "unix socket (native runtimes)" : "tcp";
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
                     {"loadavg_start", LoadAvg()},
                     {"temp_dir", g_root.string()}};
@@ -1976,7 +2003,7 @@ int Main(int argc, char** argv) {
     }
     if (g_cfg.Runs("w1js") && !g_cfg.js_runtime_bin.empty()) {
       // The same W1 against the JavaScript example actors on the wasm runtime in Node.
-      Stack st("w1js", g_cfg.js_runtime_bin);
+      Stack st("w1js", g_cfg.js_runtime_bin, {}, /*unix_envoy=*/false);
       st.Start();
       out["machine"]["js_runtime_start_ms"] = R1(st.runtime_start_ms());
       HttpConn c(st.port());

@@ -17,6 +17,7 @@
 #include "base/native/subprocess.h"
 #include "cli/common.h"
 #include "net/client.h"
+#include "net/http.h"
 #include "value/value.h"
 
 namespace keel::cli {
@@ -123,6 +124,31 @@ bool StopChild(Subprocess& p, std::string_view what, std::chrono::milliseconds g
   return false;
 }
 
+// A private directory (0700, under /tmp: a Unix socket path must stay short) for the
+// engine's Unix socket, which the example runtime connects through instead of TCP: no
+// TCP stack between the two processes on this host (docs/engine.md, "A Unix socket for
+// runtimes on the engine's host"). Removed, with whatever the engine left in it, when dev
+// ends. Empty path() when it cannot be made: the runtime then uses TCP.
+class PrivateSocketDir {
+ public:
+  PrivateSocketDir() {
+    char tmpl[] = "/tmp/keel-dev-XXXXXX";
+    if (::mkdtemp(tmpl) != nullptr) dir_ = tmpl;
+  }
+  ~PrivateSocketDir() {
+    if (dir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  PrivateSocketDir(const PrivateSocketDir&) = delete;
+  PrivateSocketDir& operator=(const PrivateSocketDir&) = delete;
+
+  std::string path() const { return dir_.empty() ? "" : dir_ + "/engine.sock"; }
+
+ private:
+  std::string dir_;
+};
+
 // "HOST:PORT" (as printed by keel-engine) → the URL a local client reaches it at: the
 // wildcard addresses become loopback, IPv6 literals get brackets.
 std::string LocalEndpoint(const std::string& address) {
@@ -220,9 +246,19 @@ int RunDev(const DevOptions& o) {
   }
 
   // ---- keel-engine ----
+  PrivateSocketDir socket_dir;
+  std::string socket_path = socket_dir.path();
+  bool own_socket = !socket_path.empty();
+  for (size_t i = 0; i + 1 < o.engine_args.size(); ++i) {
+    if (o.engine_args[i] == "--unix-socket") {  // the user's own socket (after `--`)
+      socket_path = o.engine_args[i + 1];
+      own_socket = false;
+    }
+  }
   Subprocess::Options eo;
   eo.path = *engine_path;
   eo.args = {"--host", o.host, "--port", std::to_string(o.port), "--storage", o.storage};
+  if (own_socket) eo.args.insert(eo.args.end(), {"--unix-socket", socket_path});
   if (o.storage == "rocksdb") {
     eo.args.insert(eo.args.end(), {"--data-dir", o.data_dir});
   }
@@ -283,7 +319,10 @@ int RunDev(const DevOptions& o) {
   // ---- the runtime ----
   Subprocess::Options ro;
   ro.path = *runtime_path;
-  ro.env = {{"KEEL_ENDPOINT", endpoint},
+  // The runtime reaches the engine over its Unix socket; clients (and the hints) use TCP.
+  const std::string runtime_endpoint =
+      socket_path.empty() ? endpoint : "http+unix://" + net::UnixUrlAuthority(socket_path);
+  ro.env = {{"KEEL_ENDPOINT", runtime_endpoint},
             {"KEEL_TOKEN", token},
             {"KEEL_NAMESPACE", "default"},
             {"KEEL_POOL", "default"},

@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "base/native/subprocess.h"
+#include "net/http.h"
 #include "support/gateway_http.h"
 #include "value/value.h"
 
@@ -423,12 +425,58 @@ std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& needle) {
   return out;
 }
 
+// The NUL-separated entries of /proc/PID/FILE (cmdline, environ).
+std::vector<std::string> ProcEntries(pid_t pid, const std::string& file) {
+  std::vector<std::string> out;
+  std::istringstream in(ReadFile("/proc/" + std::to_string(pid) + "/" + file));
+  for (std::string entry; std::getline(in, entry, '\0');) out.push_back(entry);
+  return out;
+}
+
+// The --unix-socket keel dev gave its engine ("" when none).
+std::string EngineSocket(pid_t engine) {
+  auto args = ProcEntries(engine, "cmdline");
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--unix-socket") return args[i + 1];
+  }
+  return "";
+}
+
+TEST(KeelCli, DevRuntimeReachesTheEngineOverAPrivateUnixSocket) {
+  TempDir data;
+  Dev dev = StartDev(data.path() + "/data", {"--storage", "memory"});
+  ASSERT_FALSE(dev.endpoint.empty());
+  auto engines = ChildrenNamed(dev.process->pid(), "keel-engine");
+  auto runtimes = ChildrenNamed(dev.process->pid(), "keel-examples");
+  ASSERT_EQ(engines.size(), 1u);
+  ASSERT_EQ(runtimes.size(), 1u);
+  const std::string socket = EngineSocket(engines[0]);
+  ASSERT_FALSE(socket.empty()) << "keel dev gave the engine no --unix-socket";
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0) << socket;
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  const std::string dir = std::filesystem::path(socket).parent_path().string();
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u) << "the socket's directory is private";
+  // The runtime was pointed at the socket, not at the TCP port: it can only have connected
+  // through it — and it did, since its actors answer.
+  auto env = ProcEntries(runtimes[0], "environ");
+  EXPECT_THAT(env,
+              ::testing::Contains("KEEL_ENDPOINT=http+unix://" + net::UnixUrlAuthority(socket)));
+  KeelRun r = Keel({"call", "counter/over-unix", "increment", "7", "--endpoint", dev.endpoint});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.stdout_text(), "7\n");
+  StopDev(dev);
+  EXPECT_FALSE(std::filesystem::exists(dir)) << "keel dev removes its socket directory";
+}
+
 TEST(KeelCli, DevStopsTheRuntimeWhenTheEngineDies) {
   TempDir data;
   Dev dev = StartDev(data.path() + "/data", {"--storage", "memory"});
   ASSERT_FALSE(dev.endpoint.empty());
   auto engines = ChildrenNamed(dev.process->pid(), "keel-engine");
   ASSERT_EQ(engines.size(), 1u);
+  const std::string socket = EngineSocket(engines[0]);
   ASSERT_EQ(::kill(engines[0], SIGKILL), 0);  // keel dev's own child, by its pid
   ASSERT_TRUE(dev.process->Wait(45s)) << DevOutput(*dev.process);
   EXPECT_EQ(dev.process->exit_code(), 4);
@@ -436,6 +484,9 @@ TEST(KeelCli, DevStopsTheRuntimeWhenTheEngineDies) {
   EXPECT_THAT(out, HasSubstr("keel: dev.engine_exited: keel-engine ended unexpectedly (killed by signal 9)"));
   EXPECT_THAT(out, HasSubstr("listening on "));  // its last output lines follow
   EXPECT_THAT(out, HasSubstr("==> stopping the runtime"));
+  ASSERT_FALSE(socket.empty());
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(socket).parent_path()))
+      << "the killed engine's socket is cleaned up by keel dev";
 }
 
 }  // namespace
