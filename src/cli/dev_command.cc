@@ -37,6 +37,10 @@ struct DevOptions {
   std::string log_level;  // for both children when set
   // auto | local | remote: where the example actors' databases run (docs/sqlite.md).
   std::string sqlite_backend = "auto";
+  // auto | unix | tcp: how the runtime reaches the engine. auto: the engine's Unix socket
+  // for the default runtime (keel-examples), TCP for one given with --runtime (which may
+  // not speak http+unix://, as the JavaScript runtime does not).
+  std::string runtime_transport = "auto";
   bool quiet = false;
   int startup_timeout_s = 60;
   int stop_timeout_s = 30;
@@ -246,19 +250,23 @@ int RunDev(const DevOptions& o) {
   }
 
   // ---- keel-engine ----
-  PrivateSocketDir socket_dir;
-  std::string socket_path = socket_dir.path();
-  bool own_socket = !socket_path.empty();
+  // The socket the runtime connects through ("" = TCP): ours in a private directory, or
+  // one the user gave the engine after `--`.
+  const bool runtime_unix =
+      o.runtime_transport == "unix" || (o.runtime_transport == "auto" && o.runtime.empty());
+  std::optional<PrivateSocketDir> socket_dir;
+  std::string socket_path;
   for (size_t i = 0; i + 1 < o.engine_args.size(); ++i) {
-    if (o.engine_args[i] == "--unix-socket") {  // the user's own socket (after `--`)
-      socket_path = o.engine_args[i + 1];
-      own_socket = false;
-    }
+    if (o.engine_args[i] == "--unix-socket") socket_path = o.engine_args[i + 1];
   }
+  const bool own_socket = runtime_unix && socket_path.empty();
+  if (own_socket) socket_path = socket_dir.emplace().path();
+  if (!runtime_unix) socket_path.clear();
   Subprocess::Options eo;
   eo.path = *engine_path;
   eo.args = {"--host", o.host, "--port", std::to_string(o.port), "--storage", o.storage};
-  if (own_socket) eo.args.insert(eo.args.end(), {"--unix-socket", socket_path});
+  if (own_socket && !socket_path.empty())
+    eo.args.insert(eo.args.end(), {"--unix-socket", socket_path});
   if (o.storage == "rocksdb") {
     eo.args.insert(eo.args.end(), {"--data-dir", o.data_dir});
   }
@@ -431,6 +439,11 @@ void AddDevCommand(CLI::App& app) {
                   "Where actor databases run: auto (local-native), local, or remote (in the engine)")
       ->envname("KEEL_SQLITE_BACKEND")
       ->check(CLI::IsMember({"auto", "local", "remote"}))
+      ->capture_default_str();
+  dev->add_option("--runtime-transport", o->runtime_transport,
+                  "How the runtime reaches the engine: auto (a Unix socket for the default "
+                  "runtime, TCP for --runtime), unix, or tcp")
+      ->check(CLI::IsMember({"auto", "unix", "tcp"}))
       ->capture_default_str();
   dev->add_option("--engine", o->engine, "keel-engine binary (default: next to keel)");
   dev->add_option("--runtime", o->runtime,

@@ -468,6 +468,18 @@ TEST(KeelCli, DevRuntimeReachesTheEngineOverAPrivateUnixSocket) {
   EXPECT_EQ(r.stdout_text(), "7\n");
   StopDev(dev);
   EXPECT_FALSE(std::filesystem::exists(dir)) << "keel dev removes its socket directory";
+
+  // --runtime-transport tcp (what a runtime given with --runtime gets by default): no socket.
+  Dev tcp = StartDev(data.path() + "/data", {"--storage", "memory", "--runtime-transport", "tcp"});
+  ASSERT_FALSE(tcp.endpoint.empty());
+  engines = ChildrenNamed(tcp.process->pid(), "keel-engine");
+  runtimes = ChildrenNamed(tcp.process->pid(), "keel-examples");
+  ASSERT_EQ(engines.size(), 1u);
+  ASSERT_EQ(runtimes.size(), 1u);
+  EXPECT_EQ(EngineSocket(engines[0]), "");
+  EXPECT_THAT(ProcEntries(runtimes[0], "environ"),
+              ::testing::Contains("KEEL_ENDPOINT=" + tcp.endpoint));
+  StopDev(tcp);
 }
 
 TEST(KeelCli, DevStopsTheRuntimeWhenTheEngineDies) {
