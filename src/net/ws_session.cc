@@ -24,6 +24,7 @@
 
 #include "base/log.h"
 #include "base/output_batch.h"
+#include "net/internal/close_frame.h"
 
 namespace keel::net {
 
@@ -41,14 +42,6 @@ using asio::use_awaitable;
 
 namespace {
 constexpr std::string_view kComponent = "net.ws";
-// RFC 6455 §5.5: control frame payloads are at most 125 bytes, 2 of them the code.
-constexpr size_t kMaxCloseReason = 123;
-
-// RFC 6455 §7.4: 1005, 1006 and 1015 are never sent; below 1000 and 1004 are invalid.
-bool IsSendableCloseCode(uint16_t code) {
-  if (code < 1000 || code >= 5000) return false;
-  return code != 1004 && code != 1005 && code != 1006 && code != 1015;
-}
 }  // namespace
 
 // ---- endpoints (stream.h) ----
@@ -339,8 +332,7 @@ void WsSession::WriteFrameLocked(std::string& data, bool binary) {
 
 void WsSession::Close(uint16_t code, std::string reason) {
   if (RuntimeStopped()) return;
-  if (!IsSendableCloseCode(code)) code = 1000;
-  if (reason.size() > kMaxCloseReason) reason.resize(kMaxCloseReason);
+  MakeSendableClose(code, reason);
   {
     std::lock_guard lock(mu_);
     if (close_requested_ || finished_) return;
