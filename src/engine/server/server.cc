@@ -1,0 +1,137 @@
+#include "engine/server/server.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <system_error>
+#include <utility>
+
+#include "base/log.h"
+#include "storage/mem_kv_store.h"
+#include "storage/rocksdb_kv_store.h"
+
+namespace keel::engine {
+
+EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
+  EngineOptions o;
+  const auto& t = c.thresholds;
+  auto ms = [](std::chrono::milliseconds d) { return static_cast<int64_t>(d.count()); };
+  o.envoy_lost_threshold_ms = ms(t.envoy_lost_threshold);
+  o.actor_stop_threshold_ms = ms(t.actor_stop_threshold);
+  o.max_response_payload = static_cast<uint64_t>(t.max_response_payload_bytes);
+  o.ping_interval_ms = ms(t.envoy_ping_interval);
+  o.ping_timeout_ms = ms(t.envoy_ping_timeout);
+  o.envoy_eligible_threshold_ms = ms(t.envoy_eligible_threshold);
+  o.thresholds.allocation_ms = ms(t.actor_allocation_threshold);
+  o.thresholds.start_ms = ms(t.actor_start_threshold);
+  o.thresholds.stop_ms = ms(t.actor_stop_threshold);
+  o.thresholds.retry_duration_ms = ms(t.actor_retry_duration_threshold);
+  o.thresholds.base_retry_ms = ms(t.base_retry_timeout);
+  o.thresholds.retry_reset_ms = ms(t.retry_reset_duration);
+  o.thresholds.max_backoff_exponent = static_cast<int>(t.reschedule_backoff_max_exponent);
+  o.thresholds.envoy_lost_ms = ms(t.envoy_lost_threshold);
+  o.thresholds.stale_host_exclusion_ms = o.thresholds.envoy_lost_ms + o.thresholds.stop_ms;
+  o.actor_ready_timeout_ms = ms(t.gateway_actor_ready_timeout);
+  o.response_start_timeout_ms = ms(t.gateway_response_start_timeout);
+  o.ws_open_timeout_ms = ms(t.gateway_ws_open_timeout);
+  o.preload_max_total_bytes = t.preload_max_total_bytes;
+  o.inline_page_commit_bytes = static_cast<size_t>(c.inline_page_commit_bytes);
+  o.admin_token = c.admin_token;
+  o.namespace_tokens = c.namespace_tokens;
+  o.gateway_token = c.gateway_token;
+  o.public_url = "http://" + c.host + ":" + std::to_string(port);
+  return o;
+}
+
+// The engine requests go to: null before the core is open and after shutdown (503).
+struct EngineServer::Serving {
+  std::atomic<Engine*> engine{nullptr};
+
+  void Handle(std::shared_ptr<net::HttpExchange> exchange) const {
+    Engine* e = engine.load(std::memory_order_acquire);
+    if (e == nullptr) {
+      exchange->Respond(net::HttpResponse{503, {}, "starting"});
+      return;
+    }
+    e->Handle(std::move(exchange));
+  }
+};
+
+EngineServer::EngineServer() : serving_(std::make_shared<Serving>()) {}
+
+Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& config) {
+  std::unique_ptr<storage::KvStore> store;
+  if (config.storage == StorageKind::kMemory) {
+    store = std::make_unique<storage::MemKvStore>();
+  } else {
+    std::error_code ec;
+    std::filesystem::create_directories(config.data_dir, ec);
+    auto opened = storage::RocksDbKvStore::Open(config.data_dir + "/store");
+    if (!opened.has_value()) {
+      return Error{opened.error().group(), opened.error().code(),
+                   "cannot open storage in " + config.data_dir + ": " + opened.error().message()};
+    }
+    store = std::move(*opened);
+  }
+
+  std::unique_ptr<EngineServer> s(new EngineServer());
+  // Workers run storage work (orchestrator loop, KV/page requests, REST); I/O threads never
+  // wait for an fsync. They mostly block in synced commits, so there are more of them than
+  // cores: concurrent commits share WAL syncs. Destroyed after the I/O runtime.
+  // Only the I/O threads poll (io_spin_us): a worker's wait is an fsync, not a wake-up.
+  s->workers_ = std::make_unique<net::IoRuntime>(std::max(4, 4 * config.threads));
+  s->io_ = std::make_unique<net::IoRuntime>(config.threads,
+                                            std::chrono::microseconds(config.io_spin_us));
+  net::ServerOptions server_options;
+  server_options.host = config.host;
+  server_options.port = config.port;
+  server_options.unix_path = config.unix_socket;
+  // Above the 20 MiB maxResponsePayloadSize plus framing (Beast's default is far lower).
+  server_options.max_ws_message =
+      static_cast<size_t>(config.thresholds.max_response_payload_bytes) + (1 << 20);
+  auto server = net::HttpServer::Start(*s->io_, server_options, s->handler());
+  if (!server.has_value()) return server.error();
+  s->server_ = std::move(*server);
+  auto engine = Engine::Open(ToEngineOptions(config, s->server_->port()), std::move(store), *s->io_,
+                             *s->workers_);
+  if (!engine.has_value()) return engine.error();
+  s->engine_ = std::move(*engine);
+  s->serving_->engine.store(s->engine_.get(), std::memory_order_release);
+  return s;
+}
+
+EngineServer::~EngineServer() {
+  Shutdown();
+  StopThreads();
+  server_.reset();
+  engine_.reset();
+}
+
+void EngineServer::Shutdown() {
+  if (shut_down_ || engine_ == nullptr) return;
+  shut_down_ = true;
+  server_->StopAccepting();
+  std::promise<void> stopped;
+  engine_->Shutdown([&stopped] { stopped.set_value(); });
+  stopped.get_future().wait();
+  serving_->engine.store(nullptr, std::memory_order_release);
+}
+
+void EngineServer::StopThreads() {
+  serving_->engine.store(nullptr, std::memory_order_release);
+  if (io_ != nullptr) io_->Stop();
+  if (workers_ != nullptr) workers_->Stop();
+}
+
+const std::string& EngineServer::host() const { return server_->host(); }
+uint16_t EngineServer::port() const { return server_->port(); }
+
+net::HttpServer::Handler EngineServer::handler() const {
+  return [serving = serving_](std::shared_ptr<net::HttpExchange> exchange) {
+    serving->Handle(std::move(exchange));
+  };
+}
+
+}  // namespace keel::engine

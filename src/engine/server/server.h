@@ -1,0 +1,74 @@
+// EngineServer: a running keel-engine — its storage (RocksDB in the data directory, or
+// memory), its threads, the HTTP server on the TCP port (and on the Unix socket when one
+// is configured) and the Engine core behind it. keel-engine's main runs one; a runtime
+// host can run one in its own process and reach it without a socket through handler()
+// (runtime/native/with_engine.h, docs/engine.md "A runtime in the engine's process").
+//
+// Threads: one I/O runtime (config.threads, polling config.io_spin_us) for sockets and
+// the hot paths, and a worker runtime (4 × threads, at least 4) for storage work; no I/O
+// thread ever waits for an fsync (engine/core/engine.h).
+// Thread-safety: every method may be called from any thread except the destructor, which
+// must not run on one of the server's threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "engine/common/config.h"
+#include "engine/core/engine.h"
+#include "net/http_server.h"
+#include "net/io_runtime.h"
+
+namespace keel::engine {
+
+// The core's options for `config`, with `port` (the one bound) in its public URL.
+EngineOptions ToEngineOptions(const EngineConfig& config, uint16_t port);
+
+class EngineServer {
+ public:
+  // Opens storage, binds (port 0 picks a free port), opens the core (loading the catalog
+  // and resuming every actor's state machine) and serves. Requests that arrive before the
+  // core is open are answered 503. Errors: storage.* (the data directory cannot be opened),
+  // net.bind_failed / net.invalid_argument (the address or Unix socket), and the core's
+  // errors from Engine::Open.
+  static Result<std::unique_ptr<EngineServer>> Start(const EngineConfig& config);
+
+  // Shutdown() unless done, then stops the threads and closes storage.
+  ~EngineServer();
+  EngineServer(const EngineServer&) = delete;
+  EngineServer& operator=(const EngineServer&) = delete;
+
+  // Graceful and blocking: stop accepting, stop every running actor with GOING_AWAY
+  // (bounded by the actor stop threshold), close envoys with ws.going_away, flush storage.
+  // Idempotent.
+  void Shutdown();
+
+  const std::string& host() const;
+  uint16_t port() const;
+  // The handler every request of the server goes through, for in-process connections
+  // (net::ConnectInProcess). It answers 503 after Shutdown.
+  net::HttpServer::Handler handler() const;
+  Engine& engine() { return *engine_; }
+  // The event loop of sockets and hot paths; a runtime in this process may run on it
+  // (ServeSettings::event_loop).
+  net::IoRuntime& io() { return *io_; }
+  // Stops the I/O and worker threads (nothing runs on them afterwards) without freeing
+  // anything yet: for what must go away between the last task and the server. Call after
+  // Shutdown. Idempotent.
+  void StopThreads();
+
+ private:
+  struct Serving;
+  EngineServer();
+
+  std::unique_ptr<net::IoRuntime> workers_;
+  std::unique_ptr<net::IoRuntime> io_;
+  std::shared_ptr<Serving> serving_;
+  std::unique_ptr<net::HttpServer> server_;
+  std::unique_ptr<Engine> engine_;
+  bool shut_down_ = false;
+};
+
+}  // namespace keel::engine
