@@ -5,6 +5,8 @@
 #include <optional>
 #include <utility>
 
+#include "net/in_process.h"
+
 namespace keel::envoy {
 
 // Everything a connection callback may touch after the transport is gone.
@@ -119,8 +121,7 @@ void NativeTransport::Connect(const std::string& url,
   options.subprotocols = subprotocols;
   if (hold_outputs_) options.headers.emplace_back(std::string(kHoldOutputsHeader), "1");
   auto shared = shared_;
-  net::ConnectWebSocket(
-      runtime_, std::move(options), std::make_shared<Handler>(shared_, gen),
+  auto done =
       [shared, gen](Result<std::shared_ptr<net::WsConnection>> conn, net::HttpResponse handshake) {
         if (!conn.has_value()) {
           std::string text = conn.error().ToString();
@@ -156,7 +157,14 @@ void NativeTransport::Connect(const std::string& url,
         const bool held = net::FindHeader(handshake.headers, kHoldOutputsHeader) == "1";
         Shared::PostIfCurrent(shared, gen,
                               [held](Shared&, EnvoyClient& client) { client.OnOpen(held); });
-      });
+      };
+  auto handler = std::make_shared<Handler>(shared_, gen);
+  if (in_process_server_ != nullptr) {
+    net::ConnectInProcess(runtime_, in_process_server_, std::move(options), std::move(handler),
+                          std::move(done));
+  } else {
+    net::ConnectWebSocket(runtime_, std::move(options), std::move(handler), std::move(done));
+  }
 }
 
 void NativeTransport::Send(Bytes frame) {

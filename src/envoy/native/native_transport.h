@@ -30,6 +30,7 @@
 #include "base/executor.h"
 #include "envoy/envoy_client.h"
 #include "net/client.h"
+#include "net/http_server.h"
 #include "net/io_runtime.h"
 
 namespace keel::envoy {
@@ -48,6 +49,12 @@ class NativeTransport final : public Transport {
 
   // The client events go to; nullptr detaches (events are then dropped).
   void set_client(EnvoyClient* client);
+  // Connect to `server`, an engine in this process (its HTTP handler), without a socket
+  // (net::ConnectInProcess) instead of to the URL's host; the URL still gives the path and
+  // query. Call before the first Connect.
+  void set_in_process_server(net::HttpServer::Handler server) {
+    in_process_server_ = std::move(server);
+  }
 
   // Transport
   void Connect(const std::string& url, const std::vector<std::string>& subprotocols) override;
@@ -60,6 +67,7 @@ class NativeTransport final : public Transport {
   net::IoRuntime& runtime_;
   net::WsConnectOptions options_;
   const bool hold_outputs_;
+  net::HttpServer::Handler in_process_server_;
   std::shared_ptr<Shared> shared_;
 };
 

@@ -58,6 +58,7 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   s.sqlite_backend = EnvOr("KEEL_SQLITE_BACKEND", s.sqlite_backend);
   s.hold_outputs = EnvOr("KEEL_HOLD_OUTPUTS", "1") != "0";
   s.early_requests = EnvOr("KEEL_EARLY_REQUESTS", "1") != "0";
+  s.runtime_thread = EnvOr("KEEL_RUNTIME_THREAD", "0") == "1";
   if (const char* v = std::getenv("KEEL_INSPECTOR_TOKEN"); v != nullptr && *v) s.inspector_token = v;
   std::string version = EnvOr("KEEL_ENVOY_VERSION", "1");
   try {
@@ -82,6 +83,9 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
   app.add_flag("--no-hold-outputs", no_hold,
                "wait for each write's acknowledgement before answering, instead of letting the "
                "engine hold answers until their writes are durable (env KEEL_HOLD_OUTPUTS=0)");
+  app.add_flag("--runtime-thread", s.runtime_thread,
+               "with --with-engine: run the actors on a thread of their own instead of the "
+               "engine's event loop (env KEEL_RUNTIME_THREAD=1)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -112,8 +116,15 @@ std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit
 }
 
 struct RuntimeHost::Impl {
+  explicit Impl(ServeSettings s)
+      : settings(std::move(s)),
+        own_io(settings.event_loop == nullptr ? std::make_unique<net::IoRuntime>(1) : nullptr),
+        io(settings.event_loop != nullptr ? *settings.event_loop : *own_io) {}
+
   ServeSettings settings;
-  net::IoRuntime io{1};
+  // The runtime's event loop: a thread of its own, or the one it was given.
+  std::unique_ptr<net::IoRuntime> own_io;
+  net::IoRuntime& io;
   // Each task's writes to the engine leave in one piece: a KV write, the answer behind it
   // and the client message's ack are one sendmsg and one wake-up of the engine.
   std::unique_ptr<Executor> strand = std::make_unique<OutputBatchExecutor>(io.MakeStrand());
@@ -126,6 +137,7 @@ struct RuntimeHost::Impl {
   std::unique_ptr<envoy::EnvoyClient> client;
   std::promise<void> stopped;
   bool stopped_set = false;
+  bool stop_called = false;  // Stop ran (its caller's thread only)
   std::string key;
   // Heap trimming (ScheduleTrim): Runtime::freed_instances() at the last trim and at the
   // last check.
@@ -144,9 +156,8 @@ struct RuntimeHost::Impl {
 
 RuntimeHost::RuntimeHost(ServeSettings settings,
                          std::vector<std::shared_ptr<const runtime::ActorType>> types)
-    : impl_(std::make_unique<Impl>()) {
+    : impl_(std::make_unique<Impl>(std::move(settings))) {
   Impl& m = *impl_;
-  m.settings = std::move(settings);
   runtime::RuntimeOptions ro;
   ro.inspector_token = m.settings.inspector_token;
   ro.test_hooks = m.settings.test_hooks;
@@ -173,6 +184,9 @@ RuntimeHost::RuntimeHost(ServeSettings settings,
   }
   m.transport = std::make_unique<envoy::NativeTransport>(m.io, *m.strand, std::move(ws),
                                                          m.settings.hold_outputs);
+  if (m.settings.in_process_engine != nullptr) {
+    m.transport->set_in_process_server(m.settings.in_process_engine);
+  }
   m.client = std::make_unique<envoy::EnvoyClient>(cfg, m.clock, m.random, *m.transport, *m.core);
   m.transport->set_client(m.client.get());
   m.core->Attach(*m.client);
@@ -187,7 +201,7 @@ RuntimeHost::RuntimeHost(ServeSettings settings,
 
 RuntimeHost::~RuntimeHost() {
   Stop(std::chrono::milliseconds(5000));
-  impl_->io.Stop();
+  if (impl_->own_io != nullptr) impl_->own_io->Stop();
 }
 
 void RuntimeHost::Start() {
@@ -224,13 +238,15 @@ void RuntimeHost::RunSync(std::function<void()> fn) {
 }
 
 void RuntimeHost::Stop(std::chrono::milliseconds timeout) {
-  if (impl_->io.stopped()) return;
+  if (impl_->stop_called || impl_->io.stopped()) return;
+  impl_->stop_called = true;
   auto fut = impl_->stopped.get_future().share();
   RunSync([this] {
     if (!impl_->client->shut_down()) impl_->client->Shutdown(false);
   });
   fut.wait_for(timeout);
-  impl_->io.Stop();
+  // A loop the runtime was given is its owner's to stop.
+  if (impl_->own_io != nullptr) impl_->own_io->Stop();
   // Nothing answers page requests any more: SQL threads still waiting fail now
   // (sqlite.closed) instead of at the page request timeout.
   impl_->sql->Shutdown();
@@ -253,15 +269,43 @@ bool RuntimeHost::connected() {
 
 const std::string& RuntimeHost::envoy_key() const { return impl_->key; }
 
+StopSignals::StopSignals() {
+  sigemptyset(&set_);
+  sigaddset(&set_, SIGTERM);
+  sigaddset(&set_, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+}
+
+int StopSignals::Wait() {
+  int sig = 0;
+  sigwait(&set_, &sig);
+  std::thread second([set = set_] {
+    int again = 0;
+    sigwait(&set, &again);
+    std::_Exit(130);
+  });
+  second.detach();
+  return sig;
+}
+
+LogLevel ServeLogLevel(const ServeSettings& settings) {
+  return ParseLevel(settings.log_level).value_or(LogLevel::kInfo);
+}
+
+void LogRuntimeStopped(const RuntimeHost& host) {
+  const LocalSqlStats sql = host.sql_stats();
+  LogInfo("runtime", "stopped",
+          {{"sql_statements_inline", std::to_string(sql.inline_statements)},
+           {"sql_statements_on_threads", std::to_string(sql.thread_statements)},
+           {"sql_inline_given_up", std::to_string(sql.inline_given_up)},
+           {"sql_prefetches", std::to_string(sql.prefetches)}});
+}
+
 int ServeTypes(const ServeSettings& settings,
                std::vector<std::shared_ptr<const runtime::ActorType>> types) {
   InstallSpdlogSink();
-  SetLogLevel(*ParseLevel(settings.log_level));
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  SetLogLevel(ServeLogLevel(settings));
+  StopSignals signals;
 
   std::string names;
   for (const auto& t : types) names += (names.empty() ? "" : ",") + t->name;
@@ -270,22 +314,10 @@ int ServeTypes(const ServeSettings& settings,
   LogInfo("runtime", "serving",
           {{"endpoint", settings.endpoint}, {"namespace", settings.namespace_name},
            {"pool", settings.pool}, {"actors", names}, {"envoy_key", host.envoy_key()}});
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = signals.Wait();
   LogInfo("runtime", "signal received, stopping actors", {{"signal", std::to_string(sig)}});
-  std::thread second([&signals] {
-    int again = 0;
-    sigwait(&signals, &again);
-    std::_Exit(130);
-  });
-  second.detach();
   host.Stop(std::chrono::milliseconds(30000));
-  const LocalSqlStats sql = host.sql_stats();
-  LogInfo("runtime", "stopped",
-          {{"sql_statements_inline", std::to_string(sql.inline_statements)},
-           {"sql_statements_on_threads", std::to_string(sql.thread_statements)},
-           {"sql_inline_given_up", std::to_string(sql.inline_given_up)},
-           {"sql_prefetches", std::to_string(sql.prefetches)}});
+  LogRuntimeStopped(host);
   return 0;
 }
 

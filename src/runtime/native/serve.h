@@ -12,8 +12,11 @@
 //   --pool      KEEL_POOL       default
 //   --envoy-version KEEL_ENVOY_VERSION 1, --protocol-version (4), --log-level (info)
 //   --sqlite-backend KEEL_SQLITE_BACKEND auto (local-native; remote: SQL runs in the engine)
+//   --runtime-thread KEEL_RUNTIME_THREAD=1 (only with ServeWithEngine's --with-engine)
 // Thread-safety: call once, from main.
 #pragma once
+
+#include <signal.h>
 
 #include <functional>
 #include <memory>
@@ -21,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "base/log.h"
+#include "net/http_server.h"
 #include "runtime/core.h"
 #include "runtime/native/local_sql.h"
 
@@ -43,8 +48,34 @@ struct ServeSettings {
   // Offer early requests (docs/engine.md "Early requests"): the engine may send an HTTP
   // request right behind its actor's start command (env KEEL_EARLY_REQUESTS=0: off).
   bool early_requests = true;
+  // With --with-engine (runtime/native/with_engine.h): the actors run on a thread of their
+  // own instead of the engine's event loop (--runtime-thread, env KEEL_RUNTIME_THREAD=1).
+  bool runtime_thread = false;
   // RuntimeOptions::test_hooks (acceptance fixtures; never in production).
   bool test_hooks = false;
+  // An engine in this process (its request handler, engine::EngineServer::handler()): the
+  // envoy connection goes to it without a socket (net::ConnectInProcess), and `endpoint`
+  // only names it. Set by ServeWithEngine (runtime/native/with_engine.h), never parsed.
+  net::HttpServer::Handler in_process_engine;
+  // Run on this event loop (e.g. the in-process engine's I/O runtime) instead of a thread of
+  // the runtime's own: a frame from the engine then reaches the actor on the thread that
+  // read it, without a wake-up. Never parsed. With it, Stop does not stop the loop, Kill
+  // does, and the RuntimeHost must be destroyed only after the loop was stopped (no task of
+  // its may run during or after its destruction); the loop must outlive it.
+  net::IoRuntime* event_loop = nullptr;
+};
+
+// SIGINT and SIGTERM for a process that serves until told to stop: blocked from
+// construction (so make one before any thread starts); Wait returns the first one, and a
+// second one then ends the process at once (exit code 130).
+class StopSignals {
+ public:
+  StopSignals();
+  // The signal that arrived.
+  int Wait();
+
+ private:
+  sigset_t set_;
 };
 
 // A seed for keel::Random from the OS (native shells only; cores never read entropy).
@@ -53,6 +84,9 @@ uint64_t EntropySeed();
 // Parses flags and the environment; on --help or a bad flag prints and returns the exit
 // code to use in `exit_code`.
 std::optional<ServeSettings> ParseServeSettings(int argc, char** argv, int& exit_code);
+
+// The log level ParseServeSettings accepted (info when it is not one).
+LogLevel ServeLogLevel(const ServeSettings& settings);
 
 // Runs until a signal (or `stop` becomes ready, for tests). Returns the exit code.
 int ServeTypes(const ServeSettings& settings,
@@ -91,5 +125,8 @@ class RuntimeHost {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Logs the runtime's "stopped" line, with where its SQL statements ran.
+void LogRuntimeStopped(const RuntimeHost& host);
 
 }  // namespace keel
