@@ -4,14 +4,19 @@
 // in the same run. Prints ONE JSON object on stdout; progress goes to stderr.
 //
 //   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]
-//              [--quick] [--w4-large] [--envoy-transport unix|tcp] [--only w1,w1js,w2,...]
+//              [--quick] [--w4-large] [--envoy-transport unix|tcp|in-process]
+//              [--only w1,w1js,w2,...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
 // synced) plus one runtime process (KEEL_ENDPOINT, pool `default`), ready once
 // GET /envoys lists its envoy as connected. A native runtime reaches the engine over the
 // engine's Unix socket (--unix-socket), as a runtime on the engine's host does;
-// --envoy-transport tcp makes it use TCP loopback instead. Clients always use TCP. The workloads
+// --envoy-transport tcp makes it use TCP loopback instead, and --envoy-transport in-process
+// runs the engine inside the runtime's process (`--with-engine`: no socket between them;
+// one process, so its CPU and RSS are reported as the engine's and the runtime's read 0).
+// W4 and W7 keep two processes (Unix socket) under in-process: W7 kills each in turn, W4
+// reports each one's memory. Clients always use TCP. The workloads
 // drive the `counter` example actor
 // (`increment(n)` returns the new count, durable before the answer):
 //  * floors: a 32-byte binary WebSocket echo round trip (keel::net server on one thread) and
@@ -108,6 +113,23 @@ using std::chrono::seconds;
 const Clock::time_point g_start = Clock::now();
 std::filesystem::path g_root;  // this run's temp dir (removed at exit)
 
+// How a native runtime reaches the engine: a Unix socket beside the engine's TCP port (the
+// engine's --unix-socket; what a runtime on the engine's host uses), TCP loopback, or no
+// socket at all — the engine in the runtime's process (`--with-engine`).
+enum class EnvoyTransport { kUnix, kTcp, kInProcess };
+
+const char* TransportName(EnvoyTransport t) {
+  switch (t) {
+    case EnvoyTransport::kUnix:
+      return "unix socket (native runtimes)";
+    case EnvoyTransport::kTcp:
+      return "tcp";
+    case EnvoyTransport::kInProcess:
+      return "in-process (the engine in the native runtime's process)";
+  }
+  return "?";
+}
+
 struct Config {
   std::string engine_bin, runtime_bin;
   std::string sql_runtime_bin;  // W5: hosts `sqlbench` (keel-bench-runtime)
@@ -116,10 +138,9 @@ struct Config {
   bool quick = false;
   bool w4_large = false;
   bool keep = false;  // keep the temp dir (logs, data) for a look afterwards
-  // How native runtimes reach the engine: a Unix socket beside the engine's TCP port (the
-  // engine's --unix-socket; what a runtime on the engine's host uses), or TCP loopback
-  // (--envoy-transport tcp). Clients always use TCP: the public path.
-  bool envoy_unix = true;
+  // How native runtimes reach the engine (EnvoyTransport). Clients always use TCP: the
+  // public path.
+  EnvoyTransport envoy_transport = EnvoyTransport::kUnix;
   std::set<std::string> only;  // empty = all
   // Counts (full / quick).
   int w1_calls = 2000, w1_warmup = 200;
@@ -403,22 +424,60 @@ const std::string kIncrementBody = R"({"args":[1]})";
 class Stack {
  public:
   // `runtime_bin` (default: --runtime) with `runtime_env` added to its environment.
-  // `unix_envoy`: the runtime connects over the engine's Unix socket (native runtimes;
-  // the JavaScript runtime's WebSocket speaks TCP only).
+  // `transport`: how the runtime reaches the engine (the JavaScript runtime's WebSocket
+  // speaks TCP only; in-process needs a runtime built with keel::ServeWithEngine).
   explicit Stack(const std::string& tag, std::string runtime_bin = "",
                  std::vector<std::pair<std::string, std::string>> runtime_env = {},
-                 bool unix_envoy = g_cfg.envoy_unix)
+                 EnvoyTransport transport = g_cfg.envoy_transport)
       : runtime_bin_(runtime_bin.empty() ? g_cfg.runtime_bin : std::move(runtime_bin)),
         runtime_env_(std::move(runtime_env)),
-        unix_envoy_(unix_envoy) {
+        transport_(transport) {
     dir_ = g_root / tag;
     std::filesystem::create_directories(dir_);
   }
   ~Stack() { Stop(); }
 
   void Start() {
+    if (transport_ == EnvoyTransport::kInProcess) {
+      StartCombined();
+      return;
+    }
     StartEngine(0);
     StartRuntime();
+  }
+
+  // The runtime with the engine in its process (`--with-engine`): engine_ is that process.
+  void StartCombined() {
+    const auto log = (dir_ / "engine.log").string();
+    Subprocess::Options o;
+    o.path = "/bin/sh";
+    o.args = {"-c",         "exec \"$0\" \"$@\" 2>>\"$KEEL_BENCH_LOG\"",
+              runtime_bin_, "--with-engine",
+              "--port",     "0",
+              "--data-dir", (dir_ / "data").string(),
+              "--storage",  "rocksdb"};
+    o.env = {{"KEEL_BENCH_LOG", log},
+             {"KEEL_NAMESPACE", "default"},
+             {"KEEL_POOL", "default"},
+             {"KEEL_LOG_LEVEL", "warn"}};
+    o.env.insert(o.env.end(), runtime_env_.begin(), runtime_env_.end());
+    o.capture_stdout = true;
+    const auto t0 = Clock::now();
+    auto p = Subprocess::Start(o);
+    if (!p.has_value()) Fail("runtime spawn: " + p.error().ToString());
+    engine_ = std::move(*p);
+    auto line = engine_->WaitForLine("listening on ", milliseconds(30000));
+    if (!line.has_value()) {
+      Fail("the runtime's engine did not start: " + line.error().ToString() + Tail("engine.log"));
+    }
+    const auto colon = line->rfind(':');
+    port_ = static_cast<uint16_t>(std::stoi(line->substr(colon + 1)));
+    if (!WaitEnvoy({}, milliseconds(30000)))
+      Fail("the runtime never connected" + Tail("engine.log"));
+    engine_start_ms_ = runtime_start_ms_ = MicrosSince(t0) / 1000;
+    Progress("runtime with its engine in process, pid " + std::to_string(engine_->pid()) +
+             " on 127.0.0.1:" + std::to_string(port_) + " (" +
+             std::to_string(static_cast<int>(engine_start_ms_)) + " ms)");
   }
 
   void StartEngine(uint16_t port) {
@@ -437,7 +496,8 @@ class Stack {
               "rocksdb",
               "--log-level",
               "warn"};
-    if (unix_envoy_) o.args.insert(o.args.end(), {"--unix-socket", socket_path()});
+    if (transport_ == EnvoyTransport::kUnix)
+      o.args.insert(o.args.end(), {"--unix-socket", socket_path()});
     o.env = {{"KEEL_BENCH_LOG", log}};
     o.capture_stdout = true;
     const auto t0 = Clock::now();
@@ -532,7 +592,9 @@ class Stack {
   std::string socket_path() const { return (dir_ / "engine.sock").string(); }
   // What the runtime is given as KEEL_ENDPOINT.
   std::string envoy_endpoint() const {
-    return unix_envoy_ ? "http+unix://" + net::UnixUrlAuthority(socket_path()) : base();
+    return transport_ == EnvoyTransport::kUnix
+               ? "http+unix://" + net::UnixUrlAuthority(socket_path())
+               : base();
   }
   uint16_t port() const { return port_; }
   pid_t engine_pid() const { return engine_ ? engine_->pid() : 0; }
@@ -547,11 +609,17 @@ class Stack {
   std::filesystem::path dir_;
   std::string runtime_bin_;
   std::vector<std::pair<std::string, std::string>> runtime_env_;
-  bool unix_envoy_;
+  EnvoyTransport transport_;
   std::unique_ptr<Subprocess> engine_, runtime_;
   uint16_t port_ = 0;
   double engine_start_ms_ = 0, runtime_start_ms_ = 0;
 };
+
+// The transport of stacks that need the engine and the runtime in separate processes.
+EnvoyTransport TwoProcessTransport() {
+  return g_cfg.envoy_transport == EnvoyTransport::kInProcess ? EnvoyTransport::kUnix
+                                                             : g_cfg.envoy_transport;
+}
 
 // REST create of a `name` actor (default: the counter) with `key`; returns its id (Fail on
 // error).
@@ -1535,7 +1603,8 @@ json FloorSqlite(bool wal_full) {
 // ---- W4 ----------------------------------------------------------------------------------
 
 json W4() {
-  Stack st("w4");
+  // Two processes even under --envoy-transport in-process: each one's memory is reported.
+  Stack st("w4", "", {}, TwoProcessTransport());
   st.Start();
   json j;
   j["workload"] = "W4";
@@ -1681,7 +1750,9 @@ struct W7Caller {
 };
 
 json W7() {
-  Stack st("w7");
+  // Two processes even under --envoy-transport in-process: the runtime and the engine are
+  // killed in turn.
+  Stack st("w7", "", {}, TwoProcessTransport());
   st.Start();
   const int actors = 4;
   std::vector<std::unique_ptr<W7Caller>> callers;
@@ -1864,7 +1935,7 @@ int Usage() {
   std::fputs(
       "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime "
       "PATH]\n"
-      "                  [--quick] [--w4-large] [--keep] [--envoy-transport unix|tcp]\n"
+      "                  [--quick] [--w4-large] [--keep] [--envoy-transport unix|tcp|in-process]\n"
       "                  [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
       "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the "
       "floors;\n"
@@ -1894,8 +1965,15 @@ int Main(int argc, char** argv) {
       g_cfg.js_runtime_bin = value();
     } else if (a == "--envoy-transport") {
       const std::string t = value();
-      if (t != "unix" && t != "tcp") return Usage();
-      g_cfg.envoy_unix = t == "unix";
+      if (t == "unix") {
+        g_cfg.envoy_transport = EnvoyTransport::kUnix;
+      } else if (t == "tcp") {
+        g_cfg.envoy_transport = EnvoyTransport::kTcp;
+      } else if (t == "in-process") {
+        g_cfg.envoy_transport = EnvoyTransport::kInProcess;
+      } else {
+        return Usage();
+      }
     } else if (a == "--quick") {
       g_cfg.quick = true;
     } else if (a == "--keep") {
@@ -1961,7 +2039,7 @@ int Main(int argc, char** argv) {
     out["date"] = buf;
   }
   out["quick"] = g_cfg.quick;
-  out["envoy_transport"] = g_cfg.envoy_unix ? "unix socket (native runtimes)" : "tcp";
+  out["envoy_transport"] = TransportName(g_cfg.envoy_transport);
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
                     {"loadavg_start", LoadAvg()},
                     {"temp_dir", g_root.string()}};
@@ -2003,7 +2081,7 @@ int Main(int argc, char** argv) {
     }
     if (g_cfg.Runs("w1js") && !g_cfg.js_runtime_bin.empty()) {
       // The same W1 against the JavaScript example actors on the wasm runtime in Node.
-      Stack st("w1js", g_cfg.js_runtime_bin, {}, /*unix_envoy=*/false);
+      Stack st("w1js", g_cfg.js_runtime_bin, {}, EnvoyTransport::kTcp);
       st.Start();
       out["machine"]["js_runtime_start_ms"] = R1(st.runtime_start_ms());
       HttpConn c(st.port());

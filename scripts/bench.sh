@@ -10,6 +10,10 @@
 # stdout.
 #
 #   scripts/bench.sh [--anchors] [--quick] [--w4-large] [--skip-build] [--out FILE]
+#                    [--envoy-transport unix|tcp|in-process]
+#
+# --envoy-transport is keel_bench's: how its native runtimes reach the engine (default: the
+# engine's Unix socket; in-process: the engine inside the runtime's process, `--with-engine`).
 #
 # Environment:
 #   KEEL_BENCH_BUILD_DIR  build directory (default build/release, the preset's)
@@ -34,6 +38,7 @@ QUICK=0
 W4_LARGE=0
 SKIP_BUILD=0
 OUT=""
+TRANSPORT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --anchors) ANCHORS=1 ;;
@@ -41,7 +46,8 @@ while [ $# -gt 0 ]; do
     --w4-large) W4_LARGE=1 ;;
     --skip-build) SKIP_BUILD=1 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
+    --envoy-transport) TRANSPORT="$2"; shift ;;
+    -h|--help) sed -n 2,29p "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -73,6 +79,7 @@ BIN="$BUILD_DIR/bin"
 KEEL_ARGS=()
 [ "$QUICK" = "1" ] && KEEL_ARGS+=(--quick)
 [ "$W4_LARGE" = "1" ] && KEEL_ARGS+=(--w4-large)
+[ -n "$TRANSPORT" ] && KEEL_ARGS+=(--envoy-transport "$TRANSPORT")
 # W1 with JavaScript actors (the wasm runtime on Node) when keel.wasm is built.
 [ -f packages/keel-wasm/dist/keel.wasm ] && KEEL_ARGS+=(--js-runtime "$PWD/examples/js/keel-js-examples")
 log "keel_bench ${KEEL_ARGS[*]:-} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
