@@ -32,6 +32,7 @@
 #include "client/client.h"
 #include "net/client.h"
 #include "net/io_runtime.h"
+#include "support/temp_dir.h"
 #include "value/value.h"
 
 namespace keel::testing {
@@ -43,23 +44,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kRounds = 3;
 constexpr auto kTimeBudget = 60s;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "keel-with-engine.XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // keel-examples --with-engine on `data_dir`, on `port` (0: any free one).
 struct Stack {
@@ -129,7 +113,7 @@ class WithEngineLoop : public ::testing::TestWithParam<bool> {
 };
 
 TEST_P(WithEngineLoop, ServesItsActorsInOneProcessAndStopsCleanly) {
-  TempDir dir;
+  TempDir dir("keel-with-engine");
   Stack s = Start(dir.path(), 0, Flags());
   ASSERT_NE(s.port, 0);
   auto envoys = Get(s, "/envoys?namespace=default&name=default");
@@ -184,7 +168,7 @@ INSTANTIATE_TEST_SUITE_P(Loops, WithEngineLoop, ::testing::Bool(), [](const auto
 });
 
 TEST(WithEngine, AcknowledgedIncrementsSurviveKill9OfTheProcess) {
-  TempDir dir;
+  TempDir dir("keel-with-engine");
   const unsigned seed = static_cast<unsigned>(std::random_device{}());
   std::printf("seed %u (kill timings)\n", seed);
   std::mt19937 rng(seed);

@@ -21,6 +21,7 @@
 #include "base/native/subprocess.h"
 #include "net/http.h"
 #include "support/gateway_http.h"
+#include "support/temp_dir.h"
 #include "value/value.h"
 
 namespace keel {
@@ -32,22 +33,7 @@ using ::testing::MatchesRegex;
 using ::testing::Not;
 using ::testing::StartsWith;
 
-// A temporary directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "keel-cli-test.XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::keel::testing::TempDir;
 
 struct KeelRun {
   int exit_code = -1;

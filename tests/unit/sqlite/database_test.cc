@@ -25,6 +25,7 @@
 #include "storage/mem_kv_store.h"
 #include "storage/page_store.h"
 #include "storage/vfs/keel_vfs.h"
+#include "support/temp_dir.h"
 
 namespace keel::sql {
 namespace {
@@ -1150,26 +1151,7 @@ TEST_F(SqlStatementCacheTest, CloseFinalizesTheCache) {
 
 // --- other VFS, threads ------------------------------------------------------------
 
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "keel-sql-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::keel::testing::TempDir;
 
 TEST(SqlDatabaseUnixVfs, WorksOverSqliteDefaultVfsWithAFile) {
   TempDir dir;

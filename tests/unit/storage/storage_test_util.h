@@ -14,31 +14,13 @@
 #include "base/bytes.h"
 #include "base/result.h"
 #include "storage/kv_store.h"
+#include "support/temp_dir.h"
 
 namespace keel::storage::testing {
 
 // A fresh directory under the system temp dir, removed with everything in it on
 // destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "keel-storage-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();  // no usable temp dir at all
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::keel::testing::TempDir;
 
 inline Bytes B(std::string_view s) {
   ByteView v = AsBytes(s);
