@@ -448,30 +448,13 @@ class Stack {
 
   // The runtime with the engine in its process (`--with-engine`): engine_ is that process.
   void StartCombined() {
-    const auto log = (dir_ / "engine.log").string();
-    Subprocess::Options o;
-    o.path = "/bin/sh";
-    o.args = {"-c",         "exec \"$0\" \"$@\" 2>>\"$KEEL_BENCH_LOG\"",
-              runtime_bin_, "--with-engine",
-              "--port",     "0",
-              "--data-dir", (dir_ / "data").string(),
-              "--storage",  "rocksdb"};
-    o.env = {{"KEEL_BENCH_LOG", log},
-             {"KEEL_NAMESPACE", "default"},
-             {"KEEL_POOL", "default"},
-             {"KEEL_LOG_LEVEL", "warn"}};
-    o.env.insert(o.env.end(), runtime_env_.begin(), runtime_env_.end());
-    o.capture_stdout = true;
     const auto t0 = Clock::now();
-    auto p = Subprocess::Start(o);
-    if (!p.has_value()) Fail("runtime spawn: " + p.error().ToString());
-    engine_ = std::move(*p);
-    auto line = engine_->WaitForLine("listening on ", milliseconds(30000));
-    if (!line.has_value()) {
-      Fail("the runtime's engine did not start: " + line.error().ToString() + Tail("engine.log"));
-    }
-    const auto colon = line->rfind(':');
-    port_ = static_cast<uint16_t>(std::stoi(line->substr(colon + 1)));
+    std::vector<std::pair<std::string, std::string>> env = {
+        {"KEEL_NAMESPACE", "default"}, {"KEEL_POOL", "default"}, {"KEEL_LOG_LEVEL", "warn"}};
+    env.insert(env.end(), runtime_env_.begin(), runtime_env_.end());
+    SpawnEngine({runtime_bin_, "--with-engine", "--port", "0", "--data-dir",
+                 (dir_ / "data").string(), "--storage", "rocksdb"},
+                std::move(env));
     if (!WaitEnvoy({}, milliseconds(30000)))
       Fail("the runtime never connected" + Tail("engine.log"));
     engine_start_ms_ = runtime_start_ms_ = MicrosSince(t0) / 1000;
@@ -481,33 +464,13 @@ class Stack {
   }
 
   void StartEngine(uint16_t port) {
-    const auto log = (dir_ / "engine.log").string();
-    Subprocess::Options o;
-    o.path = "/bin/sh";
-    // exec keeps the pid: /proc readings and signals reach keel-engine itself.
-    o.args = {"-c",
-              "exec \"$0\" \"$@\" 2>>\"$KEEL_BENCH_LOG\"",
-              g_cfg.engine_bin,
-              "--port",
-              std::to_string(port),
-              "--data-dir",
-              (dir_ / "data").string(),
-              "--storage",
-              "rocksdb",
-              "--log-level",
-              "warn"};
-    if (transport_ == EnvoyTransport::kUnix)
-      o.args.insert(o.args.end(), {"--unix-socket", socket_path()});
-    o.env = {{"KEEL_BENCH_LOG", log}};
-    o.capture_stdout = true;
     const auto t0 = Clock::now();
-    auto p = Subprocess::Start(o);
-    if (!p.has_value()) Fail("engine spawn: " + p.error().ToString());
-    engine_ = std::move(*p);
-    auto line = engine_->WaitForLine("listening on ", milliseconds(30000));
-    if (!line.has_value()) Fail("engine did not start: " + line.error().ToString() + Tail("engine.log"));
-    const auto colon = line->rfind(':');
-    port_ = static_cast<uint16_t>(std::stoi(line->substr(colon + 1)));
+    std::vector<std::string> command = {
+        g_cfg.engine_bin, "--port",  std::to_string(port), "--data-dir", (dir_ / "data").string(),
+        "--storage",      "rocksdb", "--log-level",        "warn"};
+    if (transport_ == EnvoyTransport::kUnix)
+      command.insert(command.end(), {"--unix-socket", socket_path()});
+    SpawnEngine(std::move(command), {});
     engine_start_ms_ = MicrosSince(t0) / 1000;
     Progress("engine pid " + std::to_string(engine_->pid()) + " on 127.0.0.1:" + std::to_string(port_) +
              " (" + std::to_string(static_cast<int>(engine_start_ms_)) + " ms)");
@@ -606,6 +569,29 @@ class Stack {
   }
 
  private:
+  // Starts `command` — keel-engine, or a runtime carrying one (`--with-engine`) — as
+  // engine_, its stderr appended to engine.log and `env` added to its environment, and
+  // takes port_ from its `listening on` line.
+  void SpawnEngine(std::vector<std::string> command,
+                   std::vector<std::pair<std::string, std::string>> env) {
+    Subprocess::Options o;
+    o.path = "/bin/sh";
+    // exec keeps the pid: /proc readings and signals reach the program itself.
+    o.args = {"-c", "exec \"$0\" \"$@\" 2>>\"$KEEL_BENCH_LOG\""};
+    o.args.insert(o.args.end(), command.begin(), command.end());
+    o.env = {{"KEEL_BENCH_LOG", (dir_ / "engine.log").string()}};
+    o.env.insert(o.env.end(), env.begin(), env.end());
+    o.capture_stdout = true;
+    auto p = Subprocess::Start(o);
+    if (!p.has_value()) Fail("engine spawn: " + p.error().ToString());
+    engine_ = std::move(*p);
+    auto line = engine_->WaitForLine("listening on ", milliseconds(30000));
+    if (!line.has_value())
+      Fail("engine did not start: " + line.error().ToString() + Tail("engine.log"));
+    const auto colon = line->rfind(':');
+    port_ = static_cast<uint16_t>(std::stoi(line->substr(colon + 1)));
+  }
+
   std::filesystem::path dir_;
   std::string runtime_bin_;
   std::vector<std::pair<std::string, std::string>> runtime_env_;

@@ -5,16 +5,14 @@
 // to stderr, and shuts down gracefully on SIGTERM/SIGINT: no new work, running actors are
 // stopped with GOING_AWAY (bounded by the actor stop threshold), envoys are closed with
 // ws.going_away, storage is flushed. A second signal exits at once.
-#include <pthread.h>
-#include <signal.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <thread>
+#include <string>
 
 #include "base/log.h"
 #include "base/native/spdlog_backend.h"
+#include "base/native/stop_signals.h"
 #include "engine/common/config.h"
 #include "engine/server/server.h"
 
@@ -39,12 +37,7 @@ int main(int argc, char** argv) {
              "engine only binds loopback addresses");
   }
 
-  // Signals are taken by sigwait below, so block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  keel::StopSignals signals;  // before any thread starts
 
   auto server = keel::engine::EngineServer::Start(*config);
   if (!server.has_value()) {
@@ -57,16 +50,9 @@ int main(int argc, char** argv) {
   KEEL_LOG(kInfo, "engine", "serving",
            {{"address", (*server)->host() + ":" + std::to_string((*server)->port())}});
 
-  int sig = 0;
-  sigwait(&signals, &sig);
-  KEEL_LOG(kInfo, "engine", "signal received, shutting down", {{"signal", std::to_string(sig)}});
   // A second signal ends the wait for the actors at once.
-  std::thread second([&signals] {
-    int again = 0;
-    sigwait(&signals, &again);
-    std::_Exit(130);
-  });
-  second.detach();
+  const int sig = signals.Wait();
+  KEEL_LOG(kInfo, "engine", "signal received, shutting down", {{"signal", std::to_string(sig)}});
   (*server)->Shutdown();
   server->reset();
   KEEL_LOG(kInfo, "engine", "stopped");

@@ -1,6 +1,5 @@
 #include "runtime/native/serve.h"
 
-#include <signal.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -10,12 +9,12 @@
 #include <cstdlib>
 #include <future>
 #include <random>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
 #include "base/native/spdlog_backend.h"
+#include "base/native/stop_signals.h"
 #include "base/output_batch.h"
 #include "envoy/envoy_client.h"
 #include "envoy/native/native_transport.h"
@@ -268,25 +267,6 @@ bool RuntimeHost::connected() {
 }
 
 const std::string& RuntimeHost::envoy_key() const { return impl_->key; }
-
-StopSignals::StopSignals() {
-  sigemptyset(&set_);
-  sigaddset(&set_, SIGTERM);
-  sigaddset(&set_, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-}
-
-int StopSignals::Wait() {
-  int sig = 0;
-  sigwait(&set_, &sig);
-  std::thread second([set = set_] {
-    int again = 0;
-    sigwait(&set, &again);
-    std::_Exit(130);
-  });
-  second.detach();
-  return sig;
-}
 
 LogLevel ServeLogLevel(const ServeSettings& settings) {
   return ParseLevel(settings.log_level).value_or(LogLevel::kInfo);

@@ -16,8 +16,6 @@
 // Thread-safety: call once, from main.
 #pragma once
 
-#include <signal.h>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -63,19 +61,6 @@ struct ServeSettings {
   // does, and the RuntimeHost must be destroyed only after the loop was stopped (no task of
   // its may run during or after its destruction); the loop must outlive it.
   net::IoRuntime* event_loop = nullptr;
-};
-
-// SIGINT and SIGTERM for a process that serves until told to stop: blocked from
-// construction (so make one before any thread starts); Wait returns the first one, and a
-// second one then ends the process at once (exit code 130).
-class StopSignals {
- public:
-  StopSignals();
-  // The signal that arrived.
-  int Wait();
-
- private:
-  sigset_t set_;
 };
 
 // A seed for keel::Random from the OS (native shells only; cores never read entropy).

@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "base/native/spdlog_backend.h"
+#include "base/native/stop_signals.h"
 #include "engine/common/config.h"
 #include "engine/server/server.h"
 #include "runtime/native/serve.h"
@@ -58,7 +59,6 @@ int ServeTypesWithEngine(int argc, char** argv,
 
   std::string names;
   for (const auto& t : types) names += (names.empty() ? "" : ",") + t->name;
-  int exit_code = 0;
   {
     RuntimeHost host(*settings, std::move(types));
     host.Start();
@@ -80,7 +80,7 @@ int ServeTypesWithEngine(int argc, char** argv,
   }
   server->reset();
   KEEL_LOG(kInfo, "engine", "stopped");
-  return exit_code;
+  return 0;
 }
 
 }  // namespace keel

@@ -1,0 +1,29 @@
+#include "base/native/stop_signals.h"
+
+#include <pthread.h>
+
+#include <cstdlib>
+#include <thread>
+
+namespace keel {
+
+StopSignals::StopSignals() {
+  sigemptyset(&set_);
+  sigaddset(&set_, SIGTERM);
+  sigaddset(&set_, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+}
+
+int StopSignals::Wait() {
+  int sig = 0;
+  sigwait(&set_, &sig);
+  std::thread second([set = set_] {
+    int again = 0;
+    sigwait(&set, &again);
+    std::_Exit(130);
+  });
+  second.detach();
+  return sig;
+}
+
+}  // namespace keel
