@@ -1,5 +1,6 @@
 #include "storage/group_sync.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <utility>
@@ -11,38 +12,81 @@ namespace keel::storage {
 
 struct GroupSync::State {
   KvStore* store = nullptr;
-  PostFn post;
-  std::function<void()> on_sync;
+  Options options;
 
   mutable std::mutex mu;
   std::condition_variable idle;  // signalled when `running` becomes false
-  std::condition_variable wake;  // own-thread mode: signalled when `scheduled` becomes true
+  std::condition_variable wake;  // own-thread mode: signalled when `thread_turn` becomes true
   // Continuations for the next sync: writes committed before it, and reads that came
   // after such writes (in arrival order). Non-empty only while `scheduled`.
   std::vector<Continuation> next;
   // Reads that came while a sync ran and no write was waiting: they need only that sync.
   std::vector<Continuation> after_running;
-  bool scheduled = false;  // a RunSyncs task is posted or running
-  bool running = false;    // RunSyncs is inside its loop (it may touch the store)
+  bool scheduled = false;    // a runner (the thread, a posted task, an inline writer) owns syncing
+  bool thread_turn = false;  // own-thread mode: the thread is to run the next rounds
+  bool running = false;      // a runner is inside its loop (it may touch the store)
   bool stopped = false;
   uint64_t syncs = 0;
+  uint64_t inline_syncs = 0;
+  // How long syncs take lately (negative: none measured yet). Rises fast, falls slowly.
+  std::chrono::nanoseconds sync_estimate{-1};
+  // How many continuations a sync covers lately (its writes, and reads that came behind
+  // them), counting for an inline sync those that arrived while it ran. Above kAloneWrites
+  // writes overlap, and sharing syncs on the thread serves them better than syncing each
+  // where it was written: the answers of many leave together.
+  double writes_per_sync = 1;
+  static constexpr double kAloneWrites = 1.5;
+
+  std::chrono::nanoseconds Now() const {
+    if (options.now) return options.now();
+    return std::chrono::steady_clock::now().time_since_epoch();
+  }
+  // REQUIRES: mu held.
+  bool SyncInline() const {
+    return options.inline_below.count() > 0 && sync_estimate.count() >= 0 &&
+           sync_estimate < options.inline_below && writes_per_sync < kAloneWrites;
+  }
+  // REQUIRES: mu held.
+  void Observe(std::chrono::nanoseconds took, size_t writes) {
+    writes_per_sync += (static_cast<double>(writes) - writes_per_sync) / 4;
+    if (sync_estimate.count() < 0) {
+      sync_estimate = took;
+    } else if (took > sync_estimate) {
+      sync_estimate += (took - sync_estimate) / 2;
+    } else {
+      sync_estimate -= (sync_estimate - took) / 8;
+    }
+  }
 };
 
-GroupSync::GroupSync(KvStore& store, std::function<void()> on_sync)
-    : state_(std::make_shared<State>()) {
-  state_->store = &store;
-  state_->on_sync = std::move(on_sync);
-  thread_ = std::thread([state = state_] { ThreadMain(state); });
-}
+GroupSync::GroupSync(KvStore& store) : GroupSync(store, Options{}) {}
 
-GroupSync::GroupSync(KvStore& store, PostFn post, std::function<void()> on_sync)
-    : state_(std::make_shared<State>()) {
+GroupSync::GroupSync(KvStore& store, Options options) : state_(std::make_shared<State>()) {
   state_->store = &store;
-  state_->post = std::move(post);
-  state_->on_sync = std::move(on_sync);
+  state_->options = std::move(options);
+  if (!state_->options.post) thread_ = std::thread([state = state_] { ThreadMain(state); });
 }
 
 GroupSync::~GroupSync() { Stop(); }
+
+// An inline sync waiting for its writer's loop (Options::defer). Exactly one of these
+// claims it: the task runs it, or the writer hands it to the thread when defer declined, or
+// its destruction unrun (the loop stopped first) does — so `scheduled` never sticks and
+// never two runners sync at once.
+struct GroupSync::DeferredSync {
+  explicit DeferredSync(std::shared_ptr<State> s) : state(std::move(s)) {}
+  DeferredSync(const DeferredSync&) = delete;
+  DeferredSync& operator=(const DeferredSync&) = delete;
+  ~DeferredSync() { HandOverUnlessClaimed(); }
+  void Run() {
+    if (!claimed.exchange(true)) RunSyncs(state, /*inline_caller=*/true);
+  }
+  void HandOverUnlessClaimed() {
+    if (!claimed.exchange(true)) HandOver(state);
+  }
+  std::shared_ptr<State> state;
+  std::atomic<bool> claimed{false};
+};
 
 void GroupSync::AfterWrite(Continuation k) {
   std::unique_lock lock(state_->mu);
@@ -50,22 +94,42 @@ void GroupSync::AfterWrite(Continuation k) {
   state_->next.push_back(std::move(k));
   if (state_->scheduled) return;
   state_->scheduled = true;
+  const bool here = state_->SyncInline();
   lock.unlock();
-  if (state_->post) {
-    state_->post([state = state_] { RunSyncs(state); });
-  } else {
-    state_->wake.notify_one();
+  if (!here) {
+    HandOver(state_);
+    return;
   }
+  if (!state_->options.defer) {
+    RunSyncs(state_, /*inline_caller=*/true);
+    return;
+  }
+  auto sync = std::make_shared<DeferredSync>(state_);
+  // Not on an event loop (the sync would hold up a thread with other duties): the thread's.
+  if (!state_->options.defer([sync] { sync->Run(); })) sync->HandOverUnlessClaimed();
+}
+
+void GroupSync::HandOver(const std::shared_ptr<State>& state) {
+  if (state->options.post) {
+    state->options.post([state] { RunSyncs(state, /*inline_caller=*/false); });
+    return;
+  }
+  {
+    std::lock_guard lock(state->mu);
+    state->thread_turn = true;
+  }
+  state->wake.notify_one();
 }
 
 void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
   for (;;) {
     {
       std::unique_lock lock(state->mu);
-      state->wake.wait(lock, [&] { return state->stopped || state->scheduled; });
+      state->wake.wait(lock, [&] { return state->stopped || state->thread_turn; });
       if (state->stopped) return;
+      state->thread_turn = false;
     }
-    RunSyncs(state);  // clears `scheduled` once nothing is waiting
+    RunSyncs(state, /*inline_caller=*/false);  // clears `scheduled` once nothing is waiting
   }
 }
 
@@ -85,26 +149,34 @@ void GroupSync::AfterRead(Continuation k) {
   k(OkStatus());
 }
 
-void GroupSync::RunSyncs(const std::shared_ptr<State>& state) {
+void GroupSync::RunSyncs(const std::shared_ptr<State>& state, bool inline_caller) {
   Status status = OkStatus();
+  bool synced = false;
   for (;;) {
     std::vector<Continuation> batch;
     // Reads that came while the last sync or its continuations ran and found no write
     // waiting (else they are in `next`): that sync covers everything they may show.
     std::vector<Continuation> reads;
+    bool hand_over = false;
     {
       std::lock_guard lock(state->mu);
       if (!state->stopped) {
         reads.swap(state->after_running);
-        batch.swap(state->next);
+        // A writer's thread makes one sync: writes waiting after it are the thread's.
+        if (!(inline_caller && synced)) batch.swap(state->next);
       }
       if (reads.empty() && batch.empty()) {
-        state->scheduled = false;
         state->running = false;
         state->idle.notify_all();
-        return;
+        hand_over = !state->stopped && !state->next.empty();
+        if (!hand_over) state->scheduled = false;
+      } else {
+        state->running = true;
       }
-      state->running = true;
+    }
+    if (reads.empty() && batch.empty()) {
+      if (hand_over) HandOver(state);
+      return;
     }
     // The answers of one sync go out together: one write per connection (OutputBatch),
     // not one per answer.
@@ -114,14 +186,19 @@ void GroupSync::RunSyncs(const std::shared_ptr<State>& state) {
     }
     if (batch.empty()) continue;
     // Every write in `batch` had committed before its AfterWrite, so before this call.
+    const std::chrono::nanoseconds started = state->Now();
     status = state->store->SyncWrites();
-    if (state->on_sync) state->on_sync();
+    const std::chrono::nanoseconds took = state->Now() - started;
+    if (state->options.on_sync) state->options.on_sync(inline_caller);
     {
       OutputBatch answers;
       for (Continuation& k : batch) k(status);
     }
+    synced = true;
     std::lock_guard lock(state->mu);
     ++state->syncs;
+    if (inline_caller) ++state->inline_syncs;
+    state->Observe(took, batch.size() + (inline_caller ? state->next.size() : 0));
   }
 }
 
@@ -150,6 +227,11 @@ bool GroupSync::writes_waiting() const {
 uint64_t GroupSync::sync_count() const {
   std::lock_guard lock(state_->mu);
   return state_->syncs;
+}
+
+uint64_t GroupSync::inline_sync_count() const {
+  std::lock_guard lock(state_->mu);
+  return state_->inline_syncs;
 }
 
 }  // namespace keel::storage

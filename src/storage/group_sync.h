@@ -11,14 +11,32 @@
 // read's answer until every write that was waiting when it arrived is durable (at once when
 // none is), so no answer shows data that a crash could take back.
 //
-// Syncs run one at a time on GroupSync's own thread (or, with the `post` constructor, on the
+// Where syncs run: one at a time, on GroupSync's own thread (or, with Options::post, on the
 // threads of `post`). A dedicated thread is cheaper than a pool: a write wakes exactly one
-// thread, which then sleeps only in the fsync. Continuations run on the syncing thread, or — AfterRead with nothing pending — on the caller's, before it
-// returns. Stop() (and the destructor) waits for a running sync to finish; continuations
-// still waiting then are destroyed without running (their connections are going away).
+// thread, which then sleeps only in the fsync. But waking a thread costs a futex call and,
+// when its core is idle, the core's wake-up (tens of µs on a VM): more than the whole sync
+// on storage that syncs in a few µs (tmpfs, or a drive with power-loss protection). So with
+// Options::inline_below set, a write that finds no sync running or scheduled syncs on the
+// writer's own thread — one sync, covering whatever else committed by then; writes that
+// come during it go to the thread as usual — when the recent syncs took less than
+// inline_below and writes have lately come one at a time. With Options::defer, that sync
+// waits until the writer's event loop has run what was ready when the write came, so the
+// writes those handlers commit share it (and a writer on no event loop keeps the thread);
+// without, it runs before AfterWrite returns.
+// Sync durations are tracked fast up, slow down (one slow sync sends writes back to the
+// thread until many fast ones have run), so a disk's syncs always stay on the thread; and
+// overlapping writes (several per sync) keep the thread too, where they share syncs and
+// their answers leave together.
+//
+// Continuations run on the syncing thread — the writer's own thread, inside AfterWrite, for
+// an inline sync — or, AfterRead with nothing pending, on the caller's, before it returns.
+// A caller must therefore not hold a lock its continuation takes. Stop() (and the
+// destructor) waits for a running sync to finish; continuations still waiting then are
+// destroyed without running (their connections are going away).
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,11 +53,27 @@ class GroupSync {
   using Continuation = std::function<void(Status status)>;
   using PostFn = std::function<void(std::function<void()>)>;
 
-  // `store` must outlive this object. Syncs run on a thread this object starts. `on_sync`
-  // (optional) runs after each SyncWrites, on the syncing thread (metrics).
-  explicit GroupSync(KvStore& store, std::function<void()> on_sync = nullptr);
-  // As above, but syncs run as tasks given to `post` (runs a task later on some thread).
-  GroupSync(KvStore& store, PostFn post, std::function<void()> on_sync = nullptr);
+  struct Options {
+    // Runs a task later on some thread; syncs then run as such tasks. Null: on a thread
+    // this object starts.
+    PostFn post;
+    // Runs after each SyncWrites, on the syncing thread (metrics); `inline_sync`: it ran
+    // on a writer's thread.
+    std::function<void(bool inline_sync)> on_sync;
+    // Syncs shorter than this (recently) run on the writer's thread when none is running
+    // (see the file comment). Zero: never.
+    std::chrono::nanoseconds inline_below{0};
+    // For inline syncs: runs a task on the calling thread's event loop once what is ready
+    // there has run; false when the calling thread runs no such loop (the sync then goes
+    // to the thread). A task destroyed unrun hands its sync to the thread.
+    std::function<bool(std::function<void()>)> defer;
+    // The monotonic clock sync durations are measured with (tests). Null: steady_clock.
+    std::function<std::chrono::nanoseconds()> now;
+  };
+
+  // `store` must outlive this object.
+  explicit GroupSync(KvStore& store);
+  GroupSync(KvStore& store, Options options);
   ~GroupSync();
   GroupSync(const GroupSync&) = delete;
   GroupSync& operator=(const GroupSync&) = delete;
@@ -52,8 +86,9 @@ class GroupSync {
   // See the file comment. Idempotent. REQUIRES: not called from a continuation.
   void Stop();
 
-  // Completed SyncWrites calls (successful or not).
+  // Completed SyncWrites calls (successful or not), and how many of them ran inline.
   uint64_t sync_count() const;
+  uint64_t inline_sync_count() const;
   // True while writes wait for the next sync. A continuation with much to do can then hand
   // its work to another thread instead of delaying that sync (continuations of one sync
   // run one after another, before the next sync starts).
@@ -61,8 +96,13 @@ class GroupSync {
 
  private:
   struct State;
-  static void RunSyncs(const std::shared_ptr<State>& state);
+  // Runs rounds (reads to answer, writes to sync) until nothing waits. `inline_caller`: on
+  // a writer's thread, which makes one sync at most and hands what waits after it over.
+  static void RunSyncs(const std::shared_ptr<State>& state, bool inline_caller);
+  // Hands the next rounds to the thread (or to `post`). REQUIRES: `scheduled`, no lock held.
+  static void HandOver(const std::shared_ptr<State>& state);
   static void ThreadMain(const std::shared_ptr<State>& state);
+  struct DeferredSync;
   std::shared_ptr<State> state_;
   std::thread thread_;  // joinable only without `post`
 };

@@ -25,6 +25,7 @@ using Ms = std::chrono::milliseconds;
 constexpr std::string_view kEnvPrefix = "KEEL_ENGINE_";
 constexpr int kMaxThreads = 256;
 constexpr int kMaxIoSpinUs = 100000;
+constexpr int kMaxInlineSyncUs = 100000;
 constexpr int64_t kMaxInlinePageCommitBytes = int64_t{16} << 20;  // a commit's own cap
 constexpr size_t kMaxNamespaceNameSize = 128;
 
@@ -218,6 +219,12 @@ const std::vector<Field>& Fields() {
          c.io_spin_us = static_cast<int>(us);
          return OkStatus();
        }},
+      {"inline_sync_us", JsonKind::kInteger,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         KEEL_ASSIGN_OR_RETURN(int64_t us, ParseInteger(v, 0, kMaxInlineSyncUs));
+         c.inline_sync_us = static_cast<int>(us);
+         return OkStatus();
+       }},
       {"inline_page_commit_bytes", JsonKind::kInteger,
        [](EngineConfig& c, std::string_view v) -> Status {
          KEEL_ASSIGN_OR_RETURN(c.inline_page_commit_bytes,
@@ -396,6 +403,9 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--threads", "threads", "I/O event-loop threads (default 1)"},
       {"--io-spin-us", "io_spin_us",
        "µs an I/O thread polls for the next event before it sleeps (default 100, 0 = never)"},
+      {"--inline-sync-us", "inline_sync_us",
+       "A KV write's WAL sync runs on the writing thread while syncs take less than this "
+       "(µs; default 20, 0 = always on the sync thread)"},
       {"--inline-page-commit-bytes", "inline_page_commit_bytes",
        "Page commits up to this size are synced by the group commit (default 65536, 0 = never)"},
       {"--log-level", "log_level", "trace, debug, info, warn, error or off (default info)"},
@@ -523,6 +533,9 @@ Status ValidateEngineConfig(const EngineConfig& config) {
   if (config.io_spin_us < 0 || config.io_spin_us > kMaxIoSpinUs) {
     return InvalidValue("io_spin_us must be between 0 and " + std::to_string(kMaxIoSpinUs));
   }
+  if (config.inline_sync_us < 0 || config.inline_sync_us > kMaxInlineSyncUs) {
+    return InvalidValue("inline_sync_us must be between 0 and " + std::to_string(kMaxInlineSyncUs));
+  }
   if (config.inline_page_commit_bytes < 0 ||
       config.inline_page_commit_bytes > kMaxInlinePageCommitBytes) {
     return InvalidValue("inline_page_commit_bytes must be between 0 and " +
@@ -611,6 +624,7 @@ std::string DescribeConfig(const EngineConfig& config) {
   if (config.storage == StorageKind::kRocksDb) out += " data_dir=" + config.data_dir;
   out += " threads=" + std::to_string(config.threads) +
          " io_spin_us=" + std::to_string(config.io_spin_us) +
+         " inline_sync_us=" + std::to_string(config.inline_sync_us) +
          " inline_page_commit_bytes=" + std::to_string(config.inline_page_commit_bytes) +
          " log_level=" + std::string(LogLevelName(config.log_level));
   out += " admin_token=";

@@ -108,6 +108,12 @@ struct EngineConfig {
   // and made durable by the group commit's shared WAL sync, instead of a synced commit on a
   // storage worker (engine::EngineOptions::inline_page_commit_bytes); 0..16 MiB, 0 = never.
   int64_t inline_page_commit_bytes = 64 << 10;
+  // A KV write's WAL sync runs on the thread that committed it, instead of waking the
+  // group commit's sync thread, while no sync is running and the recent syncs took less
+  // than this many µs (storage::GroupSync, "Where syncs run"); 0..100000, 0 = never. Only
+  // storage that syncs faster than a thread wakes up (tmpfs, drives with power-loss
+  // protection) qualifies; a disk's slower syncs keep the thread, where writes share them.
+  int inline_sync_us = 20;
   LogLevel log_level = LogLevel::kInfo;
   EngineThresholds thresholds;
 

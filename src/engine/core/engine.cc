@@ -53,7 +53,23 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   // share must not set it.)
   kv_options.sole_writer = true;
   actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
-  kv_sync_ = std::make_unique<storage::GroupSync>(*store_, [this] { kv_syncs_->Inc(); });
+  kv_sync_ = std::make_unique<storage::GroupSync>(
+      *store_, storage::GroupSync::Options{
+                   .on_sync =
+                       [this](bool inline_sync) {
+                         kv_syncs_->Inc();
+                         if (inline_sync) kv_inline_syncs_->Inc();
+                       },
+                   .inline_below = std::chrono::microseconds(options_.inline_sync_us),
+                   // A write on an I/O thread syncs after the handlers ready there have
+                   // run: the writes they commit (other connections' requests read in the
+                   // same pass) share its sync, and their answers leave together.
+                   .defer =
+                       [this](std::function<void()> task) {
+                         if (!io_.InRuntimeThread()) return false;
+                         io_.Post(std::move(task));
+                         return true;
+                       }});
   page_store_ = std::make_unique<storage::PageStore>(*store_);
   catalog_ = std::make_unique<Catalog>(*store_, clock_, options_.datacenter_label, options_.seed);
   orchestrator_ = std::make_unique<Orchestrator>(*this);
@@ -68,6 +84,9 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
       StorageLatencyBuckets());
   kv_syncs_ = &metrics_.AddCounter(
       "keel_kv_syncs_total", "WAL syncs made by the group commit of actor KV writes.");
+  kv_inline_syncs_ = &metrics_.AddCounter(
+      "keel_kv_inline_syncs_total",
+      "Of keel_kv_syncs_total, those run on the committing thread (inline_sync_us).");
   kv_writes_synced_ = &metrics_.AddCounter(
       "keel_kv_writes_synced_total",
       "Actor KV writes acknowledged after a group-commit sync (÷ keel_kv_syncs_total: writes "

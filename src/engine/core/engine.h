@@ -74,6 +74,10 @@ struct EngineOptions {
   // the group commit's WAL sync, as a KV write's does (docs/engine.md "Page commits"). This
   // saves the hand-off to a worker and gives the commit a shared sync. 0 turns it off.
   size_t inline_page_commit_bytes = 64 << 10;
+  // KV writes' WAL syncs run on the committing thread (after its ready handlers) while the
+  // recent syncs took less than this many µs and writes come one at a time
+  // (storage::GroupSync, "Where syncs run"); 0 = always on the sync thread.
+  int inline_sync_us = 20;
   // Held outputs (engine/core/output_hold.h): confirmed to envoys that ask for them.
   bool hold_outputs = true;
   // Early start (docs/engine.md "Early start"): on a connection with held outputs, a
@@ -201,6 +205,7 @@ class Engine {
   Counter* requests_ = nullptr;
   Histogram* commit_seconds_ = nullptr;
   Counter* kv_syncs_ = nullptr;
+  Counter* kv_inline_syncs_ = nullptr;
   Counter* kv_writes_synced_ = nullptr;
   Counter* held_output_write_failures_ = nullptr;
   Counter* page_commits_inline_ = nullptr;

@@ -38,6 +38,7 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.ws_open_timeout_ms = ms(t.gateway_ws_open_timeout);
   o.preload_max_total_bytes = t.preload_max_total_bytes;
   o.inline_page_commit_bytes = static_cast<size_t>(c.inline_page_commit_bytes);
+  o.inline_sync_us = c.inline_sync_us;
   o.admin_token = c.admin_token;
   o.namespace_tokens = c.namespace_tokens;
   o.gateway_token = c.gateway_token;

@@ -7,14 +7,16 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
-#include <memory>
-#include <string>
 #include <vector>
 
 #include "storage/faulty_kv_store.h"
@@ -23,11 +25,13 @@
 namespace keel::storage {
 namespace {
 
-// A MemKvStore whose SyncWrites first runs a hook (to act "while the sync runs").
+// A MemKvStore whose SyncWrites first runs a hook (to act "while the sync runs") and takes
+// `sync_time` on a manual clock (`now`, which GroupSync::Options::now can read).
 class HookedStore final : public MemKvStore {
  public:
   Status SyncWrites() override {
     ++syncs;
+    now += sync_time;
     if (during_sync) {
       auto hook = std::move(during_sync);
       during_sync = nullptr;
@@ -37,6 +41,8 @@ class HookedStore final : public MemKvStore {
   }
   std::function<void()> during_sync;
   int syncs = 0;
+  std::chrono::nanoseconds now{0};
+  std::chrono::nanoseconds sync_time{0};
 };
 
 // Whether `key` is still in `store` after a simulated crash (which drops unsynced commits).
@@ -75,7 +81,7 @@ class GroupSyncTest : public ::testing::Test {
 
 TEST_F(GroupSyncTest, ALoneWriteIsAcknowledgedAfterExactlyOneSync) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterWrite(Record("w", store));
   EXPECT_TRUE(events_.empty()) << "acknowledged before any sync";
   EXPECT_EQ(RunTasks(), 1);
@@ -86,7 +92,7 @@ TEST_F(GroupSyncTest, ALoneWriteIsAcknowledgedAfterExactlyOneSync) {
 
 TEST_F(GroupSyncTest, WritesWaitingTogetherShareOneSync) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterWrite(Record("a", store));
   gs.AfterWrite(Record("b", store));
   gs.AfterWrite(Record("c", store));
@@ -98,7 +104,7 @@ TEST_F(GroupSyncTest, WritesWaitingTogetherShareOneSync) {
 
 TEST_F(GroupSyncTest, WritesArrivingDuringASyncWaitForTheNextOne) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterWrite(Record("a", store));
   // b and c commit while a's sync runs: that sync may not cover them.
   store.during_sync = [&] {
@@ -112,7 +118,7 @@ TEST_F(GroupSyncTest, WritesArrivingDuringASyncWaitForTheNextOne) {
 
 TEST_F(GroupSyncTest, WritesWaitingTellsAContinuationThatTheNextSyncIsHeldUp) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   std::vector<bool> seen;
   gs.AfterWrite([&](Status) { seen.push_back(gs.writes_waiting()); });
   store.during_sync = [&] { gs.AfterWrite([&](Status) { seen.push_back(gs.writes_waiting()); }); };
@@ -126,7 +132,7 @@ TEST_F(GroupSyncTest, WritesWaitingTellsAContinuationThatTheNextSyncIsHeldUp) {
 
 TEST_F(GroupSyncTest, AReadWithNoWritePendingIsAnsweredAtOnce) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterRead(Record("r", store));
   EXPECT_EQ(events_, (std::vector<std::string>{"r@0"}));
   EXPECT_TRUE(tasks_.empty()) << "a read alone needs no sync";
@@ -134,7 +140,7 @@ TEST_F(GroupSyncTest, AReadWithNoWritePendingIsAnsweredAtOnce) {
 
 TEST_F(GroupSyncTest, AReadAfterAPendingWriteWaitsForThatWritesSync) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterWrite(Record("w", store));
   gs.AfterRead(Record("r", store));
   EXPECT_TRUE(events_.empty()) << "the read could show the unsynced write";
@@ -145,7 +151,7 @@ TEST_F(GroupSyncTest, AReadAfterAPendingWriteWaitsForThatWritesSync) {
 
 TEST_F(GroupSyncTest, AReadDuringASyncNeedsOnlyThatSync) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterWrite(Record("w", store));
   store.during_sync = [&] { gs.AfterRead(Record("r", store)); };
   RunTasks();
@@ -155,7 +161,7 @@ TEST_F(GroupSyncTest, AReadDuringASyncNeedsOnlyThatSync) {
 
 TEST_F(GroupSyncTest, AReadBehindAWriteOfTheNextGroupWaitsForTheNextSync) {
   HookedStore store;
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   gs.AfterWrite(Record("a", store));
   store.during_sync = [&] {
     gs.AfterWrite(Record("b", store));
@@ -168,7 +174,7 @@ TEST_F(GroupSyncTest, AReadBehindAWriteOfTheNextGroupWaitsForTheNextSync) {
 TEST_F(GroupSyncTest, AFailedSyncIsReportedToEveryoneItCoveredAndTheWritesStayUnsynced) {
   auto base = std::make_unique<MemKvStore>();
   FaultyKvStore store(std::move(base));
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   ASSERT_TRUE(store.Put(AsBytes("k"), AsBytes("v"), CommitOptions{.sync = false}).has_value());
   std::vector<std::string> got;
   auto record = [&](const std::string& name) {
@@ -194,7 +200,7 @@ TEST_F(GroupSyncTest, AFailedSyncIsReportedToEveryoneItCoveredAndTheWritesStayUn
 
 TEST_F(GroupSyncTest, AnUnsyncedWriteIsLostInACrashUntilItsSyncRan) {
   FaultyKvStore store(std::make_unique<MemKvStore>());
-  GroupSync gs(store, Post());
+  GroupSync gs(store, {.post = Post()});
   ASSERT_TRUE(store.Put(AsBytes("k"), AsBytes("v"), CommitOptions{.sync = false}).has_value());
   bool acked = false;
   gs.AfterWrite([&](Status s) { acked = s.has_value(); });
@@ -208,7 +214,7 @@ TEST_F(GroupSyncTest, AnUnsyncedWriteIsLostInACrashUntilItsSyncRan) {
 
 TEST_F(GroupSyncTest, StopDropsWhatIsWaitingAndIgnoresLaterCalls) {
   HookedStore store;
-  auto gs = std::make_unique<GroupSync>(store, Post());
+  auto gs = std::make_unique<GroupSync>(store, GroupSync::Options{.post = Post()});
   int ran = 0;
   gs->AfterWrite([&](Status) { ++ran; });
   gs->Stop();
@@ -220,6 +226,214 @@ TEST_F(GroupSyncTest, StopDropsWhatIsWaitingAndIgnoresLaterCalls) {
   EXPECT_EQ(ran, 0);
   EXPECT_TRUE(tasks_.empty());
   gs.reset();  // destructor after Stop: no hang
+}
+
+// Inline syncs (Options::inline_below): the store's syncs take `sync_time` on its manual
+// clock, so which syncs count as fast is decided by the test, not by the machine.
+class GroupSyncInlineTest : public GroupSyncTest {
+ protected:
+  static constexpr std::chrono::microseconds kBelow{20};
+  GroupSync::Options Inline(HookedStore& store) {
+    return {.post = Post(), .inline_below = kBelow, .now = [&store] { return store.now; }};
+  }
+  // A write whose continuation records it; true when it was acknowledged before
+  // AfterWrite returned (an inline sync).
+  bool WriteAndSeeIfAckedAtOnce(GroupSync& gs, HookedStore& store, const std::string& name) {
+    const size_t before = events_.size();
+    gs.AfterWrite(Record(name, store));
+    return events_.size() > before;
+  }
+};
+
+TEST_F(GroupSyncInlineTest, FastSyncsRunOnTheWritersThreadOnceOneWasMeasured) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, Inline(store));
+  // No sync measured yet: the first write goes to the sync task.
+  EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, "a"));
+  EXPECT_EQ(RunTasks(), 1);
+  for (const char* name : {"b", "c", "d"}) {
+    EXPECT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, name)) << name;
+  }
+  EXPECT_TRUE(tasks_.empty()) << "an inline sync posts nothing";
+  EXPECT_EQ(events_, (std::vector<std::string>{"a@1", "b@2", "c@3", "d@4"}));
+  EXPECT_EQ(gs.sync_count(), 4u);
+  EXPECT_EQ(gs.inline_sync_count(), 3u);
+}
+
+TEST_F(GroupSyncInlineTest, SlowSyncsAlwaysUseTheSyncTask) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(150);  // a disk's fsync
+  GroupSync gs(store, Inline(store));
+  for (const char* name : {"a", "b", "c"}) {
+    EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, name)) << name;
+    EXPECT_EQ(RunTasks(), 1);
+  }
+  EXPECT_EQ(gs.inline_sync_count(), 0u);
+}
+
+TEST_F(GroupSyncInlineTest, ZeroInlineBelowNeverSyncsInline) {
+  HookedStore store;
+  store.sync_time = std::chrono::nanoseconds(1);
+  GroupSync gs(store, {.post = Post(), .now = [&store] { return store.now; }});
+  for (const char* name : {"a", "b", "c"}) {
+    EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, name)) << name;
+    EXPECT_EQ(RunTasks(), 1);
+  }
+  EXPECT_EQ(gs.inline_sync_count(), 0u);
+}
+
+TEST_F(GroupSyncInlineTest, OneSlowSyncSendsWritesBackToTheSyncTaskUntilFastOnesRunAgain) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, Inline(store));
+  gs.AfterWrite(Record("first", store));
+  RunTasks();
+  ASSERT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "fast"));
+  store.sync_time = std::chrono::milliseconds(2);  // a hiccup, on the writer's thread
+  ASSERT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "slow"));
+  store.sync_time = std::chrono::microseconds(5);
+  // The estimate rose by half the gap at once and comes down an eighth at a time: the next
+  // writes wait on the sync task until it is below 20 µs again, and then run inline.
+  int on_task = 0;
+  while (!WriteAndSeeIfAckedAtOnce(gs, store, "w")) {
+    ASSERT_EQ(RunTasks(), 1);
+    ASSERT_LT(++on_task, 100) << "never went back to inline syncs";
+  }
+  EXPECT_GE(on_task, 20) << "one fast sync must not undo a 2 ms one";
+  EXPECT_EQ(gs.inline_sync_count(), 3u);
+}
+
+TEST_F(GroupSyncInlineTest, OverlappingWritesShareTheSyncTaskUntilWritesComeAloneAgain) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, Inline(store));
+  // Three writes wait together for each of the task's syncs: fast syncs, but shared.
+  for (int round = 0; round < 3; ++round) {
+    for (const char* name : {"a", "b", "c"}) {
+      EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, name)) << round << name;
+    }
+    EXPECT_EQ(RunTasks(), 1);
+  }
+  EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, "alone")) << "right after overlapping ones";
+  EXPECT_EQ(RunTasks(), 1);
+  int on_task = 0;
+  while (!WriteAndSeeIfAckedAtOnce(gs, store, "alone")) {
+    ASSERT_EQ(RunTasks(), 1);
+    ASSERT_LT(++on_task, 20) << "lone writes never went back to inline syncs";
+  }
+  EXPECT_EQ(gs.inline_sync_count(), 1u);
+}
+
+// Options::defer: the writer's event loop (here a queue the test runs) syncs once the
+// handlers ready with the write have run; the writes they made share that sync.
+TEST_F(GroupSyncInlineTest, ADeferredSyncRunsOnTheWritersLoopAndCoversWritesMadeMeanwhile) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  std::deque<std::function<void()>> loop;
+  GroupSync::Options options = Inline(store);
+  options.defer = [&loop](std::function<void()> task) {
+    loop.push_back(std::move(task));
+    return true;
+  };
+  GroupSync gs(store, std::move(options));
+  gs.AfterWrite(Record("first", store));
+  RunTasks();
+  gs.AfterWrite(Record("a", store));
+  gs.AfterWrite(Record("b", store));  // another handler of the same pass
+  EXPECT_EQ(events_, (std::vector<std::string>{"first@1"})) << "acknowledged before its sync";
+  EXPECT_TRUE(tasks_.empty()) << "the sync task was not needed";
+  ASSERT_EQ(loop.size(), 1u);
+  loop.front()();
+  loop.clear();
+  EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "a@2", "b@2"}));
+  EXPECT_EQ(gs.inline_sync_count(), 1u);
+}
+
+TEST_F(GroupSyncInlineTest, ADeferredSyncDroppedUnrunGoesToTheSyncTaskOnce) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  std::deque<std::function<void()>> loop;
+  GroupSync::Options options = Inline(store);
+  options.defer = [&loop](std::function<void()> task) {
+    loop.push_back(std::move(task));
+    return true;
+  };
+  GroupSync gs(store, std::move(options));
+  gs.AfterWrite(Record("first", store));
+  RunTasks();
+  gs.AfterWrite(Record("a", store));
+  loop.clear();  // the loop stopped: its task is destroyed unrun
+  EXPECT_EQ(tasks_.size(), 1u);
+  EXPECT_EQ(RunTasks(), 1);
+  EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "a@2"}));
+  EXPECT_EQ(gs.inline_sync_count(), 0u);
+  gs.AfterWrite(Record("b", store));  // not stuck: the next write is taken as usual
+  ASSERT_EQ(loop.size(), 1u);
+  loop.front()();
+  EXPECT_EQ(events_.back(), "b@3");
+}
+
+TEST_F(GroupSyncInlineTest, AWriterOnNoEventLoopLeavesItsSyncToTheSyncTask) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync::Options options = Inline(store);
+  options.defer = [](std::function<void()>) { return false; };
+  GroupSync gs(store, std::move(options));
+  for (const char* name : {"a", "b"}) {
+    EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, name)) << name;
+    EXPECT_EQ(tasks_.size(), 1u) << "one sync task, not one per claimant";
+    EXPECT_EQ(RunTasks(), 1);
+  }
+  EXPECT_EQ(events_, (std::vector<std::string>{"a@1", "b@2"}));
+  EXPECT_EQ(gs.inline_sync_count(), 0u);
+}
+
+TEST_F(GroupSyncInlineTest, WritesCommittedDuringAnInlineSyncGoToTheSyncTask) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, Inline(store));
+  gs.AfterWrite(Record("first", store));
+  RunTasks();
+  // b commits (on another connection) while a's inline sync runs: a's writer makes that one
+  // sync and returns; b's sync is the task's, not a's writer's to wait for.
+  store.during_sync = [&] { gs.AfterWrite(Record("b", store)); };
+  EXPECT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "a"));
+  EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "a@2"}));
+  EXPECT_TRUE(gs.writes_waiting());
+  EXPECT_EQ(RunTasks(), 1);
+  EXPECT_EQ(events_.back(), "b@3");
+  EXPECT_EQ(gs.inline_sync_count(), 1u);
+}
+
+TEST_F(GroupSyncInlineTest, AReadDuringAnInlineSyncIsAnsweredAfterThatSync) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, Inline(store));
+  gs.AfterWrite(Record("first", store));
+  RunTasks();
+  store.during_sync = [&] { gs.AfterRead(Record("r", store)); };
+  gs.AfterWrite(Record("w", store));
+  EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "w@2", "r@2"}));
+  EXPECT_TRUE(tasks_.empty());
+}
+
+TEST_F(GroupSyncInlineTest, AFailedInlineSyncIsReportedToItsWriter) {
+  FaultyKvStore store(std::make_unique<MemKvStore>());
+  std::chrono::nanoseconds now{0};
+  GroupSync gs(store, {.post = Post(), .inline_below = kBelow, .now = [&now] {
+                         now += std::chrono::microseconds(1);  // every sync takes 1 µs
+                         return now;
+                       }});
+  std::vector<std::string> got;
+  gs.AfterWrite([&](Status s) { got.push_back(s.has_value() ? "ok" : "failed"); });
+  RunTasks();
+  ASSERT_TRUE(store.Put(AsBytes("k"), AsBytes("v"), CommitOptions{.sync = false}).has_value());
+  store.FailNextSyncs(1);
+  gs.AfterWrite([&](Status s) { got.push_back(s.has_value() ? "ok" : "failed"); });
+  EXPECT_EQ(got, (std::vector<std::string>{"ok", "failed"})) << "inline, and failed";
+  EXPECT_EQ(store.unsynced_commit_count(), 1u);
+  EXPECT_FALSE(SurvivesCrash(store, "k"));
 }
 
 // The engine's mode: GroupSync runs its syncs on a thread of its own. Writes that arrive
@@ -262,6 +476,40 @@ TEST(GroupSyncOwnThread, SyncsOnItsOwnThreadAndGroupsWritesThatArriveDuringASync
   gs->AfterWrite([&](Status) { ++dropped; });  // after Stop: ignored
   gs.reset();
   EXPECT_EQ(dropped, 0);
+}
+
+// With a fast store, the first sync is the thread's (nothing measured yet); a later lone
+// write that finds the thread idle is synced and acknowledged on the writer's thread before
+// AfterWrite returns. (A write that comes while the thread still finishes its loop joins
+// the thread's next round instead, so the test writes until one finds it idle.)
+TEST(GroupSyncOwnThread, AnInlineSyncAcknowledgesOnTheWritersThreadBeforeReturning) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, {.inline_below = std::chrono::microseconds(20),
+                       .now = [&store] { return store.now; }});
+  int on_thread = 0;
+  bool inline_seen = false;
+  for (int attempt = 0; attempt < 1000 && !inline_seen; ++attempt) {
+    std::promise<std::thread::id> acked;
+    auto ack = acked.get_future();
+    gs.AfterWrite([&acked](Status s) {
+      EXPECT_TRUE(s.has_value());
+      acked.set_value(std::this_thread::get_id());
+    });
+    if (ack.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      EXPECT_EQ(ack.get(), std::this_thread::get_id());
+      EXPECT_GE(attempt, 1) << "the first sync cannot be inline: none was measured";
+      inline_seen = true;
+    } else {
+      ASSERT_EQ(ack.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+      EXPECT_NE(ack.get(), std::this_thread::get_id());
+      ++on_thread;
+    }
+  }
+  EXPECT_TRUE(inline_seen);
+  EXPECT_EQ(gs.inline_sync_count(), 1u);
+  gs.Stop();
+  EXPECT_EQ(store.syncs, on_thread + 1);
 }
 
 TEST(MemKvStoreSync, SyncWritesFailsOnceClosed) {

@@ -80,6 +80,7 @@ TEST(EngineConfig, DefaultsMatchRivet) {
   EXPECT_TRUE(uut->namespace_tokens.empty());
   EXPECT_EQ(uut->threads, 1);
   EXPECT_EQ(uut->io_spin_us, 100);
+  EXPECT_EQ(uut->inline_sync_us, 20);
   EXPECT_EQ(uut->inline_page_commit_bytes, 65536);
   EXPECT_EQ(uut->log_level, LogLevel::kInfo);
   const EngineThresholds& t = uut->thresholds;
@@ -135,6 +136,8 @@ TEST(EngineConfig, EveryFlagIsApplied) {
                    "8",
                    "--io-spin-us",
                    "0",
+                   "--inline-sync-us",
+                   "0",
                    "--inline-page-commit-bytes",
                    "0",
                    "--log-level",
@@ -148,6 +151,7 @@ TEST(EngineConfig, EveryFlagIsApplied) {
   EXPECT_EQ(uut->gateway_token, "gw");
   EXPECT_EQ(uut->threads, 8);
   EXPECT_EQ(uut->io_spin_us, 0);
+  EXPECT_EQ(uut->inline_sync_us, 0);
   EXPECT_EQ(uut->inline_page_commit_bytes, 0);
   EXPECT_EQ(uut->log_level, LogLevel::kDebug);
   std::map<std::string, std::string> expected{{"default", "t1"}, {"other", "t2"}};
@@ -156,16 +160,19 @@ TEST(EngineConfig, EveryFlagIsApplied) {
 
 TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   TempFile file(R"({"port": 7000, "threads": 3, "log_level": "warn", "data_dir": "/f",
-                    "io_spin_us": 250, "inline_page_commit_bytes": 8192})");
+                    "io_spin_us": 250, "inline_page_commit_bytes": 8192,
+                    "inline_sync_us": 40})");
   FakeEnv env({{"KEEL_ENGINE_PORT", "7001"},
                {"KEEL_ENGINE_THREADS", "4"},
                {"KEEL_ENGINE_IO_SPIN_US", "500"},
+               {"KEEL_ENGINE_INLINE_SYNC_US", "60"},
                {"KEEL_ENGINE_INLINE_PAGE_COMMIT_BYTES", "16384"}});
   auto uut = Load({"--config", file.path(), "--port", "7002"}, env);
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
   EXPECT_EQ(uut->port, 7002);                  // flag
   EXPECT_EQ(uut->threads, 4);                  // env over file
   EXPECT_EQ(uut->io_spin_us, 500);             // env over file
+  EXPECT_EQ(uut->inline_sync_us, 60);          // env over file
   EXPECT_EQ(uut->inline_page_commit_bytes, 16384);  // env over file
   EXPECT_EQ(uut->log_level, LogLevel::kWarn);  // file over default
   EXPECT_EQ(uut->data_dir, "/f");              // file
@@ -408,6 +415,11 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
   config.io_spin_us = -1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
+  config.inline_sync_us = 100001;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config.inline_sync_us = -1;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config = EngineConfig();
   config.inline_page_commit_bytes = (int64_t{16} << 20) + 1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
@@ -432,7 +444,8 @@ TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,
             "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=1 "
-            "io_spin_us=100 inline_page_commit_bytes=65536 log_level=info admin_token=<redacted> "
+            "io_spin_us=100 inline_sync_us=20 inline_page_commit_bytes=65536 log_level=info "
+            "admin_token=<redacted> "
             "gateway_token=<none> "
             "namespace_tokens=[default] envoy_lost_threshold_ms=20000");
   EXPECT_EQ(text.find("s3cret"), std::string::npos);
