@@ -1567,7 +1567,9 @@ TEST(IoRuntime, APollingThreadSleepsOnceItsWindowPassesWithoutAnEvent) {
   const int64_t busy_from = ThreadCpuUs(loop);
   std::this_thread::sleep_for(milliseconds(60));  // inside the window: the thread polls
   const int64_t busy = ThreadCpuUs(loop) - busy_from;
-  EXPECT_GT(busy, 1000) << "the thread did not poll after its last event";
+  // A sleeping thread uses ~0 µs here; a polling one yields between polls, so on a core
+  // shared with a loaded test run it may get little more than a few hundred µs.
+  EXPECT_GT(busy, 200) << "the thread did not poll after its last event";
 
   std::this_thread::sleep_for(milliseconds(200));  // the window has passed
   const int64_t idle_from = ThreadCpuUs(loop);
