@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "recv.h"
+
 namespace keel::bench {
 
 // One keep-alive HTTP/1.1 connection on a blocking socket (Content-Length or chunked
@@ -92,7 +94,7 @@ class HttpConn {
   }
   bool Fill() {
     char chunk[16384];
-    ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    ssize_t n = RecvPolling(fd_, chunk, sizeof chunk);
     if (n <= 0) return false;
     in_.append(chunk, static_cast<size_t>(n));
     return true;

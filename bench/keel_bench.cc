@@ -5,7 +5,7 @@
 //
 //   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]
 //              [--quick] [--w4-large] [--envoy-transport unix|tcp|in-process]
-//              [--only w1,w1js,w2,...]
+//              [--client-poll-us N] [--only w1,w1js,w2,...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
@@ -23,7 +23,8 @@
 //    one synced RocksDB commit (16-byte key, 64-byte value) in the same temp dir;
 //  * the sequential loops' clients are blocking sockets read and written on the calling
 //    thread (HttpConn, and WsConn in ws_conn.h, also for the floor's echo): no client I/O
-//    thread between the answer and the caller;
+//    thread between the answer and the caller; with --client-poll-us N they poll for up to
+//    N µs before blocking (recv.h), so an answer within that window wakes no thread;
 //  * W1: 2000 sequential increment(1) on one actor, (a) POST /gateway/<id>/action/increment
 //    over one keep-alive HTTP connection (json), (b) over one persistent
 //    /gateway/<id>/connect WebSocket (rivet_encoding.bare); three reps of both, alternating,
@@ -1922,7 +1923,7 @@ int Usage() {
       "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime "
       "PATH]\n"
       "                  [--quick] [--w4-large] [--keep] [--envoy-transport unix|tcp|in-process]\n"
-      "                  [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
+      "                  [--client-poll-us N] [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
       "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the "
       "floors;\n"
       "one JSON on stdout.\n",
@@ -1960,6 +1961,12 @@ int Main(int argc, char** argv) {
       } else {
         return Usage();
       }
+    } else if (a == "--client-poll-us") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long us = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || us < 0 || us > 100000) return Usage();
+      bench::g_client_poll_us = us;
     } else if (a == "--quick") {
       g_cfg.quick = true;
     } else if (a == "--keep") {
@@ -2026,6 +2033,8 @@ int Main(int argc, char** argv) {
   }
   out["quick"] = g_cfg.quick;
   out["envoy_transport"] = TransportName(g_cfg.envoy_transport);
+  // µs the bench's clients (and the floor's) poll before blocking; 0: they block at once.
+  out["client_poll_us"] = bench::g_client_poll_us.load();
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
                     {"loadavg_start", LoadAvg()},
                     {"temp_dir", g_root.string()}};

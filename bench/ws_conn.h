@@ -30,6 +30,8 @@
 #include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/detail/prng.hpp>
 
+#include "recv.h"
+
 namespace keel::bench {
 
 class WsConn {
@@ -256,7 +258,7 @@ class WsConn {
       ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
     char chunk[16384];
-    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    const ssize_t n = RecvPolling(fd_, chunk, sizeof chunk);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;  // timed out
     if (n <= 0) {
       open_ = false;

@@ -2,7 +2,10 @@
 # Keel's process-level benchmark (docs/benchmarks.md):
 #   1. builds the `release` preset targets keel-engine, keel-examples, keel-bench-runtime and
 #      keel_bench,
-#   2. runs keel_bench (real engine + runtime processes, W1-W7 and the floors),
+#   2. runs keel_bench (real engine + runtime processes, W1-W7 and the floors), then W1
+#      again without the disk (its data on tmpfs, /dev/shm), with blocking clients and with
+#      clients that poll (--client-poll-us 300): the tmpfs target, against DO's
+#      non-durable run,
 #   3. with --anchors, runs the Durable Objects (workerd) and Rivet anchors in the same run
 #      (BENCHMARKS.md: the figures that count are ratios measured in one run),
 #   4. writes one combined JSON with Keel vs DO and Keel vs Rivet ratios.
@@ -89,6 +92,26 @@ KEEL_RC=0
   >"$RUN_DIR/keel.json" || KEEL_RC=$?
 [ "$KEEL_RC" = "0" ] || log "keel_bench exited with $KEEL_RC (its JSON says what failed)"
 
+# W1 without the disk: the engine's RocksDB (and the floors) on tmpfs, as DO's non-durable
+# variant keeps its SQLite files on tmpfs. Twice: the usual blocking clients, then clients
+# that poll for 300 µs before they block (no wake-up of the client's thread per answer; see
+# bench/recv.h). Failures here are reported, not fatal.
+W1_ARGS=(--only w1)
+[ "$QUICK" = "1" ] && W1_ARGS+=(--quick)
+[ -n "$TRANSPORT" ] && W1_ARGS+=(--envoy-transport "$TRANSPORT")
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  for variant in tmpfs tmpfs-poll; do
+    extra=()
+    [ "$variant" = "tmpfs-poll" ] && extra=(--client-poll-us 300)
+    log "keel_bench ${W1_ARGS[*]} ${extra[*]:-} on tmpfs (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    TMPDIR=/dev/shm "$BIN/keel_bench" --engine "$BIN/keel-engine" --runtime "$BIN/keel-examples" \
+      "${W1_ARGS[@]}" ${extra[@]+"${extra[@]}"} >"$RUN_DIR/keel-$variant.json" \
+      || log "keel_bench on tmpfs ($variant) failed"
+  done
+else
+  log "no writable /dev/shm: skipping W1 on tmpfs"
+fi
+
 # ---------------------------------------------------------------- 3. anchors
 anchors_dir() {
   if [ -n "${KEEL_ANCHORS_DIR:-}" ]; then echo "$KEEL_ANCHORS_DIR"; return; fi
@@ -165,6 +188,8 @@ def get(d, *path):
 
 
 keel = load("keel.json")
+keel_tmpfs = load("keel-tmpfs.json")
+keel_tmpfs_poll = load("keel-tmpfs-poll.json")
 do = load("do.json")
 rivet = load("rivet.json")
 
@@ -319,6 +344,15 @@ if w1ws is not None and do_w1ws:
     t("W1 WS p50 below DO's", w1ws < do_w1ws, "%.1f vs %.1f us" % (w1ws, do_w1ws))
 if w1http is not None and do_w1http:
     t("W1 HTTP p50 <= 1/2 of DO's", w1http <= do_w1http / 2, "%.1f vs %.1f us (x%.2f)" % (w1http, do_w1http, do_w1http / w1http))
+# Without the disk: Keel's W1 with its data on tmpfs against DO's non-durable run.
+do_tmpfs_ws = get(do_s, "non_durable_tmpfs", "a_sequential_one_object", "ws_increment", "p50_us")
+for label, run in (("blocking client", keel_tmpfs), ("client polling 300 us", keel_tmpfs_poll)):
+    k = get(run, "workloads", "w1_ws", "p50_us")
+    if k is not None and do_tmpfs_ws:
+        t("W1 WS on tmpfs <= 1/4 of DO's tmpfs (%s)" % label, k <= do_tmpfs_ws / 4,
+          "%.1f vs DO %.1f us: needs <= %.1f (x%.2f; echo floor %s us)" % (
+              k, do_tmpfs_ws, do_tmpfs_ws / 4, do_tmpfs_ws / k,
+              get(run, "floors", "ws_rtt", "p50_us")))
 w2 = get(kw, "w2_ws", "ops_per_s")
 do_w2 = get(do_d, "b_concurrent_64_objects", "ws", "ops_per_s")
 if w2 is not None and do_w2:
@@ -373,6 +407,7 @@ combined = {
     "comparison_vs_stored_anchor_results": stored_rows,
     "targets": targets,
     "keel": keel,
+    "keel_w1_tmpfs": {"blocking_client": keel_tmpfs, "polling_client": keel_tmpfs_poll},
     "durable_objects": {"meta": get(do, "meta"), "summary": do_s} if do else None,
     "rivet": {"meta": get(rivet, "meta"), "summary": rv_s} if rivet else None,
 }
