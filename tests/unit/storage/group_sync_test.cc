@@ -233,6 +233,7 @@ TEST_F(GroupSyncTest, StopDropsWhatIsWaitingAndIgnoresLaterCalls) {
 class GroupSyncInlineTest : public GroupSyncTest {
  protected:
   static constexpr std::chrono::microseconds kBelow{20};
+  GroupSyncInlineTest() { fast_.sync_time = std::chrono::microseconds(5); }
   GroupSync::Options Inline(HookedStore& store) {
     return {.post = Post(), .inline_below = kBelow, .now = [&store] { return store.now; }};
   }
@@ -243,11 +244,28 @@ class GroupSyncInlineTest : public GroupSyncTest {
     gs.AfterWrite(Record(name, store));
     return events_.size() > before;
   }
+  // Inline(store), with inline syncs deferred to `loop_` (the writer's event loop, which
+  // the test runs by hand).
+  GroupSync::Options Deferred(HookedStore& store) {
+    GroupSync::Options options = Inline(store);
+    options.defer = [this](std::function<void()> task) {
+      loop_.push_back(std::move(task));
+      return true;
+    };
+    return options;
+  }
+  // The first write ("first@1"): synced by the task, which measures the store's syncs.
+  void MeasureFirstSync(GroupSync& gs, HookedStore& store) {
+    gs.AfterWrite(Record("first", store));
+    ASSERT_EQ(RunTasks(), 1);
+  }
+
+  std::deque<std::function<void()>> loop_;
+  HookedStore fast_;
 };
 
 TEST_F(GroupSyncInlineTest, FastSyncsRunOnTheWritersThreadOnceOneWasMeasured) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
+  HookedStore& store = fast_;  // syncs take 5 µs
   GroupSync gs(store, Inline(store));
   // No sync measured yet: the first write goes to the sync task.
   EXPECT_FALSE(WriteAndSeeIfAckedAtOnce(gs, store, "a"));
@@ -284,11 +302,9 @@ TEST_F(GroupSyncInlineTest, ZeroInlineBelowNeverSyncsInline) {
 }
 
 TEST_F(GroupSyncInlineTest, OneSlowSyncSendsWritesBackToTheSyncTaskUntilFastOnesRunAgain) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
+  HookedStore& store = fast_;  // syncs take 5 µs
   GroupSync gs(store, Inline(store));
-  gs.AfterWrite(Record("first", store));
-  RunTasks();
+  MeasureFirstSync(gs, store);
   ASSERT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "fast"));
   store.sync_time = std::chrono::milliseconds(2);  // a hiccup, on the writer's thread
   ASSERT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "slow"));
@@ -305,8 +321,7 @@ TEST_F(GroupSyncInlineTest, OneSlowSyncSendsWritesBackToTheSyncTaskUntilFastOnes
 }
 
 TEST_F(GroupSyncInlineTest, OverlappingWritesShareTheSyncTaskUntilWritesComeAloneAgain) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
+  HookedStore& store = fast_;  // syncs take 5 µs
   GroupSync gs(store, Inline(store));
   // Three writes wait together for each of the task's syncs: fast syncs, but shared.
   for (int round = 0; round < 3; ++round) {
@@ -328,55 +343,38 @@ TEST_F(GroupSyncInlineTest, OverlappingWritesShareTheSyncTaskUntilWritesComeAlon
 // Options::defer: the writer's event loop (here a queue the test runs) syncs once the
 // handlers ready with the write have run; the writes they made share that sync.
 TEST_F(GroupSyncInlineTest, ADeferredSyncRunsOnTheWritersLoopAndCoversWritesMadeMeanwhile) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
-  std::deque<std::function<void()>> loop;
-  GroupSync::Options options = Inline(store);
-  options.defer = [&loop](std::function<void()> task) {
-    loop.push_back(std::move(task));
-    return true;
-  };
-  GroupSync gs(store, std::move(options));
-  gs.AfterWrite(Record("first", store));
-  RunTasks();
+  HookedStore& store = fast_;  // syncs take 5 µs
+  GroupSync gs(store, Deferred(store));
+  MeasureFirstSync(gs, store);
   gs.AfterWrite(Record("a", store));
   gs.AfterWrite(Record("b", store));  // another handler of the same pass
   EXPECT_EQ(events_, (std::vector<std::string>{"first@1"})) << "acknowledged before its sync";
   EXPECT_TRUE(tasks_.empty()) << "the sync task was not needed";
-  ASSERT_EQ(loop.size(), 1u);
-  loop.front()();
-  loop.clear();
+  ASSERT_EQ(loop_.size(), 1u);
+  loop_.front()();
+  loop_.clear();
   EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "a@2", "b@2"}));
   EXPECT_EQ(gs.inline_sync_count(), 1u);
 }
 
 TEST_F(GroupSyncInlineTest, ADeferredSyncDroppedUnrunGoesToTheSyncTaskOnce) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
-  std::deque<std::function<void()>> loop;
-  GroupSync::Options options = Inline(store);
-  options.defer = [&loop](std::function<void()> task) {
-    loop.push_back(std::move(task));
-    return true;
-  };
-  GroupSync gs(store, std::move(options));
-  gs.AfterWrite(Record("first", store));
-  RunTasks();
+  HookedStore& store = fast_;  // syncs take 5 µs
+  GroupSync gs(store, Deferred(store));
+  MeasureFirstSync(gs, store);
   gs.AfterWrite(Record("a", store));
-  loop.clear();  // the loop stopped: its task is destroyed unrun
+  loop_.clear();  // the loop stopped: its task is destroyed unrun
   EXPECT_EQ(tasks_.size(), 1u);
   EXPECT_EQ(RunTasks(), 1);
   EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "a@2"}));
   EXPECT_EQ(gs.inline_sync_count(), 0u);
   gs.AfterWrite(Record("b", store));  // not stuck: the next write is taken as usual
-  ASSERT_EQ(loop.size(), 1u);
-  loop.front()();
+  ASSERT_EQ(loop_.size(), 1u);
+  loop_.front()();
   EXPECT_EQ(events_.back(), "b@3");
 }
 
 TEST_F(GroupSyncInlineTest, AWriterOnNoEventLoopLeavesItsSyncToTheSyncTask) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
+  HookedStore& store = fast_;  // syncs take 5 µs
   GroupSync::Options options = Inline(store);
   options.defer = [](std::function<void()>) { return false; };
   GroupSync gs(store, std::move(options));
@@ -390,11 +388,9 @@ TEST_F(GroupSyncInlineTest, AWriterOnNoEventLoopLeavesItsSyncToTheSyncTask) {
 }
 
 TEST_F(GroupSyncInlineTest, WritesCommittedDuringAnInlineSyncGoToTheSyncTask) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
+  HookedStore& store = fast_;  // syncs take 5 µs
   GroupSync gs(store, Inline(store));
-  gs.AfterWrite(Record("first", store));
-  RunTasks();
+  MeasureFirstSync(gs, store);
   // b commits (on another connection) while a's inline sync runs: a's writer makes that one
   // sync and returns; b's sync is the task's, not a's writer's to wait for.
   store.during_sync = [&] { gs.AfterWrite(Record("b", store)); };
@@ -407,11 +403,9 @@ TEST_F(GroupSyncInlineTest, WritesCommittedDuringAnInlineSyncGoToTheSyncTask) {
 }
 
 TEST_F(GroupSyncInlineTest, AReadDuringAnInlineSyncIsAnsweredAfterThatSync) {
-  HookedStore store;
-  store.sync_time = std::chrono::microseconds(5);
+  HookedStore& store = fast_;  // syncs take 5 µs
   GroupSync gs(store, Inline(store));
-  gs.AfterWrite(Record("first", store));
-  RunTasks();
+  MeasureFirstSync(gs, store);
   store.during_sync = [&] { gs.AfterRead(Record("r", store)); };
   gs.AfterWrite(Record("w", store));
   EXPECT_EQ(events_, (std::vector<std::string>{"first@1", "w@2", "r@2"}));
