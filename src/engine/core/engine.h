@@ -9,7 +9,8 @@
 // kv_sync()). Everything else that touches storage runs on a separate worker pool: the
 // orchestrator's serial loop, the group commit's syncs, serial executors per envoy
 // connection for its page requests (in arrival order per actor), and REST handlers. No I/O
-// thread ever waits for an fsync. Remote SQL (blocking SQLite
+// thread waits for a disk's fsync: it syncs itself only when syncs are faster than waking
+// the sync thread (EngineOptions::inline_sync_us). Remote SQL (blocking SQLite
 // calls) runs on neither: each envoy connection has its own small, lazily started thread
 // pool for it (engine/core/remote_sql.h).
 // Thread-safety: every public method may be called from any thread.

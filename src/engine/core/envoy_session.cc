@@ -225,8 +225,9 @@ void EnvoySession::PruneRecordedGenerations() {
 }
 
 // Runs on the connection's read path: the transaction commits without waiting for the disk
-// (a memtable insert and a buffered WAL append), so the I/O thread never blocks on an fsync
-// and the request costs no hand-off to a worker. The answer goes out once the write is
+// (a memtable insert and a buffered WAL append), so the I/O thread never blocks on a disk's
+// fsync (only on a sync faster than a thread wake-up: inline_sync_us) and the request costs
+// no hand-off to a worker. The answer goes out once the write is
 // durable — kv_sync() makes one WAL sync cover every write committed meanwhile, from every
 // connection (group commit). A read's answer waits for the writes pending when it ran, so it
 // never shows data a crash could take back. Requests of one connection run in arrival order.
@@ -444,7 +445,7 @@ std::optional<latest::ToEnvoy> EnvoySession::HandleCommit(
     // The storage fence: a commit of this generation never lands after a newer one started.
     commit.expected_generation = owner->second;
     // Inline: a memtable insert and a buffered WAL append; AnswerWhenDurable below waits
-    // for the group commit's sync (the I/O thread never waits for the disk).
+    // for the group commit's sync (the I/O thread does not wait for a disk's sync).
     if (inline_path) {
       commit.sync = false;
       unsynced_inline_commits_.fetch_add(1, std::memory_order_acq_rel);
