@@ -1,5 +1,6 @@
 #include "net/io_runtime.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -115,6 +116,13 @@ class SharedIoContext : public asio::io_context {
 
 }  // namespace
 
+// Expectations held (IoRuntime::Expect) and when the last one ended, shared with the
+// expectations so that one may outlive the runtime.
+struct Expected {
+  std::atomic<int> held{0};
+  std::atomic<std::chrono::steady_clock::rep> last_end{0};  // steady_clock ticks
+};
+
 // Declaration order matters: the clock's timers are destroyed before the io_context.
 struct IoRuntime::Impl {
   Impl(int n, std::chrono::microseconds spin_for)
@@ -131,8 +139,10 @@ struct IoRuntime::Impl {
 
   // Runs the event loop until Stop(). With `spin`, a thread that finds no ready event
   // polls again (yielding its core in between) until `spin` has passed since its last
-  // handler, then blocks in the kernel for the next one. One thread polls at a time (the
-  // `spinner` token); the others block at once.
+  // handler or the end of the last expectation — or, while one is held, until
+  // kExpectedSpinFactor × `spin` has passed since its last handler — then blocks in the
+  // kernel for the next one. One thread polls at a time (the `spinner` token); the others
+  // block at once.
   void Loop() {
     using Steady = std::chrono::steady_clock;
     if (spin.count() <= 0) {
@@ -156,11 +166,21 @@ struct IoRuntime::Impl {
         last_work = Steady::now();
         continue;
       }
-      if (Steady::now() - last_work < spin && token.Take()) {
+      const Steady::time_point now = Steady::now();
+      bool keep_polling;
+      if (expected->held.load(std::memory_order_acquire) > 0) {
+        keep_polling = now - last_work < spin * kExpectedSpinFactor;
+      } else {
+        const Steady::time_point ended{
+            Steady::duration(expected->last_end.load(std::memory_order_relaxed))};
+        keep_polling = now - std::max(last_work, ended) < spin;
+      }
+      if (keep_polling && token.Take()) {
         std::this_thread::yield();
         continue;
       }
       token.Release();
+      sleeps.fetch_add(1, std::memory_order_relaxed);
       if (ioc->run_one() == 0) return;  // stopped
       last_work = Steady::now();
     }
@@ -203,6 +223,8 @@ struct IoRuntime::Impl {
   std::atomic<bool> stopped{false};
   std::chrono::microseconds spin{0};
   std::atomic<bool> spinner{false};
+  std::atomic<uint64_t> sleeps{0};
+  std::shared_ptr<Expected> expected = std::make_shared<Expected>();
   std::vector<std::thread> threads;
 };
 
@@ -226,6 +248,26 @@ void IoRuntime::Shutdown() {
 }
 
 void IoRuntime::Post(std::function<void()> fn) { asio::post(*impl_->ioc, std::move(fn)); }
+
+IoRuntime::Expectation IoRuntime::Expect() {
+  Expectation e;
+  if (impl_->spin.count() <= 0) return e;
+  std::shared_ptr<Expected> expected = impl_->expected;
+  expected->held.fetch_add(1, std::memory_order_relaxed);
+  // The end is stamped before the count drops, so a poller that sees none held sees it.
+  e.hold_ = std::shared_ptr<void>(nullptr, [expected](void*) {
+    expected->last_end.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                             std::memory_order_relaxed);
+    expected->held.fetch_sub(1, std::memory_order_release);
+  });
+  return e;
+}
+
+int IoRuntime::expectations() const {
+  return impl_->expected->held.load(std::memory_order_relaxed);
+}
+
+uint64_t IoRuntime::polling_sleeps() const { return impl_->sleeps.load(std::memory_order_relaxed); }
 
 std::unique_ptr<Executor> IoRuntime::MakeStrand() {
   return std::make_unique<StrandExecutor>(impl_->ioc);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -30,7 +31,12 @@ class IoRuntime {
   // that window is picked up without a thread wake-up, which on a virtual machine with
   // halted idle cores costs tens of microseconds per hand-off. The price is CPU: at most
   // `spin` of one core after each burst of events; an idle process sleeps.
+  //
+  // While work is expected from another thread (Expect below), the window stretches: the
+  // polling thread keeps polling up to kExpectedSpinFactor × `spin` after its last handler,
+  // and the usual window starts again when the expectation ends.
   explicit IoRuntime(int threads, std::chrono::microseconds spin = {});
+  static constexpr int kExpectedSpinFactor = 20;
   IoRuntime(const IoRuntime&) = delete;
   IoRuntime& operator=(const IoRuntime&) = delete;
   // Shutdown(). REQUIRES: not called from one of this runtime's threads; every HttpServer
@@ -47,6 +53,28 @@ class IoRuntime {
 
   // Runs `fn` later on some runtime thread (never synchronously). Dropped after Stop().
   void Post(std::function<void()> fn);
+
+  // An expectation of work that another thread will bring soon — a write's answer that a
+  // sync thread sends after its fsync, say — after which the next event is likely (the
+  // client's next request). While one is held, a polling thread does not go to sleep (up
+  // to kExpectedSpinFactor × spin), and the spin window counts from when the last one ends,
+  // so the event that follows is picked up without a wake-up. Without `spin` this costs
+  // nothing and does nothing; it never wakes a thread that already sleeps. Copies share
+  // one expectation, which ends when the last copy is destroyed.
+  class Expectation {
+   public:
+    Expectation() = default;
+
+   private:
+    friend class IoRuntime;
+    std::shared_ptr<void> hold_;
+  };
+  Expectation Expect();
+  // Expectations held now (tests, metrics); always 0 without `spin`.
+  int expectations() const;
+  // With `spin`: how many times a thread has stopped polling and gone to sleep in the
+  // kernel (tests, metrics). Always 0 without `spin`.
+  uint64_t polling_sleeps() const;
 
   // A serial executor (an Asio strand): tasks run one at a time, in posting order, on
   // runtime threads, never synchronously inside Post. After Stop, posted tasks are

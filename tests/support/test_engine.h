@@ -40,9 +40,13 @@ class TestEngine {
   }
   // An engine over `store`, a test's own KvStore. Restart/RestartOnSamePort are not
   // available (the store is handed to the engine once).
+  // `io_spin`: the I/O runtime's polling window (net::IoRuntime), as keel-engine's
+  // --io-spin-us; none by default.
   static std::unique_ptr<TestEngine> WithStore(engine::EngineOptions options,
-                                               std::unique_ptr<storage::KvStore> store) {
-    return std::unique_ptr<TestEngine>(new TestEngine(std::move(options), std::move(store)));
+                                               std::unique_ptr<storage::KvStore> store,
+                                               std::chrono::microseconds io_spin = {}) {
+    return std::unique_ptr<TestEngine>(
+        new TestEngine(std::move(options), std::move(store), io_spin));
   }
   // Non-null only for WithFaultyStore. Valid while the engine runs (until Restart/Stop).
   storage::FaultyKvStore* faulty_store() { return faulty_; }
@@ -80,10 +84,11 @@ class TestEngine {
     Start(0);
   }
 
-  TestEngine(engine::EngineOptions options, std::unique_ptr<storage::KvStore> store)
+  TestEngine(engine::EngineOptions options, std::unique_ptr<storage::KvStore> store,
+             std::chrono::microseconds io_spin)
       : options_(std::move(options)), given_store_(std::move(store)) {
     workers_ = std::make_unique<net::IoRuntime>(2);
-    io_ = std::make_unique<net::IoRuntime>(2);
+    io_ = std::make_unique<net::IoRuntime>(2, io_spin);
     Start(0);
   }
 

@@ -258,8 +258,12 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
 template <typename ErrorData, typename Response>
 void EnvoySession::AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket,
                                      std::function<void()> then) {
-  auto send = [self = shared_from_this(), resp = std::move(resp), wrote,
-               ticket = std::move(ticket)](Status synced) mutable {
+  // A write's answer comes from the thread that syncs it, and the client's next request
+  // soon after: the I/O thread keeps polling until then (net::IoRuntime::Expect).
+  net::IoRuntime::Expectation expected;
+  if (wrote) expected = engine_.io().Expect();
+  auto send = [self = shared_from_this(), resp = std::move(resp), wrote, ticket = std::move(ticket),
+               expected = std::move(expected)](Status synced) mutable {
     if (!synced.has_value()) {
       // The write (or one the read may show) is not known to be durable.
       resp.data = ErrorData{synced.error().ToString()};
@@ -301,7 +305,8 @@ void EnvoySession::HoldUntilDurable(const EngineId& actor, uint32_t generation,
                                     std::function<void(const Status&)> synced) {
   const uint64_t ticket = hold_->BeginWrite(actor, generation);
   engine_.kv_sync().AfterWrite(
-      [self = shared_from_this(), actor, ticket, synced = std::move(synced)](Status status) {
+      [self = shared_from_this(), actor, ticket, synced = std::move(synced),
+       expected = engine_.io().Expect()](Status status) {
         auto release = [self, actor, ticket, ok = status.has_value()] {
           self->hold_->EndWrite(actor, ticket, ok);
         };

@@ -2399,10 +2399,11 @@ class HeldOutputsTest : public EngineEnvoyTest {
 
   // An engine over a GatedSyncStore (store_, ge_) with a held envoy `envoy_key` (fe_)
   // hosting actor "held"/`key` (id_) as generation 1. TearDown opens the gate first.
-  void StartGated(const std::string& envoy_key, const std::string& key) {
+  void StartGated(const std::string& envoy_key, const std::string& key,
+                  std::chrono::microseconds io_spin = {}) {
     auto gated = std::make_unique<GatedSyncStore>();
     store_ = gated.get();
-    ge_ = TestEngine::WithStore(FastOptions(), std::move(gated));
+    ge_ = TestEngine::WithStore(FastOptions(), std::move(gated), io_spin);
     FakeEnvoyOptions o;
     o.ws_url = ge_->ws_url();
     o.envoy_key = envoy_key;
@@ -2567,6 +2568,32 @@ TEST_F(HeldOutputsTest, HeldOutputsAreConfirmedOnlyWhenAskedAndEnabled) {
 // The answer sent right after a write reaches the client only once the group commit's sync
 // covering the write ran; another actor's answer on the same connection does not wait for
 // it. The write's own answer comes after the sync too.
+// A write's answer leaves from the thread that syncs it, and the client's next request comes
+// soon after: while the write waits for its sync, the engine's I/O runtime expects work (its
+// polling thread keeps polling: net::IoRuntime::Expect), and once the write is answered it
+// does not.
+TEST_F(HeldOutputsTest, AWriteWaitingForItsSyncKeepsTheIoRuntimeExpectingUntilAnswered) {
+  ASSERT_NO_FATAL_FAILURE(StartGated("expect-envoy", "x", std::chrono::microseconds(100)));
+  net::IoRuntime& io = ge_->io();
+  EXPECT_EQ(io.expectations(), 0);
+  store_->CloseGate();
+  auto put_id = fe_->SendKv(id_, KvPut({{"k", "v"}}));
+  ASSERT_TRUE(put_id.has_value());
+  ASSERT_TRUE(store_->WaitSyncBlocked(5s)) << "the put's sync never started";
+  EXPECT_EQ(io.expectations(), 1) << "a write waits for its sync with no work expected";
+
+  store_->OpenGate();
+  auto put = fe_->KvAnswer(*put_id);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+  // The expectation ends as the answer's continuation goes, just after it sent the answer.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (io.expectations() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(io.expectations(), 0) << "the expectation outlived the write's answer";
+}
+
 TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) {
   ASSERT_NO_FATAL_FAILURE(StartGated("gated-envoy", "a"));
   GatedSyncStore& store = *store_;

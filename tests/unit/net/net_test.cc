@@ -1506,24 +1506,6 @@ TEST(IoRuntime, StopAbandonsPendingTimersWithoutRunningThem) {
 
 // ---- I/O threads that poll (IoRuntime's `spin`)
 
-// CPU time, in µs, used so far by the thread whose CPU clock is `clock`.
-int64_t ThreadCpuUs(clockid_t clock) {
-  timespec ts{};
-  ::clock_gettime(clock, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
-}
-
-// The CPU clock of `rt`'s loop thread, taken by a task that runs there.
-clockid_t LoopThreadClock(IoRuntime& rt) {
-  std::promise<clockid_t> id;
-  rt.Post([&] {
-    clockid_t c{};
-    ::pthread_getcpuclockid(::pthread_self(), &c);
-    id.set_value(c);
-  });
-  return id.get_future().get();
-}
-
 // Everything a runtime does still happens when its threads poll: posted tasks, strands,
 // timers, sockets; and Stop() ends threads that are polling.
 TEST(IoRuntime, PollingThreadsRunTasksTimersAndSocketsAndStop) {
@@ -1559,23 +1541,72 @@ TEST(IoRuntime, PollingThreadsRunTasksTimersAndSocketsAndStop) {
   rt.reset();
 }
 
-// A polling thread keeps its core busy only for the window after its last event: an idle
-// runtime sleeps. (The waits below are the observed windows, not synchronisation.)
+// Until `rt`'s polling thread has gone to sleep more than `n` times; false after 5 s.
+bool WaitPollingSleepsAbove(IoRuntime& rt, uint64_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  while (rt.polling_sleeps() <= n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return true;
+}
+
+// A polling thread keeps polling only for the window after its last event, then sleeps:
+// an idle runtime does not keep a core busy. (Counted in sleeps, not CPU time, so a loaded
+// machine that gives the polling thread little CPU changes nothing.)
 TEST(IoRuntime, APollingThreadSleepsOnceItsWindowPassesWithoutAnEvent) {
   IoRuntime rt(1, std::chrono::milliseconds(150));
-  const clockid_t loop = LoopThreadClock(rt);
-  const int64_t busy_from = ThreadCpuUs(loop);
+  Notification ran;
+  rt.Post([&] { ran.Notify(); });
+  ASSERT_TRUE(ran.WaitFor());
+  const uint64_t first = rt.polling_sleeps();     // 0, or 1 if the thread slept before the task
   std::this_thread::sleep_for(milliseconds(60));  // inside the window: the thread polls
-  const int64_t busy = ThreadCpuUs(loop) - busy_from;
-  // A sleeping thread uses ~0 µs here; a polling one yields between polls, so on a core
-  // shared with a loaded test run it may get little more than a few hundred µs.
-  EXPECT_GT(busy, 200) << "the thread did not poll after its last event";
+  EXPECT_EQ(rt.polling_sleeps(), first) << "the thread slept inside its window";
+  EXPECT_TRUE(WaitPollingSleepsAbove(rt, first)) << "an idle runtime kept polling";
+}
 
-  std::this_thread::sleep_for(milliseconds(200));  // the window has passed
-  const int64_t idle_from = ThreadCpuUs(loop);
-  std::this_thread::sleep_for(milliseconds(200));
-  const int64_t idle = ThreadCpuUs(loop) - idle_from;
-  EXPECT_LT(idle, 20'000) << "an idle runtime kept polling";
+// An expectation (work another thread will bring) keeps the polling thread from sleeping
+// past its window until it ends — every copy of it — or until kExpectedSpinFactor windows
+// have passed since the thread's last handler. Counted in sleeps, not CPU time, so a loaded
+// machine that gives the polling thread little CPU changes nothing.
+TEST(IoRuntime, AnExpectationKeepsThePollingThreadFromSleepingUntilItEnds) {
+  const auto window = milliseconds(10);
+  IoRuntime rt(1, window);
+  rt.Post([] {});
+  ASSERT_TRUE(WaitPollingSleepsAbove(rt, 0)) << "an idle runtime never slept";
+
+  IoRuntime::Expectation expected = rt.Expect();
+  IoRuntime::Expectation copy = expected;  // copies share it: both must go
+  EXPECT_EQ(rt.expectations(), 1);
+  const uint64_t asleep = rt.polling_sleeps();  // the thread sleeps now
+  rt.Post([] {});                               // wakes it; it polls from now on
+  std::this_thread::sleep_for(window * 6);
+  EXPECT_EQ(rt.polling_sleeps(), asleep) << "the thread slept while work was expected";
+  expected = {};
+  std::this_thread::sleep_for(window * 3);
+  EXPECT_EQ(rt.polling_sleeps(), asleep) << "one copy's end ended the expectation";
+  EXPECT_EQ(rt.expectations(), 1);
+  copy = {};
+  EXPECT_EQ(rt.expectations(), 0);
+  EXPECT_TRUE(WaitPollingSleepsAbove(rt, asleep)) << "it kept polling after the end";
+
+  // Held past kExpectedSpinFactor windows since the last handler: the thread sleeps anyway.
+  IoRuntime::Expectation stale = rt.Expect();
+  const uint64_t before_stale = rt.polling_sleeps();
+  rt.Post([] {});
+  EXPECT_TRUE(WaitPollingSleepsAbove(rt, before_stale))
+      << "an expectation that never ends kept it polling";
+}
+
+// Without a spin window an expectation is free and changes nothing.
+TEST(IoRuntime, AnExpectationWithoutASpinWindowDoesNothing) {
+  IoRuntime rt(1);
+  IoRuntime::Expectation expected = rt.Expect();
+  EXPECT_EQ(rt.expectations(), 0);
+  Notification ran;
+  rt.Post([&] { ran.Notify(); });
+  EXPECT_TRUE(ran.WaitFor());
+  EXPECT_EQ(rt.polling_sleeps(), 0u);
 }
 
 }  // namespace
