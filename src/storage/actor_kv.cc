@@ -421,6 +421,7 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
     KEEL_ASSIGN_OR_RETURN(usage, ReadUsage(store_, actor));
   }
   KEEL_RETURN_IF_ERROR(ValidatePutQuotaAndSizes(request, payload, usage, options_.limits));
+  const uint64_t usage_before = usage;  // what storage holds (remembered or just read)
   const size_t n = request.keys.size();
   std::vector<Bytes> keys(n);
   std::vector<Bytes> entries(n);
@@ -451,10 +452,14 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
     writes.push_back(KvWrite{keys[i], ByteView(entries[i])});
     usage += KeySize(key) + request.values[i].size();
   }
+  // A put that leaves the total unchanged (a value rewritten at the same size, as an
+  // actor's state record mostly is) leaves the stored usage as it is: one write less.
   const Bytes usage_key = ActorKvUsageKey(actor);
   const Bytes usage_record = protocol::engine::WriteRecord(KvUsage{usage});
-  writes.push_back(usage == 0 ? KvWrite{usage_key, std::nullopt}
-                              : KvWrite{usage_key, ByteView(usage_record)});
+  if (usage != usage_before) {
+    writes.push_back(usage == 0 ? KvWrite{usage_key, std::nullopt}
+                                : KvWrite{usage_key, ByteView(usage_record)});
+  }
   Status written = store_.WriteUnchecked(writes, WriteCommit());
   if (!written.has_value()) {
     // The outcome may be unknown (storage.io): read everything again next time.

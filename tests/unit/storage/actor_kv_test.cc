@@ -972,6 +972,64 @@ TEST(ActorKvSoleWriter, DropAllForgetsTheActorSoTheDestroyedRecordRejectsLaterPu
   EXPECT_FALSE(usage->has_value());
 }
 
+// Counts the writes of WriteUnchecked batches per key (over a MemKvStore).
+class WriteCountingStore final : public KvStore {
+ public:
+  using KvReader::Scan;
+  Result<std::optional<Bytes>> Get(ByteView key) override { return base_.Get(key); }
+  Result<std::vector<KeyValue>> Scan(const KeyRange& range, const ScanOptions& options) override {
+    return base_.Scan(range, options);
+  }
+  Result<std::unique_ptr<KvSnapshot>> NewSnapshot() override { return base_.NewSnapshot(); }
+  Result<std::unique_ptr<KvTxn>> Begin() override { return base_.Begin(); }
+  Status Close() override { return base_.Close(); }
+  Status WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options) override {
+    for (const KvWrite& w : writes) ++writes_[Bytes(w.key.begin(), w.key.end())];
+    return base_.WriteUnchecked(writes, options);
+  }
+  int writes_of(const Bytes& key) const {
+    auto it = writes_.find(key);
+    return it == writes_.end() ? 0 : it->second;
+  }
+
+ private:
+  MemKvStore base_;
+  std::map<Bytes, int> writes_;
+};
+
+// A put that leaves the actor's total unchanged (a value rewritten at the same size) does
+// not rewrite the stored usage; any other put does, and the stored usage stays exact.
+TEST(ActorKvSoleWriter, APutThatKeepsTheTotalLeavesTheStoredUsageAlone) {
+  WriteCountingStore store;
+  Bytes actor = ActorId(4);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  ActorKv uut(store, SoleWriterOptions());
+  auto put = [&](const std::string& key, const std::string& value) {
+    return ErrorText(
+        uut.Handle(actor, latest::KvPutRequest{BytesList({key}), BytesList({value})}, kNow));
+  };
+  auto stored_usage = [&]() -> uint64_t {
+    ActorKv fresh(store, SoleWriterOptions());  // reads storage, remembers nothing yet
+    return fresh.Usage(actor).value_or(~uint64_t{0});
+  };
+  const Bytes usage_key = ActorKvUsageKey(actor);
+  ASSERT_EQ(put("a", "1"), "<no error>");
+  EXPECT_EQ(store.writes_of(usage_key), 1);
+  ASSERT_EQ(put("a", "2"), "<no error>");  // same size: the total does not move
+  EXPECT_EQ(store.writes_of(usage_key), 1) << "an unchanged usage was written again";
+  EXPECT_EQ(stored_usage(), 1u + 2 + 1);
+  ASSERT_EQ(put("a", "22"), "<no error>");  // one byte more
+  EXPECT_EQ(store.writes_of(usage_key), 2);
+  EXPECT_EQ(stored_usage(), 1u + 2 + 2);
+  // Remembered or read back from storage, the same holds.
+  ActorKv restarted(store, SoleWriterOptions());
+  ASSERT_TRUE(
+      restarted.Handle(actor, latest::KvPutRequest{BytesList({"a"}), BytesList({"33"})}, kNow)
+          .is<latest::KvPutResponse>());
+  EXPECT_EQ(store.writes_of(usage_key), 2);
+  EXPECT_EQ(stored_usage(), 1u + 2 + 2);
+}
+
 // A failed write forgets the actor, so the next one starts from what storage holds, whether
 // the failed batch was applied or not.
 TEST(ActorKvSoleWriter, AFailedWriteIsReadBackFromStorageNextTime) {
