@@ -28,7 +28,7 @@
 // lock (a stripe of them), and a put needs no transaction: once the guard passed and the
 // usage was read, both are remembered per actor, so a put reads only the old entries (for
 // the quota) and commits the entries and the new usage as one unchecked batch
-// (KvStore::WriteUnchecked). Delete, delete-range and drop stay transactions (under the
+// (KvStore::WriteUnchecked) — the entries alone when the total did not change. Delete, delete-range and drop stay transactions (under the
 // same lock) and remember the usage they leave; a failed write forgets it. The guard is
 // re-read after Forget (DropAll calls it: destroy is the one change of the record that
 // check_actor_record rejects).
