@@ -212,6 +212,11 @@ class KvStore : public KvReader {
   // be covered. Errors: io (whether the writes are durable is unknown), closed,
   // failed_precondition (the backend cannot do it; the default).
   virtual Status SyncWrites();
+  // True when syncs are skipped because they would do nothing: the store's files are on a
+  // filesystem kept in memory (RocksDbKvStore on tmpfs). A commit that returned is then
+  // as durable as this storage gets (it survives the process, not the machine), and
+  // SyncWrites returns at once. Default: false.
+  virtual bool SkipsSyncs() const { return false; }
 
   // Applies `writes` atomically, in order (a later write of a key wins), as one commit
   // WITHOUT conflict detection for them: the caller guarantees that no transaction writes

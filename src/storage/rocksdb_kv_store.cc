@@ -1,9 +1,12 @@
 #include "storage/rocksdb_kv_store.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -265,8 +268,18 @@ struct RocksDbState {
   std::unique_ptr<rocksdb::OptimisticTransactionDB> db;
   std::mutex handles_mu;  // ordered after mu
   std::set<RocksDbHandle*> handles;
+  // RocksDbKvStoreOptions::skip_syncs_on_memory_fs applies (set before the store is shared).
+  bool skip_syncs = false;
+  std::atomic<uint64_t> syncs_skipped{0};
 
   ~RocksDbState() { (void)Close(); }
+
+  // Whether a commit asked to be synced makes the call (skip_syncs: it is counted instead).
+  bool SyncFor(bool requested) {
+    if (!requested || !skip_syncs) return requested;
+    syncs_skipped.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
 
   // REQUIRES: mu held (shared is enough) for both.
   void Register(RocksDbHandle* handle) {
@@ -432,7 +445,7 @@ class RocksDbTxn : public KvTxn, public internal::RocksDbHandle {
       return OkStatus();
     }
     rocksdb::WriteOptions write;
-    write.sync = options.sync;
+    write.sync = state_->SyncFor(options.sync);
     txn_->SetWriteOptions(write);
     rocksdb::Status s = txn_->Commit();
     txn_.reset();
@@ -472,6 +485,14 @@ class RocksDbTxn : public KvTxn, public internal::RocksDbHandle {
   bool finished_ = false;
   bool has_writes_ = false;
 };
+
+// A filesystem kept in memory, where fsync has nothing to write (the kernel's tmpfs and
+// ramfs implement it as a no-op).
+bool OnMemoryFilesystem(const std::string& path) {
+  struct statfs fs {};
+  if (::statfs(path.c_str(), &fs) != 0) return false;
+  return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
+}
 
 }  // namespace
 
@@ -519,11 +540,22 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   auto state = std::make_shared<RocksDbState>();
   state->env = std::move(env);
   state->db.reset(raw);
+  state->skip_syncs = options.skip_syncs_on_memory_fs && OnMemoryFilesystem(path);
+  if (const char* v = std::getenv("KEEL_SYNC_ON_MEMORY_FS");
+      v != nullptr && std::string_view(v) == "1") {
+    state->skip_syncs = false;
+  }
   return std::unique_ptr<RocksDbKvStore>(new RocksDbKvStore(path, std::move(state)));
 }
 
 RocksDbKvStore::RocksDbKvStore(std::string path, std::shared_ptr<internal::RocksDbState> state)
     : path_(std::move(path)), state_(std::move(state)) {}
+
+bool RocksDbKvStore::SkipsSyncs() const { return state_->skip_syncs; }
+
+uint64_t RocksDbKvStore::syncs_skipped() const {
+  return state_->syncs_skipped.load(std::memory_order_relaxed);
+}
 
 RocksDbKvStore::~RocksDbKvStore() { (void)Close(); }
 
@@ -555,6 +587,7 @@ Result<std::unique_ptr<KvTxn>> RocksDbKvStore::Begin() {
 Status RocksDbKvStore::SyncWrites() {
   std::shared_lock lock(state_->mu);
   if (state_->closed) return ClosedError();
+  if (!state_->SyncFor(true)) return OkStatus();
   rocksdb::Status s = state_->db->SyncWAL();
   if (!s.ok()) return FromRocks(s, "sync WAL");
   return OkStatus();
@@ -571,7 +604,7 @@ Status RocksDbKvStore::WriteUnchecked(std::span<const KvWrite> writes,
   std::shared_lock lock(state_->mu);
   if (state_->closed) return ClosedError();
   rocksdb::WriteOptions write;
-  write.sync = options.sync;
+  write.sync = state_->SyncFor(options.sync);
   // The base DB: OptimisticTransactionDB::Write would wrap the batch in a transaction and
   // validate it. Commits still bump each key's sequence number, so transactions that read
   // these keys meanwhile conflict as usual.

@@ -51,6 +51,12 @@ struct RocksDbKvStoreOptions {
   // records); a clean close trims it. Costs 1 MiB of zeros written per 1 MiB of log.
   // Default: true; the environment variable KEEL_WAL_PREALLOCATE_SIZE=0 turns it off.
   bool preallocate_wal_with_size = true;
+  // When the database lives on a filesystem kept in memory (tmpfs, ramfs), whose fsync does
+  // nothing, synced commits and SyncWrites skip the call: a write that returned is already
+  // as durable as that storage gets (it survives the process, not the machine). Default:
+  // true; false (or the environment variable KEEL_SYNC_ON_MEMORY_FS=1) makes the calls
+  // anyway, for comparisons.
+  bool skip_syncs_on_memory_fs = true;
 };
 
 class RocksDbKvStore : public KvStore {
@@ -74,12 +80,17 @@ class RocksDbKvStore : public KvStore {
   // Syncs the WAL, releases every open snapshot and txn (they then return
   // `storage.closed`) and closes the database files, so the path can be reopened.
   Status Close() override;
-  // One fsync of the WAL (DB::SyncWAL); concurrent commits go on meanwhile.
+  // One fsync of the WAL (DB::SyncWAL); concurrent commits go on meanwhile. Nothing on a
+  // filesystem in memory (SkipsSyncs()).
   Status SyncWrites() override;
+  // True on a filesystem kept in memory (RocksDbKvStoreOptions::skip_syncs_on_memory_fs).
+  bool SkipsSyncs() const override;
   // One WriteBatch straight to the base DB: no OCC locks, tracking or validation.
   Status WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options) override;
 
   const std::string& path() const { return path_; }
+  // How many synced commits and SyncWrites calls skipped their sync (SkipsSyncs).
+  uint64_t syncs_skipped() const;
 
  private:
   RocksDbKvStore(std::string path, std::shared_ptr<internal::RocksDbState> state);

@@ -12,10 +12,11 @@ namespace keel::testing {
 
 class TempDir {
  public:
-  // Created under the system's temp directory as `<prefix>-XXXXXX`; aborts when no temp
-  // directory is usable at all (nothing a test could do).
-  explicit TempDir(const std::string& prefix = "keel-test") {
-    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  // Created under `base` (by default the system's temp directory) as `<prefix>-XXXXXX`;
+  // aborts when that directory is not usable at all (nothing a test could do).
+  explicit TempDir(const std::string& prefix = "keel-test",
+                   const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
+    std::string pattern = (base / (prefix + "-XXXXXX")).string();
     if (::mkdtemp(pattern.data()) == nullptr) std::abort();
     path_ = pattern;
   }

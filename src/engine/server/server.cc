@@ -74,6 +74,12 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& co
       return Error{opened.error().group(), opened.error().code(),
                    "cannot open storage in " + config.data_dir + ": " + opened.error().message()};
     }
+    if ((*opened)->SkipsSyncs()) {
+      KEEL_LOG(kInfo, "storage",
+               "the data directory is on a filesystem kept in memory: syncs are skipped",
+               {{"data_dir", config.data_dir},
+                {"durability", "data survives a crash of the engine, not of the machine"}});
+    }
     store = std::move(*opened);
   }
 

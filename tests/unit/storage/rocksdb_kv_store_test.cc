@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -174,6 +176,69 @@ TEST(RocksDbKvStore, SyncWritesRunsBesideConcurrentCommitsAndFailsWhenClosed) {
   EXPECT_EQ(*got, B("v"));
   ASSERT_TRUE(IsOk(uut->Close()));
   EXPECT_TRUE(IsStorageError(uut->SyncWrites(), kClosed));
+}
+
+bool OnFilesystemInMemory(const std::string& path) {
+  struct statfs fs {};
+  return ::statfs(path.c_str(), &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+}
+
+// Every way of asking for a sync: a synced one-key write, a synced transaction, a synced
+// unchecked batch and SyncWrites.
+void SyncEveryWay(RocksDbKvStore& uut) {
+  ASSERT_TRUE(IsOk(uut.Put(B("a"), B("1"), {.sync = true})));
+  auto txn = uut.Begin();
+  ASSERT_TRUE(IsOk(txn));
+  ASSERT_TRUE(IsOk((*txn)->Put(B("b"), B("2"))));
+  ASSERT_TRUE(IsOk((*txn)->Commit({.sync = true})));
+  const Bytes key = B("c");
+  const Bytes value = B("3");
+  const std::vector<KvWrite> writes = {KvWrite{key, ByteView(value)}};
+  ASSERT_TRUE(IsOk(uut.WriteUnchecked(writes, {.sync = true})));
+  ASSERT_TRUE(IsOk(uut.SyncWrites()));
+}
+
+// On tmpfs an fsync does nothing, so the store does not make the call. What a synced write
+// wrote is in the files all the same: a copy of the directory taken while the store is
+// open (what a crashed process leaves) holds every write.
+TEST(RocksDbKvStore, SyncsAreSkippedOnAFilesystemInMemoryAndTheWritesAreInTheFiles) {
+  if (!OnFilesystemInMemory("/dev/shm")) GTEST_SKIP() << "/dev/shm is not tmpfs here";
+  TempDir dir("keel-test", "/dev/shm");
+  auto uut = OpenOrFail(dir.path() + "/db");
+  ASSERT_NE(uut, nullptr);
+  EXPECT_TRUE(uut->SkipsSyncs());
+  SyncEveryWay(*uut);
+  EXPECT_EQ(uut->syncs_skipped(), 4u);
+  ASSERT_TRUE(IsOk(uut->Put(B("d"), B("4"), {.sync = false})));
+  EXPECT_EQ(uut->syncs_skipped(), 4u);  // an unsynced write asked for nothing
+
+  std::filesystem::copy(dir.path() + "/db", dir.path() + "/copy",
+                        std::filesystem::copy_options::recursive);
+  auto copy = OpenOrFail(dir.path() + "/copy");
+  ASSERT_NE(copy, nullptr);
+  auto all = copy->Scan(KeyRange::All());
+  ASSERT_TRUE(IsOk(all));
+  EXPECT_EQ(Keys(*all), (std::vector<std::string>{"a", "b", "c", "d"}));
+  ASSERT_TRUE(IsOk(uut->Close()));
+  EXPECT_TRUE(IsStorageError(uut->SyncWrites(), kClosed));
+}
+
+TEST(RocksDbKvStore, SyncsAreMadeOnADiskAndWhenSkippingIsTurnedOff) {
+  TempDir dir;
+  if (OnFilesystemInMemory(dir.path())) GTEST_SKIP() << "the temp directory is in memory here";
+  auto on_disk = OpenOrFail(dir.path() + "/db");
+  ASSERT_NE(on_disk, nullptr);
+  EXPECT_FALSE(on_disk->SkipsSyncs());
+  SyncEveryWay(*on_disk);
+  EXPECT_EQ(on_disk->syncs_skipped(), 0u);
+
+  if (!OnFilesystemInMemory("/dev/shm")) return;
+  TempDir shm("keel-test", "/dev/shm");
+  auto turned_off = OpenOrFail(shm.path() + "/db", {.skip_syncs_on_memory_fs = false});
+  ASSERT_NE(turned_off, nullptr);
+  EXPECT_FALSE(turned_off->SkipsSyncs());
+  SyncEveryWay(*turned_off);
+  EXPECT_EQ(turned_off->syncs_skipped(), 0u);
 }
 
 TEST(RocksDbKvStore, DestructorClosesSoThePathCanBeReopened) {
