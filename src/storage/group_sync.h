@@ -28,8 +28,13 @@
 // overlapping writes (several per sync) keep the thread too, where they share syncs and
 // their answers leave together.
 //
+// On a store that skips syncs (KvStore::SkipsSyncs: its files are in memory, where a sync
+// does nothing) there is nothing to wait for: AfterWrite runs its continuation at once, on
+// the writer's thread, and no sync is counted.
+//
 // Continuations run on the syncing thread — the writer's own thread, inside AfterWrite, for
-// an inline sync — or, AfterRead with nothing pending, on the caller's, before it returns.
+// an inline sync or a store that skips syncs — or, AfterRead with nothing pending, on the
+// caller's, before it returns.
 // A caller must therefore not hold a lock its continuation takes. Stop() (and the
 // destructor) waits for a running sync to finish; continuations still waiting then are
 // destroyed without running (their connections are going away).

@@ -7,6 +7,9 @@
 // lost-envoy and alarm cases finish within about a second each.
 #include <gtest/gtest.h>
 
+#include <linux/magic.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -15,11 +18,11 @@
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <tuple>
-#include <unistd.h>
 #include <vector>
 
 #include "base/random.h"
@@ -37,6 +40,7 @@
 #include "storage/actor_kv.h"
 #include "support/fake_envoy.h"
 #include "support/gateway_http.h"
+#include "support/temp_dir.h"
 #include "support/test_engine.h"
 
 namespace keel::testing {
@@ -2530,6 +2534,8 @@ class HeldOutputsTest : public EngineEnvoyTest {
   }
 
   // StartGated's engine, envoy and actor.
+  // A test's storage directory; removed after TearDown has stopped the engine.
+  std::optional<keel::testing::TempDir> dir_;
   GatedSyncStore* store_ = nullptr;
   std::unique_ptr<TestEngine> ge_;
   std::unique_ptr<FakeEnvoy> fe_;
@@ -2654,6 +2660,47 @@ TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) 
   net::HttpResponse got_again = Answer(again);
   EXPECT_EQ(got_again.status, 200);
   EXPECT_EQ(got_again.body, "a-again");
+}
+
+// On storage whose syncs are skipped (RocksDB in a tmpfs directory, KvStore::SkipsSyncs) a
+// write waits for no sync: its answer, and the actor's answer held behind it, leave at once
+// and the group commit never syncs.
+TEST_F(HeldOutputsTest, OnStorageInMemoryAWriteAndTheAnswerHeldBehindItLeaveWithoutASync) {
+  struct statfs fs {};
+  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    GTEST_SKIP() << "/dev/shm is not tmpfs here";
+  }
+  dir_.emplace("keel-test", "/dev/shm");
+  auto store = storage::RocksDbKvStore::Open(dir_->path() + "/db");
+  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+  ASSERT_TRUE((*store)->SkipsSyncs());
+  ge_ = TestEngine::WithStore(FastOptions(), std::move(*store));
+  FakeEnvoyOptions o;
+  o.ws_url = ge_->ws_url();
+  o.envoy_key = "tmpfs-envoy";
+  fe_ = HeldEnvoy(o);
+  ASSERT_NE(fe_, nullptr);
+  id_ = keel::testing::CreateActor(ge_->http_url(), "held", "tmpfs");
+  ASSERT_FALSE(id_.empty());
+  ASSERT_EQ(StartOn(*fe_, id_), 1u);
+
+  HttpFuture to_actor = GatewayGet(ge_->http_url(), id_, "/held");
+  auto request = NextRequestStart(*fe_, "/held");
+  ASSERT_TRUE(request.has_value());
+  auto put_id = fe_->SendKv(id_, KvPut({{"k", "v"}}));
+  ASSERT_TRUE(put_id.has_value());
+  ASSERT_TRUE(Respond(*fe_, *request, "answer").has_value());
+  auto put = fe_->KvAnswer(*put_id);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+  net::HttpResponse got = Answer(to_actor);
+  EXPECT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, "answer");
+  EXPECT_EQ(ge_->engine().kv_sync().sync_count(), 0u) << "the group commit synced";
+  auto get = fe_->Kv(id_, KvGet({"k"}));
+  ASSERT_TRUE(get.has_value() && get->is<v::KvGetResponse>()) << ErrorText(*get);
+  ASSERT_EQ(get->get_if<v::KvGetResponse>()->values.size(), 1u);
+  EXPECT_EQ(ToString(get->get_if<v::KvGetResponse>()->values[0]), "v");
 }
 
 // ---- early start (docs/engine.md "Early start") ------------------------------------------

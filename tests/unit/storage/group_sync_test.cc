@@ -39,6 +39,8 @@ class HookedStore final : public MemKvStore {
     }
     return MemKvStore::SyncWrites();
   }
+  bool SkipsSyncs() const override { return skips; }
+  bool skips = false;  // read by GroupSync when it is made
   std::function<void()> during_sync;
   int syncs = 0;
   std::chrono::nanoseconds now{0};
@@ -433,6 +435,27 @@ TEST_F(GroupSyncInlineTest, AFailedInlineSyncIsReportedToItsWriter) {
 // The engine's mode: GroupSync runs its syncs on a thread of its own. Writes that arrive
 // while that thread is inside a sync share the next one, continuations run on that thread,
 // and Stop joins it. The store hook holds the first sync until the test lets it go.
+// A store that skips its syncs (KvStore::SkipsSyncs, files on tmpfs): each write is
+// acknowledged inside AfterWrite even with a sync task and a writer's loop to defer to,
+// reads at once too, and the store is never asked to sync.
+TEST_F(GroupSyncInlineTest, OnAStoreThatSkipsSyncsWritesAreAcknowledgedAtOnceWithoutASync) {
+  HookedStore store;
+  store.skips = true;
+  GroupSync gs(store, Deferred(store));
+  EXPECT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "w1"));
+  EXPECT_TRUE(WriteAndSeeIfAckedAtOnce(gs, store, "w2"));
+  EXPECT_FALSE(gs.writes_waiting());
+  gs.AfterRead(Record("r", store));
+  EXPECT_EQ(events_, (std::vector<std::string>{"w1@0", "w2@0", "r@0"}));
+  EXPECT_TRUE(tasks_.empty());
+  EXPECT_TRUE(loop_.empty());
+  EXPECT_EQ(store.syncs, 0);
+  EXPECT_EQ(gs.sync_count(), 0u);
+  gs.Stop();
+  gs.AfterWrite(Record("late", store));
+  EXPECT_EQ(events_.size(), 3u) << "a stopped GroupSync acknowledges nothing";
+}
+
 TEST(GroupSyncOwnThread, SyncsOnItsOwnThreadAndGroupsWritesThatArriveDuringASync) {
   HookedStore store;
   std::promise<void> in_sync;
