@@ -2462,6 +2462,23 @@ class HeldOutputsTest : public EngineEnvoyTest {
     return fe;
   }
 
+  // The actor answers the request for `path` (`pending`) with `body` right after a put of
+  // k=`value` whose answer it does not wait for: the put succeeds and the client gets `body`.
+  void PutThenAnswer(FakeEnvoy& fe, const std::string& id, HttpFuture& pending,
+                     const std::string& path, const std::string& value, const std::string& body) {
+    auto request = NextRequestStart(fe, path);
+    ASSERT_TRUE(request.has_value());
+    auto put_id = fe.SendKv(id, KvPut({{"k", value}}));
+    ASSERT_TRUE(put_id.has_value());
+    ASSERT_TRUE(Respond(fe, *request, body).has_value());
+    auto put = fe.KvAnswer(*put_id);
+    ASSERT_TRUE(put.has_value()) << put.error().ToString();
+    EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+    net::HttpResponse got = Answer(pending);
+    EXPECT_EQ(got.status, 200) << got.body;
+    EXPECT_EQ(got.body, body);
+  }
+
   // A held connection: the runtime writes, then answers an in-flight request without
   // waiting for the write's answer; the write is rejected. Returns the client's answer
   // and checks the write's own answer.
@@ -2685,17 +2702,7 @@ TEST_F(HeldOutputsTest, OnStorageInMemoryAWriteAndTheAnswerHeldBehindItLeaveWith
   ASSERT_EQ(StartOn(*fe_, id_), 1u);
 
   HttpFuture to_actor = GatewayGet(ge_->http_url(), id_, "/held");
-  auto request = NextRequestStart(*fe_, "/held");
-  ASSERT_TRUE(request.has_value());
-  auto put_id = fe_->SendKv(id_, KvPut({{"k", "v"}}));
-  ASSERT_TRUE(put_id.has_value());
-  ASSERT_TRUE(Respond(*fe_, *request, "answer").has_value());
-  auto put = fe_->KvAnswer(*put_id);
-  ASSERT_TRUE(put.has_value()) << put.error().ToString();
-  EXPECT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
-  net::HttpResponse got = Answer(to_actor);
-  EXPECT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, "answer");
+  ASSERT_NO_FATAL_FAILURE(PutThenAnswer(*fe_, id_, to_actor, "/held", "v", "answer"));
   EXPECT_EQ(ge_->engine().kv_sync().sync_count(), 0u) << "the group commit synced";
   auto get = fe_->Kv(id_, KvGet({"k"}));
   ASSERT_TRUE(get.has_value() && get->is<v::KvGetResponse>()) << ErrorText(*get);
@@ -3088,17 +3095,7 @@ TEST_F(HeldOutputsTest, HeldOutputsFailedSyncFailsTheGenerationTheNextStartsClea
   }));
   HttpFuture woken = GatewayGet(te().http_url(), a, "/woken");
   ASSERT_EQ(StartOn(*fe, a), 2u);
-  auto request2 = NextRequestStart(*fe, "/woken");
-  ASSERT_TRUE(request2.has_value());
-  auto put2_id = fe->SendKv(a, KvPut({{"k", "kept"}}));
-  ASSERT_TRUE(put2_id.has_value());
-  ASSERT_TRUE(Respond(*fe, *request2, "generation 2").has_value());
-  auto put2 = fe->KvAnswer(*put2_id);
-  ASSERT_TRUE(put2.has_value()) << put2.error().ToString();
-  EXPECT_TRUE(put2->is<v::KvPutResponse>()) << ErrorText(*put2);
-  net::HttpResponse got = Answer(woken);
-  EXPECT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, "generation 2");
+  ASSERT_NO_FATAL_FAILURE(PutThenAnswer(*fe, a, woken, "/woken", "kept", "generation 2"));
 }
 
 // SQLite page commits are held writes too (runtime/sql.h, HeldCommits): an answer sent
