@@ -486,15 +486,13 @@ class RocksDbTxn : public KvTxn, public internal::RocksDbHandle {
   bool has_writes_ = false;
 };
 
-// A filesystem kept in memory, where fsync has nothing to write (the kernel's tmpfs and
-// ramfs implement it as a no-op).
+}  // namespace
+
 bool OnMemoryFilesystem(const std::string& path) {
   struct statfs fs {};
   if (::statfs(path.c_str(), &fs) != 0) return false;
   return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
 }
-
-}  // namespace
 
 Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& path,
                                                              const RocksDbKvStoreOptions& options) {

@@ -59,6 +59,10 @@ struct RocksDbKvStoreOptions {
   bool skip_syncs_on_memory_fs = true;
 };
 
+// True when `path` is on a filesystem kept in memory (tmpfs, ramfs), where an fsync has
+// nothing to write; false when it is not, or cannot be told.
+bool OnMemoryFilesystem(const std::string& path);
+
 class RocksDbKvStore : public KvStore {
  public:
   // Opens (by default creating) the database in directory `path`.

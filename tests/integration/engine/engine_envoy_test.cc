@@ -7,8 +7,6 @@
 // lost-envoy and alarm cases finish within about a second each.
 #include <gtest/gtest.h>
 
-#include <linux/magic.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 #include <atomic>
 #include <chrono>
@@ -38,6 +36,7 @@
 #include "net/io_runtime.h"
 #include "protocol/envoy/versioned.h"
 #include "storage/actor_kv.h"
+#include "storage/rocksdb_kv_store.h"
 #include "support/fake_envoy.h"
 #include "support/gateway_http.h"
 #include "support/temp_dir.h"
@@ -2683,10 +2682,7 @@ TEST_F(HeldOutputsTest, HeldOutputsAnswerWaitsForTheWritesSyncOtherActorsDoNot) 
 // write waits for no sync: its answer, and the actor's answer held behind it, leave at once
 // and the group commit never syncs.
 TEST_F(HeldOutputsTest, OnStorageInMemoryAWriteAndTheAnswerHeldBehindItLeaveWithoutASync) {
-  struct statfs fs {};
-  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
-    GTEST_SKIP() << "/dev/shm is not tmpfs here";
-  }
+  if (!storage::OnMemoryFilesystem("/dev/shm")) GTEST_SKIP() << "/dev/shm is not tmpfs here";
   dir_.emplace("keel-test", "/dev/shm");
   auto store = storage::RocksDbKvStore::Open(dir_->path() + "/db");
   ASSERT_TRUE(store.has_value()) << store.error().ToString();

@@ -432,9 +432,6 @@ TEST_F(GroupSyncInlineTest, AFailedInlineSyncIsReportedToItsWriter) {
   EXPECT_FALSE(SurvivesCrash(store, "k"));
 }
 
-// The engine's mode: GroupSync runs its syncs on a thread of its own. Writes that arrive
-// while that thread is inside a sync share the next one, continuations run on that thread,
-// and Stop joins it. The store hook holds the first sync until the test lets it go.
 // A store that skips its syncs (KvStore::SkipsSyncs, files on tmpfs): each write is
 // acknowledged inside AfterWrite even with a sync task and a writer's loop to defer to,
 // reads at once too, and the store is never asked to sync.
@@ -456,6 +453,9 @@ TEST_F(GroupSyncInlineTest, OnAStoreThatSkipsSyncsWritesAreAcknowledgedAtOnceWit
   EXPECT_EQ(events_.size(), 3u) << "a stopped GroupSync acknowledges nothing";
 }
 
+// The engine's mode: GroupSync runs its syncs on a thread of its own. Writes that arrive
+// while that thread is inside a sync share the next one, continuations run on that thread,
+// and Stop joins it. The store hook holds the first sync until the test lets it go.
 TEST(GroupSyncOwnThread, SyncsOnItsOwnThreadAndGroupsWritesThatArriveDuringASync) {
   HookedStore store;
   std::promise<void> in_sync;

@@ -4,9 +4,7 @@
 #include <fcntl.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
-#include <linux/magic.h>
 #include <sys/ioctl.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -178,11 +176,6 @@ TEST(RocksDbKvStore, SyncWritesRunsBesideConcurrentCommitsAndFailsWhenClosed) {
   EXPECT_TRUE(IsStorageError(uut->SyncWrites(), kClosed));
 }
 
-bool OnFilesystemInMemory(const std::string& path) {
-  struct statfs fs {};
-  return ::statfs(path.c_str(), &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
-}
-
 // Every way of asking for a sync: a synced one-key write, a synced transaction, a synced
 // unchecked batch and SyncWrites.
 void SyncEveryWay(RocksDbKvStore& uut) {
@@ -202,7 +195,7 @@ void SyncEveryWay(RocksDbKvStore& uut) {
 // wrote is in the files all the same: a copy of the directory taken while the store is
 // open (what a crashed process leaves) holds every write.
 TEST(RocksDbKvStore, SyncsAreSkippedOnAFilesystemInMemoryAndTheWritesAreInTheFiles) {
-  if (!OnFilesystemInMemory("/dev/shm")) GTEST_SKIP() << "/dev/shm is not tmpfs here";
+  if (!OnMemoryFilesystem("/dev/shm")) GTEST_SKIP() << "/dev/shm is not tmpfs here";
   TempDir dir("keel-test", "/dev/shm");
   auto uut = OpenOrFail(dir.path() + "/db");
   ASSERT_NE(uut, nullptr);
@@ -225,14 +218,14 @@ TEST(RocksDbKvStore, SyncsAreSkippedOnAFilesystemInMemoryAndTheWritesAreInTheFil
 
 TEST(RocksDbKvStore, SyncsAreMadeOnADiskAndWhenSkippingIsTurnedOff) {
   TempDir dir;
-  if (OnFilesystemInMemory(dir.path())) GTEST_SKIP() << "the temp directory is in memory here";
+  if (OnMemoryFilesystem(dir.path())) GTEST_SKIP() << "the temp directory is in memory here";
   auto on_disk = OpenOrFail(dir.path() + "/db");
   ASSERT_NE(on_disk, nullptr);
   EXPECT_FALSE(on_disk->SkipsSyncs());
   SyncEveryWay(*on_disk);
   EXPECT_EQ(on_disk->syncs_skipped(), 0u);
 
-  if (!OnFilesystemInMemory("/dev/shm")) return;
+  if (!OnMemoryFilesystem("/dev/shm")) return;
   TempDir shm("keel-test", "/dev/shm");
   auto turned_off = OpenOrFail(shm.path() + "/db", {.skip_syncs_on_memory_fs = false});
   ASSERT_NE(turned_off, nullptr);
