@@ -16,6 +16,32 @@ int DigitValue(char c) {
   return -1;
 }
 
+// A 152-bit id as a little-endian array of 64-bit limbs.
+using Limbs = std::array<uint64_t, 3>;
+
+constexpr uint64_t kPow36_12 = 4738381338321616896ULL;  // 36^12
+
+// value = value * mul + add (no carry leaves the top limb for any 30-digit id).
+void MulAdd(Limbs& value, uint64_t mul, uint64_t add) {
+  unsigned __int128 carry = add;
+  for (uint64_t& limb : value) {
+    unsigned __int128 v = static_cast<unsigned __int128>(limb) * mul + carry;
+    limb = static_cast<uint64_t>(v);
+    carry = v >> 64;
+  }
+}
+
+// value /= divisor; returns the remainder.
+uint64_t DivMod(Limbs& value, uint64_t divisor) {
+  unsigned __int128 rem = 0;
+  for (size_t i = value.size(); i-- > 0;) {
+    unsigned __int128 cur = (rem << 64) | value[i];
+    value[i] = static_cast<uint64_t>(cur / divisor);
+    rem = cur % divisor;
+  }
+  return static_cast<uint64_t>(rem);
+}
+
 std::string Printable(char c) {
   auto u = static_cast<unsigned char>(c);
   if (u >= 0x21 && u < 0x7f) return std::string("'") + c + "'";
@@ -50,21 +76,23 @@ Result<EngineId> EngineId::Parse(std::string_view text) {
                      std::to_string(text.size()));
   }
   // value = Σ digit[i] * 36^i, accumulated from the most significant digit (the last
-  // character) as value = value * 36 + digit over a little-endian byte array.
-  std::array<uint8_t, kByteSize> bytes{};
+  // character) as value = value * 36 + digit. Three 64-bit limbs hold it: 36^30 < 2^156,
+  // so nothing carries out of them, and the 152-bit bound is checked once at the end.
+  Limbs value{};
   for (size_t i = kTextSize; i-- > 0;) {
     int digit = DigitValue(text[i]);
     if (digit < 0) {
       return InvalidId("id has invalid character " + Printable(text[i]) + " at position " +
                        std::to_string(i) + " (expected lowercase base36)");
     }
-    uint32_t carry = static_cast<uint32_t>(digit);
-    for (auto& byte : bytes) {
-      uint32_t v = static_cast<uint32_t>(byte) * 36 + carry;
-      byte = static_cast<uint8_t>(v & 0xff);
-      carry = v >> 8;
-    }
-    if (carry != 0) return InvalidId("id value does not fit in 19 bytes");
+    MulAdd(value, 36, static_cast<uint64_t>(digit));
+  }
+  if ((value[2] >> (kByteSize * 8 - 128)) != 0) {
+    return InvalidId("id value does not fit in 19 bytes");
+  }
+  std::array<uint8_t, kByteSize> bytes;
+  for (size_t i = 0; i < kByteSize; ++i) {
+    bytes[i] = static_cast<uint8_t>(value[i / 8] >> (8 * (i % 8)));
   }
   if (bytes[0] != kVersion) {
     return InvalidId("unsupported id version " + std::to_string(bytes[0]) + " (expected " +
@@ -88,19 +116,24 @@ Result<EngineId> EngineId::FromBytes(ByteView bytes) {
 }
 
 std::string EngineId::ToString() const {
-  // Repeated division by 36 of the little-endian integer; each remainder is the next
-  // digit, least significant first. 36^30 > 2^152, so 30 digits always suffice.
-  std::array<uint8_t, kByteSize> value = bytes_;
-  std::string out(kTextSize, '0');
-  for (size_t d = 0; d < kTextSize; ++d) {
-    uint32_t rem = 0;
-    for (size_t i = kByteSize; i-- > 0;) {
-      uint32_t cur = (rem << 8) | value[i];
-      value[i] = static_cast<uint8_t>(cur / 36);
-      rem = cur % 36;
-    }
-    out[d] = kDigits[rem];
+  // Least significant digit first. The value is divided by 36^12 (the largest power of
+  // 36 below 2^63) twice; each remainder, and what is left, then gives its digits with
+  // 64-bit divisions by the constant 36: 12 + 12 + 6 = 30 digits (36^30 > 2^152).
+  Limbs value{};
+  for (size_t i = 0; i < kByteSize; ++i) {
+    value[i / 8] |= static_cast<uint64_t>(bytes_[i]) << (8 * (i % 8));
   }
+  std::string out(kTextSize, '0');
+  size_t d = 0;
+  auto put_digits = [&](uint64_t chunk, size_t count) {
+    for (size_t k = 0; k < count; ++k, ++d) {
+      out[d] = kDigits[chunk % 36];
+      chunk /= 36;
+    }
+  };
+  put_digits(DivMod(value, kPow36_12), 12);
+  put_digits(DivMod(value, kPow36_12), 12);
+  put_digits(value[0], kTextSize - 24);  // < 36^6 once 36^24 has been divided out
   return out;
 }
 

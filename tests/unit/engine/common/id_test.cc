@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -69,6 +70,47 @@ TEST(EngineId, GeneratedIdsRoundTripThroughTextAndBytes) {
     auto from_bytes = EngineId::FromBytes(uut.bytes());
     ASSERT_TRUE(from_bytes.ok());
     EXPECT_EQ(*from_bytes, uut);
+  }
+}
+
+// The text form computed the slow, obvious way: repeated division of the little-endian
+// byte string by 36, one byte at a time.
+std::string ReferenceText(ByteView bytes) {
+  std::vector<uint8_t> value(bytes.begin(), bytes.end());
+  std::string out;
+  for (size_t d = 0; d < EngineId::kTextSize; ++d) {
+    uint32_t rem = 0;
+    for (size_t i = value.size(); i-- > 0;) {
+      uint32_t cur = (rem << 8) | value[i];
+      value[i] = static_cast<uint8_t>(cur / 36);
+      rem = cur % 36;
+    }
+    out += "0123456789abcdefghijklmnopqrstuvwxyz"[rem];
+  }
+  return out;
+}
+
+TEST(EngineId, TextMatchesByteWiseReferenceAcrossEveryByte) {
+  // One 0xff (and one 0x80) byte at each position after the version, so every limb and
+  // limb boundary of the text conversion carries a value of its own.
+  for (uint8_t fill : {uint8_t{0xff}, uint8_t{0x80}, uint8_t{0x01}}) {
+    for (size_t pos = 1; pos < EngineId::kByteSize; ++pos) {
+      std::array<uint8_t, EngineId::kByteSize> bytes{};
+      bytes[0] = EngineId::kVersion;
+      bytes[pos] = fill;
+      auto id = EngineId::FromBytes(ByteView(bytes.data(), bytes.size()));
+      ASSERT_TRUE(id.ok());
+      std::string text = id->ToString();
+      EXPECT_EQ(text, ReferenceText(id->bytes())) << "byte " << pos;
+      auto parsed = EngineId::Parse(text);
+      ASSERT_TRUE(parsed.ok()) << text << ": " << parsed.error().ToString();
+      EXPECT_EQ(*parsed, *id) << "byte " << pos;
+    }
+  }
+  Random random(7);
+  for (int i = 0; i < 200; ++i) {
+    EngineId id = EngineId::Generate(random, static_cast<uint16_t>(i * 331));
+    EXPECT_EQ(id.ToString(), ReferenceText(id.bytes()));
   }
 }
 
