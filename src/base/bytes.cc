@@ -10,7 +10,36 @@ int HexValue(char c) {
   return -1;
 }
 
+// A scratch buffer that grew past this (one large message) is freed rather than kept.
+constexpr size_t kScratchKeptCapacity = 64 * 1024;
+
+struct Scratch {
+  Bytes buffer;
+  bool busy = false;
+};
+thread_local Scratch t_scratch;
+
 }  // namespace
+
+namespace internal {
+
+Bytes* AcquireScratch() {
+  if (t_scratch.busy) return nullptr;
+  t_scratch.busy = true;
+  t_scratch.buffer.clear();
+  return &t_scratch.buffer;
+}
+
+void ReleaseScratch(Bytes* scratch) {
+  if (scratch->capacity() > kScratchKeptCapacity) {
+    Bytes().swap(*scratch);
+  } else {
+    scratch->clear();
+  }
+  t_scratch.busy = false;
+}
+
+}  // namespace internal
 
 std::string ToHex(ByteView bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <utility>
 
+#include "base/build_exact.h"
 #include "base/log.h"
 #include "engine/gateway/envoy_connect.h"
 #include "protocol/conversion.h"
@@ -322,8 +323,10 @@ struct EnvoyClient::State {
   // ---- Output ----
 
   Result<Bytes> Encode(const latest::ToRivet& message) const {
-    Bytes out;
-    auto encoded = protocol::envoy::EncodeToRivet(message, config.protocol_version, out);
+    Result<void, protocol::ConversionError> encoded;
+    Bytes out = BuildExact([&](Bytes& buffer) {
+      encoded = protocol::envoy::EncodeToRivet(message, config.protocol_version, buffer);
+    });
     if (!encoded.has_value()) return protocol::ToError(encoded.error());
     return out;
   }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "base/build_exact.h"
 #include "value/internal.h"
 #include "value/value.h"
 
@@ -391,9 +392,7 @@ void AppendCbor(const Value& value, Bytes& out) {
 }
 
 Bytes EncodeCbor(const Value& value) {
-  Bytes out;
-  AppendCbor(value, out);
-  return out;
+  return BuildExact([&](Bytes& out) { AppendCbor(value, out); });
 }
 
 Result<Value> DecodeCbor(ByteView bytes, const CborLimits& limits) {

@@ -5,6 +5,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/build_exact.h"
 #include "base/log.h"
 #include "base/output_batch.h"
 #include "engine/core/engine.h"
@@ -496,8 +497,10 @@ void EnvoySession::HandleTunnel(latest::ToRivetTunnelMessage&& msg) {
 }
 
 void EnvoySession::Send(const latest::ToEnvoy& msg) {
-  Bytes out;
-  auto encoded = protocol::envoy::EncodeToEnvoy(msg, params_.protocol_version, out);
+  Result<void, protocol::ConversionError> encoded;
+  Bytes out = BuildExact([&](Bytes& buffer) {
+    encoded = protocol::envoy::EncodeToEnvoy(msg, params_.protocol_version, buffer);
+  });
   if (!encoded.has_value()) {
     KEEL_LOG(kWarn, kLog, "dropping a message the connection's version cannot carry",
              {{"envoy_key", params_.envoy_key}, {"error", protocol::ToString(encoded.error())}});

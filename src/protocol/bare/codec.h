@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/build_exact.h"
 #include "base/bytes.h"
 #include "base/result.h"
 #include "protocol/bare/reader.h"
@@ -23,9 +24,7 @@ void EncodeTo(const T& value, Bytes& out) {
 
 template <typename T>
 Bytes EncodeValue(const T& value) {
-  Bytes out;
-  EncodeTo(value, out);
-  return out;
+  return BuildExact([&](Bytes& out) { EncodeTo(value, out); });
 }
 
 // Decodes exactly one T from `in`: trailing bytes are an error.
@@ -70,10 +69,10 @@ Result<std::pair<uint16_t, ByteView>> SplitVersionPrefix(ByteView framed, uint16
 // A stored record: version prefix + value.
 template <typename T>
 Bytes EncodeVersioned(const T& value, uint16_t version) {
-  Bytes out;
-  AppendVersionPrefix(version, out);
-  EncodeTo(value, out);
-  return out;
+  return BuildExact([&](Bytes& out) {
+    AppendVersionPrefix(version, out);
+    EncodeTo(value, out);
+  });
 }
 
 // Maps are decoded into insertion-ordered pair vectors; BARE forbids duplicate keys.

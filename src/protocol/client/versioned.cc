@@ -14,10 +14,10 @@ Result<std::pair<uint16_t, ByteView>> Split(ByteView framed) {
   return bare::SplitVersionPrefix(framed, 1, kLatestVersion);
 }
 
-Bytes Prefix(uint16_t version) {
-  Bytes out;
-  bare::AppendVersionPrefix(version, out);
-  return out;
+// The version prefix, then `msg`.
+template <typename T>
+Bytes Framed(uint16_t version, const T& msg) {
+  return bare::EncodeVersioned(msg, version);
 }
 
 ConversionError BadTarget(uint16_t version) {
@@ -47,22 +47,14 @@ struct Chain {
 
   static Result<Bytes, ConversionError> Encode(const T3& msg, uint16_t version) {
     if (version < 1 || version > kLatestVersion) return Unexpected{BadTarget(version)};
-    Bytes out = Prefix(version);
-    if (version == 3) {
-      bare::EncodeTo(msg, out);
-      return out;
-    }
+    if (version == 3) return Framed(version, msg);
     ConvertContext ctx(version);
     T2 v2{};
     if (!v2_v3::Downgrade(msg, v2, ctx)) return Unexpected{std::move(*ctx.error)};
-    if (version == 2) {
-      bare::EncodeTo(v2, out);
-      return out;
-    }
+    if (version == 2) return Framed(version, v2);
     T1 v1{};
     if (!v1_v2::Downgrade(v2, v1, ctx)) return Unexpected{std::move(*ctx.error)};
-    bare::EncodeTo(v1, out);
-    return out;
+    return Framed(version, v1);
   }
 };
 
@@ -84,9 +76,7 @@ struct V3Only {
           std::string(TypeName(static_cast<const T3*>(nullptr))) +
           " requires client protocol v3, target is v" + std::to_string(version)}}};
     }
-    Bytes out = Prefix(version);
-    bare::EncodeTo(msg, out);
-    return out;
+    return Framed(version, msg);
   }
 };
 

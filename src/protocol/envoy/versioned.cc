@@ -1,7 +1,9 @@
 #include "protocol/envoy/versioned.h"
 
+#include <optional>
 #include <string>
 
+#include "base/build_exact.h"
 #include "protocol/envoy/v1.h"
 #include "protocol/envoy/v1_v2.h"
 #include "protocol/envoy/v2.h"
@@ -92,9 +94,13 @@ struct Chain {
   }
 
   static Result<Bytes, ConversionError> EncodeFramed(const T4& msg, uint16_t version) {
-    Bytes out;
-    AppendVersionPrefix(version, out);
-    KEEL_RETURN_IF_ERROR(Encode(msg, version, out));
+    std::optional<ConversionError> error;
+    Bytes out = BuildExact([&](Bytes& buffer) {
+      AppendVersionPrefix(version, buffer);
+      auto encoded = Encode(msg, version, buffer);
+      if (!encoded.has_value()) error = std::move(encoded.error());
+    });
+    if (error) return Unexpected{std::move(*error)};
     return out;
   }
 };
