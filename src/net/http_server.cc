@@ -643,8 +643,11 @@ asio::awaitable<void> Conn::Run() {
     auto [ec, n] = co_await http::async_read_header(stream_, buffer, parser, as_tuple(use_awaitable));
     if (!ec && !parser.is_done()) {
       // A client with Nagle on (Deno's fetch) may send the body only once the header is
-      // ACKed, and no reply is coming to carry that ACK until the body is here.
-      internal::AckPromptly(stream_);
+      // ACKed, and no reply is coming to carry that ACK until the body is here. A body that
+      // came with the header (most requests) needs no such ACK: the call, and quick-ACK
+      // mode's separate ACK packet ahead of the reply, are skipped.
+      const auto length = parser.content_length();
+      if (!length || buffer.size() < *length) internal::AckPromptly(stream_);
       if (EqualsIgnoreCase(ToView(parser.get()[http::field::expect]), "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, 11};
         auto [cec, cn] = co_await http::async_write(stream_, cont, as_tuple(use_awaitable));
