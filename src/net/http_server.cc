@@ -191,6 +191,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   uint64_t next_id = 1;
   std::unordered_map<uint64_t, std::weak_ptr<ConnBase>> conns;
   std::atomic<uint64_t> direct_answers{0};
+  std::atomic<uint64_t> forced_acks{0};
 };
 
 // What the server needs from a connection to shut it down.
@@ -647,7 +648,10 @@ asio::awaitable<void> Conn::Run() {
       // came with the header (most requests) needs no such ACK: the call, and quick-ACK
       // mode's separate ACK packet ahead of the reply, are skipped.
       const auto length = parser.content_length();
-      if (!length || buffer.size() < *length) internal::AckPromptly(stream_);
+      if (!length || buffer.size() < *length) {
+        internal::AckPromptly(stream_);
+        server_->forced_acks.fetch_add(1, std::memory_order_relaxed);
+      }
       if (EqualsIgnoreCase(ToView(parser.get()[http::field::expect]), "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, 11};
         auto [cec, cn] = co_await http::async_write(stream_, cont, as_tuple(use_awaitable));
@@ -896,6 +900,10 @@ size_t HttpServer::open_connections() const {
 
 uint64_t HttpServer::direct_answers() const {
   return state_->direct_answers.load(std::memory_order_relaxed);
+}
+
+uint64_t HttpServer::forced_acks() const {
+  return state_->forced_acks.load(std::memory_order_relaxed);
 }
 
 HttpServer::~HttpServer() {

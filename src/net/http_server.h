@@ -124,6 +124,11 @@ class HttpServer {
   // the connection's strand while the connection waited for it), not queued on the strand.
   uint64_t direct_answers() const;
 
+  // Requests whose header arrived without the rest of its body, for which the server sent
+  // the header's ACK at once (TCP_QUICKACK) rather than leave it to the reply: a client
+  // with Nagle's algorithm on holds the body until that ACK arrives.
+  uint64_t forced_acks() const;
+
   struct State;  // implementation detail
 
  private:

@@ -597,6 +597,35 @@ TEST(HttpServer, ManyConcurrentKeepAliveClientsAnsweredFromAStrand) {
   EXPECT_EQ(ok.load(), kClients * kRequests);
 }
 
+// A body that came with its header needs no forced ACK: the reply carries it. A body still
+// to come after the header gets one at once, so a client with Nagle's algorithm on (which
+// holds the body until the header is ACKed) does not wait for the delayed-ACK timer.
+TEST(HttpServer, AnAckIsForcedOnlyForABodyStillToCome) {
+  IoRuntime rt(1);
+  auto server = StartServer(
+      rt, [](std::shared_ptr<HttpExchange> ex) { ex->Respond(EchoResponse(ex->request())); });
+  RawClient client(server->port());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("POST /whole HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+  const std::string whole = client.ReadResponse();
+  EXPECT_NE(whole.find("X-Target: /whole"), std::string::npos) << whole;
+  EXPECT_NE(whole.find("hello"), std::string::npos) << whole;
+  EXPECT_EQ(server->forced_acks(), 0u);
+
+  ASSERT_TRUE(client.Send("POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"));
+  // The body leaves only once the server has read the header (and forced its ACK).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server->forced_acks() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(server->forced_acks(), 1u);
+  ASSERT_TRUE(client.Send("world"));
+  const std::string later = client.ReadResponse();
+  EXPECT_NE(later.find("X-Target: /later"), std::string::npos) << later;
+  EXPECT_NE(later.find("world"), std::string::npos) << later;
+  EXPECT_EQ(server->forced_acks(), 1u);
+}
+
 TEST(HttpServer, HeadRequestGetsHeadersWithoutBody) {
   IoRuntime rt(1);
   auto server = StartServer(rt, [](std::shared_ptr<HttpExchange> ex) {
