@@ -14,12 +14,6 @@ Result<std::pair<uint16_t, ByteView>> Split(ByteView framed) {
   return bare::SplitVersionPrefix(framed, 1, kLatestVersion);
 }
 
-// The version prefix, then `msg`.
-template <typename T>
-Bytes Framed(uint16_t version, const T& msg) {
-  return bare::EncodeVersioned(msg, version);
-}
-
 ConversionError BadTarget(uint16_t version) {
   return IncompatibleMessageError{"invalid version: " + std::to_string(version)};
 }
@@ -47,14 +41,14 @@ struct Chain {
 
   static Result<Bytes, ConversionError> Encode(const T3& msg, uint16_t version) {
     if (version < 1 || version > kLatestVersion) return Unexpected{BadTarget(version)};
-    if (version == 3) return Framed(version, msg);
+    if (version == 3) return bare::EncodeVersioned(msg, version);
     ConvertContext ctx(version);
     T2 v2{};
     if (!v2_v3::Downgrade(msg, v2, ctx)) return Unexpected{std::move(*ctx.error)};
-    if (version == 2) return Framed(version, v2);
+    if (version == 2) return bare::EncodeVersioned(v2, version);
     T1 v1{};
     if (!v1_v2::Downgrade(v2, v1, ctx)) return Unexpected{std::move(*ctx.error)};
-    return Framed(version, v1);
+    return bare::EncodeVersioned(v1, version);
   }
 };
 
@@ -76,7 +70,7 @@ struct V3Only {
           std::string(TypeName(static_cast<const T3*>(nullptr))) +
           " requires client protocol v3, target is v" + std::to_string(version)}}};
     }
-    return Framed(version, msg);
+    return bare::EncodeVersioned(msg, version);
   }
 };
 

@@ -264,6 +264,20 @@ TEST(RocksDbKvStore, MemtableInsertHintsKeepEveryKeyInPlace) {
     return k + std::to_string(record);
   };
   std::map<std::string, std::string> expected;
+  auto check = [&](KvStore& store) {
+    auto all = store.Scan(KeyRange::All());
+    ASSERT_TRUE(IsOk(all));
+    ASSERT_EQ(all->size(), expected.size());
+    size_t i = 0;
+    for (const auto& [k, v] : expected) {
+      EXPECT_EQ((*all)[i].key, B(k)) << i;
+      EXPECT_EQ((*all)[i].value, B(v)) << i;
+      auto got = store.Get(B(k));
+      ASSERT_TRUE(IsOk(got));
+      EXPECT_EQ(*got, B(v));
+      ++i;
+    }
+  };
   {
     auto uut = OpenOrFail(path);
     ASSERT_NE(uut, nullptr);
@@ -284,34 +298,12 @@ TEST(RocksDbKvStore, MemtableInsertHintsKeepEveryKeyInPlace) {
         expected[short_key] = std::to_string(round);
       }
     }
-    auto check = [&](KvStore& store) {
-      auto all = store.Scan(KeyRange::All());
-      ASSERT_TRUE(IsOk(all));
-      ASSERT_EQ(all->size(), expected.size());
-      size_t i = 0;
-      for (const auto& [k, v] : expected) {
-        EXPECT_EQ((*all)[i].key, B(k)) << i;
-        EXPECT_EQ((*all)[i].value, B(v)) << i;
-        auto got = store.Get(B(k));
-        ASSERT_TRUE(IsOk(got));
-        EXPECT_EQ(*got, B(v));
-        ++i;
-      }
-    };
     check(*uut);
     ASSERT_TRUE(IsOk(uut->Close()));
   }
   auto reopened = OpenOrFail(path);
   ASSERT_NE(reopened, nullptr);
-  auto all = reopened->Scan(KeyRange::All());
-  ASSERT_TRUE(IsOk(all));
-  ASSERT_EQ(all->size(), expected.size());
-  size_t i = 0;
-  for (const auto& [k, v] : expected) {
-    EXPECT_EQ((*all)[i].key, B(k));
-    EXPECT_EQ((*all)[i].value, B(v));
-    ++i;
-  }
+  check(*reopened);
 
   TempDir off_dir;
   auto off = OpenOrFail(off_dir.path() + "/db", {.memtable_hint_prefix_bytes = 0});
