@@ -24,7 +24,6 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
-#include <rocksdb/slice_transform.h>
 #include <rocksdb/status.h>
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
@@ -526,13 +525,8 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   // Stripes of the commit-validation locks. RocksDB's default (2^20) costs ~100 ms and
   // tens of MiB per open; collisions only serialise validation, they never cause conflicts.
   occ_options.occ_lock_buckets = options.commit_lock_stripes;
-  rocksdb::ColumnFamilyOptions family_options(db_options);
-  if (options.memtable_hint_prefix_bytes > 0) {
-    family_options.memtable_insert_with_hint_prefix_extractor.reset(
-        rocksdb::NewCappedPrefixTransform(options.memtable_hint_prefix_bytes));
-  }
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, family_options}};
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(db_options)}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::OptimisticTransactionDB* raw = nullptr;
   rocksdb::Status s = rocksdb::OptimisticTransactionDB::Open(

@@ -57,16 +57,6 @@ struct RocksDbKvStoreOptions {
   // true; false (or the environment variable KEEL_SYNC_ON_MEMORY_FS=1) makes the calls
   // anyway, for comparisons.
   bool skip_syncs_on_memory_fs = true;
-  // A memtable insert starts from where the last insert whose key shares its first N bytes
-  // went (RocksDB's memtable_insert_with_hint_prefix_extractor) rather than from the top of
-  // the skip list. A key written again and again, as an actor's state record is, then
-  // lands in a few comparisons instead of a search through the whole memtable: RocksDB's
-  // own last-position hint gives up whenever the new key sorts before it, which a newer
-  // version of the same key always does. N = 22 covers an actor KV key's subspace byte,
-  // actor id, tag and first key byte (actor_kv.h), so each actor's records keep hints of
-  // their own. Writes that share a write group insert concurrently and take no hint.
-  // 0 turns hints off. Default: 22.
-  size_t memtable_hint_prefix_bytes = 22;
 };
 
 // True when `path` is on a filesystem kept in memory (tmpfs, ramfs), where an fsync has

@@ -10,9 +10,6 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -235,82 +232,6 @@ TEST(RocksDbKvStore, SyncsAreMadeOnADiskAndWhenSkippingIsTurnedOff) {
   EXPECT_FALSE(turned_off->SkipsSyncs());
   SyncEveryWay(*turned_off);
   EXPECT_EQ(turned_off->syncs_skipped(), 0u);
-}
-
-// The newest OPTIONS file RocksDB wrote in `path` (what it was opened with).
-std::string OptionsFileText(const std::string& path) {
-  std::string newest;
-  for (const auto& entry : std::filesystem::directory_iterator(path)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("OPTIONS-", 0) == 0 && name > newest) newest = name;
-  }
-  if (newest.empty()) return "";
-  std::ifstream in(path + "/" + newest);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// Inserts with a hint (the last position of the same 22-byte prefix) must place every key
-// exactly where a search would: keys rewritten many times, keys that share a prefix and
-// sort before and after each other, and keys shorter than the prefix, all read back with
-// their newest values, in order, before and after a reopen.
-TEST(RocksDbKvStore, MemtableInsertHintsKeepEveryKeyInPlace) {
-  TempDir dir;
-  std::string path = dir.path() + "/db";
-  auto key = [](int actor, int record) {
-    std::string k(22, '\0');
-    k[0] = 0x05;
-    k[5] = static_cast<char>(actor);
-    k[21] = static_cast<char>(record % 3);
-    return k + std::to_string(record);
-  };
-  std::map<std::string, std::string> expected;
-  auto check = [&](KvStore& store) {
-    auto all = store.Scan(KeyRange::All());
-    ASSERT_TRUE(IsOk(all));
-    ASSERT_EQ(all->size(), expected.size());
-    size_t i = 0;
-    for (const auto& [k, v] : expected) {
-      EXPECT_EQ((*all)[i].key, B(k)) << i;
-      EXPECT_EQ((*all)[i].value, B(v)) << i;
-      auto got = store.Get(B(k));
-      ASSERT_TRUE(IsOk(got));
-      EXPECT_EQ(*got, B(v));
-      ++i;
-    }
-  };
-  {
-    auto uut = OpenOrFail(path);
-    ASSERT_NE(uut, nullptr);
-    EXPECT_NE(OptionsFileText(path).find("memtable_insert_with_hint_prefix_extractor="
-                                         "rocksdb.CappedPrefix.22"),
-              std::string::npos);
-    for (int round = 0; round < 40; ++round) {
-      for (int actor = 0; actor < 5; ++actor) {
-        // Newest record first, then older ones: inserts before and after the last one.
-        for (int record = 7; record >= 0; record -= (round % 2 == 0 ? 1 : 3)) {
-          std::string k = key(actor, record);
-          std::string v = std::to_string(round * 100 + actor * 10 + record);
-          ASSERT_TRUE(IsOk(uut->Put(B(k), B(v), {.sync = false})));
-          expected[k] = v;
-        }
-        std::string short_key = "s" + std::to_string(actor);
-        ASSERT_TRUE(IsOk(uut->Put(B(short_key), B(std::to_string(round)), {.sync = false})));
-        expected[short_key] = std::to_string(round);
-      }
-    }
-    check(*uut);
-    ASSERT_TRUE(IsOk(uut->Close()));
-  }
-  auto reopened = OpenOrFail(path);
-  ASSERT_NE(reopened, nullptr);
-  check(*reopened);
-
-  TempDir off_dir;
-  auto off = OpenOrFail(off_dir.path() + "/db", {.memtable_hint_prefix_bytes = 0});
-  ASSERT_NE(off, nullptr);
-  EXPECT_NE(OptionsFileText(off_dir.path() + "/db")
-                .find("memtable_insert_with_hint_prefix_extractor=nullptr"),
-            std::string::npos);
 }
 
 TEST(RocksDbKvStore, DestructorClosesSoThePathCanBeReopened) {
