@@ -187,6 +187,45 @@ Result<uint64_t> EntrySize(ByteView user_key, ByteView stored) {
   return KeySize(user_key) + e.value.size();
 }
 
+// --- Remembered entry sizes (ActorKv::Memo::sizes: [u8 key length][key][u32 size]…) --
+
+constexpr size_t kSizeBytes = 4;
+
+size_t KnownRecordBytes(size_t key_len) { return 1 + key_len + kSizeBytes; }
+
+// Calls `fn(key, size)` for each remembered record, newest first.
+template <typename Fn>
+void ForEachKnownSize(std::string_view sizes, Fn&& fn) {
+  size_t at = 0;
+  while (at < sizes.size()) {
+    const size_t len = static_cast<uint8_t>(sizes[at]);
+    const std::string_view key = sizes.substr(at + 1, len);
+    uint32_t size = 0;
+    for (size_t b = 0; b < kSizeBytes; ++b) {
+      size |= uint32_t{static_cast<uint8_t>(sizes[at + 1 + len + b])} << (8 * b);
+    }
+    fn(key, size);
+    at += KnownRecordBytes(len);
+  }
+}
+
+std::optional<uint64_t> KnownSize(std::string_view sizes, ByteView key) {
+  std::optional<uint64_t> out;
+  ForEachKnownSize(sizes, [&](std::string_view k, uint32_t size) {
+    if (!out.has_value() && k == AsString(key)) out = size;
+  });
+  return out;
+}
+
+// Appends one record to `out` (`used` bytes of it taken) when it fits in `cap`.
+void AppendKnownSize(std::string_view key, uint64_t size, char* out, size_t& used, size_t cap) {
+  if (key.size() > 255 || size > UINT32_MAX || used + KnownRecordBytes(key.size()) > cap) return;
+  out[used++] = static_cast<char>(key.size());
+  std::copy(key.begin(), key.end(), out + used);
+  used += key.size();
+  for (size_t b = 0; b < kSizeBytes; ++b) out[used++] = static_cast<char>(size >> (8 * b));
+}
+
 }  // namespace
 
 Bytes ActorRecordKey(ByteView actor) { return ActorKey(actor, kActorRecordTag); }
@@ -211,20 +250,21 @@ ActorKv::Stripe& ActorKv::StripeOf(ByteView actor) const {
   return stripes_[IdHash{}(AsString(actor)) % kStripes];
 }
 
-void ActorKv::Remember(Stripe& stripe, ByteView actor, uint64_t usage) const {
-  auto it = stripe.usage.find(AsString(actor));
-  if (it != stripe.usage.end()) {
-    it->second = usage;
-    return;
+ActorKv::Memo& ActorKv::Remember(Stripe& stripe, ByteView actor, uint64_t usage) const {
+  auto it = stripe.actors.find(AsString(actor));
+  if (it == stripe.actors.end()) {
+    const size_t cap = std::max<size_t>(1, options_.max_remembered_actors / kStripes);
+    if (stripe.actors.size() >= cap) stripe.actors.erase(stripe.actors.begin());
+    it = stripe.actors.emplace(std::string(AsString(actor)), Memo{}).first;
   }
-  const size_t cap = std::max<size_t>(1, options_.max_remembered_actors / kStripes);
-  if (stripe.usage.size() >= cap) stripe.usage.erase(stripe.usage.begin());
-  stripe.usage.emplace(std::string(AsString(actor)), usage);
+  it->second.usage = usage;
+  it->second.sizes.clear();
+  return it->second;
 }
 
 void ActorKv::ForgetLocked(Stripe& stripe, ByteView actor) {
-  auto it = stripe.usage.find(AsString(actor));
-  if (it != stripe.usage.end()) stripe.usage.erase(it);
+  auto it = stripe.actors.find(AsString(actor));
+  if (it != stripe.actors.end()) stripe.actors.erase(it);
 }
 
 void ActorKv::Forget(ByteView actor) {
@@ -239,7 +279,7 @@ size_t ActorKv::remembered_actors() const {
   size_t n = 0;
   for (size_t i = 0; i < kStripes; ++i) {
     std::lock_guard lock(stripes_[i].mu);
-    n += stripes_[i].usage.size();
+    n += stripes_[i].actors.size();
   }
   return n;
 }
@@ -411,12 +451,13 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
                                 int64_t now_ms) {
   Stripe& stripe = StripeOf(actor);
   std::lock_guard lock(stripe.mu);
-  auto known = stripe.usage.find(AsString(actor));
-  if (known == stripe.usage.end()) KEEL_RETURN_IF_ERROR(CheckGuard(store_, actor));
+  auto known = stripe.actors.find(AsString(actor));
+  const Memo* memo = known == stripe.actors.end() ? nullptr : &known->second;
+  if (memo == nullptr) KEEL_RETURN_IF_ERROR(CheckGuard(store_, actor));
   KEEL_ASSIGN_OR_RETURN(uint64_t payload, ValidatePutShape(request, options_.limits));
   uint64_t usage = 0;
-  if (known != stripe.usage.end()) {
-    usage = known->second;
+  if (memo != nullptr) {
+    usage = memo->usage;
   } else {
     KEEL_ASSIGN_OR_RETURN(usage, ReadUsage(store_, actor));
   }
@@ -428,20 +469,25 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   std::vector<KvWrite> writes;
   writes.reserve(n + 1);
   const ByteView version = AsBytes(options_.engine_version);
+  // The index of the request's earlier entry for the same key, or `i` when it has none.
+  auto earlier_of = [&request](size_t i) {
+    for (size_t j = i; j-- > 0;) {
+      if (request.keys[j] == request.keys[i]) return j;
+    }
+    return i;
+  };
   for (size_t i = 0; i < n; ++i) {
     const latest::KvKey& key = request.keys[i];
     keys[i] = ActorKvEntryKey(actor, key);
     // A key repeated in this request replaces its earlier value of the request.
-    size_t earlier = i;
-    for (size_t j = i; j-- > 0;) {
-      if (request.keys[j] == key) {
-        earlier = j;
-        break;
-      }
-    }
+    const size_t earlier = earlier_of(i);
+    std::optional<uint64_t> size_known;
     if (earlier != i) {
       usage = SaturatingSub(usage, KeySize(key) + request.values[earlier].size());
+    } else if (memo != nullptr && (size_known = KnownSize(memo->sizes, key)).has_value()) {
+      usage = SaturatingSub(usage, *size_known);
     } else {
+      entry_reads_.fetch_add(1, std::memory_order_relaxed);
       KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, store_.Get(keys[i]));
       if (old.has_value()) {
         KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
@@ -463,14 +509,31 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   Status written = store_.WriteUnchecked(writes, WriteCommit());
   if (!written.has_value()) {
     // The outcome may be unknown (storage.io): read everything again next time.
-    if (known != stripe.usage.end()) stripe.usage.erase(known);
+    if (memo != nullptr) stripe.actors.erase(known);
     return written;
   }
-  if (known != stripe.usage.end()) {
-    known->second = usage;
-  } else {
-    Remember(stripe, actor, usage);
+  // Remember the sizes this put stored (each key's last value in the request), newest
+  // first, then those remembered before for keys it did not write, as many as fit.
+  char sizes[kMaxKnownSizeBytes];
+  size_t used = 0;
+  for (size_t i = n; i-- > 0;) {
+    bool later = false;  // the same key again further on: that one was stored
+    for (size_t j = i + 1; j < n && !later; ++j) later = request.keys[j] == request.keys[i];
+    if (later) continue;
+    AppendKnownSize(AsString(request.keys[i]), KeySize(request.keys[i]) + request.values[i].size(),
+                    sizes, used, sizeof sizes);
   }
+  if (memo != nullptr) {
+    ForEachKnownSize(memo->sizes, [&](std::string_view key, uint32_t size) {
+      for (const latest::KvKey& written_key : request.keys) {
+        if (AsString(written_key) == key) return;
+      }
+      AppendKnownSize(key, size, sizes, used, sizeof sizes);
+    });
+  }
+  Memo& after = memo != nullptr ? known->second : Remember(stripe, actor, usage);
+  after.usage = usage;
+  after.sizes.assign(sizes, used);
   return OkStatus();
 }
 

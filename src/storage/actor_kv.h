@@ -28,10 +28,13 @@
 // lock (a stripe of them), and a put needs no transaction: once the guard passed and the
 // usage was read, both are remembered per actor, so a put reads only the old entries (for
 // the quota) and commits the entries and the new usage as one unchecked batch
-// (KvStore::WriteUnchecked) — the entries alone when the total did not change. Delete, delete-range and drop stay transactions (under the
-// same lock) and remember the usage they leave; a failed write forgets it. The guard is
-// re-read after Forget (DropAll calls it: destroy is the one change of the record that
-// check_actor_record rejects).
+// (KvStore::WriteUnchecked) — the entries alone when the total did not change. The stored
+// sizes of the keys the actor's latest puts wrote are remembered too (a few bytes each,
+// kMaxKnownSizeBytes at most per actor), so rewriting one of them (an actor's state
+// record, on every call) reads nothing at all. Delete, delete-range and drop stay
+// transactions (under the same lock), remember the usage they leave and forget the sizes;
+// a failed write forgets everything. The guard is re-read after Forget (DropAll calls it:
+// destroy is the one change of the record that check_actor_record rejects).
 //
 // Error codes (every one is answered as `KvErrorResponse{ "group.code: message" }`; the
 // message after the prefix is Rivet's text byte for byte where Rivet has one; the numbers
@@ -58,6 +61,7 @@
 // sizes, value sizes. Every rejected request writes nothing.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -201,6 +205,8 @@ class ActorKv {
   void Forget(ByteView actor);
   // Sole writer: how many actors are remembered now (tests, metrics).
   size_t remembered_actors() const;
+  // Sole writer: reads of old entries the puts made to count the usage (tests, metrics).
+  uint64_t entry_reads() const { return entry_reads_.load(std::memory_order_relaxed); }
 
   // The actor's stored bytes as tracked in `05 ‹a› 03` (0 when absent).
   // Errors: actor.invalid_id, storage.* (corruption when undecodable).
@@ -215,18 +221,28 @@ class ActorKv {
     using is_transparent = void;
     size_t operator()(std::string_view id) const { return std::hash<std::string_view>{}(id); }
   };
+  // What is remembered of one actor: its usage, and the stored size (KeySize + value) of
+  // keys its latest puts wrote, packed as [u8 key length][key][u32 size, little-endian]…
+  // (short enough for the string's inline buffer when it is only a state record's key).
+  struct Memo {
+    uint64_t usage = 0;
+    std::string sizes;
+  };
   struct Stripe {
     std::mutex mu;
-    std::unordered_map<std::string, uint64_t, IdHash, std::equal_to<>> usage;
+    std::unordered_map<std::string, Memo, IdHash, std::equal_to<>> actors;
   };
   static constexpr size_t kStripes = 64;
+  // Bytes of Memo::sizes at most: two records of a UUID-sized key (a connection's) and a
+  // short one (the state's) fit.
+  static constexpr size_t kMaxKnownSizeBytes = 96;
 
   CommitOptions WriteCommit() const;
   Status CheckActorId(ByteView actor) const;
   Status CheckGuard(KvReader& reader, ByteView actor) const;
   Stripe& StripeOf(ByteView actor) const;
-  // REQUIRES: stripe.mu held.
-  void Remember(Stripe& stripe, ByteView actor, uint64_t usage) const;
+  // Remembers `usage` and no entry sizes. REQUIRES: stripe.mu held.
+  Memo& Remember(Stripe& stripe, ByteView actor, uint64_t usage) const;
   // REQUIRES: stripe.mu held.
   static void ForgetLocked(Stripe& stripe, ByteView actor);
   Status PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& request, int64_t now_ms);
@@ -242,6 +258,7 @@ class ActorKv {
   KvStore& store_;
   ActorKvOptions options_;
   std::unique_ptr<Stripe[]> stripes_;  // sole writer only
+  std::atomic<uint64_t> entry_reads_{0};
 };
 
 }  // namespace keel::storage

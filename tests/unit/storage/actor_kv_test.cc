@@ -699,7 +699,6 @@ TEST_P(ActorKvTxnTest, EndlessConflictsGiveUpAfterMaxAttempts) {
   EXPECT_FALSE(entry->has_value());
 }
 
-// Random operations against a std::map model: contents, order and usage always agree.
 // ---- Preload (envoy-protocol.md §5.4) ------------------------------------------------
 
 std::vector<std::string> PreloadedKeys(const latest::PreloadedKv& p) {
@@ -780,6 +779,7 @@ TEST_P(ActorKvTest, PreloadOfAnUnknownActorIsNotFound) {
   EXPECT_EQ(pre.error().code(), "not_found");
 }
 
+// Random operations against a std::map model: contents, order and usage always agree.
 TEST_P(ActorKvTest, RandomOperationsMatchAModel) {
   ActorKvOptions options = DefaultOptions();
   options.limits.max_storage = 400;
@@ -1028,6 +1028,82 @@ TEST(ActorKvSoleWriter, APutThatKeepsTheTotalLeavesTheStoredUsageAlone) {
           .is<latest::KvPutResponse>());
   EXPECT_EQ(store.writes_of(usage_key), 2);
   EXPECT_EQ(stored_usage(), 1u + 2 + 2);
+}
+
+// The sole writer remembers the stored sizes of the keys an actor's latest puts wrote: a
+// rewrite of one of them (the state record on every action) reads no old entry, and the
+// usage it keeps stays what a fresh reader of storage computes.
+TEST(ActorKvSoleWriter, RewritingARecentlyWrittenKeyReadsNoOldEntry) {
+  MemKvStore store;
+  Bytes actor = ActorId(5);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, actor)));
+  ActorKv uut(store, SoleWriterOptions());
+  auto put = [&](std::vector<std::string> keys, std::vector<std::string> values) {
+    return ErrorText(uut.Handle(
+        actor, latest::KvPutRequest{BytesList(std::move(keys)), BytesList(std::move(values))},
+        kNow));
+  };
+  auto stored_usage = [&]() -> uint64_t {
+    ActorKv fresh(store, SoleWriterOptions());
+    return fresh.Usage(actor).value_or(~uint64_t{0});
+  };
+  auto listed_bytes = [&]() -> uint64_t {  // what the quota counts, summed from a list
+    auto all = uut.List(actor, latest::KvListRequest{latest::KvListAllQuery{}, {}, {}});
+    EXPECT_TRUE(IsOk(all));
+    uint64_t n = 0;
+    for (size_t i = 0; all.has_value() && i < all->keys.size(); ++i) {
+      n += all->keys[i].size() + 2 + all->values[i].size();
+    }
+    return n;
+  };
+  const std::string state = std::string(1, '\x01');
+  const std::string conn = std::string(1, '\x02') + "0f4c5d3e-8a7b-4c1d-9e2f-3a4b5c6d7e8f";
+
+  ASSERT_EQ(put({state}, {"v1"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 1u) << "a key not written before is read";
+  ASSERT_EQ(put({state}, {"v22"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 1u) << "the state record's rewrite read its old entry";
+  ASSERT_EQ(put({state, conn}, {"s", "c"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 2u);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(
+        put({state, conn}, {std::string(static_cast<size_t>(i), 's'), std::string(10 - i, 'c')}),
+        "<no error>");
+  }
+  EXPECT_EQ(uut.entry_reads(), 2u) << "a state and connection record pair is remembered";
+  // A repeated key: the request's last value is what was stored, and is remembered.
+  ASSERT_EQ(put({state, state}, {"long value", "v"}), "<no error>");
+  ASSERT_EQ(put({"other"}, {"o"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 3u);
+  ASSERT_EQ(put({state, conn}, {"vv", "cc"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 3u) << "keys the last put did not write are kept while they fit";
+  EXPECT_EQ(stored_usage(), listed_bytes());
+
+  // A key too long to remember is read on every put.
+  const std::string long_key(300, 'k');
+  ASSERT_EQ(put({long_key}, {"1"}), "<no error>");
+  ASSERT_EQ(put({long_key}, {"22"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 5u);
+  // So is a key pushed out by a put of many others.
+  std::vector<std::string> many, values;
+  for (int i = 0; i < 20; ++i) {
+    many.push_back("many-key-" + std::to_string(i));
+    values.push_back("v");
+  }
+  ASSERT_EQ(put(many, values), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 25u);
+  ASSERT_EQ(put({"many-key-19", "many-key-0"}, {"w", "w"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), 26u) << "the newest keys are remembered, the oldest are not";
+  EXPECT_EQ(stored_usage(), listed_bytes());
+
+  // A delete forgets the sizes (the usage stays remembered).
+  ASSERT_EQ(put({state}, {"x"}), "<no error>");
+  const uint64_t reads = uut.entry_reads();
+  ASSERT_TRUE(uut.Handle(actor, latest::KvDeleteRequest{BytesList({"other"})}, kNow)
+                  .is<latest::KvDeleteResponse>());
+  ASSERT_EQ(put({state}, {"xyz"}), "<no error>");
+  EXPECT_EQ(uut.entry_reads(), reads + 1);
+  EXPECT_EQ(stored_usage(), listed_bytes());
 }
 
 // A failed write forgets the actor, so the next one starts from what storage holds, whether
