@@ -699,9 +699,16 @@ void Instance::MaybeFlush() {
   const uint64_t seq = staged_seq_;
 
   std::vector<latest::KvRequestData> requests;
+  // Sized for the usual batch (one request of each kind at most): no regrowth per key.
+  const size_t puts = static_cast<size_t>(std::count_if(
+      batch.begin(), batch.end(), [](const auto& kv) { return kv.second.has_value(); }));
+  auto reserve = [](auto& list, size_t n) { list.reserve(std::min(n, kMaxKeysPerRequest)); };
   latest::KvPutRequest put;
+  reserve(put.keys, puts);
+  reserve(put.values, puts);
   size_t put_bytes = 0;
   latest::KvDeleteRequest del;
+  reserve(del.keys, batch.size() - puts);
   for (const auto& [k, v] : batch) {
     if (v) {
       if (!put.keys.empty() &&
@@ -733,18 +740,22 @@ void Instance::MaybeFlush() {
     sent_seq_ = seq;
     sent_epoch_ = runtime_.client().socket_epoch();
   }
-  auto remaining = std::make_shared<size_t>(requests.size());
-  auto failure = std::make_shared<std::optional<Error>>();
+  struct Outcome {
+    size_t remaining;
+    std::optional<Error> failure;
+  };
+  auto outcome = std::make_shared<Outcome>(Outcome{requests.size(), std::nullopt});
   for (auto& req : requests) {
     runtime_.client().SendKv(actor_id_, std::move(req),
-                             [this, seq, held, remaining, failure](Result<latest::KvResponseData> r) {
+                             [this, seq, held, outcome](Result<latest::KvResponseData> r) {
+                               std::optional<Error>& failure = outcome->failure;
                                if (!r.ok()) {
-                                 *failure = r.error();
+                                 failure = r.error();
                                } else if (auto* err = r->get_if<latest::KvErrorResponse>()) {
-                                 *failure = Error::FromString(err->message);
+                                 failure = Error::FromString(err->message);
                                }
-                               if (--*remaining == 0) {
-                                 OnFlushDone(seq, *failure ? Status(**failure) : OkStatus(), held);
+                               if (--outcome->remaining == 0) {
+                                 OnFlushDone(seq, failure ? Status(*failure) : OkStatus(), held);
                                }
                              });
   }
@@ -1360,7 +1371,7 @@ Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string a
     std::shared_ptr<Conn> conn = NewConn(/*transient=*/true);
     conn->params_ = ParseParams(req.Header("x-rivet-conn-params"));
     conn_id = conn->id_;
-    co_await ConnectSetup(conn, req);
+    co_await ConnectSetup(conn, std::move(req));  // nothing below reads the request
     Value output = co_await InvokeAction(action, std::move(args), conn);
     Bytes body = wire::Encode(wire::HttpActionResponse{std::move(output)}, enc);
     if (body.size() > runtime_.options().max_outgoing_message_size) {
@@ -1401,8 +1412,10 @@ Task<void> Instance::ConnectSetup(std::shared_ptr<Conn> conn, Request request,
       conn->state_ = co_await fn(std::move(inv), std::move(req), std::move(params));
       co_return 0;
     };
-    co_await WithTimeout<int>(runtime_.clock(),
-        make(type_->create_conn_state, Invocation{this, conn, nullptr}, request, conn->params_),
+    co_await WithTimeout<int>(
+        runtime_.clock(),
+        make(type_->create_conn_state, Invocation{this, conn, nullptr}, std::move(request),
+             conn->params_),
         o.create_conn_state_timeout,
         [t = o.create_conn_state_timeout] { return Timeout("createConnState", t); }, owned_tasks_);
   }
@@ -1654,7 +1667,7 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
   // commit, as before.
   Checkpoint();
   if (auto c = conns_.find(conn_id); c != conns_.end()) StageMessageDone(*c->second, index, staged_before);
-  auto send = [this, conn_id, reply, index]() {
+  auto send = [this, conn_id, reply = std::move(reply), index]() {
     auto c = conns_.find(conn_id);
     if (c == conns_.end()) return;
     if (std::holds_alternative<wire::ActionResponse>(reply)) {
@@ -1669,10 +1682,13 @@ Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
     if (index) FinishClientMessage(conn_id, *index);
   };
   const uint64_t action_id = req.id;
-  GateAt(staged_seq_, send, [this, conn_id, action_id](const ClientError& e) {
-    auto c = conns_.find(conn_id);
-    if (c != conns_.end()) SendToConn(*c->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, action_id});
-  });
+  GateAt(
+      staged_seq_, std::move(send),
+      [this, conn_id = std::move(conn_id), action_id](const ClientError& e) {
+        auto c = conns_.find(conn_id);
+        if (c != conns_.end())
+          SendToConn(*c->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, action_id});
+      });
 }
 
 void Instance::HandleWsClose(const latest::MessageId& id) {
@@ -2067,7 +2083,7 @@ void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value par
                   Request req) -> Task<void> {
     std::optional<ClientError> failed;
     try {
-      co_await self->ConnectSetup(conn, req);
+      co_await self->ConnectSetup(conn, std::move(req));
       Invocation inv(self, conn, nullptr);
       co_await self->RunHook("onWebSocket", self->type_->options.action_timeout,
                              self->type_->on_websocket(std::move(inv), raw));

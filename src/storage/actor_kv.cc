@@ -500,9 +500,11 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   }
   // A put that leaves the total unchanged (a value rewritten at the same size, as an
   // actor's state record mostly is) leaves the stored usage as it is: one write less.
-  const Bytes usage_key = ActorKvUsageKey(actor);
-  const Bytes usage_record = protocol::engine::WriteRecord(KvUsage{usage});
+  Bytes usage_key;
+  Bytes usage_record;
   if (usage != usage_before) {
+    usage_key = ActorKvUsageKey(actor);
+    if (usage != 0) usage_record = protocol::engine::WriteRecord(KvUsage{usage});
     writes.push_back(usage == 0 ? KvWrite{usage_key, std::nullopt}
                                 : KvWrite{usage_key, ByteView(usage_record)});
   }

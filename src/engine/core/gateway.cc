@@ -1,9 +1,11 @@
 #include "engine/core/gateway.h"
 
 #include <algorithm>
-#include <deque>
 #include <functional>
+#include <iterator>
 #include <utility>
+
+#include <boost/container/deque.hpp>
 
 #include "base/log.h"
 #include "engine/core/catalog.h"
@@ -40,8 +42,9 @@ uint32_t RequestIdValue(const std::array<uint8_t, 4>& b) {
   return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
 }
 
-net::Headers WithCors(net::Headers headers, const net::Headers& cors) {
-  headers.insert(headers.end(), cors.begin(), cors.end());
+net::Headers WithCors(net::Headers headers, net::Headers cors) {
+  headers.insert(headers.end(), std::make_move_iterator(cors.begin()),
+                 std::make_move_iterator(cors.end()));
   return headers;
 }
 
@@ -80,7 +83,7 @@ struct Gateway::InFlight {
     latest::ToEnvoyWebSocketMessage message;
     int64_t sent_ms;
   };
-  std::deque<Pending> unacked;
+  boost::container::deque<Pending> unacked;  // allocates nothing while empty
   size_t unacked_bytes = 0;
   TimerId keepalive{};
   // Set for an HTTP request sent to an instance still starting (early requests).
@@ -339,7 +342,7 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
   entry.session_id = session->id();
   entry.actor = actor;
   entry.next_index = 1;  // the opening message below has index 0
-  entry.cors = cors;
+  entry.cors = std::move(cors);
   entry.resend = std::move(resend);
   latest::ToEnvoyTunnelMessageKind first;
   if (websocket) {
@@ -677,7 +680,8 @@ void Gateway::OnTunnelMessage(EnvoySession& session, latest::ToRivetTunnelMessag
                     [](const auto& h) { return h.first == protocol::envoy::kNotStartedHeader; });
     }
     auto exchange = entry.exchange;
-    net::Headers headers = WithCors(std::move(start->headers), entry.cors);
+    // Only a failure before the response starts answers with the CORS headers again.
+    net::Headers headers = WithCors(std::move(start->headers), std::move(entry.cors));
     std::string body;
     if (start->body.has_value()) body.assign(start->body->begin(), start->body->end());
     if (start->stream) {

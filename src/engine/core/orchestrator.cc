@@ -31,6 +31,21 @@ constexpr size_t kAlarmScanBatch = 256;
 constexpr int64_t kHibernatingRequestEligibleMs = 90000;
 
 using EnvoyKey = std::pair<EngineId, std::string>;
+// A view of an envoy key, to find one without copying its string.
+using EnvoyKeyView = std::pair<const EngineId&, std::string_view>;
+
+// Orders envoy keys and their views alike (transparent).
+struct EnvoyKeyLess {
+  using is_transparent = void;
+  static EnvoyKeyView View(const EnvoyKey& k) { return {k.first, k.second}; }
+  static EnvoyKeyView View(const EnvoyKeyView& k) { return k; }
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    const EnvoyKeyView x = View(a), y = View(b);
+    if (auto c = x.first <=> y.first; c != 0) return c < 0;
+    return x.second < y.second;
+  }
+};
 
 Error NotFound() {
   return Error{"actor", "not_found", "The actor does not exist or was destroyed."};
@@ -178,7 +193,7 @@ struct Orchestrator::Impl {
 
   mutable std::mutex routes_mu;
   std::unordered_map<EngineId, Route> routes;                    // guarded by routes_mu
-  std::map<EnvoyKey, std::shared_ptr<EnvoySession>> live;         // guarded by routes_mu
+  std::map<EnvoyKey, std::shared_ptr<EnvoySession>, EnvoyKeyLess> live;  // guarded by routes_mu
   std::map<std::string, int64_t> loaded_by_state;                 // guarded by routes_mu
 
   // ---- helpers ---------------------------------------------------------------------
@@ -1376,7 +1391,7 @@ std::optional<ActorTarget> Orchestrator::FastTarget(const EngineId& actor) const
   if (it == m.routes.end() || !it->second.connectable || it->second.envoy_key.empty()) {
     return std::nullopt;
   }
-  auto live = m.live.find(EnvoyKey(it->second.ns, it->second.envoy_key));
+  auto live = m.live.find(EnvoyKeyView(it->second.ns, it->second.envoy_key));
   if (live == m.live.end() || live->second->closed()) return std::nullopt;
   return ActorTarget{live->second, it->second.generation};
 }
@@ -1687,7 +1702,7 @@ std::optional<uint32_t> Orchestrator::HostedGeneration(const EnvoySession& sessi
     return r.generation;
   }
   if (r.envoy_key != session.envoy_key()) return std::nullopt;
-  auto live = m.live.find(EnvoyKey(r.ns, r.envoy_key));
+  auto live = m.live.find(EnvoyKeyView(r.ns, r.envoy_key));
   if (live == m.live.end() || live->second.get() != &session) return std::nullopt;
   return r.generation;
 }

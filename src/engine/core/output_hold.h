@@ -26,12 +26,14 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <unordered_map>
+
+#include <boost/container/deque.hpp>
+#include <boost/container/flat_set.hpp>
+#include <boost/container/small_vector.hpp>
 
 #include "engine/common/id.h"
 #include "protocol/envoy/versioned.h"
@@ -76,10 +78,13 @@ class OutputHold {
 
  private:
   struct Actor {
-    std::set<uint64_t> pending;  // tickets of writes not yet durable
+    // Tickets of writes not yet durable: one or two mostly, kept without an allocation.
+    boost::container::small_flat_set<uint64_t, 2> pending;
     uint64_t last_ticket = 0;    // newest ticket issued (a message needs all up to it)
     uint32_t generation = 0;     // of the newest write
-    std::deque<std::pair<uint64_t, Message>> held;  // (tickets needed, message), FIFO
+    // (tickets needed, message), FIFO. Boost's deque allocates nothing while empty: most
+    // entries live from a write's BeginWrite to its EndWrite and never hold a message.
+    boost::container::deque<std::pair<uint64_t, Message>> held;
     bool draining = false;       // a thread is forwarding this actor's released messages
     std::optional<uint32_t> poisoned;  // generation whose write failed
   };
