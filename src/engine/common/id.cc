@@ -20,6 +20,8 @@ int DigitValue(char c) {
 using Limbs = std::array<uint64_t, 3>;
 
 constexpr uint64_t kPow36_12 = 4738381338321616896ULL;  // 36^12
+constexpr uint64_t kPow36_6 = 2176782336ULL;            // 36^6
+static_assert(kPow36_6 * kPow36_6 == kPow36_12);
 
 // value = value * mul + add (no carry leaves the top limb for any 30-digit id).
 void MulAdd(Limbs& value, uint64_t mul, uint64_t add) {
@@ -75,18 +77,28 @@ Result<EngineId> EngineId::Parse(std::string_view text) {
     return InvalidId("id must be " + std::to_string(kTextSize) + " characters, got " +
                      std::to_string(text.size()));
   }
-  // value = Σ digit[i] * 36^i, accumulated from the most significant digit (the last
-  // character) as value = value * 36 + digit. Three 64-bit limbs hold it: 36^30 < 2^156,
-  // so nothing carries out of them, and the 152-bit bound is checked once at the end.
-  Limbs value{};
-  for (size_t i = kTextSize; i-- > 0;) {
-    int digit = DigitValue(text[i]);
-    if (digit < 0) {
-      return InvalidId("id has invalid character " + Printable(text[i]) + " at position " +
-                       std::to_string(i) + " (expected lowercase base36)");
+  // value = Σ digit[i] * 36^i (the last character is the most significant digit). The
+  // digits are gathered in 64-bit chunks of at most 12 (36^12 < 2^63), most significant
+  // first — characters 29…18, 17…6 and 5…0 — and only the chunks are folded into three
+  // 64-bit limbs: value = (high * 36^12 + middle) * 36^6 + low. 36^30 < 2^156, so nothing
+  // carries out of the limbs, and the 152-bit bound is checked once at the end.
+  uint64_t chunks[3] = {0, 0, 0};
+  constexpr size_t kChunkEnd[3] = {18, 6, 0};  // each chunk's least significant character
+  size_t i = kTextSize;
+  for (size_t c = 0; c < 3; ++c) {
+    while (i > kChunkEnd[c]) {
+      --i;
+      const int digit = DigitValue(text[i]);
+      if (digit < 0) {
+        return InvalidId("id has invalid character " + Printable(text[i]) + " at position " +
+                         std::to_string(i) + " (expected lowercase base36)");
+      }
+      chunks[c] = chunks[c] * 36 + static_cast<uint64_t>(digit);
     }
-    MulAdd(value, 36, static_cast<uint64_t>(digit));
   }
+  Limbs value{chunks[0], 0, 0};
+  MulAdd(value, kPow36_12, chunks[1]);
+  MulAdd(value, kPow36_6, chunks[2]);
   if ((value[2] >> (kByteSize * 8 - 128)) != 0) {
     return InvalidId("id value does not fit in 19 bytes");
   }

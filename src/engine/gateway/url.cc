@@ -1,5 +1,6 @@
 #include "engine/gateway/url.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -97,9 +98,11 @@ Result<std::string> PercentDecode(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c != '%') {
-      out += c;
+    if (text[i] != '%') {
+      // The run up to the next escape, in one append.
+      const size_t end = std::min(text.find('%', i), text.size());
+      out.append(text.substr(i, end - i));
+      i = end - 1;
       continue;
     }
     if (i + 2 >= text.size()) {

@@ -16,6 +16,8 @@ TEST(PercentDecode, DecodesEscapesOfEitherCaseAndKeepsPlus) {
   for (const Case& c : std::vector<Case>{{"", ""},
                                          {"abc", "abc"},
                                          {"a%20b", "a b"},
+                                         {"ab%20cd%21ef", "ab cd!ef"},
+                                         {"%41%42c", "ABc"},
                                          {"%2f%2F", "//"},
                                          {"a+b", "a+b"},
                                          {"%00", std::string_view("\0", 1)},
