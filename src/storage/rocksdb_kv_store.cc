@@ -593,7 +593,13 @@ Status RocksDbKvStore::SyncWrites() {
 
 Status RocksDbKvStore::WriteUnchecked(std::span<const KvWrite> writes,
                                       const CommitOptions& options) {
-  rocksdb::WriteBatch batch;
+  // Reserved whole: the batch's buffer would otherwise grow (and copy) record by record.
+  // Per record: a tag byte and two varint32 lengths (≤ 5 bytes each); 12 bytes of header.
+  size_t reserve = 12;
+  for (const KvWrite& w : writes) {
+    reserve += 11 + w.key.size() + (w.value.has_value() ? w.value->size() : 0);
+  }
+  rocksdb::WriteBatch batch(reserve);
   for (const KvWrite& w : writes) {
     rocksdb::Status s = w.value.has_value() ? batch.Put(ToSlice(w.key), ToSlice(*w.value))
                                             : batch.Delete(ToSlice(w.key));
