@@ -22,6 +22,12 @@ class Executor {
   virtual ~Executor() = default;
 
   virtual void Post(std::function<void()> fn) = 0;
+
+  // Post for a task handed over by the code that delivers an inbound message (an envoy
+  // frame to the actors' strand). Same contract as Post; an executor may run it sooner:
+  // the native strand runs it as soon as the delivering handler has returned, before the
+  // event loop polls again (net::HandoffScope). By default, Post.
+  virtual void Handoff(std::function<void()> fn) { Post(std::move(fn)); }
 };
 
 // Runs posted tasks only when the owner calls RunOne/RunAll: deterministic tests.

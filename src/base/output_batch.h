@@ -46,6 +46,12 @@ class OutputBatchExecutor final : public Executor {
       fn();
     });
   }
+  void Handoff(std::function<void()> fn) override {
+    inner_->Handoff([fn = std::move(fn)] {
+      OutputBatch batch;
+      fn();
+    });
+  }
 
  private:
   std::unique_ptr<Executor> inner_;

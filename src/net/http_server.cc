@@ -541,10 +541,8 @@ asio::awaitable<void> Conn::WriteError(unsigned status, std::string_view body, b
 
 // Writes the answer to `req`; returns whether the connection may serve another request.
 asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool keep_alive) {
-  Event ev;
-  awaiting_answer_ = true;
+  Event ev;  // awaiting_answer_ and the direct answer were opened before the handler ran
   ArmPeerWatch();
-  OpenDirect(req.version(), keep_alive);
   bool got = co_await NextEvent(&ev);
   // From here the strand owns the socket again (a direct write in progress has finished).
   const bool direct = EndDirect();
@@ -690,7 +688,13 @@ asio::awaitable<void> Conn::Run() {
 
     {
       auto exchange = std::make_shared<Exchange>(shared_from_this(), std::move(request), upgrade);
+      // The answer may come while the handler runs (the work it hands off runs before the
+      // scope ends): the socket is idle from here until Serve writes, so a small answer may
+      // be written directly already.
+      awaiting_answer_ = true;
+      OpenDirect(req.version(), keep_alive);
       try {
+        HandoffScope handoffs;  // what the request hands to other strands runs before we wait
         server_->handler(std::move(exchange));
       } catch (const std::exception& e) {
         LogError(kComponent, "HTTP handler threw", {{"what", e.what()}});

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -95,12 +96,28 @@ class AsioClock final : public Clock {
   std::unordered_map<uint64_t, Entry> timers_;
 };
 
+using Strand = asio::strand<asio::io_context::executor_type>;
+
+// The tasks handed off while a HandoffScope is open on this thread (see io_runtime.h).
+struct Handoffs {
+  int depth = 0;
+  std::vector<std::pair<Strand, std::function<void()>>> tasks;
+};
+thread_local Handoffs t_handoffs;
+
 class StrandExecutor final : public Executor {
  public:
   explicit StrandExecutor(std::shared_ptr<asio::io_context> ioc)
       : ioc_(std::move(ioc)), strand_(asio::make_strand(*ioc_)) {}
   // After the runtime is gone the strand is shut down and drops (destroys) `fn`.
   void Post(std::function<void()> fn) override { asio::post(strand_, std::move(fn)); }
+  void Handoff(std::function<void()> fn) override {
+    if (t_handoffs.depth > 0) {
+      t_handoffs.tasks.emplace_back(strand_, std::move(fn));
+    } else {
+      asio::post(strand_, std::move(fn));
+    }
+  }
 
  private:
   std::shared_ptr<asio::io_context> ioc_;  // first: released last
@@ -115,6 +132,40 @@ class SharedIoContext : public asio::io_context {
 };
 
 }  // namespace
+
+HandoffScope::HandoffScope() { ++t_handoffs.depth; }
+
+HandoffScope::~HandoffScope() {
+  Handoffs& h = t_handoffs;
+  if (h.depth > 1) {
+    --h.depth;
+    return;
+  }
+  // Still open while the tasks run: what they hand off joins this loop, in order.
+  while (!h.tasks.empty()) {
+    std::vector<std::pair<Strand, std::function<void()>>> round = std::move(h.tasks);
+    h.tasks.clear();
+    for (auto& [strand, fn] : round) {
+      // dispatch runs `fn` here when the strand is free and this thread runs its
+      // io_context; otherwise it queues `fn` behind the strand's tasks, in order. A scope
+      // closed inside a task of that very strand posts: `fn` must not run inside it. (Asio
+      // holds an exception from a task it ran inline until the current handler returns,
+      // then the event loop logs it; the catch below is for anything thrown here.)
+      try {
+        if (strand.running_in_this_thread()) {
+          asio::post(strand, std::move(fn));
+        } else {
+          asio::dispatch(strand, std::move(fn));
+        }
+      } catch (const std::exception& e) {
+        LogError(kComponent, "exception escaped a handed-off task", {{"what", e.what()}});
+      } catch (...) {
+        LogError(kComponent, "unknown exception escaped a handed-off task");
+      }
+    }
+  }
+  h.depth = 0;
+}
 
 // Expectations held (IoRuntime::Expect) and when the last one ended, shared with the
 // expectations so that one may outlive the runtime.

@@ -105,4 +105,24 @@ class IoRuntime {
   std::unique_ptr<Impl> impl_;
 };
 
+// HandoffScope: opened by a socket's read loop around the synchronous delivery of one
+// inbound message. While it is open on a runtime thread, Executor::Handoff to a strand
+// (MakeStrand) keeps the task on this thread; when the outermost scope closes, the kept
+// tasks run in handoff order, each through its strand — at once when the strand is free
+// and belongs to the runtime running this thread, else behind the strand's queued tasks,
+// as Post would. Tasks handed off meanwhile run in the same loop.
+//
+// So the work a message hands to another strand (an envoy frame to the actors, whose
+// answer is the reply) runs before the read loop re-arms its read and before the event
+// loop polls the kernel again: on the engine-in-process path that takes an `epoll_wait`
+// and a speculative `recvmsg` off every call's critical path. Never hold a scope across a
+// suspension point (co_await): its state is the thread's. Not copyable.
+class HandoffScope {
+ public:
+  HandoffScope();
+  ~HandoffScope();  // runs the kept tasks when outermost; a task that throws is logged
+  HandoffScope(const HandoffScope&) = delete;
+  HandoffScope& operator=(const HandoffScope&) = delete;
+};
+
 }  // namespace keel::net

@@ -25,6 +25,7 @@
 #include "base/log.h"
 #include "base/output_batch.h"
 #include "net/internal/close_frame.h"
+#include "net/io_runtime.h"
 
 namespace keel::net {
 
@@ -476,6 +477,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
     buffer.consume(buffer.size());
     const bool binary = ws_->got_binary();
     try {
+      HandoffScope handoffs;  // what the message hands to other strands runs before the next read
       handler->OnMessage(std::move(message), binary);
     } catch (const std::exception& e) {
       LogError(kComponent, "WsHandler::OnMessage threw", {{"what", e.what()}});

@@ -28,7 +28,7 @@ struct NativeTransport::Shared {
       std::lock_guard lock(shared->mu);
       executor = shared->executor;
     }
-    executor->Post([shared, gen, fn = std::move(fn)]() mutable {
+    executor->Handoff([shared, gen, fn = std::move(fn)]() mutable {
       EnvoyClient* client = nullptr;
       {
         std::lock_guard lock(shared->mu);

@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1625,6 +1626,118 @@ TEST(IoRuntime, AnExpectationKeepsThePollingThreadFromSleepingUntilItEnds) {
   rt.Post([] {});
   EXPECT_TRUE(WaitPollingSleepsAbove(rt, before_stale))
       << "an expectation that never ends kept it polling";
+}
+
+// HandoffScope (io_runtime.h). Each case runs on the runtime's thread, inside a task of an
+// unrelated strand, as a read loop's delivery does.
+TEST(IoRuntime, HandoffOutsideAScopeIsAPost) {
+  IoRuntime rt(1);
+  auto strand = rt.MakeStrand();
+  bool ran_inside = true;
+  Notification ran;
+  bool flag = false;
+  rt.Post([&] {
+    strand->Handoff([&] {
+      flag = true;
+      ran.Notify();
+    });
+    ran_inside = flag;
+  });
+  ASSERT_TRUE(ran.WaitFor());
+  EXPECT_FALSE(ran_inside) << "Handoff ran its task synchronously";
+}
+
+TEST(IoRuntime, HandedOffTasksRunInOrderWhenTheOutermostScopeCloses) {
+  IoRuntime rt(1);
+  auto reader = rt.MakeStrand();  // the delivering loop's strand
+  auto actors = rt.MakeStrand();
+  auto other = rt.MakeStrand();
+  std::vector<std::string> order;  // all on the runtime's one thread
+  Notification done;
+  reader->Post([&] {
+    rt.Post([&] { order.push_back("posted"); });  // ready before the scope closes
+    {
+      HandoffScope outer;
+      {
+        HandoffScope inner;
+        actors->Handoff([&] {
+          order.push_back("a");
+          // Handed off while the scope drains: runs in the same loop, after "b".
+          other->Handoff([&] { order.push_back("c"); });
+        });
+      }
+      order.push_back("inner closed");
+      other->Handoff([&] { order.push_back("b"); });
+      order.push_back("outer closing");
+    }
+    order.push_back("outer closed");
+    rt.Post([&] { done.Notify(); });
+  });
+  ASSERT_TRUE(done.WaitFor());
+  EXPECT_EQ(order, (std::vector<std::string>{"inner closed", "outer closing", "a", "b", "c",
+                                             "outer closed", "posted"}));
+}
+
+TEST(IoRuntime, AHandedOffTaskWaitsBehindTasksAlreadyQueuedOnItsStrand) {
+  IoRuntime rt(1);
+  auto reader = rt.MakeStrand();
+  auto actors = rt.MakeStrand();
+  std::vector<std::string> order;
+  Notification done;
+  reader->Post([&] {
+    actors->Post([&] { order.push_back("queued first"); });
+    {
+      HandoffScope scope;
+      actors->Handoff([&] {
+        order.push_back("handed off");
+        done.Notify();
+      });
+    }
+    order.push_back("scope closed");
+  });
+  ASSERT_TRUE(done.WaitFor());
+  EXPECT_EQ(order, (std::vector<std::string>{"scope closed", "queued first", "handed off"}));
+}
+
+TEST(IoRuntime, AScopeClosedInsideAStrandsTaskDoesNotRunThatStrandsTaskInsideIt) {
+  IoRuntime rt(1);
+  auto actors = rt.MakeStrand();
+  std::vector<std::string> order;
+  Notification done;
+  actors->Post([&] {
+    {
+      HandoffScope scope;
+      actors->Handoff([&] {
+        order.push_back("handed off");
+        done.Notify();
+      });
+    }
+    order.push_back("task ends");
+  });
+  ASSERT_TRUE(done.WaitFor());
+  EXPECT_EQ(order, (std::vector<std::string>{"task ends", "handed off"}));
+}
+
+TEST(IoRuntime, AHandedOffTaskThatThrowsIsLoggedAndTheRestStillRun) {
+  IoRuntime rt(1);
+  auto reader = rt.MakeStrand();
+  auto actors = rt.MakeStrand();
+  bool second = false;
+  Notification done;
+  reader->Post([&] {
+    {
+      HandoffScope scope;
+      actors->Handoff([] { throw std::runtime_error("handed-off task failed"); });
+      actors->Handoff([&] { second = true; });
+    }
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitFor());
+  EXPECT_TRUE(second);
+  // The runtime still runs tasks.
+  Notification after;
+  actors->Post([&] { after.Notify(); });
+  EXPECT_TRUE(after.WaitFor());
 }
 
 // Without a spin window an expectation is free and changes nothing.
