@@ -639,6 +639,7 @@ asio::awaitable<void> Conn::Run() {
     parser.header_limit(static_cast<std::uint32_t>(
         std::min<size_t>(options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
     ArmTimeout();  // covers keep-alive idle time plus reading the whole request
+    const uint64_t armed_at = HandoffScope::Deliveries();
     auto [ec, n] = co_await http::async_read_header(stream_, buffer, parser, as_tuple(use_awaitable));
     if (!ec && !parser.is_done()) {
       // A client with Nagle on (Deno's fetch) may send the body only once the header is
@@ -694,7 +695,7 @@ asio::awaitable<void> Conn::Run() {
       awaiting_answer_ = true;
       OpenDirect(req.version(), keep_alive);
       try {
-        HandoffScope handoffs;  // what the request hands to other strands runs before we wait
+        HandoffScope handoffs(armed_at);  // see io_runtime.h
         server_->handler(std::move(exchange));
       } catch (const std::exception& e) {
         LogError(kComponent, "HTTP handler threw", {{"what", e.what()}});

@@ -98,12 +98,17 @@ class AsioClock final : public Clock {
 
 using Strand = asio::strand<asio::io_context::executor_type>;
 
-// The tasks handed off while a HandoffScope is open on this thread (see io_runtime.h).
+// The tasks handed off while a HandoffScope is open on this thread (see io_runtime.h), and
+// whether its outermost scope runs them here.
 struct Handoffs {
   int depth = 0;
+  bool run_here = false;
   std::vector<std::pair<Strand, std::function<void()>>> tasks;
 };
 thread_local Handoffs t_handoffs;
+
+// Messages delivered inside an outermost HandoffScope, by every thread of the process.
+std::atomic<uint64_t> g_deliveries{0};
 
 class StrandExecutor final : public Executor {
  public:
@@ -133,7 +138,16 @@ class SharedIoContext : public asio::io_context {
 
 }  // namespace
 
-HandoffScope::HandoffScope() { ++t_handoffs.depth; }
+uint64_t HandoffScope::Deliveries() { return g_deliveries.load(std::memory_order_relaxed); }
+
+HandoffScope::HandoffScope(uint64_t armed_at) {
+  Handoffs& h = t_handoffs;
+  if (h.depth++ > 0) return;
+  // Another delivery since this message's read was started: the loop is busy with other
+  // sockets, and posting lets their burst be handled stage by stage (all the reads, then
+  // all the actors' work), which keeps throughput.
+  h.run_here = g_deliveries.fetch_add(1, std::memory_order_relaxed) == armed_at;
+}
 
 HandoffScope::~HandoffScope() {
   Handoffs& h = t_handoffs;
@@ -141,6 +155,7 @@ HandoffScope::~HandoffScope() {
     --h.depth;
     return;
   }
+  const bool run_here = h.run_here;
   // Still open while the tasks run: what they hand off joins this loop, in order.
   while (!h.tasks.empty()) {
     std::vector<std::pair<Strand, std::function<void()>>> round = std::move(h.tasks);
@@ -152,7 +167,7 @@ HandoffScope::~HandoffScope() {
       // holds an exception from a task it ran inline until the current handler returns,
       // then the event loop logs it; the catch below is for anything thrown here.)
       try {
-        if (strand.running_in_this_thread()) {
+        if (!run_here || strand.running_in_this_thread()) {
           asio::post(strand, std::move(fn));
         } else {
           asio::dispatch(strand, std::move(fn));

@@ -106,7 +106,7 @@ class IoRuntime {
 };
 
 // HandoffScope: opened by a socket's read loop around the synchronous delivery of one
-// inbound message. While it is open on a runtime thread, Executor::Handoff to a strand
+// inbound message. While it is open on a thread, Executor::Handoff to a strand
 // (MakeStrand) keeps the task on this thread; when the outermost scope closes, the kept
 // tasks run in handoff order, each through its strand — at once when the strand is free
 // and belongs to the runtime running this thread, else behind the strand's queued tasks,
@@ -115,14 +115,22 @@ class IoRuntime {
 // So the work a message hands to another strand (an envoy frame to the actors, whose
 // answer is the reply) runs before the read loop re-arms its read and before the event
 // loop polls the kernel again: on the engine-in-process path that takes an `epoll_wait`
-// and a speculative `recvmsg` off every call's critical path. Never hold a scope across a
-// suspension point (co_await): its state is the thread's. Not copyable.
+// and a speculative `recvmsg` off every call's critical path.
+//
+// Only for a message that found the process otherwise idle: `armed_at` is Deliveries()
+// when its read was started, and if another message was delivered since (by any read
+// loop), the scope posts its tasks, as Post does, so a burst from many sockets is still
+// handled stage by stage (W2's throughput). Never hold a scope across a suspension point
+// (co_await): its state is the thread's. Not copyable.
 class HandoffScope {
  public:
-  HandoffScope();
+  explicit HandoffScope(uint64_t armed_at);
   ~HandoffScope();  // runs the kept tasks when outermost; a task that throws is logged
   HandoffScope(const HandoffScope&) = delete;
   HandoffScope& operator=(const HandoffScope&) = delete;
+
+  // How many messages have been delivered inside outermost scopes, process-wide.
+  static uint64_t Deliveries();
 };
 
 }  // namespace keel::net

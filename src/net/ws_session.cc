@@ -449,6 +449,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
   uint16_t code = 1006;
   std::string reason;
   for (;;) {
+    const uint64_t armed_at = HandoffScope::Deliveries();
     auto [ec, n] = co_await ws_->async_read(buffer, as_tuple(use_awaitable));
     if (ec) {
       // When we closed first, Beast may end the pending read with operation_aborted even
@@ -477,7 +478,7 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
     buffer.consume(buffer.size());
     const bool binary = ws_->got_binary();
     try {
-      HandoffScope handoffs;  // what the message hands to other strands runs before the next read
+      HandoffScope handoffs(armed_at);  // see io_runtime.h
       handler->OnMessage(std::move(message), binary);
     } catch (const std::exception& e) {
       LogError(kComponent, "WsHandler::OnMessage threw", {{"what", e.what()}});

@@ -1629,7 +1629,9 @@ TEST(IoRuntime, AnExpectationKeepsThePollingThreadFromSleepingUntilItEnds) {
 }
 
 // HandoffScope (io_runtime.h). Each case runs on the runtime's thread, inside a task of an
-// unrelated strand, as a read loop's delivery does.
+// unrelated strand, as a read loop's delivery does. A scope opened with Deliveries() read
+// just before is a message that found the process idle.
+
 TEST(IoRuntime, HandoffOutsideAScopeIsAPost) {
   IoRuntime rt(1);
   auto strand = rt.MakeStrand();
@@ -1657,9 +1659,9 @@ TEST(IoRuntime, HandedOffTasksRunInOrderWhenTheOutermostScopeCloses) {
   reader->Post([&] {
     rt.Post([&] { order.push_back("posted"); });  // ready before the scope closes
     {
-      HandoffScope outer;
+      HandoffScope outer(HandoffScope::Deliveries());
       {
-        HandoffScope inner;
+        HandoffScope inner(HandoffScope::Deliveries());
         actors->Handoff([&] {
           order.push_back("a");
           // Handed off while the scope drains: runs in the same loop, after "b".
@@ -1687,7 +1689,7 @@ TEST(IoRuntime, AHandedOffTaskWaitsBehindTasksAlreadyQueuedOnItsStrand) {
   reader->Post([&] {
     actors->Post([&] { order.push_back("queued first"); });
     {
-      HandoffScope scope;
+      HandoffScope scope(HandoffScope::Deliveries());
       actors->Handoff([&] {
         order.push_back("handed off");
         done.Notify();
@@ -1706,7 +1708,7 @@ TEST(IoRuntime, AScopeClosedInsideAStrandsTaskDoesNotRunThatStrandsTaskInsideIt)
   Notification done;
   actors->Post([&] {
     {
-      HandoffScope scope;
+      HandoffScope scope(HandoffScope::Deliveries());
       actors->Handoff([&] {
         order.push_back("handed off");
         done.Notify();
@@ -1718,6 +1720,41 @@ TEST(IoRuntime, AScopeClosedInsideAStrandsTaskDoesNotRunThatStrandsTaskInsideIt)
   EXPECT_EQ(order, (std::vector<std::string>{"task ends", "handed off"}));
 }
 
+// A message whose read was started before another message was delivered (a busy loop:
+// several sockets' messages interleave) posts its hand-offs; one that found the process
+// idle runs them inline.
+TEST(IoRuntime, AScopeRunsItsTasksInlineOnlyIfNothingElseWasDeliveredSinceItsRead) {
+  IoRuntime rt(1);
+  auto reader = rt.MakeStrand();
+  auto actors = rt.MakeStrand();
+  auto others = rt.MakeStrand();  // free, unlike `actors` once b's task is queued there
+  std::vector<std::string> order;
+  Notification done;
+  reader->Post([&] {
+    const uint64_t a_armed = HandoffScope::Deliveries();  // two sockets wait for reads
+    const uint64_t b_armed = HandoffScope::Deliveries();
+    {
+      HandoffScope a(a_armed);
+      actors->Handoff([&] { order.push_back("a's task"); });
+    }
+    {
+      HandoffScope b(b_armed);  // a was delivered since b's read started
+      actors->Handoff([&] { order.push_back("b's task"); });
+    }
+    order.push_back("deliveries returned");
+    const uint64_t a_rearmed = HandoffScope::Deliveries();
+    {
+      HandoffScope a_next(a_rearmed);  // nothing delivered since a re-armed
+      others->Handoff([&] { order.push_back("a's next task"); });
+    }
+    order.push_back("a's next delivery returned");
+    actors->Post([&] { done.Notify(); });
+  });
+  ASSERT_TRUE(done.WaitFor());
+  EXPECT_EQ(order, (std::vector<std::string>{"a's task", "deliveries returned", "a's next task",
+                                             "a's next delivery returned", "b's task"}));
+}
+
 TEST(IoRuntime, AHandedOffTaskThatThrowsIsLoggedAndTheRestStillRun) {
   IoRuntime rt(1);
   auto reader = rt.MakeStrand();
@@ -1726,7 +1763,7 @@ TEST(IoRuntime, AHandedOffTaskThatThrowsIsLoggedAndTheRestStillRun) {
   Notification done;
   reader->Post([&] {
     {
-      HandoffScope scope;
+      HandoffScope scope(HandoffScope::Deliveries());
       actors->Handoff([] { throw std::runtime_error("handed-off task failed"); });
       actors->Handoff([&] { second = true; });
     }
