@@ -68,7 +68,8 @@ std::string Random::Uuid4() {
   Fill(bytes);
   bytes[6] = static_cast<uint8_t>((bytes[6] & 0x0f) | 0x40);  // version 4
   bytes[8] = static_cast<uint8_t>((bytes[8] & 0x3f) | 0x80);  // variant 10xx
-  std::string out(36, '-');                                   // the dashes stay at 8, 13, 18 and 23
+  // Digits written in place; the dashes stay at 8, 13, 18 and 23.
+  std::string out(36, '-');
   size_t pos = 0;
   for (int i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) ++pos;
