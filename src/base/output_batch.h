@@ -40,20 +40,17 @@ class OutputBatch {
 class OutputBatchExecutor final : public Executor {
  public:
   explicit OutputBatchExecutor(std::unique_ptr<Executor> inner) : inner_(std::move(inner)) {}
-  void Post(std::function<void()> fn) override {
-    inner_->Post([fn = std::move(fn)] {
-      OutputBatch batch;
-      fn();
-    });
-  }
-  void Handoff(std::function<void()> fn) override {
-    inner_->Handoff([fn = std::move(fn)] {
-      OutputBatch batch;
-      fn();
-    });
-  }
+  void Post(std::function<void()> fn) override { inner_->Post(InBatch(std::move(fn))); }
+  void Handoff(std::function<void()> fn) override { inner_->Handoff(InBatch(std::move(fn))); }
 
  private:
+  static std::function<void()> InBatch(std::function<void()> fn) {
+    return [fn = std::move(fn)] {
+      OutputBatch batch;
+      fn();
+    };
+  }
+
   std::unique_ptr<Executor> inner_;
 };
 
