@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/ascii.h"
+#include "base/build_exact.h"
 #include "base/log.h"
 #include "engine/gateway/actor_key.h"
 #include "engine/gateway/subprotocols.h"
@@ -540,9 +541,8 @@ void Instance::Checkpoint() {
   protocol::persist::latest::Actor record;
   if (input_) record.input = *input_;
   record.has_initialized = true;
-  Bytes state_bytes = state_ ? EncodeCbor(state_->Save()) : EncodeCbor(Value(Value::Null{}));
-  const bool state_changed = state_bytes != persisted_state_;
-  record.state = state_bytes;
+  record.state = state_ ? EncodeCbor(state_->Save()) : EncodeCbor(Value(Value::Null{}));
+  const bool state_changed = record.state != persisted_state_;
   for (const auto& ev : cold_ ? cold_->schedule : kNoEvents) {
     protocol::persist::latest::ScheduleEvent e;
     e.event_id = ev.id;
@@ -554,7 +554,7 @@ void Instance::Checkpoint() {
   Bytes bytes = protocol::persist::WriteActor(record);
   if (bytes == persisted_record_) return;
   persisted_record_ = bytes;
-  persisted_state_ = std::move(state_bytes);
+  persisted_state_ = std::move(record.state);
   StageWrite(Key1(keys::kActorRecord), std::move(bytes));
   if (state_changed && type_->on_state_change && !in_state_change_ && phase_ == Phase::kStarted) {
     in_state_change_ = true;
@@ -1721,41 +1721,78 @@ void Instance::HandleWsClose(const latest::MessageId& id) {
 // ---------------------------------------------------------------------------------------
 // Hibernatable connections (actors.md §3.6, envoy-protocol.md §6.5)
 
-Bytes Instance::ConnRecord(const Conn& conn) const {
+Bytes Instance::ConnRecord(Conn& conn) const {
   protocol::persist::latest::Conn r;
-  r.id = conn.id_;
-  r.parameters = EncodeCbor(conn.params_);
+  // The record is written whenever a message changes the connection, so what never
+  // changes is not copied for it: the parameters are encoded once, and the id, path and
+  // headers are lent to the record and taken back once it is encoded.
+  if (!conn.params_encoded_) {
+    conn.params_cbor_ = EncodeCbor(conn.params_);
+    conn.params_encoded_ = true;
+  }
+  r.id = std::move(conn.id_);
+  r.parameters = std::move(conn.params_cbor_);
+  r.request_path = std::move(conn.request_path_);
+  r.request_headers = std::move(conn.request_headers_);
+  struct GiveBack {
+    Conn& conn;
+    protocol::persist::latest::Conn& r;
+    ~GiveBack() {
+      conn.id_ = std::move(r.id);
+      conn.params_cbor_ = std::move(r.parameters);
+      conn.request_path_ = std::move(r.request_path);
+      conn.request_headers_ = std::move(r.request_headers);
+    }
+  } give_back{conn, r};
   r.state = EncodeCbor(conn.state_);
+  r.subscriptions.reserve(conn.subscriptions_.size());
   for (const auto& s : conn.subscriptions_) r.subscriptions.push_back({s});
   r.gateway_id = conn.gateway_id_;
   r.request_id = conn.request_id_;
   r.server_message_index = conn.next_server_index_;
   r.client_message_index = conn.durable_index_;
-  r.request_path = conn.request_path_;
-  r.request_headers = conn.request_headers_;
   return protocol::persist::WriteConn(r);
 }
 
 namespace {
 // What a connection record says beyond routing: its state, subscriptions and processed
-// message index.
-Bytes ConnDigest(const Value& state, const std::set<std::string, std::less<>>& subscriptions, uint16_t index) {
-  Bytes digest = EncodeCbor(state);
-  digest.push_back(static_cast<uint8_t>(index >> 8));
-  digest.push_back(static_cast<uint8_t>(index & 0xff));
+// message index, appended to `out`.
+void AppendConnDigest(const Value& state, const std::set<std::string, std::less<>>& subscriptions,
+                      uint16_t index, Bytes& out) {
+  AppendCbor(state, out);
+  out.push_back(static_cast<uint8_t>(index >> 8));
+  out.push_back(static_cast<uint8_t>(index & 0xff));
   for (const auto& s : subscriptions) {
-    digest.push_back(0);
-    digest.insert(digest.end(), s.begin(), s.end());
+    out.push_back(0);
+    out.insert(out.end(), s.begin(), s.end());
   }
-  return digest;
+}
+
+Bytes ConnDigest(const Value& state, const std::set<std::string, std::less<>>& subscriptions,
+                 uint16_t index) {
+  return BuildExact([&](Bytes& out) { AppendConnDigest(state, subscriptions, index, out); });
+}
+
+// Whether the digest of a connection differs from `persisted`, the one its last record was
+// written with; if so, `persisted` becomes the new one. Checked after every message, so it
+// is built in the thread's scratch buffer and copied only when it changed.
+bool TakeChangedDigest(Bytes& persisted, const Value& state,
+                       const std::set<std::string, std::less<>>& subscriptions, uint16_t index) {
+  return WithScratch([&](Bytes& digest) {
+    AppendConnDigest(state, subscriptions, index, digest);
+    if (digest == persisted) return false;
+    persisted.assign(digest.begin(), digest.end());
+    return true;
+  });
 }
 }  // namespace
 
 void Instance::StageConnIfChanged(Conn& conn) {
   if (!conn.hibernatable_ || conn.closed_ || conn.transient_) return;
-  Bytes digest = ConnDigest(conn.state_, conn.subscriptions_, conn.durable_index_);
-  if (digest == conn.persisted_digest_) return;
-  conn.persisted_digest_ = std::move(digest);
+  if (!TakeChangedDigest(conn.persisted_digest_, conn.state_, conn.subscriptions_,
+                         conn.durable_index_)) {
+    return;
+  }
   StageWrite(ConnKey(conn.id_), ConnRecord(conn));
 }
 
@@ -1856,7 +1893,11 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
     conn->transient_ = false;
     conn->hibernatable_ = true;
     conn->connected_ = true;
-    if (auto v = DecodeCbor(rec->parameters); v.ok()) conn->params_ = std::move(*v);
+    if (auto v = DecodeCbor(rec->parameters); v.ok()) {
+      conn->params_ = std::move(*v);
+      conn->params_cbor_ = rec->parameters;
+      conn->params_encoded_ = true;
+    }
     if (auto v = DecodeCbor(rec->state); v.ok()) conn->state_ = std::move(*v);
     for (const auto& sub : rec->subscriptions) conn->subscriptions_.insert(sub.event_name);
     conn->gateway_id_ = rec->gateway_id;

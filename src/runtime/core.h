@@ -251,6 +251,9 @@ class Conn {
   uint16_t durable_index_ = 0;
   std::string request_path_;
   std::vector<std::pair<std::string, std::string>> request_headers_;
+  // params_ as CBOR, for the [2]+id record: encoded at its first write.
+  Bytes params_cbor_;
+  bool params_encoded_ = false;
   // What the last written [2]+id record said about state and subscriptions (CBOR state +
   // names), so a change is written when it happens and not only at sleep.
   Bytes persisted_digest_;
@@ -554,7 +557,7 @@ class Instance {
   Task<void> ConnAction(std::string conn_id, wire::ActionRequest req, std::optional<uint16_t> index);
   void SendToConn(Conn& conn, const wire::ToClient& msg);
   // Hibernatable connections.
-  Bytes ConnRecord(const Conn& conn) const;
+  Bytes ConnRecord(Conn& conn) const;
   // Stages the connection's record when its state or subscriptions changed since the last
   // one (hibernatable, connected connections only): a crash of the runtime then restores
   // what the client was acknowledged, not the connect-time record.
