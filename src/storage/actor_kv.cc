@@ -9,6 +9,8 @@
 #include <variant>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "protocol/bare/reader.h"
 #include "protocol/bare/writer.h"
 #include "protocol/engine/records.h"
@@ -464,9 +466,11 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   KEEL_RETURN_IF_ERROR(ValidatePutQuotaAndSizes(request, payload, usage, options_.limits));
   const uint64_t usage_before = usage;  // what storage holds (remembered or just read)
   const size_t n = request.keys.size();
-  std::vector<Bytes> keys(n);
-  std::vector<Bytes> entries(n);
-  std::vector<KvWrite> writes;
+  // Inline room for a put of two keys (an actor's state record and a connection's) and
+  // its usage record: no allocation for the lists of the common put.
+  boost::container::small_vector<Bytes, 2> keys(n);
+  boost::container::small_vector<Bytes, 2> entries(n);
+  boost::container::small_vector<KvWrite, 3> writes;
   writes.reserve(n + 1);
   const ByteView version = AsBytes(options_.engine_version);
   // The index of the request's earlier entry for the same key, or `i` when it has none.
