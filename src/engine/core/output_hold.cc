@@ -10,7 +10,17 @@ OutputHold::OutputHold(Forward forward, OnPoisoned on_poisoned)
 
 uint64_t OutputHold::BeginWrite(const EngineId& actor, uint32_t generation) {
   std::lock_guard lock(mu_);
-  Actor& a = actors_[actor];
+  auto it = actors_.find(actor);
+  if (it == actors_.end()) {
+    if (spare_.empty()) {
+      it = actors_.try_emplace(actor).first;
+    } else {
+      spare_.key() = actor;
+      spare_.mapped() = Actor{};
+      it = actors_.insert(std::move(spare_)).position;
+    }
+  }
+  Actor& a = it->second;
   tracked_.store(actors_.size(), std::memory_order_release);
   if (a.poisoned.has_value() && *a.poisoned != generation) a.poisoned.reset();
   const uint64_t ticket = next_ticket_++;
@@ -97,7 +107,7 @@ void OutputHold::Drain(std::unique_lock<std::mutex>& lock, const EngineId& actor
 void OutputHold::EraseIfIdle(std::unordered_map<EngineId, Actor>::iterator it) {
   const Actor& a = it->second;
   if (!a.pending.empty() || !a.held.empty() || a.draining || a.poisoned.has_value()) return;
-  actors_.erase(it);
+  spare_ = actors_.extract(it);
   tracked_.store(actors_.size(), std::memory_order_release);
 }
 

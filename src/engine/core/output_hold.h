@@ -99,6 +99,10 @@ class OutputHold {
   const OnPoisoned on_poisoned_;
   mutable std::mutex mu_;
   std::unordered_map<EngineId, Actor> actors_;  // guarded by mu_
+  // The node of the entry erased last, reused by the next BeginWrite that finds none: an
+  // entry lives from a write's BeginWrite to its EndWrite, so without it every write
+  // allocated and freed one. Guarded by mu_.
+  std::unordered_map<EngineId, Actor>::node_type spare_;
   uint64_t next_ticket_ = 1;                    // guarded by mu_
   std::atomic<size_t> tracked_{0};              // actors_.size(), readable without mu_
   std::atomic<uint64_t> dropped_{0};

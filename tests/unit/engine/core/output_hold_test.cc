@@ -83,6 +83,36 @@ TEST_F(OutputHoldTest, OtherActorsDoNotWait) {
   hold_.EndWrite(Actor(1), w, true);
 }
 
+// An entry's node is reused for the next actor that writes (OutputHold::spare_): what the
+// last actor left there must not carry over.
+TEST_F(OutputHoldTest, AnEntryFreedByOneActorStartsEmptyForTheNext) {
+  const uint64_t a = hold_.BeginWrite(Actor(1), 1);
+  Send(Actor(1), 1);
+  hold_.EndWrite(Actor(1), a, /*ok=*/true);
+  EXPECT_THAT(forwarded_, ElementsAre(1u));
+  EXPECT_TRUE(hold_.Idle());
+
+  const uint64_t b = hold_.BeginWrite(Actor(2), 1);
+  EXPECT_FALSE(hold_.poisoned(Actor(2)));
+  EXPECT_EQ(hold_.held(), 0u);
+  Send(Actor(1), 2);  // actor 1 has nothing in flight any more
+  Send(Actor(2), 3);
+  EXPECT_THAT(forwarded_, ElementsAre(1u, 2u));
+  hold_.EndWrite(Actor(2), b, /*ok=*/true);
+  EXPECT_THAT(forwarded_, ElementsAre(1u, 2u, 3u));
+  EXPECT_TRUE(hold_.Idle());
+
+  // And again for the first actor, after a failure of the second's next write.
+  const uint64_t c = hold_.BeginWrite(Actor(2), 1);
+  hold_.EndWrite(Actor(2), c, /*ok=*/false);
+  EXPECT_TRUE(hold_.poisoned(Actor(2)));
+  const uint64_t d = hold_.BeginWrite(Actor(1), 1);
+  EXPECT_FALSE(hold_.poisoned(Actor(1)));
+  Send(Actor(1), 4);
+  hold_.EndWrite(Actor(1), d, /*ok=*/true);
+  EXPECT_THAT(forwarded_, ElementsAre(1u, 2u, 3u, 4u));
+}
+
 TEST_F(OutputHoldTest, AMessageNeedsOnlyTheWritesBeforeItButKeepsItsPlace) {
   const uint64_t w1 = hold_.BeginWrite(Actor(1), 1);
   Send(Actor(1), 1);  // needs w1
