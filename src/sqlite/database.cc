@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/ascii.h"
+#include "base/utf8.h"
 
 namespace keel::sql {
 namespace {
@@ -29,70 +30,11 @@ Error SqlError(std::string_view code, std::string message) {
   return Error("sqlite", std::string(code), std::move(message));
 }
 
-constexpr std::string_view kUtf8Replacement = "\xEF\xBF\xBD";  // U+FFFD
-
-// Length of the well-formed UTF-8 sequence at data[i] (1..4), or 0 when it is not
-// well-formed; then `*bad` is the length of its maximal subpart (Unicode §3.9 "U+FFFD
-// substitution of maximal subparts", which is what Rust's from_utf8_lossy does).
-size_t Utf8SequenceLength(const unsigned char* data, size_t size, size_t i, size_t* bad) {
-  const unsigned char lead = data[i];
-  if (lead < 0x80) return 1;
-  size_t trailing = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // bounds of the first continuation byte
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    trailing = 1;
-  } else if (lead == 0xE0) {
-    trailing = 2, lo = 0xA0;
-  } else if ((lead >= 0xE1 && lead <= 0xEC) || lead == 0xEE || lead == 0xEF) {
-    trailing = 2;
-  } else if (lead == 0xED) {
-    trailing = 2, hi = 0x9F;  // no surrogates
-  } else if (lead == 0xF0) {
-    trailing = 3, lo = 0x90;
-  } else if (lead >= 0xF1 && lead <= 0xF3) {
-    trailing = 3;
-  } else if (lead == 0xF4) {
-    trailing = 3, hi = 0x8F;  // nothing above U+10FFFF
-  } else {
-    *bad = 1;
-    return 0;
-  }
-  size_t n = 1;
-  while (n <= trailing && i + n < size) {
-    const unsigned char c = data[i + n];
-    if (c < (n == 1 ? lo : 0x80) || c > (n == 1 ? hi : 0xBF)) break;
-    ++n;
-  }
-  if (n == trailing + 1) return n;
-  *bad = n;
-  return 0;
-}
-
-// `text` as UTF-8 with every ill-formed sequence replaced by U+FFFD (§8.1: TEXT cells,
-// and anything else SQLite hands back that ends up in a wire `str`).
+// `text` (a C string, or `size` bytes) as UTF-8, each ill-formed sequence replaced by
+// U+FFFD (§8.1: TEXT cells, and anything else SQLite hands back that ends up in a wire `str`).
 std::string LossyUtf8(const char* text, size_t size) {
   if (text == nullptr || size == 0) return {};
-  const auto* data = reinterpret_cast<const unsigned char*>(text);
-  size_t i = 0;
-  size_t bad = 0;
-  while (i < size) {  // fast path: most text is valid
-    const size_t n = Utf8SequenceLength(data, size, i, &bad);
-    if (n == 0) break;
-    i += n;
-  }
-  if (i == size) return std::string(text, size);
-  std::string out(text, i);
-  while (i < size) {
-    const size_t n = Utf8SequenceLength(data, size, i, &bad);
-    if (n == 0) {
-      out.append(kUtf8Replacement);
-      i += bad;
-    } else {
-      out.append(text + i, n);
-      i += n;
-    }
-  }
-  return out;
+  return keel::LossyUtf8(std::string_view(text, size));
 }
 
 std::string LossyUtf8(const char* text) {

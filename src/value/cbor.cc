@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/build_exact.h"
+#include "base/utf8.h"
 #include "value/internal.h"
 #include "value/value.h"
 
@@ -67,19 +68,8 @@ class Decoder {
  private:
   static constexpr uint8_t kBreak = 0xff;
 
-  bool Fail(const char* what) {
-    if (what_ == nullptr) {
-      what_ = what;
-      error_pos_ = pos_;
-    }
-    return false;
-  }
-
-  Error MakeError() const {
-    return Error(
-        "value", "invalid_cbor",
-        std::string(what_ ? what_ : "malformed") + " at offset " + std::to_string(error_pos_));
-  }
+  bool Fail(const char* what) { return failure_.Record(what, pos_); }
+  Error MakeError() const { return failure_.ToError("invalid_cbor"); }
 
   size_t Remaining() const { return in_.size() - pos_; }
 
@@ -148,8 +138,7 @@ class Decoder {
       // Text chunks must each be valid UTF-8 on their own (RFC 8949 §3.2.3).
       const size_t start = out.size();
       if (!Chunk(len, out)) return false;
-      if (major == 3 && !internal::ValidUtf8(reinterpret_cast<const uint8_t*>(out.data()) + start,
-                                             out.size() - start)) {
+      if (major == 3 && !IsValidUtf8(std::string_view(out).substr(start))) {
         return Fail("invalid UTF-8 in text");
       }
     }
@@ -188,8 +177,7 @@ class Decoder {
       case 3: {
         std::string s;
         if (!String(3, arg, indefinite, s)) return false;
-        if (!indefinite &&
-            !internal::ValidUtf8(reinterpret_cast<const uint8_t*>(s.data()), s.size())) {
+        if (!indefinite && !IsValidUtf8(s)) {
           pos_ = head_pos;
           return Fail("invalid UTF-8 in text");
         }
@@ -327,8 +315,7 @@ class Decoder {
   const CborLimits& limits_;
   size_t pos_ = 0;
   size_t items_ = 0;
-  const char* what_ = nullptr;
-  size_t error_pos_ = 0;
+  internal::FirstFailure failure_;
 };
 
 }  // namespace

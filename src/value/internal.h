@@ -6,11 +6,34 @@
 #include <string_view>
 
 #include "base/bytes.h"
+#include "base/error.h"
 
 namespace keel::internal {
 
-// Well-formed UTF-8 per RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF.
-bool ValidUtf8(const uint8_t* p, size_t n);
+// The first failure a parser met: what, and at which offset. Later failures (the steps
+// unwinding from the first) do not replace it.
+class FirstFailure {
+ public:
+  // Records `what` at `pos` unless a failure is recorded already. Returns false, so a
+  // parser's step can `return Fail(...)`.
+  bool Record(const char* what, size_t pos) {
+    if (what_ == nullptr) {
+      what_ = what;
+      pos_ = pos;
+    }
+    return false;
+  }
+  // value.<code>: "<what> at offset <pos>".
+  Error ToError(const char* code) const {
+    return Error(
+        "value", code,
+        std::string(what_ != nullptr ? what_ : "malformed") + " at offset " + std::to_string(pos_));
+  }
+
+ private:
+  const char* what_ = nullptr;
+  size_t pos_ = 0;
+};
 
 // Standard alphabet with padding.
 void AppendBase64(ByteView in, std::string& out);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "base/utf8.h"
 #include "value/internal.h"
 #include "value/value.h"
 
@@ -105,19 +106,8 @@ class Parser {
   }
 
  private:
-  bool Fail(const char* what) {
-    if (what_ == nullptr) {
-      what_ = what;
-      error_pos_ = pos_;
-    }
-    return false;
-  }
-
-  Error MakeError() const {
-    return Error(
-        "value", "invalid_json",
-        std::string(what_ ? what_ : "malformed") + " at offset " + std::to_string(error_pos_));
-  }
+  bool Fail(const char* what) { return failure_.Record(what, pos_); }
+  Error MakeError() const { return failure_.ToError("invalid_json"); }
 
   void SkipWs() {
     while (pos_ < s_.size() &&
@@ -328,7 +318,7 @@ class Parser {
              static_cast<unsigned char>(s_[pos_]) >= 0x20) {
         ++pos_;
       }
-      if (!internal::ValidUtf8(reinterpret_cast<const uint8_t*>(s_.data()) + start, pos_ - start)) {
+      if (!IsValidUtf8(s_.substr(start, pos_ - start))) {
         pos_ = start;
         return Fail("invalid UTF-8 in string");
       }
@@ -456,8 +446,7 @@ class Parser {
   std::string_view s_;
   size_t max_depth_;
   size_t pos_ = 0;
-  const char* what_ = nullptr;
-  size_t error_pos_ = 0;
+  internal::FirstFailure failure_;
 };
 
 // `in_key`: rendering a non-text map key. A key's JSON text is escaped once more as a

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "engine/gateway/url.h"
+#include "base/utf8.h"
 
 namespace keel::engine::gateway {
 namespace {

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstdint>
 
+#include "base/utf8.h"
+
 namespace keel::engine::gateway {
 namespace {
 
@@ -30,37 +32,6 @@ constexpr std::array<StatusEntry, 15> kStatusTable = {{
     {"guard", "invalid_response_body", 502},
 }};
 
-// Length of the UTF-8 sequence starting at s[i] when it is valid, else 0.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  auto c = static_cast<uint8_t>(s[i]);
-  size_t len;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) {
-    len = 2;
-    cp = c & 0x1F;
-  } else if ((c & 0xF0) == 0xE0) {
-    len = 3;
-    cp = c & 0x0F;
-  } else if ((c & 0xF8) == 0xF0) {
-    len = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    auto b = static_cast<uint8_t>(s[i + k]);
-    if ((b & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-      (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
-    return 0;
-  }
-  return len;
-}
-
 }  // namespace
 
 bool IsInternalError(const Error& error) {
@@ -84,10 +55,11 @@ std::string JsonQuote(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
     auto c = static_cast<uint8_t>(text[i]);
     if (c >= 0x80) {
-      size_t len = Utf8SequenceLength(text, i);
+      size_t bad = 0;
+      const size_t len = Utf8SequenceLength(text, i, &bad);
       if (len == 0) {
         out += "\\ufffd";
-        ++i;
+        i += bad;
       } else {
         out.append(text.substr(i, len));
         i += len;

@@ -3,6 +3,7 @@
 #include <array>
 #include <vector>
 
+#include "base/utf8.h"
 #include "engine/gateway/cbor_check.h"
 #include "engine/gateway/envoy_connect.h"
 #include "engine/gateway/subprotocols.h"

@@ -63,10 +63,6 @@ std::vector<QueryParam> ParseQuery(std::string_view raw_query);
 // Joins the segments' original bytes with '&' (no leading '?').
 std::string JoinRawQuery(std::span<const QueryParam> params);
 
-// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or values past
-// U+10FFFF).
-bool IsValidUtf8(std::string_view text);
-
 // base64url (RFC 4648 §5) without padding: only `A-Z a-z 0-9 - _`, length % 4 != 1, and
 // the unused low bits of the last character must be zero. Errors: base64.invalid.
 Result<Bytes> Base64UrlDecode(std::string_view text);

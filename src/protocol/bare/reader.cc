@@ -1,8 +1,9 @@
 #include "protocol/bare/reader.h"
 
-#include "protocol/bare/codec.h"
-
 #include <string>
+
+#include "base/utf8.h"
+#include "protocol/bare/codec.h"
 
 namespace keel::bare {
 
@@ -21,50 +22,6 @@ std::string_view DecodeFailureKindName(DecodeFailure::Kind kind) {
     case DecodeFailure::Kind::kInvalidValue: return "invalid_value";
   }
   return "unknown";
-}
-
-bool IsValidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
-  const uint8_t* end = p + s.size();
-  while (p < end) {
-    // ASCII fast path, 8 bytes at a time.
-    while (end - p >= 8) {
-      uint64_t chunk;
-      std::memcpy(&chunk, p, 8);
-      if (chunk & 0x8080808080808080ull) break;
-      p += 8;
-    }
-    if (p >= end) break;
-    uint8_t c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;  // continuation byte, overlong lead (c0/c1) or above f4
-    }
-    if (static_cast<size_t>(end - p) <= n) return false;
-    for (size_t i = 1; i <= n; ++i) {
-      if ((p[i] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000)) return false;  // overlong
-    if (cp >= 0xd800 && cp <= 0xdfff) return false;                         // surrogate
-    if (cp > 0x10ffff) return false;
-    p += n + 1;
-  }
-  return true;
 }
 
 bool Reader::UintSlow(uint64_t& v) {

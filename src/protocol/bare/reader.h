@@ -49,9 +49,6 @@ struct DecodeFailure {
 
 std::string_view DecodeFailureKindName(DecodeFailure::Kind kind);
 
-// Returns true when `s` is well-formed UTF-8 (no overlongs, no surrogates, ≤ U+10FFFF).
-bool IsValidUtf8(std::string_view s);
-
 class Reader {
  public:
   explicit Reader(ByteView in, const Limits& limits = Limits())

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "base/bytes.h"
+#include "base/utf8.h"
 #include "protocol/bare/reader.h"
 #include "protocol/bare/writer.h"
 

@@ -110,17 +110,6 @@ TEST(JoinRawQuery, ReproducesTheOriginalBytesMinusEmptySegments) {
   EXPECT_EQ(JoinRawQuery(ParseQuery("&a=1&&b=2&")), "a=1&b=2");
 }
 
-TEST(IsValidUtf8, AcceptsUtf8AndRejectsMalformedSequences) {
-  EXPECT_TRUE(IsValidUtf8(""));
-  EXPECT_TRUE(IsValidUtf8("plain"));
-  EXPECT_TRUE(IsValidUtf8("\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"));
-  EXPECT_FALSE(IsValidUtf8("\xff"));
-  EXPECT_FALSE(IsValidUtf8("\xC3"));              // truncated
-  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong
-  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
-  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // past U+10FFFF
-}
-
 TEST(Base64Url, EncodesWithoutPaddingAndRoundTrips) {
   EXPECT_EQ(Base64UrlEncode(AsBytes("")), "");
   EXPECT_EQ(Base64UrlEncode(AsBytes("f")), "Zg");
