@@ -1348,18 +1348,29 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
   respond_error({"actor", "route_not_found", "Route not found: " + path, {}});
 }
 
-Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string action) {
-  const std::optional<wire::Encoding> enc_opt = RequestEncoding(req);
-  const wire::Encoding enc = enc_opt.value_or(wire::Encoding::kJson);
-  auto fail = [this, id, enc](const ClientError& e) { SendHttpResponse(id, ErrorResponse(e, enc)); };
-  if (!enc_opt) {
-    fail({"request", "invalid", "unsupported x-rivet-encoding", {}});
-    co_return;
+std::optional<wire::Encoding> Instance::AcceptHttpBody(const latest::MessageId& id,
+                                                       const Request& req) {
+  const std::optional<wire::Encoding> enc = RequestEncoding(req);
+  if (!enc) {
+    SendHttpResponse(id, ErrorResponse({"request", "invalid", "unsupported x-rivet-encoding", {}},
+                                       wire::Encoding::kJson));
+    return std::nullopt;
   }
   if (req.body.size() > runtime_.options().max_incoming_message_size) {
-    fail({"message", "incoming_too_long", "Incoming message too long", {}});
-    co_return;
+    SendHttpResponse(
+        id, ErrorResponse({"message", "incoming_too_long", "Incoming message too long", {}}, *enc));
+    return std::nullopt;
   }
+  return enc;
+}
+
+Task<void> Instance::HttpAction(latest::MessageId id, Request req, std::string action) {
+  const std::optional<wire::Encoding> accepted = AcceptHttpBody(id, req);
+  if (!accepted) co_return;
+  const wire::Encoding enc = *accepted;
+  auto fail = [this, id, enc](const ClientError& e) {
+    SendHttpResponse(id, ErrorResponse(e, enc));
+  };
   std::string conn_id;
   try {
     auto decoded = wire::DecodeHttpActionRequest(req.body, enc);

@@ -580,6 +580,12 @@ class Instance {
   void CloseConnSocket(Conn& conn, uint16_t code, std::string reason);
   void SendHttpResponse(const envoy::latest::MessageId& id, Response response);
   Response ErrorResponse(const ClientError& error, wire::Encoding encoding);
+  // The encoding of an action or queue request's body (x-rivet-encoding; JSON when absent)
+  // once the request passed what every such request must: an encoding it can be answered
+  // in, and a body within max_incoming_message_size. nullopt: it did not, and was answered
+  // with the error.
+  std::optional<wire::Encoding> AcceptHttpBody(const envoy::latest::MessageId& id,
+                                               const Request& request);
 
   // Closes the database (statements already issued finish first).
   Task<void> CloseDatabase();

@@ -272,20 +272,12 @@ void Instance::AbortQueueWaiters() {
 
 // POST /queue/{name} (actors.md §4.5).
 Task<void> Instance::HttpQueueSend(latest::MessageId id, Request req, std::string name) {
-  const auto enc_header = req.Header("x-rivet-encoding");
-  const std::optional<wire::Encoding> enc_opt =
-      enc_header == nullptr || enc_header->empty() ? std::optional(wire::Encoding::kJson)
-                                                   : wire::ParseEncoding(*enc_header);
-  const wire::Encoding enc = enc_opt.value_or(wire::Encoding::kJson);
-  auto fail = [this, id, enc](const ClientError& e) { SendHttpResponse(id, ErrorResponse(e, enc)); };
-  if (!enc_opt) {
-    fail({"request", "invalid", "unsupported x-rivet-encoding", {}});
-    co_return;
-  }
-  if (req.body.size() > runtime_.options().max_incoming_message_size) {
-    fail({"message", "incoming_too_long", "Incoming message too long", {}});
-    co_return;
-  }
+  const std::optional<wire::Encoding> accepted = AcceptHttpBody(id, req);
+  if (!accepted) co_return;
+  const wire::Encoding enc = *accepted;
+  auto fail = [this, id, enc](const ClientError& e) {
+    SendHttpResponse(id, ErrorResponse(e, enc));
+  };
   std::string conn_id;
   try {
     auto decoded = wire::DecodeHttpQueueSendRequest(req.body, enc);
