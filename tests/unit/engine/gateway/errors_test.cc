@@ -73,6 +73,10 @@ TEST(JsonQuote, ReplacesInvalidUtf8SoTheOutputStaysValid) {
             "\"a\\ufffdb\"");
   EXPECT_EQ(JsonQuote("\xC3"), "\"\\ufffd\"");
   EXPECT_EQ(JsonQuote("\xED\xA0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+  // A truncated sequence is one maximal subpart: one U+FFFD for all of its bytes.
+  EXPECT_EQ(JsonQuote("a\xE2\x82"
+                      "b"),
+            "\"a\\ufffdb\"");
 }
 
 TEST(CloseReason, IsGroupDotCodeHashRay) {
