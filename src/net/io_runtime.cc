@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,15 +32,22 @@ namespace {
 
 constexpr std::string_view kComponent = "net";
 
-// Timers live in a map keyed by id, guarded by mu_. A timer's completion handler runs its
-// callback only if it still finds its id in the map, and Cancel erases the id under the
-// same mutex: so exactly one of {callback runs, Cancel returns true} happens.
+// One asio timer serves every pending timer of the clock: it waits for the earliest
+// deadline, and a timer that is cancelled is only forgotten. Most timers here are guards
+// that are cancelled long before they are due (an action's timeout, cancelled when the
+// action returns), so scheduling and cancelling one touches two small maps under mu_ and
+// nothing of the event loop: no asio timer per guard, and no aborted wait handed back
+// through the event loop for each cancel. The asio timer is moved only when a new deadline
+// is earlier than the one it waits for; when it fires, it runs what is due and waits for
+// the next deadline, if any. Exactly one of {callback runs, Cancel returns true} happens:
+// both take the entry out of the maps under mu_.
 class AsioClock final : public Clock {
  public:
-  explicit AsioClock(asio::io_context& ioc) : ioc_(ioc) {}
+  explicit AsioClock(asio::io_context& ioc) : timer_(ioc) {}
   ~AsioClock() override {
     std::lock_guard lock(mu_);
-    timers_.clear();
+    by_id_.clear();
+    by_deadline_.clear();
   }
 
   // Clock
@@ -55,45 +63,72 @@ class AsioClock final : public Clock {
   TimerId Schedule(MonoTime deadline, std::function<void()> callback) override {
     std::lock_guard lock(mu_);
     const uint64_t id = next_id_++;
-    auto& entry = timers_[id];
-    entry.callback = std::move(callback);
-    entry.timer.emplace(ioc_, std::chrono::steady_clock::time_point(
-                                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                      deadline.time_since_epoch())));
-    entry.timer->async_wait([this, id](const boost::system::error_code&) { Fire(id); });
+    auto at = by_deadline_.emplace(Key{deadline, id}, std::move(callback)).first;
+    by_id_.emplace(id, at);
+    if (!armed_for_.has_value() || deadline < *armed_for_) ArmLocked(deadline);
     return TimerId{id};
   }
   bool Cancel(TimerId id) override {
     std::lock_guard lock(mu_);
-    auto it = timers_.find(static_cast<uint64_t>(id));
-    if (it == timers_.end()) return false;
-    it->second.timer->cancel();
-    timers_.erase(it);
-    return true;
+    auto it = by_id_.find(static_cast<uint64_t>(id));
+    if (it == by_id_.end()) return false;
+    by_deadline_.erase(it->second);
+    by_id_.erase(it);
+    return true;  // the asio timer, if it waited for this one, wakes to nothing due
   }
 
  private:
-  struct Entry {
-    std::optional<asio::steady_timer> timer;
-    std::function<void()> callback;
-  };
+  using Key = std::pair<MonoTime, uint64_t>;  // deadline, then id: the order scheduled
+  using ByDeadline = std::map<Key, std::function<void()>>;
 
-  void Fire(uint64_t id) {
-    std::function<void()> callback;
-    {
-      std::lock_guard lock(mu_);
-      auto it = timers_.find(id);
-      if (it == timers_.end()) return;  // cancelled
-      callback = std::move(it->second.callback);
-      timers_.erase(it);
-    }
-    callback();
+  static std::chrono::steady_clock::time_point AsSteady(MonoTime t) {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(t.time_since_epoch()));
   }
 
-  asio::io_context& ioc_;
+  // Moves the asio timer to `deadline`. A wait it replaces ends with operation_aborted, or
+  // may already have completed; either way its handler sees an old generation and returns.
+  void ArmLocked(MonoTime deadline) {
+    armed_for_ = deadline;
+    const uint64_t generation = ++generation_;
+    timer_.expires_at(AsSteady(deadline));
+    timer_.async_wait([this, generation](const boost::system::error_code&) { Fire(generation); });
+  }
+
+  void Fire(uint64_t generation) {
+    std::vector<std::function<void()>> due;
+    {
+      std::lock_guard lock(mu_);
+      if (generation != generation_) return;  // replaced by an earlier deadline
+      armed_for_.reset();
+      const MonoTime now = MonotonicNow();
+      while (!by_deadline_.empty() && by_deadline_.begin()->first.first <= now) {
+        auto first = by_deadline_.begin();
+        by_id_.erase(first->first.second);
+        due.push_back(std::move(first->second));
+        by_deadline_.erase(first);
+      }
+      if (!by_deadline_.empty()) ArmLocked(by_deadline_.begin()->first.first);
+    }
+    // One callback that throws must not cost the others their turn.
+    for (auto& callback : due) {
+      try {
+        callback();
+      } catch (const std::exception& e) {
+        LogError(kComponent, "a timer callback threw", {{"what", e.what()}});
+      } catch (...) {
+        LogError(kComponent, "a timer callback threw");
+      }
+    }
+  }
+
   std::mutex mu_;
-  uint64_t next_id_ = 1;
-  std::unordered_map<uint64_t, Entry> timers_;
+  asio::steady_timer timer_;           // guarded by mu_
+  std::optional<MonoTime> armed_for_;  // what timer_ waits for; guarded by mu_
+  uint64_t generation_ = 0;            // of timer_'s current wait; guarded by mu_
+  uint64_t next_id_ = 1;               // guarded by mu_
+  ByDeadline by_deadline_;             // guarded by mu_
+  std::unordered_map<uint64_t, ByDeadline::iterator> by_id_;  // guarded by mu_
 };
 
 using Strand = asio::strand<asio::io_context::executor_type>;

@@ -1508,6 +1508,71 @@ TEST(IoRuntime, ClockTimersFireAndCancelWorks) {
   EXPECT_GT(wall, int64_t{1'600'000'000'000});
 }
 
+// The clock waits with one asio timer for its earliest deadline: a deadline earlier than
+// the one it waits for must move it, and cancelling the one it waits for must not strand
+// the later ones.
+TEST(IoRuntime, ClockFiresByDeadlineWhateverTheOrderScheduled) {
+  IoRuntime rt(1);
+  Clock& clock = rt.clock();
+  const MonoTime start = clock.MonotonicNow();
+  std::atomic<bool> late_ran{false}, cancelled_ran{false};
+  std::atomic<int64_t> early_ms{-1}, middle_ms{-1};
+  Notification middle;
+  // Scheduled first, due last: what the asio timer waits for until an earlier one comes.
+  TimerId late = clock.ScheduleAfter(seconds(5), [&] { late_ran = true; });
+  clock.ScheduleAfter(milliseconds(60), [&] {
+    middle_ms = std::chrono::duration_cast<milliseconds>(clock.MonotonicNow() - start).count();
+    middle.Notify();
+  });
+  clock.ScheduleAfter(milliseconds(30), [&] {
+    early_ms = std::chrono::duration_cast<milliseconds>(clock.MonotonicNow() - start).count();
+  });
+  // The earliest, cancelled: the timer wakes to nothing due and must wait on for the rest.
+  TimerId doomed = clock.ScheduleAfter(milliseconds(10), [&] { cancelled_ran = true; });
+  ASSERT_TRUE(clock.Cancel(doomed));
+  ASSERT_TRUE(middle.WaitFor());
+  EXPECT_GE(early_ms.load(), 30);
+  EXPECT_GE(middle_ms.load(), 60);
+  EXPECT_LE(early_ms.load(), middle_ms.load());
+  EXPECT_LT(middle_ms.load(), 2500) << "the 60 ms timer waited for the 5 s one";
+  EXPECT_FALSE(cancelled_ran.load());
+  EXPECT_FALSE(late_ran.load());
+  EXPECT_TRUE(clock.Cancel(late));
+}
+
+TEST(IoRuntime, ClockRunsTimersDueTogetherInScheduledOrderAndSurvivesAThrow) {
+  IoRuntime rt(1);
+  Clock& clock = rt.clock();
+  const MonoTime deadline = clock.MonotonicNow() + milliseconds(20);
+  std::vector<int> order;  // the clock's callbacks run on rt's one thread
+  Notification done;
+  for (int i = 0; i < 5; ++i) {
+    clock.Schedule(deadline, [&order, i] {
+      order.push_back(i);
+      if (i == 1) throw std::runtime_error("a callback that throws");
+    });
+  }
+  clock.Schedule(deadline, [&] { done.Notify(); });
+  ASSERT_TRUE(done.WaitFor());
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+// An action's timeout is a guard scheduled and cancelled on every call: none of them may
+// fire, and a timer scheduled after them still does.
+TEST(IoRuntime, ClockCancelledGuardsNeverFire) {
+  IoRuntime rt(2);
+  Clock& clock = rt.clock();
+  std::atomic<int> fired{0};
+  for (int i = 0; i < 1000; ++i) {
+    TimerId guard = clock.ScheduleAfter(milliseconds(1 + i % 7), [&] { fired.fetch_add(1); });
+    ASSERT_TRUE(clock.Cancel(guard));
+  }
+  Notification after;
+  clock.ScheduleAfter(milliseconds(30), [&] { after.Notify(); });
+  ASSERT_TRUE(after.WaitFor());
+  EXPECT_EQ(fired.load(), 0);
+}
+
 TEST(IoRuntime, StrandRunsTasksSeriallyInOrder) {
   IoRuntime rt(2);
   auto strand = rt.MakeStrand();
