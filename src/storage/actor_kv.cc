@@ -261,6 +261,7 @@ ActorKv::Memo& ActorKv::Remember(Stripe& stripe, ByteView actor, uint64_t usage)
   }
   it->second.usage = usage;
   it->second.sizes.clear();
+  it->second.puts = 0;
   return it->second;
 }
 
@@ -512,7 +513,9 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
     writes.push_back(usage == 0 ? KvWrite{usage_key, std::nullopt}
                                 : KvWrite{usage_key, ByteView(usage_record)});
   }
-  Status written = store_.WriteUnchecked(writes, WriteCommit());
+  CommitOptions commit = WriteCommit();
+  commit.rewritten_often = memo != nullptr && memo->puts >= kRewritesHintedAfter;
+  Status written = store_.WriteUnchecked(writes, commit);
   if (!written.has_value()) {
     // The outcome may be unknown (storage.io): read everything again next time.
     if (memo != nullptr) stripe.actors.erase(known);
@@ -540,6 +543,7 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   Memo& after = memo != nullptr ? known->second : Remember(stripe, actor, usage);
   after.usage = usage;
   after.sizes.assign(sizes, used);
+  if (after.puts < kRewritesHintedAfter) ++after.puts;
   return OkStatus();
 }
 

@@ -227,6 +227,10 @@ class ActorKv {
   struct Memo {
     uint64_t usage = 0;
     std::string sizes;
+    // Puts since the actor was remembered (saturating). From the kRewritesHintedAfter-th
+    // on, a put's keys are written with CommitOptions::rewritten_often: an actor that keeps
+    // rewriting its records pays for insert hints, one written once or twice does not.
+    uint32_t puts = 0;
   };
   struct Stripe {
     std::mutex mu;
@@ -236,6 +240,8 @@ class ActorKv {
   // Bytes of Memo::sizes at most: two records of a UUID-sized key (a connection's) and a
   // short one (the state's) fit.
   static constexpr size_t kMaxKnownSizeBytes = 96;
+  // See Memo::puts. An actor created and called once (W4's idle actors) writes twice.
+  static constexpr uint32_t kRewritesHintedAfter = 3;
 
   CommitOptions WriteCommit() const;
   Status CheckActorId(ByteView actor) const;

@@ -142,6 +142,12 @@ struct CommitOptions {
   // Make the commit durable (fsync) before Commit returns. Default: true. false trades
   // durability of this commit for throughput; see the durability rule above.
   bool sync = true;
+  // The keys of this commit are rewritten often (an actor's state record, a connection's
+  // record). A store may spend memory on them to make their next rewrite cheaper; nothing
+  // else changes. RocksDbKvStore: each key's memtable insert starts from where its
+  // previous version went (RocksDB's insert hint), which costs ~280 bytes per key while
+  // the memtable holds it. Best effort. Default: false.
+  bool rewritten_often = false;
 };
 
 // Read access shared by the store (latest state), snapshots and transactions.

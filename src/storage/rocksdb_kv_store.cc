@@ -24,6 +24,7 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/status.h>
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
@@ -45,6 +46,48 @@ Bytes ToBytes(const rocksdb::Slice& slice) {
   ByteView view = ToView(slice);
   return Bytes(view.begin(), view.end());
 }
+
+// Memtable insert hints for the keys of commits made with CommitOptions::rewritten_often.
+// RocksDB starts an insert from its previous insert's position only while the new key sorts
+// after it, and a key's new version sorts before its older ones. So when two keys are
+// rewritten in turn (an actor's state record and a connection's record, on every message),
+// each insert searches the skip list from the top. With this extractor set as the column
+// family's memtable_insert_with_hint_prefix_extractor, RocksDB keeps a position (a splice
+// in the memtable's arena and a map entry, ~280 bytes) per key it is "in domain" for, and
+// the key's next insert starts there. A key is in domain only while the thread inserting
+// it runs a commit that asked for hints (the flag below), so keys written once or seldom
+// cost nothing. When another thread's write leads a write group, RocksDB inserts the group
+// on that thread and our keys go unhinted: a slower insert, never a misplaced key (a hint
+// is only where the search starts).
+thread_local bool t_hint_inserts = false;
+
+class RewriteHints final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "keel.RewriteHints"; }
+  // Each key is its own prefix: one position per key.
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override { return key; }
+  bool InDomain(const rocksdb::Slice& /*key*/) const override {
+    if (!t_hint_inserts) return false;
+    hinted_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  uint64_t hinted() const { return hinted_.load(std::memory_order_relaxed); }
+
+ private:
+  mutable std::atomic<uint64_t> hinted_{0};
+};
+
+// Sets t_hint_inserts for one commit.
+class HintScope {
+ public:
+  explicit HintScope(bool hint) : previous_(t_hint_inserts) { t_hint_inserts = hint; }
+  ~HintScope() { t_hint_inserts = previous_; }
+  HintScope(const HintScope&) = delete;
+  HintScope& operator=(const HintScope&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // A write-ahead log file: "<digits>.log" (RocksDB's WAL naming; the info log is "LOG").
 bool IsWalFile(std::string_view path) {
@@ -271,6 +314,8 @@ struct RocksDbState {
   // RocksDbKvStoreOptions::skip_syncs_on_memory_fs applies (set before the store is shared).
   bool skip_syncs = false;
   std::atomic<uint64_t> syncs_skipped{0};
+  // The column family's insert hint extractor (set at open, never null after it).
+  std::shared_ptr<RewriteHints> rewrite_hints;
 
   ~RocksDbState() { (void)Close(); }
 
@@ -447,6 +492,7 @@ class RocksDbTxn : public KvTxn, public internal::RocksDbHandle {
     rocksdb::WriteOptions write;
     write.sync = state_->SyncFor(options.sync);
     txn_->SetWriteOptions(write);
+    HintScope hints(options.rewritten_often);
     rocksdb::Status s = txn_->Commit();
     txn_.reset();
     if (!s.ok()) return FromRocks(s, "commit");
@@ -525,8 +571,11 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   // Stripes of the commit-validation locks. RocksDB's default (2^20) costs ~100 ms and
   // tens of MiB per open; collisions only serialise validation, they never cause conflicts.
   occ_options.occ_lock_buckets = options.commit_lock_stripes;
+  auto rewrite_hints = std::make_shared<RewriteHints>();
+  rocksdb::ColumnFamilyOptions family_options(db_options);
+  family_options.memtable_insert_with_hint_prefix_extractor = rewrite_hints;
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(db_options)}};
+      {rocksdb::kDefaultColumnFamilyName, family_options}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::OptimisticTransactionDB* raw = nullptr;
   rocksdb::Status s = rocksdb::OptimisticTransactionDB::Open(
@@ -538,6 +587,7 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   auto state = std::make_shared<RocksDbState>();
   state->env = std::move(env);
   state->db.reset(raw);
+  state->rewrite_hints = std::move(rewrite_hints);
   state->skip_syncs = options.skip_syncs_on_memory_fs && OnMemoryFilesystem(path);
   if (const char* v = std::getenv("KEEL_SYNC_ON_MEMORY_FS");
       v != nullptr && std::string_view(v) == "1") {
@@ -554,6 +604,8 @@ bool RocksDbKvStore::SkipsSyncs() const { return state_->skip_syncs; }
 uint64_t RocksDbKvStore::syncs_skipped() const {
   return state_->syncs_skipped.load(std::memory_order_relaxed);
 }
+
+uint64_t RocksDbKvStore::hinted_inserts() const { return state_->rewrite_hints->hinted(); }
 
 RocksDbKvStore::~RocksDbKvStore() { (void)Close(); }
 
@@ -612,6 +664,7 @@ Status RocksDbKvStore::WriteUnchecked(std::span<const KvWrite> writes,
   // The base DB: OptimisticTransactionDB::Write would wrap the batch in a transaction and
   // validate it. Commits still bump each key's sequence number, so transactions that read
   // these keys meanwhile conflict as usual.
+  HintScope hints(options.rewritten_often);
   rocksdb::Status s = state_->db->GetBaseDB()->Write(write, &batch);
   if (!s.ok()) return FromRocks(s, "write");
   return OkStatus();

@@ -95,6 +95,8 @@ class RocksDbKvStore : public KvStore {
   const std::string& path() const { return path_; }
   // How many synced commits and SyncWrites calls skipped their sync (SkipsSyncs).
   uint64_t syncs_skipped() const;
+  // How many memtable inserts started from an insert hint (CommitOptions::rewritten_often).
+  uint64_t hinted_inserts() const;
 
  private:
   RocksDbKvStore(std::string path, std::shared_ptr<internal::RocksDbState> state);

@@ -984,18 +984,75 @@ class WriteCountingStore final : public KvStore {
   Result<std::unique_ptr<KvTxn>> Begin() override { return base_.Begin(); }
   Status Close() override { return base_.Close(); }
   Status WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options) override {
-    for (const KvWrite& w : writes) ++writes_[Bytes(w.key.begin(), w.key.end())];
+    for (const KvWrite& w : writes) {
+      ++writes_[Bytes(w.key.begin(), w.key.end())];
+      if (options.rewritten_often) ++hinted_[Bytes(w.key.begin(), w.key.end())];
+    }
     return base_.WriteUnchecked(writes, options);
   }
   int writes_of(const Bytes& key) const {
     auto it = writes_.find(key);
     return it == writes_.end() ? 0 : it->second;
   }
+  // Writes of `key` in batches committed with CommitOptions::rewritten_often.
+  int hinted_writes_of(const Bytes& key) const {
+    auto it = hinted_.find(key);
+    return it == hinted_.end() ? 0 : it->second;
+  }
 
  private:
   MemKvStore base_;
   std::map<Bytes, int> writes_;
+  std::map<Bytes, int> hinted_;
 };
+
+// An actor's puts ask the store for insert hints (CommitOptions::rewritten_often) only
+// once it has kept writing: not its first kRewritesHintedAfter puts since it was
+// remembered, so an actor created and called once costs no hint, and again not after it
+// was forgotten or after a transaction reset what is remembered.
+TEST(ActorKvSoleWriter, PutsAskForInsertHintsOnlyOnceAnActorKeepsWriting) {
+  WriteCountingStore store;
+  Bytes busy = ActorId(6), quiet = ActorId(7);
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, busy)));
+  ASSERT_TRUE(IsOk(PutActorRecordForTest(store, quiet)));
+  ActorKv uut(store, SoleWriterOptions());
+  auto put = [&](const Bytes& actor, std::vector<std::string> keys) {
+    std::vector<std::string> values(keys.size(), "v");
+    return ErrorText(uut.Handle(
+        actor, latest::KvPutRequest{BytesList(std::move(keys)), BytesList(std::move(values))},
+        kNow));
+  };
+  const std::string state(1, '\x01');
+  const std::string conn = std::string(1, '\x02') + "c";
+  const Bytes state_key = ActorKvEntryKey(busy, B(state));
+  const Bytes conn_key = ActorKvEntryKey(busy, B(conn));
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(put(busy, {state, conn}), "<no error>");
+  EXPECT_EQ(store.hinted_writes_of(state_key), 0) << "hinted before the actor kept writing";
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(put(busy, {state, conn}), "<no error>");
+  EXPECT_EQ(store.writes_of(state_key), 7);
+  EXPECT_EQ(store.hinted_writes_of(state_key), 4);
+  EXPECT_EQ(store.hinted_writes_of(conn_key), 4);
+
+  ASSERT_EQ(put(quiet, {state}), "<no error>");
+  ASSERT_EQ(put(quiet, {state}), "<no error>");
+  EXPECT_EQ(store.hinted_writes_of(ActorKvEntryKey(quiet, B(state))), 0);
+
+  // Forgotten: counted again from the start.
+  uut.Forget(busy);
+  ASSERT_EQ(put(busy, {state}), "<no error>");
+  EXPECT_EQ(store.hinted_writes_of(state_key), 4);
+  // A transaction (a delete) resets what is remembered, the count too.
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(put(busy, {state}), "<no error>");
+  EXPECT_EQ(store.hinted_writes_of(state_key), 5);
+  ASSERT_TRUE(uut.Handle(busy, latest::KvDeleteRequest{BytesList({conn})}, kNow)
+                  .is<latest::KvDeleteResponse>());
+  ASSERT_EQ(put(busy, {state}), "<no error>");
+  EXPECT_EQ(store.hinted_writes_of(state_key), 5);
+  // What was hinted reads back like anything else.
+  auto got = uut.Handle(busy, latest::KvGetRequest{BytesList({state, conn})}, kNow);
+  ASSERT_TRUE(got.is<latest::KvGetResponse>()) << ErrorText(got);
+  EXPECT_EQ(Strings(got.get_if<latest::KvGetResponse>()->keys), std::vector<std::string>{state});
+}
 
 // A put that leaves the actor's total unchanged (a value rewritten at the same size) does
 // not rewrite the stored usage; any other put does, and the stored usage stays exact.
