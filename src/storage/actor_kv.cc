@@ -1,6 +1,7 @@
 #include "storage/actor_kv.h"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -51,12 +52,28 @@ Bytes ActorKey(ByteView actor, uint8_t tag, size_t extra = 0) {
 using KvEntry = protocol::engine::latest::KvEntry;
 using KvUsage = protocol::engine::latest::KvUsage;
 
-Bytes EncodeEntry(ByteView value, ByteView version, int64_t update_ts) {
-  KvEntry entry;
+// Appends the stored record of an entry (what WriteRecord(KvEntry) writes) to `out`. The
+// record is encoded from a per-thread KvEntry whose buffers are reused, so a put allocates
+// nothing per entry once its thread has seen a value that large (a value over 64 KiB is
+// not kept).
+void AppendEntry(ByteView value, ByteView version, int64_t update_ts, Bytes& out) {
+  thread_local KvEntry entry;
   entry.value.assign(value.begin(), value.end());
   entry.metadata.version.assign(version.begin(), version.end());
   entry.metadata.update_ts = update_ts;
-  return protocol::engine::WriteRecord(entry);
+  bare::AppendVersionPrefix(protocol::engine::kLatestVersion, out);
+  bare::EncodeTo(entry, out);
+  if (entry.value.capacity() > (size_t{64} << 10)) Bytes().swap(entry.value);
+}
+
+// Bytes AppendEntry writes at most: the version prefix, two varint lengths, the value, the
+// version and the 8-byte timestamp.
+size_t EntryBound(ByteView value, ByteView version) {
+  return 2 + 10 + value.size() + 10 + version.size() + 8;
+}
+
+Bytes EncodeEntry(ByteView value, ByteView version, int64_t update_ts) {
+  return BuildExact([&](Bytes& out) { AppendEntry(value, version, update_ts, out); });
 }
 
 Result<KvEntry> DecodeEntry(ByteView stored) {
@@ -233,9 +250,19 @@ void AppendKnownSize(std::string_view key, uint64_t size, char* out, size_t& use
 Bytes ActorRecordKey(ByteView actor) { return ActorKey(actor, kActorRecordTag); }
 Bytes ActorKvUsageKey(ByteView actor) { return ActorKey(actor, kActorKvUsageTag); }
 Bytes ActorKvPrefix(ByteView actor) { return ActorKey(actor, kActorKvEntryTag); }
-Bytes ActorKvEntryKey(ByteView actor, ByteView key) {
-  Bytes out = ActorKey(actor, kActorKvEntryTag, key.size());
+namespace {
+void AppendActorKvEntryKey(ByteView actor, ByteView key, Bytes& out) {
+  out.push_back(kActorSubspace);
+  out.insert(out.end(), actor.begin(), actor.end());
+  out.push_back(kActorKvEntryTag);
   out.insert(out.end(), key.begin(), key.end());
+}
+}  // namespace
+
+Bytes ActorKvEntryKey(ByteView actor, ByteView key) {
+  Bytes out;
+  out.reserve(2 + actor.size() + key.size());
+  AppendActorKvEntryKey(actor, key, out);
   return out;
 }
 
@@ -467,13 +494,27 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   KEEL_RETURN_IF_ERROR(ValidatePutQuotaAndSizes(request, payload, usage, options_.limits));
   const uint64_t usage_before = usage;  // what storage holds (remembered or just read)
   const size_t n = request.keys.size();
+  const ByteView version = AsBytes(options_.engine_version);
+  // The full keys and the encoded entries, back to back in one buffer: one allocation for
+  // the whole put (reserved for the most they can take). `writes` views into it once it is
+  // complete; until then, each key and entry is known by its offsets.
+  Bytes packed;
+  {
+    size_t bound = 0;
+    for (size_t i = 0; i < n; ++i) {
+      bound += 2 + actor.size() + request.keys[i].size() + EntryBound(request.values[i], version);
+    }
+    packed.reserve(bound);
+  }
+  auto view = [&packed](size_t begin, size_t end) {
+    return ByteView(packed.data() + begin, end - begin);
+  };
+  // Offsets in `packed`: where a key starts, where its entry starts, where the entry ends.
   // Inline room for a put of two keys (an actor's state record and a connection's) and
   // its usage record: no allocation for the lists of the common put.
-  boost::container::small_vector<Bytes, 2> keys(n);
-  boost::container::small_vector<Bytes, 2> entries(n);
+  boost::container::small_vector<std::array<size_t, 3>, 2> spans(n);
   boost::container::small_vector<KvWrite, 3> writes;
   writes.reserve(n + 1);
-  const ByteView version = AsBytes(options_.engine_version);
   // The index of the request's earlier entry for the same key, or `i` when it has none.
   auto earlier_of = [&request](size_t i) {
     for (size_t j = i; j-- > 0;) {
@@ -483,7 +524,9 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
   };
   for (size_t i = 0; i < n; ++i) {
     const latest::KvKey& key = request.keys[i];
-    keys[i] = ActorKvEntryKey(actor, key);
+    const size_t key_begin = packed.size();
+    AppendActorKvEntryKey(actor, key, packed);
+    const ByteView full_key = view(key_begin, packed.size());
     // A key repeated in this request replaces its earlier value of the request.
     const size_t earlier = earlier_of(i);
     std::optional<uint64_t> size_known;
@@ -493,15 +536,19 @@ Status ActorKv::PutAsSoleWriter(ByteView actor, const latest::KvPutRequest& requ
       usage = SaturatingSub(usage, *size_known);
     } else {
       entry_reads_.fetch_add(1, std::memory_order_relaxed);
-      KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, store_.Get(keys[i]));
+      KEEL_ASSIGN_OR_RETURN(std::optional<Bytes> old, store_.Get(full_key));
       if (old.has_value()) {
         KEEL_ASSIGN_OR_RETURN(uint64_t old_size, EntrySize(key, *old));
         usage = SaturatingSub(usage, old_size);
       }
     }
-    entries[i] = EncodeEntry(request.values[i], version, now_ms);
-    writes.push_back(KvWrite{keys[i], ByteView(entries[i])});
+    const size_t entry_begin = packed.size();
+    AppendEntry(request.values[i], version, now_ms, packed);
+    spans[i] = {key_begin, entry_begin, packed.size()};
     usage += KeySize(key) + request.values[i].size();
+  }
+  for (const auto& [key_begin, entry_begin, entry_end] : spans) {
+    writes.push_back(KvWrite{view(key_begin, entry_begin), view(entry_begin, entry_end)});
   }
   // A put that leaves the total unchanged (a value rewritten at the same size, as an
   // actor's state record mostly is) leaves the stored usage as it is: one write less.
