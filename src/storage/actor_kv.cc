@@ -38,15 +38,6 @@ std::string KeyTooLong(std::string_view what, size_t max) {
   return out;
 }
 
-Bytes ActorKey(ByteView actor, uint8_t tag, size_t extra = 0) {
-  Bytes out;
-  out.reserve(2 + actor.size() + extra);
-  out.push_back(kActorSubspace);
-  out.insert(out.end(), actor.begin(), actor.end());
-  out.push_back(tag);
-  return out;
-}
-
 // --- Records (schemas/engine/v1.bare: KvEntry, KvUsage) -------------------------------
 
 using KvEntry = protocol::engine::latest::KvEntry;
@@ -252,17 +243,14 @@ Bytes ActorKvUsageKey(ByteView actor) { return ActorKey(actor, kActorKvUsageTag)
 Bytes ActorKvPrefix(ByteView actor) { return ActorKey(actor, kActorKvEntryTag); }
 namespace {
 void AppendActorKvEntryKey(ByteView actor, ByteView key, Bytes& out) {
-  out.push_back(kActorSubspace);
-  out.insert(out.end(), actor.begin(), actor.end());
-  out.push_back(kActorKvEntryTag);
+  AppendActorKey(actor, kActorKvEntryTag, out);
   out.insert(out.end(), key.begin(), key.end());
 }
 }  // namespace
 
 Bytes ActorKvEntryKey(ByteView actor, ByteView key) {
-  Bytes out;
-  out.reserve(2 + actor.size() + key.size());
-  AppendActorKvEntryKey(actor, key, out);
+  Bytes out = ActorKey(actor, kActorKvEntryTag, key.size());
+  out.insert(out.end(), key.begin(), key.end());
   return out;
 }
 

@@ -76,6 +76,7 @@
 #include "base/error.h"
 #include "base/result.h"
 #include "protocol/envoy/versioned.h"
+#include "storage/actor_keys.h"
 #include "storage/kv_store.h"
 
 namespace keel::storage {
@@ -85,8 +86,7 @@ namespace latest = ::keel::protocol::envoy::latest;
 // Keel v1 engine ids in binary form (docs/storage.md §2): [version][UUID][dc label].
 inline constexpr size_t kActorIdSize = 19;
 
-// Subspace and record tags of docs/storage.md §3.5.
-inline constexpr uint8_t kActorSubspace = 0x05;
+// Record tags of docs/storage.md §3.5 (the subspace is in storage/actor_keys.h).
 inline constexpr uint8_t kActorRecordTag = 0x01;
 inline constexpr uint8_t kActorKvUsageTag = 0x03;
 inline constexpr uint8_t kActorKvEntryTag = 0x10;

@@ -7,10 +7,11 @@
 #include <unordered_set>
 #include <utility>
 
+#include "storage/actor_keys.h"
+
 namespace keel::storage {
 namespace {
 
-constexpr uint8_t kActorSubspace = 0x05;
 constexpr uint8_t kGuardTag = 0x01;
 constexpr uint8_t kHeadTag = 0x20;
 constexpr uint8_t kPageTag = 0x21;
@@ -18,15 +19,6 @@ constexpr uint8_t kDatabaseEndTag = 0x22;
 // u16 version + u64 txid + u32 size + i64 now_ms + u64 stored + presence byte.
 // Page keys read per scan while truncating.
 constexpr size_t kTruncateScanLimit = 256;
-
-Bytes ActorKey(ByteView actor, uint8_t tag) {
-  Bytes key;
-  key.reserve(1 + actor.size() + 1 + 4);
-  key.push_back(kActorSubspace);
-  key.insert(key.end(), actor.begin(), actor.end());
-  key.push_back(tag);
-  return key;
-}
 
 void AppendU32Be(Bytes& out, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
@@ -111,7 +103,7 @@ Bytes PageStore::HeadKey(ByteView actor) { return ActorKey(actor, kHeadTag); }
 Bytes PageStore::GuardKey(ByteView actor) { return ActorKey(actor, kGuardTag); }
 
 Bytes PageStore::PageKey(ByteView actor, uint32_t pgno) {
-  Bytes key = ActorKey(actor, kPageTag);
+  Bytes key = ActorKey(actor, kPageTag, 4);
   AppendU32Be(key, pgno);
   return key;
 }

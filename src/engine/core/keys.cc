@@ -171,17 +171,9 @@ Bytes ActorPrefix(ByteView actor) {
 // The guard record's key is the storage layer's (ActorKv and PageStore read it).
 Bytes ActorRecord(ByteView actor) { return storage::ActorRecordKey(actor); }
 
-Bytes ActorWorkflow(ByteView actor) {
-  Bytes k = ActorPrefix(actor);
-  k.push_back(0x02);
-  return k;
-}
+Bytes ActorWorkflow(ByteView actor) { return storage::ActorKey(actor, 0x02); }
 
-Bytes ActorHibernating(ByteView actor) {
-  Bytes k = ActorPrefix(actor);
-  k.push_back(0x30);
-  return k;
-}
+Bytes ActorHibernating(ByteView actor) { return storage::ActorKey(actor, 0x30); }
 
 storage::KeyRange ActorDataAfterRecord(ByteView actor) {
   return storage::KeyRange{ActorWorkflow(actor), storage::PrefixEnd(ActorPrefix(actor))};

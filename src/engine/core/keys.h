@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "base/bytes.h"
+#include "storage/actor_keys.h"
 #include "storage/kv_store.h"
 
 namespace keel::engine::keys {
@@ -15,7 +16,8 @@ inline constexpr uint8_t kMeta = 0x01;
 inline constexpr uint8_t kNamespaces = 0x02;
 inline constexpr uint8_t kPools = 0x03;
 inline constexpr uint8_t kEnvoys = 0x04;
-inline constexpr uint8_t kActors = 0x05;
+// The actor subspace is shared with the storage layer's actor KV and page store.
+inline constexpr uint8_t kActors = storage::kActorSubspace;
 inline constexpr uint8_t kActorIndex = 0x06;
 inline constexpr uint8_t kAlarms = 0x07;
 inline constexpr uint8_t kWaiting = 0x08;
