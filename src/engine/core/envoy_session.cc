@@ -256,6 +256,15 @@ void EnvoySession::HandleKv(latest::ToRivetKvRequest&& req) {
   AnswerWhenDurable<latest::KvErrorResponse>(std::move(resp), wrote, std::move(held));
 }
 
+template <typename F>
+void EnvoySession::ReleaseAfterSync(F&& release) {
+  if (engine_.kv_sync().writes_waiting()) {
+    QueueRelease(std::function<void()>(std::forward<F>(release)));
+  } else {
+    release();
+  }
+}
+
 template <typename ErrorData, typename Response>
 void EnvoySession::AnswerWhenDurable(Response resp, bool wrote, std::optional<WriteTicket> ticket,
                                      std::function<void()> then) {
@@ -314,14 +323,6 @@ void EnvoySession::HoldUntilDurable(const EngineId& actor, uint32_t generation,
         self->ReleaseAfterSync(std::move(release));
         if (synced) synced(status);
       });
-}
-
-void EnvoySession::ReleaseAfterSync(std::function<void()> release) {
-  if (engine_.kv_sync().writes_waiting()) {
-    QueueRelease(std::move(release));
-  } else {
-    release();
-  }
 }
 
 void EnvoySession::QueueRelease(std::function<void()> release) {

@@ -196,7 +196,10 @@ class EnvoySession final : public net::WsHandler,
   bool early_requests_ = false;  // set before Start, read-only after
   // On the syncing thread, after a group-commit sync: runs `release` now, or hands it to
   // QueueRelease when other writes already wait for the next sync (so it does not delay it).
-  void ReleaseAfterSync(std::function<void()> release);
+  // Only a queued release becomes a std::function (an allocation). Defined in the .cc, the
+  // only place that calls it.
+  template <typename F>
+  void ReleaseAfterSync(F&& release);
   // Held outputs: write completions whose forwarding would delay a waiting sync run here,
   // a whole group per wake-up (QueueRelease).
   void QueueRelease(std::function<void()> release);
