@@ -94,6 +94,7 @@
 
 #include "base/log.h"
 #include "base/native/subprocess.h"
+#include "echo_server.h"
 #include "http_conn.h"
 #include "net/client.h"
 #include "net/http.h"
@@ -669,29 +670,12 @@ void Parallel(int count, int threads, const std::function<void(int worker, int i
 
 // ---- floors ------------------------------------------------------------------------------
 
-class EchoHandler final : public net::WsHandler {
- public:
-  void OnMessage(std::string data, bool binary) override {
-    if (auto conn = conn_.lock()) conn->Send(std::move(data), binary);
-  }
-  void OnClose(uint16_t, std::string) override {}
-  std::weak_ptr<net::WsConnection> conn_;
-};
-
 // A WebSocket echo on loopback: a keel::net server on one event-loop thread (as keel-engine
 // and the runtime have) and one client connection, warmed up.
 class EchoFloor {
  public:
   EchoFloor() : runtime_(1) {
-    auto server = net::HttpServer::Start(runtime_, net::ServerOptions{},
-                                         [](std::shared_ptr<net::HttpExchange> ex) {
-                                           if (!ex->IsWebSocketUpgrade()) {
-                                             ex->Respond(net::HttpResponse{404, {}, ""});
-                                             return;
-                                           }
-                                           auto h = std::make_shared<EchoHandler>();
-                                           h->conn_ = ex->AcceptWebSocket("", h);
-                                         });
+    auto server = StartEchoServer(runtime_);
     if (!server.has_value()) Fail("echo server: " + server.error().ToString());
     server_ = std::move(*server);
     std::string why;

@@ -20,6 +20,7 @@
 #include <benchmark/benchmark.h>
 
 #include "base/log.h"
+#include "echo_server.h"
 #include "net/blocking_ws_client.h"
 #include "net/client.h"
 #include "net/http_server.h"
@@ -27,16 +28,6 @@
 
 namespace keel::net {
 namespace {
-
-// Echoes WebSocket messages back on the same connection.
-class EchoHandler final : public WsHandler {
- public:
-  void OnMessage(std::string data, bool binary) override {
-    if (auto conn = conn_.lock()) conn->Send(std::move(data), binary);
-  }
-  void OnClose(uint16_t, std::string) override {}
-  std::weak_ptr<WsConnection> conn_;
-};
 
 // One server for the whole program. Modes by path: "/inline" answers inside the handler,
 // "/hop" answers from a separate strand (the engine gateway's shape: the handler hands
@@ -46,8 +37,7 @@ struct BenchServer {
     SetLogLevel(LogLevel::kWarn);
     auto started = HttpServer::Start(runtime, ServerOptions{}, [this](std::shared_ptr<HttpExchange> ex) {
       if (ex->IsWebSocketUpgrade()) {
-        auto handler = std::make_shared<EchoHandler>();
-        handler->conn_ = ex->AcceptWebSocket("", handler);
+        bench::AcceptEcho(ex);
         return;
       }
       if (ex->request().target == "/hop") {

@@ -48,6 +48,7 @@
 
 #include "base/log.h"
 #include "counter/counter.h"
+#include "echo_server.h"
 #include "http_conn.h"
 #include "net/blocking_ws_client.h"
 #include "net/client.h"
@@ -190,27 +191,10 @@ int64_t OutputOf(const std::string& body) {
 
 // ---- 1. loopback WebSocket floor ----------------------------------------------------
 
-class EchoHandler final : public net::WsHandler {
- public:
-  void OnMessage(std::string data, bool binary) override {
-    if (auto conn = conn_.lock()) conn->Send(std::move(data), binary);
-  }
-  void OnClose(uint16_t, std::string) override {}
-  std::weak_ptr<net::WsConnection> conn_;
-};
-
 json FloorWsRtt() {
   Progress("floor_ws_rtt: echo server");
   net::IoRuntime runtime(2);
-  auto server = net::HttpServer::Start(runtime, net::ServerOptions{},
-                                       [](std::shared_ptr<net::HttpExchange> ex) {
-                                         if (!ex->IsWebSocketUpgrade()) {
-                                           ex->Respond(net::HttpResponse{404, {}, ""});
-                                           return;
-                                         }
-                                         auto h = std::make_shared<EchoHandler>();
-                                         h->conn_ = ex->AcceptWebSocket("", h);
-                                       });
+  auto server = StartEchoServer(runtime);
   if (!server.has_value()) Die("echo server: " + server.error().ToString());
   net::WsConnectOptions options;
   options.url = "ws://127.0.0.1:" + std::to_string((*server)->port()) + "/echo";
