@@ -38,6 +38,12 @@ std::string KeyTooLong(std::string_view what, size_t max) {
   return out;
 }
 
+// Appends an entry's full key, [kActorSubspace][actor][kActorKvEntryTag][key], to `out`.
+void AppendActorKvEntryKey(ByteView actor, ByteView key, Bytes& out) {
+  AppendActorKey(actor, kActorKvEntryTag, out);
+  out.insert(out.end(), key.begin(), key.end());
+}
+
 // --- Records (schemas/engine/v1.bare: KvEntry, KvUsage) -------------------------------
 
 using KvEntry = protocol::engine::latest::KvEntry;
@@ -241,16 +247,10 @@ void AppendKnownSize(std::string_view key, uint64_t size, char* out, size_t& use
 Bytes ActorRecordKey(ByteView actor) { return ActorKey(actor, kActorRecordTag); }
 Bytes ActorKvUsageKey(ByteView actor) { return ActorKey(actor, kActorKvUsageTag); }
 Bytes ActorKvPrefix(ByteView actor) { return ActorKey(actor, kActorKvEntryTag); }
-namespace {
-void AppendActorKvEntryKey(ByteView actor, ByteView key, Bytes& out) {
-  AppendActorKey(actor, kActorKvEntryTag, out);
-  out.insert(out.end(), key.begin(), key.end());
-}
-}  // namespace
-
 Bytes ActorKvEntryKey(ByteView actor, ByteView key) {
-  Bytes out = ActorKey(actor, kActorKvEntryTag, key.size());
-  out.insert(out.end(), key.begin(), key.end());
+  Bytes out;
+  out.reserve(2 + actor.size() + key.size());
+  AppendActorKvEntryKey(actor, key, out);
   return out;
 }
 
