@@ -8,8 +8,10 @@
 #   3. runs the wasm smoke programs, the sans-I/O unit suites built for wasm
 #      (tests/wasm/run.sh) and the JS package's tests (JS actors in Node, Deno and
 #      workerd, and the JS client, against the dev build's engine),
-#   4. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
-# Set KEEL_SKIP_WASM=1 or KEEL_SKIP_FUZZ=1 to skip a stage locally.
+#   4. builds the main job's programs in the release preset (mimalloc as the allocator)
+#      and runs scripts/release_smoke.sh: `keel dev`, calls, Ctrl-C, restart, data kept,
+#   5. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
+# Set KEEL_SKIP_WASM=1, KEEL_SKIP_RELEASE=1 or KEEL_SKIP_FUZZ=1 to skip a stage locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +64,14 @@ if [ "${KEEL_SKIP_WASM:-0}" != "1" ]; then
   bash tests/wasm/run.sh build/wasm
   step "wasm: JS actors and the JS client against keel-engine (packages/keel-wasm)"
   KEEL_BIN_DIR="$PWD/build/dev/bin" node --experimental-websocket --test packages/keel-wasm/test/
+fi
+
+if [ "${KEEL_SKIP_RELEASE:-0}" != "1" ]; then
+  step "build: release preset (keel, keel-engine, keel-examples: what scripts/dev.sh runs)"
+  cmake --preset release >/dev/null
+  cmake --build --preset release --target keel-engine keel-examples keel -j "$JOBS"
+  step "release: the main job end to end (scripts/release_smoke.sh)"
+  bash scripts/release_smoke.sh
 fi
 
 if [ "${KEEL_SKIP_FUZZ:-0}" != "1" ]; then

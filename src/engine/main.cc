@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/log.h"
+#include "base/native/allocator.h"
 #include "base/native/spdlog_backend.h"
 #include "base/native/stop_signals.h"
 #include "engine/common/config.h"
@@ -30,7 +31,9 @@ int main(int argc, char** argv) {
   }
   keel::InstallSpdlogSink();
   keel::SetLogLevel(config->log_level);
-  KEEL_LOG(kInfo, "engine", "starting", {{"config", keel::engine::DescribeConfig(*config)}});
+  KEEL_LOG(
+      kInfo, "engine", "starting",
+      {{"config", keel::engine::DescribeConfig(*config)}, {"allocator", keel::AllocatorName()}});
   if (!config->admin_token.has_value()) {
     KEEL_LOG(kWarn, "engine",
              "no admin token: the REST API and envoy endpoint need no authentication, so the "

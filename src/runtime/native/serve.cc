@@ -1,9 +1,5 @@
 #include "runtime/native/serve.h"
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
+#include "base/native/allocator.h"
 #include "base/native/spdlog_backend.h"
 #include "base/native/stop_signals.h"
 #include "base/output_batch.h"
@@ -216,9 +213,7 @@ void RuntimeHost::Impl::ScheduleTrim() {
     if (m.core == nullptr) return;
     const uint64_t freed = m.core->freed_instances();
     if (freed != m.freed_at_trim && (freed == m.freed_last_check || freed - m.freed_at_trim >= 256)) {
-#if defined(__GLIBC__)
-      malloc_trim(0);
-#endif
+      ReleaseFreeMemory();
       m.freed_at_trim = freed;
     }
     m.freed_last_check = freed;
@@ -292,8 +287,12 @@ int ServeTypes(const ServeSettings& settings,
   RuntimeHost host(settings, std::move(types));
   host.Start();
   LogInfo("runtime", "serving",
-          {{"endpoint", settings.endpoint}, {"namespace", settings.namespace_name},
-           {"pool", settings.pool}, {"actors", names}, {"envoy_key", host.envoy_key()}});
+          {{"endpoint", settings.endpoint},
+           {"namespace", settings.namespace_name},
+           {"pool", settings.pool},
+           {"actors", names},
+           {"envoy_key", host.envoy_key()},
+           {"allocator", AllocatorName()}});
   const int sig = signals.Wait();
   LogInfo("runtime", "signal received, stopping actors", {{"signal", std::to_string(sig)}});
   host.Stop(std::chrono::milliseconds(30000));
