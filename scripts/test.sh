@@ -15,8 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
 started=$(date +%s)
+# Each stage's header says how long the run has taken so far (CI keeps well under 30 min).
+step() { printf '\n==> [%d s] %s\n' "$(($(date +%s) - started))" "$*"; }
 
 step "bootstrap"
 bash scripts/bootstrap.sh
