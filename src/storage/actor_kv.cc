@@ -248,9 +248,8 @@ Bytes ActorRecordKey(ByteView actor) { return ActorKey(actor, kActorRecordTag); 
 Bytes ActorKvUsageKey(ByteView actor) { return ActorKey(actor, kActorKvUsageTag); }
 Bytes ActorKvPrefix(ByteView actor) { return ActorKey(actor, kActorKvEntryTag); }
 Bytes ActorKvEntryKey(ByteView actor, ByteView key) {
-  Bytes out;
-  out.reserve(2 + actor.size() + key.size());
-  AppendActorKvEntryKey(actor, key, out);
+  Bytes out = ActorKey(actor, kActorKvEntryTag, key.size());  // ActorKey knows its size
+  out.insert(out.end(), key.begin(), key.end());
   return out;
 }
 

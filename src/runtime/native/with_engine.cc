@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/native/allocator.h"
 #include "base/native/spdlog_backend.h"
 #include "base/native/stop_signals.h"
 #include "engine/common/config.h"
@@ -45,7 +46,7 @@ int ServeTypesWithEngine(int argc, char** argv,
   SetLogLevel(ServeLogLevel(*settings));
   StopSignals signals;  // before any thread starts
   KEEL_LOG(kInfo, "engine", "starting in the runtime's process",
-           {{"config", engine::DescribeConfig(*config)}});
+           {{"config", engine::DescribeConfig(*config)}, {"allocator", AllocatorName()}});
   auto server = engine::EngineServer::Start(*config);
   if (!server.has_value()) {
     std::fprintf(stderr, "%s --with-engine: %s\n", argv[0], server.error().ToString().c_str());
