@@ -5,7 +5,7 @@
 //
 //   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]
 //              [--quick] [--w4-large] [--envoy-transport unix|tcp|in-process]
-//              [--client-poll-us N] [--only w1,w1js,w2,...]
+//              [--client-poll-us N] [--w6-actors N] [--only w1,w1js,w2,...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
@@ -47,8 +47,8 @@
 //    and 2000 over keep-alive HTTP, one insertMany(10000) (one transaction, one statement per
 //    row), 2000 getById point selects over each transport; next to the same three operations
 //    on a plain SQLite file through keel::sql (the execution layer's PRAGMAs), in-process;
-//  * W6: 20 actors, each put to sleep over REST (polled until asleep), then the first action
-//    timed;
+//  * W6: 20 actors (--w6-actors: more for a steadier p50 when comparing builds), each put to
+//    sleep over REST (polled until asleep), then the first action timed;
 //  * W7: on a fresh stack, callers keep incrementing 4 actors (2 HTTP, 2 WebSocket); kill -9
 //    the runtime and restart it, then kill -9 the engine and restart it on the same port and
 //    data dir; every acknowledged count must survive (lost = 0).
@@ -1997,7 +1997,7 @@ int Usage() {
       "usage: keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime "
       "PATH]\n"
       "                  [--quick] [--w4-large] [--keep] [--envoy-transport unix|tcp|in-process]\n"
-      "                  [--client-poll-us N] [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
+      "                  [--client-poll-us N] [--w6-actors N] [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
       "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the "
       "floors;\n"
       "one JSON on stdout.\n",
@@ -2010,6 +2010,7 @@ int Main(int argc, char** argv) {
   g_cfg.engine_bin = dir + "/keel-engine";
   g_cfg.runtime_bin = dir + "/keel-examples";
   g_cfg.sql_runtime_bin = dir + "/keel-bench-runtime";
+  std::optional<int> w6_actors;  // applied after --quick's defaults
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -2041,6 +2042,12 @@ int Main(int argc, char** argv) {
       const long us = std::strtol(v.c_str(), &end, 10);
       if (v.empty() || *end != '\0' || us < 0 || us > 100000) return Usage();
       bench::g_client_poll_us = us;
+    } else if (a == "--w6-actors") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 1000) return Usage();
+      w6_actors = static_cast<int>(n);
     } else if (a == "--quick") {
       g_cfg.quick = true;
     } else if (a == "--keep") {
@@ -2078,6 +2085,7 @@ int Main(int argc, char** argv) {
     g_cfg.floor_ws = 1000;
     g_cfg.floor_commit = 200;
   }
+  if (w6_actors.has_value()) g_cfg.w6_actors = *w6_actors;
   for (const auto* bin : {&g_cfg.engine_bin, &g_cfg.runtime_bin, &g_cfg.sql_runtime_bin}) {
     if (bin == &g_cfg.sql_runtime_bin && !g_cfg.Runs("w5")) continue;
     if (::access(bin->c_str(), X_OK) != 0) {

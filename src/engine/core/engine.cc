@@ -51,7 +51,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   // ActorKv: a put commits without a transaction (actor_kv.h, "Sole writer"). Destroy
   // marks the record, then DropAll forgets the actor. (A store that several engines
   // share must not set it.)
-  kv_options.sole_writer = true;
+  kv_options.sole_writer = sole_writer();
   actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
   kv_sync_ = std::make_unique<storage::GroupSync>(
       *store_, storage::GroupSync::Options{

@@ -161,6 +161,11 @@ class Engine {
     (refused_not_started ? resent_not_started_ : resent_never_ran_)->Inc();
   }
   storage::PageStore& page_store() { return *page_store_; }
+  // This engine is the only one writing its store (every backend Keel has: a store several
+  // engines share, later, must answer false). What only this engine writes then needs no
+  // transaction: ActorKv's puts (storage/actor_kv.h, "Sole writer") and the orchestrator's
+  // steps (Orchestrator, CommitStep).
+  static constexpr bool sole_writer() { return true; }
   Catalog& catalog() { return *catalog_; }
   Orchestrator& orchestrator() { return *orchestrator_; }
   Gateway& gateway() { return *gateway_; }

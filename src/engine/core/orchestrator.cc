@@ -417,37 +417,77 @@ struct Orchestrator::Impl {
     return Result<PreparedStep>(std::move(p));
   }
 
-  // Adds the new workflow and everything its effects imply to `txn` (docs/storage.md
-  // §3.4–§3.8): the workflow, the live set, the alarm index, the destroyed record, the
-  // released key reservation, dropped and new commands.
-  Status WriteStep(storage::KvTxn& txn, const ActorEntry& e, const PreparedStep& p) {
+  // Hands over, in order, what a step stores besides its guard read (docs/storage.md
+  // §3.4–§3.8): the workflow, the destroyed record, the live set, the alarm index, the
+  // released key reservation — each to `write(key, value)`, a delete when `value` is
+  // nullopt — then each dropped command prefix to `drop(prefix)`, then the new commands to
+  // `write`. The values are views into `p`.
+  template <typename Write, typename Drop>
+  static Status ForEachStepWrite(const ActorEntry& e, const PreparedStep& p, Write&& write,
+                                 Drop&& drop) {
     const ByteView actor = e.id.bytes();
-    // The guard: a racing KV/page write of this actor conflicts with a destroy.
-    KEEL_RETURN_IF_ERROR(txn.Get(keys::ActorRecord(actor)));
-    KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorWorkflow(actor), p.wf_value));
+    KEEL_RETURN_IF_ERROR(write(keys::ActorWorkflow(actor), ByteView(p.wf_value)));
     if (p.record_value.has_value()) {
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::ActorRecord(actor), *p.record_value));
+      KEEL_RETURN_IF_ERROR(write(keys::ActorRecord(actor), ByteView(*p.record_value)));
     }
-    if (AtRest(p.next.transition)) {
-      KEEL_RETURN_IF_ERROR(txn.Delete(keys::Live(actor)));
-    } else {
-      KEEL_RETURN_IF_ERROR(txn.Put(keys::Live(actor), Bytes{}));
-    }
+    const std::optional<ByteView> live =
+        AtRest(p.next.transition) ? std::nullopt : std::optional(ByteView());
+    KEEL_RETURN_IF_ERROR(write(keys::Live(actor), live));
     if (p.old_alarm != p.new_alarm) {
-      if (p.old_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Delete(*p.old_alarm));
-      if (p.new_alarm.has_value()) KEEL_RETURN_IF_ERROR(txn.Put(*p.new_alarm, Bytes{}));
+      if (p.old_alarm.has_value()) KEEL_RETURN_IF_ERROR(write(*p.old_alarm, std::nullopt));
+      if (p.new_alarm.has_value()) KEEL_RETURN_IF_ERROR(write(*p.new_alarm, ByteView()));
     }
     if (p.release_key) {
       KEEL_RETURN_IF_ERROR(
-          txn.Delete(keys::ActorByKey(e.ns.bytes(), e.record.name, *e.record.key)));
+          write(keys::ActorByKey(e.ns.bytes(), e.record.name, *e.record.key), std::nullopt));
     }
-    for (const auto& prefix : p.drop_prefixes) {
-      KEEL_RETURN_IF_ERROR(txn.DeleteRange(storage::KeyRange::Prefix(prefix)));
-    }
+    for (const auto& prefix : p.drop_prefixes) KEEL_RETURN_IF_ERROR(drop(prefix));
     for (const auto& [key, value] : p.command_puts) {
-      KEEL_RETURN_IF_ERROR(txn.Put(key, value));
+      KEEL_RETURN_IF_ERROR(write(key, ByteView(value)));
     }
     return {};
+  }
+
+  // Adds the step to `txn` (ForEachStepWrite), after the guard read: a racing KV/page write
+  // of this actor conflicts with a destroy.
+  Status WriteStep(storage::KvTxn& txn, const ActorEntry& e, const PreparedStep& p) {
+    KEEL_RETURN_IF_ERROR(txn.Get(keys::ActorRecord(e.id.bytes())));
+    return ForEachStepWrite(
+        e, p,
+        [&txn](const Bytes& key, std::optional<ByteView> value) {
+          return value.has_value() ? txn.Put(key, *value) : txn.Delete(key);
+        },
+        [&txn](const Bytes& prefix) { return txn.DeleteRange(storage::KeyRange::Prefix(prefix)); });
+  }
+
+  // Stores a step. On a store this engine alone writes (Engine::sole_writer), only the loop
+  // writes the keys a step writes, so nothing can conflict with it: a step that drops no
+  // command prefixes (dropping one reads the range) is committed as one unchecked batch
+  // (KvStore::WriteUnchecked: no snapshot, guard read, tracked keys or validation, which
+  // an actor's wake would otherwise pay on its critical path). A transaction that read one
+  // of its keys meanwhile still conflicts with it, so the KV and page writers' guard on the
+  // actor's record holds as before.
+  Status CommitStep(const ActorEntry& e, const PreparedStep& p,
+                    const storage::CommitOptions& options) {
+    if (!engine.sole_writer() || !p.drop_prefixes.empty()) {
+      return storage::RunTransaction(
+          engine.store(), [&](storage::KvTxn& txn) -> Status { return WriteStep(txn, e, p); },
+          storage::kDefaultMaxAttempts, options);
+    }
+    std::vector<std::pair<Bytes, std::optional<ByteView>>> owned;
+    owned.reserve(6 + p.command_puts.size());
+    Status listed = ForEachStepWrite(
+        e, p,
+        [&owned](Bytes key, std::optional<ByteView> value) -> Status {
+          owned.emplace_back(std::move(key), value);
+          return {};
+        },
+        [](const Bytes&) -> Status { return {}; });  // (none: checked above)
+    if (!listed.has_value()) return listed;
+    std::vector<storage::KvWrite> writes;
+    writes.reserve(owned.size());
+    for (const auto& [key, value] : owned) writes.push_back(storage::KvWrite{key, value});
+    return engine.store().WriteUnchecked(writes, options);
   }
 
   // The one step whose answer may precede its commit: Running makes the actor
@@ -566,9 +606,7 @@ struct Orchestrator::Impl {
     storage::CommitOptions options;
     options.sync = early == nullptr && !LossIsHarmless(e, p);
     const MonoTime commit_start = engine.clock().MonotonicNow();
-    Status stored = storage::RunTransaction(
-        engine.store(), [&](storage::KvTxn& txn) -> Status { return WriteStep(txn, e, p); },
-        storage::kDefaultMaxAttempts, options);
+    Status stored = CommitStep(e, p, options);
     engine.ObserveCommit(engine.clock().MonotonicNow() - commit_start);
     if (!stored.has_value()) {
       ctx.Undo();

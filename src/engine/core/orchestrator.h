@@ -2,7 +2,7 @@
 // actor_machine.h). It owns the in-memory side of orchestration — loaded actors, connected
 // envoys, the routing table the gateway reads — and runs on ONE serial executor (the
 // "loop", on the worker pool) so machine steps, allocation and command publication never
-// race. Storage is the truth: each step is one transaction that stores the new workflow
+// race. Storage is the truth: each step is one commit that stores the new workflow
 // together with everything it implies (commands, alarm index, live set, key reservation,
 // destroyed flag), and the step's effects run only after that commit (docs/storage.md
 // §3.4–§3.8) — except that the requests waiting for an actor get it when its Running

@@ -5,7 +5,9 @@
 //  * the waiters of an actor are answered when its Running event is stepped, before the
 //    kRunning commit, and losing that commit (crash) is recovered by the replay;
 //  * an actor stored in kCreated (written by an older engine between its two commits) is
-//    allocated when the engine loads.
+//    allocated when the engine loads;
+//  * a step is one unchecked batch (KvStore::WriteUnchecked: this engine is its store's only
+//    writer), and a wake whose batch fails leaves the actor asleep and wakes on the next try.
 // A whole engine in-process over a recording store wrapper (commits are counted and can be
 // held or failed deterministically, no sleeps), one scripted fake envoy over loopback.
 #include <gtest/gtest.h>
@@ -18,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +53,7 @@ struct CommitLog {
   std::vector<Bytes> puts;
   std::vector<Bytes> deletes;
   bool sync = true;
+  bool unchecked = false;  // a KvStore::WriteUnchecked batch, not a transaction
   bool Wrote(const Bytes& key) const {
     return std::find(puts.begin(), puts.end(), key) != puts.end();
   }
@@ -81,6 +85,22 @@ class RecordingStore final : public storage::KvStore {
   Result<std::unique_ptr<storage::KvTxn>> Begin() override;
   Status Close() override { return {}; }  // the base outlives engines
   Status SyncWrites() override { return base_.SyncWrites(); }
+  // Held and failed like a transaction's commit.
+  Status WriteUnchecked(std::span<const storage::KvWrite> writes,
+                        const storage::CommitOptions& options) override {
+    CommitLog log;
+    log.sync = options.sync;
+    log.unchecked = true;
+    for (const storage::KvWrite& w : writes) {
+      (w.value.has_value() ? log.puts : log.deletes).emplace_back(w.key.begin(), w.key.end());
+    }
+    if (OnCommit(log) == Outcome::kFail) {
+      return Unexpected{Error{"storage", "io", "injected: the engine crashed before this commit"}};
+    }
+    Status s = base_.WriteUnchecked(writes, options);
+    if (s.has_value()) Record(std::move(log));
+    return s;
+  }
 
   std::vector<CommitLog> commits() {
     std::lock_guard lock(mu_);
@@ -90,12 +110,12 @@ class RecordingStore final : public storage::KvStore {
     std::lock_guard lock(mu_);
     return commits_.size();
   }
-  // The next commit whose log matches `pred` waits in Commit until Release().
+  // The next commit whose log matches `pred` waits in Commit until Release(). (A commit
+  // released before takes its outcome even when it resumes only after this call.)
   void HoldNext(std::function<bool(const CommitLog&)> pred) {
     std::lock_guard lock(mu_);
     hold_ = std::move(pred);
     held_ = false;
-    released_.reset();
   }
   bool WaitHeld(std::chrono::milliseconds timeout) {
     std::unique_lock lock(mu_);
@@ -115,7 +135,9 @@ class RecordingStore final : public storage::KvStore {
       held_ = true;
       cv_.notify_all();
       cv_.wait(lock, [&] { return released_.has_value(); });
-      if (*released_ == Outcome::kFail) return Outcome::kFail;
+      const Outcome outcome = *released_;
+      released_.reset();
+      return outcome;
     }
     return Outcome::kApply;
   }
@@ -275,6 +297,16 @@ class OrchestratorStartTest : public ::testing::Test {
     auto ready = WhenReady(id);
     ASSERT_EQ(ready.wait_for(5s), std::future_status::ready);
     EXPECT_EQ(StoredTransition(id), t);
+  }
+
+  // Sends Running for `generation` and returns once its step is stored (kRunning).
+  void RunningStored(FakeEnvoy& fe, const eng::EngineId& id, uint32_t generation) {
+    const Bytes wf_key = eng::keys::ActorWorkflow(id.bytes());
+    store_->HoldNext([wf_key](const CommitLog& c) { return c.Wrote(wf_key); });
+    ASSERT_TRUE(fe.SendRunning(id.ToString(), generation).has_value());
+    ASSERT_TRUE(store_->WaitHeld(5s));
+    store_->Release(RecordingStore::Outcome::kApply);
+    ExpectStoredEventually(id, orch::Transition::kRunning);
   }
 
   storage::MemKvStore base_;
@@ -478,4 +510,70 @@ TEST_F(OrchestratorStartTest, ActorStoredBeforeItsFirstAllocationIsStartedAtLoad
 }
 
 }  // namespace
+TEST_F(OrchestratorStartTest, AWakeIsOneUncheckedBatchAndAFailedOneLeavesTheActorAsleep) {
+  FakeEnvoy& fe = ConnectEnvoy();
+  auto created = GetOrCreate("k6");
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
+  const eng::EngineId id = created->first.id;
+  const ByteView actor = id.bytes();
+  const Bytes wf_key = eng::keys::ActorWorkflow(actor);
+  const Bytes live_key = eng::keys::Live(actor);
+  ASSERT_TRUE(fe.WaitCommand(id.ToString(), 5s).has_value());
+  RunningStored(fe, id, 1);
+
+  // Put it to sleep: the envoy is told to stop, reports Stopped, and the loop stores
+  // kSleeping (the commit that takes the actor out of the live set).
+  std::promise<Status> slept;
+  engine_->orchestrator().Sleep(DefaultNamespace(), id, [&](Status s) { slept.set_value(s); });
+  auto stop = fe.WaitCommand(id.ToString(), 5s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(slept.get_future().get().has_value());
+  store_->HoldNext([&](const CommitLog& c) {
+    return std::find(c.deletes.begin(), c.deletes.end(), live_key) != c.deletes.end();
+  });
+  ASSERT_TRUE(fe.SendStopped(id.ToString(), 1).has_value());
+  ASSERT_TRUE(store_->WaitHeld(5s));
+  store_->Release(RecordingStore::Outcome::kApply);
+
+  // The wake's step: one batch with the workflow, the live set and generation 2's start.
+  CommitLog wake;
+  store_->HoldNext([&](const CommitLog& c) {
+    if (!c.Wrote(wf_key)) return false;
+    wake = c;
+    return true;
+  });
+  auto first = WhenReady(id);
+  ASSERT_TRUE(store_->WaitHeld(5s));
+  EXPECT_TRUE(wake.unchecked) << "a step is not a transaction on a store with one writer";
+  EXPECT_TRUE(wake.sync) << "no early start: this envoy does not hold outputs";
+  EXPECT_TRUE(wake.Wrote(live_key));
+  EXPECT_TRUE(wake.WrotePrefix(
+      eng::keys::EnvoyCommandsOf(DefaultNamespace().bytes(), "envoy-a", actor, 2)));
+  // It fails (the disk, or a crash before it): nothing of it is stored, and no start leaves.
+  store_->Release(RecordingStore::Outcome::kFail);
+  EXPECT_EQ(StoredTransition(id), orch::Transition::kSleeping);
+
+  // The next try wakes it: the envoy's next command is generation 2's start, the only one.
+  const size_t before = store_->commit_count();
+  auto second = WhenReady(id);
+  auto start = fe.WaitCommand(id.ToString(), 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_TRUE(start->inner.is<v::CommandStartActor>());
+  EXPECT_EQ(start->checkpoint.generation, 2u);
+  auto commits = store_->commits();
+  ASSERT_GT(commits.size(), before);
+  EXPECT_TRUE(commits[before].unchecked);
+  EXPECT_TRUE(commits[before].Wrote(wf_key));
+  EXPECT_TRUE(commits[before].Wrote(live_key));
+  RunningStored(fe, id, 2);
+  // Both waiters get the instance, the one whose wake failed too.
+  for (auto* ready : {&first, &second}) {
+    ASSERT_EQ(ready->wait_for(5s), std::future_status::ready);
+    auto target = ready->get();
+    ASSERT_TRUE(target.has_value()) << target.error().ToString();
+    EXPECT_EQ(target->generation, 2u);
+  }
+}
+
 }  // namespace keel::testing
