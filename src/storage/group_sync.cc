@@ -26,6 +26,10 @@ struct GroupSync::State {
   std::vector<Continuation> after_running;
   bool scheduled = false;    // a runner (the thread, a posted task, an inline writer) owns syncing
   bool thread_turn = false;  // own-thread mode: the thread is to run the next rounds
+  // Own-thread mode: Anticipate's deadline (on Now()); the thread polls until then.
+  std::chrono::nanoseconds anticipate_until{0};
+  uint64_t anticipations = 0;
+  std::atomic<bool> polling{false};
   bool running = false;      // a runner is inside its loop (it may touch the store)
   bool stopped = false;
   uint64_t syncs = 0;
@@ -132,15 +136,40 @@ void GroupSync::HandOver(const std::shared_ptr<State>& state) {
   state->wake.notify_one();
 }
 
+void GroupSync::Anticipate(std::chrono::microseconds window) {
+  if (state_->options.post || state_->nothing_to_sync) return;
+  {
+    std::lock_guard lock(state_->mu);
+    if (state_->stopped || state_->scheduled || state_->SyncInline()) return;
+    const std::chrono::nanoseconds until = state_->Now() + window;
+    if (until <= state_->anticipate_until) return;
+    state_->anticipate_until = until;
+    ++state_->anticipations;
+  }
+  state_->wake.notify_one();
+}
+
 void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
+  std::unique_lock lock(state->mu);
   for (;;) {
-    {
-      std::unique_lock lock(state->mu);
-      state->wake.wait(lock, [&] { return state->stopped || state->thread_turn; });
-      if (state->stopped) return;
-      state->thread_turn = false;
+    state->wake.wait(lock, [&] {
+      return state->stopped || state->thread_turn || state->anticipate_until > state->Now();
+    });
+    // Anticipated: poll, without sleeping in the kernel, until the write's turn comes.
+    while (!state->stopped && !state->thread_turn && state->anticipate_until > state->Now()) {
+      state->polling.store(true, std::memory_order_relaxed);
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
     }
+    state->polling.store(false, std::memory_order_relaxed);
+    if (state->stopped) return;
+    if (!state->thread_turn) continue;  // the window passed without a write
+    state->thread_turn = false;
+    state->anticipate_until = std::chrono::nanoseconds{0};  // what was anticipated came
+    lock.unlock();
     RunSyncs(state, /*inline_caller=*/false);  // clears `scheduled` once nothing is waiting
+    lock.lock();
   }
 }
 
@@ -239,6 +268,13 @@ uint64_t GroupSync::sync_count() const {
   std::lock_guard lock(state_->mu);
   return state_->syncs;
 }
+
+uint64_t GroupSync::anticipations() const {
+  std::lock_guard lock(state_->mu);
+  return state_->anticipations;
+}
+
+bool GroupSync::anticipating() const { return state_->polling.load(std::memory_order_relaxed); }
 
 uint64_t GroupSync::inline_sync_count() const {
   std::lock_guard lock(state_->mu);

@@ -27,6 +27,9 @@ constexpr std::string_view kLog = "orchestrator";
 // Commands are stored in the envoy protocol's embedded-version envelope, latest version.
 constexpr uint16_t kCommandVersion = 4;
 constexpr size_t kAlarmScanBatch = 256;
+// How long the syncing thread waits up for a woken actor's start (GroupSync::Anticipate):
+// well past the loop's work before that commit, bounded if it never comes.
+constexpr std::chrono::microseconds kWakeSyncWindow{1000};
 // actors.md §6.12 hibernating_request_eligible_threshold.
 constexpr int64_t kHibernatingRequestEligibleMs = 90000;
 
@@ -1439,6 +1442,12 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
                              bool early_ok) {
   impl_->Post([this, ns, actor, bypass_connectable, early_ok, done = std::move(done)]() mutable {
     Impl& m = *impl_;
+    // An actor at rest (evicted ones are) is about to be woken, and its start's commit will
+    // want a WAL sync within a few hundred µs: the syncing thread gets up meanwhile.
+    if (auto loaded = m.actors.find(actor);
+        loaded == m.actors.end() || AtRest(loaded->second->wf.transition)) {
+      m.engine.kv_sync().Anticipate(kWakeSyncWindow);
+    }
     auto entry = m.Entry(actor);
     if (!entry.has_value()) {
       done(Unexpected{entry.error()});

@@ -1,12 +1,14 @@
 // GroupSync: writes are acknowledged only after a sync that covers them, writes arriving
 // during a sync share the next one, reads wait exactly for the writes pending before them,
-// a failed sync is reported to everyone it covered, and Stop drops what is still waiting.
+// a failed sync is reported to everyone it covered, Stop drops what is still waiting, and
+// Anticipate gets the syncing thread up before a write that is on its way.
 // Deterministic: posted tasks go to a queue the test runs by hand, and a store hook acts
 // in the middle of a sync.
 #include "storage/group_sync.h"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -527,6 +529,83 @@ TEST(GroupSyncOwnThread, AnInlineSyncAcknowledgesOnTheWritersThreadBeforeReturni
   EXPECT_EQ(gs.inline_sync_count(), 1u);
   gs.Stop();
   EXPECT_EQ(store.syncs, on_thread + 1);
+}
+
+// Anticipate (an actor's wake, whose start's sync is on the request's critical path): the
+// thread gets up before the write comes and polls for it, ends that when the write comes
+// or the window passes (a manual clock), and Stop ends it at once.
+bool Eventually(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST(GroupSyncOwnThread, AnAnticipatedWriteFindsTheThreadPollingAndIsSynced) {
+  HookedStore store;
+  std::atomic<int64_t> now_ns{0};
+  GroupSync gs(store, {.now = [&] { return std::chrono::nanoseconds(now_ns.load()); }});
+  gs.Anticipate(std::chrono::microseconds(1000));
+  EXPECT_EQ(gs.anticipations(), 1u);
+  ASSERT_TRUE(Eventually([&] { return gs.anticipating(); }));
+  gs.Anticipate(std::chrono::microseconds(500));  // within the window already set
+  EXPECT_EQ(gs.anticipations(), 1u);
+  std::promise<Status> acked;
+  gs.AfterWrite([&](Status s) { acked.set_value(s); });
+  auto ack = acked.get_future();
+  ASSERT_EQ(ack.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(ack.get().has_value());
+  // The write came: the thread stops polling though the window (on the manual clock,
+  // which never moves here) has not passed.
+  EXPECT_TRUE(Eventually([&] { return !gs.anticipating(); }));
+  gs.Stop();
+  EXPECT_EQ(store.syncs, 1);
+}
+
+TEST(GroupSyncOwnThread, AnAnticipationNoWriteFollowsEndsWithItsWindow) {
+  HookedStore store;
+  std::atomic<int64_t> now_ns{0};
+  GroupSync gs(store, {.now = [&] { return std::chrono::nanoseconds(now_ns.load()); }});
+  gs.Anticipate(std::chrono::microseconds(1000));
+  ASSERT_TRUE(Eventually([&] { return gs.anticipating(); }));
+  now_ns = 1'000'001;  // just past the window
+  EXPECT_TRUE(Eventually([&] { return !gs.anticipating(); }));
+  EXPECT_EQ(store.syncs, 0) << "nothing was written, nothing is synced";
+  // Asleep again, the thread still takes the next write.
+  std::promise<void> acked;
+  gs.AfterWrite([&](Status s) {
+    EXPECT_TRUE(s.has_value());
+    acked.set_value();
+  });
+  ASSERT_EQ(acked.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  gs.Stop();
+  EXPECT_EQ(store.syncs, 1);
+}
+
+TEST(GroupSyncOwnThread, StopEndsAnAnticipationAtOnce) {
+  HookedStore store;
+  auto gs = std::make_unique<GroupSync>(store);
+  gs->Anticipate(std::chrono::hours(1));
+  ASSERT_TRUE(Eventually([&] { return gs->anticipating(); }));
+  gs.reset();  // joins the thread: it must leave its polling for the stop
+  EXPECT_EQ(store.syncs, 0);
+}
+
+TEST(GroupSyncOwnThread, AnticipateDoesNothingWhereNoThreadWouldSync) {
+  HookedStore skipping;
+  skipping.skips = true;  // tmpfs: nothing to sync
+  GroupSync on_memory(skipping);
+  on_memory.Anticipate(std::chrono::seconds(1));
+  EXPECT_EQ(on_memory.anticipations(), 0u);
+  HookedStore posted_store;
+  std::deque<std::function<void()>> tasks;
+  GroupSync posted(posted_store,
+                   {.post = [&](std::function<void()> t) { tasks.push_back(std::move(t)); }});
+  posted.Anticipate(std::chrono::seconds(1));
+  EXPECT_EQ(posted.anticipations(), 0u);
+  EXPECT_TRUE(tasks.empty());
 }
 
 TEST(MemKvStoreSync, SyncWritesFailsOnceClosed) {
