@@ -1557,20 +1557,24 @@ TEST(IoRuntime, ClockRunsTimersDueTogetherInScheduledOrderAndSurvivesAThrow) {
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
 }
 
-// An action's timeout is a guard scheduled and cancelled on every call: none of them may
-// fire, and a timer scheduled after them still does.
+// An action's timeout is a guard scheduled and cancelled on every call: none that Cancel
+// stopped may fire, and a timer scheduled after them still does. (A guard whose 1–7 ms
+// passed before its Cancel — this thread preempted on a loaded machine — has fired, and
+// Cancel says so by returning false: those are the only ones that may run.)
 TEST(IoRuntime, ClockCancelledGuardsNeverFire) {
   IoRuntime rt(2);
   Clock& clock = rt.clock();
   std::atomic<int> fired{0};
+  int already_due = 0;
   for (int i = 0; i < 1000; ++i) {
     TimerId guard = clock.ScheduleAfter(milliseconds(1 + i % 7), [&] { fired.fetch_add(1); });
-    ASSERT_TRUE(clock.Cancel(guard));
+    if (!clock.Cancel(guard)) ++already_due;
   }
+  EXPECT_LT(already_due, 1000) << "Cancel stopped none of them";
   Notification after;
   clock.ScheduleAfter(milliseconds(30), [&] { after.Notify(); });
   ASSERT_TRUE(after.WaitFor());
-  EXPECT_EQ(fired.load(), 0);
+  EXPECT_EQ(fired.load(), already_due);
 }
 
 TEST(IoRuntime, StrandRunsTasksSeriallyInOrder) {
