@@ -188,7 +188,7 @@ struct Orchestrator::Impl {
   int64_t alarm_timer_at = 0;
   // The machines' deadlines (lost timeouts, liveness checks, retries), served by one
   // engine-wide timer for the earliest, so a loaded actor costs a set node rather than a
-  // clock timer of its own (docs/benchmarks.md W4).
+  // clock timer of its own (docs/benchmarks-history.md W4).
   std::set<std::pair<int64_t, EngineId>> deadlines;
   TimerId deadline_timer{};
   int64_t deadline_timer_at = 0;
@@ -865,8 +865,13 @@ struct Orchestrator::Impl {
         for (auto& w : e.waiters) {
           if (++w.rewakes > engine.options().max_rewakes) {
             engine.clock().Cancel(w.timer);
-            w.done(Unexpected{Error{"guard", "service_unavailable",
-                                    "the actor kept stopping while the request waited"}});
+            // The stop's own error (an actor name the runtime does not serve, a start
+            // that threw) is what the caller needs to fix it, as with the ready timeout.
+            std::string message = "the actor kept stopping while the request waited";
+            if (e.wf.error.has_value()) {
+              message += ". Last error: " + orch::ToError(*e.wf.error).ToString();
+            }
+            w.done(Unexpected{Error{"guard", "service_unavailable", std::move(message)}});
           } else {
             keep.push_back(std::move(w));
           }

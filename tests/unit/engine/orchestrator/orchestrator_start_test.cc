@@ -10,6 +10,7 @@
 //    writer), and a wake whose batch fails leaves the actor asleep and wakes on the next try.
 // A whole engine in-process over a recording store wrapper (commits are counted and can be
 // held or failed deterministically, no sleeps), one scripted fake envoy over loopback.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -574,6 +575,34 @@ TEST_F(OrchestratorStartTest, AWakeIsOneUncheckedBatchAndAFailedOneLeavesTheActo
     ASSERT_TRUE(target.has_value()) << target.error().ToString();
     EXPECT_EQ(target->generation, 2u);
   }
+}
+
+// A request waits through re-wakes of an actor whose every start fails (here: a name the
+// runtime does not serve). After max_rewakes stops it gets guard.service_unavailable, and
+// the message carries the stop's own error, which is what the caller has to fix.
+TEST_F(OrchestratorStartTest, ARequestThatOutlastsItsRewakesGetsTheLastStopError) {
+  FakeEnvoy& fe = ConnectEnvoy();
+  auto created = GetOrCreate("k7");
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
+  const eng::EngineId id = created->first.id;
+  auto ready = WhenReady(id);
+  const std::string reason = "actor.not_registered: actor name `counter` is not registered";
+  const int starts = engine_->options().max_rewakes + 1;
+  for (int i = 1; i <= starts; ++i) {
+    auto start = fe.WaitCommand(id.ToString(), 5s);
+    ASSERT_TRUE(start.has_value()) << "start " << i << ": " << start.error().ToString();
+    ASSERT_TRUE(start->inner.is<v::CommandStartActor>());
+    ASSERT_EQ(start->checkpoint.generation, static_cast<uint32_t>(i));
+    EXPECT_NE(ready.wait_for(0s), std::future_status::ready) << "answered after " << i - 1;
+    ASSERT_TRUE(fe.SendStopped(id.ToString(), i, v::StopCode::kError, reason).has_value());
+  }
+  ASSERT_EQ(ready.wait_for(5s), std::future_status::ready);
+  auto target = ready.get();
+  ASSERT_FALSE(target.has_value());
+  EXPECT_TRUE(target.error().Is("guard", "service_unavailable")) << target.error().ToString();
+  EXPECT_THAT(target.error().message(), ::testing::HasSubstr("kept stopping"));
+  EXPECT_THAT(target.error().message(),
+              ::testing::HasSubstr("Last error: actor.crashed: " + reason));
 }
 
 }  // namespace keel::testing
