@@ -89,6 +89,29 @@ std::optional<int> UnwrittenExtents(const std::string& file) {
 // them, the log ending in zeros — opens with every synced write, including 4 KiB values
 // written across several zeroed chunks, and takes new ones. With the option off the log
 // grows with what was written.
+// A second store on a directory that is open says why in words (the usual cause is a second
+// engine on the same data directory), and the first store keeps working.
+TEST(RocksDbKvStore, OpeningADirectoryInUseSaysSoAndLeavesTheOpenStoreAlone) {
+  TempDir dir;
+  std::string path = dir.path() + "/db";
+  auto first = OpenOrFail(path);
+  ASSERT_NE(first, nullptr);
+  auto second = RocksDbKvStore::Open(path);
+  ASSERT_FALSE(second.has_value());
+  EXPECT_TRUE(second.error().Is("storage", "io")) << second.error().ToString();
+  EXPECT_NE(second.error().message().find("in use by another store"), std::string::npos)
+      << second.error().message();
+  EXPECT_NE(second.error().message().find(path), std::string::npos);
+  ASSERT_TRUE(IsOk(first->Put(B("k"), B("v"))));
+  ASSERT_TRUE(IsOk(first->Close()));
+  // Closed, the directory opens again.
+  auto third = OpenOrFail(path);
+  ASSERT_NE(third, nullptr);
+  auto v = third->Get(B("k"));
+  ASSERT_TRUE(IsOk(v));
+  ASSERT_TRUE(v->has_value());
+}
+
 TEST(RocksDbKvStore, WalSpaceIsWrittenAheadInItsSizeAndItsZeroTailReadsAsTheEnd) {
   for (const bool preallocate : {true, false}) {
     SCOPED_TRACE(preallocate ? "zeroed ahead" : "growing size");
