@@ -801,10 +801,10 @@ json FloorCommit(bool sync, int count, std::chrono::microseconds gap = std::chro
 
 // W1's floor as one measurement, taken right before each W1 WebSocket rep: a loopback
 // WebSocket echo round trip and then one synced commit, on one thread, `calls` times. The
-// commits are spaced by round trips as an action's are, and the disk's drift over a run
-// (its synced commit read 165–251 µs between runs of one binary, docs/benchmarks.md) falls
-// on the floor and on the W1 rep after it alike, where the floors measured at the start of
-// the run are minutes away from W1.
+// commits are spaced by round trips as an action's are, and the disk's drift over a run (its
+// synced commit read 165–251 µs between runs of one binary, docs/benchmarks-history.md) falls on
+// the floor and on the W1 rep after it alike, where the floors measured at the start of the run
+// are minutes away from W1.
 class PairedFloor {
  public:
   PairedFloor() : commit_("floor_paired") {}

@@ -101,8 +101,8 @@ struct EngineConfig {
   // sleeps in the kernel (net::IoRuntime), in µs; 0..100000, 0 = never poll. A request's
   // hops (client → engine → runtime → engine) then land on a thread that is still awake
   // instead of paying a wake-up each; on 2 virtual cores 100 µs cut W1 over HTTP from
-  // ~560 to ~290 µs at ~100 µs more engine CPU per call (docs/benchmarks.md, "I/O threads
-  // that poll"). An idle engine sleeps.
+  // ~560 to ~290 µs at ~100 µs more engine CPU per call (docs/benchmarks-history.md, "I/O
+  // threads that poll"). An idle engine sleeps.
   int io_spin_us = 100;
   // Page commits up to this many page bytes are committed where the connection reads them
   // and made durable by the group commit's shared WAL sync, instead of a synced commit on a
