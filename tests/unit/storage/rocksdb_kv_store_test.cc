@@ -83,12 +83,6 @@ std::optional<int> UnwrittenExtents(const std::string& file) {
   return unwritten;
 }
 
-// The write-ahead log's space ahead of the writes is part of its file size and written
-// (zeros, not fallocated: a synced commit's fdatasync then journals neither the inode size
-// nor an extent conversion), and a store copied while open — the files as a crash leaves
-// them, the log ending in zeros — opens with every synced write, including 4 KiB values
-// written across several zeroed chunks, and takes new ones. With the option off the log
-// grows with what was written.
 // A second store on a directory that is open says why in words (the usual cause is a second
 // engine on the same data directory), and the first store keeps working.
 TEST(RocksDbKvStore, OpeningADirectoryInUseSaysSoAndLeavesTheOpenStoreAlone) {
@@ -110,8 +104,15 @@ TEST(RocksDbKvStore, OpeningADirectoryInUseSaysSoAndLeavesTheOpenStoreAlone) {
   auto v = third->Get(B("k"));
   ASSERT_TRUE(IsOk(v));
   ASSERT_TRUE(v->has_value());
+  EXPECT_EQ(**v, B("v"));
 }
 
+// The write-ahead log's space ahead of the writes is part of its file size and written
+// (zeros, not fallocated: a synced commit's fdatasync then journals neither the inode size
+// nor an extent conversion), and a store copied while open — the files as a crash leaves
+// them, the log ending in zeros — opens with every synced write, including 4 KiB values
+// written across several zeroed chunks, and takes new ones. With the option off the log
+// grows with what was written.
 TEST(RocksDbKvStore, WalSpaceIsWrittenAheadInItsSizeAndItsZeroTailReadsAsTheEnd) {
   for (const bool preallocate : {true, false}) {
     SCOPED_TRACE(preallocate ? "zeroed ahead" : "growing size");
