@@ -581,17 +581,17 @@ Result<std::unique_ptr<RocksDbKvStore>> RocksDbKvStore::Open(const std::string& 
   rocksdb::Status s = rocksdb::OptimisticTransactionDB::Open(
       rocksdb::DBOptions(db_options), occ_options, path, families, &handles, &raw);
   if (!s.ok()) {
-    // Its LOCK file is held, by another process or by a store open in this one: say so
-    // in words, since the usual cause is a second engine on the same data directory.
+    std::string what = "RocksDbKvStore: open " + path;
+    // Its LOCK file is held, by another process or by a store open in this one: say so in
+    // words, since the usual cause is a second engine on the same data directory.
     const std::string text = s.ToString();
     if (s.IsIOError() && (text.find("While lock file") != std::string::npos ||
                           text.find("lock hold by current process") != std::string::npos)) {
-      return StorageError(kIo, "RocksDbKvStore: open " + path +
-                                   ": in use by another store (is another keel-engine or "
-                                   "`keel dev` running on this data directory?): " +
-                                   text);
+      what +=
+          ": in use by another store (is another keel-engine or `keel dev` running on this "
+          "data directory?)";
     }
-    return FromRocks(s, "RocksDbKvStore: open " + path);
+    return FromRocks(s, what);
   }
   // The DB keeps its own default column family handle; release the returned one as the
   // single-family DB::Open does.

@@ -58,6 +58,13 @@ bool AtRest(orch::Transition t) {
   return t == orch::Transition::kSleeping || t == orch::Transition::kDestroyed;
 }
 
+// A waiter's failure, ending with the actor's last error when it has one (an actor name the
+// runtime does not serve, a start that threw): that is what the caller needs to fix it.
+Error WaitFailed(std::string code, std::string message, const orch::ActorWorkflow& wf) {
+  if (wf.error.has_value()) message += " Last error: " + orch::ToError(*wf.error).ToString();
+  return Error{"guard", std::move(code), std::move(message)};
+}
+
 Bytes ToBytes(ByteView v) { return Bytes(v.begin(), v.end()); }
 
 // ActorEntry::timer_at when the actor has no deadline filed.
@@ -865,13 +872,8 @@ struct Orchestrator::Impl {
         for (auto& w : e.waiters) {
           if (++w.rewakes > engine.options().max_rewakes) {
             engine.clock().Cancel(w.timer);
-            // The stop's own error (an actor name the runtime does not serve, a start
-            // that threw) is what the caller needs to fix it, as with the ready timeout.
-            std::string message = "the actor kept stopping while the request waited";
-            if (e.wf.error.has_value()) {
-              message += ". Last error: " + orch::ToError(*e.wf.error).ToString();
-            }
-            w.done(Unexpected{Error{"guard", "service_unavailable", std::move(message)}});
+            w.done(Unexpected{WaitFailed(
+                "service_unavailable", "the actor kept stopping while the request waited.", e.wf)});
           } else {
             keep.push_back(std::move(w));
           }
@@ -1500,11 +1502,9 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
               if (w->id != waiter_id) continue;
               auto done = std::move(w->done);
               waiters.erase(w);
-              std::string message = "Timed out waiting for actor to become ready.";
-              if (it->second->wf.error.has_value()) {
-                message += " Last error: " + orch::ToError(*it->second->wf.error).ToString();
-              }
-              done(Unexpected{Error{"guard", "actor_ready_timeout", std::move(message)}});
+              done(Unexpected{WaitFailed("actor_ready_timeout",
+                                         "Timed out waiting for actor to become ready.",
+                                         it->second->wf)});
               m.MaybeEvict(actor);
               return;
             }
