@@ -347,6 +347,11 @@ class Ctx {
   // Persists now and resumes once the engine committed (state is saved before every
   // response anyway; this is for long actions that want a checkpoint midway).
   Task<void> save_state() { return inv_.instance->SaveState(); }
+  // Persists at the latest `max_wait` from now — sooner when a throttled save is due sooner
+  // (ActorOptions::state_save_interval) — and resumes once the engine committed.
+  Task<void> save_state(std::chrono::milliseconds max_wait) {
+    return inv_.instance->SaveState(max_wait);
+  }
 
   runtime::Instance& instance() { return *inv_.instance; }
 

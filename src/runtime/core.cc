@@ -182,8 +182,8 @@ Instance::Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envo
 
 Instance::~Instance() {
   if (HeldCommits* held = HeldSqlCommits()) held->SetListener(nullptr);
-  // Not through SetSleepDeadline: the runtime may be going away itself.
-  if (sleep_deadline_) runtime_.sleep_deadlines_.erase({*sleep_deadline_, this});
+  runtime_.sleep_deadlines_.Forget(*this);
+  runtime_.save_deadlines_.Forget(*this);
   if (cold_ && cold_->schedule_timer != TimerId{}) runtime_.clock().Cancel(cold_->schedule_timer);
 }
 
@@ -274,6 +274,9 @@ Task<void> Instance::CloseDatabase() {
 
 void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown) {
   ++owned_tasks_;
+  // If the task outlives this turn, what it changes before it answers (or without ever
+  // answering) is saved within the interval. One deadline per instance: usually a no-op.
+  if (!save_deadline_) RequestSave(type_->options.state_save_interval);
   if (keeps_awake) BeginActivity();
   if (blocks_shutdown) ++shutdown_blockers_;
   Spawn(std::move(task), [this, keeps_awake, blocks_shutdown](std::exception_ptr e) {
@@ -798,7 +801,13 @@ void Instance::OnFlushDone(uint64_t seq, Status status, bool held) {
 }
 
 void Instance::StopTimersAndWaiters() {
-  runtime_.SetSleepDeadline(*this, std::nullopt);
+  runtime_.sleep_deadlines_.Set(*this, std::nullopt);
+  // Grace saves after onSleep/onDestroy and at the end; a stopped instance saves no more.
+  // Waiting save_state calls go on to wait for what is staged (or fail with the instance).
+  runtime_.save_deadlines_.Set(*this, std::nullopt);
+  if (cold_) {
+    for (auto& w : std::exchange(cold_->save_waiters, {})) w.Resolve(true);
+  }
   if (cold_ && cold_->schedule_timer != TimerId{}) {
     runtime_.clock().Cancel(cold_->schedule_timer);
     cold_->schedule_timer = {};
@@ -850,7 +859,44 @@ Task<void> Instance::WaitDurable() { co_await WaitBehindWrites(/*wire=*/false); 
 
 Task<void> Instance::WaitWritten() { co_await WaitBehindWrites(/*wire=*/true); }
 
-Task<void> Instance::SaveState() { co_await WaitDurable(); }
+Task<void> Instance::SaveState(std::optional<milliseconds> max_wait) {
+  if (max_wait && max_wait->count() > 0 && phase_ != Phase::kFinalizing &&
+      phase_ != Phase::kStopped) {
+    Completion<bool> due;
+    cold().save_waiters.push_back(due);
+    RequestSave(*max_wait);
+    co_await due;
+  }
+  co_await WaitDurable();
+}
+
+// ---------------------------------------------------------------------------------------
+// Throttled saves
+//
+// Work that answers (an action, a request, a hook whose output the gate holds) saves before
+// its answer. Work that has not answered yet — a `run` loop, a long action, a wait_until
+// task — may change the state for seconds, so its changes are saved on a deadline instead:
+// armed when such work starts, and again while work is still running when it passes.
+
+void Instance::RequestSave(milliseconds within) {
+  const MonoTime at = runtime_.clock().MonotonicNow() + within;
+  if (save_deadline_ && *save_deadline_ <= at) return;
+  runtime_.save_deadlines_.Set(*this, at);
+}
+
+void Instance::OnSaveDeadline() {
+  if (phase_ == Phase::kStarted || phase_ == Phase::kGrace) {
+    Checkpoint();
+    SyncAlarm();
+    MaybeFlush();
+  }
+  if (cold_) {
+    for (auto& w : std::exchange(cold_->save_waiters, {})) w.Resolve(true);
+  }
+  const bool live =
+      phase_ == Phase::kLoading || phase_ == Phase::kStarted || phase_ == Phase::kGrace;
+  if (live && owned_tasks_ > 0 && !save_deadline_) RequestSave(type_->options.state_save_interval);
+}
 
 // ---------------------------------------------------------------------------------------
 // Schedule
@@ -915,10 +961,11 @@ bool Instance::CanSleep() const {
 
 void Instance::ResetSleepTimer() {
   if (!CanSleep() || sleep_requested_) {
-    runtime_.SetSleepDeadline(*this, std::nullopt);
+    runtime_.sleep_deadlines_.Set(*this, std::nullopt);
     return;
   }
-  runtime_.SetSleepDeadline(*this, runtime_.clock().MonotonicNow() + type_->options.sleep_timeout);
+  runtime_.sleep_deadlines_.Set(*this,
+                                runtime_.clock().MonotonicNow() + type_->options.sleep_timeout);
 }
 
 void Instance::OnSleepDeadline() {
@@ -2187,45 +2234,54 @@ void Instance::Broadcast(std::string_view event, Value args) {
 Runtime::Runtime(RuntimeOptions options, Clock& clock, Random& random)
     : options_(std::move(options)), clock_(clock), random_(random) {}
 
-Runtime::~Runtime() {
-  if (sleep_timer_ != TimerId{}) clock_.Cancel(sleep_timer_);
+Runtime::~Runtime() = default;
+
+InstanceDeadlines::~InstanceDeadlines() {
+  if (timer_ != TimerId{}) clock_.Cancel(timer_);
 }
 
-void Runtime::SetSleepDeadline(Instance& instance, std::optional<MonoTime> deadline) {
-  if (instance.sleep_deadline_ == deadline) return;
-  if (instance.sleep_deadline_) sleep_deadlines_.erase({*instance.sleep_deadline_, &instance});
-  instance.sleep_deadline_ = deadline;
-  if (deadline) sleep_deadlines_.insert({*deadline, &instance});
-  ArmSleepTimer();
+void InstanceDeadlines::Set(Instance& instance, std::optional<MonoTime> deadline) {
+  std::optional<MonoTime>& slot = instance.*slot_;
+  if (slot == deadline) return;
+  if (slot) deadlines_.erase({*slot, &instance});
+  slot = deadline;
+  if (deadline) deadlines_.insert({*deadline, &instance});
+  Arm();
 }
 
-void Runtime::ArmSleepTimer() {
-  if (sleep_deadlines_.empty()) {
-    if (sleep_timer_ != TimerId{}) clock_.Cancel(sleep_timer_);
-    sleep_timer_ = {};
+void InstanceDeadlines::Forget(Instance& instance) {
+  std::optional<MonoTime>& slot = instance.*slot_;
+  if (slot) deadlines_.erase({*slot, &instance});
+  slot.reset();
+}
+
+void InstanceDeadlines::Arm() {
+  if (deadlines_.empty()) {
+    if (timer_ != TimerId{}) clock_.Cancel(timer_);
+    timer_ = {};
     return;
   }
-  const MonoTime earliest = sleep_deadlines_.begin()->first;
+  const MonoTime earliest = deadlines_.begin()->first;
   // A timer due no later than the earliest deadline stays: when it fires early it re-arms.
-  if (sleep_timer_ != TimerId{} && sleep_timer_at_ <= earliest) return;
-  if (sleep_timer_ != TimerId{}) clock_.Cancel(sleep_timer_);
-  sleep_timer_at_ = earliest;
-  sleep_timer_ = clock_.Schedule(earliest, [this] {
-    sleep_timer_ = {};
-    OnSleepTimer();
+  if (timer_ != TimerId{} && timer_at_ <= earliest) return;
+  if (timer_ != TimerId{}) clock_.Cancel(timer_);
+  timer_at_ = earliest;
+  timer_ = clock_.Schedule(earliest, [this] {
+    timer_ = {};
+    OnTimer();
   });
 }
 
-void Runtime::OnSleepTimer() {
+void InstanceDeadlines::OnTimer() {
   const MonoTime now = clock_.MonotonicNow();
-  // One at a time: an instance's request may change other deadlines.
-  while (!sleep_deadlines_.empty() && sleep_deadlines_.begin()->first <= now) {
-    Instance* instance = sleep_deadlines_.begin()->second;
-    sleep_deadlines_.erase(sleep_deadlines_.begin());
-    instance->sleep_deadline_.reset();
-    instance->OnSleepDeadline();
+  // One at a time: what an instance does when due may change other deadlines.
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    Instance* instance = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    (instance->*slot_).reset();
+    (instance->*due_)();
   }
-  ArmSleepTimer();
+  Arm();
 }
 
 void Runtime::Register(std::shared_ptr<const ActorType> type) {

@@ -107,6 +107,10 @@ struct ActorOptions {
   milliseconds on_before_connect_timeout{5000};
   milliseconds create_conn_state_timeout{5000};
   milliseconds on_connect_timeout{5000};
+  // State changed by work that has not answered yet (a `run` loop, a long action, a
+  // wait_until task) is saved at the latest this long after that work started or was last
+  // saved (actors.md §3.5 stateSaveInterval). What answers is saved before its answer.
+  milliseconds state_save_interval{1000};
   size_t max_queue_size = 1000;
   size_t max_queue_message_size = 65536;
   // Raw WebSockets it returns true for survive the actor's sleep at the gateway like /connect
@@ -423,8 +427,9 @@ class Instance {
   void KeepAwake(Task<void> task);  // blocks idle sleep and grace finalisation
   void WaitUntil(Task<void> task);  // blocks grace finalisation only
   bool aborted() const { return aborted_; }
-  // Persists now and waits for the engine's commit.
-  Task<void> SaveState();
+  // Persists now and waits for the engine's commit. With `max_wait`: persists at the latest
+  // that long from now (sooner if a save is due sooner), then waits for the commit.
+  Task<void> SaveState(std::optional<milliseconds> max_wait = std::nullopt);
 
   int64_t NowMs() const;
 
@@ -510,6 +515,12 @@ class Instance {
   void EndActivity() { --activity_; ResetSleepTimer(); }
   void ArmScheduleTimer();
   void FireDueEvents();
+
+  // ---- Throttled saves (actors.md §3.5) ----
+  // Saves the state at the latest `within` from now (an earlier save deadline stays).
+  void RequestSave(milliseconds within);
+  // The runtime's shared save timer reached this instance's save deadline.
+  void OnSaveDeadline();
 
   // Runs a detached task owned by this instance (counted for shutdown).
   void SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown);
@@ -664,6 +675,8 @@ class Instance {
   // Idle-sleep deadline, while one is set: an entry of Runtime::sleep_deadlines_ (one clock
   // timer serves every instance).
   std::optional<MonoTime> sleep_deadline_;
+  // Throttled-save deadline, while one is set: an entry of Runtime::save_deadlines_.
+  std::optional<MonoTime> save_deadline_;
 
   // Queue.
   Task<void> EnsureQueueLoaded();
@@ -703,12 +716,45 @@ class Instance {
     std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, Request> streaming;
     std::vector<EarlyWsMessage> early_ws;
     std::vector<std::function<void()>> idle_waiters;  // grace: woken when blockers drop
+    std::vector<Completion<bool>> save_waiters;       // SaveState(max_wait): its save ran
   };
   Cold& cold() {
     if (!cold_) cold_ = std::make_unique<Cold>();
     return *cold_;
   }
   std::unique_ptr<Cold> cold_;
+};
+
+// Deadlines of one kind (idle sleep, throttled saves) for many instances, served by one
+// clock timer armed for the earliest: no timer per actor. Each instance keeps its own
+// deadline in `slot`; when it is reached, the slot is cleared and `due` runs.
+// Thread-safety: the runtime's thread only.
+class InstanceDeadlines {
+ public:
+  using Slot = std::optional<MonoTime> Instance::*;
+  using Due = void (Instance::*)();
+  InstanceDeadlines(Clock& clock, Slot slot, Due due) : clock_(clock), slot_(slot), due_(due) {}
+  ~InstanceDeadlines();
+  InstanceDeadlines(const InstanceDeadlines&) = delete;
+  InstanceDeadlines& operator=(const InstanceDeadlines&) = delete;
+
+  // Sets (nullopt: clears) `instance`'s deadline.
+  void Set(Instance& instance, std::optional<MonoTime> deadline);
+  // Drops `instance`'s entry without touching the timer (its destructor: the runtime may be
+  // going away itself).
+  void Forget(Instance& instance);
+  size_t size() const { return deadlines_.size(); }
+
+ private:
+  void Arm();
+  void OnTimer();
+
+  Clock& clock_;
+  Slot slot_;
+  Due due_;
+  std::set<std::pair<MonoTime, Instance*>> deadlines_;
+  TimerId timer_{};
+  MonoTime timer_at_{};
 };
 
 // ---- The runtime ----
@@ -752,8 +798,9 @@ class Runtime final : public envoy::EnvoyHost {
   // Called by an instance once it reported Stopped; frees it when no task holds it.
   void Retire(Instance& instance);
   void MaybeFree(Instance& instance);
-  // Instances waiting for their idle-sleep deadline (tests, metrics).
+  // Instances waiting for their idle-sleep deadline, and for a throttled save (tests, metrics).
   size_t sleep_deadline_count() const { return sleep_deadlines_.size(); }
+  size_t save_deadline_count() const { return save_deadlines_.size(); }
   // Stopped instances not freed yet (a task or a write still holds them), and how many
   // were freed so far (the native shell returns freed heap to the OS after a burst).
   size_t retired_count() const { return retired_.size(); }
@@ -761,21 +808,16 @@ class Runtime final : public envoy::EnvoyHost {
 
  private:
   friend class Instance;
-  // Sets (or with nullopt clears) `instance`'s idle-sleep deadline. One clock timer, armed
-  // for the earliest deadline, serves every instance: no timer per actor.
-  void SetSleepDeadline(Instance& instance, std::optional<MonoTime> deadline);
-  void ArmSleepTimer();
-  void OnSleepTimer();
 
   RuntimeOptions options_;
   Clock& clock_;
   Random& random_;
   envoy::EnvoyClient* client_ = nullptr;
   std::map<std::string, std::shared_ptr<const ActorType>, std::less<>> types_;
-  // Before the instances: an instance leaves its entry when it is destroyed.
-  std::set<std::pair<MonoTime, Instance*>> sleep_deadlines_;
-  TimerId sleep_timer_{};
-  MonoTime sleep_timer_at_{};
+  // Before the instances: an instance leaves its entries when it is destroyed.
+  InstanceDeadlines sleep_deadlines_{clock_, &Instance::sleep_deadline_,
+                                     &Instance::OnSleepDeadline};
+  InstanceDeadlines save_deadlines_{clock_, &Instance::save_deadline_, &Instance::OnSaveDeadline};
   // Keyed by a view of the instance's own actor_id_ (it outlives its entry).
   std::map<std::string_view, std::unique_ptr<Instance>, std::less<>> instances_;
   std::vector<std::unique_ptr<Instance>> retired_;

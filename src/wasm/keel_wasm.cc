@@ -260,9 +260,12 @@ class WasmRuntime {
       opt.on_migrate_timeout = Ms(o, "onMigrateTimeout", opt.on_migrate_timeout);
       opt.create_vars_timeout = Ms(o, "createVarsTimeout", opt.create_vars_timeout);
       opt.on_wake_timeout = Ms(o, "onWakeTimeout", opt.on_wake_timeout);
+      opt.on_before_actor_start_timeout =
+          Ms(o, "onBeforeActorStartTimeout", opt.on_before_actor_start_timeout);
       opt.on_before_connect_timeout = Ms(o, "onBeforeConnectTimeout", opt.on_before_connect_timeout);
       opt.create_conn_state_timeout = Ms(o, "createConnStateTimeout", opt.create_conn_state_timeout);
       opt.on_connect_timeout = Ms(o, "onConnectTimeout", opt.on_connect_timeout);
+      opt.state_save_interval = Ms(o, "stateSaveInterval", opt.state_save_interval);
       if (o["maxQueueSize"].isNumber()) opt.max_queue_size = o["maxQueueSize"].as<size_t>();
       if (o["maxQueueMessageSize"].isNumber()) {
         opt.max_queue_message_size = o["maxQueueMessageSize"].as<size_t>();
@@ -605,8 +608,12 @@ class WasmRuntime {
       return val(inst == nullptr || inst->aborted());
     });
   }
-  val saveState(int h) { return Async(h, [](Instance& inst) -> Task<val> {
-      co_await inst.SaveState();
+  // `max_wait_ms` > 0: saveState({maxWait}); otherwise an immediate save.
+  val saveState(int h, double max_wait_ms) {
+    std::optional<runtime::milliseconds> max_wait;
+    if (max_wait_ms > 0) max_wait = runtime::milliseconds(static_cast<int64_t>(max_wait_ms));
+    return Async(h, [max_wait](Instance& inst) -> Task<val> {
+      co_await inst.SaveState(max_wait);
       co_return val::undefined();
     });
   }

@@ -5,10 +5,6 @@
 // `saveStateActor` in it, SIGKILLs that process while the action hangs after its save, starts
 // a fresh runtime in the same pool and reads the value from the next instance. The shared
 // runtime of the harness is not touched. Runs once (bare client).
-//
-// Adapted: saveState({maxWait: 100}) has no C++ counterpart (state is saved before every
-// response; there are no throttled saves), so `setValueDeferred` saves explicitly after
-// maxWait — what Rivet guarantees at the latest.
 #include <unistd.h>
 
 #include <future>

@@ -247,7 +247,12 @@ export class ActorContext {
   destroy() { unwrap(this._rt.destroy(this._h)); }
   keepAwake(promise) { unwrap(this._rt.keepAwake(this._h, promise)); return promise; }
   waitUntil(promise) { unwrap(this._rt.waitUntil(this._h, promise)); }
-  saveState() { return this._rt.saveState(this._h); }
+  // saveState() and saveState({immediate: true}) save now; saveState({maxWait: ms}) at the
+  // latest ms from now. Each resolves once the engine committed.
+  saveState(opts) {
+    const maxWait = opts && !opts.immediate && opts.maxWait != null ? Number(opts.maxWait) : 0;
+    return this._rt.saveState(this._h, Number.isFinite(maxWait) && maxWait > 0 ? maxWait : 0);
+  }
   get aborted() { return unwrap(this._rt.aborted(this._h)); }
 
   get log() {

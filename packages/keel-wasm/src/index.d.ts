@@ -153,8 +153,11 @@ export class ActorContext<State = any, Vars = any, ConnState = any> {
   destroy(): void;
   keepAwake<T>(promise: Promise<T>): Promise<T>;
   waitUntil(promise: Promise<unknown>): void;
-  /** Persists now and resolves once the engine committed. */
-  saveState(): Promise<void>;
+  /**
+   * Persists now (no options, or `immediate`), or at the latest `maxWait` ms from now, and
+   * resolves once the engine committed.
+   */
+  saveState(opts?: { immediate?: boolean; maxWait?: number }): Promise<void>;
   /** True once the actor started shutting down. */
   readonly aborted: boolean;
   readonly log: { debug(...a: unknown[]): void; info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
@@ -173,9 +176,12 @@ export interface ActorOptions {
   onMigrateTimeout?: number;
   createVarsTimeout?: number;
   onWakeTimeout?: number;
+  onBeforeActorStartTimeout?: number;
   onBeforeConnectTimeout?: number;
   createConnStateTimeout?: number;
   onConnectTimeout?: number;
+  /** Changes made by work that has not answered yet are saved within this many ms (1000). */
+  stateSaveInterval?: number;
   maxQueueSize?: number;
   maxQueueMessageSize?: number;
 }

@@ -1115,6 +1115,139 @@ TEST(RuntimeLifecycle, WaitUntilDelaysStopWithinTheGracePeriod) {
   h2.Pump();
 }
 
+// Throttled saves (actors.md §3.5): work that changes state without answering — a long
+// action, a run loop — has its changes saved within state_save_interval, not only when it
+// answers or the actor stops.
+TEST(RuntimeSaves, AHangingActionsChangeIsSavedWithinTheInterval) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().state_save_interval = 1000ms;
+  Hang hang;
+  def.action("setAndHang", [hang](Ctx<Counter>& c) -> Task<int> {
+    c.state().count = 41;
+    co_await hang.Wait();
+    co_return 1;
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto id = h.Action("a1", "setAndHang", "[]");
+  h.Advance(999ms);
+  EXPECT_NE(h.PersistedState("a1"), Value::Object({{"count", 41}}));
+  h.Advance(1ms);
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 41}}));
+  EXPECT_EQ(h.Status(id), 0) << "the action has not answered";
+  hang.c.Resolve(0);
+  h.Pump();
+  EXPECT_EQ(h.Body(id), R"({"output":1})");
+}
+
+TEST(RuntimeSaves, ARunLoopIsSavedAgainEveryIntervalWhileItRuns) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().state_save_interval = 500ms;
+  Hang first;
+  Hang second;
+  def.run([first, second](Ctx<Counter>& c) -> Task<void> {
+    c.state().count = 1;
+    co_await first.Wait();
+    c.state().count = 2;
+    co_await second.Wait();
+    c.state().count = 3;
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Advance(500ms);
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 1}}));
+  first.c.Resolve(0);
+  h.Pump();
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 1}})) << "no output, no save yet";
+  h.Advance(500ms);
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 2}}));
+  second.c.Resolve(0);  // the handler returns: its end saves at once
+  h.Pump();
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 3}}));
+  // Nothing runs any more: no deadline stays armed and no save is written.
+  const size_t puts = h.kv_puts();
+  h.Advance(5s);
+  EXPECT_EQ(h.runtime().save_deadline_count(), 0u);
+  EXPECT_EQ(h.kv_puts(), puts);
+}
+
+TEST(RuntimeSaves, AnIdleActorWritesNothingAndStillSleeps) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().state_save_interval = 100ms;
+  def.options().sleep_timeout = 1000ms;
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto id = h.Action("a1", "increment", "[2]");
+  EXPECT_EQ(h.Body(id), R"({"output":2})");
+  const size_t puts = h.kv_puts();
+  h.Advance(1000ms);
+  EXPECT_EQ(h.kv_puts(), puts) << "an unchanged state is not written again";
+  EXPECT_EQ(h.runtime().save_deadline_count(), 0u);
+  EXPECT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u);
+}
+
+TEST(RuntimeSaves, SaveStateWithMaxWaitSavesByThenAndResumesAfterTheCommit) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().state_save_interval = 10s;
+  auto log = std::make_shared<std::vector<std::string>>();
+  Hang forever;
+  def.action("deferred", [log, forever](Ctx<Counter>& c) -> Task<int> {
+    c.state().count = 73;
+    co_await c.save_state(100ms);
+    log->push_back("saved");
+    co_await forever.Wait();
+    co_return 0;
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "deferred", "[]");
+  h.Advance(99ms);
+  EXPECT_NE(h.PersistedState("a1"), Value::Object({{"count", 73}}));
+  EXPECT_TRUE(log->empty());
+  h.hold_kv = true;
+  h.Advance(1ms);
+  ASSERT_EQ(h.held_kv(), 1u) << "the save went out at its deadline";
+  EXPECT_TRUE(log->empty()) << "resumed before the engine committed";
+  h.hold_kv = false;
+  h.ReleaseKv();
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 73}}));
+  EXPECT_THAT(*log, ElementsAre("saved"));
+  forever.c.Resolve(0);
+  h.Pump();
+}
+
+TEST(RuntimeSaves, AnEarlierDeadlineWinsAndAStopReleasesAWaitingSave) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().state_save_interval = 300ms;
+  auto log = std::make_shared<std::vector<std::string>>();
+  def.action("deferred", [log](Ctx<Counter>& c, int64_t n, int64_t ms) -> Task<int> {
+    c.state().count = n;
+    co_await c.save_state(std::chrono::milliseconds(ms));
+    log->push_back("saved " + std::to_string(n));
+    co_return 0;
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  // max_wait 5 s, but the action's throttled save is due at 300 ms.
+  auto id = h.Action("a1", "deferred", "[5, 5000]");
+  h.Advance(300ms);
+  EXPECT_THAT(*log, ElementsAre("saved 5"));
+  EXPECT_EQ(h.Body(id), R"({"output":0})");
+  // A stop before the deadline: the waiting call resumes with the grace save, and the
+  // instance stops with its state written.
+  h.Action("a1", "deferred", "[6, 60000]");
+  h.StopActor("a1", 1);
+  h.Pump();
+  EXPECT_THAT(*log, ElementsAre("saved 5", "saved 6"));
+  EXPECT_TRUE(h.Stopped("a1", 1).has_value());
+  EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 6}}));
+}
+
 TEST(RuntimeLifecycle, AbortSignalFiresAtTheStartOfShutdown) {
   ActorDef<Counter> def = CounterDef();
   auto seen = std::make_shared<std::vector<bool>>();
