@@ -123,8 +123,11 @@ TEST_P(AccessControlTest, BlockedSubscriptionFailsTheNextAction) {
   conn->On("blockedEvent", [](const Value&) {});
   auto r = conn->Action("allowedAction", Value::ArrayOf({"after-block"}), 10s);
   ASSERT_FALSE(r.has_value()) << "the connection was refused its subscription";
-  EXPECT_EQ(r.error().code, "forbidden") << r.error().ToString();
+  EXPECT_EQ(r.error().Id(), "auth.forbidden") << r.error().ToString();
   conn->Dispose();
+  // The refusal also reached the connection's error listener, as the same error.
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(errors, ::testing::Contains("auth.forbidden"));
 }
 
 TEST_P(AccessControlTest, UndeclaredEventReachesListener) {

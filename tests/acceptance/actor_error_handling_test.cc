@@ -25,6 +25,7 @@ TEST_P(ActorErrorHandlingTest, MessageOnlyUserError) {
 TEST_P(ActorErrorHandlingTest, CodedUserErrorKeepsMetadata) {
   auto h = client().GetOrCreate("errorHandlingActor", {UniqueKey("err-detailed")});
   auto e = ErrorOf(h.Call("throwDetailedError"));
+  EXPECT_EQ(e.group, "user");
   EXPECT_EQ(e.code, "detailed_error");
   EXPECT_EQ(e.message, "Detailed error message");
   ASSERT_TRUE(e.metadata.has_value());

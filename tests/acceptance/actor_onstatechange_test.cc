@@ -45,6 +45,12 @@ TEST_P(ActorOnStateChangeTest, ConnectionLifecycleDoesNotFire) {
   ASSERT_TRUE(conn->WaitReady().has_value());
   EXPECT_EQ(KEEL_OK(conn->Call<int64_t>("getValue")), 0);
   conn->Dispose();
+  // Read the count only once the actor has handled the disconnect (its onDisconnect ran),
+  // so a hook fired by the disconnect would be seen.
+  ASSERT_TRUE(WaitFor([&] {
+    auto n = h.Call<int64_t>("getDisconnectCount");
+    return n.has_value() && *n == 1;
+  }));
   EXPECT_EQ(KEEL_OK(h.Call<int64_t>("getChangeCount")), 0);
 }
 
