@@ -116,6 +116,8 @@ TEST_P(ActorHandleTest, StatelessCallsRunConnectionHooks) {
   KEEL_OK(client().Get("counterWithLifecycle", {key}).Call("increment", 1));
   events = EventsOf(client(), key, 2);
   EXPECT_EQ(CountOf(events, "onBeforeConnect"), 2) << ::testing::PrintToString(events);
+  EXPECT_EQ(CountOf(events, "onConnect"), 2);
+  EXPECT_EQ(CountOf(events, "onDisconnect"), 2);
 }
 
 TEST_P(ActorHandleTest, TwoTrackingHandles) {

@@ -203,6 +203,9 @@ TEST_F(RawWebSocketTest, IndexedEchoStrictlyIncreasing) {
     EXPECT_EQ(echo["payload"], i);
     EXPECT_EQ(echo["rivetMessageIndex"], i) << "indexes start at 1 and grow by one per client message";
   }
+  // The actor handled them in that order too.
+  ASSERT_TRUE(ws->Send(json{{"type", "getIndexedMessageOrder"}}.dump(), false).ok());
+  EXPECT_EQ(NextWsJson(*ws), json({{"type", "indexedMessageOrder"}, {"order", {1, 2, 3}}}));
 }
 
 TEST_F(RawWebSocketTest, AckStateAfterOneMessage) {
