@@ -272,15 +272,16 @@ Task<void> Instance::CloseDatabase() {
 // ---------------------------------------------------------------------------------------
 // Owned tasks, hooks with timeouts
 
-void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown) {
+void Instance::SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown,
+                          const char* failure_log) {
   ++owned_tasks_;
   // If the task outlives this turn, what it changes before it answers (or without ever
   // answering) is saved within the interval. One deadline per instance: usually a no-op.
   if (!save_deadline_) RequestSave(type_->options.state_save_interval);
   if (keeps_awake) BeginActivity();
   if (blocks_shutdown) ++shutdown_blockers_;
-  Spawn(std::move(task), [this, keeps_awake, blocks_shutdown](std::exception_ptr e) {
-    if (e) LogWarn(kLog, "background task failed", {{"actor", actor_id_}, {"error", ErrorText(e)}});
+  Spawn(std::move(task), [this, keeps_awake, blocks_shutdown, failure_log](std::exception_ptr e) {
+    if (e) LogWarn(kLog, failure_log, {{"actor", actor_id_}, {"error", ErrorText(e)}});
     --owned_tasks_;
     // Changes made by work that produced no output (a raw WebSocket handler, the run
     // handler, a timer) are persisted now rather than with some later output.
@@ -994,7 +995,10 @@ void Instance::RequestDestroy() {
 }
 
 void Instance::KeepAwake(Task<void> task) { SpawnOwned(std::move(task), true, true); }
-void Instance::WaitUntil(Task<void> task) { SpawnOwned(std::move(task), false, true); }
+// actors.md §2.10: a rejection is logged and otherwise ignored.
+void Instance::WaitUntil(Task<void> task) {
+  SpawnOwned(std::move(task), false, true, "actor wait_until promise rejected");
+}
 
 // ---------------------------------------------------------------------------------------
 // Startup (actors.md §1.4, §3.2)

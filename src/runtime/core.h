@@ -523,7 +523,9 @@ class Instance {
   void OnSaveDeadline();
 
   // Runs a detached task owned by this instance (counted for shutdown).
-  void SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown);
+  // `failure_log`: the warning logged when the task throws.
+  void SpawnOwned(Task<void> task, bool keeps_awake, bool blocks_shutdown,
+                  const char* failure_log = "background task failed");
 
   // ---- Requests and connections ----
   void HandleHttp(const envoy::latest::MessageId& id, Request request);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/log.h"
 #include "protocol/envoy/versioned.h"
 #include "runtime/actor.h"
 #include "support/runtime_harness.h"
@@ -1246,6 +1247,39 @@ TEST(RuntimeSaves, AnEarlierDeadlineWinsAndAStopReleasesAWaitingSave) {
   EXPECT_THAT(*log, ElementsAre("saved 5", "saved 6"));
   EXPECT_TRUE(h.Stopped("a1", 1).has_value());
   EXPECT_EQ(h.PersistedState("a1"), Value::Object({{"count", 6}}));
+}
+
+// Records what is logged while it is installed.
+class CapturedLogs final : public LogSink {
+ public:
+  CapturedLogs() { SetLogSink(this); }
+  ~CapturedLogs() override { SetLogSink(nullptr); }
+  void Write(LogLevel level, std::string_view, std::string_view message) override {
+    if (level >= LogLevel::kWarn) lines.emplace_back(message);
+  }
+  std::vector<std::string> lines;
+};
+
+TEST(RuntimeLifecycle, ARejectedWaitUntilTaskIsLoggedAndIgnored) {
+  ActorDef<Counter> def = CounterDef();
+  def.action("bgFails", [](Ctx<Counter>& c) {
+    c.wait_until([]() -> Task<void> {
+      throw UserError("background boom", "boom");
+      co_return;
+    }());
+    return 1;
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  CapturedLogs logs;
+  auto id = h.Action("a1", "bgFails", "[]");
+  EXPECT_EQ(h.Body(id), R"({"output":1})");
+  ASSERT_EQ(logs.lines.size(), 1u);
+  EXPECT_THAT(logs.lines[0], HasSubstr("actor wait_until promise rejected"));
+  EXPECT_THAT(logs.lines[0], HasSubstr("background boom"));
+  // The actor goes on serving.
+  EXPECT_EQ(h.Body(h.Action("a1", "increment", "[2]")), R"({"output":2})");
 }
 
 TEST(RuntimeLifecycle, AbortSignalFiresAtTheStartOfShutdown) {
