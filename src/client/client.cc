@@ -85,21 +85,29 @@ std::string HeaderText(const net::Headers& headers, std::string_view name) {
   return std::string(net::FindHeader(headers, name));
 }
 
-// The structured error carried by a non-2xx response: the body is an HttpResponseError in
-// the request's encoding (actor errors) or JSON (gateway and REST errors).
+// The structured error carried by a non-2xx response: an HttpResponseError in `encoding`,
+// the request's (the actor answers in it, actors.md §4.4), or in JSON (the gateway's and
+// the REST API's errors, §5.9, which say so in their content type). A body that is not in
+// `encoding` is tried as JSON too (a proxy's JSON without its content type); anything else
+// is client.bad_response with the status and the start of the body.
 ClientError ErrorFromResponse(const net::HttpResponse& res, wire::Encoding encoding) {
   const std::string type = HeaderText(res.headers, "content-type");
-  const bool is_json = type.find("json") != std::string::npos;
+  if (type.find("json") != std::string::npos) encoding = wire::Encoding::kJson;
   const ByteView body(reinterpret_cast<const uint8_t*>(res.body.data()), res.body.size());
-  auto decoded = wire::DecodeHttpResponseError(body, is_json ? wire::Encoding::kJson : encoding);
-  if (!decoded.has_value() && !is_json) decoded = wire::DecodeHttpResponseError(body, wire::Encoding::kJson);
+  auto decoded = wire::DecodeHttpResponseError(body, encoding);
+  if (!decoded.has_value() && encoding != wire::Encoding::kJson) {
+    decoded = wire::DecodeHttpResponseError(body, wire::Encoding::kJson);
+  }
   if (decoded.has_value() && !decoded->group.empty() && !decoded->code.empty()) {
     ClientError e{decoded->group, decoded->code, decoded->message, decoded->metadata, res.status};
     return e;
   }
-  std::string snippet = res.body.substr(0, 200);
-  ClientError e = Err("bad_response", "HTTP " + std::to_string(res.status) +
-                                          (snippet.empty() ? std::string() : ": " + snippet));
+  std::string message = "HTTP " + std::to_string(res.status);
+  if (!res.body.empty()) {
+    message += " with a body that is not an error in " + std::string(wire::EncodingName(encoding)) +
+               ": " + res.body.substr(0, 200);
+  }
+  ClientError e = Err("bad_response", std::move(message));
   e.http_status = res.status;
   return e;
 }
@@ -160,6 +168,14 @@ struct ClientShared {
   net::Headers BaseHeaders() const {
     net::Headers h = options.headers;
     if (!options.token.empty()) h.emplace_back("authorization", "Bearer " + options.token);
+    return h;
+  }
+  // For a request to an actor through the gateway, which reads its token from the URL or
+  // from x-rivet-token, never from Authorization (actors.md §5.2): only the query form's
+  // URL carries one (rvt-token), so without the header a request by id is api.forbidden.
+  net::Headers GatewayHeaders() const {
+    net::Headers h = BaseHeaders();
+    if (!options.token.empty()) h.emplace_back("x-rivet-token", options.token);
     return h;
   }
 
@@ -382,10 +398,12 @@ struct HandleState {
 namespace {
 
 // Sends `req` to the actor at `rest` (+ `user_query`), retrying scheduling errors per the
-// handle's budget. The final response is returned whatever its status; transport errors
-// and exhausted retries are errors.
-ClientResult<net::HttpResponse> ActorRequest(const std::shared_ptr<HandleState>& h, const std::string& rest,
-                                             const std::string& user_query, net::HttpRequest req,
+// handle's budget; `encoding` is the request's, the one the actor's errors come in. The
+// final response is returned whatever its status; transport errors and exhausted retries
+// are errors.
+ClientResult<net::HttpResponse> ActorRequest(const std::shared_ptr<HandleState>& h,
+                                             const std::string& rest, const std::string& user_query,
+                                             net::HttpRequest req, wire::Encoding encoding,
                                              bool retry_overload = false) {
   ClientShared& c = *h->client;
   const int attempts = h->MaxAttempts();
@@ -412,7 +430,7 @@ ClientResult<net::HttpResponse> ActorRequest(const std::shared_ptr<HandleState>&
     auto res = c.FetchBlocking(*url, req);
     if (!res.has_value()) return res;
     if (res->status >= 200 && res->status < 300) return res;
-    ClientError e = ErrorFromResponse(*res, wire::Encoding::kJson);
+    ClientError e = ErrorFromResponse(*res, encoding);
     const bool retryable = IsSchedulingError(e) || (retry_overload && IsDispatchOverload(e));
     if (!retryable || h->kind == HandleKind::kId) return res;
     h->ForgetId();
@@ -422,9 +440,9 @@ ClientResult<net::HttpResponse> ActorRequest(const std::shared_ptr<HandleState>&
   return Unexpected(last ? std::move(*last) : Err("connect_failed", "no attempt was made"));
 }
 
-// Request headers for an actor call: the client's, the encoding, the params.
+// Request headers for an actor call: the client's, the token, the encoding, the params.
 ClientResult<net::Headers> ActorHeaders(const std::shared_ptr<HandleState>& h, bool with_encoding) {
-  net::Headers headers = h->client->BaseHeaders();
+  net::Headers headers = h->client->GatewayHeaders();
   if (with_encoding) {
     headers.emplace_back("x-rivet-encoding", std::string(wire::EncodingName(h->client->options.encoding)));
     headers.emplace_back("content-type", std::string(wire::ContentType(h->client->options.encoding)));
@@ -474,7 +492,7 @@ ClientResult<Value> ActorHandle::Action(std::string_view action, Value args) {
   req.method = "POST";
   req.headers = std::move(*headers);
   req.body = ToString(wire::Encode(wire::HttpActionRequest{std::move(args)}, enc));
-  auto res = ActorRequest(state_, "/action/" + gw::PercentEncode(action), "", std::move(req));
+  auto res = ActorRequest(state_, "/action/" + gw::PercentEncode(action), "", std::move(req), enc);
   if (!res.has_value()) return Unexpected(std::move(res.error()));
   if (res->status != 200) return Unexpected(ErrorFromResponse(*res, enc));
   auto decoded = wire::DecodeHttpActionResponse(View(res->body), enc);
@@ -495,7 +513,8 @@ ClientResult<QueueSendResult> ActorHandle::Send(std::string_view queue, Value bo
   req.method = "POST";
   req.headers = std::move(*headers);
   req.body = ToString(wire::Encode(msg, enc));
-  auto res = ActorRequest(state_, "/queue/" + gw::PercentEncode(queue), "", std::move(req), /*retry_overload=*/true);
+  auto res = ActorRequest(state_, "/queue/" + gw::PercentEncode(queue), "", std::move(req), enc,
+                          /*retry_overload=*/true);
   if (!res.has_value()) return Unexpected(std::move(res.error()));
   if (res->status != 200) return Unexpected(ErrorFromResponse(*res, enc));
   auto decoded = wire::DecodeHttpQueueSendResponse(View(res->body), enc);
@@ -509,13 +528,15 @@ ClientResult<net::HttpResponse> ActorHandle::Fetch(std::string_view path, net::H
   if (request.method.empty()) request.method = "GET";
   for (auto& h : *headers) request.headers.push_back(std::move(h));
   auto [p, q] = SplitUserPath(path);
-  return ActorRequest(state_, "/request/" + p, q, std::move(request));
+  // No x-rivet-encoding: the runtime's own errors (no onRequest, ...) come in JSON (§4.4).
+  return ActorRequest(state_, "/request/" + p, q, std::move(request), wire::Encoding::kJson);
 }
 
 ClientResult<std::unique_ptr<net::BlockingWsClient>> ActorHandle::WebSocket(std::string_view path,
                                                                             std::vector<std::string> protocols,
                                                                             std::chrono::milliseconds timeout) {
   ClientShared& c = *state_->client;
+  if (c.endpoint_error) return Unexpected(*c.endpoint_error);  // as HTTP calls report it
   auto [p, q] = SplitUserPath(path);
   const int attempts = state_->MaxAttempts();
   std::optional<ClientError> last;
@@ -602,6 +623,9 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
   // Why the last attempt failed, when no waiting action was told: the next action called
   // before the connection opens fails with it (the TypeScript client's behaviour).
   std::optional<ClientError> unreported;
+  // The connection-level Error (a failed setup) received on the current socket: the close
+  // that follows it repeats its `group.code` (actors.md §4.6) and is not a second failure.
+  std::optional<ClientError> conn_error;
   // Listener calls running now (Run); Dispose and unsubscribing wait for them to end.
   int running_listeners = 0;
 
@@ -704,9 +728,12 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       reconnect_timer.reset();
       if (disposed) return;
       gen = ++socket_gen;
+      conn_error.reset();
       SetStatus(ConnStatus::kConnecting, out);
     }
     Run(out);
+    // As HTTP calls report it (the WebSocket URL would only say its scheme is unsupported).
+    if (client->endpoint_error) return Failed(gen, *client->endpoint_error, /*fail_queued=*/true);
     auto params = handle->Params();
     if (!params.has_value()) return Failed(gen, params.error(), /*fail_queued=*/true);
     auto url = handle->Url(client->ws_base, "/connect", "");
@@ -746,11 +773,8 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
                               ClientError e = conn.error().Is("net", "handshake_failed")
                                                   ? ErrorFromResponse(handshake, wire::Encoding::kJson)
                                                   : FromNet(conn.error());
-                              const bool scheduling = IsSchedulingError(e);
-                              if (scheduling) self->handle->ForgetId();
-                              // Queued actions wait through scheduling errors (the next
-                              // attempt re-resolves); other refusals fail them.
-                              return self->Failed(gen, e, !scheduling || self->handle->kind == HandleKind::kId);
+                              if (IsSchedulingError(e)) self->handle->ForgetId();
+                              return self->Failed(gen, e, !self->WaitsThrough(e));
                             }
                             std::lock_guard<std::mutex> lock(self->mu);
                             if (self->disposed || gen != self->socket_gen) {
@@ -761,18 +785,33 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
                           });
   }
 
+  // Whether the actions queued on this connection wait through an attempt that failed with
+  // `e`: only a scheduling error of a dynamic handle (the next attempt re-resolves); any
+  // other failure fails them.
+  bool WaitsThrough(const ClientError& e) const {
+    return IsSchedulingError(e) && handle->kind != HandleKind::kId;
+  }
+
   // An attempt failed before the socket opened.
   void Failed(uint64_t gen, const ClientError& e, bool fail_queued) {
     Deferred out;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (disposed || gen != socket_gen) return;
-      QueueError(e, out);
-      if (fail_queued) FailPending(e, false, out, /*remember=*/true);
-      SetStatus(ConnStatus::kDisconnected, out);
-      ScheduleReconnectLocked();
+      AttemptFailedLocked(e, fail_queued, /*reported=*/false, out);
     }
     Run(out);
+  }
+
+  // Under mu: an attempt ended with `e` before Init. The error listeners hear it, and when
+  // `fail_queued` the queued actions fail with it (when none was waiting, the next action
+  // called before the connection opens does); then a reconnect is scheduled. `reported`:
+  // the listeners and the waiting actions heard `e` already (from the actor's Error frame).
+  void AttemptFailedLocked(const ClientError& e, bool fail_queued, bool reported, Deferred& out) {
+    if (!reported) QueueError(e, out);
+    if (fail_queued) FailPending(e, false, out, /*remember=*/!reported);
+    SetStatus(ConnStatus::kDisconnected, out);
+    ScheduleReconnectLocked();
   }
 
   void ScheduleReconnectLocked() {
@@ -831,6 +870,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
           // connection get it, and so do the error listeners.
           QueueError(e, out);
           FailPending(e, false, out, /*remember=*/true);
+          conn_error = std::move(e);
         }
       } else if (auto* ev = std::get_if<wire::Event>(&*msg)) {
         auto it = events.find(ev->name);
@@ -864,21 +904,35 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       ws.reset();
       const bool was_open = open;
       open = false;
+      std::optional<ClientError> setup_error = std::move(conn_error);
+      conn_error.reset();
       if (disposed) return;
       std::optional<ClientError> structured = ErrorFromCloseReason(reason);
-      ClientError e = structured ? *structured
-                                 : Err("connection_lost", "the connection closed (code " + std::to_string(code) +
-                                                              (reason.empty() ? "" : ", " + reason) + ")");
-      if (structured) {
-        QueueError(e, out);
-        if (IsSchedulingError(e)) handle->ForgetId();
+      // After a failed setup's Error frame, the close repeats its `group.code`: the error is
+      // the one already reported, with its message and metadata, not a second one.
+      const bool reported = structured && setup_error && setup_error->Id() == structured->Id();
+      if (reported) structured = std::move(setup_error);
+      if (structured && IsSchedulingError(*structured)) handle->ForgetId();
+      if (structured && !was_open) {
+        // Refused before Init: the gateway refuses a WebSocket by accepting it and closing
+        // with `group.code#ray` (actors.md §5.9). The attempt ends as a refused handshake
+        // does (Open), queued actions included.
+        AttemptFailedLocked(*structured, !WaitsThrough(*structured), reported, out);
+      } else {
+        // A drop (queued actions wait for the next attempt), or a close after Init: the
+        // actions sent may or may not have run, so they fail.
+        ClientError e = structured ? *structured
+                                   : Err("connection_lost",
+                                         "the connection closed (code " + std::to_string(code) +
+                                             (reason.empty() ? "" : ", " + reason) + ")");
+        if (structured && !reported) QueueError(e, out);
+        FailPending(e, /*sent_only=*/true, out, /*remember=*/structured && !reported);
+        if (was_open) {
+          for (const auto& l : on_close.items) Notify(out, l);
+        }
+        SetStatus(ConnStatus::kDisconnected, out);
+        ScheduleReconnectLocked();
       }
-      FailPending(e, /*sent_only=*/true, out, /*remember=*/structured.has_value());
-      if (was_open) {
-        for (const auto& l : on_close.items) Notify(out, l);
-      }
-      SetStatus(ConnStatus::kDisconnected, out);
-      ScheduleReconnectLocked();
     }
     Run(out);
   }
@@ -913,28 +967,37 @@ ClientStatus ActorConn::WaitReady(std::chrono::milliseconds timeout) {
   return {};
 }
 
-void ActorConn::ActionAsync(std::string action, Value args, ActionCallback done) {
-  Impl& m = *impl_;
+namespace {
+// Sends (or queues) an action, as ActionAsync; returns the id it was given, or nullopt when
+// it was answered at once (disposed, or the last attempt's error).
+std::optional<uint64_t> QueueAction(ActorConn::Impl& m, std::string action, Value args,
+                                    ActorConn::ActionCallback done) {
   std::unique_lock<std::mutex> lock(m.mu);
   if (m.disposed) {
     lock.unlock();
     m.client->io->Post([done = std::move(done)] { done(Unexpected(Err("closed", "the connection was disposed"))); });
-    return;
+    return std::nullopt;
   }
   if (!m.open && m.unreported) {
     ClientError e = std::move(*m.unreported);
     m.unreported.reset();
     lock.unlock();
     m.client->io->Post([done = std::move(done), e = std::move(e)] { done(Unexpected(e)); });
-    return;
+    return std::nullopt;
   }
   const uint64_t id = m.next_action_id++;
-  Impl::Pending p{action, std::move(args), std::move(done), false};
+  ActorConn::Impl::Pending p{std::move(action), std::move(args), std::move(done), false};
   if (m.open && m.ws) {
     p.sent = true;
     m.SendLocked(wire::ActionRequest{id, p.name, p.args});
   }
   m.pending.emplace(id, std::move(p));
+  return id;
+}
+}  // namespace
+
+void ActorConn::ActionAsync(std::string action, Value args, ActionCallback done) {
+  QueueAction(*impl_, std::move(action), std::move(args), std::move(done));
 }
 
 ClientResult<Value> ActorConn::Action(std::string_view action, Value args, std::chrono::milliseconds timeout) {
@@ -943,15 +1006,16 @@ ClientResult<Value> ActorConn::Action(std::string_view action, Value args, std::
   }
   auto p = std::make_shared<std::promise<ClientResult<Value>>>();
   auto fut = p->get_future();
-  uint64_t id;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    id = impl_->next_action_id;  // the id ActionAsync is about to take
-  }
-  ActionAsync(std::string(action), std::move(args), [p](ClientResult<Value> r) { p->set_value(std::move(r)); });
+  const std::optional<uint64_t> id =
+      QueueAction(*impl_, std::string(action), std::move(args),
+                  [p](ClientResult<Value> r) { p->set_value(std::move(r)); });
   if (fut.wait_for(timeout) != std::future_status::ready) {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->pending.erase(id);
+    // Withdraws this call's own action, by the id it was given (another thread's action may
+    // have been queued in between: that one still gets its answer).
+    if (id) {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      impl_->pending.erase(*id);
+    }
     return Unexpected(Err("timeout", "no answer to action '" + std::string(action) + "' in time"));
   }
   return fut.get();

@@ -81,8 +81,12 @@ using ClientResult = Result<T, ClientError>;
 using ClientStatus = Result<void, ClientError>;
 
 struct ClientOptions {
-  std::string endpoint = "http://127.0.0.1:6420";  // the engine's gateway (http:// only)
-  std::string token;                                // sent as bearer token / rivet_token.*
+  // The engine's gateway (http:// only: otherwise every call fails with
+  // client.invalid_argument).
+  std::string endpoint = "http://127.0.0.1:6420";
+  // REST: `Authorization: Bearer`; the gateway: x-rivet-token (HTTP), rvt-token (query-form
+  // URLs), rivet_token.* (WebSockets).
+  std::string token;
   std::string namespace_name = "default";
   std::string pool = "default";  // pool that GetOrCreate/Create place new actors in
   wire::Encoding encoding = wire::Encoding::kBare;
@@ -194,7 +198,11 @@ class ActorHandle {
 // A persistent connection to an actor (actors.md §4.6, §4.10): actions with ids, event
 // subscriptions, connection state on the actor. On an unexpected close it reconnects
 // forever (250 ms doubling to 30 s), re-resolving dynamic handles, re-subscribing and
-// sending what was queued. Actions called while not connected wait for the connection.
+// sending what was queued. Actions called while not connected are queued for the
+// connection, but an attempt that fails before Init (refused, a failed setup, ...) fails
+// them with its error, reported once to OnError; with none queued, the next action fails
+// with it at once. A scheduling error of a dynamic handle (actor missing or stopping) is
+// the exception: the actions wait, and the next attempt re-resolves.
 class ActorConn : public std::enable_shared_from_this<ActorConn> {
  public:
   // Removes the listener it was returned with; once it returns, that listener is not called
@@ -216,6 +224,8 @@ class ActorConn : public std::enable_shared_from_this<ActorConn> {
 
   // Sends (or queues) an action; `done` runs once on the I/O thread.
   void ActionAsync(std::string action, Value args, ActionCallback done);
+  // Blocks until the answer, or client.timeout after `timeout` (the action is withdrawn;
+  // one already sent may still run). Any thread but the client's I/O thread.
   ClientResult<Value> Action(std::string_view action, Value args,
                              std::chrono::milliseconds timeout = std::chrono::seconds(60));
   template <typename R = Value, typename... Args>

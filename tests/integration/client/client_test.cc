@@ -2,11 +2,13 @@
 // (RuntimeHost, in-process) hosting the counter example and a `probe` actor: resolution
 // and its retries, stateless actions and errors in every encoding, queue sends, raw HTTP
 // and WebSocket, persistent connections (events, status, setup errors, params callbacks,
-// reconnection after the runtime dies), and the failures of the client itself.
+// reconnection after the runtime dies), an engine whose gateway requires a token, and the
+// failures of the client itself.
 #include "client/client.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -15,9 +17,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "counter/counter.h"
+#include "net/http_server.h"
+#include "net/io_runtime.h"
 #include "runtime/actor.h"
 #include "runtime/native/serve.h"
 #include "support/gateway_http.h"
@@ -34,6 +39,7 @@ using client::ConnStatus;
 
 struct Probe {
   int64_t requests = 0;
+  int64_t stopping_calls = 0;  // calls of `stoppingTwice`
 };
 using PCtx = Ctx<Probe>;
 
@@ -44,6 +50,14 @@ ActorDef<Probe> MakeProbe() {
   def.action("fail", [](PCtx&) -> int64_t {
     throw UserError("it failed on purpose", "detailed_error", Value::Object({{"reason", "test"}}));
   });
+  // Answers with a scheduling error (in the request's encoding) twice, then with the number
+  // of calls: a dynamic handle retries through it.
+  def.action("stoppingTwice", [](PCtx& c) -> int64_t {
+    if (++c.state().stopping_calls <= 2) {
+      throw ActorError("actor", "stopping", "the probe is stopping");
+    }
+    return c.state().stopping_calls;
+  });
   def.action("takeJob", [](PCtx& c) -> Task<Value> {
     auto m = co_await c.queue().try_next();
     if (!m) co_return Value(nullptr);
@@ -52,7 +66,8 @@ ActorDef<Probe> MakeProbe() {
   def.on_before_connect([](PCtx&, const Value& params) {
     const Value* reject = params.is_map() ? params.Find("reject") : nullptr;
     if (reject != nullptr && reject->is_bool() && reject->as_bool()) {
-      throw ActorError("connection", "custom_error", "rejected by the probe");
+      throw ActorError("connection", "custom_error", "rejected by the probe",
+                       Value::Object({{"why", "asked to"}}));
     }
   });
   def.on_request([](PCtx& c, const Request& req) {
@@ -515,7 +530,241 @@ TEST_P(ClientTest, AHandleOutlivesItsActorBeingDestroyed) {
   EXPECT_FALSE(destroy_again.ok());
 }
 
+// The actor answers an HTTP action in the request's encoding, errors included (actors.md
+// §4.4): a scheduling error in CBOR or BARE is recognised and retried like one in JSON.
+TEST_P(ClientTest, SchedulingErrorsAreRecognisedInTheRequestEncoding) {
+  auto h = client_->GetOrCreate("probe", {Key("stopping")});
+  auto r = h.Call<int64_t>("stoppingTwice");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, 3);
+  // An id handle does not retry: the error arrives with its group, code and message.
+  auto id = client_->GetOrCreate("probe", {Key("stopping-by-id")}).Resolve();
+  ASSERT_TRUE(id.has_value()) << id.error().ToString();
+  auto once = client_->GetForId("probe", *id).Call<int64_t>("stoppingTwice");
+  ASSERT_FALSE(once.has_value());
+  EXPECT_TRUE(once.error().Is("actor", "stopping")) << once.error().ToString();
+  EXPECT_EQ(once.error().message, "the probe is stopping");
+  EXPECT_EQ(once.error().http_status, 500);
+}
+
+// Blocking and async actions from several threads at once on a connection that never opens
+// (no such actor: every attempt ends in actor.not_found, a scheduling error, so queued
+// actions wait): the blocking ones time out, each removing only its own action, and
+// Dispose answers every async one, exactly once.
+TEST_P(ClientTest, ActionsFromManyThreadsAreEachAnsweredOnce) {
+  auto conn = client_->Get("counter", {Key("never-there")}).Connect();
+  constexpr int kAsyncThreads = 2, kAsyncPerThread = 2000, kBlockingThreads = 2,
+                kBlockingRounds = 2000;
+  constexpr int kTotal = kAsyncThreads * kAsyncPerThread;
+  // Shared with the callbacks, which run on the client's I/O thread.
+  auto answers = std::make_shared<std::vector<std::atomic<int>>>(kTotal);
+  std::atomic<bool> async_done{false};
+  std::atomic<int> blocking_calls{0}, blocking_unexpected{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAsyncThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kAsyncPerThread; ++i) {
+        conn->ActionAsync("getCount", Value(Value::Array{}),
+                          [answers, slot = t * kAsyncPerThread + i](client::ClientResult<Value>) {
+                            (*answers)[slot]++;
+                          });
+      }
+    });
+  }
+  for (int t = 0; t < kBlockingThreads; ++t) {
+    threads.emplace_back([&] {
+      // Many rounds, and on for as long as the async threads queue. No wait: each call
+      // queues its action and at once withdraws it, as any timeout ends.
+      for (int i = 0; i < kBlockingRounds || !async_done; ++i) {
+        auto r = conn->Action("getCount", Value(Value::Array{}), 0ms);
+        blocking_calls++;
+        if (r.has_value() || !r.error().Is("client", "timeout")) blocking_unexpected++;
+      }
+    });
+  }
+  for (int t = 0; t < kAsyncThreads; ++t) threads[t].join();
+  async_done = true;
+  for (size_t t = kAsyncThreads; t < threads.size(); ++t) threads[t].join();
+  EXPECT_GE(blocking_calls.load(), kBlockingRounds * kBlockingThreads);
+  EXPECT_EQ(blocking_unexpected.load(), 0) << "a blocking call ended other than by its timeout";
+  conn->Dispose();
+  auto answered = [&] {
+    int n = 0;
+    for (const auto& a : *answers) n += a.load() > 0 ? 1 : 0;
+    return n;
+  };
+  EXPECT_TRUE(WaitFor([&] { return answered() == kTotal; }, 2s))
+      << kTotal - answered() << " async actions were never answered";
+  for (int i = 0; i < kTotal; ++i) {
+    ASSERT_LE((*answers)[i].load(), 1) << "action " << i << " was answered twice";
+  }
+}
+
+// A setup failure comes as an Error frame, then a close whose reason repeats its
+// `group.code`: it is reported once per attempt, and the error kept for the next action
+// is the structured one (message and metadata), not the close reason.
+TEST_P(ClientTest, AFailedSetupIsReportedOncePerAttemptWithItsStructuredError) {
+  auto h = client_->GetOrCreate("probe", {Key("reject-once")},
+                                {{.params = Value::Object({{"reject", true}})}});
+  auto seen = std::make_shared<Inbox<std::string>>();  // outlives late listener calls
+  auto conn = h.Connect([seen](ActorConn& c) {
+    c.OnError([seen](const client::ClientError& e) { seen->Push("error " + e.ToString()); });
+    c.OnStatusChange(
+        [seen](ConnStatus s) { seen->Push("status " + std::string(client::ConnStatusName(s))); });
+  });
+  const std::string kDisconnected = "status disconnected";
+  ASSERT_TRUE(WaitFor([&] {
+    auto events = seen->Snapshot();
+    return std::find(events.begin(), events.end(), kDisconnected) != events.end();
+  })) << "the first attempt never ended";
+  auto events = seen->Snapshot();
+  const std::vector<std::string> first_attempt(
+      events.begin(), std::find(events.begin(), events.end(), kDisconnected));
+  EXPECT_EQ(first_attempt,
+            (std::vector<std::string>{"error connection.custom_error: rejected by the probe"}));
+  // No action was waiting then: the next one fails at once with what the actor sent.
+  auto r = conn->Action("echo", Value::ArrayOf({1}), 5s);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("connection", "custom_error")) << r.error().ToString();
+  EXPECT_EQ(r.error().message, "rejected by the probe");
+  ASSERT_TRUE(r.error().metadata.has_value());
+  EXPECT_EQ(*r.error().metadata, Value::Object({{"why", "asked to"}}));
+  conn->Dispose();
+}
+
 INSTANTIATE_TEST_SUITE_P(Encodings, ClientTest,
+                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor,
+                                           wire::Encoding::kBare),
+                         [](const auto& info) {
+                           return std::string(wire::EncodingName(info.param));
+                         });
+
+// An engine whose gateway requires a token (keel-engine --gateway-token): the client's
+// token must reach every actor route — query form, by id, HTTP and WebSockets.
+class GatewayTokenTest : public ::testing::TestWithParam<wire::Encoding> {
+ protected:
+  static constexpr const char* kToken = "s3cret-token";
+  static engine::EngineOptions WithGatewayToken() {
+    engine::EngineOptions o;
+    o.gateway_token = kToken;
+    return o;
+  }
+  void SetUp() override {
+    ServeSettings s;
+    s.endpoint = engine_.http_url();
+    host_ =
+        std::make_unique<RuntimeHost>(s, std::vector<std::shared_ptr<const runtime::ActorType>>{
+                                             examples::MakeCounter().type(), MakeProbe().type()});
+    host_->Start();
+    ASSERT_TRUE(WaitFor([&] { return host_->connected(); })) << "runtime never connected";
+  }
+  void TearDown() override { host_.reset(); }
+  std::unique_ptr<Client> MakeClient(std::string token) const {
+    ClientOptions o;
+    o.endpoint = engine_.http_url();
+    o.encoding = GetParam();
+    o.token = std::move(token);
+    o.retry_pause = 20ms;
+    return std::make_unique<Client>(o);
+  }
+  std::string Key(std::string_view base) const {
+    return std::string(base) + "-" + std::string(wire::EncodingName(GetParam()));
+  }
+
+  TestEngine engine_{WithGatewayToken()};
+  std::unique_ptr<RuntimeHost> host_;
+};
+
+TEST_P(GatewayTokenTest, TheTokenReachesEveryActorRoute) {
+  auto client = MakeClient(kToken);
+  auto h = client->GetOrCreate("counter", {Key("tok")});
+  auto first = h.Call<int64_t>("increment", 2);  // the query form: rvt-token
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  auto id = h.Resolve();  // REST
+  ASSERT_TRUE(id.has_value()) << id.error().ToString();
+  auto by_id = h.Call<int64_t>("increment", 3);  // by id now
+  ASSERT_TRUE(by_id.has_value()) << by_id.error().ToString();
+  EXPECT_EQ(*by_id, 5);
+  auto for_id = client->GetForId("counter", *id).Call<int64_t>("getCount");
+  ASSERT_TRUE(for_id.has_value()) << for_id.error().ToString();
+  EXPECT_EQ(*for_id, 5);
+  auto created = client->Create("counter", {Key("tok-made")});
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
+  auto made = created->Call<int64_t>("increment", 1);
+  ASSERT_TRUE(made.has_value()) << made.error().ToString();
+  EXPECT_EQ(*made, 1);
+
+  // Queue sends, raw HTTP and raw WebSockets, by key and by id.
+  auto probe = client->GetOrCreate("probe", {Key("tok-probe")});
+  auto probe_id = probe.Resolve();
+  ASSERT_TRUE(probe_id.has_value()) << probe_id.error().ToString();
+  auto sent = probe.Send("jobs", Value("job"));
+  ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
+  EXPECT_EQ(sent->status, "completed");
+  auto fetched = probe.Fetch("/hello");
+  ASSERT_TRUE(fetched.has_value()) << fetched.error().ToString();
+  EXPECT_EQ(fetched->status, 200) << fetched->body;
+  for (auto handle : {probe, client->GetForId("probe", *probe_id)}) {
+    auto ws = handle.WebSocket("room");
+    ASSERT_TRUE(ws.has_value()) << ws.error().ToString();
+    auto welcome = (*ws)->Receive(5s);
+    ASSERT_TRUE(welcome.has_value());
+    ASSERT_TRUE(std::holds_alternative<net::BlockingWsClient::Message>(*welcome))
+        << "the raw WebSocket was closed";
+    EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*welcome).data, "welcome /websocket/room");
+  }
+
+  // A connection; then its handle, which learned the id from Init, calls by id over HTTP.
+  auto conn_handle = client->GetOrCreate("counter", {Key("tok-conn")});
+  auto conn = conn_handle.Connect();
+  ASSERT_TRUE(conn->WaitReady(10s).ok());
+  auto over_ws = conn->Call<int64_t>("increment", 1);
+  ASSERT_TRUE(over_ws.has_value()) << over_ws.error().ToString();
+  auto over_http = conn_handle.Call<int64_t>("getCount");
+  ASSERT_TRUE(over_http.has_value()) << over_http.error().ToString();
+  EXPECT_EQ(*over_http, 1);
+  conn->Dispose();
+}
+
+TEST_P(GatewayTokenTest, WithoutTheTokenActorRoutesAreForbidden) {
+  auto client = MakeClient("");
+  auto call = client->GetOrCreate("counter", {Key("no-tok")}).Call("getCount");
+  ASSERT_FALSE(call.has_value());
+  EXPECT_TRUE(call.error().Is("api", "forbidden")) << call.error().ToString();
+  EXPECT_EQ(call.error().http_status, 403);
+}
+
+// The gateway refuses a /connect without the token by accepting the WebSocket and closing
+// it with `api.forbidden#ray` before Init. Like a refused handshake, that fails the
+// actions queued on the connection at once (not at their timeout), and every attempt
+// after it too.
+TEST_P(GatewayTokenTest, AConnectionRefusedByTheGatewayFailsItsQueuedActions) {
+  auto client = MakeClient("");
+  auto errors = std::make_shared<Inbox<std::string>>();  // outlives late listener calls
+  auto queued = std::make_shared<std::promise<client::ClientResult<Value>>>();
+  auto conn = client->GetOrCreate("counter", {Key("refused")}).Connect([&](ActorConn& c) {
+    c.OnError([errors](const client::ClientError& e) { errors->Push(e.Id()); });
+    // Queued before the first attempt starts.
+    c.ActionAsync("getCount", Value(Value::Array{}),
+                  [queued](client::ClientResult<Value> r) { queued->set_value(std::move(r)); });
+  });
+  auto answer = queued->get_future();
+  ASSERT_EQ(answer.wait_for(5s), std::future_status::ready) << "the queued action was left waiting";
+  auto r = answer.get();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("api", "forbidden")) << r.error().ToString();
+  auto seen = errors->WaitFor(1);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), "api.forbidden");
+  // A later action is refused as well, by the attempt it waits for or the one before it.
+  auto later = conn->Action("getCount", Value(Value::Array{}), 5s);
+  ASSERT_FALSE(later.has_value());
+  EXPECT_TRUE(later.error().Is("api", "forbidden")) << later.error().ToString();
+  EXPECT_NE(conn->status(), ConnStatus::kConnected);
+  conn->Dispose();
+}
+
+INSTANTIATE_TEST_SUITE_P(Encodings, GatewayTokenTest,
                          ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor,
                                            wire::Encoding::kBare),
                          [](const auto& info) {
@@ -527,6 +776,15 @@ TEST(ClientErrors, BadAndUnreachableEndpoints) {
   auto r = bad.GetForId("counter", "x").Call("getCount");
   ASSERT_FALSE(r.has_value());
   EXPECT_TRUE(r.error().Is("client", "invalid_argument")) << r.error().ToString();
+  // WebSockets report the same endpoint error.
+  auto ws = bad.GetForId("counter", "x").WebSocket();
+  ASSERT_FALSE(ws.has_value());
+  EXPECT_EQ(ws.error().ToString(), r.error().ToString());
+  auto conn = bad.GetForId("counter", "x").Connect();
+  auto over_ws = conn->Action("getCount", Value(Value::Array{}), 5s);
+  ASSERT_FALSE(over_ws.has_value());
+  EXPECT_EQ(over_ws.error().ToString(), r.error().ToString());
+  conn->Dispose();
 
   // A port nothing listens on: take a free one from a server that is gone by now.
   std::string url;
@@ -538,6 +796,36 @@ TEST(ClientErrors, BadAndUnreachableEndpoints) {
   auto u = unreachable.ListActors("counter");
   ASSERT_FALSE(u.has_value());
   EXPECT_TRUE(u.error().Is("client", "connect_failed")) << u.error().ToString();
+}
+
+// A failed request whose body is not an error in the request's encoding (a proxy's text or
+// JSON page, say): JSON is still read; anything else is client.bad_response saying so.
+TEST(ClientErrors, AnErrorBodyNotInTheRequestEncodingIsReportedClearly) {
+  net::IoRuntime io(1);
+  auto server = net::HttpServer::Start(io, {}, [](std::shared_ptr<net::HttpExchange> ex) {
+    net::HttpResponse res;
+    if (ex->request().target.find("/action/json") != std::string::npos) {
+      res.status = 503;  // JSON without a JSON content type
+      res.headers = {{"content-type", "application/octet-stream"}};
+      res.body = R"({"group":"guard","code":"service_unavailable","message":"try later"})";
+    } else {
+      res.status = 502;
+      res.headers = {{"content-type", "text/plain"}};
+      res.body = "Bad Gateway";
+    }
+    ex->Respond(std::move(res));
+  });
+  ASSERT_TRUE(server.has_value()) << server.error().ToString();
+  Client c({.endpoint = "http://127.0.0.1:" + std::to_string((*server)->port())});
+  auto json_error = c.GetForId("counter", "x").Call("json");
+  ASSERT_FALSE(json_error.has_value());
+  EXPECT_EQ(json_error.error().ToString(), "guard.service_unavailable: try later");
+  EXPECT_EQ(json_error.error().http_status, 503);
+  auto text = c.GetForId("counter", "x").Call("text");
+  ASSERT_FALSE(text.has_value());
+  EXPECT_EQ(text.error().ToString(),
+            "client.bad_response: HTTP 502 with a body that is not an error in bare: Bad Gateway");
+  EXPECT_EQ(text.error().http_status, 502);
 }
 
 }  // namespace
