@@ -1,5 +1,10 @@
 // actors.md §8.34 gateway-routing: header routing (x-rivet-target/x-rivet-actor, only
 // /request… paths), query routing (rvt-* params validated and stripped), comma keys.
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "net/blocking_ws_client.h"
 #include "support/acceptance.h"
 #include "support/expect.h"
 
@@ -119,6 +124,109 @@ TEST_F(GatewayRoutingTest, CommaSeparatedKey) {
                 R"({"args":[]})", {{"content-type", "application/json"}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(ParseBody(r.body), json({{"output", 4}}));
+}
+
+// ---- WebSockets that fail in the gateway, and the key limit on its create path ----------
+
+using namespace std::chrono_literals;
+
+// "ws://127.0.0.1:<port><path>".
+std::string WsUrl(const std::string& path) { return "ws" + Endpoint().substr(4) + path; }
+
+// A raw WebSocket through the gateway (no client library), offering `rivet` and the JSON
+// encoding. nullptr (and a test failure) when the upgrade is refused.
+std::unique_ptr<net::BlockingWsClient> RawGatewaySocket(const std::string& path) {
+  net::WsConnectOptions options;
+  options.url = WsUrl(path);
+  options.subprotocols = {"rivet", "rivet_encoding.json"};
+  auto ws = net::BlockingWsClient::Connect(options, 5s);
+  if (!ws.has_value()) {
+    ADD_FAILURE() << path << ": " << ws.error().ToString();
+    return nullptr;
+  }
+  return std::move(*ws);
+}
+
+// The next event must be the close frame, within `within` (errors.md §1.3: `1011
+// group.code#ray` from the gateway).
+void ExpectClosedWith(net::BlockingWsClient& ws, std::string_view reason_prefix,
+                      std::chrono::milliseconds within = 2s) {
+  auto ev = ws.Receive(within);
+  ASSERT_TRUE(ev.has_value()) << "no close frame within " << within.count()
+                              << " ms: " << ev.error().ToString();
+  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
+  ASSERT_NE(closed, nullptr) << "a message instead of the close: "
+                             << std::get<net::BlockingWsClient::Message>(*ev).data;
+  EXPECT_EQ(closed->code, 1011) << closed->reason;
+  EXPECT_TRUE(closed->reason.starts_with(reason_prefix)) << closed->reason;
+}
+
+// A well-formed actor id that names no actor: the HTTP request is 404 at once, and the
+// WebSocket is accepted and closed at once (§5.9).
+TEST_F(GatewayRoutingTest, WebSocketToUnknownActorIdClosesNotFound) {
+  const std::string path = "/gateway/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/connect";
+  auto r = Http("GET", path);
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(ParseBody(r.body)["code"], "not_found") << r.body;
+  for (const std::string& p :
+       {path, std::string("/gateway/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/websocket")}) {
+    SCOPED_TRACE(p);
+    auto ws = RawGatewaySocket(p);
+    ASSERT_NE(ws, nullptr);
+    ExpectClosedWith(*ws, "actor.not_found#");
+  }
+}
+
+TEST_F(GatewayRoutingTest, WebSocketQueryGetOfMissingKeyClosesNotFound) {
+  const std::string path =
+      "/gateway/counter/connect?rvt-namespace=default&rvt-method=get&rvt-key=" +
+      UniqueKey("gr-ws-missing");
+  auto r = Http("GET", path);
+  EXPECT_EQ(r.status, 404) << r.body;
+  auto ws = RawGatewaySocket(path);
+  ASSERT_NE(ws, nullptr);
+  ExpectClosedWith(*ws, "actor.not_found#");
+}
+
+// actors.md §4.1: the engine refuses serialised keys over 1024 bytes (actor.key_too_large),
+// on the gateway's getOrCreate as on REST create; a key of exactly 1024 bytes is fine.
+TEST_F(GatewayRoutingTest, QueryGetOrCreateRefusesAKeyOverTheLimit) {
+  const std::string base =
+      "/gateway/rawHttpActor/request/api/hello"
+      "?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=";
+  for (size_t size : {size_t{1025}, size_t{1100}, size_t{5000}}) {
+    SCOPED_TRACE(size);
+    const std::string key = UniqueKey("gr-big");
+    const std::string long_key = key + std::string(size - key.size(), 'k');
+    auto r = Http("GET", base + long_key);
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(ParseBody(r.body)["group"], "actor") << r.body;
+    EXPECT_EQ(ParseBody(r.body)["code"], "key_too_large") << r.body;
+    // REST refuses the same key.
+    json create{{"name", "rawHttpActor"}, {"key", long_key}, {"runner_name_selector", "default"}};
+    auto rest = Http("PUT", "/actors?namespace=default", create.dump(),
+                     {{"content-type", "application/json"}});
+    EXPECT_EQ(rest.status, 400) << rest.body;
+    EXPECT_EQ(ParseBody(rest.body)["code"], "key_too_large") << rest.body;
+  }
+  // Two components "a,b" serialise as "a/b": 1024 bytes in all is the largest key allowed.
+  const std::string key = UniqueKey("gr-edge");
+  const std::string edge = key + "," + std::string(1024 - key.size() - 1, 'e');
+  auto ok = Http("GET", base + edge);
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  auto over = Http("GET", base + edge + "e");
+  EXPECT_EQ(over.status, 400) << over.body;
+  EXPECT_EQ(ParseBody(over.body)["code"], "key_too_large") << over.body;
+}
+
+TEST_F(GatewayRoutingTest, WebSocketQueryGetOrCreateWithAKeyOverTheLimitCloses) {
+  const std::string key = UniqueKey("gr-ws-big");
+  auto ws = RawGatewaySocket(
+      "/gateway/counter/connect"
+      "?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=" +
+      key + std::string(1100 - key.size(), 'k'));
+  ASSERT_NE(ws, nullptr);
+  ExpectClosedWith(*ws, "actor.key_too_large#");
 }
 
 }  // namespace

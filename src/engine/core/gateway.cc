@@ -13,6 +13,7 @@
 #include "engine/core/envoy_session.h"
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
+#include "engine/gateway/actor_key.h"
 #include "engine/gateway/errors.h"
 #include "engine/gateway/subprotocols.h"
 #include "net/client.h"
@@ -230,6 +231,13 @@ void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Rout
     return;
   }
   std::string key = gateway::SerializeActorKey(q.key);
+  // REST's check of a key from outside (actors.md §4.1): `rvt-key` may be of any length, and
+  // getOrCreate must not create an actor that POST /actors would refuse (a `get` of such a
+  // key is refused the same way rather than looked up).
+  if (Status valid = gateway::ValidateSerializedActorKey(key); !valid.has_value()) {
+    Fail(*exchange, valid.error(), cors);
+    return;
+  }
   if (q.method == gateway::QueryMethod::kGet) {
     // Storage read: off the I/O thread.
     engine_.PostWork([this, exchange = std::move(exchange), ns = ns->id, name = q.name,

@@ -287,6 +287,39 @@ TEST_F(GatewayTest, QueryFormMalformedQueriesAreRejected) {
   ExpectServes("after-malformed");
 }
 
+// actors.md §4.1: a serialised key over 1024 bytes is actor.key_too_large on the gateway's
+// getOrCreate as on REST create — nothing is created. Exactly 1024 bytes is allowed.
+TEST_F(GatewayTest, QueryFormGetOrCreateRefusesAKeyOverTheLimit) {
+  const std::string base_path =
+      "/gateway/big/action?rvt-namespace=default&rvt-method=getOrCreate&rvt-pool=default&rvt-key=";
+  for (size_t size : {size_t{1025}, size_t{1100}, size_t{5000}}) {
+    auto r = Call(base(), "GET", base_path + std::string(size, 'k'));
+    EXPECT_EQ(r.status, 400) << size << " -> " << r.body;
+    EXPECT_EQ(ErrorId(r), "actor.key_too_large") << size << " -> " << r.body;
+    // `get` of such a key names no actor either way; it is refused the same.
+    auto get = Call(base(), "GET",
+                    "/gateway/big/action?rvt-namespace=default&rvt-method=get&rvt-key=" +
+                        std::string(size, 'k'));
+    EXPECT_EQ(ErrorId(get), "actor.key_too_large") << size << " -> " << get.body;
+  }
+  // Two components serialise with a '/' between them: 1000 + 1 + 23 = 1024 bytes.
+  const std::string edge = std::string(1000, 'a') + "," + std::string(23, 'b');
+  auto over = Call(base(), "GET", base_path + edge + "b");
+  EXPECT_EQ(ErrorId(over), "actor.key_too_large") << over.body;
+  auto listed = Call(base(), "GET", "/actors?namespace=default&name=big");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(json::parse(listed.body)["actors"].size(), 0u) << "a refused key created an actor";
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u);
+
+  auto ok = Call(base(), "GET", base_path + edge);
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  auto start = envoy_->WaitCommand<latest::CommandStartActor>(kWait);
+  ASSERT_TRUE(start.has_value());
+  const auto& config = start->inner.get_if<latest::CommandStartActor>()->config;
+  ASSERT_TRUE(config.key.has_value());
+  EXPECT_EQ(config.key->size(), 1024u);
+}
+
 // ---- header routing and the /request rule (§5.4) ------------------------------------------
 
 TEST_F(GatewayTest, HeaderRoutingForwardsOnlyRequestPathsWithTheFullPath) {
@@ -591,6 +624,66 @@ TEST_F(GatewayTest, WebSocketToUnknownActorClosesWithTheError) {
   ASSERT_NE(closed, nullptr);
   EXPECT_EQ(closed->code, 1011);
   EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.not_found#"));
+}
+
+TEST_F(GatewayTest, WebSocketQueryFormGetOfAMissingKeyClosesWithNotFound) {
+  auto user =
+      ConnectUser(engine_->ws_url() +
+                  "/gateway/counter/connect?rvt-namespace=default&rvt-method=get&rvt-key=nope");
+  ASSERT_NE(user, nullptr);
+  auto ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
+  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.not_found#"));
+}
+
+TEST_F(GatewayTest, WebSocketQueryFormGetOrCreateWithAKeyOverTheLimitCloses) {
+  auto user = ConnectUser(engine_->ws_url() +
+                          "/gateway/big/connect?rvt-namespace=default&rvt-method=getOrCreate"
+                          "&rvt-pool=default&rvt-key=" +
+                          std::string(1100, 'k'));
+  ASSERT_NE(user, nullptr);
+  auto ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
+  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.key_too_large#"));
+}
+
+// A connection whose setup fails (actors.md §4.6): the runtime opens the socket, sends the
+// Error frame and closes 1011 `<group>.<code>` right away, in one burst. The user gets the
+// frame, then the close.
+TEST_F(GatewayTest, WebSocketOpenMessageAndCloseInOneBurstReachTheUserInOrder) {
+  TunnelEnvoyPolicy policy;
+  policy.accept_ws = false;
+  envoy_->SetPolicy(policy);
+  auto user = ConnectUser(engine_->ws_url() + "/gateway/" + actor_ + "/connect");
+  ASSERT_NE(user, nullptr);
+  auto open = envoy_->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait);
+  ASSERT_TRUE(open.has_value());
+  envoy_->SendTunnel(open->message_id, 0, latest::ToRivetWebSocketOpen{true});
+  envoy_->SendTunnel(
+      open->message_id, 1,
+      latest::ToRivetWebSocketMessage{ToBytes(R"({"body":{"tag":"Error"}})"), false});
+  latest::ToRivetWebSocketClose close;
+  close.code = 1011;
+  close.reason = "user.invalid_nickname";
+  envoy_->SendTunnel(open->message_id, 2, close);
+  auto ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
+  auto* msg = std::get_if<net::BlockingWsClient::Message>(&*ev);
+  ASSERT_NE(msg, nullptr);
+  EXPECT_EQ(msg->data, R"({"body":{"tag":"Error"}})");
+  ev = user->Receive(kWait);
+  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
+  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_EQ(closed->reason, "user.invalid_nickname");
+  ExpectServes("after-burst");
 }
 
 // ---- wake on request (§5.6) --------------------------------------------------------------
