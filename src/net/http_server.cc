@@ -125,7 +125,10 @@ bool SkippedResponseHeader(std::string_view name, std::string_view value) {
   return EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "transfer-encoding");
 }
 
-http::response<http::string_body> MakeResponse(HttpResponse&& response, unsigned version, bool keep_alive) {
+// `head`: the answer to a HEAD request, written without its body (RFC 9110 §9.3.2) but with
+// the Content-Length the GET would get.
+http::response<http::string_body> MakeResponse(HttpResponse&& response, unsigned version,
+                                               bool keep_alive, bool head) {
   http::response<http::string_body> res{static_cast<http::status>(ValidStatus(response.status)), version};
   for (auto& [name, value] : response.headers) {
     if (!SkippedResponseHeader(name, value)) res.insert(name, value);
@@ -133,7 +136,31 @@ http::response<http::string_body> MakeResponse(HttpResponse&& response, unsigned
   res.body() = std::move(response.body);
   res.keep_alive(keep_alive);
   res.prepare_payload();
+  // The serializer writes the body it holds, whatever Content-Length says.
+  if (head) res.body().clear();
   return res;
+}
+
+// The server's own answer to a request it refuses: `render`'s headers and body, or the plain
+// `reason`; always `status`, and always the connection's last answer.
+http::response<http::string_body> MakeRefusal(
+    const std::function<HttpResponse(const RefusedRequest&)>& render, RefusedRequest refused,
+    bool head) {
+  HttpResponse response{
+      refused.status, {{"Content-Type", "text/plain"}}, std::string(refused.reason)};
+  if (render) {
+    try {
+      response = render(refused);
+    } catch (const std::exception& e) {
+      LogError(kComponent, "refusal renderer threw", {{"what", e.what()}});
+    } catch (...) {
+      LogError(kComponent, "refusal renderer threw");
+    }
+    std::erase_if(response.headers,
+                  [](const auto& h) { return EqualsIgnoreCase(h.first, "connection"); });
+    response.status = refused.status;
+  }
+  return MakeResponse(std::move(response), 11, /*keep_alive=*/false, head);
 }
 
 // The bytes of a complete response, as http::write would send them.
@@ -297,10 +324,11 @@ class Conn final : public ConnBase,
     bool written = false;
     unsigned version = 11;
     bool keep_alive = false;
+    bool head = false;  // a HEAD request: the answer goes without its body
   };
-  void OpenDirect(unsigned version, bool keep_alive) {
+  void OpenDirect(unsigned version, bool keep_alive, bool head) {
     std::lock_guard lock(direct_mu_);
-    direct_ = Direct{true, false, version, keep_alive};
+    direct_ = Direct{true, false, version, keep_alive, head};
   }
   // Returns whether a direct answer was written for the awaited request. Any direct write
   // in progress has finished when it returns.
@@ -380,7 +408,8 @@ class Conn final : public ConnBase,
     if (timeout.count() > 0) stream_.expires_after(timeout);
   }
 
-  asio::awaitable<void> WriteError(unsigned status, std::string_view body, bool drain);
+  asio::awaitable<void> WriteError(int status, std::string_view reason,
+                                   const http::request_parser<http::string_body>& parser);
   asio::awaitable<bool> Serve(http::request<http::string_body> req, bool keep_alive);
 
   std::shared_ptr<HttpServer::State> server_;
@@ -404,7 +433,7 @@ bool Conn::TryRespondDirect(HttpResponse& response) {
   if (response.body.size() > kDirectAnswerLimit || server_->ioc.stopped()) return false;
   std::unique_lock lock(direct_mu_);
   if (!direct_.open || direct_.written) return false;
-  auto res = MakeResponse(std::move(response), direct_.version, direct_.keep_alive);
+  auto res = MakeResponse(std::move(response), direct_.version, direct_.keep_alive, direct_.head);
   const std::string bytes = Serialized(res);
   direct_.written = true;
   // Open means the socket is open and idle (the coroutine waits in Serve; closing it first
@@ -513,21 +542,23 @@ class Exchange final : public HttpExchange {
   ExState state_ = ExState::kNew;
 };
 
-asio::awaitable<void> Conn::WriteError(unsigned status, std::string_view body, bool drain) {
-  http::response<http::string_body> res{static_cast<http::status>(status), 11};
-  res.set(http::field::content_type, "text/plain");
-  res.set(http::field::connection, "close");
-  res.body() = std::string(body);
-  res.prepare_payload();
-  res.keep_alive(false);
+asio::awaitable<void> Conn::WriteError(int status, std::string_view reason,
+                                       const http::request_parser<http::string_body>& parser) {
+  const auto& msg = parser.get();
+  RefusedRequest refused{status, reason, {}};
+  for (const auto& field : msg) {
+    refused.headers.emplace_back(ToString(field.name_string()), ToString(field.value()));
+  }
+  auto res =
+      MakeRefusal(server_->options.refusal, std::move(refused), msg.method() == http::verb::head);
   ArmTimeout();
   auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
   if (ec) co_return;
   beast::error_code ignored;
   stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
-  if (!drain) co_return;
-  // Lingering close: read and discard what the client still sends, bounded in time and
-  // size, so it reads our answer rather than a reset.
+  // Lingering close (RFC 9112 §9.6): read and discard what the client still sends (the rest
+  // of a large body or header, or of a bad request), bounded in time and size, so it reads
+  // our answer rather than a reset.
   stream_.expires_after(kDrainTimeout);
   std::vector<char> sink(64 * 1024);
   size_t drained = 0;
@@ -569,9 +600,10 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
     co_return keep_alive;
   }
 
+  const bool head_request = req.method() == http::verb::head;
   if (auto* r = std::get_if<EvRespond>(&ev)) {
     AnswerDone();
-    auto res = MakeResponse(std::move(r->response), req.version(), keep_alive);
+    auto res = MakeResponse(std::move(r->response), req.version(), keep_alive, head_request);
     ArmTimeout();
     auto [ec, n] = co_await http::async_write(stream_, res, as_tuple(use_awaitable));
     co_return !ec && keep_alive;
@@ -583,12 +615,13 @@ asio::awaitable<bool> Conn::Serve(http::request<http::string_body> req, bool kee
     for (auto& [name, value] : head->headers) {
       if (!SkippedResponseHeader(name, value)) res.insert(name, value);
     }
-    res.keep_alive(keep_alive);
+    // HEAD: the head only; then the connection ends, with the stream nobody reads.
+    res.keep_alive(keep_alive && !head_request);
     res.chunked(true);
     http::response_serializer<http::empty_body> sr{res};
     ArmTimeout();
     auto [ec, n] = co_await http::async_write_header(stream_, sr, as_tuple(use_awaitable));
-    if (ec) {
+    if (ec || head_request) {
       FirePeerGone();
       co_return false;
     }
@@ -661,13 +694,13 @@ asio::awaitable<void> Conn::Run() {
     if (ec) {
       if (closing_) break;
       if (ec == http::error::body_limit) {
-        co_await WriteError(413, "request body too large", /*drain=*/true);
+        co_await WriteError(413, "request body too large", parser);
       } else if (ec == http::error::header_limit) {
-        co_await WriteError(431, "request header too large", /*drain=*/false);
+        co_await WriteError(431, "request header too large", parser);
       } else if (ec == http::error::end_of_stream || ec == http::error::partial_message) {
         // The client closed the connection, possibly mid-request.
       } else if (IsHttpParseError(ec)) {
-        co_await WriteError(400, "malformed request", /*drain=*/false);
+        co_await WriteError(400, "malformed request", parser);
       } else {
         KEEL_LOG(kDebug, kComponent, "read failed", {{"peer", remote_}, {"error", ec.message()}});
       }
@@ -693,7 +726,7 @@ asio::awaitable<void> Conn::Run() {
       // scope ends): the socket is idle from here until Serve writes, so a small answer may
       // be written directly already.
       awaiting_answer_ = true;
-      OpenDirect(req.version(), keep_alive);
+      OpenDirect(req.version(), keep_alive, req.method() == http::verb::head);
       try {
         HandoffScope handoffs(armed_at);  // see io_runtime.h
         server_->handler(std::move(exchange));

@@ -6,8 +6,15 @@
 // exchange. A connection handles one exchange at a time (the next request is read only
 // after the previous answer is written). WebSocket upgrades on any path reach the handler
 // too; it decides between Respond (refuse) and AcceptWebSocket.
+// HEAD: the handler answers a HEAD request as it would the GET; the server writes the head
+// of that answer only (RFC 9110 §9.3.2), Content-Length stating the size of the body it
+// left out. A streamed answer to HEAD gets its head, then the connection closes (the
+// exchange's OnPeerGone fires) rather than wait for a stream nobody reads.
 // Protocol errors never reach the handler: a body over max_request_body gets 413, a
-// malformed request 400, oversized headers 431, each followed by closing that connection.
+// malformed request 400, oversized headers 431 (ServerOptions::refusal renders them), each
+// with `Connection: close`; the server then stops sending and reads what the client still
+// sends, for at most 2 s and 16 MiB, so the client reads the answer rather than a reset,
+// and closes the connection.
 // Thread-safety: HttpServer and HttpExchange methods may be called from any thread.
 #pragma once
 
@@ -17,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/result.h"
 #include "net/http.h"
@@ -66,6 +74,19 @@ class HttpExchange {
                                                         Headers headers = {}) = 0;
 };
 
+// A request the server refuses itself, before any handler sees it.
+struct RefusedRequest {
+  // 400 (malformed request), 413 (body over max_request_body) or 431 (request line and
+  // header fields over max_header_bytes).
+  int status = 400;
+  // What the default answer says: "malformed request", "request body too large" or
+  // "request header too large".
+  std::string_view reason;
+  // The header fields parsed before the refusal (in arrival order, as in HttpRequest): all
+  // of them for a 413; for a 431 and a 400 those before the limit or the fault.
+  Headers headers;
+};
+
 struct ServerOptions {
   // Numeric IPv4/IPv6 address or "localhost". Default: loopback only.
   std::string host = "127.0.0.1";
@@ -92,6 +113,10 @@ struct ServerOptions {
   // is made owner-only (0600); a stale socket file left by a dead process is replaced, a
   // live one is an error. Removed when the server goes away.
   std::string unix_path;
+  // Renders the answer to a RefusedRequest: its headers and body (Content-Length,
+  // Transfer-Encoding and Connection are the server's; the status is always the refusal's).
+  // Called on an I/O thread; must not block. Unset: text/plain `reason`.
+  std::function<HttpResponse(const RefusedRequest&)> refusal;
 };
 
 class HttpServer {

@@ -221,11 +221,12 @@ void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
   requests_->Inc();
   const net::HttpRequest& req = exchange->request();
   gateway::TargetParts parts = gateway::SplitTarget(req.target);
-  if (parts.path == "/health" && req.method == "GET") {
+  // HEAD answers as GET; the server leaves out the body (net/http_server.h).
+  if (parts.path == "/health" && (req.method == "GET" || req.method == "HEAD")) {
     HandleHealth(*exchange);
     return;
   }
-  if (parts.path == "/metrics" && req.method == "GET") {
+  if (parts.path == "/metrics" && (req.method == "GET" || req.method == "HEAD")) {
     HandleMetrics(*exchange);
     return;
   }

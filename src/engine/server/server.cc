@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "base/log.h"
+#include "engine/gateway/cors.h"
+#include "engine/gateway/errors.h"
 #include "storage/mem_kv_store.h"
 #include "storage/rocksdb_kv_store.h"
 
@@ -44,6 +46,21 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.gateway_token = c.gateway_token;
   o.public_url = "http://" + c.host + ":" + std::to_string(port);
   return o;
+}
+
+net::HttpResponse RefusedRequestResponse(const net::RefusedRequest& refused) {
+  Error error{"guard", "malformed_request", "malformed request"};
+  if (refused.status == 413) {
+    error = Error{"guard", "invalid_request_body", "request body too large"};
+  } else if (refused.status == 431) {
+    error = Error{"guard", "request_header_too_large", "request header too large"};
+  }
+  net::HttpResponse response{
+      refused.status, {{"content-type", "application/json"}}, gateway::ErrorJson(error)};
+  for (auto& header : gateway::CorsResponseHeaders(refused.headers)) {
+    response.headers.push_back(std::move(header));
+  }
+  return response;
 }
 
 // The engine requests go to: null before the core is open and after shutdown (503).
@@ -98,6 +115,7 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& co
   // Above the 20 MiB maxResponsePayloadSize plus framing (Beast's default is far lower).
   server_options.max_ws_message =
       static_cast<size_t>(config.thresholds.max_response_payload_bytes) + (1 << 20);
+  server_options.refusal = RefusedRequestResponse;
   auto server = net::HttpServer::Start(*s->io_, server_options, s->handler());
   if (!server.has_value()) return server.error();
   s->server_ = std::move(*server);

@@ -26,6 +26,12 @@ namespace keel::engine {
 // The core's options for `config`, with `port` (the one bound) in its public URL.
 EngineOptions ToEngineOptions(const EngineConfig& config, uint16_t port);
 
+// The engine's answer to a request its HTTP server refuses before routing
+// (net::ServerOptions::refusal): the JSON error of errors.md §1.4 with the CORS response
+// headers, like the gateway's own early errors — guard.invalid_request_body (413),
+// guard.request_header_too_large (431), guard.malformed_request (400).
+net::HttpResponse RefusedRequestResponse(const net::RefusedRequest& refused);
+
 class EngineServer {
  public:
   // Opens storage, binds (port 0 picks a free port), opens the core (loading the catalog

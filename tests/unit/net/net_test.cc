@@ -29,6 +29,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -116,6 +117,27 @@ class RawClient {
     }
   }
 
+  // Reads one response head (through the blank line), whatever its Content-Length says:
+  // an answer to HEAD. "" on EOF/timeout before a full one.
+  std::string ReadHead() {
+    for (;;) {
+      size_t head_end = buffer_.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        std::string out = buffer_.substr(0, head_end + 4);
+        buffer_.erase(0, head_end + 4);
+        return out;
+      }
+      if (!ReadMore()) return "";
+    }
+  }
+
+  // Everything still unread up to the server's EOF (or the receive timeout).
+  std::string ReadToEof() {
+    while (ReadMore()) {
+    }
+    return std::exchange(buffer_, std::string());
+  }
+
   // Bytes received and not yet read (the kernel's receive queue and this client's buffer).
   size_t Available() {
     int queued = 0;
@@ -156,6 +178,15 @@ class RawClient {
   bool connected_ = false;
   std::string buffer_;
 };
+
+// The value of header `name` (as written by the server) in a raw response; "" if absent.
+std::string RawHeader(const std::string& response, const std::string& name) {
+  const std::string key = "\r\n" + name + ": ";
+  const size_t at = response.find(key);
+  if (at == std::string::npos) return "";
+  const size_t start = at + key.size();
+  return response.substr(start, response.find("\r\n", start) - start);
+}
 
 std::string Url(const HttpServer& server, std::string_view path = "/") {
   return "http://127.0.0.1:" + std::to_string(server.port()) + std::string(path);
@@ -786,6 +817,141 @@ TEST(HttpServer, OversizedHeadersGet431) {
                           "\r\n\r\n"));
   std::string res = client.ReadResponse();
   EXPECT_EQ(res.rfind("HTTP/1.1 431", 0), 0u) << res;
+  EXPECT_EQ(RawHeader(res, "Content-Type"), "text/plain");  // no ServerOptions::refusal
+  EXPECT_TRUE(client.WaitEof());
+}
+
+// RFC 9110 §9.3.2: whatever the handler answers to HEAD, the server writes no body, so the
+// next answer on the keep-alive connection is read from its first byte.
+TEST(HttpServer, HeadAnswersLeaveTheBodyOutAndKeepTheConnectionInStep) {
+  IoRuntime rt(2);
+  const std::string large(100 * 1024, 'L');  // over the direct-answer limit: the queued path
+  auto server = StartServer(rt, [&](std::shared_ptr<HttpExchange> ex) {
+    const std::string& target = ex->request().target;
+    if (target == "/small") {
+      ex->Respond(HttpResponse{200, {{"X-Kind", "small"}}, "small body"});
+    } else if (target == "/large") {
+      ex->Respond(HttpResponse{200, {{"X-Kind", "large"}}, large});
+    } else if (target == "/missing") {
+      ex->Respond(HttpResponse{404, {{"Content-Type", "application/json"}}, R"({"code":"x"})"});
+    }
+    // Anything else is dropped unanswered: the server's own 500 with a body.
+  });
+  RawClient client(server->port());
+  ASSERT_TRUE(client.connected());
+  for (const std::string target : {"/small", "/large", "/missing", "/unanswered"}) {
+    ASSERT_TRUE(client.Send("HEAD " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const std::string head = client.ReadHead();
+    ASSERT_FALSE(head.empty()) << target;
+    ASSERT_TRUE(client.Send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const std::string get = client.ReadResponse();
+    ASSERT_FALSE(get.empty()) << target;
+    // The GET's answer starts right where the HEAD's head ended.
+    EXPECT_EQ(get.rfind("HTTP/1.1 ", 0), 0u) << target << ": " << get.substr(0, 80);
+    EXPECT_EQ(head.substr(0, 12), get.substr(0, 12)) << target;  // same status line
+    const size_t body_at = get.find("\r\n\r\n") + 4;
+    EXPECT_GT(get.size(), body_at) << target;
+    // The HEAD's Content-Length is the size of the body the GET got.
+    EXPECT_EQ(RawHeader(head, "Content-Length"), std::to_string(get.size() - body_at)) << target;
+    EXPECT_EQ(RawHeader(head, "X-Kind"), RawHeader(get, "X-Kind")) << target;
+  }
+  EXPECT_EQ(client.Available(), 0u);
+  EXPECT_EQ(server->open_connections(), 1u);
+}
+
+// A streamed answer to HEAD: its head (no chunk, not even the last one), then the server
+// closes the connection and tells the handler the answer is not wanted.
+TEST(HttpServer, HeadOnAStreamGetsTheHeadThenTheConnectionCloses) {
+  IoRuntime rt(2);
+  Notification peer_gone;
+  std::shared_ptr<HttpExchange> held;
+  auto server = StartServer(rt, [&](std::shared_ptr<HttpExchange> ex) {
+    ex->OnPeerGone([&] { peer_gone.Notify(); });
+    ex->StartStream(200, {{"Content-Type", "text/event-stream"}});
+    ex->WriteChunk("data: 1\n\n");
+    held = ex;  // the stream stays open
+  });
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string head = client.ReadHead();
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
+  EXPECT_EQ(RawHeader(head, "Content-Type"), "text/event-stream");
+  EXPECT_EQ(RawHeader(head, "Connection"), "close");
+  EXPECT_EQ(client.ReadToEof(), "");
+  EXPECT_TRUE(peer_gone.WaitFor());
+  held->WriteChunk("data: 2\n\n");  // dropped
+  held->FinishStream();
+  server.reset();
+  held.reset();
+}
+
+// ServerOptions::refusal renders 413, 431 and 400 (headers and body); the status stays the
+// server's, the connection closes after the answer, and an answer to HEAD has no body.
+TEST(HttpServer, RefusalsAreRenderedByTheOptionAndCloseTheConnection) {
+  IoRuntime rt(2);
+  std::mutex mu;
+  std::vector<RefusedRequest> seen;
+  ServerOptions options;
+  options.max_request_body = 1024;
+  options.max_header_bytes = 1024;
+  options.refusal = [&](const RefusedRequest& refused) {
+    std::lock_guard lock(mu);
+    seen.push_back(refused);
+    return HttpResponse{200,
+                        {{"Content-Type", "application/json"},
+                         {"Connection", "keep-alive"},
+                         {"Content-Length", "1"},
+                         {"X-Origin", std::string(FindHeader(refused.headers, "origin"))}},
+                        "{\"reason\":\"" + std::string(refused.reason) + "\"}"};
+  };
+  std::atomic<int> calls{0};
+  auto server = StartServer(
+      rt,
+      [&](std::shared_ptr<HttpExchange> ex) {
+        ++calls;
+        ex->Respond({});
+      },
+      options);
+  const struct {
+    std::string request;
+    const char* status;
+    const char* body;
+    const char* origin;
+  } cases[] = {
+      {"POST / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nContent-Length: 5000\r\n\r\n",
+       "413", R"({"reason":"request body too large"})", "https://app.example"},
+      {"GET / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nX-Big: " +
+           std::string(4000, 'h') + "\r\n\r\n",
+       "431", R"({"reason":"request header too large"})", "https://app.example"},
+      {"GET / HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nBad Header\r\n\r\n", "400",
+       R"({"reason":"malformed request"})", "https://app.example"},
+  };
+  for (const auto& c : cases) {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.Send(c.request));
+    const std::string res = client.ReadResponse();
+    EXPECT_EQ(res.rfind(std::string("HTTP/1.1 ") + c.status, 0), 0u) << res;
+    EXPECT_EQ(RawHeader(res, "Content-Type"), "application/json") << res;
+    EXPECT_EQ(RawHeader(res, "Connection"), "close") << res;
+    EXPECT_EQ(RawHeader(res, "Content-Length"), std::to_string(std::string_view(c.body).size()));
+    EXPECT_EQ(RawHeader(res, "X-Origin"), c.origin) << res;
+    EXPECT_EQ(res.substr(res.find("\r\n\r\n") + 4), c.body);
+    EXPECT_EQ(client.ReadToEof(), "") << c.status;  // then the server closes
+  }
+  {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.Send("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"));
+    const std::string head = client.ReadHead();
+    EXPECT_EQ(head.rfind("HTTP/1.1 413", 0), 0u) << head;
+    EXPECT_EQ(client.ReadToEof(), "");
+  }
+  EXPECT_EQ(calls.load(), 0);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].status, 413);
+  EXPECT_EQ(seen[1].status, 431);
+  EXPECT_FALSE(HasHeader(seen[1].headers, "x-big"));  // the field over the limit
+  EXPECT_EQ(seen[2].status, 400);
 }
 
 TEST(HttpServer, ExpectContinueGets100BeforeTheBody) {

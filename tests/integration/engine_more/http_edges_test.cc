@@ -1,0 +1,204 @@
+// keel-engine's HTTP edges, byte for byte through a running EngineServer (memory storage,
+// loopback port 0): HEAD on /health and /metrics answers like GET without a body, and the
+// requests its HTTP server refuses before routing get the engine's JSON errors with CORS.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cerrno>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "engine/server/server.h"
+
+namespace keel::engine {
+namespace {
+
+// A blocking loopback client that sees the exact bytes of each answer.
+class RawClient {
+ public:
+  explicit RawClient(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  ~RawClient() { ::close(fd_); }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+  bool connected() const { return connected_; }
+
+  bool Send(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // One response head, through the blank line; "" on EOF/timeout before it.
+  std::string ReadHead() {
+    for (;;) {
+      const size_t end = buffer_.find("\r\n\r\n");
+      if (end != std::string::npos) return Take(end + 4);
+      if (!ReadMore()) return "";
+    }
+  }
+  // One response head and the Content-Length bytes after it.
+  std::string ReadResponse() {
+    std::string head = ReadHead();
+    if (head.empty()) return "";
+    const std::string length = Header(head, "content-length");
+    const size_t n = length.empty() ? 0 : std::stoul(length);
+    while (buffer_.size() < n) {
+      if (!ReadMore()) return "";
+    }
+    return head + Take(n);
+  }
+  // Whatever is still unread up to the server's EOF.
+  std::string ReadToEof() {
+    while (ReadMore()) {
+    }
+    return Take(buffer_.size());
+  }
+
+  // The value of header `name` (ASCII case-insensitive) in a raw response; "" if absent.
+  static std::string Header(const std::string& response, std::string_view name) {
+    std::string lower = response;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string key = "\r\n" + std::string(name) + ":";
+    const size_t at = lower.find(key);
+    if (at == std::string::npos) return "";
+    size_t start = at + key.size();
+    while (start < response.size() && response[start] == ' ') ++start;
+    return response.substr(start, response.find("\r\n", start) - start);
+  }
+  static std::string Body(const std::string& response) {
+    return response.substr(response.find("\r\n\r\n") + 4);
+  }
+
+ private:
+  bool ReadMore() {
+    char buf[65536];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    buffer_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+  std::string Take(size_t n) {
+    std::string out = buffer_.substr(0, n);
+    buffer_.erase(0, n);
+    return out;
+  }
+
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buffer_;
+};
+
+std::unique_ptr<EngineServer> StartEngine() {
+  EngineConfig config;
+  config.port = 0;
+  config.storage = StorageKind::kMemory;
+  config.io_spin_us = 0;
+  auto server = EngineServer::Start(config);
+  EXPECT_TRUE(server.has_value()) << (server.has_value() ? "" : server.error().ToString());
+  return server.has_value() ? std::move(*server) : nullptr;
+}
+
+// One keep-alive connection: each HEAD answer is a head alone, stating the GET's status,
+// type and length, and the GET that follows is read from its first byte — including after a
+// HEAD the engine answers 404 with a JSON body.
+TEST(EngineHttpEdges, HeadOnHealthAndMetricsAnswersLikeGetWithoutABody) {
+  auto server = StartEngine();
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.connected());
+  for (const std::string target : {"/health", "/metrics", "/no-such-route"}) {
+    ASSERT_TRUE(client.Send("HEAD " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const std::string head = client.ReadHead();
+    ASSERT_FALSE(head.empty()) << target;
+    ASSERT_TRUE(client.Send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const std::string get = client.ReadResponse();
+    ASSERT_EQ(get.rfind("HTTP/1.1 ", 0), 0u) << target << ": " << get.substr(0, 80);
+    EXPECT_EQ(head.substr(0, 12), get.substr(0, 12)) << target;
+    EXPECT_EQ(RawClient::Header(head, "content-type"), RawClient::Header(get, "content-type"));
+    if (target == "/health") {  // the others' text changes (metrics; the route's method)
+      EXPECT_EQ(RawClient::Header(head, "content-length"), RawClient::Header(get, "content-length"))
+          << target;
+    }
+    EXPECT_FALSE(RawClient::Body(get).empty()) << target;
+  }
+  ASSERT_TRUE(client.Send("HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string health = client.ReadHead();
+  EXPECT_EQ(health.rfind("HTTP/1.1 200", 0), 0u) << health;
+  EXPECT_EQ(RawClient::Header(health, "content-type"), "application/json");
+  EXPECT_EQ(RawClient::Header(health, "content-length"), "15");  // {"status":"ok"}
+  ASSERT_TRUE(client.Send("HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  const std::string metrics = client.ReadHead();
+  EXPECT_EQ(metrics.rfind("HTTP/1.1 200", 0), 0u) << metrics;
+  EXPECT_EQ(client.ReadToEof(), "");  // no body, then the close the client asked for
+}
+
+// 413, 431 and 400 from the HTTP server are errors.md's JSON errors with the CORS response
+// headers (the Origin echoed when the server parsed it before refusing), and the connection
+// closes after them.
+TEST(EngineHttpEdges, RefusedRequestsAreJsonErrorsWithCorsAndCloseTheConnection) {
+  auto server = StartEngine();
+  ASSERT_NE(server, nullptr);
+  const struct {
+    std::string request;
+    int status;
+    const char* code;
+    const char* allow_origin;
+  } cases[] = {
+      // 70 MB announced: refused on the header, before any of the body is sent.
+      {"POST /actors?namespace=default HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+       "Content-Type: application/json\r\nContent-Length: 70000000\r\n\r\n",
+       413, "invalid_request_body", "https://app.example"},
+      {"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nCookie: " +
+           std::string(70 * 1024, 'c') + "\r\n\r\n",
+       431, "request_header_too_large", "https://app.example"},
+      {"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nNo Colon Here\r\n\r\n",
+       400, "malformed_request", "https://app.example"},
+      // Nothing parsed: CORS for any origin.
+      {"NOT HTTP\r\n\r\n", 400, "malformed_request", "*"},
+  };
+  for (const auto& c : cases) {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.Send(c.request));
+    const std::string res = client.ReadResponse();
+    ASSERT_EQ(res.rfind("HTTP/1.1 " + std::to_string(c.status), 0), 0u) << res.substr(0, 200);
+    EXPECT_EQ(RawClient::Header(res, "content-type"), "application/json") << c.status;
+    EXPECT_EQ(RawClient::Header(res, "connection"), "close") << c.status;
+    EXPECT_EQ(RawClient::Header(res, "access-control-allow-origin"), c.allow_origin) << c.status;
+    EXPECT_EQ(RawClient::Header(res, "access-control-allow-credentials"), "true") << c.status;
+    auto body = nlohmann::json::parse(RawClient::Body(res), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << RawClient::Body(res);
+    EXPECT_EQ(body.value("group", ""), "guard") << body.dump();
+    EXPECT_EQ(body.value("code", ""), c.code) << body.dump();
+    EXPECT_TRUE(body.contains("message") && body.contains("metadata")) << body.dump();
+    EXPECT_EQ(client.ReadToEof(), "") << c.status;  // closed after the answer
+  }
+  // Still serving.
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(RawClient::Body(client.ReadResponse()), R"({"status":"ok"})");
+}
+
+}  // namespace
+}  // namespace keel::engine
