@@ -1,11 +1,15 @@
 #include "engine/core/api.h"
 
 #include <algorithm>
+#include <charconv>
+#include <system_error>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "base/ascii.h"
 #include "base/log.h"
+#include "engine/common/actor_limits.h"
 #include "engine/core/catalog.h"
 #include "engine/core/engine.h"
 #include "engine/core/keys.h"
@@ -14,14 +18,18 @@
 #include "engine/gateway/cors.h"
 #include "engine/gateway/errors.h"
 #include "engine/gateway/url.h"
+#include "storage/actor_kv.h"
 
 namespace keel::engine {
 namespace {
 
 using json = nlohmann::json;
 constexpr std::string_view kLog = "api";
-constexpr size_t kMaxInputBytes = 4 << 20;
+// GET /actors page size: `limit` defaults to 100 (actors.md §7); larger values are capped.
 constexpr size_t kDefaultListLimit = 100;
+constexpr size_t kMaxListLimit = 1000;
+// The input limit is derived from the actor KV's value limit: keep the two together.
+static_assert(kMaxActorKvValueBytes == storage::ActorKvLimits{}.max_value_size);
 
 // A parsed request: path segments and decoded query parameters (repeatable).
 struct ApiRequest {
@@ -62,6 +70,44 @@ struct ApiRequest {
 
 Error BadRequest(std::string message) {
   return Error{"api", "bad_request", std::move(message)};
+}
+
+// The token of an `Authorization` value in the Bearer scheme, whose name is
+// case-insensitive (RFC 7235 §2.1: "bearer x" is "Bearer x") and followed by one or more
+// spaces. nullopt for another scheme or no token.
+std::optional<std::string_view> BearerToken(std::string_view value) {
+  constexpr std::string_view kScheme = "bearer";
+  if (value.size() <= kScheme.size() || value[kScheme.size()] != ' ' ||
+      !EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    return std::nullopt;
+  }
+  std::string_view token = value.substr(kScheme.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  if (token.empty()) return std::nullopt;
+  return token;
+}
+
+// A boolean query parameter: exactly `true` or `false`; absent → `fallback`.
+Result<bool> BoolQuery(const ApiRequest& req, std::string_view name, bool fallback) {
+  std::optional<std::string> value = req.Query(name);
+  if (!value.has_value()) return fallback;
+  if (*value == "true") return true;
+  if (*value == "false") return false;
+  return Unexpected{BadRequest("'" + std::string(name) + "' must be true or false")};
+}
+
+// `limit`: a decimal integer of at least 1; absent → kDefaultListLimit; above
+// kMaxListLimit → kMaxListLimit (the cursor continues the listing).
+Result<size_t> LimitQuery(const ApiRequest& req) {
+  std::optional<std::string> value = req.Query("limit");
+  if (!value.has_value()) return kDefaultListLimit;
+  uint64_t n = 0;
+  const char* end = value->data() + value->size();
+  auto [ptr, ec] = std::from_chars(value->data(), end, n);
+  if (value->empty() || ec != std::errc() || ptr != end || n == 0) {
+    return Unexpected{BadRequest("'limit' must be an integer of at least 1")};
+  }
+  return static_cast<size_t>(std::min<uint64_t>(n, kMaxListLimit));
 }
 
 std::string CrashPolicyName(rec::CrashPolicy p) {
@@ -376,23 +422,28 @@ Result<ActorInfo> ReadActor(Engine& engine, const Namespace& ns, const std::stri
 
 Result<json> ListActors(Engine& engine, const ApiRequest& req) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
-  const bool include_destroyed = req.Query("include_destroyed") == std::optional<std::string>("true");
-  size_t limit = kDefaultListLimit;
-  if (auto l = req.Query("limit")) {
-    try {
-      limit = std::clamp<size_t>(std::stoul(*l), 1, 1000);
-    } catch (const std::exception&) {
-      return Unexpected{BadRequest("limit must be a number")};
-    }
-  }
-  std::vector<std::string> ids = req.QueryList("actor_id", "actor_ids");
+  KEEL_ASSIGN_OR_RETURN(const bool include_destroyed,
+                        BoolQuery(req, "include_destroyed", /*fallback=*/false));
+  KEEL_ASSIGN_OR_RETURN(const size_t limit, LimitQuery(req));
+  std::vector<std::string> id_texts = req.QueryList("actor_id", "actor_ids");
   json actors = json::array();
   json cursor = nullptr;
-  if (!ids.empty()) {
-    if (ids.size() > 32) return Unexpected{BadRequest("at most 32 actor ids")};
-    for (const auto& id : ids) {
-      auto info = ReadActor(engine, ns, id, include_destroyed);
-      if (!info.has_value()) continue;
+  if (!id_texts.empty()) {
+    if (id_texts.size() > 32) return Unexpected{BadRequest("at most 32 actor ids")};
+    // An id that does not parse is a bad request; one that names no actor (or one of
+    // another namespace, or a destroyed one) is left out.
+    for (const auto& text : id_texts) {
+      auto id = EngineId::Parse(text);
+      if (!id.has_value()) {
+        return Unexpected{BadRequest("invalid actor id '" + text + "': " + id.error().message())};
+      }
+    }
+    for (const auto& text : id_texts) {
+      auto info = ReadActor(engine, ns, text, include_destroyed);
+      if (!info.has_value()) {
+        if (info.error().Is("actor", "not_found")) continue;
+        return Unexpected{info.error()};
+      }
       actors.push_back(ActorJson(*info, engine.options()));
     }
     return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
@@ -401,13 +452,20 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
   if (!name.has_value()) {
     return Unexpected{BadRequest("'name' is required unless actor ids are given")};
   }
-  if (auto key = req.Query("key")) {
-    KEEL_ASSIGN_OR_RETURN(auto found, engine.orchestrator().FindByKey(ns.id, *name, *key));
-    if (found.has_value()) {
-      KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*found));
-      actors.push_back(ActorJson(info, engine.options()));
+  std::optional<std::string> key = req.Query("key");
+  if (key.has_value()) {
+    KEEL_RETURN_IF_ERROR(gateway::ValidateSerializedActorKey(*key));
+    if (!include_destroyed) {
+      // At most one live actor owns a key: the key index finds it.
+      KEEL_ASSIGN_OR_RETURN(auto found, engine.orchestrator().FindByKey(ns.id, *name, *key));
+      if (found.has_value()) {
+        KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*found));
+        if (!info.record.destroyed) actors.push_back(ActorJson(info, engine.options()));
+      }
+      return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
     }
-    return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
+    // A destroyed actor released its key (the key index no longer names it), but the
+    // by-name index keeps every actor: scan it and keep the key's actors, destroyed or not.
   }
   Bytes prefix = keys::ActorsByNamePrefix(ns.id.bytes(), *name);
   storage::KeyRange range = storage::KeyRange::Prefix(prefix);
@@ -418,7 +476,8 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
     after.insert(after.end(), raw->begin(), raw->end());
     range.begin = storage::KeyAfter(after);
   }
-  // Newest last; scan ahead in pages until `limit` actors pass the filter.
+  // Oldest first (the index is ordered by create_ts); scan ahead in pages until `limit`
+  // actors pass the filters.
   while (actors.size() < limit) {
     KEEL_ASSIGN_OR_RETURN(auto page, engine.store().Scan(range, storage::ScanOptions{.limit = 256}));
     if (page.empty()) break;
@@ -431,6 +490,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
       auto info = engine.orchestrator().Read(*id);
       if (!info.has_value()) continue;
       if (info->record.destroyed && !include_destroyed) continue;
+      if (key.has_value() && info->record.key != key) continue;
       actors.push_back(ActorJson(*info, engine.options()));
       if (actors.size() == limit) {
         cursor = gateway::Base64UrlEncode(rest);
@@ -474,9 +534,7 @@ Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bo
     return Unexpected{Error{"actor", "empty_key", "get-or-create needs a key"}};
   }
   if (key.has_value()) {
-    if (key->size() > gateway::kMaxSerializedActorKeyBytes) {
-      return Unexpected{Error{"actor", "key_too_large", "the key is longer than 1024 bytes"}};
-    }
+    KEEL_RETURN_IF_ERROR(gateway::ValidateSerializedActorKey(*key));
     create.key = std::move(key);
   }
   KEEL_ASSIGN_OR_RETURN(auto dc, OptionalField<std::string>(body, "datacenter"));
@@ -487,9 +545,7 @@ Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bo
   if (input.has_value()) {
     auto bytes = gateway::Base64Decode(*input);
     if (!bytes.has_value()) return Unexpected{BadRequest("input must be base64")};
-    if (bytes->size() > kMaxInputBytes) {
-      return Unexpected{Error{"actor", "input_too_large", "the input is larger than 4 MiB"}};
-    }
+    KEEL_RETURN_IF_ERROR(ValidateActorInput(bytes->size()));
     create.input = std::move(*bytes);
   }
   KEEL_ASSIGN_OR_RETURN(auto pool, OptionalField<std::string>(body, "runner_name_selector"));
@@ -504,11 +560,16 @@ Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bo
 Result<json> GetKvKey(Engine& engine, const ApiRequest& req, const std::string& actor,
                       const std::string& key) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  // The key is standard base64 with padding (what the API answers values in); anything else
+  // is refused rather than read as raw bytes, which would look up another key.
+  auto key_bytes = gateway::Base64Decode(key);
+  if (!key_bytes.has_value()) {
+    return Unexpected{BadRequest("the KV key must be standard base64 with padding: " +
+                                 key_bytes.error().message())};
+  }
   KEEL_ASSIGN_OR_RETURN(ActorInfo info, ReadActor(engine, ns, actor));
-  auto raw = gateway::Base64Decode(key);
-  Bytes key_bytes = raw.has_value() ? *raw : Bytes(key.begin(), key.end());
   protocol::envoy::latest::KvGetRequest get;
-  get.keys.push_back(key_bytes);
+  get.keys.push_back(std::move(*key_bytes));
   KEEL_ASSIGN_OR_RETURN(auto got, engine.actor_kv().Get(info.id.bytes(), get));
   if (got.keys.empty()) {
     return Unexpected{Error{"actor", "kv_key_not_found", "The KV key does not exist."}};
@@ -544,12 +605,12 @@ void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
   }
   if (engine_.options().admin_token.has_value()) {
     std::string_view auth = net::FindHeader(http.headers, "authorization");
-    const std::string expected = "Bearer " + *engine_.options().admin_token;
     if (auth.empty()) {
       call->Fail(Error{"api", "unauthorized", "an admin token is required (Authorization: Bearer)"});
       return;
     }
-    if (!ConstantTimeEquals(auth, expected)) {
+    std::optional<std::string_view> token = BearerToken(auth);
+    if (!token.has_value() || !ConstantTimeEquals(*token, *engine_.options().admin_token)) {
       call->Fail(Error{"api", "forbidden", "the token is not valid"});
       return;
     }

@@ -8,6 +8,7 @@
 #include <boost/container/deque.hpp>
 
 #include "base/log.h"
+#include "engine/common/actor_limits.h"
 #include "engine/core/catalog.h"
 #include "engine/core/engine.h"
 #include "engine/core/envoy_session.h"
@@ -256,6 +257,13 @@ void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Rout
       Reach(std::move(exchange), ns, **found, std::move(path), bypass, std::move(cors));
     });
     return;
+  }
+  // As for the key: no actor REST would refuse for its input (one its runtime could not keep).
+  if (q.input.has_value()) {
+    if (Status valid = ValidateActorInput(q.input->size()); !valid.has_value()) {
+      Fail(*exchange, valid.error(), cors);
+      return;
+    }
   }
   CreateActorRequest create;
   create.namespace_id = ns->id;

@@ -76,6 +76,7 @@ Status ValidateSerializedActorKey(std::string_view serialized) {
                  "serialised actor key is longer than " +
                      std::to_string(kMaxSerializedActorKeyBytes) + " bytes");
   }
+  KEEL_RETURN_IF_ERROR(ParseActorKey(serialized));
   return OkStatus();
 }
 

@@ -29,8 +29,11 @@ std::string SerializeActorKey(const ActorKey& key);
 // "/a"). Does not enforce the length limit (see ValidateSerializedActorKey).
 Result<ActorKey> ParseActorKey(std::string_view serialized);
 
-// The engine's checks on a serialised key received from outside (REST, storage).
-// Errors: actor.empty_key (""), actor.key_too_large (> kMaxSerializedActorKeyBytes bytes).
+// The engine's one check of a serialised key received from outside: REST create,
+// get-or-create and the list filter (and meant for the gateway's getOrCreate, whose keys
+// always parse but may be too long). In Rivet's order: actor.empty_key (""),
+// actor.key_too_large (> kMaxSerializedActorKeyBytes bytes), then actor.invalid_key for a
+// string ParseActorKey refuses (Keel's check: Rivet stores any string).
 Status ValidateSerializedActorKey(std::string_view serialized);
 
 // Gateway `rvt-key` form (value already form-decoded): "" -> []; otherwise split on every

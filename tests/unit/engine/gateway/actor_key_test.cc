@@ -77,6 +77,21 @@ TEST(ActorKey, ValidateEnforcesEmptyAndLengthLimit) {
   EXPECT_TRUE(ValidateSerializedActorKey("").error().Is("actor", "empty_key"));
 }
 
+TEST(ActorKey, ValidateRefusesWhatTheParserRefuses) {
+  for (const KeyCase& c : KeyCases()) {
+    EXPECT_TRUE(ValidateSerializedActorKey(c.serialized).ok()) << c.serialized;
+  }
+  for (std::string_view in : {"bad\\", "\\x", "a\\0", "a//b", "a/", "/a", "\\0/"}) {
+    Status s = ValidateSerializedActorKey(in);
+    ASSERT_FALSE(s.ok()) << in;
+    EXPECT_TRUE(s.error().Is("actor", "invalid_key")) << in;
+  }
+  // The length limit is checked first: an over-long string is not parsed.
+  EXPECT_TRUE(ValidateSerializedActorKey(std::string(1024, 'k') + "\\")
+                  .error()
+                  .Is("actor", "key_too_large"));
+}
+
 TEST(GatewayKey, SplitsOnEveryComma) {
   EXPECT_EQ(ParseGatewayKey(""), ActorKey{});
   EXPECT_EQ(ParseGatewayKey("a"), ActorKey{"a"});
