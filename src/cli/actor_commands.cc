@@ -1,20 +1,24 @@
 #include "cli/actor_commands.h"
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <ctime>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "cli/common.h"
 #include "client/client.h"
+#include "net/http.h"
 #include "value/value.h"
 #include "wire/client_messages.h"
 
@@ -35,25 +39,91 @@ struct ClientFlags {
   std::string encoding = "bare";
   int timeout_s = 30;
   bool json = false;
+  CLI::Option* timeout_option = nullptr;  // count() > 0 when --timeout was given
 };
 
-void AddClientFlags(CLI::App* cmd, ClientFlags& f) {
+// Why `endpoint` cannot be the engine's URL, in the user's terms ("" when it can be). The
+// client only says "must be an http:// URL", also for an http:// URL whose port is out of
+// range or that carries credentials; the text given is quoted as written.
+std::string EndpointProblem(const std::string& endpoint) {
+  const auto scheme_end = endpoint.find("://");
+  std::string scheme = scheme_end == std::string::npos ? "" : endpoint.substr(0, scheme_end);
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (scheme == "https") {
+    return "https:// is not supported: keel speaks plain http:// to keel-engine";
+  }
+  // http+unix:// (the engine's Unix socket) is what the client accepts besides http://.
+  if (scheme != "http" && scheme != "http+unix") {
+    return "must be an http:// URL, like http://127.0.0.1:6420";
+  }
+  if (scheme == "http") {
+    const std::string rest = endpoint.substr(scheme_end + 3);
+    const std::string authority = rest.substr(0, rest.find_first_of("/?#"));
+    if (authority.find('@') != std::string::npos) {
+      return "credentials in the URL (user:password@) are not supported; give a token with "
+             "--token";
+    }
+    std::string host = authority;
+    std::string port;
+    if (!authority.empty() && authority.front() == '[') {
+      const auto close = authority.find(']');
+      if (close != std::string::npos && close + 1 < authority.size() &&
+          authority[close + 1] == ':') {
+        port = authority.substr(close + 2);
+        host = authority.substr(0, close + 1);
+      }
+    } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
+      port = authority.substr(colon + 1);
+      host = authority.substr(0, colon);
+    }
+    if (host.empty() || host == "[]") return "no host (expected http://HOST[:PORT])";
+    if (port.find_first_not_of("0123456789") != std::string::npos) {
+      return "port '" + port + "' is not a number";
+    }
+    if (!port.empty() && (port.size() > 5 || std::stoi(port) < 1 || std::stoi(port) > 65535)) {
+      return "port " + port + " is out of range (1-65535)";
+    }
+  }
+  std::string trimmed = endpoint;
+  while (!trimmed.empty() && trimmed.back() == '/') trimmed.pop_back();
+  auto url = net::ParseUrl(trimmed);
+  if (!url.has_value()) return url.error().message();
+  return "";
+}
+
+// Which of the optional flags a command takes: --pool only where actors are created, and
+// --encoding only where the client protocol is spoken (REST requests are always JSON).
+enum FlagSet : unsigned { kBaseFlags = 0, kPoolFlag = 1, kEncodingFlag = 2 };
+
+void AddClientFlags(CLI::App* cmd, ClientFlags& f, unsigned extra) {
   cmd->add_option("--endpoint", f.endpoint, "keel-engine's URL (http:// only)")
       ->envname("KEEL_ENDPOINT")
+      ->check(CLI::Validator(
+          [](std::string& url) {
+            const std::string problem = EndpointProblem(url);
+            return problem.empty() ? problem : "'" + url + "': " + problem;
+          },
+          "URL"))
       ->capture_default_str();
   cmd->add_option("--token", f.token, "Bearer token for the engine")->envname("KEEL_TOKEN");
   cmd->add_option("--namespace", f.namespace_name, "Namespace")
       ->envname("KEEL_NAMESPACE")
       ->capture_default_str();
-  cmd->add_option("--pool", f.pool, "Pool new actors are placed in")
-      ->envname("KEEL_POOL")
-      ->capture_default_str();
-  cmd->add_option("--encoding", f.encoding, "Client protocol encoding: json, cbor or bare")
-      ->check(CLI::IsMember({"json", "cbor", "bare"}))
-      ->capture_default_str();
-  cmd->add_option("--timeout", f.timeout_s, "Seconds each request (and connecting) may take")
-      ->check(CLI::Range(1, 86400))
-      ->capture_default_str();
+  if ((extra & kPoolFlag) != 0) {
+    cmd->add_option("--pool", f.pool, "Pool new actors are placed in")
+        ->envname("KEEL_POOL")
+        ->capture_default_str();
+  }
+  if ((extra & kEncodingFlag) != 0) {
+    cmd->add_option("--encoding", f.encoding, "Client protocol encoding: json, cbor or bare")
+        ->check(CLI::IsMember({"json", "cbor", "bare"}))
+        ->capture_default_str();
+  }
+  f.timeout_option =
+      cmd->add_option("--timeout", f.timeout_s, "Seconds each request (and connecting) may take")
+          ->check(CLI::Range(1, 86400))
+          ->capture_default_str();
   cmd->add_flag("--json", f.json, "Machine-readable output: JSON documents on stdout");
 }
 
@@ -78,15 +148,81 @@ int ExitCodeFor(const ClientError& e) {
   return kExitTransport;  // connect_failed, timeout, connection_lost, bad_response, closed
 }
 
+// `text` on one line: every run of whitespace that holds a line break or a tab becomes one
+// space, and the ends are trimmed. When `max` > 0, at most `max` bytes are kept (never
+// splitting a UTF-8 sequence), followed by "…".
+std::string OneLine(std::string_view text, size_t max = 0) {
+  std::string out;
+  bool gap = false;
+  for (char c : text) {
+    if (c == '\n' || c == '\r' || c == '\t' || (gap && c == ' ')) {
+      gap = true;
+      continue;
+    }
+    if (gap && !out.empty()) out += ' ';
+    gap = false;
+    out += c;
+  }
+  if (max > 0 && out.size() > max) {
+    size_t cut = max;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+    out.resize(cut);
+    out += "…";
+  }
+  return out;
+}
+
+// True when `e` came as a WebSocket close reason only: the error's id (`group.code`, with
+// `#ray` when the engine sent it), which the client also uses as the message.
+bool OnlyCloseReason(const ClientError& e) {
+  const std::string id = e.Id();
+  const std::string_view m = e.message;
+  return m.empty() || m == id || (m.starts_with(id) && m[id.size()] == '#');
+}
+
+// The message to print for `e`, always one line. A connection the engine or the actor closed
+// with an error carries only the error's id: say what it means instead of repeating the id.
+// A response that is not Keel's (a proxy's or another server's page) shows its status and
+// the start of its body.
+std::string MessageOf(const ClientError& e) {
+  const std::string id = e.Id();
+  const std::string_view m = e.message;
+  if (OnlyCloseReason(e)) {
+    std::string text;
+    if (e.Is("actor", "destroyed")) {
+      text = "the actor was destroyed";
+    } else if (e.Is("actor", "stopped")) {
+      text = "the actor stopped";
+    } else if (e.Is("actor", "not_found")) {
+      text = "the actor does not exist";
+    } else if (e.group == "guard") {
+      text = "the engine could not reach the actor";
+    } else {
+      text = "the connection was closed with this error";
+    }
+    if (m.size() > id.size() + 1) text += " (ray " + std::string(m.substr(id.size() + 1)) + ")";
+    return text;
+  }
+  if (e.Is("client", "bad_response")) {
+    // "HTTP <status>: <the body's first 200 bytes>" (the client's form).
+    const auto colon = m.starts_with("HTTP ") ? m.find(": ") : std::string_view::npos;
+    if (colon != std::string_view::npos) {
+      return std::string(m.substr(0, colon)) + ": " + OneLine(m.substr(colon + 2), 120);
+    }
+  }
+  return OneLine(m);
+}
+
 // Reports `e`: the one-line error on stderr, and with --json also an error document on
-// stdout ({"error": {group, code, message, metadata?}}).
-int Report(const ClientError& e, const ClientFlags& f) {
+// stdout ({"error": {group, code, message, metadata?}}, the message as the client got it).
+// `detail` (starting with "; ") is appended to the printed message.
+int Report(const ClientError& e, const ClientFlags& f, const std::string& detail = "") {
   if (f.json) {
     Value err = Value::Object({{"group", e.group}, {"code", e.code}, {"message", e.message}});
     if (e.metadata) err.Set("metadata", *e.metadata);
     std::cout << ToJson(Value::Object({{"error", err}})) << std::endl;
   }
-  return Fail(ExitCodeFor(e), e.Id(), e.message);
+  return Fail(ExitCodeFor(e), e.Id(), MessageOf(e) + detail);
 }
 
 // Prints a line on stderr when the operation it guards takes longer than `after` (an
@@ -396,22 +532,124 @@ int RunCall(CallOptions& o) {
   if (!out.has_value()) return Report(out.error(), o.flags);
   if (o.flags.json) {
     std::cout << ToJson(Value::Object({{"output", *out}})) << std::endl;
-  } else if (!out->is_undefined()) {  // an action without a result prints nothing
+  } else if (!out->is_undefined() && !out->is_null()) {
+    // An action without a result answers null on the wire (JSON cannot tell the two
+    // apart): the human form prints nothing for either; --json keeps {"output":null}.
     std::cout << ToJson(*out) << std::endl;
   }
   return kExitOk;
 }
 
-// What the connection's callbacks (on the client's I/O thread) hand to the main thread.
+// What a watch connection's listeners (on the client's I/O thread) hand to the main thread.
+// Each connection the watch opens is a new generation: the listeners of one it disposed
+// (which may still announce its close) are ignored.
 struct WatchState {
   std::mutex mu;
   std::condition_variable cv;
+  uint64_t gen = 0;
   std::deque<Value> events;
-  std::optional<ClientError> error;
-  bool was_connected = false;  // touched only by the status callback (I/O thread)
+  std::optional<ClientError> error;  // the current connection's first error
+  bool open = false;                 // the current connection opened
+  bool lost = false;                 // ... and closed again
 };
 
+// A connection subscribed to `event`, as the state's new generation.
+std::shared_ptr<client::ActorConn> OpenWatch(client::ActorHandle& handle, const std::string& event,
+                                             const std::shared_ptr<WatchState>& state) {
+  uint64_t gen = 0;
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    gen = ++state->gen;
+    state->error.reset();
+    state->open = state->lost = false;
+  }
+  // The listeners are in place before the first attempt, so the subscription goes out with it.
+  return handle.Connect([&](client::ActorConn& conn) {
+    conn.On(event, [state, gen](const Value& args) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (gen != state->gen) return;
+      state->events.push_back(args);
+      state->cv.notify_one();
+    });
+    conn.OnError([state, gen](const ClientError& e) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (gen != state->gen || state->error) return;
+      state->error = e;
+      state->cv.notify_one();
+    });
+    conn.OnStatusChange([state, gen](client::ConnStatus s) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (gen != state->gen) return;
+      if (s == client::ConnStatus::kConnected) {
+        state->open = true;
+      } else if (state->open) {
+        state->lost = true;
+      }
+      state->cv.notify_one();
+    });
+  });
+}
+
+// Whether a watch connection that failed or closed with `e` is worth another attempt: the
+// engine unreachable or restarting (the client's transport errors), the actor stopping or
+// starting, and — once the watch was established — the gateway's errors while the engine or
+// the runtime comes back. Not: the actor missing or destroyed, a refusal by the actor or the
+// engine (user.*, auth.*, ...). Before the first connection opened, the gateway's answer ends
+// the watch at once, as it ends a `keel call` (e.g. guard.service_unavailable for an actor
+// name no runtime registered).
+bool WorthRetrying(const ClientError& e, bool established) {
+  auto any = [&](std::initializer_list<std::string_view> codes) {
+    return std::find(codes.begin(), codes.end(), e.code) != codes.end();
+  };
+  if (e.group == "client") {
+    return any({"connect_failed", "timeout", "connection_lost", "bad_response"});
+  }
+  if (e.group == "actor") return any({"stopped", "stopping", "starting", "dropped_reply"});
+  if (e.group == "guard" && established) {
+    return any({"service_unavailable", "actor_ready_timeout", "request_timeout", "upstream_error",
+                "routing_error", "retry_attempts_exceeded", "rate_limit"});
+  }
+  return false;
+}
+
+// Pauses between connection attempts: 250 ms, doubling up to 5 s (an engine restarting on
+// the same port is found again within 5 s of listening), back to 250 ms once connected.
+constexpr std::chrono::milliseconds kFirstRetryPause = 250ms;
+constexpr std::chrono::milliseconds kMaxRetryPause = 5s;
+
+// "; its last error: …" with the error the engine keeps for the actor (its record's `error`,
+// e.g. {"crashed":{"message":"actor.not_registered: …"}}), "" when it has none. A connection
+// the gateway closed carries only the error's id; an HTTP call would have got the whole
+// message, this says as much. Asks with a client of its own, briefly.
+std::string LastErrorDetail(const ClientFlags& flags, const std::string& actor_id) {
+  client::ClientOptions options = ToOptions(flags);
+  options.request_timeout = 2s;
+  client::Client probe(options);
+  auto actor = probe.GetActor(actor_id);
+  if (!actor.has_value() || !actor->error) return "";
+  std::string text = *actor->error;
+  auto parsed = ParseJson(text);
+  if (parsed.has_value() && parsed->is_map() && parsed->as_map().size() == 1) {
+    const auto& [kind, body] = *parsed->as_map().begin();
+    const Value* message = body.is_map() ? body.Find("message") : nullptr;
+    if (kind.is_text() && message != nullptr && message->is_text()) {
+      text = kind.as_text() + ": " + message->as_text();
+    }
+  }
+  return "; its last error: " + OneLine(text, 300);
+}
+
+// The error a watch ends with when its connection did not open (again) within --timeout.
+ClientError GaveUp(bool established, const ClientFlags& f, const std::optional<ClientError>& last) {
+  std::string message =
+      std::string(established ? "the connection was not restored" : "the connection did not open") +
+      " within --timeout " + std::to_string(f.timeout_s) + " s";
+  if (last) message += " (last attempt: " + last->Id() + ": " + MessageOf(*last) + ")";
+  return ClientError::Make("client", "timeout", message);
+}
+
 int RunWatch(CallOptions& o) {
+  using Clock = std::chrono::steady_clock;
   std::string error;
   auto target = ParseTarget(o.target, o.key, o.key_option->count() > 0, error);
   if (!target) return Fail(kExitUsage, "cli.usage", error);
@@ -421,66 +659,116 @@ int RunWatch(CallOptions& o) {
   client::Client c(ToOptions(o.flags));
   auto handle = MakeHandle(c, o, *target);
   // Resolving first turns an unreachable engine or a missing actor into an error at once
-  // (a connection would retry forever).
+  // (connection attempts are retried).
   auto id = handle->Resolve();
   if (!id.has_value()) return Report(id.error(), o.flags);
-  auto conn = handle->Connect();
-  conn->On(o.action, [state](const Value& args) {
-    std::lock_guard<std::mutex> lock(state->mu);
-    state->events.push_back(args);
-    state->cv.notify_one();
+
+  // The first connection must open within --timeout. A lost one is sought again until
+  // Ctrl-C, or for --timeout seconds when the flag was given. The client's connection would
+  // reconnect by itself too, but it reports every refused attempt as an error and backs off
+  // up to 30 s; the watch makes its own attempts (a fresh connection each) instead.
+  const auto timeout = std::chrono::seconds(o.flags.timeout_s);
+  const bool bounded = o.flags.timeout_option->count() > 0;
+  std::optional<SlowNotice> notice(std::in_place, [&o, t = *target] {
+    return SlowRequestLine(o.flags, t, "the connection to");
   });
-  conn->OnError([state](const ClientError& e) {
-    std::lock_guard<std::mutex> lock(state->mu);
-    if (!state->error) state->error = e;
-    state->cv.notify_one();
-  });
-  conn->OnStatusChange([state](client::ConnStatus s) {
-    if (s == client::ConnStatus::kConnected) {
-      if (state->was_connected) Progress("reconnected");
-      state->was_connected = true;
-    } else if (state->was_connected && s == client::ConnStatus::kConnecting) {
-      Progress("connection lost, reconnecting");
-    }
-  });
-  std::optional<client::ClientStatus> ready_or;
-  {
-    SlowNotice notice(
-        [&o, t = *target] { return SlowRequestLine(o.flags, t, "the connection to"); });
-    ready_or = conn->WaitReady(std::chrono::seconds(o.flags.timeout_s));
-  }
-  auto& ready = *ready_or;
-  if (!ready.has_value()) {
-    conn->Dispose();
-    return Report(ready.error(), o.flags);
-  }
-  Progress("watching " + o.action + " on " + target->name + " " + KeyText(target->key) + " (actor " + *id +
-           ")" + (o.count > 0 ? ", " + std::to_string(o.count) + " event(s)" : ", Ctrl-C stops"));
+  bool established = false;         // a connection opened once
+  auto since = Clock::now();        // when the current attempts began
+  std::optional<ClientError> last;  // why the last attempt failed
+  std::string announced;            // the failure last announced (one line per change)
+  auto pause = kFirstRetryPause;
   int seen = 0;
-  std::optional<ClientError> failed;
-  while (o.count == 0 || seen < o.count) {
-    std::deque<Value> batch;
-    {
-      std::unique_lock<std::mutex> lock(state->mu);
-      state->cv.wait_for(lock, 200ms, [&] { return !state->events.empty() || state->error; });
-      batch.swap(state->events);
-      failed = state->error;
-    }
-    for (auto& args : batch) {
-      if (o.count > 0 && seen >= o.count) break;
-      if (o.flags.json) {
-        std::cout << ToJson(Value::Object({{"event", o.action}, {"args", args}})) << std::endl;
-      } else {
-        std::cout << ToJson(args) << std::endl;
+  while (true) {
+    auto conn = OpenWatch(*handle, o.action, state);
+    // Ends the watch. Dispose first: once it returns no listener runs (they take state->mu,
+    // which is not held here).
+    auto end = [&](const std::optional<ClientError>& e) {
+      conn->Dispose();
+      notice.reset();
+      if (!e) return kExitOk;
+      const bool vague = e->group == "guard" && OnlyCloseReason(*e);
+      return Report(*e, o.flags, vague ? LastErrorDetail(o.flags, *id) : "");
+    };
+    bool opened = false;
+    std::optional<ClientError> failed;
+    while (!failed) {
+      std::deque<Value> batch;
+      bool just_opened = false;
+      {
+        std::unique_lock<std::mutex> lock(state->mu);
+        state->cv.wait_for(lock, 200ms, [&] {
+          return !state->events.empty() || state->error || state->lost || (state->open && !opened);
+        });
+        batch.swap(state->events);
+        just_opened = state->open && !opened;
+        opened = opened || state->open;
+        if (state->error) {
+          failed = state->error;
+        } else if (state->lost) {
+          failed = ClientError::Make("client", "connection_lost", "the connection closed");
+        }
       }
-      ++seen;
+      if (just_opened) {
+        if (!established) {
+          notice.reset();
+          Progress("watching " + o.action + " on " + target->name + " " + KeyText(target->key) +
+                   " (actor " + *id + ")" +
+                   (o.count > 0 ? ", " + std::to_string(o.count) + " event(s)" : ", Ctrl-C stops"));
+        } else {
+          Progress("reconnected");
+        }
+        established = true;
+        last.reset();
+        announced.clear();
+        pause = kFirstRetryPause;
+      }
+      for (auto& args : batch) {
+        if (o.count > 0 && seen >= o.count) break;
+        if (o.flags.json) {
+          std::cout << ToJson(Value::Object({{"event", o.action}, {"args", args}})) << std::endl;
+        } else {
+          std::cout << ToJson(args) << std::endl;
+        }
+        ++seen;
+      }
+      if (o.count > 0 && seen >= o.count) return end(std::nullopt);
+      if (TakeStopSignal(0ms) != 0) return end(std::nullopt);
+      if (failed && !WorthRetrying(*failed, established)) return end(failed);
+      if (!opened && !failed && (!established || bounded) && Clock::now() >= since + timeout) {
+        return end(GaveUp(established, o.flags, last));
+      }
     }
-    if (failed) break;
-    if (TakeStopSignal(0ms) != 0) break;
+    conn->Dispose();
+    const std::string why = failed->Id() + ": " + MessageOf(*failed);
+    if (opened) {
+      // A drop: the attempts to get it back start now.
+      since = Clock::now();
+      Progress(failed->Is("client", "connection_lost")
+                   ? "connection lost, reconnecting"
+                   : "connection lost (" + why + "), reconnecting");
+    } else if (failed->Id() != announced) {
+      Progress(std::string(established ? "still reconnecting" : "still connecting") + " (" + why +
+               "); retrying " +
+               (bounded || !established
+                    ? "until --timeout (" + std::to_string(o.flags.timeout_s) + " s)"
+                    : "until Ctrl-C"));
+      announced = failed->Id();
+    }
+    last = failed;
+    // The pause before the next attempt; Ctrl-C ends it (and the watch) at once.
+    auto wait = pause;
+    if (!established || bounded) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(since + timeout - Clock::now());
+      if (left <= 0ms) {
+        notice.reset();
+        return Report(GaveUp(established, o.flags, last), o.flags);
+      }
+      wait = std::min(wait, left);
+    }
+    if (TakeStopSignal(wait) != 0) return kExitOk;
+    pause = std::min(pause * 2, kMaxRetryPause);
   }
-  conn->Dispose();
-  if (failed && (o.count == 0 || seen < o.count)) return Report(*failed, o.flags);
-  return kExitOk;
 }
 
 }  // namespace
@@ -496,7 +784,7 @@ void AddActorCommands(CLI::App& app) {
   lo->key_option = list->add_option("--key", lo->key, "Only this key (components comma-separated)")
                        ->delimiter(',')->allow_extra_args(false);
   list->add_flag("--include-destroyed", lo->include_destroyed, "Also list destroyed actors");
-  AddClientFlags(list, lo->flags);
+  AddClientFlags(list, lo->flags, kBaseFlags);
   list->callback([lo] {
     if (int rc = RunList(*lo); rc != 0) throw CLI::RuntimeError(rc);
   });
@@ -504,7 +792,7 @@ void AddActorCommands(CLI::App& app) {
   auto go = std::make_shared<ActorsOptions>();
   auto* get = actors->add_subcommand("get", "Show one actor by id");
   get->add_option("ID", go->id, "Actor id")->required();
-  AddClientFlags(get, go->flags);
+  AddClientFlags(get, go->flags, kBaseFlags);
   get->callback([go] {
     if (int rc = RunGet(*go); rc != 0) throw CLI::RuntimeError(rc);
   });
@@ -514,7 +802,7 @@ void AddActorCommands(CLI::App& app) {
   create->add_option("NAME", co->target, "Actor name, or NAME/KEY")->required();
   co->key_option = create->add_option("--key", co->key, "Key components, comma-separated")->delimiter(',')->allow_extra_args(false);
   co->input_option = create->add_option("--input", co->input, "Input for createState/onCreate (JSON; else text)");
-  AddClientFlags(create, co->flags);
+  AddClientFlags(create, co->flags, kPoolFlag);
   create->callback([co] {
     if (int rc = RunCreate(*co); rc != 0) throw CLI::RuntimeError(rc);
   });
@@ -522,7 +810,7 @@ void AddActorCommands(CLI::App& app) {
   auto dopt = std::make_shared<ActorsOptions>();
   auto* destroy = actors->add_subcommand("destroy", "Destroy an actor by id (waits until it is gone)");
   destroy->add_option("ID", dopt->id, "Actor id")->required();
-  AddClientFlags(destroy, dopt->flags);
+  AddClientFlags(destroy, dopt->flags, kBaseFlags);
   destroy->callback([dopt] {
     if (int rc = RunDestroy(*dopt); rc != 0) throw CLI::RuntimeError(rc);
   });
@@ -533,12 +821,21 @@ void AddActorCommands(CLI::App& app) {
   call->add_option("TARGET", callo->target, "NAME/KEY (everything after the first / is one key component) or NAME")
       ->required();
   call->add_option("ACTION", callo->action, "Action name")->required();
-  call->add_option("ARGS", callo->args, "Arguments, each JSON (else taken as text); use -- before ones that look like flags");
+  // Each argument is one JSON value as written. A vector option normally lets CLI11 read
+  // `[a,b]` as a list of two values (allow_extra_args), which split `'["a","b"]'` and made
+  // `'[5]'` the number 5; instead this positional takes up to "all" values (expected) one by
+  // one, without that syntax, and keeps all of them (TakeAll: no count check).
+  call->add_option("ARGS", callo->args,
+                   "Arguments, each one JSON value (else taken as text); use -- before ones that "
+                   "look like flags")
+      ->expected(CLI::detail::expected_max_vector_size, CLI::detail::expected_max_vector_size)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   callo->key_option = call->add_option("--key", callo->key, "Key components, comma-separated (with a plain NAME)")
                           ->delimiter(',')->allow_extra_args(false);
   callo->params_option = call->add_option("--params", callo->params, "Connection params (JSON)");
   call->add_flag("--no-create", callo->no_create, "Do not create the actor when it does not exist");
-  AddClientFlags(call, callo->flags);
+  AddClientFlags(call, callo->flags, kPoolFlag | kEncodingFlag);
   call->callback([callo] {
     if (int rc = RunCall(*callo); rc != 0) throw CLI::RuntimeError(rc);
   });
@@ -553,7 +850,10 @@ void AddActorCommands(CLI::App& app) {
                        ->delimiter(',')->allow_extra_args(false);
   wo->params_option = watch->add_option("--params", wo->params, "Connection params (JSON)");
   watch->add_flag("--no-create", wo->no_create, "Do not create the actor when it does not exist");
-  AddClientFlags(watch, wo->flags);
+  AddClientFlags(watch, wo->flags, kPoolFlag | kEncodingFlag);
+  wo->flags.timeout_option->description(
+      "Seconds each request and the first connection may take; when given, also how long a "
+      "lost connection is sought (else until Ctrl-C)");
   watch->callback([wo] {
     if (int rc = RunWatch(*wo); rc != 0) throw CLI::RuntimeError(rc);
   });

@@ -2,15 +2,18 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -100,32 +103,93 @@ std::string Tail(Subprocess& p, size_t n = 20) {
   return out;
 }
 
-// A child that ended on its own: one error line (plus its last output) and the exit code.
-int ChildDied(Subprocess& p, std::string_view what, std::string_view code) {
-  const auto how = p.ExitDescription().value_or("ended");
-  return Fail(kExitDevStack, code,
-              std::string(what) + " ended unexpectedly (" + how + "); its last output:" + Tail(p));
+// The engine and the runtime each lead a process group of their own (Subprocess's
+// new_session makes each a session leader, so its pid is also its group's id), and what they
+// start themselves — a shell script's `sleep`, a runtime's helpers — is in that group: they
+// are signalled as a group, so that nothing outlives `keel dev`. The group is signalled only
+// while its leader is not reaped: until then the leader's pid, which is the group id, stays
+// ours and cannot name another group. So the leader's end is noticed without reaping it
+// (LeaderEnded), the rest of the group is dealt with, and then Subprocess reaps the leader.
+
+// True when the child itself has ended (it may still be a zombie, not reaped).
+bool LeaderEnded(const Subprocess& p) {
+  siginfo_t info{};
+  if (::waitid(P_PID, p.pid(), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return true;  // reaped
+  return info.si_pid == p.pid();
 }
 
-// SIGTERM, then waits up to `grace` (draining its output); a stop signal meanwhile or the
-// end of the grace period kills it. Returns true when it ended by itself.
+// True when the child is reaped (its pid, the group id, may name another group by now).
+bool Reaped(const Subprocess& p) {
+  siginfo_t info{};
+  return ::waitid(P_PID, p.pid(), &info, WEXITED | WNOHANG | WNOWAIT) != 0;
+}
+
+void SignalGroup(const Subprocess& p, int signal) {
+  if (!Reaped(p)) ::kill(-p.pid(), signal);
+}
+
+// Whether processes other than the leader are in `p`'s group (the leader's group id is its
+// pid), from /proc/<pid>/stat: "pid (comm) state ppid pgrp ...".
+bool OthersInGroup(const Subprocess& p) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (name == std::to_string(p.pid())) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0, pgrp = 0;
+    if (fields >> state >> ppid >> pgrp && pgrp == p.pid() && state != "Z") return true;
+  }
+  return false;
+}
+
+// SIGKILL to the whole group, then reaps the leader.
+void KillChild(Subprocess& p) {
+  SignalGroup(p, SIGKILL);
+  p.Kill();
+}
+
+// SIGTERM to the child's group, then waits up to `grace` (draining its output) for the child
+// and the rest of its group to end; a stop signal meanwhile or the end of the grace period
+// kills the group. Returns true when it all ended by itself. Also ends what a child that
+// already ended left in its group.
 bool StopChild(Subprocess& p, std::string_view what, std::chrono::milliseconds grace) {
-  if (!p.running()) return true;
-  p.Signal(SIGTERM);
+  if (Reaped(p)) return true;
+  SignalGroup(p, SIGTERM);
   const auto deadline = Clock::now() + grace;
   while (Clock::now() < deadline) {
-    if (p.Wait(100ms)) return true;
-    if (IsStop(WaitSignal(0ms))) {
+    p.Drain();
+    if (LeaderEnded(p) && !OthersInGroup(p)) {
+      p.Wait(1s);  // a zombie: reaped at once
+      return true;
+    }
+    if (IsStop(WaitSignal(100ms))) {
       Progress("keel: second signal: killing " + std::string(what));
-      p.Kill();
+      KillChild(p);
       return false;
     }
   }
   Progress("keel: " + std::string(what) + " did not stop within " +
            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(grace).count()) +
            " s: killed");
-  p.Kill();
+  KillChild(p);
   return false;
+}
+
+// A child that ended on its own: one error line (plus its last output) and the exit code.
+// What it left running in its group is stopped first (StopChild reaps it).
+int ChildDied(Subprocess& p, std::string_view what, std::string_view code,
+              std::chrono::milliseconds grace) {
+  StopChild(p, what, grace);
+  const auto how = p.ExitDescription().value_or("ended");
+  return Fail(kExitDevStack, code,
+              std::string(what) + " ended unexpectedly (" + how + "); its last output:" + Tail(p));
 }
 
 // A private directory (0700, under /tmp: a Unix socket path must stay short) for the
@@ -294,7 +358,7 @@ int RunDev(const DevOptions& o) {
         return kExitOk;
       }
       if (Clock::now() >= deadline) {
-        engine->Kill();
+        KillChild(*engine);
         return Fail(kExitDevStack, "dev.engine_timeout",
                     "keel-engine printed no `listening on` line within " +
                         std::to_string(o.startup_timeout_s) + " s; its last output:" + Tail(*engine));
@@ -303,8 +367,8 @@ int RunDev(const DevOptions& o) {
       if (line.has_value()) {
         constexpr std::string_view kNeedle = "listening on ";
         if (line->rfind(kNeedle, 0) == 0) address = line->substr(kNeedle.size());
-      } else if (line.error().code() == "exited" || !engine->running()) {
-        engine->Wait(2s);
+      } else if (line.error().code() == "exited" || LeaderEnded(*engine)) {
+        StopChild(*engine, "keel-engine", std::chrono::seconds(o.stop_timeout_s));
         return Fail(kExitDevStack, "dev.engine_failed",
                     "keel-engine " + engine->ExitDescription().value_or("ended") +
                         " before listening; its last output:" + Tail(*engine));
@@ -340,7 +404,11 @@ int RunDev(const DevOptions& o) {
   ro.echo = !o.quiet;
   ro.echo_prefix = "[runtime] ";
   ro.new_session = true;
-  Progress("==> starting the example runtime (" + *runtime_path + ": counter, chat, scheduler, todos; SQLite " + o.sqlite_backend + ")");
+  // Only keel-examples is known to host the examples; another runtime hosts what it hosts.
+  Progress(o.runtime.empty()
+               ? "==> starting the example runtime (" + *runtime_path +
+                     ": counter, chat, scheduler, todos; SQLite " + o.sqlite_backend + ")"
+               : "==> starting the runtime (" + *runtime_path + ")");
   auto runtime_or = Subprocess::Start(std::move(ro));
   if (!runtime_or.has_value()) {
     StopChild(*engine, "keel-engine", std::chrono::seconds(o.stop_timeout_s));
@@ -358,13 +426,15 @@ int RunDev(const DevOptions& o) {
     return code;
   };
   auto runtime_died = [&] {
-    const int code = ChildDied(*runtime, "the runtime", "dev.runtime_exited");
+    const int code = ChildDied(*runtime, "the runtime", "dev.runtime_exited",
+                               std::chrono::seconds(o.stop_timeout_s));
     Progress("==> stopping keel-engine");
     StopChild(*engine, "keel-engine", std::chrono::seconds(o.stop_timeout_s));
     return code;
   };
   auto engine_died = [&] {
-    const int code = ChildDied(*engine, "keel-engine", "dev.engine_exited");
+    const int code = ChildDied(*engine, "keel-engine", "dev.engine_exited",
+                               std::chrono::seconds(o.stop_timeout_s));
     Progress("==> stopping the runtime");
     StopChild(*runtime, "the runtime", std::chrono::seconds(o.stop_timeout_s));
     return code;
@@ -377,8 +447,8 @@ int RunDev(const DevOptions& o) {
     while (true) {
       engine->Drain();
       runtime->Drain();
-      if (!engine->running()) return engine_died();
-      if (!runtime->running()) return runtime_died();
+      if (LeaderEnded(*engine)) return engine_died();
+      if (LeaderEnded(*runtime)) return runtime_died();
       auto live = LiveEnvoys(endpoint, token);
       bool connected = false;
       if (live) {
@@ -408,8 +478,8 @@ int RunDev(const DevOptions& o) {
     engine->Drain();
     runtime->Drain();
     if (IsStop(sig)) return shutdown(kExitOk);
-    if (!runtime->running()) return runtime_died();
-    if (!engine->running()) return engine_died();
+    if (LeaderEnded(*runtime)) return runtime_died();
+    if (LeaderEnded(*engine)) return engine_died();
   }
 }
 

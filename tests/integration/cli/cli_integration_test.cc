@@ -6,16 +6,26 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "base/native/subprocess.h"
@@ -107,11 +117,13 @@ std::string DevOutput(Subprocess& p) {
   return s;
 }
 
-// Starts `keel dev --port 0 --data-dir DIR` and waits for its call hints.
-Dev StartDev(const std::string& data_dir, std::vector<std::string> extra = {}) {
+// Starts `keel dev --port PORT --data-dir DIR` (port 0: any free one) and waits for its call
+// hints.
+Dev StartDev(const std::string& data_dir, std::vector<std::string> extra = {},
+             const std::string& port = "0") {
   Subprocess::Options o;
   o.path = KEEL_CLI_BIN;
-  o.args = {"dev", "--port", "0", "--data-dir", data_dir, "--quiet"};
+  o.args = {"dev", "--port", port, "--data-dir", data_dir, "--quiet"};
   o.args.insert(o.args.end(), extra.begin(), extra.end());
   o.capture_stdout = o.capture_stderr = true;
   Dev dev;
@@ -485,6 +497,395 @@ TEST(KeelCli, DevStopsTheRuntimeWhenTheEngineDies) {
   ASSERT_FALSE(socket.empty());
   EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(socket).parent_path()))
       << "the killed engine's socket is cleaned up by keel dev";
+}
+
+// `keel watch ARGS…` as a child of the test (stdout and stderr captured together).
+std::unique_ptr<Subprocess> StartWatch(const std::vector<std::string>& args) {
+  Subprocess::Options o;
+  o.path = KEEL_CLI_BIN;
+  o.args = {"watch"};
+  o.args.insert(o.args.end(), args.begin(), args.end());
+  o.capture_stdout = o.capture_stderr = true;
+  auto p = Subprocess::Start(o);
+  if (!p.has_value()) {
+    ADD_FAILURE() << p.error().ToString();
+    return nullptr;
+  }
+  return std::move(*p);
+}
+
+// The lines of a watch's output that are events (JSON arrays).
+std::vector<std::string> EventLines(Subprocess& watch) {
+  watch.Drain();
+  std::vector<std::string> events;
+  for (const auto& l : watch.lines_seen()) {
+    if (!l.empty() && l[0] == '[') events.push_back(l);
+  }
+  return events;
+}
+
+// The actions of the example runtime get each argument as the JSON value written, an
+// action without a result prints nothing, the counter refuses to overflow, and watch says
+// in words why it ended: an unregistered actor name at once, a destroyed actor readably.
+TEST(KeelCli, CallArgumentsOutputsAndWatchEndings) {
+  TempDir data;
+  ASSERT_FALSE(data.path().empty());
+  Dev dev = StartDev(data.path() + "/data", {"--storage", "memory"});
+  ASSERT_FALSE(dev.endpoint.empty());
+  auto keel = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--endpoint", dev.endpoint});
+    return Keel(args);
+  };
+  {
+    SCOPED_TRACE("an argument written as an array is one array argument");
+    KeelRun r = keel({"call", "counter/k", "increment", "[5]"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, StartsWith("keel: actor.invalid_request: argument 1 of `increment`: "));
+    r = keel({"call", "todos/t", "add", R"(["a","b"])"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, StartsWith("keel: actor.invalid_request: argument 1 of `add`: "));
+    r = keel({"call", "todos/t", "count"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "0\n") << "nothing was added";
+    r = keel({"call", "chat/r", "send", "[]"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err, StartsWith("keel: actor.invalid_request: argument 1 of `send`: "));
+    r = keel({"call", "counter/k", "increment", "5"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "5\n");
+  }
+  {
+    SCOPED_TRACE("an action without a result");
+    KeelRun r = keel({"call", "scheduler/v", "fire", "x", "1"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "");
+    EXPECT_EQ(r.err, "");
+    r = keel({"call", "scheduler/v", "fire", "x", "1", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), "{\"output\":null}\n");
+  }
+  {
+    SCOPED_TRACE("actors list shows ERROR only when an actor has one");
+    KeelRun r = keel({"actors", "list", "counter"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    ASSERT_FALSE(r.out.empty());
+    EXPECT_THAT(r.out[0], MatchesRegex("ACTOR ID +KEY +STATE +CREATED")) << Describe(r);
+  }
+  {
+    SCOPED_TRACE("watch on an actor name no runtime registered fails at once");
+    // keel call says guard.service_unavailable (the actor kept stopping: not_registered) at
+    // once; watch used to wait its whole --timeout for the connection.
+    KeelRun r =
+        Keel({"watch", "nosuch/k", "ev", "--timeout", "120", "--endpoint", dev.endpoint}, {}, 60s);
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_THAT(r.err,
+                MatchesRegex("keel: guard\\.service_unavailable: [^\n]*not_registered[^\n]*\n"))
+        << Describe(r);
+    r = keel({"actors", "list", "nosuch"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    ASSERT_FALSE(r.out.empty());
+    EXPECT_THAT(r.out[0], MatchesRegex("ACTOR ID +KEY +STATE +CREATED +ERROR")) << Describe(r);
+  }
+  {
+    SCOPED_TRACE("watch on an actor that is destroyed");
+    auto watch = StartWatch({"counter/gone", "newCount", "--endpoint", dev.endpoint});
+    ASSERT_TRUE(watch != nullptr);
+    auto ready = watch->WaitForLine("watching newCount", 30s);
+    ASSERT_TRUE(ready.has_value()) << ready.error().ToString() << "\n" << DevOutput(*watch);
+    const auto at = ready->find("(actor ");
+    ASSERT_NE(at, std::string::npos) << *ready;
+    const std::string id = ready->substr(at + 7, ready->find(')', at) - at - 7);
+    KeelRun r = keel({"actors", "destroy", id});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    ASSERT_TRUE(watch->Wait(30s)) << DevOutput(*watch);
+    EXPECT_EQ(watch->exit_code(), 1) << DevOutput(*watch);
+    EXPECT_THAT(DevOutput(*watch), HasSubstr("keel: actor.destroyed: the actor was destroyed\n"));
+  }
+  {
+    // Last: before the fix, the overflow was undefined behaviour (UBSan stops the runtime).
+    SCOPED_TRACE("the counter refuses to overflow");
+    // (Integers past 2^53 print with the BigInt escape, which JSON readers keep exact.)
+    const std::string max = R"(["$BigInt","9223372036854775807"])";
+    KeelRun r = keel({"call", "counter/big", "increment", "9223372036854775807"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), max + "\n");
+    r = keel({"call", "counter/big", "increment", "1"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_EQ(r.err, "keel: user.overflow: count would overflow\n");
+    r = keel({"call", "counter/big", "getCount"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), max + "\n") << "the count is unchanged";
+    r = keel({"call", "counter/small", "increment", "-9223372036854775807"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    r = keel({"call", "counter/small", "increment", "-2"});
+    EXPECT_EQ(r.exit_code, 1) << Describe(r);
+    EXPECT_EQ(r.err, "keel: user.overflow: count would overflow\n");
+  }
+  StopDev(dev, SIGINT);
+}
+
+#ifdef KEEL_FIXTURES_BIN
+// Each argument reaches the action as exactly the JSON value written (an action that returns
+// its argument shows it), the escapes included.
+TEST(KeelCli, EachCallArgumentIsOneJsonValue) {
+  TempDir data;
+  ASSERT_FALSE(data.path().empty());
+  Dev dev =
+      StartDev(data.path() + "/data", {"--storage", "memory", "--runtime", KEEL_FIXTURES_BIN});
+  ASSERT_FALSE(dev.endpoint.empty());
+  for (const auto& [arg, output] : std::vector<std::pair<std::string, std::string>>{
+           {"[5]", "[5]"},
+           {R"(["a","b"])", R"(["a","b"])"},
+           {"[]", "[]"},
+           // A BigInt is an int64 here: printed as a number when JSON holds it exactly.
+           {R"(["$BigInt","9007199254740993"])", R"(["$BigInt","9007199254740993"])"},
+           {R"(["$BigInt","5"])", "5"},
+           {R"(["$Uint8Array","aGk="])", R"(["$Uint8Array","aGk="])"},
+           {R"({"x":[1,2]})", R"({"x":[1,2]})"},
+           {"[a,b]", R"("[a,b]")"},  // not JSON: the text itself
+           {"-5", "-5"}}) {
+    KeelRun r = Keel({"call", "statelessActor/k", "echo", arg, "--endpoint", dev.endpoint});
+    ASSERT_EQ(r.exit_code, 0) << arg << "\n" << Describe(r);
+    EXPECT_EQ(r.stdout_text(), output + "\n") << arg;
+  }
+  StopDev(dev, SIGINT);
+}
+#endif
+
+// A watch survives its engine stopping and starting again on the same port (same data
+// directory): it says it lost the connection, keeps trying, says it reconnected, and prints
+// the events that come after.
+TEST(KeelCli, WatchReconnectsAcrossAnEngineRestart) {
+  TempDir data;
+  ASSERT_FALSE(data.path().empty());
+  Dev dev = StartDev(data.path() + "/data");
+  ASSERT_FALSE(dev.endpoint.empty());
+  const std::string port = dev.endpoint.substr(dev.endpoint.rfind(':') + 1);
+  auto watch = StartWatch({"counter/r", "newCount", "--count", "1", "--endpoint", dev.endpoint});
+  ASSERT_TRUE(watch != nullptr);
+  auto ready = watch->WaitForLine("watching newCount", 30s);
+  ASSERT_TRUE(ready.has_value()) << ready.error().ToString() << "\n" << DevOutput(*watch);
+
+  StopDev(dev);
+  auto lost = watch->WaitForLine("connection lost", 30s);
+  ASSERT_TRUE(lost.has_value()) << DevOutput(*watch);
+  Dev again = StartDev(data.path() + "/data", {}, port);
+  ASSERT_EQ(again.endpoint, dev.endpoint);
+  auto back = watch->WaitForLine("reconnected", 60s);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << DevOutput(*watch);
+  EXPECT_TRUE(watch->running()) << DevOutput(*watch);
+
+  // The subscription travels with the new connection; call until the event arrives
+  // (bounded), the watcher then exits by itself.
+  bool ended = false;
+  for (int attempt = 0; attempt < 10 && !ended; ++attempt) {
+    KeelRun r = Keel({"call", "counter/r", "increment", "3", "--endpoint", again.endpoint});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    ended = watch->Wait(2s);
+  }
+  ASSERT_TRUE(ended) << "keel watch --count 1 did not exit\n" << DevOutput(*watch);
+  EXPECT_EQ(watch->exit_code(), 0) << DevOutput(*watch);
+  const auto events = EventLines(*watch);
+  ASSERT_EQ(events.size(), 1u) << DevOutput(*watch);
+  EXPECT_THAT(events[0], MatchesRegex("\\[[0-9]+\\]"));
+  StopDev(again);
+}
+
+// A watch whose engine went away gives up after --timeout when the flag was given.
+TEST(KeelCli, WatchGivesUpReconnectingAfterAGivenTimeout) {
+  TempDir data;
+  Dev dev = StartDev(data.path() + "/data", {"--storage", "memory"});
+  ASSERT_FALSE(dev.endpoint.empty());
+  auto watch = StartWatch({"counter/q", "newCount", "--timeout", "2", "--endpoint", dev.endpoint});
+  ASSERT_TRUE(watch != nullptr);
+  auto ready = watch->WaitForLine("watching newCount", 30s);
+  ASSERT_TRUE(ready.has_value()) << ready.error().ToString() << "\n" << DevOutput(*watch);
+  StopDev(dev);
+  ASSERT_TRUE(watch->Wait(30s)) << DevOutput(*watch);
+  EXPECT_EQ(watch->exit_code(), 3) << DevOutput(*watch);
+  const std::string out = DevOutput(*watch);
+  EXPECT_THAT(out, HasSubstr("connection lost"));
+  EXPECT_THAT(out, HasSubstr("keel: client.timeout: the connection was not restored within "
+                             "--timeout 2 s (last attempt: "));
+}
+
+// True while process `pid` exists and is not a zombie.
+bool Alive(pid_t pid) {
+  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// What the runtime started itself ends with it: a runtime script whose `sleep` keeps
+// running when keel dev gives up on the runtime (dev.runtime_timeout) is stopped too.
+TEST(KeelCli, DevEndsWhatTheRuntimeStarted) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string script = dir.path() + "/slow.sh";
+  const std::string pid_file = dir.path() + "/sleep.pid";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\nsleep 100 &\necho $! > '" << pid_file << "'\nwait\n";
+  }
+  ASSERT_EQ(::chmod(script.c_str(), 0755), 0);
+  Subprocess::Options o;
+  o.path = KEEL_CLI_BIN;
+  o.args = {"dev",     "--port",    "0",    "--storage",         "memory",
+            "--quiet", "--runtime", script, "--startup-timeout", "5"};
+  o.capture_stdout = o.capture_stderr = true;
+  auto p = Subprocess::Start(o);
+  ASSERT_TRUE(p.has_value());
+  ASSERT_TRUE((*p)->Wait(60s)) << DevOutput(**p);
+  EXPECT_EQ((*p)->exit_code(), 4);
+  const std::string out = DevOutput(**p);
+  EXPECT_THAT(out, HasSubstr("keel: dev.runtime_timeout: "));
+  EXPECT_THAT(out, HasSubstr("==> starting the runtime (" + script + ")"));
+  EXPECT_THAT(out, Not(HasSubstr("counter, chat"))) << "only keel-examples hosts the examples";
+
+  pid_t sleep_pid = 0;
+  std::istringstream(ReadFile(pid_file)) >> sleep_pid;
+  ASSERT_GT(sleep_pid, 0) << "the script did not start";
+  // The group was signalled before keel dev exited; the sleep's end is the kernel's business
+  // now, which takes a moment (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (Alive(sleep_pid) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  const bool survived = Alive(sleep_pid) &&
+                        ReadFile("/proc/" + std::to_string(sleep_pid) + "/cmdline").find("sleep") !=
+                            std::string::npos;
+  EXPECT_FALSE(survived) << "the runtime's `sleep` outlived keel dev";
+  if (survived) ::kill(sleep_pid, SIGKILL);  // the test's own grandchild, by its pid
+}
+
+// A loopback HTTP server that is not Keel: every request gets a 502 with a page of HTML.
+class NotKeelServer {
+ public:
+  NotKeelServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on loopback";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~NotKeelServer() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void Serve() {
+    static const std::string kPage =
+        "<!DOCTYPE html>\n<html>\n<head>\n  <title>502 Bad Gateway</title>\n</head>\n<body>\n"
+        "  <h1>Bad Gateway</h1>\n  <p>The proxy server received an invalid response from an "
+        "upstream server.</p>\n  <hr>\n  <address>Apache Server at 127.0.0.1</address>\n"
+        "</body>\n</html>\n";
+    while (!stop_) {
+      pollfd listening{fd_, POLLIN, 0};
+      if (::poll(&listening, 1, 100) <= 0) continue;
+      const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) continue;
+      // The whole request (headers and a Content-Length body), then the page and close.
+      std::string request;
+      size_t need = std::string::npos;
+      char buf[4096];
+      while (!stop_ && (need == std::string::npos || request.size() < need)) {
+        pollfd in{conn, POLLIN, 0};
+        if (::poll(&in, 1, 2000) <= 0) break;
+        const ssize_t got = ::read(conn, buf, sizeof buf);
+        if (got <= 0) break;
+        request.append(buf, static_cast<size_t>(got));
+        const auto end = request.find("\r\n\r\n");
+        if (need == std::string::npos && end != std::string::npos) {
+          size_t body = 0;
+          std::string lower = request.substr(0, end);
+          std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+          if (auto at = lower.find("content-length:"); at != std::string::npos) {
+            body = std::stoul(lower.substr(at + 15));
+          }
+          need = end + 4 + body;
+        }
+      }
+      const std::string response =
+          "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: " +
+          std::to_string(kPage.size()) + "\r\nConnection: close\r\n\r\n" + kPage;
+      (void)!::write(conn, response.data(), response.size());
+      ::shutdown(conn, SHUT_WR);
+      ::close(conn);
+    }
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// A server that is not keel-engine answers with a page of HTML: the error is still one line,
+// with the status and the start of the page.
+TEST(KeelCli, ANonKeelAnswerIsOneLine) {
+  NotKeelServer server;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"call", "counter/k", "increment", "1"},
+        {"actors", "list", "counter"}}) {
+    auto with = args;
+    with.insert(with.end(), {"--endpoint", server.endpoint(), "--timeout", "5"});
+    KeelRun r = Keel(with);
+    EXPECT_EQ(r.exit_code, 3) << Describe(r);
+    EXPECT_THAT(r.err, MatchesRegex("keel: client\\.bad_response: HTTP 502[^\n]*: <!DOCTYPE html> "
+                                    "<html> <head> <title>502 Bad Gateway</title>[^\n]*…\n"))
+        << Describe(r);
+    EXPECT_LT(r.err.size(), 300u) << Describe(r);
+  }
+}
+
+// An --endpoint that cannot be used says why.
+TEST(KeelCli, EndpointErrorsSayWhatIsWrong) {
+  for (const auto& [endpoint, why] : std::vector<std::pair<std::string, std::string>>{
+           {"http://127.0.0.1:99999", "port 99999 is out of range (1-65535)"},
+           {"http://127.0.0.1:http", "port 'http' is not a number"},
+           {"http://user:pw@127.0.0.1:6420",
+            "credentials in the URL (user:password@) are not supported"},
+           {"http://", "'http://': no host"},
+           {"https://127.0.0.1:6420", "https:// is not supported"},
+           {"127.0.0.1:6420", "must be an http:// URL"}}) {
+    KeelRun r = Keel({"call", "counter/k", "increment", "1", "--endpoint", endpoint});
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    EXPECT_THAT(r.err, MatchesRegex("keel: cli\\.usage: [^\n]*\n")) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr("'" + endpoint + "'")) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr(why)) << Describe(r);
+  }
+}
+
+// A command lists only the flags it uses: REST requests have no encoding, and only
+// commands that may create an actor place it in a pool.
+TEST(KeelCli, HelpListsOnlyTheFlagsACommandUses) {
+  for (const auto& [command, pool, encoding] :
+       std::vector<std::tuple<std::vector<std::string>, bool, bool>>{
+           {{"actors", "get"}, false, false},
+           {{"actors", "destroy"}, false, false},
+           {{"actors", "list"}, false, false},
+           {{"actors", "create"}, true, false},
+           {{"call"}, true, true},
+           {{"watch"}, true, true}}) {
+    auto args = command;
+    args.push_back("--help");
+    KeelRun r = Keel(args);
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text().find("--pool") != std::string::npos, pool) << Describe(r);
+    EXPECT_EQ(r.stdout_text().find("--encoding") != std::string::npos, encoding) << Describe(r);
+    EXPECT_THAT(r.stdout_text(), HasSubstr("--timeout"));
+  }
 }
 
 }  // namespace
