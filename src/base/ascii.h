@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string_view>
 
 namespace keel {
@@ -16,6 +17,21 @@ constexpr bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
     if (AsciiLower(a[i]) != AsciiLower(b[i])) return false;
   }
   return true;
+}
+
+// The token of an `Authorization` value in the Bearer scheme, whose name is
+// case-insensitive (RFC 7235 §2.1: "bearer x" is "Bearer x") and followed by one or more
+// spaces. nullopt for another scheme or no token.
+constexpr std::optional<std::string_view> BearerToken(std::string_view value) {
+  constexpr std::string_view kScheme = "bearer";
+  if (value.size() <= kScheme.size() || value[kScheme.size()] != ' ' ||
+      !EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    return std::nullopt;
+  }
+  std::string_view token = value.substr(kScheme.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  if (token.empty()) return std::nullopt;
+  return token;
 }
 
 }  // namespace keel

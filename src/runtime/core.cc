@@ -1388,7 +1388,9 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
   if (path == "/inspector/state") {
     const std::string* auth = req.Header("authorization");
     const auto& token = runtime_.options().inspector_token;
-    if (!token || auth == nullptr || *auth != "Bearer " + *token) {
+    const std::optional<std::string_view> given =
+        auth == nullptr ? std::nullopt : BearerToken(*auth);
+    if (!token || !given || *given != *token) {
       return respond_error({"inspector", "unauthorized", "Inspector token is missing or wrong", {}});
     }
     if (req.method != "GET") return respond_error({"actor", "method_not_allowed", "Method not allowed", {}});

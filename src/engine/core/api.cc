@@ -72,21 +72,6 @@ Error BadRequest(std::string message) {
   return Error{"api", "bad_request", std::move(message)};
 }
 
-// The token of an `Authorization` value in the Bearer scheme, whose name is
-// case-insensitive (RFC 7235 §2.1: "bearer x" is "Bearer x") and followed by one or more
-// spaces. nullopt for another scheme or no token.
-std::optional<std::string_view> BearerToken(std::string_view value) {
-  constexpr std::string_view kScheme = "bearer";
-  if (value.size() <= kScheme.size() || value[kScheme.size()] != ' ' ||
-      !EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
-    return std::nullopt;
-  }
-  std::string_view token = value.substr(kScheme.size());
-  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-  if (token.empty()) return std::nullopt;
-  return token;
-}
-
 // A boolean query parameter: exactly `true` or `false`; absent → `fallback`.
 Result<bool> BoolQuery(const ApiRequest& req, std::string_view name, bool fallback) {
   std::optional<std::string> value = req.Query(name);

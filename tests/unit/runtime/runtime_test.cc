@@ -1376,6 +1376,25 @@ TEST(RuntimeHttp, OnRequestGetsThePathAfterRequest) {
   EXPECT_EQ(h2.Status(h2.Http("a1", "GET", "/request/x")), 404);
 }
 
+TEST(RuntimeHttp, TheInspectorTakesItsTokenInTheBearerSchemeInAnyCase) {
+  runtime::RuntimeOptions options;
+  options.inspector_token = "s3cret";
+  RuntimeHarness h(options);
+  h.Boot({CounterDef().type()});
+  h.StartActor("a1", "counter");
+  h.Action("a1", "increment", "[4]");
+  for (const char* auth : {"Bearer s3cret", "bearer s3cret", "BEARER   s3cret"}) {
+    auto id = h.Http("a1", "GET", "/inspector/state", "", {{"authorization", auth}});
+    EXPECT_EQ(h.Status(id), 200) << auth;
+    EXPECT_THAT(h.Body(id), HasSubstr(R"("count":4)")) << auth;
+  }
+  for (const char* auth : {"Bearer wrong", "Basic s3cret", "Bearer", "s3cret"}) {
+    auto id = h.Http("a1", "GET", "/inspector/state", "", {{"authorization", auth}});
+    EXPECT_NE(h.Status(id), 200) << auth;
+    EXPECT_THAT(h.Body(id), HasSubstr("unauthorized")) << auth;
+  }
+}
+
 TEST(RuntimeHttp, OversizedActionBodyIsRefused) {
   RuntimeHarness h;
   h.Boot({CounterDef().type()});
