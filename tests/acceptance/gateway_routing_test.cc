@@ -7,6 +7,7 @@
 #include "net/blocking_ws_client.h"
 #include "support/acceptance.h"
 #include "support/expect.h"
+#include "support/ws_expect.h"
 
 namespace keel::acceptance {
 namespace {
@@ -149,16 +150,9 @@ std::unique_ptr<net::BlockingWsClient> RawGatewaySocket(const std::string& path)
 
 // The next event must be the close frame, within `within` (errors.md §1.3: `1011
 // group.code#ray` from the gateway).
-void ExpectClosedWith(net::BlockingWsClient& ws, std::string_view reason_prefix,
+void ExpectClosedWith(net::BlockingWsClient& ws, const std::string& reason_prefix,
                       std::chrono::milliseconds within = 2s) {
-  auto ev = ws.Receive(within);
-  ASSERT_TRUE(ev.has_value()) << "no close frame within " << within.count()
-                              << " ms: " << ev.error().ToString();
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr) << "a message instead of the close: "
-                             << std::get<net::BlockingWsClient::Message>(*ev).data;
-  EXPECT_EQ(closed->code, 1011) << closed->reason;
-  EXPECT_TRUE(closed->reason.starts_with(reason_prefix)) << closed->reason;
+  EXPECT_TRUE(keel::testing::NextIsClose(ws, 1011, ::testing::StartsWith(reason_prefix), within));
 }
 
 // A well-formed actor id that names no actor: the HTTP request is 404 at once, and the

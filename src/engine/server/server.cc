@@ -63,17 +63,34 @@ net::HttpResponse RefusedRequestResponse(const net::RefusedRequest& refused) {
   return response;
 }
 
-// The engine requests go to: null before the core is open and after shutdown (503).
+// The engine requests go to: null before the core is open and after shutdown, when every
+// request (a WebSocket upgrade too: the refusal's body says why) is answered 503
+// guard.service_unavailable.
 struct EngineServer::Serving {
   std::atomic<Engine*> engine{nullptr};
+  std::atomic<bool> stopped{false};
 
   void Handle(std::shared_ptr<net::HttpExchange> exchange) const {
     Engine* e = engine.load(std::memory_order_acquire);
     if (e == nullptr) {
-      exchange->Respond(net::HttpResponse{503, {}, "starting"});
+      const Error error{"guard", "service_unavailable",
+                        stopped.load(std::memory_order_acquire) ? "the engine is shutting down"
+                                                                : "the engine is starting"};
+      net::HttpResponse response{503,
+                                 {{"content-type", "application/json"}, {"retry-after", "1"}},
+                                 gateway::ErrorJson(error)};
+      for (auto& header : gateway::CorsResponseHeaders(exchange->request().headers)) {
+        response.headers.push_back(std::move(header));
+      }
+      exchange->Respond(std::move(response));
       return;
     }
     e->Handle(std::move(exchange));
+  }
+
+  void Stop() {
+    stopped.store(true, std::memory_order_release);
+    engine.store(nullptr, std::memory_order_release);
   }
 };
 
@@ -141,11 +158,11 @@ void EngineServer::Shutdown() {
   std::promise<void> stopped;
   engine_->Shutdown([&stopped] { stopped.set_value(); });
   stopped.get_future().wait();
-  serving_->engine.store(nullptr, std::memory_order_release);
+  serving_->Stop();
 }
 
 void EngineServer::StopThreads() {
-  serving_->engine.store(nullptr, std::memory_order_release);
+  serving_->Stop();
   if (io_ != nullptr) io_->Stop();
   if (workers_ != nullptr) workers_->Stop();
 }

@@ -163,6 +163,13 @@ void ExpectCallWaitsForTheHeldListener(ListenerGate& gate, const std::function<v
   ASSERT_EQ(running.wait_for(10s), std::future_status::ready) << what << " never returned";
 }
 
+// Each parameterised suite runs in the three encodings, named by the encoding.
+const auto kAllEncodings =
+    ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor, wire::Encoding::kBare);
+std::string EncodingTestName(const ::testing::TestParamInfo<wire::Encoding>& info) {
+  return std::string(wire::EncodingName(info.param));
+}
+
 class ClientTest : public ::testing::TestWithParam<wire::Encoding> {
  protected:
   void SetUp() override {
@@ -632,12 +639,7 @@ TEST_P(ClientTest, AFailedSetupIsReportedOncePerAttemptWithItsStructuredError) {
   conn->Dispose();
 }
 
-INSTANTIATE_TEST_SUITE_P(Encodings, ClientTest,
-                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor,
-                                           wire::Encoding::kBare),
-                         [](const auto& info) {
-                           return std::string(wire::EncodingName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(Encodings, ClientTest, kAllEncodings, EncodingTestName);
 
 // An engine whose gateway requires a token (keel-engine --gateway-token): the client's
 // token must reach every actor route — query form, by id, HTTP and WebSockets.
@@ -764,12 +766,7 @@ TEST_P(GatewayTokenTest, AConnectionRefusedByTheGatewayFailsItsQueuedActions) {
   conn->Dispose();
 }
 
-INSTANTIATE_TEST_SUITE_P(Encodings, GatewayTokenTest,
-                         ::testing::Values(wire::Encoding::kJson, wire::Encoding::kCbor,
-                                           wire::Encoding::kBare),
-                         [](const auto& info) {
-                           return std::string(wire::EncodingName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(Encodings, GatewayTokenTest, kAllEncodings, EncodingTestName);
 
 TEST(ClientErrors, BadAndUnreachableEndpoints) {
   Client bad({.endpoint = "https://example.invalid"});

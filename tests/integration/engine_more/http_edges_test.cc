@@ -1,16 +1,10 @@
 // keel-engine's HTTP edges, byte for byte through a running EngineServer (memory storage,
 // loopback port 0): HEAD on /health and /metrics answers like GET without a body, and the
-// requests its HTTP server refuses before routing get the engine's JSON errors with CORS.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
+// requests its HTTP server refuses before routing get the engine's JSON errors with CORS, as
+// do requests that reach it once it has shut down.
 
 #include <gtest/gtest.h>
 
-#include <cctype>
-#include <cerrno>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -18,96 +12,12 @@
 #include <utility>
 
 #include "engine/server/server.h"
+#include "support/raw_http_client.h"
 
 namespace keel::engine {
 namespace {
 
-// A blocking loopback client that sees the exact bytes of each answer.
-class RawClient {
- public:
-  explicit RawClient(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{10, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~RawClient() { ::close(fd_); }
-  RawClient(const RawClient&) = delete;
-  RawClient& operator=(const RawClient&) = delete;
-  bool connected() const { return connected_; }
-
-  bool Send(std::string_view data) {
-    while (!data.empty()) {
-      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-
-  // One response head, through the blank line; "" on EOF/timeout before it.
-  std::string ReadHead() {
-    for (;;) {
-      const size_t end = buffer_.find("\r\n\r\n");
-      if (end != std::string::npos) return Take(end + 4);
-      if (!ReadMore()) return "";
-    }
-  }
-  // One response head and the Content-Length bytes after it.
-  std::string ReadResponse() {
-    std::string head = ReadHead();
-    if (head.empty()) return "";
-    const std::string length = Header(head, "content-length");
-    const size_t n = length.empty() ? 0 : std::stoul(length);
-    while (buffer_.size() < n) {
-      if (!ReadMore()) return "";
-    }
-    return head + Take(n);
-  }
-  // Whatever is still unread up to the server's EOF.
-  std::string ReadToEof() {
-    while (ReadMore()) {
-    }
-    return Take(buffer_.size());
-  }
-
-  // The value of header `name` (ASCII case-insensitive) in a raw response; "" if absent.
-  static std::string Header(const std::string& response, std::string_view name) {
-    std::string lower = response;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const std::string key = "\r\n" + std::string(name) + ":";
-    const size_t at = lower.find(key);
-    if (at == std::string::npos) return "";
-    size_t start = at + key.size();
-    while (start < response.size() && response[start] == ' ') ++start;
-    return response.substr(start, response.find("\r\n", start) - start);
-  }
-  static std::string Body(const std::string& response) {
-    return response.substr(response.find("\r\n\r\n") + 4);
-  }
-
- private:
-  bool ReadMore() {
-    char buf[65536];
-    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    buffer_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-  std::string Take(size_t n) {
-    std::string out = buffer_.substr(0, n);
-    buffer_.erase(0, n);
-    return out;
-  }
-
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string buffer_;
-};
+using RawClient = keel::testing::RawHttpClient;
 
 std::unique_ptr<EngineServer> StartEngine() {
   EngineConfig config;
@@ -198,6 +108,33 @@ TEST(EngineHttpEdges, RefusedRequestsAreJsonErrorsWithCorsAndCloseTheConnection)
   RawClient client(server->port());
   ASSERT_TRUE(client.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
   EXPECT_EQ(RawClient::Body(client.ReadResponse()), R"({"status":"ok"})");
+}
+
+// A request on a connection opened before Shutdown() is answered 503
+// guard.service_unavailable as JSON, with CORS for a browser's origin — not a plain-text
+// word a client cannot decode — and the connection stays usable for the next one.
+TEST(EngineHttpEdges, RequestsAfterShutdownAreJsonServiceUnavailable) {
+  auto server = StartEngine();
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(RawClient::Body(client.ReadResponse()), R"({"status":"ok"})");
+
+  server->Shutdown();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(client.Send(
+        "GET /actors?namespace=default HTTP/1.1\r\nHost: x\r\nOrigin: https://app.test\r\n\r\n"));
+    const std::string res = client.ReadResponse();
+    ASSERT_EQ(res.rfind("HTTP/1.1 503 ", 0), 0u) << res.substr(0, 120);
+    EXPECT_EQ(RawClient::Header(res, "content-type"), "application/json");
+    EXPECT_EQ(RawClient::Header(res, "access-control-allow-origin"), "https://app.test");
+    const auto body = nlohmann::json::parse(RawClient::Body(res), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << RawClient::Body(res);
+    EXPECT_EQ(body.value("group", ""), "guard") << body.dump();
+    EXPECT_EQ(body.value("code", ""), "service_unavailable") << body.dump();
+    EXPECT_EQ(body.value("message", ""), "the engine is shutting down") << body.dump();
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "net/client.h"
 #include "support/fake_envoy.h"
 #include "support/test_engine.h"
+#include "support/ws_expect.h"
 
 namespace keel::testing {
 namespace {
@@ -574,12 +575,7 @@ TEST_F(GatewayTest, WebSocketMessagesFlowBothWaysAndEnvoyCloseReachesTheUser) {
   close.code = 4001;
   close.reason = "bye now";
   envoy_->SendTunnel(open->message_id, 0, close);
-  ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value());
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 4001);
-  EXPECT_EQ(closed->reason, "bye now");
+  EXPECT_TRUE(keel::testing::NextIsClose(*user, 4001, "bye now", kWait));
   ExpectServes("after-ws");
 }
 
@@ -618,12 +614,8 @@ TEST_F(GatewayTest, WebSocketHeaderRoutingIgnoresTheRequestRule) {
 TEST_F(GatewayTest, WebSocketToUnknownActorClosesWithTheError) {
   auto user = ConnectUser(engine_->ws_url() + "/gateway/" + NonexistentActorId() + "/ws");
   ASSERT_NE(user, nullptr);
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value());
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.not_found#"));
+  EXPECT_TRUE(
+      keel::testing::NextIsClose(*user, 1011, ::testing::StartsWith("actor.not_found#"), kWait));
 }
 
 TEST_F(GatewayTest, WebSocketQueryFormGetOfAMissingKeyClosesWithNotFound) {
@@ -631,12 +623,8 @@ TEST_F(GatewayTest, WebSocketQueryFormGetOfAMissingKeyClosesWithNotFound) {
       ConnectUser(engine_->ws_url() +
                   "/gateway/counter/connect?rvt-namespace=default&rvt-method=get&rvt-key=nope");
   ASSERT_NE(user, nullptr);
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.not_found#"));
+  EXPECT_TRUE(
+      keel::testing::NextIsClose(*user, 1011, ::testing::StartsWith("actor.not_found#"), kWait));
 }
 
 TEST_F(GatewayTest, WebSocketQueryFormGetOrCreateWithAKeyOverTheLimitCloses) {
@@ -645,12 +633,8 @@ TEST_F(GatewayTest, WebSocketQueryFormGetOrCreateWithAKeyOverTheLimitCloses) {
                           "&rvt-pool=default&rvt-key=" +
                           std::string(1100, 'k'));
   ASSERT_NE(user, nullptr);
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_THAT(closed->reason, ::testing::StartsWith("actor.key_too_large#"));
+  EXPECT_TRUE(keel::testing::NextIsClose(*user, 1011, ::testing::StartsWith("actor.key_too_large#"),
+                                         kWait));
 }
 
 // A connection whose setup fails (actors.md §4.6): the runtime opens the socket, sends the
@@ -677,12 +661,7 @@ TEST_F(GatewayTest, WebSocketOpenMessageAndCloseInOneBurstReachTheUserInOrder) {
   auto* msg = std::get_if<net::BlockingWsClient::Message>(&*ev);
   ASSERT_NE(msg, nullptr);
   EXPECT_EQ(msg->data, R"({"body":{"tag":"Error"}})");
-  ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value()) << ev.error().ToString();
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_EQ(closed->reason, "user.invalid_nickname");
+  EXPECT_TRUE(keel::testing::NextIsClose(*user, 1011, "user.invalid_nickname", kWait));
   ExpectServes("after-burst");
 }
 
@@ -976,12 +955,7 @@ TEST_F(GatewayTest, WebSocketRefusedByTheEnvoyClosesTheUserSocket) {
   close.code = 1011;
   close.reason = "Actor not found";
   envoy_->SendTunnel(open->message_id, 0, close);
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value());
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_EQ(closed->reason, "Actor not found");
+  EXPECT_TRUE(keel::testing::NextIsClose(*user, 1011, "Actor not found", kWait));
 }
 
 // BUG: routing errors of a WebSocket upgrade are answered as HTTP, not as a close frame.
@@ -992,12 +966,8 @@ TEST_F(GatewayTest, WebSocketRefusedByTheEnvoyClosesTheUserSocket) {
 TEST_F(GatewayTest, WebSocketHeaderRoutingWithoutActorIsMissingHeader) {
   auto user = ConnectUser(engine_->ws_url() + "/socket", {"rivet", "rivet_target.actor"});
   ASSERT_NE(user, nullptr);
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value());
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_THAT(closed->reason, ::testing::StartsWith("guard.missing_header#"));
+  EXPECT_TRUE(keel::testing::NextIsClose(*user, 1011,
+                                         ::testing::StartsWith("guard.missing_header#"), kWait));
 }
 
 TEST_F(GatewayTest, EnvoyLossClosesAnOpenNonHibernatableWebSocket) {
@@ -1005,12 +975,8 @@ TEST_F(GatewayTest, EnvoyLossClosesAnOpenNonHibernatableWebSocket) {
   ASSERT_NE(user, nullptr);
   ASSERT_TRUE(envoy_->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait).has_value());
   envoy_->Close();
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value());
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_THAT(closed->reason, ::testing::StartsWith("guard.service_unavailable#"));
+  EXPECT_TRUE(keel::testing::NextIsClose(
+      *user, 1011, ::testing::StartsWith("guard.service_unavailable#"), kWait));
 }
 
 // §6.4: "Actor stops while the socket is open: if canHibernate the gateway hibernates;
@@ -1029,12 +995,7 @@ TEST_F(GatewayTest, ActorStopClosesAnOpenNonHibernatableWebSocket) {
   ASSERT_EQ(slept.status, 200) << slept.body;
   ASSERT_TRUE(envoy_->WaitCommand<latest::CommandStopActor>(kWait, actor_).has_value());
   ASSERT_TRUE(WaitSleeping(*engine_, actor_));
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value()) << "the user socket stayed open after the actor stopped";
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1000);
-  EXPECT_EQ(closed->reason, "actor.stopped");
+  EXPECT_TRUE(keel::testing::NextIsClose(*user, 1000, "actor.stopped", kWait));
 }
 
 // §6.3: "ToRivetResponseAbort, the actor stopping, or garbage collection turn into a 503 to
@@ -1075,12 +1036,8 @@ TEST(GatewayStandaloneTest, WebSocketNotOpenedInTimeClosesTheUserSocket) {
   auto user = ConnectUser(engine.ws_url() + "/gateway/" + actor + "/ws");
   ASSERT_NE(user, nullptr);
   ASSERT_TRUE(envoy->WaitTunnel<latest::ToEnvoyWebSocketOpen>(kWait).has_value());
-  auto ev = user->Receive(kWait);
-  ASSERT_TRUE(ev.has_value());
-  auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*ev);
-  ASSERT_NE(closed, nullptr);
-  EXPECT_EQ(closed->code, 1011);
-  EXPECT_THAT(closed->reason, ::testing::StartsWith("guard.websocket_service_timeout#"));
+  EXPECT_TRUE(keel::testing::NextIsClose(
+      *user, 1011, ::testing::StartsWith("guard.websocket_service_timeout#"), kWait));
 }
 
 TEST(GatewayStandaloneTest, ResponseNotStartedInTimeIsServiceUnavailable) {

@@ -40,6 +40,7 @@
 #include "net/http.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
+#include "support/raw_http_client.h"
 
 namespace keel::net {
 namespace {
@@ -68,125 +69,7 @@ class Notification {
   bool done_ = false;
 };
 
-// Blocking POSIX client for byte-exact HTTP tests (keep-alive, malformed requests).
-class RawClient {
- public:
-  // `receive_buffer` > 0 caps the socket's receive buffer (set before connecting, so the
-  // window the server sees stays small).
-  explicit RawClient(uint16_t port, int receive_buffer = 0) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{10, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (receive_buffer > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~RawClient() { ::close(fd_); }
-  bool connected() const { return connected_; }
-
-  bool Send(std::string_view data) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-
-  // Reads one response with a Content-Length body; "" on EOF/timeout before a full one.
-  std::string ReadResponse() {
-    for (;;) {
-      size_t head_end = buffer_.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        size_t length = 0;
-        std::string head = buffer_.substr(0, head_end);
-        std::string lower = head;
-        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        size_t pos = lower.find("content-length:");
-        if (pos != std::string::npos) length = std::stoul(head.substr(pos + 15));
-        if (buffer_.size() >= head_end + 4 + length) {
-          std::string out = buffer_.substr(0, head_end + 4 + length);
-          buffer_.erase(0, head_end + 4 + length);
-          return out;
-        }
-      }
-      if (!ReadMore()) return "";
-    }
-  }
-
-  // Reads one response head (through the blank line), whatever its Content-Length says:
-  // an answer to HEAD. "" on EOF/timeout before a full one.
-  std::string ReadHead() {
-    for (;;) {
-      size_t head_end = buffer_.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        std::string out = buffer_.substr(0, head_end + 4);
-        buffer_.erase(0, head_end + 4);
-        return out;
-      }
-      if (!ReadMore()) return "";
-    }
-  }
-
-  // Everything still unread up to the server's EOF (or the receive timeout).
-  std::string ReadToEof() {
-    while (ReadMore()) {
-    }
-    return std::exchange(buffer_, std::string());
-  }
-
-  // Bytes received and not yet read (the kernel's receive queue and this client's buffer).
-  size_t Available() {
-    int queued = 0;
-    if (::ioctl(fd_, FIONREAD, &queued) != 0) queued = 0;
-    return buffer_.size() + static_cast<size_t>(queued);
-  }
-
-  // Reads exactly `n` bytes; "" on EOF/timeout before them.
-  std::string ReadExactly(size_t n) {
-    while (buffer_.size() < n) {
-      if (!ReadMore()) return "";
-    }
-    std::string out = buffer_.substr(0, n);
-    buffer_.erase(0, n);
-    return out;
-  }
-
-  // True when the server closed the connection (EOF) within the receive timeout.
-  bool WaitEof() {
-    for (;;) {
-      char buf[4096];
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n == 0) return true;
-      if (n < 0) return errno == ECONNRESET;
-    }
-  }
-
- private:
-  bool ReadMore() {
-    char buf[65536];
-    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    buffer_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string buffer_;
-};
-
-// The value of header `name` (as written by the server) in a raw response; "" if absent.
-std::string RawHeader(const std::string& response, const std::string& name) {
-  const std::string key = "\r\n" + name + ": ";
-  const size_t at = response.find(key);
-  if (at == std::string::npos) return "";
-  const size_t start = at + key.size();
-  return response.substr(start, response.find("\r\n", start) - start);
-}
+using RawClient = keel::testing::RawHttpClient;
 
 std::string Url(const HttpServer& server, std::string_view path = "/") {
   return "http://127.0.0.1:" + std::to_string(server.port()) + std::string(path);
@@ -817,7 +700,7 @@ TEST(HttpServer, OversizedHeadersGet431) {
                           "\r\n\r\n"));
   std::string res = client.ReadResponse();
   EXPECT_EQ(res.rfind("HTTP/1.1 431", 0), 0u) << res;
-  EXPECT_EQ(RawHeader(res, "Content-Type"), "text/plain");  // no ServerOptions::refusal
+  EXPECT_EQ(RawClient::Header(res, "Content-Type"), "text/plain");  // no ServerOptions::refusal
   EXPECT_TRUE(client.WaitEof());
 }
 
@@ -852,8 +735,9 @@ TEST(HttpServer, HeadAnswersLeaveTheBodyOutAndKeepTheConnectionInStep) {
     const size_t body_at = get.find("\r\n\r\n") + 4;
     EXPECT_GT(get.size(), body_at) << target;
     // The HEAD's Content-Length is the size of the body the GET got.
-    EXPECT_EQ(RawHeader(head, "Content-Length"), std::to_string(get.size() - body_at)) << target;
-    EXPECT_EQ(RawHeader(head, "X-Kind"), RawHeader(get, "X-Kind")) << target;
+    EXPECT_EQ(RawClient::Header(head, "Content-Length"), std::to_string(get.size() - body_at))
+        << target;
+    EXPECT_EQ(RawClient::Header(head, "X-Kind"), RawClient::Header(get, "X-Kind")) << target;
   }
   EXPECT_EQ(client.Available(), 0u);
   EXPECT_EQ(server->open_connections(), 1u);
@@ -875,8 +759,8 @@ TEST(HttpServer, HeadOnAStreamGetsTheHeadThenTheConnectionCloses) {
   ASSERT_TRUE(client.Send("HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n"));
   const std::string head = client.ReadHead();
   EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
-  EXPECT_EQ(RawHeader(head, "Content-Type"), "text/event-stream");
-  EXPECT_EQ(RawHeader(head, "Connection"), "close");
+  EXPECT_EQ(RawClient::Header(head, "Content-Type"), "text/event-stream");
+  EXPECT_EQ(RawClient::Header(head, "Connection"), "close");
   EXPECT_EQ(client.ReadToEof(), "");
   EXPECT_TRUE(peer_gone.WaitFor());
   held->WriteChunk("data: 2\n\n");  // dropped
@@ -931,10 +815,11 @@ TEST(HttpServer, RefusalsAreRenderedByTheOptionAndCloseTheConnection) {
     ASSERT_TRUE(client.Send(c.request));
     const std::string res = client.ReadResponse();
     EXPECT_EQ(res.rfind(std::string("HTTP/1.1 ") + c.status, 0), 0u) << res;
-    EXPECT_EQ(RawHeader(res, "Content-Type"), "application/json") << res;
-    EXPECT_EQ(RawHeader(res, "Connection"), "close") << res;
-    EXPECT_EQ(RawHeader(res, "Content-Length"), std::to_string(std::string_view(c.body).size()));
-    EXPECT_EQ(RawHeader(res, "X-Origin"), c.origin) << res;
+    EXPECT_EQ(RawClient::Header(res, "Content-Type"), "application/json") << res;
+    EXPECT_EQ(RawClient::Header(res, "Connection"), "close") << res;
+    EXPECT_EQ(RawClient::Header(res, "Content-Length"),
+              std::to_string(std::string_view(c.body).size()));
+    EXPECT_EQ(RawClient::Header(res, "X-Origin"), c.origin) << res;
     EXPECT_EQ(res.substr(res.find("\r\n\r\n") + 4), c.body);
     EXPECT_EQ(client.ReadToEof(), "") << c.status;  // then the server closes
   }
