@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/common.h"
 #include "client/client.h"
 #include "net/http.h"
@@ -271,10 +273,18 @@ std::string WaitingFor(const std::string& what, const ClientFlags& f) {
   return WaitingFor(what, f.pool, f);
 }
 
-// A command-line value: JSON when it parses, else the text itself.
-Value ParseArgument(const std::string& text) {
+// A command-line value: JSON when it parses, else the text itself. Text that is JSON but
+// does not decode as a value (a `$` escape that is not one, such as a $BigInt outside 64
+// bits) is an error naming `what`: the user wrote a value, not text to send as it is.
+std::optional<Value> ParseArgument(std::string_view what, const std::string& text,
+                                   std::string& error) {
   auto parsed = ParseJson(text);
   if (parsed.has_value()) return std::move(*parsed);
+  if (nlohmann::json::accept(text)) {
+    error =
+        std::string(what) + " is JSON but not a value Keel can send: " + parsed.error().message();
+    return std::nullopt;
+  }
   return Value(text);
 }
 
@@ -427,7 +437,10 @@ int RunCreate(ActorsOptions& o) {
   if (!target) return Fail(kExitUsage, "cli.usage", error);
   client::Client c(ToOptions(o.flags));
   client::CreateOptions create;
-  if (o.input_option->count() > 0) create.input = ParseArgument(o.input);
+  if (o.input_option->count() > 0) {
+    create.input = ParseArgument("--input", o.input, error);
+    if (!create.input) return Fail(kExitUsage, "cli.usage", error);
+  }
   std::optional<ClientResult<client::ActorHandle>> handle_or;
   {
     SlowNotice notice(WaitingFor("the new actor", o.flags));
@@ -479,9 +492,14 @@ struct CallOptions {
   CLI::Option* params_option = nullptr;
 };
 
-std::optional<client::ActorHandle> MakeHandle(client::Client& c, const CallOptions& o, const Target& t) {
+// The handle `o` names, or nullopt with `error` set when its --params is not a value.
+std::optional<client::ActorHandle> MakeHandle(client::Client& c, const CallOptions& o,
+                                              const Target& t, std::string& error) {
   client::GetOrCreateOptions h;
-  if (o.params_option->count() > 0) h.params = ParseArgument(o.params);
+  if (o.params_option->count() > 0) {
+    h.params = ParseArgument("--params", o.params, error);
+    if (!h.params) return std::nullopt;
+  }
   if (o.no_create) {
     client::HandleOptions get;
     get.params = h.params;
@@ -520,9 +538,14 @@ int RunCall(CallOptions& o) {
   auto target = ParseTarget(o.target, o.key, o.key_option->count() > 0, error);
   if (!target) return Fail(kExitUsage, "cli.usage", error);
   Value::Array args;
-  for (const auto& a : o.args) args.push_back(ParseArgument(a));
+  for (size_t i = 0; i < o.args.size(); ++i) {
+    auto arg = ParseArgument("argument " + std::to_string(i + 1), o.args[i], error);
+    if (!arg) return Fail(kExitUsage, "cli.usage", error);
+    args.push_back(std::move(*arg));
+  }
   client::Client c(ToOptions(o.flags));
-  auto handle = MakeHandle(c, o, *target);
+  auto handle = MakeHandle(c, o, *target, error);
+  if (!handle) return Fail(kExitUsage, "cli.usage", error);
   std::optional<ClientResult<Value>> out_or;
   {
     SlowNotice notice([&o, t = *target] { return SlowRequestLine(o.flags, t, o.action + " on"); });
@@ -657,7 +680,8 @@ int RunWatch(CallOptions& o) {
   BlockStopSignals();
   auto state = std::make_shared<WatchState>();
   client::Client c(ToOptions(o.flags));
-  auto handle = MakeHandle(c, o, *target);
+  auto handle = MakeHandle(c, o, *target, error);
+  if (!handle) return Fail(kExitUsage, "cli.usage", error);
   // Resolving first turns an unreachable engine or a missing actor into an error at once
   // (connection attempts are retried).
   auto id = handle->Resolve();
@@ -821,16 +845,10 @@ void AddActorCommands(CLI::App& app) {
   call->add_option("TARGET", callo->target, "NAME/KEY (everything after the first / is one key component) or NAME")
       ->required();
   call->add_option("ACTION", callo->action, "Action name")->required();
-  // Each argument is one JSON value as written. A vector option normally lets CLI11 read
-  // `[a,b]` as a list of two values (allow_extra_args), which split `'["a","b"]'` and made
-  // `'[5]'` the number 5; instead this positional takes up to "all" values (expected) one by
-  // one, without that syntax, and keeps all of them (TakeAll: no count check).
-  call->add_option("ARGS", callo->args,
-                   "Arguments, each one JSON value (else taken as text); use -- before ones that "
-                   "look like flags")
-      ->expected(CLI::detail::expected_max_vector_size, CLI::detail::expected_max_vector_size)
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  // Each argument is one JSON value as written: `'["a","b"]'` is one array.
+  AddVerbatimArgs(*call, "ARGS", callo->args,
+                  "Arguments, each one JSON value (else taken as text); use -- before ones that "
+                  "look like flags");
   callo->key_option = call->add_option("--key", callo->key, "Key components, comma-separated (with a plain NAME)")
                           ->delimiter(',')->allow_extra_args(false);
   callo->params_option = call->add_option("--params", callo->params, "Connection params (JSON)");

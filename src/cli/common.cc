@@ -50,4 +50,13 @@ int TakeStopSignal(std::chrono::milliseconds timeout) {
   return sig > 0 ? sig : 0;  // EAGAIN (none in time) or EINTR: callers poll again
 }
 
+CLI::Option* AddVerbatimArgs(CLI::App& app, const std::string& name, std::vector<std::string>& into,
+                             const std::string& description) {
+  // Up to "all" values (expected), taken one by one and all kept (TakeAll: no count check).
+  return app.add_option(name, into, description)
+      ->expected(CLI::detail::expected_max_vector_size, CLI::detail::expected_max_vector_size)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
 }  // namespace keel::cli

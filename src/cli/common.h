@@ -8,9 +8,11 @@
 
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace keel::cli {
 
@@ -30,6 +32,12 @@ int Fail(int exit_code, std::string_view id, std::string_view message);
 
 // A progress line on stderr (e.g. "waiting for the runtime to connect (3 s)").
 void Progress(std::string_view line);
+
+// A positional that takes every remaining argument verbatim, one element each. A plain
+// vector option lets CLI11 read `[a,b]` as a list of two values (allow_extra_args), which
+// would split `'["a","b"]'` and make `'[5]'` the text 5; this one reads no such syntax.
+CLI::Option* AddVerbatimArgs(CLI::App& app, const std::string& name, std::vector<std::string>& into,
+                             const std::string& description);
 
 // The path `keel` was invoked as (argv[0]), for hints printed to the user.
 void SetInvocationName(std::string name);

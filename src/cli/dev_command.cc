@@ -527,8 +527,9 @@ void AddDevCommand(CLI::App& app) {
                   "Seconds each process gets to stop gracefully before it is killed")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
-  dev->add_option("ENGINE_ARGS", o->engine_args,
-                  "More keel-engine flags, after `--` (e.g. -- --threads 4)");
+  AddVerbatimArgs(
+      *dev, "ENGINE_ARGS", o->engine_args,
+      "More keel-engine flags, after `--`, each passed as written (e.g. -- --threads 4)");
   dev->callback([o] {
     const int rc = RunDev(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -214,7 +214,7 @@ class Parser {
   bool ParseBigInt(std::string_view digits, Value& out) {
     const bool negative = !digits.empty() && digits[0] == '-';
     if (negative) digits.remove_prefix(1);
-    if (digits.empty() || digits.size() > 20) return Fail("invalid $BigInt");
+    if (digits.empty()) return Fail("invalid $BigInt");
     uint64_t n = 0;
     for (char c : digits) {
       if (c < '0' || c > '9') return Fail("invalid $BigInt");

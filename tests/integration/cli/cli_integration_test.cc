@@ -370,14 +370,33 @@ TEST(KeelCli, ASlowCallNamesThePoolTheActorWaitsFor) {
 
 TEST(KeelCli, UsageErrorsExitTwo) {
   for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"call"}, {"call", "counter/k"}, {"call", "/k", "increment"},
-        {"call", "counter/k", "increment", "--key", "a"}, {"actors"}, {"actors", "bogus"},
-        {"watch", "counter/k", "newCount", "--count", "0"}, {"dev", "--storage", "disk"},
-        {"--no-such-flag"}}) {
+       {std::vector<std::string>{"call"},
+        {"call", "counter/k"},
+        {"call", "/k", "increment"},
+        {"call", "counter/k", "increment", "--key", "a"},
+        {"actors"},
+        {"actors", "bogus"},
+        {"watch", "counter/k", "newCount", "--count", "0"},
+        {"dev", "--storage", "disk"},
+        {"--no-such-flag"},
+        // JSON that is not a value (an escape that does not decode) is refused before any
+        // request, not sent as text; plain text is still text (UnreachableEngineExitsThree).
+        {"call", "counter/k", "increment", R"(["$BigInt","99999999999999999999999"])", "--endpoint",
+         "http://127.0.0.1:1"},
+        {"call", "counter/k", "increment", "--params", R"({"a":["$Uint8Array","%%"]})",
+         "--endpoint", "http://127.0.0.1:1"},
+        {"watch", "counter/k", "newCount", "--params", R"(["$Nope","x"])", "--endpoint",
+         "http://127.0.0.1:1"},
+        {"actors", "create", "counter/k", "--input", R"(["$BigInt","1x"])", "--endpoint",
+         "http://127.0.0.1:1"}}) {
     KeelRun r = Keel(args);
     EXPECT_EQ(r.exit_code, 2) << Describe(r);
     EXPECT_THAT(r.err, MatchesRegex("keel: cli\\.usage: [^\n]*\n")) << Describe(r);
   }
+  KeelRun r = Keel({"call", "counter/k", "increment", R"(["$BigInt","99999999999999999999999"])"});
+  EXPECT_THAT(r.err, StartsWith("keel: cli.usage: argument 1 is JSON but not a value Keel can "
+                                "send: $BigInt out of 64-bit range"))
+      << Describe(r);
 }
 
 TEST(KeelCli, UnreachableEngineExitsThree) {
@@ -410,6 +429,17 @@ TEST(KeelCli, DevReportsADyingRuntime) {
   KeelRun missing = Keel({"dev", "--engine", data.path() + "/no-such-engine"});
   EXPECT_EQ(missing.exit_code, 2) << Describe(missing);
   EXPECT_THAT(missing.err, StartsWith("keel: dev.engine_not_found: "));
+}
+
+// Engine flags after `--` reach keel-engine as written: `[warn,x]` is one argument, which
+// the engine refuses by quoting it, not the two (`warn`, `x`) CLI11's list syntax would
+// have made of it.
+TEST(KeelCli, DevPassesEngineArgumentsAsWritten) {
+  TempDir data;
+  KeelRun r =
+      Keel({"dev", "--port", "0", "--storage", "memory", "--", "--log-level", "[warn,x]"}, {}, 45s);
+  EXPECT_EQ(r.exit_code, 4) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("[warn,x]")) << Describe(r);
 }
 
 // The pids of `parent`'s children whose command line contains `needle`.

@@ -81,6 +81,12 @@ TEST(JsonTest, ParsesCompatibilityEscapes) {
   EXPECT_FALSE(ParseJson(R"(["$Uint8Array","Z"])").has_value());
   EXPECT_FALSE(ParseJson(R"(["$Uint8Array","Zm9vYmE=="])").has_value());
   EXPECT_FALSE(ParseJson(R"(["$Unknown","x"])").has_value());
+  // Leading zeros do not count against the range; more digits than fit say so.
+  EXPECT_EQ(Parsed(R"(["$BigInt","0000000000000000000000042"])"), Value(42));
+  auto big = ParseJson(R"(["$BigInt","99999999999999999999999"])");
+  ASSERT_FALSE(big.has_value());
+  EXPECT_NE(big.error().message().find("$BigInt out of 64-bit range"), std::string::npos)
+      << big.error().ToString();
 }
 
 TEST(JsonTest, ParsesNumbers) {
