@@ -473,6 +473,26 @@ for (const enc of ENCODINGS) {
     }
   });
 
+  // The actor refuses the setup: an Error frame, then a close repeating its `group.code`.
+  // The failure is reported once per attempt, and the error kept for the next action is
+  // the frame's (its message), not the close reason's.
+  test(`[${enc}] a failed setup is reported once per attempt with its structured error`, { ...T, skip: noFixtures }, async () => {
+    const c = clientFor(enc, { poolName: "fixtures" });
+    const conn = c.getOrCreate("connErrorSerializationActor", unique(`setup-${enc}`)).connect({ shouldThrow: true });
+    const seen = [];
+    conn.onError((e) => seen.push(`error ${e.id}: ${e.message}`));
+    conn.onStatusChange((s) => seen.push(`status ${s}`));
+    try {
+      await waitFor(() => seen.includes("status disconnected"), 5000, "the first attempt's end");
+      const first = seen.slice(0, seen.indexOf("status disconnected"));
+      assert.deepStrictEqual(first.filter((x) => x.startsWith("error")), ["error connection.custom_error: Connection failed"], seen.join(" | "));
+      // No action waited then: the next one fails at once with what the actor sent.
+      await within(1000, rejectsWith(conn.action("getValue"), { group: "connection", code: "custom_error", message: "Connection failed" }), "the kept error");
+    } finally {
+      await conn.dispose();
+    }
+  });
+
   test(`[${enc}] errors: user error and unknown action, over HTTP and WebSocket`, T, async () => {
     const c = clientFor(enc);
     const chat = c.getOrCreate("chat", unique(`err-${enc}`));

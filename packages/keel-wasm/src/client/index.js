@@ -701,6 +701,7 @@ export class ActorConn {
     this._backoff = MIN_BACKOFF_MS;
     this._reconnectTimer = null;
     this._unreported = null;
+    this._connError = null;  // the current socket's setup failure (its Error frame)
     this._readyWaiters = new Set();
     this._c.conns.add(this);
     const proxy = actionProxy(this);
@@ -953,6 +954,7 @@ export class ActorConn {
     }
     ws.binaryType = "arraybuffer";
     this._attemptSocket = ws;
+    this._connError = null;
     let handshakeDone = false;
     const timer = setTimeout(() => {
       if (handshakeDone) return;
@@ -982,7 +984,7 @@ export class ActorConn {
         // The handshake failed: the WebSocket API gives no status or body.
         const e = errorFromCloseReason(ev.reason) ?? clientError("connect_failed", `the WebSocket to ${url} could not be opened (code ${ev.code})`);
         if (isSchedulingError(e)) this._h.forgetId();
-        return this._failed(gen, e, !isSchedulingError(e) || this._h.kind === KIND_ID);
+        return this._failed(gen, e, !this._waitsThrough(e));
       }
       this._onSocketClose(gen, ev.code, ev.reason ?? "");
     });
@@ -993,11 +995,25 @@ export class ActorConn {
     if (this._disposed || gen !== this._gen) return;
     this._attemptSocket = null;
     const out = [];
-    this._queueError(e, out);
-    if (failQueued) this._failPending(e, false, out, true);
+    this._attemptFailed(e, failQueued, false, out);
+    this._run(out);
+  }
+
+  // An attempt ended with `e` before Init. The error listeners hear it, and when
+  // `failQueued` the queued actions fail with it (when none was waiting, the next action
+  // called before the connection opens does); then a reconnect is scheduled. `reported`:
+  // the listeners and the waiting actions heard `e` already (from the actor's Error frame).
+  _attemptFailed(e, failQueued, reported, out) {
+    if (!reported) this._queueError(e, out);
+    if (failQueued) this._failPending(e, false, out, !reported);
     this._setStatus("disconnected", out);
     this._scheduleReconnect();
-    this._run(out);
+  }
+
+  // A scheduling error on a handle that resolves again (not one by id) ends only this
+  // attempt: queued actions wait for the next one.
+  _waitsThrough(e) {
+    return isSchedulingError(e) && this._h.kind !== KIND_ID;
   }
 
   _scheduleReconnect() {
@@ -1069,6 +1085,7 @@ export class ActorConn {
           // connection get it, and so do the error listeners.
           this._queueError(e, out);
           this._failPending(e, false, out, true);
+          this._connError = e;
         }
         break;
       }
@@ -1103,22 +1120,31 @@ export class ActorConn {
     this._attemptSocket = null;
     const wasOpen = this._open;
     this._open = false;
+    const setupError = this._connError;
+    this._connError = null;
     if (this._disposed) return;
     const out = [];
-    const structured = errorFromCloseReason(reason);
-    const e = structured ?? clientError("connection_lost", `the connection closed (code ${code}${reason ? ", " + reason : ""})`);
-    if (structured) {
-      this._queueError(e, out);
-      if (isSchedulingError(e)) this._h.forgetId();
+    let structured = errorFromCloseReason(reason);
+    // After a failed setup's Error frame, the close repeats its `group.code`: the error is
+    // the one already reported, with its message and metadata, not a second one.
+    const reported = structured !== null && setupError !== null && setupError.group === structured.group && setupError.code === structured.code;
+    if (reported) structured = setupError;
+    if (structured && isSchedulingError(structured)) this._h.forgetId();
+    if (structured && !wasOpen) {
+      // Refused before Init: the gateway refuses a WebSocket by accepting it and closing
+      // with `group.code#ray` (actors.md §5.9). The attempt ends as a refused handshake
+      // does, queued actions included.
+      this._attemptFailed(structured, !this._waitsThrough(structured), reported, out);
+    } else {
+      // A drop (queued actions wait for the next attempt), or a close after Init: the
+      // actions sent may or may not have run, so they fail.
+      const e = structured ?? clientError("connection_lost", `the connection closed (code ${code}${reason ? ", " + reason : ""})`);
+      if (structured && !reported) this._queueError(e, out);
+      this._failPending(e, true, out, structured !== null && !reported);
+      if (wasOpen) for (const fn of this._onClose.values()) out.push(() => fn());
+      this._setStatus("disconnected", out);
+      this._scheduleReconnect();
     }
-    // The gateway refuses a WebSocket by accepting it and closing with `group.code#ray`:
-    // a structured close before Init is a refused attempt, so (as for a refused handshake)
-    // queued actions fail too unless the error is a scheduling one.
-    const refused = structured !== null && !wasOpen && (!isSchedulingError(e) || this._h.kind === KIND_ID);
-    this._failPending(e, !refused, out, structured !== null);
-    if (wasOpen) for (const fn of this._onClose.values()) out.push(() => fn());
-    this._setStatus("disconnected", out);
-    this._scheduleReconnect();
     this._run(out);
   }
 }
