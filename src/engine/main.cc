@@ -34,11 +34,7 @@ int main(int argc, char** argv) {
   KEEL_LOG(
       kInfo, "engine", "starting",
       {{"config", keel::engine::DescribeConfig(*config)}, {"allocator", keel::AllocatorName()}});
-  if (!config->admin_token.has_value()) {
-    KEEL_LOG(kWarn, "engine",
-             "no admin token: the REST API and envoy endpoint need no authentication, so the "
-             "engine only binds loopback addresses");
-  }
+  // EngineServer::Start warns when there is no admin token.
 
   keel::StopSignals signals;  // before any thread starts
 

@@ -28,6 +28,9 @@ constexpr int kMaxIoSpinUs = 100000;
 constexpr int kMaxInlineSyncUs = 100000;
 constexpr int64_t kMaxInlinePageCommitBytes = int64_t{16} << 20;  // a commit's own cap
 constexpr size_t kMaxNamespaceNameSize = 128;
+// Upper bound of every duration setting: 30 days. Far above any sensible timeout, and small
+// enough that a deadline (now + duration, in nanoseconds) cannot overflow.
+constexpr int64_t kMaxDurationMs = int64_t{30} * 24 * 60 * 60 * 1000;
 
 Error ConfigError(std::string_view code, std::string message) {
   return Error("config", std::string(code), std::move(message));
@@ -130,10 +133,16 @@ Result<std::map<std::string, std::string>> ParseNamespaceTokens(std::string_view
 
 template <typename Get>
 Field DurationField(std::string_view key, Get get) {
-  return Field{key, JsonKind::kInteger, [get](EngineConfig& c, std::string_view text) -> Status {
-                 KEEL_ASSIGN_OR_RETURN(int64_t ms,
-                                       ParseInteger(text, 1, std::numeric_limits<int64_t>::max()));
-                 get(c) = Ms(ms);
+  return Field{key, JsonKind::kInteger,
+               [key, get](EngineConfig& c, std::string_view text) -> Status {
+                 auto ms = ParseInteger(text, 1, std::numeric_limits<int64_t>::max());
+                 if (!ms.ok()) return ms.error();
+                 if (*ms > kMaxDurationMs) {
+                   return InvalidValue(std::string(key) + " must be at most " +
+                                       std::to_string(kMaxDurationMs) + " ms (30 days), got " +
+                                       std::string(text));
+                 }
+                 get(c) = Ms(*ms);
                  return OkStatus();
                }};
 }
@@ -145,6 +154,19 @@ Field CountField(std::string_view key, Get get, int64_t min, int64_t max) {
                  KEEL_ASSIGN_OR_RETURN(int64_t value, ParseInteger(text, min, max));
                  get(c) = value;
                  return OkStatus();
+               }};
+}
+
+// A key of actors.md §6.12 for a mechanism keel-engine does not have: refused, whatever
+// its value, rather than accepted and ignored.
+constexpr std::string_view kServerlessNotYet =
+    "serverless drain, backoff, metadata polling and runner-pool errors are not implemented "
+    "yet, docs/engine.md \"Not yet\"";
+
+Field UnsupportedField(std::string_view key, std::string_view why) {
+  return Field{key, JsonKind::kInteger, [key, why](EngineConfig&, std::string_view) -> Status {
+                 return InvalidValue(std::string(key) + " is not supported by keel-engine (" +
+                                     std::string(why) + ")");
                }};
 }
 
@@ -250,18 +272,20 @@ const std::vector<Field>& Fields() {
       KEEL_DURATION(envoy_ping_timeout),
       KEEL_DURATION(envoy_ping_interval),
       KEEL_COUNT(max_response_payload_bytes, 1, std::numeric_limits<int64_t>::max()),
-      KEEL_DURATION(serverless_drain_grace_period),
-      KEEL_DURATION(serverless_base_retry_timeout),
-      KEEL_DURATION(serverless_retry_reset_duration),
-      KEEL_COUNT(serverless_backoff_max_exponent, 0, 62),
-      KEEL_COUNT(runner_pool_error_clear_successes, 1, 1000000),
-      KEEL_DURATION(metadata_poll_interval),
-      KEEL_DURATION(min_metadata_poll_interval),
+      UnsupportedField("serverless_drain_grace_period_ms", kServerlessNotYet),
+      UnsupportedField("serverless_base_retry_timeout_ms", kServerlessNotYet),
+      UnsupportedField("serverless_retry_reset_duration_ms", kServerlessNotYet),
+      UnsupportedField("serverless_backoff_max_exponent", kServerlessNotYet),
+      UnsupportedField("runner_pool_error_clear_successes", kServerlessNotYet),
+      UnsupportedField("metadata_poll_interval_ms", kServerlessNotYet),
+      UnsupportedField("min_metadata_poll_interval_ms", kServerlessNotYet),
       KEEL_COUNT(preload_max_total_bytes, 0, std::numeric_limits<int64_t>::max()),
       KEEL_DURATION(gateway_actor_ready_timeout),
       KEEL_DURATION(gateway_response_start_timeout),
       KEEL_DURATION(gateway_ws_open_timeout),
-      KEEL_DURATION(gateway_tunnel_ping_timeout),
+      UnsupportedField("gateway_tunnel_ping_timeout_ms",
+                       "the gateway runs in the engine's process: there is no tunnel to ping; "
+                       "envoy_ping_timeout_ms bounds an envoy's silence"),
       KEEL_DURATION(gateway_hws_ack_timeout),
       KEEL_COUNT(gateway_hws_max_pending_bytes, 1, std::numeric_limits<int64_t>::max()),
   };
@@ -573,6 +597,24 @@ Status ValidateEngineConfig(const EngineConfig& config) {
                t.gateway_tunnel_ping_timeout,
                t.gateway_hws_ack_timeout}) {
     if (d.count() <= 0) return InvalidValue("every duration threshold must be positive");
+    if (d.count() > kMaxDurationMs) {
+      return InvalidValue("every duration threshold must be at most " +
+                          std::to_string(kMaxDurationMs) + " ms (30 days)");
+    }
+  }
+  // Keys for mechanisms keel-engine does not have (refused by the loaders, see Fields()).
+  const EngineThresholds defaults;
+  if (t.serverless_drain_grace_period != defaults.serverless_drain_grace_period ||
+      t.serverless_base_retry_timeout != defaults.serverless_base_retry_timeout ||
+      t.serverless_retry_reset_duration != defaults.serverless_retry_reset_duration ||
+      t.serverless_backoff_max_exponent != defaults.serverless_backoff_max_exponent ||
+      t.runner_pool_error_clear_successes != defaults.runner_pool_error_clear_successes ||
+      t.metadata_poll_interval != defaults.metadata_poll_interval ||
+      t.min_metadata_poll_interval != defaults.min_metadata_poll_interval ||
+      t.gateway_tunnel_ping_timeout != defaults.gateway_tunnel_ping_timeout) {
+    return InvalidValue(
+        "the serverless thresholds and gateway_tunnel_ping_timeout_ms are not supported by "
+        "keel-engine");
   }
   if (t.envoy_ping_interval >= t.envoy_ping_timeout) {
     return InvalidValue("envoy_ping_interval_ms (" + std::to_string(t.envoy_ping_interval.count()) +

@@ -9,6 +9,7 @@
 
 #include "base/ascii.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "engine/common/actor_limits.h"
 #include "engine/core/catalog.h"
 #include "engine/core/engine.h"
@@ -238,7 +239,9 @@ class Call {
     r.status = status;
     r.headers = Cors();
     r.headers.emplace_back("content-type", "application/json");
-    r.body = body.dump();
+    // Stored text that is not UTF-8 (e.g. a pool name an older engine accepted) is shown
+    // with U+FFFD rather than failing the whole answer.
+    r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
     exchange_->Respond(std::move(r));
   }
 
@@ -361,6 +364,11 @@ Result<rec::RunnerConfigRecord> ParseRunnerConfig(const json& dc) {
 
 Result<json> PutRunnerConfig(Engine& engine, const ApiRequest& req, const std::string& name) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  // Names are text (as actor names, which JSON and the gateway's query form keep UTF-8):
+  // a name the API could not render in JSON is refused here.
+  if (!IsValidUtf8(name)) {
+    return Unexpected{Error{"runner_config", "invalid", "pool names must be valid UTF-8"}};
+  }
   KEEL_ASSIGN_OR_RETURN(json body, ParseBody(req.body, {"datacenters"}));
   if (!body.contains("datacenters") || !body["datacenters"].is_object()) {
     return Unexpected{BadRequest("missing field 'datacenters'")};

@@ -55,11 +55,22 @@ struct EngineOptions {
   int64_t ping_interval_ms = 3000;
   int64_t ping_timeout_ms = 15000;
   int64_t envoy_eligible_threshold_ms = 10000;
+  // Serverful allocation picks at random among up to this many of the pool's eligible
+  // highest-version envoys (actors.md §6.4, actor_allocation_candidate_sample_size).
+  int64_t allocation_candidate_sample_size = 100;
+  // A hibernating WebSocket whose keepalive record is older than this is not offered to a
+  // restarted actor (envoy-protocol.md §6.5, hibernating_request_eligible_threshold).
+  int64_t hibernating_request_eligible_threshold_ms = 90000;
   orch::Thresholds thresholds;
   // Gateway (actors.md §5.6, §6.12).
   int64_t actor_ready_timeout_ms = 10000;
   int64_t response_start_timeout_ms = 300000;
   int64_t ws_open_timeout_ms = 15000;
+  // Hibernatable WebSockets (§6.5): a message unacknowledged for this long, or more than
+  // this many unacknowledged bytes, closes the socket (gateway_hws_ack_timeout,
+  // gateway_hws_max_pending_bytes).
+  int64_t hws_ack_timeout_ms = 30000;
+  uint64_t hws_max_pending_bytes = uint64_t{128} << 20;
   int max_rewakes = 8;
   // Budget of the KV an actor's start command carries (envoy-protocol.md §5.4; the plan
   // comes from the envoy's actor-name metadata, engine/core/preload.h). 0 disables.

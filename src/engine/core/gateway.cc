@@ -26,8 +26,6 @@ namespace {
 namespace latest = protocol::envoy::latest;
 constexpr std::string_view kLog = "gateway";
 constexpr size_t kMaxPendingMessages = 65535;
-constexpr size_t kMaxPendingBytes = size_t{128} << 20;
-constexpr int64_t kAckTimeoutMs = 30000;
 constexpr int64_t kKeepaliveMs = 45000;
 
 // Wrapping u16 order of message indices (§6.1): a <= b.
@@ -151,7 +149,14 @@ size_t Gateway::in_flight() const {
   return in_flight_.size();
 }
 
-void Gateway::Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors) {
+void Gateway::Fail(net::HttpExchange& exchange, const Error& raw, const net::Headers& cors) {
+  // Internal failures, storage ones included (as on the REST API), are logged and shown as
+  // core.internal_error (500 / close 1011), never as themselves (errors.md §1.4).
+  Error error = raw;
+  if (gateway::IsInternalError(raw) || raw.group() == "storage") {
+    KEEL_LOG(kError, kLog, "internal error", {{"error", raw.ToString()}});
+    error = Error{"core", "internal_error", "An internal error occurred."};
+  }
   if (exchange.IsWebSocketUpgrade()) {
     // Accept, then close with the reason: a refused upgrade carries no readable reason.
     class Discard final : public net::WsHandler {
@@ -170,12 +175,7 @@ void Gateway::Fail(net::HttpExchange& exchange, const Error& error, const net::H
   net::HttpResponse response;
   response.status = gateway::HttpStatusFor(error);
   response.headers = WithCors({{"content-type", "application/json"}}, cors);
-  Error shown = error;
-  if (gateway::IsInternalError(error)) {
-    KEEL_LOG(kError, kLog, "internal error", {{"error", error.ToString()}});
-    shown = Error{"core", "internal_error", "An internal error occurred."};
-  }
-  response.body = gateway::ErrorJson(shown);
+  response.body = gateway::ErrorJson(error);
   exchange.Respond(std::move(response));
 }
 
@@ -237,6 +237,11 @@ void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Rout
   // key is refused the same way rather than looked up).
   if (Status valid = gateway::ValidateSerializedActorKey(key); !valid.has_value()) {
     Fail(*exchange, valid.error(), cors);
+    return;
+  }
+  // As REST create's `datacenter`: this engine is one datacenter, any other is refused.
+  if (q.region.has_value() && *q.region != engine_.options().datacenter_name) {
+    Fail(*exchange, Error{"api", "bad_request", "unknown datacenter '" + *q.region + "'"}, cors);
     return;
   }
   if (q.method == gateway::QueryMethod::kGet) {
@@ -431,11 +436,11 @@ void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kin
       if (const auto* m = std::get_if<latest::ToEnvoyWebSocketMessage>(&kind.value)) {
         const int64_t now = engine_.clock().SystemNowMs();
         if (entry.unacked.size() >= kMaxPendingMessages ||
-            entry.unacked_bytes + m->data.size() > kMaxPendingBytes) {
+            entry.unacked_bytes + m->data.size() > engine_.options().hws_max_pending_bytes) {
           overflow = Error{"guard", "websocket_pending_limit_reached",
                            "Reached limit on pending websocket messages, aborting connection."};
         } else if (!entry.unacked.empty() &&
-                   now - entry.unacked.front().sent_ms > kAckTimeoutMs) {
+                   now - entry.unacked.front().sent_ms > engine_.options().hws_ack_timeout_ms) {
           overflow = Error{"guard", "websocket_ack_timeout",
                            "the actor did not acknowledge websocket messages in time"};
         } else {

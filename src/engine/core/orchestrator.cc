@@ -30,8 +30,6 @@ constexpr size_t kAlarmScanBatch = 256;
 // How long the syncing thread waits up for a woken actor's start (GroupSync::Anticipate):
 // well past the loop's work before that commit, bounded if it never comes.
 constexpr std::chrono::microseconds kWakeSyncWindow{1000};
-// actors.md §6.12 hibernating_request_eligible_threshold.
-constexpr int64_t kHibernatingRequestEligibleMs = 90000;
 
 using EnvoyKey = std::pair<EngineId, std::string>;
 // A view of an envoy key, to find one without copying its string.
@@ -52,6 +50,17 @@ struct EnvoyKeyLess {
 
 Error NotFound() {
   return Error{"actor", "not_found", "The actor does not exist or was destroyed."};
+}
+
+// The longest a loop timer waits before it looks again: a deadline or alarm further out
+// (an envoy may set an alarm in any year) is re-armed when the timer fires, so no delay
+// needs more than this, and none overflows the clock's nanoseconds.
+constexpr int64_t kMaxTimerDelayMs = 24 * 3600 * 1000;
+
+// The delay, for a loop timer, until `at` (epoch ms) from `now`.
+std::chrono::milliseconds TimerDelay(int64_t at, int64_t now) {
+  if (at <= now) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(at - now > kMaxTimerDelayMs ? kMaxTimerDelayMs : at - now);
 }
 
 bool AtRest(orch::Transition t) {
@@ -228,7 +237,8 @@ struct Orchestrator::Impl {
   }
 
   // actors.md §6.4: serverless takes a concurrency slot; serverful picks a random envoy
-  // among the (up to 100) highest-version envoys of the pool that pinged recently.
+  // among the (up to allocation_candidate_sample_size, 100) highest-version envoys of the
+  // pool that pinged recently.
   orch::Allocation Allocate(ActorEntry& entry, std::span<const std::string> exclude) {
     std::optional<Pool> pool = engine.catalog().FindPool(entry.ns, entry.record.pool_name);
     if (!pool.has_value()) return {orch::Allocation::Failure::kNoEnvoys};
@@ -256,7 +266,9 @@ struct Orchestrator::Impl {
               [](const EnvoyEntry* a, const EnvoyEntry* b) { return a->version > b->version; });
     const uint32_t top = candidates.front()->version;
     size_t n = 0;
-    while (n < candidates.size() && n < 100 && candidates[n]->version == top) ++n;
+    const auto sample = static_cast<size_t>(
+        std::max<int64_t>(1, engine.options().allocation_candidate_sample_size));
+    while (n < candidates.size() && n < sample && candidates[n]->version == top) ++n;
     const EnvoyEntry* chosen = candidates[random.Uniform<size_t>(0, n - 1)];
     return {orch::Allocation::Serverful{chosen->key}};
   }
@@ -340,7 +352,10 @@ struct Orchestrator::Impl {
       ByteView value(kv.value);
       uint64_t ts = 0;
       if (rest.size() != 8 || !keys::ReadU64(value, ts)) continue;
-      if (now - static_cast<int64_t>(ts) > kHibernatingRequestEligibleMs) continue;
+      if (now - static_cast<int64_t>(ts) >
+          engine.options().hibernating_request_eligible_threshold_ms) {
+        continue;
+      }
       latest::HibernatingRequest r;
       std::copy(rest.begin(), rest.begin() + 4, r.gateway_id.begin());
       std::copy(rest.begin() + 4, rest.end(), r.request_id.begin());
@@ -379,6 +394,10 @@ struct Orchestrator::Impl {
     std::vector<std::pair<Bytes, Bytes>> command_puts;
     std::vector<Bytes> drop_prefixes;
     bool changed = false;  // the workflow differs: the step must be stored
+    // The actor's live-set key (09) is stored: its stored workflow is not at rest. A step
+    // writes the key only when that changes, so the memtable gets no re-put (or tombstone of
+    // an absent key) per step: ~50 bytes of engine memory per start or wake (W4).
+    bool was_live = false;
   };
 
   // Runs Step on a copy of the workflow. nullopt: nothing changed and nothing to do.
@@ -392,6 +411,7 @@ struct Orchestrator::Impl {
     if (!result.changed && result.effects.empty()) return std::nullopt;
     p.effects = std::move(result.effects);
     p.changed = result.changed;
+    p.was_live = !fresh && !AtRest(e.wf.transition);
     const ByteView actor = e.id.bytes();
     const ByteView ns = e.ns.bytes();
     for (size_t i = 0; i < p.effects.size(); ++i) {
@@ -440,9 +460,11 @@ struct Orchestrator::Impl {
     if (p.record_value.has_value()) {
       KEEL_RETURN_IF_ERROR(write(keys::ActorRecord(actor), ByteView(*p.record_value)));
     }
-    const std::optional<ByteView> live =
-        AtRest(p.next.transition) ? std::nullopt : std::optional(ByteView());
-    KEEL_RETURN_IF_ERROR(write(keys::Live(actor), live));
+    const bool live = !AtRest(p.next.transition);
+    if (live != p.was_live) {
+      KEEL_RETURN_IF_ERROR(
+          write(keys::Live(actor), live ? std::optional(ByteView()) : std::nullopt));
+    }
     if (p.old_alarm != p.new_alarm) {
       if (p.old_alarm.has_value()) KEEL_RETURN_IF_ERROR(write(*p.old_alarm, std::nullopt));
       if (p.new_alarm.has_value()) KEEL_RETURN_IF_ERROR(write(*p.new_alarm, ByteView()));
@@ -941,10 +963,8 @@ struct Orchestrator::Impl {
     if (deadline_timer != TimerId{}) engine.clock().Cancel(deadline_timer);
     deadline_timer_at = at;
     const uint64_t seq = ++deadline_timer_seq;
-    const int64_t delay = std::max<int64_t>(0, at - Now());
-    deadline_timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this, seq] {
-      Post([this, seq] { OnDeadlines(seq); });
-    });
+    deadline_timer = engine.clock().ScheduleAfter(
+        TimerDelay(at, Now()), [this, seq] { Post([this, seq] { OnDeadlines(seq); }); });
   }
 
   // Steps every actor whose deadline has come (Tick), then re-arms for the next one.
@@ -995,10 +1015,8 @@ struct Orchestrator::Impl {
     if (alarm_timer != TimerId{}) engine.clock().Cancel(alarm_timer);
     KEEL_LOG(kDebug, kLog, "alarm scan scheduled", {{"at", std::to_string(at)}});
     alarm_timer_at = at;
-    const int64_t delay = std::max<int64_t>(0, at - Now());
-    alarm_timer = engine.clock().ScheduleAfter(std::chrono::milliseconds(delay), [this] {
-      Post([this] { ScanAlarms(); });
-    });
+    alarm_timer = engine.clock().ScheduleAfter(TimerDelay(at, Now()),
+                                               [this] { Post([this] { ScanAlarms(); }); });
   }
 
   void ScanAlarms() {

@@ -83,10 +83,12 @@ bool HasRvtParam(const std::vector<QueryParam>& params) {
   return false;
 }
 
-std::optional<ActorByIdRoute> ParseDirectForm(std::string_view path,
-                                              const std::vector<std::string_view>& segments,
-                                              std::optional<std::string_view> raw_query) {
-  if (segments.size() < 2 || segments[1].empty()) return std::nullopt;
+// nullopt when there is no actor segment (the request falls through); a malformed actor
+// segment is guard.invalid_actor_id: a path under /gateway/ is the gateway's to answer.
+Result<std::optional<ActorByIdRoute>> ParseDirectForm(std::string_view path,
+                                                      const std::vector<std::string_view>& segments,
+                                                      std::optional<std::string_view> raw_query) {
+  if (segments.size() < 2 || segments[1].empty()) return std::optional<ActorByIdRoute>();
   std::string_view actor_segment = segments[1];
   std::string_view raw_id = actor_segment;
   std::optional<std::string_view> raw_token;
@@ -94,15 +96,16 @@ std::optional<ActorByIdRoute> ParseDirectForm(std::string_view path,
   if (at != std::string_view::npos) {
     raw_id = actor_segment.substr(0, at);
     raw_token = actor_segment.substr(at + 1);
-    if (raw_id.empty() || raw_token->empty()) return std::nullopt;
+    if (raw_id.empty()) return GuardError("invalid_actor_id", "empty actor id before '@'");
+    if (raw_token->empty()) return GuardError("invalid_actor_id", "empty token after '@'");
   }
   Result<std::string> id = PercentDecode(raw_id);
-  if (!id.ok()) return std::nullopt;
+  if (!id.ok()) return GuardError("invalid_actor_id", "invalid url encoding in the actor id");
   ActorByIdRoute route;
   route.actor_id = std::move(id).value();
   if (raw_token) {
     Result<std::string> token = PercentDecode(*raw_token);
-    if (!token.ok()) return std::nullopt;
+    if (!token.ok()) return GuardError("invalid_actor_id", "invalid url encoding in the token");
     route.token = std::move(token).value();
   }
   route.forwarded_path = RestAfterActorSegment(path, actor_segment);
@@ -323,8 +326,13 @@ Result<Route> ClassifyRequest(const GatewayRequest& request, const RoutingOption
       route.bypass_connectable = signals.bypass_connectable;
       return Route(std::move(route));
     }
-    if (std::optional<ActorByIdRoute> route = ParseDirectForm(parts.path, *segments, parts.query)) {
-      if (preflight) return Route(CorsPreflightRoute{CorsPreflightHeaders(request.headers)});
+    Result<std::optional<ActorByIdRoute>> direct =
+        ParseDirectForm(parts.path, *segments, parts.query);
+    if (preflight && (!direct.ok() || direct->has_value())) {
+      return Route(CorsPreflightRoute{CorsPreflightHeaders(request.headers)});
+    }
+    if (!direct.ok()) return direct.error();
+    if (std::optional<ActorByIdRoute>& route = *direct) {
       if (!route->token) route->token = signals.token;
       route->bypass_connectable = signals.bypass_connectable;
       return Route(std::move(*route));

@@ -8,7 +8,9 @@
 //   1. path "/health/ws" or "/health/ws/": Health if enabled, else guard.no_route.
 //   2. path form, first segment "gateway" and no "//" in the path:
 //      - any raw query name starting with "rvt-" → query form (§5.3); its errors are final;
-//      - else direct form `/gateway/{id}[@{token}]{rest}`; a malformed one falls through.
+//      - else direct form `/gateway/{id}[@{token}]{rest}`; with no actor segment it falls
+//        through, a malformed actor segment is guard.invalid_actor_id (Keel: Rivet falls
+//        through to the REST API, which answered a gateway path).
 //      OPTIONS on either form → CorsPreflight (the query is not validated for a preflight).
 //   3. path "/envoys/connect" or "/envoys/connect/" → EnvoyConnect. (Legacy runner paths
 //      are not supported and fall through.)
@@ -22,9 +24,9 @@
 // "//"; its '/'-separated segments (ignoring the leading empty one and a trailing empty
 // one) start with "gateway" followed by a non-empty actor segment. The actor segment splits
 // at its first '@' into id and token, both must be non-empty, and both are strictly
-// percent-decoded; any failure falls through. The forwarded path is the rest of the path
-// after the actor segment ("/" when empty) followed by the original "?query" byte-for-byte
-// when the target had a '?'.
+// percent-decoded; a failure there is guard.invalid_actor_id (400). The forwarded path is the rest
+// of the path after the actor segment ("/" when empty) followed by the original "?query"
+// byte-for-byte when the target had a '?'.
 //
 // Tokens: the path token (`@token`) or `rvt-token` wins; otherwise `rivet_token.<t>`
 // (WebSocket) or `x-rivet-token` (HTTP). Bypass: `rivet_bypass_connectable` (WebSocket) or

@@ -611,7 +611,12 @@ class Machine {
                             th_.max_backoff_exponent);
     wf_.retry_attempt += 1;
     wf_.last_retry_ts = now_;
-    return th_.base_retry_ms << exp;
+    // Saturates at 30 days (the configured durations' bound): a large base and exponent
+    // (both up to the config's limits) would overflow the shift and the deadline after it.
+    constexpr int64_t kMaxRetryDelayMs = int64_t{30} * 24 * 60 * 60 * 1000;
+    int64_t delay = std::clamp<int64_t>(th_.base_retry_ms, 1, kMaxRetryDelayMs);
+    for (int i = 0; i < exp && delay < kMaxRetryDelayMs; ++i) delay *= 2;
+    return std::min(delay, kMaxRetryDelayMs);
   }
 
   void EnterBackoff() {

@@ -16,6 +16,18 @@
 
 namespace keel::engine {
 
+std::string HttpUrl(std::string_view host, uint16_t port) {
+  std::string out = "http://";
+  // An IPv6 literal is bracketed in a URL (RFC 3986 §3.2.2); a bracketed one is kept.
+  const bool ipv6 = host.find(':') != std::string_view::npos && !host.starts_with('[');
+  if (ipv6) out += '[';
+  out += host;
+  if (ipv6) out += ']';
+  out += ':';
+  out += std::to_string(port);
+  return out;
+}
+
 EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   EngineOptions o;
   const auto& t = c.thresholds;
@@ -26,6 +38,10 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.ping_interval_ms = ms(t.envoy_ping_interval);
   o.ping_timeout_ms = ms(t.envoy_ping_timeout);
   o.envoy_eligible_threshold_ms = ms(t.envoy_eligible_threshold);
+  o.allocation_candidate_sample_size = t.actor_allocation_candidate_sample_size;
+  o.hibernating_request_eligible_threshold_ms = ms(t.hibernating_request_eligible_threshold);
+  o.hws_ack_timeout_ms = ms(t.gateway_hws_ack_timeout);
+  o.hws_max_pending_bytes = static_cast<uint64_t>(t.gateway_hws_max_pending_bytes);
   o.thresholds.allocation_ms = ms(t.actor_allocation_threshold);
   o.thresholds.start_ms = ms(t.actor_start_threshold);
   o.thresholds.stop_ms = ms(t.actor_stop_threshold);
@@ -44,7 +60,7 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.admin_token = c.admin_token;
   o.namespace_tokens = c.namespace_tokens;
   o.gateway_token = c.gateway_token;
-  o.public_url = "http://" + c.host + ":" + std::to_string(port);
+  o.public_url = HttpUrl(c.host, port);
   return o;
 }
 
@@ -97,6 +113,13 @@ struct EngineServer::Serving {
 EngineServer::EngineServer() : serving_(std::make_shared<Serving>()) {}
 
 Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& config) {
+  // Here rather than in a main: every way of starting an engine (keel-engine, a runtime's
+  // --with-engine) warns.
+  if (!config.admin_token.has_value()) {
+    KEEL_LOG(kWarn, "engine",
+             "no admin token: the REST API and envoy endpoint need no authentication, so the "
+             "engine only binds loopback addresses");
+  }
   std::unique_ptr<storage::KvStore> store;
   if (config.storage == StorageKind::kMemory) {
     store = std::make_unique<storage::MemKvStore>();

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/result.h"
 #include "engine/common/config.h"
@@ -25,6 +26,9 @@ namespace keel::engine {
 
 // The core's options for `config`, with `port` (the one bound) in its public URL.
 EngineOptions ToEngineOptions(const EngineConfig& config, uint16_t port);
+
+// "http://HOST:PORT", an IPv6 literal host bracketed ("http://[::1]:6420").
+std::string HttpUrl(std::string_view host, uint16_t port);
 
 // The engine's answer to a request its HTTP server refuses before routing
 // (net::ServerOptions::refusal): the JSON error of errors.md §1.4 with the CORS response

@@ -746,6 +746,32 @@ TEST_F(EngineEnvoyTest, SecondConnectionWithSameKeyEvictsTheFirst) {
 
 // ---- 8. events --------------------------------------------------------------------------
 
+// An alarm in any year (the envoy sends int64 epoch ms) is stored and armed while the actor
+// sleeps: the engine's timers wait in bounded steps instead of overflowing the clock (the
+// dev build's UBSan stopped the engine here), and nothing wakes the actor early.
+TEST_F(EngineEnvoyTest, AnAlarmInTheFarFutureIsKeptWhileTheActorSleeps) {
+  Start();
+  auto fe = Envoy("far-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string id = CreateActor("sleeper", "far");
+  ASSERT_EQ(StartOn(*fe, id), 1u);
+  ASSERT_TRUE(fe->AckCommands({v::ActorCheckpoint{id, 1, 1}}).has_value());
+  const int64_t far = INT64_MAX - 1;
+  LoopBarrier(*fe, id, 1, far);
+  ASSERT_TRUE(fe->SendIntentSleep(id, 1).has_value());
+  auto stop = fe->WaitCommand(id, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(id, 1).has_value());
+  ASSERT_TRUE(
+      WaitActor(id, [&](const json&) { return Transition(id) == orch::Transition::kSleeping; }));
+  auto info = te().engine().orchestrator().Read(*engine::EngineId::Parse(id));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->workflow.alarm_ts, std::optional<int64_t>(far));
+  // The engine still serves, and the alarm did not start the actor.
+  EXPECT_TRUE(GetActor(id).is_object());
+  EXPECT_FALSE(HasCommandFor(fe->backlog(), id, 2)) << CommandsText(fe->backlog());
+}
+
 TEST_F(EngineEnvoyTest, EventsAreDeduplicatedAndSetAlarmIsAckedAtOnce) {
   Start();
   auto fe = Envoy("events-envoy");

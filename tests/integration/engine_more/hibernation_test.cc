@@ -8,7 +8,9 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
+#include "engine/server/server.h"
 #include "net/blocking_ws_client.h"
 #include "net/client.h"
 #include "support/fake_envoy.h"
@@ -20,10 +22,10 @@ namespace {
 using namespace std::chrono_literals;
 namespace v = ::keel::protocol::envoy::latest;
 
-std::string CreateActor(TestEngine& te) {
+std::string CreateActor(TestEngine& te, const std::string& key = "h1") {
   net::HttpRequest req;
   req.method = "POST";
-  req.body = R"({"name":"room","key":"h1"})";
+  req.body = R"({"name":"room","key":")" + key + R"("})";
   auto r = net::FetchSync(te.http_url() + "/actors?namespace=default", std::move(req), 10s);
   if (!r.has_value() || r->status != 200) return "";
   return nlohmann::json::parse(r->body)["actor"]["actor_id"];
@@ -171,6 +173,117 @@ TEST(GatewayHibernation, SocketThatCannotHibernateClosesWhenTheActorStops) {
   const auto& closed = std::get<net::BlockingWsClient::Closed>(*got);
   EXPECT_EQ(closed.code, 1000);
   EXPECT_EQ(closed.reason, "actor.stopped");
+}
+
+// The engine's options for a config file / environment setting these thresholds, as
+// keel-engine builds them (engine::ToEngineOptions).
+engine::EngineOptions OptionsFrom(const engine::EngineThresholds& thresholds) {
+  engine::EngineConfig config;
+  config.thresholds = thresholds;
+  engine::EngineOptions options = engine::ToEngineOptions(config, 0);
+  options.ping_interval_ms = 100;
+  return options;
+}
+
+// A running actor on a fake envoy, with a user socket it accepted as hibernatable.
+struct HibernatableSocket {
+  std::unique_ptr<TestEngine> te;
+  std::unique_ptr<FakeEnvoy> envoy;
+  std::string id;
+  std::unique_ptr<net::BlockingWsClient> user;
+  v::MessageId request;
+
+  static HibernatableSocket Open(const engine::EngineOptions& options) {
+    HibernatableSocket s;
+    s.te = std::make_unique<TestEngine>(options);
+    FakeEnvoyOptions eo;
+    eo.ws_url = s.te->ws_url();
+    eo.envoy_key = "hws-envoy";
+    auto envoy = FakeEnvoy::ConnectAndInit(eo);
+    EXPECT_TRUE(envoy.has_value()) << envoy.error().ToString();
+    if (!envoy.has_value()) return s;
+    s.envoy = std::move(*envoy);
+    s.id = CreateActor(*s.te, "hws");
+    EXPECT_FALSE(s.id.empty());
+    EXPECT_TRUE(s.envoy->WaitCommand(s.id, 5s).has_value());
+    EXPECT_TRUE(s.envoy->SendRunning(s.id, 1).has_value());
+    net::WsConnectOptions wo;
+    wo.url = s.te->ws_url() + "/gateway/" + s.id + "/websocket";
+    wo.subprotocols = {"rivet"};
+    auto user = net::BlockingWsClient::Connect(wo, 5s);
+    EXPECT_TRUE(user.has_value()) << user.error().ToString();
+    if (!user.has_value()) return s;
+    s.user = std::move(*user);
+    auto open = NextTunnel<v::ToEnvoyWebSocketOpen>(*s.envoy);
+    EXPECT_TRUE(open.has_value());
+    if (!open.has_value()) return s;
+    s.request = open->first;
+    EXPECT_TRUE(Reply(*s.envoy, s.request, v::ToRivetWebSocketOpen{true}).has_value());
+    return s;
+  }
+
+  // The close the user sees next (nullopt: a message came, or nothing within 5 s).
+  std::optional<net::BlockingWsClient::Closed> NextClose() {
+    auto event = user->Receive(5s);
+    if (!event.has_value()) return std::nullopt;
+    if (auto* closed = std::get_if<net::BlockingWsClient::Closed>(&*event)) return *closed;
+    return std::nullopt;
+  }
+};
+
+// gateway_hws_max_pending_bytes: more unacknowledged bytes than that close the socket.
+TEST(GatewayHibernation, MaxPendingBytesSettingBoundsTheReplayBuffer) {
+  engine::EngineThresholds t;
+  t.gateway_hws_max_pending_bytes = 10;
+  auto s = HibernatableSocket::Open(OptionsFrom(t));
+  ASSERT_NE(s.user, nullptr);
+  ASSERT_TRUE(s.user->Send("aaaaaa", false).has_value());
+  ASSERT_TRUE(NextTunnel<v::ToEnvoyWebSocketMessage>(*s.envoy).has_value());
+  ASSERT_TRUE(s.user->Send("bbbbbb", false).has_value());  // 12 bytes unacknowledged > 10
+  auto closed = s.NextClose();
+  ASSERT_TRUE(closed.has_value()) << "the socket stayed open";
+  EXPECT_EQ(closed->code, 1011);
+  EXPECT_NE(closed->reason.find("guard.websocket_pending_limit_reached"), std::string::npos)
+      << closed->reason;
+}
+
+// gateway_hws_ack_timeout_ms: a message unacknowledged for longer closes the socket.
+TEST(GatewayHibernation, AckTimeoutSettingClosesASocketTheActorDoesNotAcknowledge) {
+  engine::EngineThresholds t;
+  t.gateway_hws_ack_timeout = std::chrono::milliseconds(1);
+  auto s = HibernatableSocket::Open(OptionsFrom(t));
+  ASSERT_NE(s.user, nullptr);
+  ASSERT_TRUE(s.user->Send("m1", false).has_value());
+  ASSERT_TRUE(NextTunnel<v::ToEnvoyWebSocketMessage>(*s.envoy).has_value());
+  std::this_thread::sleep_for(20ms);  // let m1 stay unacknowledged past the 1 ms timeout
+  ASSERT_TRUE(s.user->Send("m2", false).has_value());
+  auto closed = s.NextClose();
+  ASSERT_TRUE(closed.has_value()) << "the socket stayed open";
+  EXPECT_NE(closed->reason.find("guard.websocket_ack_timeout"), std::string::npos)
+      << closed->reason;
+}
+
+// hibernating_request_eligible_threshold_ms: a hibernating socket whose keepalive is older
+// than that is not offered to the restarted actor.
+TEST(GatewayHibernation, EligibleThresholdSettingDropsStaleHibernatingRequests) {
+  engine::EngineThresholds t;
+  t.hibernating_request_eligible_threshold = std::chrono::milliseconds(1);
+  auto s = HibernatableSocket::Open(OptionsFrom(t));
+  ASSERT_NE(s.user, nullptr);
+  FakeEnvoy& fe = *s.envoy;
+  ASSERT_TRUE(
+      Reply(fe, s.request, v::ToRivetWebSocketClose{std::nullopt, std::nullopt, true}).has_value());
+  ASSERT_TRUE(fe.SendIntentSleep(s.id, 1).has_value());
+  auto stop = fe.WaitCommand(s.id, 5s);
+  ASSERT_TRUE(stop.has_value());
+  ASSERT_TRUE(stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe.SendStopped(s.id, 1).has_value());
+  std::this_thread::sleep_for(20ms);  // the keepalive record ages past the 1 ms threshold
+  ASSERT_TRUE(s.user->Send("wake", false).has_value());
+  auto wake = fe.WaitCommand(s.id, 5s);
+  ASSERT_TRUE(wake.has_value()) << wake.error().ToString();
+  ASSERT_TRUE(wake->inner.is<v::CommandStartActor>());
+  EXPECT_TRUE(std::get<v::CommandStartActor>(wake->inner.value).hibernating_requests.empty());
 }
 
 }  // namespace

@@ -3,14 +3,21 @@
 // requests its HTTP server refuses before routing get the engine's JSON errors with CORS, as
 // do requests that reach it once it has shut down.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
+#include "base/log.h"
 #include "engine/server/server.h"
 #include "support/raw_http_client.h"
 
@@ -134,6 +141,104 @@ TEST(EngineHttpEdges, RequestsAfterShutdownAreJsonServiceUnavailable) {
     EXPECT_EQ(body.value("group", ""), "guard") << body.dump();
     EXPECT_EQ(body.value("code", ""), "service_unavailable") << body.dump();
     EXPECT_EQ(body.value("message", ""), "the engine is shutting down") << body.dump();
+  }
+}
+
+// True when this machine can bind and reach the IPv6 loopback.
+bool HasIpv6Loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// One HTTP/1.1 request over IPv6 loopback with Connection: close; the whole answer.
+std::string GetOverIpv6(uint16_t port, std::string_view target) {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  addr.sin6_port = htons(port);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req =
+        "GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      timeval timeout{10, 0};  // bounded: the engine closes after its answer
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, n);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST(EngineHttpEdges, UrlsBracketAnIpv6Host) {
+  EXPECT_EQ(HttpUrl("::1", 6420), "http://[::1]:6420");
+  EXPECT_EQ(HttpUrl("[::1]", 6420), "http://[::1]:6420");
+  EXPECT_EQ(HttpUrl("127.0.0.1", 80), "http://127.0.0.1:80");
+  EngineConfig config;
+  config.host = "::1";
+  EXPECT_EQ(ToEngineOptions(config, 7000).public_url, "http://[::1]:7000");
+  if (!HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+
+  config.port = 0;
+  config.storage = StorageKind::kMemory;
+  config.io_spin_us = 0;
+  auto server = EngineServer::Start(config);
+  ASSERT_TRUE(server.has_value()) << server.error().ToString();
+  const std::string res = GetOverIpv6((*server)->port(), "/datacenters");
+  ASSERT_EQ(res.rfind("HTTP/1.1 200", 0), 0u) << res.substr(0, 200);
+  const auto body = nlohmann::json::parse(RawClient::Body(res), nullptr, false);
+  ASSERT_TRUE(body.is_object()) << res;
+  EXPECT_EQ(body["datacenters"][0].value("url", ""),
+            "http://[::1]:" + std::to_string((*server)->port()))
+      << body.dump();
+}
+
+// Records warnings; installed for one test.
+class WarningSink : public LogSink {
+ public:
+  void Write(LogLevel level, std::string_view, std::string_view message) override {
+    std::lock_guard lock(mu_);
+    if (level == LogLevel::kWarn) warnings_.emplace_back(message);
+  }
+  bool Saw(std::string_view part) {
+    std::lock_guard lock(mu_);
+    for (const auto& w : warnings_) {
+      if (w.find(part) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> warnings_;
+};
+
+// Every way of starting an engine (keel-engine's main, a runtime's --with-engine) goes
+// through EngineServer::Start, which warns when there is no admin token.
+TEST(EngineHttpEdges, StartWarnsWithoutAnAdminToken) {
+  for (bool with_token : {false, true}) {
+    WarningSink sink;
+    SetLogSink(&sink);
+    SetLogLevel(LogLevel::kInfo);
+    EngineConfig config;
+    config.port = 0;
+    config.storage = StorageKind::kMemory;
+    config.io_spin_us = 0;
+    if (with_token) config.admin_token = "t0ken";
+    auto server = EngineServer::Start(config);
+    EXPECT_TRUE(server.has_value()) << server.error().ToString();
+    if (server.has_value()) server->reset();
+    SetLogSink(nullptr);
+    EXPECT_EQ(sink.Saw("no admin token"), !with_token) << with_token;
   }
 }
 

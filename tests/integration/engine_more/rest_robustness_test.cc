@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/core/catalog.h"
+#include "engine/core/engine.h"
 #include "net/client.h"
 #include "support/test_engine.h"
 
@@ -65,6 +67,32 @@ TEST(RestRobustness, BadBodiesAreStructured400sAndTheEngineKeepsServing) {
   EXPECT_EQ(missing_ns.body.value("code", ""), "namespace_not_found");
   Answer ok = Call(te, "POST", "/actors?namespace=default", R"({"name":"fine","key":"k"})");
   EXPECT_EQ(ok.status, 200) << ok.body.dump();
+}
+
+// A pool name that is not UTF-8 could not be rendered in the listing's JSON: PUT refuses it,
+// and a stored one (planted below the API, as an older engine could have stored it) is
+// shown with U+FFFD instead of failing the listing.
+TEST(RestValidation, PoolNamesMustBeUtf8AndListingSurvivesAStoredOne) {
+  TestEngine te;
+  const std::string body = R"({"datacenters":{"default":{"normal":{}}}})";
+  Answer put = Call(te, "PUT", "/runner-configs/%FF?namespace=default", body);
+  EXPECT_EQ(put.status, 400) << put.body.dump();
+  EXPECT_EQ(put.body.value("group", "") + "." + put.body.value("code", ""), "runner_config.invalid")
+      << put.body.dump();
+  Answer list = Call(te, "GET", "/runner-configs?namespace=default", "");
+  ASSERT_EQ(list.status, 200) << list.body.dump();
+  EXPECT_FALSE(list.body["runner_configs"].contains("\xEF\xBF\xBD"));
+
+  auto ns = te.engine().catalog().FindNamespace("default");
+  ASSERT_TRUE(ns.has_value());
+  auto planted = te.engine().catalog().PutPool(ns->id, "bad\xFF", {});
+  ASSERT_TRUE(planted.has_value()) << planted.error().ToString();
+  Answer after = Call(te, "GET", "/runner-configs?namespace=default", "");
+  ASSERT_EQ(after.status, 200) << after.body.dump();
+  EXPECT_TRUE(after.body["runner_configs"].contains("bad\xEF\xBF\xBD")) << after.body.dump();
+  EXPECT_TRUE(after.body["runner_configs"].contains("default")) << after.body.dump();
+  Answer deleted = Call(te, "DELETE", "/runner-configs/bad%FF?namespace=default", "");
+  EXPECT_EQ(deleted.status, 200) << deleted.body.dump();
 }
 
 // Standard base64 of `bytes` zero bytes.

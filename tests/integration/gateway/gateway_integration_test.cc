@@ -821,6 +821,69 @@ TEST(GatewayStandaloneTest, GatewayTokenIsRequiredWhenConfigured) {
   EXPECT_EQ(Header(query_token, "x-echo-path"), "/z");
 }
 
+// A path under /gateway/ whose actor segment is malformed is the gateway's to answer
+// (guard.invalid_actor_id), not the REST API's (which answered api.bad_request, or 401 with an
+// admin token).
+TEST(GatewayStandaloneTest, MalformedDirectPathIsInvalidActorIdEvenWithAnAdminToken) {
+  SetLogLevel(LogLevel::kWarn);
+  for (bool with_admin_token : {false, true}) {
+    engine::EngineOptions options;
+    options.seed = 19;
+    if (with_admin_token) options.admin_token = "adm1n";
+    TestEngine engine(options);
+    for (const char* path :
+         {"/gateway/ab%ZZ/action/x", "/gateway/abc@/x", "/gateway/@t/x", "/gateway/abc@t%4/x"}) {
+      auto r = Call(engine.http_url(), "GET", path, {{"Origin", "https://o.example"}});
+      EXPECT_EQ(r.status, 400) << path << " -> " << r.body;
+      EXPECT_EQ(ErrorId(r), "guard.invalid_actor_id") << path << " -> " << r.body;
+      EXPECT_EQ(Header(r, "access-control-allow-origin"), "https://o.example") << path;
+    }
+  }
+}
+
+// rvt-region is checked as REST create's `datacenter`: only this engine's datacenter.
+TEST(GatewayStandaloneTest, QueryFormRegionMustNameThisDatacenter) {
+  SetLogLevel(LogLevel::kWarn);
+  engine::EngineOptions options;
+  options.seed = 23;
+  TestEngine engine(options);
+  const std::string base = engine.http_url();
+  auto rest =
+      Call(base, "POST", "/actors?namespace=default", {{"content-type", "application/json"}},
+           json{{"name", "counter"}, {"key", "r1"}, {"datacenter", "eu"}}.dump());
+  EXPECT_EQ(rest.status, 400) << rest.body;
+  EXPECT_EQ(ErrorId(rest), "api.bad_request") << rest.body;
+  auto r = Call(base, "POST",
+                "/gateway/counter/action/increment?rvt-namespace=default&rvt-method=getOrCreate"
+                "&rvt-runner=default&rvt-key=r1&rvt-region=eu");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(ErrorId(r), "api.bad_request") << r.body;
+  EXPECT_EQ(json::parse(r.body, nullptr, false).value("message", ""),
+            json::parse(rest.body, nullptr, false).value("message", ""));
+  EXPECT_NE(r.body.find("unknown datacenter 'eu'"), std::string::npos) << r.body;
+  // Nothing was created.
+  auto listed = Call(base, "GET", "/actors?namespace=default&name=counter");
+  EXPECT_EQ(json::parse(listed.body, nullptr, false)["actors"].size(), 0u) << listed.body;
+}
+
+// A storage failure while the gateway creates an actor is an internal error: 500
+// core.internal_error as on REST, never the storage error with status 400.
+TEST(GatewayStandaloneTest, StorageFailureDuringGetOrCreateIsAnInternalError) {
+  SetLogLevel(LogLevel::kOff);
+  engine::EngineOptions options;
+  options.seed = 29;
+  auto engine = TestEngine::WithFaultyStore(options);
+  engine->faulty_store()->FailNextCommits(100);
+  auto r = Call(engine->http_url(), "POST",
+                "/gateway/counter/action/increment?rvt-namespace=default&rvt-method=getOrCreate"
+                "&rvt-runner=default&rvt-key=k");
+  engine->faulty_store()->ClearFaults();
+  SetLogLevel(LogLevel::kWarn);
+  EXPECT_EQ(r.status, 500) << r.body;
+  EXPECT_EQ(ErrorId(r), "core.internal_error") << r.body;
+  EXPECT_EQ(r.body.find("storage"), std::string::npos) << r.body;
+}
+
 // Scripted with the shared FakeEnvoy: it reads the RequestStart, then goes away.
 TEST(GatewayStandaloneTest, EnvoyDisconnectMidRequestIsServiceUnavailable) {
   SetLogLevel(LogLevel::kWarn);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -318,6 +319,48 @@ TEST(EngineConfig, RejectsNonPositiveDurationsAndAPingIntervalNotBelowTheTimeout
               "KEEL_ENGINE_ENVOY_LOST_THRESHOLD_MS");
   ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_ENVOY_PING_INTERVAL_MS", "15000"}})), "invalid_value",
               "must be shorter than envoy_ping_timeout_ms");
+}
+
+TEST(EngineConfig, DurationsAreBoundedByThirtyDaysInEverySource) {
+  // 9223372036854775807 ms overflowed the ms → ns conversion of a deadline (UBSan).
+  ExpectError(
+      Load({}, FakeEnv({{"KEEL_ENGINE_GATEWAY_ACTOR_READY_TIMEOUT_MS", "9223372036854775807"}})),
+      "invalid_value",
+      "KEEL_ENGINE_GATEWAY_ACTOR_READY_TIMEOUT_MS: gateway_actor_ready_timeout_ms must be "
+      "at most 2592000000 ms (30 days)");
+  TempFile file(R"({"envoy_lost_threshold_ms": 2592000001})");
+  ExpectError(Load({"--config", file.path()}), "invalid_value",
+              "envoy_lost_threshold_ms must be at most 2592000000 ms (30 days)");
+  auto max = Load({}, FakeEnv({{"KEEL_ENGINE_GATEWAY_HWS_ACK_TIMEOUT_MS", "2592000000"}}));
+  ASSERT_TRUE(max.ok()) << max.error().ToString();
+  EXPECT_EQ(max->thresholds.gateway_hws_ack_timeout, milliseconds(2592000000));
+  EngineConfig config;
+  config.thresholds.gateway_actor_ready_timeout = milliseconds(2592000001);
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+}
+
+// Keys for mechanisms keel-engine does not have are refused, not accepted and ignored.
+TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
+  for (const char* key : {"serverless_drain_grace_period_ms", "serverless_base_retry_timeout_ms",
+                          "serverless_retry_reset_duration_ms", "serverless_backoff_max_exponent",
+                          "runner_pool_error_clear_successes", "metadata_poll_interval_ms",
+                          "min_metadata_poll_interval_ms", "gateway_tunnel_ping_timeout_ms"}) {
+    TempFile file(std::string(R"({")") + key + R"(": 5})");
+    ExpectError(Load({"--config", file.path()}), "invalid_value",
+                std::string(key) + " is not supported by keel-engine");
+    std::string env = "KEEL_ENGINE_";
+    for (const char* c = key; *c != '\0'; ++c) env += static_cast<char>(std::toupper(*c));
+    ExpectError(Load({}, FakeEnv({{env, "5"}})), "invalid_value", env + ": " + key);
+  }
+  EngineConfig config;
+  config.thresholds.metadata_poll_interval = milliseconds(20000);
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  // The ones Keel has are taken.
+  auto taken = Load({}, FakeEnv({{"KEEL_ENGINE_ACTOR_ALLOCATION_CANDIDATE_SAMPLE_SIZE", "3"},
+                                 {"KEEL_ENGINE_HIBERNATING_REQUEST_ELIGIBLE_THRESHOLD_MS", "7"},
+                                 {"KEEL_ENGINE_GATEWAY_HWS_ACK_TIMEOUT_MS", "8"}}));
+  ASSERT_TRUE(taken.ok()) << taken.error().ToString();
+  EXPECT_EQ(taken->thresholds.actor_allocation_candidate_sample_size, 3);
 }
 
 TEST(EngineConfig, UnknownConfigKeyIsAnErrorNamingTheKey) {

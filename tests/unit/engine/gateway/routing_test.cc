@@ -96,11 +96,18 @@ TEST(Routing, DirectFormParsesIdTokenAndRest) {
 TEST(Routing, MalformedDirectFormFallsThrough) {
   for (std::string target :
        {"/gateway", "/gateway/", "/gateway//abc", "/gateway/abc//x", "//gateway/abc",
-        "/gateway/@tok/x", "/gateway/abc@/x", "/gateway/a%zz/x", "/gateway/abc@t%4/x",
         "/gatewayx/abc", "/Gateway/abc", "/api/gateway/abc", "gateway/abc"}) {
     // No target header: falls through to the REST API with the original target.
     ApiRoute api = Expect<ApiRoute>(Classify(Http(target)));
     EXPECT_EQ(api.target, target);
+  }
+  // A malformed actor segment is the gateway's error, not the REST API's (Keel).
+  for (std::string target : {"/gateway/@tok/x", "/gateway/abc@/x", "/gateway/a%zz/x",
+                             "/gateway/ab%ZZ/action/x", "/gateway/abc@t%4/x"}) {
+    ExpectError(Classify(Http(target)), "guard", "invalid_actor_id", target);
+    ExpectError(Classify(Http(target, {{"x-rivet-target", "envoy"}})), "guard", "invalid_actor_id",
+                target);
+    Expect<CorsPreflightRoute>(Classify(Http(target, {}, "OPTIONS")));
   }
   // With a header target the fall-through continues into header routing.
   Expect<EnvoyConnectRoute>(Classify(Http("/gateway//abc", {{"x-rivet-target", "envoy"}})));

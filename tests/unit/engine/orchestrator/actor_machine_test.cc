@@ -780,6 +780,31 @@ TEST_F(ActorMachineTest, BackoffDoublesFromTwoSecondsCappedAtExponentEight) {
                                   512000, 512000, 512000));
 }
 
+// The largest settings the config allows (base 30 days, exponent 62) overflowed the shift
+// (UBSan); the delay saturates at 30 days instead.
+TEST_F(ActorMachineTest, BackoffSaturatesAtThirtyDaysForTheLargestSettings) {
+  constexpr int64_t kThirtyDays = int64_t{30} * 24 * 60 * 60 * 1000;
+  ctx_.th.retry_duration_ms = int64_t{1} << 50;
+  ctx_.th.retry_reset_ms = int64_t{1} << 50;
+  ctx_.th.max_backoff_exponent = 62;
+  for (int64_t base : {int64_t{2000}, kThirtyDays}) {
+    ctx_.th.base_retry_ms = base;
+    wf_ = {};
+    ToReallocating();
+    int64_t last = ctx_.now;
+    for (int i = 0; i < 70; ++i) {
+      const int64_t delay = *NextDeadline(wf_) - last;
+      EXPECT_GT(delay, 0) << i;
+      EXPECT_LE(delay, kThirtyDays) << i;
+      ctx_.now = *NextDeadline(wf_);
+      last = ctx_.now;
+      Tick();
+      ASSERT_EQ(wf_.transition, Transition::kReallocating);
+    }
+    EXPECT_EQ(*NextDeadline(wf_) - last, kThirtyDays);
+  }
+}
+
 TEST_F(ActorMachineTest, BackoffGivesUpToSleepingAfterRetryDuration) {
   int64_t t0 = ctx_.now;
   ToReallocating();

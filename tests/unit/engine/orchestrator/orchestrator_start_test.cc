@@ -511,6 +511,63 @@ TEST_F(OrchestratorStartTest, ActorStoredBeforeItsFirstAllocationIsStartedAtLoad
 }
 
 }  // namespace
+// The live set (09) is written only by the steps that take an actor into it or out of it:
+// the Running step and the sleep intent store their workflow without re-putting the live
+// key (each re-put would be one more memtable entry per start), the step to kSleeping
+// deletes it, and the wake's step puts it back.
+TEST_F(OrchestratorStartTest, TheLiveSetIsWrittenOnlyWhenAnActorEntersOrLeavesIt) {
+  FakeEnvoy& fe = ConnectEnvoy();
+  auto created = GetOrCreate("k-live");
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
+  const eng::EngineId id = created->first.id;
+  const Bytes wf_key = eng::keys::ActorWorkflow(id.bytes());
+  const Bytes live_key = eng::keys::Live(id.bytes());
+  auto touches_live = [&](const CommitLog& c) {
+    return c.Wrote(live_key) ||
+           std::find(c.deletes.begin(), c.deletes.end(), live_key) != c.deletes.end();
+  };
+  ASSERT_TRUE(fe.WaitCommand(id.ToString(), 5s).has_value());
+  size_t before = store_->commit_count();
+  RunningStored(fe, id, 1);
+  auto commits = store_->commits();
+  ASSERT_GT(commits.size(), before);
+  for (size_t i = before; i < commits.size(); ++i) {
+    EXPECT_FALSE(touches_live(commits[i])) << "the Running step re-wrote the live key";
+  }
+  auto live = base_.Get(live_key);
+  ASSERT_TRUE(live.has_value());
+  EXPECT_TRUE(live->has_value()) << "a running actor is in the live set";
+
+  before = store_->commit_count();
+  std::promise<Status> slept;
+  engine_->orchestrator().Sleep(DefaultNamespace(), id, [&](Status s) { slept.set_value(s); });
+  ASSERT_TRUE(fe.WaitCommand(id.ToString(), 5s).has_value());
+  ASSERT_TRUE(slept.get_future().get().has_value());
+  commits = store_->commits();
+  for (size_t i = before; i < commits.size(); ++i) {
+    if (commits[i].Wrote(wf_key)) {
+      EXPECT_FALSE(touches_live(commits[i])) << "the sleep intent re-wrote the live key";
+    }
+  }
+  // Stopped: the step to kSleeping takes it out of the set.
+  store_->HoldNext([&](const CommitLog& c) {
+    return std::find(c.deletes.begin(), c.deletes.end(), live_key) != c.deletes.end();
+  });
+  ASSERT_TRUE(fe.SendStopped(id.ToString(), 1).has_value());
+  ASSERT_TRUE(store_->WaitHeld(5s));
+  store_->Release(RecordingStore::Outcome::kApply);
+
+  // Woken and running again, it is back in the set.
+  auto ready = WhenReady(id);
+  auto start = fe.WaitCommand(id.ToString(), 5s);
+  ASSERT_TRUE(start.has_value()) << start.error().ToString();
+  ASSERT_TRUE(start->inner.is<v::CommandStartActor>());
+  RunningStored(fe, id, 2);
+  live = base_.Get(live_key);
+  ASSERT_TRUE(live.has_value());
+  EXPECT_TRUE(live->has_value());
+}
+
 TEST_F(OrchestratorStartTest, AWakeIsOneUncheckedBatchAndAFailedOneLeavesTheActorAsleep) {
   FakeEnvoy& fe = ConnectEnvoy();
   auto created = GetOrCreate("k6");
