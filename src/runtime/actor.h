@@ -119,8 +119,11 @@ class Schedule {
   explicit Schedule(runtime::Instance& inst) : inst_(inst) {}
   template <typename... A>
   std::string after(std::chrono::milliseconds delay, std::string action, const A&... args) {
-    return inst_.ScheduleAt(inst_.NowMs() + delay.count(), std::move(action),
-                            Value(Value::Array{ToValue(args)...}));
+    int64_t at = 0;  // saturates: a delay past the end of time is "never" (INT64_MAX)
+    if (__builtin_add_overflow(inst_.NowMs(), delay.count(), &at)) {
+      at = delay.count() > 0 ? INT64_MAX : INT64_MIN;
+    }
+    return inst_.ScheduleAt(at, std::move(action), Value(Value::Array{ToValue(args)...}));
   }
   template <typename... A>
   std::string at(int64_t epoch_ms, std::string action, const A&... args) {
@@ -176,6 +179,17 @@ class Queue {
   runtime::Instance& inst_;
   runtime::Invocation& inv_;
 };
+
+namespace internal {
+// A completable queue message the invocation did not complete goes back to the queue
+// when the action, hook or handler ends. Every wrapper that makes a context declares one.
+struct ReleaseQueueHold {
+  runtime::Invocation& inv;
+  ~ReleaseQueueHold() {
+    if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
+  }
+};
+}  // namespace internal
 
 // A queue message's body as T (actor.invalid_request when it does not fit).
 template <typename T>
@@ -301,62 +315,104 @@ class Db {
 template <typename S = NoState, typename V = NoVars>
 class Ctx {
  public:
-  explicit Ctx(runtime::Invocation& inv) : inv_(inv) {}
+  explicit Ctx(runtime::Invocation& inv) : inv_(&inv) {}
+  // A copy is a context of its own that may outlive the call it was copied from: pass it
+  // by value to work that goes on after the action or hook returned (keep_awake,
+  // wait_until, a raw WebSocket's later messages). It shares the calling connection, keeps
+  // its own copy of the request, and its completable queue messages go back to the queue
+  // when the last copy is gone (unless completed). A reference (`Ctx&`) is valid only
+  // during the call.
+  Ctx(const Ctx& other)
+      : owned_(other.owned_ ? other.owned_ : Detach(*other.inv_)), inv_(&owned_->inv) {}
+  Ctx& operator=(const Ctx& other) {
+    if (this != &other) {
+      owned_ = other.owned_ ? other.owned_ : Detach(*other.inv_);
+      inv_ = &owned_->inv;
+    }
+    return *this;
+  }
 
   // The actor's state. Throws actor.state_not_enabled for stateless actors and
   // actor.state_mutation_reentrant inside onStateChange.
   S& state() {
-    if (inv_.instance->in_state_change()) {
+    if (inv_->instance->in_state_change()) {
       throw ActorError("actor", "state_mutation_reentrant",
                        "State mutations are not allowed inside onStateChange.");
     }
-    return *static_cast<S*>(inv_.instance->state_ptr());
+    return *static_cast<S*>(inv_->instance->state_ptr());
   }
-  V& vars() { return *static_cast<V*>(inv_.instance->vars_ptr()); }
+  V& vars() { return *static_cast<V*>(inv_->instance->vars_ptr()); }
 
-  const std::string& actor_id() const { return inv_.instance->actor_id(); }
-  const std::string& name() const { return inv_.instance->name(); }
-  const std::vector<std::string>& key() const { return inv_.instance->key(); }
-  int64_t now_ms() const { return inv_.instance->NowMs(); }
+  const std::string& actor_id() const { return inv_->instance->actor_id(); }
+  const std::string& name() const { return inv_->instance->name(); }
+  const std::vector<std::string>& key() const { return inv_->instance->key(); }
+  int64_t now_ms() const { return inv_->instance->NowMs(); }
 
   // The calling connection (actions over a connection or HTTP), else nullptr.
-  Conn* conn() const { return inv_.conn.get(); }
+  Conn* conn() const { return inv_->conn.get(); }
   // The HTTP request behind the current connection hook or raw request, else nullptr.
-  const Request* request() const { return inv_.request; }
+  const Request* request() const { return inv_->request; }
 
   template <typename... A>
   void broadcast(std::string_view event, const A&... args) {
-    inv_.instance->Broadcast(event, Value(Value::Array{ToValue(args)...}));
+    inv_->instance->Broadcast(event, Value(Value::Array{ToValue(args)...}));
   }
   template <typename... A>
   void send(Conn& conn, std::string_view event, const A&... args) {
     conn.Send(event, Value(Value::Array{ToValue(args)...}));
   }
 
-  Kv kv() { return Kv(*inv_.instance); }
-  Queue queue() { return Queue(*inv_.instance, inv_); }
-  Schedule schedule() { return Schedule(*inv_.instance); }
+  Kv kv() { return Kv(*inv_->instance); }
+  Queue queue() { return Queue(*inv_->instance, *inv_); }
+  Schedule schedule() { return Schedule(*inv_->instance); }
   // The actor's database; throws actor.database_not_configured without ActorDef::database.
-  Db db() { return Db(*inv_.instance); }
+  Db db() { return Db(*inv_->instance); }
 
-  void sleep() { inv_.instance->RequestSleep(); }
-  void destroy() { inv_.instance->RequestDestroy(); }
-  bool aborted() const { return inv_.instance->aborted(); }
-  void keep_awake(Task<void> task) { inv_.instance->KeepAwake(std::move(task)); }
-  void wait_until(Task<void> task) { inv_.instance->WaitUntil(std::move(task)); }
+  void sleep() { inv_->instance->RequestSleep(); }
+  void destroy() { inv_->instance->RequestDestroy(); }
+  bool aborted() const { return inv_->instance->aborted(); }
+  void keep_awake(Task<void> task) { inv_->instance->KeepAwake(std::move(task)); }
+  void wait_until(Task<void> task) { inv_->instance->WaitUntil(std::move(task)); }
   // Persists now and resumes once the engine committed (state is saved before every
   // response anyway; this is for long actions that want a checkpoint midway).
-  Task<void> save_state() { return inv_.instance->SaveState(); }
+  Task<void> save_state() { return inv_->instance->SaveState(); }
   // Persists at the latest `max_wait` from now — sooner when a throttled save is due sooner
   // (ActorOptions::state_save_interval) — and resumes once the engine committed.
   Task<void> save_state(std::chrono::milliseconds max_wait) {
-    return inv_.instance->SaveState(max_wait);
+    return inv_->instance->SaveState(max_wait);
   }
 
-  runtime::Instance& instance() { return *inv_.instance; }
+  runtime::Instance& instance() { return *inv_->instance; }
 
  private:
-  runtime::Invocation& inv_;
+  // The invocation of a copied context (see the copy constructor).
+  struct Owned {
+    runtime::Invocation inv;
+    std::optional<Request> request;
+    Owned() = default;
+    Owned(const Owned&) = delete;
+    Owned& operator=(const Owned&) = delete;
+    ~Owned() {
+      // (A stopped instance's next one loads in-flight messages as available anyway.)
+      if (!inv.holding.empty() && inv.instance->phase() != runtime::Phase::kStopped) {
+        inv.instance->QueueRelease(inv);
+      }
+    }
+  };
+  static std::shared_ptr<Owned> Detach(const runtime::Invocation& from) {
+    auto owned = std::make_shared<Owned>();
+    owned->inv.instance = from.instance;
+    owned->inv.conn = from.conn;
+    owned->inv.is_run = from.is_run;
+    if (from.request != nullptr) {
+      owned->request.emplace(*from.request);
+      owned->inv.request = &*owned->request;
+    }
+    return owned;
+  }
+
+  std::shared_ptr<Owned> owned_;  // set for copies
+  runtime::Invocation* inv_;
 };
 
 namespace internal {
@@ -403,6 +459,7 @@ class WebSocket {
       self.message_index_ = index;
       runtime::Invocation inv(inst, std::move(conn), nullptr);
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
       if constexpr (std::is_invocable_v<const F&, Context&, WebSocket&, std::string_view, bool>) {
         using R = std::invoke_result_t<const F&, Context&, WebSocket&, std::string_view, bool>;
@@ -430,6 +487,7 @@ class WebSocket {
       if (!conn) co_return;
       runtime::Invocation inv(inst, std::move(conn), nullptr);
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       using R = std::invoke_result_t<const F&, Context&, uint16_t, std::string_view>;
       if constexpr (internal::IsTask<R>::value) {
         co_await fn(ctx, code, std::string_view(reason));
@@ -531,15 +589,6 @@ struct ResultMapper {
   }
 };
 
-// A completable queue message the invocation did not complete goes back to the queue
-// when the action or hook ends.
-struct ReleaseQueueHold {
-  runtime::Invocation& inv;
-  ~ReleaseQueueHold() {
-    if (!inv.holding.empty()) inv.instance->QueueRelease(inv);
-  }
-};
-
 // Runs a hook-like callable (`R f(Ctx&, extra...)`, R void or Task<void>).
 template <typename R>
 Task<void> RunVoid(std::function<R()> call) {
@@ -563,9 +612,9 @@ class ActorDef {
     type_->options = options;
     if constexpr (!std::is_same_v<S, NoState>) {
       type_->has_state = true;
-      type_->make_state = [] { return std::make_unique<TypedSlot<S>>(); };
+      type_->make_state = [] { return std::make_unique<TypedSlot<S, true>>(); };
     }
-    type_->make_vars = [] { return std::make_unique<TypedSlot<V>>(); };
+    type_->make_vars = [] { return std::make_unique<TypedSlot<V, false>>(); };
   }
 
   ActorOptions& options() { return type_->options; }
@@ -611,6 +660,7 @@ class ActorDef {
   ActorDef& create_state(F fn) {
     type_->create_state = [fn = std::move(fn)](runtime::Invocation inv, Value input) -> Task<void> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       S s = co_await CallWithInput<S>(fn, ctx, input);
       *static_cast<S*>(inv.instance->state_ptr()) = std::move(s);
     };
@@ -621,6 +671,7 @@ class ActorDef {
   ActorDef& on_create(F fn) {
     type_->on_create = [fn = std::move(fn)](runtime::Invocation inv, Value input) -> Task<void> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       co_await CallWithInput<void>(fn, ctx, input);
     };
     return *this;
@@ -648,6 +699,7 @@ class ActorDef {
   ActorDef& on_migrate(F fn) {
     type_->on_migrate = [fn = std::move(fn)](runtime::Invocation inv, bool is_new) -> Task<void> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       co_await internal::RunVoid<std::invoke_result_t<F&, Context&, bool>>([&] { return fn(ctx, is_new); });
     };
     return *this;
@@ -657,6 +709,7 @@ class ActorDef {
   ActorDef& create_vars(F fn) {
     type_->create_vars = [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       using R = std::invoke_result_t<F&, Context&>;
       if constexpr (internal::IsTask<R>::value) {
         ctx.vars() = co_await fn(ctx);
@@ -685,6 +738,7 @@ class ActorDef {
                                                     Value params) -> Task<void> {
       inv.request = &req;
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       co_await internal::RunVoid<std::invoke_result_t<F&, Context&, const Value&>>(
           [&] { return fn(ctx, params); });
     };
@@ -697,6 +751,7 @@ class ActorDef {
                                                     Value params) -> Task<Value> {
       inv.request = &req;
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       using R = std::invoke_result_t<F&, Context&, const Value&>;
       co_return co_await internal::ResultMapper<R>::Run([&fn, &ctx, &params] { return fn(ctx, params); });
     };
@@ -724,6 +779,7 @@ class ActorDef {
     type_->on_request = [fn = std::move(fn)](runtime::Invocation inv, Request req) -> Task<Response> {
       inv.request = &req;
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       using R = std::invoke_result_t<F&, Context&, const Request&>;
       if constexpr (internal::IsTask<R>::value) {
         co_return co_await fn(ctx, req);
@@ -741,6 +797,7 @@ class ActorDef {
     type_->on_websocket = [fn = std::move(fn)](runtime::Invocation inv,
                                                std::shared_ptr<runtime::RawSocket> raw) -> Task<void> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       WebSocket<Context> ws(inv.instance, inv.conn, std::move(raw));
       using R = std::invoke_result_t<F&, Context&, WebSocket<Context>&>;
       if constexpr (internal::IsTask<R>::value) {
@@ -756,19 +813,22 @@ class ActorDef {
   const std::string& name() const { return type_->name; }
 
  private:
-  template <typename T>
+  // `kPersisted`: the state, saved and loaded through keel::ToValue/FromValue. Vars are
+  // never persisted, so they need no codec and may hold anything (a unique_ptr, a
+  // std::function, a client object).
+  template <typename T, bool kPersisted>
   class TypedSlot final : public runtime::Slot {
    public:
     void* get() override { return &value_; }
     Value Save() const override {
-      if constexpr (std::is_same_v<T, NoState> || std::is_same_v<T, NoVars>) {
+      if constexpr (!kPersisted || std::is_same_v<T, NoState>) {
         return Value(Value::Null{});
       } else {
         return ToValue(value_);
       }
     }
     void Load(const Value& v) override {
-      if constexpr (!std::is_same_v<T, NoState> && !std::is_same_v<T, NoVars>) {
+      if constexpr (kPersisted && !std::is_same_v<T, NoState>) {
         Result<T> r = FromValue<T>(v);
         if (!r.ok()) throw ActorError("actor", "invalid_state", r.error().message(), {}, false);
         value_ = std::move(*r);
@@ -820,6 +880,7 @@ class ActorDef {
   static runtime::SubscribeCheckFn Check(F fn) {
     return [fn = std::move(fn)](runtime::Invocation inv) -> Task<bool> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       using R = std::invoke_result_t<F&, Context&>;
       if constexpr (internal::IsTask<R>::value) {
         co_return co_await fn(ctx);
@@ -846,6 +907,7 @@ class ActorDef {
   static runtime::ConnHookFn ConnHook(F fn) {
     return [fn = std::move(fn)](runtime::Invocation inv) -> Task<void> {
       Context ctx(inv);
+      internal::ReleaseQueueHold release{inv};
       Conn& conn = *inv.conn;
       using R = std::invoke_result_t<F&, Context&, Conn&>;
       if constexpr (internal::IsTask<R>::value) {

@@ -177,7 +177,6 @@ Instance::Instance(Runtime& runtime, std::shared_ptr<const ActorType> type, envo
     if (auto k = gw::ParseActorKey(*start_->config.key); k.ok()) key_ = std::move(*k);
   }
   input_ = start_->config.input;
-  vars_ = type_->make_vars();
 }
 
 Instance::~Instance() {
@@ -556,6 +555,25 @@ void Instance::Checkpoint() {
     record.scheduled_events.push_back(std::move(e));
   }
   Bytes bytes = protocol::persist::WriteActor(record);
+  if (bytes.size() > kMaxKvValueSize) {
+    // The engine refuses a value this large: staged, it would fail the whole flush (with
+    // held outputs, the generation). Not staged; the outputs fail instead (Gate).
+    const bool first = oversized_record_ == 0;
+    oversized_record_ = bytes.size();
+    if (first) {
+      LogError(kLog, "the actor's state is too large to save: asking to sleep",
+               {{"actor", actor_id_}, {"bytes", std::to_string(bytes.size())}});
+      // What is in memory cannot be saved: the next instance starts from the last record
+      // that was (onSleep may still shrink it). Until it stops, outputs fail (Gate).
+      if (phase_ == Phase::kStarted && !stop_received_ && !sleep_requested_ &&
+          !destroy_requested_) {
+        sleep_requested_ = true;
+        runtime_.client().RequestSleep(actor_id_, generation_);
+      }
+    }
+    return;
+  }
+  oversized_record_ = 0;
   if (bytes == persisted_record_) return;
   persisted_record_ = bytes;
   persisted_state_ = std::move(record.state);
@@ -615,6 +633,7 @@ void Instance::Gate(std::function<void()> send, std::function<void(const ClientE
   Checkpoint();
   SyncAlarm();
   MaybeFlush();
+  if (oversized_record_ != 0) return EnqueueRefusal(std::move(fail), wire);
   EnqueueOutput(staged_seq_, std::move(send), std::move(fail), wire);
 }
 
@@ -622,7 +641,23 @@ void Instance::GateAt(uint64_t needs, std::function<void()> send,
                       std::function<void(const ClientError&)> fail) {
   SyncAlarm();
   MaybeFlush();
+  if (oversized_record_ != 0) return EnqueueRefusal(std::move(fail), true);
   EnqueueOutput(needs, std::move(send), std::move(fail));
+}
+
+void Instance::EnqueueRefusal(std::function<void(const ClientError&)> fail, bool wire) {
+  const ClientError e{"actor",
+                      "state_too_large",
+                      "The actor's state is too large to save: its record (state, scheduled "
+                      "events and input) is " +
+                          std::to_string(oversized_record_) + " bytes; the limit is " +
+                          std::to_string(kMaxKvValueSize) + " bytes.",
+                      {}};
+  // Behind the outputs before it, like the output it replaces.
+  auto refuse = [fail, e] {
+    if (fail) fail(e);
+  };
+  EnqueueOutput(staged_seq_, std::move(refuse), std::move(fail), wire);
 }
 
 void Instance::EnqueueOutput(uint64_t needs, std::function<void()> send,
@@ -903,6 +938,12 @@ void Instance::OnSaveDeadline() {
 // Schedule
 
 std::string Instance::ScheduleAt(int64_t epoch_ms, std::string action, Value args) {
+  // A name that is not an action would only fail when the event fires (logged, possibly
+  // after the actor slept for days): the caller learns it now.
+  if (type_->actions.find(action) == type_->actions.end()) {
+    throw ActorError("actor", "action_not_found",
+                     "Cannot schedule `" + action + "`: the actor has no action of that name.");
+  }
   ScheduledEvent ev{runtime_.random().Uuid4(), epoch_ms, std::move(action), std::move(args)};
   std::string id = ev.id;
   std::vector<ScheduledEvent>& schedule = cold().schedule;
@@ -921,7 +962,12 @@ void Instance::ArmScheduleTimer() {
     cold_->schedule_timer = {};
   }
   if (cold_->schedule.empty() || phase_ != Phase::kStarted) return;
-  const int64_t delay = std::max<int64_t>(0, cold_->schedule.front().ts - NowMs());
+  // A timer waits a day at most and looks again: an event in any year (up to INT64_MAX ms)
+  // arms without overflowing the clock's nanoseconds.
+  constexpr int64_t kMaxDelayMs = 24 * 3600 * 1000;
+  const int64_t ts = cold_->schedule.front().ts;
+  const int64_t now = NowMs();
+  const int64_t delay = ts <= now ? 0 : (ts - now > kMaxDelayMs ? kMaxDelayMs : ts - now);
   cold_->schedule_timer = runtime_.clock().ScheduleAfter(milliseconds(delay), [this] {
     cold_->schedule_timer = {};
     FireDueEvents();
@@ -1004,6 +1050,9 @@ void Instance::WaitUntil(Task<void> task) {
 // Startup (actors.md §1.4, §3.2)
 
 Task<void> Instance::StartSequence() {
+  // The vars' default value, built here rather than in the constructor: its constructor is
+  // user code, and what it throws fails this start (not the runtime's turn).
+  vars_ = type_->make_vars();
   Invocation inv{this, nullptr, nullptr};
   // Load [1] and [6]: from the preloaded KV when the engine sent it, else one KV get.
   std::optional<Bytes> record_bytes;
@@ -2181,7 +2230,20 @@ std::shared_ptr<RawSocket> Instance::AttachRawSocket(Conn& conn, Request req, bo
 
 void Instance::OpenRawSocket(const latest::MessageId& id, Request req, Value params) {
   const auto& can_hibernate = type_->options.can_hibernate_websocket;
-  std::shared_ptr<Conn> conn = AcceptSocket(id, req, std::move(params), can_hibernate && can_hibernate(req));
+  bool hibernatable = false;
+  try {
+    hibernatable = can_hibernate && can_hibernate(req);
+  } catch (...) {
+    // User code: what it throws refuses this socket (as a failing onBeforeConnect would),
+    // not the runtime's turn.
+    const ClientError e = ToClientError(std::current_exception(), actor_id_);
+    latest::ToRivetTunnelMessage out;
+    out.message_id = id;
+    out.message_kind = latest::ToRivetWebSocketClose{1011, e.group + "." + e.code, false};
+    runtime_.client().SendTunnel(std::move(out), true);
+    return;
+  }
+  std::shared_ptr<Conn> conn = AcceptSocket(id, req, std::move(params), hibernatable);
   std::shared_ptr<RawSocket> raw = AttachRawSocket(*conn, req, /*restored=*/false);
 
   auto setup = [](Instance* self, std::shared_ptr<Conn> conn, std::shared_ptr<RawSocket> raw,

@@ -13,8 +13,9 @@
 // instance's write overlay; everything it sends out — action responses, events, HTTP
 // responses — goes through the instance's gate. The gate releases an output only after
 // every write made before it was committed by the engine (one KV put per flush, batching
-// all writes since the last one). Reads see the overlay. There is no throttled save: a
-// save is never later than the response it belongs to.
+// all writes since the last one). Reads see the overlay. A save is never later than the
+// response it belongs to; work that changes state without answering (a `run` loop, a
+// wait_until task) is saved on a deadline (ActorOptions::state_save_interval).
 //
 // User-facing API: runtime/actor.h (typed state, actions, hooks). This header is the
 // type-erased core the typed layer compiles down to.
@@ -463,6 +464,8 @@ class Instance {
     // that must see its writes durable (WaitDurable).
     bool wire = true;
   };
+  // An output that fails with actor.state_too_large (oversized_record_), in order.
+  void EnqueueRefusal(std::function<void(const ClientError&)> fail, bool wire);
   // Captures any state/schedule change, then sends now or after the pending flush.
   // `wire = false`: not sent on the socket (a local wake-up): waits for durability even
   // when the engine holds outputs.
@@ -629,6 +632,10 @@ class Instance {
   Bytes persisted_record_;  // the [1] bytes last staged
   Bytes persisted_state_;   // the CBOR state inside it
   bool record_initialized_ = false;  // hasInitialized: checkpoints may write [1]
+  // The size of a record Checkpoint refused to stage because the engine would refuse it
+  // (over its 128 KiB value limit); 0 when the last one fitted. While set, every output
+  // fails with actor.state_too_large instead of claiming a save that cannot happen.
+  size_t oversized_record_ = 0;
   bool destroy_alarm_cleared_ = false;
 
   // Schedule.

@@ -364,6 +364,31 @@ TEST(RuntimeCore, DestroyRunsOnDestroyAndClearsTheAlarm) {
   EXPECT_TRUE(h.Stopped("a1", 1).has_value());
 }
 
+// An event in the far future (any int64 epoch ms, or a delay past the end of time) is
+// scheduled and stored like any other: its timer waits in bounded steps instead of
+// overflowing the clock, and it does not fire early.
+TEST(RuntimeCore, AnEventInTheFarFutureIsKeptAndDoesNotFire) {
+  ActorDef<Counter> def = CounterDef();
+  def.options().no_sleep = true;
+  def.action("never", [](Ctx<Counter>& c) {
+    c.schedule().at(INT64_MAX, "increment", 1);
+    c.schedule().after(std::chrono::milliseconds::max(), "increment", 1);
+    c.schedule().at(int64_t{18000000000000000}, "increment", 1);  // the year ~572,000
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto id = h.Action("a1", "never", "[]");
+  EXPECT_EQ(h.Status(id), 200) << h.Body(id);
+  auto alarms = h.EventsOf<latest::EventActorSetAlarm>("a1");
+  ASSERT_FALSE(alarms.empty());
+  ASSERT_TRUE(alarms.back().alarm_ts.has_value());
+  EXPECT_EQ(*alarms.back().alarm_ts, int64_t{18000000000000000});
+  h.Advance(std::chrono::hours(24 * 3));
+  auto count = h.Action("a1", "getCount", "[]");
+  EXPECT_EQ(h.Body(count), R"({"output":0})");
+}
+
 TEST(RuntimeCore, ErrorsAreStructuredAndInternalOnesSanitised) {
   RuntimeHarness h;
   h.Boot({CounterDef().type()});
