@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "base/log.h"
 #include "runtime/core.h"
 
 namespace keel::wasm {
@@ -31,9 +32,34 @@ uint32_t next_wait = 0;
 
 // Kinds the host's kindOf(v) reports (one call instead of several typeof probes).
 enum JsKind : int {
-  kUndefined = 0, kNull = 1, kBool = 2, kInt = 3, kFloat = 4, kBigInt = 5, kString = 6,
-  kBytes = 7, kArray = 8, kMap = 9, kObject = 10, kUnsupported = 11,
+  kUndefined = 0,
+  kNull = 1,
+  kBool = 2,
+  kInt = 3,
+  kFloat = 4,
+  kBigInt = 5,
+  kString = 6,
+  kBytes = 7,
+  kArray = 8,
+  kMap = 9,
+  kObject = 10,
+  kUnsupported = 11,
+  kUnreadable = 12,
 };
+
+// A JS exception must never unwind through C++ frames (a coroutine it crosses is left
+// half-destroyed and the module aborts), so everything that may run user code — getters,
+// Proxy traps, iterators — is read by host helpers that return {__keelThrown: e} instead
+// of throwing. `helper(v)`: a plain array (items, or [key, value] pairs).
+val Parts(const val& v, const char* helper) {
+  val parts = Host().call<val>(helper, v);
+  if (Host().call<bool>("isThrown", parts)) {
+    throw runtime::ActorError(
+        "actor", "invalid_value",
+        "reading the value threw: " + Host().call<std::string>("describe", parts["__keelThrown"]));
+  }
+  return parts;
+}
 
 constexpr int kMaxDepth = 64;
 
@@ -62,15 +88,16 @@ Value FromJsAt(const val& v, int depth) {
     case kString: return Value(v.as<std::string>());
     case kBytes: return Value(BytesFromJs(v));
     case kArray: {
+      val items = Parts(v, "arrayItems");
       Value::Array out;
-      const size_t n = v["length"].as<size_t>();
+      const size_t n = items["length"].as<size_t>();
       out.reserve(n);
-      for (size_t i = 0; i < n; ++i) out.push_back(FromJsAt(v[i], depth + 1));
+      for (size_t i = 0; i < n; ++i) out.push_back(FromJsAt(items[i], depth + 1));
       return Value(std::move(out));
     }
     case kMap: {
       // [[k, v], …] from the host (Array.from(map)).
-      val entries = Host().call<val>("mapEntries", v);
+      val entries = Parts(v, "mapEntries");
       Value::Map out;
       const size_t n = entries["length"].as<size_t>();
       for (size_t i = 0; i < n; ++i) {
@@ -80,19 +107,21 @@ Value FromJsAt(const val& v, int depth) {
       return Value(std::move(out));
     }
     case kObject: {
-      val keys = val::global("Object").call<val>("keys", v);
+      // [[key, value], …] of the own enumerable properties; JSON semantics: the host leaves
+      // out undefined-valued ones.
+      val entries = Parts(v, "objectEntries");
       Value::Map out;
-      const size_t n = keys["length"].as<size_t>();
+      const size_t n = entries["length"].as<size_t>();
       out.reserve(n);
       for (size_t i = 0; i < n; ++i) {
-        val k = keys[i];
-        val item = v[k];
-        // JSON semantics: undefined-valued properties are left out.
-        if (item.isUndefined()) continue;
-        out.emplace_back(Value(k.as<std::string>()), FromJsAt(item, depth + 1));
+        val e = entries[i];
+        out.emplace_back(Value(e[0].as<std::string>()), FromJsAt(e[1], depth + 1));
       }
       return Value(std::move(out));
     }
+    case kUnreadable:
+      throw runtime::ActorError("actor", "invalid_value",
+                                "the value could not be inspected (its type check threw)");
     default:
       throw runtime::ActorError("actor", "invalid_value",
                                 "functions and symbols cannot be serialized");
@@ -162,7 +191,16 @@ void ThrowJsError(const val& error) {
   std::string message = info["message"].as<std::string>();
   if (info["group"].isString() && info["code"].isString()) {
     std::optional<Value> metadata;
-    if (!info["metadata"].isUndefined()) metadata = FromJs(info["metadata"]);
+    if (!info["metadata"].isUndefined()) {
+      try {
+        metadata = FromJs(info["metadata"]);
+      } catch (const runtime::ActorError& e) {
+        // The error stays the one the actor threw; only its metadata is lost.
+        LogWarn("wasm", "error metadata cannot be serialized; sent without it",
+                {{"error", info["group"].as<std::string>() + "." + info["code"].as<std::string>()},
+                 {"reason", e.message()}});
+      }
+    }
     throw runtime::ActorError(info["group"].as<std::string>(), info["code"].as<std::string>(),
                               std::move(message), std::move(metadata),
                               info["public"].as<bool>());
@@ -203,7 +241,15 @@ val ToJs(const Value& v) {
       for (const auto& [k, item] : v.as_map()) text_keys = text_keys && k.is_text();
       if (text_keys) {
         val out = val::object();
-        for (const auto& [k, item] : v.as_map()) out.set(k.as_text(), ToJs(item));
+        for (const auto& [k, item] : v.as_map()) {
+          // An own property, as JSON.parse makes it: assigning `__proto__` would set the
+          // object's prototype (a client could plant inherited properties).
+          if (k.as_text() == "__proto__") {
+            Host().call<void>("defineOwn", out, k.as_text(), ToJs(item));
+          } else {
+            out.set(k.as_text(), ToJs(item));
+          }
+        }
         return out;
       }
       val out = val::global("Map").new_();
@@ -216,6 +262,11 @@ val ToJs(const Value& v) {
 
 Bytes BytesFromJs(const val& bytes) {
   val u8 = Host().call<val>("toU8", bytes);  // any view or ArrayBuffer, no copy
+  if (u8.isNull()) {
+    throw runtime::ActorError("actor", "invalid_value",
+                              "expected bytes (Uint8Array, ArrayBuffer) or a string, got " +
+                                  Host().call<std::string>("describe", bytes));
+  }
   Bytes out(u8["length"].as<size_t>());
   if (!out.empty()) {
     val(emscripten::typed_memory_view(out.size(), out.data())).call<void>("set", u8);

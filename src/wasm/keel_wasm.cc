@@ -143,19 +143,60 @@ class JsLogSink final : public LogSink {
 
 // ---- State and vars: a JS value held for the instance ----
 
+// The core saves state whenever it checkpoints (after work, on a deadline, at sleep) and
+// cannot take a failure there, so a state JS made unserializable (a function, a cycle, …)
+// is not saved: the last value that could be stays the persisted one, and an error is
+// logged. The work that made it so fails with actor.invalid_value (CheckState).
 class JsSlot final : public runtime::Slot {
  public:
   JsSlot(std::optional<Value> initial, bool persisted) : persisted_(persisted) {
-    if (initial) value_ = ToJs(*initial);
+    if (initial) {
+      value_ = ToJs(*initial);
+      last_saved_ = std::move(*initial);
+    }
   }
   void* get() override { return &value_; }
-  Value Save() const override { return persisted_ ? FromJs(value_) : Value(nullptr); }
-  void Load(const Value& value) override { value_ = ToJs(value); }
+  Value Save() const override {
+    if (!persisted_) return Value(nullptr);
+    try {
+      last_saved_ = FromJs(value_);
+      last_error_.clear();
+    } catch (const ActorError& e) {
+      if (e.message() != last_error_) {
+        last_error_ = e.message();
+        LogError("wasm", "the actor's state cannot be saved; it keeps its last saved value",
+                 {{"error", e.message()}});
+      }
+    }
+    return last_saved_;
+  }
+  void Load(const Value& value) override {
+    value_ = ToJs(value);
+    last_saved_ = value;
+  }
 
  private:
   val value_ = val::undefined();
   bool persisted_;
+  mutable Value last_saved_{nullptr};
+  mutable std::string last_error_;
 };
+
+// Throws actor.invalid_value when the instance's state cannot be serialized.
+void CheckState(Instance& inst) {
+  if (!inst.type().has_state || inst.phase() == runtime::Phase::kStopped) return;
+  const val* state = nullptr;
+  try {
+    state = static_cast<const val*>(inst.state_ptr());
+  } catch (const ActorError&) {
+    return;  // not created yet
+  }
+  try {
+    (void)FromJs(*state);
+  } catch (const ActorError& e) {
+    throw ActorError("actor", "invalid_value", "the actor's state cannot be saved: " + e.message());
+  }
+}
 
 std::chrono::milliseconds Ms(const val& options, const char* name, std::chrono::milliseconds def) {
   val v = options[name];
@@ -288,6 +329,12 @@ class WasmRuntime {
         val args = val::array();
         args.call<void>("push", ToJs(input));
         val state = co_await Call(fn, inv, args);
+        try {
+          (void)FromJs(state);
+        } catch (const ActorError& e) {
+          throw ActorError("actor", "invalid_value",
+                           "createState returned a state that cannot be saved: " + e.message());
+        }
         *static_cast<val*>(inv.instance->state_ptr()) = std::move(state);
       };
     }
@@ -355,7 +402,11 @@ class WasmRuntime {
         args.call<void>("push", *static_cast<val*>(inv.instance->state_ptr()));
         val r = host_.call<val>("invoke", fn, CtxInfo(inv, 0), args);
         if (Host().call<bool>("isThrown", r)) {
-          LogWarn("wasm", "onStateChange threw", {{"actor", inv.instance->actor_id()}});
+          LogWarn(
+              "wasm", "onStateChange threw",
+              {{"actor", inv.instance->actor_id()},
+               {"error",
+                Host().call<val>("errorInfo", r["__keelThrown"])["message"].as<std::string>()}});
         }
       };
     }
@@ -681,10 +732,12 @@ class WasmRuntime {
 
   // KV (user keys; bytes in, bytes out).
   val kvGet(int h, val key) {
-    Bytes k = BytesFromJs(key);
-    return Async(h, [k = std::move(k)](Instance& inst) -> Task<val> {
-      std::optional<Bytes> v = co_await inst.KvGet(k);
-      co_return v ? BytesToJs(*v) : val::null();
+    return Guarded([&] {
+      Bytes k = BytesFromJs(key);
+      return Async(h, [k = std::move(k)](Instance& inst) -> Task<val> {
+        std::optional<Bytes> v = co_await inst.KvGet(k);
+        co_return v ? BytesToJs(*v) : val::null();
+      });
     });
   }
   val kvPut(int h, val key, val value) {
@@ -700,39 +753,48 @@ class WasmRuntime {
     });
   }
   val kvList(int h, val prefix, bool reverse, double limit) {
-    Bytes p = BytesFromJs(prefix);
-    std::optional<uint64_t> lim;
-    if (limit >= 0) lim = static_cast<uint64_t>(limit);
-    return Async(h, [p = std::move(p), reverse, lim](Instance& inst) -> Task<val> {
-      auto entries = co_await inst.KvListPrefix(p, reverse, lim);
-      co_return EntriesToJs(entries);
+    return Guarded([&] {
+      Bytes p = BytesFromJs(prefix);
+      std::optional<uint64_t> lim;
+      if (limit >= 0) lim = static_cast<uint64_t>(limit);
+      return Async(h, [p = std::move(p), reverse, lim](Instance& inst) -> Task<val> {
+        auto entries = co_await inst.KvListPrefix(p, reverse, lim);
+        co_return EntriesToJs(entries);
+      });
     });
   }
   // Keys in [start, end), in key order (reverse: from the end).
   val kvListRange(int h, val start, val end, bool reverse, double limit) {
-    Bytes s = BytesFromJs(start), e = BytesFromJs(end);
-    std::optional<uint64_t> lim;
-    if (limit >= 0) lim = static_cast<uint64_t>(limit);
-    return Async(h, [s = std::move(s), e = std::move(e), reverse, lim](Instance& inst) -> Task<val> {
-      auto entries = co_await inst.KvListRange(s, e, reverse, lim);
-      co_return EntriesToJs(entries);
+    return Guarded([&] {
+      Bytes s = BytesFromJs(start), e = BytesFromJs(end);
+      std::optional<uint64_t> lim;
+      if (limit >= 0) lim = static_cast<uint64_t>(limit);
+      return Async(h,
+                   [s = std::move(s), e = std::move(e), reverse, lim](Instance& inst) -> Task<val> {
+                     auto entries = co_await inst.KvListRange(s, e, reverse, lim);
+                     co_return EntriesToJs(entries);
+                   });
     });
   }
   val kvDeleteRange(int h, val start, val end) {
-    Bytes s = BytesFromJs(start), e = BytesFromJs(end);
-    return Async(h, [s = std::move(s), e = std::move(e)](Instance& inst) -> Task<val> {
-      co_await inst.KvDeleteRange(s, e);
-      co_return val::undefined();
+    return Guarded([&] {
+      Bytes s = BytesFromJs(start), e = BytesFromJs(end);
+      return Async(h, [s = std::move(s), e = std::move(e)](Instance& inst) -> Task<val> {
+        co_await inst.KvDeleteRange(s, e);
+        co_return val::undefined();
+      });
     });
   }
 
   // Queue. `inv` is the invocation handle of the calling action/hook (0: none), so a
   // completable message is released if the invocation ends without completing it.
   val queueSend(int h, std::string name, val body) {
-    Value b = FromJs(body);
-    return Async(h, [name = std::move(name), b = std::move(b)](Instance& inst) -> Task<val> {
-      uint64_t id = co_await inst.QueueSend(name, b);
-      co_return val(static_cast<double>(id));
+    return Guarded([&] {
+      Value b = FromJs(body);
+      return Async(h, [name = std::move(name), b = std::move(b)](Instance& inst) -> Task<val> {
+        uint64_t id = co_await inst.QueueSend(name, b);
+        co_return val(static_cast<double>(id));
+      });
     });
   }
   val queueSize(int h) {
@@ -766,7 +828,11 @@ class WasmRuntime {
   }
   val queueComplete(int h, int inv, double id, val response) {
     std::optional<Value> resp;
-    if (!response.isUndefined()) resp = FromJs(response);
+    try {
+      if (!response.isUndefined()) resp = FromJs(response);
+    } catch (...) {
+      return Host().call<val>("rejected", ErrorToJs(std::current_exception()));
+    }
     return Async(h, [this, inv, id, resp = std::move(resp)](Instance& inst) -> Task<val> {
       Invocation scratch(&inst, nullptr, nullptr);
       Invocation* target = FindInv(inv);
@@ -930,6 +996,16 @@ class WasmRuntime {
     return it == invocations_.end() ? nullptr : it->second;
   }
 
+  // `fn` converts arguments (which may throw a structured error) and returns a promise;
+  // a conversion error becomes a rejected promise, as the operation's own errors are.
+  template <typename F>
+  static val Guarded(F fn) {
+    try {
+      return fn();
+    } catch (...) {
+      return Host().call<val>("rejected", ErrorToJs(std::current_exception()));
+    }
+  }
   template <typename F>
   val Sync(F fn) {
     try {
@@ -1001,7 +1077,11 @@ class WasmRuntime {
       }
     } cleanup{this, inv, id};
     val r = host_.call<val>(entry, fn, CtxInfo(inv, id), args);
-    co_return co_await AwaitJs(std::move(r));
+    val result = co_await AwaitJs(std::move(r));
+    // What this call did to the state must be savable: fail it now, with the reason,
+    // rather than answer and keep the change only in memory.
+    if (inv.instance != nullptr && !inv.instance->in_state_change()) CheckState(*inv.instance);
+    co_return result;
   }
 
   void WriteBackConnStates() {

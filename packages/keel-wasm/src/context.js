@@ -70,16 +70,43 @@ class Kv {
   deleteRange(start, end) { return this._rt.kvDeleteRange(this._h, toBytes(start), toBytes(end)); }
 }
 
+const invalidArgument = (message) => new ActorError("actor", "invalid_argument", message);
+// The latest time an alarm may be set for: JavaScript's last Date (year 275760).
+const MAX_TIMESTAMP = 8.64e15;
+function checkAction(action) {
+  if (typeof action !== "string" || action === "") {
+    throw invalidArgument(`schedule: the action must be an action's name, got ${typeof action}`);
+  }
+}
+
 class Schedule {
   constructor(rt, h) { this._rt = rt; this._h = h; }
   // Runs `action(...args)` after `ms` milliseconds (durable); returns the event id.
   after(ms, action, ...args) {
-    return unwrap(this._rt.schedule(this._h, unwrap(this._rt.nowMs()) + ms, action, args));
+    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+      throw invalidArgument(`schedule.after: the delay must be a finite number of milliseconds >= 0, got ${describeArg(ms)}`);
+    }
+    checkAction(action);
+    const at = unwrap(this._rt.nowMs()) + ms;
+    if (at > MAX_TIMESTAMP) throw invalidArgument(`schedule.after: ${ms} ms from now is past the latest time a Date can hold`);
+    return unwrap(this._rt.schedule(this._h, at, action, args));
   }
   // Runs `action(...args)` at `timestamp` (epoch ms, or a Date).
   at(timestamp, action, ...args) {
-    return unwrap(this._rt.schedule(this._h, Number(timestamp), action, args));
+    const ts = timestamp instanceof Date ? timestamp.getTime() : timestamp;
+    if (typeof ts !== "number" || !Number.isFinite(ts) || ts < 0 || ts > MAX_TIMESTAMP) {
+      throw invalidArgument(`schedule.at: the time must be epoch milliseconds (a finite number >= 0) or a valid Date, got ${describeArg(timestamp)}`);
+    }
+    checkAction(action);
+    return unwrap(this._rt.schedule(this._h, ts, action, args));
   }
+}
+
+function describeArg(v) {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean" || v == null) return String(v);
+  if (v instanceof Date) return "an invalid Date";
+  return typeof v;
 }
 
 class Queue {
@@ -95,6 +122,15 @@ class Queue {
   }
   async nextBatch({ names, name, timeout, completable = false, count = 1 } = {}) {
     const list = names ?? (name !== undefined ? [name] : undefined);
+    if (list !== undefined && (!Array.isArray(list) || list.some((n) => typeof n !== "string"))) {
+      throw invalidArgument("queue: `names` must be an array of queue names (strings)");
+    }
+    if (timeout !== undefined && (typeof timeout !== "number" || !(timeout >= 0))) {
+      throw invalidArgument(`queue: \`timeout\` must be a number of milliseconds >= 0, got ${describeArg(timeout)}`);
+    }
+    if (!Number.isInteger(count) || count < 1) {
+      throw invalidArgument(`queue: \`count\` must be an integer >= 1, got ${describeArg(count)}`);
+    }
     const msgs = await this._rt.queueReceive(this._h, this._inv, { names: list, timeout, completable, count });
     return msgs.map((m) => {
       if (completable) m.complete = (response) => this._rt.queueComplete(this._h, this._inv, m.id, response);
@@ -255,15 +291,34 @@ export class ActorContext {
   }
   get aborted() { return unwrap(this._rt.aborted(this._h)); }
 
+  // Arguments are joined by spaces; objects and arrays as JSON, Errors with their stack.
   get log() {
     const id = this._i.actorId;
     const l = this._logger;
+    const line = (a) => `${id}: ${a.map(logText).join(" ")}`;
     return {
-      debug: (...a) => l("debug", "actor", `${id}: ${a.join(" ")}`),
-      info: (...a) => l("info", "actor", `${id}: ${a.join(" ")}`),
-      warn: (...a) => l("warn", "actor", `${id}: ${a.join(" ")}`),
-      error: (...a) => l("error", "actor", `${id}: ${a.join(" ")}`),
+      debug: (...a) => l("debug", "actor", line(a)),
+      info: (...a) => l("info", "actor", line(a)),
+      warn: (...a) => l("warn", "actor", line(a)),
+      error: (...a) => l("error", "actor", line(a)),
     };
+  }
+}
+
+function logText(v) {
+  try {
+    if (typeof v === "string") return v;
+    if (v instanceof Error) return v.stack ?? `${v.name}: ${v.message}`;
+    if (v !== null && typeof v === "object") {
+      return JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? `${x}n` : x instanceof Map ? Object.fromEntries(x) : x));
+    }
+    return String(v);
+  } catch {
+    try {
+      return String(v);
+    } catch {
+      return Object.prototype.toString.call(v);
+    }
   }
 }
 

@@ -51,6 +51,26 @@ export function loadKeel({ wasmModule } = {}) {
 
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 
+// Text for anything thrown, for logs and messages; never throws (a value may have no
+// prototype, or a toString/stack getter that throws). `withStack`: an Error's stack.
+export function describe(e, withStack = false) {
+  try {
+    if (e instanceof Error) {
+      const head = `${e.name}: ${e.message}`;
+      return withStack && typeof e.stack === "string" ? e.stack : head;
+    }
+    if (typeof e === "string") return e;
+    return String(e);
+  } catch {
+    try {
+      return Object.prototype.toString.call(e);
+    } catch {
+      return "(a value that cannot be printed)";
+    }
+  }
+}
+const thrown = (e) => ({ __keelThrown: e });
+
 // The object the C++ side keeps (src/wasm/keel_wasm.cc lists what it calls). `owner`
 // provides `rt` (the WasmRuntime), `makeContext(info)`, `WebSocket` and `logger`.
 export function makeHost(M, owner) {
@@ -109,7 +129,9 @@ export function makeHost(M, owner) {
     },
     wsSend(sock, bytes) {
       const ws = sockets.get(sock);
-      if (ws && ws.readyState === 1) ws.send(bytes);
+      try {
+        if (ws && ws.readyState === 1) ws.send(bytes);
+      } catch {}  // the socket is closing: its close event follows
     },
     wsClose(sock, code, reason) {
       const ws = sockets.get(sock);
@@ -166,35 +188,67 @@ export function makeHost(M, owner) {
     },
 
     log(level, component, message) {
-      owner.logger(LEVELS[level] ?? "info", component, message);
-    },
-
-    // 0 undefined, 1 null, 2 bool, 3 integral number, 4 other number, 5 bigint, 6 string,
-    // 7 bytes, 8 array, 9 Map, 10 object, 11 unsupported (function, symbol).
-    kindOf(v) {
-      switch (typeof v) {
-        case "undefined": return 0;
-        case "boolean": return 2;
-        case "number": return Number.isInteger(v) && Math.abs(v) <= 2 ** 53 ? 3 : 4;
-        case "bigint": return 5;
-        case "string": return 6;
-        case "object":
-          if (v === null) return 1;
-          if (v instanceof Uint8Array || v instanceof ArrayBuffer || ArrayBuffer.isView(v)) return 7;
-          if (Array.isArray(v)) return 8;
-          if (v instanceof Map) return 9;
-          return 10;
-        default: return 11;
+      try {
+        owner.logger(LEVELS[level] ?? "info", component, message);
+      } catch (e) {
+        try {
+          console.error(`keel: the logger threw (${describe(e)}); the message: ${component}: ${message}`);
+        } catch {}
       }
     },
+
+    // Nothing below throws into the C++ core (a JS exception unwinding through its frames
+    // aborts the module): user code that may run here (getters, Proxy traps, toString) is
+    // caught and reported as {__keelThrown: e}, or as kind 12.
+    //
+    // 0 undefined, 1 null, 2 bool, 3 integral number, 4 other number, 5 bigint, 6 string,
+    // 7 bytes, 8 array, 9 Map, 10 object, 11 unsupported (function, symbol), 12 unreadable.
+    kindOf(v) {
+      try {
+        return kindOf(v);
+      } catch {
+        return 12;
+      }
+    },
+    // Items of an array, [key, value] pairs of a Map, or of an object's own enumerable
+    // properties (undefined-valued ones left out, as JSON does).
+    arrayItems(v) {
+      try {
+        return Array.prototype.slice.call(v);
+      } catch (e) {
+        return thrown(e);
+      }
+    },
+    mapEntries(m) {
+      try {
+        return Array.from(m);
+      } catch (e) {
+        return thrown(e);
+      }
+    },
+    objectEntries(v) {
+      try {
+        const out = [];
+        for (const k of Object.keys(v)) {
+          const item = v[k];
+          if (item !== undefined) out.push([k, item]);
+        }
+        return out;
+      } catch (e) {
+        return thrown(e);
+      }
+    },
+    defineOwn(o, k, v) {
+      Object.defineProperty(o, k, { value: v, writable: true, enumerable: true, configurable: true });
+    },
+    describe: (e) => describe(e),
     toU8(v) {
       if (v instanceof Uint8Array) return v;
       if (v instanceof ArrayBuffer) return new Uint8Array(v);
       if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
       if (typeof v === "string") return new TextEncoder().encode(v);
-      throw new TypeError("expected bytes (Uint8Array, ArrayBuffer) or a string");
+      return null;  // the core raises actor.invalid_value
     },
-    mapEntries: (m) => Array.from(m),
     deferred() {
       const d = {};
       d.promise = new Promise((resolve, reject) => {
@@ -210,17 +264,51 @@ export function makeHost(M, owner) {
         (e) => M.bridgeSettle(id, false, e),
       );
     },
-    isThenable: (v) => v !== null && (typeof v === "object" || typeof v === "function") && typeof v.then === "function",
-    isThrown: (v) => v !== null && typeof v === "object" && "__keelThrown" in v,
+    isThenable(v) {
+      try {
+        return v !== null && (typeof v === "object" || typeof v === "function") && typeof v.then === "function";
+      } catch {
+        return false;
+      }
+    },
+    isThrown(v) {
+      try {
+        return v !== null && typeof v === "object" && Object.prototype.hasOwnProperty.call(v, "__keelThrown");
+      } catch {
+        return false;
+      }
+    },
     makeError: (group, code, message, metadata, isPublic) =>
       new ActorError(group, code, message, { metadata, public: isPublic }),
+    // {group, code, message, metadata, public} of a structured error, else {message} (an
+    // Error's stack, or the thrown value as text).
     errorInfo(e) {
-      if (e !== null && typeof e === "object" && typeof e.group === "string" && typeof e.code === "string") {
-        return { group: e.group, code: e.code, message: String(e.message ?? ""), metadata: e.metadata,
-                 public: e.public !== false };
-      }
-      return { message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
+      try {
+        if (e !== null && typeof e === "object" && typeof e.group === "string" && typeof e.code === "string") {
+          return { group: e.group, code: e.code, message: describe(e.message ?? ""), metadata: e.metadata,
+                   public: e.public !== false };
+        }
+      } catch {}
+      return { message: describe(e, true) };
     },
   };
   return host;
+}
+
+// See host.kindOf.
+function kindOf(v) {
+  switch (typeof v) {
+    case "undefined": return 0;
+    case "boolean": return 2;
+    case "number": return Number.isInteger(v) && Math.abs(v) <= 2 ** 53 ? 3 : 4;
+    case "bigint": return 5;
+    case "string": return 6;
+    case "object":
+      if (v === null) return 1;
+      if (v instanceof Uint8Array || v instanceof ArrayBuffer || ArrayBuffer.isView(v)) return 7;
+      if (Array.isArray(v)) return 8;
+      if (v instanceof Map) return 9;
+      return 10;
+    default: return 11;
+  }
 }

@@ -249,6 +249,7 @@ export interface ServeOptions {
   handleSignals?: boolean;
   /** Resolve serve() only once the engine accepted the envoy (default true). */
   waitForConnection?: boolean;
+  /** Default 30000: then serve() rejects with envoy.not_connected and stops the registry. */
   connectTimeoutMs?: number;
 }
 

@@ -29,20 +29,65 @@ const HOOKS = ["createState", "createVars", "onCreate", "onMigrate", "onWake", "
 // and the hooks onCreate, onMigrate, onWake, onBeforeActorStart, run, onSleep, onDestroy,
 // onBeforeConnect(c, params), onConnect(c, conn), onDisconnect(c, conn),
 // onStateChange(c, state), onRequest(c, request) → Response, onWebSocket(c, ws).
+//
+// The definition is checked strictly (actors.md §1.1): an unknown key, an unknown option, a
+// hook or action that is not a function, an option that is not a number of milliseconds, or
+// both halves of a mutually exclusive pair (state/createState, vars/createVars,
+// connState/createConnState) throw config.invalid_actor.
 export function actor(definition) {
-  if (definition === null || typeof definition !== "object") {
-    throw new ActorError("config", "invalid_actor", "actor() takes a definition object");
+  const invalid = (message) => new ActorError("config", "invalid_actor", message);
+  if (definition === null || typeof definition !== "object" || Array.isArray(definition)) {
+    throw invalid("actor() takes a definition object");
+  }
+  for (const key of Object.keys(definition)) {
+    if (!DEFINITION_KEYS.has(key)) {
+      const hint = NOT_SUPPORTED.has(key) ? " (not supported by the wasm runtime)" : "";
+      throw invalid(`unknown key \`${key}\`${hint}; valid keys: ${[...DEFINITION_KEYS].join(", ")}`);
+    }
   }
   for (const hook of HOOKS) {
     if (definition[hook] !== undefined && typeof definition[hook] !== "function") {
-      throw new ActorError("config", "invalid_actor", `${hook} must be a function`);
+      throw invalid(`${hook} must be a function`);
     }
   }
-  for (const [name, fn] of Object.entries(definition.actions ?? {})) {
-    if (typeof fn !== "function") throw new ActorError("config", "invalid_actor", `action ${name} must be a function`);
+  for (const [a, b] of [["state", "createState"], ["vars", "createVars"], ["connState", "createConnState"]]) {
+    if (definition[a] !== undefined && definition[b] !== undefined) {
+      throw invalid(`\`${a}\` and \`${b}\` are mutually exclusive: give one of them`);
+    }
+  }
+  const { actions, options } = definition;
+  if (actions !== undefined && (actions === null || typeof actions !== "object" || Array.isArray(actions))) {
+    throw invalid("actions must be an object of functions");
+  }
+  for (const [name, fn] of Object.entries(actions ?? {})) {
+    if (typeof fn !== "function") throw invalid(`action ${name} must be a function`);
+  }
+  if (options !== undefined) {
+    if (options === null || typeof options !== "object" || Array.isArray(options)) throw invalid("options must be an object");
+    for (const [key, value] of Object.entries(options)) {
+      if (key === "noSleep") {
+        if (value !== undefined && typeof value !== "boolean") throw invalid("options.noSleep must be a boolean");
+      } else if (NUMBER_OPTIONS.has(key)) {
+        if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+          throw invalid(`options.${key} must be a finite number >= 0 (milliseconds, or a count), got ${String(value)}`);
+        }
+      } else if (!IGNORED_OPTIONS.has(key)) {
+        throw invalid(`unknown option \`${key}\`; valid options: noSleep, ${[...NUMBER_OPTIONS].join(", ")}`);
+      }
+    }
   }
   return { ...definition, [DEFINITION]: true };
 }
+const DEFINITION_KEYS = new Set(["state", "vars", "connState", "actions", "events", "queues", "db", "options", ...HOOKS]);
+// actors.md §1.1 keys this runtime does not implement: refused rather than ignored.
+const NOT_SUPPORTED = new Set(["actionInputSchemas", "connParamsSchema", "onBeforeActionResponse"]);
+const NUMBER_OPTIONS = new Set(["sleepTimeout", "actionTimeout", "sleepGracePeriod", "createStateTimeout",
+  "onCreateTimeout", "onMigrateTimeout", "createVarsTimeout", "onWakeTimeout", "onBeforeActorStartTimeout",
+  "onBeforeConnectTimeout", "createConnStateTimeout", "onConnectTimeout", "stateSaveInterval", "maxQueueSize",
+  "maxQueueMessageSize"]);
+// Accepted for compatibility, without effect here: display metadata and the deprecated
+// timeouts sleepGracePeriod superseded (actors.md §1.2).
+const IGNORED_OPTIONS = new Set(["name", "icon", "onDestroyTimeout", "waitUntilTimeout"]);
 
 function envOf(options) {
   if (options.env) return options.env;
@@ -102,8 +147,9 @@ export class Registry {
     const seed = new Uint32Array(2);
     crypto.getRandomValues(seed);
     this.host = makeHost(M, this);
+    this.endpoint = options.endpoint ?? env.KEEL_ENDPOINT ?? "http://127.0.0.1:6420";
     this.rt = new M.WasmRuntime(this.host, {
-      endpoint: options.endpoint ?? env.KEEL_ENDPOINT ?? "http://127.0.0.1:6420",
+      endpoint: this.endpoint,
       token: options.token ?? env.KEEL_TOKEN ?? "",
       namespace: options.namespace ?? env.KEEL_NAMESPACE ?? "default",
       pool: options.pool ?? env.KEEL_POOL ?? "default",
@@ -155,7 +201,12 @@ export class Registry {
     const timeout = new Promise((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
     const connected = await Promise.race([this.rt.whenConnected(), timeout]);
     clearTimeout(timer);
-    if (!connected) throw new ActorError("envoy", "not_connected", "the engine did not accept this envoy in time");
+    if (!connected) {
+      throw new ActorError("envoy", "not_connected",
+        `the engine at ${this.endpoint} did not accept this envoy within ${timeoutMs} ms ` +
+        "(is keel-engine running there, and are the token and namespace right?)",
+        { metadata: { endpoint: this.endpoint, timeoutMs } });
+    }
   }
 
   // Graceful stop: every actor sleeps (state is saved), then the connection closes.
@@ -185,11 +236,21 @@ export async function serve(actors, options = {}) {
   const registry = new Registry(M, options);
   registry.register(actors);
   registry.start();
-  if (options.handleSignals !== false) installSignals(registry);
-  if (options.waitForConnection !== false) await registry.ready(options.connectTimeoutMs);
+  const removeSignals = options.handleSignals !== false ? installSignals(registry) : () => {};
+  if (options.waitForConnection !== false) {
+    try {
+      await registry.ready(options.connectTimeoutMs);
+    } catch (e) {
+      // Nothing to serve: stop reconnecting, so a program that handles the error can exit.
+      removeSignals();
+      await registry.shutdown({ immediate: true });
+      throw e;
+    }
+  }
   return registry;
 }
 
+// Returns a function that removes the handlers.
 function installSignals(registry) {
   const stop = () => {
     registry.shutdown().then(() => {
@@ -201,10 +262,20 @@ function installSignals(registry) {
   if (host === "node") {
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
-  } else if (host === "deno") {
+    return () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    };
+  }
+  if (host === "deno") {
     try {
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
+      return () => {
+        Deno.removeSignalListener("SIGINT", stop);
+        Deno.removeSignalListener("SIGTERM", stop);
+      };
     } catch {}
   }
+  return () => {};
 }

@@ -234,3 +234,122 @@ describe("wasm runtime: raw HTTP and raw WebSocket", () => {
     assert.equal(await call(engine, id, "messages"), 3);
   });
 });
+
+describe("wasm runtime: bad values and bad arguments", () => {
+  let engine;
+  let registry;
+  const logs = [];
+  before(async () => {
+    engine = await startEngine();
+    registry = await serve({ hardened: actors.hardened }, {
+      endpoint: engine.endpoint,
+      handleSignals: false,
+      logLevel: "warn",
+      logger: (level, component, message) => logs.push(`${level} ${component}: ${message}`),
+    });
+  });
+  after(async () => {
+    await registry?.shutdown();
+    await engine?.stop();
+  });
+
+  const error = async (id, name, args = []) => {
+    const r = await action(engine, id, name, args);
+    assert.equal(r.status >= 400, true, `${name} should fail: ${JSON.stringify(r.body)}`);
+    return r.body;
+  };
+
+  test("a thrown value without a prototype and a result whose getter throws do not crash the runtime", async () => {
+    const id = await getOrCreate(engine, "hardened", "crashers");
+    assert.deepEqual(await error(id, "throwWithoutPrototype"),
+      { group: "rivetkit", code: "internal_error", message: "An internal error occurred" });
+    const getter = await error(id, "returnThrowingGetter");
+    assert.equal(`${getter.group}.${getter.code}`, "actor.invalid_value");
+    assert.match(getter.message, /getter boom/);
+    assert.equal(await call(engine, id, "increment", 1), 1, "the runtime and the actor still work");
+    assert.equal(registry.connected, true);
+  });
+
+  test("state that cannot be saved fails the action that made it so, and the last saved state stays durable", async () => {
+    const id = await getOrCreate(engine, "hardened", "state");
+    assert.equal(await call(engine, id, "increment", 2), 2);
+    const bad = await error(id, "putFunctionInState");
+    assert.equal(`${bad.group}.${bad.code}`, "actor.invalid_value");
+    assert.match(bad.message, /state cannot be saved/);
+    assert.ok(logs.some((l) => /state cannot be saved/.test(l)), logs.join("\n"));
+    assert.equal(await call(engine, id, "removeFunctionFromState"), 2, "fixing the state makes actions succeed again");
+    await forceSleep(engine, id);
+    assert.equal(await call(engine, id, "getCount"), 2);
+  });
+
+  test("bad arguments to the context are structured errors", async () => {
+    const id = await getOrCreate(engine, "hardened", "arguments");
+    const kv = await error(id, "kvNumberKey");
+    assert.equal(`${kv.group}.${kv.code}`, "actor.invalid_value");
+    assert.match(kv.message, /expected bytes/);
+    const queue = await error(id, "queueFunction");
+    assert.equal(`${queue.group}.${queue.code}`, "actor.invalid_value");
+    const schedule = await error(id, "scheduleStringDelay");
+    assert.equal(`${schedule.group}.${schedule.code}`, "actor.invalid_argument");
+    assert.match(schedule.message, /schedule\.after.*"1000"/);
+    // The UserError reaches the client; only its unserializable metadata is dropped.
+    assert.deepEqual(await error(id, "userErrorBadMetadata"),
+      { group: "user", code: "with_bad_metadata", message: "kept" });
+    assert.equal(await call(engine, id, "increment", 1), 1);
+  });
+
+  test("a client's `__proto__` key is an own property, not the object's prototype", async () => {
+    const id = await getOrCreate(engine, "hardened", "proto");
+    const r = await action(engine, id, "describeArg", [JSON.parse('{"__proto__":{"isAdmin":true},"x":1}')]);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body.output, { own: ["__proto__", "x"], inherited: null });
+  });
+
+  test("logs: a throwing onStateChange is logged with its error; c.log prints objects as JSON", async () => {
+    const id = await getOrCreate(engine, "hardened", "logs");
+    assert.equal(await call(engine, id, "increment", 13), 13);
+    assert.ok(logs.some((l) => /onStateChange threw.*unlucky thirteen/.test(l)), logs.join("\n"));
+    assert.equal(await call(engine, id, "logObject"), true);
+    assert.ok(logs.some((l) => l.endsWith(`${id}: structured {"a":1} [2,3]`)), logs.join("\n"));
+  });
+});
+
+describe("wasm runtime: definitions and serve()", () => {
+  test("actor() refuses unknown keys and options, bad option values and exclusive pairs", async () => {
+    const { actor } = await import("../src/index.js");
+    const refused = (definition, pattern) =>
+      assert.throws(() => actor(definition), (e) => e.group === "config" && e.code === "invalid_actor" && pattern.test(e.message));
+    refused({ action: {} }, /unknown key `action`/);
+    refused({ onBeforeActionResponse() {} }, /not supported/);
+    refused({ state: {}, createState: () => ({}) }, /mutually exclusive/);
+    refused({ options: { sleepTimout: 100 } }, /unknown option `sleepTimout`/);
+    refused({ options: { sleepTimeout: "5s" } }, /options\.sleepTimeout must be a finite number/);
+    refused({ options: { noSleep: "yes" } }, /noSleep must be a boolean/);
+    refused({ actions: { a: 1 } }, /action a must be a function/);
+    actor({ state: {}, options: { sleepTimeout: 100, noSleep: false, icon: "x" }, actions: { a: () => 1 } });
+  });
+
+  test("serve() that cannot reach an engine rejects, and then nothing keeps the process alive", async () => {
+    const { spawn } = await import("node:child_process");
+    const script = `
+      import { actor, serve } from ${JSON.stringify(new URL("../src/index.js", import.meta.url).href)};
+      try {
+        await serve({ a: actor({ actions: { x: () => 1 } }) }, { endpoint: "http://127.0.0.1:1", connectTimeoutMs: 300, logLevel: "off" });
+      } catch (e) {
+        console.log(JSON.stringify({ id: e.id, message: e.message, metadata: e.metadata }));
+      }`;
+    const child = spawn(process.execPath, ["--experimental-websocket", "--input-type=module", "-e", script],
+      { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; });
+    const kill = setTimeout(() => child.kill("SIGKILL"), 15000);
+    const [code, signal] = await new Promise((r) => child.once("exit", (c, s) => r([c, s])));
+    clearTimeout(kill);
+    assert.equal(signal, null, `the process did not exit by itself (output: ${out})`);
+    assert.equal(code, 0);
+    const e = JSON.parse(out);
+    assert.equal(e.id, "envoy.not_connected");
+    assert.match(e.message, /127\.0\.0\.1:1/);
+    assert.deepEqual(e.metadata, { endpoint: "http://127.0.0.1:1", timeoutMs: 300 });
+  });
+});
