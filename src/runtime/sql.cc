@@ -19,9 +19,11 @@ namespace latest = protocol::envoy::latest;
 }
 
 bool IsExecutionLayerCode(std::string_view code) {
-  static constexpr std::string_view kCodes[] = {
-      "prepare_failed", "execution_failed",   "invalid_sql", "invalid_bind_parameter",
-      "statement_timeout", "closed", "sql_too_large", "too_many_params", "bind_too_large"};
+  static constexpr std::string_view kCodes[] = {"prepare_failed",    "execution_failed",
+                                                "invalid_sql",       "invalid_bind_parameter",
+                                                "statement_timeout", "closed",
+                                                "sql_too_large",     "too_many_params",
+                                                "bind_too_large",    "response_too_large"};
   return std::find(std::begin(kCodes), std::end(kCodes), code) != std::end(kCodes);
 }
 
@@ -132,6 +134,7 @@ void SqlDatabase::CheckUsable(std::string_view sql,
                               const std::optional<sql::Params>& params) const {
   if (closed_) throw ActorError("sqlite", "closed", "Database is closed.");
   if (std::optional<Error> e = sql::CheckLimits(sql, params)) Throw(*e);
+  if (std::optional<Error> e = sql::CheckUtf8(sql, params)) Throw(*e);
 }
 
 Task<sql::QueryResult> SqlDatabase::Exec(std::string sql) {
@@ -211,8 +214,10 @@ Result<sql::Params> ToSqlParams(const Value::Array& args) {
 
 namespace {
 
+// SQLite's identifier characters (tokenize.c IdChar): letters, digits, '_', '$' and every
+// byte of a multi-byte UTF-8 sequence. A name starts with one of them after ':', '@', '$'.
 bool IsNameChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
          static_cast<unsigned char>(c) >= 0x80;
 }
 
@@ -224,6 +229,8 @@ Result<sql::Params> BindNamed(std::string_view text, const Value& named) {
         Error{"sqlite", "invalid_bind_parameter", "Invalid SQLite bind parameter " + why}};
   };
   if (!named.is_map()) return invalid("bindings: named bindings must be an object");
+  // SQLite numbers parameters by their full name, prefix included: `:a` and `@a` are two
+  // parameters (both take the value of `a`).
   std::vector<std::string> order;
   size_t i = 0;
   const size_t n = text.size();
@@ -260,7 +267,7 @@ Result<sql::Params> BindNamed(std::string_view text, const Value& named) {
     if ((c == ':' || c == '@' || c == '$') && i + 1 < n && IsNameChar(text[i + 1])) {
       size_t j = i + 1;
       while (j < n && IsNameChar(text[j])) ++j;
-      std::string name(text.substr(i + 1, j - i - 1));
+      std::string name(text.substr(i, j - i));
       if (std::find(order.begin(), order.end(), name) == order.end()) order.push_back(name);
       i = j;
       continue;
@@ -269,7 +276,8 @@ Result<sql::Params> BindNamed(std::string_view text, const Value& named) {
   }
   sql::Params out;
   out.reserve(order.size());
-  for (const std::string& name : order) {
+  for (const std::string& prefixed : order) {
+    const std::string name = prefixed.substr(1);
     const Value* v = named.Find(name);
     if (v == nullptr) return invalid(name + ": missing named binding");
     auto converted = ToSqlValue(*v, name);

@@ -13,18 +13,21 @@
 // each call with sqlite.remote_unavailable.
 //
 // Both backends sit behind the same front (SqlDatabase), which checks the remote SQL limits
-// (types.h) before anything runs, so a statement either backend would refuse is refused the
-// same way by both, and results are identical in every cell.
+// and that SQL text and text parameters are UTF-8 (types.h) before anything runs, so a
+// statement either backend would refuse is refused the same way by both, and results are
+// identical in every cell.
 //
 // Errors are thrown as ActorError with group "sqlite" (or the envoy's own error for a
 // timeout / shutdown). Remote error texts are classified only by their `group.code` prefix
 // (never by other words in the message):
 //   sqlite.remote_fence_mismatch, sqlite.remote_unavailable      → the same code
 //   the execution layer's own codes (sqlite.prepare_failed, execution_failed, invalid_sql,
-//   invalid_bind_parameter, statement_timeout, closed)           → the same code (parity
+//   invalid_bind_parameter, statement_timeout, closed, the limits' sql_too_large,
+//   too_many_params, bind_too_large, response_too_large)          → the same code (parity
 //                                                                   with local execution)
 //   anything else the engine answers                              → sqlite.remote_execution_failed
-//   a request sent before the connection dropped                  → sqlite.remote_indeterminate_result
+//   a request sent before the connection dropped                  →
+//   sqlite.remote_indeterminate_result
 // Thread-safety: the runtime's one executor.
 #pragma once
 

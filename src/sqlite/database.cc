@@ -716,6 +716,10 @@ struct Database::Impl {
     std::lock_guard<std::mutex> lock(mu);
     KEEL_RETURN_IF_ERROR(CheckOpen());
     KEEL_RETURN_IF_ERROR(CheckSql(sql));
+    // A batch that opened a transaction and then failed rolls it back (below): left open,
+    // it would silently take in every later statement of the database — answered as if
+    // committed, then lost when the database closes.
+    const bool began_in_autocommit = sqlite3_get_autocommit(db) != 0;
     BeginWriterUse();
     Result<QueryResult> result = [&]() -> Result<QueryResult> {
       QueryResult last;
@@ -735,6 +739,17 @@ struct Database::Impl {
       }
       return last;
     }();
+    if (!result.ok() && began_in_autocommit && sqlite3_get_autocommit(db) == 0) {
+      const int rc = sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      const Error& e = result.error();
+      result = Unexpected{
+          Error(e.group(), e.code(),
+                e.message() + (rc == SQLITE_OK ? " (the transaction the batch opened was "
+                                                 "rolled back)"
+                                               : " (rolling back the transaction the batch "
+                                                 "opened failed: " +
+                                                     ErrorMessage() + ")"))};
+    }
     EndWriterUse();
     ClearCache();  // any statement may have run (schema changes, ROLLBACK, PRAGMAs)
     return result;

@@ -1,5 +1,7 @@
 #include "sqlite/types.h"
 
+#include "base/utf8.h"
+
 namespace keel::sql {
 
 std::string_view RouteName(Route route) {
@@ -51,6 +53,22 @@ std::optional<Error> CheckLimits(std::string_view sql, const std::optional<Param
     return Error{"sqlite", "bind_too_large",
                  "sqlite bind params had " + std::to_string(bytes) + " bytes, exceeding limit " +
                      std::to_string(kMaxBindBytes)};
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> CheckUtf8(std::string_view sql, const std::optional<Params>& params) {
+  if (!IsValidUtf8(sql)) {
+    return Error{"sqlite", "invalid_sql", "sql is not valid UTF-8"};
+  }
+  if (!params.has_value()) return std::nullopt;
+  for (size_t i = 0; i < params->size(); ++i) {
+    const auto* text = std::get_if<std::string>(&(*params)[i]);
+    if (text != nullptr && !IsValidUtf8(*text)) {
+      return Error{"sqlite", "invalid_bind_parameter",
+                   "failed to bind sqlite parameter " + std::to_string(i + 1) +
+                       ": text is not valid UTF-8 (bind bytes as a blob)"};
+    }
   }
   return std::nullopt;
 }

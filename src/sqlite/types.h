@@ -76,5 +76,10 @@ inline constexpr size_t kMaxBindBytes = size_t{1} << 20;       // total bind byt
 std::optional<Error> CheckLimits(std::string_view sql, const std::optional<Params>& params);
 // Only the parameter count (before converting a wire list).
 std::optional<Error> CheckParamCount(size_t count);
+// SQL text and text parameters must be well-formed UTF-8 (§8.2: the wire's `str`, which
+// the engine's decoder refuses otherwise): sqlite.invalid_sql / sqlite.invalid_bind_parameter.
+// The runtime front checks it for both backends, so a text the remote backend cannot
+// send is refused the same way by the local one instead of being stored as raw bytes.
+std::optional<Error> CheckUtf8(std::string_view sql, const std::optional<Params>& params);
 
 }  // namespace keel::sql

@@ -23,12 +23,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -158,6 +163,10 @@ ActorDef<> NotesDef(const std::string& name, std::chrono::milliseconds grace) {
     co_return std::get<std::string>(r.rows.at(0).at(0));
   });
   def.action("backend", [](Ctx<>& c) { return std::string(c.db().backend()); });
+  // Several statements as one batch: rows of the last one that produced any.
+  def.action("batch", [](Ctx<>& c, std::string sql) -> Task<Value> {
+    co_return co_await c.db().execute(std::move(sql));
+  });
   // One statement through execute (routed): {route, rows}.
   def.action("raw", [](Ctx<>& c, std::string sql) -> Task<Value> {
     sql::ExecuteResult r = co_await c.db().execute_raw(std::move(sql));
@@ -212,6 +221,299 @@ ActorDef<> PlainDef() {
   return def;
 }
 
+// ---- Parity: the same statements on both backends ----
+
+// Exact, ASCII-only text of a value: i:<int64>, f:<hex float> (keeps -0 and NaN apart),
+// t:"<text>" with non-printable bytes as \xNN, b:<hex> (long blobs as length + prefix).
+std::string Describe(const sql::Value& v) {
+  struct Visitor {
+    std::string operator()(const sql::Null&) const { return "null"; }
+    std::string operator()(int64_t i) const { return "i:" + std::to_string(i); }
+    std::string operator()(double d) const {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "f:%a", d);
+      return buf;
+    }
+    std::string operator()(const std::string& t) const {
+      std::string out = "t:\"";
+      const size_t shown = std::min<size_t>(t.size(), 64);
+      for (size_t i = 0; i < shown; ++i) {
+        const auto c = static_cast<unsigned char>(t[i]);
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+          out.push_back(static_cast<char>(c));
+        } else {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\x%02x", c);
+          out += buf;
+        }
+      }
+      if (shown < t.size()) out += "...(" + std::to_string(t.size()) + " bytes)";
+      return out + "\"";
+    }
+    std::string operator()(const sql::Blob& b) const {
+      std::string out = "b:";
+      const size_t shown = std::min<size_t>(b.bytes.size(), 16);
+      for (size_t i = 0; i < shown; ++i) {
+        char buf[4];
+        std::snprintf(buf, sizeof buf, "%02x", b.bytes[i]);
+        out += buf;
+      }
+      if (shown < b.bytes.size()) out += "...(" + std::to_string(b.bytes.size()) + " bytes)";
+      return out;
+    }
+  };
+  return std::visit(Visitor{}, v);
+}
+
+std::string DescribeRows(const std::vector<std::string>& columns,
+                         const std::vector<sql::Row>& rows) {
+  std::string out = "cols=[";
+  for (size_t i = 0; i < columns.size(); ++i) out += (i > 0 ? "," : "") + columns[i];
+  out += "] rows(" + std::to_string(rows.size()) + ")=[";
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows.size() > 6 && r == 3) {
+      out += "...,";
+      r = rows.size() - 3;
+    }
+    out += "[";
+    for (size_t c = 0; c < rows[r].size(); ++c) out += (c > 0 ? "," : "") + Describe(rows[r][c]);
+    out += "]";
+    if (r + 1 < rows.size()) out += ",";
+  }
+  return out + "]";
+}
+
+std::string Describe(const sql::ExecuteResult& r) {
+  return "route=" + std::string(sql::RouteName(r.route)) + " changes=" + std::to_string(r.changes) +
+         " rowid=" + (r.last_insert_row_id ? std::to_string(*r.last_insert_row_id) : "-") + " " +
+         DescribeRows(r.columns, r.rows);
+}
+
+// One statement of the parity script.
+struct SqlCase {
+  enum Kind { kExec, kExecute, kWrite, kNamed } kind = kExecute;
+  std::string sql;
+  std::optional<sql::Params> params;
+  Value named;
+};
+
+sql::Blob BlobOf(std::initializer_list<uint8_t> bytes) { return sql::Blob{Bytes(bytes)}; }
+
+// What a demanding user throws at c.db(): bad SQL, wrong parameter counts and types,
+// NULLs, blobs, int64 and float extremes, constraint errors, PRAGMAs, transactions,
+// migrations run twice, named bindings, big rows and results.
+std::vector<SqlCase> ParityCases() {
+  using P = sql::Params;
+  const auto d = [](double x) { return sql::Value(x); };
+  const auto i = [](int64_t x) { return sql::Value(x); };
+  const auto t = [](std::string x) { return sql::Value(std::move(x)); };
+  const std::string kSchema =
+      "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v ANY, s TEXT UNIQUE, "
+      "n INTEGER NOT NULL DEFAULT 0 CHECK (n >= 0));"
+      "CREATE TABLE IF NOT EXISTS st (i INTEGER, r REAL) STRICT;";
+  return {
+      {SqlCase::kExec, kSchema},
+      {SqlCase::kExec, kSchema},  // a migration run twice
+      {SqlCase::kExecute, "SELEC 1", P{}},
+      {SqlCase::kExecute, "SELECT * FROM missing", P{}},
+      {SqlCase::kExecute, "SELECT ?", P{i(1), i(2)}},
+      {SqlCase::kExecute, "SELECT ?, ?", P{i(1)}},
+      {SqlCase::kExecute, "SELECT ?2, ?1, ?2", P{t("a"), t("b")}},
+      {SqlCase::kExecute, "SELECT 1", P{i(1)}},
+      {SqlCase::kExecute, "SELECT 1", std::nullopt},
+      {SqlCase::kExecute, "SELECT ?, ?, ?, ?, typeof(?)",
+       P{i(INT64_MIN), i(INT64_MAX), i(0), i(-1), i(INT64_MIN)}},
+      {SqlCase::kExecute, "SELECT ?, ?, ?, ?, ?, ?, ?, ?, typeof(?)",
+       P{d(-0.0), d(std::numeric_limits<double>::quiet_NaN()),
+         d(std::numeric_limits<double>::infinity()), d(-std::numeric_limits<double>::infinity()),
+         d(std::numeric_limits<double>::max()), d(std::numeric_limits<double>::denorm_min()),
+         d(0.1), d(1e-300), d(std::numeric_limits<double>::quiet_NaN())}},
+      {SqlCase::kExecute, "SELECT ?, length(?), hex(?), ?, typeof(?)",
+       P{t(""), t(std::string("a\0b", 3)), t(std::string("a\0b", 3)),
+         t("h\xc3\xa9llo \xf0\x9f\x98\x80"), sql::Value(sql::Null{})}},
+      {SqlCase::kExecute, "SELECT ?, typeof(?), ?, length(?)",
+       P{sql::Value(sql::Blob{}), sql::Value(sql::Blob{}), sql::Value(BlobOf({0, 1, 0xff})),
+         sql::Value(BlobOf({0, 1, 0xff}))}},
+      {SqlCase::kExecute, "INSERT INTO t (v, s, n) VALUES (?, ?, ?)",
+       P{i(INT64_MAX), t("x"), i(1)}},
+      {SqlCase::kExecute, "INSERT INTO t (v, s, n) VALUES (?, ?, ?)", P{i(1), t("x"), i(1)}},
+      {SqlCase::kExecute, "INSERT INTO t (v, s, n) VALUES (?, ?, ?)",
+       P{i(1), t("y"), sql::Value(sql::Null{})}},
+      {SqlCase::kExecute, "INSERT INTO t (v, s, n) VALUES (?, ?, ?)", P{i(1), t("z"), i(-1)}},
+      {SqlCase::kExecute, "INSERT INTO st (i, r) VALUES (?, ?)", P{t("text"), d(1.5)}},
+      {SqlCase::kExecute, "INSERT INTO st (i, r) VALUES (?, ?)", P{i(3), i(4)}},
+      {SqlCase::kExecute, "INSERT INTO t (v, s) VALUES (?, ?), (?, ?) RETURNING id, v",
+       P{d(-0.0), t("neg0"), sql::Value(BlobOf({7})), t("blob")}},
+      {SqlCase::kExecute, "SELECT id, typeof(v), v, s, n FROM t ORDER BY id", P{}},
+      {SqlCase::kExecute, "SELECT i, typeof(i), r, typeof(r) FROM st", P{}},
+      {SqlCase::kExecute, "UPDATE t SET n = n + 1", P{}},
+      {SqlCase::kExecute, "DELETE FROM t WHERE s = 'nobody'", P{}},
+      {SqlCase::kExecute, "SELECT 9223372036854775807 + 1, -9223372036854775808 - 1", P{}},
+      {SqlCase::kExecute, "SELECT abs(-9223372036854775808)", P{}},
+      {SqlCase::kExecute, "SELECT sum(v) FROM (SELECT 9223372036854775807 AS v UNION ALL SELECT 1)",
+       P{}},
+      {SqlCase::kExecute, "SELECT 1 / 0, 1.0 / 0, 5 % 0, 0.1 + 0.2", P{}},
+      {SqlCase::kExecute, "SELECT CAST(x'ff41' AS TEXT), 'it''s', \"s\" FROM t WHERE id = 1", P{}},
+      {SqlCase::kExecute, "SELECT 1; SELECT 2", P{}},
+      {SqlCase::kExecute, "SELECT 1; -- a comment", P{}},
+      {SqlCase::kExecute, "", P{}},
+      {SqlCase::kExecute, "  -- only a comment\n", P{}},
+      {SqlCase::kExec, "", {}},
+      {SqlCase::kExec, "SELECT 1; SELECT 2 AS two; CREATE TABLE IF NOT EXISTS t (x)", {}},
+      {SqlCase::kExec, "SELECT 1; SELEC 2; SELECT 3", {}},
+      // PRAGMAs users will try.
+      {SqlCase::kExec, "PRAGMA journal_mode = WAL", {}},
+      {SqlCase::kExecute, "PRAGMA journal_mode = OFF", P{}},
+      {SqlCase::kExecute, "PRAGMA journal_mode", P{}},
+      {SqlCase::kExecute, "PRAGMA page_size = 8192", P{}},
+      {SqlCase::kExecute, "PRAGMA page_size", P{}},
+      {SqlCase::kExecute, "PRAGMA foreign_keys = ON", P{}},
+      {SqlCase::kWrite, "PRAGMA foreign_keys = ON", P{}},
+      {SqlCase::kWrite, "PRAGMA foreign_keys", P{}},
+      {SqlCase::kExecute, "PRAGMA user_version = 5", P{}},
+      {SqlCase::kExecute, "PRAGMA user_version", P{}},
+      {SqlCase::kExecute, "PRAGMA table_info(st)", P{}},
+      {SqlCase::kExecute, "PRAGMA integrity_check", P{}},
+      {SqlCase::kExec,
+       "PRAGMA synchronous = OFF; PRAGMA cache_size = -2000; PRAGMA temp_store = FILE",
+       {}},
+      {SqlCase::kExec,
+       "CREATE TEMP TABLE tt (x); INSERT INTO tt VALUES (1), (2); SELECT sum(x) AS s FROM tt",
+       {}},
+      {SqlCase::kExecute, "PRAGMA locking_mode = NORMAL", P{}},
+      {SqlCase::kExecute, "PRAGMA wal_checkpoint", P{}},
+      {SqlCase::kExecute, "VACUUM", P{}},
+      {SqlCase::kExecute, "VACUUM INTO 'copy.db'", P{}},
+      {SqlCase::kExecute, "ATTACH DATABASE 'other.db' AS o", P{}},
+      {SqlCase::kExec,
+       "ATTACH ':memory:' AS m; CREATE TABLE m.x (a); INSERT INTO m.x VALUES (1); "
+       "SELECT a FROM m.x; DETACH m",
+       {}},
+      {SqlCase::kExecute, "SELECT load_extension('libnothing')", P{}},
+      {SqlCase::kWrite, "SELECT load_extension('libnothing')", P{}},
+      // Transactions across calls.
+      {SqlCase::kExecute, "COMMIT", P{}},
+      {SqlCase::kExecute, "ROLLBACK", P{}},
+      {SqlCase::kExecute, "BEGIN", P{}},
+      {SqlCase::kExecute, "BEGIN", P{}},
+      {SqlCase::kExecute, "INSERT INTO t (s) VALUES ('in txn')", P{}},
+      {SqlCase::kExecute, "SELECT count(*) FROM t", P{}},
+      {SqlCase::kExecute, "ROLLBACK", P{}},
+      {SqlCase::kExecute, "SELECT count(*) FROM t", P{}},
+      {SqlCase::kExecute, "SAVEPOINT a", P{}},
+      {SqlCase::kExecute, "INSERT INTO t (s) VALUES ('in savepoint')", P{}},
+      {SqlCase::kExecute, "ROLLBACK TO b", P{}},
+      {SqlCase::kExecute, "RELEASE a", P{}},
+      {SqlCase::kExecute, "SELECT count(*) FROM t", P{}},
+      // Migrations run twice.
+      {SqlCase::kExec, "ALTER TABLE t ADD COLUMN extra TEXT", {}},
+      {SqlCase::kExec, "ALTER TABLE t ADD COLUMN extra TEXT", {}},
+      {SqlCase::kWrite, "PRAGMA user_version", P{}},
+      // Named bindings.
+      {SqlCase::kNamed,
+       "SELECT :a, @b, $c, ':a', :a",
+       {},
+       Value::Object({{"a", 1}, {"b", "two"}, {"c", nullptr}})},
+      {SqlCase::kNamed, "SELECT :a, :missing", {}, Value::Object({{"a", 1}})},
+      {SqlCase::kNamed, "SELECT :a, ?", {}, Value::Object({{"a", 1}})},
+      {SqlCase::kNamed, "SELECT :a", {}, Value(1)},
+      // Big rows and results (sized so that an ASan build on a loaded 2-core machine runs
+      // them well inside the fixture's 3 s envoy-lost threshold).
+      {SqlCase::kExecute, "SELECT zeroblob(600000) AS z, length(randomblob(600000)) AS n", P{}},
+      {SqlCase::kExecute,
+       "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
+       "SELECT x, x * x, 'row ' || x FROM c",
+       P{}},
+      {SqlCase::kExecute, "INSERT INTO t (s, v) VALUES ('big', zeroblob(300000))", P{}},
+      {SqlCase::kExecute, "SELECT length(v), typeof(v) FROM t WHERE s = 'big'", P{}},
+      // Text must be UTF-8 (the remote wire's `str`).
+      {SqlCase::kExecute, "SELECT ?", P{t("\xff\xfe")}},
+      {SqlCase::kExec, "SELECT '\xff'", {}},
+      {SqlCase::kExecute, "SELECT hex(CAST(? AS BLOB))", P{t("ok \xc3\xa9")}},
+      // SQLite tells `:a` and `@a` apart; both take the value of `a`.
+      {SqlCase::kNamed,
+       "SELECT :a AS x, @a AS y, $a AS z, :a$b AS w",
+       {},
+       Value::Object({{"a", 7}, {"a$b", 8}})},
+      // A failed batch leaves no transaction behind.
+      {SqlCase::kExec,
+       "BEGIN; INSERT INTO t (s) VALUES ('batch'); INSERT INTO missing VALUES (1); COMMIT;",
+       {}},
+      {SqlCase::kExecute, "SELECT count(*) AS batch FROM t WHERE s = 'batch'", P{}},
+  };
+}
+
+Task<Value> RunParityScript(Db& db) {
+  Value::Array out;
+  std::vector<SqlCase> cases = ParityCases();
+  for (size_t n = 0; n < cases.size(); ++n) {
+    SqlCase& k = cases[n];
+    std::string line = std::to_string(n) + " " + Describe(sql::Value(k.sql.substr(0, 48))) + " => ";
+    try {
+      switch (k.kind) {
+        case SqlCase::kExec: {
+          sql::QueryResult r = co_await db.exec(k.sql);
+          line += "exec " + DescribeRows(r.columns, r.rows);
+          break;
+        }
+        case SqlCase::kExecute: {
+          sql::ExecuteResult r;
+          if (k.params.has_value()) {
+            r = co_await db.execute_raw(k.sql, std::move(*k.params));
+          } else {
+            r = co_await db.execute_raw(k.sql);
+          }
+          line += Describe(r);
+          break;
+        }
+        case SqlCase::kWrite: {
+          sql::ExecuteResult r = co_await db.execute_write(k.sql, std::move(*k.params));
+          line += Describe(r);
+          break;
+        }
+        case SqlCase::kNamed: {
+          Value rows = co_await db.execute_named(k.sql, k.named);
+          line += "named " + ToJson(rows);
+          break;
+        }
+      }
+    } catch (const ActorError& e) {
+      line += "ERR " + e.group() + "." + e.code() + ": " + e.message();
+    }
+    out.push_back(Value(line));
+  }
+  co_return Value(std::move(out));
+}
+
+ActorDef<> ProbeDef() {
+  ActorDef<> def("probe");
+  def.database();
+  def.action("script", [](Ctx<>& c) -> Task<Value> {
+    Db db(c.instance());
+    co_return co_await RunParityScript(db);
+  });
+  // Each text in turn, without parameters ("exec:" prefix: as a batch), described.
+  def.action("sqls", [](Ctx<>& c, std::vector<std::string> texts) -> Task<Value> {
+    Db db(c.instance());
+    Value::Array out;
+    for (std::string& text : texts) {
+      try {
+        if (text.rfind("exec:", 0) == 0) {
+          sql::QueryResult r = co_await db.exec(text.substr(5));
+          out.push_back(Value("exec " + DescribeRows(r.columns, r.rows)));
+        } else {
+          sql::ExecuteResult r = co_await db.execute_raw(text);
+          out.push_back(Value(Describe(r)));
+        }
+      } catch (const ActorError& e) {
+        out.push_back(Value("ERR " + e.group() + "." + e.code() + ": " + e.message()));
+      }
+    }
+    co_return Value(std::move(out));
+  });
+  return def;
+}
+
 engine::EngineOptions FastLostEngine() {
   engine::EngineOptions o;
   // A crashed runtime's actors are rescheduled after this long (default 15 s).
@@ -230,7 +532,7 @@ class SqlIntegration : public ::testing::Test {
     auto host = std::make_unique<RuntimeHost>(
         s, std::vector<std::shared_ptr<const runtime::ActorType>>{
                NotesDef("notes", 15000ms).type(), NotesDef("gracenotes", 300ms).type(),
-               PlainDef().type()});
+               PlainDef().type(), ProbeDef().type()});
     host->Start();
     EXPECT_TRUE(WaitFor([&] { return host->connected(); })) << "runtime never connected";
     return host;
@@ -384,6 +686,56 @@ TEST_P(SqlBackends, ManualTransactionSpanningActionsStaysOnTheWriter) {
   EXPECT_EQ(Out(id, "integrity"), "ok");
 }
 
+// A batch that opens a transaction and fails halfway rolls that transaction back and says
+// so. Left open, it silently took in the next action's autocommit INSERT, whose answer
+// reported a write that the sleep then rolled back: acknowledged data lost.
+TEST_P(SqlBackends, AFailedBatchLeavesNoTransactionOpen) {
+  const std::string id = CreateActor(base(), "notes", Key("batchfail"));
+  ASSERT_FALSE(id.empty());
+  int status = 0;
+  json err = Action(base(), id, "batch",
+                    {"BEGIN; INSERT INTO notes (body) VALUES ('batch'); "
+                     "INSERT INTO missing VALUES (1); COMMIT;"},
+                    &status);
+  EXPECT_NE(status, 200);
+  EXPECT_EQ(err["group"], "sqlite") << err.dump();
+  EXPECT_EQ(err["code"], "prepare_failed") << err.dump();
+  EXPECT_THAT(
+      err["message"].get<std::string>(),
+      ::testing::AllOf(::testing::HasSubstr("no such table: missing"),
+                       ::testing::HasSubstr("the transaction the batch opened was rolled back")));
+  EXPECT_EQ(Out(id, "raw", {"SELECT COUNT(*) AS n FROM notes"}),
+            (json{{"route", "read"}, {"rows", {{{"n", 0}}}}}))
+      << "no transaction is left open";
+  EXPECT_EQ(Out(id, "add", {"acknowledged"}), 1);
+  ASSERT_NO_FATAL_FAILURE(Sleep(id));
+  EXPECT_EQ(Out(id, "list"), json::array({{{"id", 1}, {"body", "acknowledged"}}}))
+      << "an acknowledged write survives the sleep";
+}
+
+// A statement that writes more than ~2 MiB (a commit larger than the socket takes at once)
+// is read back whole by the next statement. KNOWN DEFECT on the local backend (not in this
+// reviewer's files, see the review report): the next statement's get_pages is answered from
+// the page store's state BEFORE that commit (page 3 comes back absent), so SQLite reads a
+// zeroed overflow page — integrity_check fails and queries miss the row — although the
+// stored database is intact (a restart reads it whole).
+TEST_P(SqlBackends, ALargeCommitIsReadBackWhole) {
+  if (GetParam() == "local" && std::getenv("KEEL_RUN_KNOWN_SQL_DEFECTS") == nullptr) {
+    GTEST_SKIP() << "known defect: a large local commit is read back stale (see the comment)";
+  }
+  const std::string id = CreateActor(base(), "probe", Key("largecommit"));
+  ASSERT_FALSE(id.empty());
+  json out = Out(id, "sqls",
+                 {{"CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, v)",
+                   "INSERT INTO t (s, v) VALUES ('big', zeroblob(2000000))",
+                   "SELECT length(v), s FROM t WHERE s = 'big'", "PRAGMA integrity_check"}});
+  ASSERT_TRUE(out.is_array()) << out.dump();
+  ASSERT_EQ(out.size(), 4u) << out.dump();
+  EXPECT_EQ(out[2],
+            "route=read changes=0 rowid=- cols=[length(v),s] rows(1)=[[i:2000000,t:\"big\"]]");
+  EXPECT_EQ(out[3], "route=read changes=0 rowid=- cols=[integrity_check] rows(1)=[[t:\"ok\"]]");
+}
+
 // 8: an action keeps SQL in flight while the actor is told to sleep. The stop waits for it
 // (within the grace): the action's statements after onSleep still run, its reply arrives,
 // and after the wake every batch it was told succeeded is there, whole, once. The actor is
@@ -499,6 +851,52 @@ TEST_F(SqlIntegration, BackendsShareTheDatabase) {
   const auto head = Head(id);
   ASSERT_TRUE(head.has_value());
   EXPECT_GE(head->generation.value_or(0), 3u);
+}
+
+// The parity script on a fresh database of each backend: the same statements give the same
+// results and the same structured errors (group.code and message), line by line.
+TEST_F(SqlIntegration, TheSameStatementsGiveTheSameResultsAndErrorsOnBothBackends) {
+  std::map<std::string, std::vector<std::string>> lines;
+  for (const std::string backend : {"local", "remote"}) {
+    if (host_ == nullptr) {
+      host_ = StartHost(backend);
+    } else {
+      host_->Stop(10s);
+      host_ = StartHost(backend);
+    }
+    const std::string id = CreateActor(base(), "probe", "parity-" + backend);
+    ASSERT_FALSE(id.empty());
+    json out = Out(id, "script");
+    ASSERT_TRUE(out.is_array()) << out.dump();
+    for (const auto& line : out) lines[backend].push_back(line.get<std::string>());
+  }
+  const auto& local = lines["local"];
+  const auto& remote = lines["remote"];
+  ASSERT_EQ(local.size(), remote.size());
+  for (size_t i = 0; i < local.size(); ++i) {
+    EXPECT_EQ(local[i], remote[i]) << "case " << i;
+  }
+  for (const auto& line : local) std::printf("%s\n", line.c_str());
+  // The lines of the cases that used to differ or mislead.
+  // The line of the last case whose SQL starts with `sql_prefix`.
+  const std::vector<SqlCase> cases = ParityCases();
+  const auto line_of = [&](std::string_view sql_prefix) -> std::string {
+    for (size_t n = cases.size(); n-- > 0;) {
+      if (cases[n].sql.rfind(sql_prefix, 0) == 0) return local.at(n);
+    }
+    return "";
+  };
+  EXPECT_THAT(line_of("SELECT ?"),
+              ::testing::HasSubstr("ERR sqlite.invalid_bind_parameter: failed to bind sqlite "
+                                   "parameter 1: text is not valid UTF-8"));
+  EXPECT_THAT(line_of("SELECT '\xff"),
+              ::testing::HasSubstr("ERR sqlite.invalid_sql: sql is not valid UTF-8"));
+  EXPECT_THAT(line_of("SELECT :a AS x"),
+              ::testing::HasSubstr(R"(named [{"x":7,"y":7,"z":7,"w":8}])"));
+  EXPECT_THAT(line_of("BEGIN; INSERT INTO t (s) VALUES ('batch')"),
+              ::testing::HasSubstr("(the transaction the batch opened was rolled back)"));
+  EXPECT_THAT(line_of("SELECT count(*) AS batch"),
+              ::testing::HasSubstr("route=read changes=0 rowid=- cols=[batch] rows(1)=[[i:0]]"));
 }
 
 // 4: at protocol v3 remote SQL does not exist (sqlite.remote_unavailable), but page I/O

@@ -629,6 +629,36 @@ TEST_F(SqlQueryTest, ExecKeepsTheLastStatementThatProducedColumnsOrRows) {
             (std::vector<Row>{{T("y")}, {T("z")}, {T("w")}}));
 }
 
+// A batch that opened a transaction and then failed rolls it back: left open, the
+// transaction would take in every later statement (answered as if committed, then rolled
+// back when the database closes). A transaction opened before the batch is the caller's.
+TEST_F(SqlQueryTest, AFailedBatchRollsBackTheTransactionItOpened) {
+  EXPECT_TRUE(IsSqlError(
+      db_->Exec("BEGIN; INSERT INTO items(label) VALUES ('a'); INSERT INTO missing VALUES (1); "
+                "COMMIT;"),
+      "prepare_failed",
+      "no such table: missing (the transaction the batch opened was rolled back)"));
+  EXPECT_FALSE(db_->InTransaction());
+  EXPECT_TRUE(IsSqlError(
+      db_->Exec("BEGIN; INSERT INTO items(label) VALUES ('b'); INSERT INTO items(id) VALUES (1), "
+                "(1); COMMIT;"),
+      "execution_failed", "UNIQUE constraint failed: items.id (the transaction the batch opened"));
+  EXPECT_FALSE(db_->InTransaction());
+  EXPECT_EQ(Ok(db_->Query("SELECT count(*) FROM items")).rows, (std::vector<Row>{{I(0)}}));
+  ExecuteResult after = Ok(db_->Execute("INSERT INTO items(label) VALUES ('after')"));
+  EXPECT_EQ(after.route, Route::kWrite);
+  EXPECT_EQ(Ok(db_->Execute("SELECT label FROM items")).route, Route::kRead);
+
+  // The caller's own transaction stays open: the failed statement alone is undone.
+  Ok(db_->Execute("BEGIN"));
+  EXPECT_TRUE(
+      IsSqlError(db_->Exec("INSERT INTO items(label) VALUES ('mine'); SELEC"), "prepare_failed"));
+  EXPECT_TRUE(db_->InTransaction());
+  Ok(db_->Execute("COMMIT"));
+  EXPECT_EQ(Ok(db_->Query("SELECT label FROM items ORDER BY id")).rows,
+            (std::vector<Row>{{T("after")}, {T("mine")}}));
+}
+
 TEST_F(SqlQueryTest, ColumnsAreReportedWithoutRows) {
   ExecuteResult r = Ok(db_->Execute("SELECT id, label AS name, 1 + 1 FROM items WHERE 0"));
   EXPECT_EQ(r.columns, (std::vector<std::string>{"id", "name", "1 + 1"}));
