@@ -152,7 +152,10 @@ void EnvoySession::Dispatch(latest::ToRivet&& msg) {
         } else if constexpr (std::is_same_v<T, latest::ToRivetTunnelMessage>) {
           HandleTunnel(std::move(m));
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteGetPagesRequest>) {
-          PostStorage(StorageSlotFor(m.data.actor_id), [self, req = std::move(m)]() mutable {
+          // The slot is taken before the lambda moves `m` (argument evaluation order is
+          // unspecified): a get_pages must run on its actor's strand, behind its commits.
+          const size_t slot = StorageSlotFor(m.data.actor_id);
+          PostStorage(slot, [self, req = std::move(m)]() mutable {
             return self->HandleGetPages(std::move(req));
           });
         } else if constexpr (std::is_same_v<T, latest::ToRivetSqliteCommitRequest>) {
