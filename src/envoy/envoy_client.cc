@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <set>
 #include <string_view>
 #include <tuple>
@@ -13,6 +14,7 @@
 #include "base/log.h"
 #include "engine/gateway/envoy_connect.h"
 #include "protocol/conversion.h"
+#include "protocol/envoy/tunnel.h"
 
 namespace keel::envoy {
 namespace {
@@ -82,6 +84,44 @@ std::string RandomEnvoyKey(Random& random) {
 
 // True when an outgoing tunnel message ends its request: no more traffic for it can
 // arrive from the gateway that the actor would still care about (§6.3, §6.4).
+// A response start or chunk whose body is over `limit`, as a start and chunks each carrying
+// at most `limit` bytes, in order, with consecutive message indexes. The stream ends where
+// the original did: a start with stream=false becomes a stream whose last chunk finishes.
+std::vector<latest::ToRivetTunnelMessage> SplitResponse(latest::ToRivetTunnelMessage message,
+                                                        uint64_t limit) {
+  Bytes body;
+  bool finish = false;
+  std::vector<latest::ToRivetTunnelMessage> pieces;
+  if (auto* start = message.message_kind.get_if<latest::ToRivetResponseStart>()) {
+    body = std::move(*start->body);
+    finish = !start->stream;
+    start->stream = true;
+    start->body = Bytes(body.begin(), body.begin() + static_cast<ptrdiff_t>(limit));
+    pieces.push_back(message);
+  } else {
+    auto& chunk = *message.message_kind.get_if<latest::ToRivetResponseChunk>();
+    body = std::move(chunk.body);
+    finish = chunk.finish;
+    pieces.push_back(message);
+    pieces.back().message_kind.get_if<latest::ToRivetResponseChunk>()->body =
+        Bytes(body.begin(), body.begin() + static_cast<ptrdiff_t>(limit));
+    pieces.back().message_kind.get_if<latest::ToRivetResponseChunk>()->finish = false;
+  }
+  for (uint64_t at = limit; at < body.size(); at += limit) {
+    const uint64_t end = std::min<uint64_t>(at + limit, body.size());
+    latest::ToRivetTunnelMessage piece;
+    piece.message_id = message.message_id;
+    piece.message_id.message_index =
+        static_cast<uint16_t>(message.message_id.message_index + pieces.size());
+    piece.message_kind =
+        latest::ToRivetResponseChunk{Bytes(body.begin() + static_cast<ptrdiff_t>(at),
+                                           body.begin() + static_cast<ptrdiff_t>(end)),
+                                     finish && end == body.size()};
+    pieces.push_back(std::move(piece));
+  }
+  return pieces;
+}
+
 bool EndsRequest(const latest::ToRivetTunnelMessage& message) {
   const auto& kind = message.message_kind;
   if (const auto* start = kind.get_if<latest::ToRivetResponseStart>()) return !start->stream;
@@ -314,6 +354,7 @@ struct EnvoyClient::State {
   uint64_t unroutable_tunnel = 0;
   uint64_t duplicate_commands = 0;
   uint64_t unmatched_responses = 0;
+  uint64_t oversized_tunnel = 0;
 
   std::array<RequestTable*, 3> Tables() { return {&kv, &pages, &remote}; }
 
@@ -328,16 +369,33 @@ struct EnvoyClient::State {
       encoded = protocol::envoy::EncodeToRivet(message, config.protocol_version, buffer);
     });
     if (!encoded.has_value()) return protocol::ToError(encoded.error());
+    if (const uint64_t limit = MaxMessage(); out.size() > limit) {
+      return Error("envoy", "message_too_large",
+                   "a message of " + std::to_string(out.size()) +
+                       " bytes exceeds the envoy connection's limit of " + std::to_string(limit) +
+                       " bytes");
+    }
     return out;
   }
 
+  uint64_t MaxTunnelPayload() const {
+    return metadata.has_value() ? metadata->max_response_payload_size
+                                : protocol::envoy::kDefaultMaxResponsePayloadSize;
+  }
+  uint64_t MaxMessage() const {
+    if (config.max_message != 0) return config.max_message;
+    const uint64_t payload = MaxTunnelPayload();
+    constexpr uint64_t kFraming = uint64_t{1} << 20;
+    return payload > std::numeric_limits<uint64_t>::max() - kFraming ? payload : payload + kFraming;
+  }
+
   // Encodes and writes `message` on the open socket. False when there is no socket or the
-  // negotiated version cannot carry the message.
+  // connection cannot carry the message (its version lacks it, or it is too large).
   bool Send(const latest::ToRivet& message) {
     if (socket != Socket::kOpen) return false;
     auto bytes = Encode(message);
     if (!bytes.has_value()) {
-      KEEL_LOG(kWarn, kLog, "dropping a message the connection's version cannot carry",
+      KEEL_LOG(kWarn, kLog, "dropping a message the connection cannot carry",
                {{"error", bytes.error().ToString()}});
       return false;
     }
@@ -777,6 +835,20 @@ struct EnvoyClient::State {
 
   // ---- Requests ----
 
+  // Forgets the route of a message that ends its request, then sends the message, or keeps
+  // it for the next socket when `buffered` (SendTunnel).
+  void Tunnel(latest::ToRivetTunnelMessage message, bool buffered) {
+    if (EndsRequest(message)) {
+      routes.erase({message.message_id.gateway_id, message.message_id.request_id});
+    }
+    if (socket == Socket::kOpen) {
+      Send(latest::ToRivet{std::move(message)});
+    } else if (buffered) {
+      buffered_tunnel.push_back(std::move(message));
+    }
+    // Direct traffic without a socket is dropped (§3.10).
+  }
+
   // Creates a request in `table` and sends it now when connected, else after the next Init.
   // Completes synchronously, inside this call, when the client has shut down or the
   // connection's version cannot carry the request.
@@ -1075,15 +1147,18 @@ void EnvoyClient::SqliteExecuteWrite(latest::SqliteExecuteWriteRequest request,
 void EnvoyClient::SendTunnel(latest::ToRivetTunnelMessage message, bool buffered) {
   State& s = *s_;
   if (s.shut_down) return;
-  if (EndsRequest(message)) {
-    s.routes.erase({message.message_id.gateway_id, message.message_id.request_id});
+  const uint64_t limit = std::max<uint64_t>(max_tunnel_payload(), 1);
+  if (protocol::envoy::TunnelPayloadSize(message) <= limit) {
+    s.Tunnel(std::move(message), buffered);
+    return;
   }
-  if (s.socket == State::Socket::kOpen) {
-    s.Send(latest::ToRivet{std::move(message)});
-  } else if (buffered) {
-    s.buffered_tunnel.push_back(std::move(message));
+  if (const auto* ws = message.message_kind.get_if<latest::ToRivetWebSocketMessage>()) {
+    ++s.oversized_tunnel;
+    KEEL_LOG(kError, kLog, "dropping a WebSocket message over the connection's payload limit",
+             {{"bytes", std::to_string(ws->data.size())}, {"limit", std::to_string(limit)}});
+    return;
   }
-  // Direct traffic without a socket is dropped (§3.10).
+  for (auto& piece : SplitResponse(std::move(message), limit)) s.Tunnel(std::move(piece), buffered);
 }
 
 void EnvoyClient::RegisterRequest(const std::string& actor_id, const latest::GatewayId& gateway_id,
@@ -1130,6 +1205,7 @@ uint16_t EnvoyClient::protocol_version() const { return s_->config.protocol_vers
 const std::optional<latest::ProtocolMetadata>& EnvoyClient::protocol_metadata() const {
   return s_->metadata;
 }
+uint64_t EnvoyClient::max_tunnel_payload() const { return s_->MaxTunnelPayload(); }
 size_t EnvoyClient::pending_kv_requests() const { return s_->kv.pending.size(); }
 size_t EnvoyClient::pending_sqlite_requests() const {
   return s_->pages.pending.size() + s_->remote.pending.size();
@@ -1142,6 +1218,7 @@ uint64_t EnvoyClient::malformed_frames() const { return s_->malformed_frames; }
 uint64_t EnvoyClient::unroutable_tunnel_messages() const { return s_->unroutable_tunnel; }
 uint64_t EnvoyClient::duplicate_commands() const { return s_->duplicate_commands; }
 uint64_t EnvoyClient::unmatched_responses() const { return s_->unmatched_responses; }
+uint64_t EnvoyClient::oversized_tunnel_messages() const { return s_->oversized_tunnel; }
 std::string EnvoyClient::ConnectUrl() const { return s_->ConnectUrl(); }
 std::vector<std::string> EnvoyClient::Subprotocols() const { return s_->Subprotocols(); }
 

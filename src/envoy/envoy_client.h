@@ -73,6 +73,12 @@ struct EnvoyConfig {
   std::chrono::milliseconds ack_commands_interval{300000};
   // Lost threshold used before the first Init (§3.4).
   std::chrono::milliseconds default_lost_threshold{10000};
+  // Largest frame the engine reads (its WebSocket message limit). A larger message is not
+  // sent — a request fails with envoy.message_too_large — rather than closing the
+  // connection, which would end every actor on it. 0: what keel-engine reads, the Init's
+  // maxResponsePayloadSize + 1 MiB (above every request the protocol's own limits allow:
+  // a commit's 16 MiB, a KV put's 128 × 128 KiB).
+  size_t max_message = 0;
 };
 
 // The socket, as the client sees it. Natively a keel::net WebSocket
@@ -223,6 +229,9 @@ class EnvoyClient {
   // an instance) survive a disconnect and are resent after the next Init; the rest are
   // dropped when there is no socket (§3.10). A response end (ToRivetResponseStart with
   // stream=false, the final chunk, an abort) or a WebSocket close forgets the route.
+  // A response body over max_tunnel_payload() goes out streamed, in pieces under it; a
+  // WebSocket message over it cannot be split and is dropped with an error logged (callers
+  // check first: the engine closes the whole connection on one, §6.6).
   void SendTunnel(latest::ToRivetTunnelMessage message, bool buffered);
   // Routes tunnel traffic of a restored hibernatable WebSocket to `actor_id` (§6.5): the
   // host calls this while starting, before ActorRunning.
@@ -252,6 +261,9 @@ class EnvoyClient {
   const EnvoyConfig& config() const;
   uint16_t protocol_version() const;
   const std::optional<latest::ProtocolMetadata>& protocol_metadata() const;
+  // The largest body or WebSocket message one tunnel message may carry: the last Init's
+  // maxResponsePayloadSize, else its default (20 MiB).
+  uint64_t max_tunnel_payload() const;
   size_t pending_kv_requests() const;
   size_t pending_sqlite_requests() const;  // page I/O + remote SQL, for tests/metrics
   // Hosted (actor, generation) pairs: started and not yet reported Stopped.
@@ -269,6 +281,8 @@ class EnvoyClient {
   uint64_t unroutable_tunnel_messages() const;
   uint64_t duplicate_commands() const;
   uint64_t unmatched_responses() const;
+  // WebSocket messages SendTunnel dropped for being over max_tunnel_payload().
+  uint64_t oversized_tunnel_messages() const;
   // The connect URL for this config (§3.1).
   std::string ConnectUrl() const;
   std::vector<std::string> Subprotocols() const;

@@ -12,6 +12,7 @@
 #include "engine/core/gateway.h"
 #include "engine/core/orchestrator.h"
 #include "engine/gateway/errors.h"
+#include "protocol/envoy/tunnel.h"
 
 namespace keel::engine {
 namespace {
@@ -22,21 +23,6 @@ int64_t MonoMs(const Clock& clock) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              clock.MonotonicNow().time_since_epoch())
       .count();
-}
-
-// The inner payload size of a tunnel message, as §6.6 measures it.
-size_t TunnelPayloadSize(const latest::ToRivetTunnelMessage& msg) {
-  const auto& kind = msg.message_kind.value;
-  if (const auto* start = std::get_if<latest::ToRivetResponseStart>(&kind)) {
-    return start->body.has_value() ? start->body->size() : 0;
-  }
-  if (const auto* chunk = std::get_if<latest::ToRivetResponseChunk>(&kind)) {
-    return chunk->body.size();
-  }
-  if (const auto* ws = std::get_if<latest::ToRivetWebSocketMessage>(&kind)) {
-    return ws->data.size();
-  }
-  return 0;
 }
 
 }  // namespace
@@ -485,7 +471,7 @@ std::optional<latest::ToEnvoy> EnvoySession::HandleCommit(
 }
 
 void EnvoySession::HandleTunnel(latest::ToRivetTunnelMessage&& msg) {
-  if (TunnelPayloadSize(msg) > engine_.options().max_response_payload) {
+  if (protocol::envoy::TunnelPayloadSize(msg) > engine_.options().max_response_payload) {
     CloseWith(Error{"ws", "invalid_packet", "payload too large"});
     return;
   }

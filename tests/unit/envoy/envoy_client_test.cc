@@ -704,6 +704,149 @@ TEST_F(EnvoyClientTest, BufferedTunnelMessagesSurviveADisconnectOthersAreDropped
   EXPECT_TRUE(SentOf<v::ToRivetTunnelMessage>().empty());
 }
 
+// The engine closes the whole envoy connection on a tunnel payload over its
+// maxResponsePayloadSize (envoy-protocol.md §6.6): a response body over it goes out as a
+// stream of pieces under it, in order, the route forgotten only with the last.
+TEST_F(EnvoyClientTest, AResponseBodyOverThePayloadLimitGoesOutStreamedInPieces) {
+  Make();
+  client_->Start();
+  client_->OnOpen();
+  Deliver(v::ToEnvoyInit{v::ProtocolMetadata{10000, 30000, 10}});
+  transport_.sent.clear();
+  EXPECT_EQ(client_->max_tunnel_payload(), 10u);
+  Commands({StartCmd("a1", 1, 1)});
+  v::ToEnvoyRequestStart start;
+  start.actor_id = "a1";
+  start.method = "GET";
+  start.path = "/big";
+  Deliver(TunnelIn(1, start));
+  ASSERT_EQ(client_->route_entries(), 1u);
+  transport_.sent.clear();
+
+  Bytes body(25);
+  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<uint8_t>(i);
+  client_->SendTunnel(
+      TunnelOut(1,
+                v::ToRivetResponseStart{
+                    200, {{"content-type", "application/octet-stream"}}, body, false}),
+      false);
+  auto out = SentOf<v::ToRivetTunnelMessage>();
+  ASSERT_EQ(out.size(), 3u);
+  const auto* first = out[0].message_kind.get_if<v::ToRivetResponseStart>();
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(first->status, 200);
+  EXPECT_TRUE(first->stream);
+  EXPECT_EQ(first->headers.size(), 1u);
+  Bytes joined = *first->body;
+  EXPECT_EQ(first->body->size(), 10u);
+  for (size_t i = 1; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].message_id.message_index, i);
+    const auto* chunk = out[i].message_kind.get_if<v::ToRivetResponseChunk>();
+    ASSERT_NE(chunk, nullptr);
+    EXPECT_LE(chunk->body.size(), 10u);
+    EXPECT_EQ(chunk->finish, i + 1 == out.size());
+    joined.insert(joined.end(), chunk->body.begin(), chunk->body.end());
+  }
+  EXPECT_EQ(joined, body);
+  EXPECT_EQ(client_->route_entries(), 0u) << "the last piece ends the request";
+
+  // A chunk of a stream over the limit: pieces, the stream not ended unless it was.
+  transport_.sent.clear();
+  client_->SendTunnel(TunnelOut(2, v::ToRivetResponseChunk{Bytes(15, 7), false}), false);
+  out = SentOf<v::ToRivetTunnelMessage>();
+  ASSERT_EQ(out.size(), 2u);
+  for (const auto& m : out) {
+    const auto* chunk = m.message_kind.get_if<v::ToRivetResponseChunk>();
+    ASSERT_NE(chunk, nullptr);
+    EXPECT_FALSE(chunk->finish);
+  }
+  EXPECT_EQ(out[0].message_kind.get_if<v::ToRivetResponseChunk>()->body.size(), 10u);
+  EXPECT_EQ(out[1].message_kind.get_if<v::ToRivetResponseChunk>()->body.size(), 5u);
+
+  // At the limit: one message, untouched.
+  transport_.sent.clear();
+  client_->SendTunnel(TunnelOut(3, v::ToRivetResponseStart{200, {}, Bytes(10, 1), false}), false);
+  out = SentOf<v::ToRivetTunnelMessage>();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].message_kind.get_if<v::ToRivetResponseStart>()->stream);
+}
+
+// A WebSocket message cannot be split: one over the limit is dropped (and counted) rather
+// than sent to an engine that would close the connection of every actor on it.
+TEST_F(EnvoyClientTest, AWebSocketMessageOverThePayloadLimitIsNotSent) {
+  Make();
+  client_->Start();
+  client_->OnOpen();
+  Deliver(v::ToEnvoyInit{v::ProtocolMetadata{10000, 30000, 10}});
+  transport_.sent.clear();
+  client_->SendTunnel(TunnelOut(1, v::ToRivetWebSocketMessage{Bytes(11, 1), true}), false);
+  EXPECT_TRUE(transport_.sent.empty());
+  EXPECT_EQ(client_->oversized_tunnel_messages(), 1u);
+  client_->SendTunnel(TunnelOut(1, v::ToRivetWebSocketMessage{Bytes(10, 1), true}), false);
+  EXPECT_EQ(SentOf<v::ToRivetTunnelMessage>().size(), 1u);
+  EXPECT_TRUE(transport_.closes.empty());
+}
+
+// Before any Init the engine's default limit (20 MiB) applies.
+TEST_F(EnvoyClientTest, ThePayloadLimitBeforeAnInitIsTheDefault) {
+  Make();
+  EXPECT_EQ(client_->max_tunnel_payload(), uint64_t{20} << 20);
+}
+
+// A request whose frame is over the engine's read limit fails at once with
+// envoy.message_too_large; nothing is written and the connection stays up.
+TEST_F(EnvoyClientTest, ARequestOverTheFrameLimitFailsWithoutBeingSent) {
+  EnvoyConfig config;
+  config.max_message = 200;
+  Make(config);
+  Connect();
+  Commands({StartCmd("a1", 1, 1)});
+  transport_.sent.clear();
+  v::KvPutRequest put;
+  put.keys.push_back(Bytes{1});
+  put.values.push_back(Bytes(300, 2));
+  std::optional<Result<v::KvResponseData>> answer;
+  client_->SendKv("a1", v::KvRequestData{std::move(put)},
+                  [&](Result<v::KvResponseData> r) { answer = std::move(r); });
+  ASSERT_TRUE(answer.has_value()) << "answered inside the call";
+  ASSERT_FALSE(answer->has_value());
+  EXPECT_TRUE(answer->error().Is("envoy", "message_too_large")) << answer->error().ToString();
+  EXPECT_TRUE(transport_.sent.empty());
+  EXPECT_TRUE(transport_.closes.empty());
+  EXPECT_EQ(client_->pending_kv_requests(), 0u);
+  // A small one still goes out.
+  client_->SendKv("a1", KvGet("k"), [](Result<v::KvResponseData>) {});
+  EXPECT_EQ(SentOf<v::ToRivetKvRequest>().size(), 1u);
+}
+
+// Unconfigured, the frame limit is what keel-engine reads: the Init's payload limit + 1 MiB.
+TEST_F(EnvoyClientTest, TheFrameLimitFollowsTheInitsPayloadLimit) {
+  Make();
+  client_->Start();
+  client_->OnOpen();
+  Deliver(v::ToEnvoyInit{v::ProtocolMetadata{10000, 30000, 10}});
+  Commands({StartCmd("a1", 1, 1)});
+  transport_.sent.clear();
+  auto put = [&](size_t values) {
+    v::KvPutRequest p;
+    for (size_t i = 0; i < values; ++i) {
+      p.keys.push_back(Bytes{static_cast<uint8_t>(i)});
+      p.values.push_back(Bytes(110000, 3));
+    }
+    std::optional<Status> answer;
+    client_->SendKv("a1", v::KvRequestData{std::move(p)}, [&](Result<v::KvResponseData> r) {
+      answer = r.has_value() ? OkStatus() : Status(Unexpected{r.error()});
+    });
+    return answer;
+  };
+  auto over = put(10);  // 1,100,000 bytes of values > 1 MiB + 10
+  ASSERT_TRUE(over.has_value());
+  EXPECT_TRUE(over->error().Is("envoy", "message_too_large")) << over->error().ToString();
+  EXPECT_TRUE(transport_.sent.empty());
+  EXPECT_FALSE(put(9).has_value()) << "990,000 bytes: sent, waiting for its answer";
+  EXPECT_EQ(SentOf<v::ToRivetKvRequest>().size(), 1u);
+}
+
 // ---- serverless ---------------------------------------------------------------------------
 
 Bytes ServerlessBody(const v::ToEnvoy& msg, uint16_t prefix, uint16_t encode_version = 4) {
