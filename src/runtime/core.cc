@@ -142,10 +142,21 @@ Response Response::Json(uint16_t status, std::string_view json) {
 // ---------------------------------------------------------------------------------------
 // Conn
 
+Value& Conn::state() {
+  if (owner_ != nullptr && hibernatable_ && !closed_ && !touched_) owner_->TouchConn(*this);
+  return state_;
+}
+
 void Conn::Send(std::string_view event, Value args) {
   if (owner_ == nullptr || closed_) return;
   if (transient_) {
     LogDebug(kLog, "event to a transient connection dropped", {{"event", std::string(event)}});
+    return;
+  }
+  if (raw_ != nullptr) {
+    // A raw WebSocket carries the actor's own frames, not the client protocol's events.
+    LogWarn(kLog, "event to a raw WebSocket connection dropped: send on the socket instead",
+            {{"event", std::string(event)}, {"conn", id_}});
     return;
   }
   Instance* inst = owner_;
@@ -541,6 +552,7 @@ void Instance::StageWrite(Bytes key, std::optional<Bytes> value) {
 void Instance::Checkpoint() {
   static const std::vector<ScheduledEvent> kNoEvents;
   if (phase_ == Phase::kStopped || !record_initialized_) return;
+  StageTouchedConns();
   protocol::persist::latest::Actor record;
   if (input_) record.input = *input_;
   record.has_initialized = true;
@@ -1573,6 +1585,24 @@ void Instance::SendToConn(Conn& conn, const wire::ToClient& msg) {
   out.message_id.message_index = conn.next_server_index_++;
   latest::ToRivetWebSocketMessage m;
   m.data = wire::Encode(msg, conn.encoding_);
+  if (const uint64_t limit = runtime_.client().max_tunnel_payload(); m.data.size() > limit) {
+    // One WebSocket message cannot be split, and the engine would close the whole envoy
+    // connection on it (envoy-protocol.md §6.6): the client is told instead.
+    std::optional<uint64_t> action_id;
+    if (const auto* reply = std::get_if<wire::ActionResponse>(&msg)) action_id = reply->id;
+    if (const auto* error = std::get_if<wire::ErrorMsg>(&msg)) action_id = error->action_id;
+    LogWarn(kLog, "a message to a connection was over the envoy connection's payload limit",
+            {{"actor_id", actor_id_},
+             {"bytes", std::to_string(m.data.size())},
+             {"limit", std::to_string(limit)}});
+    m.data = wire::Encode(
+        wire::ToClient{wire::ErrorMsg{
+            "message", "outgoing_too_long",
+            "Outgoing message too long: " + std::to_string(m.data.size()) +
+                " bytes, over the envoy connection's limit of " + std::to_string(limit) + " bytes",
+            std::nullopt, action_id}},
+        conn.encoding_);
+  }
   m.binary = !wire::UsesTextFrames(conn.encoding_);
   out.message_kind = std::move(m);
   runtime_.client().SendTunnel(std::move(out), false);
@@ -1724,9 +1754,11 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     if (index) FinishClientMessage(conn.id_, *index);
     return;
   }
-  StageConnProcessed(conn, index);
-  if (index) FinishClientMessage(conn.id_, *index);
-  auto check = [](Instance* self, std::string conn_id, std::string name) -> Task<void> {
+  // A guarded subscription is processed (and acknowledged) only once its guard allowed it
+  // and it is staged: acknowledged earlier, a runtime crash before the record was written
+  // lost a subscription the gateway would not replay.
+  auto check = [](Instance* self, std::string conn_id, std::string name,
+                  std::optional<uint16_t> index) -> Task<void> {
     auto it = self->conns_.find(conn_id);
     if (it == self->conns_.end()) co_return;
     bool ok = false;
@@ -1740,16 +1772,18 @@ void Instance::HandleWsMessage(const latest::MessageId& id, const Bytes& data, b
     if (it == self->conns_.end()) co_return;
     if (ok && !err) {
       it->second->subscriptions_.insert(name);
-      self->StageConnIfChanged(*it->second);
+      self->StageConnProcessed(*it->second, index);
+      if (index) self->FinishClientMessage(conn_id, *index);
       self->MaybeFlush();
       co_return;
     }
+    if (index) self->FinishClientMessage(conn_id, *index);
     ClientError e = err.value_or(ClientError{"auth", "forbidden", "Forbidden", {}});
     self->SendToConn(*it->second, wire::ErrorMsg{e.group, e.code, e.message, e.metadata, std::nullopt});
     self->CloseConnSocket(*it->second, 1011, e.group + "." + e.code);
     co_await self->DisconnectConn(conn_id);
   };
-  SpawnOwned(check(this, conn.id_, sub.event_name), true, false);
+  SpawnOwned(check(this, conn.id_, sub.event_name, index), true, false);
 }
 
 Task<void> Instance::ConnAction(std::string conn_id, wire::ActionRequest req,
@@ -1899,6 +1933,23 @@ bool TakeChangedDigest(Bytes& persisted, const Value& state,
   });
 }
 }  // namespace
+
+void Instance::TouchConn(Conn& conn) {
+  conn.touched_ = true;
+  cold().touched_conns.push_back(conn.id_);
+}
+
+void Instance::StageTouchedConns() {
+  if (!cold_ || cold_->touched_conns.empty()) return;
+  std::vector<std::string> touched = std::move(cold_->touched_conns);
+  cold_->touched_conns.clear();
+  for (const auto& id : touched) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    it->second->touched_ = false;
+    StageConnIfChanged(*it->second);
+  }
+}
 
 void Instance::StageConnIfChanged(Conn& conn) {
   if (!conn.hibernatable_ || conn.closed_ || conn.transient_) return;
@@ -2083,6 +2134,14 @@ Task<void> Instance::RestoreHibernatedConns(std::vector<std::string>& stale) {
 void RawSocket::Send(Bytes data, bool binary) {
   if (owner_ == nullptr || closed_) return;
   Instance* inst = owner_;
+  if (const uint64_t limit = inst->runtime_.client().max_tunnel_payload(); data.size() > limit) {
+    // One WebSocket message cannot be split, and the engine would close the whole envoy
+    // connection on it (envoy-protocol.md §6.6).
+    throw ActorError("message", "outgoing_too_long",
+                     "a WebSocket message of " + std::to_string(data.size()) +
+                         " bytes is over the envoy connection's limit of " + std::to_string(limit) +
+                         " bytes (maxResponsePayloadSize)");
+  }
   std::string id = conn_id_;
   inst->Gate([inst, id, data = std::move(data), binary]() mutable {
     auto it = inst->conns_.find(id);

@@ -173,6 +173,8 @@ class RawSocket {
   using MessageFn = std::function<Task<void>(Bytes data, bool binary, uint16_t index)>;
   using CloseFn = std::function<Task<void>(uint16_t code, std::string reason)>;
 
+  // Throws ActorError message.outgoing_too_long for a message over the envoy connection's
+  // payload limit (maxResponsePayloadSize, 20 MiB by default): it cannot be split.
   void Send(Bytes data, bool binary);
   void Close(uint16_t code = 1000, std::string reason = "");
   // Messages that arrived before a handler was set are delivered when it is set.
@@ -212,14 +214,17 @@ class Conn {
  public:
   const std::string& id() const { return id_; }
   const Value& params() const { return params_; }
-  Value& state() { return state_; }
+  // The connection's state. On a hibernatable connection this access marks it for the
+  // next save point, so a change made by any action or hook, even one running for another
+  // connection, is staged with that action's effects (not only at sleep).
+  Value& state();
   // /connect sockets, and raw WebSockets the actor's can_hibernate_websocket accepted: they
   // survive the actor's sleep at the gateway (actors.md §3.6).
   bool is_hibernatable() const { return hibernatable_; }
   // True for the per-request connections of HTTP actions, queue sends and raw requests.
   bool transient() const { return transient_; }
   // Sends an Event to this connection only (no subscription check). Dropped (logged)
-  // for transient connections.
+  // for transient connections and raw WebSockets (whose frames are the actor's own).
   void Send(std::string_view event, Value args);
   // Closes the connection from the server side.
   void Disconnect(std::string_view reason = "");
@@ -262,6 +267,7 @@ class Conn {
   // What the last written [2]+id record said about state and subscriptions (CBOR state +
   // names), so a change is written when it happens and not only at sleep.
   Bytes persisted_digest_;
+  bool touched_ = false;  // listed in Instance::Cold::touched_conns
 };
 
 // ---- Type-erased actor definition ----
@@ -578,6 +584,11 @@ class Instance {
   // one (hibernatable, connected connections only): a crash of the runtime then restores
   // what the client was acknowledged, not the connect-time record.
   void StageConnIfChanged(Conn& conn);
+  // Conn::state() on a hibernatable connection: listed for StageTouchedConns.
+  void TouchConn(Conn& conn);
+  // Stages the record of every connection whose state was accessed since the last call and
+  // changed (Checkpoint).
+  void StageTouchedConns();
   // Marks client message `index` as processed in the connection's record (see
   // Conn::durable_index_) and stages the record when anything in it changed.
   void StageConnProcessed(Conn& conn, std::optional<uint16_t> index);
@@ -726,6 +737,7 @@ class Instance {
     std::vector<EarlyWsMessage> early_ws;
     std::vector<std::function<void()>> idle_waiters;  // grace: woken when blockers drop
     std::vector<Completion<bool>> save_waiters;       // SaveState(max_wait): its save ran
+    std::vector<std::string> touched_conns;           // TouchConn, until StageTouchedConns
   };
   Cold& cold() {
     if (!cold_) cold_ = std::make_unique<Cold>();

@@ -85,7 +85,7 @@ class RuntimeHarness {
     latest::ProtocolMetadata meta;
     meta.envoy_lost_threshold = 15000;
     meta.actor_stop_threshold = 30000;
-    meta.max_response_payload_size = 20 << 20;
+    meta.max_response_payload_size = max_response_payload;
     Deliver(latest::ToEnvoy{latest::ToEnvoyInit{meta}});
     Pump();
   }
@@ -314,6 +314,8 @@ class RuntimeHarness {
   bool ack_alarms = true;
   // The wire version Boot connects at.
   uint16_t protocol_version = 4;
+  // The Init's maxResponsePayloadSize (the engine's tunnel payload limit).
+  uint64_t max_response_payload = uint64_t{20} << 20;
   // SQLite page and remote SQL requests, in the order the runtime sent them; answered by
   // `answer_sql` (when set and `hold_sql` is off) as they arrive.
   std::vector<latest::ToRivet> sql_requests;

@@ -225,5 +225,87 @@ TEST_F(RuntimeIntegrationTest, AlarmWakesASleepingActor) {
   EXPECT_EQ(Action(base(), id, "pending", json::array()), (json{{"output", json::array()}}));
 }
 
+// The engine's tunnel payload limit (maxResponsePayloadSize, here 4 KiB) closes the whole
+// envoy connection on a message over it (envoy-protocol.md §6.6). Through the real gateway:
+// an HTTP response over it arrives whole (the runtime streams it in pieces), a raw WebSocket
+// message over it is refused to the actor's code, and the envoy connection, with every other
+// actor on it, stays up. Regression: both went out whole and the engine dropped the runtime.
+class PayloadLimitTest : public ::testing::Test {
+ protected:
+  static engine::EngineOptions Options() {
+    engine::EngineOptions o;
+    o.max_response_payload = 4096;
+    return o;
+  }
+  void SetUp() override {
+    ActorDef<examples::Counter> big("big");
+    big.on_request([](Ctx<examples::Counter>&, const runtime::Request& req) {
+      return runtime::Response::Text(200, std::string(std::stoul(req.query.substr(2)), 'h'));
+    });
+    big.on_websocket([](Ctx<examples::Counter>&, WebSocket<Ctx<examples::Counter>>& ws) {
+      ws.on_message([](Ctx<examples::Counter>&, WebSocket<Ctx<examples::Counter>>& self,
+                       std::string_view text, bool) {
+        try {
+          self.send(std::string(std::stoul(std::string(text)), 'w'));
+        } catch (const runtime::ActorError& e) {
+          self.send(e.group() + "." + e.code());
+        }
+      });
+    });
+    ServeSettings s;
+    s.endpoint = engine_.http_url();
+    host_ = std::make_unique<RuntimeHost>(s, std::vector<std::shared_ptr<const runtime::ActorType>>{
+                                                 big.type(), examples::MakeCounter().type()});
+    host_->Start();
+    ASSERT_TRUE(WaitFor([&] { return host_->connected(); })) << "runtime never connected";
+  }
+  std::string base() const { return engine_.http_url(); }
+
+  TestEngine engine_{Options()};
+  std::unique_ptr<RuntimeHost> host_;
+};
+
+TEST_F(PayloadLimitTest, AResponseOverTheLimitArrivesWholeAndTheEnvoyStays) {
+  const std::string counter = CreateActor(base(), "counter", "neighbour");
+  ASSERT_FALSE(counter.empty());
+  EXPECT_EQ(Action(base(), counter, "increment", {1}), (json{{"output", 1}}));
+  const std::string envoy = host_->envoy_key();
+  const std::string id = CreateActor(base(), "big", "http");
+  ASSERT_FALSE(id.empty());
+  auto r = Call(base(), "GET", "/gateway/" + id + "/request/x?n=10000");
+  EXPECT_EQ(r.status, 200) << r.body.substr(0, 200);
+  EXPECT_EQ(r.body, std::string(10000, 'h'));
+  auto small = Call(base(), "GET", "/gateway/" + id + "/request/x?n=5");
+  EXPECT_EQ(small.body, "hhhhh");
+  // The neighbour was never restarted: its in-memory state is the same instance's.
+  EXPECT_EQ(Action(base(), counter, "increment", {1}), (json{{"output", 2}}));
+  EXPECT_TRUE(host_->connected());
+  EXPECT_EQ(host_->envoy_key(), envoy);
+}
+
+TEST_F(PayloadLimitTest, ARawWebSocketMessageOverTheLimitIsRefusedToTheActor) {
+  const std::string id = CreateActor(base(), "big", "ws");
+  ASSERT_FALSE(id.empty());
+  net::WsConnectOptions opts;
+  opts.url = engine_.ws_url() + "/gateway/" + id + "/websocket/";
+  auto ws = net::BlockingWsClient::Connect(opts, 5s);
+  ASSERT_TRUE(ws.has_value()) << ws.error().ToString();
+  auto next = [&]() -> std::string {
+    auto m = (*ws)->Receive(5s);
+    auto* msg = m.ok() ? std::get_if<net::BlockingWsClient::Message>(&*m) : nullptr;
+    if (msg == nullptr) {
+      ADD_FAILURE() << "socket closed";
+      return "";
+    }
+    return msg->data;
+  };
+  ASSERT_TRUE((*ws)->Send("5000", false).ok());
+  EXPECT_EQ(next(), "message.outgoing_too_long");
+  ASSERT_TRUE((*ws)->Send("4096", false).ok());
+  EXPECT_EQ(next(), std::string(4096, 'w'));
+  EXPECT_TRUE(host_->connected());
+  (*ws)->Close();
+}
+
 }  // namespace
 }  // namespace keel::testing

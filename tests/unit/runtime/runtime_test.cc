@@ -2365,5 +2365,230 @@ TEST(RuntimePreload, WakeWithoutThePreloadedConnPrefixListsIt) {
   ExpectRestored(h, ws);
 }
 
+// ---- the envoy connection's payload limit (envoy-protocol.md §6.6) ----------------------
+// The engine closes the whole envoy connection, ending every actor on it, on a tunnel message
+// whose payload is over maxResponsePayloadSize. What an actor sends over it is refused with
+// message.outgoing_too_long (a WebSocket message cannot be split) or streamed (HTTP).
+
+ActorDef<Counter> LimitDef() {
+  ActorDef<Counter> def = CounterDef();
+  def.event("blob");
+  def.action("shout", [](Ctx<Counter>& c, int64_t n) {
+    c.broadcast("blob", std::string(static_cast<size_t>(n), 'b'));
+    return n;
+  });
+  def.action("reply",
+             [](Ctx<Counter>&, int64_t n) { return std::string(static_cast<size_t>(n), 'r'); });
+  def.on_websocket([](Ctx<Counter>&, WebSocket<Ctx<Counter>>& ws) {
+    ws.on_message([](Ctx<Counter>&, WebSocket<Ctx<Counter>>& self, std::string_view text, bool) {
+      try {
+        self.send(std::string(std::stoul(std::string(text)), 'w'));
+        self.send("sent");
+      } catch (const ActorError& e) {
+        self.send(e.group() + "." + e.code() + ": " + e.what());
+      }
+    });
+  });
+  def.on_request([](Ctx<Counter>&, const Request& req) {
+    return Response::Text(200, std::string(std::stoul(req.query.substr(2)), 'h'));
+  });
+  return def;
+}
+
+TEST(RuntimePayloadLimit, ARawWebSocketMessageOverTheLimitThrowsAndTheSocketStays) {
+  RuntimeHarness h;
+  h.max_response_payload = 200;
+  h.Boot({LimitDef().type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/", "rivet");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, Bytes{'2', '0', '0'}, false);
+  h.WsSend(ws, Bytes{'2', '0', '1'}, false);
+  const auto& msgs = h.Reply(ws).ws_messages;
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_EQ(Text(msgs[0]), std::string(200, 'w'));
+  EXPECT_EQ(Text(msgs[1]), "sent");
+  EXPECT_THAT(Text(msgs[2]),
+              HasSubstr("message.outgoing_too_long: a WebSocket message of 201 bytes"));
+  EXPECT_THAT(Text(msgs[2]), HasSubstr("limit of 200 bytes"));
+  EXPECT_FALSE(h.Reply(ws).ws_close.has_value());
+  EXPECT_EQ(h.client().oversized_tunnel_messages(), 0u)
+      << "nothing over the limit reached the client";
+}
+
+TEST(RuntimePayloadLimit, AnEventOrReplyOverTheLimitIsAnErrorToTheConnection) {
+  RuntimeHarness h;
+  h.max_response_payload = 300;
+  auto ws = StartAndConnect(h, LimitDef().type());
+  h.WsSend(
+      ws,
+      wire::Encode(wire::ToServer{wire::SubscriptionRequest{"blob", true}}, wire::Encoding::kJson),
+      false);
+  const auto& msgs = h.Reply(ws).ws_messages;
+  const size_t before = msgs.size();
+  h.WsSend(ws,
+           wire::Encode(wire::ToServer{wire::ActionRequest{1, "shout", Value::ArrayOf({400})}},
+                        wire::Encoding::kJson),
+           false);
+  ASSERT_EQ(msgs.size(), before + 2);
+  auto event = wire::DecodeToClient(msgs[before].data, wire::Encoding::kJson);
+  ASSERT_TRUE(event.ok());
+  ASSERT_TRUE(std::holds_alternative<wire::ErrorMsg>(*event)) << Text(msgs[before]);
+  EXPECT_EQ(std::get<wire::ErrorMsg>(*event).code, "outgoing_too_long");
+  EXPECT_EQ(std::get<wire::ErrorMsg>(*event).action_id, std::nullopt);
+  EXPECT_THAT(std::get<wire::ErrorMsg>(*event).message, HasSubstr("limit of 300 bytes"));
+  auto shout = wire::DecodeToClient(msgs[before + 1].data, wire::Encoding::kJson);
+  ASSERT_TRUE(shout.ok() && std::holds_alternative<wire::ActionResponse>(*shout));
+  EXPECT_EQ(std::get<wire::ActionResponse>(*shout).output, Value(400));
+
+  // A reply under maxOutgoingMessageSize (1 MiB) but over the connection's limit.
+  h.WsSend(ws,
+           wire::Encode(wire::ToServer{wire::ActionRequest{2, "reply", Value::ArrayOf({400})}},
+                        wire::Encoding::kJson),
+           false);
+  ASSERT_EQ(msgs.size(), before + 3);
+  auto reply = wire::DecodeToClient(msgs.back().data, wire::Encoding::kJson);
+  ASSERT_TRUE(reply.ok() && std::holds_alternative<wire::ErrorMsg>(*reply)) << Text(msgs.back());
+  EXPECT_EQ(std::get<wire::ErrorMsg>(*reply).code, "outgoing_too_long");
+  EXPECT_EQ(std::get<wire::ErrorMsg>(*reply).action_id, std::optional<uint64_t>(2));
+  // Under the limit everything still flows, on the same connection.
+  h.WsSend(ws,
+           wire::Encode(wire::ToServer{wire::ActionRequest{3, "reply", Value::ArrayOf({5})}},
+                        wire::Encoding::kJson),
+           false);
+  auto small = wire::DecodeToClient(msgs.back().data, wire::Encoding::kJson);
+  ASSERT_TRUE(small.ok() && std::holds_alternative<wire::ActionResponse>(*small));
+  EXPECT_EQ(std::get<wire::ActionResponse>(*small).output, Value("rrrrr"));
+  EXPECT_FALSE(h.Reply(ws).ws_close.has_value());
+}
+
+// An HTTP response over the limit leaves as a stream of pieces under it, whole and in order.
+TEST(RuntimePayloadLimit, AnHttpResponseOverTheLimitIsStreamed) {
+  RuntimeHarness h;
+  h.max_response_payload = 100;
+  h.Boot({LimitDef().type()});
+  h.StartActor("a1", "counter");
+  const size_t logged = h.tunnel_log.size();
+  auto id = h.Http("a1", "GET", "/request/x?n=250");
+  std::string body;
+  bool finished = false;
+  size_t pieces = 0;
+  for (size_t i = logged; i < h.tunnel_log.size(); ++i) {
+    const auto& m = h.tunnel_log[i].message;
+    if (m.message_id.request_id != id.request_id) continue;
+    ++pieces;
+    EXPECT_FALSE(finished) << "nothing after the last chunk";
+    if (const auto* start = m.message_kind.get_if<latest::ToRivetResponseStart>()) {
+      EXPECT_EQ(start->status, 200);
+      EXPECT_TRUE(start->stream);
+      ASSERT_TRUE(start->body.has_value());
+      EXPECT_LE(start->body->size(), 100u);
+      body.append(start->body->begin(), start->body->end());
+    } else if (const auto* chunk = m.message_kind.get_if<latest::ToRivetResponseChunk>()) {
+      EXPECT_LE(chunk->body.size(), 100u);
+      body.append(chunk->body.begin(), chunk->body.end());
+      finished = chunk->finish;
+    }
+  }
+  EXPECT_EQ(pieces, 3u);
+  EXPECT_TRUE(finished);
+  EXPECT_EQ(body, std::string(250, 'h'));
+}
+
+// An action on one connection that changes another hibernatable connection's state stages
+// that connection's record with the action's effects: a runtime crash right after the
+// answer restores the change. Regression: only the calling connection's record was written,
+// the other's at the actor's sleep, so a crash lost an acknowledged change.
+TEST(RuntimeHibernation, AnotherConnectionsStateChangedByAnActionSurvivesACrash) {
+  ActorDef<Counter> def = CounterDef();
+  def.create_conn_state([](Ctx<Counter>&, const Value&) { return std::string("fresh"); });
+  def.action("whoami", [](Ctx<Counter>& c) { return c.conn()->state(); });
+  def.action("renameOthers", [](Ctx<Counter>& c, std::string n) {
+    for (const auto& [id, conn] : c.instance().conns()) {
+      if (conn.get() != c.conn() && !conn->transient()) conn->state() = Value(n);
+    }
+  });
+  RuntimeHarness h;
+  auto ws1 = StartAndConnect(h, def.type());
+  auto ws2 = h.OpenWs("a1", "/connect", "rivet, rivet_encoding.json");
+  ASSERT_TRUE(h.Reply(ws1).ws_open && h.Reply(ws2).ws_open);
+  h.WsSend(ws1, JsonFrame(wire::ActionRequest{1, "renameOthers", Value::ArrayOf({"ada"})}), false);
+  auto answered = Decoded(h.Reply(ws1));
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(answered.back()));
+
+  // The runtime dies; a new one restores both sockets from what was committed.
+  RuntimeHarness h2;
+  h2.kv("a1") = h.kv("a1");
+  h2.Boot({def.type()});
+  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws1, ws2});
+  h2.WsSendAt(ws2, JsonFrame(wire::ActionRequest{1, "whoami", Value::Array{}}), false, 1);
+  auto msgs = Decoded(h2.Reply(ws2));
+  ASSERT_FALSE(msgs.empty());
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value("ada"));
+  h2.WsSendAt(ws1, JsonFrame(wire::ActionRequest{2, "whoami", Value::Array{}}), false, 2);
+  msgs = Decoded(h2.Reply(ws1));
+  ASSERT_FALSE(msgs.empty());
+  ASSERT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs.back()));
+  EXPECT_EQ(std::get<wire::ActionResponse>(msgs.back()).output, Value("fresh"));
+}
+
+// A raw WebSocket carries the actor's own frames: an event sent to its connection is not
+// written into them as a client-protocol frame (it is dropped, with a warning).
+TEST(RuntimeRawWebSocket, AnEventToARawSocketsConnectionIsNotWrittenIntoTheStream) {
+  ActorDef<Counter> def = CounterDef();
+  def.on_websocket([](Ctx<Counter>&, WebSocket<Ctx<Counter>>& ws) {
+    ws.on_message([](Ctx<Counter>&, WebSocket<Ctx<Counter>>& self, std::string_view, bool) {
+      self.conn().Send("newCount", Value::ArrayOf({1}));
+      self.send("after");
+    });
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  auto ws = h.OpenWs("a1", "/websocket/", "rivet");
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, Bytes{'x'}, false);
+  ASSERT_EQ(h.Reply(ws).ws_messages.size(), 1u);
+  EXPECT_EQ(Text(h.Reply(ws).ws_messages[0]), "after");
+}
+
+// A subscription whose event has a can_subscribe guard is acknowledged to the gateway only
+// once the guard allowed it and the subscription is in the connection's record: a runtime
+// crash after the ack then keeps it. Regression: the ack went out before the guard ran, so
+// a crash before the record was written lost a subscription the gateway would not replay.
+TEST(RuntimeHibernation, AGuardedSubscriptionIsAcknowledgedOnlyOnceStored) {
+  Hang hang;
+  ActorDef<Counter> def = CounterDef();
+  def.event("guarded", [hang](Ctx<Counter>&) -> Task<bool> {
+    co_await hang.Wait();
+    co_return true;
+  });
+  def.action("ping", [](Ctx<Counter>& c) {
+    c.broadcast("guarded", 1);
+    return 1;
+  });
+  RuntimeHarness h;
+  auto ws = StartAndConnect(h, def.type());
+  ASSERT_TRUE(h.Reply(ws).ws_open);
+  h.WsSend(ws, JsonFrame(wire::SubscriptionRequest{"guarded", true}), false);  // index 1
+  EXPECT_EQ(h.Reply(ws).last_ack, std::nullopt) << "acknowledged before the guard answered";
+  hang.c.Resolve(0);
+  h.Pump();
+  EXPECT_EQ(h.Reply(ws).last_ack, std::optional<uint16_t>(1));
+
+  // The runtime dies; the next one restores the socket: the subscription is there.
+  RuntimeHarness h2;
+  h2.kv("a1") = h.kv("a1");
+  h2.Boot({def.type()});
+  h2.StartActor("a1", "counter", 2, std::nullopt, "/", {ws});
+  h2.WsSendAt(ws, JsonFrame(wire::ActionRequest{1, "ping", Value::Array{}}), false, 2);
+  auto msgs = Decoded(h2.Reply(ws));
+  ASSERT_EQ(msgs.size(), 2u);
+  ASSERT_TRUE(std::holds_alternative<wire::Event>(msgs[0]));
+  EXPECT_EQ(std::get<wire::Event>(msgs[0]).name, "guarded");
+  EXPECT_TRUE(std::holds_alternative<wire::ActionResponse>(msgs[1]));
+}
+
 }  // namespace
 }  // namespace keel
