@@ -120,7 +120,7 @@ Error ClassifyRemoteSqlError(std::string_view text) {
   Error parsed = Error::FromString(text);
   if (parsed.group() == "sqlite") {
     if (parsed.code() == "remote_fence_mismatch" || parsed.code() == "remote_unavailable" ||
-        IsExecutionLayerCode(parsed.code())) {
+        parsed.code() == "commit_too_large" || IsExecutionLayerCode(parsed.code())) {
       return parsed;
     }
   }

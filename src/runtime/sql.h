@@ -20,7 +20,9 @@
 // Errors are thrown as ActorError with group "sqlite" (or the envoy's own error for a
 // timeout / shutdown). Remote error texts are classified only by their `group.code` prefix
 // (never by other words in the message):
-//   sqlite.remote_fence_mismatch, sqlite.remote_unavailable      → the same code
+//   sqlite.remote_fence_mismatch, sqlite.remote_unavailable,
+//   sqlite.commit_too_large (a transaction over the page store's
+//   cap; the local backend refuses it with the same error)        → the same code
 //   the execution layer's own codes (sqlite.prepare_failed, execution_failed, invalid_sql,
 //   invalid_bind_parameter, statement_timeout, closed, the limits' sql_too_large,
 //   too_many_params, bind_too_large, response_too_large)          → the same code (parity

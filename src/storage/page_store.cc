@@ -204,11 +204,7 @@ Result<CommitOutcome> PageStore::Commit(ByteView actor, const CommitRequest& req
     total_bytes += page.bytes.size();
   }
   if (total_bytes > options_.max_commit_bytes) {
-    std::string m = "sqlite commit too large: actual_size_bytes=";
-    m += std::to_string(total_bytes);
-    m += ", max_size_bytes=";
-    m += std::to_string(options_.max_commit_bytes);
-    return Unexpected{SqliteError(kSqliteCommitTooLarge, std::move(m))};
+    return Unexpected{CommitTooLargeError(total_bytes, options_.max_commit_bytes)};
   }
 
   const uint64_t page_size = options_.page_size;

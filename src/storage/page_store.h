@@ -95,6 +95,15 @@ inline constexpr size_t kKeelActorIdSize = 19;                      // docs/stor
 // An Error in the "sqlite" group.
 Error SqliteError(std::string_view code, std::string message);
 
+// sqlite.commit_too_large for a commit of `actual` page bytes over the cap `max`. Also what a
+// local-SQLite runtime fails such a commit with before sending it (one over the envoy
+// connection's frame limit would close the connection of every actor on it).
+inline Error CommitTooLargeError(size_t actual, size_t max) {
+  return Error(std::string(kSqliteErrorGroup), std::string(kSqliteCommitTooLarge),
+               "sqlite commit too large: actual_size_bytes=" + std::to_string(actual) +
+                   ", max_size_bytes=" + std::to_string(max));
+}
+
 struct PageStoreOptions {
   // Bytes per page; every committed page must be exactly this long. 1..65536.
   size_t page_size = kSqlitePageSize;

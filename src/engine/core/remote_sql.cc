@@ -118,6 +118,7 @@ struct RemoteSqlHost::Executor {
   std::string file;
   std::unique_ptr<Random> random;
   std::unique_ptr<storage::KeelVfs> vfs;
+  std::shared_ptr<storage::PageStorePageSource> source;
   std::unique_ptr<sql::Database> db;
 };
 
@@ -570,10 +571,10 @@ Result<std::unique_ptr<RemoteSqlHost::Executor>> RemoteSqlHost::OpenExecutor(con
           std::to_string(lane.generation) + "-" + std::to_string(seq),
       engine_.clock(), *ex->random);
   KEEL_RETURN_IF_ERROR(ex->vfs->Register());
-  KEEL_RETURN_IF_ERROR(ex->vfs->Attach(
-      ex->file, std::make_shared<storage::PageStorePageSource>(
-                    engine_.page_store(),
-                    Bytes(lane.actor.bytes().begin(), lane.actor.bytes().end()), lane.generation)));
+  ex->source = std::make_shared<storage::PageStorePageSource>(
+      engine_.page_store(), Bytes(lane.actor.bytes().begin(), lane.actor.bytes().end()),
+      lane.generation);
+  KEEL_RETURN_IF_ERROR(ex->vfs->Attach(ex->file, ex->source));
   sql::DatabaseOptions options;
   options.statement_deadline = std::chrono::milliseconds(
       std::max<int64_t>(0, engine_.options().remote_sql_statement_deadline_ms));
@@ -623,19 +624,30 @@ void RemoteSqlHost::RunStatement(Lane& lane, Statement& statement) {
     lane.executor = std::move(*opened);
   }
   sql::Database& db = *lane.executor->db;
+  storage::PageStorePageSource& source = *lane.executor->source;
+  (void)source.TakeFailure();
+  // SQLite says only "disk I/O error" when the page store failed; the store's error says
+  // what happened (a commit over the cap, a fence, storage), with SQLite's after it.
+  auto failed = [&](const Error& e) {
+    std::optional<Error> page = source.TakeFailure();
+    if (!page.has_value()) return ErrorAnswer(r.kind, r.request_id, e);
+    return ErrorAnswer(
+        r.kind, r.request_id,
+        Error(page->group(), page->code(), page->message() + " (" + e.ToString() + ")"));
+  };
   switch (r.kind) {
     case RemoteSqlKind::kExec: {
       auto result = db.Exec(r.sql);
       ok = result.has_value();
       answer = ok ? AnswerOf(r.kind, r.request_id, latest::SqliteExecOk{sql::ToWire(*result)})
-                  : ErrorAnswer(r.kind, r.request_id, result.error());
+                  : failed(result.error());
       break;
     }
     case RemoteSqlKind::kExecute: {
       auto result = db.Execute(r.sql, statement.params);
       ok = result.has_value();
       answer = ok ? AnswerOf(r.kind, r.request_id, latest::SqliteExecuteOk{sql::ToWire(*result)})
-                  : ErrorAnswer(r.kind, r.request_id, result.error());
+                  : failed(result.error());
       break;
     }
     case RemoteSqlKind::kExecuteWrite: {
@@ -643,7 +655,7 @@ void RemoteSqlHost::RunStatement(Lane& lane, Statement& statement) {
       ok = result.has_value();
       answer =
           ok ? AnswerOf(r.kind, r.request_id, latest::SqliteExecuteWriteOk{sql::ToWire(*result)})
-             : ErrorAnswer(r.kind, r.request_id, result.error());
+             : failed(result.error());
       break;
     }
   }

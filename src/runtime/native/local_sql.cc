@@ -18,6 +18,7 @@
 #include "envoy/envoy_client.h"
 #include "runtime/core.h"
 #include "sqlite/database.h"
+#include "storage/page_store.h"
 
 namespace keel {
 namespace {
@@ -442,6 +443,14 @@ class EnvoyPageSource final : public storage::PageSource {
         !(failure_->inline_commit && CanHoldCommit(client_, held_.get(), *failure_))) {
       return Failed(WouldBlock());
     }
+    // The engine refuses a commit over its cap; one over the frame limit would instead close
+    // the envoy connection, ending every actor on it. Refused here, it fails only this
+    // statement, like the engine's refusal.
+    size_t commit_bytes = 0;
+    for (const auto& p : dirty_pages) commit_bytes += p.bytes.size();
+    if (commit_bytes > storage::kDefaultMaxCommitBytes) {
+      return Failed(storage::CommitTooLargeError(commit_bytes, storage::kDefaultMaxCommitBytes));
+    }
     latest::SqliteCommitRequest req;
     req.actor_id = actor_id_;
     req.dirty_pages.reserve(dirty_pages.size());
@@ -616,10 +625,13 @@ class LocalSqlBackend final : public runtime::SqlBackend {
         db.inline_write_pause = kInlinePause;
       }
       if (std::optional<Error> page = std::exchange(db.page_failure->error, std::nullopt)) {
-        // Not expected (see PageFailure::forbid_io). SQLite saw an I/O error and may have
-        // rolled back; report it as the SQL-thread path reports a page failure.
-        LogWarn(kLog, "a statement running inline needed page I/O",
-                {{"file", db.file_name}, {"error", page->ToString()}});
+        // Not expected (see PageFailure::forbid_io), but for a commit refused before it was
+        // sent. SQLite saw an I/O error and may have rolled back; report it as the
+        // SQL-thread path reports a page failure.
+        if (!page->Is("sqlite", "commit_too_large")) {
+          LogWarn(kLog, "a statement running inline needed page I/O",
+                  {{"file", db.file_name}, {"error", page->ToString()}});
+        }
         if (!r.has_value() || !r->ok()) {
           // Also when the call was given up: a rerun elsewhere must not find a connection
           // that lost its transaction to the I/O error.

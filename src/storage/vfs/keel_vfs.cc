@@ -20,7 +20,11 @@ PageStorePageSource::PageStorePageSource(PageStore& store, Bytes actor,
     : store_(store), actor_(std::move(actor)), generation_(generation) {}
 
 Result<std::vector<Page>> PageStorePageSource::GetPages(const std::vector<uint32_t>& pgnos) {
-  return store_.GetPages(actor_, pgnos, generation_);
+  auto pages = store_.GetPages(actor_, pgnos, generation_);
+  if (!pages.has_value() && !pages.error().Is(kSqliteErrorGroup, kSqliteNotFound)) {
+    failure_ = pages.error();
+  }
+  return pages;
 }
 
 Status PageStorePageSource::Commit(std::vector<DirtyPage> dirty_pages, uint32_t db_size_pages,
@@ -31,7 +35,10 @@ Status PageStorePageSource::Commit(std::vector<DirtyPage> dirty_pages, uint32_t 
   request.now_ms = now_ms;
   request.expected_generation = generation_;
   auto outcome = store_.Commit(actor_, request);
-  if (!outcome.has_value()) return Unexpected{std::move(outcome).error()};
+  if (!outcome.has_value()) {
+    failure_ = outcome.error();
+    return Unexpected{std::move(outcome).error()};
+  }
   return OkStatus();
 }
 

@@ -104,6 +104,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/bytes.h"
@@ -144,10 +145,16 @@ class PageStorePageSource : public PageSource {
   Status Commit(std::vector<DirtyPage> dirty_pages, uint32_t db_size_pages,
                 int64_t now_ms) override;
 
+  // The newest I/O failure since the last call (not sqlite.not_found, which is no failure),
+  // and forgets it. SQLite reports only "disk I/O error"; this says what happened
+  // (sqlite.commit_too_large, remote_fence_mismatch, a storage error).
+  std::optional<Error> TakeFailure() { return std::exchange(failure_, std::nullopt); }
+
  private:
   PageStore& store_;
   Bytes actor_;
   std::optional<uint64_t> generation_;
+  std::optional<Error> failure_;
 };
 
 struct KeelVfsOptions {

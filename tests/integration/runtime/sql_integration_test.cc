@@ -737,6 +737,36 @@ TEST_P(SqlBackends, ALargeCommitIsReadBackWhole) {
   }
 }
 
+// A transaction over the page store's commit cap (16 MiB) fails alone with
+// sqlite.commit_too_large, on both backends: the local runtime refuses it before sending, the
+// engine's page store refuses it for remote SQL (whose error was SQLite's bare "disk I/O
+// error"). The actor goes on, its acknowledged writes kept. Regression (local): the commit
+// went out whatever its size, and one over the 64 MiB frame limit closed the envoy
+// connection, restarting every actor on it.
+TEST_P(SqlBackends, ATransactionOverTheCommitCapFailsAloneWithCommitTooLarge) {
+  const std::string id = CreateActor(base(), "notes", Key("toolarge"));
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(Out(id, "add", {"before"}), 1);
+  int status = 0;
+  json err =
+      Action(base(), id, "batch",
+             {"INSERT INTO notes (body) VALUES (CAST(zeroblob(17000000) AS TEXT))"}, &status);
+  EXPECT_NE(status, 200);
+  EXPECT_EQ(err["group"], "sqlite") << err.dump();
+  EXPECT_EQ(err["code"], "commit_too_large") << err.dump();
+  EXPECT_THAT(err["message"].get<std::string>(),
+              ::testing::StartsWith("sqlite commit too large: actual_size_bytes="));
+  EXPECT_THAT(err["message"].get<std::string>(), ::testing::HasSubstr("max_size_bytes=16777216"));
+  Out(id, "add", {"after"});
+  ASSERT_NO_FATAL_FAILURE(Sleep(id));
+  json list = Out(id, "list");
+  ASSERT_TRUE(list.is_array()) << list.dump();
+  ASSERT_EQ(list.size(), 2u) << list.dump();
+  EXPECT_EQ(list[0]["body"], "before");
+  EXPECT_EQ(list[1]["body"], "after");
+  EXPECT_EQ(Out(id, "integrity"), "ok");
+}
+
 // 8: an action keeps SQL in flight while the actor is told to sleep. The stop waits for it
 // (within the grace): the action's statements after onSleep still run, its reply arrives,
 // and after the wake every batch it was told succeeded is there, whole, once. The actor is

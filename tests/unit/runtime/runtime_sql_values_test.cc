@@ -80,6 +80,9 @@ TEST(RuntimeSqlValues, RemoteErrorsAreClassifiedByTheirCodeOnly) {
   Error prepare = runtime::ClassifyRemoteSqlError("sqlite.prepare_failed: failed to prepare: x");
   EXPECT_TRUE(prepare.Is("sqlite", "prepare_failed"));
   EXPECT_EQ(prepare.message(), "failed to prepare: x");
+  // So does the page store's cap on a transaction (the local backend's error too).
+  EXPECT_TRUE(runtime::ClassifyRemoteSqlError("sqlite.commit_too_large: sqlite commit too large: x")
+                  .Is("sqlite", "commit_too_large"));
   // Words in the message never decide (Rivet matched "unavailable" / "unsupported").
   Error other = runtime::ClassifyRemoteSqlError("actor.not_owned: the service is unavailable");
   EXPECT_TRUE(other.Is("sqlite", "remote_execution_failed"));
