@@ -10,7 +10,9 @@
 //  - bad engine flags after --with-engine are refused with the engine's structured error
 //    and exit code 2, --help prints the engine's help.
 // Every wait is bounded; the kill loop by rounds and time.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -59,14 +61,15 @@ struct Stack {
   }
 };
 
-// `runtime_flags` go before --with-engine.
-Stack Start(const std::string& data_dir, int port = 0,
-            std::vector<std::string> runtime_flags = {}) {
+// `runtime_flags` go before --with-engine, `engine_flags` after it.
+Stack Start(const std::string& data_dir, int port = 0, std::vector<std::string> runtime_flags = {},
+            std::vector<std::string> engine_flags = {}) {
   Subprocess::Options o;
   o.path = KEEL_EXAMPLES_BIN;
   o.args = std::move(runtime_flags);
   o.args.insert(o.args.end(),
                 {"--with-engine", "--port", std::to_string(port), "--data-dir", data_dir});
+  o.args.insert(o.args.end(), engine_flags.begin(), engine_flags.end());
   o.env = {{"KEEL_LOG_LEVEL", "info"}};
   o.capture_stdout = o.capture_stderr = true;
   Stack s;
@@ -166,6 +169,34 @@ TEST_P(WithEngineLoop, ServesItsActorsInOneProcessAndStopsCleanly) {
 INSTANTIATE_TEST_SUITE_P(Loops, WithEngineLoop, ::testing::Bool(), [](const auto& info) {
   return info.param ? std::string("RuntimeThread") : std::string("EnginesEventLoop");
 });
+
+// On an IPv6 host the in-process runtime reaches the engine (at a bracketed URL) and serves
+// its actors through it.
+bool HasIpv6Loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+TEST(WithEngine, ServesOnAnIpv6Host) {
+  if (!HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  TempDir dir("keel-with-engine");
+  Stack s = Start(dir.path(), 0, {}, {"--host", "::1"});
+  ASSERT_NE(s.port, 0) << s.Output();
+  client::ClientOptions options;
+  options.endpoint = "http://[::1]:" + std::to_string(s.port);
+  options.request_timeout = 10s;
+  client::Client c(options);
+  auto v = c.GetOrCreate("counter", {"ipv6"}).Call<int64_t>("increment", int64_t{3});
+  ASSERT_TRUE(v.has_value()) << v.error().ToString() << "\n" << s.Output();
+  EXPECT_EQ(*v, 3);
+  s.process->Stop(30s);
+}
 
 TEST(WithEngine, AcknowledgedIncrementsSurviveKill9OfTheProcess) {
   TempDir dir("keel-with-engine");

@@ -398,6 +398,10 @@ struct Orchestrator::Impl {
     // writes the key only when that changes, so the memtable gets no re-put (or tombstone of
     // an absent key) per step: ~50 bytes of engine memory per start or wake (W4).
     bool was_live = false;
+    // The destroy step (orch::fx::DeleteActorData): the actor stays in the live set until
+    // DeleteData has deleted all its data, so an engine that dies before that finishes it
+    // at its next start (docs/storage.md §3.8).
+    bool deletes_data = false;
   };
 
   // Runs Step on a copy of the workflow. nullopt: nothing changed and nothing to do.
@@ -430,6 +434,7 @@ struct Orchestrator::Impl {
             std::move(*value));
         p.commands.emplace_back(i, std::move(wrapper));
       } else if (std::holds_alternative<orch::fx::DeleteActorData>(effect)) {
+        p.deletes_data = true;
         rec::ActorRecord destroyed = e.record;
         destroyed.destroyed = true;
         destroyed.destroy_ts = p.next.destroy_ts != 0 ? p.next.destroy_ts : Now();
@@ -460,7 +465,8 @@ struct Orchestrator::Impl {
     if (p.record_value.has_value()) {
       KEEL_RETURN_IF_ERROR(write(keys::ActorRecord(actor), ByteView(*p.record_value)));
     }
-    const bool live = !AtRest(p.next.transition);
+    // (kDestroyed is terminal: no step follows the destroy step, DeleteData deletes it.)
+    const bool live = p.deletes_data || !AtRest(p.next.transition);
     if (live != p.was_live) {
       KEEL_RETURN_IF_ERROR(
           write(keys::Live(actor), live ? std::optional(ByteView()) : std::nullopt));
@@ -855,20 +861,30 @@ struct Orchestrator::Impl {
     session.Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(w)}}});
   }
 
-  // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed.
-  void DeleteData(ActorEntry& e) {
+  // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed;
+  // also run at startup for a destroyed actor still in the live set. The actor leaves the
+  // live set with the last deletion, and only when every deletion succeeded: otherwise the
+  // next engine start runs this again. True when all of it is deleted.
+  bool DeleteData(ActorEntry& e) {
     const ByteView actor = e.id.bytes();
     Status kv = engine.actor_kv().DropAll(actor);
     Status pages = engine.page_store().Delete(actor);
+    const bool data_deleted = kv.has_value() && pages.has_value();
     Status rest = storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
-      return txn.DeleteRange(storage::KeyRange::Prefix(keys::ActorHibernating(actor)));
+      KEEL_RETURN_IF_ERROR(
+          txn.DeleteRange(storage::KeyRange::Prefix(keys::ActorHibernating(actor))));
+      return data_deleted ? txn.Delete(keys::Live(actor)) : Status{};
     });
+    bool deleted = true;
     for (const Status* s : {&kv, &pages, &rest}) {
       if (!s->has_value()) {
-        KEEL_LOG(kError, kLog, "destroy could not delete all actor data",
+        deleted = false;
+        KEEL_LOG(kError, kLog,
+                 "destroy could not delete all actor data; the next engine start retries",
                  {{"actor", e.id.ToString()}, {"error", s->error().ToString()}});
       }
     }
+    return deleted;
   }
 
   void Publish(ActorEntry& e, const orch::fx::Publish& p) {
@@ -1180,6 +1196,7 @@ Status Orchestrator::LoadOnLoop() {
   Impl& m = *impl_;
   KEEL_ASSIGN_OR_RETURN(auto live, m.engine.store().ScanPrefix(keys::LivePrefix()));
   std::vector<EngineId> created;
+  std::vector<EngineId> destroyed;
   for (const auto& kv : live) {
     auto id = EngineId::FromBytes(ByteView(kv.key).subspan(1));
     if (!id.has_value()) continue;
@@ -1190,6 +1207,10 @@ Status Orchestrator::LoadOnLoop() {
       continue;
     }
     Impl::ActorEntry& e = **entry;
+    if (e.wf.transition == orch::Transition::kDestroyed) {
+      destroyed.push_back(*id);  // its data deletion did not finish: not a live actor
+      continue;
+    }
     if (e.wf.slot_held) {
       std::optional<Pool> pool = m.engine.catalog().FindPool(e.ns, e.record.pool_name);
       if (pool.has_value() && pool->serverless()) ++m.serverless_slots[{e.ns, e.record.pool_name}];
@@ -1197,6 +1218,17 @@ Status Orchestrator::LoadOnLoop() {
     m.UpdateHosting(e, "");
     m.Rearm(e);
     if (e.wf.transition == orch::Transition::kCreated) created.push_back(*id);
+  }
+  // The startup sweep (docs/storage.md §3.8): an engine died during a destroy's data
+  // deletion, or the deletion failed. It is finished now, and the entry evicted as after
+  // a destroy; a deletion that fails again leaves the actor in the live set for the next
+  // start.
+  size_t finished = 0;
+  for (const auto& id : destroyed) {
+    auto it = m.actors.find(id);
+    if (it == m.actors.end()) continue;
+    if (m.DeleteData(*it->second)) ++finished;
+    m.MaybeEvict(id);
   }
   // An actor stored before its first allocation (only written by engines before the
   // creation and the first allocation became one transaction) is allocated now; without
@@ -1218,7 +1250,10 @@ Status Orchestrator::LoadOnLoop() {
     int64_t ts = 0;
     if (keys::ReadTs(rest, ts)) m.ScheduleAlarmScan(ts);
   }
-  KEEL_LOG(kInfo, kLog, "orchestrator resumed", {{"live_actors", std::to_string(live.size())}});
+  KEEL_LOG(kInfo, kLog, "orchestrator resumed",
+           {{"live_actors", std::to_string(live.size() - destroyed.size())},
+            {"destroyed_actors_data_deleted", std::to_string(finished)},
+            {"destroyed_actors_data_left", std::to_string(destroyed.size() - finished)}});
   return {};
 }
 

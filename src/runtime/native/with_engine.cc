@@ -52,8 +52,9 @@ int ServeTypesWithEngine(int argc, char** argv,
     std::fprintf(stderr, "%s --with-engine: %s\n", argv[0], server.error().ToString().c_str());
     return 1;
   }
+  // The `listening on` line's form, as keel-engine prints it; the URL brackets an IPv6 host.
   const std::string address = (*server)->host() + ":" + std::to_string((*server)->port());
-  settings->endpoint = "http://" + address;
+  settings->endpoint = engine::HttpUrl((*server)->host(), (*server)->port());
   settings->in_process_engine = (*server)->handler();
   if (!settings->runtime_thread) settings->event_loop = &(*server)->io();
   if (config->admin_token.has_value()) settings->token = *config->admin_token;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <unistd.h>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -36,6 +38,7 @@
 #include "net/io_runtime.h"
 #include "protocol/envoy/versioned.h"
 #include "storage/actor_kv.h"
+#include "storage/page_store.h"
 #include "storage/rocksdb_kv_store.h"
 #include "support/fake_envoy.h"
 #include "support/gateway_http.h"
@@ -1655,6 +1658,274 @@ TEST_F(EngineEnvoyTest, DestroyedActorIsNotFoundById) {
   HttpResult listed = Call("GET", "/actors?namespace=default&actor_ids=" + id + "&include_destroyed=true");
   ASSERT_EQ(listed.status, 200);
   EXPECT_EQ(listed.body["actors"].size(), 1u);
+}
+
+// A store that refuses, while armed, every commit deleting a key under one actor's prefix
+// `05 a` (a txn's Delete or DeleteRange there, or such a delete in WriteUnchecked): the
+// commit fails with storage.io and applies nothing. A destroy step deletes nothing there
+// (it rewrites the record and the workflow), so it commits, and the data deletion after it
+// (KV, pages, hibernating requests) fails. It owns the base store: destroying the engine
+// closes it, and the next engine opens the same RocksDB directory (no fault then).
+class RefuseActorDeletesStore final : public storage::KvStore {
+ public:
+  explicit RefuseActorDeletesStore(std::unique_ptr<storage::KvStore> base)
+      : base_(std::move(base)) {}
+
+  void Arm(ByteView actor) {
+    std::lock_guard lock(mu_);
+    prefix_ = engine::keys::ActorPrefix(actor);
+  }
+  size_t refused() const {
+    std::lock_guard lock(mu_);
+    return refused_;
+  }
+  bool Refuses(ByteView key) const {
+    std::lock_guard lock(mu_);
+    return prefix_.has_value() && key.size() >= prefix_->size() &&
+           std::equal(prefix_->begin(), prefix_->end(), key.begin());
+  }
+  Status Refuse() {
+    std::lock_guard lock(mu_);
+    ++refused_;
+    return Unexpected{Error{"storage", "io", "injected: a delete of the actor's data"}};
+  }
+
+  using KvReader::Scan;
+  Result<std::optional<Bytes>> Get(ByteView key) override { return base_->Get(key); }
+  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
+                                              const storage::ScanOptions& options) override {
+    return base_->Scan(range, options);
+  }
+  Result<std::unique_ptr<storage::KvSnapshot>> NewSnapshot() override {
+    return base_->NewSnapshot();
+  }
+  Result<std::unique_ptr<storage::KvTxn>> Begin() override;
+  Status Close() override { return base_->Close(); }
+  Status SyncWrites() override { return base_->SyncWrites(); }
+  bool SkipsSyncs() const override { return base_->SkipsSyncs(); }
+  Status WriteUnchecked(std::span<const storage::KvWrite> writes,
+                        const storage::CommitOptions& options) override {
+    for (const storage::KvWrite& w : writes) {
+      if (!w.value.has_value() && Refuses(w.key)) return Refuse();
+    }
+    return base_->WriteUnchecked(writes, options);
+  }
+
+ private:
+  std::unique_ptr<storage::KvStore> base_;
+  mutable std::mutex mu_;
+  std::optional<Bytes> prefix_;
+  size_t refused_ = 0;
+};
+
+class RefuseActorDeletesTxn final : public storage::KvTxn {
+ public:
+  RefuseActorDeletesTxn(RefuseActorDeletesStore& store, std::unique_ptr<storage::KvTxn> inner)
+      : store_(store), inner_(std::move(inner)) {}
+  using KvReader::Scan;
+  Result<std::optional<Bytes>> Get(ByteView key) override { return inner_->Get(key); }
+  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
+                                              const storage::ScanOptions& options) override {
+    return inner_->Scan(range, options);
+  }
+  Status Put(ByteView key, ByteView value) override { return inner_->Put(key, value); }
+  Status Delete(ByteView key) override {
+    refuse_ = refuse_ || store_.Refuses(key);
+    return inner_->Delete(key);
+  }
+  Status DeleteRange(const storage::KeyRange& range) override {
+    refuse_ = refuse_ || store_.Refuses(range.begin);
+    return inner_->DeleteRange(range);
+  }
+  Status Commit(const storage::CommitOptions& options) override {
+    if (refuse_) {
+      inner_->Rollback();
+      return store_.Refuse();
+    }
+    return inner_->Commit(options);
+  }
+  void Rollback() override { inner_->Rollback(); }
+
+ private:
+  RefuseActorDeletesStore& store_;
+  std::unique_ptr<storage::KvTxn> inner_;
+  bool refuse_ = false;
+};
+
+Result<std::unique_ptr<storage::KvTxn>> RefuseActorDeletesStore::Begin() {
+  auto inner = base_->Begin();
+  if (!inner.has_value()) return Unexpected{inner.error()};
+  return std::unique_ptr<storage::KvTxn>(new RefuseActorDeletesTxn(*this, std::move(*inner)));
+}
+
+// The keys of `actor` besides its record (`05 a 01`): after a destroy, only the workflow.
+std::vector<Bytes> ActorKeysAfterRecord(storage::KvStore& store, const engine::EngineId& actor) {
+  auto entries = store.Scan(engine::keys::ActorDataAfterRecord(actor.bytes()));
+  EXPECT_TRUE(entries.has_value()) << entries.error().ToString();
+  std::vector<Bytes> keys;
+  if (entries.has_value()) {
+    for (auto& kv : *entries) keys.push_back(std::move(kv.key));
+  }
+  return keys;
+}
+
+bool InLiveSet(storage::KvStore& store, const engine::EngineId& actor) {
+  auto live = store.ScanPrefix(engine::keys::LivePrefix());
+  EXPECT_TRUE(live.has_value()) << live.error().ToString();
+  if (!live.has_value()) return false;
+  const Bytes key = engine::keys::Live(actor.bytes());
+  return std::any_of(live->begin(), live->end(),
+                     [&](const storage::KeyValue& kv) { return kv.key == key; });
+}
+
+// DELETE /actors/{id}, answered once the destroy is complete (data deletion included).
+std::future<Result<net::HttpResponse>> DeleteActorAsync(const std::string& http_url,
+                                                        const std::string& id) {
+  return std::async(std::launch::async, [http_url, id] {
+    net::HttpRequest req;
+    req.method = "DELETE";
+    return net::FetchSync(http_url + "/actors/" + id + "?namespace=default", std::move(req), 10s);
+  });
+}
+
+// The startup sweep (docs/storage.md §3.8): the data deletion after a destroy step fails
+// (the store refuses it; an engine that dies before it finishes leaves the same keys), so
+// the destroyed actors keep their KV and pages — and stay in the live set. The next engine
+// on the same storage finishes the deletion at its start: the data and the live key are
+// gone, the actors are not resumed, and the destroyed records are still listed. One actor
+// is destroyed while running (the destroy step keeps its live key), one while asleep (the
+// destroy step writes it).
+TEST_F(EngineEnvoyTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
+  const DataDir dir(*this, "keel-engine-envoy-sweep");
+  auto opened = storage::RocksDbKvStore::Open(dir.string());
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  auto refusing = std::make_unique<RefuseActorDeletesStore>(std::move(*opened));
+  RefuseActorDeletesStore* store = refusing.get();
+  options_ = FastOptions();
+  te_ = TestEngine::WithStore(options_, std::move(refusing));
+
+  auto fe = Envoy("sweep-envoy");
+  ASSERT_NE(fe, nullptr);
+  // Each actor gets KV and a SQLite page; `asleep` then sleeps.
+  const std::string running = CreateActor("swept", "running");
+  const std::string asleep = CreateActor("swept", "asleep");
+  for (const std::string& id : {running, asleep}) {
+    ASSERT_EQ(StartOn(*fe, id), 1u);
+    auto put = fe->Kv(id, KvPut({{"secret", "1"}, {"other", "2"}}));
+    ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
+    auto commit = fe->Commit(CommitOf(id, 1, 0x11, 1));
+    ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>()) << ErrorText(*commit);
+  }
+  SleepGeneration(*fe, asleep, 1);
+  ASSERT_TRUE(WaitActor(
+      asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
+  const auto running_id = *engine::EngineId::Parse(running);
+  const auto asleep_id = *engine::EngineId::Parse(asleep);
+
+  store->Arm(running_id.bytes());
+  auto deleted = DeleteActorAsync(te().http_url(), running);
+  auto stop = fe->WaitCommand(running, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(running, 1).has_value());
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->status, 200) << done->body;
+  store->Arm(asleep_id.bytes());
+  HttpResult asleep_deleted = Call("DELETE", "/actors/" + asleep + "?namespace=default");
+  EXPECT_EQ(asleep_deleted.status, 200) << asleep_deleted.raw;
+  ASSERT_GE(store->refused(), 2u) << "the data deletions were not refused";
+
+  storage::KvStore& before = te().engine().store();
+  for (const auto& id : {running_id, asleep_id}) {
+    EXPECT_EQ(Transition(id.ToString()), orch::Transition::kDestroyed);
+    auto kv = before.ScanPrefix(storage::ActorKvPrefix(id.bytes()));
+    ASSERT_TRUE(kv.has_value());
+    EXPECT_EQ(kv->size(), 2u) << "the refused deletion left the KV";
+    auto pages = before.Scan(storage::PageStore::DatabaseRange(id.bytes()));
+    ASSERT_TRUE(pages.has_value());
+    EXPECT_FALSE(pages->empty()) << "the refused deletion left the database";
+    EXPECT_TRUE(InLiveSet(before, id)) << "a destroyed actor with data left is in the live set";
+  }
+
+  // The next engine start, on the same storage without faults.
+  fe.reset();
+  te_.reset();
+  Start(FastOptions(), dir.string());
+  storage::KvStore& after = te().engine().store();
+  for (const auto& id : {running_id, asleep_id}) {
+    SCOPED_TRACE(id.ToString());
+    const std::vector<Bytes> left = ActorKeysAfterRecord(after, id);
+    ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
+    EXPECT_EQ(left[0], engine::keys::ActorWorkflow(id.bytes()));
+    auto head = te().engine().page_store().ReadHead(id.bytes());
+    ASSERT_TRUE(head.has_value()) << head.error().ToString();
+    EXPECT_FALSE(head->has_value());
+    EXPECT_FALSE(InLiveSet(after, id));
+    // Not resumed as an actor: destroyed, not found by id, still listed when asked for.
+    auto info = te().engine().orchestrator().Read(id);
+    ASSERT_TRUE(info.has_value()) << info.error().ToString();
+    EXPECT_EQ(info->workflow.transition, orch::Transition::kDestroyed);
+    EXPECT_TRUE(info->record.destroyed);
+    EXPECT_EQ(Call("GET", "/actors/" + id.ToString() + "?namespace=default").status, 404);
+    HttpResult listed = Call(
+        "GET", "/actors?namespace=default&actor_ids=" + id.ToString() + "&include_destroyed=true");
+    ASSERT_EQ(listed.status, 200) << listed.raw;
+    ASSERT_EQ(listed.body["actors"].size(), 1u) << listed.raw;
+    EXPECT_TRUE(listed.body["actors"][0].contains("destroy_ts")) << listed.raw;
+  }
+  // Nothing is loaded (the sweep evicts what it finished, as a destroy does).
+  for (const auto& [state, count] : te().engine().orchestrator().LoadedActorsByState()) {
+    EXPECT_EQ(count, 0) << state;
+  }
+}
+
+// A destroy that completes takes the actor out of the live set with the last deletion of
+// its data: nothing of it is left but its record and workflow, whether it was destroyed
+// running or asleep.
+TEST_F(EngineEnvoyTest, ACompletedDestroyLeavesNeitherDataNorALiveKey) {
+  Start();
+  auto fe = Envoy("destroy-live-envoy");
+  ASSERT_NE(fe, nullptr);
+  const std::string running = CreateActor("gone", "running");
+  const std::string asleep = CreateActor("gone", "asleep");
+  for (const std::string& id : {running, asleep}) {
+    ASSERT_EQ(StartOn(*fe, id), 1u);
+    auto put = fe->Kv(id, KvPut({{"secret", "1"}}));
+    ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
+    auto commit = fe->Commit(CommitOf(id, 1, 0x11, 1));
+    ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>()) << ErrorText(*commit);
+  }
+  SleepGeneration(*fe, asleep, 1);
+  ASSERT_TRUE(WaitActor(
+      asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
+
+  auto deleted = DeleteActorAsync(te().http_url(), running);
+  auto stop = fe->WaitCommand(running, 5s);
+  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+  ASSERT_TRUE(fe->SendStopped(running, 1).has_value());
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->status, 200) << done->body;
+  HttpResult asleep_deleted = Call("DELETE", "/actors/" + asleep + "?namespace=default");
+  EXPECT_EQ(asleep_deleted.status, 200) << asleep_deleted.raw;
+
+  storage::KvStore& store = te().engine().store();
+  auto live = store.ScanPrefix(engine::keys::LivePrefix());
+  ASSERT_TRUE(live.has_value());
+  EXPECT_TRUE(live->empty()) << live->size() << " keys in the live set";
+  for (const std::string& text : {running, asleep}) {
+    SCOPED_TRACE(text);
+    const auto id = *engine::EngineId::Parse(text);
+    auto kv = store.ScanPrefix(storage::ActorKvPrefix(id.bytes()));
+    ASSERT_TRUE(kv.has_value());
+    EXPECT_TRUE(kv->empty());
+    auto pages = store.Scan(storage::PageStore::DatabaseRange(id.bytes()));
+    ASSERT_TRUE(pages.has_value());
+    EXPECT_TRUE(pages->empty());
+    const std::vector<Bytes> left = ActorKeysAfterRecord(store, id);
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_EQ(left[0], engine::keys::ActorWorkflow(id.bytes()));
+  }
 }
 
 // ---- 15. serverless ---------------------------------------------------------------------
