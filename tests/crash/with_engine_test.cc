@@ -10,9 +10,7 @@
 //  - bad engine flags after --with-engine are refused with the engine's structured error
 //    and exit code 2, --help prints the engine's help.
 // Every wait is bounded; the kill loop by rounds and time.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -34,6 +32,7 @@
 #include "client/client.h"
 #include "net/client.h"
 #include "net/io_runtime.h"
+#include "support/ipv6.h"
 #include "support/temp_dir.h"
 #include "value/value.h"
 
@@ -172,17 +171,6 @@ INSTANTIATE_TEST_SUITE_P(Loops, WithEngineLoop, ::testing::Bool(), [](const auto
 
 // On an IPv6 host the in-process runtime reaches the engine (at a bracketed URL) and serves
 // its actors through it.
-bool HasIpv6Loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 addr{};
-  addr.sin6_family = AF_INET6;
-  addr.sin6_addr = in6addr_loopback;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
 TEST(WithEngine, ServesOnAnIpv6Host) {
   if (!HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
   TempDir dir("keel-with-engine");

@@ -1788,6 +1788,27 @@ std::future<Result<net::HttpResponse>> DeleteActorAsync(const std::string& http_
   });
 }
 
+class DestroySweepTest : public EngineEnvoyTest {
+ protected:
+  // Two actors of `name` started on `fe`, each with KV and a SQLite page; `asleep` is then
+  // put to sleep, `running` stays.
+  void RunningAndAsleepWithData(FakeEnvoy& fe, const std::string& name, std::string& running,
+                                std::string& asleep) {
+    running = CreateActor(name, "running");
+    asleep = CreateActor(name, "asleep");
+    for (const std::string& id : {running, asleep}) {
+      ASSERT_EQ(StartOn(fe, id), 1u);
+      auto put = fe.Kv(id, KvPut({{"secret", "1"}, {"other", "2"}}));
+      ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
+      auto commit = fe.Commit(CommitOf(id, 1, 0x11, 1));
+      ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>()) << ErrorText(*commit);
+    }
+    SleepGeneration(fe, asleep, 1);
+    ASSERT_TRUE(WaitActor(
+        asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
+  }
+};
+
 // The startup sweep (docs/storage.md §3.8): the data deletion after a destroy step fails
 // (the store refuses it; an engine that dies before it finishes leaves the same keys), so
 // the destroyed actors keep their KV and pages — and stay in the live set. The next engine
@@ -1795,7 +1816,7 @@ std::future<Result<net::HttpResponse>> DeleteActorAsync(const std::string& http_
 // gone, the actors are not resumed, and the destroyed records are still listed. One actor
 // is destroyed while running (the destroy step keeps its live key), one while asleep (the
 // destroy step writes it).
-TEST_F(EngineEnvoyTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
+TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
   const DataDir dir(*this, "keel-engine-envoy-sweep");
   auto opened = storage::RocksDbKvStore::Open(dir.string());
   ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
@@ -1806,19 +1827,8 @@ TEST_F(EngineEnvoyTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
 
   auto fe = Envoy("sweep-envoy");
   ASSERT_NE(fe, nullptr);
-  // Each actor gets KV and a SQLite page; `asleep` then sleeps.
-  const std::string running = CreateActor("swept", "running");
-  const std::string asleep = CreateActor("swept", "asleep");
-  for (const std::string& id : {running, asleep}) {
-    ASSERT_EQ(StartOn(*fe, id), 1u);
-    auto put = fe->Kv(id, KvPut({{"secret", "1"}, {"other", "2"}}));
-    ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
-    auto commit = fe->Commit(CommitOf(id, 1, 0x11, 1));
-    ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>()) << ErrorText(*commit);
-  }
-  SleepGeneration(*fe, asleep, 1);
-  ASSERT_TRUE(WaitActor(
-      asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
+  std::string running, asleep;
+  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "swept", running, asleep));
   const auto running_id = *engine::EngineId::Parse(running);
   const auto asleep_id = *engine::EngineId::Parse(asleep);
 
@@ -1882,22 +1892,12 @@ TEST_F(EngineEnvoyTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
 // A destroy that completes takes the actor out of the live set with the last deletion of
 // its data: nothing of it is left but its record and workflow, whether it was destroyed
 // running or asleep.
-TEST_F(EngineEnvoyTest, ACompletedDestroyLeavesNeitherDataNorALiveKey) {
+TEST_F(DestroySweepTest, ACompletedDestroyLeavesNeitherDataNorALiveKey) {
   Start();
   auto fe = Envoy("destroy-live-envoy");
   ASSERT_NE(fe, nullptr);
-  const std::string running = CreateActor("gone", "running");
-  const std::string asleep = CreateActor("gone", "asleep");
-  for (const std::string& id : {running, asleep}) {
-    ASSERT_EQ(StartOn(*fe, id), 1u);
-    auto put = fe->Kv(id, KvPut({{"secret", "1"}}));
-    ASSERT_TRUE(put.has_value() && put->is<v::KvPutResponse>()) << ErrorText(*put);
-    auto commit = fe->Commit(CommitOf(id, 1, 0x11, 1));
-    ASSERT_TRUE(commit.has_value() && commit->is<v::SqliteCommitOk>()) << ErrorText(*commit);
-  }
-  SleepGeneration(*fe, asleep, 1);
-  ASSERT_TRUE(WaitActor(
-      asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
+  std::string running, asleep;
+  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "gone", running, asleep));
 
   auto deleted = DeleteActorAsync(te().http_url(), running);
   auto stop = fe->WaitCommand(running, 5s);

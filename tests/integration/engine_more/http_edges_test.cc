@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "engine/server/server.h"
+#include "support/ipv6.h"
 #include "support/raw_http_client.h"
 
 namespace keel::engine {
@@ -144,18 +145,6 @@ TEST(EngineHttpEdges, RequestsAfterShutdownAreJsonServiceUnavailable) {
   }
 }
 
-// True when this machine can bind and reach the IPv6 loopback.
-bool HasIpv6Loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 addr{};
-  addr.sin6_family = AF_INET6;
-  addr.sin6_addr = in6addr_loopback;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // One HTTP/1.1 request over IPv6 loopback with Connection: close; the whole answer.
 std::string GetOverIpv6(uint16_t port, std::string_view target) {
   const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
@@ -186,7 +175,7 @@ TEST(EngineHttpEdges, UrlsBracketAnIpv6Host) {
   EngineConfig config;
   config.host = "::1";
   EXPECT_EQ(ToEngineOptions(config, 7000).public_url, "http://[::1]:7000");
-  if (!HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  if (!keel::testing::HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
 
   config.port = 0;
   config.storage = StorageKind::kMemory;
