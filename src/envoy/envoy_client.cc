@@ -82,8 +82,6 @@ std::string RandomEnvoyKey(Random& random) {
   return key;
 }
 
-// True when an outgoing tunnel message ends its request: no more traffic for it can
-// arrive from the gateway that the actor would still care about (§6.3, §6.4).
 // A response start or chunk whose body is over `limit`, as a start and chunks each carrying
 // at most `limit` bytes, in order, with consecutive message indexes. The stream ends where
 // the original did: a start with stream=false becomes a stream whose last chunk finishes.
@@ -122,6 +120,8 @@ std::vector<latest::ToRivetTunnelMessage> SplitResponse(latest::ToRivetTunnelMes
   return pieces;
 }
 
+// True when an outgoing tunnel message ends its request: no more traffic for it can
+// arrive from the gateway that the actor would still care about (§6.3, §6.4).
 bool EndsRequest(const latest::ToRivetTunnelMessage& message) {
   const auto& kind = message.message_kind;
   if (const auto* start = kind.get_if<latest::ToRivetResponseStart>()) return !start->stream;
