@@ -1807,6 +1807,23 @@ class DestroySweepTest : public EngineEnvoyTest {
     ASSERT_TRUE(WaitActor(
         asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
   }
+
+  // Destroys both over REST (the running one's stop confirmed by `fe`); `before(id)` runs
+  // before each destroy.
+  void DestroyBoth(FakeEnvoy& fe, const std::string& running, const std::string& asleep,
+                   const std::function<void(const std::string&)>& before) {
+    before(running);
+    auto deleted = DeleteActorAsync(te().http_url(), running);
+    auto stop = fe.WaitCommand(running, 5s);
+    ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
+    ASSERT_TRUE(fe.SendStopped(running, 1).has_value());
+    auto done = deleted.get();
+    ASSERT_TRUE(done.has_value()) << done.error().ToString();
+    EXPECT_EQ(done->status, 200) << done->body;
+    before(asleep);
+    HttpResult asleep_deleted = Call("DELETE", "/actors/" + asleep + "?namespace=default");
+    EXPECT_EQ(asleep_deleted.status, 200) << asleep_deleted.raw;
+  }
 };
 
 // The startup sweep (docs/storage.md §3.8): the data deletion after a destroy step fails
@@ -1832,17 +1849,9 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
   const auto running_id = *engine::EngineId::Parse(running);
   const auto asleep_id = *engine::EngineId::Parse(asleep);
 
-  store->Arm(running_id.bytes());
-  auto deleted = DeleteActorAsync(te().http_url(), running);
-  auto stop = fe->WaitCommand(running, 5s);
-  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
-  ASSERT_TRUE(fe->SendStopped(running, 1).has_value());
-  auto done = deleted.get();
-  ASSERT_TRUE(done.has_value()) << done.error().ToString();
-  EXPECT_EQ(done->status, 200) << done->body;
-  store->Arm(asleep_id.bytes());
-  HttpResult asleep_deleted = Call("DELETE", "/actors/" + asleep + "?namespace=default");
-  EXPECT_EQ(asleep_deleted.status, 200) << asleep_deleted.raw;
+  ASSERT_NO_FATAL_FAILURE(DestroyBoth(*fe, running, asleep, [&](const std::string& id) {
+    store->Arm((id == running ? running_id : asleep_id).bytes());
+  }));
   ASSERT_GE(store->refused(), 2u) << "the data deletions were not refused";
 
   storage::KvStore& before = te().engine().store();
@@ -1899,15 +1908,7 @@ TEST_F(DestroySweepTest, ACompletedDestroyLeavesNeitherDataNorALiveKey) {
   std::string running, asleep;
   ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "gone", running, asleep));
 
-  auto deleted = DeleteActorAsync(te().http_url(), running);
-  auto stop = fe->WaitCommand(running, 5s);
-  ASSERT_TRUE(stop.has_value() && stop->inner.is<v::CommandStopActor>());
-  ASSERT_TRUE(fe->SendStopped(running, 1).has_value());
-  auto done = deleted.get();
-  ASSERT_TRUE(done.has_value()) << done.error().ToString();
-  EXPECT_EQ(done->status, 200) << done->body;
-  HttpResult asleep_deleted = Call("DELETE", "/actors/" + asleep + "?namespace=default");
-  EXPECT_EQ(asleep_deleted.status, 200) << asleep_deleted.raw;
+  ASSERT_NO_FATAL_FAILURE(DestroyBoth(*fe, running, asleep, [](const std::string&) {}));
 
   storage::KvStore& store = te().engine().store();
   auto live = store.ScanPrefix(engine::keys::LivePrefix());

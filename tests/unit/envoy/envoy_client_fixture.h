@@ -99,17 +99,18 @@ class EnvoyClientTest : public ::testing::Test {
     client_ = std::make_unique<EnvoyClient>(std::move(config), clock_, random_, transport_, host_);
   }
 
-  // Start + open + Init; drops what was sent so far.
-  void Connect(int64_t lost_threshold_ms = 10000) {
+  // Start + open + Init; drops what was sent so far. `max_payload`: the Init's
+  // maxResponsePayloadSize.
+  void Connect(int64_t lost_threshold_ms = 10000, uint64_t max_payload = 20 << 20) {
     if (client_ == nullptr) Make();
     client_->Start();
     client_->OnOpen();
-    Init(lost_threshold_ms);
+    Init(lost_threshold_ms, max_payload);
     transport_.sent.clear();
   }
 
-  void Init(int64_t lost_threshold_ms = 10000) {
-    Deliver(v::ToEnvoyInit{v::ProtocolMetadata{lost_threshold_ms, 30000, 20 << 20}});
+  void Init(int64_t lost_threshold_ms = 10000, uint64_t max_payload = 20 << 20) {
+    Deliver(v::ToEnvoyInit{v::ProtocolMetadata{lost_threshold_ms, 30000, max_payload}});
   }
 
   void Deliver(const v::ToEnvoy& msg) {

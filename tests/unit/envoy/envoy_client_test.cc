@@ -708,11 +708,7 @@ TEST_F(EnvoyClientTest, BufferedTunnelMessagesSurviveADisconnectOthersAreDropped
 // maxResponsePayloadSize (envoy-protocol.md §6.6): a response body over it goes out as a
 // stream of pieces under it, in order, the route forgotten only with the last.
 TEST_F(EnvoyClientTest, AResponseBodyOverThePayloadLimitGoesOutStreamedInPieces) {
-  Make();
-  client_->Start();
-  client_->OnOpen();
-  Deliver(v::ToEnvoyInit{v::ProtocolMetadata{10000, 30000, 10}});
-  transport_.sent.clear();
+  Connect(10000, /*max_payload=*/10);
   EXPECT_EQ(client_->max_tunnel_payload(), 10u);
   Commands({StartCmd("a1", 1, 1)});
   v::ToEnvoyRequestStart start;
@@ -774,11 +770,7 @@ TEST_F(EnvoyClientTest, AResponseBodyOverThePayloadLimitGoesOutStreamedInPieces)
 // A WebSocket message cannot be split: one over the limit is dropped (and counted) rather
 // than sent to an engine that would close the connection of every actor on it.
 TEST_F(EnvoyClientTest, AWebSocketMessageOverThePayloadLimitIsNotSent) {
-  Make();
-  client_->Start();
-  client_->OnOpen();
-  Deliver(v::ToEnvoyInit{v::ProtocolMetadata{10000, 30000, 10}});
-  transport_.sent.clear();
+  Connect(10000, /*max_payload=*/10);
   client_->SendTunnel(TunnelOut(1, v::ToRivetWebSocketMessage{Bytes(11, 1), true}), false);
   EXPECT_TRUE(transport_.sent.empty());
   EXPECT_EQ(client_->oversized_tunnel_messages(), 1u);
@@ -821,10 +813,7 @@ TEST_F(EnvoyClientTest, ARequestOverTheFrameLimitFailsWithoutBeingSent) {
 
 // Unconfigured, the frame limit is what keel-engine reads: the Init's payload limit + 1 MiB.
 TEST_F(EnvoyClientTest, TheFrameLimitFollowsTheInitsPayloadLimit) {
-  Make();
-  client_->Start();
-  client_->OnOpen();
-  Deliver(v::ToEnvoyInit{v::ProtocolMetadata{10000, 30000, 10}});
+  Connect(10000, /*max_payload=*/10);
   Commands({StartCmd("a1", 1, 1)});
   transport_.sent.clear();
   auto put = [&](size_t values) {
