@@ -152,6 +152,10 @@ std::vector<Instance::QueueMessage> Take(std::map<uint64_t, Instance::QueueMessa
 
 void Instance::DispatchQueue() {
   std::vector<std::pair<std::shared_ptr<QueueWaiter>, std::vector<QueueMessage>>> ready;
+  // Senders waiting on a message that a non-completable receive took: it is consumed and
+  // can never be completed, so they hear `completed` (with no response) now rather than
+  // time out.
+  std::vector<Completion<std::optional<Value>>> consumed;
   for (auto it = cold().queue_waiters.begin(); it != cold().queue_waiters.end();) {
     std::vector<uint64_t> ids;
     auto msgs = Take(cold().queue, (*it)->options, ids);
@@ -166,6 +170,10 @@ void Instance::DispatchQueue() {
       } else {
         cold().queue.erase(id);
         StageWrite(MessageKey(id), std::nullopt);
+        if (auto w = cold().queue_completions.find(id); w != cold().queue_completions.end()) {
+          for (auto& c : w->second) consumed.push_back(std::move(c));
+          cold().queue_completions.erase(w);
+        }
       }
     }
     StageQueueMeta();
@@ -174,6 +182,7 @@ void Instance::DispatchQueue() {
     it = cold().queue_waiters.erase(it);
   }
   for (auto& [w, msgs] : ready) w->done.Resolve(std::move(msgs));
+  for (auto& c : consumed) c.Resolve(Value(Value::Undefined{}));
 }
 
 Task<std::vector<Instance::QueueMessage>> Instance::QueueReceiveMessages(Invocation& inv,

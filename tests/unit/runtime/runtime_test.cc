@@ -1550,6 +1550,23 @@ TEST(RuntimeQueue, WaitingSendGetsTheCompletionOrTimesOut) {
   EXPECT_EQ(h.Body(timed), R"({"status":"timedOut"})");
 }
 
+TEST(RuntimeQueue, WaitingSendWhoseMessageIsTakenWithoutCompletionIsAnsweredAtOnce) {
+  RuntimeHarness h;
+  h.Boot({QueueDef().type()});
+  h.StartActor("a1", "counter");
+  auto waiting = h.Http("a1", "POST", "/queue/jobs", QueueBody("sweep", true, 5000));
+  // A completable receive that ends without completing releases it: still waiting.
+  EXPECT_EQ(h.Body(h.Action("a1", "takeButForget", "[]")), R"({"output":"sweep"})");
+  EXPECT_EQ(h.Status(waiting), 0);
+  // A plain receive consumes it: nothing can complete it any more, so the sender hears
+  // `completed` (no response) now, not `timedOut` after 5 s.
+  EXPECT_EQ(h.Body(h.Action("a1", "take", "[]")), R"({"output":"jobs:sweep"})");
+  EXPECT_EQ(h.Status(waiting), 200);
+  EXPECT_EQ(h.Body(waiting), R"({"status":"completed"})");
+  h.Advance(5000ms);
+  EXPECT_EQ(h.Body(waiting), R"({"status":"completed"})") << "answered once";
+}
+
 TEST(RuntimeQueue, CompletableRules) {
   RuntimeHarness h;
   h.Boot({QueueDef().type()});
