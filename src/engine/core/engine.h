@@ -72,6 +72,10 @@ struct EngineOptions {
   int64_t hws_ack_timeout_ms = 30000;
   uint64_t hws_max_pending_bytes = uint64_t{128} << 20;
   int max_rewakes = 8;
+  // A destroyed actor's data deletion that fails (docs/storage.md §3.8) is tried again
+  // after this many ms, the wait doubling up to 5 minutes, for as long as the engine runs;
+  // each engine start also retries it. 0: only at the next start.
+  int64_t data_deletion_retry_ms = 1000;
   // Budget of the KV an actor's start command carries (envoy-protocol.md §5.4; the plan
   // comes from the envoy's actor-name metadata, engine/core/preload.h). 0 disables.
   int64_t preload_max_total_bytes = 1 << 20;

@@ -78,6 +78,8 @@ Bytes ToBytes(ByteView v) { return Bytes(v.begin(), v.end()); }
 
 // ActorEntry::timer_at when the actor has no deadline filed.
 constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::min();
+// The longest wait between two tries of a failed data deletion.
+constexpr int64_t kMaxDeletionRetryMs = 5 * 60 * 1000;
 
 // A JSON text that parses as an object, else "{}" (envoy-protocol.md §3.3).
 std::string ObjectJsonOrEmpty(const std::string& text) {
@@ -202,6 +204,9 @@ struct Orchestrator::Impl {
   uint64_t next_waiter_id = 1;
   TimerId alarm_timer{};
   int64_t alarm_timer_at = 0;
+  // Destroyed actors whose data deletion failed, with the tries so far; each has a retry
+  // timer pending (ScheduleDeletionRetry).
+  std::unordered_map<EngineId, int> deletion_attempts;
   // The machines' deadlines (lost timeouts, liveness checks, retries), served by one
   // engine-wide timer for the earliest, so a loaded actor costs a set node rather than a
   // clock timer of its own (docs/benchmarks-history.md W4).
@@ -830,7 +835,7 @@ struct Orchestrator::Impl {
           } else if constexpr (std::is_same_v<T, orch::fx::StopStray>) {
             StopStray(e, fx);
           } else if constexpr (std::is_same_v<T, orch::fx::DeleteActorData>) {
-            DeleteData(e);
+            DeleteDataOrRetry(e);
           } else if constexpr (std::is_same_v<T, orch::fx::DispatchServerlessStart>) {
             engine.gateway().DispatchServerlessStart(e.ns, e.id, e.record, fx.generation,
                                                      fx.index, PreloadFor(e));
@@ -863,8 +868,9 @@ struct Orchestrator::Impl {
 
   // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed;
   // also run at startup for a destroyed actor still in the live set. The actor leaves the
-  // live set with the last deletion, and only when every deletion succeeded: otherwise the
-  // next engine start runs this again. True when all of it is deleted.
+  // live set with the last deletion, and only when every deletion succeeded: otherwise it
+  // is tried again later (DeleteDataOrRetry) and at the next engine start. True when all of
+  // it is deleted.
   bool DeleteData(ActorEntry& e) {
     const ByteView actor = e.id.bytes();
     Status kv = engine.actor_kv().DropAll(actor);
@@ -875,16 +881,62 @@ struct Orchestrator::Impl {
           txn.DeleteRange(storage::KeyRange::Prefix(keys::ActorHibernating(actor))));
       return data_deleted ? txn.Delete(keys::Live(actor)) : Status{};
     });
-    bool deleted = true;
+    std::string errors;
     for (const Status* s : {&kv, &pages, &rest}) {
-      if (!s->has_value()) {
-        deleted = false;
-        KEEL_LOG(kError, kLog,
-                 "destroy could not delete all actor data; the next engine start retries",
-                 {{"actor", e.id.ToString()}, {"error", s->error().ToString()}});
-      }
+      if (!s->has_value()) errors += (errors.empty() ? "" : "; ") + s->error().ToString();
     }
-    return deleted;
+    if (errors.empty()) return true;
+    KEEL_LOG(kError, kLog, "destroy could not delete all actor data",
+             {{"actor", e.id.ToString()}, {"error", errors}});
+    return false;
+  }
+
+  // DeleteData; when it fails, another try later (RetryDeletion), backing off from
+  // data_deletion_retry_ms to kMaxDeletionRetryMs, while this engine runs.
+  void DeleteDataOrRetry(ActorEntry& e) {
+    if (DeleteData(e)) {
+      if (deletion_attempts.erase(e.id) != 0) {
+        KEEL_LOG(kInfo, kLog, "destroyed actor's data deleted", {{"actor", e.id.ToString()}});
+      }
+      return;
+    }
+    ScheduleDeletionRetry(e.id);
+  }
+
+  void ScheduleDeletionRetry(const EngineId& id) {
+    const int64_t base = engine.options().data_deletion_retry_ms;
+    if (base <= 0 || engine.shutting_down()) {
+      deletion_attempts.erase(id);
+      return;
+    }
+    int& attempts = deletion_attempts[id];
+    int64_t delay = base;
+    for (int i = 0; i < attempts && delay < kMaxDeletionRetryMs; ++i) delay *= 2;
+    delay = std::min(delay, kMaxDeletionRetryMs);
+    ++attempts;
+    KEEL_LOG(kWarn, kLog, "actor data deletion retried later",
+             {{"actor", id.ToString()},
+              {"attempt", std::to_string(attempts)},
+              {"in_ms", std::to_string(delay)}});
+    engine.clock().ScheduleAfter(std::chrono::milliseconds(delay),
+                                 [this, id] { Post([this, id] { RetryDeletion(id); }); });
+  }
+
+  void RetryDeletion(const EngineId& id) {
+    if (!deletion_attempts.contains(id)) return;
+    auto entry = Entry(id);
+    if (!entry.has_value()) {
+      KEEL_LOG(kError, kLog, "could not read a destroyed actor to delete its data",
+               {{"actor", id.ToString()}, {"error", entry.error().ToString()}});
+      ScheduleDeletionRetry(id);
+      return;
+    }
+    if ((*entry)->wf.transition != orch::Transition::kDestroyed) {
+      deletion_attempts.erase(id);
+      return;
+    }
+    DeleteDataOrRetry(**entry);
+    MaybeEvict(id);
   }
 
   void Publish(ActorEntry& e, const orch::fx::Publish& p) {
@@ -1221,13 +1273,17 @@ Status Orchestrator::LoadOnLoop() {
   }
   // The startup sweep (docs/storage.md §3.8): an engine died during a destroy's data
   // deletion, or the deletion failed. It is finished now, and the entry evicted as after
-  // a destroy; a deletion that fails again leaves the actor in the live set for the next
-  // start.
+  // a destroy; a deletion that fails again leaves the actor in the live set, to be retried
+  // while this engine runs and at the next start.
   size_t finished = 0;
   for (const auto& id : destroyed) {
     auto it = m.actors.find(id);
     if (it == m.actors.end()) continue;
-    if (m.DeleteData(*it->second)) ++finished;
+    if (m.DeleteData(*it->second)) {
+      ++finished;
+    } else {
+      m.ScheduleDeletionRetry(id);
+    }
     m.MaybeEvict(id);
   }
   // An actor stored before its first allocation (only written by engines before the

@@ -1660,8 +1660,8 @@ TEST_F(EngineEnvoyTest, DestroyedActorIsNotFoundById) {
   EXPECT_EQ(listed.body["actors"].size(), 1u);
 }
 
-// A store that refuses, while armed, every commit deleting a key under one actor's prefix
-// `05 a` (a txn's Delete or DeleteRange there, or such a delete in WriteUnchecked): the
+// A store that refuses, while armed, every commit deleting a key under an armed actor's
+// prefix `05 a` (a txn's Delete or DeleteRange there, or such a delete in WriteUnchecked): the
 // commit fails with storage.io and applies nothing. A destroy step deletes nothing there
 // (it rewrites the record and the workflow), so it commits, and the data deletion after it
 // (KV, pages, hibernating requests) fails. It owns the base store: destroying the engine
@@ -1673,7 +1673,11 @@ class RefuseActorDeletesStore final : public storage::KvStore {
 
   void Arm(ByteView actor) {
     std::lock_guard lock(mu_);
-    prefix_ = engine::keys::ActorPrefix(actor);
+    prefixes_.push_back(engine::keys::ActorPrefix(actor));
+  }
+  void Disarm() {
+    std::lock_guard lock(mu_);
+    prefixes_.clear();
   }
   size_t refused() const {
     std::lock_guard lock(mu_);
@@ -1681,8 +1685,9 @@ class RefuseActorDeletesStore final : public storage::KvStore {
   }
   bool Refuses(ByteView key) const {
     std::lock_guard lock(mu_);
-    return prefix_.has_value() && key.size() >= prefix_->size() &&
-           std::equal(prefix_->begin(), prefix_->end(), key.begin());
+    return std::any_of(prefixes_.begin(), prefixes_.end(), [&](const Bytes& prefix) {
+      return key.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), key.begin());
+    });
   }
   Status Refuse() {
     std::lock_guard lock(mu_);
@@ -1714,7 +1719,7 @@ class RefuseActorDeletesStore final : public storage::KvStore {
  private:
   std::unique_ptr<storage::KvStore> base_;
   mutable std::mutex mu_;
-  std::optional<Bytes> prefix_;
+  std::vector<Bytes> prefixes_;
   size_t refused_ = 0;
 };
 
@@ -1896,6 +1901,59 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
   for (const auto& [state, count] : te().engine().orchestrator().LoadedActorsByState()) {
     EXPECT_EQ(count, 0) << state;
   }
+}
+
+// A data deletion that fails is tried again while the engine runs, backing off, until it
+// succeeds: no restart is needed for the destroyed actor's data to go.
+TEST_F(DestroySweepTest, AFailedDeletionIsRetriedWhileTheEngineRuns) {
+  auto refusing =
+      std::make_unique<RefuseActorDeletesStore>(std::make_unique<storage::MemKvStore>());
+  RefuseActorDeletesStore* store = refusing.get();
+  options_ = FastOptions();
+  options_.data_deletion_retry_ms = 20;
+  te_ = TestEngine::WithStore(options_, std::move(refusing));
+
+  auto fe = Envoy("retry-envoy");
+  ASSERT_NE(fe, nullptr);
+  std::string running, asleep;
+  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "retried", running, asleep));
+  const auto running_id = *engine::EngineId::Parse(running);
+  const auto asleep_id = *engine::EngineId::Parse(asleep);
+  ASSERT_NO_FATAL_FAILURE(DestroyBoth(*fe, running, asleep, [&](const std::string& id) {
+    store->Arm((id == running ? running_id : asleep_id).bytes());
+  }));
+
+  // Refused again and again while armed (20, 40, 80 ms …): retries, not one try.
+  // Polls every 5 ms until `done` holds or 10 s have passed.
+  auto poll = [](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  };
+  const size_t first = store->refused();
+  ASSERT_GE(first, 2u) << "the data deletions were not refused";
+  poll([&] { return store->refused() >= first + 4; });
+  ASSERT_GE(store->refused(), first + 4) << "a failed deletion was not tried again";
+  storage::KvStore& kv = te().engine().store();
+  for (const auto& id : {running_id, asleep_id}) EXPECT_TRUE(InLiveSet(kv, id));
+
+  // The fault clears: the next try deletes everything, without an engine restart.
+  store->Disarm();
+  auto gone = [&](const engine::EngineId& id) {
+    return !InLiveSet(kv, id) && ActorKeysAfterRecord(kv, id).size() == 1;
+  };
+  poll([&] { return gone(running_id) && gone(asleep_id); });
+  for (const auto& id : {running_id, asleep_id}) {
+    SCOPED_TRACE(id.ToString());
+    EXPECT_FALSE(InLiveSet(kv, id));
+    const std::vector<Bytes> left = ActorKeysAfterRecord(kv, id);
+    ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
+    EXPECT_EQ(left[0], engine::keys::ActorWorkflow(id.bytes()));
+  }
+  const size_t settled = store->refused();
+  for (const auto& [state, count] : te().engine().orchestrator().LoadedActorsByState()) {
+    EXPECT_EQ(count, 0) << state << ": the retry evicts what it finished";
+  }
+  EXPECT_EQ(store->refused(), settled);
 }
 
 // A destroy that completes takes the actor out of the live set with the last deletion of
