@@ -69,15 +69,30 @@ std::optional<int64_t> DecodeAlarmRecord(const Bytes& b) {
   return std::nullopt;
 }
 
+// An exception as the runtime's log shows it: a script error with its stack.
 std::string ErrorText(std::exception_ptr e) {
   try {
     std::rethrow_exception(e);
   } catch (const ActorError& a) {
     return a.group() + "." + a.code() + ": " + a.message();
+  } catch (const ScriptError& x) {
+    return x.detail();
   } catch (const std::exception& x) {
     return x.what();
   } catch (...) {
     return "unknown exception";
+  }
+}
+
+// An exception as it may leave the runtime (an actor's stop reason, which the engine shows
+// to clients): as ErrorText, but a script error is only its one-line summary.
+std::string StopReasonText(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const ScriptError& x) {
+    return x.what();
+  } catch (...) {
+    return ErrorText(std::current_exception());
   }
 }
 
@@ -99,6 +114,8 @@ ClientError ToClientError(std::exception_ptr error, std::string_view actor_id) {
   } catch (const ActorError& a) {
     if (a.is_public()) return {a.group(), a.code(), a.message(), a.metadata()};
     LogWarn(kLog, "internal error", {{"actor", std::string(actor_id)}, {"error", a.message()}});
+  } catch (const ScriptError& x) {
+    LogWarn(kLog, "action threw", {{"actor", std::string(actor_id)}, {"error", x.detail()}});
   } catch (const std::exception& x) {
     LogWarn(kLog, "action threw", {{"actor", std::string(actor_id)}, {"error", x.what()}});
   } catch (...) {
@@ -2480,11 +2497,11 @@ void Runtime::OnStartActor(envoy::StartActor start) {
   Spawn(self->StartSequence(), [this, self](std::exception_ptr e) {
     --self->owned_tasks_;
     if (e) {
-      std::string text = ErrorText(e);
-      LogWarn(kLog, "actor failed to start", {{"actor", self->actor_id_}, {"error", text}});
+      LogWarn(kLog, "actor failed to start", {{"actor", self->actor_id_}, {"error", ErrorText(e)}});
       self->phase_ = Phase::kStopped;
       SettleEarlyRequests(*self, false);  // their answers go out before the stop
-      Error err = Error::FromString(text);
+      // The stop reason reaches clients (the engine's "Last error"): no script stack.
+      Error err = Error::FromString(StopReasonText(e));
       client_->ActorStopped(self->actor_id_, self->generation_, err);
       Retire(*self);
       return;

@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -73,6 +74,20 @@ class ActorError : public std::exception {
   std::string group_, code_, message_;
   std::optional<Value> metadata_;
   bool public_;
+};
+
+// An unstructured error thrown by actor code written in a script language (the wasm
+// runtime's JavaScript `new Error(…)`). what() is its one-line summary ("Error: boom"): that
+// is all that leaves the runtime, as the stop reason of an actor whose start failed.
+// detail() is the full text (the stack, with the host's file paths), for the runtime's log.
+class ScriptError : public std::runtime_error {
+ public:
+  ScriptError(std::string summary, std::string detail)
+      : std::runtime_error(std::move(summary)), detail_(std::move(detail)) {}
+  const std::string& detail() const { return detail_; }
+
+ private:
+  std::string detail_;
 };
 
 // An error the actor author raises on purpose: group `user`, passed to clients verbatim.

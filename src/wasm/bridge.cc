@@ -178,6 +178,8 @@ val ErrorToJs(std::exception_ptr error) {
     message = e.message();
     if (e.metadata()) metadata = ToJs(*e.metadata());
     is_public = e.is_public();
+  } catch (const runtime::ScriptError& e) {
+    message = e.detail();  // actor code sees the stack it would have seen in JavaScript
   } catch (const std::exception& e) {
     message = e.what();
   } catch (...) {
@@ -186,7 +188,8 @@ val ErrorToJs(std::exception_ptr error) {
 }
 
 void ThrowJsError(const val& error) {
-  // {group, code, message, metadata, public} when the error is structured, else {message}.
+  // {group, code, message, metadata, public} when the error is structured, else {message,
+  // stack}: the one-line summary and the full text.
   val info = Host().call<val>("errorInfo", error);
   std::string message = info["message"].as<std::string>();
   if (info["group"].isString() && info["code"].isString()) {
@@ -205,7 +208,7 @@ void ThrowJsError(const val& error) {
                               std::move(message), std::move(metadata),
                               info["public"].as<bool>());
   }
-  throw std::runtime_error(message);
+  throw runtime::ScriptError(std::move(message), info["stack"].as<std::string>());
 }
 
 val FailMarker(std::exception_ptr error) {

@@ -4,7 +4,9 @@
 //  * AwaitJs: a coroutine awaits a JS value; a thenable suspends it until the promise
 //    settles (the host's `bridgeThen` calls BridgeSettle), anything else is returned at once.
 //    A rejection, or a synchronous throw the host captured as {__keelThrown: e}, is thrown
-//    as an ActorError (the JS error carried `group`/`code`) or a plain internal error.
+//    as an ActorError (the JS error carried `group`/`code`) or else as a
+//    runtime::ScriptError: what() "Error: boom" (what may leave the runtime), detail() the
+//    stack (for logs); clients get it as an internal error.
 //  * ToPromise: a Task<val> becomes a JS Promise; a C++ exception becomes a rejection
 //    with a structured error made by the host's `makeError(group, code, message, metadata,
 //    public)`.

@@ -402,11 +402,11 @@ class WasmRuntime {
         args.call<void>("push", *static_cast<val*>(inv.instance->state_ptr()));
         val r = host_.call<val>("invoke", fn, CtxInfo(inv, 0), args);
         if (Host().call<bool>("isThrown", r)) {
-          LogWarn(
-              "wasm", "onStateChange threw",
-              {{"actor", inv.instance->actor_id()},
-               {"error",
-                Host().call<val>("errorInfo", r["__keelThrown"])["message"].as<std::string>()}});
+          // Logged with its stack when it has one (a plain Error).
+          val info = Host().call<val>("errorInfo", r["__keelThrown"]);
+          val text = info["stack"].isString() ? info["stack"] : info["message"];
+          LogWarn("wasm", "onStateChange threw",
+                  {{"actor", inv.instance->actor_id()}, {"error", text.as<std::string>()}});
         }
       };
     }

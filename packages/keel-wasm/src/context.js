@@ -13,6 +13,27 @@ function unwrap(r) {
 const toBytes = (k) => (typeof k === "string" ? encoder.encode(k) : k);
 const fromBytes = (b, type) => (type === "binary" ? b : decoder.decode(b));
 
+const invalidArgument = (message) => new ActorError("actor", "invalid_argument", message);
+
+// A value as an argument error shows what it got: strings quoted, other primitives as they
+// print, objects by type.
+function describeArg(v) {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean" || v == null) return String(v);
+  if (v instanceof Date) return "an invalid Date";
+  return typeof v;
+}
+
+// Checks an argument the core takes as text (an event, queue or action name, SQL, a
+// reason): anything else would reach the wasm binding and fail as an internal error.
+// `call` names the call and `what` the argument, e.g. ("c.broadcast", "the event name").
+function stringArg(value, call, what, { nonEmpty = false } = {}) {
+  if (typeof value !== "string" || (nonEmpty && value === "")) {
+    throw invalidArgument(`${call}: ${what} must be a ${nonEmpty ? "non-empty " : ""}string, got ${describeArg(value)}`);
+  }
+  return value;
+}
+
 function isNamedParams(v) {
   return v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v) &&
     !(v instanceof ArrayBuffer);
@@ -44,8 +65,14 @@ export class Conn {
   get transient() { return unwrap(this._rt.connFlags(this._h, this.id)).transient; }
   get state() { return unwrap(this._rt.connGetState(this._h, this.id)); }
   set state(v) { unwrap(this._rt.connSetState(this._h, this.id, v)); }
-  send(event, ...args) { unwrap(this._rt.connSend(this._h, this.id, event, args)); }
-  disconnect(reason = "") { unwrap(this._rt.connDisconnect(this._h, this.id, reason)); }
+  send(event, ...args) {
+    stringArg(event, "conn.send", "the event name");
+    unwrap(this._rt.connSend(this._h, this.id, event, args));
+  }
+  disconnect(reason) {
+    if (reason != null) stringArg(reason, "conn.disconnect", "the reason");
+    unwrap(this._rt.connDisconnect(this._h, this.id, reason ?? ""));
+  }
 }
 
 class Kv {
@@ -70,14 +97,8 @@ class Kv {
   deleteRange(start, end) { return this._rt.kvDeleteRange(this._h, toBytes(start), toBytes(end)); }
 }
 
-const invalidArgument = (message) => new ActorError("actor", "invalid_argument", message);
 // The latest time an alarm may be set for: JavaScript's last Date (year 275760).
 const MAX_TIMESTAMP = 8.64e15;
-function checkAction(action) {
-  if (typeof action !== "string" || action === "") {
-    throw invalidArgument(`schedule: the action must be an action's name, got ${typeof action}`);
-  }
-}
 
 class Schedule {
   constructor(rt, h) { this._rt = rt; this._h = h; }
@@ -86,7 +107,7 @@ class Schedule {
     if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
       throw invalidArgument(`schedule.after: the delay must be a finite number of milliseconds >= 0, got ${describeArg(ms)}`);
     }
-    checkAction(action);
+    stringArg(action, "schedule.after", "the action's name", { nonEmpty: true });
     const at = unwrap(this._rt.nowMs()) + ms;
     if (at > MAX_TIMESTAMP) throw invalidArgument(`schedule.after: ${ms} ms from now is past the latest time a Date can hold`);
     return unwrap(this._rt.schedule(this._h, at, action, args));
@@ -97,21 +118,17 @@ class Schedule {
     if (typeof ts !== "number" || !Number.isFinite(ts) || ts < 0 || ts > MAX_TIMESTAMP) {
       throw invalidArgument(`schedule.at: the time must be epoch milliseconds (a finite number >= 0) or a valid Date, got ${describeArg(timestamp)}`);
     }
-    checkAction(action);
+    stringArg(action, "schedule.at", "the action's name", { nonEmpty: true });
     return unwrap(this._rt.schedule(this._h, ts, action, args));
   }
 }
 
-function describeArg(v) {
-  if (typeof v === "string") return JSON.stringify(v);
-  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean" || v == null) return String(v);
-  if (v instanceof Date) return "an invalid Date";
-  return typeof v;
-}
-
 class Queue {
   constructor(rt, h, inv) { this._rt = rt; this._h = h; this._inv = inv; }
-  send(name, body) { return this._rt.queueSend(this._h, name, body); }
+  async send(name, body) {
+    stringArg(name, "queue.send", "the queue name");
+    return await this._rt.queueSend(this._h, name, body);
+  }
   // Messages stored (including received-but-uncompleted ones).
   size() { return unwrap(this._rt.queueSize(this._h)); }
   // The next message (waiting up to `timeout` ms, forever when unset), or undefined.
@@ -143,21 +160,34 @@ class Sql {
   constructor(rt, h) { this._rt = rt; this._h = h; }
   // Rows as objects. Without arguments `sql` may hold several statements; with them it is
   // one statement (`?` positional, or one object for :name/@name/$name parameters).
+  // Each rejects with actor.invalid_argument when `sql` is not a string.
   async execute(sql, ...args) {
+    stringArg(sql, "sql.execute", "the SQL text");
     if (args.length === 0) return rowsToObjects(await this._rt.sqlExec(this._h, sql));
     return rowsToObjects(await this._rt.sqlExecute(this._h, sql, params(args), false));
   }
-  exec(sql) { return this._rt.sqlExec(this._h, sql); }
+  async exec(sql) {
+    stringArg(sql, "sql.exec", "the SQL text");
+    return await this._rt.sqlExec(this._h, sql);
+  }
   async query(sql, p) {
+    stringArg(sql, "sql.query", "the SQL text");
     const r = await this._rt.sqlExecute(this._h, sql, p, false);
     return { columns: r.columns, rows: r.rows };
   }
   async run(sql, p) {
+    stringArg(sql, "sql.run", "the SQL text");
     const r = await this._rt.sqlExecute(this._h, sql, p, false);
     return { changes: r.changes, lastInsertRowId: r.lastInsertRowId };
   }
-  executeRaw(sql, p) { return this._rt.sqlExecute(this._h, sql, p, false); }
-  executeWrite(sql, p) { return this._rt.sqlExecute(this._h, sql, p, true); }
+  async executeRaw(sql, p) {
+    stringArg(sql, "sql.executeRaw", "the SQL text");
+    return await this._rt.sqlExecute(this._h, sql, p, false);
+  }
+  async executeWrite(sql, p) {
+    stringArg(sql, "sql.executeWrite", "the SQL text");
+    return await this._rt.sqlExecute(this._h, sql, p, true);
+  }
   // Runs `fn` with every execute forced to the writer (migrations do this already).
   async writeMode(fn) {
     unwrap(this._rt.sqlWriteMode(this._h, true));
@@ -198,12 +228,19 @@ export class ActorWebSocket {
   }
   send(data) {
     const binary = typeof data !== "string";
+    if (binary && !ArrayBuffer.isView(data) && !(data instanceof ArrayBuffer)) {
+      throw invalidArgument(`ws.send: the data must be a string or bytes (Uint8Array, ArrayBuffer), got ${describeArg(data)}`);
+    }
     unwrap(this._rt.rawSend(this.id, data, binary));
   }
-  close(code = 1000, reason = "") {
+  close(code = 1000, reason) {
+    if (!Number.isInteger(code) || code < 1000 || code > 4999) {
+      throw invalidArgument(`ws.close: the code must be an integer from 1000 to 4999, got ${describeArg(code)}`);
+    }
+    if (reason != null) stringArg(reason, "ws.close", "the reason");
     if (this.readyState >= 2) return;
     this.readyState = 2;
-    unwrap(this._rt.rawClose(this.id, code, reason));
+    unwrap(this._rt.rawClose(this.id, code, reason ?? ""));
   }
   addEventListener(type, fn) { this._listeners[type]?.add(fn); }
   removeEventListener(type, fn) { this._listeners[type]?.delete(fn); }
@@ -271,7 +308,10 @@ export class ActorContext {
     const ids = unwrap(this._rt.connIds(this._h));
     return new Map(ids.map((id) => [id, new Conn(this._rt, this._h, id)]));
   }
-  broadcast(event, ...args) { unwrap(this._rt.broadcast(this._h, event, args)); }
+  broadcast(event, ...args) {
+    stringArg(event, "c.broadcast", "the event name");
+    unwrap(this._rt.broadcast(this._h, event, args));
+  }
 
   get kv() { return new Kv(this._rt, this._h); }
   get schedule() { return new Schedule(this._rt, this._h); }

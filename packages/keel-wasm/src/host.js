@@ -280,8 +280,10 @@ export function makeHost(M, owner) {
     },
     makeError: (group, code, message, metadata, isPublic) =>
       new ActorError(group, code, message, { metadata, public: isPublic }),
-    // {group, code, message, metadata, public} of a structured error, else {message} (an
-    // Error's stack, or the thrown value as text).
+    // {group, code, message, metadata, public} of a structured error, else {message, stack}:
+    // the one-line summary ("Error: boom", or the thrown value as text), which is all that
+    // may leave the runtime (a failed start's stop reason), and the full text (an Error's
+    // stack) for the runtime's log.
     errorInfo(e) {
       try {
         if (e !== null && typeof e === "object" && typeof e.group === "string" && typeof e.code === "string") {
@@ -289,7 +291,7 @@ export function makeHost(M, owner) {
                    public: e.public !== false };
         }
       } catch {}
-      return { message: describe(e, true) };
+      return { message: describe(e), stack: describe(e, true) };
     },
   };
   return host;

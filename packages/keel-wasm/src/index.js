@@ -31,8 +31,8 @@ const HOOKS = ["createState", "createVars", "onCreate", "onMigrate", "onWake", "
 // onStateChange(c, state), onRequest(c, request) → Response, onWebSocket(c, ws).
 //
 // The definition is checked strictly (actors.md §1.1): an unknown key, an unknown option, a
-// hook or action that is not a function, an option that is not a number of milliseconds, or
-// both halves of a mutually exclusive pair (state/createState, vars/createVars,
+// hook or action that is not a function, an option that is not a number of milliseconds,
+// events or queues that are neither an array of names nor an object, or both halves of a mutually exclusive pair (state/createState, vars/createVars,
 // connState/createConnState) throw config.invalid_actor.
 export function actor(definition) {
   const invalid = (message) => new ActorError("config", "invalid_actor", message);
@@ -61,6 +61,12 @@ export function actor(definition) {
   }
   for (const [name, fn] of Object.entries(actions ?? {})) {
     if (typeof fn !== "function") throw invalid(`action ${name} must be a function`);
+  }
+  for (const key of ["events", "queues"]) {
+    const list = definition[key];
+    if (list === undefined || list === null) continue;
+    const names = Array.isArray(list) ? list.every((n) => typeof n === "string") : typeof list === "object";
+    if (!names) throw invalid(`${key} must be an array of names (strings) or an object keyed by name`);
   }
   if (options !== undefined) {
     if (options === null || typeof options !== "object" || Array.isArray(options)) throw invalid("options must be an object");

@@ -233,6 +233,26 @@ describe("wasm runtime: raw HTTP and raw WebSocket", () => {
     assert.deepEqual(await closed, { code: 4000, reason: "asked to" });
     assert.equal(await call(engine, id, "messages"), 3);
   });
+
+  test("a raw socket's send and close refuse arguments of the wrong type, naming the call", async () => {
+    const id = await getOrCreate(engine, "raw", "ws-args");
+    const ws = new WebSocket(`${engine.endpoint.replace("http", "ws")}/gateway/${id}/websocket/chat?who=bob`);
+    const inbox = [];
+    ws.onmessage = (e) => inbox.push(e.data);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    ws.send("bad-args");
+    await waitFor(() => inbox.length >= 4, 5000, "the greeting and three refusals");
+    assert.deepEqual(inbox, [
+      "hello bob",
+      "actor.invalid_argument: ws.send: the data must be a string or bytes (Uint8Array, ArrayBuffer), got 42",
+      "actor.invalid_argument: ws.close: the code must be an integer from 1000 to 4999, got \"4000\"",
+      "actor.invalid_argument: ws.close: the reason must be a string, got 7",
+    ]);
+    ws.send("still open");
+    await waitFor(() => inbox.length === 5, 5000, "the echo");
+    assert.equal(inbox[4], "echo:still open:2");
+    ws.close();
+  });
 });
 
 describe("wasm runtime: bad values and bad arguments", () => {
@@ -241,7 +261,7 @@ describe("wasm runtime: bad values and bad arguments", () => {
   const logs = [];
   before(async () => {
     engine = await startEngine();
-    registry = await serve({ hardened: actors.hardened }, {
+    registry = await serve({ hardened: actors.hardened, brokenStart: actors.brokenStart }, {
       endpoint: engine.endpoint,
       handleSignals: false,
       logLevel: "warn",
@@ -292,10 +312,46 @@ describe("wasm runtime: bad values and bad arguments", () => {
     const schedule = await error(id, "scheduleStringDelay");
     assert.equal(`${schedule.group}.${schedule.code}`, "actor.invalid_argument");
     assert.match(schedule.message, /schedule\.after.*"1000"/);
+    // Names and SQL text that are not strings are refused where they are given, naming the
+    // call and what it got (not rivetkit.internal_error from the wasm binding).
+    const refused = async (name, args, pattern) => {
+      const e = await error(id, name, args);
+      assert.equal(`${e.group}.${e.code}`, "actor.invalid_argument", `${name}${JSON.stringify(args)}: ${JSON.stringify(e)}`);
+      assert.match(e.message, pattern);
+    };
+    await refused("broadcastNumber", [], /^c\.broadcast: the event name must be a string, got 42$/);
+    await refused("connSendNumber", [], /^conn\.send: the event name must be a string, got 7$/);
+    await refused("disconnectNumber", [], /^conn\.disconnect: the reason must be a string, got 500$/);
+    await refused("queueSendNumber", [], /^queue\.send: the queue name must be a string, got 5$/);
+    for (const method of ["execute", "exec", "query", "run", "executeRaw", "executeWrite"]) {
+      await refused("sqlTextNumber", [method], new RegExp(`^sql\\.${method}: the SQL text must be a string, got 123$`));
+    }
     // The UserError reaches the client; only its unserializable metadata is dropped.
     assert.deepEqual(await error(id, "userErrorBadMetadata"),
       { group: "user", code: "with_bad_metadata", message: "kept" });
     assert.equal(await call(engine, id, "increment", 1), 1);
+  });
+
+  test("a start hook's Error reaches clients as its one-line summary; the runtime's log keeps the stack", async () => {
+    const id = await getOrCreate(engine, "brokenStart", "wake");
+    const started = Date.now();
+    const r = await action(engine, id, "ping");
+    assert.equal(r.status >= 400, true, JSON.stringify(r.body));
+    // The engine gives up after its re-wakes and names the last stop's reason.
+    assert.equal(`${r.body.group}.${r.body.code}`, "guard.service_unavailable", JSON.stringify(r.body));
+    assert.match(r.body.message, /Last error: actor\.crashed: .*Error: wake failed on purpose$/);
+    assert.doesNotMatch(r.body.message, /\n|\s{2}at |\.mjs:/, "no stack, no file paths");
+    // GET /actors shows the same reason.
+    const record = await actorRecord(engine, id);
+    const crashed = JSON.stringify(record.error ?? record);
+    assert.match(crashed, /Error: wake failed on purpose/);
+    assert.doesNotMatch(crashed, /\\n|\s{2}at |\.mjs:/);
+    // The runtime's log has the whole stack, down to the fixture's file (its line breaks
+    // escaped as \n by the log format).
+    const logged = logs.filter((l) => l.includes("actor failed to start") && l.includes("wake failed on purpose"));
+    assert.ok(logged.length > 0, logs.join("\n"));
+    assert.ok(logged.every((l) => /\\n {4}at .*fixtures\/actors\.mjs:\d+/.test(l)), logged[0]);
+    assert.ok(Date.now() - started < 10000, `the failure took ${Date.now() - started} ms`);
   });
 
   test("a client's `__proto__` key is an own property, not the object's prototype", async () => {
@@ -326,6 +382,8 @@ describe("wasm runtime: definitions and serve()", () => {
     refused({ options: { sleepTimeout: "5s" } }, /options\.sleepTimeout must be a finite number/);
     refused({ options: { noSleep: "yes" } }, /noSleep must be a boolean/);
     refused({ actions: { a: 1 } }, /action a must be a function/);
+    refused({ events: ["ok", 1] }, /events must be an array of names/);
+    refused({ queues: "jobs" }, /queues must be an array of names/);
     actor({ state: {}, options: { sleepTimeout: 100, noSleep: false, icon: "x" }, actions: { a: () => 1 } });
   });
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/log.h"
 #include "protocol/envoy/versioned.h"
 #include "runtime/actor.h"
 #include "support/runtime_harness.h"
@@ -358,6 +359,42 @@ TEST(RuntimeApi, AThrowingVarsConstructorFailsTheStartNotTheRuntime) {
   EXPECT_FALSE(h.Running("f1", 1));
   h.StartActor("a1", "tally");
   EXPECT_EQ(h.Body(h.Action("a1", "get", "[]")), R"({"output":0})");
+}
+
+// Records the warnings logged while it is installed.
+class WarningLog final : public LogSink {
+ public:
+  WarningLog() { SetLogSink(this); }
+  ~WarningLog() override { SetLogSink(nullptr); }
+  void Write(LogLevel level, std::string_view, std::string_view message) override {
+    if (level >= LogLevel::kWarn) lines.emplace_back(message);
+  }
+  std::vector<std::string> lines;
+};
+
+// What a script runtime (the wasm build's JavaScript) throws for a plain `new Error("boom")`:
+// the stop reason, which the engine shows to clients, is its one-line summary; the
+// runtime's log keeps the stack with the host's file paths.
+TEST(RuntimeApi, AScriptErrorFailingTheStartReportsItsSummaryAndLogsItsStack) {
+  ActorDef<Tally> def("scripted");
+  def.on_wake([](Ctx<Tally>&) {
+    throw runtime::ScriptError("Error: boom",
+                               "Error: boom\n    at onWake (/srv/app/actors.mjs:3:11)");
+  });
+  WarningLog logs;
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("s1", "scripted");
+  auto stopped = h.Stopped("s1", 1);
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_EQ(stopped->code, latest::StopCode::kError);
+  EXPECT_EQ(stopped->message, "unknown.unstructured: Error: boom");
+  bool logged = false;
+  for (const auto& line : logs.lines) {
+    logged = logged || (line.find("actor failed to start") != std::string::npos &&
+                        line.find("actors.mjs:3:11") != std::string::npos);
+  }
+  EXPECT_TRUE(logged) << ::testing::PrintToString(logs.lines);
 }
 
 }  // namespace
