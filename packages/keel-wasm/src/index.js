@@ -14,6 +14,7 @@
 import { ActorContext, Conn } from "./context.js";
 import { ActorError, UserError } from "./errors.js";
 import { detectHost, loadKeel, makeHost } from "./host.js";
+import { checkOptions } from "./options.js";
 
 export { ActorError, UserError, Conn, ActorContext, loadKeel, detectHost };
 export { serverless } from "./serverless.js";
@@ -236,8 +237,10 @@ export class Registry {
 // (KEEL_SQLITE_BACKEND; wasm has only "remote"), logLevel (KEEL_LOG_LEVEL), version,
 // protocolVersion (2–4), envoyKey, WebSocket, wasmModule (workerd), env (an environment
 // object, e.g. a Worker's), handleSignals (Node/Deno: SIGINT/SIGTERM stop gracefully;
-// default true), waitForConnection (default true).
+// default true), waitForConnection (default true), connectTimeoutMs (default 30000). An
+// unknown option or a value of the wrong kind rejects with config.invalid_options.
 export async function serve(actors, options = {}) {
+  checkOptions("serve", options);
   const M = await loadKeel(options);
   const registry = new Registry(M, options);
   registry.register(actors);

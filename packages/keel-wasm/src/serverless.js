@@ -36,6 +36,7 @@
 // a stream ended, default 5000). The Worker's `env` (bindings) is read like the process
 // environment (KEEL_LOG_LEVEL, KEEL_TOKEN, …).
 import { loadKeel, Registry } from "./index.js";
+import { checkOptions } from "./options.js";
 
 const VERSION = "0.1.0";
 const PING = "event: ping\ndata:\n\n";
@@ -95,6 +96,10 @@ const trimSlashes = (u) => u.replace(/\/+$/, "");
 // Returns a fetch handler object ({ fetch(request, env, ctx) }: a workerd/Cloudflare module
 // worker's default export; Deno.serve and Bun take `.fetch` too) serving `actors`.
 export function serverless(actors, options = {}) {
+  checkOptions("serverless", options, {
+    string: ["basePath"],
+    number: ["maxStartPayloadBytes", "pingIntervalMs", "stopTimeoutMs"],
+  });
   const base = normalizeBase(options.basePath);
   const maxStart = options.maxStartPayloadBytes ?? 1 << 20;
   const pingMs = options.pingIntervalMs ?? 1000;

@@ -387,6 +387,26 @@ describe("wasm runtime: definitions and serve()", () => {
     actor({ state: {}, options: { sleepTimeout: 100, noSleep: false, icon: "x" }, actions: { a: () => 1 } });
   });
 
+  test("serve() and serverless() refuse unknown options and values of the wrong kind before starting", async () => {
+    const { actor, serve, serverless } = await import("../src/index.js");
+    const actors = { a: actor({ actions: { x: () => 1 } }) };
+    const refused = (e, pattern) => e.group === "config" && e.code === "invalid_options" && pattern.test(e.message);
+    // A typo would otherwise connect to the default endpoint (or fail 30 s later).
+    await assert.rejects(serve(actors, { enpoint: "http://127.0.0.1:1" }),
+      (e) => refused(e, /^serve: unknown option `enpoint`; valid options: .*endpoint/));
+    await assert.rejects(serve(actors, { endpoint: 6420 }), (e) => refused(e, /`endpoint` must be a string, got number/));
+    await assert.rejects(serve(actors, { handleSignals: "no" }), (e) => refused(e, /`handleSignals` must be a boolean/));
+    await assert.rejects(serve(actors, { connectTimeoutMs: -1 }), (e) => refused(e, /`connectTimeoutMs` must be a finite number >= 0/));
+    await assert.rejects(serve(actors, { protocolVersion: 5 }), (e) => refused(e, /`protocolVersion` must be one of 2, 3, 4, got 5/));
+    await assert.rejects(serve(actors, { logLevel: "verbose" }), (e) => refused(e, /`logLevel` must be one of/));
+    await assert.rejects(serve(actors, null), (e) => refused(e, /options must be an object/));
+    assert.throws(() => serverless(actors, { basepath: "/api" }), (e) => refused(e, /^serverless: unknown option `basepath`/));
+    assert.throws(() => serverless(actors, { pingIntervalMs: "1s" }), (e) => refused(e, /`pingIntervalMs` must be a finite number/));
+    // Every documented option, given with its kind, passes; undefined means "not given".
+    assert.equal(typeof serverless(actors, { basePath: "/api", maxStartPayloadBytes: 1024, pingIntervalMs: 500,
+      stopTimeoutMs: 100, endpoint: undefined, token: "t", namespace: "default", logLevel: "off" }).fetch, "function");
+  });
+
   test("serve() that cannot reach an engine rejects, and then nothing keeps the process alive", async () => {
     const { spawn } = await import("node:child_process");
     const script = `
