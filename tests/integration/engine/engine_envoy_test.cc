@@ -1813,6 +1813,26 @@ class DestroySweepTest : public EngineEnvoyTest {
         asleep, [&](const json&) { return Transition(asleep) == orch::Transition::kSleeping; }));
   }
 
+  // Starts the engine over `refusing` with options_, then a running and an asleep actor of
+  // `name` with data on a new envoy `fe`, both destroyed while `refusing` refuses the
+  // deletion of their data.
+  void DestroyBothRefused(std::unique_ptr<RefuseActorDeletesStore> refusing,
+                          const std::string& name, std::unique_ptr<FakeEnvoy>& fe,
+                          engine::EngineId& running_id, engine::EngineId& asleep_id) {
+    RefuseActorDeletesStore* store = refusing.get();
+    te_ = TestEngine::WithStore(options_, std::move(refusing));
+    fe = Envoy(name + "-envoy");
+    ASSERT_NE(fe, nullptr);
+    std::string running, asleep;
+    ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, name, running, asleep));
+    running_id = *engine::EngineId::Parse(running);
+    asleep_id = *engine::EngineId::Parse(asleep);
+    ASSERT_NO_FATAL_FAILURE(DestroyBoth(*fe, running, asleep, [&](const std::string& id) {
+      store->Arm((id == running ? running_id : asleep_id).bytes());
+    }));
+    ASSERT_GE(store->refused(), 2u) << "the data deletions were not refused";
+  }
+
   // Destroys both over REST (the running one's stop confirmed by `fe`); `before(id)` runs
   // before each destroy.
   void DestroyBoth(FakeEnvoy& fe, const std::string& running, const std::string& asleep,
@@ -1842,22 +1862,12 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
   const DataDir dir(*this, "keel-engine-envoy-sweep");
   auto opened = storage::RocksDbKvStore::Open(dir.string());
   ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
-  auto refusing = std::make_unique<RefuseActorDeletesStore>(std::move(*opened));
-  RefuseActorDeletesStore* store = refusing.get();
   options_ = FastOptions();
-  te_ = TestEngine::WithStore(options_, std::move(refusing));
-
-  auto fe = Envoy("sweep-envoy");
-  ASSERT_NE(fe, nullptr);
-  std::string running, asleep;
-  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "swept", running, asleep));
-  const auto running_id = *engine::EngineId::Parse(running);
-  const auto asleep_id = *engine::EngineId::Parse(asleep);
-
-  ASSERT_NO_FATAL_FAILURE(DestroyBoth(*fe, running, asleep, [&](const std::string& id) {
-    store->Arm((id == running ? running_id : asleep_id).bytes());
-  }));
-  ASSERT_GE(store->refused(), 2u) << "the data deletions were not refused";
+  std::unique_ptr<FakeEnvoy> fe;
+  engine::EngineId running_id, asleep_id;
+  ASSERT_NO_FATAL_FAILURE(
+      DestroyBothRefused(std::make_unique<RefuseActorDeletesStore>(std::move(*opened)), "swept", fe,
+                         running_id, asleep_id));
 
   storage::KvStore& before = te().engine().store();
   for (const auto& id : {running_id, asleep_id}) {
@@ -1911,17 +1921,10 @@ TEST_F(DestroySweepTest, AFailedDeletionIsRetriedWhileTheEngineRuns) {
   RefuseActorDeletesStore* store = refusing.get();
   options_ = FastOptions();
   options_.data_deletion_retry_ms = 20;
-  te_ = TestEngine::WithStore(options_, std::move(refusing));
-
-  auto fe = Envoy("retry-envoy");
-  ASSERT_NE(fe, nullptr);
-  std::string running, asleep;
-  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "retried", running, asleep));
-  const auto running_id = *engine::EngineId::Parse(running);
-  const auto asleep_id = *engine::EngineId::Parse(asleep);
-  ASSERT_NO_FATAL_FAILURE(DestroyBoth(*fe, running, asleep, [&](const std::string& id) {
-    store->Arm((id == running ? running_id : asleep_id).bytes());
-  }));
+  std::unique_ptr<FakeEnvoy> fe;
+  engine::EngineId running_id, asleep_id;
+  ASSERT_NO_FATAL_FAILURE(
+      DestroyBothRefused(std::move(refusing), "retried", fe, running_id, asleep_id));
 
   // Refused again and again while armed (20, 40, 80 ms …): retries, not one try.
   // Polls every 5 ms until `done` holds or 10 s have passed.
@@ -1930,7 +1933,6 @@ TEST_F(DestroySweepTest, AFailedDeletionIsRetriedWhileTheEngineRuns) {
     while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
   };
   const size_t first = store->refused();
-  ASSERT_GE(first, 2u) << "the data deletions were not refused";
   poll([&] { return store->refused() >= first + 4; });
   ASSERT_GE(store->refused(), first + 4) << "a failed deletion was not tried again";
   storage::KvStore& kv = te().engine().store();
