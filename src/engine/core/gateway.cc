@@ -78,6 +78,10 @@ struct Gateway::InFlight {
   bool can_hibernate = false;
   bool hibernating = false;  // no instance: the socket waits for a wake
   bool waking = false;       // a wake is in flight
+  // Reattach is sending the unacknowledged messages again: a user message that arrives
+  // meanwhile is only buffered (it is in `unacked`), and Reattach sends it after them, so
+  // the envoy sees the indices in order (it closes on a skip, envoy-protocol.md §6.4).
+  bool replaying = false;
   struct Pending {
     uint16_t index;
     latest::ToEnvoyWebSocketMessage message;
@@ -455,7 +459,7 @@ void Gateway::FromUser(uint32_t request_id, latest::ToEnvoyTunnelMessageKind kin
         entry.waking = true;
         wake = true;
       }
-    } else {
+    } else if (!entry.replaying) {
       session = entry.session.lock();
     }
   }
@@ -613,14 +617,35 @@ void Gateway::Reattach(uint32_t request_id, std::shared_ptr<EnvoySession> sessio
     entry.session_id = session->id();
     entry.hibernating = false;
     entry.waking = false;
+    entry.replaying = true;
     engine_.clock().Cancel(entry.keepalive);
     entry.keepalive = TimerId{};
     resend.assign(entry.unacked.begin(), entry.unacked.end());
   }
-  // No new WebSocketOpen: the actor restored the socket from hibernatingRequests.
-  for (auto& p : resend) {
-    SendToEnvoy(*session, request_id, p.index,
-                latest::ToEnvoyTunnelMessageKind{std::move(p.message)});
+  // No new WebSocketOpen: the actor restored the socket from hibernatingRequests. Sent
+  // outside the lock, in rounds: what the user sent during a round goes out in the next one
+  // (FromUser only buffers while `replaying`), until a round finds nothing newer.
+  std::optional<uint16_t> last_sent;
+  while (true) {
+    for (auto& p : resend) {
+      last_sent = p.index;
+      SendToEnvoy(*session, request_id, p.index,
+                  latest::ToEnvoyTunnelMessageKind{std::move(p.message)});
+    }
+    resend.clear();
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end()) return;
+    InFlight& entry = it->second;
+    // Detached again meanwhile: it hibernates anew (its keepalive stays), nothing to do.
+    if (entry.session_id != session->id()) return;
+    for (const InFlight::Pending& p : entry.unacked) {
+      if (!last_sent.has_value() || !IndexAtMost(p.index, *last_sent)) resend.push_back(p);
+    }
+    if (resend.empty()) {
+      entry.replaying = false;
+      break;
+    }
   }
   WriteKeepalive(request_id, false);
 }

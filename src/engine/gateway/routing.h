@@ -54,7 +54,8 @@ inline constexpr std::string_view kHeaderWebSocketProtocol = "sec-websocket-prot
 
 struct GatewayRequest {
   std::string_view method;
-  // Origin-form request target: path plus optional "?query", as received.
+  // The request target as received: origin-form (path plus optional "?query"), or
+  // absolute-form (see OriginFormTarget).
   std::string_view target;
   // Header names are matched case-insensitively; for repeated names the first counts.
   std::span<const Header> headers;
@@ -144,7 +145,14 @@ bool IsActorRoute(const Route& route);
 // preflights), "envoy" or "api". ("none" for guard.no_route is the caller's.)
 std::string_view RouteMetricLabel(const Route& route);
 
-// Classifies one request. Errors:
+// RFC 9112 §3.2.2: a server must accept a request target in absolute-form
+// ("http://host:port/path?query", which clients send to proxies). Returns its origin-form
+// ("/path?query"; "/" when the path is empty, "/?query" for "http://h?query") for an
+// absolute-form target with scheme http, https, ws or wss (any case); any other target as
+// is. ClassifyRequest routes on this form, and the paths it forwards are in it.
+std::string OriginFormTarget(std::string_view target);
+
+// Classifies one request (an absolute-form target as its OriginFormTarget). Errors:
 //   guard.no_route — nothing matched (404), incl. the `/request` rule and unknown targets;
 //   guard.missing_header — header form without `x-rivet-actor` / `rivet_actor.*`;
 //   guard.invalid_actor_id — `rivet_actor.*` with a bad percent escape;

@@ -21,6 +21,7 @@
 #include "net/blocking_ws_client.h"
 #include "net/client.h"
 #include "support/fake_envoy.h"
+#include "support/raw_http_client.h"
 #include "support/test_engine.h"
 #include "support/ws_expect.h"
 
@@ -248,6 +249,33 @@ TEST_F(GatewayTest, QueryFormForwardsRemainingQueryByteForByte) {
                 "&rvt-pool=default&rvt-key=b&y=a+b&x&w=%2F");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(Header(r, "x-echo-path"), "/a%2Fb/c?z=%7e&y=a+b&x&w=%2F");
+}
+
+// RFC 9112 §3.2.2: a request whose target is in absolute-form (as sent to a proxy) is
+// routed like its origin-form, and the actor sees the origin-form path.
+TEST_F(GatewayTest, AbsoluteFormTargetsReachTheActor) {
+  RawHttpClient client(engine_->port());
+  ASSERT_TRUE(client.connected());
+  const std::string authority = "127.0.0.1:" + std::to_string(engine_->port());
+  ASSERT_TRUE(client.Send("GET http://" + authority + "/gateway/" + actor_ +
+                          "/abs/x?q=%20 HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
+  std::string r = client.ReadResponse();
+  EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r;
+  EXPECT_EQ(RawHttpClient::Header(r, "x-echo-path"), "/abs/x?q=%20") << r;
+  auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/abs/x?q=%20");
+
+  // The query form too, its errors included; the same connection stays usable.
+  ASSERT_TRUE(client.Send("GET http://" + authority +
+                          "/gateway/counter/abs?rvt-namespace=default&rvt-method=get&rvt-key=a&"
+                          "rvt-key=b HTTP/1.1\r\nHost: " +
+                          authority + "\r\nConnection: close\r\n\r\n"));
+  r = client.ReadResponse();
+  EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r;
+  auto body = json::parse(RawHttpClient::Body(r), nullptr, false);
+  ASSERT_FALSE(body.is_discarded()) << r;
+  EXPECT_EQ(body.value("code", ""), "query_duplicate_param") << r;
 }
 
 TEST_F(GatewayTest, QueryFormGetMissingKeyIsActorNotFound) {
@@ -1122,6 +1150,90 @@ TEST(GatewayStandaloneTest, ResponseNotStartedInTimeIsServiceUnavailable) {
   envoy->SetPolicy(TunnelEnvoyPolicy{});
   auto ok = Call(engine.http_url(), "GET", "/gateway/" + actor + "/y");
   EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+// §5.8 / envoy-protocol.md §6.4: when a hibernated socket re-attaches, the gateway sends
+// the unacknowledged messages again, and the envoy closes the socket on any index that is
+// not the next one. A user who keeps talking while the replay is under way must not
+// overtake it: every message reaches the envoy exactly once after the replay, in index order.
+TEST(GatewayStandaloneTest, MessagesSentDuringAReplayFollowItInIndexOrder) {
+  SetLogLevel(LogLevel::kWarn);
+  engine::EngineOptions options;
+  options.seed = 23;
+  TestEngine te(options);
+  FakeEnvoyOptions eo;
+  eo.ws_url = te.ws_url();
+  eo.envoy_key = "replay-order-envoy";
+  auto envoy = FakeEnvoy::ConnectAndInit(eo);
+  ASSERT_TRUE(envoy.has_value()) << envoy.error().ToString();
+  FakeEnvoy& fe = **envoy;
+  const std::string id = CreateActor(te.http_url(), "room", "replay");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(fe.WaitCommand(id, kWait).has_value());
+  ASSERT_TRUE(fe.SendRunning(id, 1).has_value());
+
+  auto next_tunnel = [&](auto kind_tag) -> std::optional<latest::ToEnvoyTunnelMessage> {
+    using Kind = decltype(kind_tag);
+    auto frame = fe.WaitForFrame(
+        [](const latest::ToEnvoy& m) {
+          const auto* t = std::get_if<latest::ToEnvoyTunnelMessage>(&m.value);
+          return t != nullptr && std::holds_alternative<Kind>(t->message_kind.value);
+        },
+        kWait);
+    if (!frame.has_value()) return std::nullopt;
+    return std::get<latest::ToEnvoyTunnelMessage>(std::move(frame->msg.value));
+  };
+  auto reply = [&](latest::MessageId mid, latest::ToRivetTunnelMessageKind kind) {
+    latest::ToRivetTunnelMessage msg;
+    msg.message_id = mid;
+    msg.message_kind = std::move(kind);
+    return fe.Send(latest::ToRivet{std::move(msg)}).has_value();
+  };
+
+  auto user = ConnectUser(te.ws_url() + "/gateway/" + id + "/websocket");
+  ASSERT_NE(user, nullptr);
+  auto open = next_tunnel(latest::ToEnvoyWebSocketOpen{});
+  ASSERT_TRUE(open.has_value());
+  const latest::MessageId request = open->message_id;
+  ASSERT_TRUE(reply(request, latest::ToRivetWebSocketOpen{true}));
+
+  // The actor sleeps, hibernating the socket.
+  ASSERT_TRUE(reply(request, latest::ToRivetWebSocketClose{std::nullopt, std::nullopt, true}));
+  ASSERT_TRUE(fe.SendIntentSleep(id, 1).has_value());
+  auto stop = fe.WaitCommand(id, kWait);
+  ASSERT_TRUE(stop.has_value());
+  ASSERT_TRUE(stop->inner.is<latest::CommandStopActor>());
+  ASSERT_TRUE(fe.SendStopped(id, 1).has_value());
+
+  // The first message wakes the actor; many more wait with it, so the replay takes a while.
+  constexpr int kBuffered = 2000;
+  constexpr int kDuring = 3000;
+  for (int i = 0; i < kBuffered; ++i) {
+    ASSERT_TRUE(user->Send("b" + std::to_string(i), false).has_value());
+  }
+  auto wake = fe.WaitCommand(id, kWait);
+  ASSERT_TRUE(wake.has_value()) << wake.error().ToString();
+  ASSERT_TRUE(wake->inner.is<latest::CommandStartActor>());
+  // The user keeps talking while the socket re-attaches and the replay runs.
+  std::thread talker([&] {
+    for (int i = 0; i < kDuring; ++i) {
+      if (!user->Send("d" + std::to_string(i), false).has_value()) return;
+    }
+  });
+  const bool running = fe.SendRunning(id, 2).has_value();
+  talker.join();
+  ASSERT_TRUE(running);
+
+  // Indices 1.. in order, each once, nothing closed on the way.
+  for (int expected = 1; expected <= kBuffered + kDuring; ++expected) {
+    auto m = next_tunnel(latest::ToEnvoyWebSocketMessage{});
+    ASSERT_TRUE(m.has_value()) << "message " << expected << " never arrived";
+    ASSERT_EQ(m->message_id.message_index, expected) << "out of order";
+    const auto& data = m->message_kind.get_if<latest::ToEnvoyWebSocketMessage>()->data;
+    const std::string want = expected <= kBuffered ? "b" + std::to_string(expected - 1)
+                                                   : "d" + std::to_string(expected - kBuffered - 1);
+    ASSERT_EQ(Text(data), want);
+  }
 }
 
 }  // namespace

@@ -281,6 +281,31 @@ TEST(Routing, QueryFormErrors) {
   }
 }
 
+// A target near the header limit holds thousands of rvt-* params (the duplicate check is
+// one pass over them; its cost is not asserted here): all distinct, they are unknown
+// params, and one repeat at the very end is still found and named.
+TEST(Routing, QueryFormWithThousandsOfRvtParamsFindsTheLastRepeat) {
+  constexpr int kParams = 3000;
+  std::string many;
+  for (int i = 0; i < kParams; ++i) many += "&rvt-p" + std::to_string(i) + "=";
+  const std::string base = "/gateway/c?rvt-namespace=ns&rvt-method=get";
+  ExpectError(Classify(Http(base + many)), "guard", "query_invalid_params", "many unknown");
+  Result<Route> dup = Classify(Http(base + many + "&rvt-p7=x"));
+  ExpectError(dup, "guard", "query_duplicate_param", "late duplicate");
+  if (!dup.ok()) {
+    EXPECT_EQ(dup.error().message(), "duplicate query gateway param: rvt-p7");
+  }
+}
+
+// The clients (actors.md §4.2) and §5.3 name the pool rvt-runner: the error names it too.
+TEST(Routing, QueryFormMissingPoolNamesRvtRunner) {
+  Result<Route> r = Classify(Http("/gateway/c?rvt-namespace=ns&rvt-method=getOrCreate"));
+  ExpectError(r, "guard", "query_missing_pool", "no pool");
+  if (!r.ok()) {
+    EXPECT_NE(r.error().message().find("rvt-runner"), std::string::npos) << r.error().message();
+  }
+}
+
 TEST(Routing, QueryFormEmptyInputIsNotAllowedButEmptyArrayIs) {
   std::string goc = "/gateway/c?rvt-namespace=ns&rvt-method=getOrCreate&rvt-pool=p";
   EXPECT_EQ(Expect<ActorByQueryRoute>(Classify(Http(goc + "&rvt-input=gA"))).input, Bytes{0x80});
@@ -289,6 +314,52 @@ TEST(Routing, QueryFormEmptyInputIsNotAllowedButEmptyArrayIs) {
 TEST(Routing, QueryFormGetAcceptsPoolParam) {
   Expect<ActorByQueryRoute>(
       Classify(Http("/gateway/c?rvt-namespace=ns&rvt-method=get&rvt-pool=p")));
+}
+
+// RFC 9112 §3.2.2: the absolute-form of a request target is routed as its origin-form.
+TEST(Routing, OriginFormOfAnAbsoluteFormTarget) {
+  for (const auto& [in, out] : std::vector<std::pair<std::string, std::string>>{
+           {"/gateway/a/b?x=1", "/gateway/a/b?x=1"},
+           {"http://h:6420/gateway/a/b?x=1", "/gateway/a/b?x=1"},
+           {"HTTPS://h/gateway/a", "/gateway/a"},
+           {"ws://user@h/connect?rvt-key=a/b", "/connect?rvt-key=a/b"},
+           {"wss://h", "/"},
+           {"http://h?x=1", "/?x=1"},
+           {"http://h#f", "/#f"},
+           // Not absolute-form: left as is (and so routed nowhere but the API).
+           {"*", "*"},
+           {"gateway/a", "gateway/a"},
+           {"ftp://h/gateway/a", "ftp://h/gateway/a"},
+           {"://h/gateway/a", "://h/gateway/a"},
+           {"", ""},
+       }) {
+    EXPECT_EQ(OriginFormTarget(in), out) << in;
+  }
+}
+
+TEST(Routing, AbsoluteFormTargetsAreRoutedLikeTheirOriginForm) {
+  ActorByIdRoute direct =
+      Expect<ActorByIdRoute>(Classify(Http("http://127.0.0.1:6420/gateway/abc@t/p/q?x=%20")));
+  EXPECT_EQ(direct.actor_id, "abc");
+  EXPECT_EQ(direct.token, "t");
+  EXPECT_EQ(direct.forwarded_path, "/p/q?x=%20");
+
+  ActorByQueryRoute query = Expect<ActorByQueryRoute>(Classify(
+      Http("http://h/gateway/counter/act?z=1&rvt-namespace=ns&rvt-method=get&rvt-key=a,b")));
+  EXPECT_EQ(query.name, "counter");
+  EXPECT_EQ(query.key, (ActorKey{"a", "b"}));
+  EXPECT_EQ(query.forwarded_path, "/act?z=1");
+  ExpectError(Classify(Http("http://h/gateway/c?rvt-namespace=ns&rvt-method=fetch")), "guard",
+              "query_invalid_params", "absolute-form query error");
+
+  ActorByHeaderRoute header = Expect<ActorByHeaderRoute>(Classify(
+      Http("http://h/request/x?a=1", {{"x-rivet-target", "actor"}, {"x-rivet-actor", "id"}})));
+  EXPECT_EQ(header.forwarded_path, "/request/x?a=1");
+  ActorByIdRoute ws = Expect<ActorByIdRoute>(Classify(Ws("ws://h/gateway/abc/connect", "rivet")));
+  EXPECT_EQ(ws.forwarded_path, "/connect");
+  Expect<EnvoyConnectRoute>(Classify(Ws("ws://h/envoys/connect?namespace=n", "rivet")));
+  EXPECT_EQ(Expect<ApiRoute>(Classify(Http("http://h/actors?namespace=n"))).target,
+            "/actors?namespace=n");
 }
 
 TEST(Routing, DoubleSlashDisablesTheQueryFormToo) {
