@@ -1,6 +1,7 @@
 #include "client/client.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -60,9 +61,21 @@ ClientError FromNet(const Error& e) {
   return Err("connect_failed", e.ToString());
 }
 
+// Whether `text` contains `part`, ignoring ASCII case.
+bool ContainsNoCase(std::string_view text, std::string_view part) {
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  return std::search(text.begin(), text.end(), part.begin(), part.end(),
+                     [&](char a, char b) { return lower(a) == lower(b); }) != text.end();
+}
+
 // Errors that mean "the actor is not reachable at this id right now" (actors.md §4.2): a
-// dynamic handle forgets its id and retries through the gateway's query form.
+// dynamic handle forgets its id and retries through the gateway's query form. An error
+// saying the database was accessed after the actor stopped is not one, whatever its code
+// (§4.2: the action ran into the stop, running it again is not the remedy).
 bool IsSchedulingError(const ClientError& e) {
+  if (ContainsNoCase(e.message, "database accessed after actor stopped")) return false;
   if (e.group == "actor") {
     static const char* const kCodes[] = {"not_found",   "starting",     "stopping",
                                          "destroying",  "not_configured", "dropped_reply",
@@ -142,14 +155,29 @@ std::pair<std::string, std::string> SplitUserPath(std::string_view path) {
   return {std::string(path), std::string(query)};
 }
 
-// Blocks on `fut` unless called from the client's own I/O thread (which would deadlock).
-template <typename T>
-ClientResult<T> Await(net::IoRuntime& io, std::future<ClientResult<T>> fut) {
-  if (io.InRuntimeThread()) {
-    return Unexpected(Err("invalid_argument", "blocking client call made on the client's I/O thread"));
-  }
-  return fut.get();
+ClientError OnIoThreadError() {
+  return Err("invalid_argument", "blocking client call made on the client's I/O thread");
 }
+ClientError ClientGoneError() { return Err("closed", "the client was destroyed"); }
+
+// `timeout` as a bound to wait with, or none for one too long to add to the clock's now
+// (milliseconds::max(), the natural "no timeout", would overflow and expire at once).
+std::optional<std::chrono::milliseconds> Bounded(std::chrono::milliseconds timeout) {
+  constexpr std::chrono::milliseconds kForever = std::chrono::hours(24 * 365 * 100);
+  if (timeout >= kForever) return std::nullopt;
+  return timeout;
+}
+
+// The answer a blocking call waits for: set once, by the operation it started or by ~Client
+// (client.closed), whichever comes first; later sets are ignored.
+template <typename T>
+struct Waiter {
+  std::atomic<bool> set{false};
+  std::promise<ClientResult<T>> promise;
+  void Set(ClientResult<T> r) {
+    if (!set.exchange(true)) promise.set_value(std::move(r));
+  }
+};
 
 }  // namespace
 
@@ -158,6 +186,53 @@ ClientResult<T> Await(net::IoRuntime& io, std::future<ClientResult<T>> fut) {
 
 struct ClientShared {
   ClientOptions options;
+  // ~Client ends every blocking call still waiting (client.closed) and disposes every
+  // connection, so that a call in flight on another thread neither hangs nor waits for
+  // work the stopped runtime will never do. Guarded by life_mu; a blocking call starts its
+  // operation under it, so none starts on the runtime after ~Client stopped it.
+  std::mutex life_mu;
+  bool closed = false;
+  uint64_t next_waiter = 0;
+  std::map<uint64_t, std::function<void()>> waiters;  // each ends one blocking call
+  std::vector<std::weak_ptr<ActorConn::Impl>> conns;
+
+  // Starts an operation (`start` gets the completion; it must not block nor complete
+  // synchronously) and blocks until it completes, the Client is destroyed (client.closed)
+  // or `timeout` passes (nullopt then, the operation left running). Refused on the I/O
+  // thread, which would deadlock.
+  template <typename T>
+  std::optional<ClientResult<T>> WaitFor(
+      const std::function<void(std::function<void(ClientResult<T>)>)>& start,
+      std::optional<std::chrono::milliseconds> timeout) {
+    if (io->InRuntimeThread()) return ClientResult<T>(Unexpected(OnIoThreadError()));
+    auto w = std::make_shared<Waiter<T>>();
+    auto fut = w->promise.get_future();
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lock(life_mu);
+      if (closed) return ClientResult<T>(Unexpected(ClientGoneError()));
+      id = next_waiter++;
+      waiters.emplace(id, [w] { w->Set(Unexpected(ClientGoneError())); });
+      start([w](ClientResult<T> r) { w->Set(std::move(r)); });
+    }
+    bool ready = true;
+    if (timeout) {
+      ready = fut.wait_for(*timeout) == std::future_status::ready;
+    } else {
+      fut.wait();
+    }
+    {
+      std::lock_guard<std::mutex> lock(life_mu);
+      waiters.erase(id);
+    }
+    if (!ready) return std::nullopt;
+    return fut.get();
+  }
+  template <typename T>
+  ClientResult<T> Wait(const std::function<void(std::function<void(ClientResult<T>)>)>& start) {
+    return *WaitFor<T>(start, std::nullopt);
+  }
+
   std::string base;  // "http://host:port"
   std::string ws_base;  // "ws://host:port"
   std::optional<ClientError> endpoint_error;
@@ -194,10 +269,9 @@ struct ClientShared {
   }
 
   ClientResult<net::HttpResponse> FetchBlocking(std::string url, net::HttpRequest req) {
-    auto p = std::make_shared<std::promise<ClientResult<net::HttpResponse>>>();
-    auto fut = p->get_future();
-    FetchAsync(std::move(url), std::move(req), [p](ClientResult<net::HttpResponse> r) { p->set_value(std::move(r)); });
-    return Await(*io, std::move(fut));
+    return Wait<net::HttpResponse>([&](std::function<void(ClientResult<net::HttpResponse>)> done) {
+      FetchAsync(std::move(url), std::move(req), std::move(done));
+    });
   }
 
   // REST call with a JSON body; the parsed JSON answer or the structured error.
@@ -215,15 +289,20 @@ struct ClientShared {
       if (res->status < 200 || res->status >= 300) return done(Unexpected(ErrorFromResponse(*res, wire::Encoding::kJson)));
       json j = json::parse(res->body, nullptr, false);
       if (j.is_discarded()) return done(Unexpected(Err("bad_response", "the engine answered with invalid JSON")));
+      // Every REST answer is an object (actors.md §7); the callers index it by name.
+      if (!j.is_object()) {
+        return done(
+            Unexpected(Err("bad_response", "the engine answered with JSON that is not an object: " +
+                                               res->body.substr(0, 200))));
+      }
       done(std::move(j));
     });
   }
 
   ClientResult<json> Rest(std::string method, std::string path, std::optional<json> body = std::nullopt) {
-    auto p = std::make_shared<std::promise<ClientResult<json>>>();
-    auto fut = p->get_future();
-    RestAsync(std::move(method), std::move(path), std::move(body), [p](ClientResult<json> r) { p->set_value(std::move(r)); });
-    return Await(*io, std::move(fut));
+    return Wait<json>([&](std::function<void(ClientResult<json>)> done) {
+      RestAsync(std::move(method), std::move(path), std::move(body), std::move(done));
+    });
   }
 
   std::string NamespaceQuery() const { return "namespace=" + gw::PercentEncode(options.namespace_name); }
@@ -235,15 +314,20 @@ ClientResult<ActorInfo> ParseActorInfo(const json& a) {
   if (!a.is_object() || !a.contains("actor_id") || !a["actor_id"].is_string()) {
     return Unexpected(Err("bad_response", "actor record without actor_id"));
   }
+  // Fields of another type than expected are read as absent (json::value would throw).
+  auto text = [&](const char* f) -> std::string {
+    auto it = a.find(f);
+    return it != a.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
   ActorInfo info;
   info.actor_id = a["actor_id"].get<std::string>();
-  info.name = a.value("name", "");
+  info.name = text("name");
   if (a.contains("key") && a["key"].is_string()) {
     auto key = gw::ParseActorKey(a["key"].get<std::string>());
     if (key.has_value()) info.key = std::move(*key);
   }
-  info.crash_policy = a.value("crash_policy", "");
-  info.pool = a.value("runner_name_selector", "");
+  info.crash_policy = text("crash_policy");
+  info.pool = text("runner_name_selector");
   auto ts = [&](const char* f) -> std::optional<int64_t> {
     if (a.contains(f) && a[f].is_number_integer()) return a[f].get<int64_t>();
     return std::nullopt;
@@ -413,10 +497,11 @@ ClientResult<net::HttpResponse> ActorRequest(const std::shared_ptr<HandleState>&
     auto url = h->Url(c.base, rest, user_query);
     if (!url) {
       // A key the query form cannot carry: resolve over REST, then go direct.
-      auto p = std::make_shared<std::promise<ClientResult<std::string>>>();
-      auto fut = p->get_future();
-      h->ResolveAsync([p](ClientResult<std::string> r) { p->set_value(std::move(r)); });
-      auto id = Await(*c.io, std::move(fut));
+      // `h` outlives the resolution only when the wait ends with it: keep it in the callback.
+      auto id = c.Wait<std::string>([&](std::function<void(ClientResult<std::string>)> done) {
+        h->ResolveAsync(
+            [h, done = std::move(done)](ClientResult<std::string> r) { done(std::move(r)); });
+      });
       if (!id.has_value()) {
         if (IsSchedulingError(id.error()) && attempt < attempts) {
           last = id.error();
@@ -461,11 +546,12 @@ ClientResult<net::Headers> ActorHeaders(const std::shared_ptr<HandleState>& h, b
 const std::string& ActorHandle::name() const { return state_->name; }
 
 ClientResult<std::string> ActorHandle::Resolve() {
-  auto p = std::make_shared<std::promise<ClientResult<std::string>>>();
-  auto fut = p->get_future();
   auto keep = state_;
-  state_->ResolveAsync([p, keep](ClientResult<std::string> r) { p->set_value(std::move(r)); });
-  return Await(*state_->client->io, std::move(fut));
+  return state_->client->Wait<std::string>(
+      [&](std::function<void(ClientResult<std::string>)> done) {
+        keep->ResolveAsync(
+            [keep, done = std::move(done)](ClientResult<std::string> r) { done(std::move(r)); });
+      });
 }
 
 std::string ActorHandle::GatewayUrl() const {
@@ -607,6 +693,7 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
   std::condition_variable cv;
   ConnStatus status = ConnStatus::kIdle;
   bool disposed = false;
+  ClientError dispose_error;  // why, once disposed: client.closed
   bool open = false;  // Init received on the current socket
   uint64_t socket_gen = 0;
   std::shared_ptr<net::WsConnection> ws;
@@ -896,6 +983,36 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
     Run(out);
   }
 
+  // Closes for good (ActorConn::Dispose, or ~Client with client.closed): pending actions fail
+  // with `why`. Returns the calls to make (completions and Dispose's own notices).
+  Deferred Dispose(const ClientError& why) {
+    Deferred out;
+    std::unique_lock<std::mutex> lock(mu);
+    if (disposed) return out;
+    disposed = true;
+    dispose_error = why;
+    cv.notify_all();
+    if (reconnect_timer) {
+      client->io->clock().Cancel(*reconnect_timer);
+      reconnect_timer.reset();
+    }
+    if (ws) {
+      ws->Close(1000, "");
+      ws.reset();
+    }
+    FailPending(why, false, out);
+    if (open) {
+      for (const auto& l : on_close.items) Notify(out, l);
+    }
+    open = false;
+    SetStatus(ConnStatus::kDisconnected, out);
+    // Dispose's own notices run although the connection is now disposed.
+    for (Call& call : out) call.dispose_notice = true;
+    // A listener call running now ends before Dispose returns; later ones are dropped (Run).
+    WaitForListenersLocked(lock);
+    return out;
+  }
+
   void OnSocketClose(uint64_t gen, uint16_t code, std::string reason) {
     Deferred out;
     {
@@ -959,10 +1076,16 @@ ClientStatus ActorConn::WaitReady(std::chrono::milliseconds timeout) {
     return Unexpected(Err("invalid_argument", "blocking client call made on the client's I/O thread"));
   }
   std::unique_lock<std::mutex> lock(impl_->mu);
-  const bool ok = impl_->cv.wait_for(lock, timeout, [&] {
+  auto ready = [&] {
     return impl_->disposed || (impl_->status == ConnStatus::kConnected && impl_->open);
-  });
-  if (impl_->disposed) return Unexpected(Err("closed", "the connection was disposed"));
+  };
+  bool ok = true;
+  if (const auto bound = Bounded(timeout)) {
+    ok = impl_->cv.wait_for(lock, *bound, ready);
+  } else {
+    impl_->cv.wait(lock, ready);
+  }
+  if (impl_->disposed) return Unexpected(impl_->dispose_error);
   if (!ok) return Unexpected(Err("timeout", "the connection did not open in time"));
   return {};
 }
@@ -974,8 +1097,13 @@ std::optional<uint64_t> QueueAction(ActorConn::Impl& m, std::string action, Valu
                                     ActorConn::ActionCallback done) {
   std::unique_lock<std::mutex> lock(m.mu);
   if (m.disposed) {
+    ClientError e = m.dispose_error;
     lock.unlock();
-    m.client->io->Post([done = std::move(done)] { done(Unexpected(Err("closed", "the connection was disposed"))); });
+    if (m.client->io->stopped()) {
+      done(Unexpected(std::move(e)));  // the Client is gone: no I/O thread to run it on
+    } else {
+      m.client->io->Post([done = std::move(done), e = std::move(e)] { done(Unexpected(e)); });
+    }
     return std::nullopt;
   }
   if (!m.open && m.unreported) {
@@ -1001,24 +1129,23 @@ void ActorConn::ActionAsync(std::string action, Value args, ActionCallback done)
 }
 
 ClientResult<Value> ActorConn::Action(std::string_view action, Value args, std::chrono::milliseconds timeout) {
-  if (impl_->client->io->InRuntimeThread()) {
-    return Unexpected(Err("invalid_argument", "blocking client call made on the client's I/O thread"));
-  }
-  auto p = std::make_shared<std::promise<ClientResult<Value>>>();
-  auto fut = p->get_future();
-  const std::optional<uint64_t> id =
-      QueueAction(*impl_, std::string(action), std::move(args),
-                  [p](ClientResult<Value> r) { p->set_value(std::move(r)); });
-  if (fut.wait_for(timeout) != std::future_status::ready) {
+  std::optional<uint64_t> id;
+  auto r = impl_->client->WaitFor<Value>(
+      [&](std::function<void(ClientResult<Value>)> done) {
+        id = QueueAction(*impl_, std::string(action), std::move(args), std::move(done));
+      },
+      Bounded(timeout));
+  if (!r || !r->has_value()) {
     // Withdraws this call's own action, by the id it was given (another thread's action may
     // have been queued in between: that one still gets its answer).
     if (id) {
       std::lock_guard<std::mutex> lock(impl_->mu);
       impl_->pending.erase(*id);
     }
-    return Unexpected(Err("timeout", "no answer to action '" + std::string(action) + "' in time"));
   }
-  return fut.get();
+  if (!r)
+    return Unexpected(Err("timeout", "no answer to action '" + std::string(action) + "' in time"));
+  return std::move(*r);
 }
 
 namespace {
@@ -1091,35 +1218,10 @@ ActorConn::Unsubscribe ActorConn::Once(std::string event, std::function<void(con
 }
 
 void ActorConn::Dispose() {
-  Impl& m = *impl_;
-  Impl::Deferred out;
-  {
-    std::unique_lock<std::mutex> lock(m.mu);
-    if (m.disposed) return;
-    m.disposed = true;
-    m.cv.notify_all();
-    if (m.reconnect_timer) {
-      m.client->io->clock().Cancel(*m.reconnect_timer);
-      m.reconnect_timer.reset();
-    }
-    if (m.ws) {
-      m.ws->Close(1000, "");
-      m.ws.reset();
-    }
-    m.FailPending(Err("closed", "the connection was disposed"), false, out);
-    if (m.open) {
-      for (const auto& l : m.on_close.items) Impl::Notify(out, l);
-    }
-    m.open = false;
-    m.SetStatus(ConnStatus::kDisconnected, out);
-    // Dispose's own notices run although the connection is now disposed.
-    for (Impl::Call& call : out) call.dispose_notice = true;
-    // A listener call running now ends before Dispose returns; later ones are dropped (Run).
-    m.WaitForListenersLocked(lock);
-  }
+  Impl::Deferred out = impl_->Dispose(Err("closed", "the connection was disposed"));
   // Its notices run on the I/O thread, as everywhere else.
   if (!out.empty()) {
-    m.client->io->Post([impl = impl_, out = std::move(out)]() mutable { impl->Run(out); });
+    impl_->client->io->Post([impl = impl_, out = std::move(out)]() mutable { impl->Run(out); });
   }
 }
 
@@ -1132,7 +1234,16 @@ std::shared_ptr<ActorConn> ActorHandle::Connect(const std::function<void(ActorCo
   std::weak_ptr<ActorConn::Impl> weak = impl;
   std::shared_ptr<ActorConn> conn(new ActorConn(std::move(impl)));
   if (setup) setup(*conn);
-  state_->client->io->Post([weak] {
+  ClientShared& c = *state_->client;
+  std::lock_guard<std::mutex> lock(c.life_mu);
+  if (c.closed) {
+    // A connection from a handle that outlived its Client: closed from the start.
+    (void)conn->impl_->Dispose(ClientGoneError());
+    return conn;
+  }
+  std::erase_if(c.conns, [](const std::weak_ptr<ActorConn::Impl>& w) { return w.expired(); });
+  c.conns.push_back(weak);
+  c.io->Post([weak] {
     if (auto m = weak.lock()) m->Attempt();
   });
   return conn;
@@ -1159,7 +1270,32 @@ Client::Client(ClientOptions options) : shared_(std::make_shared<ClientShared>()
 // connection's pending read loop or a posted notice owns its state, which owns `shared_`,
 // which owns the runtime holding them. Shutdown destroys that pending work now, so all of
 // it is freed with the last handle.
-Client::~Client() { shared_->io->Shutdown(); }
+//
+// Before that, every blocking call still waiting on another thread returns client.closed,
+// and every connection is disposed (its actions fail with client.closed): so a call in
+// flight neither hangs nor waits out its timeout for work the stopped runtime will not do.
+// The disposed connections' completions and notices then run here, once the runtime's
+// thread is gone, so that each ActionAsync callback still runs exactly once.
+Client::~Client() {
+  std::map<uint64_t, std::function<void()>> waiters;
+  std::vector<std::weak_ptr<ActorConn::Impl>> conns;
+  {
+    std::lock_guard<std::mutex> lock(shared_->life_mu);
+    shared_->closed = true;
+    waiters.swap(shared_->waiters);
+    conns.swap(shared_->conns);
+  }
+  std::vector<std::pair<std::shared_ptr<ActorConn::Impl>, ActorConn::Impl::Deferred>> disposed;
+  for (auto& weak : conns) {
+    if (auto impl = weak.lock()) {
+      auto out = impl->Dispose(ClientGoneError());
+      disposed.emplace_back(std::move(impl), std::move(out));
+    }
+  }
+  for (auto& [id, end] : waiters) end();
+  shared_->io->Shutdown();
+  for (auto& [impl, out] : disposed) impl->Run(out);
+}
 
 const ClientOptions& Client::options() const { return shared_->options; }
 

@@ -18,7 +18,8 @@
 // through the query form — up to 60 attempts for GetOrCreate handles and 24 for Get
 // handles — so a handle outlives its actor being destroyed and recreated. GetForId handles
 // never retry this way. Queue sends also retry `actor.overloaded` from the dispatch inbox.
-// When the attempts run out, the last scheduling error is returned.
+// An error whose message says "database accessed after actor stopped" is never retried,
+// whatever its code. When the attempts run out, the last scheduling error is returned.
 //
 // Errors are ClientError values: the actor's or the engine's `group.code` + message (+
 // metadata), or `client.*` for failures on this side (see ClientError).
@@ -29,8 +30,9 @@
 // Threading: a Client owns one I/O thread. Blocking calls may be made from any thread
 // except that I/O thread (i.e. not from inside a connection callback: use the *Async
 // forms there). Handles are cheap copyable values sharing the client; a handle or
-// connection must not outlive its Client. Connection callbacks run on the I/O thread, one
-// at a time, never while the connection holds its lock.
+// connection must not outlive its Client. Destroying a Client ends the blocking calls still
+// waiting on other threads (client.closed) and disposes its connections. Connection
+// callbacks run on the I/O thread, one at a time, never while the connection holds its lock.
 #pragma once
 
 #include <chrono>
@@ -61,7 +63,7 @@ using ActorKey = std::vector<std::string>;
 //   client.timeout              the call's deadline passed
 //   client.connection_lost      a WebSocket closed with the call in flight (it may or may
 //                               not have run)
-//   client.closed               the connection was disposed
+//   client.closed               the connection was disposed, or the Client destroyed
 //   client.get_params_failed    the connection's params callback failed
 //   client.bad_response         the engine answered with something that is not the protocol
 struct ClientError {
@@ -263,6 +265,10 @@ class ActorConn : public std::enable_shared_from_this<ActorConn> {
 class Client {
  public:
   explicit Client(ClientOptions options = {});
+  // Blocking calls still waiting on other threads return client.closed, connections are
+  // disposed (their actions fail with client.closed, ActionAsync callbacks included, run on
+  // this thread once the I/O thread is gone), then the I/O thread stops. Not from a
+  // connection callback.
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

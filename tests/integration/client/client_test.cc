@@ -16,6 +16,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -317,6 +318,18 @@ TEST_P(ClientTest, RawHttpAndWebSocketReachTheActor) {
   auto echo = (*ws)->Receive(5s);
   ASSERT_TRUE(echo.has_value());
   EXPECT_EQ(std::get<net::BlockingWsClient::Message>(*echo).data, "echo:hi");
+}
+
+// milliseconds::max() is the natural way to ask for no timeout: it waits, rather than
+// overflowing the clock and timing out at once.
+TEST_P(ClientTest, AConnectionTimeoutOfMillisecondsMaxWaitsWithoutLimit) {
+  auto h = client_->GetOrCreate("counter", {Key("forever")});
+  auto conn = h.Connect();
+  const client::ClientStatus ready = conn->WaitReady(std::chrono::milliseconds::max());
+  ASSERT_TRUE(ready.ok()) << ready.error().ToString();
+  auto one = conn->Action("increment", Value::ArrayOf({1}), std::chrono::milliseconds::max());
+  ASSERT_TRUE(one.has_value()) << one.error().ToString();
+  EXPECT_EQ(one->as_int(), 1);
 }
 
 TEST_P(ClientTest, ConnectionCarriesActionsEventsAndStatus) {
@@ -823,6 +836,266 @@ TEST(ClientErrors, AnErrorBodyNotInTheRequestEncodingIsReportedClearly) {
   EXPECT_EQ(text.error().ToString(),
             "client.bad_response: HTTP 502 with a body that is not an error in bare: Bad Gateway");
   EXPECT_EQ(text.error().http_status, 502);
+}
+
+// A scripted stand-in for the engine's gateway and REST API on loopback port 0: `answer`
+// gives each request's response (or nullopt to hold the exchange unanswered until the
+// server goes), and every request target is recorded. For the client's behaviour on
+// answers a real engine does not give on demand.
+class FakeEngine {
+ public:
+  using Answer = std::function<std::optional<net::HttpResponse>(const net::HttpRequest&)>;
+  explicit FakeEngine(Answer answer) : answer_(std::move(answer)) {
+    auto server = net::HttpServer::Start(io_, {}, [this](std::shared_ptr<net::HttpExchange> ex) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        targets_.push_back(ex->request().method + " " + ex->request().target);
+      }
+      auto res = answer_(ex->request());
+      if (res) {
+        ex->Respond(std::move(*res));
+      } else {
+        std::lock_guard<std::mutex> lock(mu_);
+        held_.push_back(std::move(ex));
+      }
+    });
+    EXPECT_TRUE(server.has_value()) << server.error().ToString();
+    if (server.has_value()) server_ = std::move(*server);
+  }
+  ~FakeEngine() {
+    server_.reset();
+    held_.clear();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  std::vector<std::string> targets() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return targets_;
+  }
+  size_t held() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_.size();
+  }
+
+  // An error response: JSON (as the gateway and REST API answer) or, with `encoding`, an
+  // HttpResponseError in it (as the actor answers).
+  static net::HttpResponse Error(int status, std::string group, std::string code,
+                                 std::string message, std::optional<Value> metadata = std::nullopt,
+                                 std::optional<wire::Encoding> encoding = std::nullopt) {
+    const wire::Encoding enc = encoding.value_or(wire::Encoding::kJson);
+    Bytes body = wire::Encode(wire::HttpResponseError{std::move(group), std::move(code),
+                                                      std::move(message), std::move(metadata)},
+                              enc);
+    net::HttpResponse res;
+    res.status = status;
+    res.headers = {{"content-type", std::string(wire::ContentType(enc))}};
+    res.body.assign(body.begin(), body.end());
+    return res;
+  }
+  static net::HttpResponse Json(int status, std::string body) {
+    net::HttpResponse res;
+    res.status = status;
+    res.headers = {{"content-type", "application/json"}};
+    res.body = std::move(body);
+    return res;
+  }
+
+ private:
+  net::IoRuntime io_{1};
+  Answer answer_;
+  std::mutex mu_;
+  std::vector<std::string> targets_;
+  std::vector<std::shared_ptr<net::HttpExchange>> held_;
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+size_t CountContaining(const std::vector<std::string>& targets, std::string_view part) {
+  return static_cast<size_t>(
+      std::count_if(targets.begin(), targets.end(),
+                    [&](const std::string& t) { return t.find(part) != std::string::npos; }));
+}
+
+class ClientRetryTest : public ::testing::TestWithParam<wire::Encoding> {
+ protected:
+  std::unique_ptr<Client> MakeClient(const FakeEngine& engine) const {
+    ClientOptions o;
+    o.endpoint = engine.url();
+    o.encoding = GetParam();
+    o.retry_pause = 1ms;
+    return std::make_unique<Client>(o);
+  }
+};
+
+// actors.md §4.2: a scheduling error is retried through the query form up to 60 attempts in
+// all for a getOrCreate handle, 24 for a get handle, and never for an id handle; then the
+// last error is the answer, with its group, code, message and metadata.
+TEST_P(ClientRetryTest, SchedulingErrorsAreRetriedPerTheHandleKindsBudget) {
+  FakeEngine engine([](const net::HttpRequest&) -> std::optional<net::HttpResponse> {
+    return FakeEngine::Error(404, "actor", "not_found",
+                             "The actor does not exist or was destroyed.",
+                             Value::Object({{"attempt", "any"}}));
+  });
+  auto client = MakeClient(engine);
+  struct Case {
+    const char* what;
+    client::ActorHandle handle;
+    size_t attempts;
+  };
+  for (Case c : {Case{"getOrCreate", client->GetOrCreate("counter", {"a"}), 60},
+                 Case{"get", client->Get("counter", {"b"}), 24},
+                 Case{"getForId", client->GetForId("counter", "some-id"), 1}}) {
+    const size_t before = engine.targets().size();
+    auto r = c.handle.Call("getCount");
+    ASSERT_FALSE(r.has_value()) << c.what;
+    EXPECT_TRUE(r.error().Is("actor", "not_found")) << c.what << ": " << r.error().ToString();
+    EXPECT_EQ(r.error().message, "The actor does not exist or was destroyed.") << c.what;
+    ASSERT_TRUE(r.error().metadata.has_value()) << c.what;
+    EXPECT_EQ(*r.error().metadata, Value::Object({{"attempt", "any"}})) << c.what;
+    EXPECT_EQ(engine.targets().size() - before, c.attempts) << c.what;
+  }
+  // Each retry of a dynamic handle goes through the query form.
+  auto targets = engine.targets();
+  EXPECT_EQ(CountContaining(targets, "rvt-method=getOrCreate"), 60u);
+  EXPECT_EQ(CountContaining(targets, "rvt-method=get&"), 24u);
+}
+
+// actors.md §4.2: an error saying the database was accessed after the actor stopped is not a
+// lifecycle error to retry, whatever its code: it is reported at once.
+TEST_P(ClientRetryTest, ADatabaseAccessedAfterStopIsNotRetried) {
+  const wire::Encoding enc = GetParam();
+  FakeEngine engine([enc](const net::HttpRequest&) -> std::optional<net::HttpResponse> {
+    return FakeEngine::Error(500, "actor", "stopping", "Database accessed after actor stopped",
+                             std::nullopt, enc);
+  });
+  auto client = MakeClient(engine);
+  auto r = client->GetOrCreate("counter", {"db"}).Call("getCount");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("actor", "stopping")) << r.error().ToString();
+  EXPECT_EQ(r.error().message, "Database accessed after actor stopped");
+  EXPECT_EQ(engine.targets().size(), 1u) << "the error was retried";
+}
+
+// actors.md §4.2: a queue send retries `actor.overloaded` from the dispatch inbox (in the
+// request's encoding, as the actor sends it); an action does not, nor does a queue send
+// retry an overload of another channel.
+TEST_P(ClientRetryTest, QueueSendsRetryADispatchInboxOverload) {
+  const wire::Encoding enc = GetParam();
+  auto overloads_left = std::make_shared<std::atomic<int>>(2);
+  FakeEngine engine(
+      [enc, overloads_left](const net::HttpRequest& req) -> std::optional<net::HttpResponse> {
+        const Value dispatch =
+            Value::Object({{"channel", "dispatch_inbox"}, {"operation", "dispatch_queue_send"}});
+        if (req.target.find("/queue/other") != std::string::npos) {
+          return FakeEngine::Error(500, "actor", "overloaded", "busy",
+                                   Value::Object({{"channel", "lifecycle_inbox"}}), enc);
+        }
+        if (req.target.find("/action/") != std::string::npos || (*overloads_left)-- > 0) {
+          return FakeEngine::Error(500, "actor", "overloaded", "busy", dispatch, enc);
+        }
+        Bytes body = wire::Encode(wire::HttpQueueSendResponse{"completed", std::nullopt}, enc);
+        net::HttpResponse res;
+        res.headers = {{"content-type", std::string(wire::ContentType(enc))}};
+        res.body.assign(body.begin(), body.end());
+        return res;
+      });
+  auto client = MakeClient(engine);
+  auto h = client->GetOrCreate("probe", {"q"});
+  auto sent = h.Send("jobs", Value(1));
+  ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
+  EXPECT_EQ(sent->status, "completed");
+  EXPECT_EQ(CountContaining(engine.targets(), "/queue/jobs"), 3u);
+  auto action = h.Call("work");
+  ASSERT_FALSE(action.has_value());
+  EXPECT_TRUE(action.error().Is("actor", "overloaded")) << action.error().ToString();
+  EXPECT_EQ(CountContaining(engine.targets(), "/action/work"), 1u);
+  auto other = h.Send("other", Value(1));
+  ASSERT_FALSE(other.has_value());
+  EXPECT_TRUE(other.error().Is("actor", "overloaded")) << other.error().ToString();
+  EXPECT_EQ(CountContaining(engine.targets(), "/queue/other"), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Encodings, ClientRetryTest, kAllEncodings, EncodingTestName);
+
+// REST answers that are JSON but not the expected shape (a proxy's, or another server's):
+// client.bad_response, never an exception on the client's I/O thread.
+TEST(ClientErrors, AMalformedRestAnswerIsABadResponse) {
+  FakeEngine engine([](const net::HttpRequest& req) -> std::optional<net::HttpResponse> {
+    if (req.method == "GET" && req.target.rfind("/actors?", 0) == 0)
+      return FakeEngine::Json(200, "[]");
+    if (req.method == "PUT")
+      return FakeEngine::Json(
+          200,
+          R"({"actor":{"actor_id":"a1","name":7,"crash_policy":[],"runner_name_selector":{}}})");
+    if (req.method == "POST") return FakeEngine::Json(200, R"({"actor":[1,2]})");
+    if (req.target.rfind("/actors/names", 0) == 0) return FakeEngine::Json(200, "\"names\"");
+    return FakeEngine::Json(200, "42");
+  });
+  Client c({.endpoint = engine.url(), .retry_pause = 1ms});
+  auto expect_bad = [](const auto& r, const char* what) {
+    ASSERT_FALSE(r.has_value()) << what;
+    EXPECT_TRUE(r.error().Is("client", "bad_response")) << what << ": " << r.error().ToString();
+  };
+  expect_bad(c.Get("counter", {"k"}).Resolve(), "Get.Resolve");
+  // Fields of the wrong type are read as absent: the record is still usable.
+  auto id = c.GetOrCreate("counter", {"k"}).Resolve();
+  ASSERT_TRUE(id.has_value()) << id.error().ToString();
+  EXPECT_EQ(*id, "a1");
+  expect_bad(c.Create("counter", {"k"}), "Create");
+  expect_bad(c.ListActors("counter"), "ListActors");
+  expect_bad(c.GetActor("a1"), "GetActor");
+  expect_bad(c.ListActorNames(), "ListActorNames");
+}
+
+// A Client destroyed while other threads wait in its blocking calls (an HTTP action whose
+// answer never comes, an action queued on a connection that never opens): those calls
+// return client.closed at once (they neither hang nor wait out their timeout), and an
+// async action queued on the connection is answered, once.
+TEST(ClientErrors, DestroyingTheClientEndsTheCallsInFlight) {
+  // Holds every request (the connection's upgrade included) unanswered.
+  FakeEngine engine(
+      [](const net::HttpRequest&) -> std::optional<net::HttpResponse> { return std::nullopt; });
+  auto c = std::make_unique<Client>(ClientOptions{.endpoint = engine.url()});
+  auto h = c->GetForId("counter", "some-id");
+  auto call = std::async(std::launch::async, [h]() mutable { return h.Call("getCount"); });
+  ASSERT_TRUE(WaitFor([&] { return engine.held() == 1; })) << "the request never arrived";
+  auto conn = h.Connect();
+  auto async_answers = std::make_shared<std::atomic<int>>(0);
+  auto async_result = std::make_shared<std::promise<client::ClientResult<Value>>>();
+  conn->ActionAsync("getCount", Value(Value::Array{}),
+                    [async_answers, async_result](client::ClientResult<Value> r) {
+                      if (++*async_answers == 1) async_result->set_value(std::move(r));
+                    });
+  auto over_ws = std::async(
+      std::launch::async, [&conn] { return conn->Action("getCount", Value(Value::Array{}), 60s); });
+  auto ready = std::async(std::launch::async, [&conn] { return conn->WaitReady(60s); });
+  ASSERT_TRUE(WaitFor([&] { return engine.held() == 2; })) << "the connection never tried";
+  c.reset();
+  for (auto* f : {&over_ws}) {
+    ASSERT_EQ(f->wait_for(10s), std::future_status::ready) << "the action in flight hung";
+    auto r = f->get();
+    ASSERT_FALSE(r.has_value());
+    EXPECT_TRUE(r.error().Is("client", "closed")) << r.error().ToString();
+  }
+  ASSERT_EQ(ready.wait_for(10s), std::future_status::ready) << "WaitReady hung";
+  auto ready_r = ready.get();
+  ASSERT_FALSE(ready_r.has_value());
+  EXPECT_TRUE(ready_r.error().Is("client", "closed")) << ready_r.error().ToString();
+  auto async_r = async_result->get_future();
+  ASSERT_EQ(async_r.wait_for(10s), std::future_status::ready)
+      << "the async action was never answered";
+  auto a = async_r.get();
+  ASSERT_FALSE(a.has_value());
+  EXPECT_TRUE(a.error().Is("client", "closed")) << a.error().ToString();
+  EXPECT_EQ(conn->status(), ConnStatus::kDisconnected);
+  conn.reset();
+  EXPECT_EQ(async_answers->load(), 1);
+  ASSERT_EQ(call.wait_for(10s), std::future_status::ready) << "the call in flight hung";
+  auto r = call.get();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_TRUE(r.error().Is("client", "closed")) << r.error().ToString();
+  // A call made afterwards (the handle outlived its client) fails the same way at once.
+  auto late = h.Call("getCount");
+  ASSERT_FALSE(late.has_value());
+  EXPECT_TRUE(late.error().Is("client", "closed")) << late.error().ToString();
 }
 
 }  // namespace
