@@ -1004,7 +1004,10 @@ void Instance::ArmScheduleTimer() {
 }
 
 void Instance::FireDueEvents() {
-  if (phase_ != Phase::kStarted) return;
+  // Not once the actor asked to sleep or be destroyed, while the engine's stop is on its
+  // way (actors.md §2.6): an event due now runs on the next instance (an overdue event
+  // runs at its start), not on the one going away.
+  if (phase_ != Phase::kStarted || sleep_requested_ || destroy_requested_) return;
   const int64_t now = NowMs();
   while (cold_ && !cold_->schedule.empty() && cold_->schedule.front().ts <= now) {
     ScheduledEvent ev = std::move(cold_->schedule.front());

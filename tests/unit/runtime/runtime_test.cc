@@ -1360,6 +1360,28 @@ TEST(RuntimeLifecycle, CreateStateAndOnCreateReceiveTheInput) {
   EXPECT_EQ(h.Body(h.Action("a1", "getCount", "[]")), R"({"output":42})");
 }
 
+// actors.md §2.6: an event that comes due after the actor asked to sleep, while the
+// engine's stop is still on its way, does not run on the instance going away; the next
+// instance runs it.
+TEST(RuntimeAlarms, AnEventDueAfterASleepRequestRunsOnTheNextInstance) {
+  ActorDef<Counter> def = CounterDef();
+  def.action("laterThenSleep", [](Ctx<Counter>& c) {
+    c.schedule().after(50ms, "increment", 1);
+    c.sleep();
+  });
+  RuntimeHarness h;
+  h.Boot({def.type()});
+  h.StartActor("a1", "counter");
+  EXPECT_EQ(h.Status(h.Action("a1", "laterThenSleep", "[]")), 200);
+  ASSERT_EQ(h.EventsOf<latest::EventActorIntent>("a1").size(), 1u) << "no sleep intent";
+  h.Advance(100ms);  // the stop is late
+  EXPECT_EQ(h.PersistedState("a1")->Find("count")->as_int(), 0) << "ran while going to sleep";
+  h.StopActor("a1", 1);
+  ASSERT_TRUE(h.Stopped("a1", 1).has_value());
+  h.StartActor("a1", "counter", 2);
+  EXPECT_EQ(h.PersistedState("a1")->Find("count")->as_int(), 1) << "not run on the next instance";
+}
+
 TEST(RuntimeAlarms, UnchangedAlarmIsNotPushedAgainAfterWake) {
   ActorDef<Counter> def = CounterDef();
   def.action("later", [](Ctx<Counter>& c) { c.schedule().after(60s, "increment", 1); });
