@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/ascii.h"
 #include "base/clock.h"
 #include "engine/gateway/actor_key.h"
 #include "engine/gateway/subprotocols.h"
@@ -63,11 +64,8 @@ ClientError FromNet(const Error& e) {
 
 // Whether `text` contains `part`, ignoring ASCII case.
 bool ContainsNoCase(std::string_view text, std::string_view part) {
-  auto lower = [](char c) {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  };
   return std::search(text.begin(), text.end(), part.begin(), part.end(),
-                     [&](char a, char b) { return lower(a) == lower(b); }) != text.end();
+                     [](char a, char b) { return AsciiLower(a) == AsciiLower(b); }) != text.end();
 }
 
 // Errors that mean "the actor is not reachable at this id right now" (actors.md §4.2): a
@@ -1073,7 +1071,7 @@ std::string ActorConn::connection_id() const {
 
 ClientStatus ActorConn::WaitReady(std::chrono::milliseconds timeout) {
   if (impl_->client->io->InRuntimeThread()) {
-    return Unexpected(Err("invalid_argument", "blocking client call made on the client's I/O thread"));
+    return Unexpected(OnIoThreadError());
   }
   std::unique_lock<std::mutex> lock(impl_->mu);
   auto ready = [&] {
