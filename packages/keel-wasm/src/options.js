@@ -3,8 +3,8 @@ import { ActorError } from "./errors.js";
 
 // The options serve() takes, by kind; serverless() adds its own (extra).
 const SERVE_OPTIONS = {
-  string: ["endpoint", "token", "namespace", "pool", "envoyKey", "inspectorToken"],
-  number: ["version", "connectTimeoutMs"],
+  string: ["endpoint", "token", "namespace", "pool", "envoyKey", "inspectorToken", "sqliteBackend", "logLevel"],
+  number: ["version", "connectTimeoutMs", "protocolVersion"],
   boolean: ["handleSignals", "waitForConnection"],
   function: ["logger", "WebSocket"],
   object: ["env", "wasmModule"],
@@ -24,7 +24,6 @@ export function checkOptions(call, options, extra = {}) {
   for (const table of [SERVE_OPTIONS, extra]) {
     for (const [kind, keys] of Object.entries(table)) for (const key of keys) kinds.set(key, kind);
   }
-  kinds.set("sqliteBackend", "string").set("logLevel", "string").set("protocolVersion", "number");
   for (const [key, value] of Object.entries(options)) {
     const kind = kinds.get(key);
     if (kind === undefined) {
