@@ -1943,7 +1943,14 @@ TEST_F(DestroySweepTest, AFailedDeletionIsRetriedWhileTheEngineRuns) {
   auto gone = [&](const engine::EngineId& id) {
     return !InLiveSet(kv, id) && ActorKeysAfterRecord(kv, id).size() == 1;
   };
-  poll([&] { return gone(running_id) && gone(asleep_id); });
+  // The entries are evicted on the loop right after the deletion's commit: wait for both.
+  auto none_loaded = [&] {
+    for (const auto& [state, count] : te().engine().orchestrator().LoadedActorsByState()) {
+      if (count != 0) return false;
+    }
+    return true;
+  };
+  poll([&] { return gone(running_id) && gone(asleep_id) && none_loaded(); });
   for (const auto& id : {running_id, asleep_id}) {
     SCOPED_TRACE(id.ToString());
     EXPECT_FALSE(InLiveSet(kv, id));
