@@ -141,6 +141,31 @@ http::response<http::string_body> MakeResponse(HttpResponse&& response, unsigned
   return res;
 }
 
+// What is wrong with the handshake fields of a WebSocket upgrade request (one that
+// websocket::is_upgrade accepts: HTTP/1.1 GET with Connection: upgrade and Upgrade:
+// websocket), as the status and reason of its refusal; nullopt when nothing is. The
+// checks are those websocket::stream::accept makes, so that a request passing them is
+// never refused later in Beast's own plain-text words, after a handler has taken it.
+struct HandshakeFault {
+  int status;
+  std::string_view reason;
+};
+std::optional<HandshakeFault> FindHandshakeFault(const http::request<http::string_body>& req) {
+  if (req.find(http::field::host) == req.end()) return HandshakeFault{400, "missing Host header"};
+  const auto key = req.find(http::field::sec_websocket_key);
+  if (key == req.end() || key->value().empty()) {
+    return HandshakeFault{400, "missing Sec-WebSocket-Key header"};
+  }
+  // Beast keeps the key in a 24-byte buffer: the base64 of the 16 bytes RFC 6455 asks for.
+  if (key->value().size() > 24) return HandshakeFault{400, "invalid Sec-WebSocket-Key header"};
+  const auto version = req.find(http::field::sec_websocket_version);
+  if (version == req.end()) return HandshakeFault{400, "missing Sec-WebSocket-Version header"};
+  if (version->value() != "13") {
+    return HandshakeFault{426, "unsupported Sec-WebSocket-Version (only 13 is supported)"};
+  }
+  return std::nullopt;
+}
+
 // The server's own answer to a request it refuses: `render`'s headers and body, or the plain
 // `reason`; always `status`, and always the connection's last answer.
 http::response<http::string_body> MakeRefusal(
@@ -159,6 +184,11 @@ http::response<http::string_body> MakeRefusal(
     std::erase_if(response.headers,
                   [](const auto& h) { return EqualsIgnoreCase(h.first, "connection"); });
     response.status = refused.status;
+  }
+  if (refused.status == 426) {  // RFC 6455 §4.2.2: name the version the server speaks
+    std::erase_if(response.headers,
+                  [](const auto& h) { return EqualsIgnoreCase(h.first, "sec-websocket-version"); });
+    response.headers.emplace_back("Sec-WebSocket-Version", "13");
   }
   return MakeResponse(std::move(response), 11, /*keep_alive=*/false, head);
 }
@@ -408,8 +438,11 @@ class Conn final : public ConnBase,
     if (timeout.count() > 0) stream_.expires_after(timeout);
   }
 
+  // Answers a request the server refuses itself (ServerOptions::refusal renders it), then
+  // closes the connection.
   asio::awaitable<void> WriteError(int status, std::string_view reason,
-                                   const http::request_parser<http::string_body>& parser);
+                                   const http::request_parser<http::string_body>& parser,
+                                   bool websocket_handshake = false);
   asio::awaitable<bool> Serve(http::request<http::string_body> req, bool keep_alive);
 
   std::shared_ptr<HttpServer::State> server_;
@@ -543,9 +576,10 @@ class Exchange final : public HttpExchange {
 };
 
 asio::awaitable<void> Conn::WriteError(int status, std::string_view reason,
-                                       const http::request_parser<http::string_body>& parser) {
+                                       const http::request_parser<http::string_body>& parser,
+                                       bool websocket_handshake) {
   const auto& msg = parser.get();
-  RefusedRequest refused{status, reason, {}};
+  RefusedRequest refused{status, reason, {}, websocket_handshake};
   for (const auto& field : msg) {
     refused.headers.emplace_back(ToString(field.name_string()), ToString(field.value()));
   }
@@ -707,9 +741,15 @@ asio::awaitable<void> Conn::Run() {
       break;
     }
 
+    const bool upgrade = websocket::is_upgrade(parser.get());
+    if (upgrade) {
+      if (std::optional<HandshakeFault> fault = FindHandshakeFault(parser.get())) {
+        co_await WriteError(fault->status, fault->reason, parser, /*websocket_handshake=*/true);
+        break;
+      }
+    }
     http::request<http::string_body> req = parser.release();
     const bool keep_alive = req.keep_alive();
-    const bool upgrade = websocket::is_upgrade(req);
     HttpRequest request;
     request.method = ToString(req.method_string());
     request.target = ToString(req.target());

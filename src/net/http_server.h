@@ -76,15 +76,19 @@ class HttpExchange {
 
 // A request the server refuses itself, before any handler sees it.
 struct RefusedRequest {
-  // 400 (malformed request), 413 (body over max_request_body) or 431 (request line and
-  // header fields over max_header_bytes).
+  // 400 (malformed request), 413 (body over max_request_body), 431 (request line and
+  // header fields over max_header_bytes), or — for a WebSocket upgrade request whose
+  // handshake fields are wrong (RFC 6455 §4.2.1) — 400, or 426 for a Sec-WebSocket-Version
+  // other than 13 (the answer then always carries `Sec-WebSocket-Version: 13`).
   int status = 400;
-  // What the default answer says: "malformed request", "request body too large" or
-  // "request header too large".
+  // What the default answer says: "malformed request", "request body too large",
+  // "request header too large", or which handshake field is wrong.
   std::string_view reason;
   // The header fields parsed before the refusal (in arrival order, as in HttpRequest): all
   // of them for a 413; for a 431 and a 400 those before the limit or the fault.
   Headers headers;
+  // A WebSocket upgrade refused for its handshake fields (no handler saw it).
+  bool websocket_handshake = false;
 };
 
 struct ServerOptions {

@@ -577,7 +577,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req);
 
 RestApi::RestApi(Engine& engine) : engine_(engine) {}
 
-void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
+void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange, std::string_view target) {
   auto call = std::make_shared<Call>(engine_, exchange);
   const net::HttpRequest& http = exchange->request();
   if (http.method == "OPTIONS") {
@@ -608,10 +608,17 @@ void RestApi::Handle(std::shared_ptr<net::HttpExchange> exchange) {
       return;
     }
   }
+  // Asterisk-form ("OPTIONS *" was answered above) and authority-form targets, and anything
+  // that is not a target at all, name no resource here.
+  if (target.empty() || target.front() != '/') {
+    call->Fail(
+        BadRequest("the request target must be a path starting with '/' or an absolute URL"));
+    return;
+  }
   ApiRequest req;
   req.method = http.method;
   req.body = http.body;
-  gateway::TargetParts parts = gateway::SplitTarget(http.target);
+  gateway::TargetParts parts = gateway::SplitTarget(target);
   size_t start = 1;
   std::string_view path = parts.path;
   while (start <= path.size()) {

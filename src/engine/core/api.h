@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <string_view>
 
 #include "net/http_server.h"
 
@@ -21,7 +22,9 @@ class Engine;
 class RestApi {
  public:
   explicit RestApi(Engine& engine);
-  void Handle(std::shared_ptr<net::HttpExchange> exchange);
+  // `target`: the request target in origin-form (gateway::OriginFormTarget of the one
+  // received); anything else is answered 400 api.bad_request.
+  void Handle(std::shared_ptr<net::HttpExchange> exchange, std::string_view target);
 
  private:
   Engine& engine_;

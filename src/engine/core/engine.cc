@@ -220,7 +220,15 @@ void Engine::ObserveCommit(Duration took) {
 void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
   requests_->Inc();
   const net::HttpRequest& req = exchange->request();
-  gateway::TargetParts parts = gateway::SplitTarget(req.target);
+  // An absolute-form target (RFC 9112 §3.2.2) names the same resource as its origin-form;
+  // the usual origin-form one is used as it is, without a copy.
+  std::string origin_form;
+  std::string_view target = req.target;
+  if (!target.empty() && target.front() != '/') {
+    origin_form = gateway::OriginFormTarget(target);
+    target = origin_form;
+  }
+  gateway::TargetParts parts = gateway::SplitTarget(target);
   // HEAD answers as GET; the server leaves out the body (net/http_server.h).
   if (parts.path == "/health" && (req.method == "GET" || req.method == "HEAD")) {
     HandleHealth(*exchange);
@@ -246,8 +254,8 @@ void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
     exchange->Respond(net::HttpResponse{gateway::kPreflightStatus, preflight->headers, ""});
     return;
   }
-  if (std::holds_alternative<gateway::ApiRoute>(*route)) {
-    api_->Handle(std::move(exchange));
+  if (const auto* api = std::get_if<gateway::ApiRoute>(&*route)) {
+    api_->Handle(std::move(exchange), api->target);
     return;
   }
   if (std::holds_alternative<gateway::HealthRoute>(*route)) {

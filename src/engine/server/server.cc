@@ -71,6 +71,10 @@ net::HttpResponse RefusedRequestResponse(const net::RefusedRequest& refused) {
   } else if (refused.status == 431) {
     error = Error{"guard", "request_header_too_large", "request header too large"};
   }
+  if (refused.websocket_handshake) {
+    error = Error{"guard", "invalid_websocket_handshake",
+                  "the WebSocket handshake is not valid: " + std::string(refused.reason)};
+  }
   net::HttpResponse response{
       refused.status, {{"content-type", "application/json"}}, gateway::ErrorJson(error)};
   for (auto& header : gateway::CorsResponseHeaders(refused.headers)) {

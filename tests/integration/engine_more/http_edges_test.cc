@@ -118,6 +118,94 @@ TEST(EngineHttpEdges, RefusedRequestsAreJsonErrorsWithCorsAndCloseTheConnection)
   EXPECT_EQ(RawClient::Body(client.ReadResponse()), R"({"status":"ok"})");
 }
 
+// An upgrade request (GET, Connection: upgrade, Upgrade: websocket) whose handshake fields
+// are wrong is refused by the HTTP server before any route sees it, as a JSON error with
+// CORS like the other refusals — not Boost.Beast's plain-text words — and the connection
+// closes; a wrong version gets 426 naming the one spoken. The same request with the fields
+// right is upgraded.
+TEST(EngineHttpEdges, MalformedWebSocketHandshakesAreJsonErrors) {
+  auto server = StartEngine();
+  ASSERT_NE(server, nullptr);
+  const std::string line = "GET /gateway/nosuchactor/websocket HTTP/1.1\r\n";
+  const std::string upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+  const std::string host = "Host: x\r\nOrigin: https://app.example\r\n";
+  const std::string key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  const std::string version = "Sec-WebSocket-Version: 13\r\n";
+  const struct {
+    std::string request;
+    int status;
+    const char* says;
+  } cases[] = {
+      {line + upgrade + host + version + "\r\n", 400, "missing Sec-WebSocket-Key"},
+      {line + upgrade + host + "Sec-WebSocket-Key: " + std::string(40, 'k') + "\r\n" + version +
+           "\r\n",
+       400, "invalid Sec-WebSocket-Key"},
+      {line + upgrade + host + key + "\r\n", 400, "missing Sec-WebSocket-Version"},
+      {line + upgrade + host + key + "Sec-WebSocket-Version: 8\r\n\r\n", 426,
+       "only 13 is supported"},
+      {line + upgrade + "Origin: https://app.example\r\n" + key + version + "\r\n", 400,
+       "missing Host"},
+  };
+  for (const auto& c : cases) {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.Send(c.request));
+    const std::string res = client.ReadResponse();
+    ASSERT_EQ(res.rfind("HTTP/1.1 " + std::to_string(c.status), 0), 0u) << res.substr(0, 200);
+    EXPECT_EQ(RawClient::Header(res, "content-type"), "application/json") << c.says;
+    EXPECT_EQ(RawClient::Header(res, "connection"), "close") << c.says;
+    EXPECT_EQ(RawClient::Header(res, "access-control-allow-origin"), "https://app.example");
+    EXPECT_EQ(RawClient::Header(res, "sec-websocket-version"), c.status == 426 ? "13" : "")
+        << c.says;
+    auto body = nlohmann::json::parse(RawClient::Body(res), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << RawClient::Body(res);
+    EXPECT_EQ(body.value("group", "") + "." + body.value("code", ""),
+              "guard.invalid_websocket_handshake")
+        << body.dump();
+    EXPECT_NE(body.value("message", "").find(c.says), std::string::npos) << body.dump();
+    EXPECT_EQ(client.ReadToEof(), "") << c.says;  // closed after the answer
+  }
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send(line + upgrade + host + key + version + "\r\n"));
+  const std::string head = client.ReadHead();
+  EXPECT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << head;
+  EXPECT_EQ(RawClient::Header(head, "sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+// The REST API and the engine's own paths answer an absolute-form target (RFC 9112 §3.2.2:
+// what a client talking to a proxy sends) as its path and query, and a target that is
+// neither that nor a path starting with '/' gets a structured 400 — not the route its
+// target with the first character cut off would name.
+TEST(EngineHttpEdges, TargetsAreOriginOrAbsoluteForm) {
+  auto server = StartEngine();
+  ASSERT_NE(server, nullptr);
+  auto get = [&](const std::string& target) {
+    RawClient client(server->port());
+    EXPECT_TRUE(client.Send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    return client.ReadResponse();
+  };
+  const std::string port = std::to_string(server->port());
+  for (const std::string& target : std::vector<std::string>{
+           "/namespaces", "http://127.0.0.1:" + port + "/namespaces", "HTTP://x/namespaces?"}) {
+    const std::string res = get(target);
+    EXPECT_EQ(res.rfind("HTTP/1.1 200", 0), 0u) << target << ": " << res.substr(0, 200);
+    auto body = nlohmann::json::parse(RawClient::Body(res), nullptr, false);
+    EXPECT_TRUE(body.is_object() && body.contains("namespaces")) << target << ": " << body.dump();
+  }
+  const std::string health = get("http://x/health");
+  EXPECT_EQ(RawClient::Body(health), R"({"status":"ok"})") << health.substr(0, 200);
+  // "namespaces" without its '/' used to be served as "/amespaces"; "xnamespaces" as
+  // "/namespaces".
+  for (const std::string target : {"xnamespaces", "namespaces", "*"}) {
+    const std::string res = get(target);
+    EXPECT_EQ(res.rfind("HTTP/1.1 400", 0), 0u) << target << ": " << res.substr(0, 200);
+    auto body = nlohmann::json::parse(RawClient::Body(res), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << res;
+    EXPECT_EQ(body.value("group", "") + "." + body.value("code", ""), "api.bad_request")
+        << body.dump();
+  }
+}
+
 // A request on a connection opened before Shutdown() is answered 503
 // guard.service_unavailable as JSON, with CORS for a browser's origin — not a plain-text
 // word a client cannot decode — and the connection stays usable for the next one.
