@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -916,7 +917,20 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
       std::lock_guard<std::mutex> lock(mu);
       if (disposed || gen != socket_gen) return;
       if (!msg.has_value()) {
-        QueueError(Err("bad_response", msg.error().message()), out);
+        // A frame that does not decode may have been an answer: the actions sent on this
+        // socket could wait for it forever. The stream cannot be trusted past it, so it is
+        // dropped (1002, protocol error) as a lost connection is, and a new one opened.
+        ClientError e = Err("bad_response", "the actor sent a message that does not decode as " +
+                                                std::string(wire::EncodingName(encoding)) + ": " +
+                                                msg.error().message());
+        if (ws) {
+          ws->Close(1002, "client.bad_response");
+          ws.reset();
+        }
+        ++socket_gen;  // this socket's own close is not news
+        const bool was_open = std::exchange(open, false);
+        QueueError(e, out);
+        SocketLostLocked(e, was_open, /*remember=*/false, out);
       } else if (auto* init = std::get_if<wire::Init>(&*msg)) {
         actor_id = init->actor_id;
         connection_id = init->connection_id;
@@ -1041,15 +1055,24 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
                                          "the connection closed (code " + std::to_string(code) +
                                              (reason.empty() ? "" : ", " + reason) + ")");
         if (structured && !reported) QueueError(e, out);
-        FailPending(e, /*sent_only=*/true, out, /*remember=*/structured && !reported);
-        if (was_open) {
-          for (const auto& l : on_close.items) Notify(out, l);
-        }
-        SetStatus(ConnStatus::kDisconnected, out);
-        ScheduleReconnectLocked();
+        SocketLostLocked(e, was_open, /*remember=*/structured && !reported, out);
       }
     }
     Run(out);
+  }
+
+  // Under mu, the socket gone (ws reset, open false): a drop (queued actions wait for the
+  // next attempt), or a close after Init: the actions sent may or may not have run, so they
+  // fail with `e` (kept for the next action when none was waiting and `remember`). OnClose
+  // listeners hear of the end of a connection that `was_open`; then a reconnect is
+  // scheduled.
+  void SocketLostLocked(const ClientError& e, bool was_open, bool remember, Deferred& out) {
+    FailPending(e, /*sent_only=*/true, out, remember);
+    if (was_open) {
+      for (const auto& l : on_close.items) Notify(out, l);
+    }
+    SetStatus(ConnStatus::kDisconnected, out);
+    ScheduleReconnectLocked();
   }
 };
 

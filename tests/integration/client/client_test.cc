@@ -1098,5 +1098,114 @@ TEST(ClientErrors, DestroyingTheClientEndsTheCallsInFlight) {
   EXPECT_TRUE(late.error().Is("client", "closed")) << late.error().ToString();
 }
 
+// A stand-in actor endpoint for the connection protocol (actors.md §4.6): each upgrade is
+// accepted and sent an Init; each action request is answered with the number 42 — except
+// on the first socket, where the answer is bytes that do not decode in any encoding.
+class GarblingConnEndpoint {
+ public:
+  explicit GarblingConnEndpoint(wire::Encoding encoding) : encoding_(encoding) {
+    auto server = net::HttpServer::Start(io_, {}, [this](std::shared_ptr<net::HttpExchange> ex) {
+      if (!ex->IsWebSocketUpgrade()) {
+        ex->Respond(net::HttpResponse{404, {}, ""});
+        return;
+      }
+      auto handler = std::make_shared<Socket>(this, ++sockets_);
+      auto conn = ex->AcceptWebSocket("rivet", handler);
+      if (!conn) return;
+      handler->conn = conn;
+      Send(*conn, wire::Init{"a1", "c" + std::to_string(handler->number)});
+    });
+    EXPECT_TRUE(server.has_value()) << server.error().ToString();
+    if (server.has_value()) server_ = std::move(*server);
+  }
+  ~GarblingConnEndpoint() { server_.reset(); }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  int sockets() const { return sockets_.load(); }
+  // "code reason" of each socket's close, in the order they closed.
+  std::vector<std::string> closes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return closes_;
+  }
+
+ private:
+  struct Socket : net::WsHandler {
+    Socket(GarblingConnEndpoint* endpoint, int number) : endpoint(endpoint), number(number) {}
+    void OnMessage(std::string data, bool) override {
+      auto msg =
+          wire::DecodeToServer(ByteView(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                               endpoint->encoding_);
+      auto c = conn.lock();
+      if (!msg.has_value() || !c) return;
+      if (const auto* action = std::get_if<wire::ActionRequest>(&*msg)) {
+        if (number == 1) {
+          // JSON travels in text frames, which must be UTF-8: valid text, not JSON.
+          const bool text = wire::UsesTextFrames(endpoint->encoding_);
+          c->Send(text ? "{\"i\": [1, 2" : "\xff{\x01", !text);
+        } else {
+          endpoint->Send(*c, wire::ActionResponse{action->id, Value(int64_t{42})});
+        }
+      }
+    }
+    void OnClose(uint16_t code, std::string reason) override {
+      std::lock_guard<std::mutex> lock(endpoint->mu_);
+      endpoint->closes_.push_back(std::to_string(code) + " " + reason);
+    }
+    GarblingConnEndpoint* endpoint;
+    const int number;
+    std::weak_ptr<net::WsConnection> conn;
+  };
+
+  void Send(net::WsConnection& conn, const wire::ToClient& msg) const {
+    Bytes bytes = wire::Encode(msg, encoding_);
+    conn.Send(std::string(bytes.begin(), bytes.end()), !wire::UsesTextFrames(encoding_));
+  }
+
+  const wire::Encoding encoding_;
+  net::IoRuntime io_{1};
+  std::atomic<int> sockets_{0};
+  std::mutex mu_;
+  std::vector<std::string> closes_;
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+// A message from the actor that does not decode may have been an action's answer: the
+// action waiting for it fails at once with client.bad_response (it does not wait out its
+// timeout), the error listeners hear it, the socket is closed as a protocol error
+// (1002 client.bad_response), and the connection opens a new one that serves the next
+// action.
+TEST(ClientErrors, AnUndecodableMessageDropsTheConnectionWhichReconnects) {
+  for (wire::Encoding encoding :
+       {wire::Encoding::kJson, wire::Encoding::kCbor, wire::Encoding::kBare}) {
+    SCOPED_TRACE(std::string(wire::EncodingName(encoding)));
+    GarblingConnEndpoint endpoint(encoding);
+    Client c({.endpoint = endpoint.url(), .encoding = encoding, .retry_pause = 1ms});
+    auto errors = std::make_shared<std::vector<std::string>>();
+    auto errors_mu = std::make_shared<std::mutex>();
+    auto conn = c.GetForId("counter", "a1").Connect([&](ActorConn& conn) {
+      conn.OnError([errors, errors_mu](const client::ClientError& e) {
+        std::lock_guard<std::mutex> lock(*errors_mu);
+        errors->push_back(std::string(e.group) + "." + e.code);
+      });
+    });
+    auto first = conn->Action("getCount", Value(Value::Array{}), 60s);
+    ASSERT_FALSE(first.has_value());
+    EXPECT_TRUE(first.error().Is("client", "bad_response")) << first.error().ToString();
+    EXPECT_NE(first.error().message.find("does not decode"), std::string::npos)
+        << first.error().ToString();
+    ASSERT_TRUE(WaitFor([&] { return !endpoint.closes().empty(); })) << "the socket stayed open";
+    EXPECT_EQ(endpoint.closes().front(), "1002 client.bad_response");
+    {
+      std::lock_guard<std::mutex> lock(*errors_mu);
+      EXPECT_EQ(*errors, std::vector<std::string>{"client.bad_response"});
+    }
+    auto second = conn->Action("getCount", Value(Value::Array{}), 60s);
+    ASSERT_TRUE(second.has_value()) << second.error().ToString();
+    EXPECT_EQ(*second, Value(int64_t{42}));
+    EXPECT_EQ(endpoint.sockets(), 2);
+    EXPECT_EQ(conn->connection_id(), "c2");
+  }
+}
+
 }  // namespace
 }  // namespace keel::testing
