@@ -1029,8 +1029,23 @@ export class ActorConn {
     let msg;
     try {
       msg = wire.decodeToClient(data, this._encoding);
-    } catch (e) {
-      this._queueError(clientError("bad_response", e.message, { cause: e }), out);
+    } catch (cause) {
+      // A frame that does not decode may have been an answer: the actions sent on this
+      // socket could wait for it forever. The stream cannot be trusted past it, so it is
+      // dropped as a lost connection is, and a new one opened. (The WebSocket API lets a
+      // client close only with 1000 or 3000-4999: 1000 with the reason.)
+      const e = clientError("bad_response", `the actor sent a message that does not decode as ${this._encoding}: ${cause.message}`, { cause });
+      const ws = this._ws;
+      this._ws = null;
+      this._attemptSocket = null;
+      this._gen++; // this socket's own close is not news
+      try {
+        ws?.close(1000, "client.bad_response");
+      } catch {}
+      const wasOpen = this._open;
+      this._open = false;
+      this._queueError(e, out);
+      this._socketLost(e, wasOpen, false, out);
       return this._run(out);
     }
     const v = msg.val;
@@ -1140,12 +1155,20 @@ export class ActorConn {
       // actions sent may or may not have run, so they fail.
       const e = structured ?? clientError("connection_lost", `the connection closed (code ${code}${reason ? ", " + reason : ""})`);
       if (structured && !reported) this._queueError(e, out);
-      this._failPending(e, true, out, structured !== null && !reported);
-      if (wasOpen) for (const fn of this._onClose.values()) out.push(() => fn());
-      this._setStatus("disconnected", out);
-      this._scheduleReconnect();
+      this._socketLost(e, wasOpen, structured !== null && !reported, out);
     }
     this._run(out);
+  }
+
+  // The socket gone (_ws null, _open false): a drop (queued actions wait for the next
+  // attempt), or a close after Init: the actions sent may or may not have run, so they fail
+  // with `e` (kept for the next action when none was waiting and `remember`). OnClose
+  // listeners hear of the end of a connection that `wasOpen`; then a reconnect is scheduled.
+  _socketLost(e, wasOpen, remember, out) {
+    this._failPending(e, true, out, remember);
+    if (wasOpen) for (const fn of this._onClose.values()) out.push(() => fn());
+    this._setStatus("disconnected", out);
+    this._scheduleReconnect();
   }
 }
 

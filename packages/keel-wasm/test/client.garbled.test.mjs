@@ -1,0 +1,134 @@
+// The JS client's connection against a scripted stand-in for the gateway: a message from
+// the actor that does not decode. No engine is needed; the stand-in is a minimal RFC 6455
+// server on node:http (loopback, port 0), enough for unfragmented frames under 64 KiB.
+//
+//   node --experimental-websocket --test packages/keel-wasm/test/client.garbled.test.mjs
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { createHash } from "node:crypto";
+
+import { createClient } from "../src/client/index.js";
+import * as wire from "../src/client/wire.js";
+
+const ENCODINGS = ["json", "cbor", "bare"];
+const T = { timeout: 30000 };
+
+// One server frame (unmasked, FIN set).
+function frame(opcode, payload) {
+  const body = Buffer.from(payload);
+  const head = body.length < 126 ? Buffer.from([0x80 | opcode, body.length]) : Buffer.from([0x80 | opcode, 126, body.length >> 8, body.length & 0xff]);
+  return Buffer.concat([head, body]);
+}
+
+// Splits complete client frames (masked) off `buf`; returns [frames, rest].
+function takeFrames(buf) {
+  const frames = [];
+  for (;;) {
+    if (buf.length < 2) break;
+    const opcode = buf[0] & 0x0f;
+    let len = buf[1] & 0x7f;
+    let at = 2;
+    if (len === 126) {
+      if (buf.length < 4) break;
+      len = buf.readUInt16BE(2);
+      at = 4;
+    } else if (len === 127) {
+      throw new Error("frames over 64 KiB are not handled by this stand-in");
+    }
+    if (buf.length < at + 4 + len) break;
+    const mask = buf.subarray(at, at + 4);
+    const payload = Buffer.from(buf.subarray(at + 4, at + 4 + len));
+    for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+    frames.push({ opcode, payload });
+    buf = buf.subarray(at + 4 + len);
+  }
+  return [frames, buf];
+}
+
+// Accepts every upgrade and sends Init; answers each action with 42, except on the first
+// socket, where the answer is bytes that do not decode in `encoding`. Records each socket's
+// close frame as "code reason".
+async function garblingEndpoint(encoding) {
+  const binary = encoding !== "json";
+  const closes = [];
+  let sockets = 0;
+  const server = http.createServer((req, res) => res.writeHead(404).end());
+  server.on("upgrade", (req, socket) => {
+    const number = ++sockets;
+    const accept = createHash("sha1").update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: rivet\r\n\r\n`);
+    const send = (msg) => socket.write(frame(binary ? 2 : 1, wire.encodeToClient(msg, encoding)));
+    send({ tag: "Init", val: { actorId: "a1", connectionId: `c${number}` } });
+    let pending = Buffer.alloc(0);
+    socket.on("data", (chunk) => {
+      let frames;
+      [frames, pending] = takeFrames(Buffer.concat([pending, chunk]));
+      for (const f of frames) {
+        if (f.opcode === 8) {
+          const code = f.payload.length >= 2 ? f.payload.readUInt16BE(0) : 1005;
+          closes.push(`${code} ${f.payload.subarray(2).toString()}`);
+          socket.end(frame(8, f.payload.subarray(0, 2)));
+          continue;
+        }
+        const msg = wire.decodeToServer(f.payload, encoding);
+        if (msg.tag !== "ActionRequest") continue;
+        if (number === 1) {
+          // JSON travels in text frames, which must be UTF-8: valid text, not JSON.
+          socket.write(frame(binary ? 2 : 1, binary ? Buffer.from([0xff, 0x7b, 0x01]) : '{"i": [1, 2'));
+        } else {
+          send({ tag: "ActionResponse", val: { id: msg.val.id, output: 42 } });
+        }
+      }
+    });
+    socket.on("error", () => {});
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    endpoint: `http://127.0.0.1:${server.address().port}`,
+    closes,
+    sockets: () => sockets,
+    stop: () => {
+      server.closeAllConnections?.();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+async function until(pred, what, ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+for (const encoding of ENCODINGS) {
+  // As the C++ client (docs/client.md): the action waiting on the garbled socket fails at
+  // once with client.bad_response (not after its timeout), onError hears it, the socket is
+  // closed (1000 client.bad_response: the WebSocket API allows no 1002 from a client), and
+  // the connection reconnects and serves the next action.
+  test(`[${encoding}] an undecodable message drops the connection, which reconnects`, T, async () => {
+    const endpoint = await garblingEndpoint(encoding);
+    const client = createClient({ endpoint: endpoint.endpoint, encoding });
+    const conn = client.getForId("counter", "a1").connect();
+    const errors = [];
+    conn.onError((e) => errors.push(`${e.group}.${e.code}`));
+    try {
+      await assert.rejects(conn.action("getCount"), (e) => {
+        assert.equal(`${e.group}.${e.code}`, "client.bad_response");
+        assert.match(e.message, new RegExp(`does not decode as ${encoding}`));
+        return true;
+      });
+      await until(() => endpoint.closes.length > 0, "the garbled socket's close");
+      assert.equal(endpoint.closes[0], "1000 client.bad_response");
+      assert.deepEqual(errors, ["client.bad_response"]);
+      assert.equal(await conn.action("getCount"), 42);
+      assert.equal(endpoint.sockets(), 2);
+      assert.equal(conn.connectionId, "c2");
+    } finally {
+      await conn.dispose();
+      await endpoint.stop();
+    }
+  });
+}
