@@ -308,13 +308,18 @@ class Conn final : public ConnBase,
     });
   }
 
-  void SetPeerGone(std::function<void()> fn) {
-    asio::dispatch(strand_, [self = shared_from_this(), fn = std::move(fn)]() mutable {
-      if (self->finished_) return;  // the connection is over; the exchange completed
+  // `exchange`: the serial of the exchange asking (exchanges_). A callback registered once
+  // that exchange's answer is complete (OnPeerGone runs on any thread, the answer may be
+  // written before this runs) is dropped: it must not outlive its exchange and fire for a
+  // later request on the connection, or at its end.
+  void SetPeerGone(uint64_t exchange, std::function<void()> fn) {
+    asio::dispatch(strand_, [self = shared_from_this(), exchange, fn = std::move(fn)]() mutable {
+      if (self->finished_ || exchange != self->exchanges_ || !self->awaiting_answer_) return;
       self->peer_gone_ = std::move(fn);
       self->ArmPeerWatch();
     });
   }
+  uint64_t exchanges() const { return exchanges_; }
 
   // ConnBase
   void Abort() override {
@@ -457,6 +462,7 @@ class Conn final : public ConnBase,
   bool awaiting_answer_ = false;
   bool watching_ = false;
   uint64_t watch_generation_ = 0;
+  uint64_t exchanges_ = 0;  // exchanges begun on this connection (the current one's serial)
   bool finished_ = false;
   std::mutex direct_mu_;
   Direct direct_;
@@ -495,8 +501,12 @@ enum class ExState { kNew, kStreaming, kDone };
 
 class Exchange final : public HttpExchange {
  public:
+  // Made on the connection's strand, once its serial is counted (Conn::exchanges).
   Exchange(std::shared_ptr<Conn> conn, HttpRequest request, bool upgrade)
-      : conn_(std::move(conn)), request_(std::move(request)), upgrade_(upgrade) {}
+      : conn_(std::move(conn)),
+        request_(std::move(request)),
+        upgrade_(upgrade),
+        serial_(conn_->exchanges()) {}
 
   ~Exchange() override {
     if (state_ == ExState::kNew) {
@@ -536,7 +546,7 @@ class Exchange final : public HttpExchange {
     conn_->Push(EvStreamEnd{});
   }
 
-  void OnPeerGone(std::function<void()> fn) override { conn_->SetPeerGone(std::move(fn)); }
+  void OnPeerGone(std::function<void()> fn) override { conn_->SetPeerGone(serial_, std::move(fn)); }
 
   std::shared_ptr<WsConnection> AcceptWebSocket(std::string subprotocol,
                                                 std::shared_ptr<WsHandler> handler,
@@ -571,6 +581,7 @@ class Exchange final : public HttpExchange {
   std::shared_ptr<Conn> conn_;
   HttpRequest request_;
   const bool upgrade_;
+  const uint64_t serial_;
   std::mutex mu_;
   ExState state_ = ExState::kNew;
 };
@@ -761,6 +772,7 @@ asio::awaitable<void> Conn::Run() {
     request.remote_address = remote_;
 
     {
+      ++exchanges_;
       auto exchange = std::make_shared<Exchange>(shared_from_this(), std::move(request), upgrade);
       // The answer may come while the handler runs (the work it hands off runs before the
       // scope ends): the socket is idle from here until Serve writes, so a small answer may

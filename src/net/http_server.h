@@ -61,7 +61,9 @@ class HttpExchange {
 
   // Registers `fn`, called at most once, on an I/O thread, if the client disconnects (or
   // the server closes the connection) before the answer is complete. Meant for long
-  // streams. A later call replaces the earlier callback.
+  // streams and slow answers. A later call replaces the earlier callback; a call that
+  // reaches the connection once the answer is complete (it may be made from any thread) is
+  // ignored, so `fn` never outlives its exchange.
   virtual void OnPeerGone(std::function<void()> fn) = 0;
 
   // Completes the upgrade: the 101 response carries `Sec-WebSocket-Protocol: subprotocol`

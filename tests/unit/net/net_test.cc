@@ -459,6 +459,47 @@ TEST(HttpServer, PeerGoneIsNotReportedAfterADirectAnswer) {
   EXPECT_EQ(gone.load(), 0);
 }
 
+// OnPeerGone belongs to its exchange: a callback registered (from another thread) once
+// that exchange was answered and the connection had moved on to the next request is
+// dropped. It neither replaces the next exchange's own callback nor fires when the client
+// leaves during that next request.
+TEST(HttpServer, APeerGoneCallbackRegisteredAfterItsAnswerIsDropped) {
+  IoRuntime rt(2);
+  std::atomic<int> stale{0};
+  Notification second_arrived, second_gone;
+  std::mutex mu;
+  std::shared_ptr<HttpExchange> first, second;
+  auto server = StartServer(rt, [&](std::shared_ptr<HttpExchange> ex) {
+    std::lock_guard lock(mu);
+    if (ex->request().target == "/first") {
+      first = ex;
+      ex->Respond(HttpResponse{200, {}, "ok"});
+      return;
+    }
+    ex->OnPeerGone([&] { second_gone.Notify(); });
+    second = std::move(ex);
+    second_arrived.Notify();
+  });
+  {
+    RawClient client(server->port());
+    ASSERT_TRUE(client.Send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_NE(client.ReadResponse().find("ok"), std::string::npos);
+    ASSERT_TRUE(client.Send("GET /second HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(second_arrived.WaitFor());
+    std::lock_guard lock(mu);
+    first->OnPeerGone([&] { ++stale; });
+  }  // the client leaves during /second
+  EXPECT_TRUE(second_gone.WaitFor()) << "the second exchange's own callback was not called";
+  {
+    std::lock_guard lock(mu);
+    second->Respond(HttpResponse{200, {}, "too late"});
+    first.reset();
+    second.reset();
+  }
+  server.reset();  // every connection has ended: a stale callback would have run by now
+  EXPECT_EQ(stale.load(), 0);
+}
+
 // Clients that vanish right after sending while answers come from another thread: the
 // server stays up and serves the next client.
 TEST(HttpServer, ClientsVanishingWhileAnswersAreWrittenDirectly) {
