@@ -149,6 +149,35 @@ const std::string* Request::Header(std::string_view name) const {
   return nullptr;
 }
 
+void RequestAbort::Listen(std::function<void()> fn) {
+  if (!fn || settled_) return;
+  if (aborted_) {
+    fn();
+    return;
+  }
+  listeners_.push_back(std::move(fn));
+}
+
+void RequestAbort::Settle() {
+  if (aborted_) return;
+  settled_ = true;
+  listeners_.clear();
+}
+
+void RequestAbort::Fire() {
+  if (aborted_ || settled_) return;
+  aborted_ = true;
+  // A callback may resume the handler, which may register more (they run at once).
+  for (auto& fn : std::exchange(listeners_, {})) {
+    try {
+      fn();
+    } catch (...) {
+      LogWarn(kLog, "a request abort callback threw",
+              {{"error", ErrorText(std::current_exception())}});
+    }
+  }
+}
+
 Response Response::Text(uint16_t status, std::string_view text) {
   return Response{status, {{"content-type", "text/plain; charset=utf-8"}}, Bytes(text.begin(), text.end())};
 }
@@ -1430,8 +1459,14 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
       return respond_error({"actor", "request_handler_not_defined", "This actor has no onRequest handler", {}});
     }
     req.path = path.size() == 8 ? "/" : path.substr(8);
+    // Until its response goes out, the gateway may abort the request (its client left):
+    // the handler goes on, and sees it through Request::aborted / OnAbort.
+    auto abort = std::make_shared<RequestAbort>();
+    req.abort_state = abort;
+    cold().raw_requests[std::make_pair(id.gateway_id, id.request_id)] = abort;
     // Every raw request is a transient connection: its hooks run first (actors.md §4.9).
-    auto task = [](Instance* self, latest::MessageId id, Request req) -> Task<void> {
+    auto task = [](Instance* self, latest::MessageId id, Request req,
+                   std::shared_ptr<RequestAbort> abort) -> Task<void> {
       Response resp;
       std::string conn_id;
       try {
@@ -1448,13 +1483,33 @@ void Instance::HandleHttp(const latest::MessageId& id, Request req) {
         ClientError e = ToClientError(std::current_exception(), self->actor_id_);
         resp = self->ErrorResponse(e, wire::Encoding::kJson);
       }
-      self->Gate([self, id, resp = std::move(resp)]() mutable { self->SendHttpResponse(id, std::move(resp)); },
-                 [self, id](const ClientError& e) {
-                   self->SendHttpResponse(id, self->ErrorResponse(e, wire::Encoding::kJson));
-                 });
+      // Nobody waits for an aborted request's response: it is dropped, here or when the
+      // gate would release it. What the handler changed is saved all the same (SpawnOwned).
+      // The request can be aborted until its response goes out.
+      auto forget = [self, id, abort] {
+        if (self->cold_ != nullptr) {
+          self->cold_->raw_requests.erase(std::make_pair(id.gateway_id, id.request_id));
+        }
+        abort->Settle();
+      };
+      if (abort->aborted()) {
+        forget();
+      } else {
+        self->Gate(
+            [self, id, abort, forget, resp = std::move(resp)]() mutable {
+              forget();
+              if (!abort->aborted()) self->SendHttpResponse(id, std::move(resp));
+            },
+            [self, id, abort, forget](const ClientError& e) {
+              forget();
+              if (!abort->aborted()) {
+                self->SendHttpResponse(id, self->ErrorResponse(e, wire::Encoding::kJson));
+              }
+            });
+      }
       if (!conn_id.empty()) co_await self->DisconnectConn(conn_id);
     };
-    SpawnOwned(task(this, id, std::move(req)), true, true);
+    SpawnOwned(task(this, id, std::move(req), std::move(abort)), true, true);
     return;
   }
   if (path == "/metadata" || path == "/health" || path == "/") {
@@ -2682,7 +2737,16 @@ void Runtime::DispatchTunnel(Instance& inst, const latest::ToEnvoyTunnelMessage&
       inst.HandleHttp(message.message_id, std::move(req));
     }
   } else if (std::holds_alternative<latest::ToEnvoyRequestAbort>(kind)) {
-    if (inst.cold_) inst.cold_->streaming.erase(route);
+    // The client went away (§6.3): the route is forgotten, a body still streaming is
+    // dropped, and a running on_request handler is told (it is not cancelled; its response
+    // is not sent).
+    if (!inst.cold_) return;
+    inst.cold_->streaming.erase(route);
+    auto it = inst.cold_->raw_requests.find(route);
+    if (it == inst.cold_->raw_requests.end()) return;
+    const std::shared_ptr<RequestAbort> abort = std::move(it->second);
+    inst.cold_->raw_requests.erase(it);
+    abort->Fire();  // may resume the handler, even to its end
   } else if (const auto* open = std::get_if<latest::ToEnvoyWebSocketOpen>(&kind)) {
     Request req;
     req.method = "GET";

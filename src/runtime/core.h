@@ -155,14 +155,51 @@ struct RuntimeOptions {
 
 // ---- HTTP as the actor sees it ----
 
+// Whether the end user of a raw HTTP request went away before its response (the gateway's
+// ToEnvoyRequestAbort, envoy-protocol.md §6.3), with the callbacks waiting for it. Shared
+// by every copy of the Request; set by the runtime for requests an on_request handler
+// serves.
+class RequestAbort {
+ public:
+  bool aborted() const { return aborted_; }
+  // Calls `fn` when the request is aborted, at once if it already is; drops it when the
+  // request settled.
+  void Listen(std::function<void()> fn);
+  // Marks the request aborted and calls the callbacks, in registration order, once each.
+  // A callback that throws is logged; the others still run. No-op once settled.
+  void Fire();
+  // The response went out: no abort can come any more. Drops the callbacks (and what they
+  // hold, such as a copy of the request itself).
+  void Settle();
+
+ private:
+  bool aborted_ = false;
+  bool settled_ = false;
+  std::vector<std::function<void()>> listeners_;
+};
+
 struct Request {
   std::string method;
   std::string path;   // path after routing, e.g. "/test/path" for /request/test/path
   std::string query;  // without '?', may be empty
   std::vector<std::pair<std::string, std::string>> headers;
   Bytes body;
+  // Set by the runtime for a request an on_request handler serves (nullptr otherwise:
+  // such a request is never aborted). Read it through aborted() / OnAbort().
+  std::shared_ptr<RequestAbort> abort_state;
+
   // Case-insensitive header lookup; nullptr when absent.
   const std::string* Header(std::string_view name) const;
+  // True once the client went away before the response: the handler is not cancelled, but
+  // its response (whatever it returns or throws) is dropped. Always false for requests that
+  // are not an on_request handler's.
+  bool aborted() const { return abort_state != nullptr && abort_state->aborted(); }
+  // Calls `fn` on the actor's executor when the request is aborted (at once if it already
+  // is; never for a request that is not an on_request handler's, nor once the handler's
+  // response went out). Any number may be registered.
+  void OnAbort(std::function<void()> fn) const {
+    if (abort_state != nullptr) abort_state->Listen(std::move(fn));
+  }
 };
 
 struct Response {
@@ -729,10 +766,10 @@ class Instance {
   // Connections and requests.
   std::map<std::string, std::shared_ptr<Conn>, std::less<>> conns_;
 
-  // What an idle actor without a queue, a schedule, WebSockets or streamed requests does
-  // not need: allocated at first use (cold()), read through cold_ (nullptr: all empty), kept
-  // until the instance goes. An awake idle actor then costs the runtime only the members
-  // above (BENCHMARKS W4).
+  // What an idle actor without a queue, a schedule, WebSockets, streamed or raw (on_request)
+  // requests does not need: allocated at first use (cold()), read through cold_ (nullptr:
+  // all empty), kept until the instance goes. An awake idle actor then costs the runtime
+  // only the members above (BENCHMARKS W4).
   struct Cold {
     // Schedule (sorted by time, then id).
     std::vector<ScheduledEvent> schedule;
@@ -749,6 +786,11 @@ class Instance {
     std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, std::string> ws_conns;
     // Streamed HTTP requests still receiving their body.
     std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>, Request> streaming;
+    // Raw HTTP requests (on_request) whose response has not gone out: what their abort
+    // marks (Request::aborted).
+    std::map<std::pair<envoy::latest::GatewayId, envoy::latest::RequestId>,
+             std::shared_ptr<RequestAbort>>
+        raw_requests;
     std::vector<EarlyWsMessage> early_ws;
     std::vector<std::function<void()>> idle_waiters;  // grace: woken when blockers drop
     std::vector<Completion<bool>> save_waiters;       // SaveState(max_wait): its save ran

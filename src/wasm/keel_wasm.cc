@@ -416,6 +416,13 @@ class WasmRuntime {
         inv.request = &req;
         val request = RequestToJs(req);
         request.set("body", BytesToJs(req.body));
+        // request.signal: aborted when the client goes away before the response
+        // (Request::OnAbort); the handler goes on, its response is dropped.
+        if (val ctor = val::global("AbortController"); !ctor.isUndefined()) {
+          val controller = ctor.new_();
+          request.set("signal", controller["signal"]);
+          req.OnAbort([controller] { controller.call<void>("abort"); });
+        }
         val args = val::array();
         args.call<void>("push", request);
         // The host turns whatever the handler returned (a Response) into {status, headers, body}.

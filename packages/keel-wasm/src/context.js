@@ -200,11 +200,13 @@ class Sql {
   get backend() { return unwrap(this._rt.sqlBackend(this._h)); }
 }
 
-// A Fetch API Request for the core's {method, path, query, headers}.
+// A Fetch API Request for the core's {method, path, query, headers}; its `signal` follows
+// `raw.signal` when the core gives one (onRequest: aborted when the client goes away).
 export function toRequest(raw, body) {
   const query = raw.query ? `?${raw.query}` : "";
   const method = raw.method.toUpperCase();
   const init = { method, headers: raw.headers };
+  if (raw.signal) init.signal = raw.signal;
   if (body !== undefined && method !== "GET" && method !== "HEAD" && body.length > 0) init.body = body;
   return new Request(`http://actor${raw.path}${query}`, init);
 }

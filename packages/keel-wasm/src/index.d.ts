@@ -214,6 +214,8 @@ export interface ActorDefinition<S = any, V = any, C = any> {
   onConnect?(c: Ctx<S, V, C>, conn: Conn<C>): Awaitable<void>;
   onDisconnect?(c: Ctx<S, V, C>, conn: Conn<C>): Awaitable<void>;
   onStateChange?(c: Ctx<S, V, C>, state: S): void;
+  /** `request.signal` aborts when the client goes away before the response; the handler is
+   * not cancelled, and its response is dropped. */
   onRequest?(c: Ctx<S, V, C>, request: Request): Awaitable<Response>;
   onWebSocket?(c: Ctx<S, V, C>, ws: ActorWebSocket): Awaitable<void>;
 }

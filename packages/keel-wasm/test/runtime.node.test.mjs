@@ -204,6 +204,20 @@ describe("wasm runtime: raw HTTP and raw WebSocket", () => {
     assert.equal(body.actor, "raw");
   });
 
+  test("onRequest: request.signal aborts when the client goes away", async () => {
+    const id = await getOrCreate(engine, "raw", "abort");
+    const client = new AbortController();
+    const pending = fetch(`${engine.endpoint}/gateway/${id}/request/wait`, { signal: client.signal })
+      .catch(() => "client aborted");
+    await waitFor(async () => (await call(engine, id, "counts")).waiting === 1, 5000, "the handler to start");
+    client.abort();
+    assert.equal(await pending, "client aborted");
+    await waitFor(async () => (await call(engine, id, "counts")).aborted === 1, 5000,
+      "the handler to see its request aborted");
+    const r = await fetch(`${engine.endpoint}/gateway/${id}/request/after`);
+    assert.equal(r.status, 201);
+  });
+
   test("onWebSocket: greeting, text and binary echo, state changes, server close", async () => {
     const id = await getOrCreate(engine, "raw", "ws");
     const ws = new WebSocket(`${engine.endpoint.replace("http", "ws")}/gateway/${id}/websocket/chat?who=ada`);

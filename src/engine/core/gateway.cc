@@ -399,7 +399,29 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
     in_flight_.emplace(request_id, std::move(entry));
   }
   SendToEnvoy(*session, request_id, 0, std::move(first));
+  // Registered once the start went out, so an abort never overtakes it. The callback holds
+  // only what fits std::function's inline buffer (no allocation per request).
+  if (!websocket) exchange->OnPeerGone([this, request_id] { ClientGone(request_id); });
   if (session->closed()) OnEnvoyClosed(*session);  // closed while we registered
+}
+
+void Gateway::ClientGone(uint32_t request_id) {
+  // Whoever removes the entry under mu_ owns the request's end: a response that finished
+  // first (or a failure, a timeout, an actor stop) leaves nothing here, and once it is gone
+  // from the table a ResponseStart or chunk for it is dropped as for an unknown id.
+  std::optional<InFlight> entry;
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(request_id);
+    if (it == in_flight_.end() || it->second.websocket) return;
+    entry.emplace(std::move(it->second));
+    in_flight_.erase(it);
+  }
+  if (auto session = entry->session.lock()) {
+    SendToEnvoy(*session, request_id, entry->next_index,
+                latest::ToEnvoyTunnelMessageKind{latest::ToEnvoyRequestAbort{}});
+  }
+  // The exchange goes with the entry: the client is gone, nothing is left to answer.
 }
 
 void Gateway::SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,

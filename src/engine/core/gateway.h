@@ -9,6 +9,10 @@
 // their entry by request id; only the connection the request was sent to may answer it.
 // Every failure is a structured error: JSON with the §5.9 status for HTTP, a close frame
 // `group.code#ray` for WebSockets. CORS headers go on every actor-route response (§5.7).
+// An end user who disconnects before an HTTP response finished (before its ResponseStart,
+// or in the middle of a streamed one) gets the request aborted: the envoy receives
+// ToEnvoyRequestAbort for it and the entry is dropped (§6.3's recommendation). Exactly one
+// of the response finishing and the abort happens: both take the entry under the mutex.
 //
 // Hibernation (§6.5): a WebSocket the actor opened with canHibernate keeps every user
 // message (with its index) until the actor acknowledges it. When the actor closes with
@@ -119,6 +123,10 @@ class Gateway {
   std::optional<InFlight> Take(uint32_t request_id);
   void SendToEnvoy(EnvoySession& session, uint32_t request_id, uint16_t index,
                    protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
+  // The end user of an HTTP request left before its response finished (before the
+  // ResponseStart or mid-stream; HttpExchange::OnPeerGone, an I/O thread): tell the envoy
+  // (ToEnvoyRequestAbort, §6.3) and forget the request.
+  void ClientGone(uint32_t request_id);
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
   // Wakes the actor of a hibernating socket that holds unacknowledged client messages, once

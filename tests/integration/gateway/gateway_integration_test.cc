@@ -1,10 +1,12 @@
 // The gateway end to end (actors.md §5, envoy-protocol.md §6): a whole engine in-process
 // (TestEngine, loopback port 0), an envoy speaking v4 over a real WebSocket (TunnelEnvoy),
 // and real HTTP / WebSocket clients. Every wait is bounded; nothing sleeps to synchronise.
+#include <array>
 #include <chrono>
 #include <future>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "base/log.h"
 #include "base/random.h"
 #include "engine/common/id.h"
+#include "engine/core/gateway.h"
 #include "engine/core/orchestrator.h"
 #include "integration/gateway/tunnel_envoy.h"
 #include "net/blocking_ws_client.h"
@@ -1003,6 +1006,161 @@ TEST_F(GatewayTest, ResponseAbortIsServiceUnavailable) {
   ExpectCors(r, "https://a.example");
   envoy_->SetPolicy(TunnelEnvoyPolicy{});
   ExpectServes("after-abort");
+}
+
+// ---- the end user leaving before the response finished (envoy-protocol.md §6.3) -------------
+
+// A raw request on a keep-alive connection the test can drop at any moment.
+std::unique_ptr<RawHttpClient> SendRaw(uint16_t port, const std::string& path) {
+  auto client = std::make_unique<RawHttpClient>(port);
+  EXPECT_TRUE(client->connected());
+  EXPECT_TRUE(client->Send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+  return client;
+}
+
+TEST_F(GatewayTest, ClientGoneBeforeTheResponseAbortsTheRequestAtTheEnvoy) {
+  TunnelEnvoyPolicy policy;
+  policy.echo_http = false;
+  envoy_->SetPolicy(policy);
+  auto client = SendRaw(engine_->port(), "/gateway/" + actor_ + "/held");
+  auto start = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(start.has_value());
+  client.reset();  // the user goes away while the actor has not answered
+
+  auto abort = envoy_->WaitTunnel<latest::ToEnvoyRequestAbort>(kWait);
+  ASSERT_TRUE(abort.has_value()) << "the envoy was never told the client left";
+  EXPECT_EQ(abort->message_id.gateway_id, start->message_id.gateway_id);
+  EXPECT_EQ(abort->message_id.request_id, start->message_id.request_id);
+  EXPECT_EQ(abort->message_id.message_index, 1) << "the start had index 0";
+  EXPECT_EQ(engine_->engine().gateway().in_flight(), 0u) << "the aborted request is still held";
+
+  // A late answer for it is dropped as for an unknown id; the actor serves on.
+  envoy_->SendTunnel(start->message_id, 0,
+                     latest::ToRivetResponseStart{200, {}, std::nullopt, false});
+  envoy_->SetPolicy(TunnelEnvoyPolicy{});
+  ExpectServes("after-client-left");
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestAbort>(), 0u) << "aborted twice";
+}
+
+TEST_F(GatewayTest, ClientGoneMidStreamAbortsTheRequestAtTheEnvoy) {
+  TunnelEnvoyPolicy policy;
+  policy.echo_http = false;
+  envoy_->SetPolicy(policy);
+  auto client = SendRaw(engine_->port(), "/gateway/" + actor_ + "/stream");
+  auto start = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(start.has_value());
+  latest::ToRivetResponseStart head;
+  head.status = 200;
+  head.headers = {{"content-type", "text/plain"}};
+  head.body = ToBytes("first;");
+  head.stream = true;
+  envoy_->SendTunnel(start->message_id, 0, head);
+  const std::string got_head = client->ReadHead();
+  ASSERT_EQ(got_head.rfind("HTTP/1.1 200", 0), 0u) << got_head;
+  EXPECT_EQ(RawHttpClient::Header(got_head, "transfer-encoding"), "chunked") << got_head;
+  EXPECT_EQ(client->ReadExactly(11), "6\r\nfirst;\r\n");
+  client.reset();  // the user goes away in the middle of the stream
+
+  auto abort = envoy_->WaitTunnel<latest::ToEnvoyRequestAbort>(kWait);
+  ASSERT_TRUE(abort.has_value()) << "the envoy was never told the client left";
+  EXPECT_EQ(abort->message_id.request_id, start->message_id.request_id);
+  EXPECT_EQ(engine_->engine().gateway().in_flight(), 0u) << "the aborted stream is still held";
+
+  // The rest of the stream is dropped as for an unknown id; the actor serves on.
+  envoy_->SendTunnel(start->message_id, 1, latest::ToRivetResponseChunk{ToBytes("second;"), false});
+  envoy_->SendTunnel(start->message_id, 2, latest::ToRivetResponseChunk{ToBytes("end"), true});
+  envoy_->SetPolicy(TunnelEnvoyPolicy{});
+  ExpectServes("after-stream-client-left");
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestAbort>(), 0u) << "aborted twice";
+}
+
+// One keep-alive connection carries a whole response, then a whole streamed one, then a
+// request the user leaves: only that last one is aborted. (The connection's end is what
+// would abort the others too, were they still counted as unfinished.)
+TEST_F(GatewayTest, ClientGoneAbortsOnlyTheUnfinishedRequest) {
+  auto client = SendRaw(engine_->port(), "/gateway/" + actor_ + "/whole");
+  const std::string whole = client->ReadResponse();
+  ASSERT_EQ(whole.rfind("HTTP/1.1 200", 0), 0u) << whole;
+  auto first = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(first.has_value());
+
+  TunnelEnvoyPolicy policy;
+  policy.echo_http = false;
+  envoy_->SetPolicy(policy);
+  ASSERT_TRUE(client->Send("GET /gateway/" + actor_ + "/streamed HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto second = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(second.has_value());
+  envoy_->SendTunnel(second->message_id, 0,
+                     latest::ToRivetResponseStart{200, {}, ToBytes("ab"), true});
+  envoy_->SendTunnel(second->message_id, 1, latest::ToRivetResponseChunk{ToBytes("c"), true});
+  const std::string streamed_head = client->ReadHead();
+  ASSERT_EQ(streamed_head.rfind("HTTP/1.1 200", 0), 0u) << streamed_head;
+  EXPECT_EQ(client->ReadExactly(18), "2\r\nab\r\n1\r\nc\r\n0\r\n\r\n");
+
+  ASSERT_TRUE(client->Send("GET /gateway/" + actor_ + "/left HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto third = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(third.has_value());
+  client.reset();
+  auto abort = envoy_->WaitTunnel<latest::ToEnvoyRequestAbort>(kWait);
+  ASSERT_TRUE(abort.has_value());
+  EXPECT_EQ(abort->message_id.request_id, third->message_id.request_id);
+
+  envoy_->SetPolicy(TunnelEnvoyPolicy{});
+  ExpectServes("after-finished-requests");
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestAbort>(), 0u)
+      << "a request that completed normally was aborted";
+}
+
+// Clients that leave while their requests are held are aborted; clients that leave the very
+// moment the envoy answers race the answer: each such request ends one way only (answered,
+// or aborted once). Nothing stays in flight.
+TEST_F(GatewayTest, ClientsLeavingAsTheirAnswersArriveLeaveNothingInFlight) {
+  TunnelEnvoyPolicy policy;
+  policy.echo_http = false;
+  envoy_->SetPolicy(policy);
+  constexpr int kClients = 40;
+  std::set<std::array<uint8_t, 4>> held, answered;
+  for (int i = 0; i < kClients; ++i) {
+    const std::string path = "/race/" + std::to_string(i);
+    auto client = SendRaw(engine_->port(), "/gateway/" + actor_ + path);
+    auto start = envoy_->WaitFor([&](const latest::ToEnvoy& m) {
+      const auto* t = m.get_if<latest::ToEnvoyTunnelMessage>();
+      const auto* s =
+          t == nullptr ? nullptr : t->message_kind.get_if<latest::ToEnvoyRequestStart>();
+      return s != nullptr && s->path == path;
+    });
+    ASSERT_TRUE(start.has_value()) << path;
+    const auto& id = start->get_if<latest::ToEnvoyTunnelMessage>()->message_id;
+    if (i % 2 == 1) {
+      envoy_->SendTunnel(id, 0, latest::ToRivetResponseStart{200, {}, ToBytes("late"), false});
+      answered.insert(id.request_id);
+    } else {
+      held.insert(id.request_id);
+    }
+    client.reset();
+  }
+  auto& gateway = engine_->engine().gateway();
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (gateway.in_flight() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(2));  // poll interval, bounded by the deadline
+  }
+  EXPECT_EQ(gateway.in_flight(), 0u) << "requests whose clients left are still held";
+  std::set<std::array<uint8_t, 4>> aborted;
+  for (size_t n = 0; n < held.size(); ++n) {  // each held one is aborted
+    auto abort = envoy_->WaitTunnel<latest::ToEnvoyRequestAbort>(kWait);
+    ASSERT_TRUE(abort.has_value()) << "only " << n << " of " << held.size() << " aborted";
+    EXPECT_TRUE(aborted.insert(abort->message_id.request_id).second) << "aborted twice";
+  }
+  // The barrier: a request after them all (its start follows any abort already sent).
+  envoy_->SetPolicy(TunnelEnvoyPolicy{});
+  ExpectServes("after-the-race");
+  while (auto abort = envoy_->WaitTunnel<latest::ToEnvoyRequestAbort>(milliseconds(0))) {
+    EXPECT_TRUE(aborted.insert(abort->message_id.request_id).second) << "aborted twice";
+  }
+  for (const auto& id : held) EXPECT_EQ(aborted.count(id), 1u) << "a held request was not aborted";
+  for (const auto& id : aborted) {
+    EXPECT_TRUE(held.count(id) == 1 || answered.count(id) == 1) << "an abort for no request";
+  }
 }
 
 TEST_F(GatewayTest, AnswersFromTheEnvoyForUnknownRequestsAreDropped) {

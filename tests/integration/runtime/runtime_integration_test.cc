@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <future>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -15,12 +16,14 @@
 #include "chat/chat.h"
 #include "counter/counter.h"
 #include "engine/core/engine.h"
+#include "engine/core/gateway.h"
 #include "net/blocking_ws_client.h"
 #include "net/client.h"
 #include "runtime/actor.h"
 #include "runtime/native/serve.h"
 #include "scheduler/scheduler.h"
 #include "support/gateway_http.h"
+#include "support/raw_http_client.h"
 #include "support/test_engine.h"
 #include "wire/client_messages.h"
 
@@ -223,6 +226,68 @@ TEST_F(RuntimeIntegrationTest, AlarmWakesASleepingActor) {
   auto fired = Action(base(), id, "fired", json::array());
   EXPECT_EQ(fired["output"][0]["text"], "tea");
   EXPECT_EQ(Action(base(), id, "pending", json::array()), (json{{"output", json::array()}}));
+}
+
+// A raw request whose client leaves while its on_request handler waits (envoy-protocol.md
+// §6.3): the gateway tells the runtime, the handler sees it (Request::OnAbort / aborted) and
+// records it in the state, its response goes nowhere, and the actor serves the next request
+// and still goes to sleep.
+struct Waiter {
+  int64_t started = 0;
+  int64_t aborted = 0;
+};
+
+class RequestAbortIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ActorDef<Waiter> waiter("waiter");
+    waiter.options().sleep_timeout = 500ms;
+    waiter.action("started", [](Ctx<Waiter>& c) { return c.state().started; });
+    waiter.action("aborted", [](Ctx<Waiter>& c) { return c.state().aborted; });
+    // /request/wait waits until its client leaves; any other path answers at once.
+    waiter.on_request([](Ctx<Waiter>& c, const runtime::Request& req) -> Task<runtime::Response> {
+      if (req.path != "/wait") co_return runtime::Response::Text(200, "quick");
+      c.state().started += 1;
+      Completion<bool> gone;
+      req.OnAbort([gone] { gone.Resolve(true); });
+      co_await gone;
+      if (req.aborted()) c.state().aborted += 1;
+      co_return runtime::Response::Text(200, "nobody reads this");
+    });
+    ServeSettings s;
+    s.endpoint = engine_.http_url();
+    host_ = std::make_unique<RuntimeHost>(
+        s, std::vector<std::shared_ptr<const runtime::ActorType>>{waiter.type()});
+    host_->Start();
+    ASSERT_TRUE(WaitFor([&] { return host_->connected(); })) << "runtime never connected";
+  }
+  std::string base() const { return engine_.http_url(); }
+
+  TestEngine engine_;
+  std::unique_ptr<RuntimeHost> host_;
+};
+
+TEST_F(RequestAbortIntegrationTest, AHandlerSeesItsClientLeaveAndTheActorStillSleeps) {
+  const std::string id = CreateActor(base(), "waiter", "w1");
+  ASSERT_FALSE(id.empty());
+  auto client = std::make_unique<RawHttpClient>(engine_.port());
+  ASSERT_TRUE(client->connected());
+  ASSERT_TRUE(client->Send("GET /gateway/" + id + "/request/wait HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(WaitFor([&] {
+    return Action(base(), id, "started", json::array()) == json{{"output", 1}};
+  })) << "the handler never started";
+  client.reset();  // the user goes away while the handler waits
+
+  ASSERT_TRUE(WaitFor([&] {
+    return Action(base(), id, "aborted", json::array()) == json{{"output", 1}};
+  })) << "the handler never learnt that its client left";
+  auto quick = Call(base(), "GET", "/gateway/" + id + "/request/quick");
+  EXPECT_EQ(quick.status, 200) << quick.body;
+  EXPECT_EQ(quick.body, "quick");
+  // Idle for sleep_timeout (500 ms): nothing of the aborted request keeps it awake.
+  ASSERT_TRUE(WaitSleeping(base(), id)) << "the actor never went to sleep";
+  EXPECT_EQ(Action(base(), id, "aborted", json::array()), (json{{"output", 1}}));
+  EXPECT_EQ(engine_.engine().gateway().in_flight(), 0u);
 }
 
 // The engine's tunnel payload limit (maxResponsePayloadSize, here 4 KiB) closes the whole
