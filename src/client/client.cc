@@ -1366,6 +1366,18 @@ ClientResult<ActorHandle> Client::Create(std::string name, ActorKey key, CreateO
   return GetForId(std::move(name), info->actor_id, static_cast<HandleOptions&&>(std::move(options)));
 }
 
+namespace {
+
+// The next page's cursor of a REST listing (its `pagination.cursor`), or "" on the last page.
+std::string NextCursor(const json& answer) {
+  const auto pagination = answer.find("pagination");
+  if (pagination == answer.end() || !pagination->is_object()) return "";
+  const auto cursor = pagination->find("cursor");
+  return cursor != pagination->end() && cursor->is_string() ? cursor->get<std::string>() : "";
+}
+
+}  // namespace
+
 ClientResult<std::vector<ActorInfo>> Client::ListActors(std::string_view name, std::optional<ActorKey> key,
                                                         bool include_destroyed) {
   std::vector<ActorInfo> out;
@@ -1384,12 +1396,8 @@ ClientResult<std::vector<ActorInfo>> Client::ListActors(std::string_view name, s
       if (!info.has_value()) return Unexpected(std::move(info.error()));
       out.push_back(std::move(*info));
     }
-    const json* next = nullptr;
-    if (r->contains("pagination") && (*r)["pagination"].is_object() && (*r)["pagination"].contains("cursor")) {
-      next = &(*r)["pagination"]["cursor"];
-    }
-    if (next == nullptr || !next->is_string() || next->get<std::string>().empty() || actors.empty()) break;
-    cursor = next->get<std::string>();
+    cursor = NextCursor(*r);
+    if (cursor.empty() || actors.empty()) break;
   }
   return out;
 }
@@ -1401,11 +1409,18 @@ ClientResult<ActorInfo> Client::GetActor(std::string_view actor_id) {
 }
 
 ClientResult<std::vector<std::string>> Client::ListActorNames() {
-  auto r = shared_->Rest("GET", "/actors/names?" + shared_->NamespaceQuery());
-  if (!r.has_value()) return Unexpected(std::move(r.error()));
   std::vector<std::string> names;
-  if (r->contains("names") && (*r)["names"].is_object()) {
-    for (auto it = (*r)["names"].begin(); it != (*r)["names"].end(); ++it) names.push_back(it.key());
+  std::string cursor;
+  for (int page = 0; page < 1000; ++page) {  // bounded: up to 1000 names per page
+    std::string path = "/actors/names?" + shared_->NamespaceQuery() + "&limit=1000";
+    if (!cursor.empty()) path += "&cursor=" + gw::PercentEncode(cursor);
+    auto r = shared_->Rest("GET", std::move(path));
+    if (!r.has_value()) return Unexpected(std::move(r.error()));
+    const json& page_names = (*r)["names"];
+    if (!page_names.is_object()) return Unexpected(Err("bad_response", "no names object"));
+    for (auto it = page_names.begin(); it != page_names.end(); ++it) names.push_back(it.key());
+    cursor = NextCursor(*r);
+    if (cursor.empty() || page_names.empty()) break;
   }
   return names;
 }

@@ -1,8 +1,10 @@
-// The JS client's connection against a scripted stand-in for the gateway: a message from
-// the actor that does not decode. No engine is needed; the stand-in is a minimal RFC 6455
-// server on node:http (loopback, port 0), enough for unfragmented frames under 64 KiB.
+// The JS client against scripted stand-ins for the engine, for answers a real engine does
+// not give on demand: a connection message from the actor that does not decode, and a
+// paged REST listing. No engine is needed; the stand-ins run on node:http (loopback, port
+// 0), the WebSocket one a minimal RFC 6455 server, enough for unfragmented frames under
+// 64 KiB.
 //
-//   node --experimental-websocket --test packages/keel-wasm/test/client.garbled.test.mjs
+//   node --experimental-websocket --test packages/keel-wasm/test/client.standin.test.mjs
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -132,3 +134,33 @@ for (const encoding of ENCODINGS) {
     }
   });
 }
+
+// GET /actors/names is paged (limit, cursor): listActorNames follows the cursor to the end
+// and asks for the largest page; a page without its names object is a bad response.
+test("listActorNames follows the cursor", T, async () => {
+  const targets = [];
+  const server = http.createServer((req, res) => {
+    targets.push(req.url);
+    const body = req.url.includes("cursor=p2")
+      ? { names: { c: { metadata: {} } }, pagination: { cursor: null } }
+      : req.url.includes("namespace=other")
+        ? { pagination: { cursor: null } }
+        : { names: { a: { metadata: {} }, b: { metadata: {} } }, pagination: { cursor: "p2" } };
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body));
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const endpoint = `http://127.0.0.1:${server.address().port}`;
+    assert.deepEqual(await createClient({ endpoint }).listActorNames(), ["a", "b", "c"]);
+    assert.equal(targets.length, 2);
+    assert.match(targets[0], /limit=1000/);
+    assert.match(targets[1], /cursor=p2/);
+    await assert.rejects(createClient({ endpoint, namespace: "other" }).listActorNames(), (e) => {
+      assert.equal(`${e.group}.${e.code}`, "client.bad_response");
+      return true;
+    });
+  } finally {
+    server.closeAllConnections?.();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});

@@ -96,6 +96,50 @@ Result<size_t> LimitQuery(const ApiRequest& req) {
   return static_cast<size_t>(std::min<uint64_t>(n, kMaxListLimit));
 }
 
+// `cursor` of a listing ordered by a text key (namespaces, runner configs, envoys): the
+// base64url of the last key of the previous page; absent → from the start.
+Result<std::optional<std::string>> TextCursorQuery(const ApiRequest& req) {
+  std::optional<std::string> value = req.Query("cursor");
+  if (!value.has_value()) return std::optional<std::string>();
+  auto raw = gateway::Base64UrlDecode(*value);
+  if (!raw.has_value()) return Unexpected{BadRequest("invalid cursor")};
+  return std::optional<std::string>(std::string(raw->begin(), raw->end()));
+}
+
+// The range of a listing read from the index under `prefix`: all of it, or from after the
+// key the request's `cursor` names (the base64url of that key's part after `prefix`).
+Result<storage::KeyRange> IndexRangeAfterCursor(const ApiRequest& req, const Bytes& prefix) {
+  storage::KeyRange range = storage::KeyRange::Prefix(prefix);
+  if (auto c = req.Query("cursor")) {
+    auto raw = gateway::Base64UrlDecode(*c);
+    if (!raw.has_value()) return Unexpected{BadRequest("invalid cursor")};
+    Bytes after = prefix;
+    after.insert(after.end(), raw->begin(), raw->end());
+    range.begin = storage::KeyAfter(after);
+  }
+  return range;
+}
+
+// One page of a listing ordered by the text `key(item)`: the items after `after`, at most
+// `limit` of them. `cursor` is set to the last key shown when more items follow (the next
+// page's `cursor`), else null.
+template <typename T, typename KeyFn>
+std::vector<T> PageOf(std::vector<T> items, KeyFn key, const std::optional<std::string>& after,
+                      size_t limit, json& cursor) {
+  std::sort(items.begin(), items.end(), [&](const T& a, const T& b) { return key(a) < key(b); });
+  std::vector<T> out;
+  cursor = nullptr;
+  for (auto& item : items) {
+    if (after.has_value() && !(key(item) > *after)) continue;
+    if (out.size() == limit) {
+      cursor = gateway::Base64UrlEncode(AsBytes(key(out.back())));
+      break;
+    }
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
 std::string CrashPolicyName(rec::CrashPolicy p) {
   switch (p) {
     case rec::CrashPolicy::kSleep:
@@ -245,7 +289,8 @@ class Call {
     exchange_->Respond(std::move(r));
   }
 
-  void Fail(const Error& error) {
+  // `metadata`: the error's metadata object (actors.md §5.9), `{}` unless given.
+  void Fail(const Error& error, const json& metadata = json::object()) {
     net::HttpResponse r;
     r.status = gateway::HttpStatusFor(error);
     r.headers = Cors();
@@ -256,7 +301,10 @@ class Call {
       shown = Error{"core", "internal_error", "An internal error occurred."};
       r.status = 500;
     }
-    r.body = gateway::ErrorJson(shown);
+    r.body = gateway::ErrorJson(shown,
+                                shown.code() == error.code() && shown.group() == error.group()
+                                    ? metadata.dump(-1, ' ', false, json::error_handler_t::replace)
+                                    : std::string("{}"));
     exchange_->Respond(std::move(r));
   }
 
@@ -292,16 +340,25 @@ void Respond(const CallPtr& call, const Result<json>& result) {
 
 // ---- handlers ----------------------------------------------------------------------------
 
+// Ordered by name, paged by `limit` (default 100) and `cursor` (actors.md §7).
 Result<json> ListNamespaces(Engine& engine, const ApiRequest& req) {
-  json list = json::array();
+  KEEL_ASSIGN_OR_RETURN(const size_t limit, LimitQuery(req));
+  KEEL_ASSIGN_OR_RETURN(const auto after, TextCursorQuery(req));
   std::vector<std::string> names = req.QueryAll("name");
   std::vector<std::string> ids = req.QueryAll("namespace_id");
-  for (const auto& ns : engine.catalog().ListNamespaces()) {
+  std::vector<Namespace> matching;
+  for (auto& ns : engine.catalog().ListNamespaces()) {
     if (!names.empty() && std::find(names.begin(), names.end(), ns.name) == names.end()) continue;
     if (!ids.empty() && std::find(ids.begin(), ids.end(), ns.id.ToString()) == ids.end()) continue;
+    matching.push_back(std::move(ns));
+  }
+  json cursor;
+  json list = json::array();
+  for (const auto& ns : PageOf(
+           std::move(matching), [](const Namespace& n) { return n.name; }, after, limit, cursor)) {
     list.push_back(NamespaceJson(ns));
   }
-  return json{{"namespaces", list}, {"pagination", json{{"cursor", nullptr}}}};
+  return json{{"namespaces", list}, {"pagination", json{{"cursor", cursor}}}};
 }
 
 Result<json> CreateNamespace(Engine& engine, const ApiRequest& req) {
@@ -315,50 +372,99 @@ Result<json> CreateNamespace(Engine& engine, const ApiRequest& req) {
 
 Result<json> ListRunnerConfigs(Engine& engine, const ApiRequest& req) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  KEEL_ASSIGN_OR_RETURN(const size_t limit, LimitQuery(req));
+  KEEL_ASSIGN_OR_RETURN(const auto after, TextCursorQuery(req));
+  std::optional<std::string> variant = req.Query("variant");
+  if (variant.has_value() && *variant != "normal" && *variant != "serverless") {
+    return Unexpected{BadRequest("'variant' must be normal or serverless")};
+  }
   std::vector<std::string> wanted = req.QueryList("runner_name", "runner_names");
-  json out = json::object();
-  for (const auto& pool : engine.catalog().ListPools(ns.id)) {
+  std::vector<Pool> matching;
+  for (auto& pool : engine.catalog().ListPools(ns.id)) {
     if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), pool.name) == wanted.end()) {
       continue;
     }
+    if (variant.has_value() && pool.serverless() != (*variant == "serverless")) continue;
+    matching.push_back(std::move(pool));
+  }
+  json cursor;
+  json out = json::object();
+  for (const auto& pool : PageOf(
+           std::move(matching), [](const Pool& p) { return p.name; }, after, limit, cursor)) {
     out[pool.name] = PoolJson(pool, engine.options());
   }
-  return json{{"runner_configs", out}, {"pagination", json{{"cursor", nullptr}}}};
+  return json{{"runner_configs", out}, {"pagination", json{{"cursor", cursor}}}};
+}
+
+// Refuses members of the object `j` not in `allowed` (request bodies reject unknown fields,
+// actors.md §7; a misspelt setting must not silently fall back to its default).
+Status OnlyFields(const json& j, std::string_view what,
+                  std::initializer_list<std::string_view> allowed) {
+  for (const auto& [key, _] : j.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      return Unexpected{BadRequest("unknown field '" + key + "' in " + std::string(what))};
+    }
+  }
+  return Status{};
 }
 
 Result<rec::RunnerConfigRecord> ParseRunnerConfig(const json& dc) {
   if (!dc.is_object()) return Unexpected{BadRequest("a runner config must be an object")};
+  KEEL_RETURN_IF_ERROR(OnlyFields(
+      dc, "a runner config", {"normal", "serverless", "metadata", "drain_on_version_upgrade"}));
   rec::RunnerConfigRecord config;
   config.metadata = dc.contains("metadata") && !dc["metadata"].is_null() ? dc["metadata"].dump()
                                                                           : "{}";
-  config.drain_on_version_upgrade =
-      dc.contains("drain_on_version_upgrade") ? dc["drain_on_version_upgrade"].get<bool>() : true;
-  if (dc.contains("serverless") && !dc["serverless"].is_null()) {
-    const json& s = dc["serverless"];
-    rec::ServerlessPool pool;
-    KEEL_ASSIGN_OR_RETURN(pool.url, Field<std::string>(s, "url"));
-    if (s.contains("headers") && s["headers"].is_object()) {
-      for (const auto& [k, v] : s["headers"].items()) {
-        if (!v.is_string()) return Unexpected{BadRequest("serverless headers must be strings")};
-        pool.headers.emplace_back(k, v.get<std::string>());
-      }
-    }
-    auto u32 = [&](const char* name, uint32_t fallback) -> uint32_t {
-      if (!s.contains(name) || !s[name].is_number_unsigned()) return fallback;
-      return s[name].get<uint32_t>();
-    };
-    pool.request_lifespan_s = u32("request_lifespan", 300);
-    pool.max_runners = u32("max_runners", 100);
-    pool.max_concurrent_actors = u32("max_concurrent_actors", pool.max_runners);
-    pool.drain_grace_period_s = u32("drain_grace_period", 10);
-    pool.slots_per_runner = u32("slots_per_runner", 1);
-    pool.min_runners = u32("min_runners", 0);
-    pool.runners_margin = u32("runners_margin", 0);
-    pool.metadata_poll_interval_ms = u32("metadata_poll_interval", 10000);
-    config.serverless = std::move(pool);
-  } else if (!dc.contains("normal")) {
+  KEEL_ASSIGN_OR_RETURN(auto drain, OptionalField<bool>(dc, "drain_on_version_upgrade"));
+  config.drain_on_version_upgrade = drain.value_or(true);
+  const bool serverless = dc.contains("serverless") && !dc["serverless"].is_null();
+  const bool normal = dc.contains("normal") && !dc["normal"].is_null();
+  if (serverless == normal) {
     return Unexpected{BadRequest("a runner config needs 'normal' or 'serverless'")};
   }
+  if (normal) {
+    if (!dc["normal"].is_object() || !dc["normal"].empty()) {
+      return Unexpected{BadRequest("'normal' must be an empty object")};
+    }
+    return config;
+  }
+  const json& s = dc["serverless"];
+  if (!s.is_object()) return Unexpected{BadRequest("'serverless' must be an object")};
+  KEEL_RETURN_IF_ERROR(OnlyFields(s, "serverless",
+                                  {"url", "headers", "request_lifespan", "max_concurrent_actors",
+                                   "drain_grace_period", "slots_per_runner", "min_runners",
+                                   "max_runners", "runners_margin", "metadata_poll_interval"}));
+  rec::ServerlessPool pool;
+  KEEL_ASSIGN_OR_RETURN(pool.url, Field<std::string>(s, "url"));
+  if (s.contains("headers") && !s["headers"].is_null()) {
+    if (!s["headers"].is_object()) {
+      return Unexpected{BadRequest("serverless headers must be an object of strings")};
+    }
+    for (const auto& [k, v] : s["headers"].items()) {
+      if (!v.is_string()) return Unexpected{BadRequest("serverless headers must be strings")};
+      pool.headers.emplace_back(k, v.get<std::string>());
+    }
+  }
+  // Counts are unsigned 32-bit integers: a negative, fractional, textual or larger value is
+  // refused, not read as the default (or truncated).
+  auto u32 = [&](const char* name, uint32_t fallback) -> Result<uint32_t> {
+    if (!s.contains(name) || s[name].is_null()) return fallback;
+    const json& v = s[name];
+    if (!v.is_number_unsigned() || v.get<uint64_t>() > UINT32_MAX) {
+      return Unexpected{
+          BadRequest(std::string("field '") + name + "' must be an integer from 0 to 4294967295")};
+    }
+    return static_cast<uint32_t>(v.get<uint64_t>());
+  };
+  KEEL_ASSIGN_OR_RETURN(pool.request_lifespan_s, u32("request_lifespan", 300));
+  KEEL_ASSIGN_OR_RETURN(pool.max_runners, u32("max_runners", 100));
+  KEEL_ASSIGN_OR_RETURN(pool.max_concurrent_actors, u32("max_concurrent_actors", pool.max_runners));
+  KEEL_ASSIGN_OR_RETURN(pool.drain_grace_period_s, u32("drain_grace_period", 10));
+  KEEL_ASSIGN_OR_RETURN(pool.slots_per_runner, u32("slots_per_runner", 1));
+  KEEL_ASSIGN_OR_RETURN(pool.min_runners, u32("min_runners", 0));
+  KEEL_ASSIGN_OR_RETURN(pool.runners_margin, u32("runners_margin", 0));
+  KEEL_ASSIGN_OR_RETURN(pool.metadata_poll_interval_ms, u32("metadata_poll_interval", 10000));
+  config.serverless = std::move(pool);
   return config;
 }
 
@@ -461,14 +567,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
     // by-name index keeps every actor: scan it and keep the key's actors, destroyed or not.
   }
   Bytes prefix = keys::ActorsByNamePrefix(ns.id.bytes(), *name);
-  storage::KeyRange range = storage::KeyRange::Prefix(prefix);
-  if (auto c = req.Query("cursor")) {
-    auto raw = gateway::Base64UrlDecode(*c);
-    if (!raw.has_value()) return Unexpected{BadRequest("invalid cursor")};
-    Bytes after = prefix;
-    after.insert(after.end(), raw->begin(), raw->end());
-    range.begin = storage::KeyAfter(after);
-  }
+  KEEL_ASSIGN_OR_RETURN(storage::KeyRange range, IndexRangeAfterCursor(req, prefix));
   // Oldest first (the index is ordered by create_ts); scan ahead in pages until `limit`
   // actors pass the filters.
   while (actors.size() < limit) {
@@ -497,8 +596,18 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
 
 Result<json> ListActorNames(Engine& engine, const ApiRequest& req) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+  KEEL_ASSIGN_OR_RETURN(const size_t limit, LimitQuery(req));
   Bytes prefix = keys::ActorNamesPrefix(ns.id.bytes());
-  KEEL_ASSIGN_OR_RETURN(auto kvs, engine.store().ScanPrefix(prefix));
+  KEEL_ASSIGN_OR_RETURN(storage::KeyRange range, IndexRangeAfterCursor(req, prefix));
+  // Every name ever used by a create is listed: read one page (and one entry to know
+  // whether another page follows), in key order.
+  KEEL_ASSIGN_OR_RETURN(auto kvs,
+                        engine.store().Scan(range, storage::ScanOptions{.limit = limit + 1}));
+  json cursor = nullptr;
+  if (kvs.size() > limit) {
+    kvs.resize(limit);
+    cursor = gateway::Base64UrlEncode(ByteView(kvs.back().key).subspan(prefix.size()));
+  }
   json names = json::object();
   for (const auto& kv : kvs) {
     ByteView rest = ByteView(kv.key).subspan(prefix.size());
@@ -510,7 +619,7 @@ Result<json> ListActorNames(Engine& engine, const ApiRequest& req) {
     if (metadata.is_discarded()) metadata = json::object();
     names[name] = json{{"metadata", metadata}};
   }
-  return json{{"names", names}, {"pagination", json{{"cursor", nullptr}}}};
+  return json{{"names", names}, {"pagination", json{{"cursor", cursor}}}};
 }
 
 Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bool get_or_create) {
@@ -569,6 +678,21 @@ Result<json> GetKvKey(Engine& engine, const ApiRequest& req, const std::string& 
   }
   return json{{"value", gateway::Base64Encode(got.values[0])},
               {"update_ts", got.metadata[0].update_ts}};
+}
+
+// `actor.duplicate_key` carries the key and the id of the actor that owns it (actors.md
+// §6.2: metadata `key`, existing actor id), so a caller need not parse the message.
+json CreateErrorMetadata(const Error& error, const std::optional<std::string>& key) {
+  json metadata = json::object();
+  if (!error.Is("actor", "duplicate_key") || !key.has_value()) return metadata;
+  metadata["key"] = *key;
+  const std::string& message = error.message();
+  size_t colon = message.rfind(": ");
+  if (colon != std::string::npos) {
+    std::string id = message.substr(colon + 2);
+    if (EngineId::Parse(id).has_value()) metadata["existing_actor_id"] = id;
+  }
+  return metadata;
 }
 
 void Route(Engine& engine_, const CallPtr& call, ApiRequest& req);
@@ -701,11 +825,12 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
         call->Fail(create.error());
         return;
       }
+      std::optional<std::string> key = create->key;
       engine.orchestrator().Create(
           std::move(*create),
-          [call, get_or_create, &engine](Result<std::pair<ActorInfo, bool>> created) {
+          [call, get_or_create, key, &engine](Result<std::pair<ActorInfo, bool>> created) {
             if (!created.has_value()) {
-              call->Fail(created.error());
+              call->Fail(created.error(), CreateErrorMetadata(created.error(), key));
               return;
             }
             json body{{"actor", ActorJson(created->first, engine.options())}};
@@ -749,6 +874,11 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
                                   : ns.error());
         return;
       }
+      // The body is `{}` (actors.md §7): anything else is refused like any other body.
+      if (auto body = ParseBody(req.body, {}); !body.has_value()) {
+        call->Fail(body.error());
+        return;
+      }
       auto done = [call](Status st) {
         if (!st.has_value()) {
           call->Fail(st.error());
@@ -769,19 +899,33 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
         call->Fail(ns.error());
         return;
       }
+      auto limit = LimitQuery(req);
+      auto after = TextCursorQuery(req);
+      if (!limit.has_value() || !after.has_value()) {
+        call->Fail(!limit.has_value() ? limit.error() : after.error());
+        return;
+      }
       std::optional<std::string> pool = req.Query("name");
       std::vector<std::string> keys_wanted = req.QueryAll("envoy_key");
       EngineId ns_id = ns->id;
-      engine.orchestrator().ListEnvoys([call, ns_id, pool, keys_wanted,
+      engine.orchestrator().ListEnvoys([call, ns_id, pool, keys_wanted, limit = *limit,
+                                        after = *after,
                                         &engine](std::vector<Orchestrator::EnvoyView> views) {
-        json list = json::array();
-        for (const auto& v : views) {
+        std::vector<Orchestrator::EnvoyView> matching;
+        for (auto& v : views) {
           if (!(v.namespace_id == ns_id)) continue;
           if (pool.has_value() && v.pool_name != *pool) continue;
           if (!keys_wanted.empty() &&
               std::find(keys_wanted.begin(), keys_wanted.end(), v.envoy_key) == keys_wanted.end()) {
             continue;
           }
+          matching.push_back(std::move(v));
+        }
+        json cursor;
+        json list = json::array();
+        for (const auto& v : PageOf(
+                 std::move(matching), [](const Orchestrator::EnvoyView& e) { return e.envoy_key; },
+                 after, limit, cursor)) {
           list.push_back(json{{"envoy_key", v.envoy_key},
                               {"namespace_id", v.namespace_id.ToString()},
                               {"datacenter", engine.options().datacenter_name},
@@ -792,7 +936,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
                               {"last_ping_ts", v.last_ping_ts},
                               {"last_rtt", v.last_rtt_ms}});
         }
-        call->Ok(json{{"envoys", list}, {"pagination", json{{"cursor", nullptr}}}});
+        call->Ok(json{{"envoys", list}, {"pagination", json{{"cursor", cursor}}}});
       });
     } else {
       call->Fail(Error{"api", "not_found", "no such API route: " + m + " /" +

@@ -5,8 +5,9 @@
 // Served: GET /metadata, GET /datacenters, GET|POST /namespaces, GET /runner-configs,
 // PUT|DELETE /runner-configs/{name}, GET|POST|PUT /actors, GET /actors/names,
 // GET|DELETE /actors/{id}, POST /actors/{id}/sleep, POST /actors/{id}/reschedule,
-// GET /actors/{id}/kv/keys/{key}, GET /envoys. Handlers run on the worker pool (they read
-// storage); the answer goes back through the exchange.
+// GET /actors/{id}/kv/keys/{key}, GET /envoys; every listing is paged by `limit` and
+// `cursor`. Handlers run on the worker pool (they read storage); the answer goes back
+// through the exchange.
 // Thread-safety: Handle may be called from any thread.
 #pragma once
 

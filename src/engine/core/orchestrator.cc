@@ -1332,6 +1332,7 @@ void Orchestrator::Create(CreateActorRequest request,
       }
       if (existing->has_value()) {
         if (!request.get_or_create) {
+          // The id ends the message: the REST API's error metadata reads it from there.
           done(Unexpected{Error{"actor", "duplicate_key",
                                 "an actor with this name and key already exists: " +
                                     (*existing)->ToString()}});

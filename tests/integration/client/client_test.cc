@@ -1045,6 +1045,35 @@ TEST(ClientErrors, AMalformedRestAnswerIsABadResponse) {
   expect_bad(c.ListActorNames(), "ListActorNames");
 }
 
+// GET /actors/names is paged (limit, cursor): ListActorNames follows the cursor to the end
+// and asks for the largest page, and a page without its names object is a bad response.
+TEST(ClientErrors, ListActorNamesFollowsTheCursor) {
+  FakeEngine engine([](const net::HttpRequest& req) -> std::optional<net::HttpResponse> {
+    if (req.target.find("cursor=bad") != std::string::npos) return FakeEngine::Json(200, "{}");
+    if (req.target.find("cursor=p2") != std::string::npos) {
+      return FakeEngine::Json(200,
+                              R"({"names":{"c":{"metadata":{}}},"pagination":{"cursor":null}})");
+    }
+    if (req.target.find("namespace=other") != std::string::npos) {
+      return FakeEngine::Json(200, R"({"names":{"x":{}},"pagination":{"cursor":"bad"}})");
+    }
+    return FakeEngine::Json(
+        200, R"({"names":{"a":{"metadata":{}},"b":{"metadata":{}}},"pagination":{"cursor":"p2"}})");
+  });
+  Client c({.endpoint = engine.url()});
+  auto names = c.ListActorNames();
+  ASSERT_TRUE(names.has_value()) << names.error().ToString();
+  EXPECT_EQ(*names, (std::vector<std::string>{"a", "b", "c"}));
+  const auto targets = engine.targets();
+  ASSERT_EQ(targets.size(), 2u);
+  EXPECT_NE(targets[0].find("limit=1000"), std::string::npos) << targets[0];
+  EXPECT_NE(targets[1].find("cursor=p2"), std::string::npos) << targets[1];
+  Client other({.endpoint = engine.url(), .namespace_name = "other"});
+  auto bad = other.ListActorNames();
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_TRUE(bad.error().Is("client", "bad_response")) << bad.error().ToString();
+}
+
 // A Client destroyed while other threads wait in its blocking calls (an HTTP action whose
 // answer never comes, an action queued on a connection that never opens): those calls
 // return client.closed at once (they neither hang nor wait out their timeout), and an

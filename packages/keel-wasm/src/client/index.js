@@ -1246,8 +1246,20 @@ export class Client {
   /** Actor names the connected runtimes registered. */
   async listActorNames() {
     const c = this._c;
-    const r = await c.rest("GET", `/actors/names?${c.namespaceQuery()}`);
-    return r?.names && typeof r.names === "object" ? Object.keys(r.names) : [];
+    const out = [];
+    let cursor = "";
+    for (let page = 0; page < 1000; ++page) {
+      let path = `/actors/names?${c.namespaceQuery()}&limit=1000`;
+      if (cursor) path += `&cursor=${percentEncode(cursor)}`;
+      const r = await c.rest("GET", path);
+      if (!r?.names || typeof r.names !== "object" || Array.isArray(r.names)) throw clientError("bad_response", "no names object");
+      const names = Object.keys(r.names);
+      out.push(...names);
+      const next = r.pagination?.cursor;
+      if (typeof next !== "string" || next === "" || names.length === 0) break;
+      cursor = next;
+    }
+    return out;
   }
   /** Destroys the actor and waits for the engine to finish. */
   async destroyActor(actorId) {
