@@ -238,8 +238,8 @@ void Engine::Handle(std::shared_ptr<net::HttpExchange> exchange) {
     HandleMetrics(*exchange);
     return;
   }
-  gateway::GatewayRequest greq{req.method, req.target, req.headers,
-                               exchange->IsWebSocketUpgrade()};
+  // Routed on the origin-form computed above (ClassifyRequest then uses it as it is).
+  gateway::GatewayRequest greq{req.method, target, req.headers, exchange->IsWebSocketUpgrade()};
   auto route = gateway::ClassifyRequest(greq);
   if (!route.has_value()) {
     // JSON for HTTP; for a WebSocket upgrade an accepted socket closed with the reason.
