@@ -139,6 +139,35 @@ std::optional<ClientError> ErrorFromCloseReason(const std::string& reason) {
   return ClientError::Make(std::string(r.substr(0, dot)), std::string(r.substr(dot + 1)), reason);
 }
 
+// A WebSocket failed at the protocol level (RFC 6455 §7.4.1): one side broke the protocol
+// and the other failed the connection with 1002 (protocol error), 1007 (a text message
+// that is not UTF-8) or 1009 (a message over its size limit) — net::WsHandler::OnClose
+// reports these codes for the failures Beast detects here, and the engine's close frame
+// carries them for those it detects. client.protocol_error, with the code in its metadata;
+// nullopt for any other close.
+std::optional<ClientError> ErrorFromProtocolClose(uint16_t code, const std::string& reason) {
+  std::string what;
+  switch (code) {
+    case 1002:
+      what = "a WebSocket protocol error";
+      break;
+    case 1007:
+      what = "invalid message data (a text message that is not UTF-8)";
+      break;
+    case 1009:
+      what = "a message too big to take";
+      break;
+    default:
+      return std::nullopt;
+  }
+  ClientError e =
+      ClientError::Make("client", "protocol_error",
+                        "the WebSocket failed with " + what + " (code " + std::to_string(code) +
+                            (reason.empty() ? "" : ", " + reason) + ")");
+  e.metadata = Value::Object({{"close_code", Value(int64_t{code})}});
+  return e;
+}
+
 ByteView View(const std::string& s) { return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
 std::string ToString(const Bytes& b) { return std::string(b.begin(), b.end()); }
 
@@ -1049,12 +1078,17 @@ struct ActorConn::Impl : std::enable_shared_from_this<ActorConn::Impl> {
         AttemptFailedLocked(*structured, !WaitsThrough(*structured), reported, out);
       } else {
         // A drop (queued actions wait for the next attempt), or a close after Init: the
-        // actions sent may or may not have run, so they fail.
+        // actions sent may or may not have run, so they fail. A protocol-level failure (a
+        // frame one side could not take) is reported as such, like an undecodable message
+        // (OnMessage): the error listeners hear it too.
+        std::optional<ClientError> protocol =
+            structured ? std::nullopt : ErrorFromProtocolClose(code, reason);
         ClientError e = structured ? *structured
+                        : protocol ? *protocol
                                    : Err("connection_lost",
                                          "the connection closed (code " + std::to_string(code) +
                                              (reason.empty() ? "" : ", " + reason) + ")");
-        if (structured && !reported) QueueError(e, out);
+        if ((structured && !reported) || protocol) QueueError(e, out);
         SocketLostLocked(e, was_open, /*remember=*/structured && !reported, out);
       }
     }

@@ -66,6 +66,10 @@ using ActorKey = std::vector<std::string>;
 //   client.closed               the connection was disposed, or the Client destroyed
 //   client.get_params_failed    the connection's params callback failed
 //   client.bad_response         the engine answered with something that is not the protocol
+//   client.protocol_error       a connection's WebSocket failed at the protocol level:
+//                               closed with 1002 (protocol error), 1007 (a text message
+//                               that is not UTF-8) or 1009 (a message over a size limit),
+//                               whichever side detected it; metadata {"close_code": N}
 struct ClientError {
   std::string group, code, message;
   std::optional<Value> metadata;

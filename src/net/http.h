@@ -98,9 +98,12 @@ class WsHandler {
   // One complete message (fragments are reassembled). `binary` tells the frame opcode.
   virtual void OnMessage(std::string data, bool binary) = 0;
   // Called exactly once, last. `code`/`reason` come from the peer's close frame, or from
-  // ours when we closed first; 1009 when a message exceeded the size limit; 1006 and ""
-  // when the socket died without a close frame (including server shutdown and a failed
-  // upgrade). The connection drops its reference to the handler afterwards.
+  // ours when we closed first; 1009 when a message exceeded the size limit; 1007 ("invalid
+  // frame payload data": a text message that is not UTF-8) or 1002 ("protocol error") when
+  // the peer broke the WebSocket protocol and this side failed the connection with that
+  // code; 1006 and "" when the socket died without a close frame (including server
+  // shutdown and a failed upgrade). The connection drops its reference to the handler
+  // afterwards.
   virtual void OnClose(uint16_t code, std::string reason) = 0;
 };
 

@@ -463,6 +463,14 @@ asio::awaitable<void> WsSession::ReadLoop(std::shared_ptr<WsHandler> handler) {
       } else if (ec == websocket::error::message_too_big) {
         code = 1009;
         reason = "message too big";
+      } else if (ec == websocket::error::bad_frame_payload) {
+        // Beast failed the connection (RFC 6455 §7.1.7) and sent the peer the close code it
+        // names: 1007 for a text message that is not UTF-8, 1002 for any other violation.
+        code = 1007;
+        reason = "invalid frame payload data";
+      } else if (ec == websocket::condition::protocol_violation) {
+        code = 1002;
+        reason = "protocol error";
       } else if (std::lock_guard lock(mu_); close_sent_) {
         code = close_code_;
         reason = close_reason_;

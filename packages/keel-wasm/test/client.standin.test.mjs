@@ -49,15 +49,17 @@ function takeFrames(buf) {
 }
 
 // Accepts every upgrade and sends Init; answers each action with 42, except on the first
-// socket, where the answer is bytes that do not decode in `encoding`. Records each socket's
-// close frame as "code reason".
-async function garblingEndpoint(encoding) {
+// socket, where the answer is bytes that do not decode in `encoding`, or what
+// `garble(socket)` writes instead. Records each socket's close frame as "code reason".
+async function garblingEndpoint(encoding, garble = null) {
   const binary = encoding !== "json";
   const closes = [];
+  const upgraded = [];
   let sockets = 0;
   const server = http.createServer((req, res) => res.writeHead(404).end());
   server.on("upgrade", (req, socket) => {
     const number = ++sockets;
+    upgraded.push(socket);
     const accept = createHash("sha1").update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: rivet\r\n\r\n`);
     const send = (msg) => socket.write(frame(binary ? 2 : 1, wire.encodeToClient(msg, encoding)));
@@ -75,7 +77,9 @@ async function garblingEndpoint(encoding) {
         }
         const msg = wire.decodeToServer(f.payload, encoding);
         if (msg.tag !== "ActionRequest") continue;
-        if (number === 1) {
+        if (number === 1 && garble) {
+          garble(socket);
+        } else if (number === 1) {
           // JSON travels in text frames, which must be UTF-8: valid text, not JSON.
           socket.write(frame(binary ? 2 : 1, binary ? Buffer.from([0xff, 0x7b, 0x01]) : '{"i": [1, 2'));
         } else {
@@ -92,6 +96,9 @@ async function garblingEndpoint(encoding) {
     sockets: () => sockets,
     stop: () => {
       server.closeAllConnections?.();
+      // Upgraded sockets are the stand-in's own (closeAllConnections does not see them): one
+      // a client failed without a closing handshake may still be half open.
+      for (const socket of upgraded) socket.destroy();
       return new Promise((resolve) => server.close(resolve));
     },
   };
@@ -128,6 +135,46 @@ for (const encoding of ENCODINGS) {
       assert.equal(await conn.action("getCount"), 42);
       assert.equal(endpoint.sockets(), 2);
       assert.equal(conn.connectionId, "c2");
+    } finally {
+      await conn.dispose();
+      await endpoint.stop();
+    }
+  });
+}
+
+// A frame that breaks the WebSocket protocol, or a close frame saying the engine could not
+// take this side's frames: as the C++ client, client.protocol_error with the RFC 6455 code
+// in its metadata (not client.connection_lost with Node's 1006), to the waiting action and
+// onError; the connection reconnects and serves the next action. Any other close without a
+// `group.code` reason stays client.connection_lost.
+const closeFrame = (code, reason) => {
+  const payload = Buffer.alloc(2 + Buffer.byteLength(reason));
+  payload.writeUInt16BE(code, 0);
+  payload.write(reason, 2);
+  return frame(8, payload);
+};
+for (const [what, garble, expected, closeCode] of [
+  ["a text frame that is not UTF-8", (s) => s.write(frame(1, Buffer.from([0x7b, 0xff, 0xfe, 0x7d]))), "client.protocol_error", 1007],
+  ["a frame with a reserved opcode", (s) => s.write(frame(3, Buffer.alloc(0))), "client.protocol_error", 1002],
+  ["a close with 1002", (s) => s.write(closeFrame(1002, "from the stand-in")), "client.protocol_error", 1002],
+  ["a close with 1009", (s) => s.write(closeFrame(1009, "from the stand-in")), "client.protocol_error", 1009],
+  ["a close with 1011", (s) => s.write(closeFrame(1011, "from the stand-in")), "client.connection_lost", null],
+]) {
+  test(`${what} from the engine is ${expected}, and the connection reconnects`, T, async () => {
+    const endpoint = await garblingEndpoint("bare", garble);
+    const client = createClient({ endpoint: endpoint.endpoint, encoding: "bare" });
+    const conn = client.getForId("counter", "a1").connect();
+    const errors = [];
+    conn.onError((e) => errors.push(`${e.group}.${e.code}`));
+    try {
+      await assert.rejects(conn.action("getCount"), (e) => {
+        assert.equal(`${e.group}.${e.code}`, expected, e.message);
+        if (closeCode !== null) assert.deepEqual(e.metadata, { close_code: closeCode });
+        return true;
+      });
+      assert.deepEqual(errors, closeCode === null ? [] : ["client.protocol_error"]);
+      assert.equal(await conn.action("getCount"), 42);
+      assert.equal(endpoint.sockets(), 2);
     } finally {
       await conn.dispose();
       await endpoint.stop();

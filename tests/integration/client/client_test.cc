@@ -21,6 +21,13 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/websocket.hpp>
+
 #include "counter/counter.h"
 #include "net/http_server.h"
 #include "net/io_runtime.h"
@@ -1129,10 +1136,13 @@ TEST(ClientErrors, DestroyingTheClientEndsTheCallsInFlight) {
 
 // A stand-in actor endpoint for the connection protocol (actors.md §4.6): each upgrade is
 // accepted and sent an Init; each action request is answered with the number 42 — except
-// on the first socket, where the answer is bytes that do not decode in any encoding.
+// on the first socket, where the answer is bytes that do not decode in any encoding, or
+// what `garble` does instead.
 class GarblingConnEndpoint {
  public:
-  explicit GarblingConnEndpoint(wire::Encoding encoding) : encoding_(encoding) {
+  using Garble = std::function<void(net::WsConnection&)>;
+  explicit GarblingConnEndpoint(wire::Encoding encoding, Garble garble = nullptr)
+      : encoding_(encoding), garble_(std::move(garble)) {
     auto server = net::HttpServer::Start(io_, {}, [this](std::shared_ptr<net::HttpExchange> ex) {
       if (!ex->IsWebSocketUpgrade()) {
         ex->Respond(net::HttpResponse{404, {}, ""});
@@ -1167,7 +1177,9 @@ class GarblingConnEndpoint {
       auto c = conn.lock();
       if (!msg.has_value() || !c) return;
       if (const auto* action = std::get_if<wire::ActionRequest>(&*msg)) {
-        if (number == 1) {
+        if (number == 1 && endpoint->garble_) {
+          endpoint->garble_(*c);
+        } else if (number == 1) {
           // JSON travels in text frames, which must be UTF-8: valid text, not JSON.
           const bool text = wire::UsesTextFrames(endpoint->encoding_);
           c->Send(text ? "{\"i\": [1, 2" : "\xff{\x01", !text);
@@ -1191,6 +1203,7 @@ class GarblingConnEndpoint {
   }
 
   const wire::Encoding encoding_;
+  const Garble garble_;
   net::IoRuntime io_{1};
   std::atomic<int> sockets_{0};
   std::mutex mu_;
@@ -1234,6 +1247,204 @@ TEST(ClientErrors, AnUndecodableMessageDropsTheConnectionWhichReconnects) {
     EXPECT_EQ(endpoint.sockets(), 2);
     EXPECT_EQ(conn->connection_id(), "c2");
   }
+}
+
+// A text frame that is not UTF-8 from the engine: the client's WebSocket fails it with 1007
+// (RFC 6455 §8.1), and the client says so — client.protocol_error with the close code, to
+// the action that was waiting and the error listeners — not a lost connection (1006). The
+// connection then opens a new socket that serves the next action, as after an undecodable
+// message.
+TEST(ClientErrors, InvalidUtf8FromTheEngineIsAProtocolErrorAndTheConnectionReconnects) {
+  for (wire::Encoding encoding :
+       {wire::Encoding::kJson, wire::Encoding::kCbor, wire::Encoding::kBare}) {
+    SCOPED_TRACE(std::string(wire::EncodingName(encoding)));
+    GarblingConnEndpoint endpoint(
+        encoding, [](net::WsConnection& c) { c.Send("{\"i\": \"\xff\xfe\"}", /*binary=*/false); });
+    Client c({.endpoint = endpoint.url(), .encoding = encoding, .retry_pause = 1ms});
+    auto errors = std::make_shared<std::vector<std::string>>();
+    auto errors_mu = std::make_shared<std::mutex>();
+    auto conn = c.GetForId("counter", "a1").Connect([&](ActorConn& conn) {
+      conn.OnError([errors, errors_mu](const client::ClientError& e) {
+        std::lock_guard<std::mutex> lock(*errors_mu);
+        errors->push_back(e.Id());
+      });
+    });
+    auto first = conn->Action("getCount", Value(Value::Array{}), 60s);
+    ASSERT_FALSE(first.has_value());
+    EXPECT_TRUE(first.error().Is("client", "protocol_error")) << first.error().ToString();
+    ASSERT_TRUE(first.error().metadata.has_value());
+    EXPECT_EQ(*first.error().metadata, Value::Object({{"close_code", int64_t{1007}}}));
+    EXPECT_NE(first.error().message.find("code 1007"), std::string::npos)
+        << first.error().ToString();
+    ASSERT_TRUE(WaitFor([&] { return !endpoint.closes().empty(); })) << "the socket stayed open";
+    EXPECT_EQ(endpoint.closes().front().substr(0, 4), "1007") << "the engine was not told why";
+    {
+      std::lock_guard<std::mutex> lock(*errors_mu);
+      EXPECT_EQ(*errors, std::vector<std::string>{"client.protocol_error"});
+    }
+    auto second = conn->Action("getCount", Value(Value::Array{}), 60s);
+    ASSERT_TRUE(second.has_value()) << second.error().ToString();
+    EXPECT_EQ(*second, Value(int64_t{42}));
+    EXPECT_EQ(endpoint.sockets(), 2);
+  }
+}
+
+// The engine failing the socket at the protocol level (its close frame says 1002 or 1009:
+// it could not take what this side sent) is client.protocol_error too; any other close
+// without a `group.code` reason stays client.connection_lost.
+TEST(ClientErrors, TheEnginesProtocolCloseCodesAreProtocolErrors) {
+  struct Case {
+    uint16_t code;
+    std::string error;
+  };
+  for (const Case& k : std::vector<Case>{{1002, "client.protocol_error"},
+                                         {1009, "client.protocol_error"},
+                                         {1011, "client.connection_lost"}}) {
+    SCOPED_TRACE(std::to_string(k.code));
+    GarblingConnEndpoint endpoint(wire::Encoding::kBare, [code = k.code](net::WsConnection& c) {
+      c.Close(code, "from the stand-in");
+    });
+    Client c({.endpoint = endpoint.url(), .retry_pause = 1ms});
+    auto errors = std::make_shared<std::vector<std::string>>();
+    auto errors_mu = std::make_shared<std::mutex>();
+    auto conn = c.GetForId("counter", "a1").Connect([&](ActorConn& conn) {
+      conn.OnError([errors, errors_mu](const client::ClientError& e) {
+        std::lock_guard<std::mutex> lock(*errors_mu);
+        errors->push_back(e.Id());
+      });
+    });
+    auto first = conn->Action("getCount", Value(Value::Array{}), 60s);
+    ASSERT_FALSE(first.has_value());
+    EXPECT_EQ(first.error().Id(), k.error) << first.error().ToString();
+    EXPECT_NE(first.error().message.find("code " + std::to_string(k.code) + ", from the stand-in"),
+              std::string::npos)
+        << first.error().ToString();
+    if (k.error == "client.protocol_error") {
+      ASSERT_TRUE(first.error().metadata.has_value());
+      EXPECT_EQ(*first.error().metadata, Value::Object({{"close_code", int64_t{k.code}}}));
+      std::lock_guard<std::mutex> lock(*errors_mu);
+      EXPECT_EQ(*errors, std::vector<std::string>{"client.protocol_error"});
+    } else {
+      std::lock_guard<std::mutex> lock(*errors_mu);
+      EXPECT_TRUE(errors->empty()) << "a plain lost connection went to the error listeners";
+    }
+    auto second = conn->Action("getCount", Value(Value::Array{}), 60s);
+    ASSERT_TRUE(second.has_value()) << second.error().ToString();
+    EXPECT_EQ(*second, Value(int64_t{42}));
+  }
+}
+
+// A stand-in that speaks WebSocket through Beast itself, to send what Keel's own server
+// never does: on its first socket, the answer to an action is a frame with a reserved
+// opcode (RFC 6455 §5.2, a protocol violation); later sockets answer with 42. One
+// connection at a time, on a thread of its own.
+class RawFrameEndpoint {
+ public:
+  RawFrameEndpoint() {
+    acceptor_.open(boost::asio::ip::tcp::v4());
+    acceptor_.bind({boost::asio::ip::make_address("127.0.0.1"), 0});
+    acceptor_.listen();
+    port_ = acceptor_.local_endpoint().port();
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~RawFrameEndpoint() {
+    stop_ = true;
+    boost::asio::ip::tcp::socket wake(ioc_);  // unblocks the accept
+    boost::system::error_code ignored;
+    wake.connect({boost::asio::ip::make_address("127.0.0.1"), port_}, ignored);
+    thread_.join();
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int sockets() const { return sockets_.load(); }
+  // The close code the client sent on the first socket (0 until it did).
+  int first_close() const { return first_close_.load(); }
+
+ private:
+  void Run() {
+    for (int number = 1; !stop_; ++number) {
+      boost::system::error_code ec;
+      boost::asio::ip::tcp::socket socket(ioc_);
+      acceptor_.accept(socket, ec);
+      if (ec || stop_) return;
+      Serve(std::move(socket), number);
+    }
+  }
+
+  void Serve(boost::asio::ip::tcp::socket socket, int number) {
+    namespace websocket = boost::beast::websocket;
+    websocket::stream<boost::asio::ip::tcp::socket> ws(std::move(socket));
+    ws.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+      res.set(boost::beast::http::field::sec_websocket_protocol, "rivet");
+    }));
+    boost::beast::error_code ec;
+    ws.accept(ec);
+    if (ec) return;
+    ++sockets_;
+    ws.binary(true);
+    auto send = [&](const wire::ToClient& msg) {
+      Bytes bytes = wire::Encode(msg, wire::Encoding::kBare);
+      ws.write(boost::asio::buffer(bytes.data(), bytes.size()), ec);
+    };
+    send(wire::Init{"a1", "c" + std::to_string(number)});
+    for (;;) {
+      boost::beast::flat_buffer buffer;
+      ws.read(buffer, ec);
+      if (ec) {
+        if (number == 1) first_close_ = static_cast<int>(ws.reason().code);
+        return;  // the client closed, or failed the connection
+      }
+      const auto data = buffer.cdata();
+      auto msg = wire::DecodeToServer(
+          ByteView(static_cast<const uint8_t*>(data.data()), data.size()), wire::Encoding::kBare);
+      const auto* action = msg.has_value() ? std::get_if<wire::ActionRequest>(&*msg) : nullptr;
+      if (action == nullptr) continue;
+      if (number == 1) {
+        const uint8_t frame[] = {0x83, 0x00};  // FIN, opcode 3 (reserved), no payload
+        boost::asio::write(ws.next_layer(), boost::asio::buffer(frame), ec);
+        continue;  // the next read sees the client's close
+      }
+      send(wire::ActionResponse{action->id, Value(int64_t{42})});
+    }
+  }
+
+  boost::asio::io_context ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_{ioc_};
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sockets_{0};
+  std::atomic<int> first_close_{0};
+  std::thread thread_;
+};
+
+// A frame that breaks the WebSocket protocol from the engine: the client's WebSocket fails
+// it with 1002, and the client reports client.protocol_error (not a lost connection), then
+// reconnects.
+TEST(ClientErrors, AProtocolViolationFromTheEngineIsAProtocolErrorAndTheConnectionReconnects) {
+  RawFrameEndpoint endpoint;
+  Client c({.endpoint = endpoint.url(), .retry_pause = 1ms});
+  auto errors = std::make_shared<std::vector<std::string>>();
+  auto errors_mu = std::make_shared<std::mutex>();
+  auto conn = c.GetForId("counter", "a1").Connect([&](ActorConn& conn) {
+    conn.OnError([errors, errors_mu](const client::ClientError& e) {
+      std::lock_guard<std::mutex> lock(*errors_mu);
+      errors->push_back(e.Id());
+    });
+  });
+  auto first = conn->Action("getCount", Value(Value::Array{}), 60s);
+  ASSERT_FALSE(first.has_value());
+  EXPECT_TRUE(first.error().Is("client", "protocol_error")) << first.error().ToString();
+  ASSERT_TRUE(first.error().metadata.has_value());
+  EXPECT_EQ(*first.error().metadata, Value::Object({{"close_code", int64_t{1002}}}));
+  {
+    std::lock_guard<std::mutex> lock(*errors_mu);
+    EXPECT_EQ(*errors, std::vector<std::string>{"client.protocol_error"});
+  }
+  auto second = conn->Action("getCount", Value(Value::Array{}), 60s);
+  ASSERT_TRUE(second.has_value()) << second.error().ToString();
+  EXPECT_EQ(*second, Value(int64_t{42}));
+  EXPECT_EQ(endpoint.sockets(), 2);
+  EXPECT_EQ(endpoint.first_close(), 1002) << "the engine was not told why";
 }
 
 }  // namespace

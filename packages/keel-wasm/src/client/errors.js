@@ -9,6 +9,8 @@
 //   client.closed             the connection was disposed
 //   client.get_params_failed  the connection's getParams callback failed
 //   client.bad_response       the engine answered with something that is not the protocol
+//   client.protocol_error     a connection's WebSocket failed at the protocol level
+//                             (errorFromProtocolClose); metadata { close_code }
 
 export class ActorError extends Error {
   /**
@@ -81,4 +83,30 @@ export function errorFromCloseReason(reason) {
   if (dot <= 0 || dot + 1 >= r.length) return null;
   if (!/^[a-z0-9_.]+$/.test(r)) return null;
   return new ActorError(r.slice(0, dot), r.slice(dot + 1), reason);
+}
+
+const PROTOCOL_FAULTS = new Map([
+  [1002, "a WebSocket protocol error"],
+  [1007, "invalid message data (a text message that is not UTF-8)"],
+  [1009, "a message too big to take"],
+]);
+
+// A connection's WebSocket failed at the protocol level (RFC 6455 §7.4.1), as the C++
+// client's client.protocol_error: closed with 1002 (protocol error), 1007 (a text message
+// that is not UTF-8) or 1009 (a message over a size limit), whichever side detected it.
+// Node's WebSocket reports a fault it detected itself as an error event naming it (`fault`)
+// followed by a close with 1006; the code RFC 6455 gives that fault is then the one
+// reported: 1007 for UTF-8, 1009 for a payload too large, else 1002. null for any other
+// close.
+export function errorFromProtocolClose(code, reason, fault = "") {
+  let closeCode = code;
+  if (code === 1006 && typeof fault === "string" && fault !== "") {
+    if (/utf-?8/i.test(fault)) closeCode = 1007;
+    else if (/too (large|big)|payload length/i.test(fault)) closeCode = 1009;
+    else closeCode = 1002;
+  }
+  const what = PROTOCOL_FAULTS.get(closeCode);
+  if (what === undefined) return null;
+  const detail = closeCode === code ? (reason ? `, ${reason}` : "") : `, ${fault}`;
+  return new ActorError("client", "protocol_error", `the WebSocket failed with ${what} (code ${code}${detail})`, { close_code: closeCode });
 }

@@ -114,7 +114,9 @@ export interface ActionRequest {
 /**
  * Every failure the client reports. group/code/message/metadata are what the actor or the
  * engine said; failures on this side are group "client" with code invalid_argument,
- * connect_failed, timeout, connection_lost, closed, get_params_failed or bad_response.
+ * connect_failed, timeout, connection_lost, closed, get_params_failed, bad_response or
+ * protocol_error (a connection's WebSocket failed at the protocol level; metadata
+ * `{ close_code: 1002 | 1007 | 1009 }`).
  */
 export class ActorError extends Error {
   constructor(group: string, code: string, message: string, metadata?: Value, httpStatus?: number, options?: ErrorOptions);

@@ -28,7 +28,7 @@
 import * as wire from "./wire.js";
 import * as cborCodec from "./cbor.js";
 import * as jsonCodec from "./json.js";
-import { ActorError, clientError, isSchedulingError, isDispatchOverload, errorFromCloseReason } from "./errors.js";
+import { ActorError, clientError, isSchedulingError, isDispatchOverload, errorFromCloseReason, errorFromProtocolClose } from "./errors.js";
 
 export { ActorError };
 export * as cbor from "./cbor.js";
@@ -956,6 +956,9 @@ export class ActorConn {
     this._attemptSocket = ws;
     this._connError = null;
     let handshakeDone = false;
+    // What the last error event on the open socket said (Node names the protocol fault it
+    // failed the connection for, then closes with 1006: errorFromProtocolClose).
+    let fault = "";
     const timer = setTimeout(() => {
       if (handshakeDone) return;
       try {
@@ -978,6 +981,9 @@ export class ActorConn {
       if (gen !== this._gen) return;
       this._onMessage(gen, toBytes(ev.data));
     });
+    ws.addEventListener("error", (ev) => {
+      if (handshakeDone && typeof ev?.message === "string") fault = ev.message;
+    });
     ws.addEventListener("close", (ev) => {
       clearTimeout(timer);
       if (!handshakeDone) {
@@ -986,7 +992,7 @@ export class ActorConn {
         if (isSchedulingError(e)) this._h.forgetId();
         return this._failed(gen, e, !this._waitsThrough(e));
       }
-      this._onSocketClose(gen, ev.code, ev.reason ?? "");
+      this._onSocketClose(gen, ev.code, ev.reason ?? "", fault);
     });
   }
 
@@ -1129,7 +1135,7 @@ export class ActorConn {
     this._run(out);
   }
 
-  _onSocketClose(gen, code, reason) {
+  _onSocketClose(gen, code, reason, fault = "") {
     if (gen !== this._gen) return;
     this._ws = null;
     this._attemptSocket = null;
@@ -1152,9 +1158,12 @@ export class ActorConn {
       this._attemptFailed(structured, !this._waitsThrough(structured), reported, out);
     } else {
       // A drop (queued actions wait for the next attempt), or a close after Init: the
-      // actions sent may or may not have run, so they fail.
-      const e = structured ?? clientError("connection_lost", `the connection closed (code ${code}${reason ? ", " + reason : ""})`);
-      if (structured && !reported) this._queueError(e, out);
+      // actions sent may or may not have run, so they fail. A protocol-level failure (a
+      // frame one side could not take) is reported as such, like an undecodable message
+      // (_onMessage): the error listeners hear it too.
+      const protocol = structured ? null : errorFromProtocolClose(code, reason, fault);
+      const e = structured ?? protocol ?? clientError("connection_lost", `the connection closed (code ${code}${reason ? ", " + reason : ""})`);
+      if ((structured && !reported) || protocol) this._queueError(e, out);
       this._socketLost(e, wasOpen, structured !== null && !reported, out);
     }
     this._run(out);
