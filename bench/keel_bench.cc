@@ -513,7 +513,7 @@ class Stack {
     auto j = json::parse(body, nullptr, false);
     if (j.is_discarded() || !j.contains("envoys")) return keys;
     for (const auto& e : j["envoys"]) {
-      if (e.value("connected", false)) keys.insert(e.value("envoy_key", ""));
+      if (!e.contains("stop_ts")) keys.insert(e.value("envoy_key", ""));  // not stopped
     }
     return keys;
   }

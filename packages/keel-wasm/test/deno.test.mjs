@@ -49,7 +49,7 @@ describe("wasm runtime on Deno", { skip: deno ? false : "deno not installed: run
 
   test("the host connects with the token and its first actor answers", async (t) => {
     const envoys = await waitForEnvoy(engine, { ms: 5000 });
-    assert.ok(envoys.some((e) => e.envoy_key === ready.envoyKey && e.connected), JSON.stringify(envoys));
+    assert.ok(envoys.some((e) => e.envoy_key === ready.envoyKey && e.stop_ts == null), JSON.stringify(envoys));
     const id = await getOrCreate(engine, "counter", "first");
     assert.equal(await call(engine, id, "increment", 5), 5);
     const firstActionMs = performance.now() - host.startedAt;
@@ -135,7 +135,7 @@ describe("wasm runtime on Deno", { skip: deno ? false : "deno not installed: run
     assert.deepEqual(await host.stop(), { code: 0, signal: null });
     await waitFor(async () => {
       const r = await fetch(`${engine.endpoint}/envoys?namespace=default`);
-      return ((await r.json()).envoys ?? []).every((e) => !e.connected);
+      return ((await r.json()).envoys ?? []).every((e) => e.stop_ts != null);
     }, 10000, "the stopped envoy to disconnect");
     host = startDenoHost(engine, denoDir);
     await host.waitFor(READY, 20000, "second deno host");

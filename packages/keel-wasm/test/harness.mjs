@@ -90,7 +90,7 @@ export async function startNativeRuntime(engine, { binary = "keel-examples", tok
 }
 
 // Waits until the engine reports at least `count` connected envoys (GET /envoys; envoys
-// that left stay listed with connected: false).
+// that left or are stopping stay listed for a while, with stop_ts).
 export async function waitForEnvoy(engine, { token, count = 1, ms = 20000 } = {}) {
   const deadline = Date.now() + ms;
   const headers = token ? { authorization: `Bearer ${token}` } : {};
@@ -99,7 +99,7 @@ export async function waitForEnvoy(engine, { token, count = 1, ms = 20000 } = {}
       const r = await fetch(`${engine.endpoint}/envoys?namespace=default`, { headers });
       if (r.ok) {
         const body = await r.json();
-        const list = (body.envoys ?? body.runners ?? []).filter((e) => e.connected !== false);
+        const list = (body.envoys ?? body.runners ?? []).filter((e) => e.stop_ts == null);
         if (list.length >= count) return list;
       }
     } catch {}

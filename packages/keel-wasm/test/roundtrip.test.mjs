@@ -26,7 +26,7 @@ after(async () => {
 
 async function envoyCount() {
   const r = await fetch(`${engine.endpoint}/envoys?namespace=default`);
-  return (await r.json()).envoys.filter((e) => e.connected).length;
+  return (await r.json()).envoys.filter((e) => e.stop_ts == null).length;
 }
 
 test("native → wasm → native: state, schedule, queue and a hibernated connection survive", { timeout: 90000 }, async () => {

@@ -1,11 +1,12 @@
 // Limits on what an actor is created with, for every path that creates one, so none of them
 // creates an actor its runtime could never run: REST POST/PUT /actors and the gateway's
-// getOrCreate (`rvt-input`) check them. Key limits live with the key format
+// getOrCreate (`rvt-input`, `rvt-name`) check them. Key limits live with the key format
 // (engine/gateway/actor_key.h).
 // Thread-safety: constants and pure functions.
 #pragma once
 
 #include <cstddef>
+#include <string_view>
 
 #include "base/result.h"
 
@@ -26,5 +27,19 @@ inline constexpr size_t kMaxActorInputBytes = kMaxActorKvValueBytes / 2;
 
 // Errors: actor.input_too_large when `input_bytes` > kMaxActorInputBytes.
 Status ValidateActorInput(size_t input_bytes);
+
+// The longest actor name (bytes of UTF-8) a create accepts: 128, as the envoy protocol's
+// other identifiers (pool_name, envoy_key: envoy-protocol.md §3.2). The name is part of the
+// engine's storage keys (by-name and key indexes, actor names) and of every start command.
+inline constexpr size_t kMaxActorNameBytes = 128;
+
+// Errors: actor.name_too_large when `name` is longer than kMaxActorNameBytes.
+Status ValidateActorName(std::string_view name);
+
+// A namespace name: 1-64 bytes of a-z, 0-9, '-' and '_'. POST /namespaces creates only
+// such names, and keel-engine's `--namespace-token NAME=TOKEN` accepts only such names
+// (a token for a name no namespace can have would never be used).
+inline constexpr size_t kMaxNamespaceNameBytes = 64;
+bool IsValidNamespaceName(std::string_view name);
 
 }  // namespace keel::engine

@@ -16,6 +16,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "engine/common/actor_limits.h"
+
 namespace keel::engine {
 namespace {
 
@@ -27,10 +29,11 @@ constexpr int kMaxThreads = 256;
 constexpr int kMaxIoSpinUs = 100000;
 constexpr int kMaxInlineSyncUs = 100000;
 constexpr int64_t kMaxInlinePageCommitBytes = int64_t{16} << 20;  // a commit's own cap
-constexpr size_t kMaxNamespaceNameSize = 128;
 // Upper bound of every duration setting: 30 days. Far above any sensible timeout, and small
 // enough that a deadline (now + duration, in nanoseconds) cannot overflow.
 constexpr int64_t kMaxDurationMs = int64_t{30} * 24 * 60 * 60 * 1000;
+// The lowest min_metadata_poll_interval_ms accepted.
+constexpr std::chrono::milliseconds kMinMetadataPollFloor{100};
 
 Error ConfigError(std::string_view code, std::string message) {
   return Error("config", std::string(code), std::move(message));
@@ -73,22 +76,11 @@ Result<LogLevel> ParseLogLevel(std::string_view text) {
                       std::string(text) + "'");
 }
 
-bool IsNamespaceNameChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-}
-
 Status CheckNamespaceName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNamespaceNameSize) {
-    return InvalidValue("namespace name must be 1 to " + std::to_string(kMaxNamespaceNameSize) +
-                        " characters");
-  }
-  for (char c : name) {
-    if (!IsNamespaceNameChar(c)) {
-      return InvalidValue("namespace name '" + std::string(name) +
-                          "' may only contain letters, digits, '-', '_' and '.'");
-    }
-  }
-  return OkStatus();
+  if (IsValidNamespaceName(name)) return OkStatus();
+  return InvalidValue("namespace name '" + std::string(name) + "' must be 1 to " +
+                      std::to_string(kMaxNamespaceNameBytes) +
+                      " characters of a-z, 0-9, '-' and '_' (the names a namespace can have)");
 }
 
 Status CheckToken(std::string_view what, std::string_view token) {
@@ -160,8 +152,7 @@ Field CountField(std::string_view key, Get get, int64_t min, int64_t max) {
 // A key of actors.md §6.12 for a mechanism keel-engine does not have: refused, whatever
 // its value, rather than accepted and ignored.
 constexpr std::string_view kServerlessNotYet =
-    "serverless drain, backoff, metadata polling and runner-pool errors are not implemented "
-    "yet, docs/engine.md \"Not yet\"";
+    "serverless drain and backoff are not implemented yet, docs/engine.md \"Not yet\"";
 
 Field UnsupportedField(std::string_view key, std::string_view why) {
   return Field{key, JsonKind::kInteger, [key, why](EngineConfig&, std::string_view) -> Status {
@@ -276,9 +267,9 @@ const std::vector<Field>& Fields() {
       UnsupportedField("serverless_base_retry_timeout_ms", kServerlessNotYet),
       UnsupportedField("serverless_retry_reset_duration_ms", kServerlessNotYet),
       UnsupportedField("serverless_backoff_max_exponent", kServerlessNotYet),
-      UnsupportedField("runner_pool_error_clear_successes", kServerlessNotYet),
-      UnsupportedField("metadata_poll_interval_ms", kServerlessNotYet),
-      UnsupportedField("min_metadata_poll_interval_ms", kServerlessNotYet),
+      KEEL_COUNT(runner_pool_error_clear_successes, 1, 1000000),
+      KEEL_DURATION(metadata_poll_interval),
+      KEEL_DURATION(min_metadata_poll_interval),
       KEEL_COUNT(preload_max_total_bytes, 0, std::numeric_limits<int64_t>::max()),
       KEEL_DURATION(gateway_actor_ready_timeout),
       KEEL_DURATION(gateway_response_start_timeout),
@@ -608,13 +599,22 @@ Status ValidateEngineConfig(const EngineConfig& config) {
       t.serverless_base_retry_timeout != defaults.serverless_base_retry_timeout ||
       t.serverless_retry_reset_duration != defaults.serverless_retry_reset_duration ||
       t.serverless_backoff_max_exponent != defaults.serverless_backoff_max_exponent ||
-      t.runner_pool_error_clear_successes != defaults.runner_pool_error_clear_successes ||
-      t.metadata_poll_interval != defaults.metadata_poll_interval ||
-      t.min_metadata_poll_interval != defaults.min_metadata_poll_interval ||
       t.gateway_tunnel_ping_timeout != defaults.gateway_tunnel_ping_timeout) {
     return InvalidValue(
         "the serverless thresholds and gateway_tunnel_ping_timeout_ms are not supported by "
         "keel-engine");
+  }
+  // Serverless metadata polling (actors.md §6.11): the floor keeps a pool from being polled
+  // in a near-busy loop; the default interval may not undercut the floor.
+  if (t.min_metadata_poll_interval < kMinMetadataPollFloor) {
+    return InvalidValue("min_metadata_poll_interval_ms must be at least " +
+                        std::to_string(kMinMetadataPollFloor.count()) + " ms");
+  }
+  if (t.metadata_poll_interval < t.min_metadata_poll_interval) {
+    return InvalidValue("metadata_poll_interval_ms (" +
+                        std::to_string(t.metadata_poll_interval.count()) +
+                        ") must not be below min_metadata_poll_interval_ms (" +
+                        std::to_string(t.min_metadata_poll_interval.count()) + ")");
   }
   if (t.envoy_ping_interval >= t.envoy_ping_timeout) {
     return InvalidValue("envoy_ping_interval_ms (" + std::to_string(t.envoy_ping_interval.count()) +

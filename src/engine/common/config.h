@@ -57,6 +57,10 @@ struct EngineThresholds {
   Ms serverless_base_retry_timeout{2000};
   Ms serverless_retry_reset_duration{600000};
   int64_t serverless_backoff_max_exponent = 8;
+  // Metadata polling (engine/core/pool_metadata.h): a runner-pool error is cleared after
+  // this many successful polls in a row (1..1000000); pools without their own interval are
+  // polled every metadata_poll_interval, none more often than min_metadata_poll_interval
+  // (at least 100 ms; the default interval may not be below it).
   int64_t runner_pool_error_clear_successes = 3;
   Ms metadata_poll_interval{10000};
   Ms min_metadata_poll_interval{5000};
@@ -142,7 +146,8 @@ bool IsHelpRequested(const Error& error);
 // Checks a configuration however it was built. Errors: config.invalid_value (empty host,
 // threads out of range, a token with characters outside the WebSocket subprotocol token
 // set (RFC 7230 tchar), a bad namespace name, a non-positive duration or a ping interval
-// not shorter than the ping timeout) and config.insecure_bind (a non-loopback host with no
+// not shorter than the ping timeout, a metadata poll interval below its minimum or a minimum
+// below 100 ms) and config.insecure_bind (a non-loopback host with no
 // admin token: the engine would be open to the network without authentication).
 Status ValidateEngineConfig(const EngineConfig& config);
 

@@ -15,6 +15,7 @@
 #include "engine/core/engine.h"
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
+#include "engine/core/pool_metadata.h"
 #include "engine/gateway/actor_key.h"
 #include "engine/gateway/cors.h"
 #include "engine/gateway/errors.h"
@@ -199,6 +200,49 @@ json ActorJson(const ActorInfo& a, const EngineOptions& options) {
   ts("reschedule_ts", wf.reschedule_ts);
   ts("destroy_ts", a.record.destroy_ts.value_or(wf.destroy_ts));
   if (wf.error.has_value()) j["error"] = ErrorObject(*wf.error);
+  return j;
+}
+
+// ActorJson, plus the runner-pool error of the actor's pool as its `error`
+// (`{"runner_pool_error": {…}}`, actors.md §6.6) while it backs off after a failed
+// serverless start: kReallocating with no error of its own only follows one
+// (orch::in::ServerlessStartFailed; a failed allocation always records its error). Not
+// stored on the actor (no workflow codec change): the pool's error as it is now is shown.
+json ActorJson(const ActorInfo& a, Engine& engine) {
+  json j = ActorJson(a, engine.options());
+  const orch::ActorWorkflow& wf = a.workflow;
+  if (wf.transition != orch::Transition::kReallocating ||
+      wf.pool_kind != orch::PoolKind::kServerless || wf.error.has_value()) {
+    return j;
+  }
+  auto ns = EngineId::FromBytes(a.record.namespace_id);
+  if (!ns.has_value()) return j;
+  PoolMetadataView view = engine.pool_metadata().View(*ns, a.record.pool_name);
+  if (view.error.has_value()) {
+    j["error"] = json{{"runner_pool_error", json::parse(MetadataFailureJson(*view.error))}};
+  }
+  return j;
+}
+
+// actors.md §7 GET /envoys. `slots`: the envoy protocol carries no slot capacity (the
+// runtime's totalSlots is deprecated and never sent), so it is the number of actor
+// instances placed on the envoy. `stop_ts` and `metadata` are omitted when unset.
+json EnvoyJson(const Orchestrator::EnvoyView& v, const EngineOptions& options) {
+  json j{{"envoy_key", v.envoy_key},
+         {"namespace_id", v.namespace_id.ToString()},
+         {"datacenter", options.datacenter_name},
+         {"pool_name", v.pool_name},
+         {"version", v.version},
+         {"slots", v.actors},
+         {"create_ts", v.create_ts},
+         {"last_ping_ts", v.last_ping_ts},
+         {"last_connected_ts", v.last_connected_ts},
+         {"last_rtt", v.last_rtt_ms}};
+  if (v.stop_ts.has_value()) j["stop_ts"] = *v.stop_ts;
+  if (v.metadata.has_value()) {
+    json metadata = json::parse(*v.metadata, nullptr, false);
+    j["metadata"] = metadata.is_object() ? metadata : json::object();
+  }
   return j;
 }
 
@@ -392,6 +436,14 @@ Result<json> ListRunnerConfigs(Engine& engine, const ApiRequest& req) {
   for (const auto& pool : PageOf(
            std::move(matching), [](const Pool& p) { return p.name; }, after, limit, cursor)) {
     out[pool.name] = PoolJson(pool, engine.options());
+    if (pool.serverless()) {
+      // The runner-pool error of the pool's metadata polls (engine/core/pool_metadata.h).
+      PoolMetadataView view = engine.pool_metadata().View(ns.id, pool.name);
+      if (view.error.has_value()) {
+        out[pool.name]["datacenters"][engine.options().datacenter_name]["runner_pool_error"] =
+            json::parse(MetadataFailureJson(*view.error));
+      }
+    }
   }
   return json{{"runner_configs", out}, {"pagination", json{{"cursor", cursor}}}};
 }
@@ -485,7 +537,8 @@ Result<json> PutRunnerConfig(Engine& engine, const ApiRequest& req, const std::s
     // Datacenters omitted are deleted (§7); this engine is one datacenter.
     Status s = engine.catalog().DeletePool(ns.id, name);
     if (!s.has_value() && s.error().code() != "not_found") return Unexpected{s.error()};
-    return json{{"endpoint_config_changed", true}};
+    engine.pool_metadata().PoolChanged(ns.id, name);  // stops its polling
+    return json{{"endpoint_config_changed", false}};
   }
   for (const auto& [dc, _] : dcs.items()) {
     if (dc != dc_name) {
@@ -494,13 +547,79 @@ Result<json> PutRunnerConfig(Engine& engine, const ApiRequest& req, const std::s
   }
   KEEL_ASSIGN_OR_RETURN(auto config, ParseRunnerConfig(dcs[dc_name]));
   KEEL_ASSIGN_OR_RETURN(bool changed, engine.catalog().PutPool(ns.id, name, std::move(config)));
+  // Starts, re-times or stops the pool's metadata polling; a new or changed serverless
+  // endpoint is polled at once.
+  engine.pool_metadata().PoolChanged(ns.id, name);
   return json{{"endpoint_config_changed", changed}};
 }
 
 Result<json> DeleteRunnerConfig(Engine& engine, const ApiRequest& req, const std::string& name) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
   KEEL_RETURN_IF_ERROR(engine.catalog().DeletePool(ns.id, name));
+  engine.pool_metadata().PoolChanged(ns.id, name);
   return json::object();
+}
+
+// POST /runner-configs/serverless-health-check `{url, headers?}`: one fetch of
+// `{url}/metadata`, checked as a poll is. Answers 200 `{"success": {"version", …}}` or
+// `{"failure": {"error": {"<code>": {…}}}}` (engine/core/pool_metadata.h).
+void ServerlessHealthCheck(Engine& engine, const ApiRequest& req, const CallPtr& call) {
+  auto run = [&]() -> Status {
+    KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
+    (void)ns;
+    KEEL_ASSIGN_OR_RETURN(json body, ParseBody(req.body, {"url", "headers"}));
+    KEEL_ASSIGN_OR_RETURN(std::string url, Field<std::string>(body, "url"));
+    net::Headers headers;
+    if (body.contains("headers") && !body["headers"].is_null()) {
+      if (!body["headers"].is_object()) {
+        return Unexpected{BadRequest("'headers' must be an object of strings")};
+      }
+      for (const auto& [k, v] : body["headers"].items()) {
+        if (!v.is_string()) return Unexpected{BadRequest("'headers' must be an object of strings")};
+        if (!net::IsValidHeaderField(k, v.get<std::string>())) {
+          return Unexpected{BadRequest("header '" + k + "' is not a valid HTTP header")};
+        }
+        headers.emplace_back(k, v.get<std::string>());
+      }
+    }
+    engine.pool_metadata().Check(std::move(url), std::move(headers), [call](MetadataResult r) {
+      if (r.first.has_value()) {
+        json success{{"version", r.first->version}};
+        if (r.first->envoy_protocol_version.has_value()) {
+          success["envoy_protocol_version"] = *r.first->envoy_protocol_version;
+        }
+        if (r.first->envoy_version.has_value()) success["envoy_version"] = *r.first->envoy_version;
+        call->Ok(json{{"success", success}});
+      } else {
+        call->Ok(json{{"failure", json{{"error", json::parse(MetadataFailureJson(*r.second))}}}});
+      }
+    });
+    return {};
+  };
+  Status s = run();
+  if (!s.has_value()) call->Fail(s.error());
+}
+
+// POST /runner-configs/{pool}/refresh-metadata `{}`: polls the pool now and answers `{}`
+// once the result is recorded (GET /runner-configs shows it).
+void RefreshRunnerConfigMetadata(Engine& engine, const ApiRequest& req, const CallPtr& call,
+                                 const std::string& name) {
+  auto ns = RequireNamespace(engine, req);
+  if (!ns.has_value()) {
+    call->Fail(ns.error());
+    return;
+  }
+  if (auto body = ParseBody(req.body, {}); !body.has_value()) {
+    call->Fail(body.error());
+    return;
+  }
+  engine.pool_metadata().Refresh(ns->id, name, [call](Status s) {
+    if (!s.has_value()) {
+      call->Fail(s.error());
+    } else {
+      call->Ok(json::object());
+    }
+  });
 }
 
 // A destroyed actor is not found by id (actors.md §6.9) unless `include_destroyed`.
@@ -543,7 +662,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
         if (info.error().Is("actor", "not_found")) continue;
         return Unexpected{info.error()};
       }
-      actors.push_back(ActorJson(*info, engine.options()));
+      actors.push_back(ActorJson(*info, engine));
     }
     return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
   }
@@ -551,6 +670,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
   if (!name.has_value()) {
     return Unexpected{BadRequest("'name' is required unless actor ids are given")};
   }
+  KEEL_RETURN_IF_ERROR(ValidateActorName(*name));
   std::optional<std::string> key = req.Query("key");
   if (key.has_value()) {
     KEEL_RETURN_IF_ERROR(gateway::ValidateSerializedActorKey(*key));
@@ -559,7 +679,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
       KEEL_ASSIGN_OR_RETURN(auto found, engine.orchestrator().FindByKey(ns.id, *name, *key));
       if (found.has_value()) {
         KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*found));
-        if (!info.record.destroyed) actors.push_back(ActorJson(info, engine.options()));
+        if (!info.record.destroyed) actors.push_back(ActorJson(info, engine));
       }
       return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
     }
@@ -569,8 +689,11 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
   Bytes prefix = keys::ActorsByNamePrefix(ns.id.bytes(), *name);
   KEEL_ASSIGN_OR_RETURN(storage::KeyRange range, IndexRangeAfterCursor(req, prefix));
   // Oldest first (the index is ordered by create_ts); scan ahead in pages until `limit`
-  // actors pass the filters.
-  while (actors.size() < limit) {
+  // actors pass the filters, and on to the next one that does: only then is there a next
+  // page (its cursor is the last actor shown), so a full last page has no cursor.
+  Bytes last_shown;
+  bool more = false;
+  while (!more) {
     KEEL_ASSIGN_OR_RETURN(auto page, engine.store().Scan(range, storage::ScanOptions{.limit = 256}));
     if (page.empty()) break;
     for (const auto& kv : page) {
@@ -583,14 +706,16 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
       if (!info.has_value()) continue;
       if (info->record.destroyed && !include_destroyed) continue;
       if (key.has_value() && info->record.key != key) continue;
-      actors.push_back(ActorJson(*info, engine.options()));
       if (actors.size() == limit) {
-        cursor = gateway::Base64UrlEncode(rest);
+        more = true;
         break;
       }
+      actors.push_back(ActorJson(*info, engine));
+      last_shown.assign(rest.begin(), rest.end());
     }
     if (page.size() < 256) break;
   }
+  if (more) cursor = gateway::Base64UrlEncode(last_shown);
   return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
 }
 
@@ -622,6 +747,32 @@ Result<json> ListActorNames(Engine& engine, const ApiRequest& req) {
   return json{{"names", names}, {"pagination", json{{"cursor", cursor}}}};
 }
 
+// GET /health/fanout: the health of every datacenter, asked of each. This engine is its
+// only datacenter, so the answer is its own health (GET /health's `status`), with the
+// datacenter's identity as GET /datacenters gives it.
+json HealthFanout(Engine& engine) {
+  const EngineOptions& o = engine.options();
+  return json{
+      {"datacenters", json::array({json{{"datacenter_label", o.datacenter_label},
+                                        {"name", o.datacenter_name},
+                                        {"url", o.public_url},
+                                        {"status", engine.shutting_down() ? "shutting_down" : "ok"},
+                                        {"runtime", "keel"},
+                                        {"version", o.engine_version}}})}};
+}
+
+// GET /runners and GET /runners/names: the legacy runner protocol's listings. Keel's engine
+// speaks only the envoy protocol (its runtimes are envoys: GET /envoys), so no runner ever
+// connects and both lists are empty; the query is checked as for the other listings.
+Result<json> ListRunners(Engine& engine, const ApiRequest& req, bool names) {
+  KEEL_RETURN_IF_ERROR(RequireNamespace(engine, req));
+  KEEL_RETURN_IF_ERROR(LimitQuery(req));
+  KEEL_RETURN_IF_ERROR(TextCursorQuery(req));
+  if (!names) KEEL_RETURN_IF_ERROR(BoolQuery(req, "include_stopped", /*fallback=*/false));
+  return json{{names ? "names" : "runners", json::array()},
+              {"pagination", json{{"cursor", nullptr}}}};
+}
+
 Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bool get_or_create) {
   KEEL_ASSIGN_OR_RETURN(Namespace ns, RequireNamespace(engine, req));
   KEEL_ASSIGN_OR_RETURN(json body, ParseBody(req.body, {"datacenter", "name", "key", "input",
@@ -631,6 +782,7 @@ Result<CreateActorRequest> ParseCreate(Engine& engine, const ApiRequest& req, bo
   create.get_or_create = get_or_create;
   KEEL_ASSIGN_OR_RETURN(create.name, Field<std::string>(body, "name"));
   if (create.name.empty()) return Unexpected{BadRequest("name must not be empty")};
+  KEEL_RETURN_IF_ERROR(ValidateActorName(create.name));
   KEEL_ASSIGN_OR_RETURN(auto key, OptionalField<std::string>(body, "key"));
   if (get_or_create && !key.has_value()) {
     return Unexpected{Error{"actor", "empty_key", "get-or-create needs a key"}};
@@ -799,6 +951,8 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
       call->Ok(json{{"runtime", "keel"},
                     {"version", engine.options().engine_version},
                     {"envoy_protocol_versions", json::array({2, 3, 4})}});
+    } else if (m == "GET" && is({"health", "fanout"})) {
+      call->Ok(HealthFanout(engine));
     } else if (m == "GET" && is({"datacenters"})) {
       call->Ok(json{{"datacenters", json::array({json{{"label", engine.options().datacenter_label},
                                                       {"name", engine.options().datacenter_name},
@@ -814,6 +968,10 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
       Respond(call, PutRunnerConfig(engine, req, s[1]));
     } else if (m == "DELETE" && is({"runner-configs", "*"})) {
       Respond(call, DeleteRunnerConfig(engine, req, s[1]));
+    } else if (m == "POST" && is({"runner-configs", "serverless-health-check"})) {
+      ServerlessHealthCheck(engine, req, call);
+    } else if (m == "POST" && is({"runner-configs", "*", "refresh-metadata"})) {
+      RefreshRunnerConfigMetadata(engine, req, call, s[1]);
     } else if (m == "GET" && is({"actors"})) {
       Respond(call, ListActors(engine, req));
     } else if (m == "GET" && is({"actors", "names"})) {
@@ -833,7 +991,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
               call->Fail(created.error(), CreateErrorMetadata(created.error(), key));
               return;
             }
-            json body{{"actor", ActorJson(created->first, engine.options())}};
+            json body{{"actor", ActorJson(created->first, engine)}};
             if (get_or_create) body["created"] = created->second;
             call->Ok(body);
           });
@@ -848,7 +1006,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
         call->Fail(info.error());
         return;
       }
-      call->Ok(json{{"actor", ActorJson(*info, engine.options())}});
+      call->Ok(json{{"actor", ActorJson(*info, engine)}});
     } else if (m == "DELETE" && is({"actors", "*"})) {
       auto ns = RequireNamespace(engine, req);
       auto id = EngineId::Parse(s[1]);
@@ -893,6 +1051,8 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
       }
     } else if (m == "GET" && s.size() == 5 && s[0] == "actors" && s[2] == "kv" && s[3] == "keys") {
       Respond(call, GetKvKey(engine, req, s[1], s[4]));
+    } else if (m == "GET" && (is({"runners"}) || is({"runners", "names"}))) {
+      Respond(call, ListRunners(engine, req, /*names=*/s.size() == 2));
     } else if (m == "GET" && is({"envoys"})) {
       auto ns = RequireNamespace(engine, req);
       if (!ns.has_value()) {
@@ -926,15 +1086,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
         for (const auto& v : PageOf(
                  std::move(matching), [](const Orchestrator::EnvoyView& e) { return e.envoy_key; },
                  after, limit, cursor)) {
-          list.push_back(json{{"envoy_key", v.envoy_key},
-                              {"namespace_id", v.namespace_id.ToString()},
-                              {"datacenter", engine.options().datacenter_name},
-                              {"pool_name", v.pool_name},
-                              {"version", v.version},
-                              {"slots", v.actors},
-                              {"connected", v.connected},
-                              {"last_ping_ts", v.last_ping_ts},
-                              {"last_rtt", v.last_rtt_ms}});
+          list.push_back(EnvoyJson(v, engine.options()));
         }
         call->Ok(json{{"envoys", list}, {"pagination", json{{"cursor", cursor}}}});
       });

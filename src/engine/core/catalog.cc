@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "base/utf8.h"
+#include "engine/common/actor_limits.h"
 #include "engine/core/keys.h"
 
 namespace keel::engine {
@@ -9,15 +11,6 @@ namespace {
 
 using protocol::engine::ReadRecord;
 using protocol::engine::WriteRecord;
-
-bool ValidName(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 rec::RunnerConfigRecord DefaultServerfulPool(int64_t now) {
   rec::RunnerConfigRecord config;
@@ -70,9 +63,18 @@ Status Catalog::Load() {
 }
 
 Result<Namespace> Catalog::CreateNamespace(std::string name, std::string display_name) {
-  if (!ValidName(name)) {
+  if (!IsValidNamespaceName(name)) {
     return Unexpected{Error{"namespace", "invalid_name",
                             "namespace names are 1-64 characters of a-z, 0-9, '-' and '_'"}};
+  }
+  if (display_name.size() > kMaxNamespaceDisplayNameBytes) {
+    return Unexpected{Error{"namespace", "invalid_display_name",
+                            "namespace display names are at most " +
+                                std::to_string(kMaxNamespaceDisplayNameBytes) + " bytes"}};
+  }
+  if (!IsValidUtf8(display_name)) {
+    return Unexpected{
+        Error{"namespace", "invalid_display_name", "namespace display names must be UTF-8"}};
   }
   Namespace ns;
   {
@@ -146,10 +148,11 @@ Result<bool> Catalog::PutPool(const EngineId& ns, std::string name,
     config.create_ts = clock_.SystemNowMs();
   }
   KEEL_RETURN_IF_ERROR(store_.Put(keys::PoolConfig(ns.bytes(), name), WriteRecord(config)));
-  bool changed = !old.has_value() || old->serverless() != config.serverless.has_value() ||
-                 (config.serverless.has_value() &&
-                  (old->config.serverless->url != config.serverless->url ||
-                   old->config.serverless->headers != config.serverless->headers));
+  // A serverless endpoint (url, headers) that is new or differs; a normal pool has none.
+  bool changed = config.serverless.has_value() &&
+                 (!old.has_value() || !old->serverless() ||
+                  old->config.serverless->url != config.serverless->url ||
+                  old->config.serverless->headers != config.serverless->headers);
   std::lock_guard lock(mu_);
   pools_[{ns, name}] = Pool{ns, name, std::move(config)};
   return changed;

@@ -43,6 +43,8 @@ struct Pool {
 
 inline constexpr std::string_view kDefaultNamespace = "default";
 inline constexpr std::string_view kDefaultPool = "default";
+// The longest namespace display name (bytes of UTF-8) POST /namespaces accepts.
+inline constexpr size_t kMaxNamespaceDisplayNameBytes = 255;
 
 class Catalog {
  public:
@@ -51,13 +53,17 @@ class Catalog {
   // Reads namespaces and pools; creates `default`/`default` when there is no namespace.
   Status Load();
 
-  // Errors: namespace.invalid_name (empty, > 64 bytes, not [a-z0-9-]), namespace.already_exists.
+  // Errors: namespace.invalid_name (empty, > 64 bytes, not [a-z0-9_-]),
+  // namespace.invalid_display_name (> kMaxNamespaceDisplayNameBytes, not UTF-8; empty means
+  // the name), namespace.already_exists.
   Result<Namespace> CreateNamespace(std::string name, std::string display_name);
   std::optional<Namespace> FindNamespace(std::string_view name) const;
   std::optional<Namespace> FindNamespace(const EngineId& id) const;
   std::vector<Namespace> ListNamespaces() const;
 
-  // Creates or replaces a pool. Returns whether the serverless endpoint changed.
+  // Creates or replaces a pool. Returns whether it now has a serverless endpoint (url and
+  // headers) it did not have before: a new serverless pool, a normal one made serverless,
+  // or a changed url or headers (PUT's `endpoint_config_changed`).
   // Errors: runner_config.invalid (bad name/url), storage.*.
   Result<bool> PutPool(const EngineId& ns, std::string name, rec::RunnerConfigRecord config);
   // Errors: runner_config.not_found.

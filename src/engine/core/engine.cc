@@ -10,6 +10,7 @@
 #include "engine/core/gateway.h"
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
+#include "engine/core/pool_metadata.h"
 #include "engine/core/remote_sql.h"
 #include "engine/gateway/envoy_connect.h"
 #include "engine/gateway/errors.h"
@@ -75,6 +76,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   orchestrator_ = std::make_unique<Orchestrator>(*this);
   gateway_ = std::make_unique<Gateway>(*this);
   api_ = std::make_unique<RestApi>(*this);
+  pool_metadata_ = std::make_unique<PoolMetadata>(*this);
   envoys_gauge_ = &metrics_.AddGauge("keel_envoy_connections", "Open envoy connections.");
   malformed_frames_ = &metrics_.AddCounter("keel_envoy_malformed_frames_total",
                                            "Envoy frames that did not decode.");
@@ -131,6 +133,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
 }
 
 Engine::~Engine() {
+  pool_metadata_->Stop();  // no poll may reach the engine from here on
   // Before anything a sync's continuation may reach goes away.
   kv_sync_->Stop();
   sql_hosts_->StopAll();
@@ -186,6 +189,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options,
   }
   KEEL_RETURN_IF_ERROR(engine->catalog().Load());
   KEEL_RETURN_IF_ERROR(engine->orchestrator().Load());
+  engine->pool_metadata().Start();
   engine->opened_ = true;
   return engine;
 }
@@ -363,6 +367,7 @@ void Engine::HandleMetrics(net::HttpExchange& exchange) {
 void Engine::Shutdown(std::function<void()> done) {
   if (shutting_down_.exchange(true)) return;
   KEEL_LOG(kInfo, kLog, "shutting down: stopping actors with GOING_AWAY");
+  pool_metadata_->Stop();
   orchestrator_->DrainAll(options_.actor_stop_threshold_ms, [this, done = std::move(done)] {
     // Close what is still connected; the runtimes reconnect (to the next engine).
     orchestrator_->CloseAllEnvoys(

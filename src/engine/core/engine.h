@@ -42,6 +42,7 @@ class Orchestrator;
 class Gateway;
 class RestApi;
 class RemoteSqlRegistry;
+class PoolMetadata;
 
 // Token comparison whose time does not depend on where the inputs differ (only on their
 // lengths), for every token the engine checks.
@@ -58,10 +59,24 @@ struct EngineOptions {
   // Serverful allocation picks at random among up to this many of the pool's eligible
   // highest-version envoys (actors.md §6.4, actor_allocation_candidate_sample_size).
   int64_t allocation_candidate_sample_size = 100;
+  // GET /envoys keeps listing an envoy that stopped (stop_ts: disconnected, stopping or
+  // drained) for this long, and at most max_stopped_envoys such envoys (the longest
+  // stopped forgotten first), so the listing and the memory behind it stay bounded
+  // (docs/engine.md "GET /envoys"). An envoy that still hosts actors is always kept.
+  int64_t stopped_envoy_retention_ms = 10 * 60 * 1000;
+  size_t max_stopped_envoys = 1000;
   // A hibernating WebSocket whose keepalive record is older than this is not offered to a
   // restarted actor (envoy-protocol.md §6.5, hibernating_request_eligible_threshold).
   int64_t hibernating_request_eligible_threshold_ms = 90000;
   orch::Thresholds thresholds;
+  // Serverless pools' metadata polling (actors.md §6.11, §6.12; engine/core/pool_metadata.h):
+  // a pool without its own `metadata_poll_interval` is polled this often, no pool more
+  // often than the minimum; a runner-pool error is cleared after this many polls in a row
+  // succeed; one fetch of `/metadata` (a poll or a health check) gives up after the timeout.
+  int64_t metadata_poll_interval_ms = 10000;
+  int64_t min_metadata_poll_interval_ms = 5000;
+  int64_t runner_pool_error_clear_successes = 3;
+  int64_t metadata_fetch_timeout_ms = 10000;
   // Gateway (actors.md §5.6, §6.12).
   int64_t actor_ready_timeout_ms = 10000;
   int64_t response_start_timeout_ms = 300000;
@@ -184,6 +199,7 @@ class Engine {
   Catalog& catalog() { return *catalog_; }
   Orchestrator& orchestrator() { return *orchestrator_; }
   Gateway& gateway() { return *gateway_; }
+  PoolMetadata& pool_metadata() { return *pool_metadata_; }
   MetricsRegistry& metrics() { return metrics_; }
   const RemoteSqlMetrics& remote_sql_metrics() const { return remote_sql_metrics_; }
   // Remote SQL hosts of live sessions: the engine stops them (joining their SQL threads)
@@ -240,6 +256,7 @@ class Engine {
   std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<Gateway> gateway_;
   std::unique_ptr<RestApi> api_;
+  std::unique_ptr<PoolMetadata> pool_metadata_;
   std::atomic<uint64_t> next_session_id_{1};
   std::atomic<uint64_t> next_ray_{1};
   std::atomic<bool> shutting_down_{false};

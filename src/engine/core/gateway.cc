@@ -1,11 +1,16 @@
 #include "engine/core/gateway.h"
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <iterator>
+#include <mutex>
+#include <optional>
+#include <string_view>
 #include <utility>
 
 #include <boost/container/deque.hpp>
+#include <nlohmann/json.hpp>
 
 #include "base/log.h"
 #include "engine/common/actor_limits.h"
@@ -14,6 +19,7 @@
 #include "engine/core/envoy_session.h"
 #include "engine/core/keys.h"
 #include "engine/core/orchestrator.h"
+#include "engine/core/pool_metadata.h"
 #include "engine/gateway/actor_key.h"
 #include "engine/gateway/errors.h"
 #include "engine/gateway/subprotocols.h"
@@ -27,6 +33,11 @@ namespace latest = protocol::envoy::latest;
 constexpr std::string_view kLog = "gateway";
 constexpr size_t kMaxPendingMessages = 65535;
 constexpr int64_t kKeepaliveMs = 45000;
+// §5.6: a waiting request's first runner-pool error check, and the interval of the next.
+constexpr int64_t kPoolCheckFirstMs = 1000;
+constexpr int64_t kPoolCheckEveryMs = 2000;
+// An SSE line of a serverless start longer than this is an invalid payload.
+constexpr size_t kMaxSseLineBytes = 16 * 1024;
 
 // Wrapping u16 order of message indices (§6.1): a <= b.
 bool IndexAtMost(uint16_t a, uint16_t b) {
@@ -46,6 +57,68 @@ net::Headers WithCors(net::Headers headers, net::Headers cors) {
   headers.insert(headers.end(), std::make_move_iterator(cors.begin()),
                  std::make_move_iterator(cors.end()));
   return headers;
+}
+
+// Whether a content-type names text/event-stream (parameters and case aside).
+bool IsEventStream(std::string_view content_type) {
+  content_type = content_type.substr(0, content_type.find(';'));
+  while (!content_type.empty() && (content_type.back() == ' ' || content_type.back() == '\t')) {
+    content_type.remove_suffix(1);
+  }
+  while (!content_type.empty() && (content_type.front() == ' ' || content_type.front() == '\t')) {
+    content_type.remove_prefix(1);
+  }
+  constexpr std::string_view kWanted = "text/event-stream";
+  return content_type.size() == kWanted.size() &&
+         std::equal(content_type.begin(), content_type.end(), kWanted.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == b;
+         });
+}
+
+// What the callbacks of one serverless start's stream share (Gateway::DispatchServerlessStart).
+struct ServerlessStream {
+  std::mutex mu;
+  bool refused = false;  // not 200 + text/event-stream: its body is read for the excerpt
+  int status = 0;
+  std::string body;       // refused: the body's start
+  std::string line;       // accepted: the SSE line not complete yet
+  bool stopping = false;  // the runtime sent `event: stopping`
+  bool over = false;      // reported (or cancelled): later callbacks do nothing
+  // Until the stream is over: it refers to the callbacks, which hold this.
+  net::CancelFn cancel;
+};
+
+// Checks the complete SSE lines of `st.line` (and drops them), setting `stopping`. An error
+// message for an invalid payload: a line over kMaxSseLineBytes, a NUL byte, or a line that
+// is neither a comment nor one of the fields event, data, id, retry.
+std::optional<std::string> ConsumeSseLines(ServerlessStream& st) {
+  size_t start = 0;
+  while (true) {
+    const size_t nl = st.line.find('\n', start);
+    if (nl == std::string::npos) break;
+    std::string_view l(st.line.data() + start, nl - start);
+    start = nl + 1;
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+    if (l.size() > kMaxSseLineBytes) return "an SSE line is over 16 KiB";
+    if (l.find('\0') != std::string_view::npos) return "an SSE line holds a NUL byte";
+    if (l.empty() || l.front() == ':') continue;
+    const size_t colon = l.find(':');
+    const std::string_view field = l.substr(0, colon);
+    std::string_view value = colon == std::string_view::npos ? "" : l.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (field == "event") {
+      if (value == "stopping") st.stopping = true;
+    } else if (field != "data" && field != "id" && field != "retry") {
+      std::string shown(field.substr(0, 64));
+      for (char& c : shown) {
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+      }
+      return "unknown SSE field '" + shown + "'";
+    }
+  }
+  st.line.erase(0, start);
+  if (st.line.size() > kMaxSseLineBytes) return "an SSE line is over 16 KiB";
+  return std::nullopt;
 }
 
 // The subprotocol echoed to a user WebSocket: browsers refuse a handshake that does not
@@ -92,6 +165,10 @@ struct Gateway::InFlight {
   TimerId keepalive{};
   // Set for an HTTP request sent to an instance still starting (early requests).
   std::optional<InFlightResend> resend;
+  // A request that waited for its actor is in the table, its start not yet sent (Open):
+  // a ClientGone meanwhile only marks it `gone`, and Open sends the abort after the start.
+  bool opening = false;
+  bool gone = false;
 };
 
 // The end user's side of a tunnelled WebSocket.
@@ -126,6 +203,9 @@ Gateway::~Gateway() {
   std::lock_guard lock(mu_);
   stopping_ = true;
   engine_.clock().Cancel(sweep_timer_);
+  for (auto& [_, w] : waiting_) {
+    if (w.pool_check != TimerId{}) engine_.clock().Cancel(w.pool_check);
+  }
 }
 
 void Gateway::ScheduleSweep() {
@@ -153,7 +233,13 @@ size_t Gateway::in_flight() const {
   return in_flight_.size();
 }
 
-void Gateway::Fail(net::HttpExchange& exchange, const Error& raw, const net::Headers& cors) {
+size_t Gateway::waiting() const {
+  std::lock_guard lock(mu_);
+  return waiting_.size();
+}
+
+void Gateway::Fail(net::HttpExchange& exchange, const Error& raw, const net::Headers& cors,
+                   std::string_view metadata_json) {
   // Internal failures, storage ones included (as on the REST API), are logged and shown as
   // core.internal_error (500 / close 1011), never as themselves (errors.md §1.4).
   Error error = raw;
@@ -179,7 +265,7 @@ void Gateway::Fail(net::HttpExchange& exchange, const Error& raw, const net::Hea
   net::HttpResponse response;
   response.status = gateway::HttpStatusFor(error);
   response.headers = WithCors({{"content-type", "application/json"}}, cors);
-  response.body = gateway::ErrorJson(error);
+  response.body = gateway::ErrorJson(error, error == raw ? metadata_json : "{}");
   exchange.Respond(std::move(response));
 }
 
@@ -240,6 +326,11 @@ void Gateway::Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Rout
   // getOrCreate must not create an actor that POST /actors would refuse (a `get` of such a
   // key is refused the same way rather than looked up).
   if (Status valid = gateway::ValidateSerializedActorKey(key); !valid.has_value()) {
+    Fail(*exchange, valid.error(), cors);
+    return;
+  }
+  // The same for the name (actor.name_too_large, as REST create).
+  if (Status valid = ValidateActorName(q.name); !valid.has_value()) {
     Fail(*exchange, valid.error(), cors);
     return;
   }
@@ -323,28 +414,105 @@ void Gateway::Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<E
   }
   // An HTTP request may ride right behind the start command of a waking actor (the
   // envoy keeps it until the instance runs); a WebSocket waits for the instance to run.
-  const bool early_ok =
-      allow_early && engine_.options().early_requests && !exchange->IsWebSocketUpgrade();
+  const bool websocket = exchange->IsWebSocketUpgrade();
+  const bool early_ok = allow_early && engine_.options().early_requests && !websocket;
+  // The wait may be long (a wake, an allocation): the request waits here, under the id it
+  // will be sent with, and the orchestrator's waiter holds only that id. An HTTP client
+  // that leaves meanwhile drops it (ClientGone); a WebSocket upgrade has no such watch (a
+  // client gone before the upgrade gets its socket closed right after the open).
+  const uint32_t request_id = next_request_.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<net::HttpExchange> watched = websocket ? nullptr : exchange;
+  {
+    std::lock_guard lock(mu_);
+    waiting_.emplace(request_id, Waiting{std::move(exchange), ns, actor, std::move(path), bypass,
+                                         std::move(cors)});
+  }
+  // Registered before the wait starts: the server watches the connection from here on, so
+  // a client that already left is seen at once too.
+  if (watched != nullptr) {
+    watched->OnPeerGone([this, request_id] { ClientGone(request_id); });
+    watched.reset();
+  }
+  SchedulePoolCheck(request_id, kPoolCheckFirstMs);
   engine_.orchestrator().WhenReady(
       ns, actor, bypass,
-      [this, exchange = std::move(exchange), ns, actor, bypass, path = std::move(path),
-       cors = std::move(cors)](Result<ActorTarget> target) mutable {
-        if (!target.has_value()) {
-          Fail(*exchange, target.error(), cors);
-          return;
-        }
-        std::optional<InFlightResend> resend;
-        if (target->early) {
-          resend = InFlightResend{target->generation, ns, path, bypass};
-          engine_.metrics_early_request();
-        }
-        Open(std::move(exchange), actor, std::move(target->session), std::move(path),
-             std::move(cors), std::move(resend));
-      },
+      [this, request_id](Result<ActorTarget> target) { Ready(request_id, std::move(target)); },
       early_ok);
 }
 
+void Gateway::Ready(uint32_t request_id, Result<ActorTarget> target) {
+  Waiting w;
+  {
+    std::lock_guard lock(mu_);
+    auto it = waiting_.find(request_id);
+    if (it == waiting_.end()) return;  // its client left while it waited: never sent
+    w = std::move(it->second);
+    it->second.pool_check = TimerId{};
+    // Kept (emptied) while Open sends it, unless there is nothing to send: a ClientGone
+    // meanwhile erases it, which Open sees.
+    if (!target.has_value()) waiting_.erase(it);
+  }
+  if (w.pool_check != TimerId{}) engine_.clock().Cancel(w.pool_check);
+  if (!target.has_value()) {
+    Fail(*w.exchange, target.error(), w.cors);
+    return;
+  }
+  std::optional<InFlightResend> resend;
+  if (target->early) {
+    resend = InFlightResend{target->generation, w.ns, w.path, w.bypass};
+    engine_.metrics_early_request();
+  }
+  Open(std::move(w.exchange), w.actor, std::move(target->session), std::move(w.path),
+       std::move(w.cors), std::move(resend), request_id);
+}
+
+void Gateway::SchedulePoolCheck(uint32_t request_id, int64_t delay_ms) {
+  std::lock_guard lock(mu_);
+  auto it = waiting_.find(request_id);
+  // Gone, or taken by Ready (emptied): nothing to check any more.
+  if (stopping_ || it == waiting_.end() || it->second.exchange == nullptr) return;
+  it->second.pool_check = engine_.clock().ScheduleAfter(
+      std::chrono::milliseconds(delay_ms), [this, request_id] { CheckPool(request_id); });
+}
+
+void Gateway::CheckPool(uint32_t request_id) {
+  EngineId actor;
+  {
+    std::lock_guard lock(mu_);
+    auto it = waiting_.find(request_id);
+    if (stopping_ || it == waiting_.end() || it->second.exchange == nullptr) return;
+    it->second.pool_check = TimerId{};
+    actor = it->second.actor;
+  }
+  engine_.orchestrator().RunnerPoolError(
+      actor, [this, request_id, actor](std::optional<MetadataFailure> error) {
+        if (!error.has_value()) {
+          SchedulePoolCheck(request_id, kPoolCheckEveryMs);
+          return;
+        }
+        Waiting w;
+        {
+          std::lock_guard lock(mu_);
+          auto it = waiting_.find(request_id);
+          if (it == waiting_.end() || it->second.exchange == nullptr) return;
+          w = std::move(it->second);
+          waiting_.erase(it);
+        }
+        if (w.pool_check != TimerId{}) engine_.clock().Cancel(w.pool_check);
+        // The orchestrator's waiter ends later (ready or timed out) and finds nothing here.
+        nlohmann::json metadata{
+            {"actor_id", actor.ToString()},
+            {"runner_pool_error", nlohmann::json::parse(MetadataFailureJson(*error))}};
+        Fail(*w.exchange,
+             Error{"guard", "actor_runner_failed",
+                   "The actor's runner pool is failing (metadata.runner_pool_error): " +
+                       MetadataFailureJson(*error)},
+             w.cors, metadata.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      });
+}
+
 void Gateway::SendAgain(InFlight entry, bool refused_not_started) {
+  if (entry.gone) return;  // its client left while it was being sent: nobody to answer
   KEEL_LOG(kDebug, kLog, "sending a request again: the instance it rode with never started",
            {{"actor", entry.actor.ToString()},
             {"generation", std::to_string(entry.resend->generation)},
@@ -357,8 +525,9 @@ void Gateway::SendAgain(InFlight entry, bool refused_not_started) {
 
 void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
                    std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors,
-                   std::optional<InFlightResend> resend) {
-  const uint32_t request_id = next_request_.fetch_add(1, std::memory_order_relaxed);
+                   std::optional<InFlightResend> resend, std::optional<uint32_t> waited) {
+  const uint32_t request_id =
+      waited.value_or(next_request_.fetch_add(1, std::memory_order_relaxed));
   const net::HttpRequest& req = exchange->request();
   const bool websocket = exchange->IsWebSocketUpgrade();
   InFlight entry;
@@ -379,7 +548,13 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
     entry.user = exchange->AcceptWebSocket(
         EchoSubprotocol(net::FindHeader(req.headers, "sec-websocket-protocol")),
         std::make_shared<UserSocket>(*this, request_id));
-    if (entry.user == nullptr) return;
+    if (entry.user == nullptr) {
+      if (waited.has_value()) {
+        std::lock_guard lock(mu_);
+        waiting_.erase(request_id);
+      }
+      return;
+    }
   } else {
     latest::ToEnvoyRequestStart start;
     start.actor_id = actor.ToString();
@@ -394,14 +569,43 @@ void Gateway::Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
   const int64_t timeout_ms = websocket ? engine_.options().ws_open_timeout_ms
                                        : engine_.options().response_start_timeout_ms;
   entry.deadline_ms = engine_.clock().SystemNowMs() + timeout_ms;
+  entry.opening = waited.has_value() && !websocket;
   {
     std::lock_guard lock(mu_);
+    if (waited.has_value()) {
+      // Its client left since Ready took it (ClientGone erased it): not sent. The entry
+      // (and the exchange) go when this returns.
+      if (waiting_.erase(request_id) == 0) return;
+    }
     in_flight_.emplace(request_id, std::move(entry));
   }
   SendToEnvoy(*session, request_id, 0, std::move(first));
-  // Registered once the start went out, so an abort never overtakes it. The callback holds
-  // only what fits std::function's inline buffer (no allocation per request).
-  if (!websocket) exchange->OnPeerGone([this, request_id] { ClientGone(request_id); });
+  if (!websocket && !waited.has_value()) {
+    // Registered once the start went out, so an abort never overtakes it (the server only
+    // watches the connection from here on, and sees a client that already left at once).
+    // The callback holds only what fits std::function's inline buffer (no allocation per
+    // request).
+    exchange->OnPeerGone([this, request_id] { ClientGone(request_id); });
+  } else if (!websocket) {
+    // Its OnPeerGone was registered while it waited: a ClientGone since it went into the
+    // table only marked it, and its abort follows the start now.
+    std::optional<InFlight> aborted;
+    {
+      std::lock_guard lock(mu_);
+      auto it = in_flight_.find(request_id);
+      if (it != in_flight_.end()) {
+        it->second.opening = false;
+        if (it->second.gone) {
+          aborted.emplace(std::move(it->second));
+          in_flight_.erase(it);
+        }
+      }
+    }
+    if (aborted.has_value()) {
+      SendToEnvoy(*session, request_id, aborted->next_index,
+                  latest::ToEnvoyTunnelMessageKind{latest::ToEnvoyRequestAbort{}});
+    }
+  }
   if (session->closed()) OnEnvoyClosed(*session);  // closed while we registered
 }
 
@@ -410,12 +614,30 @@ void Gateway::ClientGone(uint32_t request_id) {
   // first (or a failure, a timeout, an actor stop) leaves nothing here, and once it is gone
   // from the table a ResponseStart or chunk for it is dropped as for an unknown id.
   std::optional<InFlight> entry;
+  std::optional<Waiting> dropped;
   {
     std::lock_guard lock(mu_);
-    auto it = in_flight_.find(request_id);
-    if (it == in_flight_.end() || it->second.websocket) return;
-    entry.emplace(std::move(it->second));
-    in_flight_.erase(it);
+    if (auto w = waiting_.find(request_id); w != waiting_.end()) {
+      // Not sent yet (its actor is not ready): dropped here, the actor never sees it. If
+      // Ready already took it for Open, the entry's absence tells Open.
+      dropped.emplace(std::move(w->second));
+      waiting_.erase(w);
+    } else {
+      auto it = in_flight_.find(request_id);
+      if (it == in_flight_.end() || it->second.websocket) return;
+      if (it->second.opening) {  // Open is sending its start: it sends the abort after it
+        it->second.gone = true;
+        return;
+      }
+      entry.emplace(std::move(it->second));
+      in_flight_.erase(it);
+    }
+  }
+  if (dropped.has_value()) {
+    if (dropped->pool_check != TimerId{}) engine_.clock().Cancel(dropped->pool_check);
+    KEEL_LOG(kDebug, kLog, "the client left before its actor was ready: request dropped",
+             {{"request", std::to_string(request_id)}});
+    return;  // the exchange goes with it
   }
   if (auto session = entry->session.lock()) {
     SendToEnvoy(*session, request_id, entry->next_index,
@@ -964,22 +1186,107 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
   url += "/start";
   KEEL_LOG(kInfo, kLog, "serverless start",
            {{"actor", actor.ToString()}, {"url", url}, {"generation", std::to_string(generation)}});
-  // The SSE stream is held open for the request's life and only logged; the actor's state
-  // machine learns about the instance from its envoy's events.
-  net::FetchStream(
+  // The SSE stream is held open for the request's life; the actor's state machine learns
+  // about the instance from its envoy's events. A failed start (actors.md §6.10 step 3) is
+  // reported once: a refused start (connection error, not 200 + text/event-stream, whose
+  // body's start is read for the error) or an invalid SSE payload is the pool's error
+  // whatever the actor's state; a stream that breaks, or ends without `event: stopping`,
+  // only before the runtime's envoy took the actor.
+  auto st = std::make_shared<ServerlessStream>();
+  const std::string pool_name = record.pool_name;
+  auto report = [this, ns, pool_name, url, actor, generation](MetadataFailure f,
+                                                              bool only_untaken) {
+    if (engine_.shutting_down()) return;
+    KEEL_LOG(kWarn, kLog, "serverless start failed",
+             {{"actor", actor.ToString()}, {"url", url}, {"error", MetadataFailureJson(f)}});
+    engine_.orchestrator().OnServerlessStartFailed(ns, pool_name, actor, generation, std::move(f),
+                                                   only_untaken);
+  };
+  auto refused = [](const ServerlessStream& s) {
+    MetadataFailure f;
+    f.kind = MetadataFailure::Kind::kServerlessHttpError;
+    f.status_code = s.status;
+    f.body = BodyExcerpt(s.body);
+    return f;
+  };
+  net::CancelFn cancel = net::FetchStream(
       engine_.io(), url, std::move(request),
-      [this, url, actor, generation](Result<net::HttpResponse> head) {
-        if (!head.has_value() || head->status != 200) {
-          // The actor's allocation threshold runs out and it is treated as lost.
-          KEEL_LOG(kWarn, kLog, "serverless start refused",
-                   {{"url", url},
-                    {"error", head.has_value() ? std::to_string(head->status)
-                                               : head.error().ToString()}});
+      [this, st, actor, generation, report](Result<net::HttpResponse> head) {
+        if (!head.has_value()) {
+          {
+            std::lock_guard lock(st->mu);
+            st->over = true;
+            st->cancel = nullptr;  // it refers to these callbacks: no cycle left behind
+          }
+          MetadataFailure f;
+          f.kind = MetadataFailure::Kind::kServerlessConnectionError;
+          f.message = head.error().message();
+          report(std::move(f), /*only_untaken=*/false);
           return;
+        }
+        if (head->status != 200 || !IsEventStream(net::FindHeader(head->headers, "content-type"))) {
+          std::lock_guard lock(st->mu);
+          st->refused = true;
+          st->status = head->status;
+          return;  // reported with its body's start (on_data / on_end)
         }
         engine_.orchestrator().OnServerlessDispatched(actor, generation);
       },
-      [](std::string) {}, [](Status) {});
+      [st, report, refused](std::string chunk) {
+        std::optional<MetadataFailure> failure;
+        net::CancelFn cancel;
+        {
+          std::lock_guard lock(st->mu);
+          if (st->over) return;
+          if (st->refused) {
+            // One byte past the excerpt tells BodyExcerpt where a UTF-8 sequence ends.
+            const size_t room =
+                kBodyExcerptBytes + 1 - std::min(st->body.size(), kBodyExcerptBytes + 1);
+            st->body.append(chunk, 0, room);
+            if (st->body.size() > kBodyExcerptBytes) failure = refused(*st);
+          } else {
+            st->line += chunk;
+            if (auto invalid = ConsumeSseLines(*st)) {
+              MetadataFailure f;
+              f.kind = MetadataFailure::Kind::kServerlessInvalidSsePayload;
+              f.message = std::move(*invalid);
+              failure = std::move(f);
+            }
+          }
+          if (!failure.has_value()) return;
+          st->over = true;
+          cancel = std::move(st->cancel);
+          st->cancel = nullptr;
+        }
+        report(std::move(*failure), /*only_untaken=*/false);
+        if (cancel) cancel();  // on_end then finds it over
+      },
+      [st, report, refused](Status end) {
+        std::optional<MetadataFailure> failure;
+        bool only_untaken = true;
+        {
+          std::lock_guard lock(st->mu);
+          st->cancel = nullptr;
+          if (st->over) return;
+          st->over = true;
+          if (st->refused) {
+            failure = refused(*st);
+            only_untaken = false;
+          } else if (!end.has_value()) {
+            MetadataFailure f;
+            f.kind = MetadataFailure::Kind::kServerlessConnectionError;
+            f.message = end.error().message();
+            failure = std::move(f);
+          } else if (!st->stopping) {
+            MetadataFailure f;
+            f.kind = MetadataFailure::Kind::kServerlessStreamEndedEarly;
+            failure = std::move(f);
+          }
+        }
+        if (failure.has_value()) report(std::move(*failure), only_untaken);
+      });
+  std::lock_guard lock(st->mu);
+  if (!st->over) st->cancel = std::move(cancel);
 }
 
 }  // namespace keel::engine

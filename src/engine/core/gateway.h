@@ -13,6 +13,12 @@
 // or in the middle of a streamed one) gets the request aborted: the envoy receives
 // ToEnvoyRequestAbort for it and the entry is dropped (§6.3's recommendation). Exactly one
 // of the response finishing and the abort happens: both take the entry under the mutex.
+// One who disconnects while the gateway still waits for the actor to be ready (woken from
+// sleep, allocated, started) is dropped at the gateway instead: the request is never sent
+// and what the gateway held for it (the exchange, path, headers, body) goes at once; the
+// wake goes on (other requests may be waiting for it, and an actor nobody uses goes back
+// to sleep as usual), and the orchestrator's waiter, which holds only the request id, ends
+// when the actor is ready or the ready timeout passes, then finds nothing to send.
 //
 // Hibernation (§6.5): a WebSocket the actor opened with canHibernate keeps every user
 // message (with its index) until the actor acknowledges it. When the actor closes with
@@ -24,9 +30,17 @@
 // original index. Limits: 65535 messages / 128 MiB buffered, oldest unacknowledged at most
 // 30 s old (guard.websocket_pending_limit_reached / guard.websocket_ack_timeout).
 //
-// Also here: the serverless start path (envoy-protocol.md §4.9): POST <pool url>/start with
-// the version-prefixed ToEnvoyCommands body, holding the SSE response for the request's
-// life.
+// A request waiting for its actor is also failed with guard.actor_runner_failed (metadata:
+// the actor id and the pool's runner-pool error) when the actor's pool has a runner-pool
+// error, checked 1 s after the wait began and every 2 s after (§5.6), on the engine clock.
+//
+// Also here: the serverless start path (envoy-protocol.md §4.9, actors.md §6.10): POST
+// <pool url>/start with the version-prefixed ToEnvoyCommands body, holding the SSE response
+// for the request's life. A start that fails — connection error, an answer that is not 200
+// with content-type text/event-stream, an SSE payload that does not parse, a stream that
+// ends (without the runtime's `stopping` event) or breaks before the runtime's envoy took
+// the actor — records a runner-pool error on the pool and makes the actor's allocation
+// lost at once (Orchestrator::OnServerlessStartFailed).
 // Thread-safety: every method may be called from any thread (one mutex for the in-flight
 // table; sends happen outside it).
 #pragma once
@@ -52,6 +66,7 @@ namespace keel::engine {
 
 class Engine;
 class EnvoySession;
+struct ActorTarget;
 
 class Gateway {
  public:
@@ -82,7 +97,9 @@ class Gateway {
 
   // Answers a request the gateway cannot serve: JSON with the §5.9 status and CORS
   // headers, or for a WebSocket upgrade an accepted socket closed with `group.code#ray`.
-  void Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors);
+  // `metadata_json`: the JSON body's `metadata` (an object's text).
+  void Fail(net::HttpExchange& exchange, const Error& error, const net::Headers& cors,
+            std::string_view metadata_json = "{}");
 
   // From the orchestrator: start a serverless actor (§4.9).
   // `preloaded`: the KV the actor name's preload plan asks for (envoy-protocol §5.4).
@@ -92,6 +109,8 @@ class Gateway {
       std::optional<protocol::envoy::latest::PreloadedKv> preloaded = std::nullopt);
 
   size_t in_flight() const;
+  // HTTP requests and WebSocket upgrades waiting for their actor to be ready (not sent yet).
+  size_t waiting() const;
 
  private:
   struct InFlight;
@@ -103,6 +122,16 @@ class Gateway {
     std::string path;
     bool bypass = false;
   };
+  // A request waiting for its actor to be ready (Orchestrator::WhenReady).
+  struct Waiting {
+    std::shared_ptr<net::HttpExchange> exchange;
+    std::optional<EngineId> ns;
+    EngineId actor;
+    std::string path;
+    bool bypass = false;
+    net::Headers cors;
+    TimerId pool_check{};  // the next runner-pool error check (§5.6)
+  };
   class UserSocket;
 
   void Resolve(std::shared_ptr<net::HttpExchange> exchange, gateway::Route route,
@@ -112,10 +141,20 @@ class Gateway {
   void Reach(std::shared_ptr<net::HttpExchange> exchange, std::optional<EngineId> ns,
              EngineId actor, std::string path, bool bypass, net::Headers cors,
              bool allow_early = true);
+  // The actor of waiting request `request_id` is ready (or could not be made so).
+  void Ready(uint32_t request_id, Result<ActorTarget> target);
+  // §5.6 pool error check of a waiting request: `delay_ms` from now, then every 2 s while it
+  // waits, the runner-pool error of its actor's pool (Orchestrator::RunnerPoolError) fails
+  // it with guard.actor_runner_failed.
+  void SchedulePoolCheck(uint32_t request_id, int64_t delay_ms);
+  void CheckPool(uint32_t request_id);
   // `resend`: set for a request sent early (ActorTarget::early), to send it again.
+  // `waited`: the id of the request's entry in waiting_ (its OnPeerGone is registered):
+  // the request is sent under that id unless its client left meanwhile.
   void Open(std::shared_ptr<net::HttpExchange> exchange, EngineId actor,
             std::shared_ptr<EnvoySession> session, std::string path, net::Headers cors,
-            std::optional<InFlightResend> resend = std::nullopt);
+            std::optional<InFlightResend> resend = std::nullopt,
+            std::optional<uint32_t> waited = std::nullopt);
   // Sends an early request whose instance never started to the actor's next one;
   // `refused_not_started`: the envoy refused it (else the instance stopped before running).
   void SendAgain(InFlight entry, bool refused_not_started);
@@ -125,7 +164,8 @@ class Gateway {
                    protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   // The end user of an HTTP request left before its response finished (before the
   // ResponseStart or mid-stream; HttpExchange::OnPeerGone, an I/O thread): tell the envoy
-  // (ToEnvoyRequestAbort, §6.3) and forget the request.
+  // (ToEnvoyRequestAbort, §6.3) and forget the request. Before it was sent (it waits for
+  // its actor to be ready): drop it, it is never sent.
   void ClientGone(uint32_t request_id);
   void FromUser(uint32_t request_id, protocol::envoy::latest::ToEnvoyTunnelMessageKind kind);
   void UserClosed(uint32_t request_id, uint16_t code, std::string reason);
@@ -161,6 +201,9 @@ class Gateway {
   std::atomic<uint32_t> next_request_{1};
   mutable std::mutex mu_;
   std::unordered_map<uint32_t, InFlight> in_flight_;  // guarded by mu_
+  // Requests waiting for their actor (by the request id they will be sent with). An entry
+  // stays, emptied, while Open sends it: its removal then tells Open the client left.
+  std::unordered_map<uint32_t, Waiting> waiting_;  // guarded by mu_
   int64_t sweep_interval_ms_ = 1000;
   TimerId sweep_timer_{};  // guarded by mu_
   bool stopping_ = false;  // guarded by mu_

@@ -136,6 +136,16 @@ Bytes EnvoyRecord(ByteView ns, std::string_view envoy) {
   return k;
 }
 
+Bytes EnvoysPrefix() { return Start(kEnvoys); }
+
+bool ParseEnvoyRecordKey(ByteView key, ByteView& ns, std::string& envoy) {
+  constexpr size_t kIdBytes = 19;  // EngineId::bytes()
+  if (key.size() < 1 + kIdBytes || key[0] != kEnvoys) return false;
+  ns = key.subspan(1, kIdBytes);
+  ByteView rest = key.subspan(1 + kIdBytes);
+  return ReadStr(rest, envoy) && rest.size() == 1 && rest[0] == 0x01;
+}
+
 Bytes EnvoyCommands(ByteView ns, std::string_view envoy) {
   Bytes k = NamespaceEnvoys(ns);
   AppendStr(k, envoy);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "base/bytes.h"
@@ -55,6 +56,11 @@ Bytes ServerlessSlots(ByteView ns, std::string_view pool);
 
 // Envoys and their pending commands.
 Bytes EnvoyRecord(ByteView ns, std::string_view envoy);
+// 04: every namespace's envoy records and commands.
+Bytes EnvoysPrefix();
+// The namespace (its 19 id bytes) and envoy key of an EnvoyRecord key; false for any other
+// key under EnvoysPrefix (a command) or a malformed one.
+bool ParseEnvoyRecordKey(ByteView key, ByteView& ns, std::string& envoy);
 Bytes NamespaceEnvoys(ByteView ns);
 Bytes EnvoyCommands(ByteView ns, std::string_view envoy);
 Bytes EnvoyCommandsOf(ByteView ns, std::string_view envoy, ByteView actor, uint32_t generation);

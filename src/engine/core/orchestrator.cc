@@ -131,6 +131,15 @@ struct Orchestrator::Impl {
     int64_t last_ping_ms = 0;
     bool stopping = false;
     std::set<EngineId> hosted;
+    // GET /envoys (Orchestrator::EnvoyView). 0 / nullopt until it connects here.
+    int64_t create_ts = 0;
+    int64_t last_connected_ts = 0;
+    std::optional<int64_t> stop_ts;
+    uint32_t last_rtt_ms = 0;  // of the ended connection, while `session` is null
+    std::optional<std::string> metadata;
+    // The connection whose ToRivetMetadata `metadata` holds (a session id; 0: none), so a
+    // connection's metadata read before its registration is not replaced by the stored one.
+    uint64_t metadata_session = 0;
   };
 
   // Where an actor with an instance lives. A serverless instance learns its envoy key
@@ -1166,7 +1175,8 @@ struct Orchestrator::Impl {
     if (!batch.value.empty()) session.Send(latest::ToEnvoy{std::move(batch)});
   }
 
-  Status StoreEnvoyRecord(EnvoySession& session) {
+  // Writes the envoy's durable record for a new connection; `stored` gets what was written.
+  Status StoreEnvoyRecord(EnvoySession& session, rec::EnvoyRecord& stored) {
     const auto& p = session.params();
     return storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
       Bytes key = keys::EnvoyRecord(session.namespace_id().bytes(), p.envoy_key);
@@ -1182,6 +1192,7 @@ struct Orchestrator::Impl {
       record.protocol_version = p.protocol_version;
       record.last_connected_ts = Now();
       record.stop_ts.reset();
+      stored = record;
       return txn.Put(key, WriteRecord(record));
     });
   }
@@ -1210,12 +1221,67 @@ struct Orchestrator::Impl {
       if (!(env.ns == newer.ns) || env.pool != newer.pool || env.key == newer.key) continue;
       if (env.session == nullptr || env.stopping || env.version >= newer.version) continue;
       env.stopping = true;
+      MarkStopped(env);
       older.push_back(env.key);
     }
     for (const auto& key : older) {
       KEEL_LOG(kInfo, kLog, "draining an older envoy version",
                {{"envoy_key", key}, {"newer", newer.key}});
       StepHosted(newer.ns, key, orch::in::EnvoyStopping{key});
+    }
+  }
+
+  // The envoy is gone or going (GET /envoys stop_ts): the first such moment counts.
+  void MarkStopped(EnvoyEntry& env) {
+    if (!env.stop_ts.has_value()) env.stop_ts = Now();
+  }
+
+  // Forgets stopped envoys that nothing needs any more: disconnected, hosting no actor,
+  // and stopped longer than stopped_envoy_retention_ms ago or beyond the max_stopped_envoys
+  // most recently stopped (entries only known from hosting, never connected, go as soon as
+  // they host nothing). The durable record of a forgotten envoy goes with it, so a pool
+  // whose envoys come and go (every serverless start is a new envoy key) does not grow the
+  // store; a reconnect later writes a new one. Call only where no EnvoyEntry reference is
+  // held.
+  void PruneStoppedEnvoys() {
+    const int64_t now = Now();
+    const EngineOptions& o = engine.options();
+    std::vector<std::pair<int64_t, EnvoyKey>> stopped;
+    std::vector<EnvoyKey> forgotten;  // with a durable record (they connected: a pool)
+    for (auto it = envoys.begin(); it != envoys.end();) {
+      const EnvoyEntry& env = it->second;
+      if (env.session != nullptr || !env.hosted.empty()) {
+        ++it;
+        continue;
+      }
+      if (env.pool.empty() || !env.stop_ts.has_value() ||
+          now - *env.stop_ts > o.stopped_envoy_retention_ms) {
+        if (!env.pool.empty()) forgotten.push_back(it->first);
+        it = envoys.erase(it);
+        continue;
+      }
+      stopped.emplace_back(*env.stop_ts, it->first);
+      ++it;
+    }
+    if (stopped.size() > o.max_stopped_envoys) {
+      std::sort(stopped.begin(), stopped.end());
+      for (size_t i = 0; i < stopped.size() - o.max_stopped_envoys; ++i) {
+        envoys.erase(stopped[i].second);
+        forgotten.push_back(std::move(stopped[i].second));
+      }
+    }
+    if (forgotten.empty()) return;
+    Status deleted = storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
+      for (const auto& [ns, key] : forgotten) {
+        KEEL_RETURN_IF_ERROR(txn.Delete(keys::EnvoyRecord(ns.bytes(), key)));
+      }
+      return {};
+    });
+    if (!deleted.has_value()) {
+      // Kept: the next engine start loads them as stopped envoys and forgets them again.
+      KEEL_LOG(kWarn, kLog, "could not delete the records of forgotten envoys",
+               {{"envoys", std::to_string(forgotten.size())},
+                {"error", deleted.error().ToString()}});
     }
   }
 
@@ -1293,6 +1359,33 @@ Status Orchestrator::LoadOnLoop() {
     auto it = m.actors.find(id);
     if (it != m.actors.end()) m.StepActor(*it->second, orch::in::Create{});
   }
+  // The envoys that connected to an earlier engine run (their durable records): listed as
+  // stopped (GET /envoys) from now, when this engine found them disconnected, and forgotten
+  // with their records like any stopped envoy (PruneStoppedEnvoys); one that reconnects
+  // keeps its create_ts.
+  KEEL_ASSIGN_OR_RETURN(auto envoy_records, m.engine.store().ScanPrefix(keys::EnvoysPrefix()));
+  for (const auto& kv : envoy_records) {
+    ByteView ns_bytes;
+    std::string envoy_key;
+    if (!keys::ParseEnvoyRecordKey(kv.key, ns_bytes, envoy_key)) continue;  // a command
+    auto ns = EngineId::FromBytes(ns_bytes);
+    auto record = ReadRecord<rec::EnvoyRecord>(kv.value);
+    if (!ns.has_value() || !record.has_value()) {
+      KEEL_LOG(kWarn, kLog, "skipping an unreadable envoy record", {{"envoy_key", envoy_key}});
+      continue;
+    }
+    Impl::EnvoyEntry& env = m.envoys[EnvoyKey(*ns, envoy_key)];
+    env.ns = *ns;
+    env.key = envoy_key;
+    env.pool = record->pool_name;
+    env.version = record->version;
+    env.protocol_version = record->protocol_version;
+    env.create_ts = record->create_ts;
+    env.last_connected_ts = record->last_connected_ts;
+    env.metadata = record->metadata;
+    env.stop_ts = m.Now();
+  }
+  m.PruneStoppedEnvoys();  // beyond max_stopped_envoys
   // The envoys hosting resumed actors get the lost threshold from now to reconnect, as if
   // they had pinged at the restart: a restart is not the envoy's fault (§3.5).
   for (auto& [key, env] : m.envoys) {
@@ -1542,6 +1635,38 @@ void Orchestrator::OnServerlessDispatched(const EngineId& actor, uint32_t genera
   });
 }
 
+void Orchestrator::OnServerlessStartFailed(const EngineId& ns, const std::string& pool,
+                                           const EngineId& actor, uint32_t generation,
+                                           MetadataFailure failure, bool only_untaken) {
+  impl_->Post([this, ns, pool, actor, generation, failure = std::move(failure),
+               only_untaken]() mutable {
+    Impl& m = *impl_;
+    auto it = m.actors.find(actor);
+    const orch::ActorWorkflow* wf = it == m.actors.end() ? nullptr : &it->second->wf;
+    const bool untaken = wf != nullptr && wf->generation == generation &&
+                         wf->pool_kind == orch::PoolKind::kServerless &&
+                         (wf->transition == orch::Transition::kAllocating ||
+                          (wf->transition == orch::Transition::kStarting && wf->envoy_key.empty()));
+    if (!untaken && only_untaken) return;  // the envoy has it: its own events tell the rest
+    // Recorded before the step, so a request the step's Stopped wakes sees it.
+    m.engine.pool_metadata().RecordStartFailure(ns, pool, std::move(failure));
+    if (untaken) m.StepActor(*it->second, orch::in::ServerlessStartFailed{generation});
+  });
+}
+
+void Orchestrator::RunnerPoolError(const EngineId& actor,
+                                   std::function<void(std::optional<MetadataFailure>)> done) {
+  impl_->Post([this, actor, done = std::move(done)] {
+    Impl& m = *impl_;
+    auto it = m.actors.find(actor);
+    if (it == m.actors.end()) {
+      done(std::nullopt);
+      return;
+    }
+    done(m.engine.pool_metadata().View(it->second->ns, it->second->record.pool_name).error);
+  });
+}
+
 std::optional<ActorTarget> Orchestrator::FastTarget(const EngineId& actor) const {
   Impl& m = *impl_;
   std::lock_guard lock(m.routes_mu);
@@ -1651,12 +1776,21 @@ void Orchestrator::OnEnvoyConnected(std::shared_ptr<EnvoySession> session) {
     env.protocol_version = p.protocol_version;
     env.session = session;
     env.stopping = false;
+    env.stop_ts.reset();
     env.last_ping_ms = m.Now();
     // `live` already names this session (RegisterLive), or a newer one of the same key.
-    Status stored = m.StoreEnvoyRecord(*session);
+    rec::EnvoyRecord record;
+    Status stored = m.StoreEnvoyRecord(*session, record);
     if (!stored.has_value()) {
       session->CloseWith(Error{"core", "internal_error", stored.error().ToString()});
       return;
+    }
+    env.create_ts = record.create_ts;
+    env.last_connected_ts = record.last_connected_ts;
+    if (env.metadata_session != session->id()) {
+      // Until this connection's ToRivetMetadata arrives: what the envoy last sent.
+      env.metadata = record.metadata;
+      env.metadata_session = 0;
     }
     m.engine.catalog().NotePoolProtocolVersion(env.ns, env.pool, env.protocol_version);
     m.ReplayCommands(*session);
@@ -1672,6 +1806,9 @@ void Orchestrator::OnEnvoyClosed(std::shared_ptr<EnvoySession> session) {
     Impl::EnvoyEntry* env = m.FindEnvoy(key.first, key.second);
     if (env == nullptr || env->session != session) return;  // evicted or replaced
     env->session = nullptr;
+    // §3.8: a connection that ends other than by eviction expires the envoy at once.
+    env->last_rtt_ms = session->last_rtt_ms();
+    m.MarkStopped(*env);
     {
       std::lock_guard lock(m.routes_mu);
       // A newer connection of the key may already be registered (RegisterLive).
@@ -1679,6 +1816,7 @@ void Orchestrator::OnEnvoyClosed(std::shared_ptr<EnvoySession> session) {
       if (it != m.live.end() && it->second == session) m.live.erase(it);
     }
     m.StepHosted(key.first, key.second, orch::in::EnvoyDisconnected{key.second});
+    m.PruneStoppedEnvoys();
   });
 }
 
@@ -1688,6 +1826,7 @@ void Orchestrator::OnEnvoyStopping(std::shared_ptr<EnvoySession> session) {
     Impl::EnvoyEntry* env = m.FindEnvoy(session->namespace_id(), session->envoy_key());
     if (env == nullptr || env->session != session) return;
     env->stopping = true;
+    m.MarkStopped(*env);
     m.StepHosted(env->ns, env->key, orch::in::EnvoyStopping{env->key});
   });
 }
@@ -1759,6 +1898,13 @@ void Orchestrator::OnEvents(std::shared_ptr<EnvoySession> session,
             }
           },
           event.inner.value);
+      // The first event of a serverless generation: its runtime's envoy took the start, a
+      // success towards clearing the pool's runner-pool error (recorded before the step
+      // publishes Ready).
+      if (e.wf.pool_kind == orch::PoolKind::kServerless && orch::HasInstance(e.wf.transition) &&
+          e.wf.envoy_key.empty() && in.generation == e.wf.generation) {
+        m.engine.pool_metadata().RecordStartSuccess(e.ns, e.record.pool_name);
+      }
       const size_t stale_before = e.wf.stale_hosts.size();
       m.StepActor(e, in);
       // A Stopped for an abandoned generation lifts that envoy's exclusion: an actor
@@ -1843,6 +1989,23 @@ void Orchestrator::OnMetadata(std::shared_ptr<EnvoySession> session,
         m.preload_plans.erase(std::make_pair(session->namespace_id(), name));
       }
     }
+    // GET /envoys shows the latest connection's metadata: this one's, unless a newer
+    // connection of the key replaced it (ids grow). It may be read before the connection
+    // registered (OnEnvoyConnected then keeps it).
+    if (!session->closed()) {
+      Impl::EnvoyEntry& env = m.envoys[EnvoyKey(session->namespace_id(), session->envoy_key())];
+      if (env.key.empty()) {
+        env.ns = session->namespace_id();
+        env.key = session->envoy_key();
+      }
+      if (env.session == session || (env.session == nullptr ? env.metadata_session <= session->id()
+                                                            : env.session->id() < session->id())) {
+        env.metadata = metadata.metadata.has_value()
+                           ? std::optional<std::string>(ObjectJsonOrEmpty(*metadata.metadata))
+                           : std::nullopt;
+        env.metadata_session = session->id();
+      }
+    }
     if (!s.has_value()) {
       // §3.11: a database error in metadata handling ends the connection.
       session->CloseWith(Error{"core", "internal_error", s.error().ToString()});
@@ -1875,7 +2038,10 @@ void Orchestrator::DrainAll(int64_t timeout_ms, std::function<void()> done) {
     std::vector<EnvoyKey> keys_with_session;
     for (auto& [key, env] : m.envoys) {
       env.stopping = true;
-      if (env.session != nullptr) keys_with_session.push_back(key);
+      if (env.session != nullptr) {
+        m.MarkStopped(env);
+        keys_with_session.push_back(key);
+      }
     }
     for (const auto& key : keys_with_session) {
       m.StepHosted(key.first, key.second, orch::in::EnvoyStopping{key.second});
@@ -1915,18 +2081,27 @@ void Orchestrator::CloseAllEnvoys(Error reason, std::function<void()> done) {
 
 void Orchestrator::ListEnvoys(std::function<void(std::vector<EnvoyView>)> done) {
   impl_->Post([this, done = std::move(done)] {
+    impl_->PruneStoppedEnvoys();
     std::vector<EnvoyView> out;
     for (const auto& [key, env] : impl_->envoys) {
-      if (env.pool.empty()) continue;  // only known from hosting, never connected here
+      // Only known from hosting (resumed actors of an envoy not yet back): never connected
+      // to this engine run.
+      if (env.pool.empty() || env.last_connected_ts == 0) continue;
       EnvoyView v;
       v.namespace_id = env.ns;
       v.envoy_key = env.key;
       v.pool_name = env.pool;
       v.version = env.version;
-      v.connected = env.session != nullptr && !env.session->closed();
+      v.create_ts = env.create_ts;
+      v.last_connected_ts = env.last_connected_ts;
+      v.stop_ts = env.stop_ts;
+      if (!v.stop_ts.has_value() && (env.session == nullptr || env.session->closed())) {
+        v.stop_ts = impl_->Now();  // closed, its OnEnvoyClosed still queued
+      }
       v.last_ping_ts = env.last_ping_ms;
-      v.last_rtt_ms = env.session != nullptr ? env.session->last_rtt_ms() : 0;
+      v.last_rtt_ms = env.session != nullptr ? env.session->last_rtt_ms() : env.last_rtt_ms;
       v.actors = env.hosted.size();
+      v.metadata = env.metadata;
       out.push_back(std::move(v));
     }
     done(std::move(out));

@@ -35,6 +35,7 @@
 #include "base/random.h"
 #include "base/result.h"
 #include "engine/common/id.h"
+#include "engine/core/pool_metadata.h"
 #include "engine/orchestrator/actor_machine.h"
 #include "protocol/engine/records.h"
 #include "protocol/envoy/versioned.h"
@@ -103,6 +104,20 @@ class Orchestrator {
 
   // The serverless start of `generation` was accepted by the pool (Allocated, §6.10).
   void OnServerlessDispatched(const EngineId& actor, uint32_t generation);
+  // The serverless start of `generation` failed (Gateway::DispatchServerlessStart, actors.md
+  // §6.10 step 3). While the actor's current generation is `generation` and its runtime's
+  // envoy has not taken it (no event of it arrived), `failure` becomes the runner-pool
+  // error of the pool (ns, pool) and the actor is lost at once
+  // (orch::in::ServerlessStartFailed: backoff, then a retry). `only_untaken` false: the
+  // pool refused the start, its error is recorded whatever the actor's state. (A start the
+  // envoy took is recorded as a success, from OnEvents.)
+  void OnServerlessStartFailed(const EngineId& ns, const std::string& pool, const EngineId& actor,
+                               uint32_t generation, MetadataFailure failure, bool only_untaken);
+  // Gateway (actors.md §5.6 pool error check): `done` gets the runner-pool error of the
+  // actor's pool when it has one, nullopt otherwise (or for an actor not loaded here). Runs
+  // `done` on the orchestrator's strand.
+  void RunnerPoolError(const EngineId& actor,
+                       std::function<void(std::optional<MetadataFailure>)> done);
 
   // Gateway: the target when the actor is connectable on a live connection (any thread).
   std::optional<ActorTarget> FastTarget(const EngineId& actor) const;
@@ -141,16 +156,26 @@ class Orchestrator {
   void CloseAllEnvoys(Error reason, std::function<void()> done);
 
   // ---- introspection (REST /envoys, /metrics) ----
+  // An envoy connected to this engine (actors.md §7 GET /envoys). Timestamps are epoch ms.
   struct EnvoyView {
     EngineId namespace_id;
     std::string envoy_key;
     std::string pool_name;
     uint32_t version = 0;
-    bool connected = false;
+    int64_t create_ts = 0;          // its first connection (the durable envoy record's)
+    int64_t last_connected_ts = 0;  // its latest connection
+    // Set while it is gone or going: its connection ended (other than replaced by a newer
+    // one of the same key), it sent ToRivetStopping, or it was drained (version upgrade,
+    // engine shutdown). Cleared when it connects again.
+    std::optional<int64_t> stop_ts;
     int64_t last_ping_ts = 0;
-    uint32_t last_rtt_ms = 0;
-    size_t actors = 0;
+    uint32_t last_rtt_ms = 0;  // of its latest connection
+    size_t actors = 0;         // actor instances placed on it
+    // Its ToRivetMetadata `metadata` (a JSON object text); nullopt when it sent none.
+    std::optional<std::string> metadata;
   };
+  // Every envoy that connected to this engine, minus stopped ones past
+  // EngineOptions::stopped_envoy_retention_ms or beyond max_stopped_envoys.
   void ListEnvoys(std::function<void(std::vector<EnvoyView>)> done);
   // Loaded actors by transition name (sleeping actors are not loaded; any thread).
   std::map<std::string, int64_t> LoadedActorsByState() const;

@@ -16,6 +16,8 @@ struct StopCause {
   ActorError::Kind lost_kind = ActorError::Kind::kEnvoyNoResponse;
   // Fast recovery: a wake is waiting, so "Sleep" becomes "Reallocate".
   bool wake_pending = false;
+  // A serverless start failed (in::ServerlessStartFailed): "Sleep" becomes the backoff.
+  bool start_failed = false;
 };
 
 bool IsGeneric(const ActorError& e) { return e.kind != ActorError::Kind::kCrashed; }
@@ -165,6 +167,18 @@ class Machine {
       wf_.transition = Transition::kStarting;
       wf_.deadline_ts = now_ + th_.start_ms;
     }
+  }
+
+  void On(const in::ServerlessStartFailed& f) {
+    const bool untaken = wf_.transition == Transition::kAllocating ||
+                         (wf_.transition == Transition::kStarting && wf_.envoy_key.empty());
+    if (!untaken || f.generation != wf_.generation || wf_.pool_kind != PoolKind::kServerless) {
+      return;
+    }
+    StopCause c;
+    c.kind = StopCause::Kind::kLost;
+    c.start_failed = true;
+    HandleStop(c);
   }
 
   void On(const in::Tick&) {
@@ -465,9 +479,10 @@ class Machine {
 
   void HandleStop(const StopCause& c) {
     // A failed allocation never gets here: Allocate() enters the backoff itself.
-    enum class Decision { kSleep, kReallocate, kDestroy };
+    enum class Decision { kSleep, kReallocate, kDestroy, kBackoff };
     Decision d;
     const Transition from = wf_.transition;
+    const bool sleep_asked = wf_.sleep_after_start;
     const bool destroying = from == Transition::kDestroying || wf_.destroy_after_start;
     if (destroying) {
       d = Decision::kDestroy;
@@ -504,11 +519,22 @@ class Machine {
       Publish(fx::Notice::kStopped);
     }
 
+    if (c.start_failed && d == Decision::kSleep && !sleep_asked) {
+      d = Decision::kBackoff;
+    }
     if (d == Decision::kSleep && (AlarmDue() || c.wake_pending)) {
       ClearPassedAlarm();
       d = Decision::kReallocate;
     }
     switch (d) {
+      case Decision::kBackoff:
+        if (BackoffSpent()) {
+          ClearPassedAlarm();
+          EnterSleeping();  // a later Wake (or alarm) tries again
+        } else {
+          EnterBackoff();
+        }
+        return;
       case Decision::kSleep:
         EnterSleeping();
         return;
@@ -626,6 +652,13 @@ class Machine {
     wf_.realloc_since_ts = now_;
     wf_.pending_allocation_ts = now_;
     ScheduleRetry();
+  }
+
+  // The retry delay has reached its cap and the last retry is recent (NextRetryDelay
+  // would not restart the count): a failed serverless start gives up to kSleeping.
+  bool BackoffSpent() const {
+    return wf_.last_retry_ts != 0 && now_ - wf_.last_retry_ts <= th_.retry_reset_ms &&
+           wf_.retry_attempt > static_cast<uint32_t>(std::max(th_.max_backoff_exponent, 0));
   }
 
   void ScheduleRetry() {

@@ -46,6 +46,8 @@
 //   other state, lost                                    Sleep, error envoy_no_response /
 //                                                        envoy_connection_lost (when the
 //                                                        envoy is known)
+//   (Keel) a failed serverless start decided Sleep       Backoff (kReallocating), or
+//   above, no sleep asked for while it started           Sleep once the backoff is spent
 //   then: Sleep with the alarm due, or with a wake pending (fast recovery) -> Reallocate;
 //         Reallocate = [allocate], which on failure enters kReallocating.
 //   Stopped{ERROR, msg} records crashed{msg} whatever the decision (not when destroying).
@@ -62,6 +64,9 @@
 //                                                DispatchServerlessStart{g, index 0}
 //   any             [allocate] failed            kReallocating (backoff), Publish Failed
 //   kAllocating     Allocated{g == generation}   kStarting, deadline now+start_ms
+//   kAllocating/    ServerlessStartFailed{g ==   (Keel) lost -> stop handling, where Sleep
+//    kStarting      generation}, no event of g   becomes Backoff (kReallocating), or
+//                   yet                          kSleeping once the backoff is spent
 //   kAllocating/    Event Running                kRunning, connectable, Publish Ready,
 //    kStarting                                   liveness deadline now+envoy_lost_ms;
 //                                                destroy_after_start: kDestroying +
@@ -130,6 +135,15 @@
 //    supersedes it, a move (EnvoyStopping) drops it as it drops a sleep intent's decision.
 //  * The Running event is accepted in kAllocating too (Rivet drops it), so a serverless
 //    start that raced its Allocated signal is not lost.
+//  * ServerlessStartFailed{g} (kAllocating, or kStarting before any event of g arrived, g
+//    current): the instance is lost at once (stop handling, no error recorded: there is no
+//    envoy key, and the runner-pool error lives on the pool, engine/core/pool_metadata.h).
+//    Where stop handling would decide Sleep (and no sleep was asked for while it started)
+//    the actor enters the backoff of a failed allocation (kReallocating) instead, so a
+//    failing pool is retried at 2, 4, 8 … s rather than at once by waiting requests; once
+//    the backoff is spent (retry_attempt past max_backoff_exponent, within
+//    retry_reset_ms of the last retry) it goes to kSleeping. Destroy decisions apply as for
+//    any lost instance.
 //
 // INVARIANTS (checked by the property test)
 //  1. `generation` never decreases and grows by exactly one per successful allocation.
@@ -321,6 +335,12 @@ struct EnvoyDisconnected {  // that envoy's connection closed
   std::string envoy_key;
 };
 struct PoolCapacityAvailable {};  // an envoy connected / a slot freed: retry allocation now
+// Keel: the serverless start of `generation` failed before the runtime's envoy took the
+// actor (the pool refused the POST, or its SSE stream broke or ended early; actors.md §6.10
+// step 3). Lost at once rather than at the allocation/start threshold; see KEEL ADDITIONS.
+struct ServerlessStartFailed {
+  uint32_t generation = 0;
+};
 struct Tick {};                   // the driver saw now >= NextDeadline()
 
 struct IntentSleep {};
@@ -342,9 +362,10 @@ struct Event {
 };
 }  // namespace in
 
-using Input = std::variant<in::Create, in::Wake, in::Sleep, in::Reschedule, in::Destroy,
-                           in::Allocated, in::EnvoyStopping, in::EnvoyDisconnected,
-                           in::PoolCapacityAvailable, in::Tick, in::Event>;
+using Input =
+    std::variant<in::Create, in::Wake, in::Sleep, in::Reschedule, in::Destroy, in::Allocated,
+                 in::EnvoyStopping, in::EnvoyDisconnected, in::PoolCapacityAvailable, in::Tick,
+                 in::Event, in::ServerlessStartFailed>;
 
 // ---- Effects (executed by the driver after storing the workflow, in order) ----------
 

@@ -55,6 +55,9 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.response_start_timeout_ms = ms(t.gateway_response_start_timeout);
   o.ws_open_timeout_ms = ms(t.gateway_ws_open_timeout);
   o.preload_max_total_bytes = t.preload_max_total_bytes;
+  o.metadata_poll_interval_ms = ms(t.metadata_poll_interval);
+  o.min_metadata_poll_interval_ms = ms(t.min_metadata_poll_interval);
+  o.runner_pool_error_clear_successes = t.runner_pool_error_clear_successes;
   o.inline_page_commit_bytes = static_cast<size_t>(c.inline_page_commit_bytes);
   o.inline_sync_us = c.inline_sync_us;
   o.admin_token = c.admin_token;

@@ -57,7 +57,12 @@ bool EnvoyListed(const std::string& pool) {
                           net::HttpRequest{.method = "GET"}, 5s);
   if (!r.has_value() || r->status != 200) return false;
   json j = ParseBody(r->body);
-  return j.is_object() && j["envoys"].is_array() && !j["envoys"].empty();
+  if (!j.is_object() || !j["envoys"].is_array()) return false;
+  // A stopped envoy (stop_ts) stays listed for a while: only a connected one counts.
+  for (const auto& e : j["envoys"]) {
+    if (e.is_object() && !e.contains("stop_ts")) return true;
+  }
+  return false;
 }
 
 class StackEnvironment : public ::testing::Environment {

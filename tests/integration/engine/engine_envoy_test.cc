@@ -229,7 +229,8 @@ class EngineEnvoyTest : public ::testing::Test {
     return false;
   }
 
-  // Polls GET /envoys until the envoy `key` shows `connected`.
+  // Polls GET /envoys until the envoy `key` is listed as connected (no `stop_ts`) or, with
+  // `connected` false, as gone (`stop_ts` set).
   bool WaitEnvoyConnected(const std::string& key, bool connected, std::chrono::milliseconds timeout = 3s,
                           const std::string& ns = "default") {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -237,7 +238,7 @@ class EngineEnvoyTest : public ::testing::Test {
       HttpResult r = Call("GET", "/envoys?namespace=" + ns + "&envoy_key=" + key);
       if (r.status == 200) {
         for (const auto& e : r.body["envoys"]) {
-          if (e["envoy_key"] == key && e["connected"].get<bool>() == connected) return true;
+          if (e["envoy_key"] == key && e.contains("stop_ts") != connected) return true;
         }
       }
       std::this_thread::sleep_for(5ms);
@@ -2007,6 +2008,12 @@ TEST_F(EngineEnvoyTest, ServerlessStartPostsTheFramedStartCommand) {
   std::vector<std::shared_ptr<net::HttpExchange>> streams;
   auto server = net::HttpServer::Start(runtime, net::ServerOptions{},
                                        [&](std::shared_ptr<net::HttpExchange> ex) {
+                                         // Only the start POST: not the engine's
+                                         // metadata polls (GET /metadata).
+                                         if (ex->request().method != "POST") {
+                                           ex->Respond(net::HttpResponse{404, {}, ""});
+                                           return;
+                                         }
                                          std::lock_guard lock(mu);
                                          if (first) {
                                            first = false;
@@ -2077,6 +2084,12 @@ TEST_F(EngineEnvoyTest, ServerlessBodyUsesThePoolsLastEnvoyProtocolVersion) {
   std::vector<std::shared_ptr<net::HttpExchange>> streams;
   auto server = net::HttpServer::Start(runtime, net::ServerOptions{},
                                        [&](std::shared_ptr<net::HttpExchange> ex) {
+                                         // Only the start POST: not the engine's
+                                         // metadata polls (GET /metadata).
+                                         if (ex->request().method != "POST") {
+                                           ex->Respond(net::HttpResponse{404, {}, ""});
+                                           return;
+                                         }
                                          std::lock_guard lock(mu);
                                          if (first) {
                                            first = false;

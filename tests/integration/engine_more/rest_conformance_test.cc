@@ -1,18 +1,24 @@
 // The REST API against actors.md §7: every listing is paged by `limit` and `cursor` (none
-// may answer an unbounded list), runner configs refuse unknown fields and out-of-range
-// numbers instead of silently using defaults, the sleep/reschedule body is `{}`, and a
-// destroyed actor is `actor.not_found` for every per-actor route.
+// may answer an unbounded list, and a cursor is given only when more items follow), runner
+// configs refuse unknown fields and out-of-range numbers instead of silently using
+// defaults, the sleep/reschedule body is `{}`, a destroyed actor is `actor.not_found` for
+// every per-actor route, GET /envoys answers the spec's envoy shape (stopped envoys listed
+// with stop_ts, for a bounded time and number), names have length limits, and
+// GET /health/fanout, /runners and /runners/names are served.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "integration/engine_more/rest_call.h"
 #include "net/client.h"
 #include "support/fake_envoy.h"
+#include "support/temp_dir.h"
 #include "support/test_engine.h"
 
 namespace keel::testing {
@@ -20,25 +26,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
-
-struct Answer {
-  int status = 0;
-  json body;
-};
-
-Answer Call(TestEngine& te, const std::string& method, const std::string& target,
-            const std::string& body = "") {
-  net::HttpRequest req;
-  req.method = method;
-  req.body = body;
-  auto r = net::FetchSync(te.http_url() + target, std::move(req), 10s);
-  if (!r.has_value()) return {};
-  return {r->status, json::parse(r->body, nullptr, false)};
-}
-
-std::string Code(const Answer& a) {
-  return a.body.is_object() ? a.body.value("group", "") + "." + a.body.value("code", "") : "";
-}
 
 // Follows the cursor of `base` (a target with a query) page by page with `limit=1`: every
 // page holds one item and names the next, and together they list what one unpaged call does.
@@ -59,7 +46,8 @@ void ExpectPagedListing(TestEngine& te, const std::string& base, ItemsFn items) 
     Answer a = Call(te, "GET", target);
     ASSERT_EQ(a.status, 200) << target << ": " << a.body.dump();
     std::vector<std::string> got = items(a.body);
-    ASSERT_LE(got.size(), 1u) << target << ": " << a.body.dump();
+    // A cursor is given only when more items follow: no page, the last included, is empty.
+    ASSERT_EQ(got.size(), 1u) << target << ": " << a.body.dump();
     seen.insert(seen.end(), got.begin(), got.end());
     const json& next = a.body["pagination"]["cursor"];
     if (next.is_null()) break;
@@ -239,6 +227,318 @@ TEST(RestConformance, DuplicateKeyMetadataNamesTheExistingActor) {
   ASSERT_EQ(got.status, 200) << got.body.dump();
   EXPECT_EQ(got.body["actor"]["actor_id"], first.body["actor"]["actor_id"]);
   EXPECT_EQ(got.body.value("created", true), false) << got.body.dump();
+}
+
+// GET /actors pages like the other listings; a page that is exactly full is the last one
+// when nothing follows it (no cursor to an empty page).
+TEST(RestConformance, ActorsArePagedWithoutACursorAfterTheLastItem) {
+  TestEngine te;
+  for (const char* key : {"k1", "k2", "k3"}) {
+    Answer a =
+        Call(te, "POST", "/actors?namespace=default", json{{"name", "paged"}, {"key", key}}.dump());
+    ASSERT_EQ(a.status, 200) << a.body.dump();
+  }
+  auto ids = [](const json& body) {
+    std::vector<std::string> out;
+    for (const auto& a : body["actors"]) out.push_back(a.value("actor_id", ""));
+    return out;
+  };
+  ExpectPagedListing(te, "/actors?namespace=default&name=paged", ids);
+  Answer full = Call(te, "GET", "/actors?namespace=default&name=paged&limit=3");
+  ASSERT_EQ(full.status, 200) << full.body.dump();
+  EXPECT_EQ(full.body["actors"].size(), 3u) << full.body.dump();
+  EXPECT_TRUE(full.body["pagination"]["cursor"].is_null()) << full.body.dump();
+  Answer two = Call(te, "GET", "/actors?namespace=default&name=paged&limit=2");
+  ASSERT_TRUE(two.body["pagination"]["cursor"].is_string()) << two.body.dump();
+  Answer rest = Call(te, "GET",
+                     "/actors?namespace=default&name=paged&limit=2&cursor=" +
+                         two.body["pagination"]["cursor"].get<std::string>());
+  EXPECT_EQ(rest.body["actors"].size(), 1u) << rest.body.dump();
+  EXPECT_TRUE(rest.body["pagination"]["cursor"].is_null()) << rest.body.dump();
+}
+
+// The envoy `key` as GET /envoys lists it (null when it is not listed).
+json ListedEnvoy(TestEngine& te, const std::string& key) {
+  Answer a = Call(te, "GET", "/envoys?namespace=default&envoy_key=" + key);
+  if (a.status != 200 || !a.body.is_object()) return nullptr;
+  for (const auto& e : a.body["envoys"]) {
+    if (e.value("envoy_key", "") == key) return e;
+  }
+  return nullptr;
+}
+
+// Polls GET /envoys until `pred(listed envoy or null)` holds (the engine learns that a
+// connection ended on its own schedule); fails the test after 5 s.
+template <typename Pred>
+json WaitListedEnvoy(TestEngine& te, const std::string& key, Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  json last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    last = ListedEnvoy(te, key);
+    if (pred(last)) return last;
+    std::this_thread::sleep_for(5ms);
+  }
+  ADD_FAILURE() << "envoy " << key << " never reached the state; last: " << last.dump();
+  return last;
+}
+
+// actors.md §7 GET /envoys: {envoy_key, namespace_id, datacenter, pool_name, version, slots,
+// create_ts, stop_ts?, last_ping_ts, last_connected_ts?, last_rtt, metadata?}; metadata is
+// the envoy's ToRivetMetadata `metadata` (envoy-protocol.md §3.3); stop_ts is set once the
+// envoy stops or goes, and cleared when it connects again.
+TEST(RestConformance, EnvoysListTheSpecShape) {
+  TestEngine te;
+  FakeEnvoyOptions options;
+  options.ws_url = te.ws_url();
+  options.envoy_key = "shape-envoy";
+  options.version = 7;
+  auto fe = FakeEnvoy::ConnectAndInit(options);
+  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+  envoy_proto::ToRivetMetadata meta;
+  meta.metadata = R"({"rivetkit":{"version":"1.2.3"}})";
+  ASSERT_TRUE((*fe)->Send(envoy_proto::ToRivet{meta}).has_value());
+  // The metadata is dispatched before the KV request behind it, on the same read path.
+  ASSERT_TRUE((*fe)->Sync().has_value());
+
+  const json first = ListedEnvoy(te, "shape-envoy");
+  ASSERT_TRUE(first.is_object()) << first.dump();
+  std::set<std::string> fields;
+  for (const auto& [k, _] : first.items()) fields.insert(k);
+  EXPECT_EQ(fields, (std::set<std::string>{"envoy_key", "namespace_id", "datacenter", "pool_name",
+                                           "version", "slots", "create_ts", "last_ping_ts",
+                                           "last_connected_ts", "last_rtt", "metadata"}))
+      << first.dump();
+  Answer ns = Call(te, "GET", "/namespaces?name=default");
+  EXPECT_EQ(first["namespace_id"], ns.body["namespaces"][0]["namespace_id"]) << first.dump();
+  EXPECT_EQ(first["datacenter"], "default");
+  EXPECT_EQ(first["pool_name"], "default");
+  EXPECT_EQ(first["version"], 7);
+  EXPECT_EQ(first["slots"], 0) << first.dump();
+  EXPECT_GT(first["create_ts"].get<int64_t>(), 0);
+  EXPECT_GE(first["last_connected_ts"].get<int64_t>(), first["create_ts"].get<int64_t>());
+  EXPECT_GT(first["last_ping_ts"].get<int64_t>(), 0);
+  EXPECT_TRUE(first["last_rtt"].is_number_unsigned()) << first.dump();
+  EXPECT_EQ(first["metadata"], (json{{"rivetkit", {{"version", "1.2.3"}}}})) << first.dump();
+
+  // `slots`: the actor instances placed on the envoy.
+  Answer created = Call(te, "POST", "/actors?namespace=default", json{{"name", "slot"}}.dump());
+  ASSERT_EQ(created.status, 200) << created.body.dump();
+  const std::string id = created.body["actor"].value("actor_id", "");
+  ASSERT_TRUE((*fe)->WaitCommand(id, 5s).has_value());
+  EXPECT_EQ(ListedEnvoy(te, "shape-envoy")["slots"], 1);
+
+  // A stopping envoy (ToRivetStopping) is listed with stop_ts, still connected.
+  ASSERT_TRUE((*fe)->Send(envoy_proto::ToRivet{envoy_proto::ToRivetStopping{}}).has_value());
+  ASSERT_TRUE((*fe)->Sync().has_value());
+  const json stopping = ListedEnvoy(te, "shape-envoy");
+  ASSERT_TRUE(stopping.contains("stop_ts")) << stopping.dump();
+  EXPECT_GE(stopping["stop_ts"].get<int64_t>(), first["last_connected_ts"].get<int64_t>());
+
+  // Connecting again (the same key evicts the old connection) clears stop_ts; create_ts is
+  // the first connection's; the metadata stays the envoy's last until it sends another.
+  auto again = FakeEnvoy::ConnectAndInit(options);
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  const json back = WaitListedEnvoy(
+      te, "shape-envoy", [](const json& e) { return e.is_object() && !e.contains("stop_ts"); });
+  EXPECT_EQ(back["create_ts"], first["create_ts"]) << back.dump();
+  EXPECT_GE(back["last_connected_ts"].get<int64_t>(), stopping["stop_ts"].get<int64_t>());
+  EXPECT_EQ(back["metadata"], first["metadata"]) << back.dump();
+  envoy_proto::ToRivetMetadata none;
+  ASSERT_TRUE((*again)->Send(envoy_proto::ToRivet{none}).has_value());
+  ASSERT_TRUE((*again)->Sync().has_value());
+  EXPECT_FALSE(ListedEnvoy(te, "shape-envoy").contains("metadata"));
+
+  // A disconnected envoy stays listed, with stop_ts.
+  (*again)->Close();
+  ASSERT_TRUE((*again)->WaitClosed(5s).has_value());
+  const json gone = WaitListedEnvoy(
+      te, "shape-envoy", [](const json& e) { return e.is_object() && e.contains("stop_ts"); });
+  EXPECT_EQ(gone["create_ts"], first["create_ts"]) << gone.dump();
+}
+
+// Stopped envoys are not listed forever: at most max_stopped_envoys of them (the longest
+// stopped forgotten first), each for at most stopped_envoy_retention_ms.
+TEST(RestConformance, StoppedEnvoysAreForgottenBeyondTheirBound) {
+  engine::EngineOptions bounded;
+  bounded.max_stopped_envoys = 2;
+  TestEngine te(bounded);
+  auto connect_and_close = [&](const std::string& key) {
+    FakeEnvoyOptions options;
+    options.ws_url = te.ws_url();
+    options.envoy_key = key;
+    auto fe = FakeEnvoy::ConnectAndInit(options);
+    ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+    (*fe)->Close();
+    ASSERT_TRUE((*fe)->WaitClosed(5s).has_value());
+    WaitListedEnvoy(te, key, [](const json& e) { return e.is_object() && e.contains("stop_ts"); });
+  };
+  FakeEnvoyOptions live_options;
+  live_options.ws_url = te.ws_url();
+  live_options.envoy_key = "live-envoy";
+  auto live = FakeEnvoy::ConnectAndInit(live_options);
+  ASSERT_TRUE(live.has_value()) << live.error().ToString();
+  for (const char* key : {"gone-1", "gone-2", "gone-3"}) {
+    ASSERT_NO_FATAL_FAILURE(connect_and_close(key));
+  }
+  Answer listed = Call(te, "GET", "/envoys?namespace=default");
+  std::vector<std::string> keys;
+  for (const auto& e : listed.body["envoys"]) keys.push_back(e.value("envoy_key", ""));
+  EXPECT_EQ(keys, (std::vector<std::string>{"gone-2", "gone-3", "live-envoy"}))
+      << listed.body.dump();
+
+  engine::EngineOptions brief;
+  brief.stopped_envoy_retention_ms = 0;
+  TestEngine te2(brief);
+  FakeEnvoyOptions options;
+  options.ws_url = te2.ws_url();
+  options.envoy_key = "brief-envoy";
+  auto fe = FakeEnvoy::ConnectAndInit(options);
+  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+  ASSERT_TRUE((*fe)->Sync().has_value());
+  ASSERT_TRUE(ListedEnvoy(te2, "brief-envoy").is_object());
+  (*fe)->Close();
+  ASSERT_TRUE((*fe)->WaitClosed(5s).has_value());
+  EXPECT_TRUE(
+      WaitListedEnvoy(te2, "brief-envoy", [](const json& e) { return e.is_null(); }).is_null());
+}
+
+// An envoy's durable record outlives an engine restart: the next engine lists it as
+// stopped, with the create_ts it had, until it reconnects (keeping that create_ts) or is
+// forgotten. Forgetting a stopped envoy deletes its record, so envoy keys that come and go
+// (each serverless start has a new one) do not grow the store.
+TEST(RestConformance, EnvoyRecordsSurviveARestartAndGoWhenForgotten) {
+  TempDir dir("keel-envoy-records");
+  engine::EngineOptions options;
+  options.max_stopped_envoys = 1;
+  TestEngine te(options, dir.path());
+  auto connect = [&](const std::string& key) {
+    FakeEnvoyOptions o;
+    o.ws_url = te.ws_url();
+    o.envoy_key = key;
+    auto fe = FakeEnvoy::ConnectAndInit(o);
+    EXPECT_TRUE(fe.has_value()) << fe.error().ToString();
+    if (fe.has_value()) {
+      EXPECT_TRUE((*fe)->Sync().has_value());
+    }
+    return fe.has_value() ? std::move(*fe) : nullptr;
+  };
+  auto close = [&](auto& fe, const std::string& key) {
+    fe->Close();
+    ASSERT_TRUE(fe->WaitClosed(5s).has_value());
+    WaitListedEnvoy(te, key, [](const json& e) { return e.is_object() && e.contains("stop_ts"); });
+  };
+  // "z-first" stops first, so it is the one forgotten when "a-second" stops (at most one
+  // stopped envoy is kept); the keys sort the other way, so a record left behind would be
+  // the one a restart keeps.
+  auto first = connect("z-first");
+  ASSERT_NE(first, nullptr);
+  ASSERT_NO_FATAL_FAILURE(close(first, "z-first"));
+  auto second = connect("a-second");
+  ASSERT_NE(second, nullptr);
+  const json before = ListedEnvoy(te, "a-second");
+  ASSERT_TRUE(before.is_object());
+  ASSERT_NO_FATAL_FAILURE(close(second, "a-second"));
+  EXPECT_TRUE(ListedEnvoy(te, "z-first").is_null());
+
+  te.Restart();
+  const json after = ListedEnvoy(te, "a-second");
+  ASSERT_TRUE(after.is_object()) << "not listed after the restart";
+  EXPECT_TRUE(after.contains("stop_ts")) << after.dump();
+  EXPECT_EQ(after["create_ts"], before["create_ts"]) << after.dump();
+  EXPECT_EQ(after["last_connected_ts"], before["last_connected_ts"]) << after.dump();
+  EXPECT_TRUE(ListedEnvoy(te, "z-first").is_null()) << "a forgotten envoy's record came back";
+
+  auto again = connect("a-second");
+  ASSERT_NE(again, nullptr);
+  const json back = ListedEnvoy(te, "a-second");
+  ASSERT_TRUE(back.is_object());
+  EXPECT_FALSE(back.contains("stop_ts")) << back.dump();
+  EXPECT_EQ(back["create_ts"], before["create_ts"]) << back.dump();
+  again->Close();
+}
+
+// Names the API stores have length limits, refused with a structured 400 and not stored:
+// namespace names 1-64 bytes, display names up to 255, actor names up to 128 (REST create,
+// get-or-create and the gateway's getOrCreate), pool names 1-128.
+TEST(RestConformance, NamesOverTheirLimitAreRefused) {
+  TestEngine te;
+  const std::string long_ns(65, 'n');
+  Answer ns = Call(te, "POST", "/namespaces", json{{"name", long_ns}}.dump());
+  EXPECT_EQ(ns.status, 400) << ns.body.dump();
+  EXPECT_EQ(Code(ns), "namespace.invalid_name") << ns.body.dump();
+  Answer display =
+      Call(te, "POST", "/namespaces",
+           json{{"name", "long-display"}, {"display_name", std::string(256, 'd')}}.dump());
+  EXPECT_EQ(display.status, 400) << display.body.dump();
+  EXPECT_EQ(Code(display), "namespace.invalid_display_name") << display.body.dump();
+  Answer listed = Call(te, "GET", "/namespaces?name=long-display");
+  EXPECT_TRUE(listed.body["namespaces"].empty()) << listed.body.dump();
+  Answer fits =
+      Call(te, "POST", "/namespaces",
+           json{{"name", "long-display"}, {"display_name", std::string(255, 'd')}}.dump());
+  EXPECT_EQ(fits.status, 200) << fits.body.dump();
+
+  const std::string long_name(129, 'a');
+  for (const char* method : {"POST", "PUT"}) {
+    Answer a = Call(te, method, "/actors?namespace=default",
+                    json{{"name", long_name}, {"key", "k"}}.dump());
+    EXPECT_EQ(a.status, 400) << method << ": " << a.body.dump();
+    EXPECT_EQ(Code(a), "actor.name_too_large") << method << ": " << a.body.dump();
+  }
+  Answer names = Call(te, "GET", "/actors/names?namespace=default");
+  EXPECT_FALSE(names.body["names"].contains(long_name)) << names.body.dump();
+  Answer query = Call(te, "GET", "/actors?namespace=default&name=" + long_name);
+  EXPECT_EQ(Code(query), "actor.name_too_large") << query.body.dump();
+  Answer gateway =
+      Call(te, "POST",
+           "/gateway/" + long_name +
+               "/action/x?rvt-namespace=default&rvt-method=getOrCreate&rvt-pool=default",
+           "{}");
+  EXPECT_EQ(gateway.status, 400) << gateway.body.dump();
+  EXPECT_EQ(Code(gateway), "actor.name_too_large") << gateway.body.dump();
+  Answer fits_name =
+      Call(te, "POST", "/actors?namespace=default", json{{"name", std::string(128, 'a')}}.dump());
+  EXPECT_EQ(fits_name.status, 200) << fits_name.body.dump();
+
+  const std::string long_pool(129, 'p');
+  Answer pool = Call(te, "PUT", "/runner-configs/" + long_pool + "?namespace=default",
+                     R"({"datacenters":{"default":{"normal":{}}}})");
+  EXPECT_EQ(pool.status, 400) << pool.body.dump();
+  EXPECT_EQ(Code(pool), "runner_config.invalid") << pool.body.dump();
+  Answer pools = Call(te, "GET", "/runner-configs?namespace=default");
+  EXPECT_FALSE(pools.body["runner_configs"].contains(long_pool)) << pools.body.dump();
+}
+
+// GET /health/fanout answers each datacenter's health (this engine is the only one);
+// GET /runners and /runners/names (the legacy runner protocol) are empty listings, since
+// only envoys connect to Keel, with the query checked as for the other listings.
+TEST(RestConformance, HealthFanoutAndLegacyRunnerListings) {
+  TestEngine te;
+  Answer health = Call(te, "GET", "/health/fanout");
+  ASSERT_EQ(health.status, 200) << health.body.dump();
+  ASSERT_EQ(health.body["datacenters"].size(), 1u) << health.body.dump();
+  const json& dc = health.body["datacenters"][0];
+  Answer dcs = Call(te, "GET", "/datacenters");
+  EXPECT_EQ(dc["datacenter_label"], dcs.body["datacenters"][0]["label"]) << health.body.dump();
+  EXPECT_EQ(dc["name"], dcs.body["datacenters"][0]["name"]);
+  EXPECT_EQ(dc["url"], dcs.body["datacenters"][0]["url"]);
+  EXPECT_EQ(dc["status"], "ok");
+
+  Answer runners = Call(te, "GET", "/runners?namespace=default");
+  ASSERT_EQ(runners.status, 200) << runners.body.dump();
+  EXPECT_EQ(runners.body,
+            (json{{"runners", json::array()}, {"pagination", {{"cursor", nullptr}}}}));
+  Answer names = Call(te, "GET", "/runners/names?namespace=default&limit=5");
+  ASSERT_EQ(names.status, 200) << names.body.dump();
+  EXPECT_EQ(names.body, (json{{"names", json::array()}, {"pagination", {{"cursor", nullptr}}}}));
+  for (const char* path : {"/runners", "/runners/names"}) {
+    Answer missing = Call(te, "GET", path);
+    EXPECT_EQ(Code(missing), "api.bad_request") << path << ": " << missing.body.dump();
+    Answer unknown = Call(te, "GET", std::string(path) + "?namespace=nope");
+    EXPECT_EQ(Code(unknown), "actor.namespace_not_found") << path << ": " << unknown.body.dump();
+    Answer bad_limit = Call(te, "GET", std::string(path) + "?namespace=default&limit=0");
+    EXPECT_EQ(Code(bad_limit), "api.bad_request") << path << ": " << bad_limit.body.dump();
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "engine/core/catalog.h"
 #include "engine/core/engine.h"
+#include "integration/engine_more/rest_call.h"
 #include "net/client.h"
 #include "support/test_engine.h"
 
@@ -20,22 +21,6 @@ namespace keel::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct Answer {
-  int status = 0;
-  nlohmann::json body;
-};
-
-Answer Call(TestEngine& te, const std::string& method, const std::string& target,
-            const std::string& body, net::Headers headers = {}) {
-  net::HttpRequest req;
-  req.method = method;
-  req.body = body;
-  req.headers = std::move(headers);
-  auto r = net::FetchSync(te.http_url() + target, std::move(req), 10s);
-  if (!r.has_value()) return {};
-  return {r->status, nlohmann::json::parse(r->body, nullptr, false)};
-}
 
 TEST(RestRobustness, BadBodiesAreStructured400sAndTheEngineKeepsServing) {
   TestEngine te;
@@ -101,10 +86,6 @@ std::string Base64(size_t bytes) {
   if (bytes % 3 == 1) out += "AA==";
   if (bytes % 3 == 2) out += "AAA=";
   return out;
-}
-
-std::string Code(const Answer& a) {
-  return a.body.is_object() ? a.body.value("group", "") + "." + a.body.value("code", "") : "";
 }
 
 // The runtime keeps the input inside the actor's record (KV [1], max 128 KiB per value), so

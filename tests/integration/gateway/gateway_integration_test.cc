@@ -1163,6 +1163,86 @@ TEST_F(GatewayTest, ClientsLeavingAsTheirAnswersArriveLeaveNothingInFlight) {
   }
 }
 
+// A client that leaves while the gateway still wakes its actor: the request is dropped at
+// the gateway and never reaches the actor; the wake goes on and serves the next request.
+TEST_F(GatewayTest, ClientGoneWhileTheActorWakesDropsTheRequest) {
+  auto slept = Call(base(), "POST", "/actors/" + actor_ + "/sleep?namespace=default");
+  ASSERT_EQ(slept.status, 200) << slept.body;
+  ASSERT_TRUE(envoy_->WaitCommand<latest::CommandStopActor>(kWait, actor_).has_value());
+  ASSERT_TRUE(WaitSleeping(*engine_, actor_)) << "the actor did not go to sleep";
+
+  TunnelEnvoyPolicy policy;
+  policy.answer_start = false;  // the test holds the start: the request waits meanwhile
+  envoy_->SetPolicy(policy);
+  auto& gateway = engine_->engine().gateway();
+  auto client = SendRaw(engine_->port(), "/gateway/" + actor_ + "/left-while-waking");
+  auto start = envoy_->WaitCommand<latest::CommandStartActor>(kWait, actor_);
+  ASSERT_TRUE(start.has_value()) << "the request did not wake the actor";
+  ASSERT_EQ(gateway.waiting(), 1u);
+  client.reset();  // the user goes away before the actor is ready
+
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (gateway.waiting() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(2));  // poll interval, bounded by the deadline
+  }
+  ASSERT_EQ(gateway.waiting(), 0u) << "the gateway still holds the request of a client that left";
+
+  // A request that waits behind it for the same start; once the actor runs it is answered,
+  // and the one whose client left would have gone out before it.
+  auto pending = CallAsync(base(), "GET", "/gateway/" + actor_ + "/stayed");
+  const auto queued = std::chrono::steady_clock::now() + kWait;
+  while (gateway.waiting() != 1 && std::chrono::steady_clock::now() < queued) {
+    std::this_thread::sleep_for(milliseconds(2));  // poll interval, bounded by the deadline
+  }
+  ASSERT_EQ(gateway.waiting(), 1u);
+  envoy_->SendRunning(actor_, start->checkpoint.generation);
+  auto r = pending.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Header(r, "x-echo-path"), "/stayed");
+  auto seen = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/stayed")
+      << "the request whose client left reached the actor";
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestStart>(), 0u)
+      << "the request whose client left reached the actor";
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestAbort>(), 0u)
+      << "an abort for a request the actor never saw";
+  EXPECT_EQ(gateway.waiting(), 0u);
+  EXPECT_EQ(gateway.in_flight(), 0u);
+}
+
+// A request that waited for the wake and was sent is aborted as any other when its client
+// leaves: the abort follows its start.
+TEST_F(GatewayTest, ClientGoneAfterAWokenActorGotTheRequestAbortsIt) {
+  auto slept = Call(base(), "POST", "/actors/" + actor_ + "/sleep?namespace=default");
+  ASSERT_EQ(slept.status, 200) << slept.body;
+  ASSERT_TRUE(envoy_->WaitCommand<latest::CommandStopActor>(kWait, actor_).has_value());
+  ASSERT_TRUE(WaitSleeping(*engine_, actor_)) << "the actor did not go to sleep";
+
+  TunnelEnvoyPolicy policy;
+  policy.answer_start = false;
+  policy.echo_http = false;
+  envoy_->SetPolicy(policy);
+  auto client = SendRaw(engine_->port(), "/gateway/" + actor_ + "/woken");
+  auto start = envoy_->WaitCommand<latest::CommandStartActor>(kWait, actor_);
+  ASSERT_TRUE(start.has_value()) << "the request did not wake the actor";
+  envoy_->SendRunning(actor_, start->checkpoint.generation);
+  auto req = envoy_->WaitTunnel<latest::ToEnvoyRequestStart>(kWait);
+  ASSERT_TRUE(req.has_value()) << "the woken actor never got the request";
+  EXPECT_EQ(req->message_kind.get_if<latest::ToEnvoyRequestStart>()->path, "/woken");
+  client.reset();
+
+  auto abort = envoy_->WaitTunnel<latest::ToEnvoyRequestAbort>(kWait);
+  ASSERT_TRUE(abort.has_value()) << "the envoy was never told the client left";
+  EXPECT_EQ(abort->message_id.request_id, req->message_id.request_id);
+  EXPECT_EQ(abort->message_id.message_index, 1) << "the start had index 0";
+  EXPECT_EQ(engine_->engine().gateway().in_flight(), 0u);
+  EXPECT_EQ(engine_->engine().gateway().waiting(), 0u);
+  envoy_->SetPolicy(TunnelEnvoyPolicy{});
+  ExpectServes("after-woken-client-left");
+  EXPECT_EQ(envoy_->CountTunnel<latest::ToEnvoyRequestAbort>(), 0u) << "aborted twice";
+}
+
 TEST_F(GatewayTest, AnswersFromTheEnvoyForUnknownRequestsAreDropped) {
   // A ResponseStart for a request id the gateway never issued changes nothing.
   latest::MessageId bogus;

@@ -151,6 +151,31 @@ TEST_F(ServerlessTest, SleepEndsTheStreamWithStoppingAndTheWakePostsStartAgain) 
   EXPECT_EQ(s.envoys, 1u);
 }
 
+// The engine's metadata check (actors.md §6.11) accepts Keel's runtime: the health check
+// succeeds, and a poll records the pool's protocol version and actor names, no error.
+TEST_F(ServerlessTest, EnginesMetadataCheckAcceptsKeelsRuntime) {
+  StartHost();
+  auto check =
+      Call(engine_.http_url(), "POST", "/runner-configs/serverless-health-check?namespace=default",
+           json{{"url", host_url_}}.dump());
+  ASSERT_EQ(check.status, 200) << check.body;
+  json c = ParseJson(check.body);
+  ASSERT_TRUE(c.contains("success")) << check.body;
+  EXPECT_EQ(c["success"]["envoy_protocol_version"], 4) << check.body;
+
+  PutServerlessPool("sls");
+  auto refreshed = Call(engine_.http_url(), "POST",
+                        "/runner-configs/sls/refresh-metadata?namespace=default", "{}");
+  ASSERT_EQ(refreshed.status, 200) << refreshed.body;
+  auto listed =
+      Call(engine_.http_url(), "GET", "/runner-configs?namespace=default&runner_name=sls");
+  json dc = ParseJson(listed.body)["runner_configs"]["sls"]["datacenters"]["default"];
+  EXPECT_EQ(dc["protocol_version"], 4) << listed.body;
+  EXPECT_TRUE(dc["runner_pool_error"].is_null()) << listed.body;
+  auto names = Call(engine_.http_url(), "GET", "/actors/names?namespace=default");
+  EXPECT_TRUE(ParseJson(names.body)["names"].contains("counter")) << names.body;
+}
+
 TEST_F(ServerlessTest, HealthMetadataAndRouting) {
   StartHost();
   auto health = Call(host_url_, "GET", "/health");

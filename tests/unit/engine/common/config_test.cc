@@ -263,6 +263,12 @@ TEST(EngineConfig, RejectsMalformedNamespaceTokens) {
               "more than one token");
   ExpectError(Load({"--namespace-token", "a=t,b=u"}), "invalid_value", "one NAME=TOKEN");
   ExpectError(Load({"--namespace-token", "a b=t"}), "invalid_value", "namespace name");
+  // Only names a namespace can have (POST /namespaces): lower case, at most 64 bytes.
+  ExpectError(Load({"--namespace-token", "Default=t"}), "invalid_value", "namespace name");
+  ExpectError(Load({"--namespace-token", "a.b=t"}), "invalid_value", "namespace name");
+  ExpectError(Load({"--namespace-token", std::string(65, 'n') + "=t"}), "invalid_value",
+              "namespace name");
+  EXPECT_TRUE(Load({"--namespace-token", std::string(64, 'n') + "=t"}).ok());
   ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_NAMESPACE_TOKENS", "a=t1,"}})), "invalid_value",
               "KEEL_ENGINE_NAMESPACE_TOKENS");
 }
@@ -343,8 +349,7 @@ TEST(EngineConfig, DurationsAreBoundedByThirtyDaysInEverySource) {
 TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
   for (const char* key : {"serverless_drain_grace_period_ms", "serverless_base_retry_timeout_ms",
                           "serverless_retry_reset_duration_ms", "serverless_backoff_max_exponent",
-                          "runner_pool_error_clear_successes", "metadata_poll_interval_ms",
-                          "min_metadata_poll_interval_ms", "gateway_tunnel_ping_timeout_ms"}) {
+                          "gateway_tunnel_ping_timeout_ms"}) {
     TempFile file(std::string(R"({")") + key + R"(": 5})");
     ExpectError(Load({"--config", file.path()}), "invalid_value",
                 std::string(key) + " is not supported by keel-engine");
@@ -353,7 +358,7 @@ TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
     ExpectError(Load({}, FakeEnv({{env, "5"}})), "invalid_value", env + ": " + key);
   }
   EngineConfig config;
-  config.thresholds.metadata_poll_interval = milliseconds(20000);
+  config.thresholds.serverless_backoff_max_exponent = 5;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   // The ones Keel has are taken.
   auto taken = Load({}, FakeEnv({{"KEEL_ENGINE_ACTOR_ALLOCATION_CANDIDATE_SAMPLE_SIZE", "3"},
@@ -361,6 +366,39 @@ TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
                                  {"KEEL_ENGINE_GATEWAY_HWS_ACK_TIMEOUT_MS", "8"}}));
   ASSERT_TRUE(taken.ok()) << taken.error().ToString();
   EXPECT_EQ(taken->thresholds.actor_allocation_candidate_sample_size, 3);
+}
+
+// Serverless metadata polling (actors.md §6.11, §6.12): the three keys are taken from every
+// source and checked: the interval not below its minimum, the minimum at least 100 ms, the
+// success count positive.
+TEST(EngineConfig, MetadataPollingKeysAreTakenAndChecked) {
+  TempFile file(R"({"metadata_poll_interval_ms": 30000, "min_metadata_poll_interval_ms": 2000,
+                    "runner_pool_error_clear_successes": 5})");
+  auto loaded = Load({"--config", file.path()});
+  ASSERT_TRUE(loaded.ok()) << loaded.error().ToString();
+  EXPECT_EQ(loaded->thresholds.metadata_poll_interval, milliseconds(30000));
+  EXPECT_EQ(loaded->thresholds.min_metadata_poll_interval, milliseconds(2000));
+  EXPECT_EQ(loaded->thresholds.runner_pool_error_clear_successes, 5);
+  auto env = Load({}, FakeEnv({{"KEEL_ENGINE_METADATA_POLL_INTERVAL_MS", "6000"},
+                               {"KEEL_ENGINE_RUNNER_POOL_ERROR_CLEAR_SUCCESSES", "1"}}));
+  ASSERT_TRUE(env.ok()) << env.error().ToString();
+  EXPECT_EQ(env->thresholds.metadata_poll_interval, milliseconds(6000));
+  EXPECT_EQ(env->thresholds.runner_pool_error_clear_successes, 1);
+
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_METADATA_POLL_INTERVAL_MS", "4000"}})),
+              "invalid_value", "must not be below min_metadata_poll_interval_ms (5000)");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_MIN_METADATA_POLL_INTERVAL_MS", "50"}})),
+              "invalid_value", "min_metadata_poll_interval_ms must be at least 100 ms");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_RUNNER_POOL_ERROR_CLEAR_SUCCESSES", "0"}})),
+              "invalid_value", "RUNNER_POOL_ERROR_CLEAR_SUCCESSES");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_METADATA_POLL_INTERVAL_MS", "0"}})), "invalid_value",
+              "METADATA_POLL_INTERVAL_MS");
+  EngineConfig config;
+  config.thresholds.runner_pool_error_clear_successes = 0;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config = EngineConfig{};
+  config.thresholds.min_metadata_poll_interval = milliseconds(20000);
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
 }
 
 TEST(EngineConfig, UnknownConfigKeyIsAnErrorNamingTheKey) {

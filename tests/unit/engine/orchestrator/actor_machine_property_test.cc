@@ -141,7 +141,12 @@ class Runner {
       case 5: return in::Allocated{Chance(0.8) ? wf_.generation : wf_.generation + 1};
       case 6: return in::EnvoyStopping{Chance(0.7) ? wf_.envoy_key : AnyKey()};
       case 7: return in::EnvoyDisconnected{Chance(0.7) ? wf_.envoy_key : AnyKey()};
-      case 8: return in::PoolCapacityAvailable{};
+      case 8:
+        // Keel: a serverless start that failed before its envoy took the actor.
+        if (Chance(0.3)) {
+          return in::ServerlessStartFailed{Chance(0.8) ? wf_.generation : wf_.generation + 1};
+        }
+        return in::PoolCapacityAvailable{};
       case 9:
       case 10: return in::Tick{};
       case 11: {

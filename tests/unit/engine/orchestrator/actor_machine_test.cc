@@ -252,6 +252,72 @@ TEST_F(ActorMachineTest, AllocatedMovesAllocatingToStartingForItsGenerationOnly)
   EXPECT_FALSE(last_changed_);
 }
 
+// Keel: a serverless start that failed before its runtime's envoy took the actor
+// (actors.md §6.10 step 3) is lost at once and backs off like a failed allocation.
+TEST_F(ActorMachineTest, ServerlessStartFailedLosesTheAllocationIntoTheBackoff) {
+  ToAllocating();
+  EXPECT_THAT(Do(in::ServerlessStartFailed{7}), IsEmpty());
+  EXPECT_FALSE(last_changed_) << "another generation's failure";
+  EXPECT_THAT(Do(in::ServerlessStartFailed{1}), ElementsAre("publish stopped"));
+  EXPECT_EQ(wf_.transition, Transition::kReallocating);
+  EXPECT_EQ(ctx_.slots_released, 1);
+  EXPECT_FALSE(wf_.error.has_value()) << "the error is the pool's, not stored on the actor";
+  EXPECT_TRUE(wf_.stale_hosts.empty());
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 2000);
+  EXPECT_EQ(wf_.reschedule_ts, ctx_.now + 2000);
+  // A wake while it backs off does not start it again at once.
+  EXPECT_THAT(Do(in::Wake{}), IsEmpty());
+  // The retry starts generation 2; once Allocated (still no event), a failure loses it too.
+  ctx_.ScriptServerless();
+  EXPECT_THAT(TickAtDeadline(), ElementsAre("serverless_start g2 #0"));
+  EXPECT_EQ(wf_.transition, Transition::kAllocating);
+  Do(in::Allocated{2});
+  ASSERT_EQ(wf_.transition, Transition::kStarting);
+  EXPECT_THAT(Do(in::ServerlessStartFailed{2}), ElementsAre("publish stopped"));
+  EXPECT_EQ(wf_.transition, Transition::kReallocating);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 4000) << "the backoff doubles";
+}
+
+TEST_F(ActorMachineTest, ServerlessStartFailedIsIgnoredOnceTheEnvoyTookTheActor) {
+  ToAllocating();
+  Do(in::Allocated{1});
+  Ev(in::Running{}, "sl1");
+  ASSERT_EQ(wf_.transition, Transition::kRunning);
+  EXPECT_THAT(Do(in::ServerlessStartFailed{1}), IsEmpty());
+  EXPECT_FALSE(last_changed_);
+  EXPECT_EQ(wf_.transition, Transition::kRunning);
+}
+
+TEST_F(ActorMachineTest, ServerlessStartFailedHonoursADestroyOrSleepAskedWhileStarting) {
+  ToAllocating();
+  Do(in::Destroy{});
+  Strings destroyed = Do(in::ServerlessStartFailed{1});
+  EXPECT_EQ(wf_.transition, Transition::kDestroyed);
+  EXPECT_THAT(destroyed, ::testing::Contains("publish destroy_complete"));
+
+  wf_ = ActorWorkflow{};
+  ToAllocating();
+  Do(in::Sleep{});
+  EXPECT_THAT(Do(in::ServerlessStartFailed{1}), ElementsAre("publish stopped"));
+  EXPECT_EQ(wf_.transition, Transition::kSleeping) << "asked to sleep: no retry";
+}
+
+TEST_F(ActorMachineTest, RepeatedServerlessStartFailuresGiveUpToSleeping) {
+  ToAllocating();
+  int backoffs = 0;
+  for (; backoffs < 20; ++backoffs) {
+    Do(in::ServerlessStartFailed{wf_.generation});
+    if (wf_.transition != Transition::kReallocating) break;
+    ctx_.ScriptServerless();
+    TickAtDeadline();
+    ASSERT_EQ(wf_.transition, Transition::kAllocating);
+  }
+  EXPECT_EQ(wf_.transition, Transition::kSleeping);
+  // 2, 4, … 256 s and one capped retry: as many retries as the backoff has steps.
+  EXPECT_EQ(backoffs, ctx_.th.max_backoff_exponent + 1);
+  EXPECT_FALSE(NextDeadline(wf_).has_value());
+}
+
 TEST_F(ActorMachineTest, WakeAllocatesASleepingActor) {
   ToSleeping();
   ctx_.ScriptServerful("e1");
