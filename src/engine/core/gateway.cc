@@ -89,8 +89,9 @@ struct ServerlessStream {
 };
 
 // Checks the complete SSE lines of `st.line` (and drops them), setting `stopping`. An error
-// message for an invalid payload: a line over kMaxSseLineBytes, a NUL byte, or a line that
-// is neither a comment nor one of the fields event, data, id, retry.
+// message for an invalid payload: a line over kMaxSseLineBytes or a NUL byte. Fields other
+// than `event` are ignored, unknown ones too, as the SSE format says (WHATWG HTML
+// §9.2.6), so a runtime may send more than pings and `stopping`.
 std::optional<std::string> ConsumeSseLines(ServerlessStream& st) {
   size_t start = 0;
   while (true) {
@@ -106,15 +107,7 @@ std::optional<std::string> ConsumeSseLines(ServerlessStream& st) {
     const std::string_view field = l.substr(0, colon);
     std::string_view value = colon == std::string_view::npos ? "" : l.substr(colon + 1);
     if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    if (field == "event") {
-      if (value == "stopping") st.stopping = true;
-    } else if (field != "data" && field != "id" && field != "retry") {
-      std::string shown(field.substr(0, 64));
-      for (char& c : shown) {
-        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
-      }
-      return "unknown SSE field '" + shown + "'";
-    }
+    if (field == "event" && value == "stopping") st.stopping = true;
   }
   st.line.erase(0, start);
   if (st.line.size() > kMaxSseLineBytes) return "an SSE line is over 16 KiB";

@@ -458,11 +458,12 @@ TEST(ServerlessPool, RefusedStartSetsThePoolErrorAndFailsWaitingGatewayRequests)
        json{{"serverless_http_error", {{"status_code", 500}, {"body", "start boom"}}}}},
       {200, "application/json; charset=utf-8", "{\"not\":\"sse\"}",
        json{{"serverless_http_error", {{"status_code", 200}, {"body", "{\"not\":\"sse\"}"}}}}},
-      // An event stream that ends before the runtime's envoy took the actor (no `stopping`).
-      {200, "text/event-stream", ": hi\nevent: ping\ndata:\n\n",
+      // An event stream that ends before the runtime's envoy took the actor (no `stopping`);
+      // a field SSE does not know is ignored, as the format says.
+      {200, "text/event-stream", ": hi\nevent: ping\nbogus: 1\ndata:\n\n",
        json{{"serverless_stream_ended_early", json::object()}}},
-      {200, "text/event-stream", "event: ping\nbogus: 1\n\n",
-       json{{"serverless_invalid_sse_payload", {{"message", "unknown SSE field 'bogus'"}}}}},
+      {200, "text/event-stream", std::string("event: ping\ndata: a\0b\n\n", 23),
+       json{{"serverless_invalid_sse_payload", {{"message", "an SSE line holds a NUL byte"}}}}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.expected.dump());
