@@ -151,9 +151,6 @@ Field CountField(std::string_view key, Get get, int64_t min, int64_t max) {
 
 // A key of actors.md §6.12 for a mechanism keel-engine does not have: refused, whatever
 // its value, rather than accepted and ignored.
-constexpr std::string_view kServerlessNotYet =
-    "serverless drain and backoff are not implemented yet, docs/engine.md \"Not yet\"";
-
 Field UnsupportedField(std::string_view key, std::string_view why) {
   return Field{key, JsonKind::kInteger, [key, why](EngineConfig&, std::string_view) -> Status {
                  return InvalidValue(std::string(key) + " is not supported by keel-engine (" +
@@ -263,10 +260,10 @@ const std::vector<Field>& Fields() {
       KEEL_DURATION(envoy_ping_timeout),
       KEEL_DURATION(envoy_ping_interval),
       KEEL_COUNT(max_response_payload_bytes, 1, std::numeric_limits<int64_t>::max()),
-      UnsupportedField("serverless_drain_grace_period_ms", kServerlessNotYet),
-      UnsupportedField("serverless_base_retry_timeout_ms", kServerlessNotYet),
-      UnsupportedField("serverless_retry_reset_duration_ms", kServerlessNotYet),
-      UnsupportedField("serverless_backoff_max_exponent", kServerlessNotYet),
+      KEEL_DURATION(serverless_drain_grace_period),
+      KEEL_DURATION(serverless_base_retry_timeout),
+      KEEL_DURATION(serverless_retry_reset_duration),
+      KEEL_COUNT(serverless_backoff_max_exponent, 0, 62),
       KEEL_COUNT(runner_pool_error_clear_successes, 1, 1000000),
       KEEL_DURATION(metadata_poll_interval),
       KEEL_DURATION(min_metadata_poll_interval),
@@ -593,16 +590,10 @@ Status ValidateEngineConfig(const EngineConfig& config) {
                           std::to_string(kMaxDurationMs) + " ms (30 days)");
     }
   }
-  // Keys for mechanisms keel-engine does not have (refused by the loaders, see Fields()).
+  // A key for a mechanism keel-engine does not have (refused by the loaders, see Fields()).
   const EngineThresholds defaults;
-  if (t.serverless_drain_grace_period != defaults.serverless_drain_grace_period ||
-      t.serverless_base_retry_timeout != defaults.serverless_base_retry_timeout ||
-      t.serverless_retry_reset_duration != defaults.serverless_retry_reset_duration ||
-      t.serverless_backoff_max_exponent != defaults.serverless_backoff_max_exponent ||
-      t.gateway_tunnel_ping_timeout != defaults.gateway_tunnel_ping_timeout) {
-    return InvalidValue(
-        "the serverless thresholds and gateway_tunnel_ping_timeout_ms are not supported by "
-        "keel-engine");
+  if (t.gateway_tunnel_ping_timeout != defaults.gateway_tunnel_ping_timeout) {
+    return InvalidValue("gateway_tunnel_ping_timeout_ms is not supported by keel-engine");
   }
   // Serverless metadata polling (actors.md §6.11): the floor keeps a pool from being polled
   // in a near-busy loop; the default interval may not undercut the floor.

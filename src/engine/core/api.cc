@@ -170,6 +170,11 @@ json ErrorObject(const orch::ActorError& e) {
     case orch::ActorError::Kind::kCrashed:
       detail["message"] = e.detail;
       break;
+    case orch::ActorError::Kind::kRunnerPoolError:
+      // Stored as the pool's error JSON ({"<code>": {…}}): shown as it was given.
+      detail = json::parse(e.detail, nullptr, /*allow_exceptions=*/false);
+      if (detail.is_discarded()) detail = json{{"message", e.detail}};
+      break;
     default:
       break;
   }
@@ -200,27 +205,6 @@ json ActorJson(const ActorInfo& a, const EngineOptions& options) {
   ts("reschedule_ts", wf.reschedule_ts);
   ts("destroy_ts", a.record.destroy_ts.value_or(wf.destroy_ts));
   if (wf.error.has_value()) j["error"] = ErrorObject(*wf.error);
-  return j;
-}
-
-// ActorJson, plus the runner-pool error of the actor's pool as its `error`
-// (`{"runner_pool_error": {…}}`, actors.md §6.6) while it backs off after a failed
-// serverless start: kReallocating with no error of its own only follows one
-// (orch::in::ServerlessStartFailed; a failed allocation always records its error). Not
-// stored on the actor (no workflow codec change): the pool's error as it is now is shown.
-json ActorJson(const ActorInfo& a, Engine& engine) {
-  json j = ActorJson(a, engine.options());
-  const orch::ActorWorkflow& wf = a.workflow;
-  if (wf.transition != orch::Transition::kReallocating ||
-      wf.pool_kind != orch::PoolKind::kServerless || wf.error.has_value()) {
-    return j;
-  }
-  auto ns = EngineId::FromBytes(a.record.namespace_id);
-  if (!ns.has_value()) return j;
-  PoolMetadataView view = engine.pool_metadata().View(*ns, a.record.pool_name);
-  if (view.error.has_value()) {
-    j["error"] = json{{"runner_pool_error", json::parse(MetadataFailureJson(*view.error))}};
-  }
   return j;
 }
 
@@ -460,7 +444,7 @@ Status OnlyFields(const json& j, std::string_view what,
   return Status{};
 }
 
-Result<rec::RunnerConfigRecord> ParseRunnerConfig(const json& dc) {
+Result<rec::RunnerConfigRecord> ParseRunnerConfig(const json& dc, uint32_t default_drain_grace_s) {
   if (!dc.is_object()) return Unexpected{BadRequest("a runner config must be an object")};
   KEEL_RETURN_IF_ERROR(OnlyFields(
       dc, "a runner config", {"normal", "serverless", "metadata", "drain_on_version_upgrade"}));
@@ -509,9 +493,15 @@ Result<rec::RunnerConfigRecord> ParseRunnerConfig(const json& dc) {
     return static_cast<uint32_t>(v.get<uint64_t>());
   };
   KEEL_ASSIGN_OR_RETURN(pool.request_lifespan_s, u32("request_lifespan", 300));
+  // The engine drops each start request at its lifespan (actors.md §6.10 step 4): none
+  // could host an actor.
+  if (pool.request_lifespan_s == 0) {
+    return Unexpected{BadRequest("field 'request_lifespan' must be at least 1 (seconds)")};
+  }
   KEEL_ASSIGN_OR_RETURN(pool.max_runners, u32("max_runners", 100));
   KEEL_ASSIGN_OR_RETURN(pool.max_concurrent_actors, u32("max_concurrent_actors", pool.max_runners));
-  KEEL_ASSIGN_OR_RETURN(pool.drain_grace_period_s, u32("drain_grace_period", 10));
+  KEEL_ASSIGN_OR_RETURN(pool.drain_grace_period_s,
+                        u32("drain_grace_period", default_drain_grace_s));
   KEEL_ASSIGN_OR_RETURN(pool.slots_per_runner, u32("slots_per_runner", 1));
   KEEL_ASSIGN_OR_RETURN(pool.min_runners, u32("min_runners", 0));
   KEEL_ASSIGN_OR_RETURN(pool.runners_margin, u32("runners_margin", 0));
@@ -545,7 +535,12 @@ Result<json> PutRunnerConfig(Engine& engine, const ApiRequest& req, const std::s
       return Unexpected{BadRequest("unknown datacenter '" + dc + "'")};
     }
   }
-  KEEL_ASSIGN_OR_RETURN(auto config, ParseRunnerConfig(dcs[dc_name]));
+  // A pool without its own drain grace gets the engine's (serverless_drain_grace_period),
+  // in the field's whole seconds, rounded up.
+  const int64_t grace_ms = std::max<int64_t>(engine.options().serverless_drain_grace_period_ms, 0);
+  const auto default_grace_s =
+      static_cast<uint32_t>(std::min<int64_t>((grace_ms + 999) / 1000, UINT32_MAX));
+  KEEL_ASSIGN_OR_RETURN(auto config, ParseRunnerConfig(dcs[dc_name], default_grace_s));
   KEEL_ASSIGN_OR_RETURN(bool changed, engine.catalog().PutPool(ns.id, name, std::move(config)));
   // Starts, re-times or stops the pool's metadata polling; a new or changed serverless
   // endpoint is polled at once.
@@ -662,7 +657,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
         if (info.error().Is("actor", "not_found")) continue;
         return Unexpected{info.error()};
       }
-      actors.push_back(ActorJson(*info, engine));
+      actors.push_back(ActorJson(*info, engine.options()));
     }
     return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
   }
@@ -679,7 +674,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
       KEEL_ASSIGN_OR_RETURN(auto found, engine.orchestrator().FindByKey(ns.id, *name, *key));
       if (found.has_value()) {
         KEEL_ASSIGN_OR_RETURN(ActorInfo info, engine.orchestrator().Read(*found));
-        if (!info.record.destroyed) actors.push_back(ActorJson(info, engine));
+        if (!info.record.destroyed) actors.push_back(ActorJson(info, engine.options()));
       }
       return json{{"actors", actors}, {"pagination", json{{"cursor", cursor}}}};
     }
@@ -710,7 +705,7 @@ Result<json> ListActors(Engine& engine, const ApiRequest& req) {
         more = true;
         break;
       }
-      actors.push_back(ActorJson(*info, engine));
+      actors.push_back(ActorJson(*info, engine.options()));
       last_shown.assign(rest.begin(), rest.end());
     }
     if (page.size() < 256) break;
@@ -991,7 +986,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
               call->Fail(created.error(), CreateErrorMetadata(created.error(), key));
               return;
             }
-            json body{{"actor", ActorJson(created->first, engine)}};
+            json body{{"actor", ActorJson(created->first, engine.options())}};
             if (get_or_create) body["created"] = created->second;
             call->Ok(body);
           });
@@ -1006,7 +1001,7 @@ void Route(Engine& engine_, const CallPtr& call, ApiRequest& req) {
         call->Fail(info.error());
         return;
       }
-      call->Ok(json{{"actor", ActorJson(*info, engine)}});
+      call->Ok(json{{"actor", ActorJson(*info, engine.options())}});
     } else if (m == "DELETE" && is({"actors", "*"})) {
       auto ns = RequireNamespace(engine, req);
       auto id = EngineId::Parse(s[1]);

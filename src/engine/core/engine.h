@@ -77,6 +77,10 @@ struct EngineOptions {
   int64_t min_metadata_poll_interval_ms = 5000;
   int64_t runner_pool_error_clear_successes = 3;
   int64_t metadata_fetch_timeout_ms = 10000;
+  // A serverless pool created without its own `drain_grace_period` gets this one (rounded up
+  // to whole seconds, the field's unit); its requests are drained this long before their
+  // `request_lifespan` ends (actors.md §6.10 step 4, serverless_drain_grace_period).
+  int64_t serverless_drain_grace_period_ms = 10000;
   // Gateway (actors.md §5.6, §6.12).
   int64_t actor_ready_timeout_ms = 10000;
   int64_t response_start_timeout_ms = 300000;

@@ -83,7 +83,8 @@ struct ServerlessStream {
   std::string body;       // refused: the body's start
   std::string line;       // accepted: the SSE line not complete yet
   bool stopping = false;  // the runtime sent `event: stopping`
-  bool over = false;      // reported (or cancelled): later callbacks do nothing
+  bool over = false;      // reported, cancelled or dropped: later callbacks do nothing
+  uint64_t serial = 0;    // its timers' key (Gateway::serverless_timers_)
   // Until the stream is over: it refers to the callbacks, which hold this.
   net::CancelFn cancel;
 };
@@ -198,6 +199,9 @@ Gateway::~Gateway() {
   engine_.clock().Cancel(sweep_timer_);
   for (auto& [_, w] : waiting_) {
     if (w.pool_check != TimerId{}) engine_.clock().Cancel(w.pool_check);
+  }
+  for (auto& [_, timers] : serverless_timers_) {
+    for (TimerId t : timers) engine_.clock().Cancel(t);
   }
 }
 
@@ -1186,7 +1190,16 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
   // whatever the actor's state; a stream that breaks, or ends without `event: stopping`,
   // only before the runtime's envoy took the actor.
   auto st = std::make_shared<ServerlessStream>();
+  {
+    std::lock_guard lock(mu_);
+    st->serial = ++next_serverless_;
+  }
   const std::string pool_name = record.pool_name;
+  // Its lifespan (§6.10 step 4): the drain at request_lifespan − drain_grace_period, the drop
+  // at request_lifespan, both from the moment the stream was accepted.
+  const int64_t lifespan_ms = int64_t{pool->config.serverless->request_lifespan_s} * 1000;
+  const int64_t drain_ms = std::max<int64_t>(
+      0, lifespan_ms - int64_t{pool->config.serverless->drain_grace_period_s} * 1000);
   auto report = [this, ns, pool_name, url, actor, generation](MetadataFailure f,
                                                               bool only_untaken) {
     if (engine_.shutting_down()) return;
@@ -1202,15 +1215,32 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
     f.body = BodyExcerpt(s.body);
     return f;
   };
+  // Ends the stream from the engine's side (a timer): `failure` is reported, if any.
+  auto end_early = [this, st, report](std::optional<MetadataFailure> failure) {
+    net::CancelFn cancel;
+    {
+      std::lock_guard lock(st->mu);
+      if (st->over) return false;
+      st->over = true;
+      cancel = std::move(st->cancel);
+      st->cancel = nullptr;
+    }
+    EndServerlessTimers(st->serial);
+    if (failure.has_value()) report(std::move(*failure), /*only_untaken=*/false);
+    if (cancel) cancel();  // on_end then finds it over
+    return true;
+  };
   net::CancelFn cancel = net::FetchStream(
       engine_.io(), url, std::move(request),
-      [this, st, actor, generation, report](Result<net::HttpResponse> head) {
+      [this, st, actor, generation, report, refused, end_early, url, lifespan_ms,
+       drain_ms](Result<net::HttpResponse> head) {
         if (!head.has_value()) {
           {
             std::lock_guard lock(st->mu);
             st->over = true;
             st->cancel = nullptr;  // it refers to these callbacks: no cycle left behind
           }
+          EndServerlessTimers(st->serial);
           MetadataFailure f;
           f.kind = MetadataFailure::Kind::kServerlessConnectionError;
           f.message = head.error().message();
@@ -1218,14 +1248,46 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
           return;
         }
         if (head->status != 200 || !IsEventStream(net::FindHeader(head->headers, "content-type"))) {
-          std::lock_guard lock(st->mu);
-          st->refused = true;
-          st->status = head->status;
-          return;  // reported with its body's start (on_data / on_end)
+          {
+            std::lock_guard lock(st->mu);
+            st->refused = true;
+            st->status = head->status;
+          }
+          // Reported with its body's start (on_data / on_end), or with what arrived of it
+          // when the body takes longer than a metadata fetch may.
+          ArmServerlessTimer(st->serial, engine_.options().metadata_fetch_timeout_ms,
+                             [st, refused, end_early] {
+                               MetadataFailure f;
+                               {
+                                 std::lock_guard lock(st->mu);
+                                 f = refused(*st);
+                               }
+                               end_early(std::move(f));
+                             });
+          return;
         }
         engine_.orchestrator().OnServerlessDispatched(actor, generation);
+        ArmServerlessTimer(st->serial, drain_ms, [this, st, actor, generation, url] {
+          {
+            std::lock_guard lock(st->mu);
+            if (st->over) return;
+          }
+          KEEL_LOG(kInfo, kLog, "serverless request draining: its lifespan ends soon",
+                   {{"actor", actor.ToString()},
+                    {"url", url},
+                    {"generation", std::to_string(generation)}});
+          engine_.orchestrator().OnServerlessDrain(actor, generation);
+        });
+        ArmServerlessTimer(st->serial, lifespan_ms, [end_early, actor, generation, url] {
+          if (end_early(std::nullopt)) {
+            KEEL_LOG(kInfo, kLog, "serverless request dropped at its lifespan",
+                     {{"actor", actor.ToString()},
+                      {"url", url},
+                      {"generation", std::to_string(generation)}});
+          }
+        });
       },
-      [st, report, refused](std::string chunk) {
+      [this, st, report, refused](std::string chunk) {
         std::optional<MetadataFailure> failure;
         net::CancelFn cancel;
         {
@@ -1251,10 +1313,11 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
           cancel = std::move(st->cancel);
           st->cancel = nullptr;
         }
+        EndServerlessTimers(st->serial);
         report(std::move(*failure), /*only_untaken=*/false);
         if (cancel) cancel();  // on_end then finds it over
       },
-      [st, report, refused](Status end) {
+      [this, st, report, refused](Status end) {
         std::optional<MetadataFailure> failure;
         bool only_untaken = true;
         {
@@ -1276,10 +1339,29 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
             failure = std::move(f);
           }
         }
+        EndServerlessTimers(st->serial);
         if (failure.has_value()) report(std::move(*failure), only_untaken);
       });
   std::lock_guard lock(st->mu);
   if (!st->over) st->cancel = std::move(cancel);
+}
+
+void Gateway::ArmServerlessTimer(uint64_t serial, int64_t delay_ms, std::function<void()> fn) {
+  std::lock_guard lock(mu_);
+  if (stopping_) return;
+  // Armed from the stream's own callbacks, which run one at a time: an entry erased by
+  // EndServerlessTimers is never armed again (the stream is over by then).
+  std::vector<TimerId>& timers = serverless_timers_[serial];
+  timers.push_back(engine_.clock().ScheduleAfter(
+      std::chrono::milliseconds(std::max<int64_t>(delay_ms, 0)), std::move(fn)));
+}
+
+void Gateway::EndServerlessTimers(uint64_t serial) {
+  std::lock_guard lock(mu_);
+  auto it = serverless_timers_.find(serial);
+  if (it == serverless_timers_.end()) return;
+  for (TimerId t : it->second) engine_.clock().Cancel(t);
+  serverless_timers_.erase(it);
 }
 
 }  // namespace keel::engine

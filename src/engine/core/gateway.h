@@ -40,13 +40,17 @@
 // with content-type text/event-stream, an SSE payload that does not parse, a stream that
 // ends (without the runtime's `stopping` event) or breaks before the runtime's envoy took
 // the actor — records a runner-pool error on the pool and makes the actor's allocation
-// lost at once (Orchestrator::OnServerlessStartFailed).
+// lost at once (Orchestrator::OnServerlessStartFailed). A refused answer's body is read for
+// at most metadata_fetch_timeout_ms. An accepted stream lives for the pool's
+// request_lifespan: at request_lifespan − drain_grace_period the actor it started is moved
+// (Orchestrator::OnServerlessDrain: Stop{GOING_AWAY}, then a new start), and at
+// request_lifespan the engine drops the request (§6.10 step 4); neither is a pool error.
 // Thread-safety: every method may be called from any thread (one mutex for the in-flight
 // table; sends happen outside it).
 #pragma once
 
-#include <atomic>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -54,6 +58,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "base/clock.h"
 #include "engine/common/id.h"
@@ -184,6 +189,11 @@ class Gateway {
               std::weak_ptr<EnvoySession> from = {}, bool abort_streams = false);
   void ScheduleSweep();
   void Sweep();
+  // A serverless start's timers (DispatchServerlessStart), under its stream's serial:
+  // ArmServerlessTimer schedules `fn` after `delay_ms` (not once the gateway stops) and
+  // keeps its id for EndServerlessTimers, which cancels the stream's timers (its end).
+  void ArmServerlessTimer(uint64_t serial, int64_t delay_ms, std::function<void()> fn);
+  void EndServerlessTimers(uint64_t serial);
   // Hibernation (§6.5): keep the user socket while the actor sleeps; wake on a message.
   // `write_now`: the keepalive key is written before returning (else on a worker).
   void Hibernate(uint32_t request_id, bool write_now = false);
@@ -207,6 +217,10 @@ class Gateway {
   int64_t sweep_interval_ms_ = 1000;
   TimerId sweep_timer_{};  // guarded by mu_
   bool stopping_ = false;  // guarded by mu_
+  // Timers of serverless starts still going (by stream serial): the refused answer's body
+  // read, the drain and the drop at the request's lifespan (actors.md §6.10 step 4).
+  std::unordered_map<uint64_t, std::vector<TimerId>> serverless_timers_;  // guarded by mu_
+  uint64_t next_serverless_ = 0;                                          // guarded by mu_
 };
 
 }  // namespace keel::engine

@@ -1648,9 +1648,26 @@ void Orchestrator::OnServerlessStartFailed(const EngineId& ns, const std::string
                          (wf->transition == orch::Transition::kAllocating ||
                           (wf->transition == orch::Transition::kStarting && wf->envoy_key.empty()));
     if (!untaken && only_untaken) return;  // the envoy has it: its own events tell the rest
+    std::string pool_error = MetadataFailureJson(failure);
     // Recorded before the step, so a request the step's Stopped wakes sees it.
     m.engine.pool_metadata().RecordStartFailure(ns, pool, std::move(failure));
-    if (untaken) m.StepActor(*it->second, orch::in::ServerlessStartFailed{generation});
+    if (untaken) {
+      m.StepActor(*it->second, orch::in::ServerlessStartFailed{generation, std::move(pool_error)});
+    }
+  });
+}
+
+void Orchestrator::ForgetPreloadPlans(const EngineId& ns, std::vector<std::string> names) {
+  impl_->Post([this, ns, names = std::move(names)] {
+    for (const std::string& name : names) impl_->preload_plans.erase(std::make_pair(ns, name));
+  });
+}
+
+void Orchestrator::OnServerlessDrain(const EngineId& actor, uint32_t generation) {
+  impl_->Post([this, actor, generation] {
+    auto it = impl_->actors.find(actor);
+    if (it == impl_->actors.end()) return;
+    impl_->StepActor(*it->second, orch::in::ServerlessDrain{generation});
   });
 }
 

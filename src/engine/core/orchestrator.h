@@ -113,6 +113,13 @@ class Orchestrator {
   // envoy took is recorded as a success, from OnEvents.)
   void OnServerlessStartFailed(const EngineId& ns, const std::string& pool, const EngineId& actor,
                                uint32_t generation, MetadataFailure failure, bool only_untaken);
+  // The stored metadata of these actor names changed (a serverless pool's metadata poll,
+  // engine/core/pool_metadata.h): their cached preload plans are read again at their next
+  // start. (An envoy's own metadata refreshes them as it stores it.)
+  void ForgetPreloadPlans(const EngineId& ns, std::vector<std::string> names);
+  // The serverless request that started `generation` reached request_lifespan −
+  // drain_grace_period (§6.10 step 4): the instance is moved (orch::in::ServerlessDrain).
+  void OnServerlessDrain(const EngineId& actor, uint32_t generation);
   // Gateway (actors.md §5.6 pool error check): `done` gets the runner-pool error of the
   // actor's pool when it has one, nullopt otherwise (or for an actor not loaded here). Runs
   // `done` on the orchestrator's strand.

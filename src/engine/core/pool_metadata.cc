@@ -5,6 +5,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,7 @@
 #include "engine/core/catalog.h"
 #include "engine/core/engine.h"
 #include "engine/core/keys.h"
+#include "engine/core/orchestrator.h"
 #include "net/client.h"
 #include "protocol/engine/records.h"
 #include "protocol/envoy/versioned.h"
@@ -384,7 +386,9 @@ struct PoolMetadata::Impl : std::enable_shared_from_this<Impl> {
     if (m.actor_names.empty()) return;
     namespace rec = protocol::engine::latest;
     const ByteView ns = key.first.bytes();
+    std::vector<std::string> changed;
     Status s = storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
+      changed.clear();  // a retried transaction starts over
       for (const auto& [name, metadata] : m.actor_names) {
         Bytes name_key = keys::ActorName(ns, name);
         KEEL_ASSIGN_OR_RETURN(auto existing, txn.Get(name_key));
@@ -394,13 +398,17 @@ struct PoolMetadata::Impl : std::enable_shared_from_this<Impl> {
         }
         KEEL_RETURN_IF_ERROR(
             txn.Put(name_key, protocol::engine::WriteRecord(rec::ActorNameRecord{metadata})));
+        changed.push_back(name);
       }
       return {};
     });
     if (!s.has_value()) {
       KEEL_LOG(kWarn, kLog, "could not record a serverless pool's actor names",
                {{"pool", key.second}, {"error", s.error().ToString()}});
+      return;
     }
+    // A changed name's preload plan is read again at its next start (envoy-protocol §5.4).
+    if (!changed.empty()) engine.orchestrator().ForgetPreloadPlans(key.first, std::move(changed));
   }
 };
 

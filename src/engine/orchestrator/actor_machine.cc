@@ -16,8 +16,10 @@ struct StopCause {
   ActorError::Kind lost_kind = ActorError::Kind::kEnvoyNoResponse;
   // Fast recovery: a wake is waiting, so "Sleep" becomes "Reallocate".
   bool wake_pending = false;
-  // A serverless start failed (in::ServerlessStartFailed): "Sleep" becomes the backoff.
+  // A serverless start failed (in::ServerlessStartFailed): "Sleep" becomes the backoff,
+  // and its runner-pool error (JSON) is the actor's.
   bool start_failed = false;
+  std::string pool_error;
 };
 
 bool IsGeneric(const ActorError& e) { return e.kind != ActorError::Kind::kCrashed; }
@@ -178,7 +180,16 @@ class Machine {
     StopCause c;
     c.kind = StopCause::Kind::kLost;
     c.start_failed = true;
+    c.pool_error = f.pool_error;
     HandleStop(c);
+  }
+
+  void On(const in::ServerlessDrain& d) {
+    if (d.generation != wf_.generation || wf_.pool_kind != PoolKind::kServerless ||
+        (wf_.transition != Transition::kRunning && wf_.transition != Transition::kStarting)) {
+      return;
+    }
+    GoAway(/*starting_too=*/true);
   }
 
   void On(const in::Tick&) {
@@ -505,6 +516,8 @@ class Machine {
         AddStaleHost(old_key, old_gen);
         if (!destroying && !old_key.empty()) {
           RecordError(ActorError{c.lost_kind, old_key});
+        } else if (!destroying && c.start_failed) {
+          RecordError(ActorError{ActorError::Kind::kRunnerPoolError, c.pool_error});
         }
       } else {
         if (c.code == StopCode::kError && !destroying) {
@@ -589,6 +602,9 @@ class Machine {
                          ? ActorError::Kind::kNoEnvoys
                          : ActorError::Kind::kConcurrentActorLimitReached,
                      ""};
+      // The failure names the pool's kind, which picks the backoff (see BACKOFF).
+      wf_.pool_kind =
+          *f == Allocation::Failure::kNoEnvoys ? PoolKind::kServerful : PoolKind::kServerless;
       RecordError(err);
       Publish(fx::Notice::kFailed, err);
       return false;
@@ -629,18 +645,33 @@ class Machine {
     }
   }
 
+  // The backoff parameters of this actor's pool kind (see BACKOFF).
+  struct BackoffParams {
+    int64_t base_ms;
+    int64_t reset_ms;
+    int max_exponent;
+  };
+  BackoffParams Backoff() const {
+    if (wf_.pool_kind == PoolKind::kServerless) {
+      return {th_.serverless_base_retry_ms, th_.serverless_retry_reset_ms,
+              th_.serverless_max_backoff_exponent};
+    }
+    return {th_.base_retry_ms, th_.retry_reset_ms, th_.max_backoff_exponent};
+  }
+
   int64_t NextRetryDelay() {
-    if (wf_.last_retry_ts != 0 && now_ - wf_.last_retry_ts > th_.retry_reset_ms) {
+    const BackoffParams b = Backoff();
+    if (wf_.last_retry_ts != 0 && now_ - wf_.last_retry_ts > b.reset_ms) {
       wf_.retry_attempt = 0;
     }
-    int exp = std::min<int>(static_cast<int>(std::min<uint32_t>(wf_.retry_attempt, 62)),
-                            th_.max_backoff_exponent);
+    int exp =
+        std::min<int>(static_cast<int>(std::min<uint32_t>(wf_.retry_attempt, 62)), b.max_exponent);
     wf_.retry_attempt += 1;
     wf_.last_retry_ts = now_;
     // Saturates at 30 days (the configured durations' bound): a large base and exponent
     // (both up to the config's limits) would overflow the shift and the deadline after it.
     constexpr int64_t kMaxRetryDelayMs = int64_t{30} * 24 * 60 * 60 * 1000;
-    int64_t delay = std::clamp<int64_t>(th_.base_retry_ms, 1, kMaxRetryDelayMs);
+    int64_t delay = std::clamp<int64_t>(b.base_ms, 1, kMaxRetryDelayMs);
     for (int i = 0; i < exp && delay < kMaxRetryDelayMs; ++i) delay *= 2;
     return std::min(delay, kMaxRetryDelayMs);
   }
@@ -657,8 +688,9 @@ class Machine {
   // The retry delay has reached its cap and the last retry is recent (NextRetryDelay
   // would not restart the count): a failed serverless start gives up to kSleeping.
   bool BackoffSpent() const {
-    return wf_.last_retry_ts != 0 && now_ - wf_.last_retry_ts <= th_.retry_reset_ms &&
-           wf_.retry_attempt > static_cast<uint32_t>(std::max(th_.max_backoff_exponent, 0));
+    const BackoffParams b = Backoff();
+    return wf_.last_retry_ts != 0 && now_ - wf_.last_retry_ts <= b.reset_ms &&
+           wf_.retry_attempt > static_cast<uint32_t>(std::max(b.max_exponent, 0));
   }
 
   void ScheduleRetry() {
@@ -730,6 +762,8 @@ Error ToError(const ActorError& e) {
     case ActorError::Kind::kEnvoyConnectionLost:
       return Error("actor", "envoy_connection_lost", e.detail);
     case ActorError::Kind::kCrashed: return Error("actor", "crashed", e.detail);
+    case ActorError::Kind::kRunnerPoolError:
+      return Error("actor", "runner_pool_error", e.detail);
   }
   return Error("actor", "unknown", e.detail);
 }

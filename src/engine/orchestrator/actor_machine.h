@@ -76,6 +76,8 @@
 //    kStarting/intents/kDestroying
 //   kStarting       EnvoyStopping{its key}       (Keel) kGoingAway + Stop{GOING_AWAY}
 //                   (serverful)
+//   kRunning/       ServerlessDrain{g ==         (Keel) kGoingAway + Stop{GOING_AWAY}
+//    kStarting      generation}, envoy known
 //   kRunning        Event IntentSleep, Sleep     kSleepIntent + Stop{SLEEP_INTENT}, sleeping
 //   kRunning        Event IntentStop             kStopIntent + Stop{STOP_INTENT}
 //   kRunning        Reschedule / EnvoyStopping   kGoingAway + Stop{GOING_AWAY}
@@ -116,7 +118,9 @@
 // retry waits base_retry_ms * 2^min(attempt, max_backoff_exponent) (2, 4, … 512 s), the
 // attempt counter restarting when the previous retry is older than retry_reset_ms. The
 // retry times are capped at since + retry_duration_ms; a failure at or after that gives up
-// to kSleeping (2, 6, 14, 30, 62, 126, 254, 300 s with the defaults). No jitter.
+// to kSleeping (2, 6, 14, 30, 62, 126, 254, 300 s with the defaults). No jitter. An actor
+// of a serverless pool backs off by the serverless_* thresholds instead of base_retry_ms,
+// retry_reset_ms and max_backoff_exponent (same defaults); retry_duration_ms applies to both.
 //
 // KEEL ADDITIONS
 //  * Liveness: Context::EnvoyLastPingMs (not "connected"), so an envoy that reconnects
@@ -136,14 +140,19 @@
 //  * The Running event is accepted in kAllocating too (Rivet drops it), so a serverless
 //    start that raced its Allocated signal is not lost.
 //  * ServerlessStartFailed{g} (kAllocating, or kStarting before any event of g arrived, g
-//    current): the instance is lost at once (stop handling, no error recorded: there is no
-//    envoy key, and the runner-pool error lives on the pool, engine/core/pool_metadata.h).
+//    current): the instance is lost at once (stop handling, recording the runner-pool error
+//    it set, kRunnerPoolError, as actors.md §6.6 lists it among an actor's errors).
 //    Where stop handling would decide Sleep (and no sleep was asked for while it started)
 //    the actor enters the backoff of a failed allocation (kReallocating) instead, so a
 //    failing pool is retried at 2, 4, 8 … s rather than at once by waiting requests; once
 //    the backoff is spent (retry_attempt past max_backoff_exponent, within
 //    retry_reset_ms of the last retry) it goes to kSleeping. Destroy decisions apply as for
 //    any lost instance.
+//  * ServerlessDrain{g}: the request that started g reached request_lifespan −
+//    drain_grace_period (actors.md §6.10 step 4). An instance of g that its envoy took
+//    (kRunning, or kStarting with an envoy key) is moved as by EnvoyStopping: kGoingAway +
+//    Stop{GOING_AWAY}, reallocated (a new request) after its stop. An instance already
+//    stopping (intents, kGoingAway, kDestroying) keeps its course: a sleep stays a sleep.
 //
 // INVARIANTS (checked by the property test)
 //  1. `generation` never decreases and grows by exactly one per successful allocation.
@@ -204,6 +213,12 @@ struct Thresholds {
   int64_t base_retry_ms = 2000;       // base_retry_timeout
   int64_t retry_reset_ms = 600000;    // retry_reset_duration
   int max_backoff_exponent = 8;       // reschedule_backoff_max_exponent
+  // The backoff of an actor of a serverless pool (its starts are HTTP requests to the
+  // pool's endpoint, actors.md §6.10): serverless_base_retry_timeout,
+  // serverless_retry_reset_duration, serverless_backoff_max_exponent.
+  int64_t serverless_base_retry_ms = 2000;
+  int64_t serverless_retry_reset_ms = 600000;
+  int serverless_max_backoff_exponent = 8;
   int64_t envoy_lost_ms = 15000;      // envoy_lost_threshold
   // Keel: how long an envoy key stays excluded for this actor after a generation on it was
   // abandoned without a Stopped (lost). Default envoy_lost_ms + stop_ms: a disconnected
@@ -245,13 +260,14 @@ struct ActorError {
     kEnvoyNoResponse = 3,      // detail: envoy key
     kEnvoyConnectionLost = 4,  // detail: envoy key
     kCrashed = 5,              // detail: the envoy's message
+    kRunnerPoolError = 6,      // detail: the pool's error as JSON ({"<code>": {…}})
   };
   Kind kind = Kind::kNoEnvoys;
   std::string detail;
   friend bool operator==(const ActorError&, const ActorError&) = default;
 };
 // group "actor", code "no_envoys" / "concurrent_actor_limit_reached" / "envoy_no_response"
-// / "envoy_connection_lost" / "crashed", message = detail.
+// / "envoy_connection_lost" / "crashed" / "runner_pool_error", message = detail.
 Error ToError(const ActorError& e);
 
 // An envoy that may still host an abandoned generation of this actor (Keel requirement 2).
@@ -340,6 +356,13 @@ struct PoolCapacityAvailable {};  // an envoy connected / a slot freed: retry al
 // step 3). Lost at once rather than at the allocation/start threshold; see KEEL ADDITIONS.
 struct ServerlessStartFailed {
   uint32_t generation = 0;
+  std::string pool_error;  // the runner-pool error it set, as JSON: recorded on the actor
+};
+// The serverless request that started `generation` reached request_lifespan −
+// drain_grace_period (actors.md §6.10 step 4): the instance it hosts is moved (GOING_AWAY)
+// before the engine drops the request. See KEEL ADDITIONS.
+struct ServerlessDrain {
+  uint32_t generation = 0;
 };
 struct Tick {};                   // the driver saw now >= NextDeadline()
 
@@ -365,7 +388,7 @@ struct Event {
 using Input =
     std::variant<in::Create, in::Wake, in::Sleep, in::Reschedule, in::Destroy, in::Allocated,
                  in::EnvoyStopping, in::EnvoyDisconnected, in::PoolCapacityAvailable, in::Tick,
-                 in::Event, in::ServerlessStartFailed>;
+                 in::Event, in::ServerlessStartFailed, in::ServerlessDrain>;
 
 // ---- Effects (executed by the driver after storing the workflow, in order) ----------
 

@@ -12,6 +12,8 @@
 //     4 envoy_disconnected, 5 sleeping, 6 connectable, 7 destroyed, 8 sleep_after_start.
 //     Bit 8 came later within v2: a record without it still decodes in older engines, one
 //     with it (an actor asked to sleep while starting) is refused there as invalid flags.
+// error kinds: 1..5, and 6 (runner_pool_error) later within v2, refused as an invalid error
+//     kind by older engines in the same way.
 #include <limits>
 
 #include "engine/orchestrator/actor_machine.h"
@@ -122,7 +124,7 @@ Result<ActorWorkflow> DecodeWorkflow(ByteView bytes) {
   r.Int(wf.last_acked_event_index);
   if (r.Present(present) && present) {
     ActorError e;
-    if (r.Uint(u) && (u < 1 || u > static_cast<uint64_t>(ActorError::Kind::kCrashed))) {
+    if (r.Uint(u) && (u < 1 || u > static_cast<uint64_t>(ActorError::Kind::kRunnerPoolError))) {
       return invalid("error kind");
     }
     e.kind = static_cast<ActorError::Kind>(u);

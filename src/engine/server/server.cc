@@ -49,6 +49,11 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.thresholds.base_retry_ms = ms(t.base_retry_timeout);
   o.thresholds.retry_reset_ms = ms(t.retry_reset_duration);
   o.thresholds.max_backoff_exponent = static_cast<int>(t.reschedule_backoff_max_exponent);
+  o.thresholds.serverless_base_retry_ms = ms(t.serverless_base_retry_timeout);
+  o.thresholds.serverless_retry_reset_ms = ms(t.serverless_retry_reset_duration);
+  o.thresholds.serverless_max_backoff_exponent =
+      static_cast<int>(t.serverless_backoff_max_exponent);
+  o.serverless_drain_grace_period_ms = ms(t.serverless_drain_grace_period);
   o.thresholds.envoy_lost_ms = ms(t.envoy_lost_threshold);
   o.thresholds.stale_host_exclusion_ms = o.thresholds.envoy_lost_ms + o.thresholds.stop_ms;
   o.actor_ready_timeout_ms = ms(t.gateway_actor_ready_timeout);

@@ -53,6 +53,7 @@ class FakeRuntime {
       streams_.clear();
     }
     server_.reset();
+    io_.Stop();  // no OnPeerGone callback runs once the members are gone
   }
 
   std::string url() const {
@@ -66,13 +67,26 @@ class FakeRuntime {
   }
   void AnswerJson(const json& body) { Answer(200, body.dump()); }
   // `hold`: a 200 text/event-stream answer is a stream held open (after one ping), else a
-  // complete response with `body`.
-  void AnswerStart(int status, std::string content_type, std::string body, bool hold = true) {
+  // complete response with `body`. `hold_refused`: any other answer is held open too, after
+  // `body` (an error body that never ends).
+  void AnswerStart(int status, std::string content_type, std::string body, bool hold = true,
+                   bool hold_refused = false) {
     std::lock_guard lock(mu_);
     start_hold_ = hold;
+    start_hold_refused_ = hold_refused;
     start_status_ = status;
     start_type_ = std::move(content_type);
     start_body_ = std::move(body);
+  }
+  // Waits (bounded) until at least `n` held start answers lost their client (the engine
+  // closed the request).
+  bool WaitStreamsGone(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return streams_gone_ >= n; });
+  }
+  int streams_gone() const {
+    std::lock_guard lock(mu_);
+    return streams_gone_;
   }
   // Waits (bounded) until at least `n` start requests arrived; the generation the last one
   // starts (its command's checkpoint), 0 when it did not decode.
@@ -92,6 +106,11 @@ class FakeRuntime {
   net::Headers last_headers() const {
     std::lock_guard lock(mu_);
     return last_headers_;
+  }
+  // The keys the last start's preloaded KV was asked for (its name's preload plan).
+  std::vector<Bytes> last_preload_keys() const {
+    std::lock_guard lock(mu_);
+    return last_preload_keys_;
   }
   // Waits (bounded) until at least `n` metadata requests arrived.
   bool WaitPolls(int n) {
@@ -126,21 +145,33 @@ class FakeRuntime {
   void HandleStart(std::shared_ptr<net::HttpExchange> ex) {
     const std::string& body = ex->request().body;
     uint32_t generation = 0;
+    std::vector<Bytes> preload_keys;
     auto framed = protocol::envoy::DecodeToEnvoyFramed(
         ByteView(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
     if (framed.has_value()) {
       if (const auto* cmds = framed->value.get_if<protocol::envoy::latest::ToEnvoyCommands>();
           cmds != nullptr && !cmds->value.empty()) {
         generation = cmds->value[0].checkpoint.generation;
+        const auto* start = cmds->value[0].inner.get_if<envoy_proto::CommandStartActor>();
+        if (start != nullptr && start->preloaded_kv.has_value()) {
+          preload_keys = start->preloaded_kv->requested_get_keys;
+        }
       }
     }
     std::unique_lock lock(mu_);
     ++starts_;
     last_generation_ = generation;
+    last_preload_keys_ = std::move(preload_keys);
     cv_.notify_all();
-    if (start_hold_ && start_status_ == 200 && start_type_ == "text/event-stream") {
-      ex->StartStream(200, {{"content-type", start_type_}});
-      ex->WriteChunk("event: ping\ndata:\n\n");
+    const bool sse = start_status_ == 200 && start_type_ == "text/event-stream";
+    if ((start_hold_ && sse) || (start_hold_refused_ && !sse)) {
+      ex->OnPeerGone([this] {
+        std::lock_guard lock(mu_);
+        ++streams_gone_;
+        cv_.notify_all();
+      });
+      ex->StartStream(start_status_, {{"content-type", start_type_}});
+      ex->WriteChunk(sse ? std::string("event: ping\ndata:\n\n") : start_body_);
       streams_.push_back(std::move(ex));  // held open
       return;
     }
@@ -160,11 +191,14 @@ class FakeRuntime {
   net::Headers last_headers_;
   std::vector<std::shared_ptr<net::HttpExchange>> hung_;
   bool start_hold_ = true;
+  bool start_hold_refused_ = false;
+  int streams_gone_ = 0;
   int start_status_ = 200;
   std::string start_type_ = "text/event-stream";
   std::string start_body_;
   int starts_ = 0;
   uint32_t last_generation_ = 0;
+  std::vector<Bytes> last_preload_keys_;
   std::vector<std::shared_ptr<net::HttpExchange>> streams_;
 };
 
@@ -426,9 +460,9 @@ TEST(ServerlessPool, RefreshMetadataOfAPoolThatIsNotServerlessHereIsNotFound) {
 namespace keel::testing {
 namespace {
 
-std::string CreateActor(TestEngine& te, const std::string& pool) {
+std::string CreateActor(TestEngine& te, const std::string& pool, const std::string& key = "k") {
   Answer created = Call(te, "POST", "/actors?namespace=default",
-                        json{{"name", "counter"}, {"key", "k"}, {"runner_name_selector", pool}});
+                        json{{"name", "counter"}, {"key", key}, {"runner_name_selector", pool}});
   if (created.status != 200) return "";
   return created.body["actor"].value("actor_id", "");
 }
@@ -471,7 +505,7 @@ TEST(ServerlessPool, RefusedStartSetsThePoolErrorAndFailsWaitingGatewayRequests)
     runtime.AnswerJson(GoodMetadata());
     runtime.AnswerStart(c.status, c.type, c.body, /*hold=*/false);
     engine::EngineOptions o = Options();
-    o.thresholds.base_retry_ms = 600000;  // no retry within the test
+    o.thresholds.serverless_base_retry_ms = 600000;  // no retry within the test
     TestEngine te(o);
     ASSERT_EQ(PutPool(te, "sls", ServerlessConfig(runtime.url())).status, 200);
     ASSERT_EQ(Refresh(te, "sls").status, 200);
@@ -511,7 +545,7 @@ TEST(ServerlessPool, StartThatTheEnvoyTakesClearsThePoolError) {
   runtime.AnswerStart(503, "text/plain", "");
   engine::EngineOptions o = Options();
   o.runner_pool_error_clear_successes = 1;
-  o.thresholds.base_retry_ms = 600000;  // retried when an envoy of the pool connects
+  o.thresholds.serverless_base_retry_ms = 600000;  // retried when an envoy of the pool connects
   TestEngine te(o);
   ASSERT_EQ(PutPool(te, "sls", ServerlessConfig(runtime.url())).status, 200);
   const std::string id = CreateActor(te, "sls");
@@ -545,6 +579,122 @@ TEST(ServerlessPool, StartThatTheEnvoyTakesClearsThePoolError) {
   EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
   Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
   EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+}
+
+// actors.md §6.10 step 3: a refused start whose error body never ends is still the pool's
+// error, with what arrived of the body, once a metadata fetch's timeout has passed — not left
+// to the start threshold (30 s; the gateway request would end with actor_ready_timeout).
+TEST(ServerlessPool, RefusedStartWhoseBodyNeverEndsIsReportedAfterTheFetchTimeout) {
+  FakeRuntime runtime;
+  runtime.AnswerJson(GoodMetadata());
+  runtime.AnswerStart(502, "text/plain", "upstream sa", /*hold=*/false, /*hold_refused=*/true);
+  engine::EngineOptions o = Options();             // metadata_fetch_timeout_ms 300
+  o.thresholds.serverless_base_retry_ms = 600000;  // no retry within the test
+  TestEngine te(o);
+  ASSERT_EQ(PutPool(te, "sls", ServerlessConfig(runtime.url())).status, 200);
+  const std::string id = CreateActor(te, "sls");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(runtime.WaitStarts(1).has_value());
+  const json expected{{"serverless_http_error", {{"status_code", 502}, {"body", "upstream sa"}}}};
+  auto r = GatewayGet(te, id);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->status, 400) << r->body;
+  json body = json::parse(r->body, nullptr, false);
+  EXPECT_EQ(body.value("code", ""), "actor_runner_failed") << r->body;
+  EXPECT_EQ(body["metadata"]["runner_pool_error"], expected) << r->body;
+  EXPECT_EQ(PoolConfig(te, "sls")["runner_pool_error"], expected);
+  EXPECT_TRUE(runtime.WaitStreamsGone(1)) << "the engine closes the request it gave up on";
+}
+
+// actors.md §6.10 step 4: at request_lifespan − drain_grace_period the engine moves the actor
+// the request started (Stop{GOING_AWAY} to its envoy), which starts again on a new request
+// once stopped; at request_lifespan the engine drops the request. Neither is a pool error.
+TEST(ServerlessPool, RequestIsDrainedThenDroppedAtItsLifespan) {
+  FakeRuntime runtime;
+  runtime.AnswerJson(GoodMetadata());
+  engine::EngineOptions o = Options();
+  TestEngine te(o);
+  ASSERT_EQ(
+      PutPool(te, "sls",
+              ServerlessConfig(runtime.url(), {{"request_lifespan", 2}, {"drain_grace_period", 1}}))
+          .status,
+      200);
+  EXPECT_EQ(PoolConfig(te, "sls")["serverless"]["drain_grace_period"], 1);
+  FakeEnvoyOptions eo;
+  eo.ws_url = te.ws_url();
+  eo.pool_name = "sls";
+  eo.envoy_key = "sls-envoy";
+  auto fe = FakeEnvoy::ConnectAndInit(eo);
+  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+
+  const std::string id = CreateActor(te, "sls");
+  ASSERT_FALSE(id.empty());
+  std::optional<uint32_t> generation = runtime.WaitStarts(1);
+  ASSERT_TRUE(generation.has_value());
+  ASSERT_GT(*generation, 0u);
+  ASSERT_TRUE((*fe)->SendRunning(id, *generation).has_value());
+
+  // The drain: a stop with GOING_AWAY for the generation the request started.
+  auto stop = (*fe)->WaitCommand(id, 10s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  const auto* s = stop->inner.get_if<envoy_proto::CommandStopActor>();
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->reason, envoy_proto::StopActorReason::kGoingAway);
+  EXPECT_EQ(stop->checkpoint.generation, *generation);
+
+  // Stopped: the actor is started again, on a new request.
+  ASSERT_TRUE((*fe)->SendStopped(id, *generation).has_value());
+  std::optional<uint32_t> next = runtime.WaitStarts(2);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(*next, *generation);
+
+  // The drop: the first request is closed by the engine at its lifespan.
+  EXPECT_TRUE(runtime.WaitStreamsGone(1));
+  json config = PoolConfig(te, "sls");
+  EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
+  Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
+  EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+}
+
+// The pool's drain_grace_period defaults to the engine's serverless_drain_grace_period
+// (whole seconds, rounded up); a request_lifespan of 0 is refused.
+TEST(ServerlessPool, DrainGraceDefaultsToTheEngineSettingAndALifespanOfZeroIsRefused) {
+  engine::EngineOptions o = Options();
+  o.serverless_drain_grace_period_ms = 2500;
+  TestEngine te(o);
+  ASSERT_EQ(PutPool(te, "sls", ServerlessConfig("http://127.0.0.1:9/api/rivet")).status, 200);
+  EXPECT_EQ(PoolConfig(te, "sls")["serverless"]["drain_grace_period"], 3);
+  Answer zero = PutPool(
+      te, "sls", ServerlessConfig("http://127.0.0.1:9/api/rivet", {{"request_lifespan", 0}}));
+  EXPECT_EQ(zero.status, 400) << zero.body.dump();
+  EXPECT_NE(zero.body.value("message", "").find("request_lifespan"), std::string::npos)
+      << zero.body.dump();
+}
+
+// envoy-protocol §5.4: a start's preloaded KV follows its actor name's preload plan as the
+// latest metadata poll stored it, not a plan read before that poll changed it.
+TEST(ServerlessPool, APollThatChangesAnActorNamesPreloadPlanIsUsedByTheNextStart) {
+  FakeRuntime runtime;
+  auto metadata_with_plan = [](int key_byte) {
+    json m = GoodMetadata();
+    m["actorNames"] = {{"counter", {{"metadata", {{"preload", {{"keys", {{key_byte}}}}}}}}}};
+    return m;
+  };
+  runtime.AnswerJson(metadata_with_plan(1));
+  TestEngine te(Options());
+  ASSERT_EQ(PutPool(te, "sls", ServerlessConfig(runtime.url())).status, 200);
+  ASSERT_EQ(Refresh(te, "sls").status, 200);
+  ASSERT_FALSE(CreateActor(te, "sls", "a").empty());
+  ASSERT_TRUE(runtime.WaitStarts(1).has_value());
+  EXPECT_EQ(runtime.last_preload_keys(), (std::vector<Bytes>{Bytes{1}}));
+
+  runtime.AnswerJson(metadata_with_plan(2));
+  ASSERT_EQ(Refresh(te, "sls").status, 200);
+  // The cached plan is dropped on the orchestrator's strand after the poll's commit; a
+  // create is handled on that strand after it (both are posted there in this order).
+  ASSERT_FALSE(CreateActor(te, "sls", "b").empty());
+  ASSERT_TRUE(runtime.WaitStarts(2).has_value());
+  EXPECT_EQ(runtime.last_preload_keys(), (std::vector<Bytes>{Bytes{2}}));
 }
 
 }  // namespace

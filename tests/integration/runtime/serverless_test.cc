@@ -62,11 +62,15 @@ class ServerlessTest : public ::testing::Test {
     host_url_ = "http://127.0.0.1:" + std::to_string(*port) + "/api/rivet";
   }
 
-  void PutServerlessPool(const std::string& pool) {
+  void PutServerlessPool(const std::string& pool, int request_lifespan_s = 300,
+                         int drain_grace_period_s = 10) {
     json body{{"datacenters",
                {{"default",
                  {{"serverless",
-                   {{"url", host_url_}, {"max_runners", 10}, {"request_lifespan", 300}}}}}}}};
+                   {{"url", host_url_},
+                    {"max_runners", 10},
+                    {"request_lifespan", request_lifespan_s},
+                    {"drain_grace_period", drain_grace_period_s}}}}}}}};
     auto r = Call(engine_.http_url(), "PUT", "/runner-configs/" + pool + "?namespace=default",
                   body.dump());
     ASSERT_EQ(r.status, 200) << r.body;
@@ -149,6 +153,30 @@ TEST_F(ServerlessTest, SleepEndsTheStreamWithStoppingAndTheWakePostsStartAgain) 
   ServerlessStats s = host_->stats();
   EXPECT_EQ(s.starts_accepted, 2u);
   EXPECT_EQ(s.envoys, 1u);
+}
+
+// actors.md §6.10 step 4 with Keel's runtime: an actor whose request nears its lifespan is
+// moved (GOING_AWAY) — its state saved, its stream ended with `event: stopping` — and
+// started again on a new request at once, so it outlives its requests with nothing lost.
+TEST_F(ServerlessTest, AnActorOutlivesItsRequestsLifespanWithItsStateKept) {
+  StartHost();
+  PutServerlessPool("sls", /*request_lifespan_s=*/2, /*drain_grace_period_s=*/1);
+  const std::string id = CreateActor("long-lived", "sls");
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(Action(id, "increment", {3}), (json{{"output", 3}}));
+  ASSERT_TRUE(WaitFor([&] {
+    ServerlessStats s = host_->stats();
+    return s.starts_accepted >= 2 && s.streams_stopping >= 1;
+  })) << "the actor was not moved to a new request";
+  EXPECT_EQ(Action(id, "increment", {4}), (json{{"output", 7}}));
+  ServerlessStats s = host_->stats();
+  EXPECT_EQ(s.starts_rejected, 0u);
+  EXPECT_EQ(s.envoys, 1u) << "the cached envoy connection serves the new request";
+  auto pools = Call(engine_.http_url(), "GET", "/runner-configs?namespace=default");
+  EXPECT_TRUE(
+      ParseJson(pools.body)["runner_configs"]["sls"]["datacenters"]["default"]["runner_pool_error"]
+          .is_null())
+      << pools.body;
 }
 
 // The engine's metadata check (actors.md §6.11) accepts Keel's runtime: the health check

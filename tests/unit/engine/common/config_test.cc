@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/server/server.h"
+
 namespace keel::engine {
 namespace {
 
@@ -345,11 +347,9 @@ TEST(EngineConfig, DurationsAreBoundedByThirtyDaysInEverySource) {
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
 }
 
-// Keys for mechanisms keel-engine does not have are refused, not accepted and ignored.
+// A key for a mechanism keel-engine does not have is refused, not accepted and ignored.
 TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
-  for (const char* key : {"serverless_drain_grace_period_ms", "serverless_base_retry_timeout_ms",
-                          "serverless_retry_reset_duration_ms", "serverless_backoff_max_exponent",
-                          "gateway_tunnel_ping_timeout_ms"}) {
+  for (const char* key : {"gateway_tunnel_ping_timeout_ms"}) {
     TempFile file(std::string(R"({")") + key + R"(": 5})");
     ExpectError(Load({"--config", file.path()}), "invalid_value",
                 std::string(key) + " is not supported by keel-engine");
@@ -358,7 +358,7 @@ TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
     ExpectError(Load({}, FakeEnv({{env, "5"}})), "invalid_value", env + ": " + key);
   }
   EngineConfig config;
-  config.thresholds.serverless_backoff_max_exponent = 5;
+  config.thresholds.gateway_tunnel_ping_timeout = milliseconds(5);
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   // The ones Keel has are taken.
   auto taken = Load({}, FakeEnv({{"KEEL_ENGINE_ACTOR_ALLOCATION_CANDIDATE_SAMPLE_SIZE", "3"},
@@ -366,6 +366,38 @@ TEST(EngineConfig, KeysKeelDoesNotImplementAreRefusedFromEverySource) {
                                  {"KEEL_ENGINE_GATEWAY_HWS_ACK_TIMEOUT_MS", "8"}}));
   ASSERT_TRUE(taken.ok()) << taken.error().ToString();
   EXPECT_EQ(taken->thresholds.actor_allocation_candidate_sample_size, 3);
+}
+
+// Serverless drain and backoff (actors.md §6.10 step 4, §6.12): the four keys are taken from
+// every source, checked, and reach the engine's options.
+TEST(EngineConfig, ServerlessDrainAndBackoffKeysAreTakenAndChecked) {
+  TempFile file(R"({"serverless_drain_grace_period_ms": 2500,
+                    "serverless_base_retry_timeout_ms": 700,
+                    "serverless_retry_reset_duration_ms": 9000,
+                    "serverless_backoff_max_exponent": 3})");
+  auto loaded = Load({"--config", file.path()});
+  ASSERT_TRUE(loaded.ok()) << loaded.error().ToString();
+  EXPECT_EQ(loaded->thresholds.serverless_drain_grace_period, milliseconds(2500));
+  EXPECT_EQ(loaded->thresholds.serverless_base_retry_timeout, milliseconds(700));
+  EXPECT_EQ(loaded->thresholds.serverless_retry_reset_duration, milliseconds(9000));
+  EXPECT_EQ(loaded->thresholds.serverless_backoff_max_exponent, 3);
+  EngineOptions o = ToEngineOptions(*loaded, 1234);
+  EXPECT_EQ(o.serverless_drain_grace_period_ms, 2500);
+  EXPECT_EQ(o.thresholds.serverless_base_retry_ms, 700);
+  EXPECT_EQ(o.thresholds.serverless_retry_reset_ms, 9000);
+  EXPECT_EQ(o.thresholds.serverless_max_backoff_exponent, 3);
+  EXPECT_EQ(o.thresholds.base_retry_ms, 2000) << "the serverful backoff keeps its own";
+
+  auto env = Load({}, FakeEnv({{"KEEL_ENGINE_SERVERLESS_BACKOFF_MAX_EXPONENT", "0"}}));
+  ASSERT_TRUE(env.ok()) << env.error().ToString();
+  EXPECT_EQ(env->thresholds.serverless_backoff_max_exponent, 0);
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_SERVERLESS_BACKOFF_MAX_EXPONENT", "63"}})),
+              "invalid_value", "KEEL_ENGINE_SERVERLESS_BACKOFF_MAX_EXPONENT");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_SERVERLESS_DRAIN_GRACE_PERIOD_MS", "0"}})),
+              "invalid_value", "KEEL_ENGINE_SERVERLESS_DRAIN_GRACE_PERIOD_MS");
+  EngineConfig config;
+  config.thresholds.serverless_base_retry_timeout = milliseconds(0);
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
 }
 
 // Serverless metadata polling (actors.md §6.11, §6.12): the three keys are taken from every

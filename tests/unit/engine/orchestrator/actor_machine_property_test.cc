@@ -146,6 +146,10 @@ class Runner {
         if (Chance(0.3)) {
           return in::ServerlessStartFailed{Chance(0.8) ? wf_.generation : wf_.generation + 1};
         }
+        // Keel: the request that started a generation reaches its drain time.
+        if (Chance(0.2)) {
+          return in::ServerlessDrain{Chance(0.8) ? wf_.generation : wf_.generation - 1};
+        }
         return in::PoolCapacityAvailable{};
       case 9:
       case 10: return in::Tick{};

@@ -258,10 +258,13 @@ TEST_F(ActorMachineTest, ServerlessStartFailedLosesTheAllocationIntoTheBackoff) 
   ToAllocating();
   EXPECT_THAT(Do(in::ServerlessStartFailed{7}), IsEmpty());
   EXPECT_FALSE(last_changed_) << "another generation's failure";
-  EXPECT_THAT(Do(in::ServerlessStartFailed{1}), ElementsAre("publish stopped"));
+  const std::string pool_error = R"({"serverless_http_error":{"status_code":500,"body":""}})";
+  EXPECT_THAT(Do(in::ServerlessStartFailed{1, pool_error}), ElementsAre("publish stopped"));
   EXPECT_EQ(wf_.transition, Transition::kReallocating);
   EXPECT_EQ(ctx_.slots_released, 1);
-  EXPECT_FALSE(wf_.error.has_value()) << "the error is the pool's, not stored on the actor";
+  EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kRunnerPoolError, pool_error}))
+      << "actors.md §6.6: the runner-pool error is the actor's recorded error";
+  EXPECT_EQ(ToError(*wf_.error).code(), "runner_pool_error");
   EXPECT_TRUE(wf_.stale_hosts.empty());
   EXPECT_EQ(NextDeadline(wf_), ctx_.now + 2000);
   EXPECT_EQ(wf_.reschedule_ts, ctx_.now + 2000);
@@ -273,9 +276,11 @@ TEST_F(ActorMachineTest, ServerlessStartFailedLosesTheAllocationIntoTheBackoff) 
   EXPECT_EQ(wf_.transition, Transition::kAllocating);
   Do(in::Allocated{2});
   ASSERT_EQ(wf_.transition, Transition::kStarting);
-  EXPECT_THAT(Do(in::ServerlessStartFailed{2}), ElementsAre("publish stopped"));
+  EXPECT_FALSE(wf_.error.has_value()) << "cleared by the allocation, as every error";
+  EXPECT_THAT(Do(in::ServerlessStartFailed{2, "{}"}), ElementsAre("publish stopped"));
   EXPECT_EQ(wf_.transition, Transition::kReallocating);
   EXPECT_EQ(NextDeadline(wf_), ctx_.now + 4000) << "the backoff doubles";
+  EXPECT_EQ(wf_.error, (ActorError{ActorError::Kind::kRunnerPoolError, "{}"}));
 }
 
 TEST_F(ActorMachineTest, ServerlessStartFailedIsIgnoredOnceTheEnvoyTookTheActor) {
@@ -316,6 +321,79 @@ TEST_F(ActorMachineTest, RepeatedServerlessStartFailuresGiveUpToSleeping) {
   // 2, 4, … 256 s and one capped retry: as many retries as the backoff has steps.
   EXPECT_EQ(backoffs, ctx_.th.max_backoff_exponent + 1);
   EXPECT_FALSE(NextDeadline(wf_).has_value());
+}
+
+// An actor of a serverless pool backs off by the serverless_* thresholds (actors.md §6.12),
+// a serverful one by the actor's own; a failed allocation names its pool's kind.
+TEST_F(ActorMachineTest, ServerlessPoolsBackOffByTheirOwnThresholds) {
+  ctx_.th.serverless_base_retry_ms = 500;
+  ctx_.th.serverless_max_backoff_exponent = 1;
+  ctx_.th.serverless_retry_reset_ms = 60000;
+  ToAllocating();
+  Do(in::ServerlessStartFailed{1});
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 500);
+  ctx_.ScriptServerless();
+  TickAtDeadline();
+  Do(in::ServerlessStartFailed{2});
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 1000);
+  ctx_.ScriptServerless();
+  TickAtDeadline();
+  Do(in::ServerlessStartFailed{3});
+  EXPECT_EQ(wf_.transition, Transition::kSleeping)
+      << "spent after serverless_max_backoff_exponent + 1 retries";
+
+  // The pool at its concurrency limit: a serverless failure, the serverless backoff.
+  wf_ = ActorWorkflow{};
+  ctx_.ScriptFailure(Allocation::Failure::kConcurrentActorLimitReached);
+  Do(in::Create{});
+  ASSERT_EQ(wf_.transition, Transition::kReallocating);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + 500);
+  // No envoys: a serverful pool, the actor's backoff (base_retry_ms).
+  wf_ = ActorWorkflow{};
+  ctx_.ScriptFailure(Allocation::Failure::kNoEnvoys);
+  Do(in::Create{});
+  ASSERT_EQ(wf_.transition, Transition::kReallocating);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + ctx_.th.base_retry_ms);
+}
+
+// actors.md §6.10 step 4: at request_lifespan − drain_grace_period the instance the request
+// started is moved (Stop{GOING_AWAY}) and reallocated after its stop; another generation's
+// drain, or one for an instance already stopping, changes nothing.
+TEST_F(ActorMachineTest, ServerlessDrainMovesTheInstanceItsRequestStarted) {
+  ToAllocating();
+  Do(in::Allocated{1});
+  EXPECT_THAT(Do(in::ServerlessDrain{1}), IsEmpty()) << "no envoy took it yet";
+  EXPECT_EQ(wf_.transition, Transition::kStarting);
+  Ev(in::Running{}, "sl1");
+  ASSERT_EQ(wf_.transition, Transition::kRunning);
+  EXPECT_THAT(Do(in::ServerlessDrain{2}), IsEmpty());
+  EXPECT_FALSE(last_changed_) << "another generation's request";
+  EXPECT_THAT(Do(in::ServerlessDrain{1}), ElementsAre("send sl1 g1 #1 stop GOING_AWAY"));
+  EXPECT_EQ(wf_.transition, Transition::kGoingAway);
+  EXPECT_FALSE(wf_.connectable);
+  EXPECT_EQ(NextDeadline(wf_), ctx_.now + ctx_.th.stop_ms);
+  // Its stop reallocates: a new serverless start, generation 2.
+  ctx_.ScriptServerless();
+  Strings stopped = Ev(in::Stopped{}, "sl1");
+  EXPECT_THAT(stopped, ::testing::Contains("serverless_start g2 #0"));
+  EXPECT_EQ(wf_.transition, Transition::kAllocating);
+  EXPECT_EQ(wf_.generation, 2u);
+
+  // An instance already asked to sleep keeps its course: it sleeps.
+  wf_ = ActorWorkflow{};
+  ToAllocating();
+  Ev(in::Running{}, "sl1");
+  Ev(in::IntentSleep{}, "sl1");
+  ASSERT_EQ(wf_.transition, Transition::kSleepIntent);
+  EXPECT_THAT(Do(in::ServerlessDrain{1}), IsEmpty());
+  EXPECT_EQ(wf_.transition, Transition::kSleepIntent);
+}
+
+// A serverful instance is never drained (its envoy is not a request).
+TEST_F(ActorMachineTest, ServerlessDrainIgnoresServerfulInstances) {
+  ToRunning();
+  EXPECT_THAT(Do(in::ServerlessDrain{1}), IsEmpty());
+  EXPECT_EQ(wf_.transition, Transition::kRunning);
 }
 
 TEST_F(ActorMachineTest, WakeAllocatesASleepingActor) {
@@ -1322,6 +1400,14 @@ TEST_F(ActorMachineTest, WorkflowRoundTripsThroughItsPersistedForm) {
   EXPECT_EQ(*back, wf_);
   ActorWorkflow fresh;
   EXPECT_EQ(*DecodeWorkflow(EncodeWorkflow(fresh)), fresh);
+  // Every error kind, the runner-pool error (the last added) too; none past it.
+  wf_.error =
+      ActorError{ActorError::Kind::kRunnerPoolError, R"({"serverless_stream_ended_early":{}})"};
+  back = DecodeWorkflow(EncodeWorkflow(wf_));
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_EQ(*back, wf_);
+  wf_.error->kind = static_cast<ActorError::Kind>(7);
+  EXPECT_FALSE(DecodeWorkflow(EncodeWorkflow(wf_)).ok());
 }
 
 // Records written before alloc_run existed (version 1) still load, with alloc_run 0.
