@@ -467,6 +467,15 @@ std::string CreateActor(TestEngine& te, const std::string& pool, const std::stri
   return created.body["actor"].value("actor_id", "");
 }
 
+// An envoy of pool "sls" (the runtime's envoy the serverless starts would connect).
+Result<std::unique_ptr<FakeEnvoy>> ConnectPoolEnvoy(TestEngine& te) {
+  FakeEnvoyOptions eo;
+  eo.ws_url = te.ws_url();
+  eo.pool_name = "sls";
+  eo.envoy_key = "sls-envoy";
+  return FakeEnvoy::ConnectAndInit(eo);
+}
+
 // A gateway request to the actor, with an Origin (the error answer carries CORS headers).
 Result<net::HttpResponse> GatewayGet(TestEngine& te, const std::string& id) {
   net::HttpRequest req;
@@ -559,11 +568,7 @@ TEST(ServerlessPool, StartThatTheEnvoyTakesClearsThePoolError) {
 
   // Fixed. An envoy of the pool connecting retries the backing-off actor at once.
   runtime.AnswerStart(200, "text/event-stream", "");
-  FakeEnvoyOptions eo;
-  eo.ws_url = te.ws_url();
-  eo.pool_name = "sls";
-  eo.envoy_key = "sls-envoy";
-  auto fe = FakeEnvoy::ConnectAndInit(eo);
+  auto fe = ConnectPoolEnvoy(te);
   ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
   std::optional<uint32_t> generation = runtime.WaitStarts(2);
   ASSERT_TRUE(generation.has_value());
@@ -620,11 +625,7 @@ TEST(ServerlessPool, RequestIsDrainedThenDroppedAtItsLifespan) {
           .status,
       200);
   EXPECT_EQ(PoolConfig(te, "sls")["serverless"]["drain_grace_period"], 1);
-  FakeEnvoyOptions eo;
-  eo.ws_url = te.ws_url();
-  eo.pool_name = "sls";
-  eo.envoy_key = "sls-envoy";
-  auto fe = FakeEnvoy::ConnectAndInit(eo);
+  auto fe = ConnectPoolEnvoy(te);
   ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
 
   const std::string id = CreateActor(te, "sls");
