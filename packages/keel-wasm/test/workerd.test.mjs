@@ -89,8 +89,8 @@ async function startWorkerd(dir) {
   return { proc, url, base: `${url}/api/rivet` };
 }
 
-async function putServerlessPool(engine, pool, url, token) {
-  const body = { datacenters: { default: { serverless: { url, max_runners: 10, request_lifespan: 300 } } } };
+async function putServerlessPool(engine, pool, url, token, lifespan = { request_lifespan: 300 }) {
+  const body = { datacenters: { default: { serverless: { url, max_runners: 10, ...lifespan } } } };
   const r = await fetch(`${engine.endpoint}/runner-configs/${pool}?namespace=default`, {
     method: "PUT",
     headers: { "content-type": "application/json", ...authHeaders(token) },
@@ -169,6 +169,29 @@ describe("wasm runtime in workerd (serverless)", { skip: workerd ? false : "work
     assert.equal(await call(engine, id, "goToSleep"), true);
     await waitFor(async () => (await actorRecord(engine, id, { token: TOKEN })).sleep_ts !== undefined, 10000, "sleep");
     assert.equal(await call(engine, id, "increment", 1), 5);
+  });
+
+  test("an actor outlives its request's lifespan: drained (GOING_AWAY) to a new /start, state kept", async () => {
+    // actors.md §6.10 step 4: at request_lifespan − drain_grace_period the engine stops the
+    // actor with GOING_AWAY and starts it again on a new request.
+    const pool = "edge-short";
+    await putServerlessPool(engine, pool, worker.base, TOKEN, { request_lifespan: 3, drain_grace_period: 1 });
+    try {
+      const id = await getOrCreate(engine, "counter", "long-lived", { pool, token: TOKEN });
+      assert.equal(await call(engine, id, "increment", 4), 4);
+      const [first] = await connectedEnvoyKeys(engine, pool);
+      assert.ok(first, "the first request's envoy is listed");
+      await waitFor(async () => {
+        const keys = await connectedEnvoyKeys(engine, pool);
+        return keys.length > 0 && !keys.includes(first);
+      }, 10000, "the actor to move to a new request's envoy");
+      assert.equal(await call(engine, id, "increment", 1), 5);
+      const pools = await (await fetch(`${engine.endpoint}/runner-configs?namespace=default&runner_name=${pool}`,
+        { headers: authHeaders(TOKEN) })).json();
+      assert.equal(pools.runner_configs[pool].datacenters.default.runner_pool_error, null);
+    } finally {
+      await fetch(`${engine.endpoint}/runner-configs/${pool}?namespace=default`, { method: "DELETE", headers: authHeaders(TOKEN) });
+    }
   });
 
   test("KV: put, get, list by prefix, binary keys, delete; durable across sleep", async () => {
