@@ -1215,7 +1215,8 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
     f.body = BodyExcerpt(s.body);
     return f;
   };
-  // Ends the stream from the engine's side (a timer): `failure` is reported, if any.
+  // Ends the stream from the engine's side (a timer, or a payload it refuses): `failure` is
+  // reported, if any. False when the stream was already over.
   auto end_early = [this, st, report](std::optional<MetadataFailure> failure) {
     net::CancelFn cancel;
     {
@@ -1287,9 +1288,8 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
           }
         });
       },
-      [this, st, report, refused](std::string chunk) {
+      [st, refused, end_early](std::string chunk) {
         std::optional<MetadataFailure> failure;
-        net::CancelFn cancel;
         {
           std::lock_guard lock(st->mu);
           if (st->over) return;
@@ -1309,13 +1309,8 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
             }
           }
           if (!failure.has_value()) return;
-          st->over = true;
-          cancel = std::move(st->cancel);
-          st->cancel = nullptr;
         }
-        EndServerlessTimers(st->serial);
-        report(std::move(*failure), /*only_untaken=*/false);
-        if (cancel) cancel();  // on_end then finds it over
+        end_early(std::move(failure));
       },
       [this, st, report, refused](Status end) {
         std::optional<MetadataFailure> failure;

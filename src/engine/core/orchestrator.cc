@@ -1648,7 +1648,8 @@ void Orchestrator::OnServerlessStartFailed(const EngineId& ns, const std::string
                          (wf->transition == orch::Transition::kAllocating ||
                           (wf->transition == orch::Transition::kStarting && wf->envoy_key.empty()));
     if (!untaken && only_untaken) return;  // the envoy has it: its own events tell the rest
-    std::string pool_error = MetadataFailureJson(failure);
+    // The actor's copy of the error (its record) is only needed when the step runs.
+    std::string pool_error = untaken ? MetadataFailureJson(failure) : std::string();
     // Recorded before the step, so a request the step's Stopped wakes sees it.
     m.engine.pool_metadata().RecordStartFailure(ns, pool, std::move(failure));
     if (untaken) {
