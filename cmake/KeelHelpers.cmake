@@ -16,7 +16,8 @@ function(keel_cc_library)
   add_library(keel::${K_NAME} ALIAS keel_${K_NAME})
 endfunction()
 
-# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow [PREFIX p.] [RUN_SERIAL])
+# keel_cc_test(NAME name SRCS ... DEPS ... LABELS unit|integration|slow [PREFIX p.] [RUN_SERIAL]
+#              [ONE_PROCESS])
 # A `unit` binary is ONE ctest entry (named `p.name`, or `name` without PREFIX) that runs all
 # its cases in one process: a process per case costs ~0.15 s of ASan start-up, which over
 # 1,100 cases was most of `ctest -L unit` (180 s against ~20 s). Run one case with the
@@ -24,9 +25,10 @@ endfunction()
 # discover one entry per case; PREFIX names them `p.Suite.Case`, so `ctest -R p` selects
 # one binary. RUN_SERIAL keeps ctest -j from running anything beside these cases (load
 # tests whose processes and threads would starve timing-bounded neighbours on a 2-core
-# machine).
+# machine). ONE_PROCESS makes a binary of another label one entry too, as a unit binary is:
+# for cases that share a costly fixture set up once per process (a database server).
 function(keel_cc_test)
-  cmake_parse_arguments(K "RUN_SERIAL" "NAME;PREFIX" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(K "RUN_SERIAL;ONE_PROCESS" "NAME;PREFIX" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT KEEL_BUILD_TESTS)
     return()
   endif()
@@ -41,6 +43,13 @@ function(keel_cc_test)
   set(serial FALSE)
   if(K_RUN_SERIAL)
     set(serial TRUE)
+  endif()
+  if(K_ONE_PROCESS)
+    add_test(NAME ${K_PREFIX}${K_NAME} COMMAND ${K_NAME} --gtest_brief=1
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(${K_PREFIX}${K_NAME} PROPERTIES LABELS "${K_LABELS}"
+                         RUN_SERIAL ${serial})
+    return()
   endif()
   keel_register_gtest(${K_NAME} "${K_PREFIX}" "${K_LABELS}" ${serial})
 endfunction()

@@ -27,7 +27,9 @@ PACKAGES=(
   g++-12 cmake ninja-build ccache lld clang libclang-rt-14-dev python3 git pkg-config
   # libraries
   libboost1.81-dev librocksdb-dev libsqlite3-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
-  libcli11-dev libzstd-dev liblz4-dev libmimalloc-dev
+  libcli11-dev libzstd-dev liblz4-dev libmimalloc-dev libpq-dev
+  # the PostgreSQL storage backend's tests start throwaway servers
+  postgresql
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # the wasm build of the sans-I/O cores
