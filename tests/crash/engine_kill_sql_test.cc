@@ -9,6 +9,9 @@
 //  - every other row is one of the adds the kill left unanswered (applied or not), at most
 //    one per round: nothing acknowledged was lost and nothing was applied twice;
 //  - `count()` agrees with `list()`, and adds go on working on the same database.
+// Each backend runs with the engine's data in RocksDB and, again, in a PostgreSQL database
+// (a throwaway server per test process): there a kill also drops the engine's database
+// sessions, whose table lock the restarted engine waits for.
 // The loop is bounded by rounds and time. KEEL_TEST_ENGINE_LOG=info shows the engine's log.
 #include <unistd.h>
 
@@ -20,8 +23,10 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +36,7 @@
 #include "client/client.h"
 #include "engine_process.h"
 #include "runtime/native/serve.h"
+#include "support/postgres_cluster.h"
 #include "todos/todos.h"
 
 namespace keel::testing {
@@ -98,18 +104,42 @@ std::optional<std::map<std::string, int64_t>> Rows(client::ActorHandle h) {
   return rows;
 }
 
-class EngineKillSqlTest : public ::testing::TestWithParam<std::string> {};
+// The actor's SQLite backend, and the engine's storage.
+struct Case {
+  std::string backend;  // "local" or "remote"
+  bool postgres = false;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.backend << (c.postgres ? " on PostgreSQL" : " on RocksDB");
+}
+
+// One throwaway PostgreSQL server for the process (each test runs in its own process).
+PostgresCluster& Postgres() {
+  static std::unique_ptr<PostgresCluster> cluster = [] {
+    auto started = PostgresCluster::Start();
+    if (!started.has_value()) throw std::runtime_error(started.error().ToString());
+    return std::move(*started);
+  }();
+  return *cluster;
+}
+
+class EngineKillSqlTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EngineKillSqlTest, AcknowledgedRowsSurviveKill9OfTheEngine) {
-  const std::string backend = GetParam();
+  const std::string backend = GetParam().backend;
   const auto dir = std::filesystem::temp_directory_path() /
                    ("keel-engine-kill-sql-" + backend + "-" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
+  // Where the engine keeps its data: the directory (RocksDB), or the PostgreSQL database.
+  const std::vector<std::string> storage =
+      GetParam().postgres ? std::vector<std::string>{"--storage", Postgres().uri()}
+                          : std::vector<std::string>{"--data-dir", dir.string()};
   const unsigned seed = static_cast<unsigned>(std::random_device{}());
   std::printf("seed %u (kill timings)\n", seed);
   std::mt19937 rng(seed);
 
-  auto engine = std::make_unique<EngineProcess>(dir.string());
+  auto engine = std::make_unique<EngineProcess>(storage, 0);
   const int port = engine->port();
   ServeSettings settings;
   settings.endpoint = engine->http();
@@ -142,7 +172,7 @@ TEST_P(EngineKillSqlTest, AcknowledgedRowsSurviveKill9OfTheEngine) {
     engine->Kill();
     stop.store(true);
     writer.join();
-    engine = std::make_unique<EngineProcess>(dir.string(), port);
+    engine = std::make_unique<EngineProcess>(storage, port);
 
     ASSERT_FALSE(adds.acked.empty()) << "round " << rounds << ": no add was acknowledged";
     ASSERT_LE(adds.unanswered.size(), 1u) << "one writer has at most one add in flight";
@@ -184,8 +214,12 @@ TEST_P(EngineKillSqlTest, AcknowledgedRowsSurviveKill9OfTheEngine) {
   std::filesystem::remove_all(dir, ec);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, EngineKillSqlTest, ::testing::Values("local", "remote"),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, EngineKillSqlTest,
+                         ::testing::Values(Case{"local"}, Case{"remote"}, Case{"local", true},
+                                           Case{"remote", true}),
+                         [](const auto& info) {
+                           return info.param.backend + (info.param.postgres ? "_on_postgres" : "");
+                         });
 
 }  // namespace
 }  // namespace keel::testing

@@ -1,7 +1,8 @@
-// A keel-engine child process for the crash tests: started on a data directory (RocksDB),
-// killed with SIGKILL, started again on the same directory — and, when clients or runtimes
-// must find it again, on the same port. Its stdout's first line ("listening on HOST:PORT")
-// gives the port. KEEL_TEST_ENGINE_LOG=info shows the engine's log when debugging.
+// A keel-engine child process for the crash tests: started on a data directory (RocksDB) or
+// on other storage flags (`--storage postgresql://...`), killed with SIGKILL, started again
+// on the same storage — and, when clients or runtimes must find it again, on the same port. Its
+// stdout's first line ("listening on HOST:PORT") gives the port. KEEL_TEST_ENGINE_LOG=info shows
+// the engine's log when debugging.
 #pragma once
 
 #include <signal.h>
@@ -11,25 +12,32 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace keel::testing {
 
 class EngineProcess {
  public:
   // `port` 0: any free port; otherwise that one (a restart where the last one listened).
-  explicit EngineProcess(const std::string& data_dir, int port = 0) {
+  explicit EngineProcess(const std::string& data_dir, int port = 0)
+      : EngineProcess(std::vector<std::string>{"--data-dir", data_dir}, port) {}
+  // `storage_args`: the flags that say where the engine keeps its data.
+  EngineProcess(const std::vector<std::string>& storage_args, int port) {
+    const char* level = getenv("KEEL_TEST_ENGINE_LOG");
+    std::vector<std::string> args = {KEEL_ENGINE_PATH, "--port", std::to_string(port),
+                                     "--log-level", level != nullptr ? level : "warn"};
+    args.insert(args.end(), storage_args.begin(), storage_args.end());
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
     int out[2];
     if (pipe(out) != 0) throw std::runtime_error("pipe");
-    const std::string port_arg = std::to_string(port);
     pid_ = fork();
     if (pid_ == 0) {
       dup2(out[1], STDOUT_FILENO);
       close(out[0]);
       close(out[1]);
-      const char* level = getenv("KEEL_TEST_ENGINE_LOG");
-      execl(KEEL_ENGINE_PATH, KEEL_ENGINE_PATH, "--port", port_arg.c_str(), "--data-dir",
-            data_dir.c_str(), "--log-level", level != nullptr ? level : "warn",
-            static_cast<char*>(nullptr));
+      execv(KEEL_ENGINE_PATH, argv.data());
       _exit(127);
     }
     close(out[1]);

@@ -195,8 +195,18 @@ const std::vector<Field>& Fields() {
            c.storage = StorageKind::kRocksDb;
          } else if (v == "memory") {
            c.storage = StorageKind::kMemory;
+         } else if (v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+           c.storage = StorageKind::kPostgres;
+           c.postgres_url = std::string(v);
          } else {
-           return InvalidValue("storage must be rocksdb or memory, got '" + std::string(v) + "'");
+           std::string message =
+               "storage must be rocksdb, memory or the postgresql://... URL of a PostgreSQL "
+               "database";
+           // Echoed only when it cannot be a mistyped URL, which may hold a password.
+           if (v.find_first_of(":@/=") == std::string_view::npos) {
+             message += ", got '" + std::string(v) + "'";
+           }
+           return InvalidValue(std::move(message));
          }
          return OkStatus();
        }},
@@ -233,6 +243,11 @@ const std::vector<Field>& Fields() {
        [](EngineConfig& c, std::string_view v) -> Status {
          KEEL_ASSIGN_OR_RETURN(int64_t us, ParseInteger(v, 0, kMaxInlineSyncUs));
          c.inline_sync_us = static_cast<int>(us);
+         return OkStatus();
+       }},
+      {"storage_lock_wait_ms", JsonKind::kInteger,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         KEEL_ASSIGN_OR_RETURN(c.storage_lock_wait_ms, ParseInteger(v, 0, 3'600'000));
          return OkStatus();
        }},
       {"inline_page_commit_bytes", JsonKind::kInteger,
@@ -409,7 +424,8 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--unix-socket", "unix_socket",
        "Also listen on this Unix socket path, for runtimes on this host (default: none)"},
       {"--data-dir", "data_dir", "Directory of the rocksdb storage (default ./keel-data)"},
-      {"--storage", "storage", "Storage backend: rocksdb or memory (default rocksdb)"},
+      {"--storage", "storage",
+       "Storage backend: rocksdb, memory, or postgresql://USER@HOST:PORT/DB (default rocksdb)"},
       {"--admin-token", "admin_token", "Admin token; required to bind a non-loopback host"},
       {"--gateway-token", "gateway_token", "Token the gateway requires from clients"},
       {"--threads", "threads", "I/O event-loop threads (default 1)"},
@@ -493,6 +509,8 @@ std::string_view StorageKindName(StorageKind kind) {
       return "rocksdb";
     case StorageKind::kMemory:
       return "memory";
+    case StorageKind::kPostgres:
+      return "postgres";
   }
   return "unknown";
 }
@@ -655,6 +673,9 @@ std::string DescribeConfig(const EngineConfig& config) {
                     " storage=" + std::string(StorageKindName(config.storage));
   if (!config.unix_socket.empty()) out += " unix_socket=" + config.unix_socket;
   if (config.storage == StorageKind::kRocksDb) out += " data_dir=" + config.data_dir;
+  if (config.storage == StorageKind::kPostgres) {
+    out += " storage_lock_wait_ms=" + std::to_string(config.storage_lock_wait_ms);
+  }
   out += " threads=" + std::to_string(config.threads) +
          " io_spin_us=" + std::to_string(config.io_spin_us) +
          " inline_sync_us=" + std::to_string(config.inline_sync_us) +

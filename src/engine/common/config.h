@@ -22,11 +22,12 @@
 namespace keel::engine {
 
 enum class StorageKind : uint8_t {
-  kRocksDb,  // "rocksdb": durable, under data_dir
-  kMemory,   // "memory": nothing survives the process
+  kRocksDb,   // "rocksdb": durable, under data_dir
+  kMemory,    // "memory": nothing survives the process
+  kPostgres,  // "postgres": durable, in a PostgreSQL database (postgres_url)
 };
 
-// "rocksdb" or "memory".
+// "rocksdb", "memory" or "postgres".
 std::string_view StorageKindName(StorageKind kind);
 
 // Engine timing and size policy. Defaults are Rivet's (actors.md §6.12, envoy-protocol.md
@@ -90,6 +91,14 @@ struct EngineConfig {
   // Where the rocksdb backend keeps its files.
   std::string data_dir = "./keel-data";
   StorageKind storage = StorageKind::kRocksDb;
+  // The PostgreSQL database of the postgres backend: a libpq URI (postgres:// or
+  // postgresql://), given as the storage setting itself (`--storage postgresql://...`).
+  // It may carry a password; nothing logs it unredacted.
+  std::string postgres_url;
+  // How long the engine waits for its PostgreSQL table's lock, held by another session
+  // (another engine, or the sessions of one that died and that the server has not yet
+  // noticed), before it gives up with storage.failed_precondition; 0..1 hour, 0 = not at all.
+  int64_t storage_lock_wait_ms = 15000;
   // Admin token (REST `Authorization: Bearer`, envoy `rivet_token.*`). None = no auth.
   std::optional<std::string> admin_token;
   // Per-namespace tokens, namespace name → token.

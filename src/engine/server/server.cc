@@ -6,12 +6,14 @@
 #include <filesystem>
 #include <future>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "base/log.h"
 #include "engine/gateway/cors.h"
 #include "engine/gateway/errors.h"
 #include "storage/mem_kv_store.h"
+#include "storage/postgres_kv_store.h"
 #include "storage/rocksdb_kv_store.h"
 
 namespace keel::engine {
@@ -135,6 +137,35 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& co
   std::unique_ptr<storage::KvStore> store;
   if (config.storage == StorageKind::kMemory) {
     store = std::make_unique<storage::MemKvStore>();
+  } else if (config.storage == StorageKind::kPostgres) {
+    const std::string target = storage::PostgresKvStore::Redacted(config.postgres_url);
+    auto opened = storage::PostgresKvStore::Open(config.postgres_url);
+    // The table's lock is held by another session. After a restart that is most often the
+    // last engine's, which the server drops once it notices the connection closed (at once
+    // on a socket the dead process closed; on a host that vanished, when TCP keepalives
+    // time out). So wait a little before calling it a second engine.
+    const auto wait = std::chrono::milliseconds(config.storage_lock_wait_ms);
+    const auto give_up = std::chrono::steady_clock::now() + wait;
+    bool said = false;
+    while (!opened.has_value() && opened.error().Is("storage", "failed_precondition") &&
+           std::chrono::steady_clock::now() < give_up) {
+      if (!std::exchange(said, true)) {
+        KEEL_LOG(kWarn, "storage",
+                 "the database's keel table is locked by another session; waiting",
+                 {{"database", target},
+                  {"wait_ms", std::to_string(wait.count())},
+                  {"detail", opened.error().message()}});
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      opened = storage::PostgresKvStore::Open(config.postgres_url);
+    }
+    if (!opened.has_value()) {
+      return Error{
+          opened.error().group(), opened.error().code(),
+          "cannot open storage in PostgreSQL at " + target + ": " + opened.error().message()};
+    }
+    KEEL_LOG(kInfo, "storage", "storage is a PostgreSQL database", {{"database", target}});
+    store = std::move(*opened);
   } else {
     std::error_code ec;
     std::filesystem::create_directories(config.data_dir, ec);

@@ -1,7 +1,7 @@
-// EngineServer: a running keel-engine — its storage (RocksDB in the data directory, or
-// memory), its threads, the HTTP server on the TCP port (and on the Unix socket when one
-// is configured) and the Engine core behind it. keel-engine's main runs one; a runtime
-// host can run one in its own process and reach it without a socket through handler()
+// EngineServer: a running keel-engine — its storage (RocksDB in the data directory, a
+// PostgreSQL database, or memory), its threads, the HTTP server on the TCP port (and on the Unix
+// socket when one is configured) and the Engine core behind it. keel-engine's main runs one; a
+// runtime host can run one in its own process and reach it without a socket through handler()
 // (runtime/native/with_engine.h, docs/engine.md "A runtime in the engine's process").
 //
 // Threads: one I/O runtime (config.threads, polling config.io_spin_us) for sockets and

@@ -308,7 +308,7 @@ TEST(EngineConfig, RejectsPortsOutOfRange) {
 }
 
 TEST(EngineConfig, RejectsUnknownStorageThreadsAndLogLevel) {
-  ExpectError(Load({"--storage", "sqlite"}), "invalid_value", "rocksdb or memory");
+  ExpectError(Load({"--storage", "sqlite"}), "invalid_value", "got 'sqlite'");
   ExpectError(Load({"--threads", "0"}), "invalid_value", "--threads");
   ExpectError(Load({"--threads", "257"}), "invalid_value", "--threads");
   ExpectError(Load({"--io-spin-us", "-1"}), "invalid_value", "--io-spin-us");
@@ -547,6 +547,27 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
   config = EngineConfig();
   config.host = "bad host";
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+}
+
+TEST(EngineConfig, StorageTakesAPostgresUrlAndNeverEchoesOne) {
+  auto uri = Load({"--storage", "postgresql://keel:pw1@db.internal:5432/keel"});
+  ASSERT_TRUE(uri.ok()) << uri.error().ToString();
+  EXPECT_EQ(uri->storage, StorageKind::kPostgres);
+  EXPECT_EQ(uri->postgres_url, "postgresql://keel:pw1@db.internal:5432/keel");
+  std::string text = DescribeConfig(*uri);
+  EXPECT_NE(text.find("storage=postgres"), std::string::npos) << text;
+  EXPECT_EQ(text.find("pw1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("data_dir"), std::string::npos) << text;
+
+  auto short_scheme = Load({}, FakeEnv({{"KEEL_ENGINE_STORAGE", "postgres:///keel?host=/run"}}));
+  ASSERT_TRUE(short_scheme.ok()) << short_scheme.error().ToString();
+  EXPECT_EQ(short_scheme->storage, StorageKind::kPostgres);
+
+  // A mistyped scheme may still carry a password: the error does not repeat the value.
+  auto typo = Load({"--storage", "postgress://keel:pw2@db/keel"});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_TRUE(typo.error().Is("config", "invalid_value")) << typo.error().ToString();
+  EXPECT_EQ(typo.error().ToString().find("pw2"), std::string::npos) << typo.error().ToString();
 }
 
 TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
