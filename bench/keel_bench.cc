@@ -6,6 +6,7 @@
 //   keel_bench [--engine PATH] [--runtime PATH] [--sql-runtime PATH] [--js-runtime PATH]
 //              [--quick] [--w4-large] [--envoy-transport unix|tcp|in-process]
 //              [--client-poll-us N] [--w6-actors N] [--only w1,w1js,w2,...]
+//              [--storage rocksdb|postgresql://...]
 //
 // The binaries default to keel-engine / keel-examples beside keel_bench (the build's bin
 // dir). Each stack is a fresh engine (`--port 0`, RocksDB in a temp dir: every commit is
@@ -167,6 +168,9 @@ struct Config {
   seconds w7_recovery{90};
   bool w7_engine_kill = true;
   int floor_ws = 5000, floor_commit = 1000;
+  // The engine's --storage: "rocksdb" (in each stack's temp dir), or the postgresql:// URL
+  // of a database whose keel_kv table each stack starts without (psql drops it).
+  std::string storage = "rocksdb";
 
   bool Runs(const std::string& w) const { return only.empty() || only.count(w) != 0; }
 };
@@ -439,6 +443,7 @@ class Stack {
         transport_(transport) {
     dir_ = g_root / tag;
     std::filesystem::create_directories(dir_);
+    if (g_cfg.storage != "rocksdb") DropPostgresTable();
   }
   ~Stack() { Stop(); }
 
@@ -458,7 +463,7 @@ class Stack {
         {"KEEL_NAMESPACE", "default"}, {"KEEL_POOL", "default"}, {"KEEL_LOG_LEVEL", "warn"}};
     env.insert(env.end(), runtime_env_.begin(), runtime_env_.end());
     SpawnEngine({runtime_bin_, "--with-engine", "--port", "0", "--data-dir",
-                 (dir_ / "data").string(), "--storage", "rocksdb"},
+                 (dir_ / "data").string(), "--storage", g_cfg.storage},
                 std::move(env));
     if (!WaitEnvoy({}, milliseconds(30000)))
       Fail("the runtime never connected" + Tail("engine.log"));
@@ -470,9 +475,15 @@ class Stack {
 
   void StartEngine(uint16_t port) {
     const auto t0 = Clock::now();
-    std::vector<std::string> command = {
-        g_cfg.engine_bin, "--port",  std::to_string(port), "--data-dir", (dir_ / "data").string(),
-        "--storage",      "rocksdb", "--log-level",        "warn"};
+    std::vector<std::string> command = {g_cfg.engine_bin,
+                                        "--port",
+                                        std::to_string(port),
+                                        "--data-dir",
+                                        (dir_ / "data").string(),
+                                        "--storage",
+                                        g_cfg.storage,
+                                        "--log-level",
+                                        "warn"};
     if (transport_ == EnvoyTransport::kUnix)
       command.insert(command.end(), {"--unix-socket", socket_path()});
     SpawnEngine(std::move(command), {});
@@ -574,6 +585,26 @@ class Stack {
   }
 
  private:
+  // A stack on PostgreSQL starts on an empty keel_kv table, as one on RocksDB starts in an
+  // empty directory (the engine creates the table).
+  void DropPostgresTable() {
+    Subprocess::Options o;
+    o.path = "/usr/bin/psql";
+    o.args = {"--quiet",         "--no-psqlrc", "-v",
+              "ON_ERROR_STOP=1", "-c",          "DROP TABLE IF EXISTS keel_kv",
+              g_cfg.storage};
+    o.capture_stdout = true;
+    o.capture_stderr = true;
+    auto p = Subprocess::Start(o);
+    if (!p.has_value()) Fail("psql: " + p.error().ToString());
+    if (!(*p)->Wait(milliseconds(30000)) || (*p)->exit_code() != 0) {
+      std::string out;
+      (*p)->Drain();
+      for (const std::string& line : (*p)->lines_seen()) out += "\n  " + line;
+      Fail("psql could not drop keel_kv in the --storage database" + out);
+    }
+  }
+
   // Starts `command` — keel-engine, or a runtime carrying one (`--with-engine`) — as
   // engine_, its stderr appended to engine.log and `env` added to its environment, and
   // takes port_ from its `listening on` line.
@@ -1998,6 +2029,7 @@ int Usage() {
       "PATH]\n"
       "                  [--quick] [--w4-large] [--keep] [--envoy-transport unix|tcp|in-process]\n"
       "                  [--client-poll-us N] [--w6-actors N] [--only w1,w1js,w2,w3,w4,w5,w6,w7]\n"
+      "                  [--storage rocksdb|postgresql://...]\n"
       "Starts keel-engine and keel-examples (W5: keel-bench-runtime), measures W1-W7 and the "
       "floors;\n"
       "one JSON on stdout.\n",
@@ -2034,6 +2066,12 @@ int Main(int argc, char** argv) {
       } else if (t == "in-process") {
         g_cfg.envoy_transport = EnvoyTransport::kInProcess;
       } else {
+        return Usage();
+      }
+    } else if (a == "--storage") {
+      g_cfg.storage = value();
+      if (g_cfg.storage != "rocksdb" && g_cfg.storage.rfind("postgres://", 0) != 0 &&
+          g_cfg.storage.rfind("postgresql://", 0) != 0) {
         return Usage();
       }
     } else if (a == "--client-poll-us") {
@@ -2115,6 +2153,8 @@ int Main(int argc, char** argv) {
   }
   out["quick"] = g_cfg.quick;
   out["envoy_transport"] = TransportName(g_cfg.envoy_transport);
+  // The database URL is left out: it may hold a password.
+  out["storage"] = g_cfg.storage == "rocksdb" ? "rocksdb" : "postgres";
   // µs the bench's clients (and the floor's) poll before blocking; 0: they block at once.
   out["client_poll_us"] = bench::g_client_poll_us.load();
   out["machine"] = {{"hardware_threads", std::thread::hardware_concurrency()},
