@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/hash.h"
+
 namespace keel::storage {
 namespace internal {
 namespace {
@@ -368,17 +370,7 @@ void IgnoreNotice(void*, const char*) {}
 // A 64-bit hash of (table, key) naming the key's advisory lock. Distinct keys may share a
 // lock (a collision only makes two commits wait for each other).
 int64_t KeyLockId(uint32_t table_oid, ByteView key) {
-  uint64_t h = 0xcbf29ce484222325ull ^ table_oid;  // FNV-1a, then a splitmix64 finish
-  for (uint8_t b : key) {
-    h ^= b;
-    h *= 0x100000001b3ull;
-  }
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
-  return static_cast<int64_t>(h);
+  return static_cast<int64_t>(HashBytes(key, table_oid));
 }
 
 using WriteMap = std::map<Bytes, std::optional<Bytes>, KeyLess>;

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "base/hash.h"
+
 namespace keel::engine {
 namespace {
 
@@ -164,19 +166,6 @@ uint16_t EngineId::datacenter_label() const {
   return static_cast<uint16_t>((bytes_[17] << 8) | bytes_[18]);
 }
 
-size_t EngineId::Hash() const {
-  // FNV-1a over the bytes, then a splitmix64 finalizer for avalanche.
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (uint8_t b : bytes_) {
-    h ^= b;
-    h *= 0x100000001b3ULL;
-  }
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ULL;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebULL;
-  h ^= h >> 31;
-  return static_cast<size_t>(h);
-}
+size_t EngineId::Hash() const { return static_cast<size_t>(HashBytes(bytes_)); }
 
 }  // namespace keel::engine
