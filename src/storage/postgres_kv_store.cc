@@ -432,7 +432,11 @@ struct PostgresState {
 
   Result<std::unique_ptr<Conn>> Connect() {
     auto conn = std::make_unique<Conn>();
-    conn->pg.reset(PQconnectdb(conninfo.c_str()));
+    // Named "keel" in pg_stat_activity unless the URL names it otherwise, so an operator
+    // can find (and end) the sessions of an engine that is gone.
+    const char* const keywords[] = {"dbname", "fallback_application_name", nullptr};
+    const char* const values[] = {conninfo.c_str(), "keel", nullptr};
+    conn->pg.reset(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
     if (conn->pg == nullptr) {
       return StorageError(kIo, "cannot connect to PostgreSQL at " + target + ": out of memory");
     }
@@ -1115,7 +1119,10 @@ Result<std::unique_ptr<PostgresKvStore>> PostgresKvStore::Open(
   KEEL_ASSIGN_OR_RETURN(PgResult locked, state->TryTableLock(*conn));
   if (!PostgresState::GotTableLock(locked.get())) {
     return StorageError(kFailedPrecondition,
-                        "table " + t + " at " + state->target + " is in use by another store");
+                        "table " + t + " at " + state->target +
+                            " is in use by another store (its sessions show as application "
+                            "'keel' in pg_stat_activity; one that outlived its engine can be "
+                            "ended with pg_terminate_backend)");
   }
   state->lock_conn = std::move(conn);
   return std::unique_ptr<PostgresKvStore>(new PostgresKvStore(std::move(state)));

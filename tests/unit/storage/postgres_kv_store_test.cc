@@ -175,6 +175,28 @@ TEST_F(PostgresKvStoreTest, SecondStoreOnATableFailsUntilTheFirstCloses) {
   EXPECT_EQ(Get(**third, "k"), "v");
 }
 
+// The sessions of a store are findable (and those of a dead engine endable) by name, and the
+// refusal says how; a name in the URL wins.
+TEST_F(PostgresKvStoreTest, SessionsAreNamedKeelAndTheRefusalSaysHowToFindThem) {
+  AdminConnection admin(cluster_->conninfo());
+  ASSERT_TRUE(admin.ok());
+  const std::string holders =
+      "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'keel' AND pid IN "
+      "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)";
+  EXPECT_EQ(admin.Query(holders), "1");
+  auto second = PostgresKvStore::Open(cluster_->conninfo(), {.table = table_});
+  ASSERT_TRUE(IsStorageError(second, kFailedPrecondition));
+  EXPECT_NE(second.error().message().find("pg_stat_activity"), std::string::npos)
+      << second.error().ToString();
+
+  auto named = PostgresKvStore::Open(cluster_->conninfo() + " application_name=tenant-7",
+                                     {.table = FreshTable()});
+  ASSERT_TRUE(IsOk(named));
+  EXPECT_EQ(admin.Query("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                        "'tenant-7'"),
+            "1");
+}
+
 TEST_F(PostgresKvStoreTest, StoresOnDifferentTablesAreIndependent) {
   auto other = OpenStore(FreshTable());
   ASSERT_NE(other, nullptr);
