@@ -276,6 +276,8 @@ void PrintHints(const std::string& endpoint, const DevOptions& o) {
   std::cout << "\nKeel is running: keel-engine at " << endpoint;
   if (o.storage == "memory") {
     std::cout << " (in-memory storage: nothing is kept)";
+  } else if (o.storage != "rocksdb") {
+    std::cout << " (data in the PostgreSQL database of --storage)";
   } else {
     std::cout << " (data in " << o.data_dir << ")";
   }
@@ -498,8 +500,22 @@ void AddDevCommand(CLI::App& app) {
   dev->add_option("--data-dir", o->data_dir, "Directory of the engine's RocksDB data")
       ->envname("KEEL_DATA_DIR")
       ->capture_default_str();
-  dev->add_option("--storage", o->storage, "rocksdb (kept in --data-dir) or memory (nothing kept)")
-      ->check(CLI::IsMember({"rocksdb", "memory"}))
+  dev->add_option("--storage", o->storage,
+                  "rocksdb (kept in --data-dir), memory (nothing kept), or the "
+                  "postgresql://... URL of a PostgreSQL database")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            if (v == "rocksdb" || v == "memory" || v.starts_with("postgres://") ||
+                v.starts_with("postgresql://")) {
+              return "";
+            }
+            std::string message = "must be rocksdb, memory or a postgresql://... URL";
+            // Repeated only when it cannot be a mistyped database URL, which may hold a
+            // password.
+            if (v.find_first_of(":@/=") == std::string::npos) message += ", got '" + v + "'";
+            return message;
+          },
+          "STORAGE"))
       ->capture_default_str();
   dev->add_option("--admin-token", o->admin_token,
                   "Admin token for keel-engine (also given to the runtime)");

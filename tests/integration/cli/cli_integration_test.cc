@@ -31,6 +31,7 @@
 #include "base/native/subprocess.h"
 #include "net/http.h"
 #include "support/gateway_http.h"
+#include "support/postgres_cluster.h"
 #include "support/temp_dir.h"
 #include "value/value.h"
 
@@ -43,6 +44,7 @@ using ::testing::MatchesRegex;
 using ::testing::Not;
 using ::testing::StartsWith;
 
+using ::keel::testing::PostgresCluster;
 using ::keel::testing::TempDir;
 
 struct KeelRun {
@@ -276,6 +278,31 @@ TEST(KeelCli, DevCallActorsWatchAndRestart) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(r.stdout_text(), "6\n");
   StopDev(again);
+}
+
+// `keel dev --storage postgresql://…`: the engine keeps its data in that database (a
+// throwaway server), so a second `keel dev` on it finds the counter where the first left it.
+TEST(KeelCli, DevKeepsItsDataInAPostgresDatabase) {
+  auto cluster = PostgresCluster::Start();
+  ASSERT_TRUE(cluster.has_value()) << cluster.error().ToString();
+  TempDir data;  // --data-dir: unused with PostgreSQL storage, and left empty
+  const std::vector<std::string> storage = {"--storage", (*cluster)->uri()};
+  for (const char* expected : {"5\n", "10\n"}) {
+    Dev dev = StartDev(data.path() + "/data", storage);
+    ASSERT_FALSE(dev.endpoint.empty());
+    EXPECT_THAT(DevOutput(*dev.process),
+                HasSubstr("(data in the PostgreSQL database of --storage)"));
+    KeelRun r = Keel({"call", "counter/pg", "increment", "5", "--endpoint", dev.endpoint});
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(r.stdout_text(), expected) << Describe(r);
+    StopDev(dev);
+  }
+  EXPECT_FALSE(std::filesystem::exists(data.path() + "/data")) << "RocksDB was used";
+
+  // A mistyped URL is a usage error that does not repeat it (it may hold a password).
+  KeelRun typo = Keel({"dev", "--storage", "postgress://keel:pw-93@db/keel"});
+  EXPECT_EQ(typo.exit_code, 2) << Describe(typo);
+  EXPECT_THAT(typo.err, Not(HasSubstr("pw-93"))) << Describe(typo);
 }
 
 TEST(KeelCli, DevWithAdminTokenAndEnvironment) {
