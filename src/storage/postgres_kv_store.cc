@@ -532,6 +532,30 @@ struct PostgresState {
     Release(std::move(conn));
   }
 
+  // The value of `key` in what `conn` sees (the latest state, or its session's snapshot).
+  Result<std::optional<Bytes>> GetValue(Conn& conn, ByteView key) {
+    // Such a key cannot be stored (writes refuse it).
+    if (key.size() > PostgresKvStore::kMaxKeyBytes) return std::optional<Bytes>();
+    Params params;
+    params.AddBytea(key);
+    KEEL_ASSIGN_OR_RETURN(PgResult result, Exec(conn, get_sql, params, "get"));
+    if (PQntuples(result.get()) == 0) return std::optional<Bytes>();
+    return std::optional<Bytes>(CellBytes(result.get(), 0, 0));
+  }
+
+  // The entries of `range` in what `conn` sees, as KvReader::Scan returns them.
+  Result<std::vector<KeyValue>> ScanValues(Conn& conn, const KeyRange& range,
+                                           const ScanOptions& options) {
+    std::vector<KeyValue> out;
+    if (options.limit == 0 || range.empty()) return out;
+    KEEL_ASSIGN_OR_RETURN(std::vector<Row> rows,
+                          ScanRows(conn, range, options.reverse, options.limit,
+                                   /*values=*/true, /*xmins=*/false));
+    out.reserve(rows.size());
+    for (Row& row : rows) out.push_back({std::move(row.key), std::move(row.value)});
+    return out;
+  }
+
   // A range read: rows of `range` in scan order, at most `limit`, with values and xmins
   // when asked for.
   Result<std::vector<Row>> ScanRows(Conn& conn, const KeyRange& range, bool reverse, size_t limit,
@@ -717,26 +741,11 @@ class PgSnapshot : public KvSnapshot {
   // KvSnapshot
   using KvReader::Scan;
   Result<std::optional<Bytes>> Get(ByteView key) override {
-    return OnSession(*state_, *session_, [&](Conn& conn) -> Result<std::optional<Bytes>> {
-      if (key.size() > PostgresKvStore::kMaxKeyBytes) return std::optional<Bytes>();
-      Params params;
-      params.AddBytea(key);
-      KEEL_ASSIGN_OR_RETURN(PgResult result, Exec(conn, state_->get_sql, params, "get"));
-      if (PQntuples(result.get()) == 0) return std::optional<Bytes>();
-      return std::optional<Bytes>(CellBytes(result.get(), 0, 0));
-    });
+    return OnSession(*state_, *session_, [&](Conn& conn) { return state_->GetValue(conn, key); });
   }
   Result<std::vector<KeyValue>> Scan(const KeyRange& range, const ScanOptions& options) override {
-    return OnSession(*state_, *session_, [&](Conn& conn) -> Result<std::vector<KeyValue>> {
-      std::vector<KeyValue> out;
-      if (options.limit == 0 || range.empty()) return out;
-      KEEL_ASSIGN_OR_RETURN(std::vector<Row> rows,
-                            state_->ScanRows(conn, range, options.reverse, options.limit,
-                                             /*values=*/true, /*xmins=*/false));
-      out.reserve(rows.size());
-      for (Row& row : rows) out.push_back({std::move(row.key), std::move(row.value)});
-      return out;
-    });
+    return OnSession(*state_, *session_,
+                     [&](Conn& conn) { return state_->ScanValues(conn, range, options); });
   }
 
  private:
@@ -1130,29 +1139,19 @@ Result<std::unique_ptr<PostgresKvStore>> PostgresKvStore::Open(
 
 Result<std::optional<Bytes>> PostgresKvStore::Get(ByteView key) {
   if (state_->closed) return ClosedError();
-  if (key.size() > kMaxKeyBytes) return std::optional<Bytes>();
+  if (key.size() > kMaxKeyBytes) return std::optional<Bytes>();  // no connection needed
   Lease lease(state_);
   KEEL_RETURN_IF_ERROR(lease.Acquire());
-  Params params;
-  params.AddBytea(key);
-  KEEL_ASSIGN_OR_RETURN(PgResult result, Exec(lease.conn(), state_->get_sql, params, "get"));
-  if (PQntuples(result.get()) == 0) return std::optional<Bytes>();
-  return std::optional<Bytes>(CellBytes(result.get(), 0, 0));
+  return state_->GetValue(lease.conn(), key);
 }
 
 Result<std::vector<KeyValue>> PostgresKvStore::Scan(const KeyRange& range,
                                                     const ScanOptions& options) {
   if (state_->closed) return ClosedError();
-  std::vector<KeyValue> out;
-  if (options.limit == 0 || range.empty()) return out;
+  if (options.limit == 0 || range.empty()) return std::vector<KeyValue>();  // nor here
   Lease lease(state_);
   KEEL_RETURN_IF_ERROR(lease.Acquire());
-  KEEL_ASSIGN_OR_RETURN(std::vector<Row> rows,
-                        state_->ScanRows(lease.conn(), range, options.reverse, options.limit,
-                                         /*values=*/true, /*xmins=*/false));
-  out.reserve(rows.size());
-  for (Row& row : rows) out.push_back({std::move(row.key), std::move(row.value)});
-  return out;
+  return state_->ScanValues(lease.conn(), range, options);
 }
 
 Result<std::unique_ptr<KvSnapshot>> PostgresKvStore::NewSnapshot() {
