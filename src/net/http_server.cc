@@ -390,7 +390,8 @@ class Conn final : public ConnBase,
   }
 
   // Watches for the client going away while we wait for the answer (only when someone
-  // asked via OnPeerGone). Waiting for readability does not consume pipelined bytes.
+  // asked via OnPeerGone). Waiting for readability does not consume pipelined bytes; a
+  // readiness with nothing behind it (internal::PeekPeer) only re-arms the watch.
   void ArmPeerWatch() {
     if (watching_ || !awaiting_answer_ || !peer_gone_) return;
     watching_ = true;
@@ -401,10 +402,19 @@ class Conn final : public ConnBase,
           if (generation != self->watch_generation_) return;  // a cancelled, stale watch
           self->watching_ = false;
           if (!self->awaiting_answer_ || self->DirectWritten()) return;
-          beast::error_code avail_ec;
-          const size_t avail = self->stream_.socket().available(avail_ec);
-          if (!ec && !avail_ec && avail > 0) return;  // pipelined request, peer still there
-          self->PeerGone();
+          const internal::PeerState peer =
+              ec ? internal::PeerState::kGone
+                 : internal::PeekPeer(self->stream_.socket().native_handle());
+          switch (peer) {
+            case internal::PeerState::kSending:  // a pipelined request: the peer is still there
+              return;
+            case internal::PeerState::kQuiet:  // a readiness left over from bytes already read
+              self->ArmPeerWatch();
+              return;
+            case internal::PeerState::kGone:
+              self->PeerGone();
+              return;
+          }
         }));
   }
 

@@ -57,6 +57,15 @@ asio::ip::tcp::endpoint TcpEndpoint(const StreamProtocol::endpoint& ep) {
   return out;
 }
 
+PeerState PeekPeer(int fd) {
+  char byte;
+  const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return PeerState::kSending;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return PeerState::kQuiet;
+  return PeerState::kGone;
+}
+
 std::string EndpointText(const asio::ip::tcp::endpoint& ep) {
   boost::system::error_code ec;
   std::string text = ep.address().to_string(ec);

@@ -27,4 +27,12 @@ std::string EndpointText(const boost::asio::ip::tcp::endpoint& ep);
 // The TCP endpoint inside a generic one (an AF_INET/AF_INET6 address).
 boost::asio::ip::tcp::endpoint TcpEndpoint(const StreamProtocol::endpoint& ep);
 
+// What a connected socket holds for reading, looked at without consuming it: bytes
+// (kSending), nothing yet (kQuiet), or its end — the peer closed or reset it, or the
+// socket failed (kGone). A completed wait for readability does not mean one of the first
+// and last: the reactor may report an edge for bytes a read had already taken, so a watch
+// for a leaving peer asks this before it believes one left.
+enum class PeerState { kSending, kQuiet, kGone };
+PeerState PeekPeer(int fd);
+
 }  // namespace keel::net::internal
