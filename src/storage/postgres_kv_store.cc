@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -63,6 +64,13 @@ constexpr Oid kInt8ArrayOid = 1016;
 // int8 key, which the per-key commit locks use, never meet two-int4 locks).
 constexpr int32_t kTableLockSpace = 0x4b454c54;   // "KELT": held by the store that owns a table
 constexpr int32_t kCreateLockSpace = 0x4b454c43;  // "KELC": serialises CREATE TABLE of a name
+// "KELF": the high half of a table's fence lock, an int8 one (FenceLockId), which every
+// commit takes shared before its key locks and a claim takes exclusive.
+constexpr int32_t kFenceLockSpace = 0x4b454c46;
+
+// The table of owner epochs, one row per keel table in the database: a store that takes a
+// table bumps its row, and every commit checks the row still holds its own epoch.
+constexpr std::string_view kOwnersTable = "keel_owners";
 
 // ---- binary parameters
 
@@ -420,7 +428,17 @@ struct PostgresState {
   std::string txn_get_sql;  // k -> v, xmin
   std::string states_sql;   // bytea[] -> (k, xmin) of those present
   std::string locks_sql;    // (int8[], bool[]): advisory xact locks, in array order
-  std::string apply_sql;    // check keys/xmins, deletes, puts (see Apply)
+  std::string apply_sql;    // check owner, keys/xmins; deletes, puts (see AppendCommit)
+  std::string owner_sql;    // the table's owner epoch
+  std::string name_literal;  // the table's unquoted name as an SQL string literal
+
+  // This store's epoch in keel_owners (set by Open). Once another store has claimed the
+  // table, `lost` is set for good and every write fails with LostError().
+  int64_t epoch = 0;
+  std::atomic<bool> lost{false};
+  std::function<void(const Error&)> on_lost;
+  std::once_flag lost_once;
+  std::string lost_reason;  // written once, before `lost` is set
 
   std::atomic<bool> closed{false};
   std::mutex mu;  // guards what follows
@@ -480,29 +498,89 @@ struct PostgresState {
 
   // Fails unless this store still holds the table's lock. The lock lives as long as its
   // connection; if the server dropped that (a restart), the lock is taken again when no
-  // other store took it meanwhile.
+  // other store took it meanwhile — neither holds it now nor claimed the table since (the
+  // owner epoch is still ours).
   Status CheckTableLock() {
+    if (lost) return LostError();
     std::lock_guard lock(lock_mu);
     if (lock_conn != nullptr && LooksAlive(*lock_conn)) return OkStatus();
     lock_conn.reset();
     KEEL_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn, Connect());
     KEEL_ASSIGN_OR_RETURN(PgResult result, TryTableLock(*conn));
-    if (!GotTableLock(result.get())) {
-      return StorageError(kFailedPrecondition, "lost the lock on table " + table +
-                                                   " (the server dropped its "
-                                                   "connection) and another store holds it now");
+    if (!GotTableLock(result.get())) return Lost("another store holds its lock now");
+    Params params;
+    KEEL_ASSIGN_OR_RETURN(PgResult owner, Exec(*conn, owner_sql, params, "reading the owner"));
+    if (PQntuples(owner.get()) != 1 || ReadInt64(PQgetvalue(owner.get(), 0, 0)) != epoch) {
+      // Ended rather than kept: the other store may be gone, and the next one to open the
+      // table must not wait for a lock this store will never use.
+      (void)Exec(*conn, UnlockSql(), LockParams(), "unlocking the table");
+      return Lost("another store opened it and may have written to it");
     }
     lock_conn = std::move(conn);
     return OkStatus();
   }
 
-  Result<PgResult> TryTableLock(Conn& conn) {
+  // Marks the table lost for good (the first time: notes `how` and tells on_lost) and
+  // returns the error every write returns from now on.
+  Error Lost(std::string_view how) {
+    std::call_once(lost_once, [&] {
+      lost_reason = how;
+      lost = true;
+      if (on_lost) on_lost(LostError());
+    });
+    return LostError();
+  }
+  Error LostError() const {
+    return StorageError(kFailedPrecondition, "table " + table + " at " + target +
+                                                 " is no longer this store's: " + lost_reason +
+                                                 "; it writes nothing more");
+  }
+
+  Params LockParams() const {
     Params params;
     params.AddInt8(table_oid);
+    return params;
+  }
+  // The fence lock's id: keel's space in the high half, the table's oid in the low one (a
+  // key lock's 64-bit hash could equal it, which would only make the two wait for each
+  // other).
+  int64_t FenceLockId() const {
+    return static_cast<int64_t>((uint64_t{static_cast<uint32_t>(kFenceLockSpace)} << 32) |
+                                table_oid);
+  }
+  static std::string UnlockSql() {
+    return "SELECT pg_advisory_unlock(" + std::to_string(kTableLockSpace) +
+           ", ($1::int8 - 2147483648)::int4)";
+  }
+
+  Result<PgResult> TryTableLock(Conn& conn) {
     return Exec(conn,
                 "SELECT pg_try_advisory_lock(" + std::to_string(kTableLockSpace) +
                     ", ($1::int8 - 2147483648)::int4)",
-                params, "locking the table");
+                LockParams(), "locking the table");
+  }
+
+  // Claims the table for this store (it holds the table's lock): bumps the owner epoch
+  // under the exclusive fence lock, so a commit of the last owner still in flight finishes
+  // before (and this store reads what it wrote), and every later one finds the epoch
+  // changed and applies nothing.
+  Status Claim(Conn& conn) {
+    std::vector<Statement> statements;
+    statements.push_back({"BEGIN", {}});
+    Statement fence{"SELECT pg_advisory_xact_lock($1::int8)", {}};
+    fence.params.AddInt8(FenceLockId());
+    statements.push_back(std::move(fence));
+    statements.push_back({"INSERT INTO " + std::string(kOwnersTable) + " (tbl, epoch) VALUES (" +
+                              name_literal + ", 1) ON CONFLICT (tbl) DO UPDATE SET epoch = " +
+                              std::string(kOwnersTable) + ".epoch + 1 RETURNING epoch",
+                          {}});
+    statements.push_back({"COMMIT", {}});
+    KEEL_ASSIGN_OR_RETURN(std::vector<PgResult> results,
+                          ExecPipeline(conn, statements, "claiming the table"));
+    const PGresult* claimed = results[2].get();
+    if (PQntuples(claimed) != 1) return StorageError(kInternal, "claiming the table: no epoch");
+    epoch = ReadInt64(PQgetvalue(claimed, 0, 0));
+    return OkStatus();
   }
   static bool GotTableLock(const PGresult* result) {
     return PQntuples(result) == 1 && PQgetlength(result, 0, 0) == 1 &&
@@ -587,18 +665,21 @@ struct PostgresState {
   }
 
   // The statements of one commit, after any statements already in `out`: a READ COMMITTED
-  // transaction that takes the keys' advisory locks (sorted by lock id, exclusive for
-  // written keys), checks that each key of `expected` still has the stated xmin (nullopt:
-  // absent), and only then applies `writes`. The last statement's first column is the first
-  // key that changed, NULL when the writes were applied.
+  // transaction that takes the shared fence lock and the keys' advisory locks (sorted by
+  // lock id, exclusive for written keys), checks that the table is still this store's (its
+  // owner epoch) and that each key of `expected` still has the stated xmin (nullopt:
+  // absent), and only then applies `writes`. The next-to-last statement's result is read
+  // by Applied.
   using Expected = std::vector<std::pair<ByteView, std::optional<int64_t>>>;
   void AppendCommit(const Expected& expected, const WriteMap& writes, const CommitOptions& options,
                     std::vector<Statement>& out) const {
     std::map<int64_t, bool> locks;  // lock id -> exclusive
     for (const auto& [key, xmin] : expected) locks.emplace(KeyLockId(table_oid, key), false);
     for (const auto& [key, value] : writes) locks[KeyLockId(table_oid, key)] = true;
-    std::vector<int64_t> lock_ids;
-    std::vector<bool> exclusive;
+    // The fence first: a committer waiting for it holds no key lock, so a claim waiting
+    // for the committers that hold it cannot close a cycle.
+    std::vector<int64_t> lock_ids = {FenceLockId()};
+    std::vector<bool> exclusive = {false};
     for (const auto& [id, x] : locks) {
       lock_ids.push_back(id);
       exclusive.push_back(x);
@@ -629,6 +710,7 @@ struct PostgresState {
     apply.params.AddOwned(ByteaArray(delete_keys), kByteaArrayOid);
     apply.params.AddOwned(ByteaArray(put_keys), kByteaArrayOid);
     apply.params.AddOwned(ByteaArray(put_values), kByteaArrayOid);
+    apply.params.AddInt8(epoch);
     out.push_back(std::move(apply));
     out.push_back({"COMMIT", {}});
   }
@@ -720,7 +802,7 @@ Error CommitError(Error error) {
 }
 
 // The first key that changed, from the commit pipeline's apply statement; nullopt when
-// the writes were applied.
+// none did.
 std::optional<Bytes> ChangedKey(const PGresult* apply) {
   if (PQntuples(apply) != 1 || PQgetisnull(apply, 0, 0)) return std::nullopt;
   return CellBytes(apply, 0, 0);
@@ -730,6 +812,19 @@ Error ConflictError(ByteView key) {
   return StorageError(kConflict, "key " + KeyForMessage(key) +
                                      " was written by a transaction that committed after "
                                      "this one began");
+}
+
+// The outcome of a commit from its apply statement (AppendCommit): applied, a conflict on
+// the first key that changed, or nothing applied because another store claimed the table.
+Status Applied(PostgresState& state, const PGresult* apply) {
+  if (PQntuples(apply) != 1 || PQnfields(apply) != 4) {
+    return StorageError(kInternal, "commit: unexpected result shape");
+  }
+  if (PQgetlength(apply, 0, 3) != 1 || PQgetvalue(apply, 0, 3)[0] == 0) {
+    return state.Lost("another store claimed it (its owner epoch moved on)");
+  }
+  if (auto changed = ChangedKey(apply)) return ConflictError(*changed);
+  return OkStatus();
 }
 
 class PgSnapshot : public KvSnapshot {
@@ -947,10 +1042,7 @@ class PgTxn : public KvTxn {
     state_->AppendCommit(expected, writes_, options, statements);
     auto results = ExecPipeline(conn, statements, "commit");
     if (!results.has_value()) return CommitError(std::move(results).error());
-    if (auto changed = ChangedKey((*results)[results->size() - 2].get())) {
-      return ConflictError(*changed);
-    }
-    return OkStatus();
+    return Applied(*state_, (*results)[results->size() - 2].get());
   }
 
   std::shared_ptr<PostgresState> state_;
@@ -1091,8 +1183,14 @@ Result<std::unique_ptr<PostgresKvStore>> PostgresKvStore::Open(
   // when its row's xmin is not the one this txn saw (or the row appeared or went): a new
   // version of a row always has the xmin of the transaction that wrote it, and that cannot
   // be the transaction that wrote the version seen, which had committed before.
+  // The owner epoch is read by the same snapshot, taken after the fence lock: a claim
+  // committed before that is seen, and one not yet committed waits for this commit.
+  const std::string owners(internal::kOwnersTable);
+  state->name_literal = "'" + options.table + "'";
   state->apply_sql =
-      "WITH expected AS (SELECT * FROM unnest($1::bytea[], $2::int8[]) AS e(k, x)), "
+      "WITH owned AS (SELECT FROM " + owners + " WHERE tbl = " + state->name_literal +
+      " AND epoch = $6), "
+      "expected AS (SELECT * FROM unnest($1::bytea[], $2::int8[]) AS e(k, x)), "
       "changed AS (SELECT e.k FROM expected e LEFT JOIN " +
       t +
       " c ON c.k = e.k "
@@ -1100,20 +1198,25 @@ Result<std::unique_ptr<PostgresKvStore>> PostgresKvStore::Open(
       "deleted AS (DELETE FROM " +
       t +
       " WHERE k = ANY($3::bytea[]) "
-      "AND NOT EXISTS (SELECT FROM changed) RETURNING 1), "
+      "AND EXISTS (SELECT FROM owned) AND NOT EXISTS (SELECT FROM changed) RETURNING 1), "
       "written AS (INSERT INTO " +
       t +
       " (k, v) SELECT * FROM unnest($4::bytea[], $5::bytea[]) "
-      "WHERE NOT EXISTS (SELECT FROM changed) "
+      "WHERE EXISTS (SELECT FROM owned) AND NOT EXISTS (SELECT FROM changed) "
       "ON CONFLICT (k) DO UPDATE SET v = excluded.v RETURNING 1) "
       "SELECT (SELECT k FROM changed), (SELECT count(*) FROM deleted), "
-      "(SELECT count(*) FROM written)";
+      "(SELECT count(*) FROM written), EXISTS (SELECT FROM owned)";
+  state->owner_sql = "SELECT epoch FROM " + owners + " WHERE tbl = " + state->name_literal;
+  state->on_lost = options.on_lost;
 
   KEEL_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn, state->Connect());
   // Two stores creating one table at once could both try (CREATE TABLE IF NOT EXISTS is not
   // atomic): an advisory lock on the name orders them.
-  std::string setup = "BEGIN; SELECT pg_advisory_xact_lock(" +
-                      std::to_string(internal::kCreateLockSpace) + ", hashtext(" +
+  // keel_owners likewise, first (one order: no deadlock).
+  const std::string create_lock =
+      "SELECT pg_advisory_xact_lock(" + std::to_string(internal::kCreateLockSpace) + ", hashtext(";
+  std::string setup = "BEGIN; " + create_lock + "'" + owners + "')); CREATE TABLE IF NOT EXISTS " +
+                      owners + " (tbl text PRIMARY KEY, epoch int8 NOT NULL); " + create_lock +
                       state->table_literal + ")); CREATE TABLE IF NOT EXISTS " + t +
                       " (k bytea PRIMARY KEY, v bytea NOT NULL); COMMIT; SELECT to_regclass(" +
                       state->table_literal + ")::oid::int8";
@@ -1133,6 +1236,7 @@ Result<std::unique_ptr<PostgresKvStore>> PostgresKvStore::Open(
                             "'keel' in pg_stat_activity; one that outlived its engine can be "
                             "ended with pg_terminate_backend)");
   }
+  KEEL_RETURN_IF_ERROR(state->Claim(*conn));
   state->lock_conn = std::move(conn);
   return std::unique_ptr<PostgresKvStore>(new PostgresKvStore(std::move(state)));
 }
@@ -1192,12 +1296,7 @@ Status PostgresKvStore::Close() {
     // Released explicitly rather than by disconnecting: the server drops a session's locks
     // only once its backend has noticed the disconnection, and a store opened right after
     // this one would find the table still taken.
-    Params params;
-    params.AddInt8(state_->table_oid);
-    (void)Exec(*lock_conn,
-               "SELECT pg_advisory_unlock(" + std::to_string(internal::kTableLockSpace) +
-                   ", ($1::int8 - 2147483648)::int4)",
-               params, "unlocking the table");
+    (void)Exec(*lock_conn, PostgresState::UnlockSql(), state_->LockParams(), "unlocking the table");
   }
   return OkStatus();
 }
@@ -1238,7 +1337,7 @@ Status PostgresKvStore::WriteUnchecked(std::span<const KvWrite> writes,
   state_->AppendCommit({}, map, options, statements);
   auto results = ExecPipeline(lease.conn(), statements, "write");
   if (!results.has_value()) return CommitError(std::move(results).error());
-  return OkStatus();
+  return Applied(*state_, (*results)[results->size() - 2].get());
 }
 
 }  // namespace keel::storage

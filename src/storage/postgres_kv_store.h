@@ -40,9 +40,18 @@
 //    off` are set to `on` (for synced commits).
 //  * One store per table: Open takes a session advisory lock on the table (by its oid) and
 //    holds it until Close, so a second store (a second engine) on the same table fails to
-//    open with `storage.failed_precondition` instead of writing beside the first. Should the
-//    server drop the lock's connection (a restart), the next commit takes the lock again,
-//    or fails with `storage.failed_precondition` when another store holds it by then.
+//    open with `storage.failed_precondition` instead of writing beside the first.
+//    A lock can be lost while its store runs: the server drops it with its connection (a
+//    restart, a backend ended by an operator, a network partition the server gave up on),
+//    and the store may not know yet. So each store that opens a table also claims it, bumping
+//    the table's owner epoch (a row of `keel_owners`) under an exclusive fence lock, and
+//    every commit takes that fence lock shared and applies nothing unless the epoch is still
+//    its own: once a second store has opened the table, the first one's commits stop, those
+//    in flight finish before the second reads anything. A store that sees its lock's
+//    connection gone takes the lock again if no other store holds it and none claimed the
+//    table meanwhile; otherwise (or when a commit finds the epoch moved on) the table is lost
+//    to it for good: every later write fails with `storage.failed_precondition`, and
+//    PostgresKvStoreOptions::on_lost is told once.
 //  * Keys longer than kMaxKeyBytes are refused with `storage.invalid_argument` by writes
 //    (a btree entry must fit in a third of a page); reading one finds nothing, and range
 //    bounds may be longer.
@@ -56,6 +65,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -74,6 +84,11 @@ struct PostgresKvStoreOptions {
   // Idle connections kept for reuse; more are opened on demand and closed when returned
   // beyond this. Default: 8.
   size_t max_idle_connections = 8;
+  // Called once, on the thread that found out, when the table stops being this store's
+  // (another store claimed it; see "One store per table" above): every write has failed
+  // and will fail with `storage.failed_precondition` from then on. For an owner that
+  // should stop rather than run on without storage. Must not block or call the store.
+  std::function<void(const Error&)> on_lost;
 };
 
 class PostgresKvStore : public KvStore {

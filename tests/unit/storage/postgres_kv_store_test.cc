@@ -9,8 +9,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -22,11 +24,13 @@
 #include "kv_store_contract.h"
 #include "storage/group_sync.h"
 #include "storage_test_util.h"
+#include "support/postgres_admin.h"
 #include "support/postgres_cluster.h"
 
 namespace keel::storage {
 namespace {
 
+using keel::testing::AdminConnection;
 using keel::testing::PostgresCluster;
 using testing::B;
 using testing::IsOk;
@@ -85,42 +89,6 @@ INSTANTIATE_TYPED_TEST_SUITE_P(Contract, KvStoreTest, ::testing::Types<PostgresB
 }  // namespace contract
 
 namespace {
-
-// A plain libpq connection for what the store must not do itself (killing its sessions).
-class AdminConnection {
- public:
-  explicit AdminConnection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {}
-  ~AdminConnection() { PQfinish(conn_); }
-  bool ok() const { return PQstatus(conn_) == CONNECTION_OK; }
-  // The first column of the first row ("" for a command), or "<error: ...>".
-  std::string Query(const std::string& sql) {
-    PGresult* result = PQexec(conn_, sql.c_str());
-    std::string out;
-    if (PQresultStatus(result) == PGRES_TUPLES_OK || PQresultStatus(result) == PGRES_COMMAND_OK) {
-      out = PQntuples(result) > 0 ? PQgetvalue(result, 0, 0) : "";
-    } else {
-      out = std::string("<error: ") + PQerrorMessage(conn_) + ">";
-    }
-    PQclear(result);
-    return out;
-  }
-  // Terminates the client sessions matching `where` (other than this one) and waits until
-  // they are gone, so their sockets have been closed. Returns how many it terminated.
-  int Terminate(const std::string& where) {
-    std::string sessions =
-        "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> "
-        "pg_backend_pid() AND (" +
-        where + ")";
-    std::string killed = Query("SELECT count(pg_terminate_backend(pid)) " + sessions);
-    for (int i = 0; i < 500 && Query("SELECT count(*) " + sessions) != "0"; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return killed.starts_with("<") ? -1 : std::stoi(killed);
-  }
-
- private:
-  PGconn* conn_;
-};
 
 class PostgresKvStoreTest : public ::testing::Test {
  protected:
@@ -287,6 +255,168 @@ TEST_F(PostgresKvStoreTest, StoreKeepsTheTableAcrossAServerRestart) {
   ASSERT_TRUE(IsOk(store_->Put(B("b"), B("2"))));
   EXPECT_TRUE(IsStorageError(PostgresKvStore::Open(cluster_->conninfo(), {.table = table_}),
                              kFailedPrecondition));
+}
+
+// ---- a table taken over (keel_owners epochs and the fence lock)
+
+// The store that holds `table`'s lock, opened as `name` (its sessions' application_name),
+// telling `lost` when the table stops being its own.
+std::unique_ptr<PostgresKvStore> OpenNamed(const std::string& table, const std::string& name,
+                                           std::function<void(const Error&)> on_lost = {}) {
+  auto store = PostgresKvStore::Open(Cluster()->conninfo() + " application_name=" + name,
+                                     {.table = table, .on_lost = std::move(on_lost)});
+  EXPECT_TRUE(IsOk(store));
+  return store.has_value() ? std::move(store).value() : nullptr;
+}
+
+// The session holding the table lock of the store named `name` (its other sessions hold
+// no advisory lock between commits).
+std::string LockSessionOf(const std::string& name) {
+  return "application_name = '" + name +
+         "' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)";
+}
+
+// Counts on_lost calls and keeps the last error's text.
+struct LostReports {
+  std::mutex mu;
+  int calls = 0;
+  std::string message;
+  std::function<void(const Error&)> Callback() {
+    return [this](const Error& e) {
+      std::lock_guard lock(mu);
+      ++calls;
+      message = e.ToString();
+    };
+  }
+};
+
+// The server dropped A's lock (its session ended) and B opened the table: A cannot take
+// the lock back, and from then on none of A's writes lands — not even once B has gone.
+TEST_F(PostgresKvStoreTest, AStoreWhoseTableWasTakenOverWritesNothingMore) {
+  const std::string table = FreshTable();
+  LostReports reports;
+  auto a = OpenNamed(table, "store-a", reports.Callback());
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(IsOk(a->Put(B("k"), B("a1"))));
+  AdminConnection admin(cluster_->conninfo());
+  ASSERT_TRUE(admin.ok());
+  ASSERT_EQ(admin.Terminate(LockSessionOf("store-a")), 1);
+  auto b = OpenNamed(table, "store-b");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(Get(*b, "k"), "a1");
+  ASSERT_TRUE(IsOk(b->Put(B("k"), B("b1"))));
+
+  EXPECT_TRUE(IsStorageError(a->Put(B("k"), B("a2")), kFailedPrecondition));
+  auto txn = a->Begin();
+  ASSERT_TRUE(IsOk(txn));
+  ASSERT_TRUE(IsOk((*txn)->Put(B("other"), B("a3"))));
+  EXPECT_TRUE(IsStorageError((*txn)->Commit(), kFailedPrecondition));
+  const Bytes other = B("other"), a4 = B("a4");
+  const KvWrite write{other, a4};
+  EXPECT_TRUE(IsStorageError(a->WriteUnchecked({&write, 1}, {}), kFailedPrecondition));
+  EXPECT_EQ(Get(*b, "k"), "b1");
+  EXPECT_EQ(Get(*b, "other"), std::nullopt);
+
+  ASSERT_TRUE(IsOk(b->Close()));
+  EXPECT_TRUE(IsStorageError(a->Put(B("k"), B("a5")), kFailedPrecondition));
+  {
+    std::lock_guard lock(reports.mu);
+    EXPECT_EQ(reports.calls, 1);
+    EXPECT_NE(reports.message.find("storage.failed_precondition"), std::string::npos);
+    EXPECT_NE(reports.message.find("no longer this store's"), std::string::npos) << reports.message;
+  }
+  // A holds no lock: the next store opens the table, and finds B's data only.
+  auto c = OpenNamed(table, "store-c");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(Get(*c, "k"), "b1");
+}
+
+// A's lock session ended, then B opened the table, wrote and closed, all before A's next
+// commit: A could take the lock again, but what it holds in memory may be stale now, so
+// it does not; it lets the lock go for the next store.
+TEST_F(PostgresKvStoreTest, ALostLockIsNotTakenBackOnceAnotherStoreHadTheTable) {
+  const std::string table = FreshTable();
+  LostReports reports;
+  auto a = OpenNamed(table, "store-a", reports.Callback());
+  ASSERT_NE(a, nullptr);
+  AdminConnection admin(cluster_->conninfo());
+  ASSERT_TRUE(admin.ok());
+  ASSERT_EQ(admin.Terminate(LockSessionOf("store-a")), 1);
+  {
+    auto b = OpenNamed(table, "store-b");
+    ASSERT_NE(b, nullptr);
+    ASSERT_TRUE(IsOk(b->Put(B("k"), B("b1"))));
+  }
+  EXPECT_TRUE(IsStorageError(a->Put(B("k"), B("a1")), kFailedPrecondition));
+  EXPECT_EQ(admin.Query("SELECT count(*) FROM pg_stat_activity WHERE " + LockSessionOf("store-a")),
+            "0");
+  auto c = OpenNamed(table, "store-c");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(Get(*c, "k"), "b1");
+  std::lock_guard lock(reports.mu);
+  EXPECT_EQ(reports.calls, 1);
+}
+
+// A store whose lock still looks held to it (a partition: the server ended its session,
+// no word reached it yet) while another store claimed the table: its commits check the
+// owner epoch, so they apply nothing.
+TEST_F(PostgresKvStoreTest, ACommitAfterAnotherStoreClaimedTheTableAppliesNothing) {
+  const std::string table = FreshTable();
+  LostReports reports;
+  auto a = OpenNamed(table, "store-a", reports.Callback());
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(IsOk(a->Put(B("k"), B("a1"))));
+  auto txn = a->Begin();
+  ASSERT_TRUE(IsOk(txn));
+  EXPECT_EQ(Get(**txn, "k"), "a1");
+  ASSERT_TRUE(IsOk((*txn)->Put(B("k"), B("a2"))));
+  AdminConnection admin(cluster_->conninfo());
+  ASSERT_TRUE(admin.ok());
+  // What a claim does, without the lock A's session still holds.
+  ASSERT_EQ(admin.Query("UPDATE keel_owners SET epoch = epoch + 1 WHERE tbl = '" + table +
+                        "' RETURNING 1"),
+            "1");
+  EXPECT_TRUE(IsStorageError((*txn)->Commit(), kFailedPrecondition));
+  EXPECT_TRUE(IsStorageError(a->Put(B("k"), B("a3")), kFailedPrecondition));
+  EXPECT_EQ(Get(*a, "k"), "a1");  // reads still work; nothing was written
+  std::lock_guard lock(reports.mu);
+  EXPECT_EQ(reports.calls, 1);
+}
+
+// A claim waits for the commits in flight (they hold the fence lock shared), so the new
+// owner reads everything the last one wrote; commits after the claim find it made.
+TEST_F(PostgresKvStoreTest, AClaimWaitsForCommitsInFlight) {
+  const std::string table = FreshTable();
+  AdminConnection admin(cluster_->conninfo());
+  ASSERT_TRUE(admin.ok());
+  {
+    auto first = OpenNamed(table, "store-a");  // creates the table and its owner row
+    ASSERT_NE(first, nullptr);
+  }
+  // The table's fence lock, shared, as a commit takes it: keel's space ("KELF") in the high
+  // half of its id, the table's oid in the low one.
+  const std::string fence = "pg_advisory_xact_lock_shared((1262832710::int8 << 32) + '" + table +
+                            "'::regclass::oid::int8)";
+  ASSERT_EQ(admin.Query("BEGIN"), "");
+  ASSERT_EQ(admin.Query("SELECT " + fence), "");  // a commit in flight
+  auto opening = std::async(std::launch::async, [&] { return OpenNamed(table, "store-b"); });
+  // Asked on a connection of its own: the one in a transaction sees a fixed pg_stat_activity.
+  AdminConnection watcher(cluster_->conninfo());
+  ASSERT_TRUE(watcher.ok());
+  const std::string waiting =
+      "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE "
+      "a.application_name = 'store-b' AND l.locktype = 'advisory' AND NOT l.granted";
+  bool waited = false;
+  for (int i = 0; i < 1000 && !waited; ++i) {  // bounded: 10 s
+    waited = watcher.Query(waiting) == "1";
+    if (!waited) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(waited) << "the claim did not wait for the fence";
+  EXPECT_EQ(opening.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  ASSERT_EQ(admin.Query("COMMIT"), "");
+  auto b = opening.get();
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(IsOk(b->Put(B("k"), B("b1"))));
 }
 
 // ---- lost connections
