@@ -4,7 +4,8 @@
 // Prints `listening on HOST:PORT` on stdout once it serves (port 0 picks a free port), logs
 // to stderr, and shuts down gracefully on SIGTERM/SIGINT: no new work, running actors are
 // stopped with GOING_AWAY (bounded by the actor stop threshold), envoys are closed with
-// ws.going_away, storage is flushed. A second signal exits at once.
+// ws.going_away, storage is flushed. A second signal exits at once. It stops the same way,
+// then exits 1, when its storage is taken over by another engine (PostgreSQL).
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -38,7 +39,9 @@ int main(int argc, char** argv) {
 
   keel::StopSignals signals;  // before any thread starts
 
-  auto server = keel::engine::EngineServer::Start(*config);
+  // Storage taken over by another engine: stop as on SIGTERM, then exit 1.
+  auto server = keel::engine::EngineServer::Start(
+      *config, [](const keel::Error&) { keel::StopSignals::Interrupt(); });
   if (!server.has_value()) {
     std::fprintf(stderr, "keel-engine: %s\n", server.error().ToString().c_str());
     return 1;
@@ -51,9 +54,14 @@ int main(int argc, char** argv) {
 
   // A second signal ends the wait for the actors at once.
   const int sig = signals.Wait();
-  KEEL_LOG(kInfo, "engine", "signal received, shutting down", {{"signal", std::to_string(sig)}});
+  const bool storage_lost = keel::StopSignals::Interrupted();
+  if (storage_lost) {
+    KEEL_LOG(kError, "engine", "shutting down: the engine's storage is no longer its own");
+  } else {
+    KEEL_LOG(kInfo, "engine", "signal received, shutting down", {{"signal", std::to_string(sig)}});
+  }
   (*server)->Shutdown();
   server->reset();
   KEEL_LOG(kInfo, "engine", "stopped");
-  return 0;
+  return storage_lost ? 1 : 0;
 }

@@ -13,6 +13,8 @@
 // (a throwaway server per test process): there a kill also drops the engine's database
 // sessions, whose table lock the restarted engine waits for.
 // The loop is bounded by rounds and time. KEEL_TEST_ENGINE_LOG=info shows the engine's log.
+// Also here, as it runs keel-engine processes on PostgreSQL: an engine whose table another
+// engine took over exits 1.
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,7 +37,9 @@
 
 #include "client/client.h"
 #include "engine_process.h"
+#include "net/client.h"
 #include "runtime/native/serve.h"
+#include "support/postgres_admin.h"
 #include "support/postgres_cluster.h"
 #include "todos/todos.h"
 
@@ -212,6 +216,32 @@ TEST_P(EngineKillSqlTest, AcknowledgedRowsSurviveKill9OfTheEngine) {
   engine.reset();
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+}
+
+// keel-engine whose PostgreSQL table another engine took over (the server ended its lock
+// session first): its next write fails, and it stops the orderly way and exits 1 — for a
+// supervisor to see — rather than run on without storage. The other engine serves on.
+TEST(EngineTakeoverTest, AnEngineWhoseTableIsTakenOverStopsAndExitsOne) {
+  const std::vector<std::string> storage = {"--storage", Postgres().uri()};
+  EngineProcess first(storage, 0);
+  auto create = [](const EngineProcess& engine, const std::string& key) {
+    net::HttpRequest req;
+    req.method = "POST";
+    req.headers = {{"content-type", "application/json"}};
+    req.body = R"({"name":"todos","key":")" + key + R"("})";
+    auto res = net::FetchSync(engine.http() + "/actors?namespace=default", std::move(req), 10s);
+    return res.has_value() ? res->status : 0;
+  };
+  ASSERT_EQ(create(first, "before"), 200);
+  AdminConnection admin(Postgres().conninfo());
+  ASSERT_TRUE(admin.ok());
+  ASSERT_GE(admin.Terminate("pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND "
+                            "granted)"),
+            1);
+  EngineProcess second(storage, 0);  // takes the table (its lock is free now)
+  EXPECT_NE(create(first, "lost"), 200);
+  EXPECT_EQ(first.WaitExit(30s), 1);
+  EXPECT_EQ(create(second, "after"), 200);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EngineKillSqlTest,

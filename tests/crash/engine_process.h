@@ -1,7 +1,8 @@
 // A keel-engine child process for the crash tests: started on a data directory (RocksDB) or
 // on other storage flags (`--storage postgresql://...`), killed with SIGKILL, started again
 // on the same storage — and, when clients or runtimes must find it again, on the same port. Its
-// stdout's first line ("listening on HOST:PORT") gives the port. KEEL_TEST_ENGINE_LOG=info shows
+// stdout's first line ("listening on HOST:PORT") gives the port; WaitExit waits for one that
+// is to stop by itself. KEEL_TEST_ENGINE_LOG=info shows
 // the engine's log when debugging.
 #pragma once
 
@@ -9,9 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace keel::testing {
@@ -61,6 +64,22 @@ class EngineProcess {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
     pid_ = -1;
+  }
+  // Waits (bounded) for the process to end by itself; its exit code, or -1 when it was
+  // killed by a signal or still ran after `timeout` (then it is left running).
+  int WaitExit(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (pid_ > 0) {
+      int status = 0;
+      const pid_t done = waitpid(pid_, &status, WNOHANG);
+      if (done == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      if (done < 0 || std::chrono::steady_clock::now() >= deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a poll, bounded
+    }
+    return -1;
   }
   int port() const { return port_; }
   std::string http() const { return "http://127.0.0.1:" + std::to_string(port_); }

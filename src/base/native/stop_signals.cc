@@ -1,11 +1,23 @@
 #include "base/native/stop_signals.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <thread>
 
 namespace keel {
+namespace {
+std::atomic<bool> interrupted{false};
+}  // namespace
+
+void StopSignals::Interrupt() {
+  // Process-directed: every thread blocks SIGTERM, so the sigwait in Wait takes it.
+  if (!interrupted.exchange(true)) ::kill(::getpid(), SIGTERM);
+}
+
+bool StopSignals::Interrupted() { return interrupted.load(); }
 
 StopSignals::StopSignals() {
   sigemptyset(&set_);

@@ -126,7 +126,8 @@ struct EngineServer::Serving {
 
 EngineServer::EngineServer() : serving_(std::make_shared<Serving>()) {}
 
-Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& config) {
+Result<std::unique_ptr<EngineServer>> EngineServer::Start(
+    const EngineConfig& config, std::function<void(const Error&)> on_storage_lost) {
   // Here rather than in a main: every way of starting an engine (keel-engine, a runtime's
   // --with-engine) warns.
   if (!config.admin_token.has_value()) {
@@ -139,7 +140,15 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& co
     store = std::make_unique<storage::MemKvStore>();
   } else if (config.storage == StorageKind::kPostgres) {
     const std::string target = storage::PostgresKvStore::Redacted(config.postgres_url);
-    auto opened = storage::PostgresKvStore::Open(config.postgres_url);
+    storage::PostgresKvStoreOptions options;
+    options.on_lost = [target, on_lost = std::move(on_storage_lost)](const Error& error) {
+      KEEL_LOG(kError, "storage",
+               "another engine took over this engine's table in PostgreSQL: this engine "
+               "writes nothing more and must stop",
+               {{"database", target}, {"detail", error.message()}});
+      if (on_lost) on_lost(error);
+    };
+    auto opened = storage::PostgresKvStore::Open(config.postgres_url, options);
     // The table's lock is held by another session. After a restart that is most often the
     // last engine's, which the server drops once it notices the connection closed (at once
     // on a socket the dead process closed; on a host that vanished, when TCP keepalives
@@ -157,7 +166,7 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(const EngineConfig& co
                   {"detail", opened.error().message()}});
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      opened = storage::PostgresKvStore::Open(config.postgres_url);
+      opened = storage::PostgresKvStore::Open(config.postgres_url, options);
     }
     if (!opened.has_value()) {
       return Error{

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -43,7 +44,13 @@ class EngineServer {
   // core is open are answered 503. Errors: storage.* (the data directory cannot be opened),
   // net.bind_failed / net.invalid_argument (the address or Unix socket), and the core's
   // errors from Engine::Open.
-  static Result<std::unique_ptr<EngineServer>> Start(const EngineConfig& config);
+  // `on_storage_lost` is called once, from whichever thread finds out, if the engine's
+  // storage stops being its own while it runs (PostgreSQL: another engine took its table
+  // over). Nothing more can be written then (writes fail storage.failed_precondition), so
+  // the owner should shut the engine down; it must not block or do so itself. The loss is
+  // logged at error either way.
+  static Result<std::unique_ptr<EngineServer>> Start(
+      const EngineConfig& config, std::function<void(const Error&)> on_storage_lost = {});
 
   // Shutdown() unless done, then stops the threads and closes storage.
   ~EngineServer();

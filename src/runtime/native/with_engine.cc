@@ -47,7 +47,8 @@ int ServeTypesWithEngine(int argc, char** argv,
   StopSignals signals;  // before any thread starts
   KEEL_LOG(kInfo, "engine", "starting in the runtime's process",
            {{"config", engine::DescribeConfig(*config)}, {"allocator", AllocatorName()}});
-  auto server = engine::EngineServer::Start(*config);
+  auto server =
+      engine::EngineServer::Start(*config, [](const Error&) { StopSignals::Interrupt(); });
   if (!server.has_value()) {
     std::fprintf(stderr, "%s --with-engine: %s\n", argv[0], server.error().ToString().c_str());
     return 1;
@@ -73,7 +74,12 @@ int ServeTypesWithEngine(int argc, char** argv,
               {"actors", names},
               {"envoy_key", host.envoy_key()}});
     const int sig = signals.Wait();
-    KEEL_LOG(kInfo, "engine", "signal received, shutting down", {{"signal", std::to_string(sig)}});
+    if (StopSignals::Interrupted()) {
+      KEEL_LOG(kError, "engine", "shutting down: the engine's storage is no longer its own");
+    } else {
+      KEEL_LOG(kInfo, "engine", "signal received, shutting down",
+               {{"signal", std::to_string(sig)}});
+    }
     (*server)->Shutdown();
     host.Stop(std::chrono::milliseconds(5000));
     LogRuntimeStopped(host);
@@ -82,7 +88,7 @@ int ServeTypesWithEngine(int argc, char** argv,
   }
   server->reset();
   KEEL_LOG(kInfo, "engine", "stopped");
-  return 0;
+  return StopSignals::Interrupted() ? 1 : 0;
 }
 
 }  // namespace keel

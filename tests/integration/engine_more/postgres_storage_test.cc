@@ -4,6 +4,7 @@
 // next engine on the database; one engine per table, a second one waits for the table's lock
 // and then gives up with storage.failed_precondition, or gets in when the first stops; the
 // database URL's password shows in no log line and no error.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -20,12 +21,14 @@
 #include "engine/common/config.h"
 #include "engine/server/server.h"
 #include "net/client.h"
+#include "support/postgres_admin.h"
 #include "support/postgres_cluster.h"
 
 namespace keel::engine {
 namespace {
 
 using namespace std::chrono_literals;
+using keel::testing::AdminConnection;
 using keel::testing::PostgresCluster;
 
 // Every log line, whatever its level.
@@ -198,6 +201,55 @@ TEST_F(EnginePostgresTest, TheEngineCarriesOnAfterTheDatabaseRestarts) {
   auto intruder = EngineServer::Start(Config(0ms));
   ASSERT_FALSE(intruder.has_value());
   EXPECT_TRUE(intruder.error().Is("storage", "failed_precondition")) << intruder.error().ToString();
+  ExpectNoPasswordLogged();
+}
+
+// The server ended the engine's lock session (an operator, or a partition the server gave
+// up on) and a second engine took the table. The first engine's next write finds that
+// out: it applies nothing, the engine reports the loss (keel-engine then stops and exits
+// 1), and every later write fails too; the second engine has all that was acknowledged.
+TEST_F(EnginePostgresTest, AnEngineWhoseTableWasTakenOverWritesNothingMore) {
+  std::promise<std::string> lost;
+  auto first = EngineServer::Start(Config(0ms), [&lost](const Error& error) {
+    lost.set_value(error.ToString());  // called once
+  });
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  auto before =
+      Fetch(**first, "POST", "/actors?namespace=default", R"({"name":"counter","key":"t-1"})");
+  ASSERT_EQ(before.status, 200) << before.body;
+
+  AdminConnection admin(cluster_->conninfo());
+  ASSERT_TRUE(admin.ok());
+  EXPECT_GE(admin.Terminate("pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND granted)"),
+            1);
+  auto second = EngineServer::Start(Config(10s));
+  ASSERT_TRUE(second.has_value()) << second.error().ToString();
+
+  auto refused =
+      Fetch(**first, "POST", "/actors?namespace=default", R"({"name":"counter","key":"t-2"})");
+  EXPECT_GE(refused.status, 500) << refused.body;
+  auto report = lost.get_future();
+  ASSERT_EQ(report.wait_for(10s), std::future_status::ready);
+  const std::string error = report.get();
+  EXPECT_NE(error.find("storage.failed_precondition"), std::string::npos) << error;
+  EXPECT_TRUE(log_.Saw("another engine took over this engine's table"));
+  auto again =
+      Fetch(**first, "POST", "/actors?namespace=default", R"({"name":"counter","key":"t-3"})");
+  EXPECT_GE(again.status, 500) << again.body;
+
+  auto created =
+      Fetch(**second, "POST", "/actors?namespace=default", R"({"name":"counter","key":"t-4"})");
+  EXPECT_EQ(created.status, 200) << created.body;
+  auto listed = Fetch(**second, "GET", "/actors?namespace=default&name=counter");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  std::vector<std::string> keys;
+  const auto actors = nlohmann::json::parse(listed.body)["actors"];
+  for (const auto& actor : actors) {
+    keys.push_back(actor["key"].get<std::string>());
+  }
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"t-1", "t-4"}));
   ExpectNoPasswordLogged();
 }
 
