@@ -30,9 +30,14 @@ int StopSignals::Wait() {
   int sig = 0;
   sigwait(&set_, &sig);
   std::thread second([set = set_] {
-    int again = 0;
-    sigwait(&set, &again);
-    std::_Exit(130);
+    for (;;) {
+      siginfo_t info{};
+      if (sigwaitinfo(&set, &info) < 0) continue;  // EINTR
+      // Interrupt's own kill is no second request to stop: the process may find it cannot
+      // go on while it is already stopping, and the orderly stop must run to its end.
+      if (info.si_code == SI_USER && info.si_pid == ::getpid()) continue;
+      std::_Exit(130);
+    }
   });
   second.detach();
   return sig;

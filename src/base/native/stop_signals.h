@@ -1,7 +1,8 @@
 // StopSignals: SIGINT and SIGTERM for a process that serves until told to stop (keel-engine,
 // runtime programs). They are blocked from construction — make one before any thread
 // starts, so every thread inherits the mask — and Wait returns the first one; a second one
-// then ends the process at once (exit code 130). Interrupt stands in for the first signal.
+// from outside then ends the process at once (exit code 130). Interrupt stands in for the
+// first signal, and is never taken for a second one.
 // Thread-safety: construct and Wait on the main thread.
 #pragma once
 
