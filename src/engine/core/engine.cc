@@ -144,7 +144,11 @@ void Engine::MarkClosed() {
   // An engine whose Open failed leaves the marker as it found or wrote it.
   if (!opened_ || marked_closed_.exchange(true)) return;
   Status removed = store_->Delete(keys::EngineOpen());
-  if (!removed.has_value()) {
+  if (!removed.has_value() && removed.error().Is("storage", storage::kFailedPrecondition)) {
+    // The store is another engine's now (a PostgreSQL table taken over): the marker is its.
+    KEEL_LOG(kInfo, kLog, "the store is another engine's now: leaving its open marker to it",
+             {{"error", removed.error().ToString()}});
+  } else if (!removed.has_value()) {
     KEEL_LOG(
         kWarn, kLog,
         "could not mark the store as cleanly closed; the next start skips a generation per actor",

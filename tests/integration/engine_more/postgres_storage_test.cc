@@ -250,6 +250,12 @@ TEST_F(EnginePostgresTest, AnEngineWhoseTableWasTakenOverWritesNothingMore) {
   }
   std::sort(keys.begin(), keys.end());
   EXPECT_EQ(keys, (std::vector<std::string>{"t-1", "t-4"}));
+
+  // Its stop leaves the table's open marker to the new owner, and says so without a warning
+  // that its next start would skip generations: it has no next start on this table.
+  first->reset();
+  EXPECT_TRUE(log_.Saw("the store is another engine's now"));
+  EXPECT_FALSE(log_.Saw("could not mark the store as cleanly closed"));
   ExpectNoPasswordLogged();
 }
 
