@@ -1288,8 +1288,9 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
           }
         });
       },
-      [st, refused, end_early](std::string chunk) {
+      [this, st, refused, end_early, actor, generation, url](std::string chunk) {
         std::optional<MetadataFailure> failure;
+        bool began_stopping = false;
         {
           std::lock_guard lock(st->mu);
           if (st->over) return;
@@ -1300,6 +1301,7 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
             st->body.append(chunk, 0, room);
             if (st->body.size() > kBodyExcerptBytes) failure = refused(*st);
           } else {
+            const bool was_stopping = st->stopping;
             st->line += chunk;
             if (auto invalid = ConsumeSseLines(*st)) {
               MetadataFailure f;
@@ -1307,10 +1309,19 @@ void Gateway::DispatchServerlessStart(const EngineId& ns, const EngineId& actor,
               f.message = std::move(*invalid);
               failure = std::move(f);
             }
+            began_stopping = !was_stopping && st->stopping;
           }
-          if (!failure.has_value()) return;
         }
-        end_early(std::move(failure));
+        if (began_stopping) {
+          // The runtime behind the request is going away (its platform ends the request):
+          // its actor is moved as at the lifespan's drain, not left to be lost with it.
+          KEEL_LOG(kInfo, kLog, "serverless runtime stopping: moving the actor it hosts",
+                   {{"actor", actor.ToString()},
+                    {"url", url},
+                    {"generation", std::to_string(generation)}});
+          engine_.orchestrator().OnServerlessDrain(actor, generation);
+        }
+        if (failure.has_value()) end_early(std::move(failure));
       },
       [this, st, report, refused](Status end) {
         std::optional<MetadataFailure> failure;

@@ -112,6 +112,18 @@ class FakeRuntime {
     std::lock_guard lock(mu_);
     return last_preload_keys_;
   }
+  // Writes `chunk` on the i-th held stream (in the order the starts arrived); `finish`
+  // then ends it, as a runtime ends its request.
+  void WriteOnStream(size_t i, std::string chunk, bool finish = false) {
+    std::shared_ptr<net::HttpExchange> ex;
+    {
+      std::lock_guard lock(mu_);
+      if (i >= streams_.size()) return;
+      ex = streams_[i];
+    }
+    ex->WriteChunk(std::move(chunk));
+    if (finish) ex->FinishStream();
+  }
   // Waits (bounded) until at least `n` metadata requests arrived.
   bool WaitPolls(int n) {
     std::unique_lock lock(mu_);
@@ -651,6 +663,47 @@ TEST(ServerlessPool, RequestIsDrainedThenDroppedAtItsLifespan) {
 
   // The drop: the first request is closed by the engine at its lifespan.
   EXPECT_TRUE(runtime.WaitStreamsGone(1));
+  json config = PoolConfig(te, "sls");
+  EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
+  Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
+  EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+}
+
+// actors.md §6.10 step 3: `event: stopping` says the runtime behind the request is going
+// away. The engine moves the request's actor at once (Stop{GOING_AWAY}, as at the lifespan's
+// drain), and it starts again on a new request once stopped; the runtime then ending the
+// request is no pool error.
+TEST(ServerlessPool, AStoppingEventMovesTheRequestsActor) {
+  FakeRuntime runtime;
+  runtime.AnswerJson(GoodMetadata());
+  TestEngine te(Options());  // the default lifespan (300 s): no drain within the test
+  ASSERT_EQ(PutPool(te, "sls", ServerlessConfig(runtime.url())).status, 200);
+  auto fe = ConnectPoolEnvoy(te);
+  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+
+  const std::string id = CreateActor(te, "sls");
+  ASSERT_FALSE(id.empty());
+  std::optional<uint32_t> generation = runtime.WaitStarts(1);
+  ASSERT_TRUE(generation.has_value());
+  ASSERT_GT(*generation, 0u);
+  // The runtime's envoy takes the actor; the SetAlarm's ack (at once) orders after it.
+  ASSERT_TRUE((*fe)->SendRunning(id, *generation).has_value());
+  ASSERT_TRUE((*fe)->SendSetAlarm(id, *generation, std::nullopt).has_value());
+  ASSERT_TRUE((*fe)->WaitFor<envoy_proto::ToEnvoyAckEvents>(10s).has_value());
+
+  runtime.WriteOnStream(0, "event: stopping\ndata:\n\n");
+  auto stop = (*fe)->WaitCommand(id, 10s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  const auto* s = stop->inner.get_if<envoy_proto::CommandStopActor>();
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->reason, envoy_proto::StopActorReason::kGoingAway);
+  EXPECT_EQ(stop->checkpoint.generation, *generation);
+
+  runtime.WriteOnStream(0, ": bye\n", /*finish=*/true);
+  ASSERT_TRUE((*fe)->SendStopped(id, *generation).has_value());
+  std::optional<uint32_t> next = runtime.WaitStarts(2);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(*next, *generation);
   json config = PoolConfig(te, "sls");
   EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
   Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
