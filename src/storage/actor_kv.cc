@@ -669,45 +669,50 @@ Status ActorKv::Drop(ByteView actor) {
 }
 
 Status ActorKv::DropAll(ByteView actor) {
+  for (;;) {
+    KEEL_ASSIGN_OR_RETURN(bool done, DropSome(actor));
+    if (done) return OkStatus();
+  }
+}
+
+Result<bool> ActorKv::DropSome(ByteView actor) {
   KEEL_RETURN_IF_ERROR(CheckActorId(actor));
   const Bytes prefix = ActorKvPrefix(actor);
   const size_t chunk = options_.drop_chunk_keys == 0 ? 1 : options_.drop_chunk_keys;
-  for (;;) {
-    bool done = false;
-    // Under the actor's lock, and forgotten after each chunk (usage_after stays empty):
-    // the next write re-reads the guard, which the destroy has marked.
-    Status st = WriteLocked(actor, [&](std::optional<uint64_t>&) -> Status {
-      return RunTransaction(
-          store_,
-          [&](KvTxn& txn) -> Status {
-            done = false;
-            // An undecodable usage record is replaced (it is being dropped anyway).
-            Result<uint64_t> read_usage = ReadUsage(txn, actor);
-            if (!read_usage.has_value() && !read_usage.error().Is(kErrorGroup, kCorruption)) {
-              return Unexpected{read_usage.error()};
-            }
-            uint64_t usage = read_usage.value_or(0);
-            ScanOptions scan;
-            scan.limit = chunk;
-            KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries,
-                                  txn.Scan(KeyRange::Prefix(prefix), scan));
-            for (const KeyValue& kv : entries) {
-              // An undecodable entry is still deleted; its size just cannot be subtracted.
-              auto size = EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value);
-              if (size.has_value()) usage = SaturatingSub(usage, *size);
-              KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
-            }
-            if (entries.size() < chunk) {
-              done = true;
-              return txn.Delete(ActorKvUsageKey(actor));
-            }
-            return WriteUsage(txn, actor, usage);
-          },
-          options_.max_attempts);
-    });
-    KEEL_RETURN_IF_ERROR(st);
-    if (done) return OkStatus();
-  }
+  bool done = false;
+  // Under the actor's lock, and forgotten after each chunk (usage_after stays empty):
+  // the next write re-reads the guard, which the destroy has marked.
+  Status st = WriteLocked(actor, [&](std::optional<uint64_t>&) -> Status {
+    return RunTransaction(
+        store_,
+        [&](KvTxn& txn) -> Status {
+          done = false;
+          // An undecodable usage record is replaced (it is being dropped anyway).
+          Result<uint64_t> read_usage = ReadUsage(txn, actor);
+          if (!read_usage.has_value() && !read_usage.error().Is(kErrorGroup, kCorruption)) {
+            return Unexpected{read_usage.error()};
+          }
+          uint64_t usage = read_usage.value_or(0);
+          ScanOptions scan;
+          scan.limit = chunk;
+          KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> entries,
+                                txn.Scan(KeyRange::Prefix(prefix), scan));
+          for (const KeyValue& kv : entries) {
+            // An undecodable entry is still deleted; its size just cannot be subtracted.
+            auto size = EntrySize(ByteView(kv.key).subspan(prefix.size()), kv.value);
+            if (size.has_value()) usage = SaturatingSub(usage, *size);
+            KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
+          }
+          if (entries.size() < chunk) {
+            done = true;
+            return txn.Delete(ActorKvUsageKey(actor));
+          }
+          return WriteUsage(txn, actor, usage);
+        },
+        options_.max_attempts);
+  });
+  KEEL_RETURN_IF_ERROR(st);
+  return done;
 }
 
 Result<uint64_t> ActorKv::Usage(ByteView actor) {

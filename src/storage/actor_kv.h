@@ -199,6 +199,9 @@ class ActorKv {
   // marked the record). Not atomic as a whole; re-running it finishes an interrupted one.
   // Errors: actor.invalid_id, storage.*.
   Status DropAll(ByteView actor);
+  // One of DropAll's chunks: true when it deleted the last of them (the usage record too),
+  // false when more are left. For a caller that interleaves other work between chunks.
+  Result<bool> DropSome(ByteView actor);
 
   // Sole writer: drops what is remembered of `actor`; its next write re-reads the guard
   // and the usage. A no-op otherwise.

@@ -291,19 +291,24 @@ Status PageStore::SetGeneration(ByteView actor, uint64_t generation) {
 }
 
 Status PageStore::Delete(ByteView actor) {
+  for (;;) {
+    KEEL_ASSIGN_OR_RETURN(bool done, DeleteSome(actor));
+    if (done) return OkStatus();
+  }
+}
+
+Result<bool> PageStore::DeleteSome(ByteView actor) {
   KEEL_RETURN_IF_ERROR(CheckActor(actor));
   const KeyRange range = DatabaseRange(actor);
   const size_t chunk = options_.delete_chunk_keys;
-  while (true) {
-    auto body = [&](KvTxn& txn) -> Result<size_t> {
-      KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> keys, txn.Scan(range, ScanOptions{chunk, false}));
-      for (const KeyValue& kv : keys) KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
-      return keys.size();
-    };
-    KEEL_ASSIGN_OR_RETURN(size_t deleted, RunTransaction(store_, body, options_.max_attempts,
-                                                         CommitOptions{options_.sync}));
-    if (deleted < chunk) return OkStatus();
-  }
+  auto body = [&](KvTxn& txn) -> Result<size_t> {
+    KEEL_ASSIGN_OR_RETURN(std::vector<KeyValue> keys, txn.Scan(range, ScanOptions{chunk, false}));
+    for (const KeyValue& kv : keys) KEEL_RETURN_IF_ERROR(txn.Delete(kv.key));
+    return keys.size();
+  };
+  KEEL_ASSIGN_OR_RETURN(size_t deleted, RunTransaction(store_, body, options_.max_attempts,
+                                                       CommitOptions{options_.sync}));
+  return deleted < chunk;
 }
 
 }  // namespace keel::storage

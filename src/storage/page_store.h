@@ -169,6 +169,9 @@ class PageStore {
   Status SetGeneration(ByteView actor, uint64_t generation);
 
   Status Delete(ByteView actor);
+  // One of Delete's chunks: true when it deleted the last key of the database, false when
+  // more are left. For a caller that interleaves other work between chunks.
+  Result<bool> DeleteSome(ByteView actor);
 
   // The head record, or nullopt when absent (latest committed state).
   Result<std::optional<SqliteHead>> ReadHead(ByteView actor);

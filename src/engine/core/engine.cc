@@ -1,5 +1,6 @@
 #include "engine/core/engine.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -53,6 +54,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
   // marks the record, then DropAll forgets the actor. (A store that several engines
   // share must not set it.)
   kv_options.sole_writer = sole_writer();
+  kv_options.drop_chunk_keys = std::max<size_t>(1, options_.data_deletion_chunk_keys);
   actor_kv_ = std::make_unique<storage::ActorKv>(*store_, std::move(kv_options));
   kv_sync_ = std::make_unique<storage::GroupSync>(
       *store_, storage::GroupSync::Options{
@@ -71,7 +73,9 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
                          io_.Post(std::move(task));
                          return true;
                        }});
-  page_store_ = std::make_unique<storage::PageStore>(*store_);
+  page_store_ = std::make_unique<storage::PageStore>(
+      *store_, storage::PageStoreOptions{
+                   .delete_chunk_keys = std::max<size_t>(1, options_.data_deletion_chunk_keys)});
   catalog_ = std::make_unique<Catalog>(*store_, clock_, options_.datacenter_label, options_.seed);
   orchestrator_ = std::make_unique<Orchestrator>(*this);
   gateway_ = std::make_unique<Gateway>(*this);
@@ -372,18 +376,23 @@ void Engine::Shutdown(std::function<void()> done) {
   if (shutting_down_.exchange(true)) return;
   KEEL_LOG(kInfo, kLog, "shutting down: stopping actors with GOING_AWAY");
   pool_metadata_->Stop();
-  orchestrator_->DrainAll(options_.actor_stop_threshold_ms, [this, done = std::move(done)] {
-    // Close what is still connected; the runtimes reconnect (to the next engine).
-    orchestrator_->CloseAllEnvoys(
-        Error{"ws", "going_away", "The Keel engine is shutting down."}, [this, done] {
-          MarkClosed();
-          Status flushed = store_->Close();
-          if (!flushed.has_value()) {
-            KEEL_LOG(kError, kLog, "storage close failed", {{"error", flushed.error().ToString()}});
-          }
-          done();
-        });
-  });
+  // Last: no data deletion may run into the closed store.
+  auto close_store = [this, done = std::move(done)] {
+    orchestrator_->StopDataDeletions([this, done] {
+      MarkClosed();
+      Status flushed = store_->Close();
+      if (!flushed.has_value()) {
+        KEEL_LOG(kError, kLog, "storage close failed", {{"error", flushed.error().ToString()}});
+      }
+      done();
+    });
+  };
+  orchestrator_->DrainAll(
+      options_.actor_stop_threshold_ms, [this, close_store = std::move(close_store)] {
+        // Close what is still connected; the runtimes reconnect (to the next engine).
+        orchestrator_->CloseAllEnvoys(
+            Error{"ws", "going_away", "The Keel engine is shutting down."}, close_store);
+      });
 }
 
 }  // namespace keel::engine

@@ -95,6 +95,9 @@ struct EngineOptions {
   // after this many ms, the wait doubling up to 5 minutes, for as long as the engine runs;
   // each engine start also retries it. 0: only at the next start.
   int64_t data_deletion_retry_ms = 1000;
+  // Keys that deletion removes per commit, the actor's KV first, then its database: the
+  // work between two of its chunks, which the orchestrator never waits for (> 0).
+  size_t data_deletion_chunk_keys = 1024;
   // Budget of the KV an actor's start command carries (envoy-protocol.md §5.4; the plan
   // comes from the envoy's actor-name metadata, engine/core/preload.h). 0 disables.
   int64_t preload_max_total_bytes = 1 << 20;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <future>
 #include <limits>
+#include <mutex>
 #include <unordered_set>
 #include <utility>
 
@@ -80,6 +82,8 @@ Bytes ToBytes(ByteView v) { return Bytes(v.begin(), v.end()); }
 constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::min();
 // The longest wait between two tries of a failed data deletion.
 constexpr int64_t kMaxDeletionRetryMs = 5 * 60 * 1000;
+// A deletion of more chunks than this is logged at info when it ends.
+constexpr int kQuietDeletionChunks = 16;
 
 // A JSON text that parses as an object, else "{}" (envoy-protocol.md §3.3).
 std::string ObjectJsonOrEmpty(const std::string& text) {
@@ -197,10 +201,22 @@ struct Orchestrator::Impl {
   explicit Impl(Engine& e)
       : engine(e),
         loop(e.MakeWorkerStrand()),
+        deletions(e.MakeWorkerStrand()),
         random(e.options().seed ^ 0x6f7263686573ull) {}
+
+  ~Impl() { HaltDeletions(); }
 
   Engine& engine;
   std::unique_ptr<Executor> loop;
+  // Destroyed actors' data deletions, one chunk per task (DeletionChunk): off the loop, so
+  // a large actor's data holds up no step, and one at a time, so deletions take one worker.
+  std::unique_ptr<Executor> deletions;
+  struct DeletionGate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool stopped = false;  // StopDataDeletions: no further chunk runs
+    bool running = false;  // a chunk runs now
+  } deletion_gate;
   Random random;  // loop only
   std::unordered_map<EngineId, std::unique_ptr<ActorEntry>> actors;
   // Actors whose early start's commit is not yet known durable (EarlyStartSession).
@@ -216,6 +232,9 @@ struct Orchestrator::Impl {
   // Destroyed actors whose data deletion failed, with the tries so far; each has a retry
   // timer pending (ScheduleDeletionRetry).
   std::unordered_map<EngineId, int> deletion_attempts;
+  // Destroyed actors whose data deletion is in flight, and who waits for none to be.
+  std::unordered_set<EngineId> deleting;
+  std::vector<std::function<void()>> deletions_settled;
   // The machines' deadlines (lost timeouts, liveness checks, retries), served by one
   // engine-wide timer for the earliest, so a loaded actor costs a set node rather than a
   // clock timer of its own (docs/benchmarks-history.md W4).
@@ -413,8 +432,8 @@ struct Orchestrator::Impl {
     // an absent key) per step: ~50 bytes of engine memory per start or wake (W4).
     bool was_live = false;
     // The destroy step (orch::fx::DeleteActorData): the actor stays in the live set until
-    // DeleteData has deleted all its data, so an engine that dies before that finishes it
-    // at its next start (docs/storage.md §3.8).
+    // its data deletion has deleted all its data, so an engine that dies before that
+    // finishes it at its next start (docs/storage.md §3.8).
     bool deletes_data = false;
   };
 
@@ -479,7 +498,7 @@ struct Orchestrator::Impl {
     if (p.record_value.has_value()) {
       KEEL_RETURN_IF_ERROR(write(keys::ActorRecord(actor), ByteView(*p.record_value)));
     }
-    // (kDestroyed is terminal: no step follows the destroy step, DeleteData deletes it.)
+    // (kDestroyed is terminal: no step follows the destroy step, its data deletion deletes it.)
     const bool live = p.deletes_data || !AtRest(p.next.transition);
     if (live != p.was_live) {
       KEEL_RETURN_IF_ERROR(
@@ -844,7 +863,7 @@ struct Orchestrator::Impl {
           } else if constexpr (std::is_same_v<T, orch::fx::StopStray>) {
             StopStray(e, fx);
           } else if constexpr (std::is_same_v<T, orch::fx::DeleteActorData>) {
-            DeleteDataOrRetry(e);
+            StartDeletion(e.id);
           } else if constexpr (std::is_same_v<T, orch::fx::DispatchServerlessStart>) {
             engine.gateway().DispatchServerlessStart(e.ns, e.id, e.record, fx.generation,
                                                      fx.index, PreloadFor(e));
@@ -876,42 +895,112 @@ struct Orchestrator::Impl {
   }
 
   // Destroy's data removal (docs/storage.md §3.8), after the destroyed record committed;
-  // also run at startup for a destroyed actor still in the live set. The actor leaves the
-  // live set with the last deletion, and only when every deletion succeeded: otherwise it
-  // is tried again later (DeleteDataOrRetry) and at the next engine start. True when all of
-  // it is deleted.
-  bool DeleteData(ActorEntry& e) {
-    const ByteView actor = e.id.bytes();
-    Status kv = engine.actor_kv().DropAll(actor);
-    Status pages = engine.page_store().Delete(actor);
-    const bool data_deleted = kv.has_value() && pages.has_value();
-    Status rest = storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
-      KEEL_RETURN_IF_ERROR(
-          txn.DeleteRange(storage::KeyRange::Prefix(keys::ActorHibernating(actor))));
-      return data_deleted ? txn.Delete(keys::Live(actor)) : Status{};
-    });
-    std::string errors;
-    for (const Status* s : {&kv, &pages, &rest}) {
-      if (!s->has_value()) errors += (errors.empty() ? "" : "; ") + s->error().ToString();
-    }
-    if (errors.empty()) return true;
-    KEEL_LOG(kError, kLog, "destroy could not delete all actor data",
-             {{"actor", e.id.ToString()}, {"error", errors}});
-    return false;
+  // also started at startup for a destroyed actor still in the live set. It runs on the
+  // deletions strand a chunk at a time: the KV, then the database, then the hibernating
+  // requests and — only when the KV and the database were deleted — the live key. The
+  // actor's destroy waiters are answered when it ends (FinishDeletion); a failed one is
+  // tried again later (ScheduleDeletionRetry) and at the next engine start.
+  void StartDeletion(const EngineId& id) {
+    if (!deleting.insert(id).second) return;
+    deletions->Post([this, run = DeletionRun{id}]() mutable { DeletionChunk(std::move(run)); });
   }
 
-  // DeleteData; when it fails, another try later (RetryDeletion), backing off from
-  // data_deletion_retry_ms to kMaxDeletionRetryMs, while this engine runs.
-  void DeleteDataOrRetry(ActorEntry& e) {
-    if (DeleteData(e)) {
-      if (deletion_attempts.erase(e.id) != 0) {
-        KEEL_LOG(kInfo, kLog, "destroyed actor's data deleted", {{"actor", e.id.ToString()}});
+  // No further chunk runs; returns once the running one (if any) is done. Any thread.
+  void HaltDeletions() {
+    std::unique_lock lock(deletion_gate.mu);
+    deletion_gate.stopped = true;
+    deletion_gate.cv.wait(lock, [this] { return !deletion_gate.running; });
+  }
+
+  struct DeletionRun {
+    EngineId id;
+    enum class Phase { kKv, kDatabase, kRest } phase = Phase::kKv;
+    std::string errors;  // of the phases so far, "; "-separated
+    int chunks = 0;
+  };
+
+  // On the deletions strand: one chunk of `run`, then the next one queued behind the other
+  // deletions' (or the end handed to the loop).
+  void DeletionChunk(DeletionRun run) {
+    {
+      std::lock_guard lock(deletion_gate.mu);
+      if (deletion_gate.stopped) return;  // the live key stays: the next start finishes it
+      deletion_gate.running = true;
+    }
+    const ByteView actor = run.id.bytes();
+    auto note = [&run](const Error& e) {
+      run.errors += (run.errors.empty() ? "" : "; ") + e.ToString();
+    };
+    bool ended = false;
+    ++run.chunks;
+    switch (run.phase) {
+      case DeletionRun::Phase::kKv:
+      case DeletionRun::Phase::kDatabase: {
+        const bool kv = run.phase == DeletionRun::Phase::kKv;
+        Result<bool> done =
+            kv ? engine.actor_kv().DropSome(actor) : engine.page_store().DeleteSome(actor);
+        if (!done.has_value()) note(done.error());
+        if (!done.has_value() || *done) {
+          run.phase = kv ? DeletionRun::Phase::kDatabase : DeletionRun::Phase::kRest;
+        }
+        break;
       }
-      return;
+      case DeletionRun::Phase::kRest: {
+        const bool data_deleted = run.errors.empty();
+        Status rest = storage::RunTransaction(engine.store(), [&](storage::KvTxn& txn) -> Status {
+          KEEL_RETURN_IF_ERROR(
+              txn.DeleteRange(storage::KeyRange::Prefix(keys::ActorHibernating(actor))));
+          return data_deleted ? txn.Delete(keys::Live(actor)) : Status{};
+        });
+        if (!rest.has_value()) note(rest.error());
+        ended = true;
+        break;
+      }
     }
-    ScheduleDeletionRetry(e.id);
+    {
+      std::lock_guard lock(deletion_gate.mu);
+      deletion_gate.running = false;
+    }
+    deletion_gate.cv.notify_all();
+    if (ended) {
+      Post([this, run = std::move(run)] { FinishDeletion(run); });
+    } else {
+      deletions->Post([this, run = std::move(run)]() mutable { DeletionChunk(std::move(run)); });
+    }
   }
 
+  void FinishDeletion(const DeletionRun& run) {
+    const EngineId& id = run.id;
+    deleting.erase(id);
+    if (run.errors.empty()) {
+      const bool retried = deletion_attempts.erase(id) != 0;
+      const LogLevel level =
+          retried || run.chunks > kQuietDeletionChunks ? LogLevel::kInfo : LogLevel::kDebug;
+      if (LogEnabled(level)) {
+        Log(level, kLog, "destroyed actor's data deleted",
+            {{"actor", id.ToString()}, {"chunks", std::to_string(run.chunks)}});
+      }
+    } else {
+      KEEL_LOG(kError, kLog, "destroy could not delete all actor data",
+               {{"actor", id.ToString()}, {"error", run.errors}});
+      ScheduleDeletionRetry(id);
+    }
+    // The destroy is complete (actors.md §6.9: its REST call waits for the deletion).
+    if (auto it = actors.find(id); it != actors.end()) {
+      auto waiters = std::move(it->second->destroy_waiters);
+      it->second->destroy_waiters.clear();
+      for (auto& done : waiters) done(Status{});
+      MaybeEvict(id);
+    }
+    if (deleting.empty()) {
+      auto settled = std::move(deletions_settled);
+      deletions_settled.clear();
+      for (auto& done : settled) done();
+    }
+  }
+
+  // A failed deletion's next try (RetryDeletion), backing off from data_deletion_retry_ms
+  // to kMaxDeletionRetryMs, while this engine runs.
   void ScheduleDeletionRetry(const EngineId& id) {
     const int64_t base = engine.options().data_deletion_retry_ms;
     if (base <= 0 || engine.shutting_down()) {
@@ -944,7 +1033,7 @@ struct Orchestrator::Impl {
       deletion_attempts.erase(id);
       return;
     }
-    DeleteDataOrRetry(**entry);
+    StartDeletion(id);
     MaybeEvict(id);
   }
 
@@ -1002,6 +1091,7 @@ struct Orchestrator::Impl {
         break;
       }
       case orch::fx::Notice::kDestroyComplete: {
+        if (deleting.contains(e.id)) break;  // answered when the deletion ends
         auto waiters = std::move(e.destroy_waiters);
         e.destroy_waiters.clear();
         for (auto& done : waiters) done(Status{});
@@ -1338,18 +1428,13 @@ Status Orchestrator::LoadOnLoop() {
     if (e.wf.transition == orch::Transition::kCreated) created.push_back(*id);
   }
   // The startup sweep (docs/storage.md §3.8): an engine died during a destroy's data
-  // deletion, or the deletion failed. It is finished now, and the entry evicted as after
-  // a destroy; a deletion that fails again leaves the actor in the live set, to be retried
-  // while this engine runs and at the next start.
-  size_t finished = 0;
+  // deletion, or the deletion failed. It is finished in the background from now, while the
+  // engine serves, and the entry evicted as after a destroy; a deletion that fails again
+  // leaves the actor in the live set, to be retried while this engine runs and at the next
+  // start.
   for (const auto& id : destroyed) {
-    auto it = m.actors.find(id);
-    if (it == m.actors.end()) continue;
-    if (m.DeleteData(*it->second)) {
-      ++finished;
-    } else {
-      m.ScheduleDeletionRetry(id);
-    }
+    if (!m.actors.contains(id)) continue;
+    m.StartDeletion(id);
     m.MaybeEvict(id);
   }
   // An actor stored before its first allocation (only written by engines before the
@@ -1401,8 +1486,7 @@ Status Orchestrator::LoadOnLoop() {
   }
   KEEL_LOG(kInfo, kLog, "orchestrator resumed",
            {{"live_actors", std::to_string(live.size() - destroyed.size())},
-            {"destroyed_actors_data_deleted", std::to_string(finished)},
-            {"destroyed_actors_data_left", std::to_string(destroyed.size() - finished)}});
+            {"destroyed_actors_data_to_delete", std::to_string(destroyed.size())}});
   return {};
 }
 
@@ -1590,6 +1674,37 @@ void WithActor(Impl& m, const EngineId& ns, const EngineId& actor,
 }
 
 }  // namespace
+
+void Orchestrator::StopDataDeletions(std::function<void()> done) {
+  impl_->Post([&m = *impl_, done = std::move(done)] {
+    m.HaltDeletions();
+    // Their destroys are committed, so those waiting for them are answered; the rest of
+    // their data is deleted at the next start.
+    for (const EngineId& id : m.deleting) {
+      auto it = m.actors.find(id);
+      if (it == m.actors.end()) continue;
+      auto waiters = std::move(it->second->destroy_waiters);
+      it->second->destroy_waiters.clear();
+      for (auto& answer : waiters) answer(Status{});
+    }
+    if (!m.deleting.empty()) {
+      KEEL_LOG(kInfo, kLog,
+               "destroyed actors' data deletions stopped: the next start finishes them",
+               {{"actors", std::to_string(m.deleting.size())}});
+    }
+    done();
+  });
+}
+
+void Orchestrator::WhenDataDeletionsSettle(std::function<void()> done) {
+  impl_->Post([&m = *impl_, done = std::move(done)]() mutable {
+    if (m.deleting.empty()) {
+      done();
+    } else {
+      m.deletions_settled.push_back(std::move(done));
+    }
+  });
+}
 
 void Orchestrator::Destroy(const EngineId& ns, const EngineId& actor,
                            std::function<void(Status)> done) {

@@ -161,6 +161,14 @@ class Orchestrator {
   void DrainAll(int64_t timeout_ms, std::function<void()> done);
   // Closes every envoy connection with `reason` (ws.going_away on shutdown), then `done`.
   void CloseAllEnvoys(Error reason, std::function<void()> done);
+  // Destroyed actors' data is deleted in the background, a chunk at a time (docs/storage.md
+  // §3.8). This runs no further chunk and calls `done` once the one running (if any) is
+  // done, so the store can close; the destroys waiting for a deletion are answered, and
+  // what is left is deleted at the next start.
+  void StopDataDeletions(std::function<void()> done);
+  // Calls `done` (on the orchestrator's strand) once no data deletion is in flight: at
+  // once when none is. A deletion that failed and waits to be retried is not in flight.
+  void WhenDataDeletionsSettle(std::function<void()> done);
 
   // ---- introspection (REST /envoys, /metrics) ----
   // An envoy connected to this engine (actors.md §7 GET /envoys). Timestamps are epoch ms.

@@ -1667,10 +1667,61 @@ TEST_F(EngineEnvoyTest, DestroyedActorIsNotFoundById) {
 // (it rewrites the record and the workflow), so it commits, and the data deletion after it
 // (KV, pages, hibernating requests) fails. It owns the base store: destroying the engine
 // closes it, and the next engine opens the same RocksDB directory (no fault then).
+// HoldInsteadOfRefusing: such a commit waits instead, until let through (LetOneThrough,
+// StopHolding), and then commits.
 class RefuseActorDeletesStore final : public storage::KvStore {
  public:
   explicit RefuseActorDeletesStore(std::unique_ptr<storage::KvStore> base)
       : base_(std::move(base)) {}
+  ~RefuseActorDeletesStore() override { StopHolding(); }
+
+  void HoldInsteadOfRefusing() {
+    std::lock_guard lock(mu_);
+    hold_ = true;
+  }
+  // Every commit held now goes on, and later ones are neither held nor refused.
+  void StopHolding() {
+    std::lock_guard lock(mu_);
+    hold_ = false;
+    prefixes_.clear();
+    cv_.notify_all();
+  }
+  // One held commit goes on.
+  void LetOneThrough() {
+    std::lock_guard lock(mu_);
+    ++passes_;
+    cv_.notify_all();
+  }
+  // Commits held so far (let through or not).
+  size_t holds() const {
+    std::lock_guard lock(mu_);
+    return holds_;
+  }
+  // Whether a commit waits now.
+  bool holding() const {
+    std::lock_guard lock(mu_);
+    return waiting_ > 0;
+  }
+  // Waits up to 10 s for the n-th held commit; true when it came.
+  bool WaitHolds(size_t n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return holds_ >= n; });
+  }
+  // A refused commit: holds it while holding and returns OkStatus when it may commit.
+  Status HoldOrRefuse() {
+    std::unique_lock lock(mu_);
+    if (hold_) {
+      ++holds_;
+      ++waiting_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return passes_ > 0 || !hold_; });
+      if (passes_ > 0) --passes_;
+      --waiting_;
+      return OkStatus();
+    }
+    ++refused_;
+    return Unexpected{Error{"storage", "io", "injected: a delete of the actor's data"}};
+  }
 
   void Arm(ByteView actor) {
     std::lock_guard lock(mu_);
@@ -1690,11 +1741,6 @@ class RefuseActorDeletesStore final : public storage::KvStore {
       return key.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), key.begin());
     });
   }
-  Status Refuse() {
-    std::lock_guard lock(mu_);
-    ++refused_;
-    return Unexpected{Error{"storage", "io", "injected: a delete of the actor's data"}};
-  }
 
   using KvReader::Scan;
   Result<std::optional<Bytes>> Get(ByteView key) override { return base_->Get(key); }
@@ -1712,7 +1758,10 @@ class RefuseActorDeletesStore final : public storage::KvStore {
   Status WriteUnchecked(std::span<const storage::KvWrite> writes,
                         const storage::CommitOptions& options) override {
     for (const storage::KvWrite& w : writes) {
-      if (!w.value.has_value() && Refuses(w.key)) return Refuse();
+      if (!w.value.has_value() && Refuses(w.key)) {
+        KEEL_RETURN_IF_ERROR(HoldOrRefuse());
+        break;
+      }
     }
     return base_->WriteUnchecked(writes, options);
   }
@@ -1720,8 +1769,13 @@ class RefuseActorDeletesStore final : public storage::KvStore {
  private:
   std::unique_ptr<storage::KvStore> base_;
   mutable std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<Bytes> prefixes_;
   size_t refused_ = 0;
+  bool hold_ = false;
+  size_t holds_ = 0;
+  size_t waiting_ = 0;
+  size_t passes_ = 0;
 };
 
 class RefuseActorDeletesTxn final : public storage::KvTxn {
@@ -1745,8 +1799,11 @@ class RefuseActorDeletesTxn final : public storage::KvTxn {
   }
   Status Commit(const storage::CommitOptions& options) override {
     if (refuse_) {
-      inner_->Rollback();
-      return store_.Refuse();
+      Status held = store_.HoldOrRefuse();
+      if (!held.has_value()) {
+        inner_->Rollback();
+        return held;
+      }
     }
     return inner_->Commit(options);
   }
@@ -1834,6 +1891,14 @@ class DestroySweepTest : public EngineEnvoyTest {
     ASSERT_GE(store->refused(), 2u) << "the data deletions were not refused";
   }
 
+  // Waits (up to 10 s) until no data deletion is in flight.
+  void AwaitDataDeletions() {
+    auto settled = std::make_shared<std::promise<void>>();
+    te().engine().orchestrator().WhenDataDeletionsSettle([settled] { settled->set_value(); });
+    ASSERT_EQ(settled->get_future().wait_for(10s), std::future_status::ready)
+        << "a data deletion is still in flight";
+  }
+
   // Destroys both over REST (the running one's stop confirmed by `fe`); `before(id)` runs
   // before each destroy.
   void DestroyBoth(FakeEnvoy& fe, const std::string& running, const std::string& asleep,
@@ -1882,10 +1947,26 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
     EXPECT_TRUE(InLiveSet(before, id)) << "a destroyed actor with data left is in the live set";
   }
 
-  // The next engine start, on the same storage without faults.
+  // The next engine start, on the same storage without faults. It serves at once, while
+  // the deletions it finishes wait in the store, and they end after it.
   fe.reset();
   te_.reset();
-  Start(FastOptions(), dir.string());
+  auto reopened = storage::RocksDbKvStore::Open(dir.string());
+  ASSERT_TRUE(reopened.has_value()) << reopened.error().ToString();
+  auto holding = std::make_unique<RefuseActorDeletesStore>(std::move(*reopened));
+  RefuseActorDeletesStore* held = holding.get();
+  holding->HoldInsteadOfRefusing();
+  holding->Arm(running_id.bytes());
+  holding->Arm(asleep_id.bytes());
+  engine::EngineOptions restarted = FastOptions();
+  restarted.seed = 43;  // not the first engine's ids again
+  te_ = TestEngine::WithStore(restarted, std::move(holding));
+  ASSERT_TRUE(held->WaitHolds(1)) << "the startup sweep deleted nothing";
+  const std::string other = CreateActor("swept", "created-while-sweeping");
+  EXPECT_FALSE(other.empty());
+  EXPECT_EQ(Call("GET", "/actors/" + other + "?namespace=default").status, 200);
+  held->StopHolding();
+  ASSERT_NO_FATAL_FAILURE(AwaitDataDeletions());
   storage::KvStore& after = te().engine().store();
   for (const auto& id : {running_id, asleep_id}) {
     SCOPED_TRACE(id.ToString());
@@ -1908,10 +1989,104 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
     ASSERT_EQ(listed.body["actors"].size(), 1u) << listed.raw;
     EXPECT_TRUE(listed.body["actors"][0].contains("destroy_ts")) << listed.raw;
   }
-  // Nothing is loaded (the sweep evicts what it finished, as a destroy does).
+  // Of the destroyed ones nothing is loaded (the sweep evicts what it finished, as a
+  // destroy does); the one created meanwhile waits for an envoy.
+  int64_t loaded = 0;
   for (const auto& [state, count] : te().engine().orchestrator().LoadedActorsByState()) {
-    EXPECT_EQ(count, 0) << state;
+    loaded += count;
   }
+  EXPECT_EQ(loaded, 1);
+}
+
+// A destroy's data deletion runs beside the orchestrator, not on it: while one waits in the
+// store, other actors are created, started and stopped. The destroy's REST call waits for
+// the deletion (actors.md §6.9), and answers once it is done.
+TEST_F(DestroySweepTest, ADeletionInFlightHoldsUpNoOtherActor) {
+  auto holding = std::make_unique<RefuseActorDeletesStore>(std::make_unique<storage::MemKvStore>());
+  RefuseActorDeletesStore* store = holding.get();
+  store->HoldInsteadOfRefusing();
+  options_ = FastOptions();
+  te_ = TestEngine::WithStore(options_, std::move(holding));
+  auto fe = Envoy("held-envoy");
+  ASSERT_NE(fe, nullptr);
+  std::string running, asleep;
+  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "held", running, asleep));
+  const auto asleep_id = *engine::EngineId::Parse(asleep);
+
+  store->Arm(asleep_id.bytes());
+  auto deleted = DeleteActorAsync(te().http_url(), asleep);
+  ASSERT_TRUE(store->WaitHolds(1)) << "the deletion never reached the store";
+
+  const std::string other = CreateActor("held", "other");
+  ASSERT_FALSE(other.empty());
+  EXPECT_EQ(StartOn(*fe, other), 1u);
+  SleepGeneration(*fe, running, 1);
+  ASSERT_TRUE(WaitActor(
+      running, [&](const json&) { return Transition(running) == orch::Transition::kSleeping; }));
+  EXPECT_EQ(deleted.wait_for(0s), std::future_status::timeout)
+      << "the destroy was answered before its data was deleted";
+
+  store->StopHolding();
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->status, 200) << done->body;
+  storage::KvStore& kv = te().engine().store();
+  EXPECT_FALSE(InLiveSet(kv, asleep_id));
+  const std::vector<Bytes> left = ActorKeysAfterRecord(kv, asleep_id);
+  ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
+  EXPECT_EQ(left[0], engine::keys::ActorWorkflow(asleep_id.bytes()));
+}
+
+// StopDataDeletions (the engine's shutdown, before the store closes) runs no further chunk
+// of a deletion in flight once the running one is done, answers the destroy waiting for it,
+// and leaves the rest — and the live key — for the next start, which finishes it.
+TEST_F(DestroySweepTest, StoppedDeletionsAreFinishedAtTheNextStart) {
+  const DataDir dir(*this, "keel-engine-envoy-stop-deletions");
+  auto opened = storage::RocksDbKvStore::Open(dir.string());
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  auto holding = std::make_unique<RefuseActorDeletesStore>(std::move(*opened));
+  RefuseActorDeletesStore* store = holding.get();
+  store->HoldInsteadOfRefusing();
+  options_ = FastOptions();
+  options_.data_deletion_chunk_keys = 1;  // one key per chunk: many chunks
+  te_ = TestEngine::WithStore(options_, std::move(holding));
+  auto fe = Envoy("stop-deletions-envoy");
+  ASSERT_NE(fe, nullptr);
+  std::string running, asleep;
+  ASSERT_NO_FATAL_FAILURE(RunningAndAsleepWithData(*fe, "stopped", running, asleep));
+  const auto asleep_id = *engine::EngineId::Parse(asleep);
+
+  store->Arm(asleep_id.bytes());
+  auto deleted = DeleteActorAsync(te().http_url(), asleep);
+  ASSERT_TRUE(store->WaitHolds(1));
+  auto stopped = std::make_shared<std::promise<void>>();
+  auto stopped_future = stopped->get_future();
+  te().engine().orchestrator().StopDataDeletions([stopped] { stopped->set_value(); });
+  // The chunk held now, and perhaps the next one if it started before the stop took hold,
+  // end; then no other starts.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (stopped_future.wait_for(5ms) != std::future_status::ready &&
+         std::chrono::steady_clock::now() < deadline) {
+    if (store->holding()) store->LetOneThrough();
+  }
+  ASSERT_EQ(stopped_future.wait_for(0s), std::future_status::ready) << "the stop never ended";
+  EXPECT_LE(store->holds(), 2u) << "chunks ran after the stop";
+  auto done = deleted.get();
+  ASSERT_TRUE(done.has_value()) << done.error().ToString();
+  EXPECT_EQ(done->status, 200) << done->body;
+  storage::KvStore& before = te().engine().store();
+  EXPECT_TRUE(InLiveSet(before, asleep_id));
+  EXPECT_GT(ActorKeysAfterRecord(before, asleep_id).size(), 1u) << "nothing was left";
+
+  fe.reset();
+  te_.reset();
+  Start(FastOptions(), dir.string());
+  ASSERT_NO_FATAL_FAILURE(AwaitDataDeletions());
+  storage::KvStore& after = te().engine().store();
+  EXPECT_FALSE(InLiveSet(after, asleep_id));
+  const std::vector<Bytes> left = ActorKeysAfterRecord(after, asleep_id);
+  ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
+  EXPECT_EQ(left[0], engine::keys::ActorWorkflow(asleep_id.bytes()));
 }
 
 // A data deletion that fails is tried again while the engine runs, backing off, until it
