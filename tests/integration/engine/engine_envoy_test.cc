@@ -1841,6 +1841,15 @@ bool InLiveSet(storage::KvStore& store, const engine::EngineId& actor) {
                      [&](const storage::KeyValue& kv) { return kv.key == key; });
 }
 
+// A destroy's data deletion finished: of `actor` only its record and workflow are left, and
+// it is out of the live set.
+void ExpectOnlyRecordAndWorkflowLeft(storage::KvStore& store, const engine::EngineId& actor) {
+  EXPECT_FALSE(InLiveSet(store, actor));
+  const std::vector<Bytes> left = ActorKeysAfterRecord(store, actor);
+  ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
+  EXPECT_EQ(left[0], engine::keys::ActorWorkflow(actor.bytes()));
+}
+
 // DELETE /actors/{id}, answered once the destroy is complete (data deletion included).
 std::future<Result<net::HttpResponse>> DeleteActorAsync(const std::string& http_url,
                                                         const std::string& id) {
@@ -1970,13 +1979,10 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
   storage::KvStore& after = te().engine().store();
   for (const auto& id : {running_id, asleep_id}) {
     SCOPED_TRACE(id.ToString());
-    const std::vector<Bytes> left = ActorKeysAfterRecord(after, id);
-    ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
-    EXPECT_EQ(left[0], engine::keys::ActorWorkflow(id.bytes()));
+    ASSERT_NO_FATAL_FAILURE(ExpectOnlyRecordAndWorkflowLeft(after, id));
     auto head = te().engine().page_store().ReadHead(id.bytes());
     ASSERT_TRUE(head.has_value()) << head.error().ToString();
     EXPECT_FALSE(head->has_value());
-    EXPECT_FALSE(InLiveSet(after, id));
     // Not resumed as an actor: destroyed, not found by id, still listed when asked for.
     auto info = te().engine().orchestrator().Read(id);
     ASSERT_TRUE(info.has_value()) << info.error().ToString();
@@ -2030,11 +2036,7 @@ TEST_F(DestroySweepTest, ADeletionInFlightHoldsUpNoOtherActor) {
   auto done = deleted.get();
   ASSERT_TRUE(done.has_value()) << done.error().ToString();
   EXPECT_EQ(done->status, 200) << done->body;
-  storage::KvStore& kv = te().engine().store();
-  EXPECT_FALSE(InLiveSet(kv, asleep_id));
-  const std::vector<Bytes> left = ActorKeysAfterRecord(kv, asleep_id);
-  ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
-  EXPECT_EQ(left[0], engine::keys::ActorWorkflow(asleep_id.bytes()));
+  ExpectOnlyRecordAndWorkflowLeft(te().engine().store(), asleep_id);
 }
 
 // StopDataDeletions (the engine's shutdown, before the store closes) runs no further chunk
@@ -2082,11 +2084,7 @@ TEST_F(DestroySweepTest, StoppedDeletionsAreFinishedAtTheNextStart) {
   te_.reset();
   Start(FastOptions(), dir.string());
   ASSERT_NO_FATAL_FAILURE(AwaitDataDeletions());
-  storage::KvStore& after = te().engine().store();
-  EXPECT_FALSE(InLiveSet(after, asleep_id));
-  const std::vector<Bytes> left = ActorKeysAfterRecord(after, asleep_id);
-  ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
-  EXPECT_EQ(left[0], engine::keys::ActorWorkflow(asleep_id.bytes()));
+  ExpectOnlyRecordAndWorkflowLeft(te().engine().store(), asleep_id);
 }
 
 // A data deletion that fails is tried again while the engine runs, backing off, until it
@@ -2129,10 +2127,7 @@ TEST_F(DestroySweepTest, AFailedDeletionIsRetriedWhileTheEngineRuns) {
   poll([&] { return gone(running_id) && gone(asleep_id) && none_loaded(); });
   for (const auto& id : {running_id, asleep_id}) {
     SCOPED_TRACE(id.ToString());
-    EXPECT_FALSE(InLiveSet(kv, id));
-    const std::vector<Bytes> left = ActorKeysAfterRecord(kv, id);
-    ASSERT_EQ(left.size(), 1u) << "the actor's KV, pages or hibernating requests are left";
-    EXPECT_EQ(left[0], engine::keys::ActorWorkflow(id.bytes()));
+    ExpectOnlyRecordAndWorkflowLeft(kv, id);
   }
   const size_t settled = store->refused();
   for (const auto& [state, count] : te().engine().orchestrator().LoadedActorsByState()) {

@@ -623,6 +623,23 @@ TEST(ServerlessPool, RefusedStartWhoseBodyNeverEndsIsReportedAfterTheFetchTimeou
   EXPECT_TRUE(runtime.WaitStreamsGone(1)) << "the engine closes the request it gave up on";
 }
 
+// The actor's `generation`, started by the first start request, is moved: a Stop{GOING_AWAY}
+// for it reaches its envoy, which confirms the stop, and the actor starts again (a later
+// generation) on the runtime's second start request.
+void ExpectMovedToANewRequest(FakeRuntime& runtime, FakeEnvoy& fe, const std::string& id,
+                              uint32_t generation) {
+  auto stop = fe.WaitCommand(id, 10s);
+  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
+  const auto* s = stop->inner.get_if<envoy_proto::CommandStopActor>();
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->reason, envoy_proto::StopActorReason::kGoingAway);
+  EXPECT_EQ(stop->checkpoint.generation, generation);
+  ASSERT_TRUE(fe.SendStopped(id, generation).has_value());
+  std::optional<uint32_t> next = runtime.WaitStarts(2);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(*next, generation);
+}
+
 // actors.md §6.10 step 4: at request_lifespan − drain_grace_period the engine moves the actor
 // the request started (Stop{GOING_AWAY} to its envoy), which starts again on a new request
 // once stopped; at request_lifespan the engine drops the request. Neither is a pool error.
@@ -647,19 +664,8 @@ TEST(ServerlessPool, RequestIsDrainedThenDroppedAtItsLifespan) {
   ASSERT_GT(*generation, 0u);
   ASSERT_TRUE((*fe)->SendRunning(id, *generation).has_value());
 
-  // The drain: a stop with GOING_AWAY for the generation the request started.
-  auto stop = (*fe)->WaitCommand(id, 10s);
-  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
-  const auto* s = stop->inner.get_if<envoy_proto::CommandStopActor>();
-  ASSERT_NE(s, nullptr);
-  EXPECT_EQ(s->reason, envoy_proto::StopActorReason::kGoingAway);
-  EXPECT_EQ(stop->checkpoint.generation, *generation);
-
-  // Stopped: the actor is started again, on a new request.
-  ASSERT_TRUE((*fe)->SendStopped(id, *generation).has_value());
-  std::optional<uint32_t> next = runtime.WaitStarts(2);
-  ASSERT_TRUE(next.has_value());
-  EXPECT_GT(*next, *generation);
+  // The drain, then a start on a new request.
+  ASSERT_NO_FATAL_FAILURE(ExpectMovedToANewRequest(runtime, **fe, id, *generation));
 
   // The drop: the first request is closed by the engine at its lifespan.
   EXPECT_TRUE(runtime.WaitStreamsGone(1));
@@ -692,18 +698,8 @@ TEST(ServerlessPool, AStoppingEventMovesTheRequestsActor) {
   ASSERT_TRUE((*fe)->WaitFor<envoy_proto::ToEnvoyAckEvents>(10s).has_value());
 
   runtime.WriteOnStream(0, "event: stopping\ndata:\n\n");
-  auto stop = (*fe)->WaitCommand(id, 10s);
-  ASSERT_TRUE(stop.has_value()) << stop.error().ToString();
-  const auto* s = stop->inner.get_if<envoy_proto::CommandStopActor>();
-  ASSERT_NE(s, nullptr);
-  EXPECT_EQ(s->reason, envoy_proto::StopActorReason::kGoingAway);
-  EXPECT_EQ(stop->checkpoint.generation, *generation);
-
+  ASSERT_NO_FATAL_FAILURE(ExpectMovedToANewRequest(runtime, **fe, id, *generation));
   runtime.WriteOnStream(0, ": bye\n", /*finish=*/true);
-  ASSERT_TRUE((*fe)->SendStopped(id, *generation).has_value());
-  std::optional<uint32_t> next = runtime.WaitStarts(2);
-  ASSERT_TRUE(next.has_value());
-  EXPECT_GT(*next, *generation);
   json config = PoolConfig(te, "sls");
   EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
   Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
