@@ -558,6 +558,14 @@ TEST(ServerlessPool, RefusedStartSetsThePoolErrorAndFailsWaitingGatewayRequests)
   }
 }
 
+// Neither the pool "sls" nor the actor `id` shows an error.
+void ExpectNoPoolOrActorError(TestEngine& te, const std::string& id) {
+  json config = PoolConfig(te, "sls");
+  EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
+  Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
+  EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+}
+
 // The error stays until runner_pool_error_clear_successes successes in a row, and a start
 // the runtime's envoy took counts as one: here one is enough.
 TEST(ServerlessPool, StartThatTheEnvoyTakesClearsThePoolError) {
@@ -592,10 +600,7 @@ TEST(ServerlessPool, StartThatTheEnvoyTakesClearsThePoolError) {
   ASSERT_TRUE((*fe)->SendSetAlarm(id, *generation, std::nullopt).has_value());
   auto ack = (*fe)->WaitFor<envoy_proto::ToEnvoyAckEvents>(10s);
   ASSERT_TRUE(ack.has_value()) << ack.error().ToString();
-  json config = PoolConfig(te, "sls");
-  EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
-  Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
-  EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+  ExpectNoPoolOrActorError(te, id);
 }
 
 // actors.md §6.10 step 3: a refused start whose error body never ends is still the pool's
@@ -640,6 +645,27 @@ void ExpectMovedToANewRequest(FakeRuntime& runtime, FakeEnvoy& fe, const std::st
   EXPECT_GT(*next, generation);
 }
 
+// An actor of the pool "sls" started by the runtime's first start request and running on
+// the pool's envoy (connected first).
+struct RunningOnARequest {
+  std::unique_ptr<FakeEnvoy> envoy;
+  std::string id;
+  uint32_t generation = 0;
+};
+
+void StartOnTheFirstRequest(TestEngine& te, FakeRuntime& runtime, RunningOnARequest& out) {
+  auto fe = ConnectPoolEnvoy(te);
+  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
+  out.envoy = std::move(*fe);
+  out.id = CreateActor(te, "sls");
+  ASSERT_FALSE(out.id.empty());
+  std::optional<uint32_t> generation = runtime.WaitStarts(1);
+  ASSERT_TRUE(generation.has_value());
+  ASSERT_GT(*generation, 0u);
+  out.generation = *generation;
+  ASSERT_TRUE(out.envoy->SendRunning(out.id, out.generation).has_value());
+}
+
 // actors.md §6.10 step 4: at request_lifespan − drain_grace_period the engine moves the actor
 // the request started (Stop{GOING_AWAY} to its envoy), which starts again on a new request
 // once stopped; at request_lifespan the engine drops the request. Neither is a pool error.
@@ -654,25 +680,16 @@ TEST(ServerlessPool, RequestIsDrainedThenDroppedAtItsLifespan) {
           .status,
       200);
   EXPECT_EQ(PoolConfig(te, "sls")["serverless"]["drain_grace_period"], 1);
-  auto fe = ConnectPoolEnvoy(te);
-  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
-
-  const std::string id = CreateActor(te, "sls");
-  ASSERT_FALSE(id.empty());
-  std::optional<uint32_t> generation = runtime.WaitStarts(1);
-  ASSERT_TRUE(generation.has_value());
-  ASSERT_GT(*generation, 0u);
-  ASSERT_TRUE((*fe)->SendRunning(id, *generation).has_value());
+  RunningOnARequest actor;
+  ASSERT_NO_FATAL_FAILURE(StartOnTheFirstRequest(te, runtime, actor));
 
   // The drain, then a start on a new request.
-  ASSERT_NO_FATAL_FAILURE(ExpectMovedToANewRequest(runtime, **fe, id, *generation));
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectMovedToANewRequest(runtime, *actor.envoy, actor.id, actor.generation));
 
   // The drop: the first request is closed by the engine at its lifespan.
   EXPECT_TRUE(runtime.WaitStreamsGone(1));
-  json config = PoolConfig(te, "sls");
-  EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
-  Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
-  EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+  ExpectNoPoolOrActorError(te, actor.id);
 }
 
 // actors.md §6.10 step 3: `event: stopping` says the runtime behind the request is going
@@ -684,26 +701,17 @@ TEST(ServerlessPool, AStoppingEventMovesTheRequestsActor) {
   runtime.AnswerJson(GoodMetadata());
   TestEngine te(Options());  // the default lifespan (300 s): no drain within the test
   ASSERT_EQ(PutPool(te, "sls", ServerlessConfig(runtime.url())).status, 200);
-  auto fe = ConnectPoolEnvoy(te);
-  ASSERT_TRUE(fe.has_value()) << fe.error().ToString();
-
-  const std::string id = CreateActor(te, "sls");
-  ASSERT_FALSE(id.empty());
-  std::optional<uint32_t> generation = runtime.WaitStarts(1);
-  ASSERT_TRUE(generation.has_value());
-  ASSERT_GT(*generation, 0u);
-  // The runtime's envoy takes the actor; the SetAlarm's ack (at once) orders after it.
-  ASSERT_TRUE((*fe)->SendRunning(id, *generation).has_value());
-  ASSERT_TRUE((*fe)->SendSetAlarm(id, *generation, std::nullopt).has_value());
-  ASSERT_TRUE((*fe)->WaitFor<envoy_proto::ToEnvoyAckEvents>(10s).has_value());
+  RunningOnARequest actor;
+  ASSERT_NO_FATAL_FAILURE(StartOnTheFirstRequest(te, runtime, actor));
+  // The SetAlarm's ack (at once) orders after the envoy's taking the actor.
+  ASSERT_TRUE(actor.envoy->SendSetAlarm(actor.id, actor.generation, std::nullopt).has_value());
+  ASSERT_TRUE(actor.envoy->WaitFor<envoy_proto::ToEnvoyAckEvents>(10s).has_value());
 
   runtime.WriteOnStream(0, "event: stopping\ndata:\n\n");
-  ASSERT_NO_FATAL_FAILURE(ExpectMovedToANewRequest(runtime, **fe, id, *generation));
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectMovedToANewRequest(runtime, *actor.envoy, actor.id, actor.generation));
   runtime.WriteOnStream(0, ": bye\n", /*finish=*/true);
-  json config = PoolConfig(te, "sls");
-  EXPECT_TRUE(config["runner_pool_error"].is_null()) << config.dump();
-  Answer actor = Call(te, "GET", "/actors/" + id + "?namespace=default");
-  EXPECT_FALSE(actor.body["actor"].contains("error")) << actor.body.dump();
+  ExpectNoPoolOrActorError(te, actor.id);
 }
 
 // The pool's drain_grace_period defaults to the engine's serverless_drain_grace_period
