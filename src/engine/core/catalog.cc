@@ -77,30 +77,37 @@ Result<Namespace> Catalog::CreateNamespace(std::string name, std::string display
         Error{"namespace", "invalid_display_name", "namespace display names must be UTF-8"}};
   }
   Namespace ns;
-  {
-    std::lock_guard lock(mu_);
-    ns.id = EngineId::Generate(random_, datacenter_label_);
-  }
   ns.name = std::move(name);
   ns.display_name = display_name.empty() ? ns.name : std::move(display_name);
   ns.create_ts = clock_.SystemNowMs();
   rec::NamespaceRecord record;
-  record.id = Bytes(ns.id.bytes().begin(), ns.id.bytes().end());
   record.name = ns.name;
   record.display_name = ns.display_name;
   record.create_ts = ns.create_ts;
-  Bytes value = WriteRecord(record);
-  Bytes id_value(ns.id.bytes().begin(), ns.id.bytes().end());
-  Status s = storage::RunTransaction(store_, [&](storage::KvTxn& txn) -> Status {
-    KEEL_ASSIGN_OR_RETURN(auto existing, txn.Get(keys::NamespaceByName(ns.name)));
-    if (existing.has_value()) {
-      return Unexpected{Error{"namespace", "already_exists",
-                              "a namespace named '" + ns.name + "' already exists"}};
+  // The id must be new. Drawn at random it is, unless a run repeats an earlier run's seed
+  // on the same store (EngineOptions::seed); then the next draw is tried.
+  bool id_taken = true;
+  while (id_taken) {
+    {
+      std::lock_guard lock(mu_);
+      ns.id = EngineId::Generate(random_, datacenter_label_);
     }
-    KEEL_RETURN_IF_ERROR(txn.Put(keys::NamespaceByName(ns.name), id_value));
-    return txn.Put(keys::NamespaceRecord(ns.id.bytes()), value);
-  });
-  KEEL_RETURN_IF_ERROR(s);
+    record.id = Bytes(ns.id.bytes().begin(), ns.id.bytes().end());
+    Bytes value = WriteRecord(record);
+    Status s = storage::RunTransaction(store_, [&](storage::KvTxn& txn) -> Status {
+      KEEL_ASSIGN_OR_RETURN(auto existing, txn.Get(keys::NamespaceByName(ns.name)));
+      if (existing.has_value()) {
+        return Unexpected{Error{"namespace", "already_exists",
+                                "a namespace named '" + ns.name + "' already exists"}};
+      }
+      KEEL_ASSIGN_OR_RETURN(auto taken, txn.Get(keys::NamespaceRecord(ns.id.bytes())));
+      id_taken = taken.has_value();
+      if (id_taken) return {};
+      KEEL_RETURN_IF_ERROR(txn.Put(keys::NamespaceByName(ns.name), record.id));
+      return txn.Put(keys::NamespaceRecord(ns.id.bytes()), value);
+    });
+    KEEL_RETURN_IF_ERROR(s);
+  }
   std::lock_guard lock(mu_);
   name_by_id_[ns.id] = ns.name;
   by_name_[ns.name] = ns;

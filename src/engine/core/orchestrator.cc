@@ -1557,10 +1557,20 @@ void Orchestrator::Create(CreateActorRequest request,
     storage::CommitOptions options;
     options.sync = early == nullptr;
     bool duplicate = false;
+    bool id_taken = false;
     Status stored = storage::RunTransaction(
         m.engine.store(),
         [&](storage::KvTxn& txn) -> Status {
           duplicate = false;
+          id_taken = false;
+          // The id must be new. Drawn at random it is, unless a run repeats an earlier
+          // run's seed (EngineOptions::seed) on the same store, whose actors (destroyed
+          // ones included: their records stay) then hold the ids this run draws.
+          KEEL_ASSIGN_OR_RETURN(auto taken, txn.Get(keys::ActorRecord(actor)));
+          if (taken.has_value()) {
+            id_taken = true;
+            return {};
+          }
           if (request.key.has_value()) {
             Bytes index = keys::ActorByKey(ns, request.name, *request.key);
             KEEL_ASSIGN_OR_RETURN(auto owner, txn.Get(index));
@@ -1585,9 +1595,15 @@ void Orchestrator::Create(CreateActorRequest request,
           return txn.Put(keys::Live(actor), Bytes{});
         },
         storage::kDefaultMaxAttempts, options);
-    if (!stored.has_value() || duplicate) ctx.Undo();
+    if (!stored.has_value() || duplicate || id_taken) ctx.Undo();
     if (!stored.has_value()) {
       done(Unexpected{stored.error()});
+      return;
+    }
+    if (id_taken) {
+      KEEL_LOG(kWarn, kLog, "a new actor's id is taken: drawing another",
+               {{"actor", entry->id.ToString()}});
+      Create(std::move(request), std::move(done));
       return;
     }
     if (duplicate) {

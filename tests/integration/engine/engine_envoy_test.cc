@@ -1967,9 +1967,8 @@ TEST_F(DestroySweepTest, AnInterruptedDestroyIsFinishedAtTheNextEngineStart) {
   holding->HoldInsteadOfRefusing();
   holding->Arm(running_id.bytes());
   holding->Arm(asleep_id.bytes());
-  engine::EngineOptions restarted = FastOptions();
-  restarted.seed = 43;  // not the first engine's ids again
-  te_ = TestEngine::WithStore(restarted, std::move(holding));
+  // The first engine's seed: the ids it drew come again, taken, and are passed over.
+  te_ = TestEngine::WithStore(FastOptions(), std::move(holding));
   ASSERT_TRUE(held->WaitHolds(1)) << "the startup sweep deleted nothing";
   const std::string other = CreateActor("swept", "created-while-sweeping");
   EXPECT_FALSE(other.empty());

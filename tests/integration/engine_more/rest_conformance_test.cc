@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -227,6 +228,54 @@ TEST(RestConformance, DuplicateKeyMetadataNamesTheExistingActor) {
   ASSERT_EQ(got.status, 200) << got.body.dump();
   EXPECT_EQ(got.body["actor"]["actor_id"], first.body["actor"]["actor_id"]);
   EXPECT_EQ(got.body.value("created", true), false) << got.body.dump();
+}
+
+// Ids are drawn at random from the engine's seed, so a run that repeats an earlier run's
+// seed on the same store draws that run's ids again. Those are taken and creation draws
+// on: every namespace and actor, a destroyed one included, keeps its id and its record.
+TEST(RestConformance, ARunWithAnEarlierRunsSeedTakesNoneOfItsIds) {
+  TempDir dir;
+  engine::EngineOptions options;
+  options.seed = 7;
+  TestEngine te(options, dir.path());
+  auto create_namespace = [&](const std::string& name) {
+    Answer a = Call(te, "POST", "/namespaces", json{{"name", name}}.dump());
+    EXPECT_EQ(a.status, 200) << name << ": " << a.body.dump();
+    return a.body["namespace"].value("namespace_id", "");
+  };
+  auto create_actor = [&](const std::string& key) {
+    Answer a =
+        Call(te, "POST", "/actors?namespace=default", json{{"name", "s"}, {"key", key}}.dump());
+    EXPECT_EQ(a.status, 200) << key << ": " << a.body.dump();
+    return a.body["actor"].value("actor_id", "");
+  };
+  const std::string one = create_namespace("one");
+  const std::string kept = create_actor("kept");
+  const std::string gone = create_actor("gone");
+  ASSERT_EQ(Call(te, "DELETE", "/actors/" + gone + "?namespace=default").status, 200);
+
+  te.Restart();  // the same seed again
+  const std::string two = create_namespace("two");
+  const std::string fresh = create_actor("fresh");
+  Answer namespaces = Call(te, "GET", "/namespaces");
+  std::set<std::string> ns_ids;
+  for (const auto& ns : namespaces.body["namespaces"]) {
+    ns_ids.insert(ns.value("namespace_id", ""));
+  }
+  EXPECT_EQ(ns_ids.size(), 3u) << namespaces.body.dump();  // default, one, two
+  EXPECT_TRUE(ns_ids.count(one) == 1 && ns_ids.count(two) == 1) << namespaces.body.dump();
+
+  EXPECT_NE(fresh, kept);
+  EXPECT_NE(fresh, gone);
+  Answer listed = Call(te, "GET", "/actors?namespace=default&name=s&include_destroyed=true");
+  std::map<std::string, json> by_key;
+  for (const auto& actor : listed.body["actors"]) by_key[actor.value("key", "")] = actor;
+  ASSERT_EQ(by_key.size(), 3u) << listed.body.dump();
+  EXPECT_EQ(by_key["kept"].value("actor_id", ""), kept);
+  EXPECT_EQ(by_key["gone"].value("actor_id", ""), gone);
+  EXPECT_TRUE(by_key["gone"].contains("destroy_ts")) << listed.body.dump();
+  EXPECT_EQ(by_key["fresh"].value("actor_id", ""), fresh);
+  EXPECT_FALSE(by_key["fresh"].contains("destroy_ts")) << listed.body.dump();
 }
 
 // GET /actors pages like the other listings; a page that is exactly full is the last one
