@@ -348,4 +348,6 @@ size_t FaultyKvStore::unsynced_commit_count() const {
 
 KvStore& FaultyKvStore::base() { return *state_->base; }
 
+bool FaultyKvStore::IsRemote() const { return state_->base->IsRemote(); }
+
 }  // namespace keel::storage

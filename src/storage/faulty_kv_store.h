@@ -62,6 +62,8 @@ class FaultyKvStore : public KvStore {
   // Marks every commit made so far synced (the crash model keeps them), after the base
   // store's SyncWrites.
   Status SyncWrites() override;
+  // The wrapped store's (a remote store stays remote under faults).
+  bool IsRemote() const override;
 
   // Arms a one-shot failure of the n-th counted operation from now; n = 0 disarms.
   void FailNthOperation(uint64_t n);

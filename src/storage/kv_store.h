@@ -223,6 +223,11 @@ class KvStore : public KvReader {
   // as durable as this storage gets (it survives the process, not the machine), and
   // SyncWrites returns at once. Default: false.
   virtual bool SkipsSyncs() const { return false; }
+  // True when every call is a round trip to another process (a database server): a
+  // thread that serves many others (an event loop) should hand calls to a worker rather
+  // than wait them out. Default: false (the data is in this process, a call costs what a
+  // memory or local-file access does).
+  virtual bool IsRemote() const { return false; }
 
   // Applies `writes` atomically, in order (a later write of a key wins), as one commit
   // WITHOUT conflict detection for them: the caller guarantees that no transaction writes

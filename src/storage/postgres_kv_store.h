@@ -118,6 +118,7 @@ class PostgresKvStore : public KvStore {
   Status Close() override;
   // One synchronous commit: every commit that returned before is then durable.
   Status SyncWrites() override;
+  bool IsRemote() const override { return true; }
   // The writes in one PostgreSQL transaction, without the read checks of KvTxn::Commit (under
   // the same key locks, so a txn checking a key it read sees all of it or none).
   Status WriteUnchecked(std::span<const KvWrite> writes, const CommitOptions& options) override;

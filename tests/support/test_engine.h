@@ -41,12 +41,13 @@ class TestEngine {
   // An engine over `store`, a test's own KvStore. Restart/RestartOnSamePort are not
   // available (the store is handed to the engine once).
   // `io_spin`: the I/O runtime's polling window (net::IoRuntime), as keel-engine's
-  // --io-spin-us; none by default.
+  // --io-spin-us; none by default. `io_threads`: as keel-engine's --threads.
   static std::unique_ptr<TestEngine> WithStore(engine::EngineOptions options,
                                                std::unique_ptr<storage::KvStore> store,
-                                               std::chrono::microseconds io_spin = {}) {
+                                               std::chrono::microseconds io_spin = {},
+                                               int io_threads = 2) {
     return std::unique_ptr<TestEngine>(
-        new TestEngine(std::move(options), std::move(store), io_spin));
+        new TestEngine(std::move(options), std::move(store), io_spin, io_threads));
   }
   // Non-null only for WithFaultyStore. Valid while the engine runs (until Restart/Stop).
   storage::FaultyKvStore* faulty_store() { return faulty_; }
@@ -85,10 +86,10 @@ class TestEngine {
   }
 
   TestEngine(engine::EngineOptions options, std::unique_ptr<storage::KvStore> store,
-             std::chrono::microseconds io_spin)
+             std::chrono::microseconds io_spin, int io_threads)
       : options_(std::move(options)), given_store_(std::move(store)) {
     workers_ = std::make_unique<net::IoRuntime>(2);
-    io_ = std::make_unique<net::IoRuntime>(2, io_spin);
+    io_ = std::make_unique<net::IoRuntime>(io_threads, io_spin);
     Start(0);
   }
 

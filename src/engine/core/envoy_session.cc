@@ -37,6 +37,7 @@ EnvoySession::EnvoySession(Engine& engine, gateway::EnvoyConnectParams params,
   const int n = std::clamp(engine.options().storage_executors_per_connection, 1, 64);
   for (int i = 0; i < n; ++i) storage_executors_.push_back(engine.MakeWorkerStrand());
   storage_pending_ = std::make_unique<std::atomic<uint32_t>[]>(static_cast<size_t>(n));
+  if (engine.store().IsRemote()) dispatch_ = engine.MakeWorkerStrand();
 }
 
 size_t EnvoySession::StorageSlotFor(const std::string& actor_id) const {
@@ -109,7 +110,24 @@ void EnvoySession::OnMessage(std::string data, bool binary) {
              {{"envoy_key", params_.envoy_key}, {"error", msg.error().ToString()}});
     return;
   }
-  Dispatch(std::move(*msg));
+  if (dispatch_ == nullptr) {
+    Dispatch(std::move(*msg));
+    return;
+  }
+  {
+    std::unique_lock lock(backlog_mu_);
+    // Bounded: while the engine stops, its workers may drop what was posted.
+    while (backlog_ >= kMaxDispatchBacklog && !engine_.shutting_down()) {
+      backlog_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    ++backlog_;
+  }
+  dispatch_->Post([self = shared_from_this(), msg = std::move(*msg)]() mutable {
+    self->Dispatch(std::move(msg));
+    std::lock_guard lock(self->backlog_mu_);
+    --self->backlog_;
+    self->backlog_cv_.notify_one();
+  });
 }
 
 void EnvoySession::Dispatch(latest::ToRivet&& msg) {
@@ -523,6 +541,17 @@ void EnvoySession::CloseWith(const Error& error) {
 }
 
 void EnvoySession::OnClose(uint16_t code, std::string reason) {
+  if (dispatch_ == nullptr) {
+    Closed(code, std::move(reason));
+    return;
+  }
+  // After the messages still waiting: the orchestrator must hear them before the close.
+  dispatch_->Post([self = shared_from_this(), code, reason = std::move(reason)]() mutable {
+    self->Closed(code, std::move(reason));
+  });
+}
+
+void EnvoySession::Closed(uint16_t code, std::string reason) {
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;
   {
     std::lock_guard lock(mu_);

@@ -28,13 +28,19 @@
 //     messages from the gateway until the KV writes the actor sent before them are durable,
 //     so the runtime need not wait for the write's answer before sending its own;
 //   * ignores frames that do not decode (§3.11) but counts them.
+// Where the work runs: on the socket's I/O thread, except with a remote store
+// (KvStore::IsRemote, PostgreSQL), where each message is handled on the connection's
+// dispatch strand (a worker), in arrival order, and the close after the last of them: a KV
+// request or small page commit then waits out its database round trips there, while the
+// I/O thread serves every other connection.
 // Thread-safety: OnMessage/OnClose come from the socket (serialized); Send/CloseWith may
 // be called from any thread.
 #pragma once
 
 #include <atomic>
-#include <functional>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -122,6 +128,8 @@ class EnvoySession final : public net::WsHandler,
 
  private:
   void Dispatch(latest::ToRivet&& msg);
+  // What OnClose does, after the messages before it were dispatched.
+  void Closed(uint16_t code, std::string reason);
   void HandleKv(latest::ToRivetKvRequest&& req);
   // The page handlers return their answer (nullopt: it leaves later, by AnswerWhenDurable);
   // the caller sends it.
@@ -208,6 +216,16 @@ class EnvoySession final : public net::WsHandler,
   std::mutex release_mu_;
   std::vector<std::function<void()>> releases_;  // guarded by release_mu_
   bool release_posted_ = false;                  // guarded by release_mu_
+
+  // Set when the store is remote (see the file comment): messages and the close run here.
+  std::unique_ptr<Executor> dispatch_;
+  // Messages posted to dispatch_ and not yet handled. OnMessage waits while there are
+  // kMaxDispatchBacklog (what a peer may queue is bounded; the socket's thread then waits,
+  // as it would for every message without dispatch_).
+  static constexpr size_t kMaxDispatchBacklog = 1024;
+  std::mutex backlog_mu_;
+  std::condition_variable backlog_cv_;
+  size_t backlog_ = 0;  // guarded by backlog_mu_
 
   // Last member: destroyed (its SQL threads joined) while everything it uses still lives.
   std::unique_ptr<RemoteSqlHost> remote_sql_;

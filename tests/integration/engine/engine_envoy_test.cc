@@ -960,6 +960,156 @@ TEST_F(EngineEnvoyTest, KvWritesAreAnsweredOnlyOnceDurable) {
   EXPECT_NE(text->body.find("keel_kv_writes_synced_total 2"), std::string::npos) << text->body;
 }
 
+// A KvStore in memory that says it is remote (KvStore::IsRemote, as PostgreSQL's store
+// does) and holds an armed actor's KV writes until let through: a database round trip
+// that takes as long as the test wants.
+class SlowRemoteStore final : public storage::KvStore {
+ public:
+  using KvReader::Scan;
+  Result<std::optional<Bytes>> Get(ByteView key) override { return base_.Get(key); }
+  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
+                                              const storage::ScanOptions& options) override {
+    return base_.Scan(range, options);
+  }
+  Result<std::unique_ptr<storage::KvSnapshot>> NewSnapshot() override {
+    return base_.NewSnapshot();
+  }
+  Result<std::unique_ptr<storage::KvTxn>> Begin() override { return base_.Begin(); }
+  Status Close() override { return base_.Close(); }
+  Status SyncWrites() override { return base_.SyncWrites(); }
+  bool IsRemote() const override { return true; }
+  Status WriteUnchecked(std::span<const storage::KvWrite> writes,
+                        const storage::CommitOptions& options) override {
+    const Bytes actor = armed();
+    const Bytes prefix = storage::ActorKvPrefix(actor);
+    const bool held = !actor.empty() && std::any_of(writes.begin(), writes.end(), [&](auto& w) {
+      return w.key.size() >= prefix.size() &&
+             std::equal(prefix.begin(), prefix.end(), w.key.begin());
+    });
+    if (held) {
+      std::unique_lock lock(mu_);
+      ++holds_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return passes_ > 0; });
+      --passes_;
+    }
+    return base_.WriteUnchecked(writes, options);
+  }
+
+  // Holds the KV writes of `actor` (binary id) from now on.
+  void Arm(ByteView actor) {
+    std::lock_guard lock(mu_);
+    armed_.assign(actor.begin(), actor.end());
+  }
+  // Waits up to 10 s for the n-th held write; true when it came.
+  bool WaitHolds(size_t n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return holds_ >= n; });
+  }
+  // Lets one held write (the one waiting, or the next) through.
+  void LetOneThrough() {
+    std::lock_guard lock(mu_);
+    ++passes_;
+    cv_.notify_all();
+  }
+  // Holds nothing more and lets every held write through.
+  void StopHolding() {
+    std::lock_guard lock(mu_);
+    armed_.clear();
+    passes_ += 1000;
+    cv_.notify_all();
+  }
+
+ private:
+  Bytes armed() const {
+    std::lock_guard lock(mu_);
+    return armed_;
+  }
+
+  storage::MemKvStore base_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Bytes armed_;        // guarded by mu_
+  size_t holds_ = 0;   // guarded by mu_
+  size_t passes_ = 0;  // guarded by mu_
+};
+
+// On a remote store (PostgreSQL) an envoy's KV request waits out its database round trips
+// off the engine's I/O thread (envoy_session.h): with one I/O thread, while one actor's
+// write is held in the store, another envoy's requests are answered. The held
+// connection's own requests still come in order: a read it sent after the write is
+// answered after it, and sees it.
+TEST_F(EngineEnvoyTest, AKvWriteWaitingOnARemoteStoreHoldsUpNoOtherConnection) {
+  auto owned = std::make_unique<SlowRemoteStore>();
+  SlowRemoteStore& store = *owned;
+  options_ = FastOptions();
+  te_ = TestEngine::WithStore(options_, std::move(owned), {}, /*io_threads=*/1);
+  PutPool("default", "other", json{{"normal", json::object()}});
+  auto slow = Envoy("slow");
+  ASSERT_NE(slow, nullptr);
+  auto other = Envoy("other", 4, "default", "other");
+  ASSERT_NE(other, nullptr);
+  const std::string held_id = CreateActor("kv", "held");
+  ASSERT_EQ(StartOn(*slow, held_id), 1u);
+  const std::string free_id = CreateActor("kv", "free", "default", "other");
+  ASSERT_EQ(StartOn(*other, free_id), 1u);
+
+  store.Arm(engine::EngineId::Parse(held_id)->bytes());
+  struct Unhold {  // on a failure too, before the engine stops
+    SlowRemoteStore& store;
+    ~Unhold() { store.StopHolding(); }
+  } unhold{store};
+  auto put_id = slow->SendKv(held_id, KvPut({{"a", "held"}}));
+  ASSERT_TRUE(put_id.has_value());
+  auto get_id = slow->SendKv(held_id, KvGet({"a"}));
+  ASSERT_TRUE(get_id.has_value());
+  ASSERT_TRUE(store.WaitHolds(1)) << "the put never reached the store";
+
+  // The other connection is served meanwhile.
+  auto put = other->Kv(free_id, KvPut({{"a", "free"}}));
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  ASSERT_TRUE(put->is<v::KvPutResponse>()) << ErrorText(*put);
+  auto got = other->Kv(free_id, KvGet({"a"}));
+  ASSERT_TRUE(got.has_value() && got->is<v::KvGetResponse>()) << ErrorText(*got);
+  ASSERT_EQ(got->get_if<v::KvGetResponse>()->values.size(), 1u);
+  EXPECT_EQ(ToString(got->get_if<v::KvGetResponse>()->values[0]), "free");
+
+  // The held connection's read waits behind its write (a bounded look for its absence).
+  EXPECT_FALSE(slow->KvAnswer(*get_id, 200ms).has_value()) << "the read overtook the write";
+  store.LetOneThrough();
+  auto put_answer = slow->KvAnswer(*put_id);
+  ASSERT_TRUE(put_answer.has_value()) << put_answer.error().ToString();
+  EXPECT_TRUE(put_answer->is<v::KvPutResponse>()) << ErrorText(*put_answer);
+  auto get_answer = slow->KvAnswer(*get_id);
+  ASSERT_TRUE(get_answer.has_value() && get_answer->is<v::KvGetResponse>())
+      << ErrorText(*get_answer);
+  ASSERT_EQ(get_answer->get_if<v::KvGetResponse>()->values.size(), 1u);
+  EXPECT_EQ(ToString(get_answer->get_if<v::KvGetResponse>()->values[0]), "held");
+
+  // The close reaches the orchestrator after the messages read before it: while a last
+  // write waits in the store the envoy is still connected, and once the write is through
+  // its data is there and the envoy is gone.
+  auto stopped = [&] {
+    HttpResult r = Call("GET", "/envoys?namespace=default&envoy_key=slow");
+    return r.body["envoys"].size() == 1 && r.body["envoys"][0].contains("stop_ts");
+  };
+  ASSERT_TRUE(slow->SendKv(held_id, KvPut({{"b", "last"}})).has_value());
+  ASSERT_TRUE(store.WaitHolds(2)) << "the last put never reached the store";
+  slow->Close();
+  ASSERT_TRUE(slow->WaitClosed(5s).has_value());
+  for (auto until = std::chrono::steady_clock::now() + 200ms;
+       std::chrono::steady_clock::now() < until;) {  // a bounded look for the stop
+    ASSERT_FALSE(stopped()) << "the close overtook the write before it";
+    std::this_thread::sleep_for(5ms);
+  }
+  store.LetOneThrough();
+  ASSERT_TRUE(WaitActor(
+      held_id, [&](const json&) { return stopped(); }, 5s))
+      << "the envoy's close never arrived";
+  HttpResult last = Call("GET", "/actors/" + held_id + "/kv/keys/Yg==?namespace=default");
+  EXPECT_EQ(last.body.value("value", ""), "bGFzdA==") << last.raw;  // "last"
+}
+
 // ---- 10. SQLite pages -------------------------------------------------------------------
 
 v::SqliteCommitRequest CommitOf(const std::string& id, uint32_t pgno, uint8_t fill,
