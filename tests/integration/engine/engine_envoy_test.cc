@@ -41,6 +41,7 @@
 #include "storage/page_store.h"
 #include "storage/rocksdb_kv_store.h"
 #include "support/fake_envoy.h"
+#include "support/forwarding_kv_store.h"
 #include "support/gateway_http.h"
 #include "support/temp_dir.h"
 #include "support/test_engine.h"
@@ -963,20 +964,10 @@ TEST_F(EngineEnvoyTest, KvWritesAreAnsweredOnlyOnceDurable) {
 // A KvStore in memory that says it is remote (KvStore::IsRemote, as PostgreSQL's store
 // does) and holds an armed actor's KV writes until let through: a database round trip
 // that takes as long as the test wants.
-class SlowRemoteStore final : public storage::KvStore {
+class SlowRemoteStore final : public ForwardingKvStore {
  public:
-  using KvReader::Scan;
-  Result<std::optional<Bytes>> Get(ByteView key) override { return base_.Get(key); }
-  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
-                                              const storage::ScanOptions& options) override {
-    return base_.Scan(range, options);
-  }
-  Result<std::unique_ptr<storage::KvSnapshot>> NewSnapshot() override {
-    return base_.NewSnapshot();
-  }
-  Result<std::unique_ptr<storage::KvTxn>> Begin() override { return base_.Begin(); }
-  Status Close() override { return base_.Close(); }
-  Status SyncWrites() override { return base_.SyncWrites(); }
+  SlowRemoteStore() : ForwardingKvStore(std::make_unique<storage::MemKvStore>()) {}
+
   bool IsRemote() const override { return true; }
   Status WriteUnchecked(std::span<const storage::KvWrite> writes,
                         const storage::CommitOptions& options) override {
@@ -993,7 +984,7 @@ class SlowRemoteStore final : public storage::KvStore {
       cv_.wait(lock, [&] { return passes_ > 0; });
       --passes_;
     }
-    return base_.WriteUnchecked(writes, options);
+    return ForwardingKvStore::WriteUnchecked(writes, options);
   }
 
   // Holds the KV writes of `actor` (binary id) from now on.
@@ -1026,7 +1017,6 @@ class SlowRemoteStore final : public storage::KvStore {
     return armed_;
   }
 
-  storage::MemKvStore base_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   Bytes armed_;        // guarded by mu_
@@ -1819,10 +1809,10 @@ TEST_F(EngineEnvoyTest, DestroyedActorIsNotFoundById) {
 // closes it, and the next engine opens the same RocksDB directory (no fault then).
 // HoldInsteadOfRefusing: such a commit waits instead, until let through (LetOneThrough,
 // StopHolding), and then commits.
-class RefuseActorDeletesStore final : public storage::KvStore {
+class RefuseActorDeletesStore final : public ForwardingKvStore {
  public:
   explicit RefuseActorDeletesStore(std::unique_ptr<storage::KvStore> base)
-      : base_(std::move(base)) {}
+      : ForwardingKvStore(std::move(base)) {}
   ~RefuseActorDeletesStore() override { StopHolding(); }
 
   void HoldInsteadOfRefusing() {
@@ -1892,19 +1882,7 @@ class RefuseActorDeletesStore final : public storage::KvStore {
     });
   }
 
-  using KvReader::Scan;
-  Result<std::optional<Bytes>> Get(ByteView key) override { return base_->Get(key); }
-  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
-                                              const storage::ScanOptions& options) override {
-    return base_->Scan(range, options);
-  }
-  Result<std::unique_ptr<storage::KvSnapshot>> NewSnapshot() override {
-    return base_->NewSnapshot();
-  }
   Result<std::unique_ptr<storage::KvTxn>> Begin() override;
-  Status Close() override { return base_->Close(); }
-  Status SyncWrites() override { return base_->SyncWrites(); }
-  bool SkipsSyncs() const override { return base_->SkipsSyncs(); }
   Status WriteUnchecked(std::span<const storage::KvWrite> writes,
                         const storage::CommitOptions& options) override {
     for (const storage::KvWrite& w : writes) {
@@ -1913,11 +1891,10 @@ class RefuseActorDeletesStore final : public storage::KvStore {
         break;
       }
     }
-    return base_->WriteUnchecked(writes, options);
+    return ForwardingKvStore::WriteUnchecked(writes, options);
   }
 
  private:
-  std::unique_ptr<storage::KvStore> base_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Bytes> prefixes_;
@@ -1966,7 +1943,7 @@ class RefuseActorDeletesTxn final : public storage::KvTxn {
 };
 
 Result<std::unique_ptr<storage::KvTxn>> RefuseActorDeletesStore::Begin() {
-  auto inner = base_->Begin();
+  auto inner = base().Begin();
   if (!inner.has_value()) return Unexpected{inner.error()};
   return std::unique_ptr<storage::KvTxn>(new RefuseActorDeletesTxn(*this, std::move(*inner)));
 }
@@ -2919,21 +2896,13 @@ constexpr std::string_view kHoldOutputsHeader = "x-keel-hold-outputs";
 
 // A KvStore over MemKvStore whose SyncWrites (the group commit's WAL sync, the only caller)
 // can be stopped at a gate, so a test decides when KV writes become durable.
-class GatedSyncStore final : public storage::KvStore {
+class GatedSyncStore final : public ForwardingKvStore {
  public:
-  using KvReader::Scan;
-  Result<std::optional<Bytes>> Get(ByteView key) override { return base_.Get(key); }
-  Result<std::vector<storage::KeyValue>> Scan(const storage::KeyRange& range,
-                                              const storage::ScanOptions& options) override {
-    return base_.Scan(range, options);
-  }
-  Result<std::unique_ptr<storage::KvSnapshot>> NewSnapshot() override {
-    return base_.NewSnapshot();
-  }
-  Result<std::unique_ptr<storage::KvTxn>> Begin() override { return base_.Begin(); }
+  GatedSyncStore() : ForwardingKvStore(std::make_unique<storage::MemKvStore>()) {}
+
   Status Close() override {
     OpenGate();
-    return base_.Close();
+    return ForwardingKvStore::Close();
   }
   Status SyncWrites() override {
     {
@@ -2949,7 +2918,7 @@ class GatedSyncStore final : public storage::KvStore {
         return Unexpected{Error{"storage", "io", "injected sync failure"}};
       }
     }
-    Status s = base_.SyncWrites();
+    Status s = ForwardingKvStore::SyncWrites();
     std::lock_guard lock(mu_);
     ++completed_;
     cv_.notify_all();
@@ -2988,7 +2957,6 @@ class GatedSyncStore final : public storage::KvStore {
   }
 
  private:
-  storage::MemKvStore base_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool closed_ = false;     // guarded by mu_
