@@ -358,6 +358,25 @@ class EngineEnvoyTest : public ::testing::Test {
     return id;
   }
 
+  // Two envoys, `a_key` of the default pool and `b_key` of a second pool, "other", each
+  // hosting a started actor of `name` (generation 1).
+  struct TwoHosts {
+    std::unique_ptr<FakeEnvoy> a, b;
+    std::string on_a, on_b;  // the actors' ids
+  };
+  void ActorOnEachOfTwoPools(const std::string& a_key, const std::string& b_key,
+                             const std::string& name, TwoHosts& out) {
+    PutPool("default", "other", json{{"normal", json::object()}});
+    out.a = Envoy(a_key);
+    ASSERT_NE(out.a, nullptr);
+    out.b = Envoy(b_key, 4, "default", "other");
+    ASSERT_NE(out.b, nullptr);
+    out.on_a = CreateActor(name, "on-a");
+    ASSERT_EQ(StartOn(*out.a, out.on_a), 1u);
+    out.on_b = CreateActor(name, "on-b", "default", "other");
+    ASSERT_EQ(StartOn(*out.b, out.on_b), 1u);
+  }
+
   void PutPool(const std::string& ns, const std::string& pool, const json& dc) {
     HttpResult r = Call("PUT", "/runner-configs/" + pool + "?namespace=" + ns,
                         json{{"datacenters", {{"default", dc}}}}.dump());
@@ -1034,15 +1053,12 @@ TEST_F(EngineEnvoyTest, AKvWriteWaitingOnARemoteStoreHoldsUpNoOtherConnection) {
   SlowRemoteStore& store = *owned;
   options_ = FastOptions();
   te_ = TestEngine::WithStore(options_, std::move(owned), {}, /*io_threads=*/1);
-  PutPool("default", "other", json{{"normal", json::object()}});
-  auto slow = Envoy("slow");
-  ASSERT_NE(slow, nullptr);
-  auto other = Envoy("other", 4, "default", "other");
-  ASSERT_NE(other, nullptr);
-  const std::string held_id = CreateActor("kv", "held");
-  ASSERT_EQ(StartOn(*slow, held_id), 1u);
-  const std::string free_id = CreateActor("kv", "free", "default", "other");
-  ASSERT_EQ(StartOn(*other, free_id), 1u);
+  TwoHosts hosts;
+  ASSERT_NO_FATAL_FAILURE(ActorOnEachOfTwoPools("slow", "other", "kv", hosts));
+  FakeEnvoy* slow = hosts.a.get();
+  FakeEnvoy* other = hosts.b.get();
+  const std::string& held_id = hosts.on_a;
+  const std::string& free_id = hosts.on_b;
 
   store.Arm(engine::EngineId::Parse(held_id)->bytes());
   struct Unhold {  // on a failure too, before the engine stops
@@ -1500,28 +1516,21 @@ TEST_F(EngineEnvoyTest, CommandAckWithUnparsableActorIdEndsTheConnection) {
 
 TEST_F(EngineEnvoyTest, EventsFromAnEnvoyThatDoesNotHostTheActorAreIgnored) {
   Start();
-  PutPool("default", "other", json{{"normal", json::object()}});
-  auto a = Envoy("host-a");
-  ASSERT_NE(a, nullptr);
-  auto b = Envoy("host-b", 4, "default", "other");
-  ASSERT_NE(b, nullptr);
-  const std::string id = CreateActor("hosted", "k");
-  ASSERT_EQ(StartOn(*a, id), 1u);
-  const std::string own = CreateActor("hosted", "own", "default", "other");
-  ASSERT_EQ(StartOn(*b, own), 1u);
-  ASSERT_TRUE(WaitActor(id, [](const json& j) { return j.contains("connectable_ts"); }));
+  TwoHosts hosts;
+  ASSERT_NO_FATAL_FAILURE(ActorOnEachOfTwoPools("host-a", "host-b", "hosted", hosts));
+  ASSERT_TRUE(WaitActor(hosts.on_a, [](const json& j) { return j.contains("connectable_ts"); }));
   // b claims a's actor stopped and asks it to sleep: neither counts.
   v::EventWrapper stopped;
-  stopped.checkpoint = v::ActorCheckpoint{id, 1, 1};
+  stopped.checkpoint = v::ActorCheckpoint{hosts.on_a, 1, 1};
   stopped.inner = v::EventActorStateUpdate{v::ActorStateStopped{v::StopCode::kOk, std::nullopt}};
   v::EventWrapper sleep;
-  sleep.checkpoint = v::ActorCheckpoint{id, 1, 2};
+  sleep.checkpoint = v::ActorCheckpoint{hosts.on_a, 1, 2};
   sleep.inner = v::EventActorIntent{v::ActorIntentSleep{}};
-  ASSERT_TRUE(b->SendEvents({sleep, stopped}).has_value());
-  LoopBarrier(*b, own, 1);
-  EXPECT_EQ(Transition(id), orch::Transition::kRunning);
-  ASSERT_TRUE(a->Sync().has_value());
-  EXPECT_FALSE(HasCommandFor(a->backlog(), id)) << CommandsText(a->backlog());
+  ASSERT_TRUE(hosts.b->SendEvents({sleep, stopped}).has_value());
+  LoopBarrier(*hosts.b, hosts.on_b, 1);
+  EXPECT_EQ(Transition(hosts.on_a), orch::Transition::kRunning);
+  ASSERT_TRUE(hosts.a->Sync().has_value());
+  EXPECT_FALSE(HasCommandFor(hosts.a->backlog(), hosts.on_a)) << CommandsText(hosts.a->backlog());
 }
 
 TEST_F(EngineEnvoyTest, SleepWithAnAlarmAlreadyDueRestartsAtOnce) {
