@@ -1600,14 +1600,13 @@ void Orchestrator::Create(CreateActorRequest request,
       done(Unexpected{stored.error()});
       return;
     }
-    if (id_taken) {
-      KEEL_LOG(kWarn, kLog, "a new actor's id is taken: drawing another",
-               {{"actor", entry->id.ToString()}});
-      Create(std::move(request), std::move(done));
-      return;
-    }
-    if (duplicate) {
-      // Another engine node won the key between our lookup and the transaction.
+    if (duplicate || id_taken) {
+      // Another engine node won the key between our lookup and the transaction, or the
+      // id was an earlier run's: again, with a new id.
+      if (id_taken) {
+        KEEL_LOG(kWarn, kLog, "a new actor's id is taken: drawing another",
+                 {{"actor", entry->id.ToString()}});
+      }
       Create(std::move(request), std::move(done));
       return;
     }

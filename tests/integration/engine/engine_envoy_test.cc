@@ -980,10 +980,61 @@ TEST_F(EngineEnvoyTest, KvWritesAreAnsweredOnlyOnceDurable) {
   EXPECT_NE(text->body.find("keel_kv_writes_synced_total 2"), std::string::npos) << text->body;
 }
 
+// Store calls a test holds until it lets them through, one at a time or all at once. A
+// store that holds some of its calls derives from it and calls Hold in them.
+class HoldGate {
+ public:
+  // Blocks the calling store call until LetOneThrough or Open.
+  void Hold() {
+    std::unique_lock lock(gate_mu_);
+    ++holds_;
+    ++waiting_;
+    gate_cv_.notify_all();
+    gate_cv_.wait(lock, [&] { return passes_ > 0 || open_; });
+    if (passes_ > 0) --passes_;
+    --waiting_;
+  }
+  // One held call (the one waiting, or the next) goes on.
+  void LetOneThrough() {
+    std::lock_guard lock(gate_mu_);
+    ++passes_;
+    gate_cv_.notify_all();
+  }
+  // Every held call goes on, and no later one is held.
+  void Open() {
+    std::lock_guard lock(gate_mu_);
+    open_ = true;
+    gate_cv_.notify_all();
+  }
+  // Calls held so far (let through or not).
+  size_t holds() const {
+    std::lock_guard lock(gate_mu_);
+    return holds_;
+  }
+  // Whether a call waits now.
+  bool holding() const {
+    std::lock_guard lock(gate_mu_);
+    return waiting_ > 0;
+  }
+  // Waits up to 10 s for the n-th held call; true when it came.
+  bool WaitHolds(size_t n) {
+    std::unique_lock lock(gate_mu_);
+    return gate_cv_.wait_for(lock, 10s, [&] { return holds_ >= n; });
+  }
+
+ private:
+  mutable std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  size_t holds_ = 0;    // guarded by gate_mu_
+  size_t waiting_ = 0;  // guarded by gate_mu_
+  size_t passes_ = 0;   // guarded by gate_mu_
+  bool open_ = false;   // guarded by gate_mu_
+};
+
 // A KvStore in memory that says it is remote (KvStore::IsRemote, as PostgreSQL's store
 // does) and holds an armed actor's KV writes until let through: a database round trip
 // that takes as long as the test wants.
-class SlowRemoteStore final : public ForwardingKvStore {
+class SlowRemoteStore final : public ForwardingKvStore, public HoldGate {
  public:
   SlowRemoteStore() : ForwardingKvStore(std::make_unique<storage::MemKvStore>()) {}
 
@@ -996,13 +1047,7 @@ class SlowRemoteStore final : public ForwardingKvStore {
       return w.key.size() >= prefix.size() &&
              std::equal(prefix.begin(), prefix.end(), w.key.begin());
     });
-    if (held) {
-      std::unique_lock lock(mu_);
-      ++holds_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return passes_ > 0; });
-      --passes_;
-    }
+    if (held) Hold();
     return ForwardingKvStore::WriteUnchecked(writes, options);
   }
 
@@ -1010,24 +1055,6 @@ class SlowRemoteStore final : public ForwardingKvStore {
   void Arm(ByteView actor) {
     std::lock_guard lock(mu_);
     armed_.assign(actor.begin(), actor.end());
-  }
-  // Waits up to 10 s for the n-th held write; true when it came.
-  bool WaitHolds(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return holds_ >= n; });
-  }
-  // Lets one held write (the one waiting, or the next) through.
-  void LetOneThrough() {
-    std::lock_guard lock(mu_);
-    ++passes_;
-    cv_.notify_all();
-  }
-  // Holds nothing more and lets every held write through.
-  void StopHolding() {
-    std::lock_guard lock(mu_);
-    armed_.clear();
-    passes_ += 1000;
-    cv_.notify_all();
   }
 
  private:
@@ -1037,10 +1064,7 @@ class SlowRemoteStore final : public ForwardingKvStore {
   }
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Bytes armed_;        // guarded by mu_
-  size_t holds_ = 0;   // guarded by mu_
-  size_t passes_ = 0;  // guarded by mu_
+  Bytes armed_;  // guarded by mu_
 };
 
 // On a remote store (PostgreSQL) an envoy's KV request waits out its database round trips
@@ -1063,7 +1087,7 @@ TEST_F(EngineEnvoyTest, AKvWriteWaitingOnARemoteStoreHoldsUpNoOtherConnection) {
   store.Arm(engine::EngineId::Parse(held_id)->bytes());
   struct Unhold {  // on a failure too, before the engine stops
     SlowRemoteStore& store;
-    ~Unhold() { store.StopHolding(); }
+    ~Unhold() { store.Open(); }
   } unhold{store};
   auto put_id = slow->SendKv(held_id, KvPut({{"a", "held"}}));
   ASSERT_TRUE(put_id.has_value());
@@ -1818,7 +1842,7 @@ TEST_F(EngineEnvoyTest, DestroyedActorIsNotFoundById) {
 // closes it, and the next engine opens the same RocksDB directory (no fault then).
 // HoldInsteadOfRefusing: such a commit waits instead, until let through (LetOneThrough,
 // StopHolding), and then commits.
-class RefuseActorDeletesStore final : public ForwardingKvStore {
+class RefuseActorDeletesStore final : public ForwardingKvStore, public HoldGate {
  public:
   explicit RefuseActorDeletesStore(std::unique_ptr<storage::KvStore> base)
       : ForwardingKvStore(std::move(base)) {}
@@ -1830,46 +1854,24 @@ class RefuseActorDeletesStore final : public ForwardingKvStore {
   }
   // Every commit held now goes on, and later ones are neither held nor refused.
   void StopHolding() {
-    std::lock_guard lock(mu_);
-    hold_ = false;
-    prefixes_.clear();
-    cv_.notify_all();
-  }
-  // One held commit goes on.
-  void LetOneThrough() {
-    std::lock_guard lock(mu_);
-    ++passes_;
-    cv_.notify_all();
-  }
-  // Commits held so far (let through or not).
-  size_t holds() const {
-    std::lock_guard lock(mu_);
-    return holds_;
-  }
-  // Whether a commit waits now.
-  bool holding() const {
-    std::lock_guard lock(mu_);
-    return waiting_ > 0;
-  }
-  // Waits up to 10 s for the n-th held commit; true when it came.
-  bool WaitHolds(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return holds_ >= n; });
+    {
+      std::lock_guard lock(mu_);
+      hold_ = false;
+      prefixes_.clear();
+    }
+    Open();
   }
   // A refused commit: holds it while holding and returns OkStatus when it may commit.
   Status HoldOrRefuse() {
-    std::unique_lock lock(mu_);
-    if (hold_) {
-      ++holds_;
-      ++waiting_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return passes_ > 0 || !hold_; });
-      if (passes_ > 0) --passes_;
-      --waiting_;
-      return OkStatus();
+    {
+      std::lock_guard lock(mu_);
+      if (!hold_) {
+        ++refused_;
+        return Unexpected{Error{"storage", "io", "injected: a delete of the actor's data"}};
+      }
     }
-    ++refused_;
-    return Unexpected{Error{"storage", "io", "injected: a delete of the actor's data"}};
+    Hold();
+    return OkStatus();
   }
 
   void Arm(ByteView actor) {
@@ -1905,13 +1907,9 @@ class RefuseActorDeletesStore final : public ForwardingKvStore {
 
  private:
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::vector<Bytes> prefixes_;
   size_t refused_ = 0;
   bool hold_ = false;
-  size_t holds_ = 0;
-  size_t waiting_ = 0;
-  size_t passes_ = 0;
 };
 
 class RefuseActorDeletesTxn final : public storage::KvTxn {
