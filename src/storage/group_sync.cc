@@ -26,9 +26,11 @@ struct GroupSync::State {
   std::vector<Continuation> after_running;
   bool scheduled = false;    // a runner (the thread, a posted task, an inline writer) owns syncing
   bool thread_turn = false;  // own-thread mode: the thread is to run the next rounds
-  // Own-thread mode: Anticipate's deadline (on Now()); the thread polls until then.
+  // Own-thread mode: Anticipate's or the linger's deadline (on Now()); the thread polls
+  // until then.
   std::chrono::nanoseconds anticipate_until{0};
   uint64_t anticipations = 0;
+  uint64_t lingers = 0;
   std::atomic<bool> polling{false};
   bool running = false;      // a runner is inside its loop (it may touch the store)
   bool stopped = false;
@@ -155,7 +157,8 @@ void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
     state->wake.wait(lock, [&] {
       return state->stopped || state->thread_turn || state->anticipate_until > state->Now();
     });
-    // Anticipated: poll, without sleeping in the kernel, until the write's turn comes.
+    // Anticipated or lingering: poll, without sleeping in the kernel, until a write's turn
+    // comes.
     while (!state->stopped && !state->thread_turn && state->anticipate_until > state->Now()) {
       state->polling.store(true, std::memory_order_relaxed);
       lock.unlock();
@@ -170,6 +173,10 @@ void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
     lock.unlock();
     RunSyncs(state, /*inline_caller=*/false);  // clears `scheduled` once nothing is waiting
     lock.lock();
+    if (state->options.linger.count() > 0 && !state->SyncInline()) {
+      state->anticipate_until = state->Now() + state->options.linger;
+      ++state->lingers;
+    }
   }
 }
 
@@ -272,6 +279,11 @@ uint64_t GroupSync::sync_count() const {
 uint64_t GroupSync::anticipations() const {
   std::lock_guard lock(state_->mu);
   return state_->anticipations;
+}
+
+uint64_t GroupSync::lingers() const {
+  std::lock_guard lock(state_->mu);
+  return state_->lingers;
 }
 
 bool GroupSync::anticipating() const { return state_->polling.load(std::memory_order_relaxed); }

@@ -23,6 +23,11 @@
 // waits until the writer's event loop has run what was ready when the write came, so the
 // writes those handlers commit share it (and a writer on no event loop keeps the thread);
 // without, it runs before AfterWrite returns.
+// After its syncs the thread lingers (Options::linger): it polls for the next write, yielding
+// its core between checks, before it sleeps. A client that waits for each answer before it
+// sends the next call writes again ~50–100 µs after its last sync, and a thread still awake
+// then starts that sync at once, where a sleeping one first costs its core's wake-up (tens
+// of µs on a VM whose idle cores halt, more when the scheduler has put it on the other one).
 // Sync durations are tracked fast up, slow down (one slow sync sends writes back to the
 // thread until many fast ones have run), so a disk's syncs always stay on the thread; and
 // overlapping writes (several per sync) keep the thread too, where they share syncs and
@@ -68,6 +73,9 @@ class GroupSync {
     // Syncs shorter than this (recently) run on the writer's thread when none is running
     // (see the file comment). Zero: never.
     std::chrono::nanoseconds inline_below{0};
+    // Own-thread mode: how long the thread polls for the next write after its syncs before
+    // it sleeps (see the file comment). Not while syncs run inline. Zero: it sleeps at once.
+    std::chrono::nanoseconds linger{0};
     // For inline syncs: runs a task on the calling thread's event loop once what is ready
     // there has run; false when the calling thread runs no such loop (the sync then goes
     // to the thread). A task destroyed unrun hands its sync to the thread.
@@ -105,9 +113,11 @@ class GroupSync {
   uint64_t sync_count() const;
   uint64_t inline_sync_count() const;
   // Anticipate calls that set the thread polling (or lengthened its polling), and whether
-  // it polls now (tests, metrics).
+  // it polls now, anticipating or lingering (tests, metrics).
   uint64_t anticipations() const;
   bool anticipating() const;
+  // Rounds of syncs after which the thread lingered (Options::linger; tests).
+  uint64_t lingers() const;
   // True while writes wait for the next sync. A continuation with much to do can then hand
   // its work to another thread instead of delaying that sync (continuations of one sync
   // run one after another, before the next sync starts).

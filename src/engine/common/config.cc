@@ -28,6 +28,7 @@ constexpr std::string_view kEnvPrefix = "KEEL_ENGINE_";
 constexpr int kMaxThreads = 256;
 constexpr int kMaxIoSpinUs = 100000;
 constexpr int kMaxInlineSyncUs = 100000;
+constexpr int kMaxSyncLingerUs = 100000;
 constexpr int64_t kMaxInlinePageCommitBytes = int64_t{16} << 20;  // a commit's own cap
 // Upper bound of every duration setting: 30 days. Far above any sensible timeout, and small
 // enough that a deadline (now + duration, in nanoseconds) cannot overflow.
@@ -245,6 +246,12 @@ const std::vector<Field>& Fields() {
          c.inline_sync_us = static_cast<int>(us);
          return OkStatus();
        }},
+      {"sync_linger_us", JsonKind::kInteger,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         KEEL_ASSIGN_OR_RETURN(int64_t us, ParseInteger(v, 0, kMaxSyncLingerUs));
+         c.sync_linger_us = static_cast<int>(us);
+         return OkStatus();
+       }},
       {"storage_lock_wait_ms", JsonKind::kInteger,
        [](EngineConfig& c, std::string_view v) -> Status {
          KEEL_ASSIGN_OR_RETURN(c.storage_lock_wait_ms, ParseInteger(v, 0, 3'600'000));
@@ -434,6 +441,9 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--inline-sync-us", "inline_sync_us",
        "A KV write's WAL sync runs on the writing thread while syncs take less than this "
        "(µs; default 20, 0 = always on the sync thread)"},
+      {"--sync-linger-us", "sync_linger_us",
+       "µs the KV sync thread polls for the next write after its syncs before it sleeps "
+       "(default 300, 0 = never)"},
       {"--inline-page-commit-bytes", "inline_page_commit_bytes",
        "Page commits up to this size are synced by the group commit (default 65536, 0 = never)"},
       {"--log-level", "log_level", "trace, debug, info, warn, error or off (default info)"},
@@ -566,6 +576,9 @@ Status ValidateEngineConfig(const EngineConfig& config) {
   if (config.inline_sync_us < 0 || config.inline_sync_us > kMaxInlineSyncUs) {
     return InvalidValue("inline_sync_us must be between 0 and " + std::to_string(kMaxInlineSyncUs));
   }
+  if (config.sync_linger_us < 0 || config.sync_linger_us > kMaxSyncLingerUs) {
+    return InvalidValue("sync_linger_us must be between 0 and " + std::to_string(kMaxSyncLingerUs));
+  }
   if (config.inline_page_commit_bytes < 0 ||
       config.inline_page_commit_bytes > kMaxInlinePageCommitBytes) {
     return InvalidValue("inline_page_commit_bytes must be between 0 and " +
@@ -679,6 +692,7 @@ std::string DescribeConfig(const EngineConfig& config) {
   out += " threads=" + std::to_string(config.threads) +
          " io_spin_us=" + std::to_string(config.io_spin_us) +
          " inline_sync_us=" + std::to_string(config.inline_sync_us) +
+         " sync_linger_us=" + std::to_string(config.sync_linger_us) +
          " inline_page_commit_bytes=" + std::to_string(config.inline_page_commit_bytes) +
          " log_level=" + std::string(LogLevelName(config.log_level));
   out += " admin_token=";

@@ -127,6 +127,14 @@ struct EngineConfig {
   // storage that syncs faster than a thread wakes up (tmpfs, drives with power-loss
   // protection) qualifies; a disk's slower syncs keep the thread, where writes share them.
   int inline_sync_us = 20;
+  // How long the group commit's sync thread polls for the next KV write after its syncs
+  // before it sleeps (storage::GroupSync::Options::linger), in µs; 0..100000, 0 = never.
+  // A client that waits for each answer writes again ~50–100 µs after its last sync; the
+  // thread is then still awake instead of paying a halted core's wake-up. On 2 virtual
+  // cores 300 µs took W1 over WebSocket from 33 to 21 µs over its paired floor (medians
+  // of twelve runs; docs/benchmarks-history.md, "The sync thread lingers"). An idle
+  // engine sleeps.
+  int sync_linger_us = 300;
   LogLevel log_level = LogLevel::kInfo;
   EngineThresholds thresholds;
 

@@ -64,6 +64,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
                          if (inline_sync) kv_inline_syncs_->Inc();
                        },
                    .inline_below = std::chrono::microseconds(options_.inline_sync_us),
+                   .linger = std::chrono::microseconds(options_.sync_linger_us),
                    // A write on an I/O thread syncs after the handlers ready there have
                    // run: the writes they commit (other connections' requests read in the
                    // same pass) share its sync, and their answers leave together.

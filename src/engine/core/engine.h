@@ -116,6 +116,9 @@ struct EngineOptions {
   // recent syncs took less than this many µs and writes come one at a time
   // (storage::GroupSync, "Where syncs run"); 0 = always on the sync thread.
   int inline_sync_us = 20;
+  // After its syncs the KV sync thread polls this many µs for the next write before it
+  // sleeps (storage::GroupSync::Options::linger); 0 = never.
+  int sync_linger_us = 300;
   // Held outputs (engine/core/output_hold.h): confirmed to envoys that ask for them.
   bool hold_outputs = true;
   // Early start (docs/engine.md "Early start"): on a connection with held outputs, a

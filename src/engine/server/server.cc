@@ -67,6 +67,7 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   o.runner_pool_error_clear_successes = t.runner_pool_error_clear_successes;
   o.inline_page_commit_bytes = static_cast<size_t>(c.inline_page_commit_bytes);
   o.inline_sync_us = c.inline_sync_us;
+  o.sync_linger_us = c.sync_linger_us;
   o.admin_token = c.admin_token;
   o.namespace_tokens = c.namespace_tokens;
   o.gateway_token = c.gateway_token;

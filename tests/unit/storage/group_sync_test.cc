@@ -1,7 +1,8 @@
 // GroupSync: writes are acknowledged only after a sync that covers them, writes arriving
 // during a sync share the next one, reads wait exactly for the writes pending before them,
 // a failed sync is reported to everyone it covered, Stop drops what is still waiting, and
-// Anticipate gets the syncing thread up before a write that is on its way.
+// Anticipate gets the syncing thread up before a write that is on its way, and the thread
+// lingers after its syncs for the next write.
 // Deterministic: posted tasks go to a queue the test runs by hand, and a store hook acts
 // in the middle of a sync.
 #include "storage/group_sync.h"
@@ -606,6 +607,69 @@ TEST(GroupSyncOwnThread, AnticipateDoesNothingWhereNoThreadWouldSync) {
   posted.Anticipate(std::chrono::seconds(1));
   EXPECT_EQ(posted.anticipations(), 0u);
   EXPECT_TRUE(tasks.empty());
+}
+
+// Options::linger (a client that waits for each answer writes again soon after its last
+// sync): after its syncs the thread polls for the next write instead of sleeping, until the
+// linger passes on the manual clock; a lingering thread is not an anticipation.
+TEST(GroupSyncOwnThread, AfterItsSyncsTheThreadLingersForTheNextWriteUntilTheLingerPasses) {
+  HookedStore store;
+  std::atomic<int64_t> now_ns{0};
+  GroupSync gs(store, {.linger = std::chrono::microseconds(300),
+                       .now = [&] { return std::chrono::nanoseconds(now_ns.load()); }});
+  auto write_and_wait = [&gs] {
+    std::promise<Status> acked;
+    gs.AfterWrite([&acked](Status s) { acked.set_value(s); });
+    auto ack = acked.get_future();
+    if (ack.wait_for(std::chrono::seconds(10)) != std::future_status::ready) return false;
+    return ack.get().has_value();
+  };
+  ASSERT_TRUE(write_and_wait());
+  // The clock has not moved: only the linger keeps the thread polling.
+  ASSERT_TRUE(Eventually([&] { return gs.anticipating(); }));
+  EXPECT_EQ(gs.anticipations(), 0u);
+  ASSERT_TRUE(write_and_wait()) << "a write that finds the thread lingering is synced";
+  ASSERT_TRUE(Eventually([&] { return gs.lingers() == 2u && gs.anticipating(); }));
+  now_ns = 300'001;  // just past the second linger
+  EXPECT_TRUE(Eventually([&] { return !gs.anticipating(); }));
+  ASSERT_TRUE(write_and_wait()) << "asleep again, the thread still takes the next write";
+  gs.Stop();
+  EXPECT_EQ(store.syncs, 3);
+  EXPECT_EQ(gs.lingers(), 3u);
+}
+
+TEST(GroupSyncOwnThread, StopEndsALingerAtOnce) {
+  HookedStore store;
+  auto gs = std::make_unique<GroupSync>(store, GroupSync::Options{.linger = std::chrono::hours(1)});
+  std::promise<void> acked;
+  gs->AfterWrite([&acked](Status) { acked.set_value(); });
+  ASSERT_EQ(acked.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_TRUE(Eventually([&] { return gs->anticipating(); }));
+  gs.reset();  // joins the thread: it must leave its polling for the stop
+  EXPECT_EQ(store.syncs, 1);
+}
+
+// While syncs run inline the thread takes no lone writes, so it does not linger for them:
+// the first sync (none measured yet) is the thread's, the next lone write's is inline.
+TEST(GroupSyncOwnThread, TheThreadDoesNotLingerWhileSyncsRunInline) {
+  HookedStore store;
+  store.sync_time = std::chrono::microseconds(5);
+  GroupSync gs(store, {.inline_below = std::chrono::microseconds(20),
+                       .linger = std::chrono::hours(1),
+                       .now = [&store] { return store.now; }});
+  bool inline_seen = false;
+  for (int attempt = 0; attempt < 1000 && !inline_seen; ++attempt) {
+    std::promise<void> acked;
+    auto ack = acked.get_future();
+    gs.AfterWrite([&acked](Status) { acked.set_value(); });
+    inline_seen = ack.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    if (!inline_seen) {
+      ASSERT_EQ(ack.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    }
+  }
+  ASSERT_TRUE(inline_seen);
+  gs.Stop();  // joins the thread: whatever it decided after its round is counted
+  EXPECT_EQ(gs.lingers(), 0u);
 }
 
 TEST(MemKvStoreSync, SyncWritesFailsOnceClosed) {

@@ -84,6 +84,7 @@ TEST(EngineConfig, DefaultsMatchRivet) {
   EXPECT_EQ(uut->threads, 1);
   EXPECT_EQ(uut->io_spin_us, 100);
   EXPECT_EQ(uut->inline_sync_us, 20);
+  EXPECT_EQ(uut->sync_linger_us, 300);
   EXPECT_EQ(uut->inline_page_commit_bytes, 65536);
   EXPECT_EQ(uut->log_level, LogLevel::kInfo);
   const EngineThresholds& t = uut->thresholds;
@@ -141,6 +142,8 @@ TEST(EngineConfig, EveryFlagIsApplied) {
                    "0",
                    "--inline-sync-us",
                    "0",
+                   "--sync-linger-us",
+                   "0",
                    "--inline-page-commit-bytes",
                    "0",
                    "--log-level",
@@ -155,6 +158,7 @@ TEST(EngineConfig, EveryFlagIsApplied) {
   EXPECT_EQ(uut->threads, 8);
   EXPECT_EQ(uut->io_spin_us, 0);
   EXPECT_EQ(uut->inline_sync_us, 0);
+  EXPECT_EQ(uut->sync_linger_us, 0);
   EXPECT_EQ(uut->inline_page_commit_bytes, 0);
   EXPECT_EQ(uut->log_level, LogLevel::kDebug);
   std::map<std::string, std::string> expected{{"default", "t1"}, {"other", "t2"}};
@@ -164,11 +168,12 @@ TEST(EngineConfig, EveryFlagIsApplied) {
 TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   TempFile file(R"({"port": 7000, "threads": 3, "log_level": "warn", "data_dir": "/f",
                     "io_spin_us": 250, "inline_page_commit_bytes": 8192,
-                    "inline_sync_us": 40})");
+                    "inline_sync_us": 40, "sync_linger_us": 150})");
   FakeEnv env({{"KEEL_ENGINE_PORT", "7001"},
                {"KEEL_ENGINE_THREADS", "4"},
                {"KEEL_ENGINE_IO_SPIN_US", "500"},
                {"KEEL_ENGINE_INLINE_SYNC_US", "60"},
+               {"KEEL_ENGINE_SYNC_LINGER_US", "1000"},
                {"KEEL_ENGINE_INLINE_PAGE_COMMIT_BYTES", "16384"}});
   auto uut = Load({"--config", file.path(), "--port", "7002"}, env);
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
@@ -176,6 +181,7 @@ TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   EXPECT_EQ(uut->threads, 4);                  // env over file
   EXPECT_EQ(uut->io_spin_us, 500);             // env over file
   EXPECT_EQ(uut->inline_sync_us, 60);          // env over file
+  EXPECT_EQ(uut->sync_linger_us, 1000);        // env over file
   EXPECT_EQ(uut->inline_page_commit_bytes, 16384);  // env over file
   EXPECT_EQ(uut->log_level, LogLevel::kWarn);  // file over default
   EXPECT_EQ(uut->data_dir, "/f");              // file
@@ -315,6 +321,10 @@ TEST(EngineConfig, RejectsUnknownStorageThreadsAndLogLevel) {
   ExpectError(Load({"--io-spin-us", "100001"}), "invalid_value", "--io-spin-us");
   ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_IO_SPIN_US", "fast"}})), "invalid_value",
               "KEEL_ENGINE_IO_SPIN_US");
+  ExpectError(Load({"--sync-linger-us", "-1"}), "invalid_value", "--sync-linger-us");
+  ExpectError(Load({"--sync-linger-us", "100001"}), "invalid_value", "--sync-linger-us");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_SYNC_LINGER_US", "long"}})), "invalid_value",
+              "KEEL_ENGINE_SYNC_LINGER_US");
   ExpectError(Load({"--inline-page-commit-bytes", "-1"}), "invalid_value",
               "--inline-page-commit-bytes");
   ExpectError(Load({"--inline-page-commit-bytes", "16777217"}), "invalid_value",
@@ -533,6 +543,11 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
   config.inline_sync_us = -1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
+  config.sync_linger_us = 100001;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config.sync_linger_us = -1;
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config = EngineConfig();
   config.inline_page_commit_bytes = (int64_t{16} << 20) + 1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
@@ -578,7 +593,8 @@ TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,
             "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=1 "
-            "io_spin_us=100 inline_sync_us=20 inline_page_commit_bytes=65536 log_level=info "
+            "io_spin_us=100 inline_sync_us=20 sync_linger_us=300 inline_page_commit_bytes=65536 "
+            "log_level=info "
             "admin_token=<redacted> "
             "gateway_token=<none> "
             "namespace_tokens=[default] envoy_lost_threshold_ms=20000");
