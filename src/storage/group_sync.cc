@@ -1,5 +1,6 @@
 #include "storage/group_sync.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -174,7 +175,9 @@ void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
     RunSyncs(state, /*inline_caller=*/false);  // clears `scheduled` once nothing is waiting
     lock.lock();
     if (state->options.linger.count() > 0 && !state->SyncInline()) {
-      state->anticipate_until = state->Now() + state->options.linger;
+      // An Anticipate that came once the round was over may have set a longer window.
+      state->anticipate_until =
+          std::max(state->anticipate_until, state->Now() + state->options.linger);
       ++state->lingers;
     }
   }
