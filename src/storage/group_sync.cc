@@ -1,5 +1,7 @@
 #include "storage/group_sync.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -7,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/native/cpu_affinity.h"
 #include "base/output_batch.h"
 
 namespace keel::storage {
@@ -152,7 +155,17 @@ void GroupSync::Anticipate(std::chrono::microseconds window) {
   state_->wake.notify_one();
 }
 
+Status GroupSync::PinThread(std::span<const int> cpus) {
+  if (!thread_.joinable()) {
+    return Unexpected{Error{"storage", "failed_precondition",
+                            state_->options.post ? "syncs run on posted tasks, not on a thread"
+                                                 : "the sync thread has stopped"}};
+  }
+  return keel::PinThread(thread_.native_handle(), cpus);
+}
+
 void GroupSync::ThreadMain(const std::shared_ptr<State>& state) {
+  pthread_setname_np(pthread_self(), kThreadName);  // for top -H, perf, /proc/PID/task
   std::unique_lock lock(state->mu);
   for (;;) {
     state->wake.wait(lock, [&] {

@@ -50,6 +50,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <thread>
 
 #include "base/result.h"
@@ -105,6 +106,17 @@ class GroupSync {
   // the caller prepares the write. Does nothing where no thread would sync that write:
   // with Options::post, on a store that skips syncs, or while syncs run inline.
   void Anticipate(std::chrono::microseconds window);
+
+  // Own-thread mode: runs the sync thread on `cpus` from now on. Where the disk sends its
+  // completions to one CPU, a thread kept there is woken by each fsync's end on the CPU it
+  // sleeps on, not through a cross-CPU wake-up (base/native/cpu_affinity.h). Errors:
+  // storage.failed_precondition with Options::post (there is no such thread) or once
+  // stopped; system.affinity when the CPUs cannot be used (the thread stays where it was).
+  // REQUIRES: not concurrent with Stop().
+  Status PinThread(std::span<const int> cpus);
+
+  // The sync thread's name (pthread_setname_np; at most 15 characters).
+  static constexpr const char* kThreadName = "keel-kv-sync";
 
   // See the file comment. Idempotent. REQUIRES: not called from a continuation.
   void Stop();

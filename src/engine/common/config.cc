@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/native/cpu_affinity.h"
 #include "engine/common/actor_limits.h"
 
 namespace keel::engine {
@@ -66,6 +67,16 @@ Result<int64_t> ParseInteger(std::string_view text, int64_t min, int64_t max) {
                         ", got " + std::string(text));
   }
   return value;
+}
+
+Status CheckSyncThreadCpus(std::string_view text) {
+  if (text == "auto" || text == "off") return OkStatus();
+  auto cpus = ParseCpuList(text);
+  if (!cpus.has_value()) {
+    return InvalidValue("sync_thread_cpus: expected auto, off or a CPU list; " +
+                        cpus.error().message());
+  }
+  return OkStatus();
 }
 
 Result<LogLevel> ParseLogLevel(std::string_view text) {
@@ -250,6 +261,12 @@ const std::vector<Field>& Fields() {
        [](EngineConfig& c, std::string_view v) -> Status {
          KEEL_ASSIGN_OR_RETURN(int64_t us, ParseInteger(v, 0, kMaxSyncLingerUs));
          c.sync_linger_us = static_cast<int>(us);
+         return OkStatus();
+       }},
+      {"sync_thread_cpus", JsonKind::kString,
+       [](EngineConfig& c, std::string_view v) -> Status {
+         KEEL_RETURN_IF_ERROR(CheckSyncThreadCpus(v));
+         c.sync_thread_cpus = std::string(v);
          return OkStatus();
        }},
       {"storage_lock_wait_ms", JsonKind::kInteger,
@@ -444,6 +461,9 @@ Result<Flags> ParseFlags(int argc, char** argv) {
       {"--sync-linger-us", "sync_linger_us",
        "µs the KV sync thread polls for the next write after its syncs before it sleeps "
        "(default 300, 0 = never)"},
+      {"--sync-thread-cpus", "sync_thread_cpus",
+       "Where the KV sync thread runs: auto (the CPUs that take the data disk's completions, "
+       "when they are some of ours), off, or a CPU list like 1 or 0,2-3 (default auto)"},
       {"--inline-page-commit-bytes", "inline_page_commit_bytes",
        "Page commits up to this size are synced by the group commit (default 65536, 0 = never)"},
       {"--log-level", "log_level", "trace, debug, info, warn, error or off (default info)"},
@@ -579,6 +599,7 @@ Status ValidateEngineConfig(const EngineConfig& config) {
   if (config.sync_linger_us < 0 || config.sync_linger_us > kMaxSyncLingerUs) {
     return InvalidValue("sync_linger_us must be between 0 and " + std::to_string(kMaxSyncLingerUs));
   }
+  KEEL_RETURN_IF_ERROR(CheckSyncThreadCpus(config.sync_thread_cpus));
   if (config.inline_page_commit_bytes < 0 ||
       config.inline_page_commit_bytes > kMaxInlinePageCommitBytes) {
     return InvalidValue("inline_page_commit_bytes must be between 0 and " +
@@ -693,6 +714,7 @@ std::string DescribeConfig(const EngineConfig& config) {
          " io_spin_us=" + std::to_string(config.io_spin_us) +
          " inline_sync_us=" + std::to_string(config.inline_sync_us) +
          " sync_linger_us=" + std::to_string(config.sync_linger_us) +
+         " sync_thread_cpus=" + config.sync_thread_cpus +
          " inline_page_commit_bytes=" + std::to_string(config.inline_page_commit_bytes) +
          " log_level=" + std::string(LogLevelName(config.log_level));
   out += " admin_token=";

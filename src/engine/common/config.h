@@ -135,6 +135,13 @@ struct EngineConfig {
   // of twelve runs; docs/benchmarks-history.md, "The sync thread lingers"). An idle
   // engine sleeps.
   int sync_linger_us = 300;
+  // Where the group commit's sync thread runs (storage::GroupSync::PinThread): "auto" —
+  // on the CPUs that take the data directory's disk completions, when that disk has one
+  // hardware queue whose interrupt goes to some of the CPUs this process may use
+  // (base/native/cpu_affinity.h), else where the scheduler puts it; "off" — where the
+  // scheduler puts it; or a CPU list ("1", "0,2-3"). Only for rocksdb storage on a disk
+  // (not memory, PostgreSQL or tmpfs, where nothing waits for a local fsync).
+  std::string sync_thread_cpus = "auto";
   LogLevel log_level = LogLevel::kInfo;
   EngineThresholds thresholds;
 

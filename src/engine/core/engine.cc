@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/native/cpu_affinity.h"
 #include "engine/core/api.h"
 #include "engine/core/catalog.h"
 #include "engine/core/envoy_session.h"
@@ -74,6 +75,19 @@ Engine::Engine(EngineOptions options, std::unique_ptr<storage::KvStore> store, n
                          io_.Post(std::move(task));
                          return true;
                        }});
+  if (!options_.sync_thread_cpus.empty()) {
+    const std::string cpus = FormatCpuList(options_.sync_thread_cpus);
+    if (Status pinned = kv_sync_->PinThread(options_.sync_thread_cpus); pinned.has_value()) {
+      KEEL_LOG(kInfo, kLog,
+               std::string("the KV sync thread runs on ") +
+                   (options_.sync_thread_cpus.size() == 1 ? "CPU " : "CPUs ") + cpus,
+               {{"why", options_.sync_thread_why}});
+    } else {
+      KEEL_LOG(kWarn, kLog,
+               "the KV sync thread could not be moved; it runs where the scheduler puts it",
+               {{"cpus", cpus}, {"detail", pinned.error().message()}});
+    }
+  }
   page_store_ = std::make_unique<storage::PageStore>(
       *store_, storage::PageStoreOptions{
                    .delete_chunk_keys = std::max<size_t>(1, options_.data_deletion_chunk_keys)});

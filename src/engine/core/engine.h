@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/executor.h"
@@ -119,6 +120,11 @@ struct EngineOptions {
   // After its syncs the KV sync thread polls this many µs for the next write before it
   // sleeps (storage::GroupSync::Options::linger); 0 = never.
   int sync_linger_us = 300;
+  // The CPUs the KV sync thread runs on (storage::GroupSync::PinThread), and why, for the
+  // log line; empty: where the scheduler puts it. EngineServer works them out from
+  // EngineConfig::sync_thread_cpus and the data directory's disk.
+  std::vector<int> sync_thread_cpus;
+  std::string sync_thread_why;
   // Held outputs (engine/core/output_hold.h): confirmed to envoys that ask for them.
   bool hold_outputs = true;
   // Early start (docs/engine.md "Early start"): on a connection with held outputs, a

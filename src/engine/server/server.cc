@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <iterator>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -75,6 +76,49 @@ EngineOptions ToEngineOptions(const EngineConfig& c, uint16_t port) {
   return o;
 }
 
+SyncThreadPlacement PlaceSyncThread(const EngineConfig& config, bool syncs_to_local_disk,
+                                    const SystemRoots& roots) {
+  constexpr std::string_view kLogName = "storage";
+  if (config.sync_thread_cpus == "off") return {};
+  const bool automatic = config.sync_thread_cpus == "auto";
+  if (!syncs_to_local_disk) {
+    // Nothing waits for a local fsync: where the thread runs does not matter.
+    if (!automatic) {
+      KEEL_LOG(kWarn, kLogName,
+               "sync_thread_cpus is ignored: this storage makes no local disk syncs",
+               {{"storage", config.storage == StorageKind::kRocksDb
+                                ? "rocksdb on a filesystem kept in memory"
+                                : std::string(StorageKindName(config.storage))}});
+    }
+    return {};
+  }
+  const std::vector<int> allowed = AllowedCpus();
+  if (automatic) {
+    CompletionCpus found = FindCompletionCpus(config.data_dir, allowed, roots);
+    if (found.cpus.empty()) {
+      KEEL_LOG(kInfo, kLogName, "the KV sync thread runs where the scheduler puts it",
+               {{"data_dir", config.data_dir}, {"why", found.reason}});
+      return {};
+    }
+    return {std::move(found.cpus), "they take the completions of " + found.device + " (IRQ " +
+                                       std::to_string(found.irq) +
+                                       "), which holds the data directory"};
+  }
+  auto listed = ParseCpuList(config.sync_thread_cpus);  // validated with the config
+  if (!listed.has_value()) return {};
+  std::vector<int> usable;
+  std::set_intersection(listed->begin(), listed->end(), allowed.begin(), allowed.end(),
+                        std::back_inserter(usable));
+  if (usable.empty()) {
+    KEEL_LOG(kWarn, kLogName,
+             "none of sync_thread_cpus may be used by this process: the KV sync thread runs "
+             "where the scheduler puts it",
+             {{"sync_thread_cpus", config.sync_thread_cpus}, {"allowed", FormatCpuList(allowed)}});
+    return {};
+  }
+  return {std::move(usable), "sync_thread_cpus=" + config.sync_thread_cpus};
+}
+
 net::HttpResponse RefusedRequestResponse(const net::RefusedRequest& refused) {
   Error error{"guard", "malformed_request", "malformed request"};
   if (refused.status == 413) {
@@ -137,6 +181,8 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(
              "engine only binds loopback addresses");
   }
   std::unique_ptr<storage::KvStore> store;
+  // Whether KV writes wait for fsyncs of a local disk (PlaceSyncThread).
+  bool syncs_to_local_disk = false;
   if (config.storage == StorageKind::kMemory) {
     store = std::make_unique<storage::MemKvStore>();
   } else if (config.storage == StorageKind::kPostgres) {
@@ -190,6 +236,7 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(
                {{"data_dir", config.data_dir},
                 {"durability", "data survives a crash of the engine, not of the machine"}});
     }
+    syncs_to_local_disk = !(*opened)->SkipsSyncs();
     store = std::move(*opened);
   }
 
@@ -212,8 +259,11 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(
   auto server = net::HttpServer::Start(*s->io_, server_options, s->handler());
   if (!server.has_value()) return server.error();
   s->server_ = std::move(*server);
-  auto engine = Engine::Open(ToEngineOptions(config, s->server_->port()), std::move(store), *s->io_,
-                             *s->workers_);
+  EngineOptions engine_options = ToEngineOptions(config, s->server_->port());
+  SyncThreadPlacement placement = PlaceSyncThread(config, syncs_to_local_disk);
+  engine_options.sync_thread_cpus = std::move(placement.cpus);
+  engine_options.sync_thread_why = std::move(placement.why);
+  auto engine = Engine::Open(std::move(engine_options), std::move(store), *s->io_, *s->workers_);
   if (!engine.has_value()) return engine.error();
   s->engine_ = std::move(*engine);
   s->serving_->engine.store(s->engine_.get(), std::memory_order_release);

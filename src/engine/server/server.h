@@ -16,7 +16,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "base/native/cpu_affinity.h"
 #include "base/result.h"
 #include "engine/common/config.h"
 #include "engine/core/engine.h"
@@ -27,6 +29,19 @@ namespace keel::engine {
 
 // The core's options for `config`, with `port` (the one bound) in its public URL.
 EngineOptions ToEngineOptions(const EngineConfig& config, uint16_t port);
+
+// Where the KV sync thread (storage::GroupSync) runs, from EngineConfig::sync_thread_cpus:
+// "auto" follows the data directory's disk completions (base/native/cpu_affinity.h), a
+// CPU list is kept to the CPUs this process may use. Empty `cpus`: not pinned — "off",
+// storage that makes no local disk syncs (`syncs_to_local_disk` false: memory, PostgreSQL,
+// a data directory in memory), or nothing to follow (logged with the reason, as is a list
+// none of whose CPUs may be used). `roots`: where /sys and /proc are (tests).
+struct SyncThreadPlacement {
+  std::vector<int> cpus;
+  std::string why;  // for the log line, when `cpus` is not empty
+};
+SyncThreadPlacement PlaceSyncThread(const EngineConfig& config, bool syncs_to_local_disk,
+                                    const SystemRoots& roots = {});
 
 // "http://HOST:PORT", an IPv6 literal host bracketed ("http://[::1]:6420").
 std::string HttpUrl(std::string_view host, uint16_t port);

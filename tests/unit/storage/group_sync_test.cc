@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/native/cpu_affinity.h"
 #include "storage/faulty_kv_store.h"
 #include "storage/mem_kv_store.h"
 
@@ -670,6 +671,49 @@ TEST(GroupSyncOwnThread, TheThreadDoesNotLingerWhileSyncsRunInline) {
   ASSERT_TRUE(inline_seen);
   gs.Stop();  // joins the thread: whatever it decided after its round is counted
   EXPECT_EQ(gs.lingers(), 0u);
+}
+
+// PinThread moves the sync thread, and only it: its syncs then run on the CPU it was given.
+// CPUs it cannot have are refused and leave it where it was, still syncing.
+TEST(GroupSyncOwnThread, PinThreadRunsTheSyncsOnTheGivenCpusAndRefusesOnesItCannotHave) {
+  const std::vector<int> allowed = AllowedCpus();
+  ASSERT_FALSE(allowed.empty());
+  HookedStore store;
+  std::vector<int> sync_thread_cpus;
+  GroupSync gs(store);
+  auto write_and_wait = [&] {
+    std::promise<void> acked;
+    store.during_sync = [&] { sync_thread_cpus = AllowedCpus(); };
+    gs.AfterWrite([&acked](Status) { acked.set_value(); });
+    return acked.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  };
+  ASSERT_TRUE(write_and_wait());
+  EXPECT_EQ(sync_thread_cpus, allowed);
+
+  ASSERT_TRUE(gs.PinThread(std::vector<int>{allowed.back()}).has_value());
+  ASSERT_TRUE(write_and_wait());
+  EXPECT_EQ(sync_thread_cpus, (std::vector<int>{allowed.back()}));
+  EXPECT_EQ(AllowedCpus(), allowed) << "the caller's thread is not moved";
+
+  if (allowed.back() != kMaxCpus - 1) {
+    auto refused = gs.PinThread(std::vector<int>{kMaxCpus - 1});
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_TRUE(refused.error().Is("system", "affinity")) << refused.error().ToString();
+    ASSERT_TRUE(write_and_wait());
+    EXPECT_EQ(sync_thread_cpus, (std::vector<int>{allowed.back()}));
+  }
+  gs.Stop();
+  auto stopped = gs.PinThread(allowed);
+  ASSERT_FALSE(stopped.has_value());
+  EXPECT_TRUE(stopped.error().Is("storage", "failed_precondition"));
+}
+
+TEST_F(GroupSyncTest, PinThreadIsRefusedWhereSyncsRunOnPostedTasks) {
+  HookedStore store;
+  GroupSync gs(store, {.post = Post()});
+  auto refused = gs.PinThread(AllowedCpus());
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_TRUE(refused.error().Is("storage", "failed_precondition")) << refused.error().ToString();
 }
 
 TEST(MemKvStoreSync, SyncWritesFailsOnceClosed) {

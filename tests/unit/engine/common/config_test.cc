@@ -85,6 +85,7 @@ TEST(EngineConfig, DefaultsMatchRivet) {
   EXPECT_EQ(uut->io_spin_us, 100);
   EXPECT_EQ(uut->inline_sync_us, 20);
   EXPECT_EQ(uut->sync_linger_us, 300);
+  EXPECT_EQ(uut->sync_thread_cpus, "auto");
   EXPECT_EQ(uut->inline_page_commit_bytes, 65536);
   EXPECT_EQ(uut->log_level, LogLevel::kInfo);
   const EngineThresholds& t = uut->thresholds;
@@ -144,6 +145,8 @@ TEST(EngineConfig, EveryFlagIsApplied) {
                    "0",
                    "--sync-linger-us",
                    "0",
+                   "--sync-thread-cpus",
+                   "0,2-3",
                    "--inline-page-commit-bytes",
                    "0",
                    "--log-level",
@@ -159,6 +162,7 @@ TEST(EngineConfig, EveryFlagIsApplied) {
   EXPECT_EQ(uut->io_spin_us, 0);
   EXPECT_EQ(uut->inline_sync_us, 0);
   EXPECT_EQ(uut->sync_linger_us, 0);
+  EXPECT_EQ(uut->sync_thread_cpus, "0,2-3");
   EXPECT_EQ(uut->inline_page_commit_bytes, 0);
   EXPECT_EQ(uut->log_level, LogLevel::kDebug);
   std::map<std::string, std::string> expected{{"default", "t1"}, {"other", "t2"}};
@@ -168,12 +172,14 @@ TEST(EngineConfig, EveryFlagIsApplied) {
 TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   TempFile file(R"({"port": 7000, "threads": 3, "log_level": "warn", "data_dir": "/f",
                     "io_spin_us": 250, "inline_page_commit_bytes": 8192,
-                    "inline_sync_us": 40, "sync_linger_us": 150})");
+                    "inline_sync_us": 40, "sync_linger_us": 150,
+                    "sync_thread_cpus": "1"})");
   FakeEnv env({{"KEEL_ENGINE_PORT", "7001"},
                {"KEEL_ENGINE_THREADS", "4"},
                {"KEEL_ENGINE_IO_SPIN_US", "500"},
                {"KEEL_ENGINE_INLINE_SYNC_US", "60"},
                {"KEEL_ENGINE_SYNC_LINGER_US", "1000"},
+               {"KEEL_ENGINE_SYNC_THREAD_CPUS", "off"},
                {"KEEL_ENGINE_INLINE_PAGE_COMMIT_BYTES", "16384"}});
   auto uut = Load({"--config", file.path(), "--port", "7002"}, env);
   ASSERT_TRUE(uut.ok()) << uut.error().ToString();
@@ -182,6 +188,7 @@ TEST(EngineConfig, FlagsBeatEnvironmentBeatsFileBeatsDefaults) {
   EXPECT_EQ(uut->io_spin_us, 500);             // env over file
   EXPECT_EQ(uut->inline_sync_us, 60);          // env over file
   EXPECT_EQ(uut->sync_linger_us, 1000);        // env over file
+  EXPECT_EQ(uut->sync_thread_cpus, "off");     // env over file
   EXPECT_EQ(uut->inline_page_commit_bytes, 16384);  // env over file
   EXPECT_EQ(uut->log_level, LogLevel::kWarn);  // file over default
   EXPECT_EQ(uut->data_dir, "/f");              // file
@@ -325,6 +332,11 @@ TEST(EngineConfig, RejectsUnknownStorageThreadsAndLogLevel) {
   ExpectError(Load({"--sync-linger-us", "100001"}), "invalid_value", "--sync-linger-us");
   ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_SYNC_LINGER_US", "long"}})), "invalid_value",
               "KEEL_ENGINE_SYNC_LINGER_US");
+  ExpectError(Load({"--sync-thread-cpus", "on"}), "invalid_value", "--sync-thread-cpus");
+  ExpectError(Load({"--sync-thread-cpus", "3-1"}), "invalid_value", "low to high");
+  ExpectError(Load({"--sync-thread-cpus", ""}), "invalid_value", "--sync-thread-cpus");
+  ExpectError(Load({}, FakeEnv({{"KEEL_ENGINE_SYNC_THREAD_CPUS", "1024"}})), "invalid_value",
+              "KEEL_ENGINE_SYNC_THREAD_CPUS");
   ExpectError(Load({"--inline-page-commit-bytes", "-1"}), "invalid_value",
               "--inline-page-commit-bytes");
   ExpectError(Load({"--inline-page-commit-bytes", "16777217"}), "invalid_value",
@@ -548,6 +560,11 @@ TEST(EngineConfig, ValidateChecksProgrammaticConfigs) {
   config.sync_linger_us = -1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
+  config.sync_thread_cpus = "1,";
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config.sync_thread_cpus = "Auto";
+  EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
+  config = EngineConfig();
   config.inline_page_commit_bytes = (int64_t{16} << 20) + 1;
   EXPECT_TRUE(ValidateEngineConfig(config).error().Is("config", "invalid_value"));
   config = EngineConfig();
@@ -593,7 +610,8 @@ TEST(EngineConfig, DescribeRedactsTokensAndListsOverrides) {
   std::string text = DescribeConfig(*uut);
   EXPECT_EQ(text,
             "host=127.0.0.1 port=7000 storage=rocksdb data_dir=./keel-data threads=1 "
-            "io_spin_us=100 inline_sync_us=20 sync_linger_us=300 inline_page_commit_bytes=65536 "
+            "io_spin_us=100 inline_sync_us=20 sync_linger_us=300 sync_thread_cpus=auto "
+            "inline_page_commit_bytes=65536 "
             "log_level=info "
             "admin_token=<redacted> "
             "gateway_token=<none> "
