@@ -442,6 +442,14 @@ class WasmRuntime {
                                                          std::shared_ptr<runtime::RawSocket> raw) -> Task<void> {
         const int ws_id = ++next_ws_;
         raw_sockets_[ws_id] = raw;
+        // The JS socket exists before the core's handlers are set: setting them delivers the
+        // messages that came while onBeforeConnect/onConnect ran (the client may send as
+        // soon as it sees the open), and each goes to this socket, which holds it until
+        // onWebSocket has run far enough to add its listeners (ActorWebSocket._started).
+        val info = val::object();
+        info.set("id", ws_id);
+        info.set("request", RequestToJs(raw->request()));
+        val socket = host_.call<val>("makeSocket", info);
         // Events reach the JS socket object the host keeps for `ws_id`; a handler's promise
         // keeps the actor awake until it settles (the core counts it as activity).
         raw->OnMessage([this, ws_id](Bytes data, bool binary, uint16_t index) -> Task<void> {
@@ -457,11 +465,13 @@ class WasmRuntime {
           val r = host_.call<val>("rawEvent", ws_id, std::string("close"), event, false);
           co_await AwaitJs(std::move(r));
         });
-        val socket = val::object();
-        socket.set("id", ws_id);
-        socket.set("request", RequestToJs(raw->request()));
         val args = val::array();
         args.call<void>("push", socket);
+        // Held events go out however the call ends, even if it never reached onWebSocket.
+        struct ReleaseHeld {
+          val socket;
+          ~ReleaseHeld() { socket.call<void>("_started"); }
+        } release{socket};
         co_await Call(fn, inv, args);
       };
     }

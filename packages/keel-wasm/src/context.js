@@ -215,6 +215,10 @@ export function toRequest(raw, body) {
 // close(code, reason), and "message" ({data: string | Uint8Array, binary}) / "close"
 // ({code, reason}) events through addEventListener or onmessage/onclose. A listener's
 // promise keeps the actor awake until it settles.
+// The client may send as soon as it sees the socket open, which is before onBeforeConnect,
+// onConnect and onWebSocket have run. Events that come before onWebSocket's synchronous
+// part has returned wait for it, in order, so the listeners it adds there see every
+// message; a listener added later (after an await) sees only what comes after it.
 export class ActorWebSocket {
   constructor(rt, id, request) {
     this._rt = rt;
@@ -224,6 +228,14 @@ export class ActorWebSocket {
     this.onmessage = null;
     this.onclose = null;
     this._listeners = { message: new Set(), close: new Set() };
+    this._ready = new Promise((resolve) => { this._start = resolve; });
+  }
+  // onWebSocket's synchronous part is over: held events go out (index.js).
+  _started() {
+    if (this._start === null) return;
+    const start = this._start;
+    this._start = null;
+    start();
   }
   get request() {
     return this._req ??= toRequest(this._raw);
@@ -247,6 +259,9 @@ export class ActorWebSocket {
   addEventListener(type, fn) { this._listeners[type]?.add(fn); }
   removeEventListener(type, fn) { this._listeners[type]?.delete(fn); }
   _dispatch(type, event) {
+    // Held until onWebSocket has added its listeners; each waits on the same promise, so
+    // they leave in the order they came, before any event that comes after.
+    if (this._start !== null) return this._ready.then(() => this._dispatch(type, event));
     if (type === "close") this.readyState = 3;
     const results = [];
     const prop = type === "message" ? this.onmessage : this.onclose;

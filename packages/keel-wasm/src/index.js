@@ -126,7 +126,17 @@ function toCoreDefinition(def) {
   if (def.onDisconnect) out.onDisconnect = (c) => def.onDisconnect(c, c.conn);
   // The state passed is the context's (read-only there, like c.state).
   if (def.onStateChange) out.onStateChange = (c) => def.onStateChange(c, c.state);
-  if (def.onWebSocket) out.onWebSocket = (c, socket) => def.onWebSocket(c, c._registry.host.makeSocket(socket));
+  if (def.onWebSocket) {
+    // Messages that came before onWebSocket ran wait until its synchronous part (where a
+    // handler adds its listeners) has returned or thrown.
+    out.onWebSocket = (c, ws) => {
+      try {
+        return def.onWebSocket(c, ws);
+      } finally {
+        ws._started();
+      }
+    };
+  }
   if (def.db && typeof def.db === "object" && typeof def.db.onMigrate === "function") {
     const migrate = def.db.onMigrate;
     out.db = { onMigrate: (c) => migrate(c.sql, c) };

@@ -63,13 +63,16 @@ export async function actorRecord(engine, actorId, { token } = {}) {
   return json.actors?.[0];
 }
 
-// Polls `fn` (every 20 ms) until it returns truthy, for at most `ms`.
+// Polls `fn` (every 20 ms) until it returns truthy, for at most `ms`. `what` (a string, or a
+// function giving one, read at the timeout) says what was awaited.
 export async function waitFor(fn, ms, what) {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${typeof what === "function" ? what() : what}`);
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
 }

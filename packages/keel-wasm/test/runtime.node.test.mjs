@@ -180,7 +180,7 @@ describe("wasm runtime: raw HTTP and raw WebSocket", () => {
   let registry;
   before(async () => {
     engine = await startEngine();
-    registry = await serve({ raw: actors.raw }, { endpoint: engine.endpoint, ...quiet });
+    registry = await serve({ raw: actors.raw, rawGated: actors.rawGated }, { endpoint: engine.endpoint, ...quiet });
   });
   after(async () => {
     await registry?.shutdown();
@@ -255,7 +255,7 @@ describe("wasm runtime: raw HTTP and raw WebSocket", () => {
     ws.onmessage = (e) => inbox.push(e.data);
     await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
     ws.send("bad-args");
-    await waitFor(() => inbox.length >= 4, 5000, "the greeting and three refusals");
+    await waitFor(() => inbox.length >= 4, 5000, () => `the greeting and three refusals, got ${JSON.stringify(inbox)}`);
     assert.deepEqual(inbox, [
       "hello bob",
       "actor.invalid_argument: ws.send: the data must be a string or bytes (Uint8Array, ArrayBuffer), got 42",
@@ -265,6 +265,26 @@ describe("wasm runtime: raw HTTP and raw WebSocket", () => {
     ws.send("still open");
     await waitFor(() => inbox.length === 5, 5000, "the echo");
     assert.equal(inbox[4], "echo:still open:2");
+    ws.close();
+  });
+
+  test("messages sent while onConnect still runs reach the listeners onWebSocket adds, in order", async () => {
+    const id = await getOrCreate(engine, "rawGated", "early");
+    const ws = new WebSocket(`${engine.endpoint.replace("http", "ws")}/gateway/${id}/websocket/`);
+    const inbox = [];
+    ws.onmessage = (e) => inbox.push(e.data);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    ws.send("one");
+    ws.send("two");
+    // The action travels behind the two messages to the runtime, which holds them until
+    // onWebSocket has run; it then lets onConnect finish.
+    assert.equal(await call(engine, id, "release"), true);
+    await waitFor(() => inbox.length >= 3, 5000, () => `ready and two echoes, got ${JSON.stringify(inbox)}`);
+    assert.deepEqual(inbox, ["ready", "echo:one", "echo:two"]);
+    ws.send("three");
+    await waitFor(() => inbox.length === 4, 5000, "the third echo");
+    assert.equal(inbox[3], "echo:three");
+    assert.equal(await call(engine, id, "messages"), 3);
     ws.close();
   });
 });
