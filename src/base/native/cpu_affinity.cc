@@ -64,10 +64,9 @@ std::map<int, uint64_t> InterruptCounts(const fs::path& proc_interrupts) {
     std::istringstream fields(line);
     std::string label;
     if (!(fields >> label) || label.size() < 2 || label.back() != ':') continue;
-    int irq = -1;
-    const std::string_view number(label.data(), label.size() - 1);
-    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), irq);
-    if (ec != std::errc{} || end != number.data() + number.size()) continue;  // NMI:, LOC:…
+    const int irq =
+        ParseNumberBelow(std::string_view(label).substr(0, label.size() - 1), INT32_MAX);
+    if (irq < 0) continue;  // NMI:, LOC:…
     uint64_t total = 0;
     std::string field;
     // One count per CPU, then the controller's name (the first field that is not a number).
@@ -160,6 +159,17 @@ Status PinThread(pthread_t thread, std::span<const int> cpus) {
 
 Status PinCurrentThread(std::span<const int> cpus) { return PinThread(pthread_self(), cpus); }
 
+std::optional<std::vector<int>> IrqCpus(int irq, const SystemRoots& roots) {
+  if (irq < 0) return std::nullopt;
+  const fs::path irq_dir = roots.proc / "irq" / std::to_string(irq);
+  auto affinity = ReadSmallFile(irq_dir / "effective_affinity_list");
+  if (!affinity) affinity = ReadSmallFile(irq_dir / "smp_affinity_list");
+  if (!affinity) return std::nullopt;
+  auto cpus = ParseCpuList(*affinity);
+  if (!cpus.has_value()) return std::nullopt;
+  return std::move(*cpus);
+}
+
 CompletionCpus FindCompletionCpus(const fs::path& path, std::span<const int> allowed,
                                   const SystemRoots& roots) {
   struct stat st {};
@@ -217,10 +227,7 @@ CompletionCpus FindCompletionCpusOfDevice(unsigned major, unsigned minor,
     }
   }
   if (found.irq < 0) return NotPinned(found, found.device + " has taken no interrupts yet");
-  const fs::path irq_dir = roots.proc / "irq" / std::to_string(found.irq);
-  auto affinity = ReadSmallFile(irq_dir / "effective_affinity_list");
-  if (!affinity) affinity = ReadSmallFile(irq_dir / "smp_affinity_list");
-  auto targets = affinity ? ParseCpuList(*affinity) : Result<std::vector<int>>(Error{});
+  const std::optional<std::vector<int>> targets = IrqCpus(found.irq, roots);
   const std::string irq_name = "IRQ " + std::to_string(found.irq) + " of " + found.device;
   if (!targets.has_value()) return NotPinned(found, "cannot read where " + irq_name + " goes");
   std::vector<int> sorted_allowed(allowed.begin(), allowed.end());

@@ -22,6 +22,7 @@
 #include <pthread.h>
 
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +60,12 @@ struct SystemRoots {
   std::filesystem::path sys = "/sys";
   std::filesystem::path proc = "/proc";
 };
+
+// The CPUs interrupt `irq` is delivered to now: /proc/irq/N/effective_affinity_list (where
+// the kernel sends it), else smp_affinity_list (where it may go); nullopt if neither can be
+// read. The answer changes while processes run: irqbalance moves interrupts every few
+// seconds, and an operator may write smp_affinity.
+std::optional<std::vector<int>> IrqCpus(int irq, const SystemRoots& roots = {});
 
 // For the block device holding `path` (stat's st_dev). `allowed`: the CPUs the thread may
 // use (AllowedCpus()).

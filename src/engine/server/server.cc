@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <future>
 #include <iterator>
+#include <mutex>
+#include <span>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -98,11 +100,18 @@ SyncThreadPlacement PlaceSyncThread(const EngineConfig& config, bool syncs_to_lo
     if (found.cpus.empty()) {
       KEEL_LOG(kInfo, kLogName, "the KV sync thread runs where the scheduler puts it",
                {{"data_dir", config.data_dir}, {"why", found.reason}});
-      return {};
+      // An interrupt that goes everywhere (or nowhere usable) now may be moved later.
+      SyncThreadPlacement placement;
+      if (found.irq >= 0 && IrqCpus(found.irq, roots).has_value()) {
+        placement.irq = found.irq;
+        placement.device = std::move(found.device);
+      }
+      return placement;
     }
-    return {std::move(found.cpus), "they take the completions of " + found.device + " (IRQ " +
-                                       std::to_string(found.irq) +
-                                       "), which holds the data directory"};
+    return {std::move(found.cpus),
+            "they take the completions of " + found.device + " (IRQ " + std::to_string(found.irq) +
+                "), which holds the data directory",
+            found.irq, found.device};
   }
   auto listed = ParseCpuList(config.sync_thread_cpus);  // validated with the config
   if (!listed.has_value()) return {};
@@ -117,6 +126,53 @@ SyncThreadPlacement PlaceSyncThread(const EngineConfig& config, bool syncs_to_lo
     return {};
   }
   return {std::move(usable), "sync_thread_cpus=" + config.sync_thread_cpus};
+}
+
+SyncThreadFollower::SyncThreadFollower(SyncThreadPlacement placement, std::vector<int> allowed,
+                                       PinFn pin, SystemRoots roots)
+    : placement_(std::move(placement)),
+      allowed_(std::move(allowed)),
+      pin_(std::move(pin)),
+      roots_(std::move(roots)) {
+  std::sort(allowed_.begin(), allowed_.end());
+}
+
+bool SyncThreadFollower::Recheck() {
+  constexpr std::string_view kLogName = "storage";
+  if (placement_.irq < 0 || allowed_.empty()) return false;
+  const std::optional<std::vector<int>> targets = IrqCpus(placement_.irq, roots_);
+  if (!targets.has_value()) return false;  // gone for now (a hot-unplug, a restricted /proc)
+  std::vector<int> both;
+  std::set_intersection(targets->begin(), targets->end(), allowed_.begin(), allowed_.end(),
+                        std::back_inserter(both));
+  // Pinning helps only where the interrupt goes to some of the CPUs, not all of them.
+  std::vector<int> wanted = both == allowed_ ? std::vector<int>{} : both;
+  if (wanted == placement_.cpus) return false;
+  const std::string irq_name = "IRQ " + std::to_string(placement_.irq) + " of " + placement_.device;
+  const std::string now_goes =
+      irq_name + " now goes to CPU" + (targets->size() == 1 ? " " : "s ") + FormatCpuList(*targets);
+  if (Status pinned = pin_(wanted.empty() ? std::span<const int>(allowed_) : wanted);
+      !pinned.has_value()) {
+    if (failed_for_ != wanted) {
+      KEEL_LOG(kWarn, kLogName, "the KV sync thread could not follow its disk's interrupt",
+               {{"why", now_goes}, {"detail", pinned.error().message()}});
+      failed_for_ = wanted;
+    }
+    return false;
+  }
+  failed_for_.reset();
+  if (wanted.empty()) {
+    KEEL_LOG(kInfo, kLogName, "the KV sync thread now runs where the scheduler puts it",
+             {{"why", now_goes + (both.empty() ? ", none of which this process may use"
+                                               : ", every CPU this process may use")}});
+  } else {
+    KEEL_LOG(kInfo, kLogName,
+             std::string("the KV sync thread moves to ") + (wanted.size() == 1 ? "CPU " : "CPUs ") +
+                 FormatCpuList(wanted),
+             {{"why", now_goes}});
+  }
+  placement_.cpus = std::move(wanted);
+  return true;
 }
 
 net::HttpResponse RefusedRequestResponse(const net::RefusedRequest& refused) {
@@ -166,6 +222,31 @@ struct EngineServer::Serving {
   void Stop() {
     stopped.store(true, std::memory_order_release);
     engine.store(nullptr, std::memory_order_release);
+  }
+};
+
+// The follower's rechecks: a timer on the I/O runtime's clock hands each one to a worker (it
+// reads procfs and may move a thread), which then sets the next timer. Every timer and task
+// holds this state, so whichever outlives the server finds `stopped` and does nothing.
+struct EngineServer::Following : std::enable_shared_from_this<Following> {
+  std::mutex mu;
+  bool stopped = false;                          // guarded by mu
+  std::unique_ptr<SyncThreadFollower> follower;  // used under mu
+
+  void ScheduleNext(net::IoRuntime& io, net::IoRuntime& workers) {
+    std::lock_guard lock(mu);
+    if (stopped) return;
+    io.clock().ScheduleAfter(kSyncThreadRecheckInterval,
+                             [self = shared_from_this(), &io, &workers] {
+                               workers.Post([self, &io, &workers] {
+                                 {
+                                   std::lock_guard lock(self->mu);
+                                   if (self->stopped) return;
+                                   self->follower->Recheck();
+                                 }
+                                 self->ScheduleNext(io, workers);
+                               });
+                             });
   }
 };
 
@@ -261,12 +342,22 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(
   s->server_ = std::move(*server);
   EngineOptions engine_options = ToEngineOptions(config, s->server_->port());
   SyncThreadPlacement placement = PlaceSyncThread(config, syncs_to_local_disk);
-  engine_options.sync_thread_cpus = std::move(placement.cpus);
-  engine_options.sync_thread_why = std::move(placement.why);
+  engine_options.sync_thread_cpus = placement.cpus;
+  engine_options.sync_thread_why = placement.why;
+  const bool follow = placement.irq >= 0;
   auto engine = Engine::Open(std::move(engine_options), std::move(store), *s->io_, *s->workers_);
   if (!engine.has_value()) return engine.error();
   s->engine_ = std::move(*engine);
   s->serving_->engine.store(s->engine_.get(), std::memory_order_release);
+  if (follow) {
+    s->following_ = std::make_shared<Following>();
+    s->following_->follower = std::make_unique<SyncThreadFollower>(
+        std::move(placement), AllowedCpus(),
+        [engine = s->engine_.get()](std::span<const int> cpus) {
+          return engine->kv_sync().PinThread(cpus);
+        });
+    s->following_->ScheduleNext(*s->io_, *s->workers_);
+  }
   return s;
 }
 
@@ -278,6 +369,7 @@ EngineServer::~EngineServer() {
 }
 
 void EngineServer::Shutdown() {
+  StopFollowing();
   if (shut_down_ || engine_ == nullptr) return;
   shut_down_ = true;
   server_->StopAccepting();
@@ -287,7 +379,15 @@ void EngineServer::Shutdown() {
   serving_->Stop();
 }
 
+void EngineServer::StopFollowing() {
+  if (following_ == nullptr) return;
+  // Waits for a Recheck under way: none runs (or pins) once this returns.
+  std::lock_guard lock(following_->mu);
+  following_->stopped = true;  // a pending timer or task finds it and does nothing
+}
+
 void EngineServer::StopThreads() {
+  StopFollowing();
   serving_->Stop();
   if (io_ != nullptr) io_->Stop();
   if (workers_ != nullptr) workers_->Stop();

@@ -11,9 +11,12 @@
 // must not run on one of the server's threads.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,9 +42,45 @@ EngineOptions ToEngineOptions(const EngineConfig& config, uint16_t port);
 struct SyncThreadPlacement {
   std::vector<int> cpus;
   std::string why;  // for the log line, when `cpus` is not empty
+  // "auto" on a disk with one completion interrupt: that interrupt and the disk, for
+  // SyncThreadFollower (even when `cpus` is empty because the interrupt goes to every CPU
+  // the process may use). -1 when there is nothing to follow.
+  int irq = -1;
+  std::string device;
 };
 SyncThreadPlacement PlaceSyncThread(const EngineConfig& config, bool syncs_to_local_disk,
                                     const SystemRoots& roots = {});
+
+// Keeps an "auto" placement true while the interrupt moves (irqbalance rebalances every
+// 10 s by default; an operator may write smp_affinity). Each Recheck re-reads where the
+// interrupt goes (base/native/cpu_affinity.h IrqCpus) and, when that changed, moves the
+// thread there, or hands it back to the scheduler when the interrupt now goes to every CPU
+// the process may use or to none of them; each move is logged with the reason. An
+// unreadable answer changes nothing, and a move that fails is tried again at the next
+// Recheck (warned once per destination). EngineServer rechecks every
+// kSyncThreadRecheckInterval, on a worker thread.
+// Thread-safety: one call at a time.
+class SyncThreadFollower {
+ public:
+  // Moves the thread; `cpus` is never empty (all of `allowed` hands it to the scheduler).
+  using PinFn = std::function<Status(std::span<const int> cpus)>;
+  // `placement`: what the engine started with (its `cpus` are where the thread is now).
+  // `allowed`: the CPUs the process may use (AllowedCpus()).
+  SyncThreadFollower(SyncThreadPlacement placement, std::vector<int> allowed, PinFn pin,
+                     SystemRoots roots = {});
+  // True when it moved the thread.
+  bool Recheck();
+  // Where the thread is kept now; empty: where the scheduler puts it.
+  const std::vector<int>& cpus() const { return placement_.cpus; }
+
+ private:
+  SyncThreadPlacement placement_;
+  std::vector<int> allowed_;  // sorted
+  PinFn pin_;
+  SystemRoots roots_;
+  std::optional<std::vector<int>> failed_for_;  // the destination last warned about
+};
+inline constexpr std::chrono::seconds kSyncThreadRecheckInterval{10};
 
 // "http://HOST:PORT", an IPv6 literal host bracketed ("http://[::1]:6420").
 std::string HttpUrl(std::string_view host, uint16_t port);
@@ -100,6 +139,10 @@ class EngineServer {
   std::shared_ptr<Serving> serving_;
   std::unique_ptr<net::HttpServer> server_;
   std::unique_ptr<Engine> engine_;
+  // The sync thread's follower and its timer (Start); stopped before the threads.
+  struct Following;
+  std::shared_ptr<Following> following_;
+  void StopFollowing();
   bool shut_down_ = false;
 };
 

@@ -5,18 +5,22 @@
 // ("keel-kv-sync" in /proc/self/task) is found on the CPUs it was given.
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "base/log.h"
@@ -34,12 +38,14 @@ class RecordingSink : public LogSink {
     std::lock_guard lock(mu_);
     lines_.emplace_back(level, std::string(message));
   }
-  bool Saw(LogLevel level, std::string_view part) {
+  bool Saw(LogLevel level, std::string_view part) { return Count(level, part) > 0; }
+  int Count(LogLevel level, std::string_view part) {
     std::lock_guard lock(mu_);
+    int n = 0;
     for (const auto& [l, m] : lines_) {
-      if (l == level && m.find(part) != std::string::npos) return true;
+      if (l == level && m.find(part) != std::string::npos) ++n;
     }
-    return false;
+    return n;
   }
 
  private:
@@ -150,16 +156,187 @@ TEST(SyncThreadPlacement, AutoFollowsTheDataDirectorysDiskToItsInterruptCpu) {
   SyncThreadPlacement placed = PlaceSyncThread(config, true, roots);
   EXPECT_EQ(placed.cpus, (std::vector<int>{allowed.back()}));
   EXPECT_NE(placed.why.find("completions of vdz (IRQ 77)"), std::string::npos) << placed.why;
+  EXPECT_EQ(placed.irq, 77);  // to be followed (SyncThreadFollower)
+  EXPECT_EQ(placed.device, "vdz");
+  // An interrupt that goes to every CPU: nothing to pin to now, but followed.
+  std::ofstream(roots.proc / "irq" / "77" / "effective_affinity_list")
+      << FormatCpuList(allowed) << "\n";
+  placed = PlaceSyncThread(config, true, roots);
+  EXPECT_TRUE(placed.cpus.empty());
+  EXPECT_EQ(placed.irq, 77);
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "every CPU this thread may use"));
   // A disk that takes no interrupts on them: not pinned, and the log says why.
   std::ofstream(roots.proc / "interrupts") << " 77: 0 0 PCI-MSIX-0000:00:02.0 1-edge x\n";
   placed = PlaceSyncThread(config, true, roots);
   EXPECT_TRUE(placed.cpus.empty());
+  EXPECT_EQ(placed.irq, -1);
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "runs where the scheduler puts it"));
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "no interrupts yet"));
   // Nothing there at all (another machine's tree): not pinned either.
   placed = PlaceSyncThread(config, true, SystemRoots{.sys = dir.path(), .proc = dir.path()});
   EXPECT_TRUE(placed.cpus.empty());
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "not a block device"));
+}
+
+// A fake /proc in which IRQ 77 of "vdz" is routed by the test, as irqbalance or an
+// operator would.
+class FollowedInterrupt {
+ public:
+  FollowedInterrupt() : roots_{.sys = dir_.path() / "sys", .proc = dir_.path() / "proc"} {
+    fs::create_directories(file().parent_path());
+  }
+  const SystemRoots& roots() const { return roots_; }
+  void RouteTo(const std::string& list) { std::ofstream(file()) << list << "\n"; }
+  void Vanish() { fs::remove(file()); }
+  static SyncThreadPlacement PinnedTo(std::vector<int> cpus) {
+    return SyncThreadPlacement{.cpus = std::move(cpus), .why = "test", .irq = 77, .device = "vdz"};
+  }
+
+ private:
+  fs::path file() const { return roots_.proc / "irq" / "77" / "effective_affinity_list"; }
+  TempDir dir_;
+  SystemRoots roots_;
+};
+
+TEST(SyncThreadFollower, MovesTheThreadWhereTheInterruptNowGoesAndSaysWhy) {
+  LogCapture capture;
+  FollowedInterrupt irq;
+  std::vector<std::vector<int>> moves;
+  SyncThreadFollower follower(
+      FollowedInterrupt::PinnedTo({1}), {0, 1, 2, 3},
+      [&](std::span<const int> cpus) {
+        moves.emplace_back(cpus.begin(), cpus.end());
+        return OkStatus();
+      },
+      irq.roots());
+  irq.RouteTo("1");
+  EXPECT_FALSE(follower.Recheck()) << "where it already is";
+  EXPECT_TRUE(moves.empty());
+
+  irq.RouteTo("2");
+  EXPECT_TRUE(follower.Recheck());
+  ASSERT_EQ(moves.size(), 1u);
+  EXPECT_EQ(moves.back(), (std::vector<int>{2}));
+  EXPECT_EQ(follower.cpus(), (std::vector<int>{2}));
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "the KV sync thread moves to CPU 2"));
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "IRQ 77 of vdz now goes to CPU 2"));
+
+  // Delivered to some CPUs the process may not use: the ones it may.
+  irq.RouteTo("2-3,9");
+  EXPECT_TRUE(follower.Recheck());
+  EXPECT_EQ(moves.back(), (std::vector<int>{2, 3}));
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "moves to CPUs 2-3"));
+}
+
+TEST(SyncThreadFollower, HandsTheThreadToTheSchedulerWhenPinningWouldNotHelp) {
+  LogCapture capture;
+  FollowedInterrupt irq;
+  std::vector<std::vector<int>> moves;
+  SyncThreadFollower follower(
+      FollowedInterrupt::PinnedTo({1}), {0, 1},
+      [&](std::span<const int> cpus) {
+        moves.emplace_back(cpus.begin(), cpus.end());
+        return OkStatus();
+      },
+      irq.roots());
+  // Every CPU the process may use: all of them, the scheduler's choice.
+  irq.RouteTo("0-1");
+  EXPECT_TRUE(follower.Recheck());
+  EXPECT_EQ(moves.back(), (std::vector<int>{0, 1}));
+  EXPECT_TRUE(follower.cpus().empty());
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "now runs where the scheduler puts it"));
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "every CPU this process may use"));
+  // None of them: still the scheduler's, so nothing to do.
+  irq.RouteTo("5");
+  EXPECT_FALSE(follower.Recheck());
+  EXPECT_EQ(moves.size(), 1u);
+  // Back to one of them: followed again.
+  irq.RouteTo("0");
+  EXPECT_TRUE(follower.Recheck());
+  EXPECT_EQ(moves.back(), (std::vector<int>{0}));
+
+  // Pinned, and the interrupt moved to CPUs the process may not use.
+  SyncThreadFollower moved_away(
+      FollowedInterrupt::PinnedTo({1}), {0, 1},
+      [&](std::span<const int> cpus) {
+        moves.emplace_back(cpus.begin(), cpus.end());
+        return OkStatus();
+      },
+      irq.roots());
+  irq.RouteTo("4-5");
+  EXPECT_TRUE(moved_away.Recheck());
+  EXPECT_EQ(moves.back(), (std::vector<int>{0, 1}));
+  EXPECT_TRUE(moved_away.cpus().empty());
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "none of which this process may use"));
+}
+
+TEST(SyncThreadFollower, AnUnreadableAnswerChangesNothingAndAFailedMoveIsRetried) {
+  LogCapture capture;
+  FollowedInterrupt irq;
+  std::vector<std::vector<int>> moves;
+  Status answer = Unexpected{Error{"system", "affinity", "not permitted"}};
+  SyncThreadFollower follower(
+      FollowedInterrupt::PinnedTo({1}), {0, 1},
+      [&](std::span<const int> cpus) {
+        moves.emplace_back(cpus.begin(), cpus.end());
+        return answer;
+      },
+      irq.roots());
+  EXPECT_FALSE(follower.Recheck()) << "no file yet";
+  irq.RouteTo("garbage");
+  EXPECT_FALSE(follower.Recheck());
+  irq.Vanish();
+  EXPECT_FALSE(follower.Recheck());
+  EXPECT_TRUE(moves.empty());
+  EXPECT_EQ(follower.cpus(), (std::vector<int>{1}));
+
+  irq.RouteTo("0");
+  EXPECT_FALSE(follower.Recheck());
+  EXPECT_FALSE(follower.Recheck());
+  EXPECT_EQ(moves.size(), 2u) << "tried at each recheck";
+  EXPECT_EQ(follower.cpus(), (std::vector<int>{1})) << "still where it was";
+  EXPECT_EQ(capture.sink().Count(LogLevel::kWarn, "could not follow its disk's interrupt"), 1)
+      << "warned once per destination";
+  EXPECT_TRUE(capture.sink().Saw(LogLevel::kWarn, "not permitted"));
+  answer = OkStatus();
+  EXPECT_TRUE(follower.Recheck());
+  EXPECT_EQ(follower.cpus(), (std::vector<int>{0}));
+
+  // A placement with no interrupt follows nothing.
+  SyncThreadFollower none(
+      SyncThreadPlacement{}, {0, 1}, [&](std::span<const int>) { return OkStatus(); }, irq.roots());
+  EXPECT_FALSE(none.Recheck());
+}
+
+// A real thread, moved by the follower with keel::PinThread.
+TEST(SyncThreadFollower, ARealThreadEndsUpOnTheInterruptsCpu) {
+  const std::vector<int> allowed = AllowedCpus();
+  if (allowed.size() < 2) GTEST_SKIP() << "one CPU: there is nowhere to move";
+  FollowedInterrupt irq;
+  std::promise<void> release;
+  std::thread thread([done = release.get_future()] { done.wait(); });
+  SyncThreadFollower follower(
+      FollowedInterrupt::PinnedTo({}), allowed,
+      [&](std::span<const int> cpus) { return PinThread(thread.native_handle(), cpus); },
+      irq.roots());
+  auto cpus_of_thread = [&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (pthread_getaffinity_np(thread.native_handle(), sizeof(set), &set) != 0) return cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+    }
+    return cpus;
+  };
+  irq.RouteTo(std::to_string(allowed.front()));
+  EXPECT_TRUE(follower.Recheck());
+  EXPECT_EQ(cpus_of_thread(), (std::vector<int>{allowed.front()}));
+  irq.RouteTo(FormatCpuList(allowed));
+  EXPECT_TRUE(follower.Recheck());
+  EXPECT_EQ(cpus_of_thread(), allowed);
+  release.set_value();
+  thread.join();
 }
 
 // The CPUs the sync thread ("keel-kv-sync") of this process may run on; nullopt if there

@@ -235,6 +235,22 @@ TEST_F(FakeSystem, OnlyCpusTheThreadMayUseAreChosenAndAllOfThemIsNoChoice) {
   EXPECT_NE(found.reason.find("every CPU"), std::string::npos) << found.reason;
 }
 
+TEST_F(FakeSystem, IrqCpusReadsWhereAnInterruptGoesNow) {
+  Affinity(36, "1\n");
+  EXPECT_EQ(IrqCpus(36, roots_), (std::vector<int>{1}));
+  Affinity(36, "0-1\n");  // moved since (irqbalance, an operator)
+  EXPECT_EQ(IrqCpus(36, roots_), (std::vector<int>{0, 1}));
+  // Only the configured affinity: that.
+  fs::remove(roots_.proc / "irq" / "36" / "effective_affinity_list");
+  Write(roots_.proc / "irq" / "36" / "smp_affinity_list", "0\n");
+  EXPECT_EQ(IrqCpus(36, roots_), (std::vector<int>{0}));
+  // Unreadable, unknown or nonsense: no answer.
+  Write(roots_.proc / "irq" / "36" / "smp_affinity_list", "garbage\n");
+  EXPECT_EQ(IrqCpus(36, roots_), std::nullopt);
+  EXPECT_EQ(IrqCpus(99, roots_), std::nullopt);
+  EXPECT_EQ(IrqCpus(-1, roots_), std::nullopt);
+}
+
 TEST(FindCompletionCpus, OnThisMachineAnswersWithAllowedCpusOrAReason) {
   const std::vector<int> allowed = AllowedCpus();
   for (const fs::path& path : {fs::path("/"), fs::temp_directory_path(), fs::path("/proc")}) {
