@@ -198,25 +198,32 @@ class FollowedInterrupt {
   SystemRoots roots_;
 };
 
+// A SyncThreadFollower::PinFn that records each move and answers `answer`.
+struct Moves {
+  std::vector<std::vector<int>> seen;
+  Status answer = OkStatus();
+  SyncThreadFollower::PinFn Pin() {
+    return [this](std::span<const int> cpus) {
+      seen.emplace_back(cpus.begin(), cpus.end());
+      return answer;
+    };
+  }
+};
+
 TEST(SyncThreadFollower, MovesTheThreadWhereTheInterruptNowGoesAndSaysWhy) {
   LogCapture capture;
   FollowedInterrupt irq;
-  std::vector<std::vector<int>> moves;
-  SyncThreadFollower follower(
-      FollowedInterrupt::PinnedTo({1}), {0, 1, 2, 3},
-      [&](std::span<const int> cpus) {
-        moves.emplace_back(cpus.begin(), cpus.end());
-        return OkStatus();
-      },
-      irq.roots());
+  Moves moves;
+  SyncThreadFollower follower(FollowedInterrupt::PinnedTo({1}), {0, 1, 2, 3}, moves.Pin(),
+                              irq.roots());
   irq.RouteTo("1");
   EXPECT_FALSE(follower.Recheck()) << "where it already is";
-  EXPECT_TRUE(moves.empty());
+  EXPECT_TRUE(moves.seen.empty());
 
   irq.RouteTo("2");
   EXPECT_TRUE(follower.Recheck());
-  ASSERT_EQ(moves.size(), 1u);
-  EXPECT_EQ(moves.back(), (std::vector<int>{2}));
+  ASSERT_EQ(moves.seen.size(), 1u);
+  EXPECT_EQ(moves.seen.back(), (std::vector<int>{2}));
   EXPECT_EQ(follower.cpus(), (std::vector<int>{2}));
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "the KV sync thread moves to CPU 2"));
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "IRQ 77 of vdz now goes to CPU 2"));
@@ -224,48 +231,36 @@ TEST(SyncThreadFollower, MovesTheThreadWhereTheInterruptNowGoesAndSaysWhy) {
   // Delivered to some CPUs the process may not use: the ones it may.
   irq.RouteTo("2-3,9");
   EXPECT_TRUE(follower.Recheck());
-  EXPECT_EQ(moves.back(), (std::vector<int>{2, 3}));
+  EXPECT_EQ(moves.seen.back(), (std::vector<int>{2, 3}));
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "moves to CPUs 2-3"));
 }
 
 TEST(SyncThreadFollower, HandsTheThreadToTheSchedulerWhenPinningWouldNotHelp) {
   LogCapture capture;
   FollowedInterrupt irq;
-  std::vector<std::vector<int>> moves;
-  SyncThreadFollower follower(
-      FollowedInterrupt::PinnedTo({1}), {0, 1},
-      [&](std::span<const int> cpus) {
-        moves.emplace_back(cpus.begin(), cpus.end());
-        return OkStatus();
-      },
-      irq.roots());
+  Moves moves;
+  SyncThreadFollower follower(FollowedInterrupt::PinnedTo({1}), {0, 1}, moves.Pin(), irq.roots());
   // Every CPU the process may use: all of them, the scheduler's choice.
   irq.RouteTo("0-1");
   EXPECT_TRUE(follower.Recheck());
-  EXPECT_EQ(moves.back(), (std::vector<int>{0, 1}));
+  EXPECT_EQ(moves.seen.back(), (std::vector<int>{0, 1}));
   EXPECT_TRUE(follower.cpus().empty());
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "now runs where the scheduler puts it"));
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "every CPU this process may use"));
   // None of them: still the scheduler's, so nothing to do.
   irq.RouteTo("5");
   EXPECT_FALSE(follower.Recheck());
-  EXPECT_EQ(moves.size(), 1u);
+  EXPECT_EQ(moves.seen.size(), 1u);
   // Back to one of them: followed again.
   irq.RouteTo("0");
   EXPECT_TRUE(follower.Recheck());
-  EXPECT_EQ(moves.back(), (std::vector<int>{0}));
+  EXPECT_EQ(moves.seen.back(), (std::vector<int>{0}));
 
   // Pinned, and the interrupt moved to CPUs the process may not use.
-  SyncThreadFollower moved_away(
-      FollowedInterrupt::PinnedTo({1}), {0, 1},
-      [&](std::span<const int> cpus) {
-        moves.emplace_back(cpus.begin(), cpus.end());
-        return OkStatus();
-      },
-      irq.roots());
+  SyncThreadFollower moved_away(FollowedInterrupt::PinnedTo({1}), {0, 1}, moves.Pin(), irq.roots());
   irq.RouteTo("4-5");
   EXPECT_TRUE(moved_away.Recheck());
-  EXPECT_EQ(moves.back(), (std::vector<int>{0, 1}));
+  EXPECT_EQ(moves.seen.back(), (std::vector<int>{0, 1}));
   EXPECT_TRUE(moved_away.cpus().empty());
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kInfo, "none of which this process may use"));
 }
@@ -273,32 +268,26 @@ TEST(SyncThreadFollower, HandsTheThreadToTheSchedulerWhenPinningWouldNotHelp) {
 TEST(SyncThreadFollower, AnUnreadableAnswerChangesNothingAndAFailedMoveIsRetried) {
   LogCapture capture;
   FollowedInterrupt irq;
-  std::vector<std::vector<int>> moves;
-  Status answer = Unexpected{Error{"system", "affinity", "not permitted"}};
-  SyncThreadFollower follower(
-      FollowedInterrupt::PinnedTo({1}), {0, 1},
-      [&](std::span<const int> cpus) {
-        moves.emplace_back(cpus.begin(), cpus.end());
-        return answer;
-      },
-      irq.roots());
+  Moves moves;
+  moves.answer = Unexpected{Error{"system", "affinity", "not permitted"}};
+  SyncThreadFollower follower(FollowedInterrupt::PinnedTo({1}), {0, 1}, moves.Pin(), irq.roots());
   EXPECT_FALSE(follower.Recheck()) << "no file yet";
   irq.RouteTo("garbage");
   EXPECT_FALSE(follower.Recheck());
   irq.Vanish();
   EXPECT_FALSE(follower.Recheck());
-  EXPECT_TRUE(moves.empty());
+  EXPECT_TRUE(moves.seen.empty());
   EXPECT_EQ(follower.cpus(), (std::vector<int>{1}));
 
   irq.RouteTo("0");
   EXPECT_FALSE(follower.Recheck());
   EXPECT_FALSE(follower.Recheck());
-  EXPECT_EQ(moves.size(), 2u) << "tried at each recheck";
+  EXPECT_EQ(moves.seen.size(), 2u) << "tried at each recheck";
   EXPECT_EQ(follower.cpus(), (std::vector<int>{1})) << "still where it was";
   EXPECT_EQ(capture.sink().Count(LogLevel::kWarn, "could not follow its disk's interrupt"), 1)
       << "warned once per destination";
   EXPECT_TRUE(capture.sink().Saw(LogLevel::kWarn, "not permitted"));
-  answer = OkStatus();
+  moves.answer = OkStatus();
   EXPECT_TRUE(follower.Recheck());
   EXPECT_EQ(follower.cpus(), (std::vector<int>{0}));
 
