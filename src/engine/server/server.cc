@@ -97,21 +97,18 @@ SyncThreadPlacement PlaceSyncThread(const EngineConfig& config, bool syncs_to_lo
   const std::vector<int> allowed = AllowedCpus();
   if (automatic) {
     CompletionCpus found = FindCompletionCpus(config.data_dir, allowed, roots);
+    // The interrupt, once found, is followed (SyncThreadFollower) whether or not pinning
+    // helps now: one that goes everywhere, or nowhere usable, may be moved later.
+    SyncThreadPlacement placement{.irq = found.irq, .device = found.device};
     if (found.cpus.empty()) {
       KEEL_LOG(kInfo, kLogName, "the KV sync thread runs where the scheduler puts it",
                {{"data_dir", config.data_dir}, {"why", found.reason}});
-      // An interrupt that goes everywhere (or nowhere usable) now may be moved later.
-      SyncThreadPlacement placement;
-      if (found.irq >= 0 && IrqCpus(found.irq, roots).has_value()) {
-        placement.irq = found.irq;
-        placement.device = std::move(found.device);
-      }
       return placement;
     }
-    return {std::move(found.cpus),
-            "they take the completions of " + found.device + " (IRQ " + std::to_string(found.irq) +
-                "), which holds the data directory",
-            found.irq, found.device};
+    placement.cpus = std::move(found.cpus);
+    placement.why = "they take the completions of " + found.device + " (IRQ " +
+                    std::to_string(found.irq) + "), which holds the data directory";
+    return placement;
   }
   auto listed = ParseCpuList(config.sync_thread_cpus);  // validated with the config
   if (!listed.has_value()) return {};
@@ -229,9 +226,11 @@ struct EngineServer::Serving {
 // reads procfs and may move a thread), which then sets the next timer. Every timer and task
 // holds this state, so whichever outlives the server finds `stopped` and does nothing.
 struct EngineServer::Following : std::enable_shared_from_this<Following> {
+  explicit Following(SyncThreadFollower follower) : follower(std::move(follower)) {}
+
   std::mutex mu;
-  bool stopped = false;                          // guarded by mu
-  std::unique_ptr<SyncThreadFollower> follower;  // used under mu
+  bool stopped = false;         // guarded by mu
+  SyncThreadFollower follower;  // used under mu
 
   void ScheduleNext(net::IoRuntime& io, net::IoRuntime& workers) {
     std::lock_guard lock(mu);
@@ -242,7 +241,7 @@ struct EngineServer::Following : std::enable_shared_from_this<Following> {
                                  {
                                    std::lock_guard lock(self->mu);
                                    if (self->stopped) return;
-                                   self->follower->Recheck();
+                                   self->follower.Recheck();
                                  }
                                  self->ScheduleNext(io, workers);
                                });
@@ -344,18 +343,16 @@ Result<std::unique_ptr<EngineServer>> EngineServer::Start(
   SyncThreadPlacement placement = PlaceSyncThread(config, syncs_to_local_disk);
   engine_options.sync_thread_cpus = placement.cpus;
   engine_options.sync_thread_why = placement.why;
-  const bool follow = placement.irq >= 0;
   auto engine = Engine::Open(std::move(engine_options), std::move(store), *s->io_, *s->workers_);
   if (!engine.has_value()) return engine.error();
   s->engine_ = std::move(*engine);
   s->serving_->engine.store(s->engine_.get(), std::memory_order_release);
-  if (follow) {
-    s->following_ = std::make_shared<Following>();
-    s->following_->follower = std::make_unique<SyncThreadFollower>(
-        std::move(placement), AllowedCpus(),
-        [engine = s->engine_.get()](std::span<const int> cpus) {
-          return engine->kv_sync().PinThread(cpus);
-        });
+  if (placement.irq >= 0) {
+    s->following_ = std::make_shared<Following>(
+        SyncThreadFollower(std::move(placement), AllowedCpus(),
+                           [engine = s->engine_.get()](std::span<const int> cpus) {
+                             return engine->kv_sync().PinThread(cpus);
+                           }));
     s->following_->ScheduleNext(*s->io_, *s->workers_);
   }
   return s;

@@ -44,7 +44,7 @@ struct SyncThreadPlacement {
   std::string why;  // for the log line, when `cpus` is not empty
   // "auto" on a disk with one completion interrupt: that interrupt and the disk, for
   // SyncThreadFollower (even when `cpus` is empty because the interrupt goes to every CPU
-  // the process may use). -1 when there is nothing to follow.
+  // the process may use, or cannot be read now). -1 when there is nothing to follow.
   int irq = -1;
   std::string device;
 };
