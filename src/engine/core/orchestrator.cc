@@ -104,26 +104,69 @@ struct Orchestrator::Impl {
     bool early = false;  // may be sent to an instance still starting (WhenReady's early_ok)
   };
 
+  // One loaded actor. Every awake actor holds one for as long as it runs, so what only
+  // matters while it starts or someone waits on it lives in `transient`, allocated on first
+  // use and dropped by Settle(): the entry itself stays within 512 bytes (static_assert
+  // below; W4, docs/benchmarks.md).
   struct ActorEntry {
+    struct Transient {
+      std::vector<Waiter> waiters;
+      std::vector<std::function<void(Status)>> destroy_waiters;
+      // Early requests: the generation whose start command this run sent to the session
+      // `early_session` (an id), which takes requests early; 0 = none. Cleared once the
+      // actor leaves kStarting.
+      uint32_t early_generation = 0;
+      uint64_t early_session = 0;
+    };
+
     EngineId id;
-    rec::ActorRecord record;
     EngineId ns;
-    orch::ActorWorkflow wf;
-    // The deadline this actor is filed under in `deadlines` (kNoDeadline: none).
-    int64_t timer_at = kNoDeadline;
-    std::vector<Waiter> waiters;
-    std::vector<std::function<void(Status)>> destroy_waiters;
-    // Early requests: the generation whose start command this run sent to the session
-    // `early_session` (an id), which takes requests early; 0 = none.
-    uint32_t early_generation = 0;
-    uint64_t early_session = 0;
     // The newest generation whose Running event reached the loop in this run: a request
     // sent early to a generation that stops without one was never handled.
     uint32_t ran_generation = 0;
     // Set for the step of a Stopped event of a generation that never ran (no Running
     // event before it): the envoy handled none of the requests sent to it early. 0: not.
     uint32_t stopped_unstarted = 0;
+    rec::ActorRecord record;
+    orch::ActorWorkflow wf;
+    // The deadline this actor is filed under in `deadlines` (kNoDeadline: none).
+    int64_t timer_at = kNoDeadline;
+    std::unique_ptr<Transient> transient;
+
+    Transient& More() {
+      if (transient == nullptr) transient = std::make_unique<Transient>();
+      return *transient;
+    }
+    bool HasWaiters() const { return transient != nullptr && !transient->waiters.empty(); }
+    bool HasDestroyWaiters() const {
+      return transient != nullptr && !transient->destroy_waiters.empty();
+    }
+    std::vector<Waiter> TakeWaiters() {
+      return transient == nullptr ? std::vector<Waiter>{} : std::exchange(transient->waiters, {});
+    }
+    std::vector<std::function<void(Status)>> TakeDestroyWaiters() {
+      return transient == nullptr ? std::vector<std::function<void(Status)>>{}
+                                  : std::exchange(transient->destroy_waiters, {});
+    }
+    uint32_t early_generation() const {
+      return transient == nullptr ? 0 : transient->early_generation;
+    }
+    uint64_t early_session() const { return transient == nullptr ? 0 : transient->early_session; }
+    // Forgets what no longer applies and frees the transient part when it holds nothing.
+    void Settle() {
+      if (transient == nullptr) return;
+      if (wf.transition != orch::Transition::kStarting) {
+        transient->early_generation = 0;
+        transient->early_session = 0;
+      }
+      if (transient->waiters.empty() && transient->destroy_waiters.empty() &&
+          transient->early_generation == 0) {
+        transient.reset();
+      }
+    }
   };
+  static_assert(sizeof(void*) != 8 || sizeof(ActorEntry) <= 512,
+                "a loaded actor's entry grew over 512 bytes: keep rare fields in Transient");
 
   struct EnvoyEntry {
     EngineId ns;
@@ -144,14 +187,17 @@ struct Orchestrator::Impl {
     // The connection whose ToRivetMetadata `metadata` holds (a session id; 0: none), so a
     // connection's metadata read before its registration is not replaced by the stored one.
     uint64_t metadata_session = 0;
+    // `key`, shared by the routes of the actors it hosts (RouteKey), made on first use.
+    std::shared_ptr<const std::string> route_key;
   };
 
   // Where an actor with an instance lives. A serverless instance learns its envoy key
   // from its first event; until then any live connection of its namespace and pool may
-  // serve it (the envoy the serverless handler connected for this start).
+  // serve it (the envoy the serverless handler connected for this start). One per awake
+  // actor, so the envoy key is shared with the envoy's other routes (null: none yet).
   struct Route {
     EngineId ns;
-    std::string envoy_key;
+    std::shared_ptr<const std::string> envoy_key;
     std::string pool;
     uint32_t generation = 0;
     bool connectable = false;
@@ -221,7 +267,7 @@ struct Orchestrator::Impl {
   std::unordered_map<EngineId, std::unique_ptr<ActorEntry>> actors;
   // Actors whose early start's commit is not yet known durable (EarlyStartSession).
   std::unordered_set<EngineId> starts_syncing;
-  std::map<EnvoyKey, EnvoyEntry, std::less<>> envoys;
+  std::map<EnvoyKey, EnvoyEntry, EnvoyKeyLess> envoys;
   std::map<std::pair<EngineId, std::string>, uint32_t> serverless_slots;
   // Preload plans by (namespace, actor name): read from the actor-name record on first use,
   // forgotten when an envoy's metadata rewrites the record (nullopt: the name has none).
@@ -255,11 +301,11 @@ struct Orchestrator::Impl {
   int64_t Now() const { return engine.clock().SystemNowMs(); }
 
   EnvoyEntry* FindEnvoy(const EngineId& ns, std::string_view key) {
-    auto it = envoys.find(EnvoyKey(ns, std::string(key)));
+    auto it = envoys.find(EnvoyKeyView(ns, key));
     return it == envoys.end() ? nullptr : &it->second;
   }
   const EnvoyEntry* FindEnvoy(const EngineId& ns, std::string_view key) const {
-    auto it = envoys.find(EnvoyKey(ns, std::string(key)));
+    auto it = envoys.find(EnvoyKeyView(ns, key));
     return it == envoys.end() ? nullptr : &it->second;
   }
 
@@ -568,7 +614,7 @@ struct Orchestrator::Impl {
   // KV/page/SQL ownership already holds in kStarting, and losing the commit (crash or
   // store error) leaves the state of a Running event not yet received.
   void AnswerReadyEarly(ActorEntry& e, const PreparedStep& p) {
-    if (e.waiters.empty() || p.next.transition != orch::Transition::kRunning) return;
+    if (!e.HasWaiters() || p.next.transition != orch::Transition::kRunning) return;
     if (ReadyNotices(p) == 0) return;
     AnswerWaiters(e, p);
   }
@@ -605,13 +651,13 @@ struct Orchestrator::Impl {
   // although the instance is still starting — the one its start command went to in this
   // run, when that connection takes requests early and is still live — or null.
   std::shared_ptr<EnvoySession> EarlyTarget(const ActorEntry& e) {
-    if (e.wf.transition != orch::Transition::kStarting || e.early_generation == 0 ||
-        e.early_generation != e.wf.generation || e.wf.envoy_key.empty()) {
+    if (e.wf.transition != orch::Transition::kStarting || e.early_generation() == 0 ||
+        e.early_generation() != e.wf.generation || e.wf.envoy_key.empty()) {
       return nullptr;
     }
     auto session = LiveSession(e.ns, e.wf.envoy_key);
     // (early_session took requests early when the start went out; that never changes.)
-    if (session == nullptr || session->id() != e.early_session) {
+    if (session == nullptr || session->id() != e.early_session()) {
       return nullptr;
     }
     return session;
@@ -619,13 +665,13 @@ struct Orchestrator::Impl {
 
   // Hands the waiters that take an early target (HTTP requests) the starting instance.
   void AnswerEarlyWaiters(ActorEntry& e) {
-    if (e.waiters.empty()) return;
+    if (!e.HasWaiters()) return;
     auto session = EarlyTarget(e);
     if (session == nullptr) return;
     std::vector<Waiter> keep;
     std::vector<Waiter> answer;
-    for (auto& w : e.waiters) (w.early ? answer : keep).push_back(std::move(w));
-    e.waiters = std::move(keep);
+    for (auto& w : e.TakeWaiters()) (w.early ? answer : keep).push_back(std::move(w));
+    e.More().waiters = std::move(keep);
     for (auto& w : answer) {
       engine.clock().Cancel(w.timer);
       w.done(ActorTarget{session, e.wf.generation, /*early=*/true});
@@ -635,9 +681,7 @@ struct Orchestrator::Impl {
   void AnswerWaiters(ActorEntry& e, const PreparedStep& p) {
     auto session = LiveSession(e.ns, p.next.envoy_key);
     if (session == nullptr) return;
-    auto waiters = std::move(e.waiters);
-    e.waiters.clear();
-    for (auto& w : waiters) {
+    for (auto& w : e.TakeWaiters()) {
       engine.clock().Cancel(w.timer);
       w.done(ActorTarget{session, p.next.generation});
     }
@@ -771,14 +815,15 @@ struct Orchestrator::Impl {
       const bool started = start != nullptr;
       session->Send(latest::ToEnvoy{latest::ToEnvoyCommands{{std::move(wrapper)}}});
       if (started && session->early_requests() && e.wf.transition == orch::Transition::kStarting) {
-        e.early_generation = e.wf.generation;
-        e.early_session = session->id();
+        e.More().early_generation = e.wf.generation;
+        e.More().early_session = session->id();
       }
     }
     for (const auto& effect : p.effects) Execute(e, effect);
     // After the effects: a step that ends one instance and starts the next publishes the
     // stop first, and the gateway fails what was in flight to the old one only.
     AnswerEarlyWaiters(e);
+    e.Settle();
     Rearm(e);
     MaybeEvict(e.id);
   }
@@ -836,12 +881,24 @@ struct Orchestrator::Impl {
     }
   }
 
+  // The envoy key `key` of namespace `ns` for a route: the envoy's shared copy when it is
+  // known here, else one of its own; null for none.
+  std::shared_ptr<const std::string> RouteKey(const EngineId& ns, const std::string& key) {
+    if (key.empty()) return nullptr;
+    EnvoyEntry* env = FindEnvoy(ns, key);
+    if (env == nullptr) return std::make_shared<const std::string>(key);
+    if (env->route_key == nullptr) env->route_key = std::make_shared<const std::string>(key);
+    return env->route_key;
+  }
+
   void UpdateRoute(const ActorEntry& e) {
+    const bool routed = orch::HasInstance(e.wf.transition) &&
+                        (!e.wf.envoy_key.empty() || e.wf.pool_kind == orch::PoolKind::kServerless);
+    std::shared_ptr<const std::string> key = routed ? RouteKey(e.ns, e.wf.envoy_key) : nullptr;
     std::lock_guard lock(routes_mu);
-    if (orch::HasInstance(e.wf.transition) &&
-        (!e.wf.envoy_key.empty() || e.wf.pool_kind == orch::PoolKind::kServerless)) {
-      routes[e.id] = Route{e.ns, e.wf.envoy_key, e.record.pool_name, e.wf.generation,
-                           e.wf.connectable};
+    if (routed) {
+      routes[e.id] =
+          Route{e.ns, std::move(key), e.record.pool_name, e.wf.generation, e.wf.connectable};
     } else {
       routes.erase(e.id);
     }
@@ -987,9 +1044,8 @@ struct Orchestrator::Impl {
     }
     // The destroy is complete (actors.md §6.9: its REST call waits for the deletion).
     if (auto it = actors.find(id); it != actors.end()) {
-      auto waiters = std::move(it->second->destroy_waiters);
-      it->second->destroy_waiters.clear();
-      for (auto& done : waiters) done(Status{});
+      for (auto& done : it->second->TakeDestroyWaiters()) done(Status{});
+      it->second->Settle();
       MaybeEvict(id);
     }
     if (deleting.empty()) {
@@ -1042,9 +1098,7 @@ struct Orchestrator::Impl {
       case orch::fx::Notice::kReady: {
         auto session = LiveSession(e.ns, e.wf.envoy_key);
         if (session == nullptr) break;
-        auto waiters = std::move(e.waiters);
-        e.waiters.clear();
-        for (auto& w : waiters) {
+        for (auto& w : e.TakeWaiters()) {
           engine.clock().Cancel(w.timer);
           w.done(ActorTarget{session, e.wf.generation});
         }
@@ -1057,7 +1111,7 @@ struct Orchestrator::Impl {
             e.id, e.stopped_unstarted != 0 ? std::optional(e.stopped_unstarted) : std::nullopt);
         // Waiting requests re-wake the actor (actors.md §5.6), at most max_rewakes times.
         std::vector<Waiter> keep;
-        for (auto& w : e.waiters) {
+        for (auto& w : e.TakeWaiters()) {
           if (++w.rewakes > engine.options().max_rewakes) {
             engine.clock().Cancel(w.timer);
             w.done(Unexpected{WaitFailed(
@@ -1066,8 +1120,8 @@ struct Orchestrator::Impl {
             keep.push_back(std::move(w));
           }
         }
-        e.waiters = std::move(keep);
-        if (!e.waiters.empty()) {
+        if (!keep.empty()) {
+          e.More().waiters = std::move(keep);
           EngineId id = e.id;
           Post([this, id] {
             auto entry = Entry(id);
@@ -1081,9 +1135,7 @@ struct Orchestrator::Impl {
         // recovery); the timeout answer carries this error.
         break;
       case orch::fx::Notice::kDestroyStarted: {
-        auto waiters = std::move(e.waiters);
-        e.waiters.clear();
-        for (auto& w : waiters) {
+        for (auto& w : e.TakeWaiters()) {
           engine.clock().Cancel(w.timer);
           w.done(Unexpected{Error{"actor", "destroyed_while_waiting_for_ready",
                                   "The actor was destroyed while waiting for it to be ready."}});
@@ -1092,9 +1144,7 @@ struct Orchestrator::Impl {
       }
       case orch::fx::Notice::kDestroyComplete: {
         if (deleting.contains(e.id)) break;  // answered when the deletion ends
-        auto waiters = std::move(e.destroy_waiters);
-        e.destroy_waiters.clear();
-        for (auto& done : waiters) done(Status{});
+        for (auto& done : e.TakeDestroyWaiters()) done(Status{});
         break;
       }
     }
@@ -1169,7 +1219,7 @@ struct Orchestrator::Impl {
     auto it = actors.find(id);
     if (it == actors.end()) return;
     ActorEntry& e = *it->second;
-    if (!AtRest(e.wf.transition) || !e.waiters.empty() || !e.destroy_waiters.empty()) return;
+    if (!AtRest(e.wf.transition) || e.HasWaiters() || e.HasDestroyWaiters()) return;
     Disarm(e);
     CountState(e.wf.transition, -1);
     actors.erase(it);
@@ -1698,9 +1748,8 @@ void Orchestrator::StopDataDeletions(std::function<void()> done) {
     for (const EngineId& id : m.deleting) {
       auto it = m.actors.find(id);
       if (it == m.actors.end()) continue;
-      auto waiters = std::move(it->second->destroy_waiters);
-      it->second->destroy_waiters.clear();
-      for (auto& answer : waiters) answer(Status{});
+      for (auto& answer : it->second->TakeDestroyWaiters()) answer(Status{});
+      it->second->Settle();
     }
     if (!m.deleting.empty()) {
       KEEL_LOG(kInfo, kLog,
@@ -1726,7 +1775,7 @@ void Orchestrator::Destroy(const EngineId& ns, const EngineId& actor,
   Impl& m = *impl_;
   WithActor(m, ns, actor, std::move(done),
             [&m](Impl::ActorEntry& e, std::function<void(Status)> done) {
-              e.destroy_waiters.push_back(std::move(done));
+              e.More().destroy_waiters.push_back(std::move(done));
               const EngineId id = e.id;
               m.StepActor(e, orch::in::Destroy{});
               m.MaybeEvict(id);
@@ -1819,10 +1868,10 @@ std::optional<ActorTarget> Orchestrator::FastTarget(const EngineId& actor) const
   Impl& m = *impl_;
   std::lock_guard lock(m.routes_mu);
   auto it = m.routes.find(actor);
-  if (it == m.routes.end() || !it->second.connectable || it->second.envoy_key.empty()) {
+  if (it == m.routes.end() || !it->second.connectable || it->second.envoy_key == nullptr) {
     return std::nullopt;
   }
-  auto live = m.live.find(EnvoyKeyView(it->second.ns, it->second.envoy_key));
+  auto live = m.live.find(EnvoyKeyView(it->second.ns, *it->second.envoy_key));
   if (live == m.live.end() || live->second->closed()) return std::nullopt;
   return ActorTarget{live->second, it->second.generation};
 }
@@ -1880,11 +1929,13 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
             Impl& m = *impl_;
             auto it = m.actors.find(actor);
             if (it == m.actors.end()) return;
-            auto& waiters = it->second->waiters;
+            if (!it->second->HasWaiters()) return;
+            auto& waiters = it->second->transient->waiters;
             for (auto w = waiters.begin(); w != waiters.end(); ++w) {
               if (w->id != waiter_id) continue;
               auto done = std::move(w->done);
               waiters.erase(w);
+              it->second->Settle();
               done(Unexpected{WaitFailed("actor_ready_timeout",
                                          "Timed out waiting for actor to become ready.",
                                          it->second->wf)});
@@ -1893,7 +1944,7 @@ void Orchestrator::WhenReady(const std::optional<EngineId>& ns, const EngineId& 
             }
           });
         });
-    e.waiters.push_back(std::move(w));
+    e.More().waiters.push_back(std::move(w));
     m.StepActor(e, orch::in::Wake{});
   });
 }
@@ -2169,13 +2220,13 @@ std::optional<uint32_t> Orchestrator::HostedGeneration(const EnvoySession& sessi
   if (it == m.routes.end()) return std::nullopt;
   const Impl::Route& r = it->second;
   if (!(r.ns == session.namespace_id())) return std::nullopt;
-  if (r.envoy_key.empty()) {
+  if (r.envoy_key == nullptr) {
     // A serverless instance not yet bound to an envoy: its pool's live connections.
     if (session.params().pool_name != r.pool || session.closed()) return std::nullopt;
     return r.generation;
   }
-  if (r.envoy_key != session.envoy_key()) return std::nullopt;
-  auto live = m.live.find(EnvoyKeyView(r.ns, r.envoy_key));
+  if (*r.envoy_key != session.envoy_key()) return std::nullopt;
+  auto live = m.live.find(EnvoyKeyView(r.ns, *r.envoy_key));
   if (live == m.live.end() || live->second.get() != &session) return std::nullopt;
   return r.generation;
 }

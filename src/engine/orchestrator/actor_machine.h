@@ -283,23 +283,30 @@ struct StaleHost {
 // Timestamps are epoch ms; 0 = unset. Fields that only matter in some states are reset on
 // leaving them (invariant 5) so the persisted form of a sleeping actor stays small.
 struct ActorWorkflow {
+  // The small fields come first, packed: every loaded actor holds one of these in the
+  // engine's memory (W4; the order here is not the stored layout, workflow_codec.cc is).
   Transition transition = Transition::kCreated;
-  uint32_t generation = 0;
   PoolKind pool_kind = PoolKind::kServerful;  // of the current/last allocation
-  std::string envoy_key;  // current instance's envoy; serverless: set by its first event
-  // kAllocating/kStarting/intents/kDestroying: lost timeout. kRunning: next liveness
-  // check. kReallocating: next retry. Otherwise 0.
-  int64_t deadline_ts = 0;
   bool destroy_after_start = false;  // kAllocating / kStarting
   bool sleep_after_start = false;    // kAllocating / kStarting (Keel)
   bool rewake_after_stop = false;    // kSleepIntent
   bool slot_held = false;            // invariant 4
   bool envoy_disconnected = false;   // EnvoyDisconnected seen for envoy_key (alarm check)
+  // REST Actor flags (actors.md §7).
+  bool sleeping = false;     // kSleepIntent, kSleeping, kReallocating
+  bool connectable = false;  // kRunning
+  bool destroyed = false;    // kDestroyed
+  uint32_t generation = 0;
+  uint32_t retry_attempt = 0;  // backoff (below)
+  std::string envoy_key;       // current instance's envoy; serverless: set by its first event
+  // kAllocating/kStarting/intents/kDestroying: lost timeout. kRunning: next liveness
+  // check. kReallocating: next retry. Otherwise 0.
+  int64_t deadline_ts = 0;
   std::optional<int64_t> alarm_ts;
 
-  // Backoff (actors.md §6.7). since_ts: start of the current kReallocating episode.
+  // Backoff (actors.md §6.7). since_ts: start of the current kReallocating episode;
+  // retry_attempt above.
   int64_t realloc_since_ts = 0;
-  uint32_t retry_attempt = 0;
   int64_t last_retry_ts = 0;
 
   // Checkpoints of the current generation (envoy-protocol.md §4.1, §4.8).
@@ -320,9 +327,6 @@ struct ActorWorkflow {
   // The engine run (Context::Run) that made the last allocation: after an unclean
   // restart, an actor not yet allocated in the current run skips a generation.
   uint64_t alloc_run = 0;
-  bool sleeping = false;     // kSleepIntent, kSleeping, kReallocating
-  bool connectable = false;  // kRunning
-  bool destroyed = false;    // kDestroyed
 
   friend bool operator==(const ActorWorkflow&, const ActorWorkflow&) = default;
 };
