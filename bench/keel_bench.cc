@@ -1800,7 +1800,10 @@ json W4() {
       }
     });
     const double sleep_s = MicrosSince(t0) / 1e6;
-    std::this_thread::sleep_for(milliseconds(1500));
+    // The runtime forgets a slept generation's command dedup entry once it acknowledged its
+    // commands to the engine, 1 s after it stopped (EnvoyConfig::stopped_ack_delay), and
+    // gives freed memory back on its next 500 ms check.
+    std::this_thread::sleep_for(milliseconds(2500));
     const int64_t e = ProcRss(st.engine_pid()), r = ProcRss(st.runtime_pid());
     const double n = static_cast<double>(ids.size());
     j["asleep"] = {{"actors", ids.size()},

@@ -21,6 +21,9 @@ namespace {
 
 constexpr std::string_view kLog = "envoy_client";
 constexpr uint16_t kServerlessVersion = 4;
+// Checkpoints per ToRivetAckCommands (~45 bytes each): an ack of many actors stays far
+// below the engine's message limit.
+constexpr size_t kAckBatch = 1024;
 
 using ActorKey = std::pair<std::string, uint32_t>;
 using RouteKey = std::pair<latest::GatewayId, latest::RequestId>;
@@ -194,6 +197,22 @@ class DedupTable {
 
   size_t size() const { return used_ + long_.size(); }
 
+  // Calls fn(id, generation, index) for every entry, in no particular order.
+  template <typename F>
+  void ForEach(F&& fn) const {
+    for (const Slot& slot : slots_) {
+      if (slot.used) fn(std::string_view(slot.id, slot.len), slot.generation, slot.index);
+    }
+    for (const auto& [key, index] : long_) fn(std::string_view(key.first), key.second, index);
+  }
+
+  // Forgets every entry and gives the memory back.
+  void Clear() {
+    std::vector<Slot>().swap(slots_);
+    used_ = 0;
+    long_.clear();
+  }
+
  private:
   static constexpr size_t kInline = 34;  // engine actor ids are 30 characters
   struct Slot {
@@ -316,6 +335,7 @@ struct EnvoyClient::State {
   TimerId lost_timer{};
   TimerId sweep_timer{};
   TimerId ack_timer{};
+  TimerId stopped_ack_timer{};
 
   std::map<ActorKey, Actor> actors;
   // processed[(actor, generation)] = highest command index seen (§4.4); survives actor
@@ -325,7 +345,7 @@ struct EnvoyClient::State {
 
   // Forgets a hosted actor; its dedup entry stays (§4.4).
   std::map<ActorKey, Actor>::iterator EraseActor(std::map<ActorKey, Actor>::iterator it) {
-    if (it->second.processed) processed.Set(it->first.first, it->first.second, *it->second.processed);
+    if (it->second.processed) Unhosted(it->first, *it->second.processed);
     return actors.erase(it);
   }
   // The dedup entry of (actor, generation), wherever it lives.
@@ -333,6 +353,12 @@ struct EnvoyClient::State {
     auto it = actors.find(key);
     if (it != actors.end()) return it->second.processed;
     return processed.Find(key.first, key.second);
+  }
+  // Records the dedup entry of a generation this envoy does not host; the engine hears of
+  // it in the next ack of stopped generations (AckStoppedCommands).
+  void Unhosted(const ActorKey& key, int64_t index) {
+    processed.Set(key.first, key.second, index);
+    ScheduleStoppedAck();
   }
 
   RequestTable kv{Error("envoy", "kv_timeout", "KV request timed out"), &AsIs};
@@ -353,6 +379,7 @@ struct EnvoyClient::State {
   uint64_t malformed_frames = 0;
   uint64_t unroutable_tunnel = 0;
   uint64_t duplicate_commands = 0;
+  uint64_t released_dedup_entries = 0;
   uint64_t unmatched_responses = 0;
   uint64_t oversized_tunnel = 0;
 
@@ -472,6 +499,19 @@ struct EnvoyClient::State {
     });
   }
 
+  // Generations no longer hosted are acknowledged apart from the periodic ack, and sooner
+  // (§4.3 lists only hosted ones, so a Rivet envoy keeps their dedup entries — and the
+  // engine their commands — for ever). The ack goes `stopped_ack_delay` after the first
+  // entry it carries appeared, and never sooner than that after an Init: commands the
+  // engine replays follow its Init, and must still meet their entries.
+  void ScheduleStoppedAck() {
+    if (stopped_ack_timer != TimerId{} || shut_down || processed.size() == 0) return;
+    stopped_ack_timer = clock.ScheduleAfter(config.stopped_ack_delay, [this] {
+      stopped_ack_timer = TimerId{};
+      AckStoppedCommands();
+    });
+  }
+
   void ScheduleAckCommands() {
     ack_timer = clock.ScheduleAfter(config.ack_commands_interval, [this] {
       ack_timer = TimerId{};
@@ -501,7 +541,7 @@ struct EnvoyClient::State {
     actors.clear();
     routes.clear();
     for (auto& [key, actor] : gone) {
-      if (actor.processed) processed.Set(key.first, key.second, *actor.processed);
+      if (actor.processed) Unhosted(key, *actor.processed);
     }
     for (auto& [key, actor] : gone) {
       for (auto& [index, done] : actor.alarm_acks) {
@@ -528,6 +568,7 @@ struct EnvoyClient::State {
     CancelTimer(lost_timer);
     CancelTimer(sweep_timer);
     CancelTimer(ack_timer);
+    CancelTimer(stopped_ack_timer);
     if (socket != Socket::kNone) transport.Close(1000, "envoy.shutdown");
     socket = Socket::kNone;
     init_on_socket = false;
@@ -581,6 +622,10 @@ struct EnvoyClient::State {
 
     host.OnConnected(*metadata);
 
+    // A full delay from now, so that the replay behind this Init meets every entry.
+    CancelTimer(stopped_ack_timer);
+    ScheduleStoppedAck();
+
     if (first) {
       auto queued = std::move(queued_starts);
       queued_starts.clear();
@@ -601,7 +646,7 @@ struct EnvoyClient::State {
       if (auto hosted = actors.find(key); hosted != actors.end()) {
         hosted->second.processed = cp.index;
       } else if (!wrapper.inner.is<latest::CommandStartActor>()) {
-        processed.Set(key.first, key.second, cp.index);
+        Unhosted(key, cp.index);
       }
 
       if (const auto* start = wrapper.inner.get_if<latest::CommandStartActor>()) {
@@ -815,22 +860,57 @@ struct EnvoyClient::State {
   }
 
   void AckCommands() {
-    latest::ToRivetAckCommands ack;
+    std::vector<latest::ActorCheckpoint> all;
     for (const auto& [key, actor] : actors) {
       if (actor.last_command_index < 0) continue;
-      ack.last_command_checkpoints.push_back(
-          latest::ActorCheckpoint{key.first, key.second, actor.last_command_index});
+      all.push_back(latest::ActorCheckpoint{key.first, key.second, actor.last_command_index});
     }
-    if (ack.last_command_checkpoints.empty()) return;
-    std::vector<ActorKey> listed;
-    for (const auto& cp : ack.last_command_checkpoints)
-      listed.emplace_back(cp.actor_id, cp.generation);
-    // Dedup state goes only when the ack reached a live socket (§4.3).
-    if (!Send(latest::ToRivet{std::move(ack)})) return;
-    for (const auto& key : listed) {
-      if (auto it = actors.find(key); it != actors.end()) it->second.processed.reset();
-      processed.Erase(key.first, key.second);
+    SendCommandAcks(all, [&](const latest::ActorCheckpoint& cp) {
+      if (auto it = actors.find({cp.actor_id, cp.generation}); it != actors.end()) {
+        it->second.processed.reset();
+      }
+      processed.Erase(cp.actor_id, cp.generation);
+    });
+  }
+
+  // Sends the last command index of every generation in `processed` (those this envoy no
+  // longer hosts), and forgets the entries that went out. Then the engine no longer holds
+  // or replays their commands: keel-engine deleted them when it deallocated the generation,
+  // a Rivet engine deletes them now. Without a socket nothing is sent; the next Init
+  // schedules the ack again.
+  void AckStoppedCommands() {
+    if (socket != Socket::kOpen || !init_on_socket || processed.size() == 0) return;
+    std::vector<latest::ActorCheckpoint> all;
+    all.reserve(processed.size());
+    processed.ForEach([&](std::string_view id, uint32_t generation, int64_t index) {
+      all.push_back(latest::ActorCheckpoint{std::string(id), generation, index});
+    });
+    const size_t sent = SendCommandAcks(all, [&](const latest::ActorCheckpoint& cp) {
+      processed.Erase(cp.actor_id, cp.generation);
+    });
+    released_dedup_entries += sent;
+    if (processed.size() == 0) processed.Clear();
+    KEEL_LOG(kDebug, kLog, "acknowledged the commands of generations no longer hosted",
+             {{"generations", std::to_string(sent)}, {"kept", std::to_string(processed.size())}});
+  }
+
+  // Sends `all` in ToRivetAckCommands of at most kAckBatch checkpoints each, in order. Dedup
+  // state goes only when its ack reached a live socket (§4.3): after each message handed to
+  // the socket, forget(checkpoint) runs for its checkpoints. Stops at the first message
+  // that cannot be sent; returns how many checkpoints went out.
+  template <typename F>
+  size_t SendCommandAcks(const std::vector<latest::ActorCheckpoint>& all, F&& forget) {
+    size_t sent = 0;
+    while (sent < all.size()) {
+      const size_t end = std::min(all.size(), sent + kAckBatch);
+      latest::ToRivetAckCommands ack;
+      ack.last_command_checkpoints.assign(all.begin() + static_cast<ptrdiff_t>(sent),
+                                          all.begin() + static_cast<ptrdiff_t>(end));
+      if (!Send(latest::ToRivet{std::move(ack)})) break;
+      for (size_t i = sent; i < end; ++i) forget(all[i]);
+      sent = end;
     }
+    return sent;
   }
 
   // ---- Requests ----
@@ -942,6 +1022,7 @@ EnvoyClient::~EnvoyClient() {
   s_->CancelTimer(s_->lost_timer);
   s_->CancelTimer(s_->sweep_timer);
   s_->CancelTimer(s_->ack_timer);
+  s_->CancelTimer(s_->stopped_ack_timer);
 }
 
 void EnvoyClient::Start() {
@@ -1214,6 +1295,7 @@ size_t EnvoyClient::hosted_actors() const { return s_->HostedCount(); }
 size_t EnvoyClient::actor_entries() const { return s_->actors.size(); }
 size_t EnvoyClient::route_entries() const { return s_->routes.size(); }
 size_t EnvoyClient::dedup_entries() const { return s_->processed.size(); }
+uint64_t EnvoyClient::released_dedup_entries() const { return s_->released_dedup_entries; }
 uint64_t EnvoyClient::malformed_frames() const { return s_->malformed_frames; }
 uint64_t EnvoyClient::unroutable_tunnel_messages() const { return s_->unroutable_tunnel; }
 uint64_t EnvoyClient::duplicate_commands() const { return s_->duplicate_commands; }

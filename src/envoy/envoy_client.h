@@ -69,8 +69,12 @@ struct EnvoyConfig {
   // last send (§3.10); swept every `request_sweep_interval`.
   std::chrono::milliseconds request_timeout{30000};
   std::chrono::milliseconds request_sweep_interval{15000};
-  // Periodic ToRivetAckCommands (§4.3).
+  // Periodic ToRivetAckCommands of the hosted generations (§4.3).
   std::chrono::milliseconds ack_commands_interval{300000};
+  // Generations this envoy no longer hosts (stopped, asleep) are acknowledged this long
+  // after the first of them stopped (and never sooner than this after an Init), and their
+  // dedup entries then forgotten: a sleeping actor costs the envoy nothing after that.
+  std::chrono::milliseconds stopped_ack_delay{1000};
   // Lost threshold used before the first Init (§3.4).
   std::chrono::milliseconds default_lost_threshold{10000};
   // Largest frame the engine reads (its WebSocket message limit). A larger message is not
@@ -270,10 +274,13 @@ class EnvoyClient {
   size_t hosted_actors() const;
   // Per-actor bookkeeping (tests, metrics): actor entries (hosted, or reported Stopped and
   // waiting for the engine's stop), tunnel routes, and the command dedup entries of actor
-  // generations no longer hosted — those stay by design (§4.4), in one flat table.
+  // generations no longer hosted — those stay (§4.4) until their ack went out
+  // (EnvoyConfig::stopped_ack_delay), in one flat table.
   size_t actor_entries() const;
   size_t route_entries() const;
   size_t dedup_entries() const;
+  // Dedup entries of stopped generations forgotten after their ack went out, in all.
+  uint64_t released_dedup_entries() const;
   // Frames that failed to decode; tunnel messages dropped because no route matched;
   // commands dropped as replays (§4.4); KV/SQLite responses dropped because no pending
   // request had their id (answered late, after a timeout or a close, or not ours).

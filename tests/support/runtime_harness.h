@@ -333,6 +333,8 @@ class RuntimeHarness {
   // Claimed at every Connect: the engine holds outputs (EnvoyClient::engine_holds_outputs).
   bool engine_holds_outputs = false;
   std::vector<Sent> tunnel_log;
+  // ToRivetAckCommands in the order the runtime sent them.
+  std::vector<latest::ToRivetAckCommands> command_acks;
 
   ManualClock& clock() { return clock_; }
   runtime::Runtime& runtime() { return runtime_; }
@@ -361,6 +363,8 @@ class RuntimeHarness {
           Deliver(latest::ToEnvoy{ack});
         }
       }
+    } else if (const auto* ack = std::get_if<latest::ToRivetAckCommands>(&v)) {
+      command_acks.push_back(*ack);
     } else if (const auto* t = std::get_if<latest::ToRivetTunnelMessage>(&v)) {
       tunnel_log.push_back(Sent{*t, kv_puts_, kv_requests_, sql_requests.size(), events_.size()});
       auto& r = replies_[t->message_id.request_id];

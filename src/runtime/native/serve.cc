@@ -211,7 +211,9 @@ void RuntimeHost::Impl::ScheduleTrim() {
   clock.ScheduleAfter(std::chrono::milliseconds(500), [this] {
     Impl& m = *this;
     if (m.core == nullptr) return;
-    const uint64_t freed = m.core->freed_instances();
+    // Freed instances, and the dedup entries of slept generations forgotten after their ack.
+    const uint64_t freed =
+        m.core->freed_instances() + (m.client != nullptr ? m.client->released_dedup_entries() : 0);
     if (freed != m.freed_at_trim && (freed == m.freed_last_check || freed - m.freed_at_trim >= 256)) {
       ReleaseFreeMemory();
       m.freed_at_trim = freed;

@@ -3,7 +3,9 @@
 // SQLite request paths are tested in envoy_sqlite_test.cc.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -361,6 +363,129 @@ TEST_F(EnvoyClientTest, AckCommandsTimerListsHostedActorsAndClearsDedupOnSend) {
   Init();
   Commands({StartCmd("c1", 1, 1)});
   EXPECT_EQ(host_.starts.size(), 3u);  // a1, b1, c1 once
+}
+
+// The periodic ack of many hosted actors goes out in bounded messages too: one message for
+// all of them would pass the engine's message limit at a few hundred thousand actors.
+TEST_F(EnvoyClientTest, PeriodicAckOfManyHostedActorsIsBatched) {
+  EnvoyConfig c;
+  c.ack_commands_interval = 1000ms;
+  Make(c);
+  Connect();
+  const int n = 1500;
+  for (int i = 0; i < n; ++i) Commands({StartCmd("act" + std::to_string(i), 1, i + 1)});
+  ASSERT_EQ(client_->hosted_actors(), size_t{n});
+  clock_.Advance(1000ms);
+  auto acks = SentOf<v::ToRivetAckCommands>();
+  ASSERT_EQ(acks.size(), 2u);
+  EXPECT_EQ(acks[0].last_command_checkpoints.size(), 1024u);
+  EXPECT_EQ(acks[1].last_command_checkpoints.size(), size_t{n - 1024});
+  std::map<std::string, int64_t> seen;
+  for (const auto& ack : acks) {
+    for (const auto& cp : ack.last_command_checkpoints) seen[cp.actor_id] = cp.index;
+  }
+  ASSERT_EQ(seen.size(), size_t{n});
+  for (int i = 0; i < n; ++i) EXPECT_EQ(seen["act" + std::to_string(i)], i + 1);
+}
+
+// Generations no longer hosted are acknowledged on their own, a delay after they stopped,
+// and their dedup entries then forgotten — otherwise every actor that ever slept would keep
+// one for the life of the process (§4.3 acks hosted generations only).
+TEST_F(EnvoyClientTest, StoppedGenerationsAreAckedAfterTheDelayAndForgotten) {
+  Connect();
+  Commands({StartCmd("a1", 1, 1), StartCmd("b1", 3, 1)});
+  Commands({StopCmd("a1", 1, 2)});
+  client_->ActorStopped("a1", 1);
+  Commands({StopCmd("ghost", 7, 4)});  // a generation never hosted here
+  EXPECT_EQ(client_->dedup_entries(), 2u);
+  clock_.Advance(999ms);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());
+  // Until the ack, replays are still dropped.
+  Commands({StartCmd("a1", 1, 1)});
+  EXPECT_EQ(host_.starts.size(), 2u);
+  clock_.Advance(1ms);
+  auto acks = SentOf<v::ToRivetAckCommands>();
+  ASSERT_EQ(acks.size(), 1u);
+  auto listed = acks[0].last_command_checkpoints;
+  std::sort(listed.begin(), listed.end(),
+            [](const auto& a, const auto& b) { return a.actor_id < b.actor_id; });
+  // The hosted b1 is not in it: its dedup entry stays with its instance.
+  EXPECT_EQ(listed, (std::vector<v::ActorCheckpoint>{{"a1", 1, 2}, {"ghost", 7, 4}}));
+  EXPECT_EQ(client_->dedup_entries(), 0u);
+  EXPECT_EQ(client_->released_dedup_entries(), 2u);
+  EXPECT_EQ(client_->hosted_actors(), 1u);
+  // Nothing left: no more acks.
+  transport_.sent.clear();
+  clock_.Advance(5000ms);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());
+}
+
+// Without a socket the entries stay. After a reconnect the ack waits a whole delay from the
+// Init, so the commands the engine replays behind its Init still meet their entries.
+TEST_F(EnvoyClientTest, StoppedGenerationsOutliveADisconnectAndTheReplay) {
+  EnvoyConfig c;
+  c.backoff_initial = 100ms;  // reconnects 100 ms after a drop, every time
+  c.backoff_max = 100ms;
+  c.backoff_jitter = 0;
+  Make(c);
+  Connect();
+  Commands({StartCmd("a1", 1, 1), StopCmd("a1", 1, 2)});
+  client_->ActorStopped("a1", 1);
+  client_->OnClosed(1006, "");
+  clock_.Advance(3000ms);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());
+  EXPECT_EQ(client_->dedup_entries(), 1u);
+  client_->OnOpen();
+  Init();
+  // Another drop half a delay later: the ack counts from the newest Init.
+  clock_.Advance(500ms);
+  client_->OnClosed(1006, "");
+  clock_.Advance(100ms);  // the reconnect
+  client_->OnOpen();
+  Init();
+  clock_.Advance(999ms);
+  Commands({StartCmd("a1", 1, 1), StopCmd("a1", 1, 2)});  // the replay
+  EXPECT_EQ(host_.starts.size(), 1u);
+  EXPECT_EQ(host_.stops.size(), 1u);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());
+  clock_.Advance(1ms);
+  auto acks = SentOf<v::ToRivetAckCommands>();
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].last_command_checkpoints, (std::vector<v::ActorCheckpoint>{{"a1", 1, 2}}));
+  EXPECT_EQ(client_->dedup_entries(), 0u);
+}
+
+// Many stopped generations go out in bounded messages, each entry once; a shutdown before
+// the delay sends nothing.
+TEST_F(EnvoyClientTest, StoppedGenerationAcksAreBatchedAndShutdownCancelsThem) {
+  Connect();
+  const int n = 2500;
+  auto id = [](int i) {
+    return i % 7 == 0 ? "an-actor-id-too-long-for-the-inline-key-" + std::to_string(i)
+                      : "act" + std::to_string(i) + "-0123456789abcdefghijklmn";
+  };
+  for (int i = 0; i < n; ++i) Commands({StopCmd(id(i), 2, i + 1)});
+  clock_.Advance(1000ms);
+  auto acks = SentOf<v::ToRivetAckCommands>();
+  ASSERT_EQ(acks.size(), 3u);
+  EXPECT_EQ(acks[0].last_command_checkpoints.size(), 1024u);
+  EXPECT_EQ(acks[1].last_command_checkpoints.size(), 1024u);
+  std::map<std::string, int64_t> seen;
+  for (const auto& ack : acks) {
+    for (const auto& cp : ack.last_command_checkpoints) {
+      EXPECT_EQ(cp.generation, 2u);
+      EXPECT_TRUE(seen.emplace(cp.actor_id, cp.index).second) << cp.actor_id;
+    }
+  }
+  ASSERT_EQ(seen.size(), size_t{n});
+  for (int i = 0; i < n; ++i) EXPECT_EQ(seen[id(i)], i + 1) << id(i);
+  EXPECT_EQ(client_->dedup_entries(), 0u);
+
+  transport_.sent.clear();
+  Commands({StopCmd("late", 1, 1)});
+  client_->Shutdown(/*immediate=*/true);
+  clock_.Advance(5000ms);
+  EXPECT_TRUE(SentOf<v::ToRivetAckCommands>().empty());
 }
 
 // ---- events -------------------------------------------------------------------------------

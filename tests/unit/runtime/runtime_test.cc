@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -450,7 +451,8 @@ TEST(RuntimeCore, IdleActorAsksToSleepAndActivityResetsTheTimer) {
 
 // BENCHMARKS W4: an awake idle actor waits on the runtime's one shared sleep timer, and an
 // actor that went to sleep leaves nothing behind in the runtime or the envoy client but its
-// command dedup entry (envoy-protocol.md §4.4), which still drops a replayed start.
+// command dedup entry (envoy-protocol.md §4.4), which still drops a replayed start — until
+// the envoy acknowledged the slept generations' commands, a second later; then nothing.
 TEST(RuntimeMemory, SleepingActorsLeaveNoPerActorEntries) {
   ActorDef<Counter> def = CounterDef();
   def.options().sleep_timeout = 1000ms;
@@ -478,8 +480,9 @@ TEST(RuntimeMemory, SleepingActorsLeaveNoPerActorEntries) {
   h.Advance(1000ms);
   for (const auto& id : ids) ASSERT_EQ(h.EventsOf<latest::EventActorIntent>(id).size(), 1u) << id;
   EXPECT_EQ(h.runtime().sleep_deadline_count(), 0u);
+  std::map<std::string, int64_t> stop_index;
   for (const auto& id : ids) {
-    h.StopActor(id, 1, latest::StopActorReason::kSleepIntent);
+    stop_index[id] = h.StopActor(id, 1, latest::StopActorReason::kSleepIntent);
     ASSERT_TRUE(h.Stopped(id, 1).has_value()) << id;
   }
   h.Advance(Duration::zero());  // instances are freed on a zero-delay timer
@@ -512,6 +515,22 @@ TEST(RuntimeMemory, SleepingActorsLeaveNoPerActorEntries) {
   ASSERT_TRUE(h.Running(ids[0], 2));
   EXPECT_EQ(h.Body(h.Action(ids[0], "getCount", "[]")), R"({"output":1})");
   EXPECT_EQ(h.client().dedup_entries(), ids.size());
+
+  // A second after they slept, the slept generations' commands are acknowledged to the
+  // engine (one message, each with its last command index) and their entries are gone.
+  h.Advance(1000ms);
+  std::map<std::string, int64_t> acked;
+  for (const auto& ack : h.command_acks) {
+    for (const auto& cp : ack.last_command_checkpoints) {
+      EXPECT_EQ(cp.generation, 1u) << cp.actor_id;
+      acked[cp.actor_id] = cp.index;
+    }
+  }
+  EXPECT_EQ(acked.size(), ids.size());
+  for (const auto& id : ids) EXPECT_EQ(acked[id], stop_index[id]) << id;
+  EXPECT_EQ(h.client().dedup_entries(), 0u);
+  EXPECT_EQ(h.client().released_dedup_entries(), ids.size());
+  EXPECT_EQ(h.client().actor_entries(), 1u) << "the awake generation 2 keeps its entry";
 }
 
 TEST(RuntimeCore, OpenConnectionsKeepTheActorAwake) {
