@@ -888,6 +888,7 @@ struct EnvoyClient::State {
     const size_t sent = SendCommandAcks(all, [&](const latest::ActorCheckpoint& cp) {
       processed.Erase(cp.actor_id, cp.generation);
     });
+    if (sent == 0) return;
     released_dedup_entries += sent;
     if (processed.size() == 0) processed.Clear();
     KEEL_LOG(kDebug, kLog, "acknowledged the commands of generations no longer hosted",
